@@ -1,0 +1,186 @@
+/* Context: allocator hooks, thread count, generator, log callback, last error. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define EFFML__ERRMSG_LEN 512
+
+struct effml_context {
+  effml_alloc_fn alloc;
+  effml_free_fn free;
+  void *alloc_user_data;
+  int32_t num_threads;
+  effml_log_fn log;
+  void *log_user_data;
+  int32_t log_level;
+  effml__rng rng;
+  effml_status last_status;
+  char last_error[EFFML__ERRMSG_LEN];
+};
+
+void effml_context_options_init(effml_context_options *opt) {
+  if (opt == NULL) return;
+  memset(opt, 0, sizeof *opt);
+  opt->struct_size = (uint32_t)sizeof *opt;
+  opt->num_threads = 1;
+  opt->log_level = EFFML_LOG_WARN;
+}
+
+effml_status effml_context_create(const effml_context_options *opt, effml_context **out) {
+  effml_context_options o;
+  effml_context_options_init(&o);
+  if (out == NULL) return EFFML_E_INVALID_ARG;
+  if (opt != NULL) {
+    if (opt->struct_size < offsetof(effml_context_options, num_threads) ||
+        opt->struct_size > 4096)
+      return EFFML_E_INVALID_ARG;
+    size_t n = opt->struct_size < sizeof o ? opt->struct_size : sizeof o;
+    memcpy(&o, opt, n);
+    o.struct_size = (uint32_t)sizeof o;
+  }
+  if ((o.alloc == NULL) != (o.free == NULL)) return EFFML_E_INVALID_ARG;
+  if (o.num_threads < 1 || o.num_threads > 1024) return EFFML_E_INVALID_ARG;
+  effml_context *ctx = o.alloc ? (effml_context *)o.alloc(o.alloc_user_data, sizeof *ctx)
+                               : (effml_context *)malloc(sizeof *ctx);
+  if (ctx == NULL) return EFFML_E_NOMEM;
+  memset(ctx, 0, sizeof *ctx);
+  ctx->alloc = o.alloc;
+  ctx->free = o.free;
+  ctx->alloc_user_data = o.alloc_user_data;
+  ctx->num_threads = o.num_threads;
+  ctx->log = o.log;
+  ctx->log_user_data = o.log_user_data;
+  ctx->log_level = o.log_level;
+  effml__rng_seed(&ctx->rng, o.seed, 0);
+  *out = ctx;
+  return EFFML_OK;
+}
+
+void effml_context_free(effml_context *ctx) {
+  if (ctx == NULL) return;
+  if (ctx->free)
+    ctx->free(ctx->alloc_user_data, ctx);
+  else
+    free(ctx);
+}
+
+const char *effml_context_last_error(const effml_context *ctx) {
+  if (ctx == NULL) return "effml_context_last_error: context is NULL";
+  return ctx->last_error;
+}
+
+effml_status effml_context_last_status(const effml_context *ctx) {
+  return ctx ? ctx->last_status : EFFML_E_INVALID_ARG;
+}
+
+void effml_context_clear_error(effml_context *ctx) {
+  if (ctx == NULL) return;
+  ctx->last_status = EFFML_OK;
+  ctx->last_error[0] = '\0';
+}
+
+int32_t effml_context_num_threads(const effml_context *ctx) { return ctx ? ctx->num_threads : 1; }
+
+effml_status effml_context_set_num_threads(effml_context *ctx, int32_t num_threads) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  if (num_threads < 1 || num_threads > 1024)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_context_set_num_threads: num_threads=%d must be in [1, 1024]",
+                      (int)num_threads);
+  ctx->num_threads = num_threads;
+  return EFFML_OK;
+}
+
+void effml_context_set_seed(effml_context *ctx, uint64_t seed) {
+  if (ctx) effml__rng_seed(&ctx->rng, seed, 0);
+}
+
+uint64_t effml_context_random_u64(effml_context *ctx) {
+  return ctx ? effml__rng_u64(&ctx->rng) : 0;
+}
+
+/* ---- internal ---- */
+
+effml__rng *effml__ctx_rng(effml_context *ctx) { return &ctx->rng; }
+int32_t effml__ctx_threads(const effml_context *ctx) { return ctx ? ctx->num_threads : 1; }
+
+effml_status effml__err(effml_context *ctx, effml_status status, const char *fmt, ...) {
+  if (ctx == NULL) return status;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
+  va_end(ap);
+  ctx->last_status = status;
+  if (ctx->log && ctx->log_level >= EFFML_LOG_ERROR)
+    ctx->log(ctx->log_user_data, EFFML_LOG_ERROR, ctx->last_error);
+  return status;
+}
+
+void effml__log(effml_context *ctx, int32_t level, const char *fmt, ...) {
+  if (ctx == NULL || ctx->log == NULL || level > ctx->log_level) return;
+  char buf[EFFML__ERRMSG_LEN];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  ctx->log(ctx->log_user_data, level, buf);
+}
+
+/* Memory: every block is over-allocated by 64 bytes so it can be aligned to a
+ * cache line; the raw pointer is kept just before the aligned one. */
+#define EFFML__ALIGN 64
+
+void *effml__malloc(effml_context *ctx, size_t size) {
+  if (size > SIZE_MAX - EFFML__ALIGN - sizeof(void *)) return NULL;
+  size_t total = size + EFFML__ALIGN + sizeof(void *);
+  void *raw = (ctx && ctx->alloc) ? ctx->alloc(ctx->alloc_user_data, total) : malloc(total);
+  if (raw == NULL) return NULL;
+  uintptr_t p = ((uintptr_t)raw + sizeof(void *) + EFFML__ALIGN - 1) & ~(uintptr_t)(EFFML__ALIGN - 1);
+  memcpy((void *)(p - sizeof(void *)), &raw, sizeof raw);
+  return (void *)p;
+}
+
+void effml__free(effml_context *ctx, void *p) {
+  if (p == NULL) return;
+  void *raw;
+  memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
+  if (ctx && ctx->free)
+    ctx->free(ctx->alloc_user_data, raw);
+  else
+    free(raw);
+}
+
+int effml__mul_size(size_t a, size_t b, size_t *out) {
+  if (a != 0 && b > SIZE_MAX / a) return 0;
+  *out = a * b;
+  return 1;
+}
+
+void *effml__calloc(effml_context *ctx, size_t n, size_t size) {
+  size_t total;
+  if (!effml__mul_size(n, size, &total)) return NULL;
+  void *p = effml__malloc(ctx, total);
+  if (p) memset(p, 0, total);
+  return p;
+}
+
+char *effml__strdup(effml_context *ctx, const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = (char *)effml__malloc(ctx, n);
+  if (d) memcpy(d, s, n);
+  return d;
+}
+
+void *effml__alloc_or_err(effml_context *ctx, size_t size, const char *what) {
+  void *p = effml__malloc(ctx, size);
+  if (p == NULL) effml__err(ctx, EFFML_E_NOMEM, "out of memory allocating %zu bytes for %s", size, what);
+  return p;
+}
+
+void *effml__calloc_or_err(effml_context *ctx, size_t n, size_t size, const char *what) {
+  void *p = effml__calloc(ctx, n, size);
+  if (p == NULL) effml__err(ctx, EFFML_E_NOMEM, "out of memory allocating %zu x %zu bytes for %s", n, size, what);
+  return p;
+}

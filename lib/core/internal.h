@@ -1,0 +1,145 @@
+/*
+ * Internal helpers shared by every libeffml source file.  Nothing here is
+ * exported: every symbol is `effml__` (two underscores) and hidden.
+ *
+ * One way to do a thing: argument checks go through effml__err() and the
+ * EFFML__CHECK_* macros so the context always receives a message naming the
+ * argument and the offending value; all memory goes through effml__malloc()
+ * so the context's allocator hooks (and the allocation-failure tests) see it.
+ */
+#ifndef EFFML_INTERNAL_H
+#define EFFML_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "effml.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define EFFML__HIDDEN __attribute__((visibility("hidden")))
+#  define EFFML__PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#  define EFFML__HIDDEN
+#  define EFFML__PRINTF(a, b)
+#endif
+
+/* ---- errors ---- */
+
+/* Record `status` and a printf-style message in ctx (ctx may be NULL); return status. */
+EFFML__HIDDEN effml_status effml__err(effml_context *ctx, effml_status status, const char *fmt, ...)
+    EFFML__PRINTF(3, 4);
+/* Log a message through the context's callback if its level allows. */
+EFFML__HIDDEN void effml__log(effml_context *ctx, int32_t level, const char *fmt, ...)
+    EFFML__PRINTF(3, 4);
+
+#define EFFML__CHECK_NULL(ctx, p)                                                          \
+  do {                                                                                     \
+    if ((p) == NULL)                                                                       \
+      return effml__err((ctx), EFFML_E_INVALID_ARG, "%s: argument '%s' is NULL", __func__, \
+                        #p);                                                               \
+  } while (0)
+
+#define EFFML__TRY(expr)                   \
+  do {                                     \
+    effml_status effml__st_ = (expr);      \
+    if (effml__st_ != EFFML_OK) return effml__st_; \
+  } while (0)
+
+/* ---- memory (context allocator; 64-byte aligned) ---- */
+
+EFFML__HIDDEN void *effml__malloc(effml_context *ctx, size_t size);
+/* Zeroed n*size bytes; NULL on overflow or failure (no message set). */
+EFFML__HIDDEN void *effml__calloc(effml_context *ctx, size_t n, size_t size);
+EFFML__HIDDEN void effml__free(effml_context *ctx, void *p);
+EFFML__HIDDEN char *effml__strdup(effml_context *ctx, const char *s);
+/* As effml__malloc/calloc but set EFFML_E_NOMEM in ctx on failure (what = what was being allocated). */
+EFFML__HIDDEN void *effml__alloc_or_err(effml_context *ctx, size_t size, const char *what);
+EFFML__HIDDEN void *effml__calloc_or_err(effml_context *ctx, size_t n, size_t size, const char *what);
+/* Overflow-checked a*b; returns 0 on overflow. */
+EFFML__HIDDEN int effml__mul_size(size_t a, size_t b, size_t *out);
+
+/* ---- random numbers: xoshiro256** seeded by splitmix64 ---- */
+
+typedef struct effml__rng {
+  uint64_t s[4];
+} effml__rng;
+
+/* Seed from (seed, stream): independent streams for the same seed. */
+EFFML__HIDDEN void effml__rng_seed(effml__rng *r, uint64_t seed, uint64_t stream);
+EFFML__HIDDEN uint64_t effml__rng_u64(effml__rng *r);
+/* Uniform double in [0, 1) with 53 random bits. */
+EFFML__HIDDEN double effml__rng_uniform(effml__rng *r);
+/* Uniform integer in [0, n) without modulo bias (n >= 1). */
+EFFML__HIDDEN uint64_t effml__rng_below(effml__rng *r, uint64_t n);
+/* Standard normal (Marsaglia polar method; consumes a variable number of draws). */
+EFFML__HIDDEN double effml__rng_normal(effml__rng *r);
+/* splitmix64 finaliser: a good 64-bit hash, used to derive per-item streams. */
+EFFML__HIDDEN uint64_t effml__mix64(uint64_t x);
+/* The context's generator. */
+EFFML__HIDDEN effml__rng *effml__ctx_rng(effml_context *ctx);
+
+/* ---- threads ---- */
+
+/* Run fn(arg, begin, end, worker) over [0, n) split into at most
+ * ctx->num_threads contiguous chunks of at least `min_chunk` items.  Runs
+ * inline when one chunk suffices.  The split depends only on n, min_chunk and
+ * the thread count; code that must give identical results for every thread
+ * count must not depend on the split (e.g. derive randomness per item). */
+typedef void (*effml__range_fn)(void *arg, int64_t begin, int64_t end, int32_t worker);
+EFFML__HIDDEN effml_status effml__parallel_for(effml_context *ctx, int64_t n, int64_t min_chunk,
+                                               effml__range_fn fn, void *arg);
+EFFML__HIDDEN int32_t effml__ctx_threads(const effml_context *ctx);
+
+/* ---- tensors ---- */
+
+struct effml__storage;
+struct effml_tensor {
+  struct effml__storage *storage;
+  effml_context *ctx; /* allocator of this handle */
+  int32_t dtype;
+  int32_t ndim;
+  int64_t shape[EFFML_MAX_DIMS];
+  int64_t strides[EFFML_MAX_DIMS]; /* elements */
+  char *data;                       /* element (0,...,0) */
+  int32_t read_only;
+};
+
+/* Check `t` is non-NULL, has `dtype` (0 = any), `ndim` dims (-1 = any) and is
+ * contiguous when `contiguous` is set; message names `arg`. */
+EFFML__HIDDEN effml_status effml__check_tensor(effml_context *ctx, const effml_tensor *t,
+                                               const char *arg, int32_t dtype, int32_t ndim,
+                                               int contiguous);
+/* Check t's dimension `dim` equals `expect` (message names arg and both values). */
+EFFML__HIDDEN effml_status effml__check_dim(effml_context *ctx, const effml_tensor *t,
+                                            const char *arg, int32_t dim, int64_t expect);
+/* Check a writable tensor. */
+EFFML__HIDDEN effml_status effml__check_writable(effml_context *ctx, const effml_tensor *t,
+                                                 const char *arg);
+/* Format a shape as "[2, 3]" into buf (always NUL-terminated). */
+EFFML__HIDDEN const char *effml__shape_str(const effml_tensor *t, char *buf, size_t len);
+/* Create an f32 2-D contiguous tensor (common case). */
+EFFML__HIDDEN effml_status effml__tensor_f32_2d(effml_context *ctx, int64_t rows, int64_t cols,
+                                                effml_tensor **out);
+/* Create a contiguous tensor with the same shape as `like`. */
+EFFML__HIDDEN effml_status effml__tensor_like(effml_context *ctx, const effml_tensor *like,
+                                              int32_t dtype, effml_tensor **out);
+/* Typed data access for contiguous tensors (no checks). */
+static inline float *effml__f32(effml_tensor *t) { return (float *)(void *)t->data; }
+static inline const float *effml__cf32(const effml_tensor *t) { return (const float *)(const void *)t->data; }
+static inline double *effml__f64(effml_tensor *t) { return (double *)(void *)t->data; }
+static inline const double *effml__cf64(const effml_tensor *t) { return (const double *)(const void *)t->data; }
+/* 1 when the storage regions of a and b overlap. */
+EFFML__HIDDEN int effml__tensors_overlap(const effml_tensor *a, const effml_tensor *b);
+
+/* Byte helpers for little-endian file formats. */
+static inline uint64_t effml__load_le64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+static inline void effml__store_le64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+#endif /* EFFML_INTERNAL_H */
