@@ -1,0 +1,177 @@
+/* IDX files (LeCun et al., the MNIST distribution format) and Fashion-MNIST.
+ *
+ * Layout: bytes 0-1 zero, byte 2 the element type, byte 3 the number of
+ * dimensions d, then d big-endian u32 sizes, then the elements in row-major
+ * order, big-endian.  zlib's gzread reads gzipped and raw files alike. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "internal.h"
+
+#define FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
+
+static int idx_dtype(int code, int32_t *dtype) {
+  switch (code) {
+    case 0x08: *dtype = EFFML_U8; return 1;
+    case 0x09: *dtype = EFFML_I8; return 1;
+    case 0x0B: *dtype = EFFML_I16; return 1;
+    case 0x0C: *dtype = EFFML_I32; return 1;
+    case 0x0D: *dtype = EFFML_F32; return 1;
+    case 0x0E: *dtype = EFFML_F64; return 1;
+    default: return 0;
+  }
+}
+
+/* Read exactly len bytes; 0 on success, -1 on a read error, 1 when short. */
+static int read_all(gzFile gz, void *buf, size_t len) {
+  unsigned char *p = (unsigned char *)buf;
+  while (len > 0) {
+    unsigned chunk = len > (1u << 30) ? (1u << 30) : (unsigned)len;
+    int got = gzread(gz, p, chunk);
+    if (got < 0) return -1;
+    if (got == 0) return 1;
+    p += got;
+    len -= (size_t)got;
+  }
+  return 0;
+}
+
+static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, effml_tensor **out) {
+  unsigned char head[4];
+  int rc = read_all(gz, head, 4);
+  if (rc != 0 || head[0] != 0 || head[1] != 0)
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' does not start with the IDX magic 00 00", path);
+  int32_t dtype;
+  if (!idx_dtype(head[2], &dtype))
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has unknown element type 0x%02X", path, head[2]);
+  const int32_t ndim = head[3];
+  if (ndim < 1 || ndim > EFFML_MAX_DIMS)
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has %d dimensions (need 1..%d)", path,
+                      (int)ndim, EFFML_MAX_DIMS);
+  unsigned char dims[4 * EFFML_MAX_DIMS];
+  if (read_all(gz, dims, (size_t)ndim * 4) != 0)
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' is truncated in its dimensions", path);
+  int64_t shape[EFFML_MAX_DIMS];
+  for (int32_t k = 0; k < ndim; ++k) {
+    const unsigned char *d = dims + 4 * k;
+    shape[k] = ((int64_t)d[0] << 24) | ((int64_t)d[1] << 16) | ((int64_t)d[2] << 8) | d[3];
+    if (shape[k] == 0)
+      return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has a zero size in dimension %d", path, (int)k);
+  }
+  effml_tensor *t = NULL;
+  EFFML__TRY(effml_tensor_create(ctx, dtype, ndim, shape, &t));
+  const size_t nbytes = effml_tensor_nbytes(t), es = effml_dtype_size(dtype);
+  unsigned char *p = (unsigned char *)t->data;
+  rc = read_all(gz, p, nbytes);
+  if (rc != 0) {
+    effml_tensor_free(t);
+    int zerr = 0;
+    const char *msg = gzerror(gz, &zerr);
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' is truncated: fewer than %zu data bytes (%s)",
+                      path, nbytes, zerr ? msg : "end of file");
+  }
+  unsigned char extra;
+  if (gzread(gz, &extra, 1) != 0) {
+    effml_tensor_free(t);
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has bytes after the %zu data bytes", path, nbytes);
+  }
+  /* Big-endian to host order, byte by byte (no assumption about the host). */
+  if (es > 1) {
+    const uint16_t probe = 1;
+    const int little = *(const unsigned char *)&probe == 1;
+    if (little)
+      for (size_t i = 0; i < nbytes; i += es)
+        for (size_t a = 0, b = es - 1; a < b; ++a, --b) {
+          unsigned char tmp = p[i + a];
+          p[i + a] = p[i + b];
+          p[i + b] = tmp;
+        }
+  }
+  *out = t;
+  return EFFML_OK;
+}
+
+effml_status effml_idx_load(effml_context *ctx, const char *path, effml_tensor **out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, path);
+  EFFML__CHECK_NULL(ctx, out);
+  if (access(path, F_OK) != 0)
+    return effml__err(ctx, EFFML_E_NOT_FOUND, "effml_idx_load: no file '%s'", path);
+  gzFile gz = gzopen(path, "rb");
+  if (!gz)
+    return effml__err(ctx, EFFML_E_IO, "effml_idx_load: cannot open '%s': %s", path, strerror(errno));
+  effml_status st = idx_read(ctx, path, gz, out);
+  gzclose(gz);
+  return st;
+}
+
+/* dir/name.gz, else dir/name; "" if neither exists. */
+static void find_file(const char *dir, const char *name, char *buf, size_t len) {
+  snprintf(buf, len, "%s/%s.gz", dir, name);
+  if (access(buf, F_OK) == 0) return;
+  snprintf(buf, len, "%s/%s", dir, name);
+  if (access(buf, F_OK) == 0) return;
+  buf[0] = '\0';
+}
+
+effml_status effml_fashion_mnist_load(effml_context *ctx, const char *dir, int32_t split,
+                                      effml_tensor **images, effml_tensor **labels) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, images);
+  EFFML__CHECK_NULL(ctx, labels);
+  if (split != EFFML_SPLIT_TRAIN && split != EFFML_SPLIT_TEST)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_fashion_mnist_load: split=%d must be EFFML_SPLIT_TRAIN (0) or EFFML_SPLIT_TEST (1)",
+                      (int)split);
+  if (!dir) dir = FMNIST_DEFAULT_DIR;
+  const char *stem = split == EFFML_SPLIT_TRAIN ? "train" : "t10k";
+  char name[64], ipath[4096], lpath[4096];
+  snprintf(name, sizeof name, "%s-images-idx3-ubyte", stem);
+  find_file(dir, name, ipath, sizeof ipath);
+  snprintf(name, sizeof name, "%s-labels-idx1-ubyte", stem);
+  find_file(dir, name, lpath, sizeof lpath);
+  if (!ipath[0] || !lpath[0])
+    return effml__err(ctx, EFFML_E_NOT_FOUND,
+                      "effml_fashion_mnist_load: %s-%s-idx%d-ubyte(.gz) not found in '%s'; install "
+                      "the Debian package dataset-fashion-mnist (apt install dataset-fashion-mnist) "
+                      "or pass the directory holding the IDX files",
+                      stem, ipath[0] ? "labels" : "images", ipath[0] ? 1 : 3, dir);
+  effml_tensor *raw_img = NULL, *raw_lab = NULL, *img = NULL, *lab = NULL;
+  effml_status st = effml_idx_load(ctx, ipath, &raw_img);
+  if (st == EFFML_OK) st = effml_idx_load(ctx, lpath, &raw_lab);
+  if (st == EFFML_OK &&
+      (raw_img->dtype != EFFML_U8 || raw_img->ndim != 3 || raw_img->shape[1] != 28 ||
+       raw_img->shape[2] != 28 || raw_lab->dtype != EFFML_U8 || raw_lab->ndim != 1 ||
+       raw_lab->shape[0] != raw_img->shape[0]))
+    st = effml__err(ctx, EFFML_E_FORMAT,
+                    "effml_fashion_mnist_load: '%s' and '%s' are not u8 [n, 28, 28] images with u8 [n] labels",
+                    ipath, lpath);
+  const int64_t n = st == EFFML_OK ? raw_img->shape[0] : 0;
+  if (st == EFFML_OK) {
+    const unsigned char *l = (const unsigned char *)raw_lab->data;
+    for (int64_t i = 0; i < n && st == EFFML_OK; ++i)
+      if (l[i] > 9)
+        st = effml__err(ctx, EFFML_E_FORMAT, "effml_fashion_mnist_load: '%s': label %lld is %d, not in 0..9",
+                        lpath, (long long)i, (int)l[i]);
+  }
+  if (st == EFFML_OK) st = effml__tensor_f32_2d(ctx, n, 784, &img);
+  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_I32, 1, &n, &lab);
+  if (st == EFFML_OK) {
+    const unsigned char *px = (const unsigned char *)raw_img->data, *l = (const unsigned char *)raw_lab->data;
+    float *d = effml__f32(img);
+    int32_t *y = (int32_t *)(void *)lab->data;
+    for (int64_t i = 0; i < n * 784; ++i) d[i] = (float)px[i] / 255.0f;
+    for (int64_t i = 0; i < n; ++i) y[i] = l[i];
+    *images = img;
+    *labels = lab;
+    img = lab = NULL;
+  }
+  effml_tensor_free(raw_img);
+  effml_tensor_free(raw_lab);
+  effml_tensor_free(img);
+  effml_tensor_free(lab);
+  return st;
+}

@@ -1,0 +1,217 @@
+/* The classifier training loop and batched inference.
+ *
+ * One epoch: draw a permutation from (shuffle_seed, epoch); for each batch,
+ * gather its rows into a workspace, forward in train mode, softmax
+ * cross-entropy, zero the model's gradients, backward (no input gradient),
+ * step_hook, optional clipping, optimizer step.  Every workspace is allocated
+ * once per call (two shapes: full batches and the last, smaller one). */
+#include <math.h>
+#include <string.h>
+
+#include "../nn/layer_internal.h"
+
+void effml_fit_options_init(effml_fit_options *opt) {
+  if (!opt) return;
+  memset(opt, 0, sizeof *opt);
+  opt->struct_size = (uint32_t)sizeof *opt;
+  opt->epochs = 1;
+  opt->batch_size = 128;
+}
+
+/* Validate x [n, f] f32 against the model and labels [n] i32/i64 in [0, c). */
+static effml_status check_data(effml_context *ctx, const char *fn, const effml_layer *model,
+                               const effml_tensor *x, const effml_tensor *labels, int64_t *c) {
+  EFFML__TRY(effml__check_tensor(ctx, x, "x", EFFML_F32, 2, 1));
+  const int64_t in = effml_layer_in_features(model);
+  if (in && x->shape[1] != in)
+    return effml__err(ctx, EFFML_E_SHAPE, "%s: x has %lld features, the model expects %lld", fn,
+                      (long long)x->shape[1], (long long)in);
+  *c = effml_layer_out_features(model);
+  if (*c == 0) *c = x->shape[1];
+  if (!labels) return EFFML_OK;
+  EFFML__TRY(effml__check_tensor(ctx, labels, "labels", 0, 1, 1));
+  if (labels->dtype != EFFML_I32 && labels->dtype != EFFML_I64)
+    return effml__err(ctx, EFFML_E_DTYPE, "%s: labels must be i32 or i64, got %s", fn,
+                      effml_dtype_name(labels->dtype));
+  if (labels->shape[0] != x->shape[0])
+    return effml__err(ctx, EFFML_E_SHAPE, "%s: labels has %lld entries but x has %lld rows", fn,
+                      (long long)labels->shape[0], (long long)x->shape[0]);
+  for (int64_t i = 0; i < x->shape[0]; ++i) {
+    int64_t y = labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]
+                                            : ((const int64_t *)(const void *)labels->data)[i];
+    if (y < 0 || y >= *c)
+      return effml__err(ctx, EFFML_E_RANGE, "%s: labels[%lld]=%lld is outside [0, %lld)", fn,
+                        (long long)i, (long long)y, (long long)*c);
+  }
+  return EFFML_OK;
+}
+
+/* Workspaces for one batch size. */
+typedef struct batch_ws {
+  effml_tensor *x, *y, *logits, *dlogits;
+} batch_ws;
+
+static void ws_free(batch_ws *w) {
+  effml_tensor_free(w->x);
+  effml_tensor_free(w->y);
+  effml_tensor_free(w->logits);
+  effml_tensor_free(w->dlogits);
+  memset(w, 0, sizeof *w);
+}
+
+static effml_status ws_make(effml_context *ctx, batch_ws *w, int64_t rows, int64_t f, int64_t c) {
+  EFFML__TRY(effml__tensor_f32_2d(ctx, rows, f, &w->x));
+  EFFML__TRY(effml_tensor_create(ctx, EFFML_I32, 1, &rows, &w->y));
+  EFFML__TRY(effml__tensor_f32_2d(ctx, rows, c, &w->logits));
+  EFFML__TRY(effml__tensor_f32_2d(ctx, rows, c, &w->dlogits));
+  return EFFML_OK;
+}
+
+typedef struct fit_state {
+  effml_context *ctx;
+  effml_layer *model;
+  effml_optimizer *opt;
+  const effml_tensor *x, *labels;
+  effml_fit_options fo;
+  int64_t n, f, c;
+  int64_t *perm;
+  batch_ws full, tail;
+} fit_state;
+
+static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double *epoch_loss,
+                              double *report_sum, int64_t *report_count) {
+  effml_context *ctx = s->ctx;
+  /* Fisher-Yates over a per-epoch stream: same order for any thread count. */
+  effml__rng r;
+  effml__rng_seed(&r, s->fo.shuffle_seed, (uint64_t)epoch);
+  for (int64_t i = 0; i < s->n; ++i) s->perm[i] = i;
+  for (int64_t i = s->n - 1; i > 0; --i) {
+    int64_t j = (int64_t)effml__rng_below(&r, (uint64_t)(i + 1));
+    int64_t t = s->perm[i];
+    s->perm[i] = s->perm[j];
+    s->perm[j] = t;
+  }
+  const float *X = effml__cf32(s->x);
+  const size_t row_bytes = (size_t)s->f * sizeof(float);
+  double sum = 0.0;
+  int64_t batches = 0;
+  for (int64_t start = 0; start < s->n; start += s->fo.batch_size) {
+    const int64_t rows = s->n - start < s->fo.batch_size ? s->n - start : s->fo.batch_size;
+    batch_ws *w = rows == s->fo.batch_size ? &s->full : &s->tail;
+    float *xb = effml__f32(w->x);
+    int32_t *yb = (int32_t *)(void *)w->y->data;
+    for (int64_t k = 0; k < rows; ++k) {
+      const int64_t i = s->perm[start + k];
+      memcpy(xb + k * s->f, X + i * s->f, row_bytes);
+      yb[k] = s->labels->dtype == EFFML_I32
+                  ? ((const int32_t *)(const void *)s->labels->data)[i]
+                  : (int32_t)((const int64_t *)(const void *)s->labels->data)[i];
+    }
+    double loss = 0.0;
+    EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_MODE_TRAIN));
+    EFFML__TRY(effml_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
+    effml_layer_zero_grad(s->model);
+    EFFML__TRY(effml_layer_backward(ctx, s->model, w->dlogits, NULL));
+    ++*step;
+    if (s->fo.step_hook && s->fo.step_hook(s->fo.step_hook_user_data, *step) != 0)
+      return effml__err(ctx, EFFML_E_STATE, "effml_fit_classifier: step_hook aborted at step %lld",
+                        (long long)*step);
+    if (s->fo.clip_norm > 0) EFFML__TRY(effml_clip_grad_norm(ctx, s->opt, s->fo.clip_norm, NULL));
+    EFFML__TRY(effml_optimizer_step(ctx, s->opt));
+    sum += loss;
+    ++batches;
+    *report_sum += loss;
+    ++*report_count;
+    if (s->fo.progress && s->fo.progress_every > 0 && *step % s->fo.progress_every == 0) {
+      s->fo.progress(s->fo.progress_user_data, epoch, *step, *report_sum / (double)*report_count);
+      *report_sum = 0.0;
+      *report_count = 0;
+    }
+  }
+  *epoch_loss = sum / (double)batches;
+  if (s->fo.progress && s->fo.progress_every <= 0) {
+    s->fo.progress(s->fo.progress_user_data, epoch, *step, *report_sum / (double)*report_count);
+    *report_sum = 0.0;
+    *report_count = 0;
+  }
+  return EFFML_OK;
+}
+
+effml_status effml_fit_classifier(effml_context *ctx, effml_layer *model, effml_optimizer *opt,
+                                  const effml_tensor *x, const effml_tensor *labels,
+                                  const effml_fit_options *fit, double *final_loss) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, model);
+  EFFML__CHECK_NULL(ctx, opt);
+  EFFML__CHECK_NULL(ctx, labels);
+  EFFML__CHECK_NULL(ctx, fit);
+  if (fit->struct_size < offsetof(effml_fit_options, batch_size) + sizeof(int64_t))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_fit_classifier: fit->struct_size=%u is too small (call "
+                      "effml_fit_options_init)",
+                      (unsigned)fit->struct_size);
+  fit_state s;
+  memset(&s, 0, sizeof s);
+  effml_fit_options_init(&s.fo);
+  memcpy(&s.fo, fit, fit->struct_size < sizeof s.fo ? fit->struct_size : sizeof s.fo);
+  if (s.fo.epochs < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_fit_classifier: epochs=%lld must be >= 1",
+                      (long long)s.fo.epochs);
+  if (s.fo.batch_size < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_fit_classifier: batch_size=%lld must be >= 1",
+                      (long long)s.fo.batch_size);
+  if (!(s.fo.clip_norm >= 0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_fit_classifier: clip_norm=%g must be >= 0 (0 = off)", s.fo.clip_norm);
+  EFFML__TRY(check_data(ctx, "effml_fit_classifier", model, x, labels, &s.c));
+  s.ctx = ctx;
+  s.model = model;
+  s.opt = opt;
+  s.x = x;
+  s.labels = labels;
+  s.n = x->shape[0];
+  s.f = x->shape[1];
+  if (s.fo.batch_size > s.n) s.fo.batch_size = s.n;
+  effml_status st = EFFML_OK;
+  s.perm = (int64_t *)effml__alloc_or_err(ctx, (size_t)s.n * sizeof(int64_t), "permutation");
+  if (!s.perm) return EFFML_E_NOMEM;
+  st = ws_make(ctx, &s.full, s.fo.batch_size, s.f, s.c);
+  if (st == EFFML_OK && s.n % s.fo.batch_size) st = ws_make(ctx, &s.tail, s.n % s.fo.batch_size, s.f, s.c);
+  int64_t step = 0, report_count = 0;
+  double epoch_loss = NAN, report_sum = 0.0;
+  for (int64_t e = 0; st == EFFML_OK && e < s.fo.epochs; ++e)
+    st = fit_epoch(&s, e, &step, &epoch_loss, &report_sum, &report_count);
+  ws_free(&s.full);
+  ws_free(&s.tail);
+  effml__free(ctx, s.perm);
+  if (st == EFFML_OK && final_loss) *final_loss = epoch_loss;
+  return st;
+}
+
+effml_status effml_predict(effml_context *ctx, effml_layer *model, const effml_tensor *x,
+                           int64_t batch_size, effml_tensor *logits) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, model);
+  if (batch_size < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_predict: batch_size=%lld must be >= 1",
+                      (long long)batch_size);
+  int64_t c = 0;
+  EFFML__TRY(check_data(ctx, "effml_predict", model, x, NULL, &c));
+  EFFML__TRY(effml__check_tensor(ctx, logits, "logits", EFFML_F32, 2, 1));
+  EFFML__TRY(effml__check_writable(ctx, logits, "logits"));
+  EFFML__TRY(effml__check_dim(ctx, logits, "logits", 0, x->shape[0]));
+  EFFML__TRY(effml__check_dim(ctx, logits, "logits", 1, c));
+  const int64_t n = x->shape[0];
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const int64_t stop = n - start < batch_size ? n : start + batch_size;
+    effml_tensor *xv = NULL, *yv = NULL;
+    effml_status st = effml_tensor_slice(ctx, x, 0, start, stop, 1, &xv);
+    if (st == EFFML_OK) st = effml_tensor_slice(ctx, logits, 0, start, stop, 1, &yv);
+    if (st == EFFML_OK) st = effml_layer_forward(ctx, model, xv, yv, EFFML_MODE_INFER);
+    effml_tensor_free(xv);
+    effml_tensor_free(yv);
+    if (st != EFFML_OK) return st;
+  }
+  return EFFML_OK;
+}
