@@ -1,6 +1,45 @@
 /**
  * @file effml/cascade.h
  * @brief Window-based early-exit cascades and selective-classification metrics (issue 7)
+ *
+ * A cascade runs M >= 1 classifiers ("stages") in sequence.  After stage m a
+ * sample has a prediction and a confidence score computed from the members
+ * 0..m (mean of their softmax probabilities, accumulated in double), or from
+ * stage m alone (multi-exit networks).  An exit rule decides whether the
+ * sample stops there or goes on; the last stage keeps everything still in
+ * flight.  The window rule of Xia & Bouganis, "Window-Based Early-Exit
+ * Cascades for Uncertainty Estimation" (ICCV 2023, arXiv 2303.08010, Sec. 3,
+ * reference code Guoxoug/window-early-exit) passes a sample on only when its
+ * score falls inside [lo, hi] around the task threshold tau: samples far from
+ * tau are already accepted or rejected with confidence, so only the ambiguous
+ * ones pay for the next member.  The classic single-threshold rule (Wisdom of
+ * Committees, Wang et al. ICLR 2022) is also available.
+ *
+ * @code
+ *   effml_cascade_options opt;  effml_cascade_options_init(&opt);
+ *   opt.num_classes = 10;                      // score = EFFML_SCORE_MSP
+ *   effml_cascade *c;  effml_cascade_create(ctx, &opt, &c);
+ *   effml_cascade_add_stage_fn(ctx, c, small_fn, small_model, 1.2e6);  // MACs/sample
+ *   effml_cascade_add_stage_fn(ctx, c, small_fn, other_model, 1.2e6);
+ *   effml_cascade_calibrate(ctx, c, 2, val_logits, val_labels, &cal);   // window around tau
+ *   effml_cascade_workspace *ws;  effml_cascade_workspace_create(ctx, c, &ws);
+ *   effml_cascade_run(ctx, c, ws, n, &batch, pred, score, exit_stage, NULL);
+ *   double macs = effml_cascade_workspace_expected_cost(ws);
+ * @endcode
+ *
+ * Conventions used everywhere in this header:
+ *  - Stages are numbered from 0.  Every score is a *confidence*: higher means
+ *    more confident (the reference negates its uncertainties the same way
+ *    before thresholding).  A sample is *accepted* (selected, kept, exits at a
+ *    threshold rule) iff score >= threshold.
+ *  - Fractions (coverage, risk, error, FPR, AUROC) are in [0, 1], not percent.
+ *
+ * Threads: build a cascade (create, add stages, set rules, calibrate) from one
+ * thread.  Once built it is only read: one cascade may then be run from
+ * several threads at once, each thread with its own context and its own
+ * workspace.  Stage callbacks are then called concurrently (from the threads
+ * that called effml_cascade_run(), never from library worker threads), so
+ * they must be safe for that.  Changing a cascade while it runs is a data race.
  */
 #ifndef EFFML_CASCADE_H
 #define EFFML_CASCADE_H
@@ -12,6 +51,361 @@
 #include "layer.h"
 
 EFFML_BEGIN_DECLS
+
+typedef struct effml_cascade effml_cascade;
+typedef struct effml_cascade_workspace effml_cascade_workspace;
+
+/* ---- confidence scores (higher = more confident) ---- */
+
+/** Maximum softmax probability max_k p_k (reference "confidence", display "MSP"). */
+#define EFFML_SCORE_MSP 1
+/** Negative entropy sum_k p_k log p_k (reference "entropy" negated, display "-H"); 0 log 0 = 0. */
+#define EFFML_SCORE_ENTROPY 2
+/** Maximum logit max_k z_k (reference "max_logit" = -max_k z_k, negated). */
+#define EFFML_SCORE_MAX_LOGIT 3
+/** Negative energy T * logsumexp(z / T) (Liu et al. NeurIPS 2020; reference "energy" negated, T = 1). */
+#define EFFML_SCORE_ENERGY 4
+/** Softmax margin p_(1) - p_(2), top-1 minus top-2 probability. */
+#define EFFML_SCORE_MARGIN 5
+/** DOCTOR (Granese et al. NeurIPS 2021, D_alpha): sum_k p_k^2 = 1 - g(x), g the Gini
+ *  impurity; DOCTOR's rule "reject iff g/(1-g) > gamma" is "score < 1/(1+gamma)". */
+#define EFFML_SCORE_DOCTOR 6
+
+/* ---- how stage m combines the members ---- */
+
+/** Stage m predicts from the mean of the softmax probabilities of stages 0..m
+ *  (f64).  MSP, entropy, margin and DOCTOR are computed on that mean; max
+ *  logit and energy are the mean of the members' own scores (as the reference). */
+#define EFFML_CASCADE_AGG_MEAN 1
+/** Stage m predicts from its own logits only (exits of one multi-exit network). */
+#define EFFML_CASCADE_AGG_LAST 2
+
+/* ---- exit rules (stages 0..M-2; the last stage always keeps every sample) ---- */
+
+/** No sample exits at this stage (the default: a fresh cascade is the full ensemble). */
+#define EFFML_CASCADE_EXIT_NEVER 0
+/** Single threshold t: exit iff score >= t. */
+#define EFFML_CASCADE_EXIT_THRESHOLD 1
+/** Window [lo, hi]: pass to the next stage iff lo <= score <= hi (inclusive), exit otherwise. */
+#define EFFML_CASCADE_EXIT_WINDOW 2
+
+/* ---- calibration targets ---- */
+
+/** Coverage c in (0, 1]: tau = the ceil(c*N)-th largest validation score. */
+#define EFFML_CASCADE_TARGET_COVERAGE 1
+/** Risk r in (0, 1]: tau = the lowest score whose top set (score >= tau) has risk <= r, i.e.
+ *  the largest coverage with validation risk <= r (see effml_selective_coverage_at_risk()). */
+#define EFFML_CASCADE_TARGET_RISK 2
+/** In-distribution TPR t in (0, 1] for OOD detection (ID = positive, accepted iff score >= tau):
+ *  tau = the ceil(t*N)-th largest (in-distribution) validation score.  Labels are not used. */
+#define EFFML_CASCADE_TARGET_TPR 3
+
+/* ---- risk-coverage threshold conventions ---- */
+
+/** thresholds[k] = k-th largest score: "score >= thresholds[k]" selects exactly the top k
+ *  (without ties); thresholds[0] = +inf. */
+#define EFFML_RC_EXACT 0
+/** Guoxoug/window-early-exit `risk_coverage_curve`: thresholds[k] = (k+1)-th largest score,
+ *  which with "score >= t" selects k+1 samples (off by one); thresholds[N] = -inf. */
+#define EFFML_RC_REFERENCE 1
+
+/**
+ * Options for effml_cascade_create() and effml_ensemble_predict().  Fill with
+ * effml_cascade_options_init(); fields are only ever added at the end.
+ */
+typedef struct effml_cascade_options {
+  uint32_t struct_size; /**< sizeof(effml_cascade_options), set by _init */
+  int64_t num_classes;  /**< K >= 2 classes, the width of every stage's logits (no default: 0) */
+  int32_t score;        /**< EFFML_SCORE_* (default EFFML_SCORE_MSP) */
+  int32_t aggregation;  /**< EFFML_CASCADE_AGG_* (default EFFML_CASCADE_AGG_MEAN) */
+  double temperature;   /**< energy temperature T > 0 (default 1); other scores ignore it */
+} effml_cascade_options;
+
+/** Fill `opt` with defaults (struct_size set).  NULL is ignored. */
+EFFML_API void effml_cascade_options_init(effml_cascade_options *opt);
+
+/**
+ * Stage callback: compute the logits of the rows that reach this stage.
+ * @param ctx        the context passed to effml_cascade_run() (for tensors, errors)
+ * @param stage_data the pointer given to effml_cascade_add_stage_fn() (e.g. the model)
+ * @param run_data   the pointer given to effml_cascade_run() (e.g. the input batch)
+ * @param stage      0-based stage index
+ * @param rows       `n_rows` increasing indices in [0, n) of the run's samples still in
+ *                   flight; borrowed for the call
+ * @param n_rows     >= 1 (a stage no sample reaches is not called)
+ * @param logits     f32 [n_rows, num_classes], contiguous, writable; row i belongs to sample
+ *                   rows[i]; borrowed for the call
+ * @return EFFML_OK, or an error status that effml_cascade_run() returns unchanged.
+ * Called on the thread that called effml_cascade_run().
+ */
+typedef effml_status (*effml_cascade_stage_fn)(effml_context *ctx, void *stage_data,
+                                               void *run_data, int32_t stage,
+                                               const int64_t *rows, int64_t n_rows,
+                                               effml_tensor *logits);
+
+/**
+ * Create an empty cascade.
+ * @param opt  options (only the first opt->struct_size bytes are read); num_classes required.
+ * @param out  receives the cascade, owned by the caller (effml_cascade_free()).
+ * @return EFFML_E_INVALID_ARG (NULL args, bad struct_size, num_classes < 2, unknown score or
+ *         aggregation, temperature not finite and > 0), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_cascade_create(effml_context *ctx, const effml_cascade_options *opt,
+                                            effml_cascade **out);
+
+/** Free a cascade.  Its workspaces must be freed first.  NULL is a no-op. */
+EFFML_API void effml_cascade_free(effml_cascade *cascade);
+
+/**
+ * Append a stage computed by a callback.
+ * @param fn          the callback (see effml_cascade_stage_fn)
+ * @param stage_data  passed to fn; borrowed, must outlive the cascade's runs
+ * @param cost        cost of this stage in MACs per sample (>= 0, finite), caller-given
+ * @return EFFML_E_INVALID_ARG (NULL cascade/fn, bad cost), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_cascade_add_stage_fn(effml_context *ctx, effml_cascade *cascade,
+                                                  effml_cascade_stage_fn fn, void *stage_data,
+                                                  double cost);
+
+/**
+ * Append a stage whose logits are precomputed: row i of `logits` belongs to
+ * sample i of every run, so effml_cascade_run() needs n == rows.
+ * @param logits  f32 or f64 [rows, num_classes], any strides; borrowed: must stay alive and
+ *                unchanged until the cascade is freed.  NaN/inf values are reported by the
+ *                run that reads them (EFFML_E_NUMERIC).
+ * @param cost    MACs per sample (>= 0, finite)
+ * @return EFFML_E_INVALID_ARG (NULL, bad cost), EFFML_E_DTYPE, EFFML_E_SHAPE (not 2-D, or
+ *         columns != num_classes, or rows differ from an earlier logits stage), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_cascade_add_stage_logits(effml_context *ctx, effml_cascade *cascade,
+                                                      const effml_tensor *logits, double cost);
+
+/** Number of stages added so far (0 for NULL). */
+EFFML_API int32_t effml_cascade_num_stages(const effml_cascade *cascade);
+/** Number of classes K (0 for NULL). */
+EFFML_API int64_t effml_cascade_num_classes(const effml_cascade *cascade);
+/** Cost of `stage` in MACs per sample (NaN if out of range). */
+EFFML_API double effml_cascade_stage_cost(const effml_cascade *cascade, int32_t stage);
+
+/**
+ * Set the exit rule of `stage` (0 <= stage < num_stages - 1).
+ * @param rule  EFFML_CASCADE_EXIT_NEVER (a, b ignored), _THRESHOLD (exit iff score >= a;
+ *              b ignored), _WINDOW (pass iff a <= score <= b; a, b may be -inf/+inf)
+ * @return EFFML_E_INVALID_ARG (unknown rule, NaN bound, window with a > b, stage is the last
+ *         stage or out of range).  On error the rule is unchanged.
+ */
+EFFML_API effml_status effml_cascade_set_exit_rule(effml_context *ctx, effml_cascade *cascade,
+                                                   int32_t stage, int32_t rule, double a,
+                                                   double b);
+
+/**
+ * Read the exit rule of `stage` (any stage; the last reports EFFML_CASCADE_EXIT_NEVER since
+ * everything exits there anyway) and the task threshold tau found by the last calibration
+ * (NaN if the stage was not calibrated).  Any output pointer may be NULL.
+ * @return EFFML_E_INVALID_ARG (NULL cascade, stage out of range).
+ */
+EFFML_API effml_status effml_cascade_get_exit_rule(effml_context *ctx,
+                                                   const effml_cascade *cascade, int32_t stage,
+                                                   int32_t *rule, double *a, double *b,
+                                                   double *tau);
+
+/**
+ * Options for effml_cascade_calibrate().  Fill with
+ * effml_cascade_calibration_options_init(); fields are only ever added at the end.
+ */
+typedef struct effml_cascade_calibration_options {
+  uint32_t struct_size;  /**< set by _init */
+  int32_t rule;          /**< EFFML_CASCADE_EXIT_WINDOW (default) or EFFML_CASCADE_EXIT_THRESHOLD */
+  int32_t target;        /**< EFFML_CASCADE_TARGET_* (default EFFML_CASCADE_TARGET_COVERAGE) */
+  double target_value;   /**< coverage, risk or TPR in (0, 1] (default 0.8) */
+  double window_below;   /**< window half-width below tau's quantile, in [0, 1] (default 0.1) */
+  double window_above;   /**< window half-width above tau's quantile, in [0, 1] (default 0.1) */
+} effml_cascade_calibration_options;
+
+/** Fill `opt` with defaults (struct_size set).  NULL is ignored. */
+EFFML_API void effml_cascade_calibration_options_init(effml_cascade_calibration_options *opt);
+
+/**
+ * Calibrate the exit rule of every stage but the last from validation logits
+ * (Xia & Bouganis Sec. 3.2; reference `cascade_results.py`, generalised to M stages).
+ *
+ * For each stage m < M-1: s = stage m's aggregated validation scores (every validation
+ * sample, as if all reached it), tau_m from `target` (see EFFML_CASCADE_TARGET_*; risk uses
+ * stage m's own correctness).  Threshold rule: exit iff score >= tau_m.  Window rule:
+ * q = percentile rank of tau_m in s (scipy `percentileofscore(kind="rank")` / 100),
+ * lo = Q(max(q - window_below, 0)), hi = Q(min(q + window_above, 1)), Q = the
+ * linearly interpolated quantile of s (numpy's default), pass iff lo <= score <= hi.
+ *
+ * @param num_stages  M (all stages) or M-1 (the last stage's logits are not needed)
+ * @param val_logits  `num_stages` tensors f32/f64 [N_val, num_classes], same N_val >= 1
+ * @param val_labels  i32/i64 [N_val] in [0, num_classes); needed only for
+ *                    EFFML_CASCADE_TARGET_RISK, else may be NULL (ignored)
+ * @param opt         options (NULL: defaults)
+ * @return EFFML_E_INVALID_ARG (NULL, bad option, target_value outside (0, 1], window width
+ *         outside [0, 1]), EFFML_E_STATE (no stage), EFFML_E_SHAPE (empty validation set,
+ *         mismatched rows or class counts, num_stages not M or M-1), EFFML_E_DTYPE,
+ *         EFFML_E_NUMERIC (NaN/inf logits), EFFML_E_RANGE (label out of range; no coverage
+ *         reaches the target risk), EFFML_E_NOMEM.  On error the rules are unchanged.
+ */
+EFFML_API effml_status effml_cascade_calibrate(effml_context *ctx, effml_cascade *cascade,
+                                               int32_t num_stages,
+                                               const effml_tensor *const *val_logits,
+                                               const effml_tensor *val_labels,
+                                               const effml_cascade_calibration_options *opt);
+
+/**
+ * Create a workspace: the per-thread scratch memory of effml_cascade_run() and
+ * the statistics of its last run.  It grows on demand.
+ * @param out  receives the workspace, owned by the caller (effml_cascade_workspace_free());
+ *             it must be freed before the cascade.  Memory comes from ctx's allocator.
+ * @return EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_cascade_workspace_create(effml_context *ctx,
+                                                      const effml_cascade *cascade,
+                                                      effml_cascade_workspace **out);
+/** Free a workspace.  NULL is a no-op. */
+EFFML_API void effml_cascade_workspace_free(effml_cascade_workspace *ws);
+
+/**
+ * Run the cascade on n samples.  Stage 0 sees every sample; stage m+1 sees only
+ * the samples that passed stage m's exit rule; the last stage keeps all.
+ * Each sample's outputs are those of the stage where it exits.
+ *
+ * @param ws          a workspace made for this cascade (one per concurrent caller)
+ * @param n           number of samples >= 1 (must equal the rows of logits stages)
+ * @param run_data    passed to every stage callback (e.g. the input batch); may be NULL
+ * @param pred        NULL or i32/i64 [n]: argmax class (lowest index on ties)
+ * @param score       NULL or f32/f64 [n]: the confidence score at the exit stage
+ * @param exit_stage  NULL or i32/i64 [n]: 0-based stage where the sample exited
+ * @param probs       NULL or f32/f64 [n, num_classes]: the (aggregated) probabilities
+ * @return EFFML_E_INVALID_ARG (NULL cascade/ws, ws of another cascade, n < 1),
+ *         EFFML_E_STATE (no stage), EFFML_E_SHAPE / EFFML_E_DTYPE (outputs),
+ *         EFFML_E_NUMERIC (NaN/inf logits: the message names stage, sample and class),
+ *         a callback's own error, EFFML_E_NOMEM.  On error the outputs are untouched and the
+ *         workspace statistics are reset.
+ * Cost: O(n * K) per stage reached plus the callbacks; the library's own loops use ctx's
+ * threads and give identical results for every thread count.
+ */
+EFFML_API effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
+                                         effml_cascade_workspace *ws, int64_t n, void *run_data,
+                                         effml_tensor *pred, effml_tensor *score,
+                                         effml_tensor *exit_stage, effml_tensor *probs);
+
+/** Samples of the last successful run (0 if none). */
+EFFML_API int64_t effml_cascade_workspace_num_samples(const effml_cascade_workspace *ws);
+/** Samples of the last run that reached `stage` (0 if out of range). */
+EFFML_API int64_t effml_cascade_workspace_reach_count(const effml_cascade_workspace *ws,
+                                                      int32_t stage);
+/** Samples of the last run that exited at `stage` (0 if out of range). */
+EFFML_API int64_t effml_cascade_workspace_exit_count(const effml_cascade_workspace *ws,
+                                                     int32_t stage);
+/** Fraction of the last run's samples that exited at `stage` (NaN before a run). */
+EFFML_API double effml_cascade_workspace_exit_fraction(const effml_cascade_workspace *ws,
+                                                       int32_t stage);
+/**
+ * Expected cost of the last run in MACs per sample:
+ * sum over stages m of (fraction of samples reaching m) * cost_m (Xia & Bouganis Sec. 4;
+ * reference `cascade_results.py` cumulative MACs).  NaN before a run.
+ */
+EFFML_API double effml_cascade_workspace_expected_cost(const effml_cascade_workspace *ws);
+
+/**
+ * Predictions and scores of an ensemble (no early exit): what the last stage of a
+ * cascade with these members computes, under opt's score and aggregation
+ * (EFFML_CASCADE_AGG_LAST uses only the last member).
+ * @param num_members  >= 1
+ * @param logits       `num_members` tensors f32/f64 [n, opt->num_classes], same n
+ * @param pred, score, probs  as in effml_cascade_run() (each may be NULL)
+ * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NUMERIC, EFFML_E_NOMEM;
+ *         outputs untouched on error.
+ */
+EFFML_API effml_status effml_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
+                                              int32_t num_members,
+                                              const effml_tensor *const *logits,
+                                              effml_tensor *pred, effml_tensor *score,
+                                              effml_tensor *probs);
+
+/* ---- selective-classification and OOD metrics ----
+ * Inputs: `scores` f32/f64 [N] confidences (no NaN); `correct` / `is_ood` bool, u8, i32 or
+ * i64 [N] (nonzero = true).  Sorting is by score descending, ties broken by lower index
+ * first (stable).  Errors: EFFML_E_INVALID_ARG (NULL, value out of range), EFFML_E_SHAPE
+ * (N < 1, lengths differ), EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN score), EFFML_E_NOMEM.
+ * Outputs are written only on success. */
+
+/**
+ * Risk-coverage curve (Geifman & El-Yaniv 2017; reference `eval_utils.py::risk_coverage_curve`).
+ * coverage[k] = k/N, risk[k] = (#wrong among the top k)/k for k = 1..N, risk[0] = 0 (as the
+ * reference), thresholds per `convention` (EFFML_RC_EXACT or EFFML_RC_REFERENCE).
+ * @param coverage, risk, thresholds  each NULL or f64 [N + 1], contiguous.
+ */
+EFFML_API effml_status effml_selective_risk_coverage_curve(effml_context *ctx,
+                                                           const effml_tensor *scores,
+                                                           const effml_tensor *correct,
+                                                           int32_t convention,
+                                                           effml_tensor *coverage,
+                                                           effml_tensor *risk,
+                                                           effml_tensor *thresholds);
+
+/** AURC: trapezoidal area under the risk-coverage curve, including the point (0, 0)
+ *  (reference convention: np.trapz(risk, coverage), not multiplied by 100). */
+EFFML_API effml_status effml_selective_aurc(effml_context *ctx, const effml_tensor *scores,
+                                            const effml_tensor *correct, double *aurc);
+
+/**
+ * Risk at coverage c in (0, 1]: the error rate among the top k = ceil(c*N) scores, and the
+ * threshold selecting them (the k-th largest score; "score >= threshold").  The reference
+ * takes k = argmin |k/N - c| (rounding instead of ceil) and pairs it with the (k+1)-th score.
+ * @param threshold  may be NULL
+ */
+EFFML_API effml_status effml_selective_risk_at_coverage(effml_context *ctx,
+                                                        const effml_tensor *scores,
+                                                        const effml_tensor *correct,
+                                                        double coverage, double *risk,
+                                                        double *threshold);
+
+/**
+ * Coverage at risk r in (0, 1]: the largest k/N whose top k has risk <= r, and the threshold
+ * selecting it (k-th largest score).  0 coverage and threshold +inf when even the top-1 is
+ * wrong.  The reference instead takes argmin_{k >= 500} |risk_k - r|, which may exceed r.
+ * @param threshold  may be NULL
+ */
+EFFML_API effml_status effml_selective_coverage_at_risk(effml_context *ctx,
+                                                        const effml_tensor *scores,
+                                                        const effml_tensor *correct,
+                                                        double risk, double *coverage,
+                                                        double *threshold);
+
+/**
+ * AUROC of OOD detection: OOD = positive class scored by uncertainty (-score), as the
+ * reference (sklearn `roc_auc_score`); equals P(score_ID > score_OOD) + P(tie)/2.
+ * Needs both classes (else EFFML_E_INVALID_ARG).
+ */
+EFFML_API effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *scores,
+                                       const effml_tensor *is_ood, double *auroc);
+
+/**
+ * FPR at a TPR in (0, 1] (FPR@95: tpr = 0.95): in-distribution samples are positive and
+ * accepted iff score >= t, t = the ceil(tpr*N_ID)-th largest ID score (so the true TPR is
+ * >= tpr); FPR = #OOD(score >= t) / N_OOD.  The reference picks t with ID recall closest to
+ * tpr on sklearn's precision-recall curve.  Needs both classes.
+ * @param threshold  may be NULL
+ */
+EFFML_API effml_status effml_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
+                                            const effml_tensor *is_ood, double tpr, double *fpr,
+                                            double *threshold);
+
+/** Top-1 error: fraction of pred[i] != labels[i]; pred and labels i32/i64 [N]. */
+EFFML_API effml_status effml_eval_top1_error(effml_context *ctx, const effml_tensor *pred,
+                                             const effml_tensor *labels, double *error);
+
+/**
+ * Negative log-likelihood: mean over i of -log probs[i, labels[i]], in nats.
+ * @param probs   f32/f64 [N, K] probabilities (e.g. effml_cascade_run()'s `probs`); a zero
+ *                probability of the true class gives +inf (no clamping)
+ * @param labels  i32/i64 [N] in [0, K) (else EFFML_E_RANGE)
+ */
+EFFML_API effml_status effml_eval_nll(effml_context *ctx, const effml_tensor *probs,
+                                      const effml_tensor *labels, double *nll);
 
 EFFML_END_DECLS
 

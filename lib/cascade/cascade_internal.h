@@ -1,0 +1,124 @@
+/*
+ * Internals of the early-exit cascade (include/effml/cascade.h): the cascade
+ * and workspace structs, the per-row scoring kernel shared by run, calibration
+ * and effml_ensemble_predict(), and readers that turn the small 1-D argument
+ * tensors of the metrics into plain arrays.
+ */
+#ifndef EFFML_CASCADE_INTERNAL_H
+#define EFFML_CASCADE_INTERNAL_H
+
+#include "internal.h"
+
+typedef struct effml__cascade_stage {
+  effml_cascade_stage_fn fn;  /* NULL for a precomputed-logits stage */
+  void *stage_data;
+  const effml_tensor *logits; /* precomputed [rows, K], borrowed */
+  double cost;                /* MACs per sample */
+  int32_t rule;               /* EFFML_CASCADE_EXIT_* */
+  double a, b;                /* threshold (a) or window [a, b] */
+  double tau;                 /* calibrated task threshold, NaN if none */
+} effml__cascade_stage;
+
+struct effml_cascade {
+  effml_context *ctx; /* allocator */
+  int64_t num_classes;
+  int32_t score;
+  int32_t aggregation;
+  double temperature;
+  int32_t num_stages, cap_stages;
+  effml__cascade_stage *stages;
+  int64_t logits_rows; /* rows of the precomputed stages, 0 if none */
+};
+
+struct effml_cascade_workspace {
+  effml_context *ctx; /* allocator */
+  const effml_cascade *cascade;
+  int64_t cap_n;        /* capacity of the per-sample arrays */
+  int64_t *rows;        /* [cap_n] samples still in flight (compacted) */
+  float *logits;        /* [cap_n, K] callback output */
+  double *acc;          /* [cap_n, K] running sum of member probabilities (compacted) */
+  double *sacc;         /* [cap_n] running sum of member scores (compacted) */
+  double *score_c;      /* [cap_n] score of the current stage (compacted) */
+  int32_t *pred_c;      /* [cap_n] prediction of the current stage (compacted) */
+  int64_t *bad;         /* per worker: first bad element index (flattened), or -1 */
+  int32_t cap_workers;
+  double *out_score;    /* [cap_n] by sample */
+  int32_t *out_pred;    /* [cap_n] */
+  int32_t *out_stage;   /* [cap_n] */
+  double *out_probs;    /* [cap_n, K] when probabilities are requested */
+  int64_t cap_probs;
+  /* statistics of the last run */
+  int64_t n;
+  int32_t num_stages;
+  int64_t *reach;       /* [num_stages] */
+  int64_t *exits;       /* [num_stages] */
+  double expected_cost;
+};
+
+/* One stage over a block of rows (the kernel of run, calibration and ensemble_predict).
+ * Row j's logits: base + j*rs + k*cs elements of dtype f32 (is_f64 = 0) or f64.
+ * m = how many members the running sums hold after this stage (1-based).
+ * acc (K per row) and sacc accumulate when aggregation is MEAN; with LAST they are
+ * overwritten.  score[j], pred[j] receive the stage's outputs.  Returns the index
+ * j*K + k of the first non-finite logit, or -1. */
+typedef struct effml__stage_block {
+  const void *base;
+  int is_f64;
+  int64_t rs, cs;     /* element strides of rows and classes */
+  const int64_t *row_index; /* NULL: row j is base row j; else base row row_index[j] */
+  const int64_t *name_index; /* NULL, or the sample of row j for error messages */
+  int64_t K;
+  int32_t score_kind;
+  int32_t aggregation;
+  double temperature;
+  int32_t m;          /* members aggregated after this stage (>= 1) */
+  double *acc;        /* [rows, K] */
+  double *sacc;       /* [rows] */
+  double *score;      /* [rows] */
+  int32_t *pred;      /* [rows] */
+} effml__stage_block;
+
+EFFML__HIDDEN int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t end);
+/* Score + prediction of one row from probabilities psum[k] * scale (scale = 1/m turns the
+ * running sum of m members into their mean). */
+EFFML__HIDDEN void effml__probs_score(const double *psum, int64_t K, double scale,
+                                      int32_t score_kind, double *score, int32_t *pred);
+
+/* Validation of options shared by create and ensemble_predict. */
+EFFML__HIDDEN effml_status effml__cascade_check_options(effml_context *ctx,
+                                                        const effml_cascade_options *opt,
+                                                        effml_cascade_options *known);
+
+/* Check a logits tensor: f32/f64, 2-D, K columns (rows >= 1); name used in messages. */
+EFFML__HIDDEN effml_status effml__check_logits(effml_context *ctx, const effml_tensor *t,
+                                               const char *name, int64_t K);
+/* Run the kernel over all rows of a logits tensor, in parallel; on a non-finite value
+ * reports EFFML_E_NUMERIC naming `name`, the row and the class. */
+EFFML__HIDDEN effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
+                                               const effml_tensor *logits, int64_t rows,
+                                               const char *name);
+
+/* Readers for 1-D argument tensors (any strides).  Allocate with ctx; caller frees. */
+EFFML__HIDDEN effml_status effml__read_scores(effml_context *ctx, const effml_tensor *t,
+                                              const char *name, int64_t *n, double **out);
+EFFML__HIDDEN effml_status effml__read_flags(effml_context *ctx, const effml_tensor *t,
+                                             const char *name, int64_t n, unsigned char **out);
+/* Labels in [0, K) (K <= 0: no range check). */
+EFFML__HIDDEN effml_status effml__read_labels(effml_context *ctx, const effml_tensor *t,
+                                              const char *name, int64_t n, int64_t K,
+                                              int64_t **out);
+/* Write an i32/i64 or f32/f64 1-D output from an array (the tensor is pre-checked). */
+EFFML__HIDDEN void effml__write_i32_out(effml_tensor *t, const int32_t *v, int64_t n);
+EFFML__HIDDEN void effml__write_f64_out(effml_tensor *t, const double *v, int64_t n);
+/* Check an optional output: NULL ok; dtypes allowed as two alternatives; shape [n] or [n, K]. */
+EFFML__HIDDEN effml_status effml__check_out(effml_context *ctx, const effml_tensor *t,
+                                            const char *name, int32_t dt1, int32_t dt2,
+                                            int32_t ndim, int64_t n, int64_t K);
+/* Order of scores: idx sorted by score descending, ties by lower index. */
+EFFML__HIDDEN effml_status effml__sort_desc(effml_context *ctx, const double *s, int64_t n,
+                                            int64_t **idx);
+/* Number of leading elements (k >= 1) of the RC curve: k = ceil(c * n) with a tolerance
+ * for c*n computed in floating point (0.7 * 10 = 7.000000000000001 -> 7). */
+EFFML__HIDDEN int64_t effml__ceil_count(double c, int64_t n);
+
+#endif /* EFFML_CASCADE_INTERNAL_H */

@@ -1,0 +1,257 @@
+/*
+ * Running a built cascade (cascade.h, effml_cascade_run): stage by stage, the
+ * samples still in flight are scored, the exit rule splits them, and those
+ * that go on are compacted to the front of the workspace arrays so the next
+ * stage (and its callback) sees only them.  The cascade itself is only read
+ * here: everything that changes lives in the caller's workspace.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cascade_internal.h"
+
+effml_status effml_cascade_workspace_create(effml_context *ctx, const effml_cascade *cascade,
+                                            effml_cascade_workspace **out) {
+  EFFML__CHECK_NULL(ctx, cascade);
+  EFFML__CHECK_NULL(ctx, out);
+  effml_cascade_workspace *ws = effml__calloc_or_err(ctx, 1, sizeof *ws, "cascade workspace");
+  if (!ws) return EFFML_E_NOMEM;
+  ws->ctx = ctx;
+  ws->cascade = cascade;
+  ws->expected_cost = NAN;
+  *out = ws;
+  return EFFML_OK;
+}
+
+static void free_arrays(effml_cascade_workspace *ws) {
+  effml_context *c = ws->ctx;
+  effml__free(c, ws->rows);
+  effml__free(c, ws->logits);
+  effml__free(c, ws->acc);
+  effml__free(c, ws->sacc);
+  effml__free(c, ws->score_c);
+  effml__free(c, ws->pred_c);
+  effml__free(c, ws->out_score);
+  effml__free(c, ws->out_pred);
+  effml__free(c, ws->out_stage);
+  ws->rows = NULL;
+  ws->logits = NULL;
+  ws->acc = ws->sacc = ws->score_c = ws->out_score = NULL;
+  ws->pred_c = ws->out_pred = ws->out_stage = NULL;
+  ws->cap_n = 0;
+}
+
+void effml_cascade_workspace_free(effml_cascade_workspace *ws) {
+  if (!ws) return;
+  free_arrays(ws);
+  effml__free(ws->ctx, ws->out_probs);
+  effml__free(ws->ctx, ws->reach);
+  effml__free(ws->ctx, ws->exits);
+  effml__free(ws->ctx, ws);
+}
+
+/* Grow the arrays to hold n samples (contents are not kept). */
+static effml_status reserve(effml_context *ctx, effml_cascade_workspace *ws, int64_t n, int64_t K,
+                            int need_logits, int need_probs, int32_t M) {
+  size_t nk;
+  if (!effml__mul_size((size_t)n, (size_t)K, &nk) || nk > SIZE_MAX / sizeof(double))
+    return effml__err(ctx, EFFML_E_OVERFLOW, "n=%lld x num_classes=%lld overflows", (long long)n,
+                      (long long)K);
+  effml_context *a = ws->ctx;
+  if (n > ws->cap_n || (need_logits && !ws->logits)) {
+    free_arrays(ws);
+    ws->rows = effml__malloc(a, (size_t)n * sizeof(int64_t));
+    ws->acc = effml__malloc(a, nk * sizeof(double));
+    ws->sacc = effml__malloc(a, (size_t)n * sizeof(double));
+    ws->score_c = effml__malloc(a, (size_t)n * sizeof(double));
+    ws->pred_c = effml__malloc(a, (size_t)n * sizeof(int32_t));
+    ws->out_score = effml__malloc(a, (size_t)n * sizeof(double));
+    ws->out_pred = effml__malloc(a, (size_t)n * sizeof(int32_t));
+    ws->out_stage = effml__malloc(a, (size_t)n * sizeof(int32_t));
+    if (need_logits) ws->logits = effml__malloc(a, nk * sizeof(float));
+    if (!ws->rows || !ws->acc || !ws->sacc || !ws->score_c || !ws->pred_c || !ws->out_score ||
+        !ws->out_pred || !ws->out_stage || (need_logits && !ws->logits)) {
+      free_arrays(ws);
+      return effml__err(ctx, EFFML_E_NOMEM, "cascade workspace: out of memory for n=%lld",
+                        (long long)n);
+    }
+    ws->cap_n = n;
+  }
+  if (need_probs && n > ws->cap_probs) {
+    effml__free(a, ws->out_probs);
+    ws->cap_probs = 0;
+    ws->out_probs = effml__malloc(a, nk * sizeof(double));
+    if (!ws->out_probs)
+      return effml__err(ctx, EFFML_E_NOMEM, "cascade workspace: out of memory for probs");
+    ws->cap_probs = n;
+  }
+  if (M != ws->num_stages || !ws->reach) {
+    effml__free(a, ws->reach);
+    effml__free(a, ws->exits);
+    ws->num_stages = 0;
+    ws->reach = effml__calloc(a, (size_t)M, sizeof(int64_t));
+    ws->exits = effml__calloc(a, (size_t)M, sizeof(int64_t));
+    if (!ws->reach || !ws->exits) {
+      effml__free(a, ws->reach);
+      effml__free(a, ws->exits);
+      ws->reach = ws->exits = NULL;
+      return effml__err(ctx, EFFML_E_NOMEM, "cascade workspace: out of memory");
+    }
+    ws->num_stages = M;
+  }
+  return EFFML_OK;
+}
+
+/* Ask a callback stage for the logits of the rows in flight. */
+static effml_status call_stage(effml_context *ctx, const effml__cascade_stage *s, int32_t m,
+                               effml_cascade_workspace *ws, int64_t n_act, int64_t K,
+                               void *run_data) {
+  int64_t shape[2] = {n_act, K};
+  effml_tensor *t = NULL;
+  EFFML__TRY(effml_tensor_wrap(ctx, EFFML_F32, 2, shape, NULL, ws->logits,
+                               (size_t)n_act * (size_t)K * sizeof(float), 0, &t));
+  effml_context_clear_error(ctx);
+  effml_status st = s->fn(ctx, s->stage_data, run_data, m, ws->rows, n_act, t);
+  effml_tensor_free(t);
+  if (st != EFFML_OK && effml_context_last_status(ctx) != st)
+    effml__err(ctx, st, "stage %d callback failed: %s", (int)m, effml_status_str(st));
+  return st;
+}
+
+effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
+                               effml_cascade_workspace *ws, int64_t n, void *run_data,
+                               effml_tensor *pred, effml_tensor *score, effml_tensor *exit_stage,
+                               effml_tensor *probs) {
+  EFFML__CHECK_NULL(ctx, cascade);
+  EFFML__CHECK_NULL(ctx, ws);
+  if (ws->cascade != cascade)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "ws was created for another cascade");
+  ws->n = 0;
+  ws->expected_cost = NAN;
+  const effml_cascade *c = cascade;
+  const int32_t M = c->num_stages;
+  const int64_t K = c->num_classes;
+  if (M < 1) return effml__err(ctx, EFFML_E_STATE, "the cascade has no stage");
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "n=%lld must be >= 1", (long long)n);
+  if (c->logits_rows && n != c->logits_rows)
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "n=%lld but the precomputed logits stages have %lld rows", (long long)n,
+                      (long long)c->logits_rows);
+  EFFML__TRY(effml__check_out(ctx, pred, "pred", EFFML_I32, EFFML_I64, 1, n, 0));
+  EFFML__TRY(effml__check_out(ctx, score, "score", EFFML_F32, EFFML_F64, 1, n, 0));
+  EFFML__TRY(effml__check_out(ctx, exit_stage, "exit_stage", EFFML_I32, EFFML_I64, 1, n, 0));
+  EFFML__TRY(effml__check_out(ctx, probs, "probs", EFFML_F32, EFFML_F64, 2, n, K));
+  int need_logits = 0;
+  for (int32_t m = 0; m < M; ++m) need_logits |= c->stages[m].fn != NULL;
+  EFFML__TRY(reserve(ctx, ws, n, K, need_logits, probs != NULL, M));
+  memset(ws->reach, 0, (size_t)M * sizeof(int64_t));
+  memset(ws->exits, 0, (size_t)M * sizeof(int64_t));
+
+  for (int64_t i = 0; i < n; ++i) ws->rows[i] = i;
+  int64_t n_act = n;
+  effml_status st = EFFML_OK;
+  for (int32_t m = 0; m < M && n_act > 0; ++m) {
+    const effml__cascade_stage *s = &c->stages[m];
+    ws->reach[m] = n_act;
+    effml__stage_block b;
+    memset(&b, 0, sizeof b);
+    b.K = K;
+    b.score_kind = c->score;
+    b.aggregation = c->aggregation;
+    b.temperature = c->temperature;
+    b.m = m + 1;
+    b.acc = ws->acc;
+    b.sacc = ws->sacc;
+    b.score = ws->score_c;
+    b.pred = ws->pred_c;
+    char name[48];
+    if (s->fn) {
+      st = call_stage(ctx, s, m, ws, n_act, K, run_data);
+      if (st != EFFML_OK) goto fail;
+      b.base = ws->logits;
+      b.rs = K;
+      b.cs = 1;
+      snprintf(name, sizeof name, "stage %d callback", (int)m);
+      /* the buffer is compact: row j is sample rows[j] (used in messages) */
+      b.row_index = NULL;
+      b.name_index = ws->rows;
+      st = effml__stage_tensor(ctx, &b, NULL, n_act, name);
+    } else {
+      b.row_index = ws->rows;
+      snprintf(name, sizeof name, "stage %d precomputed logits", (int)m);
+      st = effml__stage_tensor(ctx, &b, s->logits, n_act, name);
+    }
+    if (st != EFFML_OK) goto fail;
+
+    /* exit rule, then compact the survivors (order kept: rows stay increasing) */
+    const int last = m == M - 1;
+    const double inv = c->aggregation == EFFML_CASCADE_AGG_MEAN ? 1.0 / (double)(m + 1) : 1.0;
+    int64_t w = 0;
+    for (int64_t j = 0; j < n_act; ++j) {
+      const double sc = ws->score_c[j];
+      int ex = last;
+      if (!last) {
+        if (s->rule == EFFML_CASCADE_EXIT_THRESHOLD)
+          ex = sc >= s->a;
+        else if (s->rule == EFFML_CASCADE_EXIT_WINDOW)
+          ex = sc < s->a || sc > s->b;
+      }
+      const int64_t r = ws->rows[j];
+      if (ex) {
+        ws->out_score[r] = sc;
+        ws->out_pred[r] = ws->pred_c[j];
+        ws->out_stage[r] = m;
+        if (probs)
+          for (int64_t k = 0; k < K; ++k) ws->out_probs[r * K + k] = ws->acc[j * K + k] * inv;
+      } else {
+        if (w != j) {
+          ws->rows[w] = r;
+          memmove(ws->acc + w * K, ws->acc + j * K, (size_t)K * sizeof(double));
+          ws->sacc[w] = ws->sacc[j];
+        }
+        ++w;
+      }
+    }
+    ws->exits[m] = n_act - w;
+    n_act = w;
+  }
+
+  if (pred) effml__write_i32_out(pred, ws->out_pred, n);
+  if (score) effml__write_f64_out(score, ws->out_score, n);
+  if (exit_stage) effml__write_i32_out(exit_stage, ws->out_stage, n);
+  if (probs) effml__write_f64_out(probs, ws->out_probs, n * K);
+  double cost = 0.0;
+  for (int32_t m = 0; m < M; ++m) cost += (double)ws->reach[m] / (double)n * c->stages[m].cost;
+  ws->n = n;
+  ws->expected_cost = cost;
+  return EFFML_OK;
+fail:
+  memset(ws->reach, 0, (size_t)M * sizeof(int64_t));
+  memset(ws->exits, 0, (size_t)M * sizeof(int64_t));
+  return st;
+}
+
+int64_t effml_cascade_workspace_num_samples(const effml_cascade_workspace *ws) {
+  return ws ? ws->n : 0;
+}
+
+int64_t effml_cascade_workspace_reach_count(const effml_cascade_workspace *ws, int32_t stage) {
+  if (!ws || !ws->n || stage < 0 || stage >= ws->num_stages) return 0;
+  return ws->reach[stage];
+}
+
+int64_t effml_cascade_workspace_exit_count(const effml_cascade_workspace *ws, int32_t stage) {
+  if (!ws || !ws->n || stage < 0 || stage >= ws->num_stages) return 0;
+  return ws->exits[stage];
+}
+
+double effml_cascade_workspace_exit_fraction(const effml_cascade_workspace *ws, int32_t stage) {
+  if (!ws || !ws->n) return NAN;
+  if (stage < 0 || stage >= ws->num_stages) return 0.0;
+  return (double)ws->exits[stage] / (double)ws->n;
+}
+
+double effml_cascade_workspace_expected_cost(const effml_cascade_workspace *ws) {
+  return ws ? ws->expected_cost : NAN;
+}

@@ -1,0 +1,150 @@
+/*
+ * Per-row kernel of a cascade stage: softmax in f64, aggregation with the
+ * earlier members, confidence score and prediction (cascade.h, EFFML_SCORE_*;
+ * reference Guoxoug/window-early-exit `utils/eval_utils.py::uncertainties` and
+ * `cascade_results.py` L177-206).
+ */
+#include <math.h>
+
+#include "cascade_internal.h"
+
+/* Logit k of row j as double. */
+static inline double logit_at(const effml__stage_block *b, int64_t r, int64_t k) {
+  int64_t off = r * b->rs + k * b->cs;
+  return b->is_f64 ? ((const double *)b->base)[off] : (double)((const float *)b->base)[off];
+}
+
+void effml__probs_score(const double *psum, int64_t K, double scale, int32_t score_kind,
+                        double *score, int32_t *pred) {
+  int64_t arg = 0;
+  double top1 = psum[0] * scale, top2 = -INFINITY, ent = 0.0, sq = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    double p = psum[k] * scale;
+    if (k > 0) {
+      if (p > top1) {
+        top2 = top1;
+        top1 = p;
+        arg = k;
+      } else if (p > top2) {
+        top2 = p;
+      }
+    }
+    if (p > 0.0) ent += p * log(p); /* 0 log 0 = 0 */
+    sq += p * p;
+  }
+  *pred = (int32_t)arg;
+  switch (score_kind) {
+    case EFFML_SCORE_ENTROPY: *score = ent; break;
+    case EFFML_SCORE_MARGIN: *score = top1 - top2; break;
+    case EFFML_SCORE_DOCTOR: *score = sq; break;
+    default: *score = top1; break; /* MSP */
+  }
+}
+
+int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t end) {
+  const int64_t K = b->K;
+  const int mean = b->aggregation == EFFML_CASCADE_AGG_MEAN && b->m > 1;
+  const double inv_m = mean ? 1.0 / (double)b->m : 1.0;
+  const int member_score = b->score_kind == EFFML_SCORE_MAX_LOGIT ||
+                           b->score_kind == EFFML_SCORE_ENERGY;
+  for (int64_t j = begin; j < end; ++j) {
+    const int64_t r = b->row_index ? b->row_index[j] : j;
+    double *acc = b->acc + j * K;
+    /* max and finiteness */
+    double zmax = -INFINITY;
+    for (int64_t k = 0; k < K; ++k) {
+      double z = logit_at(b, r, k);
+      if (!isfinite(z)) return j * K + k;
+      if (z > zmax) zmax = z;
+    }
+    /* p_k = exp(z_k - zmax) / sum: one exp per class (a stack buffer holds the
+     * numerators for the usual small K; larger K recomputes them) */
+    double e[256];
+    double sum = 0.0;
+    if (K <= 256) {
+      for (int64_t k = 0; k < K; ++k) sum += (e[k] = exp(logit_at(b, r, k) - zmax));
+    } else {
+      for (int64_t k = 0; k < K; ++k) sum += exp(logit_at(b, r, k) - zmax);
+    }
+    const double lse = zmax + log(sum), inv_sum = 1.0 / sum;
+    for (int64_t k = 0; k < K; ++k) {
+      double p = (K <= 256 ? e[k] : exp(logit_at(b, r, k) - zmax)) * inv_sum;
+      acc[k] = mean ? acc[k] + p : p;
+    }
+    if (member_score) {
+      double s;
+      if (b->score_kind == EFFML_SCORE_MAX_LOGIT) {
+        s = zmax;
+      } else if (b->temperature == 1.0) {
+        s = lse;
+      } else { /* T * logsumexp(z / T), shifted by the max for stability */
+        const double T = b->temperature;
+        double st = 0.0;
+        for (int64_t k = 0; k < K; ++k) st += exp((logit_at(b, r, k) - zmax) / T);
+        s = zmax + T * log(st);
+      }
+      b->sacc[j] = mean ? b->sacc[j] + s : s;
+      /* prediction from the aggregated probabilities */
+      int64_t arg = 0;
+      for (int64_t k = 1; k < K; ++k)
+        if (acc[k] > acc[arg]) arg = k;
+      b->pred[j] = (int32_t)arg;
+      b->score[j] = b->sacc[j] * inv_m;
+    } else {
+      effml__probs_score(acc, K, inv_m, b->score_kind, &b->score[j], &b->pred[j]);
+    }
+  }
+  return -1;
+}
+
+typedef struct {
+  const effml__stage_block *b;
+  int64_t bad[64];
+} stage_job;
+
+static void stage_job_fn(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  stage_job *job = (stage_job *)arg;
+  job->bad[worker] = effml__stage_rows(job->b, begin, end);
+}
+
+effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
+                                 const effml_tensor *logits, int64_t rows, const char *name) {
+  if (logits) {
+    b->base = logits->data;
+    b->is_f64 = logits->dtype == EFFML_F64;
+    b->rs = logits->strides[0];
+    b->cs = logits->strides[1];
+  }
+  stage_job job;
+  job.b = b;
+  for (int i = 0; i < 64; ++i) job.bad[i] = -1;
+  /* rows are independent, so the split (and the thread count) cannot change results */
+  EFFML__TRY(effml__parallel_for(ctx, rows, 8192, stage_job_fn, &job));
+  int64_t bad = -1;
+  for (int i = 0; i < 64; ++i)
+    if (job.bad[i] >= 0 && (bad < 0 || job.bad[i] < bad)) bad = job.bad[i];
+  if (bad >= 0) {
+    int64_t j = bad / b->K, k = bad % b->K;
+    int64_t r = b->row_index ? b->row_index[j] : b->name_index ? b->name_index[j] : j;
+    double z = logit_at(b, b->row_index ? r : j, k);
+    return effml__err(ctx, EFFML_E_NUMERIC, "%s: logit of sample %lld, class %lld is %s", name,
+                      (long long)r, (long long)k, isnan(z) ? "NaN" : "infinite");
+  }
+  return EFFML_OK;
+}
+
+effml_status effml__check_logits(effml_context *ctx, const effml_tensor *t, const char *name,
+                                 int64_t K) {
+  if (t == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "%s is NULL", name);
+  if (t->dtype != EFFML_F32 && t->dtype != EFFML_F64)
+    return effml__err(ctx, EFFML_E_DTYPE, "%s has dtype %s, need f32 or f64 logits", name,
+                      effml_dtype_name(t->dtype));
+  if (t->ndim != 2)
+    return effml__err(ctx, EFFML_E_SHAPE, "%s has %d dims, need [rows, num_classes=%lld]",
+                      name, (int)t->ndim, (long long)K);
+  if (t->shape[1] != K)
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "%s has %lld classes (columns) but the cascade has num_classes=%lld", name,
+                      (long long)t->shape[1], (long long)K);
+  return EFFML_OK;
+}

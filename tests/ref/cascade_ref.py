@@ -1,0 +1,227 @@
+#!/usr/bin/python3
+"""Reference numbers for tests/test_cascade.c (issue 7, early-exit cascades).
+
+Run with Debian's python (numpy, scipy, sklearn):
+    /usr/bin/python3 tests/ref/cascade_ref.py > tests/ref/cascade_ref.txt
+
+Everything is computed in numpy float64 from float32 logits, following the
+conventions of include/effml/cascade.h, with the window/threshold maths of
+Guoxoug/window-early-exit (`cascade_results.py`, `utils/eval_utils.py`):
+scores are confidences (higher = more confident), selection is score >= t,
+quantiles are numpy's default 'linear', the percentile rank is scipy's
+percentileofscore(kind='rank').  AUROC is cross-checked with sklearn.
+
+Output: one line per array, "name count v0 v1 ...", values printed with %.17g
+(float32 inputs with %.9g, exact round trip).
+"""
+import numpy as np
+from scipy.stats import percentileofscore
+from sklearn.metrics import roc_auc_score
+
+rng = np.random.RandomState(7)
+K = 5
+M = 3
+N_VAL = 240
+N_TEST = 300
+N_OOD = 100
+COSTS = [1.0e6, 2.5e6, 4.0e6]
+
+
+def make_logits(labels, strength, n_ood=0):
+    n = labels.shape[0]
+    z = rng.normal(0.0, 1.0, size=(n, K))
+    z[np.arange(n), labels] += strength * rng.uniform(0.0, 2.5, size=n)
+    return (z * 1.7).astype(np.float32)
+
+
+y_val = rng.randint(0, K, size=N_VAL)
+y_test = rng.randint(0, K, size=N_TEST)
+# members get stronger with the stage (as small -> larger models)
+val = [make_logits(y_val, s) for s in (1.0, 1.3, 1.6)]
+test = [make_logits(y_test, s) for s in (1.0, 1.3, 1.6)]
+ood = (rng.normal(0.0, 1.0, size=(N_OOD, K)) * 1.7).astype(np.float32)
+
+out = []
+
+
+def emit(name, arr, fmt="%.17g"):
+    arr = np.asarray(arr).ravel()
+    out.append(name + " " + str(arr.size) + " " + " ".join(fmt % v for v in arr))
+
+
+def softmax(z):
+    z = z.astype(np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def logsumexp(z, T=1.0):
+    z = z.astype(np.float64)
+    zmax = z.max(axis=1)
+    return zmax + T * np.log(np.exp((z - zmax[:, None]) / T).sum(axis=1))
+
+
+def prob_score(p, kind):
+    if kind == "msp":
+        return p.max(axis=1)
+    if kind == "entropy":
+        return np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
+    if kind == "margin":
+        s = np.sort(p, axis=1)
+        return s[:, -1] - s[:, -2]
+    if kind == "doctor":
+        return (p * p).sum(axis=1)
+    raise ValueError(kind)
+
+
+def stages(logits, kind, T=1.0, agg="mean"):
+    """scores, preds, probs of every stage on every sample."""
+    scores, preds, probs = [], [], []
+    acc = np.zeros_like(logits[0], dtype=np.float64)
+    sacc = np.zeros(logits[0].shape[0])
+    for m, z in enumerate(logits):
+        p = softmax(z)
+        if agg == "mean":
+            acc = acc + p
+            pbar = acc / (m + 1)
+        else:
+            pbar = p
+        if kind in ("max_logit", "energy"):
+            s = z.astype(np.float64).max(axis=1) if kind == "max_logit" else logsumexp(z, T)
+            sacc = sacc + s if agg == "mean" else s
+            score = sacc / (m + 1) if agg == "mean" else sacc
+        else:
+            score = prob_score(pbar, kind)
+        scores.append(score)
+        preds.append(pbar.argmax(axis=1))
+        probs.append(pbar)
+    return scores, preds, probs
+
+
+KINDS = ["msp", "entropy", "max_logit", "energy", "margin", "doctor"]
+
+for i, z in enumerate(val):
+    emit("val_logits%d" % i, z, "%.9g")
+for i, z in enumerate(test):
+    emit("test_logits%d" % i, z, "%.9g")
+emit("ood_logits", ood, "%.9g")
+emit("val_labels", y_val, "%d")
+emit("test_labels", y_test, "%d")
+
+# ---- scores of every kind, every stage (mean aggregation), and LAST aggregation ----
+for kind in KINDS:
+    s, p, _ = stages(test, kind)
+    emit("score_%s" % kind, np.stack(s))
+    emit("pred_%s" % kind, np.stack(p), "%d")
+s, _, _ = stages(test, "energy", T=2.5)
+emit("score_energy_t2.5", np.stack(s))
+s, p, _ = stages(test, "entropy", agg="last")
+emit("score_entropy_last", np.stack(s))
+
+
+# ---- calibration ----
+def ceil_count(c, n):
+    x = c * n
+    k = int(np.ceil(x - 1e-9 * max(x, 1.0)))
+    return min(max(k, 1), n)
+
+
+def desc(s):
+    return np.argsort(-s, kind="stable")
+
+
+def fit_tau(s, correct, target, value):
+    o = desc(s)
+    if target == "risk":
+        risk = np.cumsum(~correct[o]) / np.arange(1, len(s) + 1)
+        ok = np.nonzero(risk <= value)[0]
+        return s[o][ok[-1]]
+    return s[o][ceil_count(value, len(s)) - 1]
+
+
+def calibrate(logits, labels, kind, rule, target, value, below=0.1, above=0.1):
+    scores, preds, _ = stages(logits, kind)
+    rules = []
+    for m in range(len(logits) - 1):
+        s = scores[m]
+        tau = fit_tau(s, preds[m] == labels, target, value)
+        if rule == "threshold":
+            rules.append((tau, np.inf, tau))
+        else:
+            q = percentileofscore(s, tau, kind="rank") / 100.0
+            lo = np.quantile(s, min(max(q - below, 0.0), 1.0))
+            hi = np.quantile(s, min(max(q + above, 0.0), 1.0))
+            rules.append((lo, hi, tau))
+    return rules
+
+
+def run(logits, kind, rule, rules):
+    scores, preds, probs = stages(logits, kind)
+    n = logits[0].shape[0]
+    exit_stage = np.full(n, len(logits) - 1)
+    done = np.zeros(n, bool)
+    for m, (a, b, _) in enumerate(rules):
+        s = scores[m]
+        ex = (s >= a) if rule == "threshold" else ((s < a) | (s > b))
+        ex &= ~done
+        exit_stage[ex] = m
+        done |= ex
+    sc = np.choose(exit_stage, scores)
+    pr = np.choose(exit_stage, preds)
+    pb = np.stack(probs)[exit_stage, np.arange(n)]
+    reach = [(exit_stage >= m).sum() for m in range(len(logits))]
+    cost = sum(r / n * c for r, c in zip(reach, COSTS))
+    return sc, pr, exit_stage, pb, reach, cost
+
+
+CASES = [
+    ("win_cov", "msp", "window", "coverage", 0.8),
+    ("win_risk", "msp", "window", "risk", 0.1),
+    ("thr_cov", "msp", "threshold", "coverage", 0.7),
+    ("win_tpr_energy", "energy", "window", "tpr", 0.95),
+]
+for name, kind, rule, target, value in CASES:
+    rules = calibrate(val, y_val, kind, rule, target, value)
+    emit(name + "_rules", np.array(rules))  # per stage: a, b, tau
+    sc, pr, st, pb, reach, cost = run(test, kind, rule, rules)
+    emit(name + "_score", sc)
+    emit(name + "_pred", pr, "%d")
+    emit(name + "_stage", st, "%d")
+    emit(name + "_reach", reach, "%d")
+    emit(name + "_cost", [cost])
+    if name == "win_cov":
+        emit(name + "_probs", pb)
+
+# ---- metrics on the window cascade's final outputs ----
+rules = calibrate(val, y_val, "msp", "window", "coverage", 0.8)
+sc, pr, st, pb, reach, cost = run(test, "msp", "window", rules)
+correct = pr == y_test
+n = len(sc)
+o = desc(sc)
+risk = np.concatenate([[0.0], np.cumsum(~correct[o]) / np.arange(1, n + 1)])
+cov = np.linspace(0, 1, n + 1)
+emit("m_risk", risk)
+emit("m_coverage", cov)
+emit("m_thr_exact", np.concatenate([[np.inf], sc[o]]))
+emit("m_thr_reference", np.concatenate([sc[o], [-np.inf]]))
+emit("m_aurc", [np.trapz(risk, cov)])
+k = ceil_count(0.8, n)
+emit("m_risk_at_80", [risk[k], sc[o][k - 1]])
+ok = np.nonzero(risk[1:] <= 0.05)[0]
+kk = ok[-1] + 1
+emit("m_cov_at_5", [kk / n, sc[o][kk - 1]])
+emit("m_top1_error", [np.mean(~correct)])
+emit("m_nll", [np.mean(-np.log(pb[np.arange(n), y_test]))])
+
+# OOD: stage-0 MSP of the test set (ID) vs the OOD logits
+s_id = softmax(test[0]).max(axis=1)
+s_ood = softmax(ood).max(axis=1)
+s_all = np.concatenate([s_id, s_ood])
+is_ood = np.concatenate([np.zeros(N_TEST, int), np.ones(N_OOD, int)])
+auroc = roc_auc_score(is_ood, -s_all)
+emit("o_auroc", [auroc])
+t = np.sort(s_id)[::-1][ceil_count(0.95, N_TEST) - 1]
+emit("o_fpr95", [np.mean(s_ood >= t), t])
+
+# reference example of REFERENCES.md 6.3
+print("\n".join(out))
