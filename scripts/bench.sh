@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# scripts/bench.sh [area]: Release build (-DEFFML_NATIVE=OFF, no tests) in
+# build-bench/, then for each area (or the one given) run
+# build-bench/bench/bench_<area> and, if present,
+# /usr/bin/python3 bench/<area>_baseline.py.
+#
+# stdout carries only the benchmarks' JSON lines, one object per line with
+# keys bench, case, ours_s, baseline, baseline_s, speedup (= baseline_s /
+# ours_s) plus case-specific keys; build logs and notes go to stderr, so
+#   scripts/bench.sh sparse > sparse.jsonl
+# keeps a clean record.  Threads are the caller's: set OPENBLAS_NUM_THREADS
+# (and OMP_NUM_THREADS for the Python side) to compare like with like.
+# EFFML_BENCH_ARGS is passed to every bench program.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${EFFML_BENCH_BUILD:-$root/build-bench}
+jobs=${EFFML_JOBS:-$(nproc 2>/dev/null || echo 2)}
+read -r -a bench_args <<<"${EFFML_BENCH_ARGS:-}"
+
+if [ $# -gt 0 ]; then
+  areas=("$@")
+else
+  areas=()
+  for f in "$root"/bench/bench_*.c; do
+    [ -e "$f" ] || continue
+    f=$(basename "$f" .c)
+    areas+=("${f#bench_}")
+  done
+fi
+if [ "${#areas[@]}" -eq 0 ]; then
+  echo "bench: no bench/bench_*.c yet" >&2
+  exit 0
+fi
+for a in "${areas[@]}"; do
+  if [ ! -f "$root/bench/bench_$a.c" ]; then
+    echo "bench: no bench/bench_$a.c" >&2
+    exit 2
+  fi
+done
+
+{
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEFFML_NATIVE=OFF \
+    -DEFFML_SANITIZE= -DEFFML_BUILD_TESTS=OFF -DEFFML_BUILD_BENCH=ON
+  cmake --build "$build" -j "$jobs" --target "${areas[@]/#/bench_}"
+} >&2
+
+status=0
+for a in "${areas[@]}"; do
+  echo "bench: $a" >&2
+  "$build/bench/bench_$a" "${bench_args[@]}" || status=1
+  if [ -f "$root/bench/${a}_baseline.py" ]; then
+    if [ -x /usr/bin/python3 ]; then
+      (cd "$root" && /usr/bin/python3 "bench/${a}_baseline.py") || status=1
+    else
+      echo "bench: /usr/bin/python3 missing: baseline for $a skipped" >&2
+    fi
+  fi
+done
+exit "$status"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# scripts/demo.sh: install the dependencies, build libeffml, install it into
+# build/prefix, build examples/ against that install (as a user would, with
+# find_package(effml)) and run the main example on Fashion-MNIST.
+#   scripts/demo.sh [extra arguments for the example]
+# Environment: EFFML_SKIP_APT=1, EFFML_JOBS, EFFML_DATA (default
+# /usr/share/datasets/fashion-mnist), EFFML_DEMO (example to run).
+set -euo pipefail
+
+# The main job.  Issue 8 switches this to pipeline_fashion_mnist.
+main_example=${EFFML_DEMO:-mlp_fashion_mnist}
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+jobs=${EFFML_JOBS:-$(nproc 2>/dev/null || echo 2)}
+data=${EFFML_DATA:-/usr/share/datasets/fashion-mnist}
+build=$root/build
+prefix=$build/prefix
+
+# shellcheck source=scripts/deps.sh
+source "$root/scripts/deps.sh"
+effml_install_deps
+
+# Until the main example exists, run the smallest one there is.
+if [ ! -f "$root/examples/$main_example.c" ]; then
+  smallest=$(find "$root/examples" -maxdepth 1 -name '*.c' -printf '%s %f\n' | sort -n |
+    head -n 1 | cut -d' ' -f2)
+  if [ -z "$smallest" ]; then
+    echo "demo: no examples/*.c yet" >&2
+    exit 1
+  fi
+  echo "demo: examples/$main_example.c not there yet; running examples/$smallest" >&2
+  main_example=${smallest%.c}
+fi
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j "$jobs" >/dev/null
+cmake --install "$build" --prefix "$prefix" >/dev/null
+cmake -S "$root/examples" -B "$build/examples" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build/examples" -j "$jobs" --target "$main_example" >/dev/null
+echo "demo: built $main_example against $prefix" >&2
+"$build/examples/$main_example" --data "$data" "$@"

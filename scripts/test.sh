@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# scripts/test.sh: the whole test suite, twice.
+#
+# On a fresh Debian 12 machine (as root, with nothing but this repository) it
+# installs every dependency with apt-get (skipped when not root or when
+# EFFML_SKIP_APT=1), then configures, builds and runs all of CTest in build/
+# (RelWithDebInfo), and again in build-asan/ under AddressSanitizer +
+# UndefinedBehaviorSanitizer (-DEFFML_SANITIZE=address,undefined).  Exits
+# non-zero if any build or test fails.  Ends with one line
+# "total: N passed, M failed".
+#
+# Environment: EFFML_SKIP_APT=1 (no apt-get), EFFML_JOBS (default: nproc),
+# EFFML_CTEST_ARGS (extra ctest arguments, e.g. "-R core").
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+jobs=${EFFML_JOBS:-$(nproc 2>/dev/null || echo 2)}
+read -r -a ctest_extra <<<"${EFFML_CTEST_ARGS:-}"
+t0=$(date +%s)
+
+# shellcheck source=scripts/deps.sh
+source "$root/scripts/deps.sh"
+effml_install_deps
+
+passed=0 failed=0 status=0
+summary=()
+
+# run_suite NAME BUILD_DIR [cmake args...]: configure, build, ctest.
+run_suite() {
+  local name=$1 dir=$2 t log rc
+  shift 2
+  t=$(date +%s)
+  echo "==== $name: configure and build in $dir"
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+  cmake --build "$dir" -j "$jobs"
+  echo "==== $name: ctest"
+  log=$dir/ctest-summary.log
+  set +e
+  ctest --test-dir "$dir" -j "$jobs" --output-on-failure "${ctest_extra[@]}" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  # "100% tests passed, 0 tests failed out of 42"
+  local line p f n
+  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1 || true)
+  if [ -n "$line" ]; then
+    f=$(sed -E 's/.*passed, ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+    n=$(sed -E 's/.*failed out of ([0-9]+).*/\1/' <<<"$line")
+    p=$((n - f))
+  else
+    p=0 f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  [ "$rc" -eq 0 ] || status=1
+  summary+=("$name: $p passed, $f failed ($(($(date +%s) - t)) s)")
+}
+
+run_suite plain "$root/build"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+run_suite sanitized "$root/build-asan" -DEFFML_SANITIZE=address,undefined -DEFFML_BUILD_BENCH=OFF
+
+echo "==== summary ($(($(date +%s) - t0)) s wall, $jobs jobs)"
+printf '%s\n' "${summary[@]}"
+echo "total: $passed passed, $failed failed"
+exit "$status"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Install-tree consumer test (CTest install_consumer_pkgconfig / _cmake).
+#   run.sh pkgconfig|cmake <build dir> <source dir> <work dir> <C compiler> <cmake> [extra C flags]
+# Installs the build into <work dir>/prefix, then builds tests/install/consumer.c
+# against the installed tree only -- with `pkg-config --cflags --libs effml`
+# (shared, and static with `pkg-config --static`), or with find_package(effml)
+# (shared and static targets, plus every examples/*.c through
+# examples/CMakeLists.txt) -- and runs the consumers.  Extra C flags carry the
+# sanitizer flags of a sanitized build so the consumers link its runtime.
+set -euo pipefail
+
+mode=$1 build=$2 src=$3 work=$4 cc=$5 cmake=$6 extra=${7:-}
+read -r -a xflags <<<"$extra"
+
+rm -rf "$work"
+mkdir -p "$work"
+"$cmake" --install "$build" --prefix "$work/prefix" >"$work/install.log"
+pc=$(find "$work/prefix" -name effml.pc -path '*/pkgconfig/*' | head -n 1)
+if [ -z "$pc" ]; then
+  echo "FAIL: no effml.pc installed under $work/prefix" >&2
+  exit 1
+fi
+pcdir=$(dirname "$pc")
+libdir=$(dirname "$pcdir") # lib or lib/<multiarch>
+echo "installed: $pc (libdir $libdir)"
+
+case $mode in
+  pkgconfig)
+    export PKG_CONFIG_PATH=$pcdir
+    echo "pkg-config effml $(pkg-config --modversion effml): $(pkg-config --cflags --libs effml)"
+    read -r -a pcflags <<<"$(pkg-config --cflags --libs effml)"
+    "$cc" -std=c11 -Wall -Wextra -Werror "${xflags[@]}" "$src/tests/install/consumer.c" \
+      -o "$work/consumer" "${pcflags[@]}" "-Wl,-rpath,$libdir"
+    "$work/consumer"
+    # Static: the same flags with --static must pull every private dependency.
+    read -r -a stflags <<<"$(pkg-config --static --cflags --libs effml)"
+    for i in "${!stflags[@]}"; do
+      [ "${stflags[$i]}" = "-leffml" ] && stflags[i]=$libdir/libeffml.a
+    done
+    "$cc" -std=c11 "${xflags[@]}" "$src/tests/install/consumer.c" -o "$work/consumer_static" \
+      "${stflags[@]}"
+    if ldd "$work/consumer_static" | grep -q libeffml; then
+      echo "FAIL: consumer_static is linked against the shared libeffml" >&2
+      exit 1
+    fi
+    "$work/consumer_static"
+    ;;
+  cmake)
+    cfg=(-DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=Release
+         -DCMAKE_C_FLAGS="$extra")
+    "$cmake" -S "$src/tests/install" -B "$work/consumer" "${cfg[@]}" >"$work/consumer.log"
+    "$cmake" --build "$work/consumer" >>"$work/consumer.log"
+    "$work/consumer/consumer"
+    "$work/consumer/consumer_static"
+    # The examples are written to be built exactly this way by users.
+    "$cmake" -S "$src/examples" -B "$work/examples" "${cfg[@]}" >"$work/examples.log"
+    if ! "$cmake" --build "$work/examples" -j 2 >>"$work/examples.log" 2>&1; then
+      cat "$work/examples.log" >&2
+      echo "FAIL: examples/ do not build against the installed package" >&2
+      exit 1
+    fi
+    echo "examples built: $(find "$work/examples" -maxdepth 1 -type f -perm -u+x | wc -l)"
+    ;;
+  *)
+    echo "usage: $0 pkgconfig|cmake BUILD SRC WORK CC CMAKE [FLAGS]" >&2
+    exit 2
+    ;;
+esac
+echo "install consumer ($mode): OK"
