@@ -1,6 +1,46 @@
 /**
  * @file effml/sampler.h
- * @brief Samplers: SMOTE family, temperature sampling, lp sensitivity sampling (issue 6)
+ * @brief Samplers: the SMOTE family and under-sampling, temperature sampling
+ *        over data sources, and lp sensitivity sampling (issue 6).
+ *
+ * Three kinds of data sampling, each with an explicit seed:
+ *
+ * 1. **Re-sampling of an imbalanced labelled set** `x [n_samples, n_features]`
+ *    (f32 or f64), `y [n_samples]` (i32 or i64 labels, any values): SMOTE
+ *    (Chawla et al., JAIR 2002), Borderline-SMOTE 1/2 (Han et al., 2005),
+ *    ADASYN (He et al., 2008), random over/under-sampling, Tomek links and
+ *    edited nearest neighbours, with imbalanced-learn 0.10's
+ *    `sampling_strategy` meanings and output order (originals first, then one
+ *    synthetic block per class in ascending label order).  A "plan" form
+ *    returns, per output row, `base`, `neighbor` and `step` so a caller can
+ *    generate rows in a stream: row = x[base] + step * (x[neighbor] - x[base])
+ *    (neighbor = -1: a copy of x[base]).
+ * 2. **Temperature sampling over K sources** (q_i proportional to
+ *    (n_i/N)^(1/T)), schedules of T, UniMax (Chung et al., ICLR 2023),
+ *    fairseq-style virtual sizes, O(1) alias draws and the three interleave
+ *    stopping strategies of Hugging Face datasets.
+ * 3. **lp sensitivity sampling** (Woodruff & Yasuda, ICML 2023): exact and
+ *    sketched leverage scores, root leverage, lp Lewis weights (Cohen & Peng,
+ *    STOC 2015), sensitivity upper bounds, Bernoulli / i.i.d. sampling with
+ *    importance weights and merging of weighted samples.
+ *
+ * @code
+ *   effml_resample_options opt;  effml_resample_options_init(&opt);
+ *   opt.method = EFFML_RESAMPLE_SMOTE;  opt.k_neighbors = 5;  opt.seed = 42;
+ *   effml_tensor *xr, *yr;
+ *   if (effml_resample(ctx, &opt, x, y, &xr, &yr) != EFFML_OK)
+ *     fprintf(stderr, "%s\n", effml_context_last_error(ctx));
+ * @endcode
+ *
+ * Determinism: every random choice comes from the library's generator
+ * (xoshiro256**) seeded by the `seed` argument or option, with per-class and
+ * per-item streams, so the same seed and inputs give the same output for every
+ * thread count.  The streams differ from numpy's, so outputs are not
+ * bit-identical to imbalanced-learn's; counts, order and geometry are.
+ *
+ * Threads: these functions are used with one context per thread; they use
+ * the context's thread count for their own loops (kNN search).  An
+ * `effml_alias_sampler` is used by one thread at a time.
  */
 #ifndef EFFML_SAMPLER_H
 #define EFFML_SAMPLER_H
@@ -12,6 +52,170 @@
 #include "layer.h"
 
 EFFML_BEGIN_DECLS
+
+/* ========================================================================
+ * 1. Re-sampling (SMOTE family, under-sampling, cleaning)
+ * ====================================================================== */
+
+/** `sampling_strategy` kinds (imbalanced-learn `utils/_validation.py`). */
+#define EFFML_STRATEGY_AUTO 0         /**< over: 'not majority'; under/clean: 'not minority' */
+#define EFFML_STRATEGY_MINORITY 1     /**< the minority class only (over-samplers) */
+#define EFFML_STRATEGY_NOT_MINORITY 2 /**< every class but the minority */
+#define EFFML_STRATEGY_NOT_MAJORITY 3 /**< every class but the majority */
+#define EFFML_STRATEGY_ALL 4          /**< every class */
+#define EFFML_STRATEGY_MAJORITY 5     /**< the majority class only (under/clean samplers) */
+#define EFFML_STRATEGY_RATIO 6        /**< float `ratio` (binary problems only) */
+#define EFFML_STRATEGY_TARGETS 7      /**< per-class final counts (`target_labels`/`target_counts`) */
+
+/** Re-sampling methods. */
+#define EFFML_RESAMPLE_SMOTE 1        /**< SMOTE (Chawla et al. 2002), imblearn `SMOTE` */
+#define EFFML_RESAMPLE_BORDERLINE1 2  /**< Borderline-SMOTE 1 (Han et al. 2005) */
+#define EFFML_RESAMPLE_BORDERLINE2 3  /**< Borderline-SMOTE 2 (Han et al. 2005) */
+#define EFFML_RESAMPLE_ADASYN 4       /**< ADASYN (He et al. 2008) */
+#define EFFML_RESAMPLE_RANDOM_OVER 6  /**< bootstrap copies, imblearn `RandomOverSampler` */
+#define EFFML_RESAMPLE_RANDOM_UNDER 7 /**< imblearn `RandomUnderSampler` (no replacement) */
+#define EFFML_RESAMPLE_TOMEK 8        /**< remove Tomek-link members, imblearn `TomekLinks` */
+#define EFFML_RESAMPLE_ENN 9          /**< edited nearest neighbours, imblearn `EditedNearestNeighbours` */
+
+/** ENN selection rule (`kind_sel`). */
+#define EFFML_ENN_ALL 0  /**< keep a sample iff all its neighbours share its class */
+#define EFFML_ENN_MODE 1 /**< keep iff the neighbours' most common class is its class */
+
+/**
+ * Options of effml_resample() / effml_resample_plan().  Fill with
+ * effml_resample_options_init(); fields are only ever added at the end and
+ * the library reads only the first `struct_size` bytes.
+ *
+ * `sampling_strategy` (imbalanced-learn meanings; counts sorted by label, ties
+ * for majority/minority go to the smallest label):
+ * - over-samplers (SMOTE, Borderline, ADASYN, random over): the number to
+ *   *generate* per targeted class is n_maj - n_c; RATIO (binary) generates
+ *   round(n_maj * ratio) - n_min with a rounding that is robust to floating
+ *   point (imblearn truncates and loses a sample, #1215); TARGETS gives
+ *   *final* counts.
+ * - random under-sampling: the number to *keep*: n_min (AUTO / NOT_MINORITY /
+ *   MAJORITY / NOT_MAJORITY / ALL), round(n_min / ratio) for RATIO, TARGETS
+ *   = counts kept.
+ * - cleaning (Tomek, ENN): which classes may lose samples; TARGETS lists
+ *   them in `target_labels` (`target_counts` is ignored and may be NULL).
+ */
+typedef struct effml_resample_options {
+  uint32_t struct_size;          /**< sizeof(effml_resample_options), set by _init */
+  int32_t method;                /**< EFFML_RESAMPLE_* (default SMOTE) */
+  int32_t sampling_strategy;     /**< EFFML_STRATEGY_* (default AUTO) */
+  double ratio;                  /**< for EFFML_STRATEGY_RATIO: over (0,1], under (0,1] */
+  int64_t n_targets;             /**< entries of target_labels / target_counts */
+  const int64_t *target_labels;  /**< borrowed during the call */
+  const int64_t *target_counts;  /**< borrowed during the call */
+  int64_t k_neighbors;           /**< SMOTE/Borderline/ADASYN neighbours (default 5) */
+  int64_t m_neighbors;           /**< Borderline danger test neighbours (default 10) */
+  int64_t n_neighbors;           /**< ENN neighbours (default 3) */
+  int32_t kind_sel;              /**< ENN: EFFML_ENN_ALL (default) or EFFML_ENN_MODE */
+  uint64_t seed;                 /**< seed of every random choice (default 0) */
+  int64_t block_rows;            /**< kNN query rows per block (memory bound; default 256) */
+} effml_resample_options;
+
+/** Fill `opt` with defaults.  NULL is ignored. */
+EFFML_API void effml_resample_options_init(effml_resample_options *opt);
+
+/**
+ * Exact k-nearest-neighbour search (Euclidean), blocked through GEMM, multi-
+ * threaded over query blocks, memory O(threads * block_rows * 2048) -- never
+ * an n x n matrix.  Candidates are re-ranked with exactly computed distances
+ * and ties are broken by the smaller reference index.
+ *
+ * @param x_ref    [n_ref, n_features] f32 or f64, contiguous, finite.
+ * @param x_query  [n_query, n_features], same dtype; NULL: query = x_ref and a
+ *                 point is never its own neighbour (by index, so an exact
+ *                 duplicate *is* returned as a neighbour at distance 0).
+ * @param k        neighbours per query, 1 <= k <= n_ref (n_ref - 1 when x_query is NULL).
+ * @param indices  receives [n_query, k] i64 reference indices, nearest first (owned).
+ * @param distances NULL, or receives [n_query, k] f64 Euclidean distances (owned).
+ * @return EFFML_E_INVALID_ARG (NULL, bad k), EFFML_E_SHAPE, EFFML_E_DTYPE,
+ *         EFFML_E_NUMERIC (NaN/inf), EFFML_E_NOMEM.  Outputs untouched on error.
+ */
+EFFML_API effml_status effml_knn(effml_context *ctx, const effml_tensor *x_ref,
+                                 const effml_tensor *x_query, int64_t k, effml_tensor **indices,
+                                 effml_tensor **distances);
+
+/**
+ * Resolve `sampling_strategy` for labels `y` as the method in `opt` would.
+ *
+ * @param y       [n_samples] i32 or i64 labels.
+ * @param labels  receives [n_classes] i64 sorted distinct labels (owned).
+ * @param values  receives [n_classes] i64: over-samplers, samples to generate;
+ *                random under-sampling, samples to keep; cleaning, 1 if the
+ *                class may lose samples.  -1 for classes not targeted.
+ * @return EFFML_E_INVALID_ARG (fewer than 2 classes, strategy not allowed for
+ *         the method, ratio out of range or removing samples, label in
+ *         target_labels absent from y, target count below / above the class
+ *         count), EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
+                                                       const effml_resample_options *opt,
+                                                       const effml_tensor *y,
+                                                       effml_tensor **labels,
+                                                       effml_tensor **values);
+
+/**
+ * Plan a re-sampling without materialising it: output row r is
+ * `x[base[r]] + step[r] * (x[neighbor[r]] - x[base[r]])`, or a copy of
+ * `x[base[r]]` when `neighbor[r] == -1`; its label is `y[base[r]]`.
+ *
+ * Over-samplers list every original row first (base = 0..n-1, neighbor -1),
+ * then one synthetic block per class in ascending label order.  Random
+ * under-sampling lists the kept rows grouped by class in label order; Tomek
+ * and ENN list the kept rows in original order.
+ *
+ * Method details (see docs/samplers.md, "Where we differ"):
+ * - SMOTE: for each targeted class, (k+1)... k nearest neighbours within the
+ *   class, self excluded by index; base pairs (row, neighbour) i.i.d. uniform
+ *   over the n_c * k pairs; step ~ U[0,1).
+ * - Borderline-1/2: m-NN on all rows; danger iff m/2 <= #other-class < m;
+ *   bases are danger points; Borderline-1 interpolates to class neighbours,
+ *   Borderline-2 to neighbours among all rows with step ~ U[0,1)*U[0,0.5)
+ *   toward other classes.  A class without danger points is skipped.
+ * - ADASYN: g_i = rint(r_i * n_new) samples from base i (not balanced, as
+ *   the paper and the anchor).
+ *
+ * @param x        [n_samples, n_features] f32 or f64, contiguous, finite
+ *                 (integer x is refused with EFFML_E_DTYPE; random samplers
+ *                 accept NaN).
+ * @param y        [n_samples] i32 or i64.
+ * @param base, neighbor  receive [n_out] i64 (owned).
+ * @param step     receives [n_out] f64 (owned).
+ * @return EFFML_E_INVALID_ARG (bad option; "k_neighbors=5 needs at least 6
+ *         samples of class 3, got 5"; one class), EFFML_E_SHAPE (empty or
+ *         mismatched inputs), EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN/inf; ADASYN
+ *         with no other-class neighbour or nothing to generate),
+ *         EFFML_E_NOMEM.  Outputs untouched on error.
+ */
+EFFML_API effml_status effml_resample_plan(effml_context *ctx, const effml_resample_options *opt,
+                                           const effml_tensor *x, const effml_tensor *y,
+                                           effml_tensor **base, effml_tensor **neighbor,
+                                           effml_tensor **step);
+
+/**
+ * Materialise a plan: `x_out[r] = x[base[r]] + step[r] * (x[neighbor[r]] -
+ * x[base[r]])` in double precision, stored in x's dtype; `y_out[r] =
+ * y[base[r]]` in y's dtype.
+ * @param x_out, y_out  receive [n_out, n_features] and [n_out] (owned).
+ * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_RANGE
+ *         (an index outside [0, n_samples)), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x,
+                                            const effml_tensor *y, const effml_tensor *base,
+                                            const effml_tensor *neighbor,
+                                            const effml_tensor *step, effml_tensor **x_out,
+                                            effml_tensor **y_out);
+
+/**
+ * Re-sample `x`, `y` (plan + apply).  x_out keeps x's dtype (f32 stays f32),
+ * y_out keeps y's dtype.  Errors as effml_resample_plan().
+ */
+EFFML_API effml_status effml_resample(effml_context *ctx, const effml_resample_options *opt,
+                                      const effml_tensor *x, const effml_tensor *y,
+                                      effml_tensor **x_out, effml_tensor **y_out);
 
 EFFML_END_DECLS
 

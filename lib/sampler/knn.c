@@ -1,0 +1,231 @@
+/* Exact k-nearest-neighbour search, blocked through GEMM.
+ *
+ * For a block of queries Q and a block of references R, one dgemm gives
+ * Q R^T; the ranking key of reference j for query i is |r_j|^2 - 2 q_i.r_j
+ * (|q_i|^2 is constant per query).  Each query keeps its K = k + slack best
+ * candidates in a small sorted array; the candidates are then re-ranked with
+ * exactly computed squared distances (sum of squared differences), so exact
+ * duplicates are at distance 0 and ties go to the smaller index -- the GEMM
+ * expansion alone is not exact enough for that.  Memory: per worker one
+ * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
+ * Threads: query blocks are split over the context's workers; the result
+ * does not depend on the split. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "sampler_internal.h"
+
+#define KNN_SLACK 4
+
+typedef struct {
+  const double *ref, *q;
+  const double *rnorm;
+  int64_t n_ref, n_q, d, k, K, bq;
+  const int64_t *self_index;
+  int64_t *idx;
+  double *dist2;
+  double *tiles;     /* [workers][bq * RBLOCK] */
+  double *cand_v;    /* [workers][bq * K] */
+  int64_t *cand_i;   /* [workers][bq * K] */
+} knn_job;
+
+static double sqdist(const double *a, const double *b, int64_t d) {
+  double s = 0;
+  for (int64_t j = 0; j < d; ++j) {
+    double t = a[j] - b[j];
+    s += t * t;
+  }
+  return s;
+}
+
+/* Insert (v, j) into the ascending list of K entries (last entry is the worst). */
+static inline void cand_insert(double *cv, int64_t *ci, int64_t K, double v, int64_t j) {
+  int64_t p = K - 1;
+  while (p > 0 && (cv[p - 1] > v || (cv[p - 1] == v && ci[p - 1] > j))) {
+    cv[p] = cv[p - 1];
+    ci[p] = ci[p - 1];
+    --p;
+  }
+  cv[p] = v;
+  ci[p] = j;
+}
+
+static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
+  knn_job *J = (knn_job *)arg;
+  const int64_t K = J->K, d = J->d, bq = J->bq;
+  double *tile = J->tiles + (size_t)worker * (size_t)(bq * EFFML__KNN_RBLOCK);
+  double *cvs = J->cand_v + (size_t)worker * (size_t)(bq * K);
+  int64_t *cis = J->cand_i + (size_t)worker * (size_t)(bq * K);
+  for (int64_t b = b0; b < b1; ++b) {
+    int64_t q0 = b * bq, nq = J->n_q - q0 < bq ? J->n_q - q0 : bq;
+    for (int64_t t = 0; t < nq * K; ++t) {
+      cvs[t] = INFINITY;
+      cis[t] = INT64_MAX;
+    }
+    for (int64_t r0 = 0; r0 < J->n_ref; r0 += EFFML__KNN_RBLOCK) {
+      int64_t nr = J->n_ref - r0 < EFFML__KNN_RBLOCK ? J->n_ref - r0 : EFFML__KNN_RBLOCK;
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nr, (int)d, 1.0,
+                  J->q + q0 * d, (int)d, J->ref + r0 * d, (int)d, 0.0, tile, (int)nr);
+      for (int64_t i = 0; i < nq; ++i) {
+        double *cv = cvs + i * K;
+        int64_t *ci = cis + i * K;
+        const double *row = tile + i * nr;
+        const double *rn = J->rnorm + r0;
+        int64_t self = J->self_index ? J->self_index[q0 + i] : -1;
+        double worst = cv[K - 1];
+        for (int64_t j = 0; j < nr; ++j) {
+          double v = rn[j] - 2.0 * row[j];
+          if (v < worst && r0 + j != self) {
+            cand_insert(cv, ci, K, v, r0 + j);
+            worst = cv[K - 1];
+          }
+        }
+      }
+    }
+    /* Re-rank the candidates with exact squared distances. */
+    for (int64_t i = 0; i < nq; ++i) {
+      double *cv = cvs + i * K;
+      int64_t *ci = cis + i * K;
+      const double *qi = J->q + (q0 + i) * d;
+      double ev[64];
+      int64_t ei[64];
+      int64_t m = 0;
+      for (int64_t t = 0; t < K; ++t) {
+        if (ci[t] == INT64_MAX) continue;
+        double v = sqdist(qi, J->ref + ci[t] * d, d);
+        ev[m] = INFINITY;
+        ei[m] = INT64_MAX;
+        ++m;
+        cand_insert(ev, ei, m, v, ci[t]);
+      }
+      (void)cv;
+      for (int64_t t = 0; t < J->k; ++t) {
+        J->idx[(q0 + i) * J->k + t] = ei[t];
+        if (J->dist2) J->dist2[(q0 + i) * J->k + t] = ev[t];
+      }
+    }
+  }
+}
+
+effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref,
+                            const double *q, int64_t n_q, int64_t d, int64_t k,
+                            const int64_t *self_index, int64_t block_rows, int64_t *idx,
+                            double *dist2) {
+  int64_t avail = n_ref - (self_index ? 1 : 0);
+  if (k < 1 || k > avail || k > 64 - KNN_SLACK)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "k=%lld must be in [1, %lld] (reference rows %lld, at most %d)",
+                      (long long)k, (long long)avail, (long long)n_ref, 64 - KNN_SLACK);
+  if (n_q == 0) return EFFML_OK;
+  int64_t K = k + KNN_SLACK;
+  if (K > avail) K = avail;
+  int64_t bq = block_rows > 0 ? block_rows : EFFML__KNN_QBLOCK;
+  if (bq > n_q) bq = n_q;
+  int64_t nblocks = (n_q + bq - 1) / bq;
+  int64_t workers = effml__ctx_threads(ctx);
+  if (workers > 64) workers = 64;
+  if (workers > nblocks) workers = nblocks;
+  if (workers < 1) workers = 1;
+
+  knn_job J;
+  memset(&J, 0, sizeof J);
+  double *rnorm = (double *)effml__alloc_or_err(ctx, (size_t)n_ref * sizeof(double), "kNN norms");
+  if (!rnorm) return EFFML_E_NOMEM;
+  size_t tile_n = (size_t)workers * (size_t)(bq * EFFML__KNN_RBLOCK);
+  size_t cand_n = (size_t)workers * (size_t)(bq * K);
+  J.tiles = (double *)effml__malloc(ctx, tile_n * sizeof(double));
+  J.cand_v = (double *)effml__malloc(ctx, cand_n * sizeof(double));
+  J.cand_i = (int64_t *)effml__malloc(ctx, cand_n * sizeof(int64_t));
+  if (!J.tiles || !J.cand_v || !J.cand_i) {
+    effml__free(ctx, rnorm);
+    effml__free(ctx, J.tiles);
+    effml__free(ctx, J.cand_v);
+    effml__free(ctx, J.cand_i);
+    return effml__err(ctx, EFFML_E_NOMEM, "kNN: out of memory for %lld-row blocks",
+                      (long long)bq);
+  }
+  for (int64_t j = 0; j < n_ref; ++j) {
+    const double *r = ref + j * d;
+    double s = 0;
+    for (int64_t t = 0; t < d; ++t) s += r[t] * r[t];
+    rnorm[j] = s;
+  }
+  J.ref = ref;
+  J.q = q;
+  J.rnorm = rnorm;
+  J.n_ref = n_ref;
+  J.n_q = n_q;
+  J.d = d;
+  J.k = k;
+  J.K = K;
+  J.bq = bq;
+  J.self_index = self_index;
+  J.idx = idx;
+  J.dist2 = dist2;
+  effml_status st = effml__parallel_for(ctx, nblocks, (nblocks + workers - 1) / workers,
+                                        knn_blocks, &J);
+  effml__free(ctx, rnorm);
+  effml__free(ctx, J.tiles);
+  effml__free(ctx, J.cand_v);
+  effml__free(ctx, J.cand_i);
+  return st;
+}
+
+effml_status effml_knn(effml_context *ctx, const effml_tensor *x_ref, const effml_tensor *x_query,
+                       int64_t k, effml_tensor **indices, effml_tensor **distances) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, indices);
+  const double *ref, *qd;
+  double *ref_own = NULL, *q_own = NULL;
+  EFFML__TRY(effml__sampler_x_f64(ctx, x_ref, "x_ref", 0, &ref, &ref_own));
+  int64_t n_ref = x_ref->shape[0], d = x_ref->shape[1];
+  int64_t n_q = n_ref;
+  qd = ref;
+  effml_status st = EFFML_OK;
+  if (x_query) {
+    st = effml__sampler_x_f64(ctx, x_query, "x_query", 0, &qd, &q_own);
+    if (st == EFFML_OK && x_query->dtype != x_ref->dtype)
+      st = effml__err(ctx, EFFML_E_DTYPE, "x_query dtype %s differs from x_ref dtype %s",
+                      effml_dtype_name(x_query->dtype), effml_dtype_name(x_ref->dtype));
+    if (st == EFFML_OK && x_query->shape[1] != d)
+      st = effml__err(ctx, EFFML_E_SHAPE, "x_query has %lld features, x_ref has %lld",
+                      (long long)x_query->shape[1], (long long)d);
+    if (st == EFFML_OK) n_q = x_query->shape[0];
+  }
+  int64_t avail = n_ref - (x_query ? 0 : 1);
+  if (st == EFFML_OK && (k < 1 || k > avail))
+    st = effml__err(ctx, EFFML_E_INVALID_ARG,
+                    "k=%lld must be in [1, %lld]: x_ref has %lld rows%s", (long long)k,
+                    (long long)avail, (long long)n_ref,
+                    x_query ? "" : " and a point is not its own neighbour");
+  int64_t *self = NULL;
+  effml_tensor *ti = NULL, *td = NULL;
+  double *d2 = NULL;
+  int64_t shape[2] = {n_q, k};
+  if (st == EFFML_OK && !x_query) {
+    self = (int64_t *)effml__alloc_or_err(ctx, (size_t)n_q * sizeof(int64_t), "kNN self index");
+    if (!self) st = EFFML_E_NOMEM;
+    for (int64_t i = 0; self && i < n_q; ++i) self[i] = i;
+  }
+  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_I64, 2, shape, &ti);
+  if (st == EFFML_OK && distances) st = effml_tensor_create(ctx, EFFML_F64, 2, shape, &td);
+  if (st == EFFML_OK)
+    st = effml__knn_f64(ctx, ref, n_ref, qd, n_q, d, k, self, 0, (int64_t *)(void *)ti->data,
+                        td ? effml__f64(td) : NULL);
+  if (st == EFFML_OK && td) {
+    d2 = effml__f64(td);
+    for (int64_t i = 0; i < n_q * k; ++i) d2[i] = sqrt(d2[i]);
+  }
+  effml__free(ctx, self);
+  effml__free(ctx, ref_own);
+  effml__free(ctx, q_own);
+  if (st != EFFML_OK) {
+    effml_tensor_free(ti);
+    effml_tensor_free(td);
+    return st;
+  }
+  *indices = ti;
+  if (distances) *distances = td;
+  return EFFML_OK;
+}

@@ -1,0 +1,241 @@
+/* Public re-sampling entry points: options, strategy resolution, plan,
+ * apply.  Output order follows imbalanced-learn (REFERENCES §3.1):
+ * over-samplers emit the originals, then one block per class in ascending
+ * label order. */
+#include <math.h>
+#include <string.h>
+
+#include "sampler_internal.h"
+
+void effml_resample_options_init(effml_resample_options *opt) {
+  if (opt == NULL) return;
+  memset(opt, 0, sizeof *opt);
+  opt->struct_size = (uint32_t)sizeof *opt;
+  opt->method = EFFML_RESAMPLE_SMOTE;
+  opt->sampling_strategy = EFFML_STRATEGY_AUTO;
+  opt->ratio = 1.0;
+  opt->k_neighbors = 5;
+  opt->m_neighbors = 10;
+  opt->n_neighbors = 3;
+  opt->kind_sel = EFFML_ENN_ALL;
+  opt->block_rows = 0;
+}
+
+static effml_status read_options(effml_context *ctx, const effml_resample_options *opt,
+                                 effml_resample_options *o) {
+  effml_resample_options_init(o);
+  if (opt == NULL) return EFFML_OK;
+  if (opt->struct_size < offsetof(effml_resample_options, ratio) || opt->struct_size > 4096)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "opt->struct_size=%u is invalid (use effml_resample_options_init)",
+                      (unsigned)opt->struct_size);
+  size_t n = opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o;
+  memcpy(o, opt, n);
+  o->struct_size = (uint32_t)sizeof *o;
+  switch (o->method) {
+    case EFFML_RESAMPLE_SMOTE:
+    case EFFML_RESAMPLE_BORDERLINE1:
+    case EFFML_RESAMPLE_BORDERLINE2:
+    case EFFML_RESAMPLE_ADASYN:
+    case EFFML_RESAMPLE_RANDOM_OVER:
+    case EFFML_RESAMPLE_RANDOM_UNDER:
+    case EFFML_RESAMPLE_TOMEK:
+    case EFFML_RESAMPLE_ENN: break;
+    default:
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_RESAMPLE_* value",
+                        (int)o->method);
+  }
+  if (o->block_rows < 0)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "block_rows=%lld must be >= 0",
+                      (long long)o->block_rows);
+  return EFFML_OK;
+}
+
+static effml_status i64_vector(effml_context *ctx, const int64_t *v, int64_t n, effml_tensor **out) {
+  effml_tensor *t = NULL;
+  EFFML__TRY(effml_tensor_create(ctx, EFFML_I64, 1, &n, &t));
+  memcpy(t->data, v, (size_t)n * sizeof(int64_t));
+  *out = t;
+  return EFFML_OK;
+}
+
+effml_status effml_sampling_strategy_resolve(effml_context *ctx, const effml_resample_options *opt,
+                                             const effml_tensor *y, effml_tensor **labels,
+                                             effml_tensor **values) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, labels);
+  EFFML__CHECK_NULL(ctx, values);
+  effml_resample_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  int64_t *y64 = NULL;
+  EFFML__TRY(effml__sampler_labels(ctx, y, -1, &y64));
+  effml__classes c;
+  effml_status st = effml__classes_build(ctx, y64, y->shape[0], &c);
+  effml__free(ctx, y64);
+  if (st != EFFML_OK) return st;
+  int64_t *v = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
+  effml_tensor *tl = NULL, *tv = NULL;
+  st = v ? effml__strategy_resolve(ctx, &o, &c, v) : EFFML_E_NOMEM;
+  if (st == EFFML_OK) st = i64_vector(ctx, c.labels, c.n_classes, &tl);
+  if (st == EFFML_OK) st = i64_vector(ctx, v, c.n_classes, &tv);
+  effml__free(ctx, v);
+  effml__classes_free(ctx, &c);
+  if (st != EFFML_OK) {
+    effml_tensor_free(tl);
+    return st;
+  }
+  *labels = tl;
+  *values = tv;
+  return EFFML_OK;
+}
+
+effml_status effml_resample_plan(effml_context *ctx, const effml_resample_options *opt,
+                                 const effml_tensor *x, const effml_tensor *y, effml_tensor **base,
+                                 effml_tensor **neighbor, effml_tensor **step) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, base);
+  EFFML__CHECK_NULL(ctx, neighbor);
+  EFFML__CHECK_NULL(ctx, step);
+  effml_resample_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  const int random_method = o.method == EFFML_RESAMPLE_RANDOM_OVER ||
+                            o.method == EFFML_RESAMPLE_RANDOM_UNDER;
+  const double *xd = NULL;
+  double *x_own = NULL;
+  /* Random samplers never look at feature values, so NaN is fine for them. */
+  EFFML__TRY(effml__sampler_x_f64(ctx, x, "x", random_method, &xd, &x_own));
+  const int64_t n = x->shape[0], d = x->shape[1];
+  int64_t *y64 = NULL, *values = NULL;
+  effml__classes c;
+  memset(&c, 0, sizeof c);
+  effml__plan p;
+  memset(&p, 0, sizeof p);
+  effml_tensor *tb = NULL, *tn = NULL, *ts = NULL;
+  effml_status st = effml__sampler_labels(ctx, y, n, &y64);
+  if (st == EFFML_OK) st = effml__classes_build(ctx, y64, n, &c);
+  if (st == EFFML_OK) {
+    values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
+    st = values ? effml__strategy_resolve(ctx, &o, &c, values) : EFFML_E_NOMEM;
+  }
+  if (st == EFFML_OK && effml__method_family(o.method) == EFFML__FAMILY_OVER) {
+    st = effml__plan_reserve(ctx, &p, n);
+    for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(&p, i, -1, 0.0);
+  }
+  if (st == EFFML_OK) {
+    effml__resample_in in = {&o, xd, n, d, y64, &c, values};
+    switch (o.method) {
+      case EFFML_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, &p); break;
+      case EFFML_RESAMPLE_BORDERLINE1:
+      case EFFML_RESAMPLE_BORDERLINE2: st = effml__borderline_plan(ctx, &in, &p); break;
+      case EFFML_RESAMPLE_ADASYN: st = effml__adasyn_plan(ctx, &in, &p); break;
+      case EFFML_RESAMPLE_RANDOM_OVER: st = effml__random_over_plan(ctx, &in, &p); break;
+      case EFFML_RESAMPLE_RANDOM_UNDER: st = effml__random_under_plan(ctx, &in, &p); break;
+      case EFFML_RESAMPLE_TOMEK: st = effml__tomek_plan(ctx, &in, &p); break;
+      default: st = effml__enn_plan(ctx, &in, &p); break;
+    }
+  }
+  if (st == EFFML_OK && p.n == 0)
+    st = effml__err(ctx, EFFML_E_NUMERIC, "re-sampling removed every sample");
+  if (st == EFFML_OK) st = i64_vector(ctx, p.base, p.n, &tb);
+  if (st == EFFML_OK) st = i64_vector(ctx, p.nbr, p.n, &tn);
+  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F64, 1, &p.n, &ts);
+  if (st == EFFML_OK) memcpy(ts->data, p.step, (size_t)p.n * sizeof(double));
+  effml__plan_free(ctx, &p);
+  effml__classes_free(ctx, &c);
+  effml__free(ctx, values);
+  effml__free(ctx, y64);
+  effml__free(ctx, x_own);
+  if (st != EFFML_OK) {
+    effml_tensor_free(tb);
+    effml_tensor_free(tn);
+    effml_tensor_free(ts);
+    return st;
+  }
+  *base = tb;
+  *neighbor = tn;
+  *step = ts;
+  return EFFML_OK;
+}
+
+effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
+                                  const effml_tensor *base, const effml_tensor *neighbor,
+                                  const effml_tensor *step, effml_tensor **x_out,
+                                  effml_tensor **y_out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, x_out);
+  EFFML__CHECK_NULL(ctx, y_out);
+  EFFML__TRY(effml__check_tensor(ctx, x, "x", 0, 2, 1));
+  if (x->dtype != EFFML_F32 && x->dtype != EFFML_F64)
+    return effml__err(ctx, EFFML_E_DTYPE, "argument 'x' has dtype %s, expected f32 or f64",
+                      effml_dtype_name(x->dtype));
+  EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
+  if (y->dtype != EFFML_I32 && y->dtype != EFFML_I64)
+    return effml__err(ctx, EFFML_E_DTYPE, "argument 'y' has dtype %s, expected i32 or i64",
+                      effml_dtype_name(y->dtype));
+  const int64_t n = x->shape[0], d = x->shape[1];
+  EFFML__TRY(effml__check_dim(ctx, y, "y", 0, n));
+  EFFML__TRY(effml__check_tensor(ctx, base, "base", EFFML_I64, 1, 1));
+  const int64_t m = base->shape[0];
+  EFFML__TRY(effml__check_tensor(ctx, neighbor, "neighbor", EFFML_I64, 1, 1));
+  EFFML__TRY(effml__check_dim(ctx, neighbor, "neighbor", 0, m));
+  EFFML__TRY(effml__check_tensor(ctx, step, "step", EFFML_F64, 1, 1));
+  EFFML__TRY(effml__check_dim(ctx, step, "step", 0, m));
+  const int64_t *b = (const int64_t *)(const void *)base->data;
+  const int64_t *nb = (const int64_t *)(const void *)neighbor->data;
+  const double *s = effml__cf64(step);
+  for (int64_t r = 0; r < m; ++r) {
+    if (b[r] < 0 || b[r] >= n || nb[r] < -1 || nb[r] >= n)
+      return effml__err(ctx, EFFML_E_RANGE,
+                        "plan row %lld: base=%lld / neighbor=%lld outside [0, %lld)",
+                        (long long)r, (long long)b[r], (long long)nb[r], (long long)n);
+  }
+  int64_t shape[2] = {m, d};
+  effml_tensor *xo = NULL, *yo = NULL;
+  EFFML__TRY(effml_tensor_create(ctx, x->dtype, 2, shape, &xo));
+  effml_status st = effml_tensor_create(ctx, y->dtype, 1, &m, &yo);
+  if (st != EFFML_OK) {
+    effml_tensor_free(xo);
+    return st;
+  }
+  for (int64_t r = 0; r < m; ++r) {
+    int64_t i = b[r], j = nb[r];
+    if (x->dtype == EFFML_F64) {
+      const double *xi = effml__cf64(x) + i * d, *xj = effml__cf64(x) + (j < 0 ? i : j) * d;
+      double *o = effml__f64(xo) + r * d;
+      if (j < 0)
+        memcpy(o, xi, (size_t)d * sizeof(double));
+      else
+        for (int64_t t = 0; t < d; ++t) o[t] = xi[t] + s[r] * (xj[t] - xi[t]);
+    } else {
+      const float *xi = effml__cf32(x) + i * d, *xj = effml__cf32(x) + (j < 0 ? i : j) * d;
+      float *o = effml__f32(xo) + r * d;
+      if (j < 0)
+        memcpy(o, xi, (size_t)d * sizeof(float));
+      else
+        for (int64_t t = 0; t < d; ++t)
+          o[t] = (float)((double)xi[t] + s[r] * ((double)xj[t] - (double)xi[t]));
+    }
+    if (y->dtype == EFFML_I64)
+      ((int64_t *)(void *)yo->data)[r] = ((const int64_t *)(const void *)y->data)[i];
+    else
+      ((int32_t *)(void *)yo->data)[r] = ((const int32_t *)(const void *)y->data)[i];
+  }
+  *x_out = xo;
+  *y_out = yo;
+  return EFFML_OK;
+}
+
+effml_status effml_resample(effml_context *ctx, const effml_resample_options *opt,
+                            const effml_tensor *x, const effml_tensor *y, effml_tensor **x_out,
+                            effml_tensor **y_out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, x_out);
+  EFFML__CHECK_NULL(ctx, y_out);
+  effml_tensor *b = NULL, *nb = NULL, *s = NULL;
+  EFFML__TRY(effml_resample_plan(ctx, opt, x, y, &b, &nb, &s));
+  effml_status st = effml_resample_apply(ctx, x, y, b, nb, s, x_out, y_out);
+  effml_tensor_free(b);
+  effml_tensor_free(nb);
+  effml_tensor_free(s);
+  return st;
+}

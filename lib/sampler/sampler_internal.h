@@ -1,0 +1,109 @@
+/* Internal helpers shared by the sampler files (lib/sampler/). Hidden. */
+#ifndef EFFML_SAMPLER_INTERNAL_H
+#define EFFML_SAMPLER_INTERNAL_H
+
+#include "internal.h"
+
+/* Default rows per kNN query block and reference block. */
+#define EFFML__KNN_QBLOCK 256
+#define EFFML__KNN_RBLOCK 2048
+
+/* Exact kNN on f64 row-major data.  ref [n_ref, d], q [n_q, d].  When
+ * `self_index` is non-NULL, query i never returns reference row
+ * self_index[i] (the query's own row).  idx receives [n_q, k], dist2 (may be
+ * NULL) squared exact distances.  Needs n_ref - (self_index != NULL) >= k;
+ * the caller checks this.  Candidates come from the GEMM expansion
+ * |r|^2 - 2 q.r and are re-ranked with exact distances; ties by index. */
+EFFML__HIDDEN effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref,
+                                          const double *q, int64_t n_q, int64_t d, int64_t k,
+                                          const int64_t *self_index, int64_t block_rows,
+                                          int64_t *idx, double *dist2);
+
+/* X as f64 row-major: borrowed when x is contiguous f64, else a converted
+ * copy in *owned (free with effml__free).  Checks 2-D, dtype f32/f64, and
+ * (unless allow_nonfinite) finiteness.  `arg` names the argument. */
+EFFML__HIDDEN effml_status effml__sampler_x_f64(effml_context *ctx, const effml_tensor *x,
+                                                const char *arg, int allow_nonfinite,
+                                                const double **xd, double **owned);
+
+/* Labels of y ([n] i32/i64, contiguous) as int64 (allocated copy). */
+EFFML__HIDDEN effml_status effml__sampler_labels(effml_context *ctx, const effml_tensor *y,
+                                                 int64_t n, int64_t **y64);
+
+/* Class table: sorted distinct labels, counts, and the rows of each class in
+ * original order (rows[start[c] .. start[c+1])). */
+typedef struct effml__classes {
+  int64_t n_classes;
+  int64_t *labels;  /* [n_classes] */
+  int64_t *counts;  /* [n_classes] */
+  int64_t *start;   /* [n_classes + 1] */
+  int64_t *rows;    /* [n] */
+  int64_t *cls;     /* [n] class position of each row */
+} effml__classes;
+
+EFFML__HIDDEN effml_status effml__classes_build(effml_context *ctx, const int64_t *y, int64_t n,
+                                                effml__classes *c);
+EFFML__HIDDEN void effml__classes_free(effml_context *ctx, effml__classes *c);
+
+/* Strategy kinds by method family. */
+#define EFFML__FAMILY_OVER 0
+#define EFFML__FAMILY_UNDER 1
+#define EFFML__FAMILY_CLEAN 2
+EFFML__HIDDEN int effml__method_family(int32_t method);
+
+/* values[c]: over = to generate, under = to keep, clean = 1 if targeted; -1 not targeted. */
+EFFML__HIDDEN effml_status effml__strategy_resolve(effml_context *ctx,
+                                                   const effml_resample_options *o,
+                                                   const effml__classes *c, int64_t *values);
+
+/* Growing plan: base, neighbor, step. */
+typedef struct effml__plan {
+  int64_t n, cap;
+  int64_t *base;
+  int64_t *nbr;
+  double *step;
+} effml__plan;
+
+EFFML__HIDDEN effml_status effml__plan_reserve(effml_context *ctx, effml__plan *p, int64_t extra);
+static inline void effml__plan_push(effml__plan *p, int64_t base, int64_t nbr, double step) {
+  p->base[p->n] = base;
+  p->nbr[p->n] = nbr;
+  p->step[p->n] = step;
+  p->n++;
+}
+EFFML__HIDDEN void effml__plan_free(effml_context *ctx, effml__plan *p);
+
+/* Method bodies: append to the plan (originals already pushed for over-samplers). */
+typedef struct effml__resample_in {
+  const effml_resample_options *o;
+  const double *x; /* [n, d] (NULL for methods that need no geometry) */
+  int64_t n, d;
+  const int64_t *y;
+  const effml__classes *c;
+  const int64_t *values; /* strategy */
+} effml__resample_in;
+
+EFFML__HIDDEN effml_status effml__smote_plan(effml_context *ctx, const effml__resample_in *in,
+                                             effml__plan *p);
+EFFML__HIDDEN effml_status effml__borderline_plan(effml_context *ctx,
+                                                  const effml__resample_in *in, effml__plan *p);
+EFFML__HIDDEN effml_status effml__adasyn_plan(effml_context *ctx, const effml__resample_in *in,
+                                              effml__plan *p);
+EFFML__HIDDEN effml_status effml__random_over_plan(effml_context *ctx,
+                                                   const effml__resample_in *in, effml__plan *p);
+EFFML__HIDDEN effml_status effml__random_under_plan(effml_context *ctx,
+                                                    const effml__resample_in *in, effml__plan *p);
+EFFML__HIDDEN effml_status effml__tomek_plan(effml_context *ctx, const effml__resample_in *in,
+                                             effml__plan *p);
+EFFML__HIDDEN effml_status effml__enn_plan(effml_context *ctx, const effml__resample_in *in,
+                                           effml__plan *p);
+
+/* Per-class generator stream: independent of thread count and of other classes. */
+EFFML__HIDDEN void effml__class_rng(effml__rng *r, uint64_t seed, uint64_t method_tag,
+                                    int64_t label);
+
+/* Gather rows of x (d columns) into a new contiguous block. */
+EFFML__HIDDEN double *effml__gather_rows(effml_context *ctx, const double *x, int64_t d,
+                                         const int64_t *rows, int64_t n_rows);
+
+#endif
