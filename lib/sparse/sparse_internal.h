@@ -1,0 +1,160 @@
+/*
+ * Sparse-IFT internals: the compressed sparse matrix every sparse layer is
+ * built from (effml__spmat), the kernels on it, and the hooks that let the
+ * dynamic-sparse-training code find the matrices inside any sparse layer.
+ *
+ * Layout (why: docs/sparse.md "Kernel layout"):
+ *  - the weight W [rows = out, cols = in] is stored as CSR (row_ptr, col_idx)
+ *    plus a CSC copy of the index structure for dX = dY W;
+ *  - activations are transposed once per call to "batch-minor" panels
+ *    Xᵀ [in, ldb] (ldb = batch rounded up to 16, zero padded), so each
+ *    nonzero W[o,i] streams the contiguous batch vector Xᵀ[i, :];
+ *  - the trainable values live in a 1-D layer parameter [nnz] in *slot*
+ *    order: slot[p] is the value slot of CSR position p.  Slots stay stable
+ *    across RigL/SET updates so optimizer state can follow its weight; the
+ *    kernels read a packed copy in CSR order when slots are not the identity.
+ */
+#ifndef EFFML_SPARSE_INTERNAL_H
+#define EFFML_SPARSE_INTERNAL_H
+
+#include "../nn/layer_internal.h"
+
+typedef struct effml__spmat {
+  int64_t rows, cols, nnz;
+  int64_t *row_ptr;   /* [rows + 1] */
+  int32_t *col_idx;   /* [nnz], strictly increasing within a row */
+  int32_t *slot;      /* [nnz] value slot of CSR position p */
+  int32_t identity;   /* slot[p] == p for every p (no packing needed) */
+  int64_t *t_ptr;     /* [cols + 1] CSC column pointers */
+  int32_t *t_idx;     /* [nnz] row of CSC entry q */
+  int64_t *t_pos;     /* [nnz] CSR position of CSC entry q */
+  int32_t param;      /* index of the [nnz] value parameter in the owning layer */
+  int32_t dense_grad_on; /* next backward also computes the dense dW (RigL) */
+  int32_t dense_grad_valid;
+  float *dense_grad;  /* [rows * cols] dY ᵀ X of the last backward when dense_grad_on */
+} effml__spmat;
+
+/* ---- matrix structure (spmat.c) ---- */
+/* Build from a sorted list of flat positions (row * cols + col), strictly
+ * increasing; slots are the identity.  On error nothing is allocated. */
+EFFML__HIDDEN effml_status effml__spmat_init_positions(effml_context *ctx, effml__spmat *m,
+                                                       int64_t rows, int64_t cols, int64_t nnz,
+                                                       const int64_t *pos);
+/* Rebuild CSR/CSC from positions with explicit slots (sorted by position). */
+EFFML__HIDDEN effml_status effml__spmat_rebuild(effml_context *ctx, effml__spmat *m,
+                                                const int64_t *pos, const int32_t *slot);
+EFFML__HIDDEN void effml__spmat_free(effml_context *ctx, effml__spmat *m);
+/* Exact-count uniform random positions (selection sampling, sorted) from rng. */
+EFFML__HIDDEN effml_status effml__random_positions(effml_context *ctx, effml__rng *rng,
+                                                   int64_t numel, int64_t nnz, int64_t **out);
+/* Values in CSR order (vals[slot[p]]) into buf, or vals itself when identity. */
+EFFML__HIDDEN const float *effml__spmat_packed(const effml__spmat *m, const float *vals,
+                                               float *buf);
+/* Values in CSC order into buf (always packs). */
+EFFML__HIDDEN void effml__spmat_packed_t(const effml__spmat *m, const float *vals, float *buf);
+
+/* ---- kernels (spmm.c); all deterministic for any thread count ---- */
+/* Xᵀ[c, b] = X[b, c] for b < batch, 0 for batch <= b < ldb.  X [batch, cols]. */
+EFFML__HIDDEN void effml__transpose_in(effml_context *ctx, const float *X, int64_t batch,
+                                       int64_t cols, float *XT, int64_t ldb);
+/* Y[b, r] (+)= Yᵀ[r, b] (+ bias[r]); accumulate != 0 adds into Y. */
+EFFML__HIDDEN void effml__transpose_out(effml_context *ctx, const float *YT, int64_t ldb,
+                                        int64_t rows, int64_t batch, const float *bias,
+                                        int accumulate, float *Y);
+/* Yᵀ[r, :] (+)= Σ_p v[p] Xᵀ[idx[p], :] over p in [ptr[r], ptr[r+1]) — CSR
+ * SpMM with batch-minor panels.  Used for forward (CSR) and for dXᵀ (CSC). */
+EFFML__HIDDEN void effml__spmm_t(effml_context *ctx, int64_t rows, const int64_t *ptr,
+                                 const int32_t *idx, const float *v, const float *XT,
+                                 int64_t ldb, int accumulate, float *YT);
+/* g[p] = ⟨dYᵀ[r, :], Xᵀ[col_idx[p], :]⟩ for every CSR position p (SDDMM). */
+EFFML__HIDDEN void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, const float *DYT,
+                                  const float *XT, int64_t ldb, float *g);
+/* Reference kernel (row-major, scalar): Y[b, r] = Σ_p v[p] X[b, col[p]] (+ bias). */
+EFFML__HIDDEN void effml__spmm_ref(const effml__spmat *m, const float *v, const float *X,
+                                   int64_t batch, const float *bias, float *Y);
+
+/* ---- layers: how dst.c and the FLOP counter see inside a sparse layer ---- */
+typedef struct effml__sparse_layer {
+  int32_t kind;           /* EFFML__SK_* */
+  int32_t n_mats;
+  effml__spmat *mats;     /* [n_mats] */
+  int32_t has_bias;
+  int32_t bias_param;     /* -1 if none */
+  int64_t inner;          /* SF: d; SD: rank; SP: branches */
+  int32_t activation;     /* SF */
+  int32_t u_param, v_param; /* SD dense factors */
+  int64_t dense_in, dense_out; /* the dense layer this block replaces (FLOP budget) */
+  /* training state (TRAIN forward -> backward) */
+  int64_t ldb, batch;
+  float *xt;    /* Xᵀ [in, ldb] */
+  size_t xt_cap;
+  float *ht;    /* SF: pre-activation Hᵀ [d, ldb]; SD: T = X Uᵀ [batch, rank] */
+  size_t ht_cap;
+  const float *x; /* SD: borrowed x for dU */
+} effml__sparse_layer;
+
+#define EFFML__SK_LINEAR 1
+#define EFFML__SK_PARALLEL 2
+#define EFFML__SK_FACTORIZED 3
+#define EFFML__SK_DOPED 4
+
+/* The sparse impl of `layer`, or NULL when it is not a sparse layer. */
+EFFML__HIDDEN effml__sparse_layer *effml__sparse_of(effml_layer *layer);
+/* Register matrix m's [nnz] parameter `name` in layer and fill it with
+ * values (CSR order) or with the init rule. */
+EFFML__HIDDEN effml_status effml__sparse_add_matrix(effml_context *ctx, effml_layer *layer,
+                                                    effml__spmat *m, const char *name,
+                                                    const float *values, int32_t init,
+                                                    int64_t fan_in);
+/* Grow a float workspace to hold n floats (64-byte aligned). */
+EFFML__HIDDEN effml_status effml__ws_reserve(effml_context *ctx, float **buf, size_t *cap,
+                                             size_t n);
+/* Validate sparsity in [0, 1) (message names `fn`). */
+EFFML__HIDDEN effml_status effml__check_sparsity(effml_context *ctx, const char *fn,
+                                                 double sparsity);
+/* nnz of a rows x cols matrix at sparsity s: round((1 - s) * numel), error if 0. */
+EFFML__HIDDEN effml_status effml__nnz_for(effml_context *ctx, const char *fn, int64_t rows,
+                                          int64_t cols, double sparsity, int64_t *nnz);
+/* Generic layer builder: ops table for each kind (layers.c). */
+EFFML__HIDDEN effml_status effml__sparse_layer_new(effml_context *ctx, int32_t kind,
+                                                   int64_t in, int64_t out, int32_t n_mats,
+                                                   int32_t bias, effml_layer **out_layer);
+/* Backward helper shared by kinds: dense grad into m->dense_grad when armed. */
+EFFML__HIDDEN void effml__spmat_dense_grad(effml__spmat *m, const float *DYT, const float *XT,
+                                           int64_t ldb);
+
+/* Read the known prefix of caller options and validate enums. */
+EFFML__HIDDEN effml_status effml__sparse_read_options(effml_context *ctx,
+                                                      const effml_sparse_options *in,
+                                                      effml_sparse_options *o);
+/* Random exact-count mask for matrix i of `layer`, registered as `name`. */
+EFFML__HIDDEN effml_status effml__sparse_random_matrix(effml_context *ctx, effml_layer *layer,
+                                                       int32_t i, int64_t rows, int64_t cols,
+                                                       int64_t nnz, const char *name,
+                                                       int32_t init, int64_t fan_in);
+/* Register and initialise the dense bias [out] when the layer has one. */
+EFFML__HIDDEN effml_status effml__sparse_add_bias(effml_context *ctx, effml_layer *layer,
+                                                  int64_t out, int64_t fan_in);
+/* Nonzero gradients of m (added into its grad slots) and, when armed, dense dW. */
+EFFML__HIDDEN effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer,
+                                                        effml__spmat *m, const float *DYT,
+                                                        const float *XT, int64_t ldb);
+/* dXᵀ (+)= mᵀ dYᵀ through the CSC structure. */
+EFFML__HIDDEN effml_status effml__spmat_backward_input(effml_context *ctx, effml_layer *layer,
+                                                       const effml__spmat *m, const float *DYT,
+                                                       int64_t ldb, int accumulate, float *DXT);
+/* db += Σ_b dY[b, :] when the bias is trainable. */
+EFFML__HIDDEN void effml__bias_backward(effml_layer *layer, int32_t param, const float *DY,
+                                        int64_t batch, int64_t out);
+EFFML__HIDDEN effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
+                                                     const effml_tensor *x, effml_tensor *y,
+                                                     int32_t mode);
+EFFML__HIDDEN effml_status effml__factorized_backward(effml_context *ctx, effml_layer *layer,
+                                                      const effml_tensor *dy, effml_tensor *dx);
+EFFML__HIDDEN effml_status effml__doped_forward(effml_context *ctx, effml_layer *layer,
+                                                const effml_tensor *x, effml_tensor *y,
+                                                int32_t mode);
+EFFML__HIDDEN effml_status effml__doped_backward(effml_context *ctx, effml_layer *layer,
+                                                 const effml_tensor *dy, effml_tensor *dx);
+
+#endif /* EFFML_SPARSE_INTERNAL_H */

@@ -1,0 +1,678 @@
+/*
+ * Sparse linear layer (and its relatives Sparse Wide and Sparse Parallel,
+ * which are the same computation with 1 or k CSR matrices):
+ *
+ *   forward : Yᵀ = Σ_i W_i Xᵀ            spmm_t on batch-minor panels, + b
+ *   backward: g_i = SDDMM(dYᵀ, Xᵀ) on W_i's mask    (nonzero gradients only)
+ *             dXᵀ = Σ_i W_iᵀ dYᵀ         spmm_t with the CSC structure
+ *             db  = Σ_b dY[b, :]
+ *             dW_i = dYᵀ X (dense, one GEMM) only when requested (RigL)
+ *
+ * Also the shared plumbing of every sparse layer kind: creation, matrix
+ * registration, workspaces, queries.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sparse_internal.h"
+
+void effml_sparse_options_init(effml_sparse_options *opt) {
+  if (!opt) return;
+  memset(opt, 0, sizeof *opt);
+  opt->struct_size = (uint32_t)sizeof *opt;
+  opt->sparsity = 0.9;
+  opt->nnz = 0;
+  opt->bias = 1;
+  opt->init = EFFML_SPARSE_INIT_UNIFORM;
+  opt->activation = EFFML_SPARSE_ACT_RELU;
+  opt->widen = EFFML_SPARSE_WIDEN_IN | EFFML_SPARSE_WIDEN_OUT;
+}
+
+/* Read the prefix of the caller's options that it has (ABI rule). */
+static effml_status read_options(effml_context *ctx, const effml_sparse_options *in,
+                                 effml_sparse_options *o) {
+  effml_sparse_options_init(o);
+  if (!in) return EFFML_OK;
+  if (in->struct_size < sizeof(uint32_t) + sizeof(double) || in->struct_size > 4096)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_sparse_options: struct_size=%u is not a valid size (call "
+                      "effml_sparse_options_init first)",
+                      (unsigned)in->struct_size);
+  size_t n = in->struct_size < sizeof *o ? in->struct_size : sizeof *o;
+  memcpy(o, in, n);
+  o->struct_size = (uint32_t)sizeof *o;
+  if (o->init != EFFML_SPARSE_INIT_UNIFORM && o->init != EFFML_SPARSE_INIT_KAIMING_NORMAL)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sparse_options: init=%d is unknown",
+                      (int)o->init);
+  if (o->activation != EFFML_SPARSE_ACT_NONE && o->activation != EFFML_SPARSE_ACT_RELU)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sparse_options: activation=%d is unknown",
+                      (int)o->activation);
+  return EFFML_OK;
+}
+
+effml_status effml__sparse_read_options(effml_context *ctx, const effml_sparse_options *in,
+                                        effml_sparse_options *o) {
+  return read_options(ctx, in, o);
+}
+
+static effml_status check_dims(effml_context *ctx, const char *fn, int64_t in, int64_t out) {
+  if (in < 1 || out < 1 || in > INT32_MAX || out > INT32_MAX)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: in_features=%lld and out_features=%lld must be in [1, 2^31-1]", fn,
+                      (long long)in, (long long)out);
+  return EFFML_OK;
+}
+
+/* ---------------- forward / backward of linear, wide, parallel ---------------- */
+
+static int64_t round16(int64_t b) { return (b + 15) / 16 * 16; }
+
+/* Packed CSR-order values of matrix i (into a fresh buffer when needed). */
+static effml_status packed_values(effml_context *ctx, effml_layer *layer, const effml__spmat *m,
+                                  const float **v, float **tmp) {
+  const float *vals = effml__param_f32(layer, m->param);
+  *tmp = NULL;
+  if (m->identity) {
+    *v = vals;
+    return EFFML_OK;
+  }
+  *tmp = (float *)effml__alloc_or_err(ctx, (size_t)m->nnz * sizeof(float), "packed sparse values");
+  if (!*tmp) return EFFML_E_NOMEM;
+  *v = effml__spmat_packed(m, vals, *tmp);
+  return EFFML_OK;
+}
+
+/* Yᵀ (+)= Σ_i W_i Xᵀ for the matrices of a linear/parallel layer. */
+static effml_status sum_spmm(effml_context *ctx, effml_layer *layer, effml__sparse_layer *s,
+                             const float *XT, int64_t ldb, float *YT) {
+  for (int32_t i = 0; i < s->n_mats; ++i) {
+    effml__spmat *m = &s->mats[i];
+    const float *v;
+    float *tmp;
+    EFFML__TRY(packed_values(ctx, layer, m, &v, &tmp));
+    effml__spmm_t(ctx, m->rows, m->row_ptr, m->col_idx, v, XT, ldb, i > 0, YT);
+    effml__free(ctx, tmp);
+  }
+  return EFFML_OK;
+}
+
+static effml_status linear_forward(effml_context *ctx, effml_layer *layer, const effml_tensor *x,
+                                   effml_tensor *y, int32_t mode) {
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  const int64_t batch = x->shape[0], in = layer->in_features, out = layer->out_features;
+  const int64_t ldb = round16(batch);
+  float *XT = NULL, *YT = NULL;
+  effml_status st = EFFML_OK;
+  if (mode == EFFML_MODE_TRAIN) {
+    st = effml__ws_reserve(ctx, &s->xt, &s->xt_cap, (size_t)(in * ldb));
+    XT = s->xt;
+  } else {
+    XT = (float *)effml__alloc_or_err(ctx, (size_t)(in * ldb) * sizeof(float), "sparse Xᵀ panel");
+    if (!XT) st = EFFML_E_NOMEM;
+  }
+  if (st == EFFML_OK) {
+    YT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse Yᵀ panel");
+    if (!YT) st = EFFML_E_NOMEM;
+  }
+  if (st == EFFML_OK) {
+    effml__transpose_in(ctx, effml__cf32(x), batch, in, XT, ldb);
+    st = sum_spmm(ctx, layer, s, XT, ldb, YT);
+  }
+  if (st == EFFML_OK)
+    effml__transpose_out(ctx, YT, ldb, out, batch,
+                         s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
+                         effml__f32(y));
+  effml__free(ctx, YT);
+  if (mode != EFFML_MODE_TRAIN) {
+    effml__free(ctx, XT);
+  } else { /* only a training forward may write layer state (INFER is shared) */
+    s->ldb = ldb;
+    s->batch = batch;
+  }
+  return st;
+}
+
+/* grad[slot[p]] += g[p] */
+static void scatter_grad(const effml__spmat *m, const float *g, float *grad) {
+  if (m->identity)
+    for (int64_t p = 0; p < m->nnz; ++p) grad[p] += g[p];
+  else
+    for (int64_t p = 0; p < m->nnz; ++p) grad[m->slot[p]] += g[p];
+}
+
+/* Nonzero (and, when armed, dense) gradients of matrix m from dYᵀ, Xᵀ. */
+effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer,
+                                          effml__spmat *m, const float *DYT, const float *XT,
+                                          int64_t ldb) {
+  effml__param *pe = effml__layer_param_entry(layer, m->param);
+  if (pe->trainable) {
+    float *g = (float *)effml__alloc_or_err(ctx, (size_t)m->nnz * sizeof(float), "sparse gradient");
+    if (!g) return EFFML_E_NOMEM;
+    effml__sddmm_t(ctx, m, DYT, XT, ldb, g);
+    scatter_grad(m, g, effml__f32(pe->grad));
+    effml__free(ctx, g);
+  }
+  effml__spmat_dense_grad(m, DYT, XT, ldb);
+  return EFFML_OK;
+}
+
+/* dXᵀ (+)= W_mᵀ dYᵀ via the CSC structure. */
+effml_status effml__spmat_backward_input(effml_context *ctx, effml_layer *layer,
+                                         const effml__spmat *m, const float *DYT, int64_t ldb,
+                                         int accumulate, float *DXT) {
+  float *vt = (float *)effml__alloc_or_err(ctx, (size_t)m->nnz * sizeof(float), "CSC values");
+  if (!vt) return EFFML_E_NOMEM;
+  effml__spmat_packed_t(m, effml__param_f32(layer, m->param), vt);
+  effml__spmm_t(ctx, m->cols, m->t_ptr, m->t_idx, vt, DYT, ldb, accumulate, DXT);
+  effml__free(ctx, vt);
+  return EFFML_OK;
+}
+
+void effml__bias_backward(effml_layer *layer, int32_t param, const float *DY, int64_t batch,
+                          int64_t out) {
+  effml__param *pe = effml__layer_param_entry(layer, param);
+  if (!pe->trainable) return;
+  float *db = effml__f32(pe->grad);
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t r = 0; r < out; ++r) db[r] += DY[b * out + r];
+}
+
+static effml_status linear_backward(effml_context *ctx, effml_layer *layer,
+                                    const effml_tensor *dy, effml_tensor *dx) {
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  const int64_t batch = dy->shape[0], in = layer->in_features, out = layer->out_features;
+  const int64_t ldb = s->ldb;
+  effml_status st = EFFML_OK;
+  float *DYT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse dYᵀ");
+  float *DXT = NULL;
+  if (!DYT) return EFFML_E_NOMEM;
+  if (dx) {
+    DXT = (float *)effml__alloc_or_err(ctx, (size_t)(in * ldb) * sizeof(float), "sparse dXᵀ");
+    if (!DXT) st = EFFML_E_NOMEM;
+  }
+  if (st == EFFML_OK) effml__transpose_in(ctx, effml__cf32(dy), batch, out, DYT, ldb);
+  for (int32_t i = 0; st == EFFML_OK && i < s->n_mats; ++i)
+    st = effml__spmat_backward_weight(ctx, layer, &s->mats[i], DYT, s->xt, ldb);
+  for (int32_t i = 0; st == EFFML_OK && dx && i < s->n_mats; ++i)
+    st = effml__spmat_backward_input(ctx, layer, &s->mats[i], DYT, ldb, i > 0, DXT);
+  if (st == EFFML_OK && dx) effml__transpose_out(ctx, DXT, ldb, in, batch, NULL, 0, effml__f32(dx));
+  if (st == EFFML_OK && s->has_bias)
+    effml__bias_backward(layer, s->bias_param, effml__cf32(dy), batch, out);
+  effml__free(ctx, DYT);
+  effml__free(ctx, DXT);
+  return st;
+}
+
+static void sparse_destroy(effml_layer *layer) {
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  if (!s) return;
+  effml_context *ctx = layer->ctx;
+  for (int32_t i = 0; i < s->n_mats; ++i) effml__spmat_free(ctx, &s->mats[i]);
+  effml__free(ctx, s->mats);
+  effml__free(ctx, s->xt);
+  effml__free(ctx, s->ht);
+  effml__free(ctx, s);
+  layer->impl = NULL;
+}
+
+/* Forward/backward of SF and SD live in their own files. */
+
+static const effml__layer_ops linear_ops = {"sparse_linear", linear_forward, linear_backward,
+                                            sparse_destroy};
+static const effml__layer_ops wide_ops = {"sparse_wide", linear_forward, linear_backward,
+                                          sparse_destroy};
+static const effml__layer_ops parallel_ops = {"sparse_parallel", linear_forward, linear_backward,
+                                              sparse_destroy};
+static const effml__layer_ops factorized_ops = {"sparse_factorized", effml__factorized_forward,
+                                                effml__factorized_backward, sparse_destroy};
+static const effml__layer_ops doped_ops = {"sparse_doped", effml__doped_forward,
+                                           effml__doped_backward, sparse_destroy};
+
+effml__sparse_layer *effml__sparse_of(effml_layer *layer) {
+  if (!layer) return NULL;
+  const effml__layer_ops *o = layer->ops;
+  if (o == &linear_ops || o == &wide_ops || o == &parallel_ops || o == &factorized_ops ||
+      o == &doped_ops)
+    return (effml__sparse_layer *)layer->impl;
+  return NULL;
+}
+
+/* EFFML__SK_LINEAR + 100 selects the "sparse_wide" kind name. */
+effml_status effml__sparse_layer_new(effml_context *ctx, int32_t kind, int64_t in, int64_t out,
+                                     int32_t n_mats, int32_t bias, effml_layer **out_layer) {
+  const effml__layer_ops *ops = kind == EFFML__SK_LINEAR         ? &linear_ops
+                                : kind == EFFML__SK_LINEAR + 100 ? &wide_ops
+                                : kind == EFFML__SK_PARALLEL     ? &parallel_ops
+                                : kind == EFFML__SK_FACTORIZED   ? &factorized_ops
+                                                                 : &doped_ops;
+  if (kind == EFFML__SK_LINEAR + 100) kind = EFFML__SK_LINEAR;
+  effml__sparse_layer *s = (effml__sparse_layer *)effml__calloc_or_err(ctx, 1, sizeof *s, "sparse layer");
+  if (!s) return EFFML_E_NOMEM;
+  s->mats = (effml__spmat *)effml__calloc_or_err(ctx, (size_t)n_mats, sizeof *s->mats, "sparse matrices");
+  if (!s->mats) {
+    effml__free(ctx, s);
+    return EFFML_E_NOMEM;
+  }
+  s->kind = kind;
+  s->n_mats = n_mats;
+  s->has_bias = bias != 0;
+  s->bias_param = -1;
+  s->u_param = s->v_param = -1;
+  s->dense_in = in;
+  s->dense_out = out;
+  effml_status st = effml__layer_new(ctx, ops, in, out, s, out_layer);
+  if (st != EFFML_OK) {
+    effml__free(ctx, s->mats);
+    effml__free(ctx, s);
+  }
+  return st;
+}
+
+effml_status effml__sparse_add_matrix(effml_context *ctx, effml_layer *layer, effml__spmat *m,
+                                      const char *name, const float *values, int32_t init,
+                                      int64_t fan_in) {
+  int32_t idx = -1;
+  int64_t shape[1] = {m->nnz};
+  EFFML__TRY(effml__layer_add_param(ctx, layer, name, 1, shape, 1, &idx));
+  m->param = idx;
+  float *v = effml__param_f32(layer, idx);
+  if (values) {
+    memcpy(v, values, (size_t)m->nnz * sizeof(float));
+  } else {
+    effml__rng *r = effml__ctx_rng(ctx);
+    if (init == EFFML_SPARSE_INIT_KAIMING_NORMAL) {
+      double sd = sqrt(2.0 / (double)m->rows); /* fan_out of the dense [rows, cols] weight */
+      for (int64_t p = 0; p < m->nnz; ++p) v[p] = (float)(sd * effml__rng_normal(r));
+    } else {
+      double bound = 1.0 / sqrt((double)fan_in);
+      for (int64_t p = 0; p < m->nnz; ++p)
+        v[p] = (float)(bound * (2.0 * effml__rng_uniform(r) - 1.0));
+    }
+  }
+  return EFFML_OK;
+}
+
+effml_status effml__sparse_add_bias(effml_context *ctx, effml_layer *layer, int64_t out,
+                                    int64_t fan_in) {
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  if (!s->has_bias) return EFFML_OK;
+  int32_t idx = -1;
+  EFFML__TRY(effml__layer_add_param(ctx, layer, "bias", 1, &out, 1, &idx));
+  s->bias_param = idx;
+  float *b = effml__param_f32(layer, idx);
+  double bound = 1.0 / sqrt((double)fan_in);
+  effml__rng *r = effml__ctx_rng(ctx);
+  for (int64_t i = 0; i < out; ++i) b[i] = (float)(bound * (2.0 * effml__rng_uniform(r) - 1.0));
+  return EFFML_OK;
+}
+
+/* Random exact-count mask for matrix m of `layer`, registered as `name`. */
+effml_status effml__sparse_random_matrix(effml_context *ctx, effml_layer *layer, int32_t i,
+                                         int64_t rows, int64_t cols, int64_t nnz,
+                                         const char *name, int32_t init, int64_t fan_in) {
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  int64_t *pos = NULL;
+  EFFML__TRY(effml__random_positions(ctx, effml__ctx_rng(ctx), rows * cols, nnz, &pos));
+  effml_status st = effml__spmat_init_positions(ctx, &s->mats[i], rows, cols, nnz, pos);
+  effml__free(ctx, pos);
+  if (st == EFFML_OK) st = effml__sparse_add_matrix(ctx, layer, &s->mats[i], name, NULL, init, fan_in);
+  return st;
+}
+
+/* ---------------- public constructors ---------------- */
+
+effml_status effml_sparse_linear_create(effml_context *ctx, int64_t in, int64_t out,
+                                        const effml_sparse_options *opt, effml_layer **out_layer) {
+  static const char fn[] = "effml_sparse_linear_create";
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, out_layer);
+  effml_sparse_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  EFFML__TRY(check_dims(ctx, fn, in, out));
+  int64_t nnz = o.nnz;
+  if (nnz == 0) {
+    EFFML__TRY(effml__nnz_for(ctx, fn, out, in, o.sparsity, &nnz));
+  } else if (nnz < 0 || nnz > in * out) {
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: nnz=%lld must be in [1, %lld] (in*out)", fn,
+                      (long long)nnz, (long long)(in * out));
+  }
+  effml_layer *layer = NULL;
+  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_LINEAR, in, out, 1, o.bias, &layer));
+  effml_status st = effml__sparse_random_matrix(ctx, layer, 0, out, in, nnz, "weight", o.init, in);
+  if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, out, in);
+  if (st != EFFML_OK) {
+    effml_layer_free(layer);
+    return st;
+  }
+  *out_layer = layer;
+  return EFFML_OK;
+}
+
+/* Build a one-matrix linear layer from sorted positions (+ optional values in position order). */
+static effml_status linear_from_positions(effml_context *ctx, int64_t in, int64_t out,
+                                          int64_t nnz, const int64_t *pos, const float *values,
+                                          const effml_sparse_options *o, effml_layer **out_layer) {
+  effml_layer *layer = NULL;
+  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_LINEAR, in, out, 1, o->bias, &layer));
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  effml_status st = effml__spmat_init_positions(ctx, &s->mats[0], out, in, nnz, pos);
+  if (st == EFFML_OK) st = effml__sparse_add_matrix(ctx, layer, &s->mats[0], "weight", values, o->init, in);
+  if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, out, in);
+  if (st != EFFML_OK) {
+    effml_layer_free(layer);
+    return st;
+  }
+  *out_layer = layer;
+  return EFFML_OK;
+}
+
+static int mask_at(const effml_tensor *mask, int64_t r, int64_t c) {
+  const char *p = mask->data + (r * mask->strides[0] + c * mask->strides[1]) *
+                                   (int64_t)effml_dtype_size(mask->dtype);
+  switch (mask->dtype) {
+    case EFFML_U8:
+    case EFFML_BOOL: return *(const uint8_t *)p != 0;
+    case EFFML_I32: {
+      int32_t v;
+      memcpy(&v, p, sizeof v);
+      return v != 0;
+    }
+    default: {
+      float v;
+      memcpy(&v, p, sizeof v);
+      return v != 0.0f;
+    }
+  }
+}
+
+effml_status effml_sparse_linear_create_masked(effml_context *ctx, const effml_tensor *mask,
+                                               const effml_tensor *weight,
+                                               const effml_sparse_options *opt,
+                                               effml_layer **out_layer) {
+  static const char fn[] = "effml_sparse_linear_create_masked";
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, out_layer);
+  effml_sparse_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  EFFML__TRY(effml__check_tensor(ctx, mask, "mask", 0, 2, 0));
+  int32_t dt = mask->dtype;
+  if (dt != EFFML_U8 && dt != EFFML_BOOL && dt != EFFML_I32 && dt != EFFML_F32)
+    return effml__err(ctx, EFFML_E_DTYPE, "%s: mask has dtype %s, expected u8, bool, i32 or f32",
+                      fn, effml_dtype_name(dt));
+  const int64_t out = mask->shape[0], in = mask->shape[1];
+  EFFML__TRY(check_dims(ctx, fn, in, out));
+  if (weight) {
+    EFFML__TRY(effml__check_tensor(ctx, weight, "weight", EFFML_F32, 2, 0));
+    if (weight->shape[0] != out || weight->shape[1] != in)
+      return effml__err(ctx, EFFML_E_SHAPE,
+                        "%s: weight has shape [%lld, %lld] but mask has shape [%lld, %lld]", fn,
+                        (long long)weight->shape[0], (long long)weight->shape[1],
+                        (long long)out, (long long)in);
+  }
+  int64_t nnz = 0;
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t c = 0; c < in; ++c) nnz += mask_at(mask, r, c);
+  if (nnz < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: mask [%lld, %lld] keeps no entry", fn,
+                      (long long)out, (long long)in);
+  int64_t *pos = (int64_t *)effml__alloc_or_err(ctx, (size_t)nnz * sizeof(int64_t), "mask positions");
+  float *vals = weight ? (float *)effml__alloc_or_err(ctx, (size_t)nnz * sizeof(float), "mask values") : NULL;
+  if (!pos || (weight && !vals)) {
+    effml__free(ctx, pos);
+    effml__free(ctx, vals);
+    return EFFML_E_NOMEM;
+  }
+  int64_t k = 0;
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t c = 0; c < in; ++c)
+      if (mask_at(mask, r, c)) {
+        pos[k] = r * in + c;
+        if (vals) {
+          const float *w = (const float *)(const void *)weight->data;
+          vals[k] = w[r * weight->strides[0] + c * weight->strides[1]];
+        }
+        ++k;
+      }
+  effml_status st = linear_from_positions(ctx, in, out, nnz, pos, vals, &o, out_layer);
+  effml__free(ctx, pos);
+  effml__free(ctx, vals);
+  return st;
+}
+
+effml_status effml_sparse_linear_create_csr(effml_context *ctx, int64_t in, int64_t out,
+                                            int64_t nnz, const int64_t *row_ptr,
+                                            const int32_t *col_idx, const float *values,
+                                            const effml_sparse_options *opt,
+                                            effml_layer **out_layer) {
+  static const char fn[] = "effml_sparse_linear_create_csr";
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, row_ptr);
+  EFFML__CHECK_NULL(ctx, col_idx);
+  EFFML__CHECK_NULL(ctx, out_layer);
+  effml_sparse_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  EFFML__TRY(check_dims(ctx, fn, in, out));
+  if (nnz < 1 || nnz > in * out)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: nnz=%lld must be in [1, %lld]", fn,
+                      (long long)nnz, (long long)(in * out));
+  if (row_ptr[0] != 0 || row_ptr[out] != nnz)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: row_ptr[0]=%lld must be 0 and row_ptr[%lld]=%lld must equal nnz=%lld",
+                      fn, (long long)row_ptr[0], (long long)out, (long long)row_ptr[out],
+                      (long long)nnz);
+  for (int64_t r = 0; r < out; ++r) {
+    if (row_ptr[r + 1] < row_ptr[r])
+      return effml__err(ctx, EFFML_E_INVALID_ARG,
+                        "%s: row_ptr decreases at row %lld (%lld > %lld)", fn, (long long)r,
+                        (long long)row_ptr[r], (long long)row_ptr[r + 1]);
+    for (int64_t p = row_ptr[r]; p < row_ptr[r + 1]; ++p) {
+      if (col_idx[p] < 0 || col_idx[p] >= in)
+        return effml__err(ctx, EFFML_E_INVALID_ARG,
+                          "%s: col_idx[%lld]=%d (row %lld) is outside [0, %lld)", fn,
+                          (long long)p, (int)col_idx[p], (long long)r, (long long)in);
+      if (p > row_ptr[r] && col_idx[p] <= col_idx[p - 1])
+        return effml__err(ctx, EFFML_E_INVALID_ARG,
+                          "%s: col_idx[%lld]=%d (row %lld) is not greater than the previous "
+                          "column %d: columns must be sorted and unique within a row",
+                          fn, (long long)p, (int)col_idx[p], (long long)r, (int)col_idx[p - 1]);
+    }
+  }
+  int64_t *pos = (int64_t *)effml__alloc_or_err(ctx, (size_t)nnz * sizeof(int64_t), "CSR positions");
+  if (!pos) return EFFML_E_NOMEM;
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t p = row_ptr[r]; p < row_ptr[r + 1]; ++p) pos[p] = r * in + col_idx[p];
+  effml_status st = linear_from_positions(ctx, in, out, nnz, pos, values, &o, out_layer);
+  effml__free(ctx, pos);
+  return st;
+}
+
+effml_status effml_sparse_wide_create(effml_context *ctx, int64_t in, int64_t out,
+                                      const effml_sparse_options *opt, effml_layer **out_layer) {
+  static const char fn[] = "effml_sparse_wide_create";
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, out_layer);
+  effml_sparse_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  EFFML__TRY(check_dims(ctx, fn, in, out));
+  int64_t win = 0, wout = 0;
+  EFFML__TRY(effml_sparse_wide_dims(ctx, in, out, o.sparsity, o.widen, &win, &wout));
+  EFFML__TRY(check_dims(ctx, fn, win, wout));
+  effml_layer *layer = NULL;
+  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_LINEAR + 100, win, wout, 1, o.bias, &layer));
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  s->dense_in = in;
+  s->dense_out = out;
+  effml_status st = effml__sparse_random_matrix(ctx, layer, 0, wout, win, in * out, "weight", o.init, win);
+  if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, wout, win);
+  if (st != EFFML_OK) {
+    effml_layer_free(layer);
+    return st;
+  }
+  *out_layer = layer;
+  return EFFML_OK;
+}
+
+effml_status effml_sparse_parallel_create(effml_context *ctx, int64_t in, int64_t out,
+                                          const effml_sparse_options *opt,
+                                          effml_layer **out_layer) {
+  static const char fn[] = "effml_sparse_parallel_create";
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, out_layer);
+  effml_sparse_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  EFFML__TRY(check_dims(ctx, fn, in, out));
+  int64_t k = 0;
+  EFFML__TRY(effml_sparse_parallel_branches(ctx, o.sparsity, &k));
+  const int64_t numel = in * out;
+  if (numel / k < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: sparsity=%g gives %lld branches but the %lld x %lld layer has only "
+                      "%lld weights (a branch would be empty)",
+                      fn, o.sparsity, (long long)k, (long long)out, (long long)in, (long long)numel);
+  if (k > 1024)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: sparsity=%g gives %lld branches (max 1024)",
+                      fn, o.sparsity, (long long)k);
+  effml_layer *layer = NULL;
+  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_PARALLEL, in, out, (int32_t)k, o.bias, &layer));
+  effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  s->inner = k;
+  effml_status st = EFFML_OK;
+  for (int64_t i = 0; st == EFFML_OK && i < k; ++i) {
+    char name[48];
+    snprintf(name, sizeof name, "branch%lld.weight", (long long)i);
+    int64_t nnz = numel / k + (i < numel % k ? 1 : 0);
+    st = effml__sparse_random_matrix(ctx, layer, (int32_t)i, out, in, nnz, name, o.init, in);
+  }
+  if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, out, in);
+  if (st != EFFML_OK) {
+    effml_layer_free(layer);
+    return st;
+  }
+  *out_layer = layer;
+  return EFFML_OK;
+}
+
+/* ---------------- queries ---------------- */
+
+int64_t effml_sparse_nnz(const effml_layer *layer) {
+  if (!layer) return 0;
+  effml_layer *l = (effml_layer *)(uintptr_t)layer;
+  effml__sparse_layer *s = effml__sparse_of(l);
+  if (s) {
+    int64_t n = 0;
+    for (int32_t i = 0; i < s->n_mats; ++i) n += s->mats[i].nnz;
+    return n;
+  }
+  int64_t n = 0;
+  for (int32_t i = 0; i < effml_sequential_count(l); ++i) n += effml_sparse_nnz(effml_sequential_get(l, i));
+  return n;
+}
+
+int32_t effml_sparse_num_matrices(const effml_layer *layer) {
+  effml__sparse_layer *s = effml__sparse_of((effml_layer *)(uintptr_t)layer);
+  return s ? s->n_mats : 0;
+}
+
+static effml_status get_matrix(effml_context *ctx, const effml_layer *layer, int32_t m,
+                               effml__sparse_layer **s_out) {
+  EFFML__CHECK_NULL(ctx, layer);
+  effml__sparse_layer *s = effml__sparse_of((effml_layer *)(uintptr_t)layer);
+  if (!s)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "layer of kind '%s' is not a sparse layer",
+                      effml_layer_kind(layer));
+  if (m < 0 || m >= s->n_mats)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "matrix index m=%d is outside [0, %d)", (int)m,
+                      (int)s->n_mats);
+  *s_out = s;
+  return EFFML_OK;
+}
+
+effml_status effml_sparse_matrix_shape(effml_context *ctx, const effml_layer *layer, int32_t m,
+                                       int64_t *rows, int64_t *cols) {
+  effml__sparse_layer *s;
+  EFFML__TRY(get_matrix(ctx, layer, m, &s));
+  EFFML__CHECK_NULL(ctx, rows);
+  EFFML__CHECK_NULL(ctx, cols);
+  *rows = s->mats[m].rows;
+  *cols = s->mats[m].cols;
+  return EFFML_OK;
+}
+
+static effml_status check_dense_out(effml_context *ctx, const effml__spmat *mt, effml_tensor *dense) {
+  EFFML__TRY(effml__check_tensor(ctx, dense, "dense", EFFML_F32, 2, 1));
+  EFFML__TRY(effml__check_writable(ctx, dense, "dense"));
+  EFFML__TRY(effml__check_dim(ctx, dense, "dense", 0, mt->rows));
+  EFFML__TRY(effml__check_dim(ctx, dense, "dense", 1, mt->cols));
+  return EFFML_OK;
+}
+
+static effml_status scatter_dense(effml_context *ctx, const effml_layer *layer, int32_t m,
+                                  effml_tensor *dense, int use_grad) {
+  effml__sparse_layer *s;
+  EFFML__TRY(get_matrix(ctx, layer, m, &s));
+  const effml__spmat *mt = &s->mats[m];
+  EFFML__TRY(check_dense_out(ctx, mt, dense));
+  effml_layer *l = (effml_layer *)(uintptr_t)layer;
+  const float *v = use_grad ? effml__grad_f32(l, mt->param) : effml__param_f32(l, mt->param);
+  float *d = effml__f32(dense);
+  memset(d, 0, (size_t)(mt->rows * mt->cols) * sizeof(float));
+  for (int64_t r = 0; r < mt->rows; ++r)
+    for (int64_t p = mt->row_ptr[r]; p < mt->row_ptr[r + 1]; ++p)
+      d[r * mt->cols + mt->col_idx[p]] = v[mt->slot[p]];
+  return EFFML_OK;
+}
+
+effml_status effml_sparse_matrix_to_dense(effml_context *ctx, const effml_layer *layer, int32_t m,
+                                          effml_tensor *dense) {
+  return scatter_dense(ctx, layer, m, dense, 0);
+}
+
+effml_status effml_sparse_matrix_grad_to_dense(effml_context *ctx, const effml_layer *layer,
+                                               int32_t m, effml_tensor *dense) {
+  return scatter_dense(ctx, layer, m, dense, 1);
+}
+
+effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *layer, int32_t on) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, layer);
+  effml__sparse_layer *s = effml__sparse_of(layer);
+  if (s) {
+    for (int32_t i = 0; i < s->n_mats; ++i) {
+      effml__spmat *m = &s->mats[i];
+      if (on && !m->dense_grad) {
+        size_t n;
+        if (!effml__mul_size((size_t)m->rows, (size_t)m->cols, &n) ||
+            !effml__mul_size(n, sizeof(float), &n))
+          return effml__err(ctx, EFFML_E_OVERFLOW, "dense gradient size overflows");
+        m->dense_grad = (float *)effml__alloc_or_err(ctx, n, "dense weight gradient");
+        if (!m->dense_grad) return EFFML_E_NOMEM;
+      }
+      if (!on) {
+        effml__free(ctx, m->dense_grad);
+        m->dense_grad = NULL;
+      }
+      m->dense_grad_on = on != 0;
+      m->dense_grad_valid = 0;
+    }
+    return EFFML_OK;
+  }
+  for (int32_t i = 0; i < effml_sequential_count(layer); ++i)
+    EFFML__TRY(effml_sparse_request_dense_grad(ctx, effml_sequential_get(layer, i), on));
+  return EFFML_OK;
+}
+
+effml_status effml_sparse_dense_grad(effml_context *ctx, const effml_layer *layer, int32_t m,
+                                     effml_tensor *dense) {
+  effml__sparse_layer *s;
+  EFFML__TRY(get_matrix(ctx, layer, m, &s));
+  const effml__spmat *mt = &s->mats[m];
+  EFFML__TRY(check_dense_out(ctx, mt, dense));
+  if (!mt->dense_grad || !mt->dense_grad_valid)
+    return effml__err(ctx, EFFML_E_STATE,
+                      "no dense gradient for matrix %d: call effml_sparse_request_dense_grad "
+                      "before a backward pass",
+                      (int)m);
+  memcpy(effml__f32(dense), mt->dense_grad, (size_t)(mt->rows * mt->cols) * sizeof(float));
+  return EFFML_OK;
+}

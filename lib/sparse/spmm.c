@@ -1,0 +1,409 @@
+/*
+ * Sparse kernels on batch-minor panels (docs/sparse.md "Kernel layout").
+ *
+ *   spmm_t : Yᵀ[r, :] = Σ_p v_p · Xᵀ[c_p, :]      forward (CSR) and dXᵀ (CSC)
+ *   sddmm_t: g_p      = ⟨dYᵀ[r_p, :], Xᵀ[c_p, :]⟩  gradient of the nonzeros only
+ *
+ * Each nonzero streams one contiguous batch vector, so the inner loop is a
+ * broadcast-FMA (spmm) or a dot product (sddmm) over the batch with no
+ * gathers.  The batch is cut in tiles of 64 floats so the Xᵀ panel a tile
+ * touches stays in L2.  Work is split over output rows only and every output
+ * is summed in one fixed order, so results do not depend on the thread count.
+ *
+ * Three builds of each kernel: AVX-512F, AVX2+FMA (x86-64, picked at run time
+ * with __builtin_cpu_supports, so the library itself needs no -march flag),
+ * and a portable one written with GCC/Clang vector extensions.
+ * effml__spmm_ref is the scalar reference the tests compare against.
+ */
+#include <string.h>
+
+#include "sparse_internal.h"
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#  define EFFML__X86 1
+#  include <immintrin.h>
+#endif
+
+typedef float effml__v16 __attribute__((vector_size(64)));
+
+/* ---------------- portable (vector extensions) ---------------- */
+
+static void spmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx,
+                              const float *v, const float *XT, int64_t ldb, int acc, float *YT) {
+  for (int64_t b0 = 0; b0 < ldb; b0 += 16) {
+    for (int64_t r = r0; r < r1; ++r) {
+      effml__v16 a = {0};
+      for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p) {
+        effml__v16 x;
+        memcpy(&x, XT + (int64_t)idx[p] * ldb + b0, sizeof x);
+        a += v[p] * x;
+      }
+      float *y = YT + r * ldb + b0;
+      if (acc) {
+        effml__v16 t;
+        memcpy(&t, y, sizeof t);
+        a += t;
+      }
+      memcpy(y, &a, sizeof a);
+    }
+  }
+}
+
+static void sddmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx,
+                               const float *DYT, const float *XT, int64_t ldb, float *g) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *dy = DYT + r * ldb;
+    for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p) {
+      const float *x = XT + (int64_t)idx[p] * ldb;
+      effml__v16 a = {0};
+      for (int64_t b = 0; b < ldb; b += 16) {
+        effml__v16 xv, dv;
+        memcpy(&xv, x + b, sizeof xv);
+        memcpy(&dv, dy + b, sizeof dv);
+        a += xv * dv;
+      }
+      float s = 0.0f;
+      for (int k = 0; k < 16; ++k) s += a[k];
+      g[p] = s;
+    }
+  }
+}
+
+#ifdef EFFML__X86
+/* ---------------- AVX-512F ---------------- */
+
+__attribute__((target("avx512f"))) static void spmm_rows_avx512(
+    int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *v,
+    const float *XT, int64_t ldb, int acc, float *YT) {
+  int64_t b0 = 0;
+  for (; b0 + 64 <= ldb; b0 += 64) {
+    for (int64_t r = r0; r < r1; ++r) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      __m512 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+      int64_t p = ptr[r];
+      const int64_t pe = ptr[r + 1];
+      /* two nonzeros per iteration into separate accumulators: 8 FMA chains */
+      for (; p + 1 < pe; p += 2) {
+        const float *x = XT + (int64_t)idx[p] * ldb + b0;
+        const float *z = XT + (int64_t)idx[p + 1] * ldb + b0;
+        __m512 w = _mm512_set1_ps(v[p]), u = _mm512_set1_ps(v[p + 1]);
+        a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), a0);
+        a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), a1);
+        a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), a2);
+        a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 48), a3);
+        c0 = _mm512_fmadd_ps(u, _mm512_loadu_ps(z), c0);
+        c1 = _mm512_fmadd_ps(u, _mm512_loadu_ps(z + 16), c1);
+        c2 = _mm512_fmadd_ps(u, _mm512_loadu_ps(z + 32), c2);
+        c3 = _mm512_fmadd_ps(u, _mm512_loadu_ps(z + 48), c3);
+      }
+      if (p < pe) {
+        const float *x = XT + (int64_t)idx[p] * ldb + b0;
+        __m512 w = _mm512_set1_ps(v[p]);
+        a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), a0);
+        a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), a1);
+        a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), a2);
+        a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 48), a3);
+      }
+      a0 = _mm512_add_ps(a0, c0);
+      a1 = _mm512_add_ps(a1, c1);
+      a2 = _mm512_add_ps(a2, c2);
+      a3 = _mm512_add_ps(a3, c3);
+      float *y = YT + r * ldb + b0;
+      if (acc) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(y));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(y + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(y + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(y + 48));
+      }
+      _mm512_storeu_ps(y, a0);
+      _mm512_storeu_ps(y + 16, a1);
+      _mm512_storeu_ps(y + 32, a2);
+      _mm512_storeu_ps(y + 48, a3);
+    }
+  }
+  for (; b0 < ldb; b0 += 16) {
+    for (int64_t r = r0; r < r1; ++r) {
+      __m512 a = _mm512_setzero_ps();
+      for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p)
+        a = _mm512_fmadd_ps(_mm512_set1_ps(v[p]),
+                            _mm512_loadu_ps(XT + (int64_t)idx[p] * ldb + b0), a);
+      float *y = YT + r * ldb + b0;
+      if (acc) a = _mm512_add_ps(a, _mm512_loadu_ps(y));
+      _mm512_storeu_ps(y, a);
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) static void sddmm_rows_avx512(
+    int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *DYT,
+    const float *XT, int64_t ldb, float *g) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *dy = DYT + r * ldb;
+    int64_t p = ptr[r];
+    const int64_t pe = ptr[r + 1];
+    /* four nonzeros share each dY load */
+    for (; p + 3 < pe; p += 4) {
+      const float *x0 = XT + (int64_t)idx[p] * ldb, *x1 = XT + (int64_t)idx[p + 1] * ldb;
+      const float *x2 = XT + (int64_t)idx[p + 2] * ldb, *x3 = XT + (int64_t)idx[p + 3] * ldb;
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t b = 0; b < ldb; b += 16) {
+        __m512 d = _mm512_loadu_ps(dy + b);
+        a0 = _mm512_fmadd_ps(d, _mm512_loadu_ps(x0 + b), a0);
+        a1 = _mm512_fmadd_ps(d, _mm512_loadu_ps(x1 + b), a1);
+        a2 = _mm512_fmadd_ps(d, _mm512_loadu_ps(x2 + b), a2);
+        a3 = _mm512_fmadd_ps(d, _mm512_loadu_ps(x3 + b), a3);
+      }
+      g[p] = _mm512_reduce_add_ps(a0);
+      g[p + 1] = _mm512_reduce_add_ps(a1);
+      g[p + 2] = _mm512_reduce_add_ps(a2);
+      g[p + 3] = _mm512_reduce_add_ps(a3);
+    }
+    for (; p < pe; ++p) {
+      const float *x0 = XT + (int64_t)idx[p] * ldb;
+      __m512 a0 = _mm512_setzero_ps();
+      for (int64_t b = 0; b < ldb; b += 16)
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(dy + b), _mm512_loadu_ps(x0 + b), a0);
+      g[p] = _mm512_reduce_add_ps(a0);
+    }
+  }
+}
+
+/* ---------------- AVX2 + FMA ---------------- */
+
+__attribute__((target("avx2,fma"))) static void spmm_rows_avx2(
+    int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *v,
+    const float *XT, int64_t ldb, int acc, float *YT) {
+  int64_t b0 = 0;
+  for (; b0 + 64 <= ldb; b0 += 64) {
+    for (int64_t r = r0; r < r1; ++r) {
+      __m256 a[8];
+      for (int k = 0; k < 8; ++k) a[k] = _mm256_setzero_ps();
+      for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p) {
+        const float *x = XT + (int64_t)idx[p] * ldb + b0;
+        __m256 w = _mm256_set1_ps(v[p]);
+        for (int k = 0; k < 8; ++k) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 8 * k), a[k]);
+      }
+      float *y = YT + r * ldb + b0;
+      for (int k = 0; k < 8; ++k) {
+        if (acc) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(y + 8 * k));
+        _mm256_storeu_ps(y + 8 * k, a[k]);
+      }
+    }
+  }
+  for (; b0 < ldb; b0 += 16) {
+    for (int64_t r = r0; r < r1; ++r) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+      for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p) {
+        const float *x = XT + (int64_t)idx[p] * ldb + b0;
+        __m256 w = _mm256_set1_ps(v[p]);
+        a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x), a0);
+        a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 8), a1);
+      }
+      float *y = YT + r * ldb + b0;
+      if (acc) {
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(y));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(y + 8));
+      }
+      _mm256_storeu_ps(y, a0);
+      _mm256_storeu_ps(y + 8, a1);
+    }
+  }
+}
+
+__attribute__((target("avx2,fma"))) static float hsum256(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static void sddmm_rows_avx2(
+    int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *DYT,
+    const float *XT, int64_t ldb, float *g) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float *dy = DYT + r * ldb;
+    int64_t p = ptr[r];
+    const int64_t pe = ptr[r + 1];
+    for (; p + 3 < pe; p += 4) {
+      const float *x0 = XT + (int64_t)idx[p] * ldb, *x1 = XT + (int64_t)idx[p + 1] * ldb;
+      const float *x2 = XT + (int64_t)idx[p + 2] * ldb, *x3 = XT + (int64_t)idx[p + 3] * ldb;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t b = 0; b < ldb; b += 8) {
+        __m256 d = _mm256_loadu_ps(dy + b);
+        a0 = _mm256_fmadd_ps(d, _mm256_loadu_ps(x0 + b), a0);
+        a1 = _mm256_fmadd_ps(d, _mm256_loadu_ps(x1 + b), a1);
+        a2 = _mm256_fmadd_ps(d, _mm256_loadu_ps(x2 + b), a2);
+        a3 = _mm256_fmadd_ps(d, _mm256_loadu_ps(x3 + b), a3);
+      }
+      g[p] = hsum256(a0);
+      g[p + 1] = hsum256(a1);
+      g[p + 2] = hsum256(a2);
+      g[p + 3] = hsum256(a3);
+    }
+    for (; p < pe; ++p) {
+      const float *x0 = XT + (int64_t)idx[p] * ldb;
+      __m256 a0 = _mm256_setzero_ps();
+      for (int64_t b = 0; b < ldb; b += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(dy + b), _mm256_loadu_ps(x0 + b), a0);
+      g[p] = hsum256(a0);
+    }
+  }
+}
+#endif /* EFFML__X86 */
+
+/* ---------------- dispatch ---------------- */
+
+typedef void (*spmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
+                             const float *, int64_t, int, float *);
+typedef void (*sddmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
+                              const float *, int64_t, float *);
+
+/* 2 = AVX-512F, 1 = AVX2+FMA, 0 = portable.  Computed on every call: cheap,
+ * and no global mutable state. */
+static int isa_level(void) {
+#ifdef EFFML__X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return 2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+  return 0;
+}
+
+static spmm_rows_fn pick_spmm(void) {
+#ifdef EFFML__X86
+  switch (isa_level()) {
+    case 2: return spmm_rows_avx512;
+    case 1: return spmm_rows_avx2;
+    default: break;
+  }
+#endif
+  return spmm_rows_generic;
+}
+
+static sddmm_rows_fn pick_sddmm(void) {
+#ifdef EFFML__X86
+  switch (isa_level()) {
+    case 2: return sddmm_rows_avx512;
+    case 1: return sddmm_rows_avx2;
+    default: break;
+  }
+#endif
+  return sddmm_rows_generic;
+}
+
+/* Rows per chunk so a thread gets at least ~32k multiply-adds. */
+static int64_t min_rows(int64_t rows, int64_t nnz, int64_t ldb) {
+  double per_row = rows > 0 ? (double)nnz * (double)ldb / (double)rows : 1.0;
+  double m = 32768.0 / (per_row > 1.0 ? per_row : 1.0);
+  return m < 1.0 ? 1 : (int64_t)m;
+}
+
+typedef struct {
+  spmm_rows_fn fn;
+  const int64_t *ptr;
+  const int32_t *idx;
+  const float *v, *XT;
+  int64_t ldb;
+  int acc;
+  float *YT;
+} spmm_job;
+
+static void spmm_range(void *arg, int64_t b, int64_t e, int32_t w) {
+  spmm_job *j = (spmm_job *)arg;
+  j->fn(b, e, j->ptr, j->idx, j->v, j->XT, j->ldb, j->acc, j->YT);
+}
+
+void effml__spmm_t(effml_context *ctx, int64_t rows, const int64_t *ptr, const int32_t *idx,
+                   const float *v, const float *XT, int64_t ldb, int accumulate, float *YT) {
+  spmm_job j = {pick_spmm(), ptr, idx, v, XT, ldb, accumulate, YT};
+  (void)effml__parallel_for(ctx, rows, min_rows(rows, ptr[rows], ldb), spmm_range, &j);
+}
+
+typedef struct {
+  sddmm_rows_fn fn;
+  const effml__spmat *m;
+  const float *DYT, *XT;
+  int64_t ldb;
+  float *g;
+} sddmm_job;
+
+static void sddmm_range(void *arg, int64_t b, int64_t e, int32_t w) {
+  sddmm_job *j = (sddmm_job *)arg;
+  j->fn(b, e, j->m->row_ptr, j->m->col_idx, j->DYT, j->XT, j->ldb, j->g);
+}
+
+void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, const float *DYT, const float *XT,
+                    int64_t ldb, float *g) {
+  sddmm_job j = {pick_sddmm(), m, DYT, XT, ldb, g};
+  (void)effml__parallel_for(ctx, m->rows, min_rows(m->rows, m->nnz, ldb), sddmm_range, &j);
+}
+
+/* ---------------- transposes (16 x 16 blocks) ---------------- */
+
+typedef struct {
+  const float *src;
+  float *dst;
+  int64_t batch, n, ldb;
+  const float *bias;
+  int acc;
+} tr_job;
+
+/* XT[c, b] = X[b, c]; one work item = 16 columns c. */
+static void tr_in_range(void *arg, int64_t b, int64_t e, int32_t w) {
+  tr_job *j = (tr_job *)arg;
+  for (int64_t cb = b * 16; cb < e * 16 && cb < j->n; cb += 16) {
+    int64_t ce = cb + 16 < j->n ? cb + 16 : j->n;
+    for (int64_t bb = 0; bb < j->batch; bb += 16) {
+      int64_t be = bb + 16 < j->batch ? bb + 16 : j->batch;
+      for (int64_t c = cb; c < ce; ++c) {
+        float *d = j->dst + c * j->ldb;
+        for (int64_t r = bb; r < be; ++r) d[r] = j->src[r * j->n + c];
+      }
+    }
+    for (int64_t c = cb; c < ce; ++c)
+      for (int64_t r = j->batch; r < j->ldb; ++r) j->dst[c * j->ldb + r] = 0.0f;
+  }
+}
+
+/* Y[b, r] (+)= YT[r, b] + bias[r]; one work item = 16 batch rows b. */
+static void tr_out_range(void *arg, int64_t b, int64_t e, int32_t w) {
+  tr_job *j = (tr_job *)arg;
+  for (int64_t bb = b * 16; bb < e * 16 && bb < j->batch; bb += 16) {
+    int64_t be = bb + 16 < j->batch ? bb + 16 : j->batch;
+    for (int64_t rb = 0; rb < j->n; rb += 16) {
+      int64_t re = rb + 16 < j->n ? rb + 16 : j->n;
+      for (int64_t s = bb; s < be; ++s) {
+        float *y = j->dst + s * j->n;
+        for (int64_t r = rb; r < re; ++r) {
+          float t = j->src[r * j->ldb + s] + (j->bias ? j->bias[r] : 0.0f);
+          y[r] = j->acc ? y[r] + t : t;
+        }
+      }
+    }
+  }
+}
+
+void effml__transpose_in(effml_context *ctx, const float *X, int64_t batch, int64_t cols,
+                         float *XT, int64_t ldb) {
+  tr_job j = {X, XT, batch, cols, ldb, NULL, 0};
+  (void)effml__parallel_for(ctx, (cols + 15) / 16, 64, tr_in_range, &j);
+}
+
+void effml__transpose_out(effml_context *ctx, const float *YT, int64_t ldb, int64_t rows,
+                          int64_t batch, const float *bias, int accumulate, float *Y) {
+  tr_job j = {YT, Y, batch, rows, ldb, bias, accumulate};
+  (void)effml__parallel_for(ctx, (batch + 15) / 16, 4, tr_out_range, &j);
+}
+
+/* ---------------- reference ---------------- */
+
+void effml__spmm_ref(const effml__spmat *m, const float *v, const float *X, int64_t batch,
+                     const float *bias, float *Y) {
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t r = 0; r < m->rows; ++r) {
+      float s = bias ? bias[r] : 0.0f;
+      for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p)
+        s += v[p] * X[b * m->cols + m->col_idx[p]];
+      Y[b * m->rows + r] = s;
+    }
+}
