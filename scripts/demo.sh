@@ -4,11 +4,12 @@
 # find_package(effml)) and run the main example on Fashion-MNIST.
 #   scripts/demo.sh [extra arguments for the example]
 # Environment: EFFML_SKIP_APT=1, EFFML_JOBS, EFFML_DATA (default
-# /usr/share/datasets/fashion-mnist), EFFML_DEMO (example to run).
+# /usr/share/datasets/fashion-mnist), EFFML_DEMO (example to run),
+# EFFML_OUT (pipeline output directory, default build/demo).
 set -euo pipefail
 
-# The main job.  Issue 8 switches this to pipeline_fashion_mnist.
-main_example=${EFFML_DEMO:-mlp_fashion_mnist}
+# The main job (issue 8): the end-to-end pipeline.
+main_example=${EFFML_DEMO:-pipeline_fashion_mnist}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 jobs=${EFFML_JOBS:-$(nproc 2>/dev/null || echo 2)}
@@ -39,4 +40,11 @@ cmake -S "$root/examples" -B "$build/examples" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build/examples" -j "$jobs" --target "$main_example" >/dev/null
 echo "demo: built $main_example against $prefix" >&2
-"$build/examples/$main_example" --data "$data" "$@"
+out=${EFFML_OUT:-$build/demo}
+if [ "$main_example" = pipeline_fashion_mnist ]; then
+  mkdir -p "$out"
+  echo "demo: results, CSV and plots go to $out" >&2
+  "$build/examples/$main_example" --data "$data" --out "$out" "$@"
+else
+  "$build/examples/$main_example" --data "$data" "$@"
+fi

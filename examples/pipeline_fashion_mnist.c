@@ -1,0 +1,979 @@
+/*
+ * pipeline_fashion_mnist: the whole efficient-learning pipeline of libeffml,
+ * end to end, on real data (Fashion-MNIST from Debian's dataset-fashion-mnist).
+ *
+ *   1. load Fashion-MNIST;
+ *   2. make the training set long-tailed (imbalance ratio 100, exponential
+ *      profile) and hold out a balanced validation split;
+ *   3. rebalance it with SMOTE and with temperature class sampling, train a
+ *      small MLP on each (and on the raw long tail), keep the better sampler
+ *      (balanced accuracy on validation);
+ *   4. train a dense MLP and a Sparse Wide MLP (RigL) at the same training FLOPs;
+ *   5. build a window early-exit cascade from small ensemble members and
+ *      calibrate it (and a single-threshold cascade) on validation;
+ *   6. adapt the trained dense MLP to a shifted task (images flipped
+ *      left-right and inverted) with Compacter adapters, training < 2 % of
+ *      the parameters;
+ *   7. print one table and write results.json and results.csv;
+ *   8. write the plot data (risk-coverage curves, per-class recall) and render
+ *      PNGs with gnuplot when it is installed.
+ *
+ * Usage: pipeline_fashion_mnist [--data DIR] [--out DIR] [--seed N]
+ *                               [--threads N] [--quick]
+ * --quick trains on subsets for a few epochs (the test suite runs it).
+ */
+#include <effml.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define NCLASS 10
+#define NPIX 784
+
+/* An example keeps error handling short: report and stop. */
+#define CHECK(call)                                                                     \
+  do {                                                                                  \
+    effml_status st_ = (call);                                                          \
+    if (st_ != EFFML_OK) {                                                              \
+      fprintf(stderr, "error at %s:%d: %s: %s\n", __FILE__, __LINE__,                  \
+              effml_status_str(st_), effml_context_last_error(ctx));                    \
+      exit(1);                                                                          \
+    }                                                                                   \
+  } while (0)
+
+typedef struct config {
+  const char *data_dir;
+  const char *out_dir;
+  uint64_t seed;
+  int32_t threads;
+  int quick;
+  /* sizes derived from --quick */
+  int64_t per_class_max;   /* long-tail head class size */
+  int64_t val_per_class;   /* balanced validation rows per class */
+  int64_t test_rows;       /* test rows used */
+  int64_t epochs_small;    /* sampler comparison / ensemble members */
+  int64_t epochs_main;     /* dense / sparse MLPs */
+  int64_t epochs_adapt;    /* shifted-task adaptation */
+  int64_t hidden1, hidden2;
+} config;
+
+/* One row of the results table. */
+typedef struct result {
+  char stage[48];
+  char model[64];
+  double test_accuracy;
+  double balanced_accuracy;
+  int64_t trainable_params;
+  int64_t total_params;
+  double macs_per_sample;
+  double coverage_at_5_risk;
+  double risk_at_80_coverage;
+  double seconds;
+} result;
+
+static result g_results[32];
+static int g_nresults;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void progress(void *user, int64_t epoch, int64_t step, double loss) {
+  const char *what = (const char *)user;
+  printf("  [%s] epoch %lld  step %lld  loss %.4f\n", what, (long long)epoch + 1, (long long)step,
+         loss);
+  fflush(stdout);
+}
+
+/* ---------------------------------------------------------------- data -- */
+
+/* Rows `idx[0..n)` of x [N, f] f32 and y [N] i32 into new tensors. */
+static void gather(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
+                   const int64_t *idx, int64_t n, effml_tensor **xo, effml_tensor **yo) {
+  int64_t f = effml_tensor_dim(x, 1);
+  int64_t sx[2] = {n, f}, sy[1] = {n};
+  CHECK(effml_tensor_create(ctx, EFFML_F32, 2, sx, xo));
+  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, sy, yo));
+  const float *px = (const float *)effml_tensor_data_const(x);
+  const int32_t *py = (const int32_t *)effml_tensor_data_const(y);
+  float *qx = (float *)effml_tensor_data(*xo);
+  int32_t *qy = (int32_t *)effml_tensor_data(*yo);
+  for (int64_t i = 0; i < n; ++i) {
+    memcpy(qx + i * f, px + idx[i] * f, (size_t)f * sizeof(float));
+    qy[i] = py[idx[i]];
+  }
+}
+
+/* Shuffle with the context generator (Fisher-Yates). */
+static void shuffle(effml_context *ctx, int64_t *a, int64_t n) {
+  for (int64_t i = n - 1; i > 0; --i) {
+    int64_t j = (int64_t)(effml_context_random_u64(ctx) % (uint64_t)(i + 1));
+    int64_t t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
+/* Long-tailed training set (exponential profile n_c = n_max * ratio^(-c/(C-1)))
+ * and a balanced validation split, both drawn from the official training set. */
+static void make_long_tail(effml_context *ctx, const config *cfg, const effml_tensor *x,
+                           const effml_tensor *y, effml_tensor **xt, effml_tensor **yt,
+                           effml_tensor **xv, effml_tensor **yv, int64_t *counts) {
+  int64_t n = effml_tensor_dim(x, 0);
+  const int32_t *py = (const int32_t *)effml_tensor_data_const(y);
+  int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
+  int64_t *tr = malloc(sizeof(int64_t) * (size_t)n);
+  int64_t *va = malloc(sizeof(int64_t) * (size_t)n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  shuffle(ctx, order, n);
+  int64_t taken_v[NCLASS] = {0}, taken_t[NCLASS] = {0}, nt = 0, nv = 0;
+  for (int c = 0; c < NCLASS; ++c)
+    counts[c] = (int64_t)floor((double)cfg->per_class_max * pow(100.0, -(double)c / (NCLASS - 1)));
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t i = order[k];
+    int c = py[i];
+    if (taken_v[c] < cfg->val_per_class) {
+      va[nv++] = i;
+      taken_v[c]++;
+    } else if (taken_t[c] < counts[c]) {
+      tr[nt++] = i;
+      taken_t[c]++;
+    }
+  }
+  gather(ctx, x, y, tr, nt, xt, yt);
+  gather(ctx, x, y, va, nv, xv, yv);
+  free(order);
+  free(tr);
+  free(va);
+}
+
+/* The shifted task of step 6: flip each image left-right and invert it. */
+static void shift_images(effml_context *ctx, const effml_tensor *x, effml_tensor **out) {
+  CHECK(effml_tensor_contiguous(ctx, x, out));
+  float *p = (float *)effml_tensor_data(*out);
+  const float *s = (const float *)effml_tensor_data_const(x);
+  int64_t n = effml_tensor_dim(x, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int r = 0; r < 28; ++r)
+      for (int c = 0; c < 28; ++c)
+        p[i * NPIX + r * 28 + c] = 1.0f - s[i * NPIX + r * 28 + (27 - c)];
+}
+
+/* -------------------------------------------------------------- models -- */
+
+/* 784 - h1 - h2 - 10 MLP with ReLU. */
+static effml_layer *make_mlp(effml_context *ctx, int64_t h1, int64_t h2) {
+  int64_t widths[4] = {NPIX, h1, h2, NCLASS};
+  int nl = h2 > 0 ? 3 : 2;
+  if (h2 <= 0) widths[2] = NCLASS;
+  effml_layer *model, *l;
+  CHECK(effml_sequential_create(ctx, &model));
+  for (int k = 0; k < nl; ++k) {
+    CHECK(effml_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
+    CHECK(effml_sequential_add(ctx, model, l));
+    if (k + 1 < nl) {
+      CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &l));
+      CHECK(effml_sequential_add(ctx, model, l));
+    }
+  }
+  return model;
+}
+
+static double mlp_macs(int64_t h1, int64_t h2) {
+  return h2 > 0 ? (double)(NPIX * h1 + h1 * h2 + h2 * NCLASS) : (double)(NPIX * h1 + h1 * NCLASS);
+}
+
+static effml_optimizer *make_adamw(effml_context *ctx, effml_layer *model, double lr,
+                                   int64_t total_steps) {
+  effml_optimizer_options oo;
+  effml_optimizer_options_init(&oo);
+  oo.algorithm = EFFML_OPTIM_ADAMW;
+  oo.lr = lr;
+  oo.weight_decay = 1e-4;
+  oo.schedule = EFFML_LR_WARMUP_COSINE;
+  oo.warmup_steps = total_steps / 20;
+  oo.total_steps = total_steps;
+  oo.min_lr = lr * 0.02;
+  effml_optimizer *opt;
+  CHECK(effml_optimizer_create(ctx, &oo, &opt));
+  CHECK(effml_optimizer_add_layer(ctx, opt, model));
+  return opt;
+}
+
+static int64_t steps_for(int64_t rows, int64_t batch, int64_t epochs) {
+  return ((rows + batch - 1) / batch) * epochs;
+}
+
+/* Train `model` on (x, y) with AdamW; returns wall seconds. */
+static double train(effml_context *ctx, effml_layer *model, const effml_tensor *x,
+                    const effml_tensor *y, int64_t epochs, double lr, const char *label,
+                    int32_t (*hook)(void *, int64_t), void *hook_data, effml_optimizer **opt_out) {
+  const int64_t batch = 128;
+  int64_t total = steps_for(effml_tensor_dim(x, 0), batch, epochs);
+  effml_optimizer *opt = opt_out && *opt_out ? *opt_out : make_adamw(ctx, model, lr, total);
+  effml_fit_options fo;
+  effml_fit_options_init(&fo);
+  fo.epochs = epochs;
+  fo.batch_size = batch;
+  fo.shuffle_seed = effml_context_random_u64(ctx);
+  fo.progress = progress;
+  fo.progress_user_data = (void *)label;
+  fo.step_hook = hook;
+  fo.step_hook_user_data = hook_data;
+  double t0 = now_s();
+  CHECK(effml_fit_classifier(ctx, model, opt, x, y, &fo, NULL));
+  double dt = now_s() - t0;
+  if (opt_out)
+    *opt_out = opt;
+  else
+    effml_optimizer_free(opt);
+  return dt;
+}
+
+/* ------------------------------------------------------------- metrics -- */
+
+typedef struct eval {
+  double accuracy, balanced_accuracy, cov5, risk80;
+  double recall[NCLASS];
+} eval;
+
+/* Accuracy, balanced accuracy, per-class recall and selective metrics from
+ * predictions and confidence scores (f64 [n]). */
+static void evaluate_preds(effml_context *ctx, const int32_t *pred, const double *score,
+                           const effml_tensor *labels, eval *e) {
+  int64_t n = effml_tensor_dim(labels, 0);
+  const int32_t *y = (const int32_t *)effml_tensor_data_const(labels);
+  int64_t hit[NCLASS] = {0}, tot[NCLASS] = {0}, correct = 0;
+  int64_t s1[1] = {n};
+  effml_tensor *sc, *ok;
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &sc));
+  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &ok));
+  double *psc = (double *)effml_tensor_data(sc);
+  int32_t *pok = (int32_t *)effml_tensor_data(ok);
+  for (int64_t i = 0; i < n; ++i) {
+    tot[y[i]]++;
+    pok[i] = pred[i] == y[i];
+    psc[i] = score[i];
+    hit[y[i]] += pok[i];
+    correct += pok[i];
+  }
+  e->accuracy = (double)correct / (double)n;
+  double bal = 0;
+  int present = 0;
+  for (int c = 0; c < NCLASS; ++c) {
+    e->recall[c] = tot[c] ? (double)hit[c] / (double)tot[c] : 0;
+    if (tot[c]) {
+      bal += e->recall[c];
+      present++;
+    }
+  }
+  e->balanced_accuracy = bal / present;
+  e->cov5 = 0;
+  effml_status st = effml_selective_coverage_at_risk(ctx, sc, ok, 0.05, &e->cov5, NULL);
+  if (st != EFFML_OK) e->cov5 = 0; /* no coverage reaches 5 % risk */
+  CHECK(effml_selective_risk_at_coverage(ctx, sc, ok, 0.80, &e->risk80, NULL));
+  effml_tensor_free(sc);
+  effml_tensor_free(ok);
+}
+
+/* Logits of `model` on x, then evaluate with the maximum softmax probability. */
+static void evaluate_model(effml_context *ctx, effml_layer *model, const effml_tensor *x,
+                           const effml_tensor *y, eval *e, effml_tensor **logits_out) {
+  int64_t n = effml_tensor_dim(x, 0);
+  int64_t sl[2] = {n, NCLASS}, s1[1] = {n};
+  effml_tensor *logits, *pred, *score;
+  CHECK(effml_tensor_create(ctx, EFFML_F32, 2, sl, &logits));
+  CHECK(effml_predict(ctx, model, x, 1000, logits));
+  effml_cascade_options co;
+  effml_cascade_options_init(&co);
+  co.num_classes = NCLASS;
+  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &pred));
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &score));
+  const effml_tensor *one[1] = {logits};
+  CHECK(effml_ensemble_predict(ctx, &co, 1, one, pred, score, NULL));
+  evaluate_preds(ctx, (const int32_t *)effml_tensor_data_const(pred),
+                 (const double *)effml_tensor_data_const(score), y, e);
+  effml_tensor_free(pred);
+  effml_tensor_free(score);
+  if (logits_out)
+    *logits_out = logits;
+  else
+    effml_tensor_free(logits);
+}
+
+static result *add_result(const char *stage, const char *model, const eval *e, int64_t trainable,
+                          int64_t total, double macs, double seconds) {
+  result *r = &g_results[g_nresults++];
+  memset(r, 0, sizeof *r);
+  snprintf(r->stage, sizeof r->stage, "%s", stage);
+  snprintf(r->model, sizeof r->model, "%s", model);
+  r->test_accuracy = e->accuracy;
+  r->balanced_accuracy = e->balanced_accuracy;
+  r->coverage_at_5_risk = e->cov5;
+  r->risk_at_80_coverage = e->risk80;
+  r->trainable_params = trainable;
+  r->total_params = total;
+  r->macs_per_sample = macs;
+  r->seconds = seconds;
+  return r;
+}
+
+/* Risk-coverage curve of (score, correct) pairs into a gnuplot data file. */
+static void write_rc_curve(effml_context *ctx, const char *path, const int32_t *pred,
+                           const double *score, const effml_tensor *labels) {
+  int64_t n = effml_tensor_dim(labels, 0);
+  const int32_t *y = (const int32_t *)effml_tensor_data_const(labels);
+  int64_t s1[1] = {n}, s2[1] = {n + 1};
+  effml_tensor *sc, *ok, *cov, *risk, *thr;
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &sc));
+  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &ok));
+  for (int64_t i = 0; i < n; ++i) {
+    ((double *)effml_tensor_data(sc))[i] = score[i];
+    ((int32_t *)effml_tensor_data(ok))[i] = pred[i] == y[i];
+  }
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &cov));
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &risk));
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &thr));
+  CHECK(effml_selective_risk_coverage_curve(ctx, sc, ok, EFFML_RC_EXACT, cov, risk, thr));
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fprintf(f, "# coverage risk\n");
+    const double *c = (const double *)effml_tensor_data_const(cov);
+    const double *r = (const double *)effml_tensor_data_const(risk);
+    int64_t stride = n > 2000 ? n / 2000 : 1;
+    for (int64_t i = 1; i <= n; i += stride) fprintf(f, "%.6f %.6f\n", c[i], r[i]);
+    fprintf(f, "%.6f %.6f\n", c[n], r[n]);
+    fclose(f);
+  }
+  effml_tensor_free(sc);
+  effml_tensor_free(ok);
+  effml_tensor_free(cov);
+  effml_tensor_free(risk);
+  effml_tensor_free(thr);
+}
+
+/* ------------------------------------------------------------ cascade --- */
+
+/* Stage callback: run ensemble member `stage_data` on the rows still in flight. */
+static effml_status member_stage(effml_context *ctx, void *stage_data, void *run_data,
+                                 int32_t stage, const int64_t *rows, int64_t n_rows,
+                                 effml_tensor *logits) {
+  (void)stage;
+  effml_layer *model = (effml_layer *)stage_data;
+  const effml_tensor *x = (const effml_tensor *)run_data;
+  int64_t s[2] = {n_rows, NPIX};
+  effml_tensor *xb;
+  effml_status st = effml_tensor_create(ctx, EFFML_F32, 2, s, &xb);
+  if (st != EFFML_OK) return st;
+  const float *px = (const float *)effml_tensor_data_const(x);
+  float *pb = (float *)effml_tensor_data(xb);
+  for (int64_t i = 0; i < n_rows; ++i)
+    memcpy(pb + i * NPIX, px + rows[i] * NPIX, NPIX * sizeof(float));
+  st = effml_predict(ctx, model, xb, 1000, logits);
+  effml_tensor_free(xb);
+  return st;
+}
+
+typedef struct cascade_out {
+  eval e;
+  double macs;
+  double exit_frac[8];
+  double seconds;
+  int32_t *pred;
+  double *score;
+} cascade_out;
+
+/* Build a cascade over `members`, calibrate it on validation logits, run it on x. */
+static void run_cascade(effml_context *ctx, int32_t rule, effml_layer **members, int m,
+                        double member_macs, effml_tensor **val_logits, const effml_tensor *yv,
+                        const effml_tensor *x, const effml_tensor *y, cascade_out *out) {
+  effml_cascade_options co;
+  effml_cascade_options_init(&co);
+  co.num_classes = NCLASS;
+  effml_cascade *cas;
+  CHECK(effml_cascade_create(ctx, &co, &cas));
+  for (int k = 0; k < m; ++k) CHECK(effml_cascade_add_stage_fn(ctx, cas, member_stage, members[k], member_macs));
+  effml_cascade_calibration_options cal;
+  effml_cascade_calibration_options_init(&cal);
+  cal.rule = rule;
+  cal.target = EFFML_CASCADE_TARGET_COVERAGE;
+  cal.target_value = 0.8;
+  cal.window_below = 0.1;
+  cal.window_above = 0.1;
+  CHECK(effml_cascade_calibrate(ctx, cas, m, (const effml_tensor *const *)val_logits, yv, &cal));
+  effml_cascade_workspace *ws;
+  CHECK(effml_cascade_workspace_create(ctx, cas, &ws));
+  int64_t n = effml_tensor_dim(x, 0), s1[1] = {n};
+  effml_tensor *pred, *score;
+  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &pred));
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &score));
+  double t0 = now_s();
+  CHECK(effml_cascade_run(ctx, cas, ws, n, (void *)x, pred, score, NULL, NULL));
+  out->seconds = now_s() - t0;
+  out->macs = effml_cascade_workspace_expected_cost(ws);
+  for (int k = 0; k < m && k < 8; ++k) out->exit_frac[k] = effml_cascade_workspace_exit_fraction(ws, k);
+  out->pred = malloc(sizeof(int32_t) * (size_t)n);
+  out->score = malloc(sizeof(double) * (size_t)n);
+  memcpy(out->pred, effml_tensor_data_const(pred), sizeof(int32_t) * (size_t)n);
+  memcpy(out->score, effml_tensor_data_const(score), sizeof(double) * (size_t)n);
+  evaluate_preds(ctx, out->pred, out->score, y, &out->e);
+  effml_tensor_free(pred);
+  effml_tensor_free(score);
+  effml_cascade_workspace_free(ws);
+  effml_cascade_free(cas);
+}
+
+/* Predictions and MSP scores of a model (for risk-coverage curves). */
+static void model_pred_score(effml_context *ctx, const effml_tensor *const *logits, int m,
+                             int32_t **pred, double **score) {
+  int64_t n = effml_tensor_dim(logits[0], 0), s1[1] = {n};
+  effml_cascade_options co;
+  effml_cascade_options_init(&co);
+  co.num_classes = NCLASS;
+  effml_tensor *p, *s;
+  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &p));
+  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &s));
+  CHECK(effml_ensemble_predict(ctx, &co, m, logits, p, s, NULL));
+  *pred = malloc(sizeof(int32_t) * (size_t)n);
+  *score = malloc(sizeof(double) * (size_t)n);
+  memcpy(*pred, effml_tensor_data_const(p), sizeof(int32_t) * (size_t)n);
+  memcpy(*score, effml_tensor_data_const(s), sizeof(double) * (size_t)n);
+  effml_tensor_free(p);
+  effml_tensor_free(s);
+}
+
+/* ------------------------------------------------------------- output --- */
+
+static void print_table(void) {
+  printf("\n%-22s %-34s %8s %8s %10s %10s %8s %8s\n", "stage", "model", "test_acc", "bal_acc",
+         "trainable", "MACs/smp", "cov@5%", "seconds");
+  for (int i = 0; i < 116; ++i) putchar('-');
+  putchar('\n');
+  for (int i = 0; i < g_nresults; ++i) {
+    const result *r = &g_results[i];
+    printf("%-22s %-34s %7.2f%% %7.2f%% %10lld %10.0f %7.2f%% %8.1f\n", r->stage, r->model,
+           100 * r->test_accuracy, 100 * r->balanced_accuracy, (long long)r->trainable_params,
+           r->macs_per_sample, 100 * r->coverage_at_5_risk, r->seconds);
+  }
+  printf("\n");
+}
+
+static void write_outputs(const config *cfg, const char *chosen_sampler, double total_s) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/results.json", cfg->out_dir);
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+    exit(1);
+  }
+  fprintf(f, "{\n  \"example\": \"pipeline_fashion_mnist\",\n  \"quick\": %s,\n  \"seed\": %llu,\n"
+             "  \"threads\": %d,\n  \"chosen_sampler\": \"%s\",\n  \"total_seconds\": %.3f,\n"
+             "  \"results\": [\n",
+          cfg->quick ? "true" : "false", (unsigned long long)cfg->seed, (int)cfg->threads,
+          chosen_sampler, total_s);
+  for (int i = 0; i < g_nresults; ++i) {
+    const result *r = &g_results[i];
+    fprintf(f,
+            "    {\"stage\": \"%s\", \"model\": \"%s\", \"test_accuracy\": %.6f, "
+            "\"balanced_accuracy\": %.6f, \"trainable_params\": %lld, \"total_params\": %lld, "
+            "\"trainable_percent\": %.4f, \"macs_per_sample\": %.1f, \"coverage_at_5pct_risk\": %.6f, "
+            "\"risk_at_80pct_coverage\": %.6f, \"seconds\": %.3f}%s\n",
+            r->stage, r->model, r->test_accuracy, r->balanced_accuracy,
+            (long long)r->trainable_params, (long long)r->total_params,
+            r->total_params ? 100.0 * (double)r->trainable_params / (double)r->total_params : 0.0,
+            r->macs_per_sample, r->coverage_at_5_risk, r->risk_at_80_coverage, r->seconds,
+            i + 1 < g_nresults ? "," : "");
+  }
+  fprintf(f, "  ]\n}\n");
+  fclose(f);
+  snprintf(path, sizeof path, "%s/results.csv", cfg->out_dir);
+  f = fopen(path, "w");
+  if (!f) {
+    fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+    exit(1);
+  }
+  fprintf(f, "stage,model,test_accuracy,balanced_accuracy,trainable_params,total_params,"
+             "macs_per_sample,coverage_at_5pct_risk,risk_at_80pct_coverage,seconds\n");
+  for (int i = 0; i < g_nresults; ++i) {
+    const result *r = &g_results[i];
+    fprintf(f, "%s,%s,%.6f,%.6f,%lld,%lld,%.1f,%.6f,%.6f,%.3f\n", r->stage, r->model,
+            r->test_accuracy, r->balanced_accuracy, (long long)r->trainable_params,
+            (long long)r->total_params, r->macs_per_sample, r->coverage_at_5_risk,
+            r->risk_at_80_coverage, r->seconds);
+  }
+  fclose(f);
+}
+
+/* gnuplot script for the two plots; rendered when gnuplot is installed. */
+static void plots(const config *cfg, const char *chosen) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/plots.gp", cfg->out_dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return;
+  fprintf(f,
+          "set terminal png size 900,600\n"
+          "set output 'risk_coverage.png'\n"
+          "set title 'Risk-coverage on Fashion-MNIST test (MSP scores)'\n"
+          "set xlabel 'coverage'; set ylabel 'risk (error among accepted)'\n"
+          "set key top left; set grid\n"
+          "plot 'rc_member.dat' w l lw 2 t 'single small MLP', \\\n"
+          "     'rc_dense.dat' w l lw 2 t 'larger dense MLP', \\\n"
+          "     'rc_ensemble.dat' w l lw 2 t 'ensemble (all members)', \\\n"
+          "     'rc_cascade_threshold.dat' w l lw 2 t 'single-threshold cascade', \\\n"
+          "     'rc_cascade_window.dat' w l lw 2 t 'window cascade', \\\n"
+          "     0.05 w l dt 2 lc rgb 'gray' t '5%% risk'\n"
+          "set output 'per_class_recall.png'\n"
+          "set title 'Per-class test recall: long-tailed training vs rebalanced (%s)'\n"
+          "set xlabel 'class (0 = head ... 9 = tail)'; set ylabel 'recall'\n"
+          "set style data histogram; set style histogram clustered gap 1\n"
+          "set style fill solid 0.8; set yrange [0:1]; set key top right\n"
+          "plot 'per_class_recall.dat' u 2:xtic(1) t 'no rebalancing', '' u 3 t 'SMOTE', '' u 4 t 'temperature'\n",
+          chosen);
+  fclose(f);
+  if (system("command -v gnuplot >/dev/null 2>&1") == 0) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cd '%s' && gnuplot plots.gp", cfg->out_dir);
+    if (system(cmd) == 0)
+      printf("plots: %s/risk_coverage.png, %s/per_class_recall.png\n", cfg->out_dir, cfg->out_dir);
+    else
+      printf("plots: gnuplot failed; data and script are in %s\n", cfg->out_dir);
+  } else {
+    printf("plots: gnuplot not installed; data files and %s/plots.gp written\n", cfg->out_dir);
+  }
+}
+
+/* --------------------------------------------------------------- main --- */
+
+static void usage(const char *argv0) {
+  fprintf(stderr,
+          "usage: %s [--data DIR] [--out DIR] [--seed N] [--threads N] [--quick]\n"
+          "  --data DIR   Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
+          "  --out DIR    where results.json, results.csv and the plots go (default .)\n"
+          "  --seed N     seed of every random choice (default 42)\n"
+          "  --threads N  threads for libeffml's own loops (default 2)\n"
+          "  --quick      subsets and few epochs (about a minute)\n",
+          argv0);
+}
+
+static void parse_args(int argc, char **argv, config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->data_dir = NULL;
+  cfg->out_dir = ".";
+  cfg->seed = 42;
+  cfg->threads = 2;
+  for (int i = 1; i < argc; ++i) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--quick")) {
+      cfg->quick = 1;
+    } else if (i + 1 < argc && !strcmp(a, "--data")) {
+      cfg->data_dir = argv[++i];
+    } else if (i + 1 < argc && !strcmp(a, "--out")) {
+      cfg->out_dir = argv[++i];
+    } else if (i + 1 < argc && !strcmp(a, "--seed")) {
+      cfg->seed = strtoull(argv[++i], NULL, 10);
+    } else if (i + 1 < argc && !strcmp(a, "--threads")) {
+      cfg->threads = atoi(argv[++i]);
+    } else {
+      usage(argv[0]);
+      exit(a && (!strcmp(a, "--help") || !strcmp(a, "-h")) ? 0 : 2);
+    }
+  }
+  if (cfg->threads < 1) cfg->threads = 1;
+  if (cfg->quick) {
+    cfg->per_class_max = 1000;
+    cfg->val_per_class = 60;
+    cfg->test_rows = 2000;
+    cfg->epochs_small = 2;
+    cfg->epochs_main = 2;
+    cfg->epochs_adapt = 2;
+    cfg->hidden1 = 128;
+    cfg->hidden2 = 64;
+  } else {
+    cfg->per_class_max = 5000;
+    cfg->val_per_class = 500;
+    cfg->test_rows = 10000;
+    cfg->epochs_small = 4;
+    cfg->epochs_main = 8;
+    cfg->epochs_adapt = 4;
+    cfg->hidden1 = 256;
+    cfg->hidden2 = 128;
+  }
+  mkdir(cfg->out_dir, 0755); /* may exist */
+}
+
+/* Temperature class sampling (q_c ∝ n_c^(1/T)): draw `rows` indices, class by
+ * the alias method, then uniformly within the class. */
+static void temperature_draw(effml_context *ctx, const effml_tensor *y, const int64_t *counts,
+                             double temperature, int64_t rows, uint64_t seed, int64_t *idx) {
+  double sizes[NCLASS], q[NCLASS];
+  for (int c = 0; c < NCLASS; ++c) sizes[c] = (double)counts[c];
+  CHECK(effml_temperature_probs(ctx, sizes, NCLASS, temperature, q));
+  effml_alias_sampler *as;
+  CHECK(effml_alias_sampler_create(ctx, q, NCLASS, seed, &as));
+  int64_t *cls = malloc(sizeof(int64_t) * (size_t)rows);
+  CHECK(effml_alias_sampler_draw(ctx, as, rows, cls));
+  /* rows of each class */
+  int64_t n = effml_tensor_dim(y, 0);
+  const int32_t *py = (const int32_t *)effml_tensor_data_const(y);
+  int64_t *by_class[NCLASS], fill[NCLASS] = {0};
+  for (int c = 0; c < NCLASS; ++c) by_class[c] = malloc(sizeof(int64_t) * (size_t)(counts[c] + 1));
+  for (int64_t i = 0; i < n; ++i) by_class[py[i]][fill[py[i]]++] = i;
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t c = cls[i];
+    idx[i] = by_class[c][effml_context_random_u64(ctx) % (uint64_t)fill[c]];
+  }
+  for (int c = 0; c < NCLASS; ++c) free(by_class[c]);
+  free(cls);
+  effml_alias_sampler_free(as);
+}
+
+int main(int argc, char **argv) {
+  config cfg;
+  parse_args(argc, argv, &cfg);
+  double t_start = now_s();
+
+  effml_context_options copt;
+  effml_context_options_init(&copt);
+  copt.seed = cfg.seed;
+  copt.num_threads = cfg.threads;
+  effml_context *ctx = NULL;
+  if (effml_context_create(&copt, &ctx) != EFFML_OK) {
+    fprintf(stderr, "cannot create a libeffml context\n");
+    return 1;
+  }
+  printf("libeffml %s pipeline on Fashion-MNIST (%s mode, seed %llu, %d threads)\n",
+         effml_version_string(), cfg.quick ? "quick" : "full", (unsigned long long)cfg.seed,
+         (int)cfg.threads);
+
+  /* 1. Data. */
+  printf("\n== 1. load Fashion-MNIST\n");
+  effml_tensor *x_all, *y_all, *x_test_all, *y_test_all, *x_test, *y_test;
+  CHECK(effml_fashion_mnist_load(ctx, cfg.data_dir, EFFML_SPLIT_TRAIN, &x_all, &y_all));
+  CHECK(effml_fashion_mnist_load(ctx, cfg.data_dir, EFFML_SPLIT_TEST, &x_test_all, &y_test_all));
+  {
+    int64_t n = cfg.test_rows < effml_tensor_dim(x_test_all, 0) ? cfg.test_rows
+                                                                : effml_tensor_dim(x_test_all, 0);
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)n);
+    for (int64_t i = 0; i < n; ++i) idx[i] = i;
+    gather(ctx, x_test_all, y_test_all, idx, n, &x_test, &y_test);
+    free(idx);
+  }
+  printf("  %lld training and %lld test images (using %lld test images)\n",
+         (long long)effml_tensor_dim(x_all, 0), (long long)effml_tensor_dim(x_test_all, 0),
+         (long long)effml_tensor_dim(x_test, 0));
+
+  /* 2. Long tail + balanced validation split. */
+  printf("\n== 2. long-tailed training set (imbalance ratio 100, exponential profile)\n");
+  effml_tensor *x_lt, *y_lt, *x_val, *y_val;
+  int64_t counts[NCLASS];
+  make_long_tail(ctx, &cfg, x_all, y_all, &x_lt, &y_lt, &x_val, &y_val, counts);
+  printf("  class counts:");
+  for (int c = 0; c < NCLASS; ++c) printf(" %lld", (long long)counts[c]);
+  printf("  (%lld rows); validation %lld rows, balanced\n", (long long)effml_tensor_dim(x_lt, 0),
+         (long long)effml_tensor_dim(x_val, 0));
+
+  /* 3. Rebalancing: none vs SMOTE vs temperature class sampling. */
+  printf("\n== 3. rebalance: SMOTE vs temperature class sampling (chosen on validation)\n");
+  const int64_t hs1 = cfg.hidden1 / 2, hs2 = 0; /* the small MLP of the comparison */
+  const char *names[3] = {"none", "smote", "temperature"};
+  eval ev_val[3], ev_test[3];
+  double secs[3];
+  effml_tensor *x_bal[3] = {x_lt, NULL, NULL}, *y_bal[3] = {y_lt, NULL, NULL};
+  {
+    double t0 = now_s();
+    effml_resample_options ro;
+    effml_resample_options_init(&ro);
+    ro.method = EFFML_RESAMPLE_SMOTE;
+    ro.sampling_strategy = EFFML_STRATEGY_AUTO;
+    ro.k_neighbors = 5;
+    ro.seed = cfg.seed;
+    CHECK(effml_resample(ctx, &ro, x_lt, y_lt, &x_bal[1], &y_bal[1]));
+    printf("  SMOTE: %lld -> %lld rows in %.2f s\n", (long long)effml_tensor_dim(x_lt, 0),
+           (long long)effml_tensor_dim(x_bal[1], 0), now_s() - t0);
+  }
+  const int64_t epoch_rows = effml_tensor_dim(x_bal[1], 0);
+  const double temperature = 3.0;
+  for (int v = 0; v < 3; ++v) {
+    effml_layer *m = make_mlp(ctx, hs1, hs2);
+    double t = 0;
+    if (v < 2) {
+      t = train(ctx, m, x_bal[v], y_bal[v], cfg.epochs_small, 2e-3, names[v], NULL, NULL, NULL);
+    } else {
+      /* temperature sampling: a fresh draw of epoch_rows indices every epoch */
+      effml_optimizer *opt = make_adamw(ctx, m, 2e-3, steps_for(epoch_rows, 128, cfg.epochs_small));
+      int64_t *idx = malloc(sizeof(int64_t) * (size_t)epoch_rows);
+      for (int64_t e = 0; e < cfg.epochs_small; ++e) {
+        effml_tensor *xe, *ye;
+        temperature_draw(ctx, y_lt, counts, temperature, epoch_rows, cfg.seed + (uint64_t)e, idx);
+        gather(ctx, x_lt, y_lt, idx, epoch_rows, &xe, &ye);
+        t += train(ctx, m, xe, ye, 1, 2e-3, names[v], NULL, NULL, &opt);
+        effml_tensor_free(xe);
+        effml_tensor_free(ye);
+      }
+      free(idx);
+      effml_optimizer_free(opt);
+    }
+    secs[v] = t;
+    evaluate_model(ctx, m, x_val, y_val, &ev_val[v], NULL);
+    evaluate_model(ctx, m, x_test, y_test, &ev_test[v], NULL);
+    printf("  %-12s validation balanced accuracy %.2f%%\n", names[v], 100 * ev_val[v].balanced_accuracy);
+    char model[64];
+    snprintf(model, sizeof model, "MLP 784-%lld-10%s", (long long)hs1,
+             v == 2 ? " (T=3)" : (v == 1 ? " (k=5)" : ""));
+    char stage[48];
+    snprintf(stage, sizeof stage, "rebalance:%s", names[v]);
+    add_result(stage, model, &ev_test[v], effml_layer_count_params(m, 1),
+               effml_layer_count_params(m, 0), mlp_macs(hs1, hs2), secs[v]);
+    effml_layer_free(m);
+  }
+  int best = ev_val[1].balanced_accuracy >= ev_val[2].balanced_accuracy ? 1 : 2;
+  printf("  chosen: %s\n", names[best]);
+  /* Per-class recall plot data. */
+  {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/per_class_recall.dat", cfg.out_dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+      fprintf(f, "# class recall_none recall_smote recall_temperature (test set)\n");
+      for (int c = 0; c < NCLASS; ++c)
+        fprintf(f, "%d %.4f %.4f %.4f\n", c, ev_test[0].recall[c], ev_test[1].recall[c],
+                ev_test[2].recall[c]);
+      fclose(f);
+    }
+  }
+  /* The training set from here on: SMOTE output, or one temperature draw. */
+  effml_tensor *x_tr, *y_tr;
+  if (best == 1) {
+    x_tr = x_bal[1];
+    y_tr = y_bal[1];
+    x_bal[1] = y_bal[1] = NULL;
+  } else {
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)epoch_rows);
+    temperature_draw(ctx, y_lt, counts, temperature, epoch_rows, cfg.seed + 1000, idx);
+    gather(ctx, x_lt, y_lt, idx, epoch_rows, &x_tr, &y_tr);
+    free(idx);
+  }
+  effml_tensor_free(x_bal[1]);
+  effml_tensor_free(y_bal[1]);
+
+  /* 4. Dense MLP vs Sparse Wide MLP (RigL) at the same FLOPs. */
+  printf("\n== 4. dense MLP vs Sparse Wide MLP (sparsity 0.9, RigL) at equal FLOPs\n");
+  const int64_t h1 = cfg.hidden1, h2 = cfg.hidden2;
+  effml_layer *dense = make_mlp(ctx, h1, h2);
+  double dense_s = train(ctx, dense, x_tr, y_tr, cfg.epochs_main, 1e-3, "dense", NULL, NULL, NULL);
+  eval ev_dense;
+  effml_tensor *dense_test_logits;
+  evaluate_model(ctx, dense, x_test, y_test, &ev_dense, &dense_test_logits);
+  char model[96];
+  snprintf(model, sizeof model, "MLP 784-%lld-%lld-10", (long long)h1, (long long)h2);
+  add_result("dense", model, &ev_dense, effml_layer_count_params(dense, 1),
+             effml_layer_count_params(dense, 0), mlp_macs(h1, h2), dense_s);
+  {
+    const double sparsity = 0.9;
+    effml_sparse_options so;
+    effml_sparse_options_init(&so);
+    so.sparsity = sparsity;
+    int64_t ins[3] = {NPIX, h1, h2}, outs[3] = {h1, h2, NCLASS};
+    uint32_t widen[3] = {EFFML_SPARSE_WIDEN_OUT, EFFML_SPARSE_WIDEN_IN | EFFML_SPARSE_WIDEN_OUT,
+                         EFFML_SPARSE_WIDEN_IN};
+    effml_layer *sw, *l;
+    CHECK(effml_sequential_create(ctx, &sw));
+    double macs = 0;
+    for (int k = 0; k < 3; ++k) {
+      so.widen = widen[k];
+      CHECK(effml_sparse_wide_create(ctx, ins[k], outs[k], &so, &l));
+      macs += (double)effml_sparse_nnz(l);
+      CHECK(effml_sequential_add(ctx, sw, l));
+      if (k < 2) {
+        CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &l));
+        CHECK(effml_sequential_add(ctx, sw, l));
+      }
+    }
+    int64_t steps = steps_for(effml_tensor_dim(x_tr, 0), 128, cfg.epochs_main);
+    effml_optimizer *opt = make_adamw(ctx, sw, 1e-3, steps);
+    effml_dst_options dopt;
+    effml_dst_options_init(&dopt);
+    dopt.method = EFFML_DST_RIGL;
+    dopt.total_steps = steps;
+    dopt.delta_t = cfg.quick ? 20 : 100;
+    dopt.drop_fraction = 0.3;
+    dopt.end_fraction = 0.75;
+    dopt.seed = cfg.seed;
+    effml_dst *dst;
+    CHECK(effml_dst_create(ctx, sw, opt, &dopt, &dst));
+    double sw_s = train(ctx, sw, x_tr, y_tr, cfg.epochs_main, 1e-3, "sparse-wide", effml_dst_step_hook,
+                        dst, &opt);
+    printf("  RigL: %lld mask updates over %lld steps\n", (long long)effml_dst_updates(dst),
+           (long long)effml_dst_steps(dst));
+    eval ev_sw;
+    evaluate_model(ctx, sw, x_test, y_test, &ev_sw, NULL);
+    int64_t w1 = effml_layer_out_features(effml_sequential_get(sw, 0));
+    int64_t w2 = effml_layer_out_features(effml_sequential_get(sw, 2));
+    snprintf(model, sizeof model, "Sparse Wide 784-%lld-%lld-10 s=0.9", (long long)w1, (long long)w2);
+    /* trainable = nonzeros + biases (the values the optimizer updates) */
+    add_result("sparse_wide_rigl", model, &ev_sw, effml_layer_count_params(sw, 1),
+               effml_layer_count_params(sw, 0), macs, sw_s);
+    effml_dst_free(dst);
+    effml_optimizer_free(opt);
+    effml_layer_free(sw);
+  }
+
+  /* 5. Early-exit cascades over small ensemble members. */
+  printf("\n== 5. window early-exit cascade of small ensemble members\n");
+  enum { M = 3 };
+  const int64_t hm = cfg.quick ? 32 : 64;
+  effml_layer *members[M];
+  effml_tensor *val_logits[M], *test_logits[M];
+  double member_s = 0;
+  eval ev_member;
+  for (int k = 0; k < M; ++k) {
+    char label[32];
+    snprintf(label, sizeof label, "member %d", k + 1);
+    members[k] = make_mlp(ctx, hm, 0);
+    member_s += train(ctx, members[k], x_tr, y_tr, cfg.epochs_small, 2e-3, label, NULL, NULL, NULL);
+    eval ev;
+    evaluate_model(ctx, members[k], x_val, y_val, &ev, &val_logits[k]);
+    evaluate_model(ctx, members[k], x_test, y_test, k == 0 ? &ev_member : &ev, &test_logits[k]);
+  }
+  const double member_macs = mlp_macs(hm, 0);
+  snprintf(model, sizeof model, "MLP 784-%lld-10 (member 1)", (long long)hm);
+  add_result("single_small", model, &ev_member, effml_layer_count_params(members[0], 1),
+             effml_layer_count_params(members[0], 0), member_macs, member_s / M);
+  int32_t *ens_pred, *mem_pred, *dense_pred;
+  double *ens_score, *mem_score, *dense_score;
+  model_pred_score(ctx, (const effml_tensor *const *)test_logits, M, &ens_pred, &ens_score);
+  model_pred_score(ctx, (const effml_tensor *const *)test_logits, 1, &mem_pred, &mem_score);
+  model_pred_score(ctx, (const effml_tensor *const *)&dense_test_logits, 1, &dense_pred, &dense_score);
+  eval ev_ens;
+  evaluate_preds(ctx, ens_pred, ens_score, y_test, &ev_ens);
+  snprintf(model, sizeof model, "ensemble of %d members", M);
+  add_result("ensemble", model, &ev_ens, M * effml_layer_count_params(members[0], 1),
+             M * effml_layer_count_params(members[0], 0), M * member_macs, member_s);
+  cascade_out cas_thr, cas_win;
+  run_cascade(ctx, EFFML_CASCADE_EXIT_THRESHOLD, members, M, member_macs, val_logits, y_val,
+              x_test, y_test, &cas_thr);
+  run_cascade(ctx, EFFML_CASCADE_EXIT_WINDOW, members, M, member_macs, val_logits, y_val, x_test,
+              y_test, &cas_win);
+  printf("  threshold cascade: exits per stage %.2f / %.2f / %.2f, %.0f MACs/sample\n",
+         cas_thr.exit_frac[0], cas_thr.exit_frac[1], cas_thr.exit_frac[2], cas_thr.macs);
+  printf("  window cascade:    exits per stage %.2f / %.2f / %.2f, %.0f MACs/sample\n",
+         cas_win.exit_frac[0], cas_win.exit_frac[1], cas_win.exit_frac[2], cas_win.macs);
+  add_result("cascade_threshold", "single-threshold cascade (cov 0.8)", &cas_thr.e,
+             M * effml_layer_count_params(members[0], 1), M * effml_layer_count_params(members[0], 0),
+             cas_thr.macs, cas_thr.seconds);
+  add_result("cascade_window", "window cascade (cov 0.8, +-0.1)", &cas_win.e,
+             M * effml_layer_count_params(members[0], 1), M * effml_layer_count_params(members[0], 0),
+             cas_win.macs, cas_win.seconds);
+  {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/rc_member.dat", cfg.out_dir);
+    write_rc_curve(ctx, path, mem_pred, mem_score, y_test);
+    snprintf(path, sizeof path, "%s/rc_dense.dat", cfg.out_dir);
+    write_rc_curve(ctx, path, dense_pred, dense_score, y_test);
+    snprintf(path, sizeof path, "%s/rc_ensemble.dat", cfg.out_dir);
+    write_rc_curve(ctx, path, ens_pred, ens_score, y_test);
+    snprintf(path, sizeof path, "%s/rc_cascade_threshold.dat", cfg.out_dir);
+    write_rc_curve(ctx, path, cas_thr.pred, cas_thr.score, y_test);
+    snprintf(path, sizeof path, "%s/rc_cascade_window.dat", cfg.out_dir);
+    write_rc_curve(ctx, path, cas_win.pred, cas_win.score, y_test);
+  }
+  printf("  paper's claim (window cascade of small members vs the larger dense model): "
+         "coverage at 5%% risk %.1f%% vs %.1f%%, MACs %.0f vs %.0f -> %s\n",
+         100 * cas_win.e.cov5, 100 * ev_dense.cov5, cas_win.macs, mlp_macs(h1, h2),
+         (cas_win.e.cov5 >= ev_dense.cov5 && cas_win.macs < mlp_macs(h1, h2)) ? "holds" : "does not hold here");
+  free(ens_pred); free(ens_score); free(mem_pred); free(mem_score); free(dense_pred); free(dense_score);
+  free(cas_thr.pred); free(cas_thr.score); free(cas_win.pred); free(cas_win.score);
+  for (int k = 0; k < M; ++k) {
+    effml_tensor_free(val_logits[k]);
+    effml_tensor_free(test_logits[k]);
+    effml_layer_free(members[k]);
+  }
+  effml_tensor_free(dense_test_logits);
+
+  /* 6. Compacter adaptation of the dense MLP to a shifted task. */
+  printf("\n== 6. Compacter adapters: adapt the dense MLP to flipped + inverted images\n");
+  {
+    effml_tensor *xs_tr, *xs_test;
+    shift_images(ctx, x_tr, &xs_tr);
+    shift_images(ctx, x_test, &xs_test);
+    eval ev_frozen;
+    evaluate_model(ctx, dense, xs_test, y_test, &ev_frozen, NULL);
+    add_result("shift:frozen_base", "dense MLP, no adaptation", &ev_frozen, 0,
+               effml_layer_count_params(dense, 0), mlp_macs(h1, h2), 0.0);
+
+    /* Same base weights, with a Compacter block after each hidden layer.  The
+     * hidden layers are frozen; the adapters and the classifier head train. */
+    effml_phm_rule *rule;
+    CHECK(effml_phm_rule_create(ctx, 4, 1e-4, &rule)); /* shared A, Compacter's init */
+    effml_adapter_options ao;
+    effml_adapter_options_init(&ao);
+    ao.bottleneck = 16;
+    ao.phm_dim = 4;
+    ao.rank = 1;
+    effml_layer *adapted, *l;
+    CHECK(effml_sequential_create(ctx, &adapted));
+    int64_t widths[4] = {NPIX, h1, h2, NCLASS};
+    double adapter_macs = 0;
+    for (int k = 0; k < 3; ++k) {
+      CHECK(effml_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
+      effml_layer *src = effml_sequential_get(dense, 2 * k);
+      for (int32_t p = 0; p < effml_layer_num_params(l); ++p)
+        CHECK(effml_tensor_copy(ctx, effml_layer_param(l, p), effml_layer_param(src, p)));
+      if (k < 2) CHECK(effml_layer_set_trainable(ctx, l, NULL, 0));
+      CHECK(effml_sequential_add(ctx, adapted, l));
+      if (k < 2) {
+        CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &l));
+        CHECK(effml_sequential_add(ctx, adapted, l));
+        CHECK(effml_adapter_create(ctx, widths[k + 1], &ao, rule, &l));
+        CHECK(effml_sequential_add(ctx, adapted, l));
+        /* factorized LPHM cost per sample: n*r*(k+d+n^2) per projection (REFERENCES 1.5) */
+        adapter_macs += 2.0 * 4 * 1 * (double)(widths[k + 1] + 16 + 16);
+      }
+    }
+    effml_phm_rule_free(rule); /* the adapters hold their references */
+    int64_t trainable = effml_layer_count_params(adapted, 1);
+    int64_t total = effml_layer_count_params(adapted, 0);
+    double ad_s = train(ctx, adapted, xs_tr, y_tr, cfg.epochs_adapt, 3e-3, "compacter", NULL, NULL, NULL);
+    eval ev_ad;
+    evaluate_model(ctx, adapted, xs_test, y_test, &ev_ad, NULL);
+    printf("  Compacter: %lld of %lld parameters trainable (%.2f%%)\n", (long long)trainable,
+           (long long)total, 100.0 * (double)trainable / (double)total);
+    add_result("shift:compacter", "dense MLP + 2 Compacter blocks + head", &ev_ad, trainable, total,
+               mlp_macs(h1, h2) + adapter_macs, ad_s);
+    effml_layer_free(adapted);
+    effml_tensor_free(xs_tr);
+    effml_tensor_free(xs_test);
+  }
+
+  /* 7. Table, JSON, CSV.  8. Plots. */
+  double total_s = now_s() - t_start;
+  print_table();
+  write_outputs(&cfg, names[best], total_s);
+  plots(&cfg, names[best]);
+  printf("results: %s/results.json, %s/results.csv (total %.1f s)\n", cfg.out_dir, cfg.out_dir, total_s);
+  for (int i = 0; i < g_nresults; ++i) {
+    const result *r = &g_results[i];
+    printf("{\"example\":\"pipeline_fashion_mnist\",\"stage\":\"%s\",\"test_accuracy\":%.4f,"
+           "\"balanced_accuracy\":%.4f,\"trainable_params\":%lld,\"macs_per_sample\":%.0f,"
+           "\"coverage_at_5pct_risk\":%.4f,\"seconds\":%.2f}\n",
+           r->stage, r->test_accuracy, r->balanced_accuracy, (long long)r->trainable_params,
+           r->macs_per_sample, r->coverage_at_5_risk, r->seconds);
+  }
+
+  effml_layer_free(dense);
+  effml_tensor_free(x_tr); effml_tensor_free(y_tr);
+  effml_tensor_free(x_lt); effml_tensor_free(y_lt);
+  effml_tensor_free(x_val); effml_tensor_free(y_val);
+  effml_tensor_free(x_test); effml_tensor_free(y_test);
+  effml_tensor_free(x_all); effml_tensor_free(y_all);
+  effml_tensor_free(x_test_all); effml_tensor_free(y_test_all);
+  effml_context_free(ctx);
+  return 0;
+}

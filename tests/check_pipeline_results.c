@@ -1,0 +1,140 @@
+/* Checks the results.json written by `pipeline_fashion_mnist --quick`
+ * (issue 8): structure (every stage present with every field) and sane
+ * values (accuracies above chance, parameter percentages in range, iso-FLOP
+ * sparse model, cascades cheaper than the full ensemble, data files written).
+ * Usage: check_pipeline_results results.json out_dir */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+
+#define EXPECT(cond, ...)                 \
+  do {                                    \
+    if (!(cond)) {                        \
+      fprintf(stderr, "FAIL: " __VA_ARGS__); \
+      fprintf(stderr, "\n");              \
+      failures++;                         \
+    }                                     \
+  } while (0)
+
+static const cJSON *find_stage(const cJSON *results, const char *stage) {
+  const cJSON *r;
+  cJSON_ArrayForEach(r, results) {
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(r, "stage");
+    if (cJSON_IsString(s) && strcmp(s->valuestring, stage) == 0) return r;
+  }
+  return NULL;
+}
+
+static double num(const cJSON *r, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, key);
+  return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: %s results.json out_dir\n", argv[0]);
+    return 2;
+  }
+  FILE *f = fopen(argv[1], "rb");
+  if (!f) {
+    fprintf(stderr, "FAIL: cannot open %s\n", argv[1]);
+    return 1;
+  }
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = calloc(1, (size_t)n + 1);
+  if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) return 1;
+  fclose(f);
+  cJSON *root = cJSON_Parse(buf);
+  free(buf);
+  if (!root) {
+    fprintf(stderr, "FAIL: %s is not valid JSON\n", argv[1]);
+    return 1;
+  }
+  const cJSON *results = cJSON_GetObjectItemCaseSensitive(root, "results");
+  EXPECT(cJSON_IsArray(results), "no results array");
+  const cJSON *chosen = cJSON_GetObjectItemCaseSensitive(root, "chosen_sampler");
+  EXPECT(cJSON_IsString(chosen) && (!strcmp(chosen->valuestring, "smote") ||
+                                    !strcmp(chosen->valuestring, "temperature")),
+         "chosen_sampler must be smote or temperature");
+
+  static const char *stages[] = {"rebalance:none", "rebalance:smote", "rebalance:temperature",
+                                 "dense", "sparse_wide_rigl", "single_small", "ensemble",
+                                 "cascade_threshold", "cascade_window", "shift:frozen_base",
+                                 "shift:compacter"};
+  static const char *fields[] = {"test_accuracy", "balanced_accuracy", "trainable_params",
+                                 "total_params", "trainable_percent", "macs_per_sample",
+                                 "coverage_at_5pct_risk", "risk_at_80pct_coverage", "seconds"};
+  for (size_t i = 0; i < sizeof stages / sizeof *stages; ++i) {
+    const cJSON *r = find_stage(results, stages[i]);
+    EXPECT(r != NULL, "stage %s missing", stages[i]);
+    if (!r) continue;
+    for (size_t k = 0; k < sizeof fields / sizeof *fields; ++k) {
+      double v = num(r, fields[k]);
+      EXPECT(isfinite(v) && v >= 0, "%s.%s = %g is not a finite number >= 0", stages[i], fields[k], v);
+    }
+    double acc = num(r, "test_accuracy"), bal = num(r, "balanced_accuracy");
+    EXPECT(acc <= 1 && bal <= 1, "%s: accuracies must be <= 1", stages[i]);
+    EXPECT(num(r, "coverage_at_5pct_risk") <= 1, "%s: coverage > 1", stages[i]);
+    EXPECT(num(r, "trainable_percent") <= 100, "%s: trainable percent > 100", stages[i]);
+    /* Chance is 10 %; every model trained on the rebalanced data must beat it clearly. */
+    if (strncmp(stages[i], "shift:", 6) != 0 && strcmp(stages[i], "rebalance:none") != 0)
+      EXPECT(bal > 0.30, "%s: balanced accuracy %.3f is not above chance", stages[i], bal);
+  }
+  const cJSON *none = find_stage(results, "rebalance:none");
+  const cJSON *smote = find_stage(results, "rebalance:smote");
+  const cJSON *temp = find_stage(results, "rebalance:temperature");
+  const cJSON *dense = find_stage(results, "dense");
+  const cJSON *sparse = find_stage(results, "sparse_wide_rigl");
+  const cJSON *ens = find_stage(results, "ensemble");
+  const cJSON *win = find_stage(results, "cascade_window");
+  const cJSON *thr = find_stage(results, "cascade_threshold");
+  const cJSON *frozen = find_stage(results, "shift:frozen_base");
+  const cJSON *comp = find_stage(results, "shift:compacter");
+  if (none && smote && temp) {
+    EXPECT(num(none, "balanced_accuracy") > 0.10, "long-tailed model is not above chance");
+    EXPECT(num(smote, "balanced_accuracy") > num(none, "balanced_accuracy") ||
+               num(temp, "balanced_accuracy") > num(none, "balanced_accuracy"),
+           "rebalancing did not improve balanced accuracy");
+  }
+  if (dense && sparse) {
+    double d = num(dense, "macs_per_sample"), s = num(sparse, "macs_per_sample");
+    EXPECT(fabs(s - d) <= 0.01 * d, "sparse wide MACs %.0f not within 1%% of dense %.0f", s, d);
+  }
+  if (ens && win && thr) {
+    EXPECT(num(win, "macs_per_sample") < num(ens, "macs_per_sample"),
+           "window cascade is not cheaper than the full ensemble");
+    EXPECT(num(thr, "macs_per_sample") < num(ens, "macs_per_sample"),
+           "threshold cascade is not cheaper than the full ensemble");
+  }
+  if (frozen && comp) {
+    double pct = num(comp, "trainable_percent");
+    EXPECT(pct > 0 && pct < 2.0, "Compacter trains %.3f%% of the parameters (must be in (0, 2))", pct);
+    EXPECT(num(comp, "test_accuracy") > num(frozen, "test_accuracy"),
+           "Compacter adaptation did not beat the frozen base on the shifted task");
+    EXPECT(num(comp, "test_accuracy") > 0.10, "Compacter on the shifted task is not above chance");
+  }
+  cJSON_Delete(root);
+  /* Data files for the plots and the CSV exist. */
+  static const char *files[] = {"results.csv", "per_class_recall.dat", "rc_member.dat",
+                                "rc_dense.dat", "rc_ensemble.dat", "rc_cascade_threshold.dat",
+                                "rc_cascade_window.dat", "plots.gp"};
+  for (size_t i = 0; i < sizeof files / sizeof *files; ++i) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", argv[2], files[i]);
+    FILE *g = fopen(path, "r");
+    EXPECT(g != NULL, "missing output file %s", path);
+    if (g) fclose(g);
+  }
+  if (failures) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("pipeline results OK\n");
+  return 0;
+}
