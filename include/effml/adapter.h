@@ -1,6 +1,36 @@
 /**
  * @file effml/adapter.h
- * @brief Kronecker and low-rank adapters: PHM, Compacter (LPHM), LoRA, LoKr, adapter block (issue 4)
+ * @brief Kronecker and low-rank adapters: PHM, Compacter (LPHM with a shared
+ *        phm rule), Compacter++, LoRA, LoKr, the adapter block, and the
+ *        PEFT / AdapterHub files users already have (issue 4).
+ *
+ * PHM (Zhang et al., ICLR 2021) builds a weight as a sum of Kronecker
+ * products H = sum_i A_i (x) B_i; Compacter (Karimi Mahabadi et al., NeurIPS
+ * 2021, arXiv 2106.04647, eq. 5) makes each B_i = s_i t_i low rank and shares
+ * the "phm rule" A = [A_1..A_n] between every adapter of a model.  Every
+ * layer here is an effml_layer with the weight convention of the reference
+ * code: `y = x H + b`, H of shape `[in, out]` (the transpose of nn.Linear's
+ * weight).  The forward and backward passes never build H; they cost
+ * b*n*r*(k + d + n^2) multiply-adds for b rows (Compacter section 3.2).
+ * LoRA (Hu et al. 2021; PEFT layout) and LoKr (PEFT / LyCORIS) wrap a frozen
+ * dense base layer (`weight [out, in]`, PyTorch layout).
+ *
+ * @code
+ *   effml_phm_rule *A;  effml_phm_rule_create(ctx, 4, 1e-4, &A);   // shared A ~ N(0, 1e-4)
+ *   effml_adapter_options o;  effml_adapter_options_init(&o);      // Compacter defaults
+ *   effml_layer *ad;  effml_adapter_create(ctx, 768, &o, A, &ad);    // 768 -> 24 -> 768 + x
+ *   effml_phm_rule_free(A);                   // layers keep the rule alive
+ *   effml_layer_forward(ctx, ad, x, y, EFFML_MODE_TRAIN); ... effml_layer_free(ad);
+ * @endcode
+ *
+ * Threads: as layer.h -- one thread at a time per layer; a phm rule shared by
+ * several layers is written by each of their backward passes, so all layers
+ * that share a rule belong to one thread while training.  Inference
+ * (EFFML_MODE_INFER) only reads layers and rules.
+ *
+ * Randomness: initial values come from the context's generator, drawn in
+ * parameter order (rule, then W_left/W, then W_right), so one seed gives the
+ * same adapters on every platform and thread count.
  */
 #ifndef EFFML_ADAPTER_H
 #define EFFML_ADAPTER_H
@@ -12,6 +42,317 @@
 #include "layer.h"
 
 EFFML_BEGIN_DECLS
+
+/* ------------------------------------------------------------------------ */
+/* The phm rule A: [phm_dim, phm_dim, phm_dim], A_i = rule[i]                */
+/* ------------------------------------------------------------------------ */
+
+/** The Kronecker "multiplication rule" A (n matrices of n x n), shareable. */
+typedef struct effml_phm_rule effml_phm_rule;
+
+/**
+ * Create a phm rule A `[phm_dim, phm_dim, phm_dim]` (f32) with entries drawn
+ * from N(0, init_std^2) by the context generator (init_std = 0 gives zeros).
+ * Compacter's setting is init_std = 1e-4 (`phm_init_range`, configs/compacter.json).
+ * Its gradient tensor (same shape) collects dA from every layer that uses it;
+ * zero it (or any of those layers' gradients) before each step.
+ * Reference-counted: each layer made with it holds a reference, so
+ * effml_phm_rule_free() may be called as soon as the layers are built.
+ * @return EFFML_E_INVALID_ARG (NULL ctx/out, phm_dim < 1 or > 64, init_std < 0
+ *         or not finite), EFFML_E_NOMEM.  On error *out is untouched.
+ */
+EFFML_API effml_status effml_phm_rule_create(effml_context *ctx, int64_t phm_dim, double init_std,
+                                             effml_phm_rule **out);
+/** Drop the caller's reference; the rule is freed with its last user.  NULL is a no-op. */
+EFFML_API void effml_phm_rule_free(effml_phm_rule *rule);
+/** n (0 for NULL). */
+EFFML_API int64_t effml_phm_rule_dim(const effml_phm_rule *rule);
+/** Value `[n, n, n]` f32, rule[i][p][q] = A_i[p, q] (borrowed, writable, lives with the rule). */
+EFFML_API effml_tensor *effml_phm_rule_value(effml_phm_rule *rule);
+/** Gradient `[n, n, n]` f32 (borrowed, lives with the rule). */
+EFFML_API effml_tensor *effml_phm_rule_grad(effml_phm_rule *rule);
+
+/* ------------------------------------------------------------------------ */
+/* PHM / LPHM layers                                                         */
+/* ------------------------------------------------------------------------ */
+
+/** Initialisation of s_i, t_i (or full B_i), per 2-D slice, fan_in = columns, fan_out = rows. */
+#define EFFML_PHM_INIT_GLOROT_UNIFORM 0 /**< reference code: xavier uniform, gain sqrt(2) (default) */
+#define EFFML_PHM_INIT_GLOROT_NORMAL 1  /**< xavier normal, gain sqrt(2) */
+#define EFFML_PHM_INIT_NORMAL 2         /**< N(0, phm_init_range^2) */
+#define EFFML_PHM_INIT_ADAPTERS 3       /**< what AdapterHub actually does: xavier normal, gain 1 */
+
+/** Execution path of a PHM/LPHM layer. */
+#define EFFML_PHM_PATH_FACTORIZED 0   /**< never builds H: b*n*r*(k+d+n^2) MACs (default) */
+#define EFFML_PHM_PATH_MATERIALIZED 1 /**< builds H every call, then one GEMM (reference approach) */
+
+/** Options of effml_phm_create(); fill with effml_phm_options_init(). */
+typedef struct effml_phm_options {
+  uint32_t struct_size;  /**< sizeof(effml_phm_options), set by _init */
+  int64_t phm_dim;       /**< n, divides in and out (default 4); ignored when a shared rule is given */
+  int32_t factorized;    /**< 1: LPHM, B_i = s_i t_i (default; AdapterHub factorized_phm_W); 0: full B_i (PHM) */
+  int64_t rank;          /**< r >= 1 of s_i [in/n, r], t_i [r, out/n] (default 1; ignored when !factorized) */
+  int32_t bias;          /**< 1: bias "b" [out] (default 1) */
+  int32_t w_init;        /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
+  double phm_init_range; /**< std of EFFML_PHM_INIT_NORMAL (default 1e-4) */
+  double rule_init_std;  /**< std of a per-layer rule (no shared rule), default 0.01 as the reference */
+} effml_phm_options;
+
+/** Fill `opt` with the defaults above (struct_size set).  NULL is ignored. */
+EFFML_API void effml_phm_options_init(effml_phm_options *opt);
+
+/**
+ * Create a PHM (factorized = 0, kind "phm") or LPHM (kind "lphm") layer
+ * `y = x H + b`, x `[batch, in]`, y `[batch, out]`,
+ * H[p*kin+u, c*kout+v] = sum_i A_i[p,c] B_i[u,v], kin = in/n, kout = out/n
+ * (Compacter eqs. 3-5; REFERENCES 1.4).
+ * Parameters (AdapterHub PHMLayer names and shapes): LPHM "W_left"
+ * `[n, in/n, rank]` (s_i), "W_right" `[n, rank, out/n]` (t_i); PHM "W"
+ * `[n, in/n, out/n]`; "phm_rule" `[n, n, n]`; "b" `[out]` (zero) when bias.
+ * @param rule  shared rule (its n is used; the layer takes a reference), or
+ *              NULL for a per-layer rule owned by the layer, N(0, rule_init_std^2).
+ * @param opt   NULL for defaults.
+ * @return EFFML_E_INVALID_ARG (NULL, rank < 1, in/out < 1, phm_dim < 1,
+ *         bad w_init, negative ranges; message names the value),
+ *         EFFML_E_SHAPE (n does not divide in or out: "in_features=10 is not
+ *         a multiple of phm_dim=4"), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_phm_create(effml_context *ctx, int64_t in_features,
+                                        int64_t out_features, const effml_phm_options *opt,
+                                        effml_phm_rule *rule, effml_layer **out);
+
+/**
+ * Write H `[in, out]` (f32, caller-allocated, contiguous) of a "phm"/"lphm"
+ * layer: for inspection, export to a dense layer (weight = H transposed), or
+ * as the test oracle of the factorized path.  Cost n*in*out (+ in*out*r/n).
+ * @return EFFML_E_INVALID_ARG (not a PHM layer), EFFML_E_SHAPE, EFFML_E_DTYPE.
+ */
+EFFML_API effml_status effml_phm_materialize(effml_context *ctx, const effml_layer *layer,
+                                             effml_tensor *H);
+
+/** Choose EFFML_PHM_PATH_FACTORIZED or EFFML_PHM_PATH_MATERIALIZED (same results to f32 rounding). */
+EFFML_API effml_status effml_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path);
+
+/** The shared rule of a PHM/LPHM layer (borrowed), or NULL if it owns a per-layer rule. */
+EFFML_API effml_phm_rule *effml_phm_shared_rule(effml_layer *layer);
+
+/* ------------------------------------------------------------------------ */
+/* Adapter block: up(act(down(x))) + x                                       */
+/* ------------------------------------------------------------------------ */
+
+#define EFFML_ADAPTER_PROJ_LPHM 0  /**< Compacter: LPHM projections (default) */
+#define EFFML_ADAPTER_PROJ_PHM 1   /**< PHM-Adapter: full B_i */
+#define EFFML_ADAPTER_PROJ_DENSE 2 /**< Houlsby/Pfeiffer adapter: dense projections (n = 1) */
+
+/** Options of effml_adapter_create(); fill with effml_adapter_options_init(). */
+typedef struct effml_adapter_options {
+  uint32_t struct_size;     /**< sizeof(effml_adapter_options), set by _init */
+  int64_t reduction_factor; /**< bottleneck d = features / reduction_factor (default 32) */
+  int64_t bottleneck;       /**< if > 0, d itself (overrides reduction_factor); default 0 */
+  int32_t projection;       /**< EFFML_ADAPTER_PROJ_* (default LPHM) */
+  int32_t activation;       /**< EFFML_ACT_GELU_TANH (gelu_new, default), _GELU, _RELU, _SILU (swish) */
+  int64_t phm_dim;          /**< n for per-block rules (default 4) */
+  int64_t rank;             /**< r of the LPHM projections (default 1) */
+  int32_t w_init;           /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
+  double phm_init_range;    /**< see effml_phm_options (default 1e-4) */
+  int32_t residual;         /**< 1: add x (default 1) */
+  int32_t bias;             /**< 1: projections have biases (default 1) */
+} effml_adapter_options;
+
+/** Fill `opt` with the Compacter defaults above (struct_size set).  NULL is ignored. */
+EFFML_API void effml_adapter_options_init(effml_adapter_options *opt);
+
+/**
+ * Create an adapter block (kind "adapter"), x and y `[batch, features]`:
+ * y = up(act(down(x))) + x (Compacter eq. 2, HyperComplexAdapter), down:
+ * features -> d, up: d -> features.  Placement is the caller's: Compacter puts
+ * one after self-attention and one after the feed-forward block of every
+ * layer, Compacter++ only after the feed-forward block (docs/adapters.md).
+ * Parameters use AdapterHub names: "adapter_down.0.W_left", "adapter_down.0.W_right",
+ * "adapter_down.0.b", "adapter_up.W_left", "adapter_up.W_right", "adapter_up.b"
+ * ("…W" for PHM/dense projections; dense is W `[1, in, out]`), plus "phm_rule"
+ * for a shared rule (one entry) or "adapter_down.0.phm_rule"/"adapter_up.phm_rule"
+ * for per-projection rules.
+ * @param rule  shared rule (LPHM/PHM; the block holds a reference) or NULL:
+ *              per-projection rules of opt->phm_dim.  Ignored for DENSE.
+ * @return EFFML_E_INVALID_ARG (bad option values), EFFML_E_SHAPE (n does
+ *         not divide features or d; d < 1), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_create(effml_context *ctx, int64_t features,
+                                            const effml_adapter_options *opt,
+                                            effml_phm_rule *rule, effml_layer **out);
+/** The down / up projection of an adapter block (borrowed "phm"/"lphm" layers), or NULL. */
+EFFML_API effml_layer *effml_adapter_down(effml_layer *block);
+EFFML_API effml_layer *effml_adapter_up(effml_layer *block);
+
+/**
+ * Trainable parameters of one adapter block as built by effml_adapter_create()
+ * with `opt`, without a shared rule (which the caller counts once, n^3).
+ * Per-projection rules are included.  Compacter section 4: a model with L
+ * layers and 2 adapters per layer has 2L * count + n^3 = 4L(k + d) + n^3
+ * (biases excluded); the PHM-Adapter 4L(kd/n + n^3).
+ * @param include_bias  0: the paper's formulas; 1: what the layer holds.
+ * @return EFFML_E_INVALID_ARG / EFFML_E_SHAPE as effml_adapter_create().
+ */
+EFFML_API effml_status effml_adapter_count_params(effml_context *ctx, int64_t features,
+                                                  const effml_adapter_options *opt,
+                                                  int32_t shared_rule, int32_t include_bias,
+                                                  int64_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* LoRA                                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define EFFML_LORA_INIT_KAIMING_UNIFORM 0 /**< A ~ kaiming_uniform(a = sqrt 5) as PEFT (default) */
+#define EFFML_LORA_INIT_GAUSSIAN 1        /**< A ~ N(0, (1/r)^2), PEFT "gaussian" */
+
+/** Options of effml_lora_create(); fill with effml_lora_options_init(). */
+typedef struct effml_lora_options {
+  uint32_t struct_size; /**< sizeof(effml_lora_options), set by _init */
+  int64_t rank;         /**< r >= 1 (default 8, PEFT) */
+  double alpha;         /**< lora_alpha (default 8) */
+  int32_t use_rslora;   /**< 1: scaling alpha/sqrt(r) instead of alpha/r (default 0) */
+  int32_t init_a;       /**< EFFML_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
+  int32_t freeze_base;  /**< 1: base weight/bias frozen (default 1) */
+} effml_lora_options;
+
+/** Fill `opt` with PEFT's LoraConfig defaults (struct_size set).  NULL is ignored. */
+EFFML_API void effml_lora_options_init(effml_lora_options *opt);
+
+/**
+ * Wrap a dense base layer (a layer with parameter "weight" `[out, in]` and
+ * optionally "bias" `[out]`, e.g. effml_dense_create()) in LoRA (kind "lora"):
+ * y = x W^T + b + s (x A^T) B^T, A "lora_A.weight" `[r, in]`, B "lora_B.weight"
+ * `[out, r]` (zero), s = alpha/r (or alpha/sqrt(r)).  Hu et al. 2021 eq. 3;
+ * PEFT LoraLayer.  Parameters: "base_layer.weight", "base_layer.bias" (the
+ * base's own tensors), "lora_A.weight", "lora_B.weight".
+ * Ownership: on success the LoRA layer owns `base` (freed with it); on error
+ * the caller still owns it.
+ * @return EFFML_E_INVALID_ARG (NULL, rank < 1, alpha not finite, bad init_a,
+ *         base without "weight"), EFFML_E_SHAPE (base weight not 2-D or bias
+ *         not [out]), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_lora_create(effml_context *ctx, effml_layer *base,
+                                         const effml_lora_options *opt, effml_layer **out);
+/** Borrow the base layer of a LoRA or LoKr layer (NULL otherwise). */
+EFFML_API effml_layer *effml_lora_base(effml_layer *layer);
+/** Scaling s of a LoRA layer (0 if not LoRA). */
+EFFML_API double effml_lora_scaling(const effml_layer *layer);
+/**
+ * Merge: W <- W + s B A (PEFT merge); forward then costs one GEMM.  Unmerge
+ * subtracts the same product.  f32 rounding makes merge+unmerge inexact:
+ * effml_lora_merge_drift() measures it.
+ * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG (not LoRA).
+ */
+EFFML_API effml_status effml_lora_merge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_lora_unmerge(effml_context *ctx, effml_layer *layer);
+/** 1 if merged, else 0. */
+EFFML_API int32_t effml_lora_is_merged(const effml_layer *layer);
+/**
+ * Run `cycles` merge/unmerge cycles on a copy of the base weight and report
+ * max |W_after - W_before| (absolute) and that divided by max |W_before|.
+ * The layer is not modified.  @return EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_lora_merge_drift(effml_context *ctx, const effml_layer *layer,
+                                              int64_t cycles, double *max_abs_error,
+                                              double *max_rel_error);
+
+/**
+ * Load PEFT LoRA weights: `dir`/adapter_config.json (`r`, `lora_alpha`
+ * (default 8 when absent), `use_rslora`) and `dir`/adapter_model.safetensors,
+ * keys `module_names[i]` + ".lora_A.weight" `[r, in]` and ".lora_B.weight"
+ * `[out, r]` (PEFT's saved names, adapter name removed), e.g.
+ * "base_model.model.model.layers.0.self_attn.q_proj".  Sets each layer's A,
+ * B and scaling.  All-or-nothing: on error no layer changed.
+ * @return EFFML_E_IO (missing files), EFFML_E_FORMAT (bad JSON, r missing),
+ *         EFFML_E_NOT_FOUND (names the missing key), EFFML_E_SHAPE (config r or
+ *         a tensor's shape disagrees with the layer: names key and both shapes),
+ *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
+                                            effml_layer *const *layers,
+                                            const char *const *module_names);
+/**
+ * Save in PEFT's layout: `dir` (must exist)/adapter_model.safetensors (F32,
+ * metadata {"format": "pt"}) and adapter_config.json (peft_type "LORA", r,
+ * lora_alpha, use_rslora, target_modules = last name components, ...).
+ * All layers must share r, alpha and use_rslora (EFFML_E_INVALID_ARG otherwise).
+ */
+EFFML_API effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
+                                            effml_layer *const *layers,
+                                            const char *const *module_names,
+                                            const char *base_model_name_or_path);
+
+/* ------------------------------------------------------------------------ */
+/* AdapterHub Compacter files                                                */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Save adapter blocks with AdapterHub names: each block parameter under
+ * `prefixes[i]` + "." + name (e.g. prefix
+ * "bert.encoder.layer.0.output.adapters.task"), and a shared rule once
+ * under `phm_rule_key` (e.g. "bert.shared_parameters.task.phm_rule").
+ * Blocks must all share one rule, or all have per-projection rules
+ * (phm_rule_key then unused, may be NULL).  Metadata {"format": "pt"}.
+ */
+EFFML_API effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *path,
+                                                       int64_t n, effml_layer *const *blocks,
+                                                       const char *const *prefixes,
+                                                       const char *phm_rule_key);
+/**
+ * Load what effml_compacter_save_adapterhub() writes, or an AdapterHub
+ * `adapter.safetensors`.  All-or-nothing.
+ * @return EFFML_E_NOT_FOUND (names the missing key), EFFML_E_SHAPE (names the
+ *         key and both shapes), EFFML_E_IO, EFFML_E_FORMAT, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *path,
+                                                       int64_t n, effml_layer *const *blocks,
+                                                       const char *const *prefixes,
+                                                       const char *phm_rule_key);
+
+/* ------------------------------------------------------------------------ */
+/* LoKr                                                                      */
+/* ------------------------------------------------------------------------ */
+
+#define EFFML_LOKR_SCALE_PEFT 0    /**< scale = alpha / r always (PEFT, default) */
+#define EFFML_LOKR_SCALE_LYCORIS 1 /**< scale 1 when w1 and w2 are both full (LyCORIS) */
+
+/** Options of effml_lokr_create(); fill with effml_lokr_options_init(). */
+typedef struct effml_lokr_options {
+  uint32_t struct_size;     /**< sizeof(effml_lokr_options), set by _init */
+  int64_t rank;             /**< r >= 1 (default 8) */
+  double alpha;             /**< default 8 */
+  int32_t decompose_both;   /**< 1: also factor w1 when r < max(out_l, in_m)/2 (default 0) */
+  int64_t decompose_factor; /**< factorization cap, -1 = none (default) */
+  int32_t scale_convention; /**< EFFML_LOKR_SCALE_* (default PEFT) */
+  int32_t freeze_base;      /**< default 1 */
+} effml_lokr_options;
+
+/** Fill `opt` with PEFT's LoKrConfig defaults.  NULL is ignored. */
+EFFML_API void effml_lokr_options_init(effml_lokr_options *opt);
+
+/**
+ * PEFT's factorization(dim, factor): (m, n), m <= n, m * n = dim, closest
+ * to sqrt(dim) (factor > 0 dividing dim gives (factor, dim/factor)).
+ * Anchors: 256 -> (16,16); 128 -> (8,16); 127 -> (1,127); 128, 4 -> (4,32).
+ * @return EFFML_E_INVALID_ARG (dim < 1, NULL outputs).
+ */
+EFFML_API effml_status effml_lokr_factorization(int64_t dim, int64_t factor, int64_t *m,
+                                                int64_t *n);
+/**
+ * Wrap a dense base layer in LoKr (kind "lokr"): y = x W^T + b + x dW^T,
+ * dW = scale (w1 (x) w2) `[out, in]`, w1 `[out_l, in_m]`, w2 `[out_k, in_n]`
+ * (or low-rank w*_a w*_b), computed per row as scale * vec(w1 X w2^T) with
+ * X = x reshaped `[in_m, in_n]` (never building dW).  Parameters:
+ * "base_layer.weight", "base_layer.bias", "lokr_w1" or "lokr_w1_a"/"lokr_w1_b",
+ * "lokr_w2" or "lokr_w2_a"/"lokr_w2_b".  Init as PEFT: w1 (or w1_a) = 0,
+ * the others kaiming_uniform(a = sqrt 5).  Ownership of `base` as LoRA.
+ */
+EFFML_API effml_status effml_lokr_create(effml_context *ctx, effml_layer *base,
+                                         const effml_lokr_options *opt, effml_layer **out);
+/** Write dW `[out, in]` (scale included) of a LoKr layer (inspection, merge, tests). */
+EFFML_API effml_status effml_lokr_delta_weight(effml_context *ctx, const effml_layer *layer,
+                                               effml_tensor *dw);
 
 EFFML_END_DECLS
 

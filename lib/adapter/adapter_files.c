@@ -1,0 +1,347 @@
+/* Files of the Python tools (REFERENCES 1.13):
+ *  - PEFT LoRA: <dir>/adapter_config.json (r, lora_alpha, use_rslora) and
+ *    <dir>/adapter_model.safetensors with "<module>.lora_A.weight" [r, in] and
+ *    "<module>.lora_B.weight" [out, r] (adapter name removed, as PEFT saves).
+ *  - AdapterHub Compacter: "<prefix>.adapter_down.0.W_left" ... and the shared
+ *    rule once under e.g. "bert.shared_parameters.<name>.phm_rule".
+ * Loading is all-or-nothing: every key and shape is checked before any
+ * parameter is written. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+/* ---- a load plan: (file tensor -> parameter) pairs checked before copying ---- */
+
+typedef struct plan_item {
+  const effml_tensor *src;
+  effml_tensor *dst;
+} plan_item;
+
+static int is_float_dtype(int32_t dt) {
+  return dt == EFFML_F32 || dt == EFFML_F64 || dt == EFFML_F16 || dt == EFFML_BF16;
+}
+
+/* Find `key` in st and check it has dst's shape; message names key and both shapes. */
+static effml_status plan_add(effml_context *ctx, const effml_safetensors *st, const char *key,
+                             effml_tensor *dst, plan_item *items, int64_t *count) {
+  const effml_tensor *src = NULL;
+  effml_status s = effml_safetensors_get(ctx, st, key, &src);
+  if (s != EFFML_OK) return effml__err(ctx, EFFML_E_NOT_FOUND, "adapter file: missing key \"%s\"", key);
+  int same = src->ndim == dst->ndim;
+  for (int32_t d = 0; same && d < dst->ndim; ++d) same = src->shape[d] == dst->shape[d];
+  if (!same) {
+    char a[96], b[96];
+    return effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"%s\" has shape %s, the layer expects %s", key,
+                      effml__shape_str(src, a, sizeof a), effml__shape_str(dst, b, sizeof b));
+  }
+  if (!is_float_dtype(src->dtype))
+    return effml__err(ctx, EFFML_E_DTYPE, "adapter file: \"%s\" has dtype %s, expected a float type", key,
+                      effml_dtype_name(src->dtype));
+  items[*count].src = src;
+  items[*count].dst = dst;
+  (*count)++;
+  return EFFML_OK;
+}
+
+static effml_status plan_apply(effml_context *ctx, const plan_item *items, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) EFFML__TRY(effml_tensor_copy(ctx, items[i].dst, items[i].src));
+  return EFFML_OK;
+}
+
+static char *join3(effml_context *ctx, const char *a, const char *b, const char *c) {
+  size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
+  char *s = (char *)effml__malloc(ctx, la + lb + lc + 1);
+  if (s == NULL) return NULL;
+  memcpy(s, a, la);
+  memcpy(s + la, b, lb);
+  memcpy(s + la + lb, c, lc + 1);
+  return s;
+}
+
+static int32_t param_named(effml_layer *l, const char *name) {
+  for (int32_t i = 0; i < l->n_params; ++i)
+    if (strcmp(l->params[i].name, name) == 0) return i;
+  return -1;
+}
+
+/* ---- JSON helpers ---- */
+
+static effml_status read_text(effml_context *ctx, const char *path, char **out) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return effml__err(ctx, EFFML_E_IO, "cannot open \"%s\"", path);
+  char *buf = NULL;
+  long n = -1;
+  if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+  if (n >= 0 && n < (1L << 26) && fseek(f, 0, SEEK_SET) == 0) buf = (char *)effml__malloc(ctx, (size_t)n + 1);
+  if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    effml__free(ctx, buf);
+    fclose(f);
+    return effml__err(ctx, n < 0 || n >= (1L << 26) ? EFFML_E_IO : EFFML_E_NOMEM, "cannot read \"%s\"", path);
+  }
+  fclose(f);
+  buf[n] = '\0';
+  *out = buf;
+  return EFFML_OK;
+}
+
+/* ---- PEFT LoRA ---- */
+
+effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
+                                  effml_layer *const *layers, const char *const *module_names) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, layers);
+  EFFML__CHECK_NULL(ctx, module_names);
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_load_peft: n=%lld must be >= 1", (long long)n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (!effml__is_lora(layers[i]) || module_names[i] == NULL)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_load_peft: layers[%lld] is not a lora layer or has no module name",
+                        (long long)i);
+    if (effml_lora_is_merged(layers[i]))
+      return effml__err(ctx, EFFML_E_STATE, "effml_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
+  }
+  char *cfg_path = join3(ctx, dir, "/", "adapter_config.json");
+  char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
+  plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)(2 * n), sizeof *items);
+  char *text = NULL;
+  cJSON *cfg = NULL;
+  effml_safetensors *st = NULL;
+  effml_status s = EFFML_OK;
+  double r = 0, alpha = 8.0;
+  int32_t rslora = 0;
+  if (cfg_path == NULL || st_path == NULL || items == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
+  if (s == EFFML_OK) s = read_text(ctx, cfg_path, &text);
+  if (s == EFFML_OK) {
+    cfg = cJSON_Parse(text);
+    const cJSON *jr = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "r") : NULL;
+    const cJSON *ja = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "lora_alpha") : NULL;
+    const cJSON *js = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora") : NULL;
+    const cJSON *jt = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "peft_type") : NULL;
+    if (cfg == NULL || !cJSON_IsObject(cfg))
+      s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" is not a JSON object", cfg_path);
+    else if (cJSON_IsString(jt) && strcmp(jt->valuestring, "LORA") != 0)
+      s = effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": peft_type \"%s\" is not LORA", cfg_path, jt->valuestring);
+    else if (!cJSON_IsNumber(jr) || jr->valuedouble < 1 || jr->valuedouble != floor(jr->valuedouble))
+      s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\": \"r\" is missing or not a positive integer", cfg_path);
+    else {
+      r = jr->valuedouble;
+      if (cJSON_IsNumber(ja)) alpha = ja->valuedouble; /* PEFT's default lora_alpha is 8 */
+      rslora = cJSON_IsTrue(js);
+    }
+  }
+  if (s == EFFML_OK) s = effml_safetensors_load(ctx, st_path, EFFML_SAFETENSORS_COPY, &st);
+  int64_t count = 0;
+  for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
+    effml_layer *l = layers[i];
+    if ((int64_t)r != effml__lora_rank(l)) {
+      s = effml__err(ctx, EFFML_E_SHAPE, "adapter_config.json r=%lld but the layer for \"%s\" has rank=%lld",
+                     (long long)r, module_names[i], (long long)effml__lora_rank(l));
+      break;
+    }
+    char *ka = join3(ctx, module_names[i], ".lora_A.weight", "");
+    char *kb = join3(ctx, module_names[i], ".lora_B.weight", "");
+    if (ka == NULL || kb == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
+    if (s == EFFML_OK) s = plan_add(ctx, st, ka, effml_layer_param(l, param_named(l, "lora_A.weight")), items, &count);
+    if (s == EFFML_OK) s = plan_add(ctx, st, kb, effml_layer_param(l, param_named(l, "lora_B.weight")), items, &count);
+    effml__free(ctx, ka);
+    effml__free(ctx, kb);
+  }
+  if (s == EFFML_OK) s = plan_apply(ctx, items, count);
+  if (s == EFFML_OK)
+    for (int64_t i = 0; i < n; ++i) effml__lora_set_alpha(layers[i], alpha, rslora);
+  effml_safetensors_free(st);
+  cJSON_Delete(cfg);
+  effml__free(ctx, text);
+  effml__free(ctx, items);
+  effml__free(ctx, cfg_path);
+  effml__free(ctx, st_path);
+  return s;
+}
+
+static effml_status write_text(effml_context *ctx, const char *path, const char *text) {
+  FILE *f = fopen(path, "wb");
+  if (f == NULL) return effml__err(ctx, EFFML_E_IO, "cannot create \"%s\"", path);
+  size_t len = strlen(text);
+  int ok = fwrite(text, 1, len, f) == len;
+  ok = (fclose(f) == 0) && ok;
+  return ok ? EFFML_OK : effml__err(ctx, EFFML_E_IO, "cannot write \"%s\"", path);
+}
+
+effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
+                                  effml_layer *const *layers, const char *const *module_names,
+                                  const char *base_model_name_or_path) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, layers);
+  EFFML__CHECK_NULL(ctx, module_names);
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: n=%lld must be >= 1", (long long)n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (!effml__is_lora(layers[i]) || module_names[i] == NULL || module_names[i][0] == '\0')
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: layers[%lld] is not a lora layer or has no module name",
+                        (long long)i);
+    if (effml__lora_rank(layers[i]) != effml__lora_rank(layers[0]) ||
+        effml__lora_alpha(layers[i]) != effml__lora_alpha(layers[0]) ||
+        effml__lora_rslora(layers[i]) != effml__lora_rslora(layers[0]))
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: layers[%lld] has another r/alpha/use_rslora than layers[0] (one adapter_config.json holds one)",
+                        (long long)i);
+  }
+  char **names = (char **)effml__calloc(ctx, (size_t)(2 * n), sizeof *names);
+  const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)(2 * n), sizeof *ts);
+  char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
+  char *cfg_path = join3(ctx, dir, "/", "adapter_config.json");
+  effml_status s = EFFML_OK;
+  if (names == NULL || ts == NULL || st_path == NULL || cfg_path == NULL)
+    s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+  for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
+    names[2 * i] = join3(ctx, module_names[i], ".lora_A.weight", "");
+    names[2 * i + 1] = join3(ctx, module_names[i], ".lora_B.weight", "");
+    if (names[2 * i] == NULL || names[2 * i + 1] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+    ts[2 * i] = effml_layer_param(layers[i], param_named(layers[i], "lora_A.weight"));
+    ts[2 * i + 1] = effml_layer_param(layers[i], param_named(layers[i], "lora_B.weight"));
+  }
+  if (s == EFFML_OK) {
+    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+    s = effml_safetensors_save(ctx, st_path, 2 * n, (const char *const *)names, ts, 1, mk, mv);
+  }
+  if (s == EFFML_OK) {
+    /* adapter_config.json with LoraConfig's fields (peft src/peft/tuners/lora/config.py) */
+    cJSON *c = cJSON_CreateObject(), *tm = cJSON_CreateArray();
+    for (int64_t i = 0; c && tm && i < n; ++i) {
+      const char *last = strrchr(module_names[i], '.');
+      last = last ? last + 1 : module_names[i];
+      int dup = 0;
+      for (int64_t j = 0; j < cJSON_GetArraySize(tm); ++j)
+        dup |= strcmp(cJSON_GetArrayItem(tm, (int)j)->valuestring, last) == 0;
+      if (!dup) cJSON_AddItemToArray(tm, cJSON_CreateString(last));
+    }
+    char *text = NULL;
+    if (c && tm) {
+      cJSON_AddItemToObject(c, "alpha_pattern", cJSON_CreateObject());
+      cJSON_AddStringToObject(c, "base_model_name_or_path", base_model_name_or_path ? base_model_name_or_path : "");
+      cJSON_AddStringToObject(c, "bias", "none");
+      cJSON_AddFalseToObject(c, "fan_in_fan_out");
+      cJSON_AddTrueToObject(c, "inference_mode");
+      cJSON_AddTrueToObject(c, "init_lora_weights");
+      cJSON_AddNumberToObject(c, "lora_alpha", effml__lora_alpha(layers[0]));
+      cJSON_AddNumberToObject(c, "lora_dropout", 0.0);
+      cJSON_AddNullToObject(c, "modules_to_save");
+      cJSON_AddStringToObject(c, "peft_type", "LORA");
+      cJSON_AddNumberToObject(c, "r", (double)effml__lora_rank(layers[0]));
+      cJSON_AddItemToObject(c, "rank_pattern", cJSON_CreateObject());
+      cJSON_AddItemToObject(c, "target_modules", tm);
+      tm = NULL;
+      cJSON_AddNullToObject(c, "task_type");
+      cJSON_AddFalseToObject(c, "use_dora");
+      cJSON_AddBoolToObject(c, "use_rslora", effml__lora_rslora(layers[0]));
+      text = cJSON_Print(c);
+    }
+    s = text ? write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+    free(text);
+    cJSON_Delete(tm);
+    cJSON_Delete(c);
+  }
+  for (int64_t i = 0; names && i < 2 * n; ++i) effml__free(ctx, names[i]);
+  effml__free(ctx, names);
+  effml__free(ctx, ts);
+  effml__free(ctx, st_path);
+  effml__free(ctx, cfg_path);
+  return s;
+}
+
+/* ---- AdapterHub Compacter ---- */
+
+/* The shared rule value of a block ("phm_rule" entry), or NULL for per-projection rules. */
+static effml_tensor *block_rule(effml_layer *b) {
+  int32_t i = param_named(b, "phm_rule");
+  return i >= 0 ? effml_layer_param(b, i) : NULL;
+}
+
+static effml_status check_blocks(effml_context *ctx, const char *fn, int64_t n, effml_layer *const *blocks,
+                                 const char *const *prefixes, const char *phm_rule_key,
+                                 effml_tensor **rule) {
+  EFFML__CHECK_NULL(ctx, blocks);
+  EFFML__CHECK_NULL(ctx, prefixes);
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: n=%lld must be >= 1", fn, (long long)n);
+  *rule = NULL;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!effml__is_adapter(blocks[i]) || prefixes[i] == NULL)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: blocks[%lld] is not an adapter block or has no prefix", fn, (long long)i);
+    effml_tensor *r = block_rule(blocks[i]);
+    if (i == 0) *rule = r;
+    else if (r != *rule)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: blocks[%lld] does not share blocks[0]'s phm rule", fn, (long long)i);
+  }
+  if (*rule && (phm_rule_key == NULL || phm_rule_key[0] == '\0'))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: the blocks share a phm rule, so phm_rule_key must be given", fn);
+  return EFFML_OK;
+}
+
+effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *path, int64_t n,
+                                             effml_layer *const *blocks, const char *const *prefixes,
+                                             const char *phm_rule_key) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, path);
+  effml_tensor *rule = NULL;
+  EFFML__TRY(check_blocks(ctx, "effml_compacter_save_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
+  int64_t total = rule ? 1 : 0;
+  for (int64_t i = 0; i < n; ++i) total += blocks[i]->n_params - (rule ? 1 : 0);
+  char **names = (char **)effml__calloc(ctx, (size_t)total, sizeof *names);
+  const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)total, sizeof *ts);
+  effml_status s = (names && ts) ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+  int64_t k = 0;
+  for (int64_t i = 0; s == EFFML_OK && i < n; ++i)
+    for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
+      const char *pn = blocks[i]->params[j].name;
+      if (rule && strcmp(pn, "phm_rule") == 0) continue;
+      names[k] = join3(ctx, prefixes[i], ".", pn);
+      ts[k] = effml_layer_param(blocks[i], j);
+      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+    }
+  if (s == EFFML_OK && rule) {
+    names[k] = join3(ctx, phm_rule_key, "", "");
+    ts[k] = rule;
+    if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+  }
+  if (s == EFFML_OK) {
+    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+    s = effml_safetensors_save(ctx, path, k, (const char *const *)names, ts, 1, mk, mv);
+  }
+  for (int64_t i = 0; names && i < total; ++i) effml__free(ctx, names[i]);
+  effml__free(ctx, names);
+  effml__free(ctx, ts);
+  return s;
+}
+
+effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *path, int64_t n,
+                                             effml_layer *const *blocks, const char *const *prefixes,
+                                             const char *phm_rule_key) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, path);
+  effml_tensor *rule = NULL;
+  EFFML__TRY(check_blocks(ctx, "effml_compacter_load_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
+  int64_t total = 1;
+  for (int64_t i = 0; i < n; ++i) total += blocks[i]->n_params;
+  plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)total, sizeof *items);
+  if (items == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_load_adapterhub: out of memory");
+  effml_safetensors *st = NULL;
+  effml_status s = effml_safetensors_load(ctx, path, EFFML_SAFETENSORS_COPY, &st);
+  int64_t count = 0;
+  for (int64_t i = 0; s == EFFML_OK && i < n; ++i)
+    for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
+      const char *pn = blocks[i]->params[j].name;
+      if (rule && strcmp(pn, "phm_rule") == 0) continue;
+      char *key = join3(ctx, prefixes[i], ".", pn);
+      s = key ? plan_add(ctx, st, key, effml_layer_param(blocks[i], j), items, &count)
+              : effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_load_adapterhub: out of memory");
+      effml__free(ctx, key);
+    }
+  if (s == EFFML_OK && rule) s = plan_add(ctx, st, phm_rule_key, rule, items, &count);
+  if (s == EFFML_OK) s = plan_apply(ctx, items, count);
+  effml_safetensors_free(st);
+  effml__free(ctx, items);
+  return s;
+}

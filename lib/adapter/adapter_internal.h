@@ -1,0 +1,110 @@
+/*
+ * Internal state shared by the adapter files (lib/adapter/).  The maths of
+ * each kernel is in the file named after it:
+ *   phm_rule.c          the shared rule A (refcounted)
+ *   phm.c               PHM/LPHM layer: construction, init, path switch
+ *   phm_factorized.c    forward/backward that never build H (REFERENCES 1.5-1.6)
+ *   phm_materialized.c  H = sum_i A_i (x) B_i, and the reference forward/backward
+ *   adapter_block.c     up(act(down(x))) + x
+ *   lora.c, lokr.c      low-rank / Kronecker deltas over a dense base
+ *   adapter_count.c     parameter formulas
+ *   peft_io.c, adapterhub_io.c  files of the Python tools
+ */
+#ifndef EFFML_ADAPTER_INTERNAL_H
+#define EFFML_ADAPTER_INTERNAL_H
+
+#include "../nn/layer_internal.h"
+
+struct effml_phm_rule {
+  effml_context *ctx;
+  int64_t n;
+  int32_t refs;
+  effml_tensor *value; /* [n, n, n] */
+  effml_tensor *grad;  /* [n, n, n] */
+};
+
+/* Take one more reference (the layer that uses the rule). */
+EFFML__HIDDEN void effml__phm_rule_retain(effml_phm_rule *rule);
+
+/* A PHM (r == 0, full B_i) or LPHM (r >= 1, B_i = s_i t_i) projection. */
+typedef struct effml__phm {
+  int64_t n, r, kin, kout;
+  int32_t path;        /* EFFML_PHM_PATH_* */
+  int32_t fixed_rule;  /* 1: A = [[[1]]] (n = 1, no rule parameter: a dense projection) */
+  effml_phm_rule *rule; /* shared rule (reference held) or NULL */
+  int32_t i_rule, i_wl, i_wr, i_w, i_b; /* param indices, -1 if absent */
+  /* kept between a TRAIN forward and its backward */
+  const float *x;      /* borrowed input [b, in] */
+  int64_t batch;
+  float *P, *Q;        /* factorized: [b*n, n*r] (LPHM) or Z [b*n, n*kout] (PHM) */
+  size_t cap_pq;       /* floats in each of P and Q */
+  float *H;            /* materialized path: H [in, out] of the last forward */
+} effml__phm;
+
+/* Create a PHM/LPHM layer; fixed_rule builds the n = 1 dense projection used
+ * by the adapter block (no "phm_rule" parameter). */
+EFFML__HIDDEN effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
+                                             const effml_phm_options *opt, effml_phm_rule *rule,
+                                             int32_t fixed_rule, effml_layer **out_layer);
+/* 1 if the layer is a PHM/LPHM layer. */
+EFFML__HIDDEN int effml__is_phm(const effml_layer *l);
+/* Rule values A [n,n,n] of the layer (the constant 1 for fixed_rule). */
+EFFML__HIDDEN const float *effml__phm_rule_f32(const effml_layer *l);
+/* Gradient buffer of A, or NULL if A is fixed or frozen in this layer. */
+EFFML__HIDDEN float *effml__phm_rule_grad_f32(effml_layer *l);
+/* Trainable flag of param index i (0 if i < 0). */
+EFFML__HIDDEN int effml__param_trainable(effml_layer *l, int32_t i);
+
+/* Factorized kernels (phm_factorized.c).  x [b, in] -> y [b, out]. */
+EFFML__HIDDEN effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l,
+                                                         const float *x, int64_t b, float *y,
+                                                         int32_t mode);
+EFFML__HIDDEN effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l,
+                                                          const float *dy, float *dx);
+/* Materialized kernels (phm_materialized.c). */
+EFFML__HIDDEN effml_status effml__phm_build_H(effml_context *ctx, const effml_layer *l, float *H);
+EFFML__HIDDEN effml_status effml__phm_forward_materialized(effml_context *ctx, effml_layer *l,
+                                                           const float *x, int64_t b, float *y,
+                                                           int32_t mode);
+EFFML__HIDDEN effml_status effml__phm_backward_materialized(effml_context *ctx, effml_layer *l,
+                                                            const float *dy, float *dx);
+
+/* A dense base layer as LoRA/LoKr see it: weight [out, in], bias [out] or NULL. */
+typedef struct effml__dense_base {
+  effml_layer *layer;   /* owned */
+  int32_t i_weight, i_bias; /* indices in the wrapper's param list */
+} effml__dense_base;
+
+/* Check `base` has "weight" [out, in] (and optional "bias" [out]); give in, out. */
+EFFML__HIDDEN effml_status effml__wrap_dense_base(effml_context *ctx, effml_layer *base,
+                                                  int64_t *in, int64_t *out);
+/* Register base's weight and bias as "base_layer.weight" and "base_layer.bias" of `l`
+ * (trainable = !freeze); `l` takes ownership of `base` when this succeeds. */
+EFFML__HIDDEN effml_status effml__register_dense_base(effml_context *ctx, effml_layer *l,
+                                                      effml_layer *base, int32_t freeze,
+                                                      effml__dense_base *db);
+/* y = x W^T + b (W [out, in]) for b rows; dx = dy W (beta 0) and base grads if trainable. */
+EFFML__HIDDEN void effml__dense_base_forward(effml_layer *l, const effml__dense_base *db,
+                                             const float *x, int64_t b, float *y);
+EFFML__HIDDEN void effml__dense_base_backward(effml_layer *l, const effml__dense_base *db,
+                                              const float *x, const float *dy, int64_t b,
+                                              float *dx);
+
+/* LoRA internals for the PEFT loader: rank, and set alpha/use_rslora (recomputes the scaling). */
+EFFML__HIDDEN int effml__is_lora(const effml_layer *layer);
+EFFML__HIDDEN int64_t effml__lora_rank(const effml_layer *layer);
+EFFML__HIDDEN double effml__lora_alpha(const effml_layer *layer);
+EFFML__HIDDEN int32_t effml__lora_rslora(const effml_layer *layer);
+EFFML__HIDDEN void effml__lora_set_alpha(effml_layer *layer, double alpha, int32_t use_rslora);
+/* 1 if the layer is an adapter block. */
+EFFML__HIDDEN int effml__is_adapter(const effml_layer *layer);
+
+/* Base layer of a LoKr layer, or NULL. */
+EFFML__HIDDEN effml_layer *effml__lokr_base(effml_layer *layer);
+
+/* kaiming_uniform_(a) of PyTorch on a 2-D [rows, cols] tensor: bound = gain*sqrt(3/fan_in),
+ * gain = sqrt(2/(1+a^2)), fan_in = cols.  From the context generator. */
+EFFML__HIDDEN void effml__init_kaiming_uniform(effml_context *ctx, float *w, int64_t rows,
+                                               int64_t cols, double a);
+
+#endif /* EFFML_ADAPTER_INTERNAL_H */

@@ -1,0 +1,95 @@
+/* The frozen dense base under LoRA and LoKr: any layer with parameters
+ * "weight" [out, in] (PyTorch nn.Linear layout) and optionally "bias" [out],
+ * e.g. effml_dense_create().  The wrapper owns the base layer and exposes its
+ * tensors as "base_layer.weight"/"base_layer.bias" (PEFT's in-memory names). */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+static int32_t find_param(const effml_layer *l, const char *name) {
+  for (int32_t i = 0; i < effml_layer_num_params(l); ++i)
+    if (strcmp(effml_layer_param_name(l, i), name) == 0) return i;
+  return -1;
+}
+
+effml_status effml__wrap_dense_base(effml_context *ctx, effml_layer *base, int64_t *in,
+                                    int64_t *out) {
+  EFFML__CHECK_NULL(ctx, base);
+  int32_t iw = find_param(base, "weight"), ib = find_param(base, "bias");
+  if (iw < 0)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "base layer (%s) has no parameter \"weight\"",
+                      effml_layer_kind(base));
+  const effml_tensor *w = effml_layer_param(base, iw);
+  if (w->ndim != 2 || w->dtype != EFFML_F32)
+    return effml__err(ctx, EFFML_E_SHAPE, "base layer weight must be f32 [out, in], got %d dims",
+                      (int)w->ndim);
+  if (ib >= 0) {
+    const effml_tensor *bb = effml_layer_param(base, ib);
+    if (bb->ndim != 1 || bb->shape[0] != w->shape[0])
+      return effml__err(ctx, EFFML_E_SHAPE, "base layer bias must be [%lld]", (long long)w->shape[0]);
+  }
+  *out = w->shape[0];
+  *in = w->shape[1];
+  return EFFML_OK;
+}
+
+effml_status effml__register_dense_base(effml_context *ctx, effml_layer *l, effml_layer *base,
+                                        int32_t freeze, effml__dense_base *db) {
+  int32_t iw = find_param(base, "weight"), ib = find_param(base, "bias");
+  db->layer = NULL;
+  db->i_weight = db->i_bias = -1;
+  effml__param *pw = effml__layer_param_entry(base, iw);
+  EFFML__TRY(effml__layer_add_shared_param(ctx, l, "base_layer.weight", pw->value, pw->grad, !freeze));
+  db->i_weight = l->n_params - 1;
+  l->params[db->i_weight].origin = pw; /* the trainable flag is the base's own */
+  if (ib >= 0) {
+    effml__param *pb = effml__layer_param_entry(base, ib);
+    EFFML__TRY(effml__layer_add_shared_param(ctx, l, "base_layer.bias", pb->value, pb->grad, !freeze));
+    db->i_bias = l->n_params - 1;
+    l->params[db->i_bias].origin = pb;
+    pb->trainable = !freeze;
+  }
+  pw->trainable = !freeze;
+  db->layer = base;
+  return EFFML_OK;
+}
+
+void effml__dense_base_forward(effml_layer *l, const effml__dense_base *db, const float *x,
+                               int64_t b, float *y) {
+  int64_t in = l->in_features, out = l->out_features;
+  const float *W = effml__param_f32(l, db->i_weight);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)in, 1.0f, x, (int)in,
+              W, (int)in, 0.0f, y, (int)out);
+  if (db->i_bias >= 0) {
+    const float *bias = effml__param_f32(l, db->i_bias);
+    for (int64_t r = 0; r < b; ++r)
+      for (int64_t j = 0; j < out; ++j) y[r * out + j] += bias[j];
+  }
+}
+
+void effml__dense_base_backward(effml_layer *l, const effml__dense_base *db, const float *x,
+                                const float *dy, int64_t b, float *dx) {
+  int64_t in = l->in_features, out = l->out_features;
+  const float *W = effml__param_f32(l, db->i_weight);
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)out, 1.0f, dy,
+                (int)out, W, (int)in, 0.0f, dx, (int)in);
+  if (effml__param_trainable(l, db->i_weight))
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)b, 1.0f, dy,
+                (int)out, x, (int)in, 1.0f, effml__grad_f32(l, db->i_weight), (int)in);
+  if (db->i_bias >= 0 && effml__param_trainable(l, db->i_bias)) {
+    float *g = effml__grad_f32(l, db->i_bias);
+    for (int64_t r = 0; r < b; ++r)
+      for (int64_t j = 0; j < out; ++j) g[j] += dy[r * out + j];
+  }
+}
+
+void effml__init_kaiming_uniform(effml_context *ctx, float *w, int64_t rows, int64_t cols,
+                                 double a) {
+  double gain = sqrt(2.0 / (1.0 + a * a)), bound = gain * sqrt(3.0 / (double)cols);
+  effml__rng *g = effml__ctx_rng(ctx);
+  for (int64_t i = 0; i < rows * cols; ++i)
+    w[i] = (float)(bound * (2.0 * effml__rng_uniform(g) - 1.0));
+}

@@ -1,0 +1,258 @@
+/* Factorized PHM/LPHM forward and backward: H is never built
+ * (REFERENCES 1.5-1.6, Compacter section 3.2).
+ *
+ * Per row, X = reshape_r(x, n, kin) and y = vec_r(sum_i A_i^T X B_i).  Over a
+ * batch of b rows, X_all = x viewed as [b*n, kin] (no copy):
+ *   LPHM (B_i = s_i t_i):
+ *     1. P = X_all S,         S = [s_1 .. s_n] [kin, n*r]        b*n*r*k MACs
+ *     2. Q_i = A_i^T P_i per row (block i of P/Q: n x r)          b*n^3*r
+ *     3. Y_all = Q T,          T = [t_1; ..; t_n] = W_right        b*n*r*d
+ *   PHM (full B_i):
+ *     1. Z = X_all Bcat,       Bcat = [B_1 .. B_n] [kin, n*kout]  b*k*d
+ *     2. Y_row = sum_i A_i^T Z_i,row                               b*n^2*d
+ * Backward (dY_all = dy viewed [b*n, kout]):
+ *   dQ = dY T^T; dT += Q^T dY; dA_i += sum_rows P_i dQ_i^T;
+ *   dP_i = A_i dQ_i; dS += X_all^T dP; dX_all = dP S^T; db += sum_rows dy.
+ * Row-parallel loops write disjoint rows; the dA sum runs in row order, so
+ * results do not depend on the thread count. */
+#include <cblas.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+/* ---- packing: W_left [n, kin, r] <-> S [kin, n*r]; W [n, kin, kout] <-> Bcat ---- */
+
+static void pack_cols(const float *w, int64_t n, int64_t rows, int64_t c, float *S) {
+  int64_t nc = n * c;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t u = 0; u < rows; ++u)
+      memcpy(S + u * nc + i * c, w + (i * rows + u) * c, (size_t)c * sizeof(float));
+}
+
+static void unpack_add_cols(const float *S, int64_t n, int64_t rows, int64_t c, float *gw) {
+  int64_t nc = n * c;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t u = 0; u < rows; ++u) {
+      float *g = gw + (i * rows + u) * c;
+      const float *s = S + u * nc + i * c;
+      for (int64_t j = 0; j < c; ++j) g[j] += s[j];
+    }
+}
+
+/* ---- stage 2 (the mixing by A), row-parallel ---- */
+
+typedef struct mix_args {
+  const float *A; /* [n, n, n] */
+  const float *in;
+  float *out;
+  int64_t n, c; /* c = r (LPHM) or kout (PHM) */
+  int transpose; /* 1: out_c = sum_a A_i[a,c] in_a (forward); 0: out_a = sum_c A_i[a,c] in_c */
+  int sum_i;     /* PHM forward: out [n, kout] = sum over i; PHM backward: in [n, kout] */
+} mix_args;
+
+/* LPHM: in/out rows are [n (a or c), n*r (i, j)].
+ * PHM forward: in Z_row [n (a), n*kout (i, v)] -> out Y_row [n (c), kout].
+ * PHM backward: in dY_row [n (c), kout] -> out dZ_row [n (a), n*kout (i, v)]. */
+static void mix_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  const mix_args *m = (const mix_args *)arg;
+  int64_t n = m->n, c = m->c, nc = n * c;
+  (void)worker;
+  for (int64_t row = begin; row < end; ++row) {
+    if (!m->sum_i) { /* LPHM, both directions */
+      const float *in = m->in + row * n * nc;
+      float *out = m->out + row * n * nc;
+      memset(out, 0, (size_t)(n * nc) * sizeof(float));
+      for (int64_t q = 0; q < n; ++q)     /* output block row */
+        for (int64_t p = 0; p < n; ++p)   /* input block row */
+          for (int64_t i = 0; i < n; ++i) {
+            /* forward: out[q=c] += A_i[p=a, q=c] in[p=a]; backward: out[q=a] += A_i[q=a, p=c] in[p=c] */
+            float a = m->transpose ? m->A[(i * n + p) * n + q] : m->A[(i * n + q) * n + p];
+            if (a == 0.0f) continue;
+            const float *s = in + p * nc + i * c;
+            float *d = out + q * nc + i * c;
+            for (int64_t j = 0; j < c; ++j) d[j] += a * s[j];
+          }
+    } else if (m->transpose) { /* PHM forward */
+      const float *z = m->in + row * n * nc;
+      float *y = m->out + row * nc;
+      memset(y, 0, (size_t)nc * sizeof(float));
+      for (int64_t cc = 0; cc < n; ++cc)
+        for (int64_t a = 0; a < n; ++a)
+          for (int64_t i = 0; i < n; ++i) {
+            float w = m->A[(i * n + a) * n + cc];
+            const float *s = z + a * nc + i * c;
+            float *d = y + cc * c;
+            for (int64_t v = 0; v < c; ++v) d[v] += w * s[v];
+          }
+    } else { /* PHM backward: dZ[a, (i, v)] = sum_c A_i[a, c] dY[c, v] */
+      const float *dyr = m->in + row * nc;
+      float *dz = m->out + row * n * nc;
+      memset(dz, 0, (size_t)(n * nc) * sizeof(float));
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t cc = 0; cc < n; ++cc) {
+            float w = m->A[(i * n + a) * n + cc];
+            const float *s = dyr + cc * c;
+            float *d = dz + a * nc + i * c;
+            for (int64_t v = 0; v < c; ++v) d[v] += w * s[v];
+          }
+    }
+  }
+}
+
+static effml_status run_mix(effml_context *ctx, const float *A, const float *in, float *out,
+                            int64_t b, int64_t n, int64_t c, int transpose, int sum_i) {
+  mix_args m = {A, in, out, n, c, transpose, sum_i};
+  int64_t per_row = n * n * n * c;
+  int64_t min_chunk = per_row > 0 ? (1 << 16) / per_row + 1 : b;
+  return effml__parallel_for(ctx, b, min_chunk, mix_rows, &m);
+}
+
+/* dA_i[a, c] += sum_rows sum_j L[(row, a), (i, j)] R[(row, c), (i, j)]  (L, R: [b*n, n*c]).
+ * For PHM, R is dY [b*n, kout] shared by every i (r_shared = 1). */
+static void accumulate_dA(float *dA, const float *L, const float *R, int64_t b, int64_t n,
+                          int64_t c, int r_shared) {
+  int64_t nc = n * c, rstride = r_shared ? c : nc;
+  for (int64_t row = 0; row < b; ++row) {
+    const float *Lr = L + row * n * nc;
+    const float *Rr = R + row * n * rstride;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t a = 0; a < n; ++a) {
+        const float *l = Lr + a * nc + i * c;
+        for (int64_t cc = 0; cc < n; ++cc) {
+          const float *rr = Rr + cc * rstride + (r_shared ? 0 : i * c);
+          double s = 0;
+          for (int64_t j = 0; j < c; ++j) s += (double)l[j] * rr[j];
+          dA[(i * n + a) * n + cc] += (float)s;
+        }
+      }
+  }
+}
+
+static void add_bias(float *y, const float *bias, int64_t b, int64_t out) {
+  for (int64_t row = 0; row < b; ++row)
+    for (int64_t j = 0; j < out; ++j) y[row * out + j] += bias[j];
+}
+
+static void bias_grad(float *db, const float *dy, int64_t b, int64_t out) {
+  for (int64_t row = 0; row < b; ++row)
+    for (int64_t j = 0; j < out; ++j) db[j] += dy[row * out + j];
+}
+
+/* Grow the kept buffers P, Q to `need` floats each. */
+static effml_status keep_buffers(effml_context *ctx, effml__phm *p, size_t need) {
+  if (p->cap_pq >= need && p->P && p->Q) return EFFML_OK;
+  effml__free(ctx, p->P);
+  effml__free(ctx, p->Q);
+  p->P = (float *)effml__malloc(ctx, need * sizeof(float));
+  p->Q = (float *)effml__malloc(ctx, need * sizeof(float));
+  p->cap_pq = (p->P && p->Q) ? need : 0;
+  if (!p->cap_pq) return effml__err(ctx, EFFML_E_NOMEM, "phm forward: out of memory for %zu floats", need);
+  return EFFML_OK;
+}
+
+effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, const float *x,
+                                           int64_t b, float *y, int32_t mode) {
+  effml__phm *p = (effml__phm *)l->impl;
+  int64_t n = p->n, r = p->r, kin = p->kin, kout = p->kout, bn = b * n;
+  int64_t c = r ? r : kout, nc = n * c; /* columns of one block of P (LPHM) or Z (PHM) */
+  size_t need = (size_t)bn * (size_t)nc;
+  float *P, *Q, *S = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
+  float *tmpP = NULL, *tmpQ = NULL;
+  if (S == NULL) return effml__err(ctx, EFFML_E_NOMEM, "phm forward: out of memory");
+  if (mode == EFFML_MODE_TRAIN) {
+    effml_status st = keep_buffers(ctx, p, need);
+    if (st != EFFML_OK) {
+      effml__free(ctx, S);
+      return st;
+    }
+    P = p->P;
+    Q = p->Q;
+  } else {
+    P = tmpP = (float *)effml__malloc(ctx, need * sizeof(float));
+    Q = tmpQ = r ? (float *)effml__malloc(ctx, need * sizeof(float)) : NULL;
+    if (P == NULL || (r && Q == NULL)) {
+      effml__free(ctx, S);
+      effml__free(ctx, tmpP);
+      effml__free(ctx, tmpQ);
+      return effml__err(ctx, EFFML_E_NOMEM, "phm forward: out of memory");
+    }
+  }
+  const float *A = effml__phm_rule_f32(l);
+  effml_status st;
+  if (r) {
+    pack_cols(effml__param_f32(l, p->i_wl), n, kin, r, S);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bn, (int)nc, (int)kin, 1.0f, x,
+                (int)kin, S, (int)nc, 0.0f, P, (int)nc);
+    st = run_mix(ctx, A, P, Q, b, n, r, 1, 0);
+    if (st == EFFML_OK)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bn, (int)kout, (int)nc, 1.0f, Q,
+                  (int)nc, effml__param_f32(l, p->i_wr), (int)kout, 0.0f, y, (int)kout);
+  } else {
+    pack_cols(effml__param_f32(l, p->i_w), n, kin, kout, S);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bn, (int)nc, (int)kin, 1.0f, x,
+                (int)kin, S, (int)nc, 0.0f, P, (int)nc);
+    st = run_mix(ctx, A, P, y, b, n, kout, 1, 1);
+  }
+  if (st == EFFML_OK && p->i_b >= 0) add_bias(y, effml__param_f32(l, p->i_b), b, l->out_features);
+  effml__free(ctx, S);
+  effml__free(ctx, tmpP);
+  effml__free(ctx, tmpQ);
+  if (st == EFFML_OK && mode == EFFML_MODE_TRAIN) {
+    p->x = x;
+    p->batch = b;
+  }
+  return st;
+}
+
+effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, const float *dy,
+                                            float *dx) {
+  effml__phm *p = (effml__phm *)l->impl;
+  int64_t n = p->n, r = p->r, kin = p->kin, kout = p->kout, b = p->batch, bn = b * n;
+  int64_t c = r ? r : kout, nc = n * c;
+  const float *A = effml__phm_rule_f32(l);
+  float *gA = effml__phm_rule_grad_f32(l);
+  int32_t iw = r ? p->i_wl : p->i_w;
+  int tw = effml__param_trainable(l, iw);
+  float *S = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
+  float *dS = tw ? (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float)) : NULL;
+  float *dQ = r ? (float *)effml__malloc(ctx, (size_t)(bn * nc) * sizeof(float)) : NULL;
+  float *dP = (float *)effml__malloc(ctx, (size_t)(bn * nc) * sizeof(float));
+  effml_status st = EFFML_OK;
+  if (S == NULL || dP == NULL || (tw && dS == NULL) || (r && dQ == NULL)) {
+    st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
+    goto done;
+  }
+  pack_cols(effml__param_f32(l, iw), n, kin, c, S);
+  if (r) {
+    const float *T = effml__param_f32(l, p->i_wr);
+    /* dQ = dY T^T; dT += Q^T dY */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bn, (int)nc, (int)kout, 1.0f, dy,
+                (int)kout, T, (int)kout, 0.0f, dQ, (int)nc);
+    if (effml__param_trainable(l, p->i_wr))
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nc, (int)kout, (int)bn, 1.0f, p->Q,
+                  (int)nc, dy, (int)kout, 1.0f, effml__grad_f32(l, p->i_wr), (int)kout);
+    if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
+    st = run_mix(ctx, A, dQ, dP, b, n, r, 0, 0); /* dP_i = A_i dQ_i */
+  } else {
+    if (gA) accumulate_dA(gA, p->P, dy, b, n, kout, 1); /* dA_i[a,c] = sum Z_i[a,:] . dY[c,:] */
+    st = run_mix(ctx, A, dy, dP, b, n, kout, 0, 1);    /* dZ */
+  }
+  if (st != EFFML_OK) goto done;
+  if (tw) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kin, (int)nc, (int)bn, 1.0f, p->x,
+                (int)kin, dP, (int)nc, 0.0f, dS, (int)nc);
+    unpack_add_cols(dS, n, kin, c, effml__grad_f32(l, iw));
+  }
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bn, (int)kin, (int)nc, 1.0f, dP,
+                (int)nc, S, (int)nc, 0.0f, dx, (int)kin);
+  if (p->i_b >= 0 && effml__param_trainable(l, p->i_b))
+    bias_grad(effml__grad_f32(l, p->i_b), dy, b, l->out_features);
+done:
+  effml__free(ctx, S);
+  effml__free(ctx, dS);
+  effml__free(ctx, dQ);
+  effml__free(ctx, dP);
+  return st;
+}

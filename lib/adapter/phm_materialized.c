@@ -1,0 +1,155 @@
+/* The materialized PHM/LPHM path, as the reference code runs it
+ * (rabeehk/compacter PHMLinear: build H every call, then one GEMM), kept for
+ * three jobs: effml_phm_materialize() (inspection, export, cached-H
+ * inference), the test oracle of the factorized kernels, and the
+ * "materialized" side of bench lphm_vs_materialized_c.
+ *
+ *   B_i = s_i t_i (LPHM) or W[i] (PHM)                  [kin, kout]
+ *   H[p*kin+u, c*kout+v] = sum_i A_i[p,c] B_i[u,v]       [in, out]
+ *   y = x H + b
+ * Backward (REFERENCES 1.6, "Materialized"):
+ *   dH = x^T dy; dx = dy H^T; db = sum dy;
+ *   dA_i[p,c] = sum_{u,v} dH[p*kin+u, c*kout+v] B_i[u,v];
+ *   dB_i[u,v] = sum_{p,c} A_i[p,c] dH[p*kin+u, c*kout+v];
+ *   ds_i = dB_i t_i^T; dt_i = s_i^T dB_i. */
+#include <cblas.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+/* B [n, kin, kout]. */
+static void build_B(const effml_layer *l, float *B) {
+  const effml__phm *p = (const effml__phm *)l->impl;
+  int64_t n = p->n, r = p->r, kin = p->kin, kout = p->kout;
+  if (r == 0) {
+    memcpy(B, effml__param_f32((effml_layer *)l, p->i_w), (size_t)(n * kin * kout) * sizeof(float));
+    return;
+  }
+  const float *s = effml__param_f32((effml_layer *)l, p->i_wl);
+  const float *t = effml__param_f32((effml_layer *)l, p->i_wr);
+  for (int64_t i = 0; i < n; ++i)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)kin, (int)kout, (int)r, 1.0f,
+                s + i * kin * r, (int)r, t + i * r * kout, (int)kout, 0.0f, B + i * kin * kout,
+                (int)kout);
+}
+
+static void build_H_from_B(const effml__phm *p, const float *A, const float *B, float *H) {
+  int64_t n = p->n, kin = p->kin, kout = p->kout, out = n * kout;
+  for (int64_t pp = 0; pp < n; ++pp)
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t u = 0; u < kin; ++u) {
+        float *h = H + (pp * kin + u) * out + c * kout;
+        memset(h, 0, (size_t)kout * sizeof(float));
+        for (int64_t i = 0; i < n; ++i) {
+          float a = A[(i * n + pp) * n + c];
+          const float *bb = B + (i * kin + u) * kout;
+          for (int64_t v = 0; v < kout; ++v) h[v] += a * bb[v];
+        }
+      }
+}
+
+effml_status effml__phm_build_H(effml_context *ctx, const effml_layer *l, float *H) {
+  const effml__phm *p = (const effml__phm *)l->impl;
+  float *B = (float *)effml__malloc(ctx, (size_t)(p->n * p->kin * p->kout) * sizeof(float));
+  if (B == NULL) return effml__err(ctx, EFFML_E_NOMEM, "phm materialize: out of memory");
+  build_B(l, B);
+  build_H_from_B(p, effml__phm_rule_f32(l), B, H);
+  effml__free(ctx, B);
+  return EFFML_OK;
+}
+
+effml_status effml__phm_forward_materialized(effml_context *ctx, effml_layer *l, const float *x,
+                                             int64_t b, float *y, int32_t mode) {
+  effml__phm *p = (effml__phm *)l->impl;
+  int64_t in = l->in_features, out = l->out_features;
+  float *H = (float *)effml__malloc(ctx, (size_t)(in * out) * sizeof(float));
+  if (H == NULL) return effml__err(ctx, EFFML_E_NOMEM, "phm forward (materialized): out of memory");
+  effml_status st = effml__phm_build_H(ctx, l, H);
+  if (st != EFFML_OK) {
+    effml__free(ctx, H);
+    return st;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)out, (int)in, 1.0f, x,
+              (int)in, H, (int)out, 0.0f, y, (int)out);
+  if (p->i_b >= 0) {
+    const float *bias = effml__param_f32(l, p->i_b);
+    for (int64_t row = 0; row < b; ++row)
+      for (int64_t j = 0; j < out; ++j) y[row * out + j] += bias[j];
+  }
+  if (mode == EFFML_MODE_TRAIN) {
+    effml__free(ctx, p->H);
+    p->H = H;
+    p->x = x;
+    p->batch = b;
+  } else {
+    effml__free(ctx, H);
+  }
+  return EFFML_OK;
+}
+
+effml_status effml__phm_backward_materialized(effml_context *ctx, effml_layer *l, const float *dy,
+                                              float *dx) {
+  effml__phm *p = (effml__phm *)l->impl;
+  int64_t n = p->n, r = p->r, kin = p->kin, kout = p->kout, b = p->batch;
+  int64_t in = l->in_features, out = l->out_features;
+  const float *A = effml__phm_rule_f32(l);
+  float *gA = effml__phm_rule_grad_f32(l);
+  float *dH = (float *)effml__malloc(ctx, (size_t)(in * out) * sizeof(float));
+  float *B = (float *)effml__malloc(ctx, (size_t)(n * kin * kout) * sizeof(float));
+  float *dB = (float *)effml__calloc(ctx, (size_t)(n * kin * kout), sizeof(float));
+  if (dH == NULL || B == NULL || dB == NULL) {
+    effml__free(ctx, dH);
+    effml__free(ctx, B);
+    effml__free(ctx, dB);
+    return effml__err(ctx, EFFML_E_NOMEM, "phm backward (materialized): out of memory");
+  }
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)out, (int)b, 1.0f, p->x,
+              (int)in, dy, (int)out, 0.0f, dH, (int)out);
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)in, (int)out, 1.0f, dy,
+                (int)out, p->H, (int)out, 0.0f, dx, (int)in);
+  build_B(l, B);
+  for (int64_t pp = 0; pp < n; ++pp)
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t i = 0; i < n; ++i) {
+        float a = A[(i * n + pp) * n + c];
+        double s = 0;
+        for (int64_t u = 0; u < kin; ++u) {
+          const float *h = dH + (pp * kin + u) * out + c * kout;
+          const float *bb = B + (i * kin + u) * kout;
+          float *db = dB + (i * kin + u) * kout;
+          for (int64_t v = 0; v < kout; ++v) {
+            s += (double)h[v] * bb[v];
+            db[v] += a * h[v];
+          }
+        }
+        if (gA) gA[(i * n + pp) * n + c] += (float)s;
+      }
+  if (r == 0) {
+    if (effml__param_trainable(l, p->i_w)) {
+      float *g = effml__grad_f32(l, p->i_w);
+      for (int64_t k = 0; k < n * kin * kout; ++k) g[k] += dB[k];
+    }
+  } else {
+    const float *s = effml__param_f32(l, p->i_wl), *t = effml__param_f32(l, p->i_wr);
+    for (int64_t i = 0; i < n; ++i) {
+      if (effml__param_trainable(l, p->i_wl)) /* ds_i += dB_i t_i^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)kin, (int)r, (int)kout, 1.0f,
+                    dB + i * kin * kout, (int)kout, t + i * r * kout, (int)kout, 1.0f,
+                    effml__grad_f32(l, p->i_wl) + i * kin * r, (int)r);
+      if (effml__param_trainable(l, p->i_wr)) /* dt_i += s_i^T dB_i */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)kout, (int)kin, 1.0f,
+                    s + i * kin * r, (int)r, dB + i * kin * kout, (int)kout, 1.0f,
+                    effml__grad_f32(l, p->i_wr) + i * r * kout, (int)kout);
+    }
+  }
+  if (p->i_b >= 0 && effml__param_trainable(l, p->i_b)) {
+    float *db = effml__grad_f32(l, p->i_b);
+    for (int64_t row = 0; row < b; ++row)
+      for (int64_t j = 0; j < out; ++j) db[j] += dy[row * out + j];
+  }
+  effml__free(ctx, dH);
+  effml__free(ctx, B);
+  effml__free(ctx, dB);
+  return EFFML_OK;
+}
