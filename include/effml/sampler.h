@@ -217,6 +217,140 @@ EFFML_API effml_status effml_resample(effml_context *ctx, const effml_resample_o
                                       const effml_tensor *x, const effml_tensor *y,
                                       effml_tensor **x_out, effml_tensor **y_out);
 
+/* ========================================================================
+ * 2. Temperature sampling over K data sources
+ * ====================================================================== */
+
+/**
+ * Temperature probabilities q_i = p_i^(1/T) / sum_j p_j^(1/T), p_i = n_i/N
+ * (REFERENCES §3.7; Arivazhagan et al. 2019).  T = 1 is proportional,
+ * T = INFINITY uniform over sources with n_i > 0; sources with n_i = 0 get 0.
+ * @param sizes  [n_sources] sizes n_i >= 0 (examples or tokens), sum > 0.
+ * @param probs  receives [n_sources] probabilities (caller memory).
+ * @return EFFML_E_INVALID_ARG (NULL, n_sources < 1, T <= 0 or NaN, a size
+ *         negative/non-finite, all sizes 0).
+ */
+EFFML_API effml_status effml_temperature_probs(effml_context *ctx, const double *sizes,
+                                               int64_t n_sources, double temperature,
+                                               double *probs);
+
+/** As effml_temperature_probs() in the alpha = 1/T form (XLM, mT5): q_i ∝ p_i^alpha, alpha >= 0 (0: uniform). */
+EFFML_API effml_status effml_temperature_probs_alpha(effml_context *ctx, const double *sizes,
+                                                     int64_t n_sources, double alpha,
+                                                     double *probs);
+
+/** Temperature schedule kinds. */
+#define EFFML_SCHEDULE_CONSTANT 0 /**< T = t_start */
+#define EFFML_SCHEDULE_LINEAR 1   /**< t_start -> t_end linearly over total_steps */
+#define EFFML_SCHEDULE_COSINE 2   /**< t_end + (t_start - t_end)(1 + cos(pi f))/2, f = step/total */
+#define EFFML_SCHEDULE_COOLDOWN 3 /**< t_start until switch_fraction*total_steps, then t_end (Li et al. 2025) */
+#define EFFML_SCHEDULE_CUSTOM 4   /**< fn(user_data, step, total_steps) */
+
+/** Caller-supplied schedule: returns T > 0 for `step` of `total_steps`. */
+typedef double (*effml_temperature_fn)(void *user_data, int64_t step, int64_t total_steps);
+
+/** A schedule of T over training steps.  Fill with effml_temperature_schedule_init(). */
+typedef struct effml_temperature_schedule {
+  uint32_t struct_size;    /**< set by _init */
+  int32_t kind;            /**< EFFML_SCHEDULE_* (default CONSTANT) */
+  double t_start;          /**< T at step 0 (default 1) */
+  double t_end;            /**< T at the end (default 1) */
+  int64_t total_steps;     /**< >= 1 (default 1) */
+  double switch_fraction;  /**< COOLDOWN switch point in [0,1] (default 0.5) */
+  effml_temperature_fn fn; /**< CUSTOM only */
+  void *user_data;         /**< passed to fn */
+} effml_temperature_schedule;
+
+/** Fill `s` with defaults.  NULL is ignored. */
+EFFML_API void effml_temperature_schedule_init(effml_temperature_schedule *s);
+
+/**
+ * T at `step` (steps past total_steps keep the final value).
+ * @return EFFML_E_INVALID_ARG (NULL, unknown kind, total_steps < 1, step < 0,
+ *         temperatures <= 0, fraction outside [0,1], CUSTOM without fn or
+ *         returning T <= 0 / NaN).
+ */
+EFFML_API effml_status effml_temperature_at(effml_context *ctx,
+                                            const effml_temperature_schedule *schedule,
+                                            int64_t step, double *temperature);
+
+/**
+ * UniMax budget allocation (Chung et al., ICLR 2023, Alg. 1): sources sorted
+ * by size ascending; the i-th of L gets U = min(B/(L-i), max_epochs * n),
+ * B -= U.  probs = U / sum U.
+ * @param sizes       [n_sources] > 0 (e.g. characters).
+ * @param budget      total budget B > 0 (same unit).
+ * @param max_epochs  maximum epochs per source N > 0.
+ * @param allocation  NULL or receives [n_sources] U (caller memory).
+ * @param probs       receives [n_sources] (caller memory).
+ */
+EFFML_API effml_status effml_unimax(effml_context *ctx, const double *sizes, int64_t n_sources,
+                                    double budget, double max_epochs, double *allocation,
+                                    double *probs);
+
+/**
+ * Per-epoch virtual sizes (fairseq `SampledMultiDataset`): the epoch has
+ * V examples, V = `virtual_size` or, when 0, fairseq's default
+ * int(min(sum_i (q_i / q_L) n_L, 1.5 N)) with L the largest source; source i
+ * contributes floor(V q_i) plus one of the largest remainders (ties: lower
+ * index) so the counts sum to V exactly (fairseq fills the remainder by
+ * random draws; ceil(n * ratio) suffers float error, 1000*0.37 -> 371).
+ * @param sizes   [n_sources] >= 0.
+ * @param probs   [n_sources] >= 0, sum 1 (± 1e-9).
+ * @param counts  receives [n_sources] (caller memory).
+ * @param virtual_size_out  NULL or receives V.
+ */
+EFFML_API effml_status effml_virtual_sizes(effml_context *ctx, const int64_t *sizes,
+                                           const double *probs, int64_t n_sources,
+                                           int64_t virtual_size, int64_t *counts,
+                                           int64_t *virtual_size_out);
+
+/** Draws from a fixed discrete distribution in O(1) each (Walker/Vose alias method). */
+typedef struct effml_alias_sampler effml_alias_sampler;
+
+/**
+ * Build an alias table for `weights` (>= 0, finite, sum > 0; normalised here)
+ * with its own generator seeded by `seed`.  O(n) time and memory.
+ * @param out  receives the sampler (owned; effml_alias_sampler_free()).
+ */
+EFFML_API effml_status effml_alias_sampler_create(effml_context *ctx, const double *weights,
+                                                  int64_t n, uint64_t seed,
+                                                  effml_alias_sampler **out);
+/** Free a sampler; NULL is a no-op. */
+EFFML_API void effml_alias_sampler_free(effml_alias_sampler *sampler);
+/**
+ * Write `count` draws (indices in [0, n)) to `out` (caller memory), continuing
+ * the sampler's stream: the same seed gives the same sequence however the
+ * draws are split into calls.  A zero-weight index is never drawn.
+ */
+EFFML_API effml_status effml_alias_sampler_draw(effml_context *ctx, effml_alias_sampler *sampler,
+                                                int64_t count, int64_t *out);
+
+/** Interleave stopping strategies (Hugging Face datasets `interleave_datasets`). */
+#define EFFML_STOP_FIRST_EXHAUSTED 0 /**< stop once any source has been used up */
+#define EFFML_STOP_ALL_EXHAUSTED 1   /**< stop once every source has been used up (sources wrap) */
+#define EFFML_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT 2 /**< each example once; skip exhausted sources */
+
+/**
+ * Interleave K sources of `lengths` examples: the sequence of (source,
+ * example index).  probs NULL: round robin (first exhausted: min(len) rounds;
+ * all exhausted: max(len) rounds, short sources wrap; without replacement:
+ * exhausted sources skipped).  With probs: each step draws a source (alias
+ * method, generator seeded by `seed`) and emits its next example; the stop
+ * test runs before each draw, so the example that exhausts a source is
+ * included.  Sources with probability 0 are never drawn and never block
+ * stopping.
+ * @param lengths  [n_sources] >= 1.
+ * @param probs    NULL or [n_sources] >= 0 with sum 1 (± 1e-6).
+ * @param max_len  safety cap on the output length (>= 1); EFFML_E_RANGE if reached.
+ * @param source, index  receive [n_out] i64 (owned).
+ */
+EFFML_API effml_status effml_interleave(effml_context *ctx, const int64_t *lengths,
+                                        int64_t n_sources, const double *probs,
+                                        int32_t stopping_strategy, uint64_t seed,
+                                        int64_t max_len, effml_tensor **source,
+                                        effml_tensor **index);
+
 EFFML_END_DECLS
 
 #endif /* EFFML_SAMPLER_H */
