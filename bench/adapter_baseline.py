@@ -1,0 +1,74 @@
+#!/usr/bin/python3
+"""PyTorch side of bench/bench_adapter.c (see the comment at its top).
+
+The reference approach of rabeehk/compacter PHMLinear: every call builds
+B_i = s_i t_i, H = sum_i kron(A_i, B_i) (batched einsum, as
+seq2seq/hypercomplex/kronecker.py), then y = x @ H + b; forward and backward
+through autograd (x requires grad, as an adapter inside a network does).
+Same shapes, same threads (torch.set_num_threads = OPENBLAS_NUM_THREADS, default 1),
+median of warm runs.  Reads ours_s from $EFFML_BENCH_ADAPTER_OURS (default
+/tmp/effml_bench_adapter_ours.json, written by bench_adapter) and prints one
+JSON line per case with speedup = baseline_s / ours_s.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+
+threads = int(os.environ.get("OPENBLAS_NUM_THREADS", "1") or 1)
+torch.set_num_threads(threads)
+reps = 5
+for i, a in enumerate(sys.argv[1:]):
+    if a == "--reps":
+        reps = int(sys.argv[i + 2])
+
+
+def kron_batched(A, B):
+    n, kin, kout = A.shape[0], B.shape[1], B.shape[2]
+    res = torch.einsum("bac,bkp->bakcp", A, B)
+    return res.reshape(n, A.shape[1] * kin, A.shape[2] * kout)
+
+
+def case(k, d, n, rows, reps):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(rows, k, generator=g) * 2 - 1).requires_grad_(True)
+    dy = torch.rand(rows, d, generator=g) * 2 - 1
+    rule = (torch.randn(n, n, n, generator=g) * 1e-4).requires_grad_(True)
+    wl = (torch.rand(n, k // n, 1, generator=g) - 0.5).requires_grad_(True)
+    wr = (torch.rand(n, 1, d // n, generator=g) - 0.5).requires_grad_(True)
+    b = torch.zeros(d, requires_grad=True)
+    ts = []
+    for it in range(reps + 1):
+        for p in (x, rule, wl, wr, b):
+            p.grad = None
+        t0 = time.perf_counter()
+        H = kron_batched(rule, torch.bmm(wl, wr)).sum(0)
+        y = x @ H + b
+        y.backward(dy)
+        if it:
+            ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+ours = {}
+path = os.environ.get("EFFML_BENCH_ADAPTER_OURS", "/tmp/effml_bench_adapter_ours.json")
+try:
+    with open(path) as f:
+        ours = json.load(f)
+except OSError:
+    print(f"adapter_baseline: {path} missing: run bench_adapter first", file=sys.stderr)
+if ours.get("threads", threads) != threads:
+    print(f"adapter_baseline: warning: ours ran with {ours.get('threads')} threads, torch with {threads}",
+          file=sys.stderr)
+
+for name, (k, d, n, rows, r) in {"lphm_fwd_bwd_t5": (768, 24, 4, 12800, reps),
+                                 "lphm_fwd_bwd_4096": (4096, 4096, 8, 2048, max(1, min(reps, 3)))}.items():
+    base = case(k, d, n, rows, r)
+    o = ours.get(name)
+    print(json.dumps({"bench": "adapter", "case": name, "ours_s": o, "baseline": "pytorch_materialized",
+                      "baseline_s": round(base, 6), "speedup": round(base / o, 3) if o else None,
+                      "threads": threads, "rows": rows, "k": k, "d": d, "phm_dim": n, "rank": 1,
+                      "torch": torch.__version__}), flush=True)

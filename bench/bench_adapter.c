@@ -1,0 +1,186 @@
+/* bench_adapter: Compacter's LPHM layer and LoRA (issue 4).
+ *
+ * Cases (JSON lines via bu_report):
+ *   lphm_fwd_bwd_t5         k 768 -> d 24, n 4, r 1, 12 800 rows, forward + backward (with dx):
+ *                           ours (factorized) vs the reference approach in PyTorch CPU
+ *                           (build H = sum_i kron(A_i, s_i t_i) every call, x @ H + b, autograd).
+ *   lphm_fwd_bwd_4096       LPHM as a full layer 4096 -> 4096, n 8, r 1, 2 048 rows, same baseline.
+ *   lphm_vs_materialized_c  the T5 case in our own code: factorized vs materialized path.
+ *   lora_unmerged_fwd       4096 x 4096 base, r 16, 512 rows, inference forward, unmerged:
+ *                           ours vs the base GEMM alone (cblas_sgemm); goal speedup >= 0.91.
+ *                           Extra keys: merged forward time and the merge/unmerge drift after
+ *                           1 000 cycles on a 1024 x 1024, r 16 layer.
+ *
+ * How the two sides meet (same pattern as bench_train): this program prints the
+ * C-baseline cases itself and writes ours_s of the PyTorch cases to
+ * $EFFML_BENCH_ADAPTER_OURS (default /tmp/effml_bench_adapter_ours.json);
+ * scripts/bench.sh then runs bench/adapter_baseline.py, which times the PyTorch
+ * reference with the same shapes and threads, reads that file and prints the
+ * combined lines (speedup = baseline_s / ours_s).
+ *
+ * Threads: OpenBLAS's count is the caller's (OPENBLAS_NUM_THREADS); the
+ * context uses the same number for its own loops (default 1 when unset), and
+ * the Python side calls torch.set_num_threads with it.  Timings are the median
+ * of --reps warm runs after one warm-up run, same data. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "benchutil.h"
+#include "effml.h"
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static void die(effml_context *ctx, const char *what) {
+  fprintf(stderr, "bench_adapter: %s: %s\n", what, effml_context_last_error(ctx));
+  exit(1);
+}
+
+static effml_tensor *rand2d(effml_context *ctx, int64_t r, int64_t c, uint64_t seed) {
+  int64_t shape[2] = {r, c};
+  effml_tensor *t = NULL;
+  if (effml_tensor_create(ctx, EFFML_F32, 2, shape, &t) != EFFML_OK) die(ctx, "tensor");
+  float *p = effml_tensor_data(t);
+  uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (int64_t i = 0; i < r * c; ++i) {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    p[i] = (float)((double)(s >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+  }
+  return t;
+}
+
+/* median seconds of reps runs of forward(TRAIN)+backward (or forward INFER when infer) */
+static double time_layer(effml_context *ctx, effml_layer *l, effml_tensor *x, effml_tensor *y,
+                         effml_tensor *dy, effml_tensor *dx, int infer, int reps) {
+  double t[32];
+  for (int k = -1; k < reps; ++k) {
+    double t0 = bu_now();
+    if (effml_layer_forward(ctx, l, x, y, infer ? EFFML_MODE_INFER : EFFML_MODE_TRAIN) != EFFML_OK)
+      die(ctx, "forward");
+    if (!infer) {
+      effml_layer_zero_grad(l);
+      if (effml_layer_backward(ctx, l, dy, dx) != EFFML_OK) die(ctx, "backward");
+    }
+    if (k >= 0) t[k] = bu_now() - t0;
+  }
+  qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+  return t[reps / 2];
+}
+
+static effml_layer *make_lphm(effml_context *ctx, int64_t in, int64_t out, int64_t n) {
+  effml_phm_rule *A = NULL;
+  if (effml_phm_rule_create(ctx, n, 1e-4, &A) != EFFML_OK) die(ctx, "rule");
+  effml_phm_options o;
+  effml_phm_options_init(&o);
+  effml_layer *l = NULL;
+  if (effml_phm_create(ctx, in, out, &o, A, &l) != EFFML_OK) die(ctx, "lphm");
+  effml_phm_rule_free(A);
+  return l;
+}
+
+static double lphm_case(effml_context *ctx, int64_t in, int64_t out, int64_t n, int64_t rows,
+                        int reps, int path) {
+  effml_layer *l = make_lphm(ctx, in, out, n);
+  effml_phm_set_path(ctx, l, path);
+  effml_tensor *x = rand2d(ctx, rows, in, 1), *y = rand2d(ctx, rows, out, 2);
+  effml_tensor *dy = rand2d(ctx, rows, out, 3), *dx = rand2d(ctx, rows, in, 4);
+  double s = time_layer(ctx, l, x, y, dy, dx, 0, reps);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_tensor_free(dy);
+  effml_tensor_free(dx);
+  effml_layer_free(l);
+  return s;
+}
+
+int main(int argc, char **argv) {
+  int reps = 5;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (strcmp(argv[i], "--reps") == 0) reps = atoi(argv[++i]);
+  if (reps < 1 || reps > 31) reps = 5;
+  const char *env = getenv("OPENBLAS_NUM_THREADS");
+  int threads = env ? atoi(env) : 1;
+  if (threads < 1) threads = 1;
+  effml_context_options co;
+  effml_context_options_init(&co);
+  co.num_threads = threads;
+  co.seed = 7;
+  effml_context *ctx = NULL;
+  if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
+  char extra[256];
+
+  /* PyTorch-baseline cases: ours only, handed to adapter_baseline.py */
+  double t5 = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_PHM_PATH_FACTORIZED);
+  double big = lphm_case(ctx, 4096, 4096, 8, 2048, reps, EFFML_PHM_PATH_FACTORIZED);
+  const char *ours_path = getenv("EFFML_BENCH_ADAPTER_OURS");
+  if (ours_path == NULL) ours_path = "/tmp/effml_bench_adapter_ours.json";
+  FILE *f = fopen(ours_path, "w");
+  if (f) {
+    fprintf(f, "{\"threads\":%d,\"lphm_fwd_bwd_t5\":%.9g,\"lphm_fwd_bwd_4096\":%.9g}\n", threads, t5, big);
+    fclose(f);
+  }
+  fprintf(stderr, "bench_adapter: ours lphm_fwd_bwd_t5 %.4f s, lphm_fwd_bwd_4096 %.4f s (-> %s)\n", t5, big,
+          ours_path);
+
+  /* factorized vs materialized, both ours */
+  double mat = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_PHM_PATH_MATERIALIZED);
+  snprintf(extra, sizeof extra, "\"threads\":%d,\"rows\":12800,\"k\":768,\"d\":24,\"phm_dim\":4,\"rank\":1", threads);
+  bu_report("adapter", "lphm_vs_materialized_c", t5, "effml_materialized", mat, extra);
+
+  /* LoRA unmerged forward vs the base GEMM alone */
+  {
+    int64_t in = 4096, out = 4096, rows = 512;
+    effml_layer *d = NULL, *l = NULL;
+    if (effml_dense_create(ctx, in, out, 0, &d) != EFFML_OK) die(ctx, "dense");
+    effml_lora_options lo;
+    effml_lora_options_init(&lo);
+    lo.rank = 16;
+    lo.alpha = 16;
+    if (effml_lora_create(ctx, d, &lo, &l) != EFFML_OK) die(ctx, "lora");
+    for (int32_t i = 0; i < effml_layer_num_params(l); ++i)
+      if (strcmp(effml_layer_param_name(l, i), "lora_B.weight") == 0) { /* trained-looking B */
+        float *b = effml_tensor_data(effml_layer_param(l, i));
+        for (int64_t k = 0; k < out * 16; ++k) b[k] = 0.01f * sinf((float)k);
+      }
+    effml_tensor *x = rand2d(ctx, rows, in, 5), *y = rand2d(ctx, rows, out, 6);
+    double ours = time_layer(ctx, l, x, y, NULL, NULL, 1, reps);
+    const float *W = effml_tensor_data_const(effml_layer_param(d, 0));
+    double tb[32];
+    for (int k = -1; k < reps; ++k) {
+      double t0 = bu_now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f,
+                  effml_tensor_data_const(x), (int)in, W, (int)in, 0.0f, effml_tensor_data(y), (int)out);
+      if (k >= 0) tb[k] = bu_now() - t0;
+    }
+    qsort(tb, (size_t)reps, sizeof tb[0], cmp_double);
+    effml_lora_merge(ctx, l);
+    double merged = time_layer(ctx, l, x, y, NULL, NULL, 1, reps);
+    effml_lora_unmerge(ctx, l);
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+    effml_layer_free(l);
+    /* drift of 1 000 merge/unmerge cycles */
+    if (effml_dense_create(ctx, 1024, 1024, 0, &d) != EFFML_OK || effml_lora_create(ctx, d, &lo, &l) != EFFML_OK)
+      die(ctx, "lora 1024");
+    for (int32_t i = 0; i < effml_layer_num_params(l); ++i)
+      if (strcmp(effml_layer_param_name(l, i), "lora_B.weight") == 0) {
+        float *b = effml_tensor_data(effml_layer_param(l, i));
+        for (int64_t k = 0; k < 1024 * 16; ++k) b[k] = 0.01f * sinf((float)k);
+      }
+    double dabs = 0, drel = 0;
+    effml_lora_merge_drift(ctx, l, 1000, &dabs, &drel);
+    effml_layer_free(l);
+    snprintf(extra, sizeof extra,
+             "\"threads\":%d,\"rows\":512,\"in\":4096,\"out\":4096,\"rank\":16,\"merged_s\":%.6g,"
+             "\"merge_drift_1000_abs\":%.3g,\"merge_drift_1000_rel\":%.3g",
+             threads, merged, dabs, drel);
+    bu_report("adapter", "lora_unmerged_fwd", ours, "cblas_sgemm_base", tb[reps / 2], extra);
+  }
+  effml_context_free(ctx);
+  return 0;
+}
