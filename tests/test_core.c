@@ -393,6 +393,57 @@ START_TEST(tensor_create_bad_input) {
 }
 END_TEST
 
+/* Every rank from 0 to EFFML_MAX_DIMS works; row-major strides are products of the trailing sizes. */
+START_TEST(tensor_every_ndim) {
+  effml_context *ctx = tu_ctx(0);
+  int64_t shape[EFFML_MAX_DIMS] = {2, 3, 2, 1, 2, 3, 1, 2};
+  int64_t numel = 1;
+  for (int32_t nd = 0; nd <= EFFML_MAX_DIMS; ++nd) {
+    effml_tensor *t = NULL;
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, nd, shape, &t), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_ndim(t), nd);
+    ck_assert_int_eq(effml_tensor_numel(t), numel);
+    int64_t stride = 1;
+    for (int32_t d = nd - 1; d >= 0; --d) {
+      ck_assert_int_eq(effml_tensor_strides(t)[d], stride);
+      stride *= shape[d];
+    }
+    effml_tensor_free(t);
+    if (nd < EFFML_MAX_DIMS) numel *= shape[nd];
+  }
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* A NULL context is refused cleanly by every fallible tensor function. */
+START_TEST(tensor_null_context) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x = iota2(ctx, 2, 2), *y = iota2(ctx, 2, 2), *out = SENTINEL;
+  int64_t shape[2] = {2, 2}, idx[2] = {0, 0}, iv = 0;
+  double v = 0;
+  float buf[4];
+  ck_assert_int_eq(effml_tensor_create(NULL, EFFML_F32, 2, shape, &out), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_wrap(NULL, EFFML_F32, 2, shape, NULL, buf, sizeof buf, 0, &out),
+                   EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_slice(NULL, x, 0, 0, 1, 1, &out), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_reshape(NULL, x, 2, shape, &out), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_transpose(NULL, x, 0, 1, &out), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_contiguous(NULL, x, &out), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_convert(NULL, x, EFFML_F64, &out), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_copy(NULL, y, x), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_fill(NULL, y, 1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_get_f64(NULL, x, idx, &v), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_set_f64(NULL, y, idx, 1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_get_i64(NULL, x, idx, &iv), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_set_i64(NULL, y, idx, 1), EFFML_E_INVALID_ARG);
+  ck_assert_ptr_eq(out, SENTINEL);
+  ck_assert_double_eq(get2(ctx, y, 1, 1), 3); /* untouched */
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(tensor_queries_accept_null) {
   ck_assert_int_eq(effml_tensor_dtype(NULL), 0);
   ck_assert_int_eq(effml_tensor_ndim(NULL), 0);
@@ -924,6 +975,8 @@ static Suite *core_suite(void) {
   tcase_add_test(t, tensor_create_every_dtype_zeroed);
   tcase_add_test(t, tensor_create_scalar_and_max_dims);
   tcase_add_test(t, tensor_create_bad_input);
+  tcase_add_test(t, tensor_every_ndim);
+  tcase_add_test(t, tensor_null_context);
   tcase_add_test(t, tensor_queries_accept_null);
   tcase_add_test(t, tensor_wrap_zero_copy);
   tcase_add_test(t, tensor_wrap_bad_input);
