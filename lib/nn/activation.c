@@ -3,7 +3,7 @@
  * and the width-agnostic activation layer.
  *
  * Derivatives (x = forward input):
- *   relu       f' = [x > 0]
+ *   relu       f' = [x > 0] (NaN propagates, as in PyTorch)
  *   gelu       f  = x Φ(x),  f' = Φ(x) + x φ(x)
  *   gelu_tanh  f  = ½x(1 + t), t = tanh(u), u = √(2/π)(x + 0.044715x³)
  *              f' = ½(1 + t) + ½x(1 - t²)·√(2/π)(1 + 3·0.044715x²)
@@ -29,7 +29,7 @@ static void act_fwd(int32_t act, const float *x, float *y, int64_t n) {
       if (x != y) memmove(y, x, (size_t)n * sizeof(float));
       break;
     case EFFML_ACT_RELU:
-      for (int64_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+      for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN passes, as in PyTorch */
       break;
     case EFFML_ACT_GELU:
       for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2));
@@ -57,7 +57,7 @@ static void act_bwd(int32_t act, const float *x, const float *dy, float *dx, int
       if (dx != dy) memmove(dx, dy, (size_t)n * sizeof(float));
       break;
     case EFFML_ACT_RELU:
-      for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+      for (int64_t i = 0; i < n; ++i) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
       break;
     case EFFML_ACT_GELU:
       for (int64_t i = 0; i < n; ++i) {

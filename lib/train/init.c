@@ -55,7 +55,7 @@ effml_status effml_init_xavier_uniform(effml_context *ctx, effml_tensor *t, doub
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "gain", gain, 1));
   EFFML__TRY(check_target(ctx, __func__, t));
-  double fi, fo;
+  double fi = 0, fo = 0;
   EFFML__TRY(fans(ctx, __func__, t, &fi, &fo));
   double a = gain * sqrt(6.0 / (fi + fo));
   fill(ctx, t, 0, -a, a);
@@ -66,7 +66,7 @@ effml_status effml_init_xavier_normal(effml_context *ctx, effml_tensor *t, doubl
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "gain", gain, 1));
   EFFML__TRY(check_target(ctx, __func__, t));
-  double fi, fo;
+  double fi = 0, fo = 0;
   EFFML__TRY(fans(ctx, __func__, t, &fi, &fo));
   fill(ctx, t, 1, 0.0, gain * sqrt(2.0 / (fi + fo)));
   return EFFML_OK;
@@ -76,7 +76,7 @@ effml_status effml_init_kaiming_normal(effml_context *ctx, effml_tensor *t, doub
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "a", a, 0));
   EFFML__TRY(check_target(ctx, __func__, t));
-  double fi, fo;
+  double fi = 0, fo = 0;
   EFFML__TRY(fans(ctx, __func__, t, &fi, &fo));
   fill(ctx, t, 1, 0.0, sqrt(2.0 / (1.0 + a * a)) / sqrt(fi));
   return EFFML_OK;
@@ -86,7 +86,7 @@ effml_status effml_init_kaiming_uniform(effml_context *ctx, effml_tensor *t, dou
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "a", a, 0));
   EFFML__TRY(check_target(ctx, __func__, t));
-  double fi, fo;
+  double fi = 0, fo = 0;
   EFFML__TRY(fans(ctx, __func__, t, &fi, &fo));
   double bound = sqrt(2.0 / (1.0 + a * a)) * sqrt(3.0 / fi);
   fill(ctx, t, 0, -bound, bound);

@@ -1,0 +1,152 @@
+/* bench_train: one training epoch of the 784-256-128-10 ReLU MLP on
+ * Fashion-MNIST (60 000 images; random data of the same shape when the
+ * dataset is not installed), batch 128, AdamW, in libeffml -- side by side
+ * with PyTorch CPU (bench/train_baseline.py, same model, batch, optimizer and
+ * thread count).
+ *
+ * How the two sides meet: this program times ours (median of --reps warm
+ * epochs, after one warm-up epoch) and writes {"case", "ours_s"} to
+ * $EFFML_BENCH_TRAIN_OURS (default /tmp/effml_bench_train_ours.json);
+ * scripts/bench.sh then runs bench/train_baseline.py, which times PyTorch the
+ * same way, reads that file and prints the combined line with speedup =
+ * baseline_s / ours_s.  This program's own line carries baseline_s = null
+ * unless given --baseline-s SECONDS.
+ *
+ * Threads: OpenBLAS's count is the caller's (OPENBLAS_NUM_THREADS, default 2
+ * here for the record); the Python side uses the same number.
+ * Also printed: the "gemm floor" case, the same epoch's GEMMs alone (no
+ * gather, loss, activations or optimizer), to show where the time goes. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "benchutil.h"
+#include "effml.h"
+
+#define CASE "mlp_784_256_128_10_adamw_b128_epoch"
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static void die(effml_context *ctx, const char *what) {
+  fprintf(stderr, "bench_train: %s: %s\n", what, effml_context_last_error(ctx));
+  exit(1);
+}
+
+static effml_layer *make_mlp(effml_context *ctx) {
+  const int64_t w[4] = {784, 256, 128, 10};
+  effml_layer *m, *l;
+  if (effml_sequential_create(ctx, &m)) die(ctx, "sequential");
+  for (int k = 0; k < 3; ++k) {
+    if (effml_dense_create(ctx, w[k], w[k + 1], 1, &l) || effml_sequential_add(ctx, m, l)) die(ctx, "dense");
+    if (k < 2 && (effml_activation_create(ctx, EFFML_ACT_RELU, &l) || effml_sequential_add(ctx, m, l)))
+      die(ctx, "relu");
+  }
+  return m;
+}
+
+/* The epoch's GEMMs alone: forward, dW and dx (not for the first layer). */
+static double gemm_floor(int64_t n, int64_t batch) {
+  const int w[4] = {784, 256, 128, 10};
+  float *buf[4], *W[3], *dW[3], *g[4];
+  for (int k = 0; k < 4; ++k) {
+    buf[k] = calloc((size_t)batch * w[k], sizeof(float));
+    g[k] = calloc((size_t)batch * w[k], sizeof(float));
+  }
+  for (int k = 0; k < 3; ++k) {
+    W[k] = calloc((size_t)w[k] * w[k + 1], sizeof(float));
+    dW[k] = calloc((size_t)w[k] * w[k + 1], sizeof(float));
+  }
+  const int b = (int)batch;
+  double t0 = bu_now();
+  for (int64_t s = 0; s < n / batch; ++s) {
+    for (int k = 0; k < 3; ++k)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, w[k + 1], w[k], 1.0f, buf[k], w[k],
+                  W[k], w[k], 0.0f, buf[k + 1], w[k + 1]);
+    for (int k = 2; k >= 0; --k) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w[k + 1], w[k], b, 1.0f, g[k + 1],
+                  w[k + 1], buf[k], w[k], 1.0f, dW[k], w[k]);
+      if (k > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, w[k], w[k + 1], 1.0f, g[k + 1],
+                    w[k + 1], W[k], w[k], 0.0f, g[k], w[k]);
+    }
+  }
+  double t = bu_now() - t0;
+  for (int k = 0; k < 4; ++k) { free(buf[k]); free(g[k]); }
+  for (int k = 0; k < 3; ++k) { free(W[k]); free(dW[k]); }
+  return t;
+}
+
+int main(int argc, char **argv) {
+  int reps = 3;
+  double baseline_s = NAN;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--baseline-s")) baseline_s = atof(argv[i + 1]);
+  }
+  if (reps < 1) reps = 1;
+  if (reps > 16) reps = 16;
+  effml_context_options co;
+  effml_context_options_init(&co);
+  co.seed = 1;
+  co.num_threads = 2;
+  effml_context *ctx;
+  if (effml_context_create(&co, &ctx)) return 1;
+  effml_tensor *x = NULL, *y = NULL;
+  int real = effml_fashion_mnist_load(ctx, NULL, EFFML_SPLIT_TRAIN, &x, &y) == EFFML_OK;
+  if (!real) {
+    int64_t xs[2] = {60000, 784}, n = 60000;
+    if (effml_tensor_create(ctx, EFFML_F32, 2, xs, &x) || effml_tensor_create(ctx, EFFML_I32, 1, &n, &y))
+      die(ctx, "data");
+    if (effml_init_uniform(ctx, x, 0, 1)) die(ctx, "init");
+    int32_t *lab = effml_tensor_data(y);
+    for (int64_t i = 0; i < n; ++i) lab[i] = (int32_t)(i % 10);
+  }
+  effml_layer *m = make_mlp(ctx);
+  effml_optimizer_options oo;
+  effml_optimizer_options_init(&oo); /* AdamW lr 1e-3, as torch.optim.AdamW defaults */
+  effml_optimizer *opt;
+  if (effml_optimizer_create(ctx, &oo, &opt) || effml_optimizer_add_layer(ctx, opt, m)) die(ctx, "optimizer");
+  effml_fit_options fo;
+  effml_fit_options_init(&fo);
+  fo.batch_size = 128;
+  double times[16], loss = 0;
+  for (int r = -1; r < reps; ++r) { /* r = -1: warm-up epoch */
+    fo.shuffle_seed = (uint64_t)(r + 1);
+    double t0 = bu_now();
+    if (effml_fit_classifier(ctx, m, opt, x, y, &fo, &loss)) die(ctx, "fit");
+    if (r >= 0) times[r] = bu_now() - t0;
+  }
+  qsort(times, (size_t)reps, sizeof times[0], cmp_double);
+  const double ours = times[reps / 2];
+  const int threads = openblas_get_num_threads();
+  char extra[256];
+  snprintf(extra, sizeof extra,
+           "\"threads\":%d,\"batch\":128,\"n\":60000,\"data\":\"%s\",\"reps\":%d,\"final_loss\":%.4f",
+           threads, real ? "fashion-mnist" : "random", reps, loss);
+  if (isnan(baseline_s)) /* bu_report would print "nan": keep the line valid JSON */
+    printf("{\"bench\":\"train\",\"case\":\"%s\",\"ours_s\":%.6g,\"baseline\":\"pytorch\","
+           "\"baseline_s\":null,\"speedup\":null,%s}\n", CASE, ours, extra);
+  else
+    bu_report("train", CASE, ours, "pytorch", baseline_s, extra);
+  const double floor_s = gemm_floor(60000, 128);
+  snprintf(extra, sizeof extra, "\"threads\":%d,\"note\":\"the epoch's sgemm calls alone\"", threads);
+  bu_report("train", "gemm_floor_b128_epoch", floor_s, "ours_full_epoch", ours, extra);
+  const char *path = getenv("EFFML_BENCH_TRAIN_OURS");
+  if (!path) path = "/tmp/effml_bench_train_ours.json";
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fprintf(f, "{\"case\":\"%s\",\"ours_s\":%.6f,\"threads\":%d}\n", CASE, ours, threads);
+    fclose(f);
+  }
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+  return 0;
+}
