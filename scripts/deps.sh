@@ -12,7 +12,7 @@ EFFML_DEPS=(
   check libsubunit-dev                      # Check unit tests (check.pc needs subunit)
   libcjson-dev zlib1g-dev                   # safetensors JSON headers; gzipped IDX files
   abigail-tools                             # abidw/abidiff: the `abi` test
-  binutils file                             # nm for the `symbols` test
+  binutils file shellcheck                  # nm for `symbols`; the `shellcheck` test
   clang libclang-rt-14-dev                  # libFuzzer targets (fuzz build only)
   doxygen                                   # cmake --build build --target docs
   gnuplot-nox                               # plots in examples/benchmarks

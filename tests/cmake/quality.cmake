@@ -7,6 +7,7 @@
 #   install_consumer_pkgconfig / install_consumer_cmake
 #                          install into a temporary prefix, build and run
 #                          consumers with pkg-config and with find_package(effml)
+#   shellcheck             scripts/*.sh, .ci/run and the test drivers
 # All carry the label `quality`: ctest -L quality.  A test exits 77 (skipped)
 # when the tool it needs (C++ compiler, abidiff) is absent.
 find_program(EFFML_BASH bash REQUIRED)
@@ -46,7 +47,20 @@ foreach(_q_mode pkgconfig cmake)
   set_tests_properties(install_consumer_${_q_mode} PROPERTIES TIMEOUT 900)
 endforeach()
 
-set(_q_tests header_c header_cxx symbols abi install_consumer_pkgconfig install_consumer_cmake)
+# The shell scripts of the build machinery stay shellcheck-clean.
+find_program(EFFML_SHELLCHECK shellcheck)
+file(GLOB _q_scripts ${PROJECT_SOURCE_DIR}/scripts/*.sh ${_q_src}/headertest/*.sh
+     ${_q_src}/symbols/*.sh ${_q_src}/install/*.sh)
+if(EFFML_SHELLCHECK)
+  add_test(NAME shellcheck
+    COMMAND ${EFFML_SHELLCHECK} -x ${_q_scripts} ${PROJECT_SOURCE_DIR}/.ci/run
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+else()
+  add_test(NAME shellcheck COMMAND ${EFFML_BASH} -c "echo 'shellcheck not found: skipped'; exit 77")
+endif()
+
+set(_q_tests header_c header_cxx symbols abi install_consumer_pkgconfig install_consumer_cmake
+    shellcheck)
 set_tests_properties(${_q_tests} PROPERTIES LABELS quality SKIP_RETURN_CODE 77)
 foreach(_q_t test_core test_alloc)
   if(TEST ${_q_t})
