@@ -56,7 +56,7 @@ effml_status effml_sparse_wide_dims(effml_context *ctx, int64_t in, int64_t out,
   if (widen_sides & ~(EFFML_SPARSE_WIDEN_IN | EFFML_SPARSE_WIDEN_OUT))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: widen=%u has unknown bits", fn,
                       (unsigned)widen_sides);
-  int64_t p;
+  int64_t p = 1;
   EFFML__TRY(density_ratio(ctx, fn, sparsity, &p));
   int64_t wi = (widen_sides & EFFML_SPARSE_WIDEN_IN) ? widen(in, p) : in;
   int64_t wo = (widen_sides & EFFML_SPARSE_WIDEN_OUT) ? widen(out, p) : out;
@@ -72,7 +72,7 @@ effml_status effml_sparse_parallel_branches(effml_context *ctx, double sparsity,
                                             int64_t *branches) {
   static const char fn[] = "effml_sparse_parallel_branches";
   EFFML__CHECK_NULL(ctx, branches);
-  int64_t p;
+  int64_t p = 1;
   EFFML__TRY(density_ratio(ctx, fn, sparsity, &p));
   /* round(q / p), halves up */
   *branches = (2 * DENSITY_Q + p) / (2 * p);
@@ -86,7 +86,7 @@ effml_status effml_sparse_factorized_dim(effml_context *ctx, int64_t in, int64_t
   static const char fn[] = "effml_sparse_factorized_dim";
   EFFML__CHECK_NULL(ctx, dim);
   EFFML__TRY(check_sizes(ctx, fn, in, out, kernel_area));
-  int64_t p;
+  int64_t p = 1;
   EFFML__TRY(density_ratio(ctx, fn, sparsity, &p));
   const int64_t k = kernel_area;
   int64_t d;
@@ -106,7 +106,7 @@ effml_status effml_sparse_doped_rank(effml_context *ctx, int64_t in, int64_t out
   static const char fn[] = "effml_sparse_doped_rank";
   EFFML__CHECK_NULL(ctx, rank);
   EFFML__TRY(check_sizes(ctx, fn, in, out, kernel_area));
-  int64_t p;
+  int64_t p = 1;
   EFFML__TRY(density_ratio(ctx, fn, sparsity, &p));
   const int64_t k = kernel_area;
   if (flags & EFFML_SPARSE_COMPAT_FLOAT) {

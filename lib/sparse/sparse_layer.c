@@ -590,7 +590,7 @@ static effml_status get_matrix(effml_context *ctx, const effml_layer *layer, int
 
 effml_status effml_sparse_matrix_shape(effml_context *ctx, const effml_layer *layer, int32_t m,
                                        int64_t *rows, int64_t *cols) {
-  effml__sparse_layer *s;
+  effml__sparse_layer *s = NULL;
   EFFML__TRY(get_matrix(ctx, layer, m, &s));
   EFFML__CHECK_NULL(ctx, rows);
   EFFML__CHECK_NULL(ctx, cols);
@@ -609,7 +609,7 @@ static effml_status check_dense_out(effml_context *ctx, const effml__spmat *mt, 
 
 static effml_status scatter_dense(effml_context *ctx, const effml_layer *layer, int32_t m,
                                   effml_tensor *dense, int use_grad) {
-  effml__sparse_layer *s;
+  effml__sparse_layer *s = NULL;
   EFFML__TRY(get_matrix(ctx, layer, m, &s));
   const effml__spmat *mt = &s->mats[m];
   EFFML__TRY(check_dense_out(ctx, mt, dense));
@@ -664,7 +664,7 @@ effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *la
 
 effml_status effml_sparse_dense_grad(effml_context *ctx, const effml_layer *layer, int32_t m,
                                      effml_tensor *dense) {
-  effml__sparse_layer *s;
+  effml__sparse_layer *s = NULL;
   EFFML__TRY(get_matrix(ctx, layer, m, &s));
   const effml__spmat *mt = &s->mats[m];
   EFFML__TRY(check_dense_out(ctx, mt, dense));

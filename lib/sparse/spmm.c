@@ -26,6 +26,10 @@
 
 typedef float effml__v16 __attribute__((vector_size(64)));
 
+#ifndef PF
+#define PF 8
+#endif
+
 /* ---------------- portable (vector extensions) ---------------- */
 
 static void spmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx,
@@ -86,6 +90,14 @@ __attribute__((target("avx512f"))) static void spmm_rows_avx512(
       for (; p + 1 < pe; p += 2) {
         const float *x = XT + (int64_t)idx[p] * ldb + b0;
         const float *z = XT + (int64_t)idx[p + 1] * ldb + b0;
+        if (p + PF + 1 < pe) { /* random rows: the hardware prefetcher cannot guess them */
+          const char *px = (const char *)(XT + (int64_t)idx[p + PF] * ldb + b0);
+          const char *pz = (const char *)(XT + (int64_t)idx[p + PF + 1] * ldb + b0);
+          _mm_prefetch(px, _MM_HINT_T0); _mm_prefetch(px + 64, _MM_HINT_T0);
+          _mm_prefetch(px + 128, _MM_HINT_T0); _mm_prefetch(px + 192, _MM_HINT_T0);
+          _mm_prefetch(pz, _MM_HINT_T0); _mm_prefetch(pz + 64, _MM_HINT_T0);
+          _mm_prefetch(pz + 128, _MM_HINT_T0); _mm_prefetch(pz + 192, _MM_HINT_T0);
+        }
         __m512 w = _mm512_set1_ps(v[p]), u = _mm512_set1_ps(v[p + 1]);
         a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), a0);
         a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), a1);
