@@ -533,7 +533,7 @@ static void plots(const config *cfg, const char *chosen) {
           "set title 'Per-class test recall: long-tailed training vs rebalanced (%s)'\n"
           "set xlabel 'class (0 = head ... 9 = tail)'; set ylabel 'recall'\n"
           "set style data histogram; set style histogram clustered gap 1\n"
-          "set style fill solid 0.8; set yrange [0:1]; set key top right\n"
+          "set style fill solid 0.8; set yrange [0:1.2]; set key top center horizontal\n"
           "plot 'per_class_recall.dat' u 2:xtic(1) t 'no rebalancing', '' u 3 t 'SMOTE', '' u 4 t 'temperature'\n",
           chosen);
   fclose(f);
@@ -600,8 +600,8 @@ static void parse_args(int argc, char **argv, config *cfg) {
     cfg->val_per_class = 500;
     cfg->test_rows = 10000;
     cfg->epochs_small = 4;
-    cfg->epochs_main = 8;
-    cfg->epochs_adapt = 4;
+    cfg->epochs_main = 10;
+    cfg->epochs_adapt = 6;
     cfg->hidden1 = 256;
     cfg->hidden2 = 128;
   }
