@@ -255,6 +255,9 @@ START_TEST(npy_bad_dtypes_and_shapes) {
                     "(99999999999999999999, 3), }", 0, EFFML_E_OVERFLOW, NULL);
   npy_expect_header(ctx, "{'descr': '<f8', 'fortran_order': False, 'shape': "
                     "(4294967296, 4294967296), }", 0, EFFML_E_OVERFLOW, "overflow");
+  /* A huge shape over a short file is refused before anything is allocated. */
+  npy_expect_header(ctx, "{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }",
+                    8, EFFML_E_FORMAT, "truncated .npy: data has 8 bytes, shape needs 800000000000");
   npy_expect_header(ctx, "{'descr': '>i8', 'fortran_order': False, 'shape': (2,), }", 16,
                     EFFML_E_UNSUPPORTED, "big-endian");
   npy_expect_header(ctx, "{'descr': '|O', 'fortran_order': False, 'shape': (2,), }", 16,

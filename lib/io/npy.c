@@ -324,7 +324,8 @@ static const char *descr_of(int32_t dtype) {
 
 /* ---- loading ---- */
 
-/* A byte source: either a memory buffer or a FILE. */
+/* A byte source: a memory buffer, or a FILE whose size (len) is known, so
+ * every size is checked against the input before anything is allocated. */
 typedef struct npy_src {
   const unsigned char *buf;
   size_t len, pos;
@@ -332,9 +333,9 @@ typedef struct npy_src {
 } npy_src;
 
 static size_t src_read(npy_src *s, void *dst, size_t n) {
-  if (s->f) return fread(dst, 1, n, s->f);
   size_t k = s->len - s->pos < n ? s->len - s->pos : n;
-  memcpy(dst, s->buf + s->pos, k);
+  if (s->f) k = fread(dst, 1, k, s->f);
+  else memcpy(dst, s->buf + s->pos, k);
   s->pos += k;
   return k;
 }
@@ -392,11 +393,11 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
   /* From a buffer the header is parsed in place; from a file it is read first. */
   const char *hdr;
   char *hbuf = NULL;
+  if (src->len - src->pos < hlen)
+    return effml__err(ctx, EFFML_E_FORMAT,
+                      "%s: .npy header_len=%zu runs past the end of the %zu-byte input", fn,
+                      hlen, src->len);
   if (src->f == NULL) {
-    if (src->len - src->pos < hlen)
-      return effml__err(ctx, EFFML_E_FORMAT,
-                        "%s: .npy header_len=%zu runs past the end of the %zu-byte input", fn,
-                        hlen, src->len);
     hdr = (const char *)src->buf + src->pos;
     src->pos += hlen;
   } else {
@@ -434,8 +435,8 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
                         "%s: .npy shape overflows the byte size (dimension %d = %lld)", fn, k,
                         (long long)h.shape[k]);
   }
-  /* A buffer must hold the whole payload before anything is allocated. */
-  if (src->f == NULL && src->len - src->pos < nbytes)
+  /* The input must hold the whole payload before anything is allocated. */
+  if (src->len - src->pos < nbytes)
     return effml__err(ctx, EFFML_E_FORMAT,
                       "%s: truncated .npy: data has %zu bytes, shape needs %zu", fn,
                       src->len - src->pos, nbytes);
@@ -489,7 +490,11 @@ effml_status effml_npy_load(effml_context *ctx, const char *path, effml_tensor *
     return effml__err(ctx, EFFML_E_IO, "effml_npy_load: '%s' is a directory or cannot be read",
                       path);
   }
-  npy_src src = {NULL, 0, 0, f};
+  if ((uint64_t)sb.st_size > SIZE_MAX) {
+    fclose(f);
+    return effml__err(ctx, EFFML_E_OVERFLOW, "effml_npy_load: '%s' is too large", path);
+  }
+  npy_src src = {NULL, (size_t)sb.st_size, 0, f};
   effml_status st = load_src(ctx, "effml_npy_load", &src, out);
   if (st == EFFML_OK && ferror(f)) {
     effml_tensor_free(*out);
