@@ -16,83 +16,116 @@ static inline double logit_at(const effml__stage_block *b, int64_t r, int64_t k)
 
 void effml__probs_score(const double *psum, int64_t K, double scale, int32_t score_kind,
                         double *score, int32_t *pred) {
+  /* argmax first (lowest index on ties); the score needs at most one more pass */
   int64_t arg = 0;
-  double top1 = psum[0] * scale, top2 = -INFINITY, ent = 0.0, sq = 0.0;
-  for (int64_t k = 0; k < K; ++k) {
-    double p = psum[k] * scale;
-    if (k > 0) {
-      if (p > top1) {
-        top2 = top1;
-        top1 = p;
-        arg = k;
-      } else if (p > top2) {
-        top2 = p;
-      }
-    }
-    if (p > 0.0) ent += p * log(p); /* 0 log 0 = 0 */
-    sq += p * p;
-  }
+  for (int64_t k = 1; k < K; ++k)
+    if (psum[k] > psum[arg]) arg = k;
   *pred = (int32_t)arg;
+  const double top1 = psum[arg] * scale;
+  double v = 0.0;
   switch (score_kind) {
-    case EFFML_SCORE_ENTROPY: *score = ent; break;
-    case EFFML_SCORE_MARGIN: *score = top1 - top2; break;
-    case EFFML_SCORE_DOCTOR: *score = sq; break;
-    default: *score = top1; break; /* MSP */
+    case EFFML_SCORE_ENTROPY:
+      for (int64_t k = 0; k < K; ++k) {
+        double p = psum[k] * scale;
+        if (p > 0.0) v += p * log(p); /* 0 log 0 = 0 */
+      }
+      break;
+    case EFFML_SCORE_MARGIN: {
+      double top2 = -INFINITY;
+      for (int64_t k = 0; k < K; ++k)
+        if (k != arg && psum[k] > top2) top2 = psum[k];
+      v = top1 - top2 * scale;
+      break;
+    }
+    case EFFML_SCORE_DOCTOR:
+      for (int64_t k = 0; k < K; ++k) {
+        double p = psum[k] * scale;
+        v += p * p;
+      }
+      break;
+    default: v = top1; break; /* MSP */
+  }
+  *score = v;
+}
+
+/* Row r's logits as doubles into zb, with the common layouts unrolled from the
+ * generic strided access. */
+static inline void load_row(const effml__stage_block *b, int64_t r, double *zb) {
+  const int64_t K = b->K;
+  if (!b->is_f64 && b->cs == 1) {
+    const float *z = (const float *)b->base + r * b->rs;
+    for (int64_t k = 0; k < K; ++k) zb[k] = (double)z[k];
+  } else if (b->is_f64 && b->cs == 1) {
+    const double *z = (const double *)b->base + r * b->rs;
+    for (int64_t k = 0; k < K; ++k) zb[k] = z[k];
+  } else {
+    for (int64_t k = 0; k < K; ++k) zb[k] = logit_at(b, r, k);
   }
 }
 
-int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t end) {
+/* One row: z holds the logits (zb copy, or NULL to read in place for large K). */
+static inline int64_t stage_row(const effml__stage_block *b, int64_t j, int64_t r,
+                                const double *z) {
   const int64_t K = b->K;
   const int mean = b->aggregation == EFFML_CASCADE_AGG_MEAN && b->m > 1;
   const double inv_m = mean ? 1.0 / (double)b->m : 1.0;
-  const int member_score = b->score_kind == EFFML_SCORE_MAX_LOGIT ||
-                           b->score_kind == EFFML_SCORE_ENERGY;
+  double *acc = b->acc + j * K;
+#define Z(k) (z ? z[k] : logit_at(b, r, (k)))
+  double zmax = -INFINITY;
+  for (int64_t k = 0; k < K; ++k) {
+    double v = Z(k);
+    if (!isfinite(v)) return j * K + k;
+    if (v > zmax) zmax = v;
+  }
+  /* p_k = exp(z_k - zmax) / sum; the numerators go to acc (or are added after) */
+  double sum = 0.0;
+  if (!mean) {
+    for (int64_t k = 0; k < K; ++k) sum += (acc[k] = exp(Z(k) - zmax));
+    const double inv_sum = 1.0 / sum;
+    for (int64_t k = 0; k < K; ++k) acc[k] *= inv_sum;
+  } else if (z) {
+    double e[256];
+    for (int64_t k = 0; k < K; ++k) sum += (e[k] = exp(z[k] - zmax));
+    const double inv_sum = 1.0 / sum;
+    for (int64_t k = 0; k < K; ++k) acc[k] += e[k] * inv_sum;
+  } else { /* large K: recompute the numerators rather than allocate */
+    for (int64_t k = 0; k < K; ++k) sum += exp(Z(k) - zmax);
+    const double inv_sum = 1.0 / sum;
+    for (int64_t k = 0; k < K; ++k) acc[k] += exp(Z(k) - zmax) * inv_sum;
+  }
+  if (b->score_kind == EFFML_SCORE_MAX_LOGIT || b->score_kind == EFFML_SCORE_ENERGY) {
+    double s;
+    if (b->score_kind == EFFML_SCORE_MAX_LOGIT) {
+      s = zmax;
+    } else if (b->temperature == 1.0) {
+      s = zmax + log(sum);
+    } else { /* T * logsumexp(z / T), shifted by the max for stability */
+      const double T = b->temperature;
+      double st = 0.0;
+      for (int64_t k = 0; k < K; ++k) st += exp((Z(k) - zmax) / T);
+      s = zmax + T * log(st);
+    }
+#undef Z
+    b->sacc[j] = mean ? b->sacc[j] + s : s;
+    int64_t arg = 0;
+    for (int64_t k = 1; k < K; ++k)
+      if (acc[k] > acc[arg]) arg = k;
+    b->pred[j] = (int32_t)arg;
+    b->score[j] = b->sacc[j] * inv_m;
+  } else {
+    effml__probs_score(acc, K, inv_m, b->score_kind, &b->score[j], &b->pred[j]);
+  }
+  return -1;
+}
+
+int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t end) {
+  double zb[256];
+  const int small = b->K <= 256; /* the usual case: work from a local copy of the row */
   for (int64_t j = begin; j < end; ++j) {
     const int64_t r = b->row_index ? b->row_index[j] : j;
-    double *acc = b->acc + j * K;
-    /* max and finiteness */
-    double zmax = -INFINITY;
-    for (int64_t k = 0; k < K; ++k) {
-      double z = logit_at(b, r, k);
-      if (!isfinite(z)) return j * K + k;
-      if (z > zmax) zmax = z;
-    }
-    /* p_k = exp(z_k - zmax) / sum: one exp per class (a stack buffer holds the
-     * numerators for the usual small K; larger K recomputes them) */
-    double e[256];
-    double sum = 0.0;
-    if (K <= 256) {
-      for (int64_t k = 0; k < K; ++k) sum += (e[k] = exp(logit_at(b, r, k) - zmax));
-    } else {
-      for (int64_t k = 0; k < K; ++k) sum += exp(logit_at(b, r, k) - zmax);
-    }
-    const double lse = zmax + log(sum), inv_sum = 1.0 / sum;
-    for (int64_t k = 0; k < K; ++k) {
-      double p = (K <= 256 ? e[k] : exp(logit_at(b, r, k) - zmax)) * inv_sum;
-      acc[k] = mean ? acc[k] + p : p;
-    }
-    if (member_score) {
-      double s;
-      if (b->score_kind == EFFML_SCORE_MAX_LOGIT) {
-        s = zmax;
-      } else if (b->temperature == 1.0) {
-        s = lse;
-      } else { /* T * logsumexp(z / T), shifted by the max for stability */
-        const double T = b->temperature;
-        double st = 0.0;
-        for (int64_t k = 0; k < K; ++k) st += exp((logit_at(b, r, k) - zmax) / T);
-        s = zmax + T * log(st);
-      }
-      b->sacc[j] = mean ? b->sacc[j] + s : s;
-      /* prediction from the aggregated probabilities */
-      int64_t arg = 0;
-      for (int64_t k = 1; k < K; ++k)
-        if (acc[k] > acc[arg]) arg = k;
-      b->pred[j] = (int32_t)arg;
-      b->score[j] = b->sacc[j] * inv_m;
-    } else {
-      effml__probs_score(acc, K, inv_m, b->score_kind, &b->score[j], &b->pred[j]);
-    }
+    if (small) load_row(b, r, zb);
+    int64_t bad = stage_row(b, j, r, small ? zb : NULL);
+    if (bad >= 0) return bad;
   }
   return -1;
 }
