@@ -128,7 +128,7 @@ EFFML_API void effml_resample_options_init(effml_resample_options *opt);
  * @param x_query  [n_query, n_features], same dtype; NULL: query = x_ref and a
  *                 point is never its own neighbour (by index, so an exact
  *                 duplicate *is* returned as a neighbour at distance 0).
- * @param k        neighbours per query, 1 <= k <= n_ref (n_ref - 1 when x_query is NULL).
+ * @param k        neighbours per query, 1 <= k <= min(60, n_ref) (n_ref - 1 when x_query is NULL).
  * @param indices  receives [n_query, k] i64 reference indices, nearest first (owned).
  * @param distances NULL, or receives [n_query, k] f64 Euclidean distances (owned).
  * @return EFFML_E_INVALID_ARG (NULL, bad k), EFFML_E_SHAPE, EFFML_E_DTYPE,
@@ -164,11 +164,13 @@ EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
  *
  * Over-samplers list every original row first (base = 0..n-1, neighbor -1),
  * then one synthetic block per class in ascending label order.  Random
- * under-sampling lists the kept rows grouped by class in label order; Tomek
- * and ENN list the kept rows in original order.
+ * under-sampling and ENN list the kept rows grouped by class in label order
+ * (random under-sampling: targeted classes in random order, others in
+ * original order; ENN: original order within a class); Tomek keeps the
+ * original order.
  *
  * Method details (see docs/samplers.md, "Where we differ"):
- * - SMOTE: for each targeted class, (k+1)... k nearest neighbours within the
+ * - SMOTE: for each targeted class, the k nearest neighbours within the
  *   class, self excluded by index; base pairs (row, neighbour) i.i.d. uniform
  *   over the n_c * k pairs; step ~ U[0,1).
  * - Borderline-1/2: m-NN on all rows; danger iff m/2 <= #other-class < m;
@@ -350,6 +352,116 @@ EFFML_API effml_status effml_interleave(effml_context *ctx, const int64_t *lengt
                                         int32_t stopping_strategy, uint64_t seed,
                                         int64_t max_len, effml_tensor **source,
                                         effml_tensor **index);
+
+/* ========================================================================
+ * 3. lp sensitivity sampling
+ * ====================================================================== */
+
+/** Leverage score methods. */
+#define EFFML_LEVERAGE_EXACT 0  /**< Householder TSQR (LAPACK per row block) + one CholeskyQR refinement */
+#define EFFML_LEVERAGE_SKETCH 1 /**< R from the QR of a CountSketch S A (Drineas et al. JMLR 2012), tau_i = ||a_i R^-1||^2 */
+
+/** Options of the leverage / Lewis / sensitivity functions.  Fill with _init. */
+typedef struct effml_leverage_options {
+  uint32_t struct_size;  /**< set by _init */
+  int32_t method;        /**< EFFML_LEVERAGE_* (default EXACT) */
+  int64_t sketch_rows;   /**< SKETCH: CountSketch rows (0: max(4 d^2, 64 d)) */
+  uint64_t seed;         /**< SKETCH generator seed */
+  double rank_tol;       /**< relative |R_jj| below which A counts as rank deficient (default 1e-12) */
+  int64_t max_iter;      /**< Lewis fixed-point iterations (default 200) */
+  double tol;            /**< Lewis convergence: max |log w_new - log w| (default 1e-12) */
+} effml_leverage_options;
+
+/** Fill `opt` with defaults.  NULL is ignored. */
+EFFML_API void effml_leverage_options_init(effml_leverage_options *opt);
+
+/**
+ * Leverage scores tau_i = a_i^T (A^T A)^{-1} a_i = ||U_i||^2 (REFERENCES
+ * §3.10); sum tau = d.  EXACT: R from a tall-skinny Householder QR (TSQR:
+ * LAPACK dgelqf on fixed row blocks, then on the stacked R factors), one
+ * CholeskyQR refinement of U = A R^{-1} (Q = U R2^{-1}, R2 = chol(U^T U)),
+ * tau_i = ||Q_i||^2 by blocked dtrsm.  Householder makes R backward stable for
+ * any condition number below 1/eps, and the refinement restores the
+ * orthogonality a plain A R^{-1} loses (error ~ cond(A) eps), so the scores
+ * match numpy's QR where a Cholesky of A^T A (cond^2) already fails.  Row
+ * blocks are fixed (not per thread), so results are identical for any
+ * thread count.
+ * @param a    [n, d] f32 or f64 contiguous, n >= d >= 1, finite.
+ * @param tau  receives [n] f64 (owned).
+ * @return EFFML_E_NUMERIC (NaN/inf; rank deficient: "|R_jj|/max = ..."),
+ *         EFFML_E_SHAPE (n < d, not 2-D), EFFML_E_DTYPE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_leverage_scores(effml_context *ctx,
+                                             const effml_leverage_options *opt,
+                                             const effml_tensor *a, effml_tensor **tau);
+
+/** Root leverage scores tau_i^(p/2) (Woodruff & Yasuda 2023, 1 <= p <= 2). */
+EFFML_API effml_status effml_root_leverage_scores(effml_context *ctx,
+                                                  const effml_leverage_options *opt,
+                                                  const effml_tensor *a, double p,
+                                                  effml_tensor **scores);
+
+/**
+ * lp Lewis weights (Cohen & Peng, STOC 2015, §3): the fixed point of
+ * w_i^(2/p) = a_i^T (A^T W^{1-2/p} A)^{-1} a_i, iterated from w = 1 as
+ * w_i <- w_i^{1-p/2} tau_i(W^{1/2-1/p} A)^{p/2}.  The map contracts in log
+ * space with factor |1 - p/2| < 1, so it converges for 0 < p < 4 (p = 2:
+ * leverage scores in one step); p >= 4 needs convex optimisation and is
+ * refused.  sum w = d.
+ * @param p           0 < p < 4 (else EFFML_E_INVALID_ARG).
+ * @param weights     receives [n] f64 (owned).
+ * @param iterations  NULL or receives the iterations used.
+ * @return as effml_leverage_scores(); EFFML_E_NUMERIC if not converged in max_iter.
+ */
+EFFML_API effml_status effml_lewis_weights(effml_context *ctx, const effml_leverage_options *opt,
+                                           const effml_tensor *a, double p,
+                                           effml_tensor **weights, int64_t *iterations);
+
+/**
+ * Upper bounds s_i >= sigma_i^(p) on the lp sensitivities (WY23 §3.10):
+ * 1 <= p <= 2: min(1, w_i, tau_i^(p/2)); 2 < p < 4: min(1, d^(p/2-1) w_i),
+ * with w the lp Lewis weights.
+ * @param p  1 <= p < 4.
+ */
+EFFML_API effml_status effml_sensitivity_upper_bounds(effml_context *ctx,
+                                                      const effml_leverage_options *opt,
+                                                      const effml_tensor *a, double p,
+                                                      effml_tensor **scores);
+
+/** Sampling schemes of effml_sensitivity_sample(). */
+#define EFFML_SAMPLE_BERNOULLI 0 /**< keep i with pi_i = min(1, m s_i / S) */
+#define EFFML_SAMPLE_IID 1       /**< m i.i.d. draws with q_i = s_i / S, duplicates merged */
+
+/**
+ * Sample rows by scores with lp importance weights, so that
+ * E ||S A x||_p^p = ||A x||_p^p.  BERNOULLI: weight pi_i^(-1/p) (one
+ * independent stream per row: same output for any thread count).  IID:
+ * round(m) alias draws; a row drawn c_i times gets (c_i / (m q_i))^(1/p).
+ * Indices are returned in ascending order.
+ * @param scores   [n] f64 >= 0, finite, sum > 0.
+ * @param m        target sample size > 0.
+ * @param p        p >= 1 (1/p of the weight exponent; p = 2 for least squares).
+ * @param indices  receives [k] i64 (owned); weights receives [k] f64 (owned).
+ */
+EFFML_API effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *scores,
+                                                double m, double p, int32_t scheme,
+                                                uint64_t seed, effml_tensor **indices,
+                                                effml_tensor **weights);
+
+/**
+ * Merge two weighted samples (data arriving in parts): indices of b are
+ * shifted by `offset_b` (the row count of the part before), the union is
+ * sorted, and a row present in both gets (w_a^p + w_b^p)^(1/p).
+ * @param idx_a, w_a  [k_a] i64 ascending, [k_a] f64; idx_b, w_b likewise.
+ * @return EFFML_E_INVALID_ARG (p < 1, offset < 0, weights <= 0), EFFML_E_SHAPE,
+ *         EFFML_E_DTYPE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_weighted_sample_merge(effml_context *ctx, const effml_tensor *idx_a,
+                                                   const effml_tensor *w_a,
+                                                   const effml_tensor *idx_b,
+                                                   const effml_tensor *w_b, int64_t offset_b,
+                                                   double p, effml_tensor **indices,
+                                                   effml_tensor **weights);
 
 EFFML_END_DECLS
 

@@ -106,4 +106,17 @@ EFFML__HIDDEN void effml__class_rng(effml__rng *r, uint64_t seed, uint64_t metho
 EFFML__HIDDEN double *effml__gather_rows(effml_context *ctx, const double *x, int64_t d,
                                          const int64_t *rows, int64_t n_rows);
 
+/* ---- linear algebra for leverage / Lewis (leverage.c) ---- */
+
+/* Leverage scores of diag(sqrt(wt)) A (wt NULL: A), A [n, d] row-major f64,
+ * by the method in o; tau [n].  EFFML_E_NUMERIC when rank deficient. */
+EFFML__HIDDEN effml_status effml__leverage_f64(effml_context *ctx,
+                                               const effml_leverage_options *o, const double *a,
+                                               const double *wt, int64_t n, int64_t d,
+                                               double *tau);
+/* Read an options prefix into *o (defaults for the rest). */
+EFFML__HIDDEN effml_status effml__leverage_read_options(effml_context *ctx,
+                                                        const effml_leverage_options *opt,
+                                                        effml_leverage_options *o);
+
 #endif

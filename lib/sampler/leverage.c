@@ -1,0 +1,289 @@
+/* Leverage scores tau_i = ||a_i R^{-1}||^2 with R the triangular factor of
+ * A = Q R (REFERENCES §3.10).
+ *
+ * EXACT: TSQR -- A is cut into fixed row blocks; each block's R comes from
+ * LAPACK dgelqf (a row-major m x d block is the column-major d x m matrix
+ * A^T, whose LQ factor L = R^T lies in memory exactly as the row-major R);
+ * the stacked block R's are factored once more.  Then one CholeskyQR pass
+ * (CholeskyQR2's second step): U = A R^{-1} is nearly orthonormal (error ~
+ * cond(A) eps), so R2 = chol(U^T U) is safe and Q = U R2^{-1} is orthonormal
+ * to working precision.  tau_i = ||Q_i||^2, with U recomputed block by block
+ * (two dtrsm per block) instead of stored.
+ * Block boundaries do not depend on the thread count, and per-block partial
+ * results are combined in block order, so the output is identical for any
+ * thread count.
+ *
+ * SKETCH: S A with a CountSketch S (each row to one of s buckets with a
+ * random sign, hashed from (seed, row)), R from the QR of S A, tau_i =
+ * ||a_i R^{-1}||^2: a (1 +- eps) approximation when S embeds the column
+ * space (s = O(d^2/eps^2); Clarkson & Woodruff 2013). */
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <string.h>
+
+#include "sampler_internal.h"
+
+#define LEV_BLOCK 4096
+
+void effml_leverage_options_init(effml_leverage_options *opt) {
+  if (opt == NULL) return;
+  memset(opt, 0, sizeof *opt);
+  opt->struct_size = (uint32_t)sizeof *opt;
+  opt->method = EFFML_LEVERAGE_EXACT;
+  opt->rank_tol = 1e-12;
+  opt->max_iter = 200;
+  opt->tol = 1e-12;
+}
+
+effml_status effml__leverage_read_options(effml_context *ctx, const effml_leverage_options *opt,
+                                          effml_leverage_options *o) {
+  effml_leverage_options_init(o);
+  if (opt == NULL) return EFFML_OK;
+  if (opt->struct_size < offsetof(effml_leverage_options, sketch_rows) || opt->struct_size > 4096)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "opt->struct_size=%u is invalid (use effml_leverage_options_init)",
+                      (unsigned)opt->struct_size);
+  memcpy(o, opt, opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o);
+  o->struct_size = (uint32_t)sizeof *o;
+  if (o->method != EFFML_LEVERAGE_EXACT && o->method != EFFML_LEVERAGE_SKETCH)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_LEVERAGE_* value",
+                      (int)o->method);
+  if (o->sketch_rows < 0)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "sketch_rows=%lld must be >= 0", (long long)o->sketch_rows);
+  if (!(o->rank_tol >= 0 && o->rank_tol < 1))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "rank_tol=%g must be in [0, 1)", o->rank_tol);
+  if (o->max_iter < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "max_iter=%lld must be >= 1", (long long)o->max_iter);
+  if (!(o->tol > 0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "tol=%g must be > 0", o->tol);
+  return EFFML_OK;
+}
+
+/* R of an m x d row-major block (m >= d), overwriting `buf`; writes the d x d
+ * upper-triangular row-major R to r. */
+static int block_r(double *buf, int64_t m, int64_t d, double *tau, double *work, int64_t lwork,
+                   double *r) {
+  lapack_int info = LAPACKE_dgelqf_work(LAPACK_COL_MAJOR, (lapack_int)d, (lapack_int)m, buf,
+                                        (lapack_int)d, tau, work, (lapack_int)lwork);
+  if (info != 0) return (int)info;
+  for (int64_t j = 0; j < d; ++j)
+    for (int64_t i = 0; i < d; ++i) r[j * d + i] = i >= j ? buf[j * d + i] : 0.0;
+  return 0;
+}
+
+typedef struct {
+  const double *a, *wt;
+  int64_t n, d, nb;
+  double *bufs;  /* [workers][2 LEV_BLOCK d] */
+  double *taus;  /* [workers][d] */
+  double *works; /* [workers][lwork] */
+  int64_t lwork;
+  double *rs;    /* [nb][d d] block R's (pass 1) or Gram matrices (pass 2) */
+  const double *r;
+  const double *r2; /* pass 3 of EXACT: U R2^{-1} after U = A R^{-1} (NULL: none) */
+  double *out;   /* pass 3: tau */
+  int pass;
+  int bad;
+} lev_job;
+
+static void block_range(const lev_job *J, int64_t b, int64_t *r0, int64_t *m) {
+  *r0 = b * LEV_BLOCK;
+  *m = (b == J->nb - 1) ? J->n - *r0 : LEV_BLOCK;
+}
+
+/* Copy rows [r0, r0+m) scaled by sqrt(wt) into buf. */
+static void load_rows(const lev_job *J, int64_t r0, int64_t m, double *buf) {
+  const int64_t d = J->d;
+  memcpy(buf, J->a + r0 * d, (size_t)(m * d) * sizeof(double));
+  if (J->wt)
+    for (int64_t i = 0; i < m; ++i) {
+      double s = sqrt(J->wt[r0 + i]);
+      for (int64_t t = 0; t < d; ++t) buf[i * d + t] *= s;
+    }
+}
+
+static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
+  lev_job *J = (lev_job *)arg;
+  const int64_t d = J->d;
+  double *buf = J->bufs + (size_t)worker * (size_t)(2 * LEV_BLOCK * d);
+  for (int64_t b = b0; b < b1; ++b) {
+    int64_t r0, m;
+    block_range(J, b, &r0, &m);
+    load_rows(J, r0, m, buf);
+    if (J->pass == 1) {
+      if (block_r(buf, m, d, J->taus + worker * d, J->works + worker * J->lwork, J->lwork,
+                  J->rs + b * d * d) != 0)
+        J->bad = 1;
+      continue;
+    }
+    cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, (int)m, (int)d,
+                1.0, J->r, (int)d, buf, (int)d);
+    if (J->pass == 3 && J->r2)
+      cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, (int)m,
+                  (int)d, 1.0, J->r2, (int)d, buf, (int)d);
+    if (J->pass == 2) {
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0, buf, (int)d, 0.0,
+                  J->rs + b * d * d, (int)d);
+    } else {
+      for (int64_t i = 0; i < m; ++i) {
+        double s = 0;
+        for (int64_t t = 0; t < d; ++t) s += buf[i * d + t] * buf[i * d + t];
+        J->out[r0 + i] = s;
+      }
+    }
+  }
+}
+
+static effml_status check_rank(effml_context *ctx, const double *r, int64_t d, double tol) {
+  double mx = 0;
+  for (int64_t j = 0; j < d; ++j) mx = fmax(mx, fabs(r[j * d + j]));
+  for (int64_t j = 0; j < d; ++j) {
+    double v = fabs(r[j * d + j]);
+    if (!(v > tol * mx) || !isfinite(v))
+      return effml__err(ctx, EFFML_E_NUMERIC,
+                        "A is rank deficient: |R_jj|/max|R_ii| = %.3g at column %lld "
+                        "(rank_tol %.3g); leverage scores need full column rank",
+                        mx > 0 ? v / mx : 0.0, (long long)j, tol);
+  }
+  return EFFML_OK;
+}
+
+/* QR of a stacked (rows x d) row-major matrix in place; R to r. */
+static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int64_t d, double *r) {
+  double q;
+  lapack_int info = LAPACKE_dgelqf_work(LAPACK_COL_MAJOR, (lapack_int)d, (lapack_int)rows, stack,
+                                        (lapack_int)d, &q, &q, -1);
+  int64_t lwork = info == 0 ? (int64_t)q + d : 64 * d;
+  double *work = (double *)effml__alloc_or_err(ctx, (size_t)(lwork + d) * sizeof(double), "QR work");
+  if (!work) return EFFML_E_NOMEM;
+  int bad = block_r(stack, rows, d, work + lwork, work, lwork, r);
+  effml__free(ctx, work);
+  if (bad) return effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed (info %d)", bad);
+  return EFFML_OK;
+}
+
+effml_status effml__leverage_f64(effml_context *ctx, const effml_leverage_options *o,
+                                 const double *a, const double *wt, int64_t n, int64_t d,
+                                 double *tau) {
+  lev_job J;
+  memset(&J, 0, sizeof J);
+  J.a = a;
+  J.wt = wt;
+  J.n = n;
+  J.d = d;
+  /* last block: between LEV_BLOCK and 2 LEV_BLOCK - 1 rows (or all n when small) */
+  J.nb = n >= 2 * LEV_BLOCK ? n / LEV_BLOCK : 1;
+  int64_t workers = effml__ctx_threads(ctx);
+  if (workers > 64) workers = 64;
+  if (workers > J.nb) workers = J.nb;
+  int64_t maxrows = J.nb == 1 ? n : 2 * LEV_BLOCK;
+  double q;
+  lapack_int info = LAPACKE_dgelqf_work(LAPACK_COL_MAJOR, (lapack_int)d, (lapack_int)maxrows, NULL,
+                                        (lapack_int)d, &q, &q, -1);
+  J.lwork = info == 0 && q >= (double)d ? (int64_t)q : 64 * d;
+  double *r = (double *)effml__malloc(ctx, (size_t)(2 * d * d) * sizeof(double));
+  double *r2 = r ? r + d * d : NULL;
+  J.bufs = (double *)effml__malloc(ctx, (size_t)(workers * maxrows * d) * sizeof(double));
+  J.taus = (double *)effml__malloc(ctx, (size_t)(workers * d) * sizeof(double));
+  J.works = (double *)effml__malloc(ctx, (size_t)(workers * J.lwork) * sizeof(double));
+  J.rs = (double *)effml__malloc(ctx, (size_t)(J.nb * d * d) * sizeof(double));
+  effml_status st = EFFML_OK;
+  if (!r || !J.bufs || !J.taus || !J.works || !J.rs)
+    st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for leverage scores (%lld x %lld)",
+                    (long long)n, (long long)d);
+  if (st == EFFML_OK && o->method == EFFML_LEVERAGE_EXACT) {
+    /* pass 1: block R's, then the R of the stacked R's */
+    J.pass = 1;
+    st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+    if (st == EFFML_OK && J.bad) st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
+    if (st == EFFML_OK) {
+      if (J.nb == 1)
+        memcpy(r, J.rs, (size_t)(d * d) * sizeof(double));
+      else
+        st = small_r(ctx, J.rs, J.nb * d, d, r);
+    }
+  } else if (st == EFFML_OK) {
+    int64_t s = o->sketch_rows > 0 ? o->sketch_rows : (4 * d * d > 64 * d ? 4 * d * d : 64 * d);
+    if (s < d) s = d;
+    double *sa = (double *)effml__calloc(ctx, (size_t)(s * d), sizeof(double));
+    if (!sa) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for a %lld-row sketch", (long long)s);
+    for (int64_t i = 0; st == EFFML_OK && i < n; ++i) {
+      uint64_t h = effml__mix64(o->seed ^ effml__mix64((uint64_t)i + 0x5eedULL));
+      int64_t bkt = (int64_t)(((h >> 32) * (uint64_t)s) >> 32);
+      double sg = (h & 1) ? 1.0 : -1.0;
+      if (wt) sg *= sqrt(wt[i]);
+      const double *ai = a + i * d;
+      double *o_ = sa + bkt * d;
+      for (int64_t t = 0; t < d; ++t) o_[t] += sg * ai[t];
+    }
+    if (st == EFFML_OK) st = small_r(ctx, sa, s, d, r);
+    effml__free(ctx, sa);
+  }
+  if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
+  if (st == EFFML_OK && o->method == EFFML_LEVERAGE_EXACT) {
+    /* pass 2: CholeskyQR refinement R <- chol(U^T U) R, U = A R^{-1} */
+    J.pass = 2;
+    J.r = r;
+    st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+    if (st == EFFML_OK) {
+      for (int64_t t = 0; t < d * d; ++t) {
+        double g = 0;
+        for (int64_t b = 0; b < J.nb; ++b) g += J.rs[b * d * d + t]; /* fixed order */
+        r2[t] = g;
+      }
+      /* Row-major upper G = column-major lower; its Cholesky factor L lies in
+       * memory as the row-major upper R2 with G = R2^T R2. */
+      lapack_int pinfo = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)d, r2, (lapack_int)d);
+      if (pinfo != 0)
+        st = effml__err(ctx, EFFML_E_NUMERIC,
+                        "A is numerically rank deficient (refinement Cholesky failed at column %d)",
+                        (int)pinfo);
+    }
+    if (st == EFFML_OK) {
+      for (int64_t j = 0; j < d; ++j)
+        for (int64_t i = 0; i < j; ++i) r2[j * d + i] = 0.0;
+      /* Apply R2 to the *same* computed U (same trsm, same bits) rather than
+       * folding it into R: A (R2 R)^{-1} would bring back U's cond(A) eps error. */
+      J.r2 = r2;
+    }
+  }
+  if (st == EFFML_OK) {
+    J.pass = 3;
+    J.r = r;
+    J.out = tau;
+    st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+  }
+  effml__free(ctx, r);
+  effml__free(ctx, J.bufs);
+  effml__free(ctx, J.taus);
+  effml__free(ctx, J.works);
+  effml__free(ctx, J.rs);
+  return st;
+}
+
+effml_status effml_leverage_scores(effml_context *ctx, const effml_leverage_options *opt,
+                                   const effml_tensor *a, effml_tensor **tau) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, tau);
+  effml_leverage_options o;
+  EFFML__TRY(effml__leverage_read_options(ctx, opt, &o));
+  const double *ad;
+  double *own = NULL;
+  EFFML__TRY(effml__sampler_x_f64(ctx, a, "a", 0, &ad, &own));
+  int64_t n = a->shape[0], d = a->shape[1];
+  effml_status st = EFFML_OK;
+  if (n < d)
+    st = effml__err(ctx, EFFML_E_SHAPE, "a is %lld x %lld: leverage scores need n >= d",
+                    (long long)n, (long long)d);
+  effml_tensor *t = NULL;
+  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F64, 1, &n, &t);
+  if (st == EFFML_OK) st = effml__leverage_f64(ctx, &o, ad, NULL, n, d, effml__f64(t));
+  effml__free(ctx, own);
+  if (st != EFFML_OK) {
+    effml_tensor_free(t);
+    return st;
+  }
+  *tau = t;
+  return EFFML_OK;
+}

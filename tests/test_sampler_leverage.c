@@ -1,0 +1,319 @@
+/* Leverage scores, root leverage, Lewis weights, sensitivity bounds and
+ * sensitivity sampling (references: tests/ref/sampler_leverage_ref.py and the
+ * worked vector of REFERENCES §3.10). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static effml_tensor *ref_npy(effml_context *ctx, const char *name) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/sampler_lev_%s.npy", EFFML_TEST_REF, name);
+  effml_tensor *t = NULL;
+  ck_assert_msg(effml_npy_load(ctx, path, &t) == EFFML_OK, "%s: %s", path, effml_context_last_error(ctx));
+  return t;
+}
+
+static const double *F(const effml_tensor *t) { return (const double *)effml_tensor_data_const(t); }
+
+static effml_tensor *mat(effml_context *ctx, int64_t n, int64_t d, const double *v) {
+  int64_t s[2] = {n, d};
+  effml_tensor *t = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, s, &t), EFFML_OK);
+  if (v) memcpy(effml_tensor_data(t), v, (size_t)(n * d) * sizeof(double));
+  return t;
+}
+
+static effml_tensor *worked(effml_context *ctx) {
+  const double b[8] = {1, 0, 0, 1, 1, 1, 2, -1};
+  return mat(ctx, 4, 2, b);
+}
+
+START_TEST(test_worked_vector) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *b = worked(ctx), *tau = NULL, *w = NULL, *s = NULL, *rl = NULL;
+  const double et[4] = {3.0 / 17, 6.0 / 17, 11.0 / 17, 14.0 / 17};
+  const double ew[4] = {0.30824, 0.42922, 0.56236, 0.70018};
+  const double sig[4] = {0.25, 1.0 / 3, 0.5, 0.6};
+  for (int method = 0; method < 2; ++method) {
+    effml_leverage_options o;
+    effml_leverage_options_init(&o);
+    o.method = method;
+    ck_assert_int_eq(effml_leverage_scores(ctx, &o, b, &tau), EFFML_OK);
+    for (int i = 0; i < 4; ++i) ck_assert_double_eq_tol(F(tau)[i], et[i], method ? 0.5 * et[i] : 1e-14);
+    effml_tensor_free(tau);
+  }
+  int64_t iters = 0;
+  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 1.0, &w, &iters), EFFML_OK);
+  double sum = 0;
+  for (int i = 0; i < 4; ++i) {
+    ck_assert_double_eq_tol(F(w)[i], ew[i], 6e-6);
+    sum += F(w)[i];
+  }
+  ck_assert_double_eq_tol(sum, 2.0, 1e-9);
+  ck_assert(iters > 5 && iters < 100);
+  ck_assert_int_eq(effml_sensitivity_upper_bounds(ctx, NULL, b, 1.0, &s), EFFML_OK);
+  for (int i = 0; i < 4; ++i) ck_assert(F(s)[i] >= sig[i] - 1e-12 && F(s)[i] <= 1.0);
+  ck_assert_int_eq(effml_root_leverage_scores(ctx, NULL, b, 1.0, &rl), EFFML_OK);
+  for (int i = 0; i < 4; ++i) ck_assert_double_eq_tol(F(rl)[i], sqrt(et[i]), 1e-14);
+  /* p = 2 Lewis weights are leverage scores */
+  effml_tensor *w2 = NULL;
+  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 2.0, &w2, &iters), EFFML_OK);
+  for (int i = 0; i < 4; ++i) ck_assert_double_eq_tol(F(w2)[i], et[i], 1e-14);
+  ck_assert_int_le(iters, 2);
+  effml_tensor_free(w2);
+  effml_tensor_free(rl);
+  effml_tensor_free(s);
+  effml_tensor_free(w);
+  effml_tensor_free(b);
+  effml_context_free(ctx);
+}
+END_TEST
+
+START_TEST(test_heavy_tailed) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *a = ref_npy(ctx, "heavy_a"), *et = ref_npy(ctx, "heavy_tau"), *s1 = ref_npy(ctx, "heavy_s1");
+  const char *lw[3] = {"heavy_lw1", "heavy_lw15", "heavy_lw3"};
+  const double ps[3] = {1.0, 1.5, 3.0};
+  effml_tensor *tau = NULL;
+  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, a, &tau), EFFML_OK);
+  for (int i = 0; i < 40; ++i) ck_assert_double_eq_tol(F(tau)[i], F(et)[i], 1e-13);
+  for (int k = 0; k < 3; ++k) {
+    effml_tensor *e = ref_npy(ctx, lw[k]), *w = NULL, *sb = NULL;
+    int64_t iters = 0;
+    ck_assert_int_eq(effml_lewis_weights(ctx, NULL, a, ps[k], &w, &iters), EFFML_OK);
+    double sum = 0;
+    for (int i = 0; i < 40; ++i) {
+      ck_assert_double_eq_tol(F(w)[i], F(e)[i], 1e-10);
+      sum += F(w)[i];
+    }
+    ck_assert_double_eq_tol(sum, 3.0, 1e-10);
+    ck_assert_int_le(iters, 80); /* contraction |1 - p/2| */
+    ck_assert_int_eq(effml_sensitivity_upper_bounds(ctx, NULL, a, ps[k], &sb), EFFML_OK);
+    if (k == 0)
+      for (int i = 0; i < 40; ++i) ck_assert(F(sb)[i] >= F(s1)[i] * (1 - 1e-9)); /* an upper bound */
+    effml_tensor_free(sb);
+    effml_tensor_free(w);
+    effml_tensor_free(e);
+  }
+  effml_tensor_free(tau);
+  effml_tensor_free(s1);
+  effml_tensor_free(et);
+  effml_tensor_free(a);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* cond(A) = 1e10: a Cholesky of A^T A cannot even be formed; ours matches numpy's QR. */
+START_TEST(test_ill_conditioned) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *a = ref_npy(ctx, "ill_a"), *et = ref_npy(ctx, "ill_tau"), *tau = NULL;
+  effml_tensor *tt = ref_npy(ctx, "ill_tau_true");
+  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, a, &tau), EFFML_OK);
+  double err = 0, err_np = 0, sum = 0;
+  for (int i = 0; i < 600; ++i) {
+    err = fmax(err, fabs(F(tau)[i] - F(tt)[i]));
+    err_np = fmax(err_np, fabs(F(et)[i] - F(tt)[i]));
+    sum += F(tau)[i];
+  }
+  /* as accurate as numpy's Householder QR (both ~ cond(A) eps from the truth) */
+  ck_assert_msg(err <= 4 * err_np + 1e-12, "max error %g vs numpy QR %g", err, err_np);
+  effml_tensor_free(tt);
+  ck_assert_msg(fabs(sum - 8.0) < 1e-10, "sum - 8 = %g", sum - 8.0);
+  effml_tensor_free(tau);
+  effml_tensor_free(et);
+  effml_tensor_free(a);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* Many TSQR blocks; same result for any thread count; sketch within a factor. */
+START_TEST(test_tall_blocks_threads_sketch) {
+  effml_context *c1 = tu_ctx(0), *c3 = tu_ctx(0);
+  ck_assert_int_eq(effml_context_set_num_threads(c3, 3), EFFML_OK);
+  const int64_t n = 20000, d = 6;
+  effml_tensor *a = mat(c1, n, d, NULL);
+  double *p = (double *)effml_tensor_data(a);
+  uint64_t z = 12345;
+  for (int64_t i = 0; i < n * d; ++i) {
+    z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+    double u = (double)(z >> 11) * 0x1.0p-53;
+    p[i] = (u - 0.5) * (i % d == 0 ? 1e3 : 1.0) / (1.0 + (double)(i / d % 97)); /* uneven rows */
+  }
+  effml_tensor *t1 = NULL, *t3 = NULL, *ts = NULL;
+  ck_assert_int_eq(effml_leverage_scores(c1, NULL, a, &t1), EFFML_OK);
+  ck_assert_int_eq(effml_leverage_scores(c3, NULL, a, &t3), EFFML_OK);
+  ck_assert_int_eq(memcmp(F(t1), F(t3), (size_t)n * sizeof(double)), 0);
+  /* check against the normal equations on this well-conditioned matrix */
+  double G[36] = {0};
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t r = 0; r < d; ++r)
+      for (int64_t c = 0; c < d; ++c) G[r * d + c] += p[i * d + r] * p[i * d + c];
+  /* invert G by Gauss-Jordan */
+  double I[36] = {0};
+  for (int r = 0; r < d; ++r) I[r * d + r] = 1;
+  for (int c = 0; c < d; ++c) {
+    double piv = G[c * d + c];
+    for (int k = 0; k < d; ++k) {
+      G[c * d + k] /= piv;
+      I[c * d + k] /= piv;
+    }
+    for (int r = 0; r < d; ++r)
+      if (r != c) {
+        double f = G[r * d + c];
+        for (int k = 0; k < d; ++k) {
+          G[r * d + k] -= f * G[c * d + k];
+          I[r * d + k] -= f * I[c * d + k];
+        }
+      }
+  }
+  double sum = 0;
+  for (int64_t i = 0; i < n; i += 7) {
+    double t = 0;
+    for (int r = 0; r < d; ++r)
+      for (int c = 0; c < d; ++c) t += p[i * d + r] * I[r * d + c] * p[i * d + c];
+    ck_assert_double_eq_tol(F(t1)[i], t, 1e-10 + 1e-8 * t);
+  }
+  for (int64_t i = 0; i < n; ++i) sum += F(t1)[i];
+  ck_assert_double_eq_tol(sum, (double)d, 1e-9);
+  effml_leverage_options o;
+  effml_leverage_options_init(&o);
+  o.method = EFFML_LEVERAGE_SKETCH;
+  o.seed = 3;
+  ck_assert_int_eq(effml_leverage_scores(c1, &o, a, &ts), EFFML_OK);
+  for (int64_t i = 0; i < n; ++i) {
+    double r = F(ts)[i] / F(t1)[i];
+    ck_assert_msg(r > 0.5 && r < 2.0, "row %lld: sketched/exact = %g", (long long)i, r);
+  }
+  effml_tensor_free(t1);
+  effml_tensor_free(t3);
+  effml_tensor_free(ts);
+  effml_tensor_free(a);
+  effml_context_free(c1);
+  effml_context_free(c3);
+}
+END_TEST
+
+START_TEST(test_bad_input) {
+  effml_context *ctx = tu_ctx(0);
+  const double v[8] = {1, 2, 2, 4, 3, 6, -1, -2}; /* rank 1 */
+  effml_tensor *a = mat(ctx, 4, 2, v), *t = NULL;
+  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, a, &t), EFFML_E_NUMERIC);
+  ck_assert(strstr(effml_context_last_error(ctx), "rank deficient") != NULL);
+  ck_assert_ptr_null(t);
+  effml_leverage_options o;
+  effml_leverage_options_init(&o);
+  o.method = EFFML_LEVERAGE_SKETCH;
+  ck_assert_int_eq(effml_leverage_scores(ctx, &o, a, &t), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, a, 1.0, &t, NULL), EFFML_E_NUMERIC);
+  effml_tensor_free(a);
+  effml_tensor *b = worked(ctx);
+  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 4.0, &t, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 0.0, &t, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_root_leverage_scores(ctx, NULL, b, 2.5, &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sensitivity_upper_bounds(ctx, NULL, b, 0.5, &t), EFFML_E_INVALID_ARG);
+  ck_assert(strstr(effml_context_last_error(ctx), "p=0.5") != NULL);
+  effml_leverage_options_init(&o);
+  o.max_iter = 2;
+  ck_assert_int_eq(effml_lewis_weights(ctx, &o, b, 1.0, &t, NULL), EFFML_E_NUMERIC);
+  o.method = 9;
+  ck_assert_int_eq(effml_leverage_scores(ctx, &o, b, &t), EFFML_E_INVALID_ARG);
+  ((double *)effml_tensor_data(b))[3] = NAN;
+  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, b, &t), EFFML_E_NUMERIC);
+  ck_assert_ptr_null(t);
+  effml_tensor *wide = mat(ctx, 2, 3, NULL);
+  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, wide, &t), EFFML_E_SHAPE);
+  effml_tensor_free(wide);
+  effml_tensor_free(b);
+  effml_context_free(ctx);
+}
+END_TEST
+
+START_TEST(test_sampling_unbiased) {
+  effml_context *ctx = tu_ctx(0);
+  const int64_t n = 500;
+  effml_tensor *s = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, &n, &s), EFFML_OK);
+  double *sv = (double *)effml_tensor_data(s);
+  for (int64_t i = 0; i < n; ++i) sv[i] = 1.0 / (1.0 + (double)i); /* skewed scores */
+  for (int scheme = 0; scheme < 2; ++scheme) {
+    double mean_total = 0, mean_k = 0;
+    const int reps = 200;
+    for (int r = 0; r < reps; ++r) {
+      effml_tensor *idx = NULL, *w = NULL;
+      ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 50, 2.0, scheme, (uint64_t)r, &idx, &w), EFFML_OK);
+      int64_t k = effml_tensor_dim(idx, 0);
+      const int64_t *ip = effml_tensor_data_const(idx);
+      double tot = 0;
+      for (int64_t t = 0; t < k; ++t) {
+        if (t) ck_assert(ip[t] > ip[t - 1]);
+        tot += pow(F(w)[t], 2.0); /* sum of w^p estimates the row count n */
+      }
+      mean_total += tot / reps;
+      mean_k += (double)k / reps;
+      effml_tensor_free(idx);
+      effml_tensor_free(w);
+    }
+    ck_assert_msg(fabs(mean_total / (double)n - 1) < 0.08, "scheme %d: mean %g", scheme, mean_total);
+    ck_assert(mean_k > 20 && mean_k <= 60);
+  }
+  /* rows with pi = 1 always kept with weight 1; same seed -> same sample */
+  effml_tensor *i1, *w1, *i2, *w2;
+  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 1e6, 1.0, EFFML_SAMPLE_BERNOULLI, 4, &i1, &w1), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dim(i1, 0), n);
+  ck_assert(F(w1)[0] == 1.0);
+  effml_tensor_free(i1);
+  effml_tensor_free(w1);
+  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 30, 1.0, EFFML_SAMPLE_IID, 4, &i1, &w1), EFFML_OK);
+  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 30, 1.0, EFFML_SAMPLE_IID, 4, &i2, &w2), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dim(i1, 0), effml_tensor_dim(i2, 0));
+  ck_assert_int_eq(memcmp(F(w1), F(w2), (size_t)effml_tensor_dim(i1, 0) * 8), 0);
+  /* merge: disjoint parts (offset), then overlapping rows combine in the p-th power */
+  effml_tensor *im, *wm;
+  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, n, 1.0, &im, &wm), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dim(im, 0), 2 * effml_tensor_dim(i1, 0));
+  ck_assert_int_eq(((const int64_t *)effml_tensor_data_const(im))[effml_tensor_dim(i1, 0)],
+                   ((const int64_t *)effml_tensor_data_const(i2))[0] + n);
+  effml_tensor_free(im);
+  effml_tensor_free(wm);
+  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, 0, 2.0, &im, &wm), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dim(im, 0), effml_tensor_dim(i1, 0));
+  ck_assert_double_eq_tol(F(wm)[0], sqrt(2.0) * F(w1)[0], 1e-12);
+  effml_tensor_free(im);
+  effml_tensor_free(wm);
+  im = NULL;
+  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, -1, 2.0, &im, &wm), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, 0, 0.5, &im, &wm), EFFML_E_INVALID_ARG);
+  ck_assert_ptr_null(im);
+  effml_tensor_free(i1);
+  effml_tensor_free(w1);
+  effml_tensor_free(i2);
+  effml_tensor_free(w2);
+  /* bad input */
+  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 0, 2.0, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 10, 0.5, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 10, 2.0, 5, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  sv[3] = -1;
+  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 10, 2.0, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  effml_tensor_free(s);
+  effml_context_free(ctx);
+}
+END_TEST
+
+static Suite *leverage_suite(void) {
+  Suite *s = suite_create("sampler_leverage");
+  TCase *tc = tcase_create("leverage");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_worked_vector);
+  tcase_add_test(tc, test_heavy_tailed);
+  tcase_add_test(tc, test_ill_conditioned);
+  tcase_add_test(tc, test_tall_blocks_threads_sketch);
+  tcase_add_test(tc, test_bad_input);
+  tcase_add_test(tc, test_sampling_unbiased);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) { return tu_run(leverage_suite()); }
