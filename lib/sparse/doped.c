@@ -33,8 +33,8 @@ effml_status effml__doped_forward(effml_context *ctx, effml_layer *layer, const 
     if (!XT || !T) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) {
-    YT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse Yᵀ panel");
-    tmp = (float *)effml__alloc_or_err(ctx, (size_t)W->nnz * sizeof(float), "packed values");
+    YT = effml__scratch(ctx, s, train, EFFML__WS_YT, (size_t)(out * ldb), "sparse Yᵀ panel");
+    tmp = YT ? effml__scratch(ctx, s, train, EFFML__WS_NNZ, (size_t)W->nnz, "packed values") : NULL;
     if (!YT || !tmp) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) {
@@ -50,8 +50,8 @@ effml_status effml__doped_forward(effml_context *ctx, effml_layer *layer, const 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)r, 1.0f, T,
                 (int)r, effml__param_f32(layer, s->v_param), (int)r, 1.0f, Y, (int)out);
   }
-  effml__free(ctx, tmp);
-  effml__free(ctx, YT);
+  effml__scratch_release(ctx, train, tmp);
+  effml__scratch_release(ctx, train, YT);
   if (!train) {
     effml__free(ctx, XT);
     effml__free(ctx, T);
@@ -70,9 +70,9 @@ effml_status effml__doped_backward(effml_context *ctx, effml_layer *layer,
   const int64_t r = s->inner, ldb = s->ldb;
   effml__spmat *W = &s->mats[0];
   const float *DY = effml__cf32(dy), *X = s->x, *T = s->ht;
-  float *DYT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse dYᵀ");
-  float *dT = (float *)effml__alloc_or_err(ctx, (size_t)(batch * r) * sizeof(float), "doped dT");
-  float *DXT = dx ? (float *)effml__alloc_or_err(ctx, (size_t)(in * ldb) * sizeof(float), "sparse dXᵀ") : NULL;
+  float *DYT = effml__scratch(ctx, s, 1, EFFML__WS_DYT, (size_t)(out * ldb), "sparse dYᵀ");
+  float *dT = DYT ? effml__scratch(ctx, s, 1, EFFML__WS_AUX, (size_t)(batch * r), "doped dT") : NULL;
+  float *DXT = dx && dT ? effml__scratch(ctx, s, 1, EFFML__WS_DXT, (size_t)(in * ldb), "sparse dXᵀ") : NULL;
   effml_status st = (!DYT || !dT || (dx && !DXT)) ? EFFML_E_NOMEM : EFFML_OK;
   if (st == EFFML_OK) {
     effml__transpose_in(ctx, DY, batch, out, DYT, ldb);
@@ -100,9 +100,6 @@ effml_status effml__doped_backward(effml_context *ctx, effml_layer *layer,
     }
   }
   if (st == EFFML_OK && s->has_bias) effml__bias_backward(layer, s->bias_param, DY, batch, out);
-  effml__free(ctx, DYT);
-  effml__free(ctx, dT);
-  effml__free(ctx, DXT);
   s->x = NULL;
   return st;
 }

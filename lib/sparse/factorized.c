@@ -32,12 +32,12 @@ effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
     if (!XT || !AT) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) {
-    YT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse Yᵀ panel");
+    YT = effml__scratch(ctx, s, train, EFFML__WS_YT, (size_t)(out * ldb), "sparse Yᵀ panel");
     if (!YT) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) {
     size_t mx = (size_t)(s->mats[SF_U].nnz > s->mats[SF_V].nnz ? s->mats[SF_U].nnz : s->mats[SF_V].nnz);
-    tmp = (float *)effml__alloc_or_err(ctx, mx * sizeof(float), "packed sparse values");
+    tmp = effml__scratch(ctx, s, train, EFFML__WS_NNZ, mx, "packed sparse values");
     if (!tmp) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) {
@@ -53,8 +53,8 @@ effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
                          s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
                          effml__f32(y));
   }
-  effml__free(ctx, tmp);
-  effml__free(ctx, YT);
+  effml__scratch_release(ctx, train, tmp);
+  effml__scratch_release(ctx, train, YT);
   if (!train) {
     effml__free(ctx, XT);
     effml__free(ctx, AT);
@@ -71,9 +71,9 @@ effml_status effml__factorized_backward(effml_context *ctx, effml_layer *layer,
   const int64_t batch = dy->shape[0], in = layer->in_features, out = layer->out_features;
   const int64_t d = s->inner, ldb = s->ldb;
   effml__spmat *U = &s->mats[SF_U], *V = &s->mats[SF_V];
-  float *DYT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse dYᵀ");
-  float *DHT = (float *)effml__alloc_or_err(ctx, (size_t)(d * ldb) * sizeof(float), "sparse dHᵀ");
-  float *DXT = dx ? (float *)effml__alloc_or_err(ctx, (size_t)(in * ldb) * sizeof(float), "sparse dXᵀ") : NULL;
+  float *DYT = effml__scratch(ctx, s, 1, EFFML__WS_DYT, (size_t)(out * ldb), "sparse dYᵀ");
+  float *DHT = DYT ? effml__scratch(ctx, s, 1, EFFML__WS_AUX, (size_t)(d * ldb), "sparse dHᵀ") : NULL;
+  float *DXT = dx && DHT ? effml__scratch(ctx, s, 1, EFFML__WS_DXT, (size_t)(in * ldb), "sparse dXᵀ") : NULL;
   effml_status st = (!DYT || !DHT || (dx && !DXT)) ? EFFML_E_NOMEM : EFFML_OK;
   if (st == EFFML_OK) {
     effml__transpose_in(ctx, effml__cf32(dy), batch, out, DYT, ldb);
@@ -92,9 +92,6 @@ effml_status effml__factorized_backward(effml_context *ctx, effml_layer *layer,
   }
   if (st == EFFML_OK && s->has_bias)
     effml__bias_backward(layer, s->bias_param, effml__cf32(dy), batch, out);
-  effml__free(ctx, DYT);
-  effml__free(ctx, DHT);
-  effml__free(ctx, DXT);
   return st;
 }
 

@@ -91,7 +91,15 @@ typedef struct effml__sparse_layer {
   float *ht;    /* SF: pre-activation Hᵀ [d, ldb]; SD: T = X Uᵀ [batch, rank] */
   size_t ht_cap;
   const float *x; /* SD: borrowed x for dU */
+  float *ws[5];   /* training workspaces kept between steps (EFFML__WS_*) */
+  size_t ws_cap[5];
 } effml__sparse_layer;
+
+#define EFFML__WS_YT 0
+#define EFFML__WS_DYT 1
+#define EFFML__WS_DXT 2
+#define EFFML__WS_NNZ 3
+#define EFFML__WS_AUX 4
 
 #define EFFML__SK_LINEAR 1
 #define EFFML__SK_PARALLEL 2
@@ -109,6 +117,13 @@ EFFML__HIDDEN effml_status effml__sparse_add_matrix(effml_context *ctx, effml_la
 /* Grow a float workspace to hold n floats (64-byte aligned). */
 EFFML__HIDDEN effml_status effml__ws_reserve(effml_context *ctx, float **buf, size_t *cap,
                                              size_t n);
+/* Scratch buffer of n floats: in training (persistent != 0) the layer's
+ * workspace `slot`, kept and reused across steps; in inference a fresh
+ * allocation (inference must not write layer state).  NULL + EFFML_E_NOMEM
+ * recorded on failure.  Release with effml__scratch_release. */
+EFFML__HIDDEN float *effml__scratch(effml_context *ctx, effml__sparse_layer *s, int persistent,
+                                    int slot, size_t n, const char *what);
+EFFML__HIDDEN void effml__scratch_release(effml_context *ctx, int persistent, float *p);
 /* Validate sparsity in [0, 1) (message names `fn`). */
 EFFML__HIDDEN effml_status effml__check_sparsity(effml_context *ctx, const char *fn,
                                                  double sparsity);
@@ -139,6 +154,7 @@ EFFML__HIDDEN effml_status effml__sparse_add_bias(effml_context *ctx, effml_laye
 EFFML__HIDDEN effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer,
                                                         effml__spmat *m, const float *DYT,
                                                         const float *XT, int64_t ldb);
+/* (both use the layer's EFFML__WS_NNZ workspace) */
 /* dXᵀ (+)= mᵀ dYᵀ through the CSC structure. */
 EFFML__HIDDEN effml_status effml__spmat_backward_input(effml_context *ctx, effml_layer *layer,
                                                        const effml__spmat *m, const float *DYT,

@@ -64,35 +64,36 @@ static effml_status check_dims(effml_context *ctx, const char *fn, int64_t in, i
   return EFFML_OK;
 }
 
+float *effml__scratch(effml_context *ctx, effml__sparse_layer *s, int persistent, int slot,
+                      size_t n, const char *what) {
+  if (!persistent) return (float *)effml__alloc_or_err(ctx, (n ? n : 1) * sizeof(float), what);
+  if (effml__ws_reserve(ctx, &s->ws[slot], &s->ws_cap[slot], n) != EFFML_OK) return NULL;
+  return s->ws[slot];
+}
+
+void effml__scratch_release(effml_context *ctx, int persistent, float *p) {
+  if (!persistent) effml__free(ctx, p);
+}
+
 /* ---------------- forward / backward of linear, wide, parallel ---------------- */
 
 static int64_t round16(int64_t b) { return (b + 15) / 16 * 16; }
 
-/* Packed CSR-order values of matrix i (into a fresh buffer when needed). */
-static effml_status packed_values(effml_context *ctx, effml_layer *layer, const effml__spmat *m,
-                                  const float **v, float **tmp) {
-  const float *vals = effml__param_f32(layer, m->param);
-  *tmp = NULL;
-  if (m->identity) {
-    *v = vals;
-    return EFFML_OK;
-  }
-  *tmp = (float *)effml__alloc_or_err(ctx, (size_t)m->nnz * sizeof(float), "packed sparse values");
-  if (!*tmp) return EFFML_E_NOMEM;
-  *v = effml__spmat_packed(m, vals, *tmp);
-  return EFFML_OK;
-}
-
-/* Yᵀ (+)= Σ_i W_i Xᵀ for the matrices of a linear/parallel layer. */
+/* Yᵀ (+)= Σ_i W_i Xᵀ for the matrices of a linear/parallel layer; values
+ * are packed to CSR order when RigL/SET moved slots. */
 static effml_status sum_spmm(effml_context *ctx, effml_layer *layer, effml__sparse_layer *s,
-                             const float *XT, int64_t ldb, float *YT) {
+                             const float *XT, int64_t ldb, float *YT, int train) {
   for (int32_t i = 0; i < s->n_mats; ++i) {
     effml__spmat *m = &s->mats[i];
-    const float *v;
-    float *tmp;
-    EFFML__TRY(packed_values(ctx, layer, m, &v, &tmp));
-    effml__spmm_t(ctx, m->rows, m->row_ptr, m->col_idx, v, XT, ldb, i > 0, YT);
-    effml__free(ctx, tmp);
+    const float *vals = effml__param_f32(layer, m->param);
+    float *tmp = NULL;
+    if (!m->identity) {
+      tmp = effml__scratch(ctx, s, train, EFFML__WS_NNZ, (size_t)m->nnz, "packed sparse values");
+      if (!tmp) return EFFML_E_NOMEM;
+      vals = effml__spmat_packed(m, vals, tmp);
+    }
+    effml__spmm_t(ctx, m->rows, m->row_ptr, m->col_idx, vals, XT, ldb, i > 0, YT);
+    if (tmp) effml__scratch_release(ctx, train, tmp);
   }
   return EFFML_OK;
 }
@@ -111,19 +112,20 @@ static effml_status linear_forward(effml_context *ctx, effml_layer *layer, const
     XT = (float *)effml__alloc_or_err(ctx, (size_t)(in * ldb) * sizeof(float), "sparse Xᵀ panel");
     if (!XT) st = EFFML_E_NOMEM;
   }
+  const int train = mode == EFFML_MODE_TRAIN;
   if (st == EFFML_OK) {
-    YT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse Yᵀ panel");
+    YT = effml__scratch(ctx, s, train, EFFML__WS_YT, (size_t)(out * ldb), "sparse Yᵀ panel");
     if (!YT) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) {
     effml__transpose_in(ctx, effml__cf32(x), batch, in, XT, ldb);
-    st = sum_spmm(ctx, layer, s, XT, ldb, YT);
+    st = sum_spmm(ctx, layer, s, XT, ldb, YT, train);
   }
   if (st == EFFML_OK)
     effml__transpose_out(ctx, YT, ldb, out, batch,
                          s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
                          effml__f32(y));
-  effml__free(ctx, YT);
+  effml__scratch_release(ctx, train, YT);
   if (mode != EFFML_MODE_TRAIN) {
     effml__free(ctx, XT);
   } else { /* only a training forward may write layer state (INFER is shared) */
@@ -147,11 +149,11 @@ effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer
                                           int64_t ldb) {
   effml__param *pe = effml__layer_param_entry(layer, m->param);
   if (pe->trainable) {
-    float *g = (float *)effml__alloc_or_err(ctx, (size_t)m->nnz * sizeof(float), "sparse gradient");
+    float *g = effml__scratch(ctx, (effml__sparse_layer *)layer->impl, 1, EFFML__WS_NNZ,
+                              (size_t)m->nnz, "sparse gradient");
     if (!g) return EFFML_E_NOMEM;
     effml__sddmm_t(ctx, m, DYT, XT, ldb, g);
     scatter_grad(m, g, effml__f32(pe->grad));
-    effml__free(ctx, g);
   }
   effml__spmat_dense_grad(m, DYT, XT, ldb);
   return EFFML_OK;
@@ -161,11 +163,11 @@ effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer
 effml_status effml__spmat_backward_input(effml_context *ctx, effml_layer *layer,
                                          const effml__spmat *m, const float *DYT, int64_t ldb,
                                          int accumulate, float *DXT) {
-  float *vt = (float *)effml__alloc_or_err(ctx, (size_t)m->nnz * sizeof(float), "CSC values");
+  float *vt = effml__scratch(ctx, (effml__sparse_layer *)layer->impl, 1, EFFML__WS_NNZ,
+                             (size_t)m->nnz, "CSC values");
   if (!vt) return EFFML_E_NOMEM;
   effml__spmat_packed_t(m, effml__param_f32(layer, m->param), vt);
   effml__spmm_t(ctx, m->cols, m->t_ptr, m->t_idx, vt, DYT, ldb, accumulate, DXT);
-  effml__free(ctx, vt);
   return EFFML_OK;
 }
 
@@ -184,11 +186,11 @@ static effml_status linear_backward(effml_context *ctx, effml_layer *layer,
   const int64_t batch = dy->shape[0], in = layer->in_features, out = layer->out_features;
   const int64_t ldb = s->ldb;
   effml_status st = EFFML_OK;
-  float *DYT = (float *)effml__alloc_or_err(ctx, (size_t)(out * ldb) * sizeof(float), "sparse dYᵀ");
+  float *DYT = effml__scratch(ctx, s, 1, EFFML__WS_DYT, (size_t)(out * ldb), "sparse dYᵀ");
   float *DXT = NULL;
   if (!DYT) return EFFML_E_NOMEM;
   if (dx) {
-    DXT = (float *)effml__alloc_or_err(ctx, (size_t)(in * ldb) * sizeof(float), "sparse dXᵀ");
+    DXT = effml__scratch(ctx, s, 1, EFFML__WS_DXT, (size_t)(in * ldb), "sparse dXᵀ");
     if (!DXT) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) effml__transpose_in(ctx, effml__cf32(dy), batch, out, DYT, ldb);
@@ -199,8 +201,6 @@ static effml_status linear_backward(effml_context *ctx, effml_layer *layer,
   if (st == EFFML_OK && dx) effml__transpose_out(ctx, DXT, ldb, in, batch, NULL, 0, effml__f32(dx));
   if (st == EFFML_OK && s->has_bias)
     effml__bias_backward(layer, s->bias_param, effml__cf32(dy), batch, out);
-  effml__free(ctx, DYT);
-  effml__free(ctx, DXT);
   return st;
 }
 
@@ -212,6 +212,7 @@ static void sparse_destroy(effml_layer *layer) {
   effml__free(ctx, s->mats);
   effml__free(ctx, s->xt);
   effml__free(ctx, s->ht);
+  for (int k = 0; k < 5; ++k) effml__free(ctx, s->ws[k]);
   effml__free(ctx, s);
   layer->impl = NULL;
 }
