@@ -202,7 +202,7 @@ static effml_status act_layer_forward(effml_context *ctx, effml_layer *layer,
                                       const effml_tensor *x, effml_tensor *y, int32_t mode) {
   act_impl *a = (act_impl *)layer->impl;
   EFFML__TRY(act_run_fwd(ctx, a->act, effml__cf32(x), effml__f32(y), effml_tensor_numel(x)));
-  a->x = (mode == EFFML_MODE_TRAIN) ? x : NULL;
+  if (mode == EFFML_MODE_TRAIN) a->x = x; /* infer mode writes nothing into the layer */
   return EFFML_OK;
 }
 

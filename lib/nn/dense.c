@@ -22,6 +22,9 @@ static effml_status dense_forward(effml_context *ctx, effml_layer *layer, const 
                                   effml_tensor *y, int32_t mode) {
   dense_impl *d = (dense_impl *)layer->impl;
   const int64_t batch = x->shape[0], in = layer->in_features, out = layer->out_features;
+  if (batch > INT32_MAX) /* CBLAS takes int dimensions */
+    return effml__err(ctx, EFFML_E_SHAPE, "dense layer: batch=%lld exceeds 2^31-1 rows",
+                      (long long)batch);
   const float *W = effml__param_f32(layer, DENSE_W);
   float *Y = effml__f32(y);
   float beta = 0.0f;
@@ -32,7 +35,8 @@ static effml_status dense_forward(effml_context *ctx, effml_layer *layer, const 
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f,
               effml__cf32(x), (int)in, W, (int)in, beta, Y, (int)out);
-  d->x = (mode == EFFML_MODE_TRAIN) ? x : NULL;
+  /* Infer mode writes nothing into the layer (threads may share it). */
+  if (mode == EFFML_MODE_TRAIN) d->x = x;
   return EFFML_OK;
 }
 

@@ -55,7 +55,7 @@ static effml_status ln_forward(effml_context *ctx, effml_layer *layer, const eff
       l->rstd[i] = (float)r;
     }
   }
-  l->x = train ? x : NULL;
+  if (train) l->x = x; /* infer mode writes nothing into the layer */
   return EFFML_OK;
 }
 
