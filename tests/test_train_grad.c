@@ -229,6 +229,30 @@ START_TEST(test_frozen_dense_skips_gradients) {
 }
 END_TEST
 
+/* Large tensors are split over the context's threads: same bits for any count. */
+START_TEST(test_activation_threads_bit_identical) {
+  effml_context *c1 = tu_ctx(8), *c2 = tu_ctx(8);
+  ck_assert_int_eq(effml_context_set_num_threads(c2, 3), EFFML_OK);
+  const int64_t rows = 600, cols = 512;
+  effml_tensor *x = tu_f32(c1, rows, cols, NULL), *dy = tu_f32(c1, rows, cols, NULL);
+  effml_tensor *a = tu_f32(c1, rows, cols, NULL), *b = tu_f32(c1, rows, cols, NULL);
+  tu_fill_uniform(x, 80, -4, 4);
+  tu_fill_uniform(dy, 81, -1, 1);
+  const size_t bytes = (size_t)(rows * cols) * sizeof(float);
+  for (int32_t act = EFFML_ACT_IDENTITY; act <= EFFML_ACT_TANH; ++act) {
+    ck_assert_int_eq(effml_activation_apply(c1, act, x, a), EFFML_OK);
+    ck_assert_int_eq(effml_activation_apply(c2, act, x, b), EFFML_OK);
+    ck_assert_int_eq(memcmp(effml_tensor_data(a), effml_tensor_data(b), bytes), 0);
+    ck_assert_int_eq(effml_activation_backward(c1, act, x, dy, a), EFFML_OK);
+    ck_assert_int_eq(effml_activation_backward(c2, act, x, dy, b), EFFML_OK);
+    ck_assert_int_eq(memcmp(effml_tensor_data(a), effml_tensor_data(b), bytes), 0);
+  }
+  effml_tensor_free(x); effml_tensor_free(dy); effml_tensor_free(a); effml_tensor_free(b);
+  effml_context_free(c1);
+  effml_context_free(c2);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("train_grad");
   TCase *tc = tcase_create("finite_differences");
@@ -239,6 +263,7 @@ int main(void) {
   tcase_add_test(tc, test_cross_entropy_gradient);
   tcase_add_test(tc, test_dropout_mask_identities);
   tcase_add_test(tc, test_frozen_dense_skips_gradients);
+  tcase_add_test(tc, test_activation_threads_bit_identical);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
