@@ -355,6 +355,11 @@ START_TEST(test_fd_lphm_phm) {
   effml_phm_set_path(ctx, l, EFFML_PHM_PATH_MATERIALIZED);
   fd_check(ctx, l, 5, 2e-3);
   effml_layer_free(l);
+  o.rank = 5; /* n*r = 20: the BLAS path instead of the fused row kernels */
+  ck_assert_int_eq(effml_phm_create(ctx, 12, 8, &o, NULL, &l), EFFML_OK);
+  fd_check(ctx, l, 5, 2e-3);
+  effml_layer_free(l);
+  o.rank = 3;
   o.factorized = 0;
   o.phm_dim = 2;
   ck_assert_int_eq(effml_phm_create(ctx, 6, 4, &o, NULL, &l), EFFML_OK);
@@ -460,8 +465,9 @@ END_TEST
 
 START_TEST(test_factorized_equals_materialized) {
   effml_context *ctx = tu_ctx(9);
-  int64_t cases[][4] = {{768, 24, 4, 1}, {96, 64, 8, 2}, {64, 128, 4, 3}};
-  for (int c = 0; c < 3; ++c) {
+  /* n*r <= 16 runs the fused row kernels, larger n*r the BLAS path: both covered */
+  int64_t cases[][4] = {{768, 24, 4, 1}, {96, 64, 8, 2}, {64, 128, 4, 3}, {64, 32, 4, 5}, {48, 96, 2, 9}};
+  for (int c = 0; c < 5; ++c) {
     effml_phm_options o;
     effml_phm_options_init(&o);
     o.phm_dim = cases[c][2];

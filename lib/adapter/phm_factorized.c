@@ -139,6 +139,91 @@ static void bias_grad(float *db, const float *dy, int64_t b, int64_t out) {
     for (int64_t j = 0; j < out; ++j) db[j] += dy[row * out + j];
 }
 
+/* ---- fused row kernels for thin LPHM (n*r <= THIN_MAX): stages 1-3 per row in
+ * one pass over x (the GEMMs above have N = n*r, a shape BLAS runs poorly).
+ * Each output element is a fixed-order sum, so results do not depend on the
+ * thread count. ---- */
+
+#define THIN_MAX 16
+
+/* 8-lane dot product (the lanes let the compiler vectorise without reassociation flags). */
+static float dot8(const float *a, const float *b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+typedef struct thin_args {
+  const float *A, *St, *T, *bias; /* St: S transposed [n*r, kin]; T: [n*r, kout] */
+  const float *in;                /* forward: x [b, in]; backward: dy [b, out] */
+  float *P, *Q, *out;             /* forward: P, Q kept, y; backward: dQ, dP, dx (or NULL) */
+  int64_t n, r, kin, kout;
+} thin_args;
+
+static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  const thin_args *t = (const thin_args *)arg;
+  int64_t n = t->n, r = t->r, nc = n * r, kin = t->kin, kout = t->kout;
+  (void)worker;
+  mix_args m = {t->A, t->P, t->Q, n, r, 1, 0};
+  for (int64_t row = begin; row < end; ++row) {
+    const float *x = t->in + row * n * kin;
+    float *P = t->P + row * n * nc, *y = t->out + row * n * kout;
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t col = 0; col < nc; ++col) P[a * nc + col] = dot8(x + a * kin, t->St + col * kin, kin);
+    mix_rows(&m, row, row + 1, 0);
+    const float *Q = t->Q + row * n * nc;
+    for (int64_t c = 0; c < n; ++c) {
+      float *yc = y + c * kout;
+      if (t->bias) memcpy(yc, t->bias + c * kout, (size_t)kout * sizeof(float));
+      else memset(yc, 0, (size_t)kout * sizeof(float));
+      for (int64_t col = 0; col < nc; ++col) {
+        float q = Q[c * nc + col];
+        const float *tr = t->T + col * kout;
+        for (int64_t v = 0; v < kout; ++v) yc[v] += q * tr[v];
+      }
+    }
+  }
+}
+
+static void thin_backward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  const thin_args *t = (const thin_args *)arg;
+  int64_t n = t->n, r = t->r, nc = n * r, kin = t->kin, kout = t->kout;
+  (void)worker;
+  mix_args m = {t->A, t->P, t->Q, n, r, 0, 0}; /* here P = dQ (input), Q = dP (output) */
+  for (int64_t row = begin; row < end; ++row) {
+    const float *dy = t->in + row * n * kout;
+    float *dQ = t->P + row * n * nc;
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t col = 0; col < nc; ++col) dQ[c * nc + col] = dot8(dy + c * kout, t->T + col * kout, kout);
+    mix_rows(&m, row, row + 1, 0);
+    if (t->out == NULL) continue;
+    const float *dP = t->Q + row * n * nc;
+    for (int64_t a = 0; a < n; ++a) {
+      float *dx = t->out + (row * n + a) * kin;
+      memset(dx, 0, (size_t)kin * sizeof(float));
+      for (int64_t col = 0; col < nc; ++col) {
+        float g = dP[a * nc + col];
+        const float *sr = t->St + col * kin;
+        for (int64_t u = 0; u < kin; ++u) dx[u] += g * sr[u];
+      }
+    }
+  }
+}
+
+static void transpose_S(const float *S, int64_t kin, int64_t nc, float *St) {
+  for (int64_t u = 0; u < kin; ++u)
+    for (int64_t c = 0; c < nc; ++c) St[c * kin + u] = S[u * nc + c];
+}
+
+static int64_t thin_min_chunk(int64_t n, int64_t kin, int64_t kout, int64_t nc) {
+  int64_t per_row = n * nc * (kin + kout + n) + 1;
+  return (1 << 15) / per_row + 1;
+}
+
 /* Grow the kept buffers P, Q to `need` floats each. */
 static effml_status keep_buffers(effml_context *ctx, effml__phm *p, size_t need) {
   if (p->cap_pq >= need && p->P && p->Q) return EFFML_OK;
@@ -180,7 +265,27 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
   }
   const float *A = effml__phm_rule_f32(l);
   effml_status st;
-  if (r) {
+  if (r && nc <= THIN_MAX) {
+    float *St = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
+    if (St == NULL) {
+      st = effml__err(ctx, EFFML_E_NOMEM, "phm forward: out of memory");
+    } else {
+      pack_cols(effml__param_f32(l, p->i_wl), n, kin, r, S);
+      transpose_S(S, kin, nc, St);
+      thin_args t = {A, St, effml__param_f32(l, p->i_wr), p->i_b >= 0 ? effml__param_f32(l, p->i_b) : NULL,
+                     x, P, Q, y, n, r, kin, kout};
+      st = effml__parallel_for(ctx, b, thin_min_chunk(n, kin, kout, nc), thin_forward_rows, &t);
+      effml__free(ctx, St);
+    }
+    effml__free(ctx, S);
+    effml__free(ctx, tmpP);
+    effml__free(ctx, tmpQ);
+    if (st == EFFML_OK && mode == EFFML_MODE_TRAIN) {
+      p->x = x;
+      p->batch = b;
+    }
+    return st;
+  } else if (r) {
     pack_cols(effml__param_f32(l, p->i_wl), n, kin, r, S);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bn, (int)nc, (int)kin, 1.0f, x,
                 (int)kin, S, (int)nc, 0.0f, P, (int)nc);
@@ -224,7 +329,24 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     goto done;
   }
   pack_cols(effml__param_f32(l, iw), n, kin, c, S);
-  if (r) {
+  if (r && nc <= THIN_MAX) {
+    const float *T = effml__param_f32(l, p->i_wr);
+    float *St = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
+    if (St == NULL) {
+      st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
+      goto done;
+    }
+    transpose_S(S, kin, nc, St);
+    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout};
+    st = effml__parallel_for(ctx, b, thin_min_chunk(n, kin, kout, nc), thin_backward_rows, &t);
+    effml__free(ctx, St);
+    if (st != EFFML_OK) goto done;
+    if (effml__param_trainable(l, p->i_wr))
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nc, (int)kout, (int)bn, 1.0f, p->Q,
+                  (int)nc, dy, (int)kout, 1.0f, effml__grad_f32(l, p->i_wr), (int)kout);
+    if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
+    dx = NULL; /* written by the row kernel */
+  } else if (r) {
     const float *T = effml__param_f32(l, p->i_wr);
     /* dQ = dY T^T; dT += Q^T dY */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bn, (int)nc, (int)kout, 1.0f, dy,
