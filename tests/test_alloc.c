@@ -385,6 +385,104 @@ static int weights_unchanged(fixture *f) {
                 sizeof(float) * 30) == 0;
 }
 
+/* ---- the other layer kinds and objects ---- */
+
+#define LAYER_RUN(fn_name, call)                                       \
+  static effml_status fn_name(effml_context *ctx, fixture *f, void **out) { \
+    (void)f;                                                           \
+    effml_layer *l = (effml_layer *)*out;                              \
+    effml_status st = (call);                                          \
+    *out = l;                                                          \
+    return st;                                                         \
+  }
+
+LAYER_RUN(run_activation_create, effml_activation_create(ctx, EFFML_ACT_GELU, &l))
+LAYER_RUN(run_dropout_create, effml_dropout_create(ctx, 0.25, 7, &l))
+LAYER_RUN(run_layernorm_create, effml_layernorm_create(ctx, 12, 1e-5, &l))
+LAYER_RUN(run_sparse_linear_create, effml_sparse_linear_create(ctx, 16, 8, NULL, &l))
+LAYER_RUN(run_sparse_wide_create, effml_sparse_wide_create(ctx, 16, 8, NULL, &l))
+LAYER_RUN(run_sparse_parallel_create, effml_sparse_parallel_create(ctx, 16, 8, NULL, &l))
+LAYER_RUN(run_sparse_factorized_create, effml_sparse_factorized_create(ctx, 16, 8, NULL, &l))
+
+static effml_status run_phm_create(effml_context *ctx, fixture *f, void **out) {
+  (void)f;
+  effml_phm_options o;
+  effml_phm_options_init(&o);
+  effml_layer *l = (effml_layer *)*out;
+  effml_status st = effml_phm_create(ctx, 8, 12, &o, NULL, &l);
+  *out = l;
+  return st;
+}
+
+static effml_status run_adapter_create(effml_context *ctx, fixture *f, void **out) {
+  (void)f;
+  effml_adapter_options o;
+  effml_adapter_options_init(&o);
+  effml_layer *l = (effml_layer *)*out;
+  effml_status st = effml_adapter_create(ctx, 128, &o, NULL, &l);
+  *out = l;
+  return st;
+}
+
+/* LoRA/LoKr take ownership of the base on success only. */
+static void setup_base(effml_context *ctx, fixture *f) {
+  ck_assert_int_eq(effml_dense_create(ctx, 12, 8, 1, &f->child), EFFML_OK);
+}
+
+static effml_status run_lora_create(effml_context *ctx, fixture *f, void **out) {
+  effml_lora_options o;
+  effml_lora_options_init(&o);
+  o.rank = 4;
+  effml_layer *l = (effml_layer *)*out;
+  effml_status st = effml_lora_create(ctx, f->child, &o, &l);
+  if (st == EFFML_OK) f->child_owned = 1;
+  *out = l;
+  return st;
+}
+
+static effml_status run_lokr_create(effml_context *ctx, fixture *f, void **out) {
+  effml_lokr_options o;
+  effml_lokr_options_init(&o);
+  o.rank = 2;
+  effml_layer *l = (effml_layer *)*out;
+  effml_status st = effml_lokr_create(ctx, f->child, &o, &l);
+  if (st == EFFML_OK) f->child_owned = 1;
+  *out = l;
+  return st;
+}
+
+static void release_optimizer(void *out) { effml_optimizer_free((effml_optimizer *)out); }
+
+static effml_status run_optimizer_create(effml_context *ctx, fixture *f, void **out) {
+  effml_optimizer_options o;
+  effml_optimizer_options_init(&o);
+  effml_optimizer *opt = (effml_optimizer *)*out;
+  effml_status st = effml_optimizer_create(ctx, &o, &opt);
+  if (st == EFFML_OK) {
+    /* Registering a model's parameters allocates optimizer state too. */
+    st = effml_optimizer_add_layer(ctx, opt, f->layer);
+    if (st != EFFML_OK) {
+      effml_optimizer_free(opt);
+      return st;
+    }
+  }
+  *out = opt;
+  return st;
+}
+
+static void release_cascade(void *out) { effml_cascade_free((effml_cascade *)out); }
+
+static effml_status run_cascade_create(effml_context *ctx, fixture *f, void **out) {
+  (void)f;
+  effml_cascade_options o;
+  effml_cascade_options_init(&o);
+  o.num_classes = 10;
+  effml_cascade *c = (effml_cascade *)*out;
+  effml_status st = effml_cascade_create(ctx, &o, &c);
+  *out = c;
+  return st;
+}
+
 static const alloc_case cases[] = {
     {"tensor_create", NULL, run_create, release_tensor, NULL},
     {"tensor_wrap", NULL, run_wrap, release_tensor, NULL},
@@ -406,6 +504,19 @@ static const alloc_case cases[] = {
     {"sequential_add", setup_model, run_sequential_add, NULL, model_unchanged},
     {"layer_save", setup_layer_save, run_layer_save, NULL, file_is_original},
     {"layer_load", setup_layer_load, run_layer_load, NULL, weights_unchanged},
+    {"activation_create", NULL, run_activation_create, release_layer, NULL},
+    {"dropout_create", NULL, run_dropout_create, release_layer, NULL},
+    {"layernorm_create", NULL, run_layernorm_create, release_layer, NULL},
+    {"optimizer_create_add_layer", setup_model, run_optimizer_create, release_optimizer, NULL},
+    {"phm_create", NULL, run_phm_create, release_layer, NULL},
+    {"adapter_create", NULL, run_adapter_create, release_layer, NULL},
+    {"lora_create", setup_base, run_lora_create, release_layer, NULL},
+    {"lokr_create", setup_base, run_lokr_create, release_layer, NULL},
+    {"sparse_linear_create", NULL, run_sparse_linear_create, release_layer, NULL},
+    {"sparse_wide_create", NULL, run_sparse_wide_create, release_layer, NULL},
+    {"sparse_parallel_create", NULL, run_sparse_parallel_create, release_layer, NULL},
+    {"sparse_factorized_create", NULL, run_sparse_factorized_create, release_layer, NULL},
+    {"cascade_create", NULL, run_cascade_create, release_cascade, NULL},
 };
 
 START_TEST(alloc_failure_path) { torture(&cases[_i]); }
