@@ -58,20 +58,28 @@ static void mix_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
   int64_t n = m->n, c = m->c, nc = n * c;
   (void)worker;
   for (int64_t row = begin; row < end; ++row) {
-    if (!m->sum_i) { /* LPHM, both directions */
+    if (!m->sum_i) { /* LPHM, both directions: per (i, j) a small n x n matrix-vector product */
       const float *in = m->in + row * n * nc;
       float *out = m->out + row * n * nc;
-      memset(out, 0, (size_t)(n * nc) * sizeof(float));
-      for (int64_t q = 0; q < n; ++q)     /* output block row */
-        for (int64_t p = 0; p < n; ++p)   /* input block row */
-          for (int64_t i = 0; i < n; ++i) {
-            /* forward: out[q=c] += A_i[p=a, q=c] in[p=a]; backward: out[q=a] += A_i[q=a, p=c] in[p=c] */
-            float a = m->transpose ? m->A[(i * n + p) * n + q] : m->A[(i * n + q) * n + p];
-            if (a == 0.0f) continue;
-            const float *s = in + p * nc + i * c;
-            float *d = out + q * nc + i * c;
-            for (int64_t j = 0; j < c; ++j) d[j] += a * s[j];
+      float v[64], w[64];
+      for (int64_t i = 0; i < n; ++i) {
+        const float *Ai = m->A + i * n * n;
+        for (int64_t j = 0; j < c; ++j) {
+          for (int64_t p = 0; p < n; ++p) v[p] = in[p * nc + i * c + j];
+          if (m->transpose) { /* forward: w[q] = sum_p A_i[p, q] v[p] */
+            for (int64_t q = 0; q < n; ++q) w[q] = 0.0f;
+            for (int64_t p = 0; p < n; ++p)
+              for (int64_t q = 0; q < n; ++q) w[q] += Ai[p * n + q] * v[p];
+          } else { /* backward: w[q] = sum_p A_i[q, p] v[p] */
+            for (int64_t q = 0; q < n; ++q) {
+              float acc = 0.0f;
+              for (int64_t p = 0; p < n; ++p) acc += Ai[q * n + p] * v[p];
+              w[q] = acc;
+            }
           }
+          for (int64_t q = 0; q < n; ++q) out[q * nc + i * c + j] = w[q];
+        }
+      }
     } else if (m->transpose) { /* PHM forward */
       const float *z = m->in + row * n * nc;
       float *y = m->out + row * nc;
@@ -113,6 +121,23 @@ static effml_status run_mix(effml_context *ctx, const float *A, const float *in,
 static void accumulate_dA(float *dA, const float *L, const float *R, int64_t b, int64_t n,
                           int64_t c, int r_shared) {
   int64_t nc = n * c, rstride = r_shared ? c : nc;
+  if (!r_shared) { /* LPHM: dA_i += outer(P_i[:, j], dQ_i[:, j]) for every row and j */
+    float pa[64], gc[64];
+    for (int64_t row = 0; row < b; ++row) {
+      const float *Lr = L + row * n * nc, *Rr = R + row * n * nc;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < c; ++j) {
+          for (int64_t a = 0; a < n; ++a) {
+            pa[a] = Lr[a * nc + i * c + j];
+            gc[a] = Rr[a * nc + i * c + j];
+          }
+          float *d = dA + i * n * n;
+          for (int64_t a = 0; a < n; ++a)
+            for (int64_t cc = 0; cc < n; ++cc) d[a * n + cc] += pa[a] * gc[cc];
+        }
+    }
+    return;
+  }
   for (int64_t row = 0; row < b; ++row) {
     const float *Lr = L + row * n * nc;
     const float *Rr = R + row * n * rstride;
@@ -120,10 +145,10 @@ static void accumulate_dA(float *dA, const float *L, const float *R, int64_t b, 
       for (int64_t a = 0; a < n; ++a) {
         const float *l = Lr + a * nc + i * c;
         for (int64_t cc = 0; cc < n; ++cc) {
-          const float *rr = Rr + cc * rstride + (r_shared ? 0 : i * c);
-          double s = 0;
-          for (int64_t j = 0; j < c; ++j) s += (double)l[j] * rr[j];
-          dA[(i * n + a) * n + cc] += (float)s;
+          const float *rr = Rr + cc * rstride;
+          double sum = 0;
+          for (int64_t j = 0; j < c; ++j) sum += (double)l[j] * rr[j];
+          dA[(i * n + a) * n + cc] += (float)sum;
         }
       }
   }
