@@ -483,6 +483,91 @@ static effml_status run_cascade_create(effml_context *ctx, fixture *f, void **ou
   return st;
 }
 
+/* ---- samplers and IDX ---- */
+
+/* Two well-separated, imbalanced classes: 12 of class 0, 5 of class 1. */
+static void setup_imbalanced(effml_context *ctx, fixture *f) {
+  int64_t shape[1] = {17};
+  f->src = tu_f32(ctx, 17, 3, NULL);
+  tu_fill_uniform(f->src, 3, 0, 1);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, shape, &f->hi), EFFML_OK);
+  int64_t *y = (int64_t *)effml_tensor_data(f->hi);
+  float *x = (float *)effml_tensor_data(f->src);
+  for (int i = 12; i < 17; ++i) {
+    y[i] = 1;
+    x[3 * i] += 5.0f;
+  }
+}
+
+static effml_status run_knn(effml_context *ctx, fixture *f, void **out) {
+  effml_tensor *idx = (effml_tensor *)*out, *dist = SENTINEL;
+  effml_status st = effml_knn(ctx, f->src, NULL, 3, &idx, &dist);
+  if (st != EFFML_OK) {
+    ck_assert_ptr_eq(dist, SENTINEL); /* the second output is untouched too */
+  } else {
+    ck_assert_int_eq(effml_tensor_dim(dist, 1), 3);
+    effml_tensor_free(dist);
+  }
+  *out = idx;
+  return st;
+}
+
+static effml_status run_smote(effml_context *ctx, fixture *f, void **out) {
+  effml_resample_options o;
+  effml_resample_options_init(&o);
+  o.k_neighbors = 3;
+  o.seed = 11;
+  effml_tensor *xo = (effml_tensor *)*out, *yo = SENTINEL;
+  effml_status st = effml_resample(ctx, &o, f->src, f->hi, &xo, &yo);
+  if (st != EFFML_OK) {
+    ck_assert_ptr_eq(yo, SENTINEL);
+  } else {
+    ck_assert_int_eq(effml_tensor_dim(xo, 0), 24); /* balanced: 12 + 12 */
+    effml_tensor_free(yo);
+  }
+  *out = xo;
+  return st;
+}
+
+static void release_alias(void *out) { effml_alias_sampler_free((effml_alias_sampler *)out); }
+
+static effml_status run_alias_create(effml_context *ctx, fixture *f, void **out) {
+  (void)f;
+  const double w[5] = {0.1, 0.0, 2.0, 1.0, 0.5};
+  effml_alias_sampler *a = (effml_alias_sampler *)*out;
+  effml_status st = effml_alias_sampler_create(ctx, w, 5, 3, &a);
+  *out = a;
+  return st;
+}
+
+#ifndef FMNIST_LABELS
+#define FMNIST_LABELS "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"
+#endif
+
+/* A gzipped IDX file from dataset-fashion-mnist, or a raw one we write. */
+static void setup_idx(effml_context *ctx, fixture *f) {
+  (void)ctx;
+  FILE *probe = fopen(FMNIST_LABELS, "rb");
+  if (probe) {
+    fclose(probe);
+    snprintf(f->path, sizeof f->path, "%s", FMNIST_LABELS);
+    return;
+  }
+  static const unsigned char idx[] = {0, 0, 0x08, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6};
+  tmp_path(f, "labels.idx");
+  FILE *fp = fopen(f->path, "wb");
+  ck_assert_ptr_nonnull(fp);
+  ck_assert_uint_eq(fwrite(idx, 1, sizeof idx, fp), sizeof idx);
+  ck_assert_int_eq(fclose(fp), 0);
+}
+
+static effml_status run_idx_load(effml_context *ctx, fixture *f, void **out) {
+  effml_tensor *t = (effml_tensor *)*out;
+  effml_status st = effml_idx_load(ctx, f->path, &t);
+  *out = t;
+  return st;
+}
+
 static const alloc_case cases[] = {
     {"tensor_create", NULL, run_create, release_tensor, NULL},
     {"tensor_wrap", NULL, run_wrap, release_tensor, NULL},
@@ -517,6 +602,10 @@ static const alloc_case cases[] = {
     {"sparse_parallel_create", NULL, run_sparse_parallel_create, release_layer, NULL},
     {"sparse_factorized_create", NULL, run_sparse_factorized_create, release_layer, NULL},
     {"cascade_create", NULL, run_cascade_create, release_cascade, NULL},
+    {"knn", setup_imbalanced, run_knn, release_tensor, NULL},
+    {"resample_smote", setup_imbalanced, run_smote, release_tensor, NULL},
+    {"alias_sampler_create", NULL, run_alias_create, release_alias, NULL},
+    {"idx_load", setup_idx, run_idx_load, release_tensor, NULL},
 };
 
 START_TEST(alloc_failure_path) { torture(&cases[_i]); }
