@@ -51,6 +51,19 @@ report "declared EFFML_API in $incdir/effml/*.h but missing from $map" "$tmp/hdr
 comm -13 "$tmp/hdr" "$tmp/map" >"$tmp/map_not_hdr"
 report "listed in $map but not declared EFFML_API in any header" "$tmp/map_not_hdr"
 
+# Each area's block of the map stays sorted (C locale) and names appear once,
+# so that concurrent additions merge cleanly.
+LC_ALL=C awk '
+  /\/\*/ { block = $0; prev = ""; next }
+  /^[[:space:]]*effml_[A-Za-z0-9_]*[[:space:]]*;/ {
+    name = $1; sub(/;.*/, "", name)
+    if (prev != "" && name <= prev) printf "  %s: %s listed after %s\n", block, name, prev
+    prev = name
+  }' "$map" >"$tmp/unsorted"
+report "$map blocks not sorted (or a name repeated)" "$tmp/unsorted"
+sed -n 's/^[[:space:]]*\(effml_[A-Za-z0-9_]*\)[[:space:]]*;.*$/\1/p' "$map" | sort | uniq -d >"$tmp/dup"
+report "names listed more than once in $map" "$tmp/dup"
+
 if [ "$status" -eq 0 ]; then
   echo "symbols OK: $(wc -l <"$tmp/so") exported, map and headers agree"
 fi
