@@ -49,11 +49,15 @@ effml_status effml_sparse_erk(effml_context *ctx, int32_t n_layers, const int64_
   const int64_t target = (int64_t)llround((1.0 - sparsity) * total);
   double *raw = (double *)effml__alloc_or_err(ctx, (size_t)n_layers * sizeof(double) * 2, "ERK");
   uint8_t *dense = (uint8_t *)effml__calloc_or_err(ctx, (size_t)n_layers, 1, "ERK");
-  if (!raw || !dense) {
+  int64_t *out = (int64_t *)effml__alloc_or_err(ctx, (size_t)n_layers * sizeof(int64_t), "ERK");
+  if (!raw || !dense || !out) {
     effml__free(ctx, raw);
     effml__free(ctx, dense);
+    effml__free(ctx, out);
     return EFFML_E_NOMEM;
   }
+  int64_t *caller_nnz = nnz; /* written only on success */
+  nnz = out;
   double *frac = raw + n_layers;
   for (int32_t l = 0; l < n_layers; ++l)
     raw[l] = pow((double)(rows[l] + cols[l]) / ((double)rows[l] * (double)cols[l]), power_scale);
@@ -101,7 +105,9 @@ effml_status effml_sparse_erk(effml_context *ctx, int32_t n_layers, const int64_
       st = effml__err(ctx, EFFML_E_INVALID_ARG,
                       "%s: sparsity=%g leaves layer %d [%lld, %lld] with 0 nonzeros", fn,
                       sparsity, (int)l, (long long)rows[l], (long long)cols[l]);
+  if (st == EFFML_OK) memcpy(caller_nnz, out, (size_t)n_layers * sizeof(int64_t));
   effml__free(ctx, raw);
   effml__free(ctx, dense);
+  effml__free(ctx, out);
   return st;
 }
