@@ -768,12 +768,16 @@ START_TEST(test_alloc_failures) {
     for (int64_t i = 0; i < 19 * 3; ++i) ((double *)effml_tensor_data(x))[i] = (double)((i * 37) % 11);
     for (int64_t i = 0; i < 19; ++i) ((int64_t *)effml_tensor_data(y))[i] = i < c[0] ? 0 : 1;
     fa.fail_at = fa.count + fail;
-    int32_t methods[3] = {EFFML_RESAMPLE_SMOTE, EFFML_RESAMPLE_BORDERLINE2, EFFML_RESAMPLE_ENN};
+    int32_t methods[4] = {EFFML_RESAMPLE_SMOTE, EFFML_RESAMPLE_BORDERLINE2, EFFML_RESAMPLE_ENN,
+                          EFFML_RESAMPLE_SMOTENC};
+    int64_t cat[1] = {2};
     int all_ok = 1;
-    for (int m = 0; m < 3; ++m) {
+    for (int m = 0; m < 4; ++m) {
       effml_resample_options o;
       effml_resample_options_init(&o);
       o.method = methods[m];
+      o.n_categorical = 1;
+      o.categorical_features = cat;
       o.m_neighbors = 6;
       effml_tensor *xr = NULL, *yr = NULL;
       effml_status st = effml_resample(ctx, &o, x, y, &xr, &yr);
@@ -795,6 +799,99 @@ START_TEST(test_alloc_failures) {
 }
 END_TEST
 
+
+/* SMOTE-NC: categorical column in the middle; with one category per class the
+ * one-hot part adds nothing, so the continuous part is plain SMOTE geometry and
+ * the vote returns the class's category. */
+START_TEST(test_smotenc) {
+  effml_context *ctx = tu_ctx(0);
+  const int64_t n = 40, d = 3;
+  int64_t sh[2] = {n, d};
+  effml_tensor *x = NULL, *y = NULL, *xr = NULL, *yr = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, sh, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  double *xp = (double *)effml_tensor_data(x);
+  int64_t *yp = (int64_t *)effml_tensor_data(y);
+  uint64_t z = 77;
+  for (int64_t i = 0; i < n; ++i) {
+    yp[i] = i % 4 == 0; /* 10 minority rows */
+    for (int64_t j = 0; j < d; ++j) {
+      z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+      xp[i * d + j] = (double)(z >> 11) * 0x1.0p-53;
+    }
+    xp[i * d + 1] = yp[i] ? 7.0 : (double)(i % 3); /* categorical codes */
+  }
+  int64_t cat[1] = {1};
+  effml_resample_options o;
+  effml_resample_options_init(&o);
+  o.method = EFFML_RESAMPLE_SMOTENC;
+  o.k_neighbors = 3;
+  o.n_categorical = 1;
+  o.categorical_features = cat;
+  o.seed = 3;
+  ck_assert_msg(effml_resample(ctx, &o, x, y, &xr, &yr) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_int_eq(effml_tensor_dim(xr, 0), 60);
+  const double *xo = (const double *)effml_tensor_data_const(xr);
+  ck_assert_int_eq(memcmp(xo, xp, (size_t)(n * d) * sizeof(double)), 0);
+  for (int64_t r = n; r < 60; ++r) {
+    ck_assert_int_eq(i64p(yr)[r], 1);
+    ck_assert(xo[r * d + 1] == 7.0);
+    /* continuous part on a segment from a minority row to one of its 3 nearest minority rows */
+    int found = 0;
+    for (int64_t i = 0; i < n && !found; ++i) {
+      if (!yp[i]) continue;
+      for (int64_t j = 0; j < n && !found; ++j) {
+        if (!yp[j] || j == i) continue;
+        double ux = xp[j * d] - xp[i * d], uy = xp[j * d + 2] - xp[i * d + 2];
+        double t = fabs(ux) > fabs(uy) ? (xo[r * d] - xp[i * d]) / ux : (xo[r * d + 2] - xp[i * d + 2]) / uy;
+        if (!(t >= 0 && t < 1)) continue;
+        if (fabs(xp[i * d] + t * ux - xo[r * d]) > 1e-12 || fabs(xp[i * d + 2] + t * uy - xo[r * d + 2]) > 1e-12) continue;
+        /* j among i's 3 nearest on the continuous columns */
+        double dij = ux * ux + uy * uy;
+        int closer = 0;
+        for (int64_t m = 0; m < n; ++m) {
+          if (!yp[m] || m == i) continue;
+          double a = xp[m * d] - xp[i * d], b = xp[m * d + 2] - xp[i * d + 2];
+          closer += a * a + b * b < dij;
+        }
+        found = closer < 3;
+      }
+    }
+    ck_assert_msg(found, "synthetic row %lld is not on a neighbour segment", (long long)r);
+  }
+  effml_tensor_free(xr);
+  effml_tensor_free(yr);
+  /* mixed categories in the minority: every synthetic category is one of the class's codes */
+  for (int64_t i = 0; i < n; ++i)
+    if (yp[i]) xp[i * d + 1] = (double)(i % 8 == 0 ? 5 : 6);
+  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  xo = (const double *)effml_tensor_data_const(xr);
+  for (int64_t r = n; r < 60; ++r) ck_assert(xo[r * d + 1] == 5.0 || xo[r * d + 1] == 6.0);
+  effml_tensor_free(xr);
+  effml_tensor_free(yr);
+  xr = yr = NULL;
+  /* bad input */
+  effml_tensor *b = NULL, *nb = NULL, *st = NULL;
+  ck_assert_int_eq(effml_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_UNSUPPORTED);
+  o.n_categorical = 0;
+  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  int64_t all[3] = {0, 1, 2}, rep[2] = {1, 1}, bad[1] = {3};
+  o.n_categorical = 3;
+  o.categorical_features = all;
+  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  o.n_categorical = 2;
+  o.categorical_features = rep;
+  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  o.n_categorical = 1;
+  o.categorical_features = bad;
+  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_ptr_null(xr);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 static Suite *sampler_suite(void) {
   Suite *s = suite_create("sampler");
   TCase *tc = tcase_create("resample");
@@ -813,6 +910,7 @@ static Suite *sampler_suite(void) {
   tcase_add_test(tc, test_random_samplers);
   tcase_add_test(tc, test_borderline_adasyn);
   tcase_add_test(tc, test_alloc_failures);
+  tcase_add_test(tc, test_smotenc);
   suite_add_tcase(s, tc);
   return s;
 }

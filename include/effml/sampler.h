@@ -72,6 +72,7 @@ EFFML_BEGIN_DECLS
 #define EFFML_RESAMPLE_BORDERLINE1 2  /**< Borderline-SMOTE 1 (Han et al. 2005) */
 #define EFFML_RESAMPLE_BORDERLINE2 3  /**< Borderline-SMOTE 2 (Han et al. 2005) */
 #define EFFML_RESAMPLE_ADASYN 4       /**< ADASYN (He et al. 2008) */
+#define EFFML_RESAMPLE_SMOTENC 5      /**< SMOTE-NC, mixed continuous/categorical (Chawla 2002 §6.1); effml_resample() only */
 #define EFFML_RESAMPLE_RANDOM_OVER 6  /**< bootstrap copies, imblearn `RandomOverSampler` */
 #define EFFML_RESAMPLE_RANDOM_UNDER 7 /**< imblearn `RandomUnderSampler` (no replacement) */
 #define EFFML_RESAMPLE_TOMEK 8        /**< remove Tomek-link members, imblearn `TomekLinks` */
@@ -113,6 +114,8 @@ typedef struct effml_resample_options {
   int32_t kind_sel;              /**< ENN: EFFML_ENN_ALL (default) or EFFML_ENN_MODE */
   uint64_t seed;                 /**< seed of every random choice (default 0) */
   int64_t block_rows;            /**< kNN query rows per block (memory bound; default 256) */
+  int64_t n_categorical;         /**< SMOTE-NC: number of categorical columns (>= 1, < n_features) */
+  const int64_t *categorical_features; /**< SMOTE-NC: their column indices; borrowed during the call */
 } effml_resample_options;
 
 /** Fill `opt` with defaults.  NULL is ignored. */
@@ -179,6 +182,8 @@ EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
  *   toward other classes.  A class without danger points is skipped.
  * - ADASYN: g_i = rint(r_i * n_new) samples from base i (not balanced, as
  *   the paper and the anchor).
+ * - SMOTE-NC cannot be planned (categorical values are votes, not
+ *   interpolations): EFFML_E_UNSUPPORTED here, use effml_resample().
  *
  * @param x        [n_samples, n_features] f32 or f64, contiguous, finite
  *                 (integer x is refused with EFFML_E_DTYPE; random samplers
@@ -214,6 +219,17 @@ EFFML_API effml_status effml_resample_apply(effml_context *ctx, const effml_tens
 /**
  * Re-sample `x`, `y` (plan + apply).  x_out keeps x's dtype (f32 stays f32),
  * y_out keeps y's dtype.  Errors as effml_resample_plan().
+ *
+ * SMOTE-NC (imblearn `SMOTENC`, 0.12+ semantics): the columns listed in
+ * `categorical_features` hold category codes (any finite numbers, compared
+ * exactly).  Per targeted class, neighbours are found on [continuous |
+ * one-hot categories * med_c / sqrt(2)], med_c the median of the class's
+ * continuous standard deviations (ddof 0; raw one-hot when med_c is 0), so a
+ * differing category adds exactly med_c^2 to the squared distance.
+ * Continuous columns are interpolated as in SMOTE; each categorical column
+ * takes the most frequent value among the base row's k neighbours (ties
+ * broken at random from the class stream).  Errors: no or only categorical
+ * columns, an index out of range or repeated (EFFML_E_INVALID_ARG).
  */
 EFFML_API effml_status effml_resample(effml_context *ctx, const effml_resample_options *opt,
                                       const effml_tensor *x, const effml_tensor *y,

@@ -37,6 +37,7 @@ static effml_status read_options(effml_context *ctx, const effml_resample_option
     case EFFML_RESAMPLE_BORDERLINE1:
     case EFFML_RESAMPLE_BORDERLINE2:
     case EFFML_RESAMPLE_ADASYN:
+    case EFFML_RESAMPLE_SMOTENC:
     case EFFML_RESAMPLE_RANDOM_OVER:
     case EFFML_RESAMPLE_RANDOM_UNDER:
     case EFFML_RESAMPLE_TOMEK:
@@ -98,6 +99,10 @@ effml_status effml_resample_plan(effml_context *ctx, const effml_resample_option
   EFFML__CHECK_NULL(ctx, step);
   effml_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
+  if (o.method == EFFML_RESAMPLE_SMOTENC)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                      "SMOTE-NC has no plan form (categorical values are neighbour votes); "
+                      "use effml_resample");
   const int random_method = o.method == EFFML_RESAMPLE_RANDOM_OVER ||
                             o.method == EFFML_RESAMPLE_RANDOM_UNDER;
   const double *xd = NULL;
@@ -231,6 +236,9 @@ effml_status effml_resample(effml_context *ctx, const effml_resample_options *op
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, x_out);
   EFFML__CHECK_NULL(ctx, y_out);
+  effml_resample_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  if (o.method == EFFML_RESAMPLE_SMOTENC) return effml__smotenc_resample(ctx, &o, x, y, x_out, y_out);
   effml_tensor *b = NULL, *nb = NULL, *s = NULL;
   EFFML__TRY(effml_resample_plan(ctx, opt, x, y, &b, &nb, &s));
   effml_status st = effml_resample_apply(ctx, x, y, b, nb, s, x_out, y_out);

@@ -98,6 +98,12 @@ EFFML__HIDDEN effml_status effml__tomek_plan(effml_context *ctx, const effml__re
 EFFML__HIDDEN effml_status effml__enn_plan(effml_context *ctx, const effml__resample_in *in,
                                            effml__plan *p);
 
+/* SMOTE-NC writes rows directly (no plan form). */
+EFFML__HIDDEN effml_status effml__smotenc_resample(effml_context *ctx,
+                                                   const effml_resample_options *o,
+                                                   const effml_tensor *x, const effml_tensor *y,
+                                                   effml_tensor **x_out, effml_tensor **y_out);
+
 /* Per-class generator stream: independent of thread count and of other classes. */
 EFFML__HIDDEN void effml__class_rng(effml__rng *r, uint64_t seed, uint64_t method_tag,
                                     int64_t label);
