@@ -74,7 +74,7 @@ EFFML_BEGIN_DECLS
 typedef struct effml_sparse_options {
   uint32_t struct_size; /**< sizeof(effml_sparse_options), set by _init */
   double sparsity;      /**< fraction of zeros s in [0, 1) (default 0.9) */
-  int64_t nnz;          /**< effml_sparse_linear_create only: exact nonzero count (e.g. from ERK); 0 = round((1-s)·in·out) (default 0) */
+  int64_t nnz;          /**< effml_sparse_linear_create only: exact nonzero count (e.g. from ERK); 0 = (1-s)·in·out rounded half up, 1-s read as p/10^9 (default 0) */
   int32_t bias;         /**< 1 = add a dense bias [out] (default 1) */
   int32_t init;         /**< EFFML_SPARSE_INIT_* (default UNIFORM) */
   int32_t activation;   /**< Sparse Factorized: EFFML_SPARSE_ACT_* between U and V (default RELU, the released nonlinear_relu) */
@@ -380,8 +380,10 @@ EFFML_API void effml_dst_free(effml_dst *dst);
 /**
  * Count one training step; call after backward and before the optimizer step.
  * @param updated  NULL, or receives 1 if the masks were updated at this step
- * @return EFFML_E_STATE (an update is due but the dense gradient is missing),
- *         EFFML_E_NOMEM.  On error the masks are unchanged.
+ * @return EFFML_E_STATE (an update is due but the dense gradient is missing;
+ *         nothing changed), EFFML_E_NOMEM (matrices are updated one at a
+ *         time, each all-or-nothing, so some may already carry their new
+ *         mask; nnz stays exact either way).
  */
 EFFML_API effml_status effml_dst_step(effml_context *ctx, effml_dst *dst, int32_t *updated);
 
