@@ -318,6 +318,15 @@ START_TEST(test_bad_layer_and_loss_input) {
   ck_assert_int_eq(effml_activation_apply(ctx, EFFML_ACT_RELU, x, y5), EFFML_E_SHAPE);
   ck_assert_int_eq(effml_activation_apply(ctx, 17, x, x), EFFML_E_INVALID_ARG);
   ck_assert_int_eq(effml_activation_backward(ctx, EFFML_ACT_TANH, x, y5, x), EFFML_E_SHAPE);
+  /* a view shifted by one element overlaps without being in place */
+  effml_tensor *xa = NULL, *xa2 = NULL, *xb2 = NULL;
+  ck_assert_int_eq(effml_tensor_reshape(ctx, x, 1, (int64_t[]){20}, &xa), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_slice(ctx, xa, 0, 0, 10, 1, &xa2), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_slice(ctx, xa, 0, 1, 11, 1, &xb2), EFFML_OK);
+  ck_assert_int_eq(effml_activation_apply(ctx, EFFML_ACT_SILU, xa2, xb2), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_activation_apply(ctx, EFFML_ACT_SILU, xa2, xa2), EFFML_OK);
+  ck_assert_int_eq(effml_activation_backward(ctx, EFFML_ACT_SILU, xa2, xa2, xb2), EFFML_E_INVALID_ARG);
+  effml_tensor_free(xa); effml_tensor_free(xa2); effml_tensor_free(xb2);
 
   /* loss: labels out of range, NaN/inf logits, shapes, dtypes; outputs untouched */
   effml_tensor *z = tu_f32(ctx, 3, 4, NULL), *dz = tu_f32(ctx, 3, 4, NULL);

@@ -151,6 +151,16 @@ static effml_status check_act(effml_context *ctx, const char *fn, int32_t activa
   return EFFML_OK;
 }
 
+/* Element-wise kernels may write in place, but not into a shifted copy of their input. */
+static effml_status check_alias(effml_context *ctx, const char *fn, const effml_tensor *in,
+                                const char *iname, const effml_tensor *out, const char *oname) {
+  if (in->data != out->data && effml__tensors_overlap(in, out))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: %s overlaps %s without being the same elements (only exact in-place is allowed)",
+                      fn, oname, iname);
+  return EFFML_OK;
+}
+
 /* Same shape check for element-wise arguments. */
 static effml_status check_same_shape(effml_context *ctx, const char *fn, const effml_tensor *a,
                                      const char *aname, const effml_tensor *b, const char *bname) {
@@ -173,6 +183,7 @@ effml_status effml_activation_apply(effml_context *ctx, int32_t activation, cons
   EFFML__TRY(effml__check_tensor(ctx, y, "y", EFFML_F32, -1, 1));
   EFFML__TRY(effml__check_writable(ctx, y, "y"));
   EFFML__TRY(check_same_shape(ctx, __func__, x, "x", y, "y"));
+  EFFML__TRY(check_alias(ctx, __func__, x, "x", y, "y"));
   return act_run_fwd(ctx, activation, effml__cf32(x), effml__f32(y), effml_tensor_numel(x));
 }
 
@@ -187,6 +198,8 @@ effml_status effml_activation_backward(effml_context *ctx, int32_t activation,
   EFFML__TRY(effml__check_writable(ctx, dx, "dx"));
   EFFML__TRY(check_same_shape(ctx, __func__, x, "x", dy, "dy"));
   EFFML__TRY(check_same_shape(ctx, __func__, x, "x", dx, "dx"));
+  EFFML__TRY(check_alias(ctx, __func__, x, "x", dx, "dx"));
+  EFFML__TRY(check_alias(ctx, __func__, dy, "dy", dx, "dx"));
   return act_run_bwd(ctx, activation, effml__cf32(x), effml__cf32(dy), effml__f32(dx),
                      effml_tensor_numel(x));
 }
