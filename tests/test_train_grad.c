@@ -208,6 +208,47 @@ START_TEST(test_dropout_mask_identities) {
 }
 END_TEST
 
+/* Dropout's mask is redrawn each forward; a fresh layer with the same seed
+ * draws the same first mask, so L(x) = Σ r ⊙ dropout(x) is a fixed function. */
+static double dropout_objective(effml_context *ctx, effml_tensor *x, effml_tensor *y, const float *r) {
+  effml_layer *l = NULL;
+  ck_assert_int_eq(effml_dropout_create(ctx, 0.3, 1234, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  effml_layer_free(l);
+  const float *p = effml_tensor_data(y);
+  double s = 0;
+  for (int64_t i = 0; i < effml_tensor_numel(y); ++i) s += (double)p[i] * r[i];
+  return s;
+}
+
+START_TEST(test_dropout_gradient) {
+  effml_context *ctx = tu_ctx(9);
+  effml_tensor *x = tu_f32(ctx, B, 8, NULL), *y = tu_f32(ctx, B, 8, NULL);
+  effml_tensor *r = tu_f32(ctx, B, 8, NULL), *dx = tu_f32(ctx, B, 8, NULL);
+  tu_fill_uniform(x, 90, -1, 1);
+  tu_fill_uniform(r, 91, -1, 1);
+  effml_layer *l = NULL;
+  ck_assert_int_eq(effml_dropout_create(ctx, 0.3, 1234, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_backward(ctx, l, r, dx), EFFML_OK);
+  effml_layer_free(l);
+  float *xp = effml_tensor_data(x);
+  const float *g = effml_tensor_data(dx), *rp = effml_tensor_data(r);
+  const float h = 1e-2f;
+  for (int64_t i = 0; i < B * 8; ++i) {
+    float keep = xp[i];
+    xp[i] = keep + h;
+    double lp = dropout_objective(ctx, x, y, rp);
+    xp[i] = keep - h;
+    double lm = dropout_objective(ctx, x, y, rp);
+    xp[i] = keep;
+    check_close(g[i], (lp - lm) / (2.0 * h), "dropout dx", i);
+  }
+  effml_tensor_free(x); effml_tensor_free(y); effml_tensor_free(r); effml_tensor_free(dx);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(test_frozen_dense_skips_gradients) {
   effml_context *ctx = tu_ctx(7);
   effml_layer *l = NULL;
@@ -262,6 +303,7 @@ int main(void) {
   tcase_add_test(tc, test_sequential_gradients);
   tcase_add_test(tc, test_cross_entropy_gradient);
   tcase_add_test(tc, test_dropout_mask_identities);
+  tcase_add_test(tc, test_dropout_gradient);
   tcase_add_test(tc, test_frozen_dense_skips_gradients);
   tcase_add_test(tc, test_activation_threads_bit_identical);
   suite_add_tcase(s, tc);
