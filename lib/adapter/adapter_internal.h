@@ -39,6 +39,8 @@ typedef struct effml__phm {
   float *P, *Q;        /* factorized: [b*n, n*r] (LPHM) or Z [b*n, n*kout] (PHM) */
   size_t cap_pq;       /* floats in each of P and Q */
   float *H;            /* materialized path: H [in, out] of the last forward */
+  float *dQ, *dP;      /* backward workspaces (grown, reused: no page faults per step) */
+  size_t cap_d;
 } effml__phm;
 
 /* Create a PHM/LPHM layer; fixed_rule builds the n = 1 dense projection used

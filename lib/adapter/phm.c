@@ -75,6 +75,8 @@ static void phm_destroy(effml_layer *l) {
   effml__free(l->ctx, p->P);
   effml__free(l->ctx, p->Q);
   effml__free(l->ctx, p->H);
+  effml__free(l->ctx, p->dQ);
+  effml__free(l->ctx, p->dP);
   effml_phm_rule_free(p->rule);
   effml__free(l->ctx, p);
 }

@@ -229,8 +229,9 @@ static void thin_backward_rows(void *arg, int64_t begin, int64_t end, int32_t wo
     const float *dP = t->Q + row * n * nc;
     for (int64_t a = 0; a < n; ++a) {
       float *dx = t->out + (row * n + a) * kin;
-      memset(dx, 0, (size_t)kin * sizeof(float));
-      for (int64_t col = 0; col < nc; ++col) {
+      const float g0 = dP[a * nc];
+      for (int64_t u = 0; u < kin; ++u) dx[u] = g0 * t->St[u];
+      for (int64_t col = 1; col < nc; ++col) {
         float g = dP[a * nc + col];
         const float *sr = t->St + col * kin;
         for (int64_t u = 0; u < kin; ++u) dx[u] += g * sr[u];
@@ -346,10 +347,17 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
   int tw = effml__param_trainable(l, iw);
   float *S = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
   float *dS = tw ? (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float)) : NULL;
-  float *dQ = r ? (float *)effml__malloc(ctx, (size_t)(bn * nc) * sizeof(float)) : NULL;
-  float *dP = (float *)effml__malloc(ctx, (size_t)(bn * nc) * sizeof(float));
+  size_t need = (size_t)(bn * nc);
+  if (p->cap_d < need) {
+    effml__free(ctx, p->dQ);
+    effml__free(ctx, p->dP);
+    p->dQ = (float *)effml__malloc(ctx, need * sizeof(float));
+    p->dP = (float *)effml__malloc(ctx, need * sizeof(float));
+    p->cap_d = (p->dQ && p->dP) ? need : 0;
+  }
+  float *dQ = p->cap_d ? p->dQ : NULL, *dP = p->cap_d ? p->dP : NULL;
   effml_status st = EFFML_OK;
-  if (S == NULL || dP == NULL || (tw && dS == NULL) || (r && dQ == NULL)) {
+  if (S == NULL || dP == NULL || dQ == NULL || (tw && dS == NULL)) {
     st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
     goto done;
   }
@@ -399,7 +407,5 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
 done:
   effml__free(ctx, S);
   effml__free(ctx, dS);
-  effml__free(ctx, dQ);
-  effml__free(ctx, dP);
   return st;
 }
