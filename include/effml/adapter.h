@@ -187,11 +187,13 @@ EFFML_API effml_layer *effml_adapter_up(effml_layer *block);
 
 /**
  * Trainable parameters of one adapter block as built by effml_adapter_create()
- * with `opt`, without a shared rule (which the caller counts once, n^3).
- * Per-projection rules are included.  Compacter section 4: a model with L
+ * with `opt` (features -> d -> features).  Compacter section 4: a model with L
  * layers and 2 adapters per layer has 2L * count + n^3 = 4L(k + d) + n^3
  * (biases excluded); the PHM-Adapter 4L(kd/n + n^3).
+ * @param shared_rule   1: the projections use a shared rule (counted by the
+ *                      caller once per model); 0: per-projection rules, counted here.
  * @param include_bias  0: the paper's formulas; 1: what the layer holds.
+ * @param out           receives the count.
  * @return EFFML_E_INVALID_ARG / EFFML_E_SHAPE as effml_adapter_create().
  */
 EFFML_API effml_status effml_adapter_count_params(effml_context *ctx, int64_t features,
