@@ -111,6 +111,11 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
     int64_t r0, m;
     block_range(J, b, &r0, &m);
     load_rows(J, r0, m, buf);
+    if (J->pass == 0) { /* Gram matrix of the block (upper, row-major) */
+      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0, buf, (int)d, 0.0,
+                  J->rs + b * d * d, (int)d);
+      continue;
+    }
     if (J->pass == 1) {
       if (block_r(buf, m, d, J->taus + worker * d, J->works + worker * J->lwork, J->lwork,
                   J->rs + b * d * d) != 0)
@@ -193,16 +198,70 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_leverage_option
     st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for leverage scores (%lld x %lld)",
                     (long long)n, (long long)d);
   if (st == EFFML_OK && o->method == EFFML_LEVERAGE_EXACT) {
-    /* pass 1: block R's, then the R of the stacked R's */
-    J.pass = 1;
+    /* Fast path, CholeskyQR2 (Fukaya et al. 2014): R = chol(A^T A).  It is
+     * accepted only if the refinement step finds U = A R^{-1} nearly
+     * orthonormal (max |R2 - I| <= 0.1, i.e. cond(A)^2 eps small); otherwise
+     * R comes from Householder TSQR, which is stable for any cond < 1/eps. */
+    int tsqr = 0, ok = 0;
+    J.pass = 0;
     st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
-    if (st == EFFML_OK && J.bad) st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
     if (st == EFFML_OK) {
-      if (J.nb == 1)
-        memcpy(r, J.rs, (size_t)(d * d) * sizeof(double));
-      else
-        st = small_r(ctx, J.rs, J.nb * d, d, r);
+      for (int64_t t = 0; t < d * d; ++t) {
+        double g = 0;
+        for (int64_t b = 0; b < J.nb; ++b) g += J.rs[b * d * d + t]; /* fixed order */
+        r[t] = g;
+      }
+      if (LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)d, r, (lapack_int)d) != 0)
+        tsqr = 1;
+      for (int64_t j = 0; j < d; ++j)
+        for (int64_t i = 0; i < j; ++i) r[j * d + i] = 0.0;
+      if (!tsqr && check_rank(ctx, r, d, o->rank_tol) != EFFML_OK) tsqr = 1;
+      effml_context_clear_error(ctx);
     }
+    for (int attempt = 0; st == EFFML_OK && !ok && attempt < 2; ++attempt) {
+      if (tsqr) {
+        /* pass 1: block R's by Householder, then the R of the stacked R's */
+        J.pass = 1;
+        st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+        if (st == EFFML_OK && J.bad) st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
+        if (st == EFFML_OK) {
+          if (J.nb == 1)
+            memcpy(r, J.rs, (size_t)(d * d) * sizeof(double));
+          else
+            st = small_r(ctx, J.rs, J.nb * d, d, r);
+        }
+        if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
+        if (st != EFFML_OK) break;
+      }
+      /* pass 2: R2 = chol(U^T U), U = A R^{-1} */
+      J.pass = 2;
+      J.r = r;
+      st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+      if (st != EFFML_OK) break;
+      for (int64_t t = 0; t < d * d; ++t) {
+        double g = 0;
+        for (int64_t b = 0; b < J.nb; ++b) g += J.rs[b * d * d + t]; /* fixed order */
+        r2[t] = g;
+      }
+      /* Row-major upper G = column-major lower; its Cholesky factor L lies in
+       * memory as the row-major upper R2 with G = R2^T R2. */
+      lapack_int pinfo = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)d, r2, (lapack_int)d);
+      double dev = pinfo == 0 ? 0.0 : INFINITY;
+      for (int64_t j = 0; j < d; ++j)
+        for (int64_t i = 0; i < d; ++i) {
+          if (i < j) r2[j * d + i] = 0.0;
+          else dev = fmax(dev, fabs(r2[j * d + i] - (i == j ? 1.0 : 0.0)));
+        }
+      ok = dev <= 0.1;
+      if (!ok && tsqr)
+        st = effml__err(ctx, EFFML_E_NUMERIC,
+                        "A is numerically rank deficient (refinement Cholesky %s)",
+                        pinfo ? "failed" : "far from the identity");
+      tsqr = 1;
+    }
+    /* Apply R2 to the *same* computed U (same trsm, same bits) rather than
+     * folding it into R: A (R2 R)^{-1} would bring back U's cond(A) eps error. */
+    if (st == EFFML_OK) J.r2 = r2;
   } else if (st == EFFML_OK) {
     int64_t s = o->sketch_rows > 0 ? o->sketch_rows : (4 * d * d > 64 * d ? 4 * d * d : 64 * d);
     if (s < d) s = d;
@@ -219,34 +278,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_leverage_option
     }
     if (st == EFFML_OK) st = small_r(ctx, sa, s, d, r);
     effml__free(ctx, sa);
-  }
-  if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
-  if (st == EFFML_OK && o->method == EFFML_LEVERAGE_EXACT) {
-    /* pass 2: CholeskyQR refinement R <- chol(U^T U) R, U = A R^{-1} */
-    J.pass = 2;
-    J.r = r;
-    st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
-    if (st == EFFML_OK) {
-      for (int64_t t = 0; t < d * d; ++t) {
-        double g = 0;
-        for (int64_t b = 0; b < J.nb; ++b) g += J.rs[b * d * d + t]; /* fixed order */
-        r2[t] = g;
-      }
-      /* Row-major upper G = column-major lower; its Cholesky factor L lies in
-       * memory as the row-major upper R2 with G = R2^T R2. */
-      lapack_int pinfo = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)d, r2, (lapack_int)d);
-      if (pinfo != 0)
-        st = effml__err(ctx, EFFML_E_NUMERIC,
-                        "A is numerically rank deficient (refinement Cholesky failed at column %d)",
-                        (int)pinfo);
-    }
-    if (st == EFFML_OK) {
-      for (int64_t j = 0; j < d; ++j)
-        for (int64_t i = 0; i < j; ++i) r2[j * d + i] = 0.0;
-      /* Apply R2 to the *same* computed U (same trsm, same bits) rather than
-       * folding it into R: A (R2 R)^{-1} would bring back U's cond(A) eps error. */
-      J.r2 = r2;
-    }
+    if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
   }
   if (st == EFFML_OK) {
     J.pass = 3;
