@@ -247,7 +247,7 @@ static void transpose_S(const float *S, int64_t kin, int64_t nc, float *St) {
 
 static int64_t thin_min_chunk(int64_t n, int64_t kin, int64_t kout, int64_t nc) {
   int64_t per_row = n * nc * (kin + kout + n) + 1;
-  return (1 << 15) / per_row + 1;
+  return (1 << 18) / per_row + 1; /* a thread is worth starting for ~256k MACs */
 }
 
 /* Grow the kept buffers P, Q to `need` floats each. */
