@@ -166,6 +166,7 @@ typedef struct {
   const char *name;
   int32_t kind, rule, target;
   double value;
+  int32_t aggregation; /* 0: mean */
 } cal_case;
 
 static const cal_case CASES[] = {
@@ -175,6 +176,8 @@ static const cal_case CASES[] = {
      0.7},
     {"win_tpr_energy", EFFML_SCORE_ENERGY, EFFML_CASCADE_EXIT_WINDOW, EFFML_CASCADE_TARGET_TPR,
      0.95},
+    {"win_risk_entropy_last", EFFML_SCORE_ENTROPY, EFFML_CASCADE_EXIT_WINDOW,
+     EFFML_CASCADE_TARGET_RISK, 0.15, EFFML_CASCADE_AGG_LAST},
 };
 
 /* Callback stage: copies the rows of a precomputed f32 tensor and records what it saw. */
@@ -204,12 +207,13 @@ static effml_status copy_rows(effml_context *c, void *stage_data, void *run_data
   return EFFML_OK;
 }
 
-static effml_cascade *make_cascade(int32_t kind, int use_callbacks, cb_stage *cbs,
-                                   effml_tensor *const *logits) {
+static effml_cascade *make_cascade_agg(int32_t kind, int32_t agg, int use_callbacks,
+                                       cb_stage *cbs, effml_tensor *const *logits) {
   effml_cascade_options opt;
   effml_cascade_options_init(&opt);
   opt.num_classes = K;
   opt.score = kind;
+  if (agg) opt.aggregation = agg;
   effml_cascade *c = NULL;
   ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
   for (int m = 0; m < M; ++m) {
@@ -226,12 +230,17 @@ static effml_cascade *make_cascade(int32_t kind, int use_callbacks, cb_stage *cb
   return c;
 }
 
+static effml_cascade *make_cascade(int32_t kind, int use_callbacks, cb_stage *cbs,
+                                   effml_tensor *const *logits) {
+  return make_cascade_agg(kind, 0, use_callbacks, cbs, logits);
+}
+
 START_TEST(test_calibrate_and_run_match_numpy) {
   for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ++ci) {
     const cal_case *cc = &CASES[ci];
     for (int use_cb = 0; use_cb < 2; ++use_cb) {
       static cb_stage cbs[M];
-      effml_cascade *c = make_cascade(cc->kind, use_cb, cbs, test);
+      effml_cascade *c = make_cascade_agg(cc->kind, cc->aggregation, use_cb, cbs, test);
       effml_cascade_calibration_options cal;
       effml_cascade_calibration_options_init(&cal);
       cal.rule = cc->rule;

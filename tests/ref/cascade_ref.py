@@ -139,8 +139,8 @@ def fit_tau(s, correct, target, value):
     return s[o][ceil_count(value, len(s)) - 1]
 
 
-def calibrate(logits, labels, kind, rule, target, value, below=0.1, above=0.1):
-    scores, preds, _ = stages(logits, kind)
+def calibrate(logits, labels, kind, rule, target, value, below=0.1, above=0.1, agg="mean"):
+    scores, preds, _ = stages(logits, kind, agg=agg)
     rules = []
     for m in range(len(logits) - 1):
         s = scores[m]
@@ -155,8 +155,8 @@ def calibrate(logits, labels, kind, rule, target, value, below=0.1, above=0.1):
     return rules
 
 
-def run(logits, kind, rule, rules):
-    scores, preds, probs = stages(logits, kind)
+def run(logits, kind, rule, rules, agg="mean"):
+    scores, preds, probs = stages(logits, kind, agg=agg)
     n = logits[0].shape[0]
     exit_stage = np.full(n, len(logits) - 1)
     done = np.zeros(n, bool)
@@ -179,11 +179,13 @@ CASES = [
     ("win_risk", "msp", "window", "risk", 0.1),
     ("thr_cov", "msp", "threshold", "coverage", 0.7),
     ("win_tpr_energy", "energy", "window", "tpr", 0.95),
+    ("win_risk_entropy_last", "entropy", "window", "risk", 0.15),
 ]
 for name, kind, rule, target, value in CASES:
-    rules = calibrate(val, y_val, kind, rule, target, value)
+    agg = "last" if name.endswith("_last") else "mean"
+    rules = calibrate(val, y_val, kind, rule, target, value, agg=agg)
     emit(name + "_rules", np.array(rules))  # per stage: a, b, tau
-    sc, pr, st, pb, reach, cost = run(test, kind, rule, rules)
+    sc, pr, st, pb, reach, cost = run(test, kind, rule, rules, agg=agg)
     emit(name + "_score", sc)
     emit(name + "_pred", pr, "%d")
     emit(name + "_stage", st, "%d")
