@@ -115,7 +115,8 @@ effml_status effml_layer_forward(effml_context *ctx, effml_layer *layer, const e
   EFFML__TRY(effml__check_dim(ctx, y, "y", 1, out));
   if (effml__tensors_overlap(x, y))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s layer: y must not alias x", layer->ops->kind);
-  layer->train_pending = 0;
+  /* Inference must not write the layer (several threads may share it). */
+  if (mode == EFFML_MODE_TRAIN) layer->train_pending = 0;
   effml_status st = layer->ops->forward(ctx, layer, x, y, mode);
   if (st == EFFML_OK && mode == EFFML_MODE_TRAIN) {
     layer->train_pending = 1;
@@ -372,6 +373,58 @@ static effml_status seq_buffers(effml_context *ctx, effml_layer *l, int64_t batc
   return EFFML_OK;
 }
 
+/* Inference keeps nothing in the container: two ping-pong buffers of the
+ * widest intermediate width are allocated per call from the caller's context,
+ * so several threads may run inference on one model at once (layer.h). */
+static effml_status seq_forward_infer(effml_context *ctx, effml_layer *l, const effml_tensor *x,
+                                      effml_tensor *y) {
+  seq_impl *s = (seq_impl *)l->impl;
+  int64_t batch = x->shape[0], w = x->shape[1], wmax = 1;
+  for (int32_t k = 0; k + 1 < s->n; ++k) {
+    int64_t ow = effml_layer_out_features(s->children[k]);
+    w = ow ? ow : w;
+    if (w > wmax) wmax = w;
+  }
+  float *buf[2] = {NULL, NULL};
+  size_t bytes;
+  if (!effml__mul_size((size_t)batch, (size_t)wmax, &bytes) ||
+      !effml__mul_size(bytes, sizeof(float), &bytes))
+    return effml__err(ctx, EFFML_E_OVERFLOW, "sequential forward: activation size overflows");
+  if (s->n > 1) {
+    buf[0] = (float *)effml__alloc_or_err(ctx, bytes, "sequential activations");
+    buf[1] = s->n > 2 ? (float *)effml__alloc_or_err(ctx, bytes, "sequential activations") : NULL;
+    if (buf[0] == NULL || (s->n > 2 && buf[1] == NULL)) {
+      effml__free(ctx, buf[0]);
+      effml__free(ctx, buf[1]);
+      return EFFML_E_NOMEM;
+    }
+  }
+  effml_status st = EFFML_OK;
+  effml_tensor *views[2] = {NULL, NULL};
+  const effml_tensor *in = x;
+  w = x->shape[1];
+  for (int32_t k = 0; st == EFFML_OK && k < s->n; ++k) {
+    effml_tensor *out = y;
+    if (k + 1 < s->n) {
+      int64_t ow = effml_layer_out_features(s->children[k]);
+      w = ow ? ow : w;
+      int64_t shape[2] = {batch, w};
+      effml_tensor_free(views[k & 1]);
+      views[k & 1] = NULL;
+      st = effml_tensor_wrap(ctx, EFFML_F32, 2, shape, NULL, buf[k & 1], bytes, 0, &views[k & 1]);
+      if (st != EFFML_OK) break;
+      out = views[k & 1];
+    }
+    st = effml_layer_forward(ctx, s->children[k], in, out, EFFML_MODE_INFER);
+    in = out;
+  }
+  effml_tensor_free(views[0]);
+  effml_tensor_free(views[1]);
+  effml__free(ctx, buf[0]);
+  effml__free(ctx, buf[1]);
+  return st;
+}
+
 static effml_status seq_forward(effml_context *ctx, effml_layer *l, const effml_tensor *x,
                                 effml_tensor *y, int32_t mode) {
   seq_impl *s = (seq_impl *)l->impl;
@@ -379,7 +432,8 @@ static effml_status seq_forward(effml_context *ctx, effml_layer *l, const effml_
     memcpy(y->data, x->data, effml_tensor_nbytes(x));
     return EFFML_OK;
   }
-  EFFML__TRY(seq_buffers(ctx, l, x->shape[0], x->shape[1], mode == EFFML_MODE_TRAIN));
+  if (mode == EFFML_MODE_INFER) return seq_forward_infer(ctx, l, x, y);
+  EFFML__TRY(seq_buffers(ctx, l, x->shape[0], x->shape[1], 1));
   const effml_tensor *in = x;
   for (int32_t k = 0; k < s->n; ++k) {
     effml_tensor *out = (k + 1 < s->n) ? s->acts[k] : y;
