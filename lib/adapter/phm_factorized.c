@@ -172,7 +172,7 @@ static void bias_grad(float *db, const float *dy, int64_t b, int64_t out) {
 #define THIN_MAX 16
 
 /* 8-lane dot product (the lanes let the compiler vectorise without reassociation flags). */
-static float dot8(const float *a, const float *b, int64_t n) {
+static float dot8(const float *restrict a, const float *restrict b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -228,12 +228,13 @@ static void thin_backward_rows(void *arg, int64_t begin, int64_t end, int32_t wo
     if (t->out == NULL) continue;
     const float *dP = t->Q + row * n * nc;
     for (int64_t a = 0; a < n; ++a) {
-      float *dx = t->out + (row * n + a) * kin;
+      float *restrict dx = t->out + (row * n + a) * kin;
       const float g0 = dP[a * nc];
-      for (int64_t u = 0; u < kin; ++u) dx[u] = g0 * t->St[u];
+      const float *restrict s0 = t->St;
+      for (int64_t u = 0; u < kin; ++u) dx[u] = g0 * s0[u];
       for (int64_t col = 1; col < nc; ++col) {
         float g = dP[a * nc + col];
-        const float *sr = t->St + col * kin;
+        const float *restrict sr = t->St + col * kin;
         for (int64_t u = 0; u < kin; ++u) dx[u] += g * sr[u];
       }
     }
