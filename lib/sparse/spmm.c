@@ -352,12 +352,60 @@ void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, const float *DYT,
 
 /* ---------------- transposes (16 x 16 blocks) ---------------- */
 
+#ifdef EFFML__X86
+#  define UPL(a, b) _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+#  define UPH(a, b) _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)))
+/* dst[j * ldd + i] = src[i * lds + j] for a full 16 x 16 block (in-register). */
+__attribute__((target("avx512f"))) static void tr16_avx512(const float *src, int64_t lds,
+                                                           float *dst, int64_t ldd) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = UPL(t[i], t[i + 2]);
+    r[i + 1] = UPH(t[i], t[i + 2]);
+    r[i + 2] = UPL(t[i + 1], t[i + 3]);
+    r[i + 3] = UPH(t[i + 1], t[i + 3]);
+  }
+  for (int h = 0; h < 16; h += 8)
+    for (int k = 0; k < 4; ++k) {
+      t[h + k] = _mm512_shuffle_f32x4(r[h + k], r[h + k + 4], 0x88);
+      t[h + k + 4] = _mm512_shuffle_f32x4(r[h + k], r[h + k + 4], 0xdd);
+    }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+#  undef UPL
+#  undef UPH
+
+/* Y block (16 rows of 16) (+)= transpose of the YT block + bias. */
+__attribute__((target("avx512f"))) static void tr16_out_avx512(const float *src, int64_t lds,
+                                                               float *dst, int64_t ldd,
+                                                               const float *bias, int acc) {
+  float tmp[256];
+  tr16_avx512(src, lds, tmp, 16);
+  const __m512 bv = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+  for (int i = 0; i < 16; ++i) {
+    __m512 v = _mm512_add_ps(_mm512_loadu_ps(tmp + 16 * i), bv);
+    if (acc) v = _mm512_add_ps(v, _mm512_loadu_ps(dst + i * ldd));
+    _mm512_storeu_ps(dst + i * ldd, v);
+  }
+}
+#endif
+
 typedef struct {
   const float *src;
   float *dst;
   int64_t batch, n, ldb;
   const float *bias;
   int acc;
+  int isa;
 } tr_job;
 
 /* XT[c, b] = X[b, c]; one work item = 16 columns c. */
@@ -367,6 +415,12 @@ static void tr_in_range(void *arg, int64_t b, int64_t e, int32_t w) {
     int64_t ce = cb + 16 < j->n ? cb + 16 : j->n;
     for (int64_t bb = 0; bb < j->batch; bb += 16) {
       int64_t be = bb + 16 < j->batch ? bb + 16 : j->batch;
+#ifdef EFFML__X86
+      if (j->isa == 2 && ce - cb == 16 && be - bb == 16) {
+        tr16_avx512(j->src + bb * j->n + cb, j->n, j->dst + cb * j->ldb + bb, j->ldb);
+        continue;
+      }
+#endif
       for (int64_t c = cb; c < ce; ++c) {
         float *d = j->dst + c * j->ldb;
         for (int64_t r = bb; r < be; ++r) d[r] = j->src[r * j->n + c];
@@ -384,6 +438,16 @@ static void tr_out_range(void *arg, int64_t b, int64_t e, int32_t w) {
     int64_t be = bb + 16 < j->batch ? bb + 16 : j->batch;
     for (int64_t rb = 0; rb < j->n; rb += 16) {
       int64_t re = rb + 16 < j->n ? rb + 16 : j->n;
+#ifdef EFFML__X86
+      if (j->isa == 2 && re - rb == 16 && be - bb == 16) {
+        if (!j->acc && !j->bias)
+          tr16_avx512(j->src + rb * j->ldb + bb, j->ldb, j->dst + bb * j->n + rb, j->n);
+        else
+          tr16_out_avx512(j->src + rb * j->ldb + bb, j->ldb, j->dst + bb * j->n + rb, j->n,
+                          j->bias ? j->bias + rb : NULL, j->acc);
+        continue;
+      }
+#endif
       for (int64_t s = bb; s < be; ++s) {
         float *y = j->dst + s * j->n;
         for (int64_t r = rb; r < re; ++r) {
@@ -397,13 +461,13 @@ static void tr_out_range(void *arg, int64_t b, int64_t e, int32_t w) {
 
 void effml__transpose_in(effml_context *ctx, const float *X, int64_t batch, int64_t cols,
                          float *XT, int64_t ldb) {
-  tr_job j = {X, XT, batch, cols, ldb, NULL, 0};
+  tr_job j = {X, XT, batch, cols, ldb, NULL, 0, isa_level()};
   (void)effml__parallel_for(ctx, (cols + 15) / 16, 64, tr_in_range, &j);
 }
 
 void effml__transpose_out(effml_context *ctx, const float *YT, int64_t ldb, int64_t rows,
                           int64_t batch, const float *bias, int accumulate, float *Y) {
-  tr_job j = {YT, Y, batch, rows, ldb, bias, accumulate};
+  tr_job j = {YT, Y, batch, rows, ldb, bias, accumulate, isa_level()};
   (void)effml__parallel_for(ctx, (batch + 15) / 16, 4, tr_out_range, &j);
 }
 
