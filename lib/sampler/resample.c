@@ -90,6 +90,55 @@ effml_status effml_sampling_strategy_resolve(effml_context *ctx, const effml_res
   return EFFML_OK;
 }
 
+/* Plan for validated options `o` into *p (caller frees with effml__plan_free). */
+static effml_status build_plan(effml_context *ctx, const effml_resample_options *o,
+                               const effml_tensor *x, const effml_tensor *y, effml__plan *p) {
+  const int random_method = o->method == EFFML_RESAMPLE_RANDOM_OVER ||
+                            o->method == EFFML_RESAMPLE_RANDOM_UNDER;
+  const double *xd = NULL;
+  double *x_own = NULL;
+  /* Random samplers never look at feature values, so NaN is fine for them. */
+  EFFML__TRY(effml__sampler_x_f64(ctx, x, "x", random_method, &xd, &x_own));
+  const int64_t n = x->shape[0], d = x->shape[1];
+  int64_t *y64 = NULL, *values = NULL;
+  effml__classes c;
+  memset(&c, 0, sizeof c);
+  memset(p, 0, sizeof *p);
+  effml_status st = effml__sampler_labels(ctx, y, n, &y64);
+  if (st == EFFML_OK) st = effml__classes_build(ctx, y64, n, &c);
+  if (st == EFFML_OK) {
+    values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
+    st = values ? effml__strategy_resolve(ctx, o, &c, values) : EFFML_E_NOMEM;
+  }
+  if (st == EFFML_OK && effml__method_family(o->method) == EFFML__FAMILY_OVER) {
+    int64_t total = n; /* reserve the whole output once (ADASYN may need a little more) */
+    for (int64_t k = 0; k < c.n_classes; ++k) total += values[k] > 0 ? values[k] : 0;
+    st = effml__plan_reserve(ctx, p, total);
+    for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(p, i, -1, 0.0);
+  }
+  if (st == EFFML_OK) {
+    effml__resample_in in = {o, xd, n, d, y64, &c, values};
+    switch (o->method) {
+      case EFFML_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, p); break;
+      case EFFML_RESAMPLE_BORDERLINE1:
+      case EFFML_RESAMPLE_BORDERLINE2: st = effml__borderline_plan(ctx, &in, p); break;
+      case EFFML_RESAMPLE_ADASYN: st = effml__adasyn_plan(ctx, &in, p); break;
+      case EFFML_RESAMPLE_RANDOM_OVER: st = effml__random_over_plan(ctx, &in, p); break;
+      case EFFML_RESAMPLE_RANDOM_UNDER: st = effml__random_under_plan(ctx, &in, p); break;
+      case EFFML_RESAMPLE_TOMEK: st = effml__tomek_plan(ctx, &in, p); break;
+      default: st = effml__enn_plan(ctx, &in, p); break;
+    }
+  }
+  if (st == EFFML_OK && p->n == 0)
+    st = effml__err(ctx, EFFML_E_NUMERIC, "re-sampling removed every sample");
+  effml__classes_free(ctx, &c);
+  effml__free(ctx, values);
+  effml__free(ctx, y64);
+  effml__free(ctx, x_own);
+  if (st != EFFML_OK) effml__plan_free(ctx, p);
+  return st;
+}
+
 effml_status effml_resample_plan(effml_context *ctx, const effml_resample_options *opt,
                                  const effml_tensor *x, const effml_tensor *y, effml_tensor **base,
                                  effml_tensor **neighbor, effml_tensor **step) {
@@ -103,53 +152,14 @@ effml_status effml_resample_plan(effml_context *ctx, const effml_resample_option
     return effml__err(ctx, EFFML_E_UNSUPPORTED,
                       "SMOTE-NC has no plan form (categorical values are neighbour votes); "
                       "use effml_resample");
-  const int random_method = o.method == EFFML_RESAMPLE_RANDOM_OVER ||
-                            o.method == EFFML_RESAMPLE_RANDOM_UNDER;
-  const double *xd = NULL;
-  double *x_own = NULL;
-  /* Random samplers never look at feature values, so NaN is fine for them. */
-  EFFML__TRY(effml__sampler_x_f64(ctx, x, "x", random_method, &xd, &x_own));
-  const int64_t n = x->shape[0], d = x->shape[1];
-  int64_t *y64 = NULL, *values = NULL;
-  effml__classes c;
-  memset(&c, 0, sizeof c);
   effml__plan p;
-  memset(&p, 0, sizeof p);
+  EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_tensor *tb = NULL, *tn = NULL, *ts = NULL;
-  effml_status st = effml__sampler_labels(ctx, y, n, &y64);
-  if (st == EFFML_OK) st = effml__classes_build(ctx, y64, n, &c);
-  if (st == EFFML_OK) {
-    values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
-    st = values ? effml__strategy_resolve(ctx, &o, &c, values) : EFFML_E_NOMEM;
-  }
-  if (st == EFFML_OK && effml__method_family(o.method) == EFFML__FAMILY_OVER) {
-    st = effml__plan_reserve(ctx, &p, n);
-    for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(&p, i, -1, 0.0);
-  }
-  if (st == EFFML_OK) {
-    effml__resample_in in = {&o, xd, n, d, y64, &c, values};
-    switch (o.method) {
-      case EFFML_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, &p); break;
-      case EFFML_RESAMPLE_BORDERLINE1:
-      case EFFML_RESAMPLE_BORDERLINE2: st = effml__borderline_plan(ctx, &in, &p); break;
-      case EFFML_RESAMPLE_ADASYN: st = effml__adasyn_plan(ctx, &in, &p); break;
-      case EFFML_RESAMPLE_RANDOM_OVER: st = effml__random_over_plan(ctx, &in, &p); break;
-      case EFFML_RESAMPLE_RANDOM_UNDER: st = effml__random_under_plan(ctx, &in, &p); break;
-      case EFFML_RESAMPLE_TOMEK: st = effml__tomek_plan(ctx, &in, &p); break;
-      default: st = effml__enn_plan(ctx, &in, &p); break;
-    }
-  }
-  if (st == EFFML_OK && p.n == 0)
-    st = effml__err(ctx, EFFML_E_NUMERIC, "re-sampling removed every sample");
-  if (st == EFFML_OK) st = i64_vector(ctx, p.base, p.n, &tb);
+  effml_status st = i64_vector(ctx, p.base, p.n, &tb);
   if (st == EFFML_OK) st = i64_vector(ctx, p.nbr, p.n, &tn);
   if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F64, 1, &p.n, &ts);
   if (st == EFFML_OK) memcpy(ts->data, p.step, (size_t)p.n * sizeof(double));
   effml__plan_free(ctx, &p);
-  effml__classes_free(ctx, &c);
-  effml__free(ctx, values);
-  effml__free(ctx, y64);
-  effml__free(ctx, x_own);
   if (st != EFFML_OK) {
     effml_tensor_free(tb);
     effml_tensor_free(tn);
@@ -162,38 +172,11 @@ effml_status effml_resample_plan(effml_context *ctx, const effml_resample_option
   return EFFML_OK;
 }
 
-effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
-                                  const effml_tensor *base, const effml_tensor *neighbor,
-                                  const effml_tensor *step, effml_tensor **x_out,
-                                  effml_tensor **y_out) {
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, x_out);
-  EFFML__CHECK_NULL(ctx, y_out);
-  EFFML__TRY(effml__check_tensor(ctx, x, "x", 0, 2, 1));
-  if (x->dtype != EFFML_F32 && x->dtype != EFFML_F64)
-    return effml__err(ctx, EFFML_E_DTYPE, "argument 'x' has dtype %s, expected f32 or f64",
-                      effml_dtype_name(x->dtype));
-  EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
-  if (y->dtype != EFFML_I32 && y->dtype != EFFML_I64)
-    return effml__err(ctx, EFFML_E_DTYPE, "argument 'y' has dtype %s, expected i32 or i64",
-                      effml_dtype_name(y->dtype));
-  const int64_t n = x->shape[0], d = x->shape[1];
-  EFFML__TRY(effml__check_dim(ctx, y, "y", 0, n));
-  EFFML__TRY(effml__check_tensor(ctx, base, "base", EFFML_I64, 1, 1));
-  const int64_t m = base->shape[0];
-  EFFML__TRY(effml__check_tensor(ctx, neighbor, "neighbor", EFFML_I64, 1, 1));
-  EFFML__TRY(effml__check_dim(ctx, neighbor, "neighbor", 0, m));
-  EFFML__TRY(effml__check_tensor(ctx, step, "step", EFFML_F64, 1, 1));
-  EFFML__TRY(effml__check_dim(ctx, step, "step", 0, m));
-  const int64_t *b = (const int64_t *)(const void *)base->data;
-  const int64_t *nb = (const int64_t *)(const void *)neighbor->data;
-  const double *s = effml__cf64(step);
-  for (int64_t r = 0; r < m; ++r) {
-    if (b[r] < 0 || b[r] >= n || nb[r] < -1 || nb[r] >= n)
-      return effml__err(ctx, EFFML_E_RANGE,
-                        "plan row %lld: base=%lld / neighbor=%lld outside [0, %lld)",
-                        (long long)r, (long long)b[r], (long long)nb[r], (long long)n);
-  }
+/* x_out[r] = x[b[r]] + s[r] (x[nb[r]] - x[b[r]]), y_out[r] = y[b[r]]; indices already checked. */
+static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
+                               const int64_t *b, const int64_t *nb, const double *s, int64_t m,
+                               effml_tensor **x_out, effml_tensor **y_out) {
+  const int64_t d = x->shape[1];
   int64_t shape[2] = {m, d};
   effml_tensor *xo = NULL, *yo = NULL;
   EFFML__TRY(effml_tensor_create(ctx, x->dtype, 2, shape, &xo));
@@ -230,6 +213,41 @@ effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, con
   return EFFML_OK;
 }
 
+effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
+                                  const effml_tensor *base, const effml_tensor *neighbor,
+                                  const effml_tensor *step, effml_tensor **x_out,
+                                  effml_tensor **y_out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, x_out);
+  EFFML__CHECK_NULL(ctx, y_out);
+  EFFML__TRY(effml__check_tensor(ctx, x, "x", 0, 2, 1));
+  if (x->dtype != EFFML_F32 && x->dtype != EFFML_F64)
+    return effml__err(ctx, EFFML_E_DTYPE, "argument 'x' has dtype %s, expected f32 or f64",
+                      effml_dtype_name(x->dtype));
+  EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
+  if (y->dtype != EFFML_I32 && y->dtype != EFFML_I64)
+    return effml__err(ctx, EFFML_E_DTYPE, "argument 'y' has dtype %s, expected i32 or i64",
+                      effml_dtype_name(y->dtype));
+  const int64_t n = x->shape[0];
+  EFFML__TRY(effml__check_dim(ctx, y, "y", 0, n));
+  EFFML__TRY(effml__check_tensor(ctx, base, "base", EFFML_I64, 1, 1));
+  const int64_t m = base->shape[0];
+  EFFML__TRY(effml__check_tensor(ctx, neighbor, "neighbor", EFFML_I64, 1, 1));
+  EFFML__TRY(effml__check_dim(ctx, neighbor, "neighbor", 0, m));
+  EFFML__TRY(effml__check_tensor(ctx, step, "step", EFFML_F64, 1, 1));
+  EFFML__TRY(effml__check_dim(ctx, step, "step", 0, m));
+  const int64_t *b = (const int64_t *)(const void *)base->data;
+  const int64_t *nb = (const int64_t *)(const void *)neighbor->data;
+  const double *s = effml__cf64(step);
+  for (int64_t r = 0; r < m; ++r) {
+    if (b[r] < 0 || b[r] >= n || nb[r] < -1 || nb[r] >= n)
+      return effml__err(ctx, EFFML_E_RANGE,
+                        "plan row %lld: base=%lld / neighbor=%lld outside [0, %lld)",
+                        (long long)r, (long long)b[r], (long long)nb[r], (long long)n);
+  }
+  return apply_rows(ctx, x, y, b, nb, s, m, x_out, y_out);
+}
+
 effml_status effml_resample(effml_context *ctx, const effml_resample_options *opt,
                             const effml_tensor *x, const effml_tensor *y, effml_tensor **x_out,
                             effml_tensor **y_out) {
@@ -239,11 +257,9 @@ effml_status effml_resample(effml_context *ctx, const effml_resample_options *op
   effml_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
   if (o.method == EFFML_RESAMPLE_SMOTENC) return effml__smotenc_resample(ctx, &o, x, y, x_out, y_out);
-  effml_tensor *b = NULL, *nb = NULL, *s = NULL;
-  EFFML__TRY(effml_resample_plan(ctx, opt, x, y, &b, &nb, &s));
-  effml_status st = effml_resample_apply(ctx, x, y, b, nb, s, x_out, y_out);
-  effml_tensor_free(b);
-  effml_tensor_free(nb);
-  effml_tensor_free(s);
+  effml__plan p;
+  EFFML__TRY(build_plan(ctx, &o, x, y, &p));
+  effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
+  effml__plan_free(ctx, &p);
   return st;
 }
