@@ -113,7 +113,7 @@ typedef struct effml_resample_options {
   int64_t n_neighbors;           /**< ENN neighbours (default 3) */
   int32_t kind_sel;              /**< ENN: EFFML_ENN_ALL (default) or EFFML_ENN_MODE */
   uint64_t seed;                 /**< seed of every random choice (default 0) */
-  int64_t block_rows;            /**< kNN query rows per block (memory bound; 0 = 128) */
+  int64_t block_rows;            /**< kNN query rows per block (memory bound; 0 = 256) */
   int64_t n_categorical;         /**< SMOTE-NC: number of categorical columns (>= 1, < n_features) */
   const int64_t *categorical_features; /**< SMOTE-NC: their column indices; borrowed during the call */
 } effml_resample_options;
@@ -123,7 +123,7 @@ EFFML_API void effml_resample_options_init(effml_resample_options *opt);
 
 /**
  * Exact k-nearest-neighbour search (Euclidean), blocked through GEMM, multi-
- * threaded over query blocks, memory O(threads * 128 * 512 doubles) -- never
+ * threaded over query blocks, memory O(threads * 256 * 2048 doubles) -- never
  * an n x n matrix.  Candidates are re-ranked with exactly computed distances
  * and ties are broken by the smaller reference index.
  *

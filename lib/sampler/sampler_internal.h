@@ -5,8 +5,8 @@
 #include "internal.h"
 
 /* Default rows per kNN query block and reference block. */
-#define EFFML__KNN_QBLOCK 128
-#define EFFML__KNN_RBLOCK 512
+#define EFFML__KNN_QBLOCK 256
+#define EFFML__KNN_RBLOCK 2048
 
 /* Exact kNN on f64 row-major data.  ref [n_ref, d], q [n_q, d].  When
  * `self_index` is non-NULL, query i never returns reference row
