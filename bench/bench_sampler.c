@@ -176,7 +176,7 @@ int main(int argc, char **argv) {
         CHECK(effml_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau.npy", tau));
         fprintf(stderr, "bench_sampler: leverage exact ours %.4f s\n", ours);
         fprintf(js, "\"leverage_1e6_32\": {\"ours_s\": %.9g, \"n\": %lld, \"d\": %lld, \"threads\": %d, "
-                    "\"reps\": %d, \"method\": \"TSQR+CholeskyQR refinement\"},\n",
+                    "\"reps\": %d, \"method\": \"CholeskyQR2, Householder TSQR fallback\"},\n",
                 ours, (long long)n, (long long)d, threads, reps);
       } else {
         ours_sk = median(t, reps);
