@@ -334,7 +334,7 @@ EFFML_API effml_status effml_ensemble_predict(effml_context *ctx, const effml_ca
 
 /**
  * Risk-coverage curve (Geifman & El-Yaniv 2017; reference `eval_utils.py::risk_coverage_curve`).
- * coverage[k] = k/N, risk[k] = (#wrong among the top k)/k for k = 1..N, risk[0] = 0 (as the
+ * coverage[k] = k/N, risk[k] = (number wrong among the top k)/k for k = 1..N, risk[0] = 0 (as the
  * reference), thresholds per `convention` (EFFML_RC_EXACT or EFFML_RC_REFERENCE).
  * @param coverage, risk, thresholds  each NULL or f64 [N + 1], contiguous.
  */
@@ -386,7 +386,7 @@ EFFML_API effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *s
 /**
  * FPR at a TPR in (0, 1] (FPR@95: tpr = 0.95): in-distribution samples are positive and
  * accepted iff score >= t, t = the ceil(tpr*N_ID)-th largest ID score (so the true TPR is
- * >= tpr); FPR = #OOD(score >= t) / N_OOD.  The reference picks t with ID recall closest to
+ * >= tpr); FPR = (number of OOD with score >= t) / N_OOD.  The reference picks t with ID recall closest to
  * tpr on sklearn's precision-recall curve.  Needs both classes.
  * @param threshold  may be NULL
  */

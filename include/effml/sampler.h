@@ -176,7 +176,7 @@ EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
  * - SMOTE: for each targeted class, the k nearest neighbours within the
  *   class, self excluded by index; base pairs (row, neighbour) i.i.d. uniform
  *   over the n_c * k pairs; step ~ U[0,1).
- * - Borderline-1/2: m-NN on all rows; danger iff m/2 <= #other-class < m;
+ * - Borderline-1/2: m-NN on all rows; danger iff m/2 <= (number of other-class neighbours) < m;
  *   bases are danger points; Borderline-1 interpolates to class neighbours,
  *   Borderline-2 to neighbours among all rows with step ~ U[0,1)*U[0,0.5)
  *   toward other classes.  A class without danger points is skipped.
