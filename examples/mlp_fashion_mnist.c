@@ -61,7 +61,14 @@ int main(int argc, char **argv) {
   double lr = 2e-3;
   int threads = 2;
   unsigned long long seed = 42;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
+    if (i + 1 >= argc) {
+      fprintf(stderr,
+              "usage: %s [--data DIR] [--out FILE] [--epochs N] [--batch N] [--lr X] "
+              "[--threads N] [--seed N]\n",
+              argv[0]);
+      return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+    }
     if (!strcmp(argv[i], "--data")) data = argv[i + 1];
     else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
     else if (!strcmp(argv[i], "--epochs")) epochs = atoll(argv[i + 1]);

@@ -577,15 +577,26 @@ static void parse_args(int argc, char **argv, config *cfg) {
     } else if (i + 1 < argc && !strcmp(a, "--out")) {
       cfg->out_dir = argv[++i];
     } else if (i + 1 < argc && !strcmp(a, "--seed")) {
-      cfg->seed = strtoull(argv[++i], NULL, 10);
+      char *end;
+      errno = 0;
+      cfg->seed = strtoull(argv[++i], &end, 10);
+      if (errno || *end || argv[i][0] == '-' || end == argv[i]) {
+        fprintf(stderr, "--seed needs a non-negative integer, got '%s'\n", argv[i]);
+        exit(2);
+      }
     } else if (i + 1 < argc && !strcmp(a, "--threads")) {
-      cfg->threads = atoi(argv[++i]);
+      char *end;
+      long t = strtol(argv[++i], &end, 10);
+      if (*end || end == argv[i] || t < 1 || t > 1024) {
+        fprintf(stderr, "--threads needs an integer in [1, 1024], got '%s'\n", argv[i]);
+        exit(2);
+      }
+      cfg->threads = (int32_t)t;
     } else {
       usage(argv[0]);
       exit(a && (!strcmp(a, "--help") || !strcmp(a, "-h")) ? 0 : 2);
     }
   }
-  if (cfg->threads < 1) cfg->threads = 1;
   if (cfg->quick) {
     cfg->per_class_max = 1000;
     cfg->val_per_class = 60;
@@ -605,7 +616,17 @@ static void parse_args(int argc, char **argv, config *cfg) {
     cfg->hidden1 = 256;
     cfg->hidden2 = 128;
   }
+  /* Fail now, not after minutes of training, when --out cannot be written. */
   mkdir(cfg->out_dir, 0755); /* may exist */
+  char probe[1024];
+  snprintf(probe, sizeof probe, "%s/.write_test", cfg->out_dir);
+  FILE *f = fopen(probe, "w");
+  if (!f) {
+    fprintf(stderr, "cannot write to --out %s: %s\n", cfg->out_dir, strerror(errno));
+    exit(2);
+  }
+  fclose(f);
+  remove(probe);
 }
 
 /* Temperature class sampling (q_c ∝ n_c^(1/T)): draw `rows` indices, class by
@@ -711,6 +732,8 @@ int main(int argc, char **argv) {
       int64_t *idx = malloc(sizeof(int64_t) * (size_t)epoch_rows);
       for (int64_t e = 0; e < cfg.epochs_small; ++e) {
         effml_tensor *xe, *ye;
+        printf("  [temperature] epoch %lld of %lld: fresh draw of %lld rows\n", (long long)e + 1,
+               (long long)cfg.epochs_small, (long long)epoch_rows);
         temperature_draw(ctx, y_lt, counts, temperature, epoch_rows, cfg.seed + (uint64_t)e, idx);
         gather(ctx, x_lt, y_lt, idx, epoch_rows, &xe, &ye);
         t += train(ctx, m, xe, ye, 1, 2e-3, names[v], NULL, NULL, &opt);

@@ -18,7 +18,7 @@
  *   #include <effml.h>
  *   effml_context *ctx;
  *   effml_context_create(NULL, &ctx);                  // defaults
- *   int64_t shape[2] = {2, 3};                         // ne: rows, columns
+ *   int64_t shape[2] = {2, 3};                         // 2 rows, 3 columns
  *   effml_tensor *x;
  *   effml_tensor_create(ctx, EFFML_F32, 2, shape, &x); // zeroed, row-major
  *   effml_tensor_fill(ctx, x, 0.5);

@@ -45,6 +45,14 @@ START_TEST(test_names_and_widths) {
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "in_features=4"));
   effml_layer_free(bad);
   ck_assert_int_eq(effml_sequential_add(ctx, m, m), EFFML_E_INVALID_ARG);
+  /* A layer already owned by a container cannot be added again (double free). */
+  effml_layer *again = effml_sequential_get(m, 1), *other;
+  ck_assert_int_eq(effml_sequential_add(ctx, m, again), EFFML_E_STATE);
+  ck_assert_int_eq(effml_sequential_create(ctx, &other), EFFML_OK);
+  ck_assert_int_eq(effml_sequential_add(ctx, other, again), EFFML_E_STATE);
+  ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "already owned"));
+  ck_assert_int_eq(effml_sequential_count(other), 0);
+  effml_layer_free(other);
   effml_layer_free(m);
   effml_context_free(ctx);
 }
@@ -93,6 +101,7 @@ START_TEST(test_save_load) {
   snprintf(path, sizeof path, "%s/test_layer_model.safetensors", EFFML_TEST_TMP);
   snprintf(path2, sizeof path2, "%s/test_layer_other.safetensors", EFFML_TEST_TMP);
   ck_assert_int_eq(effml_layer_save(ctx, a, path, "model."), EFFML_OK);
+  ck_assert_int_eq(effml_layer_load(ctx, b, path, "model.", 0xf0u), EFFML_E_INVALID_ARG);
   ck_assert_int_eq(effml_layer_load(ctx, b, path, "model.", EFFML_LOAD_STRICT), EFFML_OK);
   for (int32_t i = 0; i < effml_layer_num_params(a); ++i)
     ck_assert(memcmp(effml_tensor_data(effml_layer_param(a, i)),

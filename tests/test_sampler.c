@@ -580,6 +580,26 @@ START_TEST(test_smote_duplicates) {
   effml_tensor_free(b);
   effml_tensor_free(nb);
   effml_tensor_free(st);
+  /* Absurd target counts are refused with a clear error, never overflow a plan. */
+  {
+    int64_t huge[3] = {INT64_MAX / 2, ((int64_t)1 << 48) + 1, INT64_MAX};
+    int32_t methods[3] = {EFFML_RESAMPLE_SMOTE, EFFML_RESAMPLE_RANDOM_OVER, EFFML_RESAMPLE_ADASYN};
+    for (int m = 0; m < 3; ++m)
+      for (int h = 0; h < 3; ++h) {
+        effml_resample_options_init(&o);
+        o.method = methods[m];
+        o.k_neighbors = 2;
+        o.sampling_strategy = EFFML_STRATEGY_TARGETS;
+        int64_t tc2[1] = {huge[h]};
+        o.n_targets = 1;
+        o.target_labels = tl;
+        o.target_counts = tc2;
+        effml_tensor *xo = (effml_tensor *)&o, *yo = (effml_tensor *)&o;
+        ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xo, &yo), EFFML_E_OVERFLOW);
+        ck_assert_ptr_eq(xo, (effml_tensor *)&o); /* outputs untouched */
+        ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "target_counts[0]"));
+      }
+  }
   /* Tomek: a cross-class exact duplicate pair is a link (imblearn misses it) */
   double w[] = {0, 0, 0, 0, 5, 5, 5, 6, 6, 5, 6, 6};
   int64_t s6[2] = {6, 2};

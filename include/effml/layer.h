@@ -133,7 +133,8 @@ EFFML_API effml_status effml_layer_save(effml_context *ctx, const effml_layer *l
  * sources are converted to f32).  All-or-nothing: on error no parameter has
  * changed.
  * @return EFFML_E_NOT_FOUND (message names the missing key), EFFML_E_SHAPE
- *         (names the key and both shapes), EFFML_E_FORMAT, EFFML_E_IO, EFFML_E_NOMEM.
+ *         (names the key and both shapes), EFFML_E_INVALID_ARG (unknown flag
+ *         bits), EFFML_E_FORMAT, EFFML_E_IO, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_layer_load(effml_context *ctx, effml_layer *layer, const char *path,
                                         const char *prefix, uint32_t flags);
@@ -146,7 +147,11 @@ EFFML_API effml_status effml_sequential_create(effml_context *ctx, effml_layer *
  * Append `child`; the container takes ownership of it on success (on error the
  * caller still owns it).  Its in_features must match the previous output
  * width (width-agnostic layers adopt it).
- * @return EFFML_E_SHAPE (widths disagree), EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ * A layer belongs to at most one container: adding it a second time (to this
+ * or another container) fails with EFFML_E_STATE.
+ * @return EFFML_E_SHAPE (widths disagree), EFFML_E_STATE (child already in a
+ *         container, or `seq` itself is inside another container),
+ *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq,
                                             effml_layer *child);

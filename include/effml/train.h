@@ -317,7 +317,7 @@ EFFML_API effml_status effml_clip_grad_norm(effml_context *ctx, effml_optimizer 
  * Training loop
  * ====================================================================== */
 
-/** Progress callback: epoch (0-based), global step (1-based, steps done), mean loss over the steps since the last call. */
+/** Progress callback: epoch (0-based), step (1-based: steps done in this effml_fit_classifier call, restarting at each call; not the optimizer's count), mean loss over the steps since the last call. */
 typedef void (*effml_progress_fn)(void *user_data, int64_t epoch, int64_t step, double loss);
 
 /** Options of effml_fit_classifier().  Fill with effml_fit_options_init(); fields only grow at the end. */

@@ -270,6 +270,9 @@ effml_status effml_layer_load(effml_context *ctx, effml_layer *layer, const char
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   EFFML__CHECK_NULL(ctx, path);
+  if (flags & ~(uint32_t)EFFML_LOAD_STRICT)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_load: unknown flags=0x%x",
+                      (unsigned)flags);
   effml_safetensors *sf = NULL;
   EFFML__TRY(effml_safetensors_load(ctx, path, EFFML_SAFETENSORS_MMAP, &sf));
   int32_t n = layer->n_params;
@@ -489,6 +492,10 @@ effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq, effml_la
   if (child == seq)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sequential_add: a container cannot contain itself");
   seq_impl *s = (seq_impl *)seq->impl;
+  if (child->in_container)
+    return effml__err(ctx, EFFML_E_STATE,
+                      "effml_sequential_add: the %s layer is already owned by a container",
+                      child->ops->kind);
   if (s->locked)
     return effml__err(ctx, EFFML_E_STATE, "effml_sequential_add: this container is already inside another container");
   int64_t prev = s->n ? s->widths[s->n - 1] : seq->in_features;
@@ -548,6 +555,7 @@ effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq, effml_la
   s->n++;
   if (s->n == 1) seq->in_features = child->in_features;
   seq->out_features = s->widths[s->n - 1];
+  child->in_container = 1;
   if (is_sequential(child)) ((seq_impl *)child->impl)->locked = 1;
   seq_free_buffers(ctx, s);
   return EFFML_OK;

@@ -42,6 +42,7 @@ struct effml_layer {
   int32_t n_params, cap_params;
   effml__param *params;
   int32_t train_pending;   /* a TRAIN forward ran and backward may follow */
+  int32_t in_container;    /* owned by a container (cannot be added again) */
   int64_t pending_batch;   /* batch of that forward */
   int64_t pending_width;   /* input width of that forward (width-agnostic layers) */
   void *impl;              /* kind-specific state */

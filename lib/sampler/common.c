@@ -1,5 +1,6 @@
 /* Shared sampler plumbing: input conversion and checks, the class table,
  * the growing plan, per-class generator streams. */
+#include <stdint.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,8 +136,15 @@ void effml__classes_free(effml_context *ctx, effml__classes *c) {
 }
 
 effml_status effml__plan_reserve(effml_context *ctx, effml__plan *p, int64_t extra) {
+  /* Plans hold three 8-byte values per row: refuse sizes whose bytes overflow. */
+  const int64_t max_rows = (int64_t)(SIZE_MAX / 64 < (size_t)INT64_MAX / 4 ? SIZE_MAX / 64
+                                                                          : (size_t)INT64_MAX / 4);
+  if (extra < 0 || extra > max_rows - p->n)
+    return effml__err(ctx, EFFML_E_OVERFLOW,
+                      "resample: a plan of %lld + %lld rows overflows the addressable size",
+                      (long long)p->n, (long long)extra);
   if (p->n + extra <= p->cap) return EFFML_OK;
-  int64_t cap = p->cap * 2 > p->n + extra ? p->cap * 2 : p->n + extra;
+  int64_t cap = p->cap <= max_rows / 2 && p->cap * 2 > p->n + extra ? p->cap * 2 : p->n + extra;
   if (cap < 16) cap = 16;
   int64_t *b = (int64_t *)effml__malloc(ctx, (size_t)cap * sizeof(int64_t));
   int64_t *nb = (int64_t *)effml__malloc(ctx, (size_t)cap * sizeof(int64_t));

@@ -55,10 +55,12 @@ effml_status effml__strategy_resolve(effml_context *ctx, const effml_resample_op
     if (o->n_targets < 1 || o->target_labels == NULL ||
         (fam != EFFML__FAMILY_CLEAN && o->target_counts == NULL))
       return effml__err(ctx, EFFML_E_INVALID_ARG,
-                        "sampling_strategy=targets needs n_targets >= 1 (got %lld), "
-                        "target_labels%s",
-                        (long long)o->n_targets,
-                        fam == EFFML__FAMILY_CLEAN ? "" : " and target_counts");
+                        "sampling_strategy=targets needs n_targets >= 1 (got %lld) and "
+                        "non-NULL target_labels (%s)%s",
+                        (long long)o->n_targets, o->target_labels ? "set" : "NULL",
+                        fam == EFFML__FAMILY_CLEAN ? ""
+                        : (o->target_counts ? " and target_counts (set)"
+                                            : " and target_counts (NULL)"));
     for (int64_t t = 0; t < o->n_targets; ++t) {
       int64_t lab = o->target_labels[t], k = -1;
       for (int64_t j = 0; j < nc; ++j)
@@ -74,6 +76,10 @@ effml_status effml__strategy_resolve(effml_context *ctx, const effml_resample_op
       int64_t want = o->target_counts[t];
       if (want < 0)
         return effml__err(ctx, EFFML_E_INVALID_ARG, "target_counts[%lld]=%lld for class %lld is negative",
+                          (long long)t, (long long)want, (long long)lab);
+      if (want > ((int64_t)1 << 48))
+        return effml__err(ctx, EFFML_E_OVERFLOW,
+                          "target_counts[%lld]=%lld for class %lld is beyond 2^48 rows",
                           (long long)t, (long long)want, (long long)lab);
       if (fam == EFFML__FAMILY_OVER) {
         if (want < c->counts[k])
