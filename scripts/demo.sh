@@ -33,8 +33,10 @@ if [ ! -f "$root/examples/$main_example.c" ]; then
   main_example=${smallest%.c}
 fi
 
+echo "demo: configuring and building libeffml in $build (a minute or two)" >&2
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j "$jobs" >/dev/null
+echo "demo: installing into $prefix, building examples/ against it" >&2
 cmake --install "$build" --prefix "$prefix" >/dev/null
 cmake -S "$root/examples" -B "$build/examples" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE=Release >/dev/null
