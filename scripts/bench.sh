@@ -9,9 +9,13 @@
 # ours_s) plus case-specific keys; build logs and notes go to stderr, so
 #   scripts/bench.sh sparse > sparse.jsonl
 # keeps a clean record.  Threads are the caller's: set OPENBLAS_NUM_THREADS
-# (and OMP_NUM_THREADS for the Python side) to compare like with like.
+# (and OMP_NUM_THREADS for the Python side) to compare like with like; both
+# default to 2 (the CI machine's cores) so every area measures ours and its
+# baseline at the same thread count.
 # EFFML_BENCH_ARGS is passed to every bench program.
 set -euo pipefail
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$OPENBLAS_NUM_THREADS}
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${EFFML_BENCH_BUILD:-$root/build-bench}
