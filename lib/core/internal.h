@@ -118,6 +118,11 @@ EFFML__HIDDEN effml_status effml__check_writable(effml_context *ctx, const effml
                                                  const char *arg);
 /* Format a shape as "[2, 3]" into buf (always NUL-terminated). */
 EFFML__HIDDEN const char *effml__shape_str(const effml_tensor *t, char *buf, size_t len);
+/* As effml_tensor_create() but the contents are left uninitialised: only for
+ * outputs that the caller then writes completely (saves a pass over memory). */
+EFFML__HIDDEN effml_status effml__tensor_create_uninit(effml_context *ctx, int32_t dtype,
+                                                       int32_t ndim, const int64_t *shape,
+                                                       effml_tensor **out);
 /* Create an f32 2-D contiguous tensor (common case). */
 EFFML__HIDDEN effml_status effml__tensor_f32_2d(effml_context *ctx, int64_t rows, int64_t cols,
                                                 effml_tensor **out);

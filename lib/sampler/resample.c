@@ -173,19 +173,46 @@ effml_status effml_resample_plan(effml_context *ctx, const effml_resample_option
 }
 
 /* x_out[r] = x[b[r]] + s[r] (x[nb[r]] - x[b[r]]), y_out[r] = y[b[r]]; indices already checked. */
+typedef struct apply_job {
+  const effml_tensor *x, *y;
+  const int64_t *b, *nb;
+  const double *s;
+  int64_t d;
+  effml_tensor *xo, *yo;
+} apply_job;
+
+static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker);
+
 static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
                                const int64_t *b, const int64_t *nb, const double *s, int64_t m,
                                effml_tensor **x_out, effml_tensor **y_out) {
   const int64_t d = x->shape[1];
   int64_t shape[2] = {m, d};
   effml_tensor *xo = NULL, *yo = NULL;
-  EFFML__TRY(effml_tensor_create(ctx, x->dtype, 2, shape, &xo));
-  effml_status st = effml_tensor_create(ctx, y->dtype, 1, &m, &yo);
+  /* Every row of both outputs is written below: skip the zeroing pass. */
+  EFFML__TRY(effml__tensor_create_uninit(ctx, x->dtype, 2, shape, &xo));
+  effml_status st = effml__tensor_create_uninit(ctx, y->dtype, 1, &m, &yo);
   if (st != EFFML_OK) {
     effml_tensor_free(xo);
     return st;
   }
-  for (int64_t r = 0; r < m; ++r) {
+  apply_job job = {x, y, b, nb, s, d, xo, yo};
+  /* Rows are independent: any split gives the same bytes. */
+  effml__parallel_for(ctx, m, 8192, apply_range, &job);
+  *x_out = xo;
+  *y_out = yo;
+  return EFFML_OK;
+}
+
+static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  (void)worker;
+  const apply_job *jb = (const apply_job *)arg;
+  const effml_tensor *x = jb->x, *y = jb->y;
+  const int64_t *b = jb->b, *nb = jb->nb;
+  const double *s = jb->s;
+  const int64_t d = jb->d;
+  effml_tensor *xo = jb->xo, *yo = jb->yo;
+  for (int64_t r = begin; r < end; ++r) {
     int64_t i = b[r], j = nb[r];
     if (x->dtype == EFFML_F64) {
       const double *xi = effml__cf64(x) + i * d, *xj = effml__cf64(x) + (j < 0 ? i : j) * d;
@@ -208,9 +235,6 @@ static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const 
     else
       ((int32_t *)(void *)yo->data)[r] = ((const int32_t *)(const void *)y->data)[i];
   }
-  *x_out = xo;
-  *y_out = yo;
-  return EFFML_OK;
 }
 
 effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,

@@ -256,14 +256,14 @@ static void storage_release(effml__storage *st) {
   }
 }
 
-effml_status effml_tensor_create(effml_context *ctx, int32_t dtype, int32_t ndim,
-                                 const int64_t *shape, effml_tensor **out) {
+static effml_status create_impl(effml_context *ctx, int32_t dtype, int32_t ndim,
+                                const int64_t *shape, int zeroed, effml_tensor **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   size_t nbytes;
   EFFML__TRY(check_shape(ctx, "effml_tensor_create", dtype, ndim, shape, &nbytes));
   effml__storage *st = (effml__storage *)effml__calloc(ctx, 1, sizeof *st);
-  void *data = st ? effml__calloc(ctx, 1, nbytes) : NULL;
+  void *data = st ? (zeroed ? effml__calloc(ctx, 1, nbytes) : effml__malloc(ctx, nbytes)) : NULL;
   effml_tensor *t = data ? new_handle(ctx, st) : NULL;
   if (t == NULL) {
     effml__free(ctx, data);
@@ -282,6 +282,16 @@ effml_status effml_tensor_create(effml_context *ctx, int32_t dtype, int32_t ndim
   t->data = (char *)data;
   *out = t;
   return EFFML_OK;
+}
+
+effml_status effml_tensor_create(effml_context *ctx, int32_t dtype, int32_t ndim,
+                                 const int64_t *shape, effml_tensor **out) {
+  return create_impl(ctx, dtype, ndim, shape, 1, out);
+}
+
+effml_status effml__tensor_create_uninit(effml_context *ctx, int32_t dtype, int32_t ndim,
+                                         const int64_t *shape, effml_tensor **out) {
+  return create_impl(ctx, dtype, ndim, shape, 0, out);
 }
 
 effml_status effml_tensor_wrap(effml_context *ctx, int32_t dtype, int32_t ndim,
