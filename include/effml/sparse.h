@@ -28,6 +28,13 @@
  *   effml_dst *rigl;  effml_dst_create(ctx, model, optimizer, &d, &rigl);  // fit's step_hook: effml_dst_step_hook
  * @endcode
  *
+ * Checkpoints: effml_layer_save()/effml_layer_load() store the `[nnz]` values
+ * in slot order but not the mask, so they restore a layer only into one with
+ * the same mask (built from the same CSR, or from the same seed before any
+ * RigL/SET update).  To keep a trained mask, save the dense matrix from
+ * effml_sparse_matrix_to_dense() and rebuild with
+ * effml_sparse_linear_create_masked().
+ *
  * Threads: as every layer (layer.h): one thread at a time; inference
  * (EFFML_MODE_INFER) only reads the layer and allocates its workspaces per
  * call, so several threads may share a layer for inference, each with its own
