@@ -244,6 +244,19 @@ typedef struct eval {
   double recall[NCLASS];
 } eval;
 
+/* (score, correct) pairs for the selective metrics: the scores wrapped
+ * read-only (no copy) and correct[i] = pred[i] == labels[i]. */
+static void score_correct(effml_context *ctx, const int32_t *pred, const double *score,
+                          const effml_tensor *labels, effml_tensor **sc, effml_tensor **ok) {
+  int64_t n = effml_tensor_dim(labels, 0), s1[1] = {n};
+  const int32_t *y = (const int32_t *)effml_tensor_data_const(labels);
+  CHECK(effml_tensor_wrap(ctx, EFFML_F64, 1, s1, NULL, (void *)(uintptr_t)score,
+                          sizeof(double) * (size_t)n, 1, sc));
+  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, ok));
+  int32_t *pok = (int32_t *)effml_tensor_data(*ok);
+  for (int64_t i = 0; i < n; ++i) pok[i] = pred[i] == y[i];
+}
+
 /* Accuracy, balanced accuracy, per-class recall and selective metrics from
  * predictions and confidence scores (f64 [n]). */
 static void evaluate_preds(effml_context *ctx, const int32_t *pred, const double *score,
@@ -251,16 +264,11 @@ static void evaluate_preds(effml_context *ctx, const int32_t *pred, const double
   int64_t n = effml_tensor_dim(labels, 0);
   const int32_t *y = (const int32_t *)effml_tensor_data_const(labels);
   int64_t hit[NCLASS] = {0}, tot[NCLASS] = {0}, correct = 0;
-  int64_t s1[1] = {n};
   effml_tensor *sc, *ok;
-  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &sc));
-  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &ok));
-  double *psc = (double *)effml_tensor_data(sc);
-  int32_t *pok = (int32_t *)effml_tensor_data(ok);
+  score_correct(ctx, pred, score, labels, &sc, &ok);
+  const int32_t *pok = (const int32_t *)effml_tensor_data_const(ok);
   for (int64_t i = 0; i < n; ++i) {
     tot[y[i]]++;
-    pok[i] = pred[i] == y[i];
-    psc[i] = score[i];
     hit[y[i]] += pok[i];
     correct += pok[i];
   }
@@ -283,25 +291,49 @@ static void evaluate_preds(effml_context *ctx, const int32_t *pred, const double
   effml_tensor_free(ok);
 }
 
-/* Logits of `model` on x, then evaluate with the maximum softmax probability. */
-static void evaluate_model(effml_context *ctx, effml_layer *model, const effml_tensor *x,
-                           const effml_tensor *y, eval *e, effml_tensor **logits_out) {
-  int64_t n = effml_tensor_dim(x, 0);
-  int64_t sl[2] = {n, NCLASS}, s1[1] = {n};
-  effml_tensor *logits, *pred, *score;
-  CHECK(effml_tensor_create(ctx, EFFML_F32, 2, sl, &logits));
-  CHECK(effml_predict(ctx, model, x, 1000, logits));
+/* malloc() n predictions and scores and wrap them (zero copy) as i32/f64 [n]
+ * tensors for the library to write into. */
+static void wrap_outputs(effml_context *ctx, int64_t n, int32_t **pred, double **score,
+                         effml_tensor **p, effml_tensor **s) {
+  int64_t s1[1] = {n};
+  *pred = malloc(sizeof(int32_t) * (size_t)n);
+  *score = malloc(sizeof(double) * (size_t)n);
+  if (!*pred || !*score) {
+    fprintf(stderr, "out of memory\n");
+    exit(1);
+  }
+  CHECK(effml_tensor_wrap(ctx, EFFML_I32, 1, s1, NULL, *pred, sizeof(int32_t) * (size_t)n, 0, p));
+  CHECK(effml_tensor_wrap(ctx, EFFML_F64, 1, s1, NULL, *score, sizeof(double) * (size_t)n, 0, s));
+}
+
+/* Predictions and MSP scores of one model (m = 1) or the mean-softmax ensemble of m
+ * models, from their logits; the caller free()s *pred and *score. */
+static void model_pred_score(effml_context *ctx, const effml_tensor *const *logits, int m,
+                             int32_t **pred, double **score) {
+  int64_t n = effml_tensor_dim(logits[0], 0);
   effml_cascade_options co;
   effml_cascade_options_init(&co);
   co.num_classes = NCLASS;
-  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &pred));
-  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &score));
-  const effml_tensor *one[1] = {logits};
-  CHECK(effml_ensemble_predict(ctx, &co, 1, one, pred, score, NULL));
-  evaluate_preds(ctx, (const int32_t *)effml_tensor_data_const(pred),
-                 (const double *)effml_tensor_data_const(score), y, e);
-  effml_tensor_free(pred);
-  effml_tensor_free(score);
+  effml_tensor *p, *s;
+  wrap_outputs(ctx, n, pred, score, &p, &s);
+  CHECK(effml_ensemble_predict(ctx, &co, m, logits, p, s, NULL));
+  effml_tensor_free(p); /* the wraps only; the arrays stay the caller's */
+  effml_tensor_free(s);
+}
+
+/* Logits of `model` on x, then evaluate with the maximum softmax probability. */
+static void evaluate_model(effml_context *ctx, effml_layer *model, const effml_tensor *x,
+                           const effml_tensor *y, eval *e, effml_tensor **logits_out) {
+  int64_t sl[2] = {effml_tensor_dim(x, 0), NCLASS};
+  effml_tensor *logits;
+  CHECK(effml_tensor_create(ctx, EFFML_F32, 2, sl, &logits));
+  CHECK(effml_predict(ctx, model, x, 1000, logits));
+  int32_t *pred;
+  double *score;
+  model_pred_score(ctx, (const effml_tensor *const *)&logits, 1, &pred, &score);
+  evaluate_preds(ctx, pred, score, y, e);
+  free(pred);
+  free(score);
   if (logits_out)
     *logits_out = logits;
   else
@@ -328,20 +360,12 @@ static result *add_result(const char *stage, const char *model, const eval *e, i
 /* Risk-coverage curve of (score, correct) pairs into a gnuplot data file. */
 static void write_rc_curve(effml_context *ctx, const char *path, const int32_t *pred,
                            const double *score, const effml_tensor *labels) {
-  int64_t n = effml_tensor_dim(labels, 0);
-  const int32_t *y = (const int32_t *)effml_tensor_data_const(labels);
-  int64_t s1[1] = {n}, s2[1] = {n + 1};
-  effml_tensor *sc, *ok, *cov, *risk, *thr;
-  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &sc));
-  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &ok));
-  for (int64_t i = 0; i < n; ++i) {
-    ((double *)effml_tensor_data(sc))[i] = score[i];
-    ((int32_t *)effml_tensor_data(ok))[i] = pred[i] == y[i];
-  }
+  int64_t n = effml_tensor_dim(labels, 0), s2[1] = {n + 1};
+  effml_tensor *sc, *ok, *cov, *risk;
+  score_correct(ctx, pred, score, labels, &sc, &ok);
   CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &cov));
   CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &risk));
-  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &thr));
-  CHECK(effml_selective_risk_coverage_curve(ctx, sc, ok, EFFML_RC_EXACT, cov, risk, thr));
+  CHECK(effml_selective_risk_coverage_curve(ctx, sc, ok, EFFML_RC_EXACT, cov, risk, NULL));
   FILE *f = fopen(path, "w");
   if (f) {
     fprintf(f, "# coverage risk\n");
@@ -356,7 +380,6 @@ static void write_rc_curve(effml_context *ctx, const char *path, const int32_t *
   effml_tensor_free(ok);
   effml_tensor_free(cov);
   effml_tensor_free(risk);
-  effml_tensor_free(thr);
 }
 
 /* ------------------------------------------------------------ cascade --- */
@@ -410,43 +433,19 @@ static void run_cascade(effml_context *ctx, int32_t rule, effml_layer **members,
   CHECK(effml_cascade_calibrate(ctx, cas, m, (const effml_tensor *const *)val_logits, yv, &cal));
   effml_cascade_workspace *ws;
   CHECK(effml_cascade_workspace_create(ctx, cas, &ws));
-  int64_t n = effml_tensor_dim(x, 0), s1[1] = {n};
+  int64_t n = effml_tensor_dim(x, 0);
   effml_tensor *pred, *score;
-  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &pred));
-  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &score));
+  wrap_outputs(ctx, n, &out->pred, &out->score, &pred, &score);
   double t0 = now_s();
   CHECK(effml_cascade_run(ctx, cas, ws, n, (void *)x, pred, score, NULL, NULL));
   out->seconds = now_s() - t0;
   out->macs = effml_cascade_workspace_expected_cost(ws);
   for (int k = 0; k < m && k < 8; ++k) out->exit_frac[k] = effml_cascade_workspace_exit_fraction(ws, k);
-  out->pred = malloc(sizeof(int32_t) * (size_t)n);
-  out->score = malloc(sizeof(double) * (size_t)n);
-  memcpy(out->pred, effml_tensor_data_const(pred), sizeof(int32_t) * (size_t)n);
-  memcpy(out->score, effml_tensor_data_const(score), sizeof(double) * (size_t)n);
   evaluate_preds(ctx, out->pred, out->score, y, &out->e);
   effml_tensor_free(pred);
   effml_tensor_free(score);
   effml_cascade_workspace_free(ws);
   effml_cascade_free(cas);
-}
-
-/* Predictions and MSP scores of a model (for risk-coverage curves). */
-static void model_pred_score(effml_context *ctx, const effml_tensor *const *logits, int m,
-                             int32_t **pred, double **score) {
-  int64_t n = effml_tensor_dim(logits[0], 0), s1[1] = {n};
-  effml_cascade_options co;
-  effml_cascade_options_init(&co);
-  co.num_classes = NCLASS;
-  effml_tensor *p, *s;
-  CHECK(effml_tensor_create(ctx, EFFML_I32, 1, s1, &p));
-  CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s1, &s));
-  CHECK(effml_ensemble_predict(ctx, &co, m, logits, p, s, NULL));
-  *pred = malloc(sizeof(int32_t) * (size_t)n);
-  *score = malloc(sizeof(double) * (size_t)n);
-  memcpy(*pred, effml_tensor_data_const(p), sizeof(int32_t) * (size_t)n);
-  memcpy(*score, effml_tensor_data_const(s), sizeof(double) * (size_t)n);
-  effml_tensor_free(p);
-  effml_tensor_free(s);
 }
 
 /* ------------------------------------------------------------- output --- */
