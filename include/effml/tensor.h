@@ -99,7 +99,9 @@ EFFML_API effml_status effml_tensor_wrap(effml_context *ctx, int32_t dtype, int3
 EFFML_API void effml_tensor_free(effml_tensor *t);
 
 /* ---- queries (never fail; a NULL tensor gives 0/NULL) ---- */
+/** Element type (EFFML_F32, ...), or 0 for NULL. */
 EFFML_API int32_t effml_tensor_dtype(const effml_tensor *t);
+/** Number of dimensions, 0..EFFML_MAX_DIMS (0 = scalar). */
 EFFML_API int32_t effml_tensor_ndim(const effml_tensor *t);
 /** Size of dimension `dim` (negative counts from the end); 0 if out of range. */
 EFFML_API int64_t effml_tensor_dim(const effml_tensor *t, int32_t dim);
