@@ -219,8 +219,12 @@ static const char *variant(const char *from, const char *tag, const char *old, c
   copy_file(p, q);
   snprintf(p, sizeof p, "%s/%s/adapter_config.json", PEFT_DIR, from);
   size_t len = 0;
-  char *txt = (char *)tu_read_file(p, &len);
-  ck_assert(txt != NULL);
+  unsigned char *raw = tu_read_file(p, &len);
+  ck_assert(raw != NULL);
+  char *txt = (char *)malloc(len + 1); /* tu_read_file does not NUL-terminate */
+  memcpy(txt, raw, len);
+  txt[len] = '\0';
+  free(raw);
   char *at = strstr(txt, old);
   ck_assert_msg(at != NULL, "%s not in %s", old, p);
   snprintf(q, sizeof q, "%s/adapter_config.json", dir);
