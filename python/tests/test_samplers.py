@@ -18,7 +18,7 @@ from imblearn import over_sampling as iov, under_sampling as iun  # noqa: E402
 from sklearn import datasets  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
-import effml  # noqa: E402
+
 from effml import neighbors, over_sampling as eov, under_sampling as eun  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def test_over_sampling_counts_equal_imblearn(name, cls, kw, strategy):
         ref.set_params(sampling_strategy={mino: max(c.values())})
     try:
         Xr_ref, yr_ref = ref.fit_resample(X, y)
-    except (ValueError, RuntimeError) as e:  # e.g. ADASYN with nothing to learn
+    except (ValueError, RuntimeError):  # e.g. ADASYN with nothing to learn
         with pytest.raises((ValueError, RuntimeError)):
             ours.fit_resample(X, y)
         return
