@@ -18,7 +18,7 @@ static effml_status need_float(effml_context *ctx, const char *fn, const effml_t
   if (!t) return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: argument '%s' is NULL", fn, name);
   if (t->dtype != EFFML_F32 && t->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: %s has dtype %s, need f32 or f64", fn, name,
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   if (t->ndim != ndim)
     return effml__err(ctx, EFFML_E_SHAPE, "%s: %s has %d dims, need %d", fn, name, (int)t->ndim,
                       (int)ndim);
@@ -83,7 +83,7 @@ static effml_status need_int_1d(effml_context *ctx, const char *fn, const effml_
                  (allow_flags && (t->dtype == EFFML_BOOL || t->dtype == EFFML_U8));
   if (!ok)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: %s has dtype %s, need %s", fn, name,
-                      effml_dtype_name(t->dtype), allow_flags ? "bool, u8, i32 or i64" : "i32 or i64");
+                      effml_tensor_dtype_name(t->dtype), allow_flags ? "bool, u8, i32 or i64" : "i32 or i64");
   if (t->ndim != 1 || t->shape[0] != n)
     return effml__err(ctx, EFFML_E_SHAPE, "%s: %s must be 1-D with %lld elements (one per sample)",
                       fn, name, (long long)n);
