@@ -8,9 +8,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
-void effml_fit_options_init(effml_fit_options *opt) {
+void effml_train_options_init(effml_train_options *opt) {
   if (!opt) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
@@ -32,7 +32,7 @@ static effml_status check_data(effml_context *ctx, const char *fn, const effml_l
   EFFML__TRY(effml__check_tensor(ctx, labels, "labels", 0, 1, 1));
   if (labels->dtype != EFFML_I32 && labels->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: labels must be i32 or i64, got %s", fn,
-                      effml_dtype_name(labels->dtype));
+                      effml_tensor_dtype_name(labels->dtype));
   if (labels->shape[0] != x->shape[0])
     return effml__err(ctx, EFFML_E_SHAPE, "%s: labels has %lld entries but x has %lld rows", fn,
                       (long long)labels->shape[0], (long long)x->shape[0]);
@@ -72,7 +72,7 @@ typedef struct fit_state {
   effml_layer *model;
   effml_optimizer *opt;
   const effml_tensor *x, *labels;
-  effml_fit_options fo;
+  effml_train_options fo;
   int64_t n, f, c;
   int64_t *perm;
   batch_ws full, tail;
@@ -108,15 +108,15 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
                   : (int32_t)((const int64_t *)(const void *)s->labels->data)[i];
     }
     double loss = 0.0;
-    EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_MODE_TRAIN));
-    EFFML__TRY(effml_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
+    EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_LAYER_MODE_TRAIN));
+    EFFML__TRY(effml_train_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
     effml_layer_zero_grad(s->model);
     EFFML__TRY(effml_layer_backward(ctx, s->model, w->dlogits, NULL));
     ++*step;
     if (s->fo.step_hook && s->fo.step_hook(s->fo.step_hook_user_data, *step) != 0)
-      return effml__err(ctx, EFFML_E_STATE, "effml_fit_classifier: step_hook aborted at step %lld",
+      return effml__err(ctx, EFFML_E_STATE, "effml_train_classifier: step_hook aborted at step %lld",
                         (long long)*step);
-    if (s->fo.clip_norm > 0) EFFML__TRY(effml_clip_grad_norm(ctx, s->opt, s->fo.clip_norm, NULL));
+    if (s->fo.clip_norm > 0) EFFML__TRY(effml_optimizer_clip_grad_norm(ctx, s->opt, s->fo.clip_norm, NULL));
     EFFML__TRY(effml_optimizer_step(ctx, s->opt));
     sum += loss;
     ++batches;
@@ -137,34 +137,34 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
   return EFFML_OK;
 }
 
-effml_status effml_fit_classifier(effml_context *ctx, effml_layer *model, effml_optimizer *opt,
+effml_status effml_train_classifier(effml_context *ctx, effml_layer *model, effml_optimizer *opt,
                                   const effml_tensor *x, const effml_tensor *labels,
-                                  const effml_fit_options *fit, double *final_loss) {
+                                  const effml_train_options *fit, double *final_loss) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, model);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, labels);
   EFFML__CHECK_NULL(ctx, fit);
-  if (fit->struct_size < offsetof(effml_fit_options, batch_size) + sizeof(int64_t))
+  if (fit->struct_size < offsetof(effml_train_options, batch_size) + sizeof(int64_t))
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_fit_classifier: fit->struct_size=%u is too small (call "
-                      "effml_fit_options_init)",
+                      "effml_train_classifier: fit->struct_size=%u is too small (call "
+                      "effml_train_options_init)",
                       (unsigned)fit->struct_size);
   fit_state s;
   memset(&s, 0, sizeof s);
-  effml_fit_options_init(&s.fo);
+  effml_train_options_init(&s.fo);
   memcpy(&s.fo, fit, fit->struct_size < sizeof s.fo ? fit->struct_size : sizeof s.fo);
   if (s.fo.epochs < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_fit_classifier: epochs=%lld must be >= 1",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_train_classifier: epochs=%lld must be >= 1",
                       (long long)s.fo.epochs);
   if (s.fo.batch_size < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_fit_classifier: batch_size=%lld must be >= 1",
+                      "effml_train_classifier: batch_size=%lld must be >= 1",
                       (long long)s.fo.batch_size);
   if (!(s.fo.clip_norm >= 0))
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_fit_classifier: clip_norm=%g must be >= 0 (0 = off)", s.fo.clip_norm);
-  EFFML__TRY(check_data(ctx, "effml_fit_classifier", model, x, labels, &s.c));
+                      "effml_train_classifier: clip_norm=%g must be >= 0 (0 = off)", s.fo.clip_norm);
+  EFFML__TRY(check_data(ctx, "effml_train_classifier", model, x, labels, &s.c));
   s.ctx = ctx;
   s.model = model;
   s.opt = opt;
@@ -189,15 +189,15 @@ effml_status effml_fit_classifier(effml_context *ctx, effml_layer *model, effml_
   return st;
 }
 
-effml_status effml_predict(effml_context *ctx, effml_layer *model, const effml_tensor *x,
+effml_status effml_train_predict(effml_context *ctx, effml_layer *model, const effml_tensor *x,
                            int64_t batch_size, effml_tensor *logits) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, model);
   if (batch_size < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_predict: batch_size=%lld must be >= 1",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_train_predict: batch_size=%lld must be >= 1",
                       (long long)batch_size);
   int64_t c = 0;
-  EFFML__TRY(check_data(ctx, "effml_predict", model, x, NULL, &c));
+  EFFML__TRY(check_data(ctx, "effml_train_predict", model, x, NULL, &c));
   EFFML__TRY(effml__check_tensor(ctx, logits, "logits", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_writable(ctx, logits, "logits"));
   EFFML__TRY(effml__check_dim(ctx, logits, "logits", 0, x->shape[0]));
@@ -208,7 +208,7 @@ effml_status effml_predict(effml_context *ctx, effml_layer *model, const effml_t
     effml_tensor *xv = NULL, *yv = NULL;
     effml_status st = effml_tensor_slice(ctx, x, 0, start, stop, 1, &xv);
     if (st == EFFML_OK) st = effml_tensor_slice(ctx, logits, 0, start, stop, 1, &yv);
-    if (st == EFFML_OK) st = effml_layer_forward(ctx, model, xv, yv, EFFML_MODE_INFER);
+    if (st == EFFML_OK) st = effml_layer_forward(ctx, model, xv, yv, EFFML_LAYER_MODE_INFER);
     effml_tensor_free(xv);
     effml_tensor_free(yv);
     if (st != EFFML_OK) return st;

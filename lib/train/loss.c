@@ -1,4 +1,4 @@
-/* Softmax cross-entropy and top-1 accuracy.
+/* Softmax cross-entropy.
  *
  * loss = (1/b) Σ_i [ m_i + log Σ_j exp(z_ij - m_i) - z_i,y_i ],  m_i = max_j z_ij
  * dL/dz_ij = (softmax(z_i)_j - [j = y_i]) / b
@@ -10,13 +10,13 @@
 
 #include "internal.h"
 
-static effml_status check_logits_labels(effml_context *ctx, const char *fn,
+effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
                                         const effml_tensor *logits, const effml_tensor *labels) {
   EFFML__TRY(effml__check_tensor(ctx, logits, "logits", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_tensor(ctx, labels, "labels", 0, 1, 1));
   if (labels->dtype != EFFML_I32 && labels->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: labels must be i32 or i64, got %s", fn,
-                      effml_dtype_name(labels->dtype));
+                      effml_tensor_dtype_name(labels->dtype));
   if (labels->shape[0] != logits->shape[0])
     return effml__err(ctx, EFFML_E_SHAPE,
                       "%s: labels has %lld entries but logits has %lld rows", fn,
@@ -43,12 +43,12 @@ static int64_t label_at(const effml_tensor *labels, int64_t i) {
                                     : ((const int64_t *)(const void *)labels->data)[i];
 }
 
-effml_status effml_softmax_cross_entropy(effml_context *ctx, const effml_tensor *logits,
+effml_status effml_train_softmax_cross_entropy(effml_context *ctx, const effml_tensor *logits,
                                          const effml_tensor *labels, double *loss,
                                          effml_tensor *dlogits) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, loss);
-  EFFML__TRY(check_logits_labels(ctx, __func__, logits, labels));
+  EFFML__TRY(effml__check_logits_labels(ctx, __func__, logits, labels));
   const int64_t b = logits->shape[0], c = logits->shape[1];
   if (dlogits) {
     EFFML__TRY(effml__check_tensor(ctx, dlogits, "dlogits", EFFML_F32, 2, 1));
@@ -80,24 +80,5 @@ effml_status effml_softmax_cross_entropy(effml_context *ctx, const effml_tensor 
     }
   }
   *loss = total * inv_b;
-  return EFFML_OK;
-}
-
-effml_status effml_accuracy(effml_context *ctx, const effml_tensor *logits,
-                            const effml_tensor *labels, double *accuracy) {
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, accuracy);
-  EFFML__TRY(check_logits_labels(ctx, __func__, logits, labels));
-  const int64_t b = logits->shape[0], c = logits->shape[1];
-  const float *z = effml__cf32(logits);
-  int64_t correct = 0;
-  for (int64_t i = 0; i < b; ++i) {
-    const float *row = z + i * c;
-    int64_t best = 0;
-    for (int64_t j = 1; j < c; ++j)
-      if (row[j] > row[best]) best = j;
-    correct += best == label_at(labels, i);
-  }
-  *accuracy = (double)correct / (double)b;
   return EFFML_OK;
 }
