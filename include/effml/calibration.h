@@ -39,9 +39,7 @@
 #ifndef EFFML_CALIBRATION_H
 #define EFFML_CALIBRATION_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
 
 EFFML_BEGIN_DECLS
