@@ -17,11 +17,11 @@
  *
  * @code
  *   effml_cascade_options opt;  effml_cascade_options_init(&opt);
- *   opt.num_classes = 10;                      // score = EFFML_SCORE_MSP
+ *   opt.num_classes = 10;                      // score = EFFML_CASCADE_SCORE_MSP
  *   effml_cascade *c;  effml_cascade_create(ctx, &opt, &c);
  *   effml_cascade_add_stage_fn(ctx, c, small_fn, small_model, 1.2e6);  // MACs/sample
  *   effml_cascade_add_stage_fn(ctx, c, small_fn, other_model, 1.2e6);
- *   effml_cascade_calibrate(ctx, c, 2, val_logits, val_labels, &cal);   // window around tau
+ *   effml_cascade_select_thresholds(ctx, c, 2, val_logits, val_labels, &cal);   // window around tau
  *   effml_cascade_workspace *ws;  effml_cascade_workspace_create(ctx, c, &ws);
  *   effml_cascade_run(ctx, c, ws, n, &batch, pred, score, exit_stage, NULL);
  *   double macs = effml_cascade_workspace_expected_cost(ws);
@@ -58,18 +58,18 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 /* ---- confidence scores (higher = more confident) ---- */
 
 /** Maximum softmax probability max_k p_k (reference "confidence", display "MSP"). */
-#define EFFML_SCORE_MSP 1
+#define EFFML_CASCADE_SCORE_MSP 1
 /** Negative entropy sum_k p_k log p_k (reference "entropy" negated, display "-H"); 0 log 0 = 0. */
-#define EFFML_SCORE_ENTROPY 2
+#define EFFML_CASCADE_SCORE_ENTROPY 2
 /** Maximum logit max_k z_k (reference "max_logit" = -max_k z_k, negated). */
-#define EFFML_SCORE_MAX_LOGIT 3
+#define EFFML_CASCADE_SCORE_MAX_LOGIT 3
 /** Negative energy T * logsumexp(z / T) (Liu et al. NeurIPS 2020; reference "energy" negated, T = 1). */
-#define EFFML_SCORE_ENERGY 4
+#define EFFML_CASCADE_SCORE_ENERGY 4
 /** Softmax margin p_(1) - p_(2), top-1 minus top-2 probability. */
-#define EFFML_SCORE_MARGIN 5
+#define EFFML_CASCADE_SCORE_MARGIN 5
 /** DOCTOR (Granese et al. NeurIPS 2021, D_alpha): sum_k p_k^2 = 1 - g(x), g the Gini
  *  impurity; DOCTOR's rule "reject iff g/(1-g) > gamma" is "score < 1/(1+gamma)". */
-#define EFFML_SCORE_DOCTOR 6
+#define EFFML_CASCADE_SCORE_DOCTOR 6
 
 /* ---- how stage m combines the members ---- */
 
@@ -97,7 +97,7 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 #define EFFML_CASCADE_TARGET_COVERAGE 1
 /** Risk r in (0, 1]: tau = the lowest distinct validation score whose top set {score >= tau}
  *  has risk <= r, i.e. the largest selectable coverage with validation risk <= r (the same
- *  rule as effml_selective_coverage_at_risk(); ties never split).  Scores [.9, .8, .8, .8]
+ *  rule as effml_metrics_selective_coverage_at_risk(); ties never split).  Scores [.9, .8, .8, .8]
  *  with the first two correct, r = 0.34: tau = 0.9 (coverage 0.25), not 0.8 (risk 0.5). */
 #define EFFML_CASCADE_TARGET_RISK 2
 /** In-distribution TPR t in (0, 1] for OOD detection (ID = positive, accepted iff score >= tau):
@@ -106,13 +106,13 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 #define EFFML_CASCADE_TARGET_TPR 3
 
 /**
- * Options for effml_cascade_create() and effml_ensemble_predict().  Fill with
+ * Options for effml_cascade_create() and effml_cascade_ensemble_predict().  Fill with
  * effml_cascade_options_init(); fields are only ever added at the end.
  */
 typedef struct effml_cascade_options {
   uint32_t struct_size; /**< sizeof(effml_cascade_options), set by _init */
   int64_t num_classes;  /**< K >= 2 classes, the width of every stage's logits (no default: 0) */
-  int32_t score;        /**< EFFML_SCORE_* (default EFFML_SCORE_MSP) */
+  int32_t score;        /**< EFFML_SCORE_* (default EFFML_CASCADE_SCORE_MSP) */
   int32_t aggregation;  /**< EFFML_CASCADE_AGG_* (default EFFML_CASCADE_AGG_MEAN) */
   double temperature;   /**< energy temperature T > 0 (default 1); other scores ignore it */
 } effml_cascade_options;
@@ -206,20 +206,20 @@ EFFML_API effml_status effml_cascade_get_exit_rule(effml_context *ctx,
                                                    double *tau);
 
 /**
- * Options for effml_cascade_calibrate().  Fill with
- * effml_cascade_calibration_options_init(); fields are only ever added at the end.
+ * Options for effml_cascade_select_thresholds().  Fill with
+ * effml_cascade_threshold_options_init(); fields are only ever added at the end.
  */
-typedef struct effml_cascade_calibration_options {
+typedef struct effml_cascade_threshold_options {
   uint32_t struct_size;  /**< set by _init */
   int32_t rule;          /**< EFFML_CASCADE_EXIT_WINDOW (default) or EFFML_CASCADE_EXIT_THRESHOLD */
   int32_t target;        /**< EFFML_CASCADE_TARGET_* (default EFFML_CASCADE_TARGET_COVERAGE) */
   double target_value;   /**< coverage, risk or TPR in (0, 1] (default 0.8) */
   double window_below;   /**< window half-width below tau's quantile, in [0, 1] (default 0.1) */
   double window_above;   /**< window half-width above tau's quantile, in [0, 1] (default 0.1) */
-} effml_cascade_calibration_options;
+} effml_cascade_threshold_options;
 
 /** Fill `opt` with defaults (struct_size set).  NULL is ignored. */
-EFFML_API void effml_cascade_calibration_options_init(effml_cascade_calibration_options *opt);
+EFFML_API void effml_cascade_threshold_options_init(effml_cascade_threshold_options *opt);
 
 /**
  * Calibrate the exit rule of every stage but the last from validation logits
@@ -243,11 +243,11 @@ EFFML_API void effml_cascade_calibration_options_init(effml_cascade_calibration_
  *         EFFML_E_NUMERIC (NaN/inf logits), EFFML_E_RANGE (label out of range; no coverage
  *         reaches the target risk), EFFML_E_NOMEM.  On error the rules are unchanged.
  */
-EFFML_API effml_status effml_cascade_calibrate(effml_context *ctx, effml_cascade *cascade,
+EFFML_API effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *cascade,
                                                int32_t num_stages,
                                                const effml_tensor *const *val_logits,
                                                const effml_tensor *val_labels,
-                                               const effml_cascade_calibration_options *opt);
+                                               const effml_cascade_threshold_options *opt);
 
 /**
  * Create a workspace: the per-thread scratch memory of effml_cascade_run() and
@@ -315,7 +315,7 @@ EFFML_API double effml_cascade_workspace_expected_cost(const effml_cascade_works
  * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NUMERIC, EFFML_E_NOMEM;
  *         outputs untouched on error.
  */
-EFFML_API effml_status effml_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
+EFFML_API effml_status effml_cascade_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
                                               int32_t num_members,
                                               const effml_tensor *const *logits,
                                               effml_tensor *pred, effml_tensor *score,
@@ -351,7 +351,7 @@ EFFML_API effml_status effml_ensemble_predict(effml_context *ctx, const effml_ca
  *                    (coverage 1), so they add no width to the curve.
  * @param num_points  NULL or receives G + 1 (N + 1 without ties).
  */
-EFFML_API effml_status effml_selective_risk_coverage_curve(effml_context *ctx,
+EFFML_API effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx,
                                                            const effml_tensor *scores,
                                                            const effml_tensor *correct,
                                                            effml_tensor *coverage,
@@ -367,7 +367,7 @@ EFFML_API effml_status effml_selective_risk_coverage_curve(effml_context *ctx,
  * np.trapz from (0, 0) over one point per sample, which without ties is ours minus
  * (overall error) / (2N), and with ties depends on the input order.
  */
-EFFML_API effml_status effml_selective_aurc(effml_context *ctx, const effml_tensor *scores,
+EFFML_API effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor *scores,
                                             const effml_tensor *correct, double *aurc);
 
 /**
@@ -379,7 +379,7 @@ EFFML_API effml_status effml_selective_aurc(effml_context *ctx, const effml_tens
  * @param threshold          may be NULL
  * @param selected_coverage  may be NULL; receives c_j, the coverage "score >= threshold" selects
  */
-EFFML_API effml_status effml_selective_risk_at_coverage(effml_context *ctx,
+EFFML_API effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx,
                                                         const effml_tensor *scores,
                                                         const effml_tensor *correct,
                                                         double coverage, double *risk,
@@ -394,7 +394,7 @@ EFFML_API effml_status effml_selective_risk_at_coverage(effml_context *ctx,
  * takes argmin_{k >= 500} |risk_k - r|, which may exceed r.
  * @param threshold  may be NULL
  */
-EFFML_API effml_status effml_selective_coverage_at_risk(effml_context *ctx,
+EFFML_API effml_status effml_metrics_selective_coverage_at_risk(effml_context *ctx,
                                                         const effml_tensor *scores,
                                                         const effml_tensor *correct,
                                                         double risk, double *coverage,
@@ -405,7 +405,7 @@ EFFML_API effml_status effml_selective_coverage_at_risk(effml_context *ctx,
  * reference (sklearn `roc_auc_score`); equals P(score_ID > score_OOD) + P(tie)/2.
  * Needs both classes (else EFFML_E_INVALID_ARG).
  */
-EFFML_API effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *scores,
+EFFML_API effml_status effml_metrics_ood_auroc(effml_context *ctx, const effml_tensor *scores,
                                        const effml_tensor *is_ood, double *auroc);
 
 /**
@@ -416,12 +416,12 @@ EFFML_API effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *s
  * tpr on sklearn's precision-recall curve.  Needs both classes.
  * @param threshold  may be NULL
  */
-EFFML_API effml_status effml_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
+EFFML_API effml_status effml_metrics_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
                                             const effml_tensor *is_ood, double tpr, double *fpr,
                                             double *threshold);
 
 /** Top-1 error: fraction of pred[i] != labels[i]; pred and labels i32/i64 [N]. */
-EFFML_API effml_status effml_eval_top1_error(effml_context *ctx, const effml_tensor *pred,
+EFFML_API effml_status effml_metrics_top1_error(effml_context *ctx, const effml_tensor *pred,
                                              const effml_tensor *labels, double *error);
 
 /**
@@ -430,7 +430,7 @@ EFFML_API effml_status effml_eval_top1_error(effml_context *ctx, const effml_ten
  *                probability of the true class gives +inf (no clamping)
  * @param labels  i32/i64 [N] in [0, K) (else EFFML_E_RANGE)
  */
-EFFML_API effml_status effml_eval_nll(effml_context *ctx, const effml_tensor *probs,
+EFFML_API effml_status effml_metrics_nll(effml_context *ctx, const effml_tensor *probs,
                                       const effml_tensor *labels, double *nll);
 
 EFFML_END_DECLS

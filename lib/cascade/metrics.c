@@ -81,7 +81,7 @@ static effml_status check_fraction(effml_context *ctx, const char *name, double 
   return EFFML_OK;
 }
 
-effml_status effml_selective_risk_coverage_curve(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx, const effml_tensor *scores,
                                                  const effml_tensor *correct,
                                                  effml_tensor *coverage, effml_tensor *risk,
                                                  effml_tensor *thresholds, int64_t *num_points) {
@@ -116,7 +116,7 @@ effml_status effml_selective_risk_coverage_curve(effml_context *ctx, const effml
   return st;
 }
 
-effml_status effml_selective_aurc(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor *scores,
                                   const effml_tensor *correct, double *aurc) {
   EFFML__CHECK_NULL(ctx, aurc);
   rc_data d;
@@ -130,7 +130,7 @@ effml_status effml_selective_aurc(effml_context *ctx, const effml_tensor *scores
   return EFFML_OK;
 }
 
-effml_status effml_selective_risk_at_coverage(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx, const effml_tensor *scores,
                                               const effml_tensor *correct, double coverage,
                                               double *risk, double *threshold,
                                               double *selected_coverage) {
@@ -149,7 +149,7 @@ effml_status effml_selective_risk_at_coverage(effml_context *ctx, const effml_te
   return EFFML_OK;
 }
 
-effml_status effml_selective_coverage_at_risk(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_coverage_at_risk(effml_context *ctx, const effml_tensor *scores,
                                               const effml_tensor *correct, double risk,
                                               double *coverage, double *threshold) {
   EFFML__CHECK_NULL(ctx, coverage);
@@ -195,7 +195,7 @@ static effml_status ood_build(effml_context *ctx, const effml_tensor *scores,
   return st;
 }
 
-effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_ood_auroc(effml_context *ctx, const effml_tensor *scores,
                              const effml_tensor *is_ood, double *auroc) {
   EFFML__CHECK_NULL(ctx, auroc);
   int64_t n, n_ood, *idx;
@@ -225,7 +225,7 @@ effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *scores,
   return EFFML_OK;
 }
 
-effml_status effml_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
                                   const effml_tensor *is_ood, double tpr, double *fpr,
                                   double *threshold) {
   EFFML__CHECK_NULL(ctx, fpr);
@@ -251,7 +251,7 @@ effml_status effml_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores
   return EFFML_OK;
 }
 
-effml_status effml_eval_top1_error(effml_context *ctx, const effml_tensor *pred,
+effml_status effml_metrics_top1_error(effml_context *ctx, const effml_tensor *pred,
                                    const effml_tensor *labels, double *error) {
   EFFML__CHECK_NULL(ctx, error);
   EFFML__CHECK_NULL(ctx, pred);
@@ -270,13 +270,13 @@ effml_status effml_eval_top1_error(effml_context *ctx, const effml_tensor *pred,
   return st;
 }
 
-effml_status effml_eval_nll(effml_context *ctx, const effml_tensor *probs,
+effml_status effml_metrics_nll(effml_context *ctx, const effml_tensor *probs,
                             const effml_tensor *labels, double *nll) {
   EFFML__CHECK_NULL(ctx, nll);
   EFFML__CHECK_NULL(ctx, probs);
   if (probs->dtype != EFFML_F32 && probs->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "probs has dtype %s, need f32 or f64",
-                      effml_dtype_name(probs->dtype));
+                      effml_tensor_dtype_name(probs->dtype));
   if (probs->ndim != 2)
     return effml__err(ctx, EFFML_E_SHAPE, "probs has %d dims, need [N, K]", (int)probs->ndim);
   const int64_t n = probs->shape[0], K = probs->shape[1];
