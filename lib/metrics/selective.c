@@ -1,15 +1,15 @@
 /*
  * Selective-classification and OOD metrics over (score, correct) pairs
- * (cascade.h; reference Guoxoug/window-early-exit `utils/eval_utils.py`).
+ * (metrics.h; reference Guoxoug/window-early-exit `utils/eval_utils.py`).
  * Every selection is "score >= threshold" on confidences; every result is a
  * function of the multiset of (score, correct) pairs (tied scores form one
  * group, selected together), so it does not depend on the order of the input.
  */
 #include <math.h>
 
-#include "cascade_internal.h"
+#include "../cascade/cascade_internal.h"
 
-/* The risk-coverage curve grouped by distinct score (cascade.h, "Ties"):
+/* The risk-coverage curve grouped by distinct score (metrics.h, "Ties"):
  * group j = 1..g holds the j-th largest distinct score thr[j]; cnt[j] and wrong[j]
  * count the samples and the wrong ones with score >= thr[j] (cnt[0] = wrong[0] = 0,
  * thr[0] = +inf).  Everything here depends only on the multiset of pairs. */
