@@ -26,7 +26,7 @@ static effml_safetensors *open_st(effml_context *ctx, const char *dir, const cha
   struct stat sb;
   if (stat(p, &sb) != 0) return NULL;
   effml_safetensors *st = NULL;
-  ck_assert_msg(effml_safetensors_load(ctx, p, EFFML_SAFETENSORS_COPY, &st) == EFFML_OK, "%s: %s", p,
+  ck_assert_msg(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &st) == EFFML_OK, "%s: %s", p,
                 effml_context_last_error(ctx));
   return st;
 }
@@ -65,7 +65,7 @@ static effml_layer *dense_from_base(effml_context *ctx, const effml_safetensors 
   int has_bias = effml_safetensors_get(ctx, base, kb, &b) == EFFML_OK;
   int64_t out = effml_tensor_dim(w, transpose ? 1 : 0), in = effml_tensor_dim(w, transpose ? 0 : 1);
   effml_layer *d = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, in, out, has_bias, &d), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, in, out, has_bias, &d), EFFML_OK);
   float *W = (float *)effml_tensor_data(effml_layer_param(d, pidx(d, "weight")));
   const float *src = (const float *)effml_tensor_data_const(w);
   for (int64_t o = 0; o < out; ++o)
@@ -78,7 +78,7 @@ static effml_layer *dense_from_base(effml_context *ctx, const effml_safetensors 
 static effml_layer *conv1d_from_base(effml_context *ctx, const effml_safetensors *base, const char *m) {
   const effml_tensor *w = get(ctx, base, "%s.weight", m), *b = get(ctx, base, "%s.bias", m);
   effml_layer *d = NULL;
-  ck_assert_int_eq(effml_conv1d_create(ctx, effml_tensor_dim(w, 0), effml_tensor_dim(w, 1), 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_layer_conv1d_create(ctx, effml_tensor_dim(w, 0), effml_tensor_dim(w, 1), 1, &d), EFFML_OK);
   ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(d, pidx(d, "weight")), w), EFFML_OK);
   ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(d, pidx(d, "bias")), b), EFFML_OK);
   return d;
@@ -102,7 +102,7 @@ static effml_tensor *new2(effml_context *ctx, int64_t r, int64_t c) {
 
 /* The base weight of l in the file's layout ([out, in], or [in, out] for Conv1D cases). */
 static float *weight_as_file(effml_layer *l, int file_transposed) {
-  effml_layer *base = effml_lora_base(l);
+  effml_layer *base = effml_adapter_lora_base(l);
   const float *W = effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight")));
   int64_t out = effml_layer_out_features(l), in = effml_layer_in_features(l);
   int stored_t = strcmp(effml_layer_kind(base), "conv1d") == 0;
@@ -116,29 +116,29 @@ static float *weight_as_file(effml_layer *l, int file_transposed) {
 /* Save the loaded layers in PEFT's layout, read them back into fresh layers made from the saved
  * config: the same options per module, the same tensors bit for bit, PEFT's key names. */
 static void roundtrip(effml_context *ctx, const lora_case *c, effml_layer **l, const char **mn,
-                      const effml_lora_options *o, const effml_safetensors *base) {
+                      const effml_adapter_lora_options *o, const effml_safetensors *base) {
   char dir[512];
   snprintf(dir, sizeof dir, "%s/peft_rt_%s_%d", EFFML_TEST_TMP, c->name, c->base_kind);
   mkdir(dir, 0755);
-  ck_assert_msg(effml_lora_save_peft(ctx, dir, c->nmods, l, mn, "tiny") == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_msg(effml_adapter_lora_save_peft(ctx, dir, c->nmods, l, mn, "tiny") == EFFML_OK, "%s", effml_context_last_error(ctx));
   effml_layer *m[2] = {NULL, NULL};
   for (int i = 0; i < c->nmods; ++i) {
-    effml_lora_options q;
-    ck_assert_msg(effml_lora_peft_options(ctx, dir, mn[i], &q) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    effml_adapter_lora_options q;
+    ck_assert_msg(effml_adapter_lora_peft_options(ctx, dir, mn[i], &q) == EFFML_OK, "%s", effml_context_last_error(ctx));
     ck_assert_int_eq(q.rank, o[i].rank);
     ck_assert(q.alpha == o[i].alpha && q.use_rslora == o[i].use_rslora && q.use_dora == o[i].use_dora &&
               q.lora_bias == o[i].lora_bias && q.dropout == o[i].dropout);
     effml_layer *b = c->base_kind == BASE_CONV1D ? conv1d_from_base(ctx, base, c->mods[i])
                                                   : dense_from_base(ctx, base, c->mods[i], c->base_kind != BASE_DENSE);
-    ck_assert_int_eq(effml_lora_create(ctx, b, &q, &m[i]), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lora_create(ctx, b, &q, &m[i]), EFFML_OK);
   }
-  ck_assert_msg(effml_lora_load_peft(ctx, dir, c->nmods, m, mn) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_msg(effml_adapter_lora_load_peft(ctx, dir, c->nmods, m, mn) == EFFML_OK, "%s", effml_context_last_error(ctx));
   char path[600];
   snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
   effml_safetensors *st = open_st(ctx, dir, "adapter_model.safetensors");
   int64_t expect = 0;
   for (int i = 0; i < c->nmods; ++i) {
-    ck_assert(effml_lora_scaling(m[i]) == effml_lora_scaling(l[i]));
+    ck_assert(effml_adapter_lora_scaling(m[i]) == effml_adapter_lora_scaling(l[i]));
     for (int32_t p = 0; p < effml_layer_num_params(l[i]); ++p) {
       const char *pn = effml_layer_param_name(l[i], p);
       if (strncmp(pn, "base_layer.", 11) == 0) continue;
@@ -175,16 +175,16 @@ static void run_lora_case(const lora_case *c) {
   effml_layer *l[2] = {NULL, NULL};
   char names[2][128];
   const char *mn[2];
-  effml_lora_options o[2];
+  effml_adapter_lora_options o[2];
   for (int i = 0; i < c->nmods; ++i) {
     snprintf(names[i], sizeof names[i], "base_model.model.%s", c->mods[i]);
     mn[i] = names[i];
-    ck_assert_msg(effml_lora_peft_options(ctx, dir, mn[i], &o[i]) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    ck_assert_msg(effml_adapter_lora_peft_options(ctx, dir, mn[i], &o[i]) == EFFML_OK, "%s", effml_context_last_error(ctx));
     effml_layer *b = c->base_kind == BASE_CONV1D ? conv1d_from_base(ctx, base, c->mods[i])
                                                   : dense_from_base(ctx, base, c->mods[i], c->base_kind != BASE_DENSE);
-    ck_assert_msg(effml_lora_create(ctx, b, &o[i], &l[i]) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    ck_assert_msg(effml_adapter_lora_create(ctx, b, &o[i], &l[i]) == EFFML_OK, "%s", effml_context_last_error(ctx));
   }
-  ck_assert_msg(effml_lora_load_peft(ctx, dir, c->nmods, l, mn) == EFFML_OK, "%s: %s", c->name,
+  ck_assert_msg(effml_adapter_lora_load_peft(ctx, dir, c->nmods, l, mn) == EFFML_OK, "%s: %s", c->name,
                 effml_context_last_error(ctx));
   int file_t = c->base_kind != BASE_DENSE;
   roundtrip(ctx, c, l, mn, o, base);
@@ -195,20 +195,20 @@ static void run_lora_case(const lora_case *c) {
     int64_t b = effml_tensor_dim(x, 0);
     effml_tensor *yo = new2(ctx, b, effml_tensor_dim(y, 1)), *dxo = new2(ctx, b, effml_tensor_dim(x, 1));
     char what[160];
-    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_INFER), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
     snprintf(what, sizeof what, "%s %s y", c->name, m);
     expect_close(what, effml_tensor_data(yo), y, 2e-6);
     if (o[i].dropout > 0) {
       /* the loader set PEFT's lora_dropout: a training forward differs; PEFT's fixture
        * gradients are taken without dropout, so turn it off to compare them */
-      ck_assert(effml_lora_dropout(l[i]) == o[i].dropout);
-      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_TRAIN), EFFML_OK);
+      ck_assert(effml_adapter_lora_dropout(l[i]) == o[i].dropout);
+      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
       ck_assert(tu_max_abs_diff_f32(effml_tensor_data(yo), effml_tensor_data_const(y), effml_tensor_numel(y)) > 1e-3);
       ck_assert_int_eq(effml_layer_backward(ctx, l[i], g, dxo), EFFML_OK);
-      ck_assert_int_eq(effml_lora_set_dropout(ctx, l[i], 0.0), EFFML_OK);
+      ck_assert_int_eq(effml_adapter_lora_set_dropout(ctx, l[i], 0.0), EFFML_OK);
     }
     effml_layer_zero_grad(l[i]);
-    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
     expect_close(what, effml_tensor_data(yo), y, 2e-6);
     ck_assert_int_eq(effml_layer_backward(ctx, l[i], g, dxo), EFFML_OK);
     snprintf(what, sizeof what, "%s %s dx", c->name, m);
@@ -232,11 +232,11 @@ static void run_lora_case(const lora_case *c) {
     const effml_tensor *bref = NULL;
     int base_bias = effml_safetensors_get(ctx, base, kb, &bref) == EFFML_OK;
     if (o[i].lora_bias && !base_bias) {
-      ck_assert_int_eq(effml_lora_merge(ctx, l[i]), EFFML_E_UNSUPPORTED);
+      ck_assert_int_eq(effml_adapter_lora_merge(ctx, l[i]), EFFML_E_UNSUPPORTED);
       ck_assert(strstr(effml_context_last_error(ctx), "lora_B.bias") != NULL);
     } else {
       float *W0 = weight_as_file(l[i], file_t);
-      ck_assert_int_eq(effml_lora_merge(ctx, l[i]), EFFML_OK);
+      ck_assert_int_eq(effml_adapter_lora_merge(ctx, l[i]), EFFML_OK);
       if (merged) {
         float *Wf = weight_as_file(l[i], file_t);
         snprintf(what, sizeof what, "%s %s merged weight", c->name, m);
@@ -248,18 +248,18 @@ static void run_lora_case(const lora_case *c) {
                        get(ctx, merged, "%s.bias", m), 2e-6);
         }
       }
-      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_INFER), EFFML_OK);
+      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
       snprintf(what, sizeof what, "%s %s merged y", c->name, m);
       expect_close(what, effml_tensor_data(yo), y, 5e-6);
       if (o[i].use_dora) /* a merged DoRA layer cannot train */
-        ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_TRAIN), EFFML_E_STATE);
-      ck_assert_int_eq(effml_lora_unmerge(ctx, l[i]), EFFML_OK);
+        ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_E_STATE);
+      ck_assert_int_eq(effml_adapter_lora_unmerge(ctx, l[i]), EFFML_OK);
       float *W1 = weight_as_file(l[i], file_t);
       ck_assert_msg(tu_max_abs_diff_f32(W0, W1, effml_layer_out_features(l[i]) * effml_layer_in_features(l[i])) < 1e-6,
                     "%s %s: unmerge does not restore W", c->name, m);
       free(W0);
       free(W1);
-      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_INFER), EFFML_OK);
+      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
       snprintf(what, sizeof what, "%s %s unmerged y", c->name, m);
       expect_close(what, effml_tensor_data(yo), y, 5e-6);
     }
@@ -385,22 +385,22 @@ static void pair_make(pair *p, int64_t r0, int64_t r1) {
   int64_t in[2] = {40, 24}, out[2] = {24, 16}, r[2] = {r0, r1};
   for (int i = 0; i < 2; ++i) {
     effml_layer *d = NULL;
-    ck_assert_int_eq(effml_dense_create(p->ctx, in[i], out[i], i == 0, &d), EFFML_OK);
-    effml_lora_options o;
-    effml_lora_options_init(&o);
+    ck_assert_int_eq(effml_layer_dense_create(p->ctx, in[i], out[i], i == 0, &d), EFFML_OK);
+    effml_adapter_lora_options o;
+    effml_adapter_lora_options_init(&o);
     o.rank = r[i];
-    ck_assert_int_eq(effml_lora_create(p->ctx, d, &o, &p->l[i]), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lora_create(p->ctx, d, &o, &p->l[i]), EFFML_OK);
   }
   p->mn[0] = "base_model.model.q_proj";
   p->mn[1] = "base_model.model.v_proj";
   memcpy(p->keep_a, effml_tensor_data(effml_layer_param(p->l[0], pidx(p->l[0], "lora_A.weight"))), sizeof p->keep_a);
   memcpy(p->keep_b, effml_tensor_data(effml_layer_param(p->l[0], pidx(p->l[0], "lora_B.weight"))), sizeof p->keep_b);
-  p->keep_s = effml_lora_scaling(p->l[0]);
+  p->keep_s = effml_adapter_lora_scaling(p->l[0]);
 }
 
 /* The load must fail with `code`, the message must contain `needle`, layer 0 unchanged. */
 static void expect_refused(pair *p, const char *dir, int64_t n, effml_status code, const char *needle) {
-  effml_status s = effml_lora_load_peft(p->ctx, dir, n, p->l, p->mn);
+  effml_status s = effml_adapter_lora_load_peft(p->ctx, dir, n, p->l, p->mn);
   const char *msg = effml_context_last_error(p->ctx);
   ck_assert_msg(s == code, "%s: got %d (%s), expected %d", dir, (int)s, msg, (int)code);
   ck_assert_msg(strstr(msg, needle) != NULL, "message \"%s\" does not name \"%s\"", msg, needle);
@@ -408,7 +408,7 @@ static void expect_refused(pair *p, const char *dir, int64_t n, effml_status cod
                    sizeof p->keep_a) == 0);
   ck_assert(memcmp(p->keep_b, effml_tensor_data(effml_layer_param(p->l[0], pidx(p->l[0], "lora_B.weight"))),
                    sizeof p->keep_b) == 0);
-  ck_assert(effml_lora_scaling(p->l[0]) == p->keep_s);
+  ck_assert(effml_adapter_lora_scaling(p->l[0]) == p->keep_s);
 }
 
 static void pair_free(pair *p) {
@@ -450,9 +450,9 @@ START_TEST(test_refuse_config_values) {
   /* accepted: unknown keys at null/false/{}; informational keys with any value */
   const char *ok = variant("lora", "okunknown", "\"alpha_pattern\": {},",
                            "\"alpha_pattern\": {}, \"future_flag\": false, \"future_cfg\": null,");
-  ck_assert_msg(effml_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
+  ck_assert_msg(effml_adapter_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
   ok = variant("lora", "okinfo", "\"base_model_name_or_path\": null", "\"base_model_name_or_path\": \"meta/x\"");
-  ck_assert_msg(effml_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
+  ck_assert_msg(effml_adapter_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
   pair_free(&p);
 }
 END_TEST
@@ -494,7 +494,7 @@ END_TEST
 static double loss_seeded(effml_context *ctx, effml_layer *l, const effml_tensor *x, const effml_tensor *g,
                           effml_tensor *y) {
   effml_context_set_seed(ctx, 1234);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   const float *a = effml_tensor_data(y), *b = effml_tensor_data_const(g);
   double acc = 0;
   for (int64_t i = 0; i < effml_tensor_numel(y); ++i) acc += (double)a[i] * b[i];
@@ -509,11 +509,11 @@ static void dropout_fd(const char *casename) {
   snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, casename);
   effml_safetensors *base = open_st(ctx, dir, "base.safetensors"), *io = open_st(ctx, dir, "io.safetensors");
   const char *mn = "base_model.model.q_proj";
-  effml_lora_options o;
-  ck_assert_int_eq(effml_lora_peft_options(ctx, dir, mn, &o), EFFML_OK);
+  effml_adapter_lora_options o;
+  ck_assert_int_eq(effml_adapter_lora_peft_options(ctx, dir, mn, &o), EFFML_OK);
   o.dropout = 0.3;
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_lora_create(ctx, dense_from_base(ctx, base, "q_proj", 0), &o, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, dense_from_base(ctx, base, "q_proj", 0), &o, &l), EFFML_OK);
   effml_safetensors *ad = open_st(ctx, dir, "adapter_model.safetensors");
   const char *pn[3] = {"lora_A.weight", "lora_B.weight", o.use_dora ? "lora_magnitude_vector" : NULL};
   for (int k = 0; k < 3 && pn[k]; ++k) {
@@ -564,12 +564,12 @@ static void dropout_fd(const char *casename) {
   /* E[train output] = eval output: kept entries are scaled by 1/(1-p) (400 draws; without the
    * scaling the mean would miss 30 % of the adapter's contribution y_eval - y_base) */
   effml_tensor *ye = new2(ctx, 5, 24), *yb = new2(ctx, 5, 24);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, ye, EFFML_MODE_INFER), EFFML_OK);
-  ck_assert_int_eq(effml_layer_forward(ctx, effml_lora_base(l), x, yb, EFFML_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, ye, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, effml_adapter_lora_base(l), x, yb, EFFML_LAYER_MODE_INFER), EFFML_OK);
   double *mean = (double *)calloc(120, sizeof(double));
   int differ = 0;
   for (int d = 0; d < 400; ++d) {
-    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
     for (int i = 0; i < 120; ++i) mean[i] += ((const float *)effml_tensor_data(y))[i] / 400.0;
     differ |= tu_max_abs_diff_f32(effml_tensor_data(y), effml_tensor_data(ye), 120) > 1e-4;
   }
@@ -608,16 +608,16 @@ START_TEST(test_bad_inputs) {
   const char *mn[2] = {"base_model.model.q_proj", "base_model.model.v_proj"};
   int64_t in[2] = {40, 24}, out[2] = {24, 16};
   for (int i = 0; i < 2; ++i) {
-    effml_lora_options o;
-    ck_assert_int_eq(effml_lora_peft_options(ctx, dir, mn[i], &o), EFFML_OK);
+    effml_adapter_lora_options o;
+    ck_assert_int_eq(effml_adapter_lora_peft_options(ctx, dir, mn[i], &o), EFFML_OK);
     ck_assert_int_eq(o.use_dora, 1);
     effml_layer *d = NULL;
-    ck_assert_int_eq(effml_dense_create(ctx, in[i], out[i], 1, &d), EFFML_OK);
-    ck_assert_int_eq(effml_lora_create(ctx, d, &o, &l[i]), EFFML_OK);
+    ck_assert_int_eq(effml_layer_dense_create(ctx, in[i], out[i], 1, &d), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lora_create(ctx, d, &o, &l[i]), EFFML_OK);
   }
   float keep[24];
   memcpy(keep, effml_tensor_data(effml_layer_param(l[0], pidx(l[0], "lora_magnitude_vector"))), sizeof keep);
-  ck_assert_int_eq(effml_lora_load_peft(ctx, dir, 2, l, mn), EFFML_E_NOT_FOUND);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, dir, 2, l, mn), EFFML_E_NOT_FOUND);
   ck_assert(strstr(effml_context_last_error(ctx), "q_proj.lora_magnitude_vector") != NULL);
   ck_assert(memcmp(keep, effml_tensor_data(effml_layer_param(l[0], pidx(l[0], "lora_magnitude_vector"))), sizeof keep) == 0);
   for (int i = 0; i < 2; ++i) effml_layer_free(l[i]);

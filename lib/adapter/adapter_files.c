@@ -40,7 +40,7 @@ static effml_status plan_add(effml_context *ctx, const effml_safetensors *st, co
   }
   if (!is_float_dtype(src->dtype))
     return effml__err(ctx, EFFML_E_DTYPE, "adapter file: \"%s\" has dtype %s, expected a float type", key,
-                      effml_dtype_name(src->dtype));
+                      effml_tensor_dtype_name(src->dtype));
   items[*count].src = src;
   items[*count].dst = dst;
   (*count)++;
@@ -70,19 +70,19 @@ static int32_t param_named(effml_layer *l, const char *name) {
 
 /* ---- PEFT LoRA ---- */
 
-effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
+effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
                                   effml_layer *const *layers, const char *const *module_names) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, layers);
   EFFML__CHECK_NULL(ctx, module_names);
-  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_load_peft: n=%lld must be >= 1", (long long)n);
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_load_peft: n=%lld must be >= 1", (long long)n);
   for (int64_t i = 0; i < n; ++i) {
     if (!effml__is_lora(layers[i]) || module_names[i] == NULL)
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_load_peft: layers[%lld] is not a lora layer or has no module name",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_load_peft: layers[%lld] is not a lora layer or has no module name",
                         (long long)i);
-    if (effml_lora_is_merged(layers[i]))
-      return effml__err(ctx, EFFML_E_STATE, "effml_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
+    if (effml_adapter_lora_is_merged(layers[i]))
+      return effml__err(ctx, EFFML_E_STATE, "effml_adapter_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
   }
   char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
   plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)(4 * n), sizeof *items);
@@ -91,9 +91,9 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
   effml_safetensors *st = NULL;
   effml_status s = EFFML_OK;
   if (st_path == NULL || items == NULL || alphas == NULL)
-    s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
+    s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
   if (s == EFFML_OK) s = effml__peft_cfg_open(ctx, dir, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, &cfg);
-  if (s == EFFML_OK) s = effml_safetensors_load(ctx, st_path, EFFML_SAFETENSORS_COPY, &st);
+  if (s == EFFML_OK) s = effml_safetensors_load(ctx, st_path, EFFML_IO_SAFETENSORS_COPY, &st);
   int64_t count = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
     effml_layer *l = layers[i];
@@ -109,7 +109,7 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
       int dora = (lp->i_m >= 0) != (cfg->use_dora != 0);
       s = effml__err(ctx, EFFML_E_INVALID_ARG,
                      "adapter_config.json %s=%s but the layer for \"%s\" was made with %s=%d "
-                     "(make it with effml_lora_peft_options())",
+                     "(make it with effml_adapter_lora_peft_options())",
                      dora ? "use_dora" : "lora_bias", (dora ? cfg->use_dora : cfg->lora_bias) ? "true" : "false",
                      module_names[i], dora ? "use_dora" : "lora_bias", dora ? lp->i_m >= 0 : lp->i_bb >= 0);
       break;
@@ -119,7 +119,7 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
       if ((k == 2 && lp->i_bb < 0) || (k == 3 && lp->i_m < 0)) continue;
       char *key = join3(ctx, module_names[i], ".", suffix[k]);
       s = key ? plan_add(ctx, st, key, effml_layer_param(l, param_named(l, suffix[k])), items, &count)
-              : effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
+              : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
       effml__free(ctx, key);
     }
   }
@@ -150,16 +150,16 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
   return s;
 }
 
-effml_status effml_lora_peft_options(effml_context *ctx, const char *dir, const char *module_name,
-                                     effml_lora_options *opt) {
+effml_status effml_adapter_lora_peft_options(effml_context *ctx, const char *dir, const char *module_name,
+                                     effml_adapter_lora_options *opt) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, module_name);
   EFFML__CHECK_NULL(ctx, opt);
   effml__peft_cfg *cfg = NULL;
   EFFML__TRY(effml__peft_cfg_open(ctx, dir, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, &cfg));
-  effml_lora_options o;
-  effml_lora_options_init(&o);
+  effml_adapter_lora_options o;
+  effml_adapter_lora_options_init(&o);
   effml__peft_cfg_module(cfg, module_name, &o.rank, &o.alpha);
   o.use_rslora = cfg->use_rslora;
   o.use_dora = cfg->use_dora;
@@ -195,25 +195,25 @@ static char *pattern_key(effml_context *ctx, const char *module_name) {
   return s;
 }
 
-effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
+effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
                                   effml_layer *const *layers, const char *const *module_names,
                                   const char *base_model_name_or_path) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, layers);
   EFFML__CHECK_NULL(ctx, module_names);
-  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: n=%lld must be >= 1", (long long)n);
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_save_peft: n=%lld must be >= 1", (long long)n);
   for (int64_t i = 0; i < n; ++i) {
     if (!effml__is_lora(layers[i]) || module_names[i] == NULL || module_names[i][0] == '\0')
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: layers[%lld] is not a lora layer or has no module name",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_save_peft: layers[%lld] is not a lora layer or has no module name",
                         (long long)i);
     const effml__lora *p = effml__lora_impl(layers[i]), *p0 = effml__lora_impl(layers[0]);
     if (p->merged)
-      return effml__err(ctx, EFFML_E_STATE, "effml_lora_save_peft: layers[%lld] is merged; unmerge it first", (long long)i);
+      return effml__err(ctx, EFFML_E_STATE, "effml_adapter_lora_save_peft: layers[%lld] is merged; unmerge it first", (long long)i);
     if (p->use_rslora != p0->use_rslora || p->use_dora != p0->use_dora || (p->i_bb >= 0) != (p0->i_bb >= 0) ||
         p->dropout != p0->dropout || p->base.transposed != p0->base.transposed)
       return effml__err(ctx, EFFML_E_INVALID_ARG,
-                        "effml_lora_save_peft: layers[%lld] differs from layers[0] in use_rslora/use_dora/lora_bias/"
+                        "effml_adapter_lora_save_peft: layers[%lld] differs from layers[0] in use_rslora/use_dora/lora_bias/"
                         "dropout/base layout (one adapter_config.json holds one of each)", (long long)i);
   }
   const effml__lora *p0 = effml__lora_impl(layers[0]);
@@ -224,7 +224,7 @@ effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n
   cJSON *c = cJSON_CreateObject(), *tm = cJSON_CreateArray(), *rp = cJSON_CreateObject(), *ap = cJSON_CreateObject();
   effml_status s = EFFML_OK;
   if (names == NULL || ts == NULL || st_path == NULL || cfg_path == NULL || !c || !tm || !rp || !ap)
-    s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+    s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
   int64_t k = 0;
   static const char *const suffix[4] = {"lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector"};
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
@@ -233,12 +233,12 @@ effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n
       if ((j == 2 && p->i_bb < 0) || (j == 3 && p->i_m < 0)) continue;
       names[k] = join3(ctx, module_names[i], ".", suffix[j]);
       ts[k] = effml_layer_param(layers[i], param_named(layers[i], suffix[j]));
-      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
     }
     /* per-module r / alpha as PEFT's rank_pattern / alpha_pattern (keys: escaped module paths) */
     if (s == EFFML_OK && (p->r != p0->r || p->alpha != p0->alpha)) {
       char *key = pattern_key(ctx, module_names[i]);
-      if (key == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+      if (key == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
       if (key && p->r != p0->r) cJSON_AddNumberToObject(rp, key, (double)p->r);
       if (key && p->alpha != p0->alpha) cJSON_AddNumberToObject(ap, key, p->alpha);
       effml__free(ctx, key);
@@ -264,7 +264,7 @@ effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n
     const effml__lora *p = effml__lora_impl(layers[i]);
     if (r != p->r || alpha != p->alpha)
       s = effml__err(ctx, EFFML_E_INVALID_ARG,
-                     "effml_lora_save_peft: module \"%s\" (r=%lld, alpha=%g) cannot be told apart by PEFT's "
+                     "effml_adapter_lora_save_peft: module \"%s\" (r=%lld, alpha=%g) cannot be told apart by PEFT's "
                      "rank_pattern/alpha_pattern matching from another module whose name ends in it",
                      module_names[i], (long long)p->r, p->alpha);
   }
@@ -296,7 +296,7 @@ effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n
     cJSON_AddBoolToObject(c, "use_dora", p0->use_dora);
     cJSON_AddBoolToObject(c, "use_rslora", p0->use_rslora);
     char *text = cJSON_Print(c);
-    s = text ? write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+    s = text ? write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
     free(text);
   }
   cJSON_Delete(tm);
@@ -339,18 +339,18 @@ static effml_status check_blocks(effml_context *ctx, const char *fn, int64_t n, 
   return EFFML_OK;
 }
 
-effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *path, int64_t n,
+effml_status effml_adapter_compacter_save_adapterhub(effml_context *ctx, const char *path, int64_t n,
                                              effml_layer *const *blocks, const char *const *prefixes,
                                              const char *phm_rule_key) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   effml_tensor *rule = NULL;
-  EFFML__TRY(check_blocks(ctx, "effml_compacter_save_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
+  EFFML__TRY(check_blocks(ctx, "effml_adapter_compacter_save_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
   int64_t total = rule ? 1 : 0;
   for (int64_t i = 0; i < n; ++i) total += blocks[i]->n_params - (rule ? 1 : 0);
   char **names = (char **)effml__calloc(ctx, (size_t)total, sizeof *names);
   const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)total, sizeof *ts);
-  effml_status s = (names && ts) ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+  effml_status s = (names && ts) ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
   int64_t k = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i)
     for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
@@ -358,12 +358,12 @@ effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *pat
       if (rule && strcmp(pn, "phm_rule") == 0) continue;
       names[k] = join3(ctx, prefixes[i], ".", pn);
       ts[k] = effml_layer_param(blocks[i], j);
-      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
     }
   if (s == EFFML_OK && rule) {
     names[k] = join3(ctx, phm_rule_key, "", "");
     ts[k] = rule;
-    if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+    if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
   }
   if (s == EFFML_OK) {
     const char *mk[1] = {"format"}, *mv[1] = {"pt"};
@@ -375,19 +375,19 @@ effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *pat
   return s;
 }
 
-effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *path, int64_t n,
+effml_status effml_adapter_compacter_load_adapterhub(effml_context *ctx, const char *path, int64_t n,
                                              effml_layer *const *blocks, const char *const *prefixes,
                                              const char *phm_rule_key) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   effml_tensor *rule = NULL;
-  EFFML__TRY(check_blocks(ctx, "effml_compacter_load_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
+  EFFML__TRY(check_blocks(ctx, "effml_adapter_compacter_load_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
   int64_t total = 1;
   for (int64_t i = 0; i < n; ++i) total += blocks[i]->n_params;
   plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)total, sizeof *items);
-  if (items == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_load_adapterhub: out of memory");
+  if (items == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_load_adapterhub: out of memory");
   effml_safetensors *st = NULL;
-  effml_status s = effml_safetensors_load(ctx, path, EFFML_SAFETENSORS_COPY, &st);
+  effml_status s = effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &st);
   int64_t count = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i)
     for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
@@ -395,7 +395,7 @@ effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *pat
       if (rule && strcmp(pn, "phm_rule") == 0) continue;
       char *key = join3(ctx, prefixes[i], ".", pn);
       s = key ? plan_add(ctx, st, key, effml_layer_param(blocks[i], j), items, &count)
-              : effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_load_adapterhub: out of memory");
+              : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_load_adapterhub: out of memory");
       effml__free(ctx, key);
     }
   if (s == EFFML_OK && rule) s = plan_add(ctx, st, phm_rule_key, rule, items, &count);

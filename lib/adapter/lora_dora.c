@@ -103,7 +103,7 @@ effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float
   effml_status st = EFFML_OK;
   const float *xin = effml__lora_dropout(ctx, p, x, b, in, mode, &st);
   if (xin == NULL) return st;
-  int train = mode == EFFML_MODE_TRAIN;
+  int train = mode == EFFML_LAYER_MODE_TRAIN;
   float *U = NULL, *Z = NULL;
   if (train) {
     if (!effml__grow_f32(ctx, &p->U, &p->cap_u, (size_t)(b * r)) ||
