@@ -78,7 +78,7 @@ static effml_layer *dense_from_base(effml_context *ctx, const effml_safetensors 
 static effml_layer *conv1d_from_base(effml_context *ctx, const effml_safetensors *base, const char *m) {
   const effml_tensor *w = get(ctx, base, "%s.weight", m), *b = get(ctx, base, "%s.bias", m);
   effml_layer *d = NULL;
-  ck_assert_int_eq(effml_layer_conv1d_create(ctx, effml_tensor_dim(w, 0), effml_tensor_dim(w, 1), 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_conv1d_create(ctx, effml_tensor_dim(w, 0), effml_tensor_dim(w, 1), 1, &d), EFFML_OK);
   ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(d, pidx(d, "weight")), w), EFFML_OK);
   ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(d, pidx(d, "bias")), b), EFFML_OK);
   return d;

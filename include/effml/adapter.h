@@ -35,9 +35,7 @@
 #ifndef EFFML_ADAPTER_H
 #define EFFML_ADAPTER_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
 #include "layer.h"
 
@@ -296,7 +294,7 @@ EFFML_API effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const 
  * adapters saved with fan_in_fan_out=true apply without transposing.
  * @return EFFML_E_INVALID_ARG (NULL, widths outside [1, 2^31-1]), EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_layer_conv1d_create(effml_context *ctx, int64_t in_features,
+EFFML_API effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features,
                                            int64_t out_features, int32_t bias, effml_layer **out);
 
 /**

@@ -57,13 +57,13 @@ static void conv1d_destroy(effml_layer *l) { effml__free(l->ctx, l->impl); }
 
 static const effml__layer_ops CONV1D_OPS = {"conv1d", conv1d_forward, conv1d_backward, conv1d_destroy};
 
-effml_status effml_layer_conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
+effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
                                  effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (in_features < 1 || out_features < 1 || in_features > INT32_MAX || out_features > INT32_MAX)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_layer_conv1d_create: in_features=%lld and out_features=%lld must be in [1, 2^31-1]",
+                      "effml_adapter_conv1d_create: in_features=%lld and out_features=%lld must be in [1, 2^31-1]",
                       (long long)in_features, (long long)out_features);
   conv1d_impl *d = (conv1d_impl *)effml__calloc_or_err(ctx, 1, sizeof *d, "conv1d layer");
   if (d == NULL) return EFFML_E_NOMEM;

@@ -1,7 +1,7 @@
 /* The frozen dense base under LoRA and LoKr: any layer with parameters
  * "weight" [out, in] (PyTorch nn.Linear layout) and optionally "bias" [out],
  * e.g. effml_layer_dense_create(), or a GPT-2 Conv1D layer (kind "conv1d",
- * effml_layer_conv1d_create()) whose "weight" is stored [in, out] (PEFT's
+ * effml_adapter_conv1d_create()) whose "weight" is stored [in, out] (PEFT's
  * fan_in_fan_out).  W below is always the logical [out, in] weight.  The wrapper owns the base layer and exposes its
  * tensors as "base_layer.weight"/"base_layer.bias" (PEFT's in-memory names). */
 #include <cblas.h>
