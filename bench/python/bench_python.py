@@ -8,7 +8,7 @@ with median and min/max:
 - smote_200k_32: effml.over_sampling.SMOTE vs imblearn.over_sampling.SMOTE
   on 200 000 x 32 float64 with a 5 % minority class (k = 5), the same shape
   as bench_sampler's C case.  Also timed in the same loop: the bare C call
-  (effml_resample through ctypes on pre-wrapped tensors), so
+  (effml_sampler_resample through ctypes on pre-wrapped tensors), so
   `overhead_vs_c` = python / c_call - 1 is the binding's own cost.
 - tiny_call: per-call time of effml.mixture.temperature_probs on 8 sources
   (a whole Python call: conversion, wrap, C, result) vs the bare ctypes call
@@ -88,16 +88,16 @@ def smote_case():
     # bare C call on pre-wrapped tensors, same context and threads
     ctx = _core.Context(num_threads=2)
     opt = ResampleOptions()
-    _lib.fn("effml_resample_options_init")(ctypes.byref(opt))
+    _lib.fn("effml_sampler_resample_options_init")(ctypes.byref(opt))
     opt.method, opt.k_neighbors, opt.seed = 1, 5, 0
     scope = _core.Scope(ctx)
     tx, ty = scope.wrap(X), scope.wrap(y)
-    f, free = _lib.fn("effml_resample"), _lib.fn("effml_tensor_free")
+    f, free = _lib.fn("effml_sampler_resample"), _lib.fn("effml_tensor_free")
 
     def c_call():
         a, b = ctypes.c_void_p(), ctypes.c_void_p()
         ctx.check(f(ctx.handle, ctypes.byref(opt), tx, ty, ctypes.byref(a), ctypes.byref(b)),
-                  "effml_resample")
+                  "effml_sampler_resample")
         free(a.value)
         free(b.value)
 
@@ -134,7 +134,7 @@ def tiny_case():
     sizes = np.array([1e6, 5e5, 2e5, 1e5, 5e4, 2e4, 1e4, 5e3])
     n_calls = 20000
     ctx = _core.thread_context()
-    f = _lib.fn("effml_temperature_probs")
+    f = _lib.fn("effml_sampler_temperature_probs")
     out = np.empty(8)
     D = ctypes.POINTER(ctypes.c_double)
     ps, po = sizes.ctypes.data_as(D), out.ctypes.data_as(D)

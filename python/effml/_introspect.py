@@ -24,12 +24,12 @@ def mirrored_structs():
     from .selective import CascadeCalibrationOptions, CascadeOptions
     return {
         "effml_context_options": (ContextOptions, "effml_context_options_init"),
-        "effml_resample_options": (ResampleOptions, "effml_resample_options_init"),
-        "effml_temperature_schedule": (TemperatureSchedule, "effml_temperature_schedule_init"),
-        "effml_leverage_options": (LeverageOptions, "effml_leverage_options_init"),
+        "effml_sampler_resample_options": (ResampleOptions, "effml_sampler_resample_options_init"),
+        "effml_sampler_temperature_schedule": (TemperatureSchedule, "effml_sampler_temperature_schedule_init"),
+        "effml_sampler_leverage_options": (LeverageOptions, "effml_sampler_leverage_options_init"),
         "effml_cascade_options": (CascadeOptions, "effml_cascade_options_init"),
-        "effml_cascade_calibration_options": (CascadeCalibrationOptions,
-                                              "effml_cascade_calibration_options_init"),
+        "effml_cascade_threshold_options": (CascadeCalibrationOptions,
+                                              "effml_cascade_threshold_options_init"),
     }
 
 
