@@ -22,7 +22,7 @@ estimators may be called from several threads at once; ctypes releases the
 GIL during C calls.  Install and examples: docs/python.md.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import _lib
 from ._core import Context, thread_context
@@ -36,7 +36,7 @@ _lib.lib()  # load now: a missing or mismatched library fails at import
 
 
 def library_version():
-    """Version string of the loaded C library, e.g. ``"0.1.0"``."""
+    """Version string of the loaded C library, e.g. ``"0.2.0"``."""
     return _lib.version_string()
 
 

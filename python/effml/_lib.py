@@ -31,7 +31,7 @@ from ctypes import (POINTER, c_char_p, c_double, c_int32, c_int64, c_size_t,
                     c_uint32, c_uint64, c_void_p)
 
 #: MAJOR.MINOR of the C ABI these bindings were written for.
-ABI_VERSION = (0, 1)
+ABI_VERSION = (0, 2)
 
 #: The soname looked for.
 SONAME = "libeffml.so.0"
@@ -283,5 +283,5 @@ def version():
 
 
 def version_string():
-    """Version string of the loaded library, e.g. ``"0.1.0"``."""
+    """Version string of the loaded library, e.g. ``"0.2.0"``."""
     return fn("effml_version_string")().decode()
