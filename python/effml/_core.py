@@ -182,7 +182,9 @@ def as_array(a, dtypes, name="array", ndim=None):
                              % (name, arr.dtype, ", ".join(str(d) for d in dtypes)))
         arr = np.ascontiguousarray(arr, dtype=dtypes[0])
     elif not arr.flags.c_contiguous or not arr.flags.aligned:
-        arr = np.ascontiguousarray(arr)
+        # (np.ascontiguousarray keeps a contiguous but misaligned buffer, e.g. one
+        # unpickled from a pickle-5 frame: copy explicitly)
+        arr = np.array(arr, order="C", copy=True)
     if ndim is not None:
         ok = arr.ndim in ndim if isinstance(ndim, tuple) else arr.ndim == ndim
         if not ok:
@@ -302,7 +304,13 @@ class Scope:
         return self
 
     def wrap(self, arr, writable=False):
-        """Borrowed tensor over ``arr`` (kept alive until the scope ends)."""
+        """Borrowed tensor over ``arr`` (kept alive until the scope ends).
+
+        An input that is not C-contiguous and aligned is copied first (outputs
+        must already be: C writes into them).
+        """
+        if not writable and not (arr.flags.c_contiguous and arr.flags.aligned):
+            arr = np.array(arr, order="C", copy=True)
         h = wrap(self.ctx, arr, writable)
         self._wrapped.append(h)
         self._keep.append(arr)
