@@ -5,7 +5,8 @@
 # /usr/bin/python3 bench/<area>_baseline.py.  The area `python` builds only
 # the shared library and runs bench/python/bench_python.py against it
 # (EFFML_LIBRARY=build-bench/lib/libeffml.so.0): the Python package vs
-# imbalanced-learn, interleaved in one process, and the per-call overhead.
+# imbalanced-learn, interleaved in one process, and the per-call overhead;
+# then bench/python/bench_dask.py (effml.dask quality and scaling).
 #
 # stdout carries only the benchmarks' JSON lines, one object per line with
 # keys bench, case, ours_s, baseline, baseline_s, speedup (= baseline_s /
@@ -65,6 +66,8 @@ for a in "${areas[@]}"; do
   if [ "$a" = python ]; then
     (cd "$root" && EFFML_LIBRARY="$build/lib/libeffml.so.0" \
       /usr/bin/python3 bench/python/bench_python.py "${bench_args[@]}") || status=1
+    (cd "$root" && EFFML_LIBRARY="$build/lib/libeffml.so.0" \
+      /usr/bin/python3 bench/python/bench_dask.py "${bench_args[@]}") || status=1
     continue
   fi
   "$build/bench/bench_$a" "${bench_args[@]}" || status=1
