@@ -21,7 +21,6 @@ typedef struct effml__lora {
   size_t cap_u;
 } effml__lora;
 
-static const effml__layer_ops LORA_OPS;
 
 void effml_lora_options_init(effml_lora_options *opt) {
   if (opt == NULL) return;
@@ -34,14 +33,13 @@ void effml_lora_options_init(effml_lora_options *opt) {
 }
 
 static effml__lora *as_lora(const effml_layer *l) {
-  return (l && l->ops == &LORA_OPS) ? (effml__lora *)l->impl : NULL;
+  return (l && l->ops == &effml__lora_ops) ? (effml__lora *)l->impl : NULL;
 }
 
 static void lora_destroy(effml_layer *l) {
   effml__lora *p = (effml__lora *)l->impl;
   if (p == NULL) return;
-  effml_layer_free(p->base.layer);
-  effml__free(l->ctx, p->U);
+  effml__free(l->ctx, p->U); /* the base is child 0: freed by the generic code */
   effml__free(l->ctx, p);
 }
 
@@ -109,7 +107,13 @@ static effml_status lora_backward(effml_context *ctx, effml_layer *l, const effm
   return EFFML_OK;
 }
 
-static const effml__layer_ops LORA_OPS = {"lora", lora_forward, lora_backward, lora_destroy};
+const effml__layer_ops effml__lora_ops = {
+    .name = "lora",
+    .forward = lora_forward,
+    .backward = lora_backward,
+    .destroy = lora_destroy,
+    .traits = EFFML__KIND_WRAPS_BASE,
+};
 
 effml_status effml_lora_create(effml_context *ctx, effml_layer *base, const effml_lora_options *opt,
                                effml_layer **out) {
@@ -143,7 +147,7 @@ effml_status effml_lora_create(effml_context *ctx, effml_layer *base, const effm
   p->use_rslora = o.use_rslora != 0;
   p->scaling = p->use_rslora ? o.alpha / sqrt((double)o.rank) : o.alpha / (double)o.rank;
   effml_layer *l = NULL;
-  effml_status st = effml__layer_new(ctx, &LORA_OPS, in, nout, p, &l);
+  effml_status st = effml__layer_new(ctx, &effml__lora_ops, in, nout, p, &l);
   if (st != EFFML_OK) {
     effml__free(ctx, p);
     return st;
@@ -153,7 +157,7 @@ effml_status effml_lora_create(effml_context *ctx, effml_layer *base, const effm
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "lora_A.weight", 2, sa, 1, &p->i_a);
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "lora_B.weight", 2, sb, 1, &p->i_b);
   if (st != EFFML_OK) {
-    p->base.layer = NULL; /* the caller keeps the base on error */
+    effml__layer_disown(l, p->base.layer); /* the caller keeps the base on error */
     effml_layer_free(l);
     return st;
   }
@@ -169,9 +173,8 @@ effml_status effml_lora_create(effml_context *ctx, effml_layer *base, const effm
 }
 
 effml_layer *effml_lora_base(effml_layer *layer) {
-  effml__lora *p = as_lora(layer);
-  if (p) return p->base.layer;
-  return effml__lokr_base(layer);
+  if (layer == NULL || !(layer->ops->traits & EFFML__KIND_WRAPS_BASE)) return NULL;
+  return effml__layer_child(layer, 0);
 }
 
 double effml_lora_scaling(const effml_layer *layer) {
