@@ -260,15 +260,23 @@ EFFML_API effml_status effml_lora_merge_drift(effml_context *ctx, const effml_la
                                               double *max_rel_error);
 
 /**
- * Load PEFT LoRA weights: `dir`/adapter_config.json (`r`, `lora_alpha`
- * (default 8 when absent), `use_rslora`) and `dir`/adapter_model.safetensors,
- * keys `module_names[i]` + ".lora_A.weight" `[r, in]` and ".lora_B.weight"
- * `[out, r]` (PEFT's saved names, adapter name removed), e.g.
- * "base_model.model.model.layers.0.self_attn.q_proj".  Sets each layer's A,
- * B and scaling.  All-or-nothing: on error no layer changed.
- * @return EFFML_E_IO (missing files), EFFML_E_FORMAT (bad JSON, r missing),
- *         EFFML_E_NOT_FOUND (names the missing key), EFFML_E_SHAPE (config r or
- *         a tensor's shape disagrees with the layer: names key and both shapes),
+ * Load PEFT LoRA weights: `dir`/adapter_config.json and
+ * `dir`/adapter_model.safetensors, keys `module_names[i]` + ".lora_A.weight"
+ * `[r, in]` and ".lora_B.weight" `[out, r]` (PEFT's saved names, adapter name
+ * removed), e.g. "base_model.model.model.layers.0.self_attn.q_proj".  Every
+ * config key is checked against the field table of docs/adapters.md (PEFT
+ * 0.21 LoraConfig): informational keys accepted, default/null/empty values
+ * accepted, implemented values honoured (r, lora_alpha -- 8 when absent --,
+ * use_rslora, rank_pattern/alpha_pattern with PEFT's key matching), any other
+ * value refused.  Sets each layer's A, B and scaling.  Every tensor of the file
+ * must be consumed by one of the n modules.  All-or-nothing: on error no layer
+ * changed.
+ * @return EFFML_E_IO (missing files), EFFML_E_FORMAT (bad JSON, r missing,
+ *         malformed value), EFFML_E_UNSUPPORTED (a config value this library
+ *         cannot honour, or a tensor no module consumes: the message names the
+ *         key and value, or the tensor), EFFML_E_NOT_FOUND (names the missing
+ *         key), EFFML_E_SHAPE (a module's r after rank_pattern, or a tensor's
+ *         shape, disagrees with the layer: names key and both shapes),
  *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,

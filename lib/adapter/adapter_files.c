@@ -68,26 +68,6 @@ static int32_t param_named(effml_layer *l, const char *name) {
   return -1;
 }
 
-/* ---- JSON helpers ---- */
-
-static effml_status read_text(effml_context *ctx, const char *path, char **out) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL) return effml__err(ctx, EFFML_E_IO, "cannot open \"%s\"", path);
-  char *buf = NULL;
-  long n = -1;
-  if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-  if (n >= 0 && n < (1L << 26) && fseek(f, 0, SEEK_SET) == 0) buf = (char *)effml__malloc(ctx, (size_t)n + 1);
-  if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-    effml__free(ctx, buf);
-    fclose(f);
-    return effml__err(ctx, n < 0 || n >= (1L << 26) ? EFFML_E_IO : EFFML_E_NOMEM, "cannot read \"%s\"", path);
-  }
-  fclose(f);
-  buf[n] = '\0';
-  *out = buf;
-  return EFFML_OK;
-}
-
 /* ---- PEFT LoRA ---- */
 
 effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
@@ -104,41 +84,23 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
     if (effml_lora_is_merged(layers[i]))
       return effml__err(ctx, EFFML_E_STATE, "effml_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
   }
-  char *cfg_path = join3(ctx, dir, "/", "adapter_config.json");
   char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
   plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)(2 * n), sizeof *items);
-  char *text = NULL;
-  cJSON *cfg = NULL;
+  double *alphas = (double *)effml__calloc(ctx, (size_t)n, sizeof *alphas);
+  effml__peft_cfg *cfg = NULL;
   effml_safetensors *st = NULL;
   effml_status s = EFFML_OK;
-  double r = 0, alpha = 8.0;
-  int32_t rslora = 0;
-  if (cfg_path == NULL || st_path == NULL || items == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
-  if (s == EFFML_OK) s = read_text(ctx, cfg_path, &text);
-  if (s == EFFML_OK) {
-    cfg = cJSON_Parse(text);
-    const cJSON *jr = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "r") : NULL;
-    const cJSON *ja = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "lora_alpha") : NULL;
-    const cJSON *js = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora") : NULL;
-    const cJSON *jt = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "peft_type") : NULL;
-    if (cfg == NULL || !cJSON_IsObject(cfg))
-      s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" is not a JSON object", cfg_path);
-    else if (cJSON_IsString(jt) && strcmp(jt->valuestring, "LORA") != 0)
-      s = effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": peft_type \"%s\" is not LORA", cfg_path, jt->valuestring);
-    else if (!cJSON_IsNumber(jr) || jr->valuedouble < 1 || jr->valuedouble != floor(jr->valuedouble))
-      s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\": \"r\" is missing or not a positive integer", cfg_path);
-    else {
-      r = jr->valuedouble;
-      if (cJSON_IsNumber(ja)) alpha = ja->valuedouble; /* PEFT's default lora_alpha is 8 */
-      rslora = cJSON_IsTrue(js);
-    }
-  }
+  if (st_path == NULL || items == NULL || alphas == NULL)
+    s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
+  if (s == EFFML_OK) s = effml__peft_cfg_open(ctx, dir, 0u, &cfg);
   if (s == EFFML_OK) s = effml_safetensors_load(ctx, st_path, EFFML_SAFETENSORS_COPY, &st);
   int64_t count = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
     effml_layer *l = layers[i];
-    if ((int64_t)r != effml__lora_rank(l)) {
-      s = effml__err(ctx, EFFML_E_SHAPE, "adapter_config.json r=%lld but the layer for \"%s\" has rank=%lld",
+    int64_t r = 0;
+    effml__peft_cfg_module(cfg, module_names[i], &r, &alphas[i]);
+    if (r != effml__lora_rank(l)) {
+      s = effml__err(ctx, EFFML_E_SHAPE, "adapter_config.json r=%lld (after rank_pattern) for \"%s\" but the layer has rank=%lld",
                      (long long)r, module_names[i], (long long)effml__lora_rank(l));
       break;
     }
@@ -150,14 +112,26 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
     effml__free(ctx, ka);
     effml__free(ctx, kb);
   }
+  /* every tensor of the file must be consumed: a stray one means a feature we do not read */
+  for (int64_t t = 0; s == EFFML_OK && t < effml_safetensors_count(st); ++t) {
+    const char *name = effml_safetensors_name(st, t);
+    int used = 0;
+    for (int64_t k = 0; !used && k < count; ++k) {
+      const effml_tensor *src = NULL;
+      used = effml_safetensors_get(ctx, st, name, &src) == EFFML_OK && src == items[k].src;
+    }
+    if (!used)
+      s = effml__err(ctx, EFFML_E_UNSUPPORTED,
+                     "\"%s\": tensor \"%s\" is not consumed by any of the %lld given modules (a module not passed, "
+                     "or a PEFT feature this loader does not read)", st_path, name, (long long)n);
+  }
   if (s == EFFML_OK) s = plan_apply(ctx, items, count);
   if (s == EFFML_OK)
-    for (int64_t i = 0; i < n; ++i) effml__lora_set_alpha(layers[i], alpha, rslora);
+    for (int64_t i = 0; i < n; ++i) effml__lora_set_alpha(layers[i], alphas[i], cfg->use_rslora);
   effml_safetensors_free(st);
-  cJSON_Delete(cfg);
-  effml__free(ctx, text);
+  effml__peft_cfg_close(cfg);
+  effml__free(ctx, alphas);
   effml__free(ctx, items);
-  effml__free(ctx, cfg_path);
   effml__free(ctx, st_path);
   return s;
 }

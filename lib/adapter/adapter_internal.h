@@ -110,4 +110,29 @@ EFFML__HIDDEN extern const effml__layer_ops effml__lora_ops, effml__lokr_ops, ef
 EFFML__HIDDEN void effml__init_kaiming_uniform(effml_context *ctx, float *w, int64_t rows,
                                                int64_t cols, double a);
 
+/* ---- PEFT adapter_config.json (peft_config.c): the field table ---- */
+struct cJSON;
+#define EFFML__PEFT_CAP_DORA 1u      /* the caller honours use_dora */
+#define EFFML__PEFT_CAP_LORA_BIAS 2u /* the caller honours lora_bias */
+typedef struct effml__peft_cfg {
+  effml_context *ctx;
+  char *path;               /* <dir>/adapter_config.json */
+  struct cJSON *root;
+  uint32_t caps;
+  int64_t r;
+  double alpha, dropout;
+  int32_t use_rslora, use_dora, lora_bias, fan_in_fan_out;
+  const struct cJSON *rank_pattern, *alpha_pattern; /* inside root, or NULL */
+} effml__peft_cfg;
+/* Read and check every key of a LoRA adapter_config.json against the field
+ * table; EFFML_E_UNSUPPORTED names the key and value it cannot honour. */
+EFFML__HIDDEN effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t caps,
+                                                effml__peft_cfg **out);
+EFFML__HIDDEN void effml__peft_cfg_close(effml__peft_cfg *c);
+/* r and alpha of one module after rank_pattern / alpha_pattern (PEFT's get_pattern_key). */
+EFFML__HIDDEN void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, int64_t *r,
+                                          double *alpha);
+/* The module name as PEFT matches patterns: without "base_model.model.". */
+EFFML__HIDDEN const char *effml__peft_module_key(const char *module_name);
+
 #endif /* EFFML_ADAPTER_INTERNAL_H */
