@@ -77,6 +77,10 @@ EFFML_BEGIN_DECLS
 #define EFFML_RESAMPLE_RANDOM_UNDER 7 /**< imblearn `RandomUnderSampler` (no replacement) */
 #define EFFML_RESAMPLE_TOMEK 8        /**< remove Tomek-link members, imblearn `TomekLinks` */
 #define EFFML_RESAMPLE_ENN 9          /**< edited nearest neighbours, imblearn `EditedNearestNeighbours` */
+#define EFFML_RESAMPLE_NEARMISS 10    /**< NearMiss 1/2/3 (Mani & Zhang 2003), imblearn `NearMiss`; `version` */
+#define EFFML_RESAMPLE_RENN 11        /**< repeated ENN (Tomek 1976), imblearn `RepeatedEditedNearestNeighbours` */
+#define EFFML_RESAMPLE_ALLKNN 12      /**< ENN with k = 1..n_neighbors (Tomek 1976), imblearn `AllKNN` */
+#define EFFML_RESAMPLE_NCL 13         /**< neighbourhood cleaning rule (Laurikkala 2001), imblearn `NeighbourhoodCleaningRule` */
 
 /** ENN selection rule (`kind_sel`). */
 #define EFFML_ENN_ALL 0  /**< keep a sample iff all its neighbours share its class */
@@ -110,12 +114,17 @@ typedef struct effml_resample_options {
   const int64_t *target_counts;  /**< borrowed during the call */
   int64_t k_neighbors;           /**< SMOTE/Borderline/ADASYN neighbours (default 5) */
   int64_t m_neighbors;           /**< Borderline danger test neighbours (default 10) */
-  int64_t n_neighbors;           /**< ENN neighbours (default 3) */
+  int64_t n_neighbors;           /**< ENN, RENN, AllKNN, NCL, NearMiss neighbours (default 3; at most 60, the kNN limit) */
   int32_t kind_sel;              /**< ENN: EFFML_ENN_ALL (default) or EFFML_ENN_MODE */
   uint64_t seed;                 /**< seed of every random choice (default 0) */
   int64_t block_rows;            /**< kNN query rows per block (memory bound; 0 = 256) */
   int64_t n_categorical;         /**< SMOTE-NC: number of categorical columns (>= 1, < n_features) */
   const int64_t *categorical_features; /**< SMOTE-NC: their column indices; borrowed during the call */
+  int32_t version;               /**< NearMiss version 1, 2 or 3 (default 1) */
+  int32_t allow_minority;        /**< AllKNN: 1 = go on when a class falls below the minority's size (default 0) */
+  int64_t n_neighbors_ver3;      /**< NearMiss-3 pre-selection neighbours (default 3) */
+  int64_t max_iter;              /**< RENN: at most this many ENN passes (default 100) */
+  double threshold_cleaning;     /**< NCL: clean classes of size >= threshold * minority size (default 0.5) */
 } effml_resample_options;
 
 /** Fill `opt` with defaults.  NULL is ignored. */
@@ -182,6 +191,27 @@ EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
  *   toward other classes.  A class without danger points is skipped.
  * - ADASYN: g_i = rint(r_i * n_new) samples from base i (not balanced, as
  *   the paper and the anchor).
+ * - NearMiss (under-sampler; `version`, `n_neighbors`, `n_neighbors_ver3`):
+ *   each targeted class keeps its rows with the smallest sum of distances to
+ *   their n_neighbors nearest (1) / farthest (2) minority rows, or (3) among
+ *   the union of each minority row's n_neighbors_ver3 nearest rows of the
+ *   class, the largest sums to their n_neighbors nearest minority rows (may
+ *   keep fewer than asked, as imblearn).  Kept rows in score order.
+ * - RENN (`n_neighbors`, `kind_sel`, `max_iter`): ENN passes until one removes
+ *   nothing, a non-minority class falls below the minority's size, a class
+ *   vanishes, or max_iter passes.  AllKNN (`n_neighbors`, `kind_sel`,
+ *   `allow_minority`): ENN passes with k = 1..n_neighbors with the last two
+ *   stops (the size stop off when allow_minority is set).
+ *   sampling_strategy is re-resolved on the remaining rows at every pass.
+ * - NCL (`n_neighbors`, `kind_sel`, `threshold_cleaning`): removes the rows a
+ *   majority-vote ENN removes, and the neighbours of every minority row its
+ *   n_neighbors neighbours misclassify (MODE: by majority vote; ALL: any
+ *   neighbour of another class) in targeted classes with at least
+ *   threshold_cleaning * |minority| rows (the paper's rule; imbalanced-learn
+ *   0.10 compares with threshold_cleaning * n_samples).  Original order.
+ * - The kNN returns at most 60 neighbours: n_neighbors (and
+ *   n_neighbors_ver3) above 60 is EFFML_E_INVALID_ARG, except NearMiss-2,
+ *   which scans every minority row.
  * - SMOTE-NC cannot be planned (categorical values are votes, not
  *   interpolations): EFFML_E_UNSUPPORTED here, use effml_resample().
  *

@@ -11,9 +11,13 @@
 
 int effml__method_family(int32_t method) {
   switch (method) {
-    case EFFML_RESAMPLE_RANDOM_UNDER: return EFFML__FAMILY_UNDER;
+    case EFFML_RESAMPLE_RANDOM_UNDER:
+    case EFFML_RESAMPLE_NEARMISS: return EFFML__FAMILY_UNDER;
     case EFFML_RESAMPLE_TOMEK:
-    case EFFML_RESAMPLE_ENN: return EFFML__FAMILY_CLEAN;
+    case EFFML_RESAMPLE_ENN:
+    case EFFML_RESAMPLE_RENN:
+    case EFFML_RESAMPLE_ALLKNN:
+    case EFFML_RESAMPLE_NCL: return EFFML__FAMILY_CLEAN;
     default: return EFFML__FAMILY_OVER;
   }
 }

@@ -79,6 +79,7 @@ PROTOTYPES = {
     "effml_tensor_data": (_P, [_P]),
     "effml_tensor_data_const": (_P, [_P]),
     "effml_tensor_contiguous": (_ST, [_P, _P, _PP]),
+    "effml_tensor_convert": (_ST, [_P, _P, c_int32, _PP]),
     # io
     "effml_npy_load": (_ST, [_P, c_char_p, _PP]),
     "effml_npy_load_buffer": (_ST, [_P, _P, c_size_t, _PP]),
@@ -131,6 +132,25 @@ PROTOTYPES = {
     "effml_ood_fpr_at_tpr": (_ST, [_P, _P, _P, c_double, _D, _D]),
     "effml_eval_top1_error": (_ST, [_P, _P, _P, _D]),
     "effml_eval_nll": (_ST, [_P, _P, _P, _D]),
+    "effml_cascade_create": (_ST, [_P, _P, _PP]),
+    "effml_cascade_free": (None, [_P]),
+    "effml_cascade_add_stage_fn": (_ST, [_P, _P, _P, _P, c_double]),
+    "effml_cascade_add_stage_logits": (_ST, [_P, _P, _P, c_double]),
+    "effml_cascade_num_stages": (c_int32, [_P]),
+    "effml_cascade_num_classes": (c_int64, [_P]),
+    "effml_cascade_stage_cost": (c_double, [_P, c_int32]),
+    "effml_cascade_set_exit_rule": (_ST, [_P, _P, c_int32, c_int32, c_double, c_double]),
+    "effml_cascade_get_exit_rule": (_ST, [_P, _P, c_int32, POINTER(c_int32), _D, _D, _D]),
+    "effml_cascade_calibration_options_init": (None, [_P]),
+    "effml_cascade_calibrate": (_ST, [_P, _P, c_int32, _PP, _P, _P]),
+    "effml_cascade_workspace_create": (_ST, [_P, _P, _PP]),
+    "effml_cascade_workspace_free": (None, [_P]),
+    "effml_cascade_run": (_ST, [_P, _P, _P, c_int64, _P, _P, _P, _P, _P]),
+    "effml_cascade_workspace_num_samples": (c_int64, [_P]),
+    "effml_cascade_workspace_reach_count": (c_int64, [_P, c_int32]),
+    "effml_cascade_workspace_exit_count": (c_int64, [_P, c_int32]),
+    "effml_cascade_workspace_exit_fraction": (c_double, [_P, c_int32]),
+    "effml_cascade_workspace_expected_cost": (c_double, [_P]),
 }
 
 
