@@ -38,7 +38,7 @@ typedef struct effml__layer_ops {
    * effml__layer_set_kind). */
   const char *name;
   /* x: [batch, in] f32 contiguous; y: [batch, out] f32 contiguous (validated).
-   * EFFML_MODE_INFER must not write the layer (several threads may share it). */
+   * EFFML_LAYER_MODE_INFER must not write the layer (several threads may share it). */
   effml_status (*forward)(effml_context *ctx, effml_layer *layer, const effml_tensor *x,
                           effml_tensor *y, int32_t mode);
   /* dy: [batch, out]; dx: [batch, in] or NULL (validated; a train forward is
