@@ -13,7 +13,7 @@
 #ifndef EFFML_ADAPTER_INTERNAL_H
 #define EFFML_ADAPTER_INTERNAL_H
 
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
 struct effml_phm_rule {
   effml_context *ctx;

@@ -8,7 +8,7 @@
  * so a kind listed here without a conformance row fails that suite.  It sits
  * above every area that defines a kind, so no lower area depends on it.
  */
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
 /* The tables (defined in the kinds' own files). */
 extern const effml__layer_ops effml__sequential_ops, effml__dense_ops, effml__activation_ops,
