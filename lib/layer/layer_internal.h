@@ -31,6 +31,7 @@ typedef struct effml__param {
 #define EFFML__KIND_SPARSE 0x1u      /* impl is an effml__sparse_layer (lib/sparse) */
 #define EFFML__KIND_WRAPS_BASE 0x2u  /* child 0 is the base layer the kind adapts */
 #define EFFML__KIND_CONTAINER 0x4u   /* children run one after the other (sequential) */
+#define EFFML__KIND_WEIGHT_IN_OUT 0x8u /* "weight" is stored [in, out] (GPT-2 Conv1D, PEFT fan_in_fan_out) */
 
 typedef struct effml__layer_ops {
   /* Kind name returned by effml_layer_kind() (a table serving several
