@@ -72,6 +72,14 @@ static effml__lokr *as_lokr(const effml_layer *l) {
   return (l && l->ops == &LOKR_OPS) ? (effml__lokr *)l->impl : NULL;
 }
 
+void effml__lokr_detach_base(effml_layer *layer) { as_lokr(layer)->base.layer = NULL; }
+int effml__is_lokr(const effml_layer *layer) { return as_lokr(layer) != NULL; }
+int64_t effml__lokr_rank(const effml_layer *layer) { return as_lokr(layer)->r; }
+void effml__lokr_set_alpha(effml_layer *layer, double alpha) { /* PEFT's scale: alpha / r always */
+  effml__lokr *p = as_lokr(layer);
+  p->scale = alpha / (double)p->r;
+}
+
 effml_layer *effml__lokr_base(effml_layer *layer) {
   effml__lokr *p = as_lokr(layer);
   return p ? p->base.layer : NULL;
