@@ -14,7 +14,7 @@
 #define PEFT_DIR EFFML_TEST_DATA "/peft"
 
 static int run(const char *args) {
-  char cmd[2048];
+  char cmd[4096];
   snprintf(cmd, sizeof cmd, "\"%s\" %s >/dev/null 2>%s/adapter_tool.err", EFFML_ADAPTER_TOOL, args, EFFML_TEST_TMP);
   int rc = system(cmd);
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
@@ -38,7 +38,7 @@ static size_t header_len(const unsigned char *b) {
 }
 
 static void check_case(const char *c) {
-  char args[1024], out[512], ref[512], base[512];
+  char args[2048], out[512], ref[512], base[512];
   snprintf(out, sizeof out, "%s/tool_%s.safetensors", EFFML_TEST_TMP, c);
   snprintf(ref, sizeof ref, "%s/%s/merged.safetensors", PEFT_DIR, c);
   snprintf(base, sizeof base, "%s/%s/base.safetensors", PEFT_DIR, c);

@@ -189,9 +189,7 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
     if (src[j]) s = effml_tensor_copy(ctx, effml_layer_param(l, j), src[j]);
   effml__free(ctx, src);
   if (s != EFFML_OK) {
-    /* hand the base back: detach it from the wrapper before freeing the wrapper */
-    if (c->type == EFFML__PEFT_LORA) effml__lora_impl(l)->base.layer = NULL;
-    else effml__lokr_detach_base(l);
+    effml__layer_disown(l, base); /* the caller keeps the base on error */
     effml_layer_free(l);
     return s;
   }
@@ -205,7 +203,7 @@ effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *lay
   if (effml__is_lora(layer)) return effml_adapter_lora_merge(ctx, layer);
   if (!effml__is_lokr(layer))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_peft_merge_layer: not a lora or lokr layer");
-  effml_layer *base = effml__lokr_base(layer);
+  effml_layer *base = effml_adapter_lora_base(layer); /* child 0 of LoRA and LoKr alike */
   int32_t iw = -1;
   for (int32_t j = 0; j < effml_layer_num_params(base); ++j)
     if (strcmp(effml_layer_param_name(base, j), "weight") == 0) iw = j;
