@@ -112,6 +112,7 @@ int main(int argc, char **argv) {
   co.seed = 7;
   effml_context *ctx = NULL;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
+  bu_machine("adapter", threads, NULL);
   char extra[256];
 
   /* PyTorch-baseline cases: ours only, handed to adapter_baseline.py */
