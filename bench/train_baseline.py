@@ -3,7 +3,7 @@
 784-256-128-10 ReLU MLP on Fashion-MNIST (random data of the same shape when
 the dataset is absent), batch 128, torch.optim.AdamW defaults (lr 1e-3),
 softmax cross-entropy, shuffled every epoch -- the same work as
-effml_fit_classifier.  --reps warm epochs (default 5) after one warm-up epoch.
+effml_train_classifier.  --reps warm epochs (default 5) after one warm-up epoch.
 
 Threads: for every thread count bench_train ran (its record in
 $EFFML_BENCH_TRAIN_OURS, default /tmp/effml_bench_train_ours.json),

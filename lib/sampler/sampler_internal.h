@@ -70,7 +70,7 @@ EFFML__HIDDEN int effml__method_family(int32_t method);
 
 /* values[c]: over = to generate, under = to keep, clean = 1 if targeted; -1 not targeted. */
 EFFML__HIDDEN effml_status effml__strategy_resolve(effml_context *ctx,
-                                                   const effml_resample_options *o,
+                                                   const effml_sampler_resample_options *o,
                                                    const effml__classes *c, int64_t *values);
 
 /* Growing plan: base, neighbor, step. */
@@ -92,7 +92,7 @@ EFFML__HIDDEN void effml__plan_free(effml_context *ctx, effml__plan *p);
 
 /* Method bodies: append to the plan (originals already pushed for over-samplers). */
 typedef struct effml__resample_in {
-  const effml_resample_options *o;
+  const effml_sampler_resample_options *o;
   const double *x; /* [n, d] (NULL for methods that need no geometry) */
   int64_t n, d;
   const int64_t *y;
@@ -117,7 +117,7 @@ EFFML__HIDDEN effml_status effml__enn_plan(effml_context *ctx, const effml__resa
 
 /* SMOTE-NC writes rows directly (no plan form). */
 EFFML__HIDDEN effml_status effml__smotenc_resample(effml_context *ctx,
-                                                   const effml_resample_options *o,
+                                                   const effml_sampler_resample_options *o,
                                                    const effml_tensor *x, const effml_tensor *y,
                                                    effml_tensor **x_out, effml_tensor **y_out);
 
@@ -134,12 +134,12 @@ EFFML__HIDDEN double *effml__gather_rows(effml_context *ctx, const double *x, in
 /* Leverage scores of diag(sqrt(wt)) A (wt NULL: A), A [n, d] row-major f64,
  * by the method in o; tau [n].  EFFML_E_NUMERIC when rank deficient. */
 EFFML__HIDDEN effml_status effml__leverage_f64(effml_context *ctx,
-                                               const effml_leverage_options *o, const double *a,
+                                               const effml_sampler_leverage_options *o, const double *a,
                                                const double *wt, int64_t n, int64_t d,
                                                double *tau);
 /* Read an options prefix into *o (defaults for the rest). */
 EFFML__HIDDEN effml_status effml__leverage_read_options(effml_context *ctx,
-                                                        const effml_leverage_options *opt,
-                                                        effml_leverage_options *o);
+                                                        const effml_sampler_leverage_options *opt,
+                                                        effml_sampler_leverage_options *o);
 
 #endif
