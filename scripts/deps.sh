@@ -3,8 +3,9 @@
 # Sourced by scripts/test.sh and scripts/demo.sh; run alone it installs them.
 # apt-get is skipped when not root or when EFFML_SKIP_APT=1 (then the list is
 # printed for whoever installs them), and when every package is present.
-# C tests never need Python: python3 is only for the optional reference
-# scripts (tests/ref/*.py) and bench baselines, which are not run by CTest.
+# C tests never need Python: python3 is for the optional reference scripts
+# (tests/ref/*.py), the bench baselines and the Python package (python/),
+# whose pytest suite scripts/test.sh runs after CTest.
 
 EFFML_DEPS=(
   build-essential cmake pkg-config          # C11 compiler, g++ for header_cxx, CMake >= 3.20
@@ -17,7 +18,11 @@ EFFML_DEPS=(
   doxygen                                   # cmake --build build --target docs
   gnuplot-nox                               # plots in examples/benchmarks
   dataset-fashion-mnist                     # /usr/share/datasets/fashion-mnist for examples
-  python3                                   # reference scripts and bench baselines only
+  python3                                   # reference scripts and bench baselines
+  python3-numpy python3-venv python3-pip python3-setuptools  # the effml package (python/) and its install
+  python3-pytest python3-pytest-timeout     # its test suite
+  python3-sklearn python3-imblearn python3-pandas python3-scipy  # drop-in tests against imbalanced-learn
+  python3-tqdm python3-dask python3-distributed  # progress bars; effml.dask
 )
 
 effml_install_deps() {

@@ -4,13 +4,17 @@
 # On a fresh Debian 12 machine (as root, with nothing but this repository) it
 # installs every dependency with apt-get (skipped when not root or when
 # EFFML_SKIP_APT=1), then configures, builds and runs all of CTest in build/
-# (RelWithDebInfo), and again in build-asan/ under AddressSanitizer +
+# (RelWithDebInfo), then the Python package's pytest suite (python/tests, with
+# /usr/bin/python3 and EFFML_LIBRARY=build/lib/libeffml.so.0: nothing is
+# installed), and CTest again in build-asan/ under AddressSanitizer +
 # UndefinedBehaviorSanitizer (-DEFFML_SANITIZE=address,undefined).  Exits
-# non-zero if any build or test fails.  Ends with one line
-# "total: N passed, M failed".
+# non-zero if any build or test fails (pytest collecting no test counts as a
+# failure).  Ends with one line "total: N passed, M failed" (CTest tests plus
+# pytest tests).
 #
 # Environment: EFFML_SKIP_APT=1 (no apt-get), EFFML_JOBS (default: nproc),
-# EFFML_CTEST_ARGS (extra ctest arguments, e.g. "-R core").
+# EFFML_CTEST_ARGS (extra ctest arguments, e.g. "-R core"),
+# EFFML_PYTEST_ARGS (extra pytest arguments, e.g. "-k smote").
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -56,6 +60,39 @@ run_suite() {
 }
 
 run_suite plain "$root/build"
+
+# run_pytest: python/tests against the plain build's library (no install).
+run_pytest() {
+  local t log rc p f e line
+  t=$(date +%s)
+  log=$root/build/pytest-summary.log
+  echo "==== python: pytest python/tests (EFFML_LIBRARY=$root/build/lib/libeffml.so.0)"
+  read -r -a pytest_extra <<<"${EFFML_PYTEST_ARGS:-}"
+  set +e
+  (cd "$root" && EFFML_LIBRARY="$root/build/lib/libeffml.so.0" PYTHONDONTWRITEBYTECODE=1 \
+    /usr/bin/python3 -m pytest python/tests -q -p no:cacheprovider --timeout=600 \
+    "${pytest_extra[@]}") 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  # last line, e.g. "41 passed, 1 failed, 2 skipped in 3.21s"
+  line=$(grep -E '[0-9]+ (passed|failed|error)' "$log" | tail -n 1 || true)
+  p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+' || echo 0)
+  f=$((f + e))
+  if [ "$rc" -eq 5 ]; then
+    echo "python: pytest collected no tests" >&2
+    f=$((f + 1))
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "python: pytest exited with $rc" >&2
+    f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+  [ "$rc" -eq 0 ] || status=1
+  summary+=("python: $p passed, $f failed ($(($(date +%s) - t)) s)")
+}
+run_pytest
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

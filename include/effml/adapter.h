@@ -20,13 +20,13 @@
  *   effml_adapter_options o;  effml_adapter_options_init(&o);      // Compacter defaults
  *   effml_layer *ad;  effml_adapter_create(ctx, 768, &o, A, &ad);    // 768 -> 24 -> 768 + x
  *   effml_phm_rule_free(A);                   // layers keep the rule alive
- *   effml_layer_forward(ctx, ad, x, y, EFFML_MODE_TRAIN); ... effml_layer_free(ad);
+ *   effml_layer_forward(ctx, ad, x, y, EFFML_LAYER_MODE_TRAIN); ... effml_layer_free(ad);
  * @endcode
  *
  * Threads: as layer.h -- one thread at a time per layer; a phm rule shared by
  * several layers is written by each of their backward passes, so all layers
  * that share a rule belong to one thread while training.  Inference
- * (EFFML_MODE_INFER) only reads layers and rules.
+ * (EFFML_LAYER_MODE_INFER) only reads layers and rules.
  *
  * Randomness: initial values come from the context's generator, drawn in
  * parameter order (rule, then W_left/W, then W_right), so one seed gives the
@@ -35,9 +35,7 @@
 #ifndef EFFML_ADAPTER_H
 #define EFFML_ADAPTER_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
 #include "layer.h"
 
@@ -77,29 +75,29 @@ EFFML_API effml_tensor *effml_phm_rule_grad(effml_phm_rule *rule);
 /* ------------------------------------------------------------------------ */
 
 /** Initialisation of s_i, t_i (or full B_i), per 2-D slice, fan_in = columns, fan_out = rows. */
-#define EFFML_PHM_INIT_GLOROT_UNIFORM 0 /**< reference code: xavier uniform, gain sqrt(2) (default) */
-#define EFFML_PHM_INIT_GLOROT_NORMAL 1  /**< xavier normal, gain sqrt(2) */
-#define EFFML_PHM_INIT_NORMAL 2         /**< N(0, phm_init_range^2) */
-#define EFFML_PHM_INIT_ADAPTERS 3       /**< what AdapterHub actually does: xavier normal, gain 1 */
+#define EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM 0 /**< reference code: xavier uniform, gain sqrt(2) (default) */
+#define EFFML_ADAPTER_PHM_INIT_GLOROT_NORMAL 1  /**< xavier normal, gain sqrt(2) */
+#define EFFML_ADAPTER_PHM_INIT_NORMAL 2         /**< N(0, phm_init_range^2) */
+#define EFFML_ADAPTER_PHM_INIT_ADAPTERS 3       /**< what AdapterHub actually does: xavier normal, gain 1 */
 
 /** Execution path of a PHM/LPHM layer. */
-#define EFFML_PHM_PATH_FACTORIZED 0   /**< never builds H: b*n*r*(k+d+n^2) MACs (default) */
-#define EFFML_PHM_PATH_MATERIALIZED 1 /**< builds H every call, then one GEMM (reference approach) */
+#define EFFML_ADAPTER_PHM_PATH_FACTORIZED 0   /**< never builds H: b*n*r*(k+d+n^2) MACs (default) */
+#define EFFML_ADAPTER_PHM_PATH_MATERIALIZED 1 /**< builds H every call, then one GEMM (reference approach) */
 
-/** Options of effml_phm_create(); fill with effml_phm_options_init(). */
-typedef struct effml_phm_options {
-  uint32_t struct_size;  /**< sizeof(effml_phm_options), set by _init */
+/** Options of effml_adapter_phm_create(); fill with effml_adapter_phm_options_init(). */
+typedef struct effml_adapter_phm_options {
+  uint32_t struct_size;  /**< sizeof(effml_adapter_phm_options), set by _init */
   int64_t phm_dim;       /**< n, divides in and out (default 4); ignored when a shared rule is given */
   int32_t factorized;    /**< 1: LPHM, B_i = s_i t_i (default; AdapterHub factorized_phm_W); 0: full B_i (PHM) */
   int64_t rank;          /**< r >= 1 of s_i [in/n, r], t_i [r, out/n] (default 1; ignored when !factorized) */
   int32_t bias;          /**< 1: bias "b" [out] (default 1) */
   int32_t w_init;        /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
-  double phm_init_range; /**< std of EFFML_PHM_INIT_NORMAL (default 1e-4) */
+  double phm_init_range; /**< std of EFFML_ADAPTER_PHM_INIT_NORMAL (default 1e-4) */
   double rule_init_std;  /**< std of a per-layer rule (no shared rule), default 0.01 as the reference */
-} effml_phm_options;
+} effml_adapter_phm_options;
 
 /** Fill `opt` with the defaults above (struct_size set).  NULL is ignored. */
-EFFML_API void effml_phm_options_init(effml_phm_options *opt);
+EFFML_API void effml_adapter_phm_options_init(effml_adapter_phm_options *opt);
 
 /**
  * Create a PHM (factorized = 0, kind "phm") or LPHM (kind "lphm") layer
@@ -117,8 +115,8 @@ EFFML_API void effml_phm_options_init(effml_phm_options *opt);
  *         EFFML_E_SHAPE (n does not divide in or out: "in_features=10 is not
  *         a multiple of phm_dim=4"), EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_phm_create(effml_context *ctx, int64_t in_features,
-                                        int64_t out_features, const effml_phm_options *opt,
+EFFML_API effml_status effml_adapter_phm_create(effml_context *ctx, int64_t in_features,
+                                        int64_t out_features, const effml_adapter_phm_options *opt,
                                         effml_phm_rule *rule, effml_layer **out);
 
 /**
@@ -127,14 +125,14 @@ EFFML_API effml_status effml_phm_create(effml_context *ctx, int64_t in_features,
  * as the test oracle of the factorized path.  Cost n*in*out (+ in*out*r/n).
  * @return EFFML_E_INVALID_ARG (not a PHM layer), EFFML_E_SHAPE, EFFML_E_DTYPE.
  */
-EFFML_API effml_status effml_phm_materialize(effml_context *ctx, const effml_layer *layer,
+EFFML_API effml_status effml_adapter_phm_materialize(effml_context *ctx, const effml_layer *layer,
                                              effml_tensor *H);
 
-/** Choose EFFML_PHM_PATH_FACTORIZED or EFFML_PHM_PATH_MATERIALIZED (same results to f32 rounding). */
-EFFML_API effml_status effml_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path);
+/** Choose EFFML_ADAPTER_PHM_PATH_FACTORIZED or EFFML_ADAPTER_PHM_PATH_MATERIALIZED (same results to f32 rounding). */
+EFFML_API effml_status effml_adapter_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path);
 
 /** The shared rule of a PHM/LPHM layer (borrowed), or NULL if it owns a per-layer rule. */
-EFFML_API effml_phm_rule *effml_phm_shared_rule(effml_layer *layer);
+EFFML_API effml_phm_rule *effml_adapter_phm_shared_rule(effml_layer *layer);
 
 /* ------------------------------------------------------------------------ */
 /* Adapter block: up(act(down(x))) + x                                       */
@@ -150,11 +148,11 @@ typedef struct effml_adapter_options {
   int64_t reduction_factor; /**< bottleneck d = features / reduction_factor (default 32) */
   int64_t bottleneck;       /**< if > 0, d itself (overrides reduction_factor); default 0 */
   int32_t projection;       /**< EFFML_ADAPTER_PROJ_* (default LPHM) */
-  int32_t activation;       /**< EFFML_ACT_GELU_TANH (gelu_new, default), _GELU, _RELU, _SILU (swish) */
+  int32_t activation;       /**< EFFML_LAYER_ACT_GELU_TANH (gelu_new, default), _GELU, _RELU, _SILU (swish) */
   int64_t phm_dim;          /**< n for per-block rules (default 4) */
   int64_t rank;             /**< r of the LPHM projections (default 1) */
   int32_t w_init;           /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
-  double phm_init_range;    /**< see effml_phm_options (default 1e-4) */
+  double phm_init_range;    /**< see effml_adapter_phm_options (default 1e-4) */
   int32_t residual;         /**< 1: add x (default 1) */
   int32_t bias;             /**< 1: projections have biases (default 1) */
 } effml_adapter_options;
@@ -205,82 +203,150 @@ EFFML_API effml_status effml_adapter_count_params(effml_context *ctx, int64_t fe
 /* LoRA                                                                      */
 /* ------------------------------------------------------------------------ */
 
-#define EFFML_LORA_INIT_KAIMING_UNIFORM 0 /**< A ~ kaiming_uniform(a = sqrt 5) as PEFT (default) */
-#define EFFML_LORA_INIT_GAUSSIAN 1        /**< A ~ N(0, (1/r)^2), PEFT "gaussian" */
+#define EFFML_ADAPTER_LORA_INIT_KAIMING_UNIFORM 0 /**< A ~ kaiming_uniform(a = sqrt 5) as PEFT (default) */
+#define EFFML_ADAPTER_LORA_INIT_GAUSSIAN 1        /**< A ~ N(0, (1/r)^2), PEFT "gaussian" */
 
-/** Options of effml_lora_create(); fill with effml_lora_options_init(). */
-typedef struct effml_lora_options {
-  uint32_t struct_size; /**< sizeof(effml_lora_options), set by _init */
+/** Options of effml_adapter_lora_create(); fill with effml_adapter_lora_options_init(). */
+typedef struct effml_adapter_lora_options {
+  uint32_t struct_size; /**< sizeof(effml_adapter_lora_options), set by _init */
   int64_t rank;         /**< r >= 1 (default 8, PEFT) */
   double alpha;         /**< lora_alpha (default 8) */
   int32_t use_rslora;   /**< 1: scaling alpha/sqrt(r) instead of alpha/r (default 0) */
   int32_t init_a;       /**< EFFML_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
   int32_t freeze_base;  /**< 1: base weight/bias frozen (default 1) */
-} effml_lora_options;
+  /* appended in 0.2 (struct_size tells them apart) */
+  int32_t use_dora;     /**< 1: DoRA (Liu et al. 2024, arXiv 2402.09353): parameter "lora_magnitude_vector" [out] (default 0) */
+  int32_t lora_bias;    /**< 1: PEFT lora_bias, parameter "lora_B.bias" [out], zero (default 0; not with use_dora) */
+  double dropout;       /**< PEFT lora_dropout p in [0, 1): x is dropped before lora_A in EFFML_LAYER_MODE_TRAIN (default 0) */
+} effml_adapter_lora_options;
 
 /** Fill `opt` with PEFT's LoraConfig defaults (struct_size set).  NULL is ignored. */
-EFFML_API void effml_lora_options_init(effml_lora_options *opt);
+EFFML_API void effml_adapter_lora_options_init(effml_adapter_lora_options *opt);
 
 /**
  * Wrap a dense base layer (a layer with parameter "weight" `[out, in]` and
- * optionally "bias" `[out]`, e.g. effml_dense_create()) in LoRA (kind "lora"):
- * y = x W^T + b + s (x A^T) B^T, A "lora_A.weight" `[r, in]`, B "lora_B.weight"
- * `[out, r]` (zero), s = alpha/r (or alpha/sqrt(r)).  Hu et al. 2021 eq. 3;
- * PEFT LoraLayer.  Parameters: "base_layer.weight", "base_layer.bias" (the
- * base's own tensors), "lora_A.weight", "lora_B.weight".
+ * optionally "bias" `[out]`, e.g. effml_layer_dense_create(); or a "conv1d" layer,
+ * weight stored `[in, out]`) in LoRA (kind "lora"):
+ * y = x W^T + b + s (x_d A^T) B^T [+ s b_B], A "lora_A.weight" `[r, in]`,
+ * B "lora_B.weight" `[out, r]` (zero), s = alpha/r (or alpha/sqrt(r)),
+ * x_d = dropout(x) in training.  Hu et al. 2021 eq. 3; PEFT LoraLayer.
+ * With use_dora (Liu et al. 2024, arXiv 2402.09353, eq. 5):
+ * y = b + (m / ||W + s B A||_row) .* (x W^T + s (x A^T) B^T), the norm a
+ * constant in backward (DoRA section 4.3, as PEFT); m "lora_magnitude_vector"
+ * `[out]` starts at ||W||_row of the base weight at creation.  With lora_bias,
+ * "lora_B.bias" `[out]` (zero).  Parameters: "base_layer.weight",
+ * "base_layer.bias" (the base's own tensors), "lora_A.weight",
+ * "lora_B.weight", then "lora_B.bias" / "lora_magnitude_vector".  Extra cost
+ * per forward: r*(in+out) MACs per row; DoRA adds out*in*r MACs (the norms)
+ * and one pass over W.
  * Ownership: on success the LoRA layer owns `base` (freed with it); on error
  * the caller still owns it.
  * @return EFFML_E_INVALID_ARG (NULL, rank < 1, alpha not finite, bad init_a,
- *         base without "weight"), EFFML_E_SHAPE (base weight not 2-D or bias
+ *         dropout outside [0, 1), base without "weight"), EFFML_E_UNSUPPORTED
+ *         (use_dora with lora_bias), EFFML_E_SHAPE (base weight not 2-D or bias
  *         not [out]), EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_lora_create(effml_context *ctx, effml_layer *base,
-                                         const effml_lora_options *opt, effml_layer **out);
+EFFML_API effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base,
+                                         const effml_adapter_lora_options *opt, effml_layer **out);
 /** Borrow the base layer of a LoRA or LoKr layer (NULL otherwise). */
-EFFML_API effml_layer *effml_lora_base(effml_layer *layer);
+EFFML_API effml_layer *effml_adapter_lora_base(effml_layer *layer);
 /** Scaling s of a LoRA layer (0 if not LoRA). */
-EFFML_API double effml_lora_scaling(const effml_layer *layer);
+EFFML_API double effml_adapter_lora_scaling(const effml_layer *layer);
 /**
- * Merge: W <- W + s B A (PEFT merge); forward then costs one GEMM.  Unmerge
- * subtracts the same product.  f32 rounding makes merge+unmerge inexact:
- * effml_lora_merge_drift() measures it.
- * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG (not LoRA).
+ * Merge: W <- W + s B A and b <- b + s b_B (PEFT merge); with DoRA
+ * W <- (m / ||W + s B A||_row) .* (W + s B A), the norm kept for unmerge.
+ * Forward then costs one GEMM.  Unmerge subtracts the same product.  A
+ * merged DoRA or dropout layer refuses EFFML_LAYER_MODE_TRAIN (EFFML_E_STATE).  f32 rounding makes merge+unmerge inexact:
+ * effml_adapter_lora_merge_drift() measures it.
+ * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG (not LoRA),
+ *         EFFML_E_UNSUPPORTED (lora_bias on a base without bias: nothing to merge it into),
+ *         EFFML_E_NOMEM (DoRA).
  */
-EFFML_API effml_status effml_lora_merge(effml_context *ctx, effml_layer *layer);
-EFFML_API effml_status effml_lora_unmerge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_lora_merge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_lora_unmerge(effml_context *ctx, effml_layer *layer);
 /** 1 if merged, else 0. */
-EFFML_API int32_t effml_lora_is_merged(const effml_layer *layer);
+EFFML_API int32_t effml_adapter_lora_is_merged(const effml_layer *layer);
+/**
+ * Set the training dropout p in [0, 1) of a LoRA layer (PEFT lora_dropout:
+ * x is dropped, and kept entries scaled by 1/(1-p), before lora_A, in
+ * EFFML_LAYER_MODE_TRAIN only; masks come from the context generator).
+ * @return EFFML_E_INVALID_ARG (not LoRA, p outside [0, 1)).
+ */
+EFFML_API effml_status effml_adapter_lora_set_dropout(effml_context *ctx, effml_layer *layer, double p);
+/** The training dropout p of a LoRA layer (0 if not LoRA). */
+EFFML_API double effml_adapter_lora_dropout(const effml_layer *layer);
 /**
  * Run `cycles` merge/unmerge cycles on a copy of the base weight and report
  * max |W_after - W_before| (absolute) and that divided by max |W_before|.
  * The layer is not modified.  @return EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_lora_merge_drift(effml_context *ctx, const effml_layer *layer,
+EFFML_API effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_layer *layer,
                                               int64_t cycles, double *max_abs_error,
                                               double *max_rel_error);
 
 /**
- * Load PEFT LoRA weights: `dir`/adapter_config.json (`r`, `lora_alpha`
- * (default 8 when absent), `use_rslora`) and `dir`/adapter_model.safetensors,
- * keys `module_names[i]` + ".lora_A.weight" `[r, in]` and ".lora_B.weight"
- * `[out, r]` (PEFT's saved names, adapter name removed), e.g.
- * "base_model.model.model.layers.0.self_attn.q_proj".  Sets each layer's A,
- * B and scaling.  All-or-nothing: on error no layer changed.
- * @return EFFML_E_IO (missing files), EFFML_E_FORMAT (bad JSON, r missing),
- *         EFFML_E_NOT_FOUND (names the missing key), EFFML_E_SHAPE (config r or
- *         a tensor's shape disagrees with the layer: names key and both shapes),
+ * Create a GPT-2 `Conv1D` layer (kind "conv1d", HF transformers
+ * pytorch_utils.Conv1D): y = x W + b with "weight" stored `[in, out]` (the
+ * layout PEFT calls fan_in_fan_out) and "bias" `[out]` when `bias`.  Weight
+ * N(0, 0.02^2) from the context generator, bias 0 (GPT-2's init).  Load a
+ * GPT-2 checkpoint's `c_attn.weight` into it as is; effml_adapter_lora_create()
+ * accepts it as a base and reads the layout from the kind, so LoRA/DoRA
+ * adapters saved with fan_in_fan_out=true apply without transposing.
+ * @return EFFML_E_INVALID_ARG (NULL, widths outside [1, 2^31-1]), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features,
+                                           int64_t out_features, int32_t bias, effml_layer **out);
+
+/**
+ * Fill `opt` (effml_adapter_lora_options_init() first is not needed) with what
+ * `dir`/adapter_config.json says for one module: rank and alpha after
+ * rank_pattern/alpha_pattern (PEFT's key matching on the name without
+ * "base_model.model."), use_rslora, use_dora, lora_bias, dropout.  Create the
+ * module's layer with these options, then effml_adapter_lora_load_peft().
+ * @param module_name  e.g. "base_model.model.model.layers.0.self_attn.q_proj"
+ * @return the errors of the field table (EFFML_E_UNSUPPORTED naming key and
+ *         value, EFFML_E_FORMAT, EFFML_E_IO), EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_lora_peft_options(effml_context *ctx, const char *dir,
+                                               const char *module_name, effml_adapter_lora_options *opt);
+
+/**
+ * Load PEFT LoRA weights: `dir`/adapter_config.json and
+ * `dir`/adapter_model.safetensors, keys `module_names[i]` + ".lora_A.weight"
+ * `[r, in]` and ".lora_B.weight" `[out, r]` (PEFT's saved names, adapter name
+ * removed), e.g. "base_model.model.model.layers.0.self_attn.q_proj".  Every
+ * config key is checked against the field table of docs/adapters.md (PEFT
+ * 0.21 LoraConfig): informational keys accepted, default/null/empty values
+ * accepted, implemented values honoured (r, lora_alpha -- 8 when absent --,
+ * use_rslora, rank_pattern/alpha_pattern with PEFT's key matching), any other
+ * value refused.  use_dora and lora_bias must agree with how each layer was
+ * made (see effml_adapter_lora_peft_options()); lora_dropout is set on every layer.
+ * Sets each layer's A, B (and "lora_B.bias", "lora_magnitude_vector"),
+ * scaling and dropout.  Every tensor of the file
+ * must be consumed by one of the n modules.  All-or-nothing: on error no layer
+ * changed.
+ * @return EFFML_E_IO (missing files), EFFML_E_FORMAT (bad JSON, r missing,
+ *         malformed value), EFFML_E_UNSUPPORTED (a config value this library
+ *         cannot honour, or a tensor no module consumes: the message names the
+ *         key and value, or the tensor), EFFML_E_NOT_FOUND (names the missing
+ *         key), EFFML_E_SHAPE (a module's r after rank_pattern, or a tensor's
+ *         shape, disagrees with the layer: names key and both shapes),
  *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
+EFFML_API effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
                                             effml_layer *const *layers,
                                             const char *const *module_names);
 /**
  * Save in PEFT's layout: `dir` (must exist)/adapter_model.safetensors (F32,
  * metadata {"format": "pt"}) and adapter_config.json (peft_type "LORA", r,
- * lora_alpha, use_rslora, target_modules = last name components, ...).
- * All layers must share r, alpha and use_rslora (EFFML_E_INVALID_ARG otherwise).
+ * lora_alpha, use_rslora, use_dora, lora_dropout, fan_in_fan_out (true for
+ * conv1d bases), lora_bias when set, target_modules = last name components,
+ * r/alpha of modules that differ from layers[0] as rank_pattern/alpha_pattern).
+ * Tensors: lora_A.weight, lora_B.weight, lora_B.bias, lora_magnitude_vector.
+ * All layers must share use_rslora, use_dora, lora_bias, dropout and base
+ * layout (EFFML_E_INVALID_ARG otherwise); a merged layer is EFFML_E_STATE.
  */
-EFFML_API effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
+EFFML_API effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
                                             effml_layer *const *layers,
                                             const char *const *module_names,
                                             const char *base_model_name_or_path);
@@ -297,17 +363,17 @@ EFFML_API effml_status effml_lora_save_peft(effml_context *ctx, const char *dir,
  * Blocks must all share one rule, or all have per-projection rules
  * (phm_rule_key then unused, may be NULL).  Metadata {"format": "pt"}.
  */
-EFFML_API effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *path,
+EFFML_API effml_status effml_adapter_compacter_save_adapterhub(effml_context *ctx, const char *path,
                                                        int64_t n, effml_layer *const *blocks,
                                                        const char *const *prefixes,
                                                        const char *phm_rule_key);
 /**
- * Load what effml_compacter_save_adapterhub() writes, or an AdapterHub
+ * Load what effml_adapter_compacter_save_adapterhub() writes, or an AdapterHub
  * `adapter.safetensors`.  All-or-nothing.
  * @return EFFML_E_NOT_FOUND (names the missing key), EFFML_E_SHAPE (names the
  *         key and both shapes), EFFML_E_IO, EFFML_E_FORMAT, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *path,
+EFFML_API effml_status effml_adapter_compacter_load_adapterhub(effml_context *ctx, const char *path,
                                                        int64_t n, effml_layer *const *blocks,
                                                        const char *const *prefixes,
                                                        const char *phm_rule_key);
@@ -316,22 +382,22 @@ EFFML_API effml_status effml_compacter_load_adapterhub(effml_context *ctx, const
 /* LoKr                                                                      */
 /* ------------------------------------------------------------------------ */
 
-#define EFFML_LOKR_SCALE_PEFT 0    /**< scale = alpha / r always (PEFT, default) */
-#define EFFML_LOKR_SCALE_LYCORIS 1 /**< scale 1 when w1 and w2 are both full (LyCORIS) */
+#define EFFML_ADAPTER_LOKR_SCALE_PEFT 0    /**< scale = alpha / r always (PEFT, default) */
+#define EFFML_ADAPTER_LOKR_SCALE_LYCORIS 1 /**< scale 1 when w1 and w2 are both full (LyCORIS) */
 
-/** Options of effml_lokr_create(); fill with effml_lokr_options_init(). */
-typedef struct effml_lokr_options {
-  uint32_t struct_size;     /**< sizeof(effml_lokr_options), set by _init */
+/** Options of effml_adapter_lokr_create(); fill with effml_adapter_lokr_options_init(). */
+typedef struct effml_adapter_lokr_options {
+  uint32_t struct_size;     /**< sizeof(effml_adapter_lokr_options), set by _init */
   int64_t rank;             /**< r >= 1 (default 8) */
   double alpha;             /**< default 8 */
   int32_t decompose_both;   /**< 1: also factor w1 when r < max(out_l, in_m)/2 (default 0) */
   int64_t decompose_factor; /**< factorization cap, -1 = none (default) */
   int32_t scale_convention; /**< EFFML_LOKR_SCALE_* (default PEFT) */
   int32_t freeze_base;      /**< default 1 */
-} effml_lokr_options;
+} effml_adapter_lokr_options;
 
 /** Fill `opt` with PEFT's LoKrConfig defaults.  NULL is ignored. */
-EFFML_API void effml_lokr_options_init(effml_lokr_options *opt);
+EFFML_API void effml_adapter_lokr_options_init(effml_adapter_lokr_options *opt);
 
 /**
  * PEFT's factorization(dim, factor): (m, n), m <= n, m * n = dim, closest
@@ -339,7 +405,7 @@ EFFML_API void effml_lokr_options_init(effml_lokr_options *opt);
  * Anchors: 256 -> (16,16); 128 -> (8,16); 127 -> (1,127); 128, 4 -> (4,32).
  * @return EFFML_E_INVALID_ARG (dim < 1, NULL outputs).
  */
-EFFML_API effml_status effml_lokr_factorization(int64_t dim, int64_t factor, int64_t *m,
+EFFML_API effml_status effml_adapter_lokr_factorization(int64_t dim, int64_t factor, int64_t *m,
                                                 int64_t *n);
 /**
  * Wrap a dense base layer in LoKr (kind "lokr"): y = x W^T + b + x dW^T,
@@ -350,10 +416,10 @@ EFFML_API effml_status effml_lokr_factorization(int64_t dim, int64_t factor, int
  * "lokr_w2" or "lokr_w2_a"/"lokr_w2_b".  Init as PEFT: w1 (or w1_a) = 0,
  * the others kaiming_uniform(a = sqrt 5).  Ownership of `base` as LoRA.
  */
-EFFML_API effml_status effml_lokr_create(effml_context *ctx, effml_layer *base,
-                                         const effml_lokr_options *opt, effml_layer **out);
+EFFML_API effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base,
+                                         const effml_adapter_lokr_options *opt, effml_layer **out);
 /** Write dW `[out, in]` (scale included) of a LoKr layer (inspection, merge, tests). */
-EFFML_API effml_status effml_lokr_delta_weight(effml_context *ctx, const effml_layer *layer,
+EFFML_API effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer,
                                                effml_tensor *dw);
 
 EFFML_END_DECLS

@@ -13,7 +13,7 @@
 #ifndef EFFML_ADAPTER_INTERNAL_H
 #define EFFML_ADAPTER_INTERNAL_H
 
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
 struct effml_phm_rule {
   effml_context *ctx;
@@ -46,7 +46,7 @@ typedef struct effml__phm {
 /* Create a PHM/LPHM layer; fixed_rule builds the n = 1 dense projection used
  * by the adapter block (no "phm_rule" parameter). */
 EFFML__HIDDEN effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
-                                             const effml_phm_options *opt, effml_phm_rule *rule,
+                                             const effml_adapter_phm_options *opt, effml_phm_rule *rule,
                                              int32_t fixed_rule, effml_layer **out_layer);
 /* 1 if the layer is a PHM/LPHM layer. */
 EFFML__HIDDEN int effml__is_phm(const effml_layer *l);
@@ -75,7 +75,24 @@ EFFML__HIDDEN effml_status effml__phm_backward_materialized(effml_context *ctx, 
 typedef struct effml__dense_base {
   effml_layer *layer;   /* owned */
   int32_t i_weight, i_bias; /* indices in the wrapper's param list */
+  int32_t transposed;   /* 1: weight stored [in, out] (GPT-2 Conv1D, PEFT fan_in_fan_out) */
 } effml__dense_base;
+/* 1 if `base` stores its weight [in, out] (kind "conv1d"). */
+EFFML__HIDDEN int effml__base_is_transposed(const effml_layer *base);
+/* y = x W^T + beta y (no bias), W the logical [out, in] weight, for b rows. */
+EFFML__HIDDEN void effml__dense_base_matmul(const effml_layer *l, const effml__dense_base *db,
+                                            const float *x, int64_t b, float beta, float *y);
+/* dx = dy W + beta dx. */
+EFFML__HIDDEN void effml__dense_base_matmul_t(const effml_layer *l, const effml__dense_base *db,
+                                              const float *dy, int64_t b, float beta, float *dx);
+/* grad(W) += dy^T x (in the storage layout). */
+EFFML__HIDDEN void effml__dense_base_wgrad(effml_layer *l, const effml__dense_base *db, const float *dy,
+                                           const float *x, int64_t b);
+/* Copy logical rows j0 .. j0+nb-1 of W ([nb, in]) out of / into the storage. */
+EFFML__HIDDEN void effml__dense_base_rows(const effml_layer *l, const effml__dense_base *db, int64_t j0,
+                                          int64_t nb, float *T);
+EFFML__HIDDEN void effml__dense_base_set_rows(effml_layer *l, const effml__dense_base *db, int64_t j0,
+                                              int64_t nb, const float *T);
 
 /* Check `base` has "weight" [out, in] (and optional "bias" [out]); give in, out. */
 EFFML__HIDDEN effml_status effml__wrap_dense_base(effml_context *ctx, effml_layer *base,
@@ -91,6 +108,40 @@ EFFML__HIDDEN void effml__dense_base_forward(effml_layer *l, const effml__dense_
 EFFML__HIDDEN void effml__dense_base_backward(effml_layer *l, const effml__dense_base *db,
                                               const float *x, const float *dy, int64_t b,
                                               float *dx);
+
+/* A LoRA / DoRA layer (lora.c; DoRA kernels in lora_dora.c). */
+typedef struct effml__lora {
+  effml__dense_base base;
+  int64_t r;
+  double alpha, scaling, dropout;
+  int32_t use_rslora, use_dora, merged;
+  int32_t i_a, i_b, i_bb, i_m; /* lora_B.bias, lora_magnitude_vector: -1 if absent */
+  const float *x;  /* borrowed input of the last TRAIN forward */
+  int64_t batch;
+  float *U;        /* [batch, r] of the last TRAIN forward */
+  size_t cap_u;
+  int32_t dropped; /* the last TRAIN forward applied dropout: xd, mask valid */
+  float *xd, *mask; /* [batch, in] dropped input and mask (0 or 1/(1-p)) */
+  size_t cap_x;
+  float *Z;        /* DoRA: [batch, out] x_d W^T + s U B^T of the last TRAIN forward */
+  size_t cap_z;
+  float *norm;     /* DoRA: [out] ||W + s B A||_row of the last forward */
+  float *merge_norm; /* DoRA: [out] the norm used by merge (for unmerge) */
+} effml__lora;
+/* Grow *buf to hold n floats (contents lost); 0 on allocation failure. */
+EFFML__HIDDEN int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n);
+/* Training dropout of x before lora_A (TRAIN and p > 0): returns x_d (p->xd, mask in p->mask,
+ * p->dropped = 1) or x itself; NULL on allocation failure (*st set). */
+EFFML__HIDDEN const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float *x, int64_t b,
+                                               int64_t in, int32_t mode, effml_status *st);
+/* The impl of a LoRA layer, or NULL. */
+EFFML__HIDDEN effml__lora *effml__lora_impl(const effml_layer *l);
+/* DoRA: out[j] = ||W_j + s B_j A|| (row norms of the logical [out, in] weight). */
+EFFML__HIDDEN effml_status effml__dora_norms(effml_context *ctx, effml_layer *l, float *out);
+EFFML__HIDDEN effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float *x, int64_t b,
+                                               float *y, int32_t mode);
+EFFML__HIDDEN effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const float *dy, float *dx);
+EFFML__HIDDEN effml_status effml__dora_merge(effml_context *ctx, effml_layer *l, int32_t to_merged);
 
 /* LoRA internals for the PEFT loader: rank, and set alpha/use_rslora (recomputes the scaling). */
 EFFML__HIDDEN int effml__is_lora(const effml_layer *layer);
@@ -108,5 +159,30 @@ EFFML__HIDDEN effml_layer *effml__lokr_base(effml_layer *layer);
  * gain = sqrt(2/(1+a^2)), fan_in = cols.  From the context generator. */
 EFFML__HIDDEN void effml__init_kaiming_uniform(effml_context *ctx, float *w, int64_t rows,
                                                int64_t cols, double a);
+
+/* ---- PEFT adapter_config.json (peft_config.c): the field table ---- */
+struct cJSON;
+#define EFFML__PEFT_CAP_DORA 1u      /* the caller honours use_dora */
+#define EFFML__PEFT_CAP_LORA_BIAS 2u /* the caller honours lora_bias */
+typedef struct effml__peft_cfg {
+  effml_context *ctx;
+  char *path;               /* <dir>/adapter_config.json */
+  struct cJSON *root;
+  uint32_t caps;
+  int64_t r;
+  double alpha, dropout;
+  int32_t use_rslora, use_dora, lora_bias, fan_in_fan_out;
+  const struct cJSON *rank_pattern, *alpha_pattern; /* inside root, or NULL */
+} effml__peft_cfg;
+/* Read and check every key of a LoRA adapter_config.json against the field
+ * table; EFFML_E_UNSUPPORTED names the key and value it cannot honour. */
+EFFML__HIDDEN effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t caps,
+                                                effml__peft_cfg **out);
+EFFML__HIDDEN void effml__peft_cfg_close(effml__peft_cfg *c);
+/* r and alpha of one module after rank_pattern / alpha_pattern (PEFT's get_pattern_key). */
+EFFML__HIDDEN void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, int64_t *r,
+                                          double *alpha);
+/* The module name as PEFT matches patterns: without "base_model.model.". */
+EFFML__HIDDEN const char *effml__peft_module_key(const char *module_name);
 
 #endif /* EFFML_ADAPTER_INTERNAL_H */

@@ -19,6 +19,11 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->n_neighbors = 3;
   opt->kind_sel = EFFML_SAMPLER_ENN_ALL;
   opt->block_rows = 0;
+  opt->version = 1;
+  opt->allow_minority = 0;
+  opt->n_neighbors_ver3 = 3;
+  opt->max_iter = 100;
+  opt->threshold_cleaning = 0.5;
 }
 
 static effml_status read_options(effml_context *ctx, const effml_sampler_resample_options *opt,
@@ -41,7 +46,11 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     case EFFML_SAMPLER_RESAMPLE_RANDOM_OVER:
     case EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER:
     case EFFML_SAMPLER_RESAMPLE_TOMEK:
-    case EFFML_SAMPLER_RESAMPLE_ENN: break;
+    case EFFML_SAMPLER_RESAMPLE_ENN:
+    case EFFML_SAMPLER_RESAMPLE_NEARMISS:
+    case EFFML_SAMPLER_RESAMPLE_RENN:
+    case EFFML_SAMPLER_RESAMPLE_ALLKNN:
+    case EFFML_SAMPLER_RESAMPLE_NCL: break;
     default:
       return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_RESAMPLE_* value",
                         (int)o->method);
@@ -126,6 +135,10 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
       case EFFML_SAMPLER_RESAMPLE_RANDOM_OVER: st = effml__random_over_plan(ctx, &in, p); break;
       case EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER: st = effml__random_under_plan(ctx, &in, p); break;
       case EFFML_SAMPLER_RESAMPLE_TOMEK: st = effml__tomek_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_NEARMISS: st = effml__nearmiss_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_RENN: st = effml__renn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_ALLKNN: st = effml__allknn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_NCL: st = effml__ncl_plan(ctx, &in, p); break;
       default: st = effml__enn_plan(ctx, &in, p); break;
     }
   }

@@ -7,6 +7,10 @@
 /* Default rows per kNN query block and reference block. */
 #define EFFML__KNN_QBLOCK 256
 #define EFFML__KNN_RBLOCK 2048
+/* Most neighbours effml__knn_f64 returns per query. */
+#ifndef EFFML__KNN_MAX_K
+#define EFFML__KNN_MAX_K 60
+#endif
 
 /* Exact kNN on f64 row-major data.  ref [n_ref, d], q [n_q, d].  When
  * `self_index` is non-NULL, query i never returns reference row
@@ -114,6 +118,25 @@ EFFML__HIDDEN effml_status effml__tomek_plan(effml_context *ctx, const effml__re
                                              effml__plan *p);
 EFFML__HIDDEN effml_status effml__enn_plan(effml_context *ctx, const effml__resample_in *in,
                                            effml__plan *p);
+
+/* NearMiss 1/2/3 (nearmiss.c); RENN, AllKNN, NCL (enn_family.c). */
+EFFML__HIDDEN effml_status effml__nearmiss_plan(effml_context *ctx, const effml__resample_in *in,
+                                                effml__plan *p);
+EFFML__HIDDEN effml_status effml__renn_plan(effml_context *ctx, const effml__resample_in *in,
+                                            effml__plan *p);
+EFFML__HIDDEN effml_status effml__allknn_plan(effml_context *ctx, const effml__resample_in *in,
+                                              effml__plan *p);
+EFFML__HIDDEN effml_status effml__ncl_plan(effml_context *ctx, const effml__resample_in *in,
+                                           effml__plan *p);
+/* One ENN pass on compact rows xs [m, d] with labels ys: kept positions into
+ * keep [m] (grouped by class in label order), count into *n_keep.  Targeted
+ * classes from o's sampling_strategy resolved on ys as a cleaning rule. */
+EFFML__HIDDEN effml_status effml__enn_pass(effml_context *ctx, const effml_sampler_resample_options *o,
+                                           const double *xs, const int64_t *ys, int64_t m,
+                                           int64_t d, int64_t k, int32_t kind_sel, int64_t *keep,
+                                           int64_t *n_keep);
+/* numpy's pairwise summation order (np.sum of a contiguous run). */
+EFFML__HIDDEN double effml__np_sum(const double *a, int64_t n);
 
 /* SMOTE-NC writes rows directly (no plan form). */
 EFFML__HIDDEN effml_status effml__smotenc_resample(effml_context *ctx,

@@ -1,0 +1,189 @@
+/**
+ * @file effml/core.h
+ * @brief The core: export macros, version, status codes, and the context
+ *        (allocator hooks, thread count, random generator, log callback, last
+ *        error message).
+ *
+ * `EFFML_API` marks every exported function.  Vendored or static builds may
+ * define it before including any libeffml header (for example to nothing).
+ *
+ * Version: the compile-time macros are the single source of truth (CMake
+ * reads them).  Compare `EFFML_VERSION_NUMBER` with effml_version_number() to
+ * detect a header/library mismatch.  The ABI major is `EFFML_VERSION_MAJOR`
+ * (the SONAME is `libeffml.so.<major>`); see docs/ABI.md.
+ *
+ * Status codes: every fallible function returns an `effml_status`: 0 on
+ * success, a negative code on error.  Codes are explicit numbers that are
+ * never reused or renumbered (a retired code keeps its number forever).  The
+ * detailed message -- naming the argument and the value that was wrong -- is
+ * stored in the context: see effml_context_last_error().
+ *
+ * The context: every libeffml object is made from a context and must not outlive it.  A
+ * context and the objects made from it are used by one thread at a time,
+ * unless a header says otherwise (docs/threading.md).  There is no global
+ * state and no global initialisation.
+ *
+ * @code
+ *   effml_context_options opt;
+ *   effml_context_options_init(&opt);
+ *   opt.num_threads = 2;  opt.seed = 42;
+ *   effml_context *ctx;
+ *   if (effml_context_create(&opt, &ctx) != EFFML_OK) return 1;
+ *   ... if (st != EFFML_OK) fprintf(stderr, "%s\n", effml_context_last_error(ctx));
+ *   effml_context_free(ctx);
+ * @endcode
+ *
+ * Random numbers: the context owns one generator (xoshiro256**, seeded with
+ * splitmix64 from `seed`).  Functions that need randomness draw from it in a
+ * documented order, so the same seed and inputs give the same outputs on every
+ * platform and for every thread count.
+ *
+ * BLAS threads: libeffml never changes OpenBLAS's own thread count.  Set it
+ * with the environment variable OPENBLAS_NUM_THREADS or
+ * openblas_set_num_threads() in your program.  `num_threads` only controls the
+ * library's own loops.
+ */
+#ifndef EFFML_CORE_H
+#define EFFML_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef EFFML_API
+#  if defined(_WIN32) && defined(EFFML_BUILDING_SHARED)
+#    define EFFML_API __declspec(dllexport)
+#  elif defined(__GNUC__) || defined(__clang__)
+#    define EFFML_API __attribute__((visibility("default")))
+#  else
+#    define EFFML_API
+#  endif
+#endif
+
+#ifdef __cplusplus
+#  define EFFML_BEGIN_DECLS extern "C" {
+#  define EFFML_END_DECLS }
+#else
+#  define EFFML_BEGIN_DECLS
+#  define EFFML_END_DECLS
+#endif
+
+#define EFFML_VERSION_MAJOR 0
+#define EFFML_VERSION_MINOR 2
+#define EFFML_VERSION_PATCH 0
+/** major*10000 + minor*100 + patch. */
+#define EFFML_VERSION_NUMBER \
+  (EFFML_VERSION_MAJOR * 10000 + EFFML_VERSION_MINOR * 100 + EFFML_VERSION_PATCH)
+#define EFFML_VERSION_STRING "0.2.0"
+
+EFFML_BEGIN_DECLS
+
+/* ---- version ---- */
+
+/** Version number of the library actually linked (same encoding as EFFML_VERSION_NUMBER). */
+EFFML_API int32_t effml_version_number(void);
+/** Version string of the linked library ("0.2.0"); static storage, never freed. */
+EFFML_API const char *effml_version_string(void);
+
+/* ---- status codes ---- */
+
+typedef int32_t effml_status;
+
+#define EFFML_OK 0
+#define EFFML_E_INVALID_ARG (-1)  /**< NULL pointer, value out of its allowed range */
+#define EFFML_E_SHAPE (-2)        /**< shapes disagree, zero/negative dim, too many dims */
+#define EFFML_E_DTYPE (-3)        /**< unsupported or mismatched element type */
+#define EFFML_E_NOMEM (-4)        /**< allocation failed */
+#define EFFML_E_IO (-5)           /**< file could not be opened, read or written */
+#define EFFML_E_FORMAT (-6)       /**< file or buffer contents are malformed */
+#define EFFML_E_NUMERIC (-7)      /**< NaN/inf input, singular matrix, no convergence */
+#define EFFML_E_UNSUPPORTED (-8)  /**< valid request that this build does not implement */
+#define EFFML_E_NOT_FOUND (-9)    /**< named item (tensor, parameter, file) absent */
+#define EFFML_E_OVERFLOW (-10)    /**< a size computation overflows size_t/int64_t */
+#define EFFML_E_STATE (-11)       /**< call out of order (e.g. backward before forward) */
+#define EFFML_E_RANGE (-12)       /**< index or label out of range */
+
+/**
+ * Short static description of a status code ("invalid argument", ...).
+ * Unknown codes give "unknown status".  Never NULL, never freed.
+ */
+EFFML_API const char *effml_status_str(effml_status status);
+
+/* ---- context ---- */
+
+typedef struct effml_context effml_context;
+
+/** Allocate `size` bytes aligned for any C type; return NULL on failure. */
+typedef void *(*effml_alloc_fn)(void *user_data, size_t size);
+/** Release memory from the matching effml_alloc_fn; `ptr` is never NULL. */
+typedef void (*effml_free_fn)(void *user_data, void *ptr);
+
+/** Log levels passed to effml_log_fn. */
+#define EFFML_CORE_LOG_ERROR 1
+#define EFFML_CORE_LOG_WARN 2
+#define EFFML_CORE_LOG_INFO 3
+#define EFFML_CORE_LOG_DEBUG 4
+
+/** Log callback: `message` is borrowed for the duration of the call. */
+typedef void (*effml_log_fn)(void *user_data, int32_t level, const char *message);
+
+/**
+ * Options for effml_context_create().  Fill with effml_context_options_init()
+ * first; fields are only ever added at the end.
+ */
+typedef struct effml_context_options {
+  uint32_t struct_size;     /**< sizeof(effml_context_options), set by _init */
+  effml_alloc_fn alloc;     /**< NULL: malloc (both alloc and free must be set, or neither) */
+  effml_free_fn free;       /**< NULL: free */
+  void *alloc_user_data;    /**< passed to alloc/free */
+  int32_t num_threads;      /**< threads for libeffml's own loops, >= 1 (default 1) */
+  uint64_t seed;            /**< seed of the context's generator (default 0) */
+  effml_log_fn log;         /**< NULL: no logging */
+  void *log_user_data;      /**< passed to log */
+  int32_t log_level;        /**< messages at or below this level are passed (default EFFML_CORE_LOG_WARN) */
+} effml_context_options;
+
+/** Fill `opt` with defaults (struct_size set).  NULL is ignored. */
+EFFML_API void effml_context_options_init(effml_context_options *opt);
+
+/**
+ * Create a context.
+ * @param opt  options (NULL: defaults).  Only the first `opt->struct_size`
+ *             bytes are read.
+ * @param out  receives the new context, owned by the caller (effml_context_free()).
+ * @return EFFML_E_INVALID_ARG (out NULL, bad struct_size, num_threads < 1,
+ *         only one of alloc/free set), EFFML_E_NOMEM.  On error *out is untouched.
+ */
+EFFML_API effml_status effml_context_create(const effml_context_options *opt,
+                                            effml_context **out);
+
+/** Free a context.  All objects made from it must be freed first.  NULL is a no-op. */
+EFFML_API void effml_context_free(effml_context *ctx);
+
+/**
+ * Message of the last error recorded in `ctx` ("" if none).  Borrowed: valid
+ * until the next libeffml call with this context.  NULL ctx gives a static
+ * message.
+ */
+EFFML_API const char *effml_context_last_error(const effml_context *ctx);
+
+/** Status of the last error recorded in `ctx` (EFFML_OK if none). */
+EFFML_API effml_status effml_context_last_status(const effml_context *ctx);
+
+/** Forget the last error. */
+EFFML_API void effml_context_clear_error(effml_context *ctx);
+
+/** Threads used by libeffml's own loops (>= 1). */
+EFFML_API int32_t effml_context_num_threads(const effml_context *ctx);
+
+/** Set the thread count for libeffml's own loops.  EFFML_E_INVALID_ARG if < 1 or > 1024. */
+EFFML_API effml_status effml_context_set_num_threads(effml_context *ctx, int32_t num_threads);
+
+/** Re-seed the context's generator (same effect as creating it with this seed). */
+EFFML_API void effml_context_set_seed(effml_context *ctx, uint64_t seed);
+
+/** Next 64 random bits from the context's generator (for callers that want the same stream). */
+EFFML_API uint64_t effml_context_random_u64(effml_context *ctx);
+
+EFFML_END_DECLS
+
+#endif /* EFFML_CORE_H */

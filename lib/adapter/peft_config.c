@@ -1,0 +1,311 @@
+/* PEFT adapter_config.json for LoRA (PEFT 0.21 LoraConfig): the field table.
+ *
+ * The rule (docs/adapters.md, "adapter_config.json field table"):
+ *   - informational keys are accepted whatever their value;
+ *   - a key at its default, null or empty value is accepted;
+ *   - a value the library implements is honoured;
+ *   - any other value is EFFML_E_UNSUPPORTED naming the key and the value.
+ * A key the table does not know is accepted only when null, false, {} or [];
+ * anything else is refused the same way (a newer PEFT may have added it). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+enum {
+  F_INFO,     /* informational: any value */
+  F_EMPTY,    /* only null / false / {} / [] / "" (the defaults) */
+  F_HONOURED  /* parsed below */
+};
+
+typedef struct field {
+  const char *key;
+  int rule;
+} field;
+
+/* Every key PEFT 0.21 writes for LoraConfig (sorted as PEFT writes them). */
+static const field LORA_FIELDS[] = {
+    {"alora_invocation_tokens", F_EMPTY}, /* aLoRA: activation after invocation tokens */
+    {"alpha_pattern", F_HONOURED},
+    {"arrow_config", F_EMPTY},            /* Arrow routing between several LoRAs */
+    {"auto_mapping", F_INFO},
+    {"base_model_name_or_path", F_INFO},
+    {"bias", F_HONOURED},                 /* "none" only */
+    {"corda_config", F_INFO},             /* init-time only; init "corda" itself is refused */
+    {"ensure_weight_tying", F_HONOURED},  /* accepted: acts only with modules_to_save/trainable tokens */
+    {"eva_config", F_INFO},               /* init-time only (EVA leaves the base unchanged) */
+    {"exclude_modules", F_INFO},          /* targeting: the caller names the modules */
+    {"fan_in_fan_out", F_HONOURED},       /* A/B do not depend on it; the base layer states its layout */
+    {"inference_mode", F_INFO},
+    {"init_lora_weights", F_HONOURED},
+    {"kasa_config", F_EMPTY},
+    {"layer_replication", F_EMPTY},       /* rebuilds the layer stack */
+    {"layers_pattern", F_INFO},
+    {"layers_to_transform", F_INFO},
+    {"loftq_config", F_INFO},             /* init-time only; init "loftq" itself is refused */
+    {"lora_alpha", F_HONOURED},
+    {"lora_bias", F_HONOURED},
+    {"lora_dropout", F_HONOURED},
+    {"lora_ga_config", F_EMPTY},
+    {"megatron_config", F_EMPTY},
+    {"megatron_core", F_INFO},
+    {"modules_to_save", F_EMPTY},         /* full copies of other modules: refused */
+    {"monteclora_config", F_EMPTY},
+    {"peft_type", F_HONOURED},
+    {"peft_version", F_INFO},
+    {"qalora_group_size", F_INFO},        /* used only with use_qalora */
+    {"r", F_HONOURED},
+    {"rank_pattern", F_HONOURED},
+    {"revision", F_INFO},
+    {"runtime_config", F_INFO},           /* not saved by PEFT; runtime only */
+    {"target_modules", F_INFO},           /* targeting: the caller names the modules */
+    {"target_parameters", F_EMPTY},       /* LoRA on nn.Parameter (MoE experts) */
+    {"task_type", F_INFO},
+    {"trainable_token_indices", F_EMPTY},
+    {"use_bdlora", F_EMPTY},
+    {"use_dora", F_HONOURED},
+    {"use_qalora", F_EMPTY},
+    {"use_rslora", F_HONOURED},
+    {"velora_config", F_EMPTY},
+};
+
+static const field *find_field(const char *key) {
+  for (size_t i = 0; i < sizeof LORA_FIELDS / sizeof LORA_FIELDS[0]; ++i)
+    if (strcmp(LORA_FIELDS[i].key, key) == 0) return &LORA_FIELDS[i];
+  return NULL;
+}
+
+static int is_empty_value(const cJSON *v) {
+  if (cJSON_IsNull(v) || cJSON_IsFalse(v)) return 1;
+  if ((cJSON_IsObject(v) || cJSON_IsArray(v)) && v->child == NULL) return 1;
+  if (cJSON_IsString(v) && v->valuestring[0] == '\0') return 1;
+  return 0;
+}
+
+/* The value as compact JSON, cut to fit `buf`. */
+static const char *value_str(const cJSON *v, char *buf, size_t len) {
+  char *s = cJSON_PrintUnformatted(v);
+  if (s == NULL) {
+    snprintf(buf, len, "?");
+    return buf;
+  }
+  if (strlen(s) >= len && len > 4) {
+    memcpy(buf, s, len - 4);
+    memcpy(buf + len - 4, "...", 4);
+  } else {
+    snprintf(buf, len, "%s", s);
+  }
+  free(s);
+  return buf;
+}
+
+static effml_status unsupported(effml_context *ctx, const effml__peft_cfg *c, const cJSON *v,
+                                const char *why) {
+  char b[160];
+  return effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": %s=%s is not supported%s%s", c->path, v->string,
+                    value_str(v, b, sizeof b), why ? ": " : "", why ? why : "");
+}
+
+static effml_status bad_value(effml_context *ctx, const effml__peft_cfg *c, const cJSON *v,
+                              const char *want) {
+  char b[160];
+  return effml__err(ctx, EFFML_E_FORMAT, "\"%s\": %s=%s, expected %s", c->path, v->string,
+                    value_str(v, b, sizeof b), want);
+}
+
+/* A rank/alpha pattern: an object of {regex: number}; the regexes are checked here. */
+static effml_status check_pattern(effml_context *ctx, const effml__peft_cfg *c, const cJSON *v,
+                                  int want_int) {
+  if (cJSON_IsNull(v)) return EFFML_OK;
+  if (!cJSON_IsObject(v)) return bad_value(ctx, c, v, "an object {module pattern: number}");
+  for (const cJSON *e = v->child; e; e = e->next) {
+    if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) ||
+        (want_int && (e->valuedouble < 1 || e->valuedouble != floor(e->valuedouble))))
+      return effml__err(ctx, EFFML_E_FORMAT, "\"%s\": %s[\"%s\"] must be a %s", c->path, v->string,
+                        e->string, want_int ? "positive integer" : "finite number");
+    /* PEFT matches Python regular expressions; we match POSIX extended ones.  The
+     * common subset (literals, ., [], *, +, ?, |, (), {m,n}, \. escapes) means the
+     * same; anything else (\d, (?...), lazy quantifiers) is refused. */
+    const char *k = e->string;
+    for (size_t i = 0; k[i]; ++i) {
+      int bad = 0;
+      if (k[i] == '\\') bad = k[i + 1] == '\0' || (k[i + 1] >= 'a' && k[i + 1] <= 'z') ||
+                              (k[i + 1] >= 'A' && k[i + 1] <= 'Z') || (k[i + 1] >= '0' && k[i + 1] <= '9');
+      if (k[i] == '(' && k[i + 1] == '?') bad = 1;
+      if ((k[i] == '*' || k[i] == '+' || k[i] == '?' || k[i] == '}') && k[i + 1] == '?') bad = 1;
+      if (bad)
+        return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                          "\"%s\": %s key \"%s\" uses regular-expression syntax other than POSIX extended "
+                          "(\\d, \\w, (?...), lazy quantifiers); write it without them",
+                          c->path, v->string, k);
+      if (k[i] == '\\') ++i;
+    }
+    size_t len = strlen(k);
+    char *re = (char *)effml__malloc(ctx, len + 16);
+    if (re == NULL) return effml__err(ctx, EFFML_E_NOMEM, "peft config: out of memory");
+    snprintf(re, len + 16, "^(.*\\.)?(%s)$", k);
+    regex_t rx;
+    int rc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
+    effml__free(ctx, re);
+    if (rc != 0)
+      return effml__err(ctx, EFFML_E_FORMAT, "\"%s\": %s key \"%s\" is not a valid regular expression",
+                        c->path, v->string, k);
+    regfree(&rx);
+  }
+  return EFFML_OK;
+}
+
+static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSON *v) {
+  const char *k = v->string;
+  const field *f = find_field(k);
+  if (f == NULL) {
+    if (is_empty_value(v)) return EFFML_OK;
+    return unsupported(ctx, c, v, "unknown key (not in PEFT 0.21's LoraConfig)");
+  }
+  if (f->rule == F_INFO) return EFFML_OK;
+  if (f->rule == F_EMPTY) return is_empty_value(v) ? EFFML_OK : unsupported(ctx, c, v, NULL);
+  if (strcmp(k, "peft_type") == 0) {
+    if (!cJSON_IsString(v)) return bad_value(ctx, c, v, "a string");
+    if (strcmp(v->valuestring, "LORA") != 0)
+      return unsupported(ctx, c, v, "this loader reads LORA adapters");
+  } else if (strcmp(k, "r") == 0) {
+    if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble > 1e9)
+      return bad_value(ctx, c, v, "a positive integer");
+    c->r = (int64_t)v->valuedouble;
+  } else if (strcmp(k, "lora_alpha") == 0) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(ctx, c, v, "a finite number");
+    c->alpha = v->valuedouble;
+  } else if (strcmp(k, "use_rslora") == 0 || strcmp(k, "use_dora") == 0 || strcmp(k, "lora_bias") == 0 ||
+             strcmp(k, "fan_in_fan_out") == 0 || strcmp(k, "ensure_weight_tying") == 0) {
+    if (!cJSON_IsBool(v)) return bad_value(ctx, c, v, "true or false");
+    int on = cJSON_IsTrue(v);
+    if (strcmp(k, "use_rslora") == 0) c->use_rslora = on;
+    if (strcmp(k, "use_dora") == 0) c->use_dora = on;
+    if (strcmp(k, "lora_bias") == 0) c->lora_bias = on;
+    if (strcmp(k, "fan_in_fan_out") == 0) c->fan_in_fan_out = on;
+    if (on && (c->caps & EFFML__PEFT_CAP_DORA) == 0 && strcmp(k, "use_dora") == 0)
+      return unsupported(ctx, c, v, "DoRA is not implemented by this loader");
+    if (on && (c->caps & EFFML__PEFT_CAP_LORA_BIAS) == 0 && strcmp(k, "lora_bias") == 0)
+      return unsupported(ctx, c, v, "a bias on lora_B is not implemented by this loader");
+  } else if (strcmp(k, "lora_dropout") == 0) {
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
+      return bad_value(ctx, c, v, "a number in [0, 1)");
+    c->dropout = v->valuedouble;
+  } else if (strcmp(k, "bias") == 0) {
+    if (!cJSON_IsString(v)) return bad_value(ctx, c, v, "\"none\", \"all\" or \"lora_only\"");
+    if (strcmp(v->valuestring, "none") != 0)
+      return unsupported(ctx, c, v, "the file then carries trained base biases; only \"none\" is read");
+  } else if (strcmp(k, "init_lora_weights") == 0) {
+    /* The weights are in the file, so the initialisation only matters when it
+     * changed the base weights too (PiSSA, OLoRA, CorDA, LoftQ, LoRA-GA...). */
+    if (cJSON_IsBool(v)) return EFFML_OK;
+    if (cJSON_IsString(v) && (strcmp(v->valuestring, "gaussian") == 0 || strcmp(v->valuestring, "eva") == 0))
+      return EFFML_OK;
+    return unsupported(ctx, c, v,
+                       "this initialisation changes the base weights, which the adapter file does not "
+                       "carry (convert the adapter with PEFT's path_initial_model_for_weight_conversion)");
+  } else if (strcmp(k, "rank_pattern") == 0 || strcmp(k, "alpha_pattern") == 0) {
+    int rank = k[0] == 'r';
+    EFFML__TRY(check_pattern(ctx, c, v, rank));
+    if (rank) c->rank_pattern = v;
+    else c->alpha_pattern = v;
+  }
+  return EFFML_OK;
+}
+
+static char *path_join(effml_context *ctx, const char *dir, const char *file) {
+  size_t a = strlen(dir), b = strlen(file);
+  char *s = (char *)effml__malloc(ctx, a + b + 2);
+  if (s == NULL) return NULL;
+  memcpy(s, dir, a);
+  s[a] = '/';
+  memcpy(s + a + 1, file, b + 1);
+  return s;
+}
+
+effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t caps,
+                                  effml__peft_cfg **out) {
+  effml__peft_cfg *c = (effml__peft_cfg *)effml__calloc_or_err(ctx, 1, sizeof *c, "a PEFT config");
+  if (c == NULL) return EFFML_E_NOMEM;
+  c->ctx = ctx;
+  c->caps = caps;
+  c->alpha = 8.0; /* PEFT's default lora_alpha */
+  c->path = path_join(ctx, dir, "adapter_config.json");
+  effml_status s = c->path ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "peft config: out of memory");
+  FILE *f = s == EFFML_OK ? fopen(c->path, "rb") : NULL;
+  if (s == EFFML_OK && f == NULL) s = effml__err(ctx, EFFML_E_IO, "cannot open \"%s\"", c->path);
+  if (s == EFFML_OK) {
+    long n = -1;
+    char *buf = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    if (n >= 0 && n < (1L << 26) && fseek(f, 0, SEEK_SET) == 0) buf = (char *)effml__malloc(ctx, (size_t)n + 1);
+    if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+      s = effml__err(ctx, EFFML_E_IO, "cannot read \"%s\"", c->path);
+    } else {
+      buf[n] = '\0';
+      c->root = cJSON_Parse(buf);
+    }
+    effml__free(ctx, buf);
+    fclose(f);
+  }
+  if (s == EFFML_OK && (c->root == NULL || !cJSON_IsObject(c->root)))
+    s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" is not a JSON object", c->path);
+  int have_r = 0;
+  for (const cJSON *v = c->root ? c->root->child : NULL; s == EFFML_OK && v; v = v->next) {
+    s = check_key(ctx, c, v);
+    have_r |= strcmp(v->string, "r") == 0;
+  }
+  if (s == EFFML_OK && !have_r)
+    s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\": \"r\" is missing", c->path);
+  if (s != EFFML_OK) {
+    effml__peft_cfg_close(c);
+    return s;
+  }
+  *out = c;
+  return EFFML_OK;
+}
+
+void effml__peft_cfg_close(effml__peft_cfg *c) {
+  if (c == NULL) return;
+  cJSON_Delete(c->root);
+  effml__free(c->ctx, c->path);
+  effml__free(c->ctx, c);
+}
+
+/* PEFT's get_pattern_key: the first key k (in file order) with
+ * re.match(rf"(.*\.)?({k})$", name); NULL if none. */
+static const cJSON *pattern_entry(const cJSON *pattern, const char *name) {
+  if (pattern == NULL || !cJSON_IsObject(pattern)) return NULL;
+  for (const cJSON *e = pattern->child; e; e = e->next) {
+    size_t len = strlen(e->string) + 16;
+    char *re = (char *)malloc(len);
+    if (re == NULL) return NULL;
+    snprintf(re, len, "^(.*\\.)?(%s)$", e->string);
+    regex_t rx;
+    int ok = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) == 0;
+    free(re);
+    if (!ok) continue; /* checked at open */
+    int hit = regexec(&rx, name, 0, NULL, 0) == 0;
+    regfree(&rx);
+    if (hit) return e;
+  }
+  return NULL;
+}
+
+const char *effml__peft_module_key(const char *module_name) {
+  static const char prefix[] = "base_model.model.";
+  if (strncmp(module_name, prefix, sizeof prefix - 1) == 0) return module_name + sizeof prefix - 1;
+  return module_name;
+}
+
+void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, int64_t *r, double *alpha) {
+  const char *key = effml__peft_module_key(module_name);
+  const cJSON *er = pattern_entry(c->rank_pattern, key), *ea = pattern_entry(c->alpha_pattern, key);
+  *r = er ? (int64_t)er->valuedouble : c->r;
+  *alpha = ea ? ea->valuedouble : c->alpha;
+}

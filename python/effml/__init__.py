@@ -1,0 +1,57 @@
+"""effml: Python bindings of libeffml (pure Python over the C ABI, ctypes + numpy).
+
+Importing the package loads ``libeffml.so.0`` (see :mod:`effml._lib` for
+where it looks) and refuses a library of another MAJOR.MINOR version.
+
+Modules:
+
+- :mod:`effml.over_sampling`, :mod:`effml.under_sampling`: drop-in
+  replacements for imbalanced-learn's samplers of the same names;
+- :mod:`effml.io`: ``.npy`` and safetensors files;
+- :mod:`effml.mixture`: temperature sampling over data sources, UniMax,
+  virtual sizes, interleaving, alias draws;
+- :mod:`effml.coreset`: leverage scores, Lewis weights, sensitivity sampling;
+- :mod:`effml.selective`: selective-classification and OOD metrics,
+  ensembles over precomputed logits.
+
+Errors raise the classes in :mod:`effml.errors` (each also a ValueError,
+MemoryError, OSError, ... as a scikit-learn user expects).
+"""
+
+__version__ = "0.2.0"
+
+from . import _lib
+from ._core import Context, thread_context
+from ._errors import (EffmlError, InvalidArgumentError, ShapeError, DtypeError,
+                      OutOfMemoryError, EffmlIOError, FormatError, NumericError,
+                      UnsupportedError, NotFoundError, SizeOverflowError, StateError,
+                      RangeError)
+from ._lib import LibraryNotFoundError, LibraryVersionError
+
+_lib.lib()  # load now: a missing or mismatched library fails at import
+
+
+def library_version():
+    """Version string of the loaded C library, e.g. ``"0.2.0"``."""
+    return _lib.version_string()
+
+
+def library_path():
+    """Absolute path of the loaded ``libeffml.so.0``."""
+    return _lib.path()
+
+
+def isa_level():
+    """SIMD level the C library dispatches to, as the library reports it.
+
+    Returns None when the loaded library has no introspection call yet.
+    """
+    from ._introspect import isa_level as _isa
+    return _isa()
+
+
+__all__ = ["Context", "thread_context", "EffmlError", "InvalidArgumentError", "ShapeError",
+           "DtypeError", "OutOfMemoryError", "EffmlIOError", "FormatError", "NumericError",
+           "UnsupportedError", "NotFoundError", "SizeOverflowError", "StateError",
+           "RangeError", "LibraryNotFoundError", "LibraryVersionError", "library_version",
+           "library_path", "isa_level", "__version__"]

@@ -1,0 +1,358 @@
+"""Contexts, calls and tensors: the layer every other module is built on.
+
+Contexts
+    A :class:`Context` owns one C ``effml_context`` (thread count, seed, last
+    error).  A C context is used by one thread at a time, so the package keeps
+    one per Python thread (:func:`thread_context`), created on first use and
+    freed with the thread's local storage; never share a :class:`Context`
+    object between threads.  Estimators never store a context: each call takes
+    the calling thread's, so estimators pickle and run in several threads or
+    processes (``n_jobs``) at once.
+
+Tensors
+    :func:`wrap` hands a numpy array to C *without copying* when it is
+    C-contiguous, aligned, native byte order and of a dtype libeffml knows
+    (float32/64, int8/16/32/64, uint8/16/32/64, float16, bool); a read-only
+    array is wrapped read-only, so C can never write through it.  Any other
+    array is converted once (``np.ascontiguousarray(a, dtype=...)``) and the
+    copy is wrapped.  Owned C results are *adopted*: :func:`adopt` returns a
+    numpy array over the C tensor's memory (no copy) that frees the tensor
+    when the last numpy view of it goes away.
+"""
+
+import ctypes
+import threading
+import weakref
+from ctypes import byref, c_int64, c_void_p
+
+import numpy as np
+
+from . import _lib
+from ._errors import DtypeError, InvalidArgumentError, error_for
+
+F32, F64, I32, I64, U8, I8, I16, U16, U32, U64, F16, BF16, BOOL = range(1, 14)
+
+#: numpy dtype -> libeffml dtype code (native little-endian only).
+NP_TO_EFFML = {
+    np.dtype(np.float32): F32, np.dtype(np.float64): F64,
+    np.dtype(np.int32): I32, np.dtype(np.int64): I64,
+    np.dtype(np.uint8): U8, np.dtype(np.int8): I8,
+    np.dtype(np.int16): I16, np.dtype(np.uint16): U16,
+    np.dtype(np.uint32): U32, np.dtype(np.uint64): U64,
+    np.dtype(np.float16): F16, np.dtype(np.bool_): BOOL,
+}
+#: libeffml dtype code -> numpy dtype (bf16 has no numpy dtype: see adopt()).
+EFFML_TO_NP = {v: k for k, v in NP_TO_EFFML.items()}
+
+
+class Context:
+    """One libeffml context: thread count, seed of its generator, last error.
+
+    Parameters
+    ----------
+    num_threads : int, default 1
+        Threads for libeffml's own loops (>= 1).  BLAS threads are OpenBLAS's
+        (``OPENBLAS_NUM_THREADS``).
+    seed : int, default 0
+        Seed of the context's generator (functions that take an explicit seed
+        do not use it).
+
+    A context is used by one thread at a time.  Use :func:`thread_context`
+    for the calling thread's default context.
+    """
+
+    __slots__ = ("_h", "__weakref__")
+
+    def __init__(self, num_threads=1, seed=0):
+        self._h = None
+        opt = ContextOptions()
+        _lib.fn("effml_context_options_init")(byref(opt))
+        opt.num_threads = int(num_threads)
+        opt.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        h = c_void_p()
+        st = _lib.fn("effml_context_create")(byref(opt), byref(h))
+        if st:
+            raise error_for(st, "cannot create a context (num_threads=%r)" % num_threads,
+                            "effml_context_create")
+        self._h = h.value
+
+    @property
+    def handle(self):
+        """The raw ``effml_context *`` as an int (for ctypes calls)."""
+        return self._h
+
+    @property
+    def num_threads(self):
+        """Threads for libeffml's own loops."""
+        return _lib.fn("effml_context_num_threads")(self._h)
+
+    @num_threads.setter
+    def num_threads(self, n):
+        self.check(_lib.fn("effml_context_set_num_threads")(self._h, int(n)),
+                   "effml_context_set_num_threads")
+
+    def set_seed(self, seed):
+        """Re-seed the context's generator."""
+        _lib.fn("effml_context_set_seed")(self._h, int(seed) & 0xFFFFFFFFFFFFFFFF)
+
+    def last_error(self):
+        """Message of the last error recorded in this context ("" if none)."""
+        m = _lib.fn("effml_context_last_error")(self._h)
+        return m.decode("utf-8", "replace") if m else ""
+
+    def check(self, status, function):
+        """Raise the exception for ``status`` (with the context's message) if nonzero."""
+        if status:
+            raise error_for(status, self.last_error(), function)
+
+    def close(self):
+        """Free the C context now (every object made from it must be gone)."""
+        h, self._h = self._h, None
+        if h:
+            _lib.fn("effml_context_free")(h)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __reduce__(self):
+        raise TypeError("a libeffml Context cannot be pickled; make one per process/thread")
+
+
+_tls = threading.local()
+
+
+def thread_context(num_threads=None):
+    """The calling thread's default :class:`Context` (created on first use).
+
+    ``num_threads`` (if given) sets its thread count first: estimators pass
+    their ``n_jobs`` here.
+    """
+    ctx = getattr(_tls, "ctx", None)
+    if ctx is None:
+        ctx = _tls.ctx = Context()
+    if num_threads is not None and num_threads != ctx.num_threads:
+        ctx.num_threads = num_threads
+    return ctx
+
+
+def n_jobs_to_threads(n_jobs):
+    """scikit-learn's ``n_jobs`` convention -> a thread count >= 1.
+
+    None -> 1, -1 -> all CPUs, -2 -> all but one, ..., k >= 1 -> k.
+    """
+    if n_jobs is None:
+        return 1
+    n_jobs = int(n_jobs)
+    if n_jobs == 0:
+        raise InvalidArgumentError("n_jobs == 0 has no meaning (None, -1 or >= 1)")
+    if n_jobs < 0:
+        import os
+        return max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return n_jobs
+
+
+class ContextOptions(ctypes.Structure):
+    """Mirror of ``effml_context_options`` (include/effml/context.h)."""
+
+    _fields_ = [("struct_size", ctypes.c_uint32), ("alloc", c_void_p), ("free", c_void_p),
+                ("alloc_user_data", c_void_p), ("num_threads", ctypes.c_int32),
+                ("seed", ctypes.c_uint64), ("log", c_void_p), ("log_user_data", c_void_p),
+                ("log_level", ctypes.c_int32)]
+
+
+# ---------------------------------------------------------------- tensors
+
+
+def as_array(a, dtypes, name="array", ndim=None):
+    """``a`` as a numpy array libeffml can wrap without a further copy.
+
+    ``dtypes``: allowed numpy dtypes, first = the conversion target for
+    anything else.  A C-contiguous array of an allowed dtype is returned as is
+    (no copy); otherwise it is converted once.  ``ndim`` (int or tuple)
+    is checked when given.
+    """
+    arr = np.asarray(a)
+    if arr.dtype not in dtypes:
+        if arr.dtype.kind in "OUSVMmc":
+            raise DtypeError("%s has dtype %s; expected a numeric array (%s)"
+                             % (name, arr.dtype, ", ".join(str(d) for d in dtypes)))
+        arr = np.ascontiguousarray(arr, dtype=dtypes[0])
+    elif not arr.flags.c_contiguous or not arr.flags.aligned:
+        arr = np.ascontiguousarray(arr)
+    if ndim is not None:
+        ok = arr.ndim in ndim if isinstance(ndim, tuple) else arr.ndim == ndim
+        if not ok:
+            from ._errors import ShapeError
+            raise ShapeError("%s must have %s dimension(s), got shape %s"
+                             % (name, ndim, arr.shape))
+    return arr
+
+
+_wrap_fn = None
+_free_fn = None
+
+
+def wrap(ctx, arr, writable=False):
+    """Wrap a C-contiguous numpy array as a borrowed ``effml_tensor *`` (int).
+
+    The caller keeps ``arr`` alive until the tensor is freed (use
+    :class:`Scope`).  Read-only arrays are wrapped read-only; ``writable``
+    demands a writable array (C output buffers).
+    """
+    global _wrap_fn
+    code = NP_TO_EFFML.get(arr.dtype)
+    if code is None:
+        raise DtypeError("dtype %s has no libeffml equivalent" % arr.dtype)
+    if not arr.flags.c_contiguous:
+        raise InvalidArgumentError("internal: wrap() needs a C-contiguous array")
+    ro = 0 if arr.flags.writeable else 1
+    if writable and ro:
+        raise InvalidArgumentError("output array is read-only")
+    if _wrap_fn is None:
+        _wrap_fn = _lib.fn("effml_tensor_wrap")
+    nd = arr.ndim
+    shape = (c_int64 * max(nd, 1))(*arr.shape)
+    h = c_void_p()
+    ptr = arr.ctypes.data
+    if ptr == 0:  # zero-size arrays may have no buffer; C will refuse the shape
+        ptr = 1
+    st = _wrap_fn(ctx._h, code, nd, shape, None, ptr, arr.nbytes, ro, byref(h))
+    if st:
+        ctx.check(st, "effml_tensor_wrap")
+    return h.value
+
+
+def _free_tensor(h, ctx):
+    _lib.fn("effml_tensor_free")(h)
+
+
+def adopt(ctx, h, read_only=False):
+    """numpy array over the owned C tensor ``h`` (no copy); frees it with the array.
+
+    bf16 tensors are converted to float32 (numpy has no bfloat16).  The
+    Context is kept alive until the tensor is freed.
+    """
+    L = _lib.fn
+    code = L("effml_tensor_dtype")(h)
+    if code == BF16:
+        raise DtypeError("bf16 tensors need effml.io's conversion")  # callers convert first
+    dt = EFFML_TO_NP.get(code)
+    if dt is None:
+        L("effml_tensor_free")(h)
+        raise DtypeError("C returned a tensor of unknown dtype code %d" % code)
+    nd = L("effml_tensor_ndim")(h)
+    sp = L("effml_tensor_shape")(h)
+    shape = tuple(sp[i] for i in range(nd))
+    nbytes = L("effml_tensor_nbytes")(h)
+    if not L("effml_tensor_is_contiguous")(h):
+        L("effml_tensor_free")(h)
+        raise InvalidArgumentError("internal: adopt() needs a contiguous tensor")
+    ptr = L("effml_tensor_data_const")(h)
+    buf = (ctypes.c_char * nbytes).from_address(ptr)
+    weakref.finalize(buf, _free_tensor, h, ctx)
+    arr = np.frombuffer(buf, dtype=dt).reshape(shape)
+    if read_only or L("effml_tensor_is_read_only")(h):
+        arr.flags.writeable = False
+    return arr
+
+
+def copy_out(h):
+    """New numpy array with a copy of the (borrowed) C tensor ``h``'s elements."""
+    L = _lib.fn
+    code = L("effml_tensor_dtype")(h)
+    dt = EFFML_TO_NP.get(code)
+    if dt is None:
+        raise DtypeError("tensor dtype %s has no numpy equivalent"
+                         % L("effml_tensor_dtype_name")(code).decode())
+    nd = L("effml_tensor_ndim")(h)
+    sp = L("effml_tensor_shape")(h)
+    st = L("effml_tensor_strides")(h)
+    shape = tuple(sp[i] for i in range(nd))
+    strides = tuple(st[i] * dt.itemsize for i in range(nd))
+    ptr = L("effml_tensor_data_const")(h)
+    span = 1 + sum((s - 1) * abs(t) for s, t in zip(shape, strides)) if nd else dt.itemsize
+    buf = (ctypes.c_char * max(span, dt.itemsize)).from_address(ptr)
+    view = np.ndarray(shape, dtype=dt, buffer=buf, strides=strides)
+    return view.copy()
+
+
+class Scope:
+    """Collects borrowed tensors and owned outputs of one C call; frees them on exit.
+
+    >>> with Scope(ctx) as s:
+    ...     x = s.wrap(arr)
+    ...     out = s.out()
+    ...     ctx.check(f(ctx.handle, x, out), "effml_f")
+    ...     result = s.adopt(out)
+    """
+
+    __slots__ = ("ctx", "_wrapped", "_keep", "_outs")
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self._wrapped = []
+        self._keep = []
+        self._outs = []
+
+    def __enter__(self):
+        return self
+
+    def wrap(self, arr, writable=False):
+        """Borrowed tensor over ``arr`` (kept alive until the scope ends)."""
+        h = wrap(self.ctx, arr, writable)
+        self._wrapped.append(h)
+        self._keep.append(arr)
+        return h
+
+    def out(self):
+        """A ``c_void_p`` out-parameter (pass ``byref`` of it); freed unless adopted."""
+        p = c_void_p()
+        self._outs.append(p)
+        return p
+
+    def adopt(self, p, read_only=False):
+        """Take ownership of out-parameter ``p`` as a numpy array (None stays None)."""
+        h = p.value
+        if h is None:
+            return None
+        p.value = None
+        return adopt(self.ctx, h, read_only)
+
+    def __exit__(self, *exc):
+        free = _lib.fn("effml_tensor_free")
+        for h in self._wrapped:
+            free(h)
+        for p in self._outs:
+            if p.value:
+                free(p.value)
+                p.value = None
+        self._wrapped.clear()
+        self._keep.clear()
+        return False
+
+
+def f64_buffer(values, name, n=None):
+    """``values`` as a contiguous float64 numpy array and its ``double *``."""
+    a = np.ascontiguousarray(values, dtype=np.float64)
+    if a.ndim != 1:
+        raise InvalidArgumentError("%s must be 1-D, got shape %s" % (name, a.shape))
+    if n is not None and a.shape[0] != n:
+        raise InvalidArgumentError("%s has %d entries, expected %d" % (name, a.shape[0], n))
+    return a, a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+
+
+def i64_buffer(values, name, n=None):
+    """``values`` as a contiguous int64 numpy array and its ``int64_t *``."""
+    a = np.asarray(values)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.trunc(a)):
+            raise InvalidArgumentError("%s must hold integers" % name)
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.ndim != 1:
+        raise InvalidArgumentError("%s must be 1-D, got shape %s" % (name, a.shape))
+    if n is not None and a.shape[0] != n:
+        raise InvalidArgumentError("%s has %d entries, expected %d" % (name, a.shape[0], n))
+    return a, a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))

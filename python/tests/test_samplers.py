@@ -1,0 +1,430 @@
+"""The imbalanced-learn drop-in against imbalanced-learn 0.10 (Debian) itself.
+
+Data: scikit-learn's bundled data sets (breast cancer, wine, digits, iris)
+made imbalanced by keeping a fraction of some classes, and a Fashion-MNIST
+subset when the Debian data set is installed.
+"""
+import gzip
+import os
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+imblearn = pytest.importorskip("imblearn")
+from imblearn import over_sampling as iov, under_sampling as iun  # noqa: E402
+from sklearn import datasets  # noqa: E402
+from sklearn.neighbors import NearestNeighbors  # noqa: E402
+
+
+from effml import neighbors, over_sampling as eov, under_sampling as eun  # noqa: E402
+
+
+def imbalance(X, y, keep, seed=0):
+    """Keep the first fraction keep[c] of each class c (all of classes not listed)."""
+    rng = np.random.RandomState(seed)
+    rows = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = rng.permutation(idx)
+        rows.append(np.sort(idx[:max(1, int(round(len(idx) * keep.get(c, 1.0))))]))
+    r = np.sort(np.concatenate(rows))
+    return np.ascontiguousarray(X[r], dtype=np.float64), y[r]
+
+
+def fashion_subset(n=3000):
+    base = "/usr/share/datasets/fashion-mnist"
+    fi = os.path.join(base, "train-images-idx3-ubyte.gz")
+    if not os.path.exists(fi):
+        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")
+    with gzip.open(fi) as f:
+        X = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)[:n]
+    with gzip.open(os.path.join(base, "train-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[:n].astype(np.int64)
+    sel = (y < 3)  # three classes, class 2 made rare
+    X, y = X[sel].astype(np.float64) / 255.0, y[sel]
+    return imbalance(X, y, {2: 0.15, 1: 0.5})
+
+
+def data_sets():
+    bc = datasets.load_breast_cancer()
+    wine = datasets.load_wine()
+    dig = datasets.load_digits()
+    iris = datasets.load_iris()
+    return {
+        "breast_cancer": imbalance(bc.data, bc.target, {0: 0.25}),
+        "wine": imbalance(wine.data, wine.target, {2: 0.4, 0: 0.7}),
+        "digits": imbalance(dig.data, dig.target, {3: 0.2, 5: 0.3, 8: 0.5}),
+        "iris": imbalance(iris.data, iris.target, {0: 0.3}),
+    }
+
+
+DATA = data_sets()
+NAMES = sorted(DATA)
+
+OVER = [("SMOTE", {}), ("SMOTE", {"k_neighbors": 3}), ("BorderlineSMOTE", {}),
+        ("ADASYN", {}), ("RandomOverSampler", {})]
+STRATS_OVER = ["auto", "minority", "not majority", "all"]
+
+
+def counts(y):
+    return dict(sorted(Counter(y.tolist()).items()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("cls,kw", OVER)
+@pytest.mark.parametrize("strategy", STRATS_OVER)
+def test_over_sampling_counts_equal_imblearn(name, cls, kw, strategy):
+    X, y = DATA[name]
+    ours = getattr(eov, cls)(sampling_strategy=strategy, random_state=0, **kw)
+    ref = getattr(iov, cls)(sampling_strategy=strategy, random_state=0, **kw)
+    if strategy == "minority":
+        # imblearn 0.10's parameter check rejects 'minority' for every over-sampler
+        # (its list of strings is the under-samplers'); 0.14 accepts it.  Same
+        # request as a dict: the minority class raised to the majority's count.
+        c = counts(y)
+        mino = min(c, key=c.get)
+        ref.set_params(sampling_strategy={mino: max(c.values())})
+    try:
+        Xr_ref, yr_ref = ref.fit_resample(X, y)
+    except (ValueError, RuntimeError):  # e.g. ADASYN with nothing to learn
+        with pytest.raises((ValueError, RuntimeError)):
+            ours.fit_resample(X, y)
+        return
+    Xr, yr = ours.fit_resample(X, y)
+    assert counts(yr) == counts(yr_ref)
+    assert dict(ours.sampling_strategy_) == dict(ref.sampling_strategy_)
+    assert Xr.shape == Xr_ref.shape and Xr.dtype == X.dtype
+    # originals first, unchanged, as imblearn
+    assert np.array_equal(Xr[:len(X)], X) and np.array_equal(yr[:len(y)], y)
+    if cls == "RandomOverSampler":
+        assert np.array_equal(Xr, X[ours.sample_indices_])
+
+
+def test_borderline2_counts_exact_where_imblearn_010_loses_one():
+    # imblearn 0.10 splits n new rows of Borderline-2 as int(f*(n+1)) + int((1-f)*n),
+    # which can give n - 1: ours generates exactly n (the class is balanced).
+    X, y = DATA["breast_cancer"]
+    ours = eov.BorderlineSMOTE(kind="borderline-2", random_state=0).fit_resample(X, y)[1]
+    ref = iov.BorderlineSMOTE(kind="borderline-2", random_state=0).fit_resample(X, y)[1]
+    c, r = counts(ours), counts(ref)
+    assert c[0] == c[1] == r[1]
+    assert r[0] in (c[0] - 1, c[0], c[0] + 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("strategy", ["auto", "majority", "not minority", "not majority", "all"])
+def test_random_under_counts_equal_imblearn(name, strategy):
+    X, y = DATA[name]
+    ours = eun.RandomUnderSampler(sampling_strategy=strategy, random_state=1)
+    ref = iun.RandomUnderSampler(sampling_strategy=strategy, random_state=1)
+    Xr, yr = ours.fit_resample(X, y)
+    Xr_ref, yr_ref = ref.fit_resample(X, y)
+    assert counts(yr) == counts(yr_ref)
+    idx = ours.sample_indices_
+    assert len(np.unique(idx)) == len(idx)  # without replacement
+    assert np.array_equal(Xr, X[idx]) and np.array_equal(yr, y[idx])
+    # grouped by class in label order, as imblearn
+    assert np.all(np.diff(yr) >= 0) and np.all(np.diff(yr_ref) >= 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("strategy", ["auto", "majority", "not minority", "all"])
+def test_tomek_links_identical_selection(name, strategy):
+    X, y = DATA[name]
+    ours = eun.TomekLinks(sampling_strategy=strategy)
+    ref = iun.TomekLinks(sampling_strategy=strategy)
+    Xr, yr = ours.fit_resample(X, y)
+    ref.fit_resample(X, y)
+    assert np.array_equal(ours.sample_indices_, ref.sample_indices_)
+    assert np.array_equal(Xr, X[ref.sample_indices_])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kw", [{}, {"kind_sel": "mode"}, {"n_neighbors": 5},
+                                {"sampling_strategy": "all"},
+                                {"n_neighbors": NearestNeighbors(n_neighbors=4)}])
+def test_enn_identical_selection(name, kw):
+    X, y = DATA[name]
+    ours = eun.EditedNearestNeighbours(**kw)
+    ref = iun.EditedNearestNeighbours(**kw)
+    Xr, yr = ours.fit_resample(X, y)
+    ref.fit_resample(X, y)
+    assert np.array_equal(ours.sample_indices_, ref.sample_indices_)
+    assert np.array_equal(yr, y[ref.sample_indices_])
+
+
+def test_fashion_mnist_subset():
+    X, y = fashion_subset()
+    for o, r in [(eun.TomekLinks(), iun.TomekLinks()),
+                 (eun.EditedNearestNeighbours(), iun.EditedNearestNeighbours())]:
+        o.fit_resample(X, y)
+        r.fit_resample(X, y)
+        assert np.array_equal(o.sample_indices_, r.sample_indices_)
+    a = eov.SMOTE(random_state=0).fit_resample(X, y)[1]
+    b = iov.SMOTE(random_state=0).fit_resample(X, y)[1]
+    assert counts(a) == counts(b)
+    check_segments(eov.SMOTE(random_state=3), X, y, 5)
+
+
+def test_neighbour_sets_equal_sklearn():
+    for name in NAMES:
+        X, _ = DATA[name]
+        k = 5
+        ours = neighbors.kneighbors(X, k)
+        ref = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X, return_distance=False)
+        # ours excludes each row by index; sklearn returns it first unless a duplicate ties
+        for i in range(len(X)):
+            r = [j for j in ref[i] if j != i][:k]
+            assert set(ours[i]) == set(r) or np.allclose(
+                np.sort(np.linalg.norm(X[ours[i]] - X[i], axis=1)),
+                np.sort(np.linalg.norm(X[r] - X[i], axis=1))), (name, i)
+
+
+def check_segments(sampler, X, y, k):
+    """Every synthetic row is x_b + s (x_n - x_b), n one of b's k same-class neighbours."""
+    base, nb, step = sampler.fit_resample_plan(X, y)
+    Xr, yr = sampler.fit_resample(X, y)
+    n = len(X)
+    assert np.array_equal(base[:n], np.arange(n)) and np.all(nb[:n] == -1)
+    syn = slice(n, None)
+    b, nn, s = base[syn], nb[syn], step[syn]
+    assert np.all((s >= 0) & (s < 1))
+    assert np.array_equal(yr[syn], y[b]) and np.array_equal(y[nn], y[b])
+    assert np.allclose(Xr[syn], X[b] + s[:, None] * (X[nn] - X[b]), rtol=1e-12, atol=1e-12)
+    # n must be among b's k nearest same-class rows (self excluded by index); with
+    # distance ties (digits has integer pixels) any row at the k-th distance qualifies
+    for bi, ni in zip(b, nn):
+        rows = np.flatnonzero(y == y[bi])
+        rows = rows[rows != bi]
+        d = np.linalg.norm(X[rows] - X[bi], axis=1)
+        kth = np.sort(d)[k - 1]
+        assert ni != bi and np.linalg.norm(X[ni] - X[bi]) <= kth * (1 + 1e-12) + 1e-12
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smote_rows_on_segments(name):
+    X, y = DATA[name]
+    check_segments(eov.SMOTE(random_state=7), X, y, 5)
+    check_segments(eov.SMOTE(random_state=7, k_neighbors=3), X, y, 3)
+
+
+def test_balanced_accuracy_within_noise():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+    bc = datasets.load_breast_cancer()
+    X, y = imbalance(bc.data, bc.target, {0: 0.12})
+    X = StandardScaler().fit_transform(X)
+    res = {"ours": [], "ref": []}
+    for seed in range(6):
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.4, stratify=y, random_state=seed)
+        for key, s in (("ours", eov.SMOTE(random_state=seed)), ("ref", iov.SMOTE(random_state=seed))):
+            Xs, ys = s.fit_resample(Xtr, ytr)
+            clf = LogisticRegression(max_iter=2000).fit(Xs, ys)
+            res[key].append(balanced_accuracy_score(yte, clf.predict(Xte)))
+    o, r = np.array(res["ours"]), np.array(res["ref"])
+    noise = max(np.std(r), np.std(o), 0.005)
+    assert abs(o.mean() - r.mean()) <= 2 * noise, (o, r)
+    assert o.mean() > 0.85
+
+
+def test_float_strategy_rounding_vs_imblearn_truncation():
+    # 100 vs 20, ratio 0.29: imblearn 0.10 computes int(100 * 0.29) = 28 (float error,
+    # imbalanced-learn #1215); we round to 29, the documented difference.
+    rng = np.random.RandomState(0)
+    X = rng.randn(120, 3)
+    y = np.r_[np.zeros(100, int), np.ones(20, int)]
+    a = counts(eov.RandomOverSampler(sampling_strategy=0.29, random_state=0).fit_resample(X, y)[1])
+    b = counts(iov.RandomOverSampler(sampling_strategy=0.29, random_state=0).fit_resample(X, y)[1])
+    assert b[1] == 28 and a[1] == 29
+    a = counts(eov.SMOTE(sampling_strategy=0.5, random_state=0).fit_resample(X, y)[1])
+    b = counts(iov.SMOTE(sampling_strategy=0.5, random_state=0).fit_resample(X, y)[1])
+    assert a == b == {0: 100, 1: 50}
+
+
+def test_dict_and_callable_strategies():
+    X, y = DATA["wine"]
+    c = counts(y)
+    want = {k: v + 7 for k, v in c.items()}
+    for s in (want, lambda yy: {k: v + 7 for k, v in counts(yy).items()}):
+        assert counts(eov.SMOTE(sampling_strategy=s, random_state=0).fit_resample(X, y)[1]) == \
+            counts(iov.SMOTE(sampling_strategy=s, random_state=0).fit_resample(X, y)[1]) == want
+    keep = {k: max(1, v // 2) for k, v in c.items()}
+    assert counts(eun.RandomUnderSampler(sampling_strategy=keep).fit_resample(X, y)[1]) == keep
+    tl = eun.TomekLinks(sampling_strategy=[0, 1]).fit_resample(X, y)[1]
+    tr = iun.TomekLinks(sampling_strategy=[0, 1]).fit_resample(X, y)[1]
+    assert counts(tl) == counts(tr)
+
+
+def test_string_labels_and_pandas_roundtrip():
+    pd = pytest.importorskip("pandas")
+    X, y = DATA["breast_cancer"]
+    names = np.array(["malignant", "benign"])[y]
+    df = pd.DataFrame(X[:, :4], columns=["a", "b", "c", "d"])
+    df["d"] = df["d"].astype(np.float32)
+    ys = pd.Series(names, name="diag")
+    for s in (eov.SMOTE(random_state=0), eun.TomekLinks(), eun.RandomUnderSampler(random_state=0),
+              eov.RandomOverSampler(random_state=0)):
+        Xr, yr = s.fit_resample(df, ys)
+        assert isinstance(Xr, pd.DataFrame) and list(Xr.columns) == ["a", "b", "c", "d"]
+        assert list(Xr.dtypes) == list(df.dtypes)
+        assert isinstance(yr, pd.Series) and yr.name == "diag"
+        assert set(yr) == {"malignant", "benign"} and len(Xr) == len(yr)
+        assert isinstance(Xr.index, pd.RangeIndex)
+    a = counts(eov.SMOTE(random_state=0, sampling_strategy={"malignant": 300})
+               .fit_resample(df, ys)[1].to_numpy())
+    assert a["malignant"] == 300
+
+
+def test_random_samplers_any_X():
+    X = np.array([["a", 1], ["b", 2], ["c", 3], ["d", 4], ["e", 5]], dtype=object)
+    y = np.array([0, 0, 0, 1, 1])
+    Xr, yr = eun.RandomUnderSampler(random_state=0).fit_resample(X, y)
+    assert Xr.dtype == object and counts(yr) == {0: 2, 1: 2}
+    import scipy.sparse as sp
+    Xs = sp.csr_matrix(np.eye(5))
+    Xr, yr = eov.RandomOverSampler(random_state=0).fit_resample(Xs, y)
+    assert sp.issparse(Xr) and Xr.shape == (6, 5)
+    with pytest.raises(ValueError, match="sparse"):
+        eov.SMOTE(k_neighbors=1).fit_resample(Xs, y)
+
+
+def test_errors_are_clear_value_errors():
+    X, y = DATA["iris"]
+    with pytest.raises(ValueError, match="k_neighbors"):
+        eov.SMOTE(k_neighbors=500).fit_resample(X, y)
+    Xn = X.copy()
+    Xn[3, 1] = np.nan
+    with pytest.raises(ValueError):
+        eov.SMOTE().fit_resample(Xn, y)
+    with pytest.raises(ValueError, match="sampling_strategy"):
+        eov.SMOTE(sampling_strategy="majority").fit_resample(X, y)
+    with pytest.raises(ValueError):
+        eov.SMOTE(sampling_strategy={99: 10}).fit_resample(X, y)
+    with pytest.raises(ValueError, match="rows"):
+        eov.SMOTE().fit_resample(X, y[:-1])
+    with pytest.raises(ValueError, match="continuous"):
+        eov.SMOTE().fit_resample(X, y + 0.5)
+    with pytest.raises(ValueError):
+        eov.SMOTE().fit_resample(X, np.zeros(len(y)))  # one class
+    with pytest.raises(ValueError, match="kind"):
+        eov.BorderlineSMOTE(kind="x").fit_resample(X, y)
+    with pytest.raises(NotImplementedError):
+        eov.SMOTE(k_neighbors=NearestNeighbors(metric="manhattan")).fit_resample(X, y)
+    with pytest.raises(NotImplementedError):
+        eun.RandomUnderSampler(replacement=True).fit_resample(X, y)
+    with pytest.raises(ValueError, match="numeric"):
+        eov.SMOTE().fit_resample(np.array([["a"]] * len(y)), y)
+
+
+def test_k_neighbors_object_and_n_jobs():
+    X, y = DATA["digits"]
+    a = eov.SMOTE(k_neighbors=NearestNeighbors(n_neighbors=4), random_state=5, n_jobs=2)
+    b = eov.SMOTE(k_neighbors=3, random_state=5)
+    assert np.array_equal(a.fit_resample(X, y)[0], b.fit_resample(X, y)[0])  # any thread count
+    assert np.array_equal(eov.SMOTE(random_state=5, n_jobs=-1).fit_resample(X, y)[0],
+                          eov.SMOTE(random_state=5).fit_resample(X, y)[0])
+
+
+def test_float32_stays_float32_and_seed_determinism():
+    X, y = DATA["wine"]
+    Xr, _ = eov.SMOTE(random_state=2).fit_resample(X.astype(np.float32), y)
+    assert Xr.dtype == np.float32
+    a = eov.ADASYN(random_state=2).fit_resample(X, y)[0]
+    b = eov.ADASYN(random_state=2).fit_resample(X, y)[0]
+    c = eov.ADASYN(random_state=3).fit_resample(X, y)[0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    rs = np.random.RandomState(0)
+    s = eov.SMOTE(random_state=rs)
+    assert not np.array_equal(s.fit_resample(X, y)[0], s.fit_resample(X, y)[0])
+
+
+def test_smotenc_mixed_columns():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.RandomState(0)
+    n = 300
+    y = (rng.rand(n) < 0.15).astype(int)
+    df = pd.DataFrame({"num1": rng.randn(n) + y, "cat": rng.choice(["red", "green", "blue"], n),
+                       "num2": rng.randn(n), "code": rng.choice([3, 7], n)})
+    ours = eov.SMOTENC(categorical_features=["cat", "code"], random_state=0)
+    ref = iov.SMOTENC(categorical_features=[1, 3], random_state=0)
+    Xr, yr = ours.fit_resample(df, y)
+    _, yr_ref = ref.fit_resample(df, y)
+    assert counts(yr) == counts(yr_ref)
+    assert set(Xr["cat"]) <= {"red", "green", "blue"} and set(Xr["code"]) <= {3, 7}
+    assert list(Xr.dtypes) == list(df.dtypes)
+    # synthetic continuous values lie within the minority class's range
+    mino = df[y == 1]
+    syn = Xr.iloc[n:]
+    assert syn["num1"].between(mino["num1"].min(), mino["num1"].max()).all()
+    Xa, _ = eov.SMOTENC(categorical_features=[1, 3], random_state=0).fit_resample(
+        df.to_numpy(), y)
+    assert Xa.shape == Xr.shape and set(Xa[:, 1]) <= {"red", "green", "blue"}
+    with pytest.raises(NotImplementedError):
+        eov.SMOTENC([1], categorical_encoder=object()).fit_resample(df, y)
+
+
+# ---------------------------------------------------------------- sklearn integration
+
+ALL = [eov.SMOTE(random_state=0), eov.BorderlineSMOTE(random_state=0), eov.ADASYN(random_state=0),
+       eov.RandomOverSampler(random_state=0), eov.SMOTENC([0], random_state=0),
+       eun.RandomUnderSampler(random_state=0), eun.TomekLinks(),
+       eun.EditedNearestNeighbours()]
+
+
+@pytest.mark.parametrize("est", ALL, ids=lambda e: type(e).__name__)
+def test_params_match_imblearn_and_clone_pickle(est):
+    from sklearn.base import clone
+    ref_cls = getattr(iov, type(est).__name__, None) or getattr(iun, type(est).__name__)
+    ours = set(est.get_params()) - {"n_jobs"}
+    ref = set(ref_cls(**({"categorical_features": [0]} if "SMOTENC" in type(est).__name__ else {}))
+              .get_params()) - {"n_jobs"}
+    assert ours - {"categorical_encoder"} == ref  # 0.14 added categorical_encoder
+    c = clone(est)
+    assert c.get_params() == est.get_params() and c is not est
+    p = pickle.loads(pickle.dumps(est))
+    assert p.get_params() == est.get_params()
+    est.set_params(sampling_strategy="all")
+    assert est.get_params()["sampling_strategy"] == "all"
+    est.set_params(sampling_strategy="auto")
+
+
+def test_pipeline_and_gridsearch_n_jobs_2():
+    from imblearn.pipeline import Pipeline, make_pipeline
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.preprocessing import StandardScaler
+    X, y = DATA["breast_cancer"]
+    pipe = Pipeline([("scale", StandardScaler()), ("under", eun.TomekLinks()),
+                     ("smote", eov.SMOTE(random_state=0)),
+                     ("clf", LogisticRegression(max_iter=1000))])
+    scores = cross_val_score(pipe, X, y, cv=3, scoring="balanced_accuracy", n_jobs=2)
+    assert scores.shape == (3,) and scores.min() > 0.85
+    gs = GridSearchCV(pipe, {"smote__k_neighbors": [3, 5], "smote__sampling_strategy": [0.8, 1.0]},
+                      cv=3, n_jobs=2, scoring="balanced_accuracy").fit(X, y)
+    assert gs.best_score_ > 0.85 and gs.best_params_["smote__k_neighbors"] in (3, 5)
+    ref = make_pipeline(StandardScaler(), iov.SMOTE(random_state=0),
+                        LogisticRegression(max_iter=1000))
+    r = cross_val_score(ref, X, y, cv=3, scoring="balanced_accuracy").mean()
+    assert abs(scores.mean() - r) < 0.05
+
+
+def test_threads_share_estimator():
+    import threading
+    X, y = DATA["digits"]
+    s = eov.SMOTE(random_state=4)
+    want = s.fit_resample(X, y)[0]
+    out = [None] * 4
+
+    def work(i):
+        out[i] = eov.SMOTE(random_state=4).fit_resample(X, y)[0]
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(np.array_equal(o, want) for o in out)
