@@ -17,7 +17,9 @@ int effml__method_family(int32_t method) {
     case EFFML_RESAMPLE_ENN:
     case EFFML_RESAMPLE_RENN:
     case EFFML_RESAMPLE_ALLKNN:
-    case EFFML_RESAMPLE_NCL: return EFFML__FAMILY_CLEAN;
+    case EFFML_RESAMPLE_NCL:
+    case EFFML_RESAMPLE_CNN:
+    case EFFML_RESAMPLE_OSS: return EFFML__FAMILY_CLEAN;
     default: return EFFML__FAMILY_OVER;
   }
 }
