@@ -148,6 +148,86 @@ EFFML_API effml_status effml_softmax_cross_entropy(effml_context *ctx, const eff
                                                    const effml_tensor *labels, double *loss,
                                                    effml_tensor *dlogits);
 
+/** Reductions of the weighted cross-entropy (w_i = sample weight x class weight of y_i). */
+#define EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN 0 /**< Σ_i w_i ℓ_i / Σ_i w_i over the batch: PyTorch `CrossEntropyLoss(weight=...)` with reduction "mean" */
+#define EFFML_TRAIN_REDUCTION_MEAN 1          /**< Σ_i w_i ℓ_i / b: the weights are taken as given (normalise them to mean 1 over the data) */
+
+/**
+ * Weighted softmax cross-entropy.  Row i has weight
+ * w_i = sample_weight[i] · class_weight[y_i] (the two multiply, as in
+ * scikit-learn's `sample_weight` with `class_weight`; a NULL vector counts
+ * as all ones) and loss ℓ_i = logsumexp(z_i) − z_i,y_i (max subtracted,
+ * accumulated in f64).
+ *
+ * - EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN: L = Σ w_i ℓ_i / Σ w_i, PyTorch's
+ *   `nn.CrossEntropyLoss(weight=class_weight)` (mean) with the sample
+ *   weights folded in.  The denominator depends on the batch, so the
+ *   expected batch gradient is not the full-data weighted gradient.
+ * - EFFML_TRAIN_REDUCTION_MEAN: L = Σ w_i ℓ_i / b.  With weights of mean 1
+ *   over the whole training set this is an unbiased estimate of the
+ *   full-data loss (1/N) Σ w_i ℓ_i; it is the reduction under which
+ *   upweighting by effml_train_scalarization_weights() has exactly the
+ *   expected gradient of temperature sampling (docs/training.md).
+ *
+ * Without weights both reduce to effml_softmax_cross_entropy().
+ * @param logits         f32 `[b, c]`, contiguous, finite
+ * @param labels         i32 or i64 `[b]` in [0, c)
+ * @param sample_weight  NULL or f32/f64 `[b]` (any stride), each finite and >= 0
+ * @param class_weight   NULL or f32/f64 `[c]` (any stride), each finite and >= 0
+ * @param reduction      EFFML_TRAIN_REDUCTION_*
+ * @param loss           receives L
+ * @param dlogits        NULL, or f32 `[b, c]` contiguous to overwrite with
+ *                       dL/dz_ij = w_i (softmax(z_i)_j − [j = y_i]) / D,
+ *                       D the denominator above; may be `logits`
+ * @return EFFML_E_INVALID_ARG (NULL, unknown reduction, a negative or
+ *         non-finite weight, WEIGHTED_MEAN with Σ w_i = 0: PyTorch returns
+ *         NaN there), EFFML_E_DTYPE, EFFML_E_SHAPE, EFFML_E_RANGE (label),
+ *         EFFML_E_NUMERIC (non-finite logit).  On error nothing is written.
+ * Thread-safety: reentrant.
+ */
+EFFML_API effml_status effml_train_softmax_cross_entropy_weighted(
+    effml_context *ctx, const effml_tensor *logits, const effml_tensor *labels,
+    const effml_tensor *sample_weight, const effml_tensor *class_weight, int32_t reduction,
+    double *loss, effml_tensor *dlogits);
+
+/**
+ * scikit-learn's `class_weight="balanced"`:
+ * weights[k] = n / (num_classes · n_k), n_k the number of labels equal to k
+ * (`sklearn.utils.class_weight.compute_class_weight`).  Over the data these
+ * weights have mean 1 (Σ_k n_k weights[k] = n).
+ * @param labels       i32/i64 `[n]`, n >= 1, contiguous, each in [0, num_classes)
+ * @param num_classes  >= 1
+ * @param weights      receives `[num_classes]` (caller memory)
+ * @return EFFML_E_INVALID_ARG (NULL, num_classes < 1, a class with no
+ *         label: scikit-learn raises there too), EFFML_E_DTYPE,
+ *         EFFML_E_SHAPE (empty), EFFML_E_RANGE (a label), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_train_class_weight_balanced(effml_context *ctx,
+                                                         const effml_tensor *labels,
+                                                         int64_t num_classes, double *weights);
+
+/**
+ * Scalarization (upweighting) weights of Li, Xu, Tan, Murray & Khashabi,
+ * "Upsample or Upweight? Balanced Training on Heavily Imbalanced Datasets"
+ * (NAACL 2025, arXiv 2410.04579): the loss weight of source (class)
+ * k at temperature T is
+ *   w_k = q_k N / n_k ∝ n_k^(1/T − 1),  q = effml_temperature_probs(n, T),
+ * N = Σ n_k, so that Σ_k n_k w_k / N = 1 (mean 1 over the data).  Under
+ * uniform sampling with EFFML_TRAIN_REDUCTION_MEAN the expected batch
+ * gradient Σ_k (n_k/N) w_k ḡ_k equals Σ_k q_k ḡ_k, the expected gradient of
+ * temperature sampling at T (ḡ_k the mean gradient of source k): upsampling
+ * and upweighting differ only in their gradient noise.  T = 1 gives all
+ * ones; T = ∞ gives N / (K' n_k) (K' sources with n_k > 0), which equals
+ * effml_train_class_weight_balanced().  Sources with n_k = 0 get weight 0.
+ * @param sizes        `[n_sources]` sizes n_k >= 0, finite, sum > 0
+ * @param temperature  T > 0 (INFINITY allowed)
+ * @param weights      receives `[n_sources]` (caller memory)
+ * @return as effml_temperature_probs(), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_train_scalarization_weights(effml_context *ctx, const double *sizes,
+                                                         int64_t n_sources, double temperature,
+                                                         double *weights);
+
 /**
  * Top-1 accuracy: fraction of rows whose arg-max logit (first on ties)
  * equals the label.  Shapes and errors as effml_softmax_cross_entropy().
@@ -320,6 +400,8 @@ EFFML_API effml_status effml_clip_grad_norm(effml_context *ctx, effml_optimizer 
 /** Progress callback: epoch (0-based), step (1-based: steps done in this effml_fit_classifier call, restarting at each call; not the optimizer's count), mean loss over the steps since the last call. */
 typedef void (*effml_progress_fn)(void *user_data, int64_t epoch, int64_t step, double loss);
 
+struct effml_temperature_schedule; /* sampler.h */
+
 /** Options of effml_fit_classifier().  Fill with effml_fit_options_init(); fields only grow at the end. */
 typedef struct effml_fit_options {
   uint32_t struct_size;           /**< sizeof(effml_fit_options), set by _init */
@@ -333,6 +415,13 @@ typedef struct effml_fit_options {
   int32_t (*step_hook)(void *user_data, int64_t step);
   void *step_hook_user_data;      /**< passed to step_hook */
   double clip_norm;               /**< > 0: effml_clip_grad_norm() before each step; 0 = off */
+  /* ---- weighted loss (0.2): all NULL/0 trains with effml_softmax_cross_entropy() as before ---- */
+  const effml_tensor *sample_weight; /**< NULL, or f32/f64 `[n]` per-row weights (finite, >= 0; borrowed for the call) */
+  const effml_tensor *class_weight;  /**< NULL, or f32/f64 `[c]` per-class weights (finite, >= 0; borrowed) */
+  int32_t class_weight_balanced;     /**< nonzero: also multiply by effml_train_class_weight_balanced() of `labels` (scikit-learn "balanced") */
+  int32_t reduction;                 /**< EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN (default, PyTorch) or _MEAN (row weights divided by their mean over the data at each step) */
+  /** NULL, or scalarization (Li et al. 2025): class weights effml_train_scalarization_weights(class sizes of `labels`, T(step)) with T from this schedule at the call's step count (0-based); the upweighting twin of temperature sampling with the same schedule (e.g. Cooldown).  Borrowed for the call. */
+  const struct effml_temperature_schedule *scalarization;
 } effml_fit_options;
 
 /** Fill `opt` with defaults (1 epoch, batch 128, seed 0, no progress, no hook, no clipping).  NULL is ignored. */
@@ -343,6 +432,14 @@ EFFML_API void effml_fit_options_init(effml_fit_options *opt);
  * batch of a seeded permutation: forward (train mode), loss, zero the
  * model's gradients, backward, step_hook, clipping, optimizer step.
  * Workspaces are allocated once per call.
+ * Weighted loss: when any of fit->sample_weight, class_weight,
+ * class_weight_balanced, scalarization is set, the loss is
+ * effml_train_softmax_cross_entropy_weighted() with row weight
+ * w_i = sample_weight[i] · class_weight[y_i] · balanced[y_i] · scalarization[y_i](step)
+ * (absent factors are 1) and fit->reduction; under
+ * EFFML_TRAIN_REDUCTION_MEAN the w_i are divided by their mean over all n
+ * rows (recomputed when the scalarization temperature changes), so
+ * L = Σ_batch w_i ℓ_i / b estimates the full-data weighted mean loss without bias.
  * @param model   maps `[batch, f]` to logits `[batch, c]`
  * @param x       f32 `[n, f]`, contiguous; f = the model's in_features
  * @param labels  i32 or i64 `[n]`, each in [0, c)  (checked before training)

@@ -48,10 +48,11 @@ static effml_status check_data(effml_context *ctx, const char *fn, const effml_l
 
 /* Workspaces for one batch size. */
 typedef struct batch_ws {
-  effml_tensor *x, *y, *logits, *dlogits;
+  effml_tensor *x, *y, *logits, *dlogits, *w;
 } batch_ws;
 
 static void ws_free(batch_ws *w) {
+  effml_tensor_free(w->w);
   effml_tensor_free(w->x);
   effml_tensor_free(w->y);
   effml_tensor_free(w->logits);
@@ -64,6 +65,7 @@ static effml_status ws_make(effml_context *ctx, batch_ws *w, int64_t rows, int64
   EFFML__TRY(effml_tensor_create(ctx, EFFML_I32, 1, &rows, &w->y));
   EFFML__TRY(effml__tensor_f32_2d(ctx, rows, c, &w->logits));
   EFFML__TRY(effml__tensor_f32_2d(ctx, rows, c, &w->dlogits));
+  EFFML__TRY(effml_tensor_create(ctx, EFFML_F64, 1, &rows, &w->w));
   return EFFML_OK;
 }
 
@@ -76,7 +78,111 @@ typedef struct fit_state {
   int64_t n, f, c;
   int64_t *perm;
   batch_ws full, tail;
+  /* weighted loss */
+  int weighted;
+  double *class_w;     /* [c] static class factor: class_weight x balanced */
+  double *class_sum;   /* [c] Σ of sample weights (or counts) per class */
+  double *sizes;       /* [c] class sizes (scalarization) */
+  double *scal_w;      /* [c] scalarization weights at the current T */
+  double *cur_w;       /* [c] class_w x scal_w / (data mean under REDUCTION_MEAN) */
+  double cur_t;        /* temperature cur_w was made for (NaN: not yet) */
 } fit_state;
+
+static int64_t label_of(const effml_tensor *labels, int64_t i) {
+  return labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]
+                                    : ((const int64_t *)(const void *)labels->data)[i];
+}
+
+static double sample_w(const effml_tensor *t, int64_t i) {
+  const int64_t off = i * t->strides[0];
+  return t->dtype == EFFML_F64 ? ((const double *)(const void *)t->data)[off]
+                               : (double)((const float *)(const void *)t->data)[off];
+}
+
+/* Per-class factors for the step `step` (0-based, counted in this call). */
+static effml_status update_class_weights(fit_state *s, int64_t step) {
+  double t = 1.0;
+  if (s->fo.scalarization) {
+    EFFML__TRY(effml_temperature_at(s->ctx, s->fo.scalarization, step, &t));
+    if (t == s->cur_t) return EFFML_OK;
+    EFFML__TRY(effml_train_scalarization_weights(s->ctx, s->sizes, s->c, t, s->scal_w));
+  } else if (!isnan(s->cur_t)) {
+    return EFFML_OK;
+  }
+  s->cur_t = t;
+  double mean = 0.0;
+  for (int64_t k = 0; k < s->c; ++k) {
+    s->cur_w[k] = s->class_w[k] * (s->fo.scalarization ? s->scal_w[k] : 1.0);
+    mean += s->class_sum[k] * s->cur_w[k];
+  }
+  mean /= (double)s->n;
+  if (s->fo.reduction == EFFML_TRAIN_REDUCTION_MEAN) {
+    if (!(mean > 0.0))
+      return effml__err(s->ctx, EFFML_E_INVALID_ARG,
+                        "effml_fit_classifier: every row weight is 0 (reduction MEAN divides "
+                        "the weights by their mean)");
+    for (int64_t k = 0; k < s->c; ++k) s->cur_w[k] /= mean;
+  }
+  return EFFML_OK;
+}
+
+/* Check the weight options and fill the static per-class arrays. */
+static effml_status weights_setup(fit_state *s) {
+  effml_context *ctx = s->ctx;
+  const effml_fit_options *fo = &s->fo;
+  static const char fn[] = "effml_fit_classifier";
+  if (fo->reduction != EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN &&
+      fo->reduction != EFFML_TRAIN_REDUCTION_MEAN)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: fit->reduction=%d is not EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN (0) or "
+                      "EFFML_TRAIN_REDUCTION_MEAN (1)",
+                      fn, (int)fo->reduction);
+  s->weighted = fo->sample_weight || fo->class_weight || fo->class_weight_balanced ||
+                fo->scalarization;
+  if (!s->weighted) return EFFML_OK;
+  const effml_tensor *vecs[2] = {fo->sample_weight, fo->class_weight};
+  const char *names[2] = {"fit->sample_weight", "fit->class_weight"};
+  const int64_t lens[2] = {s->n, s->c};
+  for (int v = 0; v < 2; ++v) {
+    const effml_tensor *t = vecs[v];
+    if (!t) continue;
+    EFFML__TRY(effml__check_tensor(ctx, t, names[v], 0, 1, 0));
+    if (t->dtype != EFFML_F32 && t->dtype != EFFML_F64)
+      return effml__err(ctx, EFFML_E_DTYPE, "%s: %s must be f32 or f64, got %s", fn, names[v],
+                        effml_dtype_name(t->dtype));
+    if (t->shape[0] != lens[v])
+      return effml__err(ctx, EFFML_E_SHAPE, "%s: %s has %lld entries, need %lld (%s)", fn,
+                        names[v], (long long)t->shape[0], (long long)lens[v],
+                        v ? "classes" : "rows of x");
+    for (int64_t i = 0; i < lens[v]; ++i) {
+      const double w = sample_w(t, i);
+      if (!(w >= 0.0) || !isfinite(w))
+        return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: %s[%lld]=%g must be finite and >= 0",
+                          fn, names[v], (long long)i, w);
+    }
+  }
+  double *blk = (double *)effml__calloc_or_err(ctx, (size_t)(5 * s->c), sizeof(double),
+                                               "class weights");
+  if (!blk) return EFFML_E_NOMEM;
+  s->class_w = blk;
+  s->class_sum = blk + s->c;
+  s->sizes = blk + 2 * s->c;
+  s->scal_w = blk + 3 * s->c;
+  s->cur_w = blk + 4 * s->c;
+  s->cur_t = NAN;
+  for (int64_t k = 0; k < s->c; ++k)
+    s->class_w[k] = fo->class_weight ? sample_w(fo->class_weight, k) : 1.0;
+  if (fo->class_weight_balanced) {
+    EFFML__TRY(effml_train_class_weight_balanced(ctx, s->labels, s->c, s->cur_w));
+    for (int64_t k = 0; k < s->c; ++k) s->class_w[k] *= s->cur_w[k];
+  }
+  for (int64_t i = 0; i < s->n; ++i) {
+    const int64_t y = label_of(s->labels, i);
+    s->sizes[y] += 1.0;
+    s->class_sum[y] += fo->sample_weight ? sample_w(fo->sample_weight, i) : 1.0;
+  }
+  return update_class_weights(s, 0);
+}
 
 static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double *epoch_loss,
                               double *report_sum, int64_t *report_count) {
@@ -109,7 +215,18 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
     }
     double loss = 0.0;
     EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_MODE_TRAIN));
-    EFFML__TRY(effml_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
+    if (s->weighted) {
+      EFFML__TRY(update_class_weights(s, *step));
+      double *wb = effml__f64(w->w);
+      for (int64_t k = 0; k < rows; ++k) {
+        const int64_t i = s->perm[start + k];
+        wb[k] = (s->fo.sample_weight ? sample_w(s->fo.sample_weight, i) : 1.0) * s->cur_w[yb[k]];
+      }
+      EFFML__TRY(effml_train_softmax_cross_entropy_weighted(
+          ctx, w->logits, w->y, w->w, NULL, s->fo.reduction, &loss, w->dlogits));
+    } else {
+      EFFML__TRY(effml_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
+    }
     effml_layer_zero_grad(s->model);
     EFFML__TRY(effml_layer_backward(ctx, s->model, w->dlogits, NULL));
     ++*step;
@@ -178,6 +295,7 @@ effml_status effml_fit_classifier(effml_context *ctx, effml_layer *model, effml_
   if (!s.perm) return EFFML_E_NOMEM;
   st = ws_make(ctx, &s.full, s.fo.batch_size, s.f, s.c);
   if (st == EFFML_OK && s.n % s.fo.batch_size) st = ws_make(ctx, &s.tail, s.n % s.fo.batch_size, s.f, s.c);
+  if (st == EFFML_OK) st = weights_setup(&s);
   int64_t step = 0, report_count = 0;
   double epoch_loss = NAN, report_sum = 0.0;
   for (int64_t e = 0; st == EFFML_OK && e < s.fo.epochs; ++e)
@@ -185,6 +303,7 @@ effml_status effml_fit_classifier(effml_context *ctx, effml_layer *model, effml_
   ws_free(&s.full);
   ws_free(&s.tail);
   effml__free(ctx, s.perm);
+  effml__free(ctx, s.class_w);
   if (st == EFFML_OK && final_loss) *final_loss = epoch_loss;
   return st;
 }
