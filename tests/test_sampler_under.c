@@ -96,27 +96,27 @@ typedef struct method_case {
 } method_case;
 
 static const method_case CASES[] = {
-    {"nearmiss1", EFFML_RESAMPLE_NEARMISS, 1, 3, EFFML_ENN_ALL, 100, 0},
-    {"nearmiss2", EFFML_RESAMPLE_NEARMISS, 2, 3, EFFML_ENN_ALL, 100, 0},
-    {"nearmiss3", EFFML_RESAMPLE_NEARMISS, 3, 3, EFFML_ENN_ALL, 100, 0},
-    {"nearmiss1_k5", EFFML_RESAMPLE_NEARMISS, 1, 5, EFFML_ENN_ALL, 100, 0},
-    {"enn_all", EFFML_RESAMPLE_ENN, 1, 3, EFFML_ENN_ALL, 100, 0},
-    {"enn_mode", EFFML_RESAMPLE_ENN, 1, 3, EFFML_ENN_MODE, 100, 0},
-    {"tomek", EFFML_RESAMPLE_TOMEK, 1, 3, EFFML_ENN_ALL, 100, 0},
-    {"renn_all", EFFML_RESAMPLE_RENN, 1, 3, EFFML_ENN_ALL, 100, 0},
-    {"renn_mode", EFFML_RESAMPLE_RENN, 1, 3, EFFML_ENN_MODE, 100, 0},
-    {"renn_all_k5_it2", EFFML_RESAMPLE_RENN, 1, 5, EFFML_ENN_ALL, 2, 0},
-    {"allknn_all", EFFML_RESAMPLE_ALLKNN, 1, 3, EFFML_ENN_ALL, 100, 0},
-    {"allknn_mode", EFFML_RESAMPLE_ALLKNN, 1, 5, EFFML_ENN_MODE, 100, 0},
-    {"allknn_allowmin", EFFML_RESAMPLE_ALLKNN, 1, 5, EFFML_ENN_ALL, 100, 1},
-    {"ncl_mode", EFFML_RESAMPLE_NCL, 1, 3, EFFML_ENN_MODE, 100, 0},
-    {"ncl_all", EFFML_RESAMPLE_NCL, 1, 3, EFFML_ENN_ALL, 100, 0},
+    {"nearmiss1", EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"nearmiss2", EFFML_SAMPLER_RESAMPLE_NEARMISS, 2, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"nearmiss3", EFFML_SAMPLER_RESAMPLE_NEARMISS, 3, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"nearmiss1_k5", EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 5, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"enn_all", EFFML_SAMPLER_RESAMPLE_ENN, 1, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"enn_mode", EFFML_SAMPLER_RESAMPLE_ENN, 1, 3, EFFML_SAMPLER_ENN_MODE, 100, 0},
+    {"tomek", EFFML_SAMPLER_RESAMPLE_TOMEK, 1, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"renn_all", EFFML_SAMPLER_RESAMPLE_RENN, 1, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"renn_mode", EFFML_SAMPLER_RESAMPLE_RENN, 1, 3, EFFML_SAMPLER_ENN_MODE, 100, 0},
+    {"renn_all_k5_it2", EFFML_SAMPLER_RESAMPLE_RENN, 1, 5, EFFML_SAMPLER_ENN_ALL, 2, 0},
+    {"allknn_all", EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
+    {"allknn_mode", EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 5, EFFML_SAMPLER_ENN_MODE, 100, 0},
+    {"allknn_allowmin", EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 5, EFFML_SAMPLER_ENN_ALL, 100, 1},
+    {"ncl_mode", EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, EFFML_SAMPLER_ENN_MODE, 100, 0},
+    {"ncl_all", EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, EFFML_SAMPLER_ENN_ALL, 100, 0},
 };
 
 static effml_tensor *plan_base(effml_context *ctx, const method_case *mc, const effml_tensor *x,
                                const effml_tensor *y) {
-  effml_resample_options o;
-  effml_resample_options_init(&o);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
   o.method = mc->method;
   o.version = mc->version;
   o.n_neighbors = mc->n_neighbors;
@@ -124,7 +124,7 @@ static effml_tensor *plan_base(effml_context *ctx, const method_case *mc, const 
   o.max_iter = mc->max_iter;
   o.allow_minority = mc->allow_minority;
   effml_tensor *b = NULL, *nb = NULL, *st = NULL;
-  effml_status s = effml_resample_plan(ctx, &o, x, y, &b, &nb, &st);
+  effml_status s = effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st);
   ck_assert_msg(s == EFFML_OK, "%s: %s", mc->key, effml_context_last_error(ctx));
   const int64_t *pn = (const int64_t *)effml_tensor_data_const(nb);
   for (int64_t i = 0; i < effml_tensor_dim(nb, 0); ++i) ck_assert_int_eq(pn[i], -1);
@@ -163,7 +163,7 @@ static void check_data(const char *data, const char *file, int64_t cut_class, in
       /* NCL: 0.10's threshold compares |C| with n_samples / 2 (#764).  Where
        * that picks the same classes as |C| >= |minority| / 2 (binary data) the
        * selections agree exactly; elsewhere they differ and we follow the paper. */
-      if (mc->method == EFFML_RESAMPLE_NCL && mc->kind_sel == EFFML_ENN_MODE) {
+      if (mc->method == EFFML_SAMPLER_RESAMPLE_NCL && mc->kind_sel == EFFML_SAMPLER_ENN_MODE) {
         int64_t ne2 = ref_line(ref, data, "ncl_mode_010", e2, 4096);
         const int thresholds_agree = strcmp(data, "bc_imb") == 0;
         ck_assert_msg(same_as(b, e2, ne2) == thresholds_agree,
@@ -196,7 +196,7 @@ START_TEST(test_nearmiss_counts) {
   effml_tensor *x, *y;
   load_subset(ctx, "wine.csv", 2, 20, &x, &y);
   for (int v = 1; v <= 2; ++v) {
-    method_case mc = {"nm", EFFML_RESAMPLE_NEARMISS, v, 3, EFFML_ENN_ALL, 100, 0};
+    method_case mc = {"nm", EFFML_SAMPLER_RESAMPLE_NEARMISS, v, 3, EFFML_SAMPLER_ENN_ALL, 100, 0};
     effml_tensor *b = plan_base(ctx, &mc, x, y);
     ck_assert_int_eq(effml_tensor_dim(b, 0), 60);
     const int64_t *p = (const int64_t *)effml_tensor_data_const(b);
@@ -225,27 +225,27 @@ START_TEST(test_under_bad_options) {
     double thr;
     const char *needle;
   } bad[] = {
-      {EFFML_RESAMPLE_NEARMISS, 4, 3, 100, 0.5, "version=4"},
-      {EFFML_RESAMPLE_NEARMISS, 1, 21, 100, 0.5, "n_neighbors=21"},
-      {EFFML_RESAMPLE_NEARMISS, 1, -1, 100, 0.5, "n_neighbors=-1"},
-      {EFFML_RESAMPLE_CNN, 1, 61, 100, 0.5, "kNN limit"},
-      {EFFML_RESAMPLE_OSS, 1, -2, 100, 0.5, "n_neighbors=-2"},
-      {EFFML_RESAMPLE_RENN, 1, 3, 0, 0.5, "max_iter=0"},
-      {EFFML_RESAMPLE_RENN, 1, 61, 100, 0.5, "kNN limit"},
-      {EFFML_RESAMPLE_ALLKNN, 1, 200, 100, 0.5, "kNN limit"},
-      {EFFML_RESAMPLE_NCL, 1, 3, 100, 0.0, "threshold_cleaning=0"},
-      {EFFML_RESAMPLE_NCL, 1, 3, 100, NAN, "threshold_cleaning=nan"},
+      {EFFML_SAMPLER_RESAMPLE_NEARMISS, 4, 3, 100, 0.5, "version=4"},
+      {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 21, 100, 0.5, "n_neighbors=21"},
+      {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, -1, 100, 0.5, "n_neighbors=-1"},
+      {EFFML_SAMPLER_RESAMPLE_CNN, 1, 61, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_OSS, 1, -2, 100, 0.5, "n_neighbors=-2"},
+      {EFFML_SAMPLER_RESAMPLE_RENN, 1, 3, 0, 0.5, "max_iter=0"},
+      {EFFML_SAMPLER_RESAMPLE_RENN, 1, 61, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 200, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, 100, 0.0, "threshold_cleaning=0"},
+      {EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, 100, NAN, "threshold_cleaning=nan"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
-    effml_resample_options o;
-    effml_resample_options_init(&o);
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
     o.method = bad[i].method;
     o.version = bad[i].version;
     o.n_neighbors = bad[i].k;
     o.max_iter = bad[i].max_iter;
     o.threshold_cleaning = bad[i].thr;
     effml_tensor *b = (effml_tensor *)&o, *nb = (effml_tensor *)&o, *st = (effml_tensor *)&o;
-    ck_assert_int_eq(effml_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_INVALID_ARG);
+    ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_INVALID_ARG);
     ck_assert_msg(strstr(effml_context_last_error(ctx), bad[i].needle) != NULL, "case %zu: '%s'",
                   i, effml_context_last_error(ctx));
     ck_assert_ptr_eq(b, (effml_tensor *)&o);
@@ -308,12 +308,12 @@ START_TEST(test_cnn_consistent_subset) {
     const double *xv = (const double *)effml_tensor_data_const(x);
     const int64_t *yl = (const int64_t *)effml_tensor_data_const(y);
     for (uint64_t seed = 0; seed < 3; ++seed) {
-      effml_resample_options o;
-      effml_resample_options_init(&o);
-      o.method = EFFML_RESAMPLE_CNN;
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_CNN;
       o.seed = seed;
       effml_tensor *b, *nb, *st;
-      ck_assert_int_eq(effml_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
       const int64_t m = effml_tensor_dim(b, 0);
       const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
       double *kx = plan_rows(x, b, nb, st);
@@ -349,12 +349,12 @@ START_TEST(test_oss_no_tomek_link) {
     const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1);
     const int64_t *yl = (const int64_t *)effml_tensor_data_const(y);
     for (uint64_t seed = 0; seed < 3; ++seed) {
-      effml_resample_options o;
-      effml_resample_options_init(&o);
-      o.method = EFFML_RESAMPLE_OSS;
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_OSS;
       o.seed = seed;
       effml_tensor *b, *nb, *st;
-      ck_assert_int_eq(effml_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
       const int64_t m = effml_tensor_dim(b, 0);
       const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
       double *kx = plan_rows(x, b, nb, st);
@@ -394,18 +394,18 @@ START_TEST(test_combined_is_composition) {
   load_subset(ctx, "wine.csv", 2, 20, &x, &y);
   for (int which = 0; which < 2; ++which)
     for (uint64_t seed = 0; seed < 3; ++seed) {
-      effml_resample_options o;
-      effml_resample_options_init(&o);
-      o.method = EFFML_RESAMPLE_SMOTE;
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
       o.seed = seed;
       effml_tensor *x1, *y1, *x2, *y2, *xc, *yc;
-      ck_assert_int_eq(effml_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
-      effml_resample_options oc = o;
-      oc.method = which ? EFFML_RESAMPLE_TOMEK : EFFML_RESAMPLE_ENN;
-      oc.sampling_strategy = EFFML_STRATEGY_ALL;
-      ck_assert_int_eq(effml_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
-      o.method = which ? EFFML_RESAMPLE_SMOTETOMEK : EFFML_RESAMPLE_SMOTEENN;
-      ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
+      effml_sampler_resample_options oc = o;
+      oc.method = which ? EFFML_SAMPLER_RESAMPLE_TOMEK : EFFML_SAMPLER_RESAMPLE_ENN;
+      oc.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
+      o.method = which ? EFFML_SAMPLER_RESAMPLE_SMOTETOMEK : EFFML_SAMPLER_RESAMPLE_SMOTEENN;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
       const int64_t m = effml_tensor_dim(xc, 0), d = effml_tensor_dim(xc, 1);
       ck_assert_int_eq(effml_tensor_dim(x2, 0), m);
       ck_assert_int_lt(m, effml_tensor_dim(x1, 0)); /* the cleaning removed rows */

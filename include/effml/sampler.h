@@ -25,10 +25,10 @@
  *    importance weights and merging of weighted samples.
  *
  * @code
- *   effml_resample_options opt;  effml_resample_options_init(&opt);
- *   opt.method = EFFML_RESAMPLE_SMOTE;  opt.k_neighbors = 5;  opt.seed = 42;
+ *   effml_sampler_resample_options opt;  effml_sampler_resample_options_init(&opt);
+ *   opt.method = EFFML_SAMPLER_RESAMPLE_SMOTE;  opt.k_neighbors = 5;  opt.seed = 42;
  *   effml_tensor *xr, *yr;
- *   if (effml_resample(ctx, &opt, x, y, &xr, &yr) != EFFML_OK)
+ *   if (effml_sampler_resample(ctx, &opt, x, y, &xr, &yr) != EFFML_OK)
  *     fprintf(stderr, "%s\n", effml_context_last_error(ctx));
  * @endcode
  *
@@ -40,7 +40,7 @@
  *
  * Threads: these functions are used with one context per thread; they use
  * the context's thread count for their own loops (kNN search).  An
- * `effml_alias_sampler` is used by one thread at a time.
+ * `effml_sampler_alias` is used by one thread at a time.
  */
 #ifndef EFFML_SAMPLER_H
 #define EFFML_SAMPLER_H
@@ -58,41 +58,41 @@ EFFML_BEGIN_DECLS
  * ====================================================================== */
 
 /** `sampling_strategy` kinds (imbalanced-learn `utils/_validation.py`). */
-#define EFFML_STRATEGY_AUTO 0         /**< over: 'not majority'; under/clean: 'not minority' */
-#define EFFML_STRATEGY_MINORITY 1     /**< the minority class only (over-samplers) */
-#define EFFML_STRATEGY_NOT_MINORITY 2 /**< every class but the minority */
-#define EFFML_STRATEGY_NOT_MAJORITY 3 /**< every class but the majority */
-#define EFFML_STRATEGY_ALL 4          /**< every class */
-#define EFFML_STRATEGY_MAJORITY 5     /**< the majority class only (under/clean samplers) */
-#define EFFML_STRATEGY_RATIO 6        /**< float `ratio` (binary problems only) */
-#define EFFML_STRATEGY_TARGETS 7      /**< per-class final counts (`target_labels`/`target_counts`) */
+#define EFFML_SAMPLER_STRATEGY_AUTO 0         /**< over: 'not majority'; under/clean: 'not minority' */
+#define EFFML_SAMPLER_STRATEGY_MINORITY 1     /**< the minority class only (over-samplers) */
+#define EFFML_SAMPLER_STRATEGY_NOT_MINORITY 2 /**< every class but the minority */
+#define EFFML_SAMPLER_STRATEGY_NOT_MAJORITY 3 /**< every class but the majority */
+#define EFFML_SAMPLER_STRATEGY_ALL 4          /**< every class */
+#define EFFML_SAMPLER_STRATEGY_MAJORITY 5     /**< the majority class only (under/clean samplers) */
+#define EFFML_SAMPLER_STRATEGY_RATIO 6        /**< float `ratio` (binary problems only) */
+#define EFFML_SAMPLER_STRATEGY_TARGETS 7      /**< per-class final counts (`target_labels`/`target_counts`) */
 
 /** Re-sampling methods. */
-#define EFFML_RESAMPLE_SMOTE 1        /**< SMOTE (Chawla et al. 2002), imblearn `SMOTE` */
-#define EFFML_RESAMPLE_BORDERLINE1 2  /**< Borderline-SMOTE 1 (Han et al. 2005) */
-#define EFFML_RESAMPLE_BORDERLINE2 3  /**< Borderline-SMOTE 2 (Han et al. 2005) */
-#define EFFML_RESAMPLE_ADASYN 4       /**< ADASYN (He et al. 2008) */
-#define EFFML_RESAMPLE_SMOTENC 5      /**< SMOTE-NC, mixed continuous/categorical (Chawla 2002 §6.1); effml_resample() only */
-#define EFFML_RESAMPLE_RANDOM_OVER 6  /**< bootstrap copies, imblearn `RandomOverSampler` */
-#define EFFML_RESAMPLE_RANDOM_UNDER 7 /**< imblearn `RandomUnderSampler` (no replacement) */
-#define EFFML_RESAMPLE_TOMEK 8        /**< remove Tomek-link members, imblearn `TomekLinks` */
-#define EFFML_RESAMPLE_ENN 9          /**< edited nearest neighbours, imblearn `EditedNearestNeighbours` */
-#define EFFML_RESAMPLE_NEARMISS 10    /**< NearMiss 1/2/3 (Mani & Zhang 2003), imblearn `NearMiss`; `version` */
-#define EFFML_RESAMPLE_RENN 11        /**< repeated ENN (Tomek 1976), imblearn `RepeatedEditedNearestNeighbours` */
-#define EFFML_RESAMPLE_ALLKNN 12      /**< ENN with k = 1..n_neighbors (Tomek 1976), imblearn `AllKNN` */
-#define EFFML_RESAMPLE_NCL 13         /**< neighbourhood cleaning rule (Laurikkala 2001), imblearn `NeighbourhoodCleaningRule` */
-#define EFFML_RESAMPLE_CNN 14         /**< condensed nearest neighbour (Hart 1968), imblearn `CondensedNearestNeighbour` */
-#define EFFML_RESAMPLE_OSS 15         /**< one-sided selection (Kubat & Matwin 1997), imblearn `OneSidedSelection` */
-#define EFFML_RESAMPLE_SMOTEENN 16    /**< SMOTE then ENN (Batista et al. 2004), imblearn `SMOTEENN` */
-#define EFFML_RESAMPLE_SMOTETOMEK 17  /**< SMOTE then Tomek links (Batista et al. 2004), imblearn `SMOTETomek` */
+#define EFFML_SAMPLER_RESAMPLE_SMOTE 1        /**< SMOTE (Chawla et al. 2002), imblearn `SMOTE` */
+#define EFFML_SAMPLER_RESAMPLE_BORDERLINE1 2  /**< Borderline-SMOTE 1 (Han et al. 2005) */
+#define EFFML_SAMPLER_RESAMPLE_BORDERLINE2 3  /**< Borderline-SMOTE 2 (Han et al. 2005) */
+#define EFFML_SAMPLER_RESAMPLE_ADASYN 4       /**< ADASYN (He et al. 2008) */
+#define EFFML_SAMPLER_RESAMPLE_SMOTENC 5      /**< SMOTE-NC, mixed continuous/categorical (Chawla 2002 §6.1); effml_sampler_resample() only */
+#define EFFML_SAMPLER_RESAMPLE_RANDOM_OVER 6  /**< bootstrap copies, imblearn `RandomOverSampler` */
+#define EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER 7 /**< imblearn `RandomUnderSampler` (no replacement) */
+#define EFFML_SAMPLER_RESAMPLE_TOMEK 8        /**< remove Tomek-link members, imblearn `TomekLinks` */
+#define EFFML_SAMPLER_RESAMPLE_ENN 9          /**< edited nearest neighbours, imblearn `EditedNearestNeighbours` */
+#define EFFML_SAMPLER_RESAMPLE_NEARMISS 10    /**< NearMiss 1/2/3 (Mani & Zhang 2003), imblearn `NearMiss`; `version` */
+#define EFFML_SAMPLER_RESAMPLE_RENN 11        /**< repeated ENN (Tomek 1976), imblearn `RepeatedEditedNearestNeighbours` */
+#define EFFML_SAMPLER_RESAMPLE_ALLKNN 12      /**< ENN with k = 1..n_neighbors (Tomek 1976), imblearn `AllKNN` */
+#define EFFML_SAMPLER_RESAMPLE_NCL 13         /**< neighbourhood cleaning rule (Laurikkala 2001), imblearn `NeighbourhoodCleaningRule` */
+#define EFFML_SAMPLER_RESAMPLE_CNN 14         /**< condensed nearest neighbour (Hart 1968), imblearn `CondensedNearestNeighbour` */
+#define EFFML_SAMPLER_RESAMPLE_OSS 15         /**< one-sided selection (Kubat & Matwin 1997), imblearn `OneSidedSelection` */
+#define EFFML_SAMPLER_RESAMPLE_SMOTEENN 16    /**< SMOTE then ENN (Batista et al. 2004), imblearn `SMOTEENN` */
+#define EFFML_SAMPLER_RESAMPLE_SMOTETOMEK 17  /**< SMOTE then Tomek links (Batista et al. 2004), imblearn `SMOTETomek` */
 
 /** ENN selection rule (`kind_sel`). */
-#define EFFML_ENN_ALL 0  /**< keep a sample iff all its neighbours share its class */
-#define EFFML_ENN_MODE 1 /**< keep iff the neighbours' most common class is its class */
+#define EFFML_SAMPLER_ENN_ALL 0  /**< keep a sample iff all its neighbours share its class */
+#define EFFML_SAMPLER_ENN_MODE 1 /**< keep iff the neighbours' most common class is its class */
 
 /**
- * Options of effml_resample() / effml_resample_plan().  Fill with
- * effml_resample_options_init(); fields are only ever added at the end and
+ * Options of effml_sampler_resample() / effml_sampler_resample_plan().  Fill with
+ * effml_sampler_resample_options_init(); fields are only ever added at the end and
  * the library reads only the first `struct_size` bytes.
  *
  * `sampling_strategy` (imbalanced-learn meanings; counts sorted by label, ties
@@ -108,18 +108,18 @@ EFFML_BEGIN_DECLS
  * - cleaning (Tomek, ENN): which classes may lose samples; TARGETS lists
  *   them in `target_labels` (`target_counts` is ignored and may be NULL).
  */
-typedef struct effml_resample_options {
-  uint32_t struct_size;          /**< sizeof(effml_resample_options), set by _init */
+typedef struct effml_sampler_resample_options {
+  uint32_t struct_size;          /**< sizeof(effml_sampler_resample_options), set by _init */
   int32_t method;                /**< EFFML_RESAMPLE_* (default SMOTE) */
   int32_t sampling_strategy;     /**< EFFML_STRATEGY_* (default AUTO) */
-  double ratio;                  /**< for EFFML_STRATEGY_RATIO: over (0,1], under (0,1] */
+  double ratio;                  /**< for EFFML_SAMPLER_STRATEGY_RATIO: over (0,1], under (0,1] */
   int64_t n_targets;             /**< entries of target_labels / target_counts */
   const int64_t *target_labels;  /**< borrowed during the call */
   const int64_t *target_counts;  /**< borrowed during the call */
   int64_t k_neighbors;           /**< SMOTE/Borderline/ADASYN neighbours (default 5) */
   int64_t m_neighbors;           /**< Borderline danger test neighbours (default 10) */
   int64_t n_neighbors;           /**< ENN, RENN, AllKNN, NCL, NearMiss, SMOTEENN neighbours (imblearn default 3), CNN, OSS (default 1); 0 = the method's default; at most 60, the kNN limit */
-  int32_t kind_sel;              /**< ENN: EFFML_ENN_ALL (default) or EFFML_ENN_MODE */
+  int32_t kind_sel;              /**< ENN: EFFML_SAMPLER_ENN_ALL (default) or EFFML_SAMPLER_ENN_MODE */
   uint64_t seed;                 /**< seed of every random choice (default 0) */
   int64_t block_rows;            /**< kNN query rows per block (memory bound; 0 = 256) */
   int64_t n_categorical;         /**< SMOTE-NC: number of categorical columns (>= 1, < n_features) */
@@ -130,10 +130,10 @@ typedef struct effml_resample_options {
   int64_t max_iter;              /**< RENN: at most this many ENN passes (default 100) */
   double threshold_cleaning;     /**< NCL: clean classes of size >= threshold * minority size (default 0.5) */
   int64_t n_seeds_S;             /**< CNN, OSS: random rows of each targeted class that start the kept set (default 1) */
-} effml_resample_options;
+} effml_sampler_resample_options;
 
 /** Fill `opt` with defaults.  NULL is ignored. */
-EFFML_API void effml_resample_options_init(effml_resample_options *opt);
+EFFML_API void effml_sampler_resample_options_init(effml_sampler_resample_options *opt);
 
 /**
  * Exact k-nearest-neighbour search (Euclidean), blocked through GEMM, multi-
@@ -151,7 +151,7 @@ EFFML_API void effml_resample_options_init(effml_resample_options *opt);
  * @return EFFML_E_INVALID_ARG (NULL, bad k), EFFML_E_SHAPE, EFFML_E_DTYPE,
  *         EFFML_E_NUMERIC (NaN/inf), EFFML_E_NOMEM.  Outputs untouched on error.
  */
-EFFML_API effml_status effml_knn(effml_context *ctx, const effml_tensor *x_ref,
+EFFML_API effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref,
                                  const effml_tensor *x_query, int64_t k, effml_tensor **indices,
                                  effml_tensor **distances);
 
@@ -168,8 +168,8 @@ EFFML_API effml_status effml_knn(effml_context *ctx, const effml_tensor *x_ref,
  *         target_labels absent from y, target count below / above the class
  *         count), EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
-                                                       const effml_resample_options *opt,
+EFFML_API effml_status effml_sampler_strategy_resolve(effml_context *ctx,
+                                                       const effml_sampler_resample_options *opt,
                                                        const effml_tensor *y,
                                                        effml_tensor **labels,
                                                        effml_tensor **values);
@@ -218,7 +218,7 @@ EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
  *   n_neighbors_ver3) above 60 is EFFML_E_INVALID_ARG, except NearMiss-2,
  *   which scans every minority row.
  * - SMOTE-NC cannot be planned (categorical values are votes, not
- *   interpolations): EFFML_E_UNSUPPORTED here, use effml_resample().
+ *   interpolations): EFFML_E_UNSUPPORTED here, use effml_sampler_resample().
  *
  * @param x        [n_samples, n_features] f32 or f64, contiguous, finite
  *                 (integer x is refused with EFFML_E_DTYPE; random samplers
@@ -232,7 +232,7 @@ EFFML_API effml_status effml_sampling_strategy_resolve(effml_context *ctx,
  *         with no other-class neighbour or nothing to generate),
  *         EFFML_E_NOMEM.  Outputs untouched on error.
  */
-EFFML_API effml_status effml_resample_plan(effml_context *ctx, const effml_resample_options *opt,
+EFFML_API effml_status effml_sampler_resample_plan(effml_context *ctx, const effml_sampler_resample_options *opt,
                                            const effml_tensor *x, const effml_tensor *y,
                                            effml_tensor **base, effml_tensor **neighbor,
                                            effml_tensor **step);
@@ -245,7 +245,7 @@ EFFML_API effml_status effml_resample_plan(effml_context *ctx, const effml_resam
  * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_RANGE
  *         (an index outside [0, n_samples)), EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x,
+EFFML_API effml_status effml_sampler_resample_apply(effml_context *ctx, const effml_tensor *x,
                                             const effml_tensor *y, const effml_tensor *base,
                                             const effml_tensor *neighbor,
                                             const effml_tensor *step, effml_tensor **x_out,
@@ -253,7 +253,7 @@ EFFML_API effml_status effml_resample_apply(effml_context *ctx, const effml_tens
 
 /**
  * Re-sample `x`, `y` (plan + apply).  x_out keeps x's dtype (f32 stays f32),
- * y_out keeps y's dtype.  Errors as effml_resample_plan().
+ * y_out keeps y's dtype.  Errors as effml_sampler_resample_plan().
  *
  * SMOTE-NC (imblearn `SMOTENC`, 0.12+ semantics): the columns listed in
  * `categorical_features` hold category codes (any finite numbers, compared
@@ -266,7 +266,7 @@ EFFML_API effml_status effml_resample_apply(effml_context *ctx, const effml_tens
  * broken at random from the class stream).  Errors: no or only categorical
  * columns, an index out of range or repeated (EFFML_E_INVALID_ARG).
  */
-EFFML_API effml_status effml_resample(effml_context *ctx, const effml_resample_options *opt,
+EFFML_API effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resample_options *opt,
                                       const effml_tensor *x, const effml_tensor *y,
                                       effml_tensor **x_out, effml_tensor **y_out);
 
@@ -283,39 +283,39 @@ EFFML_API effml_status effml_resample(effml_context *ctx, const effml_resample_o
  * @return EFFML_E_INVALID_ARG (NULL, n_sources < 1, T <= 0 or NaN, a size
  *         negative/non-finite, all sizes 0).
  */
-EFFML_API effml_status effml_temperature_probs(effml_context *ctx, const double *sizes,
+EFFML_API effml_status effml_sampler_temperature_probs(effml_context *ctx, const double *sizes,
                                                int64_t n_sources, double temperature,
                                                double *probs);
 
-/** As effml_temperature_probs() in the alpha = 1/T form (XLM, mT5): q_i ∝ p_i^alpha, alpha >= 0 (0: uniform). */
-EFFML_API effml_status effml_temperature_probs_alpha(effml_context *ctx, const double *sizes,
+/** As effml_sampler_temperature_probs() in the alpha = 1/T form (XLM, mT5): q_i ∝ p_i^alpha, alpha >= 0 (0: uniform). */
+EFFML_API effml_status effml_sampler_temperature_probs_alpha(effml_context *ctx, const double *sizes,
                                                      int64_t n_sources, double alpha,
                                                      double *probs);
 
 /** Temperature schedule kinds. */
-#define EFFML_SCHEDULE_CONSTANT 0 /**< T = t_start */
-#define EFFML_SCHEDULE_LINEAR 1   /**< t_start -> t_end linearly over total_steps */
-#define EFFML_SCHEDULE_COSINE 2   /**< t_end + (t_start - t_end)(1 + cos(pi f))/2, f = step/total */
-#define EFFML_SCHEDULE_COOLDOWN 3 /**< t_start until switch_fraction*total_steps, then t_end (Li et al. 2025) */
-#define EFFML_SCHEDULE_CUSTOM 4   /**< fn(user_data, step, total_steps) */
+#define EFFML_SAMPLER_SCHEDULE_CONSTANT 0 /**< T = t_start */
+#define EFFML_SAMPLER_SCHEDULE_LINEAR 1   /**< t_start -> t_end linearly over total_steps */
+#define EFFML_SAMPLER_SCHEDULE_COSINE 2   /**< t_end + (t_start - t_end)(1 + cos(pi f))/2, f = step/total */
+#define EFFML_SAMPLER_SCHEDULE_COOLDOWN 3 /**< t_start until switch_fraction*total_steps, then t_end (Li et al. 2025) */
+#define EFFML_SAMPLER_SCHEDULE_CUSTOM 4   /**< fn(user_data, step, total_steps) */
 
 /** Caller-supplied schedule: returns T > 0 for `step` of `total_steps`. */
-typedef double (*effml_temperature_fn)(void *user_data, int64_t step, int64_t total_steps);
+typedef double (*effml_sampler_temperature_fn)(void *user_data, int64_t step, int64_t total_steps);
 
-/** A schedule of T over training steps.  Fill with effml_temperature_schedule_init(). */
-typedef struct effml_temperature_schedule {
+/** A schedule of T over training steps.  Fill with effml_sampler_temperature_schedule_init(). */
+typedef struct effml_sampler_temperature_schedule {
   uint32_t struct_size;    /**< set by _init */
   int32_t kind;            /**< EFFML_SCHEDULE_* (default CONSTANT) */
   double t_start;          /**< T at step 0 (default 1) */
   double t_end;            /**< T at the end (default 1) */
   int64_t total_steps;     /**< >= 1 (default 1) */
   double switch_fraction;  /**< COOLDOWN switch point in [0,1] (default 0.5) */
-  effml_temperature_fn fn; /**< CUSTOM only */
+  effml_sampler_temperature_fn fn; /**< CUSTOM only */
   void *user_data;         /**< passed to fn */
-} effml_temperature_schedule;
+} effml_sampler_temperature_schedule;
 
 /** Fill `s` with defaults.  NULL is ignored. */
-EFFML_API void effml_temperature_schedule_init(effml_temperature_schedule *s);
+EFFML_API void effml_sampler_temperature_schedule_init(effml_sampler_temperature_schedule *s);
 
 /**
  * T at `step` (steps past total_steps keep the final value).
@@ -323,8 +323,8 @@ EFFML_API void effml_temperature_schedule_init(effml_temperature_schedule *s);
  *         temperatures <= 0, fraction outside [0,1], CUSTOM without fn or
  *         returning T <= 0 / NaN).
  */
-EFFML_API effml_status effml_temperature_at(effml_context *ctx,
-                                            const effml_temperature_schedule *schedule,
+EFFML_API effml_status effml_sampler_temperature_at(effml_context *ctx,
+                                            const effml_sampler_temperature_schedule *schedule,
                                             int64_t step, double *temperature);
 
 /**
@@ -337,7 +337,7 @@ EFFML_API effml_status effml_temperature_at(effml_context *ctx,
  * @param allocation  NULL or receives [n_sources] U (caller memory).
  * @param probs       receives [n_sources] (caller memory).
  */
-EFFML_API effml_status effml_unimax(effml_context *ctx, const double *sizes, int64_t n_sources,
+EFFML_API effml_status effml_sampler_unimax(effml_context *ctx, const double *sizes, int64_t n_sources,
                                     double budget, double max_epochs, double *allocation,
                                     double *probs);
 
@@ -353,36 +353,36 @@ EFFML_API effml_status effml_unimax(effml_context *ctx, const double *sizes, int
  * @param counts  receives [n_sources] (caller memory).
  * @param virtual_size_out  NULL or receives V.
  */
-EFFML_API effml_status effml_virtual_sizes(effml_context *ctx, const int64_t *sizes,
+EFFML_API effml_status effml_sampler_virtual_sizes(effml_context *ctx, const int64_t *sizes,
                                            const double *probs, int64_t n_sources,
                                            int64_t virtual_size, int64_t *counts,
                                            int64_t *virtual_size_out);
 
 /** Draws from a fixed discrete distribution in O(1) each (Walker/Vose alias method). */
-typedef struct effml_alias_sampler effml_alias_sampler;
+typedef struct effml_sampler_alias effml_sampler_alias;
 
 /**
  * Build an alias table for `weights` (>= 0, finite, sum > 0; normalised here)
  * with its own generator seeded by `seed`.  O(n) time and memory.
- * @param out  receives the sampler (owned; effml_alias_sampler_free()).
+ * @param out  receives the sampler (owned; effml_sampler_alias_free()).
  */
-EFFML_API effml_status effml_alias_sampler_create(effml_context *ctx, const double *weights,
+EFFML_API effml_status effml_sampler_alias_create(effml_context *ctx, const double *weights,
                                                   int64_t n, uint64_t seed,
-                                                  effml_alias_sampler **out);
+                                                  effml_sampler_alias **out);
 /** Free a sampler; NULL is a no-op. */
-EFFML_API void effml_alias_sampler_free(effml_alias_sampler *sampler);
+EFFML_API void effml_sampler_alias_free(effml_sampler_alias *sampler);
 /**
  * Write `count` draws (indices in [0, n)) to `out` (caller memory), continuing
  * the sampler's stream: the same seed gives the same sequence however the
  * draws are split into calls.  A zero-weight index is never drawn.
  */
-EFFML_API effml_status effml_alias_sampler_draw(effml_context *ctx, effml_alias_sampler *sampler,
+EFFML_API effml_status effml_sampler_alias_draw(effml_context *ctx, effml_sampler_alias *sampler,
                                                 int64_t count, int64_t *out);
 
 /** Interleave stopping strategies (Hugging Face datasets `interleave_datasets`). */
-#define EFFML_STOP_FIRST_EXHAUSTED 0 /**< stop once any source has been used up */
-#define EFFML_STOP_ALL_EXHAUSTED 1   /**< stop once every source has been used up (sources wrap) */
-#define EFFML_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT 2 /**< each example once; skip exhausted sources */
+#define EFFML_SAMPLER_STOP_FIRST_EXHAUSTED 0 /**< stop once any source has been used up */
+#define EFFML_SAMPLER_STOP_ALL_EXHAUSTED 1   /**< stop once every source has been used up (sources wrap) */
+#define EFFML_SAMPLER_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT 2 /**< each example once; skip exhausted sources */
 
 /**
  * Interleave K sources of `lengths` examples: the sequence of (source,
@@ -398,7 +398,7 @@ EFFML_API effml_status effml_alias_sampler_draw(effml_context *ctx, effml_alias_
  * @param max_len  safety cap on the output length (>= 1); EFFML_E_RANGE if reached.
  * @param source, index  receive [n_out] i64 (owned).
  */
-EFFML_API effml_status effml_interleave(effml_context *ctx, const int64_t *lengths,
+EFFML_API effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths,
                                         int64_t n_sources, const double *probs,
                                         int32_t stopping_strategy, uint64_t seed,
                                         int64_t max_len, effml_tensor **source,
@@ -409,11 +409,11 @@ EFFML_API effml_status effml_interleave(effml_context *ctx, const int64_t *lengt
  * ====================================================================== */
 
 /** Leverage score methods. */
-#define EFFML_LEVERAGE_EXACT 0  /**< Householder TSQR (LAPACK per row block) + one CholeskyQR refinement */
-#define EFFML_LEVERAGE_SKETCH 1 /**< R from the QR of a CountSketch S A (Drineas et al. JMLR 2012), tau_i = ||a_i R^-1||^2 */
+#define EFFML_SAMPLER_LEVERAGE_EXACT 0  /**< Householder TSQR (LAPACK per row block) + one CholeskyQR refinement */
+#define EFFML_SAMPLER_LEVERAGE_SKETCH 1 /**< R from the QR of a CountSketch S A (Drineas et al. JMLR 2012), tau_i = ||a_i R^-1||^2 */
 
 /** Options of the leverage / Lewis / sensitivity functions.  Fill with _init. */
-typedef struct effml_leverage_options {
+typedef struct effml_sampler_leverage_options {
   uint32_t struct_size;  /**< set by _init */
   int32_t method;        /**< EFFML_LEVERAGE_* (default EXACT) */
   int64_t sketch_rows;   /**< SKETCH: CountSketch rows (0: max(4 d^2, 64 d)) */
@@ -421,10 +421,10 @@ typedef struct effml_leverage_options {
   double rank_tol;       /**< relative |R_jj| below which A counts as rank deficient (default 1e-12) */
   int64_t max_iter;      /**< Lewis fixed-point iterations (default 200) */
   double tol;            /**< Lewis convergence: max |log w_new - log w| (default 1e-12) */
-} effml_leverage_options;
+} effml_sampler_leverage_options;
 
 /** Fill `opt` with defaults.  NULL is ignored. */
-EFFML_API void effml_leverage_options_init(effml_leverage_options *opt);
+EFFML_API void effml_sampler_leverage_options_init(effml_sampler_leverage_options *opt);
 
 /**
  * Leverage scores tau_i = a_i^T (A^T A)^{-1} a_i = ||U_i||^2 (REFERENCES
@@ -442,13 +442,13 @@ EFFML_API void effml_leverage_options_init(effml_leverage_options *opt);
  * @return EFFML_E_NUMERIC (NaN/inf; rank deficient: "|R_jj|/max = ..."),
  *         EFFML_E_SHAPE (n < d, not 2-D), EFFML_E_DTYPE, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_leverage_scores(effml_context *ctx,
-                                             const effml_leverage_options *opt,
+EFFML_API effml_status effml_sampler_leverage_scores(effml_context *ctx,
+                                             const effml_sampler_leverage_options *opt,
                                              const effml_tensor *a, effml_tensor **tau);
 
 /** Root leverage scores tau_i^(p/2) (Woodruff & Yasuda 2023, 1 <= p <= 2). */
-EFFML_API effml_status effml_root_leverage_scores(effml_context *ctx,
-                                                  const effml_leverage_options *opt,
+EFFML_API effml_status effml_sampler_root_leverage_scores(effml_context *ctx,
+                                                  const effml_sampler_leverage_options *opt,
                                                   const effml_tensor *a, double p,
                                                   effml_tensor **scores);
 
@@ -462,9 +462,9 @@ EFFML_API effml_status effml_root_leverage_scores(effml_context *ctx,
  * @param p           0 < p < 4 (else EFFML_E_INVALID_ARG).
  * @param weights     receives [n] f64 (owned).
  * @param iterations  NULL or receives the iterations used.
- * @return as effml_leverage_scores(); EFFML_E_NUMERIC if not converged in max_iter.
+ * @return as effml_sampler_leverage_scores(); EFFML_E_NUMERIC if not converged in max_iter.
  */
-EFFML_API effml_status effml_lewis_weights(effml_context *ctx, const effml_leverage_options *opt,
+EFFML_API effml_status effml_sampler_lewis_weights(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                            const effml_tensor *a, double p,
                                            effml_tensor **weights, int64_t *iterations);
 
@@ -474,14 +474,14 @@ EFFML_API effml_status effml_lewis_weights(effml_context *ctx, const effml_lever
  * with w the lp Lewis weights.
  * @param p  1 <= p < 4.
  */
-EFFML_API effml_status effml_sensitivity_upper_bounds(effml_context *ctx,
-                                                      const effml_leverage_options *opt,
+EFFML_API effml_status effml_sampler_sensitivity_upper_bounds(effml_context *ctx,
+                                                      const effml_sampler_leverage_options *opt,
                                                       const effml_tensor *a, double p,
                                                       effml_tensor **scores);
 
-/** Sampling schemes of effml_sensitivity_sample(). */
-#define EFFML_SAMPLE_BERNOULLI 0 /**< keep i with pi_i = min(1, m s_i / S) */
-#define EFFML_SAMPLE_IID 1       /**< m i.i.d. draws with q_i = s_i / S, duplicates merged */
+/** Sampling schemes of effml_sampler_sensitivity_sample(). */
+#define EFFML_SAMPLER_DRAW_BERNOULLI 0 /**< keep i with pi_i = min(1, m s_i / S) */
+#define EFFML_SAMPLER_DRAW_IID 1       /**< m i.i.d. draws with q_i = s_i / S, duplicates merged */
 
 /**
  * Sample rows by scores with lp importance weights, so that
@@ -494,7 +494,7 @@ EFFML_API effml_status effml_sensitivity_upper_bounds(effml_context *ctx,
  * @param p        p >= 1 (1/p of the weight exponent; p = 2 for least squares).
  * @param indices  receives [k] i64 (owned); weights receives [k] f64 (owned).
  */
-EFFML_API effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *scores,
+EFFML_API effml_status effml_sampler_sensitivity_sample(effml_context *ctx, const effml_tensor *scores,
                                                 double m, double p, int32_t scheme,
                                                 uint64_t seed, effml_tensor **indices,
                                                 effml_tensor **weights);
@@ -507,7 +507,7 @@ EFFML_API effml_status effml_sensitivity_sample(effml_context *ctx, const effml_
  * @return EFFML_E_INVALID_ARG (p < 1, offset < 0, weights <= 0), EFFML_E_SHAPE,
  *         EFFML_E_DTYPE, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_weighted_sample_merge(effml_context *ctx, const effml_tensor *idx_a,
+EFFML_API effml_status effml_sampler_weighted_sample_merge(effml_context *ctx, const effml_tensor *idx_a,
                                                    const effml_tensor *w_a,
                                                    const effml_tensor *idx_b,
                                                    const effml_tensor *w_b, int64_t offset_b,

@@ -50,7 +50,7 @@ static effml_status draw_seeds(effml_context *ctx, uint64_t seed, uint64_t tag, 
 
 static effml_status check_common(effml_context *ctx, const effml__resample_in *in, int64_t *mino) {
   const effml__classes *c = in->c;
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   if (o->n_neighbors < 1 || o->n_neighbors > EFFML__KNN_MAX_K)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be in [1, %d] (the kNN limit)",
                       (long long)o->n_neighbors, EFFML__KNN_MAX_K);
@@ -137,7 +137,7 @@ static int cnn_correct(const cnn_state *S, int64_t i, int minority_label_smaller
 static effml_status cnn_class(effml_context *ctx, const effml__resample_in *in, int64_t cl,
                               int64_t mino, const double *xmin, effml__plan *p) {
   const effml__classes *c = in->c;
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   const int64_t d = in->d, ns = c->counts[cl], n_min = c->counts[mino], k = o->n_neighbors;
   const int64_t *rows = c->rows + c->start[cl];
   cnn_state S;
@@ -228,7 +228,7 @@ effml_status effml__cnn_plan(effml_context *ctx, const effml__resample_in *in, e
 
 effml_status effml__oss_plan(effml_context *ctx, const effml__resample_in *in, effml__plan *p) {
   const effml__classes *c = in->c;
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   const int64_t d = in->d, k = o->n_neighbors;
   int64_t mino = 0;
   EFFML__TRY(check_common(ctx, in, &mino));

@@ -3,7 +3,7 @@
  * methods for balancing machine learning training data", SIGKDD Explorations
  * 6(1), 2004), and the Tomek-link pass shared with one-sided selection.
  *
- * The SMOTE step is exactly effml_resample with method SMOTE and the same
+ * The SMOTE step is exactly effml_sampler_resample with method SMOTE and the same
  * options (same seed, same rows); the cleaning step then runs on the
  * resampled rows with sampling_strategy 'all', as imblearn's defaults:
  * ENN(n_neighbors, kind_sel) or Tomek links.  The result is a sub-plan of the
@@ -81,7 +81,7 @@ effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m, 
 
 effml_status effml__combine_clean(effml_context *ctx, const effml__resample_in *in,
                                   effml__plan *p) {
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   const effml__classes *c = in->c;
   const int64_t m = p->n, d = in->d;
   double *xs = effml__plan_rows_f64(ctx, in->x, d, p);
@@ -97,9 +97,9 @@ effml_status effml__combine_clean(effml_context *ctx, const effml__resample_in *
       ys[r] = in->y[p->base[r]];
     }
     memset(targeted, 1, (size_t)c->n_classes);
-    if (o->method == EFFML_RESAMPLE_SMOTEENN) {
-      effml_resample_options oe = *o;
-      oe.sampling_strategy = EFFML_STRATEGY_ALL;
+    if (o->method == EFFML_SAMPLER_RESAMPLE_SMOTEENN) {
+      effml_sampler_resample_options oe = *o;
+      oe.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
       st = effml__enn_pass(ctx, &oe, xs, ys, m, d, o->n_neighbors, o->kind_sel, keep, &nk);
     } else {
       st = effml__tomek_pass(ctx, xs, m, d, cls, targeted, o->block_rows, 0, keep, &nk);

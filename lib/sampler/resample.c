@@ -7,17 +7,17 @@
 
 #include "sampler_internal.h"
 
-void effml_resample_options_init(effml_resample_options *opt) {
+void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   if (opt == NULL) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
-  opt->method = EFFML_RESAMPLE_SMOTE;
-  opt->sampling_strategy = EFFML_STRATEGY_AUTO;
+  opt->method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+  opt->sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
   opt->ratio = 1.0;
   opt->k_neighbors = 5;
   opt->m_neighbors = 10;
   opt->n_neighbors = 0; /* the method's default, see read_options */
-  opt->kind_sel = EFFML_ENN_ALL;
+  opt->kind_sel = EFFML_SAMPLER_ENN_ALL;
   opt->block_rows = 0;
   opt->version = 1;
   opt->allow_minority = 0;
@@ -27,41 +27,41 @@ void effml_resample_options_init(effml_resample_options *opt) {
   opt->n_seeds_S = 1;
 }
 
-static effml_status read_options(effml_context *ctx, const effml_resample_options *opt,
-                                 effml_resample_options *o) {
-  effml_resample_options_init(o);
+static effml_status read_options(effml_context *ctx, const effml_sampler_resample_options *opt,
+                                 effml_sampler_resample_options *o) {
+  effml_sampler_resample_options_init(o);
   if (opt == NULL) return EFFML_OK;
-  if (opt->struct_size < offsetof(effml_resample_options, ratio) || opt->struct_size > 4096)
+  if (opt->struct_size < offsetof(effml_sampler_resample_options, ratio) || opt->struct_size > 4096)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "opt->struct_size=%u is invalid (use effml_resample_options_init)",
+                      "opt->struct_size=%u is invalid (use effml_sampler_resample_options_init)",
                       (unsigned)opt->struct_size);
   size_t n = opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o;
   memcpy(o, opt, n);
   o->struct_size = (uint32_t)sizeof *o;
   switch (o->method) {
-    case EFFML_RESAMPLE_SMOTE:
-    case EFFML_RESAMPLE_BORDERLINE1:
-    case EFFML_RESAMPLE_BORDERLINE2:
-    case EFFML_RESAMPLE_ADASYN:
-    case EFFML_RESAMPLE_SMOTENC:
-    case EFFML_RESAMPLE_RANDOM_OVER:
-    case EFFML_RESAMPLE_RANDOM_UNDER:
-    case EFFML_RESAMPLE_TOMEK:
-    case EFFML_RESAMPLE_ENN:
-    case EFFML_RESAMPLE_NEARMISS:
-    case EFFML_RESAMPLE_RENN:
-    case EFFML_RESAMPLE_ALLKNN:
-    case EFFML_RESAMPLE_NCL:
-    case EFFML_RESAMPLE_CNN:
-    case EFFML_RESAMPLE_OSS:
-    case EFFML_RESAMPLE_SMOTEENN:
-    case EFFML_RESAMPLE_SMOTETOMEK: break;
+    case EFFML_SAMPLER_RESAMPLE_SMOTE:
+    case EFFML_SAMPLER_RESAMPLE_BORDERLINE1:
+    case EFFML_SAMPLER_RESAMPLE_BORDERLINE2:
+    case EFFML_SAMPLER_RESAMPLE_ADASYN:
+    case EFFML_SAMPLER_RESAMPLE_SMOTENC:
+    case EFFML_SAMPLER_RESAMPLE_RANDOM_OVER:
+    case EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER:
+    case EFFML_SAMPLER_RESAMPLE_TOMEK:
+    case EFFML_SAMPLER_RESAMPLE_ENN:
+    case EFFML_SAMPLER_RESAMPLE_NEARMISS:
+    case EFFML_SAMPLER_RESAMPLE_RENN:
+    case EFFML_SAMPLER_RESAMPLE_ALLKNN:
+    case EFFML_SAMPLER_RESAMPLE_NCL:
+    case EFFML_SAMPLER_RESAMPLE_CNN:
+    case EFFML_SAMPLER_RESAMPLE_OSS:
+    case EFFML_SAMPLER_RESAMPLE_SMOTEENN:
+    case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK: break;
     default:
       return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_RESAMPLE_* value",
                         (int)o->method);
   }
   if (o->n_neighbors == 0) /* imbalanced-learn's default for the method */
-    o->n_neighbors = (o->method == EFFML_RESAMPLE_CNN || o->method == EFFML_RESAMPLE_OSS) ? 1 : 3;
+    o->n_neighbors = (o->method == EFFML_SAMPLER_RESAMPLE_CNN || o->method == EFFML_SAMPLER_RESAMPLE_OSS) ? 1 : 3;
   if (o->block_rows < 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "block_rows=%lld must be >= 0",
                       (long long)o->block_rows);
@@ -76,13 +76,13 @@ static effml_status i64_vector(effml_context *ctx, const int64_t *v, int64_t n, 
   return EFFML_OK;
 }
 
-effml_status effml_sampling_strategy_resolve(effml_context *ctx, const effml_resample_options *opt,
+effml_status effml_sampler_strategy_resolve(effml_context *ctx, const effml_sampler_resample_options *opt,
                                              const effml_tensor *y, effml_tensor **labels,
                                              effml_tensor **values) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, labels);
   EFFML__CHECK_NULL(ctx, values);
-  effml_resample_options o;
+  effml_sampler_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
   int64_t *y64 = NULL;
   EFFML__TRY(effml__sampler_labels(ctx, y, -1, &y64));
@@ -107,10 +107,10 @@ effml_status effml_sampling_strategy_resolve(effml_context *ctx, const effml_res
 }
 
 /* Plan for validated options `o` into *p (caller frees with effml__plan_free). */
-static effml_status build_plan(effml_context *ctx, const effml_resample_options *o,
+static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_options *o,
                                const effml_tensor *x, const effml_tensor *y, effml__plan *p) {
-  const int random_method = o->method == EFFML_RESAMPLE_RANDOM_OVER ||
-                            o->method == EFFML_RESAMPLE_RANDOM_UNDER;
+  const int random_method = o->method == EFFML_SAMPLER_RESAMPLE_RANDOM_OVER ||
+                            o->method == EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER;
   const double *xd = NULL;
   double *x_own = NULL;
   /* Random samplers never look at feature values, so NaN is fine for them. */
@@ -135,21 +135,21 @@ static effml_status build_plan(effml_context *ctx, const effml_resample_options 
   if (st == EFFML_OK) {
     effml__resample_in in = {o, xd, n, d, y64, &c, values};
     switch (o->method) {
-      case EFFML_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_BORDERLINE1:
-      case EFFML_RESAMPLE_BORDERLINE2: st = effml__borderline_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_ADASYN: st = effml__adasyn_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_RANDOM_OVER: st = effml__random_over_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_RANDOM_UNDER: st = effml__random_under_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_TOMEK: st = effml__tomek_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_NEARMISS: st = effml__nearmiss_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_RENN: st = effml__renn_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_ALLKNN: st = effml__allknn_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_NCL: st = effml__ncl_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_CNN: st = effml__cnn_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_OSS: st = effml__oss_plan(ctx, &in, p); break;
-      case EFFML_RESAMPLE_SMOTEENN:
-      case EFFML_RESAMPLE_SMOTETOMEK:
+      case EFFML_SAMPLER_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_BORDERLINE1:
+      case EFFML_SAMPLER_RESAMPLE_BORDERLINE2: st = effml__borderline_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_ADASYN: st = effml__adasyn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_RANDOM_OVER: st = effml__random_over_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER: st = effml__random_under_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_TOMEK: st = effml__tomek_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_NEARMISS: st = effml__nearmiss_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_RENN: st = effml__renn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_ALLKNN: st = effml__allknn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_NCL: st = effml__ncl_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_CNN: st = effml__cnn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_OSS: st = effml__oss_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_SMOTEENN:
+      case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK:
         st = effml__smote_plan(ctx, &in, p);
         if (st == EFFML_OK) st = effml__combine_clean(ctx, &in, p);
         break;
@@ -166,19 +166,19 @@ static effml_status build_plan(effml_context *ctx, const effml_resample_options 
   return st;
 }
 
-effml_status effml_resample_plan(effml_context *ctx, const effml_resample_options *opt,
+effml_status effml_sampler_resample_plan(effml_context *ctx, const effml_sampler_resample_options *opt,
                                  const effml_tensor *x, const effml_tensor *y, effml_tensor **base,
                                  effml_tensor **neighbor, effml_tensor **step) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, neighbor);
   EFFML__CHECK_NULL(ctx, step);
-  effml_resample_options o;
+  effml_sampler_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
-  if (o.method == EFFML_RESAMPLE_SMOTENC)
+  if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC)
     return effml__err(ctx, EFFML_E_UNSUPPORTED,
                       "SMOTE-NC has no plan form (categorical values are neighbour votes); "
-                      "use effml_resample");
+                      "use effml_sampler_resample");
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_tensor *tb = NULL, *tn = NULL, *ts = NULL;
@@ -264,7 +264,7 @@ static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
   }
 }
 
-effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
+effml_status effml_sampler_resample_apply(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
                                   const effml_tensor *base, const effml_tensor *neighbor,
                                   const effml_tensor *step, effml_tensor **x_out,
                                   effml_tensor **y_out) {
@@ -274,11 +274,11 @@ effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, con
   EFFML__TRY(effml__check_tensor(ctx, x, "x", 0, 2, 1));
   if (x->dtype != EFFML_F32 && x->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "argument 'x' has dtype %s, expected f32 or f64",
-                      effml_dtype_name(x->dtype));
+                      effml_tensor_dtype_name(x->dtype));
   EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
   if (y->dtype != EFFML_I32 && y->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "argument 'y' has dtype %s, expected i32 or i64",
-                      effml_dtype_name(y->dtype));
+                      effml_tensor_dtype_name(y->dtype));
   const int64_t n = x->shape[0];
   EFFML__TRY(effml__check_dim(ctx, y, "y", 0, n));
   EFFML__TRY(effml__check_tensor(ctx, base, "base", EFFML_I64, 1, 1));
@@ -299,15 +299,15 @@ effml_status effml_resample_apply(effml_context *ctx, const effml_tensor *x, con
   return apply_rows(ctx, x, y, b, nb, s, m, x_out, y_out);
 }
 
-effml_status effml_resample(effml_context *ctx, const effml_resample_options *opt,
+effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resample_options *opt,
                             const effml_tensor *x, const effml_tensor *y, effml_tensor **x_out,
                             effml_tensor **y_out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, x_out);
   EFFML__CHECK_NULL(ctx, y_out);
-  effml_resample_options o;
+  effml_sampler_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
-  if (o.method == EFFML_RESAMPLE_SMOTENC) return effml__smotenc_resample(ctx, &o, x, y, x_out, y_out);
+  if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC) return effml__smotenc_resample(ctx, &o, x, y, x_out, y_out);
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);

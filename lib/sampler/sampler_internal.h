@@ -57,7 +57,7 @@ EFFML__HIDDEN int effml__method_family(int32_t method);
 
 /* values[c]: over = to generate, under = to keep, clean = 1 if targeted; -1 not targeted. */
 EFFML__HIDDEN effml_status effml__strategy_resolve(effml_context *ctx,
-                                                   const effml_resample_options *o,
+                                                   const effml_sampler_resample_options *o,
                                                    const effml__classes *c, int64_t *values);
 
 /* Growing plan: base, neighbor, step. */
@@ -79,7 +79,7 @@ EFFML__HIDDEN void effml__plan_free(effml_context *ctx, effml__plan *p);
 
 /* Method bodies: append to the plan (originals already pushed for over-samplers). */
 typedef struct effml__resample_in {
-  const effml_resample_options *o;
+  const effml_sampler_resample_options *o;
   const double *x; /* [n, d] (NULL for methods that need no geometry) */
   int64_t n, d;
   const int64_t *y;
@@ -114,7 +114,7 @@ EFFML__HIDDEN effml_status effml__ncl_plan(effml_context *ctx, const effml__resa
 /* One ENN pass on compact rows xs [m, d] with labels ys: kept positions into
  * keep [m] (grouped by class in label order), count into *n_keep.  Targeted
  * classes from o's sampling_strategy resolved on ys as a cleaning rule. */
-EFFML__HIDDEN effml_status effml__enn_pass(effml_context *ctx, const effml_resample_options *o,
+EFFML__HIDDEN effml_status effml__enn_pass(effml_context *ctx, const effml_sampler_resample_options *o,
                                            const double *xs, const int64_t *ys, int64_t m,
                                            int64_t d, int64_t k, int32_t kind_sel, int64_t *keep,
                                            int64_t *n_keep);
@@ -141,7 +141,7 @@ EFFML__HIDDEN double effml__np_sum(const double *a, int64_t n);
 
 /* SMOTE-NC writes rows directly (no plan form). */
 EFFML__HIDDEN effml_status effml__smotenc_resample(effml_context *ctx,
-                                                   const effml_resample_options *o,
+                                                   const effml_sampler_resample_options *o,
                                                    const effml_tensor *x, const effml_tensor *y,
                                                    effml_tensor **x_out, effml_tensor **y_out);
 
@@ -158,12 +158,12 @@ EFFML__HIDDEN double *effml__gather_rows(effml_context *ctx, const double *x, in
 /* Leverage scores of diag(sqrt(wt)) A (wt NULL: A), A [n, d] row-major f64,
  * by the method in o; tau [n].  EFFML_E_NUMERIC when rank deficient. */
 EFFML__HIDDEN effml_status effml__leverage_f64(effml_context *ctx,
-                                               const effml_leverage_options *o, const double *a,
+                                               const effml_sampler_leverage_options *o, const double *a,
                                                const double *wt, int64_t n, int64_t d,
                                                double *tau);
 /* Read an options prefix into *o (defaults for the rest). */
 EFFML__HIDDEN effml_status effml__leverage_read_options(effml_context *ctx,
-                                                        const effml_leverage_options *opt,
-                                                        effml_leverage_options *o);
+                                                        const effml_sampler_leverage_options *opt,
+                                                        effml_sampler_leverage_options *o);
 
 #endif

@@ -11,15 +11,15 @@
 
 int effml__method_family(int32_t method) {
   switch (method) {
-    case EFFML_RESAMPLE_RANDOM_UNDER:
-    case EFFML_RESAMPLE_NEARMISS: return EFFML__FAMILY_UNDER;
-    case EFFML_RESAMPLE_TOMEK:
-    case EFFML_RESAMPLE_ENN:
-    case EFFML_RESAMPLE_RENN:
-    case EFFML_RESAMPLE_ALLKNN:
-    case EFFML_RESAMPLE_NCL:
-    case EFFML_RESAMPLE_CNN:
-    case EFFML_RESAMPLE_OSS: return EFFML__FAMILY_CLEAN;
+    case EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER:
+    case EFFML_SAMPLER_RESAMPLE_NEARMISS: return EFFML__FAMILY_UNDER;
+    case EFFML_SAMPLER_RESAMPLE_TOMEK:
+    case EFFML_SAMPLER_RESAMPLE_ENN:
+    case EFFML_SAMPLER_RESAMPLE_RENN:
+    case EFFML_SAMPLER_RESAMPLE_ALLKNN:
+    case EFFML_SAMPLER_RESAMPLE_NCL:
+    case EFFML_SAMPLER_RESAMPLE_CNN:
+    case EFFML_SAMPLER_RESAMPLE_OSS: return EFFML__FAMILY_CLEAN;
     default: return EFFML__FAMILY_OVER;
   }
 }
@@ -28,19 +28,19 @@ static int64_t robust_floor(double v) { return (int64_t)floor(v + 1e-9 * fabs(v)
 
 static const char *strategy_name(int32_t s) {
   switch (s) {
-    case EFFML_STRATEGY_AUTO: return "auto";
-    case EFFML_STRATEGY_MINORITY: return "minority";
-    case EFFML_STRATEGY_NOT_MINORITY: return "not minority";
-    case EFFML_STRATEGY_NOT_MAJORITY: return "not majority";
-    case EFFML_STRATEGY_ALL: return "all";
-    case EFFML_STRATEGY_MAJORITY: return "majority";
-    case EFFML_STRATEGY_RATIO: return "ratio";
-    case EFFML_STRATEGY_TARGETS: return "targets";
+    case EFFML_SAMPLER_STRATEGY_AUTO: return "auto";
+    case EFFML_SAMPLER_STRATEGY_MINORITY: return "minority";
+    case EFFML_SAMPLER_STRATEGY_NOT_MINORITY: return "not minority";
+    case EFFML_SAMPLER_STRATEGY_NOT_MAJORITY: return "not majority";
+    case EFFML_SAMPLER_STRATEGY_ALL: return "all";
+    case EFFML_SAMPLER_STRATEGY_MAJORITY: return "majority";
+    case EFFML_SAMPLER_STRATEGY_RATIO: return "ratio";
+    case EFFML_SAMPLER_STRATEGY_TARGETS: return "targets";
     default: return "unknown";
   }
 }
 
-effml_status effml__strategy_resolve(effml_context *ctx, const effml_resample_options *o,
+effml_status effml__strategy_resolve(effml_context *ctx, const effml_sampler_resample_options *o,
                                      const effml__classes *c, int64_t *values) {
   const int64_t nc = c->n_classes;
   if (nc < 2)
@@ -57,7 +57,7 @@ effml_status effml__strategy_resolve(effml_context *ctx, const effml_resample_op
   int32_t s = o->sampling_strategy;
   for (int64_t k = 0; k < nc; ++k) values[k] = -1;
 
-  if (s == EFFML_STRATEGY_TARGETS) {
+  if (s == EFFML_SAMPLER_STRATEGY_TARGETS) {
     if (o->n_targets < 1 || o->target_labels == NULL ||
         (fam != EFFML__FAMILY_CLEAN && o->target_counts == NULL))
       return effml__err(ctx, EFFML_E_INVALID_ARG,
@@ -108,7 +108,7 @@ effml_status effml__strategy_resolve(effml_context *ctx, const effml_resample_op
     return EFFML_OK;
   }
 
-  if (s == EFFML_STRATEGY_RATIO) {
+  if (s == EFFML_SAMPLER_STRATEGY_RATIO) {
     double a = o->ratio;
     if (fam == EFFML__FAMILY_CLEAN)
       return effml__err(ctx, EFFML_E_INVALID_ARG,
@@ -140,29 +140,29 @@ effml_status effml__strategy_resolve(effml_context *ctx, const effml_resample_op
     return EFFML_OK;
   }
 
-  if (s < EFFML_STRATEGY_AUTO || s > EFFML_STRATEGY_MAJORITY)
+  if (s < EFFML_SAMPLER_STRATEGY_AUTO || s > EFFML_SAMPLER_STRATEGY_MAJORITY)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "sampling_strategy=%d is not an EFFML_STRATEGY_* value",
                       (int)s);
   if (fam == EFFML__FAMILY_OVER) {
-    if (s == EFFML_STRATEGY_MAJORITY)
+    if (s == EFFML_SAMPLER_STRATEGY_MAJORITY)
       return effml__err(ctx, EFFML_E_INVALID_ARG,
                         "sampling_strategy='majority' cannot be used with an over-sampler");
     for (int64_t k = 0; k < nc; ++k) {
-      int take = (s == EFFML_STRATEGY_AUTO || s == EFFML_STRATEGY_NOT_MAJORITY) ? k != maj
-                 : s == EFFML_STRATEGY_MINORITY                                 ? k == mino
-                 : s == EFFML_STRATEGY_NOT_MINORITY                             ? k != mino
+      int take = (s == EFFML_SAMPLER_STRATEGY_AUTO || s == EFFML_SAMPLER_STRATEGY_NOT_MAJORITY) ? k != maj
+                 : s == EFFML_SAMPLER_STRATEGY_MINORITY                                 ? k == mino
+                 : s == EFFML_SAMPLER_STRATEGY_NOT_MINORITY                             ? k != mino
                                                                                 : 1;
       if (take) values[k] = n_maj - c->counts[k];
     }
   } else {
-    if (s == EFFML_STRATEGY_MINORITY)
+    if (s == EFFML_SAMPLER_STRATEGY_MINORITY)
       return effml__err(ctx, EFFML_E_INVALID_ARG,
                         "sampling_strategy='%s' cannot be used with an under-sampler or cleaner",
                         strategy_name(s));
     for (int64_t k = 0; k < nc; ++k) {
-      int take = (s == EFFML_STRATEGY_AUTO || s == EFFML_STRATEGY_NOT_MINORITY) ? k != mino
-                 : s == EFFML_STRATEGY_MAJORITY                                 ? k == maj
-                 : s == EFFML_STRATEGY_NOT_MAJORITY                             ? k != maj
+      int take = (s == EFFML_SAMPLER_STRATEGY_AUTO || s == EFFML_SAMPLER_STRATEGY_NOT_MINORITY) ? k != mino
+                 : s == EFFML_SAMPLER_STRATEGY_MAJORITY                                 ? k == maj
+                 : s == EFFML_SAMPLER_STRATEGY_NOT_MAJORITY                             ? k != maj
                                                                                 : 1;
       if (take) values[k] = fam == EFFML__FAMILY_UNDER ? n_min : 1;
     }
