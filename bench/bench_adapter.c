@@ -60,7 +60,7 @@ static double time_layer(effml_context *ctx, effml_layer *l, effml_tensor *x, ef
   double t[32];
   for (int k = -1; k < reps; ++k) {
     double t0 = bu_now();
-    if (effml_layer_forward(ctx, l, x, y, infer ? EFFML_MODE_INFER : EFFML_MODE_TRAIN) != EFFML_OK)
+    if (effml_layer_forward(ctx, l, x, y, infer ? EFFML_LAYER_MODE_INFER : EFFML_LAYER_MODE_TRAIN) != EFFML_OK)
       die(ctx, "forward");
     if (!infer) {
       effml_layer_zero_grad(l);
@@ -75,10 +75,10 @@ static double time_layer(effml_context *ctx, effml_layer *l, effml_tensor *x, ef
 static effml_layer *make_lphm(effml_context *ctx, int64_t in, int64_t out, int64_t n) {
   effml_phm_rule *A = NULL;
   if (effml_phm_rule_create(ctx, n, 1e-4, &A) != EFFML_OK) die(ctx, "rule");
-  effml_phm_options o;
-  effml_phm_options_init(&o);
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
   effml_layer *l = NULL;
-  if (effml_phm_create(ctx, in, out, &o, A, &l) != EFFML_OK) die(ctx, "lphm");
+  if (effml_adapter_phm_create(ctx, in, out, &o, A, &l) != EFFML_OK) die(ctx, "lphm");
   effml_phm_rule_free(A);
   return l;
 }
@@ -86,7 +86,7 @@ static effml_layer *make_lphm(effml_context *ctx, int64_t in, int64_t out, int64
 static double lphm_case(effml_context *ctx, int64_t in, int64_t out, int64_t n, int64_t rows,
                         int reps, int path) {
   effml_layer *l = make_lphm(ctx, in, out, n);
-  effml_phm_set_path(ctx, l, path);
+  effml_adapter_phm_set_path(ctx, l, path);
   effml_tensor *x = rand2d(ctx, rows, in, 1), *y = rand2d(ctx, rows, out, 2);
   effml_tensor *dy = rand2d(ctx, rows, out, 3), *dx = rand2d(ctx, rows, in, 4);
   double s = time_layer(ctx, l, x, y, dy, dx, 0, reps);
@@ -115,8 +115,8 @@ int main(int argc, char **argv) {
   char extra[256];
 
   /* PyTorch-baseline cases: ours only, handed to adapter_baseline.py */
-  double t5 = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_PHM_PATH_FACTORIZED);
-  double big = lphm_case(ctx, 4096, 4096, 8, 2048, reps, EFFML_PHM_PATH_FACTORIZED);
+  double t5 = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED);
+  double big = lphm_case(ctx, 4096, 4096, 8, 2048, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED);
   const char *ours_path = getenv("EFFML_BENCH_ADAPTER_OURS");
   if (ours_path == NULL) ours_path = "/tmp/effml_bench_adapter_ours.json";
   FILE *f = fopen(ours_path, "w");
@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
           ours_path);
 
   /* factorized vs materialized, both ours */
-  double mat = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_PHM_PATH_MATERIALIZED);
+  double mat = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_ADAPTER_PHM_PATH_MATERIALIZED);
   snprintf(extra, sizeof extra, "\"threads\":%d,\"rows\":12800,\"k\":768,\"d\":24,\"phm_dim\":4,\"rank\":1", threads);
   bu_report("adapter", "lphm_vs_materialized_c", t5, "effml_materialized", mat, extra);
 
@@ -136,12 +136,12 @@ int main(int argc, char **argv) {
   {
     int64_t in = 4096, out = 4096, rows = 512;
     effml_layer *d = NULL, *l = NULL;
-    if (effml_dense_create(ctx, in, out, 0, &d) != EFFML_OK) die(ctx, "dense");
-    effml_lora_options lo;
-    effml_lora_options_init(&lo);
+    if (effml_layer_dense_create(ctx, in, out, 0, &d) != EFFML_OK) die(ctx, "dense");
+    effml_adapter_lora_options lo;
+    effml_adapter_lora_options_init(&lo);
     lo.rank = 16;
     lo.alpha = 16;
-    if (effml_lora_create(ctx, d, &lo, &l) != EFFML_OK) die(ctx, "lora");
+    if (effml_adapter_lora_create(ctx, d, &lo, &l) != EFFML_OK) die(ctx, "lora");
     for (int32_t i = 0; i < effml_layer_num_params(l); ++i)
       if (strcmp(effml_layer_param_name(l, i), "lora_B.weight") == 0) { /* trained-looking B */
         float *b = effml_tensor_data(effml_layer_param(l, i));
@@ -158,14 +158,14 @@ int main(int argc, char **argv) {
       if (k >= 0) tb[k] = bu_now() - t0;
     }
     qsort(tb, (size_t)reps, sizeof tb[0], cmp_double);
-    effml_lora_merge(ctx, l);
+    effml_adapter_lora_merge(ctx, l);
     double merged = time_layer(ctx, l, x, y, NULL, NULL, 1, reps);
-    effml_lora_unmerge(ctx, l);
+    effml_adapter_lora_unmerge(ctx, l);
     effml_tensor_free(x);
     effml_tensor_free(y);
     effml_layer_free(l);
     /* drift of 1 000 merge/unmerge cycles */
-    if (effml_dense_create(ctx, 1024, 1024, 0, &d) != EFFML_OK || effml_lora_create(ctx, d, &lo, &l) != EFFML_OK)
+    if (effml_layer_dense_create(ctx, 1024, 1024, 0, &d) != EFFML_OK || effml_adapter_lora_create(ctx, d, &lo, &l) != EFFML_OK)
       die(ctx, "lora 1024");
     for (int32_t i = 0; i < effml_layer_num_params(l); ++i)
       if (strcmp(effml_layer_param_name(l, i), "lora_B.weight") == 0) {
@@ -173,7 +173,7 @@ int main(int argc, char **argv) {
         for (int64_t k = 0; k < 1024 * 16; ++k) b[k] = 0.01f * sinf((float)k);
       }
     double dabs = 0, drel = 0;
-    effml_lora_merge_drift(ctx, l, 1000, &dabs, &drel);
+    effml_adapter_lora_merge_drift(ctx, l, 1000, &dabs, &drel);
     effml_layer_free(l);
     snprintf(extra, sizeof extra,
              "\"threads\":%d,\"rows\":512,\"in\":4096,\"out\":4096,\"rank\":16,\"merged_s\":%.6g,"

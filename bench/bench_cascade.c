@@ -10,7 +10,7 @@
  *                             the two members' probabilities on the rows in the window).
  *   cascade_routing_overhead  the routing's own cost as a fraction of the cheapest stage of
  *                             examples/cascade_fashion_mnist.c (an MLP 784-128-10, forward in
- *                             EFFML_MODE_INFER): time of effml_cascade_run over that stage's
+ *                             EFFML_LAYER_MODE_INFER): time of effml_cascade_run over that stage's
  *                             precomputed logits (10 000 rows, same window) vs the forward of
  *                             those rows.  Goal: overhead_fraction <= 0.01.
  *
@@ -106,10 +106,10 @@ static effml_cascade *window_cascade(effml_context *ctx, effml_tensor *z0, effml
   check(ctx, effml_cascade_create(ctx, &opt, &c), "cascade_create");
   check(ctx, effml_cascade_add_stage_logits(ctx, c, z0, c0), "add_stage");
   check(ctx, effml_cascade_add_stage_logits(ctx, c, z1, c1), "add_stage");
-  effml_cascade_calibration_options cal;
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
   const effml_tensor *val[2] = {v0, v1};
-  check(ctx, effml_cascade_calibrate(ctx, c, 2, val, NULL, &cal), "calibrate");
+  check(ctx, effml_cascade_select_thresholds(ctx, c, 2, val, NULL, &cal), "calibrate");
   return c;
 }
 
@@ -148,8 +148,8 @@ int main(int argc, char **argv) {
   double lo, hi;
   check(ctx, effml_cascade_get_exit_rule(ctx, c, 0, NULL, &lo, &hi, NULL), "get_exit_rule");
   int64_t reach1 = effml_cascade_workspace_reach_count(ws, 1);
-  check(ctx, effml_npy_save(ctx, "/tmp/effml_bench_cascade_z0.npy", z0), "npy_save");
-  check(ctx, effml_npy_save(ctx, "/tmp/effml_bench_cascade_z1.npy", z1), "npy_save");
+  check(ctx, effml_io_npy_save(ctx, "/tmp/effml_bench_cascade_z0.npy", z0), "npy_save");
+  check(ctx, effml_io_npy_save(ctx, "/tmp/effml_bench_cascade_z1.npy", z1), "npy_save");
   const char *path = getenv("EFFML_BENCH_CASCADE_OURS");
   if (!path || !*path) path = "/tmp/effml_bench_cascade_ours.json";
   FILE *f = fopen(path, "w");
@@ -174,13 +174,13 @@ int main(int argc, char **argv) {
   /* ---- cascade_routing_overhead: vs the example's cheapest stage (MLP 784-128-10) ---- */
   const int64_t m = 10000;
   effml_layer *mlp, *l;
-  check(ctx, effml_sequential_create(ctx, &mlp), "sequential");
-  check(ctx, effml_dense_create(ctx, 784, 128, 1, &l), "dense");
-  check(ctx, effml_sequential_add(ctx, mlp, l), "add");
-  check(ctx, effml_activation_create(ctx, EFFML_ACT_RELU, &l), "relu");
-  check(ctx, effml_sequential_add(ctx, mlp, l), "add");
-  check(ctx, effml_dense_create(ctx, 128, K, 1, &l), "dense");
-  check(ctx, effml_sequential_add(ctx, mlp, l), "add");
+  check(ctx, effml_layer_sequential_create(ctx, &mlp), "sequential");
+  check(ctx, effml_layer_dense_create(ctx, 784, 128, 1, &l), "dense");
+  check(ctx, effml_layer_sequential_add(ctx, mlp, l), "add");
+  check(ctx, effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l), "relu");
+  check(ctx, effml_layer_sequential_add(ctx, mlp, l), "add");
+  check(ctx, effml_layer_dense_create(ctx, 128, K, 1, &l), "dense");
+  check(ctx, effml_layer_sequential_add(ctx, mlp, l), "add");
   int64_t xs[2] = {m, 784}, ys[2] = {m, K};
   effml_tensor *x, *y;
   check(ctx, effml_tensor_create(ctx, EFFML_F32, 2, xs, &x), "create");
@@ -189,10 +189,10 @@ int main(int argc, char **argv) {
   for (int64_t i = 0; i < m * 784; ++i)
     xp[i] = (float)((effml_context_random_u64(ctx) >> 11) * 0x1.0p-53);
   double tf[64], uf[64];
-  check(ctx, effml_layer_forward(ctx, mlp, x, y, EFFML_MODE_INFER), "forward");
+  check(ctx, effml_layer_forward(ctx, mlp, x, y, EFFML_LAYER_MODE_INFER), "forward");
   for (int r = 0; r < reps; ++r) {
     double t0 = bu_now(), u0 = cpu_now();
-    check(ctx, effml_layer_forward(ctx, mlp, x, y, EFFML_MODE_INFER), "forward");
+    check(ctx, effml_layer_forward(ctx, mlp, x, y, EFFML_LAYER_MODE_INFER), "forward");
     tf[r] = bu_now() - t0;
     uf[r] = cpu_now() - u0;
   }

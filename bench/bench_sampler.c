@@ -116,17 +116,17 @@ int main(int argc, char **argv) {
       yp[i] = (i % 20 == 0); /* 5 % minority */
       for (int64_t j = 0; j < d; ++j) xp[i * d + j] = unif(1, (uint64_t)(i * d + j)) + 0.5 * (double)yp[i];
     }
-    CHECK(effml_npy_save(ctx, "/tmp/effml_bench_sampler_smote_x.npy", x));
-    CHECK(effml_npy_save(ctx, "/tmp/effml_bench_sampler_smote_y.npy", y));
-    effml_resample_options o;
-    effml_resample_options_init(&o);
+    CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_smote_x.npy", x));
+    CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_smote_y.npy", y));
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
     o.k_neighbors = 5;
     int64_t base_live = cnt.live;
     for (int r = -1; r < reps; ++r) {
       effml_tensor *xr = NULL, *yr = NULL;
       cnt.peak = cnt.live;
       double t0 = bu_now();
-      CHECK(effml_resample(ctx, &o, x, y, &xr, &yr));
+      CHECK(effml_sampler_resample(ctx, &o, x, y, &xr, &yr));
       if (r >= 0) t[r] = bu_now() - t0;
       effml_tensor_free(xr);
       effml_tensor_free(yr);
@@ -158,9 +158,9 @@ int main(int argc, char **argv) {
       for (int64_t j = 0; j < d; ++j)
         ap[i * d + j] = (unif(2, (uint64_t)(i * d + j)) - 0.5) * (i % 1000 == 0 ? 50.0 : 1.0) *
                         (j == d - 1 ? 1e-6 : 1.0);
-    CHECK(effml_npy_save(ctx, "/tmp/effml_bench_sampler_lev_a.npy", a));
-    effml_leverage_options lo;
-    effml_leverage_options_init(&lo);
+    CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_lev_a.npy", a));
+    effml_sampler_leverage_options lo;
+    effml_sampler_leverage_options_init(&lo);
     double ours_sk = 0;
     for (int method = 0; method < 2; ++method) {
       lo.method = method;
@@ -168,19 +168,19 @@ int main(int argc, char **argv) {
         effml_tensor_free(tau);
         tau = NULL;
         double t0 = bu_now();
-        CHECK(effml_leverage_scores(ctx, &lo, a, &tau));
+        CHECK(effml_sampler_leverage_scores(ctx, &lo, a, &tau));
         if (r >= 0) t[r] = bu_now() - t0;
       }
       if (method == 0) {
         double ours = median(t, reps);
-        CHECK(effml_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau.npy", tau));
+        CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau.npy", tau));
         fprintf(stderr, "bench_sampler: leverage exact ours %.4f s\n", ours);
         fprintf(js, "\"leverage_1e6_32\": {\"ours_s\": %.9g, \"n\": %lld, \"d\": %lld, \"threads\": %d, "
                     "\"reps\": %d, \"method\": \"CholeskyQR2, Householder TSQR fallback\"},\n",
                 ours, (long long)n, (long long)d, threads, reps);
       } else {
         ours_sk = median(t, reps);
-        CHECK(effml_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau_sketch.npy", tau));
+        CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau_sketch.npy", tau));
         fprintf(stderr, "bench_sampler: leverage sketch ours %.4f s\n", ours_sk);
         fprintf(js, "\"leverage_1e6_32_sketch\": {\"ours_s\": %.9g, \"n\": %lld, \"d\": %lld, "
                     "\"threads\": %d, \"reps\": %d, \"method\": \"CountSketch %lld rows\"},\n",
@@ -195,16 +195,16 @@ int main(int argc, char **argv) {
   {
     const double sizes[8] = {5e9, 2e9, 8e8, 3e8, 1e8, 2e7, 5e6, 1e6};
     double q[8];
-    CHECK(effml_temperature_probs(ctx, sizes, 8, 3.33, q));
+    CHECK(effml_sampler_temperature_probs(ctx, sizes, 8, 3.33, q));
     const int64_t total = quick ? 10000000 : 100000000, chunk = 1000000;
     int64_t *buf = (int64_t *)malloc((size_t)chunk * sizeof(int64_t));
-    effml_alias_sampler *al = NULL;
-    CHECK(effml_alias_sampler_create(ctx, q, 8, 42, &al));
+    effml_sampler_alias *al = NULL;
+    CHECK(effml_sampler_alias_create(ctx, q, 8, 42, &al));
     int64_t sink = 0;
     for (int r = -1; r < reps; ++r) {
       double t0 = bu_now();
       for (int64_t done = 0; done < total; done += chunk) {
-        CHECK(effml_alias_sampler_draw(ctx, al, chunk, buf));
+        CHECK(effml_sampler_alias_draw(ctx, al, chunk, buf));
         sink += buf[chunk - 1];
       }
       if (r >= 0) t[r] = bu_now() - t0;
@@ -217,7 +217,7 @@ int main(int argc, char **argv) {
             ours, (long long)total, reps);
     for (int i = 0; i < 8; ++i) fprintf(js, "%s%.17g", i ? ", " : "", q[i]);
     fprintf(js, "]}\n");
-    effml_alias_sampler_free(al);
+    effml_sampler_alias_free(al);
     free(buf);
   }
   fprintf(js, "}\n");

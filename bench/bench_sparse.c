@@ -89,12 +89,12 @@ typedef struct {
 
 static void run_layer_fwd(void *p) {
   job *j = p;
-  if (effml_layer_forward(j->ctx, j->layer, j->x, j->y, EFFML_MODE_INFER) != EFFML_OK) abort();
+  if (effml_layer_forward(j->ctx, j->layer, j->x, j->y, EFFML_LAYER_MODE_INFER) != EFFML_OK) abort();
 }
 
 static void run_layer_fwd_bwd(void *p) {
   job *j = p;
-  if (effml_layer_forward(j->ctx, j->layer, j->x, j->y, EFFML_MODE_TRAIN) != EFFML_OK) abort();
+  if (effml_layer_forward(j->ctx, j->layer, j->x, j->y, EFFML_LAYER_MODE_TRAIN) != EFFML_OK) abort();
   effml_layer_zero_grad(j->layer);
   if (effml_layer_backward(j->ctx, j->layer, j->dy, j->dx) != EFFML_OK) abort();
 }

@@ -40,10 +40,10 @@ static void die(effml_context *ctx, const char *what) {
 static effml_layer *make_mlp(effml_context *ctx) {
   const int64_t w[4] = {784, 256, 128, 10};
   effml_layer *m, *l;
-  if (effml_sequential_create(ctx, &m)) die(ctx, "sequential");
+  if (effml_layer_sequential_create(ctx, &m)) die(ctx, "sequential");
   for (int k = 0; k < 3; ++k) {
-    if (effml_dense_create(ctx, w[k], w[k + 1], 1, &l) || effml_sequential_add(ctx, m, l)) die(ctx, "dense");
-    if (k < 2 && (effml_activation_create(ctx, EFFML_ACT_RELU, &l) || effml_sequential_add(ctx, m, l)))
+    if (effml_layer_dense_create(ctx, w[k], w[k + 1], 1, &l) || effml_layer_sequential_add(ctx, m, l)) die(ctx, "dense");
+    if (k < 2 && (effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l) || effml_layer_sequential_add(ctx, m, l)))
       die(ctx, "relu");
   }
   return m;
@@ -97,12 +97,12 @@ int main(int argc, char **argv) {
   effml_context *ctx;
   if (effml_context_create(&co, &ctx)) return 1;
   effml_tensor *x = NULL, *y = NULL;
-  int real = effml_fashion_mnist_load(ctx, NULL, EFFML_SPLIT_TRAIN, &x, &y) == EFFML_OK;
+  int real = effml_data_fashion_mnist_load(ctx, NULL, EFFML_DATA_SPLIT_TRAIN, &x, &y) == EFFML_OK;
   if (!real) {
     int64_t xs[2] = {60000, 784}, n = 60000;
     if (effml_tensor_create(ctx, EFFML_F32, 2, xs, &x) || effml_tensor_create(ctx, EFFML_I32, 1, &n, &y))
       die(ctx, "data");
-    if (effml_init_uniform(ctx, x, 0, 1)) die(ctx, "init");
+    if (effml_tensor_init_uniform(ctx, x, 0, 1)) die(ctx, "init");
     int32_t *lab = effml_tensor_data(y);
     for (int64_t i = 0; i < n; ++i) lab[i] = (int32_t)(i % 10);
   }
@@ -111,14 +111,14 @@ int main(int argc, char **argv) {
   effml_optimizer_options_init(&oo); /* AdamW lr 1e-3, as torch.optim.AdamW defaults */
   effml_optimizer *opt;
   if (effml_optimizer_create(ctx, &oo, &opt) || effml_optimizer_add_layer(ctx, opt, m)) die(ctx, "optimizer");
-  effml_fit_options fo;
-  effml_fit_options_init(&fo);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
   fo.batch_size = 128;
   double times[16], loss = 0;
   for (int r = -1; r < reps; ++r) { /* r = -1: warm-up epoch */
     fo.shuffle_seed = (uint64_t)(r + 1);
     double t0 = bu_now();
-    if (effml_fit_classifier(ctx, m, opt, x, y, &fo, &loss)) die(ctx, "fit");
+    if (effml_train_classifier(ctx, m, opt, x, y, &fo, &loss)) die(ctx, "fit");
     if (r >= 0) times[r] = bu_now() - t0;
   }
   qsort(times, (size_t)reps, sizeof times[0], cmp_double);

@@ -3,7 +3,7 @@
 784-256-128-10 ReLU MLP on Fashion-MNIST (random data of the same shape when
 the dataset is absent), batch 128, torch.optim.AdamW defaults (lr 1e-3),
 softmax cross-entropy, shuffled every epoch -- the same work as
-effml_fit_classifier.  Median of --reps warm epochs after one warm-up epoch.
+effml_train_classifier.  Median of --reps warm epochs after one warm-up epoch.
 
 Threads: torch.set_num_threads(N) with N = $OPENBLAS_NUM_THREADS (default 2),
 the count the C side runs with.  Reads ours_s from $EFFML_BENCH_TRAIN_OURS

@@ -50,15 +50,15 @@ static double now(void) {
 /* An MLP with ReLU between dense layers; widths[0] inputs ... widths[n] outputs. */
 static effml_layer *make_mlp(effml_context *ctx, const int64_t *widths, int n, double *macs) {
   effml_layer *m, *l;
-  CHECK(effml_sequential_create(ctx, &m));
+  CHECK(effml_layer_sequential_create(ctx, &m));
   *macs = 0;
   for (int k = 0; k < n; ++k) {
-    CHECK(effml_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
-    CHECK(effml_sequential_add(ctx, m, l));
+    CHECK(effml_layer_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
+    CHECK(effml_layer_sequential_add(ctx, m, l));
     *macs += (double)widths[k] * (double)widths[k + 1];
     if (k + 1 < n) {
-      CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &l));
-      CHECK(effml_sequential_add(ctx, m, l));
+      CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l));
+      CHECK(effml_layer_sequential_add(ctx, m, l));
     }
   }
   return m;
@@ -71,19 +71,19 @@ static void train(effml_context *ctx, effml_layer *m, effml_tensor *x, effml_ten
   effml_optimizer_options_init(&oo); /* AdamW */
   oo.lr = 2e-3;
   oo.weight_decay = 1e-4;
-  oo.schedule = EFFML_LR_WARMUP_COSINE;
+  oo.schedule = EFFML_OPTIM_LR_WARMUP_COSINE;
   oo.warmup_steps = epochs > 1 ? steps : steps / 4; /* one epoch of warm-up */
   oo.total_steps = epochs * steps;
   effml_optimizer *opt;
   CHECK(effml_optimizer_create(ctx, &oo, &opt));
   CHECK(effml_optimizer_add_layer(ctx, opt, m));
-  effml_fit_options fo;
-  effml_fit_options_init(&fo);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
   fo.epochs = epochs;
   fo.batch_size = batch;
   fo.shuffle_seed = seed;
   double loss;
-  CHECK(effml_fit_classifier(ctx, m, opt, x, y, &fo, &loss));
+  CHECK(effml_train_classifier(ctx, m, opt, x, y, &fo, &loss));
   effml_optimizer_free(opt);
 }
 
@@ -91,7 +91,7 @@ static effml_tensor *logits_of(effml_context *ctx, effml_layer *m, effml_tensor 
   int64_t shape[2] = {effml_tensor_dim(x, 0), CLASSES};
   effml_tensor *z;
   CHECK(effml_tensor_create(ctx, EFFML_F32, 2, shape, &z));
-  CHECK(effml_predict(ctx, m, x, 1000, z));
+  CHECK(effml_train_predict(ctx, m, x, 1000, z));
   return z;
 }
 
@@ -108,7 +108,7 @@ static effml_status mlp_stage(effml_context *ctx, void *stage_data, void *run_da
   if (st) return st;
   float *dst = effml_tensor_data(batch);
   for (int64_t i = 0; i < n_rows; ++i) memcpy(dst + i * 784, src + rows[i] * 784, 784 * sizeof(float));
-  st = effml_layer_forward(ctx, m, batch, logits, EFFML_MODE_INFER);
+  st = effml_layer_forward(ctx, m, batch, logits, EFFML_LAYER_MODE_INFER);
   effml_tensor_free(batch);
   return st;
 }
@@ -127,10 +127,10 @@ static result evaluate(effml_context *ctx, const char *name, effml_tensor *score
   const int32_t *p = effml_tensor_data(pred), *y = effml_tensor_data(labels);
   for (int64_t i = 0; i < n; ++i) c[i] = p[i] == y[i];
   result r = {name, 0, 0, 0, macs, 0, reach2};
-  CHECK(effml_selective_coverage_at_risk(ctx, score, correct, 0.05, &r.cov5, NULL));
-  CHECK(effml_selective_risk_at_coverage(ctx, score, correct, 0.80, &r.risk80, NULL));
-  CHECK(effml_selective_aurc(ctx, score, correct, &r.aurc));
-  CHECK(effml_eval_top1_error(ctx, pred, labels, &r.err));
+  CHECK(effml_metrics_selective_coverage_at_risk(ctx, score, correct, 0.05, &r.cov5, NULL));
+  CHECK(effml_metrics_selective_risk_at_coverage(ctx, score, correct, 0.80, &r.risk80, NULL));
+  CHECK(effml_metrics_selective_aurc(ctx, score, correct, &r.aurc));
+  CHECK(effml_metrics_top1_error(ctx, pred, labels, &r.err));
   effml_tensor_free(correct);
   return r;
 }
@@ -164,8 +164,8 @@ int main(int argc, char **argv) {
 
   /* data: train = first 50 000, validation = last 10 000 training images */
   effml_tensor *all_x, *all_y, *test_x, *test_y, *tr_x, *tr_y, *va_x, *va_y;
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TRAIN, &all_x, &all_y));
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TEST, &test_x, &test_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TRAIN, &all_x, &all_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TEST, &test_x, &test_y));
   const int64_t n_all = effml_tensor_dim(all_x, 0), n_val = 10000, n_test = effml_tensor_dim(test_x, 0);
   CHECK(effml_tensor_slice(ctx, all_x, 0, 0, n_all - n_val, 1, &tr_x));
   CHECK(effml_tensor_slice(ctx, all_y, 0, 0, n_all - n_val, 1, &tr_y));
@@ -207,13 +207,13 @@ int main(int argc, char **argv) {
   opt.num_classes = CLASSES; /* score: maximum softmax probability, mean of members */
   for (int m = 0; m < members; ++m) {
     snprintf(names[m], sizeof names[m], "small_%d", m);
-    CHECK(effml_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&test_z[m], pred, score, NULL));
+    CHECK(effml_cascade_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&test_z[m], pred, score, NULL));
     res[nres++] = evaluate(ctx, names[m], score, pred, test_y, small_macs, 0);
   }
-  CHECK(effml_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&large_test_z, pred, score, NULL));
+  CHECK(effml_cascade_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&large_test_z, pred, score, NULL));
   res[nres++] = evaluate(ctx, "large", score, pred, test_y, large_macs, 0);
   const int large_idx = nres - 1;
-  CHECK(effml_ensemble_predict(ctx, &opt, members, (const effml_tensor *const *)test_z, pred, score, NULL));
+  CHECK(effml_cascade_ensemble_predict(ctx, &opt, members, (const effml_tensor *const *)test_z, pred, score, NULL));
   res[nres++] = evaluate(ctx, "full_ensemble", score, pred, test_y, members * small_macs, 1);
 
   /* the two cascades: live stages, calibrated on the validation logits */
@@ -222,8 +222,8 @@ int main(int argc, char **argv) {
     effml_cascade *c;
     CHECK(effml_cascade_create(ctx, &opt, &c));
     for (int m = 0; m < members; ++m) CHECK(effml_cascade_add_stage_fn(ctx, c, mlp_stage, small[m], small_macs));
-    effml_cascade_calibration_options cal;
-    effml_cascade_calibration_options_init(&cal);
+    effml_cascade_threshold_options cal;
+    effml_cascade_threshold_options_init(&cal);
     if (kind == 0) { /* single threshold: 80% exit at each stage */
       cal.rule = EFFML_CASCADE_EXIT_THRESHOLD;
       cal.target = EFFML_CASCADE_TARGET_COVERAGE;
@@ -233,7 +233,7 @@ int main(int argc, char **argv) {
       cal.target = EFFML_CASCADE_TARGET_RISK;
       cal.target_value = 0.05;
     }
-    CHECK(effml_cascade_calibrate(ctx, c, members, (const effml_tensor *const *)val_z, va_y, &cal));
+    CHECK(effml_cascade_select_thresholds(ctx, c, members, (const effml_tensor *const *)val_z, va_y, &cal));
     effml_cascade_workspace *ws;
     CHECK(effml_cascade_workspace_create(ctx, c, &ws));
     double tr = now();

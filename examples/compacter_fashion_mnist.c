@@ -71,17 +71,17 @@ static effml_layer *base_dense[3];
 /* A fresh dense layer with base layer k's weights, frozen unless `train`. */
 static effml_layer *dense_copy(int k, int train) {
   effml_layer *d;
-  CHECK(effml_dense_create(ctx, W[k], W[k + 1], 1, &d));
+  CHECK(effml_layer_dense_create(ctx, W[k], W[k + 1], 1, &d));
   for (int32_t i = 0; i < 2; ++i) CHECK(effml_tensor_copy(ctx, effml_layer_param(d, i), effml_layer_param(base_dense[k], i)));
   CHECK(effml_layer_set_trainable(ctx, d, NULL, train));
   return d;
 }
 
-static void add(effml_layer *m, effml_layer *l) { CHECK(effml_sequential_add(ctx, m, l)); }
+static void add(effml_layer *m, effml_layer *l) { CHECK(effml_layer_sequential_add(ctx, m, l)); }
 
 static void add_relu(effml_layer *m) {
   effml_layer *a;
-  CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &a));
+  CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &a));
   add(m, a);
 }
 
@@ -91,7 +91,7 @@ static const char *NAMES[N_METHODS] = {"frozen", "compacter", "compacter++", "lo
 /* Build the model of a method from the base weights. */
 static effml_layer *build(int method) {
   effml_layer *m;
-  CHECK(effml_sequential_create(ctx, &m));
+  CHECK(effml_layer_sequential_create(ctx, &m));
   effml_phm_rule *A = NULL;
   CHECK(effml_phm_rule_create(ctx, PHM_DIM, 1e-4, &A)); /* one A shared by every block */
   effml_adapter_options ao;
@@ -101,12 +101,12 @@ static effml_layer *build(int method) {
   for (int k = 0; k < 3; ++k) {
     int last = k == 2;
     if (method == LORA) {
-      effml_lora_options lo;
-      effml_lora_options_init(&lo);
+      effml_adapter_lora_options lo;
+      effml_adapter_lora_options_init(&lo);
       lo.rank = 2;
       lo.alpha = 4;
       effml_layer *l;
-      CHECK(effml_lora_create(ctx, dense_copy(k, 0), &lo, &l));
+      CHECK(effml_adapter_lora_create(ctx, dense_copy(k, 0), &lo, &l));
       add(m, l);
     } else {
       add(m, dense_copy(k, method == FULL || (last && (method == COMPACTER || method == COMPACTERPP))));
@@ -142,8 +142,8 @@ static int64_t trainable_params(effml_layer *m) {
 
 static double evaluate(effml_layer *m, const effml_tensor *x, const effml_tensor *y, effml_tensor *logits) {
   double acc = 0;
-  CHECK(effml_predict(ctx, m, x, 1000, logits));
-  CHECK(effml_accuracy(ctx, logits, y, &acc));
+  CHECK(effml_train_predict(ctx, m, x, 1000, logits));
+  CHECK(effml_metrics_accuracy(ctx, logits, y, &acc));
   return acc;
 }
 
@@ -154,18 +154,18 @@ static void train(effml_layer *m, double lr, int64_t epochs, int64_t batch, uint
   effml_optimizer_options_init(&oo);
   oo.lr = lr;
   oo.weight_decay = 0.0;
-  oo.schedule = EFFML_LR_WARMUP_COSINE;
+  oo.schedule = EFFML_OPTIM_LR_WARMUP_COSINE;
   oo.warmup_steps = steps / 20;
   oo.total_steps = steps;
   effml_optimizer *opt;
   CHECK(effml_optimizer_create(ctx, &oo, &opt));
   CHECK(effml_optimizer_add_layer(ctx, opt, m));
-  effml_fit_options fo;
-  effml_fit_options_init(&fo);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
   fo.epochs = epochs;
   fo.batch_size = batch;
   fo.shuffle_seed = seed;
-  CHECK(effml_fit_classifier(ctx, m, opt, x, y, &fo, NULL));
+  CHECK(effml_train_classifier(ctx, m, opt, x, y, &fo, NULL));
   effml_optimizer_free(opt);
 }
 
@@ -198,21 +198,21 @@ int main(int argc, char **argv) {
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
 
   effml_tensor *train_x, *train_y, *test_x, *test_y;
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TRAIN, &train_x, &train_y));
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TEST, &test_x, &test_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TRAIN, &train_x, &train_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TEST, &test_x, &test_y));
   int64_t logits_shape[2] = {effml_tensor_dim(test_x, 0), 10};
   effml_tensor *logits;
   CHECK(effml_tensor_create(ctx, EFFML_F32, 2, logits_shape, &logits));
 
   /* The base model: load it, or train it on the original task. */
   effml_layer *base;
-  CHECK(effml_sequential_create(ctx, &base));
+  CHECK(effml_layer_sequential_create(ctx, &base));
   for (int k = 0; k < 3; ++k) {
-    CHECK(effml_dense_create(ctx, W[k], W[k + 1], 1, &base_dense[k]));
+    CHECK(effml_layer_dense_create(ctx, W[k], W[k + 1], 1, &base_dense[k]));
     add(base, base_dense[k]);
     if (k < 2) add_relu(base);
   }
-  if (effml_layer_load(ctx, base, base_path, NULL, EFFML_LOAD_STRICT) == EFFML_OK) {
+  if (effml_layer_load(ctx, base, base_path, NULL, EFFML_LAYER_LOAD_STRICT) == EFFML_OK) {
     printf("base model: %s\n", base_path);
   } else {
     printf("base model: %s not loadable (%s); training it for %lld epochs\n", base_path,

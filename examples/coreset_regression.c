@@ -132,7 +132,7 @@ int main(int argc, char **argv) {
   co.num_threads = 2;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
   effml_tensor *img = NULL, *lab = NULL;
-  if (effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TRAIN, &img, &lab) != EFFML_OK) {
+  if (effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TRAIN, &img, &lab) != EFFML_OK) {
     fprintf(stderr, "coreset_regression: %s\n", effml_context_last_error(ctx));
     return 1;
   }
@@ -172,13 +172,13 @@ int main(int argc, char **argv) {
     /* sample: scores, Bernoulli rows, weighted solve */
     t0 = now();
     effml_tensor *s = NULL, *idx = NULL, *w = NULL;
-    effml_leverage_options lo;
-    effml_leverage_options_init(&lo);
+    effml_sampler_leverage_options lo;
+    effml_sampler_leverage_options_init(&lo);
     lo.tol = 1e-6; /* Lewis weights to 1e-6 in log: ample for sampling */
-    effml_status es = p == 2 ? effml_leverage_scores(ctx, &lo, z, &s)
-                             : effml_sensitivity_upper_bounds(ctx, &lo, z, 1.0, &s);
+    effml_status es = p == 2 ? effml_sampler_leverage_scores(ctx, &lo, z, &s)
+                             : effml_sampler_sensitivity_upper_bounds(ctx, &lo, z, 1.0, &s);
     if (es == EFFML_OK)
-      es = effml_sensitivity_sample(ctx, s, fraction * (double)n, p, EFFML_SAMPLE_BERNOULLI, seed, &idx, &w);
+      es = effml_sampler_sensitivity_sample(ctx, s, fraction * (double)n, p, EFFML_SAMPLER_DRAW_BERNOULLI, seed, &idx, &w);
     if (es != EFFML_OK || st != 0) {
       fprintf(stderr, "coreset_regression: %s\n", es != EFFML_OK ? effml_context_last_error(ctx) : "solve failed");
       return 1;

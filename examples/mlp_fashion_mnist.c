@@ -46,8 +46,8 @@ static void on_epoch(void *user, int64_t epoch, int64_t step, double loss) {
   progress *p = (progress *)user;
   effml_context *ctx = p->ctx;
   double t = now();
-  CHECK(effml_predict(ctx, p->model, p->test_x, 1000, p->test_logits));
-  CHECK(effml_accuracy(ctx, p->test_logits, p->test_y, &p->last_accuracy));
+  CHECK(effml_train_predict(ctx, p->model, p->test_x, 1000, p->test_logits));
+  CHECK(effml_metrics_accuracy(ctx, p->test_logits, p->test_y, &p->last_accuracy));
   p->eval_seconds += now() - t;
   printf("%5lld  %6lld  %10.4f  %9.2f%%  %9.2e  %8.1f\n", (long long)epoch + 1, (long long)step,
          loss, 100.0 * p->last_accuracy, effml_optimizer_lr(p->opt),
@@ -91,21 +91,21 @@ int main(int argc, char **argv) {
 
   /* Data: f32 [n, 784] in [0, 1] and i32 labels. */
   effml_tensor *train_x, *train_y, *test_x, *test_y;
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TRAIN, &train_x, &train_y));
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TEST, &test_x, &test_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TRAIN, &train_x, &train_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TEST, &test_x, &test_y));
   printf("Fashion-MNIST: %lld train, %lld test images\n", (long long)effml_tensor_dim(train_x, 0),
          (long long)effml_tensor_dim(test_x, 0));
 
   /* Model: dense(784,256) relu dense(256,128) relu dense(128,10). */
   const int64_t widths[4] = {784, 256, 128, 10};
   effml_layer *model, *layer;
-  CHECK(effml_sequential_create(ctx, &model));
+  CHECK(effml_layer_sequential_create(ctx, &model));
   for (int k = 0; k < 3; ++k) {
-    CHECK(effml_dense_create(ctx, widths[k], widths[k + 1], 1, &layer));
-    CHECK(effml_sequential_add(ctx, model, layer));
+    CHECK(effml_layer_dense_create(ctx, widths[k], widths[k + 1], 1, &layer));
+    CHECK(effml_layer_sequential_add(ctx, model, layer));
     if (k < 2) {
-      CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &layer));
-      CHECK(effml_sequential_add(ctx, model, layer));
+      CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &layer));
+      CHECK(effml_layer_sequential_add(ctx, model, layer));
     }
   }
   printf("model: 784-256-128-10 MLP, %lld parameters\n",
@@ -117,7 +117,7 @@ int main(int argc, char **argv) {
   effml_optimizer_options_init(&oo);
   oo.lr = lr;
   oo.weight_decay = 1e-4;
-  oo.schedule = EFFML_LR_WARMUP_COSINE;
+  oo.schedule = EFFML_OPTIM_LR_WARMUP_COSINE;
   oo.warmup_steps = steps_per_epoch;
   oo.total_steps = epochs * steps_per_epoch;
   effml_optimizer *opt;
@@ -129,8 +129,8 @@ int main(int argc, char **argv) {
   CHECK(effml_tensor_create(ctx, EFFML_F32, 2, logits_shape, &test_logits));
   progress pr = {ctx, model, opt, test_x, test_y, test_logits, now(), 0.0, 0.0};
 
-  effml_fit_options fo;
-  effml_fit_options_init(&fo);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
   fo.epochs = epochs;
   fo.batch_size = batch;
   fo.shuffle_seed = seed;
@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
   fo.progress_user_data = &pr;
   printf("epoch    step  train_loss  test_acc      next_lr  train_s\n");
   double final_loss = 0;
-  CHECK(effml_fit_classifier(ctx, model, opt, train_x, train_y, &fo, &final_loss));
+  CHECK(effml_train_classifier(ctx, model, opt, train_x, train_y, &fo, &final_loss));
   const double train_seconds = now() - pr.t0 - pr.eval_seconds;
 
   CHECK(effml_layer_save(ctx, model, out, NULL));

@@ -174,13 +174,13 @@ static effml_layer *make_mlp(effml_context *ctx, int64_t h1, int64_t h2) {
   int nl = h2 > 0 ? 3 : 2;
   if (h2 <= 0) widths[2] = NCLASS;
   effml_layer *model, *l;
-  CHECK(effml_sequential_create(ctx, &model));
+  CHECK(effml_layer_sequential_create(ctx, &model));
   for (int k = 0; k < nl; ++k) {
-    CHECK(effml_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
-    CHECK(effml_sequential_add(ctx, model, l));
+    CHECK(effml_layer_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
+    CHECK(effml_layer_sequential_add(ctx, model, l));
     if (k + 1 < nl) {
-      CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &l));
-      CHECK(effml_sequential_add(ctx, model, l));
+      CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l));
+      CHECK(effml_layer_sequential_add(ctx, model, l));
     }
   }
   return model;
@@ -197,7 +197,7 @@ static effml_optimizer *make_adamw(effml_context *ctx, effml_layer *model, doubl
   oo.algorithm = EFFML_OPTIM_ADAMW;
   oo.lr = lr;
   oo.weight_decay = 1e-4;
-  oo.schedule = EFFML_LR_WARMUP_COSINE;
+  oo.schedule = EFFML_OPTIM_LR_WARMUP_COSINE;
   oo.warmup_steps = total_steps / 20;
   oo.total_steps = total_steps;
   oo.min_lr = lr * 0.02;
@@ -218,8 +218,8 @@ static double train(effml_context *ctx, effml_layer *model, const effml_tensor *
   const int64_t batch = 128;
   int64_t total = steps_for(effml_tensor_dim(x, 0), batch, epochs);
   effml_optimizer *opt = opt_out && *opt_out ? *opt_out : make_adamw(ctx, model, lr, total);
-  effml_fit_options fo;
-  effml_fit_options_init(&fo);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
   fo.epochs = epochs;
   fo.batch_size = batch;
   fo.shuffle_seed = effml_context_random_u64(ctx);
@@ -228,7 +228,7 @@ static double train(effml_context *ctx, effml_layer *model, const effml_tensor *
   fo.step_hook = hook;
   fo.step_hook_user_data = hook_data;
   double t0 = now_s();
-  CHECK(effml_fit_classifier(ctx, model, opt, x, y, &fo, NULL));
+  CHECK(effml_train_classifier(ctx, model, opt, x, y, &fo, NULL));
   double dt = now_s() - t0;
   if (opt_out)
     *opt_out = opt;
@@ -284,9 +284,9 @@ static void evaluate_preds(effml_context *ctx, const int32_t *pred, const double
   }
   e->balanced_accuracy = bal / present;
   e->cov5 = 0;
-  effml_status st = effml_selective_coverage_at_risk(ctx, sc, ok, 0.05, &e->cov5, NULL);
+  effml_status st = effml_metrics_selective_coverage_at_risk(ctx, sc, ok, 0.05, &e->cov5, NULL);
   if (st != EFFML_OK) e->cov5 = 0; /* no coverage reaches 5 % risk */
-  CHECK(effml_selective_risk_at_coverage(ctx, sc, ok, 0.80, &e->risk80, NULL));
+  CHECK(effml_metrics_selective_risk_at_coverage(ctx, sc, ok, 0.80, &e->risk80, NULL));
   effml_tensor_free(sc);
   effml_tensor_free(ok);
 }
@@ -316,7 +316,7 @@ static void model_pred_score(effml_context *ctx, const effml_tensor *const *logi
   co.num_classes = NCLASS;
   effml_tensor *p, *s;
   wrap_outputs(ctx, n, pred, score, &p, &s);
-  CHECK(effml_ensemble_predict(ctx, &co, m, logits, p, s, NULL));
+  CHECK(effml_cascade_ensemble_predict(ctx, &co, m, logits, p, s, NULL));
   effml_tensor_free(p); /* the wraps only; the arrays stay the caller's */
   effml_tensor_free(s);
 }
@@ -327,7 +327,7 @@ static void evaluate_model(effml_context *ctx, effml_layer *model, const effml_t
   int64_t sl[2] = {effml_tensor_dim(x, 0), NCLASS};
   effml_tensor *logits;
   CHECK(effml_tensor_create(ctx, EFFML_F32, 2, sl, &logits));
-  CHECK(effml_predict(ctx, model, x, 1000, logits));
+  CHECK(effml_train_predict(ctx, model, x, 1000, logits));
   int32_t *pred;
   double *score;
   model_pred_score(ctx, (const effml_tensor *const *)&logits, 1, &pred, &score);
@@ -365,7 +365,7 @@ static void write_rc_curve(effml_context *ctx, const char *path, const int32_t *
   score_correct(ctx, pred, score, labels, &sc, &ok);
   CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &cov));
   CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &risk));
-  CHECK(effml_selective_risk_coverage_curve(ctx, sc, ok, EFFML_RC_EXACT, cov, risk, NULL));
+  CHECK(effml_metrics_selective_risk_coverage_curve(ctx, sc, ok, EFFML_METRICS_RC_EXACT, cov, risk, NULL));
   FILE *f = fopen(path, "w");
   if (f) {
     fprintf(f, "# coverage risk\n");
@@ -399,7 +399,7 @@ static effml_status member_stage(effml_context *ctx, void *stage_data, void *run
   float *pb = (float *)effml_tensor_data(xb);
   for (int64_t i = 0; i < n_rows; ++i)
     memcpy(pb + i * NPIX, px + rows[i] * NPIX, NPIX * sizeof(float));
-  st = effml_predict(ctx, model, xb, 1000, logits);
+  st = effml_train_predict(ctx, model, xb, 1000, logits);
   effml_tensor_free(xb);
   return st;
 }
@@ -423,14 +423,14 @@ static void run_cascade(effml_context *ctx, int32_t rule, effml_layer **members,
   effml_cascade *cas;
   CHECK(effml_cascade_create(ctx, &co, &cas));
   for (int k = 0; k < m; ++k) CHECK(effml_cascade_add_stage_fn(ctx, cas, member_stage, members[k], member_macs));
-  effml_cascade_calibration_options cal;
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
   cal.rule = rule;
   cal.target = EFFML_CASCADE_TARGET_COVERAGE;
   cal.target_value = 0.8;
   cal.window_below = 0.1;
   cal.window_above = 0.1;
-  CHECK(effml_cascade_calibrate(ctx, cas, m, (const effml_tensor *const *)val_logits, yv, &cal));
+  CHECK(effml_cascade_select_thresholds(ctx, cas, m, (const effml_tensor *const *)val_logits, yv, &cal));
   effml_cascade_workspace *ws;
   CHECK(effml_cascade_workspace_create(ctx, cas, &ws));
   int64_t n = effml_tensor_dim(x, 0);
@@ -634,11 +634,11 @@ static void temperature_draw(effml_context *ctx, const effml_tensor *y, const in
                              double temperature, int64_t rows, uint64_t seed, int64_t *idx) {
   double sizes[NCLASS], q[NCLASS];
   for (int c = 0; c < NCLASS; ++c) sizes[c] = (double)counts[c];
-  CHECK(effml_temperature_probs(ctx, sizes, NCLASS, temperature, q));
-  effml_alias_sampler *as;
-  CHECK(effml_alias_sampler_create(ctx, q, NCLASS, seed, &as));
+  CHECK(effml_sampler_temperature_probs(ctx, sizes, NCLASS, temperature, q));
+  effml_sampler_alias *as;
+  CHECK(effml_sampler_alias_create(ctx, q, NCLASS, seed, &as));
   int64_t *cls = malloc(sizeof(int64_t) * (size_t)rows);
-  CHECK(effml_alias_sampler_draw(ctx, as, rows, cls));
+  CHECK(effml_sampler_alias_draw(ctx, as, rows, cls));
   /* rows of each class */
   int64_t n = effml_tensor_dim(y, 0);
   const int32_t *py = (const int32_t *)effml_tensor_data_const(y);
@@ -651,7 +651,7 @@ static void temperature_draw(effml_context *ctx, const effml_tensor *y, const in
   }
   for (int c = 0; c < NCLASS; ++c) free(by_class[c]);
   free(cls);
-  effml_alias_sampler_free(as);
+  effml_sampler_alias_free(as);
 }
 
 int main(int argc, char **argv) {
@@ -675,8 +675,8 @@ int main(int argc, char **argv) {
   /* 1. Data. */
   printf("\n== 1. load Fashion-MNIST\n");
   effml_tensor *x_all, *y_all, *x_test_all, *y_test_all, *x_test, *y_test;
-  CHECK(effml_fashion_mnist_load(ctx, cfg.data_dir, EFFML_SPLIT_TRAIN, &x_all, &y_all));
-  CHECK(effml_fashion_mnist_load(ctx, cfg.data_dir, EFFML_SPLIT_TEST, &x_test_all, &y_test_all));
+  CHECK(effml_data_fashion_mnist_load(ctx, cfg.data_dir, EFFML_DATA_SPLIT_TRAIN, &x_all, &y_all));
+  CHECK(effml_data_fashion_mnist_load(ctx, cfg.data_dir, EFFML_DATA_SPLIT_TEST, &x_test_all, &y_test_all));
   {
     int64_t n = cfg.test_rows < effml_tensor_dim(x_test_all, 0) ? cfg.test_rows
                                                                 : effml_tensor_dim(x_test_all, 0);
@@ -708,13 +708,13 @@ int main(int argc, char **argv) {
   effml_tensor *x_bal[3] = {x_lt, NULL, NULL}, *y_bal[3] = {y_lt, NULL, NULL};
   {
     double t0 = now_s();
-    effml_resample_options ro;
-    effml_resample_options_init(&ro);
-    ro.method = EFFML_RESAMPLE_SMOTE;
-    ro.sampling_strategy = EFFML_STRATEGY_AUTO;
+    effml_sampler_resample_options ro;
+    effml_sampler_resample_options_init(&ro);
+    ro.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+    ro.sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
     ro.k_neighbors = 5;
     ro.seed = cfg.seed;
-    CHECK(effml_resample(ctx, &ro, x_lt, y_lt, &x_bal[1], &y_bal[1]));
+    CHECK(effml_sampler_resample(ctx, &ro, x_lt, y_lt, &x_bal[1], &y_bal[1]));
     printf("  SMOTE: %lld -> %lld rows in %.2f s\n", (long long)effml_tensor_dim(x_lt, 0),
            (long long)effml_tensor_dim(x_bal[1], 0), now_s() - t0);
   }
@@ -806,23 +806,23 @@ int main(int argc, char **argv) {
     uint32_t widen[3] = {EFFML_SPARSE_WIDEN_OUT, EFFML_SPARSE_WIDEN_IN | EFFML_SPARSE_WIDEN_OUT,
                          EFFML_SPARSE_WIDEN_IN};
     effml_layer *sw, *l;
-    CHECK(effml_sequential_create(ctx, &sw));
+    CHECK(effml_layer_sequential_create(ctx, &sw));
     double macs = 0;
     for (int k = 0; k < 3; ++k) {
       so.widen = widen[k];
       CHECK(effml_sparse_wide_create(ctx, ins[k], outs[k], &so, &l));
       macs += (double)effml_sparse_nnz(l);
-      CHECK(effml_sequential_add(ctx, sw, l));
+      CHECK(effml_layer_sequential_add(ctx, sw, l));
       if (k < 2) {
-        CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &l));
-        CHECK(effml_sequential_add(ctx, sw, l));
+        CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l));
+        CHECK(effml_layer_sequential_add(ctx, sw, l));
       }
     }
     int64_t steps = steps_for(effml_tensor_dim(x_tr, 0), 128, cfg.epochs_main);
     effml_optimizer *opt = make_adamw(ctx, sw, 1e-3, steps);
     effml_dst_options dopt;
     effml_dst_options_init(&dopt);
-    dopt.method = EFFML_DST_RIGL;
+    dopt.method = EFFML_SPARSE_DST_RIGL;
     dopt.total_steps = steps;
     dopt.delta_t = cfg.quick ? 20 : 100;
     dopt.drop_fraction = 0.3;
@@ -836,8 +836,8 @@ int main(int argc, char **argv) {
            (long long)effml_dst_steps(dst));
     eval ev_sw;
     evaluate_model(ctx, sw, x_test, y_test, &ev_sw, NULL);
-    int64_t w1 = effml_layer_out_features(effml_sequential_get(sw, 0));
-    int64_t w2 = effml_layer_out_features(effml_sequential_get(sw, 2));
+    int64_t w1 = effml_layer_out_features(effml_layer_sequential_get(sw, 0));
+    int64_t w2 = effml_layer_out_features(effml_layer_sequential_get(sw, 2));
     snprintf(model, sizeof model, "Sparse Wide 784-%lld-%lld-10 s=0.9", (long long)w1, (long long)w2);
     /* trainable = nonzeros + biases (the values the optimizer updates) */
     add_result("sparse_wide_rigl", model, &ev_sw, effml_layer_count_params(sw, 1),
@@ -940,21 +940,21 @@ int main(int argc, char **argv) {
     ao.phm_dim = 4;
     ao.rank = 1;
     effml_layer *adapted, *l;
-    CHECK(effml_sequential_create(ctx, &adapted));
+    CHECK(effml_layer_sequential_create(ctx, &adapted));
     int64_t widths[4] = {NPIX, h1, h2, NCLASS};
     double adapter_macs = 0;
     for (int k = 0; k < 3; ++k) {
-      CHECK(effml_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
-      effml_layer *src = effml_sequential_get(dense, 2 * k);
+      CHECK(effml_layer_dense_create(ctx, widths[k], widths[k + 1], 1, &l));
+      effml_layer *src = effml_layer_sequential_get(dense, 2 * k);
       for (int32_t p = 0; p < effml_layer_num_params(l); ++p)
         CHECK(effml_tensor_copy(ctx, effml_layer_param(l, p), effml_layer_param(src, p)));
       if (k < 2) CHECK(effml_layer_set_trainable(ctx, l, NULL, 0));
-      CHECK(effml_sequential_add(ctx, adapted, l));
+      CHECK(effml_layer_sequential_add(ctx, adapted, l));
       if (k < 2) {
-        CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &l));
-        CHECK(effml_sequential_add(ctx, adapted, l));
+        CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l));
+        CHECK(effml_layer_sequential_add(ctx, adapted, l));
         CHECK(effml_adapter_create(ctx, widths[k + 1], &ao, rule, &l));
-        CHECK(effml_sequential_add(ctx, adapted, l));
+        CHECK(effml_layer_sequential_add(ctx, adapted, l));
         /* factorized LPHM cost per sample: n*r*(k+d+n^2) per projection (REFERENCES 1.5) */
         adapter_macs += 2.0 * 4 * 1 * (double)(widths[k + 1] + 16 + 16);
       }

@@ -57,35 +57,35 @@ static double train_eval(effml_context *ctx, const effml_tensor *x, const effml_
   double t0 = now();
   effml_context_set_seed(ctx, seed); /* same initial weights for every method */
   effml_layer *model, *layer;
-  CHECK(effml_sequential_create(ctx, &model));
-  CHECK(effml_dense_create(ctx, 784, 128, 1, &layer));
-  CHECK(effml_sequential_add(ctx, model, layer));
-  CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &layer));
-  CHECK(effml_sequential_add(ctx, model, layer));
-  CHECK(effml_dense_create(ctx, 128, 10, 1, &layer));
-  CHECK(effml_sequential_add(ctx, model, layer));
+  CHECK(effml_layer_sequential_create(ctx, &model));
+  CHECK(effml_layer_dense_create(ctx, 784, 128, 1, &layer));
+  CHECK(effml_layer_sequential_add(ctx, model, layer));
+  CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &layer));
+  CHECK(effml_layer_sequential_add(ctx, model, layer));
+  CHECK(effml_layer_dense_create(ctx, 128, 10, 1, &layer));
+  CHECK(effml_layer_sequential_add(ctx, model, layer));
   const int64_t batch = 128, steps = (effml_tensor_dim(x, 0) + batch - 1) / batch;
   effml_optimizer_options oo;
   effml_optimizer_options_init(&oo);
   oo.lr = 2e-3;
   oo.weight_decay = 1e-4;
-  oo.schedule = EFFML_LR_WARMUP_COSINE;
+  oo.schedule = EFFML_OPTIM_LR_WARMUP_COSINE;
   oo.warmup_steps = steps / 2;
   oo.total_steps = epochs * steps;
   effml_optimizer *opt;
   CHECK(effml_optimizer_create(ctx, &oo, &opt));
   CHECK(effml_optimizer_add_layer(ctx, opt, model));
-  effml_fit_options fo;
-  effml_fit_options_init(&fo);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
   fo.epochs = epochs;
   fo.batch_size = batch;
   fo.shuffle_seed = seed;
   double loss = 0;
-  CHECK(effml_fit_classifier(ctx, model, opt, x, y, &fo, &loss));
+  CHECK(effml_train_classifier(ctx, model, opt, x, y, &fo, &loss));
   int64_t ls[2] = {effml_tensor_dim(tx, 0), 10};
   effml_tensor *logits;
   CHECK(effml_tensor_create(ctx, EFFML_F32, 2, ls, &logits));
-  CHECK(effml_predict(ctx, model, tx, 1000, logits));
+  CHECK(effml_train_predict(ctx, model, tx, 1000, logits));
   const float *lp = effml_tensor_data_const(logits);
   const int32_t *yp = effml_tensor_data_const(ty);
   int64_t hit[10] = {0}, tot[10] = {0};
@@ -131,8 +131,8 @@ int main(int argc, char **argv) {
   effml_context *ctx = NULL;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
   effml_tensor *trx, *try_, *tex, *tey;
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TRAIN, &trx, &try_));
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TEST, &tex, &tey));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TRAIN, &trx, &try_));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TEST, &tex, &tey));
 
   /* Long tail: the first n_c training images of class c, n_c = 6000 * 100^(-c/9). */
   int64_t n_c[10], taken[10] = {0}, m = 0;
@@ -160,20 +160,20 @@ int main(int argc, char **argv) {
     effml_tensor *x = lx, *y = ly;
     double t0 = now();
     if (method == 1) {
-      effml_resample_options ro;
-      effml_resample_options_init(&ro);
-      ro.method = EFFML_RESAMPLE_SMOTE;
+      effml_sampler_resample_options ro;
+      effml_sampler_resample_options_init(&ro);
+      ro.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
       ro.k_neighbors = 5;
       ro.seed = seed;
-      CHECK(effml_resample(ctx, &ro, lx, ly, &x, &y));
+      CHECK(effml_sampler_resample(ctx, &ro, lx, ly, &x, &y));
     } else if (method == 2) {
       double sizes[10], q[10];
       for (int c = 0; c < 10; ++c) sizes[c] = (double)n_c[c];
-      CHECK(effml_temperature_probs(ctx, sizes, 10, temperature, q));
-      effml_alias_sampler *al;
-      CHECK(effml_alias_sampler_create(ctx, q, 10, seed, &al));
+      CHECK(effml_sampler_temperature_probs(ctx, sizes, 10, temperature, q));
+      effml_sampler_alias *al;
+      CHECK(effml_sampler_alias_create(ctx, q, 10, seed, &al));
       int64_t *cls = malloc((size_t)m * sizeof(int64_t)), *pick = malloc((size_t)m * sizeof(int64_t));
-      CHECK(effml_alias_sampler_draw(ctx, al, m, cls));
+      CHECK(effml_sampler_alias_draw(ctx, al, m, cls));
       int64_t start[11] = {0};
       for (int c = 0; c < 10; ++c) start[c + 1] = start[c] + n_c[c]; /* rows of each class */
       int64_t *by_class = malloc((size_t)m * sizeof(int64_t)), fill[10] = {0};
@@ -189,7 +189,7 @@ int main(int argc, char **argv) {
       free(cls);
       free(pick);
       free(by_class);
-      effml_alias_sampler_free(al);
+      effml_sampler_alias_free(al);
     }
     prep[method] = now() - t0;
     rows[method] = effml_tensor_dim(x, 0);

@@ -54,18 +54,18 @@ typedef struct variant {
 
 /* Append layer (and a ReLU after it unless it is the head). */
 static void add(effml_context *ctx, effml_layer *model, effml_layer *layer, int relu) {
-  CHECK(effml_sequential_add(ctx, model, layer));
+  CHECK(effml_layer_sequential_add(ctx, model, layer));
   if (relu) {
     effml_layer *act;
-    CHECK(effml_activation_create(ctx, EFFML_ACT_RELU, &act));
-    CHECK(effml_sequential_add(ctx, model, act));
+    CHECK(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &act));
+    CHECK(effml_layer_sequential_add(ctx, model, act));
   }
 }
 
 static effml_layer *build(effml_context *ctx, const variant *v) {
   static const int64_t w[4] = {784, 256, 128, 10};
   effml_layer *model, *layer;
-  CHECK(effml_sequential_create(ctx, &model));
+  CHECK(effml_layer_sequential_create(ctx, &model));
   effml_sparse_options so;
   effml_sparse_options_init(&so);
   so.sparsity = v->sparsity;
@@ -75,10 +75,10 @@ static effml_layer *build(effml_context *ctx, const variant *v) {
       so.widen = (k > 0 ? EFFML_SPARSE_WIDEN_IN : 0) | (k < 2 ? EFFML_SPARSE_WIDEN_OUT : 0);
       CHECK(effml_sparse_wide_create(ctx, w[k], w[k + 1], &so, &layer));
     } else if (v->kind == FACTORIZED && k < 2) {
-      so.activation = EFFML_SPARSE_ACT_RELU;
+      so.activation = EFFML_LAYER_ACT_RELU;
       CHECK(effml_sparse_factorized_create(ctx, w[k], w[k + 1], &so, &layer));
     } else {
-      CHECK(effml_dense_create(ctx, w[k], w[k + 1], 1, &layer));
+      CHECK(effml_layer_dense_create(ctx, w[k], w[k + 1], 1, &layer));
     }
     add(ctx, model, layer, k < 2);
   }
@@ -88,8 +88,8 @@ static effml_layer *build(effml_context *ctx, const variant *v) {
 /* Forward FLOPs of the same shapes computed densely (RigL's dense-gradient cost f_D). */
 static double dense_equivalent_flops(effml_context *ctx, effml_layer *model) {
   double f = 0;
-  for (int32_t i = 0; i < effml_sequential_count(model); ++i) {
-    effml_layer *l = effml_sequential_get(model, i);
+  for (int32_t i = 0; i < effml_layer_sequential_count(model); ++i) {
+    effml_layer *l = effml_layer_sequential_get(model, i);
     int32_t nm = effml_sparse_num_matrices(l);
     if (nm == 0) {
       double g = 0;
@@ -133,8 +133,8 @@ int main(int argc, char **argv) {
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
 
   effml_tensor *train_x, *train_y, *test_x, *test_y;
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TRAIN, &train_x, &train_y));
-  CHECK(effml_fashion_mnist_load(ctx, data, EFFML_SPLIT_TEST, &test_x, &test_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TRAIN, &train_x, &train_y));
+  CHECK(effml_data_fashion_mnist_load(ctx, data, EFFML_DATA_SPLIT_TEST, &test_x, &test_y));
   const int64_t n_train = effml_tensor_dim(train_x, 0), n_test = effml_tensor_dim(test_x, 0);
   printf("Fashion-MNIST: %lld train, %lld test images; %lld epochs, batch %lld\n",
          (long long)n_train, (long long)n_test, (long long)epochs, (long long)batch);
@@ -162,22 +162,22 @@ int main(int argc, char **argv) {
     effml_optimizer_options_init(&oo);
     oo.lr = lr;
     oo.weight_decay = 1e-4;
-    oo.schedule = EFFML_LR_WARMUP_COSINE;
+    oo.schedule = EFFML_OPTIM_LR_WARMUP_COSINE;
     oo.warmup_steps = steps_per_epoch < total ? steps_per_epoch : total / 10;
     oo.total_steps = total;
     effml_optimizer *opt;
     CHECK(effml_optimizer_create(ctx, &oo, &opt));
     CHECK(effml_optimizer_add_layer(ctx, opt, model));
     effml_dst *rigl = NULL;
-    effml_fit_options fo;
-    effml_fit_options_init(&fo);
+    effml_train_options fo;
+    effml_train_options_init(&fo);
     fo.epochs = epochs;
     fo.batch_size = batch;
     fo.shuffle_seed = seed;
     if (V[v].kind != DENSE) {
       effml_dst_options d;
       effml_dst_options_init(&d);
-      d.method = EFFML_DST_RIGL;
+      d.method = EFFML_SPARSE_DST_RIGL;
       d.delta_t = delta_t;
       d.drop_fraction = 0.3;
       d.total_steps = total;
@@ -189,11 +189,11 @@ int main(int argc, char **argv) {
     }
     const int64_t nnz0 = effml_sparse_nnz(model);
     const double t0 = now(), c0 = cpu_now();
-    CHECK(effml_fit_classifier(ctx, model, opt, train_x, train_y, &fo, NULL));
+    CHECK(effml_train_classifier(ctx, model, opt, train_x, train_y, &fo, NULL));
     const double train_s = now() - t0, train_cpu_s = cpu_now() - c0;
     double acc = 0, fwd = 0, train = 0;
-    CHECK(effml_predict(ctx, model, test_x, 1000, logits));
-    CHECK(effml_accuracy(ctx, logits, test_y, &acc));
+    CHECK(effml_train_predict(ctx, model, test_x, 1000, logits));
+    CHECK(effml_metrics_accuracy(ctx, logits, test_y, &acc));
     CHECK(effml_sparse_count_flops(ctx, model, &fwd));
     if (rigl) {
       CHECK(effml_dst_training_flops(ctx, fwd, dense_equivalent_flops(ctx, model), delta_t,
@@ -210,8 +210,8 @@ int main(int argc, char **argv) {
     }
     char widths[32];
     snprintf(widths, sizeof widths, "%lld-%lld",
-             (long long)effml_layer_out_features(effml_sequential_get(model, 0)),
-             (long long)effml_layer_out_features(effml_sequential_get(model, 2)));
+             (long long)effml_layer_out_features(effml_layer_sequential_get(model, 0)),
+             (long long)effml_layer_out_features(effml_layer_sequential_get(model, 2)));
     printf("%-22s %8s %8.2f%% %12.0f %12.0f %9lld %9lld %8.1f %8.1f\n", V[v].name, widths,
            100.0 * acc, fwd, train, (long long)weights, (long long)effml_dst_updates(rigl), train_s,
            train_cpu_s);

@@ -2,16 +2,22 @@
  * @file effml.h
  * @brief libeffml: sample- and compute-efficient machine learning behind one C ABI.
  *
- * The only header a program includes.  Areas:
- *  - effml/context.h  allocator hooks, threads, seeded generator, errors
- *  - effml/tensor.h   typed n-d arrays, owned or wrapping caller memory
+ * The only header a program includes.  One header per area, each implemented
+ * in the folder of the same name under lib/:
+ *  - effml/core.h     export macros, version, status codes, the context
+ *                     (allocator hooks, threads, seeded generator, errors)
+ *  - effml/tensor.h   typed n-d arrays, owned or wrapping caller memory; initialisers
  *  - effml/io.h       .npy and safetensors files
- *  - effml/layer.h    the layer interface and the sequential container
- *  - effml/train.h    dense/activation/norm layers, loss, optimizers, data
+ *  - effml/data.h     IDX files and Fashion-MNIST
+ *  - effml/layer.h    the layer interface, sequential container, dense,
+ *                     activation, dropout and layer-norm layers
+ *  - effml/optim.h    SGD and AdamW, learning-rate schedules, gradient clipping
+ *  - effml/train.h    softmax cross-entropy, the training loop, batched inference
+ *  - effml/metrics.h  accuracy, NLL, selective-classification and OOD metrics
  *  - effml/adapter.h  PHM, Compacter, LoRA, LoKr adapters
  *  - effml/sparse.h   Sparse-IFT layers, masks, RigL/SET
  *  - effml/sampler.h  SMOTE family, temperature and sensitivity sampling
- *  - effml/cascade.h  window-based early-exit cascades and metrics
+ *  - effml/cascade.h  window-based early-exit cascades
  *
  * A tiny program:
  * @code
@@ -22,7 +28,7 @@
  *   effml_tensor *x;
  *   effml_tensor_create(ctx, EFFML_F32, 2, shape, &x); // zeroed, row-major
  *   effml_tensor_fill(ctx, x, 0.5);
- *   effml_npy_save(ctx, "x.npy", x);                   // numpy.load("x.npy")
+ *   effml_io_npy_save(ctx, "x.npy", x);                   // numpy.load("x.npy")
  *   effml_tensor_free(x);
  *   effml_context_free(ctx);
  * @endcode
@@ -32,14 +38,14 @@
 #ifndef EFFML_H
 #define EFFML_H
 
-#include "effml/common.h"
-#include "effml/version.h"
-#include "effml/error.h"
-#include "effml/context.h"
+#include "effml/core.h"
 #include "effml/tensor.h"
 #include "effml/io.h"
+#include "effml/data.h"
 #include "effml/layer.h"
+#include "effml/optim.h"
 #include "effml/train.h"
+#include "effml/metrics.h"
 #include "effml/adapter.h"
 #include "effml/sparse.h"
 #include "effml/sampler.h"

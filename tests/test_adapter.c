@@ -17,7 +17,7 @@ static void ref_open(void) {
   if (REF) return;
   RCTX = tu_ctx(0);
   ck_assert_int_eq(effml_safetensors_load(RCTX, EFFML_TEST_REF "/adapter_ref.safetensors",
-                                          EFFML_SAFETENSORS_COPY, &REF), EFFML_OK);
+                                          EFFML_IO_SAFETENSORS_COPY, &REF), EFFML_OK);
 }
 
 /* The reference tensor `key` as a new owned f32 tensor. */
@@ -79,7 +79,7 @@ static void run_case(effml_context *ctx, effml_layer *l, const char *c, effml_te
   effml_tensor *gy = ref_f32(ctx, key);
   effml_tensor *y = tu_f32(ctx, effml_tensor_dim(x, 0), effml_layer_out_features(l), NULL);
   effml_tensor *dx = tu_f32(ctx, effml_tensor_dim(x, 0), effml_tensor_dim(x, 1), NULL);
-  ck_assert_msg(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_msg(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN) == EFFML_OK, "%s", effml_context_last_error(ctx));
   effml_layer_zero_grad(l);
   ck_assert_msg(effml_layer_backward(ctx, l, gy, dx) == EFFML_OK, "%s", effml_context_last_error(ctx));
   snprintf(key, sizeof key, "%s.y", c);
@@ -100,14 +100,14 @@ static void run_case(effml_context *ctx, effml_layer *l, const char *c, effml_te
 START_TEST(test_lphm_reference_both_paths) {
   effml_context *ctx = tu_ctx(1);
   for (int path = 0; path < 2; ++path) {
-    effml_phm_options o;
-    effml_phm_options_init(&o);
+    effml_adapter_phm_options o;
+    effml_adapter_phm_options_init(&o);
     o.phm_dim = 3;
     o.rank = 2;
     effml_layer *l = NULL;
-    ck_assert_int_eq(effml_phm_create(ctx, 6, 9, &o, NULL, &l), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_phm_create(ctx, 6, 9, &o, NULL, &l), EFFML_OK);
     ck_assert_str_eq(effml_layer_kind(l), "lphm");
-    ck_assert_int_eq(effml_phm_set_path(ctx, l, path), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_phm_set_path(ctx, l, path), EFFML_OK);
     ref_into_param(ctx, l, "phm_rule", "lphm.phm_rule");
     ref_into_param(ctx, l, "W_left", "lphm.W_left");
     ref_into_param(ctx, l, "W_right", "lphm.W_right");
@@ -119,7 +119,7 @@ START_TEST(test_lphm_reference_both_paths) {
     check_grad(ctx, l, "b", "lphm.db");
     /* materialize() = the reference H (element order of kron(A_i, B_i)) */
     effml_tensor *H = tu_f32(ctx, 6, 9, NULL);
-    ck_assert_int_eq(effml_phm_materialize(ctx, l, H), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_phm_materialize(ctx, l, H), EFFML_OK);
     ck_assert(rel_err(ctx, H, "lphm.H") < 1e-5);
     effml_tensor_free(H);
     effml_layer_free(l);
@@ -131,14 +131,14 @@ END_TEST
 START_TEST(test_phm_reference_both_paths) {
   effml_context *ctx = tu_ctx(2);
   for (int path = 0; path < 2; ++path) {
-    effml_phm_options o;
-    effml_phm_options_init(&o);
+    effml_adapter_phm_options o;
+    effml_adapter_phm_options_init(&o);
     o.phm_dim = 2;
     o.factorized = 0;
     effml_layer *l = NULL;
-    ck_assert_int_eq(effml_phm_create(ctx, 4, 6, &o, NULL, &l), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_phm_create(ctx, 4, 6, &o, NULL, &l), EFFML_OK);
     ck_assert_str_eq(effml_layer_kind(l), "phm");
-    ck_assert_int_eq(effml_phm_set_path(ctx, l, path), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_phm_set_path(ctx, l, path), EFFML_OK);
     ref_into_param(ctx, l, "phm_rule", "phm.phm_rule");
     ref_into_param(ctx, l, "W", "phm.W");
     ref_into_param(ctx, l, "b", "phm.b");
@@ -183,10 +183,10 @@ START_TEST(test_adapter_block_reference) {
 }
 END_TEST
 
-/* A minimal base layer: dense from train.h. */
+/* A minimal base layer: dense from layer.h. */
 static effml_layer *dense_from_ref(effml_context *ctx, int64_t in, int64_t out, const char *c) {
   effml_layer *d = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, in, out, 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, in, out, 1, &d), EFFML_OK);
   char key[64];
   snprintf(key, sizeof key, "%s.weight", c);
   ref_into_param(ctx, d, "weight", key);
@@ -198,14 +198,14 @@ static effml_layer *dense_from_ref(effml_context *ctx, int64_t in, int64_t out, 
 START_TEST(test_lora_reference) {
   effml_context *ctx = tu_ctx(4);
   effml_layer *base = dense_from_ref(ctx, 5, 4, "lora");
-  effml_lora_options o;
-  effml_lora_options_init(&o);
+  effml_adapter_lora_options o;
+  effml_adapter_lora_options_init(&o);
   o.rank = 2;
   o.alpha = 4;
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_lora_create(ctx, base, &o, &l), EFFML_OK);
-  ck_assert(effml_lora_base(l) == base);
-  ck_assert(fabs(effml_lora_scaling(l) - 2.0) < 1e-12);
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, base, &o, &l), EFFML_OK);
+  ck_assert(effml_adapter_lora_base(l) == base);
+  ck_assert(fabs(effml_adapter_lora_scaling(l) - 2.0) < 1e-12);
   ref_into_param(ctx, l, "lora_A.weight", "lora.lora_A");
   ref_into_param(ctx, l, "lora_B.weight", "lora.lora_B");
   run_case(ctx, l, "lora", NULL);
@@ -218,24 +218,24 @@ START_TEST(test_lora_reference) {
   for (int64_t i = 0; i < effml_tensor_numel(gw); ++i) ck_assert(g[i] == 0.0f);
   ck_assert_int_eq(effml_layer_count_params(l, 1), 2 * 5 + 4 * 2);
   /* merged: the same y and dx, and the same LoRA gradients */
-  ck_assert_int_eq(effml_lora_merge(ctx, l), EFFML_OK);
-  ck_assert_int_eq(effml_lora_merge(ctx, l), EFFML_E_STATE);
-  ck_assert_int_eq(effml_lora_is_merged(l), 1);
+  ck_assert_int_eq(effml_adapter_lora_merge(ctx, l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lora_merge(ctx, l), EFFML_E_STATE);
+  ck_assert_int_eq(effml_adapter_lora_is_merged(l), 1);
   run_case(ctx, l, "lora", NULL);
   check_grad(ctx, l, "lora_A.weight", "lora.dlora_A");
-  ck_assert_int_eq(effml_lora_unmerge(ctx, l), EFFML_OK);
-  ck_assert_int_eq(effml_lora_unmerge(ctx, l), EFFML_E_STATE);
+  ck_assert_int_eq(effml_adapter_lora_unmerge(ctx, l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lora_unmerge(ctx, l), EFFML_E_STATE);
   ck_assert(rel_err(ctx, effml_layer_param(l, param_index(l, "base_layer.weight")), "lora.weight") < 1e-6);
   double dabs = -1, drel = -1;
-  ck_assert_int_eq(effml_lora_merge_drift(ctx, l, 1000, &dabs, &drel), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lora_merge_drift(ctx, l, 1000, &dabs, &drel), EFFML_OK);
   ck_assert(dabs >= 0 && drel < 1e-4);
   effml_layer_free(l);
   /* rsLoRA scaling alpha/sqrt(r) */
   base = dense_from_ref(ctx, 5, 4, "lora");
   o.use_rslora = 1;
   o.rank = 4;
-  ck_assert_int_eq(effml_lora_create(ctx, base, &o, &l), EFFML_OK);
-  ck_assert(fabs(effml_lora_scaling(l) - 2.0) < 1e-12);
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, base, &o, &l), EFFML_OK);
+  ck_assert(fabs(effml_adapter_lora_scaling(l) - 2.0) < 1e-12);
   effml_layer_free(l);
   effml_context_free(ctx);
 }
@@ -244,42 +244,42 @@ END_TEST
 START_TEST(test_lokr_reference) {
   effml_context *ctx = tu_ctx(5);
   int64_t m, n;
-  ck_assert_int_eq(effml_lokr_factorization(256, -1, &m, &n), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lokr_factorization(256, -1, &m, &n), EFFML_OK);
   ck_assert(m == 16 && n == 16);
-  effml_lokr_factorization(128, -1, &m, &n);
+  effml_adapter_lokr_factorization(128, -1, &m, &n);
   ck_assert(m == 8 && n == 16);
-  effml_lokr_factorization(127, -1, &m, &n);
+  effml_adapter_lokr_factorization(127, -1, &m, &n);
   ck_assert(m == 1 && n == 127);
-  effml_lokr_factorization(128, 4, &m, &n);
+  effml_adapter_lokr_factorization(128, 4, &m, &n);
   ck_assert(m == 4 && n == 32);
-  effml_lokr_factorization(3072, -1, &m, &n);
+  effml_adapter_lokr_factorization(3072, -1, &m, &n);
   ck_assert(m == 48 && n == 64);
 
   effml_layer *base = dense_from_ref(ctx, 6, 4, "lokr");
-  effml_lokr_options o;
-  effml_lokr_options_init(&o);
+  effml_adapter_lokr_options o;
+  effml_adapter_lokr_options_init(&o);
   o.alpha = 4; /* r 8: both factors full, PEFT scale 4/8 */
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_lokr_create(ctx, base, &o, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lokr_create(ctx, base, &o, &l), EFFML_OK);
   ref_into_param(ctx, l, "lokr_w1", "lokr.lokr_w1");
   ref_into_param(ctx, l, "lokr_w2", "lokr.lokr_w2");
   run_case(ctx, l, "lokr", NULL);
   check_grad(ctx, l, "lokr_w1", "lokr.dlokr_w1");
   check_grad(ctx, l, "lokr_w2", "lokr.dlokr_w2");
   effml_tensor *dw = tu_f32(ctx, 4, 6, NULL);
-  ck_assert_int_eq(effml_lokr_delta_weight(ctx, l, dw), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lokr_delta_weight(ctx, l, dw), EFFML_OK);
   ck_assert(rel_err(ctx, dw, "lokr.delta_weight") < 1e-6);
   effml_tensor_free(dw);
   effml_layer_free(l);
 
   /* LyCORIS convention: both full -> scale 1 */
   base = dense_from_ref(ctx, 6, 4, "lokr");
-  o.scale_convention = EFFML_LOKR_SCALE_LYCORIS;
-  ck_assert_int_eq(effml_lokr_create(ctx, base, &o, &l), EFFML_OK);
+  o.scale_convention = EFFML_ADAPTER_LOKR_SCALE_LYCORIS;
+  ck_assert_int_eq(effml_adapter_lokr_create(ctx, base, &o, &l), EFFML_OK);
   ref_into_param(ctx, l, "lokr_w1", "lokr.lokr_w1");
   ref_into_param(ctx, l, "lokr_w2", "lokr.lokr_w2");
   dw = tu_f32(ctx, 4, 6, NULL);
-  ck_assert_int_eq(effml_lokr_delta_weight(ctx, l, dw), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lokr_delta_weight(ctx, l, dw), EFFML_OK);
   effml_tensor *r = ref_f32(ctx, "lokr.delta_weight");
   const float *a = effml_tensor_data_const(dw), *b = effml_tensor_data_const(r);
   for (int i = 0; i < 24; ++i) ck_assert(fabs(a[i] - 2.0 * b[i]) < 1e-5);
@@ -295,7 +295,7 @@ END_TEST
 /* L = sum(y * g) in double.  */
 static double loss_of(effml_context *ctx, effml_layer *l, effml_tensor *x, effml_tensor *y,
                       const effml_tensor *g) {
-  ck_assert_msg(effml_layer_forward(ctx, l, x, y, EFFML_MODE_INFER) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_msg(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER) == EFFML_OK, "%s", effml_context_last_error(ctx));
   const float *yy = effml_tensor_data_const(y), *gg = effml_tensor_data_const(g);
   double s = 0;
   for (int64_t i = 0; i < effml_tensor_numel(y); ++i) s += (double)yy[i] * gg[i];
@@ -316,7 +316,7 @@ static void fd_check(effml_context *ctx, effml_layer *l, int64_t batch, double t
     for (int64_t k = 0; k < effml_tensor_numel(v); ++k) p[k] = 0.5f * sinf(1.0f + 0.7f * (float)k + (float)i) ;
   }
   effml_layer_zero_grad(l);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   ck_assert_int_eq(effml_layer_backward(ctx, l, g, dx), EFFML_OK);
   const float eps = 1e-2f;
   for (int32_t i = -1; i < effml_layer_num_params(l); ++i) {
@@ -346,23 +346,23 @@ static void fd_check(effml_context *ctx, effml_layer *l, int64_t batch, double t
 
 START_TEST(test_fd_lphm_phm) {
   effml_context *ctx = tu_ctx(6);
-  effml_phm_options o;
-  effml_phm_options_init(&o);
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
   o.rank = 3;
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_phm_create(ctx, 12, 8, &o, NULL, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 12, 8, &o, NULL, &l), EFFML_OK);
   fd_check(ctx, l, 5, 2e-3);
-  effml_phm_set_path(ctx, l, EFFML_PHM_PATH_MATERIALIZED);
+  effml_adapter_phm_set_path(ctx, l, EFFML_ADAPTER_PHM_PATH_MATERIALIZED);
   fd_check(ctx, l, 5, 2e-3);
   effml_layer_free(l);
   o.rank = 5; /* n*r = 20: the BLAS path instead of the fused row kernels */
-  ck_assert_int_eq(effml_phm_create(ctx, 12, 8, &o, NULL, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 12, 8, &o, NULL, &l), EFFML_OK);
   fd_check(ctx, l, 5, 2e-3);
   effml_layer_free(l);
   o.rank = 3;
   o.factorized = 0;
   o.phm_dim = 2;
-  ck_assert_int_eq(effml_phm_create(ctx, 6, 4, &o, NULL, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 6, 4, &o, NULL, &l), EFFML_OK);
   fd_check(ctx, l, 3, 2e-3);
   effml_layer_free(l);
   effml_context_free(ctx);
@@ -374,30 +374,30 @@ START_TEST(test_fd_shared_rule_two_layers) {
   effml_context *ctx = tu_ctx(7);
   effml_phm_rule *A = NULL;
   ck_assert_int_eq(effml_phm_rule_create(ctx, 2, 1e-4, &A), EFFML_OK);
-  effml_phm_options o;
-  effml_phm_options_init(&o);
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
   effml_layer *seq = NULL, *l1 = NULL, *l2 = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &seq), EFFML_OK);
-  ck_assert_int_eq(effml_phm_create(ctx, 8, 4, &o, A, &l1), EFFML_OK);
-  ck_assert_int_eq(effml_phm_create(ctx, 4, 6, &o, A, &l2), EFFML_OK);
-  ck_assert(effml_phm_shared_rule(l1) == A);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, l1), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, l2), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &seq), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 8, 4, &o, A, &l1), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 4, 6, &o, A, &l2), EFFML_OK);
+  ck_assert(effml_adapter_phm_shared_rule(l1) == A);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, l1), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, l2), EFFML_OK);
   fd_check(ctx, seq, 4, 2e-3);
   effml_layer_free(seq);
 
   effml_adapter_options ao;
   effml_adapter_options_init(&ao);
   ao.bottleneck = 4;
-  ao.activation = EFFML_ACT_GELU;
+  ao.activation = EFFML_LAYER_ACT_GELU;
   effml_layer *b1 = NULL, *b2 = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &seq), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &seq), EFFML_OK);
   ck_assert_int_eq(effml_adapter_create(ctx, 8, &ao, A, &b1), EFFML_OK);
-  ao.activation = EFFML_ACT_SILU;
+  ao.activation = EFFML_LAYER_ACT_SILU;
   ck_assert_int_eq(effml_adapter_create(ctx, 8, &ao, A, &b2), EFFML_OK);
   effml_phm_rule_free(A);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, b1), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, b2), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, b1), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, b2), EFFML_OK);
   fd_check(ctx, seq, 3, 3e-3);
   effml_layer_free(seq);
   effml_context_free(ctx);
@@ -410,7 +410,7 @@ START_TEST(test_fd_block_variants_lora_lokr) {
   effml_adapter_options_init(&ao);
   ao.bottleneck = 6;
   ao.phm_dim = 2;
-  ao.activation = EFFML_ACT_RELU;
+  ao.activation = EFFML_LAYER_ACT_RELU;
   int32_t projs[3] = {EFFML_ADAPTER_PROJ_LPHM, EFFML_ADAPTER_PROJ_PHM, EFFML_ADAPTER_PROJ_DENSE};
   for (int i = 0; i < 3; ++i) {
     ao.projection = projs[i];
@@ -420,30 +420,30 @@ START_TEST(test_fd_block_variants_lora_lokr) {
     effml_layer_free(b);
   }
   effml_layer *d = NULL, *l = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, 7, 5, 1, &d), EFFML_OK);
-  effml_lora_options lo;
-  effml_lora_options_init(&lo);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 7, 5, 1, &d), EFFML_OK);
+  effml_adapter_lora_options lo;
+  effml_adapter_lora_options_init(&lo);
   lo.rank = 3;
   lo.freeze_base = 0; /* check the base gradients too */
-  ck_assert_int_eq(effml_lora_create(ctx, d, &lo, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, d, &lo, &l), EFFML_OK);
   fd_check(ctx, l, 4, 2e-3);
   effml_layer_free(l);
   /* LoKr with factored w2 (r < max(out_k, in_n)/2) and factored w1 (decompose_both) */
-  ck_assert_int_eq(effml_dense_create(ctx, 24, 20, 1, &d), EFFML_OK);
-  effml_lokr_options ko;
-  effml_lokr_options_init(&ko);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 24, 20, 1, &d), EFFML_OK);
+  effml_adapter_lokr_options ko;
+  effml_adapter_lokr_options_init(&ko);
   ko.rank = 1;
   ko.decompose_both = 1;
-  ck_assert_int_eq(effml_lokr_create(ctx, d, &ko, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lokr_create(ctx, d, &ko, &l), EFFML_OK);
   ck_assert_int_ge(param_index(l, "lokr_w1_a"), 0);
   ck_assert_int_ge(param_index(l, "lokr_w2_b"), 0);
   fd_check(ctx, l, 3, 3e-3);
   /* forward = x (W + dW)^T + b */
   effml_tensor *x = tu_f32(ctx, 2, 24, NULL), *y = tu_f32(ctx, 2, 20, NULL);
   tu_fill_uniform(x, 3, -1, 1);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER), EFFML_OK);
   effml_tensor *dw = tu_f32(ctx, 20, 24, NULL);
-  ck_assert_int_eq(effml_lokr_delta_weight(ctx, l, dw), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lokr_delta_weight(ctx, l, dw), EFFML_OK);
   const float *W = effml_tensor_data_const(effml_layer_param(l, param_index(l, "base_layer.weight")));
   const float *bb = effml_tensor_data_const(effml_layer_param(l, param_index(l, "base_layer.bias")));
   const float *D = effml_tensor_data_const(dw), *xx = effml_tensor_data_const(x), *yy = effml_tensor_data_const(y);
@@ -468,20 +468,20 @@ START_TEST(test_factorized_equals_materialized) {
   /* n*r <= 16 runs the fused row kernels, larger n*r the BLAS path: both covered */
   int64_t cases[][4] = {{768, 24, 4, 1}, {96, 64, 8, 2}, {64, 128, 4, 3}, {64, 32, 4, 5}, {48, 96, 2, 9}};
   for (int c = 0; c < 5; ++c) {
-    effml_phm_options o;
-    effml_phm_options_init(&o);
+    effml_adapter_phm_options o;
+    effml_adapter_phm_options_init(&o);
     o.phm_dim = cases[c][2];
     o.rank = cases[c][3];
     o.rule_init_std = 0.5;
     effml_layer *l = NULL;
     int64_t in = cases[c][0], out = cases[c][1], b = 33;
-    ck_assert_int_eq(effml_phm_create(ctx, in, out, &o, NULL, &l), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_phm_create(ctx, in, out, &o, NULL, &l), EFFML_OK);
     float *bias = effml_tensor_data(effml_layer_param(l, param_index(l, "b")));
     for (int64_t j = 0; j < out; ++j) bias[j] = 0.01f * (float)j;
     effml_tensor *x = tu_f32(ctx, b, in, NULL), *y = tu_f32(ctx, b, out, NULL), *H = tu_f32(ctx, in, out, NULL);
     tu_fill_uniform(x, 5, -1, 1);
-    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_INFER), EFFML_OK);
-    ck_assert_int_eq(effml_phm_materialize(ctx, l, H), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_phm_materialize(ctx, l, H), EFFML_OK);
     const float *xx = effml_tensor_data_const(x), *hh = effml_tensor_data_const(H), *yy = effml_tensor_data_const(y);
     double maxe = 0, maxy = 0;
     for (int64_t r = 0; r < b; ++r)
@@ -499,9 +499,9 @@ START_TEST(test_factorized_equals_materialized) {
     int32_t np = effml_layer_num_params(l);
     float *saved[8] = {0};
     for (int path = 0; path < 2; ++path) {
-      effml_phm_set_path(ctx, l, path);
+      effml_adapter_phm_set_path(ctx, l, path);
       effml_layer_zero_grad(l);
-      ck_assert_int_eq(effml_layer_forward(ctx, l, x, path ? y2 : y, EFFML_MODE_TRAIN), EFFML_OK);
+      ck_assert_int_eq(effml_layer_forward(ctx, l, x, path ? y2 : y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
       ck_assert_int_eq(effml_layer_backward(ctx, l, g, path ? dx2 : dx1), EFFML_OK);
       for (int32_t i = 0; i < np; ++i) {
         effml_tensor *gt = effml_layer_param_grad(l, i);
@@ -551,7 +551,7 @@ START_TEST(test_threads_same_result) {
     effml_phm_rule_free(A);
     effml_tensor *x = tu_f32(ctx, 300, 64, NULL), *y = tu_f32(ctx, 300, 64, NULL), *dx = tu_f32(ctx, 300, 64, NULL);
     tu_fill_uniform(x, 9, -1, 1);
-    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
     ck_assert_int_eq(effml_layer_backward(ctx, l, x, dx), EFFML_OK);
     const float *yy = effml_tensor_data_const(y);
     const float *ga = effml_tensor_data_const(effml_layer_param_grad(l, param_index(l, "phm_rule")));
@@ -625,10 +625,10 @@ START_TEST(test_init_statistics) {
   double s2 = 0;
   for (int i = 0; i < 64; ++i) s2 += (double)a[i] * a[i];
   ck_assert(sqrt(s2 / 64) > 0.5e-4 && sqrt(s2 / 64) < 1.5e-4);
-  effml_phm_options o;
-  effml_phm_options_init(&o);
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_phm_create(ctx, 768, 24, &o, A, &l), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 768, 24, &o, A, &l), EFFML_OK);
   effml_phm_rule_free(A);
   /* W_left[i] 192x1: bound sqrt(12/193); W_right[i] 1x6: bound sqrt(12/7) */
   const float *wl = effml_tensor_data_const(effml_layer_param(l, param_index(l, "W_left")));
@@ -644,8 +644,8 @@ START_TEST(test_init_statistics) {
   /* same seed, same adapter */
   effml_context *c1 = tu_ctx(77), *c2 = tu_ctx(77);
   effml_layer *l1 = NULL, *l2 = NULL;
-  effml_phm_create(c1, 16, 8, &o, NULL, &l1);
-  effml_phm_create(c2, 16, 8, &o, NULL, &l2);
+  effml_adapter_phm_create(c1, 16, 8, &o, NULL, &l1);
+  effml_adapter_phm_create(c2, 16, 8, &o, NULL, &l2);
   for (int32_t i = 0; i < effml_layer_num_params(l1); ++i)
     ck_assert(memcmp(effml_tensor_data_const(effml_layer_param(l1, i)),
                      effml_tensor_data_const(effml_layer_param(l2, i)),
@@ -662,29 +662,29 @@ END_TEST
 
 START_TEST(test_bad_input) {
   effml_context *ctx = tu_ctx(12);
-  effml_phm_options o;
-  effml_phm_options_init(&o);
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
   effml_layer *l = (effml_layer *)0x1;
-  ck_assert_int_eq(effml_phm_create(ctx, 10, 8, &o, NULL, &l), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 10, 8, &o, NULL, &l), EFFML_E_SHAPE);
   ck_assert(strstr(effml_context_last_error(ctx), "in_features=10") != NULL);
   ck_assert(strstr(effml_context_last_error(ctx), "phm_dim=4") != NULL);
-  ck_assert_int_eq(effml_phm_create(ctx, 8, 6, &o, NULL, &l), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 8, 6, &o, NULL, &l), EFFML_E_SHAPE);
   ck_assert(strstr(effml_context_last_error(ctx), "out_features=6") != NULL);
   ck_assert(l == (effml_layer *)0x1); /* untouched */
   o.rank = 0;
-  ck_assert_int_eq(effml_phm_create(ctx, 8, 8, &o, NULL, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 8, 8, &o, NULL, &l), EFFML_E_INVALID_ARG);
   ck_assert(strstr(effml_context_last_error(ctx), "rank=0") != NULL);
   o.rank = 1;
   o.w_init = 9;
-  ck_assert_int_eq(effml_phm_create(ctx, 8, 8, &o, NULL, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 8, 8, &o, NULL, &l), EFFML_E_INVALID_ARG);
   o.w_init = 0;
-  ck_assert_int_eq(effml_phm_create(ctx, 0, 8, &o, NULL, &l), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_phm_create(ctx, 8, 8, NULL, NULL, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 0, 8, &o, NULL, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 8, 8, NULL, NULL, NULL), EFFML_E_INVALID_ARG);
   effml_phm_rule *A = NULL;
   ck_assert_int_eq(effml_phm_rule_create(ctx, 0, 1e-4, &A), EFFML_E_INVALID_ARG);
   ck_assert_int_eq(effml_phm_rule_create(ctx, 3, -1, &A), EFFML_E_INVALID_ARG);
   ck_assert_int_eq(effml_phm_rule_create(ctx, 3, 1e-4, &A), EFFML_OK);
-  ck_assert_int_eq(effml_phm_create(ctx, 8, 9, &o, A, &l), EFFML_E_SHAPE); /* rule's n = 3 */
+  ck_assert_int_eq(effml_adapter_phm_create(ctx, 8, 9, &o, A, &l), EFFML_E_SHAPE); /* rule's n = 3 */
   effml_phm_rule_free(A);
 
   effml_adapter_options ao;
@@ -700,21 +700,21 @@ START_TEST(test_bad_input) {
   ao.rank = 1;
   ao.activation = 99;
   ck_assert_int_eq(effml_adapter_create(ctx, 64, &ao, NULL, &l), EFFML_E_INVALID_ARG);
-  ao.activation = EFFML_ACT_GELU;
+  ao.activation = EFFML_LAYER_ACT_GELU;
   int64_t cnt;
   ck_assert_int_eq(effml_adapter_count_params(ctx, 64, &ao, 0, 0, &cnt), EFFML_OK);
 
   /* shape mismatch at forward/backward; backward before forward */
   ck_assert_int_eq(effml_adapter_create(ctx, 64, &ao, NULL, &l), EFFML_OK);
   effml_tensor *x = tu_f32(ctx, 2, 60, NULL), *y = tu_f32(ctx, 2, 64, NULL), *x2 = tu_f32(ctx, 2, 64, NULL);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_E_SHAPE);
   ck_assert_int_eq(effml_layer_backward(ctx, l, y, x2), EFFML_E_STATE);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x2, y, EFFML_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x2, y, EFFML_LAYER_MODE_INFER), EFFML_OK);
   ck_assert_int_eq(effml_layer_backward(ctx, l, y, x2), EFFML_E_STATE); /* infer keeps nothing */
-  ck_assert_int_eq(effml_phm_set_path(ctx, l, 0), EFFML_E_INVALID_ARG); /* block, not phm */
-  ck_assert_int_eq(effml_phm_set_path(ctx, effml_adapter_down(l), 7), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_phm_set_path(ctx, l, 0), EFFML_E_INVALID_ARG); /* block, not phm */
+  ck_assert_int_eq(effml_adapter_phm_set_path(ctx, effml_adapter_down(l), 7), EFFML_E_INVALID_ARG);
   effml_tensor *H = tu_f32(ctx, 64, 7, NULL);
-  ck_assert_int_eq(effml_phm_materialize(ctx, effml_adapter_down(l), H), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_adapter_phm_materialize(ctx, effml_adapter_down(l), H), EFFML_E_SHAPE);
   effml_tensor_free(H);
   effml_tensor_free(x);
   effml_tensor_free(y);
@@ -723,27 +723,27 @@ START_TEST(test_bad_input) {
 
   /* LoRA / LoKr */
   effml_layer *d = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, 8, 4, 1, &d), EFFML_OK);
-  effml_lora_options lo;
-  effml_lora_options_init(&lo);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 8, 4, 1, &d), EFFML_OK);
+  effml_adapter_lora_options lo;
+  effml_adapter_lora_options_init(&lo);
   lo.rank = 0;
-  ck_assert_int_eq(effml_lora_create(ctx, d, &lo, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, d, &lo, &l), EFFML_E_INVALID_ARG);
   ck_assert(strstr(effml_context_last_error(ctx), "rank=0") != NULL);
   lo.rank = 2;
   lo.alpha = NAN;
-  ck_assert_int_eq(effml_lora_create(ctx, d, &lo, &l), EFFML_E_INVALID_ARG);
-  effml_lokr_options ko;
-  effml_lokr_options_init(&ko);
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, d, &lo, &l), EFFML_E_INVALID_ARG);
+  effml_adapter_lokr_options ko;
+  effml_adapter_lokr_options_init(&ko);
   ko.rank = 0;
-  ck_assert_int_eq(effml_lokr_create(ctx, d, &ko, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_lokr_create(ctx, d, &ko, &l), EFFML_E_INVALID_ARG);
   effml_layer *act = NULL;
-  ck_assert_int_eq(effml_activation_create(ctx, EFFML_ACT_RELU, &act), EFFML_OK);
-  ck_assert_int_eq(effml_lora_create(ctx, act, NULL, &l), EFFML_E_INVALID_ARG); /* no "weight" */
+  ck_assert_int_eq(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &act), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, act, NULL, &l), EFFML_E_INVALID_ARG); /* no "weight" */
   effml_layer_free(act);
-  ck_assert_int_eq(effml_lora_merge(ctx, d), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_lora_merge(ctx, d), EFFML_E_INVALID_ARG);
   effml_layer_free(d); /* still ours after the failures */
   int64_t m, n;
-  ck_assert_int_eq(effml_lokr_factorization(0, -1, &m, &n), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_lokr_factorization(0, -1, &m, &n), EFFML_E_INVALID_ARG);
   effml_context_free(ctx);
 }
 END_TEST
@@ -768,7 +768,7 @@ START_TEST(test_alloc_failures) {
     if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F32, 2, shape, &x);
     if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F32, 2, shape, &y);
     if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F32, 2, shape, &dx);
-    if (st == EFFML_OK) st = effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN);
+    if (st == EFFML_OK) st = effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN);
     if (st == EFFML_OK) st = effml_layer_backward(ctx, l, y, dx);
     ck_assert(st == EFFML_OK || st == EFFML_E_NOMEM);
     effml_tensor_free(x);

@@ -21,13 +21,13 @@ static int32_t pidx(effml_layer *l, const char *name) {
 }
 
 static void make_loras(effml_context *ctx, int64_t rank, effml_layer **l) {
-  effml_lora_options o;
-  effml_lora_options_init(&o);
+  effml_adapter_lora_options o;
+  effml_adapter_lora_options_init(&o);
   o.rank = rank;
   for (int i = 0; i < 2; ++i) {
     effml_layer *d = NULL;
-    ck_assert_int_eq(effml_dense_create(ctx, 8, 6, 1, &d), EFFML_OK);
-    ck_assert_int_eq(effml_lora_create(ctx, d, &o, &l[i]), EFFML_OK);
+    ck_assert_int_eq(effml_layer_dense_create(ctx, 8, 6, 1, &d), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lora_create(ctx, d, &o, &l[i]), EFFML_OK);
   }
 }
 
@@ -42,9 +42,9 @@ START_TEST(test_peft_load_and_roundtrip) {
   effml_context *ctx = tu_ctx(1);
   effml_layer *l[2];
   make_loras(ctx, 2, l);
-  ck_assert_msg(effml_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 2, l, MODS) == EFFML_OK, "%s",
+  ck_assert_msg(effml_adapter_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 2, l, MODS) == EFFML_OK, "%s",
                 effml_context_last_error(ctx));
-  ck_assert(fabs(effml_lora_scaling(l[0]) - 3.0) < 1e-12); /* lora_alpha 6 / r 2 */
+  ck_assert(fabs(effml_adapter_lora_scaling(l[0]) - 3.0) < 1e-12); /* lora_alpha 6 / r 2 */
   effml_safetensors *st = NULL;
   ck_assert_int_eq(effml_safetensors_load(ctx, EFFML_TEST_REF "/adapter_peft/adapter_model.safetensors", 0, &st), EFFML_OK);
   expect_same(ctx, st, "base_model.model.layers.0.self_attn.v_proj.lora_B.weight",
@@ -57,11 +57,11 @@ START_TEST(test_peft_load_and_roundtrip) {
   char dir[512];
   snprintf(dir, sizeof dir, "%s/adapter_peft_out", EFFML_TEST_TMP);
   mkdir(dir, 0755);
-  ck_assert_msg(effml_lora_save_peft(ctx, dir, 2, l, MODS, "toy") == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_msg(effml_adapter_lora_save_peft(ctx, dir, 2, l, MODS, "toy") == EFFML_OK, "%s", effml_context_last_error(ctx));
   effml_layer *m[2];
   make_loras(ctx, 2, m);
-  ck_assert_int_eq(effml_lora_load_peft(ctx, dir, 2, m, MODS), EFFML_OK);
-  ck_assert(fabs(effml_lora_scaling(m[1]) - 3.0) < 1e-12);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, dir, 2, m, MODS), EFFML_OK);
+  ck_assert(fabs(effml_adapter_lora_scaling(m[1]) - 3.0) < 1e-12);
   for (int i = 0; i < 2; ++i)
     for (int k = 0; k < 2; ++k) {
       const char *pn = k ? "lora_B.weight" : "lora_A.weight";
@@ -91,22 +91,22 @@ START_TEST(test_peft_bad_files) {
   effml_tensor *a0 = effml_layer_param(l[0], pidx(l[0], "lora_A.weight"));
   float keep[16];
   memcpy(keep, effml_tensor_data_const(a0), sizeof keep);
-  ck_assert_int_eq(effml_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft_badshape", 2, l, MODS), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft_badshape", 2, l, MODS), EFFML_E_SHAPE);
   ck_assert(strstr(effml_context_last_error(ctx), "v_proj.lora_A.weight") != NULL);
   ck_assert(strstr(effml_context_last_error(ctx), "[2, 7]") != NULL);
   ck_assert(memcmp(keep, effml_tensor_data_const(a0), sizeof keep) == 0); /* all-or-nothing */
-  ck_assert_int_eq(effml_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft_missing", 2, l, MODS), EFFML_E_NOT_FOUND);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft_missing", 2, l, MODS), EFFML_E_NOT_FOUND);
   ck_assert(strstr(effml_context_last_error(ctx), "v_proj.lora_B.weight") != NULL);
   ck_assert(memcmp(keep, effml_tensor_data_const(a0), sizeof keep) == 0);
-  ck_assert(fabs(effml_lora_scaling(l[0]) - 4.0) < 1e-12); /* unchanged: default alpha 8 / r 2 */
-  ck_assert_int_eq(effml_lora_load_peft(ctx, EFFML_TEST_REF "/no_such_dir", 2, l, MODS), EFFML_E_IO);
+  ck_assert(fabs(effml_adapter_lora_scaling(l[0]) - 4.0) < 1e-12); /* unchanged: default alpha 8 / r 2 */
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, EFFML_TEST_REF "/no_such_dir", 2, l, MODS), EFFML_E_IO);
   const char *wrong[2] = {"x.q_proj", "x.v_proj"};
-  ck_assert_int_eq(effml_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 2, l, wrong), EFFML_E_NOT_FOUND);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 2, l, wrong), EFFML_E_NOT_FOUND);
   effml_layer *r3[2];
   make_loras(ctx, 3, r3); /* config r = 2 disagrees with the layers' rank 3 */
-  ck_assert_int_eq(effml_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 2, r3, MODS), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 2, r3, MODS), EFFML_E_SHAPE);
   ck_assert(strstr(effml_context_last_error(ctx), "r=2") != NULL);
-  ck_assert_int_eq(effml_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 0, l, MODS), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, EFFML_TEST_REF "/adapter_peft", 0, l, MODS), EFFML_E_INVALID_ARG);
   for (int i = 0; i < 2; ++i) {
     effml_layer_free(l[i]);
     effml_layer_free(r3[i]);
@@ -133,7 +133,7 @@ START_TEST(test_adapterhub_load_and_roundtrip) {
   effml_context *ctx = tu_ctx(3);
   effml_layer *b[2];
   make_blocks(ctx, b);
-  ck_assert_msg(effml_compacter_load_adapterhub(ctx, EFFML_TEST_REF "/adapter_adapterhub.safetensors", 2, b, PRE,
+  ck_assert_msg(effml_adapter_compacter_load_adapterhub(ctx, EFFML_TEST_REF "/adapter_adapterhub.safetensors", 2, b, PRE,
                                                 RULE) == EFFML_OK, "%s", effml_context_last_error(ctx));
   effml_safetensors *st = NULL;
   ck_assert_int_eq(effml_safetensors_load(ctx, EFFML_TEST_REF "/adapter_adapterhub.safetensors", 0, &st), EFFML_OK);
@@ -148,7 +148,7 @@ START_TEST(test_adapterhub_load_and_roundtrip) {
 
   char path[512];
   snprintf(path, sizeof path, "%s/adapter_adapterhub_out.safetensors", EFFML_TEST_TMP);
-  ck_assert_int_eq(effml_compacter_save_adapterhub(ctx, path, 2, b, PRE, RULE), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_compacter_save_adapterhub(ctx, path, 2, b, PRE, RULE), EFFML_OK);
   ck_assert_int_eq(effml_safetensors_load(ctx, path, 0, &st), EFFML_OK);
   ck_assert_int_eq(effml_safetensors_count(st), 13); /* 2 x 6 + the rule once */
   effml_safetensors *orig = NULL;
@@ -170,14 +170,14 @@ START_TEST(test_adapterhub_load_and_roundtrip) {
   o.bottleneck = 2;
   for (int i = 0; i < 2; ++i) ck_assert_int_eq(effml_adapter_create(ctx, 8, &o, A, &c[i]), EFFML_OK);
   effml_phm_rule_free(A);
-  ck_assert_int_eq(effml_compacter_load_adapterhub(ctx, EFFML_TEST_REF "/adapter_adapterhub.safetensors", 2, c, PRE, RULE),
+  ck_assert_int_eq(effml_adapter_compacter_load_adapterhub(ctx, EFFML_TEST_REF "/adapter_adapterhub.safetensors", 2, c, PRE, RULE),
                    EFFML_E_SHAPE);
   ck_assert(strstr(effml_context_last_error(ctx), "adapter_down.0.W_right") != NULL);
-  ck_assert_int_eq(effml_compacter_load_adapterhub(ctx, EFFML_TEST_REF "/adapter_adapterhub.safetensors", 2, b, PRE,
+  ck_assert_int_eq(effml_adapter_compacter_load_adapterhub(ctx, EFFML_TEST_REF "/adapter_adapterhub.safetensors", 2, b, PRE,
                                                    "bert.shared_parameters.other.phm_rule"), EFFML_E_NOT_FOUND);
-  ck_assert_int_eq(effml_compacter_save_adapterhub(ctx, path, 2, b, PRE, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_compacter_save_adapterhub(ctx, path, 2, b, PRE, NULL), EFFML_E_INVALID_ARG);
   effml_layer *mixed[2] = {b[0], c[0]}; /* different rules */
-  ck_assert_int_eq(effml_compacter_save_adapterhub(ctx, path, 2, mixed, PRE, RULE), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_adapter_compacter_save_adapterhub(ctx, path, 2, mixed, PRE, RULE), EFFML_E_INVALID_ARG);
   for (int i = 0; i < 2; ++i) {
     effml_layer_free(b[i]);
     effml_layer_free(c[i]);
@@ -194,7 +194,7 @@ START_TEST(test_own_format_roundtrip) {
   char path[512];
   snprintf(path, sizeof path, "%s/adapter_own.safetensors", EFFML_TEST_TMP);
   ck_assert_int_eq(effml_layer_save(ctx, b[0], path, "blk."), EFFML_OK);
-  ck_assert_int_eq(effml_layer_load(ctx, b[1], path, "blk.", EFFML_LOAD_STRICT), EFFML_OK);
+  ck_assert_int_eq(effml_layer_load(ctx, b[1], path, "blk.", EFFML_LAYER_LOAD_STRICT), EFFML_OK);
   for (int32_t i = 0; i < effml_layer_num_params(b[0]); ++i) {
     effml_tensor *x = effml_layer_param(b[0], i), *y = effml_layer_param(b[1], i);
     ck_assert(memcmp(effml_tensor_data_const(x), effml_tensor_data_const(y), effml_tensor_nbytes(x)) == 0);

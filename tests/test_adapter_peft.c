@@ -26,7 +26,7 @@ static effml_safetensors *open_st(effml_context *ctx, const char *dir, const cha
   struct stat sb;
   if (stat(p, &sb) != 0) return NULL;
   effml_safetensors *st = NULL;
-  ck_assert_msg(effml_safetensors_load(ctx, p, EFFML_SAFETENSORS_COPY, &st) == EFFML_OK, "%s: %s", p,
+  ck_assert_msg(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &st) == EFFML_OK, "%s: %s", p,
                 effml_context_last_error(ctx));
   return st;
 }
@@ -65,7 +65,7 @@ static effml_layer *dense_from_base(effml_context *ctx, const effml_safetensors 
   int has_bias = effml_safetensors_get(ctx, base, kb, &b) == EFFML_OK;
   int64_t out = effml_tensor_dim(w, transpose ? 1 : 0), in = effml_tensor_dim(w, transpose ? 0 : 1);
   effml_layer *d = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, in, out, has_bias, &d), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, in, out, has_bias, &d), EFFML_OK);
   float *W = (float *)effml_tensor_data(effml_layer_param(d, pidx(d, "weight")));
   const float *src = (const float *)effml_tensor_data_const(w);
   for (int64_t o = 0; o < out; ++o)
@@ -100,14 +100,14 @@ static void run_lora_case(const lora_case *c) {
   char names[2][128];
   const char *mn[2];
   for (int i = 0; i < c->nmods; ++i) {
-    effml_lora_options o;
-    effml_lora_options_init(&o);
+    effml_adapter_lora_options o;
+    effml_adapter_lora_options_init(&o);
     o.rank = c->ranks[i];
-    ck_assert_int_eq(effml_lora_create(ctx, dense_from_base(ctx, base, c->mods[i], c->transpose), &o, &l[i]), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lora_create(ctx, dense_from_base(ctx, base, c->mods[i], c->transpose), &o, &l[i]), EFFML_OK);
     snprintf(names[i], sizeof names[i], "base_model.model.%s", c->mods[i]);
     mn[i] = names[i];
   }
-  ck_assert_msg(effml_lora_load_peft(ctx, dir, c->nmods, l, mn) == EFFML_OK, "%s: %s", c->name,
+  ck_assert_msg(effml_adapter_lora_load_peft(ctx, dir, c->nmods, l, mn) == EFFML_OK, "%s: %s", c->name,
                 effml_context_last_error(ctx));
   for (int i = 0; i < c->nmods; ++i) {
     const char *m = c->mods[i];
@@ -116,11 +116,11 @@ static void run_lora_case(const lora_case *c) {
     int64_t b = effml_tensor_dim(x, 0);
     effml_tensor *yo = new2(ctx, b, effml_tensor_dim(y, 1)), *dxo = new2(ctx, b, effml_tensor_dim(x, 1));
     char what[160];
-    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_INFER), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
     snprintf(what, sizeof what, "%s %s y", c->name, m);
     expect_close(what, effml_tensor_data(yo), y, 2e-6);
     effml_layer_zero_grad(l[i]);
-    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
     expect_close(what, effml_tensor_data(yo), y, 2e-6); /* dropout 0 in these layers */
     ck_assert_int_eq(effml_layer_backward(ctx, l[i], g, dxo), EFFML_OK);
     snprintf(what, sizeof what, "%s %s dx", c->name, m);
@@ -139,7 +139,7 @@ static void run_lora_case(const lora_case *c) {
     }
     ck_assert_int_ge(checked, 2);
     if (merged) {
-      ck_assert_int_eq(effml_lora_merge(ctx, l[i]), EFFML_OK);
+      ck_assert_int_eq(effml_adapter_lora_merge(ctx, l[i]), EFFML_OK);
       const effml_tensor *mw = get(ctx, merged, "%s.weight", m);
       const float *W = effml_tensor_data(effml_layer_param(l[i], pidx(l[i], "base_layer.weight")));
       int64_t out = effml_layer_out_features(l[i]), in = effml_layer_in_features(l[i]);
@@ -149,7 +149,7 @@ static void run_lora_case(const lora_case *c) {
       snprintf(what, sizeof what, "%s %s merged weight", c->name, m);
       expect_close(what, Wf, mw, 2e-6);
       free(Wf);
-      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_MODE_INFER), EFFML_OK);
+      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
       snprintf(what, sizeof what, "%s %s merged y", c->name, m);
       expect_close(what, effml_tensor_data(yo), y, 5e-6);
     }
@@ -250,22 +250,22 @@ static void pair_make(pair *p, int64_t r0, int64_t r1) {
   int64_t in[2] = {40, 24}, out[2] = {24, 16}, r[2] = {r0, r1};
   for (int i = 0; i < 2; ++i) {
     effml_layer *d = NULL;
-    ck_assert_int_eq(effml_dense_create(p->ctx, in[i], out[i], i == 0, &d), EFFML_OK);
-    effml_lora_options o;
-    effml_lora_options_init(&o);
+    ck_assert_int_eq(effml_layer_dense_create(p->ctx, in[i], out[i], i == 0, &d), EFFML_OK);
+    effml_adapter_lora_options o;
+    effml_adapter_lora_options_init(&o);
     o.rank = r[i];
-    ck_assert_int_eq(effml_lora_create(p->ctx, d, &o, &p->l[i]), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lora_create(p->ctx, d, &o, &p->l[i]), EFFML_OK);
   }
   p->mn[0] = "base_model.model.q_proj";
   p->mn[1] = "base_model.model.v_proj";
   memcpy(p->keep_a, effml_tensor_data(effml_layer_param(p->l[0], pidx(p->l[0], "lora_A.weight"))), sizeof p->keep_a);
   memcpy(p->keep_b, effml_tensor_data(effml_layer_param(p->l[0], pidx(p->l[0], "lora_B.weight"))), sizeof p->keep_b);
-  p->keep_s = effml_lora_scaling(p->l[0]);
+  p->keep_s = effml_adapter_lora_scaling(p->l[0]);
 }
 
 /* The load must fail with `code`, the message must contain `needle`, layer 0 unchanged. */
 static void expect_refused(pair *p, const char *dir, int64_t n, effml_status code, const char *needle) {
-  effml_status s = effml_lora_load_peft(p->ctx, dir, n, p->l, p->mn);
+  effml_status s = effml_adapter_lora_load_peft(p->ctx, dir, n, p->l, p->mn);
   const char *msg = effml_context_last_error(p->ctx);
   ck_assert_msg(s == code, "%s: got %d (%s), expected %d", dir, (int)s, msg, (int)code);
   ck_assert_msg(strstr(msg, needle) != NULL, "message \"%s\" does not name \"%s\"", msg, needle);
@@ -273,7 +273,7 @@ static void expect_refused(pair *p, const char *dir, int64_t n, effml_status cod
                    sizeof p->keep_a) == 0);
   ck_assert(memcmp(p->keep_b, effml_tensor_data(effml_layer_param(p->l[0], pidx(p->l[0], "lora_B.weight"))),
                    sizeof p->keep_b) == 0);
-  ck_assert(effml_lora_scaling(p->l[0]) == p->keep_s);
+  ck_assert(effml_adapter_lora_scaling(p->l[0]) == p->keep_s);
 }
 
 static void pair_free(pair *p) {
@@ -315,9 +315,9 @@ START_TEST(test_refuse_config_values) {
   /* accepted: unknown keys at null/false/{}; informational keys with any value */
   const char *ok = variant("lora", "okunknown", "\"alpha_pattern\": {},",
                            "\"alpha_pattern\": {}, \"future_flag\": false, \"future_cfg\": null,");
-  ck_assert_msg(effml_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
+  ck_assert_msg(effml_adapter_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
   ok = variant("lora", "okinfo", "\"base_model_name_or_path\": null", "\"base_model_name_or_path\": \"meta/x\"");
-  ck_assert_msg(effml_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
+  ck_assert_msg(effml_adapter_lora_load_peft(p.ctx, ok, 2, p.l, p.mn) == EFFML_OK, "%s", effml_context_last_error(p.ctx));
   pair_free(&p);
 }
 END_TEST

@@ -219,21 +219,21 @@ static int src_unchanged(fixture *f) {
 static void setup_npy(effml_context *ctx, fixture *f) {
   setup_src(ctx, f);
   tmp_path(f, "load.npy");
-  ck_assert_int_eq(effml_npy_save(ctx, f->path, f->src), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_save(ctx, f->path, f->src), EFFML_OK);
   f->image = tu_read_file(f->path, &f->image_len);
   ck_assert_ptr_nonnull(f->image);
 }
 
 static effml_status run_npy_load_buffer(effml_context *ctx, fixture *f, void **out) {
   effml_tensor *t = (effml_tensor *)*out;
-  effml_status st = effml_npy_load_buffer(ctx, f->image, f->image_len, &t);
+  effml_status st = effml_io_npy_load_buffer(ctx, f->image, f->image_len, &t);
   *out = t;
   return st;
 }
 
 static effml_status run_npy_load(effml_context *ctx, fixture *f, void **out) {
   effml_tensor *t = (effml_tensor *)*out;
-  effml_status st = effml_npy_load(ctx, f->path, &t);
+  effml_status st = effml_io_npy_load(ctx, f->path, &t);
   *out = t;
   return st;
 }
@@ -246,7 +246,7 @@ static void setup_npy_save(effml_context *ctx, fixture *f) {
 
 static effml_status run_npy_save(effml_context *ctx, fixture *f, void **out) {
   (void)out;
-  return effml_npy_save(ctx, f->path, f->src);
+  return effml_io_npy_save(ctx, f->path, f->src);
 }
 
 /* ---- safetensors ---- */
@@ -292,14 +292,14 @@ static effml_status run_st_load_buffer(effml_context *ctx, fixture *f, void **ou
 
 static effml_status run_st_load_copy(effml_context *ctx, fixture *f, void **out) {
   effml_safetensors *s = (effml_safetensors *)*out;
-  effml_status st = effml_safetensors_load(ctx, f->path, EFFML_SAFETENSORS_COPY, &s);
+  effml_status st = effml_safetensors_load(ctx, f->path, EFFML_IO_SAFETENSORS_COPY, &s);
   *out = s;
   return st == EFFML_OK ? check_st(ctx, s) : st;
 }
 
 static effml_status run_st_load_mmap(effml_context *ctx, fixture *f, void **out) {
   effml_safetensors *s = (effml_safetensors *)*out;
-  effml_status st = effml_safetensors_load(ctx, f->path, EFFML_SAFETENSORS_MMAP, &s);
+  effml_status st = effml_safetensors_load(ctx, f->path, EFFML_IO_SAFETENSORS_MMAP, &s);
   *out = s;
   return st == EFFML_OK ? check_st(ctx, s) : st;
 }
@@ -320,7 +320,7 @@ static effml_status run_st_save(effml_context *ctx, fixture *f, void **out) {
 static effml_status run_dense_create(effml_context *ctx, fixture *f, void **out) {
   (void)f;
   effml_layer *l = (effml_layer *)*out;
-  effml_status st = effml_dense_create(ctx, 6, 4, 1, &l);
+  effml_status st = effml_layer_dense_create(ctx, 6, 4, 1, &l);
   *out = l;
   return st;
 }
@@ -328,30 +328,30 @@ static effml_status run_dense_create(effml_context *ctx, fixture *f, void **out)
 static effml_status run_sequential_create(effml_context *ctx, fixture *f, void **out) {
   (void)f;
   effml_layer *l = (effml_layer *)*out;
-  effml_status st = effml_sequential_create(ctx, &l);
+  effml_status st = effml_layer_sequential_create(ctx, &l);
   *out = l;
   return st;
 }
 
 static void setup_model(effml_context *ctx, fixture *f) {
   effml_layer *d = NULL, *a = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &f->layer), EFFML_OK);
-  ck_assert_int_eq(effml_dense_create(ctx, 6, 5, 1, &d), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, f->layer, d), EFFML_OK);
-  ck_assert_int_eq(effml_activation_create(ctx, EFFML_ACT_RELU, &a), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, f->layer, a), EFFML_OK);
-  ck_assert_int_eq(effml_dense_create(ctx, 5, 3, 1, &f->child), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &f->layer), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 6, 5, 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, f->layer, d), EFFML_OK);
+  ck_assert_int_eq(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &a), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, f->layer, a), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 5, 3, 1, &f->child), EFFML_OK);
 }
 
 /* On failure the caller still owns the child (teardown frees it). */
 static effml_status run_sequential_add(effml_context *ctx, fixture *f, void **out) {
   (void)out;
-  effml_status st = effml_sequential_add(ctx, f->layer, f->child);
+  effml_status st = effml_layer_sequential_add(ctx, f->layer, f->child);
   if (st == EFFML_OK) f->child_owned = 1;
   return st;
 }
 
-static int model_unchanged(fixture *f) { return effml_sequential_count(f->layer) == 2; }
+static int model_unchanged(fixture *f) { return effml_layer_sequential_count(f->layer) == 2; }
 
 static void setup_layer_save(effml_context *ctx, fixture *f) {
   setup_model(ctx, f);
@@ -377,7 +377,7 @@ static void setup_layer_load(effml_context *ctx, fixture *f) {
 
 static effml_status run_layer_load(effml_context *ctx, fixture *f, void **out) {
   (void)out;
-  return effml_layer_load(ctx, f->layer, f->path, "model.", EFFML_LOAD_STRICT);
+  return effml_layer_load(ctx, f->layer, f->path, "model.", EFFML_LAYER_LOAD_STRICT);
 }
 
 static int weights_unchanged(fixture *f) {
@@ -396,9 +396,9 @@ static int weights_unchanged(fixture *f) {
     return st;                                                         \
   }
 
-LAYER_RUN(run_activation_create, effml_activation_create(ctx, EFFML_ACT_GELU, &l))
-LAYER_RUN(run_dropout_create, effml_dropout_create(ctx, 0.25, 7, &l))
-LAYER_RUN(run_layernorm_create, effml_layernorm_create(ctx, 12, 1e-5, &l))
+LAYER_RUN(run_activation_create, effml_layer_activation_create(ctx, EFFML_LAYER_ACT_GELU, &l))
+LAYER_RUN(run_dropout_create, effml_layer_dropout_create(ctx, 0.25, 7, &l))
+LAYER_RUN(run_layernorm_create, effml_layer_layernorm_create(ctx, 12, 1e-5, &l))
 LAYER_RUN(run_sparse_linear_create, effml_sparse_linear_create(ctx, 16, 8, NULL, &l))
 LAYER_RUN(run_sparse_wide_create, effml_sparse_wide_create(ctx, 16, 8, NULL, &l))
 LAYER_RUN(run_sparse_parallel_create, effml_sparse_parallel_create(ctx, 16, 8, NULL, &l))
@@ -406,10 +406,10 @@ LAYER_RUN(run_sparse_factorized_create, effml_sparse_factorized_create(ctx, 16, 
 
 static effml_status run_phm_create(effml_context *ctx, fixture *f, void **out) {
   (void)f;
-  effml_phm_options o;
-  effml_phm_options_init(&o);
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
   effml_layer *l = (effml_layer *)*out;
-  effml_status st = effml_phm_create(ctx, 8, 12, &o, NULL, &l);
+  effml_status st = effml_adapter_phm_create(ctx, 8, 12, &o, NULL, &l);
   *out = l;
   return st;
 }
@@ -426,26 +426,26 @@ static effml_status run_adapter_create(effml_context *ctx, fixture *f, void **ou
 
 /* LoRA/LoKr take ownership of the base on success only. */
 static void setup_base(effml_context *ctx, fixture *f) {
-  ck_assert_int_eq(effml_dense_create(ctx, 12, 8, 1, &f->child), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 12, 8, 1, &f->child), EFFML_OK);
 }
 
 static effml_status run_lora_create(effml_context *ctx, fixture *f, void **out) {
-  effml_lora_options o;
-  effml_lora_options_init(&o);
+  effml_adapter_lora_options o;
+  effml_adapter_lora_options_init(&o);
   o.rank = 4;
   effml_layer *l = (effml_layer *)*out;
-  effml_status st = effml_lora_create(ctx, f->child, &o, &l);
+  effml_status st = effml_adapter_lora_create(ctx, f->child, &o, &l);
   if (st == EFFML_OK) f->child_owned = 1;
   *out = l;
   return st;
 }
 
 static effml_status run_lokr_create(effml_context *ctx, fixture *f, void **out) {
-  effml_lokr_options o;
-  effml_lokr_options_init(&o);
+  effml_adapter_lokr_options o;
+  effml_adapter_lokr_options_init(&o);
   o.rank = 2;
   effml_layer *l = (effml_layer *)*out;
-  effml_status st = effml_lokr_create(ctx, f->child, &o, &l);
+  effml_status st = effml_adapter_lokr_create(ctx, f->child, &o, &l);
   if (st == EFFML_OK) f->child_owned = 1;
   *out = l;
   return st;
@@ -501,7 +501,7 @@ static void setup_imbalanced(effml_context *ctx, fixture *f) {
 
 static effml_status run_knn(effml_context *ctx, fixture *f, void **out) {
   effml_tensor *idx = (effml_tensor *)*out, *dist = SENTINEL;
-  effml_status st = effml_knn(ctx, f->src, NULL, 3, &idx, &dist);
+  effml_status st = effml_sampler_knn(ctx, f->src, NULL, 3, &idx, &dist);
   if (st != EFFML_OK) {
     ck_assert_ptr_eq(dist, SENTINEL); /* the second output is untouched too */
   } else {
@@ -513,12 +513,12 @@ static effml_status run_knn(effml_context *ctx, fixture *f, void **out) {
 }
 
 static effml_status run_smote(effml_context *ctx, fixture *f, void **out) {
-  effml_resample_options o;
-  effml_resample_options_init(&o);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
   o.k_neighbors = 3;
   o.seed = 11;
   effml_tensor *xo = (effml_tensor *)*out, *yo = SENTINEL;
-  effml_status st = effml_resample(ctx, &o, f->src, f->hi, &xo, &yo);
+  effml_status st = effml_sampler_resample(ctx, &o, f->src, f->hi, &xo, &yo);
   if (st != EFFML_OK) {
     ck_assert_ptr_eq(yo, SENTINEL);
   } else {
@@ -529,13 +529,13 @@ static effml_status run_smote(effml_context *ctx, fixture *f, void **out) {
   return st;
 }
 
-static void release_alias(void *out) { effml_alias_sampler_free((effml_alias_sampler *)out); }
+static void release_alias(void *out) { effml_sampler_alias_free((effml_sampler_alias *)out); }
 
 static effml_status run_alias_create(effml_context *ctx, fixture *f, void **out) {
   (void)f;
   const double w[5] = {0.1, 0.0, 2.0, 1.0, 0.5};
-  effml_alias_sampler *a = (effml_alias_sampler *)*out;
-  effml_status st = effml_alias_sampler_create(ctx, w, 5, 3, &a);
+  effml_sampler_alias *a = (effml_sampler_alias *)*out;
+  effml_status st = effml_sampler_alias_create(ctx, w, 5, 3, &a);
   *out = a;
   return st;
 }
@@ -563,7 +563,7 @@ static void setup_idx(effml_context *ctx, fixture *f) {
 
 static effml_status run_idx_load(effml_context *ctx, fixture *f, void **out) {
   effml_tensor *t = (effml_tensor *)*out;
-  effml_status st = effml_idx_load(ctx, f->path, &t);
+  effml_status st = effml_data_idx_load(ctx, f->path, &t);
   *out = t;
   return st;
 }

@@ -128,7 +128,7 @@ static void check_scores(int32_t kind, int32_t agg, double T, const char *score_
   ck_assert_int_eq(rs->n, M * N_TEST);
   effml_tensor *score = vec(ctx, EFFML_F64, N_TEST), *pred = vec(ctx, EFFML_I64, N_TEST);
   for (int m = 0; m < M; ++m) {
-    ck_assert_int_eq(effml_ensemble_predict(ctx, &opt, m + 1, (const effml_tensor *const *)test,
+    ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, m + 1, (const effml_tensor *const *)test,
                                             pred, score, NULL),
                      EFFML_OK);
     const double *s = effml_tensor_data(score);
@@ -146,17 +146,17 @@ START_TEST(test_scores_match_numpy) {
   static const struct {
     int32_t kind;
     const char *name;
-  } kinds[] = {{EFFML_SCORE_MSP, "msp"},       {EFFML_SCORE_ENTROPY, "entropy"},
-               {EFFML_SCORE_MAX_LOGIT, "max_logit"}, {EFFML_SCORE_ENERGY, "energy"},
-               {EFFML_SCORE_MARGIN, "margin"}, {EFFML_SCORE_DOCTOR, "doctor"}};
+  } kinds[] = {{EFFML_CASCADE_SCORE_MSP, "msp"},       {EFFML_CASCADE_SCORE_ENTROPY, "entropy"},
+               {EFFML_CASCADE_SCORE_MAX_LOGIT, "max_logit"}, {EFFML_CASCADE_SCORE_ENERGY, "energy"},
+               {EFFML_CASCADE_SCORE_MARGIN, "margin"}, {EFFML_CASCADE_SCORE_DOCTOR, "doctor"}};
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; ++i) {
     char s[48], p[48];
     snprintf(s, sizeof s, "score_%s", kinds[i].name);
     snprintf(p, sizeof p, "pred_%s", kinds[i].name);
     check_scores(kinds[i].kind, EFFML_CASCADE_AGG_MEAN, 1.0, s, p);
   }
-  check_scores(EFFML_SCORE_ENERGY, EFFML_CASCADE_AGG_MEAN, 2.5, "score_energy_t2.5", NULL);
-  check_scores(EFFML_SCORE_ENTROPY, EFFML_CASCADE_AGG_LAST, 1.0, "score_entropy_last", NULL);
+  check_scores(EFFML_CASCADE_SCORE_ENERGY, EFFML_CASCADE_AGG_MEAN, 2.5, "score_energy_t2.5", NULL);
+  check_scores(EFFML_CASCADE_SCORE_ENTROPY, EFFML_CASCADE_AGG_LAST, 1.0, "score_entropy_last", NULL);
 }
 END_TEST
 
@@ -170,13 +170,13 @@ typedef struct {
 } cal_case;
 
 static const cal_case CASES[] = {
-    {"win_cov", EFFML_SCORE_MSP, EFFML_CASCADE_EXIT_WINDOW, EFFML_CASCADE_TARGET_COVERAGE, 0.8},
-    {"win_risk", EFFML_SCORE_MSP, EFFML_CASCADE_EXIT_WINDOW, EFFML_CASCADE_TARGET_RISK, 0.1},
-    {"thr_cov", EFFML_SCORE_MSP, EFFML_CASCADE_EXIT_THRESHOLD, EFFML_CASCADE_TARGET_COVERAGE,
+    {"win_cov", EFFML_CASCADE_SCORE_MSP, EFFML_CASCADE_EXIT_WINDOW, EFFML_CASCADE_TARGET_COVERAGE, 0.8},
+    {"win_risk", EFFML_CASCADE_SCORE_MSP, EFFML_CASCADE_EXIT_WINDOW, EFFML_CASCADE_TARGET_RISK, 0.1},
+    {"thr_cov", EFFML_CASCADE_SCORE_MSP, EFFML_CASCADE_EXIT_THRESHOLD, EFFML_CASCADE_TARGET_COVERAGE,
      0.7},
-    {"win_tpr_energy", EFFML_SCORE_ENERGY, EFFML_CASCADE_EXIT_WINDOW, EFFML_CASCADE_TARGET_TPR,
+    {"win_tpr_energy", EFFML_CASCADE_SCORE_ENERGY, EFFML_CASCADE_EXIT_WINDOW, EFFML_CASCADE_TARGET_TPR,
      0.95},
-    {"win_risk_entropy_last", EFFML_SCORE_ENTROPY, EFFML_CASCADE_EXIT_WINDOW,
+    {"win_risk_entropy_last", EFFML_CASCADE_SCORE_ENTROPY, EFFML_CASCADE_EXIT_WINDOW,
      EFFML_CASCADE_TARGET_RISK, 0.15, EFFML_CASCADE_AGG_LAST},
 };
 
@@ -241,12 +241,12 @@ START_TEST(test_calibrate_and_run_match_numpy) {
     for (int use_cb = 0; use_cb < 2; ++use_cb) {
       static cb_stage cbs[M];
       effml_cascade *c = make_cascade_agg(cc->kind, cc->aggregation, use_cb, cbs, test);
-      effml_cascade_calibration_options cal;
-      effml_cascade_calibration_options_init(&cal);
+      effml_cascade_threshold_options cal;
+      effml_cascade_threshold_options_init(&cal);
       cal.rule = cc->rule;
       cal.target = cc->target;
       cal.target_value = cc->value;
-      ck_assert_int_eq(effml_cascade_calibrate(ctx, c, use_cb ? M - 1 : M,
+      ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, use_cb ? M - 1 : M,
                                                (const effml_tensor *const *)val, y_val, &cal),
                        EFFML_OK);
       char nm[64];
@@ -325,11 +325,11 @@ END_TEST
 /* Final outputs of the reference window cascade (win_cov). */
 static void win_cov_outputs(effml_tensor **score, effml_tensor **correct, effml_tensor **probs,
                             effml_tensor **pred) {
-  effml_cascade *c = make_cascade(EFFML_SCORE_MSP, 0, NULL, test);
-  effml_cascade_calibration_options cal;
-  effml_cascade_calibration_options_init(&cal); /* window, coverage 0.8 */
+  effml_cascade *c = make_cascade(EFFML_CASCADE_SCORE_MSP, 0, NULL, test);
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal); /* window, coverage 0.8 */
   ck_assert_int_eq(
-      effml_cascade_calibrate(ctx, c, M, (const effml_tensor *const *)val, NULL, &cal), EFFML_OK);
+      effml_cascade_select_thresholds(ctx, c, M, (const effml_tensor *const *)val, NULL, &cal), EFFML_OK);
   effml_cascade_workspace *ws = NULL;
   ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
   *score = vec(ctx, EFFML_F32, N_TEST); /* f32 scores are accepted too */
@@ -355,10 +355,10 @@ START_TEST(test_metrics_match_numpy) {
   effml_tensor *cov = vec(ctx, EFFML_F64, N_TEST + 1), *risk = vec(ctx, EFFML_F64, N_TEST + 1),
                *thr = vec(ctx, EFFML_F64, N_TEST + 1);
   for (int conv = 0; conv < 2; ++conv) {
-    ck_assert_int_eq(effml_selective_risk_coverage_curve(ctx, score, correct, conv, cov, risk, thr),
+    ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, score, correct, conv, cov, risk, thr),
                      EFFML_OK);
     const ref_array *rr = ref("m_risk"), *rc = ref("m_coverage"),
-                    *rt = ref(conv == EFFML_RC_EXACT ? "m_thr_exact" : "m_thr_reference");
+                    *rt = ref(conv == EFFML_METRICS_RC_EXACT ? "m_thr_exact" : "m_thr_reference");
     for (int64_t k = 0; k <= N_TEST; ++k) {
       assert_close(((double *)effml_tensor_data(risk))[k], rr->v[k], 1e-15, "risk", k);
       assert_close(((double *)effml_tensor_data(cov))[k], rc->v[k], 1e-15, "coverage", k);
@@ -366,17 +366,17 @@ START_TEST(test_metrics_match_numpy) {
     }
   }
   double v, t;
-  ck_assert_int_eq(effml_selective_aurc(ctx, score, correct, &v), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_aurc(ctx, score, correct, &v), EFFML_OK);
   assert_close(v, ref("m_aurc")->v[0], 1e-13, "aurc", 0);
-  ck_assert_int_eq(effml_selective_risk_at_coverage(ctx, score, correct, 0.8, &v, &t), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_risk_at_coverage(ctx, score, correct, 0.8, &v, &t), EFFML_OK);
   assert_close(v, ref("m_risk_at_80")->v[0], 1e-15, "risk@80", 0);
   assert_close(t, ref("m_risk_at_80")->v[1], 1e-12, "risk@80 threshold", 0);
-  ck_assert_int_eq(effml_selective_coverage_at_risk(ctx, score, correct, 0.05, &v, &t), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, score, correct, 0.05, &v, &t), EFFML_OK);
   assert_close(v, ref("m_cov_at_5")->v[0], 1e-15, "cov@5", 0);
   assert_close(t, ref("m_cov_at_5")->v[1], 1e-12, "cov@5 threshold", 0);
-  ck_assert_int_eq(effml_eval_top1_error(ctx, pred, y_test, &v), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_top1_error(ctx, pred, y_test, &v), EFFML_OK);
   assert_close(v, ref("m_top1_error")->v[0], 1e-15, "top1", 0);
-  ck_assert_int_eq(effml_eval_nll(ctx, probs, y_test, &v), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_nll(ctx, probs, y_test, &v), EFFML_OK);
   assert_close(v, ref("m_nll")->v[0], 1e-6, "nll (f32 probs)", 0);
 
   /* OOD: stage-0 MSP of ID test vs OOD logits */
@@ -385,10 +385,10 @@ START_TEST(test_metrics_match_numpy) {
   effml_cascade_options_init(&opt);
   opt.num_classes = K;
   effml_tensor *s_id = vec(ctx, EFFML_F64, N_TEST), *s_ood = vec(ctx, EFFML_F64, N_OOD);
-  ck_assert_int_eq(effml_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&test[0],
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&test[0],
                                           NULL, s_id, NULL),
                    EFFML_OK);
-  ck_assert_int_eq(effml_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&ood, NULL,
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)&ood, NULL,
                                           s_ood, NULL),
                    EFFML_OK);
   effml_tensor *s_all = vec(ctx, EFFML_F64, N_TEST + N_OOD), *is_ood = vec(ctx, EFFML_I32, N_TEST + N_OOD);
@@ -397,9 +397,9 @@ START_TEST(test_metrics_match_numpy) {
   memcpy(sa, effml_tensor_data(s_id), N_TEST * sizeof(double));
   memcpy(sa + N_TEST, effml_tensor_data(s_ood), N_OOD * sizeof(double));
   for (int i = 0; i < N_TEST + N_OOD; ++i) io[i] = i >= N_TEST;
-  ck_assert_int_eq(effml_ood_auroc(ctx, s_all, is_ood, &v), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_ood_auroc(ctx, s_all, is_ood, &v), EFFML_OK);
   assert_close(v, ref("o_auroc")->v[0], 1e-12, "auroc", 0);
-  ck_assert_int_eq(effml_ood_fpr_at_tpr(ctx, s_all, is_ood, 0.95, &v, &t), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_ood_fpr_at_tpr(ctx, s_all, is_ood, 0.95, &v, &t), EFFML_OK);
   assert_close(v, ref("o_fpr95")->v[0], 1e-15, "fpr95", 0);
   assert_close(t, ref("o_fpr95")->v[1], 1e-12, "fpr95 threshold", 0);
 
@@ -420,17 +420,17 @@ START_TEST(test_rc_curve_reference_example) {
   const double want_risk[5] = {0, 0, 0.5, 1.0 / 3.0, 0.25}, want_cov[5] = {0, .25, .5, .75, 1};
   const double ref_thr[5] = {(double)0.9f, (double)0.8f, (double)0.7f, (double)0.6f, -INFINITY};
   const double exact_thr[5] = {INFINITY, (double)0.9f, (double)0.8f, (double)0.7f, (double)0.6f};
-  ck_assert_int_eq(effml_selective_risk_coverage_curve(ctx, s, c, EFFML_RC_REFERENCE, cov, risk, thr), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, s, c, EFFML_METRICS_RC_REFERENCE, cov, risk, thr), EFFML_OK);
   const double *r = effml_tensor_data(risk), *cv = effml_tensor_data(cov), *th = effml_tensor_data(thr);
   for (int k = 0; k < 5; ++k) {
     assert_close(r[k], want_risk[k], 1e-15, "risk", k);
     assert_close(cv[k], want_cov[k], 1e-15, "coverage", k);
     assert_close(th[k], ref_thr[k], 0, "reference thresholds", k);
   }
-  ck_assert_int_eq(effml_selective_risk_coverage_curve(ctx, s, c, EFFML_RC_EXACT, NULL, NULL, thr), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, s, c, EFFML_METRICS_RC_EXACT, NULL, NULL, thr), EFFML_OK);
   for (int k = 0; k < 5; ++k) assert_close(th[k], exact_thr[k], 0, "exact thresholds", k);
   double a;
-  ck_assert_int_eq(effml_selective_aurc(ctx, s, c, &a), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_aurc(ctx, s, c, &a), EFFML_OK);
   /* trapz: 0.25 * (0/2 + 0.25 + (0.5 + 1/3)/2 + (1/3 + 0.25)/2) */
   assert_close(a, 0.25 * (0.25 + (0.5 + 1.0 / 3.0) / 2 + (1.0 / 3.0 + 0.25) / 2), 1e-15, "aurc", 0);
   effml_tensor *all[] = {s, c, cov, risk, thr};
@@ -449,11 +449,11 @@ static void run_outputs(effml_cascade *c, int64_t n, effml_tensor *score, effml_
 }
 
 START_TEST(test_window_width_zero_is_stage_one) {
-  effml_cascade *c = make_cascade(EFFML_SCORE_MSP, 0, NULL, test);
-  effml_cascade_calibration_options cal;
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade *c = make_cascade(EFFML_CASCADE_SCORE_MSP, 0, NULL, test);
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
   cal.window_below = cal.window_above = 0.0;
-  ck_assert_int_eq(effml_cascade_calibrate(ctx, c, M, (const effml_tensor *const *)val, NULL, &cal), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, M, (const effml_tensor *const *)val, NULL, &cal), EFFML_OK);
   double a, b;
   ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, NULL, &a, &b, NULL), EFFML_OK);
   ck_assert(a == b);
@@ -464,7 +464,7 @@ START_TEST(test_window_width_zero_is_stage_one) {
   effml_cascade_options opt;
   effml_cascade_options_init(&opt);
   opt.num_classes = K;
-  ck_assert_int_eq(effml_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)test, p1, s1, NULL), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)test, p1, s1, NULL), EFFML_OK);
   ck_assert_int_eq(effml_cascade_workspace_exit_count(ws, 0), N_TEST);
   assert_close(effml_cascade_workspace_expected_cost(ws), COSTS[0], 0, "cost", 0);
   for (int64_t i = 0; i < N_TEST; ++i) {
@@ -485,12 +485,12 @@ START_TEST(test_window_covering_all_is_ensemble) {
   for (int variant = 0; variant < 2; ++variant) {
     effml_tensor **data = variant == 0 ? val : test;
     int64_t n = variant == 0 ? N_VAL : N_TEST;
-    effml_cascade *c = make_cascade(EFFML_SCORE_ENTROPY, 0, NULL, data);
+    effml_cascade *c = make_cascade(EFFML_CASCADE_SCORE_ENTROPY, 0, NULL, data);
     if (variant == 0) {
-      effml_cascade_calibration_options cal;
-      effml_cascade_calibration_options_init(&cal);
+      effml_cascade_threshold_options cal;
+      effml_cascade_threshold_options_init(&cal);
       cal.window_below = cal.window_above = 1.0;
-      ck_assert_int_eq(effml_cascade_calibrate(ctx, c, M, (const effml_tensor *const *)val, NULL, &cal), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, M, (const effml_tensor *const *)val, NULL, &cal), EFFML_OK);
     } else {
       for (int m = 0; m < M - 1; ++m)
         ck_assert_int_eq(effml_cascade_set_exit_rule(ctx, c, m, EFFML_CASCADE_EXIT_WINDOW, -INFINITY, INFINITY), EFFML_OK);
@@ -502,8 +502,8 @@ START_TEST(test_window_covering_all_is_ensemble) {
     effml_cascade_options opt;
     effml_cascade_options_init(&opt);
     opt.num_classes = K;
-    opt.score = EFFML_SCORE_ENTROPY;
-    ck_assert_int_eq(effml_ensemble_predict(ctx, &opt, M, (const effml_tensor *const *)data, pe, se, NULL), EFFML_OK);
+    opt.score = EFFML_CASCADE_SCORE_ENTROPY;
+    ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, M, (const effml_tensor *const *)data, pe, se, NULL), EFFML_OK);
     for (int64_t i = 0; i < n; ++i) {
       ck_assert(((double *)effml_tensor_data(s))[i] == ((double *)effml_tensor_data(se))[i]);
       ck_assert_int_eq(((int32_t *)effml_tensor_data(p))[i], ((int32_t *)effml_tensor_data(pe))[i]);
@@ -523,15 +523,15 @@ START_TEST(test_threshold_exits_ceil_cn) {
    * stage 0.  With ties at the threshold, every tied sample exits (score >= tau), so the
    * count can exceed ceil(c*N). */
   static const double cs[] = {0.05, 1.0 / 3.0, 0.5, 0.7, 0.8, 0.999, 1.0};
-  effml_cascade *c = make_cascade(EFFML_SCORE_MSP, 0, NULL, val);
+  effml_cascade *c = make_cascade(EFFML_CASCADE_SCORE_MSP, 0, NULL, val);
   effml_cascade_workspace *ws = NULL;
   ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; ++i) {
-    effml_cascade_calibration_options cal;
-    effml_cascade_calibration_options_init(&cal);
+    effml_cascade_threshold_options cal;
+    effml_cascade_threshold_options_init(&cal);
     cal.rule = EFFML_CASCADE_EXIT_THRESHOLD;
     cal.target_value = cs[i];
-    ck_assert_int_eq(effml_cascade_calibrate(ctx, c, M, (const effml_tensor *const *)val, y_val, &cal), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, M, (const effml_tensor *const *)val, y_val, &cal), EFFML_OK);
     ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_VAL, NULL, NULL, NULL, NULL, NULL), EFFML_OK);
     int64_t want = (int64_t)ceil(cs[i] * N_VAL - 1e-9);
     ck_assert_int_eq(effml_cascade_workspace_exit_count(ws, 0), want);
@@ -546,12 +546,12 @@ START_TEST(test_threshold_exits_ceil_cn) {
   ck_assert_int_eq(effml_cascade_create(ctx, &opt, &ct), EFFML_OK);
   ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, ct, z, 1), EFFML_OK);
   ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, ct, z, 1), EFFML_OK);
-  effml_cascade_calibration_options cal;
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
   cal.rule = EFFML_CASCADE_EXIT_THRESHOLD;
   cal.target_value = 0.5;
   const effml_tensor *vz[1] = {z};
-  ck_assert_int_eq(effml_cascade_calibrate(ctx, ct, 1, vz, NULL, &cal), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, ct, 1, vz, NULL, &cal), EFFML_OK);
   effml_cascade_workspace *wt = NULL;
   ck_assert_int_eq(effml_cascade_workspace_create(ctx, ct, &wt), EFFML_OK);
   ck_assert_int_eq(effml_cascade_run(ctx, ct, wt, 4, NULL, NULL, NULL, NULL, NULL), EFFML_OK);
@@ -580,11 +580,11 @@ START_TEST(test_agg_last_multi_exit) {
   run_outputs(c, N_TEST, s, NULL, st, &ws);
   const ref_array *r = ref("score_msp"); /* stage 0 MSP = member 0 */
   effml_tensor *s2 = vec(ctx, EFFML_F64, N_TEST);
-  ck_assert_int_eq(effml_ensemble_predict(ctx, &opt, 3, (const effml_tensor *const *)test, NULL, s2, NULL), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 3, (const effml_tensor *const *)test, NULL, s2, NULL), EFFML_OK);
   effml_cascade_options o1 = opt;
   effml_tensor *s3 = vec(ctx, EFFML_F64, N_TEST);
   o1.aggregation = EFFML_CASCADE_AGG_MEAN;
-  ck_assert_int_eq(effml_ensemble_predict(ctx, &o1, 1, (const effml_tensor *const *)&test[2], NULL, s3, NULL), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &o1, 1, (const effml_tensor *const *)&test[2], NULL, s3, NULL), EFFML_OK);
   for (int64_t i = 0; i < N_TEST; ++i) {
     double s0 = r->v[i];
     int32_t e = ((int32_t *)effml_tensor_data(st))[i];

@@ -47,7 +47,7 @@ START_TEST(test_options) {
   opt.num_classes = K;
   opt.score = 42;
   EXPECT_ERR(effml_cascade_create(ctx, &opt, &c), EFFML_E_INVALID_ARG, "score=42");
-  opt.score = EFFML_SCORE_ENERGY;
+  opt.score = EFFML_CASCADE_SCORE_ENERGY;
   opt.temperature = 0.0;
   EXPECT_ERR(effml_cascade_create(ctx, &opt, &c), EFFML_E_INVALID_ARG, "temperature=0");
   opt.temperature = NAN;
@@ -180,13 +180,13 @@ START_TEST(test_run_args_and_nan) {
              "no stage");
   /* ensemble_predict: NaN, mismatched rows */
   const effml_tensor *mem[2] = {a, b};
-  EXPECT_ERR(effml_ensemble_predict(ctx, &opt, 2, mem, NULL, score, NULL), EFFML_E_NUMERIC,
+  EXPECT_ERR(effml_cascade_ensemble_predict(ctx, &opt, 2, mem, NULL, score, NULL), EFFML_E_NUMERIC,
              "logits[1]: logit of sample 4, class 2 is NaN");
   effml_tensor *five = tu_f32(ctx, N - 1, K, NULL);
   const effml_tensor *mem2[2] = {a, five};
-  EXPECT_ERR(effml_ensemble_predict(ctx, &opt, 2, mem2, NULL, NULL, NULL), EFFML_E_SHAPE,
+  EXPECT_ERR(effml_cascade_ensemble_predict(ctx, &opt, 2, mem2, NULL, NULL, NULL), EFFML_E_SHAPE,
              "logits[1] has 5 rows");
-  EXPECT_ERR(effml_ensemble_predict(ctx, &opt, 0, mem2, NULL, NULL, NULL), EFFML_E_INVALID_ARG,
+  EXPECT_ERR(effml_cascade_ensemble_predict(ctx, &opt, 0, mem2, NULL, NULL, NULL), EFFML_E_INVALID_ARG,
              "num_members=0");
   effml_tensor *all[] = {a, b, score, pred, short_score, int_score, five};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) effml_tensor_free(all[i]);
@@ -256,59 +256,59 @@ START_TEST(test_calibrate_args) {
   effml_tensor *labels = vec(ctx, EFFML_I32, N);
   const effml_tensor *v1[1] = {a}, *vnan[1] = {nan_val}, *vwide[1] = {wide};
   const effml_tensor *vrows[2] = {a, five}, *v3[3] = {a, a, a};
-  effml_cascade_calibration_options cal;
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
   /* coverage or risk outside (0, 1] */
   double badv[] = {0.0, -0.1, 1.5, NAN};
   for (int i = 0; i < 4; ++i) {
     cal.target_value = badv[i];
     cal.target = i % 2 ? EFFML_CASCADE_TARGET_RISK : EFFML_CASCADE_TARGET_COVERAGE;
-    EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG,
+    EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG,
                "must be in (0, 1]");
   }
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade_threshold_options_init(&cal);
   cal.window_below = -0.1;
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG,
              "window_below=-0.1");
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade_threshold_options_init(&cal);
   cal.rule = EFFML_CASCADE_EXIT_NEVER;
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG, "rule=0");
-  effml_cascade_calibration_options_init(&cal);
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG, "rule=0");
+  effml_cascade_threshold_options_init(&cal);
   cal.target = 17;
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG, "target=17");
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_INVALID_ARG, "target=17");
   /* an empty validation set */
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 0, v1, labels, NULL), EFFML_E_SHAPE,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 0, v1, labels, NULL), EFFML_E_SHAPE,
              "empty validation set");
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, NULL, labels, NULL), EFFML_E_SHAPE,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, NULL, labels, NULL), EFFML_E_SHAPE,
              "empty validation set");
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 3, v3, labels, NULL), EFFML_E_SHAPE, "num_stages=3");
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 3, v3, labels, NULL), EFFML_E_SHAPE, "num_stages=3");
   /* NaN logits, mismatched classes and rows */
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, vnan, labels, NULL), EFFML_E_NUMERIC,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, vnan, labels, NULL), EFFML_E_NUMERIC,
              "val_logits[0]: logit of sample 0, class 2 is NaN");
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, vwide, labels, NULL), EFFML_E_SHAPE,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, vwide, labels, NULL), EFFML_E_SHAPE,
              "4 classes");
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 2, vrows, labels, NULL), EFFML_E_SHAPE,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 2, vrows, labels, NULL), EFFML_E_SHAPE,
              "val_logits[1] has 5 rows");
   /* risk needs labels, in range, and a reachable target */
-  effml_cascade_calibration_options_init(&cal);
+  effml_cascade_threshold_options_init(&cal);
   cal.target = EFFML_CASCADE_TARGET_RISK;
   cal.target_value = 0.1;
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, v1, NULL, &cal), EFFML_E_INVALID_ARG,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, NULL, &cal), EFFML_E_INVALID_ARG,
              "val_labels is NULL");
   int32_t *y = effml_tensor_data(labels);
   y[3] = 3;
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, v1, labels, &cal), EFFML_E_RANGE,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_RANGE,
              "val_labels[3]=3 is outside [0, num_classes=3)");
   /* labels all wrong for the most confident sample (2: class 2, MSP 0.91) */
   for (int i = 0; i < N; ++i) y[i] = 1;
   y[1] = 1;
-  EXPECT_ERR(effml_cascade_calibrate(ctx, c, 1, v1, labels, &cal), EFFML_E_RANGE,
+  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_RANGE,
              "no coverage reaches risk=0.1");
   int32_t rule;
   ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, &rule, NULL, NULL, NULL), EFFML_OK);
   ck_assert_int_eq(rule, EFFML_CASCADE_EXIT_NEVER); /* failed calibrations changed nothing */
-  effml_cascade_calibration_options_init(&cal);
-  ck_assert_int_eq(effml_cascade_calibrate(ctx, c, 1, v1, NULL, &cal), EFFML_OK);
+  effml_cascade_threshold_options_init(&cal);
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, v1, NULL, &cal), EFFML_OK);
   effml_tensor *all[] = {a, nan_val, wide, five, labels};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) effml_tensor_free(all[i]);
   effml_cascade_free(c);
@@ -323,34 +323,34 @@ START_TEST(test_metric_args) {
   double *sv = effml_tensor_data(s);
   for (int i = 0; i < 4; ++i) sv[i] = 0.1 * i;
   double v = -1, t = -1;
-  EXPECT_ERR(effml_selective_risk_at_coverage(ctx, s, ok, 0.0, &v, &t), EFFML_E_INVALID_ARG, "coverage=0");
-  EXPECT_ERR(effml_selective_risk_at_coverage(ctx, s, ok, 1.01, &v, &t), EFFML_E_INVALID_ARG, "coverage=1.01");
-  EXPECT_ERR(effml_selective_coverage_at_risk(ctx, s, ok, -0.5, &v, &t), EFFML_E_INVALID_ARG, "risk=-0.5");
-  EXPECT_ERR(effml_selective_coverage_at_risk(ctx, s, ok, NAN, &v, &t), EFFML_E_INVALID_ARG, "risk=nan");
+  EXPECT_ERR(effml_metrics_selective_risk_at_coverage(ctx, s, ok, 0.0, &v, &t), EFFML_E_INVALID_ARG, "coverage=0");
+  EXPECT_ERR(effml_metrics_selective_risk_at_coverage(ctx, s, ok, 1.01, &v, &t), EFFML_E_INVALID_ARG, "coverage=1.01");
+  EXPECT_ERR(effml_metrics_selective_coverage_at_risk(ctx, s, ok, -0.5, &v, &t), EFFML_E_INVALID_ARG, "risk=-0.5");
+  EXPECT_ERR(effml_metrics_selective_coverage_at_risk(ctx, s, ok, NAN, &v, &t), EFFML_E_INVALID_ARG, "risk=nan");
   ck_assert(v == -1 && t == -1);
-  EXPECT_ERR(effml_selective_aurc(ctx, s, ok3, &v), EFFML_E_SHAPE, "correct has 3 elements, need 4");
-  EXPECT_ERR(effml_selective_aurc(ctx, s, fl, &v), EFFML_E_DTYPE, "correct has dtype f32");
-  EXPECT_ERR(effml_selective_aurc(ctx, lab, ok, &v), EFFML_E_DTYPE, "scores has dtype i64");
+  EXPECT_ERR(effml_metrics_selective_aurc(ctx, s, ok3, &v), EFFML_E_SHAPE, "correct has 3 elements, need 4");
+  EXPECT_ERR(effml_metrics_selective_aurc(ctx, s, fl, &v), EFFML_E_DTYPE, "correct has dtype f32");
+  EXPECT_ERR(effml_metrics_selective_aurc(ctx, lab, ok, &v), EFFML_E_DTYPE, "scores has dtype i64");
   sv[2] = NAN;
-  EXPECT_ERR(effml_selective_aurc(ctx, s, ok, &v), EFFML_E_NUMERIC, "scores[2] is NaN");
+  EXPECT_ERR(effml_metrics_selective_aurc(ctx, s, ok, &v), EFFML_E_NUMERIC, "scores[2] is NaN");
   sv[2] = 0.2;
   /* everything wrong: coverage 0 at any risk < 1, threshold +inf */
-  ck_assert_int_eq(effml_selective_coverage_at_risk(ctx, s, ok, 0.5, &v, &t), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, s, ok, 0.5, &v, &t), EFFML_OK);
   ck_assert(v == 0.0 && t == INFINITY);
-  ck_assert_int_eq(effml_selective_coverage_at_risk(ctx, s, ok, 1.0, &v, &t), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, s, ok, 1.0, &v, &t), EFFML_OK);
   ck_assert(v == 1.0 && t == 0.0);
   /* OOD needs both classes */
-  EXPECT_ERR(effml_ood_auroc(ctx, s, ok, &v), EFFML_E_INVALID_ARG, "need both ID and OOD");
-  EXPECT_ERR(effml_ood_fpr_at_tpr(ctx, s, ok, 0.0, &v, &t), EFFML_E_INVALID_ARG, "tpr=0");
+  EXPECT_ERR(effml_metrics_ood_auroc(ctx, s, ok, &v), EFFML_E_INVALID_ARG, "need both ID and OOD");
+  EXPECT_ERR(effml_metrics_ood_fpr_at_tpr(ctx, s, ok, 0.0, &v, &t), EFFML_E_INVALID_ARG, "tpr=0");
   /* ties: AUROC counts them as one half */
   ((unsigned char *)effml_tensor_data(ok))[0] = 1;
   for (int i = 0; i < 4; ++i) sv[i] = 0.5;
-  ck_assert_int_eq(effml_ood_auroc(ctx, s, ok, &v), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_ood_auroc(ctx, s, ok, &v), EFFML_OK);
   ck_assert(v == 0.5);
   effml_tensor *conv = vec(ctx, EFFML_F64, 5);
-  EXPECT_ERR(effml_selective_risk_coverage_curve(ctx, s, ok, 3, conv, NULL, NULL),
+  EXPECT_ERR(effml_metrics_selective_risk_coverage_curve(ctx, s, ok, 3, conv, NULL, NULL),
              EFFML_E_INVALID_ARG, "convention=3");
-  EXPECT_ERR(effml_selective_risk_coverage_curve(ctx, s, ok, EFFML_RC_EXACT, s, NULL, NULL),
+  EXPECT_ERR(effml_metrics_selective_risk_coverage_curve(ctx, s, ok, EFFML_METRICS_RC_EXACT, s, NULL, NULL),
              EFFML_E_SHAPE, "coverage has shape [4], need [5]");
   /* eval */
   int64_t *lv = effml_tensor_data(lab);
@@ -359,12 +359,12 @@ START_TEST(test_metric_args) {
   effml_tensor *probs = NULL;
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, shp, &probs), EFFML_OK);
   ck_assert_int_eq(effml_tensor_fill(ctx, probs, 1.0 / 3.0), EFFML_OK);
-  EXPECT_ERR(effml_eval_nll(ctx, probs, lab, &v), EFFML_E_RANGE, "labels[2]=5");
+  EXPECT_ERR(effml_metrics_nll(ctx, probs, lab, &v), EFFML_E_RANGE, "labels[2]=5");
   lv[2] = 2;
-  ck_assert_int_eq(effml_eval_nll(ctx, probs, lab, &v), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_nll(ctx, probs, lab, &v), EFFML_OK);
   ck_assert(fabs(v - log(3.0)) < 1e-15);
-  EXPECT_ERR(effml_eval_top1_error(ctx, lab, ok3, &v), EFFML_E_SHAPE, "labels has 3 elements");
-  ck_assert_int_eq(effml_eval_top1_error(ctx, lab, lab, &v), EFFML_OK);
+  EXPECT_ERR(effml_metrics_top1_error(ctx, lab, ok3, &v), EFFML_E_SHAPE, "labels has 3 elements");
+  ck_assert_int_eq(effml_metrics_top1_error(ctx, lab, lab, &v), EFFML_OK);
   ck_assert(v == 0.0);
   effml_tensor *all[] = {s, ok, ok3, fl, lab, conv, probs};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) effml_tensor_free(all[i]);
@@ -391,11 +391,11 @@ START_TEST(test_allocation_failures) {
     st = effml_cascade_create(ctx, &opt, &c);
     if (!st) st = effml_cascade_add_stage_logits(ctx, c, a, 1.0);
     if (!st) st = effml_cascade_add_stage_logits(ctx, c, a, 1.0);
-    if (!st) st = effml_cascade_calibrate(ctx, c, 1, v1, NULL, NULL);
+    if (!st) st = effml_cascade_select_thresholds(ctx, c, 1, v1, NULL, NULL);
     if (!st) st = effml_cascade_workspace_create(ctx, c, &ws);
     if (!st) st = effml_cascade_run(ctx, c, ws, N, NULL, NULL, score, NULL, NULL);
     double aurc;
-    if (!st) st = effml_selective_aurc(ctx, score, okf, &aurc);
+    if (!st) st = effml_metrics_selective_aurc(ctx, score, okf, &aurc);
     ck_assert(st == EFFML_OK || st == EFFML_E_NOMEM);
     effml_cascade_workspace_free(ws);
     effml_cascade_free(c);

@@ -94,14 +94,14 @@ START_TEST(test_shared_cascade_many_threads) {
   effml_cascade_options opt;
   effml_cascade_options_init(&opt);
   opt.num_classes = K;
-  opt.score = EFFML_SCORE_ENTROPY;
+  opt.score = EFFML_CASCADE_SCORE_ENTROPY;
   ck_assert_int_eq(effml_cascade_create(ctx, &opt, &cascade), EFFML_OK);
   for (int m = 0; m < M; ++m)
     ck_assert_int_eq(effml_cascade_add_stage_fn(ctx, cascade, copy_rows, &srcs[m], 1e6 * (m + 1)),
                      EFFML_OK);
-  effml_cascade_calibration_options cal;
-  effml_cascade_calibration_options_init(&cal);
-  ck_assert_int_eq(effml_cascade_calibrate(ctx, cascade, M, (const effml_tensor *const *)logits,
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, cascade, M, (const effml_tensor *const *)logits,
                                            NULL, &cal),
                    EFFML_OK);
   /* single-threaded reference */

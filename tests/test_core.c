@@ -57,7 +57,7 @@ START_TEST(context_options_defaults) {
   ck_assert_int_eq(opt.num_threads, 1);
   ck_assert_uint_eq(opt.seed, 0);
   ck_assert_ptr_null(opt.log);
-  ck_assert_int_eq(opt.log_level, EFFML_LOG_WARN);
+  ck_assert_int_eq(opt.log_level, EFFML_CORE_LOG_WARN);
   effml_context_options_init(NULL); /* ignored, no crash */
 
   effml_context *ctx = NULL;
@@ -116,7 +116,7 @@ START_TEST(context_options_prefix_and_future) {
   effml_context_options_init(&opt);
   opt.num_threads = 3;
   opt.seed = 99;
-  opt.log_level = EFFML_LOG_DEBUG;
+  opt.log_level = EFFML_CORE_LOG_DEBUG;
   opt.struct_size = (uint32_t)offsetof(effml_context_options, seed); /* knows up to num_threads */
   effml_context *a = NULL;
   ck_assert_int_eq(effml_context_create(&opt, &a), EFFML_OK);
@@ -204,7 +204,7 @@ START_TEST(context_log_callback) {
   effml_tensor *t = SENTINEL;
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, shape, &t), EFFML_E_SHAPE);
   ck_assert_int_eq(sink.calls, 1);
-  ck_assert_int_eq(sink.level, EFFML_LOG_ERROR);
+  ck_assert_int_eq(sink.level, EFFML_CORE_LOG_ERROR);
   ck_assert_str_eq(sink.last, effml_context_last_error(ctx));
   effml_context_free(ctx);
 
@@ -297,12 +297,12 @@ START_TEST(dtype_sizes_and_names) {
              {EFFML_U64, 8, "u64"},  {EFFML_F16, 2, "f16"},  {EFFML_BF16, 2, "bf16"},
              {EFFML_BOOL, 1, "bool"}};
   for (size_t i = 0; i < sizeof tab / sizeof tab[0]; ++i) {
-    ck_assert_uint_eq(effml_dtype_size(tab[i].dtype), tab[i].size);
-    ck_assert_str_eq(effml_dtype_name(tab[i].dtype), tab[i].name);
+    ck_assert_uint_eq(effml_tensor_dtype_size(tab[i].dtype), tab[i].size);
+    ck_assert_str_eq(effml_tensor_dtype_name(tab[i].dtype), tab[i].name);
   }
-  ck_assert_uint_eq(effml_dtype_size(0), 0);
-  ck_assert_uint_eq(effml_dtype_size(99), 0);
-  ck_assert_str_eq(effml_dtype_name(-1), "unknown");
+  ck_assert_uint_eq(effml_tensor_dtype_size(0), 0);
+  ck_assert_uint_eq(effml_tensor_dtype_size(99), 0);
+  ck_assert_str_eq(effml_tensor_dtype_name(-1), "unknown");
 }
 END_TEST
 
@@ -315,7 +315,7 @@ START_TEST(tensor_create_every_dtype_zeroed) {
     ck_assert_int_eq(effml_tensor_dtype(t), dt);
     ck_assert_int_eq(effml_tensor_ndim(t), 3);
     ck_assert_int_eq(effml_tensor_numel(t), 30);
-    ck_assert_uint_eq(effml_tensor_nbytes(t), 30 * effml_dtype_size(dt));
+    ck_assert_uint_eq(effml_tensor_nbytes(t), 30 * effml_tensor_dtype_size(dt));
     ck_assert_int_eq(effml_tensor_is_contiguous(t), 1);
     ck_assert_int_eq(effml_tensor_is_read_only(t), 0);
     const int64_t *sh = effml_tensor_shape(t), *st = effml_tensor_strides(t);
@@ -350,12 +350,12 @@ START_TEST(tensor_create_scalar_and_max_dims) {
   ck_assert_double_eq(v, 2.5);
   effml_tensor_free(s);
 
-  int64_t shape[EFFML_MAX_DIMS] = {2, 1, 2, 1, 2, 1, 2, 3};
+  int64_t shape[EFFML_TENSOR_MAX_DIMS] = {2, 1, 2, 1, 2, 1, 2, 3};
   effml_tensor *t = NULL;
-  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I16, EFFML_MAX_DIMS, shape, &t), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I16, EFFML_TENSOR_MAX_DIMS, shape, &t), EFFML_OK);
   ck_assert_int_eq(effml_tensor_numel(t), 48);
   ck_assert_int_eq(effml_tensor_strides(t)[0], 24);
-  int64_t idx[EFFML_MAX_DIMS] = {1, 0, 1, 0, 1, 0, 1, 2};
+  int64_t idx[EFFML_TENSOR_MAX_DIMS] = {1, 0, 1, 0, 1, 0, 1, 2};
   ck_assert_int_eq(effml_tensor_set_i64(ctx, t, idx, -7), EFFML_OK);
   ck_assert_int_eq(((const int16_t *)effml_tensor_data_const(t))[47], -7);
   effml_tensor_free(t);
@@ -366,14 +366,14 @@ END_TEST
 START_TEST(tensor_create_bad_input) {
   effml_context *ctx = tu_ctx(0);
   effml_tensor *t = SENTINEL;
-  int64_t shape[EFFML_MAX_DIMS + 1] = {2, 2, 2, 2, 2, 2, 2, 2, 2};
+  int64_t shape[EFFML_TENSOR_MAX_DIMS + 1] = {2, 2, 2, 2, 2, 2, 2, 2, 2};
 
   ck_assert_int_eq(effml_tensor_create(NULL, EFFML_F32, 1, shape, &t), EFFML_E_INVALID_ARG);
   ck_fails(ctx, effml_tensor_create(ctx, EFFML_F32, 1, shape, NULL), EFFML_E_INVALID_ARG, "'out'");
   ck_fails(ctx, effml_tensor_create(ctx, EFFML_F32, 2, NULL, &t), EFFML_E_INVALID_ARG, "'shape'");
   ck_fails(ctx, effml_tensor_create(ctx, 99, 1, shape, &t), EFFML_E_DTYPE, "dtype=99");
   ck_fails(ctx, effml_tensor_create(ctx, 0, 1, shape, &t), EFFML_E_DTYPE, "dtype=0");
-  ck_fails(ctx, effml_tensor_create(ctx, EFFML_F32, EFFML_MAX_DIMS + 1, shape, &t), EFFML_E_SHAPE,
+  ck_fails(ctx, effml_tensor_create(ctx, EFFML_F32, EFFML_TENSOR_MAX_DIMS + 1, shape, &t), EFFML_E_SHAPE,
            "ndim=9");
   ck_fails(ctx, effml_tensor_create(ctx, EFFML_F32, -1, shape, &t), EFFML_E_SHAPE, "ndim=-1");
 
@@ -393,12 +393,12 @@ START_TEST(tensor_create_bad_input) {
 }
 END_TEST
 
-/* Every rank from 0 to EFFML_MAX_DIMS works; row-major strides are products of the trailing sizes. */
+/* Every rank from 0 to EFFML_TENSOR_MAX_DIMS works; row-major strides are products of the trailing sizes. */
 START_TEST(tensor_every_ndim) {
   effml_context *ctx = tu_ctx(0);
-  int64_t shape[EFFML_MAX_DIMS] = {2, 3, 2, 1, 2, 3, 1, 2};
+  int64_t shape[EFFML_TENSOR_MAX_DIMS] = {2, 3, 2, 1, 2, 3, 1, 2};
   int64_t numel = 1;
-  for (int32_t nd = 0; nd <= EFFML_MAX_DIMS; ++nd) {
+  for (int32_t nd = 0; nd <= EFFML_TENSOR_MAX_DIMS; ++nd) {
     effml_tensor *t = NULL;
     ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, nd, shape, &t), EFFML_OK);
     ck_assert_int_eq(effml_tensor_ndim(t), nd);
@@ -409,7 +409,7 @@ START_TEST(tensor_every_ndim) {
       stride *= shape[d];
     }
     effml_tensor_free(t);
-    if (nd < EFFML_MAX_DIMS) numel *= shape[nd];
+    if (nd < EFFML_TENSOR_MAX_DIMS) numel *= shape[nd];
   }
   effml_context_free(ctx);
 }

@@ -57,7 +57,7 @@ static void check_ref(effml_context *ctx, const effml_tensor *t, int32_t dtype, 
   const double *p = (const double *)effml_tensor_data_const(d);
   for (int64_t i = 0; i < effml_tensor_numel(d); ++i)
     ck_assert_msg(p[i] == ref_value(dtype, i), "%s element %lld: %g != %g",
-                  effml_dtype_name(dtype), (long long)i, p[i], ref_value(dtype, i));
+                  effml_tensor_dtype_name(dtype), (long long)i, p[i], ref_value(dtype, i));
   effml_tensor_free(d);
 }
 
@@ -97,11 +97,11 @@ START_TEST(npy_numpy_dtypes) {
     char path[512];
     snprintf(path, sizeof path, DATA("npy_%s_r2.npy"), NPY_CODES[k].code);
     effml_tensor *t = NULL;
-    ck_assert_msg(effml_npy_load(ctx, path, &t) == EFFML_OK, "%s: %s", path,
+    ck_assert_msg(effml_io_npy_load(ctx, path, &t) == EFFML_OK, "%s: %s", path,
                   effml_context_last_error(ctx));
     check_ref(ctx, t, NPY_CODES[k].dtype, 2, shape);
     /* Our writer produces exactly numpy's bytes. */
-    ck_assert_int_eq(effml_npy_save(ctx, TMP("dtype.npy"), t), EFFML_OK);
+    ck_assert_int_eq(effml_io_npy_save(ctx, TMP("dtype.npy"), t), EFFML_OK);
     assert_same_file(TMP("dtype.npy"), path);
     effml_tensor_free(t);
   }
@@ -118,9 +118,9 @@ START_TEST(npy_numpy_ranks) {
     unsigned char *buf = tu_read_file(path, &len);
     ck_assert_ptr_nonnull(buf);
     effml_tensor *t = NULL;
-    ck_assert_int_eq(effml_npy_load_buffer(ctx, buf, len, &t), EFFML_OK);
+    ck_assert_int_eq(effml_io_npy_load_buffer(ctx, buf, len, &t), EFFML_OK);
     check_ref(ctx, t, EFFML_F64, r, SHAPE8);
-    ck_assert_int_eq(effml_npy_save(ctx, TMP("rank.npy"), t), EFFML_OK);
+    ck_assert_int_eq(effml_io_npy_save(ctx, TMP("rank.npy"), t), EFFML_OK);
     assert_same_file(TMP("rank.npy"), path);
     effml_tensor_free(t);
     free(buf);
@@ -133,23 +133,23 @@ START_TEST(npy_fortran_versions_padding) {
   effml_context *ctx = tu_ctx(1);
   effml_tensor *t = NULL;
   const int64_t s234[3] = {2, 3, 4}, s35[2] = {3, 5}, s34[2] = {3, 4};
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("npy_fortran_f4.npy"), &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("npy_fortran_f4.npy"), &t), EFFML_OK);
   check_ref(ctx, t, EFFML_F32, 3, s234); /* converted to C order */
   ck_assert_int_eq(effml_tensor_is_contiguous(t), 1);
   effml_tensor_free(t);
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("npy_fortran_i2.npy"), &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("npy_fortran_i2.npy"), &t), EFFML_OK);
   check_ref(ctx, t, EFFML_I16, 2, s35);
   effml_tensor_free(t);
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("npy_v2_i4.npy"), &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("npy_v2_i4.npy"), &t), EFFML_OK);
   check_ref(ctx, t, EFFML_I32, 2, s34);
   effml_tensor_free(t);
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("npy_v3_f8.npy"), &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("npy_v3_f8.npy"), &t), EFFML_OK);
   check_ref(ctx, t, EFFML_F64, 2, s34);
   effml_tensor_free(t);
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("npy_padded_i4.npy"), &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("npy_padded_i4.npy"), &t), EFFML_OK);
   check_ref(ctx, t, EFFML_I32, 2, s34);
   effml_tensor_free(t);
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("npy_py2_i4.npy"), &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("npy_py2_i4.npy"), &t), EFFML_OK);
   check_ref(ctx, t, EFFML_I32, 2, s34);
   effml_tensor_free(t);
   effml_context_free(ctx);
@@ -161,8 +161,8 @@ START_TEST(npy_round_trip_all) {
   for (size_t k = 0; k < sizeof NPY_CODES / sizeof NPY_CODES[0]; ++k) {
     for (int r = 0; r <= 8; ++r) {
       effml_tensor *t = ref_tensor(ctx, NPY_CODES[k].dtype, r, SHAPE8), *u = NULL;
-      ck_assert_int_eq(effml_npy_save(ctx, TMP("rt.npy"), t), EFFML_OK);
-      ck_assert_int_eq(effml_npy_load(ctx, TMP("rt.npy"), &u), EFFML_OK);
+      ck_assert_int_eq(effml_io_npy_save(ctx, TMP("rt.npy"), t), EFFML_OK);
+      ck_assert_int_eq(effml_io_npy_load(ctx, TMP("rt.npy"), &u), EFFML_OK);
       check_ref(ctx, u, NPY_CODES[k].dtype, r, SHAPE8);
       ck_assert_int_eq(memcmp(effml_tensor_data_const(t), effml_tensor_data_const(u),
                               effml_tensor_nbytes(t)), 0);
@@ -174,8 +174,8 @@ START_TEST(npy_round_trip_all) {
   const int64_t s[2] = {3, 4};
   effml_tensor *t = ref_tensor(ctx, EFFML_F32, 2, s), *v = NULL, *u = NULL, *c = NULL;
   ck_assert_int_eq(effml_tensor_transpose(ctx, t, 0, 1, &v), EFFML_OK);
-  ck_assert_int_eq(effml_npy_save(ctx, TMP("view.npy"), v), EFFML_OK);
-  ck_assert_int_eq(effml_npy_load(ctx, TMP("view.npy"), &u), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_save(ctx, TMP("view.npy"), v), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, TMP("view.npy"), &u), EFFML_OK);
   ck_assert_int_eq(effml_tensor_contiguous(ctx, v, &c), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dim(u, 0), 4);
   ck_assert_int_eq(memcmp(effml_tensor_data_const(u), effml_tensor_data_const(c), 48), 0);
@@ -184,7 +184,7 @@ START_TEST(npy_round_trip_all) {
   effml_tensor_free(v);
   /* bf16 has no .npy dtype. */
   effml_tensor *b = ref_tensor(ctx, EFFML_BF16, 2, s);
-  ck_assert_int_eq(effml_npy_save(ctx, TMP("bf16.npy"), b), EFFML_E_DTYPE);
+  ck_assert_int_eq(effml_io_npy_save(ctx, TMP("bf16.npy"), b), EFFML_E_DTYPE);
   ck_assert_int_eq(access(TMP("bf16.npy"), F_OK), -1);
   effml_tensor_free(b);
   effml_tensor_free(t);
@@ -196,7 +196,7 @@ END_TEST
 static void npy_expect_file(effml_context *ctx, const char *path, effml_status status,
                             const char *msg_part) {
   effml_tensor *sentinel = (effml_tensor *)(uintptr_t)0x1234, *t = sentinel;
-  ck_assert_msg(effml_npy_load(ctx, path, &t) == status, "%s: got '%s'", path,
+  ck_assert_msg(effml_io_npy_load(ctx, path, &t) == status, "%s: got '%s'", path,
                 effml_context_last_error(ctx));
   if (status == EFFML_OK) {
     effml_tensor_free(t);
@@ -209,7 +209,7 @@ static void npy_expect_file(effml_context *ctx, const char *path, effml_status s
   size_t len = 0;
   unsigned char *buf = tu_read_file(path, &len);
   ck_assert_ptr_nonnull(buf);
-  ck_assert_int_eq(effml_npy_load_buffer(ctx, buf, len, &t), status);
+  ck_assert_int_eq(effml_io_npy_load_buffer(ctx, buf, len, &t), status);
   if (status == EFFML_OK) {
     effml_tensor_free(t);
     t = sentinel;
@@ -268,7 +268,7 @@ START_TEST(npy_bad_dtypes_and_shapes) {
   npy_expect_header(ctx, "{'descr': '>u1', 'fortran_order': False, 'shape': (2,), }", 2,
                     EFFML_OK, NULL);
   effml_tensor *t = NULL;
-  ck_assert_int_eq(effml_npy_load(ctx, TMP("bad.npy"), &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load(ctx, TMP("bad.npy"), &t), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dtype(t), EFFML_U8);
   effml_tensor_free(t);
   effml_context_free(ctx);
@@ -314,7 +314,7 @@ START_TEST(npy_bad_framing) {
   memcpy(b, good, len);
   memset(b + len, 0xAB, 8);
   effml_tensor *t = NULL;
-  ck_assert_int_eq(effml_npy_load_buffer(ctx, b, len + 8, &t), EFFML_OK);
+  ck_assert_int_eq(effml_io_npy_load_buffer(ctx, b, len + 8, &t), EFFML_OK);
   effml_tensor_free(t);
   free(b);
   free(good);
@@ -353,7 +353,7 @@ START_TEST(npy_bad_headers) {
     buf[8] = (unsigned char)hl;
     buf[9] = 0;
     memset(buf + 10 + hl, 0, 16);
-    ck_assert_msg(effml_npy_load_buffer(ctx, buf, 10 + hl + 16, &t) == EFFML_E_FORMAT,
+    ck_assert_msg(effml_io_npy_load_buffer(ctx, buf, 10 + hl + 16, &t) == EFFML_E_FORMAT,
                   "header %zu '%s' gave '%s'", k, bad[k], effml_context_last_error(ctx));
     ck_assert_ptr_null(t);
   }
@@ -361,8 +361,8 @@ START_TEST(npy_bad_headers) {
   unsigned char buf[128] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, 8, 0, '{', '}', 0, ' ', ' ',
                             ' ', ' ', '\n'};
   effml_tensor *t = NULL;
-  ck_assert_int_eq(effml_npy_load_buffer(ctx, buf, 18, &t), EFFML_E_FORMAT);
-  ck_assert_int_eq(effml_npy_load_buffer(ctx, buf, 12, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_io_npy_load_buffer(ctx, buf, 18, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_io_npy_load_buffer(ctx, buf, 12, &t), EFFML_E_FORMAT);
   ck_assert_ptr_null(t);
   effml_context_free(ctx);
 }
@@ -372,21 +372,21 @@ START_TEST(npy_bad_args) {
   effml_context *ctx = tu_ctx(1);
   effml_tensor *t = NULL;
   unsigned char b[8] = {0};
-  ck_assert_int_eq(effml_npy_load(NULL, DATA("npy_f4_r2.npy"), &t), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_load(ctx, NULL, &t), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("npy_f4_r2.npy"), NULL), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_load_buffer(ctx, NULL, 8, &t), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_load_buffer(ctx, b, 8, NULL), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_load(ctx, DATA("does_not_exist.npy"), &t), EFFML_E_IO);
+  ck_assert_int_eq(effml_io_npy_load(NULL, DATA("npy_f4_r2.npy"), &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_load(ctx, NULL, &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("npy_f4_r2.npy"), NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_load_buffer(ctx, NULL, 8, &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_load_buffer(ctx, b, 8, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_load(ctx, DATA("does_not_exist.npy"), &t), EFFML_E_IO);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "does_not_exist.npy"));
-  ck_assert_int_eq(effml_npy_load(ctx, EFFML_TEST_DATA "/io", &t), EFFML_E_IO);
+  ck_assert_int_eq(effml_io_npy_load(ctx, EFFML_TEST_DATA "/io", &t), EFFML_E_IO);
   ck_assert_ptr_null(t);
   const int64_t s[1] = {3};
   t = ref_tensor(ctx, EFFML_F32, 1, s);
-  ck_assert_int_eq(effml_npy_save(NULL, TMP("x.npy"), t), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_save(ctx, NULL, t), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_save(ctx, TMP("x.npy"), NULL), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_npy_save(ctx, EFFML_TEST_TMP "/no/such/dir/x.npy", t), EFFML_E_IO);
+  ck_assert_int_eq(effml_io_npy_save(NULL, TMP("x.npy"), t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_save(ctx, NULL, t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_save(ctx, TMP("x.npy"), NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_io_npy_save(ctx, EFFML_TEST_TMP "/no/such/dir/x.npy", t), EFFML_E_IO);
   effml_tensor_free(t);
   effml_context_free(ctx);
 }
@@ -411,7 +411,7 @@ static effml_safetensors *st_open(effml_context *ctx, const char *path, int how)
     rc = effml_safetensors_load_buffer(ctx, buf, len, &st);
     free(buf); /* the buffer was copied */
   } else {
-    rc = effml_safetensors_load(ctx, path, how ? EFFML_SAFETENSORS_MMAP : EFFML_SAFETENSORS_COPY,
+    rc = effml_safetensors_load(ctx, path, how ? EFFML_IO_SAFETENSORS_MMAP : EFFML_IO_SAFETENSORS_COPY,
                                 &st);
   }
   ck_assert_msg(rc == EFFML_OK, "%s (mode %d): %s", path, how, effml_context_last_error(ctx));
@@ -608,7 +608,7 @@ static void st_expect_bytes(effml_context *ctx, const unsigned char *buf, size_t
     } else {
       write_file(TMP("bad.safetensors"), buf, len);
       rc = effml_safetensors_load(ctx, TMP("bad.safetensors"),
-                                  how ? EFFML_SAFETENSORS_MMAP : EFFML_SAFETENSORS_COPY, &st);
+                                  how ? EFFML_IO_SAFETENSORS_MMAP : EFFML_IO_SAFETENSORS_COPY, &st);
     }
     ck_assert_msg(rc == status, "mode %d: expected %d, got %d '%s'", how, status, rc,
                   effml_context_last_error(ctx));
@@ -838,21 +838,21 @@ END_TEST
 typedef effml_status (*io_op)(effml_context *ctx, void *out);
 
 static effml_status op_npy_file(effml_context *ctx, void *out) {
-  return effml_npy_load(ctx, DATA("npy_fortran_f4.npy"), (effml_tensor **)out);
+  return effml_io_npy_load(ctx, DATA("npy_fortran_f4.npy"), (effml_tensor **)out);
 }
 static effml_status op_npy_buf(effml_context *ctx, void *out) {
   size_t len = 0;
   unsigned char *b = tu_read_file(DATA("npy_fortran_f4.npy"), &len);
-  effml_status rc = effml_npy_load_buffer(ctx, b, len, (effml_tensor **)out);
+  effml_status rc = effml_io_npy_load_buffer(ctx, b, len, (effml_tensor **)out);
   free(b);
   return rc;
 }
 static effml_status op_st_copy(effml_context *ctx, void *out) {
-  return effml_safetensors_load(ctx, DATA("st_misaligned.safetensors"), EFFML_SAFETENSORS_COPY,
+  return effml_safetensors_load(ctx, DATA("st_misaligned.safetensors"), EFFML_IO_SAFETENSORS_COPY,
                                 (effml_safetensors **)out);
 }
 static effml_status op_st_mmap(effml_context *ctx, void *out) {
-  return effml_safetensors_load(ctx, DATA("st_all_dtypes.safetensors"), EFFML_SAFETENSORS_MMAP,
+  return effml_safetensors_load(ctx, DATA("st_all_dtypes.safetensors"), EFFML_IO_SAFETENSORS_MMAP,
                                 (effml_safetensors **)out);
 }
 static effml_status op_st_buf(effml_context *ctx, void *out) {
@@ -902,7 +902,7 @@ START_TEST(io_alloc_failures) {
       const char *names[2] = {"t", "v"};
       const effml_tensor *ts[2] = {t, v};
       const char *key = "format", *val = "pt";
-      effml_status rc = k == 0 ? effml_npy_save(ctx, TMP("af.out"), v)
+      effml_status rc = k == 0 ? effml_io_npy_save(ctx, TMP("af.out"), v)
                                : effml_safetensors_save(ctx, TMP("af.out"), 2, names, ts, 1, &key,
                                                         &val);
       fa.fail_at = 0;

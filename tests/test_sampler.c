@@ -127,30 +127,30 @@ START_TEST(test_strategy_reference) {
     char fam[16], strat[64];
     int nc, used;
     ck_assert_int_eq(sscanf(line, "%15s %63s %d%n", fam, strat, &nc, &used), 3);
-    effml_resample_options o;
-    effml_resample_options_init(&o);
-    o.method = strcmp(fam, "over") == 0 ? EFFML_RESAMPLE_RANDOM_OVER : EFFML_RESAMPLE_RANDOM_UNDER;
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = strcmp(fam, "over") == 0 ? EFFML_SAMPLER_RESAMPLE_RANDOM_OVER : EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER;
     int64_t tl[2] = {1, 2}, tc[2] = {7, 2};
-    if (strcmp(strat, "auto") == 0) o.sampling_strategy = EFFML_STRATEGY_AUTO;
-    else if (strcmp(strat, "minority") == 0) o.sampling_strategy = EFFML_STRATEGY_MINORITY;
-    else if (strcmp(strat, "majority") == 0) o.sampling_strategy = EFFML_STRATEGY_MAJORITY;
-    else if (strcmp(strat, "not_minority") == 0) o.sampling_strategy = EFFML_STRATEGY_NOT_MINORITY;
-    else if (strcmp(strat, "not_majority") == 0) o.sampling_strategy = EFFML_STRATEGY_NOT_MAJORITY;
-    else if (strcmp(strat, "all") == 0) o.sampling_strategy = EFFML_STRATEGY_ALL;
+    if (strcmp(strat, "auto") == 0) o.sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
+    else if (strcmp(strat, "minority") == 0) o.sampling_strategy = EFFML_SAMPLER_STRATEGY_MINORITY;
+    else if (strcmp(strat, "majority") == 0) o.sampling_strategy = EFFML_SAMPLER_STRATEGY_MAJORITY;
+    else if (strcmp(strat, "not_minority") == 0) o.sampling_strategy = EFFML_SAMPLER_STRATEGY_NOT_MINORITY;
+    else if (strcmp(strat, "not_majority") == 0) o.sampling_strategy = EFFML_SAMPLER_STRATEGY_NOT_MAJORITY;
+    else if (strcmp(strat, "all") == 0) o.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
     else if (strcmp(strat, "targets") == 0) {
-      o.sampling_strategy = EFFML_STRATEGY_TARGETS;
+      o.sampling_strategy = EFFML_SAMPLER_STRATEGY_TARGETS;
       o.n_targets = 2;
       o.target_labels = tl;
       o.target_counts = tc;
     } else {
       ck_assert(strncmp(strat, "ratio=", 6) == 0);
-      o.sampling_strategy = EFFML_STRATEGY_RATIO;
+      o.sampling_strategy = EFFML_SAMPLER_STRATEGY_RATIO;
       o.ratio = atof(strat + 6);
     }
     int64_t c3[3] = {10, 4, 2}, c2[2] = {100, 28};
     effml_tensor *y = nc == 3 ? make_y(ctx, c3, 3) : make_y(ctx, c2, 2);
     effml_tensor *labels = NULL, *values = NULL;
-    ck_assert_msg(effml_sampling_strategy_resolve(ctx, &o, y, &labels, &values) == EFFML_OK, "%s: %s",
+    ck_assert_msg(effml_sampler_strategy_resolve(ctx, &o, y, &labels, &values) == EFFML_OK, "%s: %s",
                   line, effml_context_last_error(ctx));
     int64_t expect[3] = {-1, -1, -1};
     const char *p = line + used;
@@ -179,11 +179,11 @@ END_TEST
 /* Ties for majority/minority go to the first label; float ratio rounding is robust (#1215). */
 START_TEST(test_strategy_ties_and_rounding) {
   effml_context *ctx = tu_ctx(0);
-  effml_resample_options o;
-  effml_resample_options_init(&o);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
   int64_t c[3] = {5, 5, 3};
   effml_tensor *y = make_y(ctx, c, 3), *l = NULL, *v = NULL;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_OK);
   ck_assert_int_eq(i64p(v)[0], -1);
   ck_assert_int_eq(i64p(v)[1], 0);
   ck_assert_int_eq(i64p(v)[2], 2);
@@ -193,40 +193,40 @@ START_TEST(test_strategy_ties_and_rounding) {
   /* 100 * 0.29 = 28.999999999999996 in floating point: imblearn gives 0 and raises. */
   int64_t c2[2] = {100, 28};
   y = make_y(ctx, c2, 2);
-  o.sampling_strategy = EFFML_STRATEGY_RATIO;
+  o.sampling_strategy = EFFML_SAMPLER_STRATEGY_RATIO;
   o.ratio = 0.29;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_OK);
   ck_assert_int_eq(i64p(v)[1], 1);
   effml_tensor_free(l);
   effml_tensor_free(v);
   /* a ratio that would remove minority samples */
   o.ratio = 0.28;
   l = v = NULL;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(l);
   ck_assert(strstr(effml_context_last_error(ctx), "removing samples") != NULL);
   o.ratio = 1.5;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
-  o.sampling_strategy = EFFML_STRATEGY_MAJORITY;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
-  o.method = EFFML_RESAMPLE_RANDOM_UNDER;
-  o.sampling_strategy = EFFML_STRATEGY_MINORITY;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
+  o.sampling_strategy = EFFML_SAMPLER_STRATEGY_MAJORITY;
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
+  o.method = EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER;
+  o.sampling_strategy = EFFML_SAMPLER_STRATEGY_MINORITY;
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
   /* labels not in the target dict, counts below the class size */
   int64_t tl[1] = {7}, tc[1] = {200};
-  o.method = EFFML_RESAMPLE_SMOTE;
-  o.sampling_strategy = EFFML_STRATEGY_TARGETS;
+  o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+  o.sampling_strategy = EFFML_SAMPLER_STRATEGY_TARGETS;
   o.n_targets = 1;
   o.target_labels = tl;
   o.target_counts = tc;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
   ck_assert(strstr(effml_context_last_error(ctx), "=7") != NULL);
   tl[0] = 1;
   tc[0] = 10;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_E_INVALID_ARG);
   ck_assert(strstr(effml_context_last_error(ctx), "class 1") != NULL);
-  o.method = EFFML_RESAMPLE_RANDOM_UNDER;
-  ck_assert_int_eq(effml_sampling_strategy_resolve(ctx, &o, y, &l, &v), EFFML_OK);
+  o.method = EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER;
+  ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_OK);
   ck_assert_int_eq(i64p(v)[0], -1);
   ck_assert_int_eq(i64p(v)[1], 10);
   effml_tensor_free(l);
@@ -242,7 +242,7 @@ static void check_knn_file(const char *csv, const char *ref_name, int threads) {
   ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
   effml_tensor *x, *y, *idx = NULL, *dist = NULL;
   st_load_csv(ctx, csv, EFFML_F64, &x, &y);
-  ck_assert_int_eq(effml_knn(ctx, x, NULL, 5, &idx, &dist), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 5, &idx, &dist), EFFML_OK);
   char *ref = st_read_ref(ref_name);
   const char *p = ref;
   int64_t n = effml_tensor_dim(x, 0);
@@ -276,7 +276,7 @@ START_TEST(test_knn_duplicates) {
   effml_tensor *x = NULL, *idx = NULL, *dist = NULL;
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, s, &x), EFFML_OK);
   memcpy(effml_tensor_data(x), v, sizeof v);
-  ck_assert_int_eq(effml_knn(ctx, x, NULL, 3, &idx, &dist), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 3, &idx, &dist), EFFML_OK);
   const int64_t e[4][3] = {{1, 2, 3}, {0, 2, 3}, {0, 1, 3}, {0, 1, 2}};
   for (int i = 0; i < 4; ++i)
     for (int t = 0; t < 3; ++t) ck_assert_int_eq(i64p(idx)[i * 3 + t], e[i][t]);
@@ -284,10 +284,10 @@ START_TEST(test_knn_duplicates) {
   effml_tensor_free(idx);
   /* bad k */
   idx = NULL;
-  ck_assert_int_eq(effml_knn(ctx, x, NULL, 4, &idx, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 4, &idx, NULL), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(idx);
-  ck_assert_int_eq(effml_knn(ctx, x, NULL, 0, &idx, NULL), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_knn(ctx, x, x, 4, &idx, NULL), EFFML_OK); /* query set: self allowed */
+  ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 0, &idx, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_knn(ctx, x, x, 4, &idx, NULL), EFFML_OK); /* query set: self allowed */
   ck_assert_int_eq(i64p(idx)[0], 0);
   effml_tensor_free(idx);
   effml_tensor_free(dist);
@@ -298,14 +298,14 @@ END_TEST
 
 /* ---- SMOTE ---- */
 static int64_t strategy_of(const char *s) {
-  if (!strcmp(s, "auto")) return EFFML_STRATEGY_AUTO;
-  if (!strcmp(s, "minority")) return EFFML_STRATEGY_MINORITY;
-  if (!strcmp(s, "not_minority")) return EFFML_STRATEGY_NOT_MINORITY;
-  if (!strcmp(s, "all")) return EFFML_STRATEGY_ALL;
-  return EFFML_STRATEGY_NOT_MAJORITY;
+  if (!strcmp(s, "auto")) return EFFML_SAMPLER_STRATEGY_AUTO;
+  if (!strcmp(s, "minority")) return EFFML_SAMPLER_STRATEGY_MINORITY;
+  if (!strcmp(s, "not_minority")) return EFFML_SAMPLER_STRATEGY_NOT_MINORITY;
+  if (!strcmp(s, "all")) return EFFML_SAMPLER_STRATEGY_ALL;
+  return EFFML_SAMPLER_STRATEGY_NOT_MAJORITY;
 }
 
-/* k neighbours of `row` within rows of the same class (by effml_knn on the class). */
+/* k neighbours of `row` within rows of the same class (by effml_sampler_knn on the class). */
 static int in_class_neighbours(const double *x, const int64_t *y, int64_t n, int64_t d, int64_t k,
                                int64_t row, int64_t cand) {
   /* brute force: k-th smallest distance within the class, self excluded */
@@ -337,14 +337,14 @@ START_TEST(test_smote_counts_order_segments) {
     long long total;
     int used;
     ck_assert_int_eq(sscanf(line, "%31s %lld%n", strat, &total, &used), 2);
-    effml_resample_options o;
-    effml_resample_options_init(&o);
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
     o.sampling_strategy = (int32_t)strategy_of(strat);
     o.seed = 7;
     effml_tensor *b = NULL, *nb = NULL, *st = NULL, *xr = NULL, *yr = NULL;
-    ck_assert_msg(effml_resample_plan(ctx, &o, x, y, &b, &nb, &st) == EFFML_OK, "%s",
+    ck_assert_msg(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st) == EFFML_OK, "%s",
                   effml_context_last_error(ctx));
-    ck_assert_int_eq(effml_resample_apply(ctx, x, y, b, nb, st, &xr, &yr), EFFML_OK);
+    ck_assert_int_eq(effml_sampler_resample_apply(ctx, x, y, b, nb, st, &xr, &yr), EFFML_OK);
     ck_assert_int_eq(effml_tensor_dim(yr, 0), total);
     /* originals first, unchanged */
     ck_assert_int_eq(memcmp(effml_tensor_data(xr), effml_tensor_data(x), (size_t)(n * d) * sizeof(double)), 0);
@@ -383,23 +383,23 @@ START_TEST(test_smote_counts_order_segments) {
 }
 END_TEST
 
-static void plan_for(effml_context *ctx, const effml_resample_options *o, const effml_tensor *x,
+static void plan_for(effml_context *ctx, const effml_sampler_resample_options *o, const effml_tensor *x,
                      const effml_tensor *y, effml_tensor **b, effml_tensor **nb, effml_tensor **s) {
-  ck_assert_msg(effml_resample_plan(ctx, o, x, y, b, nb, s) == EFFML_OK, "%s",
+  ck_assert_msg(effml_sampler_resample_plan(ctx, o, x, y, b, nb, s) == EFFML_OK, "%s",
                 effml_context_last_error(ctx));
 }
 
 START_TEST(test_same_seed_any_threads) {
-  int32_t methods[] = {EFFML_RESAMPLE_SMOTE, EFFML_RESAMPLE_BORDERLINE1, EFFML_RESAMPLE_BORDERLINE2,
-                       EFFML_RESAMPLE_ADASYN, EFFML_RESAMPLE_RANDOM_OVER, EFFML_RESAMPLE_RANDOM_UNDER,
-                       EFFML_RESAMPLE_TOMEK, EFFML_RESAMPLE_ENN};
+  int32_t methods[] = {EFFML_SAMPLER_RESAMPLE_SMOTE, EFFML_SAMPLER_RESAMPLE_BORDERLINE1, EFFML_SAMPLER_RESAMPLE_BORDERLINE2,
+                       EFFML_SAMPLER_RESAMPLE_ADASYN, EFFML_SAMPLER_RESAMPLE_RANDOM_OVER, EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER,
+                       EFFML_SAMPLER_RESAMPLE_TOMEK, EFFML_SAMPLER_RESAMPLE_ENN};
   effml_context *c1 = tu_ctx(0), *c3 = tu_ctx(99);
   ck_assert_int_eq(effml_context_set_num_threads(c3, 3), EFFML_OK);
   effml_tensor *x, *y;
   st_load_csv(c1, "breast_cancer.csv", EFFML_F64, &x, &y);
   for (size_t m = 0; m < sizeof methods / sizeof methods[0]; ++m) {
-    effml_resample_options o;
-    effml_resample_options_init(&o);
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
     o.method = methods[m];
     o.seed = 1234;
     o.block_rows = 37; /* many blocks, split over the threads */
@@ -412,7 +412,7 @@ START_TEST(test_same_seed_any_threads) {
     ck_assert_int_eq(memcmp(i64p(n1), i64p(n3), (size_t)len * 8), 0);
     ck_assert_int_eq(memcmp(f64p(s1), f64p(s3), (size_t)len * 8), 0);
     /* a different seed changes the synthetic rows of SMOTE */
-    if (methods[m] == EFFML_RESAMPLE_SMOTE) {
+    if (methods[m] == EFFML_SAMPLER_RESAMPLE_SMOTE) {
       effml_tensor *b2, *n2, *s2;
       o.seed = 1235;
       plan_for(c1, &o, x, y, &b2, &n2, &s2);
@@ -441,7 +441,7 @@ START_TEST(test_dtypes) {
   effml_tensor *x, *y, *xr = NULL, *yr = NULL, *y32 = NULL, *xi = NULL;
   st_load_csv(ctx, "wine.csv", EFFML_F32, &x, &y);
   ck_assert_int_eq(effml_tensor_convert(ctx, y, EFFML_I32, &y32), EFFML_OK);
-  ck_assert_int_eq(effml_resample(ctx, NULL, x, y32, &xr, &yr), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_resample(ctx, NULL, x, y32, &xr, &yr), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dtype(xr), EFFML_F32);
   ck_assert_int_eq(effml_tensor_dtype(yr), EFFML_I32);
   ck_assert_int_eq(effml_tensor_dim(xr, 0), 213);
@@ -449,9 +449,9 @@ START_TEST(test_dtypes) {
   effml_tensor_free(yr);
   xr = yr = NULL;
   ck_assert_int_eq(effml_tensor_convert(ctx, x, EFFML_I32, &xi), EFFML_OK);
-  ck_assert_int_eq(effml_resample(ctx, NULL, xi, y, &xr, &yr), EFFML_E_DTYPE);
+  ck_assert_int_eq(effml_sampler_resample(ctx, NULL, xi, y, &xr, &yr), EFFML_E_DTYPE);
   ck_assert_ptr_null(xr);
-  ck_assert_int_eq(effml_resample(ctx, NULL, x, x, &xr, &yr), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_sampler_resample(ctx, NULL, x, x, &xr, &yr), EFFML_E_SHAPE);
   effml_tensor_free(xi);
   effml_tensor_free(y32);
   effml_tensor_free(x);
@@ -465,54 +465,54 @@ START_TEST(test_bad_input) {
   int64_t c[2] = {10, 5};
   effml_tensor *y = make_y(ctx, c, 2), *x = make_x_random(ctx, 15, 3, 1);
   effml_tensor *xr = NULL, *yr = NULL;
-  effml_resample_options o;
-  effml_resample_options_init(&o);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
   /* k_neighbors >= class size names the class and the counts */
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
   ck_assert_str_eq(effml_context_last_error(ctx), "k_neighbors=5 needs at least 6 samples of class 1, got 5");
   ck_assert_ptr_null(xr);
   ck_assert_ptr_null(yr);
   o.k_neighbors = 4; /* n_c = k + 1 works */
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dim(yr, 0), 20);
   effml_tensor_free(xr);
   effml_tensor_free(yr);
   xr = yr = NULL;
   o.k_neighbors = 0;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
   o.k_neighbors = 4;
   o.method = 42;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
-  o.method = EFFML_RESAMPLE_SMOTE;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
   /* NaN / inf */
   ((double *)effml_tensor_data(x))[7] = NAN;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_NUMERIC);
   ck_assert(strstr(effml_context_last_error(ctx), "row 2") != NULL);
   /* random samplers accept NaN */
-  o.method = EFFML_RESAMPLE_RANDOM_OVER;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  o.method = EFFML_SAMPLER_RESAMPLE_RANDOM_OVER;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
   effml_tensor_free(xr);
   effml_tensor_free(yr);
   xr = yr = NULL;
-  o.method = EFFML_RESAMPLE_SMOTE;
+  o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
   ((double *)effml_tensor_data(x))[7] = INFINITY;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_NUMERIC);
   ((double *)effml_tensor_data(x))[7] = 0.5;
   /* a single class */
   int64_t c1[1] = {15};
   effml_tensor *y1 = make_y(ctx, c1, 1);
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y1, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y1, &xr, &yr), EFFML_E_INVALID_ARG);
   ck_assert(strstr(effml_context_last_error(ctx), "1 class") != NULL);
   /* NULLs and mismatched lengths */
-  ck_assert_int_eq(effml_resample(ctx, &o, NULL, y, &xr, &yr), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, NULL, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, NULL, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, NULL, &yr), EFFML_E_INVALID_ARG);
   int64_t c4[2] = {10, 4};
   effml_tensor *y14 = make_y(ctx, c4, 2);
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y14, &xr, &yr), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y14, &xr, &yr), EFFML_E_SHAPE);
   /* bad struct_size */
-  effml_resample_options bad = o;
+  effml_sampler_resample_options bad = o;
   bad.struct_size = 3;
-  ck_assert_int_eq(effml_resample(ctx, &bad, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &bad, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(xr);
   /* ADASYN on separated classes: nothing to learn from */
   double sep[] = {0, 0, 0.1, 0, 0, 0.1, 0.1, 0.1, 0.05, 0.05, 0.02, 0.03, 0.07, 0.02,
@@ -523,19 +523,19 @@ START_TEST(test_bad_input) {
   memcpy(effml_tensor_data(xs), sep, sizeof sep);
   int64_t cs[2] = {7, 5};
   effml_tensor *ys = make_y(ctx, cs, 2);
-  o.method = EFFML_RESAMPLE_ADASYN;
+  o.method = EFFML_SAMPLER_RESAMPLE_ADASYN;
   o.k_neighbors = 3;
-  ck_assert_int_eq(effml_resample(ctx, &o, xs, ys, &xr, &yr), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, xs, ys, &xr, &yr), EFFML_E_NUMERIC);
   ck_assert(strstr(effml_context_last_error(ctx), "class 1") != NULL);
   /* Borderline on separated classes: no danger points, class skipped */
-  o.method = EFFML_RESAMPLE_BORDERLINE1;
+  o.method = EFFML_SAMPLER_RESAMPLE_BORDERLINE1;
   o.m_neighbors = 6;
-  ck_assert_int_eq(effml_resample(ctx, &o, xs, ys, &xr, &yr), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, xs, ys, &xr, &yr), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dim(yr, 0), 12);
   effml_tensor_free(xr);
   effml_tensor_free(yr);
   o.m_neighbors = 12;
-  ck_assert_int_eq(effml_resample(ctx, &o, xs, ys, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, xs, ys, &xr, &yr), EFFML_E_INVALID_ARG);
   effml_tensor_free(xs);
   effml_tensor_free(ys);
   effml_tensor_free(y14);
@@ -560,10 +560,10 @@ START_TEST(test_smote_duplicates) {
   int64_t yv[10] = {1, 1, 1, 1, 0, 0, 0, 0, 0, 0};
   effml_tensor *y = make_y(ctx, c, 2);
   memcpy(effml_tensor_data(y), yv, sizeof yv);
-  effml_resample_options o;
-  effml_resample_options_init(&o);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
   o.k_neighbors = 2;
-  o.sampling_strategy = EFFML_STRATEGY_TARGETS;
+  o.sampling_strategy = EFFML_SAMPLER_STRATEGY_TARGETS;
   int64_t tl[1] = {1}, tc[1] = {40};
   o.n_targets = 1;
   o.target_labels = tl;
@@ -583,19 +583,19 @@ START_TEST(test_smote_duplicates) {
   /* Absurd target counts are refused with a clear error, never overflow a plan. */
   {
     int64_t huge[3] = {INT64_MAX / 2, ((int64_t)1 << 48) + 1, INT64_MAX};
-    int32_t methods[3] = {EFFML_RESAMPLE_SMOTE, EFFML_RESAMPLE_RANDOM_OVER, EFFML_RESAMPLE_ADASYN};
+    int32_t methods[3] = {EFFML_SAMPLER_RESAMPLE_SMOTE, EFFML_SAMPLER_RESAMPLE_RANDOM_OVER, EFFML_SAMPLER_RESAMPLE_ADASYN};
     for (int m = 0; m < 3; ++m)
       for (int h = 0; h < 3; ++h) {
-        effml_resample_options_init(&o);
+        effml_sampler_resample_options_init(&o);
         o.method = methods[m];
         o.k_neighbors = 2;
-        o.sampling_strategy = EFFML_STRATEGY_TARGETS;
+        o.sampling_strategy = EFFML_SAMPLER_STRATEGY_TARGETS;
         int64_t tc2[1] = {huge[h]};
         o.n_targets = 1;
         o.target_labels = tl;
         o.target_counts = tc2;
         effml_tensor *xo = (effml_tensor *)&o, *yo = (effml_tensor *)&o;
-        ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xo, &yo), EFFML_E_OVERFLOW);
+        ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xo, &yo), EFFML_E_OVERFLOW);
         ck_assert_ptr_eq(xo, (effml_tensor *)&o); /* outputs untouched */
         ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "target_counts[0]"));
       }
@@ -610,8 +610,8 @@ START_TEST(test_smote_duplicates) {
   int64_t c6[2] = {4, 2};
   effml_tensor *y6 = make_y(ctx, c6, 2);
   memcpy(effml_tensor_data(y6), y6v, sizeof y6v);
-  effml_resample_options_init(&o);
-  o.method = EFFML_RESAMPLE_TOMEK;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_TOMEK;
   plan_for(ctx, &o, x6, y6, &b, &nb, &st);
   ck_assert_int_eq(effml_tensor_dim(b, 0), 5);
   ck_assert_int_eq(i64p(b)[0], 1); /* row 0 (majority member of the link) removed */
@@ -634,10 +634,10 @@ START_TEST(test_clean_wine) {
   char *ref = st_read_ref("sampler_clean_wine.txt");
   const char *keys[3] = {"tomek", "enn_all", "enn_mode"};
   for (int k = 0; k < 3; ++k) {
-    effml_resample_options o;
-    effml_resample_options_init(&o);
-    o.method = k == 0 ? EFFML_RESAMPLE_TOMEK : EFFML_RESAMPLE_ENN;
-    o.kind_sel = k == 2 ? EFFML_ENN_MODE : EFFML_ENN_ALL;
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = k == 0 ? EFFML_SAMPLER_RESAMPLE_TOMEK : EFFML_SAMPLER_RESAMPLE_ENN;
+    o.kind_sel = k == 2 ? EFFML_SAMPLER_ENN_MODE : EFFML_SAMPLER_ENN_ALL;
     effml_tensor *b, *nb, *st;
     plan_for(ctx, &o, x, y, &b, &nb, &st);
     int64_t e[200];
@@ -662,9 +662,9 @@ START_TEST(test_random_samplers) {
   effml_context *ctx = tu_ctx(0);
   int64_t c[3] = {10, 4, 2};
   effml_tensor *y = make_y(ctx, c, 3), *x = make_x_random(ctx, 16, 2, 3);
-  effml_resample_options o;
-  effml_resample_options_init(&o);
-  o.method = EFFML_RESAMPLE_RANDOM_UNDER;
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER;
   effml_tensor *b, *nb, *st;
   plan_for(ctx, &o, x, y, &b, &nb, &st);
   /* auto keeps n_min = 2 of classes 0 and 1, all of class 2; grouped by class */
@@ -676,7 +676,7 @@ START_TEST(test_random_samplers) {
   effml_tensor_free(b);
   effml_tensor_free(nb);
   effml_tensor_free(st);
-  o.method = EFFML_RESAMPLE_RANDOM_OVER;
+  o.method = EFFML_SAMPLER_RESAMPLE_RANDOM_OVER;
   plan_for(ctx, &o, x, y, &b, &nb, &st);
   ck_assert_int_eq(effml_tensor_dim(b, 0), 30);
   for (int64_t r = 0; r < 16; ++r) ck_assert_int_eq(i64p(b)[r], r);
@@ -704,9 +704,9 @@ START_TEST(test_borderline_adasyn) {
   int64_t nd = st_parse_ints(st_find_line(ref, "danger"), danger, 600);
   ck_assert_int_gt(nd, 5);
   for (int kind = 1; kind <= 2; ++kind) {
-    effml_resample_options o;
-    effml_resample_options_init(&o);
-    o.method = kind == 1 ? EFFML_RESAMPLE_BORDERLINE1 : EFFML_RESAMPLE_BORDERLINE2;
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = kind == 1 ? EFFML_SAMPLER_RESAMPLE_BORDERLINE1 : EFFML_SAMPLER_RESAMPLE_BORDERLINE2;
     o.seed = 5;
     effml_tensor *b, *nb, *st;
     plan_for(ctx, &o, x, y, &b, &nb, &st);
@@ -745,9 +745,9 @@ START_TEST(test_borderline_adasyn) {
   ck_assert_int_eq(ng, 212);
   int64_t total = 0;
   for (int64_t i = 0; i < ng; ++i) total += g[i];
-  effml_resample_options o;
-  effml_resample_options_init(&o);
-  o.method = EFFML_RESAMPLE_ADASYN;
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_ADASYN;
   effml_tensor *b, *nb, *st;
   plan_for(ctx, &o, x, y, &b, &nb, &st);
   ck_assert_int_eq(effml_tensor_dim(b, 0), n + total);
@@ -788,19 +788,19 @@ START_TEST(test_alloc_failures) {
     for (int64_t i = 0; i < 19 * 3; ++i) ((double *)effml_tensor_data(x))[i] = (double)((i * 37) % 11);
     for (int64_t i = 0; i < 19; ++i) ((int64_t *)effml_tensor_data(y))[i] = i < c[0] ? 0 : 1;
     fa.fail_at = fa.count + fail;
-    int32_t methods[4] = {EFFML_RESAMPLE_SMOTE, EFFML_RESAMPLE_BORDERLINE2, EFFML_RESAMPLE_ENN,
-                          EFFML_RESAMPLE_SMOTENC};
+    int32_t methods[4] = {EFFML_SAMPLER_RESAMPLE_SMOTE, EFFML_SAMPLER_RESAMPLE_BORDERLINE2, EFFML_SAMPLER_RESAMPLE_ENN,
+                          EFFML_SAMPLER_RESAMPLE_SMOTENC};
     int64_t cat[1] = {2};
     int all_ok = 1;
     for (int m = 0; m < 4; ++m) {
-      effml_resample_options o;
-      effml_resample_options_init(&o);
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
       o.method = methods[m];
       o.n_categorical = 1;
       o.categorical_features = cat;
       o.m_neighbors = 6;
       effml_tensor *xr = NULL, *yr = NULL;
-      effml_status st = effml_resample(ctx, &o, x, y, &xr, &yr);
+      effml_status st = effml_sampler_resample(ctx, &o, x, y, &xr, &yr);
       if (st != EFFML_OK) {
         ck_assert_int_eq(st, EFFML_E_NOMEM);
         ck_assert_ptr_null(xr);
@@ -842,14 +842,14 @@ START_TEST(test_smotenc) {
     xp[i * d + 1] = yp[i] ? 7.0 : (double)(i % 3); /* categorical codes */
   }
   int64_t cat[1] = {1};
-  effml_resample_options o;
-  effml_resample_options_init(&o);
-  o.method = EFFML_RESAMPLE_SMOTENC;
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_SMOTENC;
   o.k_neighbors = 3;
   o.n_categorical = 1;
   o.categorical_features = cat;
   o.seed = 3;
-  ck_assert_msg(effml_resample(ctx, &o, x, y, &xr, &yr) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_msg(effml_sampler_resample(ctx, &o, x, y, &xr, &yr) == EFFML_OK, "%s", effml_context_last_error(ctx));
   ck_assert_int_eq(effml_tensor_dim(xr, 0), 60);
   const double *xo = (const double *)effml_tensor_data_const(xr);
   ck_assert_int_eq(memcmp(xo, xp, (size_t)(n * d) * sizeof(double)), 0);
@@ -884,7 +884,7 @@ START_TEST(test_smotenc) {
   /* mixed categories in the minority: every synthetic category is one of the class's codes */
   for (int64_t i = 0; i < n; ++i)
     if (yp[i]) xp[i * d + 1] = (double)(i % 8 == 0 ? 5 : 6);
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
   xo = (const double *)effml_tensor_data_const(xr);
   for (int64_t r = n; r < 60; ++r) ck_assert(xo[r * d + 1] == 5.0 || xo[r * d + 1] == 6.0);
   effml_tensor_free(xr);
@@ -892,19 +892,19 @@ START_TEST(test_smotenc) {
   xr = yr = NULL;
   /* bad input */
   effml_tensor *b = NULL, *nb = NULL, *st = NULL;
-  ck_assert_int_eq(effml_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_UNSUPPORTED);
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_UNSUPPORTED);
   o.n_categorical = 0;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
   int64_t all[3] = {0, 1, 2}, rep[2] = {1, 1}, bad[1] = {3};
   o.n_categorical = 3;
   o.categorical_features = all;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
   o.n_categorical = 2;
   o.categorical_features = rep;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
   o.n_categorical = 1;
   o.categorical_features = bad;
-  ck_assert_int_eq(effml_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(xr);
   effml_tensor_free(x);
   effml_tensor_free(y);

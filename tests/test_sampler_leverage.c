@@ -12,7 +12,7 @@ static effml_tensor *ref_npy(effml_context *ctx, const char *name) {
   char path[512];
   snprintf(path, sizeof path, "%s/sampler_lev_%s.npy", EFFML_TEST_REF, name);
   effml_tensor *t = NULL;
-  ck_assert_msg(effml_npy_load(ctx, path, &t) == EFFML_OK, "%s: %s", path, effml_context_last_error(ctx));
+  ck_assert_msg(effml_io_npy_load(ctx, path, &t) == EFFML_OK, "%s: %s", path, effml_context_last_error(ctx));
   return t;
 }
 
@@ -38,15 +38,15 @@ START_TEST(test_worked_vector) {
   const double ew[4] = {0.30824, 0.42922, 0.56236, 0.70018};
   const double sig[4] = {0.25, 1.0 / 3, 0.5, 0.6};
   for (int method = 0; method < 2; ++method) {
-    effml_leverage_options o;
-    effml_leverage_options_init(&o);
+    effml_sampler_leverage_options o;
+    effml_sampler_leverage_options_init(&o);
     o.method = method;
-    ck_assert_int_eq(effml_leverage_scores(ctx, &o, b, &tau), EFFML_OK);
+    ck_assert_int_eq(effml_sampler_leverage_scores(ctx, &o, b, &tau), EFFML_OK);
     for (int i = 0; i < 4; ++i) ck_assert_double_eq_tol(F(tau)[i], et[i], method ? 0.5 * et[i] : 1e-14);
     effml_tensor_free(tau);
   }
   int64_t iters = 0;
-  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 1.0, &w, &iters), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_lewis_weights(ctx, NULL, b, 1.0, &w, &iters), EFFML_OK);
   double sum = 0;
   for (int i = 0; i < 4; ++i) {
     ck_assert_double_eq_tol(F(w)[i], ew[i], 6e-6);
@@ -54,13 +54,13 @@ START_TEST(test_worked_vector) {
   }
   ck_assert_double_eq_tol(sum, 2.0, 1e-9);
   ck_assert(iters > 5 && iters < 100);
-  ck_assert_int_eq(effml_sensitivity_upper_bounds(ctx, NULL, b, 1.0, &s), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_sensitivity_upper_bounds(ctx, NULL, b, 1.0, &s), EFFML_OK);
   for (int i = 0; i < 4; ++i) ck_assert(F(s)[i] >= sig[i] - 1e-12 && F(s)[i] <= 1.0);
-  ck_assert_int_eq(effml_root_leverage_scores(ctx, NULL, b, 1.0, &rl), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_root_leverage_scores(ctx, NULL, b, 1.0, &rl), EFFML_OK);
   for (int i = 0; i < 4; ++i) ck_assert_double_eq_tol(F(rl)[i], sqrt(et[i]), 1e-14);
   /* p = 2 Lewis weights are leverage scores */
   effml_tensor *w2 = NULL;
-  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 2.0, &w2, &iters), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_lewis_weights(ctx, NULL, b, 2.0, &w2, &iters), EFFML_OK);
   for (int i = 0; i < 4; ++i) ck_assert_double_eq_tol(F(w2)[i], et[i], 1e-14);
   ck_assert_int_le(iters, 2);
   effml_tensor_free(w2);
@@ -78,12 +78,12 @@ START_TEST(test_heavy_tailed) {
   const char *lw[3] = {"heavy_lw1", "heavy_lw15", "heavy_lw3"};
   const double ps[3] = {1.0, 1.5, 3.0};
   effml_tensor *tau = NULL;
-  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, a, &tau), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, a, &tau), EFFML_OK);
   for (int i = 0; i < 40; ++i) ck_assert_double_eq_tol(F(tau)[i], F(et)[i], 1e-13);
   for (int k = 0; k < 3; ++k) {
     effml_tensor *e = ref_npy(ctx, lw[k]), *w = NULL, *sb = NULL;
     int64_t iters = 0;
-    ck_assert_int_eq(effml_lewis_weights(ctx, NULL, a, ps[k], &w, &iters), EFFML_OK);
+    ck_assert_int_eq(effml_sampler_lewis_weights(ctx, NULL, a, ps[k], &w, &iters), EFFML_OK);
     double sum = 0;
     for (int i = 0; i < 40; ++i) {
       ck_assert_double_eq_tol(F(w)[i], F(e)[i], 1e-10);
@@ -91,7 +91,7 @@ START_TEST(test_heavy_tailed) {
     }
     ck_assert_double_eq_tol(sum, 3.0, 1e-10);
     ck_assert_int_le(iters, 80); /* contraction |1 - p/2| */
-    ck_assert_int_eq(effml_sensitivity_upper_bounds(ctx, NULL, a, ps[k], &sb), EFFML_OK);
+    ck_assert_int_eq(effml_sampler_sensitivity_upper_bounds(ctx, NULL, a, ps[k], &sb), EFFML_OK);
     if (k == 0)
       for (int i = 0; i < 40; ++i) ck_assert(F(sb)[i] >= F(s1)[i] * (1 - 1e-9)); /* an upper bound */
     effml_tensor_free(sb);
@@ -111,7 +111,7 @@ START_TEST(test_ill_conditioned) {
   effml_context *ctx = tu_ctx(0);
   effml_tensor *a = ref_npy(ctx, "ill_a"), *et = ref_npy(ctx, "ill_tau"), *tau = NULL;
   effml_tensor *tt = ref_npy(ctx, "ill_tau_true");
-  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, a, &tau), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, a, &tau), EFFML_OK);
   double err = 0, err_np = 0, sum = 0;
   for (int i = 0; i < 600; ++i) {
     err = fmax(err, fabs(F(tau)[i] - F(tt)[i]));
@@ -143,8 +143,8 @@ START_TEST(test_tall_blocks_threads_sketch) {
     p[i] = (u - 0.5) * (i % d == 0 ? 1e3 : 1.0) / (1.0 + (double)(i / d % 97)); /* uneven rows */
   }
   effml_tensor *t1 = NULL, *t3 = NULL, *ts = NULL;
-  ck_assert_int_eq(effml_leverage_scores(c1, NULL, a, &t1), EFFML_OK);
-  ck_assert_int_eq(effml_leverage_scores(c3, NULL, a, &t3), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_leverage_scores(c1, NULL, a, &t1), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_leverage_scores(c3, NULL, a, &t3), EFFML_OK);
   ck_assert_int_eq(memcmp(F(t1), F(t3), (size_t)n * sizeof(double)), 0);
   /* check against the normal equations on this well-conditioned matrix */
   double G[36] = {0};
@@ -178,11 +178,11 @@ START_TEST(test_tall_blocks_threads_sketch) {
   }
   for (int64_t i = 0; i < n; ++i) sum += F(t1)[i];
   ck_assert_double_eq_tol(sum, (double)d, 1e-9);
-  effml_leverage_options o;
-  effml_leverage_options_init(&o);
-  o.method = EFFML_LEVERAGE_SKETCH;
+  effml_sampler_leverage_options o;
+  effml_sampler_leverage_options_init(&o);
+  o.method = EFFML_SAMPLER_LEVERAGE_SKETCH;
   o.seed = 3;
-  ck_assert_int_eq(effml_leverage_scores(c1, &o, a, &ts), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_leverage_scores(c1, &o, a, &ts), EFFML_OK);
   for (int64_t i = 0; i < n; ++i) {
     double r = F(ts)[i] / F(t1)[i];
     ck_assert_msg(r > 0.5 && r < 2.0, "row %lld: sketched/exact = %g", (long long)i, r);
@@ -200,31 +200,31 @@ START_TEST(test_bad_input) {
   effml_context *ctx = tu_ctx(0);
   const double v[8] = {1, 2, 2, 4, 3, 6, -1, -2}; /* rank 1 */
   effml_tensor *a = mat(ctx, 4, 2, v), *t = NULL;
-  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, a, &t), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, a, &t), EFFML_E_NUMERIC);
   ck_assert(strstr(effml_context_last_error(ctx), "rank deficient") != NULL);
   ck_assert_ptr_null(t);
-  effml_leverage_options o;
-  effml_leverage_options_init(&o);
-  o.method = EFFML_LEVERAGE_SKETCH;
-  ck_assert_int_eq(effml_leverage_scores(ctx, &o, a, &t), EFFML_E_NUMERIC);
-  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, a, 1.0, &t, NULL), EFFML_E_NUMERIC);
+  effml_sampler_leverage_options o;
+  effml_sampler_leverage_options_init(&o);
+  o.method = EFFML_SAMPLER_LEVERAGE_SKETCH;
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, &o, a, &t), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_sampler_lewis_weights(ctx, NULL, a, 1.0, &t, NULL), EFFML_E_NUMERIC);
   effml_tensor_free(a);
   effml_tensor *b = worked(ctx);
-  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 4.0, &t, NULL), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_lewis_weights(ctx, NULL, b, 0.0, &t, NULL), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_root_leverage_scores(ctx, NULL, b, 2.5, &t), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_sensitivity_upper_bounds(ctx, NULL, b, 0.5, &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_lewis_weights(ctx, NULL, b, 4.0, &t, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_lewis_weights(ctx, NULL, b, 0.0, &t, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_root_leverage_scores(ctx, NULL, b, 2.5, &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_sensitivity_upper_bounds(ctx, NULL, b, 0.5, &t), EFFML_E_INVALID_ARG);
   ck_assert(strstr(effml_context_last_error(ctx), "p=0.5") != NULL);
-  effml_leverage_options_init(&o);
+  effml_sampler_leverage_options_init(&o);
   o.max_iter = 2;
-  ck_assert_int_eq(effml_lewis_weights(ctx, &o, b, 1.0, &t, NULL), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_sampler_lewis_weights(ctx, &o, b, 1.0, &t, NULL), EFFML_E_NUMERIC);
   o.method = 9;
-  ck_assert_int_eq(effml_leverage_scores(ctx, &o, b, &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, &o, b, &t), EFFML_E_INVALID_ARG);
   ((double *)effml_tensor_data(b))[3] = NAN;
-  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, b, &t), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, b, &t), EFFML_E_NUMERIC);
   ck_assert_ptr_null(t);
   effml_tensor *wide = mat(ctx, 2, 3, NULL);
-  ck_assert_int_eq(effml_leverage_scores(ctx, NULL, wide, &t), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, wide, &t), EFFML_E_SHAPE);
   effml_tensor_free(wide);
   effml_tensor_free(b);
   effml_context_free(ctx);
@@ -243,7 +243,7 @@ START_TEST(test_sampling_unbiased) {
     const int reps = 200;
     for (int r = 0; r < reps; ++r) {
       effml_tensor *idx = NULL, *w = NULL;
-      ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 50, 2.0, scheme, (uint64_t)r, &idx, &w), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 50, 2.0, scheme, (uint64_t)r, &idx, &w), EFFML_OK);
       int64_t k = effml_tensor_dim(idx, 0);
       const int64_t *ip = effml_tensor_data_const(idx);
       double tot = 0;
@@ -261,42 +261,42 @@ START_TEST(test_sampling_unbiased) {
   }
   /* rows with pi = 1 always kept with weight 1; same seed -> same sample */
   effml_tensor *i1, *w1, *i2, *w2;
-  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 1e6, 1.0, EFFML_SAMPLE_BERNOULLI, 4, &i1, &w1), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 1e6, 1.0, EFFML_SAMPLER_DRAW_BERNOULLI, 4, &i1, &w1), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dim(i1, 0), n);
   ck_assert(F(w1)[0] == 1.0);
   effml_tensor_free(i1);
   effml_tensor_free(w1);
-  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 30, 1.0, EFFML_SAMPLE_IID, 4, &i1, &w1), EFFML_OK);
-  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 30, 1.0, EFFML_SAMPLE_IID, 4, &i2, &w2), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 30, 1.0, EFFML_SAMPLER_DRAW_IID, 4, &i1, &w1), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 30, 1.0, EFFML_SAMPLER_DRAW_IID, 4, &i2, &w2), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dim(i1, 0), effml_tensor_dim(i2, 0));
   ck_assert_int_eq(memcmp(F(w1), F(w2), (size_t)effml_tensor_dim(i1, 0) * 8), 0);
   /* merge: disjoint parts (offset), then overlapping rows combine in the p-th power */
   effml_tensor *im, *wm;
-  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, n, 1.0, &im, &wm), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_weighted_sample_merge(ctx, i1, w1, i2, w2, n, 1.0, &im, &wm), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dim(im, 0), 2 * effml_tensor_dim(i1, 0));
   ck_assert_int_eq(((const int64_t *)effml_tensor_data_const(im))[effml_tensor_dim(i1, 0)],
                    ((const int64_t *)effml_tensor_data_const(i2))[0] + n);
   effml_tensor_free(im);
   effml_tensor_free(wm);
-  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, 0, 2.0, &im, &wm), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_weighted_sample_merge(ctx, i1, w1, i2, w2, 0, 2.0, &im, &wm), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dim(im, 0), effml_tensor_dim(i1, 0));
   ck_assert_double_eq_tol(F(wm)[0], sqrt(2.0) * F(w1)[0], 1e-12);
   effml_tensor_free(im);
   effml_tensor_free(wm);
   im = NULL;
-  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, -1, 2.0, &im, &wm), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_weighted_sample_merge(ctx, i1, w1, i2, w2, 0, 0.5, &im, &wm), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_weighted_sample_merge(ctx, i1, w1, i2, w2, -1, 2.0, &im, &wm), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_weighted_sample_merge(ctx, i1, w1, i2, w2, 0, 0.5, &im, &wm), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(im);
   effml_tensor_free(i1);
   effml_tensor_free(w1);
   effml_tensor_free(i2);
   effml_tensor_free(w2);
   /* bad input */
-  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 0, 2.0, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 10, 0.5, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 10, 2.0, 5, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 0, 2.0, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 10, 0.5, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 10, 2.0, 5, 0, &i1, &w1), EFFML_E_INVALID_ARG);
   sv[3] = -1;
-  ck_assert_int_eq(effml_sensitivity_sample(ctx, s, 10, 2.0, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_sampler_sensitivity_sample(ctx, s, 10, 2.0, 0, 0, &i1, &w1), EFFML_E_INVALID_ARG);
   effml_tensor_free(s);
   effml_context_free(ctx);
 }

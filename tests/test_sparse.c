@@ -96,7 +96,7 @@ static void check_against_dense(effml_context *ctx, effml_layer *l, int kind, in
   const float *b = pdata(l, "bias");
   for (int64_t i = 0; i < batch; ++i) memcpy(yref + i * out, b, (size_t)out * sizeof(float));
 
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   effml_layer_zero_grad(l);
   ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_OK);
 
@@ -203,7 +203,7 @@ START_TEST(test_user_csr_pytorch_58770) {
   ck_assert_int_eq(effml_sparse_linear_create_csr(ctx, 5, 3, 5, rp, ci, v, &o, &l), EFFML_OK);
   float xv[10] = {1, 2, 3, 4, 5, -1, 0, 2, 0.5f, 1};
   effml_tensor *x = tu_f32(ctx, 2, 5, xv), *y = tu_f32(ctx, 2, 3, NULL);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER), EFFML_OK);
   const float *Y = effml_tensor_data(y);
   float expect[6] = {1 + 10, 9, 8 + 20, -1 + 2, 6, 0 + 2.5f};
   for (int i = 0; i < 6; ++i) ck_assert_float_eq_tol(Y[i], expect[i], 1e-6);
@@ -226,7 +226,7 @@ START_TEST(test_thread_count_invariance) {
     effml_tensor *dy = tu_f32(ctx, batch, out, NULL), *dx = tu_f32(ctx, batch, in, NULL);
     tu_fill_uniform(x, 1, -1, 1);
     tu_fill_uniform(dy, 2, -1, 1);
-    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
     effml_layer_zero_grad(l);
     ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_OK);
     int64_t r, c;
@@ -309,7 +309,7 @@ START_TEST(test_iso_flop) {
   effml_context *ctx = tu_ctx(3);
   const int64_t in = 512, out = 256;
   effml_layer *dense = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, in, out, 1, &dense), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, in, out, 1, &dense), EFFML_OK);
   double fd = 0;
   ck_assert_int_eq(effml_sparse_count_flops(ctx, dense, &fd), EFFML_OK);
   ck_assert_double_eq(fd, 2.0 * in * out); /* in·out mults, (in-1)·out adds, out bias adds */
@@ -325,19 +325,19 @@ START_TEST(test_iso_flop) {
     }
   /* a sequential MLP with one Sparse Wide hidden layer */
   effml_layer *seq = NULL, *a = NULL, *relu = NULL, *b = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &seq), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &seq), EFFML_OK);
   effml_sparse_options o;
   effml_sparse_options_init(&o);
   o.sparsity = 0.75;
   o.widen = EFFML_SPARSE_WIDEN_OUT;
   ck_assert_int_eq(effml_sparse_wide_create(ctx, 64, 32, &o, &a), EFFML_OK);
   ck_assert_int_eq(effml_layer_out_features(a), 64);
-  ck_assert_int_eq(effml_activation_create(ctx, EFFML_ACT_RELU, &relu), EFFML_OK);
+  ck_assert_int_eq(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &relu), EFFML_OK);
   o.widen = EFFML_SPARSE_WIDEN_IN;
   ck_assert_int_eq(effml_sparse_wide_create(ctx, 32, 10, &o, &b), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, a), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, relu), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, b), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, a), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, relu), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, b), EFFML_OK);
   double f = 0;
   ck_assert_int_eq(effml_sparse_count_flops(ctx, seq, &f), EFFML_OK);
   /* (2·64·32 - 64 + 64) + 64 + (2·32·10 - 10 + 10) */
@@ -426,13 +426,13 @@ static float *run_dst(int32_t method, int32_t threads, int64_t steps, int64_t *n
   effml_context *ctx = tu_ctx(21);
   ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
   effml_layer *seq = NULL, *a = NULL, *relu = NULL, *b = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &seq), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &seq), EFFML_OK);
   a = make(ctx, K_LINEAR, 40, 30, 0.8);
   b = make(ctx, K_FACTORIZED, 30, 8, 0.75);
-  ck_assert_int_eq(effml_activation_create(ctx, EFFML_ACT_RELU, &relu), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, a), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, relu), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, seq, b), EFFML_OK);
+  ck_assert_int_eq(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &relu), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, a), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, relu), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, b), EFFML_OK);
   const int64_t nnz0 = effml_sparse_nnz(seq);
   effml_optimizer_options oo;
   effml_optimizer_options_init(&oo);
@@ -452,13 +452,13 @@ static float *run_dst(int32_t method, int32_t threads, int64_t steps, int64_t *n
   for (int64_t t = 1; t <= steps; ++t) {
     tu_fill_uniform(x, (uint64_t)t, -1, 1);
     tu_fill_uniform(dy, (uint64_t)t + 1000, -1, 1);
-    ck_assert_int_eq(effml_layer_forward(ctx, seq, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, seq, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
     effml_layer_zero_grad(seq);
     ck_assert_int_eq(effml_layer_backward(ctx, seq, dy, NULL), EFFML_OK);
     int32_t upd = 0;
     ck_assert_msg(effml_dst_step(ctx, dst, &upd) == EFFML_OK, "%s", effml_context_last_error(ctx));
     n_updates += upd;
-    ck_assert_int_eq(upd, method != EFFML_DST_STATIC && t % 3 == 0 && t < (int64_t)(0.75 * steps));
+    ck_assert_int_eq(upd, method != EFFML_SPARSE_DST_STATIC && t % 3 == 0 && t < (int64_t)(0.75 * steps));
     ck_assert_int_eq(effml_sparse_nnz(seq), nnz0); /* exact after every update */
     ck_assert_int_eq(effml_optimizer_step(ctx, opt), EFFML_OK);
   }
@@ -484,7 +484,7 @@ static float *run_dst(int32_t method, int32_t threads, int64_t steps, int64_t *n
 }
 
 START_TEST(test_dst_exact_and_deterministic) {
-  for (int32_t method = EFFML_DST_RIGL; method <= EFFML_DST_STATIC; ++method) {
+  for (int32_t method = EFFML_SPARSE_DST_RIGL; method <= EFFML_SPARSE_DST_STATIC; ++method) {
     int64_t n1, n2;
     float *w1 = run_dst(method, 1, 20, &n1);
     float *w2 = run_dst(method, 2, 20, &n2);
@@ -510,14 +510,14 @@ static void rigl5(float x2, float *out_w, float *out_v) {
   effml_dst_options_init(&d);
   d.delta_t = 1;
   d.drop_fraction = 0.5;
-  d.decay = EFFML_DST_DECAY_CONSTANT;
+  d.decay = EFFML_SPARSE_DST_DECAY_CONSTANT;
   d.total_steps = 100;
   effml_dst *dst = NULL;
   ck_assert_int_eq(effml_dst_create(ctx, l, NULL, &d, &dst), EFFML_OK);
   /* dense grad dW[0, i] = dy·x[i] = x[i] */
   float xv[4] = {0.0f, 1.0f, x2, 0.0f}, one = 1.0f;
   effml_tensor *x = tu_f32(ctx, 1, 4, xv), *y = tu_f32(ctx, 1, 1, NULL), *dy = tu_f32(ctx, 1, 1, &one);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   ck_assert_int_eq(effml_layer_backward(ctx, l, dy, NULL), EFFML_OK);
   int32_t upd = 0;
   ck_assert_int_eq(effml_dst_step(ctx, dst, &upd), EFFML_OK);
@@ -575,7 +575,7 @@ START_TEST(test_dst_schedule) {
   d.drop_fraction = 0.0;
   ck_assert_int_eq(effml_dst_create(ctx, l, NULL, &d, &dst), EFFML_E_INVALID_ARG);
   effml_layer *dense = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, 3, 3, 1, &dense), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 3, 3, 1, &dense), EFFML_OK);
   d.drop_fraction = 0.3;
   ck_assert_int_eq(effml_dst_create(ctx, dense, NULL, &d, &dst), EFFML_E_INVALID_ARG);
   effml_layer_free(dense);
@@ -593,7 +593,7 @@ START_TEST(test_dense_grad_request) {
   tu_fill_uniform(dy, 2, -1, 1);
   ck_assert_int_eq(effml_sparse_dense_grad(ctx, l, 0, g), EFFML_E_STATE);
   ck_assert_int_eq(effml_sparse_request_dense_grad(ctx, l, 1), EFFML_OK);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   ck_assert_int_eq(effml_layer_backward(ctx, l, dy, NULL), EFFML_OK);
   ck_assert_int_eq(effml_sparse_dense_grad(ctx, l, 0, g), EFFML_OK);
   float ref[7 * 13];
@@ -679,7 +679,7 @@ START_TEST(test_bad_input) {
   ck_assert_ptr_null(l);
   /* queries on a non-sparse layer */
   effml_layer *dense = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, 3, 3, 1, &dense), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 3, 3, 1, &dense), EFFML_OK);
   int64_t r, c;
   ck_assert_int_eq(effml_sparse_matrix_shape(ctx, dense, 0, &r, &c), EFFML_E_INVALID_ARG);
   ck_assert_int_eq(effml_sparse_nnz(dense), 0);
@@ -721,7 +721,7 @@ START_TEST(test_alloc_failures) {
         st = effml_tensor_create(ctx, EFFML_F32, 2, sx, &x);
         if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F32, 2, sy, &y);
         if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F32, 2, sx, &dx);
-        if (st == EFFML_OK) st = effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN);
+        if (st == EFFML_OK) st = effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN);
         if (st == EFFML_OK) st = effml_layer_backward(ctx, l, y, dx);
         if (st == EFFML_OK) done = 1;
         else ck_assert_int_eq(st, EFFML_E_NOMEM);

@@ -21,17 +21,17 @@ static void blobs(effml_context *ctx, int64_t n, effml_tensor **x, effml_tensor 
 
 static effml_layer *mlp(effml_context *ctx, int with_dropout) {
   effml_layer *m = NULL, *l = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &m), EFFML_OK);
-  ck_assert_int_eq(effml_dense_create(ctx, 8, 16, 1, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
-  ck_assert_int_eq(effml_activation_create(ctx, EFFML_ACT_RELU, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &m), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 8, 16, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
   if (with_dropout) {
-    ck_assert_int_eq(effml_dropout_create(ctx, 0.1, 3, &l), EFFML_OK);
-    ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
+    ck_assert_int_eq(effml_layer_dropout_create(ctx, 0.1, 3, &l), EFFML_OK);
+    ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
   }
-  ck_assert_int_eq(effml_dense_create(ctx, 16, 3, 1, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 16, 3, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
   return m;
 }
 
@@ -52,9 +52,9 @@ static int32_t abort_at_5(void *u, int64_t step) {
 
 static double accuracy_of(effml_context *ctx, effml_layer *m, const effml_tensor *x, const effml_tensor *y) {
   effml_tensor *z = tu_f32(ctx, effml_tensor_dim(x, 0), 3, NULL);
-  ck_assert_int_eq(effml_predict(ctx, m, x, 64, z), EFFML_OK);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, 64, z), EFFML_OK);
   double acc = 0;
-  ck_assert_int_eq(effml_accuracy(ctx, z, y, &acc), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_accuracy(ctx, z, y, &acc), EFFML_OK);
   effml_tensor_free(z);
   return acc;
 }
@@ -69,15 +69,15 @@ static effml_layer *train(effml_context *ctx, const effml_tensor *x, const effml
   effml_optimizer *opt = NULL;
   ck_assert_int_eq(effml_optimizer_create(ctx, &o, &opt), EFFML_OK);
   ck_assert_int_eq(effml_optimizer_add_layer(ctx, opt, m), EFFML_OK);
-  effml_fit_options f;
-  effml_fit_options_init(&f);
+  effml_train_options f;
+  effml_train_options_init(&f);
   f.epochs = 8;
   f.batch_size = 32; /* 300 rows: 9 full batches and a tail of 12 */
   f.shuffle_seed = 11;
   f.progress = on_progress;
   f.progress_user_data = log;
   f.clip_norm = 5.0;
-  ck_assert_msg(effml_fit_classifier(ctx, m, opt, x, y, &f, final_loss) == EFFML_OK, "%s",
+  ck_assert_msg(effml_train_classifier(ctx, m, opt, x, y, &f, final_loss) == EFFML_OK, "%s",
                 effml_context_last_error(ctx));
   ck_assert_int_eq(effml_optimizer_steps(opt), 8 * 10);
   effml_optimizer_free(opt);
@@ -113,8 +113,8 @@ START_TEST(test_fit_learns_and_is_deterministic) {
 
   /* predict: batch size does not change the logits; equals one infer forward */
   effml_tensor *z1 = tu_f32(ctx, 300, 3, NULL), *z2 = tu_f32(ctx, 300, 3, NULL);
-  ck_assert_int_eq(effml_predict(ctx, m, x, 7, z1), EFFML_OK);
-  ck_assert_int_eq(effml_layer_forward(ctx, m, x, z2, EFFML_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, 7, z1), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, m, x, z2, EFFML_LAYER_MODE_INFER), EFFML_OK);
   ck_assert(tu_max_abs_diff_f32(effml_tensor_data(z1), effml_tensor_data(z2), 900) < 1e-5);
 
   /* checkpoint round trip under sequential names */
@@ -122,10 +122,10 @@ START_TEST(test_fit_learns_and_is_deterministic) {
   snprintf(path, sizeof path, "%s/train_fit_%d.safetensors", EFFML_TEST_TMP, (int)getpid());
   ck_assert_int_eq(effml_layer_save(ctx, m, path, NULL), EFFML_OK);
   effml_layer *m3 = mlp(ctx, 1);
-  ck_assert_msg(effml_layer_load(ctx, m3, path, NULL, EFFML_LOAD_STRICT) == EFFML_OK, "%s",
+  ck_assert_msg(effml_layer_load(ctx, m3, path, NULL, EFFML_LAYER_LOAD_STRICT) == EFFML_OK, "%s",
                 effml_context_last_error(ctx));
   ck_assert_str_eq(effml_layer_param_name(m3, 2), "3.weight");
-  ck_assert_int_eq(effml_predict(ctx, m3, x, 7, z2), EFFML_OK);
+  ck_assert_int_eq(effml_train_predict(ctx, m3, x, 7, z2), EFFML_OK);
   ck_assert_int_eq(memcmp(effml_tensor_data(z1), effml_tensor_data(z2), 900 * sizeof(float)), 0);
   unlink(path);
 
@@ -146,8 +146,8 @@ START_TEST(test_fit_hooks_and_bad_input) {
   effml_optimizer *opt = NULL;
   ck_assert_int_eq(effml_optimizer_create(ctx, &o, &opt), EFFML_OK);
   ck_assert_int_eq(effml_optimizer_add_layer(ctx, opt, m), EFFML_OK);
-  effml_fit_options f;
-  effml_fit_options_init(&f);
+  effml_train_options f;
+  effml_train_options_init(&f);
   ck_assert_int_eq(f.batch_size, 128);
   f.batch_size = 10;
   f.epochs = 3;
@@ -155,7 +155,7 @@ START_TEST(test_fit_hooks_and_bad_input) {
   int64_t seen = 0;
   f.step_hook = abort_at_5;
   f.step_hook_user_data = &seen;
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_STATE);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_STATE);
   ck_assert_int_eq(seen, 5);
   ck_assert_int_eq(effml_optimizer_steps(opt), 4);
   f.step_hook = NULL;
@@ -164,7 +164,7 @@ START_TEST(test_fit_hooks_and_bad_input) {
   f.progress = on_progress;
   f.progress_user_data = &log;
   f.progress_every = 3;
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_OK);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_OK);
   ck_assert_int_eq(log.calls, 10);
   ck_assert_int_eq(log.last_step, 30);
 
@@ -172,29 +172,29 @@ START_TEST(test_fit_hooks_and_bad_input) {
   float w0 = ((float *)effml_tensor_data(effml_layer_param(m, 0)))[0];
   int64_t steps = effml_optimizer_steps(opt);
   ((int32_t *)effml_tensor_data(y))[57] = 3;
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_RANGE);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_RANGE);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "labels[57]=3"));
   ck_assert_int_eq(effml_optimizer_steps(opt), steps);
   ck_assert(((float *)effml_tensor_data(effml_layer_param(m, 0)))[0] == w0);
   ((int32_t *)effml_tensor_data(y))[57] = 0;
   /* shapes, options */
   effml_tensor *x7 = tu_f32(ctx, 100, 7, NULL), *z = tu_f32(ctx, 100, 4, NULL);
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x7, y, &f, NULL), EFFML_E_SHAPE);
-  ck_assert_int_eq(effml_predict(ctx, m, x, 10, z), EFFML_E_SHAPE);
-  ck_assert_int_eq(effml_predict(ctx, m, x, 0, z), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x7, y, &f, NULL), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, 10, z), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, 0, z), EFFML_E_INVALID_ARG);
   f.epochs = 0;
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_INVALID_ARG);
   f.epochs = 1;
   f.batch_size = -1;
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_INVALID_ARG);
   f.batch_size = 10;
   f.struct_size = 3;
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &f, NULL), EFFML_E_INVALID_ARG);
   /* NaN input surfaces as a numeric error from the loss, not a NaN loss */
-  effml_fit_options_init(&f);
+  effml_train_options_init(&f);
   ((float *)effml_tensor_data(x))[0] = NAN;
   double loss = 42;
-  ck_assert_int_eq(effml_fit_classifier(ctx, m, opt, x, y, &f, &loss), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &f, &loss), EFFML_E_NUMERIC);
   ck_assert_double_eq(loss, 42);
   effml_tensor_free(x7); effml_tensor_free(z);
   effml_optimizer_free(opt);
@@ -230,7 +230,7 @@ START_TEST(test_idx_loader) {
   uint32_t d3 = 3;
   write_idx(path, 0x0D, 1, &d3, f32be, sizeof f32be, 0);
   effml_tensor *t = NULL;
-  ck_assert_msg(effml_idx_load(ctx, path, &t) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_msg(effml_data_idx_load(ctx, path, &t) == EFFML_OK, "%s", effml_context_last_error(ctx));
   ck_assert_int_eq(effml_tensor_dtype(t), EFFML_F32);
   const float *fp = effml_tensor_data(t);
   ck_assert(fp[0] == 1.5f && fp[1] == -2.0f && fp[2] == 0.25f);
@@ -239,12 +239,12 @@ START_TEST(test_idx_loader) {
   const unsigned char u8[4] = {0, 1, 254, 255};
   uint32_t d22[2] = {2, 2};
   write_idx(path, 0x08, 2, d22, u8, 4, 0);
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_OK);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_OK);
   ck_assert_int_eq(effml_tensor_ndim(t), 2);
   ck_assert_int_eq(memcmp(effml_tensor_data(t), u8, 4), 0);
   effml_tensor_free(t);
   /* gzipped i16 [2, 3] written by tests/ref/train_make_ref.py */
-  ck_assert_int_eq(effml_idx_load(ctx, EFFML_TEST_REF "/train_idx_i16.gz", &t), EFFML_OK);
+  ck_assert_int_eq(effml_data_idx_load(ctx, EFFML_TEST_REF "/train_idx_i16.gz", &t), EFFML_OK);
   ck_assert_int_eq(effml_tensor_dtype(t), EFFML_I16);
   const int16_t want[6] = {1, -2, 300, -32768, 32767, 0};
   ck_assert_int_eq(memcmp(effml_tensor_data(t), want, sizeof want), 0);
@@ -252,25 +252,25 @@ START_TEST(test_idx_loader) {
   /* malformed files */
   t = NULL;
   write_idx(path, 0x08, 2, d22, u8, 3, 0); /* truncated */
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "truncated"));
   write_idx(path, 0x08, 2, d22, u8, 4, 1); /* trailing byte */
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
   write_idx(path, 0x07, 2, d22, u8, 4, 0); /* unknown type */
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
   write_idx(path, 0x08, 0, d22, u8, 4, 0); /* no dimensions */
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
   uint32_t d0[2] = {2, 0};
   write_idx(path, 0x08, 2, d0, u8, 4, 0); /* zero size */
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
   FILE *f = fopen(path, "wb");
   fputs("PK\x03\x04", f);
   fclose(f);
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
   ck_assert_ptr_null(t);
   unlink(path);
-  ck_assert_int_eq(effml_idx_load(ctx, path, &t), EFFML_E_NOT_FOUND);
-  ck_assert_int_eq(effml_idx_load(ctx, NULL, &t), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_NOT_FOUND);
+  ck_assert_int_eq(effml_data_idx_load(ctx, NULL, &t), EFFML_E_INVALID_ARG);
   effml_context_free(ctx);
 }
 END_TEST
@@ -278,17 +278,17 @@ END_TEST
 START_TEST(test_fashion_mnist) {
   effml_context *ctx = tu_ctx(10);
   effml_tensor *img = NULL, *lab = NULL;
-  ck_assert_int_eq(effml_fashion_mnist_load(ctx, "/nonexistent/dir", EFFML_SPLIT_TEST, &img, &lab),
+  ck_assert_int_eq(effml_data_fashion_mnist_load(ctx, "/nonexistent/dir", EFFML_DATA_SPLIT_TEST, &img, &lab),
                    EFFML_E_NOT_FOUND);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "dataset-fashion-mnist"));
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "/nonexistent/dir"));
-  ck_assert_int_eq(effml_fashion_mnist_load(ctx, NULL, 2, &img, &lab), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_data_fashion_mnist_load(ctx, NULL, 2, &img, &lab), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(img);
   if (access("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", R_OK) != 0) {
     effml_context_free(ctx);
     return; /* package not installed: only the error path is testable */
   }
-  ck_assert_msg(effml_fashion_mnist_load(ctx, NULL, EFFML_SPLIT_TEST, &img, &lab) == EFFML_OK, "%s",
+  ck_assert_msg(effml_data_fashion_mnist_load(ctx, NULL, EFFML_DATA_SPLIT_TEST, &img, &lab) == EFFML_OK, "%s",
                 effml_context_last_error(ctx));
   ck_assert_int_eq(effml_tensor_dim(img, 0), 10000);
   ck_assert_int_eq(effml_tensor_dim(img, 1), 784);

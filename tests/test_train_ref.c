@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../lib/layer/layer_internal.h" /* effml__activation_apply/backward */
 #include "testutil.h"
 
 #define REF EFFML_TEST_REF "/train_ref.safetensors"
@@ -13,7 +14,7 @@ static effml_safetensors *st;
 
 static void setup(void) {
   ctx = tu_ctx(7);
-  ck_assert_msg(effml_safetensors_load(ctx, REF, EFFML_SAFETENSORS_COPY, &st) == EFFML_OK, "%s",
+  ck_assert_msg(effml_safetensors_load(ctx, REF, EFFML_IO_SAFETENSORS_COPY, &st) == EFFML_OK, "%s",
                 effml_context_last_error(ctx));
 }
 static void teardown(void) {
@@ -47,14 +48,14 @@ static void set_param(effml_layer *l, int32_t i, const char *name) {
 
 START_TEST(test_dense_matches_torch) {
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, 5, 3, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 5, 3, 1, &l), EFFML_OK);
   ck_assert_str_eq(effml_layer_param_name(l, 0), "weight");
   ck_assert_str_eq(effml_layer_param_name(l, 1), "bias");
   set_param(l, 0, "dense.W");
   set_param(l, 1, "dense.b");
   effml_tensor *x = copy("dense.x"), *dy = copy("dense.dy");
   effml_tensor *y = tu_f32(ctx, 4, 3, NULL), *dx = tu_f32(ctx, 4, 5, NULL);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   expect_close(effml_tensor_data(y), "dense.y", 1e-5);
   effml_layer_zero_grad(l);
   ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_OK);
@@ -62,7 +63,7 @@ START_TEST(test_dense_matches_torch) {
   expect_close(effml_tensor_data(effml_layer_param_grad(l, 0)), "dense.dW", 1e-5);
   expect_close(effml_tensor_data(effml_layer_param_grad(l, 1)), "dense.db", 1e-5);
   /* gradients accumulate */
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   ck_assert_int_eq(effml_layer_backward(ctx, l, dy, NULL), EFFML_OK);
   const float *g = effml_tensor_data(effml_layer_param_grad(l, 0)), *r = reff("dense.dW");
   for (int i = 0; i < 15; ++i) ck_assert_float_eq_tol(g[i], 2 * r[i], 1e-5);
@@ -72,8 +73,8 @@ START_TEST(test_dense_matches_torch) {
 END_TEST
 
 static const struct { int32_t act; const char *name; } ACTS[] = {
-    {EFFML_ACT_RELU, "relu"}, {EFFML_ACT_GELU, "gelu"}, {EFFML_ACT_GELU_TANH, "gelu_tanh"},
-    {EFFML_ACT_SILU, "silu"}, {EFFML_ACT_TANH, "tanh"}};
+    {EFFML_LAYER_ACT_RELU, "relu"}, {EFFML_LAYER_ACT_GELU, "gelu"}, {EFFML_LAYER_ACT_GELU_TANH, "gelu_tanh"},
+    {EFFML_LAYER_ACT_SILU, "silu"}, {EFFML_LAYER_ACT_TANH, "tanh"}};
 
 START_TEST(test_activations_match_torch) {
   effml_tensor *x = copy("act.x"), *dy = copy("act.dy");
@@ -82,18 +83,18 @@ START_TEST(test_activations_match_torch) {
   for (size_t k = 0; k < sizeof ACTS / sizeof ACTS[0]; ++k) {
     snprintf(yn, sizeof yn, "act.%s.y", ACTS[k].name);
     snprintf(dn, sizeof dn, "act.%s.dx", ACTS[k].name);
-    ck_assert_str_eq(effml_activation_name(ACTS[k].act), ACTS[k].name);
+    ck_assert_str_eq(effml_layer_activation_name(ACTS[k].act), ACTS[k].name);
     /* raw entry points */
-    ck_assert_int_eq(effml_activation_apply(ctx, ACTS[k].act, x, y), EFFML_OK);
+    ck_assert_int_eq(effml__activation_apply(ctx, ACTS[k].act, x, y), EFFML_OK);
     expect_close(effml_tensor_data(y), yn, 2e-6);
-    ck_assert_int_eq(effml_activation_backward(ctx, ACTS[k].act, x, dy, dx), EFFML_OK);
+    ck_assert_int_eq(effml__activation_backward(ctx, ACTS[k].act, x, dy, dx), EFFML_OK);
     expect_close(effml_tensor_data(dx), dn, 2e-6);
     /* the layer */
     effml_layer *l = NULL;
-    ck_assert_int_eq(effml_activation_create(ctx, ACTS[k].act, &l), EFFML_OK);
+    ck_assert_int_eq(effml_layer_activation_create(ctx, ACTS[k].act, &l), EFFML_OK);
     ck_assert_str_eq(effml_layer_kind(l), ACTS[k].name);
     ck_assert_int_eq(effml_layer_num_params(l), 0);
-    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
     expect_close(effml_tensor_data(y), yn, 2e-6);
     ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_OK);
     expect_close(effml_tensor_data(dx), dn, 2e-6);
@@ -101,7 +102,7 @@ START_TEST(test_activations_match_torch) {
   }
   /* in place: y = x */
   effml_tensor *z = copy("act.x");
-  ck_assert_int_eq(effml_activation_apply(ctx, EFFML_ACT_GELU, z, z), EFFML_OK);
+  ck_assert_int_eq(effml__activation_apply(ctx, EFFML_LAYER_ACT_GELU, z, z), EFFML_OK);
   expect_close(effml_tensor_data(z), "act.gelu.y", 2e-6);
   effml_tensor_free(z);
   effml_tensor_free(x); effml_tensor_free(dy); effml_tensor_free(y); effml_tensor_free(dx);
@@ -110,19 +111,19 @@ END_TEST
 
 START_TEST(test_layernorm_matches_torch) {
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_layernorm_create(ctx, 6, 1e-5, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_layernorm_create(ctx, 6, 1e-5, &l), EFFML_OK);
   set_param(l, 0, "ln.weight");
   set_param(l, 1, "ln.bias");
   effml_tensor *x = copy("ln.x"), *dy = copy("ln.dy");
   effml_tensor *y = tu_f32(ctx, 4, 6, NULL), *dx = tu_f32(ctx, 4, 6, NULL);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   expect_close(effml_tensor_data(y), "ln.y", 1e-5);
   ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_OK);
   expect_close(effml_tensor_data(dx), "ln.dx", 2e-5);
   expect_close(effml_tensor_data(effml_layer_param_grad(l, 0)), "ln.dweight", 1e-5);
   expect_close(effml_tensor_data(effml_layer_param_grad(l, 1)), "ln.dbias", 1e-5);
   /* infer mode gives the same y and keeps nothing */
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER), EFFML_OK);
   expect_close(effml_tensor_data(y), "ln.y", 1e-5);
   ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_E_STATE);
   effml_tensor_free(x); effml_tensor_free(dy); effml_tensor_free(y); effml_tensor_free(dx);
@@ -134,14 +135,14 @@ START_TEST(test_cross_entropy_matches_torch) {
   const effml_tensor *z = ref("ce.logits"), *lab = ref("ce.labels");
   effml_tensor *dz = tu_f32(ctx, 5, 4, NULL);
   double loss = 0, acc = 0;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, lab, &loss, dz), EFFML_OK);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, lab, &loss, dz), EFFML_OK);
   ck_assert_double_eq_tol(loss, reff("ce.loss")[0], 1e-6);
   expect_close(effml_tensor_data(dz), "ce.dlogits", 1e-7);
   /* i32 labels give the same; dlogits may alias logits */
   effml_tensor *lab32 = NULL, *zz = copy("ce.logits");
   ck_assert_int_eq(effml_tensor_convert(ctx, lab, EFFML_I32, &lab32), EFFML_OK);
   double loss2 = 0;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, zz, lab32, &loss2, zz), EFFML_OK);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, zz, lab32, &loss2, zz), EFFML_OK);
   ck_assert(loss2 == loss);
   expect_close(effml_tensor_data(zz), "ce.dlogits", 1e-7);
   /* accuracy by hand */
@@ -153,7 +154,7 @@ START_TEST(test_cross_entropy_matches_torch) {
     for (int j = 1; j < 4; ++j) if (zp[i * 4 + j] > zp[i * 4 + best]) best = j;
     correct += best == lp[i];
   }
-  ck_assert_int_eq(effml_accuracy(ctx, z, lab, &acc), EFFML_OK);
+  ck_assert_int_eq(effml_metrics_accuracy(ctx, z, lab, &acc), EFFML_OK);
   ck_assert_double_eq(acc, correct / 5.0);
   effml_tensor_free(lab32); effml_tensor_free(zz); effml_tensor_free(dz);
 }
@@ -206,20 +207,20 @@ END_TEST
 
 START_TEST(test_mlp_loads_torch_state_dict) {
   effml_layer *m = NULL, *l = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &m), EFFML_OK);
-  ck_assert_int_eq(effml_dense_create(ctx, 5, 4, 1, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
-  ck_assert_int_eq(effml_activation_create(ctx, EFFML_ACT_RELU, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
-  ck_assert_int_eq(effml_dense_create(ctx, 4, 3, 1, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &m), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 5, 4, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_RELU, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 4, 3, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
   /* PyTorch's nn.Sequential names ("0.weight", "2.bias") load unchanged */
   ck_assert_msg(effml_layer_load(ctx, m, REF, "mlp.", 0) == EFFML_OK, "%s", effml_context_last_error(ctx));
   effml_tensor *x = copy("mlp.x"), *z = tu_f32(ctx, 6, 3, NULL), *dz = tu_f32(ctx, 6, 3, NULL);
-  ck_assert_int_eq(effml_layer_forward(ctx, m, x, z, EFFML_MODE_TRAIN), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, m, x, z, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
   expect_close(effml_tensor_data(z), "mlp.logits", 1e-5);
   double loss = 0;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, ref("mlp.labels"), &loss, dz), EFFML_OK);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, ref("mlp.labels"), &loss, dz), EFFML_OK);
   ck_assert_double_eq_tol(loss, reff("mlp.loss")[0], 1e-5);
   effml_layer_zero_grad(m);
   ck_assert_int_eq(effml_layer_backward(ctx, m, dz, NULL), EFFML_OK);

@@ -115,7 +115,7 @@ START_TEST(test_weighted_matches_torch) {
   for (int i = 0; i < B * C; ++i) ck_assert_double_eq_tol(((float *)effml_tensor_data(g))[i], rg[i], 1e-6);
   /* without weights it is the unweighted loss */
   double plain;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, fx.logits, fx.labels, &plain, NULL), EFFML_OK);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, fx.logits, fx.labels, &plain, NULL), EFFML_OK);
   ck_assert_int_eq(effml_train_softmax_cross_entropy_weighted(
                        ctx, fx.logits, fx.labels, NULL, NULL, EFFML_TRAIN_REDUCTION_MEAN, &loss,
                        NULL),
@@ -269,7 +269,7 @@ START_TEST(test_scalarization_expected_gradient) {
   const double sizes[K] = {4, 1, 1}, T = 2.0;
   double w[K], q[K];
   ck_assert_int_eq(effml_train_scalarization_weights(ctx, sizes, K, T, w), EFFML_OK);
-  ck_assert_int_eq(effml_temperature_probs(ctx, sizes, K, T, q), EFFML_OK);
+  ck_assert_int_eq(effml_sampler_temperature_probs(ctx, sizes, K, T, q), EFFML_OK);
   effml_tensor *z = tu_f32(ctx, N, K, NULL);
   tu_fill_uniform(z, 9, -2, 2);
   const float *zp = effml_tensor_data(z);
@@ -341,11 +341,11 @@ static void blobs(int64_t n, effml_tensor **x, effml_tensor **y) {
 }
 
 /* Train a fresh linear model from seed 7 with SGD; returns its weight [3, 4] + bias. */
-static void fit(const effml_tensor *x, const effml_tensor *y, const effml_fit_options *extra,
+static void fit(const effml_tensor *x, const effml_tensor *y, const effml_train_options *extra,
                 float out[15], effml_status expect) {
   effml_context *c2 = tu_ctx(7);
   effml_layer *m = NULL;
-  ck_assert_int_eq(effml_dense_create(c2, 4, 3, 1, &m), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(c2, 4, 3, 1, &m), EFFML_OK);
   effml_optimizer_options o;
   effml_optimizer_options_init(&o);
   o.algorithm = EFFML_OPTIM_SGD;
@@ -354,9 +354,9 @@ static void fit(const effml_tensor *x, const effml_tensor *y, const effml_fit_op
   effml_optimizer *opt = NULL;
   ck_assert_int_eq(effml_optimizer_create(c2, &o, &opt), EFFML_OK);
   ck_assert_int_eq(effml_optimizer_add_layer(c2, opt, m), EFFML_OK);
-  effml_fit_options f = *extra;
+  effml_train_options f = *extra;
   double loss;
-  ck_assert_msg(effml_fit_classifier(c2, m, opt, x, y, &f, &loss) == expect, "%s",
+  ck_assert_msg(effml_train_classifier(c2, m, opt, x, y, &f, &loss) == expect, "%s",
                 effml_context_last_error(c2));
   if (out) {
     memcpy(out, effml_tensor_data(effml_layer_param(m, 0)), 12 * sizeof(float));
@@ -372,8 +372,8 @@ static double maxdiff(const float *a, const float *b) { return tu_max_abs_diff_f
 START_TEST(test_fit_weights) {
   effml_tensor *x, *y;
   blobs(40, &x, &y);
-  effml_fit_options f;
-  effml_fit_options_init(&f);
+  effml_train_options f;
+  effml_train_options_init(&f);
   f.epochs = 3;
   f.batch_size = 8;
   float base[15], p[15];
@@ -385,7 +385,7 @@ START_TEST(test_fit_weights) {
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, &n, &sw), EFFML_OK);
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &c, &cw), EFFML_OK);
   effml_tensor_fill(ctx, sw, 2.5);
-  effml_fit_options g = f;
+  effml_train_options g = f;
   g.sample_weight = sw;
   fit(x, y, &g, p, EFFML_OK);
   ck_assert_double_le(maxdiff(base, p), 1e-5);
@@ -393,8 +393,8 @@ START_TEST(test_fit_weights) {
   fit(x, y, &g, p, EFFML_OK);
   ck_assert_double_le(maxdiff(base, p), 1e-5);
   /* scalarization at constant T = 1 is all ones */
-  effml_temperature_schedule ts;
-  effml_temperature_schedule_init(&ts);
+  effml_sampler_temperature_schedule ts;
+  effml_sampler_temperature_schedule_init(&ts);
   ts.total_steps = 15;
   g = f;
   g.scalarization = &ts;

@@ -20,13 +20,13 @@
  *   effml_adapter_options o;  effml_adapter_options_init(&o);      // Compacter defaults
  *   effml_layer *ad;  effml_adapter_create(ctx, 768, &o, A, &ad);    // 768 -> 24 -> 768 + x
  *   effml_phm_rule_free(A);                   // layers keep the rule alive
- *   effml_layer_forward(ctx, ad, x, y, EFFML_MODE_TRAIN); ... effml_layer_free(ad);
+ *   effml_layer_forward(ctx, ad, x, y, EFFML_LAYER_MODE_TRAIN); ... effml_layer_free(ad);
  * @endcode
  *
  * Threads: as layer.h -- one thread at a time per layer; a phm rule shared by
  * several layers is written by each of their backward passes, so all layers
  * that share a rule belong to one thread while training.  Inference
- * (EFFML_MODE_INFER) only reads layers and rules.
+ * (EFFML_LAYER_MODE_INFER) only reads layers and rules.
  *
  * Randomness: initial values come from the context's generator, drawn in
  * parameter order (rule, then W_left/W, then W_right), so one seed gives the
@@ -35,9 +35,7 @@
 #ifndef EFFML_ADAPTER_H
 #define EFFML_ADAPTER_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
 #include "layer.h"
 
@@ -77,29 +75,29 @@ EFFML_API effml_tensor *effml_phm_rule_grad(effml_phm_rule *rule);
 /* ------------------------------------------------------------------------ */
 
 /** Initialisation of s_i, t_i (or full B_i), per 2-D slice, fan_in = columns, fan_out = rows. */
-#define EFFML_PHM_INIT_GLOROT_UNIFORM 0 /**< reference code: xavier uniform, gain sqrt(2) (default) */
-#define EFFML_PHM_INIT_GLOROT_NORMAL 1  /**< xavier normal, gain sqrt(2) */
-#define EFFML_PHM_INIT_NORMAL 2         /**< N(0, phm_init_range^2) */
-#define EFFML_PHM_INIT_ADAPTERS 3       /**< what AdapterHub actually does: xavier normal, gain 1 */
+#define EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM 0 /**< reference code: xavier uniform, gain sqrt(2) (default) */
+#define EFFML_ADAPTER_PHM_INIT_GLOROT_NORMAL 1  /**< xavier normal, gain sqrt(2) */
+#define EFFML_ADAPTER_PHM_INIT_NORMAL 2         /**< N(0, phm_init_range^2) */
+#define EFFML_ADAPTER_PHM_INIT_ADAPTERS 3       /**< what AdapterHub actually does: xavier normal, gain 1 */
 
 /** Execution path of a PHM/LPHM layer. */
-#define EFFML_PHM_PATH_FACTORIZED 0   /**< never builds H: b*n*r*(k+d+n^2) MACs (default) */
-#define EFFML_PHM_PATH_MATERIALIZED 1 /**< builds H every call, then one GEMM (reference approach) */
+#define EFFML_ADAPTER_PHM_PATH_FACTORIZED 0   /**< never builds H: b*n*r*(k+d+n^2) MACs (default) */
+#define EFFML_ADAPTER_PHM_PATH_MATERIALIZED 1 /**< builds H every call, then one GEMM (reference approach) */
 
-/** Options of effml_phm_create(); fill with effml_phm_options_init(). */
-typedef struct effml_phm_options {
-  uint32_t struct_size;  /**< sizeof(effml_phm_options), set by _init */
+/** Options of effml_adapter_phm_create(); fill with effml_adapter_phm_options_init(). */
+typedef struct effml_adapter_phm_options {
+  uint32_t struct_size;  /**< sizeof(effml_adapter_phm_options), set by _init */
   int64_t phm_dim;       /**< n, divides in and out (default 4); ignored when a shared rule is given */
   int32_t factorized;    /**< 1: LPHM, B_i = s_i t_i (default; AdapterHub factorized_phm_W); 0: full B_i (PHM) */
   int64_t rank;          /**< r >= 1 of s_i [in/n, r], t_i [r, out/n] (default 1; ignored when !factorized) */
   int32_t bias;          /**< 1: bias "b" [out] (default 1) */
   int32_t w_init;        /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
-  double phm_init_range; /**< std of EFFML_PHM_INIT_NORMAL (default 1e-4) */
+  double phm_init_range; /**< std of EFFML_ADAPTER_PHM_INIT_NORMAL (default 1e-4) */
   double rule_init_std;  /**< std of a per-layer rule (no shared rule), default 0.01 as the reference */
-} effml_phm_options;
+} effml_adapter_phm_options;
 
 /** Fill `opt` with the defaults above (struct_size set).  NULL is ignored. */
-EFFML_API void effml_phm_options_init(effml_phm_options *opt);
+EFFML_API void effml_adapter_phm_options_init(effml_adapter_phm_options *opt);
 
 /**
  * Create a PHM (factorized = 0, kind "phm") or LPHM (kind "lphm") layer
@@ -117,8 +115,8 @@ EFFML_API void effml_phm_options_init(effml_phm_options *opt);
  *         EFFML_E_SHAPE (n does not divide in or out: "in_features=10 is not
  *         a multiple of phm_dim=4"), EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_phm_create(effml_context *ctx, int64_t in_features,
-                                        int64_t out_features, const effml_phm_options *opt,
+EFFML_API effml_status effml_adapter_phm_create(effml_context *ctx, int64_t in_features,
+                                        int64_t out_features, const effml_adapter_phm_options *opt,
                                         effml_phm_rule *rule, effml_layer **out);
 
 /**
@@ -127,14 +125,14 @@ EFFML_API effml_status effml_phm_create(effml_context *ctx, int64_t in_features,
  * as the test oracle of the factorized path.  Cost n*in*out (+ in*out*r/n).
  * @return EFFML_E_INVALID_ARG (not a PHM layer), EFFML_E_SHAPE, EFFML_E_DTYPE.
  */
-EFFML_API effml_status effml_phm_materialize(effml_context *ctx, const effml_layer *layer,
+EFFML_API effml_status effml_adapter_phm_materialize(effml_context *ctx, const effml_layer *layer,
                                              effml_tensor *H);
 
-/** Choose EFFML_PHM_PATH_FACTORIZED or EFFML_PHM_PATH_MATERIALIZED (same results to f32 rounding). */
-EFFML_API effml_status effml_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path);
+/** Choose EFFML_ADAPTER_PHM_PATH_FACTORIZED or EFFML_ADAPTER_PHM_PATH_MATERIALIZED (same results to f32 rounding). */
+EFFML_API effml_status effml_adapter_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path);
 
 /** The shared rule of a PHM/LPHM layer (borrowed), or NULL if it owns a per-layer rule. */
-EFFML_API effml_phm_rule *effml_phm_shared_rule(effml_layer *layer);
+EFFML_API effml_phm_rule *effml_adapter_phm_shared_rule(effml_layer *layer);
 
 /* ------------------------------------------------------------------------ */
 /* Adapter block: up(act(down(x))) + x                                       */
@@ -150,11 +148,11 @@ typedef struct effml_adapter_options {
   int64_t reduction_factor; /**< bottleneck d = features / reduction_factor (default 32) */
   int64_t bottleneck;       /**< if > 0, d itself (overrides reduction_factor); default 0 */
   int32_t projection;       /**< EFFML_ADAPTER_PROJ_* (default LPHM) */
-  int32_t activation;       /**< EFFML_ACT_GELU_TANH (gelu_new, default), _GELU, _RELU, _SILU (swish) */
+  int32_t activation;       /**< EFFML_LAYER_ACT_GELU_TANH (gelu_new, default), _GELU, _RELU, _SILU (swish) */
   int64_t phm_dim;          /**< n for per-block rules (default 4) */
   int64_t rank;             /**< r of the LPHM projections (default 1) */
   int32_t w_init;           /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
-  double phm_init_range;    /**< see effml_phm_options (default 1e-4) */
+  double phm_init_range;    /**< see effml_adapter_phm_options (default 1e-4) */
   int32_t residual;         /**< 1: add x (default 1) */
   int32_t bias;             /**< 1: projections have biases (default 1) */
 } effml_adapter_options;
@@ -205,25 +203,25 @@ EFFML_API effml_status effml_adapter_count_params(effml_context *ctx, int64_t fe
 /* LoRA                                                                      */
 /* ------------------------------------------------------------------------ */
 
-#define EFFML_LORA_INIT_KAIMING_UNIFORM 0 /**< A ~ kaiming_uniform(a = sqrt 5) as PEFT (default) */
-#define EFFML_LORA_INIT_GAUSSIAN 1        /**< A ~ N(0, (1/r)^2), PEFT "gaussian" */
+#define EFFML_ADAPTER_LORA_INIT_KAIMING_UNIFORM 0 /**< A ~ kaiming_uniform(a = sqrt 5) as PEFT (default) */
+#define EFFML_ADAPTER_LORA_INIT_GAUSSIAN 1        /**< A ~ N(0, (1/r)^2), PEFT "gaussian" */
 
-/** Options of effml_lora_create(); fill with effml_lora_options_init(). */
-typedef struct effml_lora_options {
-  uint32_t struct_size; /**< sizeof(effml_lora_options), set by _init */
+/** Options of effml_adapter_lora_create(); fill with effml_adapter_lora_options_init(). */
+typedef struct effml_adapter_lora_options {
+  uint32_t struct_size; /**< sizeof(effml_adapter_lora_options), set by _init */
   int64_t rank;         /**< r >= 1 (default 8, PEFT) */
   double alpha;         /**< lora_alpha (default 8) */
   int32_t use_rslora;   /**< 1: scaling alpha/sqrt(r) instead of alpha/r (default 0) */
   int32_t init_a;       /**< EFFML_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
   int32_t freeze_base;  /**< 1: base weight/bias frozen (default 1) */
-} effml_lora_options;
+} effml_adapter_lora_options;
 
 /** Fill `opt` with PEFT's LoraConfig defaults (struct_size set).  NULL is ignored. */
-EFFML_API void effml_lora_options_init(effml_lora_options *opt);
+EFFML_API void effml_adapter_lora_options_init(effml_adapter_lora_options *opt);
 
 /**
  * Wrap a dense base layer (a layer with parameter "weight" `[out, in]` and
- * optionally "bias" `[out]`, e.g. effml_dense_create()) in LoRA (kind "lora"):
+ * optionally "bias" `[out]`, e.g. effml_layer_dense_create()) in LoRA (kind "lora"):
  * y = x W^T + b + s (x A^T) B^T, A "lora_A.weight" `[r, in]`, B "lora_B.weight"
  * `[out, r]` (zero), s = alpha/r (or alpha/sqrt(r)).  Hu et al. 2021 eq. 3;
  * PEFT LoraLayer.  Parameters: "base_layer.weight", "base_layer.bias" (the
@@ -234,28 +232,28 @@ EFFML_API void effml_lora_options_init(effml_lora_options *opt);
  *         base without "weight"), EFFML_E_SHAPE (base weight not 2-D or bias
  *         not [out]), EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_lora_create(effml_context *ctx, effml_layer *base,
-                                         const effml_lora_options *opt, effml_layer **out);
+EFFML_API effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base,
+                                         const effml_adapter_lora_options *opt, effml_layer **out);
 /** Borrow the base layer of a LoRA or LoKr layer (NULL otherwise). */
-EFFML_API effml_layer *effml_lora_base(effml_layer *layer);
+EFFML_API effml_layer *effml_adapter_lora_base(effml_layer *layer);
 /** Scaling s of a LoRA layer (0 if not LoRA). */
-EFFML_API double effml_lora_scaling(const effml_layer *layer);
+EFFML_API double effml_adapter_lora_scaling(const effml_layer *layer);
 /**
  * Merge: W <- W + s B A (PEFT merge); forward then costs one GEMM.  Unmerge
  * subtracts the same product.  f32 rounding makes merge+unmerge inexact:
- * effml_lora_merge_drift() measures it.
+ * effml_adapter_lora_merge_drift() measures it.
  * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG (not LoRA).
  */
-EFFML_API effml_status effml_lora_merge(effml_context *ctx, effml_layer *layer);
-EFFML_API effml_status effml_lora_unmerge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_lora_merge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_lora_unmerge(effml_context *ctx, effml_layer *layer);
 /** 1 if merged, else 0. */
-EFFML_API int32_t effml_lora_is_merged(const effml_layer *layer);
+EFFML_API int32_t effml_adapter_lora_is_merged(const effml_layer *layer);
 /**
  * Run `cycles` merge/unmerge cycles on a copy of the base weight and report
  * max |W_after - W_before| (absolute) and that divided by max |W_before|.
  * The layer is not modified.  @return EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_lora_merge_drift(effml_context *ctx, const effml_layer *layer,
+EFFML_API effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_layer *layer,
                                               int64_t cycles, double *max_abs_error,
                                               double *max_rel_error);
 
@@ -279,7 +277,7 @@ EFFML_API effml_status effml_lora_merge_drift(effml_context *ctx, const effml_la
  *         shape, disagrees with the layer: names key and both shapes),
  *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
+EFFML_API effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
                                             effml_layer *const *layers,
                                             const char *const *module_names);
 /**
@@ -288,7 +286,7 @@ EFFML_API effml_status effml_lora_load_peft(effml_context *ctx, const char *dir,
  * lora_alpha, use_rslora, target_modules = last name components, ...).
  * All layers must share r, alpha and use_rslora (EFFML_E_INVALID_ARG otherwise).
  */
-EFFML_API effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
+EFFML_API effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
                                             effml_layer *const *layers,
                                             const char *const *module_names,
                                             const char *base_model_name_or_path);
@@ -305,17 +303,17 @@ EFFML_API effml_status effml_lora_save_peft(effml_context *ctx, const char *dir,
  * Blocks must all share one rule, or all have per-projection rules
  * (phm_rule_key then unused, may be NULL).  Metadata {"format": "pt"}.
  */
-EFFML_API effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *path,
+EFFML_API effml_status effml_adapter_compacter_save_adapterhub(effml_context *ctx, const char *path,
                                                        int64_t n, effml_layer *const *blocks,
                                                        const char *const *prefixes,
                                                        const char *phm_rule_key);
 /**
- * Load what effml_compacter_save_adapterhub() writes, or an AdapterHub
+ * Load what effml_adapter_compacter_save_adapterhub() writes, or an AdapterHub
  * `adapter.safetensors`.  All-or-nothing.
  * @return EFFML_E_NOT_FOUND (names the missing key), EFFML_E_SHAPE (names the
  *         key and both shapes), EFFML_E_IO, EFFML_E_FORMAT, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *path,
+EFFML_API effml_status effml_adapter_compacter_load_adapterhub(effml_context *ctx, const char *path,
                                                        int64_t n, effml_layer *const *blocks,
                                                        const char *const *prefixes,
                                                        const char *phm_rule_key);
@@ -324,22 +322,22 @@ EFFML_API effml_status effml_compacter_load_adapterhub(effml_context *ctx, const
 /* LoKr                                                                      */
 /* ------------------------------------------------------------------------ */
 
-#define EFFML_LOKR_SCALE_PEFT 0    /**< scale = alpha / r always (PEFT, default) */
-#define EFFML_LOKR_SCALE_LYCORIS 1 /**< scale 1 when w1 and w2 are both full (LyCORIS) */
+#define EFFML_ADAPTER_LOKR_SCALE_PEFT 0    /**< scale = alpha / r always (PEFT, default) */
+#define EFFML_ADAPTER_LOKR_SCALE_LYCORIS 1 /**< scale 1 when w1 and w2 are both full (LyCORIS) */
 
-/** Options of effml_lokr_create(); fill with effml_lokr_options_init(). */
-typedef struct effml_lokr_options {
-  uint32_t struct_size;     /**< sizeof(effml_lokr_options), set by _init */
+/** Options of effml_adapter_lokr_create(); fill with effml_adapter_lokr_options_init(). */
+typedef struct effml_adapter_lokr_options {
+  uint32_t struct_size;     /**< sizeof(effml_adapter_lokr_options), set by _init */
   int64_t rank;             /**< r >= 1 (default 8) */
   double alpha;             /**< default 8 */
   int32_t decompose_both;   /**< 1: also factor w1 when r < max(out_l, in_m)/2 (default 0) */
   int64_t decompose_factor; /**< factorization cap, -1 = none (default) */
   int32_t scale_convention; /**< EFFML_LOKR_SCALE_* (default PEFT) */
   int32_t freeze_base;      /**< default 1 */
-} effml_lokr_options;
+} effml_adapter_lokr_options;
 
 /** Fill `opt` with PEFT's LoKrConfig defaults.  NULL is ignored. */
-EFFML_API void effml_lokr_options_init(effml_lokr_options *opt);
+EFFML_API void effml_adapter_lokr_options_init(effml_adapter_lokr_options *opt);
 
 /**
  * PEFT's factorization(dim, factor): (m, n), m <= n, m * n = dim, closest
@@ -347,7 +345,7 @@ EFFML_API void effml_lokr_options_init(effml_lokr_options *opt);
  * Anchors: 256 -> (16,16); 128 -> (8,16); 127 -> (1,127); 128, 4 -> (4,32).
  * @return EFFML_E_INVALID_ARG (dim < 1, NULL outputs).
  */
-EFFML_API effml_status effml_lokr_factorization(int64_t dim, int64_t factor, int64_t *m,
+EFFML_API effml_status effml_adapter_lokr_factorization(int64_t dim, int64_t factor, int64_t *m,
                                                 int64_t *n);
 /**
  * Wrap a dense base layer in LoKr (kind "lokr"): y = x W^T + b + x dW^T,
@@ -358,10 +356,10 @@ EFFML_API effml_status effml_lokr_factorization(int64_t dim, int64_t factor, int
  * "lokr_w2" or "lokr_w2_a"/"lokr_w2_b".  Init as PEFT: w1 (or w1_a) = 0,
  * the others kaiming_uniform(a = sqrt 5).  Ownership of `base` as LoRA.
  */
-EFFML_API effml_status effml_lokr_create(effml_context *ctx, effml_layer *base,
-                                         const effml_lokr_options *opt, effml_layer **out);
+EFFML_API effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base,
+                                         const effml_adapter_lokr_options *opt, effml_layer **out);
 /** Write dW `[out, in]` (scale included) of a LoKr layer (inspection, merge, tests). */
-EFFML_API effml_status effml_lokr_delta_weight(effml_context *ctx, const effml_layer *layer,
+EFFML_API effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer,
                                                effml_tensor *dw);
 
 EFFML_END_DECLS

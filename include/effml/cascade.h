@@ -1,6 +1,6 @@
 /**
  * @file effml/cascade.h
- * @brief Window-based early-exit cascades and selective-classification metrics (issue 7)
+ * @brief Window-based early-exit cascades
  *
  * A cascade runs M >= 1 classifiers ("stages") in sequence.  After stage m a
  * sample has a prediction and a confidence score computed from the members
@@ -17,11 +17,11 @@
  *
  * @code
  *   effml_cascade_options opt;  effml_cascade_options_init(&opt);
- *   opt.num_classes = 10;                      // score = EFFML_SCORE_MSP
+ *   opt.num_classes = 10;                      // score = EFFML_CASCADE_SCORE_MSP
  *   effml_cascade *c;  effml_cascade_create(ctx, &opt, &c);
  *   effml_cascade_add_stage_fn(ctx, c, small_fn, small_model, 1.2e6);  // MACs/sample
  *   effml_cascade_add_stage_fn(ctx, c, small_fn, other_model, 1.2e6);
- *   effml_cascade_calibrate(ctx, c, 2, val_logits, val_labels, &cal);   // window around tau
+ *   effml_cascade_select_thresholds(ctx, c, 2, val_logits, val_labels, &cal);   // window around tau
  *   effml_cascade_workspace *ws;  effml_cascade_workspace_create(ctx, c, &ws);
  *   effml_cascade_run(ctx, c, ws, n, &batch, pred, score, exit_stage, NULL);
  *   double macs = effml_cascade_workspace_expected_cost(ws);
@@ -44,11 +44,8 @@
 #ifndef EFFML_CASCADE_H
 #define EFFML_CASCADE_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
-#include "layer.h"
 
 EFFML_BEGIN_DECLS
 
@@ -58,18 +55,18 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 /* ---- confidence scores (higher = more confident) ---- */
 
 /** Maximum softmax probability max_k p_k (reference "confidence", display "MSP"). */
-#define EFFML_SCORE_MSP 1
+#define EFFML_CASCADE_SCORE_MSP 1
 /** Negative entropy sum_k p_k log p_k (reference "entropy" negated, display "-H"); 0 log 0 = 0. */
-#define EFFML_SCORE_ENTROPY 2
+#define EFFML_CASCADE_SCORE_ENTROPY 2
 /** Maximum logit max_k z_k (reference "max_logit" = -max_k z_k, negated). */
-#define EFFML_SCORE_MAX_LOGIT 3
+#define EFFML_CASCADE_SCORE_MAX_LOGIT 3
 /** Negative energy T * logsumexp(z / T) (Liu et al. NeurIPS 2020; reference "energy" negated, T = 1). */
-#define EFFML_SCORE_ENERGY 4
+#define EFFML_CASCADE_SCORE_ENERGY 4
 /** Softmax margin p_(1) - p_(2), top-1 minus top-2 probability. */
-#define EFFML_SCORE_MARGIN 5
+#define EFFML_CASCADE_SCORE_MARGIN 5
 /** DOCTOR (Granese et al. NeurIPS 2021, D_alpha): sum_k p_k^2 = 1 - g(x), g the Gini
  *  impurity; DOCTOR's rule "reject iff g/(1-g) > gamma" is "score < 1/(1+gamma)". */
-#define EFFML_SCORE_DOCTOR 6
+#define EFFML_CASCADE_SCORE_DOCTOR 6
 
 /* ---- how stage m combines the members ---- */
 
@@ -94,29 +91,20 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 /** Coverage c in (0, 1]: tau = the ceil(c*N)-th largest validation score. */
 #define EFFML_CASCADE_TARGET_COVERAGE 1
 /** Risk r in (0, 1]: tau = the lowest score whose top set (score >= tau) has risk <= r, i.e.
- *  the largest coverage with validation risk <= r (see effml_selective_coverage_at_risk()). */
+ *  the largest coverage with validation risk <= r (see effml_metrics_selective_coverage_at_risk()). */
 #define EFFML_CASCADE_TARGET_RISK 2
 /** In-distribution TPR t in (0, 1] for OOD detection (ID = positive, accepted iff score >= tau):
  *  tau = the ceil(t*N)-th largest (in-distribution) validation score.  Labels are not used. */
 #define EFFML_CASCADE_TARGET_TPR 3
 
-/* ---- risk-coverage threshold conventions ---- */
-
-/** thresholds[k] = k-th largest score: "score >= thresholds[k]" selects exactly the top k
- *  (without ties); thresholds[0] = +inf. */
-#define EFFML_RC_EXACT 0
-/** Guoxoug/window-early-exit `risk_coverage_curve`: thresholds[k] = (k+1)-th largest score,
- *  which with "score >= t" selects k+1 samples (off by one); thresholds[N] = -inf. */
-#define EFFML_RC_REFERENCE 1
-
 /**
- * Options for effml_cascade_create() and effml_ensemble_predict().  Fill with
+ * Options for effml_cascade_create() and effml_cascade_ensemble_predict().  Fill with
  * effml_cascade_options_init(); fields are only ever added at the end.
  */
 typedef struct effml_cascade_options {
   uint32_t struct_size; /**< sizeof(effml_cascade_options), set by _init */
   int64_t num_classes;  /**< K >= 2 classes, the width of every stage's logits (no default: 0) */
-  int32_t score;        /**< EFFML_SCORE_* (default EFFML_SCORE_MSP) */
+  int32_t score;        /**< EFFML_SCORE_* (default EFFML_CASCADE_SCORE_MSP) */
   int32_t aggregation;  /**< EFFML_CASCADE_AGG_* (default EFFML_CASCADE_AGG_MEAN) */
   double temperature;   /**< energy temperature T > 0 (default 1); other scores ignore it */
 } effml_cascade_options;
@@ -210,20 +198,20 @@ EFFML_API effml_status effml_cascade_get_exit_rule(effml_context *ctx,
                                                    double *tau);
 
 /**
- * Options for effml_cascade_calibrate().  Fill with
- * effml_cascade_calibration_options_init(); fields are only ever added at the end.
+ * Options for effml_cascade_select_thresholds().  Fill with
+ * effml_cascade_threshold_options_init(); fields are only ever added at the end.
  */
-typedef struct effml_cascade_calibration_options {
+typedef struct effml_cascade_threshold_options {
   uint32_t struct_size;  /**< set by _init */
   int32_t rule;          /**< EFFML_CASCADE_EXIT_WINDOW (default) or EFFML_CASCADE_EXIT_THRESHOLD */
   int32_t target;        /**< EFFML_CASCADE_TARGET_* (default EFFML_CASCADE_TARGET_COVERAGE) */
   double target_value;   /**< coverage, risk or TPR in (0, 1] (default 0.8) */
   double window_below;   /**< window half-width below tau's quantile, in [0, 1] (default 0.1) */
   double window_above;   /**< window half-width above tau's quantile, in [0, 1] (default 0.1) */
-} effml_cascade_calibration_options;
+} effml_cascade_threshold_options;
 
 /** Fill `opt` with defaults (struct_size set).  NULL is ignored. */
-EFFML_API void effml_cascade_calibration_options_init(effml_cascade_calibration_options *opt);
+EFFML_API void effml_cascade_threshold_options_init(effml_cascade_threshold_options *opt);
 
 /**
  * Calibrate the exit rule of every stage but the last from validation logits
@@ -247,11 +235,11 @@ EFFML_API void effml_cascade_calibration_options_init(effml_cascade_calibration_
  *         EFFML_E_NUMERIC (NaN/inf logits), EFFML_E_RANGE (label out of range; no coverage
  *         reaches the target risk), EFFML_E_NOMEM.  On error the rules are unchanged.
  */
-EFFML_API effml_status effml_cascade_calibrate(effml_context *ctx, effml_cascade *cascade,
+EFFML_API effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *cascade,
                                                int32_t num_stages,
                                                const effml_tensor *const *val_logits,
                                                const effml_tensor *val_labels,
-                                               const effml_cascade_calibration_options *opt);
+                                               const effml_cascade_threshold_options *opt);
 
 /**
  * Create a workspace: the per-thread scratch memory of effml_cascade_run() and
@@ -319,93 +307,11 @@ EFFML_API double effml_cascade_workspace_expected_cost(const effml_cascade_works
  * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NUMERIC, EFFML_E_NOMEM;
  *         outputs untouched on error.
  */
-EFFML_API effml_status effml_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
+EFFML_API effml_status effml_cascade_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
                                               int32_t num_members,
                                               const effml_tensor *const *logits,
                                               effml_tensor *pred, effml_tensor *score,
                                               effml_tensor *probs);
-
-/* ---- selective-classification and OOD metrics ----
- * Inputs: `scores` f32/f64 [N] confidences (no NaN); `correct` / `is_ood` bool, u8, i32 or
- * i64 [N] (nonzero = true).  Sorting is by score descending, ties broken by lower index
- * first (stable).  Errors: EFFML_E_INVALID_ARG (NULL, value out of range), EFFML_E_SHAPE
- * (N < 1, lengths differ), EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN score), EFFML_E_NOMEM.
- * Outputs are written only on success. */
-
-/**
- * Risk-coverage curve (Geifman & El-Yaniv 2017; reference `eval_utils.py::risk_coverage_curve`).
- * coverage[k] = k/N, risk[k] = (number wrong among the top k)/k for k = 1..N, risk[0] = 0 (as the
- * reference), thresholds per `convention` (EFFML_RC_EXACT or EFFML_RC_REFERENCE).
- * @param coverage, risk, thresholds  each NULL or f64 [N + 1], contiguous.
- */
-EFFML_API effml_status effml_selective_risk_coverage_curve(effml_context *ctx,
-                                                           const effml_tensor *scores,
-                                                           const effml_tensor *correct,
-                                                           int32_t convention,
-                                                           effml_tensor *coverage,
-                                                           effml_tensor *risk,
-                                                           effml_tensor *thresholds);
-
-/** AURC: trapezoidal area under the risk-coverage curve, including the point (0, 0)
- *  (reference convention: np.trapz(risk, coverage), not multiplied by 100). */
-EFFML_API effml_status effml_selective_aurc(effml_context *ctx, const effml_tensor *scores,
-                                            const effml_tensor *correct, double *aurc);
-
-/**
- * Risk at coverage c in (0, 1]: the error rate among the top k = ceil(c*N) scores, and the
- * threshold selecting them (the k-th largest score; "score >= threshold").  The reference
- * takes k = argmin |k/N - c| (rounding instead of ceil) and pairs it with the (k+1)-th score.
- * @param threshold  may be NULL
- */
-EFFML_API effml_status effml_selective_risk_at_coverage(effml_context *ctx,
-                                                        const effml_tensor *scores,
-                                                        const effml_tensor *correct,
-                                                        double coverage, double *risk,
-                                                        double *threshold);
-
-/**
- * Coverage at risk r in (0, 1]: the largest k/N whose top k has risk <= r, and the threshold
- * selecting it (k-th largest score).  0 coverage and threshold +inf when even the top-1 is
- * wrong.  The reference instead takes argmin_{k >= 500} |risk_k - r|, which may exceed r.
- * @param threshold  may be NULL
- */
-EFFML_API effml_status effml_selective_coverage_at_risk(effml_context *ctx,
-                                                        const effml_tensor *scores,
-                                                        const effml_tensor *correct,
-                                                        double risk, double *coverage,
-                                                        double *threshold);
-
-/**
- * AUROC of OOD detection: OOD = positive class scored by uncertainty (-score), as the
- * reference (sklearn `roc_auc_score`); equals P(score_ID > score_OOD) + P(tie)/2.
- * Needs both classes (else EFFML_E_INVALID_ARG).
- */
-EFFML_API effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *scores,
-                                       const effml_tensor *is_ood, double *auroc);
-
-/**
- * FPR at a TPR in (0, 1] (FPR@95: tpr = 0.95): in-distribution samples are positive and
- * accepted iff score >= t, t = the ceil(tpr*N_ID)-th largest ID score (so the true TPR is
- * >= tpr); FPR = (number of OOD with score >= t) / N_OOD.  The reference picks t with ID recall closest to
- * tpr on sklearn's precision-recall curve.  Needs both classes.
- * @param threshold  may be NULL
- */
-EFFML_API effml_status effml_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
-                                            const effml_tensor *is_ood, double tpr, double *fpr,
-                                            double *threshold);
-
-/** Top-1 error: fraction of pred[i] != labels[i]; pred and labels i32/i64 [N]. */
-EFFML_API effml_status effml_eval_top1_error(effml_context *ctx, const effml_tensor *pred,
-                                             const effml_tensor *labels, double *error);
-
-/**
- * Negative log-likelihood: mean over i of -log probs[i, labels[i]], in nats.
- * @param probs   f32/f64 [N, K] probabilities (e.g. effml_cascade_run()'s `probs`); a zero
- *                probability of the true class gives +inf (no clamping)
- * @param labels  i32/i64 [N] in [0, K) (else EFFML_E_RANGE)
- */
-EFFML_API effml_status effml_eval_nll(effml_context *ctx, const effml_tensor *probs,
-                                      const effml_tensor *labels, double *nll);
 
 EFFML_END_DECLS
 

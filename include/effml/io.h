@@ -18,7 +18,7 @@
  *
  * @code
  *   effml_safetensors *st;
- *   effml_safetensors_load(ctx, "adapter.safetensors", EFFML_SAFETENSORS_MMAP, &st);
+ *   effml_safetensors_load(ctx, "adapter.safetensors", EFFML_IO_SAFETENSORS_MMAP, &st);
  *   const effml_tensor *w;
  *   if (effml_safetensors_get(ctx, st, "lora_A.weight", &w) == EFFML_OK) use(w);
  *   effml_safetensors_free(st);                      // w is gone with st
@@ -27,7 +27,7 @@
  * Differences from the reference implementations, all documented in
  * docs/io.md: zero-size dimensions (legal in both formats) are refused with
  * EFFML_E_SHAPE because libeffml tensors need every dimension >= 1; more than
- * EFFML_MAX_DIMS dimensions give EFFML_E_UNSUPPORTED; `.npy` headers longer
+ * EFFML_TENSOR_MAX_DIMS dimensions give EFFML_E_UNSUPPORTED; `.npy` headers longer
  * than 1 MiB are refused.  The safetensors header JSON is parsed with cJSON,
  * whose parse tree is allocated with malloc() (not the context allocator)
  * and freed before the loader returns.  Little-endian hosts only.
@@ -39,9 +39,7 @@
 #ifndef EFFML_IO_H
 #define EFFML_IO_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
 
 EFFML_BEGIN_DECLS
@@ -57,12 +55,12 @@ EFFML_BEGIN_DECLS
  *         header, header longer than 1 MiB, data shorter than the shape),
  *         EFFML_E_UNSUPPORTED (format version other than 1.0/2.0/3.0;
  *         big-endian, object, structured or unknown dtype; more than
- *         EFFML_MAX_DIMS dims), EFFML_E_SHAPE (a zero or negative dimension),
+ *         EFFML_TENSOR_MAX_DIMS dims), EFFML_E_SHAPE (a zero or negative dimension),
  *         EFFML_E_OVERFLOW (the byte size overflows), EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_npy_load(effml_context *ctx, const char *path, effml_tensor **out);
-/** As effml_npy_load(), from `len` bytes at `buf` (copied). */
-EFFML_API effml_status effml_npy_load_buffer(effml_context *ctx, const void *buf, size_t len,
+EFFML_API effml_status effml_io_npy_load(effml_context *ctx, const char *path, effml_tensor **out);
+/** As effml_io_npy_load(), from `len` bytes at `buf` (copied). */
+EFFML_API effml_status effml_io_npy_load_buffer(effml_context *ctx, const void *buf, size_t len,
                                              effml_tensor **out);
 /**
  * Save `t` (any layout; written in C order) as `.npy` version 1.0 (2.0 if
@@ -71,19 +69,19 @@ EFFML_API effml_status effml_npy_load_buffer(effml_context *ctx, const void *buf
  * @return EFFML_E_INVALID_ARG, EFFML_E_DTYPE (bf16: no numpy dtype),
  *         EFFML_E_IO, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_npy_save(effml_context *ctx, const char *path, const effml_tensor *t);
+EFFML_API effml_status effml_io_npy_save(effml_context *ctx, const char *path, const effml_tensor *t);
 
 /** A loaded safetensors file: named tensors plus `__metadata__` strings. */
 typedef struct effml_safetensors effml_safetensors;
 
 /** Flags for effml_safetensors_load(). */
-#define EFFML_SAFETENSORS_COPY 0u /**< read the file into memory */
-#define EFFML_SAFETENSORS_MMAP 1u /**< map it read-only: tensors wrap the mapping and are read-only; a tensor whose offset is not a multiple of its element size gets an aligned (still read-only) copy */
+#define EFFML_IO_SAFETENSORS_COPY 0u /**< read the file into memory */
+#define EFFML_IO_SAFETENSORS_MMAP 1u /**< map it read-only: tensors wrap the mapping and are read-only; a tensor whose offset is not a multiple of its element size gets an aligned (still read-only) copy */
 
 /**
  * Load a safetensors file.  The byte buffer is read into one 64-byte aligned
  * block (COPY) or mapped (MMAP); the tensors borrow it.
- * @param flags  EFFML_SAFETENSORS_COPY or EFFML_SAFETENSORS_MMAP
+ * @param flags  EFFML_IO_SAFETENSORS_COPY or EFFML_IO_SAFETENSORS_MMAP
  * @param out    owned by the caller (effml_safetensors_free()); untouched on error
  * @return EFFML_E_INVALID_ARG (NULL argument, unknown flags), EFFML_E_IO
  *         (cannot open, read or map; not a regular file), EFFML_E_FORMAT
@@ -91,7 +89,7 @@ typedef struct effml_safetensors effml_safetensors;
  *         header that is not a JSON object; the message names the tensor and
  *         offsets), EFFML_E_DTYPE (unknown dtype string, or F4/F6/F8/C64,
  *         which libeffml does not support), EFFML_E_UNSUPPORTED (more than
- *         EFFML_MAX_DIMS dimensions), EFFML_E_SHAPE (a zero-size dimension;
+ *         EFFML_TENSOR_MAX_DIMS dimensions), EFFML_E_SHAPE (a zero-size dimension;
  *         the message names the tensor), EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32_t flags,

@@ -4,15 +4,15 @@
  *        parameters with gradients, save/load, and the sequential container.
  *
  * Every layer maps an f32 row-major batch `x [batch, in_features]` to
- * `y [batch, out_features]`.  Dense, activation, normalisation (train.h),
+ * `y [batch, out_features]`.  Dense, activation, dropout and normalisation (below),
  * adapter (adapter.h) and sparse (sparse.h) layers all are `effml_layer`s, so
  * optimizers, checkpoints and containers treat them alike.
  *
- * What a layer keeps for backward: in EFFML_MODE_TRAIN, forward() *borrows*
+ * What a layer keeps for backward: in EFFML_LAYER_MODE_TRAIN, forward() *borrows*
  * `x` (and, for some activations, `y`) until the next forward() or
  * backward(), and may store small per-batch state it owns (a dropout mask,
  * layer-norm means and inverse standard deviations).  The caller must not
- * modify or free `x`/`y` before backward().  In EFFML_MODE_INFER nothing is
+ * modify or free `x`/`y` before backward().  In EFFML_LAYER_MODE_INFER nothing is
  * kept (no borrow, no extra memory, dropout is the identity), and backward()
  * then fails with EFFML_E_STATE.  The sequential container owns its
  * intermediate activations, so its own caller only keeps `x` alive.
@@ -23,16 +23,16 @@
  * step.
  *
  * @code
- *   effml_layer *model;  effml_sequential_create(ctx, &model);
- *   effml_layer *fc;     effml_dense_create(ctx, 784, 10, 1, &fc);
- *   effml_sequential_add(ctx, model, fc);           // model owns fc now
- *   effml_layer_forward(ctx, model, x, logits, EFFML_MODE_TRAIN);
+ *   effml_layer *model;  effml_layer_sequential_create(ctx, &model);
+ *   effml_layer *fc;     effml_layer_dense_create(ctx, 784, 10, 1, &fc);
+ *   effml_layer_sequential_add(ctx, model, fc);           // model owns fc now
+ *   effml_layer_forward(ctx, model, x, logits, EFFML_LAYER_MODE_TRAIN);
  *   effml_layer_zero_grad(model);
  *   effml_layer_backward(ctx, model, dlogits, NULL);
  *   effml_layer_free(model);
  * @endcode
  *
- * Threads: a layer is used by one thread at a time.  In EFFML_MODE_INFER a
+ * Threads: a layer is used by one thread at a time.  In EFFML_LAYER_MODE_INFER a
  * layer is only read, so several threads may run inference on one layer at
  * once (each with its own context and output tensors) as long as no thread
  * trains or modifies it meanwhile.
@@ -40,9 +40,7 @@
 #ifndef EFFML_LAYER_H
 #define EFFML_LAYER_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
 
 EFFML_BEGIN_DECLS
@@ -50,8 +48,8 @@ EFFML_BEGIN_DECLS
 typedef struct effml_layer effml_layer;
 
 /** Forward modes. */
-#define EFFML_MODE_INFER 0 /**< keep nothing; dropout is the identity */
-#define EFFML_MODE_TRAIN 1 /**< keep what backward needs */
+#define EFFML_LAYER_MODE_INFER 0 /**< keep nothing; dropout is the identity */
+#define EFFML_LAYER_MODE_TRAIN 1 /**< keep what backward needs */
 
 /** Layer kind name ("dense", "relu", "sequential", "lphm", ...).  Static storage. */
 EFFML_API const char *effml_layer_kind(const effml_layer *layer);
@@ -65,7 +63,7 @@ EFFML_API int64_t effml_layer_out_features(const effml_layer *layer);
  * @param x  f32 `[batch, in_features]`, contiguous, batch >= 1
  * @param y  f32 `[batch, out_features]`, contiguous, caller-allocated,
  *           overwritten (must not alias x)
- * @param mode EFFML_MODE_TRAIN or EFFML_MODE_INFER
+ * @param mode EFFML_LAYER_MODE_TRAIN or EFFML_LAYER_MODE_INFER
  * @return EFFML_E_INVALID_ARG (NULL, bad mode, aliasing), EFFML_E_DTYPE (not
  *         f32), EFFML_E_SHAPE (widths or batch disagree, not contiguous),
  *         EFFML_E_NOMEM.  On error y is unspecified.
@@ -74,7 +72,7 @@ EFFML_API effml_status effml_layer_forward(effml_context *ctx, effml_layer *laye
                                            const effml_tensor *x, effml_tensor *y, int32_t mode);
 
 /**
- * Backward pass of the last EFFML_MODE_TRAIN forward.
+ * Backward pass of the last EFFML_LAYER_MODE_TRAIN forward.
  * @param dy  f32 `[batch, out_features]`, gradient of the loss w.r.t. y
  * @param dx  f32 `[batch, in_features]` to overwrite with dL/dx, or NULL when
  *            the input gradient is not needed (saves work for a first layer)
@@ -125,7 +123,7 @@ EFFML_API effml_status effml_layer_save(effml_context *ctx, const effml_layer *l
                                         const char *path, const char *prefix);
 
 /** Flags for effml_layer_load(). */
-#define EFFML_LOAD_STRICT 1u /**< every file tensor under `prefix` must match a parameter */
+#define EFFML_LAYER_LOAD_STRICT 1u /**< every file tensor under `prefix` must match a parameter */
 
 /**
  * Load parameters by name (`prefix` + name) from a safetensors file.  Every
@@ -142,7 +140,7 @@ EFFML_API effml_status effml_layer_load(effml_context *ctx, effml_layer *layer, 
 /* ---- sequential container ---- */
 
 /** Create an empty sequential container (y = f_n(...f_1(x))). */
-EFFML_API effml_status effml_sequential_create(effml_context *ctx, effml_layer **out);
+EFFML_API effml_status effml_layer_sequential_create(effml_context *ctx, effml_layer **out);
 /**
  * Append `child`; the container takes ownership of it on success (on error the
  * caller still owns it).  Its in_features must match the previous output
@@ -153,12 +151,78 @@ EFFML_API effml_status effml_sequential_create(effml_context *ctx, effml_layer *
  *         container, or `seq` itself is inside another container),
  *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
-EFFML_API effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq,
+EFFML_API effml_status effml_layer_sequential_add(effml_context *ctx, effml_layer *seq,
                                             effml_layer *child);
 /** Number of children (0 for a non-container). */
-EFFML_API int32_t effml_sequential_count(const effml_layer *seq);
+EFFML_API int32_t effml_layer_sequential_count(const effml_layer *seq);
 /** Borrow child `i`, or NULL. */
-EFFML_API effml_layer *effml_sequential_get(effml_layer *seq, int32_t i);
+EFFML_API effml_layer *effml_layer_sequential_get(effml_layer *seq, int32_t i);
+
+/* ---- layer kinds: dense, activation, dropout, layer norm ---- */
+
+/**
+ * Dense (fully connected) layer `y = x Wᵀ + b` (PyTorch `nn.Linear`).
+ *
+ * Parameters: "weight" `[out_features, in_features]` (the layout PyTorch
+ * stores, so its state dicts load unchanged) and, when `bias` is nonzero,
+ * "bias" `[out_features]`.  Initialised as PyTorch does, from the context
+ * generator: weight then bias, both U(-1/sqrt(in), 1/sqrt(in))
+ * (kaiming_uniform with a = sqrt(5)).  Forward is one sgemm; backward adds
+ * dW += dyᵀ x and db += Σ_rows dy, and writes dx = dy W.  A frozen weight
+ * or bias (effml_layer_set_trainable()) gets no gradient work at all.
+ * Keeps for backward: a borrow of x (train mode only).
+ * @param in_features, out_features  >= 1
+ * @param bias  nonzero to add a bias
+ * @return EFFML_E_INVALID_ARG (NULL ctx/out, a width < 1), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_layer_dense_create(effml_context *ctx, int64_t in_features,
+                                          int64_t out_features, int32_t bias, effml_layer **out);
+
+/** Element-wise activations. */
+#define EFFML_LAYER_ACT_IDENTITY 0  /**< y = x */
+#define EFFML_LAYER_ACT_RELU 1      /**< y = max(x, 0); derivative 0 at x = 0 (as PyTorch) */
+#define EFFML_LAYER_ACT_GELU 2      /**< exact: y = x Φ(x) = 0.5 x (1 + erf(x / √2)) (Hendrycks & Gimpel 2016) */
+#define EFFML_LAYER_ACT_GELU_TANH 3 /**< y = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))) ("gelu_new") */
+#define EFFML_LAYER_ACT_SILU 4      /**< y = x σ(x) (= swish with β = 1) */
+#define EFFML_LAYER_ACT_TANH 5      /**< y = tanh(x) */
+
+/** Name of an activation ("relu", "gelu", ...); "unknown" if invalid.  Static storage. */
+EFFML_API const char *effml_layer_activation_name(int32_t activation);
+
+/**
+ * Width-agnostic activation layer (no parameters).  Its widths adopt the
+ * input width (effml_layer_sequential_add() sets them from the previous layer).
+ * Keeps for backward: a borrow of x (train mode only).
+ * @return EFFML_E_INVALID_ARG (unknown activation, NULL), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_layer_activation_create(effml_context *ctx, int32_t activation,
+                                               effml_layer **out);
+
+/**
+ * Dropout (Srivastava et al., JMLR 2014), "inverted" as PyTorch: in train
+ * mode each element is zeroed with probability `p` and the survivors are
+ * scaled by 1/(1-p); in infer mode y = x.  The mask comes from the layer's
+ * own generator seeded with `seed` and advanced by every train forward, so
+ * the same seed gives the same masks whatever the thread count.
+ * Keeps for backward: the mask (owned, batch x width floats).
+ * @param p  drop probability in [0, 1)
+ * @return EFFML_E_INVALID_ARG (p outside [0, 1) or NaN), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_layer_dropout_create(effml_context *ctx, double p, uint64_t seed,
+                                            effml_layer **out);
+
+/**
+ * Layer normalisation over the feature dimension (Ba, Kiros & Hinton 2016;
+ * PyTorch `nn.LayerNorm(features, eps)`):
+ * y = (x - mean) / sqrt(var + eps) * weight + bias, var biased (divide by
+ * features).  Parameters "weight" (ones) and "bias" (zeros), `[features]`.
+ * Keeps for backward: a borrow of x plus the per-row mean and 1/std (owned).
+ * @param features  >= 1
+ * @param eps  > 0 (PyTorch default 1e-5)
+ * @return EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_layer_layernorm_create(effml_context *ctx, int64_t features, double eps,
+                                              effml_layer **out);
 
 EFFML_END_DECLS
 

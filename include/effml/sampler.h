@@ -45,11 +45,8 @@
 #ifndef EFFML_SAMPLER_H
 #define EFFML_SAMPLER_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
-#include "layer.h"
 
 EFFML_BEGIN_DECLS
 
@@ -110,7 +107,7 @@ EFFML_BEGIN_DECLS
  */
 typedef struct effml_sampler_resample_options {
   uint32_t struct_size;          /**< sizeof(effml_sampler_resample_options), set by _init */
-  int32_t method;                /**< EFFML_RESAMPLE_* (default SMOTE) */
+  int32_t method;                /**< EFFML_SAMPLER_RESAMPLE_* (default SMOTE) */
   int32_t sampling_strategy;     /**< EFFML_STRATEGY_* (default AUTO) */
   double ratio;                  /**< for EFFML_SAMPLER_STRATEGY_RATIO: over (0,1], under (0,1] */
   int64_t n_targets;             /**< entries of target_labels / target_counts */

@@ -23,7 +23,7 @@
  * @code
  *   effml_sparse_options so;  effml_sparse_options_init(&so);  so.sparsity = 0.9;
  *   effml_layer *fc;  effml_sparse_wide_create(ctx, 1024, 1024, &so, &fc);  // 3238 x 3238, 10 % dense
- *   effml_layer_forward(ctx, fc, x, y, EFFML_MODE_TRAIN);   // x [batch, 3238]
+ *   effml_layer_forward(ctx, fc, x, y, EFFML_LAYER_MODE_TRAIN);   // x [batch, 3238]
  *   effml_dst_options d;  effml_dst_options_init(&d);  d.total_steps = 10000;
  *   effml_dst *rigl;  effml_dst_create(ctx, model, optimizer, &d, &rigl);  // fit's step_hook: effml_dst_step_hook
  * @endcode
@@ -36,7 +36,7 @@
  * effml_sparse_linear_create_masked().
  *
  * Threads: as every layer (layer.h): one thread at a time; inference
- * (EFFML_MODE_INFER) only reads the layer and allocates its workspaces per
+ * (EFFML_LAYER_MODE_INFER) only reads the layer and allocates its workspaces per
  * call, so several threads may share a layer for inference, each with its own
  * context.  The kernels use the context's thread count (effml_context_set_num_threads)
  * and give bit-identical results for every thread count.  Randomness (masks,
@@ -46,12 +46,10 @@
 #ifndef EFFML_SPARSE_H
 #define EFFML_SPARSE_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 #include "tensor.h"
 #include "layer.h"
-#include "train.h"
+#include "optim.h"
 
 EFFML_BEGIN_DECLS
 
@@ -64,8 +62,8 @@ EFFML_BEGIN_DECLS
 #define EFFML_SPARSE_INIT_KAIMING_NORMAL 1 /**< N(0, √(2/out)): Sparse-IFT's kaiming_normal(fan_out, relu), then masked, no density rescaling (§2.3) */
 
 /** Nonlinearity between U and V of Sparse Factorized. */
-#define EFFML_SPARSE_ACT_NONE 0
-#define EFFML_SPARSE_ACT_RELU 1
+#define EFFML_LAYER_ACT_IDENTITY 0
+#define EFFML_LAYER_ACT_RELU 1
 
 /** Which sides Sparse Wide widens. */
 #define EFFML_SPARSE_WIDEN_IN 1u
@@ -337,12 +335,12 @@ EFFML_API effml_status effml_sparse_erk(effml_context *ctx, int32_t n_layers,
 
 typedef struct effml_dst effml_dst;
 
-#define EFFML_DST_RIGL 0   /**< regrow where |dense gradient| is largest (Evci et al. 2020) */
-#define EFFML_DST_SET 1    /**< regrow at uniformly random positions (Mocanu et al. 2018) */
-#define EFFML_DST_STATIC 2 /**< never update (static sparse training) */
+#define EFFML_SPARSE_DST_RIGL 0   /**< regrow where |dense gradient| is largest (Evci et al. 2020) */
+#define EFFML_SPARSE_DST_SET 1    /**< regrow at uniformly random positions (Mocanu et al. 2018) */
+#define EFFML_SPARSE_DST_STATIC 2 /**< never update (static sparse training) */
 
-#define EFFML_DST_DECAY_COSINE 0   /**< α(t) = α0·(1 + cos(π(t - begin)/(end - begin)))/2 */
-#define EFFML_DST_DECAY_CONSTANT 1 /**< α(t) = α0 */
+#define EFFML_SPARSE_DST_DECAY_COSINE 0   /**< α(t) = α0·(1 + cos(π(t - begin)/(end - begin)))/2 */
+#define EFFML_SPARSE_DST_DECAY_CONSTANT 1 /**< α(t) = α0 */
 
 /** Options of effml_dst_create(); fill with effml_dst_options_init(). */
 typedef struct effml_dst_options {
@@ -395,9 +393,9 @@ EFFML_API void effml_dst_free(effml_dst *dst);
 EFFML_API effml_status effml_dst_step(effml_context *ctx, effml_dst *dst, int32_t *updated);
 
 /**
- * effml_fit_options.step_hook adapter: `user_data` is the effml_dst; calls
+ * effml_train_options.step_hook adapter: `user_data` is the effml_dst; calls
  * effml_dst_step with the context given to effml_dst_create and returns
- * nonzero on error (which stops effml_fit_classifier with EFFML_E_STATE).
+ * nonzero on error (which stops effml_train_classifier with EFFML_E_STATE).
  */
 EFFML_API int32_t effml_dst_step_hook(void *user_data, int64_t step);
 

@@ -31,9 +31,7 @@
 #ifndef EFFML_TENSOR_H
 #define EFFML_TENSOR_H
 
-#include "common.h"
-#include "context.h"
-#include "error.h"
+#include "core.h"
 
 EFFML_BEGIN_DECLS
 
@@ -55,16 +53,16 @@ typedef struct effml_tensor effml_tensor;
 #define EFFML_BOOL 13 /**< one byte, 0 or 1 */
 
 /** Maximum number of dimensions. */
-#define EFFML_MAX_DIMS 8
+#define EFFML_TENSOR_MAX_DIMS 8
 
 /** Size of one element in bytes (0 for an unknown dtype). */
-EFFML_API size_t effml_dtype_size(int32_t dtype);
+EFFML_API size_t effml_tensor_dtype_size(int32_t dtype);
 /** Short name ("f32", "i64", ...); "unknown" for an unknown dtype.  Static storage. */
-EFFML_API const char *effml_dtype_name(int32_t dtype);
+EFFML_API const char *effml_tensor_dtype_name(int32_t dtype);
 
 /**
  * Create a contiguous, zero-filled tensor.
- * @param ndim   0..EFFML_MAX_DIMS (0 = scalar with one element)
+ * @param ndim   0..EFFML_TENSOR_MAX_DIMS (0 = scalar with one element)
  * @param shape  `ndim` sizes, each >= 1 (may be NULL when ndim == 0)
  * @param out    receives the tensor, owned by the caller (effml_tensor_free())
  * @return EFFML_E_INVALID_ARG (NULL ctx/out/shape), EFFML_E_DTYPE (unknown
@@ -101,7 +99,7 @@ EFFML_API void effml_tensor_free(effml_tensor *t);
 /* ---- queries (never fail; a NULL tensor gives 0/NULL) ---- */
 /** Element type (EFFML_F32, ...), or 0 for NULL. */
 EFFML_API int32_t effml_tensor_dtype(const effml_tensor *t);
-/** Number of dimensions, 0..EFFML_MAX_DIMS (0 = scalar). */
+/** Number of dimensions, 0..EFFML_TENSOR_MAX_DIMS (0 = scalar). */
 EFFML_API int32_t effml_tensor_ndim(const effml_tensor *t);
 /** Size of dimension `dim` (negative counts from the end); 0 if out of range. */
 EFFML_API int64_t effml_tensor_dim(const effml_tensor *t, int32_t dim);
@@ -180,6 +178,34 @@ EFFML_API effml_status effml_tensor_get_i64(effml_context *ctx, const effml_tens
 /** Write an integer element exactly (integer and bool dtypes; EFFML_E_NUMERIC if it does not fit). */
 EFFML_API effml_status effml_tensor_set_i64(effml_context *ctx, effml_tensor *t,
                                             const int64_t *index, int64_t value);
+
+/* ---- initialisers (PyTorch `torch.nn.init` conventions), from the context generator ---- */
+
+/*
+ * Fans as PyTorch: for a tensor `[d0, d1, d2...]` (ndim >= 2), fan_in =
+ * d1 * prod(d2...), fan_out = d0 * prod(d2...); so a dense weight
+ * `[out, in]` has fan_in = in.  Every initialiser writes the elements in
+ * row-major order, drawing from the context generator
+ * (effml_context_set_seed()).  The tensor must be f32 or f64, contiguous and
+ * writable.  Errors: EFFML_E_INVALID_ARG (NULL, read-only, bad range),
+ * EFFML_E_DTYPE, EFFML_E_SHAPE (ndim < 2 for the fan-based ones, not
+ * contiguous).  On error the tensor is untouched.
+ */
+
+/** Xavier/Glorot uniform (Glorot & Bengio 2010, eq. 16): U(-a, a), a = gain·sqrt(6/(fan_in+fan_out)). */
+EFFML_API effml_status effml_tensor_init_xavier_uniform(effml_context *ctx, effml_tensor *t, double gain);
+/** Xavier/Glorot normal: N(0, std²), std = gain·sqrt(2/(fan_in+fan_out)). */
+EFFML_API effml_status effml_tensor_init_xavier_normal(effml_context *ctx, effml_tensor *t, double gain);
+/** Kaiming/He normal, mode fan_in (He et al. 2015, eq. 10): std = sqrt(2/(1+a²))/sqrt(fan_in); a = leaky slope (0 for ReLU). */
+EFFML_API effml_status effml_tensor_init_kaiming_normal(effml_context *ctx, effml_tensor *t, double a);
+/** Kaiming/He uniform, mode fan_in: bound = sqrt(2/(1+a²))·sqrt(3/fan_in) (a = sqrt(5) gives nn.Linear's default). */
+EFFML_API effml_status effml_tensor_init_kaiming_uniform(effml_context *ctx, effml_tensor *t, double a);
+/** Normal N(mean, std²), std >= 0. */
+EFFML_API effml_status effml_tensor_init_normal(effml_context *ctx, effml_tensor *t, double mean,
+                                         double std);
+/** Uniform U(lo, hi), lo <= hi. */
+EFFML_API effml_status effml_tensor_init_uniform(effml_context *ctx, effml_tensor *t, double lo,
+                                          double hi);
 
 EFFML_END_DECLS
 

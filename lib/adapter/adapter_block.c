@@ -24,10 +24,10 @@ void effml_adapter_options_init(effml_adapter_options *opt) {
   opt->struct_size = (uint32_t)sizeof *opt;
   opt->reduction_factor = 32;
   opt->projection = EFFML_ADAPTER_PROJ_LPHM;
-  opt->activation = EFFML_ACT_GELU_TANH;
+  opt->activation = EFFML_LAYER_ACT_GELU_TANH;
   opt->phm_dim = 4;
   opt->rank = 1;
-  opt->w_init = EFFML_PHM_INIT_GLOROT_UNIFORM;
+  opt->w_init = EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM;
   opt->phm_init_range = 1e-4;
   opt->residual = 1;
   opt->bias = 1;
@@ -73,7 +73,7 @@ static effml_status adapter_forward(effml_context *ctx, effml_layer *l, const ef
   int64_t b = x->shape[0];
   effml_tensor *h = NULL, *a = NULL;
   effml_status st;
-  if (mode == EFFML_MODE_TRAIN) {
+  if (mode == EFFML_LAYER_MODE_TRAIN) {
     st = ensure_2d(ctx, &p->h, b, p->d);
     if (st == EFFML_OK) st = ensure_2d(ctx, &p->a, b, p->d);
     h = p->h;
@@ -83,14 +83,14 @@ static effml_status adapter_forward(effml_context *ctx, effml_layer *l, const ef
     if (st == EFFML_OK) st = effml__tensor_f32_2d(ctx, b, p->d, &a);
   }
   if (st == EFFML_OK) st = effml_layer_forward(ctx, p->down, x, h, mode);
-  if (st == EFFML_OK) st = effml_activation_apply(ctx, p->act, h, a);
+  if (st == EFFML_OK) st = effml__activation_apply(ctx, p->act, h, a);
   if (st == EFFML_OK) st = effml_layer_forward(ctx, p->up, a, y, mode);
   if (st == EFFML_OK && p->residual) {
     float *yy = effml__f32(y);
     const float *xx = effml__cf32(x);
     for (int64_t i = 0; i < b * l->in_features; ++i) yy[i] += xx[i];
   }
-  if (mode != EFFML_MODE_TRAIN) {
+  if (mode != EFFML_LAYER_MODE_TRAIN) {
     effml_tensor_free(h);
     effml_tensor_free(a);
   }
@@ -108,7 +108,7 @@ static effml_status adapter_backward(effml_context *ctx, effml_layer *l, const e
   effml_tensor *da = NULL;
   EFFML__TRY(effml__tensor_f32_2d(ctx, dy->shape[0], p->d, &da));
   effml_status st = effml_layer_backward(ctx, p->up, dy, da);
-  if (st == EFFML_OK) st = effml_activation_backward(ctx, p->act, p->h, da, da);
+  if (st == EFFML_OK) st = effml__activation_backward(ctx, p->act, p->h, da, da);
   if (st == EFFML_OK) st = effml_layer_backward(ctx, p->down, da, dx);
   if (st == EFFML_OK && dx && p->residual) {
     float *g = effml__f32(dx);
@@ -137,7 +137,7 @@ static effml_status read_options(effml_context *ctx, int64_t features, const eff
   if (o->projection < EFFML_ADAPTER_PROJ_LPHM || o->projection > EFFML_ADAPTER_PROJ_DENSE)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: projection=%d is not an EFFML_ADAPTER_PROJ_* value",
                       (int)o->projection);
-  if (o->activation < EFFML_ACT_IDENTITY || o->activation > EFFML_ACT_TANH)
+  if (o->activation < EFFML_LAYER_ACT_IDENTITY || o->activation > EFFML_LAYER_ACT_TANH)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: activation=%d is not an EFFML_ACT_* value",
                       (int)o->activation);
   if (o->bottleneck < 0 || (o->bottleneck == 0 && o->reduction_factor < 1))
@@ -152,8 +152,8 @@ static effml_status read_options(effml_context *ctx, int64_t features, const eff
   return EFFML_OK;
 }
 
-static void phm_opts(const effml_adapter_options *o, effml_phm_options *po) {
-  effml_phm_options_init(po);
+static void phm_opts(const effml_adapter_options *o, effml_adapter_phm_options *po) {
+  effml_adapter_phm_options_init(po);
   po->phm_dim = o->projection == EFFML_ADAPTER_PROJ_DENSE ? 1 : o->phm_dim;
   po->factorized = o->projection == EFFML_ADAPTER_PROJ_LPHM;
   po->rank = o->rank;
@@ -185,7 +185,7 @@ effml_status effml_adapter_create(effml_context *ctx, int64_t features, const ef
   EFFML__TRY(read_options(ctx, features, opt, &o, &d));
   int dense = o.projection == EFFML_ADAPTER_PROJ_DENSE;
   effml_phm_rule *r = dense ? NULL : rule;
-  effml_phm_options po;
+  effml_adapter_phm_options po;
   phm_opts(&o, &po);
   effml__adapter *p = (effml__adapter *)effml__calloc_or_err(ctx, 1, sizeof *p, "an adapter block");
   if (p == NULL) return EFFML_E_NOMEM;

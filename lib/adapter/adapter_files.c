@@ -40,7 +40,7 @@ static effml_status plan_add(effml_context *ctx, const effml_safetensors *st, co
   }
   if (!is_float_dtype(src->dtype))
     return effml__err(ctx, EFFML_E_DTYPE, "adapter file: \"%s\" has dtype %s, expected a float type", key,
-                      effml_dtype_name(src->dtype));
+                      effml_tensor_dtype_name(src->dtype));
   items[*count].src = src;
   items[*count].dst = dst;
   (*count)++;
@@ -70,19 +70,19 @@ static int32_t param_named(effml_layer *l, const char *name) {
 
 /* ---- PEFT LoRA ---- */
 
-effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
+effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
                                   effml_layer *const *layers, const char *const *module_names) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, layers);
   EFFML__CHECK_NULL(ctx, module_names);
-  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_load_peft: n=%lld must be >= 1", (long long)n);
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_load_peft: n=%lld must be >= 1", (long long)n);
   for (int64_t i = 0; i < n; ++i) {
     if (!effml__is_lora(layers[i]) || module_names[i] == NULL)
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_load_peft: layers[%lld] is not a lora layer or has no module name",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_load_peft: layers[%lld] is not a lora layer or has no module name",
                         (long long)i);
-    if (effml_lora_is_merged(layers[i]))
-      return effml__err(ctx, EFFML_E_STATE, "effml_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
+    if (effml_adapter_lora_is_merged(layers[i]))
+      return effml__err(ctx, EFFML_E_STATE, "effml_adapter_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
   }
   char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
   plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)(2 * n), sizeof *items);
@@ -91,9 +91,9 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
   effml_safetensors *st = NULL;
   effml_status s = EFFML_OK;
   if (st_path == NULL || items == NULL || alphas == NULL)
-    s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
+    s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
   if (s == EFFML_OK) s = effml__peft_cfg_open(ctx, dir, 0u, &cfg);
-  if (s == EFFML_OK) s = effml_safetensors_load(ctx, st_path, EFFML_SAFETENSORS_COPY, &st);
+  if (s == EFFML_OK) s = effml_safetensors_load(ctx, st_path, EFFML_IO_SAFETENSORS_COPY, &st);
   int64_t count = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
     effml_layer *l = layers[i];
@@ -106,7 +106,7 @@ effml_status effml_lora_load_peft(effml_context *ctx, const char *dir, int64_t n
     }
     char *ka = join3(ctx, module_names[i], ".lora_A.weight", "");
     char *kb = join3(ctx, module_names[i], ".lora_B.weight", "");
-    if (ka == NULL || kb == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_load_peft: out of memory");
+    if (ka == NULL || kb == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
     if (s == EFFML_OK) s = plan_add(ctx, st, ka, effml_layer_param(l, param_named(l, "lora_A.weight")), items, &count);
     if (s == EFFML_OK) s = plan_add(ctx, st, kb, effml_layer_param(l, param_named(l, "lora_B.weight")), items, &count);
     effml__free(ctx, ka);
@@ -145,22 +145,22 @@ static effml_status write_text(effml_context *ctx, const char *path, const char 
   return ok ? EFFML_OK : effml__err(ctx, EFFML_E_IO, "cannot write \"%s\"", path);
 }
 
-effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
+effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
                                   effml_layer *const *layers, const char *const *module_names,
                                   const char *base_model_name_or_path) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, layers);
   EFFML__CHECK_NULL(ctx, module_names);
-  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: n=%lld must be >= 1", (long long)n);
+  if (n < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_save_peft: n=%lld must be >= 1", (long long)n);
   for (int64_t i = 0; i < n; ++i) {
     if (!effml__is_lora(layers[i]) || module_names[i] == NULL || module_names[i][0] == '\0')
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: layers[%lld] is not a lora layer or has no module name",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_save_peft: layers[%lld] is not a lora layer or has no module name",
                         (long long)i);
     if (effml__lora_rank(layers[i]) != effml__lora_rank(layers[0]) ||
         effml__lora_alpha(layers[i]) != effml__lora_alpha(layers[0]) ||
         effml__lora_rslora(layers[i]) != effml__lora_rslora(layers[0]))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_save_peft: layers[%lld] has another r/alpha/use_rslora than layers[0] (one adapter_config.json holds one)",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_save_peft: layers[%lld] has another r/alpha/use_rslora than layers[0] (one adapter_config.json holds one)",
                         (long long)i);
   }
   char **names = (char **)effml__calloc(ctx, (size_t)(2 * n), sizeof *names);
@@ -169,11 +169,11 @@ effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n
   char *cfg_path = join3(ctx, dir, "/", "adapter_config.json");
   effml_status s = EFFML_OK;
   if (names == NULL || ts == NULL || st_path == NULL || cfg_path == NULL)
-    s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+    s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
     names[2 * i] = join3(ctx, module_names[i], ".lora_A.weight", "");
     names[2 * i + 1] = join3(ctx, module_names[i], ".lora_B.weight", "");
-    if (names[2 * i] == NULL || names[2 * i + 1] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+    if (names[2 * i] == NULL || names[2 * i + 1] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
     ts[2 * i] = effml_layer_param(layers[i], param_named(layers[i], "lora_A.weight"));
     ts[2 * i + 1] = effml_layer_param(layers[i], param_named(layers[i], "lora_B.weight"));
   }
@@ -213,7 +213,7 @@ effml_status effml_lora_save_peft(effml_context *ctx, const char *dir, int64_t n
       cJSON_AddBoolToObject(c, "use_rslora", effml__lora_rslora(layers[0]));
       text = cJSON_Print(c);
     }
-    s = text ? write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_lora_save_peft: out of memory");
+    s = text ? write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
     free(text);
     cJSON_Delete(tm);
     cJSON_Delete(c);
@@ -254,18 +254,18 @@ static effml_status check_blocks(effml_context *ctx, const char *fn, int64_t n, 
   return EFFML_OK;
 }
 
-effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *path, int64_t n,
+effml_status effml_adapter_compacter_save_adapterhub(effml_context *ctx, const char *path, int64_t n,
                                              effml_layer *const *blocks, const char *const *prefixes,
                                              const char *phm_rule_key) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   effml_tensor *rule = NULL;
-  EFFML__TRY(check_blocks(ctx, "effml_compacter_save_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
+  EFFML__TRY(check_blocks(ctx, "effml_adapter_compacter_save_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
   int64_t total = rule ? 1 : 0;
   for (int64_t i = 0; i < n; ++i) total += blocks[i]->n_params - (rule ? 1 : 0);
   char **names = (char **)effml__calloc(ctx, (size_t)total, sizeof *names);
   const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)total, sizeof *ts);
-  effml_status s = (names && ts) ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+  effml_status s = (names && ts) ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
   int64_t k = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i)
     for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
@@ -273,12 +273,12 @@ effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *pat
       if (rule && strcmp(pn, "phm_rule") == 0) continue;
       names[k] = join3(ctx, prefixes[i], ".", pn);
       ts[k] = effml_layer_param(blocks[i], j);
-      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
     }
   if (s == EFFML_OK && rule) {
     names[k] = join3(ctx, phm_rule_key, "", "");
     ts[k] = rule;
-    if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_save_adapterhub: out of memory");
+    if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
   }
   if (s == EFFML_OK) {
     const char *mk[1] = {"format"}, *mv[1] = {"pt"};
@@ -290,19 +290,19 @@ effml_status effml_compacter_save_adapterhub(effml_context *ctx, const char *pat
   return s;
 }
 
-effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *path, int64_t n,
+effml_status effml_adapter_compacter_load_adapterhub(effml_context *ctx, const char *path, int64_t n,
                                              effml_layer *const *blocks, const char *const *prefixes,
                                              const char *phm_rule_key) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   effml_tensor *rule = NULL;
-  EFFML__TRY(check_blocks(ctx, "effml_compacter_load_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
+  EFFML__TRY(check_blocks(ctx, "effml_adapter_compacter_load_adapterhub", n, blocks, prefixes, phm_rule_key, &rule));
   int64_t total = 1;
   for (int64_t i = 0; i < n; ++i) total += blocks[i]->n_params;
   plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)total, sizeof *items);
-  if (items == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_load_adapterhub: out of memory");
+  if (items == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_load_adapterhub: out of memory");
   effml_safetensors *st = NULL;
-  effml_status s = effml_safetensors_load(ctx, path, EFFML_SAFETENSORS_COPY, &st);
+  effml_status s = effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &st);
   int64_t count = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i)
     for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
@@ -310,7 +310,7 @@ effml_status effml_compacter_load_adapterhub(effml_context *ctx, const char *pat
       if (rule && strcmp(pn, "phm_rule") == 0) continue;
       char *key = join3(ctx, prefixes[i], ".", pn);
       s = key ? plan_add(ctx, st, key, effml_layer_param(blocks[i], j), items, &count)
-              : effml__err(ctx, EFFML_E_NOMEM, "effml_compacter_load_adapterhub: out of memory");
+              : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_load_adapterhub: out of memory");
       effml__free(ctx, key);
     }
   if (s == EFFML_OK && rule) s = plan_add(ctx, st, phm_rule_key, rule, items, &count);

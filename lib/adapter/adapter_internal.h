@@ -13,7 +13,7 @@
 #ifndef EFFML_ADAPTER_INTERNAL_H
 #define EFFML_ADAPTER_INTERNAL_H
 
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
 struct effml_phm_rule {
   effml_context *ctx;
@@ -46,7 +46,7 @@ typedef struct effml__phm {
 /* Create a PHM/LPHM layer; fixed_rule builds the n = 1 dense projection used
  * by the adapter block (no "phm_rule" parameter). */
 EFFML__HIDDEN effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
-                                             const effml_phm_options *opt, effml_phm_rule *rule,
+                                             const effml_adapter_phm_options *opt, effml_phm_rule *rule,
                                              int32_t fixed_rule, effml_layer **out_layer);
 /* 1 if the layer is a PHM/LPHM layer. */
 EFFML__HIDDEN int effml__is_phm(const effml_layer *l);

@@ -1,6 +1,6 @@
 /* The frozen dense base under LoRA and LoKr: any layer with parameters
  * "weight" [out, in] (PyTorch nn.Linear layout) and optionally "bias" [out],
- * e.g. effml_dense_create().  The wrapper owns the base layer and exposes its
+ * e.g. effml_layer_dense_create().  The wrapper owns the base layer and exposes its
  * tensors as "base_layer.weight"/"base_layer.bias" (PEFT's in-memory names). */
 #include <cblas.h>
 #include <math.h>

@@ -30,18 +30,18 @@ typedef struct effml__lokr {
 
 static const effml__layer_ops LOKR_OPS;
 
-void effml_lokr_options_init(effml_lokr_options *opt) {
+void effml_adapter_lokr_options_init(effml_adapter_lokr_options *opt) {
   if (opt == NULL) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
   opt->rank = 8;
   opt->alpha = 8.0;
   opt->decompose_factor = -1;
-  opt->scale_convention = EFFML_LOKR_SCALE_PEFT;
+  opt->scale_convention = EFFML_ADAPTER_LOKR_SCALE_PEFT;
   opt->freeze_base = 1;
 }
 
-effml_status effml_lokr_factorization(int64_t dim, int64_t factor, int64_t *m_out, int64_t *n_out) {
+effml_status effml_adapter_lokr_factorization(int64_t dim, int64_t factor, int64_t *m_out, int64_t *n_out) {
   if (dim < 1 || m_out == NULL || n_out == NULL) return EFFML_E_INVALID_ARG;
   if (factor > 0 && dim % factor == 0) {
     *m_out = factor;
@@ -124,7 +124,7 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
   float *w1 = (float *)effml__malloc(ctx, (size_t)(ol * im + ok * in_) * sizeof(float));
   float *Z = NULL;
   if (w1 != NULL) {
-    if (mode == EFFML_MODE_TRAIN) {
+    if (mode == EFFML_LAYER_MODE_TRAIN) {
       if (p->cap_z < need) {
         effml__free(ctx, p->Z);
         p->Z = (float *)effml__malloc(ctx, need * sizeof(float));
@@ -137,7 +137,7 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
   }
   if (w1 == NULL || Z == NULL) {
     effml__free(ctx, w1);
-    if (mode != EFFML_MODE_TRAIN) effml__free(ctx, Z);
+    if (mode != EFFML_LAYER_MODE_TRAIN) effml__free(ctx, Z);
     return effml__err(ctx, EFFML_E_NOMEM, "lokr forward: out of memory");
   }
   float *w2 = w1 + ol * im;
@@ -152,7 +152,7 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
                 (float)p->scale, w1, (int)im, Z + row * im * ok, (int)ok, 1.0f, y + row * out,
                 (int)ok);
   effml__free(ctx, w1);
-  if (mode == EFFML_MODE_TRAIN) {
+  if (mode == EFFML_LAYER_MODE_TRAIN) {
     p->x = x;
     p->batch = b;
   } else {
@@ -203,42 +203,42 @@ static effml_status lokr_backward(effml_context *ctx, effml_layer *l, const effm
 
 static const effml__layer_ops LOKR_OPS = {"lokr", lokr_forward, lokr_backward, lokr_destroy};
 
-effml_status effml_lokr_create(effml_context *ctx, effml_layer *base, const effml_lokr_options *opt,
+effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, const effml_adapter_lokr_options *opt,
                                effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);
-  effml_lokr_options o;
-  effml_lokr_options_init(&o);
+  effml_adapter_lokr_options o;
+  effml_adapter_lokr_options_init(&o);
   if (opt) {
     if (opt->struct_size < sizeof(uint32_t))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lokr_create: opt->struct_size=%u is too small",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: opt->struct_size=%u is too small",
                         (unsigned)opt->struct_size);
     memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
   }
   if (o.rank < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lokr_create: rank=%lld must be >= 1", (long long)o.rank);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: rank=%lld must be >= 1", (long long)o.rank);
   if (!isfinite(o.alpha))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lokr_create: alpha=%g must be finite", o.alpha);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: alpha=%g must be finite", o.alpha);
   if (o.decompose_factor == 0 || o.decompose_factor < -1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lokr_create: decompose_factor=%lld must be -1 or >= 1",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: decompose_factor=%lld must be -1 or >= 1",
                       (long long)o.decompose_factor);
-  if (o.scale_convention != EFFML_LOKR_SCALE_PEFT && o.scale_convention != EFFML_LOKR_SCALE_LYCORIS)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lokr_create: scale_convention=%d is not an EFFML_LOKR_SCALE_* value",
+  if (o.scale_convention != EFFML_ADAPTER_LOKR_SCALE_PEFT && o.scale_convention != EFFML_ADAPTER_LOKR_SCALE_LYCORIS)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: scale_convention=%d is not an EFFML_LOKR_SCALE_* value",
                       (int)o.scale_convention);
   int64_t in = 0, nout = 0;
   EFFML__TRY(effml__wrap_dense_base(ctx, base, &in, &nout));
   effml__lokr *p = (effml__lokr *)effml__calloc_or_err(ctx, 1, sizeof *p, "a lokr layer");
   if (p == NULL) return EFFML_E_NOMEM;
-  effml_lokr_factorization(in, o.decompose_factor, &p->in_m, &p->in_n);
-  effml_lokr_factorization(nout, o.decompose_factor, &p->out_l, &p->out_k);
+  effml_adapter_lokr_factorization(in, o.decompose_factor, &p->in_m, &p->in_n);
+  effml_adapter_lokr_factorization(nout, o.decompose_factor, &p->out_l, &p->out_k);
   p->r = o.rank;
   double r = (double)o.rank;
   double m1 = (double)(p->out_l > p->in_m ? p->out_l : p->in_m);
   double m2 = (double)(p->out_k > p->in_n ? p->out_k : p->in_n);
   p->full_w1 = !(o.decompose_both && r < m1 / 2);
   p->full_w2 = !(r < m2 / 2);
-  p->scale = (o.scale_convention == EFFML_LOKR_SCALE_LYCORIS && p->full_w1 && p->full_w2) ? 1.0 : o.alpha / r;
+  p->scale = (o.scale_convention == EFFML_ADAPTER_LOKR_SCALE_LYCORIS && p->full_w1 && p->full_w2) ? 1.0 : o.alpha / r;
   p->i_w1 = p->i_w1a = p->i_w1b = p->i_w2 = p->i_w2a = p->i_w2b = -1;
   effml_layer *l = NULL;
   effml_status st = effml__layer_new(ctx, &LOKR_OPS, in, nout, p, &l);
@@ -282,17 +282,17 @@ effml_status effml_lokr_create(effml_context *ctx, effml_layer *base, const effm
   return EFFML_OK;
 }
 
-effml_status effml_lokr_delta_weight(effml_context *ctx, const effml_layer *layer, effml_tensor *dw) {
+effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer, effml_tensor *dw) {
   EFFML__CHECK_NULL(ctx, ctx);
   effml__lokr *p = as_lokr(layer);
-  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lokr_delta_weight: layer is not a lokr layer");
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_delta_weight: layer is not a lokr layer");
   EFFML__TRY(effml__check_tensor(ctx, dw, "dw", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_writable(ctx, dw, "dw"));
   EFFML__TRY(effml__check_dim(ctx, dw, "dw", 0, layer->out_features));
   EFFML__TRY(effml__check_dim(ctx, dw, "dw", 1, layer->in_features));
   int64_t ol = p->out_l, ok = p->out_k, im = p->in_m, in_ = p->in_n;
   float *w1 = (float *)effml__malloc(ctx, (size_t)(ol * im + ok * in_) * sizeof(float));
-  if (w1 == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_lokr_delta_weight: out of memory");
+  if (w1 == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lokr_delta_weight: out of memory");
   float *w2 = w1 + ol * im, *D = effml__f32(dw);
   factor_value((effml_layer *)layer, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, w1);
   factor_value((effml_layer *)layer, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, w2);

@@ -23,13 +23,13 @@ typedef struct effml__lora {
 
 static const effml__layer_ops LORA_OPS;
 
-void effml_lora_options_init(effml_lora_options *opt) {
+void effml_adapter_lora_options_init(effml_adapter_lora_options *opt) {
   if (opt == NULL) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
   opt->rank = 8;
   opt->alpha = 8.0;
-  opt->init_a = EFFML_LORA_INIT_KAIMING_UNIFORM;
+  opt->init_a = EFFML_ADAPTER_LORA_INIT_KAIMING_UNIFORM;
   opt->freeze_base = 1;
 }
 
@@ -52,11 +52,11 @@ static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml
   const float *x = effml__cf32(xt);
   float *y = effml__f32(yt);
   const float *A = effml__param_f32(l, p->i_a), *B = effml__param_f32(l, p->i_b);
-  int need_u = !p->merged || mode == EFFML_MODE_TRAIN;
+  int need_u = !p->merged || mode == EFFML_LAYER_MODE_TRAIN;
   float *U = NULL;
   if (need_u) {
     size_t need = (size_t)(b * r);
-    if (mode == EFFML_MODE_TRAIN) {
+    if (mode == EFFML_LAYER_MODE_TRAIN) {
       if (p->cap_u < need) {
         effml__free(ctx, p->U);
         p->U = (float *)effml__malloc(ctx, need * sizeof(float));
@@ -74,7 +74,7 @@ static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml
   if (!p->merged)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)r,
                 (float)p->scaling, U, (int)r, B, (int)r, 1.0f, y, (int)out);
-  if (mode == EFFML_MODE_TRAIN) {
+  if (mode == EFFML_LAYER_MODE_TRAIN) {
     p->x = x;
     p->batch = b;
   } else {
@@ -111,30 +111,30 @@ static effml_status lora_backward(effml_context *ctx, effml_layer *l, const effm
 
 static const effml__layer_ops LORA_OPS = {"lora", lora_forward, lora_backward, lora_destroy};
 
-effml_status effml_lora_create(effml_context *ctx, effml_layer *base, const effml_lora_options *opt,
+effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, const effml_adapter_lora_options *opt,
                                effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);
-  effml_lora_options o;
-  effml_lora_options_init(&o);
+  effml_adapter_lora_options o;
+  effml_adapter_lora_options_init(&o);
   if (opt) {
     if (opt->struct_size < sizeof(uint32_t))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_create: opt->struct_size=%u is too small",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: opt->struct_size=%u is too small",
                         (unsigned)opt->struct_size);
     memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
   }
   if (o.rank < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_create: rank=%lld must be >= 1", (long long)o.rank);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: rank=%lld must be >= 1", (long long)o.rank);
   if (!isfinite(o.alpha))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_create: alpha=%g must be finite", o.alpha);
-  if (o.init_a != EFFML_LORA_INIT_KAIMING_UNIFORM && o.init_a != EFFML_LORA_INIT_GAUSSIAN)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_create: init_a=%d is not an EFFML_LORA_INIT_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: alpha=%g must be finite", o.alpha);
+  if (o.init_a != EFFML_ADAPTER_LORA_INIT_KAIMING_UNIFORM && o.init_a != EFFML_ADAPTER_LORA_INIT_GAUSSIAN)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: init_a=%d is not an EFFML_LORA_INIT_* value",
                       (int)o.init_a);
   int64_t in = 0, nout = 0;
   EFFML__TRY(effml__wrap_dense_base(ctx, base, &in, &nout));
   if (o.rank > (in < nout ? in : nout) * 16)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_create: rank=%lld is unreasonably large for a [%lld, %lld] weight",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: rank=%lld is unreasonably large for a [%lld, %lld] weight",
                       (long long)o.rank, (long long)nout, (long long)in);
   effml__lora *p = (effml__lora *)effml__calloc_or_err(ctx, 1, sizeof *p, "a lora layer");
   if (p == NULL) return EFFML_E_NOMEM;
@@ -158,7 +158,7 @@ effml_status effml_lora_create(effml_context *ctx, effml_layer *base, const effm
     return st;
   }
   float *A = effml__param_f32(l, p->i_a);
-  if (o.init_a == EFFML_LORA_INIT_GAUSSIAN) {
+  if (o.init_a == EFFML_ADAPTER_LORA_INIT_GAUSSIAN) {
     effml__rng *g = effml__ctx_rng(ctx);
     for (int64_t i = 0; i < o.rank * in; ++i) A[i] = (float)(effml__rng_normal(g) / (double)o.rank);
   } else {
@@ -168,18 +168,18 @@ effml_status effml_lora_create(effml_context *ctx, effml_layer *base, const effm
   return EFFML_OK;
 }
 
-effml_layer *effml_lora_base(effml_layer *layer) {
+effml_layer *effml_adapter_lora_base(effml_layer *layer) {
   effml__lora *p = as_lora(layer);
   if (p) return p->base.layer;
   return effml__lokr_base(layer);
 }
 
-double effml_lora_scaling(const effml_layer *layer) {
+double effml_adapter_lora_scaling(const effml_layer *layer) {
   effml__lora *p = as_lora(layer);
   return p ? p->scaling : 0.0;
 }
 
-int32_t effml_lora_is_merged(const effml_layer *layer) {
+int32_t effml_adapter_lora_is_merged(const effml_layer *layer) {
   effml__lora *p = as_lora(layer);
   return p ? p->merged : 0;
 }
@@ -206,20 +206,20 @@ static effml_status merge_common(effml_context *ctx, effml_layer *layer, int32_t
   return EFFML_OK;
 }
 
-effml_status effml_lora_merge(effml_context *ctx, effml_layer *layer) { return merge_common(ctx, layer, 1); }
-effml_status effml_lora_unmerge(effml_context *ctx, effml_layer *layer) { return merge_common(ctx, layer, 0); }
+effml_status effml_adapter_lora_merge(effml_context *ctx, effml_layer *layer) { return merge_common(ctx, layer, 1); }
+effml_status effml_adapter_lora_unmerge(effml_context *ctx, effml_layer *layer) { return merge_common(ctx, layer, 0); }
 
-effml_status effml_lora_merge_drift(effml_context *ctx, const effml_layer *layer, int64_t cycles,
+effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_layer *layer, int64_t cycles,
                                     double *max_abs_error, double *max_rel_error) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, max_abs_error);
   effml__lora *p = as_lora(layer);
-  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_merge_drift: layer is not a lora layer");
-  if (cycles < 0) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_lora_merge_drift: cycles=%lld must be >= 0", (long long)cycles);
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_merge_drift: layer is not a lora layer");
+  if (cycles < 0) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_merge_drift: cycles=%lld must be >= 0", (long long)cycles);
   int64_t nw = layer->in_features * layer->out_features;
   const float *W0 = effml__param_f32((effml_layer *)layer, p->base.i_weight);
   float *W = (float *)effml__malloc(ctx, (size_t)nw * sizeof(float));
-  if (W == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_lora_merge_drift: out of memory");
+  if (W == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_merge_drift: out of memory");
   memcpy(W, W0, (size_t)nw * sizeof(float));
   for (int64_t c = 0; c < cycles; ++c) {
     apply_delta((effml_layer *)layer, W, 1.0f);

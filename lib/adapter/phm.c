@@ -12,7 +12,7 @@ int effml__is_phm(const effml_layer *l) {
   return l != NULL && (l->ops == &PHM_OPS || l->ops == &LPHM_OPS);
 }
 
-void effml_phm_options_init(effml_phm_options *opt) {
+void effml_adapter_phm_options_init(effml_adapter_phm_options *opt) {
   if (opt == NULL) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
@@ -20,7 +20,7 @@ void effml_phm_options_init(effml_phm_options *opt) {
   opt->factorized = 1;
   opt->rank = 1;
   opt->bias = 1;
-  opt->w_init = EFFML_PHM_INIT_GLOROT_UNIFORM;
+  opt->w_init = EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM;
   opt->phm_init_range = 1e-4;
   opt->rule_init_std = 0.01;
 }
@@ -50,15 +50,15 @@ static void init_slices(effml_context *ctx, float *w, int64_t n, int64_t rows, i
                         int32_t how, double range) {
   effml__rng *g = effml__ctx_rng(ctx);
   double fan = (double)(rows + cols);
-  double gain = how == EFFML_PHM_INIT_ADAPTERS ? 1.0 : sqrt(2.0);
+  double gain = how == EFFML_ADAPTER_PHM_INIT_ADAPTERS ? 1.0 : sqrt(2.0);
   int64_t total = n * rows * cols;
   for (int64_t i = 0; i < total; ++i) {
     double v;
     switch (how) {
-      case EFFML_PHM_INIT_GLOROT_UNIFORM:
+      case EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM:
         v = gain * sqrt(6.0 / fan) * (2.0 * effml__rng_uniform(g) - 1.0);
         break;
-      case EFFML_PHM_INIT_NORMAL:
+      case EFFML_ADAPTER_PHM_INIT_NORMAL:
         v = range * effml__rng_normal(g);
         break;
       default: /* GLOROT_NORMAL, ADAPTERS */
@@ -85,7 +85,7 @@ static effml_status phm_forward(effml_context *ctx, effml_layer *l, const effml_
                                 effml_tensor *y, int32_t mode) {
   effml__phm *p = (effml__phm *)l->impl;
   int64_t b = x->shape[0];
-  if (p->path == EFFML_PHM_PATH_MATERIALIZED)
+  if (p->path == EFFML_ADAPTER_PHM_PATH_MATERIALIZED)
     return effml__phm_forward_materialized(ctx, l, effml__cf32(x), b, effml__f32(y), mode);
   return effml__phm_forward_factorized(ctx, l, effml__cf32(x), b, effml__f32(y), mode);
 }
@@ -94,7 +94,7 @@ static effml_status phm_backward(effml_context *ctx, effml_layer *l, const effml
                                  effml_tensor *dx) {
   effml__phm *p = (effml__phm *)l->impl;
   float *dxp = dx ? effml__f32(dx) : NULL;
-  if (p->path == EFFML_PHM_PATH_MATERIALIZED)
+  if (p->path == EFFML_ADAPTER_PHM_PATH_MATERIALIZED)
     return effml__phm_backward_materialized(ctx, l, effml__cf32(dy), dxp);
   return effml__phm_backward_factorized(ctx, l, effml__cf32(dy), dxp);
 }
@@ -103,44 +103,44 @@ static const effml__layer_ops PHM_OPS = {"phm", phm_forward, phm_backward, phm_d
 static const effml__layer_ops LPHM_OPS = {"lphm", phm_forward, phm_backward, phm_destroy};
 
 effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
-                               const effml_phm_options *user_opt, effml_phm_rule *rule,
+                               const effml_adapter_phm_options *user_opt, effml_phm_rule *rule,
                                int32_t fixed_rule, effml_layer **out_layer) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out_layer);
-  effml_phm_options o;
-  effml_phm_options_init(&o);
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
   if (user_opt) {
     if (user_opt->struct_size < sizeof(uint32_t))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_create: opt->struct_size=%u is too small (call effml_phm_options_init)",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: opt->struct_size=%u is too small (call effml_adapter_phm_options_init)",
                         (unsigned)user_opt->struct_size);
     size_t k = user_opt->struct_size < sizeof o ? user_opt->struct_size : sizeof o;
     memcpy(&o, user_opt, k);
     o.struct_size = (uint32_t)sizeof o;
   }
   if (in < 1 || out < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_create: in_features=%lld and out_features=%lld must be >= 1",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: in_features=%lld and out_features=%lld must be >= 1",
                       (long long)in, (long long)out);
   int64_t n = fixed_rule ? 1 : rule ? rule->n : o.phm_dim;
   if (n < 1 || n > 64)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_create: phm_dim=%lld must be in [1, 64]", (long long)n);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: phm_dim=%lld must be in [1, 64]", (long long)n);
   if (o.factorized && o.rank < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_create: rank=%lld must be >= 1 (use factorized=0 for full B_i)",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: rank=%lld must be >= 1 (use factorized=0 for full B_i)",
                       (long long)o.rank);
-  if (o.w_init < EFFML_PHM_INIT_GLOROT_UNIFORM || o.w_init > EFFML_PHM_INIT_ADAPTERS)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_create: w_init=%d is not an EFFML_PHM_INIT_* value", (int)o.w_init);
+  if (o.w_init < EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM || o.w_init > EFFML_ADAPTER_PHM_INIT_ADAPTERS)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: w_init=%d is not an EFFML_PHM_INIT_* value", (int)o.w_init);
   if (!(o.phm_init_range >= 0) || !isfinite(o.phm_init_range) || !(o.rule_init_std >= 0) ||
       !isfinite(o.rule_init_std))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_create: phm_init_range=%g and rule_init_std=%g must be finite and >= 0",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: phm_init_range=%g and rule_init_std=%g must be finite and >= 0",
                       o.phm_init_range, o.rule_init_std);
   if (in % n != 0)
-    return effml__err(ctx, EFFML_E_SHAPE, "effml_phm_create: in_features=%lld is not a multiple of phm_dim=%lld",
+    return effml__err(ctx, EFFML_E_SHAPE, "effml_adapter_phm_create: in_features=%lld is not a multiple of phm_dim=%lld",
                       (long long)in, (long long)n);
   if (out % n != 0)
-    return effml__err(ctx, EFFML_E_SHAPE, "effml_phm_create: out_features=%lld is not a multiple of phm_dim=%lld",
+    return effml__err(ctx, EFFML_E_SHAPE, "effml_adapter_phm_create: out_features=%lld is not a multiple of phm_dim=%lld",
                       (long long)out, (long long)n);
   int64_t kin = in / n, kout = out / n, r = o.factorized ? o.rank : 0;
   if (r > 0 && (r > kin * 64 || r > 1 << 20))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_create: rank=%lld is unreasonably large", (long long)r);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: rank=%lld is unreasonably large", (long long)r);
 
   effml__phm *p = (effml__phm *)effml__calloc_or_err(ctx, 1, sizeof *p, "a phm layer");
   if (p == NULL) return EFFML_E_NOMEM;
@@ -197,36 +197,36 @@ effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
   return EFFML_OK;
 }
 
-effml_status effml_phm_create(effml_context *ctx, int64_t in_features, int64_t out_features,
-                              const effml_phm_options *opt, effml_phm_rule *rule,
+effml_status effml_adapter_phm_create(effml_context *ctx, int64_t in_features, int64_t out_features,
+                              const effml_adapter_phm_options *opt, effml_phm_rule *rule,
                               effml_layer **out) {
   return effml__phm_create(ctx, in_features, out_features, opt, rule, 0, out);
 }
 
-effml_status effml_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path) {
+effml_status effml_adapter_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   if (!effml__is_phm(layer))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_set_path: layer is a %s layer, not phm/lphm",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_set_path: layer is a %s layer, not phm/lphm",
                       layer->ops->kind);
-  if (path != EFFML_PHM_PATH_FACTORIZED && path != EFFML_PHM_PATH_MATERIALIZED)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_set_path: path=%d is not an EFFML_PHM_PATH_* value", (int)path);
+  if (path != EFFML_ADAPTER_PHM_PATH_FACTORIZED && path != EFFML_ADAPTER_PHM_PATH_MATERIALIZED)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_set_path: path=%d is not an EFFML_PHM_PATH_* value", (int)path);
   effml__phm *p = (effml__phm *)layer->impl;
   p->path = path;
   layer->train_pending = 0; /* the kept state belongs to the other path */
   return EFFML_OK;
 }
 
-effml_phm_rule *effml_phm_shared_rule(effml_layer *layer) {
+effml_phm_rule *effml_adapter_phm_shared_rule(effml_layer *layer) {
   if (!effml__is_phm(layer)) return NULL;
   return ((effml__phm *)layer->impl)->rule;
 }
 
-effml_status effml_phm_materialize(effml_context *ctx, const effml_layer *layer, effml_tensor *H) {
+effml_status effml_adapter_phm_materialize(effml_context *ctx, const effml_layer *layer, effml_tensor *H) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   if (!effml__is_phm(layer))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_phm_materialize: layer is a %s layer, not phm/lphm",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_materialize: layer is a %s layer, not phm/lphm",
                       layer->ops->kind);
   EFFML__TRY(effml__check_tensor(ctx, H, "H", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_writable(ctx, H, "H"));

@@ -272,7 +272,7 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
   float *P, *Q, *S = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
   float *tmpP = NULL, *tmpQ = NULL;
   if (S == NULL) return effml__err(ctx, EFFML_E_NOMEM, "phm forward: out of memory");
-  if (mode == EFFML_MODE_TRAIN) {
+  if (mode == EFFML_LAYER_MODE_TRAIN) {
     effml_status st = keep_buffers(ctx, p, need);
     if (st != EFFML_OK) {
       effml__free(ctx, S);
@@ -307,7 +307,7 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
     effml__free(ctx, S);
     effml__free(ctx, tmpP);
     effml__free(ctx, tmpQ);
-    if (st == EFFML_OK && mode == EFFML_MODE_TRAIN) {
+    if (st == EFFML_OK && mode == EFFML_LAYER_MODE_TRAIN) {
       p->x = x;
       p->batch = b;
     }
@@ -330,7 +330,7 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
   effml__free(ctx, S);
   effml__free(ctx, tmpP);
   effml__free(ctx, tmpQ);
-  if (st == EFFML_OK && mode == EFFML_MODE_TRAIN) {
+  if (st == EFFML_OK && mode == EFFML_LAYER_MODE_TRAIN) {
     p->x = x;
     p->batch = b;
   }

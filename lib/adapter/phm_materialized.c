@@ -1,6 +1,6 @@
 /* The materialized PHM/LPHM path, as the reference code runs it
  * (rabeehk/compacter PHMLinear: build H every call, then one GEMM), kept for
- * three jobs: effml_phm_materialize() (inspection, export, cached-H
+ * three jobs: effml_adapter_phm_materialize() (inspection, export, cached-H
  * inference), the test oracle of the factorized kernels, and the
  * "materialized" side of bench lphm_vs_materialized_c.
  *
@@ -76,7 +76,7 @@ effml_status effml__phm_forward_materialized(effml_context *ctx, effml_layer *l,
     for (int64_t row = 0; row < b; ++row)
       for (int64_t j = 0; j < out; ++j) y[row * out + j] += bias[j];
   }
-  if (mode == EFFML_MODE_TRAIN) {
+  if (mode == EFFML_LAYER_MODE_TRAIN) {
     effml__free(ctx, p->H);
     p->H = H;
     p->x = x;

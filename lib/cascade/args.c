@@ -45,7 +45,7 @@ effml_status effml__read_scores(effml_context *ctx, const effml_tensor *t, const
   EFFML__TRY(check_1d(ctx, t, name, -1));
   if (t->dtype != EFFML_F32 && t->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s has dtype %s, need f32 or f64", name,
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   int64_t len = t->shape[0];
   double *v = effml__alloc_or_err(ctx, (size_t)len * sizeof(double), name);
   if (!v) return EFFML_E_NOMEM;
@@ -67,7 +67,7 @@ effml_status effml__read_flags(effml_context *ctx, const effml_tensor *t, const 
   if (t->dtype != EFFML_BOOL && t->dtype != EFFML_U8 && t->dtype != EFFML_I32 &&
       t->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s has dtype %s, need bool, u8, i32 or i64", name,
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   unsigned char *v = effml__alloc_or_err(ctx, (size_t)n, name);
   if (!v) return EFFML_E_NOMEM;
   for (int64_t i = 0; i < n; ++i) v[i] = get_i(t, i) != 0;
@@ -80,7 +80,7 @@ effml_status effml__read_labels(effml_context *ctx, const effml_tensor *t, const
   EFFML__TRY(check_1d(ctx, t, name, n));
   if (t->dtype != EFFML_I32 && t->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s has dtype %s, need i32 or i64", name,
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   int64_t *v = effml__alloc_or_err(ctx, (size_t)n * sizeof(int64_t), name);
   if (!v) return EFFML_E_NOMEM;
   for (int64_t i = 0; i < n; ++i) {
@@ -101,7 +101,7 @@ effml_status effml__check_out(effml_context *ctx, const effml_tensor *t, const c
   if (t == NULL) return EFFML_OK;
   if (t->dtype != dt1 && t->dtype != dt2)
     return effml__err(ctx, EFFML_E_DTYPE, "%s has dtype %s, need %s or %s", name,
-                      effml_dtype_name(t->dtype), effml_dtype_name(dt1), effml_dtype_name(dt2));
+                      effml_tensor_dtype_name(t->dtype), effml_tensor_dtype_name(dt1), effml_tensor_dtype_name(dt2));
   if (t->ndim != ndim || t->shape[0] != n || (ndim == 2 && t->shape[1] != K)) {
     char buf[96];
     if (ndim == 1)

@@ -14,7 +14,7 @@ void effml_cascade_options_init(effml_cascade_options *opt) {
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
   opt->num_classes = 0;
-  opt->score = EFFML_SCORE_MSP;
+  opt->score = EFFML_CASCADE_SCORE_MSP;
   opt->aggregation = EFFML_CASCADE_AGG_MEAN;
   opt->temperature = 1.0;
 }
@@ -34,7 +34,7 @@ effml_status effml__cascade_check_options(effml_context *ctx, const effml_cascad
   if (known->num_classes < 2)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "num_classes=%lld must be >= 2",
                       (long long)known->num_classes);
-  if (known->score < EFFML_SCORE_MSP || known->score > EFFML_SCORE_DOCTOR)
+  if (known->score < EFFML_CASCADE_SCORE_MSP || known->score > EFFML_CASCADE_SCORE_DOCTOR)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "score=%d is not an EFFML_SCORE_* value",
                       (int)known->score);
   if (known->aggregation != EFFML_CASCADE_AGG_MEAN && known->aggregation != EFFML_CASCADE_AGG_LAST)
@@ -196,7 +196,7 @@ effml_status effml_cascade_get_exit_rule(effml_context *ctx, const effml_cascade
 
 /* ---- ensemble without exits ---- */
 
-effml_status effml_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
+effml_status effml_cascade_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
                                     int32_t num_members, const effml_tensor *const *logits,
                                     effml_tensor *pred, effml_tensor *score,
                                     effml_tensor *probs) {

@@ -1,7 +1,7 @@
 /*
  * Internals of the early-exit cascade (include/effml/cascade.h): the cascade
  * and workspace structs, the per-row scoring kernel shared by run, calibration
- * and effml_ensemble_predict(), and readers that turn the small 1-D argument
+ * and effml_cascade_ensemble_predict(), and readers that turn the small 1-D argument
  * tensors of the metrics into plain arrays.
  */
 #ifndef EFFML_CASCADE_INTERNAL_H

@@ -24,20 +24,20 @@ void effml__probs_score(const double *psum, int64_t K, double scale, int32_t sco
   const double top1 = psum[arg] * scale;
   double v = 0.0;
   switch (score_kind) {
-    case EFFML_SCORE_ENTROPY:
+    case EFFML_CASCADE_SCORE_ENTROPY:
       for (int64_t k = 0; k < K; ++k) {
         double p = psum[k] * scale;
         if (p > 0.0) v += p * log(p); /* 0 log 0 = 0 */
       }
       break;
-    case EFFML_SCORE_MARGIN: {
+    case EFFML_CASCADE_SCORE_MARGIN: {
       double top2 = -INFINITY;
       for (int64_t k = 0; k < K; ++k)
         if (k != arg && psum[k] > top2) top2 = psum[k];
       v = top1 - top2 * scale;
       break;
     }
-    case EFFML_SCORE_DOCTOR:
+    case EFFML_CASCADE_SCORE_DOCTOR:
       for (int64_t k = 0; k < K; ++k) {
         double p = psum[k] * scale;
         v += p * p;
@@ -93,9 +93,9 @@ static inline int64_t stage_row(const effml__stage_block *b, int64_t j, int64_t 
     const double inv_sum = 1.0 / sum;
     for (int64_t k = 0; k < K; ++k) acc[k] += exp(Z(k) - zmax) * inv_sum;
   }
-  if (b->score_kind == EFFML_SCORE_MAX_LOGIT || b->score_kind == EFFML_SCORE_ENERGY) {
+  if (b->score_kind == EFFML_CASCADE_SCORE_MAX_LOGIT || b->score_kind == EFFML_CASCADE_SCORE_ENERGY) {
     double s;
-    if (b->score_kind == EFFML_SCORE_MAX_LOGIT) {
+    if (b->score_kind == EFFML_CASCADE_SCORE_MAX_LOGIT) {
       s = zmax;
     } else if (b->temperature == 1.0) {
       s = zmax + log(sum);
@@ -171,7 +171,7 @@ effml_status effml__check_logits(effml_context *ctx, const effml_tensor *t, cons
   if (t == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "%s is NULL", name);
   if (t->dtype != EFFML_F32 && t->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s has dtype %s, need f32 or f64 logits", name,
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   if (t->ndim != 2)
     return effml__err(ctx, EFFML_E_SHAPE, "%s has %d dims, need [rows, num_classes=%lld]",
                       name, (int)t->ndim, (long long)K);

@@ -25,7 +25,7 @@ void effml_context_options_init(effml_context_options *opt) {
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
   opt->num_threads = 1;
-  opt->log_level = EFFML_LOG_WARN;
+  opt->log_level = EFFML_CORE_LOG_WARN;
 }
 
 effml_status effml_context_create(const effml_context_options *opt, effml_context **out) {
@@ -113,8 +113,8 @@ effml_status effml__err(effml_context *ctx, effml_status status, const char *fmt
   vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
   va_end(ap);
   ctx->last_status = status;
-  if (ctx->log && ctx->log_level >= EFFML_LOG_ERROR)
-    ctx->log(ctx->log_user_data, EFFML_LOG_ERROR, ctx->last_error);
+  if (ctx->log && ctx->log_level >= EFFML_CORE_LOG_ERROR)
+    ctx->log(ctx->log_user_data, EFFML_CORE_LOG_ERROR, ctx->last_error);
   return status;
 }
 

@@ -46,6 +46,12 @@ EFFML__HIDDEN void effml__log(effml_context *ctx, int32_t level, const char *fmt
     if (effml__st_ != EFFML_OK) return effml__st_; \
   } while (0)
 
+/* logits f32 [b, c] finite, labels i32/i64 [b] in [0, c); messages start with `fn`
+ * (lib/train/loss.c; shared by the loss and the accuracy metric). */
+EFFML__HIDDEN effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
+                                                      const effml_tensor *logits,
+                                                      const effml_tensor *labels);
+
 /* ---- memory (context allocator; 64-byte aligned) ---- */
 
 EFFML__HIDDEN void *effml__malloc(effml_context *ctx, size_t size);
@@ -99,8 +105,8 @@ struct effml_tensor {
   effml_context *ctx; /* allocator of this handle */
   int32_t dtype;
   int32_t ndim;
-  int64_t shape[EFFML_MAX_DIMS];
-  int64_t strides[EFFML_MAX_DIMS]; /* elements */
+  int64_t shape[EFFML_TENSOR_MAX_DIMS];
+  int64_t strides[EFFML_TENSOR_MAX_DIMS]; /* elements */
   char *data;                       /* element (0,...,0) */
   int32_t read_only;
 };

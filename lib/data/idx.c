@@ -43,40 +43,40 @@ static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, ef
   unsigned char head[4];
   int rc = read_all(gz, head, 4);
   if (rc != 0 || head[0] != 0 || head[1] != 0)
-    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' does not start with the IDX magic 00 00", path);
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' does not start with the IDX magic 00 00", path);
   int32_t dtype;
   if (!idx_dtype(head[2], &dtype))
-    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has unknown element type 0x%02X", path, head[2]);
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' has unknown element type 0x%02X", path, head[2]);
   const int32_t ndim = head[3];
-  if (ndim < 1 || ndim > EFFML_MAX_DIMS)
-    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has %d dimensions (need 1..%d)", path,
-                      (int)ndim, EFFML_MAX_DIMS);
-  unsigned char dims[4 * EFFML_MAX_DIMS];
+  if (ndim < 1 || ndim > EFFML_TENSOR_MAX_DIMS)
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' has %d dimensions (need 1..%d)", path,
+                      (int)ndim, EFFML_TENSOR_MAX_DIMS);
+  unsigned char dims[4 * EFFML_TENSOR_MAX_DIMS];
   if (read_all(gz, dims, (size_t)ndim * 4) != 0)
-    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' is truncated in its dimensions", path);
-  int64_t shape[EFFML_MAX_DIMS];
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' is truncated in its dimensions", path);
+  int64_t shape[EFFML_TENSOR_MAX_DIMS];
   for (int32_t k = 0; k < ndim; ++k) {
     const unsigned char *d = dims + 4 * k;
     shape[k] = ((int64_t)d[0] << 24) | ((int64_t)d[1] << 16) | ((int64_t)d[2] << 8) | d[3];
     if (shape[k] == 0)
-      return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has a zero size in dimension %d", path, (int)k);
+      return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' has a zero size in dimension %d", path, (int)k);
   }
   effml_tensor *t = NULL;
   EFFML__TRY(effml_tensor_create(ctx, dtype, ndim, shape, &t));
-  const size_t nbytes = effml_tensor_nbytes(t), es = effml_dtype_size(dtype);
+  const size_t nbytes = effml_tensor_nbytes(t), es = effml_tensor_dtype_size(dtype);
   unsigned char *p = (unsigned char *)t->data;
   rc = read_all(gz, p, nbytes);
   if (rc != 0) {
     effml_tensor_free(t);
     int zerr = 0;
     const char *msg = gzerror(gz, &zerr);
-    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' is truncated: fewer than %zu data bytes (%s)",
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' is truncated: fewer than %zu data bytes (%s)",
                       path, nbytes, zerr ? msg : "end of file");
   }
   unsigned char extra;
   if (gzread(gz, &extra, 1) != 0) {
     effml_tensor_free(t);
-    return effml__err(ctx, EFFML_E_FORMAT, "effml_idx_load: '%s' has bytes after the %zu data bytes", path, nbytes);
+    return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' has bytes after the %zu data bytes", path, nbytes);
   }
   /* Big-endian to host order, byte by byte (no assumption about the host). */
   if (es > 1) {
@@ -94,15 +94,15 @@ static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, ef
   return EFFML_OK;
 }
 
-effml_status effml_idx_load(effml_context *ctx, const char *path, effml_tensor **out) {
+effml_status effml_data_idx_load(effml_context *ctx, const char *path, effml_tensor **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   EFFML__CHECK_NULL(ctx, out);
   if (access(path, F_OK) != 0)
-    return effml__err(ctx, EFFML_E_NOT_FOUND, "effml_idx_load: no file '%s'", path);
+    return effml__err(ctx, EFFML_E_NOT_FOUND, "effml_data_idx_load: no file '%s'", path);
   gzFile gz = gzopen(path, "rb");
   if (!gz)
-    return effml__err(ctx, EFFML_E_IO, "effml_idx_load: cannot open '%s': %s", path, strerror(errno));
+    return effml__err(ctx, EFFML_E_IO, "effml_data_idx_load: cannot open '%s': %s", path, strerror(errno));
   effml_status st = idx_read(ctx, path, gz, out);
   gzclose(gz);
   return st;
@@ -117,17 +117,17 @@ static void find_file(const char *dir, const char *name, char *buf, size_t len) 
   buf[0] = '\0';
 }
 
-effml_status effml_fashion_mnist_load(effml_context *ctx, const char *dir, int32_t split,
+effml_status effml_data_fashion_mnist_load(effml_context *ctx, const char *dir, int32_t split,
                                       effml_tensor **images, effml_tensor **labels) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, images);
   EFFML__CHECK_NULL(ctx, labels);
-  if (split != EFFML_SPLIT_TRAIN && split != EFFML_SPLIT_TEST)
+  if (split != EFFML_DATA_SPLIT_TRAIN && split != EFFML_DATA_SPLIT_TEST)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_fashion_mnist_load: split=%d must be EFFML_SPLIT_TRAIN (0) or EFFML_SPLIT_TEST (1)",
+                      "effml_data_fashion_mnist_load: split=%d must be EFFML_DATA_SPLIT_TRAIN (0) or EFFML_DATA_SPLIT_TEST (1)",
                       (int)split);
   if (!dir) dir = FMNIST_DEFAULT_DIR;
-  const char *stem = split == EFFML_SPLIT_TRAIN ? "train" : "t10k";
+  const char *stem = split == EFFML_DATA_SPLIT_TRAIN ? "train" : "t10k";
   char name[64], ipath[4096], lpath[4096];
   snprintf(name, sizeof name, "%s-images-idx3-ubyte", stem);
   find_file(dir, name, ipath, sizeof ipath);
@@ -135,26 +135,26 @@ effml_status effml_fashion_mnist_load(effml_context *ctx, const char *dir, int32
   find_file(dir, name, lpath, sizeof lpath);
   if (!ipath[0] || !lpath[0])
     return effml__err(ctx, EFFML_E_NOT_FOUND,
-                      "effml_fashion_mnist_load: %s-%s-idx%d-ubyte(.gz) not found in '%s'; install "
+                      "effml_data_fashion_mnist_load: %s-%s-idx%d-ubyte(.gz) not found in '%s'; install "
                       "the Debian package dataset-fashion-mnist (apt install dataset-fashion-mnist) "
                       "or pass the directory holding the IDX files",
                       stem, ipath[0] ? "labels" : "images", ipath[0] ? 1 : 3, dir);
   effml_tensor *raw_img = NULL, *raw_lab = NULL, *img = NULL, *lab = NULL;
-  effml_status st = effml_idx_load(ctx, ipath, &raw_img);
-  if (st == EFFML_OK) st = effml_idx_load(ctx, lpath, &raw_lab);
+  effml_status st = effml_data_idx_load(ctx, ipath, &raw_img);
+  if (st == EFFML_OK) st = effml_data_idx_load(ctx, lpath, &raw_lab);
   if (st == EFFML_OK &&
       (raw_img->dtype != EFFML_U8 || raw_img->ndim != 3 || raw_img->shape[1] != 28 ||
        raw_img->shape[2] != 28 || raw_lab->dtype != EFFML_U8 || raw_lab->ndim != 1 ||
        raw_lab->shape[0] != raw_img->shape[0]))
     st = effml__err(ctx, EFFML_E_FORMAT,
-                    "effml_fashion_mnist_load: '%s' and '%s' are not u8 [n, 28, 28] images with u8 [n] labels",
+                    "effml_data_fashion_mnist_load: '%s' and '%s' are not u8 [n, 28, 28] images with u8 [n] labels",
                     ipath, lpath);
   const int64_t n = st == EFFML_OK ? raw_img->shape[0] : 0;
   if (st == EFFML_OK) {
     const unsigned char *l = (const unsigned char *)raw_lab->data;
     for (int64_t i = 0; i < n && st == EFFML_OK; ++i)
       if (l[i] > 9)
-        st = effml__err(ctx, EFFML_E_FORMAT, "effml_fashion_mnist_load: '%s': label %lld is %d, not in 0..9",
+        st = effml__err(ctx, EFFML_E_FORMAT, "effml_data_fashion_mnist_load: '%s': label %lld is %d, not in 0..9",
                         lpath, (long long)i, (int)l[i]);
   }
   if (st == EFFML_OK) st = effml__tensor_f32_2d(ctx, n, 784, &img);

@@ -35,8 +35,8 @@ typedef struct npy_header {
   size_t descr_len;
   int descr_is_str;   /* 0: a list/other (structured dtype) */
   int fortran;
-  int ndim;           /* number of shape entries seen (may exceed EFFML_MAX_DIMS) */
-  int64_t shape[EFFML_MAX_DIMS];
+  int ndim;           /* number of shape entries seen (may exceed EFFML_TENSOR_MAX_DIMS) */
+  int64_t shape[EFFML_TENSOR_MAX_DIMS];
   int shape_bad;      /* 1: negative entry, 2: entry overflows int64 */
   int64_t shape_bad_value;
   int seen_descr, seen_fortran, seen_shape;
@@ -164,7 +164,7 @@ static int parse_shape(lit_parser *lp, npy_header *h) {
       h->shape_bad = 1;
       h->shape_bad_value = v;
     }
-    if (h->ndim < EFFML_MAX_DIMS) h->shape[h->ndim] = v;
+    if (h->ndim < EFFML_TENSOR_MAX_DIMS) h->shape[h->ndim] = v;
     if (h->ndim < 1000000) h->ndim++;
     skip_ws(lp);
     if (lp->p < lp->end && *lp->p == ',') {
@@ -343,7 +343,7 @@ static size_t src_read(npy_src *s, void *dst, size_t n) {
 /* Reorder Fortran-order (column-major) elements `src` into C order `dst`. */
 static void fortran_to_c(char *dst, const char *src, const effml_tensor *t, size_t es) {
   int nd = t->ndim;
-  int64_t fstride[EFFML_MAX_DIMS], idx[EFFML_MAX_DIMS] = {0};
+  int64_t fstride[EFFML_TENSOR_MAX_DIMS], idx[EFFML_TENSOR_MAX_DIMS] = {0};
   int64_t s = 1;
   for (int k = 0; k < nd; ++k) {
     fstride[k] = s;
@@ -416,12 +416,12 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
   if (st == EFFML_OK) st = map_descr(ctx, fn, &h, &dtype);
   effml__free(ctx, hbuf); /* h.descr is not used after this point */
   if (st != EFFML_OK) return st;
-  if (h.ndim > EFFML_MAX_DIMS)
+  if (h.ndim > EFFML_TENSOR_MAX_DIMS)
     return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: .npy shape has %d dimensions (max %d)", fn,
-                      h.ndim, EFFML_MAX_DIMS);
+                      h.ndim, EFFML_TENSOR_MAX_DIMS);
   if (h.shape_bad == 2)
     return effml__err(ctx, EFFML_E_OVERFLOW, "%s: .npy shape entry does not fit in int64", fn);
-  size_t es = effml_dtype_size(dtype), nbytes = es;
+  size_t es = effml_tensor_dtype_size(dtype), nbytes = es;
   for (int k = 0; k < h.ndim; ++k) {
     if (h.shape[k] < 1)
       return effml__err(ctx, EFFML_E_SHAPE,
@@ -467,38 +467,38 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
   return EFFML_OK;
 }
 
-effml_status effml_npy_load_buffer(effml_context *ctx, const void *buf, size_t len,
+effml_status effml_io_npy_load_buffer(effml_context *ctx, const void *buf, size_t len,
                                    effml_tensor **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, buf);
   EFFML__CHECK_NULL(ctx, out);
   npy_src src = {(const unsigned char *)buf, len, 0, NULL};
-  return load_src(ctx, "effml_npy_load_buffer", &src, out);
+  return load_src(ctx, "effml_io_npy_load_buffer", &src, out);
 }
 
-effml_status effml_npy_load(effml_context *ctx, const char *path, effml_tensor **out) {
+effml_status effml_io_npy_load(effml_context *ctx, const char *path, effml_tensor **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   EFFML__CHECK_NULL(ctx, out);
   FILE *f = fopen(path, "rb");
   if (f == NULL)
-    return effml__err(ctx, EFFML_E_IO, "effml_npy_load: cannot open '%s': %s", path,
+    return effml__err(ctx, EFFML_E_IO, "effml_io_npy_load: cannot open '%s': %s", path,
                       strerror(errno));
   struct stat sb;
   if (fstat(fileno(f), &sb) != 0 || S_ISDIR(sb.st_mode)) {
     fclose(f);
-    return effml__err(ctx, EFFML_E_IO, "effml_npy_load: '%s' is a directory or cannot be read",
+    return effml__err(ctx, EFFML_E_IO, "effml_io_npy_load: '%s' is a directory or cannot be read",
                       path);
   }
   if ((uint64_t)sb.st_size > SIZE_MAX) {
     fclose(f);
-    return effml__err(ctx, EFFML_E_OVERFLOW, "effml_npy_load: '%s' is too large", path);
+    return effml__err(ctx, EFFML_E_OVERFLOW, "effml_io_npy_load: '%s' is too large", path);
   }
   npy_src src = {NULL, (size_t)sb.st_size, 0, f};
-  effml_status st = load_src(ctx, "effml_npy_load", &src, out);
+  effml_status st = load_src(ctx, "effml_io_npy_load", &src, out);
   if (st == EFFML_OK && ferror(f)) {
     effml_tensor_free(*out);
-    st = effml__err(ctx, EFFML_E_IO, "effml_npy_load: read error on '%s'", path);
+    st = effml__err(ctx, EFFML_E_IO, "effml_io_npy_load: read error on '%s'", path);
   }
   fclose(f);
   return st;
@@ -511,7 +511,7 @@ effml_status effml_npy_load(effml_context *ctx, const char *path, effml_tensor *
  * place, then padding to a multiple of 64 and '\n' (format._wrap_header). */
 static size_t format_header(char *buf, size_t cap, const effml_tensor *t, const char *descr,
                             int *major) {
-  char shape[EFFML_MAX_DIMS * 24 + 4];
+  char shape[EFFML_TENSOR_MAX_DIMS * 24 + 4];
   size_t n = 0;
   n += (size_t)snprintf(shape + n, sizeof shape - n, "(");
   for (int k = 0; k < t->ndim; ++k)
@@ -538,8 +538,8 @@ static size_t format_header(char *buf, size_t cap, const effml_tensor *t, const 
   return len;
 }
 
-effml_status effml_npy_save(effml_context *ctx, const char *path, const effml_tensor *t) {
-  static const char fn[] = "effml_npy_save";
+effml_status effml_io_npy_save(effml_context *ctx, const char *path, const effml_tensor *t) {
+  static const char fn[] = "effml_io_npy_save";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   EFFML__CHECK_NULL(ctx, t);
@@ -548,7 +548,7 @@ effml_status effml_npy_save(effml_context *ctx, const char *path, const effml_te
   const char *descr = descr_of(t->dtype);
   if (descr == NULL)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: dtype %s has no .npy equivalent (convert it first)",
-                      fn, effml_dtype_name(t->dtype));
+                      fn, effml_tensor_dtype_name(t->dtype));
   /* Worst case: 8 dims of 20 digits, 21 spare spaces, 64 padding. */
   char header[512];
   int major;

@@ -61,7 +61,7 @@ typedef struct st_entry {
   const char *name; /* in the arena */
   int32_t dtype;
   int32_t ndim;
-  int64_t shape[EFFML_MAX_DIMS];
+  int64_t shape[EFFML_TENSOR_MAX_DIMS];
   uint64_t begin, end;
 } st_entry;
 
@@ -172,11 +172,11 @@ static effml_status parse_entry(effml_context *ctx, const char *fn, const cJSON 
     if (!json_uint(s, &v))
       return effml__err(ctx, EFFML_E_FORMAT,
                         "%s: entry '%s': shape[%d] is not a non-negative integer", fn, name, nd);
-    if (nd < EFFML_MAX_DIMS) e->shape[nd] = (int64_t)v;
+    if (nd < EFFML_TENSOR_MAX_DIMS) e->shape[nd] = (int64_t)v;
     if (nd > 1000000) break;
   }
-  *too_many_dims = nd > EFFML_MAX_DIMS;
-  e->ndim = nd > EFFML_MAX_DIMS ? EFFML_MAX_DIMS : nd;
+  *too_many_dims = nd > EFFML_TENSOR_MAX_DIMS;
+  e->ndim = nd > EFFML_TENSOR_MAX_DIMS ? EFFML_TENSOR_MAX_DIMS : nd;
   uint64_t bo[2];
   int no = 0;
   if (cJSON_IsArray(offs))
@@ -305,7 +305,7 @@ static effml_status parse_header(effml_context *ctx, const char *fn, const unsig
     }
   if (too_many_dims) {
     rc = effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: a tensor has more than %d dimensions", fn,
-                    EFFML_MAX_DIMS);
+                    EFFML_TENSOR_MAX_DIMS);
     goto done;
   }
   /* Metadata::validate: contiguous from 0 in offset order, sizes agree. */
@@ -379,7 +379,7 @@ static effml_status attach(effml_context *ctx, effml_safetensors *st, char *data
   for (int64_t k = 0; k < st->n; ++k) {
     const st_entry *e = &st->entries[k];
     char *p = data + e->begin;
-    size_t es = effml_dtype_size(e->dtype);
+    size_t es = effml_tensor_dtype_size(e->dtype);
     size_t nb = (size_t)(e->end - e->begin);
     effml_status rc;
     if ((uintptr_t)p % es == 0) {
@@ -469,9 +469,9 @@ effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   EFFML__CHECK_NULL(ctx, out);
-  if (flags != EFFML_SAFETENSORS_COPY && flags != EFFML_SAFETENSORS_MMAP)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: flags=%u is not EFFML_SAFETENSORS_COPY or "
-                      "EFFML_SAFETENSORS_MMAP", fn, (unsigned)flags);
+  if (flags != EFFML_IO_SAFETENSORS_COPY && flags != EFFML_IO_SAFETENSORS_MMAP)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: flags=%u is not EFFML_IO_SAFETENSORS_COPY or "
+                      "EFFML_IO_SAFETENSORS_MMAP", fn, (unsigned)flags);
   if (EFFML__HOST_BIG_ENDIAN)
     return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: big-endian hosts are not supported", fn);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -499,7 +499,7 @@ effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32
     return rc;
   }
   size_t data_len = (size_t)(len - 8 - hlen);
-  if (flags == EFFML_SAFETENSORS_MMAP) {
+  if (flags == EFFML_IO_SAFETENSORS_MMAP) {
     void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (m == MAP_FAILED) {
       rc = effml__err(ctx, EFFML_E_IO, "%s: cannot map '%s': %s", fn, path, strerror(errno));

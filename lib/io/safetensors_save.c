@@ -151,7 +151,7 @@ static effml_status check_args(effml_context *ctx, const char *fn, int64_t n,
     if (effml__st_dtype_of(t->dtype) == NULL)
       return effml__err(ctx, EFFML_E_DTYPE, "%s: tensors[%lld] ('%s') has dtype %s, which "
                         "safetensors cannot store", fn, (long long)i, nm,
-                        effml_dtype_name(t->dtype));
+                        effml_tensor_dtype_name(t->dtype));
   }
   for (int64_t m = 0; m < n_meta; ++m) {
     const char *k = keys[m], *v = values[m];

@@ -15,15 +15,15 @@ typedef struct {
   uint32_t alias;  /* otherwise take this index */
 } alias_entry;
 
-struct effml_alias_sampler {
+struct effml_sampler_alias {
   effml_context *ctx;
   int64_t n;
   alias_entry *table;
   effml__rng rng;
 };
 
-effml_status effml_alias_sampler_create(effml_context *ctx, const double *weights, int64_t n,
-                                        uint64_t seed, effml_alias_sampler **out) {
+effml_status effml_sampler_alias_create(effml_context *ctx, const double *weights, int64_t n,
+                                        uint64_t seed, effml_sampler_alias **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, weights);
   EFFML__CHECK_NULL(ctx, out);
@@ -40,7 +40,7 @@ effml_status effml_alias_sampler_create(effml_context *ctx, const double *weight
   }
   if (!(total > 0) || !isfinite(total))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "weights sum to %g, expected a finite value > 0", total);
-  effml_alias_sampler *s = (effml_alias_sampler *)effml__calloc(ctx, 1, sizeof *s);
+  effml_sampler_alias *s = (effml_sampler_alias *)effml__calloc(ctx, 1, sizeof *s);
   double *scaled = (double *)effml__malloc(ctx, (size_t)n * sizeof(double));
   int64_t *work = (int64_t *)effml__malloc(ctx, (size_t)n * sizeof(int64_t));
   if (s) s->table = (alias_entry *)effml__malloc(ctx, (size_t)n * sizeof(alias_entry));
@@ -92,7 +92,7 @@ effml_status effml_alias_sampler_create(effml_context *ctx, const double *weight
   return EFFML_OK;
 }
 
-void effml_alias_sampler_free(effml_alias_sampler *sampler) {
+void effml_sampler_alias_free(effml_sampler_alias *sampler) {
   if (sampler == NULL) return;
   effml_context *ctx = sampler->ctx;
   effml__free(ctx, sampler->table);
@@ -101,7 +101,7 @@ void effml_alias_sampler_free(effml_alias_sampler *sampler) {
 
 static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-effml_status effml_alias_sampler_draw(effml_context *ctx, effml_alias_sampler *sampler,
+effml_status effml_sampler_alias_draw(effml_context *ctx, effml_sampler_alias *sampler,
                                       int64_t count, int64_t *out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, sampler);

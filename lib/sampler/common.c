@@ -15,7 +15,7 @@ effml_status effml__sampler_x_f64(effml_context *ctx, const effml_tensor *x, con
     return effml__err(ctx, EFFML_E_DTYPE,
                       "argument '%s' has dtype %s: samplers take f32 or f64 features "
                       "(convert integer features with effml_tensor_convert first)",
-                      arg, effml_dtype_name(x->dtype));
+                      arg, effml_tensor_dtype_name(x->dtype));
   int64_t n = x->shape[0], d = x->shape[1];
   *owned = NULL;
   if (x->dtype == EFFML_F64) {
@@ -52,7 +52,7 @@ effml_status effml__sampler_labels(effml_context *ctx, const effml_tensor *y, in
   EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
   if (y->dtype != EFFML_I32 && y->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "argument 'y' has dtype %s, expected i32 or i64 labels",
-                      effml_dtype_name(y->dtype));
+                      effml_tensor_dtype_name(y->dtype));
   if (n >= 0 && y->shape[0] != n)
     return effml__err(ctx, EFFML_E_SHAPE, "y has %lld labels but x has %lld rows",
                       (long long)y->shape[0], (long long)n);

@@ -37,7 +37,7 @@
 /* One ENN pass on compact rows xs [m, d], labels ys [m]: the kept positions,
  * grouped by class in label order, ascending within a class.  The classes
  * that may lose rows come from o's sampling_strategy on ys (cleaning rules). */
-effml_status effml__enn_pass(effml_context *ctx, const effml_resample_options *o,
+effml_status effml__enn_pass(effml_context *ctx, const effml_sampler_resample_options *o,
                              const double *xs, const int64_t *ys, int64_t m, int64_t d,
                              int64_t k, int32_t kind_sel, int64_t *keep, int64_t *n_keep) {
   if (k < 1 || k > EFFML__KNN_MAX_K)
@@ -48,13 +48,13 @@ effml_status effml__enn_pass(effml_context *ctx, const effml_resample_options *o
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "n_neighbors=%lld needs at least %lld samples, %lld remain", (long long)k,
                       (long long)(k + 1), (long long)m);
-  if (kind_sel != EFFML_ENN_ALL && kind_sel != EFFML_ENN_MODE)
+  if (kind_sel != EFFML_SAMPLER_ENN_ALL && kind_sel != EFFML_SAMPLER_ENN_MODE)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "kind_sel=%d must be EFFML_ENN_ALL or EFFML_ENN_MODE", (int)kind_sel);
+                      "kind_sel=%d must be EFFML_SAMPLER_ENN_ALL or EFFML_SAMPLER_ENN_MODE", (int)kind_sel);
   effml__classes c;
   EFFML__TRY(effml__classes_build(ctx, ys, m, &c));
-  effml_resample_options oe = *o;
-  oe.method = EFFML_RESAMPLE_ENN;
+  effml_sampler_resample_options oe = *o;
+  oe.method = EFFML_SAMPLER_RESAMPLE_ENN;
   int64_t *values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
   int64_t *nn = NULL, *self = NULL, *votes = NULL;
   effml_status st = values ? effml__strategy_resolve(ctx, &oe, &c, values) : EFFML_E_NOMEM;
@@ -76,7 +76,7 @@ effml_status effml__enn_pass(effml_context *ctx, const effml_resample_options *o
       int ok = 1;
       if (values[cl] > 0) {
         const int64_t *ni = nn + i * k;
-        if (kind_sel == EFFML_ENN_ALL) {
+        if (kind_sel == EFFML_SAMPLER_ENN_ALL) {
           for (int64_t j = 0; j < k; ++j) ok &= c.cls[ni[j]] == cl;
         } else {
           for (int64_t j = 0; j < k; ++j) votes[c.cls[ni[j]]]++;
@@ -103,7 +103,7 @@ effml_status effml__enn_pass(effml_context *ctx, const effml_resample_options *o
  * (original indices, updated in place; *n_cur their count). */
 static effml_status repeated_enn(effml_context *ctx, const effml__resample_in *in, int all_k,
                                  int64_t *cur, int64_t *n_cur) {
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   const effml__classes *c = in->c;
   const int64_t d = in->d;
   if (!all_k && o->max_iter < 1)
@@ -185,16 +185,16 @@ effml_status effml__allknn_plan(effml_context *ctx, const effml__resample_in *in
 }
 
 effml_status effml__ncl_plan(effml_context *ctx, const effml__resample_in *in, effml__plan *p) {
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   const effml__classes *c = in->c;
   const int64_t n = in->n, d = in->d, k = o->n_neighbors;
   const double thr = o->threshold_cleaning;
   if (!(thr > 0.0) || thr != thr || thr > 1e300)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "threshold_cleaning=%g must be finite and > 0",
                       thr);
-  if (o->kind_sel != EFFML_ENN_ALL && o->kind_sel != EFFML_ENN_MODE)
+  if (o->kind_sel != EFFML_SAMPLER_ENN_ALL && o->kind_sel != EFFML_SAMPLER_ENN_MODE)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "kind_sel=%d must be EFFML_ENN_ALL or EFFML_ENN_MODE", (int)o->kind_sel);
+                      "kind_sel=%d must be EFFML_SAMPLER_ENN_ALL or EFFML_SAMPLER_ENN_MODE", (int)o->kind_sel);
   int64_t mino = 0;
   for (int64_t j = 1; j < c->n_classes; ++j)
     if (c->counts[j] < c->counts[mino]) mino = j;
@@ -205,7 +205,7 @@ effml_status effml__ncl_plan(effml_context *ctx, const effml__resample_in *in, e
   effml_status st = nn ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "out of memory for NCL");
   /* A1: every row the majority-vote ENN removes. */
   int64_t nk = 0;
-  if (st == EFFML_OK) st = effml__enn_pass(ctx, o, in->x, in->y, n, d, k, EFFML_ENN_MODE, keep, &nk);
+  if (st == EFFML_OK) st = effml__enn_pass(ctx, o, in->x, in->y, n, d, k, EFFML_SAMPLER_ENN_MODE, keep, &nk);
   if (st == EFFML_OK) {
     memset(drop, 1, (size_t)n);
     for (int64_t t = 0; t < nk; ++t) drop[keep[t]] = 0;
@@ -223,7 +223,7 @@ effml_status effml__ncl_plan(effml_context *ctx, const effml__resample_in *in, e
   for (int64_t t = 0; st == EFFML_OK && t < n_min; ++t) {
     const int64_t *ni = nn + t * k;
     int wrong = 0;
-    if (o->kind_sel == EFFML_ENN_ALL) {
+    if (o->kind_sel == EFFML_SAMPLER_ENN_ALL) {
       for (int64_t j = 0; j < k; ++j) wrong |= c->cls[ni[j]] != mino;
     } else {
       for (int64_t j = 0; j < k; ++j) votes[c->cls[ni[j]]]++;

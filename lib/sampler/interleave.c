@@ -42,7 +42,7 @@ static effml_status seq_push(effml_context *ctx, seq *q, int64_t s, int64_t i) {
   return EFFML_OK;
 }
 
-effml_status effml_interleave(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
+effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
                               const double *probs, int32_t stopping_strategy, uint64_t seed,
                               int64_t max_len, effml_tensor **source, effml_tensor **index) {
   EFFML__CHECK_NULL(ctx, ctx);
@@ -51,8 +51,8 @@ effml_status effml_interleave(effml_context *ctx, const int64_t *lengths, int64_
   EFFML__CHECK_NULL(ctx, index);
   if (n_sources < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "n_sources=%lld must be >= 1", (long long)n_sources);
-  if (stopping_strategy < EFFML_STOP_FIRST_EXHAUSTED ||
-      stopping_strategy > EFFML_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT)
+  if (stopping_strategy < EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ||
+      stopping_strategy > EFFML_SAMPLER_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "stopping_strategy=%d is not an EFFML_STOP_* value",
                       (int)stopping_strategy);
   if (max_len < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "max_len=%lld must be >= 1", (long long)max_len);
@@ -76,13 +76,13 @@ effml_status effml_interleave(effml_context *ctx, const int64_t *lengths, int64_
   effml_status st = EFFML_OK;
   int64_t *pos = (int64_t *)effml__calloc(ctx, (size_t)n_sources, sizeof(int64_t));
   char *done = (char *)effml__calloc(ctx, (size_t)n_sources, 1);
-  effml_alias_sampler *al = NULL;
+  effml_sampler_alias *al = NULL;
   if (!pos || !done) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory");
-  const int wrap = stopping_strategy != EFFML_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT;
+  const int wrap = stopping_strategy != EFFML_SAMPLER_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT;
   if (st == EFFML_OK && probs == NULL) {
     int64_t rounds = lengths[0];
     for (int64_t s = 1; s < n_sources; ++s)
-      rounds = stopping_strategy == EFFML_STOP_FIRST_EXHAUSTED
+      rounds = stopping_strategy == EFFML_SAMPLER_STOP_FIRST_EXHAUSTED
                    ? (lengths[s] < rounds ? lengths[s] : rounds)
                    : (lengths[s] > rounds ? lengths[s] : rounds);
     for (int64_t r = 0; st == EFFML_OK && r < rounds; ++r)
@@ -95,7 +95,7 @@ effml_status effml_interleave(effml_context *ctx, const int64_t *lengths, int64_
           st = seq_push(ctx, &q, s, r % lengths[s]);
       }
   } else if (st == EFFML_OK) {
-    st = effml_alias_sampler_create(ctx, probs, n_sources, seed, &al);
+    st = effml_sampler_alias_create(ctx, probs, n_sources, seed, &al);
     for (;;) {
       if (st != EFFML_OK) break;
       int any = 0, all = 1;
@@ -104,7 +104,7 @@ effml_status effml_interleave(effml_context *ctx, const int64_t *lengths, int64_
         any |= done[s];
         all &= done[s];
       }
-      if (stopping_strategy == EFFML_STOP_FIRST_EXHAUSTED ? any : all) break;
+      if (stopping_strategy == EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ? any : all) break;
       if (q.n == max_len) {
         st = effml__err(ctx, EFFML_E_RANGE, "interleaved sequence longer than max_len=%lld",
                         (long long)max_len);
@@ -112,7 +112,7 @@ effml_status effml_interleave(effml_context *ctx, const int64_t *lengths, int64_
       }
       int64_t s;
       do { /* without replacement: skip exhausted sources */
-        st = effml_alias_sampler_draw(ctx, al, 1, &s);
+        st = effml_sampler_alias_draw(ctx, al, 1, &s);
       } while (st == EFFML_OK && !wrap && done[s]);
       if (st != EFFML_OK) break;
       st = seq_push(ctx, &q, s, pos[s]);
@@ -129,7 +129,7 @@ effml_status effml_interleave(effml_context *ctx, const int64_t *lengths, int64_
     memcpy(ts->data, q.src, (size_t)q.n * sizeof(int64_t));
     memcpy(ti->data, q.idx, (size_t)q.n * sizeof(int64_t));
   }
-  effml_alias_sampler_free(al);
+  effml_sampler_alias_free(al);
   effml__free(ctx, pos);
   effml__free(ctx, done);
   effml__free(ctx, q.src);

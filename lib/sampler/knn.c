@@ -172,7 +172,7 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   return st;
 }
 
-effml_status effml_knn(effml_context *ctx, const effml_tensor *x_ref, const effml_tensor *x_query,
+effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref, const effml_tensor *x_query,
                        int64_t k, effml_tensor **indices, effml_tensor **distances) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, indices);
@@ -187,7 +187,7 @@ effml_status effml_knn(effml_context *ctx, const effml_tensor *x_ref, const effm
     st = effml__sampler_x_f64(ctx, x_query, "x_query", 0, &qd, &q_own);
     if (st == EFFML_OK && x_query->dtype != x_ref->dtype)
       st = effml__err(ctx, EFFML_E_DTYPE, "x_query dtype %s differs from x_ref dtype %s",
-                      effml_dtype_name(x_query->dtype), effml_dtype_name(x_ref->dtype));
+                      effml_tensor_dtype_name(x_query->dtype), effml_tensor_dtype_name(x_ref->dtype));
     if (st == EFFML_OK && x_query->shape[1] != d)
       st = effml__err(ctx, EFFML_E_SHAPE, "x_query has %lld features, x_ref has %lld",
                       (long long)x_query->shape[1], (long long)d);

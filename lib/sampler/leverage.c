@@ -26,27 +26,27 @@
 
 #define LEV_BLOCK 4096
 
-void effml_leverage_options_init(effml_leverage_options *opt) {
+void effml_sampler_leverage_options_init(effml_sampler_leverage_options *opt) {
   if (opt == NULL) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
-  opt->method = EFFML_LEVERAGE_EXACT;
+  opt->method = EFFML_SAMPLER_LEVERAGE_EXACT;
   opt->rank_tol = 1e-12;
   opt->max_iter = 200;
   opt->tol = 1e-12;
 }
 
-effml_status effml__leverage_read_options(effml_context *ctx, const effml_leverage_options *opt,
-                                          effml_leverage_options *o) {
-  effml_leverage_options_init(o);
+effml_status effml__leverage_read_options(effml_context *ctx, const effml_sampler_leverage_options *opt,
+                                          effml_sampler_leverage_options *o) {
+  effml_sampler_leverage_options_init(o);
   if (opt == NULL) return EFFML_OK;
-  if (opt->struct_size < offsetof(effml_leverage_options, sketch_rows) || opt->struct_size > 4096)
+  if (opt->struct_size < offsetof(effml_sampler_leverage_options, sketch_rows) || opt->struct_size > 4096)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "opt->struct_size=%u is invalid (use effml_leverage_options_init)",
+                      "opt->struct_size=%u is invalid (use effml_sampler_leverage_options_init)",
                       (unsigned)opt->struct_size);
   memcpy(o, opt, opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o);
   o->struct_size = (uint32_t)sizeof *o;
-  if (o->method != EFFML_LEVERAGE_EXACT && o->method != EFFML_LEVERAGE_SKETCH)
+  if (o->method != EFFML_SAMPLER_LEVERAGE_EXACT && o->method != EFFML_SAMPLER_LEVERAGE_SKETCH)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_LEVERAGE_* value",
                       (int)o->method);
   if (o->sketch_rows < 0)
@@ -168,7 +168,7 @@ static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int
   return EFFML_OK;
 }
 
-effml_status effml__leverage_f64(effml_context *ctx, const effml_leverage_options *o,
+effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverage_options *o,
                                  const double *a, const double *wt, int64_t n, int64_t d,
                                  double *tau) {
   lev_job J;
@@ -197,7 +197,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_leverage_option
   if (!r || !J.bufs || !J.taus || !J.works || !J.rs)
     st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for leverage scores (%lld x %lld)",
                     (long long)n, (long long)d);
-  if (st == EFFML_OK && o->method == EFFML_LEVERAGE_EXACT) {
+  if (st == EFFML_OK && o->method == EFFML_SAMPLER_LEVERAGE_EXACT) {
     /* Fast path, CholeskyQR2 (Fukaya et al. 2014): R = chol(A^T A).  It is
      * accepted only if the refinement step finds U = A R^{-1} nearly
      * orthonormal (max |R2 - I| <= 0.1, i.e. cond(A)^2 eps small); otherwise
@@ -294,11 +294,11 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_leverage_option
   return st;
 }
 
-effml_status effml_leverage_scores(effml_context *ctx, const effml_leverage_options *opt,
+effml_status effml_sampler_leverage_scores(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                    const effml_tensor *a, effml_tensor **tau) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, tau);
-  effml_leverage_options o;
+  effml_sampler_leverage_options o;
   EFFML__TRY(effml__leverage_read_options(ctx, opt, &o));
   const double *ad;
   double *own = NULL;

@@ -7,13 +7,13 @@
 #include "sampler_internal.h"
 
 typedef struct {
-  effml_leverage_options o;
+  effml_sampler_leverage_options o;
   const double *a;
   double *own;
   int64_t n, d;
 } lp_input;
 
-static effml_status lp_open(effml_context *ctx, const effml_leverage_options *opt,
+static effml_status lp_open(effml_context *ctx, const effml_sampler_leverage_options *opt,
                             const effml_tensor *a, lp_input *in) {
   memset(in, 0, sizeof *in);
   EFFML__TRY(effml__leverage_read_options(ctx, opt, &in->o));
@@ -39,7 +39,7 @@ static effml_status finish(effml_context *ctx, lp_input *in, effml_status st, ef
   return EFFML_OK;
 }
 
-effml_status effml_root_leverage_scores(effml_context *ctx, const effml_leverage_options *opt,
+effml_status effml_sampler_root_leverage_scores(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                         const effml_tensor *a, double p, effml_tensor **scores) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, scores);
@@ -90,7 +90,7 @@ static effml_status lewis(effml_context *ctx, const lp_input *in, double p, doub
   return EFFML_OK;
 }
 
-effml_status effml_lewis_weights(effml_context *ctx, const effml_leverage_options *opt,
+effml_status effml_sampler_lewis_weights(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                  const effml_tensor *a, double p, effml_tensor **weights,
                                  int64_t *iterations) {
   EFFML__CHECK_NULL(ctx, ctx);
@@ -106,7 +106,7 @@ effml_status effml_lewis_weights(effml_context *ctx, const effml_leverage_option
   return finish(ctx, &in, st, t, weights);
 }
 
-effml_status effml_sensitivity_upper_bounds(effml_context *ctx, const effml_leverage_options *opt,
+effml_status effml_sampler_sensitivity_upper_bounds(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                             const effml_tensor *a, double p,
                                             effml_tensor **scores) {
   EFFML__CHECK_NULL(ctx, ctx);

@@ -116,7 +116,7 @@ static effml_status scores_far(effml_context *ctx, const double *q, int64_t n_q,
 }
 
 /* NearMiss-1/3 scores: sum of the distances to the k nearest reference rows. */
-static effml_status scores_near(effml_context *ctx, const effml_resample_options *o,
+static effml_status scores_near(effml_context *ctx, const effml_sampler_resample_options *o,
                                 const double *q, int64_t n_q, const double *ref, int64_t n_ref,
                                 int64_t d, int64_t k, double *score) {
   if (n_q == 0) return EFFML_OK;
@@ -140,7 +140,7 @@ static effml_status nearmiss_class(effml_context *ctx, const effml__resample_in 
                                    const double *xmin, int64_t n_min, scored **sel,
                                    int64_t *n_sel) {
   const effml__classes *c = in->c;
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   const int64_t d = in->d, k = o->n_neighbors, nc = c->counts[cl];
   const int64_t *rows = c->rows + c->start[cl];
   double *xc = effml__gather_rows(ctx, in->x, d, rows, nc);
@@ -198,7 +198,7 @@ static effml_status nearmiss_class(effml_context *ctx, const effml__resample_in 
 effml_status effml__nearmiss_plan(effml_context *ctx, const effml__resample_in *in,
                                   effml__plan *p) {
   const effml__classes *c = in->c;
-  const effml_resample_options *o = in->o;
+  const effml_sampler_resample_options *o = in->o;
   if (o->version < 1 || o->version > 3)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "NearMiss version=%d must be 1, 2 or 3",
                       (int)o->version);

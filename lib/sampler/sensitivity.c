@@ -29,7 +29,7 @@ static effml_status out_pair(effml_context *ctx, const int64_t *idx, const doubl
   return EFFML_OK;
 }
 
-effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *scores, double m,
+effml_status effml_sampler_sensitivity_sample(effml_context *ctx, const effml_tensor *scores, double m,
                                       double p, int32_t scheme, uint64_t seed,
                                       effml_tensor **indices, effml_tensor **weights) {
   EFFML__CHECK_NULL(ctx, ctx);
@@ -38,7 +38,7 @@ effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *sc
   EFFML__TRY(effml__check_tensor(ctx, scores, "scores", EFFML_F64, 1, 1));
   if (!(m > 0) || !isfinite(m)) return effml__err(ctx, EFFML_E_INVALID_ARG, "m=%g must be finite and > 0", m);
   if (!(p >= 1) || !isfinite(p)) return effml__err(ctx, EFFML_E_INVALID_ARG, "p=%g must be finite and >= 1", p);
-  if (scheme != EFFML_SAMPLE_BERNOULLI && scheme != EFFML_SAMPLE_IID)
+  if (scheme != EFFML_SAMPLER_DRAW_BERNOULLI && scheme != EFFML_SAMPLER_DRAW_IID)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "scheme=%d is not an EFFML_SAMPLE_* value", (int)scheme);
   const int64_t n = scores->shape[0];
   const double *s = effml__cf64(scores);
@@ -59,7 +59,7 @@ effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *sc
   }
   int64_t k = 0;
   effml_status st = EFFML_OK;
-  if (scheme == EFFML_SAMPLE_BERNOULLI) {
+  if (scheme == EFFML_SAMPLER_DRAW_BERNOULLI) {
     for (int64_t i = 0; i < n; ++i) {
       double pi = fmin(1.0, m * s[i] / S);
       double u = (double)(effml__mix64(seed ^ effml__mix64((uint64_t)i)) >> 11) * 0x1.0p-53;
@@ -71,14 +71,14 @@ effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *sc
   } else {
     int64_t draws = (int64_t)llround(m);
     if (draws < 1) draws = 1;
-    effml_alias_sampler *al = NULL;
+    effml_sampler_alias *al = NULL;
     int64_t *cnt = (int64_t *)effml__calloc(ctx, (size_t)n, sizeof(int64_t));
     int64_t *buf = (int64_t *)effml__malloc(ctx, 4096 * sizeof(int64_t));
-    st = (cnt && buf) ? effml_alias_sampler_create(ctx, s, n, seed, &al)
+    st = (cnt && buf) ? effml_sampler_alias_create(ctx, s, n, seed, &al)
                       : effml__err(ctx, EFFML_E_NOMEM, "out of memory for draw counts");
     for (int64_t done = 0; st == EFFML_OK && done < draws; done += 4096) {
       int64_t c = draws - done < 4096 ? draws - done : 4096;
-      st = effml_alias_sampler_draw(ctx, al, c, buf);
+      st = effml_sampler_alias_draw(ctx, al, c, buf);
       for (int64_t t = 0; st == EFFML_OK && t < c; ++t) cnt[buf[t]]++;
     }
     for (int64_t i = 0; st == EFFML_OK && i < n; ++i)
@@ -86,7 +86,7 @@ effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *sc
         idx[k] = i;
         w[k++] = pow((double)cnt[i] / ((double)draws * s[i] / S), 1.0 / p);
       }
-    effml_alias_sampler_free(al);
+    effml_sampler_alias_free(al);
     effml__free(ctx, cnt);
     effml__free(ctx, buf);
   }
@@ -96,7 +96,7 @@ effml_status effml_sensitivity_sample(effml_context *ctx, const effml_tensor *sc
   return st;
 }
 
-effml_status effml_weighted_sample_merge(effml_context *ctx, const effml_tensor *idx_a,
+effml_status effml_sampler_weighted_sample_merge(effml_context *ctx, const effml_tensor *idx_a,
                                          const effml_tensor *w_a, const effml_tensor *idx_b,
                                          const effml_tensor *w_b, int64_t offset_b, double p,
                                          effml_tensor **indices, effml_tensor **weights) {

@@ -109,7 +109,7 @@ effml_status effml__borderline_plan(effml_context *ctx, const effml__resample_in
                                     effml__plan *p) {
   const effml__classes *c = in->c;
   const int64_t k = in->o->k_neighbors, m = in->o->m_neighbors, n = in->n;
-  const int kind2 = in->o->method == EFFML_RESAMPLE_BORDERLINE2;
+  const int kind2 = in->o->method == EFFML_SAMPLER_RESAMPLE_BORDERLINE2;
   EFFML__TRY(check_k(ctx, "k_neighbors", k));
   EFFML__TRY(check_k(ctx, "m_neighbors", m));
   if (n < m + 1)

@@ -44,7 +44,7 @@ static void table_free(effml_context *ctx, nc_table *t) {
   memset(t, 0, sizeof *t);
 }
 
-static effml_status table_build(effml_context *ctx, const effml_resample_options *o,
+static effml_status table_build(effml_context *ctx, const effml_sampler_resample_options *o,
                                 const double *x, int64_t n, int64_t d, nc_table *t) {
   memset(t, 0, sizeof *t);
   t->n = n;
@@ -52,7 +52,7 @@ static effml_status table_build(effml_context *ctx, const effml_resample_options
   if (o->n_categorical < 1 || o->categorical_features == NULL)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "SMOTE-NC needs categorical_features (n_categorical=%lld); without "
-                      "categorical columns use EFFML_RESAMPLE_SMOTE",
+                      "categorical columns use EFFML_SAMPLER_RESAMPLE_SMOTE",
                       (long long)o->n_categorical);
   if (o->n_categorical >= d)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
@@ -116,7 +116,7 @@ static double class_median_std(const double *x, const nc_table *t, const int64_t
   return m % 2 ? tmp[m / 2] : 0.5 * (tmp[m / 2 - 1] + tmp[m / 2]);
 }
 
-effml_status effml__smotenc_resample(effml_context *ctx, const effml_resample_options *o,
+effml_status effml__smotenc_resample(effml_context *ctx, const effml_sampler_resample_options *o,
                                      const effml_tensor *x, const effml_tensor *y,
                                      effml_tensor **x_out, effml_tensor **y_out) {
   const double *xd = NULL;
@@ -159,8 +159,8 @@ effml_status effml__smotenc_resample(effml_context *ctx, const effml_resample_op
   }
   /* originals first, unchanged */
   if (st == EFFML_OK) {
-    memcpy(xo->data, x->data, (size_t)(n * d) * effml_dtype_size(x->dtype));
-    memcpy(yo->data, y->data, (size_t)n * effml_dtype_size(y->dtype));
+    memcpy(xo->data, x->data, (size_t)(n * d) * effml_tensor_dtype_size(x->dtype));
+    memcpy(yo->data, y->data, (size_t)n * effml_tensor_dtype_size(y->dtype));
   }
   int64_t r = n;
   for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl) {

@@ -20,7 +20,7 @@ static effml_status check_sizes(effml_context *ctx, const double *sizes, int64_t
   return EFFML_OK;
 }
 
-effml_status effml_temperature_probs_alpha(effml_context *ctx, const double *sizes,
+effml_status effml_sampler_temperature_probs_alpha(effml_context *ctx, const double *sizes,
                                            int64_t n_sources, double alpha, double *probs) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_sizes(ctx, sizes, n_sources));
@@ -44,63 +44,63 @@ effml_status effml_temperature_probs_alpha(effml_context *ctx, const double *siz
   return EFFML_OK;
 }
 
-effml_status effml_temperature_probs(effml_context *ctx, const double *sizes, int64_t n_sources,
+effml_status effml_sampler_temperature_probs(effml_context *ctx, const double *sizes, int64_t n_sources,
                                      double temperature, double *probs) {
   EFFML__CHECK_NULL(ctx, ctx);
   if (!(temperature > 0))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "temperature=%g must be > 0 (INFINITY: uniform)",
                       temperature);
-  return effml_temperature_probs_alpha(ctx, sizes, n_sources, isinf(temperature) ? 0.0 : 1.0 / temperature,
+  return effml_sampler_temperature_probs_alpha(ctx, sizes, n_sources, isinf(temperature) ? 0.0 : 1.0 / temperature,
                                        probs);
 }
 
-void effml_temperature_schedule_init(effml_temperature_schedule *s) {
+void effml_sampler_temperature_schedule_init(effml_sampler_temperature_schedule *s) {
   if (s == NULL) return;
   memset(s, 0, sizeof *s);
   s->struct_size = (uint32_t)sizeof *s;
-  s->kind = EFFML_SCHEDULE_CONSTANT;
+  s->kind = EFFML_SAMPLER_SCHEDULE_CONSTANT;
   s->t_start = 1.0;
   s->t_end = 1.0;
   s->total_steps = 1;
   s->switch_fraction = 0.5;
 }
 
-effml_status effml_temperature_at(effml_context *ctx, const effml_temperature_schedule *schedule,
+effml_status effml_sampler_temperature_at(effml_context *ctx, const effml_sampler_temperature_schedule *schedule,
                                   int64_t step, double *temperature) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, schedule);
   EFFML__CHECK_NULL(ctx, temperature);
-  effml_temperature_schedule s;
-  effml_temperature_schedule_init(&s);
-  if (schedule->struct_size < offsetof(effml_temperature_schedule, t_start) ||
+  effml_sampler_temperature_schedule s;
+  effml_sampler_temperature_schedule_init(&s);
+  if (schedule->struct_size < offsetof(effml_sampler_temperature_schedule, t_start) ||
       schedule->struct_size > 4096)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "schedule->struct_size=%u is invalid (use effml_temperature_schedule_init)",
+                      "schedule->struct_size=%u is invalid (use effml_sampler_temperature_schedule_init)",
                       (unsigned)schedule->struct_size);
   memcpy(&s, schedule, schedule->struct_size < sizeof s ? schedule->struct_size : sizeof s);
   if (s.total_steps < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "total_steps=%lld must be >= 1", (long long)s.total_steps);
   if (step < 0) return effml__err(ctx, EFFML_E_INVALID_ARG, "step=%lld must be >= 0", (long long)step);
-  if (s.kind != EFFML_SCHEDULE_CUSTOM && (!(s.t_start > 0) || !(s.t_end > 0)))
+  if (s.kind != EFFML_SAMPLER_SCHEDULE_CUSTOM && (!(s.t_start > 0) || !(s.t_end > 0)))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "t_start=%g and t_end=%g must be > 0", s.t_start,
                       s.t_end);
   double f = step >= s.total_steps ? 1.0 : (double)step / (double)s.total_steps;
   double t;
   switch (s.kind) {
-    case EFFML_SCHEDULE_CONSTANT: t = s.t_start; break;
-    case EFFML_SCHEDULE_LINEAR: t = s.t_start + (s.t_end - s.t_start) * f; break;
-    case EFFML_SCHEDULE_COSINE:
+    case EFFML_SAMPLER_SCHEDULE_CONSTANT: t = s.t_start; break;
+    case EFFML_SAMPLER_SCHEDULE_LINEAR: t = s.t_start + (s.t_end - s.t_start) * f; break;
+    case EFFML_SAMPLER_SCHEDULE_COSINE:
       t = s.t_end + (s.t_start - s.t_end) * 0.5 * (1.0 + cos(3.14159265358979323846 * f));
       break;
-    case EFFML_SCHEDULE_COOLDOWN:
+    case EFFML_SAMPLER_SCHEDULE_COOLDOWN:
       if (!(s.switch_fraction >= 0 && s.switch_fraction <= 1))
         return effml__err(ctx, EFFML_E_INVALID_ARG, "switch_fraction=%g must be in [0, 1]",
                           s.switch_fraction);
       t = (double)step < s.switch_fraction * (double)s.total_steps ? s.t_start : s.t_end;
       break;
-    case EFFML_SCHEDULE_CUSTOM:
+    case EFFML_SAMPLER_SCHEDULE_CUSTOM:
       if (s.fn == NULL)
-        return effml__err(ctx, EFFML_E_INVALID_ARG, "EFFML_SCHEDULE_CUSTOM needs schedule->fn");
+        return effml__err(ctx, EFFML_E_INVALID_ARG, "EFFML_SAMPLER_SCHEDULE_CUSTOM needs schedule->fn");
       t = s.fn(s.user_data, step, s.total_steps);
       if (!(t > 0))
         return effml__err(ctx, EFFML_E_INVALID_ARG, "custom schedule returned T=%g at step %lld",
@@ -125,7 +125,7 @@ static int cmp_sized(const void *a, const void *b) {
   return (x->index > y->index) - (x->index < y->index);
 }
 
-effml_status effml_unimax(effml_context *ctx, const double *sizes, int64_t n_sources, double budget,
+effml_status effml_sampler_unimax(effml_context *ctx, const double *sizes, int64_t n_sources, double budget,
                           double max_epochs, double *allocation, double *probs) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_sizes(ctx, sizes, n_sources));
@@ -164,7 +164,7 @@ effml_status effml_unimax(effml_context *ctx, const double *sizes, int64_t n_sou
   return EFFML_OK;
 }
 
-effml_status effml_virtual_sizes(effml_context *ctx, const int64_t *sizes, const double *probs,
+effml_status effml_sampler_virtual_sizes(effml_context *ctx, const int64_t *sizes, const double *probs,
                                  int64_t n_sources, int64_t virtual_size, int64_t *counts,
                                  int64_t *virtual_size_out) {
   EFFML__CHECK_NULL(ctx, ctx);

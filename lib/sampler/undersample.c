@@ -101,8 +101,8 @@ effml_status effml__enn_plan(effml_context *ctx, const effml__resample_in *in, e
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "n_neighbors=%lld needs at least %lld samples in x, got %lld", (long long)k,
                       (long long)(k + 1), (long long)n);
-  if (in->o->kind_sel != EFFML_ENN_ALL && in->o->kind_sel != EFFML_ENN_MODE)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "kind_sel=%d must be EFFML_ENN_ALL or EFFML_ENN_MODE",
+  if (in->o->kind_sel != EFFML_SAMPLER_ENN_ALL && in->o->kind_sel != EFFML_SAMPLER_ENN_MODE)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "kind_sel=%d must be EFFML_SAMPLER_ENN_ALL or EFFML_SAMPLER_ENN_MODE",
                       (int)in->o->kind_sel);
   int64_t *nn = NULL;
   EFFML__TRY(knn_all(ctx, in, k, &nn));
@@ -115,7 +115,7 @@ effml_status effml__enn_plan(effml_context *ctx, const effml__resample_in *in, e
       int64_t i = rows[t];
       int keep = 1;
       if (in->values[cl] > 0) {
-        if (in->o->kind_sel == EFFML_ENN_ALL) {
+        if (in->o->kind_sel == EFFML_SAMPLER_ENN_ALL) {
           for (int64_t j = 0; j < k; ++j) keep &= c->cls[nn[i * k + j]] == cl;
         } else {
           for (int64_t j = 0; j < k; ++j) votes[c->cls[nn[i * k + j]]]++;

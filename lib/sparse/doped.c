@@ -18,7 +18,7 @@ effml_status effml__doped_forward(effml_context *ctx, effml_layer *layer, const 
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   const int64_t batch = x->shape[0], in = layer->in_features, out = layer->out_features;
   const int64_t r = s->inner, ldb = (batch + 15) / 16 * 16;
-  const int train = mode == EFFML_MODE_TRAIN;
+  const int train = mode == EFFML_LAYER_MODE_TRAIN;
   const effml__spmat *W = &s->mats[0];
   float *XT = NULL, *T = NULL, *YT = NULL, *tmp = NULL;
   effml_status st = EFFML_OK;

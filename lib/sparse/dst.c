@@ -37,10 +37,10 @@ void effml_dst_options_init(effml_dst_options *opt) {
   if (!opt) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
-  opt->method = EFFML_DST_RIGL;
+  opt->method = EFFML_SPARSE_DST_RIGL;
   opt->delta_t = 100;
   opt->drop_fraction = 0.3;
-  opt->decay = EFFML_DST_DECAY_COSINE;
+  opt->decay = EFFML_SPARSE_DST_DECAY_COSINE;
   opt->total_steps = 0;
   opt->end_fraction = 0.75;
   opt->begin_step = 0;
@@ -130,7 +130,7 @@ static effml_status update_matrix(effml_dst *d, int32_t mi, double alpha) {
     int64_t c = 0;
     for (int64_t q = 0; q < numel; ++q) {
       if (state[q] == 1) continue;
-      key[c++] = d->o.method == EFFML_DST_SET ? (float)effml__rng_uniform(&rng)
+      key[c++] = d->o.method == EFFML_SPARSE_DST_SET ? (float)effml__rng_uniform(&rng)
                                                 : score_of(m->dense_grad[q]);
     }
     /* key[] holds candidate scores in position order; keep a copy order by re-deriving */
@@ -225,19 +225,19 @@ static effml_status collect(effml_context *ctx, effml_dst *d, effml_layer *l) {
     }
     return EFFML_OK;
   }
-  for (int32_t i = 0; i < effml_sequential_count(l); ++i)
-    EFFML__TRY(collect(ctx, d, effml_sequential_get(l, i)));
+  for (int32_t i = 0; i < effml_layer_sequential_count(l); ++i)
+    EFFML__TRY(collect(ctx, d, effml_layer_sequential_get(l, i)));
   return EFFML_OK;
 }
 
 static int due(const effml_dst *d, int64_t t) {
-  return d->o.method != EFFML_DST_STATIC && t > d->o.begin_step && t < d->end &&
+  return d->o.method != EFFML_SPARSE_DST_STATIC && t > d->o.begin_step && t < d->end &&
          t % d->o.delta_t == 0;
 }
 
 double effml_dst_drop_fraction(const effml_dst *d, int64_t t) {
   if (!d || !(t > d->o.begin_step && t < d->end)) return 0.0;
-  if (d->o.decay == EFFML_DST_DECAY_CONSTANT) return d->o.drop_fraction;
+  if (d->o.decay == EFFML_SPARSE_DST_DECAY_CONSTANT) return d->o.drop_fraction;
   const double pi = 3.14159265358979323846;
   double x = (double)(t - d->o.begin_step) / (double)(d->end - d->o.begin_step);
   return d->o.drop_fraction * (0.5 + 0.5 * cos(pi * x));
@@ -273,9 +273,9 @@ effml_status effml_dst_create(effml_context *ctx, effml_layer *model, effml_opti
     memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
     o.struct_size = (uint32_t)sizeof o;
   }
-  if (o.method < EFFML_DST_RIGL || o.method > EFFML_DST_STATIC)
+  if (o.method < EFFML_SPARSE_DST_RIGL || o.method > EFFML_SPARSE_DST_STATIC)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: method=%d is unknown", fn, (int)o.method);
-  if (o.decay != EFFML_DST_DECAY_COSINE && o.decay != EFFML_DST_DECAY_CONSTANT)
+  if (o.decay != EFFML_SPARSE_DST_DECAY_COSINE && o.decay != EFFML_SPARSE_DST_DECAY_CONSTANT)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: decay=%d is unknown", fn, (int)o.decay);
   if (o.delta_t < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: delta_t=%lld must be >= 1", fn,
@@ -303,7 +303,7 @@ effml_status effml_dst_create(effml_context *ctx, effml_layer *model, effml_opti
   if (st == EFFML_OK && d->n == 0)
     st = effml__err(ctx, EFFML_E_INVALID_ARG, "%s: model (kind '%s') has no sparse matrix", fn,
                     effml_layer_kind(model));
-  if (st == EFFML_OK && o.method == EFFML_DST_RIGL) st = arm(d, due(d, 1));
+  if (st == EFFML_OK && o.method == EFFML_SPARSE_DST_RIGL) st = arm(d, due(d, 1));
   if (st != EFFML_OK) {
     effml_dst_free(d);
     return st;
@@ -326,7 +326,7 @@ effml_status effml_dst_step(effml_context *ctx, effml_dst *d, int32_t *updated) 
   const int64_t t = d->t + 1;
   int did = 0;
   if (due(d, t)) {
-    if (d->o.method == EFFML_DST_RIGL)
+    if (d->o.method == EFFML_SPARSE_DST_RIGL)
       for (int32_t i = 0; i < d->n; ++i)
         if (!d->mats[i]->dense_grad || !d->mats[i]->dense_grad_valid)
           return effml__err(ctx, EFFML_E_STATE,
@@ -342,7 +342,7 @@ effml_status effml_dst_step(effml_context *ctx, effml_dst *d, int32_t *updated) 
     did = 1;
   }
   d->t = t;
-  if (d->o.method == EFFML_DST_RIGL) EFFML__TRY(arm(d, due(d, t + 1)));
+  if (d->o.method == EFFML_SPARSE_DST_RIGL) EFFML__TRY(arm(d, due(d, t + 1)));
   if (updated) *updated = did;
   return EFFML_OK;
 }

@@ -18,7 +18,7 @@ effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   const int64_t batch = x->shape[0], in = layer->in_features, out = layer->out_features;
   const int64_t d = s->inner, ldb = (batch + 15) / 16 * 16;
-  const int train = mode == EFFML_MODE_TRAIN;
+  const int train = mode == EFFML_LAYER_MODE_TRAIN;
   float *XT = NULL, *AT = NULL, *YT = NULL, *tmp = NULL;
   effml_status st = EFFML_OK;
   if (train) {
@@ -45,7 +45,7 @@ effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
     const effml__spmat *U = &s->mats[SF_U], *V = &s->mats[SF_V];
     const float *u = effml__spmat_packed(U, effml__param_f32(layer, U->param), tmp);
     effml__spmm_t(ctx, d, U->row_ptr, U->col_idx, u, XT, ldb, 0, AT);
-    if (s->activation == EFFML_SPARSE_ACT_RELU)
+    if (s->activation == EFFML_LAYER_ACT_RELU)
       for (int64_t i = 0; i < d * ldb; ++i) AT[i] = AT[i] > 0.0f ? AT[i] : 0.0f;
     const float *v = effml__spmat_packed(V, effml__param_f32(layer, V->param), tmp);
     effml__spmm_t(ctx, out, V->row_ptr, V->col_idx, v, AT, ldb, 0, YT);
@@ -81,7 +81,7 @@ effml_status effml__factorized_backward(effml_context *ctx, effml_layer *layer,
   }
   if (st == EFFML_OK) st = effml__spmat_backward_input(ctx, layer, V, DYT, ldb, 0, DHT);
   if (st == EFFML_OK) {
-    if (s->activation == EFFML_SPARSE_ACT_RELU)
+    if (s->activation == EFFML_LAYER_ACT_RELU)
       for (int64_t i = 0; i < d * ldb; ++i)
         if (!(s->ht[i] > 0.0f)) DHT[i] = 0.0f;
     st = effml__spmat_backward_weight(ctx, layer, U, DHT, s->xt, ldb);

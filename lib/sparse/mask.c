@@ -14,7 +14,7 @@ effml_status effml_sparse_mask_uniform(effml_context *ctx, double sparsity, effm
   EFFML__TRY(effml__check_writable(ctx, mask, "mask"));
   if (mask->dtype != EFFML_U8 && mask->dtype != EFFML_BOOL)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: mask has dtype %s, expected u8 or bool", fn,
-                      effml_dtype_name(mask->dtype));
+                      effml_tensor_dtype_name(mask->dtype));
   const int64_t rows = mask->shape[0], cols = mask->shape[1];
   int64_t nnz = 0, *pos = NULL;
   EFFML__TRY(effml__nnz_for(ctx, fn, rows, cols, sparsity, &nnz));

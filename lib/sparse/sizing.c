@@ -136,7 +136,7 @@ static effml_status count(effml_context *ctx, effml_layer *l, int64_t *width, do
         break;
       case EFFML__SK_FACTORIZED:
         f = linear_flops(s->mats[0].nnz, s->inner) + linear_flops(s->mats[1].nnz, out);
-        if (s->activation == EFFML_SPARSE_ACT_RELU) f += (double)s->inner;
+        if (s->activation == EFFML_LAYER_ACT_RELU) f += (double)s->inner;
         break;
       default: /* doped: sparse + U + V + the sum */
         f = linear_flops(s->mats[0].nnz, out) +
@@ -149,9 +149,9 @@ static effml_status count(effml_context *ctx, effml_layer *l, int64_t *width, do
     *width = out;
     return EFFML_OK;
   }
-  const int32_t nc = effml_sequential_count(l);
+  const int32_t nc = effml_layer_sequential_count(l);
   if (nc > 0 || strcmp(effml_layer_kind(l), "sequential") == 0) {
-    for (int32_t i = 0; i < nc; ++i) EFFML__TRY(count(ctx, effml_sequential_get(l, i), width, acc));
+    for (int32_t i = 0; i < nc; ++i) EFFML__TRY(count(ctx, effml_layer_sequential_get(l, i), width, acc));
     return EFFML_OK;
   }
   const char *kind = effml_layer_kind(l);

@@ -17,7 +17,7 @@
 #ifndef EFFML_SPARSE_INTERNAL_H
 #define EFFML_SPARSE_INTERNAL_H
 
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
 typedef struct effml__spmat {
   int64_t rows, cols, nnz;

@@ -25,7 +25,7 @@ void effml_sparse_options_init(effml_sparse_options *opt) {
   opt->nnz = 0;
   opt->bias = 1;
   opt->init = EFFML_SPARSE_INIT_UNIFORM;
-  opt->activation = EFFML_SPARSE_ACT_RELU;
+  opt->activation = EFFML_LAYER_ACT_RELU;
   opt->widen = EFFML_SPARSE_WIDEN_IN | EFFML_SPARSE_WIDEN_OUT;
 }
 
@@ -45,7 +45,7 @@ static effml_status read_options(effml_context *ctx, const effml_sparse_options 
   if (o->init != EFFML_SPARSE_INIT_UNIFORM && o->init != EFFML_SPARSE_INIT_KAIMING_NORMAL)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sparse_options: init=%d is unknown",
                       (int)o->init);
-  if (o->activation != EFFML_SPARSE_ACT_NONE && o->activation != EFFML_SPARSE_ACT_RELU)
+  if (o->activation != EFFML_LAYER_ACT_IDENTITY && o->activation != EFFML_LAYER_ACT_RELU)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sparse_options: activation=%d is unknown",
                       (int)o->activation);
   return EFFML_OK;
@@ -105,14 +105,14 @@ static effml_status linear_forward(effml_context *ctx, effml_layer *layer, const
   const int64_t ldb = round16(batch);
   float *XT = NULL, *YT = NULL;
   effml_status st = EFFML_OK;
-  if (mode == EFFML_MODE_TRAIN) {
+  if (mode == EFFML_LAYER_MODE_TRAIN) {
     st = effml__ws_reserve(ctx, &s->xt, &s->xt_cap, (size_t)(in * ldb));
     XT = s->xt;
   } else {
     XT = (float *)effml__alloc_or_err(ctx, (size_t)(in * ldb) * sizeof(float), "sparse Xᵀ panel");
     if (!XT) st = EFFML_E_NOMEM;
   }
-  const int train = mode == EFFML_MODE_TRAIN;
+  const int train = mode == EFFML_LAYER_MODE_TRAIN;
   if (st == EFFML_OK) {
     YT = effml__scratch(ctx, s, train, EFFML__WS_YT, (size_t)(out * ldb), "sparse Yᵀ panel");
     if (!YT) st = EFFML_E_NOMEM;
@@ -126,7 +126,7 @@ static effml_status linear_forward(effml_context *ctx, effml_layer *layer, const
                          s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
                          effml__f32(y));
   effml__scratch_release(ctx, train, YT);
-  if (mode != EFFML_MODE_TRAIN) {
+  if (mode != EFFML_LAYER_MODE_TRAIN) {
     effml__free(ctx, XT);
   } else { /* only a training forward may write layer state (INFER is shared) */
     s->ldb = ldb;
@@ -370,7 +370,7 @@ static effml_status linear_from_positions(effml_context *ctx, int64_t in, int64_
 
 static int mask_at(const effml_tensor *mask, int64_t r, int64_t c) {
   const char *p = mask->data + (r * mask->strides[0] + c * mask->strides[1]) *
-                                   (int64_t)effml_dtype_size(mask->dtype);
+                                   (int64_t)effml_tensor_dtype_size(mask->dtype);
   switch (mask->dtype) {
     case EFFML_U8:
     case EFFML_BOOL: return *(const uint8_t *)p != 0;
@@ -400,7 +400,7 @@ effml_status effml_sparse_linear_create_masked(effml_context *ctx, const effml_t
   int32_t dt = mask->dtype;
   if (dt != EFFML_U8 && dt != EFFML_BOOL && dt != EFFML_I32 && dt != EFFML_F32)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: mask has dtype %s, expected u8, bool, i32 or f32",
-                      fn, effml_dtype_name(dt));
+                      fn, effml_tensor_dtype_name(dt));
   const int64_t out = mask->shape[0], in = mask->shape[1];
   EFFML__TRY(check_dims(ctx, fn, in, out));
   if (weight) {

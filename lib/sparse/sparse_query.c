@@ -18,7 +18,7 @@ int64_t effml_sparse_nnz(const effml_layer *layer) {
     return n;
   }
   int64_t n = 0;
-  for (int32_t i = 0; i < effml_sequential_count(l); ++i) n += effml_sparse_nnz(effml_sequential_get(l, i));
+  for (int32_t i = 0; i < effml_layer_sequential_count(l); ++i) n += effml_sparse_nnz(effml_layer_sequential_get(l, i));
   return n;
 }
 
@@ -110,8 +110,8 @@ effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *la
     }
     return EFFML_OK;
   }
-  for (int32_t i = 0; i < effml_sequential_count(layer); ++i)
-    EFFML__TRY(effml_sparse_request_dense_grad(ctx, effml_sequential_get(layer, i), on));
+  for (int32_t i = 0; i < effml_layer_sequential_count(layer); ++i)
+    EFFML__TRY(effml_sparse_request_dense_grad(ctx, effml_layer_sequential_get(layer, i), on));
   return EFFML_OK;
 }
 

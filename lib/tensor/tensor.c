@@ -15,7 +15,7 @@ typedef struct effml__storage {
   atomic_int refs;
 } effml__storage;
 
-size_t effml_dtype_size(int32_t dtype) {
+size_t effml_tensor_dtype_size(int32_t dtype) {
   switch (dtype) {
     case EFFML_F32: case EFFML_I32: case EFFML_U32: return 4;
     case EFFML_F64: case EFFML_I64: case EFFML_U64: return 8;
@@ -25,7 +25,7 @@ size_t effml_dtype_size(int32_t dtype) {
   }
 }
 
-const char *effml_dtype_name(int32_t dtype) {
+const char *effml_tensor_dtype_name(int32_t dtype) {
   switch (dtype) {
     case EFFML_F32: return "f32";
     case EFFML_F64: return "f64";
@@ -209,14 +209,14 @@ static void store_i64(int32_t dtype, char *p, int64_t v) {
 
 static effml_status check_shape(effml_context *ctx, const char *fn, int32_t dtype, int32_t ndim,
                                 const int64_t *shape, size_t *nbytes) {
-  if (effml_dtype_size(dtype) == 0)
+  if (effml_tensor_dtype_size(dtype) == 0)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: dtype=%d is not a known dtype", fn, (int)dtype);
-  if (ndim < 0 || ndim > EFFML_MAX_DIMS)
+  if (ndim < 0 || ndim > EFFML_TENSOR_MAX_DIMS)
     return effml__err(ctx, EFFML_E_SHAPE, "%s: ndim=%d must be in [0, %d]", fn, (int)ndim,
-                      EFFML_MAX_DIMS);
+                      EFFML_TENSOR_MAX_DIMS);
   if (ndim > 0 && shape == NULL)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: argument 'shape' is NULL", fn);
-  size_t n = effml_dtype_size(dtype);
+  size_t n = effml_tensor_dtype_size(dtype);
   for (int32_t i = 0; i < ndim; ++i) {
     if (shape[i] < 1)
       return effml__err(ctx, EFFML_E_SHAPE, "%s: shape[%d]=%lld must be >= 1", fn, (int)i,
@@ -302,7 +302,7 @@ effml_status effml_tensor_wrap(effml_context *ctx, int32_t dtype, int32_t ndim,
   EFFML__CHECK_NULL(ctx, data);
   size_t nbytes;
   EFFML__TRY(check_shape(ctx, "effml_tensor_wrap", dtype, ndim, shape, &nbytes));
-  size_t es = effml_dtype_size(dtype);
+  size_t es = effml_tensor_dtype_size(dtype);
   if ((uintptr_t)data % es != 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "effml_tensor_wrap: data=%p is not aligned to the %zu-byte element size",
@@ -376,7 +376,7 @@ int64_t effml_tensor_numel(const effml_tensor *t) {
   return n;
 }
 size_t effml_tensor_nbytes(const effml_tensor *t) {
-  return t ? (size_t)effml_tensor_numel(t) * effml_dtype_size(t->dtype) : 0;
+  return t ? (size_t)effml_tensor_numel(t) * effml_tensor_dtype_size(t->dtype) : 0;
 }
 int32_t effml_tensor_is_contiguous(const effml_tensor *t) {
   if (t == NULL) return 0;
@@ -424,7 +424,7 @@ effml_status effml_tensor_slice(effml_context *ctx, const effml_tensor *src, int
                       (long long)start, (long long)stop, (long long)src->shape[dim]);
   effml_tensor *v;
   EFFML__TRY(make_view(ctx, src, "effml_tensor_slice", &v));
-  v->data = src->data + start * src->strides[dim] * (int64_t)effml_dtype_size(src->dtype);
+  v->data = src->data + start * src->strides[dim] * (int64_t)effml_tensor_dtype_size(src->dtype);
   v->shape[dim] = (stop - start + step - 1) / step;
   v->strides[dim] = src->strides[dim] * step;
   *out = v;
@@ -436,16 +436,16 @@ effml_status effml_tensor_reshape(effml_context *ctx, const effml_tensor *src, i
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, src);
   EFFML__CHECK_NULL(ctx, out);
-  if (ndim < 0 || ndim > EFFML_MAX_DIMS)
+  if (ndim < 0 || ndim > EFFML_TENSOR_MAX_DIMS)
     return effml__err(ctx, EFFML_E_SHAPE, "effml_tensor_reshape: ndim=%d must be in [0, %d]",
-                      (int)ndim, EFFML_MAX_DIMS);
+                      (int)ndim, EFFML_TENSOR_MAX_DIMS);
   if (ndim > 0 && shape == NULL)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_tensor_reshape: argument 'shape' is NULL");
   if (!effml_tensor_is_contiguous(src))
     return effml__err(ctx, EFFML_E_SHAPE,
                       "effml_tensor_reshape: source is not contiguous; call "
                       "effml_tensor_contiguous() first");
-  int64_t n = effml_tensor_numel(src), known = 1, sh[EFFML_MAX_DIMS];
+  int64_t n = effml_tensor_numel(src), known = 1, sh[EFFML_TENSOR_MAX_DIMS];
   int32_t infer = -1;
   for (int32_t i = 0; i < ndim; ++i) {
     sh[i] = shape[i];
@@ -514,7 +514,7 @@ effml_status effml_tensor_transpose(effml_context *ctx, const effml_tensor *src,
 static inline char *elem_ptr(const effml_tensor *t, const int64_t *idx) {
   int64_t off = 0;
   for (int32_t i = 0; i < t->ndim; ++i) off += idx[i] * t->strides[i];
-  return t->data + off * (int64_t)effml_dtype_size(t->dtype);
+  return t->data + off * (int64_t)effml_tensor_dtype_size(t->dtype);
 }
 
 static inline int iter_next(const effml_tensor *t, int64_t *idx) {
@@ -527,13 +527,13 @@ static inline int iter_next(const effml_tensor *t, int64_t *idx) {
 
 /* Copy src into contiguous memory `dst` of dtype `dtype` (checked beforehand). */
 static void copy_to_contiguous(const effml_tensor *src, char *dst, int32_t dtype) {
-  size_t ds = effml_dtype_size(dtype);
+  size_t ds = effml_tensor_dtype_size(dtype);
   int64_t n = effml_tensor_numel(src);
   if (effml_tensor_is_contiguous(src) && dtype == src->dtype) {
     memcpy(dst, src->data, (size_t)n * ds);
     return;
   }
-  int64_t idx[EFFML_MAX_DIMS] = {0};
+  int64_t idx[EFFML_TENSOR_MAX_DIMS] = {0};
   int64_t k = 0;
   int exact_int = is_integer_dtype(dtype) && is_integer_dtype(src->dtype);
   do {
@@ -552,7 +552,7 @@ static void copy_to_contiguous(const effml_tensor *src, char *dst, int32_t dtype
 static effml_status check_convertible(effml_context *ctx, const effml_tensor *src, int32_t dtype,
                                       const char *fn) {
   if (dtype == src->dtype || !is_integer_dtype(dtype)) return EFFML_OK;
-  int64_t idx[EFFML_MAX_DIMS] = {0};
+  int64_t idx[EFFML_TENSOR_MAX_DIMS] = {0};
   int src_int = is_integer_dtype(src->dtype);
   do {
     const char *p = elem_ptr(src, idx);
@@ -568,7 +568,7 @@ static effml_status check_convertible(effml_context *ctx, const effml_tensor *sr
     }
     if (!ok)
       return effml__err(ctx, EFFML_E_NUMERIC, "%s: value %g does not fit in dtype %s", fn,
-                        load_f64(src->dtype, p), effml_dtype_name(dtype));
+                        load_f64(src->dtype, p), effml_tensor_dtype_name(dtype));
   } while (src->ndim > 0 && iter_next(src, idx));
   return EFFML_OK;
 }
@@ -584,7 +584,7 @@ effml_status effml_tensor_convert(effml_context *ctx, const effml_tensor *src, i
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, src);
   EFFML__CHECK_NULL(ctx, out);
-  if (effml_dtype_size(dtype) == 0)
+  if (effml_tensor_dtype_size(dtype) == 0)
     return effml__err(ctx, EFFML_E_DTYPE, "effml_tensor_convert: dtype=%d is not a known dtype",
                       (int)dtype);
   EFFML__TRY(check_convertible(ctx, src, dtype, "effml_tensor_convert"));
@@ -614,8 +614,8 @@ effml_status effml_tensor_copy(effml_context *ctx, effml_tensor *dst, const effm
   /* General case (strided or overlapping destination): go through a temporary. */
   effml_tensor *tmp;
   EFFML__TRY(effml_tensor_convert(ctx, src, dst->dtype, &tmp));
-  int64_t idx[EFFML_MAX_DIMS] = {0}, k = 0;
-  size_t ds = effml_dtype_size(dst->dtype);
+  int64_t idx[EFFML_TENSOR_MAX_DIMS] = {0}, k = 0;
+  size_t ds = effml_tensor_dtype_size(dst->dtype);
   do {
     memcpy(elem_ptr(dst, idx), tmp->data + k * (int64_t)ds, ds);
     ++k;
@@ -632,11 +632,11 @@ effml_status effml_tensor_fill(effml_context *ctx, effml_tensor *t, double value
   EFFML__TRY(effml__check_writable(ctx, t, "t"));
   if (!storable(t->dtype, value))
     return effml__err(ctx, EFFML_E_NUMERIC, "effml_tensor_fill: value=%g does not fit in dtype %s",
-                      value, effml_dtype_name(t->dtype));
-  size_t ds = effml_dtype_size(t->dtype);
+                      value, effml_tensor_dtype_name(t->dtype));
+  size_t ds = effml_tensor_dtype_size(t->dtype);
   char one[8];
   store_f64(t->dtype, one, value);
-  int64_t idx[EFFML_MAX_DIMS] = {0};
+  int64_t idx[EFFML_TENSOR_MAX_DIMS] = {0};
   if (effml_tensor_is_contiguous(t)) {
     int64_t n = effml_tensor_numel(t);
     if (t->dtype == EFFML_F32) {
@@ -685,7 +685,7 @@ effml_status effml_tensor_set_f64(effml_context *ctx, effml_tensor *t, const int
   if (!storable(t->dtype, value))
     return effml__err(ctx, EFFML_E_NUMERIC,
                       "effml_tensor_set_f64: value=%g does not fit in dtype %s", value,
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   store_f64(t->dtype, elem_ptr(t, index), value);
   return EFFML_OK;
 }
@@ -697,7 +697,7 @@ effml_status effml_tensor_get_i64(effml_context *ctx, const effml_tensor *t, con
   EFFML__CHECK_NULL(ctx, value);
   if (!is_integer_dtype(t->dtype))
     return effml__err(ctx, EFFML_E_DTYPE, "effml_tensor_get_i64: dtype %s is not an integer type",
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   EFFML__TRY(check_index(ctx, t, index, "effml_tensor_get_i64"));
   *value = load_i64(t->dtype, elem_ptr(t, index));
   return EFFML_OK;
@@ -709,13 +709,13 @@ effml_status effml_tensor_set_i64(effml_context *ctx, effml_tensor *t, const int
   EFFML__CHECK_NULL(ctx, t);
   if (!is_integer_dtype(t->dtype))
     return effml__err(ctx, EFFML_E_DTYPE, "effml_tensor_set_i64: dtype %s is not an integer type",
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   EFFML__TRY(effml__check_writable(ctx, t, "t"));
   EFFML__TRY(check_index(ctx, t, index, "effml_tensor_set_i64"));
   if (!store_i64_ok(t->dtype, value))
     return effml__err(ctx, EFFML_E_NUMERIC,
                       "effml_tensor_set_i64: value=%lld does not fit in dtype %s",
-                      (long long)value, effml_dtype_name(t->dtype));
+                      (long long)value, effml_tensor_dtype_name(t->dtype));
   store_i64(t->dtype, elem_ptr(t, index), value);
   return EFFML_OK;
 }
@@ -742,7 +742,7 @@ effml_status effml__check_tensor(effml_context *ctx, const effml_tensor *t, cons
   if (t == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "argument '%s' is NULL", arg);
   if (dtype != 0 && t->dtype != dtype)
     return effml__err(ctx, EFFML_E_DTYPE, "argument '%s' has dtype %s, expected %s", arg,
-                      effml_dtype_name(t->dtype), effml_dtype_name(dtype));
+                      effml_tensor_dtype_name(t->dtype), effml_tensor_dtype_name(dtype));
   if (ndim >= 0 && t->ndim != ndim) {
     char b[128];
     return effml__err(ctx, EFFML_E_SHAPE, "argument '%s' has shape %s (%d dims), expected %d dims",
@@ -788,7 +788,7 @@ static void byte_range(const effml_tensor *t, uintptr_t *lo, uintptr_t *hi) {
   int64_t last = 0;
   for (int32_t i = 0; i < t->ndim; ++i) last += (t->shape[i] - 1) * t->strides[i];
   *lo = (uintptr_t)t->data;
-  *hi = (uintptr_t)(t->data + (last + 1) * (int64_t)effml_dtype_size(t->dtype));
+  *hi = (uintptr_t)(t->data + (last + 1) * (int64_t)effml_tensor_dtype_size(t->dtype));
 }
 
 int effml__tensors_overlap(const effml_tensor *a, const effml_tensor *b) {

@@ -8,9 +8,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
-void effml_fit_options_init(effml_fit_options *opt) {
+void effml_train_options_init(effml_train_options *opt) {
   if (!opt) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
@@ -32,7 +32,7 @@ static effml_status check_data(effml_context *ctx, const char *fn, const effml_l
   EFFML__TRY(effml__check_tensor(ctx, labels, "labels", 0, 1, 1));
   if (labels->dtype != EFFML_I32 && labels->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: labels must be i32 or i64, got %s", fn,
-                      effml_dtype_name(labels->dtype));
+                      effml_tensor_dtype_name(labels->dtype));
   if (labels->shape[0] != x->shape[0])
     return effml__err(ctx, EFFML_E_SHAPE, "%s: labels has %lld entries but x has %lld rows", fn,
                       (long long)labels->shape[0], (long long)x->shape[0]);
@@ -74,7 +74,7 @@ typedef struct fit_state {
   effml_layer *model;
   effml_optimizer *opt;
   const effml_tensor *x, *labels;
-  effml_fit_options fo;
+  effml_train_options fo;
   int64_t n, f, c;
   int64_t *perm;
   batch_ws full, tail;
@@ -103,7 +103,7 @@ static double sample_w(const effml_tensor *t, int64_t i) {
 static effml_status update_class_weights(fit_state *s, int64_t step) {
   double t = 1.0;
   if (s->fo.scalarization) {
-    EFFML__TRY(effml_temperature_at(s->ctx, s->fo.scalarization, step, &t));
+    EFFML__TRY(effml_sampler_temperature_at(s->ctx, s->fo.scalarization, step, &t));
     if (t == s->cur_t) return EFFML_OK;
     EFFML__TRY(effml_train_scalarization_weights(s->ctx, s->sizes, s->c, t, s->scal_w));
   } else if (!isnan(s->cur_t)) {
@@ -119,7 +119,7 @@ static effml_status update_class_weights(fit_state *s, int64_t step) {
   if (s->fo.reduction == EFFML_TRAIN_REDUCTION_MEAN) {
     if (!(mean > 0.0))
       return effml__err(s->ctx, EFFML_E_INVALID_ARG,
-                        "effml_fit_classifier: every row weight is 0 (reduction MEAN divides "
+                        "effml_train_classifier: every row weight is 0 (reduction MEAN divides "
                         "the weights by their mean)");
     for (int64_t k = 0; k < s->c; ++k) s->cur_w[k] /= mean;
   }
@@ -129,8 +129,8 @@ static effml_status update_class_weights(fit_state *s, int64_t step) {
 /* Check the weight options and fill the static per-class arrays. */
 static effml_status weights_setup(fit_state *s) {
   effml_context *ctx = s->ctx;
-  const effml_fit_options *fo = &s->fo;
-  static const char fn[] = "effml_fit_classifier";
+  const effml_train_options *fo = &s->fo;
+  static const char fn[] = "effml_train_classifier";
   if (fo->reduction != EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN &&
       fo->reduction != EFFML_TRAIN_REDUCTION_MEAN)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
@@ -149,7 +149,7 @@ static effml_status weights_setup(fit_state *s) {
     EFFML__TRY(effml__check_tensor(ctx, t, names[v], 0, 1, 0));
     if (t->dtype != EFFML_F32 && t->dtype != EFFML_F64)
       return effml__err(ctx, EFFML_E_DTYPE, "%s: %s must be f32 or f64, got %s", fn, names[v],
-                        effml_dtype_name(t->dtype));
+                        effml_tensor_dtype_name(t->dtype));
     if (t->shape[0] != lens[v])
       return effml__err(ctx, EFFML_E_SHAPE, "%s: %s has %lld entries, need %lld (%s)", fn,
                         names[v], (long long)t->shape[0], (long long)lens[v],
@@ -214,7 +214,7 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
                   : (int32_t)((const int64_t *)(const void *)s->labels->data)[i];
     }
     double loss = 0.0;
-    EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_MODE_TRAIN));
+    EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_LAYER_MODE_TRAIN));
     if (s->weighted) {
       EFFML__TRY(update_class_weights(s, *step));
       double *wb = effml__f64(w->w);
@@ -225,15 +225,15 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
       EFFML__TRY(effml_train_softmax_cross_entropy_weighted(
           ctx, w->logits, w->y, w->w, NULL, s->fo.reduction, &loss, w->dlogits));
     } else {
-      EFFML__TRY(effml_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
+      EFFML__TRY(effml_train_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
     }
     effml_layer_zero_grad(s->model);
     EFFML__TRY(effml_layer_backward(ctx, s->model, w->dlogits, NULL));
     ++*step;
     if (s->fo.step_hook && s->fo.step_hook(s->fo.step_hook_user_data, *step) != 0)
-      return effml__err(ctx, EFFML_E_STATE, "effml_fit_classifier: step_hook aborted at step %lld",
+      return effml__err(ctx, EFFML_E_STATE, "effml_train_classifier: step_hook aborted at step %lld",
                         (long long)*step);
-    if (s->fo.clip_norm > 0) EFFML__TRY(effml_clip_grad_norm(ctx, s->opt, s->fo.clip_norm, NULL));
+    if (s->fo.clip_norm > 0) EFFML__TRY(effml_optimizer_clip_grad_norm(ctx, s->opt, s->fo.clip_norm, NULL));
     EFFML__TRY(effml_optimizer_step(ctx, s->opt));
     sum += loss;
     ++batches;
@@ -254,34 +254,34 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
   return EFFML_OK;
 }
 
-effml_status effml_fit_classifier(effml_context *ctx, effml_layer *model, effml_optimizer *opt,
+effml_status effml_train_classifier(effml_context *ctx, effml_layer *model, effml_optimizer *opt,
                                   const effml_tensor *x, const effml_tensor *labels,
-                                  const effml_fit_options *fit, double *final_loss) {
+                                  const effml_train_options *fit, double *final_loss) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, model);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, labels);
   EFFML__CHECK_NULL(ctx, fit);
-  if (fit->struct_size < offsetof(effml_fit_options, batch_size) + sizeof(int64_t))
+  if (fit->struct_size < offsetof(effml_train_options, batch_size) + sizeof(int64_t))
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_fit_classifier: fit->struct_size=%u is too small (call "
-                      "effml_fit_options_init)",
+                      "effml_train_classifier: fit->struct_size=%u is too small (call "
+                      "effml_train_options_init)",
                       (unsigned)fit->struct_size);
   fit_state s;
   memset(&s, 0, sizeof s);
-  effml_fit_options_init(&s.fo);
+  effml_train_options_init(&s.fo);
   memcpy(&s.fo, fit, fit->struct_size < sizeof s.fo ? fit->struct_size : sizeof s.fo);
   if (s.fo.epochs < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_fit_classifier: epochs=%lld must be >= 1",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_train_classifier: epochs=%lld must be >= 1",
                       (long long)s.fo.epochs);
   if (s.fo.batch_size < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_fit_classifier: batch_size=%lld must be >= 1",
+                      "effml_train_classifier: batch_size=%lld must be >= 1",
                       (long long)s.fo.batch_size);
   if (!(s.fo.clip_norm >= 0))
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_fit_classifier: clip_norm=%g must be >= 0 (0 = off)", s.fo.clip_norm);
-  EFFML__TRY(check_data(ctx, "effml_fit_classifier", model, x, labels, &s.c));
+                      "effml_train_classifier: clip_norm=%g must be >= 0 (0 = off)", s.fo.clip_norm);
+  EFFML__TRY(check_data(ctx, "effml_train_classifier", model, x, labels, &s.c));
   s.ctx = ctx;
   s.model = model;
   s.opt = opt;
@@ -308,15 +308,15 @@ effml_status effml_fit_classifier(effml_context *ctx, effml_layer *model, effml_
   return st;
 }
 
-effml_status effml_predict(effml_context *ctx, effml_layer *model, const effml_tensor *x,
+effml_status effml_train_predict(effml_context *ctx, effml_layer *model, const effml_tensor *x,
                            int64_t batch_size, effml_tensor *logits) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, model);
   if (batch_size < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_predict: batch_size=%lld must be >= 1",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_train_predict: batch_size=%lld must be >= 1",
                       (long long)batch_size);
   int64_t c = 0;
-  EFFML__TRY(check_data(ctx, "effml_predict", model, x, NULL, &c));
+  EFFML__TRY(check_data(ctx, "effml_train_predict", model, x, NULL, &c));
   EFFML__TRY(effml__check_tensor(ctx, logits, "logits", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_writable(ctx, logits, "logits"));
   EFFML__TRY(effml__check_dim(ctx, logits, "logits", 0, x->shape[0]));
@@ -327,7 +327,7 @@ effml_status effml_predict(effml_context *ctx, effml_layer *model, const effml_t
     effml_tensor *xv = NULL, *yv = NULL;
     effml_status st = effml_tensor_slice(ctx, x, 0, start, stop, 1, &xv);
     if (st == EFFML_OK) st = effml_tensor_slice(ctx, logits, 0, start, stop, 1, &yv);
-    if (st == EFFML_OK) st = effml_layer_forward(ctx, model, xv, yv, EFFML_MODE_INFER);
+    if (st == EFFML_OK) st = effml_layer_forward(ctx, model, xv, yv, EFFML_LAYER_MODE_INFER);
     effml_tensor_free(xv);
     effml_tensor_free(yv);
     if (st != EFFML_OK) return st;

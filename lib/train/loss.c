@@ -1,4 +1,4 @@
-/* Softmax cross-entropy and top-1 accuracy.
+/* Softmax cross-entropy.
  *
  * loss = (1/b) Σ_i [ m_i + log Σ_j exp(z_ij - m_i) - z_i,y_i ],  m_i = max_j z_ij
  * dL/dz_ij = (softmax(z_i)_j - [j = y_i]) / b
@@ -10,13 +10,13 @@
 
 #include "internal.h"
 
-static effml_status check_logits_labels(effml_context *ctx, const char *fn,
+effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
                                         const effml_tensor *logits, const effml_tensor *labels) {
   EFFML__TRY(effml__check_tensor(ctx, logits, "logits", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_tensor(ctx, labels, "labels", 0, 1, 1));
   if (labels->dtype != EFFML_I32 && labels->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: labels must be i32 or i64, got %s", fn,
-                      effml_dtype_name(labels->dtype));
+                      effml_tensor_dtype_name(labels->dtype));
   if (labels->shape[0] != logits->shape[0])
     return effml__err(ctx, EFFML_E_SHAPE,
                       "%s: labels has %lld entries but logits has %lld rows", fn,
@@ -43,12 +43,12 @@ static int64_t label_at(const effml_tensor *labels, int64_t i) {
                                     : ((const int64_t *)(const void *)labels->data)[i];
 }
 
-effml_status effml_softmax_cross_entropy(effml_context *ctx, const effml_tensor *logits,
+effml_status effml_train_softmax_cross_entropy(effml_context *ctx, const effml_tensor *logits,
                                          const effml_tensor *labels, double *loss,
                                          effml_tensor *dlogits) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, loss);
-  EFFML__TRY(check_logits_labels(ctx, __func__, logits, labels));
+  EFFML__TRY(effml__check_logits_labels(ctx, __func__, logits, labels));
   const int64_t b = logits->shape[0], c = logits->shape[1];
   if (dlogits) {
     EFFML__TRY(effml__check_tensor(ctx, dlogits, "dlogits", EFFML_F32, 2, 1));
@@ -83,33 +83,6 @@ effml_status effml_softmax_cross_entropy(effml_context *ctx, const effml_tensor 
   return EFFML_OK;
 }
 
-effml_status effml_accuracy(effml_context *ctx, const effml_tensor *logits,
-                            const effml_tensor *labels, double *accuracy) {
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, accuracy);
-  EFFML__TRY(check_logits_labels(ctx, __func__, logits, labels));
-  const int64_t b = logits->shape[0], c = logits->shape[1];
-  const float *z = effml__cf32(logits);
-  int64_t correct = 0;
-  for (int64_t i = 0; i < b; ++i) {
-    const float *row = z + i * c;
-    int64_t best = 0;
-    for (int64_t j = 1; j < c; ++j)
-      if (row[j] > row[best]) best = j;
-    correct += best == label_at(labels, i);
-  }
-  *accuracy = (double)correct / (double)b;
-  return EFFML_OK;
-}
-
-/* ---- weighted softmax cross-entropy ---------------------------------------
- *
- * w_i = sample_weight[i] * class_weight[y_i] (a missing vector counts as ones)
- * loss = Σ_i w_i ℓ_i / D,  ℓ_i = logsumexp(z_i) - z_i,y_i
- * D = Σ_i w_i (EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN) or b (EFFML_TRAIN_REDUCTION_MEAN)
- * dL/dz_ij = w_i (softmax(z_i)_j - [j = y_i]) / D */
-
-/* Read element i of a 1-D f32/f64 tensor (any stride). */
 static double vec_at(const effml_tensor *t, int64_t i) {
   const int64_t off = i * t->strides[0];
   return t->dtype == EFFML_F64 ? effml__cf64(t)[off] : (double)effml__cf32(t)[off];
@@ -121,7 +94,7 @@ static effml_status check_weights(effml_context *ctx, const char *fn, const effm
   EFFML__TRY(effml__check_tensor(ctx, w, name, 0, 1, 0));
   if (w->dtype != EFFML_F32 && w->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: %s must be f32 or f64, got %s", fn, name,
-                      effml_dtype_name(w->dtype));
+                      effml_tensor_dtype_name(w->dtype));
   if (w->shape[0] != n)
     return effml__err(ctx, EFFML_E_SHAPE, "%s: %s has %lld entries but there are %lld %s", fn,
                       name, (long long)w->shape[0], (long long)n, what);
@@ -146,7 +119,7 @@ effml_status effml_train_softmax_cross_entropy_weighted(
                       "%s: reduction=%d is not EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN (0) or "
                       "EFFML_TRAIN_REDUCTION_MEAN (1)",
                       fn, (int)reduction);
-  EFFML__TRY(check_logits_labels(ctx, fn, logits, labels));
+  EFFML__TRY(effml__check_logits_labels(ctx, fn, logits, labels));
   const int64_t b = logits->shape[0], c = logits->shape[1];
   if (sample_weight) EFFML__TRY(check_weights(ctx, fn, sample_weight, "sample_weight", b, "rows"));
   if (class_weight) EFFML__TRY(check_weights(ctx, fn, class_weight, "class_weight", c, "classes"));
@@ -210,7 +183,7 @@ effml_status effml_train_class_weight_balanced(effml_context *ctx, const effml_t
   EFFML__TRY(effml__check_tensor(ctx, labels, "labels", 0, 1, 1));
   if (labels->dtype != EFFML_I32 && labels->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: labels must be i32 or i64, got %s", fn,
-                      effml_dtype_name(labels->dtype));
+                      effml_tensor_dtype_name(labels->dtype));
   const int64_t n = labels->shape[0];
   if (n < 1) return effml__err(ctx, EFFML_E_SHAPE, "%s: labels is empty", fn);
   int64_t *count = (int64_t *)effml__calloc_or_err(ctx, (size_t)num_classes, sizeof(int64_t),
@@ -250,7 +223,7 @@ effml_status effml_train_scalarization_weights(effml_context *ctx, const double 
                       (long long)n_sources);
   double *q = (double *)effml__alloc_or_err(ctx, (size_t)n_sources * sizeof(double), "probs");
   if (!q) return EFFML_E_NOMEM;
-  effml_status st = effml_temperature_probs(ctx, sizes, n_sources, temperature, q);
+  effml_status st = effml_sampler_temperature_probs(ctx, sizes, n_sources, temperature, q);
   if (st == EFFML_OK) {
     double total = 0.0;
     for (int64_t k = 0; k < n_sources; ++k) total += sizes[k];

@@ -18,7 +18,7 @@ Errors raise the classes in :mod:`effml.errors` (each also a ValueError,
 MemoryError, OSError, ... as a scikit-learn user expects).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import _lib
 from ._core import Context, thread_context
@@ -32,7 +32,7 @@ _lib.lib()  # load now: a missing or mismatched library fails at import
 
 
 def library_version():
-    """Version string of the loaded C library, e.g. ``"0.1.0"``."""
+    """Version string of the loaded C library, e.g. ``"0.2.0"``."""
     return _lib.version_string()
 
 

@@ -266,7 +266,7 @@ def copy_out(h):
     dt = EFFML_TO_NP.get(code)
     if dt is None:
         raise DtypeError("tensor dtype %s has no numpy equivalent"
-                         % L("effml_dtype_name")(code).decode())
+                         % L("effml_tensor_dtype_name")(code).decode())
     nd = L("effml_tensor_ndim")(h)
     sp = L("effml_tensor_shape")(h)
     st = L("effml_tensor_strides")(h)

@@ -31,7 +31,7 @@ from ctypes import (POINTER, c_char_p, c_double, c_int32, c_int64, c_size_t,
                     c_uint32, c_uint64, c_void_p)
 
 #: MAJOR.MINOR of the C ABI these bindings were written for.
-ABI_VERSION = (0, 1)
+ABI_VERSION = (0, 2)
 
 #: The soname looked for.
 SONAME = "libeffml.so.0"
@@ -62,8 +62,8 @@ PROTOTYPES = {
     "effml_context_set_seed": (None, [_P, c_uint64]),
     "effml_context_random_u64": (c_uint64, [_P]),
     # tensors
-    "effml_dtype_size": (c_size_t, [c_int32]),
-    "effml_dtype_name": (c_char_p, [c_int32]),
+    "effml_tensor_dtype_size": (c_size_t, [c_int32]),
+    "effml_tensor_dtype_name": (c_char_p, [c_int32]),
     "effml_tensor_create": (_ST, [_P, c_int32, c_int32, _I64, _PP]),
     "effml_tensor_wrap": (_ST, [_P, c_int32, c_int32, _I64, _I64, _P, c_size_t,
                                 c_int32, _PP]),
@@ -81,9 +81,9 @@ PROTOTYPES = {
     "effml_tensor_contiguous": (_ST, [_P, _P, _PP]),
     "effml_tensor_convert": (_ST, [_P, _P, c_int32, _PP]),
     # io
-    "effml_npy_load": (_ST, [_P, c_char_p, _PP]),
-    "effml_npy_load_buffer": (_ST, [_P, _P, c_size_t, _PP]),
-    "effml_npy_save": (_ST, [_P, c_char_p, _P]),
+    "effml_io_npy_load": (_ST, [_P, c_char_p, _PP]),
+    "effml_io_npy_load_buffer": (_ST, [_P, _P, c_size_t, _PP]),
+    "effml_io_npy_save": (_ST, [_P, c_char_p, _P]),
     "effml_safetensors_load": (_ST, [_P, c_char_p, c_uint32, _PP]),
     "effml_safetensors_load_buffer": (_ST, [_P, _P, c_size_t, _PP]),
     "effml_safetensors_free": (None, [_P]),
@@ -96,42 +96,42 @@ PROTOTYPES = {
     "effml_safetensors_save": (_ST, [_P, c_char_p, c_int64, POINTER(c_char_p), _PP,
                                      c_int64, POINTER(c_char_p), POINTER(c_char_p)]),
     # samplers: re-sampling
-    "effml_resample_options_init": (None, [_P]),
-    "effml_knn": (_ST, [_P, _P, _P, c_int64, _PP, _PP]),
-    "effml_sampling_strategy_resolve": (_ST, [_P, _P, _P, _PP, _PP]),
-    "effml_resample_plan": (_ST, [_P, _P, _P, _P, _PP, _PP, _PP]),
-    "effml_resample_apply": (_ST, [_P, _P, _P, _P, _P, _P, _PP, _PP]),
-    "effml_resample": (_ST, [_P, _P, _P, _P, _PP, _PP]),
+    "effml_sampler_resample_options_init": (None, [_P]),
+    "effml_sampler_knn": (_ST, [_P, _P, _P, c_int64, _PP, _PP]),
+    "effml_sampler_strategy_resolve": (_ST, [_P, _P, _P, _PP, _PP]),
+    "effml_sampler_resample_plan": (_ST, [_P, _P, _P, _P, _PP, _PP, _PP]),
+    "effml_sampler_resample_apply": (_ST, [_P, _P, _P, _P, _P, _P, _PP, _PP]),
+    "effml_sampler_resample": (_ST, [_P, _P, _P, _P, _PP, _PP]),
     # samplers: temperature / mixtures
-    "effml_temperature_probs": (_ST, [_P, _D, c_int64, c_double, _D]),
-    "effml_temperature_probs_alpha": (_ST, [_P, _D, c_int64, c_double, _D]),
-    "effml_temperature_schedule_init": (None, [_P]),
-    "effml_temperature_at": (_ST, [_P, _P, c_int64, _D]),
-    "effml_unimax": (_ST, [_P, _D, c_int64, c_double, c_double, _D, _D]),
-    "effml_virtual_sizes": (_ST, [_P, _I64, _D, c_int64, c_int64, _I64, _I64]),
-    "effml_alias_sampler_create": (_ST, [_P, _D, c_int64, c_uint64, _PP]),
-    "effml_alias_sampler_free": (None, [_P]),
-    "effml_alias_sampler_draw": (_ST, [_P, _P, c_int64, _I64]),
-    "effml_interleave": (_ST, [_P, _I64, c_int64, _D, c_int32, c_uint64, c_int64, _PP, _PP]),
+    "effml_sampler_temperature_probs": (_ST, [_P, _D, c_int64, c_double, _D]),
+    "effml_sampler_temperature_probs_alpha": (_ST, [_P, _D, c_int64, c_double, _D]),
+    "effml_sampler_temperature_schedule_init": (None, [_P]),
+    "effml_sampler_temperature_at": (_ST, [_P, _P, c_int64, _D]),
+    "effml_sampler_unimax": (_ST, [_P, _D, c_int64, c_double, c_double, _D, _D]),
+    "effml_sampler_virtual_sizes": (_ST, [_P, _I64, _D, c_int64, c_int64, _I64, _I64]),
+    "effml_sampler_alias_create": (_ST, [_P, _D, c_int64, c_uint64, _PP]),
+    "effml_sampler_alias_free": (None, [_P]),
+    "effml_sampler_alias_draw": (_ST, [_P, _P, c_int64, _I64]),
+    "effml_sampler_interleave": (_ST, [_P, _I64, c_int64, _D, c_int32, c_uint64, c_int64, _PP, _PP]),
     # samplers: lp sensitivity sampling
-    "effml_leverage_options_init": (None, [_P]),
-    "effml_leverage_scores": (_ST, [_P, _P, _P, _PP]),
-    "effml_root_leverage_scores": (_ST, [_P, _P, _P, c_double, _PP]),
-    "effml_lewis_weights": (_ST, [_P, _P, _P, c_double, _PP, _I64]),
-    "effml_sensitivity_upper_bounds": (_ST, [_P, _P, _P, c_double, _PP]),
-    "effml_sensitivity_sample": (_ST, [_P, _P, c_double, c_double, c_int32, c_uint64, _PP, _PP]),
-    "effml_weighted_sample_merge": (_ST, [_P, _P, _P, _P, _P, c_int64, c_double, _PP, _PP]),
+    "effml_sampler_leverage_options_init": (None, [_P]),
+    "effml_sampler_leverage_scores": (_ST, [_P, _P, _P, _PP]),
+    "effml_sampler_root_leverage_scores": (_ST, [_P, _P, _P, c_double, _PP]),
+    "effml_sampler_lewis_weights": (_ST, [_P, _P, _P, c_double, _PP, _I64]),
+    "effml_sampler_sensitivity_upper_bounds": (_ST, [_P, _P, _P, c_double, _PP]),
+    "effml_sampler_sensitivity_sample": (_ST, [_P, _P, c_double, c_double, c_int32, c_uint64, _PP, _PP]),
+    "effml_sampler_weighted_sample_merge": (_ST, [_P, _P, _P, _P, _P, c_int64, c_double, _PP, _PP]),
     # cascades and selective-classification metrics
     "effml_cascade_options_init": (None, [_P]),
-    "effml_ensemble_predict": (_ST, [_P, _P, c_int32, _PP, _P, _P, _P]),
-    "effml_selective_risk_coverage_curve": (_ST, [_P, _P, _P, c_int32, _P, _P, _P]),
-    "effml_selective_aurc": (_ST, [_P, _P, _P, _D]),
-    "effml_selective_risk_at_coverage": (_ST, [_P, _P, _P, c_double, _D, _D]),
-    "effml_selective_coverage_at_risk": (_ST, [_P, _P, _P, c_double, _D, _D]),
-    "effml_ood_auroc": (_ST, [_P, _P, _P, _D]),
-    "effml_ood_fpr_at_tpr": (_ST, [_P, _P, _P, c_double, _D, _D]),
-    "effml_eval_top1_error": (_ST, [_P, _P, _P, _D]),
-    "effml_eval_nll": (_ST, [_P, _P, _P, _D]),
+    "effml_cascade_ensemble_predict": (_ST, [_P, _P, c_int32, _PP, _P, _P, _P]),
+    "effml_metrics_selective_risk_coverage_curve": (_ST, [_P, _P, _P, c_int32, _P, _P, _P]),
+    "effml_metrics_selective_aurc": (_ST, [_P, _P, _P, _D]),
+    "effml_metrics_selective_risk_at_coverage": (_ST, [_P, _P, _P, c_double, _D, _D]),
+    "effml_metrics_selective_coverage_at_risk": (_ST, [_P, _P, _P, c_double, _D, _D]),
+    "effml_metrics_ood_auroc": (_ST, [_P, _P, _P, _D]),
+    "effml_metrics_ood_fpr_at_tpr": (_ST, [_P, _P, _P, c_double, _D, _D]),
+    "effml_metrics_top1_error": (_ST, [_P, _P, _P, _D]),
+    "effml_metrics_nll": (_ST, [_P, _P, _P, _D]),
     "effml_cascade_create": (_ST, [_P, _P, _PP]),
     "effml_cascade_free": (None, [_P]),
     "effml_cascade_add_stage_fn": (_ST, [_P, _P, _P, _P, c_double]),
@@ -141,8 +141,8 @@ PROTOTYPES = {
     "effml_cascade_stage_cost": (c_double, [_P, c_int32]),
     "effml_cascade_set_exit_rule": (_ST, [_P, _P, c_int32, c_int32, c_double, c_double]),
     "effml_cascade_get_exit_rule": (_ST, [_P, _P, c_int32, POINTER(c_int32), _D, _D, _D]),
-    "effml_cascade_calibration_options_init": (None, [_P]),
-    "effml_cascade_calibrate": (_ST, [_P, _P, c_int32, _PP, _P, _P]),
+    "effml_cascade_threshold_options_init": (None, [_P]),
+    "effml_cascade_select_thresholds": (_ST, [_P, _P, c_int32, _PP, _P, _P]),
     "effml_cascade_workspace_create": (_ST, [_P, _P, _PP]),
     "effml_cascade_workspace_free": (None, [_P]),
     "effml_cascade_run": (_ST, [_P, _P, _P, c_int64, _P, _P, _P, _P, _P]),
@@ -283,5 +283,5 @@ def version():
 
 
 def version_string():
-    """Version string of the loaded library, e.g. ``"0.1.0"``."""
+    """Version string of the loaded library, e.g. ``"0.2.0"``."""
     return fn("effml_version_string")().decode()

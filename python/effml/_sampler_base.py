@@ -72,7 +72,7 @@ RESAMPLE_TOMEK, RESAMPLE_ENN = 8, 9
 
 
 class ResampleOptions(ctypes.Structure):
-    """Mirror of ``effml_resample_options`` (include/effml/sampler.h)."""
+    """Mirror of ``effml_sampler_resample_options`` (include/effml/sampler.h)."""
 
     _fields_ = [("struct_size", ctypes.c_uint32), ("method", ctypes.c_int32),
                 ("sampling_strategy", ctypes.c_int32), ("ratio", ctypes.c_double),
@@ -282,15 +282,15 @@ class BaseSampler(_Base):
         with Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(labels.c)
             pb, pn, ps = s.out(), s.out(), s.out()
-            ctx.check(_lib.fn("effml_resample_plan")(ctx.handle, byref(opt), tx, ty,
+            ctx.check(_lib.fn("effml_sampler_resample_plan")(ctx.handle, byref(opt), tx, ty,
                                                      byref(pb), byref(pn), byref(ps)),
-                      "effml_resample_plan")
+                      "effml_sampler_resample_plan")
             return s.adopt(pb), s.adopt(pn), s.adopt(ps)
 
     # ---- internals
     def _options(self, labels, n_features, keep):
         opt = ResampleOptions()
-        _lib.fn("effml_resample_options_init")(byref(opt))
+        _lib.fn("effml_sampler_resample_options_init")(byref(opt))
         opt.method = self._method
         ss = self.sampling_strategy
         kind = self._sampling_type
@@ -347,9 +347,9 @@ class BaseSampler(_Base):
         with Scope(ctx) as s:
             ty = s.wrap(yc)
             pl, pv = s.out(), s.out()
-            ctx.check(_lib.fn("effml_sampling_strategy_resolve")(
+            ctx.check(_lib.fn("effml_sampler_strategy_resolve")(
                 ctx.handle, byref(opt), ty, byref(pl), byref(pv)),
-                "effml_sampling_strategy_resolve")
+                "effml_sampler_strategy_resolve")
             cl = s.adopt(pl)
             vals = s.adopt(pv)
         out = OrderedDict()
@@ -378,9 +378,9 @@ class BaseSampler(_Base):
         with Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(labels.c)
             pb, pn, ps = s.out(), s.out(), s.out()
-            ctx.check(_lib.fn("effml_resample_plan")(ctx.handle, byref(opt), tx, ty,
+            ctx.check(_lib.fn("effml_sampler_resample_plan")(ctx.handle, byref(opt), tx, ty,
                                                      byref(pb), byref(pn), byref(ps)),
-                      "effml_resample_plan")
+                      "effml_sampler_resample_plan")
             return s.adopt(pb)
 
     def _generate(self, ctx, opt, X, labels):
@@ -388,8 +388,8 @@ class BaseSampler(_Base):
         with Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(labels.c)
             px, py = s.out(), s.out()
-            ctx.check(_lib.fn("effml_resample")(ctx.handle, byref(opt), tx, ty,
-                                                byref(px), byref(py)), "effml_resample")
+            ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
+                                                byref(px), byref(py)), "effml_sampler_resample")
             xr = s.adopt(px)
             yr = s.adopt(py)
         yr = labels.from_c(yr)

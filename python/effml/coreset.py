@@ -32,7 +32,7 @@ _F = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 class LeverageOptions(ctypes.Structure):
-    """Mirror of ``effml_leverage_options`` (include/effml/sampler.h)."""
+    """Mirror of ``effml_sampler_leverage_options`` (include/effml/sampler.h)."""
 
     _fields_ = [("struct_size", ctypes.c_uint32), ("method", ctypes.c_int32),
                 ("sketch_rows", c_int64), ("seed", ctypes.c_uint64),
@@ -41,7 +41,7 @@ class LeverageOptions(ctypes.Structure):
 
 def _opts(method="exact", sketch_rows=0, seed=0, rank_tol=None, max_iter=None, tol=None):
     o = LeverageOptions()
-    _lib.fn("effml_leverage_options_init")(byref(o))
+    _lib.fn("effml_sampler_leverage_options_init")(byref(o))
     if method == "exact":
         o.method = 0
     elif method == "sketch":
@@ -79,14 +79,14 @@ def leverage_scores(A, *, method="exact", sketch_rows=0, seed=0, rank_tol=1e-12,
 
     Returns float64 array (n,).
     """
-    return _scores("effml_leverage_scores", A, _opts(method, sketch_rows, seed, rank_tol),
+    return _scores("effml_sampler_leverage_scores", A, _opts(method, sketch_rows, seed, rank_tol),
                    n_jobs=n_jobs)
 
 
 def root_leverage_scores(A, p, **kw):
     """Root leverage scores tau_i^(p/2), 1 <= p <= 2 (Woodruff & Yasuda 2023)."""
     n_jobs = kw.pop("n_jobs", None)
-    return _scores("effml_root_leverage_scores", A, _opts(**kw), ctypes.c_double(p),
+    return _scores("effml_sampler_root_leverage_scores", A, _opts(**kw), ctypes.c_double(p),
                    n_jobs=n_jobs)
 
 
@@ -104,8 +104,8 @@ def lewis_weights(A, p, *, max_iter=200, tol=1e-12, return_iterations=False, n_j
     with Scope(ctx) as s:
         t = s.wrap(a)
         out = s.out()
-        ctx.check(_lib.fn("effml_lewis_weights")(ctx.handle, byref(opt), t, float(p), byref(out),
-                                                 byref(it)), "effml_lewis_weights")
+        ctx.check(_lib.fn("effml_sampler_lewis_weights")(ctx.handle, byref(opt), t, float(p), byref(out),
+                                                 byref(it)), "effml_sampler_lewis_weights")
         w = s.adopt(out)
     return (w, it.value) if return_iterations else w
 
@@ -113,7 +113,7 @@ def lewis_weights(A, p, *, max_iter=200, tol=1e-12, return_iterations=False, n_j
 def sensitivity_upper_bounds(A, p, **kw):
     """Upper bounds on the lp sensitivities, 1 <= p < 4 (Woodruff & Yasuda 2023, §3.10)."""
     n_jobs = kw.pop("n_jobs", None)
-    return _scores("effml_sensitivity_upper_bounds", A, _opts(**kw), ctypes.c_double(p),
+    return _scores("effml_sampler_sensitivity_upper_bounds", A, _opts(**kw), ctypes.c_double(p),
                    n_jobs=n_jobs)
 
 
@@ -136,9 +136,9 @@ def sensitivity_sample(scores, m, p=2.0, *, scheme="bernoulli", seed=0):
     with Scope(ctx) as s:
         t = s.wrap(sc)
         pi, pw = s.out(), s.out()
-        ctx.check(_lib.fn("effml_sensitivity_sample")(
+        ctx.check(_lib.fn("effml_sampler_sensitivity_sample")(
             ctx.handle, t, float(m), float(p), _SCHEMES[scheme], int(seed) & 0xFFFFFFFFFFFFFFFF,
-            byref(pi), byref(pw)), "effml_sensitivity_sample")
+            byref(pi), byref(pw)), "effml_sampler_sensitivity_sample")
         return s.adopt(pi), s.adopt(pw)
 
 
@@ -156,10 +156,10 @@ def weighted_sample_merge(idx_a, w_a, idx_b, w_b, offset_b, p=2.0):
     with Scope(ctx) as s:
         ta, tb, twa, twb = s.wrap(ia), s.wrap(ib), s.wrap(wa), s.wrap(wb)
         pi, pw = s.out(), s.out()
-        ctx.check(_lib.fn("effml_weighted_sample_merge")(ctx.handle, ta, twa, tb, twb,
+        ctx.check(_lib.fn("effml_sampler_weighted_sample_merge")(ctx.handle, ta, twa, tb, twb,
                                                          int(offset_b), float(p), byref(pi),
                                                          byref(pw)),
-                  "effml_weighted_sample_merge")
+                  "effml_sampler_weighted_sample_merge")
         return s.adopt(pi), s.adopt(pw)
 
 

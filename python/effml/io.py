@@ -33,8 +33,8 @@ def load_npy(path):
     ctx = thread_context()
     with Scope(ctx) as s:
         out = s.out()
-        ctx.check(_lib.fn("effml_npy_load")(ctx.handle, _path(path), byref(out)),
-                  "effml_npy_load")
+        ctx.check(_lib.fn("effml_io_npy_load")(ctx.handle, _path(path), byref(out)),
+                  "effml_io_npy_load")
         return s.adopt(out)
 
 
@@ -50,7 +50,7 @@ def save_npy(path, array):
     a = np.ascontiguousarray(a)
     with Scope(ctx) as s:
         t = s.wrap(a)
-        ctx.check(_lib.fn("effml_npy_save")(ctx.handle, _path(path), t), "effml_npy_save")
+        ctx.check(_lib.fn("effml_io_npy_save")(ctx.handle, _path(path), t), "effml_io_npy_save")
 
 
 class _Handle:

@@ -43,16 +43,16 @@ def temperature_probs(sizes, temperature=1.0, *, alpha=None):
     out = np.empty_like(s)
     po = out.ctypes.data_as(ctypes.POINTER(c_double))
     if alpha is None:
-        ctx.check(_lib.fn("effml_temperature_probs")(ctx.handle, ps, len(s), float(temperature),
-                                                     po), "effml_temperature_probs")
+        ctx.check(_lib.fn("effml_sampler_temperature_probs")(ctx.handle, ps, len(s), float(temperature),
+                                                     po), "effml_sampler_temperature_probs")
     else:
-        ctx.check(_lib.fn("effml_temperature_probs_alpha")(ctx.handle, ps, len(s), float(alpha),
-                                                           po), "effml_temperature_probs_alpha")
+        ctx.check(_lib.fn("effml_sampler_temperature_probs_alpha")(ctx.handle, ps, len(s), float(alpha),
+                                                           po), "effml_sampler_temperature_probs_alpha")
     return out
 
 
 class TemperatureSchedule(ctypes.Structure):
-    """Mirror of ``effml_temperature_schedule`` (include/effml/sampler.h)."""
+    """Mirror of ``effml_sampler_temperature_schedule`` (include/effml/sampler.h)."""
 
     _fields_ = [("struct_size", ctypes.c_uint32), ("kind", ctypes.c_int32),
                 ("t_start", c_double), ("t_end", c_double), ("total_steps", c_int64),
@@ -76,14 +76,14 @@ def temperature_at(step, *, kind="constant", t_start=1.0, t_end=1.0, total_steps
         raise InvalidArgumentError("kind must be one of %s, got %r" % (sorted(_SCHEDULES), kind))
     ctx = thread_context()
     s = TemperatureSchedule()
-    _lib.fn("effml_temperature_schedule_init")(byref(s))
+    _lib.fn("effml_sampler_temperature_schedule_init")(byref(s))
     s.kind = _SCHEDULES[kind]
     s.t_start, s.t_end = float(t_start), float(t_end)
     s.total_steps = int(total_steps)
     s.switch_fraction = float(switch_fraction)
     t = c_double()
-    ctx.check(_lib.fn("effml_temperature_at")(ctx.handle, byref(s), int(step), byref(t)),
-              "effml_temperature_at")
+    ctx.check(_lib.fn("effml_sampler_temperature_at")(ctx.handle, byref(s), int(step), byref(t)),
+              "effml_sampler_temperature_at")
     return t.value
 
 
@@ -99,9 +99,9 @@ def unimax(sizes, budget, max_epochs):
     s, ps = f64_buffer(sizes, "sizes")
     probs, alloc = np.empty_like(s), np.empty_like(s)
     D = ctypes.POINTER(c_double)
-    ctx.check(_lib.fn("effml_unimax")(ctx.handle, ps, len(s), float(budget), float(max_epochs),
+    ctx.check(_lib.fn("effml_sampler_unimax")(ctx.handle, ps, len(s), float(budget), float(max_epochs),
                                       alloc.ctypes.data_as(D), probs.ctypes.data_as(D)),
-              "effml_unimax")
+              "effml_sampler_unimax")
     return probs, alloc
 
 
@@ -118,9 +118,9 @@ def virtual_sizes(sizes, probs, virtual_size=0):
     p, pp = f64_buffer(probs, "probs", len(s))
     counts = np.empty(len(s), dtype=np.int64)
     v = c_int64()
-    ctx.check(_lib.fn("effml_virtual_sizes")(ctx.handle, ps, pp, len(s), int(virtual_size),
+    ctx.check(_lib.fn("effml_sampler_virtual_sizes")(ctx.handle, ps, pp, len(s), int(virtual_size),
                                              counts.ctypes.data_as(ctypes.POINTER(c_int64)),
-                                             byref(v)), "effml_virtual_sizes")
+                                             byref(v)), "effml_sampler_virtual_sizes")
     return counts, v.value
 
 
@@ -153,9 +153,9 @@ def interleave(lengths, probs=None, *, stopping_strategy="first_exhausted", seed
         max_len = max(1, 100 * int(ln.sum()))
     with Scope(ctx) as s:
         a, b = s.out(), s.out()
-        ctx.check(_lib.fn("effml_interleave")(ctx.handle, pl, len(ln), pp, _STOP[stopping_strategy],
+        ctx.check(_lib.fn("effml_sampler_interleave")(ctx.handle, pl, len(ln), pp, _STOP[stopping_strategy],
                                               int(seed) & 0xFFFFFFFFFFFFFFFF, int(max_len),
-                                              byref(a), byref(b)), "effml_interleave")
+                                              byref(a), byref(b)), "effml_sampler_interleave")
         return s.adopt(a), s.adopt(b)
 
 
@@ -175,23 +175,23 @@ class AliasSampler:
         self._ctx = thread_context()
         w, pw = f64_buffer(weights, "weights")
         h = c_void_p()
-        self._ctx.check(_lib.fn("effml_alias_sampler_create")(
+        self._ctx.check(_lib.fn("effml_sampler_alias_create")(
             self._ctx.handle, pw, len(w), int(seed) & 0xFFFFFFFFFFFFFFFF, byref(h)),
-            "effml_alias_sampler_create")
+            "effml_sampler_alias_create")
         self._h = h.value
 
     def draw(self, count):
         """``count`` indices in [0, K) as an int64 array."""
         out = np.empty(int(count), dtype=np.int64)
-        self._ctx.check(_lib.fn("effml_alias_sampler_draw")(
+        self._ctx.check(_lib.fn("effml_sampler_alias_draw")(
             self._ctx.handle, self._h, int(count), out.ctypes.data_as(ctypes.POINTER(c_int64))),
-            "effml_alias_sampler_draw")
+            "effml_sampler_alias_draw")
         return out
 
     def __del__(self):
         h, self._h = getattr(self, "_h", None), None
         if h:
-            _lib.fn("effml_alias_sampler_free")(h)
+            _lib.fn("effml_sampler_alias_free")(h)
 
     def __reduce__(self):
         raise TypeError("AliasSampler holds a C object and cannot be pickled")

@@ -45,8 +45,8 @@ def kneighbors(X, k, query=None, *, return_distance=False, n_jobs=None):
         tx = s.wrap(xa)
         tq = None if qa is None else s.wrap(qa)
         pi, pd = s.out(), s.out()
-        ctx.check(_lib.fn("effml_knn")(ctx.handle, tx, tq, int(k), byref(pi),
-                                       byref(pd) if return_distance else None), "effml_knn")
+        ctx.check(_lib.fn("effml_sampler_knn")(ctx.handle, tx, tq, int(k), byref(pi),
+                                       byref(pd) if return_distance else None), "effml_sampler_knn")
         idx = s.adopt(pi)
         dist = s.adopt(pd) if return_distance else None
     return (idx, dist) if return_distance else idx

@@ -52,9 +52,9 @@ def risk_coverage_curve(scores, correct, *, convention="exact"):
     cov, risk, thr = np.empty(n), np.empty(n), np.empty(n)
     with Scope(ctx) as sc:
         ts, tc = sc.wrap(s), sc.wrap(c)
-        ctx.check(_lib.fn("effml_selective_risk_coverage_curve")(
+        ctx.check(_lib.fn("effml_metrics_selective_risk_coverage_curve")(
             ctx.handle, ts, tc, conv, sc.wrap(cov, True), sc.wrap(risk, True),
-            sc.wrap(thr, True)), "effml_selective_risk_coverage_curve")
+            sc.wrap(thr, True)), "effml_metrics_selective_risk_coverage_curve")
     return cov, risk, thr
 
 
@@ -70,44 +70,44 @@ def _scalar(fname, a, b, *extra, n_out=1):
 
 def aurc(scores, correct):
     """Area under the risk-coverage curve (trapezoid, including (0, 0))."""
-    return _scalar("effml_selective_aurc", *_sc(scores, correct, "correct"))[0]
+    return _scalar("effml_metrics_selective_aurc", *_sc(scores, correct, "correct"))[0]
 
 
 def risk_at_coverage(scores, correct, coverage):
     """``(risk, threshold)``: error rate among the top ceil(c N) scores, and the threshold."""
     s, c = _sc(scores, correct, "correct")
-    return tuple(_scalar("effml_selective_risk_at_coverage", s, c, c_double(coverage), n_out=2))
+    return tuple(_scalar("effml_metrics_selective_risk_at_coverage", s, c, c_double(coverage), n_out=2))
 
 
 def coverage_at_risk(scores, correct, risk):
     """``(coverage, threshold)``: the largest coverage whose top set has risk <= ``risk``."""
     s, c = _sc(scores, correct, "correct")
-    return tuple(_scalar("effml_selective_coverage_at_risk", s, c, c_double(risk), n_out=2))
+    return tuple(_scalar("effml_metrics_selective_coverage_at_risk", s, c, c_double(risk), n_out=2))
 
 
 def ood_auroc(scores, is_ood):
     """AUROC of OOD detection (OOD positive, scored by -score), as sklearn's roc_auc_score."""
-    return _scalar("effml_ood_auroc", *_sc(scores, is_ood, "is_ood"))[0]
+    return _scalar("effml_metrics_ood_auroc", *_sc(scores, is_ood, "is_ood"))[0]
 
 
 def fpr_at_tpr(scores, is_ood, tpr=0.95):
     """``(fpr, threshold)``: OOD false-positive rate at in-distribution TPR ``tpr``."""
     s, c = _sc(scores, is_ood, "is_ood")
-    return tuple(_scalar("effml_ood_fpr_at_tpr", s, c, c_double(tpr), n_out=2))
+    return tuple(_scalar("effml_metrics_ood_fpr_at_tpr", s, c, c_double(tpr), n_out=2))
 
 
 def top1_error(pred, labels):
     """Fraction of pred[i] != labels[i] (integer arrays)."""
     p = as_array(pred, _I, name="pred", ndim=1)
     l = as_array(labels, _I, name="labels", ndim=1)
-    return _scalar("effml_eval_top1_error", p, l)[0]
+    return _scalar("effml_metrics_top1_error", p, l)[0]
 
 
 def nll(probs, labels):
     """Mean -log probs[i, labels[i]] in nats (+inf if a true class has probability 0)."""
     p = as_array(probs, _F, name="probs", ndim=2)
     l = as_array(labels, _I, name="labels", ndim=1)
-    return _scalar("effml_eval_nll", p, l)[0]
+    return _scalar("effml_metrics_nll", p, l)[0]
 
 
 class CascadeOptions(ctypes.Structure):
@@ -118,7 +118,7 @@ class CascadeOptions(ctypes.Structure):
 
 
 class CascadeCalibrationOptions(ctypes.Structure):
-    """Mirror of ``effml_cascade_calibration_options`` (include/effml/cascade.h)."""
+    """Mirror of ``effml_cascade_threshold_options`` (include/effml/cascade.h)."""
 
     _fields_ = [("struct_size", ctypes.c_uint32), ("rule", c_int32), ("target", c_int32),
                 ("target_value", c_double), ("window_below", c_double),
@@ -167,9 +167,9 @@ def ensemble_predict(logits, *, score="msp", aggregation="mean", temperature=1.0
     pred, sc_, probs = np.empty(n, np.int64), np.empty(n), np.empty((n, k)) if return_probs else None
     with Scope(ctx) as sc:
         hs = (c_void_p * len(ls))(*[sc.wrap(l) for l in ls])
-        ctx.check(_lib.fn("effml_ensemble_predict")(
+        ctx.check(_lib.fn("effml_cascade_ensemble_predict")(
             ctx.handle, byref(opt), len(ls), hs, sc.wrap(pred, True), sc.wrap(sc_, True),
-            sc.wrap(probs, True) if return_probs else None), "effml_ensemble_predict")
+            sc.wrap(probs, True) if return_probs else None), "effml_cascade_ensemble_predict")
     return (pred, sc_, probs) if return_probs else (pred, sc_)
 
 
@@ -242,7 +242,7 @@ class Cascade:
                   target_value=0.8, window_below=0.1, window_above=0.1):
         """Set every stage's exit rule but the last from validation logits (paper Sec. 3.2)."""
         o = CascadeCalibrationOptions()
-        _lib.fn("effml_cascade_calibration_options_init")(byref(o))
+        _lib.fn("effml_cascade_threshold_options_init")(byref(o))
         if rule not in ("window", "threshold") or target not in _TARGETS:
             raise InvalidArgumentError("rule must be 'window'/'threshold', target "
                                        "'coverage'/'risk'/'tpr'")
@@ -254,8 +254,8 @@ class Cascade:
             hs = (c_void_p * len(vs))(*[sc.wrap(v) for v in vs])
             tl = None if val_labels is None else sc.wrap(
                 as_array(val_labels, _I, name="val_labels", ndim=1))
-            ctx.check(_lib.fn("effml_cascade_calibrate")(ctx.handle, self._h, len(vs), hs, tl,
-                                                         byref(o)), "effml_cascade_calibrate")
+            ctx.check(_lib.fn("effml_cascade_select_thresholds")(ctx.handle, self._h, len(vs), hs, tl,
+                                                         byref(o)), "effml_cascade_select_thresholds")
 
     def run(self, return_probs=False):
         """Run on the stage logits: ``(pred, score, exit_stage)`` (+ probs)."""

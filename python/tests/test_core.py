@@ -59,7 +59,7 @@ def test_version_mismatch_refused():
 
             def __new__(cls):
                 return 9 * 10000 + 3 * 100 + 1
-    with pytest.raises(_lib.LibraryVersionError, match=r"libeffml 9\.3\.1.*written for 0\.1"):
+    with pytest.raises(_lib.LibraryVersionError, match=r"libeffml 9\.3\.1.*written for 0\.2"):
         _lib._check_version(Fake, "/x/libeffml.so.0")
 
 

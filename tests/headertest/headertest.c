@@ -8,7 +8,7 @@ int main(void) {
   effml_context_options opt;
   effml_context_options_init(&opt);
   effml_status st = EFFML_OK;
-  int64_t shape[EFFML_MAX_DIMS] = {1};
+  int64_t shape[EFFML_TENSOR_MAX_DIMS] = {1};
   (void)shape;
   (void)st;
   return EFFML_VERSION_NUMBER >= 0 && opt.struct_size > 0 ? 0 : 1;

@@ -1,6 +1,6 @@
 /*
  * Calibration of the exit rules from validation logits (cascade.h,
- * effml_cascade_calibrate; Xia & Bouganis Sec. 3.2, reference
+ * effml_cascade_select_thresholds; Xia & Bouganis Sec. 3.2, reference
  * `cascade_results.py` L702-767 and `eval_utils.py::get_threshold`):
  * the task threshold tau of each stage from a target coverage, risk or TPR,
  * then either tau itself (single threshold) or a window of validation-score
@@ -12,7 +12,7 @@
 
 #include "cascade_internal.h"
 
-void effml_cascade_calibration_options_init(effml_cascade_calibration_options *opt) {
+void effml_cascade_threshold_options_init(effml_cascade_threshold_options *opt) {
   if (!opt) return;
   memset(opt, 0, sizeof *opt);
   opt->struct_size = (uint32_t)sizeof *opt;
@@ -53,7 +53,7 @@ typedef struct {
 /* tau and the rule of one stage from its validation scores and predictions. */
 static effml_status fit_stage(effml_context *ctx, int32_t m, const double *s, const int32_t *pred,
                               const int64_t *labels, int64_t n,
-                              const effml_cascade_calibration_options *o, stage_rule *out) {
+                              const effml_cascade_threshold_options *o, stage_rule *out) {
   int64_t *idx = NULL;
   double *asc = NULL;
   EFFML__TRY(effml__sort_desc(ctx, s, n, &idx));
@@ -104,18 +104,18 @@ done:
   return st;
 }
 
-effml_status effml_cascade_calibrate(effml_context *ctx, effml_cascade *cascade,
+effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *cascade,
                                      int32_t num_stages, const effml_tensor *const *val_logits,
                                      const effml_tensor *val_labels,
-                                     const effml_cascade_calibration_options *opt) {
+                                     const effml_cascade_threshold_options *opt) {
   EFFML__CHECK_NULL(ctx, cascade);
-  effml_cascade_calibration_options o;
-  effml_cascade_calibration_options_init(&o);
+  effml_cascade_threshold_options o;
+  effml_cascade_threshold_options_init(&o);
   if (opt) {
     if (opt->struct_size < sizeof(uint32_t) + sizeof(int32_t))
       return effml__err(ctx, EFFML_E_INVALID_ARG,
                         "opt->struct_size=%u is too small (call "
-                        "effml_cascade_calibration_options_init)",
+                        "effml_cascade_threshold_options_init)",
                         (unsigned)opt->struct_size);
     memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
   }

@@ -101,8 +101,8 @@ effml_status effml_layer_forward(effml_context *ctx, effml_layer *layer, const e
                                  effml_tensor *y, int32_t mode) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
-  if (mode != EFFML_MODE_TRAIN && mode != EFFML_MODE_INFER)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_forward: mode=%d must be EFFML_MODE_TRAIN (1) or EFFML_MODE_INFER (0)", (int)mode);
+  if (mode != EFFML_LAYER_MODE_TRAIN && mode != EFFML_LAYER_MODE_INFER)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_forward: mode=%d must be EFFML_LAYER_MODE_TRAIN (1) or EFFML_LAYER_MODE_INFER (0)", (int)mode);
   EFFML__TRY(effml__check_tensor(ctx, x, "x", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_tensor(ctx, y, "y", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_writable(ctx, y, "y"));
@@ -116,9 +116,9 @@ effml_status effml_layer_forward(effml_context *ctx, effml_layer *layer, const e
   if (effml__tensors_overlap(x, y))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s layer: y must not alias x", layer->ops->kind);
   /* Inference must not write the layer (several threads may share it). */
-  if (mode == EFFML_MODE_TRAIN) layer->train_pending = 0;
+  if (mode == EFFML_LAYER_MODE_TRAIN) layer->train_pending = 0;
   effml_status st = layer->ops->forward(ctx, layer, x, y, mode);
-  if (st == EFFML_OK && mode == EFFML_MODE_TRAIN) {
+  if (st == EFFML_OK && mode == EFFML_LAYER_MODE_TRAIN) {
     layer->train_pending = 1;
     layer->pending_batch = batch;
     layer->pending_width = in;
@@ -132,7 +132,7 @@ effml_status effml_layer_backward(effml_context *ctx, effml_layer *layer, const 
   EFFML__CHECK_NULL(ctx, layer);
   if (!layer->train_pending)
     return effml__err(ctx, EFFML_E_STATE,
-                      "%s layer: backward needs a preceding forward in EFFML_MODE_TRAIN",
+                      "%s layer: backward needs a preceding forward in EFFML_LAYER_MODE_TRAIN",
                       layer->ops->kind);
   if (layer->ops->backward == NULL)
     return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s layer has no backward pass", layer->ops->kind);
@@ -270,11 +270,11 @@ effml_status effml_layer_load(effml_context *ctx, effml_layer *layer, const char
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   EFFML__CHECK_NULL(ctx, path);
-  if (flags & ~(uint32_t)EFFML_LOAD_STRICT)
+  if (flags & ~(uint32_t)EFFML_LAYER_LOAD_STRICT)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_load: unknown flags=0x%x",
                       (unsigned)flags);
   effml_safetensors *sf = NULL;
-  EFFML__TRY(effml_safetensors_load(ctx, path, EFFML_SAFETENSORS_MMAP, &sf));
+  EFFML__TRY(effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_MMAP, &sf));
   int32_t n = layer->n_params;
   effml_tensor **tmp = (effml_tensor **)effml__calloc(ctx, (size_t)(n ? n : 1), sizeof *tmp);
   effml_status st = tmp ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "effml_layer_load: out of memory");
@@ -299,11 +299,11 @@ effml_status effml_layer_load(effml_context *ctx, effml_layer *layer, const char
     if (st == EFFML_OK && src->dtype != EFFML_F32 && src->dtype != EFFML_F64 &&
         src->dtype != EFFML_F16 && src->dtype != EFFML_BF16)
       st = effml__err(ctx, EFFML_E_DTYPE, "effml_layer_load: tensor '%s' has dtype %s, expected a float type",
-                      key, effml_dtype_name(src->dtype));
+                      key, effml_tensor_dtype_name(src->dtype));
     if (st == EFFML_OK) st = effml_tensor_convert(ctx, src, EFFML_F32, &tmp[i]);
     effml__free(ctx, key);
   }
-  if (st == EFFML_OK && (flags & EFFML_LOAD_STRICT)) {
+  if (st == EFFML_OK && (flags & EFFML_LAYER_LOAD_STRICT)) {
     size_t plen = prefix ? strlen(prefix) : 0;
     for (int64_t k = 0; st == EFFML_OK && k < effml_safetensors_count(sf); ++k) {
       const char *fname = effml_safetensors_name(sf, k);
@@ -418,7 +418,7 @@ static effml_status seq_forward_infer(effml_context *ctx, effml_layer *l, const 
       if (st != EFFML_OK) break;
       out = views[k & 1];
     }
-    st = effml_layer_forward(ctx, s->children[k], in, out, EFFML_MODE_INFER);
+    st = effml_layer_forward(ctx, s->children[k], in, out, EFFML_LAYER_MODE_INFER);
     in = out;
   }
   effml_tensor_free(views[0]);
@@ -435,7 +435,7 @@ static effml_status seq_forward(effml_context *ctx, effml_layer *l, const effml_
     memcpy(y->data, x->data, effml_tensor_nbytes(x));
     return EFFML_OK;
   }
-  if (mode == EFFML_MODE_INFER) return seq_forward_infer(ctx, l, x, y);
+  if (mode == EFFML_LAYER_MODE_INFER) return seq_forward_infer(ctx, l, x, y);
   EFFML__TRY(seq_buffers(ctx, l, x->shape[0], x->shape[1], 1));
   const effml_tensor *in = x;
   for (int32_t k = 0; k < s->n; ++k) {
@@ -466,11 +466,11 @@ static effml_status seq_backward(effml_context *ctx, effml_layer *l, const effml
 
 static const effml__layer_ops seq_ops = {"sequential", seq_forward, seq_backward, seq_destroy};
 
-effml_status effml_sequential_create(effml_context *ctx, effml_layer **out) {
+effml_status effml_layer_sequential_create(effml_context *ctx, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   seq_impl *s = (seq_impl *)effml__calloc(ctx, 1, sizeof *s);
-  if (s == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_sequential_create: out of memory");
+  if (s == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_layer_sequential_create: out of memory");
   effml_layer *l = NULL;
   effml_status st = effml__layer_new(ctx, &seq_ops, 0, 0, s, &l);
   if (st != EFFML_OK) {
@@ -483,25 +483,25 @@ effml_status effml_sequential_create(effml_context *ctx, effml_layer **out) {
 
 static int is_sequential(const effml_layer *l) { return l && l->ops == &seq_ops; }
 
-effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq, effml_layer *child) {
+effml_status effml_layer_sequential_add(effml_context *ctx, effml_layer *seq, effml_layer *child) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, seq);
   EFFML__CHECK_NULL(ctx, child);
   if (!is_sequential(seq))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sequential_add: 'seq' is a %s layer, not a sequential container", seq->ops->kind);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_sequential_add: 'seq' is a %s layer, not a sequential container", seq->ops->kind);
   if (child == seq)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sequential_add: a container cannot contain itself");
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_sequential_add: a container cannot contain itself");
   seq_impl *s = (seq_impl *)seq->impl;
   if (child->in_container)
     return effml__err(ctx, EFFML_E_STATE,
-                      "effml_sequential_add: the %s layer is already owned by a container",
+                      "effml_layer_sequential_add: the %s layer is already owned by a container",
                       child->ops->kind);
   if (s->locked)
-    return effml__err(ctx, EFFML_E_STATE, "effml_sequential_add: this container is already inside another container");
+    return effml__err(ctx, EFFML_E_STATE, "effml_layer_sequential_add: this container is already inside another container");
   int64_t prev = s->n ? s->widths[s->n - 1] : seq->in_features;
   if (child->in_features && prev && child->in_features != prev)
     return effml__err(ctx, EFFML_E_SHAPE,
-                      "effml_sequential_add: child %d (%s) has in_features=%lld, the previous output width is %lld",
+                      "effml_layer_sequential_add: child %d (%s) has in_features=%lld, the previous output width is %lld",
                       (int)s->n, child->ops->kind, (long long)child->in_features, (long long)prev);
   if (s->n == s->cap) {
     int32_t cap = s->cap ? 2 * s->cap : 8;
@@ -511,7 +511,7 @@ effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq, effml_la
     effml_tensor **g = (effml_tensor **)effml__calloc(ctx, (size_t)cap, sizeof *g);
     if (!c || !w || !a || !g) {
       effml__free(ctx, c); effml__free(ctx, w); effml__free(ctx, a); effml__free(ctx, g);
-      return effml__err(ctx, EFFML_E_NOMEM, "effml_sequential_add: out of memory");
+      return effml__err(ctx, EFFML_E_NOMEM, "effml_layer_sequential_add: out of memory");
     }
     seq_free_buffers(ctx, s);
     if (s->n) {
@@ -531,7 +531,7 @@ effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq, effml_la
     snprintf(buf, sizeof buf, "%d.", (int)s->n);
     char *name = join_name(ctx, buf, child->params[i].name);
     if (name == NULL) {
-      st = effml__err(ctx, EFFML_E_NOMEM, "effml_sequential_add: out of memory");
+      st = effml__err(ctx, EFFML_E_NOMEM, "effml_layer_sequential_add: out of memory");
       break;
     }
     st = grow_params(ctx, seq);
@@ -561,11 +561,11 @@ effml_status effml_sequential_add(effml_context *ctx, effml_layer *seq, effml_la
   return EFFML_OK;
 }
 
-int32_t effml_sequential_count(const effml_layer *seq) {
+int32_t effml_layer_sequential_count(const effml_layer *seq) {
   return is_sequential(seq) ? ((seq_impl *)seq->impl)->n : 0;
 }
 
-effml_layer *effml_sequential_get(effml_layer *seq, int32_t i) {
+effml_layer *effml_layer_sequential_get(effml_layer *seq, int32_t i) {
   if (!is_sequential(seq)) return NULL;
   seq_impl *s = (seq_impl *)seq->impl;
   return (i >= 0 && i < s->n) ? s->children[i] : NULL;

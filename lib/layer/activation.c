@@ -1,5 +1,5 @@
 /* Element-wise activations: the kernels, the raw-tensor entry points
- * (effml_activation_apply/backward, used by layers that embed an activation)
+ * (effml__activation_apply/backward, used by layers that embed an activation)
  * and the width-agnostic activation layer.
  *
  * Derivatives (x = forward input):
@@ -25,25 +25,25 @@
 
 static void act_fwd(int32_t act, const float *x, float *y, int64_t n) {
   switch (act) {
-    case EFFML_ACT_IDENTITY:
+    case EFFML_LAYER_ACT_IDENTITY:
       if (x != y) memmove(y, x, (size_t)n * sizeof(float));
       break;
-    case EFFML_ACT_RELU:
+    case EFFML_LAYER_ACT_RELU:
       for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* NaN passes, as in PyTorch */
       break;
-    case EFFML_ACT_GELU:
+    case EFFML_LAYER_ACT_GELU:
       for (int64_t i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * INV_SQRT2));
       break;
-    case EFFML_ACT_GELU_TANH:
+    case EFFML_LAYER_ACT_GELU_TANH:
       for (int64_t i = 0; i < n; ++i) {
         float v = x[i];
         y[i] = 0.5f * v * (1.0f + tanhf(GELU_K * (v + GELU_C * v * v * v)));
       }
       break;
-    case EFFML_ACT_SILU:
+    case EFFML_LAYER_ACT_SILU:
       for (int64_t i = 0; i < n; ++i) y[i] = x[i] / (1.0f + expf(-x[i]));
       break;
-    case EFFML_ACT_TANH:
+    case EFFML_LAYER_ACT_TANH:
       for (int64_t i = 0; i < n; ++i) y[i] = tanhf(x[i]);
       break;
     default:
@@ -53,13 +53,13 @@ static void act_fwd(int32_t act, const float *x, float *y, int64_t n) {
 
 static void act_bwd(int32_t act, const float *x, const float *dy, float *dx, int64_t n) {
   switch (act) {
-    case EFFML_ACT_IDENTITY:
+    case EFFML_LAYER_ACT_IDENTITY:
       if (dx != dy) memmove(dx, dy, (size_t)n * sizeof(float));
       break;
-    case EFFML_ACT_RELU:
+    case EFFML_LAYER_ACT_RELU:
       for (int64_t i = 0; i < n; ++i) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
       break;
-    case EFFML_ACT_GELU:
+    case EFFML_LAYER_ACT_GELU:
       for (int64_t i = 0; i < n; ++i) {
         float v = x[i];
         float cdf = 0.5f * (1.0f + erff(v * INV_SQRT2));
@@ -67,7 +67,7 @@ static void act_bwd(int32_t act, const float *x, const float *dy, float *dx, int
         dx[i] = dy[i] * (cdf + v * pdf);
       }
       break;
-    case EFFML_ACT_GELU_TANH:
+    case EFFML_LAYER_ACT_GELU_TANH:
       for (int64_t i = 0; i < n; ++i) {
         float v = x[i];
         float t = tanhf(GELU_K * (v + GELU_C * v * v * v));
@@ -75,13 +75,13 @@ static void act_bwd(int32_t act, const float *x, const float *dy, float *dx, int
         dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * du);
       }
       break;
-    case EFFML_ACT_SILU:
+    case EFFML_LAYER_ACT_SILU:
       for (int64_t i = 0; i < n; ++i) {
         float s = 1.0f / (1.0f + expf(-x[i]));
         dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
       }
       break;
-    case EFFML_ACT_TANH:
+    case EFFML_LAYER_ACT_TANH:
       for (int64_t i = 0; i < n; ++i) {
         float t = tanhf(x[i]);
         dx[i] = dy[i] * (1.0f - t * t);
@@ -109,7 +109,7 @@ static void act_bwd_range(void *arg, int64_t begin, int64_t end, int32_t worker)
 }
 
 /* ReLU and identity are memory-bound: threads do not pay for themselves. */
-static int act_cheap(int32_t act) { return act == EFFML_ACT_IDENTITY || act == EFFML_ACT_RELU; }
+static int act_cheap(int32_t act) { return act == EFFML_LAYER_ACT_IDENTITY || act == EFFML_LAYER_ACT_RELU; }
 
 static effml_status act_run_fwd(effml_context *ctx, int32_t act, const float *x, float *y,
                                 int64_t n) {
@@ -131,22 +131,22 @@ static effml_status act_run_bwd(effml_context *ctx, int32_t act, const float *x,
   return effml__parallel_for(ctx, n, ACT_PARALLEL_MIN / 2, act_bwd_range, &j);
 }
 
-const char *effml_activation_name(int32_t activation) {
+const char *effml_layer_activation_name(int32_t activation) {
   switch (activation) {
-    case EFFML_ACT_IDENTITY: return "identity";
-    case EFFML_ACT_RELU: return "relu";
-    case EFFML_ACT_GELU: return "gelu";
-    case EFFML_ACT_GELU_TANH: return "gelu_tanh";
-    case EFFML_ACT_SILU: return "silu";
-    case EFFML_ACT_TANH: return "tanh";
+    case EFFML_LAYER_ACT_IDENTITY: return "identity";
+    case EFFML_LAYER_ACT_RELU: return "relu";
+    case EFFML_LAYER_ACT_GELU: return "gelu";
+    case EFFML_LAYER_ACT_GELU_TANH: return "gelu_tanh";
+    case EFFML_LAYER_ACT_SILU: return "silu";
+    case EFFML_LAYER_ACT_TANH: return "tanh";
     default: return "unknown";
   }
 }
 
 static effml_status check_act(effml_context *ctx, const char *fn, int32_t activation) {
-  if (activation < EFFML_ACT_IDENTITY || activation > EFFML_ACT_TANH)
+  if (activation < EFFML_LAYER_ACT_IDENTITY || activation > EFFML_LAYER_ACT_TANH)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "%s: activation=%d is not one of EFFML_ACT_IDENTITY..EFFML_ACT_TANH (0..5)",
+                      "%s: activation=%d is not one of EFFML_LAYER_ACT_IDENTITY..EFFML_LAYER_ACT_TANH (0..5)",
                       fn, (int)activation);
   return EFFML_OK;
 }
@@ -175,7 +175,7 @@ static effml_status check_same_shape(effml_context *ctx, const char *fn, const e
   return EFFML_OK;
 }
 
-effml_status effml_activation_apply(effml_context *ctx, int32_t activation, const effml_tensor *x,
+effml_status effml__activation_apply(effml_context *ctx, int32_t activation, const effml_tensor *x,
                                     effml_tensor *y) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_act(ctx, __func__, activation));
@@ -187,7 +187,7 @@ effml_status effml_activation_apply(effml_context *ctx, int32_t activation, cons
   return act_run_fwd(ctx, activation, effml__cf32(x), effml__f32(y), effml_tensor_numel(x));
 }
 
-effml_status effml_activation_backward(effml_context *ctx, int32_t activation,
+effml_status effml__activation_backward(effml_context *ctx, int32_t activation,
                                        const effml_tensor *x, const effml_tensor *dy,
                                        effml_tensor *dx) {
   EFFML__CHECK_NULL(ctx, ctx);
@@ -215,7 +215,7 @@ static effml_status act_layer_forward(effml_context *ctx, effml_layer *layer,
                                       const effml_tensor *x, effml_tensor *y, int32_t mode) {
   act_impl *a = (act_impl *)layer->impl;
   EFFML__TRY(act_run_fwd(ctx, a->act, effml__cf32(x), effml__f32(y), effml_tensor_numel(x)));
-  if (mode == EFFML_MODE_TRAIN) a->x = x; /* infer mode writes nothing into the layer */
+  if (mode == EFFML_LAYER_MODE_TRAIN) a->x = x; /* infer mode writes nothing into the layer */
   return EFFML_OK;
 }
 
@@ -238,7 +238,7 @@ static const effml__layer_ops act_ops[6] = {ACT_OPS("identity"), ACT_OPS("relu")
                                             ACT_OPS("gelu"),     ACT_OPS("gelu_tanh"),
                                             ACT_OPS("silu"),     ACT_OPS("tanh")};
 
-effml_status effml_activation_create(effml_context *ctx, int32_t activation, effml_layer **out) {
+effml_status effml_layer_activation_create(effml_context *ctx, int32_t activation, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   EFFML__TRY(check_act(ctx, __func__, activation));

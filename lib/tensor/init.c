@@ -24,7 +24,7 @@ static effml_status check_target(effml_context *ctx, const char *fn, effml_tenso
   EFFML__TRY(effml__check_writable(ctx, t, "t"));
   if (t->dtype != EFFML_F32 && t->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: t must be f32 or f64, got %s", fn,
-                      effml_dtype_name(t->dtype));
+                      effml_tensor_dtype_name(t->dtype));
   return EFFML_OK;
 }
 
@@ -51,7 +51,7 @@ static effml_status check_finite(effml_context *ctx, const char *fn, const char 
   return EFFML_OK;
 }
 
-effml_status effml_init_xavier_uniform(effml_context *ctx, effml_tensor *t, double gain) {
+effml_status effml_tensor_init_xavier_uniform(effml_context *ctx, effml_tensor *t, double gain) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "gain", gain, 1));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -62,7 +62,7 @@ effml_status effml_init_xavier_uniform(effml_context *ctx, effml_tensor *t, doub
   return EFFML_OK;
 }
 
-effml_status effml_init_xavier_normal(effml_context *ctx, effml_tensor *t, double gain) {
+effml_status effml_tensor_init_xavier_normal(effml_context *ctx, effml_tensor *t, double gain) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "gain", gain, 1));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -72,7 +72,7 @@ effml_status effml_init_xavier_normal(effml_context *ctx, effml_tensor *t, doubl
   return EFFML_OK;
 }
 
-effml_status effml_init_kaiming_normal(effml_context *ctx, effml_tensor *t, double a) {
+effml_status effml_tensor_init_kaiming_normal(effml_context *ctx, effml_tensor *t, double a) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "a", a, 0));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -82,7 +82,7 @@ effml_status effml_init_kaiming_normal(effml_context *ctx, effml_tensor *t, doub
   return EFFML_OK;
 }
 
-effml_status effml_init_kaiming_uniform(effml_context *ctx, effml_tensor *t, double a) {
+effml_status effml_tensor_init_kaiming_uniform(effml_context *ctx, effml_tensor *t, double a) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "a", a, 0));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -93,7 +93,7 @@ effml_status effml_init_kaiming_uniform(effml_context *ctx, effml_tensor *t, dou
   return EFFML_OK;
 }
 
-effml_status effml_init_normal(effml_context *ctx, effml_tensor *t, double mean, double std) {
+effml_status effml_tensor_init_normal(effml_context *ctx, effml_tensor *t, double mean, double std) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "mean", mean, 0));
   EFFML__TRY(check_finite(ctx, __func__, "std", std, 1));
@@ -102,7 +102,7 @@ effml_status effml_init_normal(effml_context *ctx, effml_tensor *t, double mean,
   return EFFML_OK;
 }
 
-effml_status effml_init_uniform(effml_context *ctx, effml_tensor *t, double lo, double hi) {
+effml_status effml_tensor_init_uniform(effml_context *ctx, effml_tensor *t, double lo, double hi) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "lo", lo, 0));
   EFFML__TRY(check_finite(ctx, __func__, "hi", hi, 0));

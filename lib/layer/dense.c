@@ -36,7 +36,7 @@ static effml_status dense_forward(effml_context *ctx, effml_layer *layer, const 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f,
               effml__cf32(x), (int)in, W, (int)in, beta, Y, (int)out);
   /* Infer mode writes nothing into the layer (threads may share it). */
-  if (mode == EFFML_MODE_TRAIN) d->x = x;
+  if (mode == EFFML_LAYER_MODE_TRAIN) d->x = x;
   return EFFML_OK;
 }
 
@@ -68,14 +68,14 @@ static void dense_destroy(effml_layer *layer) { effml__free(layer->ctx, layer->i
 
 static const effml__layer_ops dense_ops = {"dense", dense_forward, dense_backward, dense_destroy};
 
-effml_status effml_dense_create(effml_context *ctx, int64_t in_features, int64_t out_features,
+effml_status effml_layer_dense_create(effml_context *ctx, int64_t in_features, int64_t out_features,
                                 int32_t bias, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (in_features < 1 || out_features < 1 || in_features > INT32_MAX ||
       out_features > INT32_MAX)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_dense_create: in_features=%lld and out_features=%lld must be in "
+                      "effml_layer_dense_create: in_features=%lld and out_features=%lld must be in "
                       "[1, 2^31-1]",
                       (long long)in_features, (long long)out_features);
   dense_impl *d = (dense_impl *)effml__calloc_or_err(ctx, 1, sizeof *d, "dense layer");
@@ -93,10 +93,10 @@ effml_status effml_dense_create(effml_context *ctx, int64_t in_features, int64_t
     st = effml__layer_add_param(ctx, layer, "bias", 1, &out_features, 1, NULL);
   /* PyTorch's nn.Linear.reset_parameters: kaiming_uniform(a = sqrt(5)) gives
    * U(-1/sqrt(in), 1/sqrt(in)) for W, and the bias uses the same bound. */
-  if (st == EFFML_OK) st = effml_init_kaiming_uniform(ctx, effml_layer_param(layer, DENSE_W), sqrt(5.0));
+  if (st == EFFML_OK) st = effml_tensor_init_kaiming_uniform(ctx, effml_layer_param(layer, DENSE_W), sqrt(5.0));
   if (st == EFFML_OK && d->has_bias) {
     double bound = 1.0 / sqrt((double)in_features);
-    st = effml_init_uniform(ctx, effml_layer_param(layer, DENSE_B), -bound, bound);
+    st = effml_tensor_init_uniform(ctx, effml_layer_param(layer, DENSE_B), -bound, bound);
   }
   if (st != EFFML_OK) {
     effml_layer_free(layer);

@@ -1,9 +1,24 @@
 /**
- * @file effml/context.h
- * @brief The context: allocator hooks, thread count, random generator, log
- *        callback and the last error message.
+ * @file effml/core.h
+ * @brief The core: export macros, version, status codes, and the context
+ *        (allocator hooks, thread count, random generator, log callback, last
+ *        error message).
  *
- * Every libeffml object is made from a context and must not outlive it.  A
+ * `EFFML_API` marks every exported function.  Vendored or static builds may
+ * define it before including any libeffml header (for example to nothing).
+ *
+ * Version: the compile-time macros are the single source of truth (CMake
+ * reads them).  Compare `EFFML_VERSION_NUMBER` with effml_version_number() to
+ * detect a header/library mismatch.  The ABI major is `EFFML_VERSION_MAJOR`
+ * (the SONAME is `libeffml.so.<major>`); see docs/ABI.md.
+ *
+ * Status codes: every fallible function returns an `effml_status`: 0 on
+ * success, a negative code on error.  Codes are explicit numbers that are
+ * never reused or renumbered (a retired code keeps its number forever).  The
+ * detailed message -- naming the argument and the value that was wrong -- is
+ * stored in the context: see effml_context_last_error().
+ *
+ * The context: every libeffml object is made from a context and must not outlive it.  A
  * context and the objects made from it are used by one thread at a time,
  * unless a header says otherwise (docs/threading.md).  There is no global
  * state and no global initialisation.
@@ -28,13 +43,72 @@
  * openblas_set_num_threads() in your program.  `num_threads` only controls the
  * library's own loops.
  */
-#ifndef EFFML_CONTEXT_H
-#define EFFML_CONTEXT_H
+#ifndef EFFML_CORE_H
+#define EFFML_CORE_H
 
-#include "common.h"
-#include "error.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef EFFML_API
+#  if defined(_WIN32) && defined(EFFML_BUILDING_SHARED)
+#    define EFFML_API __declspec(dllexport)
+#  elif defined(__GNUC__) || defined(__clang__)
+#    define EFFML_API __attribute__((visibility("default")))
+#  else
+#    define EFFML_API
+#  endif
+#endif
+
+#ifdef __cplusplus
+#  define EFFML_BEGIN_DECLS extern "C" {
+#  define EFFML_END_DECLS }
+#else
+#  define EFFML_BEGIN_DECLS
+#  define EFFML_END_DECLS
+#endif
+
+#define EFFML_VERSION_MAJOR 0
+#define EFFML_VERSION_MINOR 2
+#define EFFML_VERSION_PATCH 0
+/** major*10000 + minor*100 + patch. */
+#define EFFML_VERSION_NUMBER \
+  (EFFML_VERSION_MAJOR * 10000 + EFFML_VERSION_MINOR * 100 + EFFML_VERSION_PATCH)
+#define EFFML_VERSION_STRING "0.2.0"
 
 EFFML_BEGIN_DECLS
+
+/* ---- version ---- */
+
+/** Version number of the library actually linked (same encoding as EFFML_VERSION_NUMBER). */
+EFFML_API int32_t effml_version_number(void);
+/** Version string of the linked library ("0.2.0"); static storage, never freed. */
+EFFML_API const char *effml_version_string(void);
+
+/* ---- status codes ---- */
+
+typedef int32_t effml_status;
+
+#define EFFML_OK 0
+#define EFFML_E_INVALID_ARG (-1)  /**< NULL pointer, value out of its allowed range */
+#define EFFML_E_SHAPE (-2)        /**< shapes disagree, zero/negative dim, too many dims */
+#define EFFML_E_DTYPE (-3)        /**< unsupported or mismatched element type */
+#define EFFML_E_NOMEM (-4)        /**< allocation failed */
+#define EFFML_E_IO (-5)           /**< file could not be opened, read or written */
+#define EFFML_E_FORMAT (-6)       /**< file or buffer contents are malformed */
+#define EFFML_E_NUMERIC (-7)      /**< NaN/inf input, singular matrix, no convergence */
+#define EFFML_E_UNSUPPORTED (-8)  /**< valid request that this build does not implement */
+#define EFFML_E_NOT_FOUND (-9)    /**< named item (tensor, parameter, file) absent */
+#define EFFML_E_OVERFLOW (-10)    /**< a size computation overflows size_t/int64_t */
+#define EFFML_E_STATE (-11)       /**< call out of order (e.g. backward before forward) */
+#define EFFML_E_RANGE (-12)       /**< index or label out of range */
+
+/**
+ * Short static description of a status code ("invalid argument", ...).
+ * Unknown codes give "unknown status".  Never NULL, never freed.
+ */
+EFFML_API const char *effml_status_str(effml_status status);
+
+/* ---- context ---- */
 
 typedef struct effml_context effml_context;
 
@@ -44,10 +118,10 @@ typedef void *(*effml_alloc_fn)(void *user_data, size_t size);
 typedef void (*effml_free_fn)(void *user_data, void *ptr);
 
 /** Log levels passed to effml_log_fn. */
-#define EFFML_LOG_ERROR 1
-#define EFFML_LOG_WARN 2
-#define EFFML_LOG_INFO 3
-#define EFFML_LOG_DEBUG 4
+#define EFFML_CORE_LOG_ERROR 1
+#define EFFML_CORE_LOG_WARN 2
+#define EFFML_CORE_LOG_INFO 3
+#define EFFML_CORE_LOG_DEBUG 4
 
 /** Log callback: `message` is borrowed for the duration of the call. */
 typedef void (*effml_log_fn)(void *user_data, int32_t level, const char *message);
@@ -65,7 +139,7 @@ typedef struct effml_context_options {
   uint64_t seed;            /**< seed of the context's generator (default 0) */
   effml_log_fn log;         /**< NULL: no logging */
   void *log_user_data;      /**< passed to log */
-  int32_t log_level;        /**< messages at or below this level are passed (default EFFML_LOG_WARN) */
+  int32_t log_level;        /**< messages at or below this level are passed (default EFFML_CORE_LOG_WARN) */
 } effml_context_options;
 
 /** Fill `opt` with defaults (struct_size set).  NULL is ignored. */
@@ -112,4 +186,4 @@ EFFML_API uint64_t effml_context_random_u64(effml_context *ctx);
 
 EFFML_END_DECLS
 
-#endif /* EFFML_CONTEXT_H */
+#endif /* EFFML_CORE_H */

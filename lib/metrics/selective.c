@@ -6,7 +6,7 @@
  */
 #include <math.h>
 
-#include "cascade_internal.h"
+#include "../cascade/cascade_internal.h"
 
 /* Sorted order plus the running count of wrong samples among the top k. */
 typedef struct {
@@ -54,14 +54,14 @@ static effml_status check_fraction(effml_context *ctx, const char *name, double 
   return EFFML_OK;
 }
 
-effml_status effml_selective_risk_coverage_curve(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx, const effml_tensor *scores,
                                                  const effml_tensor *correct, int32_t convention,
                                                  effml_tensor *coverage, effml_tensor *risk,
                                                  effml_tensor *thresholds) {
   EFFML__CHECK_NULL(ctx, ctx);
-  if (convention != EFFML_RC_EXACT && convention != EFFML_RC_REFERENCE)
+  if (convention != EFFML_METRICS_RC_EXACT && convention != EFFML_METRICS_RC_REFERENCE)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "convention=%d is not EFFML_RC_EXACT or EFFML_RC_REFERENCE",
+                      "convention=%d is not EFFML_METRICS_RC_EXACT or EFFML_METRICS_RC_REFERENCE",
                       (int)convention);
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
@@ -84,7 +84,7 @@ effml_status effml_selective_risk_coverage_curve(effml_context *ctx, const effml
   }
   if (!st && thresholds) {
     for (int64_t k = 0; k <= n; ++k) {
-      if (convention == EFFML_RC_EXACT)
+      if (convention == EFFML_METRICS_RC_EXACT)
         v[k] = k == 0 ? INFINITY : d.s[d.idx[k - 1]];
       else
         v[k] = k == n ? -INFINITY : d.s[d.idx[k]];
@@ -96,7 +96,7 @@ effml_status effml_selective_risk_coverage_curve(effml_context *ctx, const effml
   return st;
 }
 
-effml_status effml_selective_aurc(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor *scores,
                                   const effml_tensor *correct, double *aurc) {
   EFFML__CHECK_NULL(ctx, aurc);
   rc_data d;
@@ -109,7 +109,7 @@ effml_status effml_selective_aurc(effml_context *ctx, const effml_tensor *scores
   return EFFML_OK;
 }
 
-effml_status effml_selective_risk_at_coverage(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx, const effml_tensor *scores,
                                               const effml_tensor *correct, double coverage,
                                               double *risk, double *threshold) {
   EFFML__CHECK_NULL(ctx, risk);
@@ -123,7 +123,7 @@ effml_status effml_selective_risk_at_coverage(effml_context *ctx, const effml_te
   return EFFML_OK;
 }
 
-effml_status effml_selective_coverage_at_risk(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_selective_coverage_at_risk(effml_context *ctx, const effml_tensor *scores,
                                               const effml_tensor *correct, double risk,
                                               double *coverage, double *threshold) {
   EFFML__CHECK_NULL(ctx, coverage);
@@ -169,7 +169,7 @@ static effml_status ood_build(effml_context *ctx, const effml_tensor *scores,
   return st;
 }
 
-effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_ood_auroc(effml_context *ctx, const effml_tensor *scores,
                              const effml_tensor *is_ood, double *auroc) {
   EFFML__CHECK_NULL(ctx, auroc);
   int64_t n, n_ood, *idx;
@@ -199,7 +199,7 @@ effml_status effml_ood_auroc(effml_context *ctx, const effml_tensor *scores,
   return EFFML_OK;
 }
 
-effml_status effml_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
+effml_status effml_metrics_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
                                   const effml_tensor *is_ood, double tpr, double *fpr,
                                   double *threshold) {
   EFFML__CHECK_NULL(ctx, fpr);
@@ -225,7 +225,7 @@ effml_status effml_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores
   return EFFML_OK;
 }
 
-effml_status effml_eval_top1_error(effml_context *ctx, const effml_tensor *pred,
+effml_status effml_metrics_top1_error(effml_context *ctx, const effml_tensor *pred,
                                    const effml_tensor *labels, double *error) {
   EFFML__CHECK_NULL(ctx, error);
   EFFML__CHECK_NULL(ctx, pred);
@@ -244,13 +244,13 @@ effml_status effml_eval_top1_error(effml_context *ctx, const effml_tensor *pred,
   return st;
 }
 
-effml_status effml_eval_nll(effml_context *ctx, const effml_tensor *probs,
+effml_status effml_metrics_nll(effml_context *ctx, const effml_tensor *probs,
                             const effml_tensor *labels, double *nll) {
   EFFML__CHECK_NULL(ctx, nll);
   EFFML__CHECK_NULL(ctx, probs);
   if (probs->dtype != EFFML_F32 && probs->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "probs has dtype %s, need f32 or f64",
-                      effml_dtype_name(probs->dtype));
+                      effml_tensor_dtype_name(probs->dtype));
   if (probs->ndim != 2)
     return effml__err(ctx, EFFML_E_SHAPE, "probs has %d dims, need [N, K]", (int)probs->ndim);
   const int64_t n = probs->shape[0], K = probs->shape[1];

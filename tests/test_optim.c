@@ -3,17 +3,18 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../lib/layer/layer_internal.h" /* effml__activation_apply/backward */
 #include "testutil.h"
 
 static effml_layer *mlp(effml_context *ctx) {
   effml_layer *m = NULL, *l = NULL;
-  ck_assert_int_eq(effml_sequential_create(ctx, &m), EFFML_OK);
-  ck_assert_int_eq(effml_dense_create(ctx, 4, 3, 1, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
-  ck_assert_int_eq(effml_activation_create(ctx, EFFML_ACT_TANH, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
-  ck_assert_int_eq(effml_dense_create(ctx, 3, 2, 1, &l), EFFML_OK);
-  ck_assert_int_eq(effml_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &m), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 4, 3, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_activation_create(ctx, EFFML_LAYER_ACT_TANH, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 3, 2, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, m, l), EFFML_OK);
   return m;
 }
 
@@ -69,7 +70,7 @@ START_TEST(test_schedules) {
   effml_optimizer_options o;
   effml_optimizer_options_init(&o);
   o.lr = 0.4;
-  o.schedule = EFFML_LR_WARMUP_LINEAR;
+  o.schedule = EFFML_OPTIM_LR_WARMUP_LINEAR;
   o.warmup_steps = 4;
   effml_optimizer *opt = NULL;
   ck_assert_int_eq(effml_optimizer_create(ctx, &o, &opt), EFFML_OK);
@@ -81,7 +82,7 @@ START_TEST(test_schedules) {
   ck_assert_int_eq(effml_optimizer_steps(opt), 6);
   effml_optimizer_free(opt);
 
-  o.schedule = EFFML_LR_WARMUP_COSINE;
+  o.schedule = EFFML_OPTIM_LR_WARMUP_COSINE;
   o.warmup_steps = 2;
   o.total_steps = 6;
   o.min_lr = 0.1;
@@ -155,18 +156,18 @@ START_TEST(test_clip_grad_norm) {
   ck_assert_int_eq(effml_optimizer_create(ctx, &o, &opt), EFFML_OK);
   ck_assert_int_eq(effml_optimizer_add_param(ctx, opt, "w", tw, tg), EFFML_OK);
   double total = 0;
-  ck_assert_int_eq(effml_clip_grad_norm(ctx, opt, 10.0, &total), EFFML_OK);
+  ck_assert_int_eq(effml_optimizer_clip_grad_norm(ctx, opt, 10.0, &total), EFFML_OK);
   ck_assert_double_eq(total, 5.0);
   ck_assert(g[0] == 3.0f && g[1] == 4.0f); /* under the limit: untouched */
-  ck_assert_int_eq(effml_clip_grad_norm(ctx, opt, 1.0, &total), EFFML_OK);
+  ck_assert_int_eq(effml_optimizer_clip_grad_norm(ctx, opt, 1.0, &total), EFFML_OK);
   ck_assert_double_eq(total, 5.0);
   ck_assert_float_eq_tol(g[0], 0.6f, 1e-6);
   ck_assert_float_eq_tol(g[1], 0.8f, 1e-6);
-  ck_assert_int_eq(effml_clip_grad_norm(ctx, opt, 0.0, &total), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_clip_grad_norm(ctx, opt, NAN, &total), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_optimizer_clip_grad_norm(ctx, opt, 0.0, &total), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_optimizer_clip_grad_norm(ctx, opt, NAN, &total), EFFML_E_INVALID_ARG);
   g[0] = NAN;
   const float g1 = g[1];
-  ck_assert_int_eq(effml_clip_grad_norm(ctx, opt, 1.0, &total), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_optimizer_clip_grad_norm(ctx, opt, 1.0, &total), EFFML_E_NUMERIC);
   ck_assert(isnan(g[0]) && g[1] == g1);
   effml_optimizer_free(opt);
   effml_tensor_free(tw);
@@ -198,8 +199,8 @@ START_TEST(test_optimizer_bad_options) {
   EXPECT_BAD(o.weight_decay = -0.1, "weight_decay=-0.1");
   EXPECT_BAD((o.algorithm = EFFML_OPTIM_SGD, o.nesterov = 1), "nesterov");
   EXPECT_BAD((o.algorithm = EFFML_OPTIM_SGD, o.momentum = 1.0), "momentum=1");
-  EXPECT_BAD((o.schedule = EFFML_LR_WARMUP_COSINE, o.warmup_steps = 10, o.total_steps = 10), "total_steps=10");
-  EXPECT_BAD((o.schedule = EFFML_LR_WARMUP_COSINE, o.total_steps = 10, o.min_lr = 1), "min_lr=1");
+  EXPECT_BAD((o.schedule = EFFML_OPTIM_LR_WARMUP_COSINE, o.warmup_steps = 10, o.total_steps = 10), "total_steps=10");
+  EXPECT_BAD((o.schedule = EFFML_OPTIM_LR_WARMUP_COSINE, o.total_steps = 10, o.min_lr = 1), "min_lr=1");
   EXPECT_BAD(o.schedule = 9, "schedule=9");
   EXPECT_BAD(o.warmup_steps = -1, "warmup_steps=-1");
   EXPECT_BAD(o.struct_size = 4, "struct_size=4");
@@ -249,12 +250,12 @@ START_TEST(test_initialisers) {
       effml_tensor *dst = rep ? t2 : t;
       effml_status st = EFFML_OK;
       switch (cases[c].kind) {
-        case 0: st = effml_init_xavier_uniform(ctx, dst, cases[c].arg); break;
-        case 1: st = effml_init_xavier_normal(ctx, dst, cases[c].arg); break;
-        case 2: st = effml_init_kaiming_normal(ctx, dst, cases[c].arg); break;
-        case 3: st = effml_init_kaiming_uniform(ctx, dst, cases[c].arg); break;
-        case 4: st = effml_init_normal(ctx, dst, 0.0, 0.02); break;
-        case 5: st = effml_init_uniform(ctx, dst, -0.3, 0.3); break;
+        case 0: st = effml_tensor_init_xavier_uniform(ctx, dst, cases[c].arg); break;
+        case 1: st = effml_tensor_init_xavier_normal(ctx, dst, cases[c].arg); break;
+        case 2: st = effml_tensor_init_kaiming_normal(ctx, dst, cases[c].arg); break;
+        case 3: st = effml_tensor_init_kaiming_uniform(ctx, dst, cases[c].arg); break;
+        case 4: st = effml_tensor_init_normal(ctx, dst, 0.0, 0.02); break;
+        case 5: st = effml_tensor_init_uniform(ctx, dst, -0.3, 0.3); break;
       }
       ck_assert_int_eq(st, EFFML_OK);
     }
@@ -279,14 +280,14 @@ START_TEST(test_initialisers) {
   effml_tensor *v = NULL, *iv = NULL;
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &one, &v), EFFML_OK);
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 2, shape, &iv), EFFML_OK);
-  ck_assert_int_eq(effml_init_xavier_uniform(ctx, v, 1.0), EFFML_E_SHAPE);
-  ck_assert_int_eq(effml_init_kaiming_normal(ctx, iv, 0.0), EFFML_E_DTYPE);
-  ck_assert_int_eq(effml_init_uniform(ctx, t, 1.0, -1.0), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_init_normal(ctx, t, 0.0, -1.0), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_init_xavier_normal(ctx, t, NAN), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_init_normal(ctx, NULL, 0.0, 1.0), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_init_xavier_uniform(ctx, v, 1.0), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_tensor_init_kaiming_normal(ctx, iv, 0.0), EFFML_E_DTYPE);
+  ck_assert_int_eq(effml_tensor_init_uniform(ctx, t, 1.0, -1.0), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_init_normal(ctx, t, 0.0, -1.0), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_init_xavier_normal(ctx, t, NAN), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_tensor_init_normal(ctx, NULL, 0.0, 1.0), EFFML_E_INVALID_ARG);
   ck_assert(((float *)effml_tensor_data(t))[0] == keep);
-  ck_assert_int_eq(effml_init_normal(ctx, v, 1.0, 0.0), EFFML_OK); /* 1-D fine without fans */
+  ck_assert_int_eq(effml_tensor_init_normal(ctx, v, 1.0, 0.0), EFFML_OK); /* 1-D fine without fans */
   ck_assert(((float *)effml_tensor_data(v))[4] == 1.0f);
   effml_tensor_free(t); effml_tensor_free(t2); effml_tensor_free(v); effml_tensor_free(iv);
   effml_context_free(ctx);
@@ -296,36 +297,36 @@ END_TEST
 START_TEST(test_bad_layer_and_loss_input) {
   effml_context *ctx = tu_ctx(7);
   effml_layer *l = NULL;
-  ck_assert_int_eq(effml_dense_create(ctx, 0, 3, 1, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 0, 3, 1, &l), EFFML_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "in_features=0"));
-  ck_assert_int_eq(effml_dense_create(ctx, 3, -2, 1, &l), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_activation_create(ctx, 99, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 3, -2, 1, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_activation_create(ctx, 99, &l), EFFML_E_INVALID_ARG);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "activation=99"));
-  ck_assert_int_eq(effml_dropout_create(ctx, 1.0, 0, &l), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_dropout_create(ctx, -0.1, 0, &l), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_dropout_create(ctx, NAN, 0, &l), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_layernorm_create(ctx, 4, 0.0, &l), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_layernorm_create(ctx, 0, 1e-5, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_dropout_create(ctx, 1.0, 0, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_dropout_create(ctx, -0.1, 0, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_dropout_create(ctx, NAN, 0, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_layernorm_create(ctx, 4, 0.0, &l), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_layer_layernorm_create(ctx, 0, 1e-5, &l), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(l);
-  ck_assert_str_eq(effml_activation_name(42), "unknown");
+  ck_assert_str_eq(effml_layer_activation_name(42), "unknown");
 
   /* shape mismatch in forward */
-  ck_assert_int_eq(effml_dense_create(ctx, 3, 2, 1, &l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 3, 2, 1, &l), EFFML_OK);
   effml_tensor *x = tu_f32(ctx, 4, 5, NULL), *y = tu_f32(ctx, 4, 2, NULL);
-  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_MODE_TRAIN), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_E_SHAPE);
   effml_layer_free(l);
   effml_tensor *y5 = tu_f32(ctx, 4, 4, NULL);
-  ck_assert_int_eq(effml_activation_apply(ctx, EFFML_ACT_RELU, x, y5), EFFML_E_SHAPE);
-  ck_assert_int_eq(effml_activation_apply(ctx, 17, x, x), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_activation_backward(ctx, EFFML_ACT_TANH, x, y5, x), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml__activation_apply(ctx, EFFML_LAYER_ACT_RELU, x, y5), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml__activation_apply(ctx, 17, x, x), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml__activation_backward(ctx, EFFML_LAYER_ACT_TANH, x, y5, x), EFFML_E_SHAPE);
   /* a view shifted by one element overlaps without being in place */
   effml_tensor *xa = NULL, *xa2 = NULL, *xb2 = NULL;
   ck_assert_int_eq(effml_tensor_reshape(ctx, x, 1, (int64_t[]){20}, &xa), EFFML_OK);
   ck_assert_int_eq(effml_tensor_slice(ctx, xa, 0, 0, 10, 1, &xa2), EFFML_OK);
   ck_assert_int_eq(effml_tensor_slice(ctx, xa, 0, 1, 11, 1, &xb2), EFFML_OK);
-  ck_assert_int_eq(effml_activation_apply(ctx, EFFML_ACT_SILU, xa2, xb2), EFFML_E_INVALID_ARG);
-  ck_assert_int_eq(effml_activation_apply(ctx, EFFML_ACT_SILU, xa2, xa2), EFFML_OK);
-  ck_assert_int_eq(effml_activation_backward(ctx, EFFML_ACT_SILU, xa2, xa2, xb2), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml__activation_apply(ctx, EFFML_LAYER_ACT_SILU, xa2, xb2), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml__activation_apply(ctx, EFFML_LAYER_ACT_SILU, xa2, xa2), EFFML_OK);
+  ck_assert_int_eq(effml__activation_backward(ctx, EFFML_LAYER_ACT_SILU, xa2, xa2, xb2), EFFML_E_INVALID_ARG);
   effml_tensor_free(xa); effml_tensor_free(xa2); effml_tensor_free(xb2);
 
   /* loss: labels out of range, NaN/inf logits, shapes, dtypes; outputs untouched */
@@ -339,28 +340,28 @@ START_TEST(test_bad_layer_and_loss_input) {
   ck_assert_int_eq(effml_tensor_wrap(ctx, EFFML_I32, 1, &n2, NULL, lab, sizeof lab, 0, &tl2), EFFML_OK);
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &n3, &tlf), EFFML_OK);
   double loss = 123.0, acc = 5.0;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_RANGE);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_RANGE);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "labels[1]=4"));
-  ck_assert_int_eq(effml_accuracy(ctx, z, tl, &acc), EFFML_E_RANGE);
+  ck_assert_int_eq(effml_metrics_accuracy(ctx, z, tl, &acc), EFFML_E_RANGE);
   lab[1] = -1;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_RANGE);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_RANGE);
   lab[1] = 3;
   ((float *)effml_tensor_data(z))[6] = NAN;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_NUMERIC);
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "logits[1, 2]"));
   ((float *)effml_tensor_data(z))[6] = INFINITY;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_NUMERIC);
-  ck_assert_int_eq(effml_accuracy(ctx, z, tl, &acc), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_E_NUMERIC);
+  ck_assert_int_eq(effml_metrics_accuracy(ctx, z, tl, &acc), EFFML_E_NUMERIC);
   ((float *)effml_tensor_data(z))[6] = 0.5f;
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl2, &loss, dz), EFFML_E_SHAPE);
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tlf, &loss, dz), EFFML_E_DTYPE);
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl, &loss, y5), EFFML_E_SHAPE);
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl, NULL, dz), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl2, &loss, dz), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tlf, &loss, dz), EFFML_E_DTYPE);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl, &loss, y5), EFFML_E_SHAPE);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl, NULL, dz), EFFML_E_INVALID_ARG);
   ck_assert_double_eq(loss, 123.0);
   ck_assert_double_eq(acc, 5.0);
   const float *d = effml_tensor_data(dz);
   for (int i = 0; i < 12; ++i) ck_assert(d[i] == 7.0f);
-  ck_assert_int_eq(effml_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_OK);
+  ck_assert_int_eq(effml_train_softmax_cross_entropy(ctx, z, tl, &loss, dz), EFFML_OK);
   ck_assert(isfinite(loss));
   effml_tensor_free(x); effml_tensor_free(y); effml_tensor_free(y5); effml_tensor_free(z);
   effml_tensor_free(dz); effml_tensor_free(tl); effml_tensor_free(tl2); effml_tensor_free(tlf);
@@ -380,18 +381,18 @@ START_TEST(test_allocation_failures) {
     effml_optimizer *opt = NULL;
     effml_optimizer_options o;
     effml_optimizer_options_init(&o);
-    effml_status st = effml_sequential_create(ctx, &m);
-    if (st == EFFML_OK) st = effml_dense_create(ctx, 4, 3, 1, &l);
-    if (st == EFFML_OK) { st = effml_sequential_add(ctx, m, l); if (st != EFFML_OK) effml_layer_free(l); }
-    if (st == EFFML_OK) st = effml_layernorm_create(ctx, 3, 1e-5, &ln);
-    if (st == EFFML_OK) { st = effml_sequential_add(ctx, m, ln); if (st != EFFML_OK) effml_layer_free(ln); }
+    effml_status st = effml_layer_sequential_create(ctx, &m);
+    if (st == EFFML_OK) st = effml_layer_dense_create(ctx, 4, 3, 1, &l);
+    if (st == EFFML_OK) { st = effml_layer_sequential_add(ctx, m, l); if (st != EFFML_OK) effml_layer_free(l); }
+    if (st == EFFML_OK) st = effml_layer_layernorm_create(ctx, 3, 1e-5, &ln);
+    if (st == EFFML_OK) { st = effml_layer_sequential_add(ctx, m, ln); if (st != EFFML_OK) effml_layer_free(ln); }
     if (st == EFFML_OK) st = effml_optimizer_create(ctx, &o, &opt);
     if (st == EFFML_OK) st = effml_optimizer_add_layer(ctx, opt, m);
     effml_tensor *x = NULL, *y = NULL;
     int64_t xs[2] = {2, 4}, ys[2] = {2, 3};
     if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F32, 2, xs, &x);
     if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F32, 2, ys, &y);
-    if (st == EFFML_OK) st = effml_layer_forward(ctx, m, x, y, EFFML_MODE_TRAIN);
+    if (st == EFFML_OK) st = effml_layer_forward(ctx, m, x, y, EFFML_LAYER_MODE_TRAIN);
     if (st == EFFML_OK) st = effml_layer_backward(ctx, m, y, NULL);
     if (st == EFFML_OK) st = effml_optimizer_step(ctx, opt);
     ck_assert(st == EFFML_OK || st == EFFML_E_NOMEM);
@@ -407,7 +408,7 @@ START_TEST(test_allocation_failures) {
 END_TEST
 
 int main(void) {
-  Suite *s = suite_create("train_optim");
+  Suite *s = suite_create("optim");
   TCase *tc = tcase_create("optim");
   tcase_add_test(tc, test_frozen_bit_for_bit_adamw);
   tcase_add_test(tc, test_frozen_bit_for_bit_sgd);

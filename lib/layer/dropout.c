@@ -21,7 +21,7 @@ static effml_status dropout_forward(effml_context *ctx, effml_layer *layer, cons
   const int64_t n = effml_tensor_numel(x);
   const float *X = effml__cf32(x);
   float *Y = effml__f32(y);
-  if (mode != EFFML_MODE_TRAIN || d->p == 0.0) {
+  if (mode != EFFML_LAYER_MODE_TRAIN || d->p == 0.0) {
     memcpy(Y, X, (size_t)n * sizeof(float));
     return EFFML_OK;
   }
@@ -67,11 +67,11 @@ static void dropout_destroy(effml_layer *layer) {
 static const effml__layer_ops dropout_ops = {"dropout", dropout_forward, dropout_backward,
                                              dropout_destroy};
 
-effml_status effml_dropout_create(effml_context *ctx, double p, uint64_t seed, effml_layer **out) {
+effml_status effml_layer_dropout_create(effml_context *ctx, double p, uint64_t seed, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (!(p >= 0.0 && p < 1.0))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_dropout_create: p=%g must be in [0, 1)", p);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_dropout_create: p=%g must be in [0, 1)", p);
   dropout_impl *d = (dropout_impl *)effml__calloc_or_err(ctx, 1, sizeof *d, "dropout layer");
   if (!d) return EFFML_E_NOMEM;
   d->p = p;

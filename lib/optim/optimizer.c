@@ -14,7 +14,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "../nn/layer_internal.h"
+#include "../layer/layer_internal.h"
 
 typedef struct opt_param {
   char *name;                 /* owned; may be NULL */
@@ -43,7 +43,7 @@ void effml_optimizer_options_init(effml_optimizer_options *opt) {
   opt->beta1 = 0.9;
   opt->beta2 = 0.999;
   opt->eps = 1e-8;
-  opt->schedule = EFFML_LR_CONSTANT;
+  opt->schedule = EFFML_OPTIM_LR_CONSTANT;
 }
 
 #define BAD(field, fmt, ...)                                                                   \
@@ -69,11 +69,11 @@ static effml_status validate(effml_context *ctx, const effml_optimizer_options *
     if (!(o->beta2 >= 0 && o->beta2 < 1)) return BAD("beta2", "%g", "must be in [0, 1)", o->beta2);
     if (!(o->eps >= 0) || !isfinite(o->eps)) return BAD("eps", "%g", "must be finite and >= 0", o->eps);
   }
-  if (o->schedule < EFFML_LR_CONSTANT || o->schedule > EFFML_LR_WARMUP_COSINE)
+  if (o->schedule < EFFML_OPTIM_LR_CONSTANT || o->schedule > EFFML_OPTIM_LR_WARMUP_COSINE)
     return BAD("schedule", "%d", "is not an EFFML_LR_* value (0..2)", (int)o->schedule);
   if (o->warmup_steps < 0)
     return BAD("warmup_steps", "%lld", "must be >= 0", (long long)o->warmup_steps);
-  if (o->schedule == EFFML_LR_WARMUP_COSINE) {
+  if (o->schedule == EFFML_OPTIM_LR_WARMUP_COSINE) {
     if (o->total_steps <= o->warmup_steps)
       return BAD("total_steps", "%lld", "must exceed warmup_steps=%lld for the cosine schedule",
                  (long long)o->total_steps, (long long)o->warmup_steps);
@@ -133,8 +133,8 @@ static effml_status check_pair(effml_context *ctx, const char *fn, const char *n
                                const effml_tensor *value, const effml_tensor *grad) {
   if (value->dtype != EFFML_F32 || grad->dtype != EFFML_F32)
     return effml__err(ctx, EFFML_E_DTYPE, "%s: parameter '%s' must be f32 (value %s, grad %s)",
-                      fn, name ? name : "?", effml_dtype_name(value->dtype),
-                      effml_dtype_name(grad->dtype));
+                      fn, name ? name : "?", effml_tensor_dtype_name(value->dtype),
+                      effml_tensor_dtype_name(grad->dtype));
   if (!effml_tensor_is_contiguous(value) || !effml_tensor_is_contiguous(grad) ||
       effml_tensor_numel(value) != effml_tensor_numel(grad))
     return effml__err(ctx, EFFML_E_SHAPE,
@@ -217,9 +217,9 @@ effml_status effml_optimizer_add_layer(effml_context *ctx, effml_optimizer *opt,
 static int trainable_now(const opt_param *p) { return p->entry == NULL || p->entry->trainable; }
 
 static double lr_at(const effml_optimizer_options *o, int64_t s) {
-  if (o->schedule != EFFML_LR_CONSTANT && s < o->warmup_steps)
+  if (o->schedule != EFFML_OPTIM_LR_CONSTANT && s < o->warmup_steps)
     return o->lr * (double)(s + 1) / (double)o->warmup_steps;
-  if (o->schedule == EFFML_LR_WARMUP_COSINE) {
+  if (o->schedule == EFFML_OPTIM_LR_WARMUP_COSINE) {
     if (s >= o->total_steps) return o->min_lr;
     const double progress =
         (double)(s - o->warmup_steps) / (double)(o->total_steps - o->warmup_steps);
@@ -352,7 +352,7 @@ effml_status effml_optimizer_reset_state(effml_context *ctx, effml_optimizer *op
   return EFFML_OK;
 }
 
-effml_status effml_clip_grad_norm(effml_context *ctx, effml_optimizer *opt, double max_norm,
+effml_status effml_optimizer_clip_grad_norm(effml_context *ctx, effml_optimizer *opt, double max_norm,
                                   double *total_norm) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);

@@ -71,4 +71,25 @@ EFFML__HIDDEN effml__param *effml__layer_param_entry(effml_layer *layer, int32_t
 EFFML__HIDDEN float *effml__param_f32(effml_layer *layer, int32_t i);
 EFFML__HIDDEN float *effml__grad_f32(effml_layer *layer, int32_t i);
 
+/* ---- activations, shared by the layers that embed one (adapter block, sparse layers) ---- */
+
+/**
+ * Apply an activation element-wise (for layers that embed one, such as the
+ * adapter block).  `x` and `y`: f32, contiguous, same shape (any ndim); `y`
+ * may be `x` (in place).
+ * @return EFFML_E_INVALID_ARG (unknown activation, NULL, read-only y),
+ *         EFFML_E_DTYPE, EFFML_E_SHAPE.  On error y is untouched.
+ */
+EFFML__HIDDEN effml_status effml__activation_apply(effml_context *ctx, int32_t activation,
+                                              const effml_tensor *x, effml_tensor *y);
+
+/**
+ * Backward of an activation: dx = dy ⊙ f'(x).  `x` is the forward input;
+ * all three f32, contiguous, same shape; `dx` may be `dy`.
+ * @return as effml__activation_apply().
+ */
+EFFML__HIDDEN effml_status effml__activation_backward(effml_context *ctx, int32_t activation,
+                                                 const effml_tensor *x, const effml_tensor *dy,
+                                                 effml_tensor *dx);
+
 #endif /* EFFML_LAYER_INTERNAL_H */

@@ -24,7 +24,7 @@ static effml_status ln_forward(effml_context *ctx, effml_layer *layer, const eff
                                effml_tensor *y, int32_t mode) {
   ln_impl *l = (ln_impl *)layer->impl;
   const int64_t batch = x->shape[0], f = layer->in_features;
-  const int train = mode == EFFML_MODE_TRAIN;
+  const int train = mode == EFFML_LAYER_MODE_TRAIN;
   if (train && batch > l->cap) {
     float *m = (float *)effml__alloc_or_err(ctx, (size_t)batch * sizeof(float), "layernorm stats");
     float *r = (float *)effml__alloc_or_err(ctx, (size_t)batch * sizeof(float), "layernorm stats");
@@ -101,15 +101,15 @@ static void ln_destroy(effml_layer *layer) {
 
 static const effml__layer_ops ln_ops = {"layernorm", ln_forward, ln_backward, ln_destroy};
 
-effml_status effml_layernorm_create(effml_context *ctx, int64_t features, double eps,
+effml_status effml_layer_layernorm_create(effml_context *ctx, int64_t features, double eps,
                                     effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (features < 1)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layernorm_create: features=%lld must be >= 1",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_layernorm_create: features=%lld must be >= 1",
                       (long long)features);
   if (!(eps > 0) || !isfinite(eps))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layernorm_create: eps=%g must be finite and > 0", eps);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_layernorm_create: eps=%g must be finite and > 0", eps);
   ln_impl *l = (ln_impl *)effml__calloc_or_err(ctx, 1, sizeof *l, "layernorm layer");
   if (!l) return EFFML_E_NOMEM;
   l->eps = eps;
