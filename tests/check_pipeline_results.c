@@ -198,7 +198,7 @@ int main(int argc, char **argv) {
       const char *q = csv;
       static char f[16][128];
       int header = csv_record(&q, f, 16);
-      EXPECT(header == 10, "results.csv header has %d fields, need 10", header);
+      EXPECT(header == 11, "results.csv header has %d fields, need 11", header);
       EXPECT(header >= 2 && !strcmp(f[0], "stage") && !strcmp(f[1], "model"),
              "results.csv header does not start with stage,model");
       int rows = 0, k;
