@@ -103,8 +103,8 @@ EFFML_BEGIN_DECLS
  */
 typedef struct effml_sampler_resample_options {
   uint32_t struct_size;          /**< sizeof(effml_sampler_resample_options), set by _init */
-  int32_t method;                /**< EFFML_RESAMPLE_* (default SMOTE) */
-  int32_t sampling_strategy;     /**< EFFML_STRATEGY_* (default AUTO) */
+  int32_t method;                /**< EFFML_SAMPLER_RESAMPLE_* (default SMOTE) */
+  int32_t sampling_strategy;     /**< EFFML_SAMPLER_STRATEGY_* (default AUTO) */
   double ratio;                  /**< for EFFML_SAMPLER_STRATEGY_RATIO: over (0,1], under (0,1] */
   int64_t n_targets;             /**< entries of target_labels / target_counts */
   const int64_t *target_labels;  /**< borrowed during the call */
@@ -297,7 +297,7 @@ typedef double (*effml_sampler_temperature_fn)(void *user_data, int64_t step, in
 /** A schedule of T over training steps.  Fill with effml_sampler_temperature_schedule_init(). */
 typedef struct effml_sampler_temperature_schedule {
   uint32_t struct_size;    /**< set by _init */
-  int32_t kind;            /**< EFFML_SCHEDULE_* (default CONSTANT) */
+  int32_t kind;            /**< EFFML_SAMPLER_SCHEDULE_* (default CONSTANT) */
   double t_start;          /**< T at step 0 (default 1) */
   double t_end;            /**< T at the end (default 1) */
   int64_t total_steps;     /**< >= 1 (default 1) */
@@ -407,7 +407,7 @@ EFFML_API effml_status effml_sampler_interleave(effml_context *ctx, const int64_
 /** Options of the leverage / Lewis / sensitivity functions.  Fill with _init. */
 typedef struct effml_sampler_leverage_options {
   uint32_t struct_size;  /**< set by _init */
-  int32_t method;        /**< EFFML_LEVERAGE_* (default EXACT) */
+  int32_t method;        /**< EFFML_SAMPLER_LEVERAGE_* (default EXACT) */
   int64_t sketch_rows;   /**< SKETCH: CountSketch rows (0: max(4 d^2, 64 d)) */
   uint64_t seed;         /**< SKETCH generator seed */
   double rank_tol;       /**< relative |R_jj| below which A counts as rank deficient (default 1e-12) */

@@ -129,7 +129,7 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
   if (!isfinite(o.alpha))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: alpha=%g must be finite", o.alpha);
   if (o.init_a != EFFML_ADAPTER_LORA_INIT_KAIMING_UNIFORM && o.init_a != EFFML_ADAPTER_LORA_INIT_GAUSSIAN)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: init_a=%d is not an EFFML_LORA_INIT_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: init_a=%d is not an EFFML_ADAPTER_LORA_INIT_* value",
                       (int)o.init_a);
   int64_t in = 0, nout = 0;
   EFFML__TRY(effml__wrap_dense_base(ctx, base, &in, &nout));

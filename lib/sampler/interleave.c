@@ -53,7 +53,7 @@ effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths
     return effml__err(ctx, EFFML_E_INVALID_ARG, "n_sources=%lld must be >= 1", (long long)n_sources);
   if (stopping_strategy < EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ||
       stopping_strategy > EFFML_SAMPLER_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "stopping_strategy=%d is not an EFFML_STOP_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "stopping_strategy=%d is not an EFFML_SAMPLER_STOP_* value",
                       (int)stopping_strategy);
   if (max_len < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "max_len=%lld must be >= 1", (long long)max_len);
   double psum = 0;

@@ -47,7 +47,7 @@ effml_status effml__leverage_read_options(effml_context *ctx, const effml_sample
   memcpy(o, opt, opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o);
   o->struct_size = (uint32_t)sizeof *o;
   if (o->method != EFFML_SAMPLER_LEVERAGE_EXACT && o->method != EFFML_SAMPLER_LEVERAGE_SKETCH)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_LEVERAGE_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_LEVERAGE_* value",
                       (int)o->method);
   if (o->sketch_rows < 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "sketch_rows=%lld must be >= 0", (long long)o->sketch_rows);

@@ -52,7 +52,7 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     case EFFML_SAMPLER_RESAMPLE_ALLKNN:
     case EFFML_SAMPLER_RESAMPLE_NCL: break;
     default:
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_RESAMPLE_* value",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_RESAMPLE_* value",
                         (int)o->method);
   }
   if (o->block_rows < 0)
