@@ -128,7 +128,7 @@ static result evaluate(effml_context *ctx, const char *name, effml_tensor *score
   for (int64_t i = 0; i < n; ++i) c[i] = p[i] == y[i];
   result r = {name, 0, 0, 0, macs, 0, reach2};
   CHECK(effml_metrics_selective_coverage_at_risk(ctx, score, correct, 0.05, &r.cov5, NULL));
-  CHECK(effml_metrics_selective_risk_at_coverage(ctx, score, correct, 0.80, &r.risk80, NULL));
+  CHECK(effml_metrics_selective_risk_at_coverage(ctx, score, correct, 0.80, &r.risk80, NULL, NULL));
   CHECK(effml_metrics_selective_aurc(ctx, score, correct, &r.aurc));
   CHECK(effml_metrics_top1_error(ctx, pred, labels, &r.err));
   effml_tensor_free(correct);

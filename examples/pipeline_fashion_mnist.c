@@ -286,7 +286,7 @@ static void evaluate_preds(effml_context *ctx, const int32_t *pred, const double
   e->cov5 = 0;
   effml_status st = effml_metrics_selective_coverage_at_risk(ctx, sc, ok, 0.05, &e->cov5, NULL);
   if (st != EFFML_OK) e->cov5 = 0; /* no coverage reaches 5 % risk */
-  CHECK(effml_metrics_selective_risk_at_coverage(ctx, sc, ok, 0.80, &e->risk80, NULL));
+  CHECK(effml_metrics_selective_risk_at_coverage(ctx, sc, ok, 0.80, &e->risk80, NULL, NULL));
   effml_tensor_free(sc);
   effml_tensor_free(ok);
 }
@@ -365,15 +365,16 @@ static void write_rc_curve(effml_context *ctx, const char *path, const int32_t *
   score_correct(ctx, pred, score, labels, &sc, &ok);
   CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &cov));
   CHECK(effml_tensor_create(ctx, EFFML_F64, 1, s2, &risk));
-  CHECK(effml_metrics_selective_risk_coverage_curve(ctx, sc, ok, EFFML_METRICS_RC_EXACT, cov, risk, NULL));
+  int64_t npts = 0; /* one point per distinct score, point 0 at coverage 0 */
+  CHECK(effml_metrics_selective_risk_coverage_curve(ctx, sc, ok, cov, risk, NULL, &npts));
   FILE *f = fopen(path, "w");
   if (f) {
     fprintf(f, "# coverage risk\n");
     const double *c = (const double *)effml_tensor_data_const(cov);
     const double *r = (const double *)effml_tensor_data_const(risk);
-    int64_t stride = n > 2000 ? n / 2000 : 1;
-    for (int64_t i = 1; i <= n; i += stride) fprintf(f, "%.6f %.6f\n", c[i], r[i]);
-    fprintf(f, "%.6f %.6f\n", c[n], r[n]);
+    int64_t last = npts - 1, stride = last > 2000 ? last / 2000 : 1;
+    for (int64_t i = 1; i < last; i += stride) fprintf(f, "%.6f %.6f\n", c[i], r[i]);
+    fprintf(f, "%.6f %.6f\n", c[last], r[last]);
     fclose(f);
   }
   effml_tensor_free(sc);

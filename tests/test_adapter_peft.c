@@ -74,12 +74,23 @@ static effml_layer *dense_from_base(effml_context *ctx, const effml_safetensors 
   return d;
 }
 
+/* GPT-2 Conv1D base holding base.safetensors' "<m>.weight" [in, out] as stored. */
+static effml_layer *conv1d_from_base(effml_context *ctx, const effml_safetensors *base, const char *m) {
+  const effml_tensor *w = get(ctx, base, "%s.weight", m), *b = get(ctx, base, "%s.bias", m);
+  effml_layer *d = NULL;
+  ck_assert_int_eq(effml_adapter_conv1d_create(ctx, effml_tensor_dim(w, 0), effml_tensor_dim(w, 1), 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(d, pidx(d, "weight")), w), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(d, pidx(d, "bias")), b), EFFML_OK);
+  return d;
+}
+
+enum { BASE_DENSE, BASE_DENSE_TRANSPOSED_BY_HAND, BASE_CONV1D };
+
 typedef struct lora_case {
   const char *name;
   int nmods;
   const char *mods[2];
-  int64_t ranks[2];
-  int transpose;
+  int base_kind;
 } lora_case;
 
 static effml_tensor *new2(effml_context *ctx, int64_t r, int64_t c) {
@@ -89,7 +100,72 @@ static effml_tensor *new2(effml_context *ctx, int64_t r, int64_t c) {
   return t;
 }
 
-/* Load the case, check y (inference), dx and parameter grads (training), merged weights. */
+/* The base weight of l in the file's layout ([out, in], or [in, out] for Conv1D cases). */
+static float *weight_as_file(effml_layer *l, int file_transposed) {
+  effml_layer *base = effml_adapter_lora_base(l);
+  const float *W = effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight")));
+  int64_t out = effml_layer_out_features(l), in = effml_layer_in_features(l);
+  int stored_t = strcmp(effml_layer_kind(base), "conv1d") == 0;
+  float *Wf = (float *)malloc((size_t)(out * in) * sizeof(float));
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t k = 0; k < in; ++k)
+      Wf[file_transposed ? k * out + o : o * in + k] = stored_t ? W[k * out + o] : W[o * in + k];
+  return Wf;
+}
+
+/* Save the loaded layers in PEFT's layout, read them back into fresh layers made from the saved
+ * config: the same options per module, the same tensors bit for bit, PEFT's key names. */
+static void roundtrip(effml_context *ctx, const lora_case *c, effml_layer **l, const char **mn,
+                      const effml_adapter_lora_options *o, const effml_safetensors *base) {
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s/peft_rt_%s_%d", EFFML_TEST_TMP, c->name, c->base_kind);
+  mkdir(dir, 0755);
+  ck_assert_msg(effml_adapter_lora_save_peft(ctx, dir, c->nmods, l, mn, "tiny") == EFFML_OK, "%s", effml_context_last_error(ctx));
+  effml_layer *m[2] = {NULL, NULL};
+  for (int i = 0; i < c->nmods; ++i) {
+    effml_adapter_lora_options q;
+    ck_assert_msg(effml_adapter_lora_peft_options(ctx, dir, mn[i], &q) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    ck_assert_int_eq(q.rank, o[i].rank);
+    ck_assert(q.alpha == o[i].alpha && q.use_rslora == o[i].use_rslora && q.use_dora == o[i].use_dora &&
+              q.lora_bias == o[i].lora_bias && q.dropout == o[i].dropout);
+    effml_layer *b = c->base_kind == BASE_CONV1D ? conv1d_from_base(ctx, base, c->mods[i])
+                                                  : dense_from_base(ctx, base, c->mods[i], c->base_kind != BASE_DENSE);
+    ck_assert_int_eq(effml_adapter_lora_create(ctx, b, &q, &m[i]), EFFML_OK);
+  }
+  ck_assert_msg(effml_adapter_lora_load_peft(ctx, dir, c->nmods, m, mn) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  char path[600];
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+  effml_safetensors *st = open_st(ctx, dir, "adapter_model.safetensors");
+  int64_t expect = 0;
+  for (int i = 0; i < c->nmods; ++i) {
+    ck_assert(effml_adapter_lora_scaling(m[i]) == effml_adapter_lora_scaling(l[i]));
+    for (int32_t p = 0; p < effml_layer_num_params(l[i]); ++p) {
+      const char *pn = effml_layer_param_name(l[i], p);
+      if (strncmp(pn, "base_layer.", 11) == 0) continue;
+      effml_tensor *a = effml_layer_param(l[i], p), *b = effml_layer_param(m[i], pidx(m[i], pn));
+      ck_assert(memcmp(effml_tensor_data_const(a), effml_tensor_data_const(b), effml_tensor_nbytes(a)) == 0);
+      char key[256];
+      snprintf(key, sizeof key, "%s.%s", mn[i], pn); /* PEFT's saved name */
+      const effml_tensor *t = NULL;
+      ck_assert_msg(effml_safetensors_get(ctx, st, key, &t) == EFFML_OK, "saved file lacks %s", key);
+      ++expect;
+    }
+    effml_layer_free(m[i]);
+  }
+  ck_assert_int_eq(effml_safetensors_count(st), expect);
+  ck_assert_str_eq(effml_safetensors_metadata(st, "format"), "pt");
+  effml_safetensors_free(st);
+  snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+  size_t len = 0;
+  unsigned char *raw = tu_read_file(path, &len);
+  char *txt = (char *)calloc(len + 1, 1);
+  memcpy(txt, raw, len);
+  free(raw);
+  ck_assert(strstr(txt, c->base_kind == BASE_CONV1D ? "\"fan_in_fan_out\":\ttrue" : "\"fan_in_fan_out\":\tfalse") != NULL);
+  free(txt);
+}
+
+/* Load the case, check y (inference), dx and parameter grads (training), merged weights, unmerge. */
 static void run_lora_case(const lora_case *c) {
   effml_context *ctx = tu_ctx(7);
   char dir[256];
@@ -99,16 +175,19 @@ static void run_lora_case(const lora_case *c) {
   effml_layer *l[2] = {NULL, NULL};
   char names[2][128];
   const char *mn[2];
+  effml_adapter_lora_options o[2];
   for (int i = 0; i < c->nmods; ++i) {
-    effml_adapter_lora_options o;
-    effml_adapter_lora_options_init(&o);
-    o.rank = c->ranks[i];
-    ck_assert_int_eq(effml_adapter_lora_create(ctx, dense_from_base(ctx, base, c->mods[i], c->transpose), &o, &l[i]), EFFML_OK);
     snprintf(names[i], sizeof names[i], "base_model.model.%s", c->mods[i]);
     mn[i] = names[i];
+    ck_assert_msg(effml_adapter_lora_peft_options(ctx, dir, mn[i], &o[i]) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    effml_layer *b = c->base_kind == BASE_CONV1D ? conv1d_from_base(ctx, base, c->mods[i])
+                                                  : dense_from_base(ctx, base, c->mods[i], c->base_kind != BASE_DENSE);
+    ck_assert_msg(effml_adapter_lora_create(ctx, b, &o[i], &l[i]) == EFFML_OK, "%s", effml_context_last_error(ctx));
   }
   ck_assert_msg(effml_adapter_lora_load_peft(ctx, dir, c->nmods, l, mn) == EFFML_OK, "%s: %s", c->name,
                 effml_context_last_error(ctx));
+  int file_t = c->base_kind != BASE_DENSE;
+  roundtrip(ctx, c, l, mn, o, base);
   for (int i = 0; i < c->nmods; ++i) {
     const char *m = c->mods[i];
     const effml_tensor *x = get(ctx, io, "%s.x", m), *y = get(ctx, io, "%s.y", m), *g = get(ctx, io, "%s.g", m),
@@ -119,9 +198,18 @@ static void run_lora_case(const lora_case *c) {
     ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
     snprintf(what, sizeof what, "%s %s y", c->name, m);
     expect_close(what, effml_tensor_data(yo), y, 2e-6);
+    if (o[i].dropout > 0) {
+      /* the loader set PEFT's lora_dropout: a training forward differs; PEFT's fixture
+       * gradients are taken without dropout, so turn it off to compare them */
+      ck_assert(effml_adapter_lora_dropout(l[i]) == o[i].dropout);
+      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+      ck_assert(tu_max_abs_diff_f32(effml_tensor_data(yo), effml_tensor_data_const(y), effml_tensor_numel(y)) > 1e-3);
+      ck_assert_int_eq(effml_layer_backward(ctx, l[i], g, dxo), EFFML_OK);
+      ck_assert_int_eq(effml_adapter_lora_set_dropout(ctx, l[i], 0.0), EFFML_OK);
+    }
     effml_layer_zero_grad(l[i]);
     ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
-    expect_close(what, effml_tensor_data(yo), y, 2e-6); /* dropout 0 in these layers */
+    expect_close(what, effml_tensor_data(yo), y, 2e-6);
     ck_assert_int_eq(effml_layer_backward(ctx, l[i], g, dxo), EFFML_OK);
     snprintf(what, sizeof what, "%s %s dx", c->name, m);
     expect_close(what, effml_tensor_data(dxo), dx, 2e-6);
@@ -137,20 +225,42 @@ static void run_lora_case(const lora_case *c) {
       expect_close(what, effml_tensor_data(effml_layer_param_grad(l[i], p)), ref, 5e-6);
       ++checked;
     }
-    ck_assert_int_ge(checked, 2);
-    if (merged) {
+    ck_assert_int_eq(checked, 2 + (o[i].use_dora != 0) + (o[i].lora_bias != 0));
+    /* merge: PEFT's merged weights where it could merge; our refusal where it could not */
+    char kb[160];
+    snprintf(kb, sizeof kb, "%s.bias", m);
+    const effml_tensor *bref = NULL;
+    int base_bias = effml_safetensors_get(ctx, base, kb, &bref) == EFFML_OK;
+    if (o[i].lora_bias && !base_bias) {
+      ck_assert_int_eq(effml_adapter_lora_merge(ctx, l[i]), EFFML_E_UNSUPPORTED);
+      ck_assert(strstr(effml_context_last_error(ctx), "lora_B.bias") != NULL);
+    } else {
+      float *W0 = weight_as_file(l[i], file_t);
       ck_assert_int_eq(effml_adapter_lora_merge(ctx, l[i]), EFFML_OK);
-      const effml_tensor *mw = get(ctx, merged, "%s.weight", m);
-      const float *W = effml_tensor_data(effml_layer_param(l[i], pidx(l[i], "base_layer.weight")));
-      int64_t out = effml_layer_out_features(l[i]), in = effml_layer_in_features(l[i]);
-      float *Wf = (float *)malloc((size_t)(out * in) * sizeof(float)); /* in the file's layout */
-      for (int64_t o = 0; o < out; ++o)
-        for (int64_t k = 0; k < in; ++k) Wf[c->transpose ? k * out + o : o * in + k] = W[o * in + k];
-      snprintf(what, sizeof what, "%s %s merged weight", c->name, m);
-      expect_close(what, Wf, mw, 2e-6);
-      free(Wf);
+      if (merged) {
+        float *Wf = weight_as_file(l[i], file_t);
+        snprintf(what, sizeof what, "%s %s merged weight", c->name, m);
+        expect_close(what, Wf, get(ctx, merged, "%s.weight", m), 2e-6);
+        free(Wf);
+        if (base_bias) {
+          snprintf(what, sizeof what, "%s %s merged bias", c->name, m);
+          expect_close(what, effml_tensor_data(effml_layer_param(l[i], pidx(l[i], "base_layer.bias"))),
+                       get(ctx, merged, "%s.bias", m), 2e-6);
+        }
+      }
       ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
       snprintf(what, sizeof what, "%s %s merged y", c->name, m);
+      expect_close(what, effml_tensor_data(yo), y, 5e-6);
+      if (o[i].use_dora) /* a merged DoRA layer cannot train */
+        ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_E_STATE);
+      ck_assert_int_eq(effml_adapter_lora_unmerge(ctx, l[i]), EFFML_OK);
+      float *W1 = weight_as_file(l[i], file_t);
+      ck_assert_msg(tu_max_abs_diff_f32(W0, W1, effml_layer_out_features(l[i]) * effml_layer_in_features(l[i])) < 1e-6,
+                    "%s %s: unmerge does not restore W", c->name, m);
+      free(W0);
+      free(W1);
+      ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
+      snprintf(what, sizeof what, "%s %s unmerged y", c->name, m);
       expect_close(what, effml_tensor_data(yo), y, 5e-6);
     }
     effml_tensor_free(yo);
@@ -164,33 +274,58 @@ static void run_lora_case(const lora_case *c) {
   effml_context_free(ctx);
 }
 
+#define QV {"q_proj", "v_proj"}
 START_TEST(test_lora) {
-  lora_case c = {"lora", 2, {"q_proj", "v_proj"}, {4, 4}, 0};
+  lora_case c = {"lora", 2, QV, BASE_DENSE};
   run_lora_case(&c);
 }
 END_TEST
 
 START_TEST(test_lora_rslora) {
-  lora_case c = {"lora_rslora", 2, {"q_proj", "v_proj"}, {4, 4}, 0};
+  lora_case c = {"lora_rslora", 2, QV, BASE_DENSE};
   run_lora_case(&c);
 }
 END_TEST
 
 START_TEST(test_lora_rank_alpha_pattern) {
   /* rank_pattern {"v_proj": 2}, alpha_pattern {"v_proj": 6}: v_proj scaling 3, q_proj 2 */
-  lora_case c = {"lora_rank_alpha_pattern", 2, {"q_proj", "v_proj"}, {4, 2}, 0};
+  lora_case c = {"lora_rank_alpha_pattern", 2, QV, BASE_DENSE};
   run_lora_case(&c);
 }
 END_TEST
 
-START_TEST(test_lora_dropout_eval) {
-  lora_case c = {"lora_dropout", 2, {"q_proj", "v_proj"}, {4, 4}, 0};
+START_TEST(test_lora_dropout) {
+  lora_case c = {"lora_dropout", 2, QV, BASE_DENSE};
+  run_lora_case(&c);
+}
+END_TEST
+
+START_TEST(test_lora_bias) {
+  lora_case c = {"lora_bias", 2, QV, BASE_DENSE};
+  run_lora_case(&c);
+}
+END_TEST
+
+START_TEST(test_dora) {
+  lora_case c = {"dora", 2, QV, BASE_DENSE};
+  run_lora_case(&c);
+}
+END_TEST
+
+START_TEST(test_dora_rslora) {
+  lora_case c = {"dora_rslora", 2, QV, BASE_DENSE};
+  run_lora_case(&c);
+}
+END_TEST
+
+START_TEST(test_lora_conv1d) {
+  lora_case c = {"lora_conv1d_fan_in_fan_out", 1, {"c_attn", NULL}, BASE_CONV1D};
   run_lora_case(&c);
 }
 END_TEST
 
 START_TEST(test_lora_conv1d_transposed_by_hand) {
-  lora_case c = {"lora_conv1d_fan_in_fan_out", 1, {"c_attn", NULL}, {4, 0}, 1};
+  lora_case c = {"lora_conv1d_fan_in_fan_out", 1, {"c_attn", NULL}, BASE_DENSE_TRANSPOSED_BY_HAND};
   run_lora_case(&c);
 }
 END_TEST
@@ -341,14 +476,179 @@ START_TEST(test_refuse_tensors) {
   pair_make(&q, 4, 4);
   expect_refused(&q, PEFT_DIR "/lora_rank_alpha_pattern", 2, EFFML_E_SHAPE, "r=2");
   pair_free(&q);
-  /* DoRA and lora_bias files: not read yet, so refused by name */
-  expect_refused(&p, PEFT_DIR "/dora", 2, EFFML_E_UNSUPPORTED, "use_dora=true");
-  expect_refused(&p, PEFT_DIR "/lora_bias", 2, EFFML_E_UNSUPPORTED, "lora_bias=true");
+  /* DoRA / lora_bias files into plain LoRA layers: the layers disagree with the config */
+  expect_refused(&p, PEFT_DIR "/dora", 2, EFFML_E_INVALID_ARG, "use_dora=true");
+  expect_refused(&p, PEFT_DIR "/lora_bias", 2, EFFML_E_INVALID_ARG, "lora_bias=true");
   /* their tensors in a file whose config says otherwise: stray */
   expect_refused(&p, variant("dora", "dora_lie", "\"use_dora\": true", "\"use_dora\": false"), 2,
                  EFFML_E_UNSUPPORTED, "lora_magnitude_vector");
   expect_refused(&p, variant("lora_bias", "bias_lie", "\"lora_bias\": true", "\"lora_bias\": false"), 2,
                  EFFML_E_UNSUPPORTED, "lora_B.bias");
+  pair_free(&p);
+}
+END_TEST
+
+/* ---- dropout in training (PEFT's lora_dropout: x dropped before lora_A) ---- */
+
+/* L = sum(y * g) of a TRAIN forward with the context generator reseeded: the same mask each call. */
+static double loss_seeded(effml_context *ctx, effml_layer *l, const effml_tensor *x, const effml_tensor *g,
+                          effml_tensor *y) {
+  effml_context_set_seed(ctx, 1234);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+  const float *a = effml_tensor_data(y), *b = effml_tensor_data_const(g);
+  double acc = 0;
+  for (int64_t i = 0; i < effml_tensor_numel(y); ++i) acc += (double)a[i] * b[i];
+  return acc;
+}
+
+/* With one mask, y is linear in x, A, B (LoRA) and in x, m (DoRA, norm constant): central
+ * differences are exact up to rounding. */
+static void dropout_fd(const char *casename) {
+  effml_context *ctx = tu_ctx(5);
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, casename);
+  effml_safetensors *base = open_st(ctx, dir, "base.safetensors"), *io = open_st(ctx, dir, "io.safetensors");
+  const char *mn = "base_model.model.q_proj";
+  effml_adapter_lora_options o;
+  ck_assert_int_eq(effml_adapter_lora_peft_options(ctx, dir, mn, &o), EFFML_OK);
+  o.dropout = 0.3;
+  effml_layer *l = NULL;
+  ck_assert_int_eq(effml_adapter_lora_create(ctx, dense_from_base(ctx, base, "q_proj", 0), &o, &l), EFFML_OK);
+  effml_safetensors *ad = open_st(ctx, dir, "adapter_model.safetensors");
+  const char *pn[3] = {"lora_A.weight", "lora_B.weight", o.use_dora ? "lora_magnitude_vector" : NULL};
+  for (int k = 0; k < 3 && pn[k]; ++k) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", mn, pn[k]);
+    const effml_tensor *t = NULL;
+    ck_assert_int_eq(effml_safetensors_get(ctx, ad, key, &t), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(l, pidx(l, pn[k])), t), EFFML_OK);
+  }
+  effml_safetensors_free(ad);
+  const effml_tensor *x0 = get(ctx, io, "%s.x", "q_proj"), *g = get(ctx, io, "%s.g", "q_proj");
+  effml_tensor *x = NULL;
+  ck_assert_int_eq(effml_tensor_contiguous(ctx, x0, &x), EFFML_OK);
+  effml_tensor *y = new2(ctx, 5, 24), *dx = new2(ctx, 5, 40);
+  effml_layer_zero_grad(l);
+  loss_seeded(ctx, l, x, g, y);
+  ck_assert_int_eq(effml_layer_backward(ctx, l, g, dx), EFFML_OK);
+  const double h = 1e-2;
+  /* input gradient */
+  float *xv = effml_tensor_data(x);
+  for (int i = 0; i < 200; i += 7) {
+    float keep = xv[i];
+    xv[i] = keep + (float)h;
+    double lp = loss_seeded(ctx, l, x, g, y);
+    xv[i] = keep - (float)h;
+    double lm = loss_seeded(ctx, l, x, g, y);
+    xv[i] = keep;
+    double fd = (lp - lm) / (2 * h), an = ((const float *)effml_tensor_data(dx))[i];
+    ck_assert_msg(fabs(fd - an) < 2e-3 * (1 + fabs(an)), "%s dx[%d]: fd %g, ours %g", casename, i, fd, an);
+  }
+  /* parameter gradients (DoRA: only m, since the norm is held constant in backward) */
+  for (int k = o.use_dora ? 2 : 0; k < 3 && pn[k]; ++k) {
+    int32_t pi = pidx(l, pn[k]);
+    float *v = effml_tensor_data(effml_layer_param(l, pi));
+    const float *gr = effml_tensor_data(effml_layer_param_grad(l, pi));
+    for (int64_t i = 0; i < effml_tensor_numel(effml_layer_param(l, pi)); i += 5) {
+      float keep = v[i];
+      v[i] = keep + (float)h;
+      double lp = loss_seeded(ctx, l, x, g, y);
+      v[i] = keep - (float)h;
+      double lm = loss_seeded(ctx, l, x, g, y);
+      v[i] = keep;
+      double fd = (lp - lm) / (2 * h);
+      ck_assert_msg(fabs(fd - gr[i]) < 2e-3 * (1 + fabs(gr[i])), "%s d%s[%lld]: fd %g, ours %g", casename, pn[k],
+                    (long long)i, fd, (double)gr[i]);
+    }
+  }
+  /* E[train output] = eval output: kept entries are scaled by 1/(1-p) (400 draws; without the
+   * scaling the mean would miss 30 % of the adapter's contribution y_eval - y_base) */
+  effml_tensor *ye = new2(ctx, 5, 24), *yb = new2(ctx, 5, 24);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, ye, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, effml_adapter_lora_base(l), x, yb, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  double *mean = (double *)calloc(120, sizeof(double));
+  int differ = 0;
+  for (int d = 0; d < 400; ++d) {
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+    for (int i = 0; i < 120; ++i) mean[i] += ((const float *)effml_tensor_data(y))[i] / 400.0;
+    differ |= tu_max_abs_diff_f32(effml_tensor_data(y), effml_tensor_data(ye), 120) > 1e-4;
+  }
+  ck_assert(differ);
+  double err = 0, contrib = 0;
+  for (int i = 0; i < 120; ++i) {
+    double e = ((const float *)effml_tensor_data(ye))[i], bb = ((const float *)effml_tensor_data(yb))[i];
+    err += (mean[i] - e) * (mean[i] - e);
+    contrib += (e - bb) * (e - bb);
+  }
+  ck_assert_msg(sqrt(err) < 0.1 * sqrt(contrib), "%s: mean of training outputs off by rms %g (adapter part rms %g)",
+                casename, sqrt(err / 120), sqrt(contrib / 120));
+  effml_tensor_free(yb);
+  free(mean);
+  effml_tensor_free(ye);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_tensor_free(dx);
+  effml_layer_free(l);
+  effml_safetensors_free(base);
+  effml_safetensors_free(io);
+  effml_context_free(ctx);
+}
+
+START_TEST(test_dropout_training_lora) { dropout_fd("lora"); }
+END_TEST
+
+START_TEST(test_dropout_training_dora) { dropout_fd("dora"); }
+END_TEST
+
+START_TEST(test_bad_inputs) {
+  effml_context *ctx = tu_ctx(3);
+  /* use_dora: true but no magnitude tensors */
+  const char *dir = variant("lora", "dora_nomag", "\"use_dora\": false", "\"use_dora\": true");
+  effml_layer *l[2];
+  const char *mn[2] = {"base_model.model.q_proj", "base_model.model.v_proj"};
+  int64_t in[2] = {40, 24}, out[2] = {24, 16};
+  for (int i = 0; i < 2; ++i) {
+    effml_adapter_lora_options o;
+    ck_assert_int_eq(effml_adapter_lora_peft_options(ctx, dir, mn[i], &o), EFFML_OK);
+    ck_assert_int_eq(o.use_dora, 1);
+    effml_layer *d = NULL;
+    ck_assert_int_eq(effml_layer_dense_create(ctx, in[i], out[i], 1, &d), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lora_create(ctx, d, &o, &l[i]), EFFML_OK);
+  }
+  float keep[24];
+  memcpy(keep, effml_tensor_data(effml_layer_param(l[0], pidx(l[0], "lora_magnitude_vector"))), sizeof keep);
+  ck_assert_int_eq(effml_adapter_lora_load_peft(ctx, dir, 2, l, mn), EFFML_E_NOT_FOUND);
+  ck_assert(strstr(effml_context_last_error(ctx), "q_proj.lora_magnitude_vector") != NULL);
+  ck_assert(memcmp(keep, effml_tensor_data(effml_layer_param(l[0], pidx(l[0], "lora_magnitude_vector"))), sizeof keep) == 0);
+  for (int i = 0; i < 2; ++i) effml_layer_free(l[i]);
+  effml_context_free(ctx);
+
+  /* a transposed lora_A ([in, r] instead of [r, in]) */
+  pair p;
+  pair_make(&p, 4, 4);
+  char d2[512], path[600];
+  snprintf(d2, sizeof d2, "%s/peft_transposed", EFFML_TEST_TMP);
+  mkdir(d2, 0755);
+  effml_safetensors *st = open_st(p.ctx, PEFT_DIR "/lora", "adapter_model.safetensors");
+  int64_t nt = effml_safetensors_count(st);
+  const char *names[8];
+  const effml_tensor *ts[8];
+  effml_tensor *tr = NULL;
+  for (int64_t i = 0; i < nt; ++i) {
+    names[i] = effml_safetensors_name(st, i);
+    ck_assert_int_eq(effml_safetensors_get(p.ctx, st, names[i], &ts[i]), EFFML_OK);
+    if (strcmp(names[i], "base_model.model.q_proj.lora_A.weight") == 0) {
+      ck_assert_int_eq(effml_tensor_transpose(p.ctx, ts[i], 0, 1, &tr), EFFML_OK);
+      ts[i] = tr;
+    }
+  }
+  snprintf(path, sizeof path, "%s/adapter_model.safetensors", d2);
+  ck_assert_int_eq(effml_safetensors_save(p.ctx, path, nt, names, ts, 0, NULL, NULL), EFFML_OK);
+  effml_tensor_free(tr);
+  effml_safetensors_free(st);
+  snprintf(path, sizeof path, "%s/adapter_config.json", d2);
+  copy_file(PEFT_DIR "/lora/adapter_config.json", path);
+  expect_refused(&p, d2, 2, EFFML_E_SHAPE, "q_proj.lora_A.weight\" has shape [40, 4]");
   pair_free(&p);
 }
 END_TEST
@@ -359,10 +659,17 @@ static Suite *suite(void) {
   tcase_add_test(t, test_lora);
   tcase_add_test(t, test_lora_rslora);
   tcase_add_test(t, test_lora_rank_alpha_pattern);
-  tcase_add_test(t, test_lora_dropout_eval);
+  tcase_add_test(t, test_lora_dropout);
+  tcase_add_test(t, test_lora_bias);
+  tcase_add_test(t, test_dora);
+  tcase_add_test(t, test_dora_rslora);
+  tcase_add_test(t, test_lora_conv1d);
   tcase_add_test(t, test_lora_conv1d_transposed_by_hand);
   tcase_add_test(t, test_refuse_config_values);
   tcase_add_test(t, test_refuse_tensors);
+  tcase_add_test(t, test_dropout_training_lora);
+  tcase_add_test(t, test_dropout_training_dora);
+  tcase_add_test(t, test_bad_inputs);
   suite_add_tcase(s, t);
   return s;
 }

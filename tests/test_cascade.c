@@ -1,4 +1,4 @@
-/* Early-exit cascades (issue 7) against the numpy reference
+/* Early-exit cascades against the numpy reference
  * tests/ref/cascade_ref.py -> tests/ref/cascade_ref.txt: scores, calibrated
  * thresholds and windows, exit stages, costs and every metric; plus the
  * properties of the window (width 0, covering everything), the single
@@ -349,31 +349,138 @@ static void win_cov_outputs(effml_tensor **score, effml_tensor **correct, effml_
   effml_cascade_free(c);
 }
 
+/* ---- metrics: one point per distinct threshold, independent of the input order ---- */
+
+/* Pseudo-random permutation (xorshift, Fisher-Yates) of n elements. */
+static void shuffle_perm(int64_t *perm, int64_t n, uint64_t seed) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    int64_t j = (int64_t)(x % (uint64_t)(i + 1));
+    int64_t t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+}
+
+/* Every selective metric of (s[i], ok[i]); perm == NULL: identity order. */
+typedef struct {
+  int64_t npts;
+  double cov[N_TEST + 1], risk[N_TEST + 1], thr[N_TEST + 1];
+  double aurc, rac[4][3], car[4][2];
+} metrics_out;
+static const double RAC_C[4] = {0.25, 0.5, 0.8, 1.0}, CAR_R[4] = {0.02, 0.05, 0.1, 0.3};
+static const char *RAC_NAME[4] = {"0.25", "0.5", "0.8", "1"},
+                  *CAR_NAME[4] = {"0.02", "0.05", "0.1", "0.3"};
+
+static void all_metrics(const double *s, const unsigned char *ok, int64_t n, const int64_t *perm,
+                        metrics_out *o) {
+  effml_tensor *ts = vec(ctx, EFFML_F64, n), *tc = vec(ctx, EFFML_U8, n);
+  double *ps = effml_tensor_data(ts);
+  unsigned char *pc = effml_tensor_data(tc);
+  for (int64_t i = 0; i < n; ++i) {
+    ps[i] = s[perm ? perm[i] : i];
+    pc[i] = ok[perm ? perm[i] : i];
+  }
+  effml_tensor *cov = vec(ctx, EFFML_F64, n + 1), *risk = vec(ctx, EFFML_F64, n + 1),
+               *thr = vec(ctx, EFFML_F64, n + 1);
+  ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, ts, tc, cov, risk, thr, &o->npts),
+                   EFFML_OK);
+  memcpy(o->cov, effml_tensor_data(cov), (size_t)(n + 1) * sizeof(double));
+  memcpy(o->risk, effml_tensor_data(risk), (size_t)(n + 1) * sizeof(double));
+  memcpy(o->thr, effml_tensor_data(thr), (size_t)(n + 1) * sizeof(double));
+  ck_assert_int_eq(effml_metrics_selective_aurc(ctx, ts, tc, &o->aurc), EFFML_OK);
+  for (int i = 0; i < 4; ++i) {
+    ck_assert_int_eq(effml_metrics_selective_risk_at_coverage(ctx, ts, tc, RAC_C[i], &o->rac[i][0],
+                                                      &o->rac[i][1], &o->rac[i][2]),
+                     EFFML_OK);
+    ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, ts, tc, CAR_R[i], &o->car[i][0],
+                                                      &o->car[i][1]),
+                     EFFML_OK);
+  }
+  /* every returned threshold selects exactly the coverage reported with it */
+  for (int i = 0; i < 4; ++i) {
+    int64_t sel = 0, sel2 = 0;
+    for (int64_t k = 0; k < n; ++k) {
+      sel += ps[k] >= o->rac[i][1];
+      sel2 += ps[k] >= o->car[i][1];
+    }
+    ck_assert_msg((double)sel / (double)n == o->rac[i][2], "risk@%g: threshold selects %lld",
+                  RAC_C[i], (long long)sel);
+    ck_assert_msg((double)sel2 / (double)n == o->car[i][0], "cov@%g: threshold selects %lld",
+                  CAR_R[i], (long long)sel2);
+  }
+  for (int64_t j = 0; j < o->npts; ++j) {
+    int64_t sel = 0;
+    for (int64_t k = 0; k < n; ++k) sel += ps[k] >= o->thr[j];
+    ck_assert_msg((double)sel / (double)n == o->cov[j], "curve point %lld", (long long)j);
+  }
+  effml_tensor *all[] = {ts, tc, cov, risk, thr};
+  for (int i = 0; i < 5; ++i) effml_tensor_free(all[i]);
+}
+
+/* Compare with the numpy reference `prefix`_*, then shuffle the pairs and demand
+ * bit-identical results. */
+static void check_metrics_ref(const char *prefix, const double *s, const unsigned char *ok,
+                              int64_t n, double thr_tol) {
+  static metrics_out o, p;
+  all_metrics(s, ok, n, NULL, &o);
+  char name[64];
+  snprintf(name, sizeof name, "%s_coverage", prefix);
+  const ref_array *rc = ref(name);
+  snprintf(name, sizeof name, "%s_risk", prefix);
+  const ref_array *rr = ref(name);
+  snprintf(name, sizeof name, "%s_thr", prefix);
+  const ref_array *rt = ref(name);
+  ck_assert_int_eq(o.npts, rc->n);
+  for (int64_t j = 0; j <= n; ++j) {
+    int64_t jj = j < o.npts ? j : o.npts - 1; /* the tail repeats the last point */
+    assert_close(o.cov[j], rc->v[jj], 1e-15, "coverage", j);
+    assert_close(o.risk[j], rr->v[jj], 1e-15, "risk", j);
+    assert_close(o.thr[j], rt->v[jj], thr_tol, "thresholds", j);
+  }
+  snprintf(name, sizeof name, "%s_aurc", prefix);
+  assert_close(o.aurc, ref(name)->v[0], 1e-14, "aurc", 0);
+  for (int i = 0; i < 4; ++i) {
+    snprintf(name, sizeof name, "%s_risk_at_%s", prefix, RAC_NAME[i]);
+    const ref_array *r = ref(name);
+    for (int q = 0; q < 3; ++q) assert_close(o.rac[i][q], r->v[q], q == 1 ? thr_tol : 1e-15, name, q);
+    snprintf(name, sizeof name, "%s_cov_at_%s", prefix, CAR_NAME[i]);
+    r = ref(name);
+    for (int q = 0; q < 2; ++q) assert_close(o.car[i][q], r->v[q], q == 1 ? thr_tol : 1e-15, name, q);
+  }
+  int64_t perm[N_TEST];
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    shuffle_perm(perm, n, seed);
+    all_metrics(s, ok, n, perm, &p);
+    ck_assert_int_eq(p.npts, o.npts);
+    ck_assert_msg(memcmp(p.cov, o.cov, sizeof o.cov) == 0, "coverage depends on order");
+    ck_assert_msg(memcmp(p.risk, o.risk, sizeof o.risk) == 0, "risk depends on order");
+    ck_assert_msg(memcmp(p.thr, o.thr, sizeof o.thr) == 0, "thresholds depend on order");
+    ck_assert_msg(p.aurc == o.aurc, "aurc depends on order: %.17g vs %.17g", p.aurc, o.aurc);
+    ck_assert_msg(memcmp(p.rac, o.rac, sizeof o.rac) == 0, "risk@coverage depends on order");
+    ck_assert_msg(memcmp(p.car, o.car, sizeof o.car) == 0, "coverage@risk depends on order");
+  }
+}
+
 START_TEST(test_metrics_match_numpy) {
   effml_tensor *score, *correct, *probs, *pred;
   win_cov_outputs(&score, &correct, &probs, &pred);
-  effml_tensor *cov = vec(ctx, EFFML_F64, N_TEST + 1), *risk = vec(ctx, EFFML_F64, N_TEST + 1),
-               *thr = vec(ctx, EFFML_F64, N_TEST + 1);
-  for (int conv = 0; conv < 2; ++conv) {
-    ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, score, correct, conv, cov, risk, thr),
-                     EFFML_OK);
-    const ref_array *rr = ref("m_risk"), *rc = ref("m_coverage"),
-                    *rt = ref(conv == EFFML_METRICS_RC_EXACT ? "m_thr_exact" : "m_thr_reference");
-    for (int64_t k = 0; k <= N_TEST; ++k) {
-      assert_close(((double *)effml_tensor_data(risk))[k], rr->v[k], 1e-15, "risk", k);
-      assert_close(((double *)effml_tensor_data(cov))[k], rc->v[k], 1e-15, "coverage", k);
-      assert_close(((double *)effml_tensor_data(thr))[k], rt->v[k], 1e-12, "thresholds", k);
-    }
-  }
   double v, t;
+  /* scores computed here and in numpy differ in the last bits: thresholds to 1e-12 */
+  check_metrics_ref("m", effml_tensor_data(score), effml_tensor_data(correct), N_TEST, 1e-12);
+  /* without ties the reference's trapezoid from (0, 0) is ours minus error / (2N) */
   ck_assert_int_eq(effml_metrics_selective_aurc(ctx, score, correct, &v), EFFML_OK);
-  assert_close(v, ref("m_aurc")->v[0], 1e-13, "aurc", 0);
-  ck_assert_int_eq(effml_metrics_selective_risk_at_coverage(ctx, score, correct, 0.8, &v, &t), EFFML_OK);
-  assert_close(v, ref("m_risk_at_80")->v[0], 1e-15, "risk@80", 0);
-  assert_close(t, ref("m_risk_at_80")->v[1], 1e-12, "risk@80 threshold", 0);
-  ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, score, correct, 0.05, &v, &t), EFFML_OK);
-  assert_close(v, ref("m_cov_at_5")->v[0], 1e-15, "cov@5", 0);
-  assert_close(t, ref("m_cov_at_5")->v[1], 1e-12, "cov@5 threshold", 0);
+  assert_close(v - ref("m_top1_error")->v[0] / (2.0 * N_TEST), ref("m_aurc_reference_trapz")->v[0],
+               1e-14, "aurc vs reference trapz", 0);
+  /* heavy ties: the same scores rounded to 2 decimals */
+  const ref_array *ts = ref("t_scores"), *tc = ref("t_correct");
+  unsigned char okt[N_TEST];
+  for (int64_t i = 0; i < N_TEST; ++i) okt[i] = tc->v[i] != 0;
+  check_metrics_ref("t", ts->v, okt, N_TEST, 0);
   ck_assert_int_eq(effml_metrics_top1_error(ctx, pred, y_test, &v), EFFML_OK);
   assert_close(v, ref("m_top1_error")->v[0], 1e-15, "top1", 0);
   ck_assert_int_eq(effml_metrics_nll(ctx, probs, y_test, &v), EFFML_OK);
@@ -403,38 +510,212 @@ START_TEST(test_metrics_match_numpy) {
   assert_close(v, ref("o_fpr95")->v[0], 1e-15, "fpr95", 0);
   assert_close(t, ref("o_fpr95")->v[1], 1e-12, "fpr95 threshold", 0);
 
-  effml_tensor *all[] = {cov, risk, thr, score, correct, probs, pred, ood, s_id, s_ood, s_all, is_ood};
+  effml_tensor *all[] = {score, correct, probs, pred, ood, s_id, s_ood, s_all, is_ood};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) effml_tensor_free(all[i]);
 }
 END_TEST
 
-/* REFERENCES.md 6.3: conf [0.9, 0.8, 0.7, 0.6], correct [1, 0, 1, 1]. */
-START_TEST(test_rc_curve_reference_example) {
-  float conf[4] = {0.7f, 0.9f, 0.6f, 0.8f}; /* shuffled on purpose */
+static void wrap_pairs(const float *conf, const int32_t *ok, int64_t n, effml_tensor **s,
+                       effml_tensor **c) {
+  ck_assert_int_eq(effml_tensor_wrap(ctx, EFFML_F32, 1, &n, NULL, (void *)conf,
+                                     (size_t)n * sizeof(float), 1, s),
+                   EFFML_OK);
+  ck_assert_int_eq(effml_tensor_wrap(ctx, EFFML_I32, 1, &n, NULL, (void *)ok,
+                                     (size_t)n * sizeof(int32_t), 1, c),
+                   EFFML_OK);
+}
+
+/* conf [0.9, 0.8, 0.7, 0.6] (given shuffled), correct [1, 0, 1, 1]: no ties, so the
+ * curve has a point per sample and AURC = mean of risk(top k). */
+START_TEST(test_rc_curve_small_example) {
+  float conf[4] = {0.7f, 0.9f, 0.6f, 0.8f};
   int32_t ok[4] = {1, 1, 1, 0};
-  int64_t four = 4;
-  effml_tensor *s = NULL, *c = NULL;
-  ck_assert_int_eq(effml_tensor_wrap(ctx, EFFML_F32, 1, &four, NULL, conf, sizeof conf, 1, &s), EFFML_OK);
-  ck_assert_int_eq(effml_tensor_wrap(ctx, EFFML_I32, 1, &four, NULL, ok, sizeof ok, 1, &c), EFFML_OK);
+  effml_tensor *s, *c;
+  wrap_pairs(conf, ok, 4, &s, &c);
   effml_tensor *cov = vec(ctx, EFFML_F64, 5), *risk = vec(ctx, EFFML_F64, 5), *thr = vec(ctx, EFFML_F64, 5);
   const double want_risk[5] = {0, 0, 0.5, 1.0 / 3.0, 0.25}, want_cov[5] = {0, .25, .5, .75, 1};
-  const double ref_thr[5] = {(double)0.9f, (double)0.8f, (double)0.7f, (double)0.6f, -INFINITY};
-  const double exact_thr[5] = {INFINITY, (double)0.9f, (double)0.8f, (double)0.7f, (double)0.6f};
-  ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, s, c, EFFML_METRICS_RC_REFERENCE, cov, risk, thr), EFFML_OK);
+  const double want_thr[5] = {INFINITY, (double)0.9f, (double)0.8f, (double)0.7f, (double)0.6f};
+  int64_t np = 0;
+  ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, s, c, cov, risk, thr, &np), EFFML_OK);
+  ck_assert_int_eq(np, 5);
   const double *r = effml_tensor_data(risk), *cv = effml_tensor_data(cov), *th = effml_tensor_data(thr);
   for (int k = 0; k < 5; ++k) {
     assert_close(r[k], want_risk[k], 1e-15, "risk", k);
     assert_close(cv[k], want_cov[k], 1e-15, "coverage", k);
-    assert_close(th[k], ref_thr[k], 0, "reference thresholds", k);
+    assert_close(th[k], want_thr[k], 0, "thresholds", k);
   }
-  ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, s, c, EFFML_METRICS_RC_EXACT, NULL, NULL, thr), EFFML_OK);
-  for (int k = 0; k < 5; ++k) assert_close(th[k], exact_thr[k], 0, "exact thresholds", k);
   double a;
   ck_assert_int_eq(effml_metrics_selective_aurc(ctx, s, c, &a), EFFML_OK);
-  /* trapz: 0.25 * (0/2 + 0.25 + (0.5 + 1/3)/2 + (1/3 + 0.25)/2) */
-  assert_close(a, 0.25 * (0.25 + (0.5 + 1.0 / 3.0) / 2 + (1.0 / 3.0 + 0.25) / 2), 1e-15, "aurc", 0);
+  assert_close(a, (0 + 0.5 + 1.0 / 3.0 + 0.25) / 4, 1e-15, "aurc", 0);
   effml_tensor *all[] = {s, c, cov, risk, thr};
   for (int i = 0; i < 5; ++i) effml_tensor_free(all[i]);
+}
+END_TEST
+
+/* The tie cases found by the adversarial trial, in every order of the pairs. */
+START_TEST(test_ties_exact_cases) {
+  /* scores [.9, .9, .5, .5]: correct [1, 0, 1, 0] and [0, 1, 0, 1] are the same multiset */
+  float conf[4] = {0.9f, 0.9f, 0.5f, 0.5f};
+  int32_t ok_a[4] = {1, 0, 1, 0}, ok_b[4] = {0, 1, 0, 1};
+  for (int v = 0; v < 2; ++v) {
+    effml_tensor *s, *c;
+    wrap_pairs(conf, v ? ok_b : ok_a, 4, &s, &c);
+    double aurc, r, t, sc;
+    ck_assert_int_eq(effml_metrics_selective_aurc(ctx, s, c, &aurc), EFFML_OK);
+    assert_close(aurc, 0.5, 0, "aurc (0.5 * 0.5 + 0.5 * 0.5)", v);
+    ck_assert_int_eq(effml_metrics_selective_risk_at_coverage(ctx, s, c, 0.25, &r, &t, &sc), EFFML_OK);
+    ck_assert(r == 0.5 && t == (double)0.9f && sc == 0.5);
+    effml_tensor *cov = vec(ctx, EFFML_F64, 5), *risk = vec(ctx, EFFML_F64, 5);
+    int64_t np;
+    ck_assert_int_eq(effml_metrics_selective_risk_coverage_curve(ctx, s, c, cov, risk, NULL, &np), EFFML_OK);
+    ck_assert_int_eq(np, 3);
+    const double *cv = effml_tensor_data(cov), *rk = effml_tensor_data(risk);
+    const double wc[5] = {0, 0.5, 1, 1, 1}, wr[5] = {0.5, 0.5, 0.5, 0.5, 0.5};
+    for (int k = 0; k < 5; ++k) ck_assert(cv[k] == wc[k] && rk[k] == wr[k]);
+    effml_tensor *all[] = {s, c, cov, risk};
+    for (int i = 0; i < 4; ++i) effml_tensor_free(all[i]);
+  }
+  /* MSP [.9, .8, .8, .8], rows 0-1 correct, target risk 0.34: the top set of 0.8 has risk
+   * 0.5, so coverage 0.25 at threshold 0.9, in all 24 orders */
+  const float sc4[4] = {0.9f, 0.8f, 0.8f, 0.8f};
+  const int32_t ok4[4] = {1, 1, 0, 0};
+  int64_t perm[4];
+  for (int p = 0; p < 24; ++p) {
+    int rest[4] = {0, 1, 2, 3}, q = p;
+    for (int i = 0; i < 4; ++i) {
+      int f = 1;
+      for (int j = 2; j < 4 - i; ++j) f *= j;
+      int pick = q / f;
+      q %= f;
+      perm[i] = rest[pick];
+      for (int j = pick; j < 3 - i; ++j) rest[j] = rest[j + 1];
+    }
+    float s_p[4];
+    int32_t ok_p[4];
+    for (int i = 0; i < 4; ++i) {
+      s_p[i] = sc4[perm[i]];
+      ok_p[i] = ok4[perm[i]];
+    }
+    effml_tensor *s, *c;
+    wrap_pairs(s_p, ok_p, 4, &s, &c);
+    double cv, t;
+    ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, s, c, 0.34, &cv, &t), EFFML_OK);
+    ck_assert_msg(cv == 0.25 && t == (double)0.9f, "order %d: coverage %g threshold %g", p, cv, t);
+    ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, s, c, 0.5, &cv, &t), EFFML_OK);
+    ck_assert(cv == 1.0 && t == (double)0.8f);
+    effml_tensor_free(s);
+    effml_tensor_free(c);
+  }
+}
+END_TEST
+
+/* Two-class logits [log(p / (1 - p)), 0] have MSP p (for p >= 0.5), exactly equal for equal p. */
+static effml_tensor *msp_logits(const double *p, int64_t n) {
+  float *z = calloc((size_t)n * 2, sizeof(float));
+  for (int64_t i = 0; i < n; ++i) z[2 * i] = (float)log(p[i] / (1.0 - p[i]));
+  effml_tensor *t = tu_f32(ctx, n, 2, z);
+  free(z);
+  return t;
+}
+
+/* Calibrate a 2-stage threshold cascade on (val, labels); the stage-0 exit count on the
+ * validation set itself must equal the coverage the metric reports for the same target, and
+ * tau must be the metric's threshold. */
+static void check_calibration_selects(const effml_tensor *v, const effml_tensor *lab, int64_t n,
+                                      int32_t target, double value, int32_t rule) {
+  effml_cascade_options opt;
+  effml_cascade_options_init(&opt);
+  opt.num_classes = effml_tensor_dim(v, 1);
+  effml_cascade *c = NULL;
+  ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, v, 1), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, v, 2), EFFML_OK);
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
+  cal.rule = rule;
+  cal.target = target;
+  cal.target_value = value;
+  const effml_tensor *vv[1] = {v};
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, vv, lab, &cal), EFFML_OK);
+  double tau;
+  ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, NULL, NULL, NULL, &tau), EFFML_OK);
+  /* the metric on the stage-0 scores */
+  effml_tensor *sc = vec(ctx, EFFML_F64, n), *pr = vec(ctx, EFFML_I32, n), *ok = vec(ctx, EFFML_U8, n);
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, vv, pr, sc, NULL), EFFML_OK);
+  const int32_t *pp = effml_tensor_data(pr), *yy = effml_tensor_data_const(lab);
+  unsigned char *po = effml_tensor_data(ok);
+  for (int64_t i = 0; i < n; ++i) po[i] = pp[i] == yy[i];
+  double want_cov, want_t, r;
+  if (target == EFFML_CASCADE_TARGET_RISK)
+    ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, sc, ok, value, &want_cov, &want_t), EFFML_OK);
+  else
+    ck_assert_int_eq(effml_metrics_selective_risk_at_coverage(ctx, sc, ok, value, &r, &want_t, &want_cov), EFFML_OK);
+  ck_assert_msg(tau == want_t, "target %d value %g: tau %.17g, metric threshold %.17g",
+                (int)target, value, tau, want_t);
+  int64_t sel = 0;
+  const double *ps = effml_tensor_data(sc);
+  for (int64_t i = 0; i < n; ++i) sel += ps[i] >= tau;
+  ck_assert_msg((double)sel / (double)n == want_cov, "target %d value %g: tau selects %lld of %lld, metric says %g",
+                (int)target, value, (long long)sel, (long long)n, want_cov);
+  if (rule == EFFML_CASCADE_EXIT_THRESHOLD) {
+    effml_cascade_workspace *ws = NULL;
+    ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_run(ctx, c, ws, n, NULL, NULL, NULL, NULL, NULL), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_workspace_exit_count(ws, 0), sel);
+    effml_cascade_workspace_free(ws);
+  }
+  effml_cascade_free(c);
+  effml_tensor_free(sc);
+  effml_tensor_free(pr);
+  effml_tensor_free(ok);
+}
+
+START_TEST(test_calibration_under_ties) {
+  /* the issue case: MSP [.9, .8, .8, .8], rows 0-1 correct, risk 0.34 -> tau = 0.9 */
+  const double p4[4] = {0.9, 0.8, 0.8, 0.8};
+  int64_t four = 4;
+  int64_t perm[4];
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    shuffle_perm(perm, 4, seed);
+    double pp[4];
+    effml_tensor *lab = vec(ctx, EFFML_I32, four);
+    int32_t *y = effml_tensor_data(lab);
+    for (int i = 0; i < 4; ++i) {
+      pp[i] = p4[perm[i]];
+      y[i] = perm[i] < 2 ? 0 : 1; /* predicted class is 0: rows 0-1 right */
+    }
+    effml_tensor *v = msp_logits(pp, 4);
+    for (int rule = 1; rule <= 2; ++rule) {
+      check_calibration_selects(v, lab, 4, EFFML_CASCADE_TARGET_RISK, 0.34, rule);
+      check_calibration_selects(v, lab, 4, EFFML_CASCADE_TARGET_COVERAGE, 0.5, rule);
+      check_calibration_selects(v, lab, 4, EFFML_CASCADE_TARGET_TPR, 0.3, rule);
+    }
+    effml_tensor_free(v);
+    effml_tensor_free(lab);
+  }
+  /* many ties: 400 samples on 12 distinct MSP values, random labels; every target */
+  enum { NT = 400 };
+  double pt[NT];
+  effml_tensor *lab = vec(ctx, EFFML_I32, NT);
+  int32_t *y = effml_tensor_data(lab);
+  uint64_t x = 12345;
+  for (int i = 0; i < NT; ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    int level = (int)((x >> 33) % 12);
+    pt[i] = 0.5 + 0.04 * level;
+    y[i] = ((x >> 20) % 100) < (uint64_t)(50 + 4 * level) ? 0 : 1; /* confident: more often right */
+  }
+  effml_tensor *v = msp_logits(pt, NT);
+  static const double vals[] = {0.01, 0.1, 0.25, 0.3, 0.5, 0.77, 0.9, 1.0};
+  for (size_t i = 0; i < sizeof vals / sizeof vals[0]; ++i)
+    for (int rule = 1; rule <= 2; ++rule) {
+      check_calibration_selects(v, lab, NT, EFFML_CASCADE_TARGET_COVERAGE, vals[i], rule);
+      check_calibration_selects(v, lab, NT, EFFML_CASCADE_TARGET_TPR, vals[i], rule);
+      if (vals[i] >= 0.25) /* the top level is right about 94 % of the time */
+        check_calibration_selects(v, lab, NT, EFFML_CASCADE_TARGET_RISK, vals[i], rule);
+    }
+  effml_tensor_free(v);
+  effml_tensor_free(lab);
 }
 END_TEST
 
@@ -609,7 +890,9 @@ int main(void) {
   tcase_add_test(tc, test_scores_match_numpy);
   tcase_add_test(tc, test_calibrate_and_run_match_numpy);
   tcase_add_test(tc, test_metrics_match_numpy);
-  tcase_add_test(tc, test_rc_curve_reference_example);
+  tcase_add_test(tc, test_rc_curve_small_example);
+  tcase_add_test(tc, test_ties_exact_cases);
+  tcase_add_test(tc, test_calibration_under_ties);
   tcase_add_test(tc, test_window_width_zero_is_stage_one);
   tcase_add_test(tc, test_window_covering_all_is_ensemble);
   tcase_add_test(tc, test_threshold_exits_ceil_cn);

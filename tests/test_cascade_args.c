@@ -323,8 +323,8 @@ START_TEST(test_metric_args) {
   double *sv = effml_tensor_data(s);
   for (int i = 0; i < 4; ++i) sv[i] = 0.1 * i;
   double v = -1, t = -1;
-  EXPECT_ERR(effml_metrics_selective_risk_at_coverage(ctx, s, ok, 0.0, &v, &t), EFFML_E_INVALID_ARG, "coverage=0");
-  EXPECT_ERR(effml_metrics_selective_risk_at_coverage(ctx, s, ok, 1.01, &v, &t), EFFML_E_INVALID_ARG, "coverage=1.01");
+  EXPECT_ERR(effml_metrics_selective_risk_at_coverage(ctx, s, ok, 0.0, &v, &t, NULL), EFFML_E_INVALID_ARG, "coverage=0");
+  EXPECT_ERR(effml_metrics_selective_risk_at_coverage(ctx, s, ok, 1.01, &v, &t, NULL), EFFML_E_INVALID_ARG, "coverage=1.01");
   EXPECT_ERR(effml_metrics_selective_coverage_at_risk(ctx, s, ok, -0.5, &v, &t), EFFML_E_INVALID_ARG, "risk=-0.5");
   EXPECT_ERR(effml_metrics_selective_coverage_at_risk(ctx, s, ok, NAN, &v, &t), EFFML_E_INVALID_ARG, "risk=nan");
   ck_assert(v == -1 && t == -1);
@@ -348,10 +348,10 @@ START_TEST(test_metric_args) {
   ck_assert_int_eq(effml_metrics_ood_auroc(ctx, s, ok, &v), EFFML_OK);
   ck_assert(v == 0.5);
   effml_tensor *conv = vec(ctx, EFFML_F64, 5);
-  EXPECT_ERR(effml_metrics_selective_risk_coverage_curve(ctx, s, ok, 3, conv, NULL, NULL),
-             EFFML_E_INVALID_ARG, "convention=3");
-  EXPECT_ERR(effml_metrics_selective_risk_coverage_curve(ctx, s, ok, EFFML_METRICS_RC_EXACT, s, NULL, NULL),
+  EXPECT_ERR(effml_metrics_selective_risk_coverage_curve(ctx, s, ok, s, NULL, NULL, NULL),
              EFFML_E_SHAPE, "coverage has shape [4], need [5]");
+  EXPECT_ERR(effml_metrics_selective_risk_coverage_curve(ctx, s, ok, NULL, conv, ok, NULL),
+             EFFML_E_DTYPE, "thresholds has dtype u8");
   /* eval */
   int64_t *lv = effml_tensor_data(lab);
   lv[0] = 0; lv[1] = 1; lv[2] = 5; lv[3] = 1;

@@ -214,6 +214,10 @@ typedef struct effml_adapter_lora_options {
   int32_t use_rslora;   /**< 1: scaling alpha/sqrt(r) instead of alpha/r (default 0) */
   int32_t init_a;       /**< EFFML_ADAPTER_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
   int32_t freeze_base;  /**< 1: base weight/bias frozen (default 1) */
+  /* appended in 0.2 (struct_size tells them apart) */
+  int32_t use_dora;     /**< 1: DoRA (Liu et al. 2024, arXiv 2402.09353): parameter "lora_magnitude_vector" [out] (default 0) */
+  int32_t lora_bias;    /**< 1: PEFT lora_bias, parameter "lora_B.bias" [out], zero (default 0; not with use_dora) */
+  double dropout;       /**< PEFT lora_dropout p in [0, 1): x is dropped before lora_A in EFFML_LAYER_MODE_TRAIN (default 0) */
 } effml_adapter_lora_options;
 
 /** Fill `opt` with PEFT's LoraConfig defaults (struct_size set).  NULL is ignored. */
@@ -221,15 +225,25 @@ EFFML_API void effml_adapter_lora_options_init(effml_adapter_lora_options *opt);
 
 /**
  * Wrap a dense base layer (a layer with parameter "weight" `[out, in]` and
- * optionally "bias" `[out]`, e.g. effml_layer_dense_create()) in LoRA (kind "lora"):
- * y = x W^T + b + s (x A^T) B^T, A "lora_A.weight" `[r, in]`, B "lora_B.weight"
- * `[out, r]` (zero), s = alpha/r (or alpha/sqrt(r)).  Hu et al. 2021 eq. 3;
- * PEFT LoraLayer.  Parameters: "base_layer.weight", "base_layer.bias" (the
- * base's own tensors), "lora_A.weight", "lora_B.weight".
+ * optionally "bias" `[out]`, e.g. effml_layer_dense_create(); or a "conv1d" layer,
+ * weight stored `[in, out]`) in LoRA (kind "lora"):
+ * y = x W^T + b + s (x_d A^T) B^T [+ s b_B], A "lora_A.weight" `[r, in]`,
+ * B "lora_B.weight" `[out, r]` (zero), s = alpha/r (or alpha/sqrt(r)),
+ * x_d = dropout(x) in training.  Hu et al. 2021 eq. 3; PEFT LoraLayer.
+ * With use_dora (Liu et al. 2024, arXiv 2402.09353, eq. 5):
+ * y = b + (m / ||W + s B A||_row) .* (x W^T + s (x A^T) B^T), the norm a
+ * constant in backward (DoRA section 4.3, as PEFT); m "lora_magnitude_vector"
+ * `[out]` starts at ||W||_row of the base weight at creation.  With lora_bias,
+ * "lora_B.bias" `[out]` (zero).  Parameters: "base_layer.weight",
+ * "base_layer.bias" (the base's own tensors), "lora_A.weight",
+ * "lora_B.weight", then "lora_B.bias" / "lora_magnitude_vector".  Extra cost
+ * per forward: r*(in+out) MACs per row; DoRA adds out*in*r MACs (the norms)
+ * and one pass over W.
  * Ownership: on success the LoRA layer owns `base` (freed with it); on error
  * the caller still owns it.
  * @return EFFML_E_INVALID_ARG (NULL, rank < 1, alpha not finite, bad init_a,
- *         base without "weight"), EFFML_E_SHAPE (base weight not 2-D or bias
+ *         dropout outside [0, 1), base without "weight"), EFFML_E_UNSUPPORTED
+ *         (use_dora with lora_bias), EFFML_E_SHAPE (base weight not 2-D or bias
  *         not [out]), EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base,
@@ -239,15 +253,28 @@ EFFML_API effml_layer *effml_adapter_lora_base(effml_layer *layer);
 /** Scaling s of a LoRA layer (0 if not LoRA). */
 EFFML_API double effml_adapter_lora_scaling(const effml_layer *layer);
 /**
- * Merge: W <- W + s B A (PEFT merge); forward then costs one GEMM.  Unmerge
- * subtracts the same product.  f32 rounding makes merge+unmerge inexact:
+ * Merge: W <- W + s B A and b <- b + s b_B (PEFT merge); with DoRA
+ * W <- (m / ||W + s B A||_row) .* (W + s B A), the norm kept for unmerge.
+ * Forward then costs one GEMM.  Unmerge subtracts the same product.  A
+ * merged DoRA or dropout layer refuses EFFML_LAYER_MODE_TRAIN (EFFML_E_STATE).  f32 rounding makes merge+unmerge inexact:
  * effml_adapter_lora_merge_drift() measures it.
- * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG (not LoRA).
+ * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG (not LoRA),
+ *         EFFML_E_UNSUPPORTED (lora_bias on a base without bias: nothing to merge it into),
+ *         EFFML_E_NOMEM (DoRA).
  */
 EFFML_API effml_status effml_adapter_lora_merge(effml_context *ctx, effml_layer *layer);
 EFFML_API effml_status effml_adapter_lora_unmerge(effml_context *ctx, effml_layer *layer);
 /** 1 if merged, else 0. */
 EFFML_API int32_t effml_adapter_lora_is_merged(const effml_layer *layer);
+/**
+ * Set the training dropout p in [0, 1) of a LoRA layer (PEFT lora_dropout:
+ * x is dropped, and kept entries scaled by 1/(1-p), before lora_A, in
+ * EFFML_LAYER_MODE_TRAIN only; masks come from the context generator).
+ * @return EFFML_E_INVALID_ARG (not LoRA, p outside [0, 1)).
+ */
+EFFML_API effml_status effml_adapter_lora_set_dropout(effml_context *ctx, effml_layer *layer, double p);
+/** The training dropout p of a LoRA layer (0 if not LoRA). */
+EFFML_API double effml_adapter_lora_dropout(const effml_layer *layer);
 /**
  * Run `cycles` merge/unmerge cycles on a copy of the base weight and report
  * max |W_after - W_before| (absolute) and that divided by max |W_before|.
@@ -258,6 +285,32 @@ EFFML_API effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const 
                                               double *max_rel_error);
 
 /**
+ * Create a GPT-2 `Conv1D` layer (kind "conv1d", HF transformers
+ * pytorch_utils.Conv1D): y = x W + b with "weight" stored `[in, out]` (the
+ * layout PEFT calls fan_in_fan_out) and "bias" `[out]` when `bias`.  Weight
+ * N(0, 0.02^2) from the context generator, bias 0 (GPT-2's init).  Load a
+ * GPT-2 checkpoint's `c_attn.weight` into it as is; effml_adapter_lora_create()
+ * accepts it as a base and reads the layout from the kind, so LoRA/DoRA
+ * adapters saved with fan_in_fan_out=true apply without transposing.
+ * @return EFFML_E_INVALID_ARG (NULL, widths outside [1, 2^31-1]), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features,
+                                           int64_t out_features, int32_t bias, effml_layer **out);
+
+/**
+ * Fill `opt` (effml_adapter_lora_options_init() first is not needed) with what
+ * `dir`/adapter_config.json says for one module: rank and alpha after
+ * rank_pattern/alpha_pattern (PEFT's key matching on the name without
+ * "base_model.model."), use_rslora, use_dora, lora_bias, dropout.  Create the
+ * module's layer with these options, then effml_adapter_lora_load_peft().
+ * @param module_name  e.g. "base_model.model.model.layers.0.self_attn.q_proj"
+ * @return the errors of the field table (EFFML_E_UNSUPPORTED naming key and
+ *         value, EFFML_E_FORMAT, EFFML_E_IO), EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_lora_peft_options(effml_context *ctx, const char *dir,
+                                               const char *module_name, effml_adapter_lora_options *opt);
+
+/**
  * Load PEFT LoRA weights: `dir`/adapter_config.json and
  * `dir`/adapter_model.safetensors, keys `module_names[i]` + ".lora_A.weight"
  * `[r, in]` and ".lora_B.weight" `[out, r]` (PEFT's saved names, adapter name
@@ -266,7 +319,10 @@ EFFML_API effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const 
  * 0.21 LoraConfig): informational keys accepted, default/null/empty values
  * accepted, implemented values honoured (r, lora_alpha -- 8 when absent --,
  * use_rslora, rank_pattern/alpha_pattern with PEFT's key matching), any other
- * value refused.  Sets each layer's A, B and scaling.  Every tensor of the file
+ * value refused.  use_dora and lora_bias must agree with how each layer was
+ * made (see effml_adapter_lora_peft_options()); lora_dropout is set on every layer.
+ * Sets each layer's A, B (and "lora_B.bias", "lora_magnitude_vector"),
+ * scaling and dropout.  Every tensor of the file
  * must be consumed by one of the n modules.  All-or-nothing: on error no layer
  * changed.
  * @return EFFML_E_IO (missing files), EFFML_E_FORMAT (bad JSON, r missing,
@@ -283,8 +339,12 @@ EFFML_API effml_status effml_adapter_lora_load_peft(effml_context *ctx, const ch
 /**
  * Save in PEFT's layout: `dir` (must exist)/adapter_model.safetensors (F32,
  * metadata {"format": "pt"}) and adapter_config.json (peft_type "LORA", r,
- * lora_alpha, use_rslora, target_modules = last name components, ...).
- * All layers must share r, alpha and use_rslora (EFFML_E_INVALID_ARG otherwise).
+ * lora_alpha, use_rslora, use_dora, lora_dropout, fan_in_fan_out (true for
+ * conv1d bases), lora_bias when set, target_modules = last name components,
+ * r/alpha of modules that differ from layers[0] as rank_pattern/alpha_pattern).
+ * Tensors: lora_A.weight, lora_B.weight, lora_B.bias, lora_magnitude_vector.
+ * All layers must share use_rslora, use_dora, lora_bias, dropout and base
+ * layout (EFFML_E_INVALID_ARG otherwise); a merged layer is EFFML_E_STATE.
  */
 EFFML_API effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
                                             effml_layer *const *layers,

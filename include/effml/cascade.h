@@ -88,13 +88,18 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 
 /* ---- calibration targets ---- */
 
-/** Coverage c in (0, 1]: tau = the ceil(c*N)-th largest validation score. */
+/** Coverage c in (0, 1]: tau = the ceil(c*N)-th largest validation score, so "score >= tau"
+ *  selects the smallest selectable validation coverage >= c (more than ceil(c*N) samples
+ *  when that score is tied; see "Ties" in effml/metrics.h). */
 #define EFFML_CASCADE_TARGET_COVERAGE 1
-/** Risk r in (0, 1]: tau = the lowest score whose top set (score >= tau) has risk <= r, i.e.
- *  the largest coverage with validation risk <= r (see effml_metrics_selective_coverage_at_risk()). */
+/** Risk r in (0, 1]: tau = the lowest distinct validation score whose top set {score >= tau}
+ *  has risk <= r, i.e. the largest selectable coverage with validation risk <= r (the same
+ *  rule as effml_metrics_selective_coverage_at_risk(); ties never split).  Scores [.9, .8, .8, .8]
+ *  with the first two correct, r = 0.34: tau = 0.9 (coverage 0.25), not 0.8 (risk 0.5). */
 #define EFFML_CASCADE_TARGET_RISK 2
 /** In-distribution TPR t in (0, 1] for OOD detection (ID = positive, accepted iff score >= tau):
- *  tau = the ceil(t*N)-th largest (in-distribution) validation score.  Labels are not used. */
+ *  tau = the ceil(t*N)-th largest (in-distribution) validation score, so the selected TPR is
+ *  the smallest selectable one >= t.  Labels are not used. */
 #define EFFML_CASCADE_TARGET_TPR 3
 
 /**

@@ -27,15 +27,6 @@
 
 EFFML_BEGIN_DECLS
 
-/* ---- risk-coverage threshold conventions ---- */
-
-/** thresholds[k] = k-th largest score: "score >= thresholds[k]" selects exactly the top k
- *  (without ties); thresholds[0] = +inf. */
-#define EFFML_METRICS_RC_EXACT 0
-/** Guoxoug/window-early-exit `risk_coverage_curve`: thresholds[k] = (k+1)-th largest score,
- *  which with "score >= t" selects k+1 samples (off by one); thresholds[N] = -inf. */
-#define EFFML_METRICS_RC_REFERENCE 1
-
 /**
  * Top-1 accuracy: fraction of rows whose arg-max logit (first on ties)
  * equals the label.  Shapes and errors as effml_train_softmax_cross_entropy().
@@ -45,46 +36,75 @@ EFFML_API effml_status effml_metrics_accuracy(effml_context *ctx, const effml_te
 
 /* ---- selective-classification and OOD metrics ----
  * Inputs: `scores` f32/f64 [N] confidences (no NaN); `correct` / `is_ood` bool, u8, i32 or
- * i64 [N] (nonzero = true).  Sorting is by score descending, ties broken by lower index
- * first (stable).  Errors: EFFML_E_INVALID_ARG (NULL, value out of range), EFFML_E_SHAPE
- * (N < 1, lengths differ), EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN score), EFFML_E_NOMEM.
- * Outputs are written only on success. */
+ * i64 [N] (nonzero = true).  Errors: EFFML_E_INVALID_ARG (NULL, value out of range),
+ * EFFML_E_SHAPE (N < 1, lengths differ), EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN score),
+ * EFFML_E_NOMEM.  Outputs are written only on success.
+ *
+ * Ties.  Every metric is a function of the multiset of (score, correct) pairs: the order of
+ * the input never matters.  Let t_1 > t_2 > ... > t_G be the G distinct scores.  A threshold
+ * t selects {i : score_i >= t}, so equal scores are always selected together and only the G
+ * coverages c_j = n_j / N are selectable, n_j = #{score >= t_j}; the selective risk there is
+ * r_j = w_j / n_j, w_j = #{score >= t_j and wrong} (Geifman & El-Yaniv, NeurIPS 2017).
+ * The risk-coverage curve has one point per distinct threshold (as scikit-learn's ROC and
+ * precision-recall curves group ties), points j = 1..G, plus a starting point j = 0 at
+ * coverage c_0 = 0, threshold t_0 = +inf and risk r_0 = r_1 (the empty selection has no risk
+ * of its own; the curve starts level with its first point).  The curve is a step function:
+ * risk r_j on the coverage interval (c_{j-1}, c_j], and areas under it are step sums
+ * (sum_j (c_j - c_{j-1}) * value_j, like scikit-learn's average_precision_score), never
+ * trapezoids.  Every threshold a function returns selects exactly the coverage (or TPR) it
+ * reports or promises. */
 
 /**
- * Risk-coverage curve (Geifman & El-Yaniv 2017; reference `eval_utils.py::risk_coverage_curve`).
- * coverage[k] = k/N, risk[k] = (number wrong among the top k)/k for k = 1..N, risk[0] = 0 (as the
- * reference), thresholds per `convention` (EFFML_METRICS_RC_EXACT or EFFML_METRICS_RC_REFERENCE).
- * @param coverage, risk, thresholds  each NULL or f64 [N + 1], contiguous.
+ * Risk-coverage curve (Geifman & El-Yaniv 2017), one point per distinct threshold (see
+ * "Ties" above): coverage[j] = c_j, risk[j] = r_j, thresholds[j] = t_j for j = 0..G, with
+ * coverage[0] = 0, risk[0] = risk[1], thresholds[0] = +inf; "score >= thresholds[j]" selects
+ * exactly coverage[j].
+ * @param coverage, risk, thresholds  each NULL or f64 [N + 1], contiguous.  Entries
+ *                    G+1..N (N - G of them, present only when scores tie) repeat point G
+ *                    (coverage 1), so they add no width to the curve.
+ * @param num_points  NULL or receives G + 1 (N + 1 without ties).
  */
 EFFML_API effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx,
                                                            const effml_tensor *scores,
                                                            const effml_tensor *correct,
-                                                           int32_t convention,
                                                            effml_tensor *coverage,
                                                            effml_tensor *risk,
-                                                           effml_tensor *thresholds);
+                                                           effml_tensor *thresholds,
+                                                           int64_t *num_points);
 
-/** AURC: trapezoidal area under the risk-coverage curve, including the point (0, 0)
- *  (reference convention: np.trapz(risk, coverage), not multiplied by 100). */
+/**
+ * AURC: area under the risk-coverage step curve, sum_j (c_j - c_{j-1}) * r_j (see "Ties"),
+ * in [0, 1], not multiplied by 100.  Without ties this is (1/N) sum_k risk(top k), the
+ * definition of Geifman et al., "Bias-Reduced Uncertainty Estimation for Deep Neural
+ * Classifiers" (ICLR 2019, arXiv 1805.08206).  The window-cascade reference instead takes
+ * np.trapz from (0, 0) over one point per sample, which without ties is ours minus
+ * (overall error) / (2N), and with ties depends on the input order.
+ */
 EFFML_API effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor *scores,
                                             const effml_tensor *correct, double *aurc);
 
 /**
- * Risk at coverage c in (0, 1]: the error rate among the top k = ceil(c*N) scores, and the
- * threshold selecting them (the k-th largest score; "score >= threshold").  The reference
- * takes k = argmin |k/N - c| (rounding instead of ceil) and pairs it with the (k+1)-th score.
- * @param threshold  may be NULL
+ * Risk at coverage c in (0, 1]: the smallest selectable coverage c_j >= c (the first
+ * distinct threshold whose top set holds ceil(c*N) samples), its risk r_j and threshold t_j.
+ * Scores [.9, .9, .5, .5] with correct [1, 0, 1, 0] in any order: c = 0.25 gives risk 0.5,
+ * threshold 0.9, selected coverage 0.5.  The reference takes k = argmin |k/N - c| (rounding)
+ * over individual samples and pairs it with the (k+1)-th score.
+ * @param threshold          may be NULL
+ * @param selected_coverage  may be NULL; receives c_j, the coverage "score >= threshold" selects
  */
 EFFML_API effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx,
                                                         const effml_tensor *scores,
                                                         const effml_tensor *correct,
                                                         double coverage, double *risk,
-                                                        double *threshold);
+                                                        double *threshold,
+                                                        double *selected_coverage);
 
 /**
- * Coverage at risk r in (0, 1]: the largest k/N whose top k has risk <= r, and the threshold
- * selecting it (k-th largest score).  0 coverage and threshold +inf when even the top-1 is
- * wrong.  The reference instead takes argmin_{k >= 500} |risk_k - r|, which may exceed r.
+ * Coverage at risk r in (0, 1]: the largest selectable coverage c_j with r_j <= r and its
+ * threshold t_j ("score >= t_j" selects exactly c_j).  Coverage 0 and threshold +inf when
+ * r_1 > r (the most confident tie group is already too wrong).  Scores [.9, .8, .8, .8],
+ * the first two correct, r = 0.34: coverage 0.25, threshold 0.9.  The reference instead
+ * takes argmin_{k >= 500} |risk_k - r|, which may exceed r.
  * @param threshold  may be NULL
  */
 EFFML_API effml_status effml_metrics_selective_coverage_at_risk(effml_context *ctx,
@@ -104,7 +124,8 @@ EFFML_API effml_status effml_metrics_ood_auroc(effml_context *ctx, const effml_t
 /**
  * FPR at a TPR in (0, 1] (FPR@95: tpr = 0.95): in-distribution samples are positive and
  * accepted iff score >= t, t = the ceil(tpr*N_ID)-th largest ID score (so the true TPR is
- * >= tpr); FPR = (number of OOD with score >= t) / N_OOD.  The reference picks t with ID recall closest to
+ * the smallest selectable one >= tpr; tied scores, ID or OOD, are accepted together);
+ * FPR = (number of OOD with score >= t) / N_OOD.  The reference picks t with ID recall closest to
  * tpr on sklearn's precision-recall curve.  Needs both classes.
  * @param threshold  may be NULL
  */

@@ -85,14 +85,14 @@ effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, i
       return effml__err(ctx, EFFML_E_STATE, "effml_adapter_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
   }
   char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
-  plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)(2 * n), sizeof *items);
+  plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)(4 * n), sizeof *items);
   double *alphas = (double *)effml__calloc(ctx, (size_t)n, sizeof *alphas);
   effml__peft_cfg *cfg = NULL;
   effml_safetensors *st = NULL;
   effml_status s = EFFML_OK;
   if (st_path == NULL || items == NULL || alphas == NULL)
     s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
-  if (s == EFFML_OK) s = effml__peft_cfg_open(ctx, dir, 0u, &cfg);
+  if (s == EFFML_OK) s = effml__peft_cfg_open(ctx, dir, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, &cfg);
   if (s == EFFML_OK) s = effml_safetensors_load(ctx, st_path, EFFML_IO_SAFETENSORS_COPY, &st);
   int64_t count = 0;
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
@@ -104,13 +104,24 @@ effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, i
                      (long long)r, module_names[i], (long long)effml__lora_rank(l));
       break;
     }
-    char *ka = join3(ctx, module_names[i], ".lora_A.weight", "");
-    char *kb = join3(ctx, module_names[i], ".lora_B.weight", "");
-    if (ka == NULL || kb == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
-    if (s == EFFML_OK) s = plan_add(ctx, st, ka, effml_layer_param(l, param_named(l, "lora_A.weight")), items, &count);
-    if (s == EFFML_OK) s = plan_add(ctx, st, kb, effml_layer_param(l, param_named(l, "lora_B.weight")), items, &count);
-    effml__free(ctx, ka);
-    effml__free(ctx, kb);
+    const effml__lora *lp = effml__lora_impl(l);
+    if ((lp->i_m >= 0) != (cfg->use_dora != 0) || (lp->i_bb >= 0) != (cfg->lora_bias != 0)) {
+      int dora = (lp->i_m >= 0) != (cfg->use_dora != 0);
+      s = effml__err(ctx, EFFML_E_INVALID_ARG,
+                     "adapter_config.json %s=%s but the layer for \"%s\" was made with %s=%d "
+                     "(make it with effml_adapter_lora_peft_options())",
+                     dora ? "use_dora" : "lora_bias", (dora ? cfg->use_dora : cfg->lora_bias) ? "true" : "false",
+                     module_names[i], dora ? "use_dora" : "lora_bias", dora ? lp->i_m >= 0 : lp->i_bb >= 0);
+      break;
+    }
+    static const char *const suffix[4] = {"lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector"};
+    for (int k = 0; s == EFFML_OK && k < 4; ++k) {
+      if ((k == 2 && lp->i_bb < 0) || (k == 3 && lp->i_m < 0)) continue;
+      char *key = join3(ctx, module_names[i], ".", suffix[k]);
+      s = key ? plan_add(ctx, st, key, effml_layer_param(l, param_named(l, suffix[k])), items, &count)
+              : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
+      effml__free(ctx, key);
+    }
   }
   /* every tensor of the file must be consumed: a stray one means a feature we do not read */
   for (int64_t t = 0; s == EFFML_OK && t < effml_safetensors_count(st); ++t) {
@@ -127,13 +138,36 @@ effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, i
   }
   if (s == EFFML_OK) s = plan_apply(ctx, items, count);
   if (s == EFFML_OK)
-    for (int64_t i = 0; i < n; ++i) effml__lora_set_alpha(layers[i], alphas[i], cfg->use_rslora);
+    for (int64_t i = 0; i < n; ++i) {
+      effml__lora_set_alpha(layers[i], alphas[i], cfg->use_rslora);
+      effml__lora_impl(layers[i])->dropout = cfg->dropout;
+    }
   effml_safetensors_free(st);
   effml__peft_cfg_close(cfg);
   effml__free(ctx, alphas);
   effml__free(ctx, items);
   effml__free(ctx, st_path);
   return s;
+}
+
+effml_status effml_adapter_lora_peft_options(effml_context *ctx, const char *dir, const char *module_name,
+                                     effml_adapter_lora_options *opt) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, module_name);
+  EFFML__CHECK_NULL(ctx, opt);
+  effml__peft_cfg *cfg = NULL;
+  EFFML__TRY(effml__peft_cfg_open(ctx, dir, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, &cfg));
+  effml_adapter_lora_options o;
+  effml_adapter_lora_options_init(&o);
+  effml__peft_cfg_module(cfg, module_name, &o.rank, &o.alpha);
+  o.use_rslora = cfg->use_rslora;
+  o.use_dora = cfg->use_dora;
+  o.lora_bias = cfg->lora_bias;
+  o.dropout = cfg->dropout;
+  effml__peft_cfg_close(cfg);
+  *opt = o;
+  return EFFML_OK;
 }
 
 static effml_status write_text(effml_context *ctx, const char *path, const char *text) {
@@ -143,6 +177,22 @@ static effml_status write_text(effml_context *ctx, const char *path, const char 
   int ok = fwrite(text, 1, len, f) == len;
   ok = (fclose(f) == 0) && ok;
   return ok ? EFFML_OK : effml__err(ctx, EFFML_E_IO, "cannot write \"%s\"", path);
+}
+
+/* "model.layers.0.q_proj" -> "model\.layers\.0\.q_proj": a rank/alpha_pattern key matching that name */
+static char *pattern_key(effml_context *ctx, const char *module_name) {
+  const char *k = effml__peft_module_key(module_name);
+  size_t n = strlen(k), extra = 0;
+  for (size_t i = 0; i < n; ++i) extra += strchr(".[]()*+?{}|^$\\", k[i]) != NULL;
+  char *s = (char *)effml__malloc(ctx, n + extra + 1);
+  if (s == NULL) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (strchr(".[]()*+?{}|^$\\", k[i]) != NULL) s[o++] = '\\';
+    s[o++] = k[i];
+  }
+  s[o] = '\0';
+  return s;
 }
 
 effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
@@ -157,68 +207,103 @@ effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, i
     if (!effml__is_lora(layers[i]) || module_names[i] == NULL || module_names[i][0] == '\0')
       return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_save_peft: layers[%lld] is not a lora layer or has no module name",
                         (long long)i);
-    if (effml__lora_rank(layers[i]) != effml__lora_rank(layers[0]) ||
-        effml__lora_alpha(layers[i]) != effml__lora_alpha(layers[0]) ||
-        effml__lora_rslora(layers[i]) != effml__lora_rslora(layers[0]))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_save_peft: layers[%lld] has another r/alpha/use_rslora than layers[0] (one adapter_config.json holds one)",
-                        (long long)i);
+    const effml__lora *p = effml__lora_impl(layers[i]), *p0 = effml__lora_impl(layers[0]);
+    if (p->merged)
+      return effml__err(ctx, EFFML_E_STATE, "effml_adapter_lora_save_peft: layers[%lld] is merged; unmerge it first", (long long)i);
+    if (p->use_rslora != p0->use_rslora || p->use_dora != p0->use_dora || (p->i_bb >= 0) != (p0->i_bb >= 0) ||
+        p->dropout != p0->dropout || p->base.transposed != p0->base.transposed)
+      return effml__err(ctx, EFFML_E_INVALID_ARG,
+                        "effml_adapter_lora_save_peft: layers[%lld] differs from layers[0] in use_rslora/use_dora/lora_bias/"
+                        "dropout/base layout (one adapter_config.json holds one of each)", (long long)i);
   }
-  char **names = (char **)effml__calloc(ctx, (size_t)(2 * n), sizeof *names);
-  const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)(2 * n), sizeof *ts);
+  const effml__lora *p0 = effml__lora_impl(layers[0]);
+  char **names = (char **)effml__calloc(ctx, (size_t)(4 * n), sizeof *names);
+  const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)(4 * n), sizeof *ts);
   char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
   char *cfg_path = join3(ctx, dir, "/", "adapter_config.json");
+  cJSON *c = cJSON_CreateObject(), *tm = cJSON_CreateArray(), *rp = cJSON_CreateObject(), *ap = cJSON_CreateObject();
   effml_status s = EFFML_OK;
-  if (names == NULL || ts == NULL || st_path == NULL || cfg_path == NULL)
+  if (names == NULL || ts == NULL || st_path == NULL || cfg_path == NULL || !c || !tm || !rp || !ap)
     s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
+  int64_t k = 0;
+  static const char *const suffix[4] = {"lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector"};
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
-    names[2 * i] = join3(ctx, module_names[i], ".lora_A.weight", "");
-    names[2 * i + 1] = join3(ctx, module_names[i], ".lora_B.weight", "");
-    if (names[2 * i] == NULL || names[2 * i + 1] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
-    ts[2 * i] = effml_layer_param(layers[i], param_named(layers[i], "lora_A.weight"));
-    ts[2 * i + 1] = effml_layer_param(layers[i], param_named(layers[i], "lora_B.weight"));
+    const effml__lora *p = effml__lora_impl(layers[i]);
+    for (int j = 0; s == EFFML_OK && j < 4; ++j) {
+      if ((j == 2 && p->i_bb < 0) || (j == 3 && p->i_m < 0)) continue;
+      names[k] = join3(ctx, module_names[i], ".", suffix[j]);
+      ts[k] = effml_layer_param(layers[i], param_named(layers[i], suffix[j]));
+      if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
+    }
+    /* per-module r / alpha as PEFT's rank_pattern / alpha_pattern (keys: escaped module paths) */
+    if (s == EFFML_OK && (p->r != p0->r || p->alpha != p0->alpha)) {
+      char *key = pattern_key(ctx, module_names[i]);
+      if (key == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
+      if (key && p->r != p0->r) cJSON_AddNumberToObject(rp, key, (double)p->r);
+      if (key && p->alpha != p0->alpha) cJSON_AddNumberToObject(ap, key, p->alpha);
+      effml__free(ctx, key);
+    }
+    const char *last = strrchr(module_names[i], '.');
+    last = last ? last + 1 : module_names[i];
+    int dup = 0;
+    for (int j = 0; s == EFFML_OK && j < cJSON_GetArraySize(tm); ++j)
+      dup |= strcmp(cJSON_GetArrayItem(tm, j)->valuestring, last) == 0;
+    if (s == EFFML_OK && !dup) cJSON_AddItemToArray(tm, cJSON_CreateString(last));
+  }
+  /* the patterns must give every module its own r and alpha back (a key may match a longer name) */
+  for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
+    effml__peft_cfg probe;
+    memset(&probe, 0, sizeof probe);
+    probe.r = p0->r;
+    probe.alpha = p0->alpha;
+    probe.rank_pattern = rp;
+    probe.alpha_pattern = ap;
+    int64_t r = 0;
+    double alpha = 0;
+    effml__peft_cfg_module(&probe, module_names[i], &r, &alpha);
+    const effml__lora *p = effml__lora_impl(layers[i]);
+    if (r != p->r || alpha != p->alpha)
+      s = effml__err(ctx, EFFML_E_INVALID_ARG,
+                     "effml_adapter_lora_save_peft: module \"%s\" (r=%lld, alpha=%g) cannot be told apart by PEFT's "
+                     "rank_pattern/alpha_pattern matching from another module whose name ends in it",
+                     module_names[i], (long long)p->r, p->alpha);
   }
   if (s == EFFML_OK) {
     const char *mk[1] = {"format"}, *mv[1] = {"pt"};
-    s = effml_safetensors_save(ctx, st_path, 2 * n, (const char *const *)names, ts, 1, mk, mv);
+    s = effml_safetensors_save(ctx, st_path, k, (const char *const *)names, ts, 1, mk, mv);
   }
   if (s == EFFML_OK) {
-    /* adapter_config.json with LoraConfig's fields (peft src/peft/tuners/lora/config.py) */
-    cJSON *c = cJSON_CreateObject(), *tm = cJSON_CreateArray();
-    for (int64_t i = 0; c && tm && i < n; ++i) {
-      const char *last = strrchr(module_names[i], '.');
-      last = last ? last + 1 : module_names[i];
-      int dup = 0;
-      for (int64_t j = 0; j < cJSON_GetArraySize(tm); ++j)
-        dup |= strcmp(cJSON_GetArrayItem(tm, (int)j)->valuestring, last) == 0;
-      if (!dup) cJSON_AddItemToArray(tm, cJSON_CreateString(last));
-    }
-    char *text = NULL;
-    if (c && tm) {
-      cJSON_AddItemToObject(c, "alpha_pattern", cJSON_CreateObject());
-      cJSON_AddStringToObject(c, "base_model_name_or_path", base_model_name_or_path ? base_model_name_or_path : "");
-      cJSON_AddStringToObject(c, "bias", "none");
-      cJSON_AddFalseToObject(c, "fan_in_fan_out");
-      cJSON_AddTrueToObject(c, "inference_mode");
-      cJSON_AddTrueToObject(c, "init_lora_weights");
-      cJSON_AddNumberToObject(c, "lora_alpha", effml__lora_alpha(layers[0]));
-      cJSON_AddNumberToObject(c, "lora_dropout", 0.0);
-      cJSON_AddNullToObject(c, "modules_to_save");
-      cJSON_AddStringToObject(c, "peft_type", "LORA");
-      cJSON_AddNumberToObject(c, "r", (double)effml__lora_rank(layers[0]));
-      cJSON_AddItemToObject(c, "rank_pattern", cJSON_CreateObject());
-      cJSON_AddItemToObject(c, "target_modules", tm);
-      tm = NULL;
-      cJSON_AddNullToObject(c, "task_type");
-      cJSON_AddFalseToObject(c, "use_dora");
-      cJSON_AddBoolToObject(c, "use_rslora", effml__lora_rslora(layers[0]));
-      text = cJSON_Print(c);
-    }
+    /* adapter_config.json with LoraConfig's fields; keys newer than PEFT 0.9 only when set,
+     * so that older PEFT versions read what they can honour */
+    cJSON_AddItemToObject(c, "alpha_pattern", ap);
+    ap = NULL;
+    cJSON_AddStringToObject(c, "base_model_name_or_path", base_model_name_or_path ? base_model_name_or_path : "");
+    cJSON_AddStringToObject(c, "bias", "none");
+    cJSON_AddBoolToObject(c, "fan_in_fan_out", p0->base.transposed);
+    cJSON_AddTrueToObject(c, "inference_mode");
+    cJSON_AddTrueToObject(c, "init_lora_weights");
+    cJSON_AddNumberToObject(c, "lora_alpha", p0->alpha);
+    if (p0->i_bb >= 0) cJSON_AddTrueToObject(c, "lora_bias");
+    cJSON_AddNumberToObject(c, "lora_dropout", p0->dropout);
+    cJSON_AddNullToObject(c, "modules_to_save");
+    cJSON_AddStringToObject(c, "peft_type", "LORA");
+    cJSON_AddNumberToObject(c, "r", (double)p0->r);
+    cJSON_AddItemToObject(c, "rank_pattern", rp);
+    rp = NULL;
+    cJSON_AddItemToObject(c, "target_modules", tm);
+    tm = NULL;
+    cJSON_AddNullToObject(c, "task_type");
+    cJSON_AddBoolToObject(c, "use_dora", p0->use_dora);
+    cJSON_AddBoolToObject(c, "use_rslora", p0->use_rslora);
+    char *text = cJSON_Print(c);
     s = text ? write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
     free(text);
-    cJSON_Delete(tm);
-    cJSON_Delete(c);
   }
-  for (int64_t i = 0; names && i < 2 * n; ++i) effml__free(ctx, names[i]);
+  cJSON_Delete(tm);
+  cJSON_Delete(rp);
+  cJSON_Delete(ap);
+  cJSON_Delete(c);
+  for (int64_t i = 0; names && i < 4 * n; ++i) effml__free(ctx, names[i]);
   effml__free(ctx, names);
   effml__free(ctx, ts);
   effml__free(ctx, st_path);

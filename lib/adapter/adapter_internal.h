@@ -75,7 +75,24 @@ EFFML__HIDDEN effml_status effml__phm_backward_materialized(effml_context *ctx, 
 typedef struct effml__dense_base {
   effml_layer *layer;   /* owned */
   int32_t i_weight, i_bias; /* indices in the wrapper's param list */
+  int32_t transposed;   /* 1: weight stored [in, out] (GPT-2 Conv1D, PEFT fan_in_fan_out) */
 } effml__dense_base;
+/* 1 if `base` stores its weight [in, out] (kind "conv1d"). */
+EFFML__HIDDEN int effml__base_is_transposed(const effml_layer *base);
+/* y = x W^T + beta y (no bias), W the logical [out, in] weight, for b rows. */
+EFFML__HIDDEN void effml__dense_base_matmul(const effml_layer *l, const effml__dense_base *db,
+                                            const float *x, int64_t b, float beta, float *y);
+/* dx = dy W + beta dx. */
+EFFML__HIDDEN void effml__dense_base_matmul_t(const effml_layer *l, const effml__dense_base *db,
+                                              const float *dy, int64_t b, float beta, float *dx);
+/* grad(W) += dy^T x (in the storage layout). */
+EFFML__HIDDEN void effml__dense_base_wgrad(effml_layer *l, const effml__dense_base *db, const float *dy,
+                                           const float *x, int64_t b);
+/* Copy logical rows j0 .. j0+nb-1 of W ([nb, in]) out of / into the storage. */
+EFFML__HIDDEN void effml__dense_base_rows(const effml_layer *l, const effml__dense_base *db, int64_t j0,
+                                          int64_t nb, float *T);
+EFFML__HIDDEN void effml__dense_base_set_rows(effml_layer *l, const effml__dense_base *db, int64_t j0,
+                                              int64_t nb, const float *T);
 
 /* Check `base` has "weight" [out, in] (and optional "bias" [out]); give in, out. */
 EFFML__HIDDEN effml_status effml__wrap_dense_base(effml_context *ctx, effml_layer *base,
@@ -91,6 +108,40 @@ EFFML__HIDDEN void effml__dense_base_forward(effml_layer *l, const effml__dense_
 EFFML__HIDDEN void effml__dense_base_backward(effml_layer *l, const effml__dense_base *db,
                                               const float *x, const float *dy, int64_t b,
                                               float *dx);
+
+/* A LoRA / DoRA layer (lora.c; DoRA kernels in lora_dora.c). */
+typedef struct effml__lora {
+  effml__dense_base base;
+  int64_t r;
+  double alpha, scaling, dropout;
+  int32_t use_rslora, use_dora, merged;
+  int32_t i_a, i_b, i_bb, i_m; /* lora_B.bias, lora_magnitude_vector: -1 if absent */
+  const float *x;  /* borrowed input of the last TRAIN forward */
+  int64_t batch;
+  float *U;        /* [batch, r] of the last TRAIN forward */
+  size_t cap_u;
+  int32_t dropped; /* the last TRAIN forward applied dropout: xd, mask valid */
+  float *xd, *mask; /* [batch, in] dropped input and mask (0 or 1/(1-p)) */
+  size_t cap_x;
+  float *Z;        /* DoRA: [batch, out] x_d W^T + s U B^T of the last TRAIN forward */
+  size_t cap_z;
+  float *norm;     /* DoRA: [out] ||W + s B A||_row of the last forward */
+  float *merge_norm; /* DoRA: [out] the norm used by merge (for unmerge) */
+} effml__lora;
+/* Grow *buf to hold n floats (contents lost); 0 on allocation failure. */
+EFFML__HIDDEN int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n);
+/* Training dropout of x before lora_A (TRAIN and p > 0): returns x_d (p->xd, mask in p->mask,
+ * p->dropped = 1) or x itself; NULL on allocation failure (*st set). */
+EFFML__HIDDEN const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float *x, int64_t b,
+                                               int64_t in, int32_t mode, effml_status *st);
+/* The impl of a LoRA layer, or NULL. */
+EFFML__HIDDEN effml__lora *effml__lora_impl(const effml_layer *l);
+/* DoRA: out[j] = ||W_j + s B_j A|| (row norms of the logical [out, in] weight). */
+EFFML__HIDDEN effml_status effml__dora_norms(effml_context *ctx, effml_layer *l, float *out);
+EFFML__HIDDEN effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float *x, int64_t b,
+                                               float *y, int32_t mode);
+EFFML__HIDDEN effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const float *dy, float *dx);
+EFFML__HIDDEN effml_status effml__dora_merge(effml_context *ctx, effml_layer *l, int32_t to_merged);
 
 /* LoRA internals for the PEFT loader: rank, and set alpha/use_rslora (recomputes the scaling). */
 EFFML__HIDDEN int effml__is_lora(const effml_layer *layer);

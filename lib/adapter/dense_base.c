@@ -1,6 +1,8 @@
 /* The frozen dense base under LoRA and LoKr: any layer with parameters
  * "weight" [out, in] (PyTorch nn.Linear layout) and optionally "bias" [out],
- * e.g. effml_layer_dense_create().  The wrapper owns the base layer and exposes its
+ * e.g. effml_layer_dense_create(), or a GPT-2 Conv1D layer (kind "conv1d",
+ * effml_adapter_conv1d_create()) whose "weight" is stored [in, out] (PEFT's
+ * fan_in_fan_out).  W below is always the logical [out, in] weight.  The wrapper owns the base layer and exposes its
  * tensors as "base_layer.weight"/"base_layer.bias" (PEFT's in-memory names). */
 #include <cblas.h>
 #include <math.h>
@@ -25,13 +27,15 @@ effml_status effml__wrap_dense_base(effml_context *ctx, effml_layer *base, int64
   if (w->ndim != 2 || w->dtype != EFFML_F32)
     return effml__err(ctx, EFFML_E_SHAPE, "base layer weight must be f32 [out, in], got %d dims",
                       (int)w->ndim);
+  int tr = effml__base_is_transposed(base);
+  int64_t nout = w->shape[tr ? 1 : 0];
   if (ib >= 0) {
     const effml_tensor *bb = effml_layer_param(base, ib);
-    if (bb->ndim != 1 || bb->shape[0] != w->shape[0])
-      return effml__err(ctx, EFFML_E_SHAPE, "base layer bias must be [%lld]", (long long)w->shape[0]);
+    if (bb->ndim != 1 || bb->shape[0] != nout)
+      return effml__err(ctx, EFFML_E_SHAPE, "base layer bias must be [%lld]", (long long)nout);
   }
-  *out = w->shape[0];
-  *in = w->shape[1];
+  *out = nout;
+  *in = w->shape[tr ? 0 : 1];
   return EFFML_OK;
 }
 
@@ -40,6 +44,7 @@ effml_status effml__register_dense_base(effml_context *ctx, effml_layer *l, effm
   int32_t iw = find_param(base, "weight"), ib = find_param(base, "bias");
   db->layer = NULL;
   db->i_weight = db->i_bias = -1;
+  db->transposed = effml__base_is_transposed(base);
   effml__param *pw = effml__layer_param_entry(base, iw);
   EFFML__TRY(effml__layer_add_shared_param(ctx, l, "base_layer.weight", pw->value, pw->grad, !freeze));
   db->i_weight = l->n_params - 1;
@@ -56,12 +61,50 @@ effml_status effml__register_dense_base(effml_context *ctx, effml_layer *l, effm
   return EFFML_OK;
 }
 
+int effml__base_is_transposed(const effml_layer *base) {
+  return base != NULL && strcmp(effml_layer_kind(base), "conv1d") == 0;
+}
+
+void effml__dense_base_matmul(const effml_layer *l, const effml__dense_base *db, const float *x,
+                              int64_t b, float beta, float *y) {
+  int64_t in = l->in_features, out = l->out_features;
+  const float *W = effml__param_f32((effml_layer *)l, db->i_weight);
+  if (db->transposed)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)out, (int)in, 1.0f, x, (int)in,
+                W, (int)out, beta, y, (int)out);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)in, 1.0f, x, (int)in,
+                W, (int)in, beta, y, (int)out);
+}
+
+void effml__dense_base_matmul_t(const effml_layer *l, const effml__dense_base *db, const float *dy,
+                                int64_t b, float beta, float *dx) {
+  int64_t in = l->in_features, out = l->out_features;
+  const float *W = effml__param_f32((effml_layer *)l, db->i_weight);
+  if (db->transposed)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)in, (int)out, 1.0f, dy, (int)out,
+                W, (int)out, beta, dx, (int)in);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)out, 1.0f, dy, (int)out,
+                W, (int)in, beta, dx, (int)in);
+}
+
+void effml__dense_base_wgrad(effml_layer *l, const effml__dense_base *db, const float *dy,
+                             const float *x, int64_t b) {
+  int64_t in = l->in_features, out = l->out_features;
+  float *G = effml__grad_f32(l, db->i_weight);
+  if (db->transposed)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)out, (int)b, 1.0f, x, (int)in,
+                dy, (int)out, 1.0f, G, (int)out);
+  else
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)b, 1.0f, dy, (int)out,
+                x, (int)in, 1.0f, G, (int)in);
+}
+
 void effml__dense_base_forward(effml_layer *l, const effml__dense_base *db, const float *x,
                                int64_t b, float *y) {
-  int64_t in = l->in_features, out = l->out_features;
-  const float *W = effml__param_f32(l, db->i_weight);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)in, 1.0f, x, (int)in,
-              W, (int)in, 0.0f, y, (int)out);
+  int64_t out = l->out_features;
+  effml__dense_base_matmul(l, db, x, b, 0.0f, y);
   if (db->i_bias >= 0) {
     const float *bias = effml__param_f32(l, db->i_bias);
     for (int64_t r = 0; r < b; ++r)
@@ -71,19 +114,38 @@ void effml__dense_base_forward(effml_layer *l, const effml__dense_base *db, cons
 
 void effml__dense_base_backward(effml_layer *l, const effml__dense_base *db, const float *x,
                                 const float *dy, int64_t b, float *dx) {
-  int64_t in = l->in_features, out = l->out_features;
-  const float *W = effml__param_f32(l, db->i_weight);
-  if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)out, 1.0f, dy,
-                (int)out, W, (int)in, 0.0f, dx, (int)in);
-  if (effml__param_trainable(l, db->i_weight))
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)b, 1.0f, dy,
-                (int)out, x, (int)in, 1.0f, effml__grad_f32(l, db->i_weight), (int)in);
+  int64_t out = l->out_features;
+  if (dx) effml__dense_base_matmul_t(l, db, dy, b, 0.0f, dx);
+  if (effml__param_trainable(l, db->i_weight)) effml__dense_base_wgrad(l, db, dy, x, b);
   if (db->i_bias >= 0 && effml__param_trainable(l, db->i_bias)) {
     float *g = effml__grad_f32(l, db->i_bias);
     for (int64_t r = 0; r < b; ++r)
       for (int64_t j = 0; j < out; ++j) g[j] += dy[r * out + j];
   }
+}
+
+void effml__dense_base_rows(const effml_layer *l, const effml__dense_base *db, int64_t j0, int64_t nb,
+                            float *T) {
+  int64_t in = l->in_features, out = l->out_features;
+  const float *W = effml__param_f32((effml_layer *)l, db->i_weight);
+  if (!db->transposed) {
+    memcpy(T, W + j0 * in, (size_t)(nb * in) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t j = 0; j < nb; ++j) T[j * in + i] = W[i * out + j0 + j];
+}
+
+void effml__dense_base_set_rows(effml_layer *l, const effml__dense_base *db, int64_t j0, int64_t nb,
+                                const float *T) {
+  int64_t in = l->in_features, out = l->out_features;
+  float *W = effml__param_f32(l, db->i_weight);
+  if (!db->transposed) {
+    memcpy(W + j0 * in, T, (size_t)(nb * in) * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < in; ++i)
+    for (int64_t j = 0; j < nb; ++j) W[i * out + j0 + j] = T[j * in + i];
 }
 
 void effml__init_kaiming_uniform(effml_context *ctx, float *w, int64_t rows, int64_t cols,

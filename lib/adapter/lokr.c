@@ -228,6 +228,8 @@ effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, co
                       (int)o.scale_convention);
   int64_t in = 0, nout = 0;
   EFFML__TRY(effml__wrap_dense_base(ctx, base, &in, &nout));
+  if (effml__base_is_transposed(base))
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "effml_adapter_lokr_create: a conv1d base (weight [in, out]) is not supported by LoKr");
   effml__lokr *p = (effml__lokr *)effml__calloc_or_err(ctx, 1, sizeof *p, "a lokr layer");
   if (p == NULL) return EFFML_E_NOMEM;
   effml_adapter_lokr_factorization(in, o.decompose_factor, &p->in_m, &p->in_n);

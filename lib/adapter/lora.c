@@ -1,25 +1,25 @@
 /* LoRA (Hu et al. 2021, eq. 3; PEFT LoraLayer):
- *   y = x W^T + b + s (x A^T) B^T,  A [r, in], B [out, r], s = alpha/r (rsLoRA: alpha/sqrt(r))
- * r*(in + out) extra MACs per row.  Backward, with U = x A^T:
- *   dU = s dy B;  dB += s dy^T U;  dA += dU^T x;  dx = dy W + dU A.
- * Merge: W <- W + s B A (PEFT merge); unmerge subtracts the same product. */
+ *   y = x W^T + b + s (x_d A^T) B^T [+ s b_B],  A [r, in], B [out, r], s = alpha/r (rsLoRA: alpha/sqrt(r))
+ * x_d = dropout(x) in training (PEFT's lora_dropout, applied before A), x otherwise; b_B is
+ * PEFT's lora_bias (a bias on lora_B, scaled by s like the rest of the branch).
+ * r*(in + out) extra MACs per row.  Backward, with U = x_d A^T:
+ *   dU = s dy B;  dB += s dy^T U;  db_B += s sum dy;  dA += dU^T x_d;  dx = dy W + (dU A) .* mask.
+ * Merge: W <- W + s B A, b <- b + s b_B (PEFT merge); unmerge subtracts the same.
+ *
+ * DoRA (Liu et al. 2024, arXiv 2402.09353, eq. 5; PEFT DoraLinearLayer): with the per-output-row
+ * norm n = ||W + s B A||_row (a constant in backward, DoRA section 4.3, as PEFT detaches it) and
+ * the magnitude m ("lora_magnitude_vector" [out]), c = m / n:
+ *   y = b + c .* (x W^T + s U B^T)                                  (eval, or no dropout)
+ *   y = b + x W^T + (c - 1) .* (x_d W^T) + c .* (s U B^T)          (training with dropout, as PEFT)
+ * Backward with Z = x_d W^T + s U B^T and dz = c .* dy:
+ *   dm += sum_rows dy .* Z / n;  dU = s dz B;  dB += s dz^T U;  dA += dU^T x_d;
+ *   dx = dy W + ((dz - dy) W + dU A) .* mask   (= dz W + dU A without dropout).
+ * Merge: W <- c .* (W + s B A) per row (n kept for unmerge); unmerge W <- W / c - s B A. */
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "adapter_internal.h"
-
-typedef struct effml__lora {
-  effml__dense_base base;
-  int64_t r;
-  double alpha, scaling;
-  int32_t use_rslora, merged;
-  int32_t i_a, i_b;
-  const float *x; /* borrowed input of the last TRAIN forward */
-  int64_t batch;
-  float *U;       /* [batch, r] of the last TRAIN forward */
-  size_t cap_u;
-} effml__lora;
 
 static const effml__layer_ops LORA_OPS;
 
@@ -37,12 +37,53 @@ static effml__lora *as_lora(const effml_layer *l) {
   return (l && l->ops == &LORA_OPS) ? (effml__lora *)l->impl : NULL;
 }
 
+effml__lora *effml__lora_impl(const effml_layer *l) { return as_lora(l); }
+
 static void lora_destroy(effml_layer *l) {
   effml__lora *p = (effml__lora *)l->impl;
   if (p == NULL) return;
   effml_layer_free(p->base.layer);
   effml__free(l->ctx, p->U);
+  effml__free(l->ctx, p->xd);
+  effml__free(l->ctx, p->mask);
+  effml__free(l->ctx, p->Z);
+  effml__free(l->ctx, p->norm);
+  effml__free(l->ctx, p->merge_norm);
   effml__free(l->ctx, p);
+}
+
+/* Grow *buf to hold n floats. */
+int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n) {
+  if (*cap >= n) return 1;
+  effml__free(ctx, *buf);
+  *buf = (float *)effml__malloc(ctx, n * sizeof(float));
+  *cap = *buf ? n : 0;
+  return *buf != NULL;
+}
+
+/* Training dropout on x (PEFT nn.Dropout before lora_A): x_d = x .* mask, mask in {0, 1/(1-p)},
+ * drawn from the context generator in row-major order.  Returns x_d, or x when inactive. */
+const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float *x, int64_t b, int64_t in,
+                                 int32_t mode, effml_status *st) {
+  p->dropped = 0;
+  if (mode != EFFML_LAYER_MODE_TRAIN || p->dropout <= 0.0) return x;
+  size_t n = (size_t)(b * in);
+  size_t cx = p->cap_x, cm = p->cap_x;
+  if (!effml__grow_f32(ctx, &p->xd, &cx, n) || !effml__grow_f32(ctx, &p->mask, &cm, n)) {
+    p->cap_x = 0;
+    *st = effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory (dropout)");
+    return NULL;
+  }
+  p->cap_x = n;
+  effml__rng *g = effml__ctx_rng(ctx);
+  float keep = (float)(1.0 / (1.0 - p->dropout));
+  for (size_t i = 0; i < n; ++i) {
+    float m = effml__rng_uniform(g) < p->dropout ? 0.0f : keep;
+    p->mask[i] = m;
+    p->xd[i] = x[i] * m;
+  }
+  p->dropped = 1;
+  return p->xd;
 }
 
 static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml_tensor *xt,
@@ -51,29 +92,41 @@ static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml
   int64_t b = xt->shape[0], in = l->in_features, out = l->out_features, r = p->r;
   const float *x = effml__cf32(xt);
   float *y = effml__f32(yt);
+  if (p->merged && mode == EFFML_LAYER_MODE_TRAIN && (p->use_dora || p->dropout > 0.0))
+    return effml__err(ctx, EFFML_E_STATE,
+                      "lora forward: a merged %s layer cannot train (the merged weight has no dropout/norm "
+                      "to differentiate); unmerge it first",
+                      p->use_dora ? "DoRA" : "dropout");
+  if (p->use_dora && !p->merged) return effml__dora_forward(ctx, l, x, b, y, mode);
   const float *A = effml__param_f32(l, p->i_a), *B = effml__param_f32(l, p->i_b);
   int need_u = !p->merged || mode == EFFML_LAYER_MODE_TRAIN;
   float *U = NULL;
+  effml_status st = EFFML_OK;
+  const float *xin = effml__lora_dropout(ctx, p, x, b, in, mode, &st);
+  if (xin == NULL) return st;
   if (need_u) {
     size_t need = (size_t)(b * r);
     if (mode == EFFML_LAYER_MODE_TRAIN) {
-      if (p->cap_u < need) {
-        effml__free(ctx, p->U);
-        p->U = (float *)effml__malloc(ctx, need * sizeof(float));
-        p->cap_u = p->U ? need : 0;
-      }
+      if (!effml__grow_f32(ctx, &p->U, &p->cap_u, need)) return effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory");
       U = p->U;
     } else {
       U = (float *)effml__malloc(ctx, need * sizeof(float));
+      if (U == NULL) return effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory");
     }
-    if (U == NULL) return effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory");
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)r, (int)in, 1.0f, x, (int)in,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)r, (int)in, 1.0f, xin, (int)in,
                 A, (int)in, 0.0f, U, (int)r);
   }
   effml__dense_base_forward(l, &p->base, x, b, y);
-  if (!p->merged)
+  if (!p->merged) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)r,
                 (float)p->scaling, U, (int)r, B, (int)r, 1.0f, y, (int)out);
+    if (p->i_bb >= 0) {
+      const float *bb = effml__param_f32(l, p->i_bb);
+      float s = (float)p->scaling;
+      for (int64_t i = 0; i < b; ++i)
+        for (int64_t j = 0; j < out; ++j) y[i * out + j] += s * bb[j];
+    }
+  }
   if (mode == EFFML_LAYER_MODE_TRAIN) {
     p->x = x;
     p->batch = b;
@@ -86,8 +139,9 @@ static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml
 static effml_status lora_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt,
                                   effml_tensor *dxt) {
   effml__lora *p = (effml__lora *)l->impl;
+  if (p->use_dora && !p->merged) return effml__dora_backward(ctx, l, effml__cf32(dyt), dxt ? effml__f32(dxt) : NULL);
   int64_t b = p->batch, in = l->in_features, out = l->out_features, r = p->r;
-  const float *dy = effml__cf32(dyt), *x = p->x;
+  const float *dy = effml__cf32(dyt), *x = p->x, *xin = p->dropped ? p->xd : p->x;
   float *dx = dxt ? effml__f32(dxt) : NULL;
   const float *A = effml__param_f32(l, p->i_a), *B = effml__param_f32(l, p->i_b);
   float s = (float)p->scaling;
@@ -98,15 +152,34 @@ static effml_status lora_backward(effml_context *ctx, effml_layer *l, const effm
   if (effml__param_trainable(l, p->i_b))
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)b, s, dy, (int)out,
                 p->U, (int)r, 1.0f, effml__grad_f32(l, p->i_b), (int)r);
+  if (p->i_bb >= 0 && effml__param_trainable(l, p->i_bb)) {
+    float *g = effml__grad_f32(l, p->i_bb);
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t j = 0; j < out; ++j) g[j] += s * dy[i * out + j];
+  }
   if (effml__param_trainable(l, p->i_a))
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)b, 1.0f, dU, (int)r,
-                x, (int)in, 1.0f, effml__grad_f32(l, p->i_a), (int)in);
+                xin, (int)in, 1.0f, effml__grad_f32(l, p->i_a), (int)in);
   effml__dense_base_backward(l, &p->base, x, dy, b, dx); /* merged W already holds s B A */
-  if (dx && !p->merged)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dU,
-                (int)r, A, (int)in, 1.0f, dx, (int)in);
+  effml_status st = EFFML_OK;
+  if (dx && !p->merged) {
+    if (!p->dropped) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dU,
+                  (int)r, A, (int)in, 1.0f, dx, (int)in);
+    } else {
+      float *t = (float *)effml__malloc(ctx, (size_t)(b * in) * sizeof(float));
+      if (t == NULL) {
+        st = effml__err(ctx, EFFML_E_NOMEM, "lora backward: out of memory");
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dU,
+                    (int)r, A, (int)in, 0.0f, t, (int)in);
+        for (int64_t i = 0; i < b * in; ++i) dx[i] += t[i] * p->mask[i];
+        effml__free(ctx, t);
+      }
+    }
+  }
   effml__free(ctx, dU);
-  return EFFML_OK;
+  return st;
 }
 
 static const effml__layer_ops LORA_OPS = {"lora", lora_forward, lora_backward, lora_destroy};
@@ -131,6 +204,10 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
   if (o.init_a != EFFML_ADAPTER_LORA_INIT_KAIMING_UNIFORM && o.init_a != EFFML_ADAPTER_LORA_INIT_GAUSSIAN)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: init_a=%d is not an EFFML_ADAPTER_LORA_INIT_* value",
                       (int)o.init_a);
+  if (!(o.dropout >= 0.0 && o.dropout < 1.0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: dropout=%g must be in [0, 1)", o.dropout);
+  if (o.use_dora && o.lora_bias)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "effml_adapter_lora_create: use_dora together with lora_bias is not supported (PEFT refuses it too)");
   int64_t in = 0, nout = 0;
   EFFML__TRY(effml__wrap_dense_base(ctx, base, &in, &nout));
   if (o.rank > (in < nout ? in : nout) * 16)
@@ -141,7 +218,10 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
   p->r = o.rank;
   p->alpha = o.alpha;
   p->use_rslora = o.use_rslora != 0;
+  p->use_dora = o.use_dora != 0;
+  p->dropout = o.dropout;
   p->scaling = p->use_rslora ? o.alpha / sqrt((double)o.rank) : o.alpha / (double)o.rank;
+  p->i_bb = p->i_m = -1;
   effml_layer *l = NULL;
   effml_status st = effml__layer_new(ctx, &LORA_OPS, in, nout, p, &l);
   if (st != EFFML_OK) {
@@ -152,6 +232,12 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
   int64_t sa[2] = {o.rank, in}, sb[2] = {nout, o.rank};
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "lora_A.weight", 2, sa, 1, &p->i_a);
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "lora_B.weight", 2, sb, 1, &p->i_b);
+  if (st == EFFML_OK && o.lora_bias) st = effml__layer_add_param(ctx, l, "lora_B.bias", 1, &nout, 1, &p->i_bb);
+  if (st == EFFML_OK && o.use_dora) st = effml__layer_add_param(ctx, l, "lora_magnitude_vector", 1, &nout, 1, &p->i_m);
+  if (st == EFFML_OK && o.use_dora) {
+    p->norm = (float *)effml__malloc(ctx, (size_t)nout * sizeof(float));
+    if (p->norm == NULL) st = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_create: out of memory");
+  }
   if (st != EFFML_OK) {
     p->base.layer = NULL; /* the caller keeps the base on error */
     effml_layer_free(l);
@@ -163,6 +249,14 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
     for (int64_t i = 0; i < o.rank * in; ++i) A[i] = (float)(effml__rng_normal(g) / (double)o.rank);
   } else {
     effml__init_kaiming_uniform(ctx, A, o.rank, in, sqrt(5.0));
+  }
+  if (o.use_dora) { /* PEFT: m = ||W + s B A||_row at creation (B = 0: ||W||_row) */
+    st = effml__dora_norms(ctx, l, effml__param_f32(l, p->i_m));
+    if (st != EFFML_OK) {
+      p->base.layer = NULL;
+      effml_layer_free(l);
+      return st;
+    }
   }
   *out = l;
   return EFFML_OK;
@@ -184,12 +278,17 @@ int32_t effml_adapter_lora_is_merged(const effml_layer *layer) {
   return p ? p->merged : 0;
 }
 
-/* W += sign * s * B A */
-static void apply_delta(effml_layer *l, float *W, float sign) {
+/* W += sign * s * B A (in W's storage layout: [out, in], or [in, out] for a Conv1D base) */
+static void apply_delta(const effml_layer *l, float *W, float sign) {
   effml__lora *p = (effml__lora *)l->impl;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)l->out_features, (int)l->in_features,
-              (int)p->r, sign * (float)p->scaling, effml__param_f32(l, p->i_b), (int)p->r,
-              effml__param_f32(l, p->i_a), (int)l->in_features, 1.0f, W, (int)l->in_features);
+  int in = (int)l->in_features, out = (int)l->out_features, r = (int)p->r;
+  const float *A = effml__param_f32((effml_layer *)l, p->i_a), *B = effml__param_f32((effml_layer *)l, p->i_b);
+  if (p->base.transposed)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, sign * (float)p->scaling, A, in, B, r,
+                1.0f, W, out);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, sign * (float)p->scaling, B, r, A, in,
+                1.0f, W, in);
 }
 
 static effml_status merge_common(effml_context *ctx, effml_layer *layer, int32_t to_merged) {
@@ -200,7 +299,20 @@ static effml_status merge_common(effml_context *ctx, effml_layer *layer, int32_t
   if (p->merged == to_merged)
     return effml__err(ctx, EFFML_E_STATE, "lora %s: the layer is %s merged", to_merged ? "merge" : "unmerge",
                       to_merged ? "already" : "not");
-  apply_delta(layer, effml__param_f32(layer, p->base.i_weight), to_merged ? 1.0f : -1.0f);
+  if (p->i_bb >= 0 && p->base.i_bias < 0)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                      "lora merge: lora_B.bias (lora_bias) cannot be merged: the base layer has no bias (PEFT refuses too)");
+  if (p->use_dora) {
+    EFFML__TRY(effml__dora_merge(ctx, layer, to_merged));
+  } else {
+    apply_delta(layer, effml__param_f32(layer, p->base.i_weight), to_merged ? 1.0f : -1.0f);
+  }
+  if (p->i_bb >= 0) {
+    float *bias = effml__param_f32(layer, p->base.i_bias);
+    const float *bb = effml__param_f32(layer, p->i_bb);
+    float s = (to_merged ? 1.0f : -1.0f) * (float)p->scaling;
+    for (int64_t j = 0; j < layer->out_features; ++j) bias[j] += s * bb[j];
+  }
   p->merged = to_merged;
   layer->train_pending = 0;
   return EFFML_OK;
@@ -215,6 +327,8 @@ effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_laye
   EFFML__CHECK_NULL(ctx, max_abs_error);
   effml__lora *p = as_lora(layer);
   if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_merge_drift: layer is not a lora layer");
+  if (p->use_dora)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "effml_adapter_lora_merge_drift: measures the plain LoRA delta only (layer uses DoRA)");
   if (cycles < 0) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_merge_drift: cycles=%lld must be >= 0", (long long)cycles);
   int64_t nw = layer->in_features * layer->out_features;
   const float *W0 = effml__param_f32((effml_layer *)layer, p->base.i_weight);
@@ -222,8 +336,8 @@ effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_laye
   if (W == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_merge_drift: out of memory");
   memcpy(W, W0, (size_t)nw * sizeof(float));
   for (int64_t c = 0; c < cycles; ++c) {
-    apply_delta((effml_layer *)layer, W, 1.0f);
-    apply_delta((effml_layer *)layer, W, -1.0f);
+    apply_delta(layer, W, 1.0f);
+    apply_delta(layer, W, -1.0f);
   }
   double mabs = 0, mw = 0;
   for (int64_t i = 0; i < nw; ++i) {
@@ -235,6 +349,21 @@ effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_laye
   *max_abs_error = mabs;
   if (max_rel_error) *max_rel_error = mw > 0 ? mabs / mw : 0.0;
   return EFFML_OK;
+}
+
+effml_status effml_adapter_lora_set_dropout(effml_context *ctx, effml_layer *layer, double p) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  effml__lora *q = as_lora(layer);
+  if (q == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_set_dropout: layer is not a lora layer");
+  if (!(p >= 0.0 && p < 1.0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_set_dropout: p=%g must be in [0, 1)", p);
+  q->dropout = p;
+  return EFFML_OK;
+}
+
+double effml_adapter_lora_dropout(const effml_layer *layer) {
+  effml__lora *q = as_lora(layer);
+  return q ? q->dropout : 0.0;
 }
 
 int effml__is_lora(const effml_layer *layer) { return as_lora(layer) != NULL; }

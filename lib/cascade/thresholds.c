@@ -60,11 +60,13 @@ static effml_status fit_stage(effml_context *ctx, int32_t m, const double *s, co
   effml_status st = EFFML_OK;
   double tau;
   if (o->target == EFFML_CASCADE_TARGET_RISK) {
-    /* largest k whose top-k validation risk is <= r */
+    /* largest selectable k (the end of a tie group: "score >= tau" takes the whole
+     * group) whose top-k validation risk is <= r */
     int64_t wrong = 0, best = 0;
     for (int64_t k = 1; k <= n; ++k) {
       int64_t i = idx[k - 1];
       wrong += pred[i] != labels[i];
+      if (k < n && s[idx[k]] == s[i]) continue;
       if ((double)wrong / (double)k <= o->target_value) best = k;
     }
     if (best == 0) {
@@ -75,7 +77,9 @@ static effml_status fit_stage(effml_context *ctx, int32_t m, const double *s, co
       goto done;
     }
     tau = s[idx[best - 1]];
-  } else { /* coverage, or TPR on in-distribution scores: the same order statistic */
+  } else { /* coverage, or TPR on in-distribution scores: the same order statistic; with
+            * ties at it, "score >= tau" selects the whole group (the smallest selectable
+            * coverage >= c) */
     tau = s[idx[effml__ceil_count(o->target_value, n) - 1]];
   }
   out->tau = tau;

@@ -1,51 +1,78 @@
 /*
  * Selective-classification and OOD metrics over (score, correct) pairs
- * (cascade.h; reference Guoxoug/window-early-exit `utils/eval_utils.py`).
- * Every selection is "score >= threshold" on confidences, and the top k of
- * the curve are the k largest scores (ties: lower index first).
+ * (metrics.h; reference Guoxoug/window-early-exit `utils/eval_utils.py`).
+ * Every selection is "score >= threshold" on confidences; every result is a
+ * function of the multiset of (score, correct) pairs (tied scores form one
+ * group, selected together), so it does not depend on the order of the input.
  */
 #include <math.h>
 
 #include "../cascade/cascade_internal.h"
 
-/* Sorted order plus the running count of wrong samples among the top k. */
+/* The risk-coverage curve grouped by distinct score (metrics.h, "Ties"):
+ * group j = 1..g holds the j-th largest distinct score thr[j]; cnt[j] and wrong[j]
+ * count the samples and the wrong ones with score >= thr[j] (cnt[0] = wrong[0] = 0,
+ * thr[0] = +inf).  Everything here depends only on the multiset of pairs. */
 typedef struct {
-  int64_t n;
-  double *s;        /* scores */
-  int64_t *idx;     /* descending order */
-  int64_t *wrong;   /* [n + 1], wrong[k] = #wrong among the top k */
+  int64_t n, g;
+  double *thr;     /* [n + 1] */
+  int64_t *cnt;    /* [n + 1] */
+  int64_t *wrong;  /* [n + 1] */
 } rc_data;
 
 static void rc_free(effml_context *ctx, rc_data *d) {
-  effml__free(ctx, d->s);
-  effml__free(ctx, d->idx);
+  effml__free(ctx, d->thr);
+  effml__free(ctx, d->cnt);
   effml__free(ctx, d->wrong);
 }
 
 static effml_status rc_build(effml_context *ctx, const effml_tensor *scores,
                              const effml_tensor *correct, rc_data *d) {
-  d->s = NULL;
-  d->idx = NULL;
+  d->thr = NULL;
+  d->cnt = NULL;
   d->wrong = NULL;
+  d->g = 0;
+  double *s = NULL;
+  int64_t *idx = NULL;
   unsigned char *ok = NULL;
-  effml_status st = effml__read_scores(ctx, scores, "scores", &d->n, &d->s);
+  effml_status st = effml__read_scores(ctx, scores, "scores", &d->n, &s);
   if (st == EFFML_OK) st = effml__read_flags(ctx, correct, "correct", d->n, &ok);
-  if (st == EFFML_OK) st = effml__sort_desc(ctx, d->s, d->n, &d->idx);
+  if (st == EFFML_OK) st = effml__sort_desc(ctx, s, d->n, &idx);
   if (st == EFFML_OK) {
-    d->wrong = effml__alloc_or_err(ctx, (size_t)(d->n + 1) * sizeof(int64_t), "rc curve");
+    d->thr = effml__alloc_or_err(ctx, (size_t)(d->n + 1) * sizeof(double), "rc curve");
+    d->cnt = d->thr ? effml__alloc_or_err(ctx, (size_t)(d->n + 1) * sizeof(int64_t), "rc curve")
+                    : NULL;
+    d->wrong = d->cnt ? effml__alloc_or_err(ctx, (size_t)(d->n + 1) * sizeof(int64_t), "rc curve")
+                      : NULL;
     if (!d->wrong) st = EFFML_E_NOMEM;
   }
   if (st == EFFML_OK) {
+    d->thr[0] = INFINITY;
+    d->cnt[0] = 0;
     d->wrong[0] = 0;
-    for (int64_t k = 1; k <= d->n; ++k) d->wrong[k] = d->wrong[k - 1] + !ok[d->idx[k - 1]];
+    int64_t g = 0, w = 0;
+    for (int64_t k = 0; k < d->n; ++k) {
+      double v = s[idx[k]];
+      w += !ok[idx[k]];
+      if (k + 1 < d->n && s[idx[k + 1]] == v) continue; /* the tie group goes on */
+      ++g;
+      d->thr[g] = v;
+      d->cnt[g] = k + 1;
+      d->wrong[g] = w;
+    }
+    d->g = g;
   }
+  effml__free(ctx, s);
+  effml__free(ctx, idx);
   effml__free(ctx, ok);
   if (st != EFFML_OK) rc_free(ctx, d);
   return st;
 }
 
-static inline double rc_risk(const rc_data *d, int64_t k) {
-  return k == 0 ? 0.0 : (double)d->wrong[k] / (double)k;
+/* Risk of group j >= 1; the curve's starting point j = 0 takes group 1's risk. */
+static inline double rc_risk(const rc_data *d, int64_t j) {
+  if (j == 0) j = 1;
+  return (double)d->wrong[j] / (double)d->cnt[j];
 }
 
 static effml_status check_fraction(effml_context *ctx, const char *name, double v) {
@@ -55,17 +82,13 @@ static effml_status check_fraction(effml_context *ctx, const char *name, double 
 }
 
 effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx, const effml_tensor *scores,
-                                                 const effml_tensor *correct, int32_t convention,
+                                                 const effml_tensor *correct,
                                                  effml_tensor *coverage, effml_tensor *risk,
-                                                 effml_tensor *thresholds) {
+                                                 effml_tensor *thresholds, int64_t *num_points) {
   EFFML__CHECK_NULL(ctx, ctx);
-  if (convention != EFFML_METRICS_RC_EXACT && convention != EFFML_METRICS_RC_REFERENCE)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "convention=%d is not EFFML_METRICS_RC_EXACT or EFFML_METRICS_RC_REFERENCE",
-                      (int)convention);
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
-  const int64_t n = d.n;
+  const int64_t n = d.n, g = d.g;
   effml_status st = effml__check_out(ctx, coverage, "coverage", EFFML_F64, EFFML_F64, 1, n + 1, 0);
   if (!st) st = effml__check_out(ctx, risk, "risk", EFFML_F64, EFFML_F64, 1, n + 1, 0);
   if (!st) st = effml__check_out(ctx, thresholds, "thresholds", EFFML_F64, EFFML_F64, 1, n + 1, 0);
@@ -74,23 +97,20 @@ effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx, con
     v = effml__alloc_or_err(ctx, (size_t)(n + 1) * sizeof(double), "rc curve");
     if (!v) st = EFFML_E_NOMEM;
   }
+  /* points 0..g; entries g+1..n repeat point g (zero width) */
   if (!st && coverage) {
-    for (int64_t k = 0; k <= n; ++k) v[k] = (double)k / (double)n;
+    for (int64_t k = 0; k <= n; ++k) v[k] = (double)d.cnt[k <= g ? k : g] / (double)n;
     effml__write_f64_out(coverage, v, n + 1);
   }
   if (!st && risk) {
-    for (int64_t k = 0; k <= n; ++k) v[k] = rc_risk(&d, k);
+    for (int64_t k = 0; k <= n; ++k) v[k] = rc_risk(&d, k <= g ? k : g);
     effml__write_f64_out(risk, v, n + 1);
   }
   if (!st && thresholds) {
-    for (int64_t k = 0; k <= n; ++k) {
-      if (convention == EFFML_METRICS_RC_EXACT)
-        v[k] = k == 0 ? INFINITY : d.s[d.idx[k - 1]];
-      else
-        v[k] = k == n ? -INFINITY : d.s[d.idx[k]];
-    }
+    for (int64_t k = 0; k <= n; ++k) v[k] = d.thr[k <= g ? k : g];
     effml__write_f64_out(thresholds, v, n + 1);
   }
+  if (!st && num_points) *num_points = g + 1;
   effml__free(ctx, v);
   rc_free(ctx, &d);
   return st;
@@ -101,9 +121,10 @@ effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor
   EFFML__CHECK_NULL(ctx, aurc);
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
-  /* trapezoids between (k-1)/n and k/n, the first from (0, 0) */
+  /* step integral: group j's coverage interval (c_{j-1}, c_j] at the risk of threshold j */
   double area = 0.0;
-  for (int64_t k = 1; k <= d.n; ++k) area += 0.5 * (rc_risk(&d, k - 1) + rc_risk(&d, k));
+  for (int64_t j = 1; j <= d.g; ++j)
+    area += (double)(d.cnt[j] - d.cnt[j - 1]) * rc_risk(&d, j);
   *aurc = area / (double)d.n;
   rc_free(ctx, &d);
   return EFFML_OK;
@@ -111,14 +132,19 @@ effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor
 
 effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx, const effml_tensor *scores,
                                               const effml_tensor *correct, double coverage,
-                                              double *risk, double *threshold) {
+                                              double *risk, double *threshold,
+                                              double *selected_coverage) {
   EFFML__CHECK_NULL(ctx, risk);
   EFFML__TRY(check_fraction(ctx, "coverage", coverage));
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
-  int64_t k = effml__ceil_count(coverage, d.n);
-  *risk = rc_risk(&d, k);
-  if (threshold) *threshold = d.s[d.idx[k - 1]];
+  /* the smallest selectable coverage >= c: the first group holding ceil(c*N) samples */
+  const int64_t k = effml__ceil_count(coverage, d.n);
+  int64_t j = 1;
+  while (d.cnt[j] < k) ++j;
+  *risk = rc_risk(&d, j);
+  if (threshold) *threshold = d.thr[j];
+  if (selected_coverage) *selected_coverage = (double)d.cnt[j] / (double)d.n;
   rc_free(ctx, &d);
   return EFFML_OK;
 }
@@ -130,14 +156,14 @@ effml_status effml_metrics_selective_coverage_at_risk(effml_context *ctx, const 
   EFFML__TRY(check_fraction(ctx, "risk", risk));
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
-  int64_t best = 0;
-  for (int64_t k = d.n; k >= 1; --k)
-    if (rc_risk(&d, k) <= risk) {
-      best = k;
+  int64_t best = 0; /* group 0: nothing selected, threshold +inf */
+  for (int64_t j = d.g; j >= 1; --j)
+    if (rc_risk(&d, j) <= risk) {
+      best = j;
       break;
     }
-  *coverage = (double)best / (double)d.n;
-  if (threshold) *threshold = best ? d.s[d.idx[best - 1]] : INFINITY;
+  *coverage = (double)d.cnt[best] / (double)d.n;
+  if (threshold) *threshold = d.thr[best];
   rc_free(ctx, &d);
   return EFFML_OK;
 }

@@ -124,9 +124,9 @@ PROTOTYPES = {
     # cascades and selective-classification metrics
     "effml_cascade_options_init": (None, [_P]),
     "effml_cascade_ensemble_predict": (_ST, [_P, _P, c_int32, _PP, _P, _P, _P]),
-    "effml_metrics_selective_risk_coverage_curve": (_ST, [_P, _P, _P, c_int32, _P, _P, _P]),
+    "effml_metrics_selective_risk_coverage_curve": (_ST, [_P, _P, _P, _P, _P, _P, _P]),
     "effml_metrics_selective_aurc": (_ST, [_P, _P, _P, _D]),
-    "effml_metrics_selective_risk_at_coverage": (_ST, [_P, _P, _P, c_double, _D, _D]),
+    "effml_metrics_selective_risk_at_coverage": (_ST, [_P, _P, _P, c_double, _D, _D, _D]),
     "effml_metrics_selective_coverage_at_risk": (_ST, [_P, _P, _P, c_double, _D, _D]),
     "effml_metrics_ood_auroc": (_ST, [_P, _P, _P, _D]),
     "effml_metrics_ood_fpr_at_tpr": (_ST, [_P, _P, _P, c_double, _D, _D]),

@@ -4,8 +4,9 @@ over precomputed logits.
 Conventions (as the C library): every score is a *confidence* (higher = more
 confident); a sample is accepted iff score >= threshold; fractions
 (coverage, risk, error, FPR, AUROC) are in [0, 1].  ``correct`` / ``is_ood``
-are boolean-like arrays (bool, uint8, int32, int64; nonzero = true).  Sorting
-is by score descending, ties broken by the lower index.
+are boolean-like arrays (bool, uint8, int32, int64; nonzero = true).  Tied
+scores are selected together, so every metric depends only on the multiset of
+(score, flag) pairs, never on their order.
 
 References: risk-coverage curves, Geifman & El-Yaniv, NeurIPS 2017
 (arXiv:1705.08500); window-based early-exit cascades, Xia & Bouganis, ICCV
@@ -36,26 +37,26 @@ def _sc(scores, flags, flag_name):
     return s, c
 
 
-def risk_coverage_curve(scores, correct, *, convention="exact"):
-    """Risk-coverage curve: ``(coverage, risk, thresholds)``, float64 arrays of N + 1.
+def risk_coverage_curve(scores, correct):
+    """Risk-coverage curve ``(coverage, risk, thresholds)``, float64 arrays of G + 1 points.
 
-    coverage[k] = k/N, risk[k] = errors among the top k / k (risk[0] = 0).
-    convention 'exact': thresholds[k] = k-th largest score (thresholds[0] = +inf);
-    'reference': Guoxoug/window-early-exit's off-by-one convention.
+    One point per distinct score t_1 > ... > t_G (tied scores are selected together):
+    coverage[j] = #{score >= t_j} / N, risk[j] = errors among them / their number,
+    thresholds[j] = t_j; point 0 is (coverage 0, risk[1], +inf).  Every metric here is a
+    function of the multiset of (score, correct) pairs (docs/cascades.md, "Ties").
     """
-    conv = {"exact": 0, "reference": 1}.get(convention)
-    if conv is None:
-        raise InvalidArgumentError("convention must be 'exact' or 'reference'")
     ctx = thread_context()
     s, c = _sc(scores, correct, "correct")
     n = s.shape[0] + 1
     cov, risk, thr = np.empty(n), np.empty(n), np.empty(n)
+    npts = ctypes.c_int64()
     with Scope(ctx) as sc:
         ts, tc = sc.wrap(s), sc.wrap(c)
         ctx.check(_lib.fn("effml_metrics_selective_risk_coverage_curve")(
-            ctx.handle, ts, tc, conv, sc.wrap(cov, True), sc.wrap(risk, True),
-            sc.wrap(thr, True)), "effml_metrics_selective_risk_coverage_curve")
-    return cov, risk, thr
+            ctx.handle, ts, tc, sc.wrap(cov, True), sc.wrap(risk, True),
+            sc.wrap(thr, True), byref(npts)), "effml_metrics_selective_risk_coverage_curve")
+    g = npts.value
+    return cov[:g], risk[:g], thr[:g]
 
 
 def _scalar(fname, a, b, *extra, n_out=1):
@@ -69,18 +70,21 @@ def _scalar(fname, a, b, *extra, n_out=1):
 
 
 def aurc(scores, correct):
-    """Area under the risk-coverage curve (trapezoid, including (0, 0))."""
+    """Area under the risk-coverage step curve: sum_j (c_j - c_{j-1}) r_j (no ties: mean risk)."""
     return _scalar("effml_metrics_selective_aurc", *_sc(scores, correct, "correct"))[0]
 
 
 def risk_at_coverage(scores, correct, coverage):
-    """``(risk, threshold)``: error rate among the top ceil(c N) scores, and the threshold."""
+    """``(risk, threshold, selected_coverage)`` at the smallest selectable coverage >= ``coverage``.
+
+    ``score >= threshold`` selects exactly ``selected_coverage`` (ceil(c N) samples, extended to
+    the end of a tie group)."""
     s, c = _sc(scores, correct, "correct")
-    return tuple(_scalar("effml_metrics_selective_risk_at_coverage", s, c, c_double(coverage), n_out=2))
+    return tuple(_scalar("effml_metrics_selective_risk_at_coverage", s, c, c_double(coverage), n_out=3))
 
 
 def coverage_at_risk(scores, correct, risk):
-    """``(coverage, threshold)``: the largest coverage whose top set has risk <= ``risk``."""
+    """``(coverage, threshold)``: the largest selectable coverage whose top set has risk <= ``risk``."""
     s, c = _sc(scores, correct, "correct")
     return tuple(_scalar("effml_metrics_selective_coverage_at_risk", s, c, c_double(risk), n_out=2))
 

@@ -271,13 +271,25 @@ def test_selective_metrics_vs_numpy_sklearn():
     scores = rng.rand(n)
     correct = rng.rand(n) < scores  # confident samples are more often right
     cov, risk, thr = sel.risk_coverage_curve(scores, correct)
-    c_ref, r_ref = rc_numpy(scores, correct)
+    c_ref, r_ref = rc_numpy(scores, correct)  # no ties: one point per sample
+    r_ref[0] = r_ref[1]                        # the curve starts level with its first point
     assert np.allclose(cov, c_ref) and np.allclose(risk, r_ref)
     assert thr[0] == np.inf and np.allclose(thr[1:], np.sort(scores)[::-1])
-    assert sel.aurc(scores, correct) == pytest.approx(np.trapz(r_ref, c_ref), rel=1e-12)
-    r, t = sel.risk_at_coverage(scores, correct, 0.5)
+    assert sel.aurc(scores, correct) == pytest.approx(np.mean(r_ref[1:]), rel=1e-12)
+    r, t, cv = sel.risk_at_coverage(scores, correct, 0.5)
     k = 250
     assert r == pytest.approx(r_ref[k]) and t == pytest.approx(np.sort(scores)[::-1][k - 1])
+    assert cv == 0.5 and np.mean(scores >= t) == 0.5
+    # ties: the same multiset in another order gives the same results
+    st = np.round(scores, 1)
+    perm = rng.permutation(n)
+    for f in (sel.aurc,):
+        assert f(st, correct) == f(st[perm], correct[perm])
+    c1, r1, t1 = sel.risk_coverage_curve(st, correct)
+    c2, r2, t2 = sel.risk_coverage_curve(st[perm], correct[perm])
+    assert len(c1) == len(np.unique(st)) + 1
+    assert np.array_equal(c1, c2) and np.array_equal(r1, r2) and np.array_equal(t1, t2)
+    assert all(np.mean(st >= t) == c for c, t in zip(c1, t1))
     c, t = sel.coverage_at_risk(scores, correct, 0.2)
     ok = np.flatnonzero(r_ref[1:] <= 0.2)
     assert c == pytest.approx((ok.max() + 1) / n)

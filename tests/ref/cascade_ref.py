@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Reference numbers for tests/test_cascade.c (issue 7, early-exit cascades).
+"""Reference numbers for tests/test_cascade.c (early-exit cascades and their metrics).
 
 Run with Debian's python (numpy, scipy, sklearn):
     /usr/bin/python3 tests/ref/cascade_ref.py > tests/ref/cascade_ref.txt
@@ -195,26 +195,72 @@ for name, kind, rule, target, value in CASES:
         emit(name + "_probs", pb)
 
 # ---- metrics on the window cascade's final outputs ----
+# Tie convention of cascade.h ("Ties"): one curve point per distinct score,
+# point 0 = (coverage 0, risk of point 1, threshold +inf), AURC = step sum.
+# Written with np.unique (grouping), independently of the C code's sort.
+def rc_grouped(s, correct):
+    t, inv = np.unique(s, return_inverse=True)        # ascending distinct scores
+    t = t[::-1]                                        # descending
+    g = len(t) - 1 - inv                               # group of each sample
+    n_g = np.bincount(g, minlength=len(t))
+    w_g = np.bincount(g, weights=(~correct).astype(float), minlength=len(t))
+    cnt = np.cumsum(n_g)
+    wrong = np.cumsum(w_g)
+    risk = wrong / cnt
+    cov = np.concatenate([[0.0], cnt / len(s)])
+    risk = np.concatenate([[risk[0]], risk])
+    thr = np.concatenate([[np.inf], t])
+    return cov, risk, thr, cnt
+
+
+def aurc(s, correct):
+    cov, risk, _, _ = rc_grouped(s, correct)
+    return np.sum(np.diff(cov) * risk[1:])
+
+
+def risk_at_coverage(s, correct, c):
+    cov, risk, thr, cnt = rc_grouped(s, correct)
+    j = np.nonzero(cnt >= ceil_count(c, len(s)))[0][0] + 1
+    return risk[j], thr[j], cov[j]
+
+
+def coverage_at_risk(s, correct, r):
+    cov, risk, thr, _ = rc_grouped(s, correct)
+    ok = np.nonzero(risk[1:] <= r)[0]
+    j = ok[-1] + 1 if len(ok) else 0
+    return cov[j], thr[j]
+
+
+def emit_metrics(prefix, s, correct):
+    cov, risk, thr, _ = rc_grouped(s, correct)
+    emit(prefix + "_coverage", cov)
+    emit(prefix + "_risk", risk)
+    emit(prefix + "_thr", thr)
+    emit(prefix + "_aurc", [aurc(s, correct)])
+    for c in (0.25, 0.5, 0.8, 1.0):
+        emit(prefix + "_risk_at_%g" % c, risk_at_coverage(s, correct, c))
+    for r in (0.02, 0.05, 0.1, 0.3):
+        emit(prefix + "_cov_at_%g" % r, coverage_at_risk(s, correct, r))
+
+
 rules = calibrate(val, y_val, "msp", "window", "coverage", 0.8)
 sc, pr, st, pb, reach, cost = run(test, "msp", "window", rules)
 correct = pr == y_test
 n = len(sc)
-o = desc(sc)
-risk = np.concatenate([[0.0], np.cumsum(~correct[o]) / np.arange(1, n + 1)])
-cov = np.linspace(0, 1, n + 1)
-emit("m_risk", risk)
-emit("m_coverage", cov)
-emit("m_thr_exact", np.concatenate([[np.inf], sc[o]]))
-emit("m_thr_reference", np.concatenate([sc[o], [-np.inf]]))
-emit("m_aurc", [np.trapz(risk, cov)])
-k = ceil_count(0.8, n)
-emit("m_risk_at_80", [risk[k], sc[o][k - 1]])
-ok = np.nonzero(risk[1:] <= 0.05)[0]
-kk = ok[-1] + 1
-emit("m_cov_at_5", [kk / n, sc[o][kk - 1]])
+emit_metrics("m", sc, correct)
 emit("m_top1_error", [np.mean(~correct)])
 emit("m_nll", [np.mean(-np.log(pb[np.arange(n), y_test]))])
+# the reference's own AURC (np.trapz from (0, 0), one point per sample): without
+# ties ours minus the overall error / (2N)
+o = desc(sc)
+risk_ref = np.concatenate([[0.0], np.cumsum(~correct[o]) / np.arange(1, n + 1)])
+emit("m_aurc_reference_trapz", [np.trapz(risk_ref, np.linspace(0, 1, n + 1))])
 
+# heavy ties: the same scores rounded to 2 decimals (about 60 distinct values)
+st2 = np.round(sc, 2)
+emit("t_scores", st2)
+emit("t_correct", correct.astype(int), "%d")
+emit_metrics("t", st2, correct)
 # OOD: stage-0 MSP of the test set (ID) vs the OOD logits
 s_id = softmax(test[0]).max(axis=1)
 s_ood = softmax(ood).max(axis=1)

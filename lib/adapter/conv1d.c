@@ -1,0 +1,91 @@
+/* GPT-2's Conv1D (HF transformers pytorch_utils.Conv1D): a dense layer whose
+ * weight is stored [in, out] -- the layout PEFT calls fan_in_fan_out.
+ *   forward : y = x W + b        (W [in, out])
+ *   backward: dW += x^T dy;  db += sum_rows dy;  dx = dy W^T
+ * It exists so that a LoRA/DoRA layer can wrap such a base without the user
+ * transposing weights by hand (the wrapper reads the layout from the kind). */
+#include <cblas.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+typedef struct conv1d_impl {
+  int32_t has_bias;
+  const float *x;
+} conv1d_impl;
+
+static effml_status conv1d_forward(effml_context *ctx, effml_layer *l, const effml_tensor *x,
+                                   effml_tensor *y, int32_t mode) {
+  (void)ctx;
+  conv1d_impl *d = (conv1d_impl *)l->impl;
+  int64_t b = x->shape[0], in = l->in_features, out = l->out_features;
+  float *Y = effml__f32(y);
+  float beta = 0.0f;
+  if (d->has_bias) {
+    const float *bias = effml__param_f32(l, 1);
+    for (int64_t i = 0; i < b; ++i) memcpy(Y + i * out, bias, (size_t)out * sizeof(float));
+    beta = 1.0f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)out, (int)in, 1.0f, effml__cf32(x),
+              (int)in, effml__param_f32(l, 0), (int)out, beta, Y, (int)out);
+  if (mode == EFFML_LAYER_MODE_TRAIN) d->x = effml__cf32(x);
+  return EFFML_OK;
+}
+
+static effml_status conv1d_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt,
+                                    effml_tensor *dx) {
+  (void)ctx;
+  conv1d_impl *d = (conv1d_impl *)l->impl;
+  int64_t b = dyt->shape[0], in = l->in_features, out = l->out_features;
+  const float *dy = effml__cf32(dyt);
+  if (effml__param_trainable(l, 0))
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)out, (int)b, 1.0f, d->x, (int)in, dy,
+                (int)out, 1.0f, effml__grad_f32(l, 0), (int)out);
+  if (d->has_bias && effml__param_trainable(l, 1)) {
+    float *g = effml__grad_f32(l, 1);
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t j = 0; j < out; ++j) g[j] += dy[i * out + j];
+  }
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)in, (int)out, 1.0f, dy, (int)out,
+                effml__param_f32(l, 0), (int)out, 0.0f, effml__f32(dx), (int)in);
+  d->x = NULL;
+  return EFFML_OK;
+}
+
+static void conv1d_destroy(effml_layer *l) { effml__free(l->ctx, l->impl); }
+
+static const effml__layer_ops CONV1D_OPS = {"conv1d", conv1d_forward, conv1d_backward, conv1d_destroy};
+
+effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
+                                 effml_layer **out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, out);
+  if (in_features < 1 || out_features < 1 || in_features > INT32_MAX || out_features > INT32_MAX)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_adapter_conv1d_create: in_features=%lld and out_features=%lld must be in [1, 2^31-1]",
+                      (long long)in_features, (long long)out_features);
+  conv1d_impl *d = (conv1d_impl *)effml__calloc_or_err(ctx, 1, sizeof *d, "conv1d layer");
+  if (d == NULL) return EFFML_E_NOMEM;
+  d->has_bias = bias != 0;
+  effml_layer *l = NULL;
+  effml_status st = effml__layer_new(ctx, &CONV1D_OPS, in_features, out_features, d, &l);
+  if (st != EFFML_OK) {
+    effml__free(ctx, d);
+    return st;
+  }
+  int64_t ws[2] = {in_features, out_features};
+  st = effml__layer_add_param(ctx, l, "weight", 2, ws, 1, NULL);
+  if (st == EFFML_OK && d->has_bias) st = effml__layer_add_param(ctx, l, "bias", 1, &out_features, 1, NULL);
+  if (st == EFFML_OK) { /* GPT-2: weight ~ N(0, 0.02^2), bias 0 */
+    effml__rng *g = effml__ctx_rng(ctx);
+    float *W = effml__param_f32(l, 0);
+    for (int64_t i = 0; i < in_features * out_features; ++i) W[i] = (float)(0.02 * effml__rng_normal(g));
+  }
+  if (st != EFFML_OK) {
+    effml_layer_free(l);
+    return st;
+  }
+  *out = l;
+  return EFFML_OK;
+}
