@@ -50,5 +50,6 @@
 #include "effml/sparse.h"
 #include "effml/sampler.h"
 #include "effml/cascade.h"
+#include "effml/calibration.h"
 
 #endif /* EFFML_H */
