@@ -51,6 +51,7 @@ static const struct {
     EFFML__STRUCT(effml_sampler_leverage_options),
     EFFML__STRUCT(effml_cascade_options),
     EFFML__STRUCT(effml_cascade_threshold_options),
+    EFFML__STRUCT(effml_calibration_options),
 };
 #undef EFFML__STRUCT
 
