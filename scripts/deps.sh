@@ -14,7 +14,7 @@ EFFML_DEPS=(
   libcjson-dev zlib1g-dev                   # safetensors JSON headers; gzipped IDX files
   abigail-tools                             # abidw/abidiff: the `abi` test
   binutils file shellcheck                  # nm for `symbols`; the `shellcheck` test
-  clang libclang-rt-14-dev                  # libFuzzer targets (fuzz build only)
+  clang libclang-rt-14-dev                  # second compiler in test.sh; libFuzzer targets
   doxygen                                   # cmake --build build --target docs
   gnuplot-nox                               # plots in examples/benchmarks
   dataset-fashion-mnist                     # /usr/share/datasets/fashion-mnist for examples

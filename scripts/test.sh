@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# scripts/test.sh: the whole test suite, twice.
+# scripts/test.sh: the whole test suite, three times.
 #
 # On a fresh Debian 12 machine (as root, with nothing but this repository) it
 # installs every dependency with apt-get (skipped when not root or when
-# EFFML_SKIP_APT=1), then configures, builds and runs all of CTest in build/
-# (RelWithDebInfo), then the Python package's pytest suite (python/tests, with
-# /usr/bin/python3 and EFFML_LIBRARY=build/lib/libeffml.so.0: nothing is
-# installed), and CTest again in build-asan/ under AddressSanitizer +
-# UndefinedBehaviorSanitizer (-DEFFML_SANITIZE=address,undefined).  Exits
-# non-zero if any build or test fails (pytest collecting no test counts as a
-# failure).  Ends with one line "total: N passed, M failed" (CTest tests plus
-# pytest tests).
+# EFFML_SKIP_APT=1), then configures, builds and runs all of CTest:
+#   build/        gcc, RelWithDebInfo, warnings as errors (-DEFFML_WERROR=ON),
+#                 then the Python package's pytest suite (python/tests, with
+#                 /usr/bin/python3 and EFFML_LIBRARY=build/lib/libeffml.so.0:
+#                 nothing is installed)
+#   build-clang/  clang, RelWithDebInfo, warnings as errors, no benchmarks
+#   build-asan/   gcc under AddressSanitizer + UndefinedBehaviorSanitizer
+#                 (-DEFFML_SANITIZE=address,undefined), no benchmarks
+# Exits non-zero if any build or test fails (pytest collecting no test counts
+# as a failure).  Ends with one line "total: N passed, M failed" (CTest tests
+# plus pytest tests).
 #
 # Environment: EFFML_SKIP_APT=1 (no apt-get), EFFML_JOBS (default: nproc),
 # EFFML_CTEST_ARGS (extra ctest arguments, e.g. "-R core"),
-# EFFML_PYTEST_ARGS (extra pytest arguments, e.g. "-k smote").
+# EFFML_PYTEST_ARGS (extra pytest arguments, e.g. "-k smote"),
+# EFFML_CLANG (default: clang; empty skips the clang suite).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,7 +63,20 @@ run_suite() {
   summary+=("$name: $p passed, $f failed ($(($(date +%s) - t)) s)")
 }
 
-run_suite plain "$root/build"
+run_suite plain "$root/build" -DEFFML_WERROR=ON
+
+clang_cc=${EFFML_CLANG-clang}
+if [ -n "$clang_cc" ]; then
+  if command -v "$clang_cc" >/dev/null 2>&1; then
+    run_suite clang "$root/build-clang" -DCMAKE_C_COMPILER="$clang_cc" -DEFFML_WERROR=ON \
+      -DEFFML_BUILD_BENCH=OFF
+  else
+    echo "==== clang: '$clang_cc' not found" >&2
+    failed=$((failed + 1))
+    status=1
+    summary+=("clang: compiler '$clang_cc' not found")
+  fi
+fi
 
 # run_pytest: python/tests against the plain build's library (no install).
 run_pytest() {

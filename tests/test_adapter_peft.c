@@ -194,7 +194,7 @@ static void run_lora_case(const lora_case *c) {
                        *dx = get(ctx, io, "%s.dx", m);
     int64_t b = effml_tensor_dim(x, 0);
     effml_tensor *yo = new2(ctx, b, effml_tensor_dim(y, 1)), *dxo = new2(ctx, b, effml_tensor_dim(x, 1));
-    char what[160];
+    char what[320]; /* room for a 256-byte key */
     ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
     snprintf(what, sizeof what, "%s %s y", c->name, m);
     expect_close(what, effml_tensor_data(yo), y, 2e-6);

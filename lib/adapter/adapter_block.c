@@ -16,7 +16,6 @@ typedef struct effml__adapter {
   effml_tensor *h, *a;   /* [batch, d]: down output and activation (kept for backward) */
 } effml__adapter;
 
-static const effml__layer_ops ADAPTER_OPS;
 
 void effml_adapter_options_init(effml_adapter_options *opt) {
   if (opt == NULL) return;
@@ -34,7 +33,7 @@ void effml_adapter_options_init(effml_adapter_options *opt) {
 }
 
 static effml__adapter *as_adapter(const effml_layer *l) {
-  return (l && l->ops == &ADAPTER_OPS) ? (effml__adapter *)l->impl : NULL;
+  return (l && l->ops == &effml__adapter_block_ops) ? (effml__adapter *)l->impl : NULL;
 }
 
 effml_layer *effml_adapter_down(effml_layer *block) {
@@ -50,9 +49,7 @@ effml_layer *effml_adapter_up(effml_layer *block) {
 static void adapter_destroy(effml_layer *l) {
   effml__adapter *p = (effml__adapter *)l->impl;
   if (p == NULL) return;
-  effml_layer_free(p->down);
-  effml_layer_free(p->up);
-  effml_tensor_free(p->h);
+  effml_tensor_free(p->h); /* down and up are children 0 and 1: freed by the generic code */
   effml_tensor_free(p->a);
   effml__free(l->ctx, p);
 }
@@ -119,8 +116,12 @@ static effml_status adapter_backward(effml_context *ctx, effml_layer *l, const e
   return st;
 }
 
-static const effml__layer_ops ADAPTER_OPS = {"adapter", adapter_forward, adapter_backward,
-                                             adapter_destroy};
+const effml__layer_ops effml__adapter_block_ops = {
+    .name = "adapter",
+    .forward = adapter_forward,
+    .backward = adapter_backward,
+    .destroy = adapter_destroy,
+};
 
 /* Validated copy of the user's options and the bottleneck d. */
 static effml_status read_options(effml_context *ctx, int64_t features, const effml_adapter_options *opt,
@@ -196,11 +197,20 @@ effml_status effml_adapter_create(effml_context *ctx, int64_t features, const ef
   effml_status st = effml__phm_create(ctx, features, d, &po, r, dense, &p->down);
   if (st == EFFML_OK) st = effml__phm_create(ctx, d, features, &po, r, dense, &p->up);
   effml_layer *l = NULL;
-  if (st == EFFML_OK) st = effml__layer_new(ctx, &ADAPTER_OPS, features, features, p, &l);
+  if (st == EFFML_OK) st = effml__layer_new(ctx, &effml__adapter_block_ops, features, features, p, &l);
   if (st != EFFML_OK) {
     effml_layer_free(p->down);
     effml_layer_free(p->up);
     effml__free(ctx, p);
+    return st;
+  }
+  /* The block owns its projections as children 0 (down) and 1 (up). */
+  st = effml__layer_adopt(ctx, l, p->down);
+  if (st == EFFML_OK) st = effml__layer_adopt(ctx, l, p->up);
+  if (st != EFFML_OK) {
+    if (!p->down->in_container) effml_layer_free(p->down);
+    if (!p->up->in_container) effml_layer_free(p->up);
+    effml_layer_free(l);
     return st;
   }
   st = mirror(ctx, l, p->down, "adapter_down.0.", r != NULL);

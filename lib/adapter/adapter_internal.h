@@ -152,8 +152,9 @@ EFFML__HIDDEN void effml__lora_set_alpha(effml_layer *layer, double alpha, int32
 /* 1 if the layer is an adapter block. */
 EFFML__HIDDEN int effml__is_adapter(const effml_layer *layer);
 
-/* Base layer of a LoKr layer, or NULL. */
-EFFML__HIDDEN effml_layer *effml__lokr_base(effml_layer *layer);
+/* The adapter kinds' ops tables (registered in lib/registry/layer_kinds.c). */
+EFFML__HIDDEN extern const effml__layer_ops effml__lora_ops, effml__lokr_ops, effml__phm_ops,
+    effml__adapter_block_ops, effml__conv1d_ops;
 
 /* kaiming_uniform_(a) of PyTorch on a 2-D [rows, cols] tensor: bound = gain*sqrt(3/fan_in),
  * gain = sqrt(2/(1+a^2)), fan_in = cols.  From the context generator. */

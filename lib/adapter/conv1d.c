@@ -55,7 +55,23 @@ static effml_status conv1d_backward(effml_context *ctx, effml_layer *l, const ef
 
 static void conv1d_destroy(effml_layer *l) { effml__free(l->ctx, l->impl); }
 
-static const effml__layer_ops CONV1D_OPS = {"conv1d", conv1d_forward, conv1d_backward, conv1d_destroy};
+/* As a dense layer: 2·in·out − out for the product, + out for the bias. */
+static effml_status conv1d_flops(effml_context *ctx, const effml_layer *l, int64_t in_width,
+                                 double *flops) {
+  const conv1d_impl *d = (const conv1d_impl *)l->impl;
+  const double out = (double)l->out_features;
+  *flops = 2.0 * (double)l->in_features * out - out + (d->has_bias ? out : 0.0);
+  return EFFML_OK;
+}
+
+const effml__layer_ops effml__conv1d_ops = {
+    .name = "conv1d",
+    .forward = conv1d_forward,
+    .backward = conv1d_backward,
+    .destroy = conv1d_destroy,
+    .flops = conv1d_flops,
+    .traits = EFFML__KIND_WEIGHT_IN_OUT,
+};
 
 effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
                                  effml_layer **out) {
@@ -69,7 +85,7 @@ effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features
   if (d == NULL) return EFFML_E_NOMEM;
   d->has_bias = bias != 0;
   effml_layer *l = NULL;
-  effml_status st = effml__layer_new(ctx, &CONV1D_OPS, in_features, out_features, d, &l);
+  effml_status st = effml__layer_new(ctx, &effml__conv1d_ops, in_features, out_features, d, &l);
   if (st != EFFML_OK) {
     effml__free(ctx, d);
     return st;

@@ -44,6 +44,9 @@ effml_status effml__register_dense_base(effml_context *ctx, effml_layer *l, effm
   int32_t iw = find_param(base, "weight"), ib = find_param(base, "bias");
   db->layer = NULL;
   db->i_weight = db->i_bias = -1;
+  if (base->in_container)
+    return effml__err(ctx, EFFML_E_STATE, "the base %s layer is already owned by another layer",
+                      base->kind);
   db->transposed = effml__base_is_transposed(base);
   effml__param *pw = effml__layer_param_entry(base, iw);
   EFFML__TRY(effml__layer_add_shared_param(ctx, l, "base_layer.weight", pw->value, pw->grad, !freeze));
@@ -54,15 +57,16 @@ effml_status effml__register_dense_base(effml_context *ctx, effml_layer *l, effm
     EFFML__TRY(effml__layer_add_shared_param(ctx, l, "base_layer.bias", pb->value, pb->grad, !freeze));
     db->i_bias = l->n_params - 1;
     l->params[db->i_bias].origin = pb;
-    pb->trainable = !freeze;
   }
+  EFFML__TRY(effml__layer_adopt(ctx, l, base)); /* child 0: the base (EFFML__KIND_WRAPS_BASE) */
   pw->trainable = !freeze;
+  if (ib >= 0) effml__layer_param_entry(base, ib)->trainable = !freeze;
   db->layer = base;
   return EFFML_OK;
 }
 
 int effml__base_is_transposed(const effml_layer *base) {
-  return base != NULL && strcmp(effml_layer_kind(base), "conv1d") == 0;
+  return base != NULL && (base->ops->traits & EFFML__KIND_WEIGHT_IN_OUT) != 0;
 }
 
 void effml__dense_base_matmul(const effml_layer *l, const effml__dense_base *db, const float *x,

@@ -28,7 +28,6 @@ typedef struct effml__lokr {
   size_t cap_z;
 } effml__lokr;
 
-static const effml__layer_ops LOKR_OPS;
 
 void effml_adapter_lokr_options_init(effml_adapter_lokr_options *opt) {
   if (opt == NULL) return;
@@ -68,20 +67,10 @@ effml_status effml_adapter_lokr_factorization(int64_t dim, int64_t factor, int64
   return EFFML_OK;
 }
 
-static effml__lokr *as_lokr(const effml_layer *l) {
-  return (l && l->ops == &LOKR_OPS) ? (effml__lokr *)l->impl : NULL;
-}
-
-effml_layer *effml__lokr_base(effml_layer *layer) {
-  effml__lokr *p = as_lokr(layer);
-  return p ? p->base.layer : NULL;
-}
-
 static void lokr_destroy(effml_layer *l) {
   effml__lokr *p = (effml__lokr *)l->impl;
   if (p == NULL) return;
-  effml_layer_free(p->base.layer);
-  effml__free(l->ctx, p->Z);
+  effml__free(l->ctx, p->Z); /* the base is child 0: freed by the generic code */
   effml__free(l->ctx, p);
 }
 
@@ -201,7 +190,13 @@ static effml_status lokr_backward(effml_context *ctx, effml_layer *l, const effm
   return EFFML_OK;
 }
 
-static const effml__layer_ops LOKR_OPS = {"lokr", lokr_forward, lokr_backward, lokr_destroy};
+const effml__layer_ops effml__lokr_ops = {
+    .name = "lokr",
+    .forward = lokr_forward,
+    .backward = lokr_backward,
+    .destroy = lokr_destroy,
+    .traits = EFFML__KIND_WRAPS_BASE,
+};
 
 effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, const effml_adapter_lokr_options *opt,
                                effml_layer **out) {
@@ -243,7 +238,7 @@ effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, co
   p->scale = (o.scale_convention == EFFML_ADAPTER_LOKR_SCALE_LYCORIS && p->full_w1 && p->full_w2) ? 1.0 : o.alpha / r;
   p->i_w1 = p->i_w1a = p->i_w1b = p->i_w2 = p->i_w2a = p->i_w2b = -1;
   effml_layer *l = NULL;
-  effml_status st = effml__layer_new(ctx, &LOKR_OPS, in, nout, p, &l);
+  effml_status st = effml__layer_new(ctx, &effml__lokr_ops, in, nout, p, &l);
   if (st != EFFML_OK) {
     effml__free(ctx, p);
     return st;
@@ -267,7 +262,7 @@ effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, co
     if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "lokr_w2_b", 2, sb, 1, &p->i_w2b);
   }
   if (st != EFFML_OK) {
-    p->base.layer = NULL;
+    effml__layer_disown(l, p->base.layer); /* the caller keeps the base on error */
     effml_layer_free(l);
     return st;
   }
@@ -282,6 +277,10 @@ effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, co
   }
   *out = l;
   return EFFML_OK;
+}
+
+static effml__lokr *as_lokr(const effml_layer *l) {
+  return (l && l->ops == &effml__lokr_ops) ? (effml__lokr *)l->impl : NULL;
 }
 
 effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer, effml_tensor *dw) {

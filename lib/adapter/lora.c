@@ -21,7 +21,6 @@
 
 #include "adapter_internal.h"
 
-static const effml__layer_ops LORA_OPS;
 
 void effml_adapter_lora_options_init(effml_adapter_lora_options *opt) {
   if (opt == NULL) return;
@@ -34,7 +33,7 @@ void effml_adapter_lora_options_init(effml_adapter_lora_options *opt) {
 }
 
 static effml__lora *as_lora(const effml_layer *l) {
-  return (l && l->ops == &LORA_OPS) ? (effml__lora *)l->impl : NULL;
+  return (l && l->ops == &effml__lora_ops) ? (effml__lora *)l->impl : NULL;
 }
 
 effml__lora *effml__lora_impl(const effml_layer *l) { return as_lora(l); }
@@ -42,8 +41,7 @@ effml__lora *effml__lora_impl(const effml_layer *l) { return as_lora(l); }
 static void lora_destroy(effml_layer *l) {
   effml__lora *p = (effml__lora *)l->impl;
   if (p == NULL) return;
-  effml_layer_free(p->base.layer);
-  effml__free(l->ctx, p->U);
+  effml__free(l->ctx, p->U); /* the base is child 0: freed by the generic code */
   effml__free(l->ctx, p->xd);
   effml__free(l->ctx, p->mask);
   effml__free(l->ctx, p->Z);
@@ -182,7 +180,13 @@ static effml_status lora_backward(effml_context *ctx, effml_layer *l, const effm
   return st;
 }
 
-static const effml__layer_ops LORA_OPS = {"lora", lora_forward, lora_backward, lora_destroy};
+const effml__layer_ops effml__lora_ops = {
+    .name = "lora",
+    .forward = lora_forward,
+    .backward = lora_backward,
+    .destroy = lora_destroy,
+    .traits = EFFML__KIND_WRAPS_BASE,
+};
 
 effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, const effml_adapter_lora_options *opt,
                                effml_layer **out) {
@@ -223,7 +227,7 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
   p->scaling = p->use_rslora ? o.alpha / sqrt((double)o.rank) : o.alpha / (double)o.rank;
   p->i_bb = p->i_m = -1;
   effml_layer *l = NULL;
-  effml_status st = effml__layer_new(ctx, &LORA_OPS, in, nout, p, &l);
+  effml_status st = effml__layer_new(ctx, &effml__lora_ops, in, nout, p, &l);
   if (st != EFFML_OK) {
     effml__free(ctx, p);
     return st;
@@ -239,7 +243,7 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
     if (p->norm == NULL) st = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_create: out of memory");
   }
   if (st != EFFML_OK) {
-    p->base.layer = NULL; /* the caller keeps the base on error */
+    effml__layer_disown(l, p->base.layer); /* the caller keeps the base on error */
     effml_layer_free(l);
     return st;
   }
@@ -253,7 +257,7 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
   if (o.use_dora) { /* PEFT: m = ||W + s B A||_row at creation (B = 0: ||W||_row) */
     st = effml__dora_norms(ctx, l, effml__param_f32(l, p->i_m));
     if (st != EFFML_OK) {
-      p->base.layer = NULL;
+      effml__layer_disown(l, p->base.layer); /* the caller keeps the base on error */
       effml_layer_free(l);
       return st;
     }
@@ -263,9 +267,8 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
 }
 
 effml_layer *effml_adapter_lora_base(effml_layer *layer) {
-  effml__lora *p = as_lora(layer);
-  if (p) return p->base.layer;
-  return effml__lokr_base(layer);
+  if (layer == NULL || !(layer->ops->traits & EFFML__KIND_WRAPS_BASE)) return NULL;
+  return effml__layer_child(layer, 0);
 }
 
 double effml_adapter_lora_scaling(const effml_layer *layer) {

@@ -6,11 +6,7 @@
 
 #include "adapter_internal.h"
 
-static const effml__layer_ops PHM_OPS, LPHM_OPS;
-
-int effml__is_phm(const effml_layer *l) {
-  return l != NULL && (l->ops == &PHM_OPS || l->ops == &LPHM_OPS);
-}
+int effml__is_phm(const effml_layer *l) { return l != NULL && l->ops == &effml__phm_ops; }
 
 void effml_adapter_phm_options_init(effml_adapter_phm_options *opt) {
   if (opt == NULL) return;
@@ -99,8 +95,13 @@ static effml_status phm_backward(effml_context *ctx, effml_layer *l, const effml
   return effml__phm_backward_factorized(ctx, l, effml__cf32(dy), dxp);
 }
 
-static const effml__layer_ops PHM_OPS = {"phm", phm_forward, phm_backward, phm_destroy};
-static const effml__layer_ops LPHM_OPS = {"lphm", phm_forward, phm_backward, phm_destroy};
+/* One table for PHM and LPHM; each layer is named "phm" or "lphm". */
+const effml__layer_ops effml__phm_ops = {
+    .name = "phm",
+    .forward = phm_forward,
+    .backward = phm_backward,
+    .destroy = phm_destroy,
+};
 
 effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
                                const effml_adapter_phm_options *user_opt, effml_phm_rule *rule,
@@ -151,11 +152,12 @@ effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
   p->fixed_rule = fixed_rule;
   p->i_rule = p->i_wl = p->i_wr = p->i_w = p->i_b = -1;
   effml_layer *l = NULL;
-  effml_status st = effml__layer_new(ctx, r ? &LPHM_OPS : &PHM_OPS, in, out, p, &l);
+  effml_status st = effml__layer_new(ctx, &effml__phm_ops, in, out, p, &l);
   if (st != EFFML_OK) {
     effml__free(ctx, p);
     return st;
   }
+  if (r) effml__layer_set_kind(l, "lphm");
   int64_t srule[3] = {n, n, n};
   if (!fixed_rule && rule) {
     p->i_rule = 0;
@@ -208,7 +210,7 @@ effml_status effml_adapter_phm_set_path(effml_context *ctx, effml_layer *layer, 
   EFFML__CHECK_NULL(ctx, layer);
   if (!effml__is_phm(layer))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_set_path: layer is a %s layer, not phm/lphm",
-                      layer->ops->kind);
+                      layer->kind);
   if (path != EFFML_ADAPTER_PHM_PATH_FACTORIZED && path != EFFML_ADAPTER_PHM_PATH_MATERIALIZED)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_set_path: path=%d is not an EFFML_ADAPTER_PHM_PATH_* value", (int)path);
   effml__phm *p = (effml__phm *)layer->impl;
@@ -227,7 +229,7 @@ effml_status effml_adapter_phm_materialize(effml_context *ctx, const effml_layer
   EFFML__CHECK_NULL(ctx, layer);
   if (!effml__is_phm(layer))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_materialize: layer is a %s layer, not phm/lphm",
-                      layer->ops->kind);
+                      layer->kind);
   EFFML__TRY(effml__check_tensor(ctx, H, "H", EFFML_F32, 2, 1));
   EFFML__TRY(effml__check_writable(ctx, H, "H"));
   EFFML__TRY(effml__check_dim(ctx, H, "H", 0, layer->in_features));

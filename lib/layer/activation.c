@@ -232,11 +232,22 @@ static effml_status act_layer_backward(effml_context *ctx, effml_layer *layer,
 
 static void act_layer_destroy(effml_layer *layer) { effml__free(layer->ctx, layer->impl); }
 
-/* One ops table per activation so effml_layer_kind() names it. */
-#define ACT_OPS(name) {name, act_layer_forward, act_layer_backward, act_layer_destroy}
-static const effml__layer_ops act_ops[6] = {ACT_OPS("identity"), ACT_OPS("relu"),
-                                            ACT_OPS("gelu"),     ACT_OPS("gelu_tanh"),
-                                            ACT_OPS("silu"),     ACT_OPS("tanh")};
+/* One element-wise operation per input value. */
+static effml_status act_layer_flops(effml_context *ctx, const effml_layer *layer,
+                                    int64_t in_width, double *flops) {
+  *flops = (double)in_width;
+  return EFFML_OK;
+}
+
+/* One ops table serves every activation; each layer carries its own name. */
+const effml__layer_ops effml__activation_ops = {
+    .name = "activation",
+    .forward = act_layer_forward,
+    .backward = act_layer_backward,
+    .destroy = act_layer_destroy,
+    .flops = act_layer_flops,
+};
+static const char *const act_names[6] = {"identity", "relu", "gelu", "gelu_tanh", "silu", "tanh"};
 
 effml_status effml_layer_activation_create(effml_context *ctx, int32_t activation, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
@@ -245,7 +256,11 @@ effml_status effml_layer_activation_create(effml_context *ctx, int32_t activatio
   act_impl *a = (act_impl *)effml__calloc_or_err(ctx, 1, sizeof *a, "activation layer");
   if (!a) return EFFML_E_NOMEM;
   a->act = activation;
-  effml_status st = effml__layer_new(ctx, &act_ops[activation], 0, 0, a, out);
-  if (st != EFFML_OK) effml__free(ctx, a);
-  return st;
+  effml_status st = effml__layer_new(ctx, &effml__activation_ops, 0, 0, a, out);
+  if (st != EFFML_OK) {
+    effml__free(ctx, a);
+    return st;
+  }
+  effml__layer_set_kind(*out, act_names[activation]);
+  return EFFML_OK;
 }

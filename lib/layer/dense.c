@@ -66,7 +66,22 @@ static effml_status dense_backward(effml_context *ctx, effml_layer *layer, const
 
 static void dense_destroy(effml_layer *layer) { effml__free(layer->ctx, layer->impl); }
 
-static const effml__layer_ops dense_ops = {"dense", dense_forward, dense_backward, dense_destroy};
+/* 2·in·out − out for the product, + out for the bias. */
+static effml_status dense_flops(effml_context *ctx, const effml_layer *layer, int64_t in_width,
+                                double *flops) {
+  const dense_impl *d = (const dense_impl *)layer->impl;
+  const double out = (double)layer->out_features;
+  *flops = 2.0 * (double)layer->in_features * out - out + (d->has_bias ? out : 0.0);
+  return EFFML_OK;
+}
+
+const effml__layer_ops effml__dense_ops = {
+    .name = "dense",
+    .forward = dense_forward,
+    .backward = dense_backward,
+    .destroy = dense_destroy,
+    .flops = dense_flops,
+};
 
 effml_status effml_layer_dense_create(effml_context *ctx, int64_t in_features, int64_t out_features,
                                 int32_t bias, effml_layer **out) {
@@ -82,7 +97,7 @@ effml_status effml_layer_dense_create(effml_context *ctx, int64_t in_features, i
   if (!d) return EFFML_E_NOMEM;
   d->has_bias = bias != 0;
   effml_layer *layer = NULL;
-  effml_status st = effml__layer_new(ctx, &dense_ops, in_features, out_features, d, &layer);
+  effml_status st = effml__layer_new(ctx, &effml__dense_ops, in_features, out_features, d, &layer);
   if (st != EFFML_OK) {
     effml__free(ctx, d);
     return st;

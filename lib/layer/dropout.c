@@ -64,8 +64,20 @@ static void dropout_destroy(effml_layer *layer) {
   effml__free(layer->ctx, d);
 }
 
-static const effml__layer_ops dropout_ops = {"dropout", dropout_forward, dropout_backward,
-                                             dropout_destroy};
+/* Dropout is the identity at inference: no FLOPs (Sparse-IFT profiler). */
+static effml_status dropout_flops(effml_context *ctx, const effml_layer *layer, int64_t in_width,
+                                  double *flops) {
+  *flops = 0.0;
+  return EFFML_OK;
+}
+
+const effml__layer_ops effml__dropout_ops = {
+    .name = "dropout",
+    .forward = dropout_forward,
+    .backward = dropout_backward,
+    .destroy = dropout_destroy,
+    .flops = dropout_flops,
+};
 
 effml_status effml_layer_dropout_create(effml_context *ctx, double p, uint64_t seed, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
@@ -76,7 +88,7 @@ effml_status effml_layer_dropout_create(effml_context *ctx, double p, uint64_t s
   if (!d) return EFFML_E_NOMEM;
   d->p = p;
   effml__rng_seed(&d->rng, seed, 0);
-  effml_status st = effml__layer_new(ctx, &dropout_ops, 0, 0, d, out);
+  effml_status st = effml__layer_new(ctx, &effml__dropout_ops, 0, 0, d, out);
   if (st != EFFML_OK) effml__free(ctx, d);
   return st;
 }

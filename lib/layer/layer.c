@@ -10,14 +10,66 @@
 effml_status effml__layer_new(effml_context *ctx, const effml__layer_ops *ops, int64_t in_features,
                               int64_t out_features, void *impl, effml_layer **out) {
   effml_layer *l = (effml_layer *)effml__calloc(ctx, 1, sizeof *l);
-  if (l == NULL) return effml__err(ctx, EFFML_E_NOMEM, "out of memory creating a %s layer", ops->kind);
+  if (l == NULL) return effml__err(ctx, EFFML_E_NOMEM, "out of memory creating a %s layer", ops->name);
   l->ops = ops;
+  l->kind = ops->name;
   l->ctx = ctx;
   l->in_features = in_features;
   l->out_features = out_features;
   l->impl = impl;
   *out = l;
   return EFFML_OK;
+}
+
+void effml__layer_set_kind(effml_layer *layer, const char *kind) { layer->kind = kind; }
+
+effml_status effml__layer_adopt(effml_context *ctx, effml_layer *layer, effml_layer *child) {
+  if (child == layer)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "a %s layer cannot contain itself", layer->kind);
+  if (child->in_container)
+    return effml__err(ctx, EFFML_E_STATE, "the %s layer is already owned by another layer",
+                      child->kind);
+  if (layer->n_children == layer->cap_children) {
+    int32_t cap = layer->cap_children ? 2 * layer->cap_children : 4;
+    effml_layer **c = (effml_layer **)effml__calloc(ctx, (size_t)cap, sizeof *c);
+    if (c == NULL)
+      return effml__err(ctx, EFFML_E_NOMEM, "out of memory adding a child to a %s layer",
+                        layer->kind);
+    if (layer->n_children) memcpy(c, layer->children, sizeof *c * (size_t)layer->n_children);
+    effml__free(ctx, layer->children);
+    layer->children = c;
+    layer->cap_children = cap;
+  }
+  layer->children[layer->n_children++] = child;
+  child->in_container = 1;
+  return EFFML_OK;
+}
+
+void effml__layer_disown(effml_layer *layer, effml_layer *child) {
+  for (int32_t i = 0; child && i < layer->n_children; ++i) {
+    if (layer->children[i] != child) continue;
+    memmove(layer->children + i, layer->children + i + 1,
+            sizeof *layer->children * (size_t)(layer->n_children - i - 1));
+    layer->n_children--;
+    child->in_container = 0;
+    return;
+  }
+}
+
+effml_status effml__layer_walk(effml_context *ctx, effml_layer *layer, effml__layer_visit_fn fn,
+                               void *arg) {
+  if (layer == NULL) return EFFML_OK;
+  EFFML__TRY(fn(ctx, layer, arg));
+  for (int32_t i = 0; i < layer->n_children; ++i)
+    EFFML__TRY(effml__layer_walk(ctx, layer->children[i], fn, arg));
+  return EFFML_OK;
+}
+
+effml_status effml__layer_flops(effml_context *ctx, const effml_layer *layer, int64_t in_width,
+                                double *flops) {
+  if (layer->ops->flops == NULL)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "layer kind '%s' has no FLOP rule", layer->kind);
+  return layer->ops->flops(ctx, layer, in_width, flops);
 }
 
 static effml_status grow_params(effml_context *ctx, effml_layer *l) {
@@ -90,7 +142,7 @@ float *effml__grad_f32(effml_layer *layer, int32_t i) {
 
 /* ---- generic interface ---- */
 
-const char *effml_layer_kind(const effml_layer *layer) { return layer ? layer->ops->kind : "none"; }
+const char *effml_layer_kind(const effml_layer *layer) { return layer ? layer->kind : "none"; }
 int64_t effml_layer_in_features(const effml_layer *layer) { return layer ? layer->in_features : 0; }
 int64_t effml_layer_out_features(const effml_layer *layer) {
   if (layer == NULL) return 0;
@@ -109,12 +161,12 @@ effml_status effml_layer_forward(effml_context *ctx, effml_layer *layer, const e
   int64_t batch = x->shape[0], in = x->shape[1];
   if (layer->in_features && in != layer->in_features)
     return effml__err(ctx, EFFML_E_SHAPE, "%s layer: x has %lld features, the layer expects in_features=%lld",
-                      layer->ops->kind, (long long)in, (long long)layer->in_features);
+                      layer->kind, (long long)in, (long long)layer->in_features);
   int64_t out = layer->out_features ? layer->out_features : in;
   EFFML__TRY(effml__check_dim(ctx, y, "y", 0, batch));
   EFFML__TRY(effml__check_dim(ctx, y, "y", 1, out));
   if (effml__tensors_overlap(x, y))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s layer: y must not alias x", layer->ops->kind);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s layer: y must not alias x", layer->kind);
   /* Inference must not write the layer (several threads may share it). */
   if (mode == EFFML_LAYER_MODE_TRAIN) layer->train_pending = 0;
   effml_status st = layer->ops->forward(ctx, layer, x, y, mode);
@@ -133,9 +185,9 @@ effml_status effml_layer_backward(effml_context *ctx, effml_layer *layer, const 
   if (!layer->train_pending)
     return effml__err(ctx, EFFML_E_STATE,
                       "%s layer: backward needs a preceding forward in EFFML_LAYER_MODE_TRAIN",
-                      layer->ops->kind);
+                      layer->kind);
   if (layer->ops->backward == NULL)
-    return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s layer has no backward pass", layer->ops->kind);
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s layer has no backward pass", layer->kind);
   int64_t in = layer->pending_width;
   int64_t out = layer->out_features ? layer->out_features : in;
   EFFML__TRY(effml__check_tensor(ctx, dy, "dy", EFFML_F32, 2, 1));
@@ -147,7 +199,7 @@ effml_status effml_layer_backward(effml_context *ctx, effml_layer *layer, const 
     EFFML__TRY(effml__check_dim(ctx, dx, "dx", 0, layer->pending_batch));
     EFFML__TRY(effml__check_dim(ctx, dx, "dx", 1, in));
     if (effml__tensors_overlap(dx, dy))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s layer: dx must not alias dy", layer->ops->kind);
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s layer: dx must not alias dy", layer->kind);
   }
   effml_status st = layer->ops->backward(ctx, layer, dy, dx);
   if (st == EFFML_OK) layer->train_pending = 0;
@@ -158,6 +210,8 @@ void effml_layer_free(effml_layer *layer) {
   if (layer == NULL) return;
   effml_context *ctx = layer->ctx;
   if (layer->ops->destroy) layer->ops->destroy(layer);
+  for (int32_t i = 0; i < layer->n_children; ++i) effml_layer_free(layer->children[i]);
+  effml__free(ctx, layer->children);
   for (int32_t i = 0; i < layer->n_params; ++i) {
     effml__param *p = &layer->params[i];
     if (!p->shared && p->origin == NULL) {
@@ -205,7 +259,7 @@ effml_status effml_layer_set_trainable(effml_context *ctx, effml_layer *layer, c
   }
   if (!found && name != NULL)
     return effml__err(ctx, EFFML_E_NOT_FOUND, "%s layer has no parameter named '%s'",
-                      layer->ops->kind, name);
+                      layer->kind, name);
   return EFFML_OK;
 }
 
@@ -244,7 +298,7 @@ effml_status effml_layer_save(effml_context *ctx, const effml_layer *layer, cons
   EFFML__CHECK_NULL(ctx, layer);
   EFFML__CHECK_NULL(ctx, path);
   int32_t n = layer->n_params;
-  if (n == 0) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_save: %s layer has no parameters", layer->ops->kind);
+  if (n == 0) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_save: %s layer has no parameters", layer->kind);
   char **names = (char **)effml__calloc(ctx, (size_t)n, sizeof *names);
   const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)n, sizeof *ts);
   effml_status st = EFFML_OK;
@@ -328,10 +382,11 @@ effml_status effml_layer_load(effml_context *ctx, effml_layer *layer, const char
 
 /* ---- sequential container ---- */
 
+/* The children are the layer's generic children (effml__layer_adopt); the
+ * impl keeps the per-child widths and the training buffers. */
 typedef struct seq_impl {
-  int32_t n, cap;
-  effml_layer **children;
-  int64_t *widths;          /* widths[k] = output width of child k (0 = unknown yet) */
+  int32_t cap;              /* capacity of widths/acts/grads */
+  int64_t *widths;          /* widths[k] = output width of child k */
   effml_tensor **acts;      /* acts[k] = output of child k (k < n-1), per batch */
   effml_tensor **grads;     /* grads[k] = dL/d(acts[k]) */
   int64_t batch;            /* batch the buffers are sized for */
@@ -339,8 +394,8 @@ typedef struct seq_impl {
   int32_t locked;           /* added to another container: no more adds */
 } seq_impl;
 
-static void seq_free_buffers(effml_context *ctx, seq_impl *s) {
-  for (int32_t k = 0; k < s->n; ++k) {
+static void seq_free_buffers(effml_layer *l, seq_impl *s) {
+  for (int32_t k = 0; k < l->n_children; ++k) {
     if (s->acts) { effml_tensor_free(s->acts[k]); s->acts[k] = NULL; }
     if (s->grads) { effml_tensor_free(s->grads[k]); s->grads[k] = NULL; }
   }
@@ -350,9 +405,7 @@ static void seq_free_buffers(effml_context *ctx, seq_impl *s) {
 static void seq_destroy(effml_layer *l) {
   seq_impl *s = (seq_impl *)l->impl;
   if (s == NULL) return;
-  seq_free_buffers(l->ctx, s);
-  for (int32_t k = 0; k < s->n; ++k) effml_layer_free(s->children[k]);
-  effml__free(l->ctx, s->children);
+  seq_free_buffers(l, s);
   effml__free(l->ctx, s->widths);
   effml__free(l->ctx, s->acts);
   effml__free(l->ctx, s->grads);
@@ -363,12 +416,12 @@ static void seq_destroy(effml_layer *l) {
 static effml_status seq_buffers(effml_context *ctx, effml_layer *l, int64_t batch, int64_t in_w,
                                 int need_grads) {
   seq_impl *s = (seq_impl *)l->impl;
-  if (s->batch != batch || s->in_width != in_w) seq_free_buffers(ctx, s);
+  if (s->batch != batch || s->in_width != in_w) seq_free_buffers(l, s);
   s->batch = batch;
   s->in_width = in_w;
   int64_t w = in_w;
-  for (int32_t k = 0; k + 1 < s->n; ++k) {
-    int64_t ow = effml_layer_out_features(s->children[k]);
+  for (int32_t k = 0; k + 1 < l->n_children; ++k) {
+    int64_t ow = effml_layer_out_features(l->children[k]);
     w = ow ? ow : w;
     if (s->acts[k] == NULL) EFFML__TRY(effml__tensor_f32_2d(ctx, batch, w, &s->acts[k]));
     if (need_grads && s->grads[k] == NULL) EFFML__TRY(effml__tensor_f32_2d(ctx, batch, w, &s->grads[k]));
@@ -381,10 +434,10 @@ static effml_status seq_buffers(effml_context *ctx, effml_layer *l, int64_t batc
  * so several threads may run inference on one model at once (layer.h). */
 static effml_status seq_forward_infer(effml_context *ctx, effml_layer *l, const effml_tensor *x,
                                       effml_tensor *y) {
-  seq_impl *s = (seq_impl *)l->impl;
+  const int32_t n = l->n_children;
   int64_t batch = x->shape[0], w = x->shape[1], wmax = 1;
-  for (int32_t k = 0; k + 1 < s->n; ++k) {
-    int64_t ow = effml_layer_out_features(s->children[k]);
+  for (int32_t k = 0; k + 1 < n; ++k) {
+    int64_t ow = effml_layer_out_features(l->children[k]);
     w = ow ? ow : w;
     if (w > wmax) wmax = w;
   }
@@ -393,10 +446,10 @@ static effml_status seq_forward_infer(effml_context *ctx, effml_layer *l, const 
   if (!effml__mul_size((size_t)batch, (size_t)wmax, &bytes) ||
       !effml__mul_size(bytes, sizeof(float), &bytes))
     return effml__err(ctx, EFFML_E_OVERFLOW, "sequential forward: activation size overflows");
-  if (s->n > 1) {
+  if (n > 1) {
     buf[0] = (float *)effml__alloc_or_err(ctx, bytes, "sequential activations");
-    buf[1] = s->n > 2 ? (float *)effml__alloc_or_err(ctx, bytes, "sequential activations") : NULL;
-    if (buf[0] == NULL || (s->n > 2 && buf[1] == NULL)) {
+    buf[1] = n > 2 ? (float *)effml__alloc_or_err(ctx, bytes, "sequential activations") : NULL;
+    if (buf[0] == NULL || (n > 2 && buf[1] == NULL)) {
       effml__free(ctx, buf[0]);
       effml__free(ctx, buf[1]);
       return EFFML_E_NOMEM;
@@ -406,10 +459,10 @@ static effml_status seq_forward_infer(effml_context *ctx, effml_layer *l, const 
   effml_tensor *views[2] = {NULL, NULL};
   const effml_tensor *in = x;
   w = x->shape[1];
-  for (int32_t k = 0; st == EFFML_OK && k < s->n; ++k) {
+  for (int32_t k = 0; st == EFFML_OK && k < n; ++k) {
     effml_tensor *out = y;
-    if (k + 1 < s->n) {
-      int64_t ow = effml_layer_out_features(s->children[k]);
+    if (k + 1 < n) {
+      int64_t ow = effml_layer_out_features(l->children[k]);
       w = ow ? ow : w;
       int64_t shape[2] = {batch, w};
       effml_tensor_free(views[k & 1]);
@@ -418,7 +471,7 @@ static effml_status seq_forward_infer(effml_context *ctx, effml_layer *l, const 
       if (st != EFFML_OK) break;
       out = views[k & 1];
     }
-    st = effml_layer_forward(ctx, s->children[k], in, out, EFFML_LAYER_MODE_INFER);
+    st = effml_layer_forward(ctx, l->children[k], in, out, EFFML_LAYER_MODE_INFER);
     in = out;
   }
   effml_tensor_free(views[0]);
@@ -431,16 +484,17 @@ static effml_status seq_forward_infer(effml_context *ctx, effml_layer *l, const 
 static effml_status seq_forward(effml_context *ctx, effml_layer *l, const effml_tensor *x,
                                 effml_tensor *y, int32_t mode) {
   seq_impl *s = (seq_impl *)l->impl;
-  if (s->n == 0) {
+  const int32_t n = l->n_children;
+  if (n == 0) {
     memcpy(y->data, x->data, effml_tensor_nbytes(x));
     return EFFML_OK;
   }
   if (mode == EFFML_LAYER_MODE_INFER) return seq_forward_infer(ctx, l, x, y);
   EFFML__TRY(seq_buffers(ctx, l, x->shape[0], x->shape[1], 1));
   const effml_tensor *in = x;
-  for (int32_t k = 0; k < s->n; ++k) {
-    effml_tensor *out = (k + 1 < s->n) ? s->acts[k] : y;
-    EFFML__TRY(effml_layer_forward(ctx, s->children[k], in, out, mode));
+  for (int32_t k = 0; k < n; ++k) {
+    effml_tensor *out = (k + 1 < n) ? s->acts[k] : y;
+    EFFML__TRY(effml_layer_forward(ctx, l->children[k], in, out, mode));
     in = out;
   }
   return EFFML_OK;
@@ -449,22 +503,45 @@ static effml_status seq_forward(effml_context *ctx, effml_layer *l, const effml_
 static effml_status seq_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dy,
                                  effml_tensor *dx) {
   seq_impl *s = (seq_impl *)l->impl;
-  if (s->n == 0) {
+  if (l->n_children == 0) {
     if (dx) memcpy(dx->data, dy->data, effml_tensor_nbytes(dy));
     return EFFML_OK;
   }
   const effml_tensor *g = dy;
-  for (int32_t k = s->n - 1; k >= 0; --k) {
+  for (int32_t k = l->n_children - 1; k >= 0; --k) {
     effml_tensor *gin = k > 0 ? s->grads[k - 1] : dx;
     /* The first child needs no input gradient when the caller asked for none;
      * a child with no trainable parameters before it still needs its dx. */
-    EFFML__TRY(effml_layer_backward(ctx, s->children[k], g, gin));
+    EFFML__TRY(effml_layer_backward(ctx, l->children[k], g, gin));
     g = gin;
   }
   return EFFML_OK;
 }
 
-static const effml__layer_ops seq_ops = {"sequential", seq_forward, seq_backward, seq_destroy};
+/* The children one after the other: each sees the previous output width. */
+static effml_status seq_flops(effml_context *ctx, const effml_layer *l, int64_t in_width,
+                              double *flops) {
+  double acc = 0.0;
+  int64_t w = in_width;
+  for (int32_t k = 0; k < l->n_children; ++k) {
+    double f = 0.0;
+    EFFML__TRY(effml__layer_flops(ctx, l->children[k], w, &f));
+    acc += f;
+    int64_t ow = effml_layer_out_features(l->children[k]);
+    w = ow ? ow : w;
+  }
+  *flops = acc;
+  return EFFML_OK;
+}
+
+const effml__layer_ops effml__sequential_ops = {
+    .name = "sequential",
+    .forward = seq_forward,
+    .backward = seq_backward,
+    .destroy = seq_destroy,
+    .flops = seq_flops,
+    .traits = EFFML__KIND_CONTAINER,
+};
 
 effml_status effml_layer_sequential_create(effml_context *ctx, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
@@ -472,7 +549,7 @@ effml_status effml_layer_sequential_create(effml_context *ctx, effml_layer **out
   seq_impl *s = (seq_impl *)effml__calloc(ctx, 1, sizeof *s);
   if (s == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_layer_sequential_create: out of memory");
   effml_layer *l = NULL;
-  effml_status st = effml__layer_new(ctx, &seq_ops, 0, 0, s, &l);
+  effml_status st = effml__layer_new(ctx, &effml__sequential_ops, 0, 0, s, &l);
   if (st != EFFML_OK) {
     effml__free(ctx, s);
     return st;
@@ -481,54 +558,56 @@ effml_status effml_layer_sequential_create(effml_context *ctx, effml_layer **out
   return EFFML_OK;
 }
 
-static int is_sequential(const effml_layer *l) { return l && l->ops == &seq_ops; }
+static int is_sequential(const effml_layer *l) { return l && l->ops == &effml__sequential_ops; }
+
+/* Grow widths/acts/grads to hold one more child. */
+static effml_status seq_reserve(effml_context *ctx, effml_layer *seq, seq_impl *s) {
+  if (seq->n_children < s->cap) return EFFML_OK;
+  int32_t cap = s->cap ? 2 * s->cap : 8;
+  int64_t *w = (int64_t *)effml__calloc(ctx, (size_t)cap, sizeof *w);
+  effml_tensor **a = (effml_tensor **)effml__calloc(ctx, (size_t)cap, sizeof *a);
+  effml_tensor **g = (effml_tensor **)effml__calloc(ctx, (size_t)cap, sizeof *g);
+  if (!w || !a || !g) {
+    effml__free(ctx, w); effml__free(ctx, a); effml__free(ctx, g);
+    return effml__err(ctx, EFFML_E_NOMEM, "effml_layer_sequential_add: out of memory");
+  }
+  seq_free_buffers(seq, s);
+  if (seq->n_children) memcpy(w, s->widths, sizeof *w * (size_t)seq->n_children);
+  effml__free(ctx, s->widths);
+  effml__free(ctx, s->acts); effml__free(ctx, s->grads);
+  s->widths = w; s->acts = a; s->grads = g;
+  s->cap = cap;
+  return EFFML_OK;
+}
 
 effml_status effml_layer_sequential_add(effml_context *ctx, effml_layer *seq, effml_layer *child) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, seq);
   EFFML__CHECK_NULL(ctx, child);
   if (!is_sequential(seq))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_sequential_add: 'seq' is a %s layer, not a sequential container", seq->ops->kind);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_sequential_add: 'seq' is a %s layer, not a sequential container", seq->kind);
   if (child == seq)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_layer_sequential_add: a container cannot contain itself");
   seq_impl *s = (seq_impl *)seq->impl;
+  const int32_t n = seq->n_children;
   if (child->in_container)
     return effml__err(ctx, EFFML_E_STATE,
                       "effml_layer_sequential_add: the %s layer is already owned by a container",
-                      child->ops->kind);
+                      child->kind);
   if (s->locked)
     return effml__err(ctx, EFFML_E_STATE, "effml_layer_sequential_add: this container is already inside another container");
-  int64_t prev = s->n ? s->widths[s->n - 1] : seq->in_features;
+  int64_t prev = n ? s->widths[n - 1] : seq->in_features;
   if (child->in_features && prev && child->in_features != prev)
     return effml__err(ctx, EFFML_E_SHAPE,
                       "effml_layer_sequential_add: child %d (%s) has in_features=%lld, the previous output width is %lld",
-                      (int)s->n, child->ops->kind, (long long)child->in_features, (long long)prev);
-  if (s->n == s->cap) {
-    int32_t cap = s->cap ? 2 * s->cap : 8;
-    effml_layer **c = (effml_layer **)effml__calloc(ctx, (size_t)cap, sizeof *c);
-    int64_t *w = (int64_t *)effml__calloc(ctx, (size_t)cap, sizeof *w);
-    effml_tensor **a = (effml_tensor **)effml__calloc(ctx, (size_t)cap, sizeof *a);
-    effml_tensor **g = (effml_tensor **)effml__calloc(ctx, (size_t)cap, sizeof *g);
-    if (!c || !w || !a || !g) {
-      effml__free(ctx, c); effml__free(ctx, w); effml__free(ctx, a); effml__free(ctx, g);
-      return effml__err(ctx, EFFML_E_NOMEM, "effml_layer_sequential_add: out of memory");
-    }
-    seq_free_buffers(ctx, s);
-    if (s->n) {
-      memcpy(c, s->children, sizeof *c * (size_t)s->n);
-      memcpy(w, s->widths, sizeof *w * (size_t)s->n);
-    }
-    effml__free(ctx, s->children); effml__free(ctx, s->widths);
-    effml__free(ctx, s->acts); effml__free(ctx, s->grads);
-    s->children = c; s->widths = w; s->acts = a; s->grads = g;
-    s->cap = cap;
-  }
+                      (int)n, child->kind, (long long)child->in_features, (long long)prev);
+  EFFML__TRY(seq_reserve(ctx, seq, s));
   /* Mirror the child's parameters as "<index>.<name>"; all-or-nothing. */
   int32_t first = seq->n_params;
   effml_status st = EFFML_OK;
   for (int32_t i = 0; st == EFFML_OK && i < child->n_params; ++i) {
     char buf[32];
-    snprintf(buf, sizeof buf, "%d.", (int)s->n);
+    snprintf(buf, sizeof buf, "%d.", (int)n);
     char *name = join_name(ctx, buf, child->params[i].name);
     if (name == NULL) {
       st = effml__err(ctx, EFFML_E_NOMEM, "effml_layer_sequential_add: out of memory");
@@ -546,27 +625,23 @@ effml_status effml_layer_sequential_add(effml_context *ctx, effml_layer *seq, ef
       effml__free(ctx, name);
     }
   }
+  if (st == EFFML_OK) st = effml__layer_adopt(ctx, seq, child);
   if (st != EFFML_OK) {
     while (seq->n_params > first) effml__free(ctx, seq->params[--seq->n_params].name);
     return st;
   }
-  s->children[s->n] = child;
-  s->widths[s->n] = child->out_features ? child->out_features : (child->in_features ? child->in_features : prev);
-  s->n++;
-  if (s->n == 1) seq->in_features = child->in_features;
-  seq->out_features = s->widths[s->n - 1];
-  child->in_container = 1;
+  s->widths[n] = child->out_features ? child->out_features : (child->in_features ? child->in_features : prev);
+  if (n == 0) seq->in_features = child->in_features;
+  seq->out_features = s->widths[n];
   if (is_sequential(child)) ((seq_impl *)child->impl)->locked = 1;
-  seq_free_buffers(ctx, s);
+  seq_free_buffers(seq, s);
   return EFFML_OK;
 }
 
 int32_t effml_layer_sequential_count(const effml_layer *seq) {
-  return is_sequential(seq) ? ((seq_impl *)seq->impl)->n : 0;
+  return is_sequential(seq) ? seq->n_children : 0;
 }
 
 effml_layer *effml_layer_sequential_get(effml_layer *seq, int32_t i) {
-  if (!is_sequential(seq)) return NULL;
-  seq_impl *s = (seq_impl *)seq->impl;
-  return (i >= 0 && i < s->n) ? s->children[i] : NULL;
+  return is_sequential(seq) ? effml__layer_child(seq, i) : NULL;
 }

@@ -1,9 +1,14 @@
 /*
  * How a layer kind plugs into the one effml_layer interface (internal).
  *
- * A layer kind supplies an effml__layer_ops table and creates its layer with
- * effml__layer_new(); it registers its parameters with effml__layer_add_param()
- * during construction (never later: containers keep pointers to the params).
+ * The ops table below is the only extension point (contract and "how to add
+ * a layer kind": docs/architecture.md).  A kind supplies one
+ * effml__layer_ops, registers it once in lib/registry/layer_kinds.c, creates
+ * its layers with effml__layer_new(), registers its parameters with
+ * effml__layer_add_param() during construction (never later: containers
+ * keep pointers to the params), and hands every layer it contains to
+ * effml__layer_adopt() (the one way to hold child layers: every generic walk
+ * -- FLOPs, sparse masks, RigL/SET, "find the base layer" -- sees them).
  * effml_layer_forward()/backward() validate the common things (NULLs, f32,
  * 2-D, contiguous, widths, batch, mode, the pending-forward state) before
  * calling the ops, so an op only checks what is specific to its kind.
@@ -22,27 +27,50 @@ typedef struct effml__param {
   struct effml__param *origin; /* containers: the child's param this entry mirrors */
 } effml__param;
 
+/* Traits of a kind (bits of effml__layer_ops.traits). */
+#define EFFML__KIND_SPARSE 0x1u      /* impl is an effml__sparse_layer (lib/sparse) */
+#define EFFML__KIND_WRAPS_BASE 0x2u  /* child 0 is the base layer the kind adapts */
+#define EFFML__KIND_CONTAINER 0x4u   /* children run one after the other (sequential) */
+#define EFFML__KIND_WEIGHT_IN_OUT 0x8u /* "weight" is stored [in, out] (GPT-2 Conv1D, PEFT fan_in_fan_out) */
+
 typedef struct effml__layer_ops {
-  const char *kind;
-  /* x: [batch, in] f32 contiguous; y: [batch, out] f32 contiguous (validated). */
+  /* Kind name returned by effml_layer_kind() (a table serving several
+   * kinds, e.g. the activations, sets each layer's name with
+   * effml__layer_set_kind). */
+  const char *name;
+  /* x: [batch, in] f32 contiguous; y: [batch, out] f32 contiguous (validated).
+   * EFFML_LAYER_MODE_INFER must not write the layer (several threads may share it). */
   effml_status (*forward)(effml_context *ctx, effml_layer *layer, const effml_tensor *x,
                           effml_tensor *y, int32_t mode);
-  /* dy: [batch, out]; dx: [batch, in] or NULL (validated; a train forward is pending). */
+  /* dy: [batch, out]; dx: [batch, in] or NULL (validated; a train forward is
+   * pending).  Adds into the grads of trainable params only. */
   effml_status (*backward)(effml_context *ctx, effml_layer *layer, const effml_tensor *dy,
                            effml_tensor *dx);
-  /* Free kind-specific state (impl); params are freed by the generic code. May be NULL. */
+  /* Free kind-specific state (impl); params and children are freed by the
+   * generic code afterwards.  May be NULL. */
   void (*destroy)(effml_layer *layer);
+  /* FLOPs of one forward pass for one input row of width in_width, by the
+   * Sparse-IFT profiler rules (a multiply-add is 2 FLOPs, a dot of n terms
+   * 2n-1, +1 per bias/element-wise op).  Containers sum their children with
+   * effml__layer_flops().  NULL: the kind has no FLOP rule (counting fails
+   * with EFFML_E_UNSUPPORTED naming it). */
+  effml_status (*flops)(effml_context *ctx, const effml_layer *layer, int64_t in_width,
+                        double *flops);
+  uint32_t traits; /* EFFML__KIND_* */
 } effml__layer_ops;
 
 struct effml_layer {
   const effml__layer_ops *ops;
+  const char *kind;        /* ops->name unless set by effml__layer_set_kind (static string) */
   effml_context *ctx;      /* allocator of the layer */
   int64_t in_features;     /* 0 = width-agnostic (activations) */
   int64_t out_features;    /* 0 = same as input */
   int32_t n_params, cap_params;
   effml__param *params;
+  int32_t n_children, cap_children;
+  effml_layer **children;  /* owned (effml__layer_adopt); freed after ops->destroy */
   int32_t train_pending;   /* a TRAIN forward ran and backward may follow */
-  int32_t in_container;    /* owned by a container (cannot be added again) */
+  int32_t in_container;    /* owned by another layer (cannot be adopted again) */
   int64_t pending_batch;   /* batch of that forward */
   int64_t pending_width;   /* input width of that forward (width-agnostic layers) */
   void *impl;              /* kind-specific state */
@@ -65,12 +93,39 @@ EFFML__HIDDEN effml_status effml__layer_add_param(effml_context *ctx, effml_laye
 EFFML__HIDDEN effml_status effml__layer_add_shared_param(effml_context *ctx, effml_layer *layer,
                                                          const char *name, effml_tensor *value,
                                                          effml_tensor *grad, int32_t trainable);
+/* Name this layer's kind (a static string) when its ops table serves several kinds. */
+EFFML__HIDDEN void effml__layer_set_kind(effml_layer *layer, const char *kind);
+/* Take ownership of `child` (appended as the last child; freed with the
+ * layer).  Fails with EFFML_E_STATE when child is already owned or is layer
+ * itself; the caller keeps child on error. */
+EFFML__HIDDEN effml_status effml__layer_adopt(effml_context *ctx, effml_layer *layer,
+                                              effml_layer *child);
+/* Undo effml__layer_adopt for `child` (error paths: the caller keeps it). */
+EFFML__HIDDEN void effml__layer_disown(effml_layer *layer, effml_layer *child);
+static inline int32_t effml__layer_num_children(const effml_layer *l) {
+  return l ? l->n_children : 0;
+}
+static inline effml_layer *effml__layer_child(const effml_layer *l, int32_t i) {
+  return (l && i >= 0 && i < l->n_children) ? l->children[i] : NULL;
+}
+/* Visit `layer` and every layer nested in it, parents before children,
+ * children in order; stops at the first non-OK status. */
+typedef effml_status (*effml__layer_visit_fn)(effml_context *ctx, effml_layer *layer, void *arg);
+EFFML__HIDDEN effml_status effml__layer_walk(effml_context *ctx, effml_layer *layer,
+                                             effml__layer_visit_fn fn, void *arg);
+/* FLOPs of one forward row of width in_width through `layer` (ops->flops;
+ * EFFML_E_UNSUPPORTED naming the kind when it has no FLOP rule). */
+EFFML__HIDDEN effml_status effml__layer_flops(effml_context *ctx, const effml_layer *layer,
+                                              int64_t in_width, double *flops);
 /* The layer's i-th param entry (resolving container mirrors to the origin). */
 EFFML__HIDDEN effml__param *effml__layer_param_entry(effml_layer *layer, int32_t i);
 /* Convenience: f32 data of param i's value / grad (contiguous). */
 EFFML__HIDDEN float *effml__param_f32(effml_layer *layer, int32_t i);
 EFFML__HIDDEN float *effml__grad_f32(effml_layer *layer, int32_t i);
 
+/* The registry (lib/registry/layer_kinds.c): every ops table, once. */
+EFFML__HIDDEN int32_t effml__layer_kind_count(void);
+EFFML__HIDDEN const effml__layer_ops *effml__layer_kind_at(int32_t i);
 /* ---- activations, shared by the layers that embed one (adapter block, sparse layers) ---- */
 
 /**

@@ -99,7 +99,13 @@ static void ln_destroy(effml_layer *layer) {
   effml__free(layer->ctx, l);
 }
 
-static const effml__layer_ops ln_ops = {"layernorm", ln_forward, ln_backward, ln_destroy};
+/* No FLOP rule (the Sparse-IFT profiler counts linear layers only). */
+const effml__layer_ops effml__layernorm_ops = {
+    .name = "layernorm",
+    .forward = ln_forward,
+    .backward = ln_backward,
+    .destroy = ln_destroy,
+};
 
 effml_status effml_layer_layernorm_create(effml_context *ctx, int64_t features, double eps,
                                     effml_layer **out) {
@@ -114,7 +120,7 @@ effml_status effml_layer_layernorm_create(effml_context *ctx, int64_t features, 
   if (!l) return EFFML_E_NOMEM;
   l->eps = eps;
   effml_layer *layer = NULL;
-  effml_status st = effml__layer_new(ctx, &ln_ops, features, features, l, &layer);
+  effml_status st = effml__layer_new(ctx, &effml__layernorm_ops, features, features, l, &layer);
   if (st != EFFML_OK) {
     effml__free(ctx, l);
     return st;

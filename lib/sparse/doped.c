@@ -13,7 +13,7 @@
 
 #include "sparse_internal.h"
 
-effml_status effml__doped_forward(effml_context *ctx, effml_layer *layer, const effml_tensor *x,
+static effml_status doped_forward(effml_context *ctx, effml_layer *layer, const effml_tensor *x,
                                   effml_tensor *y, int32_t mode) {
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   const int64_t batch = x->shape[0], in = layer->in_features, out = layer->out_features;
@@ -63,7 +63,7 @@ effml_status effml__doped_forward(effml_context *ctx, effml_layer *layer, const 
   return st;
 }
 
-effml_status effml__doped_backward(effml_context *ctx, effml_layer *layer,
+static effml_status doped_backward(effml_context *ctx, effml_layer *layer,
                                    const effml_tensor *dy, effml_tensor *dx) {
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   const int64_t batch = dy->shape[0], in = layer->in_features, out = layer->out_features;
@@ -116,6 +116,29 @@ static effml_status add_dense(effml_context *ctx, effml_layer *layer, const char
   return EFFML_OK;
 }
 
+/* The sparse product, the dense U [r, in] and V [out, r], the sum of the
+ * two paths, + out for the bias. */
+static effml_status doped_flops(effml_context *ctx, const effml_layer *layer, int64_t in_width,
+                                double *flops) {
+  const effml__sparse_layer *s = (const effml__sparse_layer *)layer->impl;
+  const int64_t out = layer->out_features;
+  double f = effml__linear_flops(s->mats[0].nnz, out) +
+             effml__linear_flops(s->inner * layer->in_features, s->inner) +
+             effml__linear_flops(out * s->inner, out) + (double)out;
+  if (s->has_bias) f += (double)out;
+  *flops = f;
+  return EFFML_OK;
+}
+
+const effml__layer_ops effml__sparse_doped_ops = {
+    .name = "sparse_doped",
+    .forward = doped_forward,
+    .backward = doped_backward,
+    .destroy = effml__sparse_destroy,
+    .flops = doped_flops,
+    .traits = EFFML__KIND_SPARSE,
+};
+
 effml_status effml_sparse_doped_create(effml_context *ctx, int64_t in, int64_t out,
                                        const effml_sparse_options *opt, effml_layer **out_layer) {
   static const char fn[] = "effml_sparse_doped_create";
@@ -136,7 +159,7 @@ effml_status effml_sparse_doped_create(effml_context *ctx, int64_t in, int64_t o
                       fn, o.sparsity, (long long)out, (long long)in);
   EFFML__TRY(effml__nnz_for(ctx, fn, out, in, o.sparsity, &nnz));
   effml_layer *layer = NULL;
-  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_DOPED, in, out, 1, o.bias, &layer));
+  EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_doped_ops, in, out, 1, o.bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->inner = r;
   effml_status st = effml__sparse_random_matrix(ctx, layer, 0, out, in, nnz, "weight", o.init, in);

@@ -200,7 +200,9 @@ done:
 
 /* ---------------- controller ---------------- */
 
-static effml_status collect(effml_context *ctx, effml_dst *d, effml_layer *l) {
+/* Visitor: list the matrices of every sparse layer nested anywhere in the model. */
+static effml_status collect(effml_context *ctx, effml_layer *l, void *arg) {
+  effml_dst *d = (effml_dst *)arg;
   effml__sparse_layer *s = effml__sparse_of(l);
   if (s) {
     for (int32_t i = 0; i < s->n_mats; ++i) {
@@ -223,10 +225,7 @@ static effml_status collect(effml_context *ctx, effml_dst *d, effml_layer *l) {
       d->mats[d->n] = &s->mats[i];
       d->n++;
     }
-    return EFFML_OK;
   }
-  for (int32_t i = 0; i < effml_layer_sequential_count(l); ++i)
-    EFFML__TRY(collect(ctx, d, effml_layer_sequential_get(l, i)));
   return EFFML_OK;
 }
 
@@ -299,7 +298,7 @@ effml_status effml_dst_create(effml_context *ctx, effml_layer *model, effml_opti
   d->opt = optimizer;
   d->o = o;
   d->end = (int64_t)floor(o.end_fraction * (double)o.total_steps);
-  effml_status st = collect(ctx, d, model);
+  effml_status st = effml__layer_walk(ctx, model, collect, d);
   if (st == EFFML_OK && d->n == 0)
     st = effml__err(ctx, EFFML_E_INVALID_ARG, "%s: model (kind '%s') has no sparse matrix", fn,
                     effml_layer_kind(model));

@@ -13,7 +13,7 @@
 
 enum { SF_U = 0, SF_V = 1 };
 
-effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
+static effml_status factorized_forward(effml_context *ctx, effml_layer *layer,
                                        const effml_tensor *x, effml_tensor *y, int32_t mode) {
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   const int64_t batch = x->shape[0], in = layer->in_features, out = layer->out_features;
@@ -65,7 +65,7 @@ effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
   return st;
 }
 
-effml_status effml__factorized_backward(effml_context *ctx, effml_layer *layer,
+static effml_status factorized_backward(effml_context *ctx, effml_layer *layer,
                                         const effml_tensor *dy, effml_tensor *dx) {
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   const int64_t batch = dy->shape[0], in = layer->in_features, out = layer->out_features;
@@ -95,6 +95,27 @@ effml_status effml__factorized_backward(effml_context *ctx, effml_layer *layer,
   return st;
 }
 
+/* U then V, + d for the ReLU between them, + out for the bias. */
+static effml_status factorized_flops(effml_context *ctx, const effml_layer *layer,
+                                     int64_t in_width, double *flops) {
+  const effml__sparse_layer *s = (const effml__sparse_layer *)layer->impl;
+  double f = effml__linear_flops(s->mats[SF_U].nnz, s->inner) +
+             effml__linear_flops(s->mats[SF_V].nnz, layer->out_features);
+  if (s->activation == EFFML_LAYER_ACT_RELU) f += (double)s->inner;
+  if (s->has_bias) f += (double)layer->out_features;
+  *flops = f;
+  return EFFML_OK;
+}
+
+const effml__layer_ops effml__sparse_factorized_ops = {
+    .name = "sparse_factorized",
+    .forward = factorized_forward,
+    .backward = factorized_backward,
+    .destroy = effml__sparse_destroy,
+    .flops = factorized_flops,
+    .traits = EFFML__KIND_SPARSE,
+};
+
 effml_status effml_sparse_factorized_create(effml_context *ctx, int64_t in, int64_t out,
                                             const effml_sparse_options *opt,
                                             effml_layer **out_layer) {
@@ -115,7 +136,7 @@ effml_status effml_sparse_factorized_create(effml_context *ctx, int64_t in, int6
   EFFML__TRY(effml__nnz_for(ctx, fn, d, in, o.sparsity, &nu));
   EFFML__TRY(effml__nnz_for(ctx, fn, out, d, o.sparsity, &nv));
   effml_layer *layer = NULL;
-  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_FACTORIZED, in, out, 2, o.bias, &layer));
+  EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_factorized_ops, in, out, 2, o.bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->inner = d;
   s->activation = o.activation;

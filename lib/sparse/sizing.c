@@ -9,7 +9,6 @@
  * EFFML_SPARSE_COMPAT_FLOAT reproduces that rounding on purpose.
  */
 #include <math.h>
-#include <string.h>
 
 #include "sparse_internal.h"
 
@@ -121,65 +120,13 @@ effml_status effml_sparse_doped_rank(effml_context *ctx, int64_t in, int64_t out
 
 /* ---------------- FLOP counting ---------------- */
 
-static double linear_flops(int64_t nnz, int64_t out) { return 2.0 * (double)nnz - (double)out; }
-
-static effml_status count(effml_context *ctx, effml_layer *l, int64_t *width, double *acc) {
-  effml__sparse_layer *s = effml__sparse_of(l);
-  const int64_t out = l->out_features;
-  if (s) {
-    double f = 0.0;
-    switch (s->kind) {
-      case EFFML__SK_LINEAR:
-      case EFFML__SK_PARALLEL:
-        for (int32_t i = 0; i < s->n_mats; ++i) f += linear_flops(s->mats[i].nnz, out);
-        f += (double)(s->n_mats - 1) * (double)out; /* summing the branches */
-        break;
-      case EFFML__SK_FACTORIZED:
-        f = linear_flops(s->mats[0].nnz, s->inner) + linear_flops(s->mats[1].nnz, out);
-        if (s->activation == EFFML_LAYER_ACT_RELU) f += (double)s->inner;
-        break;
-      default: /* doped: sparse + U + V + the sum */
-        f = linear_flops(s->mats[0].nnz, out) +
-            linear_flops(s->inner * l->in_features, s->inner) +
-            linear_flops(out * s->inner, out) + (double)out;
-        break;
-    }
-    if (s->has_bias) f += (double)out;
-    *acc += f;
-    *width = out;
-    return EFFML_OK;
-  }
-  const int32_t nc = effml_layer_sequential_count(l);
-  if (nc > 0 || strcmp(effml_layer_kind(l), "sequential") == 0) {
-    for (int32_t i = 0; i < nc; ++i) EFFML__TRY(count(ctx, effml_layer_sequential_get(l, i), width, acc));
-    return EFFML_OK;
-  }
-  const char *kind = effml_layer_kind(l);
-  if (strcmp(kind, "dense") == 0) {
-    double f = linear_flops(l->in_features * out, out);
-    if (l->n_params > 1) f += (double)out; /* bias */
-    *acc += f;
-    *width = out;
-    return EFFML_OK;
-  }
-  if (strcmp(kind, "dropout") == 0) return EFFML_OK;
-  if (l->in_features == 0 && l->n_params == 0) { /* element-wise activation */
-    *acc += (double)*width;
-    return EFFML_OK;
-  }
-  return effml__err(ctx, EFFML_E_UNSUPPORTED,
-                    "effml_sparse_count_flops: layer kind '%s' has no FLOP rule", kind);
-}
-
 effml_status effml_sparse_count_flops(effml_context *ctx, const effml_layer *layer,
                                       double *flops) {
   EFFML__CHECK_NULL(ctx, layer);
   EFFML__CHECK_NULL(ctx, flops);
-  effml_layer *l = (effml_layer *)(uintptr_t)layer;
-  int64_t width = l->in_features;
-  double acc = 0.0;
-  EFFML__TRY(count(ctx, l, &width, &acc));
-  *flops = acc;
+  double f = 0.0;
+  EFFML__TRY(effml__layer_flops(ctx, layer, layer->in_features, &f));
+  *flops = f;
   return EFFML_OK;
 }
 

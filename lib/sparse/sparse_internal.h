@@ -75,7 +75,6 @@ EFFML__HIDDEN void effml__spmm_ref(const effml__spmat *m, const float *v, const 
 
 /* ---- layers: how dst.c and the FLOP counter see inside a sparse layer ---- */
 typedef struct effml__sparse_layer {
-  int32_t kind;           /* EFFML__SK_* */
   int32_t n_mats;
   effml__spmat *mats;     /* [n_mats] */
   int32_t has_bias;
@@ -101,12 +100,15 @@ typedef struct effml__sparse_layer {
 #define EFFML__WS_NNZ 3
 #define EFFML__WS_AUX 4
 
-#define EFFML__SK_LINEAR 1
-#define EFFML__SK_PARALLEL 2
-#define EFFML__SK_FACTORIZED 3
-#define EFFML__SK_DOPED 4
+/* The sparse kinds' ops tables (all with EFFML__KIND_SPARSE). */
+EFFML__HIDDEN extern const effml__layer_ops effml__sparse_linear_ops, effml__sparse_wide_ops,
+    effml__sparse_parallel_ops, effml__sparse_factorized_ops, effml__sparse_doped_ops;
+/* ops->destroy shared by the sparse kinds. */
+EFFML__HIDDEN void effml__sparse_destroy(effml_layer *layer);
+/* FLOPs of a sparse/dense product with nnz weights and `out` outputs: 2 nnz - out. */
+EFFML__HIDDEN double effml__linear_flops(int64_t nnz, int64_t out);
 
-/* The sparse impl of `layer`, or NULL when it is not a sparse layer. */
+/* The sparse impl of `layer` (a kind with EFFML__KIND_SPARSE), or NULL. */
 EFFML__HIDDEN effml__sparse_layer *effml__sparse_of(effml_layer *layer);
 /* Register matrix m's [nnz] parameter `name` in layer and fill it with
  * values (CSR order) or with the init rule. */
@@ -130,10 +132,11 @@ EFFML__HIDDEN effml_status effml__check_sparsity(effml_context *ctx, const char 
 /* nnz of a rows x cols matrix at sparsity s: round((1 - s) * numel), error if 0. */
 EFFML__HIDDEN effml_status effml__nnz_for(effml_context *ctx, const char *fn, int64_t rows,
                                           int64_t cols, double sparsity, int64_t *nnz);
-/* Generic layer builder: ops table for each kind (layers.c). */
-EFFML__HIDDEN effml_status effml__sparse_layer_new(effml_context *ctx, int32_t kind,
-                                                   int64_t in, int64_t out, int32_t n_mats,
-                                                   int32_t bias, effml_layer **out_layer);
+/* Generic sparse layer builder for the kind `ops` (sparse_layer.c). */
+EFFML__HIDDEN effml_status effml__sparse_layer_new(effml_context *ctx,
+                                                   const effml__layer_ops *ops, int64_t in,
+                                                   int64_t out, int32_t n_mats, int32_t bias,
+                                                   effml_layer **out_layer);
 /* Backward helper shared by kinds: dense grad into m->dense_grad when armed. */
 EFFML__HIDDEN void effml__spmat_dense_grad(effml__spmat *m, const float *DYT, const float *XT,
                                            int64_t ldb);
@@ -162,15 +165,5 @@ EFFML__HIDDEN effml_status effml__spmat_backward_input(effml_context *ctx, effml
 /* db += Σ_b dY[b, :] when the bias is trainable. */
 EFFML__HIDDEN void effml__bias_backward(effml_layer *layer, int32_t param, const float *DY,
                                         int64_t batch, int64_t out);
-EFFML__HIDDEN effml_status effml__factorized_forward(effml_context *ctx, effml_layer *layer,
-                                                     const effml_tensor *x, effml_tensor *y,
-                                                     int32_t mode);
-EFFML__HIDDEN effml_status effml__factorized_backward(effml_context *ctx, effml_layer *layer,
-                                                      const effml_tensor *dy, effml_tensor *dx);
-EFFML__HIDDEN effml_status effml__doped_forward(effml_context *ctx, effml_layer *layer,
-                                                const effml_tensor *x, effml_tensor *y,
-                                                int32_t mode);
-EFFML__HIDDEN effml_status effml__doped_backward(effml_context *ctx, effml_layer *layer,
-                                                 const effml_tensor *dy, effml_tensor *dx);
 
 #endif /* EFFML_SPARSE_INTERNAL_H */

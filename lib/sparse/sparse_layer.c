@@ -204,7 +204,7 @@ static effml_status linear_backward(effml_context *ctx, effml_layer *layer,
   return st;
 }
 
-static void sparse_destroy(effml_layer *layer) {
+void effml__sparse_destroy(effml_layer *layer) {
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   if (!s) return;
   effml_context *ctx = layer->ctx;
@@ -217,37 +217,57 @@ static void sparse_destroy(effml_layer *layer) {
   layer->impl = NULL;
 }
 
-/* Forward/backward of SF and SD live in their own files. */
+double effml__linear_flops(int64_t nnz, int64_t out) { return 2.0 * (double)nnz - (double)out; }
 
-static const effml__layer_ops linear_ops = {"sparse_linear", linear_forward, linear_backward,
-                                            sparse_destroy};
-static const effml__layer_ops wide_ops = {"sparse_wide", linear_forward, linear_backward,
-                                          sparse_destroy};
-static const effml__layer_ops parallel_ops = {"sparse_parallel", linear_forward, linear_backward,
-                                              sparse_destroy};
-static const effml__layer_ops factorized_ops = {"sparse_factorized", effml__factorized_forward,
-                                                effml__factorized_backward, sparse_destroy};
-static const effml__layer_ops doped_ops = {"sparse_doped", effml__doped_forward,
-                                           effml__doped_backward, sparse_destroy};
+/* Linear, wide and parallel: each branch a sparse product, the branches
+ * summed, + out for the bias. */
+static effml_status linear_flops(effml_context *ctx, const effml_layer *layer, int64_t in_width,
+                                 double *flops) {
+  const effml__sparse_layer *s = (const effml__sparse_layer *)layer->impl;
+  const int64_t out = layer->out_features;
+  double f = 0.0;
+  for (int32_t i = 0; i < s->n_mats; ++i) f += effml__linear_flops(s->mats[i].nnz, out);
+  f += (double)(s->n_mats - 1) * (double)out; /* summing the branches */
+  if (s->has_bias) f += (double)out;
+  *flops = f;
+  return EFFML_OK;
+}
+
+/* Forward/backward of SF and SD live in their own files, with their tables. */
+const effml__layer_ops effml__sparse_linear_ops = {
+    .name = "sparse_linear",
+    .forward = linear_forward,
+    .backward = linear_backward,
+    .destroy = effml__sparse_destroy,
+    .flops = linear_flops,
+    .traits = EFFML__KIND_SPARSE,
+};
+const effml__layer_ops effml__sparse_wide_ops = {
+    .name = "sparse_wide",
+    .forward = linear_forward,
+    .backward = linear_backward,
+    .destroy = effml__sparse_destroy,
+    .flops = linear_flops,
+    .traits = EFFML__KIND_SPARSE,
+};
+const effml__layer_ops effml__sparse_parallel_ops = {
+    .name = "sparse_parallel",
+    .forward = linear_forward,
+    .backward = linear_backward,
+    .destroy = effml__sparse_destroy,
+    .flops = linear_flops,
+    .traits = EFFML__KIND_SPARSE,
+};
 
 effml__sparse_layer *effml__sparse_of(effml_layer *layer) {
-  if (!layer) return NULL;
-  const effml__layer_ops *o = layer->ops;
-  if (o == &linear_ops || o == &wide_ops || o == &parallel_ops || o == &factorized_ops ||
-      o == &doped_ops)
+  if (layer && (layer->ops->traits & EFFML__KIND_SPARSE))
     return (effml__sparse_layer *)layer->impl;
   return NULL;
 }
 
-/* EFFML__SK_LINEAR + 100 selects the "sparse_wide" kind name. */
-effml_status effml__sparse_layer_new(effml_context *ctx, int32_t kind, int64_t in, int64_t out,
-                                     int32_t n_mats, int32_t bias, effml_layer **out_layer) {
-  const effml__layer_ops *ops = kind == EFFML__SK_LINEAR         ? &linear_ops
-                                : kind == EFFML__SK_LINEAR + 100 ? &wide_ops
-                                : kind == EFFML__SK_PARALLEL     ? &parallel_ops
-                                : kind == EFFML__SK_FACTORIZED   ? &factorized_ops
-                                                                 : &doped_ops;
-  if (kind == EFFML__SK_LINEAR + 100) kind = EFFML__SK_LINEAR;
+effml_status effml__sparse_layer_new(effml_context *ctx, const effml__layer_ops *ops, int64_t in,
+                                     int64_t out, int32_t n_mats, int32_t bias,
+                                     effml_layer **out_layer) {
   effml__sparse_layer *s = (effml__sparse_layer *)effml__calloc_or_err(ctx, 1, sizeof *s, "sparse layer");
   if (!s) return EFFML_E_NOMEM;
   s->mats = (effml__spmat *)effml__calloc_or_err(ctx, (size_t)n_mats, sizeof *s->mats, "sparse matrices");
@@ -255,7 +275,6 @@ effml_status effml__sparse_layer_new(effml_context *ctx, int32_t kind, int64_t i
     effml__free(ctx, s);
     return EFFML_E_NOMEM;
   }
-  s->kind = kind;
   s->n_mats = n_mats;
   s->has_bias = bias != 0;
   s->bias_param = -1;
@@ -339,7 +358,7 @@ effml_status effml_sparse_linear_create(effml_context *ctx, int64_t in, int64_t 
                       (long long)nnz, (long long)(in * out));
   }
   effml_layer *layer = NULL;
-  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_LINEAR, in, out, 1, o.bias, &layer));
+  EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_linear_ops, in, out, 1, o.bias, &layer));
   effml_status st = effml__sparse_random_matrix(ctx, layer, 0, out, in, nnz, "weight", o.init, in);
   if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, out, in);
   if (st != EFFML_OK) {
@@ -355,7 +374,7 @@ static effml_status linear_from_positions(effml_context *ctx, int64_t in, int64_
                                           int64_t nnz, const int64_t *pos, const float *values,
                                           const effml_sparse_options *o, effml_layer **out_layer) {
   effml_layer *layer = NULL;
-  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_LINEAR, in, out, 1, o->bias, &layer));
+  EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_linear_ops, in, out, 1, o->bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   effml_status st = effml__spmat_init_positions(ctx, &s->mats[0], out, in, nnz, pos);
   if (st == EFFML_OK) st = effml__sparse_add_matrix(ctx, layer, &s->mats[0], "weight", values, o->init, in);
@@ -500,7 +519,7 @@ effml_status effml_sparse_wide_create(effml_context *ctx, int64_t in, int64_t ou
   EFFML__TRY(effml_sparse_wide_dims(ctx, in, out, o.sparsity, o.widen, &win, &wout));
   EFFML__TRY(check_dims(ctx, fn, win, wout));
   effml_layer *layer = NULL;
-  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_LINEAR + 100, win, wout, 1, o.bias, &layer));
+  EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_wide_ops, win, wout, 1, o.bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->dense_in = in;
   s->dense_out = out;
@@ -535,7 +554,7 @@ effml_status effml_sparse_parallel_create(effml_context *ctx, int64_t in, int64_
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: sparsity=%g gives %lld branches (max 1024)",
                       fn, o.sparsity, (long long)k);
   effml_layer *layer = NULL;
-  EFFML__TRY(effml__sparse_layer_new(ctx, EFFML__SK_PARALLEL, in, out, (int32_t)k, o.bias, &layer));
+  EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_parallel_ops, in, out, (int32_t)k, o.bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->inner = k;
   effml_status st = EFFML_OK;

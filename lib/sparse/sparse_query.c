@@ -8,17 +8,16 @@
 
 /* ---------------- queries ---------------- */
 
-int64_t effml_sparse_nnz(const effml_layer *layer) {
-  if (!layer) return 0;
-  effml_layer *l = (effml_layer *)(uintptr_t)layer;
+/* Visitor: add the nonzeros of a sparse layer to *(int64_t *)arg. */
+static effml_status add_nnz(effml_context *ctx, effml_layer *l, void *arg) {
   effml__sparse_layer *s = effml__sparse_of(l);
-  if (s) {
-    int64_t n = 0;
-    for (int32_t i = 0; i < s->n_mats; ++i) n += s->mats[i].nnz;
-    return n;
-  }
+  for (int32_t i = 0; s && i < s->n_mats; ++i) *(int64_t *)arg += s->mats[i].nnz;
+  return EFFML_OK;
+}
+
+int64_t effml_sparse_nnz(const effml_layer *layer) {
   int64_t n = 0;
-  for (int32_t i = 0; i < effml_layer_sequential_count(l); ++i) n += effml_sparse_nnz(effml_layer_sequential_get(l, i));
+  (void)effml__layer_walk(NULL, (effml_layer *)(uintptr_t)layer, add_nnz, &n);
   return n;
 }
 
@@ -86,9 +85,9 @@ effml_status effml_sparse_matrix_grad_to_dense(effml_context *ctx, const effml_l
   return scatter_dense(ctx, layer, m, dense, 1);
 }
 
-effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *layer, int32_t on) {
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, layer);
+/* Visitor: arm (*(int32_t *)arg != 0) or disarm the dense gradient of a sparse layer. */
+static effml_status arm_dense_grad(effml_context *ctx, effml_layer *layer, void *arg) {
+  const int32_t on = *(const int32_t *)arg;
   effml__sparse_layer *s = effml__sparse_of(layer);
   if (s) {
     for (int32_t i = 0; i < s->n_mats; ++i) {
@@ -108,11 +107,14 @@ effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *la
       m->dense_grad_on = on != 0;
       m->dense_grad_valid = 0;
     }
-    return EFFML_OK;
   }
-  for (int32_t i = 0; i < effml_layer_sequential_count(layer); ++i)
-    EFFML__TRY(effml_sparse_request_dense_grad(ctx, effml_layer_sequential_get(layer, i), on));
   return EFFML_OK;
+}
+
+effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *layer, int32_t on) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, layer);
+  return effml__layer_walk(ctx, layer, arm_dense_grad, &on);
 }
 
 effml_status effml_sparse_dense_grad(effml_context *ctx, const effml_layer *layer, int32_t m,

@@ -6,21 +6,28 @@
 #   OUTDIR/fuzz_npy -max_total_time=600 WORKDIR tests/fuzz/corpus/npy
 #   OUTDIR/fuzz_safetensors -dict=tests/fuzz/safetensors.dict WORKDIR tests/fuzz/corpus/safetensors
 #
-# Only the sources the readers need are compiled (core, tensor, io), so a
-# fuzz build does not depend on the rest of the library.  Needs clang-14 and
-# libclang-rt-14-dev (Debian 12), libcjson-dev and pkg-config.
+# The library comes from the project's own CMake build (OUTDIR/lib, target
+# effml_static, instrumented with -fsanitize=fuzzer-no-link,address,undefined),
+# so this script names no source folders: the static archive contributes only
+# the objects a target reaches.  Every tests/fuzz/fuzz_*.c is one target.
+# Needs clang-14 and libclang-rt-14-dev (Debian 12), cmake, pkg-config and the
+# library's build dependencies.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-$ROOT/build-fuzz}
 CC=${CC:-clang-14}
+JOBS=${EFFML_JOBS:-2}
 mkdir -p "$OUT"
+cmake -S "$ROOT" -B "$OUT/lib" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER="$CC" \
+  -DEFFML_SANITIZE=fuzzer-no-link,address,undefined -DEFFML_BUILD_TESTS=OFF \
+  -DEFFML_BUILD_BENCH=OFF >/dev/null
+cmake --build "$OUT/lib" --target effml_static -j "$JOBS"
 CFLAGS="-std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
- -fno-sanitize-recover=all -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
- -I$ROOT/include -I$ROOT/lib/core $(pkg-config --cflags libcjson)"
-for t in npy safetensors; do
+ -fno-sanitize-recover=all -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I$ROOT/include"
+LIBS="$OUT/lib/lib/libeffml.a $(pkg-config --libs libcjson openblas) -llapacke -lz -lpthread -lm"
+for src in "$ROOT"/tests/fuzz/fuzz_*.c; do
+  t=$(basename "$src" .c)
   # shellcheck disable=SC2086
-  $CC $CFLAGS -o "$OUT/fuzz_$t" "$ROOT/tests/fuzz/fuzz_$t.c" \
-    "$ROOT"/lib/core/*.c "$ROOT"/lib/tensor/*.c "$ROOT"/lib/io/*.c \
-    $(pkg-config --libs libcjson) -lpthread -lm
-  echo "built $OUT/fuzz_$t"
+  $CC $CFLAGS -o "$OUT/$t" "$src" $LIBS
+  echo "built $OUT/$t"
 done
