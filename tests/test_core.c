@@ -1019,7 +1019,7 @@ START_TEST(struct_sizes_cover_every_option_struct) {
     const size_t len = strlen(de->d_name);
     if (len < 3 || strcmp(de->d_name + len - 2, ".h") != 0) continue;
     ++n_headers;
-    char path[512];
+    char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
     FILE *f = fopen(path, "r");
     ck_assert_msg(f != NULL, "cannot open %s", path);
