@@ -118,6 +118,24 @@ EFFML__HIDDEN effml_status effml__enn_pass(effml_context *ctx, const effml_sampl
                                            const double *xs, const int64_t *ys, int64_t m,
                                            int64_t d, int64_t k, int32_t kind_sel, int64_t *keep,
                                            int64_t *n_keep);
+/* CNN, OSS (cnn.c); SMOTEENN / SMOTETomek cleaning of a SMOTE plan (combine.c). */
+EFFML__HIDDEN effml_status effml__cnn_plan(effml_context *ctx, const effml__resample_in *in,
+                                           effml__plan *p);
+EFFML__HIDDEN effml_status effml__oss_plan(effml_context *ctx, const effml__resample_in *in,
+                                           effml__plan *p);
+EFFML__HIDDEN effml_status effml__combine_clean(effml_context *ctx, const effml__resample_in *in,
+                                                effml__plan *p);
+/* The rows of plan p as f64 [p->n, d] (owned). */
+EFFML__HIDDEN double *effml__plan_rows_f64(effml_context *ctx, const double *x, int64_t d,
+                                           const effml__plan *p);
+/* Tomek-link removal on compact rows xs [m, d]: a row goes when it forms a
+ * link (mutual 1-NN of different classes) and targeted[cls[row]] is set;
+ * `repeat` repeats until no such link is left.  Kept positions (ascending)
+ * into keep [m]. */
+EFFML__HIDDEN effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m,
+                                             int64_t d, const int64_t *cls, const char *targeted,
+                                             int64_t block_rows, int repeat, int64_t *keep,
+                                             int64_t *n_keep);
 /* numpy's pairwise summation order (np.sum of a contiguous run). */
 EFFML__HIDDEN double effml__np_sum(const double *a, int64_t n);
 
