@@ -270,8 +270,25 @@ static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
   const double *s = jb->s;
   const int64_t d = jb->d;
   effml_tensor *xo = jb->xo, *yo = jb->yo;
+  const size_t esz = x->dtype == EFFML_F64 ? sizeof(double) : sizeof(float);
   for (int64_t r = begin; r < end; ++r) {
     int64_t i = b[r], j = nb[r];
+    if (j < 0) { /* a run of plain copies of consecutive rows (the originals): one memcpy */
+      int64_t e = r + 1;
+      while (e < end && nb[e] < 0 && b[e] == i + (e - r)) ++e;
+      if (e - r > 1) {
+        memcpy((char *)xo->data + (size_t)r * (size_t)d * esz,
+               (const char *)x->data + (size_t)i * (size_t)d * esz, (size_t)(e - r) * (size_t)d * esz);
+        for (int64_t q = r; q < e; ++q) {
+          if (y->dtype == EFFML_I64)
+            ((int64_t *)(void *)yo->data)[q] = ((const int64_t *)(const void *)y->data)[b[q]];
+          else
+            ((int32_t *)(void *)yo->data)[q] = ((const int32_t *)(const void *)y->data)[b[q]];
+        }
+        r = e - 1;
+        continue;
+      }
+    }
     if (x->dtype == EFFML_F64) {
       const double *xi = effml__cf64(x) + i * d, *xj = effml__cf64(x) + (j < 0 ? i : j) * d;
       double *o = effml__f64(xo) + r * d;
