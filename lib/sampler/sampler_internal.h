@@ -23,6 +23,23 @@ EFFML__HIDDEN effml_status effml__knn_f64(effml_context *ctx, const double *ref,
                                           const int64_t *self_index, int64_t block_rows,
                                           int64_t *idx, double *dist2);
 
+/* Exact kNN of every row of a set among the set's own rows (never itself):
+ * the set is rows[0..nc) of x ([*, d] row-major f64); nn receives [nc, k]
+ * positions into `rows`, nearest first, ties to the smaller position -- the
+ * same answer as effml__knn_f64 with ref = q = the gathered rows and
+ * self_index = 0..nc-1.  f32 candidate search over the upper triangle with an
+ * exact f64 re-rank and a per-row certificate (knn_within.c); *n_fallback
+ * (may be NULL) receives how many rows needed the f64 brute-force search. */
+EFFML__HIDDEN effml_status effml__knn_within_f64(effml_context *ctx, const double *x,
+                                                 const int64_t *rows, int64_t nc, int64_t d,
+                                                 int64_t k, int64_t *nn, int64_t *n_fallback);
+/* The same with the kernel chosen: isa 0 portable, 1 AVX-512 when the CPU
+ * has it, -1 the best available (for tests). */
+EFFML__HIDDEN effml_status effml__knn_within_f64_isa(effml_context *ctx, const double *x,
+                                                     const int64_t *rows, int64_t nc, int64_t d,
+                                                     int64_t k, int64_t *nn, int64_t *n_fallback,
+                                                     int isa);
+
 /* X as f64 row-major: borrowed when x is contiguous f64, else a converted
  * copy in *owned (free with effml__free).  Checks 2-D, dtype f32/f64, and
  * (unless allow_nonfinite) finiteness.  `arg` names the argument. */
