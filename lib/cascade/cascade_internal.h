@@ -17,6 +17,7 @@ typedef struct effml__cascade_stage {
   int32_t rule;               /* EFFML_CASCADE_EXIT_* */
   double a, b;                /* threshold (a) or window [a, b] */
   double tau;                 /* calibrated task threshold, NaN if none */
+  double *cal;                /* NULL, or [2K] probability calibration z' = cal[k] z + cal[K + k] */
 } effml__cascade_stage;
 
 struct effml_cascade {
@@ -72,6 +73,7 @@ typedef struct effml__stage_block {
   int32_t aggregation;
   double temperature;
   int32_t m;          /* members aggregated after this stage (>= 1) */
+  const double *cal;  /* NULL, or [2K] affine calibration applied to every logit read */
   double *acc;        /* [rows, K] */
   double *sacc;       /* [rows] */
   double *score;      /* [rows] */
