@@ -87,7 +87,7 @@ class ResampleOptions(ctypes.Structure):
                 ("categorical_features", ctypes.POINTER(ctypes.c_int64)),
                 ("version", ctypes.c_int32), ("allow_minority", ctypes.c_int32),
                 ("n_neighbors_ver3", ctypes.c_int64), ("max_iter", ctypes.c_int64),
-                ("threshold_cleaning", ctypes.c_double)]
+                ("threshold_cleaning", ctypes.c_double), ("n_seeds_S", ctypes.c_int64)]
 
 
 _F = (np.dtype(np.float64), np.dtype(np.float32))
