@@ -14,7 +14,7 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->method = EFFML_SAMPLER_RESAMPLE_SMOTE;
   opt->sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
   opt->ratio = 1.0;
-  opt->k_neighbors = 5;
+  opt->k_neighbors = 0; /* the method's default, see read_options */
   opt->m_neighbors = 10;
   opt->n_neighbors = 0; /* the method's default, see read_options */
   opt->kind_sel = EFFML_SAMPLER_ENN_ALL;
@@ -25,12 +25,25 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->max_iter = 100;
   opt->threshold_cleaning = 0.5;
   opt->n_seeds_S = 1;
+  opt->voting = EFFML_SAMPLER_VOTING_SOFT;
+  opt->kmeans_n_init = 10;
+  opt->kmeans_max_iter = 300;
+  opt->kmeans_tol = 1e-4;
+  opt->cv = 5;
+  opt->out_step = 0.5;
+  opt->n_clusters = 8;
+  opt->cluster_balance_threshold = NAN;
+  opt->density_exponent = NAN;
 }
 
 static effml_status read_options(effml_context *ctx, const effml_sampler_resample_options *opt,
                                  effml_sampler_resample_options *o) {
   effml_sampler_resample_options_init(o);
-  if (opt == NULL) return EFFML_OK;
+  if (opt == NULL) {
+    o->k_neighbors = 5;
+    o->n_neighbors = 3;
+    return EFFML_OK;
+  }
   if (opt->struct_size < offsetof(effml_sampler_resample_options, ratio) || opt->struct_size > 4096)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "opt->struct_size=%u is invalid (use effml_sampler_resample_options_init)",
@@ -55,13 +68,19 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     case EFFML_SAMPLER_RESAMPLE_CNN:
     case EFFML_SAMPLER_RESAMPLE_OSS:
     case EFFML_SAMPLER_RESAMPLE_SMOTEENN:
-    case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK: break;
+    case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK:
+    case EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS:
+    case EFFML_SAMPLER_RESAMPLE_IHT: break;
     default:
       return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_RESAMPLE_* value",
                         (int)o->method);
   }
+  if (o->k_neighbors == 0) /* imbalanced-learn's default for the method */
+    o->k_neighbors = o->method == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE ? 2 : 5;
   if (o->n_neighbors == 0) /* imbalanced-learn's default for the method */
     o->n_neighbors = (o->method == EFFML_SAMPLER_RESAMPLE_CNN || o->method == EFFML_SAMPLER_RESAMPLE_OSS) ? 1 : 3;
+  if (o->reserved0 != 0)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "opt->reserved0=%d must be 0", (int)o->reserved0);
   if (o->block_rows < 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "block_rows=%lld must be >= 0",
                       (long long)o->block_rows);
@@ -154,6 +173,10 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
         st = effml__smote_plan(ctx, &in, p);
         if (st == EFFML_OK) st = effml__combine_clean(ctx, &in, p);
         break;
+      case EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS:
+        st = effml__cluster_centroids_plan(ctx, &in, p);
+        break;
+      case EFFML_SAMPLER_RESAMPLE_IHT: st = effml__iht_plan(ctx, &in, p); break;
       default: st = effml__enn_plan(ctx, &in, p); break;
     }
   }
@@ -402,6 +425,8 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
   effml_sampler_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
   if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC) return effml__smotenc_resample(ctx, &o, x, y, x_out, y_out);
+  if (o.method == EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS && o.voting == EFFML_SAMPLER_VOTING_SOFT)
+    return effml__cluster_centroids_resample(ctx, &o, x, y, x_out, y_out);
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
