@@ -279,6 +279,7 @@ done:
 
 effml_status effml_cascade_set_stage_calibration(effml_context *ctx, effml_cascade *cascade,
                                                  int32_t stage, const effml_calibrator *cal) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_cascade_set_stage_calibration";
   EFFML__CHECK_NULL(ctx, cascade);
   if (stage < 0 || stage >= cascade->num_stages)
