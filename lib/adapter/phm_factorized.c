@@ -190,6 +190,8 @@ typedef struct thin_args {
   const float *x;  /* backward: the forward's input, for dS (NULL: W_left frozen) */
   int64_t batch_rows;
   float *dSt;      /* backward: [chunks][n*r][kin] partial dS^T of each fixed row chunk */
+  const float *Qf; /* backward: the forward's Q, for dT (NULL: W_right frozen) */
+  float *dTp;      /* backward: [chunks][n*r][kout] partial dT of each fixed row chunk */
 } thin_args;
 
 /* Backward rows are processed in fixed chunks (independent of the thread
@@ -239,12 +241,22 @@ THIN_CLONES static void thin_backward_rows(void *arg, int64_t c0, int64_t c1, in
   for (int64_t ch = c0; ch < c1; ++ch) {
     float *dSt = t->x ? t->dSt + ch * nc * kin : NULL;
     if (dSt) memset(dSt, 0, (size_t)(nc * kin) * sizeof(float));
+    float *dT = t->Qf ? t->dTp + ch * nc * kout : NULL;
+    if (dT) memset(dT, 0, (size_t)(nc * kout) * sizeof(float));
     int64_t end = (ch + 1) * THIN_CHUNK < t->batch_rows ? (ch + 1) * THIN_CHUNK : t->batch_rows;
     for (int64_t row = ch * THIN_CHUNK; row < end; ++row) {
       const float *dy = t->in + row * n * kout;
       float *dQ = t->P + row * n * nc;
       for (int64_t c = 0; c < n; ++c)
         for (int64_t col = 0; col < nc; ++col) dQ[c * nc + col] = dot8(dy + c * kout, t->T + col * kout, kout);
+      if (dT) /* dT[col, v] += Q[c, col] dy_c[v] */
+        for (int64_t c = 0; c < n; ++c)
+          for (int64_t col = 0; col < nc; ++col) {
+            const float g = t->Qf[(row * n + c) * nc + col];
+            float *restrict dt = dT + col * kout;
+            const float *restrict dyc = dy + c * kout;
+            for (int64_t v = 0; v < kout; ++v) dt[v] += g * dyc[v];
+          }
       mix_rows(&m, row, row + 1, 0);
       const float *dP = t->Q + row * n * nc;
       for (int64_t a = 0; a < n; ++a) {
@@ -330,7 +342,7 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
       pack_cols(effml__param_f32(l, p->i_wl), n, kin, r, S);
       transpose_S(S, kin, nc, St);
       thin_args t = {A, St, effml__param_f32(l, p->i_wr), p->i_b >= 0 ? effml__param_f32(l, p->i_b) : NULL,
-                     x, P, Q, y, n, r, kin, kout, NULL, 0, NULL};
+                     x, P, Q, y, n, r, kin, kout, NULL, 0, NULL, NULL, NULL};
       st = effml__parallel_for(ctx, b, thin_min_chunk(n, kin, kout, nc), thin_forward_rows, &t);
       effml__free(ctx, St);
     }
@@ -402,13 +414,18 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     }
     transpose_S(S, kin, nc, St);
     const int64_t chunks = (b + THIN_CHUNK - 1) / THIN_CHUNK;
+    const int twr = effml__param_trainable(l, p->i_wr);
     float *parts = tw ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kin) * sizeof(float)) : NULL;
-    if (tw && parts == NULL) {
+    float *tparts = twr ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kout) * sizeof(float)) : NULL;
+    if ((tw && parts == NULL) || (twr && tparts == NULL)) {
       effml__free(ctx, St);
+      effml__free(ctx, parts);
+      effml__free(ctx, tparts);
       st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
       goto done;
     }
-    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout, tw ? p->x : NULL, b, parts};
+    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout, tw ? p->x : NULL, b, parts,
+                   twr ? p->Q : NULL, tparts};
     int64_t min_chunks = thin_min_chunk(n, kin, kout, nc) / THIN_CHUNK + 1;
     st = effml__parallel_for(ctx, chunks, min_chunks, thin_backward_rows, &t);
     effml__free(ctx, St);
@@ -422,12 +439,17 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
         for (int64_t col = 0; col < nc; ++col) dS[u * nc + col] = acc[col * kin + u];
       unpack_add_cols(dS, n, kin, c, effml__grad_f32(l, iw));
     }
+    if (st == EFFML_OK && twr) { /* dT: the chunks' parts in chunk order */
+      float *g = effml__grad_f32(l, p->i_wr);
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        const float *pc = tparts + ch * nc * kout;
+        for (int64_t q = 0; q < nc * kout; ++q) g[q] += pc[q];
+      }
+    }
     effml__free(ctx, parts);
+    effml__free(ctx, tparts);
     if (st != EFFML_OK) goto done;
-    tw = 0; /* dS done above, from the row kernel */
-    if (effml__param_trainable(l, p->i_wr))
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nc, (int)kout, (int)bn, 1.0f, p->Q,
-                  (int)nc, dy, (int)kout, 1.0f, effml__grad_f32(l, p->i_wr), (int)kout);
+    tw = 0; /* dS and dT done above, from the row kernel: no BLAS call on this path */
     if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
     dx = NULL; /* written by the row kernel */
   } else if (r) {
