@@ -91,7 +91,7 @@ typedef struct effml_adapter_phm_options {
   int32_t factorized;    /**< 1: LPHM, B_i = s_i t_i (default; AdapterHub factorized_phm_W); 0: full B_i (PHM) */
   int64_t rank;          /**< r >= 1 of s_i [in/n, r], t_i [r, out/n] (default 1; ignored when !factorized) */
   int32_t bias;          /**< 1: bias "b" [out] (default 1) */
-  int32_t w_init;        /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
+  int32_t w_init;        /**< EFFML_ADAPTER_PHM_INIT_* (default GLOROT_UNIFORM) */
   double phm_init_range; /**< std of EFFML_ADAPTER_PHM_INIT_NORMAL (default 1e-4) */
   double rule_init_std;  /**< std of a per-layer rule (no shared rule), default 0.01 as the reference */
 } effml_adapter_phm_options;
@@ -151,7 +151,7 @@ typedef struct effml_adapter_options {
   int32_t activation;       /**< EFFML_LAYER_ACT_GELU_TANH (gelu_new, default), _GELU, _RELU, _SILU (swish) */
   int64_t phm_dim;          /**< n for per-block rules (default 4) */
   int64_t rank;             /**< r of the LPHM projections (default 1) */
-  int32_t w_init;           /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
+  int32_t w_init;           /**< EFFML_ADAPTER_PHM_INIT_* (default GLOROT_UNIFORM) */
   double phm_init_range;    /**< see effml_adapter_phm_options (default 1e-4) */
   int32_t residual;         /**< 1: add x (default 1) */
   int32_t bias;             /**< 1: projections have biases (default 1) */
@@ -212,7 +212,7 @@ typedef struct effml_adapter_lora_options {
   int64_t rank;         /**< r >= 1 (default 8, PEFT) */
   double alpha;         /**< lora_alpha (default 8) */
   int32_t use_rslora;   /**< 1: scaling alpha/sqrt(r) instead of alpha/r (default 0) */
-  int32_t init_a;       /**< EFFML_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
+  int32_t init_a;       /**< EFFML_ADAPTER_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
   int32_t freeze_base;  /**< 1: base weight/bias frozen (default 1) */
   /* appended in 0.2 (struct_size tells them apart) */
   int32_t use_dora;     /**< 1: DoRA (Liu et al. 2024, arXiv 2402.09353): parameter "lora_magnitude_vector" [out] (default 0) */
@@ -392,7 +392,7 @@ typedef struct effml_adapter_lokr_options {
   double alpha;             /**< default 8 */
   int32_t decompose_both;   /**< 1: also factor w1 when r < max(out_l, in_m)/2 (default 0) */
   int64_t decompose_factor; /**< factorization cap, -1 = none (default) */
-  int32_t scale_convention; /**< EFFML_LOKR_SCALE_* (default PEFT) */
+  int32_t scale_convention; /**< EFFML_ADAPTER_LOKR_SCALE_* (default PEFT) */
   int32_t freeze_base;      /**< default 1 */
 } effml_adapter_lokr_options;
 
@@ -452,6 +452,30 @@ EFFML_API effml_status effml_adapter_lokr_load_peft(effml_context *ctx, const ch
                                                     const char *const *module_names);
 
 /* ------------------------------------------------------------------------ */
+/* IA3                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Wrap a dense (or "conv1d") base layer in IA3 (kind "ia3"; Liu et al. 2022,
+ * arXiv 2205.05638, section 3.3; PEFT IA3 Linear): a learned vector "ia3_l"
+ * rescales the output, y = (x W^T + b) .* l with l `[out, 1]`, or for a
+ * feed-forward module the input, y = (x .* l) W^T + b with l `[1, in]`.  l
+ * starts at ones; the base is frozen.  Ownership of `base` as LoRA.  Extra
+ * cost: one multiply per output (or input) element per row.
+ * @return EFFML_E_INVALID_ARG (NULL, base without "weight"), EFFML_E_SHAPE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_ia3_create(effml_context *ctx, effml_layer *base,
+                                                int32_t feedforward, effml_layer **out);
+/**
+ * Merge as PEFT: output scaling multiplies W's rows and the bias by l; input
+ * scaling multiplies W's columns.  Unmerge divides again (a zero entry of l
+ * cannot be undone: EFFML_E_NUMERIC).  A merged layer refuses training.
+ * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_ia3_merge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_ia3_unmerge(effml_context *ctx, effml_layer *layer);
+
+/* ------------------------------------------------------------------------ */
 /* A PEFT adapter directory as one object (module-by-module merging)         */
 /* ------------------------------------------------------------------------ */
 
@@ -471,7 +495,7 @@ typedef struct effml_adapter_peft effml_adapter_peft;
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
 /** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */
 EFFML_API void effml_adapter_peft_free(effml_adapter_peft *a);
-/** "LORA", "LORA (DoRA)" or "LOKR" (borrowed; NULL for NULL). */
+/** "LORA", "LORA (DoRA)", "LOKR" or "IA3" (borrowed; NULL for NULL). */
 EFFML_API const char *effml_adapter_peft_type(const effml_adapter_peft *a);
 /** Number of adapted modules. */
 EFFML_API int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a);
@@ -492,7 +516,8 @@ EFFML_API effml_status effml_adapter_peft_module_info(effml_context *ctx, const 
 /**
  * Build module i's adapter layer around `base` (a dense layer, or a "conv1d"
  * one for fan_in_fan_out files): a "lora" layer (DoRA, lora_bias, dropout as
- * configured) or a "lokr" layer, its weights copied from the file.  On
+ * configured), a "lokr" layer or an "ia3" layer (feed-forward as
+ * feedforward_modules says, PEFT's matching), its weights copied from the file.  On
  * success `*out` owns `base`; on error the caller still owns it.
  * @return EFFML_E_NOT_FOUND / EFFML_E_SHAPE (names the key and the shapes),
  *         the errors of effml_adapter_lora_create() / effml_adapter_lokr_create(),

@@ -12,7 +12,9 @@
 int effml__method_family(int32_t method) {
   switch (method) {
     case EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER:
-    case EFFML_SAMPLER_RESAMPLE_NEARMISS: return EFFML__FAMILY_UNDER;
+    case EFFML_SAMPLER_RESAMPLE_NEARMISS:
+    case EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS:
+    case EFFML_SAMPLER_RESAMPLE_IHT: return EFFML__FAMILY_UNDER;
     case EFFML_SAMPLER_RESAMPLE_TOMEK:
     case EFFML_SAMPLER_RESAMPLE_ENN:
     case EFFML_SAMPLER_RESAMPLE_RENN:
@@ -141,7 +143,7 @@ effml_status effml__strategy_resolve(effml_context *ctx, const effml_sampler_res
   }
 
   if (s < EFFML_SAMPLER_STRATEGY_AUTO || s > EFFML_SAMPLER_STRATEGY_MAJORITY)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "sampling_strategy=%d is not an EFFML_STRATEGY_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "sampling_strategy=%d is not an EFFML_SAMPLER_STRATEGY_* value",
                       (int)s);
   if (fam == EFFML__FAMILY_OVER) {
     if (s == EFFML_SAMPLER_STRATEGY_MAJORITY)
