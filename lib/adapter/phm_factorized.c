@@ -208,7 +208,7 @@ typedef struct thin_args {
 #define THIN_CLONES
 #endif
 
-THIN_CLONES static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
+static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
   const thin_args *t = (const thin_args *)arg;
   int64_t n = t->n, r = t->r, nc = n * r, kin = t->kin, kout = t->kout;
   (void)worker;
@@ -414,22 +414,28 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     }
     transpose_S(S, kin, nc, St);
     const int64_t chunks = (b + THIN_CHUNK - 1) / THIN_CHUNK;
-    const int twr = effml__param_trainable(l, p->i_wr);
-    float *parts = tw ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kin) * sizeof(float)) : NULL;
+    /* Small adapters (x's rows thin against the factors, as in T5 adapters): dS
+     * and dT in the row kernel, no BLAS call.  Wider ones (n r (kin + kout)
+     * large): the accumulators' loads and stores cost more than BLAS's
+     * register-blocked products, so dS and dT stay with sgemm below. */
+    const int fuse = nc * (kin + kout) <= 2048;
+    const int twr = fuse && effml__param_trainable(l, p->i_wr);
+    const int tws = fuse && tw;
+    float *parts = tws ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kin) * sizeof(float)) : NULL;
     float *tparts = twr ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kout) * sizeof(float)) : NULL;
-    if ((tw && parts == NULL) || (twr && tparts == NULL)) {
+    if ((tws && parts == NULL) || (twr && tparts == NULL)) {
       effml__free(ctx, St);
       effml__free(ctx, parts);
       effml__free(ctx, tparts);
       st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
       goto done;
     }
-    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout, tw ? p->x : NULL, b, parts,
+    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout, tws ? p->x : NULL, b, parts,
                    twr ? p->Q : NULL, tparts};
     int64_t min_chunks = thin_min_chunk(n, kin, kout, nc) / THIN_CHUNK + 1;
     st = effml__parallel_for(ctx, chunks, min_chunks, thin_backward_rows, &t);
     effml__free(ctx, St);
-    if (st == EFFML_OK && tw) { /* dS = sum of the chunks' parts, in chunk order */
+    if (st == EFFML_OK && tws) { /* dS = sum of the chunks' parts, in chunk order */
       float *acc = parts;
       for (int64_t ch = 1; ch < chunks; ++ch) {
         const float *pc = parts + ch * nc * kin;
@@ -449,7 +455,10 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     effml__free(ctx, parts);
     effml__free(ctx, tparts);
     if (st != EFFML_OK) goto done;
-    tw = 0; /* dS and dT done above, from the row kernel: no BLAS call on this path */
+    if (!fuse && effml__param_trainable(l, p->i_wr))
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nc, (int)kout, (int)bn, 1.0f, p->Q,
+                  (int)nc, dy, (int)kout, 1.0f, effml__grad_f32(l, p->i_wr), (int)kout);
+    if (tws) tw = 0; /* dS done above, from the row kernel */
     if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
     dx = NULL; /* written by the row kernel */
   } else if (r) {
