@@ -21,6 +21,7 @@ def mirrored_structs():
     from ._sampler_base import ResampleOptions
     from .coreset import LeverageOptions
     from .mixture import TemperatureSchedule
+    from .nn import OptimizerOptions, TrainOptions
     from .selective import CascadeCalibrationOptions, CascadeOptions
     return {
         "effml_context_options": (ContextOptions, "effml_context_options_init"),
@@ -30,6 +31,8 @@ def mirrored_structs():
         "effml_cascade_options": (CascadeOptions, "effml_cascade_options_init"),
         "effml_cascade_threshold_options": (CascadeCalibrationOptions,
                                               "effml_cascade_threshold_options_init"),
+        "effml_optimizer_options": (OptimizerOptions, "effml_optimizer_options_init"),
+        "effml_train_options": (TrainOptions, "effml_train_options_init"),
     }
 
 
