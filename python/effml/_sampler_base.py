@@ -70,6 +70,7 @@ RESAMPLE_SMOTE, RESAMPLE_BORDERLINE1, RESAMPLE_BORDERLINE2, RESAMPLE_ADASYN = 1,
 RESAMPLE_SMOTENC, RESAMPLE_RANDOM_OVER, RESAMPLE_RANDOM_UNDER = 5, 6, 7
 RESAMPLE_TOMEK, RESAMPLE_ENN = 8, 9
 RESAMPLE_NEARMISS, RESAMPLE_RENN, RESAMPLE_ALLKNN, RESAMPLE_NCL = 10, 11, 12, 13
+RESAMPLE_CNN, RESAMPLE_OSS, RESAMPLE_SMOTEENN, RESAMPLE_SMOTETOMEK = 14, 15, 16, 17
 
 
 class ResampleOptions(ctypes.Structure):
@@ -87,7 +88,7 @@ class ResampleOptions(ctypes.Structure):
                 ("categorical_features", ctypes.POINTER(ctypes.c_int64)),
                 ("version", ctypes.c_int32), ("allow_minority", ctypes.c_int32),
                 ("n_neighbors_ver3", ctypes.c_int64), ("max_iter", ctypes.c_int64),
-                ("threshold_cleaning", ctypes.c_double)]
+                ("threshold_cleaning", ctypes.c_double), ("n_seeds_S", ctypes.c_int64)]
 
 
 _F = (np.dtype(np.float64), np.dtype(np.float32))

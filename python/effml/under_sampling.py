@@ -18,12 +18,14 @@ data", IEEE Trans. SMC 2 (1972).
 """
 
 from ._errors import UnsupportedError, InvalidArgumentError
-from ._sampler_base import (RESAMPLE_ALLKNN, RESAMPLE_ENN, RESAMPLE_NCL, RESAMPLE_NEARMISS,
+from ._sampler_base import (RESAMPLE_ALLKNN, RESAMPLE_CNN, RESAMPLE_ENN, RESAMPLE_NCL,
+                            RESAMPLE_NEARMISS, RESAMPLE_OSS,
                             RESAMPLE_RANDOM_UNDER, RESAMPLE_RENN, RESAMPLE_TOMEK, BaseSampler,
                             neighbors_k)
 
 __all__ = ["RandomUnderSampler", "TomekLinks", "EditedNearestNeighbours", "NearMiss",
-           "RepeatedEditedNearestNeighbours", "AllKNN", "NeighbourhoodCleaningRule"]
+           "RepeatedEditedNearestNeighbours", "AllKNN", "NeighbourhoodCleaningRule",
+           "CondensedNearestNeighbour", "OneSidedSelection"]
 
 
 def _kind_sel(value):
@@ -256,3 +258,61 @@ class NeighbourhoodCleaningRule(BaseSampler):
         opt.n_neighbors = neighbors_k(self.n_neighbors, "n_neighbors")
         opt.kind_sel = _kind_sel(self.kind_sel)
         opt.threshold_cleaning = float(self.threshold_cleaning)
+
+
+class _CnnBase(BaseSampler):
+    _sampling_type = "clean-sampling"
+    _by_index = True
+
+    def __init__(self, *, sampling_strategy="auto", random_state=None, n_neighbors=None,
+                 n_seeds_S=1, n_jobs=None):
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.n_neighbors = n_neighbors
+        self.n_seeds_S = n_seeds_S
+        self.n_jobs = n_jobs
+
+    def _set_options(self, opt, n_features):
+        # n_neighbors is the k of a kNN classifier fitted on the kept set: no self to skip
+        opt.n_neighbors = 0 if self.n_neighbors is None else \
+            neighbors_k(self.n_neighbors, "n_neighbors", extra=0)
+        if int(self.n_seeds_S) < 1:
+            raise InvalidArgumentError("n_seeds_S must be >= 1, got %r" % (self.n_seeds_S,))
+        opt.n_seeds_S = int(self.n_seeds_S)
+
+
+class CondensedNearestNeighbour(_CnnBase):
+    """Condensed nearest neighbour (Hart, IEEE Trans. Inf. Theory 1968).
+
+    Per targeted class, the kept set starts as the minority rows plus
+    ``n_seeds_S`` random rows of the class; rows the ``n_neighbors``-NN vote
+    over the kept set misclassifies join it, in passes until one adds
+    nothing (Hart's rule: every row of the class is then classified
+    correctly; imbalanced-learn 0.10 stops after one pass, and draws its
+    seeds with replacement).
+
+    Parameters
+    ----------
+    sampling_strategy : str or list, default='auto'
+    random_state : int, RandomState instance or None
+    n_neighbors : None (1), int or object with ``n_neighbors``
+    n_seeds_S : int, default=1
+    n_jobs : int or None
+
+    Attributes: ``sampling_strategy_``, ``sample_indices_``.
+    """
+
+    _method = RESAMPLE_CNN
+
+
+class OneSidedSelection(_CnnBase):
+    """One-sided selection (Kubat & Matwin, ICML 1997).
+
+    Per targeted class: ``n_seeds_S`` random seeds plus the rows their
+    ``n_neighbors``-NN vote misclassifies, then Tomek links touching a
+    targeted class removed until none is left (imbalanced-learn 0.10 removes
+    one round).  Parameters as :class:`CondensedNearestNeighbour`.
+    Attributes: ``sampling_strategy_``, ``sample_indices_``.
+    """
+
+    _method = RESAMPLE_OSS

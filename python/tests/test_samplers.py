@@ -374,13 +374,17 @@ ALL = [eov.SMOTE(random_state=0), eov.BorderlineSMOTE(random_state=0), eov.ADASY
        eov.RandomOverSampler(random_state=0), eov.SMOTENC([0], random_state=0),
        eun.RandomUnderSampler(random_state=0), eun.TomekLinks(),
        eun.EditedNearestNeighbours(), eun.NearMiss(), eun.RepeatedEditedNearestNeighbours(),
-       eun.AllKNN(), eun.NeighbourhoodCleaningRule()]
+       eun.AllKNN(), eun.NeighbourhoodCleaningRule(), eun.CondensedNearestNeighbour(),
+       eun.OneSidedSelection(), __import__("effml.combine").combine.SMOTEENN(),
+       __import__("effml.combine").combine.SMOTETomek()]
 
 
 @pytest.mark.parametrize("est", ALL, ids=lambda e: type(e).__name__)
 def test_params_match_imblearn_and_clone_pickle(est):
     from sklearn.base import clone
-    ref_cls = getattr(iov, type(est).__name__, None) or getattr(iun, type(est).__name__)
+    from imblearn import combine
+    name = type(est).__name__
+    ref_cls = getattr(iov, name, None) or getattr(iun, name, None) or getattr(combine, name)
     ours = set(est.get_params()) - {"n_jobs"}
     ref = set(ref_cls(**({"categorical_features": [0]} if "SMOTENC" in type(est).__name__ else {}))
               .get_params()) - {"n_jobs"}
@@ -498,3 +502,47 @@ def test_ncl_selection(name, kind):
         r = iun.NeighbourhoodCleaningRule(kind_sel="mode")
         r.fit_resample(X, y)
         assert np.array_equal(o.sample_indices_, r.sample_indices_)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoteenn_smotetomek_are_smote_then_cleaning(name):
+    from effml import combine as ecb
+    X, y = DATA[name]
+    Xs, ys = eov.SMOTE(random_state=3).fit_resample(X, y)
+    a = ecb.SMOTEENN(random_state=3).fit_resample(X, y)
+    b = eun.EditedNearestNeighbours(sampling_strategy="all").fit_resample(Xs, ys)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    a = ecb.SMOTETomek(random_state=3).fit_resample(X, y)
+    b = eun.TomekLinks(sampling_strategy="all").fit_resample(Xs, ys)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # given as estimators: their parameters are used
+    a = ecb.SMOTEENN(smote=eov.SMOTE(k_neighbors=3, random_state=4),
+                     enn=eun.EditedNearestNeighbours(sampling_strategy="all", kind_sel="mode",
+                                                     n_neighbors=5)).fit_resample(X, y)
+    Xs, ys = eov.SMOTE(k_neighbors=3, random_state=4).fit_resample(X, y)
+    b = eun.EditedNearestNeighbours(sampling_strategy="all", kind_sel="mode",
+                                    n_neighbors=5).fit_resample(Xs, ys)
+    assert np.array_equal(a[0], b[0])
+    with pytest.raises(NotImplementedError):
+        ecb.SMOTEENN(enn=eun.EditedNearestNeighbours()).fit_resample(X, y)
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "iris"])
+def test_cnn_hart_rule_and_oss_no_links_left(name):
+    from sklearn.neighbors import KNeighborsClassifier
+    X, y = DATA[name]
+    if len(np.unique(y)) > 2:  # Hart's guarantee is stated for two classes
+        keep = np.isin(y, [0, 1])
+        X, y = X[keep], y[keep]
+    c = eun.CondensedNearestNeighbour(random_state=0)
+    Xc, yc = c.fit_resample(X, y)
+    assert len(yc) < len(y) and np.array_equal(Xc, X[c.sample_indices_])
+    assert np.array_equal(KNeighborsClassifier(1).fit(Xc, yc).predict(X), y)
+    ref = iun.CondensedNearestNeighbour(random_state=0).fit_resample(X, y)[1]
+    mino = min(counts(y), key=counts(y).get)
+    assert counts(yc)[mino] == counts(ref)[mino] == counts(y)[mino]  # minority untouched
+    o = eun.OneSidedSelection(random_state=0)
+    Xo, yo = o.fit_resample(X, y)
+    t = eun.TomekLinks()
+    t.fit_resample(Xo, yo)
+    assert len(t.sample_indices_) == len(yo)  # no Tomek link with a majority member left
