@@ -390,17 +390,46 @@ class BaseSampler(_Base):
 
     def _generate(self, ctx, opt, X, labels):
         xa = self._x_float(X)
-        with Scope(ctx) as s:
-            tx, ty = s.wrap(xa), s.wrap(labels.c)
-            px, py = s.out(), s.out()
-            ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
-                                                byref(px), byref(py)), "effml_sampler_resample")
-            xr = s.adopt(px)
-            yr = s.adopt(py)
+        if _lib.has("effml_sampler_resample_into") and self._method != RESAMPLE_SMOTENC:
+            xr, yr = self._generate_into(ctx, opt, xa, labels)
+        else:
+            with Scope(ctx) as s:
+                tx, ty = s.wrap(xa), s.wrap(labels.c)
+                px, py = s.out(), s.out()
+                ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
+                                                            byref(px), byref(py)),
+                          "effml_sampler_resample")
+                xr = s.adopt(px)
+                yr = s.adopt(py)
         yr = labels.from_c(yr)
         if not labels.encoded and yr.dtype != labels.y.dtype:
             yr = yr.astype(labels.y.dtype)
         return xr, yr
+
+    def _generate_into(self, ctx, opt, xa, labels):
+        """Resample into numpy arrays allocated here (the C call writes the rows once)."""
+        n, d = xa.shape
+        gen = getattr(self, "sampling_strategy_", {}) or {}
+        cap = n + sum(gen.values())
+        if self._method == RESAMPLE_ADASYN:  # rint per row: up to half a row more per row
+            counts = labels.counts()
+            cap += sum(counts[c] for c in gen) // 2 + 1
+        f = _lib.fn("effml_sampler_resample_into")
+        for _ in range(2):
+            xo = np.empty((cap, d), dtype=xa.dtype)
+            yo = np.empty(cap, dtype=labels.c.dtype)
+            n_out = ctypes.c_int64(0)
+            with Scope(ctx) as s:
+                tx, ty = s.wrap(xa), s.wrap(labels.c)
+                st = f(ctx.handle, byref(opt), tx, ty, s.wrap(xo, True), s.wrap(yo, True),
+                       byref(n_out))
+            if st == -2 and n_out.value > cap:  # EFFML_E_SHAPE: too small; size reported
+                cap = n_out.value
+                continue
+            ctx.check(st, "effml_sampler_resample_into")
+            m = n_out.value
+            return (xo, yo) if m == cap else (xo[:m], yo[:m])
+        raise RuntimeError("effml_sampler_resample_into: output size changed between calls")
 
 
 def _take_rows(X, idx):
