@@ -71,6 +71,16 @@ RESAMPLE_SMOTENC, RESAMPLE_RANDOM_OVER, RESAMPLE_RANDOM_UNDER = 5, 6, 7
 RESAMPLE_TOMEK, RESAMPLE_ENN = 8, 9
 RESAMPLE_NEARMISS, RESAMPLE_RENN, RESAMPLE_ALLKNN, RESAMPLE_NCL = 10, 11, 12, 13
 RESAMPLE_CNN, RESAMPLE_OSS, RESAMPLE_SMOTEENN, RESAMPLE_SMOTETOMEK = 14, 15, 16, 17
+RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_IHT = 18, 19
+
+
+#: ``effml_sampler_proba_fn``: (user_data, x_train, y_train, n_train, x_test, n_test,
+#: n_features, classes, n_classes, proba) -> int
+PROBA_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_double),
+                            ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                            ctypes.POINTER(ctypes.c_double), ctypes.c_int64, ctypes.c_int64,
+                            ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                            ctypes.POINTER(ctypes.c_double))
 
 
 class ResampleOptions(ctypes.Structure):
@@ -88,7 +98,11 @@ class ResampleOptions(ctypes.Structure):
                 ("categorical_features", ctypes.POINTER(ctypes.c_int64)),
                 ("version", ctypes.c_int32), ("allow_minority", ctypes.c_int32),
                 ("n_neighbors_ver3", ctypes.c_int64), ("max_iter", ctypes.c_int64),
-                ("threshold_cleaning", ctypes.c_double), ("n_seeds_S", ctypes.c_int64)]
+                ("threshold_cleaning", ctypes.c_double), ("n_seeds_S", ctypes.c_int64),
+                ("voting", ctypes.c_int32), ("reserved0", ctypes.c_int32),
+                ("kmeans_n_init", ctypes.c_int64), ("kmeans_max_iter", ctypes.c_int64),
+                ("kmeans_tol", ctypes.c_double), ("proba_fn", PROBA_FN),
+                ("proba_user_data", ctypes.c_void_p), ("cv", ctypes.c_int64)]
 
 
 _F = (np.dtype(np.float64), np.dtype(np.float32))
@@ -231,6 +245,14 @@ class BaseSampler(_Base):
         labels = _Labels(ya)
         self._resolve(labels, X, fit_only=True)
         return self
+
+    def _check(self, ctx, st, fname):
+        """ctx.check, but an exception raised in a Python callback wins (re-raised)."""
+        pend = getattr(self, "_pending", None)
+        if pend:
+            self._pending = []
+            raise pend[0]
+        ctx.check(st, fname)
 
     def fit_resample(self, X, y):
         """Resample the data set.
@@ -383,14 +405,15 @@ class BaseSampler(_Base):
         with Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(labels.c)
             pb, pn, ps = s.out(), s.out(), s.out()
-            ctx.check(_lib.fn("effml_sampler_resample_plan")(ctx.handle, byref(opt), tx, ty,
-                                                     byref(pb), byref(pn), byref(ps)),
-                      "effml_sampler_resample_plan")
+            self._check(ctx, _lib.fn("effml_sampler_resample_plan")(
+                ctx.handle, byref(opt), tx, ty, byref(pb), byref(pn), byref(ps)),
+                "effml_sampler_resample_plan")
             return s.adopt(pb)
 
     def _generate(self, ctx, opt, X, labels):
         xa = self._x_float(X)
-        if _lib.has("effml_sampler_resample_into") and self._method != RESAMPLE_SMOTENC:
+        if _lib.has("effml_sampler_resample_into") and \
+                self._method not in (RESAMPLE_SMOTENC, RESAMPLE_CLUSTER_CENTROIDS):
             xr, yr = self._generate_into(ctx, opt, xa, labels)
         else:
             with Scope(ctx) as s:
@@ -410,7 +433,7 @@ class BaseSampler(_Base):
         """Resample into numpy arrays allocated here (the C call writes the rows once)."""
         n, d = xa.shape
         gen = getattr(self, "sampling_strategy_", {}) or {}
-        cap = n + sum(gen.values())
+        cap = n + sum(gen.values()) if self._sampling_type == "over-sampling" else n
         if self._method == RESAMPLE_ADASYN:  # rint per row: up to half a row more per row
             counts = labels.counts()
             cap += sum(counts[c] for c in gen) // 2 + 1
@@ -426,7 +449,7 @@ class BaseSampler(_Base):
             if st == -2 and n_out.value > cap:  # EFFML_E_SHAPE: too small; size reported
                 cap = n_out.value
                 continue
-            ctx.check(st, "effml_sampler_resample_into")
+            self._check(ctx, st, "effml_sampler_resample_into")
             m = n_out.value
             return (xo, yo) if m == cap else (xo[:m], yo[:m])
         raise RuntimeError("effml_sampler_resample_into: output size changed between calls")

@@ -18,14 +18,16 @@ data", IEEE Trans. SMC 2 (1972).
 """
 
 from ._errors import UnsupportedError, InvalidArgumentError
-from ._sampler_base import (RESAMPLE_ALLKNN, RESAMPLE_CNN, RESAMPLE_ENN, RESAMPLE_NCL,
-                            RESAMPLE_NEARMISS, RESAMPLE_OSS,
+from ._sampler_base import (PROBA_FN, RESAMPLE_ALLKNN, RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_CNN,
+                            RESAMPLE_ENN, RESAMPLE_IHT, RESAMPLE_NCL, RESAMPLE_NEARMISS,
+                            RESAMPLE_OSS,
                             RESAMPLE_RANDOM_UNDER, RESAMPLE_RENN, RESAMPLE_TOMEK, BaseSampler,
                             neighbors_k)
 
 __all__ = ["RandomUnderSampler", "TomekLinks", "EditedNearestNeighbours", "NearMiss",
            "RepeatedEditedNearestNeighbours", "AllKNN", "NeighbourhoodCleaningRule",
-           "CondensedNearestNeighbour", "OneSidedSelection"]
+           "CondensedNearestNeighbour", "OneSidedSelection", "ClusterCentroids",
+           "InstanceHardnessThreshold"]
 
 
 def _kind_sel(value):
@@ -316,3 +318,125 @@ class OneSidedSelection(_CnnBase):
     """
 
     _method = RESAMPLE_OSS
+
+
+class ClusterCentroids(BaseSampler):
+    """Under-sampling by k-means centroids of each targeted class (imblearn ``ClusterCentroids``).
+
+    Each targeted class is replaced by the centroids of a k-means with as
+    many clusters as rows to keep (libeffml's k-means: ``kmeans_n_init``
+    restarts, best inertia, as scikit-learn 1.2's KMeans defaults).
+    voting 'soft' (and 'auto' for dense X) returns the centroids; 'hard' the
+    class row nearest to each centroid.
+
+    Parameters
+    ----------
+    sampling_strategy : float, str, dict or callable, default='auto'
+    random_state : int, RandomState instance or None
+    estimator : None or a scikit-learn KMeans (its n_init, max_iter, tol are used;
+        any other estimator raises UnsupportedError)
+    voting : {'auto', 'soft', 'hard'}, default='auto'
+    """
+
+    _method = RESAMPLE_CLUSTER_CENTROIDS
+    _sampling_type = "under-sampling"
+
+    def __init__(self, *, sampling_strategy="auto", random_state=None, estimator=None,
+                 voting="auto"):
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.estimator = estimator
+        self.voting = voting
+
+    def _set_options(self, opt, n_features):
+        if self.voting not in ("auto", "soft", "hard"):
+            raise InvalidArgumentError("voting must be 'auto', 'soft' or 'hard', got %r"
+                                       % (self.voting,))
+        opt.voting = 1 if self.voting == "hard" else 0
+        est = self.estimator
+        if est is not None:
+            if type(est).__name__ != "KMeans":
+                raise UnsupportedError("ClusterCentroids(estimator=%s): only KMeans parameters "
+                                       "are supported (libeffml's own k-means)"
+                                       % type(est).__name__)
+            n_init = getattr(est, "n_init", 10)
+            opt.kmeans_n_init = 10 if n_init in ("auto", "warn") else int(n_init)
+            opt.kmeans_max_iter = int(getattr(est, "max_iter", 300))
+            opt.kmeans_tol = float(getattr(est, "tol", 1e-4))
+
+
+class InstanceHardnessThreshold(BaseSampler):
+    """Instance hardness threshold (Smith, Martinez & Giraud-Carrier, Machine Learning 2014).
+
+    A classifier's cross-validated probability of each row's own class
+    measures how easy the row is; each targeted class keeps its easiest rows
+    (imblearn ``InstanceHardnessThreshold``).  The folds are libeffml's
+    stratified split; the classifier is any scikit-learn estimator with
+    ``predict_proba`` (default: RandomForestClassifier(n_estimators=100), as
+    imblearn), fitted from Python once per fold through a callback.  An
+    exception in the estimator stops the C call and is re-raised.
+
+    Parameters
+    ----------
+    estimator : None or a classifier with fit/predict_proba (cloned per fold)
+    sampling_strategy : float, str, dict or callable, default='auto'
+    random_state : int, RandomState instance or None
+    cv : int, default=5 (stratified folds)
+    n_jobs : passed to the default random forest
+
+    Attributes: ``sampling_strategy_``, ``sample_indices_``.
+    """
+
+    _method = RESAMPLE_IHT
+    _sampling_type = "under-sampling"
+    _by_index = True
+
+    def __init__(self, *, estimator=None, sampling_strategy="auto", random_state=None, cv=5,
+                 n_jobs=None):
+        self.estimator = estimator
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.cv = cv
+        self.n_jobs = n_jobs
+
+    def _set_options(self, opt, n_features):
+        import numpy as np
+        from sklearn.base import clone
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
+            raise InvalidArgumentError("cv must be an int >= 2 (folds), got %r" % (self.cv,))
+        opt.cv = int(self.cv)
+        if self.estimator is None:
+            from sklearn.ensemble import RandomForestClassifier
+            rs = self.random_state if isinstance(self.random_state, int) else None
+            base = RandomForestClassifier(n_estimators=100, random_state=rs, n_jobs=self.n_jobs)
+        else:
+            if not hasattr(self.estimator, "predict_proba"):
+                raise InvalidArgumentError("estimator must have predict_proba")
+            base = self.estimator
+        self._pending = []
+
+        def proba(_ud, xtr, ytr, ntr, xte, nte, d, classes, ncls, out):
+            try:
+                Xtr = np.ctypeslib.as_array(xtr, shape=(ntr, d))
+                Ytr = np.ctypeslib.as_array(ytr, shape=(ntr,))
+                Xte = np.ctypeslib.as_array(xte, shape=(nte, d))
+                cls = np.ctypeslib.as_array(classes, shape=(ncls,))
+                P = np.ctypeslib.as_array(out, shape=(nte, ncls))
+                est = clone(base).fit(Xtr, Ytr)
+                p = est.predict_proba(Xte)
+                P[:] = 0
+                col = np.searchsorted(cls, np.asarray(est.classes_))
+                P[:, col] = p
+                return 0
+            except BaseException as e:  # noqa: B902 - re-raised after the C call
+                self._pending.append(e)
+                return 1
+        self._proba_cb = PROBA_FN(proba)  # kept alive for the call
+        opt.proba_fn = self._proba_cb
+
+    def fit_resample(self, X, y):
+        """Resample; see the class docstring."""
+        try:
+            return super().fit_resample(X, y)
+        finally:
+            self._proba_cb = None

@@ -375,7 +375,8 @@ ALL = [eov.SMOTE(random_state=0), eov.BorderlineSMOTE(random_state=0), eov.ADASY
        eun.RandomUnderSampler(random_state=0), eun.TomekLinks(),
        eun.EditedNearestNeighbours(), eun.NearMiss(), eun.RepeatedEditedNearestNeighbours(),
        eun.AllKNN(), eun.NeighbourhoodCleaningRule(), eun.CondensedNearestNeighbour(),
-       eun.OneSidedSelection(), __import__("effml.combine").combine.SMOTEENN(),
+       eun.OneSidedSelection(), eun.ClusterCentroids(), eun.InstanceHardnessThreshold(),
+       __import__("effml.combine").combine.SMOTEENN(),
        __import__("effml.combine").combine.SMOTETomek()]
 
 
@@ -546,3 +547,50 @@ def test_cnn_hart_rule_and_oss_no_links_left(name):
     t = eun.TomekLinks()
     t.fit_resample(Xo, yo)
     assert len(t.sample_indices_) == len(yo)  # no Tomek link with a majority member left
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "wine"])
+def test_cluster_centroids_counts_and_centroids(name):
+    X, y = DATA[name]
+    for voting in ("soft", "hard"):
+        o = eun.ClusterCentroids(random_state=0, voting=voting)
+        Xr, yr = o.fit_resample(X, y)
+        ref = iun.ClusterCentroids(random_state=0, voting=voting).fit_resample(X, y)[1]
+        assert counts(yr) == counts(ref)
+        mino = min(counts(y), key=counts(y).get)
+        assert np.array_equal(np.sort(Xr[yr == mino], 0), np.sort(X[y == mino], 0))
+        for c in np.unique(yr):
+            if c == mino:
+                continue
+            if voting == "hard":  # every kept row is a row of its class
+                rows = {tuple(r) for r in X[y == c]}
+                assert all(tuple(r) in rows for r in Xr[yr == c])
+            else:  # centroids: every class row's nearest centroid is closer than to the others
+                Cc, Xc = Xr[yr == c], X[y == c]
+                d = ((Xc[:, None, :] - Cc[None]) ** 2).sum(-1)
+                lab = d.argmin(1)
+                cent = np.array([Xc[lab == j].mean(0) for j in range(len(Cc)) if np.any(lab == j)])
+                assert len(cent) == len(Cc) and np.allclose(np.sort(cent, 0), np.sort(Cc, 0),
+                                                            rtol=1e-6, atol=1e-6)
+
+
+def test_instance_hardness_threshold_python_estimator():
+    from sklearn.linear_model import LogisticRegression
+    X, y = DATA["breast_cancer"]
+    o = eun.InstanceHardnessThreshold(estimator=LogisticRegression(max_iter=2000), random_state=0)
+    Xr, yr = o.fit_resample(X, y)
+    ref = iun.InstanceHardnessThreshold(estimator=LogisticRegression(max_iter=2000),
+                                        random_state=0).fit_resample(X, y)[1]
+    c, r = counts(yr), counts(ref)
+    mino = min(counts(y), key=counts(y).get)
+    assert c[mino] == r[mino] == counts(y)[mino]
+    assert abs(c[1 - mino] - r[1 - mino]) <= 0.05 * r[1 - mino]  # folds differ; ties
+    assert np.array_equal(Xr, X[o.sample_indices_])
+    import pickle
+    pickle.dumps(o)
+
+    class Boom(LogisticRegression):
+        def fit(self, X, y):
+            raise ArithmeticError("estimator failed")
+    with pytest.raises(ArithmeticError, match="estimator failed"):
+        eun.InstanceHardnessThreshold(estimator=Boom()).fit_resample(X, y)
