@@ -1,5 +1,5 @@
 /* Interleaving K sources with the stopping strategies of Hugging Face
- * datasets `interleave_datasets` (REFERENCES §3.7): round robin without
+ * datasets `interleave_datasets` (Hugging Face datasets documentation): round robin without
  * probabilities; with probabilities, one source draw per example (alias
  * method), the stop test before each draw (so the example that exhausts a
  * source is included), wrapping sources unless without replacement.  Sources
@@ -128,6 +128,7 @@ effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths
                                       int64_t n_sources, const double *probs,
                                       int32_t stopping_strategy, uint64_t seed, int64_t max_len,
                                       effml_tensor **source, effml_tensor **index) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, lengths);
   EFFML__CHECK_NULL(ctx, source);
@@ -160,6 +161,7 @@ effml_status effml_sampler_interleave_into(effml_context *ctx, const int64_t *le
                                            int32_t stopping_strategy, uint64_t seed,
                                            effml_tensor *source, effml_tensor *index,
                                            int64_t *n_out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, lengths);
   EFFML__CHECK_NULL(ctx, n_out);

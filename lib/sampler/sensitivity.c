@@ -1,5 +1,5 @@
-/* Sampling rows by scores with lp importance weights (REFERENCES §3.10,
- * "Sampling with rescaling"), and merging weighted samples.
+/* Sampling rows by scores with lp importance weights (Woodruff & Yasuda 2023,
+ * arXiv 2306.00732, §3, sampling with rescaling), and merging weighted samples.
  *
  * Bernoulli: row i kept with pi_i = min(1, m s_i / S), weight pi_i^{-1/p};
  * its coin is a hash of (seed, i), so the sample does not depend on the
@@ -32,6 +32,7 @@ static effml_status out_pair(effml_context *ctx, const int64_t *idx, const doubl
 effml_status effml_sampler_sensitivity_sample(effml_context *ctx, const effml_tensor *scores, double m,
                                       double p, int32_t scheme, uint64_t seed,
                                       effml_tensor **indices, effml_tensor **weights) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, indices);
   EFFML__CHECK_NULL(ctx, weights);
@@ -100,6 +101,7 @@ effml_status effml_sampler_weighted_sample_merge(effml_context *ctx, const effml
                                          const effml_tensor *w_a, const effml_tensor *idx_b,
                                          const effml_tensor *w_b, int64_t offset_b, double p,
                                          effml_tensor **indices, effml_tensor **weights) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, indices);
   EFFML__CHECK_NULL(ctx, weights);
