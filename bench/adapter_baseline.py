@@ -53,6 +53,35 @@ def case(k, d, n, rows, reps):
     return ts[len(ts) // 2]
 
 
+def dora_case(rows, n, r, reps):
+    """PEFT's DoraLinearLayer forward (eval-style, no dropout), norm detached, autograd backward
+    with dx, frozen base with bias: returns (min, median, max) seconds."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.rand(n, n, generator=g) * 2 - 1
+    bias = torch.rand(n, generator=g) * 2 - 1
+    A = ((torch.rand(r, n, generator=g) * 2 - 1) * 0.01).requires_grad_(True)
+    B = (torch.sin(torch.arange(n * r, dtype=torch.float32)).reshape(n, r) * 0.01).requires_grad_(True)
+    s = 32.0 / 16.0
+    m = torch.linalg.norm(W, dim=1).requires_grad_(True)
+    x = (torch.rand(rows, n, generator=g) * 2 - 1).requires_grad_(True)
+    dy = torch.rand(rows, n, generator=g) * 2 - 1
+    ts = []
+    for it in range(reps + 1):
+        for p in (A, B, m, x):
+            p.grad = None
+        t0 = time.perf_counter()
+        lora_w = B @ A
+        wn = torch.linalg.norm(W + s * lora_w.detach(), dim=1).detach()
+        c = (m / wn).view(1, -1)
+        base = x @ W.t()
+        y = base + bias + (c - 1) * base + c * ((x @ A.t()) @ B.t()) * s
+        y.backward(dy)
+        if it:
+            ts.append(time.perf_counter() - t0)
+    ts.sort()
+    return ts[0], ts[len(ts) // 2], ts[-1]
+
+
 ours = {}
 path = os.environ.get("EFFML_BENCH_ADAPTER_OURS", "/tmp/effml_bench_adapter_ours.json")
 try:
@@ -63,6 +92,17 @@ except OSError:
 if ours.get("threads", threads) != threads:
     print(f"adapter_baseline: warning: ours ran with {ours.get('threads')} threads, torch with {threads}",
           file=sys.stderr)
+
+only = os.environ.get("EFFML_BENCH_ADAPTER_ONLY")
+dmin, dmed, dmax = dora_case(512, 4096, 16, reps)
+o = ours.get("dora_fwd_bwd_4096")
+print(json.dumps({"bench": "adapter", "case": "dora_fwd_bwd_4096", "ours_s": o, "baseline": "pytorch_peft_dora",
+                  "baseline_s": round(dmed, 6), "speedup": round(dmed / o, 3) if o else None,
+                  "baseline_min_s": round(dmin, 6), "baseline_max_s": round(dmax, 6), "reps": reps,
+                  "interleaved": False, "threads": threads, "rows": 512, "in": 4096, "out": 4096, "rank": 16,
+                  "torch": torch.__version__}), flush=True)
+if only == "dora":
+    sys.exit(0)
 
 for name, (k, d, n, rows, r) in {"lphm_fwd_bwd_t5": (768, 24, 4, 12800, reps),
                                  "lphm_fwd_bwd_4096": (4096, 4096, 8, 2048, max(1, min(reps, 3)))}.items():

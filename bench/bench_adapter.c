@@ -10,6 +10,13 @@
  *                           ours vs the base GEMM alone (cblas_sgemm); goal speedup >= 0.91.
  *                           Extra keys: merged forward time and the merge/unmerge drift after
  *                           1 000 cycles on a 1024 x 1024, r 16 layer.
+ *   dora_fwd_bwd_4096       4096 x 4096 base (frozen, bias), r 16, 512 rows, TRAIN forward + backward
+ *                           with dx: DoRA vs LoRA, both ours, interleaved run by run (goal: DoRA
+ *                           <= 1.3x LoRA, i.e. speedup >= 0.77); min/median/max of each.  Also
+ *                           handed to adapter_baseline.py: PyTorch computing PEFT's DoRA
+ *                           (DoraLinearLayer's formula, norm detached) with autograd.
+ *
+ * EFFML_BENCH_ADAPTER_ONLY=dora runs only the DoRA case here and in adapter_baseline.py.
  *
  * How the two sides meet (same pattern as bench_train): this program prints the
  * C-baseline cases itself and writes ours_s of the PyTorch cases to
@@ -98,6 +105,58 @@ static double lphm_case(effml_context *ctx, int64_t in, int64_t out, int64_t n, 
   return s;
 }
 
+static effml_layer *make_lora4096(effml_context *ctx, int dora) {
+  effml_layer *d = NULL, *l = NULL;
+  if (effml_layer_dense_create(ctx, 4096, 4096, 1, &d) != EFFML_OK) die(ctx, "dense");
+  effml_adapter_lora_options lo;
+  effml_adapter_lora_options_init(&lo);
+  lo.rank = 16;
+  lo.alpha = 32;
+  lo.use_dora = dora;
+  if (effml_adapter_lora_create(ctx, d, &lo, &l) != EFFML_OK) die(ctx, "lora/dora");
+  for (int32_t i = 0; i < effml_layer_num_params(l); ++i)
+    if (strcmp(effml_layer_param_name(l, i), "lora_B.weight") == 0) { /* trained-looking B */
+      float *b = effml_tensor_data(effml_layer_param(l, i));
+      for (int64_t k = 0; k < 4096 * 16; ++k) b[k] = 0.01f * sinf((float)k);
+    }
+  return l;
+}
+
+/* DoRA vs LoRA forward+backward, interleaved; returns DoRA's median, prints the line. */
+static double dora_case(effml_context *ctx, int threads, int reps) {
+  effml_layer *ld = make_lora4096(ctx, 1), *ll = make_lora4096(ctx, 0);
+  effml_tensor *x = rand2d(ctx, 512, 4096, 8), *y = rand2d(ctx, 512, 4096, 9);
+  effml_tensor *dy = rand2d(ctx, 512, 4096, 10), *dx = rand2d(ctx, 512, 4096, 11);
+  double td[32], tl[32], ratio[32];
+  for (int k = -1; k < reps; ++k) {
+    double a = time_layer(ctx, ld, x, y, dy, dx, 0, 1);
+    double b = time_layer(ctx, ll, x, y, dy, dx, 0, 1);
+    if (k >= 0) {
+      td[k] = a;
+      tl[k] = b;
+      ratio[k] = a / b; /* paired: the two runs of one pair see the same machine load */
+    }
+  }
+  qsort(ratio, (size_t)reps, sizeof ratio[0], cmp_double);
+  qsort(td, (size_t)reps, sizeof td[0], cmp_double);
+  qsort(tl, (size_t)reps, sizeof tl[0], cmp_double);
+  char extra[512];
+  snprintf(extra, sizeof extra,
+           "\"threads\":%d,\"rows\":512,\"in\":4096,\"out\":4096,\"rank\":16,\"reps\":%d,"
+           "\"ours_min_s\":%.6g,\"ours_max_s\":%.6g,\"baseline_min_s\":%.6g,\"baseline_max_s\":%.6g,"
+           "\"interleaved\":true,\"paired_ratio_median\":%.4g,\"paired_ratio_min\":%.4g,"
+           "\"paired_ratio_max\":%.4g,\"goal_ratio_max\":1.3",
+           threads, reps, td[0], td[reps - 1], tl[0], tl[reps - 1], ratio[reps / 2], ratio[0], ratio[reps - 1]);
+  bu_report("adapter", "dora_vs_lora_fwd_bwd_4096", td[reps / 2], "effml_lora_fwd_bwd", tl[reps / 2], extra);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_tensor_free(dy);
+  effml_tensor_free(dx);
+  effml_layer_free(ld);
+  effml_layer_free(ll);
+  return td[reps / 2];
+}
+
 int main(int argc, char **argv) {
   int reps = 5;
   for (int i = 1; i + 1 < argc; ++i)
@@ -113,15 +172,27 @@ int main(int argc, char **argv) {
   effml_context *ctx = NULL;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
   char extra[256];
+  const char *only = getenv("EFFML_BENCH_ADAPTER_ONLY");
+  const char *ours_path = getenv("EFFML_BENCH_ADAPTER_OURS");
+  if (ours_path == NULL) ours_path = "/tmp/effml_bench_adapter_ours.json";
+  double dora = dora_case(ctx, threads, reps);
+  if (only && strcmp(only, "dora") == 0) {
+    FILE *f = fopen(ours_path, "w");
+    if (f) {
+      fprintf(f, "{\"threads\":%d,\"dora_fwd_bwd_4096\":%.9g}\n", threads, dora);
+      fclose(f);
+    }
+    effml_context_free(ctx);
+    return 0;
+  }
 
   /* PyTorch-baseline cases: ours only, handed to adapter_baseline.py */
   double t5 = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED);
   double big = lphm_case(ctx, 4096, 4096, 8, 2048, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED);
-  const char *ours_path = getenv("EFFML_BENCH_ADAPTER_OURS");
-  if (ours_path == NULL) ours_path = "/tmp/effml_bench_adapter_ours.json";
   FILE *f = fopen(ours_path, "w");
   if (f) {
-    fprintf(f, "{\"threads\":%d,\"lphm_fwd_bwd_t5\":%.9g,\"lphm_fwd_bwd_4096\":%.9g}\n", threads, t5, big);
+    fprintf(f, "{\"threads\":%d,\"lphm_fwd_bwd_t5\":%.9g,\"lphm_fwd_bwd_4096\":%.9g,\"dora_fwd_bwd_4096\":%.9g}\n",
+            threads, t5, big, dora);
     fclose(f);
   }
   fprintf(stderr, "bench_adapter: ours lphm_fwd_bwd_t5 %.4f s, lphm_fwd_bwd_4096 %.4f s (-> %s)\n", t5, big,

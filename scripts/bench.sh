@@ -2,7 +2,11 @@
 # scripts/bench.sh [area]: Release build (-DEFFML_NATIVE=OFF, no tests) in
 # build-bench/, then for each area (or the one given) run
 # build-bench/bench/bench_<area> and, if present,
-# /usr/bin/python3 bench/<area>_baseline.py.
+# /usr/bin/python3 bench/<area>_baseline.py.  The area `python` builds only
+# the shared library and runs bench/python/bench_python.py against it
+# (EFFML_LIBRARY=build-bench/lib/libeffml.so.0): the Python package vs
+# imbalanced-learn, interleaved in one process, and the per-call overhead;
+# then bench/python/bench_dask.py (effml.dask quality and scaling).
 #
 # stdout carries only the benchmarks' JSON lines, one object per line with
 # keys bench, case, ours_s, baseline, baseline_s, speedup (= baseline_s /
@@ -31,12 +35,19 @@ else
     f=$(basename "$f" .c)
     areas+=("${f#bench_}")
   done
+  [ -f "$root/bench/python/bench_python.py" ] && areas+=(python)
 fi
 if [ "${#areas[@]}" -eq 0 ]; then
   echo "bench: no bench/bench_*.c yet" >&2
   exit 0
 fi
+targets=()
 for a in "${areas[@]}"; do
+  if [ "$a" = python ]; then
+    targets+=(effml)
+    continue
+  fi
+  targets+=("bench_$a")
   if [ ! -f "$root/bench/bench_$a.c" ]; then
     echo "bench: no bench/bench_$a.c" >&2
     exit 2
@@ -46,12 +57,19 @@ done
 {
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEFFML_NATIVE=OFF \
     -DEFFML_SANITIZE= -DEFFML_BUILD_TESTS=OFF -DEFFML_BUILD_BENCH=ON
-  cmake --build "$build" -j "$jobs" --target "${areas[@]/#/bench_}"
+  cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 } >&2
 
 status=0
 for a in "${areas[@]}"; do
   echo "bench: $a" >&2
+  if [ "$a" = python ]; then
+    (cd "$root" && EFFML_LIBRARY="$build/lib/libeffml.so.0" \
+      /usr/bin/python3 bench/python/bench_python.py "${bench_args[@]}") || status=1
+    (cd "$root" && EFFML_LIBRARY="$build/lib/libeffml.so.0" \
+      /usr/bin/python3 bench/python/bench_dask.py "${bench_args[@]}") || status=1
+    continue
+  fi
   "$build/bench/bench_$a" "${bench_args[@]}" || status=1
   if [ -f "$root/bench/${a}_baseline.py" ]; then
     if [ -x /usr/bin/python3 ]; then

@@ -653,6 +653,112 @@ START_TEST(test_bad_inputs) {
 }
 END_TEST
 
+/* ---- LoKr files ---- */
+
+static void run_lokr_case(const char *name) {
+  effml_context *ctx = tu_ctx(8);
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, name);
+  effml_safetensors *base = open_st(ctx, dir, "base.safetensors"), *io = open_st(ctx, dir, "io.safetensors"),
+                    *grads = open_st(ctx, dir, "grads.safetensors"), *merged = open_st(ctx, dir, "merged.safetensors");
+  const char *mods[2] = {"q_proj", "v_proj"}, *mn[2] = {"base_model.model.q_proj", "base_model.model.v_proj"};
+  effml_layer *l[2];
+  for (int i = 0; i < 2; ++i) {
+    effml_adapter_lokr_options o;
+    ck_assert_msg(effml_adapter_lokr_peft_options(ctx, dir, mn[i], &o) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    ck_assert_int_eq(effml_adapter_lokr_create(ctx, dense_from_base(ctx, base, mods[i], 0), &o, &l[i]), EFFML_OK);
+  }
+  ck_assert_msg(effml_adapter_lokr_load_peft(ctx, dir, 2, l, mn) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  for (int i = 0; i < 2; ++i) {
+    const effml_tensor *x = get(ctx, io, "%s.x", mods[i]), *y = get(ctx, io, "%s.y", mods[i]),
+                       *g = get(ctx, io, "%s.g", mods[i]), *dx = get(ctx, io, "%s.dx", mods[i]);
+    int64_t out = effml_layer_out_features(l[i]), in = effml_layer_in_features(l[i]);
+    effml_tensor *yo = new2(ctx, 5, out), *dxo = new2(ctx, 5, in), *dw = new2(ctx, out, in);
+    char what[400];
+    snprintf(what, sizeof what, "%s %s y", name, mods[i]);
+    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
+    expect_close(what, effml_tensor_data(yo), y, 2e-6);
+    effml_layer_zero_grad(l[i]);
+    ck_assert_int_eq(effml_layer_forward(ctx, l[i], x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_backward(ctx, l[i], g, dxo), EFFML_OK);
+    snprintf(what, sizeof what, "%s %s dx", name, mods[i]);
+    expect_close(what, effml_tensor_data(dxo), dx, 2e-6);
+    int checked = 0;
+    for (int32_t p = 0; p < effml_layer_num_params(l[i]); ++p) {
+      if (!effml_layer_param_trainable(l[i], p)) continue;
+      char key[256];
+      snprintf(key, sizeof key, "%s.%s", mn[i], effml_layer_param_name(l[i], p));
+      const effml_tensor *ref = NULL;
+      ck_assert_msg(effml_safetensors_get(ctx, grads, key, &ref) == EFFML_OK, "no PEFT gradient for %s", key);
+      snprintf(what, sizeof what, "%s grad %s", name, key);
+      expect_close(what, effml_tensor_data(effml_layer_param_grad(l[i], p)), ref, 5e-6);
+      ++checked;
+    }
+    ck_assert_int_ge(checked, 2);
+    /* merged = W + dW */
+    ck_assert_int_eq(effml_adapter_lokr_delta_weight(ctx, l[i], dw), EFFML_OK);
+    float *d = effml_tensor_data(dw);
+    const float *W = effml_tensor_data(effml_layer_param(l[i], pidx(l[i], "base_layer.weight")));
+    for (int64_t k = 0; k < out * in; ++k) d[k] += W[k];
+    snprintf(what, sizeof what, "%s %s merged weight", name, mods[i]);
+    expect_close(what, d, get(ctx, merged, "%s.weight", mods[i]), 2e-6);
+    effml_tensor_free(yo);
+    effml_tensor_free(dxo);
+    effml_tensor_free(dw);
+  }
+  /* only one module given: the other's factors are stray */
+  effml_status st = effml_adapter_lokr_load_peft(ctx, dir, 1, l, mn);
+  ck_assert_int_eq(st, EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "v_proj.lokr_w") != NULL);
+  for (int i = 0; i < 2; ++i) effml_layer_free(l[i]);
+  effml_safetensors_free(base);
+  effml_safetensors_free(io);
+  effml_safetensors_free(grads);
+  effml_safetensors_free(merged);
+  effml_context_free(ctx);
+}
+
+START_TEST(test_lokr) { run_lokr_case("lokr"); }
+END_TEST
+
+START_TEST(test_lokr_decompose_both) { run_lokr_case("lokr_decompose_both"); }
+END_TEST
+
+START_TEST(test_lokr_refusals) {
+  effml_context *ctx = tu_ctx(2);
+  effml_adapter_lokr_options o;
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_rd", "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.1"),
+                                                   "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "rank_dropout=0.1") != NULL);
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_md", "\"module_dropout\": 0.0", "\"module_dropout\": 0.2"),
+                                                   "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "module_dropout=0.2") != NULL);
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_mts", "\"modules_to_save\": null", "\"modules_to_save\": [\"head\"]"),
+                                                   "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
+  /* a LoRA directory is not a LoKr one, and the other way round */
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, PEFT_DIR "/lora", "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "peft_type=\"LORA\"") != NULL);
+  effml_adapter_lora_options lo;
+  ck_assert_int_eq(effml_adapter_lora_peft_options(ctx, PEFT_DIR "/lokr", "base_model.model.q_proj", &lo), EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "peft_type=\"LOKR\"") != NULL);
+  /* LoKr factors of another shape (decompose_both file into a layer made without it) */
+  effml_layer *l[2];
+  const char *mn[2] = {"base_model.model.q_proj", "base_model.model.v_proj"};
+  int64_t in[2] = {40, 24}, out[2] = {24, 16};
+  for (int i = 0; i < 2; ++i) {
+    ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, PEFT_DIR "/lokr_decompose_both", mn[i], &o), EFFML_OK);
+    o.decompose_both = 0;
+    effml_layer *d = NULL;
+    ck_assert_int_eq(effml_layer_dense_create(ctx, in[i], out[i], 1, &d), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lokr_create(ctx, d, &o, &l[i]), EFFML_OK);
+  }
+  ck_assert_int_eq(effml_adapter_lokr_load_peft(ctx, PEFT_DIR "/lokr_decompose_both", 2, l, mn), EFFML_E_NOT_FOUND);
+  ck_assert(strstr(effml_context_last_error(ctx), "q_proj.lokr_w1") != NULL);
+  for (int i = 0; i < 2; ++i) effml_layer_free(l[i]);
+  effml_context_free(ctx);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("adapter_peft");
   TCase *t = tcase_create("peft");
@@ -670,6 +776,9 @@ static Suite *suite(void) {
   tcase_add_test(t, test_dropout_training_lora);
   tcase_add_test(t, test_dropout_training_dora);
   tcase_add_test(t, test_bad_inputs);
+  tcase_add_test(t, test_lokr);
+  tcase_add_test(t, test_lokr_decompose_both);
+  tcase_add_test(t, test_lokr_refusals);
   suite_add_tcase(s, t);
   return s;
 }

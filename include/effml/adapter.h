@@ -422,6 +422,92 @@ EFFML_API effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer
 EFFML_API effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer,
                                                effml_tensor *dw);
 
+/**
+ * Fill `opt` with what a PEFT LoKr `dir`/adapter_config.json (PEFT 0.21
+ * LoKrConfig, field table in docs/adapters.md) says for one module: rank and
+ * alpha after rank_pattern/alpha_pattern, decompose_both, decompose_factor,
+ * the PEFT scale convention (alpha / r).  Create the layer with these, then
+ * effml_adapter_lokr_load_peft().
+ * @return EFFML_E_UNSUPPORTED (a config value not honoured, named with its
+ *         value: e.g. rank_dropout or module_dropout > 0, training-only),
+ *         EFFML_E_FORMAT, EFFML_E_IO, EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_lokr_peft_options(effml_context *ctx, const char *dir,
+                                                       const char *module_name,
+                                                       effml_adapter_lokr_options *opt);
+/**
+ * Load PEFT LoKr weights into LoKr layers: keys `module_names[i]` + "." +
+ * each of the layer's factor names ("lokr_w1" or "lokr_w1_a"/"lokr_w1_b",
+ * "lokr_w2" or "lokr_w2_a"/"lokr_w2_b"), e.g. "base_model.model.q_proj.lokr_w1".
+ * Sets the scale alpha / r per module.  Every tensor of the file must be
+ * consumed.  All-or-nothing.
+ * @return EFFML_E_NOT_FOUND (a factor the layer has is missing: made with
+ *         other r/decompose_both), EFFML_E_SHAPE (names key and both shapes, or
+ *         the config r disagrees), EFFML_E_UNSUPPORTED (a config value, or a
+ *         tensor no module consumes, named), EFFML_E_IO, EFFML_E_FORMAT,
+ *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_lokr_load_peft(effml_context *ctx, const char *dir, int64_t n,
+                                                    effml_layer *const *layers,
+                                                    const char *const *module_names);
+
+/* ------------------------------------------------------------------------ */
+/* A PEFT adapter directory as one object (module-by-module merging)         */
+/* ------------------------------------------------------------------------ */
+
+/** An opened PEFT adapter directory (LoRA family or LoKr). */
+typedef struct effml_adapter_peft effml_adapter_peft;
+
+/**
+ * Open `dir` (adapter_config.json + adapter_model.safetensors, PEFT 0.21
+ * layout): the config goes through the field table of its type (LORA with
+ * DoRA/lora_bias/patterns/fan_in_fan_out, or LOKR), the tensors are read and
+ * grouped by module (the name before ".lora_A.weight", ".lokr_w1", ...).
+ * @param out  owned by the caller (effml_adapter_peft_free()); untouched on error
+ * @return EFFML_E_UNSUPPORTED (a config value or a tensor this library does not
+ *         read, named with its value), EFFML_E_FORMAT, EFFML_E_IO,
+ *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
+/** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */
+EFFML_API void effml_adapter_peft_free(effml_adapter_peft *a);
+/** "LORA", "LORA (DoRA)" or "LOKR" (borrowed; NULL for NULL). */
+EFFML_API const char *effml_adapter_peft_type(const effml_adapter_peft *a);
+/** Number of adapted modules. */
+EFFML_API int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a);
+/** Saved name of module i, e.g. "base_model.model.model.layers.0.self_attn.q_proj" (borrowed), or NULL. */
+EFFML_API const char *effml_adapter_peft_module_name(const effml_adapter_peft *a, int64_t i);
+/** 1 if the config says fan_in_fan_out (base weights stored [in, out], GPT-2 Conv1D). */
+EFFML_API int32_t effml_adapter_peft_fan_in_fan_out(const effml_adapter_peft *a);
+/** 1 if merging changes the base bias too (lora_bias). */
+EFFML_API int32_t effml_adapter_peft_changes_bias(const effml_adapter_peft *a);
+/**
+ * Rank and alpha of module i (after rank_pattern/alpha_pattern) and its number
+ * of adapter parameters (elements of its tensors).  Any output may be NULL.
+ * @return EFFML_E_RANGE, EFFML_E_INVALID_ARG.
+ */
+EFFML_API effml_status effml_adapter_peft_module_info(effml_context *ctx, const effml_adapter_peft *a,
+                                                      int64_t i, int64_t *rank, double *alpha,
+                                                      int64_t *num_params);
+/**
+ * Build module i's adapter layer around `base` (a dense layer, or a "conv1d"
+ * one for fan_in_fan_out files): a "lora" layer (DoRA, lora_bias, dropout as
+ * configured) or a "lokr" layer, its weights copied from the file.  On
+ * success `*out` owns `base`; on error the caller still owns it.
+ * @return EFFML_E_NOT_FOUND / EFFML_E_SHAPE (names the key and the shapes),
+ *         the errors of effml_adapter_lora_create() / effml_adapter_lokr_create(),
+ *         EFFML_E_RANGE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_peft *a, int64_t i,
+                                                 effml_layer *base, effml_layer **out);
+/**
+ * Merge a layer made by effml_adapter_peft_attach() into its base weights (and
+ * bias, for lora_bias): effml_adapter_lora_merge() for LoRA/DoRA; W += dW for
+ * LoKr (the LoKr layer then computes W + 2 dW: read the base and free it).
+ * @return as effml_adapter_lora_merge(); EFFML_E_INVALID_ARG (another kind).
+ */
+EFFML_API effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *layer);
+
 EFFML_END_DECLS
 
 #endif /* EFFML_ADAPTER_H */

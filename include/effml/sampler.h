@@ -506,6 +506,52 @@ EFFML_API effml_status effml_sampler_weighted_sample_merge(effml_context *ctx, c
                                                    double p, effml_tensor **indices,
                                                    effml_tensor **weights);
 
+/** Score rules of effml_sampler_weighted_sample_reduce(). */
+#define EFFML_SAMPLER_SCORE_LEVERAGE 0      /**< leverage scores (p = 2) */
+#define EFFML_SAMPLER_SCORE_ROOT_LEVERAGE 1 /**< root leverage scores tau^(p/2) (1 <= p <= 2) */
+#define EFFML_SAMPLER_SCORE_SENSITIVITY 2   /**< sensitivity upper bounds from Lewis weights (1 <= p < 4) */
+
+/**
+ * The "reduce" step of merge-and-reduce coresets (Har-Peled & Mazumdar,
+ * STOC 2004, §3; lp sensitivities: Woodruff & Yasuda, ICML 2023, arXiv
+ * 2301.10186): re-sample a weighted sample back to about `m` rows.  Row i of
+ * `a` with weight w_i (an lp importance weight, as
+ * effml_sampler_sensitivity_sample() returns) stands for w_i^p |a_i x|^p, i.e.
+ * the row w_i a_i.  Scores s are computed on B = diag(w) A by `score`; row i
+ * is kept with pi_i = min(1, m s_i / S) (Bernoulli, the coin a hash of
+ * (seed, i): independent of threads and of how rows are split) and gets the
+ * weight w_i pi_i^(-1/p), so E sum_kept w'^p |a x|^p = sum w^p |a x|^p for
+ * every x.  Merging two samples (effml_sampler_weighted_sample_merge()) and
+ * reducing the union is one node of a merge-and-reduce tree.
+ *
+ * Error growth: if every reduce is a (1 +- eps) approximation of its input
+ * (with probability 1 - delta), a tree of depth L is a (1 +- eps)^L
+ * approximation of the data (with probability 1 - (number of nodes) delta),
+ * about 1 + L eps for small eps: keep m larger, or the tree shallower (fewer,
+ * larger partitions), to hold the final error.
+ *
+ * @param opt      leverage options (NULL: defaults), as effml_sampler_leverage_scores().
+ * @param a        [k, d] f32 or f64, finite, k >= d, diag(w) A of full column rank.
+ * @param w        [k] f64 weights, finite and > 0.
+ * @param m        target sample size > 0 (the expected size is sum pi_i <= m).
+ * @param p        the lp norm (see `score`).
+ * @param score    EFFML_SAMPLER_SCORE_*.
+ * @param indices  receives [k'] i64 ascending row positions into `a` (owned).
+ * @param weights  receives [k'] f64 new weights (owned).
+ * @return EFFML_E_INVALID_ARG (bad m, p for the score, unknown score, weight
+ *         <= 0 or not finite, NULL), EFFML_E_SHAPE (not 2-D, lengths differ,
+ *         k < d), EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN/inf, rank deficient, no
+ *         row kept), EFFML_E_NOMEM.  Outputs untouched on error.
+ * Threads: uses ctx's threads for the scores; same result for any count.
+ */
+EFFML_API effml_status effml_sampler_weighted_sample_reduce(effml_context *ctx,
+                                                            const effml_sampler_leverage_options *opt,
+                                                            const effml_tensor *a,
+                                                            const effml_tensor *w, double m,
+                                                            double p, int32_t score, uint64_t seed,
+                                                            effml_tensor **indices,
+                                                            effml_tensor **weights);
+
 EFFML_END_DECLS
 
 #endif /* EFFML_SAMPLER_H */

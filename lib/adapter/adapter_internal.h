@@ -152,6 +152,10 @@ EFFML__HIDDEN void effml__lora_set_alpha(effml_layer *layer, double alpha, int32
 /* 1 if the layer is an adapter block. */
 EFFML__HIDDEN int effml__is_adapter(const effml_layer *layer);
 
+/* LoKr internals for the PEFT loader: 1 if LoKr; rank; set alpha (PEFT scale alpha / r). */
+EFFML__HIDDEN int effml__is_lokr(const effml_layer *layer);
+EFFML__HIDDEN int64_t effml__lokr_rank(const effml_layer *layer);
+EFFML__HIDDEN void effml__lokr_set_alpha(effml_layer *layer, double alpha);
 /* The adapter kinds' ops tables (registered in lib/registry/layer_kinds.c). */
 EFFML__HIDDEN extern const effml__layer_ops effml__lora_ops, effml__lokr_ops, effml__phm_ops,
     effml__adapter_block_ops, effml__conv1d_ops;
@@ -165,8 +169,13 @@ EFFML__HIDDEN void effml__init_kaiming_uniform(effml_context *ctx, float *w, int
 struct cJSON;
 #define EFFML__PEFT_CAP_DORA 1u      /* the caller honours use_dora */
 #define EFFML__PEFT_CAP_LORA_BIAS 2u /* the caller honours lora_bias */
+#define EFFML__PEFT_LORA 0
+#define EFFML__PEFT_LOKR 1
 typedef struct effml__peft_cfg {
   effml_context *ctx;
+  int32_t type;             /* EFFML__PEFT_* */
+  int32_t decompose_both;   /* LoKr */
+  int64_t decompose_factor; /* LoKr, -1 = none */
   char *path;               /* <dir>/adapter_config.json */
   struct cJSON *root;
   uint32_t caps;
@@ -179,6 +188,8 @@ typedef struct effml__peft_cfg {
  * table; EFFML_E_UNSUPPORTED names the key and value it cannot honour. */
 EFFML__HIDDEN effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t caps,
                                                 effml__peft_cfg **out);
+EFFML__HIDDEN effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int32_t type,
+                                                     uint32_t caps, effml__peft_cfg **out);
 EFFML__HIDDEN void effml__peft_cfg_close(effml__peft_cfg *c);
 /* r and alpha of one module after rank_pattern / alpha_pattern (PEFT's get_pattern_key). */
 EFFML__HIDDEN void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, int64_t *r,

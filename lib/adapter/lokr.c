@@ -283,6 +283,13 @@ static effml__lokr *as_lokr(const effml_layer *l) {
   return (l && l->ops == &effml__lokr_ops) ? (effml__lokr *)l->impl : NULL;
 }
 
+int effml__is_lokr(const effml_layer *layer) { return as_lokr(layer) != NULL; }
+int64_t effml__lokr_rank(const effml_layer *layer) { return as_lokr(layer)->r; }
+void effml__lokr_set_alpha(effml_layer *layer, double alpha) { /* PEFT's scale: alpha / r always */
+  effml__lokr *p = as_lokr(layer);
+  p->scale = alpha / (double)p->r;
+}
+
 effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer, effml_tensor *dw) {
   EFFML__CHECK_NULL(ctx, ctx);
   effml__lokr *p = as_lokr(layer);

@@ -171,13 +171,19 @@ effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const floa
   }
   for (int64_t i = 0; i < b; ++i)
     for (int64_t j = 0; j < out; ++j) dz[i * out + j] = m[j] / p->norm[j] * dy[i * out + j];
-  if (effml__param_trainable(l, p->i_m)) {
-    float *gm = effml__grad_f32(l, p->i_m);
-    for (int64_t j = 0; j < out; ++j) {
-      double acc = 0;
-      for (int64_t i = 0; i < b; ++i) acc += (double)dy[i * out + j] * Z[i * out + j];
-      gm[j] += (float)(acc / p->norm[j]);
+  if (effml__param_trainable(l, p->i_m)) { /* row-major pass, double accumulators */
+    double *acc = (double *)effml__calloc(ctx, (size_t)out, sizeof(double));
+    if (acc == NULL) {
+      effml__free(ctx, dz);
+      effml__free(ctx, dU);
+      effml__free(ctx, t);
+      return effml__err(ctx, EFFML_E_NOMEM, "DoRA backward: out of memory");
     }
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t j = 0; j < out; ++j) acc[j] += (double)dy[i * out + j] * Z[i * out + j];
+    float *gm = effml__grad_f32(l, p->i_m);
+    for (int64_t j = 0; j < out; ++j) gm[j] += (float)(acc[j] / p->norm[j]);
+    effml__free(ctx, acc);
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)r, (int)out, s, dz, (int)out, B, (int)r,
               0.0f, dU, (int)r);

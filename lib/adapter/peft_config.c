@@ -73,9 +73,39 @@ static const field LORA_FIELDS[] = {
     {"velora_config", F_EMPTY},
 };
 
-static const field *find_field(const char *key) {
-  for (size_t i = 0; i < sizeof LORA_FIELDS / sizeof LORA_FIELDS[0]; ++i)
-    if (strcmp(LORA_FIELDS[i].key, key) == 0) return &LORA_FIELDS[i];
+/* Every key PEFT 0.21 writes for LoKrConfig. */
+static const field LOKR_FIELDS[] = {
+    {"alpha", F_HONOURED},
+    {"alpha_pattern", F_HONOURED},
+    {"auto_mapping", F_INFO},
+    {"base_model_name_or_path", F_INFO},
+    {"decompose_both", F_HONOURED},
+    {"decompose_factor", F_HONOURED},
+    {"exclude_modules", F_INFO},
+    {"inference_mode", F_INFO},
+    {"init_weights", F_HONOURED},      /* init only; the weights are in the file */
+    {"layers_pattern", F_INFO},
+    {"layers_to_transform", F_INFO},
+    {"module_dropout", F_HONOURED},    /* training-only: 0 only */
+    {"modules_to_save", F_EMPTY},
+    {"peft_type", F_HONOURED},
+    {"peft_version", F_INFO},
+    {"r", F_HONOURED},
+    {"rank_dropout", F_HONOURED},      /* training-only: 0 only */
+    {"rank_dropout_scale", F_INFO},    /* acts only with rank_dropout > 0, refused */
+    {"rank_pattern", F_HONOURED},
+    {"revision", F_INFO},
+    {"target_modules", F_INFO},
+    {"task_type", F_INFO},
+    {"use_effective_conv2d", F_INFO},  /* Conv2d modules only; a linear module ignores it */
+};
+
+static const field *find_field(const effml__peft_cfg *c, const char *key) {
+  const field *t = c->type == EFFML__PEFT_LOKR ? LOKR_FIELDS : LORA_FIELDS;
+  size_t n = c->type == EFFML__PEFT_LOKR ? sizeof LOKR_FIELDS / sizeof LOKR_FIELDS[0]
+                                         : sizeof LORA_FIELDS / sizeof LORA_FIELDS[0];
+  for (size_t i = 0; i < n; ++i)
+    if (strcmp(t[i].key, key) == 0) return &t[i];
   return NULL;
 }
 
@@ -161,22 +191,42 @@ static effml_status check_pattern(effml_context *ctx, const effml__peft_cfg *c, 
 
 static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSON *v) {
   const char *k = v->string;
-  const field *f = find_field(k);
+  const field *f = find_field(c, k);
   if (f == NULL) {
     if (is_empty_value(v)) return EFFML_OK;
-    return unsupported(ctx, c, v, "unknown key (not in PEFT 0.21's LoraConfig)");
+    return unsupported(ctx, c, v, c->type == EFFML__PEFT_LOKR ? "unknown key (not in PEFT 0.21's LoKrConfig)"
+                                                              : "unknown key (not in PEFT 0.21's LoraConfig)");
   }
   if (f->rule == F_INFO) return EFFML_OK;
   if (f->rule == F_EMPTY) return is_empty_value(v) ? EFFML_OK : unsupported(ctx, c, v, NULL);
   if (strcmp(k, "peft_type") == 0) {
     if (!cJSON_IsString(v)) return bad_value(ctx, c, v, "a string");
-    if (strcmp(v->valuestring, "LORA") != 0)
-      return unsupported(ctx, c, v, "this loader reads LORA adapters");
+    const char *want = c->type == EFFML__PEFT_LOKR ? "LOKR" : "LORA";
+    if (strcmp(v->valuestring, want) != 0)
+      return unsupported(ctx, c, v, c->type == EFFML__PEFT_LOKR ? "this loader reads LOKR adapters"
+                                                                : "this loader reads LORA adapters");
   } else if (strcmp(k, "r") == 0) {
     if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble != floor(v->valuedouble) ||
         v->valuedouble > 1e9)
       return bad_value(ctx, c, v, "a positive integer");
     c->r = (int64_t)v->valuedouble;
+  } else if (strcmp(k, "alpha") == 0 && c->type == EFFML__PEFT_LOKR) {
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(ctx, c, v, "a finite number");
+    c->alpha = v->valuedouble;
+  } else if (strcmp(k, "decompose_both") == 0) {
+    if (!cJSON_IsBool(v)) return bad_value(ctx, c, v, "true or false");
+    c->decompose_both = cJSON_IsTrue(v);
+  } else if (strcmp(k, "decompose_factor") == 0) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || (v->valuedouble < 1 && v->valuedouble != -1))
+      return bad_value(ctx, c, v, "-1 or a positive integer");
+    c->decompose_factor = (int64_t)v->valuedouble;
+  } else if (strcmp(k, "module_dropout") == 0 || strcmp(k, "rank_dropout") == 0) {
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
+      return bad_value(ctx, c, v, "a number in [0, 1)");
+    if (v->valuedouble != 0.0) return unsupported(ctx, c, v, "training-only dropout of LoKr is not implemented");
+  } else if (strcmp(k, "init_weights") == 0) {
+    if (!cJSON_IsBool(v) && !(cJSON_IsString(v) && strcmp(v->valuestring, "lycoris") == 0))
+      return unsupported(ctx, c, v, NULL);
   } else if (strcmp(k, "lora_alpha") == 0) {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(ctx, c, v, "a finite number");
     c->alpha = v->valuedouble;
@@ -230,9 +280,16 @@ static char *path_join(effml_context *ctx, const char *dir, const char *file) {
 
 effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t caps,
                                   effml__peft_cfg **out) {
+  return effml__peft_cfg_open_type(ctx, dir, EFFML__PEFT_LORA, caps, out);
+}
+
+effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int32_t type, uint32_t caps,
+                                       effml__peft_cfg **out) {
   effml__peft_cfg *c = (effml__peft_cfg *)effml__calloc_or_err(ctx, 1, sizeof *c, "a PEFT config");
   if (c == NULL) return EFFML_E_NOMEM;
   c->ctx = ctx;
+  c->type = type;
+  c->decompose_factor = -1;
   c->caps = caps;
   c->alpha = 8.0; /* PEFT's default lora_alpha */
   c->path = path_join(ctx, dir, "adapter_config.json");
@@ -255,6 +312,12 @@ effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t 
   }
   if (s == EFFML_OK && (c->root == NULL || !cJSON_IsObject(c->root)))
     s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" is not a JSON object", c->path);
+  if (s == EFFML_OK && c->type < 0) { /* any type this library reads: from peft_type */
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(c->root, "peft_type");
+    c->type = cJSON_IsString(t) && strcmp(t->valuestring, "LOKR") == 0 ? EFFML__PEFT_LOKR : EFFML__PEFT_LORA;
+  }
+  const cJSON *pt = s == EFFML_OK ? cJSON_GetObjectItemCaseSensitive(c->root, "peft_type") : NULL;
+  if (pt != NULL) s = check_key(ctx, c, pt); /* a wrong type is reported as such, before its keys */
   int have_r = 0;
   for (const cJSON *v = c->root ? c->root->child : NULL; s == EFFML_OK && v; v = v->next) {
     s = check_key(ctx, c, v);

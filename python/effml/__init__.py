@@ -7,6 +7,7 @@ Modules:
 
 - :mod:`effml.over_sampling`, :mod:`effml.under_sampling`: drop-in
   replacements for imbalanced-learn's samplers of the same names;
+- :mod:`effml.neighbors`: the exact k-nearest-neighbour search behind them;
 - :mod:`effml.io`: ``.npy`` and safetensors files;
 - :mod:`effml.mixture`: temperature sampling over data sources, UniMax,
   virtual sizes, interleaving, alias draws;
@@ -15,7 +16,10 @@ Modules:
   ensembles over precomputed logits.
 
 Errors raise the classes in :mod:`effml.errors` (each also a ValueError,
-MemoryError, OSError, ... as a scikit-learn user expects).
+MemoryError, OSError, ... as a scikit-learn user expects).  Threads: every
+function uses the calling thread's own C context, so functions and
+estimators may be called from several threads at once; ctypes releases the
+GIL during C calls.  Install and examples: docs/python.md.
 """
 
 __version__ = "0.2.0"

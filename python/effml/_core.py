@@ -130,8 +130,9 @@ def thread_context(num_threads=None):
     ``num_threads`` (if given) sets its thread count first: estimators pass
     their ``n_jobs`` here.
     """
-    ctx = getattr(_tls, "ctx", None)
-    if ctx is None:
+    try:
+        ctx = _tls.ctx
+    except AttributeError:
         ctx = _tls.ctx = Context()
     if num_threads is not None and num_threads != ctx.num_threads:
         ctx.num_threads = num_threads
@@ -181,7 +182,9 @@ def as_array(a, dtypes, name="array", ndim=None):
                              % (name, arr.dtype, ", ".join(str(d) for d in dtypes)))
         arr = np.ascontiguousarray(arr, dtype=dtypes[0])
     elif not arr.flags.c_contiguous or not arr.flags.aligned:
-        arr = np.ascontiguousarray(arr)
+        # (np.ascontiguousarray keeps a contiguous but misaligned buffer, e.g. one
+        # unpickled from a pickle-5 frame: copy explicitly)
+        arr = np.array(arr, order="C", copy=True)
     if ndim is not None:
         ok = arr.ndim in ndim if isinstance(ndim, tuple) else arr.ndim == ndim
         if not ok:
@@ -301,7 +304,13 @@ class Scope:
         return self
 
     def wrap(self, arr, writable=False):
-        """Borrowed tensor over ``arr`` (kept alive until the scope ends)."""
+        """Borrowed tensor over ``arr`` (kept alive until the scope ends).
+
+        An input that is not C-contiguous and aligned is copied first (outputs
+        must already be: C writes into them).
+        """
+        if not writable and not (arr.flags.c_contiguous and arr.flags.aligned):
+            arr = np.array(arr, order="C", copy=True)
         h = wrap(self.ctx, arr, writable)
         self._wrapped.append(h)
         self._keep.append(arr)
@@ -334,14 +343,39 @@ class Scope:
         return False
 
 
+_F64 = np.dtype(np.float64)
+_I64 = np.dtype(np.int64)
+_c_double_p = ctypes.POINTER(ctypes.c_double)
+_c_int64_p = ctypes.POINTER(ctypes.c_int64)
+
+
+def dptr(a):
+    """``double *`` of a C-contiguous float64 array, cheaply (no ``a.ctypes``)."""
+    try:
+        return byref(ctypes.c_double.from_buffer(a))
+    except (TypeError, ValueError):  # read-only or empty
+        return a.ctypes.data_as(_c_double_p) if a.size else None
+
+
+def iptr(a):
+    """``int64_t *`` of a C-contiguous int64 array."""
+    try:
+        return byref(ctypes.c_int64.from_buffer(a))
+    except (TypeError, ValueError):
+        return a.ctypes.data_as(_c_int64_p) if a.size else None
+
+
 def f64_buffer(values, name, n=None):
     """``values`` as a contiguous float64 numpy array and its ``double *``."""
-    a = np.ascontiguousarray(values, dtype=np.float64)
+    if type(values) is np.ndarray and values.dtype is _F64 and values.flags.c_contiguous:
+        a = values
+    else:
+        a = np.ascontiguousarray(values, dtype=np.float64)
     if a.ndim != 1:
         raise InvalidArgumentError("%s must be 1-D, got shape %s" % (name, a.shape))
     if n is not None and a.shape[0] != n:
         raise InvalidArgumentError("%s has %d entries, expected %d" % (name, a.shape[0], n))
-    return a, a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+    return a, dptr(a)
 
 
 def i64_buffer(values, name, n=None):
@@ -355,4 +389,4 @@ def i64_buffer(values, name, n=None):
         raise InvalidArgumentError("%s must be 1-D, got shape %s" % (name, a.shape))
     if n is not None and a.shape[0] != n:
         raise InvalidArgumentError("%s has %d entries, expected %d" % (name, a.shape[0], n))
-    return a, a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+    return a, iptr(a)

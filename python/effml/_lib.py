@@ -121,6 +121,8 @@ PROTOTYPES = {
     "effml_sampler_sensitivity_upper_bounds": (_ST, [_P, _P, _P, c_double, _PP]),
     "effml_sampler_sensitivity_sample": (_ST, [_P, _P, c_double, c_double, c_int32, c_uint64, _PP, _PP]),
     "effml_sampler_weighted_sample_merge": (_ST, [_P, _P, _P, _P, _P, c_int64, c_double, _PP, _PP]),
+    "effml_sampler_weighted_sample_reduce": (_ST, [_P, _P, _P, _P, c_double, c_double, c_int32,
+                                                   c_uint64, _PP, _PP]),
     # cascades and selective-classification metrics
     "effml_cascade_options_init": (None, [_P]),
     "effml_cascade_ensemble_predict": (_ST, [_P, _P, c_int32, _PP, _P, _P, _P]),

@@ -69,6 +69,7 @@ _ALLOWED_STR = {
 RESAMPLE_SMOTE, RESAMPLE_BORDERLINE1, RESAMPLE_BORDERLINE2, RESAMPLE_ADASYN = 1, 2, 3, 4
 RESAMPLE_SMOTENC, RESAMPLE_RANDOM_OVER, RESAMPLE_RANDOM_UNDER = 5, 6, 7
 RESAMPLE_TOMEK, RESAMPLE_ENN = 8, 9
+RESAMPLE_NEARMISS, RESAMPLE_RENN, RESAMPLE_ALLKNN, RESAMPLE_NCL = 10, 11, 12, 13
 
 
 class ResampleOptions(ctypes.Structure):
@@ -83,7 +84,10 @@ class ResampleOptions(ctypes.Structure):
                 ("n_neighbors", ctypes.c_int64), ("kind_sel", ctypes.c_int32),
                 ("seed", ctypes.c_uint64), ("block_rows", ctypes.c_int64),
                 ("n_categorical", ctypes.c_int64),
-                ("categorical_features", ctypes.POINTER(ctypes.c_int64))]
+                ("categorical_features", ctypes.POINTER(ctypes.c_int64)),
+                ("version", ctypes.c_int32), ("allow_minority", ctypes.c_int32),
+                ("n_neighbors_ver3", ctypes.c_int64), ("max_iter", ctypes.c_int64),
+                ("threshold_cleaning", ctypes.c_double)]
 
 
 _F = (np.dtype(np.float64), np.dtype(np.float32))

@@ -26,7 +26,8 @@ from ._core import Scope, as_array, n_jobs_to_threads, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["leverage_scores", "root_leverage_scores", "lewis_weights",
-           "sensitivity_upper_bounds", "sensitivity_sample", "weighted_sample_merge", "coreset"]
+           "sensitivity_upper_bounds", "sensitivity_sample", "weighted_sample_merge",
+           "weighted_sample_reduce", "coreset"]
 
 _F = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -160,6 +161,53 @@ def weighted_sample_merge(idx_a, w_a, idx_b, w_b, offset_b, p=2.0):
                                                          int(offset_b), float(p), byref(pi),
                                                          byref(pw)),
                   "effml_sampler_weighted_sample_merge")
+        return s.adopt(pi), s.adopt(pw)
+
+
+_SCORE_RULES = {"leverage": 0, "root_leverage": 1, "lewis": 2}
+
+
+def check_method(method, p):
+    """Validate a (method, p) pair of :func:`coreset`; return the C score rule."""
+    p = float(p)
+    if method == "leverage":
+        if p != 2.0:
+            raise InvalidArgumentError("method='leverage' is for p = 2; use 'root_leverage' "
+                                       "(1 <= p <= 2) or 'lewis' (1 <= p < 4)")
+    elif method == "root_leverage":
+        if not 1.0 <= p <= 2.0:
+            raise InvalidArgumentError("method='root_leverage' needs 1 <= p <= 2, got %g" % p)
+    elif method == "lewis":
+        if not 1.0 <= p < 4.0:
+            raise InvalidArgumentError("method='lewis' needs 1 <= p < 4, got %g" % p)
+    else:
+        raise InvalidArgumentError("method must be 'leverage', 'root_leverage' or 'lewis', "
+                                   "got %r" % (method,))
+    return _SCORE_RULES[method]
+
+
+def weighted_sample_reduce(A, w, m, p=2.0, *, method="leverage", seed=0, n_jobs=None):
+    """Re-sample weighted rows back to about ``m`` rows (the reduce of merge-and-reduce).
+
+    Row i of ``A`` with importance weight ``w[i]`` stands for w_i^p |a_i x|^p;
+    scores are computed on the weighted rows w_i a_i by ``method`` (as
+    :func:`coreset`), rows are kept with pi_i = min(1, m s_i / S) and get
+    weight w_i pi_i^(-1/p): the weighted cost is preserved in expectation.
+    Each reduce of a tree multiplies the error: depth L gives about
+    (1 + eps)^L.
+
+    Returns ``(indices, weights)``: positions into A (int64 ascending) and new weights.
+    """
+    rule = check_method(method, p)
+    ctx = thread_context(n_jobs_to_threads(n_jobs))
+    a = as_array(A, _F, name="A", ndim=2)
+    wa = as_array(w, (np.dtype(np.float64),), name="w", ndim=1)
+    with Scope(ctx) as s:
+        ta, tw = s.wrap(a), s.wrap(wa)
+        pi, pw = s.out(), s.out()
+        ctx.check(_lib.fn("effml_sampler_weighted_sample_reduce")(
+            ctx.handle, None, ta, tw, float(m), float(p), rule, int(seed) & 0xFFFFFFFFFFFFFFFF,
+            byref(pi), byref(pw)), "effml_sampler_weighted_sample_reduce")
         return s.adopt(pi), s.adopt(pw)
 
 

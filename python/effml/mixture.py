@@ -17,11 +17,14 @@ from ctypes import byref, c_double, c_int64, c_void_p
 import numpy as np
 
 from . import _lib
-from ._core import Scope, f64_buffer, i64_buffer, thread_context
+from ._core import Scope, dptr, f64_buffer, i64_buffer, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["temperature_probs", "temperature_at", "unimax", "virtual_sizes", "interleave",
            "AliasSampler"]
+
+
+_temp_fn = _lib.fn("effml_sampler_temperature_probs")
 
 
 def temperature_probs(sizes, temperature=1.0, *, alpha=None):
@@ -40,14 +43,17 @@ def temperature_probs(sizes, temperature=1.0, *, alpha=None):
     """
     ctx = thread_context()
     s, ps = f64_buffer(sizes, "sizes")
-    out = np.empty_like(s)
-    po = out.ctypes.data_as(ctypes.POINTER(c_double))
+    if not s.shape[0]:
+        raise InvalidArgumentError("sizes is empty (one size per source needed)")
+    out = np.empty(s.shape[0])
     if alpha is None:
-        ctx.check(_lib.fn("effml_sampler_temperature_probs")(ctx.handle, ps, len(s), float(temperature),
-                                                     po), "effml_sampler_temperature_probs")
+        st = _temp_fn(ctx._h, ps, s.shape[0], temperature, dptr(out))
+        if st:
+            ctx.check(st, "effml_sampler_temperature_probs")
     else:
         ctx.check(_lib.fn("effml_sampler_temperature_probs_alpha")(ctx.handle, ps, len(s), float(alpha),
-                                                           po), "effml_sampler_temperature_probs_alpha")
+                                                           dptr(out)),
+                  "effml_sampler_temperature_probs_alpha")
     return out
 
 

@@ -198,3 +198,17 @@ def test_zero_size_array_is_a_clear_error():
     with _core.Scope(ctx) as s:
         with pytest.raises(effml.ShapeError):
             s.wrap(np.zeros((0, 3)))
+
+
+def test_misaligned_buffer_is_copied_not_refused():
+    # pickle protocol 5 (Dask, multiprocessing) can hand out contiguous but misaligned
+    # buffers; np.ascontiguousarray keeps them misaligned
+    buf = bytearray(8 * 12 + 3)
+    a = np.frombuffer(buf, offset=3, dtype=np.float64).reshape(6, 2)
+    assert not a.flags.aligned
+    b = _core.as_array(a, (np.dtype("f8"),))
+    assert b.flags.aligned and b.flags.c_contiguous and np.array_equal(a, b)
+    ctx = effml.Context()
+    with _core.Scope(ctx) as s:
+        h = s.wrap(a)
+        assert _lib.fn("effml_tensor_data_const")(h) % 8 == 0

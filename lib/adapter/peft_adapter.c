@@ -1,0 +1,220 @@
+/* A PEFT adapter directory as one object (LoRA family and LoKr): the config
+ * through its field table, the tensors grouped by module, and per module an
+ * adapter layer built around a base layer the caller gives -- so that a tool
+ * can merge a model module by module without holding it whole
+ * (tools/effml-adapter.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+struct effml_adapter_peft {
+  effml_context *ctx;
+  effml__peft_cfg *cfg;
+  effml_safetensors *st;
+  int64_t n;
+  char **modules; /* "base_model.model.q_proj", in file order of first tensor */
+};
+
+static const char *const LORA_SUFFIX[] = {".lora_A.weight", ".lora_B.weight", ".lora_B.bias", ".lora_magnitude_vector"};
+static const char *const LOKR_SUFFIX[] = {".lokr_w1", ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2", ".lokr_w2_a", ".lokr_w2_b"};
+
+/* Length of the module prefix of `name`, or 0 if no known suffix ends it. */
+static size_t module_len(const effml__peft_cfg *c, const char *name) {
+  const char *const *suf = c->type == EFFML__PEFT_LOKR ? LOKR_SUFFIX : LORA_SUFFIX;
+  size_t ns = c->type == EFFML__PEFT_LOKR ? 6 : 4, n = strlen(name);
+  for (size_t i = 0; i < ns; ++i) {
+    size_t k = strlen(suf[i]);
+    if (n > k && strcmp(name + n - k, suf[i]) == 0) return n - k;
+  }
+  return 0;
+}
+
+void effml_adapter_peft_free(effml_adapter_peft *a) {
+  if (a == NULL) return;
+  for (int64_t i = 0; i < a->n; ++i) effml__free(a->ctx, a->modules[i]);
+  effml__free(a->ctx, a->modules);
+  effml_safetensors_free(a->st);
+  effml__peft_cfg_close(a->cfg);
+  effml__free(a->ctx, a);
+}
+
+effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, out);
+  effml_adapter_peft *a = (effml_adapter_peft *)effml__calloc_or_err(ctx, 1, sizeof *a, "a PEFT adapter");
+  if (a == NULL) return EFFML_E_NOMEM;
+  a->ctx = ctx;
+  effml_status s = effml__peft_cfg_open_type(ctx, dir, -1, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, &a->cfg);
+  size_t plen = strlen(dir) + 32;
+  char *path = s == EFFML_OK ? (char *)effml__malloc(ctx, plen) : NULL;
+  if (s == EFFML_OK && path == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_open: out of memory");
+  if (s == EFFML_OK) {
+    snprintf(path, plen, "%s/adapter_model.safetensors", dir);
+    s = effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &a->st);
+  }
+  int64_t nt = s == EFFML_OK ? effml_safetensors_count(a->st) : 0;
+  if (s == EFFML_OK) {
+    a->modules = (char **)effml__calloc(ctx, (size_t)(nt > 0 ? nt : 1), sizeof *a->modules);
+    if (a->modules == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_open: out of memory");
+  }
+  for (int64_t t = 0; s == EFFML_OK && t < nt; ++t) {
+    const char *name = effml_safetensors_name(a->st, t);
+    size_t k = module_len(a->cfg, name);
+    if (k == 0) {
+      s = effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": tensor \"%s\" is not a %s tensor this library reads", path, name,
+                     a->cfg->type == EFFML__PEFT_LOKR ? "LoKr" : "LoRA/DoRA");
+      break;
+    }
+    int64_t m = 0;
+    while (m < a->n && !(strlen(a->modules[m]) == k && strncmp(a->modules[m], name, k) == 0)) ++m;
+    if (m == a->n) {
+      a->modules[a->n] = (char *)effml__malloc(ctx, k + 1);
+      if (a->modules[a->n] == NULL) {
+        s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_open: out of memory");
+        break;
+      }
+      memcpy(a->modules[a->n], name, k);
+      a->modules[a->n++][k] = '\0';
+    }
+  }
+  if (s == EFFML_OK && a->n == 0) s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" holds no adapter tensor", path);
+  effml__free(ctx, path);
+  if (s != EFFML_OK) {
+    effml_adapter_peft_free(a);
+    return s;
+  }
+  *out = a;
+  return EFFML_OK;
+}
+
+const char *effml_adapter_peft_type(const effml_adapter_peft *a) {
+  if (a == NULL) return NULL;
+  return a->cfg->type == EFFML__PEFT_LOKR ? "LOKR" : (a->cfg->use_dora ? "LORA (DoRA)" : "LORA");
+}
+
+int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a) { return a ? a->n : 0; }
+
+const char *effml_adapter_peft_module_name(const effml_adapter_peft *a, int64_t i) {
+  return (a && i >= 0 && i < a->n) ? a->modules[i] : NULL;
+}
+
+int32_t effml_adapter_peft_fan_in_fan_out(const effml_adapter_peft *a) { return a ? a->cfg->fan_in_fan_out : 0; }
+
+int32_t effml_adapter_peft_changes_bias(const effml_adapter_peft *a) {
+  return a && a->cfg->type == EFFML__PEFT_LORA && a->cfg->lora_bias;
+}
+
+effml_status effml_adapter_peft_module_info(effml_context *ctx, const effml_adapter_peft *a, int64_t i, int64_t *rank,
+                                            double *alpha, int64_t *num_params) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, a);
+  if (i < 0 || i >= a->n) return effml__err(ctx, EFFML_E_RANGE, "effml_adapter_peft_module_info: i=%lld out of [0, %lld)",
+                                            (long long)i, (long long)a->n);
+  int64_t r = 0;
+  double al = 0;
+  effml__peft_cfg_module(a->cfg, a->modules[i], &r, &al);
+  int64_t np = 0;
+  size_t k = strlen(a->modules[i]);
+  for (int64_t t = 0; t < effml_safetensors_count(a->st); ++t) {
+    const char *name = effml_safetensors_name(a->st, t);
+    if (strncmp(name, a->modules[i], k) == 0 && module_len(a->cfg, name) == k) {
+      const effml_tensor *x = NULL;
+      effml_safetensors_get(ctx, a->st, name, &x);
+      np += effml_tensor_numel(x);
+    }
+  }
+  if (rank) *rank = r;
+  if (alpha) *alpha = al;
+  if (num_params) *num_params = np;
+  return EFFML_OK;
+}
+
+effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_peft *a, int64_t i, effml_layer *base,
+                                       effml_layer **out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, a);
+  EFFML__CHECK_NULL(ctx, base);
+  EFFML__CHECK_NULL(ctx, out);
+  if (i < 0 || i >= a->n)
+    return effml__err(ctx, EFFML_E_RANGE, "effml_adapter_peft_attach: i=%lld out of [0, %lld)", (long long)i, (long long)a->n);
+  const effml__peft_cfg *c = a->cfg;
+  effml_layer *l = NULL;
+  int64_t r = 0;
+  double alpha = 0;
+  effml__peft_cfg_module(c, a->modules[i], &r, &alpha);
+  if (c->type == EFFML__PEFT_LOKR) {
+    effml_adapter_lokr_options o;
+    effml_adapter_lokr_options_init(&o);
+    o.rank = r;
+    o.alpha = alpha;
+    o.decompose_both = c->decompose_both;
+    o.decompose_factor = c->decompose_factor;
+    EFFML__TRY(effml_adapter_lokr_create(ctx, base, &o, &l));
+  } else {
+    effml_adapter_lora_options o;
+    effml_adapter_lora_options_init(&o);
+    o.rank = r;
+    o.alpha = alpha;
+    o.use_rslora = c->use_rslora;
+    o.use_dora = c->use_dora;
+    o.lora_bias = c->lora_bias;
+    o.dropout = c->dropout;
+    EFFML__TRY(effml_adapter_lora_create(ctx, base, &o, &l));
+  }
+  /* every adapter parameter from the file, shapes checked first (all-or-nothing) */
+  effml_status s = EFFML_OK;
+  int32_t np = effml_layer_num_params(l);
+  const effml_tensor **src = (const effml_tensor **)effml__calloc(ctx, (size_t)np, sizeof *src);
+  if (src == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_attach: out of memory");
+  for (int32_t j = 0; s == EFFML_OK && j < np; ++j) {
+    const char *pn = effml_layer_param_name(l, j);
+    if (strncmp(pn, "base_layer.", 11) == 0) continue;
+    char key[1024];
+    snprintf(key, sizeof key, "%s.%s", a->modules[i], pn);
+    if (effml_safetensors_get(ctx, a->st, key, &src[j]) != EFFML_OK) {
+      s = effml__err(ctx, EFFML_E_NOT_FOUND, "adapter file: missing key \"%s\"", key);
+      break;
+    }
+    const effml_tensor *dst = effml_layer_param(l, j);
+    int same = effml_tensor_ndim(src[j]) == effml_tensor_ndim(dst);
+    for (int32_t d = 0; same && d < effml_tensor_ndim(dst); ++d) same = effml_tensor_dim(src[j], d) == effml_tensor_dim(dst, d);
+    char x1[96], x2[96];
+    if (!same)
+      s = effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"%s\" has shape %s, the base layer needs %s", key,
+                     effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2));
+  }
+  for (int32_t j = 0; s == EFFML_OK && j < np; ++j)
+    if (src[j]) s = effml_tensor_copy(ctx, effml_layer_param(l, j), src[j]);
+  effml__free(ctx, src);
+  if (s != EFFML_OK) {
+    effml__layer_disown(l, base); /* the caller keeps the base on error */
+    effml_layer_free(l);
+    return s;
+  }
+  if (c->type == EFFML__PEFT_LOKR) effml__lokr_set_alpha(l, alpha);
+  *out = l;
+  return EFFML_OK;
+}
+
+effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *layer) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  if (effml__is_lora(layer)) return effml_adapter_lora_merge(ctx, layer);
+  if (!effml__is_lokr(layer))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_peft_merge_layer: not a lora or lokr layer");
+  effml_layer *base = effml_adapter_lora_base(layer); /* child 0 of LoRA and LoKr alike */
+  int32_t iw = -1;
+  for (int32_t j = 0; j < effml_layer_num_params(base); ++j)
+    if (strcmp(effml_layer_param_name(base, j), "weight") == 0) iw = j;
+  effml_tensor *w = effml_layer_param(base, iw), *dw = NULL;
+  EFFML__TRY(effml_tensor_create(ctx, EFFML_F32, 2, effml_tensor_shape(w), &dw));
+  effml_status s = effml_adapter_lokr_delta_weight(ctx, layer, dw);
+  if (s == EFFML_OK) {
+    float *W = effml__f32(w);
+    const float *D = effml__cf32(dw);
+    for (int64_t k = 0; k < effml_tensor_numel(w); ++k) W[k] += D[k];
+  }
+  effml_tensor_free(dw);
+  return s;
+}
