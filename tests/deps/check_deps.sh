@@ -28,7 +28,7 @@ trap 'rm -f "$syms"' EXIT
     a = parts[n - 1]; f = parts[n]
     if ($3 == "U") print "U", a, $2, f
     else if ($3 ~ /^[TDBRVWC]$/) print "D", a, $2, f
-    else if ($3 ~ /^[dr]$/ && $2 ~ /_ops$/) print "L", a, $2, f
+    else if ($3 ~ /^[dr]$/ && $2 ~ /^[A-Za-z_][A-Za-z0-9_]*_ops$/) print "L", a, $2, f
   }' >"$syms"
 awk -v allowed="$allowed" '
   BEGIN {
@@ -43,7 +43,7 @@ awk -v allowed="$allowed" '
     }
     bad = 0
   }
-  $1 == "D" { def[$3] = $2; if ($3 ~ /_ops$/) ops[$3] = $4; areas[$2] = 1; next }
+  $1 == "D" { def[$3] = $2; if ($3 ~ /^[A-Za-z_][A-Za-z0-9_]*_ops$/) ops[$3] = $4; areas[$2] = 1; next }
   $1 == "U" { use[++nu] = $0; areas[$2] = 1; next }
   $1 == "L" { printf "%s/%s: layer ops table %s is file-local: make it extern and register it in lib/registry/layer_kinds.c\n", $2, $4, $3; bad = 1 }
   END {
