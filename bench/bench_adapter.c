@@ -171,6 +171,7 @@ int main(int argc, char **argv) {
   co.seed = 7;
   effml_context *ctx = NULL;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
+  bu_machine("adapter", threads, NULL);
   char extra[256];
   const char *only = getenv("EFFML_BENCH_ADAPTER_ONLY");
   const char *ours_path = getenv("EFFML_BENCH_ADAPTER_OURS");

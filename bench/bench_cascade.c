@@ -133,6 +133,7 @@ int main(int argc, char **argv) {
   co.seed = 7;
   effml_context *ctx;
   if (effml_context_create(&co, &ctx)) return 1;
+  bu_machine("cascade", threads, NULL);
 
   /* ---- cascade_route_1m ---- */
   const int64_t n = 1000000, n_val = 100000;

@@ -1,25 +1,39 @@
-/* Sampler benchmarks (issue 6).  How the two sides meet: this program times
- * ours (one warm-up, then the median of --reps runs), writes the inputs as
- * .npy under /tmp and its timings to $EFFML_BENCH_SAMPLER_OURS (default
- * /tmp/effml_bench_sampler_ours.json); bench/sampler_baseline.py then times
- * the Python baseline on the same data and prints the combined JSON lines
- * (speedup = baseline_s / ours_s).  This program prints its own measurements
- * to stderr only.
+/* Sampler benchmarks.  How the two sides meet: this program times ours
+ * (one warm-up, then --reps runs, default 5) with the case's floor measured
+ * interleaved in the same process (ours, floor, ours, floor, ...), prints the
+ * machine line and the "_vs_floor" lines itself (speedup = floor / ours),
+ * writes the inputs as .npy under /tmp and ours' raw runs to
+ * $EFFML_BENCH_SAMPLER_OURS (default /tmp/effml_bench_sampler_ours.json);
+ * bench/sampler_baseline.py then times the Python baseline on the same data
+ * and prints the combined lines (speedup = baseline_s / ours_s).
+ * scripts/bench.sh alternates the two processes several rounds and pools
+ * them (bench/combine.py).
  *
  * Cases:
  *   smote_200k_32    SMOTE, 200 000 x 32 f64, 5 % minority, k = 5, vs
  *                    imbalanced-learn 0.10 SMOTE.fit_resample; peak memory of
  *                    the library's own allocations (context allocator hook)
  *                    and the process peak RSS.
+ *   smote_200k_32_vs_floor  floor = what exact SMOTE cannot avoid: the
+ *                    neighbour search's GEMM work (the minority class's Gram
+ *                    matrix, cblas_ssyrk, the cheapest exact search we know:
+ *                    f32 candidates, exact f64 re-rank) plus writing the
+ *                    output once into memory of the kind the API hands back
+ *                    (a new zeroed tensor of the output's shape).
  *   leverage_1e6_32  exact leverage scores of 10^6 x 32 f64 vs numpy
  *                    (q, _ = np.linalg.qr(A); (q*q).sum(1)); the baseline
  *                    script also reports the max difference.
+ *   leverage_1e6_32_vs_floor  floor = two streaming read passes over A (Gram
+ *                    pass and output pass) plus writing tau.
  *   temperature_draws  alias draws over 8 temperature-weighted sources on one
  *                    thread vs numpy Generator.choice(8, size, p=q).
  *
- * Options: --threads N (library threads, default 2), --reps N (default 3),
- * --quick (smaller sizes for a smoke run).  OpenBLAS threads are the caller's
+ * Options: --threads N (library threads, default 2), --reps N (default 5),
+ * --quick (smaller sizes for a smoke run), --only smote|leverage|temperature
+ * (one case; the baseline script then needs the others' files from an
+ * earlier full run).  OpenBLAS threads are the caller's
  * (OPENBLAS_NUM_THREADS). */
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,15 +73,29 @@ static double unif(uint64_t seed, uint64_t i) {
   return (double)(x >> 11) * 0x1.0p-53;
 }
 
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
+static double med_copy(const double *v, int n) {
+  double c[32];
+  memcpy(c, v, (size_t)n * sizeof *c);
+  return bu_median(c, n);
 }
 
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(double), cmp_d);
-  return v[n / 2];
+/* One streaming read pass over v[0..n) (four accumulators, so the loop is
+ * bound by memory, not by the add latency). */
+static double read_pass(const double *v, int64_t n) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += v[i];
+    s1 += v[i + 1];
+    s2 += v[i + 2];
+    s3 += v[i + 3];
+  }
+  for (; i < n; ++i) s0 += v[i];
+  return s0 + s1 + s2 + s3;
 }
+
+/* Passes the exact method makes over A (Gram, refinement, output). */
+#define EFFML_BENCH_LEV_PASSES 3
 
 #define CHECK(expr)                                                                  \
   do {                                                                               \
@@ -79,14 +107,16 @@ static double median(double *v, int n) {
   } while (0)
 
 int main(int argc, char **argv) {
-  int threads = 2, reps = 3, quick = 0;
+  int threads = 2, reps = 5, quick = 0;
+  const char *only = ""; /* --only smote|leverage|temperature: that case alone (for a quick look) */
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--quick")) quick = 1;
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
   }
   if (reps < 1) reps = 1;
-  if (reps > 15) reps = 15;
+  if (reps > 31) reps = 31;
   counter cnt = {0, 0};
   effml_context_options co;
   effml_context_options_init(&co);
@@ -101,10 +131,11 @@ int main(int argc, char **argv) {
   FILE *js = fopen(path, "w");
   if (!js) return 1;
   fprintf(js, "{");
-  double t[16];
+  double t[32], tf[32];
+  bu_machine("sampler", threads, NULL);
 
   /* ---- smote_200k_32 ---- */
-  {
+  if (!*only || !strcmp(only, "smote")) {
     const int64_t n = quick ? 20000 : 200000, d = 32;
     int64_t xs[2] = {n, d};
     effml_tensor *x = NULL, *y = NULL;
@@ -122,32 +153,71 @@ int main(int argc, char **argv) {
     effml_sampler_resample_options_init(&o);
     o.k_neighbors = 5;
     int64_t base_live = cnt.live;
+    /* floor inputs: the minority rows as f32 (what the Gram matrix reads) */
+    const int64_t nmin = (n + 19) / 20, n_out = n + (n - 2 * nmin);
+    float *xm = (float *)malloc((size_t)(nmin * d) * sizeof(float));
+    float *gram = (float *)malloc((size_t)(nmin * nmin) * sizeof(float));
+    if (!xm || !gram) return 1;
+    for (int64_t i = 0; i < nmin; ++i)
+      for (int64_t j = 0; j < d; ++j) xm[i * d + j] = (float)xp[i * 20 * d + j];
+    double tg[32], tw[32];
     for (int r = -1; r < reps; ++r) {
       effml_tensor *xr = NULL, *yr = NULL;
       cnt.peak = cnt.live;
       double t0 = bu_now();
       CHECK(effml_sampler_resample(ctx, &o, x, y, &xr, &yr));
-      if (r >= 0) t[r] = bu_now() - t0;
+      double t1 = bu_now();
       effml_tensor_free(xr);
       effml_tensor_free(yr);
+      /* floor, interleaved: Gram of the minority class + a new output tensor */
+      double t2 = bu_now();
+      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, (int)nmin, (int)d, 1.0f, xm, (int)d,
+                  0.0f, gram, (int)nmin);
+      double t3 = bu_now();
+      int64_t os[2] = {n_out, d};
+      effml_tensor *fx = NULL, *fy = NULL;
+      CHECK(effml_tensor_create(ctx, EFFML_F64, 2, os, &fx));
+      CHECK(effml_tensor_create(ctx, EFFML_I64, 1, &n_out, &fy));
+      double t4 = bu_now();
+      effml_tensor_free(fx);
+      effml_tensor_free(fy);
+      if (r >= 0) {
+        t[r] = t1 - t0;
+        tg[r] = t3 - t2;
+        tw[r] = t4 - t3;
+        tf[r] = tg[r] + tw[r];
+      }
     }
-    double ours = median(t, reps);
+    free(xm);
+    free(gram);
     /* peak of the last run: output tensors (x_out, y_out) + plan + working memory */
     double peak_mb = (double)(cnt.peak - base_live) / 1048576.0;
-    double out_mb = (double)(n + (n - 2 * (n / 20))) * (double)(d + 1) * 8.0 / 1048576.0;
-    fprintf(stderr, "bench_sampler: smote ours %.4f s, library peak %.1f MiB (outputs %.1f MiB)\n",
-            ours, peak_mb, out_mb);
-    fprintf(js, "\"smote_200k_32\": {\"ours_s\": %.9g, \"n\": %lld, \"d\": %lld, \"k\": 5, "
-                "\"threads\": %d, \"reps\": %d, \"lib_peak_mb\": %.2f, \"output_mb\": %.2f, "
+    double out_mb = (double)n_out * (double)(d + 1) * 8.0 / 1048576.0;
+    char extra[512];
+    double gm[32], wm[32];
+    memcpy(gm, tg, sizeof gm);
+    memcpy(wm, tw, sizeof wm);
+    snprintf(extra, sizeof extra,
+             "\"threads\":%d,\"n\":%lld,\"d\":%lld,\"k\":5,\"floor_gemm_s\":%.6g,"
+             "\"floor_output_write_s\":%.6g,\"output_mb\":%.2f",
+             threads, (long long)n, (long long)d, bu_median(gm, reps), bu_median(wm, reps), out_mb);
+    bu_report_runs("sampler", "smote_200k_32_vs_floor", t, reps,
+                   "floor: ssyrk of the minority rows + new output tensor", tf, reps, extra);
+    fprintf(stderr, "bench_sampler: smote ours median %.4f s, library peak %.1f MiB (outputs %.1f MiB)\n",
+            med_copy(t, reps), peak_mb, out_mb);
+    fprintf(js, "\"smote_200k_32\": {\"ours_runs\": [");
+    for (int r = 0; r < reps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", t[r]);
+    fprintf(js, "], \"n\": %lld, \"d\": %lld, \"k\": 5, "
+                "\"threads\": %d, \"lib_peak_mb\": %.2f, \"output_mb\": %.2f, "
                 "\"process_peak_rss_mb\": %.1f},\n",
-            ours, (long long)n, (long long)d, threads, reps, peak_mb, out_mb,
+            (long long)n, (long long)d, threads, peak_mb, out_mb,
             (double)bu_peak_rss() / 1048576.0);
     effml_tensor_free(x);
     effml_tensor_free(y);
   }
 
   /* ---- leverage_1e6_32 ---- */
-  {
+  if (!*only || !strcmp(only, "leverage")) {
     const int64_t n = quick ? 100000 : 1000000, d = 32;
     int64_t as[2] = {n, d};
     effml_tensor *a = NULL, *tau = NULL;
@@ -161,7 +231,7 @@ int main(int argc, char **argv) {
     CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_lev_a.npy", a));
     effml_sampler_leverage_options lo;
     effml_sampler_leverage_options_init(&lo);
-    double ours_sk = 0;
+    volatile double sink_d = 0;
     for (int method = 0; method < 2; ++method) {
       lo.method = method;
       for (int r = -1; r < reps; ++r) {
@@ -169,30 +239,50 @@ int main(int argc, char **argv) {
         tau = NULL;
         double t0 = bu_now();
         CHECK(effml_sampler_leverage_scores(ctx, &lo, a, &tau));
-        if (r >= 0) t[r] = bu_now() - t0;
+        double t1 = bu_now();
+        if (method == 0) { /* floor, interleaved: two read passes over A + writing tau */
+          sink_d += read_pass(ap, n * d);
+          sink_d += read_pass(ap, n * d);
+          effml_tensor *ft = NULL;
+          CHECK(effml_tensor_create(ctx, EFFML_F64, 1, &n, &ft));
+          effml_tensor_free(ft);
+        }
+        double t2 = bu_now();
+        if (r >= 0) {
+          t[r] = t1 - t0;
+          tf[r] = t2 - t1;
+        }
       }
+      const char *key = method == 0 ? "leverage_1e6_32" : "leverage_1e6_32_sketch";
       if (method == 0) {
-        double ours = median(t, reps);
+        char extra[256];
+        snprintf(extra, sizeof extra,
+                 "\"threads\":%d,\"n\":%lld,\"d\":%lld,\"a_mb\":%.1f,\"passes_over_a\":%d", threads,
+                 (long long)n, (long long)d, (double)(n * d) * 8.0 / 1048576.0, EFFML_BENCH_LEV_PASSES);
+        bu_report_runs("sampler", "leverage_1e6_32_vs_floor", t, reps,
+                       "floor: two read passes over A + writing tau", tf, reps, extra);
         CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau.npy", tau));
-        fprintf(stderr, "bench_sampler: leverage exact ours %.4f s\n", ours);
-        fprintf(js, "\"leverage_1e6_32\": {\"ours_s\": %.9g, \"n\": %lld, \"d\": %lld, \"threads\": %d, "
-                    "\"reps\": %d, \"method\": \"CholeskyQR2, Householder TSQR fallback\"},\n",
-                ours, (long long)n, (long long)d, threads, reps);
       } else {
-        ours_sk = median(t, reps);
         CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau_sketch.npy", tau));
-        fprintf(stderr, "bench_sampler: leverage sketch ours %.4f s\n", ours_sk);
-        fprintf(js, "\"leverage_1e6_32_sketch\": {\"ours_s\": %.9g, \"n\": %lld, \"d\": %lld, "
-                    "\"threads\": %d, \"reps\": %d, \"method\": \"CountSketch %lld rows\"},\n",
-                ours_sk, (long long)n, (long long)d, threads, reps, (long long)(4 * d * d));
       }
+      fprintf(stderr, "bench_sampler: %s ours median %.4f s\n", key, med_copy(t, reps));
+      fprintf(js, "\"%s\": {\"ours_runs\": [", key);
+      for (int r = 0; r < reps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", t[r]);
+      if (method == 0)
+        fprintf(js, "], \"n\": %lld, \"d\": %lld, \"threads\": %d, \"passes_over_a\": %d, "
+                    "\"method\": \"CholeskyQR2, Householder TSQR fallback\"},\n",
+                (long long)n, (long long)d, threads, EFFML_BENCH_LEV_PASSES);
+      else
+        fprintf(js, "], \"n\": %lld, \"d\": %lld, \"threads\": %d, "
+                    "\"method\": \"CountSketch %lld rows\"},\n",
+                (long long)n, (long long)d, threads, (long long)(4 * d * d));
     }
     effml_tensor_free(tau);
     effml_tensor_free(a);
   }
 
   /* ---- temperature_draws (one thread) ---- */
-  {
+  if (!*only || !strcmp(only, "temperature")) {
     const double sizes[8] = {5e9, 2e9, 8e8, 3e8, 1e8, 2e7, 5e6, 1e6};
     double q[8];
     CHECK(effml_sampler_temperature_probs(ctx, sizes, 8, 3.33, q));
@@ -209,18 +299,19 @@ int main(int argc, char **argv) {
       }
       if (r >= 0) t[r] = bu_now() - t0;
     }
-    double ours = median(t, reps);
+    double ours = med_copy(t, reps);
     fprintf(stderr, "bench_sampler: temperature draws %.1f M/s (sink %lld)\n",
             (double)total / ours / 1e6, (long long)sink);
-    fprintf(js, "\"temperature_draws\": {\"ours_s\": %.9g, \"draws\": %lld, \"threads\": 1, "
-                "\"reps\": %d, \"temperature\": 3.33, \"q\": [",
-            ours, (long long)total, reps);
+    fprintf(js, "\"temperature_draws\": {\"ours_runs\": [");
+    for (int r = 0; r < reps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", t[r]);
+    fprintf(js, "], \"draws\": %lld, \"threads\": 1, \"temperature\": 3.33, \"q\": [",
+            (long long)total);
     for (int i = 0; i < 8; ++i) fprintf(js, "%s%.17g", i ? ", " : "", q[i]);
-    fprintf(js, "]}\n");
+    fprintf(js, "]},\n");
     effml_sampler_alias_free(al);
     free(buf);
   }
-  fprintf(js, "}\n");
+  fprintf(js, "\"_end\": true}\n");
   fclose(js);
   effml_context_free(ctx);
   return 0;

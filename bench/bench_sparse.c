@@ -181,6 +181,7 @@ int main(int argc, char **argv) {
   co.seed = 1;
   effml_context *ctx = NULL;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
+  bu_machine("sparse", threads, NULL);
   const int64_t D = 1024, B = 256;
   char extra[320];
 

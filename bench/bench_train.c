@@ -4,18 +4,19 @@
  * with PyTorch CPU (bench/train_baseline.py, same model, batch, optimizer and
  * thread count).
  *
- * How the two sides meet: this program times ours (median of --reps warm
- * epochs, after one warm-up epoch) and writes {"case", "ours_s"} to
- * $EFFML_BENCH_TRAIN_OURS (default /tmp/effml_bench_train_ours.json);
- * scripts/bench.sh then runs bench/train_baseline.py, which times PyTorch the
- * same way, reads that file and prints the combined line with speedup =
- * baseline_s / ours_s.  This program's own line carries baseline_s = null
- * unless given --baseline-s SECONDS.
+ * How the two sides meet: for each thread count (--threads, default "1,2")
+ * this program times ours (--reps warm epochs, default 5, after one warm-up
+ * epoch) with the library's context and OpenBLAS both set to that count, and
+ * writes the raw runs to $EFFML_BENCH_TRAIN_OURS (default
+ * /tmp/effml_bench_train_ours.json); scripts/bench.sh then runs
+ * bench/train_baseline.py, which times PyTorch the same way at the same
+ * thread counts, reads that file and prints one combined line per thread
+ * count (speedup = baseline_s / ours_s), and alternates the two processes
+ * several rounds.
  *
- * Threads: OpenBLAS's count is the caller's (OPENBLAS_NUM_THREADS, default 2
- * here for the record); the Python side uses the same number.
  * Also printed: the "gemm floor" case, the same epoch's GEMMs alone (no
- * gather, loss, activations or optimizer), to show where the time goes. */
+ * gather, loss, activations or optimizer), timed interleaved with our epoch
+ * (speedup = floor / ours), to show where the time goes. */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,11 +27,6 @@
 #include "effml.h"
 
 #define CASE "mlp_784_256_128_10_adamw_b128_epoch"
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 static void die(effml_context *ctx, const char *what) {
   fprintf(stderr, "bench_train: %s: %s\n", what, effml_context_last_error(ctx));
@@ -82,71 +78,88 @@ static double gemm_floor(int64_t n, int64_t batch) {
 }
 
 int main(int argc, char **argv) {
-  int reps = 3;
-  double baseline_s = NAN;
+  int reps = 5, nthr = 0, thr[8];
+  const char *tlist = "1,2";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--baseline-s")) baseline_s = atof(argv[i + 1]);
+    else if (!strcmp(argv[i], "--threads")) tlist = argv[i + 1];
   }
   if (reps < 1) reps = 1;
   if (reps > 16) reps = 16;
-  effml_context_options co;
-  effml_context_options_init(&co);
-  co.seed = 1;
-  co.num_threads = 2;
-  effml_context *ctx;
-  if (effml_context_create(&co, &ctx)) return 1;
-  effml_tensor *x = NULL, *y = NULL;
-  int real = effml_data_fashion_mnist_load(ctx, NULL, EFFML_DATA_SPLIT_TRAIN, &x, &y) == EFFML_OK;
-  if (!real) {
-    int64_t xs[2] = {60000, 784}, n = 60000;
-    if (effml_tensor_create(ctx, EFFML_F32, 2, xs, &x) || effml_tensor_create(ctx, EFFML_I32, 1, &n, &y))
-      die(ctx, "data");
-    if (effml_tensor_init_uniform(ctx, x, 0, 1)) die(ctx, "init");
-    int32_t *lab = effml_tensor_data(y);
-    for (int64_t i = 0; i < n; ++i) lab[i] = (int32_t)(i % 10);
+  for (const char *p = tlist; *p && nthr < 8;) {
+    int v = atoi(p);
+    if (v >= 1 && v <= 256) thr[nthr++] = v;
+    p = strchr(p, ',');
+    if (!p) break;
+    ++p;
   }
-  effml_layer *m = make_mlp(ctx);
-  effml_optimizer_options oo;
-  effml_optimizer_options_init(&oo); /* AdamW lr 1e-3, as torch.optim.AdamW defaults */
-  effml_optimizer *opt;
-  if (effml_optimizer_create(ctx, &oo, &opt) || effml_optimizer_add_layer(ctx, opt, m)) die(ctx, "optimizer");
-  effml_train_options fo;
-  effml_train_options_init(&fo);
-  fo.batch_size = 128;
-  double times[16], loss = 0;
-  for (int r = -1; r < reps; ++r) { /* r = -1: warm-up epoch */
-    fo.shuffle_seed = (uint64_t)(r + 1);
-    double t0 = bu_now();
-    if (effml_train_classifier(ctx, m, opt, x, y, &fo, &loss)) die(ctx, "fit");
-    if (r >= 0) times[r] = bu_now() - t0;
-  }
-  qsort(times, (size_t)reps, sizeof times[0], cmp_double);
-  const double ours = times[reps / 2];
-  const int threads = openblas_get_num_threads();
-  char extra[256];
-  snprintf(extra, sizeof extra,
-           "\"threads\":%d,\"batch\":128,\"n\":60000,\"data\":\"%s\",\"reps\":%d,\"final_loss\":%.4f",
-           threads, real ? "fashion-mnist" : "random", reps, loss);
-  if (isnan(baseline_s)) /* bu_report would print "nan": keep the line valid JSON */
-    printf("{\"bench\":\"train\",\"case\":\"%s\",\"ours_s\":%.6g,\"baseline\":\"pytorch\","
-           "\"baseline_s\":null,\"speedup\":null,%s}\n", CASE, ours, extra);
-  else
-    bu_report("train", CASE, ours, "pytorch", baseline_s, extra);
-  const double floor_s = gemm_floor(60000, 128);
-  snprintf(extra, sizeof extra, "\"threads\":%d,\"note\":\"the epoch's sgemm calls alone\"", threads);
-  bu_report("train", "gemm_floor_b128_epoch", floor_s, "ours_full_epoch", ours, extra);
+  if (nthr == 0) thr[nthr++] = 2;
   const char *path = getenv("EFFML_BENCH_TRAIN_OURS");
   if (!path) path = "/tmp/effml_bench_train_ours.json";
   FILE *f = fopen(path, "w");
+  if (f) fprintf(f, "{\"case\":\"%s\",\"runs\":[", CASE);
+  for (int ti = 0; ti < nthr; ++ti) {
+    const int threads = thr[ti];
+    openblas_set_num_threads(threads);
+    effml_context_options co;
+    effml_context_options_init(&co);
+    co.seed = 1;
+    co.num_threads = threads;
+    effml_context *ctx;
+    if (effml_context_create(&co, &ctx)) return 1;
+    if (ti == 0) bu_machine("train", threads, NULL);
+    effml_tensor *x = NULL, *y = NULL;
+    int real = effml_data_fashion_mnist_load(ctx, NULL, EFFML_DATA_SPLIT_TRAIN, &x, &y) == EFFML_OK;
+    if (!real) {
+      int64_t xs[2] = {60000, 784}, n = 60000;
+      if (effml_tensor_create(ctx, EFFML_F32, 2, xs, &x) || effml_tensor_create(ctx, EFFML_I32, 1, &n, &y))
+        die(ctx, "data");
+      if (effml_tensor_init_uniform(ctx, x, 0, 1)) die(ctx, "init");
+      int32_t *lab = effml_tensor_data(y);
+      for (int64_t i = 0; i < n; ++i) lab[i] = (int32_t)(i % 10);
+    }
+    effml_layer *m = make_mlp(ctx);
+    effml_optimizer_options oo;
+    effml_optimizer_options_init(&oo); /* AdamW lr 1e-3, as torch.optim.AdamW defaults */
+    effml_optimizer *opt;
+    if (effml_optimizer_create(ctx, &oo, &opt) || effml_optimizer_add_layer(ctx, opt, m)) die(ctx, "optimizer");
+    effml_train_options fo;
+    effml_train_options_init(&fo);
+    fo.batch_size = 128;
+    double times[16], floors[16], loss = 0;
+    for (int r = -1; r < reps; ++r) { /* r = -1: warm-up epoch */
+      fo.shuffle_seed = (uint64_t)(r + 1);
+      double t0 = bu_now();
+      if (effml_train_classifier(ctx, m, opt, x, y, &fo, &loss)) die(ctx, "fit");
+      double t1 = bu_now() - t0;
+      double fl = gemm_floor(60000, 128); /* interleaved with the epochs */
+      if (r >= 0) {
+        times[r] = t1;
+        floors[r] = fl;
+      }
+    }
+    char extra[256];
+    snprintf(extra, sizeof extra, "\"threads\":%d,\"note\":\"the epoch's sgemm calls alone\"", threads);
+    bu_report_runs("train", CASE "_vs_floor", times, reps, "the epoch's sgemm calls",
+                   floors, reps, extra);
+    if (f) {
+      fprintf(f, "%s{\"threads\":%d,\"data\":\"%s\",\"final_loss\":%.4f,\"ours_runs\":[", ti ? "," : "",
+              threads, real ? "fashion-mnist" : "random", loss);
+      for (int r = 0; r < reps; ++r) fprintf(f, "%s%.6f", r ? "," : "", times[r]);
+      fprintf(f, "]}");
+    }
+    double tm[16];
+    memcpy(tm, times, sizeof tm);
+    fprintf(stderr, "bench_train: %d threads: ours median %.3f s\n", threads, bu_median(tm, reps));
+    effml_optimizer_free(opt);
+    effml_layer_free(m);
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+    effml_context_free(ctx);
+  }
   if (f) {
-    fprintf(f, "{\"case\":\"%s\",\"ours_s\":%.6f,\"threads\":%d}\n", CASE, ours, threads);
+    fprintf(f, "]}\n");
     fclose(f);
   }
-  effml_optimizer_free(opt);
-  effml_layer_free(m);
-  effml_tensor_free(x);
-  effml_tensor_free(y);
-  effml_context_free(ctx);
   return 0;
 }

@@ -3,12 +3,13 @@
 784-256-128-10 ReLU MLP on Fashion-MNIST (random data of the same shape when
 the dataset is absent), batch 128, torch.optim.AdamW defaults (lr 1e-3),
 softmax cross-entropy, shuffled every epoch -- the same work as
-effml_train_classifier.  Median of --reps warm epochs after one warm-up epoch.
+effml_train_classifier.  --reps warm epochs (default 5) after one warm-up epoch.
 
-Threads: torch.set_num_threads(N) with N = $OPENBLAS_NUM_THREADS (default 2),
-the count the C side runs with.  Reads ours_s from $EFFML_BENCH_TRAIN_OURS
-(default /tmp/effml_bench_train_ours.json, written by bench_train) and prints
-one JSON line: bench, case, ours_s, baseline, baseline_s, speedup.
+Threads: for every thread count bench_train ran (its record in
+$EFFML_BENCH_TRAIN_OURS, default /tmp/effml_bench_train_ours.json),
+torch.set_num_threads(N) with the same N; one JSON line per count: bench,
+case, threads, ours_s / baseline_s (medians), *_min / *_max, the raw runs and
+speedup = median(baseline) / median(ours).
 Run with Debian's /usr/bin/python3 (python3-torch)."""
 import gzip
 import json
@@ -37,48 +38,47 @@ def load():
 
 
 def main():
-    reps = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else 3
-    threads = int(os.environ.get("OPENBLAS_NUM_THREADS", "2"))
-    torch.set_num_threads(threads)
+    reps = int(sys.argv[sys.argv.index("--reps") + 1]) if "--reps" in sys.argv else 5
+    path = os.environ.get("EFFML_BENCH_TRAIN_OURS", "/tmp/effml_bench_train_ours.json")
+    with open(path) as f:
+        rec = json.load(f)
+    if rec.get("case") != CASE:
+        raise SystemExit(f"train_baseline: {path} is not a record of {CASE}")
     torch.manual_seed(0)
     x, y, data = load()
-    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
-                                torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    opt = torch.optim.AdamW(model.parameters())
-    loss_fn = torch.nn.CrossEntropyLoss()
     bs = 128
+    for ours in rec["runs"]:
+        threads = int(ours["threads"])
+        torch.set_num_threads(threads)
+        model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
+                                    torch.nn.ReLU(), torch.nn.Linear(128, 10))
+        opt = torch.optim.AdamW(model.parameters())
+        loss_fn = torch.nn.CrossEntropyLoss()
 
-    def epoch():
-        perm = torch.randperm(x.shape[0])
-        for s in range(0, x.shape[0], bs):
-            idx = perm[s:s + bs]
-            xb, yb = x[idx], y[idx]
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return loss.item()
+        def epoch():
+            perm = torch.randperm(x.shape[0])
+            for s in range(0, x.shape[0], bs):
+                idx = perm[s:s + bs]
+                xb, yb = x[idx], y[idx]
+                loss = loss_fn(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            return loss.item()
 
-    epoch()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        epoch()
-        times.append(time.perf_counter() - t0)
-    base = statistics.median(times)
-    ours = None
-    path = os.environ.get("EFFML_BENCH_TRAIN_OURS", "/tmp/effml_bench_train_ours.json")
-    try:
-        with open(path) as f:
-            rec = json.load(f)
-        if rec.get("case") == CASE:
-            ours = rec["ours_s"]
-    except (OSError, ValueError, KeyError):
-        pass
-    print(json.dumps({"bench": "train", "case": CASE, "ours_s": ours, "baseline": "pytorch",
-                      "baseline_s": round(base, 6), "speedup": round(base / ours, 4) if ours else None,
-                      "threads": threads, "batch": bs, "n": int(x.shape[0]), "data": data, "reps": reps,
-                      "torch": torch.__version__}))
+        epoch()  # warm-up
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            epoch()
+            times.append(time.perf_counter() - t0)
+        o = ours["ours_runs"]
+        om, bm = statistics.median(o), statistics.median(times)
+        print(json.dumps({"bench": "train", "case": CASE, "threads": threads, "ours_s": om,
+                          "ours_min": min(o), "ours_max": max(o), "baseline": "pytorch",
+                          "baseline_s": bm, "baseline_min": min(times), "baseline_max": max(times),
+                          "speedup": bm / om, "ours_runs": o, "baseline_runs": times, "batch": bs,
+                          "n": int(x.shape[0]), "data": data, "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":

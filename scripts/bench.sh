@@ -17,6 +17,15 @@
 # default to 2 (the CI machine's cores) so every area measures ours and its
 # baseline at the same thread count.
 # EFFML_BENCH_ARGS is passed to every bench program.
+#
+# Where ours and the baseline run in different processes (an area with a
+# bench/<area>_baseline.py), the C program and the Python baseline alternate
+# EFFML_BENCH_ROUNDS times (default 3); bench/combine.py then pools the
+# rounds' repetitions into one line per case (min / median / max).  C-only
+# areas interleave ours and the baseline inside one process and run once.
+# EFFML_BENCH_RECORD=1 also appends the pooled lines to
+# bench/results/<UTC date>.jsonl, the file the docs' tables are rendered from
+# (scripts/bench-docs.py).
 set -euo pipefail
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$OPENBLAS_NUM_THREADS}
@@ -60,23 +69,49 @@ done
   cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 } >&2
 
+rounds=${EFFML_BENCH_ROUNDS:-3}
+record=${EFFML_BENCH_RECORD:-0}
+results=$root/bench/results/$(date -u +%F).jsonl
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
 status=0
 for a in "${areas[@]}"; do
   echo "bench: $a" >&2
+  : >"$raw"
   if [ "$a" = python ]; then
     (cd "$root" && EFFML_LIBRARY="$build/lib/libeffml.so.0" \
-      /usr/bin/python3 bench/python/bench_python.py "${bench_args[@]}") || status=1
+      /usr/bin/python3 bench/python/bench_python.py "${bench_args[@]}") >>"$raw" || status=1
     (cd "$root" && EFFML_LIBRARY="$build/lib/libeffml.so.0" \
-      /usr/bin/python3 bench/python/bench_dask.py "${bench_args[@]}") || status=1
+      /usr/bin/python3 bench/python/bench_dask.py "${bench_args[@]}") >>"$raw" || status=1
+    cat "$raw"
+    if [ "$record" = 1 ]; then
+      mkdir -p "$root/bench/results"
+      cat "$raw" >>"$results"
+    fi
     continue
   fi
-  "$build/bench/bench_$a" "${bench_args[@]}" || status=1
-  if [ -f "$root/bench/${a}_baseline.py" ]; then
-    if [ -x /usr/bin/python3 ]; then
-      (cd "$root" && /usr/bin/python3 "bench/${a}_baseline.py") || status=1
-    else
-      echo "bench: /usr/bin/python3 missing: baseline for $a skipped" >&2
+  n=1
+  if [ -f "$root/bench/${a}_baseline.py" ] && [ -x /usr/bin/python3 ]; then n=$rounds; fi
+  for ((r = 1; r <= n; ++r)); do
+    [ "$n" -gt 1 ] && echo "bench: $a round $r/$n" >&2
+    "$build/bench/bench_$a" "${bench_args[@]}" >>"$raw" || status=1
+    if [ -f "$root/bench/${a}_baseline.py" ]; then
+      if [ -x /usr/bin/python3 ]; then
+        (cd "$root" && /usr/bin/python3 "bench/${a}_baseline.py") >>"$raw" || status=1
+      else
+        echo "bench: /usr/bin/python3 missing: baseline for $a skipped" >&2
+      fi
     fi
+  done
+  if [ -x /usr/bin/python3 ]; then
+    out=$(/usr/bin/python3 "$root/bench/combine.py" <"$raw") || status=1
+  else
+    out=$(cat "$raw")
+  fi
+  printf '%s\n' "$out"
+  if [ "$record" = 1 ]; then
+    mkdir -p "$root/bench/results"
+    printf '%s\n' "$out" >>"$results"
   fi
 done
 exit "$status"

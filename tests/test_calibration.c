@@ -266,6 +266,45 @@ START_TEST(test_metric_identities_and_errors) {
 }
 END_TEST
 
+/* AUGRC (metrics.h) on the same confidences: numpy reference, order invariance, closed forms. */
+START_TEST(test_augrc) {
+  const char *names[2] = {"conf", "conf_tied"}, *refs[2] = {"augrc", "augrc_tied"};
+  for (int t = 0; t < 2; ++t) {
+    effml_tensor *c = mat(names[t], N, 0, EFFML_F64), *ok = mat("correct", N, 0, EFFML_I32);
+    double a = NAN, a2 = NAN, *r = ref(refs[t], NULL);
+    ck_assert_msg(effml_metrics_selective_augrc(ctx, c, ok, &a) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    ck_assert_msg(fabs(a - r[0]) <= 1e-14, "%s: %.17g vs %.17g", refs[t], a, r[0]);
+    /* reversed order: identical */
+    double *cp = effml_tensor_data(c);
+    int32_t *op = effml_tensor_data(ok);
+    for (int i = 0; i < N / 2; ++i) {
+      double x = cp[i]; cp[i] = cp[N - 1 - i]; cp[N - 1 - i] = x;
+      int32_t u = op[i]; op[i] = op[N - 1 - i]; op[N - 1 - i] = u;
+    }
+    ck_assert_int_eq(effml_metrics_selective_augrc(ctx, c, ok, &a2), EFFML_OK);
+    ck_assert(a == a2);
+    free(r);
+    effml_tensor_free(c); effml_tensor_free(ok);
+  }
+  /* closed forms: errors ranked last -> e (e + 1/n) / 2; one tie group -> e (one step to coverage 1) */
+  effml_tensor *c = NULL, *ok = NULL;
+  int64_t n = 10;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &n, &c), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_BOOL, 1, &n, &ok), EFFML_OK);
+  for (int i = 0; i < 10; ++i) {
+    ((float *)effml_tensor_data(c))[i] = 1.0f - 0.05f * (float)i;
+    ((uint8_t *)effml_tensor_data(ok))[i] = i < 7;
+  }
+  double a;
+  ck_assert_int_eq(effml_metrics_selective_augrc(ctx, c, ok, &a), EFFML_OK);
+  ck_assert_double_eq_tol(a, 0.3 * (0.3 + 0.1) / 2, 1e-15);
+  effml_tensor_fill(ctx, c, 0.5);
+  ck_assert_int_eq(effml_metrics_selective_augrc(ctx, c, ok, &a), EFFML_OK);
+  ck_assert_double_eq_tol(a, 0.3, 1e-15);
+  effml_tensor_free(c); effml_tensor_free(ok);
+}
+END_TEST
+
 static effml_calibrator *make_ca(int balance) {
   effml_calibration_options o;
   effml_calibration_options_init(&o);
@@ -382,6 +421,7 @@ int main(void) {
   tcase_add_test(tc, test_ece_and_reliability);
   tcase_add_test(tc, test_metric_identities_and_errors);
   tcase_add_test(tc, test_correctness_aware);
+  tcase_add_test(tc, test_augrc);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -227,7 +227,9 @@ START_TEST(test_under_bad_options) {
   } bad[] = {
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 4, 3, 100, 0.5, "version=4"},
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 21, 100, 0.5, "n_neighbors=21"},
-      {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 0, 100, 0.5, "n_neighbors=0"},
+      {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, -1, 100, 0.5, "n_neighbors=-1"},
+      {EFFML_SAMPLER_RESAMPLE_CNN, 1, 61, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_OSS, 1, -2, 100, 0.5, "n_neighbors=-2"},
       {EFFML_SAMPLER_RESAMPLE_RENN, 1, 3, 0, 0.5, "max_iter=0"},
       {EFFML_SAMPLER_RESAMPLE_RENN, 1, 61, 100, 0.5, "kNN limit"},
       {EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 200, 100, 0.5, "kNN limit"},
@@ -256,6 +258,174 @@ START_TEST(test_under_bad_options) {
 }
 END_TEST
 
+/* Labels of a plan's rows and the rows themselves (f64) for invariant checks. */
+static double *plan_rows(const effml_tensor *x, const effml_tensor *b, const effml_tensor *nb,
+                         const effml_tensor *st) {
+  const int64_t m = effml_tensor_dim(b, 0), d = effml_tensor_dim(x, 1);
+  const double *xv = (const double *)effml_tensor_data_const(x);
+  const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
+  const int64_t *pn = (const int64_t *)effml_tensor_data_const(nb);
+  const double *ps = (const double *)effml_tensor_data_const(st);
+  double *o = (double *)malloc((size_t)(m * d) * sizeof(double) + 1);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t t = 0; t < d; ++t) {
+      double a = xv[pb[r] * d + t];
+      o[r * d + t] = pn[r] < 0 ? a : a + ps[r] * (xv[pn[r] * d + t] - a);
+    }
+  return o;
+}
+
+static double sq(const double *a, const double *b, int64_t d) {
+  double s = 0;
+  for (int64_t t = 0; t < d; ++t) s += (a[t] - b[t]) * (a[t] - b[t]);
+  return s;
+}
+
+/* 1-NN (exact, brute force) of row q among rows [m] of ref; skip index `skip`. */
+static int64_t nn1(const double *ref, int64_t m, int64_t d, const double *q, int64_t skip) {
+  int64_t best = -1;
+  double bv = INFINITY;
+  for (int64_t j = 0; j < m; ++j) {
+    if (j == skip) continue;
+    double v = sq(ref + j * d, q, d);
+    if (v < bv) {
+      bv = v;
+      best = j;
+    }
+  }
+  return best;
+}
+
+/* CNN (Hart): the kept set 1-NN-classifies every original row (binary data,
+ * so the per-class rule is the global one); the minority is kept whole. */
+START_TEST(test_cnn_consistent_subset) {
+  for (int threads = 1; threads <= 3; threads += 2) {
+    effml_context *ctx = tu_ctx(0);
+    ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+    effml_tensor *x, *y;
+    load_subset(ctx, "breast_cancer.csv", 0, 60, &x, &y);
+    const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1);
+    const double *xv = (const double *)effml_tensor_data_const(x);
+    const int64_t *yl = (const int64_t *)effml_tensor_data_const(y);
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_CNN;
+      o.seed = seed;
+      effml_tensor *b, *nb, *st;
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+      const int64_t m = effml_tensor_dim(b, 0);
+      const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
+      double *kx = plan_rows(x, b, nb, st);
+      int64_t n_min = 0;
+      for (int64_t r = 0; r < m; ++r) n_min += yl[pb[r]] == 0;
+      ck_assert_int_eq(n_min, 60);
+      ck_assert_int_lt(m, n / 2); /* it condenses */
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t j = nn1(kx, m, d, xv + i * d, -1);
+        ck_assert_msg(yl[pb[j]] == yl[i], "seed %llu: row %lld misclassified by the kept set",
+                      (unsigned long long)seed, (long long)i);
+      }
+      free(kx);
+      effml_tensor_free(b);
+      effml_tensor_free(nb);
+      effml_tensor_free(st);
+    }
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+    effml_context_free(ctx);
+  }
+}
+END_TEST
+
+/* OSS: no Tomek link is left among the kept rows; the minority is kept whole;
+ * no row twice. */
+START_TEST(test_oss_no_tomek_link) {
+  effml_context *ctx = tu_ctx(0);
+  const char *files[2] = {"breast_cancer.csv", "wine.csv"};
+  for (int f = 0; f < 2; ++f) {
+    effml_tensor *x, *y;
+    load_subset(ctx, files[f], f == 0 ? 0 : 2, f == 0 ? 60 : 20, &x, &y);
+    const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1);
+    const int64_t *yl = (const int64_t *)effml_tensor_data_const(y);
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_OSS;
+      o.seed = seed;
+      effml_tensor *b, *nb, *st;
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+      const int64_t m = effml_tensor_dim(b, 0);
+      const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
+      double *kx = plan_rows(x, b, nb, st);
+      char *seen = (char *)calloc((size_t)n, 1);
+      int64_t n_min = 0;
+      for (int64_t r = 0; r < m; ++r) {
+        ck_assert(!seen[pb[r]]);
+        seen[pb[r]] = 1;
+        n_min += yl[pb[r]] == (f == 0 ? 0 : 2);
+      }
+      ck_assert_int_eq(n_min, f == 0 ? 60 : 20);
+      ck_assert_int_lt(m, n);
+      for (int64_t i = 0; i < m; ++i) {
+        int64_t j = nn1(kx, m, d, kx + i * d, i);
+        int64_t jj = nn1(kx, m, d, kx + j * d, j);
+        ck_assert_msg(!(jj == i && yl[pb[i]] != yl[pb[j]]), "%s seed %llu: Tomek link %lld-%lld",
+                      files[f], (unsigned long long)seed, (long long)pb[i], (long long)pb[j]);
+      }
+      free(seen);
+      free(kx);
+      effml_tensor_free(b);
+      effml_tensor_free(nb);
+      effml_tensor_free(st);
+    }
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+  }
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* SMOTEENN / SMOTETomek = SMOTE (same options, same seed) followed by ENN /
+ * Tomek links with sampling_strategy 'all' on SMOTE's output. */
+START_TEST(test_combined_is_composition) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "wine.csv", 2, 20, &x, &y);
+  for (int which = 0; which < 2; ++which)
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+      o.seed = seed;
+      effml_tensor *x1, *y1, *x2, *y2, *xc, *yc;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
+      effml_sampler_resample_options oc = o;
+      oc.method = which ? EFFML_SAMPLER_RESAMPLE_TOMEK : EFFML_SAMPLER_RESAMPLE_ENN;
+      oc.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
+      o.method = which ? EFFML_SAMPLER_RESAMPLE_SMOTETOMEK : EFFML_SAMPLER_RESAMPLE_SMOTEENN;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
+      const int64_t m = effml_tensor_dim(xc, 0), d = effml_tensor_dim(xc, 1);
+      ck_assert_int_eq(effml_tensor_dim(x2, 0), m);
+      ck_assert_int_lt(m, effml_tensor_dim(x1, 0)); /* the cleaning removed rows */
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x2),
+                       (size_t)(m * d) * sizeof(double));
+      ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(y2),
+                       (size_t)m * sizeof(int64_t));
+      effml_tensor_free(x1);
+      effml_tensor_free(y1);
+      effml_tensor_free(x2);
+      effml_tensor_free(y2);
+      effml_tensor_free(xc);
+      effml_tensor_free(yc);
+    }
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("sampler_under");
   TCase *tc = tcase_create("imblearn");
@@ -265,6 +435,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_fashion_mnist);
   tcase_add_test(tc, test_nearmiss_counts);
   tcase_add_test(tc, test_under_bad_options);
+  tcase_add_test(tc, test_cnn_consistent_subset);
+  tcase_add_test(tc, test_oss_no_tomek_link);
+  tcase_add_test(tc, test_combined_is_composition);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -84,6 +84,21 @@ EFFML_API effml_status effml_metrics_selective_aurc(effml_context *ctx, const ef
                                             const effml_tensor *correct, double *aurc);
 
 /**
+ * AUGRC: area under the generalized-risk-coverage curve of Traub, Bungert, Lüth, Baumgartner
+ * & Jaeger, "Overcoming Common Flaws in the Evaluation of Selective Classification Systems"
+ * (NeurIPS 2024, arXiv 2407.01032): the generalized risk at threshold t_j is the joint
+ * probability of being accepted and wrong, w_j / N (not w_j / n_j), and
+ * AUGRC = sum_j (c_j - c_{j-1}) * w_j / N over the same steps and points as AURC (see
+ * "Ties"), in [0, 1].  Without ties this is (1/N^2) sum_k (number wrong among the top k).
+ * Unlike AURC it does not let the few most confident samples dominate.  With E = e N errors
+ * all ranked below every correct sample it is e (e + 1/N) / 2 (its minimum for that error
+ * rate); a ranking no better than chance gives e (1 + 1/N) / 2.
+ */
+EFFML_API effml_status effml_metrics_selective_augrc(effml_context *ctx,
+                                                     const effml_tensor *scores,
+                                                     const effml_tensor *correct, double *augrc);
+
+/**
  * Risk at coverage c in (0, 1]: the smallest selectable coverage c_j >= c (the first
  * distinct threshold whose top set holds ceil(c*N) samples), its risk r_j and threshold t_j.
  * Scores [.9, .9, .5, .5] with correct [1, 0, 1, 0] in any order: c = 0.25 gives risk 0.5,

@@ -78,6 +78,10 @@ EFFML_BEGIN_DECLS
 #define EFFML_SAMPLER_RESAMPLE_RENN 11        /**< repeated ENN (Tomek 1976), imblearn `RepeatedEditedNearestNeighbours` */
 #define EFFML_SAMPLER_RESAMPLE_ALLKNN 12      /**< ENN with k = 1..n_neighbors (Tomek 1976), imblearn `AllKNN` */
 #define EFFML_SAMPLER_RESAMPLE_NCL 13         /**< neighbourhood cleaning rule (Laurikkala 2001), imblearn `NeighbourhoodCleaningRule` */
+#define EFFML_SAMPLER_RESAMPLE_CNN 14         /**< condensed nearest neighbour (Hart 1968), imblearn `CondensedNearestNeighbour` */
+#define EFFML_SAMPLER_RESAMPLE_OSS 15         /**< one-sided selection (Kubat & Matwin 1997), imblearn `OneSidedSelection` */
+#define EFFML_SAMPLER_RESAMPLE_SMOTEENN 16    /**< SMOTE then ENN (Batista et al. 2004), imblearn `SMOTEENN` */
+#define EFFML_SAMPLER_RESAMPLE_SMOTETOMEK 17  /**< SMOTE then Tomek links (Batista et al. 2004), imblearn `SMOTETomek` */
 
 /** ENN selection rule (`kind_sel`). */
 #define EFFML_SAMPLER_ENN_ALL 0  /**< keep a sample iff all its neighbours share its class */
@@ -103,7 +107,7 @@ EFFML_BEGIN_DECLS
  */
 typedef struct effml_sampler_resample_options {
   uint32_t struct_size;          /**< sizeof(effml_sampler_resample_options), set by _init */
-  int32_t method;                /**< EFFML_RESAMPLE_* (default SMOTE) */
+  int32_t method;                /**< EFFML_SAMPLER_RESAMPLE_* (default SMOTE) */
   int32_t sampling_strategy;     /**< EFFML_STRATEGY_* (default AUTO) */
   double ratio;                  /**< for EFFML_SAMPLER_STRATEGY_RATIO: over (0,1], under (0,1] */
   int64_t n_targets;             /**< entries of target_labels / target_counts */
@@ -111,7 +115,7 @@ typedef struct effml_sampler_resample_options {
   const int64_t *target_counts;  /**< borrowed during the call */
   int64_t k_neighbors;           /**< SMOTE/Borderline/ADASYN neighbours (default 5) */
   int64_t m_neighbors;           /**< Borderline danger test neighbours (default 10) */
-  int64_t n_neighbors;           /**< ENN, RENN, AllKNN, NCL, NearMiss neighbours (default 3; at most 60, the kNN limit) */
+  int64_t n_neighbors;           /**< ENN, RENN, AllKNN, NCL, NearMiss, SMOTEENN neighbours (imblearn default 3), CNN, OSS (default 1); 0 = the method's default; at most 60, the kNN limit */
   int32_t kind_sel;              /**< ENN: EFFML_SAMPLER_ENN_ALL (default) or EFFML_SAMPLER_ENN_MODE */
   uint64_t seed;                 /**< seed of every random choice (default 0) */
   int64_t block_rows;            /**< kNN query rows per block (memory bound; 0 = 256) */
@@ -122,6 +126,7 @@ typedef struct effml_sampler_resample_options {
   int64_t n_neighbors_ver3;      /**< NearMiss-3 pre-selection neighbours (default 3) */
   int64_t max_iter;              /**< RENN: at most this many ENN passes (default 100) */
   double threshold_cleaning;     /**< NCL: clean classes of size >= threshold * minority size (default 0.5) */
+  int64_t n_seeds_S;             /**< CNN, OSS: random rows of each targeted class that start the kept set (default 1) */
 } effml_sampler_resample_options;
 
 /** Fill `opt` with defaults.  NULL is ignored. */

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -129,14 +130,29 @@ void effml__log(effml_context *ctx, int32_t level, const char *fmt, ...) {
 }
 
 /* Memory: every block is over-allocated by 64 bytes so it can be aligned to a
- * cache line; the raw pointer is kept just before the aligned one. */
+ * cache line; the raw pointer is kept just before the aligned one.
+ * Large blocks from the default allocator (>= 8 MiB: outputs such as a
+ * re-sampled data set) are marked for transparent huge pages where the
+ * system offers them on request (Linux MADV_HUGEPAGE): first touch then
+ * faults once per 2 MiB instead of once per 4 KiB, which on a virtual
+ * machine makes writing a fresh output several times faster.  A hint only:
+ * nothing changes where the kernel declines it. */
 #define EFFML__ALIGN 64
+#define EFFML__HUGE_MIN ((size_t)8 << 20)
+#define EFFML__HUGE_PAGE ((uintptr_t)2 << 20)
 
 void *effml__malloc(effml_context *ctx, size_t size) {
   if (size > SIZE_MAX - EFFML__ALIGN - sizeof(void *)) return NULL;
   size_t total = size + EFFML__ALIGN + sizeof(void *);
   void *raw = (ctx && ctx->alloc) ? ctx->alloc(ctx->alloc_user_data, total) : malloc(total);
   if (raw == NULL) return NULL;
+#ifdef MADV_HUGEPAGE
+  if (!(ctx && ctx->alloc) && total >= EFFML__HUGE_MIN) {
+    uintptr_t b = ((uintptr_t)raw + EFFML__HUGE_PAGE - 1) & ~(EFFML__HUGE_PAGE - 1);
+    uintptr_t e = ((uintptr_t)raw + total) & ~(EFFML__HUGE_PAGE - 1);
+    if (e > b) (void)madvise((void *)b, (size_t)(e - b), MADV_HUGEPAGE);
+  }
+#endif
   uintptr_t p = ((uintptr_t)raw + sizeof(void *) + EFFML__ALIGN - 1) & ~(uintptr_t)(EFFML__ALIGN - 1);
   memcpy((void *)(p - sizeof(void *)), &raw, sizeof raw);
   return (void *)p;

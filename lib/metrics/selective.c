@@ -130,6 +130,20 @@ effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor
   return EFFML_OK;
 }
 
+effml_status effml_metrics_selective_augrc(effml_context *ctx, const effml_tensor *scores,
+                                           const effml_tensor *correct, double *augrc) {
+  EFFML__CHECK_NULL(ctx, augrc);
+  rc_data d;
+  EFFML__TRY(rc_build(ctx, scores, correct, &d));
+  /* the same steps as AURC, at the generalized risk w_j / N of threshold j */
+  double area = 0.0;
+  for (int64_t j = 1; j <= d.g; ++j)
+    area += (double)(d.cnt[j] - d.cnt[j - 1]) * (double)d.wrong[j];
+  *augrc = area / ((double)d.n * (double)d.n);
+  rc_free(ctx, &d);
+  return EFFML_OK;
+}
+
 effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx, const effml_tensor *scores,
                                               const effml_tensor *correct, double coverage,
                                               double *risk, double *threshold,

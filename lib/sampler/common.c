@@ -96,11 +96,30 @@ effml_status effml__classes_build(effml_context *ctx, const int64_t *y, int64_t 
     return effml__err(ctx, EFFML_E_NOMEM, "out of memory for the class table (%lld rows)",
                       (long long)n);
   }
-  memcpy(sorted, y, (size_t)n * sizeof(int64_t));
-  qsort(sorted, (size_t)n, sizeof(int64_t), cmp_i64);
-  int64_t nc = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (i == 0 || sorted[i] != sorted[i - 1]) sorted[nc++] = sorted[i];
+  /* Distinct labels: a small sorted set grown while scanning y (a run of
+   * equal labels costs one comparison); past 256 classes, sort a copy. */
+  int64_t nc = 0, last = 0;
+  for (int64_t i = 0; i < n && nc <= 256; ++i) {
+    if (nc > 0 && y[i] == last) continue;
+    last = y[i];
+    int64_t lo = 0, hi = nc;
+    while (lo < hi) {
+      int64_t mid = (lo + hi) / 2;
+      if (sorted[mid] < last) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < nc && sorted[lo] == last) continue;
+    memmove(sorted + lo + 1, sorted + lo, (size_t)(nc - lo) * sizeof(int64_t));
+    sorted[lo] = last;
+    ++nc;
+  }
+  if (nc > 256) {
+    memcpy(sorted, y, (size_t)n * sizeof(int64_t));
+    qsort(sorted, (size_t)n, sizeof(int64_t), cmp_i64);
+    nc = 0;
+    for (int64_t i = 0; i < n; ++i)
+      if (i == 0 || sorted[i] != sorted[i - 1]) sorted[nc++] = sorted[i];
+  }
   c->n_classes = nc;
   c->labels = (int64_t *)effml__malloc(ctx, (size_t)nc * sizeof(int64_t));
   c->counts = (int64_t *)effml__calloc(ctx, (size_t)nc, sizeof(int64_t));

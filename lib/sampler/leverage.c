@@ -13,6 +13,15 @@
  * results are combined in block order, so the output is identical for any
  * thread count.
  *
+ * Kernels: on CPUs with AVX-512 (and d <= 64) each pass is one fused loop
+ * over A, eight rows at a time with one row per vector lane: the rows are
+ * gathered (scaled by sqrt(wt)), solved against R (and R2) by forward
+ * substitution in registers -- the same arithmetic as dtrsm, which was the
+ * bottleneck at these shapes -- and either accumulated into the block's Gram
+ * matrix (passes 0 and 2) or reduced to tau (pass 3).  A is read once per
+ * pass and nothing else is written; no row block is copied.  Other CPUs use
+ * the OpenBLAS path (dsyrk / dtrsm on a copied block).
+ *
  * SKETCH: S A with a CountSketch S (each row to one of s buckets with a
  * random sign, hashed from (seed, row)), R from the QR of S A, tau_i =
  * ||a_i R^{-1}||^2: a (1 +- eps) approximation when S embeds the column
@@ -21,6 +30,10 @@
 #include <lapacke.h>
 #include <math.h>
 #include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "sampler_internal.h"
 
@@ -75,6 +88,9 @@ static int block_r(double *buf, int64_t m, int64_t d, double *tau, double *work,
 typedef struct {
   const double *a, *wt;
   int64_t n, d, nb;
+  int fused;     /* AVX-512 fused row kernels (see the top) */
+  double *accs;  /* fused: [workers][d (d + 1) / 2][8] Gram accumulators */
+  double *rinv;  /* fused: 1 / diag(R), 1 / diag(R2) */
   double *bufs;  /* [workers][2 LEV_BLOCK d] */
   double *taus;  /* [workers][d] */
   double *works; /* [workers][lwork] */
@@ -103,9 +119,174 @@ static void load_rows(const lev_job *J, int64_t r0, int64_t m, double *buf) {
     }
 }
 
+#define LEV_FUSED_MAX_D 64
+
+#if defined(__x86_64__)
+/* Rows r0 .. r0 + m of A (scaled by sqrt(wt)), eight per step, one per lane.
+ * mode 0: Gram of A; 2: Gram of A R^{-1}; 3: tau = ||A R^{-1} R2^{-1}||^2
+ * (rows) -- r2 NULL: ||A R^{-1}||^2.  Gram results (upper triangle,
+ * row-major d x d) go to g. */
+/* Instantiation: the body below is compiled twice,
+ * for d = 32 with every loop unrolled (the rows stay in registers) and for
+ * any d <= LEV_FUSED_MAX_D. */
+#define LEV_NAME lev_fused_avx512_32
+#define LEV_D 32
+#define LEV_UNROLL _Pragma("GCC unroll 64")
+__attribute__((target("avx512f"))) static void LEV_NAME(const lev_job *J, int64_t r0, int64_t m,
+                                                        int mode, double *acc, double *g) {
+  const int64_t d = LEV_D;
+  const int64_t ng = d * (d + 1) / 2;
+  const double *R = J->r, *R2 = J->r2;
+  const double *ri = J->rinv, *r2i = J->rinv + d;
+  __m512d v[LEV_FUSED_MAX_D];
+  __m512d *A = (__m512d *)(void *)acc;
+  if (mode != 3)
+    for (int64_t q = 0; q < ng; ++q) A[q] = _mm512_setzero_pd();
+  const __m512i vidx = _mm512_set_epi64(7 * d, 6 * d, 5 * d, 4 * d, 3 * d, 2 * d, d, 0);
+  for (int64_t i = 0; i < m; i += 8) {
+    const int64_t nr = m - i < 8 ? m - i : 8;
+    const __mmask8 mk = (__mmask8)((1u << nr) - 1u);
+    const double *base = J->a + (r0 + i) * d;
+    /* gathers do not trigger the hardware prefetcher: fetch four steps ahead */
+    if (i + 40 <= m)
+      for (int64_t o = 32 * d; o < 40 * d; o += 8) _mm_prefetch((const char *)(base + o), _MM_HINT_T0);
+LEV_UNROLL
+    for (int64_t t = 0; t < d; ++t)
+      v[t] = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), mk, vidx, base + t, 8);
+    if (J->wt) {
+      __m512d w = _mm512_sqrt_pd(_mm512_maskz_loadu_pd(mk, J->wt + r0 + i));
+      for (int64_t t = 0; t < d; ++t) v[t] = _mm512_mul_pd(v[t], w);
+    }
+    if (mode >= 2) /* v <- v R^{-1}: forward substitution along the row */
+LEV_UNROLL
+      for (int64_t k = 0; k < d; ++k) {
+        v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(ri[k]));
+LEV_UNROLL
+        for (int64_t j = k + 1; j < d; ++j)
+          v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R[k * d + j]), v[j]);
+      }
+    if (mode == 3) {
+      if (R2)
+LEV_UNROLL
+        for (int64_t k = 0; k < d; ++k) {
+          v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(r2i[k]));
+LEV_UNROLL
+          for (int64_t j = k + 1; j < d; ++j)
+            v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R2[k * d + j]), v[j]);
+        }
+      __m512d s = _mm512_mul_pd(v[0], v[0]);
+LEV_UNROLL
+      for (int64_t t = 1; t < d; ++t) s = _mm512_fmadd_pd(v[t], v[t], s);
+      _mm512_mask_storeu_pd(J->out + r0 + i, mk, s);
+      continue;
+    }
+    int64_t q = 0;
+LEV_UNROLL
+    for (int64_t a = 0; a < d; ++a)
+LEV_UNROLL
+      for (int64_t b = a; b < d; ++b, ++q) A[q] = _mm512_fmadd_pd(v[a], v[b], A[q]);
+  }
+  if (mode != 3) {
+    int64_t q = 0;
+    for (int64_t a = 0; a < d; ++a)
+      for (int64_t b = 0; b < d; ++b) g[a * d + b] = b < a ? 0.0 : _mm512_reduce_add_pd(A[q++]);
+  }
+}
+
+#undef LEV_NAME
+#undef LEV_D
+#undef LEV_UNROLL
+#define LEV_NAME lev_fused_avx512_any
+#define LEV_D J->d
+#define LEV_UNROLL
+__attribute__((target("avx512f"))) static void LEV_NAME(const lev_job *J, int64_t r0, int64_t m,
+                                                        int mode, double *acc, double *g) {
+  const int64_t d = LEV_D;
+  const int64_t ng = d * (d + 1) / 2;
+  const double *R = J->r, *R2 = J->r2;
+  const double *ri = J->rinv, *r2i = J->rinv + d;
+  __m512d v[LEV_FUSED_MAX_D];
+  __m512d *A = (__m512d *)(void *)acc;
+  if (mode != 3)
+    for (int64_t q = 0; q < ng; ++q) A[q] = _mm512_setzero_pd();
+  const __m512i vidx = _mm512_set_epi64(7 * d, 6 * d, 5 * d, 4 * d, 3 * d, 2 * d, d, 0);
+  for (int64_t i = 0; i < m; i += 8) {
+    const int64_t nr = m - i < 8 ? m - i : 8;
+    const __mmask8 mk = (__mmask8)((1u << nr) - 1u);
+    const double *base = J->a + (r0 + i) * d;
+    /* gathers do not trigger the hardware prefetcher: fetch four steps ahead */
+    if (i + 40 <= m)
+      for (int64_t o = 32 * d; o < 40 * d; o += 8) _mm_prefetch((const char *)(base + o), _MM_HINT_T0);
+LEV_UNROLL
+    for (int64_t t = 0; t < d; ++t)
+      v[t] = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), mk, vidx, base + t, 8);
+    if (J->wt) {
+      __m512d w = _mm512_sqrt_pd(_mm512_maskz_loadu_pd(mk, J->wt + r0 + i));
+      for (int64_t t = 0; t < d; ++t) v[t] = _mm512_mul_pd(v[t], w);
+    }
+    if (mode >= 2) /* v <- v R^{-1}: forward substitution along the row */
+LEV_UNROLL
+      for (int64_t k = 0; k < d; ++k) {
+        v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(ri[k]));
+LEV_UNROLL
+        for (int64_t j = k + 1; j < d; ++j)
+          v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R[k * d + j]), v[j]);
+      }
+    if (mode == 3) {
+      if (R2)
+LEV_UNROLL
+        for (int64_t k = 0; k < d; ++k) {
+          v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(r2i[k]));
+LEV_UNROLL
+          for (int64_t j = k + 1; j < d; ++j)
+            v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R2[k * d + j]), v[j]);
+        }
+      __m512d s = _mm512_mul_pd(v[0], v[0]);
+LEV_UNROLL
+      for (int64_t t = 1; t < d; ++t) s = _mm512_fmadd_pd(v[t], v[t], s);
+      _mm512_mask_storeu_pd(J->out + r0 + i, mk, s);
+      continue;
+    }
+    int64_t q = 0;
+LEV_UNROLL
+    for (int64_t a = 0; a < d; ++a)
+LEV_UNROLL
+      for (int64_t b = a; b < d; ++b, ++q) A[q] = _mm512_fmadd_pd(v[a], v[b], A[q]);
+  }
+  if (mode != 3) {
+    int64_t q = 0;
+    for (int64_t a = 0; a < d; ++a)
+      for (int64_t b = 0; b < d; ++b) g[a * d + b] = b < a ? 0.0 : _mm512_reduce_add_pd(A[q++]);
+  }
+}
+
+#undef LEV_NAME
+#undef LEV_D
+#undef LEV_UNROLL
+
+static void lev_fused_avx512(const lev_job *J, int64_t r0, int64_t m, int mode, double *acc,
+                             double *g) {
+  if (J->d == 32)
+    lev_fused_avx512_32(J, r0, m, mode, acc, g);
+  else
+    lev_fused_avx512_any(J, r0, m, mode, acc, g);
+}
+#endif
+
 static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   lev_job *J = (lev_job *)arg;
   const int64_t d = J->d;
+#if defined(__x86_64__)
+  if (J->fused && J->pass != 1) {
+    double *acc = J->accs + (size_t)worker * (size_t)(d * (d + 1) / 2 * 8);
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t r0, m;
+      block_range(J, b, &r0, &m);
+      lev_fused_avx512(J, r0, m, J->pass, acc, J->rs + b * d * d);
+    }
+    return;
+  }
+#endif
   double *buf = J->bufs + (size_t)worker * (size_t)(2 * LEV_BLOCK * d);
   for (int64_t b = b0; b < b1; ++b) {
     int64_t r0, m;
@@ -137,6 +318,15 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
         J->out[r0 + i] = s;
       }
     }
+  }
+}
+
+/* Reciprocal diagonals of R and R2 (R2 may be NULL) for the fused kernels. */
+static void set_rinv(lev_job *J, const double *r, const double *r2) {
+  if (!J->fused) return;
+  for (int64_t k = 0; k < J->d; ++k) {
+    J->rinv[k] = 1.0 / r[k * J->d + k];
+    J->rinv[J->d + k] = r2 ? 1.0 / r2[k * J->d + k] : 0.0;
   }
 }
 
@@ -193,8 +383,16 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   J.taus = (double *)effml__malloc(ctx, (size_t)(workers * d) * sizeof(double));
   J.works = (double *)effml__malloc(ctx, (size_t)(workers * J.lwork) * sizeof(double));
   J.rs = (double *)effml__malloc(ctx, (size_t)(J.nb * d * d) * sizeof(double));
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  J.fused = d <= LEV_FUSED_MAX_D && __builtin_cpu_supports("avx512f");
+#endif
+  if (J.fused) {
+    J.accs = (double *)effml__malloc(ctx, (size_t)(workers * (d * (d + 1) / 2) * 8) * sizeof(double));
+    J.rinv = (double *)effml__malloc(ctx, (size_t)(2 * d) * sizeof(double));
+  }
   effml_status st = EFFML_OK;
-  if (!r || !J.bufs || !J.taus || !J.works || !J.rs)
+  if (!r || !J.bufs || !J.taus || !J.works || !J.rs || (J.fused && (!J.accs || !J.rinv)))
     st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for leverage scores (%lld x %lld)",
                     (long long)n, (long long)d);
   if (st == EFFML_OK && o->method == EFFML_SAMPLER_LEVERAGE_EXACT) {
@@ -236,6 +434,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
       /* pass 2: R2 = chol(U^T U), U = A R^{-1} */
       J.pass = 2;
       J.r = r;
+      set_rinv(&J, r, NULL);
       st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
       if (st != EFFML_OK) break;
       for (int64_t t = 0; t < d * d; ++t) {
@@ -283,6 +482,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   if (st == EFFML_OK) {
     J.pass = 3;
     J.r = r;
+    set_rinv(&J, r, J.r2);
     J.out = tau;
     st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
   }
@@ -291,6 +491,8 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   effml__free(ctx, J.taus);
   effml__free(ctx, J.works);
   effml__free(ctx, J.rs);
+  effml__free(ctx, J.accs);
+  effml__free(ctx, J.rinv);
   return st;
 }
 

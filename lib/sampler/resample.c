@@ -16,7 +16,7 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->ratio = 1.0;
   opt->k_neighbors = 5;
   opt->m_neighbors = 10;
-  opt->n_neighbors = 3;
+  opt->n_neighbors = 0; /* the method's default, see read_options */
   opt->kind_sel = EFFML_SAMPLER_ENN_ALL;
   opt->block_rows = 0;
   opt->version = 1;
@@ -24,6 +24,7 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->n_neighbors_ver3 = 3;
   opt->max_iter = 100;
   opt->threshold_cleaning = 0.5;
+  opt->n_seeds_S = 1;
 }
 
 static effml_status read_options(effml_context *ctx, const effml_sampler_resample_options *opt,
@@ -50,11 +51,17 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     case EFFML_SAMPLER_RESAMPLE_NEARMISS:
     case EFFML_SAMPLER_RESAMPLE_RENN:
     case EFFML_SAMPLER_RESAMPLE_ALLKNN:
-    case EFFML_SAMPLER_RESAMPLE_NCL: break;
+    case EFFML_SAMPLER_RESAMPLE_NCL:
+    case EFFML_SAMPLER_RESAMPLE_CNN:
+    case EFFML_SAMPLER_RESAMPLE_OSS:
+    case EFFML_SAMPLER_RESAMPLE_SMOTEENN:
+    case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK: break;
     default:
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_RESAMPLE_* value",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_RESAMPLE_* value",
                         (int)o->method);
   }
+  if (o->n_neighbors == 0) /* imbalanced-learn's default for the method */
+    o->n_neighbors = (o->method == EFFML_SAMPLER_RESAMPLE_CNN || o->method == EFFML_SAMPLER_RESAMPLE_OSS) ? 1 : 3;
   if (o->block_rows < 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "block_rows=%lld must be >= 0",
                       (long long)o->block_rows);
@@ -139,6 +146,13 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
       case EFFML_SAMPLER_RESAMPLE_RENN: st = effml__renn_plan(ctx, &in, p); break;
       case EFFML_SAMPLER_RESAMPLE_ALLKNN: st = effml__allknn_plan(ctx, &in, p); break;
       case EFFML_SAMPLER_RESAMPLE_NCL: st = effml__ncl_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_CNN: st = effml__cnn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_OSS: st = effml__oss_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_SMOTEENN:
+      case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK:
+        st = effml__smote_plan(ctx, &in, p);
+        if (st == EFFML_OK) st = effml__combine_clean(ctx, &in, p);
+        break;
       default: st = effml__enn_plan(ctx, &in, p); break;
     }
   }
@@ -225,8 +239,25 @@ static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
   const double *s = jb->s;
   const int64_t d = jb->d;
   effml_tensor *xo = jb->xo, *yo = jb->yo;
+  const size_t esz = x->dtype == EFFML_F64 ? sizeof(double) : sizeof(float);
   for (int64_t r = begin; r < end; ++r) {
     int64_t i = b[r], j = nb[r];
+    if (j < 0) { /* a run of plain copies of consecutive rows (the originals): one memcpy */
+      int64_t e = r + 1;
+      while (e < end && nb[e] < 0 && b[e] == i + (e - r)) ++e;
+      if (e - r > 1) {
+        memcpy((char *)xo->data + (size_t)r * (size_t)d * esz,
+               (const char *)x->data + (size_t)i * (size_t)d * esz, (size_t)(e - r) * (size_t)d * esz);
+        for (int64_t q = r; q < e; ++q) {
+          if (y->dtype == EFFML_I64)
+            ((int64_t *)(void *)yo->data)[q] = ((const int64_t *)(const void *)y->data)[b[q]];
+          else
+            ((int32_t *)(void *)yo->data)[q] = ((const int32_t *)(const void *)y->data)[b[q]];
+        }
+        r = e - 1;
+        continue;
+      }
+    }
     if (x->dtype == EFFML_F64) {
       const double *xi = effml__cf64(x) + i * d, *xj = effml__cf64(x) + (j < 0 ? i : j) * d;
       double *o = effml__f64(xo) + r * d;

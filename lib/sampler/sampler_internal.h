@@ -23,6 +23,23 @@ EFFML__HIDDEN effml_status effml__knn_f64(effml_context *ctx, const double *ref,
                                           const int64_t *self_index, int64_t block_rows,
                                           int64_t *idx, double *dist2);
 
+/* Exact kNN of every row of a set among the set's own rows (never itself):
+ * the set is rows[0..nc) of x ([*, d] row-major f64); nn receives [nc, k]
+ * positions into `rows`, nearest first, ties to the smaller position -- the
+ * same answer as effml__knn_f64 with ref = q = the gathered rows and
+ * self_index = 0..nc-1.  f32 candidate search over the upper triangle with an
+ * exact f64 re-rank and a per-row certificate (knn_within.c); *n_fallback
+ * (may be NULL) receives how many rows needed the f64 brute-force search. */
+EFFML__HIDDEN effml_status effml__knn_within_f64(effml_context *ctx, const double *x,
+                                                 const int64_t *rows, int64_t nc, int64_t d,
+                                                 int64_t k, int64_t *nn, int64_t *n_fallback);
+/* The same with the kernel chosen: isa 0 portable, 1 AVX-512 when the CPU
+ * has it, -1 the best available (for tests). */
+EFFML__HIDDEN effml_status effml__knn_within_f64_isa(effml_context *ctx, const double *x,
+                                                     const int64_t *rows, int64_t nc, int64_t d,
+                                                     int64_t k, int64_t *nn, int64_t *n_fallback,
+                                                     int isa);
+
 /* X as f64 row-major: borrowed when x is contiguous f64, else a converted
  * copy in *owned (free with effml__free).  Checks 2-D, dtype f32/f64, and
  * (unless allow_nonfinite) finiteness.  `arg` names the argument. */
@@ -118,6 +135,24 @@ EFFML__HIDDEN effml_status effml__enn_pass(effml_context *ctx, const effml_sampl
                                            const double *xs, const int64_t *ys, int64_t m,
                                            int64_t d, int64_t k, int32_t kind_sel, int64_t *keep,
                                            int64_t *n_keep);
+/* CNN, OSS (cnn.c); SMOTEENN / SMOTETomek cleaning of a SMOTE plan (combine.c). */
+EFFML__HIDDEN effml_status effml__cnn_plan(effml_context *ctx, const effml__resample_in *in,
+                                           effml__plan *p);
+EFFML__HIDDEN effml_status effml__oss_plan(effml_context *ctx, const effml__resample_in *in,
+                                           effml__plan *p);
+EFFML__HIDDEN effml_status effml__combine_clean(effml_context *ctx, const effml__resample_in *in,
+                                                effml__plan *p);
+/* The rows of plan p as f64 [p->n, d] (owned). */
+EFFML__HIDDEN double *effml__plan_rows_f64(effml_context *ctx, const double *x, int64_t d,
+                                           const effml__plan *p);
+/* Tomek-link removal on compact rows xs [m, d]: a row goes when it forms a
+ * link (mutual 1-NN of different classes) and targeted[cls[row]] is set;
+ * `repeat` repeats until no such link is left.  Kept positions (ascending)
+ * into keep [m]. */
+EFFML__HIDDEN effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m,
+                                             int64_t d, const int64_t *cls, const char *targeted,
+                                             int64_t block_rows, int repeat, int64_t *keep,
+                                             int64_t *n_keep);
 /* numpy's pairwise summation order (np.sum of a contiguous run). */
 EFFML__HIDDEN double effml__np_sum(const double *a, int64_t n);
 

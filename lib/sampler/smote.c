@@ -87,7 +87,7 @@ effml_status effml__smote_plan(effml_context *ctx, const effml__resample_in *in,
     int64_t *nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)(nc * k) * sizeof(int64_t),
                                                  "SMOTE neighbours");
     if (!nn) return EFFML_E_NOMEM;
-    effml_status st = knn_rows(ctx, in, rows, nc, rows, nc, k, nn);
+    effml_status st = effml__knn_within_f64(ctx, in->x, rows, nc, in->d, k, nn, NULL);
     if (st == EFFML_OK) st = effml__plan_reserve(ctx, p, n_new);
     if (st != EFFML_OK) {
       effml__free(ctx, nn);
@@ -221,7 +221,7 @@ effml_status effml__adasyn_plan(effml_context *ctx, const effml__resample_in *in
                         (long long)c->labels[cl], (long long)n_new);
     }
     /* Neighbours for generation are taken within the class (imblearn #298). */
-    if (st == EFFML_OK) st = knn_rows(ctx, in, rows, nc, rows, nc, k, nn);
+    if (st == EFFML_OK) st = effml__knn_within_f64(ctx, in->x, rows, nc, in->d, k, nn, NULL);
     if (st == EFFML_OK) st = effml__plan_reserve(ctx, p, gsum);
     if (st == EFFML_OK) {
       effml__rng r;

@@ -170,3 +170,18 @@ for balance in (1, 0):
     put("ca_loss_b%d" % balance, [L.item()])
     put("ca_grad_b%d" % balance, th.grad.numpy())
     put("ca_T_b%d" % balance, T.detach().numpy())
+
+# ---- AUGRC (Traub et al. 2024) over distinct thresholds (np.unique grouping) ----
+def augrc(s, ok):
+    n = s.size
+    area, prev = 0.0, 0
+    for t in np.unique(s)[::-1]:
+        sel = s >= t
+        cnt, wrong = sel.sum(), (sel & (ok == 0)).sum()
+        area += (cnt - prev) / n * wrong / n
+        prev = cnt
+    return area
+
+
+put("augrc", [augrc(c_raw, ok_raw)])
+put("augrc_tied", [augrc(c_tie, ok_raw)])

@@ -1,0 +1,153 @@
+/* The within-set kNN (f32 candidates over the upper triangle, exact f64
+ * re-rank, certificate, brute-force fallback) against the f64 GEMM search
+ * effml__knn_f64 and against a brute-force f64 search, on data that stress
+ * it: an offset far from the origin, exact duplicates (ties broken by
+ * index), near-ties, set sizes around the 8 x 32 tile edges, both kernels
+ * and 1..3 threads. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+#include "../lib/sampler/sampler_internal.h"
+
+static double unif(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (double)(*s >> 11) * 0x1.0p-53;
+}
+
+/* brute force: k nearest of row i among rows[0..nc) by (exact sqdist, position) */
+static void brute(const double *x, const int64_t *rows, int64_t nc, int64_t d, int64_t k, int64_t i,
+                  int64_t *out) {
+  double best[64];
+  for (int64_t t = 0; t < k; ++t) {
+    best[t] = INFINITY;
+    out[t] = INT64_MAX;
+  }
+  for (int64_t j = 0; j < nc; ++j) {
+    if (j == i) continue;
+    double s = 0;
+    for (int64_t t = 0; t < d; ++t) {
+      double u = x[rows[i] * d + t] - x[rows[j] * d + t];
+      s += u * u;
+    }
+    if (!(s < best[k - 1] || (s == best[k - 1] && j < out[k - 1]))) continue;
+    int64_t p = k - 1;
+    while (p > 0 && (best[p - 1] > s || (best[p - 1] == s && out[p - 1] > j))) {
+      best[p] = best[p - 1];
+      out[p] = out[p - 1];
+      --p;
+    }
+    best[p] = s;
+    out[p] = j;
+  }
+}
+
+static void check_case(int64_t n_all, int64_t d, int64_t k, double offset, int dup_every,
+                       uint64_t seed, int64_t *fallbacks_out) {
+  effml_context *ctx = tu_ctx(1);
+  double *x = malloc(sizeof(double) * (size_t)(n_all * d));
+  uint64_t s = seed;
+  for (int64_t i = 0; i < n_all; ++i)
+    for (int64_t t = 0; t < d; ++t)
+      x[i * d + t] = (dup_every > 0 && i % dup_every == 2) ? x[(i - 2) * d + t]
+                     : dup_every < 0 ? floor(3.0 * unif(&s)) /* integer grid: many equal distances */
+                                     : offset + unif(&s);
+  /* the set: every other row */
+  int64_t nc = (n_all + 1) / 2;
+  int64_t *rows = malloc(sizeof(int64_t) * (size_t)nc);
+  for (int64_t i = 0; i < nc; ++i) rows[i] = 2 * i;
+  int64_t *ref = malloc(sizeof(int64_t) * (size_t)(nc * k));
+  int64_t *got = malloc(sizeof(int64_t) * (size_t)(nc * k));
+  for (int64_t i = 0; i < nc; ++i) brute(x, rows, nc, d, k, i, ref + i * k);
+  for (int isa = 0; isa <= 1; ++isa)
+    for (int32_t threads = 1; threads <= 3; ++threads) {
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+      int64_t fb = -1;
+      memset(got, 0xff, sizeof(int64_t) * (size_t)(nc * k));
+      ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb, isa), EFFML_OK);
+      ck_assert_int_ge(fb, 0);
+      for (int64_t q = 0; q < nc * k; ++q)
+        ck_assert_msg(got[q] == ref[q], "n=%lld d=%lld k=%lld isa=%d threads=%d: row %lld nbr %lld: %lld vs %lld",
+                      (long long)n_all, (long long)d, (long long)k, isa, threads, (long long)(q / k),
+                      (long long)(q % k), (long long)got[q], (long long)ref[q]);
+      if (fallbacks_out) *fallbacks_out = fb;
+    }
+  /* the GEMM path on the gathered set gives the same answer */
+  double *xs = malloc(sizeof(double) * (size_t)(nc * d));
+  int64_t *self = malloc(sizeof(int64_t) * (size_t)nc);
+  for (int64_t i = 0; i < nc; ++i) {
+    memcpy(xs + i * d, x + rows[i] * d, sizeof(double) * (size_t)d);
+    self[i] = i;
+  }
+  if (dup_every == 0) { /* (the GEMM path is not certified for long runs of exact ties) */
+    ck_assert_int_eq(effml__knn_f64(ctx, xs, nc, xs, nc, d, k, self, 0, got, NULL), EFFML_OK);
+    for (int64_t q = 0; q < nc * k; ++q) ck_assert_int_eq(got[q], ref[q]);
+  }
+  free(xs);
+  free(self);
+  free(x);
+  free(rows);
+  free(ref);
+  free(got);
+  effml_context_free(ctx);
+}
+
+START_TEST(test_within_random) {
+  int64_t fb = -1;
+  check_case(1000, 32, 5, 0.0, 0, 1, &fb);
+  ck_assert_int_lt(fb, 25); /* generic data: the certificate almost always holds */
+  check_case(77, 5, 3, 0.0, 0, 2, NULL);   /* odd sizes: partial tiles */
+  check_case(18, 3, 8, 0.0, 0, 3, NULL);   /* K = nc - 1: every row a candidate */
+  check_case(130, 1, 4, 0.0, 0, 4, NULL);  /* d = 1 */
+  check_case(600, 40, 10, 0.0, 0, 5, NULL);
+}
+END_TEST
+
+START_TEST(test_within_offset) {
+  /* rows 1e6 from the origin: the centering keeps f32 keys meaningful */
+  int64_t fb = -1;
+  check_case(800, 16, 5, 1e6, 0, 6, &fb);
+  ck_assert_int_lt(fb, 400);
+}
+END_TEST
+
+START_TEST(test_within_duplicates) {
+  /* set rows 2, 8, 14, ... are twins of rows 0, 6, 12, ...: distance-0 neighbours */
+  check_case(900, 8, 5, 0.0, 6, 7, NULL);
+  check_case(300, 4, 3, 0.0, 4, 8, NULL); /* every other set row has a twin */
+  /* values on {0, 1, 2}^d: many exact ties in distance, broken by index */
+  check_case(700, 3, 6, 0.0, -1, 9, NULL);
+  check_case(500, 6, 5, 0.0, -1, 10, NULL);
+}
+END_TEST
+
+START_TEST(test_within_errors) {
+  effml_context *ctx = tu_ctx(1);
+  double x[12] = {0};
+  int64_t rows[3] = {0, 1, 2}, nn[9];
+  ck_assert_int_eq(effml__knn_within_f64(ctx, x, rows, 3, 4, 3, nn, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml__knn_within_f64(ctx, x, rows, 3, 4, 0, nn, NULL), EFFML_E_INVALID_ARG);
+  /* all-equal rows: ties by index */
+  ck_assert_int_eq(effml__knn_within_f64(ctx, x, rows, 3, 4, 2, nn, NULL), EFFML_OK);
+  ck_assert_int_eq(nn[0], 1);
+  ck_assert_int_eq(nn[1], 2);
+  ck_assert_int_eq(nn[2], 0);
+  ck_assert_int_eq(nn[3], 2);
+  ck_assert_int_eq(nn[4], 0);
+  ck_assert_int_eq(nn[5], 1);
+  effml_context_free(ctx);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("internal_knn");
+  TCase *tc = tcase_create("within");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, test_within_random);
+  tcase_add_test(tc, test_within_offset);
+  tcase_add_test(tc, test_within_duplicates);
+  tcase_add_test(tc, test_within_errors);
+  suite_add_tcase(s, tc);
+  return tu_run(s);
+}
