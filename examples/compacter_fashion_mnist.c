@@ -6,7 +6,8 @@
  *                           [--phm-dim N] [--rank R] [--reduction F] [--adapter-lr X]
  *
  * Base model: the 784-256-128-10 ReLU MLP saved by examples/mlp_fashion_mnist
- * (FILE, default mlp_fashion_mnist.safetensors, names "0.weight" ... "4.bias");
+ * (FILE, default OUTDIR/mlp_fashion_mnist.safetensors with OUTDIR =
+ * $EFFML_EXAMPLES_OUT or ${TMPDIR:-/tmp}/effml-examples; names "0.weight" ... "4.bias");
  * when FILE is missing it is trained here first (--base-epochs, default 5).
  * Shifted task: every image flipped left-right and inverted (x -> 1 - x),
  * same labels.  Methods, each trained from the same base for --epochs
@@ -30,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "example_args.h"
 
 static effml_context *ctx;
 
@@ -170,26 +173,34 @@ static void train(effml_layer *m, double lr, int64_t epochs, int64_t batch, uint
 }
 
 int main(int argc, char **argv) {
-  const char *data = NULL, *base_path = "mlp_fashion_mnist.safetensors";
+  const char *data = NULL, *base_path = NULL;
   int64_t epochs = 10, batch = 128, base_epochs = 5;
   int threads = 2;
   unsigned long long seed = 42;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--data")) data = argv[i + 1];
-    else if (!strcmp(argv[i], "--base")) base_path = argv[i + 1];
-    else if (!strcmp(argv[i], "--epochs")) epochs = atoll(argv[i + 1]);
-    else if (!strcmp(argv[i], "--batch")) batch = atoll(argv[i + 1]);
-    else if (!strcmp(argv[i], "--base-epochs")) base_epochs = atoll(argv[i + 1]);
-    else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10);
-    else if (!strcmp(argv[i], "--phm-dim")) PHM_DIM = atoll(argv[i + 1]);
-    else if (!strcmp(argv[i], "--rank")) RANK = atoll(argv[i + 1]);
-    else if (!strcmp(argv[i], "--reduction")) REDUCTION = atoll(argv[i + 1]);
-    else if (!strcmp(argv[i], "--adapter-lr")) ADAPTER_LR = atof(argv[i + 1]);
-    else {
-      fprintf(stderr, "unknown option %s\n", argv[i]);
-      return 2;
-    }
+  const ex_opt opts[] = {
+      {"--data", EX_STR, &data, "DIR", "Fashion-MNIST folder (default /usr/share/datasets/fashion-mnist)"},
+      {"--base", EX_STR, &base_path, "FILE", "base MLP checkpoint (default OUTDIR/mlp_fashion_mnist.safetensors;"
+                                             " trained and saved there when missing)"},
+      {"--epochs", EX_I64, &epochs, "N", "epochs per method (default 10)"},
+      {"--batch", EX_I64, &batch, "N", "batch size (default 128)"},
+      {"--base-epochs", EX_I64, &base_epochs, "N", "epochs of the base when it is trained here (default 5)"},
+      {"--threads", EX_INT, &threads, "N", "libeffml threads (default 2)"},
+      {"--seed", EX_U64, &seed, "N", "seed (default 42)"},
+      {"--phm-dim", EX_I64, &PHM_DIM, "N", "PHM dimension n (default 8)"},
+      {"--rank", EX_I64, &RANK, "R", "LPHM rank (default 1)"},
+      {"--reduction", EX_I64, &REDUCTION, "F", "adapter bottleneck reduction factor (default 8)"},
+      {"--adapter-lr", EX_F64, &ADAPTER_LR, "X", "learning rate of adapters and LoRA (default 1e-2)"},
+  };
+  ex_parse(argc, argv,
+           "Adapt a trained Fashion-MNIST MLP to a shifted task (flipped, inverted images) with\n"
+           "Compacter, Compacter++, LoRA and full fine-tuning, and compare them.\n"
+           "OUTDIR: $EFFML_EXAMPLES_OUT, else ${TMPDIR:-/tmp}/effml-examples (created).",
+           opts, EX_NOPTS(opts));
+  char base_buf[8192];
+  if (!base_path) {
+    snprintf(base_buf, sizeof base_buf, "%s",
+             ex_path(ex_out_dir(NULL), "mlp_fashion_mnist.safetensors"));
+    base_path = base_buf;
   }
   effml_context_options co;
   effml_context_options_init(&co);

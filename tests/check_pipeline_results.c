@@ -4,6 +4,7 @@
  * sparse model, cascades cheaper than the full ensemble, data files written).
  * Usage: check_pipeline_results results.json out_dir */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +35,57 @@ static double num(const cJSON *r, const char *key) {
   return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+/* Split one RFC 4180 record from `p` into fields (quoted fields may hold commas and doubled
+ * quotes); returns the number of fields and advances *p past the line end, or -1 at EOF
+ * or on a malformed quote.  Field k (< max) is copied into out[k]. */
+static int csv_record(const char **p, char out[][128], int max) {
+  const char *s = *p;
+  if (!*s) return -1;
+  int n = 0;
+  for (;;) {
+    char buf[128];
+    size_t len = 0;
+    if (*s == '"') {
+      ++s;
+      for (;;) {
+        if (!*s) return -1;
+        if (*s == '"') {
+          if (s[1] == '"') {
+            s += 2;
+            if (len < sizeof buf - 1) buf[len++] = '"';
+            continue;
+          }
+          ++s;
+          break;
+        }
+        if (len < sizeof buf - 1) buf[len++] = *s;
+        ++s;
+      }
+      if (*s != ',' && *s != '\n' && *s != '\r' && *s) return -1; /* text after the quote */
+    } else {
+      while (*s && *s != ',' && *s != '\n' && *s != '\r') {
+        if (*s == '"') return -1; /* a quote inside an unquoted field */
+        if (len < sizeof buf - 1) buf[len++] = *s;
+        ++s;
+      }
+    }
+    buf[len] = '\0';
+    if (n < max) memcpy(out[n], buf, len + 1);
+    ++n;
+    if (*s == ',') {
+      ++s;
+      continue;
+    }
+    if (*s == '\r') ++s;
+    if (*s == '\n') ++s;
+    *p = s;
+    return n;
+  }
+}
+
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s results.json out_dir\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: %s results.json out_dir [must_stay_empty_dir]\n", argv[0]);
     return 2;
   }
   FILE *f = fopen(argv[1], "rb");
@@ -119,17 +168,79 @@ int main(int argc, char **argv) {
            "Compacter adaptation did not beat the frozen base on the shifted task");
     EXPECT(num(comp, "test_accuracy") > 0.10, "Compacter on the shifted task is not above chance");
   }
+  /* results.csv: valid CSV (RFC 4180), one record per result with the header's field count,
+   * the same stage and model names as results.json. */
+  {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/results.csv", argv[2]);
+    size_t len = 0;
+    FILE *g = fopen(path, "rb");
+    char *csv = NULL;
+    if (g) {
+      csv = calloc(1, 1 << 20);
+      len = fread(csv, 1, (1 << 20) - 1, g);
+      fclose(g);
+    }
+    EXPECT(csv != NULL && len > 0, "cannot read %s", path);
+    if (csv) {
+      const char *q = csv;
+      static char f[16][128];
+      int header = csv_record(&q, f, 16);
+      EXPECT(header == 10, "results.csv header has %d fields, need 10", header);
+      EXPECT(header >= 2 && !strcmp(f[0], "stage") && !strcmp(f[1], "model"),
+             "results.csv header does not start with stage,model");
+      int rows = 0, k;
+      while ((k = csv_record(&q, f, 16)) != -1) {
+        EXPECT(k == header, "results.csv record %d has %d fields, header %d", rows + 1, k, header);
+        const cJSON *r = cJSON_GetArrayItem(results, rows);
+        if (r && k >= 2) {
+          const cJSON *st = cJSON_GetObjectItemCaseSensitive(r, "stage");
+          const cJSON *mo = cJSON_GetObjectItemCaseSensitive(r, "model");
+          EXPECT(cJSON_IsString(st) && !strcmp(st->valuestring, f[0]),
+                 "results.csv record %d: stage '%s' differs from results.json", rows + 1, f[0]);
+          EXPECT(cJSON_IsString(mo) && !strcmp(mo->valuestring, f[1]),
+                 "results.csv record %d: model '%s' differs from results.json", rows + 1, f[1]);
+        }
+        ++rows;
+      }
+      EXPECT(*q == '\0', "results.csv: malformed record after %d rows", rows);
+      EXPECT(rows == cJSON_GetArraySize(results), "results.csv has %d records, results.json %d",
+             rows, cJSON_GetArraySize(results));
+      free(csv);
+    }
+  }
+  { /* the cascade paper and its claim are named, with the verdict */
+    const cJSON *cl = cJSON_GetObjectItemCaseSensitive(root, "claim");
+    const cJSON *paper = cl ? cJSON_GetObjectItemCaseSensitive(cl, "paper") : NULL;
+    const cJSON *holds = cl ? cJSON_GetObjectItemCaseSensitive(cl, "holds") : NULL;
+    EXPECT(cJSON_IsString(paper) && strstr(paper->valuestring, "Xia & Bouganis") &&
+               strstr(paper->valuestring, "2303.08010"),
+           "results.json: claim.paper must name Xia & Bouganis, arXiv 2303.08010");
+    EXPECT(cJSON_IsBool(holds), "results.json: claim.holds must be true or false");
+  }
   cJSON_Delete(root);
   /* Data files for the plots and the CSV exist. */
   static const char *files[] = {"results.csv", "per_class_recall.dat", "rc_member.dat",
                                 "rc_dense.dat", "rc_ensemble.dat", "rc_cascade_threshold.dat",
-                                "rc_cascade_window.dat", "plots.gp"};
+                                "rc_cascade_window.dat", "plots.gp", "cost.dat",
+                                "pareto_cov.dat", "pareto_acc.dat"};
   for (size_t i = 0; i < sizeof files / sizeof *files; ++i) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", argv[2], files[i]);
     FILE *g = fopen(path, "r");
     EXPECT(g != NULL, "missing output file %s", path);
     if (g) fclose(g);
+  }
+  if (argc > 3) { /* the working directory the example ran in: nothing written there */
+    DIR *d = opendir(argv[3]);
+    EXPECT(d != NULL, "cannot open %s", argv[3]);
+    if (d) {
+      struct dirent *e;
+      while ((e = readdir(d)) != NULL)
+        EXPECT(!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."),
+               "the example wrote %s into its working directory %s", e->d_name, argv[3]);
+      closedir(d);
+    }
   }
   if (failures) {
     fprintf(stderr, "%d check(s) failed\n", failures);

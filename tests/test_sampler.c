@@ -286,7 +286,24 @@ START_TEST(test_knn_duplicates) {
   idx = NULL;
   ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 4, &idx, NULL), EFFML_E_INVALID_ARG);
   ck_assert_ptr_null(idx);
+  ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx),
+                               "k=4 must be in [1, 3]: x_ref has 4 rows and a point is not its own neighbour"));
   ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 0, &idx, NULL), EFFML_E_INVALID_ARG);
+  {
+    /* 100 rows: k = 61 is refused by the search's own limit, and the message says only that */
+    int64_t s100[2] = {100, 2};
+    effml_tensor *x100 = NULL;
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, s100, &x100), EFFML_OK);
+    for (int i = 0; i < 200; ++i) ((double *)effml_tensor_data(x100))[i] = (double)(i * 7 % 13);
+    ck_assert_int_eq(effml_sampler_knn(ctx, x100, NULL, 61, &idx, NULL), EFFML_E_INVALID_ARG);
+    ck_assert_msg(strstr(effml_context_last_error(ctx),
+                         "k=61 must be in [1, 60] (the most neighbours the kNN search supports)"),
+                  "%s", effml_context_last_error(ctx));
+    ck_assert_int_eq(effml_sampler_knn(ctx, x100, NULL, 60, &idx, NULL), EFFML_OK);
+    effml_tensor_free(idx);
+    idx = NULL;
+    effml_tensor_free(x100);
+  }
   ck_assert_int_eq(effml_sampler_knn(ctx, x, x, 4, &idx, NULL), EFFML_OK); /* query set: self allowed */
   ck_assert_int_eq(i64p(idx)[0], 0);
   effml_tensor_free(idx);

@@ -256,6 +256,13 @@ START_TEST(test_idx_loader) {
   ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "truncated"));
   write_idx(path, 0x08, 2, d22, u8, 4, 1); /* trailing byte */
   ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "bytes after the data"));
+  /* a header that declares 2^32 - 1 bytes in a 13-byte file is refused before anything of
+   * that size is allocated (found by fuzz_idx: it used to malloc 4 GiB first) */
+  uint32_t dbig[1] = {0xFFFFFFFFu};
+  write_idx(path, 0x08, 1, dbig, u8, 4, 1);
+  ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
+  ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "header declares 4294967303"));
   write_idx(path, 0x07, 2, d22, u8, 4, 0); /* unknown type */
   ck_assert_int_eq(effml_data_idx_load(ctx, path, &t), EFFML_E_FORMAT);
   write_idx(path, 0x08, 0, d22, u8, 4, 0); /* no dimensions */

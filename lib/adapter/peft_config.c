@@ -167,6 +167,14 @@ static effml_status check_pattern(effml_context *ctx, const effml__peft_cfg *c, 
                               (k[i + 1] >= 'A' && k[i + 1] <= 'Z') || (k[i + 1] >= '0' && k[i + 1] <= '9');
       if (k[i] == '(' && k[i + 1] == '?') bad = 1;
       if ((k[i] == '*' || k[i] == '+' || k[i] == '?' || k[i] == '}') && k[i + 1] == '?') bad = 1;
+      /* a repetition of a repetition ("*+", "+*", "?{2}"): Python reads "*+" as possessive
+       * and refuses "++"; POSIX leaves it undefined, and glibc compiles chains of them into
+       * automata whose size explodes (found by fuzz_peft_config: 60 '+' took minutes) */
+      if ((k[i] == '*' || k[i] == '+' || k[i] == '?' || k[i] == '}') &&
+          (k[i + 1] == '*' || k[i + 1] == '+' || k[i + 1] == '{'))
+        return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                          "\"%s\": %s key \"%s\" repeats a repetition (\"%c%c\" at offset %zu): "
+                          "write one quantifier", c->path, v->string, k, k[i], k[i + 1], i);
       if (bad)
         return effml__err(ctx, EFFML_E_UNSUPPORTED,
                           "\"%s\": %s key \"%s\" uses regular-expression syntax other than POSIX extended "

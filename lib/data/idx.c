@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -61,11 +62,61 @@ static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, ef
     if (shape[k] == 0)
       return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' has a zero size in dimension %d", path, (int)k);
   }
+  const size_t es = effml_tensor_dtype_size(dtype);
+  size_t want = es;
+  for (int32_t k = 0; k < ndim; ++k)
+    if (!effml__mul_size(want, (size_t)shape[k], &want))
+      return effml__err(ctx, EFFML_E_OVERFLOW, "effml_data_idx_load: '%s': the data size overflows",
+                        path);
+  /* Never allocate what the header claims before the file shows it has it: a raw file's
+   * size is known; a gzip stream larger than IDX_DIRECT is read in growing chunks. */
+  if (gzdirect(gz)) {
+    struct stat sb;
+    const uint64_t head_bytes = 4 + 4 * (uint64_t)ndim;
+    if (stat(path, &sb) == 0 && (uint64_t)sb.st_size != head_bytes + want)
+      return effml__err(ctx, EFFML_E_FORMAT,
+                        "effml_data_idx_load: '%s' %s: it has %llu bytes but its header declares "
+                        "%llu (%llu header + %zu data bytes)", path,
+                        (uint64_t)sb.st_size < head_bytes + want ? "is truncated"
+                                                                 : "has bytes after the data",
+                        (unsigned long long)sb.st_size, (unsigned long long)(head_bytes + want),
+                        (unsigned long long)head_bytes, want);
+  }
+  enum { IDX_DIRECT = 1 << 26 }; /* 64 MiB */
+  unsigned char *stage = NULL;
+  size_t have = 0;
+  rc = 0;
+  if (!gzdirect(gz) && want > IDX_DIRECT) {
+    size_t cap = 0;
+    while (rc == 0 && have < want) {
+      size_t next = cap ? (cap > want / 2 ? want : 2 * cap) : IDX_DIRECT;
+      unsigned char *grown = (unsigned char *)effml__malloc(ctx, next);
+      if (!grown) {
+        effml__free(ctx, stage);
+        return effml__err(ctx, EFFML_E_NOMEM, "effml_data_idx_load: '%s': out of memory", path);
+      }
+      if (have) memcpy(grown, stage, have);
+      effml__free(ctx, stage);
+      stage = grown;
+      cap = next;
+      rc = read_all(gz, stage + have, cap - have);
+      if (rc == 0) have = cap;
+    }
+  }
   effml_tensor *t = NULL;
-  EFFML__TRY(effml_tensor_create(ctx, dtype, ndim, shape, &t));
-  const size_t nbytes = effml_tensor_nbytes(t), es = effml_tensor_dtype_size(dtype);
-  unsigned char *p = (unsigned char *)t->data;
-  rc = read_all(gz, p, nbytes);
+  effml_status cst = rc == 0 ? effml_tensor_create(ctx, dtype, ndim, shape, &t) : EFFML_OK;
+  if (cst != EFFML_OK) {
+    effml__free(ctx, stage);
+    return cst;
+  }
+  const size_t nbytes = want;
+  unsigned char *p = t ? (unsigned char *)t->data : NULL;
+  if (rc == 0 && stage) {
+    memcpy(p, stage, nbytes);
+  } else if (rc == 0) {
+    rc = read_all(gz, p, nbytes);
+  }
+  effml__free(ctx, stage);
   if (rc != 0) {
     effml_tensor_free(t);
     int zerr = 0;

@@ -102,11 +102,30 @@ void effml_safetensors_free(effml_safetensors *st) {
 
 static int is_json_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-/* A non-negative integer that a double holds exactly. */
-static int json_uint(const cJSON *v, uint64_t *out) {
-  if (!cJSON_IsNumber(v)) return 0;
+/* A non-negative integer below 2^53.  The JSON parser reads numbers as doubles, so
+ * from 2^53 on the value may already be rounded (2^53 + 1 reads as 2^53): those are
+ * refused, never used rounded.  On failure `why` (if not NULL) says which rule failed. */
+static int json_uint_why(const cJSON *v, uint64_t *out, char *why, size_t why_len) {
+  if (!cJSON_IsNumber(v)) {
+    if (why) snprintf(why, why_len, "is not a number");
+    return 0;
+  }
   double d = v->valuedouble;
-  if (!(d >= 0.0 && d <= ST_MAX_INT) || d != (double)(uint64_t)d) return 0;
+  if (!(d >= 0.0)) {
+    if (why) snprintf(why, why_len, "is negative (%.17g)", d);
+    return 0;
+  }
+  if (!(d < ST_MAX_INT)) {
+    if (why)
+      snprintf(why, why_len,
+               "is at least 2^53 = 9007199254740992 (read as %.17g): integers that large cannot "
+               "be read exactly and are refused", d);
+    return 0;
+  }
+  if (d != (double)(uint64_t)d) {
+    if (why) snprintf(why, why_len, "is not an integer (%.17g)", d);
+    return 0;
+  }
   *out = (uint64_t)d;
   return 1;
 }
@@ -169,9 +188,9 @@ static effml_status parse_entry(effml_context *ctx, const char *fn, const cJSON 
   int nd = 0;
   for (const cJSON *s = shape->child; s != NULL; s = s->next, ++nd) {
     uint64_t v;
-    if (!json_uint(s, &v))
-      return effml__err(ctx, EFFML_E_FORMAT,
-                        "%s: entry '%s': shape[%d] is not a non-negative integer", fn, name, nd);
+    char why[160];
+    if (!json_uint_why(s, &v, why, sizeof why))
+      return effml__err(ctx, EFFML_E_FORMAT, "%s: entry '%s': shape[%d] %s", fn, name, nd, why);
     if (nd < EFFML_TENSOR_MAX_DIMS) e->shape[nd] = (int64_t)v;
     if (nd > 1000000) break;
   }
@@ -179,13 +198,19 @@ static effml_status parse_entry(effml_context *ctx, const char *fn, const cJSON 
   e->ndim = nd > EFFML_TENSOR_MAX_DIMS ? EFFML_TENSOR_MAX_DIMS : nd;
   uint64_t bo[2];
   int no = 0;
+  char why[240] = "";
   if (cJSON_IsArray(offs))
-    for (const cJSON *o = offs->child; o != NULL && no <= 2; o = o->next, ++no)
-      if (no < 2 && !json_uint(o, &bo[no])) no = 3;
+    for (const cJSON *o = offs->child; o != NULL && no <= 2; o = o->next, ++no) {
+      char tmp[160];
+      if (no < 2 && !json_uint_why(o, &bo[no], tmp, sizeof tmp)) {
+        snprintf(why, sizeof why, ": data_offsets[%d] %s", no, tmp);
+        no = 3;
+      }
+    }
   if (no != 2)
     return effml__err(ctx, EFFML_E_FORMAT,
                       "%s: entry '%s': data_offsets must be [BEGIN, END] of two non-negative "
-                      "integers", fn, name);
+                      "integers below 2^53%s", fn, name, why);
   e->begin = bo[0];
   e->end = bo[1];
   return EFFML_OK;

@@ -113,10 +113,12 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
                             const int64_t *self_index, int64_t block_rows, int64_t *idx,
                             double *dist2) {
   int64_t avail = n_ref - (self_index ? 1 : 0);
-  if (k < 1 || k > avail || k > 64 - KNN_SLACK)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "k=%lld must be in [1, %lld] (reference rows %lld, at most %d)",
-                      (long long)k, (long long)avail, (long long)n_ref, 64 - KNN_SLACK);
+  const int64_t kmax = avail < 64 - KNN_SLACK ? avail : 64 - KNN_SLACK;
+  if (k < 1 || k > kmax)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "k=%lld must be in [1, %lld] (%s)", (long long)k,
+                      (long long)kmax,
+                      kmax == avail ? "the reference rows available as neighbours"
+                                    : "the most neighbours the kNN search supports");
   if (n_q == 0) return EFFML_OK;
   int64_t K = k + KNN_SLACK;
   if (K > avail) K = avail;

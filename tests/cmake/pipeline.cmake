@@ -1,4 +1,4 @@
-# The main job's --quick run (issue 8): build examples/pipeline_fashion_mnist.c
+# The main job's --quick run: build examples/pipeline_fashion_mnist.c
 # in-tree, run it on Fashion-MNIST (dataset-fashion-mnist), then check the
 # structure and sanity of its results.json with check_pipeline_results.
 set(EFFML_FMNIST_DIR /usr/share/datasets/fashion-mnist CACHE PATH "Fashion-MNIST IDX directory")
@@ -11,13 +11,19 @@ add_executable(check_pipeline_results ${CMAKE_CURRENT_SOURCE_DIR}/check_pipeline
 target_include_directories(check_pipeline_results PRIVATE ${CJSON_INCLUDE_DIRS})
 target_link_libraries(check_pipeline_results PRIVATE ${CJSON_LINK_LIBRARIES})
 
-set(_pq_out ${CMAKE_CURRENT_BINARY_DIR}/pipeline_quick)
+# Run it as a user would, from an empty working directory and without --out: the
+# results must land in the documented default folder ${TMPDIR}/effml-examples and the
+# working directory must stay empty (check_pipeline_results' third argument).
+set(_pq_tmp ${CMAKE_CURRENT_BINARY_DIR}/pipeline_quick_tmp)
+set(_pq_out ${_pq_tmp}/effml-examples)
+set(_pq_cwd ${CMAKE_CURRENT_BINARY_DIR}/pipeline_quick_cwd)
 add_test(NAME pipeline_quick
-  COMMAND ${CMAKE_COMMAND} -E env OPENBLAS_NUM_THREADS=2
-          $<TARGET_FILE:pipeline_fashion_mnist_intree> --quick --data ${EFFML_FMNIST_DIR}
-          --out ${_pq_out} --seed 42 --threads 2)
+  COMMAND sh -c "rm -rf \"$1\" \"$2\" && mkdir -p \"$1\" \"$2\" && cd \"$1\" && \
+exec env -u EFFML_EXAMPLES_OUT TMPDIR=\"$2\" OPENBLAS_NUM_THREADS=2 \"$3\" --quick \
+--data \"$4\" --seed 42 --threads 2" sh ${_pq_cwd} ${_pq_tmp}
+          $<TARGET_FILE:pipeline_fashion_mnist_intree> ${EFFML_FMNIST_DIR})
 add_test(NAME pipeline_quick_results
-  COMMAND check_pipeline_results ${_pq_out}/results.json ${_pq_out})
+  COMMAND check_pipeline_results ${_pq_out}/results.json ${_pq_out} ${_pq_cwd})
 set_tests_properties(pipeline_quick PROPERTIES FIXTURES_SETUP pipeline_quick TIMEOUT 900
                      LABELS pipeline RUN_SERIAL TRUE)
 set_tests_properties(pipeline_quick_results PROPERTIES FIXTURES_REQUIRED pipeline_quick

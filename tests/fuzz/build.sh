@@ -1,10 +1,14 @@
 #!/bin/sh
-# Build the libFuzzer targets for the .npy and safetensors readers with clang,
-# libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer.
+# Build the libFuzzer targets with clang, libFuzzer, AddressSanitizer and
+# UndefinedBehaviorSanitizer: the .npy and safetensors readers, the IDX loader
+# (file as is; fuzz_idx_gz: content gzipped first), adapter_config.json through
+# the PEFT LoRA loader, and effml_layer_load with arbitrary safetensors.
 #
 #   tests/fuzz/build.sh [OUTDIR]          (default: build-fuzz/ in the repo root)
 #   OUTDIR/fuzz_npy -max_total_time=600 WORKDIR tests/fuzz/corpus/npy
 #   OUTDIR/fuzz_safetensors -dict=tests/fuzz/safetensors.dict WORKDIR tests/fuzz/corpus/safetensors
+#   OUTDIR/fuzz_layer_load -dict=tests/fuzz/safetensors.dict WORKDIR tests/fuzz/corpus/layer_load
+#   OUTDIR/fuzz_peft_config -dict=tests/fuzz/json.dict WORKDIR tests/fuzz/corpus/peft_config
 #
 # The library comes from the project's own CMake build (OUTDIR/lib, target
 # effml_static, instrumented with -fsanitize=fuzzer-no-link,address,undefined),
@@ -30,4 +34,9 @@ for src in "$ROOT"/tests/fuzz/fuzz_*.c; do
   # shellcheck disable=SC2086
   $CC $CFLAGS -o "$OUT/$t" "$src" $LIBS
   echo "built $OUT/$t"
+  if [ "$t" = fuzz_idx ]; then # the same target over gzipped content
+    # shellcheck disable=SC2086
+    $CC $CFLAGS -DFUZZ_IDX_GZ -o "$OUT/fuzz_idx_gz" "$src" $LIBS
+    echo "built $OUT/fuzz_idx_gz"
+  fi
 done

@@ -60,6 +60,39 @@ case $mode in
       exit 1
     fi
     echo "examples built: $(find "$work/examples" -maxdepth 1 -type f -perm -u+x | wc -l)"
+    # Every example behaves like a command-line program (examples/example_args.h):
+    # --help prints usage on stdout and exits 0, an unknown option or a missing value
+    # prints usage on stderr and exits 2, and neither writes into the working directory.
+    cwd=$work/examples-cwd
+    rm -rf "$cwd" && mkdir -p "$cwd"
+    n_ex=0
+    for src_c in "$src"/examples/*.c; do
+      ex=$work/examples/$(basename "$src_c" .c)
+      [ -x "$ex" ] || { echo "FAIL: example $ex was not built" >&2; exit 1; }
+      n_ex=$((n_ex + 1))
+      set +e
+      (cd "$cwd" && "$ex" --help >"$work/ex.out" 2>"$work/ex.err"); rc=$?
+      set -e
+      if [ "$rc" -ne 0 ] || ! grep -q '^usage:' "$work/ex.out"; then
+        echo "FAIL: $ex --help exited $rc (want 0 and usage on stdout)" >&2; exit 1
+      fi
+      for bad in --no-such-option --seed; do  # unknown option; option without its value
+        set +e
+        (cd "$cwd" && "$ex" $bad >"$work/ex.out" 2>"$work/ex.err"); rc=$?
+        set -e
+        if [ "$rc" -ne 2 ] || ! grep -q '^usage:' "$work/ex.err"; then
+          echo "FAIL: $ex $bad exited $rc (want 2 and usage on stderr)" >&2; exit 1
+        fi
+      done
+      set +e
+      (cd "$cwd" && "$ex" --seed x >/dev/null 2>&1); rc=$?
+      set -e
+      [ "$rc" -eq 2 ] || { echo "FAIL: $ex --seed x exited $rc (want 2)" >&2; exit 1; }
+    done
+    if [ -n "$(ls -A "$cwd")" ]; then
+      echo "FAIL: examples wrote into the working directory: $(ls -A "$cwd")" >&2; exit 1
+    fi
+    echo "examples: --help, bad options and the working directory checked for $n_ex programs"
     ;;
   *)
     echo "usage: $0 pkgconfig|cmake BUILD SRC WORK CC CMAKE [FLAGS]" >&2
