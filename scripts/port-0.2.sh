@@ -196,14 +196,44 @@ EFFML_SCORE_DOCTOR	EFFML_CASCADE_SCORE_DOCTOR
 TABLE
 }
 
+# Constant groups as prose writes them ("an EFFML_STOP_* value"): old prefix, new prefix.
+groups() {
+  cat <<'GROUPS'
+EFFML_LOG_	EFFML_CORE_LOG_
+EFFML_SAFETENSORS_	EFFML_IO_SAFETENSORS_
+EFFML_MODE_	EFFML_LAYER_MODE_
+EFFML_ACT_	EFFML_LAYER_ACT_
+EFFML_SPARSE_ACT_	EFFML_LAYER_ACT_
+EFFML_LR_	EFFML_OPTIM_LR_
+EFFML_RC_	EFFML_METRICS_RC_
+EFFML_SPLIT_	EFFML_DATA_SPLIT_
+EFFML_PHM_INIT_	EFFML_ADAPTER_PHM_INIT_
+EFFML_PHM_PATH_	EFFML_ADAPTER_PHM_PATH_
+EFFML_LORA_INIT_	EFFML_ADAPTER_LORA_INIT_
+EFFML_LOKR_SCALE_	EFFML_ADAPTER_LOKR_SCALE_
+EFFML_DST_	EFFML_SPARSE_DST_
+EFFML_DST_DECAY_	EFFML_SPARSE_DST_DECAY_
+EFFML_STRATEGY_	EFFML_SAMPLER_STRATEGY_
+EFFML_RESAMPLE_	EFFML_SAMPLER_RESAMPLE_
+EFFML_ENN_	EFFML_SAMPLER_ENN_
+EFFML_SCHEDULE_	EFFML_SAMPLER_SCHEDULE_
+EFFML_STOP_	EFFML_SAMPLER_STOP_
+EFFML_LEVERAGE_	EFFML_SAMPLER_LEVERAGE_
+EFFML_SAMPLE_	EFFML_SAMPLER_DRAW_
+EFFML_SCORE_	EFFML_CASCADE_SCORE_
+GROUPS
+}
+
 if [ "${1-}" = "--list" ]; then
   table
   exit 0
 fi
 
 map=$(mktemp)
-trap 'rm -f "$map"' EXIT
+grp=$(mktemp)
+trap 'rm -f "$map" "$grp"' EXIT
 table >"$map"
+groups >"$grp"
 
 if [ "$#" -eq 0 ]; then
   cd "$(git rev-parse --show-toplevel)"
@@ -223,11 +253,14 @@ done
 [ "$#" -gt 0 ] || exit 0
 
 # One pass per file: every identifier that is a key of the table is replaced by its value.
-PORT_MAP="$map" perl -CSD -i -pe '
+PORT_MAP="$map" PORT_GROUPS="$grp" perl -CSD -i -pe '
   BEGIN {
     open(my $fh, "<", $ENV{PORT_MAP}) or die "port-0.2: $!";
     while (<$fh>) { chomp; my ($o, $n) = split /\t/; $m{$o} = $n; }
+    open(my $gh, "<", $ENV{PORT_GROUPS}) or die "port-0.2: $!";
+    while (<$gh>) { chomp; my ($o, $n) = split /\t/; $g{$o} = $n; }
   }
   s/\b([A-Za-z_][A-Za-z0-9_]*)\b/exists $m{$1} ? $m{$1} : $1/ge;
+  s/\b(EFFML_[A-Z0-9_]*_)\*/exists $g{$1} ? "$g{$1}*" : "$1*"/ge;
   s{(#\s*include\s*[<"])effml/(?:context|error|version|common)\.h([>"])}{$1effml/core.h$2}g;
 ' "$@"

@@ -3,6 +3,7 @@
  * bad input, each with the status it must return and a message that names the
  * argument and its value.  Reference values are exact identities (row-major
  * offsets, IEEE conversions) computed by hand; nothing here needs Python. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -957,6 +958,94 @@ START_TEST(tensor_fill_strided_view) {
 }
 END_TEST
 
+/* The ISA level the library reports is the one the CPU supports (checked
+ * here independently), and every level has a name. */
+START_TEST(isa_level_matches_cpu) {
+  int32_t expect = EFFML_CORE_ISA_PORTABLE;
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f"))
+    expect = EFFML_CORE_ISA_AVX512;
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    expect = EFFML_CORE_ISA_AVX2;
+#endif
+  ck_assert_int_eq(effml_core_isa_level(), expect);
+  ck_assert_str_eq(effml_core_isa_name(EFFML_CORE_ISA_PORTABLE), "portable");
+  ck_assert_str_eq(effml_core_isa_name(EFFML_CORE_ISA_AVX2), "avx2");
+  ck_assert_str_eq(effml_core_isa_name(EFFML_CORE_ISA_AVX512), "avx512");
+  ck_assert_str_eq(effml_core_isa_name(3), "unknown");
+  ck_assert_str_eq(effml_core_isa_name(-1), "unknown");
+}
+END_TEST
+
+/* Every option struct's size as the library reports it equals sizeof() here. */
+START_TEST(struct_sizes_match_headers) {
+#define CHECK_SIZE(t) ck_assert_uint_eq(effml_core_struct_size(#t), sizeof(t))
+  CHECK_SIZE(effml_context_options);
+  CHECK_SIZE(effml_optimizer_options);
+  CHECK_SIZE(effml_train_options);
+  CHECK_SIZE(effml_adapter_phm_options);
+  CHECK_SIZE(effml_adapter_options);
+  CHECK_SIZE(effml_adapter_lora_options);
+  CHECK_SIZE(effml_adapter_lokr_options);
+  CHECK_SIZE(effml_sparse_options);
+  CHECK_SIZE(effml_dst_options);
+  CHECK_SIZE(effml_sampler_resample_options);
+  CHECK_SIZE(effml_sampler_temperature_schedule);
+  CHECK_SIZE(effml_sampler_leverage_options);
+  CHECK_SIZE(effml_cascade_options);
+  CHECK_SIZE(effml_cascade_threshold_options);
+  CHECK_SIZE(effml_calibration_options);
+#undef CHECK_SIZE
+  ck_assert_uint_eq(effml_core_struct_size("effml_tensor"), 0);
+  ck_assert_uint_eq(effml_core_struct_size("effml_fit_options"), 0); /* a 0.1 name */
+  ck_assert_uint_eq(effml_core_struct_size(""), 0);
+  ck_assert_uint_eq(effml_core_struct_size(NULL), 0);
+  ck_assert_ptr_null(effml_core_struct_name(-1));
+}
+END_TEST
+
+/* Completeness: every `typedef struct effml_x {` of the installed headers
+ * whose first member is `uint32_t struct_size` is known to the library by
+ * name, and the library knows no other (its list is the headers' list). */
+START_TEST(struct_sizes_cover_every_option_struct) {
+  int32_t found = 0, n_headers = 0;
+  char dir[512];
+  snprintf(dir, sizeof dir, "%s/effml", EFFML_INCLUDE_DIR);
+  DIR *dh = opendir(dir);
+  ck_assert_msg(dh != NULL, "cannot open %s", dir);
+  struct dirent *de;
+  while ((de = readdir(dh)) != NULL) {
+    const size_t len = strlen(de->d_name);
+    if (len < 3 || strcmp(de->d_name + len - 2, ".h") != 0) continue;
+    ++n_headers;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char line[1024], name[256] = "";
+    while (fgets(line, sizeof line, f)) {
+      if (name[0]) {
+        if (strstr(line, "uint32_t struct_size")) {
+          ck_assert_msg(effml_core_struct_size(name) > 0, "%s: %s unknown to effml_core_struct_size",
+                        path, name);
+          ++found;
+        }
+        name[0] = '\0';
+      }
+      if (sscanf(line, "typedef struct %255[a-z0-9_] {", name) != 1) name[0] = '\0';
+    }
+    fclose(f);
+  }
+  closedir(dh);
+  ck_assert_int_ge(n_headers, 12);
+  int32_t listed = 0;
+  while (effml_core_struct_name(listed)) ++listed;
+  ck_assert_int_eq(listed, found);
+  ck_assert_int_ge(found, 14);
+}
+END_TEST
+
 static Suite *core_suite(void) {
   Suite *s = suite_create("core");
   TCase *c = tcase_create("context");
@@ -968,6 +1057,9 @@ static Suite *core_suite(void) {
   tcase_add_test(c, context_allocator_hooks);
   tcase_add_test(c, status_codes_and_strings);
   tcase_add_test(c, version_macro_matches_runtime);
+  tcase_add_test(c, isa_level_matches_cpu);
+  tcase_add_test(c, struct_sizes_match_headers);
+  tcase_add_test(c, struct_sizes_cover_every_option_struct);
   suite_add_tcase(s, c);
 
   TCase *t = tcase_create("tensor");

@@ -91,7 +91,7 @@ typedef struct effml_adapter_phm_options {
   int32_t factorized;    /**< 1: LPHM, B_i = s_i t_i (default; AdapterHub factorized_phm_W); 0: full B_i (PHM) */
   int64_t rank;          /**< r >= 1 of s_i [in/n, r], t_i [r, out/n] (default 1; ignored when !factorized) */
   int32_t bias;          /**< 1: bias "b" [out] (default 1) */
-  int32_t w_init;        /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
+  int32_t w_init;        /**< EFFML_ADAPTER_PHM_INIT_* (default GLOROT_UNIFORM) */
   double phm_init_range; /**< std of EFFML_ADAPTER_PHM_INIT_NORMAL (default 1e-4) */
   double rule_init_std;  /**< std of a per-layer rule (no shared rule), default 0.01 as the reference */
 } effml_adapter_phm_options;
@@ -151,7 +151,7 @@ typedef struct effml_adapter_options {
   int32_t activation;       /**< EFFML_LAYER_ACT_GELU_TANH (gelu_new, default), _GELU, _RELU, _SILU (swish) */
   int64_t phm_dim;          /**< n for per-block rules (default 4) */
   int64_t rank;             /**< r of the LPHM projections (default 1) */
-  int32_t w_init;           /**< EFFML_PHM_INIT_* (default GLOROT_UNIFORM) */
+  int32_t w_init;           /**< EFFML_ADAPTER_PHM_INIT_* (default GLOROT_UNIFORM) */
   double phm_init_range;    /**< see effml_adapter_phm_options (default 1e-4) */
   int32_t residual;         /**< 1: add x (default 1) */
   int32_t bias;             /**< 1: projections have biases (default 1) */
@@ -212,7 +212,7 @@ typedef struct effml_adapter_lora_options {
   int64_t rank;         /**< r >= 1 (default 8, PEFT) */
   double alpha;         /**< lora_alpha (default 8) */
   int32_t use_rslora;   /**< 1: scaling alpha/sqrt(r) instead of alpha/r (default 0) */
-  int32_t init_a;       /**< EFFML_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
+  int32_t init_a;       /**< EFFML_ADAPTER_LORA_INIT_* (default KAIMING_UNIFORM); B is always 0 */
   int32_t freeze_base;  /**< 1: base weight/bias frozen (default 1) */
   /* appended in 0.2 (struct_size tells them apart) */
   int32_t use_dora;     /**< 1: DoRA (Liu et al. 2024, arXiv 2402.09353): parameter "lora_magnitude_vector" [out] (default 0) */
@@ -392,7 +392,7 @@ typedef struct effml_adapter_lokr_options {
   double alpha;             /**< default 8 */
   int32_t decompose_both;   /**< 1: also factor w1 when r < max(out_l, in_m)/2 (default 0) */
   int64_t decompose_factor; /**< factorization cap, -1 = none (default) */
-  int32_t scale_convention; /**< EFFML_LOKR_SCALE_* (default PEFT) */
+  int32_t scale_convention; /**< EFFML_ADAPTER_LOKR_SCALE_* (default PEFT) */
   int32_t freeze_base;      /**< default 1 */
 } effml_adapter_lokr_options;
 

@@ -109,7 +109,7 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 typedef struct effml_cascade_options {
   uint32_t struct_size; /**< sizeof(effml_cascade_options), set by _init */
   int64_t num_classes;  /**< K >= 2 classes, the width of every stage's logits (no default: 0) */
-  int32_t score;        /**< EFFML_SCORE_* (default EFFML_CASCADE_SCORE_MSP) */
+  int32_t score;        /**< EFFML_CASCADE_SCORE_* (default EFFML_CASCADE_SCORE_MSP) */
   int32_t aggregation;  /**< EFFML_CASCADE_AGG_* (default EFFML_CASCADE_AGG_MEAN) */
   double temperature;   /**< energy temperature T > 0 (default 1); other scores ignore it */
 } effml_cascade_options;

@@ -184,6 +184,40 @@ EFFML_API void effml_context_set_seed(effml_context *ctx, uint64_t seed);
 /** Next 64 random bits from the context's generator (for callers that want the same stream). */
 EFFML_API uint64_t effml_context_random_u64(effml_context *ctx);
 
+/* ---- introspection (what a binding checks in the library it loaded) ---- */
+
+/** ISA levels of the hand-written kernels (sparse matrix products, transposes). */
+#define EFFML_CORE_ISA_PORTABLE 0 /**< portable C (GCC/Clang vector extensions) */
+#define EFFML_CORE_ISA_AVX2 1     /**< x86-64 AVX2 + FMA */
+#define EFFML_CORE_ISA_AVX512 2   /**< x86-64 AVX-512F */
+
+/**
+ * ISA level the kernels dispatch to on this CPU (EFFML_CORE_ISA_*), read from
+ * the CPU at each call: the same value every kernel call will use.  Only the
+ * libeffml kernels follow it; OpenBLAS picks its own.  Thread-safe.
+ */
+EFFML_API int32_t effml_core_isa_level(void);
+
+/** Name of an ISA level ("portable", "avx2", "avx512"); "unknown" otherwise.  Static storage. */
+EFFML_API const char *effml_core_isa_name(int32_t level);
+
+/**
+ * sizeof() of a public option struct as this library was compiled, by its
+ * type name ("effml_train_options", "effml_sampler_resample_options", ...),
+ * or 0 for a name that is not a public option struct.  A binding that
+ * mirrors a struct compares its mirror's size with this one; the library
+ * reads only the first `struct_size` bytes of an options argument, so a
+ * smaller (older) mirror is fine once its `struct_size` says so, while an
+ * `_init` call writes the library's full size.  Thread-safe.
+ */
+EFFML_API size_t effml_core_struct_size(const char *name);
+
+/**
+ * Name of public option struct `i` (0, 1, ... in header order), or NULL past
+ * the last: iterate to learn every struct the library knows.  Static storage.
+ */
+EFFML_API const char *effml_core_struct_name(int32_t i);
+
 EFFML_END_DECLS
 
 #endif /* EFFML_CORE_H */

@@ -59,7 +59,7 @@ typedef struct effml_optimizer_options {
   double beta1;          /**< AdamW β1 in [0, 1) (default 0.9) */
   double beta2;          /**< AdamW β2 in [0, 1) (default 0.999) */
   double eps;            /**< AdamW ε >= 0 (default 1e-8) */
-  int32_t schedule;      /**< EFFML_LR_* (default constant) */
+  int32_t schedule;      /**< EFFML_OPTIM_LR_* (default constant) */
   int64_t warmup_steps;  /**< >= 0 (default 0) */
   int64_t total_steps;   /**< cosine: > warmup_steps (default 0) */
   double min_lr;         /**< cosine: final lr in [0, lr] (default 0) */

@@ -108,7 +108,7 @@ EFFML_BEGIN_DECLS
 typedef struct effml_sampler_resample_options {
   uint32_t struct_size;          /**< sizeof(effml_sampler_resample_options), set by _init */
   int32_t method;                /**< EFFML_SAMPLER_RESAMPLE_* (default SMOTE) */
-  int32_t sampling_strategy;     /**< EFFML_STRATEGY_* (default AUTO) */
+  int32_t sampling_strategy;     /**< EFFML_SAMPLER_STRATEGY_* (default AUTO) */
   double ratio;                  /**< for EFFML_SAMPLER_STRATEGY_RATIO: over (0,1], under (0,1] */
   int64_t n_targets;             /**< entries of target_labels / target_counts */
   const int64_t *target_labels;  /**< borrowed during the call */
@@ -151,6 +151,21 @@ EFFML_API void effml_sampler_resample_options_init(effml_sampler_resample_option
 EFFML_API effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref,
                                  const effml_tensor *x_query, int64_t k, effml_tensor **indices,
                                  effml_tensor **distances);
+
+/**
+ * effml_sampler_knn() into caller-owned outputs (docs/conventions.md), for
+ * callers that search repeatedly or own their arrays (a binding's numpy
+ * buffers): no allocation of the outputs, no first-touch page faults.
+ * @param indices    i64 `[n_query, k]`, contiguous, writable; overwritten
+ * @param distances  NULL, or f64 `[n_query, k]`, contiguous, writable; overwritten
+ * @return as effml_sampler_knn(), plus EFFML_E_DTYPE / EFFML_E_SHAPE /
+ *         EFFML_E_INVALID_ARG (read-only) naming an output that does not fit.
+ *         Validation errors leave the outputs untouched; EFFML_E_NOMEM during
+ *         the search leaves them unspecified.
+ */
+EFFML_API effml_status effml_sampler_knn_into(effml_context *ctx, const effml_tensor *x_ref,
+                                              const effml_tensor *x_query, int64_t k,
+                                              effml_tensor *indices, effml_tensor *distances);
 
 /**
  * Resolve `sampling_strategy` for labels `y` as the method in `opt` would.
@@ -249,6 +264,22 @@ EFFML_API effml_status effml_sampler_resample_apply(effml_context *ctx, const ef
                                             effml_tensor **y_out);
 
 /**
+ * effml_sampler_resample_apply() into caller-owned outputs: rows 0..m-1 of
+ * `x_out` / `y_out` are overwritten (m = the plan's length), later rows are
+ * left as they are.
+ * @param x_out  `[cap, n_features]` in x's dtype, contiguous, writable, cap >= m
+ * @param y_out  `[cap]` in y's dtype, contiguous, writable
+ * @return as effml_sampler_resample_apply(); EFFML_E_SHAPE when cap < m or
+ *         the outputs disagree.  On error the outputs are untouched.
+ */
+EFFML_API effml_status effml_sampler_resample_apply_into(effml_context *ctx, const effml_tensor *x,
+                                                         const effml_tensor *y,
+                                                         const effml_tensor *base,
+                                                         const effml_tensor *neighbor,
+                                                         const effml_tensor *step,
+                                                         effml_tensor *x_out, effml_tensor *y_out);
+
+/**
  * Re-sample `x`, `y` (plan + apply).  x_out keeps x's dtype (f32 stays f32),
  * y_out keeps y's dtype.  Errors as effml_sampler_resample_plan().
  *
@@ -266,6 +297,26 @@ EFFML_API effml_status effml_sampler_resample_apply(effml_context *ctx, const ef
 EFFML_API effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resample_options *opt,
                                       const effml_tensor *x, const effml_tensor *y,
                                       effml_tensor **x_out, effml_tensor **y_out);
+
+/**
+ * effml_sampler_resample() into caller-owned outputs: rows 0..*n_out-1 of
+ * `x_out` / `y_out` are overwritten, later rows are left as they are.  When
+ * the result has more rows than the outputs hold, the call fails with
+ * EFFML_E_SHAPE, writes nothing but `*n_out` (the rows needed), and the
+ * caller can allocate that many and call again (as with snprintf).  For
+ * SMOTE-NC the result is built in library memory and copied.
+ * @param x_out  `[cap, n_features]` in x's dtype, contiguous, writable
+ * @param y_out  `[cap]` in y's dtype, contiguous, writable
+ * @param n_out  receives the number of result rows (also on the EFFML_E_SHAPE
+ *               "too small" error)
+ * @return as effml_sampler_resample(); EFFML_E_SHAPE (outputs too small or
+ *         disagreeing).  On any other error nothing is written.
+ */
+EFFML_API effml_status effml_sampler_resample_into(effml_context *ctx,
+                                                   const effml_sampler_resample_options *opt,
+                                                   const effml_tensor *x, const effml_tensor *y,
+                                                   effml_tensor *x_out, effml_tensor *y_out,
+                                                   int64_t *n_out);
 
 /* ========================================================================
  * 2. Temperature sampling over K data sources
@@ -302,7 +353,7 @@ typedef double (*effml_sampler_temperature_fn)(void *user_data, int64_t step, in
 /** A schedule of T over training steps.  Fill with effml_sampler_temperature_schedule_init(). */
 typedef struct effml_sampler_temperature_schedule {
   uint32_t struct_size;    /**< set by _init */
-  int32_t kind;            /**< EFFML_SCHEDULE_* (default CONSTANT) */
+  int32_t kind;            /**< EFFML_SAMPLER_SCHEDULE_* (default CONSTANT) */
   double t_start;          /**< T at step 0 (default 1) */
   double t_end;            /**< T at the end (default 1) */
   int64_t total_steps;     /**< >= 1 (default 1) */
@@ -401,6 +452,22 @@ EFFML_API effml_status effml_sampler_interleave(effml_context *ctx, const int64_
                                         int64_t max_len, effml_tensor **source,
                                         effml_tensor **index);
 
+/**
+ * effml_sampler_interleave() into caller-owned arrays: the sequence fills
+ * entries 0..*n_out-1 of `source` and `index`; their length plays the role of
+ * max_len.
+ * @param source, index  i64 `[cap]`, contiguous, writable, same cap >= 1
+ * @param n_out  receives the sequence length
+ * @return as effml_sampler_interleave() (EFFML_E_RANGE when the sequence does
+ *         not fit in cap entries: the arrays' contents are then unspecified);
+ *         EFFML_E_DTYPE / EFFML_E_SHAPE for unusable arrays (untouched).
+ */
+EFFML_API effml_status effml_sampler_interleave_into(effml_context *ctx, const int64_t *lengths,
+                                                     int64_t n_sources, const double *probs,
+                                                     int32_t stopping_strategy, uint64_t seed,
+                                                     effml_tensor *source, effml_tensor *index,
+                                                     int64_t *n_out);
+
 /* ========================================================================
  * 3. lp sensitivity sampling
  * ====================================================================== */
@@ -412,7 +479,7 @@ EFFML_API effml_status effml_sampler_interleave(effml_context *ctx, const int64_
 /** Options of the leverage / Lewis / sensitivity functions.  Fill with _init. */
 typedef struct effml_sampler_leverage_options {
   uint32_t struct_size;  /**< set by _init */
-  int32_t method;        /**< EFFML_LEVERAGE_* (default EXACT) */
+  int32_t method;        /**< EFFML_SAMPLER_LEVERAGE_* (default EXACT) */
   int64_t sketch_rows;   /**< SKETCH: CountSketch rows (0: max(4 d^2, 64 d)) */
   uint64_t seed;         /**< SKETCH generator seed */
   double rank_tol;       /**< relative |R_jj| below which A counts as rank deficient (default 1e-12) */
@@ -442,6 +509,16 @@ EFFML_API void effml_sampler_leverage_options_init(effml_sampler_leverage_option
 EFFML_API effml_status effml_sampler_leverage_scores(effml_context *ctx,
                                              const effml_sampler_leverage_options *opt,
                                              const effml_tensor *a, effml_tensor **tau);
+
+/**
+ * effml_sampler_leverage_scores() into a caller-owned `tau`: f64 `[n]`,
+ * contiguous, writable.  Validation errors leave it untouched; a numerical
+ * failure during the factorisation (EFFML_E_NUMERIC) or EFFML_E_NOMEM leaves
+ * it unspecified.
+ */
+EFFML_API effml_status effml_sampler_leverage_scores_into(effml_context *ctx,
+                                                          const effml_sampler_leverage_options *opt,
+                                                          const effml_tensor *a, effml_tensor *tau);
 
 /** Root leverage scores tau_i^(p/2) (Woodruff & Yasuda 2023, 1 <= p <= 2). */
 EFFML_API effml_status effml_sampler_root_leverage_scores(effml_context *ctx,

@@ -82,7 +82,7 @@ typedef struct effml_sparse_options {
   int64_t nnz;          /**< effml_sparse_linear_create only: exact nonzero count (e.g. from ERK); 0 = (1-s)·in·out rounded half up, 1-s read as p/10^9 (default 0) */
   int32_t bias;         /**< 1 = add a dense bias [out] (default 1) */
   int32_t init;         /**< EFFML_SPARSE_INIT_* (default UNIFORM) */
-  int32_t activation;   /**< Sparse Factorized: EFFML_SPARSE_ACT_* between U and V (default RELU, the released nonlinear_relu) */
+  int32_t activation;   /**< Sparse Factorized: EFFML_LAYER_ACT_* between U and V (default RELU, the released nonlinear_relu) */
   uint32_t widen;       /**< Sparse Wide: EFFML_SPARSE_WIDEN_* sides to widen (default both) */
 } effml_sparse_options;
 
@@ -345,10 +345,10 @@ typedef struct effml_dst effml_dst;
 /** Options of effml_dst_create(); fill with effml_dst_options_init(). */
 typedef struct effml_dst_options {
   uint32_t struct_size;   /**< sizeof(effml_dst_options), set by _init */
-  int32_t method;         /**< EFFML_DST_* (default RIGL) */
+  int32_t method;         /**< EFFML_SPARSE_DST_* (default RIGL) */
   int64_t delta_t;        /**< update interval ΔT in steps, >= 1 (default 100) */
   double drop_fraction;   /**< α0 in (0, 1] (default 0.3) */
-  int32_t decay;          /**< EFFML_DST_DECAY_* (default COSINE) */
+  int32_t decay;          /**< EFFML_SPARSE_DST_DECAY_* (default COSINE) */
   int64_t total_steps;    /**< training steps planned, >= 1 (required; default 0 = invalid) */
   double end_fraction;    /**< updates stop at end = floor(end_fraction·total_steps), in (0, 1] (default 0.75) */
   int64_t begin_step;     /**< updates start after this step (default 0) */

@@ -139,7 +139,7 @@ static effml_status read_options(effml_context *ctx, int64_t features, const eff
     return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: projection=%d is not an EFFML_ADAPTER_PROJ_* value",
                       (int)o->projection);
   if (o->activation < EFFML_LAYER_ACT_IDENTITY || o->activation > EFFML_LAYER_ACT_TANH)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: activation=%d is not an EFFML_ACT_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: activation=%d is not an EFFML_LAYER_ACT_* value",
                       (int)o->activation);
   if (o->bottleneck < 0 || (o->bottleneck == 0 && o->reduction_factor < 1))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: bottleneck=%lld / reduction_factor=%lld must be positive",

@@ -29,7 +29,7 @@ EFFML__HIDDEN void effml__phm_rule_retain(effml_phm_rule *rule);
 /* A PHM (r == 0, full B_i) or LPHM (r >= 1, B_i = s_i t_i) projection. */
 typedef struct effml__phm {
   int64_t n, r, kin, kout;
-  int32_t path;        /* EFFML_PHM_PATH_* */
+  int32_t path;        /* EFFML_ADAPTER_PHM_PATH_* */
   int32_t fixed_rule;  /* 1: A = [[[1]]] (n = 1, no rule parameter: a dense projection) */
   effml_phm_rule *rule; /* shared rule (reference held) or NULL */
   int32_t i_rule, i_wl, i_wr, i_w, i_b; /* param indices, -1 if absent */

@@ -219,7 +219,7 @@ effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, co
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: decompose_factor=%lld must be -1 or >= 1",
                       (long long)o.decompose_factor);
   if (o.scale_convention != EFFML_ADAPTER_LOKR_SCALE_PEFT && o.scale_convention != EFFML_ADAPTER_LOKR_SCALE_LYCORIS)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: scale_convention=%d is not an EFFML_LOKR_SCALE_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: scale_convention=%d is not an EFFML_ADAPTER_LOKR_SCALE_* value",
                       (int)o.scale_convention);
   int64_t in = 0, nout = 0;
   EFFML__TRY(effml__wrap_dense_base(ctx, base, &in, &nout));

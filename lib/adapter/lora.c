@@ -207,7 +207,7 @@ effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, co
   if (!isfinite(o.alpha))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: alpha=%g must be finite", o.alpha);
   if (o.init_a != EFFML_ADAPTER_LORA_INIT_KAIMING_UNIFORM && o.init_a != EFFML_ADAPTER_LORA_INIT_GAUSSIAN)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: init_a=%d is not an EFFML_LORA_INIT_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: init_a=%d is not an EFFML_ADAPTER_LORA_INIT_* value",
                       (int)o.init_a);
   if (!(o.dropout >= 0.0 && o.dropout < 1.0))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_create: dropout=%g must be in [0, 1)", o.dropout);

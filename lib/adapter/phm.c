@@ -128,7 +128,7 @@ effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: rank=%lld must be >= 1 (use factorized=0 for full B_i)",
                       (long long)o.rank);
   if (o.w_init < EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM || o.w_init > EFFML_ADAPTER_PHM_INIT_ADAPTERS)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: w_init=%d is not an EFFML_PHM_INIT_* value", (int)o.w_init);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: w_init=%d is not an EFFML_ADAPTER_PHM_INIT_* value", (int)o.w_init);
   if (!(o.phm_init_range >= 0) || !isfinite(o.phm_init_range) || !(o.rule_init_std >= 0) ||
       !isfinite(o.rule_init_std))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: phm_init_range=%g and rule_init_std=%g must be finite and >= 0",
@@ -212,7 +212,7 @@ effml_status effml_adapter_phm_set_path(effml_context *ctx, effml_layer *layer, 
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_set_path: layer is a %s layer, not phm/lphm",
                       layer->kind);
   if (path != EFFML_ADAPTER_PHM_PATH_FACTORIZED && path != EFFML_ADAPTER_PHM_PATH_MATERIALIZED)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_set_path: path=%d is not an EFFML_PHM_PATH_* value", (int)path);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_set_path: path=%d is not an EFFML_ADAPTER_PHM_PATH_* value", (int)path);
   effml__phm *p = (effml__phm *)layer->impl;
   p->path = path;
   layer->train_pending = 0; /* the kept state belongs to the other path */

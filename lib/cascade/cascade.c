@@ -35,7 +35,7 @@ effml_status effml__cascade_check_options(effml_context *ctx, const effml_cascad
     return effml__err(ctx, EFFML_E_INVALID_ARG, "num_classes=%lld must be >= 2",
                       (long long)known->num_classes);
   if (known->score < EFFML_CASCADE_SCORE_MSP || known->score > EFFML_CASCADE_SCORE_DOCTOR)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "score=%d is not an EFFML_SCORE_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "score=%d is not an EFFML_CASCADE_SCORE_* value",
                       (int)known->score);
   if (known->aggregation != EFFML_CASCADE_AGG_MEAN && known->aggregation != EFFML_CASCADE_AGG_LAST)
     return effml__err(ctx, EFFML_E_INVALID_ARG,

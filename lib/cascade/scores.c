@@ -1,6 +1,6 @@
 /*
  * Per-row kernel of a cascade stage: softmax in f64, aggregation with the
- * earlier members, confidence score and prediction (cascade.h, EFFML_SCORE_*;
+ * earlier members, confidence score and prediction (cascade.h, EFFML_CASCADE_SCORE_*;
  * reference Guoxoug/window-early-exit `utils/eval_utils.py::uncertainties` and
  * `cascade_results.py` L177-206).
  */

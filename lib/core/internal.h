@@ -52,6 +52,11 @@ EFFML__HIDDEN effml_status effml__check_logits_labels(effml_context *ctx, const 
                                                       const effml_tensor *logits,
                                                       const effml_tensor *labels);
 
+/* ---- CPU ---- */
+
+/* EFFML_CORE_ISA_* level the hand-written kernels dispatch to (lib/core/introspect.c). */
+EFFML__HIDDEN int32_t effml__isa_level(void);
+
 /* ---- memory (context allocator; 64-byte aligned) ---- */
 
 EFFML__HIDDEN void *effml__malloc(effml_context *ctx, size_t size);

@@ -70,7 +70,7 @@ static effml_status validate(effml_context *ctx, const effml_optimizer_options *
     if (!(o->eps >= 0) || !isfinite(o->eps)) return BAD("eps", "%g", "must be finite and >= 0", o->eps);
   }
   if (o->schedule < EFFML_OPTIM_LR_CONSTANT || o->schedule > EFFML_OPTIM_LR_WARMUP_COSINE)
-    return BAD("schedule", "%d", "is not an EFFML_LR_* value (0..2)", (int)o->schedule);
+    return BAD("schedule", "%d", "is not an EFFML_OPTIM_LR_* value (0..2)", (int)o->schedule);
   if (o->warmup_steps < 0)
     return BAD("warmup_steps", "%lld", "must be >= 0", (long long)o->warmup_steps);
   if (o->schedule == EFFML_OPTIM_LR_WARMUP_COSINE) {

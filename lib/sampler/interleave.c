@@ -13,10 +13,11 @@
 typedef struct {
   int64_t n, cap;
   int64_t *src, *idx;
+  int fixed; /* src/idx are the caller's arrays of `cap` entries: never grown or freed */
 } seq;
 
 static effml_status seq_push(effml_context *ctx, seq *q, int64_t s, int64_t i) {
-  if (q->n == q->cap) {
+  if (q->n == q->cap && !q->fixed) {
     int64_t cap = q->cap ? q->cap * 2 : 64;
     int64_t *a = (int64_t *)effml__malloc(ctx, (size_t)cap * sizeof(int64_t));
     int64_t *b = (int64_t *)effml__malloc(ctx, (size_t)cap * sizeof(int64_t));
@@ -42,18 +43,15 @@ static effml_status seq_push(effml_context *ctx, seq *q, int64_t s, int64_t i) {
   return EFFML_OK;
 }
 
-effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
-                              const double *probs, int32_t stopping_strategy, uint64_t seed,
-                              int64_t max_len, effml_tensor **source, effml_tensor **index) {
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, lengths);
-  EFFML__CHECK_NULL(ctx, source);
-  EFFML__CHECK_NULL(ctx, index);
+/* The sequence into q (grown, or the caller's arrays when q->fixed); max_len >= 1. */
+static effml_status interleave_run(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
+                                   const double *probs, int32_t stopping_strategy, uint64_t seed,
+                                   int64_t max_len, seq *q) {
   if (n_sources < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "n_sources=%lld must be >= 1", (long long)n_sources);
   if (stopping_strategy < EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ||
       stopping_strategy > EFFML_SAMPLER_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "stopping_strategy=%d is not an EFFML_STOP_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "stopping_strategy=%d is not an EFFML_SAMPLER_STOP_* value",
                       (int)stopping_strategy);
   if (max_len < 1) return effml__err(ctx, EFFML_E_INVALID_ARG, "max_len=%lld must be >= 1", (long long)max_len);
   double psum = 0;
@@ -71,8 +69,6 @@ effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths
   if (probs && fabs(psum - 1.0) > 1e-6)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "probs sum to %.17g, expected 1", psum);
 
-  seq q;
-  memset(&q, 0, sizeof q);
   effml_status st = EFFML_OK;
   int64_t *pos = (int64_t *)effml__calloc(ctx, (size_t)n_sources, sizeof(int64_t));
   char *done = (char *)effml__calloc(ctx, (size_t)n_sources, 1);
@@ -88,11 +84,11 @@ effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths
     for (int64_t r = 0; st == EFFML_OK && r < rounds; ++r)
       for (int64_t s = 0; st == EFFML_OK && s < n_sources; ++s) {
         if (!wrap && r >= lengths[s]) continue;
-        if (q.n == max_len)
+        if (q->n == max_len)
           st = effml__err(ctx, EFFML_E_RANGE, "interleaved sequence longer than max_len=%lld",
                           (long long)max_len);
         else
-          st = seq_push(ctx, &q, s, r % lengths[s]);
+          st = seq_push(ctx, q, s, r % lengths[s]);
       }
   } else if (st == EFFML_OK) {
     st = effml_sampler_alias_create(ctx, probs, n_sources, seed, &al);
@@ -105,7 +101,7 @@ effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths
         all &= done[s];
       }
       if (stopping_strategy == EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ? any : all) break;
-      if (q.n == max_len) {
+      if (q->n == max_len) {
         st = effml__err(ctx, EFFML_E_RANGE, "interleaved sequence longer than max_len=%lld",
                         (long long)max_len);
         break;
@@ -115,30 +111,72 @@ effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths
         st = effml_sampler_alias_draw(ctx, al, 1, &s);
       } while (st == EFFML_OK && !wrap && done[s]);
       if (st != EFFML_OK) break;
-      st = seq_push(ctx, &q, s, pos[s]);
+      st = seq_push(ctx, q, s, pos[s]);
       if (++pos[s] == lengths[s]) {
         done[s] = 1;
         if (wrap) pos[s] = 0;
       }
     }
   }
-  effml_tensor *ts = NULL, *ti = NULL;
-  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_I64, 1, &q.n, &ts);
-  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_I64, 1, &q.n, &ti);
-  if (st == EFFML_OK) {
-    memcpy(ts->data, q.src, (size_t)q.n * sizeof(int64_t));
-    memcpy(ti->data, q.idx, (size_t)q.n * sizeof(int64_t));
-  }
   effml_sampler_alias_free(al);
   effml__free(ctx, pos);
   effml__free(ctx, done);
+  return st;
+}
+
+effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths,
+                                      int64_t n_sources, const double *probs,
+                                      int32_t stopping_strategy, uint64_t seed, int64_t max_len,
+                                      effml_tensor **source, effml_tensor **index) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, lengths);
+  EFFML__CHECK_NULL(ctx, source);
+  EFFML__CHECK_NULL(ctx, index);
+  seq q;
+  memset(&q, 0, sizeof q);
+  effml_status st = interleave_run(ctx, lengths, n_sources, probs, stopping_strategy, seed,
+                                   max_len, &q);
+  effml_tensor *ts = NULL, *ti = NULL;
+  if (st == EFFML_OK) st = effml__tensor_create_uninit(ctx, EFFML_I64, 1, &q.n, &ts);
+  if (st == EFFML_OK) st = effml__tensor_create_uninit(ctx, EFFML_I64, 1, &q.n, &ti);
+  if (st == EFFML_OK && q.n > 0) {
+    memcpy(ts->data, q.src, (size_t)q.n * sizeof(int64_t));
+    memcpy(ti->data, q.idx, (size_t)q.n * sizeof(int64_t));
+  }
   effml__free(ctx, q.src);
   effml__free(ctx, q.idx);
   if (st != EFFML_OK) {
     effml_tensor_free(ts);
+    effml_tensor_free(ti);
     return st;
   }
   *source = ts;
   *index = ti;
+  return EFFML_OK;
+}
+
+effml_status effml_sampler_interleave_into(effml_context *ctx, const int64_t *lengths,
+                                           int64_t n_sources, const double *probs,
+                                           int32_t stopping_strategy, uint64_t seed,
+                                           effml_tensor *source, effml_tensor *index,
+                                           int64_t *n_out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, lengths);
+  EFFML__CHECK_NULL(ctx, n_out);
+  EFFML__TRY(effml__check_tensor(ctx, source, "source", EFFML_I64, 1, 1));
+  EFFML__TRY(effml__check_writable(ctx, source, "source"));
+  EFFML__TRY(effml__check_tensor(ctx, index, "index", EFFML_I64, 1, 1));
+  EFFML__TRY(effml__check_writable(ctx, index, "index"));
+  EFFML__TRY(effml__check_dim(ctx, index, "index", 0, source->shape[0]));
+  seq q;
+  memset(&q, 0, sizeof q);
+  q.fixed = 1;
+  q.cap = source->shape[0];
+  q.src = (int64_t *)(void *)source->data;
+  q.idx = (int64_t *)(void *)index->data;
+  if (q.cap < 1)
+    return effml__err(ctx, EFFML_E_SHAPE, "source and index have 0 entries: nothing fits");
+  EFFML__TRY(interleave_run(ctx, lengths, n_sources, probs, stopping_strategy, seed, q.cap, &q));
+  *n_out = q.n;
   return EFFML_OK;
 }

@@ -174,54 +174,81 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   return st;
 }
 
-effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref, const effml_tensor *x_query,
-                       int64_t k, effml_tensor **indices, effml_tensor **distances) {
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, indices);
-  const double *ref, *qd;
-  double *ref_own = NULL, *q_own = NULL;
-  EFFML__TRY(effml__sampler_x_f64(ctx, x_ref, "x_ref", 0, &ref, &ref_own));
-  int64_t n_ref = x_ref->shape[0], d = x_ref->shape[1];
-  int64_t n_q = n_ref;
-  qd = ref;
+/* Inputs of a public kNN call, validated: f64 views of the data (owned copies
+ * freed by knn_inputs_free), sizes, and the self index when x_query is NULL. */
+typedef struct knn_inputs {
+  const double *ref, *q;
+  double *ref_own, *q_own;
+  int64_t *self;
+  int64_t n_ref, n_q, d;
+} knn_inputs;
+
+static void knn_inputs_free(effml_context *ctx, knn_inputs *in) {
+  effml__free(ctx, in->self);
+  effml__free(ctx, in->ref_own);
+  effml__free(ctx, in->q_own);
+}
+
+static effml_status knn_inputs_read(effml_context *ctx, const effml_tensor *x_ref,
+                                    const effml_tensor *x_query, int64_t k, knn_inputs *in) {
+  memset(in, 0, sizeof *in);
+  EFFML__TRY(effml__sampler_x_f64(ctx, x_ref, "x_ref", 0, &in->ref, &in->ref_own));
+  in->n_ref = x_ref->shape[0];
+  in->d = x_ref->shape[1];
+  in->n_q = in->n_ref;
+  in->q = in->ref;
   effml_status st = EFFML_OK;
   if (x_query) {
-    st = effml__sampler_x_f64(ctx, x_query, "x_query", 0, &qd, &q_own);
+    st = effml__sampler_x_f64(ctx, x_query, "x_query", 0, &in->q, &in->q_own);
     if (st == EFFML_OK && x_query->dtype != x_ref->dtype)
       st = effml__err(ctx, EFFML_E_DTYPE, "x_query dtype %s differs from x_ref dtype %s",
                       effml_tensor_dtype_name(x_query->dtype), effml_tensor_dtype_name(x_ref->dtype));
-    if (st == EFFML_OK && x_query->shape[1] != d)
+    if (st == EFFML_OK && x_query->shape[1] != in->d)
       st = effml__err(ctx, EFFML_E_SHAPE, "x_query has %lld features, x_ref has %lld",
-                      (long long)x_query->shape[1], (long long)d);
-    if (st == EFFML_OK) n_q = x_query->shape[0];
+                      (long long)x_query->shape[1], (long long)in->d);
+    if (st == EFFML_OK) in->n_q = x_query->shape[0];
   }
-  int64_t avail = n_ref - (x_query ? 0 : 1);
+  int64_t avail = in->n_ref - (x_query ? 0 : 1);
   if (st == EFFML_OK && (k < 1 || k > avail))
     st = effml__err(ctx, EFFML_E_INVALID_ARG,
                     "k=%lld must be in [1, %lld]: x_ref has %lld rows%s", (long long)k,
-                    (long long)avail, (long long)n_ref,
+                    (long long)avail, (long long)in->n_ref,
                     x_query ? "" : " and a point is not its own neighbour");
-  int64_t *self = NULL;
-  effml_tensor *ti = NULL, *td = NULL;
-  double *d2 = NULL;
-  int64_t shape[2] = {n_q, k};
   if (st == EFFML_OK && !x_query) {
-    self = (int64_t *)effml__alloc_or_err(ctx, (size_t)n_q * sizeof(int64_t), "kNN self index");
-    if (!self) st = EFFML_E_NOMEM;
-    for (int64_t i = 0; self && i < n_q; ++i) self[i] = i;
+    in->self = (int64_t *)effml__alloc_or_err(ctx, (size_t)in->n_q * sizeof(int64_t),
+                                              "kNN self index");
+    if (!in->self) st = EFFML_E_NOMEM;
+    for (int64_t i = 0; in->self && i < in->n_q; ++i) in->self[i] = i;
   }
-  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_I64, 2, shape, &ti);
-  if (st == EFFML_OK && distances) st = effml_tensor_create(ctx, EFFML_F64, 2, shape, &td);
+  if (st != EFFML_OK) knn_inputs_free(ctx, in);
+  return st;
+}
+
+/* Neighbours into idx [n_q, k] and, when dist is not NULL, Euclidean distances. */
+static effml_status knn_compute(effml_context *ctx, const knn_inputs *in, int64_t k, int64_t *idx,
+                                double *dist) {
+  EFFML__TRY(effml__knn_f64(ctx, in->ref, in->n_ref, in->q, in->n_q, in->d, k, in->self, 0, idx,
+                            dist));
+  if (dist)
+    for (int64_t i = 0; i < in->n_q * k; ++i) dist[i] = sqrt(dist[i]);
+  return EFFML_OK;
+}
+
+effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref,
+                               const effml_tensor *x_query, int64_t k, effml_tensor **indices,
+                               effml_tensor **distances) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, indices);
+  knn_inputs in;
+  EFFML__TRY(knn_inputs_read(ctx, x_ref, x_query, k, &in));
+  effml_tensor *ti = NULL, *td = NULL;
+  int64_t shape[2] = {in.n_q, k};
+  /* Every element of both outputs is written: no zeroing pass. */
+  effml_status st = effml__tensor_create_uninit(ctx, EFFML_I64, 2, shape, &ti);
+  if (st == EFFML_OK && distances) st = effml__tensor_create_uninit(ctx, EFFML_F64, 2, shape, &td);
   if (st == EFFML_OK)
-    st = effml__knn_f64(ctx, ref, n_ref, qd, n_q, d, k, self, 0, (int64_t *)(void *)ti->data,
-                        td ? effml__f64(td) : NULL);
-  if (st == EFFML_OK && td) {
-    d2 = effml__f64(td);
-    for (int64_t i = 0; i < n_q * k; ++i) d2[i] = sqrt(d2[i]);
-  }
-  effml__free(ctx, self);
-  effml__free(ctx, ref_own);
-  effml__free(ctx, q_own);
+    st = knn_compute(ctx, &in, k, (int64_t *)(void *)ti->data, td ? effml__f64(td) : NULL);
+  knn_inputs_free(ctx, &in);
   if (st != EFFML_OK) {
     effml_tensor_free(ti);
     effml_tensor_free(td);
@@ -230,4 +257,27 @@ effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref, co
   *indices = ti;
   if (distances) *distances = td;
   return EFFML_OK;
+}
+
+effml_status effml_sampler_knn_into(effml_context *ctx, const effml_tensor *x_ref,
+                                    const effml_tensor *x_query, int64_t k, effml_tensor *indices,
+                                    effml_tensor *distances) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  knn_inputs in;
+  EFFML__TRY(knn_inputs_read(ctx, x_ref, x_query, k, &in));
+  effml_status st = effml__check_tensor(ctx, indices, "indices", EFFML_I64, 2, 1);
+  if (st == EFFML_OK) st = effml__check_writable(ctx, indices, "indices");
+  if (st == EFFML_OK) st = effml__check_dim(ctx, indices, "indices", 0, in.n_q);
+  if (st == EFFML_OK) st = effml__check_dim(ctx, indices, "indices", 1, k);
+  if (st == EFFML_OK && distances) {
+    st = effml__check_tensor(ctx, distances, "distances", EFFML_F64, 2, 1);
+    if (st == EFFML_OK) st = effml__check_writable(ctx, distances, "distances");
+    if (st == EFFML_OK) st = effml__check_dim(ctx, distances, "distances", 0, in.n_q);
+    if (st == EFFML_OK) st = effml__check_dim(ctx, distances, "distances", 1, k);
+  }
+  if (st == EFFML_OK)
+    st = knn_compute(ctx, &in, k, (int64_t *)(void *)indices->data,
+                     distances ? effml__f64(distances) : NULL);
+  knn_inputs_free(ctx, &in);
+  return st;
 }

@@ -60,7 +60,7 @@ effml_status effml__leverage_read_options(effml_context *ctx, const effml_sample
   memcpy(o, opt, opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o);
   o->struct_size = (uint32_t)sizeof *o;
   if (o->method != EFFML_SAMPLER_LEVERAGE_EXACT && o->method != EFFML_SAMPLER_LEVERAGE_SKETCH)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_LEVERAGE_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_LEVERAGE_* value",
                       (int)o->method);
   if (o->sketch_rows < 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "sketch_rows=%lld must be >= 0", (long long)o->sketch_rows);
@@ -496,22 +496,32 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   return st;
 }
 
-effml_status effml_sampler_leverage_scores(effml_context *ctx, const effml_sampler_leverage_options *opt,
-                                   const effml_tensor *a, effml_tensor **tau) {
+/* a as f64 with n >= d; *own is a converted copy to free (or NULL). */
+static effml_status leverage_input(effml_context *ctx, const effml_tensor *a, const double **ad,
+                                   double **own) {
+  EFFML__TRY(effml__sampler_x_f64(ctx, a, "a", 0, ad, own));
+  if (a->shape[0] < a->shape[1]) {
+    effml__free(ctx, *own);
+    *own = NULL;
+    return effml__err(ctx, EFFML_E_SHAPE, "a is %lld x %lld: leverage scores need n >= d",
+                      (long long)a->shape[0], (long long)a->shape[1]);
+  }
+  return EFFML_OK;
+}
+
+effml_status effml_sampler_leverage_scores(effml_context *ctx,
+                                           const effml_sampler_leverage_options *opt,
+                                           const effml_tensor *a, effml_tensor **tau) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, tau);
   effml_sampler_leverage_options o;
   EFFML__TRY(effml__leverage_read_options(ctx, opt, &o));
   const double *ad;
   double *own = NULL;
-  EFFML__TRY(effml__sampler_x_f64(ctx, a, "a", 0, &ad, &own));
+  EFFML__TRY(leverage_input(ctx, a, &ad, &own));
   int64_t n = a->shape[0], d = a->shape[1];
-  effml_status st = EFFML_OK;
-  if (n < d)
-    st = effml__err(ctx, EFFML_E_SHAPE, "a is %lld x %lld: leverage scores need n >= d",
-                    (long long)n, (long long)d);
   effml_tensor *t = NULL;
-  if (st == EFFML_OK) st = effml_tensor_create(ctx, EFFML_F64, 1, &n, &t);
+  effml_status st = effml_tensor_create(ctx, EFFML_F64, 1, &n, &t);
   if (st == EFFML_OK) st = effml__leverage_f64(ctx, &o, ad, NULL, n, d, effml__f64(t));
   effml__free(ctx, own);
   if (st != EFFML_OK) {
@@ -520,4 +530,22 @@ effml_status effml_sampler_leverage_scores(effml_context *ctx, const effml_sampl
   }
   *tau = t;
   return EFFML_OK;
+}
+
+effml_status effml_sampler_leverage_scores_into(effml_context *ctx,
+                                                const effml_sampler_leverage_options *opt,
+                                                const effml_tensor *a, effml_tensor *tau) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  effml_sampler_leverage_options o;
+  EFFML__TRY(effml__leverage_read_options(ctx, opt, &o));
+  const double *ad;
+  double *own = NULL;
+  EFFML__TRY(leverage_input(ctx, a, &ad, &own));
+  int64_t n = a->shape[0], d = a->shape[1];
+  effml_status st = effml__check_tensor(ctx, tau, "tau", EFFML_F64, 1, 1);
+  if (st == EFFML_OK) st = effml__check_writable(ctx, tau, "tau");
+  if (st == EFFML_OK) st = effml__check_dim(ctx, tau, "tau", 0, n);
+  if (st == EFFML_OK) st = effml__leverage_f64(ctx, &o, ad, NULL, n, d, effml__f64(tau));
+  effml__free(ctx, own);
+  return st;
 }

@@ -210,6 +210,15 @@ typedef struct apply_job {
 
 static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker);
 
+/* Write the m plan rows into xo [>= m, d] and yo [>= m] (checked by the caller). */
+static void apply_rows_into(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
+                            const int64_t *b, const int64_t *nb, const double *s, int64_t m,
+                            effml_tensor *xo, effml_tensor *yo) {
+  apply_job job = {x, y, b, nb, s, x->shape[1], xo, yo};
+  /* Rows are independent: any split gives the same bytes. */
+  effml__parallel_for(ctx, m, 8192, apply_range, &job);
+}
+
 static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
                                const int64_t *b, const int64_t *nb, const double *s, int64_t m,
                                effml_tensor **x_out, effml_tensor **y_out) {
@@ -223,11 +232,33 @@ static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const 
     effml_tensor_free(xo);
     return st;
   }
-  apply_job job = {x, y, b, nb, s, d, xo, yo};
-  /* Rows are independent: any split gives the same bytes. */
-  effml__parallel_for(ctx, m, 8192, apply_range, &job);
+  apply_rows_into(ctx, x, y, b, nb, s, m, xo, yo);
   *x_out = xo;
   *y_out = yo;
+  return EFFML_OK;
+}
+
+/* Caller-owned outputs of the _into calls: x_out [cap, d] in x's dtype, y_out [cap] in y's
+ * dtype, both contiguous and writable, cap the same for both; *cap receives it. */
+static effml_status check_out_buffers(effml_context *ctx, const effml_tensor *x,
+                                      const effml_tensor *y, const effml_tensor *x_out,
+                                      const effml_tensor *y_out, int64_t *cap) {
+  EFFML__TRY(effml__check_tensor(ctx, x_out, "x_out", x->dtype, 2, 1));
+  EFFML__TRY(effml__check_writable(ctx, x_out, "x_out"));
+  EFFML__TRY(effml__check_dim(ctx, x_out, "x_out", 1, x->shape[1]));
+  EFFML__TRY(effml__check_tensor(ctx, y_out, "y_out", y->dtype, 1, 1));
+  EFFML__TRY(effml__check_writable(ctx, y_out, "y_out"));
+  EFFML__TRY(effml__check_dim(ctx, y_out, "y_out", 0, x_out->shape[0]));
+  *cap = x_out->shape[0];
+  return EFFML_OK;
+}
+
+static effml_status check_capacity(effml_context *ctx, int64_t need, int64_t cap) {
+  if (need > cap)
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "the result has %lld rows but x_out and y_out hold %lld: allocate at "
+                      "least %lld rows (*n_out says so) and call again",
+                      (long long)need, (long long)cap, (long long)need);
   return EFFML_OK;
 }
 
@@ -281,13 +312,11 @@ static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
   }
 }
 
-effml_status effml_sampler_resample_apply(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
-                                  const effml_tensor *base, const effml_tensor *neighbor,
-                                  const effml_tensor *step, effml_tensor **x_out,
-                                  effml_tensor **y_out) {
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, x_out);
-  EFFML__CHECK_NULL(ctx, y_out);
+/* Inputs of resample_apply, checked; *m receives the number of plan rows. */
+static effml_status check_apply_inputs(effml_context *ctx, const effml_tensor *x,
+                                       const effml_tensor *y, const effml_tensor *base,
+                                       const effml_tensor *neighbor, const effml_tensor *step,
+                                       int64_t *m_out) {
   EFFML__TRY(effml__check_tensor(ctx, x, "x", 0, 2, 1));
   if (x->dtype != EFFML_F32 && x->dtype != EFFML_F64)
     return effml__err(ctx, EFFML_E_DTYPE, "argument 'x' has dtype %s, expected f32 or f64",
@@ -306,14 +335,44 @@ effml_status effml_sampler_resample_apply(effml_context *ctx, const effml_tensor
   EFFML__TRY(effml__check_dim(ctx, step, "step", 0, m));
   const int64_t *b = (const int64_t *)(const void *)base->data;
   const int64_t *nb = (const int64_t *)(const void *)neighbor->data;
-  const double *s = effml__cf64(step);
   for (int64_t r = 0; r < m; ++r) {
     if (b[r] < 0 || b[r] >= n || nb[r] < -1 || nb[r] >= n)
       return effml__err(ctx, EFFML_E_RANGE,
                         "plan row %lld: base=%lld / neighbor=%lld outside [0, %lld)",
                         (long long)r, (long long)b[r], (long long)nb[r], (long long)n);
   }
-  return apply_rows(ctx, x, y, b, nb, s, m, x_out, y_out);
+  *m_out = m;
+  return EFFML_OK;
+}
+
+effml_status effml_sampler_resample_apply(effml_context *ctx, const effml_tensor *x,
+                                          const effml_tensor *y, const effml_tensor *base,
+                                          const effml_tensor *neighbor, const effml_tensor *step,
+                                          effml_tensor **x_out, effml_tensor **y_out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, x_out);
+  EFFML__CHECK_NULL(ctx, y_out);
+  int64_t m = 0;
+  EFFML__TRY(check_apply_inputs(ctx, x, y, base, neighbor, step, &m));
+  return apply_rows(ctx, x, y, (const int64_t *)(const void *)base->data,
+                    (const int64_t *)(const void *)neighbor->data, effml__cf64(step), m, x_out,
+                    y_out);
+}
+
+effml_status effml_sampler_resample_apply_into(effml_context *ctx, const effml_tensor *x,
+                                               const effml_tensor *y, const effml_tensor *base,
+                                               const effml_tensor *neighbor,
+                                               const effml_tensor *step, effml_tensor *x_out,
+                                               effml_tensor *y_out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  int64_t m = 0, cap = 0;
+  EFFML__TRY(check_apply_inputs(ctx, x, y, base, neighbor, step, &m));
+  EFFML__TRY(check_out_buffers(ctx, x, y, x_out, y_out, &cap));
+  EFFML__TRY(check_capacity(ctx, m, cap));
+  apply_rows_into(ctx, x, y, (const int64_t *)(const void *)base->data,
+                  (const int64_t *)(const void *)neighbor->data, effml__cf64(step), m, x_out,
+                  y_out);
+  return EFFML_OK;
 }
 
 effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resample_options *opt,
@@ -328,6 +387,44 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
+  effml__plan_free(ctx, &p);
+  return st;
+}
+
+effml_status effml_sampler_resample_into(effml_context *ctx,
+                                         const effml_sampler_resample_options *opt,
+                                         const effml_tensor *x, const effml_tensor *y,
+                                         effml_tensor *x_out, effml_tensor *y_out,
+                                         int64_t *n_out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, n_out);
+  effml_sampler_resample_options o;
+  EFFML__TRY(read_options(ctx, opt, &o));
+  EFFML__TRY(effml__check_tensor(ctx, x, "x", 0, 2, 1));
+  EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
+  int64_t cap = 0;
+  EFFML__TRY(check_out_buffers(ctx, x, y, x_out, y_out, &cap));
+  if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC) {
+    /* SMOTE-NC votes the categorical values row by row: no plan form, so the
+     * result is built in library memory and copied. */
+    effml_tensor *xo = NULL, *yo = NULL;
+    EFFML__TRY(effml__smotenc_resample(ctx, &o, x, y, &xo, &yo));
+    const int64_t m = xo->shape[0];
+    effml_status st = check_capacity(ctx, m, cap);
+    if (st == EFFML_OK) {
+      memcpy(x_out->data, xo->data, effml_tensor_nbytes(xo));
+      memcpy(y_out->data, yo->data, effml_tensor_nbytes(yo));
+    }
+    effml_tensor_free(xo);
+    effml_tensor_free(yo);
+    *n_out = m;
+    return st;
+  }
+  effml__plan p;
+  EFFML__TRY(build_plan(ctx, &o, x, y, &p));
+  effml_status st = check_capacity(ctx, p.n, cap);
+  if (st == EFFML_OK) apply_rows_into(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
+  *n_out = p.n;
   effml__plan_free(ctx, &p);
   return st;
 }

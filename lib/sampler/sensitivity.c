@@ -39,7 +39,7 @@ effml_status effml_sampler_sensitivity_sample(effml_context *ctx, const effml_te
   if (!(m > 0) || !isfinite(m)) return effml__err(ctx, EFFML_E_INVALID_ARG, "m=%g must be finite and > 0", m);
   if (!(p >= 1) || !isfinite(p)) return effml__err(ctx, EFFML_E_INVALID_ARG, "p=%g must be finite and >= 1", p);
   if (scheme != EFFML_SAMPLER_DRAW_BERNOULLI && scheme != EFFML_SAMPLER_DRAW_IID)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "scheme=%d is not an EFFML_SAMPLE_* value", (int)scheme);
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "scheme=%d is not an EFFML_SAMPLER_DRAW_* value", (int)scheme);
   const int64_t n = scores->shape[0];
   const double *s = effml__cf64(scores);
   double S = 0;

@@ -141,7 +141,7 @@ effml_status effml__strategy_resolve(effml_context *ctx, const effml_sampler_res
   }
 
   if (s < EFFML_SAMPLER_STRATEGY_AUTO || s > EFFML_SAMPLER_STRATEGY_MAJORITY)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "sampling_strategy=%d is not an EFFML_STRATEGY_* value",
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "sampling_strategy=%d is not an EFFML_SAMPLER_STRATEGY_* value",
                       (int)s);
   if (fam == EFFML__FAMILY_OVER) {
     if (s == EFFML_SAMPLER_STRATEGY_MAJORITY)

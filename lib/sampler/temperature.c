@@ -107,7 +107,7 @@ effml_status effml_sampler_temperature_at(effml_context *ctx, const effml_sample
                           t, (long long)step);
       break;
     default:
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "schedule kind=%d is not an EFFML_SCHEDULE_* value",
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "schedule kind=%d is not an EFFML_SAMPLER_SCHEDULE_* value",
                         (int)s.kind);
   }
   *temperature = t;

@@ -270,16 +270,9 @@ typedef void (*spmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *,
 typedef void (*sddmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
                               const float *, int64_t, float *);
 
-/* 2 = AVX-512F, 1 = AVX2+FMA, 0 = portable.  Computed on every call: cheap,
- * and no global mutable state. */
-static int isa_level(void) {
-#ifdef EFFML__X86
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return 2;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-#endif
-  return 0;
-}
+/* 2 = AVX-512F, 1 = AVX2+FMA, 0 = portable (EFFML_CORE_ISA_*; effml_core_isa_level()
+ * reports the same level). */
+static int isa_level(void) { return (int)effml__isa_level(); }
 
 static spmm_rows_fn pick_spmm(void) {
 #ifdef EFFML__X86

@@ -1,7 +1,7 @@
 """The base class of the imbalanced-learn drop-in samplers.
 
 A sampler subclass declares, as class attributes, the C method code
-(``_method``, an ``EFFML_RESAMPLE_*``), its kind (``_sampling_type``:
+(``_method``, an ``EFFML_SAMPLER_RESAMPLE_*``), its kind (``_sampling_type``:
 "over-sampling", "under-sampling" or "clean-sampling") and how its output is
 made (``_by_index``: True when every output row is an input row, so the
 output is ``X[sample_indices_]`` and X may be any array; False when C
