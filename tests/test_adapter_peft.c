@@ -759,6 +759,107 @@ START_TEST(test_lokr_refusals) {
 }
 END_TEST
 
+/* ---- any type through effml_adapter_peft_* (open, attach, merge) ---- */
+
+static void run_attach_case(const char *name, const char *want_type) {
+  effml_context *ctx = tu_ctx(4);
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, name);
+  effml_safetensors *base = open_st(ctx, dir, "base.safetensors"), *io = open_st(ctx, dir, "io.safetensors"),
+                    *grads = open_st(ctx, dir, "grads.safetensors"), *merged = open_st(ctx, dir, "merged.safetensors");
+  effml_adapter_peft *a = NULL;
+  ck_assert_msg(effml_adapter_peft_open(ctx, dir, &a) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_str_eq(effml_adapter_peft_type(a), want_type);
+  ck_assert_int_eq(effml_adapter_peft_num_modules(a), 2);
+  int64_t ngrads = 0;
+  for (int64_t i = 0; i < 2; ++i) {
+    const char *mn = effml_adapter_peft_module_name(a, i), *m = mn + strlen("base_model.model.");
+    effml_layer *b = dense_from_base(ctx, base, m, 0), *l = NULL;
+    ck_assert_msg(effml_adapter_peft_attach(ctx, a, i, b, &l) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    const effml_tensor *x = get(ctx, io, "%s.x", m), *y = get(ctx, io, "%s.y", m), *g = get(ctx, io, "%s.g", m),
+                       *dx = get(ctx, io, "%s.dx", m);
+    int64_t out = effml_layer_out_features(l), in = effml_layer_in_features(l);
+    effml_tensor *yo = new2(ctx, 5, out), *dxo = new2(ctx, 5, in);
+    char what[400];
+    snprintf(what, sizeof what, "%s %s y", name, m);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
+    expect_close(what, effml_tensor_data(yo), y, 2e-6);
+    effml_layer_zero_grad(l);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, yo, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+    ck_assert_int_eq(effml_layer_backward(ctx, l, g, dxo), EFFML_OK);
+    snprintf(what, sizeof what, "%s %s dx", name, m);
+    expect_close(what, effml_tensor_data(dxo), dx, 2e-6);
+    for (int32_t p = 0; p < effml_layer_num_params(l); ++p) {
+      if (!effml_layer_param_trainable(l, p)) continue;
+      char key[256];
+      snprintf(key, sizeof key, "%s.%s", mn, effml_layer_param_name(l, p));
+      const effml_tensor *ref = NULL;
+      ck_assert_msg(effml_safetensors_get(ctx, grads, key, &ref) == EFFML_OK, "no PEFT gradient for %s", key);
+      snprintf(what, sizeof what, "%s grad %s", name, key);
+      expect_close(what, effml_tensor_data(effml_layer_param_grad(l, p)), ref, 5e-6);
+      ++ngrads;
+    }
+    ck_assert_int_eq(effml_adapter_peft_merge_layer(ctx, l), EFFML_OK);
+    effml_layer *bl = effml_adapter_lora_base(l);
+    snprintf(what, sizeof what, "%s %s merged weight", name, m);
+    expect_close(what, effml_tensor_data(effml_layer_param(bl, pidx(bl, "weight"))), get(ctx, merged, "%s.weight", m), 2e-6);
+    if (pidx(bl, "bias") >= 0) {
+      snprintf(what, sizeof what, "%s %s merged bias", name, m);
+      expect_close(what, effml_tensor_data(effml_layer_param(bl, pidx(bl, "bias"))), get(ctx, merged, "%s.bias", m), 2e-6);
+    }
+    effml_tensor_free(yo);
+    effml_tensor_free(dxo);
+    effml_layer_free(l);
+  }
+  ck_assert_int_eq(ngrads, effml_safetensors_count(grads));
+  effml_adapter_peft_free(a);
+  effml_safetensors_free(base);
+  effml_safetensors_free(io);
+  effml_safetensors_free(grads);
+  effml_safetensors_free(merged);
+  effml_context_free(ctx);
+}
+
+START_TEST(test_ia3) {
+  run_attach_case("ia3", "IA3"); /* q_proj scales its output (and bias), v_proj (feed-forward) its input */
+  /* merge / unmerge round trip on a layer of our own */
+  effml_context *ctx = tu_ctx(6);
+  for (int ff = 0; ff < 2; ++ff) {
+    effml_layer *d = NULL, *l = NULL;
+    ck_assert_int_eq(effml_layer_dense_create(ctx, 8, 6, 1, &d), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_ia3_create(ctx, d, ff, &l), EFFML_OK);
+    float *s = effml_tensor_data(effml_layer_param(l, pidx(l, "ia3_l")));
+    for (int k = 0; k < (ff ? 8 : 6); ++k) s[k] = 0.5f + 0.25f * (float)k;
+    float w0[48];
+    memcpy(w0, effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight"))), sizeof w0);
+    effml_tensor *x = new2(ctx, 3, 8), *y0 = new2(ctx, 3, 6), *y1 = new2(ctx, 3, 6);
+    tu_fill_uniform(x, 3, -1, 1);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y0, EFFML_LAYER_MODE_INFER), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_ia3_merge(ctx, l), EFFML_OK);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y1, EFFML_LAYER_MODE_INFER), EFFML_OK);
+    ck_assert(tu_max_abs_diff_f32(effml_tensor_data(y0), effml_tensor_data(y1), 18) < 1e-5);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y1, EFFML_LAYER_MODE_TRAIN), EFFML_E_STATE);
+    ck_assert_int_eq(effml_adapter_ia3_unmerge(ctx, l), EFFML_OK);
+    ck_assert(tu_max_abs_diff_f32(w0, effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight"))), 48) < 1e-6);
+    effml_tensor_free(x);
+    effml_tensor_free(y0);
+    effml_tensor_free(y1);
+    effml_layer_free(l);
+  }
+  /* feedforward_modules disagreeing with the tensor's shape: named */
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("ia3", "ia3_ff", "\"feedforward_modules\": [\n    \"v_proj\"\n  ]",
+                                                        "\"feedforward_modules\": [\"q_proj\"]"), &a), EFFML_OK);
+  effml_layer *d = NULL, *l = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 40, 24, 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, 0, d, &l), EFFML_E_SHAPE);
+  ck_assert(strstr(effml_context_last_error(ctx), "ia3_l") != NULL);
+  effml_layer_free(d); /* still ours after the error */
+  effml_adapter_peft_free(a);
+  effml_context_free(ctx);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("adapter_peft");
   TCase *t = tcase_create("peft");
@@ -779,6 +880,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_lokr);
   tcase_add_test(t, test_lokr_decompose_both);
   tcase_add_test(t, test_lokr_refusals);
+  tcase_add_test(t, test_ia3);
   suite_add_tcase(s, t);
   return s;
 }

@@ -72,7 +72,7 @@ static void check_case(const char *c) {
 
 START_TEST(test_merge_fixtures) {
   const char *cases[] = {"lora", "lora_rslora", "lora_rank_alpha_pattern", "lora_dropout", "dora",
-                         "dora_rslora", "lora_conv1d_fan_in_fan_out", "lokr", "lokr_decompose_both"};
+                         "dora_rslora", "lora_conv1d_fan_in_fan_out", "lokr", "lokr_decompose_both", "ia3"};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) check_case(cases[i]);
 }
 END_TEST

@@ -8,7 +8,7 @@
  * in memory): the header (names, dtypes, shapes, offsets, __metadata__) is copied
  * verbatim, every tensor the adapter does not touch is copied byte for byte (any
  * dtype, F8 included), and each adapted module's "X.weight" (module
- * "base_model.model.X") -- and "X.bias" for lora_bias -- is converted to f32,
+ * "base_model.model.X") and "X.bias" are converted to f32,
  * merged by the library's own merge (LoRA, rsLoRA, DoRA, lora_bias, patterns,
  * fan_in_fan_out, LoKr) and rounded once back to its dtype (F32, F16, BF16).
  * Everything is checked before the first byte is written; the output is written
@@ -101,11 +101,11 @@ static int32_t dtype_of(const char *s) {
   return 0;
 }
 
-/* Merge module w->module (weight w, bias b or NULL) and write the merged bytes of the weight
- * (or of the bias, want_bias) to f, rounded once to the file's dtype.  Memory: the tensor's bytes
- * plus one f32 copy (and DoRA's 64-row block). */
+/* Merge module w->module (weight w, bias b or NULL): on success *wout / *bout hold the merged
+ * bytes of the weight and the bias in the file's dtypes (rounded once; the caller frees them).
+ * Memory: the tensor's bytes plus one f32 copy (and DoRA's 64-row block). */
 static int merge_module(effml_context *ctx, const effml_adapter_peft *a, int fd, uint64_t data0, const entry *w,
-                        const entry *b, int want_bias, FILE *f) {
+                        const entry *b, void **wout, void **bout) {
   int rc = 1, fan = effml_adapter_peft_fan_in_fan_out(a);
   size_t wbytes = (size_t)(w->end - w->begin), bbytes = b ? (size_t)(b->end - b->begin) : 0;
   void *wraw = malloc(wbytes ? wbytes : 1), *braw = b ? malloc(bbytes ? bbytes : 1) : NULL;
@@ -150,18 +150,15 @@ static int merge_module(effml_context *ctx, const effml_adapter_peft *a, int fd,
     rc = fail_ctx(ctx, effml_adapter_peft_module_name(a, w->module));
     goto done;
   }
-  {
-    effml_layer *bl = effml_adapter_lora_base(l);
-    const entry *e = want_bias ? b : w;
-    if (effml_tensor_copy(ctx, want_bias ? bt : wt, effml_layer_param(bl, want_bias ? ib : iw)) != EFFML_OK) {
-      rc = fail_ctx(ctx, e->name);
-      goto done;
-    }
-    if (write_full(f, want_bias ? braw : wraw, want_bias ? bbytes : wbytes)) {
-      fprintf(stderr, "effml-adapter: write failed: %s\n", strerror(errno));
-      goto done;
-    }
+  effml_layer *bl = effml_adapter_lora_base(l);
+  if (effml_tensor_copy(ctx, wt, effml_layer_param(bl, iw)) != EFFML_OK ||
+      (b && effml_tensor_copy(ctx, bt, effml_layer_param(bl, ib)) != EFFML_OK)) {
+    rc = fail_ctx(ctx, w->name);
+    goto done;
   }
+  *wout = wraw;
+  *bout = braw;
+  wraw = braw = NULL;
   rc = 0;
 done:
   effml_layer_free(l);
@@ -188,7 +185,7 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
   cJSON *root = NULL;
   entry *es = NULL;
   FILE *f = NULL;
-  void *buf = NULL;
+  void *buf = NULL, *cw = NULL, *cb = NULL;
   if (effml_adapter_peft_open(ctx, dir, &a) != EFFML_OK) {
     rc = fail_ctx(ctx, dir);
     goto done;
@@ -285,6 +282,7 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
     goto done;
   }
   uint64_t data0 = 8 + n, pos = 0;
+  int64_t cached = -1;
   for (int i = 0; i < ne; ++i) {
     entry *e = &es[i];
     if (e->begin != pos) {
@@ -292,19 +290,28 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
       goto done;
     }
     size_t bytes = (size_t)(e->end - e->begin);
-    int merged = e->module >= 0 && (!e->is_bias || effml_adapter_peft_changes_bias(a));
-    if (merged) {
-      entry *w = e, *b = NULL;
-      if (e->is_bias) {
+    if (e->module >= 0) {
+      /* a module's weight and bias come from one merge (bias: unchanged bytes unless the adapter
+       * changes it, lora_bias or IA3); the other of the pair is kept until its turn (adjacent
+       * in practice: "X.bias" and "X.weight" sort together) */
+      if (cached != e->module) {
+        free(cw);
+        free(cb);
+        cw = cb = NULL;
+        entry *w = NULL, *b = NULL;
         for (int j = 0; j < ne; ++j)
-          if (es[j].module == e->module && !es[j].is_bias) w = &es[j];
-        b = e;
-      } else {
-        for (int j = 0; j < ne; ++j)
-          if (es[j].module == e->module && es[j].is_bias) b = &es[j];
+          if (es[j].module == e->module) {
+            if (es[j].is_bias) b = &es[j];
+            else w = &es[j];
+          }
+        fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
+        if (merge_module(ctx, a, fd, data0, w, b, &cw, &cb)) goto done;
+        cached = e->module;
       }
-      fprintf(stderr, "effml-adapter: merging %s\n", e->name);
-      if (merge_module(ctx, a, fd, data0, w, b, e->is_bias, f)) goto done;
+      if (write_full(f, e->is_bias ? cb : cw, bytes)) {
+        fprintf(stderr, "effml-adapter: write failed: %s\n", strerror(errno));
+        goto done;
+      }
     } else {
       size_t chunk = 1u << 24;
       buf = malloc(chunk);
@@ -337,6 +344,8 @@ done:
   if (f) fclose(f);
   if (rc != 0 && tmp) unlink(tmp);
   free(buf);
+  free(cw);
+  free(cb);
   free(tmp);
   free(es);
   cJSON_Delete(root);

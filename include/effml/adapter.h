@@ -452,6 +452,30 @@ EFFML_API effml_status effml_adapter_lokr_load_peft(effml_context *ctx, const ch
                                                     const char *const *module_names);
 
 /* ------------------------------------------------------------------------ */
+/* IA3                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Wrap a dense (or "conv1d") base layer in IA3 (kind "ia3"; Liu et al. 2022,
+ * arXiv 2205.05638, section 3.3; PEFT IA3 Linear): a learned vector "ia3_l"
+ * rescales the output, y = (x W^T + b) .* l with l `[out, 1]`, or for a
+ * feed-forward module the input, y = (x .* l) W^T + b with l `[1, in]`.  l
+ * starts at ones; the base is frozen.  Ownership of `base` as LoRA.  Extra
+ * cost: one multiply per output (or input) element per row.
+ * @return EFFML_E_INVALID_ARG (NULL, base without "weight"), EFFML_E_SHAPE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_ia3_create(effml_context *ctx, effml_layer *base,
+                                                int32_t feedforward, effml_layer **out);
+/**
+ * Merge as PEFT: output scaling multiplies W's rows and the bias by l; input
+ * scaling multiplies W's columns.  Unmerge divides again (a zero entry of l
+ * cannot be undone: EFFML_E_NUMERIC).  A merged layer refuses training.
+ * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_ia3_merge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_ia3_unmerge(effml_context *ctx, effml_layer *layer);
+
+/* ------------------------------------------------------------------------ */
 /* A PEFT adapter directory as one object (module-by-module merging)         */
 /* ------------------------------------------------------------------------ */
 
@@ -471,7 +495,7 @@ typedef struct effml_adapter_peft effml_adapter_peft;
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
 /** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */
 EFFML_API void effml_adapter_peft_free(effml_adapter_peft *a);
-/** "LORA", "LORA (DoRA)" or "LOKR" (borrowed; NULL for NULL). */
+/** "LORA", "LORA (DoRA)", "LOKR" or "IA3" (borrowed; NULL for NULL). */
 EFFML_API const char *effml_adapter_peft_type(const effml_adapter_peft *a);
 /** Number of adapted modules. */
 EFFML_API int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a);
@@ -492,7 +516,8 @@ EFFML_API effml_status effml_adapter_peft_module_info(effml_context *ctx, const 
 /**
  * Build module i's adapter layer around `base` (a dense layer, or a "conv1d"
  * one for fan_in_fan_out files): a "lora" layer (DoRA, lora_bias, dropout as
- * configured) or a "lokr" layer, its weights copied from the file.  On
+ * configured), a "lokr" layer or an "ia3" layer (feed-forward as
+ * feedforward_modules says, PEFT's matching), its weights copied from the file.  On
  * success `*out` owns `base`; on error the caller still owns it.
  * @return EFFML_E_NOT_FOUND / EFFML_E_SHAPE (names the key and the shapes),
  *         the errors of effml_adapter_lora_create() / effml_adapter_lokr_create(),

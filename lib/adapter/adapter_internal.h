@@ -158,7 +158,7 @@ EFFML__HIDDEN int64_t effml__lokr_rank(const effml_layer *layer);
 EFFML__HIDDEN void effml__lokr_set_alpha(effml_layer *layer, double alpha);
 /* The adapter kinds' ops tables (registered in lib/registry/layer_kinds.c). */
 EFFML__HIDDEN extern const effml__layer_ops effml__lora_ops, effml__lokr_ops, effml__phm_ops,
-    effml__adapter_block_ops, effml__conv1d_ops;
+    effml__adapter_block_ops, effml__conv1d_ops, effml__ia3_ops;
 
 /* kaiming_uniform_(a) of PyTorch on a 2-D [rows, cols] tensor: bound = gain*sqrt(3/fan_in),
  * gain = sqrt(2/(1+a^2)), fan_in = cols.  From the context generator. */
@@ -171,6 +171,7 @@ struct cJSON;
 #define EFFML__PEFT_CAP_LORA_BIAS 2u /* the caller honours lora_bias */
 #define EFFML__PEFT_LORA 0
 #define EFFML__PEFT_LOKR 1
+#define EFFML__PEFT_IA3 2
 typedef struct effml__peft_cfg {
   effml_context *ctx;
   int32_t type;             /* EFFML__PEFT_* */
@@ -183,6 +184,7 @@ typedef struct effml__peft_cfg {
   double alpha, dropout;
   int32_t use_rslora, use_dora, lora_bias, fan_in_fan_out;
   const struct cJSON *rank_pattern, *alpha_pattern; /* inside root, or NULL */
+  const struct cJSON *feedforward; /* IA3 feedforward_modules, or NULL */
 } effml__peft_cfg;
 /* Read and check every key of a LoRA adapter_config.json against the field
  * table; EFFML_E_UNSUPPORTED names the key and value it cannot honour. */
@@ -194,6 +196,11 @@ EFFML__HIDDEN void effml__peft_cfg_close(effml__peft_cfg *c);
 /* r and alpha of one module after rank_pattern / alpha_pattern (PEFT's get_pattern_key). */
 EFFML__HIDDEN void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, int64_t *r,
                                           double *alpha);
+/* IA3: 1 if the module is in feedforward_modules (PEFT's matching: a string is a full regex
+ * match, a list matches by name suffix). */
+EFFML__HIDDEN int effml__peft_cfg_feedforward(const effml__peft_cfg *c, const char *module_name);
+/* 1 if the layer is an IA3 layer (ia3.c). */
+EFFML__HIDDEN int effml__is_ia3(const effml_layer *l);
 /* The module name as PEFT matches patterns: without "base_model.model.". */
 EFFML__HIDDEN const char *effml__peft_module_key(const char *module_name);
 

@@ -100,10 +100,30 @@ static const field LOKR_FIELDS[] = {
     {"use_effective_conv2d", F_INFO},  /* Conv2d modules only; a linear module ignores it */
 };
 
+/* Every key PEFT 0.21 writes for IA3Config. */
+static const field IA3_FIELDS[] = {
+    {"auto_mapping", F_INFO},
+    {"base_model_name_or_path", F_INFO},
+    {"exclude_modules", F_INFO},
+    {"fan_in_fan_out", F_HONOURED},   /* the base layer states its layout */
+    {"feedforward_modules", F_HONOURED},
+    {"inference_mode", F_INFO},
+    {"init_ia3_weights", F_INFO},     /* init only; the vectors are in the file */
+    {"modules_to_save", F_EMPTY},
+    {"peft_type", F_HONOURED},
+    {"peft_version", F_INFO},
+    {"revision", F_INFO},
+    {"target_modules", F_INFO},
+    {"task_type", F_INFO},
+};
+
+static const char *type_name(int32_t t) { return t == EFFML__PEFT_LOKR ? "LOKR" : t == EFFML__PEFT_IA3 ? "IA3" : "LORA"; }
+
 static const field *find_field(const effml__peft_cfg *c, const char *key) {
-  const field *t = c->type == EFFML__PEFT_LOKR ? LOKR_FIELDS : LORA_FIELDS;
-  size_t n = c->type == EFFML__PEFT_LOKR ? sizeof LOKR_FIELDS / sizeof LOKR_FIELDS[0]
-                                         : sizeof LORA_FIELDS / sizeof LORA_FIELDS[0];
+  const field *t = c->type == EFFML__PEFT_LOKR ? LOKR_FIELDS : c->type == EFFML__PEFT_IA3 ? IA3_FIELDS : LORA_FIELDS;
+  size_t n = c->type == EFFML__PEFT_LOKR  ? sizeof LOKR_FIELDS / sizeof LOKR_FIELDS[0]
+             : c->type == EFFML__PEFT_IA3 ? sizeof IA3_FIELDS / sizeof IA3_FIELDS[0]
+                                          : sizeof LORA_FIELDS / sizeof LORA_FIELDS[0];
   for (size_t i = 0; i < n; ++i)
     if (strcmp(t[i].key, key) == 0) return &t[i];
   return NULL;
@@ -202,17 +222,18 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
   const field *f = find_field(c, k);
   if (f == NULL) {
     if (is_empty_value(v)) return EFFML_OK;
-    return unsupported(ctx, c, v, c->type == EFFML__PEFT_LOKR ? "unknown key (not in PEFT 0.21's LoKrConfig)"
-                                                              : "unknown key (not in PEFT 0.21's LoraConfig)");
+    return unsupported(ctx, c, v, "unknown key (not in PEFT 0.21's config of this peft_type)");
   }
   if (f->rule == F_INFO) return EFFML_OK;
   if (f->rule == F_EMPTY) return is_empty_value(v) ? EFFML_OK : unsupported(ctx, c, v, NULL);
   if (strcmp(k, "peft_type") == 0) {
     if (!cJSON_IsString(v)) return bad_value(ctx, c, v, "a string");
-    const char *want = c->type == EFFML__PEFT_LOKR ? "LOKR" : "LORA";
-    if (strcmp(v->valuestring, want) != 0)
-      return unsupported(ctx, c, v, c->type == EFFML__PEFT_LOKR ? "this loader reads LOKR adapters"
-                                                                : "this loader reads LORA adapters");
+    const char *want = type_name(c->type);
+    if (strcmp(v->valuestring, want) != 0) {
+      char why[64];
+      snprintf(why, sizeof why, "this loader reads %s adapters", want);
+      return unsupported(ctx, c, v, why);
+    }
   } else if (strcmp(k, "r") == 0) {
     if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble != floor(v->valuedouble) ||
         v->valuedouble > 1e9)
@@ -221,6 +242,25 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
   } else if (strcmp(k, "alpha") == 0 && c->type == EFFML__PEFT_LOKR) {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(ctx, c, v, "a finite number");
     c->alpha = v->valuedouble;
+  } else if (strcmp(k, "feedforward_modules") == 0) {
+    if (cJSON_IsNull(v)) return EFFML_OK;
+    if (cJSON_IsArray(v)) {
+      for (const cJSON *e = v->child; e; e = e->next)
+        if (!cJSON_IsString(e)) return bad_value(ctx, c, v, "a list of module names or a regular expression");
+    } else if (cJSON_IsString(v)) {
+      const char *k2 = v->valuestring;
+      for (size_t i = 0; k2[i]; ++i)
+        if ((k2[i] == '\\' && k2[i + 1] != '.' ) || (k2[i] == '(' && k2[i + 1] == '?'))
+          return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                            "\"%s\": feedforward_modules \"%s\" uses regular-expression syntax other than POSIX extended",
+                            c->path, k2);
+      regex_t rx;
+      if (regcomp(&rx, k2, REG_EXTENDED | REG_NOSUB) != 0) return bad_value(ctx, c, v, "a valid regular expression");
+      regfree(&rx);
+    } else {
+      return bad_value(ctx, c, v, "a list of module names or a regular expression");
+    }
+    c->feedforward = v;
   } else if (strcmp(k, "decompose_both") == 0) {
     if (!cJSON_IsBool(v)) return bad_value(ctx, c, v, "true or false");
     c->decompose_both = cJSON_IsTrue(v);
@@ -322,7 +362,8 @@ effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int3
     s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" is not a JSON object", c->path);
   if (s == EFFML_OK && c->type < 0) { /* any type this library reads: from peft_type */
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(c->root, "peft_type");
-    c->type = cJSON_IsString(t) && strcmp(t->valuestring, "LOKR") == 0 ? EFFML__PEFT_LOKR : EFFML__PEFT_LORA;
+    const char *tn = cJSON_IsString(t) ? t->valuestring : "";
+    c->type = strcmp(tn, "LOKR") == 0 ? EFFML__PEFT_LOKR : strcmp(tn, "IA3") == 0 ? EFFML__PEFT_IA3 : EFFML__PEFT_LORA;
   }
   const cJSON *pt = s == EFFML_OK ? cJSON_GetObjectItemCaseSensitive(c->root, "peft_type") : NULL;
   if (pt != NULL) s = check_key(ctx, c, pt); /* a wrong type is reported as such, before its keys */
@@ -331,7 +372,7 @@ effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int3
     s = check_key(ctx, c, v);
     have_r |= strcmp(v->string, "r") == 0;
   }
-  if (s == EFFML_OK && !have_r)
+  if (s == EFFML_OK && !have_r && c->type != EFFML__PEFT_IA3)
     s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\": \"r\" is missing", c->path);
   if (s != EFFML_OK) {
     effml__peft_cfg_close(c);
@@ -379,4 +420,30 @@ void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, i
   const cJSON *er = pattern_entry(c->rank_pattern, key), *ea = pattern_entry(c->alpha_pattern, key);
   *r = er ? (int64_t)er->valuedouble : c->r;
   *alpha = ea ? ea->valuedouble : c->alpha;
+}
+
+int effml__peft_cfg_feedforward(const effml__peft_cfg *c, const char *module_name) {
+  const cJSON *v = c->feedforward;
+  const char *key = effml__peft_module_key(module_name);
+  if (v == NULL || cJSON_IsNull(v)) return 0;
+  if (cJSON_IsString(v)) { /* PEFT: re.fullmatch(feedforward_modules, key) */
+    size_t len = strlen(v->valuestring) + 8;
+    char *re = (char *)malloc(len);
+    if (re == NULL) return 0;
+    snprintf(re, len, "^(%s)$", v->valuestring);
+    regex_t rx;
+    int hit = 0;
+    if (regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) == 0) {
+      hit = regexec(&rx, key, 0, NULL, 0) == 0;
+      regfree(&rx);
+    }
+    free(re);
+    return hit;
+  }
+  size_t kl = strlen(key); /* PEFT: any(key.endswith(t) for t in feedforward_modules) */
+  for (const cJSON *e = v->child; e; e = e->next) {
+    size_t tl = strlen(e->valuestring);
+    if (tl <= kl && strcmp(key + kl - tl, e->valuestring) == 0) return 1;
+  }
+  return 0;
 }
