@@ -182,6 +182,17 @@ static effml_status mk_lora_opts(effml_context *c, effml_layer **o, int conv1d, 
 }
 static effml_status mk_lora_conv1d(effml_context *c, effml_layer **o) { return mk_lora_opts(c, o, 1, 0, 1); }
 static effml_status mk_dora(effml_context *c, effml_layer **o) { return mk_lora_opts(c, o, 0, 1, 0); }
+static effml_status mk_ia3_opts(effml_context *c, effml_layer **o, int feedforward, int conv1d) {
+  effml_layer *base = NULL;
+  effml_status st = conv1d ? effml_adapter_conv1d_create(c, 6, 5, 1, &base)
+                           : effml_layer_dense_create(c, 6, 5, 1, &base);
+  if (st != EFFML_OK) return st;
+  st = effml_adapter_ia3_create(c, base, feedforward, o);
+  if (st != EFFML_OK) effml_layer_free(base);
+  return st;
+}
+static effml_status mk_ia3(effml_context *c, effml_layer **o) { return mk_ia3_opts(c, o, 0, 0); }
+static effml_status mk_ia3_ff(effml_context *c, effml_layer **o) { return mk_ia3_opts(c, o, 1, 1); }
 static effml_status mk_conv1d(effml_context *c, effml_layer **o) {
   return effml_adapter_conv1d_create(c, 6, 4, 1, o);
 }
@@ -339,6 +350,8 @@ static const row ROWS[] = {
     {"lora over conv1d, lora_bias", "lora", mk_lora_conv1d, 6, NULL},
     {"dora (detached norm)", "lora", mk_dora, 6, dora_reference},
     {"lokr", "lokr", mk_lokr, 8, NULL},
+    {"ia3, output scaling", "ia3", mk_ia3, 6, NULL},
+    {"ia3 feed-forward over conv1d", "ia3", mk_ia3_ff, 6, NULL},
     {"phm", "phm", mk_phm, 6, NULL},
     {"lphm", "phm", mk_lphm, 6, NULL},
     {"adapter lphm", "adapter", mk_adapter, 8, NULL},
