@@ -113,12 +113,16 @@ int main(int argc, char **argv) {
          "chosen_sampler must be smote or temperature");
 
   static const char *stages[] = {"rebalance:none", "rebalance:smote", "rebalance:temperature",
+                                 "rebalance:upweight", "rebalance:temperature+cooldown",
+                                 "calibrated:temperature", "calibrated:vector",
+                                 "calibrated:correctness_aware", "cascade_window_calibrated",
                                  "dense", "sparse_wide_rigl", "single_small", "ensemble",
                                  "cascade_threshold", "cascade_window", "shift:frozen_base",
                                  "shift:compacter"};
   static const char *fields[] = {"test_accuracy", "balanced_accuracy", "trainable_params",
                                  "total_params", "trainable_percent", "macs_per_sample",
-                                 "coverage_at_5pct_risk", "risk_at_80pct_coverage", "seconds"};
+                                 "coverage_at_5pct_risk", "risk_at_80pct_coverage", "ece_15bins",
+                                 "seconds"};
   for (size_t i = 0; i < sizeof stages / sizeof *stages; ++i) {
     const cJSON *r = find_stage(results, stages[i]);
     EXPECT(r != NULL, "stage %s missing", stages[i]);
@@ -130,6 +134,7 @@ int main(int argc, char **argv) {
     double acc = num(r, "test_accuracy"), bal = num(r, "balanced_accuracy");
     EXPECT(acc <= 1 && bal <= 1, "%s: accuracies must be <= 1", stages[i]);
     EXPECT(num(r, "coverage_at_5pct_risk") <= 1, "%s: coverage > 1", stages[i]);
+    EXPECT(num(r, "ece_15bins") <= 1, "%s: ECE > 1", stages[i]);
     EXPECT(num(r, "trainable_percent") <= 100, "%s: trainable percent > 100", stages[i]);
     /* Chance is 10 %; every model trained on the rebalanced data must beat it clearly. */
     if (strncmp(stages[i], "shift:", 6) != 0 && strcmp(stages[i], "rebalance:none") != 0)
@@ -161,6 +166,13 @@ int main(int argc, char **argv) {
     EXPECT(num(thr, "macs_per_sample") < num(ens, "macs_per_sample"),
            "threshold cascade is not cheaper than the full ensemble");
   }
+  /* Temperature scaling never changes a prediction: member 1's accuracy is unchanged. */
+  const cJSON *small = find_stage(results, "single_small");
+  const cJSON *ts = find_stage(results, "calibrated:temperature");
+  if (small && ts)
+    EXPECT(num(ts, "test_accuracy") == num(small, "test_accuracy"),
+           "temperature scaling changed member 1's accuracy (%.4f -> %.4f)",
+           num(small, "test_accuracy"), num(ts, "test_accuracy"));
   if (frozen && comp) {
     double pct = num(comp, "trainable_percent");
     EXPECT(pct > 0 && pct < 2.0, "Compacter trains %.3f%% of the parameters (must be in (0, 2))", pct);
@@ -186,7 +198,7 @@ int main(int argc, char **argv) {
       const char *q = csv;
       static char f[16][128];
       int header = csv_record(&q, f, 16);
-      EXPECT(header == 10, "results.csv header has %d fields, need 10", header);
+      EXPECT(header == 11, "results.csv header has %d fields, need 11", header);
       EXPECT(header >= 2 && !strcmp(f[0], "stage") && !strcmp(f[1], "model"),
              "results.csv header does not start with stage,model");
       int rows = 0, k;
@@ -223,7 +235,8 @@ int main(int argc, char **argv) {
   static const char *files[] = {"results.csv", "per_class_recall.dat", "rc_member.dat",
                                 "rc_dense.dat", "rc_ensemble.dat", "rc_cascade_threshold.dat",
                                 "rc_cascade_window.dat", "plots.gp", "cost.dat",
-                                "pareto_cov.dat", "pareto_acc.dat"};
+                                "pareto_cov.dat", "pareto_acc.dat", "loss_temperature.dat",
+                                "loss_upweight.dat", "loss_cooldown.dat", "reliability.dat"};
   for (size_t i = 0; i < sizeof files / sizeof *files; ++i) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", argv[2], files[i]);

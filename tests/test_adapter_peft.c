@@ -820,6 +820,36 @@ static void run_attach_case(const char *name, const char *want_type) {
   effml_context_free(ctx);
 }
 
+START_TEST(test_loha) {
+  run_attach_case("loha", "LOHA");
+  effml_context *ctx = tu_ctx(6);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("loha", "loha_rd", "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.3"), &a),
+                   EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "rank_dropout=0.3") != NULL);
+  /* merge / unmerge round trip */
+  effml_layer *d = NULL, *l = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 12, 10, 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_loha_create(ctx, d, 3, 6.0, &l), EFFML_OK);
+  tu_fill_uniform(effml_layer_param(l, pidx(l, "hada_w2_b")), 5, -1, 1);
+  float w0[120];
+  memcpy(w0, effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight"))), sizeof w0);
+  effml_tensor *x = new2(ctx, 4, 12), *y0 = new2(ctx, 4, 10), *y1 = new2(ctx, 4, 10);
+  tu_fill_uniform(x, 3, -1, 1);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y0, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_loha_merge(ctx, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y1, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  ck_assert(tu_max_abs_diff_f32(effml_tensor_data(y0), effml_tensor_data(y1), 40) < 1e-5);
+  ck_assert_int_eq(effml_adapter_loha_unmerge(ctx, l), EFFML_OK);
+  ck_assert(tu_max_abs_diff_f32(w0, effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight"))), 120) < 1e-5);
+  effml_tensor_free(x);
+  effml_tensor_free(y0);
+  effml_tensor_free(y1);
+  effml_layer_free(l);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(test_ia3) {
   run_attach_case("ia3", "IA3"); /* q_proj scales its output (and bias), v_proj (feed-forward) its input */
   /* merge / unmerge round trip on a layer of our own */
@@ -881,6 +911,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_lokr_decompose_both);
   tcase_add_test(t, test_lokr_refusals);
   tcase_add_test(t, test_ia3);
+  tcase_add_test(t, test_loha);
   suite_add_tcase(s, t);
   return s;
 }

@@ -72,7 +72,7 @@ static void check_case(const char *c) {
 
 START_TEST(test_merge_fixtures) {
   const char *cases[] = {"lora", "lora_rslora", "lora_rank_alpha_pattern", "lora_dropout", "dora",
-                         "dora_rslora", "lora_conv1d_fan_in_fan_out", "lokr", "lokr_decompose_both", "ia3"};
+                         "dora_rslora", "lora_conv1d_fan_in_fan_out", "lokr", "lokr_decompose_both", "ia3", "loha"};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) check_case(cases[i]);
 }
 END_TEST
@@ -91,10 +91,10 @@ START_TEST(test_refusals) {
   free(e);
   ck_assert(stat(out, &sb) != 0);
   /* types not read yet: refused naming peft_type */
-  snprintf(args, sizeof args, "merge --base %s/loha/base.safetensors --adapter %s/loha --out %s", PEFT_DIR, PEFT_DIR, out);
+  snprintf(args, sizeof args, "merge --base %s/vera/base.safetensors --adapter %s/vera --out %s", PEFT_DIR, PEFT_DIR, out);
   ck_assert_int_eq(run(args), 1);
   e = read_err();
-  ck_assert_msg(strstr(e, "peft_type=\"LOHA\""), "%s", e);
+  ck_assert_msg(strstr(e, "peft_type=\"VERA\""), "%s", e);
   free(e);
   ck_assert(stat(out, &sb) != 0);
   /* a base without the module */

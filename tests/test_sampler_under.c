@@ -426,6 +426,262 @@ START_TEST(test_combined_is_composition) {
 }
 END_TEST
 
+/* ---- InstanceHardnessThreshold ---- */
+
+typedef struct iht_log {
+  int64_t calls, n;
+  int64_t *seen_test; /* [n] times a row was in a test fold */
+  int64_t max_imbalance; /* max over classes of (max - min) per-fold count */
+} iht_log;
+
+/* The same formulas as FixedProba in tests/ref/sampler_under_ref.py. */
+static int fixed_proba(void *user, const double *x_train, const int64_t *y_train, int64_t n_train,
+                       const double *x_test, int64_t n_test, int64_t n_features,
+                       const int64_t *classes, int64_t n_classes, double *proba) {
+  iht_log *lg = (iht_log *)user;
+  (void)x_train;
+  (void)y_train;
+  lg->calls++;
+  if (n_train + n_test != lg->n) return 7;
+  for (int64_t i = 0; i < n_test; ++i) {
+    const double x0 = x_test[i * n_features];
+    if (n_classes == 2) {
+      double s = 1.0 / (1.0 + exp(-(x0 - 15.0) / 2.0));
+      proba[i * 2] = s;
+      proba[i * 2 + 1] = 1.0 - s;
+    } else {
+      const double mu[3] = {13.7, 12.3, 13.1};
+      double e[3], z = 0;
+      for (int k = 0; k < 3; ++k) z += e[k] = exp(-((x0 - mu[k]) * (x0 - mu[k])) / 0.5);
+      for (int k = 0; k < 3; ++k) proba[i * 3 + k] = e[k] / z;
+    }
+  }
+  (void)classes;
+  return 0;
+}
+
+static int failing_proba(void *user, const double *a, const int64_t *b, int64_t c, const double *d,
+                         int64_t e, int64_t f, const int64_t *g, int64_t h, double *proba) {
+  (void)user; (void)a; (void)b; (void)c; (void)d; (void)f; (void)g;
+  for (int64_t i = 0; i < e * h; ++i) proba[i] = 1.5; /* not a probability */
+  return 0;
+}
+
+START_TEST(test_iht_matches_imblearn) {
+  char *ref = read_ref("sampler_under.txt");
+  int64_t *e = (int64_t *)malloc(4096 * sizeof(int64_t));
+  const char *data[2] = {"wine_imb", "bc_imb"};
+  for (int f = 0; f < 2; ++f) {
+    effml_context *ctx = tu_ctx(0);
+    effml_tensor *x, *y;
+    if (f == 0)
+      load_subset(ctx, "wine.csv", 2, 20, &x, &y);
+    else
+      load_subset(ctx, "breast_cancer.csv", 0, 60, &x, &y);
+    for (uint64_t seed = 0; seed < 2; ++seed) {
+      iht_log lg = {0, effml_tensor_dim(x, 0), NULL, 0};
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_IHT;
+      o.proba_fn = fixed_proba;
+      o.proba_user_data = &lg;
+      o.seed = seed;
+      effml_tensor *b, *nb, *st;
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+      ck_assert_int_eq(lg.calls, 5);
+      int64_t ne = ref_line(ref, data[f], "iht", e, 4096);
+      ck_assert_msg(same_as(b, e, ne), "%s IHT differs from imblearn", data[f]);
+      effml_tensor_free(b);
+      effml_tensor_free(nb);
+      effml_tensor_free(st);
+    }
+    /* errors: no callback, bad cv, a callback giving non-probabilities */
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = EFFML_SAMPLER_RESAMPLE_IHT;
+    effml_tensor *b = NULL, *nb = NULL, *st = NULL;
+    ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_INVALID_ARG);
+    ck_assert(strstr(effml_context_last_error(ctx), "proba_fn") != NULL);
+    o.proba_fn = failing_proba;
+    o.cv = 1;
+    ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_INVALID_ARG);
+    ck_assert(strstr(effml_context_last_error(ctx), "cv=1") != NULL);
+    o.cv = 5;
+    ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_NUMERIC);
+    ck_assert(strstr(effml_context_last_error(ctx), "not in [0, 1]") != NULL);
+    ck_assert_ptr_null(b);
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+    effml_context_free(ctx);
+  }
+  free(e);
+  free(ref);
+}
+END_TEST
+
+/* Folds: every row tested exactly once, per-class fold sizes differ by <= 1. */
+typedef struct fold_rec {
+  int64_t n, calls;
+  const double *x;
+  int64_t *tested;
+  int64_t per_fold[8][3];
+  const int64_t *y;
+} fold_rec;
+
+static int record_folds(void *user, const double *x_train, const int64_t *y_train, int64_t n_train,
+                        const double *x_test, int64_t n_test, int64_t d, const int64_t *classes,
+                        int64_t n_classes, double *proba) {
+  fold_rec *r = (fold_rec *)user;
+  (void)x_train; (void)y_train; (void)n_train; (void)classes;
+  for (int64_t i = 0; i < n_test; ++i) {
+    int64_t row = -1;
+    for (int64_t j = 0; j < r->n; ++j)
+      if (memcmp(r->x + j * d, x_test + i * d, (size_t)d * sizeof(double)) == 0) row = j;
+    if (row < 0) return 3;
+    r->tested[row]++;
+    r->per_fold[r->calls][r->y[row]]++;
+    for (int64_t k = 0; k < n_classes; ++k) proba[i * n_classes + k] = 1.0 / (double)n_classes;
+  }
+  r->calls++;
+  return 0;
+}
+
+START_TEST(test_iht_folds) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "wine.csv", 2, 20, &x, &y);
+  fold_rec r;
+  memset(&r, 0, sizeof r);
+  r.n = effml_tensor_dim(x, 0);
+  r.x = (const double *)effml_tensor_data_const(x);
+  r.y = (const int64_t *)effml_tensor_data_const(y);
+  r.tested = (int64_t *)calloc((size_t)r.n, sizeof(int64_t));
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_IHT;
+  o.proba_fn = record_folds;
+  o.proba_user_data = &r;
+  o.cv = 4;
+  effml_tensor *b, *nb, *st;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+  ck_assert_int_eq(r.calls, 4);
+  for (int64_t i = 0; i < r.n; ++i) ck_assert_int_eq(r.tested[i], 1);
+  for (int k = 0; k < 3; ++k) {
+    int64_t lo = INT64_MAX, hi = 0;
+    for (int f = 0; f < 4; ++f) {
+      if (r.per_fold[f][k] < lo) lo = r.per_fold[f][k];
+      if (r.per_fold[f][k] > hi) hi = r.per_fold[f][k];
+    }
+    ck_assert_int_le(hi - lo, 1);
+  }
+  /* equal probabilities: every row ties at the threshold and is kept */
+  ck_assert_int_eq(effml_tensor_dim(b, 0), r.n);
+  free(r.tested);
+  effml_tensor_free(b);
+  effml_tensor_free(nb);
+  effml_tensor_free(st);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* ---- ClusterCentroids ---- */
+
+START_TEST(test_cluster_centroids) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "wine.csv", 2, 20, &x, &y);
+  const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1);
+  const double *xv = (const double *)effml_tensor_data_const(x);
+  const int64_t *yl = (const int64_t *)effml_tensor_data_const(y);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS;
+  o.kmeans_tol = 0.0; /* run Lloyd to its fixed point */
+  effml_tensor *xr, *yr;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dim(xr, 0), 60);
+  const double *cv = (const double *)effml_tensor_data_const(xr);
+  const int64_t *cy = (const int64_t *)effml_tensor_data_const(yr);
+  for (int64_t r = 0; r < 60; ++r) ck_assert_int_eq(cy[r], r / 20);
+  /* soft: each centroid is the mean of the class rows nearest to it */
+  for (int64_t cl = 0; cl < 2; ++cl) {
+    double sum[20][13];
+    int64_t cnt[20] = {0};
+    memset(sum, 0, sizeof sum);
+    for (int64_t i = 0; i < n; ++i) {
+      if (yl[i] != cl) continue;
+      int64_t j = nn1(cv + cl * 20 * d, 20, d, xv + i * d, -1);
+      cnt[j]++;
+      for (int64_t t = 0; t < d; ++t) sum[j][t] += xv[i * d + t];
+    }
+    for (int64_t j = 0; j < 20; ++j) {
+      ck_assert_int_gt(cnt[j], 0);
+      for (int64_t t = 0; t < d; ++t) {
+        double c = cv[(cl * 20 + j) * d + t], m = sum[j][t] / (double)cnt[j];
+        ck_assert_msg(fabs(c - m) <= 1e-9 * (fabs(m) + 1), "class %lld centre %lld", (long long)cl,
+                      (long long)j);
+      }
+    }
+  }
+  /* class 2 (the minority) is kept as is */
+  for (int64_t r = 40, i = 0; i < n; ++i)
+    if (yl[i] == 2) {
+      ck_assert_mem_eq(cv + r * d, xv + i * d, (size_t)d * sizeof(double));
+      ++r;
+    }
+  /* soft voting has no plan; hard voting does: real rows of the class */
+  effml_tensor *b = NULL, *nb = NULL, *st = NULL;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_UNSUPPORTED);
+  o.voting = EFFML_SAMPLER_VOTING_HARD;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dim(b, 0), 60);
+  const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
+  for (int64_t r = 0; r < 60; ++r) ck_assert_int_eq(yl[pb[r]], r / 20);
+  /* hard row j is the class row nearest to soft centre j */
+  for (int64_t r = 0; r < 40; ++r) {
+    double best = INFINITY;
+    int64_t bi = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      if (yl[i] != r / 20) continue;
+      double v = sq(xv + i * d, cv + r * d, d);
+      if (v < best) {
+        best = v;
+        bi = i;
+      }
+    }
+    ck_assert_int_eq(pb[r], bi);
+  }
+  /* f32 in, f32 out; same seed, same centres (thread count too) */
+  effml_tensor *x32;
+  ck_assert_int_eq(effml_tensor_convert(ctx, x, EFFML_F32, &x32), EFFML_OK);
+  o.voting = EFFML_SAMPLER_VOTING_SOFT;
+  ck_assert_int_eq(effml_context_set_num_threads(ctx, 3), EFFML_OK);
+  effml_tensor *xr2, *yr2;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr2, &yr2), EFFML_OK);
+  ck_assert_mem_eq(effml_tensor_data_const(xr2), cv, (size_t)(60 * d) * sizeof(double));
+  effml_tensor *xr3, *yr3;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x32, y, &xr3, &yr3), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dtype(xr3), EFFML_F32);
+  o.voting = 5;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
+  effml_tensor_free(xr2);
+  effml_tensor_free(yr2);
+  effml_tensor_free(xr3);
+  effml_tensor_free(yr3);
+  effml_tensor_free(x32);
+  effml_tensor_free(b);
+  effml_tensor_free(nb);
+  effml_tensor_free(st);
+  effml_tensor_free(xr);
+  effml_tensor_free(yr);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("sampler_under");
   TCase *tc = tcase_create("imblearn");
@@ -438,6 +694,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cnn_consistent_subset);
   tcase_add_test(tc, test_oss_no_tomek_link);
   tcase_add_test(tc, test_combined_is_composition);
+  tcase_add_test(tc, test_iht_matches_imblearn);
+  tcase_add_test(tc, test_iht_folds);
+  tcase_add_test(tc, test_cluster_centroids);
   suite_add_tcase(s, tc);
   return s;
 }

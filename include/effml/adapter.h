@@ -476,6 +476,29 @@ EFFML_API effml_status effml_adapter_ia3_merge(effml_context *ctx, effml_layer *
 EFFML_API effml_status effml_adapter_ia3_unmerge(effml_context *ctx, effml_layer *layer);
 
 /* ------------------------------------------------------------------------ */
+/* LoHa                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Wrap a dense base layer in LoHa (kind "loha"; Hyeon-Woo et al. 2022,
+ * FedPara, arXiv 2108.06098, eq. 2; PEFT LoHa Linear):
+ * dW = (alpha/r) (W1a W1b) .* (W2a W2b), parameters "hada_w1_a", "hada_w2_a"
+ * `[out, r]`, "hada_w1_b", "hada_w2_b" `[r, in]` (PEFT's names).  dW is never
+ * built: it equals a rank-r^2 product of Khatri-Rao factors, r^2 (in + out)
+ * MACs per row.  Init: W2b = 0 (dW = 0), the rest kaiming_uniform(a = sqrt 5).
+ * Frozen base; ownership of `base` as LoRA.  A "conv1d" base is
+ * EFFML_E_UNSUPPORTED.
+ * @return EFFML_E_INVALID_ARG (rank outside [1, 4096], alpha not finite, NULL),
+ *         EFFML_E_UNSUPPORTED, EFFML_E_SHAPE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_loha_create(effml_context *ctx, effml_layer *base, int64_t rank,
+                                                 double alpha, effml_layer **out);
+/** Merge W += dW (PEFT); unmerge subtracts it.  A merged layer refuses training.
+ *  @return EFFML_E_STATE, EFFML_E_INVALID_ARG, EFFML_E_NOMEM. */
+EFFML_API effml_status effml_adapter_loha_merge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer);
+
+/* ------------------------------------------------------------------------ */
 /* A PEFT adapter directory as one object (module-by-module merging)         */
 /* ------------------------------------------------------------------------ */
 
@@ -495,7 +518,7 @@ typedef struct effml_adapter_peft effml_adapter_peft;
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
 /** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */
 EFFML_API void effml_adapter_peft_free(effml_adapter_peft *a);
-/** "LORA", "LORA (DoRA)", "LOKR" or "IA3" (borrowed; NULL for NULL). */
+/** "LORA", "LORA (DoRA)", "LOKR", "LOHA" or "IA3" (borrowed; NULL for NULL). */
 EFFML_API const char *effml_adapter_peft_type(const effml_adapter_peft *a);
 /** Number of adapted modules. */
 EFFML_API int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a);
@@ -516,7 +539,7 @@ EFFML_API effml_status effml_adapter_peft_module_info(effml_context *ctx, const 
 /**
  * Build module i's adapter layer around `base` (a dense layer, or a "conv1d"
  * one for fan_in_fan_out files): a "lora" layer (DoRA, lora_bias, dropout as
- * configured), a "lokr" layer or an "ia3" layer (feed-forward as
+ * configured), a "lokr", "loha" or "ia3" layer (feed-forward as
  * feedforward_modules says, PEFT's matching), its weights copied from the file.  On
  * success `*out` owns `base`; on error the caller still owns it.
  * @return EFFML_E_NOT_FOUND / EFFML_E_SHAPE (names the key and the shapes),

@@ -6,8 +6,10 @@
  *        multiclass Brier score).
  *
  * A calibrator maps a classifier's logits `[n, K]` to calibrated logits of
- * the same shape without changing the predicted class (every method here is
- * accuracy-preserving): softmax of the output is the calibrated probability.
+ * the same shape; softmax of the output is the calibrated probability.
+ * Temperature scaling and the correctness-aware calibrator divide by a
+ * positive temperature and never change the predicted class; vector scaling
+ * (per-class scale and bias) can, so it can change accuracy too.
  * It is fitted on held-out validation logits and labels, then applied to any
  * logits of the same model -- for example each member of an early-exit
  * cascade before its scores are routed (docs/calibration.md).

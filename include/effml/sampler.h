@@ -82,10 +82,30 @@ EFFML_BEGIN_DECLS
 #define EFFML_SAMPLER_RESAMPLE_OSS 15         /**< one-sided selection (Kubat & Matwin 1997), imblearn `OneSidedSelection` */
 #define EFFML_SAMPLER_RESAMPLE_SMOTEENN 16    /**< SMOTE then ENN (Batista et al. 2004), imblearn `SMOTEENN` */
 #define EFFML_SAMPLER_RESAMPLE_SMOTETOMEK 17  /**< SMOTE then Tomek links (Batista et al. 2004), imblearn `SMOTETomek` */
+#define EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS 18 /**< k-means centroids per class, imblearn `ClusterCentroids`; `voting` */
+#define EFFML_SAMPLER_RESAMPLE_IHT 19 /**< instance hardness threshold (Smith et al. 2014), imblearn `InstanceHardnessThreshold`; `proba_fn`, `cv` */
 
 /** ENN selection rule (`kind_sel`). */
 #define EFFML_SAMPLER_ENN_ALL 0  /**< keep a sample iff all its neighbours share its class */
 #define EFFML_SAMPLER_ENN_MODE 1 /**< keep iff the neighbours' most common class is its class */
+
+/** ClusterCentroids `voting`. */
+#define EFFML_SAMPLER_VOTING_SOFT 0 /**< the k-means centroids themselves (imblearn's choice for dense x) */
+#define EFFML_SAMPLER_VOTING_HARD 1 /**< the class row nearest to each centroid */
+
+/**
+ * Class probabilities for InstanceHardnessThreshold: fit a classifier on
+ * `x_train` [n_train, n_features] (f64, row-major) with labels `y_train`
+ * [n_train], and write P(classes[j] | x_test[i]) to `proba[i * n_classes + j]`
+ * for the `n_test` rows of `x_test`.  `classes` [n_classes] are the sorted
+ * labels of the whole y (a fold may lack some).  All arrays are borrowed for
+ * the call.  Return 0 on success; any other value aborts the re-sampling with
+ * EFFML_E_INVALID_ARG.  Called once per fold, from the calling thread.
+ */
+typedef int (*effml_sampler_proba_fn)(void *user_data, const double *x_train,
+                                      const int64_t *y_train, int64_t n_train,
+                                      const double *x_test, int64_t n_test, int64_t n_features,
+                                      const int64_t *classes, int64_t n_classes, double *proba);
 
 /**
  * Options of effml_sampler_resample() / effml_sampler_resample_plan().  Fill with
@@ -127,6 +147,14 @@ typedef struct effml_sampler_resample_options {
   int64_t max_iter;              /**< RENN: at most this many ENN passes (default 100) */
   double threshold_cleaning;     /**< NCL: clean classes of size >= threshold * minority size (default 0.5) */
   int64_t n_seeds_S;             /**< CNN, OSS: random rows of each targeted class that start the kept set (default 1) */
+  int32_t voting;                /**< ClusterCentroids: EFFML_SAMPLER_VOTING_SOFT (default) or _HARD */
+  int32_t reserved0;             /**< must be 0 */
+  int64_t kmeans_n_init;         /**< k-means restarts, best inertia kept (default 10, scikit-learn 1.2's KMeans) */
+  int64_t kmeans_max_iter;       /**< Lloyd iterations per run (default 300) */
+  double kmeans_tol;             /**< stop when the centre shift^2 <= tol * mean feature variance (default 1e-4) */
+  effml_sampler_proba_fn proba_fn; /**< IHT: the classifier (required for IHT) */
+  void *proba_user_data;         /**< IHT: passed to proba_fn */
+  int64_t cv;                    /**< IHT: stratified folds (default 5) */
 } effml_sampler_resample_options;
 
 /** Fill `opt` with defaults.  NULL is ignored. */

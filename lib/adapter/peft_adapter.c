@@ -19,10 +19,14 @@ struct effml_adapter_peft {
 static const char *const LORA_SUFFIX[] = {".lora_A.weight", ".lora_B.weight", ".lora_B.bias", ".lora_magnitude_vector"};
 static const char *const LOKR_SUFFIX[] = {".lokr_w1", ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2", ".lokr_w2_a", ".lokr_w2_b"};
 static const char *const IA3_SUFFIX[] = {".ia3_l"};
+static const char *const LOHA_SUFFIX[] = {".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b"};
 
 /* Length of the module prefix of `name`, or 0 if no known suffix ends it. */
 static size_t module_len(const effml__peft_cfg *c, const char *name) {
-  const char *const *suf = c->type == EFFML__PEFT_LOKR ? LOKR_SUFFIX : c->type == EFFML__PEFT_IA3 ? IA3_SUFFIX : LORA_SUFFIX;
+  const char *const *suf = c->type == EFFML__PEFT_LOKR   ? LOKR_SUFFIX
+                          : c->type == EFFML__PEFT_IA3  ? IA3_SUFFIX
+                          : c->type == EFFML__PEFT_LOHA ? LOHA_SUFFIX
+                                                        : LORA_SUFFIX;
   size_t ns = c->type == EFFML__PEFT_LOKR ? 6 : c->type == EFFML__PEFT_IA3 ? 1 : 4, n = strlen(name);
   for (size_t i = 0; i < ns; ++i) {
     size_t k = strlen(suf[i]);
@@ -65,7 +69,8 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
     size_t k = module_len(a->cfg, name);
     if (k == 0) {
       s = effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": tensor \"%s\" is not a %s tensor this library reads", path, name,
-                     a->cfg->type == EFFML__PEFT_LOKR ? "LoKr" : a->cfg->type == EFFML__PEFT_IA3 ? "IA3" : "LoRA/DoRA");
+                     a->cfg->type == EFFML__PEFT_LOKR ? "LoKr" : a->cfg->type == EFFML__PEFT_IA3 ? "IA3"
+                                                 : a->cfg->type == EFFML__PEFT_LOHA ? "LoHa" : "LoRA/DoRA");
       break;
     }
     int64_t m = 0;
@@ -93,6 +98,7 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
 const char *effml_adapter_peft_type(const effml_adapter_peft *a) {
   if (a == NULL) return NULL;
   if (a->cfg->type == EFFML__PEFT_IA3) return "IA3";
+  if (a->cfg->type == EFFML__PEFT_LOHA) return "LOHA";
   return a->cfg->type == EFFML__PEFT_LOKR ? "LOKR" : (a->cfg->use_dora ? "LORA (DoRA)" : "LORA");
 }
 
@@ -146,7 +152,9 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
   int64_t r = 0;
   double alpha = 0;
   effml__peft_cfg_module(c, a->modules[i], &r, &alpha);
-  if (c->type == EFFML__PEFT_IA3) {
+  if (c->type == EFFML__PEFT_LOHA) {
+    EFFML__TRY(effml_adapter_loha_create(ctx, base, r, alpha, &l));
+  } else if (c->type == EFFML__PEFT_IA3) {
     EFFML__TRY(effml_adapter_ia3_create(ctx, base, effml__peft_cfg_feedforward(c, a->modules[i]), &l));
   } else if (c->type == EFFML__PEFT_LOKR) {
     effml_adapter_lokr_options o;
@@ -206,8 +214,9 @@ effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *lay
   EFFML__CHECK_NULL(ctx, ctx);
   if (effml__is_lora(layer)) return effml_adapter_lora_merge(ctx, layer);
   if (effml__is_ia3(layer)) return effml_adapter_ia3_merge(ctx, layer);
+  if (effml__is_loha(layer)) return effml_adapter_loha_merge(ctx, layer);
   if (!effml__is_lokr(layer))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_peft_merge_layer: not a lora, lokr or ia3 layer");
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_peft_merge_layer: not a lora, lokr, loha or ia3 layer");
   effml_layer *base = effml_adapter_lora_base(layer); /* child 0 of LoRA and LoKr alike */
   int32_t iw = -1;
   for (int32_t j = 0; j < effml_layer_num_params(base); ++j)

@@ -117,13 +117,43 @@ static const field IA3_FIELDS[] = {
     {"task_type", F_INFO},
 };
 
-static const char *type_name(int32_t t) { return t == EFFML__PEFT_LOKR ? "LOKR" : t == EFFML__PEFT_IA3 ? "IA3" : "LORA"; }
+/* Every key PEFT 0.21 writes for LoHaConfig. */
+static const field LOHA_FIELDS[] = {
+    {"alpha", F_HONOURED},
+    {"alpha_pattern", F_HONOURED},
+    {"auto_mapping", F_INFO},
+    {"base_model_name_or_path", F_INFO},
+    {"exclude_modules", F_INFO},
+    {"inference_mode", F_INFO},
+    {"init_weights", F_HONOURED},      /* init only; the weights are in the file */
+    {"layers_pattern", F_INFO},
+    {"layers_to_transform", F_INFO},
+    {"module_dropout", F_HONOURED},    /* training-only: 0 only */
+    {"modules_to_save", F_EMPTY},
+    {"peft_type", F_HONOURED},
+    {"peft_version", F_INFO},
+    {"r", F_HONOURED},
+    {"rank_dropout", F_HONOURED},      /* training-only: 0 only */
+    {"rank_pattern", F_HONOURED},
+    {"revision", F_INFO},
+    {"target_modules", F_INFO},
+    {"task_type", F_INFO},
+    {"use_effective_conv2d", F_INFO},  /* Conv2d modules only */
+};
+
+static const char *type_name(int32_t t) {
+  return t == EFFML__PEFT_LOKR ? "LOKR" : t == EFFML__PEFT_IA3 ? "IA3" : t == EFFML__PEFT_LOHA ? "LOHA" : "LORA";
+}
 
 static const field *find_field(const effml__peft_cfg *c, const char *key) {
-  const field *t = c->type == EFFML__PEFT_LOKR ? LOKR_FIELDS : c->type == EFFML__PEFT_IA3 ? IA3_FIELDS : LORA_FIELDS;
-  size_t n = c->type == EFFML__PEFT_LOKR  ? sizeof LOKR_FIELDS / sizeof LOKR_FIELDS[0]
-             : c->type == EFFML__PEFT_IA3 ? sizeof IA3_FIELDS / sizeof IA3_FIELDS[0]
-                                          : sizeof LORA_FIELDS / sizeof LORA_FIELDS[0];
+  const field *t = c->type == EFFML__PEFT_LOKR ? LOKR_FIELDS
+                   : c->type == EFFML__PEFT_IA3 ? IA3_FIELDS
+                   : c->type == EFFML__PEFT_LOHA ? LOHA_FIELDS
+                                                 : LORA_FIELDS;
+  size_t n = c->type == EFFML__PEFT_LOKR   ? sizeof LOKR_FIELDS / sizeof LOKR_FIELDS[0]
+             : c->type == EFFML__PEFT_IA3  ? sizeof IA3_FIELDS / sizeof IA3_FIELDS[0]
+             : c->type == EFFML__PEFT_LOHA ? sizeof LOHA_FIELDS / sizeof LOHA_FIELDS[0]
+                                           : sizeof LORA_FIELDS / sizeof LORA_FIELDS[0];
   for (size_t i = 0; i < n; ++i)
     if (strcmp(t[i].key, key) == 0) return &t[i];
   return NULL;
@@ -239,7 +269,7 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
         v->valuedouble > 1e9)
       return bad_value(ctx, c, v, "a positive integer");
     c->r = (int64_t)v->valuedouble;
-  } else if (strcmp(k, "alpha") == 0 && c->type == EFFML__PEFT_LOKR) {
+  } else if (strcmp(k, "alpha") == 0 && (c->type == EFFML__PEFT_LOKR || c->type == EFFML__PEFT_LOHA)) {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(ctx, c, v, "a finite number");
     c->alpha = v->valuedouble;
   } else if (strcmp(k, "feedforward_modules") == 0) {
@@ -271,7 +301,7 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
   } else if (strcmp(k, "module_dropout") == 0 || strcmp(k, "rank_dropout") == 0) {
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
       return bad_value(ctx, c, v, "a number in [0, 1)");
-    if (v->valuedouble != 0.0) return unsupported(ctx, c, v, "training-only dropout of LoKr is not implemented");
+    if (v->valuedouble != 0.0) return unsupported(ctx, c, v, "training-only dropout of LoKr/LoHa is not implemented");
   } else if (strcmp(k, "init_weights") == 0) {
     if (!cJSON_IsBool(v) && !(cJSON_IsString(v) && strcmp(v->valuestring, "lycoris") == 0))
       return unsupported(ctx, c, v, NULL);
@@ -363,7 +393,10 @@ effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int3
   if (s == EFFML_OK && c->type < 0) { /* any type this library reads: from peft_type */
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(c->root, "peft_type");
     const char *tn = cJSON_IsString(t) ? t->valuestring : "";
-    c->type = strcmp(tn, "LOKR") == 0 ? EFFML__PEFT_LOKR : strcmp(tn, "IA3") == 0 ? EFFML__PEFT_IA3 : EFFML__PEFT_LORA;
+    c->type = strcmp(tn, "LOKR") == 0   ? EFFML__PEFT_LOKR
+              : strcmp(tn, "IA3") == 0  ? EFFML__PEFT_IA3
+              : strcmp(tn, "LOHA") == 0 ? EFFML__PEFT_LOHA
+                                        : EFFML__PEFT_LORA;
   }
   const cJSON *pt = s == EFFML_OK ? cJSON_GetObjectItemCaseSensitive(c->root, "peft_type") : NULL;
   if (pt != NULL) s = check_key(ctx, c, pt); /* a wrong type is reported as such, before its keys */

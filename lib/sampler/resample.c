@@ -25,6 +25,11 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->max_iter = 100;
   opt->threshold_cleaning = 0.5;
   opt->n_seeds_S = 1;
+  opt->voting = EFFML_SAMPLER_VOTING_SOFT;
+  opt->kmeans_n_init = 10;
+  opt->kmeans_max_iter = 300;
+  opt->kmeans_tol = 1e-4;
+  opt->cv = 5;
 }
 
 static effml_status read_options(effml_context *ctx, const effml_sampler_resample_options *opt,
@@ -55,13 +60,17 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     case EFFML_SAMPLER_RESAMPLE_CNN:
     case EFFML_SAMPLER_RESAMPLE_OSS:
     case EFFML_SAMPLER_RESAMPLE_SMOTEENN:
-    case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK: break;
+    case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK:
+    case EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS:
+    case EFFML_SAMPLER_RESAMPLE_IHT: break;
     default:
       return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_RESAMPLE_* value",
                         (int)o->method);
   }
   if (o->n_neighbors == 0) /* imbalanced-learn's default for the method */
     o->n_neighbors = (o->method == EFFML_SAMPLER_RESAMPLE_CNN || o->method == EFFML_SAMPLER_RESAMPLE_OSS) ? 1 : 3;
+  if (o->reserved0 != 0)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "opt->reserved0=%d must be 0", (int)o->reserved0);
   if (o->block_rows < 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "block_rows=%lld must be >= 0",
                       (long long)o->block_rows);
@@ -153,6 +162,10 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
         st = effml__smote_plan(ctx, &in, p);
         if (st == EFFML_OK) st = effml__combine_clean(ctx, &in, p);
         break;
+      case EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS:
+        st = effml__cluster_centroids_plan(ctx, &in, p);
+        break;
+      case EFFML_SAMPLER_RESAMPLE_IHT: st = effml__iht_plan(ctx, &in, p); break;
       default: st = effml__enn_plan(ctx, &in, p); break;
     }
   }
@@ -384,6 +397,8 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
   effml_sampler_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
   if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC) return effml__smotenc_resample(ctx, &o, x, y, x_out, y_out);
+  if (o.method == EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS && o.voting == EFFML_SAMPLER_VOTING_SOFT)
+    return effml__cluster_centroids_resample(ctx, &o, x, y, x_out, y_out);
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);

@@ -153,6 +153,22 @@ EFFML__HIDDEN effml_status effml__tomek_pass(effml_context *ctx, const double *x
                                              int64_t d, const int64_t *cls, const char *targeted,
                                              int64_t block_rows, int repeat, int64_t *keep,
                                              int64_t *n_keep);
+/* k-means++ / Lloyd on x [n, d] into centers [k, d] (labels [n] or NULL);
+ * stream separates independent uses of the same seed (kmeans.c). */
+EFFML__HIDDEN effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n,
+                                         int64_t d, int64_t k, int64_t n_init, int64_t max_iter,
+                                         double tol, uint64_t seed, uint64_t stream,
+                                         int64_t block_rows, double *centers, int64_t *labels);
+EFFML__HIDDEN effml_status effml__cluster_centroids_plan(effml_context *ctx,
+                                                         const effml__resample_in *in,
+                                                         effml__plan *p);
+EFFML__HIDDEN effml_status effml__cluster_centroids_resample(
+    effml_context *ctx, const effml_sampler_resample_options *o, const effml_tensor *x,
+    const effml_tensor *y, effml_tensor **x_out, effml_tensor **y_out);
+EFFML__HIDDEN effml_status effml__iht_plan(effml_context *ctx, const effml__resample_in *in,
+                                           effml__plan *p);
+/* numpy.percentile(v, q) with linear interpolation; sorts v in place. */
+EFFML__HIDDEN double effml__np_percentile(double *v, int64_t n, double q);
 /* numpy's pairwise summation order (np.sum of a contiguous run). */
 EFFML__HIDDEN double effml__np_sum(const double *a, int64_t n);
 

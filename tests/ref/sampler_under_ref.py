@@ -20,10 +20,11 @@ import os
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import NearestNeighbors
 from imblearn.under_sampling import (NearMiss, EditedNearestNeighbours, TomekLinks,
                                      RepeatedEditedNearestNeighbours, AllKNN,
-                                     NeighbourhoodCleaningRule)
+                                     NeighbourhoodCleaningRule, InstanceHardnessThreshold)
 
 warnings.simplefilter("ignore")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -139,6 +140,24 @@ def ncl_fixed(X, y, k=3, kind="mode", thr=0.5):
     return np.flatnonzero(~drop)
 
 
+class FixedProba(ClassifierMixin, BaseEstimator):
+    """A 'classifier' whose probabilities depend on the test row only, so the
+    instance-hardness selection does not depend on the (random) folds.  The C
+    test computes the same formulas."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        if len(self.classes_) == 2:
+            s = 1.0 / (1.0 + np.exp(-(X[:, 0] - 15.0) / 2.0))
+            return np.column_stack([s, 1.0 - s])
+        mu = np.array([13.7, 12.3, 13.1])
+        e = np.exp(-((X[:, :1] - mu[None, :]) ** 2) / 0.5)
+        return e / e.sum(1, keepdims=True)
+
+
 def main():
     Xw, yw = load("wine.csv")
     Xb, yb = load("breast_cancer.csv")
@@ -168,6 +187,10 @@ def main():
         for meth, s in cases:
             s.fit_resample(X, y)
             lines.append("%s %s %s" % (name, meth, " ".join(map(str, s.sample_indices_))))
+        if name != "fmnist":
+            s = InstanceHardnessThreshold(estimator=FixedProba(), random_state=0)
+            s.fit_resample(X, y)
+            lines.append("%s iht %s" % (name, " ".join(map(str, s.sample_indices_))))
         # NCL: the paper's threshold (what libeffml does), mode and the intended 'all'
         lines.append("%s ncl_mode %s" % (name, " ".join(map(str, ncl_fixed(X, y, kind="mode")))))
         lines.append("%s ncl_all %s" % (name, " ".join(map(str, ncl_fixed(X, y, kind="all")))))

@@ -1,0 +1,234 @@
+/* LoHa (Hyeon-Woo et al. 2022, FedPara, arXiv 2108.06098, eq. 2; PEFT LoHa Linear):
+ *   dW = s (W1a W1b) .* (W2a W2b),  W1a, W2a [out, r], W1b, W2b [r, in], s = alpha / r.
+ * The Hadamard product of two rank-r products is a rank-r^2 product of Khatri-Rao factors:
+ *   dW = s Ak Bk,  Ak[:, p r + q] = W1a[:, p] .* W2a[:, q]  [out, r^2],
+ *                  Bk[p r + q, :] = W1b[p, :] .* W2b[q, :]  [r^2, in],
+ * so the forward never builds dW: U = x Bk^T, y = x W^T + b + s U Ak^T -- r^2 (in + out) MACs per row
+ * plus r^2 (in + out) to form Ak and Bk, against out*in per row (and out*in*2r once) for PEFT's
+ * materialised dW.  Backward: dU = s dy Ak; dAk = s dy^T U; dBk = dU^T x; dx = dy W + dU Bk;
+ *   dW1a[:, p] = sum_q dAk[:, pq] .* W2a[:, q],  dW2a[:, q] = sum_p dAk[:, pq] .* W1a[:, p]
+ *   dW1b[p, :] = sum_q dBk[pq, :] .* W2b[q, :],  dW2b[q, :] = sum_p dBk[pq, :] .* W1b[p, :].
+ * Merge: W += s Ak Bk (PEFT merge); unmerge subtracts it. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "adapter_internal.h"
+
+typedef struct effml__loha {
+  effml__dense_base base;
+  int64_t r;
+  double alpha, scale;
+  int32_t merged;
+  int32_t i_w1a, i_w1b, i_w2a, i_w2b;
+  const float *x;
+  int64_t batch;
+  float *Ak, *Bk, *U; /* [out, r^2], [r^2, in], [b, r^2] of the last TRAIN forward */
+  size_t cap_a, cap_b, cap_u;
+} effml__loha;
+
+static void loha_destroy(effml_layer *l) {
+  effml__loha *p = (effml__loha *)l->impl;
+  if (p == NULL) return;
+  effml__free(l->ctx, p->Ak);
+  effml__free(l->ctx, p->Bk);
+  effml__free(l->ctx, p->U);
+  effml__free(l->ctx, p);
+}
+
+/* Khatri-Rao factors of the current weights into Ak [out, r^2] and Bk [r^2, in]. */
+static void khatri_rao(effml_layer *l, const effml__loha *p, float *Ak, float *Bk) {
+  int64_t r = p->r, in = l->in_features, out = l->out_features, rr = r * r;
+  const float *a1 = effml__param_f32(l, p->i_w1a), *a2 = effml__param_f32(l, p->i_w2a);
+  const float *b1 = effml__param_f32(l, p->i_w1b), *b2 = effml__param_f32(l, p->i_w2b);
+  for (int64_t j = 0; j < out; ++j)
+    for (int64_t pp = 0; pp < r; ++pp)
+      for (int64_t q = 0; q < r; ++q) Ak[j * rr + pp * r + q] = a1[j * r + pp] * a2[j * r + q];
+  for (int64_t pp = 0; pp < r; ++pp)
+    for (int64_t q = 0; q < r; ++q) {
+      float *dst = Bk + (pp * r + q) * in;
+      const float *u = b1 + pp * in, *v = b2 + q * in;
+      for (int64_t k = 0; k < in; ++k) dst[k] = u[k] * v[k];
+    }
+}
+
+static effml_status loha_forward(effml_context *ctx, effml_layer *l, const effml_tensor *xt, effml_tensor *yt,
+                                 int32_t mode) {
+  effml__loha *p = (effml__loha *)l->impl;
+  int64_t b = xt->shape[0], in = l->in_features, out = l->out_features, rr = p->r * p->r;
+  const float *x = effml__cf32(xt);
+  float *y = effml__f32(yt);
+  int train = mode == EFFML_LAYER_MODE_TRAIN;
+  if (p->merged && train)
+    return effml__err(ctx, EFFML_E_STATE, "loha forward: a merged LoHa layer cannot train; unmerge it first");
+  effml__dense_base_forward(l, &p->base, x, b, y);
+  if (p->merged) return EFFML_OK;
+  float *Ak, *Bk, *U;
+  if (train) {
+    if (!effml__grow_f32(ctx, &p->Ak, &p->cap_a, (size_t)(out * rr)) ||
+        !effml__grow_f32(ctx, &p->Bk, &p->cap_b, (size_t)(rr * in)) || !effml__grow_f32(ctx, &p->U, &p->cap_u, (size_t)(b * rr)))
+      return effml__err(ctx, EFFML_E_NOMEM, "loha forward: out of memory");
+    Ak = p->Ak;
+    Bk = p->Bk;
+    U = p->U;
+  } else {
+    Ak = (float *)effml__malloc(ctx, (size_t)(out * rr + rr * in + b * rr) * sizeof(float));
+    if (Ak == NULL) return effml__err(ctx, EFFML_E_NOMEM, "loha forward: out of memory");
+    Bk = Ak + out * rr;
+    U = Bk + rr * in;
+  }
+  khatri_rao(l, p, Ak, Bk);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)rr, (int)in, 1.0f, x, (int)in, Bk, (int)in, 0.0f, U,
+              (int)rr);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)rr, (float)p->scale, U, (int)rr, Ak,
+              (int)rr, 1.0f, y, (int)out);
+  if (train) {
+    p->x = x;
+    p->batch = b;
+  } else {
+    effml__free(ctx, Ak);
+  }
+  return EFFML_OK;
+}
+
+static effml_status loha_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt, effml_tensor *dxt) {
+  effml__loha *p = (effml__loha *)l->impl;
+  int64_t b = p->batch, in = l->in_features, out = l->out_features, r = p->r, rr = r * r;
+  const float *dy = effml__cf32(dyt), *x = p->x;
+  float *dx = dxt ? effml__f32(dxt) : NULL, s = (float)p->scale;
+  float *dU = (float *)effml__malloc(ctx, (size_t)(b * rr + out * rr + rr * in) * sizeof(float));
+  if (dU == NULL) return effml__err(ctx, EFFML_E_NOMEM, "loha backward: out of memory");
+  float *dAk = dU + b * rr, *dBk = dAk + out * rr;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)rr, (int)out, s, dy, (int)out, p->Ak, (int)rr,
+              0.0f, dU, (int)rr);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)rr, (int)b, s, dy, (int)out, p->U, (int)rr, 0.0f,
+              dAk, (int)rr);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rr, (int)in, (int)b, 1.0f, dU, (int)rr, x, (int)in, 0.0f,
+              dBk, (int)in);
+  const float *a1 = effml__param_f32(l, p->i_w1a), *a2 = effml__param_f32(l, p->i_w2a);
+  const float *b1 = effml__param_f32(l, p->i_w1b), *b2 = effml__param_f32(l, p->i_w2b);
+  if (effml__param_trainable(l, p->i_w1a) || effml__param_trainable(l, p->i_w2a)) {
+    float *g1 = effml__param_trainable(l, p->i_w1a) ? effml__grad_f32(l, p->i_w1a) : NULL;
+    float *g2 = effml__param_trainable(l, p->i_w2a) ? effml__grad_f32(l, p->i_w2a) : NULL;
+    for (int64_t j = 0; j < out; ++j)
+      for (int64_t pp = 0; pp < r; ++pp)
+        for (int64_t q = 0; q < r; ++q) {
+          float d = dAk[j * rr + pp * r + q];
+          if (g1) g1[j * r + pp] += d * a2[j * r + q];
+          if (g2) g2[j * r + q] += d * a1[j * r + pp];
+        }
+  }
+  if (effml__param_trainable(l, p->i_w1b) || effml__param_trainable(l, p->i_w2b)) {
+    float *g1 = effml__param_trainable(l, p->i_w1b) ? effml__grad_f32(l, p->i_w1b) : NULL;
+    float *g2 = effml__param_trainable(l, p->i_w2b) ? effml__grad_f32(l, p->i_w2b) : NULL;
+    for (int64_t pp = 0; pp < r; ++pp)
+      for (int64_t q = 0; q < r; ++q) {
+        const float *d = dBk + (pp * r + q) * in;
+        for (int64_t k = 0; k < in; ++k) {
+          if (g1) g1[pp * in + k] += d[k] * b2[q * in + k];
+          if (g2) g2[q * in + k] += d[k] * b1[pp * in + k];
+        }
+      }
+  }
+  effml__dense_base_backward(l, &p->base, x, dy, b, dx);
+  if (dx)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)rr, 1.0f, dU, (int)rr, p->Bk, (int)in,
+                1.0f, dx, (int)in);
+  effml__free(ctx, dU);
+  return EFFML_OK;
+}
+
+static effml_status loha_flops(effml_context *ctx, const effml_layer *l, int64_t in_width, double *flops) {
+  EFFML__TRY(effml__layer_flops(ctx, effml__layer_child(l, 0), in_width, flops));
+  const effml__loha *p = (const effml__loha *)l->impl;
+  double rr = (double)(p->r * p->r);
+  *flops += 2.0 * rr * (double)(l->in_features + l->out_features) + (double)l->out_features;
+  return EFFML_OK;
+}
+
+const effml__layer_ops effml__loha_ops = {
+    .name = "loha",
+    .forward = loha_forward,
+    .backward = loha_backward,
+    .destroy = loha_destroy,
+    .flops = loha_flops,
+    .traits = EFFML__KIND_WRAPS_BASE,
+};
+
+static effml__loha *as_loha(const effml_layer *l) {
+  return (l && l->ops == &effml__loha_ops) ? (effml__loha *)l->impl : NULL;
+}
+
+int effml__is_loha(const effml_layer *l) { return as_loha(l) != NULL; }
+
+effml_status effml_adapter_loha_create(effml_context *ctx, effml_layer *base, int64_t rank, double alpha,
+                                       effml_layer **out) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, base);
+  EFFML__CHECK_NULL(ctx, out);
+  if (rank < 1 || rank > 4096)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_loha_create: rank=%lld must be in [1, 4096]", (long long)rank);
+  if (!isfinite(alpha)) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_loha_create: alpha=%g must be finite", alpha);
+  int64_t in = 0, nout = 0;
+  EFFML__TRY(effml__wrap_dense_base(ctx, base, &in, &nout));
+  if (effml__base_is_transposed(base))
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "effml_adapter_loha_create: a conv1d base (weight [in, out]) is not supported by LoHa");
+  effml__loha *p = (effml__loha *)effml__calloc_or_err(ctx, 1, sizeof *p, "a loha layer");
+  if (p == NULL) return EFFML_E_NOMEM;
+  p->r = rank;
+  p->alpha = alpha;
+  p->scale = alpha / (double)rank;
+  effml_layer *l = NULL;
+  effml_status st = effml__layer_new(ctx, &effml__loha_ops, in, nout, p, &l);
+  if (st != EFFML_OK) {
+    effml__free(ctx, p);
+    return st;
+  }
+  st = effml__register_dense_base(ctx, l, base, 1, &p->base);
+  int64_t sa[2] = {nout, rank}, sb[2] = {rank, in};
+  if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "hada_w1_a", 2, sa, 1, &p->i_w1a);
+  if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "hada_w1_b", 2, sb, 1, &p->i_w1b);
+  if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "hada_w2_a", 2, sa, 1, &p->i_w2a);
+  if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "hada_w2_b", 2, sb, 1, &p->i_w2b);
+  if (st != EFFML_OK) {
+    effml__layer_disown(l, p->base.layer);
+    effml_layer_free(l);
+    return st;
+  }
+  /* dW starts at 0: W2b = 0, the other factors kaiming_uniform(a = sqrt 5) */
+  double a5 = sqrt(5.0);
+  effml__init_kaiming_uniform(ctx, effml__param_f32(l, p->i_w1a), nout, rank, a5);
+  effml__init_kaiming_uniform(ctx, effml__param_f32(l, p->i_w1b), rank, in, a5);
+  effml__init_kaiming_uniform(ctx, effml__param_f32(l, p->i_w2a), nout, rank, a5);
+  *out = l;
+  return EFFML_OK;
+}
+
+void effml__loha_set_alpha(effml_layer *l, double alpha) {
+  effml__loha *p = as_loha(l);
+  p->alpha = alpha;
+  p->scale = alpha / (double)p->r;
+}
+
+static effml_status loha_merge_common(effml_context *ctx, effml_layer *l, int to_merged) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  effml__loha *p = as_loha(l);
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "loha merge/unmerge: layer is not a loha layer");
+  if (p->merged == to_merged)
+    return effml__err(ctx, EFFML_E_STATE, "loha %s: the layer is %s merged", to_merged ? "merge" : "unmerge",
+                      to_merged ? "already" : "not");
+  int64_t in = l->in_features, out = l->out_features, rr = p->r * p->r;
+  float *Ak = (float *)effml__malloc(ctx, (size_t)(out * rr + rr * in) * sizeof(float));
+  if (Ak == NULL) return effml__err(ctx, EFFML_E_NOMEM, "loha merge: out of memory");
+  khatri_rao(l, p, Ak, Ak + out * rr);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)rr,
+              (to_merged ? 1.0f : -1.0f) * (float)p->scale, Ak, (int)rr, Ak + out * rr, (int)in, 1.0f,
+              effml__param_f32(l, p->base.i_weight), (int)in);
+  effml__free(ctx, Ak);
+  p->merged = to_merged;
+  l->train_pending = 0;
+  return EFFML_OK;
+}
+
+effml_status effml_adapter_loha_merge(effml_context *ctx, effml_layer *layer) { return loha_merge_common(ctx, layer, 1); }
+effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer) { return loha_merge_common(ctx, layer, 0); }
