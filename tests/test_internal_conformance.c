@@ -193,6 +193,14 @@ static effml_status mk_ia3_opts(effml_context *c, effml_layer **o, int feedforwa
 }
 static effml_status mk_ia3(effml_context *c, effml_layer **o) { return mk_ia3_opts(c, o, 0, 0); }
 static effml_status mk_ia3_ff(effml_context *c, effml_layer **o) { return mk_ia3_opts(c, o, 1, 1); }
+static effml_status mk_loha(effml_context *c, effml_layer **o) {
+  effml_layer *base = NULL;
+  effml_status st = effml_layer_dense_create(c, 6, 5, 1, &base);
+  if (st != EFFML_OK) return st;
+  st = effml_adapter_loha_create(c, base, 2, 3.0, o);
+  if (st != EFFML_OK) effml_layer_free(base);
+  return st;
+}
 static effml_status mk_conv1d(effml_context *c, effml_layer **o) {
   return effml_adapter_conv1d_create(c, 6, 4, 1, o);
 }
@@ -350,6 +358,7 @@ static const row ROWS[] = {
     {"lora over conv1d, lora_bias", "lora", mk_lora_conv1d, 6, NULL},
     {"dora (detached norm)", "lora", mk_dora, 6, dora_reference},
     {"lokr", "lokr", mk_lokr, 8, NULL},
+    {"loha", "loha", mk_loha, 6, NULL},
     {"ia3, output scaling", "ia3", mk_ia3, 6, NULL},
     {"ia3 feed-forward over conv1d", "ia3", mk_ia3_ff, 6, NULL},
     {"phm", "phm", mk_phm, 6, NULL},
