@@ -84,6 +84,9 @@ EFFML_BEGIN_DECLS
 #define EFFML_SAMPLER_RESAMPLE_SMOTETOMEK 17  /**< SMOTE then Tomek links (Batista et al. 2004), imblearn `SMOTETomek` */
 #define EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS 18 /**< k-means centroids per class, imblearn `ClusterCentroids`; `voting` */
 #define EFFML_SAMPLER_RESAMPLE_IHT 19 /**< instance hardness threshold (Smith et al. 2014), imblearn `InstanceHardnessThreshold`; `proba_fn`, `cv` */
+#define EFFML_SAMPLER_RESAMPLE_SVMSMOTE 20 /**< SVM-SMOTE (Nguyen et al. 2011), imblearn `SVMSMOTE`; `support_indices` */
+#define EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE 21 /**< KMeans-SMOTE (Douzas et al. 2018), imblearn `KMeansSMOTE` */
+#define EFFML_SAMPLER_RESAMPLE_SMOTEN 22 /**< SMOTEN, nominal features only (Chawla et al. 2002), imblearn `SMOTEN`; effml_sampler_resample() only */
 
 /** ENN selection rule (`kind_sel`). */
 #define EFFML_SAMPLER_ENN_ALL 0  /**< keep a sample iff all its neighbours share its class */
@@ -133,7 +136,7 @@ typedef struct effml_sampler_resample_options {
   int64_t n_targets;             /**< entries of target_labels / target_counts */
   const int64_t *target_labels;  /**< borrowed during the call */
   const int64_t *target_counts;  /**< borrowed during the call */
-  int64_t k_neighbors;           /**< SMOTE/Borderline/ADASYN neighbours (default 5) */
+  int64_t k_neighbors;           /**< SMOTE family neighbours (imblearn defaults: 5; KMeans-SMOTE 2); 0 = the method's default */
   int64_t m_neighbors;           /**< Borderline danger test neighbours (default 10) */
   int64_t n_neighbors;           /**< ENN, RENN, AllKNN, NCL, NearMiss, SMOTEENN neighbours (imblearn default 3), CNN, OSS (default 1); 0 = the method's default; at most 60, the kNN limit */
   int32_t kind_sel;              /**< ENN: EFFML_SAMPLER_ENN_ALL (default) or EFFML_SAMPLER_ENN_MODE */
@@ -155,6 +158,12 @@ typedef struct effml_sampler_resample_options {
   effml_sampler_proba_fn proba_fn; /**< IHT: the classifier (required for IHT) */
   void *proba_user_data;         /**< IHT: passed to proba_fn */
   int64_t cv;                    /**< IHT: stratified folds (default 5) */
+  int64_t n_support;             /**< SVM-SMOTE: entries of support_indices */
+  const int64_t *support_indices; /**< SVM-SMOTE: rows of x that are support vectors (any class; e.g. scikit-learn's SVC.support_); borrowed */
+  double out_step;               /**< SVM-SMOTE: extrapolation step for safe support vectors (default 0.5) */
+  int64_t n_clusters;            /**< KMeans-SMOTE: k-means clusters (imblearn's kmeans_estimator as an int; default 8) */
+  double cluster_balance_threshold; /**< KMeans-SMOTE: minimum class fraction of a cluster (NaN = imblearn's "auto", the default) */
+  double density_exponent;       /**< KMeans-SMOTE: sparsity exponent (NaN = "auto", the default) */
 } effml_sampler_resample_options;
 
 /** Fill `opt` with defaults.  NULL is ignored. */

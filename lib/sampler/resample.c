@@ -14,7 +14,7 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->method = EFFML_SAMPLER_RESAMPLE_SMOTE;
   opt->sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
   opt->ratio = 1.0;
-  opt->k_neighbors = 5;
+  opt->k_neighbors = 0; /* the method's default, see read_options */
   opt->m_neighbors = 10;
   opt->n_neighbors = 0; /* the method's default, see read_options */
   opt->kind_sel = EFFML_SAMPLER_ENN_ALL;
@@ -30,12 +30,20 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->kmeans_max_iter = 300;
   opt->kmeans_tol = 1e-4;
   opt->cv = 5;
+  opt->out_step = 0.5;
+  opt->n_clusters = 8;
+  opt->cluster_balance_threshold = NAN;
+  opt->density_exponent = NAN;
 }
 
 static effml_status read_options(effml_context *ctx, const effml_sampler_resample_options *opt,
                                  effml_sampler_resample_options *o) {
   effml_sampler_resample_options_init(o);
-  if (opt == NULL) return EFFML_OK;
+  if (opt == NULL) {
+    o->k_neighbors = 5;
+    o->n_neighbors = 3;
+    return EFFML_OK;
+  }
   if (opt->struct_size < offsetof(effml_sampler_resample_options, ratio) || opt->struct_size > 4096)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "opt->struct_size=%u is invalid (use effml_sampler_resample_options_init)",
@@ -67,6 +75,8 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
       return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_RESAMPLE_* value",
                         (int)o->method);
   }
+  if (o->k_neighbors == 0) /* imbalanced-learn's default for the method */
+    o->k_neighbors = o->method == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE ? 2 : 5;
   if (o->n_neighbors == 0) /* imbalanced-learn's default for the method */
     o->n_neighbors = (o->method == EFFML_SAMPLER_RESAMPLE_CNN || o->method == EFFML_SAMPLER_RESAMPLE_OSS) ? 1 : 3;
   if (o->reserved0 != 0)

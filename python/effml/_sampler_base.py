@@ -70,6 +70,9 @@ RESAMPLE_SMOTE, RESAMPLE_BORDERLINE1, RESAMPLE_BORDERLINE2, RESAMPLE_ADASYN = 1,
 RESAMPLE_SMOTENC, RESAMPLE_RANDOM_OVER, RESAMPLE_RANDOM_UNDER = 5, 6, 7
 RESAMPLE_TOMEK, RESAMPLE_ENN = 8, 9
 RESAMPLE_NEARMISS, RESAMPLE_RENN, RESAMPLE_ALLKNN, RESAMPLE_NCL = 10, 11, 12, 13
+RESAMPLE_CNN, RESAMPLE_OSS, RESAMPLE_SMOTEENN, RESAMPLE_SMOTETOMEK = 14, 15, 16, 17
+RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_IHT = 18, 19
+RESAMPLE_SVMSMOTE, RESAMPLE_KMEANS_SMOTE, RESAMPLE_SMOTEN = 20, 21, 22
 
 
 class ResampleOptions(ctypes.Structure):
@@ -87,7 +90,16 @@ class ResampleOptions(ctypes.Structure):
                 ("categorical_features", ctypes.POINTER(ctypes.c_int64)),
                 ("version", ctypes.c_int32), ("allow_minority", ctypes.c_int32),
                 ("n_neighbors_ver3", ctypes.c_int64), ("max_iter", ctypes.c_int64),
-                ("threshold_cleaning", ctypes.c_double)]
+                ("threshold_cleaning", ctypes.c_double),
+                ("n_seeds_S", ctypes.c_int64), ("voting", ctypes.c_int32),
+                ("reserved0", ctypes.c_int32), ("kmeans_n_init", ctypes.c_int64),
+                ("kmeans_max_iter", ctypes.c_int64), ("kmeans_tol", ctypes.c_double),
+                ("proba_fn", ctypes.c_void_p), ("proba_user_data", ctypes.c_void_p),
+                ("cv", ctypes.c_int64), ("n_support", ctypes.c_int64),
+                ("support_indices", ctypes.POINTER(ctypes.c_int64)),
+                ("out_step", ctypes.c_double), ("n_clusters", ctypes.c_int64),
+                ("cluster_balance_threshold", ctypes.c_double),
+                ("density_exponent", ctypes.c_double)]
 
 
 _F = (np.dtype(np.float64), np.dtype(np.float32))
