@@ -729,6 +729,62 @@ static void run_outputs(effml_cascade *c, int64_t n, effml_tensor *score, effml_
   *ws_out = ws;
 }
 
+/* A calibrated MSP stage 0 routes on the f32 routing score its window was selected on; the
+ * same rule set by hand routes on the exact score.  Outputs (pred, exact score) agree, and
+ * the exit stage agrees except for samples within 1e-5 of a window bound. */
+START_TEST(test_routing_score_matches_exact_routing) {
+  for (int use_cb = 0; use_cb < 2; ++use_cb) {
+    cb_stage cbs[M];
+    effml_cascade *c = make_cascade(EFFML_CASCADE_SCORE_MSP, use_cb, cbs, test);
+    effml_cascade_threshold_options cal;
+    effml_cascade_threshold_options_init(&cal); /* window, coverage 0.8 */
+    ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, M, (const effml_tensor *const *)val, y_val, &cal),
+                     EFFML_OK);
+    effml_tensor *p1 = vec(ctx, EFFML_I32, N_TEST), *s1 = vec(ctx, EFFML_F64, N_TEST),
+                 *e1 = vec(ctx, EFFML_I32, N_TEST), *p2 = vec(ctx, EFFML_I32, N_TEST),
+                 *s2 = vec(ctx, EFFML_F64, N_TEST), *e2 = vec(ctx, EFFML_I32, N_TEST),
+                 *s0 = vec(ctx, EFFML_F64, N_TEST);
+    effml_cascade_workspace *ws = NULL;
+    ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p1, s1, e1, NULL), EFFML_OK);
+    /* the same bounds in score space, set by hand: the exact path */
+    int32_t rule[M];
+    double a[M], b[M];
+    for (int m = 0; m < M - 1; ++m) {
+      ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, m, &rule[m], &a[m], &b[m], NULL), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_set_exit_rule(ctx, c, m, rule[m], a[m], b[m]), EFFML_OK);
+    }
+    ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p2, s2, e2, NULL), EFFML_OK);
+    effml_cascade_options opt;
+    effml_cascade_options_init(&opt);
+    opt.num_classes = K;
+    ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)test, NULL, s0, NULL),
+                     EFFML_OK);
+    const int32_t *pp1 = effml_tensor_data(p1), *pp2 = effml_tensor_data(p2),
+                  *ee1 = effml_tensor_data(e1), *ee2 = effml_tensor_data(e2);
+    const double *ss1 = effml_tensor_data(s1), *ss2 = effml_tensor_data(s2), *ss0 = effml_tensor_data(s0);
+    int differ = 0;
+    for (int64_t i = 0; i < N_TEST; ++i) {
+      const int near = fabs(ss0[i] - a[0]) < 1e-5 || fabs(ss0[i] - b[0]) < 1e-5;
+      if (ee1[i] != ee2[i]) {
+        ck_assert_msg(near, "sample %lld: exit stage %d (routing score) vs %d (exact), MSP %.17g, window [%.17g, %.17g]",
+                      (long long)i, ee1[i], ee2[i], ss0[i], a[0], b[0]);
+        ++differ;
+        continue;
+      }
+      ck_assert_int_eq(pp1[i], pp2[i]);
+      ck_assert_msg(ss1[i] == ss2[i], "sample %lld: score %.17g vs %.17g", (long long)i, ss1[i], ss2[i]);
+      if (ee1[i] == 0) ck_assert_msg(ss1[i] == ss0[i], "stage-0 exit %lld: exact MSP expected", (long long)i);
+    }
+    ck_assert_int_le(differ, 1);
+    effml_tensor *all[] = {p1, s1, e1, p2, s2, e2, s0};
+    for (int i = 0; i < 7; ++i) effml_tensor_free(all[i]);
+    effml_cascade_workspace_free(ws);
+    effml_cascade_free(c);
+  }
+}
+END_TEST
+
 START_TEST(test_window_width_zero_is_stage_one) {
   effml_cascade *c = make_cascade(EFFML_CASCADE_SCORE_MSP, 0, NULL, test);
   effml_cascade_threshold_options cal;
@@ -893,6 +949,7 @@ int main(void) {
   tcase_add_test(tc, test_rc_curve_small_example);
   tcase_add_test(tc, test_ties_exact_cases);
   tcase_add_test(tc, test_calibration_under_ties);
+  tcase_add_test(tc, test_routing_score_matches_exact_routing);
   tcase_add_test(tc, test_window_width_zero_is_stage_one);
   tcase_add_test(tc, test_window_covering_all_is_ensemble);
   tcase_add_test(tc, test_threshold_exits_ceil_cn);

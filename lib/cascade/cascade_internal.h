@@ -17,6 +17,8 @@ typedef struct effml__cascade_stage {
   int32_t rule;               /* EFFML_CASCADE_EXIT_* */
   double a, b;                /* threshold (a) or window [a, b] */
   double tau;                 /* calibrated task threshold, NaN if none */
+  int32_t route;              /* 1: exits decided on the routing score with (ra, rb) */
+  double ra, rb;              /* the rule's bounds in routing-score space */
 } effml__cascade_stage;
 
 struct effml_cascade {
@@ -72,6 +74,8 @@ typedef struct effml__stage_block {
   int32_t aggregation;
   double temperature;
   int32_t m;          /* members aggregated after this stage (>= 1) */
+  int32_t route;      /* 1: score[j] = the routing score, pred[j] = argmax logit; acc,
+                       * sacc untouched (MSP stages with one member only) */
   double *acc;        /* [rows, K] */
   double *sacc;       /* [rows] */
   double *score;      /* [rows] */
@@ -83,6 +87,26 @@ EFFML__HIDDEN int64_t effml__stage_rows(const effml__stage_block *b, int64_t beg
  * running sum of m members into their mean). */
 EFFML__HIDDEN void effml__probs_score(const double *psum, int64_t K, double scale,
                                       int32_t score_kind, double *score, int32_t *pred);
+
+/* Routing score of one row of K logits (z as doubles): the maximum softmax probability
+ * computed in f32 with a short exp polynomial, 1 / sum_k exp(z_k - max z).  Within about
+ * 1e-6 of the exact MSP and, being one fixed function, the same number wherever it is
+ * computed: threshold selection and the router both use it.  *arg receives the first
+ * maximal logit's index.  Returns a negative value for a non-finite logit. */
+EFFML__HIDDEN double effml__route_score(const double *z, int64_t K, int32_t *arg);
+/* Exact softmax of one row (z as doubles) into p[K] (f64, the stage kernel's arithmetic);
+ * returns the maximum probability (the exact MSP). */
+EFFML__HIDDEN double effml__softmax_row(const double *z, int64_t K, double *p);
+/* Row r of a stage block's logits as doubles into zb[K]. */
+EFFML__HIDDEN void effml__load_row(const effml__stage_block *b, int64_t r, double *zb);
+
+/* 1 if stage m (not the last) routes on the routing score when its rule is selected by
+ * effml_cascade_select_thresholds(): MSP score, one member's logits at that stage
+ * (stage 0, or EFFML_CASCADE_AGG_LAST), K <= 256. */
+static inline int effml__cascade_routes(const effml_cascade *c, int32_t m) {
+  return c->score == EFFML_CASCADE_SCORE_MSP && m < c->num_stages - 1 && c->num_classes <= 256 &&
+         (m == 0 || c->aggregation == EFFML_CASCADE_AGG_LAST);
+}
 
 /* Validation of options shared by create and ensemble_predict. */
 EFFML__HIDDEN effml_status effml__cascade_check_options(effml_context *ctx,

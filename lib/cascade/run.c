@@ -166,6 +166,13 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
     b.score = ws->score_c;
     b.pred = ws->pred_c;
     char name[48];
+    /* Routing path: a stage whose rule was selected on the routing score decides on that
+     * score (f32, no softmax in f64); the exact softmax is then computed only where it is
+     * needed: the exact score of the samples that exit here (when `score` is asked for)
+     * and the probabilities the next stage averages (survivors, mean aggregation). */
+    const int route = s->route && !probs && effml__cascade_routes(c, m) &&
+                      (s->rule == EFFML_CASCADE_EXIT_THRESHOLD || s->rule == EFFML_CASCADE_EXIT_WINDOW);
+    b.route = route;
     if (s->fn) {
       st = call_stage(ctx, s, m, ws, n_act, K, run_data);
       if (st != EFFML_OK) goto fail;
@@ -183,6 +190,38 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
       st = effml__stage_tensor(ctx, &b, s->logits, n_act, name);
     }
     if (st != EFFML_OK) goto fail;
+
+    if (route) {
+      const int keep_probs = c->aggregation == EFFML_CASCADE_AGG_MEAN;
+      double zb[256];
+      int64_t w = 0;
+      for (int64_t j = 0; j < n_act; ++j) {
+        const double rho = ws->score_c[j];
+        const int ex = s->rule == EFFML_CASCADE_EXIT_THRESHOLD ? rho >= s->ra
+                                                                : (rho < s->ra || rho > s->rb);
+        const int64_t r = ws->rows[j];
+        /* the logits row: compact callback buffer row j, or precomputed row r */
+        const int64_t lr = s->fn ? j : r;
+        if (ex) {
+          ws->out_pred[r] = ws->pred_c[j];
+          ws->out_stage[r] = m;
+          if (score) {
+            effml__load_row(&b, lr, zb);
+            ws->out_score[r] = effml__softmax_row(zb, K, ws->acc + w * K); /* scratch row w */
+          }
+        } else {
+          ws->rows[w] = r;
+          if (keep_probs) {
+            effml__load_row(&b, lr, zb);
+            (void)effml__softmax_row(zb, K, ws->acc + w * K);
+          }
+          ++w;
+        }
+      }
+      ws->exits[m] = n_act - w;
+      n_act = w;
+      continue;
+    }
 
     /* exit rule, then compact the survivors (order kept: rows stay increasing) */
     const int last = m == M - 1;

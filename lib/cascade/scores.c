@@ -5,6 +5,7 @@
  * `cascade_results.py` L177-206).
  */
 #include <math.h>
+#include <string.h>
 
 #include "cascade_internal.h"
 
@@ -48,8 +49,121 @@ void effml__probs_score(const double *psum, int64_t K, double scale, int32_t sco
   *score = v;
 }
 
+static inline void load_row(const effml__stage_block *b, int64_t r, double *zb);
+
+/* exp(x) for 16 values x <= 0 in f32, lane by lane (the loop has no branch, so the compiler
+ * vectorises it): x = n ln2 + t with |t| <= ln2/2 (two-part ln2), a degree-6 Taylor
+ * polynomial in t (relative error below 2e-7), times 2^n assembled in the exponent bits.
+ * Inputs below -87 are clamped there (exp(-87) < 2^-125: it cannot move a sum >= 1). */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+static void route_exp16(const float *x, float *out) {
+  const __m128 lo = _mm_set1_ps(-87.0f), l2e = _mm_set1_ps(1.44269504f), half = _mm_set1_ps(0.5f);
+  const __m128 c1 = _mm_set1_ps(0.693359375f), c2 = _mm_set1_ps(-2.12194440e-4f);
+  for (int k = 0; k < 16; k += 4) {
+    const __m128 v = _mm_max_ps(_mm_loadu_ps(x + k), lo);
+    const __m128i ni = _mm_cvttps_epi32(_mm_sub_ps(_mm_mul_ps(v, l2e), half));
+    const __m128 n = _mm_cvtepi32_ps(ni);
+    const __m128 t = _mm_sub_ps(_mm_sub_ps(v, _mm_mul_ps(n, c1)), _mm_mul_ps(n, c2));
+    __m128 p = _mm_set1_ps(1.0f / 720.0f);
+    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 120.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 24.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 6.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(0.5f));
+    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f));
+    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f));
+    const __m128 two_n = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(ni, _mm_set1_epi32(127)), 23));
+    _mm_storeu_ps(out + k, _mm_mul_ps(p, two_n));
+  }
+}
+#else
+/* The same operations lane by lane (no contraction: the library builds as ISO C11). */
+static void route_exp16(const float *x, float *out) {
+  for (int k = 0; k < 16; ++k) {
+    const float v = x[k] < -87.0f ? -87.0f : x[k];
+    const int32_t ni = (int32_t)(v * 1.44269504f - 0.5f);
+    const float n = (float)ni;
+    const float t = (v - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.0f / 720.0f;
+    p = p * t + 1.0f / 120.0f;
+    p = p * t + 1.0f / 24.0f;
+    p = p * t + 1.0f / 6.0f;
+    p = p * t + 0.5f;
+    p = p * t + 1.0f;
+    p = p * t + 1.0f;
+    const uint32_t bits = (uint32_t)(ni + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    out[k] = p * two_n;
+  }
+}
+#endif
+
+/* The routing score from f32 logits (exact inputs; argmax on the floats themselves). */
+static double route_score_f32(const float *z, int64_t K, int32_t *arg) {
+  int64_t a = 0;
+  float zmax = z[0];
+  float fin = z[0] - z[0]; /* 0 for finite values, NaN for NaN and inf */
+  for (int64_t k = 1; k < K; ++k) {
+    fin += z[k] - z[k];
+    if (z[k] > zmax) {
+      zmax = z[k];
+      a = k;
+    }
+  }
+  *arg = (int32_t)a;
+  if (fin != 0.0f) return -1.0;
+  float sum = 0.0f;
+  for (int64_t k0 = 0; k0 < K; k0 += 16) { /* blocks of 16, padded with exp(-87) ~ 0 */
+    float x[16], e[16];
+    for (int k = 0; k < 16; ++k) x[k] = k0 + k < K ? z[k0 + k] - zmax : -87.0f;
+    route_exp16(x, e);
+    const int64_t kn = K - k0 < 16 ? K - k0 : 16;
+    for (int64_t k = 0; k < kn; ++k) sum += e[k]; /* in order: the same sum everywhere */
+  }
+  return (double)(1.0f / sum);
+}
+
+double effml__route_score(const double *z, int64_t K, int32_t *arg) {
+  int64_t a = 0;
+  double zmax = z[0];
+  int finite = isfinite(z[0]);
+  for (int64_t k = 1; k < K; ++k) {
+    finite &= isfinite(z[k]);
+    if (z[k] > zmax) {
+      zmax = z[k];
+      a = k;
+    }
+  }
+  *arg = (int32_t)a;
+  if (!finite) return -1.0;
+  float zf[256];
+  for (int64_t k = 0; k < K; ++k) zf[k] = (float)z[k];
+  int32_t unused;
+  return route_score_f32(zf, K, &unused); /* argmax stays the f64 one */
+}
+
+double effml__softmax_row(const double *z, int64_t K, double *p) {
+  double zmax = -INFINITY;
+  for (int64_t k = 0; k < K; ++k)
+    if (z[k] > zmax) zmax = z[k];
+  double sum = 0.0;
+  for (int64_t k = 0; k < K; ++k) sum += (p[k] = exp(z[k] - zmax));
+  const double inv_sum = 1.0 / sum;
+  double top = 0.0;
+  for (int64_t k = 0; k < K; ++k) {
+    p[k] *= inv_sum;
+    if (p[k] > top) top = p[k];
+  }
+  return top;
+}
+
 /* Row r's logits as doubles into zb, with the common layouts unrolled from the
  * generic strided access. */
+void effml__load_row(const effml__stage_block *b, int64_t r, double *zb) {
+  load_row(b, r, zb);
+}
+
 static inline void load_row(const effml__stage_block *b, int64_t r, double *zb) {
   const int64_t K = b->K;
   if (!b->is_f64 && b->cs == 1) {
@@ -121,6 +235,24 @@ static inline int64_t stage_row(const effml__stage_block *b, int64_t j, int64_t 
 int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t end) {
   double zb[256];
   const int small = b->K <= 256; /* the usual case: work from a local copy of the row */
+  if (b->route && small) { /* routing score only: no softmax in f64, no running sums */
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t r = b->row_index ? b->row_index[j] : j;
+      double v;
+      if (!b->is_f64 && b->cs == 1) {
+        v = route_score_f32((const float *)b->base + r * b->rs, b->K, &b->pred[j]);
+      } else {
+        load_row(b, r, zb);
+        v = effml__route_score(zb, b->K, &b->pred[j]);
+      }
+      if (v < 0.0) load_row(b, r, zb);
+      if (v < 0.0)
+        for (int64_t k = 0; k < b->K; ++k)
+          if (!isfinite(zb[k])) return j * b->K + k;
+      b->score[j] = v;
+    }
+    return -1;
+  }
   for (int64_t j = begin; j < end; ++j) {
     const int64_t r = b->row_index ? b->row_index[j] : j;
     if (small) load_row(b, r, zb);
@@ -152,7 +284,7 @@ effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
   job.b = b;
   for (int i = 0; i < 64; ++i) job.bad[i] = -1;
   /* rows are independent, so the split (and the thread count) cannot change results */
-  EFFML__TRY(effml__parallel_for(ctx, rows, 8192, stage_job_fn, &job));
+  EFFML__TRY(effml__parallel_for(ctx, rows, b->route ? 4096 : 8192, stage_job_fn, &job));
   int64_t bad = -1;
   for (int i = 0; i < 64; ++i)
     if (job.bad[i] >= 0 && (bad < 0 || job.bad[i] < bad)) bad = job.bad[i];

@@ -48,6 +48,8 @@ static double percentile_rank(const double *a, int64_t n, double x) {
 typedef struct {
   int32_t rule;
   double a, b, tau;
+  int32_t route;   /* 1: ra, rb hold the rule in routing-score space */
+  double ra, rb;
 } stage_rule;
 
 /* tau and the rule of one stage from its validation scores and predictions. */
@@ -181,9 +183,11 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
   double *sacc = effml__malloc(ctx, (size_t)n * sizeof(double));
   double *sc = effml__malloc(ctx, (size_t)n * sizeof(double));
   int32_t *pr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
+  double *rsc = effml__malloc(ctx, (size_t)n * sizeof(double));
+  int32_t *rpr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
   stage_rule *rules = effml__calloc(ctx, (size_t)M, sizeof(stage_rule));
   effml_status st = EFFML_OK;
-  if (!acc || !sacc || !sc || !pr || !rules) {
+  if (!acc || !sacc || !sc || !pr || !rules || !rsc || !rpr) {
     st = effml__err(ctx, EFFML_E_NOMEM, "calibrate: out of memory for %lld samples", (long long)n);
     goto done;
   }
@@ -207,12 +211,31 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
     if (st) goto done;
     st = fit_stage(ctx, m, sc, pr, labels, n, &o, &rules[m]);
     if (st) goto done;
+    /* A one-member MSP stage routes on the routing score (effml__route_score): its rule
+     * is selected again on that same score, so the router selects exactly the validation
+     * coverage the target asks for.  The exact-score rule is what get_exit_rule reports. */
+    if (effml__cascade_routes(cascade, m)) {
+      stage_rule rr;
+      b.route = 1;
+      b.score = rsc;
+      b.pred = rpr;
+      st = effml__stage_tensor(ctx, &b, val_logits[m], n, name);
+      if (st) goto done;
+      st = fit_stage(ctx, m, rsc, rpr, labels, n, &o, &rr);
+      if (st) goto done;
+      rules[m].route = 1;
+      rules[m].ra = rr.a;
+      rules[m].rb = rr.b;
+    }
   }
   for (int32_t m = 0; m < M - 1; ++m) {
     cascade->stages[m].rule = rules[m].rule;
     cascade->stages[m].a = rules[m].a;
     cascade->stages[m].b = rules[m].b;
     cascade->stages[m].tau = rules[m].tau;
+    cascade->stages[m].route = rules[m].route;
+    cascade->stages[m].ra = rules[m].ra;
+    cascade->stages[m].rb = rules[m].rb;
   }
 done:
   effml__free(ctx, labels);
@@ -220,6 +243,8 @@ done:
   effml__free(ctx, sacc);
   effml__free(ctx, sc);
   effml__free(ctx, pr);
+  effml__free(ctx, rsc);
+  effml__free(ctx, rpr);
   effml__free(ctx, rules);
   return st;
 }
