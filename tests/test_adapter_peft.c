@@ -850,6 +850,45 @@ START_TEST(test_loha) {
 }
 END_TEST
 
+START_TEST(test_vera) {
+  run_attach_case("vera", "VERA"); /* q_proj uses all of vera_A [4, 40] / vera_B [24, 4], v_proj a slice */
+  effml_context *ctx = tu_ctx(6);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("vera", "vera_nosave", "\"save_projection\": true",
+                                                        "\"save_projection\": false"), &a), EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "save_projection=false") != NULL);
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("vera", "vera_drop", "\"vera_dropout\": 0.0", "\"vera_dropout\": 0.1"), &a),
+                   EFFML_E_UNSUPPORTED);
+  /* a module wider than the shared projection */
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, PEFT_DIR "/vera", &a), EFFML_OK);
+  effml_layer *d = NULL, *l = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 48, 16, 0, &d), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, 1, d, &l), EFFML_E_SHAPE);
+  ck_assert(strstr(effml_context_last_error(ctx), "vera_A") != NULL);
+  effml_layer_free(d);
+  effml_adapter_peft_free(a);
+  /* merge / unmerge round trip */
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 12, 10, 1, &d), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_vera_create(ctx, d, 3, 0.1, &l), EFFML_OK);
+  tu_fill_uniform(effml_layer_param(l, pidx(l, "vera_lambda_b")), 5, -1, 1);
+  float w0[120];
+  memcpy(w0, effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight"))), sizeof w0);
+  effml_tensor *x = new2(ctx, 4, 12), *y0 = new2(ctx, 4, 10), *y1 = new2(ctx, 4, 10);
+  tu_fill_uniform(x, 3, -1, 1);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y0, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_vera_merge(ctx, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y1, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  ck_assert(tu_max_abs_diff_f32(effml_tensor_data(y0), effml_tensor_data(y1), 40) < 1e-5);
+  ck_assert_int_eq(effml_adapter_vera_unmerge(ctx, l), EFFML_OK);
+  ck_assert(tu_max_abs_diff_f32(w0, effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight"))), 120) < 1e-6);
+  effml_tensor_free(x);
+  effml_tensor_free(y0);
+  effml_tensor_free(y1);
+  effml_layer_free(l);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(test_ia3) {
   run_attach_case("ia3", "IA3"); /* q_proj scales its output (and bias), v_proj (feed-forward) its input */
   /* merge / unmerge round trip on a layer of our own */
@@ -912,6 +951,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_lokr_refusals);
   tcase_add_test(t, test_ia3);
   tcase_add_test(t, test_loha);
+  tcase_add_test(t, test_vera);
   suite_add_tcase(s, t);
   return s;
 }

@@ -72,13 +72,13 @@ static void check_case(const char *c) {
 
 START_TEST(test_merge_fixtures) {
   const char *cases[] = {"lora", "lora_rslora", "lora_rank_alpha_pattern", "lora_dropout", "dora",
-                         "dora_rslora", "lora_conv1d_fan_in_fan_out", "lokr", "lokr_decompose_both", "ia3", "loha"};
+                         "dora_rslora", "lora_conv1d_fan_in_fan_out", "lokr", "lokr_decompose_both", "ia3", "loha", "vera"};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) check_case(cases[i]);
 }
 END_TEST
 
 START_TEST(test_refusals) {
-  char args[1024], out[512];
+  char args[2048], out[512];
   struct stat sb;
   /* lora_bias where v_proj has no bias: refused naming the module, nothing written */
   snprintf(out, sizeof out, "%s/tool_lora_bias.safetensors", EFFML_TEST_TMP);
@@ -90,11 +90,18 @@ START_TEST(test_refusals) {
   ck_assert_msg(strstr(e, "base_model.model.v_proj") && strstr(e, "lora_bias"), "%s", e);
   free(e);
   ck_assert(stat(out, &sb) != 0);
-  /* types not read yet: refused naming peft_type */
-  snprintf(args, sizeof args, "merge --base %s/vera/base.safetensors --adapter %s/vera --out %s", PEFT_DIR, PEFT_DIR, out);
+  /* a type not read: refused naming peft_type (a VeRA config with another type name) */
+  char dir2[600], p2[700];
+  snprintf(dir2, sizeof dir2, "%s/tool_boft", EFFML_TEST_TMP);
+  mkdir(dir2, 0755);
+  snprintf(p2, sizeof p2, "%s/adapter_config.json", dir2);
+  FILE *cf = fopen(p2, "wb");
+  fputs("{\"peft_type\": \"BOFT\", \"r\": 4}", cf);
+  fclose(cf);
+  snprintf(args, sizeof args, "merge --base %s/vera/base.safetensors --adapter %s --out %s", PEFT_DIR, dir2, out);
   ck_assert_int_eq(run(args), 1);
   e = read_err();
-  ck_assert_msg(strstr(e, "peft_type=\"VERA\""), "%s", e);
+  ck_assert_msg(strstr(e, "peft_type=\"BOFT\""), "%s", e);
   free(e);
   ck_assert(stat(out, &sb) != 0);
   /* a base without the module */
@@ -115,6 +122,8 @@ START_TEST(test_refusals) {
   snprintf(args, sizeof args, "info %s/dora", PEFT_DIR);
   ck_assert_int_eq(run(args), 0);
   snprintf(args, sizeof args, "info %s/vera", PEFT_DIR);
+  ck_assert_int_eq(run(args), 0);
+  snprintf(args, sizeof args, "info %s", dir2);
   ck_assert_int_eq(run(args), 1);
 }
 END_TEST
@@ -135,7 +144,7 @@ START_TEST(test_merge_bf16) {
     ck_assert_int_eq(effml_tensor_convert(ctx, t, EFFML_BF16, &conv[i]), EFFML_OK);
     ts[i] = conv[i];
   }
-  char base[512], out[512], args[1200];
+  char base[512], out[512], args[2048];
   snprintf(base, sizeof base, "%s/tool_bf16_base.safetensors", EFFML_TEST_TMP);
   snprintf(out, sizeof out, "%s/tool_bf16_out.safetensors", EFFML_TEST_TMP);
   const char *mk[1] = {"format"}, *mv[1] = {"pt"};

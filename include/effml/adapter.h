@@ -499,6 +499,29 @@ EFFML_API effml_status effml_adapter_loha_merge(effml_context *ctx, effml_layer 
 EFFML_API effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer);
 
 /* ------------------------------------------------------------------------ */
+/* VeRA                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Wrap a dense (or "conv1d") base layer in VeRA (kind "vera"; Kopiczko,
+ * Blankevoort, Asano 2024, arXiv 2310.11454, eq. 1; PEFT VeRA Linear):
+ * y = x W^T + b + lb .* ((ld .* (x A^T)) B^T) with frozen random projections
+ * "vera_A" `[r, in]`, "vera_B" `[out, r]` (in PEFT, the leading slices of one
+ * pair shared by the model) and trained "vera_lambda_d" `[r]` (starts at
+ * d_initial, PEFT 0.1) and "vera_lambda_b" `[out]` (starts at 0: dW = 0).
+ * The projections start kaiming_uniform(a = sqrt 5) from the context
+ * generator (PEFT's torch-generated ones are not reproduced: load them).
+ * Frozen base; ownership of `base` as LoRA.
+ * @return EFFML_E_INVALID_ARG (rank outside [1, 65536], NULL), EFFML_E_SHAPE, EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_vera_create(effml_context *ctx, effml_layer *base, int64_t rank,
+                                                 double d_initial, effml_layer **out);
+/** Merge W += diag(lb) B diag(ld) A (PEFT); unmerge subtracts it.  A merged layer refuses training.
+ *  @return EFFML_E_STATE, EFFML_E_INVALID_ARG, EFFML_E_NOMEM. */
+EFFML_API effml_status effml_adapter_vera_merge(effml_context *ctx, effml_layer *layer);
+EFFML_API effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_layer *layer);
+
+/* ------------------------------------------------------------------------ */
 /* A PEFT adapter directory as one object (module-by-module merging)         */
 /* ------------------------------------------------------------------------ */
 
@@ -518,7 +541,7 @@ typedef struct effml_adapter_peft effml_adapter_peft;
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
 /** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */
 EFFML_API void effml_adapter_peft_free(effml_adapter_peft *a);
-/** "LORA", "LORA (DoRA)", "LOKR", "LOHA" or "IA3" (borrowed; NULL for NULL). */
+/** "LORA", "LORA (DoRA)", "LOKR", "LOHA", "IA3" or "VERA" (borrowed; NULL for NULL). */
 EFFML_API const char *effml_adapter_peft_type(const effml_adapter_peft *a);
 /** Number of adapted modules. */
 EFFML_API int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a);
@@ -539,7 +562,8 @@ EFFML_API effml_status effml_adapter_peft_module_info(effml_context *ctx, const 
 /**
  * Build module i's adapter layer around `base` (a dense layer, or a "conv1d"
  * one for fan_in_fan_out files): a "lora" layer (DoRA, lora_bias, dropout as
- * configured), a "lokr", "loha" or "ia3" layer (feed-forward as
+ * configured), a "lokr", "loha", "ia3" or "vera" layer (VeRA: the module's
+ * slices of the shared vera_A/vera_B) (feed-forward as
  * feedforward_modules says, PEFT's matching), its weights copied from the file.  On
  * success `*out` owns `base`; on error the caller still owns it.
  * @return EFFML_E_NOT_FOUND / EFFML_E_SHAPE (names the key and the shapes),

@@ -158,7 +158,7 @@ EFFML__HIDDEN int64_t effml__lokr_rank(const effml_layer *layer);
 EFFML__HIDDEN void effml__lokr_set_alpha(effml_layer *layer, double alpha);
 /* The adapter kinds' ops tables (registered in lib/registry/layer_kinds.c). */
 EFFML__HIDDEN extern const effml__layer_ops effml__lora_ops, effml__lokr_ops, effml__phm_ops,
-    effml__adapter_block_ops, effml__conv1d_ops, effml__ia3_ops, effml__loha_ops;
+    effml__adapter_block_ops, effml__conv1d_ops, effml__ia3_ops, effml__loha_ops, effml__vera_ops;
 
 /* kaiming_uniform_(a) of PyTorch on a 2-D [rows, cols] tensor: bound = gain*sqrt(3/fan_in),
  * gain = sqrt(2/(1+a^2)), fan_in = cols.  From the context generator. */
@@ -173,9 +173,11 @@ struct cJSON;
 #define EFFML__PEFT_LOKR 1
 #define EFFML__PEFT_IA3 2
 #define EFFML__PEFT_LOHA 3
+#define EFFML__PEFT_VERA 4
 typedef struct effml__peft_cfg {
   effml_context *ctx;
   int32_t type;             /* EFFML__PEFT_* */
+  int32_t auto_type;        /* the type came from peft_type (effml_adapter_peft_open) */
   int32_t decompose_both;   /* LoKr */
   int64_t decompose_factor; /* LoKr, -1 = none */
   char *path;               /* <dir>/adapter_config.json */
@@ -205,6 +207,8 @@ EFFML__HIDDEN int effml__is_ia3(const effml_layer *l);
 /* LoHa (loha.c): 1 if LoHa; set alpha (scale alpha / r). */
 EFFML__HIDDEN int effml__is_loha(const effml_layer *l);
 EFFML__HIDDEN void effml__loha_set_alpha(effml_layer *l, double alpha);
+/* 1 if the layer is a VeRA layer (vera.c). */
+EFFML__HIDDEN int effml__is_vera(const effml_layer *l);
 /* The module name as PEFT matches patterns: without "base_model.model.". */
 EFFML__HIDDEN const char *effml__peft_module_key(const char *module_name);
 

@@ -14,20 +14,24 @@ struct effml_adapter_peft {
   effml_safetensors *st;
   int64_t n;
   char **modules; /* "base_model.model.q_proj", in file order of first tensor */
+  const effml_tensor *vera_A, *vera_B; /* VeRA's shared projections (borrowed from st) */
 };
 
 static const char *const LORA_SUFFIX[] = {".lora_A.weight", ".lora_B.weight", ".lora_B.bias", ".lora_magnitude_vector"};
 static const char *const LOKR_SUFFIX[] = {".lokr_w1", ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2", ".lokr_w2_a", ".lokr_w2_b"};
 static const char *const IA3_SUFFIX[] = {".ia3_l"};
 static const char *const LOHA_SUFFIX[] = {".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b"};
+static const char *const VERA_SUFFIX[] = {".vera_lambda_b", ".vera_lambda_d"};
 
 /* Length of the module prefix of `name`, or 0 if no known suffix ends it. */
 static size_t module_len(const effml__peft_cfg *c, const char *name) {
   const char *const *suf = c->type == EFFML__PEFT_LOKR   ? LOKR_SUFFIX
                           : c->type == EFFML__PEFT_IA3  ? IA3_SUFFIX
                           : c->type == EFFML__PEFT_LOHA ? LOHA_SUFFIX
+                          : c->type == EFFML__PEFT_VERA ? VERA_SUFFIX
                                                         : LORA_SUFFIX;
-  size_t ns = c->type == EFFML__PEFT_LOKR ? 6 : c->type == EFFML__PEFT_IA3 ? 1 : 4, n = strlen(name);
+  size_t ns = c->type == EFFML__PEFT_LOKR ? 6 : c->type == EFFML__PEFT_IA3 ? 1 : c->type == EFFML__PEFT_VERA ? 2 : 4,
+         n = strlen(name);
   for (size_t i = 0; i < ns; ++i) {
     size_t k = strlen(suf[i]);
     if (n > k && strcmp(name + n - k, suf[i]) == 0) return n - k;
@@ -66,6 +70,10 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
   }
   for (int64_t t = 0; s == EFFML_OK && t < nt; ++t) {
     const char *name = effml_safetensors_name(a->st, t);
+    if (a->cfg->type == EFFML__PEFT_VERA && (strcmp(name, "base_model.vera_A") == 0 || strcmp(name, "base_model.vera_B") == 0)) {
+      effml_safetensors_get(ctx, a->st, name, name[16] == 'A' ? &a->vera_A : &a->vera_B);
+      continue; /* the shared projections */
+    }
     size_t k = module_len(a->cfg, name);
     if (k == 0) {
       s = effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": tensor \"%s\" is not a %s tensor this library reads", path, name,
@@ -86,6 +94,14 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
     }
   }
   if (s == EFFML_OK && a->n == 0) s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" holds no adapter tensor", path);
+  if (s == EFFML_OK && a->cfg->type == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
+    s = effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
+                   a->vera_A == NULL ? "base_model.vera_A" : "base_model.vera_B");
+  if (s == EFFML_OK && a->cfg->type == EFFML__PEFT_VERA &&
+      (effml_tensor_ndim(a->vera_A) != 2 || effml_tensor_ndim(a->vera_B) != 2 ||
+       effml_tensor_dim(a->vera_A, 0) != a->cfg->r || effml_tensor_dim(a->vera_B, 1) != a->cfg->r))
+    s = effml__err(ctx, EFFML_E_SHAPE, "\"%s\": vera_A must be [r=%lld, max_in] and vera_B [max_out, r]", path,
+                   (long long)a->cfg->r);
   effml__free(ctx, path);
   if (s != EFFML_OK) {
     effml_adapter_peft_free(a);
@@ -99,6 +115,7 @@ const char *effml_adapter_peft_type(const effml_adapter_peft *a) {
   if (a == NULL) return NULL;
   if (a->cfg->type == EFFML__PEFT_IA3) return "IA3";
   if (a->cfg->type == EFFML__PEFT_LOHA) return "LOHA";
+  if (a->cfg->type == EFFML__PEFT_VERA) return "VERA";
   return a->cfg->type == EFFML__PEFT_LOKR ? "LOKR" : (a->cfg->use_dora ? "LORA (DoRA)" : "LORA");
 }
 
@@ -152,7 +169,9 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
   int64_t r = 0;
   double alpha = 0;
   effml__peft_cfg_module(c, a->modules[i], &r, &alpha);
-  if (c->type == EFFML__PEFT_LOHA) {
+  if (c->type == EFFML__PEFT_VERA) {
+    EFFML__TRY(effml_adapter_vera_create(ctx, base, r, 0.1, &l));
+  } else if (c->type == EFFML__PEFT_LOHA) {
     EFFML__TRY(effml_adapter_loha_create(ctx, base, r, alpha, &l));
   } else if (c->type == EFFML__PEFT_IA3) {
     EFFML__TRY(effml_adapter_ia3_create(ctx, base, effml__peft_cfg_feedforward(c, a->modules[i]), &l));
@@ -183,6 +202,24 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
   for (int32_t j = 0; s == EFFML_OK && j < np; ++j) {
     const char *pn = effml_layer_param_name(l, j);
     if (strncmp(pn, "base_layer.", 11) == 0) continue;
+    if (c->type == EFFML__PEFT_VERA && (strcmp(pn, "vera_A") == 0 || strcmp(pn, "vera_B") == 0)) {
+      /* this module's leading slice of the shared projection */
+      const effml_tensor *full = pn[5] == 'A' ? a->vera_A : a->vera_B;
+      effml_tensor *dst = effml_layer_param(l, j);
+      int64_t need = pn[5] == 'A' ? effml_tensor_dim(dst, 1) : effml_tensor_dim(dst, 0);
+      int64_t have = pn[5] == 'A' ? effml_tensor_dim(full, 1) : effml_tensor_dim(full, 0);
+      if (need > have) {
+        s = effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"base_model.%s\" has %lld %s, module \"%s\" needs %lld", pn,
+                       (long long)have, pn[5] == 'A' ? "columns (max in_features)" : "rows (max out_features)",
+                       a->modules[i], (long long)need);
+        break;
+      }
+      effml_tensor *view = NULL;
+      s = effml_tensor_slice(ctx, full, pn[5] == 'A' ? 1 : 0, 0, need, 1, &view);
+      if (s == EFFML_OK) s = effml_tensor_copy(ctx, dst, view);
+      effml_tensor_free(view);
+      continue;
+    }
     char key[1024];
     snprintf(key, sizeof key, "%s.%s", a->modules[i], pn);
     if (effml_safetensors_get(ctx, a->st, key, &src[j]) != EFFML_OK) {
@@ -215,8 +252,9 @@ effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *lay
   if (effml__is_lora(layer)) return effml_adapter_lora_merge(ctx, layer);
   if (effml__is_ia3(layer)) return effml_adapter_ia3_merge(ctx, layer);
   if (effml__is_loha(layer)) return effml_adapter_loha_merge(ctx, layer);
+  if (effml__is_vera(layer)) return effml_adapter_vera_merge(ctx, layer);
   if (!effml__is_lokr(layer))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_peft_merge_layer: not a lora, lokr, loha or ia3 layer");
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_peft_merge_layer: not a lora, lokr, loha, ia3 or vera layer");
   effml_layer *base = effml_adapter_lora_base(layer); /* child 0 of LoRA and LoKr alike */
   int32_t iw = -1;
   for (int32_t j = 0; j < effml_layer_num_params(base); ++j)

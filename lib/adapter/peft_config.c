@@ -141,18 +141,44 @@ static const field LOHA_FIELDS[] = {
     {"use_effective_conv2d", F_INFO},  /* Conv2d modules only */
 };
 
+/* Every key PEFT 0.21 writes for VeraConfig. */
+static const field VERA_FIELDS[] = {
+    {"auto_mapping", F_INFO},
+    {"base_model_name_or_path", F_INFO},
+    {"bias", F_HONOURED},              /* "none" only */
+    {"d_initial", F_INFO},             /* init only; lambda_d is in the file */
+    {"fan_in_fan_out", F_HONOURED},    /* the base layer states its layout */
+    {"inference_mode", F_INFO},
+    {"init_weights", F_INFO},
+    {"layers_pattern", F_INFO},
+    {"layers_to_transform", F_INFO},
+    {"modules_to_save", F_EMPTY},
+    {"peft_type", F_HONOURED},
+    {"peft_version", F_INFO},
+    {"projection_prng_key", F_INFO},   /* used only to regenerate projections; save_projection false is refused */
+    {"r", F_HONOURED},
+    {"revision", F_INFO},
+    {"save_projection", F_HONOURED},   /* true only */
+    {"target_modules", F_INFO},
+    {"task_type", F_INFO},
+    {"vera_dropout", F_HONOURED},      /* training-only: 0 only */
+};
+
 static const char *type_name(int32_t t) {
-  return t == EFFML__PEFT_LOKR ? "LOKR" : t == EFFML__PEFT_IA3 ? "IA3" : t == EFFML__PEFT_LOHA ? "LOHA" : "LORA";
+  return t == EFFML__PEFT_LOKR ? "LOKR" : t == EFFML__PEFT_IA3 ? "IA3" : t == EFFML__PEFT_LOHA ? "LOHA"
+       : t == EFFML__PEFT_VERA ? "VERA" : "LORA";
 }
 
 static const field *find_field(const effml__peft_cfg *c, const char *key) {
   const field *t = c->type == EFFML__PEFT_LOKR ? LOKR_FIELDS
                    : c->type == EFFML__PEFT_IA3 ? IA3_FIELDS
                    : c->type == EFFML__PEFT_LOHA ? LOHA_FIELDS
+                   : c->type == EFFML__PEFT_VERA ? VERA_FIELDS
                                                  : LORA_FIELDS;
   size_t n = c->type == EFFML__PEFT_LOKR   ? sizeof LOKR_FIELDS / sizeof LOKR_FIELDS[0]
              : c->type == EFFML__PEFT_IA3  ? sizeof IA3_FIELDS / sizeof IA3_FIELDS[0]
              : c->type == EFFML__PEFT_LOHA ? sizeof LOHA_FIELDS / sizeof LOHA_FIELDS[0]
+             : c->type == EFFML__PEFT_VERA ? sizeof VERA_FIELDS / sizeof VERA_FIELDS[0]
                                            : sizeof LORA_FIELDS / sizeof LORA_FIELDS[0];
   for (size_t i = 0; i < n; ++i)
     if (strcmp(t[i].key, key) == 0) return &t[i];
@@ -260,8 +286,11 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
     if (!cJSON_IsString(v)) return bad_value(ctx, c, v, "a string");
     const char *want = type_name(c->type);
     if (strcmp(v->valuestring, want) != 0) {
-      char why[64];
-      snprintf(why, sizeof why, "this loader reads %s adapters", want);
+      char why[96];
+      if (c->auto_type)
+        snprintf(why, sizeof why, "this library reads LORA, LOKR, LOHA, IA3 and VERA adapters");
+      else
+        snprintf(why, sizeof why, "this loader reads %s adapters", want);
       return unsupported(ctx, c, v, why);
     }
   } else if (strcmp(k, "r") == 0) {
@@ -272,6 +301,16 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
   } else if (strcmp(k, "alpha") == 0 && (c->type == EFFML__PEFT_LOKR || c->type == EFFML__PEFT_LOHA)) {
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return bad_value(ctx, c, v, "a finite number");
     c->alpha = v->valuedouble;
+  } else if (strcmp(k, "save_projection") == 0) {
+    if (!cJSON_IsBool(v)) return bad_value(ctx, c, v, "true or false");
+    if (!cJSON_IsTrue(v))
+      return unsupported(ctx, c, v,
+                         "the file then lacks vera_A/vera_B, which PEFT regenerates with torch's random generator "
+                         "(projection_prng_key); save the adapter with save_projection=True");
+  } else if (strcmp(k, "vera_dropout") == 0) {
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
+      return bad_value(ctx, c, v, "a number in [0, 1)");
+    if (v->valuedouble != 0.0) return unsupported(ctx, c, v, "training-only dropout of VeRA is not implemented");
   } else if (strcmp(k, "feedforward_modules") == 0) {
     if (cJSON_IsNull(v)) return EFFML_OK;
     if (cJSON_IsArray(v)) {
@@ -391,11 +430,13 @@ effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int3
   if (s == EFFML_OK && (c->root == NULL || !cJSON_IsObject(c->root)))
     s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" is not a JSON object", c->path);
   if (s == EFFML_OK && c->type < 0) { /* any type this library reads: from peft_type */
+    c->auto_type = 1;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(c->root, "peft_type");
     const char *tn = cJSON_IsString(t) ? t->valuestring : "";
     c->type = strcmp(tn, "LOKR") == 0   ? EFFML__PEFT_LOKR
               : strcmp(tn, "IA3") == 0  ? EFFML__PEFT_IA3
               : strcmp(tn, "LOHA") == 0 ? EFFML__PEFT_LOHA
+              : strcmp(tn, "VERA") == 0 ? EFFML__PEFT_VERA
                                         : EFFML__PEFT_LORA;
   }
   const cJSON *pt = s == EFFML_OK ? cJSON_GetObjectItemCaseSensitive(c->root, "peft_type") : NULL;

@@ -16,7 +16,7 @@ extern const effml__layer_ops effml__sequential_ops, effml__dense_ops, effml__ac
 extern const effml__layer_ops effml__sparse_linear_ops, effml__sparse_wide_ops,
     effml__sparse_parallel_ops, effml__sparse_factorized_ops, effml__sparse_doped_ops;
 extern const effml__layer_ops effml__lora_ops, effml__lokr_ops, effml__phm_ops,
-    effml__adapter_block_ops, effml__conv1d_ops, effml__ia3_ops, effml__loha_ops;
+    effml__adapter_block_ops, effml__conv1d_ops, effml__ia3_ops, effml__loha_ops, effml__vera_ops;
 
 static const effml__layer_ops *const KINDS[] = {
     /* nn */
@@ -39,6 +39,7 @@ static const effml__layer_ops *const KINDS[] = {
     &effml__conv1d_ops,
     &effml__ia3_ops,
     &effml__loha_ops,
+    &effml__vera_ops,
 };
 
 int32_t effml__layer_kind_count(void) { return (int32_t)(sizeof KINDS / sizeof KINDS[0]); }
