@@ -201,6 +201,14 @@ static effml_status mk_loha(effml_context *c, effml_layer **o) {
   if (st != EFFML_OK) effml_layer_free(base);
   return st;
 }
+static effml_status mk_vera(effml_context *c, effml_layer **o) {
+  effml_layer *base = NULL;
+  effml_status st = effml_adapter_conv1d_create(c, 6, 5, 1, &base);
+  if (st != EFFML_OK) return st;
+  st = effml_adapter_vera_create(c, base, 3, 0.1, o);
+  if (st != EFFML_OK) effml_layer_free(base);
+  return st;
+}
 static effml_status mk_conv1d(effml_context *c, effml_layer **o) {
   return effml_adapter_conv1d_create(c, 6, 4, 1, o);
 }
@@ -359,6 +367,7 @@ static const row ROWS[] = {
     {"dora (detached norm)", "lora", mk_dora, 6, dora_reference},
     {"lokr", "lokr", mk_lokr, 8, NULL},
     {"loha", "loha", mk_loha, 6, NULL},
+    {"vera over conv1d", "vera", mk_vera, 6, NULL},
     {"ia3, output scaling", "ia3", mk_ia3, 6, NULL},
     {"ia3 feed-forward over conv1d", "ia3", mk_ia3_ff, 6, NULL},
     {"phm", "phm", mk_phm, 6, NULL},
