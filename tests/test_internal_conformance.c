@@ -45,6 +45,10 @@ typedef struct row {
   effml_status (*make)(effml_context *ctx, effml_layer **out);
   int64_t in;           /* input width (width-agnostic layers: any) */
   ref_grad_fn reference; /* NULL: finite differences */
+  /* Space-separated parameters the method never trains (VeRA's shared random
+   * projections): kept frozen by the gradient check, which then expects
+   * their grads to stay zero.  NULL: none. */
+  const char *fixed;
 } row;
 
 /* ---- the rows ---- */
@@ -367,7 +371,7 @@ static const row ROWS[] = {
     {"dora (detached norm)", "lora", mk_dora, 6, dora_reference},
     {"lokr", "lokr", mk_lokr, 8, NULL},
     {"loha", "loha", mk_loha, 6, NULL},
-    {"vera over conv1d", "vera", mk_vera, 6, NULL},
+    {"vera over conv1d", "vera", mk_vera, 6, NULL, "vera_A vera_B"},
     {"ia3, output scaling", "ia3", mk_ia3, 6, NULL},
     {"ia3 feed-forward over conv1d", "ia3", mk_ia3_ff, 6, NULL},
     {"phm", "phm", mk_phm, 6, NULL},
@@ -440,11 +444,22 @@ static double numeric_grad(effml_context *ctx, effml_layer *l, const effml_tenso
 
 /* ---- checks ---- */
 
+/* Freeze the row's fixed parameters. */
+static void freeze_fixed(const row *r, effml_context *ctx, effml_layer *l) {
+  char names[256], *save = NULL;
+  if (r->fixed == NULL) return;
+  snprintf(names, sizeof names, "%s", r->fixed);
+  for (char *t = strtok_r(names, " ", &save); t; t = strtok_r(NULL, " ", &save))
+    ck_assert_msg(effml_layer_set_trainable(ctx, l, t, 0) == EFFML_OK, "%s: no parameter %s",
+                  r->label, t);
+}
+
 static void check_gradients(const row *r) {
   effml_context *ctx = tu_ctx(11);
   effml_layer *l = make(r, ctx);
   randomize_params(l, 5);
   ck_assert_int_eq(effml_layer_set_trainable(ctx, l, NULL, 1), EFFML_OK);
+  freeze_fixed(r, ctx, l);
   const int64_t in = in_width(r, l), out = out_width(l, in);
   effml_tensor *x = tu_f32(ctx, BATCH, in, NULL), *y = tu_f32(ctx, BATCH, out, NULL);
   effml_tensor *dy = tu_f32(ctx, BATCH, out, NULL), *dx = tu_f32(ctx, BATCH, in, NULL);
@@ -481,6 +496,12 @@ static void check_gradients(const row *r) {
       float *pv = (float *)effml_tensor_data(effml_layer_param(l, p));
       const float *ag = (const float *)effml_tensor_data_const(effml_layer_param_grad(l, p));
       const int64_t n = effml_tensor_numel(effml_layer_param(l, p));
+      if (!effml_layer_param_trainable(l, p)) { /* a fixed parameter: no gradient */
+        for (int64_t i = 0; i < n; ++i)
+          ck_assert_msg(ag[i] == 0.0f, "%s: frozen %s got a gradient", r->label,
+                        effml_layer_param_name(l, p));
+        continue;
+      }
       const int64_t step = n > 48 ? n / 48 : 1; /* at most ~48 probes per parameter */
       for (int64_t i = 0; i < n; i += step)
         expect_grad(r, effml_layer_param_name(l, p), i, ag[i],
