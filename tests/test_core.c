@@ -998,7 +998,7 @@ START_TEST(struct_sizes_match_headers) {
   CHECK_SIZE(effml_calibration_options);
 #undef CHECK_SIZE
   ck_assert_uint_eq(effml_core_struct_size("effml_tensor"), 0);
-  ck_assert_uint_eq(effml_core_struct_size("effml_fit_options"), 0); /* a 0.1 name */
+  ck_assert_uint_eq(effml_core_struct_size("effml_" "fit_options"), 0); /* a 0.1 name (split: the port script keeps it) */
   ck_assert_uint_eq(effml_core_struct_size(""), 0);
   ck_assert_uint_eq(effml_core_struct_size(NULL), 0);
   ck_assert_ptr_null(effml_core_struct_name(-1));

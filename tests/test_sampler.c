@@ -486,7 +486,7 @@ START_TEST(test_bad_input) {
   effml_sampler_resample_options_init(&o);
   /* k_neighbors >= class size names the class and the counts */
   ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_INVALID_ARG);
-  ck_assert_str_eq(effml_context_last_error(ctx), "k_neighbors=5 needs at least 6 samples of class 1, got 5");
+  ck_assert_str_eq(effml_context_last_error(ctx), "effml_sampler_resample: k_neighbors=5 needs at least 6 samples of class 1, got 5");
   ck_assert_ptr_null(xr);
   ck_assert_ptr_null(yr);
   o.k_neighbors = 4; /* n_c = k + 1 works */

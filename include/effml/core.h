@@ -101,6 +101,7 @@ typedef int32_t effml_status;
 #define EFFML_E_OVERFLOW (-10)    /**< a size computation overflows size_t/int64_t */
 #define EFFML_E_STATE (-11)       /**< call out of order (e.g. backward before forward) */
 #define EFFML_E_RANGE (-12)       /**< index or label out of range */
+#define EFFML_E_CANCELLED (-13)   /**< stopped by the progress callback or effml_context_set_cancel(); outputs untouched */
 
 /**
  * Short static description of a status code ("invalid argument", ...).
@@ -183,6 +184,41 @@ EFFML_API void effml_context_set_seed(effml_context *ctx, uint64_t seed);
 
 /** Next 64 random bits from the context's generator (for callers that want the same stream). */
 EFFML_API uint64_t effml_context_random_u64(effml_context *ctx);
+
+/* ---- progress and cancellation of long calls ---- */
+
+/**
+ * Progress callback of a context: called by the long calls (training,
+ * re-sampling, kNN, leverage scores and Lewis weights, cascade runs, file
+ * loads) between units of work, on the thread that made the call.
+ * @param call  name of the public function running ("effml_sampler_knn"), static
+ * @param done  units finished so far (rows, steps, iterations, bytes: the
+ *              unit is the call's own and named in a cancellation message)
+ * @param total units in all, or 0 when not known in advance
+ * @return 0 to go on; nonzero to stop: the call then returns
+ *         EFFML_E_CANCELLED and publishes no output (handles stay unset;
+ *         a training run keeps the parameters of its last completed step).
+ * The callback may not call libeffml with the same context.
+ */
+typedef int32_t (*effml_context_progress_fn)(void *user_data, const char *call, int64_t done,
+                                              int64_t total);
+
+/** Set (or, with NULL, remove) the context's progress callback. */
+EFFML_API void effml_context_set_progress(effml_context *ctx, effml_context_progress_fn fn,
+                                          void *user_data);
+
+/**
+ * Request (cancel = 1) or withdraw (0) cancellation of the call running with
+ * `ctx`.  Unlike everything else on a context, this may be called from any
+ * thread or from a signal handler while another thread runs a call (a
+ * Python Ctrl-C handler, a GUI's stop button).  The request stays until it is
+ * withdrawn: every long call made with `ctx` meanwhile returns
+ * EFFML_E_CANCELLED at its first check.
+ */
+EFFML_API void effml_context_set_cancel(effml_context *ctx, int32_t cancel);
+
+/** 1 if cancellation is requested on `ctx`, else 0. */
+EFFML_API int32_t effml_context_cancel_requested(const effml_context *ctx);
 
 /* ---- introspection (what a binding checks in the library it loaded) ---- */
 

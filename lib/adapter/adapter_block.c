@@ -179,6 +179,7 @@ static effml_status mirror(effml_context *ctx, effml_layer *l, effml_layer *chil
 
 effml_status effml_adapter_create(effml_context *ctx, int64_t features, const effml_adapter_options *opt,
                                   effml_phm_rule *rule, effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   effml_adapter_options o;
@@ -234,6 +235,7 @@ effml_status effml_adapter_create(effml_context *ctx, int64_t features, const ef
 effml_status effml_adapter_count_params(effml_context *ctx, int64_t features,
                                         const effml_adapter_options *opt, int32_t shared_rule,
                                         int32_t include_bias, int64_t *out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   effml_adapter_options o;

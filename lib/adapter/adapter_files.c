@@ -72,6 +72,7 @@ static int32_t param_named(effml_layer *l, const char *name) {
 
 effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, int64_t n,
                                   effml_layer *const *layers, const char *const *module_names) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, layers);
@@ -152,6 +153,7 @@ effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, i
 
 effml_status effml_adapter_lora_peft_options(effml_context *ctx, const char *dir, const char *module_name,
                                      effml_adapter_lora_options *opt) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, module_name);
@@ -198,6 +200,7 @@ static char *pattern_key(effml_context *ctx, const char *module_name) {
 effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, int64_t n,
                                   effml_layer *const *layers, const char *const *module_names,
                                   const char *base_model_name_or_path) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, layers);
@@ -342,6 +345,7 @@ static effml_status check_blocks(effml_context *ctx, const char *fn, int64_t n, 
 effml_status effml_adapter_compacter_save_adapterhub(effml_context *ctx, const char *path, int64_t n,
                                              effml_layer *const *blocks, const char *const *prefixes,
                                              const char *phm_rule_key) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   effml_tensor *rule = NULL;
@@ -378,6 +382,7 @@ effml_status effml_adapter_compacter_save_adapterhub(effml_context *ctx, const c
 effml_status effml_adapter_compacter_load_adapterhub(effml_context *ctx, const char *path, int64_t n,
                                              effml_layer *const *blocks, const char *const *prefixes,
                                              const char *phm_rule_key) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   effml_tensor *rule = NULL;

@@ -75,6 +75,7 @@ const effml__layer_ops effml__conv1d_ops = {
 
 effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
                                  effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (in_features < 1 || out_features < 1 || in_features > INT32_MAX || out_features > INT32_MAX)

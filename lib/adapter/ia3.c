@@ -133,6 +133,7 @@ static effml__ia3 *as_ia3(const effml_layer *l) {
 int effml__is_ia3(const effml_layer *l) { return as_ia3(l) != NULL; }
 
 effml_status effml_adapter_ia3_create(effml_context *ctx, effml_layer *base, int32_t feedforward, effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);

@@ -163,6 +163,7 @@ int effml__is_loha(const effml_layer *l) { return as_loha(l) != NULL; }
 
 effml_status effml_adapter_loha_create(effml_context *ctx, effml_layer *base, int64_t rank, double alpha,
                                        effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);

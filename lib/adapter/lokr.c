@@ -200,6 +200,7 @@ const effml__layer_ops effml__lokr_ops = {
 
 effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, const effml_adapter_lokr_options *opt,
                                effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);
@@ -291,6 +292,7 @@ void effml__lokr_set_alpha(effml_layer *layer, double alpha) { /* PEFT's scale: 
 }
 
 effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer, effml_tensor *dw) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   effml__lokr *p = as_lokr(layer);
   if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_delta_weight: layer is not a lokr layer");

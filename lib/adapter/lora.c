@@ -191,6 +191,7 @@ const effml__layer_ops effml__lora_ops = {
 
 effml_status effml_adapter_lora_create(effml_context *ctx, effml_layer *base, const effml_adapter_lora_options *opt,
                                effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);
@@ -322,11 +323,18 @@ static effml_status merge_common(effml_context *ctx, effml_layer *layer, int32_t
   return EFFML_OK;
 }
 
-effml_status effml_adapter_lora_merge(effml_context *ctx, effml_layer *layer) { return merge_common(ctx, layer, 1); }
-effml_status effml_adapter_lora_unmerge(effml_context *ctx, effml_layer *layer) { return merge_common(ctx, layer, 0); }
+effml_status effml_adapter_lora_merge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return merge_common(ctx, layer, 1);
+}
+effml_status effml_adapter_lora_unmerge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return merge_common(ctx, layer, 0);
+}
 
 effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_layer *layer, int64_t cycles,
                                     double *max_abs_error, double *max_rel_error) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, max_abs_error);
   effml__lora *p = as_lora(layer);
@@ -356,6 +364,7 @@ effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_laye
 }
 
 effml_status effml_adapter_lora_set_dropout(effml_context *ctx, effml_layer *layer, double p) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   effml__lora *q = as_lora(layer);
   if (q == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lora_set_dropout: layer is not a lora layer");

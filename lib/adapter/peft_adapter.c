@@ -49,6 +49,7 @@ void effml_adapter_peft_free(effml_adapter_peft *a) {
 }
 
 effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, out);
@@ -133,6 +134,7 @@ int32_t effml_adapter_peft_changes_bias(const effml_adapter_peft *a) {
 
 effml_status effml_adapter_peft_module_info(effml_context *ctx, const effml_adapter_peft *a, int64_t i, int64_t *rank,
                                             double *alpha, int64_t *num_params) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, a);
   if (i < 0 || i >= a->n) return effml__err(ctx, EFFML_E_RANGE, "effml_adapter_peft_module_info: i=%lld out of [0, %lld)",
@@ -158,6 +160,7 @@ effml_status effml_adapter_peft_module_info(effml_context *ctx, const effml_adap
 
 effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_peft *a, int64_t i, effml_layer *base,
                                        effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, a);
   EFFML__CHECK_NULL(ctx, base);
@@ -248,6 +251,7 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
 }
 
 effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   if (effml__is_lora(layer)) return effml_adapter_lora_merge(ctx, layer);
   if (effml__is_ia3(layer)) return effml_adapter_ia3_merge(ctx, layer);

@@ -10,6 +10,7 @@
 
 effml_status effml_adapter_lokr_peft_options(effml_context *ctx, const char *dir, const char *module_name,
                                              effml_adapter_lokr_options *opt) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, module_name);
@@ -34,6 +35,7 @@ typedef struct item {
 
 effml_status effml_adapter_lokr_load_peft(effml_context *ctx, const char *dir, int64_t n, effml_layer *const *layers,
                                           const char *const *module_names) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dir);
   EFFML__CHECK_NULL(ctx, layers);

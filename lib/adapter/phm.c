@@ -202,10 +202,12 @@ effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
 effml_status effml_adapter_phm_create(effml_context *ctx, int64_t in_features, int64_t out_features,
                               const effml_adapter_phm_options *opt, effml_phm_rule *rule,
                               effml_layer **out) {
+  EFFML__ENTER(ctx);
   return effml__phm_create(ctx, in_features, out_features, opt, rule, 0, out);
 }
 
 effml_status effml_adapter_phm_set_path(effml_context *ctx, effml_layer *layer, int32_t path) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   if (!effml__is_phm(layer))
@@ -225,6 +227,7 @@ effml_phm_rule *effml_adapter_phm_shared_rule(effml_layer *layer) {
 }
 
 effml_status effml_adapter_phm_materialize(effml_context *ctx, const effml_layer *layer, effml_tensor *H) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   if (!effml__is_phm(layer))

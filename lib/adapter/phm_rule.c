@@ -8,6 +8,7 @@
 
 effml_status effml_phm_rule_create(effml_context *ctx, int64_t phm_dim, double init_std,
                                    effml_phm_rule **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (phm_dim < 1 || phm_dim > 64)

@@ -135,6 +135,7 @@ int effml__is_vera(const effml_layer *l) { return as_vera(l) != NULL; }
 
 effml_status effml_adapter_vera_create(effml_context *ctx, effml_layer *base, int64_t rank, double d_initial,
                                        effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);

@@ -46,6 +46,7 @@ static int64_t ca_np(const effml_calibration_options *o) {
 
 effml_status effml_calibration_create(effml_context *ctx, const effml_calibration_options *opt,
                                       effml_calibrator **out) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_create";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
@@ -116,6 +117,7 @@ int64_t effml_calibration_num_params(const effml_calibrator *cal) { return cal ?
 
 effml_status effml_calibration_get_params(effml_context *ctx, const effml_calibrator *cal,
                                           double *params) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cal);
   EFFML__CHECK_NULL(ctx, params);
   memcpy(params, cal->p, (size_t)cal->np * sizeof(double));
@@ -124,6 +126,7 @@ effml_status effml_calibration_get_params(effml_context *ctx, const effml_calibr
 
 effml_status effml_calibration_set_params(effml_context *ctx, effml_calibrator *cal,
                                           const double *params) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_set_params";
   EFFML__CHECK_NULL(ctx, cal);
   EFFML__CHECK_NULL(ctx, params);
@@ -454,6 +457,7 @@ static effml_status ca_fit(effml_context *ctx, effml_calibrator *cal, const cal_
 effml_status effml_calibration_fit(effml_context *ctx, effml_calibrator *cal,
                                    const effml_tensor *logits, const effml_tensor *features,
                                    const effml_tensor *labels) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_fit";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, cal);
@@ -485,6 +489,7 @@ effml_status effml_calibration_fit(effml_context *ctx, effml_calibrator *cal,
 effml_status effml_calibration_loss(effml_context *ctx, const effml_calibrator *cal,
                                     const effml_tensor *logits, const effml_tensor *features,
                                     const effml_tensor *labels, double *loss, double *grad) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_loss";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, cal);
@@ -521,6 +526,7 @@ effml_status effml_calibration_loss(effml_context *ctx, const effml_calibrator *
 effml_status effml_calibration_apply(effml_context *ctx, const effml_calibrator *cal,
                                      const effml_tensor *logits, const effml_tensor *features,
                                      effml_tensor *out) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_apply";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, cal);
@@ -556,6 +562,7 @@ effml_status effml_calibration_apply(effml_context *ctx, const effml_calibrator 
 effml_status effml_calibration_ca_features(effml_context *ctx, const effml_tensor *logits,
                                            int32_t num_views, const effml_tensor *const *views,
                                            int64_t top_k, effml_tensor *features) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_ca_features";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, views);

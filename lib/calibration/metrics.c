@@ -128,6 +128,7 @@ effml_status effml_calibration_reliability(effml_context *ctx, const effml_tenso
                                            int32_t binning, int64_t *count,
                                            double *mean_confidence, double *accuracy,
                                            double *upper_edge) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_reliability";
   EFFML__CHECK_NULL(ctx, ctx);
   if (num_bins < 1)
@@ -155,6 +156,7 @@ effml_status effml_calibration_reliability(effml_context *ctx, const effml_tenso
 effml_status effml_calibration_ece(effml_context *ctx, const effml_tensor *confidences,
                                    const effml_tensor *correct, int32_t num_bins, int32_t binning,
                                    int32_t norm, double *ece) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_ece";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, ece);
@@ -187,6 +189,7 @@ effml_status effml_calibration_ece(effml_context *ctx, const effml_tensor *confi
 
 effml_status effml_calibration_brier(effml_context *ctx, const effml_tensor *probs,
                                      const effml_tensor *labels, double *brier) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_calibration_brier";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, brier);

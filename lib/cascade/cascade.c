@@ -49,6 +49,7 @@ effml_status effml__cascade_check_options(effml_context *ctx, const effml_cascad
 
 effml_status effml_cascade_create(effml_context *ctx, const effml_cascade_options *opt,
                                   effml_cascade **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, out);
   effml_cascade_options o;
   EFFML__TRY(effml__cascade_check_options(ctx, opt, &o));
@@ -96,6 +97,7 @@ static effml_status add_stage(effml_context *ctx, effml_cascade *c, effml__casca
 effml_status effml_cascade_add_stage_fn(effml_context *ctx, effml_cascade *cascade,
                                         effml_cascade_stage_fn fn, void *stage_data,
                                         double cost) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   EFFML__CHECK_NULL(ctx, fn);
   effml__cascade_stage s;
@@ -108,6 +110,7 @@ effml_status effml_cascade_add_stage_fn(effml_context *ctx, effml_cascade *casca
 
 effml_status effml_cascade_add_stage_logits(effml_context *ctx, effml_cascade *cascade,
                                             const effml_tensor *logits, double cost) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   char name[48];
   snprintf(name, sizeof name, "logits of stage %d", (int)cascade->num_stages);
@@ -140,6 +143,7 @@ double effml_cascade_stage_cost(const effml_cascade *cascade, int32_t stage) {
 
 effml_status effml_cascade_set_exit_rule(effml_context *ctx, effml_cascade *cascade,
                                          int32_t stage, int32_t rule, double a, double b) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   if (stage < 0 || stage >= cascade->num_stages)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "stage=%d is out of range [0, %d)", (int)stage,
@@ -183,6 +187,7 @@ effml_status effml_cascade_set_exit_rule(effml_context *ctx, effml_cascade *casc
 effml_status effml_cascade_get_exit_rule(effml_context *ctx, const effml_cascade *cascade,
                                          int32_t stage, int32_t *rule, double *a, double *b,
                                          double *tau) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   if (stage < 0 || stage >= cascade->num_stages)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "stage=%d is out of range [0, %d)", (int)stage,
@@ -202,6 +207,7 @@ effml_status effml_cascade_ensemble_predict(effml_context *ctx, const effml_casc
                                     int32_t num_members, const effml_tensor *const *logits,
                                     effml_tensor *pred, effml_tensor *score,
                                     effml_tensor *probs) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   effml_cascade_options o;
   EFFML__TRY(effml__cascade_check_options(ctx, opt, &o));

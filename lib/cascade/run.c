@@ -13,6 +13,7 @@
 
 effml_status effml_cascade_workspace_create(effml_context *ctx, const effml_cascade *cascade,
                                             effml_cascade_workspace **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   EFFML__CHECK_NULL(ctx, out);
   effml_cascade_workspace *ws = effml__calloc_or_err(ctx, 1, sizeof *ws, "cascade workspace");
@@ -123,6 +124,7 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
                                effml_cascade_workspace *ws, int64_t n, void *run_data,
                                effml_tensor *pred, effml_tensor *score, effml_tensor *exit_stage,
                                effml_tensor *probs) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   EFFML__CHECK_NULL(ctx, ws);
   if (ws->cascade != cascade)
@@ -152,6 +154,8 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
   int64_t n_act = n;
   effml_status st = EFFML_OK;
   for (int32_t m = 0; m < M && n_act > 0; ++m) {
+    st = effml__progress(ctx, m, M, "stages");
+    if (st != EFFML_OK) goto fail;
     const effml__cascade_stage *s = &c->stages[m];
     ws->reach[m] = n_act;
     effml__stage_block b;

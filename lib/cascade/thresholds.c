@@ -114,6 +114,7 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
                                      int32_t num_stages, const effml_tensor *const *val_logits,
                                      const effml_tensor *val_labels,
                                      const effml_cascade_threshold_options *opt) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   effml_cascade_threshold_options o;
   effml_cascade_threshold_options_init(&o);

@@ -1,4 +1,5 @@
 /* Context: allocator hooks, thread count, generator, log callback, last error. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,10 @@ struct effml_context {
   effml__rng rng;
   effml_status last_status;
   char last_error[EFFML__ERRMSG_LEN];
+  const char *call;              /* the public function the user called (static), or NULL */
+  effml_context_progress_fn progress;
+  void *progress_user_data;
+  atomic_int cancel;             /* effml_context_set_cancel(): any thread, or a signal handler (lock-free) */
 };
 
 void effml_context_options_init(effml_context_options *opt) {
@@ -47,6 +52,7 @@ effml_status effml_context_create(const effml_context_options *opt, effml_contex
                                : (effml_context *)malloc(sizeof *ctx);
   if (ctx == NULL) return EFFML_E_NOMEM;
   memset(ctx, 0, sizeof *ctx);
+  atomic_init(&ctx->cancel, 0);
   ctx->alloc = o.alloc;
   ctx->free = o.free;
   ctx->alloc_user_data = o.alloc_user_data;
@@ -109,14 +115,72 @@ int32_t effml__ctx_threads(const effml_context *ctx) { return ctx ? ctx->num_thr
 
 effml_status effml__err(effml_context *ctx, effml_status status, const char *fmt, ...) {
   if (ctx == NULL) return status;
+  char msg[EFFML__ERRMSG_LEN];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  /* Every message starts with the public function the user called; a message
+   * that already starts with it is kept, one naming an inner call is nested
+   * ("effml_train_classifier: effml_layer_forward: ..."). */
+  const size_t n = ctx->call ? strlen(ctx->call) : 0;
+  if (n && !(strncmp(msg, ctx->call, n) == 0 && msg[n] == ':'))
+  {
+    /* Truncation of an overlong message is acceptable. */
+    if (snprintf(ctx->last_error, sizeof ctx->last_error, "%s: %s", ctx->call, msg) < 0)
+      ctx->last_error[0] = '\0';
+  }
+  else
+    memcpy(ctx->last_error, msg, sizeof msg);
   ctx->last_status = status;
   if (ctx->log && ctx->log_level >= EFFML_CORE_LOG_ERROR)
     ctx->log(ctx->log_user_data, EFFML_CORE_LOG_ERROR, ctx->last_error);
   return status;
+}
+
+effml__call_guard effml__call_enter(effml_context *ctx, const char *name) {
+  effml__call_guard g = {ctx, 0};
+  if (ctx && !ctx->call) {
+    ctx->call = name;
+    g.owner = 1;
+  }
+  return g;
+}
+
+void effml__call_leave(effml__call_guard *g) {
+  if (g->owner) g->ctx->call = NULL;
+}
+
+const char *effml__call_name(const effml_context *ctx) { return ctx ? ctx->call : NULL; }
+
+effml_status effml__progress(effml_context *ctx, int64_t done, int64_t total, const char *unit) {
+  if (ctx == NULL) return EFFML_OK;
+  int stop = atomic_load_explicit(&ctx->cancel, memory_order_relaxed) != 0;
+  if (!stop && ctx->progress)
+    stop = ctx->progress(ctx->progress_user_data, ctx->call ? ctx->call : "", done, total) != 0;
+  if (!stop) return EFFML_OK;
+  if (total > 0)
+    return effml__err(ctx, EFFML_E_CANCELLED, "cancelled after %lld of %lld %s", (long long)done,
+                      (long long)total, unit);
+  return effml__err(ctx, EFFML_E_CANCELLED, "cancelled after %lld %s", (long long)done, unit);
+}
+
+int effml__cancel_requested(const effml_context *ctx) {
+  return ctx && atomic_load_explicit(&((effml_context *)(uintptr_t)ctx)->cancel, memory_order_relaxed) != 0;
+}
+
+void effml_context_set_progress(effml_context *ctx, effml_context_progress_fn fn, void *user_data) {
+  if (!ctx) return;
+  ctx->progress = fn;
+  ctx->progress_user_data = user_data;
+}
+
+void effml_context_set_cancel(effml_context *ctx, int32_t cancel) {
+  if (ctx) atomic_store_explicit(&ctx->cancel, cancel != 0, memory_order_relaxed);
+}
+
+int32_t effml_context_cancel_requested(const effml_context *ctx) {
+  return effml__cancel_requested(ctx);
 }
 
 void effml__log(effml_context *ctx, int32_t level, const char *fmt, ...) {

@@ -16,6 +16,7 @@ const char *effml_status_str(effml_status status) {
     case EFFML_E_OVERFLOW: return "size overflow";
     case EFFML_E_STATE: return "invalid state";
     case EFFML_E_RANGE: return "out of range";
+    case EFFML_E_CANCELLED: return "cancelled";
     default: return "unknown status";
   }
 }

@@ -33,11 +33,34 @@ EFFML__HIDDEN effml_status effml__err(effml_context *ctx, effml_status status, c
 EFFML__HIDDEN void effml__log(effml_context *ctx, int32_t level, const char *fmt, ...)
     EFFML__PRINTF(3, 4);
 
+/* The public function the user called, recorded in the context for the duration of the
+ * call (the outermost one: library-internal public calls keep it).  Every public function
+ * that takes a context starts with EFFML__ENTER(ctx); the guard restores the context on
+ * every return path (GCC/Clang cleanup attribute). */
+typedef struct effml__call_guard {
+  effml_context *ctx;
+  int owner;
+} effml__call_guard;
+EFFML__HIDDEN effml__call_guard effml__call_enter(effml_context *ctx, const char *name);
+EFFML__HIDDEN void effml__call_leave(effml__call_guard *g);
+EFFML__HIDDEN const char *effml__call_name(const effml_context *ctx);
+#define EFFML__ENTER(ctx)                                                             \
+  effml__call_guard effml__call_guard_ __attribute__((cleanup(effml__call_leave))) = \
+      effml__call_enter((ctx), __func__)
+
+/* Progress of a long call: reports (done, total) in `unit`s to the context's progress
+ * callback and honours a cancel request.  EFFML_OK to go on, or EFFML_E_CANCELLED with
+ * the message "cancelled after <done> of <total> <unit>".  Call it from the thread that
+ * called the public function, between units of work, before any output is published. */
+EFFML__HIDDEN effml_status effml__progress(effml_context *ctx, int64_t done, int64_t total,
+                                           const char *unit);
+/* Cheap check of the cancel flag (no callback), for worker threads. */
+EFFML__HIDDEN int effml__cancel_requested(const effml_context *ctx);
+
 #define EFFML__CHECK_NULL(ctx, p)                                                          \
   do {                                                                                     \
     if ((p) == NULL)                                                                       \
-      return effml__err((ctx), EFFML_E_INVALID_ARG, "%s: argument '%s' is NULL", __func__, \
-                        #p);                                                               \
+      return effml__err((ctx), EFFML_E_INVALID_ARG, "argument '%s' is NULL", #p);          \
   } while (0)
 
 #define EFFML__TRY(expr)                   \

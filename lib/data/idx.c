@@ -26,11 +26,14 @@ static int idx_dtype(int code, int32_t *dtype) {
   }
 }
 
-/* Read exactly len bytes; 0 on success, -1 on a read error, 1 when short. */
-static int read_all(gzFile gz, void *buf, size_t len) {
+/* Read exactly len bytes; 0 on success, -1 on a read error, 1 when short, 2 when the
+ * context's progress callback or cancel flag stopped it (between 16 MiB chunks). */
+static int read_all(effml_context *ctx, gzFile gz, void *buf, size_t len) {
   unsigned char *p = (unsigned char *)buf;
+  const size_t total = len;
   while (len > 0) {
-    unsigned chunk = len > (1u << 30) ? (1u << 30) : (unsigned)len;
+    if (effml__progress(ctx, (int64_t)(total - len), (int64_t)total, "bytes") != EFFML_OK) return 2;
+    unsigned chunk = len > (1u << 24) ? (1u << 24) : (unsigned)len;
     int got = gzread(gz, p, chunk);
     if (got < 0) return -1;
     if (got == 0) return 1;
@@ -42,7 +45,8 @@ static int read_all(gzFile gz, void *buf, size_t len) {
 
 static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, effml_tensor **out) {
   unsigned char head[4];
-  int rc = read_all(gz, head, 4);
+  int rc = read_all(ctx, gz, head, 4);
+  if (rc == 2) return EFFML_E_CANCELLED;
   if (rc != 0 || head[0] != 0 || head[1] != 0)
     return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' does not start with the IDX magic 00 00", path);
   int32_t dtype;
@@ -53,7 +57,9 @@ static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, ef
     return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' has %d dimensions (need 1..%d)", path,
                       (int)ndim, EFFML_TENSOR_MAX_DIMS);
   unsigned char dims[4 * EFFML_TENSOR_MAX_DIMS];
-  if (read_all(gz, dims, (size_t)ndim * 4) != 0)
+  rc = read_all(ctx, gz, dims, (size_t)ndim * 4);
+  if (rc == 2) return EFFML_E_CANCELLED;
+  if (rc != 0)
     return effml__err(ctx, EFFML_E_FORMAT, "effml_data_idx_load: '%s' is truncated in its dimensions", path);
   int64_t shape[EFFML_TENSOR_MAX_DIMS];
   for (int32_t k = 0; k < ndim; ++k) {
@@ -99,7 +105,7 @@ static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, ef
       effml__free(ctx, stage);
       stage = grown;
       cap = next;
-      rc = read_all(gz, stage + have, cap - have);
+      rc = read_all(ctx, gz, stage + have, cap - have);
       if (rc == 0) have = cap;
     }
   }
@@ -114,9 +120,13 @@ static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, ef
   if (rc == 0 && stage) {
     memcpy(p, stage, nbytes);
   } else if (rc == 0) {
-    rc = read_all(gz, p, nbytes);
+    rc = read_all(ctx, gz, p, nbytes);
   }
   effml__free(ctx, stage);
+  if (rc == 2) {
+    effml_tensor_free(t);
+    return EFFML_E_CANCELLED; /* message set by effml__progress */
+  }
   if (rc != 0) {
     effml_tensor_free(t);
     int zerr = 0;
@@ -146,6 +156,7 @@ static effml_status idx_read(effml_context *ctx, const char *path, gzFile gz, ef
 }
 
 effml_status effml_data_idx_load(effml_context *ctx, const char *path, effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   EFFML__CHECK_NULL(ctx, out);
@@ -170,6 +181,7 @@ static void find_file(const char *dir, const char *name, char *buf, size_t len) 
 
 effml_status effml_data_fashion_mnist_load(effml_context *ctx, const char *dir, int32_t split,
                                       effml_tensor **images, effml_tensor **labels) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, images);
   EFFML__CHECK_NULL(ctx, labels);

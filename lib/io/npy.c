@@ -452,7 +452,19 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
     }
     dst = tmp;
   }
-  size_t got = src_read(src, dst, nbytes);
+  /* In 64 MiB pieces, each after a progress report (cancellation point). */
+  size_t got = 0;
+  while (got < nbytes) {
+    if (effml__progress(ctx, (int64_t)got, (int64_t)nbytes, "bytes") != EFFML_OK) {
+      effml__free(ctx, tmp);
+      effml_tensor_free(t);
+      return EFFML_E_CANCELLED;
+    }
+    const size_t want = nbytes - got < ((size_t)1 << 26) ? nbytes - got : ((size_t)1 << 26);
+    const size_t k = src_read(src, (unsigned char *)dst + got, want);
+    got += k;
+    if (k < want) break;
+  }
   if (got != nbytes) {
     effml__free(ctx, tmp);
     effml_tensor_free(t);
@@ -469,6 +481,7 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
 
 effml_status effml_io_npy_load_buffer(effml_context *ctx, const void *buf, size_t len,
                                    effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, buf);
   EFFML__CHECK_NULL(ctx, out);
@@ -477,6 +490,7 @@ effml_status effml_io_npy_load_buffer(effml_context *ctx, const void *buf, size_
 }
 
 effml_status effml_io_npy_load(effml_context *ctx, const char *path, effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
   EFFML__CHECK_NULL(ctx, out);
@@ -539,6 +553,7 @@ static size_t format_header(char *buf, size_t cap, const effml_tensor *t, const 
 }
 
 effml_status effml_io_npy_save(effml_context *ctx, const char *path, const effml_tensor *t) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_io_npy_save";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);

@@ -449,6 +449,7 @@ static effml_status check_prefix(effml_context *ctx, const char *fn, const unsig
 
 effml_status effml_safetensors_load_buffer(effml_context *ctx, const void *buf, size_t len,
                                            effml_safetensors **out) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_safetensors_load_buffer";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, buf);
@@ -490,6 +491,7 @@ static int read_full(int fd, void *dst, size_t n) {
 
 effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32_t flags,
                                     effml_safetensors **out) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_safetensors_load";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);
@@ -571,6 +573,7 @@ const char *effml_safetensors_name(const effml_safetensors *st, int64_t i) {
 
 effml_status effml_safetensors_get(effml_context *ctx, const effml_safetensors *st,
                                    const char *name, const effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, st);
   EFFML__CHECK_NULL(ctx, name);

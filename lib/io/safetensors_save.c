@@ -170,6 +170,7 @@ effml_status effml_safetensors_save(effml_context *ctx, const char *path, int64_
                                     const char *const *names, const effml_tensor *const *tensors,
                                     int64_t n_meta, const char *const *meta_keys,
                                     const char *const *meta_values) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_safetensors_save";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, path);

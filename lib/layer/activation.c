@@ -250,6 +250,7 @@ const effml__layer_ops effml__activation_ops = {
 static const char *const act_names[6] = {"identity", "relu", "gelu", "gelu_tanh", "silu", "tanh"};
 
 effml_status effml_layer_activation_create(effml_context *ctx, int32_t activation, effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   EFFML__TRY(check_act(ctx, __func__, activation));

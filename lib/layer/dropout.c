@@ -80,6 +80,7 @@ const effml__layer_ops effml__dropout_ops = {
 };
 
 effml_status effml_layer_dropout_create(effml_context *ctx, double p, uint64_t seed, effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (!(p >= 0.0 && p < 1.0))

@@ -151,6 +151,7 @@ int64_t effml_layer_out_features(const effml_layer *layer) {
 
 effml_status effml_layer_forward(effml_context *ctx, effml_layer *layer, const effml_tensor *x,
                                  effml_tensor *y, int32_t mode) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   if (mode != EFFML_LAYER_MODE_TRAIN && mode != EFFML_LAYER_MODE_INFER)
@@ -180,6 +181,7 @@ effml_status effml_layer_forward(effml_context *ctx, effml_layer *layer, const e
 
 effml_status effml_layer_backward(effml_context *ctx, effml_layer *layer, const effml_tensor *dy,
                                   effml_tensor *dx) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   if (!layer->train_pending)
@@ -248,6 +250,7 @@ int32_t effml_layer_param_trainable(const effml_layer *layer, int32_t i) {
 
 effml_status effml_layer_set_trainable(effml_context *ctx, effml_layer *layer, const char *name,
                                        int32_t trainable) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   int found = 0;
@@ -294,6 +297,7 @@ static char *join_name(effml_context *ctx, const char *prefix, const char *name)
 
 effml_status effml_layer_save(effml_context *ctx, const effml_layer *layer, const char *path,
                               const char *prefix) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   EFFML__CHECK_NULL(ctx, path);
@@ -321,6 +325,7 @@ effml_status effml_layer_save(effml_context *ctx, const effml_layer *layer, cons
 
 effml_status effml_layer_load(effml_context *ctx, effml_layer *layer, const char *path,
                               const char *prefix, uint32_t flags) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   EFFML__CHECK_NULL(ctx, path);
@@ -544,6 +549,7 @@ const effml__layer_ops effml__sequential_ops = {
 };
 
 effml_status effml_layer_sequential_create(effml_context *ctx, effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   seq_impl *s = (seq_impl *)effml__calloc(ctx, 1, sizeof *s);
@@ -581,6 +587,7 @@ static effml_status seq_reserve(effml_context *ctx, effml_layer *seq, seq_impl *
 }
 
 effml_status effml_layer_sequential_add(effml_context *ctx, effml_layer *seq, effml_layer *child) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, seq);
   EFFML__CHECK_NULL(ctx, child);

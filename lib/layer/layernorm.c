@@ -109,6 +109,7 @@ const effml__layer_ops effml__layernorm_ops = {
 
 effml_status effml_layer_layernorm_create(effml_context *ctx, int64_t features, double eps,
                                     effml_layer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (features < 1)

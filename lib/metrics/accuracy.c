@@ -9,6 +9,7 @@ static int64_t label_at(const effml_tensor *labels, int64_t i) {
 
 effml_status effml_metrics_accuracy(effml_context *ctx, const effml_tensor *logits,
                             const effml_tensor *labels, double *accuracy) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, accuracy);
   EFFML__TRY(effml__check_logits_labels(ctx, __func__, logits, labels));

@@ -85,6 +85,7 @@ effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx, con
                                                  const effml_tensor *correct,
                                                  effml_tensor *coverage, effml_tensor *risk,
                                                  effml_tensor *thresholds, int64_t *num_points) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
@@ -118,6 +119,7 @@ effml_status effml_metrics_selective_risk_coverage_curve(effml_context *ctx, con
 
 effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor *scores,
                                   const effml_tensor *correct, double *aurc) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, aurc);
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
@@ -132,6 +134,7 @@ effml_status effml_metrics_selective_aurc(effml_context *ctx, const effml_tensor
 
 effml_status effml_metrics_selective_augrc(effml_context *ctx, const effml_tensor *scores,
                                            const effml_tensor *correct, double *augrc) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, augrc);
   rc_data d;
   EFFML__TRY(rc_build(ctx, scores, correct, &d));
@@ -148,6 +151,7 @@ effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx, const 
                                               const effml_tensor *correct, double coverage,
                                               double *risk, double *threshold,
                                               double *selected_coverage) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, risk);
   EFFML__TRY(check_fraction(ctx, "coverage", coverage));
   rc_data d;
@@ -166,6 +170,7 @@ effml_status effml_metrics_selective_risk_at_coverage(effml_context *ctx, const 
 effml_status effml_metrics_selective_coverage_at_risk(effml_context *ctx, const effml_tensor *scores,
                                               const effml_tensor *correct, double risk,
                                               double *coverage, double *threshold) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, coverage);
   EFFML__TRY(check_fraction(ctx, "risk", risk));
   rc_data d;
@@ -211,6 +216,7 @@ static effml_status ood_build(effml_context *ctx, const effml_tensor *scores,
 
 effml_status effml_metrics_ood_auroc(effml_context *ctx, const effml_tensor *scores,
                              const effml_tensor *is_ood, double *auroc) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, auroc);
   int64_t n, n_ood, *idx;
   double *s;
@@ -242,6 +248,7 @@ effml_status effml_metrics_ood_auroc(effml_context *ctx, const effml_tensor *sco
 effml_status effml_metrics_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor *scores,
                                   const effml_tensor *is_ood, double tpr, double *fpr,
                                   double *threshold) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, fpr);
   EFFML__TRY(check_fraction(ctx, "tpr", tpr));
   int64_t n, n_ood, *idx;
@@ -267,6 +274,7 @@ effml_status effml_metrics_ood_fpr_at_tpr(effml_context *ctx, const effml_tensor
 
 effml_status effml_metrics_top1_error(effml_context *ctx, const effml_tensor *pred,
                                    const effml_tensor *labels, double *error) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, error);
   EFFML__CHECK_NULL(ctx, pred);
   if (pred->ndim != 1)
@@ -286,6 +294,7 @@ effml_status effml_metrics_top1_error(effml_context *ctx, const effml_tensor *pr
 
 effml_status effml_metrics_nll(effml_context *ctx, const effml_tensor *probs,
                             const effml_tensor *labels, double *nll) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, nll);
   EFFML__CHECK_NULL(ctx, probs);
   if (probs->dtype != EFFML_F32 && probs->dtype != EFFML_F64)

@@ -85,6 +85,7 @@ static effml_status validate(effml_context *ctx, const effml_optimizer_options *
 
 effml_status effml_optimizer_create(effml_context *ctx, const effml_optimizer_options *opt,
                                     effml_optimizer **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, out);
@@ -182,6 +183,7 @@ static effml_status push(effml_context *ctx, effml_optimizer *opt, const char *n
 
 effml_status effml_optimizer_add_param(effml_context *ctx, effml_optimizer *opt, const char *name,
                                        effml_tensor *value, effml_tensor *grad) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, value);
@@ -193,6 +195,7 @@ effml_status effml_optimizer_add_param(effml_context *ctx, effml_optimizer *opt,
 
 effml_status effml_optimizer_add_layer(effml_context *ctx, effml_optimizer *opt,
                                        effml_layer *layer) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, layer);
@@ -302,6 +305,7 @@ static void adamw_update(const effml_optimizer_options *o, opt_param *p, double 
 }
 
 effml_status effml_optimizer_step(effml_context *ctx, effml_optimizer *opt) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   const double lr = lr_at(&opt->o, opt->steps);
@@ -327,6 +331,7 @@ void effml_optimizer_zero_grad(effml_optimizer *opt) {
 effml_status effml_optimizer_reset_state(effml_context *ctx, effml_optimizer *opt,
                                          const effml_tensor *value, const int64_t *indices,
                                          int64_t n) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, value);
@@ -354,6 +359,7 @@ effml_status effml_optimizer_reset_state(effml_context *ctx, effml_optimizer *op
 
 effml_status effml_optimizer_clip_grad_norm(effml_context *ctx, effml_optimizer *opt, double max_norm,
                                   double *total_norm) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   if (!(max_norm > 0))

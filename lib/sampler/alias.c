@@ -24,6 +24,7 @@ struct effml_sampler_alias {
 
 effml_status effml_sampler_alias_create(effml_context *ctx, const double *weights, int64_t n,
                                         uint64_t seed, effml_sampler_alias **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, weights);
   EFFML__CHECK_NULL(ctx, out);
@@ -103,6 +104,7 @@ static inline uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 -
 
 effml_status effml_sampler_alias_draw(effml_context *ctx, effml_sampler_alias *sampler,
                                       int64_t count, int64_t *out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, sampler);
   if (count < 0) return effml__err(ctx, EFFML_E_INVALID_ARG, "count=%lld must be >= 0", (long long)count);

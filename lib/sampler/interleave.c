@@ -128,6 +128,7 @@ effml_status effml_sampler_interleave(effml_context *ctx, const int64_t *lengths
                                       int64_t n_sources, const double *probs,
                                       int32_t stopping_strategy, uint64_t seed, int64_t max_len,
                                       effml_tensor **source, effml_tensor **index) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, lengths);
   EFFML__CHECK_NULL(ctx, source);
@@ -160,6 +161,7 @@ effml_status effml_sampler_interleave_into(effml_context *ctx, const int64_t *le
                                            int32_t stopping_strategy, uint64_t seed,
                                            effml_tensor *source, effml_tensor *index,
                                            int64_t *n_out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, lengths);
   EFFML__CHECK_NULL(ctx, n_out);

@@ -28,6 +28,7 @@ typedef struct {
   double *tiles;     /* [workers][bq * RBLOCK] */
   double *cand_v;    /* [workers][bq * K] */
   int64_t *cand_i;   /* [workers][bq * K] */
+  int64_t base;      /* first block of the current round */
 } knn_job;
 
 static double sqdist(const double *a, const double *b, int64_t d) {
@@ -57,7 +58,7 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   double *tile = J->tiles + (size_t)worker * (size_t)(bq * EFFML__KNN_RBLOCK);
   double *cvs = J->cand_v + (size_t)worker * (size_t)(bq * K);
   int64_t *cis = J->cand_i + (size_t)worker * (size_t)(bq * K);
-  for (int64_t b = b0; b < b1; ++b) {
+  for (int64_t b = J->base + b0; b < J->base + b1; ++b) {
     int64_t q0 = b * bq, nq = J->n_q - q0 < bq ? J->n_q - q0 : bq;
     for (int64_t t = 0; t < nq * K; ++t) {
       cvs[t] = INFINITY;
@@ -165,8 +166,16 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   J.self_index = self_index;
   J.idx = idx;
   J.dist2 = dist2;
-  effml_status st = effml__parallel_for(ctx, nblocks, (nblocks + workers - 1) / workers,
-                                        knn_blocks, &J);
+  /* Rounds of a few blocks per worker, with a progress report (and a chance to
+   * cancel) between rounds; blocks are independent, so any split gives the same bytes. */
+  const int64_t per_round = workers * 8;
+  effml_status st = EFFML_OK;
+  for (J.base = 0; st == EFFML_OK && J.base < nblocks; J.base += per_round) {
+    st = effml__progress(ctx, J.base * bq, n_q, "query rows");
+    if (st != EFFML_OK) break;
+    const int64_t cnt = nblocks - J.base < per_round ? nblocks - J.base : per_round;
+    st = effml__parallel_for(ctx, cnt, (cnt + workers - 1) / workers, knn_blocks, &J);
+  }
   effml__free(ctx, rnorm);
   effml__free(ctx, J.tiles);
   effml__free(ctx, J.cand_v);
@@ -237,6 +246,7 @@ static effml_status knn_compute(effml_context *ctx, const knn_inputs *in, int64_
 effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref,
                                const effml_tensor *x_query, int64_t k, effml_tensor **indices,
                                effml_tensor **distances) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, indices);
   knn_inputs in;
@@ -262,6 +272,7 @@ effml_status effml_sampler_knn(effml_context *ctx, const effml_tensor *x_ref,
 effml_status effml_sampler_knn_into(effml_context *ctx, const effml_tensor *x_ref,
                                     const effml_tensor *x_query, int64_t k, effml_tensor *indices,
                                     effml_tensor *distances) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   knn_inputs in;
   EFFML__TRY(knn_inputs_read(ctx, x_ref, x_query, k, &in));

@@ -321,6 +321,12 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   }
 }
 
+/* One parallel pass over the row blocks, after a progress report (cancellation point). */
+static effml_status lev_pass(effml_context *ctx, lev_job *J) {
+  EFFML__TRY(effml__progress(ctx, 0, 0, "passes over the rows"));
+  return effml__parallel_for(ctx, J->nb, 1, lev_blocks, J);
+}
+
 /* Reciprocal diagonals of R and R2 (R2 may be NULL) for the fused kernels. */
 static void set_rinv(lev_job *J, const double *r, const double *r2) {
   if (!J->fused) return;
@@ -402,7 +408,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
      * R comes from Householder TSQR, which is stable for any cond < 1/eps. */
     int tsqr = 0, ok = 0;
     J.pass = 0;
-    st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+    st = lev_pass(ctx, &J);
     if (st == EFFML_OK) {
       for (int64_t t = 0; t < d * d; ++t) {
         double g = 0;
@@ -420,7 +426,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
       if (tsqr) {
         /* pass 1: block R's by Householder, then the R of the stacked R's */
         J.pass = 1;
-        st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+        st = lev_pass(ctx, &J);
         if (st == EFFML_OK && J.bad) st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
         if (st == EFFML_OK) {
           if (J.nb == 1)
@@ -435,7 +441,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
       J.pass = 2;
       J.r = r;
       set_rinv(&J, r, NULL);
-      st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+      st = lev_pass(ctx, &J);
       if (st != EFFML_OK) break;
       for (int64_t t = 0; t < d * d; ++t) {
         double g = 0;
@@ -484,7 +490,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
     J.r = r;
     set_rinv(&J, r, J.r2);
     J.out = tau;
-    st = effml__parallel_for(ctx, J.nb, 1, lev_blocks, &J);
+    st = lev_pass(ctx, &J);
   }
   effml__free(ctx, r);
   effml__free(ctx, J.bufs);
@@ -512,6 +518,7 @@ static effml_status leverage_input(effml_context *ctx, const effml_tensor *a, co
 effml_status effml_sampler_leverage_scores(effml_context *ctx,
                                            const effml_sampler_leverage_options *opt,
                                            const effml_tensor *a, effml_tensor **tau) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, tau);
   effml_sampler_leverage_options o;
@@ -535,6 +542,7 @@ effml_status effml_sampler_leverage_scores(effml_context *ctx,
 effml_status effml_sampler_leverage_scores_into(effml_context *ctx,
                                                 const effml_sampler_leverage_options *opt,
                                                 const effml_tensor *a, effml_tensor *tau) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   effml_sampler_leverage_options o;
   EFFML__TRY(effml__leverage_read_options(ctx, opt, &o));

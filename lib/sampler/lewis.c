@@ -41,6 +41,7 @@ static effml_status finish(effml_context *ctx, lp_input *in, effml_status st, ef
 
 effml_status effml_sampler_root_leverage_scores(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                         const effml_tensor *a, double p, effml_tensor **scores) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, scores);
   if (!(p >= 1 && p <= 2))
@@ -67,6 +68,8 @@ static effml_status lewis(effml_context *ctx, const lp_input *in, double p, doub
   int64_t it = 0;
   int converged = 0;
   while (!converged && it < in->o.max_iter) {
+    st = effml__progress(ctx, it, in->o.max_iter, "iterations");
+    if (st != EFFML_OK) break;
     ++it;
     /* B = W^{1/2 - 1/p} A, i.e. row weights wt = w^{1 - 2/p}; a zero row stays 0. */
     for (int64_t i = 0; i < n; ++i) wt[i] = w[i] > 0 ? pow(w[i], 1.0 - 2.0 / p) : 0.0;
@@ -93,6 +96,7 @@ static effml_status lewis(effml_context *ctx, const lp_input *in, double p, doub
 effml_status effml_sampler_lewis_weights(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                  const effml_tensor *a, double p, effml_tensor **weights,
                                  int64_t *iterations) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, weights);
   if (!(p > 0 && p < 4))
@@ -109,6 +113,7 @@ effml_status effml_sampler_lewis_weights(effml_context *ctx, const effml_sampler
 effml_status effml_sampler_sensitivity_upper_bounds(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                             const effml_tensor *a, double p,
                                             effml_tensor **scores) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, scores);
   if (!(p >= 1 && p < 4))

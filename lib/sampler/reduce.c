@@ -20,6 +20,7 @@ effml_status effml_sampler_weighted_sample_reduce(effml_context *ctx,
                                                   double m, double p, int32_t score,
                                                   uint64_t seed, effml_tensor **indices,
                                                   effml_tensor **weights) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, indices);
   EFFML__CHECK_NULL(ctx, weights);

@@ -98,6 +98,7 @@ static effml_status i64_vector(effml_context *ctx, const int64_t *v, int64_t n, 
 effml_status effml_sampler_strategy_resolve(effml_context *ctx, const effml_sampler_resample_options *opt,
                                              const effml_tensor *y, effml_tensor **labels,
                                              effml_tensor **values) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, labels);
   EFFML__CHECK_NULL(ctx, values);
@@ -192,6 +193,7 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
 effml_status effml_sampler_resample_plan(effml_context *ctx, const effml_sampler_resample_options *opt,
                                  const effml_tensor *x, const effml_tensor *y, effml_tensor **base,
                                  effml_tensor **neighbor, effml_tensor **step) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, neighbor);
@@ -229,17 +231,26 @@ typedef struct apply_job {
   const double *s;
   int64_t d;
   effml_tensor *xo, *yo;
+  int64_t r0; /* first output row of the round */
 } apply_job;
 
 static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker);
 
-/* Write the m plan rows into xo [>= m, d] and yo [>= m] (checked by the caller). */
-static void apply_rows_into(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
-                            const int64_t *b, const int64_t *nb, const double *s, int64_t m,
-                            effml_tensor *xo, effml_tensor *yo) {
-  apply_job job = {x, y, b, nb, s, x->shape[1], xo, yo};
-  /* Rows are independent: any split gives the same bytes. */
-  effml__parallel_for(ctx, m, 8192, apply_range, &job);
+/* Write the m plan rows into xo [>= m, d] and yo [>= m] (checked by the caller), in
+ * rounds of rows with a progress report (cancellation point) before each. */
+static effml_status apply_rows_into(effml_context *ctx, const effml_tensor *x,
+                                    const effml_tensor *y, const int64_t *b, const int64_t *nb,
+                                    const double *s, int64_t m, effml_tensor *xo,
+                                    effml_tensor *yo) {
+  const int64_t round = (int64_t)1 << 16;
+  for (int64_t r0 = 0; r0 < m; r0 += round) {
+    EFFML__TRY(effml__progress(ctx, r0, m, "output rows"));
+    const int64_t cnt = m - r0 < round ? m - r0 : round;
+    apply_job job = {x, y, b, nb, s, x->shape[1], xo, yo, r0};
+    /* Rows are independent: any split gives the same bytes. */
+    EFFML__TRY(effml__parallel_for(ctx, cnt, 8192, apply_range, &job));
+  }
+  return EFFML_OK;
 }
 
 static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
@@ -255,7 +266,12 @@ static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const 
     effml_tensor_free(xo);
     return st;
   }
-  apply_rows_into(ctx, x, y, b, nb, s, m, xo, yo);
+  st = apply_rows_into(ctx, x, y, b, nb, s, m, xo, yo);
+  if (st != EFFML_OK) {
+    effml_tensor_free(xo);
+    effml_tensor_free(yo);
+    return st;
+  }
   *x_out = xo;
   *y_out = yo;
   return EFFML_OK;
@@ -294,7 +310,7 @@ static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
   const int64_t d = jb->d;
   effml_tensor *xo = jb->xo, *yo = jb->yo;
   const size_t esz = x->dtype == EFFML_F64 ? sizeof(double) : sizeof(float);
-  for (int64_t r = begin; r < end; ++r) {
+  for (int64_t r = jb->r0 + begin; r < jb->r0 + end; ++r) {
     int64_t i = b[r], j = nb[r];
     if (j < 0) { /* a run of plain copies of consecutive rows (the originals): one memcpy */
       int64_t e = r + 1;
@@ -372,6 +388,7 @@ effml_status effml_sampler_resample_apply(effml_context *ctx, const effml_tensor
                                           const effml_tensor *y, const effml_tensor *base,
                                           const effml_tensor *neighbor, const effml_tensor *step,
                                           effml_tensor **x_out, effml_tensor **y_out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, x_out);
   EFFML__CHECK_NULL(ctx, y_out);
@@ -387,20 +404,21 @@ effml_status effml_sampler_resample_apply_into(effml_context *ctx, const effml_t
                                                const effml_tensor *neighbor,
                                                const effml_tensor *step, effml_tensor *x_out,
                                                effml_tensor *y_out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   int64_t m = 0, cap = 0;
   EFFML__TRY(check_apply_inputs(ctx, x, y, base, neighbor, step, &m));
   EFFML__TRY(check_out_buffers(ctx, x, y, x_out, y_out, &cap));
   EFFML__TRY(check_capacity(ctx, m, cap));
-  apply_rows_into(ctx, x, y, (const int64_t *)(const void *)base->data,
-                  (const int64_t *)(const void *)neighbor->data, effml__cf64(step), m, x_out,
-                  y_out);
-  return EFFML_OK;
+  return apply_rows_into(ctx, x, y, (const int64_t *)(const void *)base->data,
+                         (const int64_t *)(const void *)neighbor->data, effml__cf64(step), m,
+                         x_out, y_out);
 }
 
 effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resample_options *opt,
                             const effml_tensor *x, const effml_tensor *y, effml_tensor **x_out,
                             effml_tensor **y_out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, x_out);
   EFFML__CHECK_NULL(ctx, y_out);
@@ -421,6 +439,7 @@ effml_status effml_sampler_resample_into(effml_context *ctx,
                                          const effml_tensor *x, const effml_tensor *y,
                                          effml_tensor *x_out, effml_tensor *y_out,
                                          int64_t *n_out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, n_out);
   effml_sampler_resample_options o;
@@ -448,7 +467,7 @@ effml_status effml_sampler_resample_into(effml_context *ctx,
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_status st = check_capacity(ctx, p.n, cap);
-  if (st == EFFML_OK) apply_rows_into(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
+  if (st == EFFML_OK) st = apply_rows_into(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
   *n_out = p.n;
   effml__plan_free(ctx, &p);
   return st;

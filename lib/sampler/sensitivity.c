@@ -32,6 +32,7 @@ static effml_status out_pair(effml_context *ctx, const int64_t *idx, const doubl
 effml_status effml_sampler_sensitivity_sample(effml_context *ctx, const effml_tensor *scores, double m,
                                       double p, int32_t scheme, uint64_t seed,
                                       effml_tensor **indices, effml_tensor **weights) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, indices);
   EFFML__CHECK_NULL(ctx, weights);
@@ -100,6 +101,7 @@ effml_status effml_sampler_weighted_sample_merge(effml_context *ctx, const effml
                                          const effml_tensor *w_a, const effml_tensor *idx_b,
                                          const effml_tensor *w_b, int64_t offset_b, double p,
                                          effml_tensor **indices, effml_tensor **weights) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, indices);
   EFFML__CHECK_NULL(ctx, weights);

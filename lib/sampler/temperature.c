@@ -22,6 +22,7 @@ static effml_status check_sizes(effml_context *ctx, const double *sizes, int64_t
 
 effml_status effml_sampler_temperature_probs_alpha(effml_context *ctx, const double *sizes,
                                            int64_t n_sources, double alpha, double *probs) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_sizes(ctx, sizes, n_sources));
   EFFML__CHECK_NULL(ctx, probs);
@@ -46,6 +47,7 @@ effml_status effml_sampler_temperature_probs_alpha(effml_context *ctx, const dou
 
 effml_status effml_sampler_temperature_probs(effml_context *ctx, const double *sizes, int64_t n_sources,
                                      double temperature, double *probs) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   if (!(temperature > 0))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "temperature=%g must be > 0 (INFINITY: uniform)",
@@ -67,6 +69,7 @@ void effml_sampler_temperature_schedule_init(effml_sampler_temperature_schedule 
 
 effml_status effml_sampler_temperature_at(effml_context *ctx, const effml_sampler_temperature_schedule *schedule,
                                   int64_t step, double *temperature) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, schedule);
   EFFML__CHECK_NULL(ctx, temperature);
@@ -127,6 +130,7 @@ static int cmp_sized(const void *a, const void *b) {
 
 effml_status effml_sampler_unimax(effml_context *ctx, const double *sizes, int64_t n_sources, double budget,
                           double max_epochs, double *allocation, double *probs) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_sizes(ctx, sizes, n_sources));
   EFFML__CHECK_NULL(ctx, probs);
@@ -167,6 +171,7 @@ effml_status effml_sampler_unimax(effml_context *ctx, const double *sizes, int64
 effml_status effml_sampler_virtual_sizes(effml_context *ctx, const int64_t *sizes, const double *probs,
                                  int64_t n_sources, int64_t virtual_size, int64_t *counts,
                                  int64_t *virtual_size_out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, sizes);
   EFFML__CHECK_NULL(ctx, probs);

@@ -259,6 +259,7 @@ static effml_status arm(effml_dst *d, int on) {
 
 effml_status effml_dst_create(effml_context *ctx, effml_layer *model, effml_optimizer *optimizer,
                               const effml_dst_options *opt, effml_dst **out) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_dst_create";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, model);
@@ -320,6 +321,7 @@ void effml_dst_free(effml_dst *d) {
 }
 
 effml_status effml_dst_step(effml_context *ctx, effml_dst *d, int32_t *updated) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, d);
   const int64_t t = d->t + 1;

@@ -119,6 +119,7 @@ const effml__layer_ops effml__sparse_factorized_ops = {
 effml_status effml_sparse_factorized_create(effml_context *ctx, int64_t in, int64_t out,
                                             const effml_sparse_options *opt,
                                             effml_layer **out_layer) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_factorized_create";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out_layer);

@@ -8,6 +8,7 @@
 #include "sparse_internal.h"
 
 effml_status effml_sparse_mask_uniform(effml_context *ctx, double sparsity, effml_tensor *mask) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_mask_uniform";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(effml__check_tensor(ctx, mask, "mask", 0, 2, 1));
@@ -29,6 +30,7 @@ effml_status effml_sparse_mask_uniform(effml_context *ctx, double sparsity, effm
 effml_status effml_sparse_erk(effml_context *ctx, int32_t n_layers, const int64_t *rows,
                               const int64_t *cols, double sparsity, double power_scale,
                               int64_t *nnz) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_erk";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, rows);

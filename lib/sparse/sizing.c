@@ -48,6 +48,7 @@ static int64_t widen(int64_t width, int64_t p) {
 
 effml_status effml_sparse_wide_dims(effml_context *ctx, int64_t in, int64_t out, double sparsity,
                                     uint32_t widen_sides, int64_t *wide_in, int64_t *wide_out) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_wide_dims";
   EFFML__CHECK_NULL(ctx, wide_in);
   EFFML__CHECK_NULL(ctx, wide_out);
@@ -69,6 +70,7 @@ effml_status effml_sparse_wide_dims(effml_context *ctx, int64_t in, int64_t out,
 
 effml_status effml_sparse_parallel_branches(effml_context *ctx, double sparsity,
                                             int64_t *branches) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_parallel_branches";
   EFFML__CHECK_NULL(ctx, branches);
   int64_t p = 1;
@@ -82,6 +84,7 @@ effml_status effml_sparse_parallel_branches(effml_context *ctx, double sparsity,
 effml_status effml_sparse_factorized_dim(effml_context *ctx, int64_t in, int64_t out,
                                          double sparsity, int64_t kernel_area, uint32_t flags,
                                          int64_t *dim) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_factorized_dim";
   EFFML__CHECK_NULL(ctx, dim);
   EFFML__TRY(check_sizes(ctx, fn, in, out, kernel_area));
@@ -102,6 +105,7 @@ effml_status effml_sparse_factorized_dim(effml_context *ctx, int64_t in, int64_t
 
 effml_status effml_sparse_doped_rank(effml_context *ctx, int64_t in, int64_t out, double sparsity,
                                      int64_t kernel_area, uint32_t flags, int64_t *rank) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_doped_rank";
   EFFML__CHECK_NULL(ctx, rank);
   EFFML__TRY(check_sizes(ctx, fn, in, out, kernel_area));
@@ -122,6 +126,7 @@ effml_status effml_sparse_doped_rank(effml_context *ctx, int64_t in, int64_t out
 
 effml_status effml_sparse_count_flops(effml_context *ctx, const effml_layer *layer,
                                       double *flops) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, layer);
   EFFML__CHECK_NULL(ctx, flops);
   double f = 0.0;
@@ -132,6 +137,7 @@ effml_status effml_sparse_count_flops(effml_context *ctx, const effml_layer *lay
 
 effml_status effml_dst_training_flops(effml_context *ctx, double fwd_sparse, double fwd_dense,
                                       int64_t delta_t, double end_fraction, double *flops) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, flops);
   if (!(fwd_sparse >= 0.0) || !(fwd_dense >= 0.0) || delta_t < 0 || !(end_fraction >= 0.0) ||
       end_fraction > 1.0)

@@ -344,6 +344,7 @@ effml_status effml__sparse_random_matrix(effml_context *ctx, effml_layer *layer,
 
 effml_status effml_sparse_linear_create(effml_context *ctx, int64_t in, int64_t out,
                                         const effml_sparse_options *opt, effml_layer **out_layer) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_linear_create";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out_layer);
@@ -410,6 +411,7 @@ effml_status effml_sparse_linear_create_masked(effml_context *ctx, const effml_t
                                                const effml_tensor *weight,
                                                const effml_sparse_options *opt,
                                                effml_layer **out_layer) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_linear_create_masked";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out_layer);
@@ -465,6 +467,7 @@ effml_status effml_sparse_linear_create_csr(effml_context *ctx, int64_t in, int6
                                             const int32_t *col_idx, const float *values,
                                             const effml_sparse_options *opt,
                                             effml_layer **out_layer) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_linear_create_csr";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, row_ptr);
@@ -509,6 +512,7 @@ effml_status effml_sparse_linear_create_csr(effml_context *ctx, int64_t in, int6
 
 effml_status effml_sparse_wide_create(effml_context *ctx, int64_t in, int64_t out,
                                       const effml_sparse_options *opt, effml_layer **out_layer) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_wide_create";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out_layer);
@@ -536,6 +540,7 @@ effml_status effml_sparse_wide_create(effml_context *ctx, int64_t in, int64_t ou
 effml_status effml_sparse_parallel_create(effml_context *ctx, int64_t in, int64_t out,
                                           const effml_sparse_options *opt,
                                           effml_layer **out_layer) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_sparse_parallel_create";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out_layer);

@@ -42,6 +42,7 @@ static effml_status get_matrix(effml_context *ctx, const effml_layer *layer, int
 
 effml_status effml_sparse_matrix_shape(effml_context *ctx, const effml_layer *layer, int32_t m,
                                        int64_t *rows, int64_t *cols) {
+  EFFML__ENTER(ctx);
   effml__sparse_layer *s = NULL;
   EFFML__TRY(get_matrix(ctx, layer, m, &s));
   EFFML__CHECK_NULL(ctx, rows);
@@ -77,11 +78,13 @@ static effml_status scatter_dense(effml_context *ctx, const effml_layer *layer, 
 
 effml_status effml_sparse_matrix_to_dense(effml_context *ctx, const effml_layer *layer, int32_t m,
                                           effml_tensor *dense) {
+  EFFML__ENTER(ctx);
   return scatter_dense(ctx, layer, m, dense, 0);
 }
 
 effml_status effml_sparse_matrix_grad_to_dense(effml_context *ctx, const effml_layer *layer,
                                                int32_t m, effml_tensor *dense) {
+  EFFML__ENTER(ctx);
   return scatter_dense(ctx, layer, m, dense, 1);
 }
 
@@ -112,6 +115,7 @@ static effml_status arm_dense_grad(effml_context *ctx, effml_layer *layer, void 
 }
 
 effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *layer, int32_t on) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, layer);
   return effml__layer_walk(ctx, layer, arm_dense_grad, &on);
@@ -119,6 +123,7 @@ effml_status effml_sparse_request_dense_grad(effml_context *ctx, effml_layer *la
 
 effml_status effml_sparse_dense_grad(effml_context *ctx, const effml_layer *layer, int32_t m,
                                      effml_tensor *dense) {
+  EFFML__ENTER(ctx);
   effml__sparse_layer *s = NULL;
   EFFML__TRY(get_matrix(ctx, layer, m, &s));
   const effml__spmat *mt = &s->mats[m];

@@ -52,6 +52,7 @@ static effml_status check_finite(effml_context *ctx, const char *fn, const char 
 }
 
 effml_status effml_tensor_init_xavier_uniform(effml_context *ctx, effml_tensor *t, double gain) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "gain", gain, 1));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -63,6 +64,7 @@ effml_status effml_tensor_init_xavier_uniform(effml_context *ctx, effml_tensor *
 }
 
 effml_status effml_tensor_init_xavier_normal(effml_context *ctx, effml_tensor *t, double gain) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "gain", gain, 1));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -73,6 +75,7 @@ effml_status effml_tensor_init_xavier_normal(effml_context *ctx, effml_tensor *t
 }
 
 effml_status effml_tensor_init_kaiming_normal(effml_context *ctx, effml_tensor *t, double a) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "a", a, 0));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -83,6 +86,7 @@ effml_status effml_tensor_init_kaiming_normal(effml_context *ctx, effml_tensor *
 }
 
 effml_status effml_tensor_init_kaiming_uniform(effml_context *ctx, effml_tensor *t, double a) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "a", a, 0));
   EFFML__TRY(check_target(ctx, __func__, t));
@@ -94,6 +98,7 @@ effml_status effml_tensor_init_kaiming_uniform(effml_context *ctx, effml_tensor 
 }
 
 effml_status effml_tensor_init_normal(effml_context *ctx, effml_tensor *t, double mean, double std) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "mean", mean, 0));
   EFFML__TRY(check_finite(ctx, __func__, "std", std, 1));
@@ -103,6 +108,7 @@ effml_status effml_tensor_init_normal(effml_context *ctx, effml_tensor *t, doubl
 }
 
 effml_status effml_tensor_init_uniform(effml_context *ctx, effml_tensor *t, double lo, double hi) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__TRY(check_finite(ctx, __func__, "lo", lo, 0));
   EFFML__TRY(check_finite(ctx, __func__, "hi", hi, 0));

@@ -286,6 +286,7 @@ static effml_status create_impl(effml_context *ctx, int32_t dtype, int32_t ndim,
 
 effml_status effml_tensor_create(effml_context *ctx, int32_t dtype, int32_t ndim,
                                  const int64_t *shape, effml_tensor **out) {
+  EFFML__ENTER(ctx);
   return create_impl(ctx, dtype, ndim, shape, 1, out);
 }
 
@@ -297,6 +298,7 @@ effml_status effml__tensor_create_uninit(effml_context *ctx, int32_t dtype, int3
 effml_status effml_tensor_wrap(effml_context *ctx, int32_t dtype, int32_t ndim,
                                const int64_t *shape, const int64_t *strides, void *data,
                                size_t data_bytes, int32_t read_only, effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   EFFML__CHECK_NULL(ctx, data);
@@ -409,6 +411,7 @@ static effml_status make_view(effml_context *ctx, const effml_tensor *src, const
 
 effml_status effml_tensor_slice(effml_context *ctx, const effml_tensor *src, int32_t dim,
                                 int64_t start, int64_t stop, int64_t step, effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, src);
   EFFML__CHECK_NULL(ctx, out);
@@ -433,6 +436,7 @@ effml_status effml_tensor_slice(effml_context *ctx, const effml_tensor *src, int
 
 effml_status effml_tensor_reshape(effml_context *ctx, const effml_tensor *src, int32_t ndim,
                                   const int64_t *shape, effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, src);
   EFFML__CHECK_NULL(ctx, out);
@@ -490,6 +494,7 @@ effml_status effml_tensor_reshape(effml_context *ctx, const effml_tensor *src, i
 
 effml_status effml_tensor_transpose(effml_context *ctx, const effml_tensor *src, int32_t dim0,
                                     int32_t dim1, effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, src);
   EFFML__CHECK_NULL(ctx, out);
@@ -575,12 +580,14 @@ static effml_status check_convertible(effml_context *ctx, const effml_tensor *sr
 
 effml_status effml_tensor_contiguous(effml_context *ctx, const effml_tensor *src,
                                      effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, src);
   return effml_tensor_convert(ctx, src, src->dtype, out);
 }
 
 effml_status effml_tensor_convert(effml_context *ctx, const effml_tensor *src, int32_t dtype,
                                   effml_tensor **out) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, src);
   EFFML__CHECK_NULL(ctx, out);
@@ -596,6 +603,7 @@ effml_status effml_tensor_convert(effml_context *ctx, const effml_tensor *src, i
 }
 
 effml_status effml_tensor_copy(effml_context *ctx, effml_tensor *dst, const effml_tensor *src) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, dst);
   EFFML__CHECK_NULL(ctx, src);
@@ -627,6 +635,7 @@ effml_status effml_tensor_copy(effml_context *ctx, effml_tensor *dst, const effm
 /* ---- element access ---- */
 
 effml_status effml_tensor_fill(effml_context *ctx, effml_tensor *t, double value) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, t);
   EFFML__TRY(effml__check_writable(ctx, t, "t"));
@@ -668,6 +677,7 @@ static effml_status check_index(effml_context *ctx, const effml_tensor *t, const
 
 effml_status effml_tensor_get_f64(effml_context *ctx, const effml_tensor *t, const int64_t *index,
                                   double *value) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, t);
   EFFML__CHECK_NULL(ctx, value);
@@ -678,6 +688,7 @@ effml_status effml_tensor_get_f64(effml_context *ctx, const effml_tensor *t, con
 
 effml_status effml_tensor_set_f64(effml_context *ctx, effml_tensor *t, const int64_t *index,
                                   double value) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, t);
   EFFML__TRY(effml__check_writable(ctx, t, "t"));
@@ -692,6 +703,7 @@ effml_status effml_tensor_set_f64(effml_context *ctx, effml_tensor *t, const int
 
 effml_status effml_tensor_get_i64(effml_context *ctx, const effml_tensor *t, const int64_t *index,
                                   int64_t *value) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, t);
   EFFML__CHECK_NULL(ctx, value);
@@ -705,6 +717,7 @@ effml_status effml_tensor_get_i64(effml_context *ctx, const effml_tensor *t, con
 
 effml_status effml_tensor_set_i64(effml_context *ctx, effml_tensor *t, const int64_t *index,
                                   int64_t value) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, t);
   if (!is_integer_dtype(t->dtype))

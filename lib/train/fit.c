@@ -201,7 +201,9 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
   const size_t row_bytes = (size_t)s->f * sizeof(float);
   double sum = 0.0;
   int64_t batches = 0;
+  const int64_t steps_per_epoch = (s->n + s->fo.batch_size - 1) / s->fo.batch_size;
   for (int64_t start = 0; start < s->n; start += s->fo.batch_size) {
+    EFFML__TRY(effml__progress(ctx, *step, steps_per_epoch * s->fo.epochs, "steps"));
     const int64_t rows = s->n - start < s->fo.batch_size ? s->n - start : s->fo.batch_size;
     batch_ws *w = rows == s->fo.batch_size ? &s->full : &s->tail;
     float *xb = effml__f32(w->x);
@@ -257,6 +259,7 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
 effml_status effml_train_classifier(effml_context *ctx, effml_layer *model, effml_optimizer *opt,
                                   const effml_tensor *x, const effml_tensor *labels,
                                   const effml_train_options *fit, double *final_loss) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, model);
   EFFML__CHECK_NULL(ctx, opt);
@@ -310,6 +313,7 @@ effml_status effml_train_classifier(effml_context *ctx, effml_layer *model, effm
 
 effml_status effml_train_predict(effml_context *ctx, effml_layer *model, const effml_tensor *x,
                            int64_t batch_size, effml_tensor *logits) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, model);
   if (batch_size < 1)

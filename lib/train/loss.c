@@ -46,6 +46,7 @@ static int64_t label_at(const effml_tensor *labels, int64_t i) {
 effml_status effml_train_softmax_cross_entropy(effml_context *ctx, const effml_tensor *logits,
                                          const effml_tensor *labels, double *loss,
                                          effml_tensor *dlogits) {
+  EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, loss);
   EFFML__TRY(effml__check_logits_labels(ctx, __func__, logits, labels));
@@ -111,6 +112,7 @@ effml_status effml_train_softmax_cross_entropy_weighted(
     effml_context *ctx, const effml_tensor *logits, const effml_tensor *labels,
     const effml_tensor *sample_weight, const effml_tensor *class_weight, int32_t reduction,
     double *loss, effml_tensor *dlogits) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_train_softmax_cross_entropy_weighted";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, loss);
@@ -174,6 +176,7 @@ effml_status effml_train_softmax_cross_entropy_weighted(
 
 effml_status effml_train_class_weight_balanced(effml_context *ctx, const effml_tensor *labels,
                                                int64_t num_classes, double *weights) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_train_class_weight_balanced";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, weights);
@@ -214,6 +217,7 @@ effml_status effml_train_class_weight_balanced(effml_context *ctx, const effml_t
 effml_status effml_train_scalarization_weights(effml_context *ctx, const double *sizes,
                                                int64_t n_sources, double temperature,
                                                double *weights) {
+  EFFML__ENTER(ctx);
   static const char fn[] = "effml_train_scalarization_weights";
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, sizes);

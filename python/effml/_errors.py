@@ -22,6 +22,9 @@ EFFML_E_NOT_FOUND      -9          NotFoundError (KeyError)
 EFFML_E_OVERFLOW       -10         SizeOverflowError (ValueError, OverflowError)
 EFFML_E_STATE          -11         StateError (RuntimeError)
 EFFML_E_RANGE          -12         RangeError (ValueError, IndexError)
+EFFML_E_CANCELLED      -13         CancelledError (RuntimeError): the
+                                   context's progress callback or cancel
+                                   request stopped the call
 any other              <0          UnknownStatusError (RuntimeError)
 =====================  ==========  =========================================
 
@@ -105,6 +108,10 @@ class RangeError(EffmlError, ValueError, IndexError):
     """An index or label is out of range."""
 
 
+class CancelledError(EffmlError, RuntimeError):
+    """The call was stopped by the context's progress callback or cancel request."""
+
+
 class UnknownStatusError(EffmlError, RuntimeError):
     """A status code these bindings do not know (from a newer library)."""
 
@@ -123,11 +130,14 @@ STATUS_EXCEPTIONS = {
     -10: SizeOverflowError,
     -11: StateError,
     -12: RangeError,
+    -13: CancelledError,
 }
 
 
 def error_for(status, message, function=None):
     """The exception instance for C ``status`` with ``message`` (not raised)."""
     cls = STATUS_EXCEPTIONS.get(status, UnknownStatusError)
-    text = "%s: %s" % (function, message) if function else message
+    # The C message already starts with the public function called (0.2).
+    prefixed = not function or message.startswith(function + ":")
+    text = message if prefixed else "%s: %s" % (function, message)
     return cls(text, status, function)
