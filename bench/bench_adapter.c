@@ -1,4 +1,4 @@
-/* bench_adapter: Compacter's LPHM layer and LoRA (issue 4).
+/* bench_adapter: Compacter's LPHM layer and LoRA.
  *
  * Cases (JSON lines via bu_report):
  *   lphm_fwd_bwd_t5         k 768 -> d 24, n 4, r 1, 12 800 rows, forward + backward (with dx):

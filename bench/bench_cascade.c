@@ -1,4 +1,4 @@
-/* bench_cascade: early-exit cascade routing (issue 7).
+/* bench_cascade: early-exit cascade routing.
  *
  * Cases (JSON lines via bu_report):
  *   cascade_route_1m          scoring (MSP) and routing 10^6 samples x 10 classes through a

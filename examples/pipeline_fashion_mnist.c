@@ -1554,7 +1554,7 @@ int main(int argc, char **argv) {
         CHECK(effml_layer_sequential_add(ctx, adapted, l));
         CHECK(effml_adapter_create(ctx, widths[k + 1], &ao, rule, &l));
         CHECK(effml_layer_sequential_add(ctx, adapted, l));
-        /* factorized LPHM cost per sample: n*r*(k+d+n^2) per projection (REFERENCES 1.5) */
+        /* factorized LPHM cost per sample: n*r*(k+d+n^2) per projection (Karimi Mahabadi et al. 2021, arXiv 2106.04647, §3.2) */
         adapter_macs += 2.0 * 4 * 1 * (double)(widths[k + 1] + 16 + 16);
       }
     }

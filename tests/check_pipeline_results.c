@@ -1,5 +1,5 @@
 /* Checks the results.json written by `pipeline_fashion_mnist --quick`
- * (issue 8): structure (every stage present with every field) and sane
+ * structure (every stage present with every field) and sane
  * values (accuracies above chance, parameter percentages in range, iso-FLOP
  * sparse model, cascades cheaper than the full ensemble, data files written).
  * Usage: check_pipeline_results results.json out_dir */

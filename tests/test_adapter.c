@@ -1,4 +1,4 @@
-/* Adapters (issue 4): PHM/LPHM, the adapter block with a shared phm rule,
+/* Adapters: PHM/LPHM, the adapter block with a shared phm rule,
  * LoRA and LoKr.  Reference values come from tests/ref/adapter_make_ref.py
  * (PyTorch float64 autograd on the reference maths); gradients are also
  * checked by central differences, and the factorized path against

@@ -1,4 +1,4 @@
-/* Adapter files (issue 4): PEFT LoRA directories and AdapterHub Compacter
+/* Adapter files: PEFT LoRA directories and AdapterHub Compacter
  * safetensors, made by tests/ref/adapter_make_ref.py; round trips through
  * our writers; bad files (shape disagreeing with the base layer, missing
  * keys) leave the layers untouched. */

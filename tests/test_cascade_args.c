@@ -1,4 +1,4 @@
-/* Early-exit cascades (issue 7): bad input gives a clear error, leaves outputs
+/* Early-exit cascades: bad input gives a clear error, leaves outputs
  * untouched and leaks nothing -- NaN logits, mismatched class counts, coverage
  * or risk outside (0, 1], an empty validation set, a window with lo > hi, and
  * the other argument checks; plus an allocation-failure sweep. */

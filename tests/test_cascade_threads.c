@@ -1,4 +1,4 @@
-/* Early-exit cascades (issue 7): one built cascade run from several threads at
+/* Early-exit cascades: one built cascade run from several threads at
  * once, each with its own context and workspace, gives the single-threaded
  * results; and the library's own loops give identical results for every
  * thread count.  Also built with -fsanitize=thread as test_cascade_threads_tsan

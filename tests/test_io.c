@@ -2,7 +2,7 @@
  * .npy and safetensors I/O: files written by numpy and by a reference
  * safetensors writer (tests/ref/io_make_ref.py -> tests/data/io/), byte-exact
  * agreement of our writers with both, round trips for every dtype and ranks
- * 0..8, every bad input of issue 2 with its status, and allocation failures.
+ * 0..8, every bad input of the formats with its status, and allocation failures.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -563,7 +563,7 @@ START_TEST(test_bad_input) {
 }
 END_TEST
 
-/* Duplicates (REFERENCES §3.3): 3 x [1,2] + [5,5] as one class; every
+/* Duplicates (imbalanced-learn drops kneighbors column 0 as "self"): 3 x [1,2] + [5,5] as one class; every
  * synthetic row from a duplicate is another duplicate (distance-0 neighbour),
  * and from [5,5] lies on a segment toward [1,2]. */
 START_TEST(test_smote_duplicates) {

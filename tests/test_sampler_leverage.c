@@ -1,6 +1,6 @@
 /* Leverage scores, root leverage, Lewis weights, sensitivity bounds and
  * sensitivity sampling (references: tests/ref/sampler_leverage_ref.py and the
- * worked vector of REFERENCES §3.10). */
+ * worked vector of Woodruff & Yasuda 2023, arXiv 2306.00732). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

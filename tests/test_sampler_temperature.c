@@ -1,6 +1,6 @@
 /* Temperature sampling, schedules, UniMax, virtual sizes, alias draws and
  * interleave stopping strategies (references: tests/ref/sampler_temperature_ref.py,
- * REFERENCES §3.7-3.9, HF datasets documentation examples). */
+ * arXiv 1907.05019, 2304.09151, 2410.04579, HF datasets documentation examples). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,7 +125,7 @@ START_TEST(test_unimax_and_virtual_sizes) {
     ck_assert_double_eq_tol(U[i], eU[i], 1e-4);
     ck_assert_double_eq_tol(p[i], ep[i], 1e-13);
   }
-  ck_assert_double_eq_tol(p[0], 0.008795325872, 1e-12); /* REFERENCES §3.8 anchor */
+  ck_assert_double_eq_tol(p[0], 0.008795325872, 1e-12); /* UniMax anchor (arXiv 2304.09151) */
   ck_assert_int_eq(effml_sampler_unimax(ctx, c, 5, -1, 4, U, p), EFFML_E_INVALID_ARG);
   ck_assert_int_eq(effml_sampler_unimax(ctx, c, 5, 1e9, 0, U, p), EFFML_E_INVALID_ARG);
 

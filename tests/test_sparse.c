@@ -1,5 +1,5 @@
 /* Sparse-IFT: sparse layers vs a dense masked CBLAS reference, sizing
- * anchors (REFERENCES §2.1), iso-FLOP, masks, ERK, RigL/SET, bad input. */
+ * anchors (arXiv 2303.11525, §2.2), iso-FLOP, masks, ERK, RigL/SET, bad input. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * @file effml/adapter.h
  * @brief Kronecker and low-rank adapters: PHM, Compacter (LPHM with a shared
  *        phm rule), Compacter++, LoRA, LoKr, the adapter block, and the
- *        PEFT / AdapterHub files users already have (issue 4).
+ *        PEFT / AdapterHub files users already have.
  *
  * PHM (Zhang et al., ICLR 2021) builds a weight as a sum of Kronecker
  * products H = sum_i A_i (x) B_i; Compacter (Karimi Mahabadi et al., NeurIPS
@@ -103,7 +103,8 @@ EFFML_API void effml_adapter_phm_options_init(effml_adapter_phm_options *opt);
  * Create a PHM (factorized = 0, kind "phm") or LPHM (kind "lphm") layer
  * `y = x H + b`, x `[batch, in]`, y `[batch, out]`,
  * H[p*kin+u, c*kout+v] = sum_i A_i[p,c] B_i[u,v], kin = in/n, kout = out/n
- * (Compacter eqs. 3-5; REFERENCES 1.4).
+ * (Karimi Mahabadi et al. 2021, arXiv 2106.04647, eqs. 3-5; layout of
+ * the reference code's `PHMLinear`).
  * Parameters (AdapterHub PHMLayer names and shapes): LPHM "W_left"
  * `[n, in/n, rank]` (s_i), "W_right" `[n, rank, out/n]` (t_i); PHM "W"
  * `[n, in/n, out/n]`; "phm_rule" `[n, n, n]`; "b" `[out]` (zero) when bias.

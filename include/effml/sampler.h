@@ -1,7 +1,7 @@
 /**
  * @file effml/sampler.h
  * @brief Samplers: the SMOTE family and under-sampling, temperature sampling
- *        over data sources, and lp sensitivity sampling (issue 6).
+ *        over data sources, and lp sensitivity sampling.
  *
  * Three kinds of data sampling, each with an explicit seed:
  *
@@ -361,7 +361,7 @@ EFFML_API effml_status effml_sampler_resample_into(effml_context *ctx,
 
 /**
  * Temperature probabilities q_i = p_i^(1/T) / sum_j p_j^(1/T), p_i = n_i/N
- * (REFERENCES §3.7; Arivazhagan et al. 2019).  T = 1 is proportional,
+ * (Arivazhagan et al. 2019, arXiv 1907.05019, §4.2).  T = 1 is proportional,
  * T = INFINITY uniform over sources with n_i > 0; sources with n_i = 0 get 0.
  * @param sizes  [n_sources] sizes n_i >= 0 (examples or tokens), sum > 0.
  * @param probs  receives [n_sources] probabilities (caller memory).
@@ -528,8 +528,8 @@ typedef struct effml_sampler_leverage_options {
 EFFML_API void effml_sampler_leverage_options_init(effml_sampler_leverage_options *opt);
 
 /**
- * Leverage scores tau_i = a_i^T (A^T A)^{-1} a_i = ||U_i||^2 (REFERENCES
- * §3.10); sum tau = d.  EXACT: R from a tall-skinny Householder QR (TSQR:
+ * Leverage scores tau_i = a_i^T (A^T A)^{-1} a_i = ||U_i||^2 (Woodruff &
+ * Yasuda 2023, arXiv 2306.00732, §3); sum tau = d.  EXACT: R from a tall-skinny Householder QR (TSQR:
  * LAPACK dgelqf on fixed row blocks, then on the stacked R factors), one
  * CholeskyQR refinement of U = A R^{-1} (Q = U R2^{-1}, R2 = chol(U^T U)),
  * tau_i = ||Q_i||^2 by blocked dtrsm.  Householder makes R backward stable for

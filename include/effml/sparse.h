@@ -1,6 +1,6 @@
 /**
  * @file effml/sparse.h
- * @brief Sparse iso-FLOP layers (Sparse-IFT), masks, dynamic sparse training (issue 5)
+ * @brief Sparse iso-FLOP layers (Sparse-IFT), masks, dynamic sparse training
  *
  * Sparse-IFT (Thangarasa, Saxena, Gupta, Lie, "Sparse Iso-FLOP
  * Transformations for Maximizing Training Efficiency", ICML 2024, arXiv
@@ -197,7 +197,7 @@ EFFML_API effml_status effml_sparse_dense_grad(effml_context *ctx, const effml_l
                                                int32_t m, effml_tensor *dense);
 
 /* ======================================================================
- * Iso-FLOP transformations (paper §2.2, Fig. 2; REFERENCES §2.1)
+ * Iso-FLOP transformations (Thangarasa et al. 2024, arXiv 2303.11525, §2.2, Fig. 2)
  * ====================================================================== */
 
 /**
@@ -274,7 +274,7 @@ EFFML_API effml_status effml_sparse_doped_rank(effml_context *ctx, int64_t in_fe
 /**
  * Sparse Doped block y = x W_sᵀ + (x Uᵀ) Vᵀ + b: W_s `[out, in]` sparse at s,
  * U `[r, in]` and V `[out, r]` dense (libeffml keeps them dense, as the
- * derivation says; REFERENCES §2.2), r from effml_sparse_doped_rank (κ = 1).
+ * derivation says; Thangarasa et al. 2024, arXiv 2303.11525, §2.2), r from effml_sparse_doped_rank (κ = 1).
  * U, V ~ U(-1/√fan_in, 1/√fan_in).  Parameters "weight", "u", "v", "bias".
  * Kind "sparse_doped".
  * @return as effml_sparse_linear_create, plus EFFML_E_INVALID_ARG when the
@@ -287,7 +287,7 @@ EFFML_API effml_status effml_sparse_doped_create(effml_context *ctx, int64_t in_
 
 /**
  * Forward FLOPs per sample of `layer` (recursing into sequential containers),
- * with the Sparse-IFT profiler's rules (REFERENCES §2.5), adds and multiplies
+ * with the Sparse-IFT profiler's rules (Thangarasa et al. 2024, arXiv 2303.11525, App. on FLOPs), adds and multiplies
  * counted separately: a linear map with nnz stored weights and `out` outputs
  * costs 2·nnz - out (nnz multiplies, nnz - out adds; a dense layer has
  * nnz = in·out), plus `out` for a bias, `(k-1)·out` for summing k parallel

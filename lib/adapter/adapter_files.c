@@ -1,4 +1,4 @@
-/* Files of the Python tools (REFERENCES 1.13):
+/* Files of the Python tools (PEFT `save_pretrained`, AdapterHub `save_adapter`):
  *  - PEFT LoRA: <dir>/adapter_config.json (r, lora_alpha, use_rslora) and
  *    <dir>/adapter_model.safetensors with "<module>.lora_A.weight" [r, in] and
  *    "<module>.lora_B.weight" [out, r] (adapter name removed, as PEFT saves).

@@ -3,7 +3,7 @@
  * each kernel is in the file named after it:
  *   phm_rule.c          the shared rule A (refcounted)
  *   phm.c               PHM/LPHM layer: construction, init, path switch
- *   phm_factorized.c    forward/backward that never build H (REFERENCES 1.5-1.6)
+ *   phm_factorized.c    forward/backward that never build H (Karimi Mahabadi et al. 2021, arXiv 2106.04647, §3.2)
  *   phm_materialized.c  H = sum_i A_i (x) B_i, and the reference forward/backward
  *   adapter_block.c     up(act(down(x))) + x
  *   lora.c, lokr.c      low-rank / Kronecker deltas over a dense base

@@ -1,7 +1,7 @@
 /* LoKr (PEFT src/peft/tuners/lokr, LyCORIS lokr.py), linear case:
  *   dW = scale (w1 (x) w2) [out, in],  w1 [out_l, in_m], w2 [out_k, in_n],
  *   dW[p*out_k + q, i*in_n + j] = scale w1[p,i] w2[q,j],
- * applied through the Kronecker identity (REFERENCES 1.1, 1.10): per row,
+ * applied through the Kronecker identity (A ⊗ B) vec(X) = vec(B X Aᵀ) (Van Loan 2000; LoKr: Yeh et al. 2024, arXiv 2309.14859): per row,
  * X = reshape_r(x, in_m, in_n), (dW x) = scale vec_r(w1 X w2^T), i.e.
  *   Z_all = X_all w2^T  ([b*in_m, in_n] x [in_n, out_k]: one GEMM)
  *   Y_b   = scale w1 Z_b  (out_l x in_m x out_k per row)

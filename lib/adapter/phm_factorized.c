@@ -1,5 +1,5 @@
 /* Factorized PHM/LPHM forward and backward: H is never built
- * (REFERENCES 1.5-1.6, Compacter section 3.2).
+ * (Karimi Mahabadi et al. 2021, arXiv 2106.04647, §3.2).
  *
  * Per row, X = reshape_r(x, n, kin) and y = vec_r(sum_i A_i^T X B_i).  Over a
  * batch of b rows, X_all = x viewed as [b*n, kin] (no copy):

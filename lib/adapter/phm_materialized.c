@@ -7,7 +7,7 @@
  *   B_i = s_i t_i (LPHM) or W[i] (PHM)                  [kin, kout]
  *   H[p*kin+u, c*kout+v] = sum_i A_i[p,c] B_i[u,v]       [in, out]
  *   y = x H + b
- * Backward (REFERENCES 1.6, "Materialized"):
+ * Backward (materialized H; Karimi Mahabadi et al. 2021, arXiv 2106.04647, §3):
  *   dH = x^T dy; dx = dy H^T; db = sum dy;
  *   dA_i[p,c] = sum_{u,v} dH[p*kin+u, c*kout+v] B_i[u,v];
  *   dB_i[u,v] = sum_{p,c} A_i[p,c] dH[p*kin+u, c*kout+v];

@@ -1,5 +1,5 @@
 /* Interleaving K sources with the stopping strategies of Hugging Face
- * datasets `interleave_datasets` (REFERENCES §3.7): round robin without
+ * datasets `interleave_datasets` (Hugging Face datasets documentation): round robin without
  * probabilities; with probabilities, one source draw per example (alias
  * method), the stop test before each draw (so the example that exhausts a
  * source is included), wrapping sources unless without replacement.  Sources

@@ -1,5 +1,5 @@
 /* Leverage scores tau_i = ||a_i R^{-1}||^2 with R the triangular factor of
- * A = Q R (REFERENCES §3.10).
+ * A = Q R (Woodruff & Yasuda 2023, arXiv 2306.00732, §3).
  *
  * EXACT: TSQR -- A is cut into fixed row blocks; each block's R comes from
  * LAPACK dgelqf (a row-major m x d block is the column-major d x m matrix

@@ -1,4 +1,4 @@
-/* lp scores built on leverage scores (REFERENCES §3.10): root leverage
+/* lp scores built on leverage scores (Woodruff & Yasuda 2023, arXiv 2306.00732, §3): root leverage
  * tau^(p/2) (Woodruff & Yasuda 2023), lp Lewis weights by the Cohen-Peng
  * fixed point, and sensitivity upper bounds. */
 #include <math.h>

@@ -1,5 +1,5 @@
 /* Public re-sampling entry points: options, strategy resolution, plan,
- * apply.  Output order follows imbalanced-learn (REFERENCES §3.1):
+ * apply.  Output order follows imbalanced-learn (`SamplerMixin.fit_resample`):
  * over-samplers emit the originals, then one block per class in ascending
  * label order. */
 #include <math.h>

@@ -1,5 +1,5 @@
-/* Sampling rows by scores with lp importance weights (REFERENCES §3.10,
- * "Sampling with rescaling"), and merging weighted samples.
+/* Sampling rows by scores with lp importance weights (Woodruff & Yasuda 2023,
+ * arXiv 2306.00732, §3, sampling with rescaling), and merging weighted samples.
  *
  * Bernoulli: row i kept with pi_i = min(1, m s_i / S), weight pi_i^{-1/p};
  * its coin is a hash of (seed, i), so the sample does not depend on the

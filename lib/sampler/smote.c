@@ -2,7 +2,7 @@
  * and ADASYN (He et al. 2008) as plans: each synthetic row is
  * x[base] + step * (x[neighbor] - x[base]) with one scalar step per row, so
  * it lies on the segment between its base and one of that base's neighbours
- * (imbalanced-learn `BaseSMOTE._generate_samples`, REFERENCES §3.3, §3.5).
+ * (imbalanced-learn `BaseSMOTE._generate_samples`, Chawla et al. 2002, arXiv 1106.1813, §4.2).
  *
  * Classes are handled in ascending label order; each class draws from its own
  * generator stream (seed, method, label), so output does not depend on the

@@ -1,5 +1,5 @@
 /* SMOTE-NC (Chawla et al. 2002 §6.1; imbalanced-learn `SMOTENC`, 0.12+
- * semantics, REFERENCES §3.5): neighbours on [continuous | one-hot * med_c /
+ * semantics, Chawla et al. 2002, arXiv 1106.1813, §6.1): neighbours on [continuous | one-hot * med_c /
  * sqrt(2)] within each targeted class, continuous columns interpolated,
  * categorical columns by majority vote of the base row's k neighbours.
  * Categorical values are votes, not interpolations, so there is no plan form. */

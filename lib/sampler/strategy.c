@@ -1,5 +1,5 @@
 /* sampling_strategy resolution (imbalanced-learn `utils/_validation.py`,
- * REFERENCES §3.2).  Counts are sorted by label; majority and minority are
+ * imbalanced-learn `check_sampling_strategy`).  Counts are sorted by label; majority and minority are
  * the first label (in sorted order) with the largest / smallest count.
  *
  * Where we differ from imblearn 0.10: float ratios use floor(v + 1e-9 v)

@@ -1,4 +1,4 @@
-/* Temperature sampling over K sources (REFERENCES §3.7-3.9): probabilities
+/* Temperature sampling over K sources (Arivazhagan et al. 2019, arXiv 1907.05019; UniMax: Chung et al. 2023, arXiv 2304.09151; Cooldown: Li et al. 2025, arXiv 2410.04579): probabilities
  * q_i ∝ (n_i/N)^(1/T), schedules of T, UniMax budgets, fairseq virtual sizes. */
 #include <math.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* Random over-sampling (bootstrap copies), random under-sampling, Tomek links
  * and edited nearest neighbours (imbalanced-learn `RandomOverSampler`,
  * `RandomUnderSampler`, `TomekLinks`, `EditedNearestNeighbours`,
- * REFERENCES §3.5).  Plans only hold copies (neighbor = -1).
+ * imbalanced-learn 0.10).  Plans only hold copies (neighbor = -1).
  *
  * Where we differ: Tomek and ENN exclude a point from its own neighbours by
  * index, so a cross-class exact duplicate pair is a Tomek link (imblearn's

@@ -1,7 +1,7 @@
 /*
  * Dynamic sparse training: RigL (Evci et al., ICML 2020, §3) and SET
  * (Mocanu et al., Nat. Commun. 2018), with the schedule of cbsparse's
- * DynamicMaskOptimizer (REFERENCES §2.4):
+ * DynamicMaskOptimizer:
  *
  *   update at step t iff begin < t < end and t mod ΔT = 0, end = ⌊f·T⌋
  *   α(t) = α0·(1 + cos(π(t - begin)/(end - begin)))/2   (or constant α0)

@@ -1,6 +1,6 @@
 /*
  * Masks: exact-count uniform random masks and the Erdős–Rényi-Kernel (ERK)
- * distribution of nonzeros over layers (Evci et al. 2020, §3; REFERENCES §2.3).
+ * distribution of nonzeros over layers (Evci et al. 2020, arXiv 1911.11134, §3).
  */
 #include <math.h>
 #include <string.h>

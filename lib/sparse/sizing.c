@@ -1,6 +1,6 @@
 /*
- * Iso-FLOP sizing of the Sparse-IFT members (paper §2.2; REFERENCES §2.1)
- * and the FLOP counter (Sparse-IFT profiler rules, REFERENCES §2.5).
+ * Iso-FLOP sizing of the Sparse-IFT members (Thangarasa et al. 2024, arXiv 2303.11525, §2.2)
+ * and the FLOP counter (the Sparse-IFT profiler's rules).
  *
  * Exact rationals: the density 1-s is read as p/q with q = 10^9, so
  * s = 0.9 is exactly 1/10 and the ceilings/floors do not inherit the

@@ -1,4 +1,4 @@
-# ThreadSanitizer build of tests/test_cascade_threads.c (issue 7: one built
+# ThreadSanitizer build of tests/test_cascade_threads.c (one built
 # cascade is run from several threads at once, each with its own workspace).
 # TSan cannot be combined with ASan, so this target exists only in builds
 # without EFFML_SANITIZE.  It compiles the library sources the cascade needs

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Reference values for tests/test_adapter*.c (run with Debian's /usr/bin/python3: torch 1.13).
 
-Implements the reference maths of REFERENCES.md section 1 with PyTorch autograd in float64:
+Implements the reference maths of PHM/Compacter (arXiv 2102.08597, 2106.04647), LoRA (arXiv 2106.09685) and LoKr (arXiv 2309.14859) with PyTorch autograd in float64:
   PHM/LPHM  (rabeehk/compacter PHMLinear: H = sum_i kron(A_i, B_i), y = x H + b)
   adapter   (HyperComplexAdapter: up(gelu_new(down(x))) + x, shared phm rule)
   LoRA      (PEFT: y = x W^T + b + s (x A^T) B^T)
@@ -77,7 +77,7 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
 
 
-# ---- LPHM: n 3, in 6, out 9, r 2, batch 4 (REFERENCES 1.6 anchor) ----
+# ---- LPHM: n 3, in 6, out 9, r 2, batch 4 (a hand-checkable size) ----
 def lphm_case(case, n, fin, fout, r, batch):
     x, g = f32((batch, fin)), f32((batch, fout))
     rule, wl, wr, b = f32((n, n, n)), f32((n, fin // n, r)), f32((n, r, fout // n)), f32((fout,))

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Leverage / Lewis / sensitivity references (numpy + scipy), REFERENCES §3.10.
+"""Leverage / Lewis / sensitivity references (numpy + scipy), Woodruff & Yasuda 2023, arXiv 2306.00732.
 Writes tests/ref/sampler_lev_*.npy:
   heavy_a   [40, 3]  heavy-tailed matrix (Student t, 2 dof, seed 0)
   heavy_tau [40]     leverage scores by numpy QR

@@ -30,7 +30,7 @@ def out(name):
     return open(os.path.join(HERE, name), "w")
 
 
-# 1. sampling_strategy dictionaries (REFERENCES §3.2).  Line: "<sampler> <strategy> l:v l:v ..."
+# 1. sampling_strategy dictionaries (imbalanced-learn `check_sampling_strategy`).  Line: "<sampler> <strategy> l:v l:v ..."
 y3 = np.array([0] * 10 + [1] * 4 + [2] * 2)
 ybin = np.array([0] * 100 + [1] * 28)
 X3 = np.random.RandomState(0).randn(len(y3), 2)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Temperature / UniMax / virtual-size references (numpy), REFERENCES §3.7-3.8.
+"""Temperature / UniMax / virtual-size references (numpy): arXiv 1907.05019, 2304.09151.
 Writes tests/ref/sampler_temperature.txt: "<name> v1 v2 ..." with %.17g."""
 import os
 
