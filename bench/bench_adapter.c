@@ -6,6 +6,11 @@
  *                           (build H = sum_i kron(A_i, s_i t_i) every call, x @ H + b, autograd).
  *   lphm_fwd_bwd_4096       LPHM as a full layer 4096 -> 4096, n 8, r 1, 2 048 rows, same baseline.
  *   lphm_vs_materialized_c  the T5 case in our own code: factorized vs materialized path.
+ *   lphm_fwd_bwd_t5_vs_floor, lphm_fwd_bwd_4096_vs_floor
+ *                           ours against the memory traffic the layer cannot avoid (x read
+ *                           twice -- forward and dW --, dy read, y and dx written once),
+ *                           timed interleaved run by run as copies/read passes in warm memory;
+ *                           speedup = floor / ours.
  *   lora_unmerged_fwd       4096 x 4096 base, r 16, 512 rows, inference forward, unmerged:
  *                           ours vs the base GEMM alone (cblas_sgemm); goal speedup >= 0.91.
  *                           Extra keys: merged forward time and the merge/unmerge drift after
@@ -90,19 +95,60 @@ static effml_layer *make_lphm(effml_context *ctx, int64_t in, int64_t out, int64
   return l;
 }
 
+/* One streaming read pass over v[0..n) (16 accumulators: bound by memory, not by add latency). */
+static float read_pass_f32(const float *v, int64_t n) {
+  float acc[16] = {0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += v[i + l];
+  float s = 0;
+  for (int l = 0; l < 16; ++l) s += acc[l];
+  for (; i < n; ++i) s += v[i];
+  return s;
+}
+
+/* Forward (TRAIN) + backward with dx, reps runs into t[]; when fl != NULL the
+ * case's memory floor is timed interleaved, run by run, into fl[]: x read
+ * twice, dy read once, y and dx written once, all into warm memory (a copy
+ * x -> dx, a copy dy -> y and one more read pass over x). */
 static double lphm_case(effml_context *ctx, int64_t in, int64_t out, int64_t n, int64_t rows,
-                        int reps, int path) {
+                        int reps, int path, double *t, double *fl) {
   effml_layer *l = make_lphm(ctx, in, out, n);
   effml_adapter_phm_set_path(ctx, l, path);
   effml_tensor *x = rand2d(ctx, rows, in, 1), *y = rand2d(ctx, rows, out, 2);
   effml_tensor *dy = rand2d(ctx, rows, out, 3), *dx = rand2d(ctx, rows, in, 4);
-  double s = time_layer(ctx, l, x, y, dy, dx, 0, reps);
+  float *fdx = malloc((size_t)(rows * in) * sizeof(float)), *fy = malloc((size_t)(rows * out) * sizeof(float));
+  if (!fdx || !fy) die(ctx, "floor buffers");
+  memset(fdx, 0, (size_t)(rows * in) * sizeof(float));
+  memset(fy, 0, (size_t)(rows * out) * sizeof(float));
+  volatile float sink = 0;
+  for (int k = -1; k < reps; ++k) {
+    double t0 = bu_now();
+    if (effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN) != EFFML_OK) die(ctx, "forward");
+    effml_layer_zero_grad(l);
+    if (effml_layer_backward(ctx, l, dy, dx) != EFFML_OK) die(ctx, "backward");
+    double t1 = bu_now();
+    if (fl) {
+      memcpy(fdx, effml_tensor_data(x), (size_t)(rows * in) * sizeof(float));
+      memcpy(fy, effml_tensor_data(dy), (size_t)(rows * out) * sizeof(float));
+      sink += read_pass_f32(effml_tensor_data(x), rows * in);
+    }
+    double t2 = bu_now();
+    if (k >= 0) {
+      t[k] = t1 - t0;
+      if (fl) fl[k] = t2 - t1;
+    }
+  }
+  free(fdx);
+  free(fy);
   effml_tensor_free(x);
   effml_tensor_free(y);
   effml_tensor_free(dy);
   effml_tensor_free(dx);
   effml_layer_free(l);
-  return s;
+  double c[32];
+  memcpy(c, t, (size_t)reps * sizeof *c);
+  return bu_median(c, reps);
 }
 
 static effml_layer *make_lora4096(effml_context *ctx, int dora) {
@@ -187,22 +233,40 @@ int main(int argc, char **argv) {
     return 0;
   }
 
-  /* PyTorch-baseline cases: ours only, handed to adapter_baseline.py */
-  double t5 = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED);
-  double big = lphm_case(ctx, 4096, 4096, 8, 2048, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED);
+  /* PyTorch-baseline cases: ours only (raw runs), handed to adapter_baseline.py;
+   * the memory floors are ours' own lines here */
+  double t5r[32], t5f[32], bigr[32], bigf[32];
+  double t5 = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED, t5r, t5f);
+  double big = lphm_case(ctx, 4096, 4096, 8, 2048, reps, EFFML_ADAPTER_PHM_PATH_FACTORIZED, bigr, bigf);
+  snprintf(extra, sizeof extra,
+           "\"threads\":%d,\"rows\":12800,\"k\":768,\"d\":24,\"phm_dim\":4,\"rank\":1,"
+           "\"floor_bytes\":%lld", threads, (long long)(12800LL * (2 * 768 + 768 + 2 * 24) * 4));
+  bu_report_runs("adapter", "lphm_fwd_bwd_t5_vs_floor", t5r, reps,
+                 "floor: x read twice, dx written, dy read, y written (warm)", t5f, reps, extra);
+  snprintf(extra, sizeof extra,
+           "\"threads\":%d,\"rows\":2048,\"k\":4096,\"d\":4096,\"phm_dim\":8,\"rank\":1,"
+           "\"floor_bytes\":%lld", threads, (long long)(2048LL * (3 * 4096 + 2 * 4096) * 4));
+  bu_report_runs("adapter", "lphm_fwd_bwd_4096_vs_floor", bigr, reps,
+                 "floor: x read twice, dx written, dy read, y written (warm)", bigf, reps, extra);
   FILE *f = fopen(ours_path, "w");
   if (f) {
-    fprintf(f, "{\"threads\":%d,\"lphm_fwd_bwd_t5\":%.9g,\"lphm_fwd_bwd_4096\":%.9g,\"dora_fwd_bwd_4096\":%.9g}\n",
+    fprintf(f, "{\"threads\":%d,\"lphm_fwd_bwd_t5\":%.9g,\"lphm_fwd_bwd_4096\":%.9g,\"dora_fwd_bwd_4096\":%.9g",
             threads, t5, big, dora);
+    fprintf(f, ",\"lphm_fwd_bwd_t5_runs\":[");
+    for (int k = 0; k < reps; ++k) fprintf(f, "%s%.9g", k ? "," : "", t5r[k]);
+    fprintf(f, "],\"lphm_fwd_bwd_4096_runs\":[");
+    for (int k = 0; k < reps; ++k) fprintf(f, "%s%.9g", k ? "," : "", bigr[k]);
+    fprintf(f, "]}\n");
     fclose(f);
   }
   fprintf(stderr, "bench_adapter: ours lphm_fwd_bwd_t5 %.4f s, lphm_fwd_bwd_4096 %.4f s (-> %s)\n", t5, big,
           ours_path);
 
   /* factorized vs materialized, both ours */
-  double mat = lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_ADAPTER_PHM_PATH_MATERIALIZED);
+  double matr[32];
+  lphm_case(ctx, 768, 24, 4, 12800, reps, EFFML_ADAPTER_PHM_PATH_MATERIALIZED, matr, NULL);
   snprintf(extra, sizeof extra, "\"threads\":%d,\"rows\":12800,\"k\":768,\"d\":24,\"phm_dim\":4,\"rank\":1", threads);
-  bu_report("adapter", "lphm_vs_materialized_c", t5, "effml_materialized", mat, extra);
+  bu_report_runs("adapter", "lphm_vs_materialized_c", t5r, reps, "effml_materialized", matr, reps, extra);
 
   /* LoRA unmerged forward vs the base GEMM alone */
   {

@@ -37,6 +37,8 @@
 
 static int g_quick = 0, g_cpu = 0;
 
+static double now(void);
+
 static double now(void) {
   if (!g_cpu) return bu_now();
   struct timespec ts;
@@ -48,9 +50,13 @@ typedef void (*bench_fn)(void *);
 
 /* Warm runs of ours and the baseline *interleaved* (a, b, a, b, ...) so
  * load from other processes hits both alike; medians. */
+/* raw runs of the last time_pair (for bu_report_runs) */
+static double g_last[2][16];
+static int g_nlast;
+
 static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, double *tb) {
   fa(a); fb(b);
-  int reps = g_quick ? 3 : 9;
+  int reps = g_quick ? 5 : 9;
   double t[2][16];
   for (int i = 0; i < reps; ++i) {
     double t0 = now();
@@ -61,6 +67,8 @@ static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, do
     t[0][i] = t1 - t0;
     t[1][i] = t2 - t1;
   }
+  memcpy(g_last, t, sizeof g_last);
+  g_nlast = reps;
   for (int k = 0; k < 2; ++k)
     for (int i = 1; i < reps; ++i)
       for (int j = i; j > 0 && t[k][j] < t[k][j - 1]; --j) {
@@ -68,6 +76,11 @@ static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, do
       }
   *ta = t[0][reps / 2];
   *tb = t[1][reps / 2];
+}
+
+/* Report the last time_pair: min / median / max of both sides. */
+static void report_last(const char *name, const char *baseline, const char *extra) {
+  bu_report_runs("sparse", name, g_last[0], g_nlast, baseline, g_last[1], g_nlast, extra);
 }
 
 static void fill(float *p, int64_t n, uint64_t seed) {
@@ -206,19 +219,19 @@ int main(int argc, char **argv) {
     layer_job(&j, ctx, l, B);
     double t_ours, t_dense, t_ours2, t_masked;
     time_pair(run_layer_fwd, &j, run_gemm_fwd, &g, &t_ours, &t_dense);
-    job m = {0};
-    gemm_job(&m, B, W, W, 0);
-    time_pair(run_layer_fwd, &j, run_gemm_fwd, &m, &t_ours2, &t_masked);
-    gemm_free(&m);
     snprintf(extra, sizeof extra,
              "\"threads\":%d,\"clock\":\"%s\",\"width\":%lld,\"nnz\":%lld,\"batch\":%lld,\"gflops\":%.2f", threads, g_cpu ? "cpu" : "wall",
              (long long)W, (long long)effml_sparse_nnz(l), (long long)B,
              2.0 * (double)effml_sparse_nnz(l) * (double)B / t_ours * 1e-9);
     char name[96];
     snprintf(name, sizeof name, "sparse_wide_fwd_s%s", SN[i]);
-    bu_report("sparse", name, t_ours, "dense_gemm", t_dense, extra);
+    report_last(name, "dense_gemm", extra);
+    job m = {0};
+    gemm_job(&m, B, W, W, 0);
+    time_pair(run_layer_fwd, &j, run_gemm_fwd, &m, &t_ours2, &t_masked);
+    gemm_free(&m);
     snprintf(name, sizeof name, "sparse_wide_fwd_s%s_vs_masked", SN[i]);
-    bu_report("sparse", name, t_ours2, "masked_dense", t_masked, extra);
+    report_last(name, "masked_dense", extra);
     if (i == 2) {
       /* forward + backward of the s = 0.9 wide layer vs masked dense */
       double t_fb, t_mfb;
@@ -226,14 +239,14 @@ int main(int argc, char **argv) {
       gemm_job(&mb, B, W, W, 1);
       time_pair(run_layer_fwd_bwd, &j, run_gemm_fwd_bwd, &mb, &t_fb, &t_mfb);
       gemm_free(&mb);
-      bu_report("sparse", "sparse_wide_fwd_bwd_s90", t_fb, "masked_dense", t_mfb, extra);
+      report_last("sparse_wide_fwd_bwd_s90", "masked_dense", extra);
       /* layout: row-major CSR (sparse dot per sample) on the same matrix */
       effml__sparse_layer *s = effml__sparse_of(l);
       ref_job r = {&s->mats[0], effml_tensor_data(effml_layer_param(l, 0)),
                    effml_tensor_data(j.x), effml_tensor_data(j.y), B};
       double t_o, t_ref;
       time_pair(run_layer_fwd, &j, run_ref, &r, &t_o, &t_ref);
-      bu_report("sparse", "sparse_layout_rowmajor_s90", t_o, "csr_rowmajor", t_ref, extra);
+      report_last("sparse_layout_rowmajor_s90", "csr_rowmajor", extra);
     }
     layer_free(&j);
   }
@@ -255,7 +268,7 @@ int main(int argc, char **argv) {
     gemm_free(&mb);
     snprintf(extra, sizeof extra, "\"threads\":%d,\"clock\":\"%s\",\"width\":%lld,\"nnz\":%lld,\"batch\":%lld",
              threads, g_cpu ? "cpu" : "wall", (long long)D, (long long)effml_sparse_nnz(l), (long long)B);
-    bu_report("sparse", "sparse_linear_fwd_bwd_s90", t_fb, "masked_dense", t_mfb, extra);
+    report_last("sparse_linear_fwd_bwd_s90", "masked_dense", extra);
     layer_free(&j);
   }
 
@@ -277,7 +290,7 @@ int main(int argc, char **argv) {
              threads, g_cpu ? "cpu" : "wall", (long long)D, (long long)effml_sparse_nnz(l), (long long)B);
     char name[64];
     snprintf(name, sizeof name, "sparse_linear_fwd_s%s", CN[i]);
-    bu_report("sparse", name, t, "dense_gemm", t_dense, extra);
+    report_last(name, "dense_gemm", extra);
     layer_free(&j);
   }
   gemm_free(&g);

@@ -24,8 +24,9 @@
 # rounds' repetitions into one line per case (min / median / max).  C-only
 # areas interleave ours and the baseline inside one process and run once.
 # EFFML_BENCH_RECORD=1 also appends the pooled lines to
-# bench/results/<UTC date>.jsonl, the file the docs' tables are rendered from
-# (scripts/bench-docs.py).
+# bench/results/<UTC date>.jsonl, the file the docs' tables are rendered from,
+# and re-renders those tables (scripts/bench-docs.py; the bench_docs test
+# checks they match the results files).
 set -euo pipefail
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$OPENBLAS_NUM_THREADS}
@@ -114,4 +115,7 @@ for a in "${areas[@]}"; do
     printf '%s\n' "$out" >>"$results"
   fi
 done
+if [ "$record" = 1 ] && [ -x /usr/bin/python3 ]; then
+  /usr/bin/python3 "$root/scripts/bench-docs.py" || status=1
+fi
 exit "$status"

@@ -682,6 +682,232 @@ START_TEST(test_cluster_centroids) {
 }
 END_TEST
 
+/* ---- over-samplers: SVM-SMOTE, KMeans-SMOTE, SMOTEN ---- */
+
+/* k nearest rows of class `cl` to row i (brute force, self excluded, ties by index). */
+static void class_knn(const double *x, const int64_t *y, int64_t n, int64_t d, int64_t i,
+                      int64_t cl, int64_t k, int64_t *out) {
+  double *bv = (double *)malloc((size_t)k * sizeof(double));
+  for (int64_t t = 0; t < k; ++t) {
+    bv[t] = INFINITY;
+    out[t] = -1;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    if (j == i || (cl >= 0 && y[j] != cl)) continue;
+    double v = sq(x + i * d, x + j * d, d);
+    int64_t p = k - 1;
+    if (v >= bv[p]) continue;
+    while (p > 0 && bv[p - 1] > v) {
+      bv[p] = bv[p - 1];
+      out[p] = out[p - 1];
+      --p;
+    }
+    bv[p] = v;
+    out[p] = j;
+  }
+  free(bv);
+}
+
+START_TEST(test_svmsmote) {
+  char *ref = read_ref("sampler_under.txt");
+  int64_t sv[600], cnt[2];
+  int64_t nsv = ref_line(ref, "bc_imb", "svc_support", sv, 600);
+  ck_assert_int_eq(ref_line(ref, "bc_imb", "svmsmote_counts", cnt, 2), 2);
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "breast_cancer.csv", 0, 60, &x, &y);
+  const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1);
+  const double *xv = (const double *)effml_tensor_data_const(x);
+  const int64_t *yl = (const int64_t *)effml_tensor_data_const(y);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_SVMSMOTE;
+  o.n_support = nsv;
+  o.support_indices = sv;
+  effml_tensor *b, *nb, *st;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+  const int64_t m = effml_tensor_dim(b, 0);
+  ck_assert_int_eq(m, cnt[0] + cnt[1]); /* imblearn's counts (both groups non-empty here) */
+  const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
+  const int64_t *pn = (const int64_t *)effml_tensor_data_const(nb);
+  const double *ps = (const double *)effml_tensor_data_const(st);
+  char *is_sv = (char *)calloc((size_t)n, 1);
+  for (int64_t t = 0; t < nsv; ++t) is_sv[sv[t]] = 1;
+  int64_t nd = 0, nsafe = 0;
+  for (int64_t r = n; r < m; ++r) {
+    const int64_t i = pb[r];
+    ck_assert(is_sv[i] && yl[i] == 0);
+    int64_t mm[10], kk[5];
+    class_knn(xv, yl, n, d, i, -1, 10, mm);
+    int64_t other = 0;
+    for (int t = 0; t < 10; ++t) other += yl[mm[t]] != 0;
+    ck_assert_int_lt(other, 10); /* never a noise vector */
+    class_knn(xv, yl, n, d, i, 0, 5, kk);
+    int found = 0;
+    for (int t = 0; t < 5; ++t) found |= kk[t] == pn[r];
+    ck_assert_msg(found, "row %lld: neighbour %lld is not among the base's 5 class neighbours",
+                  (long long)r, (long long)pn[r]);
+    if (2 * other >= 10) { /* danger: inside the segment */
+      ck_assert(ps[r] >= 0.0 && ps[r] < 1.0);
+      ++nd;
+    } else { /* safe: outside, away from the neighbour */
+      ck_assert(ps[r] <= 0.0 && ps[r] > -0.5);
+      ++nsafe;
+    }
+  }
+  ck_assert_int_gt(nd, 0);
+  ck_assert_int_gt(nsafe, 0);
+  /* danger block first */
+  for (int64_t r = n; r < n + nd; ++r) ck_assert(ps[r] >= 0.0);
+  effml_tensor_free(b);
+  effml_tensor_free(nb);
+  effml_tensor_free(st);
+  /* errors: no support vectors, an index outside x */
+  o.n_support = 0;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_INVALID_ARG);
+  int64_t badsv[1] = {n};
+  o.n_support = 1;
+  o.support_indices = badsv;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_INVALID_ARG);
+  ck_assert(strstr(effml_context_last_error(ctx), "support_indices[0]") != NULL);
+  free(is_sv);
+  free(ref);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+START_TEST(test_kmeans_smote) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "breast_cancer.csv", 0, 60, &x, &y);
+  const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1);
+  const double *xv = (const double *)effml_tensor_data_const(x);
+  const int64_t *yl = (const int64_t *)effml_tensor_data_const(y);
+  for (int nc = 1; nc <= 4; nc += 3) {
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE;
+    o.n_clusters = nc;
+    o.cluster_balance_threshold = nc == 1 ? NAN : 0.1;
+    effml_tensor *b, *nb, *st;
+    effml_status s = effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st);
+    ck_assert_msg(s == EFFML_OK, "%s", effml_context_last_error(ctx));
+    const int64_t m = effml_tensor_dim(b, 0);
+    const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
+    const int64_t *pn = (const int64_t *)effml_tensor_data_const(nb);
+    const double *ps = (const double *)effml_tensor_data_const(st);
+    /* ceil per cluster: at least the 297 asked, at most one more per cluster */
+    ck_assert_int_ge(m - n, 297);
+    ck_assert_int_le(m - n, 297 + nc - 1);
+    for (int64_t r = n; r < m; ++r) {
+      ck_assert(yl[pb[r]] == 0 && yl[pn[r]] == 0);
+      ck_assert(ps[r] >= 0.0 && ps[r] < 1.0);
+      if (nc == 1) { /* one cluster: the neighbour is one of the k = 2 class neighbours */
+        int64_t kk[2];
+        class_knn(xv, yl, n, d, pb[r], 0, 2, kk);
+        ck_assert(pn[r] == kk[0] || pn[r] == kk[1]);
+      }
+    }
+    effml_tensor_free(b);
+    effml_tensor_free(nb);
+    effml_tensor_free(st);
+  }
+  /* a threshold no cluster meets: a clear error */
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE;
+  o.cluster_balance_threshold = 2.0;
+  effml_tensor *b = NULL, *nb = NULL, *st = NULL;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_NUMERIC);
+  ck_assert(strstr(effml_context_last_error(ctx), "no cluster") != NULL);
+  ck_assert_ptr_null(b);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* SMOTEN: every new value is the mode (smallest on ties) of its column over a
+ * class row and that row's k nearest class rows in the VDM embedding. */
+START_TEST(test_smoten) {
+  effml_context *ctx = tu_ctx(0);
+  const int64_t n = 90, d = 4, k = 5;
+  int64_t xs[2] = {n, d};
+  effml_tensor *x, *y;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, xs, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  double *xv = (double *)effml_tensor_data(x);
+  int64_t *yl = (int64_t *)effml_tensor_data(y);
+  uint64_t z = 12345;
+  for (int64_t i = 0; i < n; ++i) {
+    yl[i] = i < 70 ? 0 : 1;
+    for (int64_t f = 0; f < d; ++f) {
+      z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+      int64_t v = (int64_t)((z >> 33) % 4);
+      if (yl[i] == 1 && f < 2 && v == 3) v = 0; /* class-dependent values */
+      xv[i * d + f] = (double)(v * 10 + f);
+    }
+  }
+  /* embedding P(class | value) per column */
+  double *emb = (double *)malloc((size_t)(n * d * 2) * sizeof(double));
+  for (int64_t f = 0; f < d; ++f)
+    for (int64_t i = 0; i < n; ++i) {
+      double c0 = 0, c1 = 0;
+      for (int64_t j = 0; j < n; ++j)
+        if (xv[j * d + f] == xv[i * d + f]) { if (yl[j]) c1 += 1; else c0 += 1; }
+      emb[(i * d + f) * 2] = c0 / (c0 + c1);
+      emb[(i * d + f) * 2 + 1] = c1 / (c0 + c1);
+    }
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_SMOTEN;
+  effml_tensor *xr, *yr;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_dim(xr, 0), 140);
+  const double *rv = (const double *)effml_tensor_data_const(xr);
+  ck_assert_mem_eq(rv, xv, (size_t)(n * d) * sizeof(double));
+  /* the possible new rows: one per class-1 base */
+  double cand[20][4];
+  for (int64_t b = 70; b < 90; ++b) {
+    int64_t nn[5];
+    class_knn(emb, yl, n, d * 2, b, 1, k, nn);
+    for (int64_t f = 0; f < d; ++f) {
+      double vals[6];
+      vals[0] = xv[b * d + f];
+      for (int t = 0; t < 5; ++t) vals[t + 1] = xv[nn[t] * d + f];
+      double best = 0;
+      int bc = 0;
+      for (int a = 0; a < 6; ++a) {
+        int c = 0;
+        for (int t = 0; t < 6; ++t) c += vals[t] == vals[a];
+        if (c > bc || (c == bc && vals[a] < best)) {
+          bc = c;
+          best = vals[a];
+        }
+      }
+      cand[b - 70][f] = best;
+    }
+  }
+  for (int64_t r = n; r < 140; ++r) {
+    ck_assert_int_eq(((const int64_t *)effml_tensor_data_const(yr))[r], 1);
+    int ok = 0;
+    for (int c = 0; c < 20 && !ok; ++c) ok = memcmp(cand[c], rv + r * d, sizeof cand[c]) == 0;
+    ck_assert_msg(ok, "SMOTEN row %lld is no neighbourhood's mode", (long long)r);
+  }
+  /* no plan form */
+  effml_tensor *b = NULL, *nb = NULL, *st = NULL;
+  ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_E_UNSUPPORTED);
+  free(emb);
+  effml_tensor_free(xr);
+  effml_tensor_free(yr);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("sampler_under");
   TCase *tc = tcase_create("imblearn");
@@ -697,6 +923,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_iht_matches_imblearn);
   tcase_add_test(tc, test_iht_folds);
   tcase_add_test(tc, test_cluster_centroids);
+  tcase_add_test(tc, test_svmsmote);
+  tcase_add_test(tc, test_kmeans_smote);
+  tcase_add_test(tc, test_smoten);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -187,7 +187,26 @@ typedef struct thin_args {
   const float *in;                /* forward: x [b, in]; backward: dy [b, out] */
   float *P, *Q, *out;             /* forward: P, Q kept, y; backward: dQ, dP, dx (or NULL) */
   int64_t n, r, kin, kout;
+  const float *x;  /* backward: the forward's input, for dS (NULL: W_left frozen) */
+  int64_t batch_rows;
+  float *dSt;      /* backward: [chunks][n*r][kin] partial dS^T of each fixed row chunk */
+  const float *Qf; /* backward: the forward's Q, for dT (NULL: W_right frozen) */
+  float *dTp;      /* backward: [chunks][n*r][kout] partial dT of each fixed row chunk */
 } thin_args;
+
+/* Backward rows are processed in fixed chunks (independent of the thread
+ * count); each chunk sums its dS^T part in row order and the parts are added
+ * in chunk order, so dS does not depend on the thread count either. */
+#define THIN_CHUNK 64
+
+/* The row kernels are memory-bound only when they run at full vector width:
+ * built for x86-64 baseline (SSE2) they were compute-bound, so they are
+ * compiled for AVX-512 and AVX2+FMA too and picked at load time (ifunc). */
+#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(__clang__)
+#define THIN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define THIN_CLONES
+#endif
 
 static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
   const thin_args *t = (const thin_args *)arg;
@@ -214,28 +233,51 @@ static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t wor
   }
 }
 
-static void thin_backward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
+THIN_CLONES static void thin_backward_rows(void *arg, int64_t c0, int64_t c1, int32_t worker) {
   const thin_args *t = (const thin_args *)arg;
   int64_t n = t->n, r = t->r, nc = n * r, kin = t->kin, kout = t->kout;
   (void)worker;
   mix_args m = {t->A, t->P, t->Q, n, r, 0, 0}; /* here P = dQ (input), Q = dP (output) */
-  for (int64_t row = begin; row < end; ++row) {
-    const float *dy = t->in + row * n * kout;
-    float *dQ = t->P + row * n * nc;
-    for (int64_t c = 0; c < n; ++c)
-      for (int64_t col = 0; col < nc; ++col) dQ[c * nc + col] = dot8(dy + c * kout, t->T + col * kout, kout);
-    mix_rows(&m, row, row + 1, 0);
-    if (t->out == NULL) continue;
-    const float *dP = t->Q + row * n * nc;
-    for (int64_t a = 0; a < n; ++a) {
-      float *restrict dx = t->out + (row * n + a) * kin;
-      const float g0 = dP[a * nc];
-      const float *restrict s0 = t->St;
-      for (int64_t u = 0; u < kin; ++u) dx[u] = g0 * s0[u];
-      for (int64_t col = 1; col < nc; ++col) {
-        float g = dP[a * nc + col];
-        const float *restrict sr = t->St + col * kin;
-        for (int64_t u = 0; u < kin; ++u) dx[u] += g * sr[u];
+  for (int64_t ch = c0; ch < c1; ++ch) {
+    float *dSt = t->x ? t->dSt + ch * nc * kin : NULL;
+    if (dSt) memset(dSt, 0, (size_t)(nc * kin) * sizeof(float));
+    float *dT = t->Qf ? t->dTp + ch * nc * kout : NULL;
+    if (dT) memset(dT, 0, (size_t)(nc * kout) * sizeof(float));
+    int64_t end = (ch + 1) * THIN_CHUNK < t->batch_rows ? (ch + 1) * THIN_CHUNK : t->batch_rows;
+    for (int64_t row = ch * THIN_CHUNK; row < end; ++row) {
+      const float *dy = t->in + row * n * kout;
+      float *dQ = t->P + row * n * nc;
+      for (int64_t c = 0; c < n; ++c)
+        for (int64_t col = 0; col < nc; ++col) dQ[c * nc + col] = dot8(dy + c * kout, t->T + col * kout, kout);
+      if (dT) /* dT[col, v] += Q[c, col] dy_c[v] */
+        for (int64_t c = 0; c < n; ++c)
+          for (int64_t col = 0; col < nc; ++col) {
+            const float g = t->Qf[(row * n + c) * nc + col];
+            float *restrict dt = dT + col * kout;
+            const float *restrict dyc = dy + c * kout;
+            for (int64_t v = 0; v < kout; ++v) dt[v] += g * dyc[v];
+          }
+      mix_rows(&m, row, row + 1, 0);
+      const float *dP = t->Q + row * n * nc;
+      for (int64_t a = 0; a < n; ++a) {
+        if (dSt) { /* dS^T[col, u] += dP[a, col] x_a[u]: x is read here, once */
+          const float *restrict xa = t->x + (row * n + a) * kin;
+          for (int64_t col = 0; col < nc; ++col) {
+            const float g = dP[a * nc + col];
+            float *restrict ds = dSt + col * kin;
+            for (int64_t u = 0; u < kin; ++u) ds[u] += g * xa[u];
+          }
+        }
+        if (t->out == NULL) continue;
+        float *restrict dx = t->out + (row * n + a) * kin;
+        const float g0 = dP[a * nc];
+        const float *restrict s0 = t->St;
+        for (int64_t u = 0; u < kin; ++u) dx[u] = g0 * s0[u];
+        for (int64_t col = 1; col < nc; ++col) {
+          float g = dP[a * nc + col];
+          const float *restrict sr = t->St + col * kin;
+          for (int64_t u = 0; u < kin; ++u) dx[u] += g * sr[u];
+        }
       }
     }
   }
@@ -300,7 +342,7 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
       pack_cols(effml__param_f32(l, p->i_wl), n, kin, r, S);
       transpose_S(S, kin, nc, St);
       thin_args t = {A, St, effml__param_f32(l, p->i_wr), p->i_b >= 0 ? effml__param_f32(l, p->i_b) : NULL,
-                     x, P, Q, y, n, r, kin, kout};
+                     x, P, Q, y, n, r, kin, kout, NULL, 0, NULL, NULL, NULL};
       st = effml__parallel_for(ctx, b, thin_min_chunk(n, kin, kout, nc), thin_forward_rows, &t);
       effml__free(ctx, St);
     }
@@ -371,13 +413,52 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
       goto done;
     }
     transpose_S(S, kin, nc, St);
-    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout};
-    st = effml__parallel_for(ctx, b, thin_min_chunk(n, kin, kout, nc), thin_backward_rows, &t);
+    const int64_t chunks = (b + THIN_CHUNK - 1) / THIN_CHUNK;
+    /* Small adapters (x's rows thin against the factors, as in T5 adapters): dS
+     * and dT in the row kernel, no BLAS call.  Wider ones (n r (kin + kout)
+     * large): the accumulators' loads and stores cost more than BLAS's
+     * register-blocked products, so dS and dT stay with sgemm below. */
+    const int fuse = nc * (kin + kout) <= 2048;
+    const int twr = fuse && effml__param_trainable(l, p->i_wr);
+    const int tws = fuse && tw;
+    float *parts = tws ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kin) * sizeof(float)) : NULL;
+    float *tparts = twr ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kout) * sizeof(float)) : NULL;
+    if ((tws && parts == NULL) || (twr && tparts == NULL)) {
+      effml__free(ctx, St);
+      effml__free(ctx, parts);
+      effml__free(ctx, tparts);
+      st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
+      goto done;
+    }
+    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout, tws ? p->x : NULL, b, parts,
+                   twr ? p->Q : NULL, tparts};
+    int64_t min_chunks = thin_min_chunk(n, kin, kout, nc) / THIN_CHUNK + 1;
+    st = effml__parallel_for(ctx, chunks, min_chunks, thin_backward_rows, &t);
     effml__free(ctx, St);
+    if (st == EFFML_OK && tws) { /* dS = sum of the chunks' parts, in chunk order */
+      float *acc = parts;
+      for (int64_t ch = 1; ch < chunks; ++ch) {
+        const float *pc = parts + ch * nc * kin;
+        for (int64_t q = 0; q < nc * kin; ++q) acc[q] += pc[q];
+      }
+      for (int64_t u = 0; u < kin; ++u)
+        for (int64_t col = 0; col < nc; ++col) dS[u * nc + col] = acc[col * kin + u];
+      unpack_add_cols(dS, n, kin, c, effml__grad_f32(l, iw));
+    }
+    if (st == EFFML_OK && twr) { /* dT: the chunks' parts in chunk order */
+      float *g = effml__grad_f32(l, p->i_wr);
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        const float *pc = tparts + ch * nc * kout;
+        for (int64_t q = 0; q < nc * kout; ++q) g[q] += pc[q];
+      }
+    }
+    effml__free(ctx, parts);
+    effml__free(ctx, tparts);
     if (st != EFFML_OK) goto done;
-    if (effml__param_trainable(l, p->i_wr))
+    if (!fuse && effml__param_trainable(l, p->i_wr))
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nc, (int)kout, (int)bn, 1.0f, p->Q,
                   (int)nc, dy, (int)kout, 1.0f, effml__grad_f32(l, p->i_wr), (int)kout);
+    if (tws) tw = 0; /* dS done above, from the row kernel */
     if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
     dx = NULL; /* written by the row kernel */
   } else if (r) {
@@ -395,7 +476,7 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     st = run_mix(ctx, A, dy, dP, b, n, kout, 0, 1);    /* dZ */
   }
   if (st != EFFML_OK) goto done;
-  if (tw) {
+  if (tw) { /* (the thin path has done dS in its row kernel) */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kin, (int)nc, (int)bn, 1.0f, p->x,
                 (int)kin, dP, (int)nc, 0.0f, dS, (int)nc);
     unpack_add_cols(dS, n, kin, c, effml__grad_f32(l, iw));

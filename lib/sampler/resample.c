@@ -70,7 +70,10 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     case EFFML_SAMPLER_RESAMPLE_SMOTEENN:
     case EFFML_SAMPLER_RESAMPLE_SMOTETOMEK:
     case EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS:
-    case EFFML_SAMPLER_RESAMPLE_IHT: break;
+    case EFFML_SAMPLER_RESAMPLE_IHT:
+    case EFFML_SAMPLER_RESAMPLE_SVMSMOTE:
+    case EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE:
+    case EFFML_SAMPLER_RESAMPLE_SMOTEN: break;
     default:
       return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_RESAMPLE_* value",
                         (int)o->method);
@@ -177,7 +180,15 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
         st = effml__cluster_centroids_plan(ctx, &in, p);
         break;
       case EFFML_SAMPLER_RESAMPLE_IHT: st = effml__iht_plan(ctx, &in, p); break;
-      default: st = effml__enn_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_SVMSMOTE: st = effml__svmsmote_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE: st = effml__kmeans_smote_plan(ctx, &in, p); break;
+      case EFFML_SAMPLER_RESAMPLE_ENN: st = effml__enn_plan(ctx, &in, p); break;
+      default:
+        st = effml__err(ctx, EFFML_E_UNSUPPORTED,
+                        "method=%d has no plan form (it makes rows that are not "
+                        "interpolations of two rows of x); use effml_sampler_resample",
+                        (int)o->method);
+        break;
     }
   }
   if (st == EFFML_OK && p->n == 0)
@@ -425,6 +436,7 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
   effml_sampler_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
   if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC) return effml__smotenc_resample(ctx, &o, x, y, x_out, y_out);
+  if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEN) return effml__smoten_resample(ctx, &o, x, y, x_out, y_out);
   if (o.method == EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS && o.voting == EFFML_SAMPLER_VOTING_SOFT)
     return effml__cluster_centroids_resample(ctx, &o, x, y, x_out, y_out);
   effml__plan p;
@@ -448,11 +460,16 @@ effml_status effml_sampler_resample_into(effml_context *ctx,
   EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
   int64_t cap = 0;
   EFFML__TRY(check_out_buffers(ctx, x, y, x_out, y_out, &cap));
-  if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC) {
-    /* SMOTE-NC votes the categorical values row by row: no plan form, so the
-     * result is built in library memory and copied. */
+  const int direct = o.method == EFFML_SAMPLER_RESAMPLE_SMOTENC ||
+                     o.method == EFFML_SAMPLER_RESAMPLE_SMOTEN ||
+                     (o.method == EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS &&
+                      o.voting == EFFML_SAMPLER_VOTING_SOFT);
+  if (direct) {
+    /* SMOTE-NC / SMOTEN vote categorical values, soft ClusterCentroids makes
+     * centroids: no plan form, so the result is built in library memory and
+     * copied. */
     effml_tensor *xo = NULL, *yo = NULL;
-    EFFML__TRY(effml__smotenc_resample(ctx, &o, x, y, &xo, &yo));
+    EFFML__TRY(effml_sampler_resample(ctx, &o, x, y, &xo, &yo));
     const int64_t m = xo->shape[0];
     effml_status st = check_capacity(ctx, m, cap);
     if (st == EFFML_OK) {

@@ -167,6 +167,14 @@ EFFML__HIDDEN effml_status effml__cluster_centroids_resample(
     const effml_tensor *y, effml_tensor **x_out, effml_tensor **y_out);
 EFFML__HIDDEN effml_status effml__iht_plan(effml_context *ctx, const effml__resample_in *in,
                                            effml__plan *p);
+EFFML__HIDDEN effml_status effml__svmsmote_plan(effml_context *ctx, const effml__resample_in *in,
+                                                effml__plan *p);
+EFFML__HIDDEN effml_status effml__kmeans_smote_plan(effml_context *ctx,
+                                                    const effml__resample_in *in, effml__plan *p);
+EFFML__HIDDEN effml_status effml__smoten_resample(effml_context *ctx,
+                                                  const effml_sampler_resample_options *o,
+                                                  const effml_tensor *x, const effml_tensor *y,
+                                                  effml_tensor **x_out, effml_tensor **y_out);
 /* numpy.percentile(v, q) with linear interpolation; sorts v in place. */
 EFFML__HIDDEN double effml__np_percentile(double *v, int64_t n, double q);
 /* numpy's pairwise summation order (np.sum of a contiguous run). */

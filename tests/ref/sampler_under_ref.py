@@ -191,6 +191,13 @@ def main():
             s = InstanceHardnessThreshold(estimator=FixedProba(), random_state=0)
             s.fit_resample(X, y)
             lines.append("%s iht %s" % (name, " ".join(map(str, s.sample_indices_))))
+        if name == "bc_imb":
+            from sklearn.svm import SVC
+            from imblearn.over_sampling import SVMSMOTE
+            sv = SVC(gamma="scale").fit(X, y).support_
+            lines.append("%s svc_support %s" % (name, " ".join(map(str, sv))))
+            Xr, yr = SVMSMOTE(random_state=0).fit_resample(X, y)
+            lines.append("%s svmsmote_counts %d %d" % (name, (yr == 0).sum(), (yr == 1).sum()))
         # NCL: the paper's threshold (what libeffml does), mode and the intended 'all'
         lines.append("%s ncl_mode %s" % (name, " ".join(map(str, ncl_fixed(X, y, kind="mode")))))
         lines.append("%s ncl_all %s" % (name, " ".join(map(str, ncl_fixed(X, y, kind="all")))))
