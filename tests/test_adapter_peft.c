@@ -925,6 +925,16 @@ START_TEST(test_ia3) {
   ck_assert(strstr(effml_context_last_error(ctx), "ia3_l") != NULL);
   effml_layer_free(d); /* still ours after the error */
   effml_adapter_peft_free(a);
+  /* a regular-expression feedforward_modules: full match as PEFT; repeated quantifiers refused */
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("ia3", "ia3_rx", "\"feedforward_modules\": [\n    \"v_proj\"\n  ]",
+                                                        "\"feedforward_modules\": \"v_pro.\""), &a), EFFML_OK);
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 24, 16, 0, &d), EFFML_OK);
+  ck_assert_msg(effml_adapter_peft_attach(ctx, a, 1, d, &l) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  ck_assert_int_eq(effml_tensor_dim(effml_layer_param(l, pidx(l, "ia3_l")), 0), 1); /* [1, in]: feed-forward */
+  effml_layer_free(l);
+  effml_adapter_peft_free(a);
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("ia3", "ia3_rx2", "\"feedforward_modules\": [\n    \"v_proj\"\n  ]",
+                                                        "\"feedforward_modules\": \"(a|b)*++\""), &a), EFFML_E_UNSUPPORTED);
   effml_context_free(ctx);
 }
 END_TEST

@@ -170,6 +170,62 @@ done:
   return rc;
 }
 
+/* Merge module w->module when its bias does not change (all but lora_bias and IA3): the weight is
+ * read straight into the base layer's f32 weight (F32 files: no second copy), merged, and written
+ * to f from there (or converted into the read buffer for F16/BF16).  Memory: one f32 copy of the
+ * tensor (plus the file-dtype bytes for F16/BF16). */
+static int merge_weight_direct(effml_context *ctx, const effml_adapter_peft *a, int fd, uint64_t data0,
+                               const entry *w, FILE *f) {
+  int rc = 1, fan = effml_adapter_peft_fan_in_fan_out(a);
+  size_t wbytes = (size_t)(w->end - w->begin);
+  int64_t in = fan ? w->shape[0] : w->shape[1], out = fan ? w->shape[1] : w->shape[0];
+  effml_layer *base = NULL, *l = NULL;
+  effml_tensor *wt = NULL;
+  void *raw = NULL;
+  effml_status s = fan ? effml_adapter_conv1d_create(ctx, in, out, 0, &base)
+                       : effml_layer_dense_create(ctx, in, out, 0, &base);
+  if (s != EFFML_OK) return fail_ctx(ctx, w->name);
+  effml_tensor *W = effml_layer_param(base, 0); /* "weight", stored as the file stores it */
+  if (w->dtype == EFFML_F32) {
+    if (read_full(fd, effml_tensor_data(W), wbytes, data0 + w->begin)) {
+      fprintf(stderr, "effml-adapter: cannot read %s\n", w->name);
+      goto done;
+    }
+  } else {
+    raw = malloc(wbytes ? wbytes : 1);
+    if (raw == NULL || read_full(fd, raw, wbytes, data0 + w->begin) ||
+        effml_tensor_wrap(ctx, w->dtype, 2, w->shape, NULL, raw, wbytes, 0, &wt) != EFFML_OK ||
+        effml_tensor_copy(ctx, W, wt) != EFFML_OK) {
+      fprintf(stderr, "effml-adapter: cannot read %s: %s\n", w->name, effml_context_last_error(ctx));
+      goto done;
+    }
+  }
+  if (effml_adapter_peft_attach(ctx, a, w->module, base, &l) != EFFML_OK) {
+    rc = fail_ctx(ctx, effml_adapter_peft_module_name(a, w->module));
+    goto done;
+  }
+  base = NULL; /* owned by l */
+  if (effml_adapter_peft_merge_layer(ctx, l) != EFFML_OK) {
+    rc = fail_ctx(ctx, effml_adapter_peft_module_name(a, w->module));
+    goto done;
+  }
+  if (w->dtype != EFFML_F32 && effml_tensor_copy(ctx, wt, W) != EFFML_OK) { /* round once */
+    rc = fail_ctx(ctx, w->name);
+    goto done;
+  }
+  if (write_full(f, w->dtype == EFFML_F32 ? effml_tensor_data_const(W) : raw, wbytes)) {
+    fprintf(stderr, "effml-adapter: write failed: %s\n", strerror(errno));
+    goto done;
+  }
+  rc = 0;
+done:
+  effml_layer_free(l);
+  effml_layer_free(base);
+  effml_tensor_free(wt);
+  free(raw);
+  return rc;
+}
+
 static int merge(const char *base_path, const char *dir, const char *out_path, int dry_run) {
   size_t bl = strlen(base_path);
   if (bl > 11 && strcmp(base_path + bl - 11, ".index.json") == 0) {
@@ -290,7 +346,12 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
       goto done;
     }
     size_t bytes = (size_t)(e->end - e->begin);
-    if (e->module >= 0) {
+    int bias_changes = effml_adapter_peft_changes_bias(a) || strcmp(effml_adapter_peft_type(a), "IA3") == 0;
+    /* a bias the adapter does not change is copied like any other tensor (last branch) */
+    if (e->module >= 0 && !bias_changes && !e->is_bias) {
+      fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
+      if (merge_weight_direct(ctx, a, fd, data0, e, f)) goto done;
+    } else if (e->module >= 0 && bias_changes) {
       /* a module's weight and bias come from one merge (bias: unchanged bytes unless the adapter
        * changes it, lora_bias or IA3); the other of the pair is kept until its turn (adjacent
        * in practice: "X.bias" and "X.weight" sort together) */

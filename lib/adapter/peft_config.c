@@ -318,11 +318,17 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
         if (!cJSON_IsString(e)) return bad_value(ctx, c, v, "a list of module names or a regular expression");
     } else if (cJSON_IsString(v)) {
       const char *k2 = v->valuestring;
-      for (size_t i = 0; k2[i]; ++i)
-        if ((k2[i] == '\\' && k2[i + 1] != '.' ) || (k2[i] == '(' && k2[i + 1] == '?'))
+      for (size_t i = 0; k2[i]; ++i) {
+        int q = k2[i] == '*' || k2[i] == '+' || k2[i] == '?' || k2[i] == '}';
+        /* as for the patterns: no \d-style escapes, (?...), lazy or repeated quantifiers (the
+         * last make glibc's regcomp explode) */
+        if ((k2[i] == '\\' && k2[i + 1] != '.') || (k2[i] == '(' && k2[i + 1] == '?') ||
+            (q && (k2[i + 1] == '?' || k2[i + 1] == '*' || k2[i + 1] == '+' || k2[i + 1] == '{')))
           return effml__err(ctx, EFFML_E_UNSUPPORTED,
-                            "\"%s\": feedforward_modules \"%s\" uses regular-expression syntax other than POSIX extended",
-                            c->path, k2);
+                            "\"%s\": feedforward_modules \"%s\" uses regular-expression syntax other than POSIX "
+                            "extended (offset %zu)", c->path, k2, i);
+        if (k2[i] == '\\') ++i;
+      }
       regex_t rx;
       if (regcomp(&rx, k2, REG_EXTENDED | REG_NOSUB) != 0) return bad_value(ctx, c, v, "a valid regular expression");
       regfree(&rx);

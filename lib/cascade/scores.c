@@ -55,47 +55,71 @@ static inline void load_row(const effml__stage_block *b, int64_t r, double *zb);
  * vectorises it): x = n ln2 + t with |t| <= ln2/2 (two-part ln2), a degree-6 Taylor
  * polynomial in t (relative error below 2e-7), times 2^n assembled in the exponent bits.
  * Inputs below -87 are clamped there (exp(-87) < 2^-125: it cannot move a sum >= 1). */
+/* sum_k exp(z_k - zmax) in f32 for the routing score.  exp(x), x <= 0: x = n ln2 + t with
+ * |t| <= ln2/2 (two-part ln2), a degree-6 Taylor polynomial in t (relative error below
+ * 2e-7), times 2^n assembled in the exponent bits; x is clamped at -87 (exp < 2^-125).
+ * Four lanes accumulate classes k = l (mod 4); the total is (l0 + l2) + (l1 + l3).  The
+ * SSE2 and the portable versions perform the same operations in the same order, so the
+ * score is the same number wherever it is computed. */
 #if defined(__SSE2__)
 #include <emmintrin.h>
-static void route_exp16(const float *x, float *out) {
-  const __m128 lo = _mm_set1_ps(-87.0f), l2e = _mm_set1_ps(1.44269504f), half = _mm_set1_ps(0.5f);
-  const __m128 c1 = _mm_set1_ps(0.693359375f), c2 = _mm_set1_ps(-2.12194440e-4f);
-  for (int k = 0; k < 16; k += 4) {
-    const __m128 v = _mm_max_ps(_mm_loadu_ps(x + k), lo);
-    const __m128i ni = _mm_cvttps_epi32(_mm_sub_ps(_mm_mul_ps(v, l2e), half));
-    const __m128 n = _mm_cvtepi32_ps(ni);
-    const __m128 t = _mm_sub_ps(_mm_sub_ps(v, _mm_mul_ps(n, c1)), _mm_mul_ps(n, c2));
-    __m128 p = _mm_set1_ps(1.0f / 720.0f);
-    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 120.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 24.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 6.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(0.5f));
-    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f));
-    p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f));
-    const __m128 two_n = _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(ni, _mm_set1_epi32(127)), 23));
-    _mm_storeu_ps(out + k, _mm_mul_ps(p, two_n));
+static inline __m128 route_exp4(__m128 x) {
+  const __m128 v = _mm_max_ps(x, _mm_set1_ps(-87.0f));
+  const __m128i ni = _mm_cvttps_epi32(_mm_sub_ps(_mm_mul_ps(v, _mm_set1_ps(1.44269504f)),
+                                                 _mm_set1_ps(0.5f))); /* round half down, v <= 0 */
+  const __m128 n = _mm_cvtepi32_ps(ni);
+  const __m128 t = _mm_sub_ps(_mm_sub_ps(v, _mm_mul_ps(n, _mm_set1_ps(0.693359375f))),
+                              _mm_mul_ps(n, _mm_set1_ps(-2.12194440e-4f)));
+  __m128 p = _mm_set1_ps(1.0f / 720.0f);
+  p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 120.0f));
+  p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 24.0f));
+  p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f / 6.0f));
+  p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(0.5f));
+  p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f));
+  p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f));
+  return _mm_mul_ps(p, _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(ni, _mm_set1_epi32(127)), 23)));
+}
+static float route_sum_exp(const float *z, int64_t K, float zmax) {
+  const __m128 m = _mm_set1_ps(zmax);
+  __m128 acc = _mm_setzero_ps();
+  int64_t k0 = 0;
+  for (; k0 + 4 <= K; k0 += 4) acc = _mm_add_ps(acc, route_exp4(_mm_sub_ps(_mm_loadu_ps(z + k0), m)));
+  if (k0 < K) { /* the last 1-3 classes; the other lanes add exactly 0 */
+    float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint32_t keep[4] = {0, 0, 0, 0};
+    for (int64_t k = k0; k < K; ++k) {
+      x[k - k0] = z[k] - zmax;
+      keep[k - k0] = 0xFFFFFFFFu;
+    }
+    __m128 e = route_exp4(_mm_loadu_ps(x));
+    e = _mm_and_ps(e, _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)(const void *)keep)));
+    acc = _mm_add_ps(acc, e);
   }
+  const __m128 h = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* l0 + l2, l1 + l3 */
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 #else
-/* The same operations lane by lane (no contraction: the library builds as ISO C11). */
-static void route_exp16(const float *x, float *out) {
-  for (int k = 0; k < 16; ++k) {
-    const float v = x[k] < -87.0f ? -87.0f : x[k];
-    const int32_t ni = (int32_t)(v * 1.44269504f - 0.5f);
-    const float n = (float)ni;
-    const float t = (v - n * 0.693359375f) - n * -2.12194440e-4f;
-    float p = 1.0f / 720.0f;
-    p = p * t + 1.0f / 120.0f;
-    p = p * t + 1.0f / 24.0f;
-    p = p * t + 1.0f / 6.0f;
-    p = p * t + 0.5f;
-    p = p * t + 1.0f;
-    p = p * t + 1.0f;
-    const uint32_t bits = (uint32_t)(ni + 127) << 23;
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    out[k] = p * two_n;
-  }
+static inline float route_exp1(float x) {
+  const float v = x < -87.0f ? -87.0f : x;
+  const int32_t ni = (int32_t)(v * 1.44269504f - 0.5f);
+  const float n = (float)ni;
+  const float t = (v - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.0f / 720.0f;
+  p = p * t + 1.0f / 120.0f;
+  p = p * t + 1.0f / 24.0f;
+  p = p * t + 1.0f / 6.0f;
+  p = p * t + 0.5f;
+  p = p * t + 1.0f;
+  p = p * t + 1.0f;
+  const uint32_t bits = (uint32_t)(ni + 127) << 23;
+  float two_n;
+  memcpy(&two_n, &bits, sizeof two_n);
+  return p * two_n;
+}
+static float route_sum_exp(const float *z, int64_t K, float zmax) {
+  float lane[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int64_t k = 0; k < K; ++k) lane[k & 3] += route_exp1(z[k] - zmax);
+  return (lane[0] + lane[2]) + (lane[1] + lane[3]);
 }
 #endif
 
@@ -113,15 +137,7 @@ static double route_score_f32(const float *z, int64_t K, int32_t *arg) {
   }
   *arg = (int32_t)a;
   if (fin != 0.0f) return -1.0;
-  float sum = 0.0f;
-  for (int64_t k0 = 0; k0 < K; k0 += 16) { /* blocks of 16, padded with exp(-87) ~ 0 */
-    float x[16], e[16];
-    for (int k = 0; k < 16; ++k) x[k] = k0 + k < K ? z[k0 + k] - zmax : -87.0f;
-    route_exp16(x, e);
-    const int64_t kn = K - k0 < 16 ? K - k0 : 16;
-    for (int64_t k = 0; k < kn; ++k) sum += e[k]; /* in order: the same sum everywhere */
-  }
-  return (double)(1.0f / sum);
+  return (double)(1.0f / route_sum_exp(z, K, zmax));
 }
 
 double effml__route_score(const double *z, int64_t K, int32_t *arg) {

@@ -5,8 +5,9 @@ where it looks) and refuses a library of another MAJOR.MINOR version.
 
 Modules:
 
-- :mod:`effml.over_sampling`, :mod:`effml.under_sampling`: drop-in
-  replacements for imbalanced-learn's samplers of the same names;
+- :mod:`effml.over_sampling`, :mod:`effml.under_sampling`,
+  :mod:`effml.combine`: drop-in replacements for imbalanced-learn's samplers
+  of the same names;
 - :mod:`effml.neighbors`: the exact k-nearest-neighbour search behind them;
 - :mod:`effml.io`: ``.npy`` and safetensors files;
 - :mod:`effml.mixture`: temperature sampling over data sources, UniMax,

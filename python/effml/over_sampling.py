@@ -27,11 +27,13 @@ import numpy as np
 
 from ._errors import InvalidArgumentError, UnsupportedError
 from ._sampler_base import (RESAMPLE_ADASYN, RESAMPLE_BORDERLINE1, RESAMPLE_BORDERLINE2,
-                            RESAMPLE_RANDOM_OVER, RESAMPLE_SMOTE, RESAMPLE_SMOTENC,
+                            RESAMPLE_KMEANS_SMOTE, RESAMPLE_RANDOM_OVER, RESAMPLE_SMOTE,
+                            RESAMPLE_SMOTEN, RESAMPLE_SMOTENC, RESAMPLE_SVMSMOTE,
                             BaseSampler, _check_X_y, _Labels, _wrap_like, neighbors_k)
 from ._core import thread_context
 
-__all__ = ["SMOTE", "BorderlineSMOTE", "ADASYN", "SMOTENC", "RandomOverSampler"]
+__all__ = ["SMOTE", "BorderlineSMOTE", "ADASYN", "SMOTENC", "RandomOverSampler", "SVMSMOTE",
+           "KMeansSMOTE", "SMOTEN"]
 
 
 class SMOTE(BaseSampler):
@@ -302,3 +304,132 @@ class SMOTENC(BaseSampler):
             X if hasattr(X, "shape") else np.asarray(X)))), dtype=np.int64)
         self._resolve(_Labels(ya), np.zeros((len(ya), 2)), fit_only=True)
         return self
+
+
+class SVMSMOTE(BaseSampler):
+    """SVM-SMOTE (Nguyen, Cooper & Kamei, IJKESDP 3(1), 2011).
+
+    An SVM (``svm_estimator``, default scikit-learn ``SVC()``, as imblearn) is
+    fitted on X, y; its support vectors of each targeted class that are not
+    noise (all ``m_neighbors`` neighbours of other classes) seed new rows:
+    danger vectors interpolate toward a class neighbour, safe ones extrapolate
+    away by up to ``out_step``.  When one group is empty the other makes all
+    rows (imblearn makes fewer than asked).
+    """
+
+    _method = RESAMPLE_SVMSMOTE
+
+    def __init__(self, *, sampling_strategy="auto", random_state=None, k_neighbors=5,
+                 n_jobs=None, m_neighbors=10, svm_estimator=None, out_step=0.5):
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.k_neighbors = k_neighbors
+        self.n_jobs = n_jobs
+        self.m_neighbors = m_neighbors
+        self.svm_estimator = svm_estimator
+        self.out_step = out_step
+
+    def fit_resample(self, X, y):
+        from sklearn.base import clone
+        from sklearn.svm import SVC
+        svm = SVC(gamma="scale") if self.svm_estimator is None else clone(self.svm_estimator)
+        svm.fit(self._x_float(X), np.asarray(y))
+        if not hasattr(svm, "support_"):
+            raise InvalidArgumentError("svm_estimator must expose support_ (an SVM)")
+        self._support = np.ascontiguousarray(svm.support_, dtype=np.int64)
+        try:
+            return super().fit_resample(X, y)
+        finally:
+            self._support = None
+
+    def _set_options(self, opt, n_features):
+        import ctypes
+        opt.k_neighbors = neighbors_k(self.k_neighbors, "k_neighbors")
+        opt.m_neighbors = neighbors_k(self.m_neighbors, "m_neighbors")
+        opt.out_step = float(self.out_step)
+        sv = getattr(self, "_support", None)
+        if sv is not None:
+            opt.n_support = len(sv)
+            opt.support_indices = sv.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
+
+
+class KMeansSMOTE(BaseSampler):
+    """KMeans-SMOTE (Douzas, Bacao & Last, Information Sciences 465, 2018).
+
+    k-means over all rows (``kmeans_estimator``: None = 8 clusters, an int, or
+    a scikit-learn (MiniBatch)KMeans whose n_clusters is used); SMOTE inside
+    the clusters where the class is frequent enough, more rows where its rows
+    are sparser.  ``density_exponent='auto'`` uses the number of features (the
+    paper; imblearn's code uses the cluster size).
+    """
+
+    _method = RESAMPLE_KMEANS_SMOTE
+
+    def __init__(self, *, sampling_strategy="auto", random_state=None, k_neighbors=2,
+                 n_jobs=None, kmeans_estimator=None, cluster_balance_threshold="auto",
+                 density_exponent="auto"):
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.k_neighbors = k_neighbors
+        self.n_jobs = n_jobs
+        self.kmeans_estimator = kmeans_estimator
+        self.cluster_balance_threshold = cluster_balance_threshold
+        self.density_exponent = density_exponent
+
+    def _set_options(self, opt, n_features):
+        opt.k_neighbors = neighbors_k(self.k_neighbors, "k_neighbors")
+        km = self.kmeans_estimator
+        if km is None:
+            opt.n_clusters = 8
+        elif isinstance(km, int):
+            opt.n_clusters = km
+        elif hasattr(km, "n_clusters"):
+            opt.n_clusters = int(km.n_clusters)
+        else:
+            raise UnsupportedError("kmeans_estimator=%r: give None, an int or a KMeans" % (km,))
+        cbt, de = self.cluster_balance_threshold, self.density_exponent
+        opt.cluster_balance_threshold = float("nan") if cbt == "auto" else float(cbt)
+        opt.density_exponent = float("nan") if de == "auto" else float(de)
+
+
+class SMOTEN(BaseSampler):
+    """SMOTEN: SMOTE for nominal features (Chawla et al., JAIR 2002, SMOTE-N).
+
+    Every column is categorical (any values, strings too).  Neighbours use the
+    value difference metric (each value embedded as its class-probability
+    vector); a new row takes per column the most frequent value of a random
+    class row and its ``k_neighbors`` neighbours.
+    """
+
+    _method = RESAMPLE_SMOTEN
+
+    def __init__(self, categorical_encoder=None, *, sampling_strategy="auto",
+                 random_state=None, k_neighbors=5, n_jobs=None):
+        self.categorical_encoder = categorical_encoder
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.k_neighbors = k_neighbors
+        self.n_jobs = n_jobs
+
+    def _set_options(self, opt, n_features):
+        if self.categorical_encoder is not None:
+            raise UnsupportedError("SMOTEN(categorical_encoder=...) is not supported")
+        opt.k_neighbors = neighbors_k(self.k_neighbors, "k_neighbors")
+
+    def _x_float(self, X):
+        xa = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
+        if xa.ndim != 2:
+            raise InvalidArgumentError("X must be 2-D")
+        self._cats = [np.unique(xa[:, j]) for j in range(xa.shape[1])]
+        codes = np.empty(xa.shape, dtype=np.float64)
+        for j, u in enumerate(self._cats):
+            codes[:, j] = np.searchsorted(u, xa[:, j])
+        return codes
+
+    def _generate(self, ctx, opt, X, labels):
+        xr, yr = super()._generate(ctx, opt, X, labels)
+        xa = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
+        out = np.empty(xr.shape, dtype=xa.dtype)
+        for j, u in enumerate(self._cats):
+            out[:, j] = u[xr[:, j].astype(np.int64)]
+        return out, yr

@@ -17,13 +17,20 @@ Wilson, "Asymptotic properties of nearest neighbor rules using edited
 data", IEEE Trans. SMC 2 (1972).
 """
 
+import ctypes
+
+import numpy as np
+
 from ._errors import UnsupportedError, InvalidArgumentError
-from ._sampler_base import (RESAMPLE_ALLKNN, RESAMPLE_ENN, RESAMPLE_NCL, RESAMPLE_NEARMISS,
-                            RESAMPLE_RANDOM_UNDER, RESAMPLE_RENN, RESAMPLE_TOMEK, BaseSampler,
-                            neighbors_k)
+from ._sampler_base import (RESAMPLE_ALLKNN, RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_CNN,
+                            RESAMPLE_ENN, RESAMPLE_IHT, RESAMPLE_NCL, RESAMPLE_NEARMISS,
+                            RESAMPLE_OSS, RESAMPLE_RANDOM_UNDER, RESAMPLE_RENN, RESAMPLE_TOMEK,
+                            BaseSampler, neighbors_k)
 
 __all__ = ["RandomUnderSampler", "TomekLinks", "EditedNearestNeighbours", "NearMiss",
-           "RepeatedEditedNearestNeighbours", "AllKNN", "NeighbourhoodCleaningRule"]
+           "RepeatedEditedNearestNeighbours", "AllKNN", "NeighbourhoodCleaningRule",
+           "CondensedNearestNeighbour", "OneSidedSelection", "ClusterCentroids",
+           "InstanceHardnessThreshold"]
 
 
 def _kind_sel(value):
@@ -256,3 +263,167 @@ class NeighbourhoodCleaningRule(BaseSampler):
         opt.n_neighbors = neighbors_k(self.n_neighbors, "n_neighbors")
         opt.kind_sel = _kind_sel(self.kind_sel)
         opt.threshold_cleaning = float(self.threshold_cleaning)
+
+
+class CondensedNearestNeighbour(BaseSampler):
+    """Condensed nearest neighbour (Hart, IEEE Trans. Inf. Theory 14, 1968).
+
+    Per targeted class: start from the minority rows and ``n_seeds_S`` random
+    rows of the class; class rows the ``n_neighbors``-NN vote misclassifies
+    join, in passes until one adds nothing (imblearn 0.10 stops after one
+    pass), so the kept set classifies every class row correctly.  Seeds are
+    drawn without replacement.
+
+    Parameters: sampling_strategy, random_state, n_neighbors (default None = 1),
+    n_seeds_S (default 1), n_jobs.
+    Attributes: ``sampling_strategy_``, ``sample_indices_``.
+    """
+
+    _method = RESAMPLE_CNN
+    _sampling_type = "clean-sampling"
+    _by_index = True
+
+    def __init__(self, *, sampling_strategy="auto", random_state=None, n_neighbors=None,
+                 n_seeds_S=1, n_jobs=None):
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.n_neighbors = n_neighbors
+        self.n_seeds_S = n_seeds_S
+        self.n_jobs = n_jobs
+
+    def _set_options(self, opt, n_features):
+        # imblearn builds KNeighborsClassifier(n_neighbors) from an int: no self to skip
+        opt.n_neighbors = 1 if self.n_neighbors is None else neighbors_k(
+            self.n_neighbors, "n_neighbors", extra=0)
+        opt.n_seeds_S = int(self.n_seeds_S)
+
+
+class OneSidedSelection(CondensedNearestNeighbour):
+    """One-sided selection (Kubat & Matwin, ICML 1997).
+
+    Per targeted class: the seeds plus the class rows that the
+    ``n_neighbors``-NN vote over (minority rows + seeds) misclassifies; then
+    Tomek links with a targeted member are removed until none is left
+    (imblearn removes one round).  Parameters as
+    :class:`CondensedNearestNeighbour`.
+    """
+
+    _method = RESAMPLE_OSS
+
+
+class ClusterCentroids(BaseSampler):
+    """Under-sampling by k-means centroids (imblearn ``ClusterCentroids``).
+
+    Each targeted class is replaced by the centres of a k-means with as many
+    clusters as rows to keep (``voting='soft'``, the default for dense X), or
+    by the class rows nearest to those centres (``voting='hard'``, then
+    ``sample_indices_`` is set).  k-means is libeffml's (k-means++ seeding,
+    Lloyd, ``kmeans_n_init`` 10 restarts, scikit-learn's tolerance); an
+    ``estimator`` other than None or a scikit-learn ``KMeans`` (whose
+    n_init/max_iter/tol are used) raises UnsupportedError.
+    """
+
+    _method = RESAMPLE_CLUSTER_CENTROIDS
+    _sampling_type = "under-sampling"
+
+    def __init__(self, *, sampling_strategy="auto", random_state=None, estimator=None,
+                 voting="auto", n_jobs=None):
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.estimator = estimator
+        self.voting = voting
+        self.n_jobs = n_jobs
+
+    @property
+    def _by_index(self):
+        return self.voting == "hard"
+
+    def _set_options(self, opt, n_features):
+        if self.voting not in ("auto", "soft", "hard"):
+            raise InvalidArgumentError("voting must be 'auto', 'soft' or 'hard', got %r"
+                                       % (self.voting,))
+        opt.voting = 1 if self.voting == "hard" else 0
+        est = self.estimator
+        if est is not None:
+            if type(est).__name__ not in ("KMeans",):
+                raise UnsupportedError("ClusterCentroids(estimator=%r): only None or a "
+                                       "scikit-learn KMeans is supported" % (est,))
+            n_init = getattr(est, "n_init", 10)
+            opt.kmeans_n_init = 10 if n_init in ("auto", "warn") else int(n_init)
+            opt.kmeans_max_iter = int(getattr(est, "max_iter", 300))
+            opt.kmeans_tol = float(getattr(est, "tol", 1e-4))
+
+
+_PROBA_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_double),
+                             ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                             ctypes.POINTER(ctypes.c_double), ctypes.c_int64, ctypes.c_int64,
+                             ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                             ctypes.POINTER(ctypes.c_double))
+
+
+class InstanceHardnessThreshold(BaseSampler):
+    """Instance hardness threshold (Smith, Martinez & Giraud-Carrier, Mach.
+    Learn. 95, 2014).
+
+    Cross-validated probabilities of each row's own class (stratified shuffled
+    ``cv`` folds, the classifier ``estimator`` -- default a 100-tree random
+    forest, as imblearn -- cloned and fitted per fold); a targeted class keeps
+    the rows above the percentile that leaves the requested count.
+    Attributes: ``sampling_strategy_``, ``sample_indices_``.
+    """
+
+    _method = RESAMPLE_IHT
+    _sampling_type = "under-sampling"
+    _by_index = True
+
+    def __init__(self, *, estimator=None, sampling_strategy="auto", random_state=None, cv=5,
+                 n_jobs=None):
+        self.estimator = estimator
+        self.sampling_strategy = sampling_strategy
+        self.random_state = random_state
+        self.cv = cv
+        self.n_jobs = n_jobs
+
+    def _make_estimator(self):
+        from sklearn.base import clone
+        if self.estimator is None:
+            from sklearn.ensemble import RandomForestClassifier
+            rs = self.random_state if isinstance(self.random_state, int) else None
+            return RandomForestClassifier(n_estimators=100, random_state=rs)
+        if not hasattr(self.estimator, "predict_proba"):
+            raise InvalidArgumentError("estimator %r has no predict_proba" % (self.estimator,))
+        return clone(self.estimator)
+
+    def _set_options(self, opt, n_features):
+        make = self._make_estimator
+        errors = []
+
+        def proba(user, xtr, ytr, ntr, xte, nte, d, classes, ncls, out):
+            try:
+                Xtr = np.ctypeslib.as_array(xtr, shape=(ntr, d)).copy()
+                Ytr = np.ctypeslib.as_array(ytr, shape=(ntr,)).copy()
+                Xte = np.ctypeslib.as_array(xte, shape=(nte, d))
+                cls = np.ctypeslib.as_array(classes, shape=(ncls,))
+                est = make().fit(Xtr, Ytr)
+                p = est.predict_proba(Xte)
+                o = np.ctypeslib.as_array(out, shape=(nte, ncls))
+                o[:] = 0.0
+                o[:, np.searchsorted(cls, est.classes_)] = p
+                return 0
+            except Exception as e:  # reported after the C call
+                errors.append(e)
+                return 1
+
+        self._proba_cb = _PROBA_FN(proba)  # kept alive for the C call
+        self._proba_errors = errors
+        opt.proba_fn = ctypes.cast(self._proba_cb, ctypes.c_void_p)
+        opt.cv = int(self.cv)
+
+    def fit_resample(self, X, y):
+        try:
+            return super().fit_resample(X, y)
+        finally:
+            errs = getattr(self, "_proba_errors", [])
+            self._proba_cb = None
+            if errs:
+                raise errs[0]

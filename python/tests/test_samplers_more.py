@@ -1,0 +1,98 @@
+"""The samplers added after the first drop-in set: CNN, OSS, ClusterCentroids,
+InstanceHardnessThreshold, SVM-SMOTE, KMeans-SMOTE, SMOTEN, SMOTEENN,
+SMOTETomek -- parameters as imbalanced-learn's, counts and invariants against
+it (their randomness differs, so rows are not compared one by one)."""
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+from sklearn import datasets
+
+import effml.combine as ecb
+import effml.over_sampling as eov
+import effml.under_sampling as eun
+
+imblearn = pytest.importorskip("imblearn")
+from imblearn import combine as icb  # noqa: E402
+from imblearn import over_sampling as iov  # noqa: E402
+from imblearn import under_sampling as iun  # noqa: E402
+
+warnings.simplefilter("ignore")
+
+
+def bc():
+    X, y = datasets.load_breast_cancer(return_X_y=True)
+    keep = np.sort(np.concatenate([np.flatnonzero(y == 0)[:60], np.flatnonzero(y == 1)]))
+    return X[keep], y[keep]
+
+
+PAIRS = [
+    (eun.CondensedNearestNeighbour, iun.CondensedNearestNeighbour, {}),
+    (eun.OneSidedSelection, iun.OneSidedSelection, {}),
+    (eun.ClusterCentroids, iun.ClusterCentroids, {}),
+    (eun.ClusterCentroids, iun.ClusterCentroids, {"voting": "hard"}),
+    (eun.InstanceHardnessThreshold, iun.InstanceHardnessThreshold, {}),
+    (eov.SVMSMOTE, iov.SVMSMOTE, {}),
+    (eov.KMeansSMOTE, iov.KMeansSMOTE, {"cluster_balance_threshold": 0.1}),
+    (ecb.SMOTEENN, icb.SMOTEENN, {}),
+    (ecb.SMOTETomek, icb.SMOTETomek, {}),
+]
+
+
+@pytest.mark.parametrize("ours,theirs,kw", PAIRS, ids=lambda v: getattr(v, "__name__", ""))
+def test_params_and_counts(ours, theirs, kw):
+    X, y = bc()
+    a, b = ours(random_state=0, **kw), theirs(random_state=0, **kw)
+    assert set(a.get_params()) <= set(b.get_params()) | {"n_jobs"}
+    Xa, ya = a.fit_resample(X, y)
+    Xb, yb = b.fit_resample(X, y)
+    ca, cb = Counter(ya.tolist()), Counter(yb.tolist())
+    assert ca[0] == cb[0] or ours in (eov.KMeansSMOTE, ecb.SMOTEENN)
+    if ours in (eun.ClusterCentroids, eov.SVMSMOTE, ecb.SMOTETomek):
+        assert ca == cb
+    if getattr(a, "_by_index", False):
+        assert np.array_equal(Xa, X[a.sample_indices_])
+
+
+def test_cnn_kept_set_classifies_every_row():
+    X, y = bc()
+    s = eun.CondensedNearestNeighbour(random_state=1)
+    Xr, yr = s.fit_resample(X, y)
+    d = ((X[:, None, :] - Xr[None, :, :]) ** 2).sum(-1)
+    assert np.array_equal(yr[d.argmin(1)], y)
+
+
+def test_smoteenn_is_composition():
+    X, y = bc()
+    Xs, ys = eov.SMOTE(random_state=3).fit_resample(X, y)
+    enn = eun.EditedNearestNeighbours(sampling_strategy="all")
+    Xe, ye = enn.fit_resample(Xs, ys)
+    Xc, yc = ecb.SMOTEENN(random_state=3).fit_resample(X, y)
+    assert np.array_equal(Xe, Xc) and np.array_equal(ye, yc)
+
+
+def test_smoten_strings():
+    Xc = np.array([["a", "x"], ["b", "y"], ["a", "y"], ["c", "x"]] * 20, dtype=object)
+    yc = np.array([0] * 60 + [1] * 20)
+    Xr, yr = eov.SMOTEN(random_state=0).fit_resample(Xc, yc)
+    assert Counter(yr.tolist()) == Counter(iov.SMOTEN(random_state=0).fit_resample(Xc, yc)[1].tolist())
+    assert set(map(tuple, Xr[80:].tolist())) <= set(map(tuple, Xc[yc == 1].tolist())) | {
+        (a, b) for a in "abc" for b in "xy"}
+
+
+def test_iht_estimator_errors_surface():
+    X, y = bc()
+
+    class Broken:
+        def fit(self, X, y):
+            raise RuntimeError("boom")
+
+        def predict_proba(self, X):
+            return None
+
+        def get_params(self, deep=True):
+            return {}
+
+    with pytest.raises(RuntimeError, match="boom"):
+        eun.InstanceHardnessThreshold(estimator=Broken(), random_state=0).fit_resample(X, y)
