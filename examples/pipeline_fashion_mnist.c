@@ -1090,7 +1090,7 @@ static void ece_brier(effml_context *ctx, const effml_tensor *logits, const effm
 static effml_tensor *calibrate(effml_context *ctx, int32_t method, const effml_tensor *val_logits,
                                const effml_tensor *val_feat, const effml_tensor *y_val,
                                const effml_tensor *test_logits, const effml_tensor *test_feat,
-                               int balance, double *param0) {
+                               int balance, double *param0, effml_calibrator **keep) {
   effml_calibration_options o;
   effml_calibration_options_init(&o);
   o.method = method;
@@ -1106,7 +1106,10 @@ static effml_tensor *calibrate(effml_context *ctx, int32_t method, const effml_t
   effml_tensor *out;
   CHECK(effml_tensor_create(ctx, EFFML_F32, 2, sl, &out));
   CHECK(effml_calibration_apply(ctx, cal, test_logits, ca ? test_feat : NULL, out));
-  effml_calibration_free(cal);
+  if (keep)
+    *keep = cal;
+  else
+    effml_calibration_free(cal);
   return out;
 }
 
@@ -1128,17 +1131,22 @@ static effml_tensor *ca_features(effml_context *ctx, effml_layer *model, const e
   return f;
 }
 
-/* A window cascade over precomputed (e.g. calibrated) logits: thresholds from the
- * validation logits, run on the test logits. */
+/* A window cascade over precomputed logits whose stages calibrate their members'
+ * probabilities before routing (effml_cascade_set_stage_calibration): thresholds from
+ * the validation logits, run on the test logits. */
 static void run_cascade_logits(effml_context *ctx, effml_tensor **val_logits,
-                               effml_tensor **test_logits, int m, double member_macs,
-                               const effml_tensor *yv, const effml_tensor *y, cascade_out *out) {
+                               effml_tensor **test_logits, effml_calibrator **cals, int m,
+                               double member_macs, const effml_tensor *yv, const effml_tensor *y,
+                               cascade_out *out) {
   effml_cascade_options co;
   effml_cascade_options_init(&co);
   co.num_classes = NCLASS;
   effml_cascade *cas;
   CHECK(effml_cascade_create(ctx, &co, &cas));
-  for (int k = 0; k < m; ++k) CHECK(effml_cascade_add_stage_logits(ctx, cas, test_logits[k], member_macs));
+  for (int k = 0; k < m; ++k) {
+    CHECK(effml_cascade_add_stage_logits(ctx, cas, test_logits[k], member_macs));
+    CHECK(effml_cascade_set_stage_calibration(ctx, cas, k, cals[k]));
+  }
   effml_cascade_threshold_options th;
   effml_cascade_threshold_options_init(&th);
   th.rule = EFFML_CASCADE_EXIT_WINDOW; /* as run_cascade's window: around the 5 % risk threshold */
@@ -1433,7 +1441,7 @@ int main(int argc, char **argv) {
    * calibrated scores (temperature-scaled logits as logits stages). */
   printf("\n== 5b. calibrate the members (temperature, vector, correctness-aware) before routing\n");
   {
-    effml_tensor *cal_val[M], *cal_test[M];
+    effml_calibrator *ts_cal[M];
     int64_t rcnt[3][15];
     double rconf[3][15], racc[3][15];
     printf("  test ECE (15 bins, L1) / multiclass Brier; T = the fitted temperature\n"
@@ -1444,13 +1452,13 @@ int main(int argc, char **argv) {
       effml_tensor *ft = ca_features(ctx, members[k], x_test, test_logits[k]);
       double T = 1, e[5], b[5];
       effml_tensor *ts = calibrate(ctx, EFFML_CALIBRATION_TEMPERATURE, val_logits[k], NULL, y_val,
-                                   test_logits[k], NULL, 1, &T);
+                                   test_logits[k], NULL, 1, &T, &ts_cal[k]);
       effml_tensor *vs = calibrate(ctx, EFFML_CALIBRATION_VECTOR, val_logits[k], NULL, y_val,
-                                   test_logits[k], NULL, 1, NULL);
+                                   test_logits[k], NULL, 1, NULL, NULL);
       effml_tensor *cz = calibrate(ctx, EFFML_CALIBRATION_CORRECTNESS_AWARE, val_logits[k], fv,
-                                   y_val, test_logits[k], ft, 0, NULL);
+                                   y_val, test_logits[k], ft, 0, NULL, NULL);
       effml_tensor *cb = calibrate(ctx, EFFML_CALIBRATION_CORRECTNESS_AWARE, val_logits[k], fv,
-                                   y_val, test_logits[k], ft, 1, NULL);
+                                   y_val, test_logits[k], ft, 1, NULL, NULL);
       const effml_tensor *all[5] = {test_logits[k], ts, vs, cz, cb};
       for (int q = 0; q < 5; ++q) ece_brier(ctx, all[q], y_test, &e[q], &b[q]);
       printf("  member %d  %.4f / %.4f  %.4f / %.4f  %.4f / %.4f  %.4f / %.4f  %.4f / %.4f  %.2f\n",
@@ -1474,9 +1482,7 @@ int main(int argc, char **argv) {
           free(ps);
         }
       }
-      cal_test[k] = ts;
-      cal_val[k] = calibrate(ctx, EFFML_CALIBRATION_TEMPERATURE, val_logits[k], NULL, y_val,
-                             val_logits[k], NULL, 1, NULL);
+      effml_tensor_free(ts);
       effml_tensor_free(vs);
       effml_tensor_free(cz);
       effml_tensor_free(cb);
@@ -1484,7 +1490,7 @@ int main(int argc, char **argv) {
       effml_tensor_free(ft);
     }
     cascade_out cas_cal;
-    run_cascade_logits(ctx, cal_val, cal_test, M, member_macs, y_val, y_test, &cas_cal);
+    run_cascade_logits(ctx, val_logits, test_logits, ts_cal, M, member_macs, y_val, y_test, &cas_cal);
     add_result("cascade_window_calibrated", "window cascade, TS-calibrated members", &cas_cal.e,
                M * effml_layer_count_params(members[0], 1),
                M * effml_layer_count_params(members[0], 0), cas_cal.macs, cas_cal.seconds);
@@ -1492,10 +1498,7 @@ int main(int argc, char **argv) {
            cas_cal.e.ece, cas_win.e.ece, cas_cal.macs);
     free(cas_cal.pred);
     free(cas_cal.score);
-    for (int k = 0; k < M; ++k) {
-      effml_tensor_free(cal_val[k]);
-      effml_tensor_free(cal_test[k]);
-    }
+    for (int k = 0; k < M; ++k) effml_calibration_free(ts_cal[k]);
     char path[1024];
     snprintf(path, sizeof path, "%s/reliability.dat", cfg.out_dir);
     FILE *f = fopen(path, "w");

@@ -318,6 +318,98 @@ static effml_calibrator *make_ca(int balance) {
   return c;
 }
 
+/* Stage calibration in a cascade: a cascade over raw logits with TS (T = 2) on stage 0
+ * and VS on stage 1 routes exactly as a cascade over the pre-scaled logits. */
+static effml_status logits_cb(effml_context *c, void *stage_data, void *run_data, int32_t stage,
+                              const int64_t *rows, int64_t n_rows, effml_tensor *out) {
+  (void)run_data; (void)stage;
+  const double *z = effml_tensor_data_const((const effml_tensor *)stage_data);
+  float *o = effml_tensor_data(out);
+  for (int64_t i = 0; i < n_rows; ++i)
+    for (int k = 0; k < K; ++k) o[i * K + k] = (float)z[rows[i] * K + k];
+  (void)c;
+  return EFFML_OK;
+}
+
+START_TEST(test_cascade_stage_calibration) {
+  effml_tensor *z0 = mat("logits", N, K, EFFML_F64), *z1 = mat("view0", N, K, EFFML_F64);
+  effml_tensor *y = mat("labels", N, 0, EFFML_I32);
+  /* f32-exact copies so the callback stage (f32 buffer) sees the same values */
+  for (int i = 0; i < N * K; ++i) {
+    ((double *)effml_tensor_data(z0))[i] = (float)((double *)effml_tensor_data(z0))[i];
+    ((double *)effml_tensor_data(z1))[i] = (float)((double *)effml_tensor_data(z1))[i];
+  }
+  effml_calibrator *ts = make(EFFML_CALIBRATION_TEMPERATURE), *vs = make(EFFML_CALIBRATION_VECTOR);
+  double two = 2.0, ab[2 * K];
+  ck_assert_int_eq(effml_calibration_set_params(ctx, ts, &two), EFFML_OK);
+  for (int k = 0; k < K; ++k) ab[k] = 0.5 + 0.25 * k, ab[K + k] = 0.1 * k - 0.2;
+  ck_assert_int_eq(effml_calibration_set_params(ctx, vs, ab), EFFML_OK);
+  effml_tensor *s0 = mat("logits", N, K, EFFML_F64), *s1 = mat("view0", N, K, EFFML_F64);
+  double *p0 = effml_tensor_data(s0), *p1 = effml_tensor_data(s1);
+  const double *r0 = effml_tensor_data(z0), *r1 = effml_tensor_data(z1);
+  for (int i = 0; i < N; ++i)
+    for (int k = 0; k < K; ++k) {
+      p0[i * K + k] = 0.5 * r0[i * K + k];
+      p1[i * K + k] = ab[k] * r1[i * K + k] + ab[K + k];
+    }
+  effml_cascade_options co;
+  effml_cascade_options_init(&co);
+  co.num_classes = K;
+  effml_cascade *cal_c, *ref_c;
+  ck_assert_int_eq(effml_cascade_create(ctx, &co, &cal_c), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_create(ctx, &co, &ref_c), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_add_stage_fn(ctx, cal_c, logits_cb, z0, 1.0), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, cal_c, z1, 2.0), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, ref_c, s0, 1.0), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, ref_c, s1, 2.0), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 0, ts), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 1, vs), EFFML_OK);
+  effml_cascade_threshold_options th;
+  effml_cascade_threshold_options_init(&th);
+  const effml_tensor *vcal[2] = {z0, z1}, *vref[2] = {s0, s1};
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, cal_c, 2, vcal, y, &th), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, ref_c, 2, vref, y, &th), EFFML_OK);
+  double a1, b1, a2, b2;
+  int32_t rule;
+  effml_cascade_get_exit_rule(ctx, cal_c, 0, &rule, &a1, &b1, NULL);
+  effml_cascade_get_exit_rule(ctx, ref_c, 0, &rule, &a2, &b2, NULL);
+  ck_assert(a1 == a2 && b1 == b2);
+  effml_tensor *out[2][3];
+  for (int c = 0; c < 2; ++c) {
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, (int64_t[]){N}, &out[c][0]), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, (int64_t[]){N}, &out[c][1]), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, (int64_t[]){N}, &out[c][2]), EFFML_OK);
+    effml_cascade *cc = c ? ref_c : cal_c;
+    effml_cascade_workspace *ws;
+    ck_assert_int_eq(effml_cascade_workspace_create(ctx, cc, &ws), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_run(ctx, cc, ws, N, NULL, out[c][0], out[c][1], out[c][2], NULL), EFFML_OK);
+    effml_cascade_workspace_free(ws);
+  }
+  ck_assert_int_eq(memcmp(effml_tensor_data(out[0][0]), effml_tensor_data(out[1][0]), N * sizeof(int32_t)), 0);
+  ck_assert_int_eq(memcmp(effml_tensor_data(out[0][1]), effml_tensor_data(out[1][1]), N * sizeof(double)), 0);
+  ck_assert_int_eq(memcmp(effml_tensor_data(out[0][2]), effml_tensor_data(out[1][2]), N * sizeof(int32_t)), 0);
+  /* both stages were reached and exits happened at stage 0: the test routes */
+  int exited0 = 0;
+  for (int i = 0; i < N; ++i) exited0 += ((int32_t *)effml_tensor_data(out[0][2]))[i] == 0;
+  ck_assert(exited0 > 0 && exited0 < N);
+  /* removing the calibration changes the routing back */
+  ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 0, NULL), EFFML_OK);
+  /* a correctness-aware calibrator and bad stages are refused */
+  effml_calibrator *ca = make_ca(1);
+  ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 0, ca), EFFML_E_INVALID_ARG);
+  ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 2, ts), EFFML_E_INVALID_ARG);
+  effml_calibration_free(ca);
+  for (int c = 0; c < 2; ++c)
+    for (int q = 0; q < 3; ++q) effml_tensor_free(out[c][q]);
+  effml_cascade_free(cal_c);
+  effml_cascade_free(ref_c);
+  effml_calibration_free(ts);
+  effml_calibration_free(vs);
+  effml_tensor_free(z0); effml_tensor_free(z1); effml_tensor_free(s0); effml_tensor_free(s1);
+  effml_tensor_free(y);
+}
+END_TEST
+
 START_TEST(test_correctness_aware) {
   effml_tensor *z = mat("logits", N, K, EFFML_F32), *y = mat("labels", N, 0, EFFML_I32);
   effml_tensor *views[V];
@@ -422,6 +514,7 @@ int main(void) {
   tcase_add_test(tc, test_metric_identities_and_errors);
   tcase_add_test(tc, test_correctness_aware);
   tcase_add_test(tc, test_augrc);
+  tcase_add_test(tc, test_cascade_stage_calibration);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

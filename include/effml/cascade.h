@@ -46,6 +46,7 @@
 
 #include "core.h"
 #include "tensor.h"
+#include "calibration.h"
 
 EFFML_BEGIN_DECLS
 
@@ -190,6 +191,24 @@ EFFML_API double effml_cascade_stage_cost(const effml_cascade *cascade, int32_t 
 EFFML_API effml_status effml_cascade_set_exit_rule(effml_context *ctx, effml_cascade *cascade,
                                                    int32_t stage, int32_t rule, double a,
                                                    double b);
+
+/**
+ * Calibrate stage `stage`'s probabilities before they are aggregated, scored and routed:
+ * its logits z (from the callback or the precomputed tensor, in effml_cascade_run() and in
+ * effml_cascade_select_thresholds() alike) become z / T (temperature scaling) or a ⊙ z + b
+ * (vector scaling) first (Guo et al. 2017, see calibration.h).  Fit the calibrator on the
+ * stage's own validation logits; its parameters are copied now (refit, then call again).
+ * Select the thresholds after setting the calibrations, since the scores change.
+ * @param cal  a fitted EFFML_CALIBRATION_TEMPERATURE or _VECTOR calibrator for num_classes
+ *             classes, or NULL to remove the stage's calibration
+ * @return EFFML_E_INVALID_ARG (NULL cascade, stage out of range, a correctness-aware
+ *         calibrator: it needs per-sample view features -- apply it to the logits before
+ *         adding a logits stage instead), EFFML_E_SHAPE (class count), EFFML_E_NOMEM.
+ *         On error the stage keeps its previous calibration.
+ */
+EFFML_API effml_status effml_cascade_set_stage_calibration(effml_context *ctx,
+                                                           effml_cascade *cascade, int32_t stage,
+                                                           const effml_calibrator *cal);
 
 /**
  * Read the exit rule of `stage` (any stage; the last reports EFFML_CASCADE_EXIT_NEVER since

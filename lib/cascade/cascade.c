@@ -66,6 +66,7 @@ effml_status effml_cascade_create(effml_context *ctx, const effml_cascade_option
 
 void effml_cascade_free(effml_cascade *cascade) {
   if (!cascade) return;
+  for (int32_t m = 0; m < cascade->num_stages; ++m) effml__free(cascade->ctx, cascade->stages[m].cal);
   effml__free(cascade->ctx, cascade->stages);
   effml__free(cascade->ctx, cascade);
 }
@@ -89,6 +90,7 @@ static effml_status add_stage(effml_context *ctx, effml_cascade *c, effml__casca
   s->a = -INFINITY;
   s->b = INFINITY;
   s->tau = NAN;
+  s->cal = NULL;
   s->route = 0;
   c->stages[c->num_stages++] = *s;
   return EFFML_OK;
@@ -273,4 +275,50 @@ done:
   effml__free(ctx, sc);
   effml__free(ctx, pr);
   return st;
+}
+
+effml_status effml_cascade_set_stage_calibration(effml_context *ctx, effml_cascade *cascade,
+                                                 int32_t stage, const effml_calibrator *cal) {
+  EFFML__ENTER(ctx);
+  static const char fn[] = "effml_cascade_set_stage_calibration";
+  EFFML__CHECK_NULL(ctx, cascade);
+  if (stage < 0 || stage >= cascade->num_stages)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: stage=%d is outside [0, %d)", fn, (int)stage,
+                      (int)cascade->num_stages);
+  effml__cascade_stage *s = &cascade->stages[stage];
+  if (!cal) {
+    effml__free(cascade->ctx, s->cal);
+    s->cal = NULL;
+    return EFFML_OK;
+  }
+  const int64_t K = cascade->num_classes, np = effml_calibration_num_params(cal);
+  const int32_t method = effml_calibration_method(cal);
+  if (method == EFFML_CALIBRATION_CORRECTNESS_AWARE)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: a correctness-aware calibrator needs per-sample view features, which a "
+                      "cascade stage does not have; calibrate such logits before adding them",
+                      fn);
+  if ((method == EFFML_CALIBRATION_VECTOR && np != 2 * K) ||
+      (method == EFFML_CALIBRATION_TEMPERATURE && np != 1))
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "%s: the calibrator was made for %lld classes, the cascade has %lld", fn,
+                      (long long)(method == EFFML_CALIBRATION_VECTOR ? np / 2 : 0), (long long)K);
+  double *ab = (double *)effml__alloc_or_err(cascade->ctx, (size_t)(2 * K) * sizeof(double),
+                                             "stage calibration");
+  if (!ab) return EFFML_E_NOMEM;
+  effml_status st = EFFML_OK;
+  if (method == EFFML_CALIBRATION_TEMPERATURE) {
+    double T = 1.0;
+    st = effml_calibration_get_params(ctx, cal, &T);
+    for (int64_t k = 0; k < K; ++k) ab[k] = 1.0 / T, ab[K + k] = 0.0;
+  } else {
+    st = effml_calibration_get_params(ctx, cal, ab);
+  }
+  if (st != EFFML_OK) {
+    effml__free(cascade->ctx, ab);
+    return st;
+  }
+  effml__free(cascade->ctx, s->cal);
+  s->cal = ab;
+  return EFFML_OK;
 }

@@ -17,6 +17,7 @@ typedef struct effml__cascade_stage {
   int32_t rule;               /* EFFML_CASCADE_EXIT_* */
   double a, b;                /* threshold (a) or window [a, b] */
   double tau;                 /* calibrated task threshold, NaN if none */
+  double *cal;                /* NULL, or [2K] probability calibration z' = cal[k] z + cal[K + k] */
   int32_t route;              /* 1: exits decided on the routing score with (ra, rb) */
   double ra, rb;              /* the rule's bounds in routing-score space */
 } effml__cascade_stage;
@@ -74,6 +75,7 @@ typedef struct effml__stage_block {
   int32_t aggregation;
   double temperature;
   int32_t m;          /* members aggregated after this stage (>= 1) */
+  const double *cal;  /* NULL, or [2K] affine calibration applied to every logit read */
   int32_t route;      /* 1: score[j] = the routing score, pred[j] = argmax logit; acc,
                        * sacc untouched (MSP stages with one member only) */
   double *acc;        /* [rows, K] */

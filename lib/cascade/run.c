@@ -165,6 +165,7 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
     b.aggregation = c->aggregation;
     b.temperature = c->temperature;
     b.m = m + 1;
+    b.cal = s->cal;
     b.acc = ws->acc;
     b.sacc = ws->sacc;
     b.score = ws->score_c;

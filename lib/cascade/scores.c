@@ -12,7 +12,9 @@
 /* Logit k of row j as double. */
 static inline double logit_at(const effml__stage_block *b, int64_t r, int64_t k) {
   int64_t off = r * b->rs + k * b->cs;
-  return b->is_f64 ? ((const double *)b->base)[off] : (double)((const float *)b->base)[off];
+  const double v =
+      b->is_f64 ? ((const double *)b->base)[off] : (double)((const float *)b->base)[off];
+  return b->cal ? b->cal[k] * v + b->cal[b->K + k] : v;
 }
 
 void effml__probs_score(const double *psum, int64_t K, double scale, int32_t score_kind,
@@ -190,7 +192,10 @@ static inline void load_row(const effml__stage_block *b, int64_t r, double *zb) 
     for (int64_t k = 0; k < K; ++k) zb[k] = z[k];
   } else {
     for (int64_t k = 0; k < K; ++k) zb[k] = logit_at(b, r, k);
+    return; /* logit_at applied the calibration */
   }
+  if (b->cal)
+    for (int64_t k = 0; k < K; ++k) zb[k] = b->cal[k] * zb[k] + b->cal[K + k];
 }
 
 /* One row: z holds the logits (zb copy, or NULL to read in place for large K). */
@@ -255,7 +260,7 @@ int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t en
     for (int64_t j = begin; j < end; ++j) {
       const int64_t r = b->row_index ? b->row_index[j] : j;
       double v;
-      if (!b->is_f64 && b->cs == 1) {
+      if (!b->is_f64 && b->cs == 1 && !b->cal) { /* raw f32 rows; calibrated rows go via load_row */
         v = route_score_f32((const float *)b->base + r * b->rs, b->K, &b->pred[j]);
       } else {
         load_row(b, r, zb);

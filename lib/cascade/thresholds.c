@@ -202,6 +202,7 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
     b.aggregation = cascade->aggregation;
     b.temperature = cascade->temperature;
     b.m = m + 1;
+    b.cal = cascade->stages[m].cal;
     b.acc = acc;
     b.sacc = sacc;
     b.score = sc;

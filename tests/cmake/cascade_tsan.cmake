@@ -2,13 +2,14 @@
 # cascade is run from several threads at once, each with its own workspace).
 # TSan cannot be combined with ASan, so this target exists only in builds
 # without EFFML_SANITIZE.  It compiles the library sources the cascade needs
-# (core, tensor, cascade) directly with -fsanitize=thread, so the library's
+# (core, tensor, cascade, calibration) directly with -fsanitize=thread, so the library's
 # own threads (effml__parallel_for) are instrumented too.
 if(NOT EFFML_SANITIZE AND CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
   file(GLOB _cascade_tsan_lib CONFIGURE_DEPENDS
        ${PROJECT_SOURCE_DIR}/lib/core/*.c
        ${PROJECT_SOURCE_DIR}/lib/tensor/*.c
-       ${PROJECT_SOURCE_DIR}/lib/cascade/*.c)
+       ${PROJECT_SOURCE_DIR}/lib/cascade/*.c
+       ${PROJECT_SOURCE_DIR}/lib/calibration/*.c)
   add_executable(test_cascade_threads_tsan
                  ${CMAKE_CURRENT_SOURCE_DIR}/test_cascade_threads.c
                  ${CMAKE_CURRENT_SOURCE_DIR}/testutil.c ${_cascade_tsan_lib})
