@@ -778,6 +778,7 @@ static void plots(const config *cfg, const char *chosen) {
           "set terminal png size 1300,560\n"
           "set output 'loss_curves.png'\n"
           "set style data lines; set xrange [*:*]; set yrange [*:*]; set xtics auto; unset bmargin\n"
+          "set format x '%%.0s%%c'\n"
           "set key outside bottom center horizontal maxrows 2 noopaque nobox\n"
           "set multiplot layout 1,2 title 'Upsample vs upweight on the long tail (T = 3): mean cross-entropy, head = classes 0-4, tail = 5-9'\n"
           "set xlabel 'training rows seen'; set ylabel 'training loss (whole long-tailed set)'\n"
@@ -794,6 +795,7 @@ static void plots(const config *cfg, const char *chosen) {
   fprintf(f,
           "set terminal png size 1500,520\n"
           "set output 'reliability.png'\n"
+          "set format x '%%g'\n"
           "set multiplot layout 1,3 title 'Reliability of cascade member 1 on test (15 bins; numbers = samples per bin)'\n"
           "set xrange [0:1]; set yrange [0:1.1]; set xlabel 'confidence (max softmax)'; set ylabel 'accuracy'\n"
           "set style fill solid 0.6 border -1; set boxwidth 1.0/15 absolute; set key inside top left nobox noopaque\n"
