@@ -682,6 +682,30 @@ START_TEST(test_cluster_centroids) {
 }
 END_TEST
 
+static effml_tensor *make_y_counts(effml_context *ctx, const int64_t *counts, int64_t nc) {
+  int64_t n = 0;
+  for (int64_t c = 0; c < nc; ++c) n += counts[c];
+  effml_tensor *y = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  int64_t *p = (int64_t *)effml_tensor_data(y), r = 0;
+  for (int64_t c = 0; c < nc; ++c)
+    for (int64_t i = 0; i < counts[c]; ++i) p[r++] = c;
+  return y;
+}
+
+static effml_tensor *make_x(effml_context *ctx, int64_t n, int64_t d, uint64_t seed) {
+  int64_t s[2] = {n, d};
+  effml_tensor *x = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, s, &x), EFFML_OK);
+  double *p = (double *)effml_tensor_data(x);
+  uint64_t z = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (int64_t i = 0; i < n * d; ++i) {
+    z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+    p[i] = (double)(z >> 11) * 0x1.0p-53;
+  }
+  return x;
+}
+
 /* ---- over-samplers: SVM-SMOTE, KMeans-SMOTE, SMOTEN ---- */
 
 /* k nearest rows of class `cl` to row i (brute force, self excluded, ties by index). */
@@ -908,6 +932,98 @@ START_TEST(test_smoten) {
 }
 END_TEST
 
+/* Bad inputs for every sampler added here: one class, NaN, an impossible
+ * strategy, a class smaller than k + 1: clear errors, outputs untouched. */
+static int dummy_proba(void *u, const double *a, const int64_t *b, int64_t c, const double *d,
+                       int64_t e, int64_t f, const int64_t *g, int64_t h, double *p) {
+  (void)u; (void)a; (void)b; (void)c; (void)d; (void)f; (void)g;
+  for (int64_t i = 0; i < e * h; ++i) p[i] = 1.0 / (double)h;
+  return 0;
+}
+
+START_TEST(test_bad_inputs_all_new) {
+  effml_context *ctx = tu_ctx(0);
+  const int32_t methods[] = {EFFML_SAMPLER_RESAMPLE_NEARMISS, EFFML_SAMPLER_RESAMPLE_RENN,
+                             EFFML_SAMPLER_RESAMPLE_ALLKNN, EFFML_SAMPLER_RESAMPLE_NCL,
+                             EFFML_SAMPLER_RESAMPLE_CNN, EFFML_SAMPLER_RESAMPLE_OSS,
+                             EFFML_SAMPLER_RESAMPLE_SMOTEENN, EFFML_SAMPLER_RESAMPLE_SMOTETOMEK,
+                             EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS, EFFML_SAMPLER_RESAMPLE_IHT,
+                             EFFML_SAMPLER_RESAMPLE_SVMSMOTE, EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE,
+                             EFFML_SAMPLER_RESAMPLE_SMOTEN};
+  int64_t sv[3] = {0, 20, 21};
+  for (size_t m = 0; m < sizeof methods / sizeof methods[0]; ++m) {
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = methods[m];
+    o.proba_fn = dummy_proba;
+    o.cv = 2;
+    o.n_support = 3;
+    o.support_indices = sv;
+    const int over = methods[m] == EFFML_SAMPLER_RESAMPLE_SMOTEENN ||
+                     methods[m] == EFFML_SAMPLER_RESAMPLE_SMOTETOMEK ||
+                     methods[m] == EFFML_SAMPLER_RESAMPLE_SVMSMOTE ||
+                     methods[m] == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE ||
+                     methods[m] == EFFML_SAMPLER_RESAMPLE_SMOTEN;
+    effml_tensor *sentinel = (effml_tensor *)&o;
+    effml_tensor *xr = sentinel, *yr = sentinel;
+    /* one class */
+    int64_t c1[1] = {30};
+    effml_tensor *y1 = make_y_counts(ctx, c1, 1), *x1 = make_x(ctx, 30, 3, 1);
+    ck_assert_int_eq(effml_sampler_resample(ctx, &o, x1, y1, &xr, &yr), EFFML_E_INVALID_ARG);
+    ck_assert_msg(strstr(effml_context_last_error(ctx), "class") != NULL, "%s",
+                  effml_context_last_error(ctx));
+    ck_assert_ptr_eq(xr, sentinel);
+    ck_assert_ptr_eq(yr, sentinel);
+    /* NaN */
+    int64_t c2[2] = {20, 12};
+    effml_tensor *y2 = make_y_counts(ctx, c2, 2), *x2 = make_x(ctx, 32, 3, 2);
+    ((double *)effml_tensor_data(x2))[7] = NAN;
+    ck_assert_int_eq(effml_sampler_resample(ctx, &o, x2, y2, &xr, &yr), EFFML_E_NUMERIC);
+    ck_assert(strstr(effml_context_last_error(ctx), "non-finite") != NULL);
+    ck_assert_ptr_eq(xr, sentinel);
+    ((double *)effml_tensor_data(x2))[7] = 0.25;
+    /* impossible strategy: keep / reach more (over: fewer) rows than the class has */
+    int64_t lab[1] = {1}, want[1] = {over ? 5 : 13};
+    o.sampling_strategy = EFFML_SAMPLER_STRATEGY_TARGETS;
+    o.n_targets = 1;
+    o.target_labels = lab;
+    o.target_counts = want;
+    const int clean = methods[m] == EFFML_SAMPLER_RESAMPLE_RENN ||
+                      methods[m] == EFFML_SAMPLER_RESAMPLE_ALLKNN ||
+                      methods[m] == EFFML_SAMPLER_RESAMPLE_NCL ||
+                      methods[m] == EFFML_SAMPLER_RESAMPLE_CNN ||
+                      methods[m] == EFFML_SAMPLER_RESAMPLE_OSS;
+    if (clean) { /* cleaning rules take a class list: ratio is the impossible request */
+      o.sampling_strategy = EFFML_SAMPLER_STRATEGY_RATIO;
+      o.ratio = 0.5;
+    }
+    ck_assert_int_eq(effml_sampler_resample(ctx, &o, x2, y2, &xr, &yr), EFFML_E_INVALID_ARG);
+    ck_assert_ptr_eq(xr, sentinel);
+    o.sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
+    /* over-samplers: a class smaller than k + 1 */
+    if (over) {
+      int64_t c3[2] = {20, 2};
+      effml_tensor *y3 = make_y_counts(ctx, c3, 2), *x3 = make_x(ctx, 22, 3, 3);
+      o.k_neighbors = 5;
+      int64_t sv3[2] = {0, 20};
+      o.n_support = 2;
+      o.support_indices = sv3;
+      effml_status st = effml_sampler_resample(ctx, &o, x3, y3, &xr, &yr);
+      ck_assert_msg(st == EFFML_E_INVALID_ARG || st == EFFML_E_NUMERIC, "method %d: %d",
+                    (int)methods[m], (int)st);
+      ck_assert_ptr_eq(xr, sentinel);
+      effml_tensor_free(x3);
+      effml_tensor_free(y3);
+    }
+    effml_tensor_free(x1);
+    effml_tensor_free(y1);
+    effml_tensor_free(x2);
+    effml_tensor_free(y2);
+  }
+  effml_context_free(ctx);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("sampler_under");
   TCase *tc = tcase_create("imblearn");
@@ -926,6 +1042,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_svmsmote);
   tcase_add_test(tc, test_kmeans_smote);
   tcase_add_test(tc, test_smoten);
+  tcase_add_test(tc, test_bad_inputs_all_new);
   suite_add_tcase(s, tc);
   return s;
 }
