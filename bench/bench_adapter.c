@@ -34,6 +34,7 @@
  * context uses the same number for its own loops (default 1 when unset), and
  * the Python side calls torch.set_num_threads with it.  Timings are the median
  * of --reps warm runs after one warm-up run, same data. */
+#define EFFML_EXPERIMENTAL /* effml_adapter_lora_merge_drift, effml_dst_training_flops, EFFML_SPARSE_COMPAT_FLOAT */
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>

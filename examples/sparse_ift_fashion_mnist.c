@@ -15,6 +15,7 @@
  * AdamW moments.  Training FLOPs per sample follow Sparse-IFT's accounting
  * (3·f per step, plus the dense-gradient steps of RigL).
  * BLAS threads: set OPENBLAS_NUM_THREADS.  One JSON line per variant. */
+#define EFFML_EXPERIMENTAL /* effml_adapter_lora_merge_drift, effml_dst_training_flops, EFFML_SPARSE_COMPAT_FLOAT */
 #include <effml.h>
 
 #include <stdio.h>

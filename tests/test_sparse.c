@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define EFFML_EXPERIMENTAL /* effml_adapter_lora_merge_drift, effml_dst_training_flops, EFFML_SPARSE_COMPAT_FLOAT */
 #include "testutil.h"
 
 /* ---------------- helpers ---------------- */

@@ -458,6 +458,85 @@ START_TEST(test_fit_weights) {
 }
 END_TEST
 
+
+/* The scalarization schedule is applied step by step: full-batch SGD (no state) for 4
+ * steps with Cooldown T = inf -> 1 at step 2 equals 2 steps with the "balanced" weights
+ * (= T = inf) followed by 2 unweighted steps on the same model. */
+static void sgd_model(effml_context **c2, effml_layer **m, effml_optimizer **opt) {
+  *c2 = tu_ctx(7);
+  ck_assert_int_eq(effml_layer_dense_create(*c2, 4, 3, 1, m), EFFML_OK);
+  effml_optimizer_options o;
+  effml_optimizer_options_init(&o);
+  o.algorithm = EFFML_OPTIM_SGD;
+  o.lr = 0.5;
+  o.weight_decay = 0;
+  ck_assert_int_eq(effml_optimizer_create(*c2, &o, opt), EFFML_OK);
+  ck_assert_int_eq(effml_optimizer_add_layer(*c2, *opt, *m), EFFML_OK);
+}
+
+START_TEST(test_fit_cooldown_schedule) {
+  effml_tensor *x, *y;
+  blobs(40, &x, &y);
+  float a[15], b[15];
+  effml_context *c2;
+  effml_layer *m;
+  effml_optimizer *opt;
+  /* one call, the schedule switching mid-way */
+  sgd_model(&c2, &m, &opt);
+  effml_sampler_temperature_schedule ts;
+  effml_sampler_temperature_schedule_init(&ts);
+  ts.kind = EFFML_SAMPLER_SCHEDULE_COOLDOWN;
+  ts.t_start = INFINITY;
+  ts.t_end = 1.0;
+  ts.total_steps = 4;
+  ts.switch_fraction = 0.5;
+  effml_train_options f;
+  effml_train_options_init(&f);
+  f.epochs = 4;
+  f.batch_size = 40;
+  f.scalarization = &ts;
+  f.reduction = EFFML_TRAIN_REDUCTION_MEAN;
+  ck_assert_msg(effml_train_classifier(c2, m, opt, x, y, &f, NULL) == EFFML_OK, "%s",
+                effml_context_last_error(c2));
+  memcpy(a, effml_tensor_data(effml_layer_param(m, 0)), 12 * sizeof(float));
+  memcpy(a + 12, effml_tensor_data(effml_layer_param(m, 1)), 3 * sizeof(float));
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_context_free(c2);
+  /* two calls: balanced weights, then none */
+  sgd_model(&c2, &m, &opt);
+  effml_train_options_init(&f);
+  f.epochs = 2;
+  f.batch_size = 40;
+  f.class_weight_balanced = 1;
+  f.reduction = EFFML_TRAIN_REDUCTION_MEAN;
+  ck_assert_int_eq(effml_train_classifier(c2, m, opt, x, y, &f, NULL), EFFML_OK);
+  f.class_weight_balanced = 0;
+  ck_assert_int_eq(effml_train_classifier(c2, m, opt, x, y, &f, NULL), EFFML_OK);
+  memcpy(b, effml_tensor_data(effml_layer_param(m, 0)), 12 * sizeof(float));
+  memcpy(b + 12, effml_tensor_data(effml_layer_param(m, 1)), 3 * sizeof(float));
+  ck_assert_double_le(maxdiff(a, b), 1e-5);
+  /* and it differs from balanced weights throughout */
+  f.epochs = 2;
+  f.class_weight_balanced = 1;
+  ck_assert_int_eq(effml_train_classifier(c2, m, opt, x, y, &f, NULL), EFFML_OK);
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_context_free(c2);
+  sgd_model(&c2, &m, &opt);
+  f.epochs = 4;
+  ck_assert_int_eq(effml_train_classifier(c2, m, opt, x, y, &f, NULL), EFFML_OK);
+  memcpy(b, effml_tensor_data(effml_layer_param(m, 0)), 12 * sizeof(float));
+  memcpy(b + 12, effml_tensor_data(effml_layer_param(m, 1)), 3 * sizeof(float));
+  ck_assert_double_ge(maxdiff(a, b), 1e-3);
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_context_free(c2);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("train_weighted");
   TCase *tc = tcase_create("weighted");
@@ -468,6 +547,7 @@ int main(void) {
   tcase_add_test(tc, test_class_weights);
   tcase_add_test(tc, test_scalarization_expected_gradient);
   tcase_add_test(tc, test_fit_weights);
+  tcase_add_test(tc, test_fit_cooldown_schedule);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

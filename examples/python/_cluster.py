@@ -10,7 +10,8 @@ def parser(description):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="512MiB", help="per LocalCluster worker")
     p.add_argument("--gb", type=float, default=2.0, help="data size in GB (float64)")
-    p.add_argument("--chunk-mb", type=float, default=64.0)
+    p.add_argument("--chunk-mb", type=float, default=16.0,
+                   help="partition size; 64 MB partitions overran 512 MiB workers here")
     p.add_argument("--seed", type=int, default=0)
     return p
 

@@ -258,7 +258,7 @@ EFFML_API double effml_adapter_lora_scaling(const effml_layer *layer);
  * W <- (m / ||W + s B A||_row) .* (W + s B A), the norm kept for unmerge.
  * Forward then costs one GEMM.  Unmerge subtracts the same product.  A
  * merged DoRA or dropout layer refuses EFFML_LAYER_MODE_TRAIN (EFFML_E_STATE).  f32 rounding makes merge+unmerge inexact:
- * effml_adapter_lora_merge_drift() measures it.
+ * effml_adapter_lora_merge_drift() (experimental tier) measures it.
  * @return EFFML_E_STATE (already merged / not merged), EFFML_E_INVALID_ARG (not LoRA),
  *         EFFML_E_UNSUPPORTED (lora_bias on a base without bias: nothing to merge it into),
  *         EFFML_E_NOMEM (DoRA).
@@ -276,7 +276,9 @@ EFFML_API int32_t effml_adapter_lora_is_merged(const effml_layer *layer);
 EFFML_API effml_status effml_adapter_lora_set_dropout(effml_context *ctx, effml_layer *layer, double p);
 /** The training dropout p of a LoRA layer (0 if not LoRA). */
 EFFML_API double effml_adapter_lora_dropout(const effml_layer *layer);
+#ifdef EFFML_EXPERIMENTAL
 /**
+ * [experimental tier: define EFFML_EXPERIMENTAL; version node EFFML_EXPERIMENTAL_0.2]
  * Run `cycles` merge/unmerge cycles on a copy of the base weight and report
  * max |W_after - W_before| (absolute) and that divided by max |W_before|.
  * The layer is not modified.  @return EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
@@ -284,6 +286,7 @@ EFFML_API double effml_adapter_lora_dropout(const effml_layer *layer);
 EFFML_API effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_layer *layer,
                                               int64_t cycles, double *max_abs_error,
                                               double *max_rel_error);
+#endif /* EFFML_EXPERIMENTAL */
 
 /**
  * Create a GPT-2 `Conv1D` layer (kind "conv1d", HF transformers

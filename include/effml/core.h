@@ -4,6 +4,13 @@
  *        (allocator hooks, thread count, random generator, log callback, last
  *        error message).
  *
+ * Two tiers, as zstd has: the stable API, and an experimental tier of
+ * research knobs (merge-drift measurement, reference-rounding compatibility
+ * flags, DST FLOP accounting) that a program sees only when it defines
+ * `EFFML_EXPERIMENTAL` before including effml.h.  Experimental symbols live
+ * in their own version node (`EFFML_EXPERIMENTAL_0.2`) and may change or go
+ * in any release; the stable ones follow docs/ABI.md.
+ *
  * `EFFML_API` marks every exported function.  Vendored or static builds may
  * define it before including any libeffml header (for example to nothing).
  *

@@ -69,8 +69,10 @@ EFFML_BEGIN_DECLS
 #define EFFML_SPARSE_WIDEN_IN 1u
 #define EFFML_SPARSE_WIDEN_OUT 2u
 
-/** Sizing flag: reproduce the reference code's float rounding (e.g. 577 instead of 576). */
+#ifdef EFFML_EXPERIMENTAL
+/** [experimental tier] Sizing flag: reproduce the reference code's float rounding (e.g. 577 instead of 576). */
 #define EFFML_SPARSE_COMPAT_FLOAT 1u
+#endif
 
 /**
  * Options of the sparse layer constructors.  Fill with
@@ -406,7 +408,9 @@ EFFML_API int64_t effml_dst_updates(const effml_dst *dst);
 /** Drop fraction α(t) that an update at step t would use (0 outside (begin, end)). */
 EFFML_API double effml_dst_drop_fraction(const effml_dst *dst, int64_t step);
 
+#ifdef EFFML_EXPERIMENTAL
 /**
+ * [experimental tier: define EFFML_EXPERIMENTAL; version node EFFML_EXPERIMENTAL_0.2]
  * Average training FLOPs per sample-step of a RigL run (Sparse-IFT
  * relative_flops_utils): during the update phase
  * (3·f_s·ΔT + 2·f_s + f_D)/(ΔT + 1), afterwards 3·f_s, weighted by
@@ -418,6 +422,7 @@ EFFML_API double effml_dst_drop_fraction(const effml_dst *dst, int64_t step);
 EFFML_API effml_status effml_dst_training_flops(effml_context *ctx, double fwd_sparse,
                                                 double fwd_dense, int64_t delta_t,
                                                 double end_fraction, double *flops);
+#endif /* EFFML_EXPERIMENTAL */
 
 EFFML_END_DECLS
 

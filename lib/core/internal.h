@@ -14,6 +14,10 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* The library implements both tiers. */
+#ifndef EFFML_EXPERIMENTAL
+#  define EFFML_EXPERIMENTAL 1
+#endif
 #include "effml.h"
 
 #if defined(__GNUC__) || defined(__clang__)

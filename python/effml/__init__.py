@@ -30,7 +30,7 @@ from ._core import Context, thread_context
 from ._errors import (EffmlError, InvalidArgumentError, ShapeError, DtypeError,
                       OutOfMemoryError, EffmlIOError, FormatError, NumericError,
                       UnsupportedError, NotFoundError, SizeOverflowError, StateError,
-                      RangeError)
+                      RangeError, CancelledError)
 from ._lib import LibraryNotFoundError, LibraryVersionError
 
 _lib.lib()  # load now: a missing or mismatched library fails at import
@@ -58,5 +58,5 @@ def isa_level():
 __all__ = ["Context", "thread_context", "EffmlError", "InvalidArgumentError", "ShapeError",
            "DtypeError", "OutOfMemoryError", "EffmlIOError", "FormatError", "NumericError",
            "UnsupportedError", "NotFoundError", "SizeOverflowError", "StateError",
-           "RangeError", "LibraryNotFoundError", "LibraryVersionError", "library_version",
+           "RangeError", "CancelledError", "LibraryNotFoundError", "LibraryVersionError", "library_version",
            "library_path", "isa_level", "__version__"]

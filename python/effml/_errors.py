@@ -22,6 +22,9 @@ EFFML_E_NOT_FOUND      -9          NotFoundError (KeyError)
 EFFML_E_OVERFLOW       -10         SizeOverflowError (ValueError, OverflowError)
 EFFML_E_STATE          -11         StateError (RuntimeError)
 EFFML_E_RANGE          -12         RangeError (ValueError, IndexError)
+EFFML_E_CANCELLED      -13         CancelledError (RuntimeError): the call was
+                                   stopped by the context's progress callback
+                                   or cancel flag
 EFFML_E_CANCELLED      -13         CancelledError (RuntimeError): the
                                    context's progress callback or cancel
                                    request stopped the call
@@ -106,6 +109,10 @@ class StateError(EffmlError, RuntimeError):
 
 class RangeError(EffmlError, ValueError, IndexError):
     """An index or label is out of range."""
+
+
+class CancelledError(EffmlError, RuntimeError):
+    """The call was stopped by the context's progress callback or cancel request."""
 
 
 class CancelledError(EffmlError, RuntimeError):

@@ -11,8 +11,24 @@ from . import _lib
 
 
 def isa_level():
-    """SIMD level string the library's kernels use (e.g. "avx2"), or None if unknown."""
-    return None
+    """SIMD level the library's own kernels dispatch to on this CPU ("portable",
+    "avx2", "avx512"), or None when the library has no ISA query."""
+    if not _lib.has("effml_core_isa_level"):
+        return None
+    return _lib.fn("effml_core_isa_name")(_lib.fn("effml_core_isa_level")()).decode()
+
+
+def library_structs():
+    """Names of every public option struct the loaded library knows (None if it cannot say)."""
+    if not _lib.has("effml_core_struct_name"):
+        return None
+    out, i, f = [], 0, _lib.fn("effml_core_struct_name")
+    while True:
+        n = f(i)
+        if n is None:
+            return out
+        out.append(n.decode())
+        i += 1
 
 
 def mirrored_structs():
@@ -21,6 +37,7 @@ def mirrored_structs():
     from ._sampler_base import ResampleOptions
     from .coreset import LeverageOptions
     from .mixture import TemperatureSchedule
+    from .nn import OptimizerOptions, TrainOptions
     from .selective import CascadeCalibrationOptions, CascadeOptions
     return {
         "effml_context_options": (ContextOptions, "effml_context_options_init"),
@@ -30,11 +47,24 @@ def mirrored_structs():
         "effml_cascade_options": (CascadeOptions, "effml_cascade_options_init"),
         "effml_cascade_threshold_options": (CascadeCalibrationOptions,
                                               "effml_cascade_threshold_options_init"),
+        "effml_optimizer_options": (OptimizerOptions, "effml_optimizer_options_init"),
+        "effml_train_options": (TrainOptions, "effml_train_options_init"),
     }
 
 
 def c_struct_size(name):
-    """sizeof(struct ``name``) as the loaded library reports it (its _init's struct_size)."""
+    """sizeof(struct ``name``) as the loaded library reports it.
+
+    ``effml_core_struct_size`` when the library has it, else the struct_size
+    its ``_init`` writes.
+    """
+    if _lib.has("effml_core_struct_size"):
+        return _lib.fn("effml_core_struct_size")(name.encode())
+    return init_struct_size(name)
+
+
+def init_struct_size(name):
+    """The ``struct_size`` the struct's ``_init`` function writes."""
     cls, init = mirrored_structs()[name]
     buf = (ctypes.c_char * 4096)()
     _lib.fn(init)(ctypes.addressof(buf))

@@ -61,6 +61,11 @@ PROTOTYPES = {
     "effml_context_set_num_threads": (_ST, [_P, c_int32]),
     "effml_context_set_seed": (None, [_P, c_uint64]),
     "effml_context_random_u64": (c_uint64, [_P]),
+    # introspection (0.2)
+    "effml_core_isa_level": (c_int32, []),
+    "effml_core_isa_name": (c_char_p, [c_int32]),
+    "effml_core_struct_size": (c_size_t, [c_char_p]),
+    "effml_core_struct_name": (c_char_p, [c_int32]),
     # tensors
     "effml_tensor_dtype_size": (c_size_t, [c_int32]),
     "effml_tensor_dtype_name": (c_char_p, [c_int32]),
@@ -102,6 +107,9 @@ PROTOTYPES = {
     "effml_sampler_resample_plan": (_ST, [_P, _P, _P, _P, _PP, _PP, _PP]),
     "effml_sampler_resample_apply": (_ST, [_P, _P, _P, _P, _P, _P, _PP, _PP]),
     "effml_sampler_resample": (_ST, [_P, _P, _P, _P, _PP, _PP]),
+    "effml_sampler_resample_into": (_ST, [_P, _P, _P, _P, _P, _P, _I64]),
+    "effml_sampler_knn_into": (_ST, [_P, _P, _P, c_int64, _P, _P]),
+    "effml_sampler_leverage_scores_into": (_ST, [_P, _P, _P, _P]),
     # samplers: temperature / mixtures
     "effml_sampler_temperature_probs": (_ST, [_P, _D, c_int64, c_double, _D]),
     "effml_sampler_temperature_probs_alpha": (_ST, [_P, _D, c_int64, c_double, _D]),

@@ -75,6 +75,15 @@ RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_IHT = 18, 19
 RESAMPLE_SVMSMOTE, RESAMPLE_KMEANS_SMOTE, RESAMPLE_SMOTEN = 20, 21, 22
 
 
+#: ``effml_sampler_proba_fn``: (user_data, x_train, y_train, n_train, x_test, n_test,
+#: n_features, classes, n_classes, proba) -> int
+PROBA_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_double),
+                            ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                            ctypes.POINTER(ctypes.c_double), ctypes.c_int64, ctypes.c_int64,
+                            ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
+                            ctypes.POINTER(ctypes.c_double))
+
+
 class ResampleOptions(ctypes.Structure):
     """Mirror of ``effml_sampler_resample_options`` (include/effml/sampler.h)."""
 
@@ -90,12 +99,12 @@ class ResampleOptions(ctypes.Structure):
                 ("categorical_features", ctypes.POINTER(ctypes.c_int64)),
                 ("version", ctypes.c_int32), ("allow_minority", ctypes.c_int32),
                 ("n_neighbors_ver3", ctypes.c_int64), ("max_iter", ctypes.c_int64),
-                ("threshold_cleaning", ctypes.c_double),
-                ("n_seeds_S", ctypes.c_int64), ("voting", ctypes.c_int32),
-                ("reserved0", ctypes.c_int32), ("kmeans_n_init", ctypes.c_int64),
-                ("kmeans_max_iter", ctypes.c_int64), ("kmeans_tol", ctypes.c_double),
-                ("proba_fn", ctypes.c_void_p), ("proba_user_data", ctypes.c_void_p),
-                ("cv", ctypes.c_int64), ("n_support", ctypes.c_int64),
+                ("threshold_cleaning", ctypes.c_double), ("n_seeds_S", ctypes.c_int64),
+                ("voting", ctypes.c_int32), ("reserved0", ctypes.c_int32),
+                ("kmeans_n_init", ctypes.c_int64), ("kmeans_max_iter", ctypes.c_int64),
+                ("kmeans_tol", ctypes.c_double), ("proba_fn", PROBA_FN),
+                ("proba_user_data", ctypes.c_void_p), ("cv", ctypes.c_int64),
+                ("n_support", ctypes.c_int64),
                 ("support_indices", ctypes.POINTER(ctypes.c_int64)),
                 ("out_step", ctypes.c_double), ("n_clusters", ctypes.c_int64),
                 ("cluster_balance_threshold", ctypes.c_double),
@@ -242,6 +251,14 @@ class BaseSampler(_Base):
         labels = _Labels(ya)
         self._resolve(labels, X, fit_only=True)
         return self
+
+    def _check(self, ctx, st, fname):
+        """ctx.check, but an exception raised in a Python callback wins (re-raised)."""
+        pend = getattr(self, "_pending", None)
+        if pend:
+            self._pending = []
+            raise pend[0]
+        ctx.check(st, fname)
 
     def fit_resample(self, X, y):
         """Resample the data set.
@@ -394,24 +411,54 @@ class BaseSampler(_Base):
         with Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(labels.c)
             pb, pn, ps = s.out(), s.out(), s.out()
-            ctx.check(_lib.fn("effml_sampler_resample_plan")(ctx.handle, byref(opt), tx, ty,
-                                                     byref(pb), byref(pn), byref(ps)),
-                      "effml_sampler_resample_plan")
+            self._check(ctx, _lib.fn("effml_sampler_resample_plan")(
+                ctx.handle, byref(opt), tx, ty, byref(pb), byref(pn), byref(ps)),
+                "effml_sampler_resample_plan")
             return s.adopt(pb)
 
     def _generate(self, ctx, opt, X, labels):
         xa = self._x_float(X)
-        with Scope(ctx) as s:
-            tx, ty = s.wrap(xa), s.wrap(labels.c)
-            px, py = s.out(), s.out()
-            ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
-                                                byref(px), byref(py)), "effml_sampler_resample")
-            xr = s.adopt(px)
-            yr = s.adopt(py)
+        if _lib.has("effml_sampler_resample_into") and \
+                self._method not in (RESAMPLE_SMOTENC, RESAMPLE_CLUSTER_CENTROIDS):
+            xr, yr = self._generate_into(ctx, opt, xa, labels)
+        else:
+            with Scope(ctx) as s:
+                tx, ty = s.wrap(xa), s.wrap(labels.c)
+                px, py = s.out(), s.out()
+                ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
+                                                            byref(px), byref(py)),
+                          "effml_sampler_resample")
+                xr = s.adopt(px)
+                yr = s.adopt(py)
         yr = labels.from_c(yr)
         if not labels.encoded and yr.dtype != labels.y.dtype:
             yr = yr.astype(labels.y.dtype)
         return xr, yr
+
+    def _generate_into(self, ctx, opt, xa, labels):
+        """Resample into numpy arrays allocated here (the C call writes the rows once)."""
+        n, d = xa.shape
+        gen = getattr(self, "sampling_strategy_", {}) or {}
+        cap = n + sum(gen.values()) if self._sampling_type == "over-sampling" else n
+        if self._method == RESAMPLE_ADASYN:  # rint per row: up to half a row more per row
+            counts = labels.counts()
+            cap += sum(counts[c] for c in gen) // 2 + 1
+        f = _lib.fn("effml_sampler_resample_into")
+        for _ in range(2):
+            xo = np.empty((cap, d), dtype=xa.dtype)
+            yo = np.empty(cap, dtype=labels.c.dtype)
+            n_out = ctypes.c_int64(0)
+            with Scope(ctx) as s:
+                tx, ty = s.wrap(xa), s.wrap(labels.c)
+                st = f(ctx.handle, byref(opt), tx, ty, s.wrap(xo, True), s.wrap(yo, True),
+                       byref(n_out))
+            if st == -2 and n_out.value > cap:  # EFFML_E_SHAPE: too small; size reported
+                cap = n_out.value
+                continue
+            self._check(ctx, st, "effml_sampler_resample_into")
+            m = n_out.value
+            return (xo, yo) if m == cap else (xo[:m], yo[:m])
+        raise RuntimeError("effml_sampler_resample_into: output size changed between calls")
 
 
 def _take_rows(X, idx):

@@ -1,9 +1,14 @@
-"""Drop-in replacements for ``imblearn.combine``: SMOTE followed by a cleaning
-rule (Batista, Prati & Monard, SIGKDD Explorations 6(1), 2004).
+"""Drop-in replacements for ``imblearn.combine``: SMOTE followed by cleaning.
 
-The result equals SMOTE with the same parameters and ``random_state``
-followed by ENN / Tomek links with ``sampling_strategy='all'`` on SMOTE's
-output (imblearn's defaults), computed in one C call.
+``SMOTEENN`` and ``SMOTETomek`` (Batista, Prati & Monard, SIGKDD
+Explorations 6(1), 2004) run in one C call: exactly
+:class:`effml.over_sampling.SMOTE` with the same options and seed, then
+edited nearest neighbours or Tomek links with ``sampling_strategy='all'`` on
+the resampled rows (imbalanced-learn's defaults).  ``smote``, ``enn`` and
+``tomek`` may be given as estimators: their neighbour parameters (and
+SMOTE's ``sampling_strategy`` and ``random_state``) are used; a cleaning
+estimator with another ``sampling_strategy`` than 'all' is refused rather
+than silently ignored.
 """
 
 from ._errors import UnsupportedError
@@ -12,17 +17,39 @@ from ._sampler_base import RESAMPLE_SMOTEENN, RESAMPLE_SMOTETOMEK, BaseSampler, 
 __all__ = ["SMOTEENN", "SMOTETomek"]
 
 
-def _smote_k(smote):
-    if smote is None:
-        return 5
-    if type(smote).__name__ != "SMOTE" or not hasattr(smote, "k_neighbors"):
-        raise UnsupportedError("smote=%r: only None or a SMOTE object is supported" % (smote,))
-    return neighbors_k(smote.k_neighbors, "k_neighbors")
+class _Combine(BaseSampler):
+    def _smote_params(self):
+        sm = self.smote
+        if sm is None:
+            return self.sampling_strategy, self.random_state, 5
+        return (getattr(sm, "sampling_strategy", "auto"), getattr(sm, "random_state", None),
+                getattr(sm, "k_neighbors", 5))
+
+    def _options(self, labels, n_features, keep):
+        ss, rs, _ = self._smote_params()
+        saved = (self.sampling_strategy, self.random_state)
+        self.sampling_strategy, self.random_state = ss, rs
+        try:
+            return super()._options(labels, n_features, keep)
+        finally:
+            self.sampling_strategy, self.random_state = saved
+
+    def _set_options(self, opt, n_features):
+        opt.k_neighbors = neighbors_k(self._smote_params()[2], "smote.k_neighbors")
+        self._set_cleaner(opt)
 
 
-class SMOTEENN(BaseSampler):
-    """SMOTE then edited nearest neighbours (``enn``: None = ENN(sampling_strategy='all'),
-    or an EditedNearestNeighbours whose n_neighbors and kind_sel are used)."""
+class SMOTEENN(_Combine):
+    """SMOTE, then edited nearest neighbours on every class.
+
+    Parameters
+    ----------
+    sampling_strategy, random_state : of the SMOTE step (as :class:`effml.over_sampling.SMOTE`)
+    smote : None or a SMOTE estimator (its sampling_strategy, random_state, k_neighbors)
+    enn : None (ENN with n_neighbors=3, kind_sel='all') or an EditedNearestNeighbours
+        with sampling_strategy='all'
+    n_jobs : threads of the neighbour searches
+    """
 
     _method = RESAMPLE_SMOTEENN
 
@@ -34,19 +61,26 @@ class SMOTEENN(BaseSampler):
         self.enn = enn
         self.n_jobs = n_jobs
 
-    def _set_options(self, opt, n_features):
-        opt.k_neighbors = _smote_k(self.smote)
-        if self.enn is None:
+    def _set_cleaner(self, opt):
+        enn = self.enn
+        if enn is None:
             opt.n_neighbors, opt.kind_sel = 3, 0
-        elif type(self.enn).__name__ == "EditedNearestNeighbours":
-            opt.n_neighbors = neighbors_k(self.enn.n_neighbors, "n_neighbors")
-            opt.kind_sel = 1 if self.enn.kind_sel == "mode" else 0
-        else:
-            raise UnsupportedError("enn=%r: only None or EditedNearestNeighbours" % (self.enn,))
+            return
+        if getattr(enn, "sampling_strategy", "all") != "all":
+            raise UnsupportedError("SMOTEENN(enn=...) needs sampling_strategy='all' on the ENN")
+        opt.n_neighbors = neighbors_k(getattr(enn, "n_neighbors", 3), "enn.n_neighbors")
+        kind = getattr(enn, "kind_sel", "all")
+        opt.kind_sel = {"all": 0, "mode": 1}.get(kind, -1)
+        if opt.kind_sel < 0:
+            raise UnsupportedError("enn.kind_sel=%r" % (kind,))
 
 
-class SMOTETomek(BaseSampler):
-    """SMOTE then Tomek links (``tomek``: None or a TomekLinks object)."""
+class SMOTETomek(_Combine):
+    """SMOTE, then removal of Tomek links between any classes.
+
+    Parameters as :class:`SMOTEENN`, with ``tomek`` None or a TomekLinks
+    with sampling_strategy='all'.
+    """
 
     _method = RESAMPLE_SMOTETOMEK
 
@@ -58,7 +92,6 @@ class SMOTETomek(BaseSampler):
         self.tomek = tomek
         self.n_jobs = n_jobs
 
-    def _set_options(self, opt, n_features):
-        opt.k_neighbors = _smote_k(self.smote)
-        if self.tomek is not None and type(self.tomek).__name__ != "TomekLinks":
-            raise UnsupportedError("tomek=%r: only None or TomekLinks" % (self.tomek,))
+    def _set_cleaner(self, opt):
+        if self.tomek is not None and getattr(self.tomek, "sampling_strategy", "all") != "all":
+            raise UnsupportedError("SMOTETomek(tomek=...) needs sampling_strategy='all'")

@@ -222,7 +222,8 @@ def _resolve_targets(est, labels, counts, kind):
 
 # ---------------------------------------------------------------- SMOTE
 
-def _gather_rows(X, y, classes, kind):
+def _gather_rows(X, y, classes, kind, extra=None):
+    """Rows of ``classes`` (and at most one row per partition of class ``extra``)."""
     import dask
     parts = []
     if kind == "array":
@@ -230,17 +231,19 @@ def _gather_rows(X, y, classes, kind):
     else:
         xb, yb = X.to_delayed(), y.to_delayed()
     for a, b in zip(xb, yb):
-        parts.append(dask.delayed(_select)(a, b, classes))
+        parts.append(dask.delayed(_select)(a, b, classes, extra))
     got = dask.compute(*parts)
     xs = [g[0] for g in got if len(g[1])]
     ys = [g[1] for g in got if len(g[1])]
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _select(xb, yb, classes):
+def _select(xb, yb, classes, extra=None):
     xa = xb.to_numpy() if hasattr(xb, "to_numpy") else np.asarray(xb)
     ya = yb.to_numpy() if hasattr(yb, "to_numpy") else np.asarray(yb)
     keep = np.isin(ya, classes)
+    if extra is not None:
+        keep[np.flatnonzero(ya == extra)[:1]] = True
     return np.ascontiguousarray(xa[keep], dtype=np.float64), ya[keep]
 
 
@@ -263,7 +266,8 @@ class SMOTE(_SMOTE):
     dask DataFrame and Series partitioned alike, and returns the same kind:
     the original partitions, then the synthetic rows as new partitions
     (imblearn's order: originals first, then one block per class in label
-    order).  Class counts equal the single-machine SMOTE's.
+    order).  Class counts equal the single-machine SMOTE's.  After a call,
+    ``gathered_rows_`` is the number of rows brought to the client.
     """
 
     def __init__(self, *, sampling_strategy="auto", random_state=None, k_neighbors=5,
@@ -296,13 +300,14 @@ class SMOTE(_SMOTE):
         # The targeted classes' rows, plus one row of another class when only one class is
         # targeted (the C planner needs two classes; that row is never interpolated).
         others = [c for c in labels.tolist() if c not in targets]
-        gather = targets + ([others[0]] if len(targets) == 1 and others else [])
-        xg, yg = _gather_rows(X, y, np.array(gather), kind)
-        if len(gather) > len(targets):  # keep a single row of the extra class
+        extra = others[0] if len(targets) == 1 and others else None
+        xg, yg = _gather_rows(X, y, np.array(targets), kind, extra)
+        if extra is not None:  # keep a single row of the extra class
             extra = np.flatnonzero(yg == others[0])[1:]
             keep = np.ones(len(yg), bool)
             keep[extra] = False
             xg, yg = xg[keep], yg[keep]
+        self.gathered_rows_ = len(yg)
         single = _SMOTE(sampling_strategy={c: int(np.sum(yg == c)) + gen[c] for c in targets},
                         random_state=self.random_state, k_neighbors=self.k_neighbors,
                         n_jobs=self.n_jobs)

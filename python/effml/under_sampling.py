@@ -17,15 +17,12 @@ Wilson, "Asymptotic properties of nearest neighbor rules using edited
 data", IEEE Trans. SMC 2 (1972).
 """
 
-import ctypes
-
-import numpy as np
-
 from ._errors import UnsupportedError, InvalidArgumentError
-from ._sampler_base import (RESAMPLE_ALLKNN, RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_CNN,
+from ._sampler_base import (PROBA_FN, RESAMPLE_ALLKNN, RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_CNN,
                             RESAMPLE_ENN, RESAMPLE_IHT, RESAMPLE_NCL, RESAMPLE_NEARMISS,
-                            RESAMPLE_OSS, RESAMPLE_RANDOM_UNDER, RESAMPLE_RENN, RESAMPLE_TOMEK,
-                            BaseSampler, neighbors_k)
+                            RESAMPLE_OSS,
+                            RESAMPLE_RANDOM_UNDER, RESAMPLE_RENN, RESAMPLE_TOMEK, BaseSampler,
+                            neighbors_k)
 
 __all__ = ["RandomUnderSampler", "TomekLinks", "EditedNearestNeighbours", "NearMiss",
            "RepeatedEditedNearestNeighbours", "AllKNN", "NeighbourhoodCleaningRule",
@@ -265,21 +262,7 @@ class NeighbourhoodCleaningRule(BaseSampler):
         opt.threshold_cleaning = float(self.threshold_cleaning)
 
 
-class CondensedNearestNeighbour(BaseSampler):
-    """Condensed nearest neighbour (Hart, IEEE Trans. Inf. Theory 14, 1968).
-
-    Per targeted class: start from the minority rows and ``n_seeds_S`` random
-    rows of the class; class rows the ``n_neighbors``-NN vote misclassifies
-    join, in passes until one adds nothing (imblearn 0.10 stops after one
-    pass), so the kept set classifies every class row correctly.  Seeds are
-    drawn without replacement.
-
-    Parameters: sampling_strategy, random_state, n_neighbors (default None = 1),
-    n_seeds_S (default 1), n_jobs.
-    Attributes: ``sampling_strategy_``, ``sample_indices_``.
-    """
-
-    _method = RESAMPLE_CNN
+class _CnnBase(BaseSampler):
     _sampling_type = "clean-sampling"
     _by_index = True
 
@@ -292,51 +275,78 @@ class CondensedNearestNeighbour(BaseSampler):
         self.n_jobs = n_jobs
 
     def _set_options(self, opt, n_features):
-        # imblearn builds KNeighborsClassifier(n_neighbors) from an int: no self to skip
-        opt.n_neighbors = 1 if self.n_neighbors is None else neighbors_k(
-            self.n_neighbors, "n_neighbors", extra=0)
+        # n_neighbors is the k of a kNN classifier fitted on the kept set: no self to skip
+        opt.n_neighbors = 0 if self.n_neighbors is None else \
+            neighbors_k(self.n_neighbors, "n_neighbors", extra=0)
+        if int(self.n_seeds_S) < 1:
+            raise InvalidArgumentError("n_seeds_S must be >= 1, got %r" % (self.n_seeds_S,))
         opt.n_seeds_S = int(self.n_seeds_S)
 
 
-class OneSidedSelection(CondensedNearestNeighbour):
+class CondensedNearestNeighbour(_CnnBase):
+    """Condensed nearest neighbour (Hart, IEEE Trans. Inf. Theory 1968).
+
+    Per targeted class, the kept set starts as the minority rows plus
+    ``n_seeds_S`` random rows of the class; rows the ``n_neighbors``-NN vote
+    over the kept set misclassifies join it, in passes until one adds
+    nothing (Hart's rule: every row of the class is then classified
+    correctly; imbalanced-learn 0.10 stops after one pass, and draws its
+    seeds with replacement).
+
+    Parameters
+    ----------
+    sampling_strategy : str or list, default='auto'
+    random_state : int, RandomState instance or None
+    n_neighbors : None (1), int or object with ``n_neighbors``
+    n_seeds_S : int, default=1
+    n_jobs : int or None
+
+    Attributes: ``sampling_strategy_``, ``sample_indices_``.
+    """
+
+    _method = RESAMPLE_CNN
+
+
+class OneSidedSelection(_CnnBase):
     """One-sided selection (Kubat & Matwin, ICML 1997).
 
-    Per targeted class: the seeds plus the class rows that the
-    ``n_neighbors``-NN vote over (minority rows + seeds) misclassifies; then
-    Tomek links with a targeted member are removed until none is left
-    (imblearn removes one round).  Parameters as
-    :class:`CondensedNearestNeighbour`.
+    Per targeted class: ``n_seeds_S`` random seeds plus the rows their
+    ``n_neighbors``-NN vote misclassifies, then Tomek links touching a
+    targeted class removed until none is left (imbalanced-learn 0.10 removes
+    one round).  Parameters as :class:`CondensedNearestNeighbour`.
+    Attributes: ``sampling_strategy_``, ``sample_indices_``.
     """
 
     _method = RESAMPLE_OSS
 
 
 class ClusterCentroids(BaseSampler):
-    """Under-sampling by k-means centroids (imblearn ``ClusterCentroids``).
+    """Under-sampling by k-means centroids of each targeted class (imblearn ``ClusterCentroids``).
 
-    Each targeted class is replaced by the centres of a k-means with as many
-    clusters as rows to keep (``voting='soft'``, the default for dense X), or
-    by the class rows nearest to those centres (``voting='hard'``, then
-    ``sample_indices_`` is set).  k-means is libeffml's (k-means++ seeding,
-    Lloyd, ``kmeans_n_init`` 10 restarts, scikit-learn's tolerance); an
-    ``estimator`` other than None or a scikit-learn ``KMeans`` (whose
-    n_init/max_iter/tol are used) raises UnsupportedError.
+    Each targeted class is replaced by the centroids of a k-means with as
+    many clusters as rows to keep (libeffml's k-means: ``kmeans_n_init``
+    restarts, best inertia, as scikit-learn 1.2's KMeans defaults).
+    voting 'soft' (and 'auto' for dense X) returns the centroids; 'hard' the
+    class row nearest to each centroid.
+
+    Parameters
+    ----------
+    sampling_strategy : float, str, dict or callable, default='auto'
+    random_state : int, RandomState instance or None
+    estimator : None or a scikit-learn KMeans (its n_init, max_iter, tol are used;
+        any other estimator raises UnsupportedError)
+    voting : {'auto', 'soft', 'hard'}, default='auto'
     """
 
     _method = RESAMPLE_CLUSTER_CENTROIDS
     _sampling_type = "under-sampling"
 
     def __init__(self, *, sampling_strategy="auto", random_state=None, estimator=None,
-                 voting="auto", n_jobs=None):
+                 voting="auto"):
         self.sampling_strategy = sampling_strategy
         self.random_state = random_state
         self.estimator = estimator
         self.voting = voting
-        self.n_jobs = n_jobs
-
-    @property
-    def _by_index(self):
-        return self.voting == "hard"
 
     def _set_options(self, opt, n_features):
         if self.voting not in ("auto", "soft", "hard"):
@@ -345,30 +355,35 @@ class ClusterCentroids(BaseSampler):
         opt.voting = 1 if self.voting == "hard" else 0
         est = self.estimator
         if est is not None:
-            if type(est).__name__ not in ("KMeans",):
-                raise UnsupportedError("ClusterCentroids(estimator=%r): only None or a "
-                                       "scikit-learn KMeans is supported" % (est,))
+            if type(est).__name__ != "KMeans":
+                raise UnsupportedError("ClusterCentroids(estimator=%s): only KMeans parameters "
+                                       "are supported (libeffml's own k-means)"
+                                       % type(est).__name__)
             n_init = getattr(est, "n_init", 10)
             opt.kmeans_n_init = 10 if n_init in ("auto", "warn") else int(n_init)
             opt.kmeans_max_iter = int(getattr(est, "max_iter", 300))
             opt.kmeans_tol = float(getattr(est, "tol", 1e-4))
 
 
-_PROBA_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_double),
-                             ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
-                             ctypes.POINTER(ctypes.c_double), ctypes.c_int64, ctypes.c_int64,
-                             ctypes.POINTER(ctypes.c_int64), ctypes.c_int64,
-                             ctypes.POINTER(ctypes.c_double))
-
-
 class InstanceHardnessThreshold(BaseSampler):
-    """Instance hardness threshold (Smith, Martinez & Giraud-Carrier, Mach.
-    Learn. 95, 2014).
+    """Instance hardness threshold (Smith, Martinez & Giraud-Carrier, Machine Learning 2014).
 
-    Cross-validated probabilities of each row's own class (stratified shuffled
-    ``cv`` folds, the classifier ``estimator`` -- default a 100-tree random
-    forest, as imblearn -- cloned and fitted per fold); a targeted class keeps
-    the rows above the percentile that leaves the requested count.
+    A classifier's cross-validated probability of each row's own class
+    measures how easy the row is; each targeted class keeps its easiest rows
+    (imblearn ``InstanceHardnessThreshold``).  The folds are libeffml's
+    stratified split; the classifier is any scikit-learn estimator with
+    ``predict_proba`` (default: RandomForestClassifier(n_estimators=100), as
+    imblearn), fitted from Python once per fold through a callback.  An
+    exception in the estimator stops the C call and is re-raised.
+
+    Parameters
+    ----------
+    estimator : None or a classifier with fit/predict_proba (cloned per fold)
+    sampling_strategy : float, str, dict or callable, default='auto'
+    random_state : int, RandomState instance or None
+    cv : int, default=5 (stratified folds)
+    n_jobs : passed to the default random forest
+
     Attributes: ``sampling_strategy_``, ``sample_indices_``.
     """
 
@@ -384,46 +399,44 @@ class InstanceHardnessThreshold(BaseSampler):
         self.cv = cv
         self.n_jobs = n_jobs
 
-    def _make_estimator(self):
+    def _set_options(self, opt, n_features):
+        import numpy as np
         from sklearn.base import clone
+        if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
+            raise InvalidArgumentError("cv must be an int >= 2 (folds), got %r" % (self.cv,))
+        opt.cv = int(self.cv)
         if self.estimator is None:
             from sklearn.ensemble import RandomForestClassifier
             rs = self.random_state if isinstance(self.random_state, int) else None
-            return RandomForestClassifier(n_estimators=100, random_state=rs)
-        if not hasattr(self.estimator, "predict_proba"):
-            raise InvalidArgumentError("estimator %r has no predict_proba" % (self.estimator,))
-        return clone(self.estimator)
+            base = RandomForestClassifier(n_estimators=100, random_state=rs, n_jobs=self.n_jobs)
+        else:
+            if not hasattr(self.estimator, "predict_proba"):
+                raise InvalidArgumentError("estimator must have predict_proba")
+            base = self.estimator
+        self._pending = []
 
-    def _set_options(self, opt, n_features):
-        make = self._make_estimator
-        errors = []
-
-        def proba(user, xtr, ytr, ntr, xte, nte, d, classes, ncls, out):
+        def proba(_ud, xtr, ytr, ntr, xte, nte, d, classes, ncls, out):
             try:
-                Xtr = np.ctypeslib.as_array(xtr, shape=(ntr, d)).copy()
-                Ytr = np.ctypeslib.as_array(ytr, shape=(ntr,)).copy()
+                Xtr = np.ctypeslib.as_array(xtr, shape=(ntr, d))
+                Ytr = np.ctypeslib.as_array(ytr, shape=(ntr,))
                 Xte = np.ctypeslib.as_array(xte, shape=(nte, d))
                 cls = np.ctypeslib.as_array(classes, shape=(ncls,))
-                est = make().fit(Xtr, Ytr)
+                P = np.ctypeslib.as_array(out, shape=(nte, ncls))
+                est = clone(base).fit(Xtr, Ytr)
                 p = est.predict_proba(Xte)
-                o = np.ctypeslib.as_array(out, shape=(nte, ncls))
-                o[:] = 0.0
-                o[:, np.searchsorted(cls, est.classes_)] = p
+                P[:] = 0
+                col = np.searchsorted(cls, np.asarray(est.classes_))
+                P[:, col] = p
                 return 0
-            except Exception as e:  # reported after the C call
-                errors.append(e)
+            except BaseException as e:  # noqa: B902 - re-raised after the C call
+                self._pending.append(e)
                 return 1
-
-        self._proba_cb = _PROBA_FN(proba)  # kept alive for the C call
-        self._proba_errors = errors
-        opt.proba_fn = ctypes.cast(self._proba_cb, ctypes.c_void_p)
-        opt.cv = int(self.cv)
+        self._proba_cb = PROBA_FN(proba)  # kept alive for the call
+        opt.proba_fn = self._proba_cb
 
     def fit_resample(self, X, y):
+        """Resample; see the class docstring."""
         try:
             return super().fit_resample(X, y)
         finally:
-            errs = getattr(self, "_proba_errors", [])
             self._proba_cb = None
-            if errs:
-                raise errs[0]

@@ -49,7 +49,8 @@ def test_npy_errors(tmp_path):
 
 def read_safetensors_py(path):
     """Independent reader: the format is u64 header length, JSON, bytes."""
-    raw = open(path, "rb").read()
+    with open(path, "rb") as f:
+        raw = f.read()
     n = struct.unpack("<Q", raw[:8])[0]
     hdr = json.loads(raw[8:8 + n])
     meta = hdr.pop("__metadata__", {})

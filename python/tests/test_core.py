@@ -76,7 +76,7 @@ def test_python_m_effml():
     (-1, ValueError), (-2, ValueError), (-3, ValueError), (-3, TypeError),
     (-4, MemoryError), (-5, OSError), (-6, ValueError), (-7, ValueError),
     (-8, NotImplementedError), (-9, KeyError), (-10, OverflowError),
-    (-11, RuntimeError), (-12, IndexError), (-99, RuntimeError)])
+    (-11, RuntimeError), (-12, IndexError), (-13, RuntimeError), (-99, RuntimeError)])
 def test_status_table(status, builtin):
     e = _errors.error_for(status, "the message", "effml_f")
     assert isinstance(e, builtin) and isinstance(e, effml.EffmlError)

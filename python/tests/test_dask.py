@@ -119,8 +119,13 @@ def test_smote_counts_equal_single_machine(client):
     X, y = imbalanced()
     dX, dy = da.from_array(X, chunks=(1000, 4)), da.from_array(y, chunks=1000)
     for ss in ("auto", "minority", {1: 1000, 2: 900}):
-        Xr, yr = edask.SMOTE(sampling_strategy=ss, random_state=0, chunk_rows=1500).fit_resample(dX, dy)
+        sm = edask.SMOTE(sampling_strategy=ss, random_state=0, chunk_rows=1500)
+        Xr, yr = sm.fit_resample(dX, dy)
         Xr, yr = dask.compute(Xr, yr)
+        # only the targeted classes travel (plus one row of another class when one is targeted)
+        c = counts(y)
+        want = sum(c[k] for k in sm.sampling_strategy_ if sm.sampling_strategy_[k] > 0)
+        assert sm.gathered_rows_ == want + (1 if len(sm.sampling_strategy_) == 1 else 0)
         Xs, ys = eov.SMOTE(sampling_strategy=ss, random_state=0).fit_resample(X, y)
         assert counts(yr) == counts(ys)
         assert np.array_equal(Xr[:len(X)], X)  # originals first, where they were

@@ -12,10 +12,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_sizes_match_library():
-    # the library's own _init writes sizeof(struct) into struct_size
+    # effml_core_struct_size, and the struct_size each _init writes, are sizeof(struct)
     assert _introspect.check_struct_sizes() == []
+    known = _introspect.library_structs()
     for name, (cls, _) in _introspect.mirrored_structs().items():
         assert _introspect.c_struct_size(name) == ctypes.sizeof(cls) > 8
+        assert _introspect.init_struct_size(name) == ctypes.sizeof(cls)
+        if known is not None:
+            assert name in known
+    if known is not None:
+        from effml import _lib
+        assert _lib.fn("effml_core_struct_size")(b"effml_no_such_options") == 0
+
+
+def test_isa_level():
+    import effml
+    isa = effml.isa_level()
+    assert isa in ("portable", "avx2", "avx512")
 
 
 def test_offsets_match_headers(tmp_path):

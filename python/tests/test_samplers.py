@@ -374,13 +374,18 @@ ALL = [eov.SMOTE(random_state=0), eov.BorderlineSMOTE(random_state=0), eov.ADASY
        eov.RandomOverSampler(random_state=0), eov.SMOTENC([0], random_state=0),
        eun.RandomUnderSampler(random_state=0), eun.TomekLinks(),
        eun.EditedNearestNeighbours(), eun.NearMiss(), eun.RepeatedEditedNearestNeighbours(),
-       eun.AllKNN(), eun.NeighbourhoodCleaningRule()]
+       eun.AllKNN(), eun.NeighbourhoodCleaningRule(), eun.CondensedNearestNeighbour(),
+       eun.OneSidedSelection(), eun.ClusterCentroids(), eun.InstanceHardnessThreshold(),
+       __import__("effml.combine").combine.SMOTEENN(),
+       __import__("effml.combine").combine.SMOTETomek()]
 
 
 @pytest.mark.parametrize("est", ALL, ids=lambda e: type(e).__name__)
 def test_params_match_imblearn_and_clone_pickle(est):
     from sklearn.base import clone
-    ref_cls = getattr(iov, type(est).__name__, None) or getattr(iun, type(est).__name__)
+    from imblearn import combine
+    name = type(est).__name__
+    ref_cls = getattr(iov, name, None) or getattr(iun, name, None) or getattr(combine, name)
     ours = set(est.get_params()) - {"n_jobs"}
     ref = set(ref_cls(**({"categorical_features": [0]} if "SMOTENC" in type(est).__name__ else {}))
               .get_params()) - {"n_jobs"}
@@ -498,3 +503,94 @@ def test_ncl_selection(name, kind):
         r = iun.NeighbourhoodCleaningRule(kind_sel="mode")
         r.fit_resample(X, y)
         assert np.array_equal(o.sample_indices_, r.sample_indices_)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_smoteenn_smotetomek_are_smote_then_cleaning(name):
+    from effml import combine as ecb
+    X, y = DATA[name]
+    Xs, ys = eov.SMOTE(random_state=3).fit_resample(X, y)
+    a = ecb.SMOTEENN(random_state=3).fit_resample(X, y)
+    b = eun.EditedNearestNeighbours(sampling_strategy="all").fit_resample(Xs, ys)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    a = ecb.SMOTETomek(random_state=3).fit_resample(X, y)
+    b = eun.TomekLinks(sampling_strategy="all").fit_resample(Xs, ys)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    # given as estimators: their parameters are used
+    a = ecb.SMOTEENN(smote=eov.SMOTE(k_neighbors=3, random_state=4),
+                     enn=eun.EditedNearestNeighbours(sampling_strategy="all", kind_sel="mode",
+                                                     n_neighbors=5)).fit_resample(X, y)
+    Xs, ys = eov.SMOTE(k_neighbors=3, random_state=4).fit_resample(X, y)
+    b = eun.EditedNearestNeighbours(sampling_strategy="all", kind_sel="mode",
+                                    n_neighbors=5).fit_resample(Xs, ys)
+    assert np.array_equal(a[0], b[0])
+    with pytest.raises(NotImplementedError):
+        ecb.SMOTEENN(enn=eun.EditedNearestNeighbours()).fit_resample(X, y)
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "iris"])
+def test_cnn_hart_rule_and_oss_no_links_left(name):
+    from sklearn.neighbors import KNeighborsClassifier
+    X, y = DATA[name]
+    if len(np.unique(y)) > 2:  # Hart's guarantee is stated for two classes
+        keep = np.isin(y, [0, 1])
+        X, y = X[keep], y[keep]
+    c = eun.CondensedNearestNeighbour(random_state=0)
+    Xc, yc = c.fit_resample(X, y)
+    assert len(yc) < len(y) and np.array_equal(Xc, X[c.sample_indices_])
+    assert np.array_equal(KNeighborsClassifier(1).fit(Xc, yc).predict(X), y)
+    ref = iun.CondensedNearestNeighbour(random_state=0).fit_resample(X, y)[1]
+    mino = min(counts(y), key=counts(y).get)
+    assert counts(yc)[mino] == counts(ref)[mino] == counts(y)[mino]  # minority untouched
+    o = eun.OneSidedSelection(random_state=0)
+    Xo, yo = o.fit_resample(X, y)
+    t = eun.TomekLinks()
+    t.fit_resample(Xo, yo)
+    assert len(t.sample_indices_) == len(yo)  # no Tomek link with a majority member left
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "wine"])
+def test_cluster_centroids_counts_and_centroids(name):
+    X, y = DATA[name]
+    for voting in ("soft", "hard"):
+        o = eun.ClusterCentroids(random_state=0, voting=voting)
+        Xr, yr = o.fit_resample(X, y)
+        ref = iun.ClusterCentroids(random_state=0, voting=voting).fit_resample(X, y)[1]
+        assert counts(yr) == counts(ref)
+        mino = min(counts(y), key=counts(y).get)
+        assert np.array_equal(np.sort(Xr[yr == mino], 0), np.sort(X[y == mino], 0))
+        for c in np.unique(yr):
+            if c == mino:
+                continue
+            if voting == "hard":  # every kept row is a row of its class
+                rows = {tuple(r) for r in X[y == c]}
+                assert all(tuple(r) in rows for r in Xr[yr == c])
+            else:  # centroids: every class row's nearest centroid is closer than to the others
+                Cc, Xc = Xr[yr == c], X[y == c]
+                d = ((Xc[:, None, :] - Cc[None]) ** 2).sum(-1)
+                lab = d.argmin(1)
+                cent = np.array([Xc[lab == j].mean(0) for j in range(len(Cc)) if np.any(lab == j)])
+                assert len(cent) == len(Cc) and np.allclose(np.sort(cent, 0), np.sort(Cc, 0),
+                                                            rtol=1e-6, atol=1e-6)
+
+
+def test_instance_hardness_threshold_python_estimator():
+    from sklearn.linear_model import LogisticRegression
+    X, y = DATA["breast_cancer"]
+    o = eun.InstanceHardnessThreshold(estimator=LogisticRegression(max_iter=2000), random_state=0)
+    Xr, yr = o.fit_resample(X, y)
+    ref = iun.InstanceHardnessThreshold(estimator=LogisticRegression(max_iter=2000),
+                                        random_state=0).fit_resample(X, y)[1]
+    c, r = counts(yr), counts(ref)
+    mino = min(counts(y), key=counts(y).get)
+    assert c[mino] == r[mino] == counts(y)[mino]
+    assert abs(c[1 - mino] - r[1 - mino]) <= 0.05 * r[1 - mino]  # folds differ; ties
+    assert np.array_equal(Xr, X[o.sample_indices_])
+    import pickle
+    pickle.dumps(o)
+
+    class Boom(LogisticRegression):
+        def fit(self, X, y):
+            raise ArithmeticError("estimator failed")
+    with pytest.raises(ArithmeticError, match="estimator failed"):
+        eun.InstanceHardnessThreshold(estimator=Boom()).fit_resample(X, y)

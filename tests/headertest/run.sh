@@ -17,6 +17,9 @@ flags+=(-Wall -Wextra -pedantic -Werror -fsyntax-only -I "$incdir")
 
 echo "$compiler ${flags[*]} $main"
 "$compiler" "${flags[@]}" "$main"
+# ... and with the experimental tier visible (EFFML_EXPERIMENTAL).
+echo "$compiler ${flags[*]} -DEFFML_EXPERIMENTAL $main"
+"$compiler" "${flags[@]}" -DEFFML_EXPERIMENTAL "$main"
 
 # The umbrella must include every per-area header, and each must stand alone.
 status=0

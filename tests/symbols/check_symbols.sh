@@ -27,7 +27,7 @@ sed -n 's/^[[:space:]]*\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*;.*$/\1/p' "$map" |
 {
   for h in "$incdir"/effml/*.h; do printf '#include <effml/%s>\n' "$(basename "$h")"; done
 } >"$tmp/all.c"
-"$cc" -E -P -DEFFML_API=EFFML__API_MARKER -I "$incdir" "$tmp/all.c" |
+"$cc" -E -P -DEFFML_EXPERIMENTAL -DEFFML_API=EFFML__API_MARKER -I "$incdir" "$tmp/all.c" |
   tr '\n' ' ' | sed 's/[;{}]/\n/g' |
   sed -n 's/.*EFFML__API_MARKER[^(]*[^A-Za-z0-9_(]\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*(.*/\1/p' |
   sort -u >"$tmp/hdr"
