@@ -196,15 +196,45 @@ class ContextOptions(ctypes.Structure):
 # ---------------------------------------------------------------- tensors
 
 
+def _is_frame(a):
+    """A pandas-like DataFrame (duck-typed: pandas is never imported here)."""
+    return hasattr(a, "columns") and hasattr(a, "dtypes") and hasattr(a, "to_numpy") \
+        and hasattr(getattr(a, "dtypes"), "items")
+
+
+def _frame_to_numpy(df, target, name):
+    """A DataFrame whose columns are all numeric -> one numpy array.
+
+    Columns of one plain numpy dtype go through ``np.asarray`` (no copy
+    where pandas allows).  Mixed numeric columns (float with bool or int) and
+    pandas nullable columns (Float64, Int64, boolean) would otherwise become
+    an object array: they are converted once to ``target`` (float64 for the
+    samplers), missing values (pd.NA) becoming NaN.  A non-numeric column
+    raises DtypeError naming it.
+    """
+    kinds = []
+    for col, dt in df.dtypes.items():
+        kind = getattr(dt, "kind", "O")
+        if kind not in "biuf":
+            raise DtypeError("%s column %r has dtype %s; expected numeric columns"
+                             % (name, col, dt))
+        kinds.append(dt)
+    if all(isinstance(dt, np.dtype) for dt in kinds) and len(set(kinds)) <= 1:
+        return np.asarray(df)
+    return df.to_numpy(dtype=target, na_value=np.nan)
+
+
 def as_array(a, dtypes, name="array", ndim=None):
     """``a`` as a numpy array libeffml can wrap without a further copy.
 
     ``dtypes``: allowed numpy dtypes, first = the conversion target for
     anything else.  A C-contiguous array of an allowed dtype is returned as is
-    (no copy); otherwise it is converted once.  ``ndim`` (int or tuple)
-    is checked when given.
+    (no copy); otherwise it is converted once.  A DataFrame with mixed
+    numeric or pandas nullable columns is converted once to ``dtypes[0]``
+    (see :func:`_frame_to_numpy`).  ``ndim`` (int or tuple) is checked when
+    given.
     """
-    arr = np.asarray(a)
+    arr = _frame_to_numpy(a, dtypes[0], name) if _is_frame(a) else np.asarray(a)
     if arr.dtype not in dtypes:
         if arr.dtype.kind in "OUSVMmc":
             raise DtypeError("%s has dtype %s; expected a numeric array (%s)"

@@ -25,7 +25,7 @@ from ctypes import byref
 import numpy as np
 
 from . import _lib
-from ._core import Scope, as_array, c_int, n_jobs_to_threads, thread_context
+from ._core import Scope, _is_frame, as_array, c_int, n_jobs_to_threads, thread_context
 from ._errors import DtypeError, InvalidArgumentError, UnsupportedError
 
 try:  # scikit-learn gives get_params/set_params/clone/repr; optional
@@ -404,7 +404,7 @@ class BaseSampler(_Base):
         if _is_sparse(X):
             raise DtypeError("%s needs a dense X; scipy sparse input is not supported "
                              "(use X.toarray())" % type(self).__name__)
-        xa = X.to_numpy() if hasattr(X, "to_numpy") else X
+        xa = X if _is_frame(X) else (X.to_numpy() if hasattr(X, "to_numpy") else X)
         return as_array(xa, _F, name="X", ndim=2)
 
     def _plan_indices(self, ctx, opt, X, labels):
