@@ -63,8 +63,9 @@ int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n) {
  * drawn from the context generator in row-major order.  Returns x_d, or x when inactive. */
 const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float *x, int64_t b, int64_t in,
                                  int32_t mode, effml_status *st) {
+  if (mode != EFFML_LAYER_MODE_TRAIN) return x; /* inference writes nothing into the layer */
   p->dropped = 0;
-  if (mode != EFFML_LAYER_MODE_TRAIN || p->dropout <= 0.0) return x;
+  if (p->dropout <= 0.0) return x;
   size_t n = (size_t)(b * in);
   size_t cx = p->cap_x, cm = p->cap_x;
   if (!effml__grow_f32(ctx, &p->xd, &cx, n) || !effml__grow_f32(ctx, &p->mask, &cm, n)) {

@@ -99,11 +99,16 @@ effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float
   const float *A = effml__param_f32(l, p->i_a), *B = effml__param_f32(l, p->i_b);
   const float *m = effml__param_f32(l, p->i_m);
   float s = (float)p->scaling;
-  EFFML__TRY(effml__dora_norms(ctx, l, p->norm));
-  effml_status st = EFFML_OK;
-  const float *xin = effml__lora_dropout(ctx, p, x, b, in, mode, &st);
-  if (xin == NULL) return st;
   int train = mode == EFFML_LAYER_MODE_TRAIN;
+  /* Inference writes nothing into the layer: its norms go to a temporary. */
+  float *norm = train ? p->norm : (float *)effml__malloc(ctx, (size_t)out * sizeof(float));
+  if (norm == NULL) return effml__err(ctx, EFFML_E_NOMEM, "DoRA forward: out of memory");
+  effml_status st = effml__dora_norms(ctx, l, norm);
+  const float *xin = st == EFFML_OK ? effml__lora_dropout(ctx, p, x, b, in, mode, &st) : NULL;
+  if (xin == NULL) {
+    if (!train) effml__free(ctx, norm);
+    return st;
+  }
   float *U = NULL, *Z = NULL;
   if (train) {
     if (!effml__grow_f32(ctx, &p->U, &p->cap_u, (size_t)(b * r)) ||
@@ -113,13 +118,16 @@ effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float
     Z = p->Z;
   } else {
     U = (float *)effml__malloc(ctx, (size_t)(b * r) * sizeof(float));
-    if (U == NULL) return effml__err(ctx, EFFML_E_NOMEM, "DoRA forward: out of memory");
+    if (U == NULL) {
+      effml__free(ctx, norm);
+      return effml__err(ctx, EFFML_E_NOMEM, "DoRA forward: out of memory");
+    }
     Z = y; /* no dropout in inference: scale Z in place */
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)r, (int)in, 1.0f, xin, (int)in, A,
               (int)in, 0.0f, U, (int)r);
   const float *bias = p->base.i_bias >= 0 ? effml__param_f32(l, p->base.i_bias) : NULL;
-  if (p->dropped) {
+  if (xin != x) {
     /* PEFT in training with dropout: y = b + x W^T + (c - 1) x_d W^T + c s U B^T */
     effml__dense_base_matmul(l, &p->base, x, b, 0.0f, y);
     effml__dense_base_matmul(l, &p->base, xin, b, 0.0f, Z);
@@ -128,19 +136,20 @@ effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float
                 1.0f, Z, (int)out);
     for (int64_t i = 0; i < b; ++i)
       for (int64_t j = 0; j < out; ++j)
-        y[i * out + j] += m[j] / p->norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
+        y[i * out + j] += m[j] / norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
   } else {
     effml__dense_base_matmul(l, &p->base, x, b, 0.0f, Z);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)r, s, U, (int)r, B, (int)r,
                 1.0f, Z, (int)out);
     for (int64_t i = 0; i < b; ++i)
-      for (int64_t j = 0; j < out; ++j) y[i * out + j] = m[j] / p->norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
+      for (int64_t j = 0; j < out; ++j) y[i * out + j] = m[j] / norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
   }
   if (train) {
     p->x = x;
     p->batch = b;
   } else {
     effml__free(ctx, U);
+    effml__free(ctx, norm);
   }
   return EFFML_OK;
 }

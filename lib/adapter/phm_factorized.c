@@ -202,7 +202,10 @@ typedef struct thin_args {
 /* The row kernels are memory-bound only when they run at full vector width:
  * built for x86-64 baseline (SSE2) they were compute-bound, so they are
  * compiled for AVX-512 and AVX2+FMA too and picked at load time (ifunc). */
-#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(__clang__)
+/* Not under ThreadSanitizer: the ifunc resolver would run, instrumented,
+ * before the TSan runtime is up (the TSan builds crash at load time). */
+#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
 #define THIN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define THIN_CLONES
