@@ -49,7 +49,7 @@ EFFML__HIDDEN effml__call_guard effml__call_enter(effml_context *ctx, const char
 EFFML__HIDDEN void effml__call_leave(effml__call_guard *g);
 EFFML__HIDDEN const char *effml__call_name(const effml_context *ctx);
 #define EFFML__ENTER(ctx)                                                             \
-  effml__call_guard effml__call_guard_ __attribute__((cleanup(effml__call_leave))) = \
+  effml__call_guard effml__call_guard_ __attribute__((cleanup(effml__call_leave), unused)) = \
       effml__call_enter((ctx), __func__)
 
 /* Progress of a long call: reports (done, total) in `unit`s to the context's progress
