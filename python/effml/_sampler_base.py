@@ -125,6 +125,9 @@ def neighbors_k(value, name, extra=1):
     refused rather than silently ignored.
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if int(value) < 1:
+            # 0 must not reach C, where 0 means "the method's default".
+            raise InvalidArgumentError("%s must be an int >= 1, got %r" % (name, value))
         return int(value)
     k = getattr(value, "n_neighbors", None)
     if k is None:
@@ -137,6 +140,9 @@ def neighbors_k(value, name, extra=1):
         raise UnsupportedError(
             "%s=%r: only its n_neighbors is used and the search is exact Euclidean; "
             "metric=%r p=%r is not supported" % (name, value, metric, p))
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or int(k) - extra < 1:
+        raise InvalidArgumentError(
+            "%s=%r: its n_neighbors must be an int >= %d, got %r" % (name, value, 1 + extra, k))
     return int(k) - extra
 
 

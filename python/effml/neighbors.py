@@ -5,12 +5,14 @@ reuse.  Distances are Euclidean, candidates are re-ranked with exactly
 computed distances, ties go to the smaller reference index.
 """
 
+import numbers
 from ctypes import byref
 
 import numpy as np
 
 from . import _lib
 from ._core import Scope, as_array, n_jobs_to_threads, thread_context
+from ._errors import InvalidArgumentError
 
 __all__ = ["kneighbors"]
 
@@ -38,6 +40,9 @@ def kneighbors(X, k, query=None, *, return_distance=False, n_jobs=None):
 
     Raises ValueError subclasses for bad k, shapes, dtypes or NaN/inf.
     """
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or int(k) < 1:
+        # 0 must not reach C, where 0 would mean "the default".
+        raise InvalidArgumentError("k must be an int >= 1, got %r" % (k,))
     ctx = thread_context(n_jobs_to_threads(n_jobs))
     xa = as_array(X, _F, name="X", ndim=2)
     qa = None if query is None else as_array(query, (xa.dtype,), name="query", ndim=2)
