@@ -67,8 +67,8 @@ class Context:
         self._h = None
         opt = ContextOptions()
         _lib.fn("effml_context_options_init")(byref(opt))
-        opt.num_threads = int(num_threads)
-        opt.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        opt.num_threads = c_int(num_threads, "num_threads", "int32")
+        opt.seed = c_int(seed, "seed", "uint64")
         h = c_void_p()
         st = _lib.fn("effml_context_create")(byref(opt), byref(h))
         if st:
@@ -88,12 +88,12 @@ class Context:
 
     @num_threads.setter
     def num_threads(self, n):
-        self.check(_lib.fn("effml_context_set_num_threads")(self._h, int(n)),
+        self.check(_lib.fn("effml_context_set_num_threads")(self._h, c_int(n, "num_threads", "int32")),
                    "effml_context_set_num_threads")
 
     def set_seed(self, seed):
         """Re-seed the context's generator."""
-        _lib.fn("effml_context_set_seed")(self._h, int(seed) & 0xFFFFFFFFFFFFFFFF)
+        _lib.fn("effml_context_set_seed")(self._h, c_int(seed, "seed", "uint64"))
 
     def last_error(self):
         """Message of the last error recorded in this context ("" if none)."""
@@ -139,6 +139,35 @@ def thread_context(num_threads=None):
     return ctx
 
 
+#: Range of each C integer type a Python int may be passed as.
+C_INT_RANGES = {
+    "int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1),
+    "uint32": (0, 2**32 - 1), "uint64": (0, 2**64 - 1),
+}
+
+
+def c_int(value, name, ctype="int64", lo=None, hi=None):
+    """A Python/numpy integer checked to fit the C type ``ctype``.
+
+    ctypes silently wraps an int too wide for an argument or struct field
+    (2**32 becomes 0 in an int32), so every Python int bound for a C integer
+    goes through here.  ``lo``/``hi`` narrow the range further.  Raises
+    InvalidArgumentError (a ValueError) naming ``name`` for a non-integer
+    (bool and float included) or a value outside the range.
+    """
+    import numbers
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentError("%s must be an int, got %r" % (name, value))
+    v = int(value)
+    clo, chi = C_INT_RANGES[ctype]
+    lo = clo if lo is None else max(lo, clo)
+    hi = chi if hi is None else min(hi, chi)
+    if not lo <= v <= hi:
+        raise InvalidArgumentError("%s=%d is out of range [%d, %d] (C %s)"
+                                   % (name, v, lo, hi, ctype))
+    return v
+
+
 def n_jobs_to_threads(n_jobs):
     """scikit-learn's ``n_jobs`` convention -> a thread count >= 1.
 
@@ -146,7 +175,7 @@ def n_jobs_to_threads(n_jobs):
     """
     if n_jobs is None:
         return 1
-    n_jobs = int(n_jobs)
+    n_jobs = c_int(n_jobs, "n_jobs", "int32")
     if n_jobs == 0:
         raise InvalidArgumentError("n_jobs == 0 has no meaning (None, -1 or >= 1)")
     if n_jobs < 0:

@@ -25,7 +25,7 @@ from ctypes import byref
 import numpy as np
 
 from . import _lib
-from ._core import Scope, as_array, n_jobs_to_threads, thread_context
+from ._core import Scope, as_array, c_int, n_jobs_to_threads, thread_context
 from ._errors import DtypeError, InvalidArgumentError, UnsupportedError
 
 try:  # scikit-learn gives get_params/set_params/clone/repr; optional
@@ -125,7 +125,7 @@ def neighbors_k(value, name, extra=1):
     refused rather than silently ignored.
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        if int(value) < 1:
+        if c_int(value, name) < 1:
             # 0 must not reach C, where 0 means "the method's default".
             raise InvalidArgumentError("%s must be an int >= 1, got %r" % (name, value))
         return int(value)
@@ -143,7 +143,7 @@ def neighbors_k(value, name, extra=1):
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or int(k) - extra < 1:
         raise InvalidArgumentError(
             "%s=%r: its n_neighbors must be an int >= %d, got %r" % (name, value, 1 + extra, k))
-    return int(k) - extra
+    return c_int(k, name) - extra
 
 
 def seed_from(random_state):
@@ -158,7 +158,7 @@ def seed_from(random_state):
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 2**63 - 1))
     if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        return int(random_state) & 0xFFFFFFFFFFFFFFFF
+        return c_int(random_state, "random_state", "uint64")
     raise InvalidArgumentError(
         "random_state must be None, an int or a numpy RandomState, got %r" % (random_state,))
 

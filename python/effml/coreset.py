@@ -22,7 +22,7 @@ from ctypes import byref, c_int64
 import numpy as np
 
 from . import _lib
-from ._core import Scope, as_array, n_jobs_to_threads, thread_context
+from ._core import Scope, c_int, as_array, n_jobs_to_threads, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["leverage_scores", "root_leverage_scores", "lewis_weights",
@@ -49,12 +49,12 @@ def _opts(method="exact", sketch_rows=0, seed=0, rank_tol=None, max_iter=None, t
         o.method = 1
     else:
         raise InvalidArgumentError("method must be 'exact' or 'sketch', got %r" % (method,))
-    o.sketch_rows = int(sketch_rows)
-    o.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+    o.sketch_rows = c_int(sketch_rows, "sketch_rows")
+    o.seed = c_int(seed, "seed", "uint64")
     if rank_tol is not None:
         o.rank_tol = float(rank_tol)
     if max_iter is not None:
-        o.max_iter = int(max_iter)
+        o.max_iter = c_int(max_iter, "max_iter")
     if tol is not None:
         o.tol = float(tol)
     return o
@@ -138,7 +138,7 @@ def sensitivity_sample(scores, m, p=2.0, *, scheme="bernoulli", seed=0):
         t = s.wrap(sc)
         pi, pw = s.out(), s.out()
         ctx.check(_lib.fn("effml_sampler_sensitivity_sample")(
-            ctx.handle, t, float(m), float(p), _SCHEMES[scheme], int(seed) & 0xFFFFFFFFFFFFFFFF,
+            ctx.handle, t, float(m), float(p), _SCHEMES[scheme], c_int(seed, "seed", "uint64"),
             byref(pi), byref(pw)), "effml_sampler_sensitivity_sample")
         return s.adopt(pi), s.adopt(pw)
 
@@ -158,7 +158,7 @@ def weighted_sample_merge(idx_a, w_a, idx_b, w_b, offset_b, p=2.0):
         ta, tb, twa, twb = s.wrap(ia), s.wrap(ib), s.wrap(wa), s.wrap(wb)
         pi, pw = s.out(), s.out()
         ctx.check(_lib.fn("effml_sampler_weighted_sample_merge")(ctx.handle, ta, twa, tb, twb,
-                                                         int(offset_b), float(p), byref(pi),
+                                                         c_int(offset_b, "offset_b"), float(p), byref(pi),
                                                          byref(pw)),
                   "effml_sampler_weighted_sample_merge")
         return s.adopt(pi), s.adopt(pw)
@@ -206,7 +206,7 @@ def weighted_sample_reduce(A, w, m, p=2.0, *, method="leverage", seed=0, n_jobs=
         ta, tw = s.wrap(a), s.wrap(wa)
         pi, pw = s.out(), s.out()
         ctx.check(_lib.fn("effml_sampler_weighted_sample_reduce")(
-            ctx.handle, None, ta, tw, float(m), float(p), rule, int(seed) & 0xFFFFFFFFFFFFFFFF,
+            ctx.handle, None, ta, tw, float(m), float(p), rule, c_int(seed, "seed", "uint64"),
             byref(pi), byref(pw)), "effml_sampler_weighted_sample_reduce")
         return s.adopt(pi), s.adopt(pw)
 

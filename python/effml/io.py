@@ -38,6 +38,15 @@ def load_npy(path):
         return s.adopt(out)
 
 
+def _c_order(a):
+    """``a`` C-contiguous, keeping its shape.
+
+    Not ``np.ascontiguousarray``: it returns at least 1-d, which wrote 0-d
+    arrays with shape (1,).
+    """
+    return np.require(a, requirements="C")
+
+
 def save_npy(path, array):
     """Save ``array`` as ``.npy`` (byte-identical to numpy 1.24's ``np.save``).
 
@@ -47,7 +56,7 @@ def save_npy(path, array):
     a = np.asarray(array)
     if a.dtype not in EFFML_TO_NP.values():
         raise InvalidArgumentError("save_npy: dtype %s is not supported" % a.dtype)
-    a = np.ascontiguousarray(a)
+    a = _c_order(a)
     with Scope(ctx) as s:
         t = s.wrap(a)
         ctx.check(_lib.fn("effml_io_npy_save")(ctx.handle, _path(path), t), "effml_io_npy_save")
@@ -157,7 +166,7 @@ def save_safetensors(path, tensors, metadata=None):
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidArgumentError("metadata keys and values must be str")
-    arrays = [np.ascontiguousarray(np.asarray(tensors[k])) for k in names]
+    arrays = [_c_order(np.asarray(tensors[k])) for k in names]
     with Scope(ctx) as s:
         hs = [s.wrap(a) for a in arrays]
         n = len(names)

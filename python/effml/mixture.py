@@ -17,7 +17,7 @@ from ctypes import byref, c_double, c_int64, c_void_p
 import numpy as np
 
 from . import _lib
-from ._core import Scope, dptr, f64_buffer, i64_buffer, thread_context
+from ._core import Scope, c_int, dptr, f64_buffer, i64_buffer, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["temperature_probs", "temperature_at", "unimax", "virtual_sizes", "interleave",
@@ -85,10 +85,10 @@ def temperature_at(step, *, kind="constant", t_start=1.0, t_end=1.0, total_steps
     _lib.fn("effml_sampler_temperature_schedule_init")(byref(s))
     s.kind = _SCHEDULES[kind]
     s.t_start, s.t_end = float(t_start), float(t_end)
-    s.total_steps = int(total_steps)
+    s.total_steps = c_int(total_steps, "total_steps")
     s.switch_fraction = float(switch_fraction)
     t = c_double()
-    ctx.check(_lib.fn("effml_sampler_temperature_at")(ctx.handle, byref(s), int(step), byref(t)),
+    ctx.check(_lib.fn("effml_sampler_temperature_at")(ctx.handle, byref(s), c_int(step, "step"), byref(t)),
               "effml_sampler_temperature_at")
     return t.value
 
@@ -124,7 +124,7 @@ def virtual_sizes(sizes, probs, virtual_size=0):
     p, pp = f64_buffer(probs, "probs", len(s))
     counts = np.empty(len(s), dtype=np.int64)
     v = c_int64()
-    ctx.check(_lib.fn("effml_sampler_virtual_sizes")(ctx.handle, ps, pp, len(s), int(virtual_size),
+    ctx.check(_lib.fn("effml_sampler_virtual_sizes")(ctx.handle, ps, pp, len(s), c_int(virtual_size, "virtual_size"),
                                              counts.ctypes.data_as(ctypes.POINTER(c_int64)),
                                              byref(v)), "effml_sampler_virtual_sizes")
     return counts, v.value
@@ -160,7 +160,7 @@ def interleave(lengths, probs=None, *, stopping_strategy="first_exhausted", seed
     with Scope(ctx) as s:
         a, b = s.out(), s.out()
         ctx.check(_lib.fn("effml_sampler_interleave")(ctx.handle, pl, len(ln), pp, _STOP[stopping_strategy],
-                                              int(seed) & 0xFFFFFFFFFFFFFFFF, int(max_len),
+                                              c_int(seed, "seed", "uint64"), int(max_len),
                                               byref(a), byref(b)), "effml_sampler_interleave")
         return s.adopt(a), s.adopt(b)
 
@@ -182,13 +182,13 @@ class AliasSampler:
         w, pw = f64_buffer(weights, "weights")
         h = c_void_p()
         self._ctx.check(_lib.fn("effml_sampler_alias_create")(
-            self._ctx.handle, pw, len(w), int(seed) & 0xFFFFFFFFFFFFFFFF, byref(h)),
+            self._ctx.handle, pw, len(w), c_int(seed, "seed", "uint64"), byref(h)),
             "effml_sampler_alias_create")
         self._h = h.value
 
     def draw(self, count):
         """``count`` indices in [0, K) as an int64 array."""
-        out = np.empty(int(count), dtype=np.int64)
+        out = np.empty(c_int(count, "count", lo=0), dtype=np.int64)
         self._ctx.check(_lib.fn("effml_sampler_alias_draw")(
             self._ctx.handle, self._h, int(count), out.ctypes.data_as(ctypes.POINTER(c_int64))),
             "effml_sampler_alias_draw")

@@ -11,7 +11,7 @@ from ctypes import byref
 import numpy as np
 
 from . import _lib
-from ._core import Scope, as_array, n_jobs_to_threads, thread_context
+from ._core import Scope, as_array, c_int, n_jobs_to_threads, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["kneighbors"]
@@ -50,7 +50,7 @@ def kneighbors(X, k, query=None, *, return_distance=False, n_jobs=None):
         tx = s.wrap(xa)
         tq = None if qa is None else s.wrap(qa)
         pi, pd = s.out(), s.out()
-        ctx.check(_lib.fn("effml_sampler_knn")(ctx.handle, tx, tq, int(k), byref(pi),
+        ctx.check(_lib.fn("effml_sampler_knn")(ctx.handle, tx, tq, c_int(k, "k"), byref(pi),
                                        byref(pd) if return_distance else None), "effml_sampler_knn")
         idx = s.adopt(pi)
         dist = s.adopt(pd) if return_distance else None

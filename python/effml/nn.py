@@ -25,7 +25,7 @@ from ctypes import CFUNCTYPE, byref, c_double, c_int32, c_int64, c_uint64, c_voi
 import numpy as np
 
 from . import _lib
-from ._core import Context, Scope, as_array
+from ._core import Context, Scope, c_int, as_array
 from ._errors import InvalidArgumentError
 
 __all__ = ["Dense", "Activation", "Dropout", "LayerNorm", "Sequential", "SGD", "AdamW", "fit",
@@ -124,7 +124,7 @@ class Dropout:
     """Inverted dropout with drop probability ``p`` in [0, 1) and its own ``seed``."""
 
     def __init__(self, p, seed=0):
-        self.p, self.seed = float(p), int(seed)
+        self.p, self.seed = float(p), c_int(seed, "seed", "uint64")
 
     def _build(self, ctx):
         h = c_void_p()
@@ -315,8 +315,9 @@ def fit(model, X, y, *, optimizer=None, epochs=1, batch_size=128, shuffle_seed=0
 
     o = TrainOptions()
     _lib.fn("effml_train_options_init")(byref(o))
-    o.epochs, o.batch_size, o.shuffle_seed = int(epochs), int(batch_size), int(shuffle_seed)
-    o.progress_every, o.clip_norm = int(progress_every), float(clip_norm)
+    o.epochs, o.batch_size = c_int(epochs, "epochs"), c_int(batch_size, "batch_size")
+    o.shuffle_seed = c_int(shuffle_seed, "shuffle_seed", "uint64")
+    o.progress_every, o.clip_norm = c_int(progress_every, "progress_every"), float(clip_norm)
     pcb = _PROGRESS_FN(on_progress) if progress is not None else _PROGRESS_FN()
     hcb = _HOOK_FN(on_step)
     o.progress, o.step_hook = pcb, hcb
@@ -344,6 +345,6 @@ def predict(model, X, batch_size=256):
     xa = as_array(X, (np.dtype(np.float32),), name="X", ndim=2)
     out = np.empty((xa.shape[0], model.out_features), np.float32)
     with Scope(ctx) as s:
-        ctx.check(_lib.fn("effml_train_predict")(ctx.handle, model._h, s.wrap(xa), int(batch_size),
+        ctx.check(_lib.fn("effml_train_predict")(ctx.handle, model._h, s.wrap(xa), c_int(batch_size, "batch_size"),
                                                  s.wrap(out, True)), "effml_train_predict")
     return out

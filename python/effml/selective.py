@@ -20,7 +20,7 @@ from ctypes import byref, c_double, c_int32, c_void_p
 import numpy as np
 
 from . import _lib
-from ._core import Scope, as_array, thread_context
+from ._core import Scope, c_int, as_array, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["risk_coverage_curve", "aurc", "risk_at_coverage", "coverage_at_risk", "ood_auroc",
@@ -140,7 +140,7 @@ def _cascade_opts(num_classes, score, aggregation, temperature):
         raise InvalidArgumentError("aggregation must be 'mean' or 'last', got %r" % (aggregation,))
     o = CascadeOptions()
     _lib.fn("effml_cascade_options_init")(byref(o))
-    o.num_classes = int(num_classes)
+    o.num_classes = c_int(num_classes, "num_classes")
     o.score = _SCORES[score]
     o.aggregation = _AGG[aggregation]
     o.temperature = float(temperature)
@@ -226,19 +226,27 @@ class Cascade:
         """Number of stages."""
         return _lib.fn("effml_cascade_num_stages")(self._h)
 
+    def _stage(self, stage):
+        """``stage`` checked against the cascade's stage count (IndexError names it)."""
+        s = c_int(stage, "stage", "int32")
+        if not 0 <= s < self.num_stages:
+            raise IndexError("stage=%d out of range: the cascade has %d stages"
+                             % (s, self.num_stages))
+        return s
+
     def set_exit_rule(self, stage, rule, a=0.0, b=0.0):
         """rule 'never', 'threshold' (exit iff score >= a) or 'window' (pass iff a <= score <= b)."""
         if rule not in _RULES:
             raise InvalidArgumentError("rule must be 'never', 'threshold' or 'window'")
         self._ctx.check(_lib.fn("effml_cascade_set_exit_rule")(
-            self._ctx.handle, self._h, int(stage), _RULES[rule], float(a), float(b)),
+            self._ctx.handle, self._h, self._stage(stage), _RULES[rule], float(a), float(b)),
             "effml_cascade_set_exit_rule")
 
     def exit_rule(self, stage):
         """``(rule, a, b, tau)`` of ``stage`` (tau NaN when not calibrated)."""
         r, a, b, t = c_int32(), c_double(), c_double(), c_double()
         self._ctx.check(_lib.fn("effml_cascade_get_exit_rule")(
-            self._ctx.handle, self._h, int(stage), byref(r), byref(a), byref(b), byref(t)),
+            self._ctx.handle, self._h, self._stage(stage), byref(r), byref(a), byref(b), byref(t)),
             "effml_cascade_get_exit_rule")
         return {v: k for k, v in _RULES.items()}[r.value], a.value, b.value, t.value
 
@@ -281,7 +289,7 @@ class Cascade:
 
     def exit_fraction(self, stage):
         """Fraction of the last run's samples that exited at ``stage``."""
-        return _lib.fn("effml_cascade_workspace_exit_fraction")(self._ws, int(stage))
+        return _lib.fn("effml_cascade_workspace_exit_fraction")(self._ws, self._stage(stage))
 
     def __del__(self):
         L = _lib.fn

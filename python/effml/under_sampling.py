@@ -18,6 +18,7 @@ data", IEEE Trans. SMC 2 (1972).
 """
 
 from ._errors import UnsupportedError, InvalidArgumentError
+from ._core import c_int
 from ._sampler_base import (PROBA_FN, RESAMPLE_ALLKNN, RESAMPLE_CLUSTER_CENTROIDS, RESAMPLE_CNN,
                             RESAMPLE_ENN, RESAMPLE_IHT, RESAMPLE_NCL, RESAMPLE_NEARMISS,
                             RESAMPLE_OSS,
@@ -162,7 +163,7 @@ class NearMiss(BaseSampler):
     def _set_options(self, opt, n_features):
         if self.version not in (1, 2, 3):
             raise InvalidArgumentError("version must be 1, 2 or 3, got %r" % (self.version,))
-        opt.version = int(self.version)
+        opt.version = c_int(self.version, "version", "int32")
         # NearMiss queries other classes' rows against the minority: no self to skip
         opt.n_neighbors = neighbors_k(self.n_neighbors, "n_neighbors", extra=0)
         opt.n_neighbors_ver3 = neighbors_k(self.n_neighbors_ver3, "n_neighbors_ver3", extra=0)
@@ -192,7 +193,7 @@ class RepeatedEditedNearestNeighbours(BaseSampler):
     def _set_options(self, opt, n_features):
         opt.n_neighbors = neighbors_k(self.n_neighbors, "n_neighbors")
         opt.kind_sel = _kind_sel(self.kind_sel)
-        opt.max_iter = int(self.max_iter)
+        opt.max_iter = c_int(self.max_iter, "max_iter")
 
 
 class AllKNN(BaseSampler):
@@ -278,7 +279,7 @@ class _CnnBase(BaseSampler):
         # n_neighbors is the k of a kNN classifier fitted on the kept set: no self to skip
         opt.n_neighbors = 0 if self.n_neighbors is None else \
             neighbors_k(self.n_neighbors, "n_neighbors", extra=0)
-        if int(self.n_seeds_S) < 1:
+        if c_int(self.n_seeds_S, "n_seeds_S") < 1:
             raise InvalidArgumentError("n_seeds_S must be >= 1, got %r" % (self.n_seeds_S,))
         opt.n_seeds_S = int(self.n_seeds_S)
 
@@ -404,7 +405,7 @@ class InstanceHardnessThreshold(BaseSampler):
         from sklearn.base import clone
         if isinstance(self.cv, bool) or not isinstance(self.cv, int) or self.cv < 2:
             raise InvalidArgumentError("cv must be an int >= 2 (folds), got %r" % (self.cv,))
-        opt.cv = int(self.cv)
+        opt.cv = c_int(self.cv, "cv")
         if self.estimator is None:
             from sklearn.ensemble import RandomForestClassifier
             rs = self.random_state if isinstance(self.random_state, int) else None

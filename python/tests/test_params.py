@@ -69,3 +69,65 @@ def test_kneighbors_k0_refused():
     X, _ = _data()
     with pytest.raises(ValueError, match="k must be"):
         kneighbors(X, 0)
+
+
+# ---------------------------------------------------------------- ints wider than the C field
+
+from effml.mixture import temperature_at  # noqa: E402
+from effml.selective import Cascade  # noqa: E402
+
+
+def _cascade():
+    rng = np.random.RandomState(0)
+    L = [rng.normal(size=(20, 3)) for _ in range(3)]
+    return Cascade(L, [1, 2, 3])
+
+
+def test_cascade_stage_index_range_checked():
+    c = _cascade()
+    c.set_exit_rule(0, "threshold", 0.5)
+    before = c.exit_rule(0)
+    with pytest.raises(ValueError, match="stage"):
+        c.set_exit_rule(2**32, "threshold", 0.123)  # wrapped to stage 0 before
+    assert c.exit_rule(0)[:3] == before[:3] == ("threshold", 0.5, np.inf)
+    with pytest.raises(IndexError, match="stage=3"):
+        c.set_exit_rule(3, "threshold", 0.1)
+    c.run()
+    with pytest.raises(IndexError, match="stage=99"):
+        c.exit_fraction(99)  # returned 0.0 before
+    with pytest.raises(IndexError, match="stage=-1"):
+        c.exit_rule(-1)
+    assert sum(c.exit_fraction(s) for s in range(3)) == pytest.approx(1.0)
+
+
+def test_temperature_step_too_wide():
+    assert temperature_at(10, kind="linear", t_start=2.0, t_end=1.0, total_steps=10) == 1.0
+    with pytest.raises(ValueError, match="step"):
+        temperature_at(2**64, kind="linear", t_start=2.0, t_end=1.0, total_steps=10)
+    with pytest.raises(ValueError, match="total_steps"):
+        temperature_at(1, kind="linear", t_start=2.0, t_end=1.0, total_steps=2**63)
+
+
+def test_n_jobs_and_random_state_too_wide():
+    X, y = _data()
+    with pytest.raises(ValueError, match="n_jobs"):
+        eov.SMOTE(n_jobs=2**32 + 1).fit_resample(X, y)
+    with pytest.raises(ValueError, match="random_state"):
+        eov.SMOTE(random_state=2**64).fit_resample(X, y)
+    with pytest.raises(ValueError, match="random_state"):
+        eov.SMOTE(random_state=-1).fit_resample(X, y)
+    with pytest.raises(ValueError, match="k_neighbors"):
+        eov.SMOTE(k_neighbors=2**64 + 5).fit_resample(X, y)
+    # in range: the largest seed still works
+    Xa, _ = eov.SMOTE(random_state=2**64 - 1).fit_resample(X, y)
+    assert Xa.shape == (90, 3)
+
+
+def test_c_int_helper():
+    from effml._core import c_int
+    assert c_int(np.int64(7), "x") == 7
+    assert c_int(2**64 - 1, "x", "uint64") == 2**64 - 1
+    for bad, ct in [(2**31, "int32"), (-1, "uint64"), (2**63, "int64"), (1.0, "int64"),
+                    (True, "int64")]:
+        with pytest.raises(ValueError, match="x"):
+            c_int(bad, "x", ct)
