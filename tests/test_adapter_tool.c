@@ -20,6 +20,21 @@ static int run(const char *args) {
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* Like run(), with stdout kept in the returned string (the caller frees it). */
+static char *run_out(const char *args, int *rc_out) {
+  char cmd[4096], p[512];
+  snprintf(p, sizeof p, "%s/adapter_tool.out", EFFML_TEST_TMP);
+  snprintf(cmd, sizeof cmd, "\"%s\" %s >%s 2>%s/adapter_tool.err", EFFML_ADAPTER_TOOL, args, p, EFFML_TEST_TMP);
+  int rc = system(cmd);
+  *rc_out = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  size_t n = 0;
+  unsigned char *b = tu_read_file(p, &n);
+  char *s = (char *)calloc(n + 1, 1);
+  if (b) memcpy(s, b, n);
+  free(b);
+  return s;
+}
+
 static char *read_err(void) {
   char p[512];
   snprintf(p, sizeof p, "%s/adapter_tool.err", EFFML_TEST_TMP);
@@ -128,6 +143,205 @@ START_TEST(test_refusals) {
 }
 END_TEST
 
+/* Copy the adapter dir tests/data/peft/<c> to tmp/<dst>: in adapter_config.json the first `from`
+ * replaced by `to` (from NULL: PEFT's file unchanged); tensor nan_key (if given) with a NaN at flat
+ * index 5; tensor drop_key (if given) left out. */
+static void make_adapter(const char *c, const char *dst, const char *from, const char *to, const char *nan_key,
+                         const char *drop_key) {
+  char src[600], p[700];
+  snprintf(p, sizeof p, "%s/%s", EFFML_TEST_TMP, dst);
+  mkdir(p, 0755);
+  snprintf(src, sizeof src, "%s/%s/adapter_config.json", PEFT_DIR, c);
+  size_t n = 0;
+  unsigned char *cfg0 = tu_read_file(src, &n);
+  ck_assert_ptr_nonnull(cfg0);
+  unsigned char *cfg = (unsigned char *)calloc(n + 1, 1); /* NUL-terminated */
+  memcpy(cfg, cfg0, n);
+  free(cfg0);
+  snprintf(p, sizeof p, "%s/%s/adapter_config.json", EFFML_TEST_TMP, dst);
+  FILE *f = fopen(p, "wb");
+  ck_assert_ptr_nonnull(f);
+  char *hit = from ? strstr((char *)cfg, from) : NULL;
+  if (from) ck_assert_msg(hit != NULL, "%s: no \"%s\" in the config", c, from);
+  if (hit) {
+    fwrite(cfg, 1, (size_t)(hit - (char *)cfg), f);
+    fputs(to, f);
+    fputs(hit + strlen(from), f);
+  } else {
+    fwrite(cfg, 1, n, f);
+  }
+  fclose(f);
+  free(cfg);
+  effml_context *ctx = tu_ctx(3);
+  effml_safetensors *st = NULL;
+  snprintf(src, sizeof src, "%s/%s/adapter_model.safetensors", PEFT_DIR, c);
+  ck_assert_int_eq(effml_safetensors_load(ctx, src, EFFML_IO_SAFETENSORS_COPY, &st), EFFML_OK);
+  int64_t nt = 0, nall = effml_safetensors_count(st);
+  const char *names[16];
+  const effml_tensor *ts[16];
+  effml_tensor *conv[16];
+  ck_assert(nall <= 16);
+  for (int64_t j = 0; j < nall; ++j) {
+    const effml_tensor *t = NULL;
+    const char *name = effml_safetensors_name(st, j);
+    if (drop_key && strcmp(name, drop_key) == 0) continue;
+    int64_t i = nt++;
+    names[i] = name;
+    ck_assert_int_eq(effml_safetensors_get(ctx, st, names[i], &t), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_convert(ctx, t, EFFML_F32, &conv[i]), EFFML_OK);
+    if (nan_key && strcmp(names[i], nan_key) == 0) ((float *)effml_tensor_data(conv[i]))[5] = NAN;
+    ts[i] = conv[i];
+  }
+  snprintf(p, sizeof p, "%s/%s/adapter_model.safetensors", EFFML_TEST_TMP, dst);
+  ck_assert_int_eq(effml_safetensors_save(ctx, p, nt, names, ts, 0, NULL, NULL), EFFML_OK);
+  for (int64_t i = 0; i < nt; ++i) effml_tensor_free(conv[i]);
+  effml_safetensors_free(st);
+  effml_context_free(ctx);
+}
+
+/* a NaN in an adapter tensor: refused naming the module and the tensor, nothing written */
+START_TEST(test_refuse_nonfinite) {
+  char args[2048], out[512];
+  struct stat sb;
+  make_adapter("lora", "tool_nan", NULL, NULL, "base_model.model.q_proj.lora_A.weight", NULL);
+  snprintf(out, sizeof out, "%s/tool_nan.safetensors", EFFML_TEST_TMP);
+  unlink(out);
+  snprintf(args, sizeof args, "merge --base %s/lora/base.safetensors --adapter %s/tool_nan --out %s", PEFT_DIR,
+           EFFML_TEST_TMP, out);
+  ck_assert_int_eq(run(args), 1);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "base_model.model.q_proj.lora_A.weight") && strstr(e, "non-finite"), "%s", e);
+  free(e);
+  ck_assert(stat(out, &sb) != 0);
+  /* the same copy without the NaN merges (the refusal is the NaN's doing) */
+  make_adapter("lora", "tool_nan", NULL, NULL, NULL, NULL);
+  ck_assert_msg(run(args) == 0, "%s", read_err());
+  ck_assert(stat(out, &sb) == 0);
+  unlink(out);
+}
+END_TEST
+
+/* expect `merge` of adapter tmp/<dir> into tests/data/peft/<base_case>/base to fail (1), with every
+ * string of `want` (NULL-terminated) on stderr and no output file */
+static void expect_merge_refused(const char *base_case, const char *dir, const char *const *want) {
+  char args[2048], out[512];
+  struct stat sb;
+  snprintf(out, sizeof out, "%s/tool_refused.safetensors", EFFML_TEST_TMP);
+  unlink(out);
+  snprintf(args, sizeof args, "merge --base %s/%s/base.safetensors --adapter %s/%s --out %s", PEFT_DIR, base_case,
+           EFFML_TEST_TMP, dir, out);
+  ck_assert_int_eq(run(args), 1);
+  char *e = read_err();
+  for (int i = 0; want[i]; ++i) ck_assert_msg(strstr(e, want[i]) != NULL, "%s: want \"%s\" in: %s", dir, want[i], e);
+  free(e);
+  ck_assert(stat(out, &sb) != 0);
+}
+
+/* fan_in_fan_out that does not fit the base: an error naming fan_in_fan_out, the module and the shapes */
+START_TEST(test_refuse_fan_in_fan_out) {
+  const char *cases[] = {"lora", "dora", "ia3"};
+  for (int i = 0; i < 3; ++i) {
+    char dir[64];
+    snprintf(dir, sizeof dir, "tool_fan_%s", cases[i]);
+    make_adapter(cases[i], dir, "\"fan_in_fan_out\": false", "\"fan_in_fan_out\": true", NULL, NULL);
+    const char *want[] = {"fan_in_fan_out=true", "base_model.model.q_proj", "[24, 40]", "q_proj.bias", "[24]", NULL};
+    expect_merge_refused(cases[i], dir, want);
+  }
+  make_adapter("lora_conv1d_fan_in_fan_out", "tool_fan_conv1d", "\"fan_in_fan_out\": true", "\"fan_in_fan_out\": false",
+               NULL, NULL);
+  const char *want[] = {"fan_in_fan_out=false", "base_model.model.c_attn", "[16, 48]", "c_attn.bias", "[48]", NULL};
+  expect_merge_refused("lora_conv1d_fan_in_fan_out", "tool_fan_conv1d", want);
+  /* a module without a bias: the adapter's own shapes disagree, the library names fan_in_fan_out */
+  effml_context *ctx = tu_ctx(4);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, EFFML_TEST_TMP "/tool_fan_lora", &a), EFFML_OK);
+  int64_t v = -1;
+  for (int64_t m = 0; m < effml_adapter_peft_num_modules(a); ++m)
+    if (strcmp(effml_adapter_peft_module_name(a, m), "base_model.model.v_proj") == 0) v = m;
+  ck_assert_int_ge(v, 0);
+  effml_layer *base = NULL, *l = NULL;
+  ck_assert_int_eq(effml_adapter_conv1d_create(ctx, 16, 24, 0, &base), EFFML_OK); /* v_proj [16, 24] read as [in, out] */
+  ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, v, base, &l), EFFML_E_SHAPE);
+  const char *e = effml_context_last_error(ctx);
+  ck_assert_msg(strstr(e, "effml_adapter_peft_attach") && strstr(e, "fan_in_fan_out=true") &&
+                    strstr(e, "base_model.model.v_proj") && strstr(e, "[4, 24]") && strstr(e, "[4, 16]"),
+                "%s", e);
+  effml_layer_free(base);
+  effml_adapter_peft_free(a);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* usage, info errors, info's validation and fields */
+START_TEST(test_cli_info) {
+  int rc = -1;
+  char args[1024];
+  char *o = run_out("--help", &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "usage: effml-adapter merge") != NULL, "%s", o);
+  free(o);
+  ck_assert_int_eq(run("--bogus"), 2);
+  ck_assert_int_eq(run("merge --bogus"), 2);
+  ck_assert_int_eq(run(""), 2);
+  /* a directory that does not exist: an error naming it */
+  o = run_out("info /nonexistent-effml-dir", &rc);
+  ck_assert_int_eq(rc, 1);
+  ck_assert_msg(strstr(o, "unsupported") == NULL, "%s", o);
+  free(o);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "/nonexistent-effml-dir") != NULL, "%s", e);
+  free(e);
+  /* lora_B missing: info refuses like merge, naming the tensor */
+  make_adapter("lora", "tool_nob", NULL, NULL, NULL, "base_model.model.v_proj.lora_B.weight");
+  snprintf(args, sizeof args, "info %s/tool_nob", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "base_model.model.v_proj.lora_B.weight") != NULL, "%s", e);
+  free(e);
+  const char *want[] = {"base_model.model.v_proj.lora_B.weight", NULL};
+  expect_merge_refused("lora", "tool_nob", want);
+  /* a NaN: info refuses too */
+  make_adapter("lora", "tool_nan_info", NULL, NULL, "base_model.model.q_proj.lora_A.weight", NULL);
+  snprintf(args, sizeof args, "info %s/tool_nan_info", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  /* alpha: shown for LoRA (8), not for IA3 and VeRA, which have none */
+  snprintf(args, sizeof args, "info %s/lora", PEFT_DIR);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "base_model.model.q_proj  r=4 alpha=8 params=256") != NULL, "%s", o);
+  free(o);
+  const char *noalpha[] = {"ia3", "vera"};
+  for (int i = 0; i < 2; ++i) {
+    snprintf(args, sizeof args, "info %s/%s", PEFT_DIR, noalpha[i]);
+    o = run_out(args, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(strstr(o, "base_model.model.q_proj") != NULL && strstr(o, "alpha") == NULL, "%s", o);
+    free(o);
+  }
+}
+END_TEST
+
+/* adapter_config.json without peft_type: refused naming the key (PEFT always writes it) */
+START_TEST(test_refuse_missing_peft_type) {
+  int rc = -1;
+  char args[1024];
+  make_adapter("lora", "tool_notype", "\"peft_type\": \"LORA\",", "", NULL, NULL);
+  const char *want[] = {"peft_type", "missing", NULL};
+  expect_merge_refused("lora", "tool_notype", want);
+  snprintf(args, sizeof args, "info %s/tool_notype", EFFML_TEST_TMP);
+  char *o = run_out(args, &rc);
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "effml_adapter_peft_open") && strstr(e, "\"peft_type\" is missing"), "%s", e);
+  free(e);
+}
+END_TEST
+
 /* bf16 base: the delta is computed in f32 and the result rounded once */
 START_TEST(test_merge_bf16) {
   effml_context *ctx = tu_ctx(2);
@@ -188,6 +402,10 @@ static Suite *suite(void) {
   tcase_add_test(t, test_merge_fixtures);
   tcase_add_test(t, test_refusals);
   tcase_add_test(t, test_merge_bf16);
+  tcase_add_test(t, test_refuse_nonfinite);
+  tcase_add_test(t, test_refuse_fan_in_fan_out);
+  tcase_add_test(t, test_cli_info);
+  tcase_add_test(t, test_refuse_missing_peft_type);
   suite_add_tcase(s, t);
   return s;
 }

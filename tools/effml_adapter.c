@@ -3,6 +3,7 @@
  *
  *   effml-adapter merge --base MODEL.safetensors --adapter DIR --out MERGED.safetensors [--dry-run]
  *   effml-adapter info DIR
+ *   effml-adapter --help
  *
  * merge streams the base file tensor by tensor (pread/write, never the whole model
  * in memory): the header (names, dtypes, shapes, offsets, __metadata__) is copied
@@ -13,7 +14,8 @@
  * fan_in_fan_out, LoKr) and rounded once back to its dtype (F32, F16, BF16).
  * Everything is checked before the first byte is written; the output is written
  * under a temporary name and renamed, so it is never left half-written.
- * Exit status: 0 ok, 1 refused or failed (message on stderr), 2 usage. */
+ * Exit status: 0 ok (--help: usage on stdout), 1 refused or failed (message on stderr),
+ * 2 usage error (unknown option, missing argument). */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -37,11 +39,21 @@ typedef struct entry {
   int is_bias;
 } entry;
 
+static const char USAGE[] =
+    "usage: effml-adapter merge --base MODEL.safetensors --adapter DIR --out MERGED.safetensors [--dry-run]\n"
+    "       effml-adapter info DIR\n"
+    "       effml-adapter --help\n";
+
+/* A usage error: the usage on stderr, exit status 2. */
 static int usage(void) {
-  fprintf(stderr,
-          "usage: effml-adapter merge --base MODEL.safetensors --adapter DIR --out MERGED.safetensors [--dry-run]\n"
-          "       effml-adapter info DIR\n");
+  fputs(USAGE, stderr);
   return 2;
+}
+
+/* --help: the usage on stdout, exit status 0. */
+static int help(void) {
+  fputs(USAGE, stdout);
+  return 0;
 }
 
 static int fail_ctx(effml_context *ctx, const char *what) {
@@ -68,27 +80,37 @@ static int cmp_entry(const void *a, const void *b) {
   return (x->begin > y->begin) - (x->begin < y->begin);
 }
 
+/* Describe the adapter in `dir` after the same checks merge makes when it opens it (config keys,
+ * tensor names, every module's required tensors, finite values): 0, or 1 with the reason on stderr. */
 static int info(const char *dir) {
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;
   effml_adapter_peft *a = NULL;
   if (effml_adapter_peft_open(ctx, dir, &a) != EFFML_OK) {
-    printf("unsupported: %s\n", effml_context_last_error(ctx));
+    int rc = fail_ctx(ctx, dir);
     effml_context_free(ctx);
-    return 1;
+    return rc;
   }
+  const char *type = effml_adapter_peft_type(a);
+  int has_alpha = strcmp(type, "IA3") != 0 && strcmp(type, "VERA") != 0; /* IA3 and VeRA have no alpha */
   int64_t n = effml_adapter_peft_num_modules(a), total = 0;
-  printf("type: %s\nfan_in_fan_out: %s\nmodules: %lld\n", effml_adapter_peft_type(a),
-         effml_adapter_peft_fan_in_fan_out(a) ? "true" : "false", (long long)n);
+  printf("type: %s\nfan_in_fan_out: %s\nmodules: %lld\n", type, effml_adapter_peft_fan_in_fan_out(a) ? "true" : "false",
+         (long long)n);
   for (int64_t i = 0; i < n; ++i) {
     int64_t r = 0, np = 0;
     double alpha = 0;
-    effml_adapter_peft_module_info(ctx, a, i, &r, &alpha, &np);
-    printf("  %s  r=%lld alpha=%g params=%lld\n", effml_adapter_peft_module_name(a, i), (long long)r, alpha,
-           (long long)np);
+    if (effml_adapter_peft_module_info(ctx, a, i, &r, &alpha, &np) != EFFML_OK) {
+      int rc = fail_ctx(ctx, dir);
+      effml_adapter_peft_free(a);
+      effml_context_free(ctx);
+      return rc;
+    }
+    printf("  %s  r=%lld", effml_adapter_peft_module_name(a, i), (long long)r);
+    if (has_alpha) printf(" alpha=%g", alpha);
+    printf(" params=%lld\n", (long long)np);
     total += np;
   }
-  printf("parameters: %lld\nunsupported: none\n", (long long)total);
+  printf("parameters: %lld\n", (long long)total);
   effml_adapter_peft_free(a);
   effml_context_free(ctx);
   return 0;
@@ -313,6 +335,19 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
               mod, w->name);
       goto done;
     }
+    if (b) { /* the bias has out_features entries: a fan_in_fan_out that does not fit the base shows here */
+      int fan = effml_adapter_peft_fan_in_fan_out(a);
+      int64_t out_f = fan ? w->shape[1] : w->shape[0];
+      if (b->shape[0] != out_f) {
+        fprintf(stderr,
+                "effml-adapter: module %s: fan_in_fan_out=%s reads \"%s\" [%lld, %lld] as [%s], so out_features=%lld, "
+                "but \"%s\" has shape [%lld]; fan_in_fan_out in adapter_config.json does not match this base "
+                "(true for Conv1D weights stored [in, out], false for Linear weights stored [out, in])\n",
+                mod, fan ? "true" : "false", w->name, (long long)w->shape[0], (long long)w->shape[1],
+                fan ? "in, out" : "out, in", (long long)out_f, b->name, (long long)b->shape[0]);
+        goto done;
+      }
+    }
     if (effml_adapter_peft_changes_bias(a) && b == NULL) {
       fprintf(stderr, "effml-adapter: module %s: lora_bias cannot be merged: the base has no \"%s.bias\"\n", mod, x);
       goto done;
@@ -417,8 +452,12 @@ done:
   return rc;
 }
 
+static int is_help(const char *s) { return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0; }
+
 int main(int argc, char **argv) {
-  if (argc >= 3 && strcmp(argv[1], "info") == 0) return info(argv[2]);
+  for (int i = 1; i < argc; ++i)
+    if (is_help(argv[i])) return help();
+  if (argc == 3 && strcmp(argv[1], "info") == 0) return info(argv[2]);
   if (argc >= 2 && strcmp(argv[1], "merge") == 0) {
     const char *base = NULL, *dir = NULL, *out = NULL;
     int dry = 0;

@@ -537,10 +537,17 @@ typedef struct effml_adapter_peft effml_adapter_peft;
  * layout): the config goes through the field table of its type (LORA with
  * DoRA/lora_bias/patterns/fan_in_fan_out, or LOKR), the tensors are read and
  * grouped by module (the name before ".lora_A.weight", ".lokr_w1", ...).
+ * Checked here, before any merge: "peft_type" is present (PEFT always writes
+ * it; no type is guessed), every module has the tensors its type needs
+ * (lora_A and lora_B, the magnitude vector for DoRA, lora_B.bias for lora_bias,
+ * LoKr's w1/w2 or their factors, LoHa's four factors, VeRA's lambdas), and
+ * every adapter value is finite.
  * @param out  owned by the caller (effml_adapter_peft_free()); untouched on error
  * @return EFFML_E_UNSUPPORTED (a config value or a tensor this library does not
- *         read, named with its value), EFFML_E_FORMAT, EFFML_E_IO,
- *         EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
+ *         read, named with its value), EFFML_E_FORMAT (also: "peft_type"
+ *         missing), EFFML_E_NOT_FOUND (a module's required tensor, named),
+ *         EFFML_E_INVALID_ARG (a NaN/Inf in an adapter tensor, naming the
+ *         module, the tensor and the index), EFFML_E_IO, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
 /** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */

@@ -3,6 +3,7 @@
  * adapter layer built around a base layer the caller gives -- so that a tool
  * can merge a model module by module without holding it whole
  * (tools/effml-adapter.c). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +24,31 @@ static const char *const IA3_SUFFIX[] = {".ia3_l"};
 static const char *const LOHA_SUFFIX[] = {".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b"};
 static const char *const VERA_SUFFIX[] = {".vera_lambda_b", ".vera_lambda_d"};
 
+/* EFFML_OK when every value of adapter tensor `name` is finite; otherwise EFFML_E_INVALID_ARG
+ * naming the file, the tensor, its module and the first bad index (a NaN or Inf in an adapter
+ * would otherwise merge into NaN weights with a success code). */
+static effml_status check_finite(effml_context *ctx, const char *path, const char *name, size_t module_len_,
+                                 const effml_tensor *t) {
+  effml_tensor *f = NULL;
+  const effml_tensor *x = t;
+  if (effml_tensor_dtype(t) != EFFML_F32) {
+    effml_status s = effml_tensor_convert(ctx, t, EFFML_F32, &f);
+    if (s != EFFML_OK) return s;
+    x = f;
+  }
+  const float *p = (const float *)effml_tensor_data_const(x);
+  int64_t n = effml_tensor_numel(x), bad = -1;
+  for (int64_t k = 0; k < n && bad < 0; ++k)
+    if (!isfinite(p[k])) bad = k;
+  double v = bad >= 0 ? (double)p[bad] : 0;
+  effml_tensor_free(f);
+  if (bad < 0) return EFFML_OK;
+  return effml__err(ctx, EFFML_E_INVALID_ARG,
+                    "\"%s\": module \"%.*s\": tensor \"%s\" holds a non-finite value (%g at flat index %lld); "
+                    "refusing to load it",
+                    path, (int)module_len_, name, name, v, (long long)bad);
+}
+
 /* Length of the module prefix of `name`, or 0 if no known suffix ends it. */
 static size_t module_len(const effml__peft_cfg *c, const char *name) {
   const char *const *suf = c->type == EFFML__PEFT_LOKR   ? LOKR_SUFFIX
@@ -37,6 +63,39 @@ static size_t module_len(const effml__peft_cfg *c, const char *name) {
     if (n > k && strcmp(name + n - k, suf[i]) == 0) return n - k;
   }
   return 0;
+}
+
+/* 1 if the file holds tensor "<mod><suffix>". */
+static int has_tensor(const effml_adapter_peft *a, const char *mod, const char *suffix) {
+  size_t k = strlen(mod);
+  for (int64_t t = 0; t < effml_safetensors_count(a->st); ++t) {
+    const char *name = effml_safetensors_name(a->st, t);
+    if (strncmp(name, mod, k) == 0 && strcmp(name + k, suffix) == 0) return 1;
+  }
+  return 0;
+}
+
+/* The first tensor module `mod` needs and the file lacks (its suffix), or NULL: the same
+ * tensors effml_adapter_peft_attach() reads, checked at open so that describing an adapter
+ * and merging it refuse the same files. */
+static const char *missing_tensor(const effml_adapter_peft *a, const char *mod) {
+  const effml__peft_cfg *c = a->cfg;
+  if (c->type == EFFML__PEFT_LOKR) {
+    if (!has_tensor(a, mod, ".lokr_w1") && !has_tensor(a, mod, ".lokr_w1_a")) return ".lokr_w1";
+    if (!has_tensor(a, mod, ".lokr_w1") && !has_tensor(a, mod, ".lokr_w1_b")) return ".lokr_w1_b";
+    if (!has_tensor(a, mod, ".lokr_w2") && !has_tensor(a, mod, ".lokr_w2_a")) return ".lokr_w2";
+    if (!has_tensor(a, mod, ".lokr_w2") && !has_tensor(a, mod, ".lokr_w2_b")) return ".lokr_w2_b";
+    return NULL;
+  }
+  if (c->type == EFFML__PEFT_IA3) return has_tensor(a, mod, ".ia3_l") ? NULL : ".ia3_l";
+  const char *const *req = c->type == EFFML__PEFT_LOHA ? LOHA_SUFFIX : c->type == EFFML__PEFT_VERA ? VERA_SUFFIX : LORA_SUFFIX;
+  size_t n = c->type == EFFML__PEFT_LOHA ? 4 : 2;
+  for (size_t i = 0; i < n; ++i)
+    if (!has_tensor(a, mod, req[i])) return req[i];
+  if (c->type == EFFML__PEFT_LORA && c->lora_bias && !has_tensor(a, mod, ".lora_B.bias")) return ".lora_B.bias";
+  if (c->type == EFFML__PEFT_LORA && c->use_dora && !has_tensor(a, mod, ".lora_magnitude_vector"))
+    return ".lora_magnitude_vector";
+  return NULL;
 }
 
 void effml_adapter_peft_free(effml_adapter_peft *a) {
@@ -73,6 +132,7 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
     const char *name = effml_safetensors_name(a->st, t);
     if (a->cfg->type == EFFML__PEFT_VERA && (strcmp(name, "base_model.vera_A") == 0 || strcmp(name, "base_model.vera_B") == 0)) {
       effml_safetensors_get(ctx, a->st, name, name[16] == 'A' ? &a->vera_A : &a->vera_B);
+      s = check_finite(ctx, path, name, strlen(name), name[16] == 'A' ? a->vera_A : a->vera_B);
       continue; /* the shared projections */
     }
     size_t k = module_len(a->cfg, name);
@@ -82,6 +142,10 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
                                                  : a->cfg->type == EFFML__PEFT_LOHA ? "LoHa" : "LoRA/DoRA");
       break;
     }
+    const effml_tensor *tv = NULL;
+    s = effml_safetensors_get(ctx, a->st, name, &tv);
+    if (s == EFFML_OK) s = check_finite(ctx, path, name, k, tv);
+    if (s != EFFML_OK) break;
     int64_t m = 0;
     while (m < a->n && !(strlen(a->modules[m]) == k && strncmp(a->modules[m], name, k) == 0)) ++m;
     if (m == a->n) {
@@ -95,6 +159,12 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
     }
   }
   if (s == EFFML_OK && a->n == 0) s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" holds no adapter tensor", path);
+  for (int64_t m = 0; s == EFFML_OK && m < a->n; ++m) {
+    const char *miss = missing_tensor(a, a->modules[m]);
+    if (miss)
+      s = effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
+                     a->modules[m], miss);
+  }
   if (s == EFFML_OK && a->cfg->type == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
     s = effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
                    a->vera_A == NULL ? "base_model.vera_A" : "base_model.vera_B");
@@ -234,8 +304,11 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
     for (int32_t d = 0; same && d < effml_tensor_ndim(dst); ++d) same = effml_tensor_dim(src[j], d) == effml_tensor_dim(dst, d);
     char x1[96], x2[96];
     if (!same)
-      s = effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"%s\" has shape %s, the base layer needs %s", key,
-                     effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2));
+      s = effml__err(ctx, EFFML_E_SHAPE,
+                     "adapter file: \"%s\" has shape %s, the base layer needs %s (module \"%s\", fan_in_fan_out=%s: "
+                     "the base weight is read as %s; check fan_in_fan_out in adapter_config.json)",
+                     key, effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2), a->modules[i],
+                     c->fan_in_fan_out ? "true" : "false", c->fan_in_fan_out ? "[in, out]" : "[out, in]");
   }
   for (int32_t j = 0; s == EFFML_OK && j < np; ++j)
     if (src[j]) s = effml_tensor_copy(ctx, effml_layer_param(l, j), src[j]);

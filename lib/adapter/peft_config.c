@@ -446,6 +446,8 @@ effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int3
                                         : EFFML__PEFT_LORA;
   }
   const cJSON *pt = s == EFFML_OK ? cJSON_GetObjectItemCaseSensitive(c->root, "peft_type") : NULL;
+  if (s == EFFML_OK && pt == NULL) /* PEFT writes it in every config; guessing LORA could misread the tensors */
+    s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\": required key \"peft_type\" is missing", c->path);
   if (pt != NULL) s = check_key(ctx, c, pt); /* a wrong type is reported as such, before its keys */
   int have_r = 0;
   for (const cJSON *v = c->root ? c->root->child : NULL; s == EFFML_OK && v; v = v->next) {
