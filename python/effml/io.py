@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _lib
 from ._core import BF16, EFFML_TO_NP, F32, Scope, thread_context
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, ShapeError
 
 __all__ = ["load_npy", "save_npy", "SafeTensors", "load_safetensors", "save_safetensors"]
 
@@ -38,12 +38,22 @@ def load_npy(path):
         return s.adopt(out)
 
 
-def _c_order(a):
-    """``a`` C-contiguous, keeping its shape.
+def _c_order(a, what):
+    """``a`` C-contiguous, native byte order, keeping its shape; ``what`` names it in errors.
 
     Not ``np.ascontiguousarray``: it returns at least 1-d, which wrote 0-d
-    arrays with shape (1,).
+    arrays with shape (1,).  A non-native byte order (``'>f4'``) is converted
+    once; the files are little-endian either way.  Zero-size arrays are
+    refused (libeffml tensors need every dimension >= 1, docs/io.md).
     """
+    native = a.dtype.newbyteorder("=")
+    if native not in EFFML_TO_NP.values():
+        raise InvalidArgumentError("%s: dtype %s is not supported" % (what, a.dtype))
+    if a.dtype != native:
+        a = a.astype(native)
+    if a.size == 0:
+        raise ShapeError("%s: shape %s has a zero-size dimension; libeffml tensors need every "
+                         "dimension >= 1 (docs/io.md)" % (what, a.shape))
     return np.require(a, requirements="C")
 
 
@@ -53,10 +63,7 @@ def save_npy(path, array):
     Written to a temporary file and renamed: ``path`` is never half-written.
     """
     ctx = thread_context()
-    a = np.asarray(array)
-    if a.dtype not in EFFML_TO_NP.values():
-        raise InvalidArgumentError("save_npy: dtype %s is not supported" % a.dtype)
-    a = _c_order(a)
+    a = _c_order(np.asarray(array), "save_npy")
     with Scope(ctx) as s:
         t = s.wrap(a)
         ctx.check(_lib.fn("effml_io_npy_save")(ctx.handle, _path(path), t), "effml_io_npy_save")
@@ -87,7 +94,9 @@ class SafeTensors:
         buffer is shared).
 
     ``metadata`` is the ``__metadata__`` dict of strings.  Arrays stay valid
-    after the object is dropped (each keeps the file alive).
+    after the object is dropped or closed (each keeps the file alive).
+    Use it as a context manager, or call :meth:`close`, to release the file
+    as soon as no array handed out still refers to it.
     """
 
     def __init__(self, path, mmap=True):
@@ -105,6 +114,26 @@ class SafeTensors:
             k = L("effml_safetensors_metadata_key")(h.value, i)
             self.metadata[k.decode()] = L("effml_safetensors_metadata")(h.value, k).decode()
 
+    def close(self):
+        """Drop this object's hold on the file (idempotent).
+
+        The file is unmapped/freed once no array handed out still refers to
+        it; indexing a closed object raises ValueError.
+        """
+        self._own = None
+
+    @property
+    def closed(self):
+        """True after :meth:`close`."""
+        return self._own is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
     def keys(self):
         """Tensor names in file offset order."""
         return list(self._names)
@@ -119,6 +148,8 @@ class SafeTensors:
         return name in self._names
 
     def __getitem__(self, name):
+        if self._own is None:
+            raise ValueError("SafeTensors: the file is closed")
         ctx = self._own.ctx
         t = c_void_p()
         ctx.check(_lib.fn("effml_safetensors_get")(ctx.handle, self._own.h, name.encode(),
@@ -149,8 +180,8 @@ class SafeTensors:
 
 def load_safetensors(path, mmap=True):
     """Load a safetensors file as a dict name -> numpy array (read-only, zero copy)."""
-    st = SafeTensors(path, mmap=mmap)
-    return dict(st.items())
+    with SafeTensors(path, mmap=mmap) as st:
+        return dict(st.items())
 
 
 def save_safetensors(path, tensors, metadata=None):
@@ -166,7 +197,8 @@ def save_safetensors(path, tensors, metadata=None):
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidArgumentError("metadata keys and values must be str")
-    arrays = [_c_order(np.asarray(tensors[k])) for k in names]
+    arrays = [_c_order(np.asarray(tensors[k]), "save_safetensors: tensor %r" % (k,))
+              for k in names]
     with Scope(ctx) as s:
         hs = [s.wrap(a) for a in arrays]
         n = len(names)
