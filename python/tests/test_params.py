@@ -131,3 +131,25 @@ def test_c_int_helper():
                     (True, "int64")]:
         with pytest.raises(ValueError, match="x"):
             c_int(bad, "x", ct)
+
+
+def test_docs_table_lists_every_sampler():
+    import os
+    import effml.dask as edk
+    doc = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "python.md")).read()
+    table = doc.split("## What is there", 1)[1].split("\n## ", 1)[0]
+    for mod in (eov, eun, ecb, edk):
+        for name in mod.__all__:
+            assert "`%s`" % name in table, name
+    assert "60" in table
+
+
+def test_neighbour_cap_60():
+    X, y = _data()
+    X = np.vstack([X] * 3)
+    y = np.concatenate([y] * 3)
+    Xa, _ = eov.SMOTE(k_neighbors=44).fit_resample(X, y)  # 45 minority rows: k <= 44
+    with pytest.raises(ValueError, match="61"):
+        eov.SMOTE(k_neighbors=61).fit_resample(np.vstack([X] * 2), np.concatenate([y] * 2))
+    with pytest.raises(ValueError, match="61"):
+        kneighbors(np.vstack([X] * 2), 61)
