@@ -126,72 +126,13 @@ static void load_rows(const lev_job *J, int64_t r0, int64_t m, double *buf) {
  * mode 0: Gram of A; 2: Gram of A R^{-1}; 3: tau = ||A R^{-1} R2^{-1}||^2
  * (rows) -- r2 NULL: ||A R^{-1}||^2.  Gram results (upper triangle,
  * row-major d x d) go to g. */
-/* Instantiation: the body below is compiled twice,
+/* Instantiation: the body in leverage_fused.inc is compiled twice,
  * for d = 32 with every loop unrolled (the rows stay in registers) and for
  * any d <= LEV_FUSED_MAX_D. */
 #define LEV_NAME lev_fused_avx512_32
 #define LEV_D 32
 #define LEV_UNROLL _Pragma("GCC unroll 64")
-__attribute__((target("avx512f"))) static void LEV_NAME(const lev_job *J, int64_t r0, int64_t m,
-                                                        int mode, double *acc, double *g) {
-  const int64_t d = LEV_D;
-  const int64_t ng = d * (d + 1) / 2;
-  const double *R = J->r, *R2 = J->r2;
-  const double *ri = J->rinv, *r2i = J->rinv + d;
-  __m512d v[LEV_FUSED_MAX_D];
-  __m512d *A = (__m512d *)(void *)acc;
-  if (mode != 3)
-    for (int64_t q = 0; q < ng; ++q) A[q] = _mm512_setzero_pd();
-  const __m512i vidx = _mm512_set_epi64(7 * d, 6 * d, 5 * d, 4 * d, 3 * d, 2 * d, d, 0);
-  for (int64_t i = 0; i < m; i += 8) {
-    const int64_t nr = m - i < 8 ? m - i : 8;
-    const __mmask8 mk = (__mmask8)((1u << nr) - 1u);
-    const double *base = J->a + (r0 + i) * d;
-    /* gathers do not trigger the hardware prefetcher: fetch four steps ahead */
-    if (i + 40 <= m)
-      for (int64_t o = 32 * d; o < 40 * d; o += 8) _mm_prefetch((const char *)(base + o), _MM_HINT_T0);
-LEV_UNROLL
-    for (int64_t t = 0; t < d; ++t)
-      v[t] = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), mk, vidx, base + t, 8);
-    if (J->wt) {
-      __m512d w = _mm512_sqrt_pd(_mm512_maskz_loadu_pd(mk, J->wt + r0 + i));
-      for (int64_t t = 0; t < d; ++t) v[t] = _mm512_mul_pd(v[t], w);
-    }
-    if (mode >= 2) /* v <- v R^{-1}: forward substitution along the row */
-LEV_UNROLL
-      for (int64_t k = 0; k < d; ++k) {
-        v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(ri[k]));
-LEV_UNROLL
-        for (int64_t j = k + 1; j < d; ++j)
-          v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R[k * d + j]), v[j]);
-      }
-    if (mode == 3) {
-      if (R2)
-LEV_UNROLL
-        for (int64_t k = 0; k < d; ++k) {
-          v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(r2i[k]));
-LEV_UNROLL
-          for (int64_t j = k + 1; j < d; ++j)
-            v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R2[k * d + j]), v[j]);
-        }
-      __m512d s = _mm512_mul_pd(v[0], v[0]);
-LEV_UNROLL
-      for (int64_t t = 1; t < d; ++t) s = _mm512_fmadd_pd(v[t], v[t], s);
-      _mm512_mask_storeu_pd(J->out + r0 + i, mk, s);
-      continue;
-    }
-    int64_t q = 0;
-LEV_UNROLL
-    for (int64_t a = 0; a < d; ++a)
-LEV_UNROLL
-      for (int64_t b = a; b < d; ++b, ++q) A[q] = _mm512_fmadd_pd(v[a], v[b], A[q]);
-  }
-  if (mode != 3) {
-    int64_t q = 0;
-    for (int64_t a = 0; a < d; ++a)
-      for (int64_t b = 0; b < d; ++b) g[a * d + b] = b < a ? 0.0 : _mm512_reduce_add_pd(A[q++]);
-  }
-}
+#include "leverage_fused.inc"
 
 #undef LEV_NAME
 #undef LEV_D
@@ -199,66 +140,7 @@ LEV_UNROLL
 #define LEV_NAME lev_fused_avx512_any
 #define LEV_D J->d
 #define LEV_UNROLL
-__attribute__((target("avx512f"))) static void LEV_NAME(const lev_job *J, int64_t r0, int64_t m,
-                                                        int mode, double *acc, double *g) {
-  const int64_t d = LEV_D;
-  const int64_t ng = d * (d + 1) / 2;
-  const double *R = J->r, *R2 = J->r2;
-  const double *ri = J->rinv, *r2i = J->rinv + d;
-  __m512d v[LEV_FUSED_MAX_D];
-  __m512d *A = (__m512d *)(void *)acc;
-  if (mode != 3)
-    for (int64_t q = 0; q < ng; ++q) A[q] = _mm512_setzero_pd();
-  const __m512i vidx = _mm512_set_epi64(7 * d, 6 * d, 5 * d, 4 * d, 3 * d, 2 * d, d, 0);
-  for (int64_t i = 0; i < m; i += 8) {
-    const int64_t nr = m - i < 8 ? m - i : 8;
-    const __mmask8 mk = (__mmask8)((1u << nr) - 1u);
-    const double *base = J->a + (r0 + i) * d;
-    /* gathers do not trigger the hardware prefetcher: fetch four steps ahead */
-    if (i + 40 <= m)
-      for (int64_t o = 32 * d; o < 40 * d; o += 8) _mm_prefetch((const char *)(base + o), _MM_HINT_T0);
-LEV_UNROLL
-    for (int64_t t = 0; t < d; ++t)
-      v[t] = _mm512_mask_i64gather_pd(_mm512_setzero_pd(), mk, vidx, base + t, 8);
-    if (J->wt) {
-      __m512d w = _mm512_sqrt_pd(_mm512_maskz_loadu_pd(mk, J->wt + r0 + i));
-      for (int64_t t = 0; t < d; ++t) v[t] = _mm512_mul_pd(v[t], w);
-    }
-    if (mode >= 2) /* v <- v R^{-1}: forward substitution along the row */
-LEV_UNROLL
-      for (int64_t k = 0; k < d; ++k) {
-        v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(ri[k]));
-LEV_UNROLL
-        for (int64_t j = k + 1; j < d; ++j)
-          v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R[k * d + j]), v[j]);
-      }
-    if (mode == 3) {
-      if (R2)
-LEV_UNROLL
-        for (int64_t k = 0; k < d; ++k) {
-          v[k] = _mm512_mul_pd(v[k], _mm512_set1_pd(r2i[k]));
-LEV_UNROLL
-          for (int64_t j = k + 1; j < d; ++j)
-            v[j] = _mm512_fnmadd_pd(v[k], _mm512_set1_pd(R2[k * d + j]), v[j]);
-        }
-      __m512d s = _mm512_mul_pd(v[0], v[0]);
-LEV_UNROLL
-      for (int64_t t = 1; t < d; ++t) s = _mm512_fmadd_pd(v[t], v[t], s);
-      _mm512_mask_storeu_pd(J->out + r0 + i, mk, s);
-      continue;
-    }
-    int64_t q = 0;
-LEV_UNROLL
-    for (int64_t a = 0; a < d; ++a)
-LEV_UNROLL
-      for (int64_t b = a; b < d; ++b, ++q) A[q] = _mm512_fmadd_pd(v[a], v[b], A[q]);
-  }
-  if (mode != 3) {
-    int64_t q = 0;
-    for (int64_t a = 0; a < d; ++a)
-      for (int64_t b = 0; b < d; ++b) g[a * d + b] = b < a ? 0.0 : _mm512_reduce_add_pd(A[q++]);
-  }
-}
+#include "leverage_fused.inc"
 
 #undef LEV_NAME
 #undef LEV_D
