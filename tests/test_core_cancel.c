@@ -311,6 +311,14 @@ START_TEST(errors_name_the_call) {
   CHECK_PREFIX("effml_tensor_init_normal", effml_tensor_init_normal(ctx, x, 0.0, -1.0));
   CHECK_PREFIX("effml_tensor_reshape", effml_tensor_reshape(ctx, x, 1, &four, &out));
   CHECK_PREFIX("effml_sampler_knn_into", effml_sampler_knn_into(ctx, x, NULL, 2, x, NULL));
+  /* one-line definitions (found by check_enter.pl since it reads them too) */
+  CHECK_PREFIX("effml_adapter_ia3_merge", effml_adapter_ia3_merge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_ia3_unmerge", effml_adapter_ia3_unmerge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_loha_merge", effml_adapter_loha_merge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_loha_unmerge", effml_adapter_loha_unmerge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_vera_merge", effml_adapter_vera_merge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_vera_unmerge", effml_adapter_vera_unmerge(ctx, dense));
+  ck_assert_str_eq(effml_context_last_error(ctx), "effml_adapter_vera_unmerge: layer is not a vera layer");
 #undef CHECK_PREFIX
   /* a failure inside a nested public call keeps both names */
   effml_train_options fo;
