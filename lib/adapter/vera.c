@@ -156,6 +156,13 @@ effml_status effml_adapter_vera_create(effml_context *ctx, effml_layer *base, in
   int64_t sa[2] = {rank, in}, sb[2] = {nout, rank};
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_A", 2, sa, 0, &p->i_a);
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_B", 2, sb, 0, &p->i_b);
+  if (st == EFFML_OK) { /* frozen by definition; backward computes no gradient for them */
+    static const char why[] = "VeRA's random projections vera_A/vera_B are frozen by definition "
+                              "(Kopiczko et al. 2024, arXiv 2310.11454, eq. 1; PEFT keeps them as "
+                              "buffers): only vera_lambda_d and vera_lambda_b train";
+    effml__layer_param_entry(l, p->i_a)->fixed = why;
+    effml__layer_param_entry(l, p->i_b)->fixed = why;
+  }
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_lambda_d", 1, &rank, 1, &p->i_ld);
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_lambda_b", 1, &nout, 1, &p->i_lb);
   if (st != EFFML_OK) {
