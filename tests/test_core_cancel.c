@@ -203,6 +203,120 @@ START_TEST(fit_cancel_keeps_last_step) {
 }
 END_TEST
 
+/* A step_hook that, at step `at`, writes `value` into *target (a row of x, or a weight). */
+typedef struct {
+  int64_t at;
+  float *target;
+  float value;
+} poke;
+
+static int32_t poke_hook(void *user_data, int64_t step) {
+  poke *p = (poke *)user_data;
+  if (step == p->at) *p->target = p->value;
+  return 0;
+}
+
+/* A NaN/Inf during training is reported with the epoch and the dataset row
+ * (the index into x, through the shuffle), not the row within the batch. */
+START_TEST(fit_nonfinite_names_dataset_row) {
+  effml_context *ctx = tu_ctx(3);
+  const int64_t n = 200;
+  effml_tensor *x = tu_f32(ctx, n, 4, NULL);
+  tu_fill_uniform(x, 8, -1, 1);
+  float *xx = (float *)effml_tensor_data(x);
+  effml_tensor *y = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &y), EFFML_OK);
+  for (int64_t i = 0; i < n; ++i) ((int32_t *)effml_tensor_data(y))[i] = xx[i * 4] > 0;
+  effml_layer *m = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 4, 2, 1, &m), EFFML_OK);
+  effml_optimizer_options oo;
+  effml_optimizer_options_init(&oo);
+  effml_optimizer *opt = NULL;
+  ck_assert_int_eq(effml_optimizer_create(ctx, &oo, &opt), EFFML_OK);
+  ck_assert_int_eq(effml_optimizer_add_layer(ctx, opt, m), EFFML_OK);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
+  fo.epochs = 3;
+  fo.batch_size = 16; /* 13 steps per epoch: a batch row is < 16 */
+  fo.shuffle_seed = 7;
+  /* 1. a NaN in x from the start: epoch 0 */
+  xx[41 * 4 + 2] = NAN;
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &fo, NULL), EFFML_E_NUMERIC);
+  ck_assert_str_eq(effml_context_last_error(ctx),
+                   "effml_train_classifier: epoch 0 (0-based), dataset row 41: x[41, 2]=nan is not finite");
+  xx[41 * 4 + 2] = 0.5f;
+  /* 2. an Inf written into row 137 after the last step of epoch 0: found in epoch 1 */
+  const float keep = xx[137 * 4 + 1];
+  poke pk = {13, &xx[137 * 4 + 1], INFINITY};
+  fo.step_hook = poke_hook;
+  fo.step_hook_user_data = &pk;
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &fo, NULL), EFFML_E_NUMERIC);
+  ck_assert_str_eq(effml_context_last_error(ctx),
+                   "effml_train_classifier: epoch 1 (0-based), dataset row 137: x[137, 1]=inf is not finite");
+  xx[137 * 4 + 1] = keep;
+  /* 3. the model diverges (a NaN weight from step 20): x is finite, the model is named */
+  float *w = (float *)effml_tensor_data(effml_layer_param(m, 0));
+  pk = (poke){20, &w[3], NAN};
+  const int64_t steps0 = effml_optimizer_steps(opt);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &fo, NULL), EFFML_E_NUMERIC);
+  const char *msg = effml_context_last_error(ctx);
+  long long row = -1;
+  ck_assert_msg(sscanf(msg, "effml_train_classifier: epoch 1 (0-based), dataset row %lld: logits[", &row) == 1,
+                "message '%s'", msg);
+  ck_assert(row >= 0 && row < n);
+  ck_assert_ptr_nonnull(strstr(msg, "]=nan is not finite at step 21 although the row of x is finite: the model diverged"));
+  ck_assert_int_eq(effml_optimizer_steps(opt) - steps0, 20); /* the 20 completed steps */
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* effml_train_predict: progress in rows, cancel leaves logits untouched. */
+START_TEST(predict_progress_and_cancel) {
+  effml_context *ctx = tu_ctx(4);
+  const int64_t n = 1000;
+  effml_tensor *x = tu_f32(ctx, n, 6, NULL), *lg = tu_f32(ctx, n, 3, NULL), *ref = tu_f32(ctx, n, 3, NULL);
+  tu_fill_uniform(x, 9, -1, 1);
+  effml_layer *m = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 6, 3, 1, &m), EFFML_OK);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, n, ref), EFFML_OK); /* one batch */
+  watch w;
+  for (int64_t stop_at = 1; stop_at <= 10; stop_at += 3) {
+    memset(effml_tensor_data(lg), 0x5A, effml_tensor_nbytes(lg));
+    watch_reset(&w, stop_at);
+    effml_context_set_progress(ctx, on_progress, &w);
+    assert_cancelled(ctx, effml_train_predict(ctx, m, x, 100, lg), "effml_train_predict");
+    ck_assert_int_eq(w.calls, stop_at);
+    ck_assert_str_eq(w.call, "effml_train_predict");
+    const unsigned char *b = (const unsigned char *)effml_tensor_data_const(lg);
+    for (size_t i = 0; i < effml_tensor_nbytes(lg); ++i) ck_assert_int_eq(b[i], 0x5A);
+  }
+  char want[96];
+  snprintf(want, sizeof want, "effml_train_predict: cancelled after %d of 1000 rows", 900);
+  ck_assert_str_eq(effml_context_last_error(ctx), want); /* stopped at the 10th report */
+  watch_reset(&w, 0);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, 100, lg), EFFML_OK);
+  ck_assert_int_eq(w.calls, 10); /* one report per batch, before it */
+  ck_assert(w.monotone);
+  ck_assert(tu_max_abs_diff_f32(effml_tensor_data(lg), effml_tensor_data(ref), n * 3) <= 1e-6);
+  /* one batch: a request made beforehand stops it, logits untouched */
+  effml_context_set_progress(ctx, NULL, NULL);
+  memset(effml_tensor_data(lg), 0x5A, effml_tensor_nbytes(lg));
+  effml_context_set_cancel(ctx, 1);
+  assert_cancelled(ctx, effml_train_predict(ctx, m, x, n, lg), "effml_train_predict");
+  ck_assert_int_eq(((const unsigned char *)effml_tensor_data_const(lg))[0], 0x5A);
+  effml_context_set_cancel(ctx, 0);
+  effml_layer_free(m);
+  effml_tensor_free(x);
+  effml_tensor_free(lg);
+  effml_tensor_free(ref);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(cascade_and_file_loads_cancel) {
   effml_context *ctx = tu_ctx(1);
   effml_cascade_options co;
@@ -348,6 +462,8 @@ int main(void) {
   tcase_add_test(tc, knn_progress_and_cancel);
   tcase_add_test(tc, resample_leverage_lewis_cancel);
   tcase_add_test(tc, fit_cancel_keeps_last_step);
+  tcase_add_test(tc, fit_nonfinite_names_dataset_row);
+  tcase_add_test(tc, predict_progress_and_cancel);
   tcase_add_test(tc, cascade_and_file_loads_cancel);
   tcase_add_test(tc, errors_name_the_call);
   suite_add_tcase(s, tc);
