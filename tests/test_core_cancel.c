@@ -6,6 +6,7 @@
  * it part-way gives EFFML_E_CANCELLED; withdrawing the request lets the same
  * call succeed.  Then a table of bad calls: every message starts with the
  * name of the function called. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -455,6 +456,99 @@ START_TEST(errors_name_the_call) {
 }
 END_TEST
 
+/* Number of entries of directory `dir` whose name starts with `prefix`. */
+static int count_prefixed(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
+  ck_assert_ptr_nonnull(d);
+  int k = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) k += starts_with(e->d_name, prefix);
+  closedir(d);
+  return k;
+}
+
+/* safetensors: load (copy, mmap, buffer) and save report bytes and stop on a
+ * cancel request with nothing published; a cancelled save leaves the
+ * destination as it was and no temporary file behind. */
+START_TEST(safetensors_progress_and_cancel) {
+  effml_context *ctx = tu_ctx(5);
+  effml_tensor *a = tu_f32(ctx, 64, 16, NULL), *b = tu_f32(ctx, 8, 3, NULL), *c = tu_f32(ctx, 5, 5, NULL);
+  tu_fill_uniform(a, 1, -1, 1);
+  tu_fill_uniform(b, 2, -1, 1);
+  tu_fill_uniform(c, 3, -1, 1);
+  const char *names[3] = {"a", "b", "c"};
+  const effml_tensor *ts[3] = {a, b, c};
+  const int64_t data_bytes = (64 * 16 + 8 * 3 + 5 * 5) * 4;
+  char path[512];
+  snprintf(path, sizeof path, "%s/cancel_test.safetensors", EFFML_TEST_TMP);
+  watch w;
+  watch_reset(&w, 0);
+  effml_context_set_progress(ctx, on_progress, &w);
+  ck_assert_int_eq(effml_safetensors_save(ctx, path, 3, names, ts, 0, NULL, NULL), EFFML_OK);
+  ck_assert_int_eq(w.calls, 3); /* before each tensor */
+  ck_assert_str_eq(w.call, "effml_safetensors_save");
+  ck_assert(w.monotone);
+  /* a save stopped before its second tensor: the old file stays, no temporary left */
+  FILE *f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  static unsigned char before[8192];
+  const size_t nb = fread(before, 1, sizeof before, f);
+  fclose(f);
+  ck_assert_int_gt(nb, data_bytes);
+  watch_reset(&w, 2);
+  const effml_tensor *ts2[3] = {c, b, a};
+  assert_cancelled(ctx, effml_safetensors_save(ctx, path, 3, names, ts2, 0, NULL, NULL),
+                   "effml_safetensors_save");
+  static unsigned char after[8192];
+  f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fread(after, 1, sizeof after, f), nb);
+  fclose(f);
+  ck_assert_int_eq(memcmp(before, after, nb), 0);
+  ck_assert_int_eq(count_prefixed(EFFML_TEST_TMP, "cancel_test.safetensors.tmp"), 0);
+
+  const uint32_t modes[2] = {EFFML_IO_SAFETENSORS_COPY, EFFML_IO_SAFETENSORS_MMAP};
+  for (int mo = 0; mo < 2; ++mo) {
+    effml_safetensors *st = NULL;
+    watch_reset(&w, 0);
+    ck_assert_int_eq(effml_safetensors_load(ctx, path, modes[mo], &st), EFFML_OK);
+    ck_assert_str_eq(w.call, "effml_safetensors_load");
+    ck_assert(w.monotone);
+    ck_assert_int_eq(w.last_done, mo == 0 ? 0 : data_bytes); /* copy: one piece; mmap: after each tensor */
+    ck_assert_int_eq(w.calls, mo == 0 ? 1 : 4);
+    const effml_tensor *got = NULL;
+    ck_assert_int_eq(effml_safetensors_get(ctx, st, "a", &got), EFFML_OK);
+    ck_assert_int_eq(memcmp(effml_tensor_data_const(got), effml_tensor_data_const(a), effml_tensor_nbytes(a)), 0);
+    effml_safetensors_free(st);
+    /* stopped at the last report: nothing published */
+    const int64_t last = w.calls;
+    st = NULL;
+    watch_reset(&w, last);
+    assert_cancelled(ctx, effml_safetensors_load(ctx, path, modes[mo], &st), "effml_safetensors_load");
+    ck_assert_ptr_null(st);
+    /* a request made beforehand */
+    effml_context_set_progress(ctx, NULL, NULL);
+    effml_context_set_cancel(ctx, 1);
+    assert_cancelled(ctx, effml_safetensors_load(ctx, path, modes[mo], &st), "effml_safetensors_load");
+    ck_assert_ptr_null(st);
+    effml_context_set_cancel(ctx, 0);
+    effml_context_set_progress(ctx, on_progress, &w);
+  }
+  effml_safetensors *st = NULL;
+  watch_reset(&w, 1);
+  assert_cancelled(ctx, effml_safetensors_load_buffer(ctx, before, nb, &st), "effml_safetensors_load_buffer");
+  ck_assert_ptr_null(st);
+  watch_reset(&w, 0);
+  ck_assert_int_eq(effml_safetensors_load_buffer(ctx, before, nb, &st), EFFML_OK);
+  ck_assert_int_eq(effml_safetensors_count(st), 3);
+  effml_safetensors_free(st);
+  remove(path);
+  effml_tensor_free(a);
+  effml_tensor_free(b);
+  effml_tensor_free(c);
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core_cancel");
   TCase *tc = tcase_create("cancel");
@@ -465,6 +559,7 @@ int main(void) {
   tcase_add_test(tc, fit_nonfinite_names_dataset_row);
   tcase_add_test(tc, predict_progress_and_cancel);
   tcase_add_test(tc, cascade_and_file_loads_cancel);
+  tcase_add_test(tc, safetensors_progress_and_cancel);
   tcase_add_test(tc, errors_name_the_call);
   suite_add_tcase(s, tc);
   return tu_run(s);
