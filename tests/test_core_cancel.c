@@ -162,6 +162,43 @@ START_TEST(resample_leverage_lewis_cancel) {
 }
 END_TEST
 
+/* SMOTE's within-class kNN search is a cancellation point too: with a minority class of
+ * 4000 rows it reports several times (repeating done = 0 of the output rows, so done never
+ * goes backwards) before the first output row, and a stop there publishes nothing. */
+START_TEST(smote_knn_phase_cancel) {
+  effml_context *ctx = tu_ctx(1);
+  const int64_t n = 12000;
+  effml_tensor *x = tu_f32(ctx, n, 8, NULL);
+  tu_fill_uniform(x, 7, -1, 1);
+  effml_tensor *y = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  int64_t *yy = (int64_t *)effml_tensor_data(y);
+  for (int64_t i = 0; i < n; ++i) yy[i] = i % 3 == 0; /* 4000 minority rows */
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  effml_tensor *xr = NULL, *yr = NULL;
+  watch w;
+  watch_reset(&w, 0);
+  effml_context_set_progress(ctx, on_progress, &w);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  const int64_t reports = w.calls;
+  ck_assert_int_ge(reports, 3); /* >= 2 rounds of the kNN search, then the output rows */
+  ck_assert(w.monotone);
+  effml_tensor_free(xr);
+  effml_tensor_free(yr);
+  xr = yr = NULL;
+  watch_reset(&w, 2); /* the second report is inside the kNN search */
+  assert_cancelled(ctx, effml_sampler_resample(ctx, &o, x, y, &xr, &yr), "effml_sampler_resample");
+  ck_assert_ptr_null(xr);
+  ck_assert_ptr_null(yr);
+  ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "cancelled after 0 output rows"));
+  ck_assert_int_eq(w.calls, 2);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(fit_cancel_keeps_last_step) {
   effml_context *ctx = tu_ctx(3);
   effml_tensor *x = tu_f32(ctx, 512, 4, NULL);
@@ -608,6 +645,7 @@ int main(void) {
   tcase_add_test(tc, cancel_flag_and_status);
   tcase_add_test(tc, knn_progress_and_cancel);
   tcase_add_test(tc, resample_leverage_lewis_cancel);
+  tcase_add_test(tc, smote_knn_phase_cancel);
   tcase_add_test(tc, fit_cancel_keeps_last_step);
   tcase_add_test(tc, fit_nonfinite_names_dataset_row);
   tcase_add_test(tc, predict_progress_and_cancel);
