@@ -92,6 +92,96 @@ START_TEST(test_merge_fixtures) {
 }
 END_TEST
 
+/* effml_adapter_peft_merge_tensors() straight on the fixtures' base tensors: PEFT's merged
+ * weights to f32 tolerance, bit-identical for 1 and 3 threads, and (plain LoRA's streamed
+ * rank-r update) within f32 rounding of the layer path (attach + merge_layer). */
+START_TEST(test_merge_tensors_api) {
+  const char *cases[] = {"lora", "lora_rslora", "lora_rank_alpha_pattern", "dora",
+                         "lora_conv1d_fan_in_fan_out", "lokr", "ia3", "loha", "vera"};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+    char dir[512], p[600];
+    snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, cases[c]);
+    effml_context *ctx = tu_ctx(1), *ctx3 = tu_ctx(1);
+    ck_assert_int_eq(effml_context_set_num_threads(ctx3, 3), EFFML_OK);
+    effml_adapter_peft *a = NULL;
+    ck_assert_int_eq(effml_adapter_peft_open(ctx, dir, &a), EFFML_OK);
+    effml_safetensors *b = NULL, *m = NULL;
+    snprintf(p, sizeof p, "%s/base.safetensors", dir);
+    ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &b), EFFML_OK);
+    snprintf(p, sizeof p, "%s/merged.safetensors", dir);
+    ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &m), EFFML_OK);
+    int fan = effml_adapter_peft_fan_in_fan_out(a);
+    for (int64_t i = 0; i < effml_adapter_peft_num_modules(a); ++i) {
+      const char *x = effml_adapter_peft_module_name(a, i) + strlen("base_model.model.");
+      char kw[512], kb[512];
+      snprintf(kw, sizeof kw, "%s.weight", x);
+      snprintf(kb, sizeof kb, "%s.bias", x);
+      const effml_tensor *w0 = NULL, *b0 = NULL, *wr = NULL, *br = NULL;
+      ck_assert_int_eq(effml_safetensors_get(ctx, b, kw, &w0), EFFML_OK);
+      ck_assert_int_eq(effml_safetensors_get(ctx, m, kw, &wr), EFFML_OK);
+      int has_b = effml_safetensors_get(ctx, b, kb, &b0) == EFFML_OK;
+      if (has_b) ck_assert_int_eq(effml_safetensors_get(ctx, m, kb, &br), EFFML_OK);
+      effml_tensor *w1 = NULL, *w3 = NULL, *b1 = NULL, *b3 = NULL;
+      ck_assert_int_eq(effml_tensor_convert(ctx, w0, EFFML_F32, &w1), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_convert(ctx, w0, EFFML_F32, &w3), EFFML_OK);
+      if (has_b) {
+        ck_assert_int_eq(effml_tensor_convert(ctx, b0, EFFML_F32, &b1), EFFML_OK);
+        ck_assert_int_eq(effml_tensor_convert(ctx, b0, EFFML_F32, &b3), EFFML_OK);
+      }
+      ck_assert_msg(effml_adapter_peft_merge_tensors(ctx, a, i, w1, b1) == EFFML_OK, "%s: %s", cases[c],
+                    effml_context_last_error(ctx));
+      ck_assert_int_eq(effml_adapter_peft_merge_tensors(ctx3, a, i, w3, b3), EFFML_OK);
+      int64_t n = effml_tensor_numel(w1);
+      const float *g = effml_tensor_data_const(w1), *g3 = effml_tensor_data_const(w3), *r = effml_tensor_data_const(wr);
+      ck_assert_msg(memcmp(g, g3, (size_t)n * sizeof(float)) == 0, "%s: thread count changed the merge", cases[c]);
+      for (int64_t k = 0; k < n; ++k)
+        ck_assert_msg(fabs((double)g[k] - r[k]) <= 2e-6 * (1 + fabs((double)r[k])), "%s %s[%lld]: %g vs PEFT %g",
+                      cases[c], kw, (long long)k, (double)g[k], (double)r[k]);
+      if (has_b) {
+        const float *gb = effml_tensor_data_const(b1), *rb = effml_tensor_data_const(br);
+        for (int64_t k = 0; k < effml_tensor_numel(b1); ++k)
+          ck_assert_msg(fabs((double)gb[k] - rb[k]) <= 2e-6 * (1 + fabs((double)rb[k])), "%s %s[%lld]: %g vs PEFT %g",
+                        cases[c], kb, (long long)k, (double)gb[k], (double)rb[k]);
+      }
+      if (strncmp(cases[c], "lora", 4) == 0) { /* the layer path on the same weights */
+        int64_t out = effml_tensor_dim(w0, fan ? 1 : 0), in = effml_tensor_dim(w0, fan ? 0 : 1);
+        effml_layer *base = NULL, *l = NULL;
+        ck_assert_int_eq(fan ? effml_adapter_conv1d_create(ctx, in, out, has_b, &base)
+                             : effml_layer_dense_create(ctx, in, out, has_b, &base),
+                         EFFML_OK);
+        ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(base, 0), w0), EFFML_OK);
+        if (has_b) ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(base, 1), b0), EFFML_OK);
+        ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, i, base, &l), EFFML_OK);
+        ck_assert_int_eq(effml_adapter_peft_merge_layer(ctx, l), EFFML_OK);
+        const float *q = effml_tensor_data_const(effml_layer_param(effml_adapter_lora_base(l), 0));
+        for (int64_t k = 0; k < n; ++k)
+          ck_assert_msg(fabs((double)g[k] - q[k]) <= 1e-6 * (1 + fabs((double)q[k])), "%s %s[%lld]: %g vs layer %g",
+                        cases[c], kw, (long long)k, (double)g[k], (double)q[k]);
+        effml_layer_free(l);
+      }
+      effml_tensor_free(w1);
+      effml_tensor_free(w3);
+      effml_tensor_free(b1);
+      effml_tensor_free(b3);
+    }
+    /* the contract's refusals: a weight of the wrong dtype, a bias of the wrong width */
+    effml_tensor *bad = NULL;
+    int64_t sh[2] = {2, 3};
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, sh, &bad), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_peft_merge_tensors(ctx, a, 0, bad, NULL), EFFML_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "weight must be a contiguous 2-D f32"));
+    ck_assert_int_eq(effml_adapter_peft_merge_tensors(ctx, a, effml_adapter_peft_num_modules(a), bad, NULL),
+                     EFFML_E_RANGE);
+    effml_tensor_free(bad);
+    effml_safetensors_free(b);
+    effml_safetensors_free(m);
+    effml_adapter_peft_free(a);
+    effml_context_free(ctx);
+    effml_context_free(ctx3);
+  }
+}
+END_TEST
+
 START_TEST(test_refusals) {
   char args[2048], out[512];
   struct stat sb;
@@ -400,6 +490,7 @@ static Suite *suite(void) {
   Suite *s = suite_create("adapter_tool");
   TCase *t = tcase_create("tool");
   tcase_add_test(t, test_merge_fixtures);
+  tcase_add_test(t, test_merge_tensors_api);
   tcase_add_test(t, test_refusals);
   tcase_add_test(t, test_merge_bf16);
   tcase_add_test(t, test_refuse_nonfinite);

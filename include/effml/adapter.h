@@ -590,6 +590,25 @@ EFFML_API effml_status effml_adapter_peft_attach(effml_context *ctx, const effml
  * @return as effml_adapter_lora_merge(); EFFML_E_INVALID_ARG (another kind).
  */
 EFFML_API effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *layer);
+/**
+ * Merge module i straight into a base model's tensors, in place: `weight` as the
+ * checkpoint stores it (`[out, in]`, or `[in, out]` when the config says
+ * fan_in_fan_out), contiguous f32; `bias` `[out]` f32 or NULL (changed by
+ * lora_bias and by IA3 output scaling, as PEFT's merge does; otherwise left
+ * alone).  Plain LoRA/rsLoRA is a rank-r update W += s B A streamed over W once
+ * (r (in + out) memory per row, no delta matrix, rows split over the context's
+ * threads, same result for any thread count); DoRA, LoKr, LoHa, IA3 and VeRA go
+ * through their layer's merge (a base made from these tensors, no random
+ * initialisation; memory: one more copy of the weight).  The result equals
+ * effml_adapter_peft_attach() + effml_adapter_peft_merge_layer() on the same weights
+ * up to f32 rounding of the sum.  Thread-safety: `a` is only read.
+ * @return EFFML_E_INVALID_ARG (NULL, weight not contiguous 2-D f32), EFFML_E_SHAPE
+ *         (bias not [out]; an adapter tensor that does not fit the weight, named),
+ *         EFFML_E_UNSUPPORTED (lora_bias with bias NULL, naming the module),
+ *         EFFML_E_RANGE (i), the errors of effml_adapter_peft_attach(), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_peft_merge_tensors(effml_context *ctx, const effml_adapter_peft *a, int64_t i,
+                                                        effml_tensor *weight, effml_tensor *bias);
 
 EFFML_END_DECLS
 

@@ -212,4 +212,8 @@ EFFML__HIDDEN int effml__is_vera(const effml_layer *l);
 /* The module name as PEFT matches patterns: without "base_model.model.". */
 EFFML__HIDDEN const char *effml__peft_module_key(const char *module_name);
 
+/* effml_adapter_conv1d_create() without the random initialisation (weight and bias zero). */
+EFFML__HIDDEN effml_status effml__conv1d_create_uninit(effml_context *ctx, int64_t in_features, int64_t out_features,
+                                                       int32_t bias, effml_layer **out);
+
 #endif /* EFFML_ADAPTER_INTERNAL_H */

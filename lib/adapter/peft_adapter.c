@@ -347,3 +347,178 @@ effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *lay
   effml_tensor_free(dw);
   return s;
 }
+
+/* ---- merging straight into a file's tensors ---- */
+
+/* W[i, :] += s * sum_k U(i, k) V[k, :] for rows [begin, end) of W [rows, cols]: a rank-r update
+ * that streams W once (each row block is read and written once; U's row and V, r x cols, stay in
+ * cache).  U(i, k) = U[i * u_row + k * u_k].  Per row the sum over k runs in a fixed order,
+ * whatever the split into threads. */
+typedef struct rank_args {
+  float *W;
+  const float *U, *V;
+  int64_t cols, r, u_row, u_k;
+  float s;
+} rank_args;
+
+#define RANK_BLOCK 512
+#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define RANK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RANK_CLONES
+#endif
+
+RANK_CLONES static void rank_update_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  const rank_args *t = (const rank_args *)arg;
+  (void)worker;
+  float acc[RANK_BLOCK];
+  for (int64_t i = begin; i < end; ++i) {
+    float *w = t->W + i * t->cols;
+    const float *u = t->U + i * t->u_row;
+    for (int64_t j0 = 0; j0 < t->cols; j0 += RANK_BLOCK) {
+      int64_t jn = t->cols - j0 < RANK_BLOCK ? t->cols - j0 : RANK_BLOCK;
+      for (int64_t j = 0; j < jn; ++j) acc[j] = 0.0f;
+      for (int64_t k = 0; k < t->r; ++k) {
+        const float c = u[k * t->u_k], *v = t->V + k * t->cols + j0;
+        for (int64_t j = 0; j < jn; ++j) acc[j] += c * v[j];
+      }
+      for (int64_t j = 0; j < jn; ++j) w[j0 + j] += t->s * acc[j];
+    }
+  }
+}
+
+/* f32 view of an adapter tensor: the tensor itself, or a converted copy in *tmp. */
+static const float *as_f32(effml_context *ctx, const effml_tensor *t, effml_tensor **tmp, effml_status *s) {
+  *tmp = NULL;
+  if (effml_tensor_dtype(t) == EFFML_F32) return (const float *)effml_tensor_data_const(t);
+  *s = effml_tensor_convert(ctx, t, EFFML_F32, tmp);
+  return *s == EFFML_OK ? (const float *)effml_tensor_data_const(*tmp) : NULL;
+}
+
+/* Plain LoRA (no DoRA): W += s B A, b += s lora_B.bias, without building a layer. */
+static effml_status merge_lora_direct(effml_context *ctx, const effml_adapter_peft *a, int64_t i, effml_tensor *weight,
+                                      effml_tensor *bias, int64_t in, int64_t out) {
+  const effml__peft_cfg *c = a->cfg;
+  const char *mod = a->modules[i];
+  int64_t r = 0;
+  double alpha = 0;
+  effml__peft_cfg_module(c, mod, &r, &alpha);
+  char ka[1024], kb[1024], kbb[1024];
+  snprintf(ka, sizeof ka, "%s.lora_A.weight", mod);
+  snprintf(kb, sizeof kb, "%s.lora_B.weight", mod);
+  snprintf(kbb, sizeof kbb, "%s.lora_B.bias", mod);
+  const effml_tensor *A = NULL, *B = NULL, *Bb = NULL;
+  EFFML__TRY(effml_safetensors_get(ctx, a->st, ka, &A));
+  EFFML__TRY(effml_safetensors_get(ctx, a->st, kb, &B));
+  if (c->lora_bias) EFFML__TRY(effml_safetensors_get(ctx, a->st, kbb, &Bb));
+  if (effml_tensor_ndim(A) != 2 || effml_tensor_dim(A, 0) != r || effml_tensor_dim(A, 1) != in)
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "adapter file: \"%s\" must be [r=%lld, in=%lld] for module \"%s\" (fan_in_fan_out=%s: the base "
+                      "weight is read as %s)",
+                      ka, (long long)r, (long long)in, mod, c->fan_in_fan_out ? "true" : "false",
+                      c->fan_in_fan_out ? "[in, out]" : "[out, in]");
+  if (effml_tensor_ndim(B) != 2 || effml_tensor_dim(B, 0) != out || effml_tensor_dim(B, 1) != r)
+    return effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"%s\" must be [out=%lld, r=%lld] for module \"%s\"", kb,
+                      (long long)out, (long long)r, mod);
+  if (Bb && (effml_tensor_ndim(Bb) != 1 || effml_tensor_dim(Bb, 0) != out))
+    return effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"%s\" must be [out=%lld]", kbb, (long long)out);
+  if (Bb && bias == NULL)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                      "module \"%s\": lora_bias cannot be merged: the base has no bias (PEFT refuses too)", mod);
+  double scaling = c->use_rslora ? alpha / sqrt((double)r) : alpha / (double)r;
+  effml_tensor *ta = NULL, *tb = NULL, *tbb = NULL, *bt = NULL;
+  effml_status s = EFFML_OK;
+  const float *Af = as_f32(ctx, A, &ta, &s), *Bf = Af ? as_f32(ctx, B, &tb, &s) : NULL;
+  const float *Bbf = (Bf && Bb) ? as_f32(ctx, Bb, &tbb, &s) : NULL;
+  float *W = (float *)effml_tensor_data(weight);
+  if (s == EFFML_OK) {
+    rank_args t;
+    t.W = W;
+    t.r = r;
+    t.s = (float)scaling;
+    if (!c->fan_in_fan_out) { /* W [out, in] += s B A: U = B [out, r], V = A [r, in] */
+      t.U = Bf;
+      t.u_row = r;
+      t.u_k = 1;
+      t.V = Af;
+      t.cols = in;
+      s = effml__parallel_for(ctx, out, 64, rank_update_rows, &t);
+    } else { /* W [in, out] += s A^T B^T: U = A^T (U(j, k) = A[k, j]), V = B^T [r, out] */
+      int64_t shape[2] = {r, out};
+      s = effml_tensor_create(ctx, EFFML_F32, 2, shape, &bt);
+      if (s == EFFML_OK) {
+        float *V = (float *)effml_tensor_data(bt);
+        for (int64_t o = 0; o < out; ++o)
+          for (int64_t k = 0; k < r; ++k) V[k * out + o] = Bf[o * r + k];
+        t.U = Af;
+        t.u_row = 1;
+        t.u_k = in;
+        t.V = V;
+        t.cols = out;
+        s = effml__parallel_for(ctx, in, 64, rank_update_rows, &t);
+      }
+    }
+  }
+  if (s == EFFML_OK && Bbf) {
+    float *b = (float *)effml_tensor_data(bias);
+    for (int64_t o = 0; o < out; ++o) b[o] += (float)scaling * Bbf[o];
+  }
+  effml_tensor_free(ta);
+  effml_tensor_free(tb);
+  effml_tensor_free(tbb);
+  effml_tensor_free(bt);
+  return s;
+}
+
+effml_status effml_adapter_peft_merge_tensors(effml_context *ctx, const effml_adapter_peft *a, int64_t i,
+                                              effml_tensor *weight, effml_tensor *bias) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, a);
+  EFFML__CHECK_NULL(ctx, weight);
+  if (i < 0 || i >= a->n)
+    return effml__err(ctx, EFFML_E_RANGE, "effml_adapter_peft_merge_tensors: i=%lld out of [0, %lld)", (long long)i,
+                      (long long)a->n);
+  const effml__peft_cfg *c = a->cfg;
+  const char *mod = a->modules[i];
+  char x1[96];
+  if (effml_tensor_dtype(weight) != EFFML_F32 || effml_tensor_ndim(weight) != 2 || !effml_tensor_is_contiguous(weight))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_adapter_peft_merge_tensors: module \"%s\": weight must be a contiguous 2-D f32 tensor, got "
+                      "%s %s",
+                      mod, effml_tensor_dtype_name(effml_tensor_dtype(weight)), effml__shape_str(weight, x1, sizeof x1));
+  int fan = c->fan_in_fan_out;
+  int64_t out = effml_tensor_dim(weight, fan ? 1 : 0), in = effml_tensor_dim(weight, fan ? 0 : 1);
+  if (bias && (effml_tensor_dtype(bias) != EFFML_F32 || effml_tensor_ndim(bias) != 1 || effml_tensor_dim(bias, 0) != out ||
+               !effml_tensor_is_contiguous(bias)))
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "effml_adapter_peft_merge_tensors: module \"%s\": bias must be a contiguous f32 [%lld] (the "
+                      "weight's out_features with fan_in_fan_out=%s), got %s",
+                      mod, (long long)out, fan ? "true" : "false", effml__shape_str(bias, x1, sizeof x1));
+  if (c->type == EFFML__PEFT_LORA && !c->use_dora) return merge_lora_direct(ctx, a, i, weight, bias, in, out);
+  /* every other type: its layer around a base made from these tensors (no random init), merged, copied back */
+  effml_layer *base = NULL, *l = NULL;
+  EFFML__TRY(fan ? effml__conv1d_create_uninit(ctx, in, out, bias != NULL, &base)
+                 : effml__layer_dense_create_uninit(ctx, in, out, bias != NULL, &base));
+  int32_t iw = -1, ib = -1;
+  for (int32_t j = 0; j < effml_layer_num_params(base); ++j) {
+    if (strcmp(effml_layer_param_name(base, j), "weight") == 0) iw = j;
+    if (strcmp(effml_layer_param_name(base, j), "bias") == 0) ib = j;
+  }
+  effml_tensor *bw = effml_layer_param(base, iw), *bb = ib >= 0 ? effml_layer_param(base, ib) : NULL;
+  size_t wbytes = (size_t)effml_tensor_numel(weight) * sizeof(float);
+  memcpy(effml_tensor_data(bw), effml_tensor_data_const(weight), wbytes);
+  if (bb) memcpy(effml_tensor_data(bb), effml_tensor_data_const(bias), (size_t)out * sizeof(float));
+  effml_status s = effml_adapter_peft_attach(ctx, a, i, base, &l);
+  if (s != EFFML_OK) {
+    effml_layer_free(base);
+    return s;
+  }
+  s = effml_adapter_peft_merge_layer(ctx, l);
+  if (s == EFFML_OK) {
+    memcpy(effml_tensor_data(weight), effml_tensor_data_const(bw), wbytes);
+    if (bb) memcpy(effml_tensor_data(bias), effml_tensor_data_const(bb), (size_t)out * sizeof(float));
+  }
+  effml_layer_free(l);
+  return s;
+}
