@@ -132,13 +132,31 @@ static int info(const char *dir) {
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;
   effml_adapter_peft *a = NULL;
-  if (effml_adapter_peft_open(ctx, dir, &a) != EFFML_OK) {
-    int rc = fail_ctx(ctx, dir);
+  if (effml_adapter_peft_open(ctx, dir, &a) != EFFML_OK) { /* list every problem, not only the first */
+    size_t len = 1 << 16;
+    char *rep = (char *)malloc(len), first[1024];
+    int64_t np = 0;
+    snprintf(first, sizeof first, "%s", effml_context_last_error(ctx));
+    if (rep == NULL || effml_adapter_peft_problems(ctx, dir, rep, len, &np) != EFFML_OK || np <= 1) {
+      fprintf(stderr, "effml-adapter: %s: %s\n", dir, first); /* one problem: open's own message */
+      free(rep);
+      effml_context_free(ctx);
+      return 1;
+    }
+    fprintf(stderr, "effml-adapter: %s: %lld problem%s; this adapter cannot be merged:\n", dir, (long long)np,
+            np == 1 ? "" : "s");
+    for (const char *line = rep; *line;) {
+      const char *nl = strchr(line, '\n');
+      size_t l = nl ? (size_t)(nl - line) : strlen(line);
+      fprintf(stderr, "  unsupported: %.*s\n", (int)l, line);
+      line += l + (nl != NULL);
+    }
+    free(rep);
     effml_context_free(ctx);
-    return rc;
+    return 1;
   }
   const char *type = effml_adapter_peft_type(a);
-  int has_alpha = strcmp(type, "IA3") != 0 && strcmp(type, "VERA") != 0; /* IA3 and VeRA have no alpha */
+  int is_ia3 = strcmp(type, "IA3") == 0, has_alpha = !is_ia3 && strcmp(type, "VERA") != 0; /* no alpha in IA3, VeRA */
   int64_t n = effml_adapter_peft_num_modules(a), total = 0;
   printf("type: %s\nfan_in_fan_out: %s\nmodules: %lld\n", type, effml_adapter_peft_fan_in_fan_out(a) ? "true" : "false",
          (long long)n);
@@ -151,7 +169,11 @@ static int info(const char *dir) {
       effml_context_free(ctx);
       return rc;
     }
-    printf("  %s  r=%lld", effml_adapter_peft_module_name(a, i), (long long)r);
+    printf("  %s  ", effml_adapter_peft_module_name(a, i));
+    if (is_ia3) /* a learned vector, no rank: what it scales */
+      printf("scales=%s", effml_adapter_peft_module_scales_input(a, i) ? "input (feedforward)" : "output");
+    else
+      printf("r=%lld", (long long)r);
     if (has_alpha) printf(" alpha=%g", alpha);
     printf(" params=%lld\n", (long long)np);
     total += np;

@@ -531,7 +531,7 @@ EFFML_API effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_laye
 /* A PEFT adapter directory as one object (module-by-module merging)         */
 /* ------------------------------------------------------------------------ */
 
-/** An opened PEFT adapter directory (LoRA family or LoKr). */
+/** An opened PEFT adapter directory (LoRA family, LoKr, LoHa, IA3, VeRA). */
 typedef struct effml_adapter_peft effml_adapter_peft;
 
 /**
@@ -552,6 +552,23 @@ typedef struct effml_adapter_peft effml_adapter_peft;
  *         module, the tensor and the index), EFFML_E_IO, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
+/**
+ * Every problem that makes effml_adapter_peft_open() refuse `dir`, not only the
+ * first: each config key it cannot honour (named with its value), each tensor it
+ * does not read, each module the config does not target (target_modules,
+ * exclude_modules, layers_to_transform), each missing tensor and non-finite value.
+ * Reading stops early only when a file cannot be read or "peft_type" is missing or
+ * unknown (that one problem is reported).  `report` receives one message per line
+ * (NUL-terminated; cut at report_len, *num_problems still counts them all).
+ * *num_problems == 0 means effml_adapter_peft_open() accepts `dir`.
+ * @param report  may be NULL when report_len is 0
+ * @return EFFML_OK when the check ran (whatever it found), EFFML_E_INVALID_ARG (NULL), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_peft_problems(effml_context *ctx, const char *dir, char *report,
+                                                   size_t report_len, int64_t *num_problems);
+/** IA3: 1 if module i scales its input (a feedforward_modules match, PEFT's rule), 0 if its output;
+ *  0 for other types and an i out of range. */
+EFFML_API int32_t effml_adapter_peft_module_scales_input(const effml_adapter_peft *a, int64_t i);
 /** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */
 EFFML_API void effml_adapter_peft_free(effml_adapter_peft *a);
 /** "LORA", "LORA (DoRA)", "LOKR", "LOHA", "IA3" or "VERA" (borrowed; NULL for NULL). */

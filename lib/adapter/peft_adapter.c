@@ -107,15 +107,23 @@ void effml_adapter_peft_free(effml_adapter_peft *a) {
   effml__free(a->ctx, a);
 }
 
-effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out) {
-  EFFML__ENTER(ctx);
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, dir);
-  EFFML__CHECK_NULL(ctx, out);
+/* With a sink, a problem that does not stop the reading (a config key, a tensor, a module) is
+ * recorded there and the checks go on; without one the first problem is the result. */
+#define NOTE(call)                                              \
+  do {                                                          \
+    s = (call);                                                 \
+    if (s != EFFML_OK && sk != NULL && s != EFFML_E_NOMEM) {    \
+      effml__peft_sink_add(sk, effml_context_last_error(ctx));  \
+      s = EFFML_OK;                                             \
+    }                                                           \
+  } while (0)
+
+static effml_status open_impl(effml_context *ctx, const char *dir, effml__peft_sink *sk, effml_adapter_peft **out) {
   effml_adapter_peft *a = (effml_adapter_peft *)effml__calloc_or_err(ctx, 1, sizeof *a, "a PEFT adapter");
   if (a == NULL) return EFFML_E_NOMEM;
   a->ctx = ctx;
-  effml_status s = effml__peft_cfg_open_type(ctx, dir, -1, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, &a->cfg);
+  effml_status s =
+      effml__peft_cfg_open_collect(ctx, dir, -1, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, sk, &a->cfg);
   size_t plen = strlen(dir) + 32;
   char *path = s == EFFML_OK ? (char *)effml__malloc(ctx, plen) : NULL;
   if (s == EFFML_OK && path == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_open: out of memory");
@@ -128,23 +136,28 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
     a->modules = (char **)effml__calloc(ctx, (size_t)(nt > 0 ? nt : 1), sizeof *a->modules);
     if (a->modules == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_open: out of memory");
   }
+  const int32_t ty = a->cfg ? a->cfg->type : 0;
   for (int64_t t = 0; s == EFFML_OK && t < nt; ++t) {
     const char *name = effml_safetensors_name(a->st, t);
-    if (a->cfg->type == EFFML__PEFT_VERA && (strcmp(name, "base_model.vera_A") == 0 || strcmp(name, "base_model.vera_B") == 0)) {
+    if (ty == EFFML__PEFT_VERA && (strcmp(name, "base_model.vera_A") == 0 || strcmp(name, "base_model.vera_B") == 0)) {
       effml_safetensors_get(ctx, a->st, name, name[16] == 'A' ? &a->vera_A : &a->vera_B);
-      s = check_finite(ctx, path, name, strlen(name), name[16] == 'A' ? a->vera_A : a->vera_B);
+      NOTE(check_finite(ctx, path, name, strlen(name), name[16] == 'A' ? a->vera_A : a->vera_B));
       continue; /* the shared projections */
     }
     size_t k = module_len(a->cfg, name);
     if (k == 0) {
-      s = effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": tensor \"%s\" is not a %s tensor this library reads", path, name,
-                     a->cfg->type == EFFML__PEFT_LOKR ? "LoKr" : a->cfg->type == EFFML__PEFT_IA3 ? "IA3"
-                                                 : a->cfg->type == EFFML__PEFT_LOHA ? "LoHa" : "LoRA/DoRA");
-      break;
+      NOTE(effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": tensor \"%s\" is not a %s tensor this library reads", path,
+                      name,
+                      ty == EFFML__PEFT_LOKR   ? "LoKr"
+                      : ty == EFFML__PEFT_IA3  ? "IA3"
+                      : ty == EFFML__PEFT_LOHA ? "LoHa"
+                      : ty == EFFML__PEFT_VERA ? "VeRA"
+                                               : "LoRA/DoRA"));
+      continue;
     }
     const effml_tensor *tv = NULL;
     s = effml_safetensors_get(ctx, a->st, name, &tv);
-    if (s == EFFML_OK) s = check_finite(ctx, path, name, k, tv);
+    if (s == EFFML_OK) NOTE(check_finite(ctx, path, name, k, tv));
     if (s != EFFML_OK) break;
     int64_t m = 0;
     while (m < a->n && !(strlen(a->modules[m]) == k && strncmp(a->modules[m], name, k) == 0)) ++m;
@@ -158,27 +171,75 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
       a->modules[a->n++][k] = '\0';
     }
   }
-  if (s == EFFML_OK && a->n == 0) s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" holds no adapter tensor", path);
+  if (s == EFFML_OK && a->n == 0) NOTE(effml__err(ctx, EFFML_E_FORMAT, "\"%s\" holds no adapter tensor", path));
+  for (int64_t m = 0; s == EFFML_OK && m < a->n; ++m) { /* the config must target every module of the file */
+    const char *field = NULL;
+    if (!effml__peft_cfg_targets(a->cfg, a->modules[m], &field)) {
+      char b[160];
+      NOTE(effml__err(ctx, EFFML_E_UNSUPPORTED,
+                      "\"%s\": module \"%s\" is in the file, but %s=%s in adapter_config.json does not target it "
+                      "(PEFT would not put an adapter there); fix %s or remove the module's tensors",
+                      path, a->modules[m], field, effml__peft_cfg_value(a->cfg, field, b, sizeof b), field));
+    }
+  }
   for (int64_t m = 0; s == EFFML_OK && m < a->n; ++m) {
     const char *miss = missing_tensor(a, a->modules[m]);
     if (miss)
-      s = effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
-                     a->modules[m], miss);
+      NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
+                      a->modules[m], miss));
   }
-  if (s == EFFML_OK && a->cfg->type == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
-    s = effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
-                   a->vera_A == NULL ? "base_model.vera_A" : "base_model.vera_B");
-  if (s == EFFML_OK && a->cfg->type == EFFML__PEFT_VERA &&
-      (effml_tensor_ndim(a->vera_A) != 2 || effml_tensor_ndim(a->vera_B) != 2 ||
-       effml_tensor_dim(a->vera_A, 0) != a->cfg->r || effml_tensor_dim(a->vera_B, 1) != a->cfg->r))
-    s = effml__err(ctx, EFFML_E_SHAPE, "\"%s\": vera_A must be [r=%lld, max_in] and vera_B [max_out, r]", path,
-                   (long long)a->cfg->r);
+  if (s == EFFML_OK && ty == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
+    NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
+                    a->vera_A == NULL ? "base_model.vera_A" : "base_model.vera_B"));
+  else if (s == EFFML_OK && ty == EFFML__PEFT_VERA &&
+           (effml_tensor_ndim(a->vera_A) != 2 || effml_tensor_ndim(a->vera_B) != 2 ||
+            effml_tensor_dim(a->vera_A, 0) != a->cfg->r || effml_tensor_dim(a->vera_B, 1) != a->cfg->r))
+    NOTE(effml__err(ctx, EFFML_E_SHAPE, "\"%s\": vera_A must be [r=%lld, max_in] and vera_B [max_out, r]", path,
+                    (long long)a->cfg->r));
   effml__free(ctx, path);
-  if (s != EFFML_OK) {
+  if (s != EFFML_OK && sk != NULL && s != EFFML_E_NOMEM) { /* a problem that stops the reading */
+    effml__peft_sink_add(sk, effml_context_last_error(ctx));
+    s = EFFML_OK;
+  }
+  if (s != EFFML_OK || sk != NULL) {
     effml_adapter_peft_free(a);
     return s;
   }
   *out = a;
+  return EFFML_OK;
+}
+#undef NOTE
+
+effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, out);
+  return open_impl(ctx, dir, NULL, out);
+}
+
+void effml__peft_sink_add(effml__peft_sink *k, const char *msg) {
+  size_t n = strlen(msg);
+  k->n++;
+  if (k->buf == NULL || k->len == 0 || k->used + 1 >= k->len) return;
+  size_t room = k->len - k->used - 1, c = n < room ? n : room;
+  memcpy(k->buf + k->used, msg, c);
+  k->used += c;
+  if (k->used + 1 < k->len) k->buf[k->used++] = '\n';
+  k->buf[k->used] = '\0';
+}
+
+effml_status effml_adapter_peft_problems(effml_context *ctx, const char *dir, char *report, size_t report_len,
+                                         int64_t *num_problems) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, num_problems);
+  effml__peft_sink k = {report, report_len, 0, 0};
+  if (report && report_len) report[0] = '\0';
+  effml_adapter_peft *unused = NULL;
+  EFFML__TRY(open_impl(ctx, dir, &k, &unused));
+  *num_problems = k.n;
   return EFFML_OK;
 }
 
@@ -194,6 +255,11 @@ int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a) { return a ?
 
 const char *effml_adapter_peft_module_name(const effml_adapter_peft *a, int64_t i) {
   return (a && i >= 0 && i < a->n) ? a->modules[i] : NULL;
+}
+
+int32_t effml_adapter_peft_module_scales_input(const effml_adapter_peft *a, int64_t i) {
+  if (a == NULL || i < 0 || i >= a->n || a->cfg->type != EFFML__PEFT_IA3) return 0;
+  return effml__peft_cfg_feedforward(a->cfg, a->modules[i]) ? 1 : 0;
 }
 
 int32_t effml_adapter_peft_fan_in_fan_out(const effml_adapter_peft *a) { return a ? a->cfg->fan_in_fan_out : 0; }
