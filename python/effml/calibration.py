@@ -254,9 +254,11 @@ class _Calibrator(_Base):
         return np.argmax(self.transform(logits, views), axis=1)
 
     def loss(self, logits, y, views=None, params=None):
-        """The training objective and its gradient at ``params`` (default ``params_``).
+        """The training objective and its gradient at ``params``.
 
-        Mean NLL (temperature, vector scaling) or the correctness-aware loss
+        ``params`` defaults to ``params_`` when fitted, else the starting
+        point ``fit`` begins from (seeded by ``random_state``).
+        Objective: mean NLL (temperature, vector scaling) or the correctness-aware loss
         over all rows; returns ``(loss, grad)`` with grad float64
         ``[len(params_)]`` (layout in ``effml_calibration_num_params``).
         """
@@ -268,7 +270,9 @@ class _Calibrator(_Base):
             raise ShapeError("logits have %d classes, the calibrator was fitted on %d"
                              % (z.shape[1], k))
         nf = None if f is None else f.shape[1]
-        p = self.params_ if params is None else np.asarray(params, dtype=np.float64)
+        # unfitted and no params: the C calibrator's starting point (T = 1, identity, ...)
+        p = getattr(self, "params_", None) if params is None else np.asarray(params,
+                                                                             dtype=np.float64)
         ctx = thread_context()
         h = self._create(ctx, k, nf)
         try:

@@ -175,7 +175,8 @@ def test_ca_fit_lowers_its_loss_and_keeps_predictions():
     wrong = (z.argmax(1) != y)[:, None]
     views = [z + rng.normal(size=z.shape) * (0.3 + 2.0 * wrong) for _ in range(3)]
     ca = cal.CorrectnessAwareCalibrator(lr=1e-2, epochs=300)  # 800 rows: 1 step per epoch
-    l0, _ = ca.loss(z, y, views=views, params=_init_params(ca, z, views))
+    l0, _ = ca.loss(z, y, views=views)  # unfitted: at the starting point
+    assert l0 == ca.loss(z, y, views=views, params=_init_params(ca, z, views))[0]
     ca.fit(z, y, views=views)
     l1, _ = ca.loss(z, y, views=views)
     assert l1 < l0
