@@ -58,6 +58,10 @@ EFFML__HIDDEN const char *effml__call_name(const effml_context *ctx);
  * called the public function, between units of work, before any output is published. */
 EFFML__HIDDEN effml_status effml__progress(effml_context *ctx, int64_t done, int64_t total,
                                            const char *unit);
+/* A cancellation point inside a phase that does not advance the call's own unit (an
+ * inner kNN search): repeats the call's last report, or reports (0, 0, unit_if_none)
+ * when it has made none yet, so `done` never goes backwards within a call. */
+EFFML__HIDDEN effml_status effml__progress_poll(effml_context *ctx, const char *unit_if_none);
 /* Cheap check of the cancel flag (no callback), for worker threads. */
 EFFML__HIDDEN int effml__cancel_requested(const effml_context *ctx);
 
