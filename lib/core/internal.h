@@ -23,9 +23,12 @@
 #if defined(__GNUC__) || defined(__clang__)
 #  define EFFML__HIDDEN __attribute__((visibility("hidden")))
 #  define EFFML__PRINTF(a, b) __attribute__((format(printf, a, b)))
+/* The status must be looked at (a refused call has not done its work). */
+#  define EFFML__MUST_CHECK __attribute__((warn_unused_result))
 #else
 #  define EFFML__HIDDEN
 #  define EFFML__PRINTF(a, b)
+#  define EFFML__MUST_CHECK
 #endif
 
 /* ---- errors ---- */
@@ -77,11 +80,28 @@ EFFML__HIDDEN int effml__cancel_requested(const effml_context *ctx);
     if (effml__st_ != EFFML_OK) return effml__st_; \
   } while (0)
 
+/* Evaluate `expr` into `st` only while st is EFFML_OK: a chain of calls in a
+ * function that frees its temporaries on every path. */
+#define EFFML__THEN(st, expr)              \
+  do {                                     \
+    if ((st) == EFFML_OK) (st) = (expr);   \
+  } while (0)
+
 /* logits f32 [b, c] finite, labels i32/i64 [b] in [0, c); messages start with `fn`
  * (lib/train/loss.c; shared by the loss and the accuracy metric). */
 EFFML__HIDDEN effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
                                                       const effml_tensor *logits,
                                                       const effml_tensor *labels);
+
+/* ---- BLAS sizes (the checked wrappers: lib/core/blas.h) ---- */
+
+/* Check that each of the `n` sizes in `v` (named by the comma-separated
+ * `names`) lies in [0, max]; else EFFML_E_UNSUPPORTED (too large for the BLAS
+ * integer) or EFFML_E_SHAPE (negative), the message naming `routine`,
+ * `caller`, the argument and its value. */
+EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__blas_check_dims(
+    effml_context *ctx, const char *routine, const char *caller, int64_t max, int32_t n,
+    const int64_t *v, const char *names);
 
 /* ---- CPU ---- */
 
