@@ -236,9 +236,10 @@ static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t wor
 }
 
 /* The backward row kernel's body, built for each ISA level for the fused
- * small-adapter case (it gains from wide vectors) and once, baseline, for the
- * wide case (which lost ~25 % CPU time in the AVX-512 clone (measured 1 thread, LPHM 4096 -> 4096 n 8: 63 ms cloned vs 48 ms baseline;
- * T5 768 -> 24 n 4: 14.6 ms cloned vs 18 ms baseline)). */
+ * small-adapter case (it gains from wide vectors) and once, baseline, for
+ * the wide case, which lost ~25 % CPU time in the AVX-512 clone (measured 1
+ * thread, LPHM 4096 -> 4096 n 8: 63 ms cloned vs 48 ms baseline; T5 768 -> 24
+ * n 4: 14.6 ms cloned vs 18 ms baseline). */
 static inline __attribute__((always_inline)) void thin_backward_body(void *arg, int64_t c0,
                                                                      int64_t c1, int32_t worker) {
   const thin_args *t = (const thin_args *)arg;
