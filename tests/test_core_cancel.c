@@ -397,6 +397,19 @@ START_TEST(cascade_and_file_loads_cancel) {
   ck_assert_uint_eq(fwrite(data, 1, 3, f), 3);
   fclose(f);
   effml_tensor *t = NULL;
+  /* stopped by the callback at its first report (header parsed, tensor allocated,
+   * no data read yet): no tensor published, nothing leaked (ASan) */
+  watch_reset(&w, 1);
+  effml_context_set_progress(ctx, on_progress, &w);
+  assert_cancelled(ctx, effml_io_npy_load(ctx, npy, &t), "effml_io_npy_load");
+  ck_assert_ptr_null(t);
+  ck_assert_str_eq(w.call, "effml_io_npy_load");
+  ck_assert_str_eq(effml_context_last_error(ctx), "effml_io_npy_load: cancelled after 0 of 480 bytes");
+  watch_reset(&w, 1);
+  assert_cancelled(ctx, effml_data_idx_load(ctx, idx, &t), "effml_data_idx_load");
+  ck_assert_ptr_null(t);
+  ck_assert_str_eq(w.call, "effml_data_idx_load");
+  effml_context_set_progress(ctx, NULL, NULL);
   effml_context_set_cancel(ctx, 1);
   assert_cancelled(ctx, effml_io_npy_load(ctx, npy, &t), "effml_io_npy_load");
   ck_assert_ptr_null(t);
