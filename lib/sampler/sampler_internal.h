@@ -2,7 +2,7 @@
 #ifndef EFFML_SAMPLER_INTERNAL_H
 #define EFFML_SAMPLER_INTERNAL_H
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 /* Default rows per kNN query block and reference block. */
 #define EFFML__KNN_QBLOCK 256
