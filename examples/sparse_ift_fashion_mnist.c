@@ -229,9 +229,10 @@ int main(int argc, char **argv) {
              "\"hidden\":\"%s\",\"test_accuracy\":%.4f,\"fwd_flops_per_sample\":%.0f,"
              "\"train_flops_per_sample_step\":%.0f,\"nonzeros\":%lld,\"params\":%lld,"
              "\"rigl_updates\":%lld,\"train_seconds\":%.2f,\"train_cpu_seconds\":%.2f,"
-             "\"epochs\":%lld}",
+             "\"epochs\":%lld,\"block_rows\":%d,\"seed\":%llu}",
              V[v].name, V[v].sparsity, widths, acc, fwd, train, (long long)nnz0,
-             (long long)weights, (long long)effml_dst_updates(rigl), train_s, train_cpu_s, (long long)epochs);
+             (long long)weights, (long long)effml_dst_updates(rigl), train_s, train_cpu_s, (long long)epochs,
+             (int)V[v].block, (unsigned long long)seed);
     done[v] = 1;
     effml_dst_free(rigl);
     effml_optimizer_free(opt);
