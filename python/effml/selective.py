@@ -417,6 +417,10 @@ class Cascade:
                 "calibrator must be a fitted TemperatureScaling or VectorScaling (or None), got %s;"
                 " apply a CorrectnessAwareCalibrator to the logits before building the cascade"
                 % type(calibrator).__name__)
+        if getattr(calibrator, "n_classes_", self.num_classes) != self.num_classes:
+            from ._errors import ShapeError
+            raise ShapeError("calibrator was fitted on %d classes, the cascade has %d"
+                             % (calibrator.n_classes_, self.num_classes))
         h = calibrator._c_handle(ctx)
         try:
             ctx.check(L("effml_cascade_set_stage_calibration")(ctx.handle, self._h, s, h),

@@ -331,3 +331,5 @@ def test_cascade_stage_calibration_routes_like_prescaled_logits():
         a.set_stage_calibration(2, t1)
     with pytest.raises(ValueError, match="class"):  # vector scaling for 3 classes, cascade of 5
         a.set_stage_calibration(0, cal.VectorScaling().fit(Z[:, :3], Y % 3))
+    with pytest.raises(ValueError, match="fitted on 3 classes, the cascade has 5"):
+        a.set_stage_calibration(0, cal.TemperatureScaling().fit(Z[:, :3], Y % 3))
