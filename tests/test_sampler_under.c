@@ -426,6 +426,75 @@ START_TEST(test_combined_is_composition) {
 }
 END_TEST
 
+/* The same with f32 x and i32 y: the cleaning sees the rows as the f32 output
+ * holds them, so SMOTEENN / SMOTETomek through effml_sampler_resample (which
+ * cleans its output in place), effml_sampler_resample_into and plan + apply
+ * give the same bytes, equal to SMOTE then ENN / Tomek on SMOTE's f32 output;
+ * and at 3 threads as at 1. */
+START_TEST(test_combined_f32_entry_points_agree) {
+  effml_tensor *x64, *y64;
+  effml_context *ctx = tu_ctx(0);
+  load_subset(ctx, "wine.csv", 2, 20, &x64, &y64);
+  effml_tensor *x, *y;
+  ck_assert_int_eq(effml_tensor_convert(ctx, x64, EFFML_F32, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_convert(ctx, y64, EFFML_I32, &y), EFFML_OK);
+  effml_context *ctx3 = tu_ctx(0);
+  ck_assert_int_eq(effml_context_set_num_threads(ctx3, 3), EFFML_OK);
+  for (int which = 0; which < 2; ++which)
+    for (uint64_t seed = 0; seed < 2; ++seed) {
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+      o.seed = seed;
+      effml_tensor *x1, *y1, *x2, *y2, *xc, *yc, *x3, *y3;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
+      effml_sampler_resample_options oc = o;
+      oc.method = which ? EFFML_SAMPLER_RESAMPLE_TOMEK : EFFML_SAMPLER_RESAMPLE_ENN;
+      oc.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
+      o.method = which ? EFFML_SAMPLER_RESAMPLE_SMOTETOMEK : EFFML_SAMPLER_RESAMPLE_SMOTEENN;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample(ctx3, &o, x, y, &x3, &y3), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_dtype(xc), EFFML_F32);
+      ck_assert_int_eq(effml_tensor_dtype(yc), EFFML_I32);
+      const int64_t m = effml_tensor_dim(xc, 0), d = effml_tensor_dim(xc, 1);
+      ck_assert_int_eq(effml_tensor_dim(yc, 0), m);
+      ck_assert_int_eq(effml_tensor_dim(x2, 0), m);
+      ck_assert_int_eq(effml_tensor_dim(x3, 0), m);
+      ck_assert_int_lt(m, effml_tensor_dim(x1, 0));
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x2), (size_t)(m * d) * sizeof(float));
+      ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(y2), (size_t)m * sizeof(int32_t));
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x3), (size_t)(m * d) * sizeof(float));
+      /* into caller buffers (one spare row, left as it was) */
+      int64_t cap = m + 1, xs[2] = {cap, d}, got = -1;
+      effml_tensor *bx, *by;
+      ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 2, xs, &bx), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &cap, &by), EFFML_OK);
+      ((float *)effml_tensor_data(bx))[m * d] = 7.5f;
+      ck_assert_int_eq(effml_sampler_resample_into(ctx, &o, x, y, bx, by, &got), EFFML_OK);
+      ck_assert_int_eq(got, m);
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(bx), (size_t)(m * d) * sizeof(float));
+      ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(by), (size_t)m * sizeof(int32_t));
+      ck_assert(((float *)effml_tensor_data(bx))[m * d] == 7.5f);
+      /* plan + apply */
+      effml_tensor *pb, *pn, *ps, *xa, *ya;
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &pb, &pn, &ps), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample_apply(ctx, x, y, pb, pn, ps, &xa, &ya), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_dim(xa, 0), m);
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(xa), (size_t)(m * d) * sizeof(float));
+      ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(ya), (size_t)m * sizeof(int32_t));
+      effml_tensor *all[] = {x1, y1, x2, y2, xc, yc, x3, y3, bx, by, pb, pn, ps, xa, ya};
+      for (size_t t = 0; t < sizeof all / sizeof all[0]; ++t) effml_tensor_free(all[t]);
+    }
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_tensor_free(x64);
+  effml_tensor_free(y64);
+  effml_context_free(ctx3);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* ---- InstanceHardnessThreshold ---- */
 
 typedef struct iht_log {
@@ -1036,6 +1105,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cnn_consistent_subset);
   tcase_add_test(tc, test_oss_no_tomek_link);
   tcase_add_test(tc, test_combined_is_composition);
+  tcase_add_test(tc, test_combined_f32_entry_points_agree);
   tcase_add_test(tc, test_iht_matches_imblearn);
   tcase_add_test(tc, test_iht_folds);
   tcase_add_test(tc, test_cluster_centroids);

@@ -246,7 +246,7 @@ effml_status effml__cluster_centroids_resample(effml_context *ctx,
   int64_t shape[2] = {m, d};
   if (st == EFFML_OK) st = effml_tensor_create(ctx, x->dtype, 2, shape, &xo);
   if (st == EFFML_OK) st = effml_tensor_create(ctx, y->dtype, 1, &m, &yo);
-  effml__resample_in in = {o, xd, n, d, y64, &c, values};
+  effml__resample_in in = {o, xd, n, d, y64, &c, values, 0};
   int64_t r = 0;
   for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl) {
     const int64_t *rows = c.rows + c.start[cl];

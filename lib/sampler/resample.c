@@ -156,7 +156,7 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
     for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(p, i, -1, 0.0);
   }
   if (st == EFFML_OK) {
-    effml__resample_in in = {o, xd, n, d, y64, &c, values};
+    effml__resample_in in = {o, xd, n, d, y64, &c, values, x->dtype == EFFML_F32};
     switch (o->method) {
       case EFFML_SAMPLER_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, p); break;
       case EFFML_SAMPLER_RESAMPLE_BORDERLINE1:
@@ -439,6 +439,38 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
   if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEN) return effml__smoten_resample(ctx, &o, x, y, x_out, y_out);
   if (o.method == EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS && o.voting == EFFML_SAMPLER_VOTING_SOFT)
     return effml__cluster_centroids_resample(ctx, &o, x, y, x_out, y_out);
+  if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN || o.method == EFFML_SAMPLER_RESAMPLE_SMOTETOMEK) {
+    /* SMOTE into the output, the plan freed, then the cleaning on the output
+     * rows in place: library memory = the SMOTE output + the cleaning's
+     * per-row index arrays, no f64 copy of the rows for f64 x. */
+    if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN &&
+        (o.n_neighbors < 1 || o.n_neighbors > EFFML__KNN_MAX_K))
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be in [1, %d] (the kNN limit)",
+                        (long long)o.n_neighbors, EFFML__KNN_MAX_K);
+    if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN && o.kind_sel != EFFML_SAMPLER_ENN_ALL &&
+        o.kind_sel != EFFML_SAMPLER_ENN_MODE)
+      return effml__err(ctx, EFFML_E_INVALID_ARG,
+                        "kind_sel=%d must be EFFML_SAMPLER_ENN_ALL or EFFML_SAMPLER_ENN_MODE",
+                        (int)o.kind_sel);
+    effml_sampler_resample_options os = o;
+    os.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+    effml__plan p;
+    EFFML__TRY(build_plan(ctx, &os, x, y, &p));
+    effml_tensor *xo = NULL, *yo = NULL;
+    effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, &xo, &yo);
+    effml__plan_free(ctx, &p);
+    if (st == EFFML_OK) st = effml__combine_clean_rows(ctx, &o, xo, yo);
+    if (st == EFFML_OK && xo->shape[0] == 0)
+      st = effml__err(ctx, EFFML_E_NUMERIC, "re-sampling removed every sample");
+    if (st != EFFML_OK) {
+      effml_tensor_free(xo);
+      effml_tensor_free(yo);
+      return st;
+    }
+    *x_out = xo;
+    *y_out = yo;
+    return EFFML_OK;
+  }
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
