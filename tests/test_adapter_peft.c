@@ -881,10 +881,34 @@ START_TEST(test_vera) {
   ck_assert(tu_max_abs_diff_f32(effml_tensor_data(y0), effml_tensor_data(y1), 40) < 1e-5);
   ck_assert_int_eq(effml_adapter_vera_unmerge(ctx, l), EFFML_OK);
   ck_assert(tu_max_abs_diff_f32(w0, effml_tensor_data(effml_layer_param(l, pidx(l, "base_layer.weight"))), 120) < 1e-6);
+  /* vera_A / vera_B are frozen by definition: naming one trainable is refused
+   * (backward computes no gradient for them); "all" leaves them frozen */
+  const int32_t ia = pidx(l, "vera_A"), ib = pidx(l, "vera_B"), ild = pidx(l, "vera_lambda_d");
+  ck_assert_int_eq(effml_layer_set_trainable(ctx, l, "vera_A", 1), EFFML_E_UNSUPPORTED);
+  ck_assert_str_eq(effml_context_last_error(ctx),
+                   "effml_layer_set_trainable: vera layer's parameter 'vera_A' cannot be trained: VeRA's random "
+                   "projections vera_A/vera_B are frozen by definition (Kopiczko et al. 2024, arXiv 2310.11454, eq. 1; "
+                   "PEFT keeps them as buffers): only vera_lambda_d and vera_lambda_b train");
+  ck_assert_int_eq(effml_layer_set_trainable(ctx, l, "vera_B", 1), EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "'vera_B' cannot be trained") != NULL);
+  ck_assert_int_eq(effml_layer_set_trainable(ctx, l, "vera_B", 0), EFFML_OK); /* freezing is fine */
+  ck_assert_int_eq(effml_layer_set_trainable(ctx, l, "vera_lambda_d", 0), EFFML_OK);
+  ck_assert_int_eq(effml_layer_set_trainable(ctx, l, NULL, 1), EFFML_OK);
+  ck_assert_int_eq(effml_layer_param_trainable(l, ia), 0);
+  ck_assert_int_eq(effml_layer_param_trainable(l, ib), 0);
+  ck_assert_int_eq(effml_layer_param_trainable(l, ild), 1);
+  ck_assert_int_eq(effml_layer_count_params(l, 1), 120 + 10 + 3 + 10); /* base W, b, lambda_d, lambda_b */
+  /* the same through a container's prefixed name */
+  effml_layer *seq = NULL;
+  ck_assert_int_eq(effml_layer_sequential_create(ctx, &seq), EFFML_OK);
+  ck_assert_int_eq(effml_layer_sequential_add(ctx, seq, l), EFFML_OK);
+  ck_assert_int_eq(effml_layer_set_trainable(ctx, seq, "0.vera_A", 1), EFFML_E_UNSUPPORTED);
+  ck_assert(strstr(effml_context_last_error(ctx), "'0.vera_A' cannot be trained") != NULL);
+  ck_assert_int_eq(effml_layer_param_trainable(l, ia), 0);
   effml_tensor_free(x);
   effml_tensor_free(y0);
   effml_tensor_free(y1);
-  effml_layer_free(l);
+  effml_layer_free(seq);
   effml_context_free(ctx);
 }
 END_TEST

@@ -6,6 +6,7 @@
  * it part-way gives EFFML_E_CANCELLED; withdrawing the request lets the same
  * call succeed.  Then a table of bad calls: every message starts with the
  * name of the function called. */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -203,6 +204,120 @@ START_TEST(fit_cancel_keeps_last_step) {
 }
 END_TEST
 
+/* A step_hook that, at step `at`, writes `value` into *target (a row of x, or a weight). */
+typedef struct {
+  int64_t at;
+  float *target;
+  float value;
+} poke;
+
+static int32_t poke_hook(void *user_data, int64_t step) {
+  poke *p = (poke *)user_data;
+  if (step == p->at) *p->target = p->value;
+  return 0;
+}
+
+/* A NaN/Inf during training is reported with the epoch and the dataset row
+ * (the index into x, through the shuffle), not the row within the batch. */
+START_TEST(fit_nonfinite_names_dataset_row) {
+  effml_context *ctx = tu_ctx(3);
+  const int64_t n = 200;
+  effml_tensor *x = tu_f32(ctx, n, 4, NULL);
+  tu_fill_uniform(x, 8, -1, 1);
+  float *xx = (float *)effml_tensor_data(x);
+  effml_tensor *y = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &y), EFFML_OK);
+  for (int64_t i = 0; i < n; ++i) ((int32_t *)effml_tensor_data(y))[i] = xx[i * 4] > 0;
+  effml_layer *m = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 4, 2, 1, &m), EFFML_OK);
+  effml_optimizer_options oo;
+  effml_optimizer_options_init(&oo);
+  effml_optimizer *opt = NULL;
+  ck_assert_int_eq(effml_optimizer_create(ctx, &oo, &opt), EFFML_OK);
+  ck_assert_int_eq(effml_optimizer_add_layer(ctx, opt, m), EFFML_OK);
+  effml_train_options fo;
+  effml_train_options_init(&fo);
+  fo.epochs = 3;
+  fo.batch_size = 16; /* 13 steps per epoch: a batch row is < 16 */
+  fo.shuffle_seed = 7;
+  /* 1. a NaN in x from the start: epoch 0 */
+  xx[41 * 4 + 2] = NAN;
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &fo, NULL), EFFML_E_NUMERIC);
+  ck_assert_str_eq(effml_context_last_error(ctx),
+                   "effml_train_classifier: epoch 0 (0-based), dataset row 41: x[41, 2]=nan is not finite");
+  xx[41 * 4 + 2] = 0.5f;
+  /* 2. an Inf written into row 137 after the last step of epoch 0: found in epoch 1 */
+  const float keep = xx[137 * 4 + 1];
+  poke pk = {13, &xx[137 * 4 + 1], INFINITY};
+  fo.step_hook = poke_hook;
+  fo.step_hook_user_data = &pk;
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &fo, NULL), EFFML_E_NUMERIC);
+  ck_assert_str_eq(effml_context_last_error(ctx),
+                   "effml_train_classifier: epoch 1 (0-based), dataset row 137: x[137, 1]=inf is not finite");
+  xx[137 * 4 + 1] = keep;
+  /* 3. the model diverges (a NaN weight from step 20): x is finite, the model is named */
+  float *w = (float *)effml_tensor_data(effml_layer_param(m, 0));
+  pk = (poke){20, &w[3], NAN};
+  const int64_t steps0 = effml_optimizer_steps(opt);
+  ck_assert_int_eq(effml_train_classifier(ctx, m, opt, x, y, &fo, NULL), EFFML_E_NUMERIC);
+  const char *msg = effml_context_last_error(ctx);
+  long long row = -1;
+  ck_assert_msg(sscanf(msg, "effml_train_classifier: epoch 1 (0-based), dataset row %lld: logits[", &row) == 1,
+                "message '%s'", msg);
+  ck_assert(row >= 0 && row < n);
+  ck_assert_ptr_nonnull(strstr(msg, "]=nan is not finite at step 21 although the row of x is finite: the model diverged"));
+  ck_assert_int_eq(effml_optimizer_steps(opt) - steps0, 20); /* the 20 completed steps */
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* effml_train_predict: progress in rows, cancel leaves logits untouched. */
+START_TEST(predict_progress_and_cancel) {
+  effml_context *ctx = tu_ctx(4);
+  const int64_t n = 1000;
+  effml_tensor *x = tu_f32(ctx, n, 6, NULL), *lg = tu_f32(ctx, n, 3, NULL), *ref = tu_f32(ctx, n, 3, NULL);
+  tu_fill_uniform(x, 9, -1, 1);
+  effml_layer *m = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, 6, 3, 1, &m), EFFML_OK);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, n, ref), EFFML_OK); /* one batch */
+  watch w;
+  for (int64_t stop_at = 1; stop_at <= 10; stop_at += 3) {
+    memset(effml_tensor_data(lg), 0x5A, effml_tensor_nbytes(lg));
+    watch_reset(&w, stop_at);
+    effml_context_set_progress(ctx, on_progress, &w);
+    assert_cancelled(ctx, effml_train_predict(ctx, m, x, 100, lg), "effml_train_predict");
+    ck_assert_int_eq(w.calls, stop_at);
+    ck_assert_str_eq(w.call, "effml_train_predict");
+    const unsigned char *b = (const unsigned char *)effml_tensor_data_const(lg);
+    for (size_t i = 0; i < effml_tensor_nbytes(lg); ++i) ck_assert_int_eq(b[i], 0x5A);
+  }
+  char want[96];
+  snprintf(want, sizeof want, "effml_train_predict: cancelled after %d of 1000 rows", 900);
+  ck_assert_str_eq(effml_context_last_error(ctx), want); /* stopped at the 10th report */
+  watch_reset(&w, 0);
+  ck_assert_int_eq(effml_train_predict(ctx, m, x, 100, lg), EFFML_OK);
+  ck_assert_int_eq(w.calls, 10); /* one report per batch, before it */
+  ck_assert(w.monotone);
+  ck_assert(tu_max_abs_diff_f32(effml_tensor_data(lg), effml_tensor_data(ref), n * 3) <= 1e-6);
+  /* one batch: a request made beforehand stops it, logits untouched */
+  effml_context_set_progress(ctx, NULL, NULL);
+  memset(effml_tensor_data(lg), 0x5A, effml_tensor_nbytes(lg));
+  effml_context_set_cancel(ctx, 1);
+  assert_cancelled(ctx, effml_train_predict(ctx, m, x, n, lg), "effml_train_predict");
+  ck_assert_int_eq(((const unsigned char *)effml_tensor_data_const(lg))[0], 0x5A);
+  effml_context_set_cancel(ctx, 0);
+  effml_layer_free(m);
+  effml_tensor_free(x);
+  effml_tensor_free(lg);
+  effml_tensor_free(ref);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(cascade_and_file_loads_cancel) {
   effml_context *ctx = tu_ctx(1);
   effml_cascade_options co;
@@ -311,6 +426,14 @@ START_TEST(errors_name_the_call) {
   CHECK_PREFIX("effml_tensor_init_normal", effml_tensor_init_normal(ctx, x, 0.0, -1.0));
   CHECK_PREFIX("effml_tensor_reshape", effml_tensor_reshape(ctx, x, 1, &four, &out));
   CHECK_PREFIX("effml_sampler_knn_into", effml_sampler_knn_into(ctx, x, NULL, 2, x, NULL));
+  /* one-line definitions (found by check_enter.pl since it reads them too) */
+  CHECK_PREFIX("effml_adapter_ia3_merge", effml_adapter_ia3_merge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_ia3_unmerge", effml_adapter_ia3_unmerge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_loha_merge", effml_adapter_loha_merge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_loha_unmerge", effml_adapter_loha_unmerge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_vera_merge", effml_adapter_vera_merge(ctx, dense));
+  CHECK_PREFIX("effml_adapter_vera_unmerge", effml_adapter_vera_unmerge(ctx, dense));
+  ck_assert_str_eq(effml_context_last_error(ctx), "effml_adapter_vera_unmerge: layer is not a vera layer");
 #undef CHECK_PREFIX
   /* a failure inside a nested public call keeps both names */
   effml_train_options fo;
@@ -333,6 +456,99 @@ START_TEST(errors_name_the_call) {
 }
 END_TEST
 
+/* Number of entries of directory `dir` whose name starts with `prefix`. */
+static int count_prefixed(const char *dir, const char *prefix) {
+  DIR *d = opendir(dir);
+  ck_assert_ptr_nonnull(d);
+  int k = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) k += starts_with(e->d_name, prefix);
+  closedir(d);
+  return k;
+}
+
+/* safetensors: load (copy, mmap, buffer) and save report bytes and stop on a
+ * cancel request with nothing published; a cancelled save leaves the
+ * destination as it was and no temporary file behind. */
+START_TEST(safetensors_progress_and_cancel) {
+  effml_context *ctx = tu_ctx(5);
+  effml_tensor *a = tu_f32(ctx, 64, 16, NULL), *b = tu_f32(ctx, 8, 3, NULL), *c = tu_f32(ctx, 5, 5, NULL);
+  tu_fill_uniform(a, 1, -1, 1);
+  tu_fill_uniform(b, 2, -1, 1);
+  tu_fill_uniform(c, 3, -1, 1);
+  const char *names[3] = {"a", "b", "c"};
+  const effml_tensor *ts[3] = {a, b, c};
+  const int64_t data_bytes = (64 * 16 + 8 * 3 + 5 * 5) * 4;
+  char path[512];
+  snprintf(path, sizeof path, "%s/cancel_test.safetensors", EFFML_TEST_TMP);
+  watch w;
+  watch_reset(&w, 0);
+  effml_context_set_progress(ctx, on_progress, &w);
+  ck_assert_int_eq(effml_safetensors_save(ctx, path, 3, names, ts, 0, NULL, NULL), EFFML_OK);
+  ck_assert_int_eq(w.calls, 3); /* before each tensor */
+  ck_assert_str_eq(w.call, "effml_safetensors_save");
+  ck_assert(w.monotone);
+  /* a save stopped before its second tensor: the old file stays, no temporary left */
+  FILE *f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  static unsigned char before[8192];
+  const size_t nb = fread(before, 1, sizeof before, f);
+  fclose(f);
+  ck_assert_int_gt(nb, data_bytes);
+  watch_reset(&w, 2);
+  const effml_tensor *ts2[3] = {c, b, a};
+  assert_cancelled(ctx, effml_safetensors_save(ctx, path, 3, names, ts2, 0, NULL, NULL),
+                   "effml_safetensors_save");
+  static unsigned char after[8192];
+  f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fread(after, 1, sizeof after, f), nb);
+  fclose(f);
+  ck_assert_int_eq(memcmp(before, after, nb), 0);
+  ck_assert_int_eq(count_prefixed(EFFML_TEST_TMP, "cancel_test.safetensors.tmp"), 0);
+
+  const uint32_t modes[2] = {EFFML_IO_SAFETENSORS_COPY, EFFML_IO_SAFETENSORS_MMAP};
+  for (int mo = 0; mo < 2; ++mo) {
+    effml_safetensors *st = NULL;
+    watch_reset(&w, 0);
+    ck_assert_int_eq(effml_safetensors_load(ctx, path, modes[mo], &st), EFFML_OK);
+    ck_assert_str_eq(w.call, "effml_safetensors_load");
+    ck_assert(w.monotone);
+    ck_assert_int_eq(w.last_done, mo == 0 ? 0 : data_bytes); /* copy: one piece; mmap: after each tensor */
+    ck_assert_int_eq(w.calls, mo == 0 ? 1 : 4);
+    const effml_tensor *got = NULL;
+    ck_assert_int_eq(effml_safetensors_get(ctx, st, "a", &got), EFFML_OK);
+    ck_assert_int_eq(memcmp(effml_tensor_data_const(got), effml_tensor_data_const(a), effml_tensor_nbytes(a)), 0);
+    effml_safetensors_free(st);
+    /* stopped at the last report: nothing published */
+    const int64_t last = w.calls;
+    st = NULL;
+    watch_reset(&w, last);
+    assert_cancelled(ctx, effml_safetensors_load(ctx, path, modes[mo], &st), "effml_safetensors_load");
+    ck_assert_ptr_null(st);
+    /* a request made beforehand */
+    effml_context_set_progress(ctx, NULL, NULL);
+    effml_context_set_cancel(ctx, 1);
+    assert_cancelled(ctx, effml_safetensors_load(ctx, path, modes[mo], &st), "effml_safetensors_load");
+    ck_assert_ptr_null(st);
+    effml_context_set_cancel(ctx, 0);
+    effml_context_set_progress(ctx, on_progress, &w);
+  }
+  effml_safetensors *st = NULL;
+  watch_reset(&w, 1);
+  assert_cancelled(ctx, effml_safetensors_load_buffer(ctx, before, nb, &st), "effml_safetensors_load_buffer");
+  ck_assert_ptr_null(st);
+  watch_reset(&w, 0);
+  ck_assert_int_eq(effml_safetensors_load_buffer(ctx, before, nb, &st), EFFML_OK);
+  ck_assert_int_eq(effml_safetensors_count(st), 3);
+  effml_safetensors_free(st);
+  remove(path);
+  effml_tensor_free(a);
+  effml_tensor_free(b);
+  effml_tensor_free(c);
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("core_cancel");
   TCase *tc = tcase_create("cancel");
@@ -340,7 +556,10 @@ int main(void) {
   tcase_add_test(tc, knn_progress_and_cancel);
   tcase_add_test(tc, resample_leverage_lewis_cancel);
   tcase_add_test(tc, fit_cancel_keeps_last_step);
+  tcase_add_test(tc, fit_nonfinite_names_dataset_row);
+  tcase_add_test(tc, predict_progress_and_cancel);
   tcase_add_test(tc, cascade_and_file_loads_cancel);
+  tcase_add_test(tc, safetensors_progress_and_cancel);
   tcase_add_test(tc, errors_name_the_call);
   suite_add_tcase(s, tc);
   return tu_run(s);

@@ -67,10 +67,12 @@ static void apply_mask(float *ref, const float *w, int64_t n) {
 
 enum { K_LINEAR, K_WIDE, K_PARALLEL, K_FACTORIZED, K_DOPED };
 
-static effml_layer *make(effml_context *ctx, int kind, int64_t in, int64_t out, double s) {
+static effml_layer *make_b(effml_context *ctx, int kind, int64_t in, int64_t out, double s,
+                           int32_t block) {
   effml_sparse_options o;
   effml_sparse_options_init(&o);
   o.sparsity = s;
+  o.block_rows = block;
   effml_layer *l = NULL;
   effml_status st = EFFML_E_STATE;
   switch (kind) {
@@ -82,6 +84,10 @@ static effml_layer *make(effml_context *ctx, int kind, int64_t in, int64_t out, 
   }
   ck_assert_msg(st == EFFML_OK, "%s", effml_context_last_error(ctx));
   return l;
+}
+
+static effml_layer *make(effml_context *ctx, int kind, int64_t in, int64_t out, double s) {
+  return make_b(ctx, kind, in, out, s, 1);
 }
 
 /* Forward + backward of layer l against the dense masked reference. */
@@ -249,6 +255,242 @@ START_TEST(test_thread_count_invariance) {
     effml_context_free(ctx);
   }
   free(ref_y); free(ref_dx); free(ref_g);
+}
+END_TEST
+
+/* ---------------- block-sparse layout (4x1 blocks) ---------------- */
+
+/* Every block-row (rows 4i..4i+3, and the tail rows) of matrix m keeps the
+ * same columns; returns the number of nonzeros seen. */
+static int64_t assert_blocked(effml_context *ctx, effml_layer *l, int32_t m) {
+  int64_t r, c, nz = 0;
+  float *W = dense_of(ctx, l, m, 0, &r, &c);
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t j = 0; j < c; ++j) {
+      const int64_t i0 = i / 4 * 4;
+      nz += W[i * c + j] != 0.0f;
+      ck_assert_msg((W[i * c + j] != 0.0f) == (W[i0 * c + j] != 0.0f),
+                    "matrix %d: row %lld col %lld differs from row %lld of its block-row",
+                    (int)m, (long long)i, (long long)j, (long long)i0);
+    }
+  free(W);
+  return nz;
+}
+
+START_TEST(test_block_matches_dense) {
+  /* The 4x1 block kernels against the dense masked reference for every
+   * Sparse-IFT kind: out 29 (a tail block-row of one row) and 68 (none),
+   * batches 5, 70 (a 64-lane tile plus a tail) and 22/87 on the second pass. */
+  static const double S[2] = {0.5, 0.9};
+  static const int64_t OUT[2] = {29, 68};
+  for (int kind = 0; kind < 5; ++kind)
+    for (int si = 0; si < 2; ++si)
+      for (int oi = 0; oi < 2; ++oi)
+        for (int bi = 0; bi < 2; ++bi) {
+          effml_context *ctx = tu_ctx(300 + (uint64_t)kind);
+          const int64_t batch = bi ? 70 : 5;
+          effml_layer *l = make_b(ctx, kind, 131, OUT[oi], S[si], 4);
+          int64_t nz = 0;
+          for (int32_t m = 0; m < effml_sparse_num_matrices(l); ++m) nz += assert_blocked(ctx, l, m);
+          ck_assert_int_eq(nz, effml_sparse_nnz(l));
+          check_against_dense(ctx, l, kind, batch);
+          check_against_dense(ctx, l, kind, batch + 17);
+          effml_layer_free(l);
+          effml_context_free(ctx);
+        }
+}
+END_TEST
+
+/* L = Σ y ⊙ dy for the layer's current values (double accumulation). */
+static double block_loss(effml_context *ctx, effml_layer *l, effml_tensor *x, effml_tensor *y,
+                         const float *DY) {
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  const float *Y = effml_tensor_data(y);
+  double s = 0.0;
+  for (int64_t i = 0; i < effml_tensor_numel(y); ++i) s += (double)Y[i] * (double)DY[i];
+  return s;
+}
+
+START_TEST(test_block_finite_differences) {
+  /* Nonzero gradients and dX of a block layer by central differences of
+   * L = Σ y ⊙ dy (f32 forward, step 1e-2: tolerance 2e-3 relative). */
+  effml_context *ctx = tu_ctx(41);
+  effml_layer *l = make_b(ctx, K_LINEAR, 23, 10, 0.6, 4);
+  const int64_t batch = 6, in = 23, out = 10;
+  effml_tensor *x = tu_f32(ctx, batch, in, NULL), *y = tu_f32(ctx, batch, out, NULL);
+  effml_tensor *dy = tu_f32(ctx, batch, out, NULL), *dx = tu_f32(ctx, batch, in, NULL);
+  tu_fill_uniform(x, 5, -1, 1);
+  tu_fill_uniform(dy, 6, -1, 1);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+  effml_layer_zero_grad(l);
+  ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_OK);
+  float *w = pdata(l, "weight"), *g = gdata(l, "weight");
+  const float *DY = effml_tensor_data(dy);
+  const double h = 1e-2;
+  for (int64_t p = 0; p < effml_sparse_nnz(l); ++p) {
+    const float w0 = w[p];
+    w[p] = (float)(w0 + h);
+    double lp = block_loss(ctx, l, x, y, DY);
+    w[p] = (float)(w0 - h);
+    double lm = block_loss(ctx, l, x, y, DY);
+    w[p] = w0;
+    double fd = (lp - lm) / (2 * h);
+    ck_assert_msg(fabs(fd - g[p]) <= 2e-3 * fmax(1.0, fabs(fd)), "dW[%lld]: fd %g vs %g",
+                  (long long)p, fd, (double)g[p]);
+  }
+  float *X = effml_tensor_data(x);
+  const float *DX = effml_tensor_data(dx);
+  for (int64_t i = 0; i < batch * in; ++i) {
+    const float x0 = X[i];
+    X[i] = (float)(x0 + h);
+    double lp = block_loss(ctx, l, x, y, DY);
+    X[i] = (float)(x0 - h);
+    double lm = block_loss(ctx, l, x, y, DY);
+    X[i] = x0;
+    double fd = (lp - lm) / (2 * h);
+    ck_assert_msg(fabs(fd - DX[i]) <= 2e-3 * fmax(1.0, fabs(fd)), "dX[%lld]: fd %g vs %g",
+                  (long long)i, fd, (double)DX[i]);
+  }
+  effml_tensor_free(x); effml_tensor_free(y); effml_tensor_free(dy); effml_tensor_free(dx);
+  effml_layer_free(l);
+  effml_context_free(ctx);
+}
+END_TEST
+
+START_TEST(test_block_thread_invariance) {
+  /* Bit-identical y, dX, dW for 1, 2, 3 threads (dX is split over batch lanes). */
+  float *ry = NULL, *rdx = NULL, *rg = NULL;
+  const int64_t batch = 100, in = 300, out = 258;
+  for (int32_t nt = 1; nt <= 3; ++nt) {
+    effml_context *ctx = tu_ctx(8);
+    ck_assert_int_eq(effml_context_set_num_threads(ctx, nt), EFFML_OK);
+    effml_layer *l = make_b(ctx, K_WIDE, in, out, 0.8, 4);
+    const int64_t win = effml_layer_in_features(l), wout = effml_layer_out_features(l);
+    effml_tensor *x = tu_f32(ctx, batch, win, NULL), *y = tu_f32(ctx, batch, wout, NULL);
+    effml_tensor *dy = tu_f32(ctx, batch, wout, NULL), *dx = tu_f32(ctx, batch, win, NULL);
+    tu_fill_uniform(x, 1, -1, 1);
+    tu_fill_uniform(dy, 2, -1, 1);
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+    effml_layer_zero_grad(l);
+    ck_assert_int_eq(effml_layer_backward(ctx, l, dy, dx), EFFML_OK);
+    const size_t ny = sizeof(float) * (size_t)(batch * wout), nx = sizeof(float) * (size_t)(batch * win);
+    const size_t ng = sizeof(float) * (size_t)effml_sparse_nnz(l);
+    if (nt == 1) {
+      ry = malloc(ny); rdx = malloc(nx); rg = malloc(ng);
+      memcpy(ry, effml_tensor_data(y), ny);
+      memcpy(rdx, effml_tensor_data(dx), nx);
+      memcpy(rg, gdata(l, "weight"), ng);
+    } else {
+      ck_assert(memcmp(ry, effml_tensor_data(y), ny) == 0);
+      ck_assert(memcmp(rdx, effml_tensor_data(dx), nx) == 0);
+      ck_assert(memcmp(rg, gdata(l, "weight"), ng) == 0);
+    }
+    effml_tensor_free(x); effml_tensor_free(y); effml_tensor_free(dy); effml_tensor_free(dx);
+    effml_layer_free(l);
+    effml_context_free(ctx);
+  }
+  free(ry); free(rdx); free(rg);
+}
+END_TEST
+
+START_TEST(test_block_dst) {
+  /* RigL and SET on a block layer move whole blocks: nnz exact, every
+   * block-row still shares its columns, kept weights keep their values, new
+   * ones start at 0, and the update does not depend on the thread count. */
+  for (int32_t method = EFFML_SPARSE_DST_RIGL; method <= EFFML_SPARSE_DST_SET; ++method) {
+    float *ref = NULL;
+    int64_t ref_n = 0;
+    for (int32_t nt = 1; nt <= 2; ++nt) {
+      effml_context *ctx = tu_ctx(55);
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, nt), EFFML_OK);
+      effml_layer *l = make_b(ctx, K_LINEAR, 40, 30, 0.8, 4); /* tail block-row of 2 rows */
+      const int64_t nnz0 = effml_sparse_nnz(l);
+      int64_t r, c;
+      float *W0 = dense_of(ctx, l, 0, 0, &r, &c);
+      effml_dst_options d;
+      effml_dst_options_init(&d);
+      d.method = method;
+      d.delta_t = 1;
+      d.drop_fraction = 0.5;
+      d.decay = EFFML_SPARSE_DST_DECAY_CONSTANT;
+      d.total_steps = 100;
+      d.seed = 3;
+      effml_dst *dst = NULL;
+      ck_assert_int_eq(effml_dst_create(ctx, l, NULL, &d, &dst), EFFML_OK);
+      effml_tensor *x = tu_f32(ctx, 8, 40, NULL), *y = tu_f32(ctx, 8, 30, NULL);
+      effml_tensor *dy = tu_f32(ctx, 8, 30, NULL);
+      tu_fill_uniform(x, 1, -1, 1);
+      tu_fill_uniform(dy, 2, -1, 1);
+      ck_assert_int_eq(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+      ck_assert_int_eq(effml_layer_backward(ctx, l, dy, NULL), EFFML_OK);
+      int32_t upd = 0;
+      ck_assert_int_eq(effml_dst_step(ctx, dst, &upd), EFFML_OK);
+      ck_assert_int_eq(upd, 1);
+      ck_assert_int_eq(effml_sparse_nnz(l), nnz0);
+      ck_assert_int_eq(assert_blocked(ctx, l, 0) <= nnz0, 1);
+      float *W1 = dense_of(ctx, l, 0, 0, &r, &c);
+      int64_t moved = 0;
+      for (int64_t i = 0; i < r * c; ++i) {
+        if (W1[i] != 0.0f && W0[i] != 0.0f) ck_assert_float_eq(W1[i], W0[i]);
+        moved += W0[i] != 0.0f && W1[i] == 0.0f;
+      }
+      ck_assert_msg(moved >= 4, "method %d: an update at alpha 0.5 moved only %lld weights",
+                    (int)method, (long long)moved);
+      if (nt == 1) {
+        ref = W1;
+        ref_n = r * c;
+      } else {
+        ck_assert(memcmp(ref, W1, sizeof(float) * (size_t)ref_n) == 0);
+        free(W1);
+      }
+      /* the updated mask still runs the block kernels correctly (grown
+       * weights start at 0: give every nonzero a value so the dense
+       * reference sees the whole mask) */
+      float *wv = pdata(l, "weight");
+      for (int64_t p = 0; p < nnz0; ++p) wv[p] = 0.05f + 0.01f * (float)(p % 13);
+      ck_assert_int_eq(assert_blocked(ctx, l, 0), nnz0);
+      check_against_dense(ctx, l, K_LINEAR, 19);
+      free(W0);
+      effml_tensor_free(x); effml_tensor_free(y); effml_tensor_free(dy);
+      effml_dst_free(dst);
+      effml_layer_free(l);
+      effml_context_free(ctx);
+    }
+    free(ref);
+  }
+}
+END_TEST
+
+START_TEST(test_block_masked_and_bad_input) {
+  effml_context *ctx = tu_ctx(2);
+  effml_sparse_options o;
+  effml_sparse_options_init(&o);
+  ck_assert_int_eq(o.block_rows, 1);
+  effml_layer *l = NULL;
+  o.block_rows = 2;
+  ck_assert_int_eq(effml_sparse_linear_create(ctx, 8, 8, &o, &l), EFFML_E_INVALID_ARG);
+  ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "block_rows=2"));
+  /* a mask of 4x1 blocks (rows 0-3 keep columns 1, 4; rows 4-5 keep column 2) */
+  o.block_rows = 4;
+  float mv[6 * 5] = {0};
+  for (int r = 0; r < 4; ++r) mv[r * 5 + 1] = mv[r * 5 + 4] = 1.0f;
+  for (int r = 4; r < 6; ++r) mv[r * 5 + 2] = 1.0f;
+  effml_tensor *mask = tu_f32(ctx, 6, 5, mv);
+  ck_assert_int_eq(effml_sparse_linear_create_masked(ctx, mask, NULL, &o, &l), EFFML_OK);
+  ck_assert_int_eq(effml_sparse_nnz(l), 10);
+  check_against_dense(ctx, l, K_LINEAR, 3);
+  effml_layer_free(l);
+  /* row 2 breaks its block: refused, naming the row */
+  mv[2 * 5 + 4] = 0.0f;
+  effml_tensor_free(mask);
+  mask = tu_f32(ctx, 6, 5, mv);
+  l = NULL;
+  ck_assert_int_eq(effml_sparse_linear_create_masked(ctx, mask, NULL, &o, &l), EFFML_E_INVALID_ARG);
+  ck_assert_ptr_null(l);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "row 2") != NULL, "%s",
+                effml_context_last_error(ctx));
+  effml_tensor_free(mask);
+  effml_context_free(ctx);
 }
 END_TEST
 
@@ -746,6 +988,11 @@ int main(void) {
   tcase_add_test(tc, test_matches_dense);
   tcase_add_test(tc, test_user_csr_pytorch_58770);
   tcase_add_test(tc, test_thread_count_invariance);
+  tcase_add_test(tc, test_block_matches_dense);
+  tcase_add_test(tc, test_block_finite_differences);
+  tcase_add_test(tc, test_block_thread_invariance);
+  tcase_add_test(tc, test_block_dst);
+  tcase_add_test(tc, test_block_masked_and_bad_input);
   tcase_add_test(tc, test_sizing_anchors);
   tcase_add_test(tc, test_iso_flop);
   tcase_add_test(tc, test_mask_exact_and_seeded);

@@ -515,7 +515,9 @@ EFFML_API effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_laye
  * d_initial, PEFT 0.1) and "vera_lambda_b" `[out]` (starts at 0: dW = 0).
  * The projections start kaiming_uniform(a = sqrt 5) from the context
  * generator (PEFT's torch-generated ones are not reproduced: load them).
- * Frozen base; ownership of `base` as LoRA.
+ * Frozen base; ownership of `base` as LoRA.  vera_A and vera_B can never be
+ * trained (effml_layer_set_trainable() refuses them by name with
+ * EFFML_E_UNSUPPORTED): VeRA keeps them frozen by definition.
  * @return EFFML_E_INVALID_ARG (rank outside [1, 65536], NULL), EFFML_E_SHAPE, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_vera_create(effml_context *ctx, effml_layer *base, int64_t rank,

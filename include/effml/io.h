@@ -90,11 +90,14 @@ typedef struct effml_safetensors effml_safetensors;
  *         offsets), EFFML_E_DTYPE (unknown dtype string, or F4/F6/F8/C64,
  *         which libeffml does not support), EFFML_E_UNSUPPORTED (more than
  *         EFFML_TENSOR_MAX_DIMS dimensions), EFFML_E_SHAPE (a zero-size dimension;
- *         the message names the tensor), EFFML_E_NOMEM.
+ *         the message names the tensor), EFFML_E_NOMEM, EFFML_E_CANCELLED.
+ * Progress (effml_context_set_progress()) is reported in bytes of the data
+ * section: before each 64 MiB read (COPY) or before the first and after each
+ * tensor (MMAP); a cancel request stops the load with nothing published.
  */
 EFFML_API effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32_t flags,
                                               effml_safetensors **out);
-/** As effml_safetensors_load(), from `len` bytes at `buf` (copied). */
+/** As effml_safetensors_load(), from `len` bytes at `buf` (copied in 64 MiB pieces, each after a progress report). */
 EFFML_API effml_status effml_safetensors_load_buffer(effml_context *ctx, const void *buf,
                                                      size_t len, effml_safetensors **out);
 /**
@@ -130,8 +133,11 @@ EFFML_API const char *effml_safetensors_metadata_key(const effml_safetensors *st
  *               when n_meta == 0); written sorted by key
  * @return EFFML_E_INVALID_ARG (NULL/empty/duplicate/non-UTF-8 names, name
  *         "__metadata__", NULL or duplicate metadata keys, n or n_meta < 0),
- *         EFFML_E_IO, EFFML_E_NOMEM.  On error `path` is untouched: the file
- *         is written under a temporary name next to it, then renamed.
+ *         EFFML_E_IO, EFFML_E_NOMEM, EFFML_E_CANCELLED.  On error `path` is
+ *         untouched: the file is written under a temporary name next to it,
+ *         then renamed; the temporary file is removed on every error.
+ * Progress is reported in bytes of tensor data, before each tensor; a cancel
+ * request stops the save there.
  */
 EFFML_API effml_status effml_safetensors_save(effml_context *ctx, const char *path, int64_t n,
                                               const char *const *names,

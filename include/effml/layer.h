@@ -104,9 +104,14 @@ EFFML_API effml_tensor *effml_layer_param_grad(effml_layer *layer, int32_t i);
 /** 1 if parameter `i` is trainable, 0 if frozen or out of range. */
 EFFML_API int32_t effml_layer_param_trainable(const effml_layer *layer, int32_t i);
 /**
- * Mark parameters trainable (1) or frozen (0).
+ * Mark parameters trainable (1) or frozen (0).  A few parameters are frozen by
+ * the method's definition and can never be trained (VeRA's "vera_A" and
+ * "vera_B"): naming one with trainable = 1 is refused; name = NULL with
+ * trainable = 1 makes every other parameter trainable and leaves them frozen.
  * @param name  exact parameter name, or NULL for all parameters of the layer
- * @return EFFML_E_NOT_FOUND if `name` matches nothing.
+ * @return EFFML_E_NOT_FOUND if `name` matches nothing, EFFML_E_UNSUPPORTED
+ *         (message names the parameter and why) for a parameter that cannot
+ *         be trained.
  */
 EFFML_API effml_status effml_layer_set_trainable(effml_context *ctx, effml_layer *layer,
                                                  const char *name, int32_t trainable);

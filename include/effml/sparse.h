@@ -86,6 +86,18 @@ typedef struct effml_sparse_options {
   int32_t init;         /**< EFFML_SPARSE_INIT_* (default UNIFORM) */
   int32_t activation;   /**< Sparse Factorized: EFFML_LAYER_ACT_* between U and V (default RELU, the released nonlinear_relu) */
   uint32_t widen;       /**< Sparse Wide: EFFML_SPARSE_WIDEN_* sides to widen (default both) */
+  /** Mask layout: 1 = unstructured (default); 4 = block-sparse, whole blocks of
+   * 4 consecutive outputs x 1 input.  Random masks draw round(nnz/4) blocks
+   * uniformly from the ceil(out/4) x in block grid (the last block-row is out
+   * mod 4 tall when out is not a multiple of 4), so nnz is that many blocks'
+   * elements; RigL/SET drop and grow whole blocks; the kernels reuse every
+   * loaded activation vector for 4 outputs (docs/sparse.md "Block-sparse
+   * layout"; block shape as in Elsen, Dukhan, Gale, Simonyan, "Fast Sparse
+   * ConvNets", CVPR 2020, arXiv 1911.09723, §3).  For
+   * effml_sparse_linear_create_masked/_csr the given mask must already be
+   * made of such blocks (EFFML_E_INVALID_ARG names the first row that differs
+   * from its block-row); with `nnz` set, nnz is rounded to whole blocks. */
+  int32_t block_rows;
 } effml_sparse_options;
 
 /** Fill `opt` with the defaults above (struct_size set).  NULL is ignored. */

@@ -181,8 +181,11 @@ EFFML_API void effml_train_options_init(effml_train_options *opt);
  * @param labels  i32 or i64 `[n]`, each in [0, c)  (checked before training)
  * @param final_loss  NULL, or receives the mean loss of the last epoch
  * @return EFFML_E_INVALID_ARG (NULL, bad options), EFFML_E_SHAPE,
- *         EFFML_E_DTYPE, EFFML_E_RANGE (a label), EFFML_E_NUMERIC (the loss
- *         became NaN/inf: training stops), EFFML_E_STATE (step_hook
+ *         EFFML_E_DTYPE, EFFML_E_RANGE (a label), EFFML_E_NUMERIC (a logit
+ *         became NaN/inf: training stops; the message names the epoch
+ *         (0-based) and the dataset row, i.e. the index into `x` after undoing
+ *         the shuffle, and whether that row of x is non-finite or the model
+ *         diverged), EFFML_E_CANCELLED, EFFML_E_STATE (step_hook
  *         aborted), EFFML_E_NOMEM, or any error of the layers.  On error the
  *         parameters hold the state of the last completed step.
  */
@@ -195,8 +198,13 @@ EFFML_API effml_status effml_train_classifier(effml_context *ctx, effml_layer *m
  * Inference in batches (EFFML_LAYER_MODE_INFER: nothing kept, dropout off).
  * @param x       f32 `[n, f]`, contiguous
  * @param batch_size  >= 1 (rows per forward call)
+ * Reports progress in rows before each batch and honours cancellation
+ * (effml_context_set_progress()); with more than one batch the logits are
+ * computed into a scratch `[n, c]` and copied once at the end, so that on any
+ * error, EFFML_E_CANCELLED included, `logits` is untouched.
  * @param logits  f32 `[n, c]`, contiguous, caller-allocated, overwritten
- * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, errors of the layers.
+ * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NOMEM,
+ *         EFFML_E_CANCELLED, errors of the layers.
  */
 EFFML_API effml_status effml_train_predict(effml_context *ctx, effml_layer *model,
                                      const effml_tensor *x, int64_t batch_size,

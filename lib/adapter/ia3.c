@@ -165,20 +165,20 @@ effml_status effml_adapter_ia3_create(effml_context *ctx, effml_layer *base, int
 static effml_status ia3_merge_common(effml_context *ctx, effml_layer *l, int to_merged) {
   EFFML__CHECK_NULL(ctx, ctx);
   effml__ia3 *p = as_ia3(l);
-  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "ia3 merge/unmerge: layer is not an ia3 layer");
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "layer is not an ia3 layer");
   if (p->merged == to_merged)
-    return effml__err(ctx, EFFML_E_STATE, "ia3 %s: the layer is %s merged", to_merged ? "merge" : "unmerge",
+    return effml__err(ctx, EFFML_E_STATE, "the layer is %s merged",
                       to_merged ? "already" : "not");
   const float *s = effml__param_f32(l, p->i_l);
   if (!to_merged) { /* PEFT divides by l (+1e-8): refuse an exact zero instead of inventing weights */
     int64_t n = p->feedforward ? l->in_features : l->out_features;
     for (int64_t k = 0; k < n; ++k)
       if (s[k] == 0.0f)
-        return effml__err(ctx, EFFML_E_NUMERIC, "ia3 unmerge: ia3_l[%lld] = 0, the merge cannot be undone", (long long)k);
+        return effml__err(ctx, EFFML_E_NUMERIC, "ia3_l[%lld] = 0, the merge cannot be undone", (long long)k);
   }
   int64_t in = l->in_features, out = l->out_features;
   float *T = (float *)effml__malloc(ctx, (size_t)in * sizeof(float));
-  if (T == NULL) return effml__err(ctx, EFFML_E_NOMEM, "ia3 merge: out of memory");
+  if (T == NULL) return effml__err(ctx, EFFML_E_NOMEM, "out of memory");
   for (int64_t j = 0; j < out; ++j) { /* logical rows of W, whatever the storage */
     effml__dense_base_rows(l, &p->base, j, 1, T);
     for (int64_t k = 0; k < in; ++k) {
@@ -197,5 +197,11 @@ static effml_status ia3_merge_common(effml_context *ctx, effml_layer *l, int to_
   return EFFML_OK;
 }
 
-effml_status effml_adapter_ia3_merge(effml_context *ctx, effml_layer *layer) { return ia3_merge_common(ctx, layer, 1); }
-effml_status effml_adapter_ia3_unmerge(effml_context *ctx, effml_layer *layer) { return ia3_merge_common(ctx, layer, 0); }
+effml_status effml_adapter_ia3_merge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return ia3_merge_common(ctx, layer, 1);
+}
+effml_status effml_adapter_ia3_unmerge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return ia3_merge_common(ctx, layer, 0);
+}

@@ -214,13 +214,13 @@ void effml__loha_set_alpha(effml_layer *l, double alpha) {
 static effml_status loha_merge_common(effml_context *ctx, effml_layer *l, int to_merged) {
   EFFML__CHECK_NULL(ctx, ctx);
   effml__loha *p = as_loha(l);
-  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "loha merge/unmerge: layer is not a loha layer");
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "layer is not a loha layer");
   if (p->merged == to_merged)
-    return effml__err(ctx, EFFML_E_STATE, "loha %s: the layer is %s merged", to_merged ? "merge" : "unmerge",
+    return effml__err(ctx, EFFML_E_STATE, "the layer is %s merged",
                       to_merged ? "already" : "not");
   int64_t in = l->in_features, out = l->out_features, rr = p->r * p->r;
   float *Ak = (float *)effml__malloc(ctx, (size_t)(out * rr + rr * in) * sizeof(float));
-  if (Ak == NULL) return effml__err(ctx, EFFML_E_NOMEM, "loha merge: out of memory");
+  if (Ak == NULL) return effml__err(ctx, EFFML_E_NOMEM, "out of memory");
   khatri_rao(l, p, Ak, Ak + out * rr);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)rr,
               (to_merged ? 1.0f : -1.0f) * (float)p->scale, Ak, (int)rr, Ak + out * rr, (int)in, 1.0f,
@@ -231,5 +231,11 @@ static effml_status loha_merge_common(effml_context *ctx, effml_layer *l, int to
   return EFFML_OK;
 }
 
-effml_status effml_adapter_loha_merge(effml_context *ctx, effml_layer *layer) { return loha_merge_common(ctx, layer, 1); }
-effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer) { return loha_merge_common(ctx, layer, 0); }
+effml_status effml_adapter_loha_merge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return loha_merge_common(ctx, layer, 1);
+}
+effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return loha_merge_common(ctx, layer, 0);
+}

@@ -156,6 +156,13 @@ effml_status effml_adapter_vera_create(effml_context *ctx, effml_layer *base, in
   int64_t sa[2] = {rank, in}, sb[2] = {nout, rank};
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_A", 2, sa, 0, &p->i_a);
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_B", 2, sb, 0, &p->i_b);
+  if (st == EFFML_OK) { /* frozen by definition; backward computes no gradient for them */
+    static const char why[] = "VeRA's random projections vera_A/vera_B are frozen by definition "
+                              "(Kopiczko et al. 2024, arXiv 2310.11454, eq. 1; PEFT keeps them as "
+                              "buffers): only vera_lambda_d and vera_lambda_b train";
+    effml__layer_param_entry(l, p->i_a)->fixed = why;
+    effml__layer_param_entry(l, p->i_b)->fixed = why;
+  }
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_lambda_d", 1, &rank, 1, &p->i_ld);
   if (st == EFFML_OK) st = effml__layer_add_param(ctx, l, "vera_lambda_b", 1, &nout, 1, &p->i_lb);
   if (st != EFFML_OK) {
@@ -177,15 +184,15 @@ effml_status effml_adapter_vera_create(effml_context *ctx, effml_layer *base, in
 static effml_status vera_merge_common(effml_context *ctx, effml_layer *l, int to_merged) {
   EFFML__CHECK_NULL(ctx, ctx);
   effml__vera *p = as_vera(l);
-  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "vera merge/unmerge: layer is not a vera layer");
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "layer is not a vera layer");
   if (p->merged == to_merged)
-    return effml__err(ctx, EFFML_E_STATE, "vera %s: the layer is %s merged", to_merged ? "merge" : "unmerge",
+    return effml__err(ctx, EFFML_E_STATE, "the layer is %s merged",
                       to_merged ? "already" : "not");
   int64_t in = l->in_features, out = l->out_features, r = p->r;
   const float *A = effml__param_f32(l, p->i_a), *B = effml__param_f32(l, p->i_b);
   const float *ld = effml__param_f32(l, p->i_ld), *lb = effml__param_f32(l, p->i_lb);
   float *T = (float *)effml__malloc(ctx, (size_t)in * sizeof(float));
-  if (T == NULL) return effml__err(ctx, EFFML_E_NOMEM, "vera merge: out of memory");
+  if (T == NULL) return effml__err(ctx, EFFML_E_NOMEM, "out of memory");
   float sign = to_merged ? 1.0f : -1.0f;
   for (int64_t j = 0; j < out; ++j) { /* logical row j of W: += lb_j sum_k B_jk ld_k A_k */
     effml__dense_base_rows(l, &p->base, j, 1, T);
@@ -202,5 +209,11 @@ static effml_status vera_merge_common(effml_context *ctx, effml_layer *l, int to
   return EFFML_OK;
 }
 
-effml_status effml_adapter_vera_merge(effml_context *ctx, effml_layer *layer) { return vera_merge_common(ctx, layer, 1); }
-effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_layer *layer) { return vera_merge_common(ctx, layer, 0); }
+effml_status effml_adapter_vera_merge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return vera_merge_common(ctx, layer, 1);
+}
+effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_layer *layer) {
+  EFFML__ENTER(ctx);
+  return vera_merge_common(ctx, layer, 0);
+}

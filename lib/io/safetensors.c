@@ -394,9 +394,14 @@ done:
   return rc;
 }
 
-/* Make the borrowed tensors over `data`. */
+static int read_full(int fd, void *dst, size_t n);
+
+/* Make the borrowed tensors over `data`; with `report`, a progress report (bytes of
+ * the data section) before the first and after each tensor (a mapped file has no
+ * read pass that would report). */
 static effml_status attach(effml_context *ctx, effml_safetensors *st, char *data, size_t data_len,
-                           int read_only) {
+                           int read_only, int report) {
+  if (report) EFFML__TRY(effml__progress(ctx, 0, (int64_t)data_len, "bytes"));
   if (st->n == 0) return EFFML_OK;
   st->tensors = (effml_tensor **)effml__calloc_or_err(ctx, (size_t)st->n, sizeof(effml_tensor *),
                                                       "tensor handles");
@@ -418,8 +423,25 @@ static effml_status attach(effml_context *ctx, effml_safetensors *st, char *data
       }
     }
     if (rc != EFFML_OK) return rc;
+    if (report) EFFML__TRY(effml__progress(ctx, (int64_t)e->end, (int64_t)data_len, "bytes"));
   }
-  (void)data_len;
+  return EFFML_OK;
+}
+
+/* Copy or read `n` bytes in 64 MiB pieces, each after a progress report in bytes
+ * (a cancellation point): from `src` when it is not NULL, else from `fd`.
+ * EFFML_E_CANCELLED, EFFML_E_IO (a short read; message names `path`) or EFFML_OK. */
+static effml_status fill_data(effml_context *ctx, const char *fn, const char *path, char *dst,
+                              const unsigned char *src, int fd, size_t n) {
+  const size_t piece = (size_t)1 << 26;
+  for (size_t got = 0; got < n;) {
+    EFFML__TRY(effml__progress(ctx, (int64_t)got, (int64_t)n, "bytes"));
+    const size_t want = n - got < piece ? n - got : piece;
+    if (src) memcpy(dst + got, src + got, want);
+    else if (!read_full(fd, dst + got, want))
+      return effml__err(ctx, EFFML_E_IO, "%s: cannot read the data of '%s'", fn, path);
+    got += want;
+  }
   return EFFML_OK;
 }
 
@@ -466,9 +488,9 @@ effml_status effml_safetensors_load_buffer(effml_context *ctx, const void *buf, 
   if (rc == EFFML_OK && data_len > 0) {
     st->data = (char *)effml__alloc_or_err(ctx, data_len, "the safetensors byte buffer");
     if (st->data == NULL) rc = EFFML_E_NOMEM;
-    else memcpy(st->data, b + 8 + hlen, data_len);
+    else rc = fill_data(ctx, fn, "the buffer", st->data, b + 8 + hlen, -1, data_len);
   }
-  if (rc == EFFML_OK) rc = attach(ctx, st, st->data, data_len, 0);
+  if (rc == EFFML_OK) rc = attach(ctx, st, st->data, data_len, 0, 0);
   if (rc != EFFML_OK) {
     effml_safetensors_free(st);
     return rc;
@@ -535,7 +557,7 @@ effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32
       st->map_len = (size_t)len;
       const unsigned char *b = (const unsigned char *)m;
       rc = parse_header(ctx, fn, b + 8, (size_t)hlen, data_len, st);
-      if (rc == EFFML_OK) rc = attach(ctx, st, (char *)m + 8 + hlen, data_len, 1);
+      if (rc == EFFML_OK) rc = attach(ctx, st, (char *)m + 8 + hlen, data_len, 1, 1);
     }
   } else {
     unsigned char *hdr = (unsigned char *)effml__alloc_or_err(ctx, hlen ? (size_t)hlen : 1,
@@ -548,10 +570,9 @@ effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32
     if (rc == EFFML_OK && data_len > 0) {
       st->data = (char *)effml__alloc_or_err(ctx, data_len, "the safetensors byte buffer");
       if (st->data == NULL) rc = EFFML_E_NOMEM;
-      else if (!read_full(fd, st->data, data_len))
-        rc = effml__err(ctx, EFFML_E_IO, "%s: cannot read the data of '%s'", fn, path);
+      else rc = fill_data(ctx, fn, path, st->data, NULL, fd, data_len);
     }
-    if (rc == EFFML_OK) rc = attach(ctx, st, st->data, data_len, 0);
+    if (rc == EFFML_OK) rc = attach(ctx, st, st->data, data_len, 0, 0);
   }
   close(fd);
   if (rc != EFFML_OK) {

@@ -250,9 +250,14 @@ effml_status effml_safetensors_save(effml_context *ctx, const char *path, int64_
   rc = effml__afile_open(ctx, &af, path, fn);
   if (rc != EFFML_OK) goto out;
   effml__afile_write(&af, header, hlen + 8);
+  int64_t total = 0, done = 0; /* progress in bytes of tensor data, before each tensor */
+  for (int64_t i = 0; i < n; ++i) total += (int64_t)effml_tensor_nbytes(items[i].t);
   for (int64_t i = 0; i < n && rc == EFFML_OK; ++i) {
     const effml_tensor *t = items[i].t;
     effml_tensor *copy = NULL;
+    rc = effml__progress(ctx, done, total, "bytes");
+    if (rc != EFFML_OK) break; /* the temporary file is removed below; path untouched */
+    done += (int64_t)effml_tensor_nbytes(t);
     if (!effml_tensor_is_contiguous(t)) {
       rc = effml_tensor_contiguous(ctx, t, &copy);
       t = copy;

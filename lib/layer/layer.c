@@ -256,8 +256,15 @@ effml_status effml_layer_set_trainable(effml_context *ctx, effml_layer *layer, c
   int found = 0;
   for (int32_t i = 0; i < layer->n_params; ++i) {
     if (name == NULL || strcmp(layer->params[i].name, name) == 0) {
-      effml__layer_param_entry(layer, i)->trainable = trainable != 0;
+      effml__param *e = effml__layer_param_entry(layer, i);
       found = 1;
+      if (trainable && e->fixed) {
+        if (name == NULL) continue; /* "all": every parameter that can be trained */
+        return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                          "%s layer's parameter '%s' cannot be trained: %s", layer->kind, name,
+                          e->fixed);
+      }
+      e->trainable = trainable != 0;
     }
   }
   if (!found && name != NULL)

@@ -25,6 +25,8 @@ typedef struct effml__param {
   int32_t trainable;
   int32_t shared;           /* value/grad belong to another object (e.g. a phm rule) */
   struct effml__param *origin; /* containers: the child's param this entry mirrors */
+  const char *fixed;        /* NULL, or why it can never be trained (static string): it stays
+                             * frozen, effml_layer_set_trainable refuses it by name */
 } effml__param;
 
 /* Traits of a kind (bits of effml__layer_ops.traits). */

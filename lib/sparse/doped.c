@@ -42,7 +42,7 @@ static effml_status doped_forward(effml_context *ctx, effml_layer *layer, const 
     float *Y = effml__f32(y);
     effml__transpose_in(ctx, X, batch, in, XT, ldb);
     const float *w = effml__spmat_packed(W, effml__param_f32(layer, W->param), tmp);
-    effml__spmm_t(ctx, out, W->row_ptr, W->col_idx, w, XT, ldb, 0, YT);
+    effml__spmat_mul(ctx, W, w, XT, ldb, 0, YT);
     effml__transpose_out(ctx, YT, ldb, out, batch,
                          s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0, Y);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)r, (int)in, 1.0f, X,
@@ -163,6 +163,7 @@ effml_status effml_sparse_doped_create(effml_context *ctx, int64_t in, int64_t o
   EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_doped_ops, in, out, 1, o.bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->inner = r;
+  s->block = o.block_rows;
   effml_status st = effml__sparse_random_matrix(ctx, layer, 0, out, in, nnz, "weight", o.init, in);
   if (st == EFFML_OK) st = add_dense(ctx, layer, "u", r, in, &s->u_param);
   if (st == EFFML_OK) st = add_dense(ctx, layer, "v", out, r, &s->v_param);

@@ -198,6 +198,147 @@ done:
   return st;
 }
 
+/* ---------------- one block-sparse matrix (m->block > 1) ----------------
+ *
+ * Whole blocks are dropped and grown: a unit is one block (block-row br,
+ * column c), i.e. rows br·B .. br·B + h - 1 of column c, h = B except in the
+ * tail block-row (rows mod B rows).  Its drop score is Σ |w| over its
+ * elements, its grow score Σ |dense gradient| (RigL) or one U(0,1) (SET).
+ * Full block-rows and the tail are updated as two separate pools (⌊α·active⌋
+ * units each), so every grown unit has as many elements as a dropped one and
+ * nnz stays exact.  Ties break towards the lower unit index. */
+static effml_status update_blocked(effml_dst *d, int32_t mi, double alpha) {
+  effml_context *ctx = d->ctx;
+  effml_layer *layer = d->owner[mi];
+  effml__spmat *m = d->mats[mi];
+  const int64_t B = m->block, rows = m->rows, cols = m->cols, nnz = m->nnz;
+  const int64_t nbr = (rows + B - 1) / B, nunits = nbr * cols, nfull = rows / B;
+  effml__param *pe = effml__layer_param_entry(layer, m->param);
+  float *val = effml__f32(pe->value), *grad = effml__f32(pe->grad);
+  effml_status st = EFFML_OK;
+  int32_t *uj = (int32_t *)effml__malloc(ctx, (size_t)nunits * sizeof(int32_t));
+  uint8_t *state = (uint8_t *)effml__calloc(ctx, (size_t)nunits, 1);
+  float *key = (float *)effml__malloc(ctx, (size_t)nunits * sizeof(float));
+  float *sel = (float *)effml__malloc(ctx, (size_t)nunits * sizeof(float));
+  int64_t *pos = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
+  int32_t *slot = (int32_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int32_t));
+  int64_t *fresh = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
+  if (!uj || !state || !key || !sel || !pos || !slot || !fresh) {
+    st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for a block mask update (%lld blocks)",
+                    (long long)nunits);
+    goto done;
+  }
+  for (int64_t u = 0; u < nunits; ++u) uj[u] = -1;
+  for (int64_t br = 0; br < nbr; ++br) {
+    const int64_t r0 = br * B;
+    for (int64_t p = m->row_ptr[r0]; p < m->row_ptr[r0 + 1]; ++p)
+      uj[br * cols + m->col_idx[p]] = (int32_t)(p - m->row_ptr[r0]);
+  }
+  effml__rng rng;
+  effml__rng_seed(&rng, d->o.seed, (uint64_t)d->updates * 1000003ULL + (uint64_t)mi);
+  for (int reg = 0; reg < 2; ++reg) {
+    const int64_t b_lo = reg ? nfull : 0, b_hi = reg ? nbr : nfull;
+    const int64_t u_lo = b_lo * cols, u_hi = b_hi * cols;
+    if (u_lo >= u_hi) continue;
+    const int64_t h = reg ? rows - nfull * B : B;
+    /* drop scores of the active units, in unit order */
+    int64_t nact = 0;
+    for (int64_t u = u_lo; u < u_hi; ++u) {
+      if (uj[u] < 0) continue;
+      const int64_t r0 = u / cols * B;
+      float w = 0.0f;
+      for (int64_t k = 0; k < h; ++k) w += score_of(val[m->slot[m->row_ptr[r0 + k] + uj[u]]]);
+      key[nact++] = w;
+    }
+    const int64_t n_drop = (int64_t)floor(alpha * (double)nact);
+    if (n_drop < 1) {
+      for (int64_t u = u_lo; u < u_hi; ++u)
+        if (uj[u] >= 0) state[u] = 1;
+      continue;
+    }
+    memcpy(sel, key, (size_t)nact * sizeof(float));
+    float tau = select_kth(sel, nact, n_drop - 1);
+    int64_t lt = 0;
+    for (int64_t i = 0; i < nact; ++i) lt += key[i] < tau;
+    int64_t eq_left = n_drop - lt, i = 0;
+    for (int64_t u = u_lo; u < u_hi; ++u) {
+      if (uj[u] < 0) continue;
+      const float w = key[i++];
+      const int drop = w < tau || (w == tau && eq_left > 0);
+      if (w == tau && drop) --eq_left;
+      state[u] = drop ? 2 : 1;
+    }
+    /* grow scores of every unit not kept */
+    int64_t nc = 0;
+    for (int64_t u = u_lo; u < u_hi; ++u) {
+      if (state[u] == 1) continue;
+      float g = 0.0f;
+      if (d->o.method == EFFML_SPARSE_DST_SET) {
+        g = (float)effml__rng_uniform(&rng);
+      } else {
+        const int64_t r0 = u / cols * B, c = u % cols;
+        for (int64_t k = 0; k < h; ++k) g += score_of(m->dense_grad[(r0 + k) * cols + c]);
+      }
+      key[nc++] = g;
+    }
+    memcpy(sel, key, (size_t)nc * sizeof(float));
+    tau = select_kth(sel, nc, nc - n_drop);
+    int64_t gt = 0;
+    for (int64_t q = 0; q < nc; ++q) gt += key[q] > tau;
+    eq_left = n_drop - gt;
+    i = 0;
+    for (int64_t u = u_lo; u < u_hi; ++u) {
+      if (state[u] == 1) continue;
+      const float g = key[i++];
+      const int grow = g > tau || (g == tau && eq_left > 0);
+      if (g == tau && grow) --eq_left;
+      if (grow) state[u] = state[u] == 2 ? 1 : 3;
+      else if (state[u] == 2) state[u] = 4;
+    }
+  }
+  {
+    /* freed slots in old position order, then new positions row by row */
+    int64_t nfree = 0, k = 0, f = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p)
+        if (state[r / B * cols + m->col_idx[p]] == 4) fresh[nfree++] = m->slot[p];
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t br = r / B;
+      for (int64_t c = 0; c < cols; ++c) {
+        const uint8_t s = state[br * cols + c];
+        if (s != 1 && s != 3) continue;
+        if (k >= nnz) break;
+        pos[k] = r * cols + c;
+        slot[k++] = s == 1 ? m->slot[m->row_ptr[r] + uj[br * cols + c]] : (int32_t)fresh[f++];
+      }
+    }
+    if (k != nnz || f != nfree) {
+      st = effml__err(ctx, EFFML_E_STATE, "block mask update lost count (%lld != %lld)",
+                      (long long)k, (long long)nnz);
+      goto done;
+    }
+    st = effml__spmat_rebuild(ctx, m, pos, slot);
+    if (st != EFFML_OK) goto done;
+    for (int64_t q = 0; q < nfree; ++q) {
+      val[fresh[q]] = 0.0f;
+      grad[fresh[q]] = 0.0f;
+    }
+    if (d->opt && nfree > 0) {
+      st = effml_optimizer_reset_state(ctx, d->opt, pe->value, fresh, nfree);
+      if (st == EFFML_E_NOT_FOUND) st = EFFML_OK;
+    }
+  }
+done:
+  effml__free(ctx, uj);
+  effml__free(ctx, state);
+  effml__free(ctx, key);
+  effml__free(ctx, sel);
+  effml__free(ctx, pos);
+  effml__free(ctx, slot);
+  effml__free(ctx, fresh);
+  return st;
+}
+
 /* ---------------- controller ---------------- */
 
 /* Visitor: list the matrices of every sparse layer nested anywhere in the model. */
@@ -336,7 +477,8 @@ effml_status effml_dst_step(effml_context *ctx, effml_dst *d, int32_t *updated) 
                             (long long)t, (int)i);
     const double alpha = effml_dst_drop_fraction(d, t);
     for (int32_t i = 0; i < d->n; ++i) {
-      effml_status st = update_matrix(d, i, alpha);
+      effml_status st = d->mats[i]->block > 1 ? update_blocked(d, i, alpha)
+                                              : update_matrix(d, i, alpha);
       if (st != EFFML_OK) return st;
     }
     d->updates++;

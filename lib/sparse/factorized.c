@@ -44,11 +44,11 @@ static effml_status factorized_forward(effml_context *ctx, effml_layer *layer,
     effml__transpose_in(ctx, effml__cf32(x), batch, in, XT, ldb);
     const effml__spmat *U = &s->mats[SF_U], *V = &s->mats[SF_V];
     const float *u = effml__spmat_packed(U, effml__param_f32(layer, U->param), tmp);
-    effml__spmm_t(ctx, d, U->row_ptr, U->col_idx, u, XT, ldb, 0, AT);
+    effml__spmat_mul(ctx, U, u, XT, ldb, 0, AT);
     if (s->activation == EFFML_LAYER_ACT_RELU)
       for (int64_t i = 0; i < d * ldb; ++i) AT[i] = AT[i] > 0.0f ? AT[i] : 0.0f;
     const float *v = effml__spmat_packed(V, effml__param_f32(layer, V->param), tmp);
-    effml__spmm_t(ctx, out, V->row_ptr, V->col_idx, v, AT, ldb, 0, YT);
+    effml__spmat_mul(ctx, V, v, AT, ldb, 0, YT);
     effml__transpose_out(ctx, YT, ldb, out, batch,
                          s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
                          effml__f32(y));
@@ -141,6 +141,7 @@ effml_status effml_sparse_factorized_create(effml_context *ctx, int64_t in, int6
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->inner = d;
   s->activation = o.activation;
+  s->block = o.block_rows;
   effml_status st = effml__sparse_random_matrix(ctx, layer, SF_U, d, in, nu, "u.weight", o.init, in);
   if (st == EFFML_OK)
     st = effml__sparse_random_matrix(ctx, layer, SF_V, out, d, nv, "v.weight", o.init, d);

@@ -25,6 +25,9 @@ typedef struct effml__spmat {
   int32_t *col_idx;   /* [nnz], strictly increasing within a row */
   int32_t *slot;      /* [nnz] value slot of CSR position p */
   int32_t identity;   /* slot[p] == p for every p (no packing needed) */
+  int32_t block;      /* 1 = unstructured; 4 = 4x1 blocks: the rows of each block-row
+                         (rows 4i..4i+3, and the tail rows past the last multiple of 4)
+                         share one column list (bspmm.c) */
   int64_t *t_ptr;     /* [cols + 1] CSC column pointers */
   int32_t *t_idx;     /* [nnz] row of CSC entry q */
   int64_t *t_pos;     /* [nnz] CSR position of CSC entry q */
@@ -69,6 +72,30 @@ EFFML__HIDDEN void effml__spmm_t(effml_context *ctx, int64_t rows, const int64_t
 /* g[p] = ⟨dYᵀ[r, :], Xᵀ[col_idx[p], :]⟩ for every CSR position p (SDDMM). */
 EFFML__HIDDEN void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, const float *DYT,
                                   const float *XT, int64_t ldb, float *g);
+/* Block-sparse kernels (bspmm.c) for m->block == 4; v in CSR order.
+ * forward: Yᵀ (+)= W Xᵀ;  dx: dXᵀ (+)= Wᵀ dYᵀ;  sddmm: g[p] as effml__sddmm_t.
+ * isa: EFFML_CORE_ISA_* build to use, -1 = the CPU's (tests run each). */
+EFFML__HIDDEN void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v,
+                                    const float *XT, int64_t ldb, int accumulate, float *YT,
+                                    int isa);
+EFFML__HIDDEN void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, const float *v,
+                                   const float *DYT, int64_t ldb, int accumulate, float *DXT,
+                                   int isa);
+EFFML__HIDDEN void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT,
+                                 const float *XT, int64_t ldb, float *g, int isa);
+/* 1 if every block-row of m (block rows each) shares one column list. */
+EFFML__HIDDEN int effml__spmat_is_blocked(const effml__spmat *m, int32_t block);
+/* Yᵀ (+)= W Xᵀ with the kernel of m's layout (v in CSR order). */
+EFFML__HIDDEN void effml__spmat_mul(effml_context *ctx, const effml__spmat *m, const float *v,
+                                    const float *XT, int64_t ldb, int accumulate, float *YT);
+/* Random block mask: round(nnz / block) blocks of `block` rows x 1 column
+ * drawn uniformly (each subset equally likely) from the ceil(rows/block) x
+ * cols block grid (tail blocks are rows mod block tall), expanded to sorted
+ * element positions; *nnz_out receives the element count. */
+EFFML__HIDDEN effml_status effml__random_block_positions(effml_context *ctx, effml__rng *rng,
+                                                         int64_t rows, int64_t cols,
+                                                         int32_t block, int64_t nnz,
+                                                         int64_t **out, int64_t *nnz_out);
 /* Reference kernel (row-major, scalar): Y[b, r] = Σ_p v[p] X[b, col[p]] (+ bias). */
 EFFML__HIDDEN void effml__spmm_ref(const effml__spmat *m, const float *v, const float *X,
                                    int64_t batch, const float *bias, float *Y);
@@ -83,6 +110,7 @@ typedef struct effml__sparse_layer {
   int32_t activation;     /* SF */
   int32_t u_param, v_param; /* SD dense factors */
   int64_t dense_in, dense_out; /* the dense layer this block replaces (FLOP budget) */
+  int32_t block;          /* layout of the matrices made by effml__sparse_random_matrix */
   /* training state (TRAIN forward -> backward) */
   int64_t ldb, batch;
   float *xt;    /* Xᵀ [in, ldb] */

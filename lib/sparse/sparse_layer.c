@@ -27,6 +27,7 @@ void effml_sparse_options_init(effml_sparse_options *opt) {
   opt->init = EFFML_SPARSE_INIT_UNIFORM;
   opt->activation = EFFML_LAYER_ACT_RELU;
   opt->widen = EFFML_SPARSE_WIDEN_IN | EFFML_SPARSE_WIDEN_OUT;
+  opt->block_rows = 1;
 }
 
 /* Read the prefix of the caller's options that it has (ABI rule). */
@@ -48,6 +49,11 @@ static effml_status read_options(effml_context *ctx, const effml_sparse_options 
   if (o->activation != EFFML_LAYER_ACT_IDENTITY && o->activation != EFFML_LAYER_ACT_RELU)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sparse_options: activation=%d is unknown",
                       (int)o->activation);
+  if (o->block_rows != 1 && o->block_rows != 4)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_sparse_options: block_rows=%d is not supported (1 = unstructured, "
+                      "4 = 4x1 blocks)",
+                      (int)o->block_rows);
   return EFFML_OK;
 }
 
@@ -92,7 +98,7 @@ static effml_status sum_spmm(effml_context *ctx, effml_layer *layer, effml__spar
       if (!tmp) return EFFML_E_NOMEM;
       vals = effml__spmat_packed(m, vals, tmp);
     }
-    effml__spmm_t(ctx, m->rows, m->row_ptr, m->col_idx, vals, XT, ldb, i > 0, YT);
+    effml__spmat_mul(ctx, m, vals, XT, ldb, i > 0, YT);
     if (tmp) effml__scratch_release(ctx, train, tmp);
   }
   return EFFML_OK;
@@ -152,7 +158,10 @@ effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer
     float *g = effml__scratch(ctx, (effml__sparse_layer *)layer->impl, 1, EFFML__WS_NNZ,
                               (size_t)m->nnz, "sparse gradient");
     if (!g) return EFFML_E_NOMEM;
-    effml__sddmm_t(ctx, m, DYT, XT, ldb, g);
+    if (m->block == 4)
+      effml__bsddmm(ctx, m, DYT, XT, ldb, g, -1);
+    else
+      effml__sddmm_t(ctx, m, DYT, XT, ldb, g);
     scatter_grad(m, g, effml__f32(pe->grad));
   }
   effml__spmat_dense_grad(m, DYT, XT, ldb);
@@ -166,6 +175,11 @@ effml_status effml__spmat_backward_input(effml_context *ctx, effml_layer *layer,
   float *vt = effml__scratch(ctx, (effml__sparse_layer *)layer->impl, 1, EFFML__WS_NNZ,
                              (size_t)m->nnz, "CSC values");
   if (!vt) return EFFML_E_NOMEM;
+  if (m->block == 4) { /* block kernel: CSR-ordered values, scatter over batch lanes */
+    effml__bspmm_dx(ctx, m, effml__spmat_packed(m, effml__param_f32(layer, m->param), vt), DYT,
+                    ldb, accumulate, DXT, -1);
+    return EFFML_OK;
+  }
   effml__spmat_packed_t(m, effml__param_f32(layer, m->param), vt);
   effml__spmm_t(ctx, m->cols, m->t_ptr, m->t_idx, vt, DYT, ldb, accumulate, DXT);
   return EFFML_OK;
@@ -333,7 +347,12 @@ effml_status effml__sparse_random_matrix(effml_context *ctx, effml_layer *layer,
                                          const char *name, int32_t init, int64_t fan_in) {
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   int64_t *pos = NULL;
-  EFFML__TRY(effml__random_positions(ctx, effml__ctx_rng(ctx), rows * cols, nnz, &pos));
+  s->mats[i].block = s->block > 1 ? s->block : 1;
+  if (s->block > 1)
+    EFFML__TRY(effml__random_block_positions(ctx, effml__ctx_rng(ctx), rows, cols, s->block, nnz,
+                                             &pos, &nnz));
+  else
+    EFFML__TRY(effml__random_positions(ctx, effml__ctx_rng(ctx), rows * cols, nnz, &pos));
   effml_status st = effml__spmat_init_positions(ctx, &s->mats[i], rows, cols, nnz, pos);
   effml__free(ctx, pos);
   if (st == EFFML_OK) st = effml__sparse_add_matrix(ctx, layer, &s->mats[i], name, NULL, init, fan_in);
@@ -360,6 +379,7 @@ effml_status effml_sparse_linear_create(effml_context *ctx, int64_t in, int64_t 
   }
   effml_layer *layer = NULL;
   EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_linear_ops, in, out, 1, o.bias, &layer));
+  ((effml__sparse_layer *)layer->impl)->block = o.block_rows;
   effml_status st = effml__sparse_random_matrix(ctx, layer, 0, out, in, nnz, "weight", o.init, in);
   if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, out, in);
   if (st != EFFML_OK) {
@@ -377,7 +397,26 @@ static effml_status linear_from_positions(effml_context *ctx, int64_t in, int64_
   effml_layer *layer = NULL;
   EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_linear_ops, in, out, 1, o->bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
+  s->block = o->block_rows;
+  s->mats[0].block = o->block_rows;
   effml_status st = effml__spmat_init_positions(ctx, &s->mats[0], out, in, nnz, pos);
+  if (st == EFFML_OK && !effml__spmat_is_blocked(&s->mats[0], o->block_rows)) {
+    int64_t bad = 0;
+    for (int64_t r = 1; r < out && !bad; ++r) {
+      const int64_t r0 = r / o->block_rows * o->block_rows;
+      const effml__spmat *m = &s->mats[0];
+      const int64_t n = m->row_ptr[r + 1] - m->row_ptr[r];
+      if (r != r0 && (n != m->row_ptr[r0 + 1] - m->row_ptr[r0] ||
+                      memcmp(m->col_idx + m->row_ptr[r], m->col_idx + m->row_ptr[r0],
+                             (size_t)n * sizeof(int32_t)) != 0))
+        bad = r;
+    }
+    st = effml__err(ctx, EFFML_E_INVALID_ARG,
+                    "block_rows=%d: the mask is not made of %dx1 blocks: row %lld keeps other "
+                    "columns than row %lld, the first row of its block-row",
+                    (int)o->block_rows, (int)o->block_rows, (long long)bad,
+                    (long long)(bad / o->block_rows * o->block_rows));
+  }
   if (st == EFFML_OK) st = effml__sparse_add_matrix(ctx, layer, &s->mats[0], "weight", values, o->init, in);
   if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, out, in);
   if (st != EFFML_OK) {
@@ -527,6 +566,7 @@ effml_status effml_sparse_wide_create(effml_context *ctx, int64_t in, int64_t ou
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->dense_in = in;
   s->dense_out = out;
+  s->block = o.block_rows;
   effml_status st = effml__sparse_random_matrix(ctx, layer, 0, wout, win, in * out, "weight", o.init, win);
   if (st == EFFML_OK) st = effml__sparse_add_bias(ctx, layer, wout, win);
   if (st != EFFML_OK) {
@@ -562,6 +602,7 @@ effml_status effml_sparse_parallel_create(effml_context *ctx, int64_t in, int64_
   EFFML__TRY(effml__sparse_layer_new(ctx, &effml__sparse_parallel_ops, in, out, (int32_t)k, o.bias, &layer));
   effml__sparse_layer *s = (effml__sparse_layer *)layer->impl;
   s->inner = k;
+  s->block = o.block_rows;
   effml_status st = EFFML_OK;
   for (int64_t i = 0; st == EFFML_OK && i < k; ++i) {
     char name[48];

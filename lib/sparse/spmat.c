@@ -119,6 +119,7 @@ effml_status effml__spmat_init_positions(effml_context *ctx, effml__spmat *m, in
   EFFML__TRY(alloc_index(ctx, &n, rows, cols, nnz));
   fill_index(&n, pos, NULL);
   n.param = m->param;
+  n.block = m->block > 1 ? m->block : 1;
   *m = n;
   return EFFML_OK;
 }
@@ -129,6 +130,7 @@ effml_status effml__spmat_rebuild(effml_context *ctx, effml__spmat *m, const int
   EFFML__TRY(alloc_index(ctx, &n, m->rows, m->cols, m->nnz));
   fill_index(&n, pos, slot);
   n.param = m->param;
+  n.block = m->block;
   n.dense_grad = m->dense_grad;
   n.dense_grad_on = m->dense_grad_on;
   n.dense_grad_valid = 0;
@@ -153,6 +155,44 @@ effml_status effml__random_positions(effml_context *ctx, effml__rng *rng, int64_
     if ((uint64_t)(numel - t) * effml__rng_uniform(rng) < (double)(nnz - m)) pos[m++] = t;
   }
   *out = pos;
+  return EFFML_OK;
+}
+
+effml_status effml__random_block_positions(effml_context *ctx, effml__rng *rng, int64_t rows,
+                                           int64_t cols, int32_t block, int64_t nnz,
+                                           int64_t **out, int64_t *nnz_out) {
+  const int64_t brows = (rows + block - 1) / block, nunits = brows * cols;
+  int64_t nb = (nnz + block / 2) / block;
+  if (nb < 1) nb = 1;
+  if (nb > nunits) nb = nunits;
+  int64_t *units = NULL;
+  EFFML__TRY(effml__random_positions(ctx, rng, nunits, nb, &units));
+  int64_t total = 0;
+  for (int64_t u = 0; u < nb; ++u) {
+    const int64_t r0 = units[u] / cols * block;
+    total += (r0 + block <= rows ? block : rows - r0);
+  }
+  int64_t *pos = (int64_t *)effml__alloc_or_err(ctx, (size_t)total * sizeof(int64_t),
+                                                "block mask positions");
+  if (!pos) {
+    effml__free(ctx, units);
+    return EFFML_E_NOMEM;
+  }
+  /* units are sorted by (block-row, column): expand block-row by block-row,
+   * row by row, so the element positions come out sorted */
+  int64_t k = 0;
+  for (int64_t u0 = 0; u0 < nb;) {
+    const int64_t br = units[u0] / cols;
+    int64_t u1 = u0;
+    while (u1 < nb && units[u1] / cols == br) ++u1;
+    const int64_t r0 = br * block, r1 = r0 + block <= rows ? r0 + block : rows;
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t u = u0; u < u1; ++u) pos[k++] = r * cols + units[u] % cols;
+    u0 = u1;
+  }
+  effml__free(ctx, units);
+  *out = pos;
+  *nnz_out = total;
   return EFFML_OK;
 }
 

@@ -184,6 +184,36 @@ static effml_status weights_setup(fit_state *s) {
   return update_class_weights(s, 0);
 }
 
+/* A non-finite logit in the batch that starts at `start` of the epoch's permutation:
+ * the error names the epoch, the step and the dataset row (the batch row mapped back
+ * through the permutation), and says whether that row of x is itself non-finite or the
+ * model diverged.  EFFML_OK when every logit is finite. */
+static effml_status check_batch_logits(fit_state *s, const batch_ws *w, int64_t rows,
+                                       int64_t start, int64_t epoch, int64_t step) {
+  const float *z = effml__cf32(w->logits);
+  for (int64_t k = 0; k < rows; ++k) {
+    const float *zk = z + k * s->c;
+    int64_t j = 0;
+    while (j < s->c && isfinite(zk[j])) ++j;
+    if (j == s->c) continue;
+    const int64_t i = s->perm[start + k];
+    const float *xi = effml__cf32(s->x) + i * s->f;
+    for (int64_t q = 0; q < s->f; ++q)
+      if (!isfinite(xi[q]))
+        return effml__err(s->ctx, EFFML_E_NUMERIC,
+                          "effml_train_classifier: epoch %lld (0-based), dataset row %lld: "
+                          "x[%lld, %lld]=%g is not finite",
+                          (long long)epoch, (long long)i, (long long)i, (long long)q, (double)xi[q]);
+    return effml__err(s->ctx, EFFML_E_NUMERIC,
+                      "effml_train_classifier: epoch %lld (0-based), dataset row %lld: "
+                      "logits[%lld]=%g is not finite at step %lld although the row of x is "
+                      "finite: the model diverged (lower the learning rate or set clip_norm)",
+                      (long long)epoch, (long long)i, (long long)j, (double)zk[j],
+                      (long long)step + 1);
+  }
+  return EFFML_OK;
+}
+
 static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double *epoch_loss,
                               double *report_sum, int64_t *report_count) {
   effml_context *ctx = s->ctx;
@@ -217,6 +247,7 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
     }
     double loss = 0.0;
     EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_LAYER_MODE_TRAIN));
+    EFFML__TRY(check_batch_logits(s, w, rows, start, epoch, *step));
     if (s->weighted) {
       EFFML__TRY(update_class_weights(s, *step));
       double *wb = effml__f64(w->w);
@@ -326,15 +357,26 @@ effml_status effml_train_predict(effml_context *ctx, effml_layer *model, const e
   EFFML__TRY(effml__check_dim(ctx, logits, "logits", 0, x->shape[0]));
   EFFML__TRY(effml__check_dim(ctx, logits, "logits", 1, c));
   const int64_t n = x->shape[0];
-  for (int64_t start = 0; start < n; start += batch_size) {
-    const int64_t stop = n - start < batch_size ? n : start + batch_size;
+  const int64_t batches = (n + batch_size - 1) / batch_size;
+  /* One batch writes logits directly after the cancellation check; several go through
+   * a scratch [n, c] copied once at the end, so that a cancelled (or failed) call
+   * leaves logits untouched. */
+  effml_tensor *dst = logits;
+  if (batches > 1) EFFML__TRY(effml__tensor_f32_2d(ctx, n, c, &dst));
+  effml_status st = EFFML_OK;
+  for (int64_t b = 0; st == EFFML_OK && b < batches; ++b) {
+    const int64_t start = b * batch_size, stop = n - start < batch_size ? n : start + batch_size;
+    st = effml__progress(ctx, start, n, "rows");
     effml_tensor *xv = NULL, *yv = NULL;
-    effml_status st = effml_tensor_slice(ctx, x, 0, start, stop, 1, &xv);
-    if (st == EFFML_OK) st = effml_tensor_slice(ctx, logits, 0, start, stop, 1, &yv);
+    if (st == EFFML_OK) st = effml_tensor_slice(ctx, x, 0, start, stop, 1, &xv);
+    if (st == EFFML_OK) st = effml_tensor_slice(ctx, dst, 0, start, stop, 1, &yv);
     if (st == EFFML_OK) st = effml_layer_forward(ctx, model, xv, yv, EFFML_LAYER_MODE_INFER);
     effml_tensor_free(xv);
     effml_tensor_free(yv);
-    if (st != EFFML_OK) return st;
   }
-  return EFFML_OK;
+  if (dst != logits) {
+    if (st == EFFML_OK) st = effml_tensor_copy(ctx, logits, dst);
+    effml_tensor_free(dst);
+  }
+  return st;
 }

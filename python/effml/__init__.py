@@ -15,6 +15,10 @@ Modules:
 - :mod:`effml.coreset`: leverage scores, Lewis weights, sensitivity sampling;
 - :mod:`effml.selective`: selective-classification and OOD metrics,
   ensembles over precomputed logits.
+- :mod:`effml.calibration`: temperature / vector scaling, the
+  correctness-aware calibrator, ECE, Brier score, AUGRC;
+- :mod:`effml.losses`: weighted cross-entropy, class weights, scalarization
+  (``effml.nn.fit`` takes ``sample_weight`` and ``class_weight``).
 
 Errors raise the classes in :mod:`effml.errors` (each also a ValueError,
 MemoryError, OSError, ... as a scikit-learn user expects).  Threads: every

@@ -34,6 +34,7 @@ def library_structs():
 def mirrored_structs():
     """C struct name -> (ctypes mirror, name of its C ``_init`` function)."""
     from ._core import ContextOptions
+    from .calibration import CalibrationOptions
     from ._sampler_base import ResampleOptions
     from .coreset import LeverageOptions
     from .mixture import TemperatureSchedule
@@ -49,6 +50,7 @@ def mirrored_structs():
                                               "effml_cascade_threshold_options_init"),
         "effml_optimizer_options": (OptimizerOptions, "effml_optimizer_options_init"),
         "effml_train_options": (TrainOptions, "effml_train_options_init"),
+        "effml_calibration_options": (CalibrationOptions, "effml_calibration_options_init"),
     }
 
 

@@ -25,6 +25,7 @@ from ctypes import CFUNCTYPE, byref, c_double, c_int32, c_int64, c_uint64, c_voi
 import numpy as np
 
 from . import _lib
+from . import losses as _losses
 from ._core import Context, Scope, c_int, as_array
 from ._errors import InvalidArgumentError
 
@@ -264,7 +265,8 @@ def _tqdm_progress(epochs):
 
 
 def fit(model, X, y, *, optimizer=None, epochs=1, batch_size=128, shuffle_seed=0,
-        progress=None, progress_every=0, clip_norm=0.0):
+        progress=None, progress_every=0, clip_norm=0.0, sample_weight=None, class_weight=None,
+        reduction="weighted_mean", scalarization=None):
     """Train ``model`` with softmax cross-entropy on ``X`` (float32 [n, f]) and ``y`` (ints).
 
     Parameters
@@ -274,6 +276,19 @@ def fit(model, X, y, *, optimizer=None, epochs=1, batch_size=128, shuffle_seed=0
         ``f(epoch, step, loss)`` called every ``progress_every`` steps (0: once
         per epoch) from inside the C loop.
     clip_norm : > 0 clips the global gradient norm before each step.
+    sample_weight : None or [n] weights (finite, >= 0), as scikit-learn's.
+    class_weight : None, ``"balanced"`` (n / (n_classes n_k), scikit-learn's),
+        a dict {class: weight} (others weigh 1) or [n_classes] weights;
+        multiplies ``sample_weight``.
+    reduction : ``"weighted_mean"`` (sum w l / sum w per batch, PyTorch's) or
+        ``"mean"`` (weights divided by their mean over the data, then
+        sum w l / b: unbiased; see :mod:`effml.losses`).
+    scalarization : None, a temperature T, or a dict of schedule settings
+        (kind 'constant'/'linear'/'cosine'/'cooldown', t_start, t_end,
+        total_steps -- default all steps of this call --, switch_fraction):
+        class weights proportional to n_k^(1/T(step) - 1) (Li et al. 2025,
+        arXiv 2410.04579); use ``reduction="mean"`` to match temperature
+        sampling's expected gradient.
 
     Returns the mean loss of the last epoch.  Ctrl-C (KeyboardInterrupt) or an
     exception in ``progress`` stops the loop after the current step and is
@@ -325,6 +340,9 @@ def fit(model, X, y, *, optimizer=None, epochs=1, batch_size=128, shuffle_seed=0
     try:
         with Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(ya)
+            keep = _losses._set_fit_weights(o, s, ya, model.out_features, epochs, batch_size,
+                                            sample_weight, class_weight, reduction,
+                                            scalarization)  # noqa: F841 - alive for the call
             st = _lib.fn("effml_train_classifier")(ctx.handle, model._h, opt_h, tx, ty,
                                                    byref(o), byref(loss))
             if pending:

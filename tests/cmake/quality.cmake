@@ -38,8 +38,11 @@ if(EFFML_PERL)
   add_test(NAME errors_name_the_call
     COMMAND ${EFFML_PERL} ${_q_src}/symbols/check_enter.pl ${PROJECT_SOURCE_DIR}/lib/libeffml.map
             ${PROJECT_SOURCE_DIR}/lib)
+  add_test(NAME errors_name_the_call_selftest
+    COMMAND ${EFFML_BASH} ${_q_src}/symbols/check_enter_selftest.sh ${EFFML_PERL} ${_q_src}/symbols)
 else()
   add_test(NAME errors_name_the_call COMMAND ${EFFML_BASH} -c "echo 'perl not found: skipped'; exit 77")
+  add_test(NAME errors_name_the_call_selftest COMMAND ${EFFML_BASH} -c "echo 'perl not found: skipped'; exit 77")
 endif()
 
 add_test(NAME abi
@@ -68,7 +71,7 @@ else()
   add_test(NAME shellcheck COMMAND ${EFFML_BASH} -c "echo 'shellcheck not found: skipped'; exit 77")
 endif()
 
-set(_q_tests header_c header_cxx symbols errors_name_the_call abi install_consumer_pkgconfig install_consumer_cmake
+set(_q_tests header_c header_cxx symbols errors_name_the_call errors_name_the_call_selftest abi install_consumer_pkgconfig install_consumer_cmake
     shellcheck)
 set_tests_properties(${_q_tests} PROPERTIES LABELS quality SKIP_RETURN_CODE 77)
 foreach(_q_t test_core test_alloc)

@@ -1,0 +1,246 @@
+/*
+ * Block-sparse kernels (docs/sparse.md "Block-sparse layout").
+ *
+ * Block shape: 4 consecutive output rows x 1 input column ("4x1", the
+ * output-channel blocks of XNNPACK's SpMM and of Intel's 4x1 block kernels).
+ * A matrix with m->block == 4 keeps its CSR/CSC element structure (so
+ * checkpoints, optimizers, dense export and FLOP counts see ordinary
+ * nonzeros), with one extra invariant: within every full block-row (rows
+ * 4i..4i+3) the four rows hold the same column list.  Rows past the last
+ * multiple of 4 (rows mod 4 of them) form a shorter tail block-row whose rows
+ * also share one column list.
+ *
+ * Why 4x1: with batch-minor panels the unstructured kernel loads one Xᵀ
+ * vector per nonzero for one FMA, so it is bound by loads, not FMAs.  A 4x1
+ * block reuses each loaded Xᵀ vector for 4 FMAs (4 output rows) in the
+ * forward pass, each loaded dXᵀ vector for 4 FMAs in dX (scatter form, the 4
+ * dY rows held in registers), and each dY load for 4 blocks in dW, which is
+ * the register reuse a GEMM micro-kernel has.  A square 4x4 block would also
+ * share indices but costs 16 broadcasts per block and forces coarser masks;
+ * 1x16 (input-side) blocks give no reuse of the streamed batch vector.
+ *
+ *   forward  Yᵀ[r, :] = Σ_j v Xᵀ[c_j, :]     split over block-rows
+ *   dX       dXᵀ[c, :] += Σ_k v dYᵀ[r0+k, :]  split over batch lanes (each
+ *            thread owns its lanes, block-rows summed in order)
+ *   dW       g = ⟨dYᵀ[r, :], Xᵀ[c, :]⟩        split over block-rows
+ *
+ * Every output is summed in one fixed order, so results do not depend on the
+ * thread count.
+ */
+#include <string.h>
+
+#include "sparse_internal.h"
+
+typedef float bsp_v16 __attribute__((vector_size(64)));
+
+#define BSP_PF 8
+
+#define BSP_SUFFIX generic
+#define BSP_TARGET
+#include "bspmm_body.inc"
+#undef BSP_SUFFIX
+#undef BSP_TARGET
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#  define BSP_X86 1
+#  define BSP_SUFFIX avx512
+#  define BSP_TARGET __attribute__((target("avx512f")))
+#  include "bspmm_body.inc"
+#  undef BSP_SUFFIX
+#  undef BSP_TARGET
+#  define BSP_SUFFIX avx2
+#  define BSP_TARGET __attribute__((target("avx2,fma")))
+#  include "bspmm_body.inc"
+#  undef BSP_SUFFIX
+#  undef BSP_TARGET
+#endif
+
+typedef void (*bfwd_fn)(int64_t, const int32_t *, const float *, const float *, const float *,
+                        const float *, const float *, int64_t, int, float *);
+typedef void (*bdx_fn)(const effml__spmat *, const float *, const float *, int64_t, int64_t,
+                       int64_t, float *);
+typedef void (*bdw_fn)(int64_t, const int32_t *, const float *, const float *, int64_t, float *);
+
+typedef struct {
+  bfwd_fn fwd;
+  bdx_fn dx;
+  bdw_fn dw;
+} bsp_kernels;
+
+/* Kernels of ISA level `isa` (EFFML_CORE_ISA_*), -1 = the CPU's; a level
+ * above the CPU's is capped to it. */
+static bsp_kernels pick(int isa) {
+  const int cpu = (int)effml__isa_level();
+  if (isa < 0 || isa > cpu) isa = cpu;
+#ifdef BSP_X86
+  switch (isa) {
+    case 2: return (bsp_kernels){bfwd_row_avx512, bdx_lanes_avx512, bdw_row_avx512};
+    case 1: return (bsp_kernels){bfwd_row_avx2, bdx_lanes_avx2, bdw_row_avx2};
+    default: break;
+  }
+#endif
+  return (bsp_kernels){bfwd_row_generic, bdx_lanes_generic, bdw_row_generic};
+}
+
+int effml__spmat_is_blocked(const effml__spmat *m, int32_t block) {
+  if (block <= 1) return 1;
+  for (int64_t r0 = 0; r0 < m->rows; r0 += block) {
+    const int64_t re = r0 + block < m->rows ? r0 + block : m->rows;
+    const int64_t n = m->row_ptr[r0 + 1] - m->row_ptr[r0];
+    for (int64_t r = r0 + 1; r < re; ++r) {
+      if (m->row_ptr[r + 1] - m->row_ptr[r] != n) return 0;
+      if (n && memcmp(m->col_idx + m->row_ptr[r], m->col_idx + m->row_ptr[r0],
+                      (size_t)n * sizeof(int32_t)) != 0)
+        return 0;
+    }
+  }
+  return 1;
+}
+
+/* ---------------- forward ---------------- */
+
+typedef struct {
+  bsp_kernels k;
+  const effml__spmat *m;
+  const float *v, *XT;
+  int64_t ldb;
+  int acc;
+  float *YT;
+} fwd_job;
+
+/* tail rows (fewer than 4): plain vector loop, one row at a time */
+static void fwd_tail_row(const effml__spmat *m, int64_t r, const float *v, const float *XT,
+                         int64_t ldb, int acc, float *YT) {
+  for (int64_t b0 = 0; b0 < ldb; b0 += 16) {
+    bsp_v16 a = {0};
+    for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p) {
+      bsp_v16 x;
+      memcpy(&x, XT + (int64_t)m->col_idx[p] * ldb + b0, sizeof x);
+      a += v[p] * x;
+    }
+    float *y = YT + r * ldb + b0;
+    if (acc) {
+      bsp_v16 o;
+      memcpy(&o, y, sizeof o);
+      a += o;
+    }
+    memcpy(y, &a, sizeof a);
+  }
+}
+
+static void fwd_range(void *arg, int64_t b, int64_t e, int32_t w) {
+  fwd_job *j = (fwd_job *)arg;
+  const effml__spmat *m = j->m;
+  for (int64_t br = b; br < e; ++br) {
+    const int64_t r0 = 4 * br;
+    if (r0 + 4 <= m->rows) {
+      const int64_t p0 = m->row_ptr[r0], n = m->row_ptr[r0 + 1] - p0;
+      const float *v = j->v + p0;
+      j->k.fwd(n, m->col_idx + p0, v, v + n, v + 2 * n, v + 3 * n, j->XT, j->ldb, j->acc,
+               j->YT + r0 * j->ldb);
+    } else {
+      for (int64_t r = r0; r < m->rows; ++r) fwd_tail_row(m, r, j->v, j->XT, j->ldb, j->acc, j->YT);
+    }
+  }
+}
+
+/* Items of at least ~64k multiply-adds per thread. */
+static int64_t min_items(int64_t items, int64_t nnz, int64_t ldb) {
+  double per = items > 0 ? (double)nnz * (double)ldb / (double)items : 1.0;
+  double mn = 65536.0 / (per > 1.0 ? per : 1.0);
+  return mn < 1.0 ? 1 : (int64_t)mn;
+}
+
+void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v, const float *XT,
+                      int64_t ldb, int accumulate, float *YT, int isa) {
+  fwd_job j = {pick(isa), m, v, XT, ldb, accumulate, YT};
+  const int64_t items = (m->rows + 3) / 4;
+  (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), fwd_range, &j);
+}
+
+/* ---------------- dX ---------------- */
+
+typedef struct {
+  bsp_kernels k;
+  const effml__spmat *m;
+  const float *v, *DYT;
+  int64_t ldb;
+  int acc;
+  float *DXT;
+} dx_job;
+
+static void dx_range(void *arg, int64_t b, int64_t e, int32_t w) {
+  dx_job *j = (dx_job *)arg;
+  const effml__spmat *m = j->m;
+  const int64_t ldb = j->ldb, l0 = 16 * b, l1 = 16 * e;
+  if (!j->acc)
+    for (int64_t c = 0; c < m->cols; ++c)
+      memset(j->DXT + c * ldb + l0, 0, (size_t)(l1 - l0) * sizeof(float));
+  j->k.dx(m, j->v, j->DYT, ldb, l0, l1, j->DXT);
+  for (int64_t r = m->rows / 4 * 4; r < m->rows; ++r) /* tail rows, in order */
+    for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p) {
+      float *x = j->DXT + (int64_t)m->col_idx[p] * ldb;
+      const float *d = j->DYT + r * ldb, wv = j->v[p];
+      for (int64_t l = l0; l < l1; ++l) x[l] += wv * d[l];
+    }
+}
+
+void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, const float *v, const float *DYT,
+                     int64_t ldb, int accumulate, float *DXT, int isa) {
+  dx_job j = {pick(isa), m, v, DYT, ldb, accumulate, DXT};
+  const int64_t items = ldb / 16;
+  (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), dx_range, &j);
+}
+
+/* ---------------- dW (nonzeros only) ---------------- */
+
+typedef struct {
+  bsp_kernels k;
+  const effml__spmat *m;
+  const float *DYT, *XT;
+  int64_t ldb;
+  float *g;
+} dw_job;
+
+static void dw_range(void *arg, int64_t b, int64_t e, int32_t w) {
+  dw_job *j = (dw_job *)arg;
+  const effml__spmat *m = j->m;
+  const int64_t ldb = j->ldb;
+  for (int64_t br = b; br < e; ++br) {
+    const int64_t r0 = 4 * br;
+    if (r0 + 4 <= m->rows) {
+      const int64_t p0 = m->row_ptr[r0], n = m->row_ptr[r0 + 1] - p0;
+      j->k.dw(n, m->col_idx + p0, j->DYT + r0 * ldb, j->XT, ldb, j->g + p0);
+      continue;
+    }
+    for (int64_t r = r0; r < m->rows; ++r)
+      for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p) {
+        const float *x = j->XT + (int64_t)m->col_idx[p] * ldb, *d = j->DYT + r * ldb;
+        bsp_v16 a = {0};
+        for (int64_t l = 0; l < ldb; l += 16) {
+          bsp_v16 xv, dv;
+          memcpy(&xv, x + l, sizeof xv);
+          memcpy(&dv, d + l, sizeof dv);
+          a += xv * dv;
+        }
+        float s = 0.0f;
+        for (int q = 0; q < 16; ++q) s += a[q];
+        j->g[p] = s;
+      }
+  }
+}
+
+void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT, const float *XT,
+                   int64_t ldb, float *g, int isa) {
+  dw_job j = {pick(isa), m, DYT, XT, ldb, g};
+  const int64_t items = (m->rows + 3) / 4;
+  (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), dw_range, &j);
+}
+
+void effml__spmat_mul(effml_context *ctx, const effml__spmat *m, const float *v, const float *XT,
+                      int64_t ldb, int accumulate, float *YT) {
+  if (m->block == 4)
+    effml__bspmm_fwd(ctx, m, v, XT, ldb, accumulate, YT, -1);
+  else
+    effml__spmm_t(ctx, m->rows, m->row_ptr, m->col_idx, v, XT, ldb, accumulate, YT);
+}
