@@ -152,8 +152,8 @@ typedef struct effml_sampler_resample_options {
   int64_t n_seeds_S;             /**< CNN, OSS: random rows of each targeted class that start the kept set (default 1) */
   int32_t voting;                /**< ClusterCentroids: EFFML_SAMPLER_VOTING_SOFT (default) or _HARD */
   int32_t reserved0;             /**< must be 0 */
-  int64_t kmeans_n_init;         /**< k-means restarts, best inertia kept (default 10, scikit-learn 1.2's KMeans) */
-  int64_t kmeans_max_iter;       /**< Lloyd iterations per run (default 300) */
+  int64_t kmeans_n_init;         /**< k-means restarts (k-means++ seeding, Lloyd), best inertia kept; 0 = the method's default: ClusterCentroids 10 (scikit-learn 1.2's KMeans), KMeans-SMOTE 3 (the n_init of imblearn 0.10's MiniBatchKMeans) */
+  int64_t kmeans_max_iter;       /**< Lloyd iterations per run at most; 0 = the method's default: ClusterCentroids 300, KMeans-SMOTE 20 */
   double kmeans_tol;             /**< stop when the centre shift^2 <= tol * mean feature variance (default 1e-4) */
   effml_sampler_proba_fn proba_fn; /**< IHT: the classifier (required for IHT) */
   void *proba_user_data;         /**< IHT: passed to proba_fn */

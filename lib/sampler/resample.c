@@ -26,8 +26,8 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->threshold_cleaning = 0.5;
   opt->n_seeds_S = 1;
   opt->voting = EFFML_SAMPLER_VOTING_SOFT;
-  opt->kmeans_n_init = 10;
-  opt->kmeans_max_iter = 300;
+  opt->kmeans_n_init = 0; /* the method's default, see read_options */
+  opt->kmeans_max_iter = 0; /* the method's default, see read_options */
   opt->kmeans_tol = 1e-4;
   opt->cv = 5;
   opt->out_step = 0.5;
@@ -82,6 +82,14 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     o->k_neighbors = o->method == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE ? 2 : 5;
   if (o->n_neighbors == 0) /* imbalanced-learn's default for the method */
     o->n_neighbors = (o->method == EFFML_SAMPLER_RESAMPLE_CNN || o->method == EFFML_SAMPLER_RESAMPLE_OSS) ? 1 : 3;
+  /* k-means defaults: ClusterCentroids as scikit-learn 1.2's KMeans (10 runs
+   * of at most 300 iterations); KMeans-SMOTE 3 runs (the n_init of imblearn
+   * 0.10's MiniBatchKMeans) of at most 20 iterations: its clustering only
+   * gates and weights where SMOTE samples, and 20 Lloyd iterations already
+   * give a lower inertia than imblearn's mini-batch run (docs/samplers.md). */
+  const int kms = o->method == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE;
+  if (o->kmeans_n_init == 0) o->kmeans_n_init = kms ? 3 : 10;
+  if (o->kmeans_max_iter == 0) o->kmeans_max_iter = kms ? 20 : 300;
   if (o->reserved0 != 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "opt->reserved0=%d must be 0", (int)o->reserved0);
   if (o->block_rows < 0)
