@@ -2,11 +2,15 @@
  * file equals PEFT's merge_and_unload() weights to f32 tolerance, keeps the base's
  * header (names, dtypes, shapes, offsets, metadata) byte for byte, refuses what
  * cannot be merged without leaving a file behind, and rounds bf16 bases once. */
+#include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -272,6 +276,148 @@ START_TEST(test_refuse_fan_in_fan_out) {
 }
 END_TEST
 
+/* The lora fixture's base plus `extra` small F32 tensors "zz.extra.NNNN" (copied
+ * unchanged by a merge): many tensors, so many progress lines. */
+static void make_many_tensor_base(const char *path, int extra) {
+  effml_context *ctx = tu_ctx(1);
+  effml_safetensors *b = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, PEFT_DIR "/lora/base.safetensors", EFFML_IO_SAFETENSORS_COPY, &b),
+                   EFFML_OK);
+  const int64_t nb = effml_safetensors_count(b), n = nb + extra;
+  const char **names = (const char **)calloc((size_t)n, sizeof *names);
+  const effml_tensor **ts = (const effml_tensor **)calloc((size_t)n, sizeof *ts);
+  char *nbuf = (char *)calloc((size_t)extra, 16);
+  effml_tensor **own = (effml_tensor **)calloc((size_t)extra, sizeof *own);
+  for (int64_t i = 0; i < nb; ++i) {
+    names[i] = effml_safetensors_name(b, i);
+    ck_assert_int_eq(effml_safetensors_get(ctx, b, names[i], &ts[i]), EFFML_OK);
+  }
+  const int64_t four = 4;
+  for (int k = 0; k < extra; ++k) {
+    snprintf(nbuf + 16 * k, 16, "zz.extra.%04d", k);
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &four, &own[k]), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_fill(ctx, own[k], (double)k), EFFML_OK);
+    names[nb + k] = nbuf + 16 * k;
+    ts[nb + k] = own[k];
+  }
+  ck_assert_int_eq(effml_safetensors_save(ctx, path, n, names, ts, 0, NULL, NULL), EFFML_OK);
+  for (int k = 0; k < extra; ++k) effml_tensor_free(own[k]);
+  free(own);
+  free(nbuf);
+  free(ts);
+  free(names);
+  effml_safetensors_free(b);
+  effml_context_free(ctx);
+}
+
+static int count_lines_with(const char *s, const char *needle) {
+  int k = 0;
+  for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle)) ++k;
+  return k;
+}
+
+/* --progress on a pipe: one line per tensor, in order, then "done"; none without it. */
+START_TEST(test_merge_progress) {
+  char base[512], out[512], args[2048];
+  snprintf(base, sizeof base, "%s/tool_many.safetensors", EFFML_TEST_TMP);
+  snprintf(out, sizeof out, "%s/tool_many_out.safetensors", EFFML_TEST_TMP);
+  make_many_tensor_base(base, 40);
+  effml_context *ctx = tu_ctx(1);
+  effml_safetensors *b = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, base, EFFML_IO_SAFETENSORS_COPY, &b), EFFML_OK);
+  const int n = (int)effml_safetensors_count(b);
+  const char *first = effml_safetensors_name(b, 0);
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s --progress", base, PEFT_DIR, out);
+  ck_assert_int_eq(run(args), 0);
+  char *e = read_err();
+  char want[256];
+  snprintf(want, sizeof want, "effml-adapter: [1/%d] 0.0%% ", n);
+  ck_assert_msg(strstr(e, want) != NULL, "%s", e);
+  ck_assert_msg(strstr(strstr(e, want), first) != NULL, "the first line names %s: %s", first, e);
+  snprintf(want, sizeof want, "/%d] ", n);
+  ck_assert_int_eq(count_lines_with(e, want), n + 1);          /* every tensor, then done */
+  ck_assert_int_eq(count_lines_with(e, "% merging "), 2);      /* q_proj and v_proj weights */
+  ck_assert_int_eq(count_lines_with(e, "% copying zz.extra."), 40);
+  snprintf(want, sizeof want, "effml-adapter: [%d/%d] 100.0%% done", n, n);
+  ck_assert_msg(strstr(e, want) != NULL, "%s", e);
+  free(e);
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s", base, PEFT_DIR, out);
+  ck_assert_int_eq(run(args), 0); /* stderr is not a terminal: no progress lines */
+  e = read_err();
+  ck_assert_msg(strstr(e, "] ") == NULL && strstr(e, "merging base_model.model.q_proj") != NULL, "%s", e);
+  free(e);
+  effml_safetensors_free(b);
+  effml_context_free(ctx);
+  unlink(out);
+  unlink(base);
+}
+END_TEST
+
+/* SIGINT / SIGTERM during a merge: exit 128 + signal, --out keeps its old bytes, no
+ * temporary file left.  The signal is sent after the first progress line; the tool
+ * cannot have finished by then: its 4000 progress lines (~220 KB) do not fit in the
+ * pipe, which this test does not read until after the signal. */
+START_TEST(test_merge_interrupted) {
+  char base[512], out[512];
+  snprintf(base, sizeof base, "%s/tool_sig_base.safetensors", EFFML_TEST_TMP);
+  snprintf(out, sizeof out, "%s/tool_sig_out.safetensors", EFFML_TEST_TMP);
+  make_many_tensor_base(base, 4000);
+  const int sigs[2] = {SIGINT, SIGTERM};
+  for (int si = 0; si < 2; ++si) {
+    static const char old[] = "the previous contents of --out";
+    FILE *f = fopen(out, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(old, 1, sizeof old, f), sizeof old);
+    fclose(f);
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+      dup2(pfd[1], 2);
+      close(pfd[0]);
+      close(pfd[1]);
+      int dn = open("/dev/null", O_WRONLY);
+      dup2(dn, 1);
+      execl(EFFML_ADAPTER_TOOL, EFFML_ADAPTER_TOOL, "merge", "--base", base, "--adapter", PEFT_DIR "/lora", "--out",
+            out, "--progress", (char *)NULL);
+      _exit(127);
+    }
+    close(pfd[1]);
+    FILE *r = fdopen(pfd[0], "r");
+    ck_assert_ptr_nonnull(r);
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, r)); /* the handlers are installed by now */
+    ck_assert_msg(strncmp(line, "effml-adapter: [1/", 18) == 0, "%s", line);
+    ck_assert_int_eq(kill(pid, sigs[si]), 0);
+    size_t cap = 1 << 20, len = 0;
+    char *all = (char *)malloc(cap);
+    for (size_t k; (k = fread(all + len, 1, cap - 1 - len, r)) > 0;) len += k;
+    all[len] = '\0';
+    fclose(r);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 128 + sigs[si], "status %d: %s", status, all);
+    ck_assert_msg(strstr(all, si == 0 ? "interrupted by SIGINT: nothing written" : "interrupted by SIGTERM") != NULL,
+                  "%s", all);
+    ck_assert_msg(strstr(all, "100.0% done") == NULL, "the merge ran to its end: %s", all);
+    free(all);
+    size_t n = 0;
+    unsigned char *now = tu_read_file(out, &n);
+    ck_assert_uint_eq(n, sizeof old);
+    ck_assert_int_eq(memcmp(now, old, sizeof old), 0);
+    free(now);
+    DIR *d = opendir(EFFML_TEST_TMP);
+    ck_assert_ptr_nonnull(d);
+    for (struct dirent *de; (de = readdir(d)) != NULL;)
+      ck_assert_msg(strncmp(de->d_name, "tool_sig_out.safetensors.tmp", 28) != 0, "left behind: %s", de->d_name);
+    closedir(d);
+  }
+  unlink(out);
+  unlink(base);
+}
+END_TEST
+
 /* usage, info errors, info's validation and fields */
 START_TEST(test_cli_info) {
   int rc = -1;
@@ -405,6 +551,8 @@ static Suite *suite(void) {
   tcase_add_test(t, test_refuse_nonfinite);
   tcase_add_test(t, test_refuse_fan_in_fan_out);
   tcase_add_test(t, test_cli_info);
+  tcase_add_test(t, test_merge_progress);
+  tcase_add_test(t, test_merge_interrupted);
   tcase_add_test(t, test_refuse_missing_peft_type);
   suite_add_tcase(s, t);
   return s;

@@ -162,6 +162,43 @@ START_TEST(resample_leverage_lewis_cancel) {
 }
 END_TEST
 
+/* SMOTE's within-class kNN search is a cancellation point too: with a minority class of
+ * 4000 rows it reports several times (repeating done = 0 of the output rows, so done never
+ * goes backwards) before the first output row, and a stop there publishes nothing. */
+START_TEST(smote_knn_phase_cancel) {
+  effml_context *ctx = tu_ctx(1);
+  const int64_t n = 12000;
+  effml_tensor *x = tu_f32(ctx, n, 8, NULL);
+  tu_fill_uniform(x, 7, -1, 1);
+  effml_tensor *y = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  int64_t *yy = (int64_t *)effml_tensor_data(y);
+  for (int64_t i = 0; i < n; ++i) yy[i] = i % 3 == 0; /* 4000 minority rows */
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  effml_tensor *xr = NULL, *yr = NULL;
+  watch w;
+  watch_reset(&w, 0);
+  effml_context_set_progress(ctx, on_progress, &w);
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  const int64_t reports = w.calls;
+  ck_assert_int_ge(reports, 3); /* >= 2 rounds of the kNN search, then the output rows */
+  ck_assert(w.monotone);
+  effml_tensor_free(xr);
+  effml_tensor_free(yr);
+  xr = yr = NULL;
+  watch_reset(&w, 2); /* the second report is inside the kNN search */
+  assert_cancelled(ctx, effml_sampler_resample(ctx, &o, x, y, &xr, &yr), "effml_sampler_resample");
+  ck_assert_ptr_null(xr);
+  ck_assert_ptr_null(yr);
+  ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "cancelled after 0 output rows"));
+  ck_assert_int_eq(w.calls, 2);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(fit_cancel_keeps_last_step) {
   effml_context *ctx = tu_ctx(3);
   effml_tensor *x = tu_f32(ctx, 512, 4, NULL);
@@ -456,6 +493,59 @@ START_TEST(errors_name_the_call) {
 }
 END_TEST
 
+/* Calibrator fits (vector scaling, correctness-aware): progress and cancel,
+ * parameters unchanged by a cancelled fit. */
+START_TEST(calibration_fit_cancel) {
+  effml_context *ctx = tu_ctx(6);
+  const int64_t n = 300, K = 4, F = 12;
+  effml_tensor *z = tu_f32(ctx, n, K, NULL), *f = tu_f32(ctx, n, F, NULL), *y = NULL;
+  tu_fill_uniform(z, 21, -3, 3);
+  tu_fill_uniform(f, 22, 0, 1);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &y), EFFML_OK);
+  const float *zz = (const float *)effml_tensor_data_const(z);
+  for (int64_t i = 0; i < n; ++i) /* mostly the argmax, some noise */
+    ((int32_t *)effml_tensor_data(y))[i] = i % 5 == 0 ? (int32_t)(i % K) : (zz[i * K] > zz[i * K + 1] ? 0 : 1);
+  const int32_t methods[2] = {EFFML_CALIBRATION_VECTOR, EFFML_CALIBRATION_CORRECTNESS_AWARE};
+  watch w;
+  for (int mi = 0; mi < 2; ++mi) {
+    const int ca = methods[mi] == EFFML_CALIBRATION_CORRECTNESS_AWARE;
+    effml_calibration_options o;
+    effml_calibration_options_init(&o);
+    o.method = methods[mi];
+    o.num_classes = K;
+    o.num_features = F;
+    o.epochs = 6;
+    o.batch_size = 64;
+    effml_calibrator *c = NULL;
+    ck_assert_int_eq(effml_calibration_create(ctx, &o, &c), EFFML_OK);
+    const int64_t np = effml_calibration_num_params(c);
+    double before[512], after[512];
+    ck_assert_int_le(np, 512);
+    ck_assert_int_eq(effml_calibration_get_params(ctx, c, before), EFFML_OK);
+    watch_reset(&w, 2);
+    effml_context_set_progress(ctx, on_progress, &w);
+    assert_cancelled(ctx, effml_calibration_fit(ctx, c, z, ca ? f : NULL, y), "effml_calibration_fit");
+    ck_assert_str_eq(w.call, "effml_calibration_fit");
+    ck_assert_int_eq(effml_calibration_get_params(ctx, c, after), EFFML_OK);
+    ck_assert_int_eq(memcmp(before, after, (size_t)np * sizeof(double)), 0);
+    ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), ca ? "1 of 6 epochs" : "1 of 100 Newton steps"));
+    watch_reset(&w, 0);
+    ck_assert_int_eq(effml_calibration_fit(ctx, c, z, ca ? f : NULL, y), EFFML_OK);
+    if (ca) ck_assert_int_eq(w.calls, 6);
+    else ck_assert_int_ge(w.calls, 2);
+    ck_assert(w.monotone);
+    ck_assert_int_eq(effml_calibration_get_params(ctx, c, after), EFFML_OK);
+    ck_assert_int_ne(memcmp(before, after, (size_t)np * sizeof(double)), 0); /* the fit moved them */
+    effml_context_set_progress(ctx, NULL, NULL);
+    effml_calibration_free(c);
+  }
+  effml_tensor_free(z);
+  effml_tensor_free(f);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* Number of entries of directory `dir` whose name starts with `prefix`. */
 static int count_prefixed(const char *dir, const char *prefix) {
   DIR *d = opendir(dir);
@@ -555,11 +645,13 @@ int main(void) {
   tcase_add_test(tc, cancel_flag_and_status);
   tcase_add_test(tc, knn_progress_and_cancel);
   tcase_add_test(tc, resample_leverage_lewis_cancel);
+  tcase_add_test(tc, smote_knn_phase_cancel);
   tcase_add_test(tc, fit_cancel_keeps_last_step);
   tcase_add_test(tc, fit_nonfinite_names_dataset_row);
   tcase_add_test(tc, predict_progress_and_cancel);
   tcase_add_test(tc, cascade_and_file_loads_cancel);
   tcase_add_test(tc, safetensors_progress_and_cancel);
+  tcase_add_test(tc, calibration_fit_cancel);
   tcase_add_test(tc, errors_name_the_call);
   suite_add_tcase(s, tc);
   return tu_run(s);

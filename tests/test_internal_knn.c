@@ -140,6 +140,44 @@ START_TEST(test_within_errors) {
 }
 END_TEST
 
+START_TEST(test_danger_knn_paths_identical) {
+  /* Borderline-SMOTE-1's danger-row neighbours: the certified within-class
+   * search and the f64 GEMM search return identical lists, for sparse and
+   * dense danger sets, duplicates and 1..2 threads. */
+  for (int32_t threads = 1; threads <= 2; ++threads)
+    for (int variant = 0; variant < 3; ++variant) {
+      effml_context *ctx = tu_ctx(4);
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+      const int64_t n_all = 700, d = 9, k = 5;
+      double *x = malloc(sizeof(double) * (size_t)(n_all * d));
+      uint64_t s = 77 + (uint64_t)variant;
+      for (int64_t i = 0; i < n_all; ++i)
+        for (int64_t t = 0; t < d; ++t)
+          x[i * d + t] = variant == 2 && i % 9 == 4 ? x[(i - 3) * d + t] : 100.0 + unif(&s);
+      const int64_t nc = n_all / 2;
+      int64_t *rows = malloc(sizeof(int64_t) * (size_t)nc), *dpos = malloc(sizeof(int64_t) * (size_t)nc);
+      for (int64_t i = 0; i < nc; ++i) rows[i] = 2 * i + 1;
+      int64_t nd = 0;
+      for (int64_t i = 0; i < nc; ++i)
+        if (variant == 0 ? i % 7 == 3 : i % 3 != 0) dpos[nd++] = i;
+      int64_t *a = malloc(sizeof(int64_t) * (size_t)(nd * k)), *b = malloc(sizeof(int64_t) * (size_t)(nd * k));
+      ck_assert_int_eq(effml__danger_knn(ctx, x, d, rows, nc, dpos, nd, k, 0, a, 1), EFFML_OK);
+      ck_assert_int_eq(effml__danger_knn(ctx, x, d, rows, nc, dpos, nd, k, 0, b, 0), EFFML_OK);
+      for (int64_t t = 0; t < nd * k; ++t) {
+        ck_assert_int_ne(a[t], dpos[t / k]);
+        ck_assert_msg(a[t] == b[t], "variant %d, danger %lld, neighbour %lld: %lld vs %lld",
+                      variant, (long long)(t / k), (long long)(t % k), (long long)a[t],
+                      (long long)b[t]);
+      }
+      int64_t bf[8];
+      brute(x, rows, nc, d, k, dpos[nd / 2], bf);
+      for (int64_t t = 0; t < k; ++t) ck_assert_int_eq(a[(nd / 2) * k + t], bf[t]);
+      free(x); free(rows); free(dpos); free(a); free(b);
+      effml_context_free(ctx);
+    }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_knn");
   TCase *tc = tcase_create("within");
@@ -148,6 +186,7 @@ int main(void) {
   tcase_add_test(tc, test_within_offset);
   tcase_add_test(tc, test_within_duplicates);
   tcase_add_test(tc, test_within_errors);
+  tcase_add_test(tc, test_danger_knn_paths_identical);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

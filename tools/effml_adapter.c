@@ -2,6 +2,7 @@
  * without Python or torch.
  *
  *   effml-adapter merge --base MODEL.safetensors --adapter DIR --out MERGED.safetensors [--dry-run]
+ *                       [--progress | --no-progress]
  *   effml-adapter info DIR
  *   effml-adapter --help
  *
@@ -14,12 +15,19 @@
  * fan_in_fan_out, LoKr) and rounded once back to its dtype (F32, F16, BF16).
  * Everything is checked before the first byte is written; the output is written
  * under a temporary name and renamed, so it is never left half-written.
+ * Progress: one line per tensor on stderr ("[k/N] p% merging|copying NAME"), redrawn in
+ * place when stderr is a terminal (the default there), one line each with --progress
+ * when it is not; --no-progress turns it off.
+ * Ctrl-C (SIGINT) or SIGTERM stops the merge at the next tensor or 16 MiB piece (and
+ * the adapter load, through the context's cancel flag): the temporary file is removed,
+ * --out keeps what it held before, and the exit status is 128 + the signal number.
  * Exit status: 0 ok (--help: usage on stdout), 1 refused or failed (message on stderr),
- * 2 usage error (unknown option, missing argument). */
+ * 2 usage error (unknown option, missing argument), 130 / 143 interrupted (SIGINT / SIGTERM). */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +49,7 @@ typedef struct entry {
 
 static const char USAGE[] =
     "usage: effml-adapter merge --base MODEL.safetensors --adapter DIR --out MERGED.safetensors [--dry-run]\n"
+    "                           [--progress | --no-progress]\n"
     "       effml-adapter info DIR\n"
     "       effml-adapter --help\n";
 
@@ -54,6 +63,54 @@ static int usage(void) {
 static int help(void) {
   fputs(USAGE, stdout);
   return 0;
+}
+
+/* ---- interruption (SIGINT/SIGTERM) and progress ---- */
+
+static volatile sig_atomic_t g_signal;  /* the signal that asked to stop, or 0 */
+static effml_context *volatile g_ctx;    /* the merge's context: its cancel flag stops library calls */
+
+static void on_signal(int sig) {
+  g_signal = sig;
+  effml_context *ctx = g_ctx;
+  if (ctx) effml_context_set_cancel(ctx, 1); /* documented safe in a signal handler */
+}
+
+/* Install (on = 1) or remove the handlers for SIGINT and SIGTERM.  SA_RESTART: reads and
+ * writes resume, the loop notices g_signal between tensors and 16 MiB pieces. */
+static void catch_signals(int on) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on ? on_signal : SIG_DFL;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+/* Progress display: 0 off, 1 one line redrawn in place (a terminal), 2 one line per tensor. */
+typedef struct progress {
+  int mode;
+  int n;            /* tensors in all */
+  uint64_t total;   /* bytes of tensor data in all */
+  int drawn;        /* mode 1: a line is on screen */
+} progress;
+
+static void progress_show(progress *p, int k, uint64_t done, const char *what, const char *name) {
+  double pct = p->total ? 100.0 * (double)done / (double)p->total : 100.0;
+  if (p->mode == 1) {
+    fprintf(stderr, "\r\033[Keffml-adapter: [%d/%d] %3.0f%% %s %.60s", k, p->n, pct, what, name);
+    fflush(stderr);
+    p->drawn = 1;
+  } else if (p->mode == 2) {
+    fprintf(stderr, "effml-adapter: [%d/%d] %.1f%% %s %s\n", k, p->n, pct, what, name);
+  }
+}
+
+/* End the redrawn line before any other message. */
+static void progress_break(progress *p) {
+  if (p->drawn) fputc('\n', stderr);
+  p->drawn = 0;
 }
 
 static int fail_ctx(effml_context *ctx, const char *what) {
@@ -248,7 +305,7 @@ done:
   return rc;
 }
 
-static int merge(const char *base_path, const char *dir, const char *out_path, int dry_run) {
+static int merge(const char *base_path, const char *dir, const char *out_path, int dry_run, int progress_mode) {
   size_t bl = strlen(base_path);
   if (bl > 11 && strcmp(base_path + bl - 11, ".index.json") == 0) {
     fprintf(stderr, "effml-adapter: %s is a sharded checkpoint index; sharded checkpoints are not merged yet "
@@ -257,6 +314,10 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
   }
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;
+  g_signal = 0;
+  g_ctx = ctx;
+  catch_signals(1);
+  progress pg = {progress_mode, 0, 0, 0};
   effml_adapter_peft *a = NULL;
   int rc = 1, fd = -1;
   char *hdr = NULL, *tmp = NULL;
@@ -265,7 +326,7 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
   FILE *f = NULL;
   void *buf = NULL, *cw = NULL, *cb = NULL;
   if (effml_adapter_peft_open(ctx, dir, &a) != EFFML_OK) {
-    rc = fail_ctx(ctx, dir);
+    if (!g_signal) rc = fail_ctx(ctx, dir);
     goto done;
   }
   fd = open(base_path, O_RDONLY);
@@ -374,8 +435,11 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
   }
   uint64_t data0 = 8 + n, pos = 0;
   int64_t cached = -1;
+  pg.n = ne;
+  pg.total = ne ? es[ne - 1].end : 0;
   for (int i = 0; i < ne; ++i) {
     entry *e = &es[i];
+    if (g_signal) goto done;
     if (e->begin != pos) {
       fprintf(stderr, "effml-adapter: %s: tensors are not contiguous at \"%s\"\n", base_path, e->name);
       goto done;
@@ -383,8 +447,10 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
     size_t bytes = (size_t)(e->end - e->begin);
     int bias_changes = effml_adapter_peft_changes_bias(a) || strcmp(effml_adapter_peft_type(a), "IA3") == 0;
     /* a bias the adapter does not change is copied like any other tensor (last branch) */
+    const char *what = e->module >= 0 && (bias_changes || !e->is_bias) ? "merging" : "copying";
+    progress_show(&pg, i + 1, e->begin, what, e->name);
     if (e->module >= 0 && !bias_changes && !e->is_bias) {
-      fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
+      if (pg.mode == 0) fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
       if (merge_weight_direct(ctx, a, fd, data0, e, f)) goto done;
     } else if (e->module >= 0 && bias_changes) {
       /* a module's weight and bias come from one merge (bias: unchanged bytes unless the adapter
@@ -400,7 +466,7 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
             if (es[j].is_bias) b = &es[j];
             else w = &es[j];
           }
-        fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
+        if (pg.mode == 0) fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
         if (merge_module(ctx, a, fd, data0, w, b, &cw, &cb)) goto done;
         cached = e->module;
       }
@@ -413,6 +479,7 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
       buf = malloc(chunk);
       if (buf == NULL) goto done;
       for (size_t off = 0; off < bytes; off += chunk) {
+        if (g_signal) goto done;
         size_t c = bytes - off < chunk ? bytes - off : chunk;
         if (read_full(fd, buf, c, data0 + e->begin + off) || write_full(f, buf, c)) {
           fprintf(stderr, "effml-adapter: copying %s failed: %s\n", e->name, strerror(errno));
@@ -424,6 +491,9 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
     }
     pos = e->end;
   }
+  progress_show(&pg, ne, pg.total, "done", "");
+  progress_break(&pg);
+  if (g_signal) goto done; /* the last chance to stop before the rename */
   if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0) {
     f = NULL;
     fprintf(stderr, "effml-adapter: cannot write %s: %s\n", tmp, strerror(errno));
@@ -437,8 +507,17 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
   fprintf(stderr, "effml-adapter: wrote %s (%lld modules merged)\n", out_path, (long long)nm);
   rc = 0;
 done:
+  progress_break(&pg);
   if (f) fclose(f);
   if (rc != 0 && tmp) unlink(tmp);
+  if (rc != 0 && g_signal) { /* whatever failed on the way, it was the interruption */
+    fprintf(stderr, "effml-adapter: interrupted by %s: nothing written%s%s%s\n",
+            g_signal == SIGINT ? "SIGINT" : "SIGTERM", dry_run ? "" : " (", dry_run ? "" : out_path,
+            dry_run ? "" : " is as it was; the temporary file is removed)");
+    rc = 128 + g_signal;
+  }
+  catch_signals(0);
+  g_ctx = NULL;
   free(buf);
   free(cw);
   free(cb);
@@ -460,16 +539,18 @@ int main(int argc, char **argv) {
   if (argc == 3 && strcmp(argv[1], "info") == 0) return info(argv[2]);
   if (argc >= 2 && strcmp(argv[1], "merge") == 0) {
     const char *base = NULL, *dir = NULL, *out = NULL;
-    int dry = 0;
+    int dry = 0, prog = isatty(STDERR_FILENO) ? 1 : 0;
     for (int i = 2; i < argc; ++i) {
       if (strcmp(argv[i], "--dry-run") == 0) dry = 1;
+      else if (strcmp(argv[i], "--progress") == 0) prog = isatty(STDERR_FILENO) ? 1 : 2;
+      else if (strcmp(argv[i], "--no-progress") == 0) prog = 0;
       else if (i + 1 < argc && strcmp(argv[i], "--base") == 0) base = argv[++i];
       else if (i + 1 < argc && strcmp(argv[i], "--adapter") == 0) dir = argv[++i];
       else if (i + 1 < argc && strcmp(argv[i], "--out") == 0) out = argv[++i];
       else return usage();
     }
     if (base == NULL || dir == NULL || (out == NULL && !dry)) return usage();
-    return merge(base, dir, out ? out : "", dry);
+    return merge(base, dir, out ? out : "", dry, prog);
   }
   return usage();
 }

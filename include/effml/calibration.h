@@ -115,8 +115,11 @@ EFFML_API int32_t effml_calibration_method(const effml_calibrator *cal);
  * @param labels    i32/i64 `[n]` in [0, K)
  * @return EFFML_E_INVALID_ARG (NULL, features given to / missing from the
  *         wrong method), EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_RANGE (label),
- *         EFFML_E_NUMERIC (non-finite input), EFFML_E_NOMEM.  On error the
- *         parameters are unchanged.
+ *         EFFML_E_NUMERIC (non-finite input), EFFML_E_NOMEM, EFFML_E_CANCELLED.
+ *         On error the parameters are unchanged.
+ * Progress and cancellation (effml_context_set_progress()): VECTOR reports
+ * before each Newton step, CORRECTNESS_AWARE before each epoch; TEMPERATURE
+ * (a 1-D solve, milliseconds) does not report.
  */
 EFFML_API effml_status effml_calibration_fit(effml_context *ctx, effml_calibrator *cal,
                                              const effml_tensor *logits,

@@ -79,15 +79,20 @@ typedef struct effml__dense_base {
 } effml__dense_base;
 /* 1 if `base` stores its weight [in, out] (kind "conv1d"). */
 EFFML__HIDDEN int effml__base_is_transposed(const effml_layer *base);
+/* The products below go through the checked BLAS wrappers (lib/core/blas.h):
+ * a size the BLAS integer cannot hold is an error in ctx. */
 /* y = x W^T + beta y (no bias), W the logical [out, in] weight, for b rows. */
-EFFML__HIDDEN void effml__dense_base_matmul(const effml_layer *l, const effml__dense_base *db,
-                                            const float *x, int64_t b, float beta, float *y);
+EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__dense_base_matmul(
+    effml_context *ctx, const effml_layer *l, const effml__dense_base *db, const float *x,
+    int64_t b, float beta, float *y);
 /* dx = dy W + beta dx. */
-EFFML__HIDDEN void effml__dense_base_matmul_t(const effml_layer *l, const effml__dense_base *db,
-                                              const float *dy, int64_t b, float beta, float *dx);
+EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__dense_base_matmul_t(
+    effml_context *ctx, const effml_layer *l, const effml__dense_base *db, const float *dy,
+    int64_t b, float beta, float *dx);
 /* grad(W) += dy^T x (in the storage layout). */
-EFFML__HIDDEN void effml__dense_base_wgrad(effml_layer *l, const effml__dense_base *db, const float *dy,
-                                           const float *x, int64_t b);
+EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__dense_base_wgrad(
+    effml_context *ctx, effml_layer *l, const effml__dense_base *db, const float *dy,
+    const float *x, int64_t b);
 /* Copy logical rows j0 .. j0+nb-1 of W ([nb, in]) out of / into the storage. */
 EFFML__HIDDEN void effml__dense_base_rows(const effml_layer *l, const effml__dense_base *db, int64_t j0,
                                           int64_t nb, float *T);
@@ -103,11 +108,12 @@ EFFML__HIDDEN effml_status effml__register_dense_base(effml_context *ctx, effml_
                                                       effml_layer *base, int32_t freeze,
                                                       effml__dense_base *db);
 /* y = x W^T + b (W [out, in]) for b rows; dx = dy W (beta 0) and base grads if trainable. */
-EFFML__HIDDEN void effml__dense_base_forward(effml_layer *l, const effml__dense_base *db,
-                                             const float *x, int64_t b, float *y);
-EFFML__HIDDEN void effml__dense_base_backward(effml_layer *l, const effml__dense_base *db,
-                                              const float *x, const float *dy, int64_t b,
-                                              float *dx);
+EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__dense_base_forward(
+    effml_context *ctx, effml_layer *l, const effml__dense_base *db, const float *x, int64_t b,
+    float *y);
+EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__dense_base_backward(
+    effml_context *ctx, effml_layer *l, const effml__dense_base *db, const float *x,
+    const float *dy, int64_t b, float *dx);
 
 /* A LoRA / DoRA layer (lora.c; DoRA kernels in lora_dora.c). */
 typedef struct effml__lora {

@@ -4,7 +4,7 @@
  *   backward: dW += x^T dy;  db += sum_rows dy;  dx = dy W^T
  * It exists so that a LoRA/DoRA layer can wrap such a base without the user
  * transposing weights by hand (the wrapper reads the layout from the kind). */
-#include <cblas.h>
+#include "blas.h"
 #include <string.h>
 
 #include "adapter_internal.h"
@@ -26,29 +26,28 @@ static effml_status conv1d_forward(effml_context *ctx, effml_layer *l, const eff
     for (int64_t i = 0; i < b; ++i) memcpy(Y + i * out, bias, (size_t)out * sizeof(float));
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)out, (int)in, 1.0f, effml__cf32(x),
-              (int)in, effml__param_f32(l, 0), (int)out, beta, Y, (int)out);
+  EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, out, in, 1.0f, effml__cf32(x), in,
+                          effml__param_f32(l, 0), out, beta, Y, out));
   if (mode == EFFML_LAYER_MODE_TRAIN) d->x = effml__cf32(x);
   return EFFML_OK;
 }
 
 static effml_status conv1d_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt,
                                     effml_tensor *dx) {
-  (void)ctx;
   conv1d_impl *d = (conv1d_impl *)l->impl;
   int64_t b = dyt->shape[0], in = l->in_features, out = l->out_features;
   const float *dy = effml__cf32(dyt);
   if (effml__param_trainable(l, 0))
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)out, (int)b, 1.0f, d->x, (int)in, dy,
-                (int)out, 1.0f, effml__grad_f32(l, 0), (int)out);
+    EFFML__TRY(effml__sgemm(ctx, CblasTrans, CblasNoTrans, in, out, b, 1.0f, d->x, in, dy, out,
+                            1.0f, effml__grad_f32(l, 0), out));
   if (d->has_bias && effml__param_trainable(l, 1)) {
     float *g = effml__grad_f32(l, 1);
     for (int64_t i = 0; i < b; ++i)
       for (int64_t j = 0; j < out; ++j) g[j] += dy[i * out + j];
   }
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)in, (int)out, 1.0f, dy, (int)out,
-                effml__param_f32(l, 0), (int)out, 0.0f, effml__f32(dx), (int)in);
+    EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, in, out, 1.0f, dy, out,
+                            effml__param_f32(l, 0), out, 0.0f, effml__f32(dx), in));
   d->x = NULL;
   return EFFML_OK;
 }

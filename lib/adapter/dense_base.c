@@ -4,7 +4,7 @@
  * effml_adapter_conv1d_create()) whose "weight" is stored [in, out] (PEFT's
  * fan_in_fan_out).  W below is always the logical [out, in] weight.  The wrapper owns the base layer and exposes its
  * tensors as "base_layer.weight"/"base_layer.bias" (PEFT's in-memory names). */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -69,63 +69,66 @@ int effml__base_is_transposed(const effml_layer *base) {
   return base != NULL && (base->ops->traits & EFFML__KIND_WEIGHT_IN_OUT) != 0;
 }
 
-void effml__dense_base_matmul(const effml_layer *l, const effml__dense_base *db, const float *x,
-                              int64_t b, float beta, float *y) {
+effml_status effml__dense_base_matmul(effml_context *ctx, const effml_layer *l,
+                                      const effml__dense_base *db, const float *x, int64_t b,
+                                      float beta, float *y) {
   int64_t in = l->in_features, out = l->out_features;
   const float *W = effml__param_f32((effml_layer *)l, db->i_weight);
   if (db->transposed)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)out, (int)in, 1.0f, x, (int)in,
-                W, (int)out, beta, y, (int)out);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)in, 1.0f, x, (int)in,
-                W, (int)in, beta, y, (int)out);
+    return effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, out, in, 1.0f, x, in, W, out, beta, y,
+                        out);
+  return effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, in, 1.0f, x, in, W, in, beta, y, out);
 }
 
-void effml__dense_base_matmul_t(const effml_layer *l, const effml__dense_base *db, const float *dy,
-                                int64_t b, float beta, float *dx) {
+effml_status effml__dense_base_matmul_t(effml_context *ctx, const effml_layer *l,
+                                        const effml__dense_base *db, const float *dy, int64_t b,
+                                        float beta, float *dx) {
   int64_t in = l->in_features, out = l->out_features;
   const float *W = effml__param_f32((effml_layer *)l, db->i_weight);
   if (db->transposed)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)in, (int)out, 1.0f, dy, (int)out,
-                W, (int)out, beta, dx, (int)in);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)out, 1.0f, dy, (int)out,
-                W, (int)in, beta, dx, (int)in);
+    return effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, in, out, 1.0f, dy, out, W, out, beta, dx,
+                        in);
+  return effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, out, 1.0f, dy, out, W, in, beta, dx,
+                      in);
 }
 
-void effml__dense_base_wgrad(effml_layer *l, const effml__dense_base *db, const float *dy,
-                             const float *x, int64_t b) {
+effml_status effml__dense_base_wgrad(effml_context *ctx, effml_layer *l,
+                                     const effml__dense_base *db, const float *dy, const float *x,
+                                     int64_t b) {
   int64_t in = l->in_features, out = l->out_features;
   float *G = effml__grad_f32(l, db->i_weight);
   if (db->transposed)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)out, (int)b, 1.0f, x, (int)in,
-                dy, (int)out, 1.0f, G, (int)out);
-  else
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)b, 1.0f, dy, (int)out,
-                x, (int)in, 1.0f, G, (int)in);
+    return effml__sgemm(ctx, CblasTrans, CblasNoTrans, in, out, b, 1.0f, x, in, dy, out, 1.0f, G,
+                        out);
+  return effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, in, b, 1.0f, dy, out, x, in, 1.0f, G, in);
 }
 
-void effml__dense_base_forward(effml_layer *l, const effml__dense_base *db, const float *x,
-                               int64_t b, float *y) {
+effml_status effml__dense_base_forward(effml_context *ctx, effml_layer *l,
+                                       const effml__dense_base *db, const float *x, int64_t b,
+                                       float *y) {
   int64_t out = l->out_features;
-  effml__dense_base_matmul(l, db, x, b, 0.0f, y);
+  EFFML__TRY(effml__dense_base_matmul(ctx, l, db, x, b, 0.0f, y));
   if (db->i_bias >= 0) {
     const float *bias = effml__param_f32(l, db->i_bias);
     for (int64_t r = 0; r < b; ++r)
       for (int64_t j = 0; j < out; ++j) y[r * out + j] += bias[j];
   }
+  return EFFML_OK;
 }
 
-void effml__dense_base_backward(effml_layer *l, const effml__dense_base *db, const float *x,
-                                const float *dy, int64_t b, float *dx) {
+effml_status effml__dense_base_backward(effml_context *ctx, effml_layer *l,
+                                        const effml__dense_base *db, const float *x,
+                                        const float *dy, int64_t b, float *dx) {
   int64_t out = l->out_features;
-  if (dx) effml__dense_base_matmul_t(l, db, dy, b, 0.0f, dx);
-  if (effml__param_trainable(l, db->i_weight)) effml__dense_base_wgrad(l, db, dy, x, b);
+  if (dx) EFFML__TRY(effml__dense_base_matmul_t(ctx, l, db, dy, b, 0.0f, dx));
+  if (effml__param_trainable(l, db->i_weight))
+    EFFML__TRY(effml__dense_base_wgrad(ctx, l, db, dy, x, b));
   if (db->i_bias >= 0 && effml__param_trainable(l, db->i_bias)) {
     float *g = effml__grad_f32(l, db->i_bias);
     for (int64_t r = 0; r < b; ++r)
       for (int64_t j = 0; j < out; ++j) g[j] += dy[r * out + j];
   }
+  return EFFML_OK;
 }
 
 void effml__dense_base_rows(const effml_layer *l, const effml__dense_base *db, int64_t j0, int64_t nb,

@@ -9,7 +9,6 @@
  *   input:  du = dy W;  dl_k = sum_rows du_k x_k;  dx = du .* l
  * Merge (PEFT): output scaling multiplies the rows of W and the bias; input scaling
  * multiplies the columns of W; unmerge divides again. */
-#include <cblas.h>
 #include <string.h>
 
 #include "adapter_internal.h"
@@ -41,8 +40,7 @@ static effml_status ia3_forward(effml_context *ctx, effml_layer *l, const effml_
   if (p->merged) {
     if (train)
       return effml__err(ctx, EFFML_E_STATE, "ia3 forward: a merged IA3 layer cannot train; unmerge it first");
-    effml__dense_base_forward(l, &p->base, x, b, y);
-    return EFFML_OK;
+    return effml__dense_base_forward(ctx, l, &p->base, x, b, y);
   }
   if (p->feedforward) {
     float *u = NULL;
@@ -56,10 +54,11 @@ static effml_status ia3_forward(effml_context *ctx, effml_layer *l, const effml_
     }
     for (int64_t i = 0; i < b; ++i)
       for (int64_t k = 0; k < in; ++k) u[i * in + k] = x[i * in + k] * s[k];
-    effml__dense_base_forward(l, &p->base, u, b, y);
+    effml_status st = effml__dense_base_forward(ctx, l, &p->base, u, b, y);
     if (!train) effml__free(ctx, u);
+    if (st != EFFML_OK) return st;
   } else {
-    effml__dense_base_forward(l, &p->base, x, b, y);
+    EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));
     if (train) {
       if (!effml__grow_f32(ctx, &p->buf, &p->cap, (size_t)(b * out)))
         return effml__err(ctx, EFFML_E_NOMEM, "ia3 forward: out of memory");
@@ -84,7 +83,12 @@ static effml_status ia3_backward(effml_context *ctx, effml_layer *l, const effml
   if (p->feedforward) {
     float *du = (float *)effml__malloc(ctx, (size_t)(b * in) * sizeof(float));
     if (du == NULL) return effml__err(ctx, EFFML_E_NOMEM, "ia3 backward: out of memory");
-    effml__dense_base_backward(l, &p->base, p->buf, dy, b, du); /* base grads see u = x .* l */
+    /* base grads see u = x .* l */
+    effml_status st = effml__dense_base_backward(ctx, l, &p->base, p->buf, dy, b, du);
+    if (st != EFFML_OK) {
+      effml__free(ctx, du);
+      return st;
+    }
     if (tl) {
       float *g = effml__grad_f32(l, p->i_l);
       for (int64_t i = 0; i < b; ++i)
@@ -105,9 +109,9 @@ static effml_status ia3_backward(effml_context *ctx, effml_layer *l, const effml
   }
   for (int64_t i = 0; i < b; ++i)
     for (int64_t j = 0; j < out; ++j) dz[i * out + j] = dy[i * out + j] * s[j];
-  effml__dense_base_backward(l, &p->base, x, dz, b, dx);
+  effml_status st = effml__dense_base_backward(ctx, l, &p->base, x, dz, b, dx);
   effml__free(ctx, dz);
-  return EFFML_OK;
+  return st;
 }
 
 static effml_status ia3_flops(effml_context *ctx, const effml_layer *l, int64_t in_width, double *flops) {

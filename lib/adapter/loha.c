@@ -9,7 +9,7 @@
  *   dW1a[:, p] = sum_q dAk[:, pq] .* W2a[:, q],  dW2a[:, q] = sum_p dAk[:, pq] .* W1a[:, p]
  *   dW1b[p, :] = sum_q dBk[pq, :] .* W2b[q, :],  dW2b[q, :] = sum_p dBk[pq, :] .* W1b[p, :].
  * Merge: W += s Ak Bk (PEFT merge); unmerge subtracts it. */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -61,7 +61,7 @@ static effml_status loha_forward(effml_context *ctx, effml_layer *l, const effml
   int train = mode == EFFML_LAYER_MODE_TRAIN;
   if (p->merged && train)
     return effml__err(ctx, EFFML_E_STATE, "loha forward: a merged LoHa layer cannot train; unmerge it first");
-  effml__dense_base_forward(l, &p->base, x, b, y);
+  EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));
   if (p->merged) return EFFML_OK;
   float *Ak, *Bk, *U;
   if (train) {
@@ -78,17 +78,17 @@ static effml_status loha_forward(effml_context *ctx, effml_layer *l, const effml
     U = Bk + rr * in;
   }
   khatri_rao(l, p, Ak, Bk);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)rr, (int)in, 1.0f, x, (int)in, Bk, (int)in, 0.0f, U,
-              (int)rr);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)rr, (float)p->scale, U, (int)rr, Ak,
-              (int)rr, 1.0f, y, (int)out);
-  if (train) {
+  effml_status st =
+      effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, rr, in, 1.0f, x, in, Bk, in, 0.0f, U, rr);
+  EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, rr, (float)p->scale, U, rr,
+                               Ak, rr, 1.0f, y, out));
+  if (!train) {
+    effml__free(ctx, Ak);
+  } else if (st == EFFML_OK) {
     p->x = x;
     p->batch = b;
-  } else {
-    effml__free(ctx, Ak);
   }
-  return EFFML_OK;
+  return st;
 }
 
 static effml_status loha_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt, effml_tensor *dxt) {
@@ -99,12 +99,16 @@ static effml_status loha_backward(effml_context *ctx, effml_layer *l, const effm
   float *dU = (float *)effml__malloc(ctx, (size_t)(b * rr + out * rr + rr * in) * sizeof(float));
   if (dU == NULL) return effml__err(ctx, EFFML_E_NOMEM, "loha backward: out of memory");
   float *dAk = dU + b * rr, *dBk = dAk + out * rr;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)rr, (int)out, s, dy, (int)out, p->Ak, (int)rr,
-              0.0f, dU, (int)rr);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)rr, (int)b, s, dy, (int)out, p->U, (int)rr, 0.0f,
-              dAk, (int)rr);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rr, (int)in, (int)b, 1.0f, dU, (int)rr, x, (int)in, 0.0f,
-              dBk, (int)in);
+  effml_status st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, rr, out, s, dy, out, p->Ak, rr,
+                                 0.0f, dU, rr);
+  EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, rr, b, s, dy, out, p->U, rr,
+                               0.0f, dAk, rr));
+  EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, rr, in, b, 1.0f, dU, rr, x, in, 0.0f,
+                               dBk, in));
+  if (st != EFFML_OK) {
+    effml__free(ctx, dU);
+    return st;
+  }
   const float *a1 = effml__param_f32(l, p->i_w1a), *a2 = effml__param_f32(l, p->i_w2a);
   const float *b1 = effml__param_f32(l, p->i_w1b), *b2 = effml__param_f32(l, p->i_w2b);
   if (effml__param_trainable(l, p->i_w1a) || effml__param_trainable(l, p->i_w2a)) {
@@ -130,12 +134,12 @@ static effml_status loha_backward(effml_context *ctx, effml_layer *l, const effm
         }
       }
   }
-  effml__dense_base_backward(l, &p->base, x, dy, b, dx);
+  st = effml__dense_base_backward(ctx, l, &p->base, x, dy, b, dx);
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)rr, 1.0f, dU, (int)rr, p->Bk, (int)in,
-                1.0f, dx, (int)in);
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, rr, 1.0f, dU, rr, p->Bk,
+                                 in, 1.0f, dx, in));
   effml__free(ctx, dU);
-  return EFFML_OK;
+  return st;
 }
 
 static effml_status loha_flops(effml_context *ctx, const effml_layer *l, int64_t in_width, double *flops) {
@@ -222,10 +226,11 @@ static effml_status loha_merge_common(effml_context *ctx, effml_layer *l, int to
   float *Ak = (float *)effml__malloc(ctx, (size_t)(out * rr + rr * in) * sizeof(float));
   if (Ak == NULL) return effml__err(ctx, EFFML_E_NOMEM, "out of memory");
   khatri_rao(l, p, Ak, Ak + out * rr);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)rr,
-              (to_merged ? 1.0f : -1.0f) * (float)p->scale, Ak, (int)rr, Ak + out * rr, (int)in, 1.0f,
-              effml__param_f32(l, p->base.i_weight), (int)in);
+  effml_status st = effml__sgemm(
+      ctx, CblasNoTrans, CblasNoTrans, out, in, rr, (to_merged ? 1.0f : -1.0f) * (float)p->scale,
+      Ak, rr, Ak + out * rr, in, 1.0f, effml__param_f32(l, p->base.i_weight), in);
   effml__free(ctx, Ak);
+  if (st != EFFML_OK) return st; /* refused before writing: the weight is unchanged */
   p->merged = to_merged;
   l->train_pending = 0;
   return EFFML_OK;

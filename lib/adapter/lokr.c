@@ -10,7 +10,7 @@
  *   dZ_b = scale w1^T dY_b;  dw1 += scale sum_b dY_b Z_b^T;
  *   dw2 += dZ_all^T X_all;   dX_all += dZ_all w2;
  * factored w = w_a w_b: dw_a = dw w_b^T, dw_b = w_a^T dw. */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -75,32 +75,35 @@ static void lokr_destroy(effml_layer *l) {
 }
 
 /* w = w_a w_b ([rows, r] x [r, cols]) or the full parameter copied. */
-static void factor_value(effml_layer *l, int full, int32_t i_full, int32_t i_a, int32_t i_b,
-                         int64_t rows, int64_t cols, int64_t r, float *w) {
+static effml_status factor_value(effml_context *ctx, effml_layer *l, int full, int32_t i_full,
+                                 int32_t i_a, int32_t i_b, int64_t rows, int64_t cols, int64_t r,
+                                 float *w) {
   if (full) {
     memcpy(w, effml__param_f32(l, i_full), (size_t)(rows * cols) * sizeof(float));
-    return;
+    return EFFML_OK;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)r, 1.0f,
-              effml__param_f32(l, i_a), (int)r, effml__param_f32(l, i_b), (int)cols, 0.0f, w,
-              (int)cols);
+  return effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, rows, cols, r, 1.0f,
+                      effml__param_f32(l, i_a), r, effml__param_f32(l, i_b), cols, 0.0f, w, cols);
 }
 
 /* Distribute dw [rows, cols] to the full gradient or to dw_a, dw_b. */
-static void factor_grad(effml_layer *l, int full, int32_t i_full, int32_t i_a, int32_t i_b,
-                        int64_t rows, int64_t cols, int64_t r, const float *dw) {
+static effml_status factor_grad(effml_context *ctx, effml_layer *l, int full, int32_t i_full,
+                                int32_t i_a, int32_t i_b, int64_t rows, int64_t cols, int64_t r,
+                                const float *dw) {
   if (full) {
-    if (!effml__param_trainable(l, i_full)) return;
+    if (!effml__param_trainable(l, i_full)) return EFFML_OK;
     float *g = effml__grad_f32(l, i_full);
     for (int64_t k = 0; k < rows * cols; ++k) g[k] += dw[k];
-    return;
+    return EFFML_OK;
   }
   if (effml__param_trainable(l, i_a)) /* dw_a += dw w_b^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)r, (int)cols, 1.0f, dw,
-                (int)cols, effml__param_f32(l, i_b), (int)cols, 1.0f, effml__grad_f32(l, i_a), (int)r);
+    EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasTrans, rows, r, cols, 1.0f, dw, cols,
+                            effml__param_f32(l, i_b), cols, 1.0f, effml__grad_f32(l, i_a), r));
   if (effml__param_trainable(l, i_b)) /* dw_b += w_a^T dw */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)cols, (int)rows, 1.0f,
-                effml__param_f32(l, i_a), (int)r, dw, (int)cols, 1.0f, effml__grad_f32(l, i_b), (int)cols);
+    EFFML__TRY(effml__sgemm(ctx, CblasTrans, CblasNoTrans, r, cols, rows, 1.0f,
+                            effml__param_f32(l, i_a), r, dw, cols, 1.0f, effml__grad_f32(l, i_b),
+                            cols));
+  return EFFML_OK;
 }
 
 static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml_tensor *xt,
@@ -130,24 +133,23 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
     return effml__err(ctx, EFFML_E_NOMEM, "lokr forward: out of memory");
   }
   float *w2 = w1 + ol * im;
-  factor_value(l, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, w1);
-  factor_value(l, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, w2);
-  effml__dense_base_forward(l, &p->base, x, b, y);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(b * im), (int)ok, (int)in_, 1.0f, x,
-              (int)in_, w2, (int)in_, 0.0f, Z, (int)ok);
+  effml_status st = factor_value(ctx, l, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, w1);
+  EFFML__THEN(st, factor_value(ctx, l, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, w2));
+  EFFML__THEN(st, effml__dense_base_forward(ctx, l, &p->base, x, b, y));
+  EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b * im, ok, in_, 1.0f, x, in_, w2,
+                               in_, 0.0f, Z, ok));
   int64_t out = l->out_features;
-  for (int64_t row = 0; row < b; ++row)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ol, (int)ok, (int)im,
-                (float)p->scale, w1, (int)im, Z + row * im * ok, (int)ok, 1.0f, y + row * out,
-                (int)ok);
+  for (int64_t row = 0; st == EFFML_OK && row < b; ++row)
+    st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, ol, ok, im, (float)p->scale, w1, im,
+                      Z + row * im * ok, ok, 1.0f, y + row * out, ok);
   effml__free(ctx, w1);
-  if (mode == EFFML_LAYER_MODE_TRAIN) {
+  if (mode != EFFML_LAYER_MODE_TRAIN) {
+    effml__free(ctx, Z);
+  } else if (st == EFFML_OK) {
     p->x = x;
     p->batch = b;
-  } else {
-    effml__free(ctx, Z);
   }
-  return EFFML_OK;
+  return st;
 }
 
 static effml_status lokr_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt,
@@ -168,26 +170,26 @@ static effml_status lokr_backward(effml_context *ctx, effml_layer *l, const effm
   }
   float *w2 = w1 + ol * im, *dw1 = w2 + ok * in_, *dw2 = dw1 + ol * im;
   memset(dw1, 0, (size_t)(ol * im + ok * in_) * sizeof(float));
-  factor_value(l, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, w1);
-  factor_value(l, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, w2);
-  for (int64_t row = 0; row < b; ++row) {
+  effml_status st = factor_value(ctx, l, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, w1);
+  EFFML__THEN(st, factor_value(ctx, l, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, w2));
+  for (int64_t row = 0; st == EFFML_OK && row < b; ++row) {
     const float *dyb = dy + row * out;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)im, (int)ok, (int)ol, s, w1, (int)im,
-                dyb, (int)ok, 0.0f, dZ + row * im * ok, (int)ok);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ol, (int)im, (int)ok, s, dyb, (int)ok,
-                p->Z + row * im * ok, (int)ok, 1.0f, dw1, (int)im);
+    st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, im, ok, ol, s, w1, im, dyb, ok, 0.0f,
+                      dZ + row * im * ok, ok);
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, ol, im, ok, s, dyb, ok,
+                                 p->Z + row * im * ok, ok, 1.0f, dw1, im));
   }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ok, (int)in_, (int)(b * im), 1.0f, dZ,
-              (int)ok, x, (int)in_, 0.0f, dw2, (int)in_);
-  effml__dense_base_backward(l, &p->base, x, dy, b, dx);
+  EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, ok, in_, b * im, 1.0f, dZ, ok, x, in_,
+                               0.0f, dw2, in_));
+  EFFML__THEN(st, effml__dense_base_backward(ctx, l, &p->base, x, dy, b, dx));
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(b * im), (int)in_, (int)ok, 1.0f,
-                dZ, (int)ok, w2, (int)in_, 1.0f, dx, (int)in_);
-  factor_grad(l, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, dw1);
-  factor_grad(l, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, dw2);
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b * im, in_, ok, 1.0f, dZ, ok, w2,
+                                 in_, 1.0f, dx, in_));
+  EFFML__THEN(st, factor_grad(ctx, l, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, dw1));
+  EFFML__THEN(st, factor_grad(ctx, l, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, dw2));
   effml__free(ctx, w1);
   effml__free(ctx, dZ);
-  return EFFML_OK;
+  return st;
 }
 
 const effml__layer_ops effml__lokr_ops = {
@@ -304,8 +306,14 @@ effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_lay
   float *w1 = (float *)effml__malloc(ctx, (size_t)(ol * im + ok * in_) * sizeof(float));
   if (w1 == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lokr_delta_weight: out of memory");
   float *w2 = w1 + ol * im, *D = effml__f32(dw);
-  factor_value((effml_layer *)layer, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, w1);
-  factor_value((effml_layer *)layer, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, w2);
+  effml_status st = factor_value(ctx, (effml_layer *)layer, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b,
+                                 ol, im, p->r, w1);
+  EFFML__THEN(st, factor_value(ctx, (effml_layer *)layer, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b,
+                               ok, in_, p->r, w2));
+  if (st != EFFML_OK) {
+    effml__free(ctx, w1);
+    return st;
+  }
   int64_t in = layer->in_features;
   for (int64_t pp = 0; pp < ol; ++pp)
     for (int64_t q = 0; q < ok; ++q)

@@ -15,7 +15,7 @@
  *   dm += sum_rows dy .* Z / n;  dU = s dz B;  dB += s dz^T U;  dA += dU^T x_d;
  *   dx = dy W + ((dz - dy) W + dU A) .* mask   (= dz W + dU A without dropout).
  * Merge: W <- c .* (W + s B A) per row (n kept for unmerge); unmerge W <- W / c - s B A. */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -112,27 +112,26 @@ static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml
       U = (float *)effml__malloc(ctx, need * sizeof(float));
       if (U == NULL) return effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory");
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)r, (int)in, 1.0f, xin, (int)in,
-                A, (int)in, 0.0f, U, (int)r);
+    st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, r, in, 1.0f, xin, in, A, in, 0.0f, U, r);
   }
-  effml__dense_base_forward(l, &p->base, x, b, y);
+  EFFML__THEN(st, effml__dense_base_forward(ctx, l, &p->base, x, b, y));
   if (!p->merged) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)r,
-                (float)p->scaling, U, (int)r, B, (int)r, 1.0f, y, (int)out);
-    if (p->i_bb >= 0) {
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, r, (float)p->scaling, U, r,
+                                 B, r, 1.0f, y, out));
+    if (st == EFFML_OK && p->i_bb >= 0) {
       const float *bb = effml__param_f32(l, p->i_bb);
       float s = (float)p->scaling;
       for (int64_t i = 0; i < b; ++i)
         for (int64_t j = 0; j < out; ++j) y[i * out + j] += s * bb[j];
     }
   }
-  if (mode == EFFML_LAYER_MODE_TRAIN) {
+  if (mode != EFFML_LAYER_MODE_TRAIN) {
+    effml__free(ctx, U);
+  } else if (st == EFFML_OK) {
     p->x = x;
     p->batch = b;
-  } else {
-    effml__free(ctx, U);
   }
-  return EFFML_OK;
+  return st;
 }
 
 static effml_status lora_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt,
@@ -146,33 +145,34 @@ static effml_status lora_backward(effml_context *ctx, effml_layer *l, const effm
   float s = (float)p->scaling;
   float *dU = (float *)effml__malloc(ctx, (size_t)(b * r) * sizeof(float));
   if (dU == NULL) return effml__err(ctx, EFFML_E_NOMEM, "lora backward: out of memory");
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)r, (int)out, s, dy, (int)out,
-              B, (int)r, 0.0f, dU, (int)r);
+  effml_status st =
+      effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, r, out, s, dy, out, B, r, 0.0f, dU, r);
   if (effml__param_trainable(l, p->i_b))
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)b, s, dy, (int)out,
-                p->U, (int)r, 1.0f, effml__grad_f32(l, p->i_b), (int)r);
-  if (p->i_bb >= 0 && effml__param_trainable(l, p->i_bb)) {
+    EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, r, b, s, dy, out, p->U, r,
+                                 1.0f, effml__grad_f32(l, p->i_b), r));
+  if (st == EFFML_OK && p->i_bb >= 0 && effml__param_trainable(l, p->i_bb)) {
     float *g = effml__grad_f32(l, p->i_bb);
     for (int64_t i = 0; i < b; ++i)
       for (int64_t j = 0; j < out; ++j) g[j] += s * dy[i * out + j];
   }
   if (effml__param_trainable(l, p->i_a))
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)b, 1.0f, dU, (int)r,
-                xin, (int)in, 1.0f, effml__grad_f32(l, p->i_a), (int)in);
-  effml__dense_base_backward(l, &p->base, x, dy, b, dx); /* merged W already holds s B A */
-  effml_status st = EFFML_OK;
-  if (dx && !p->merged) {
+    EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, r, in, b, 1.0f, dU, r, xin, in,
+                                 1.0f, effml__grad_f32(l, p->i_a), in));
+  /* merged W already holds s B A */
+  EFFML__THEN(st, effml__dense_base_backward(ctx, l, &p->base, x, dy, b, dx));
+  if (st == EFFML_OK && dx && !p->merged) {
     if (!p->dropped) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dU,
-                  (int)r, A, (int)in, 1.0f, dx, (int)in);
+      st =
+          effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dU, r, A, in, 1.0f, dx, in);
     } else {
       float *t = (float *)effml__malloc(ctx, (size_t)(b * in) * sizeof(float));
       if (t == NULL) {
         st = effml__err(ctx, EFFML_E_NOMEM, "lora backward: out of memory");
       } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dU,
-                    (int)r, A, (int)in, 0.0f, t, (int)in);
-        for (int64_t i = 0; i < b * in; ++i) dx[i] += t[i] * p->mask[i];
+        st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dU, r, A, in, 0.0f, t,
+                          in);
+        if (st == EFFML_OK)
+          for (int64_t i = 0; i < b * in; ++i) dx[i] += t[i] * p->mask[i];
         effml__free(ctx, t);
       }
     }
@@ -284,16 +284,15 @@ int32_t effml_adapter_lora_is_merged(const effml_layer *layer) {
 }
 
 /* W += sign * s * B A (in W's storage layout: [out, in], or [in, out] for a Conv1D base) */
-static void apply_delta(const effml_layer *l, float *W, float sign) {
+static effml_status apply_delta(effml_context *ctx, const effml_layer *l, float *W, float sign) {
   effml__lora *p = (effml__lora *)l->impl;
-  int in = (int)l->in_features, out = (int)l->out_features, r = (int)p->r;
+  int64_t in = l->in_features, out = l->out_features, r = p->r;
   const float *A = effml__param_f32((effml_layer *)l, p->i_a), *B = effml__param_f32((effml_layer *)l, p->i_b);
   if (p->base.transposed)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in, out, r, sign * (float)p->scaling, A, in, B, r,
-                1.0f, W, out);
-  else
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, out, in, r, sign * (float)p->scaling, B, r, A, in,
-                1.0f, W, in);
+    return effml__sgemm(ctx, CblasTrans, CblasTrans, in, out, r, sign * (float)p->scaling, A, in, B,
+                        r, 1.0f, W, out);
+  return effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, out, in, r, sign * (float)p->scaling, B, r,
+                      A, in, 1.0f, W, in);
 }
 
 static effml_status merge_common(effml_context *ctx, effml_layer *layer, int32_t to_merged) {
@@ -310,7 +309,8 @@ static effml_status merge_common(effml_context *ctx, effml_layer *layer, int32_t
   if (p->use_dora) {
     EFFML__TRY(effml__dora_merge(ctx, layer, to_merged));
   } else {
-    apply_delta(layer, effml__param_f32(layer, p->base.i_weight), to_merged ? 1.0f : -1.0f);
+    EFFML__TRY(apply_delta(ctx, layer, effml__param_f32(layer, p->base.i_weight),
+                           to_merged ? 1.0f : -1.0f));
   }
   if (p->i_bb >= 0) {
     float *bias = effml__param_f32(layer, p->base.i_bias);
@@ -347,9 +347,14 @@ effml_status effml_adapter_lora_merge_drift(effml_context *ctx, const effml_laye
   float *W = (float *)effml__malloc(ctx, (size_t)nw * sizeof(float));
   if (W == NULL) return effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_merge_drift: out of memory");
   memcpy(W, W0, (size_t)nw * sizeof(float));
-  for (int64_t c = 0; c < cycles; ++c) {
-    apply_delta(layer, W, 1.0f);
-    apply_delta(layer, W, -1.0f);
+  effml_status st = EFFML_OK;
+  for (int64_t c = 0; st == EFFML_OK && c < cycles; ++c) {
+    st = apply_delta(ctx, layer, W, 1.0f);
+    EFFML__THEN(st, apply_delta(ctx, layer, W, -1.0f));
+  }
+  if (st != EFFML_OK) {
+    effml__free(ctx, W);
+    return st;
   }
   double mabs = 0, mw = 0;
   for (int64_t i = 0; i < nw; ++i) {

@@ -4,7 +4,7 @@
  * temporary): T = W[j0:j0+nb] + s B[j0:j0+nb] A, one GEMM of nb*r*in MACs per
  * block, then the row sums of squares in double.  Total out*in*r MACs and one
  * pass over W per forward -- r/batch of the base GEMM's cost. */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -24,9 +24,15 @@ static effml_status for_blocks(effml_context *ctx, effml_layer *l, float sign_de
   for (int64_t j0 = 0; j0 < out; j0 += DORA_BLOCK) {
     int64_t nb = out - j0 < DORA_BLOCK ? out - j0 : DORA_BLOCK;
     effml__dense_base_rows(l, &p->base, j0, nb, T);
-    if (sign_delta != 0.0f)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nb, (int)in, (int)r,
-                  sign_delta * (float)p->scaling, B + j0 * r, (int)r, A, (int)in, 1.0f, T, (int)in);
+    if (sign_delta != 0.0f) {
+      effml_status st =
+          effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, nb, in, r, sign_delta * (float)p->scaling,
+                       B + j0 * r, r, A, in, 1.0f, T, in);
+      if (st != EFFML_OK) { /* refused before the first block: nothing was written back */
+        effml__free(ctx, T);
+        return st;
+      }
+    }
     fn(l, j0, nb, T, arg);
     if (write_back) effml__dense_base_set_rows(l, &p->base, j0, nb, T);
   }
@@ -124,34 +130,39 @@ effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float
     }
     Z = y; /* no dropout in inference: scale Z in place */
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)r, (int)in, 1.0f, xin, (int)in, A,
-              (int)in, 0.0f, U, (int)r);
+  st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, r, in, 1.0f, xin, in, A, in, 0.0f, U, r);
   const float *bias = p->base.i_bias >= 0 ? effml__param_f32(l, p->base.i_bias) : NULL;
   if (xin != x) {
     /* PEFT in training with dropout: y = b + x W^T + (c - 1) x_d W^T + c s U B^T */
-    effml__dense_base_matmul(l, &p->base, x, b, 0.0f, y);
-    effml__dense_base_matmul(l, &p->base, xin, b, 0.0f, Z);
-    for (int64_t i = 0; i < b * out; ++i) y[i] -= Z[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)r, s, U, (int)r, B, (int)r,
-                1.0f, Z, (int)out);
-    for (int64_t i = 0; i < b; ++i)
-      for (int64_t j = 0; j < out; ++j)
-        y[i * out + j] += m[j] / norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
+    EFFML__THEN(st, effml__dense_base_matmul(ctx, l, &p->base, x, b, 0.0f, y));
+    EFFML__THEN(st, effml__dense_base_matmul(ctx, l, &p->base, xin, b, 0.0f, Z));
+    if (st == EFFML_OK)
+      for (int64_t i = 0; i < b * out; ++i) y[i] -= Z[i];
+    EFFML__THEN(
+        st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, r, s, U, r, B, r, 1.0f, Z, out));
+    if (st == EFFML_OK)
+      for (int64_t i = 0; i < b; ++i)
+        for (int64_t j = 0; j < out; ++j)
+          y[i * out + j] += m[j] / norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
   } else {
-    effml__dense_base_matmul(l, &p->base, x, b, 0.0f, Z);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)r, s, U, (int)r, B, (int)r,
-                1.0f, Z, (int)out);
-    for (int64_t i = 0; i < b; ++i)
-      for (int64_t j = 0; j < out; ++j) y[i * out + j] = m[j] / norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
+    EFFML__THEN(st, effml__dense_base_matmul(ctx, l, &p->base, x, b, 0.0f, Z));
+    EFFML__THEN(
+        st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, r, s, U, r, B, r, 1.0f, Z, out));
+    if (st == EFFML_OK)
+      for (int64_t i = 0; i < b; ++i)
+        for (int64_t j = 0; j < out; ++j)
+          y[i * out + j] = m[j] / norm[j] * Z[i * out + j] + (bias ? bias[j] : 0.0f);
   }
   if (train) {
-    p->x = x;
-    p->batch = b;
+    if (st == EFFML_OK) {
+      p->x = x;
+      p->batch = b;
+    }
   } else {
     effml__free(ctx, U);
     effml__free(ctx, norm);
   }
-  return EFFML_OK;
+  return st;
 }
 
 effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const float *dy, float *dx) {
@@ -185,15 +196,15 @@ effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const floa
     for (int64_t j = 0; j < out; ++j) gm[j] += (float)(acc[j] / p->norm[j]);
     effml__free(ctx, acc);
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)r, (int)out, s, dz, (int)out, B, (int)r,
-              0.0f, dU, (int)r);
+  effml_status st =
+      effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, r, out, s, dz, out, B, r, 0.0f, dU, r);
   if (effml__param_trainable(l, p->i_b))
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)b, s, dz, (int)out, p->U, (int)r,
-                1.0f, effml__grad_f32(l, p->i_b), (int)r);
+    EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, r, b, s, dz, out, p->U, r,
+                                 1.0f, effml__grad_f32(l, p->i_b), r));
   if (effml__param_trainable(l, p->i_a))
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)b, 1.0f, dU, (int)r, xin, (int)in,
-                1.0f, effml__grad_f32(l, p->i_a), (int)in);
-  if (p->base.i_bias >= 0 && effml__param_trainable(l, p->base.i_bias)) {
+    EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, r, in, b, 1.0f, dU, r, xin, in,
+                                 1.0f, effml__grad_f32(l, p->i_a), in));
+  if (st == EFFML_OK && p->base.i_bias >= 0 && effml__param_trainable(l, p->base.i_bias)) {
     float *g = effml__grad_f32(l, p->base.i_bias);
     for (int64_t i = 0; i < b; ++i)
       for (int64_t j = 0; j < out; ++j) g[j] += dy[i * out + j];
@@ -201,26 +212,27 @@ effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const floa
   int wtrain = effml__param_trainable(l, p->base.i_weight);
   if (!p->dropped) {
     if (dx) {
-      effml__dense_base_matmul_t(l, &p->base, dz, b, 0.0f, dx);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dU, (int)r, A,
-                  (int)in, 1.0f, dx, (int)in);
+      EFFML__THEN(st, effml__dense_base_matmul_t(ctx, l, &p->base, dz, b, 0.0f, dx));
+      EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dU, r, A, in,
+                                   1.0f, dx, in));
     }
-    if (wtrain) effml__dense_base_wgrad(l, &p->base, dz, x, b);
+    if (wtrain) EFFML__THEN(st, effml__dense_base_wgrad(ctx, l, &p->base, dz, x, b));
   } else {
     /* dz <- dz - dy: the part of the gradient that flows through the dropped input */
-    if (wtrain) effml__dense_base_wgrad(l, &p->base, dy, x, b);
+    if (wtrain) EFFML__THEN(st, effml__dense_base_wgrad(ctx, l, &p->base, dy, x, b));
     for (int64_t i = 0; i < b * out; ++i) dz[i] -= dy[i];
-    if (wtrain) effml__dense_base_wgrad(l, &p->base, dz, xin, b);
+    if (wtrain) EFFML__THEN(st, effml__dense_base_wgrad(ctx, l, &p->base, dz, xin, b));
     if (dx) {
-      effml__dense_base_matmul_t(l, &p->base, dy, b, 0.0f, dx);
-      effml__dense_base_matmul_t(l, &p->base, dz, b, 0.0f, t);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dU, (int)r, A,
-                  (int)in, 1.0f, t, (int)in);
-      for (int64_t i = 0; i < b * in; ++i) dx[i] += t[i] * p->mask[i];
+      EFFML__THEN(st, effml__dense_base_matmul_t(ctx, l, &p->base, dy, b, 0.0f, dx));
+      EFFML__THEN(st, effml__dense_base_matmul_t(ctx, l, &p->base, dz, b, 0.0f, t));
+      EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dU, r, A, in,
+                                   1.0f, t, in));
+      if (st == EFFML_OK)
+        for (int64_t i = 0; i < b * in; ++i) dx[i] += t[i] * p->mask[i];
     }
   }
   effml__free(ctx, dz);
   effml__free(ctx, dU);
   effml__free(ctx, t);
-  return EFFML_OK;
+  return st;
 }

@@ -15,7 +15,7 @@
  *   dP_i = A_i dQ_i; dS += X_all^T dP; dX_all = dP S^T; db += sum_rows dy.
  * Row-parallel loops write disjoint rows; the dA sum runs in row order, so
  * results do not depend on the thread count. */
-#include <cblas.h>
+#include "blas.h"
 #include <string.h>
 
 #include "adapter_internal.h"
@@ -359,17 +359,16 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
     return st;
   } else if (r) {
     pack_cols(effml__param_f32(l, p->i_wl), n, kin, r, S);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bn, (int)nc, (int)kin, 1.0f, x,
-                (int)kin, S, (int)nc, 0.0f, P, (int)nc);
-    st = run_mix(ctx, A, P, Q, b, n, r, 1, 0);
-    if (st == EFFML_OK)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bn, (int)kout, (int)nc, 1.0f, Q,
-                  (int)nc, effml__param_f32(l, p->i_wr), (int)kout, 0.0f, y, (int)kout);
+    st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, bn, nc, kin, 1.0f, x, kin, S, nc, 0.0f, P,
+                      nc);
+    EFFML__THEN(st, run_mix(ctx, A, P, Q, b, n, r, 1, 0));
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, bn, kout, nc, 1.0f, Q, nc,
+                                 effml__param_f32(l, p->i_wr), kout, 0.0f, y, kout));
   } else {
     pack_cols(effml__param_f32(l, p->i_w), n, kin, kout, S);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)bn, (int)nc, (int)kin, 1.0f, x,
-                (int)kin, S, (int)nc, 0.0f, P, (int)nc);
-    st = run_mix(ctx, A, P, y, b, n, kout, 1, 1);
+    st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, bn, nc, kin, 1.0f, x, kin, S, nc, 0.0f, P,
+                      nc);
+    EFFML__THEN(st, run_mix(ctx, A, P, y, b, n, kout, 1, 1));
   }
   if (st == EFFML_OK && p->i_b >= 0) add_bias(y, effml__param_f32(l, p->i_b), b, l->out_features);
   effml__free(ctx, S);
@@ -459,19 +458,21 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     effml__free(ctx, tparts);
     if (st != EFFML_OK) goto done;
     if (!fuse && effml__param_trainable(l, p->i_wr))
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nc, (int)kout, (int)bn, 1.0f, p->Q,
-                  (int)nc, dy, (int)kout, 1.0f, effml__grad_f32(l, p->i_wr), (int)kout);
+      st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, nc, kout, bn, 1.0f, p->Q, nc, dy, kout, 1.0f,
+                        effml__grad_f32(l, p->i_wr), kout);
+    if (st != EFFML_OK) goto done;
     if (tws) tw = 0; /* dS done above, from the row kernel */
     if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
     dx = NULL; /* written by the row kernel */
   } else if (r) {
     const float *T = effml__param_f32(l, p->i_wr);
     /* dQ = dY T^T; dT += Q^T dY */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bn, (int)nc, (int)kout, 1.0f, dy,
-                (int)kout, T, (int)kout, 0.0f, dQ, (int)nc);
+    st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, bn, nc, kout, 1.0f, dy, kout, T, kout, 0.0f,
+                      dQ, nc);
     if (effml__param_trainable(l, p->i_wr))
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nc, (int)kout, (int)bn, 1.0f, p->Q,
-                  (int)nc, dy, (int)kout, 1.0f, effml__grad_f32(l, p->i_wr), (int)kout);
+      EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, nc, kout, bn, 1.0f, p->Q, nc, dy,
+                                   kout, 1.0f, effml__grad_f32(l, p->i_wr), kout));
+    if (st != EFFML_OK) goto done;
     if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
     st = run_mix(ctx, A, dQ, dP, b, n, r, 0, 0); /* dP_i = A_i dQ_i */
   } else {
@@ -480,14 +481,15 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
   }
   if (st != EFFML_OK) goto done;
   if (tw) { /* (the thin path has done dS in its row kernel) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kin, (int)nc, (int)bn, 1.0f, p->x,
-                (int)kin, dP, (int)nc, 0.0f, dS, (int)nc);
+    st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, kin, nc, bn, 1.0f, p->x, kin, dP, nc, 0.0f, dS,
+                      nc);
+    if (st != EFFML_OK) goto done;
     unpack_add_cols(dS, n, kin, c, effml__grad_f32(l, iw));
   }
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)bn, (int)kin, (int)nc, 1.0f, dP,
-                (int)nc, S, (int)nc, 0.0f, dx, (int)kin);
-  if (p->i_b >= 0 && effml__param_trainable(l, p->i_b))
+    st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, bn, kin, nc, 1.0f, dP, nc, S, nc, 0.0f, dx,
+                      kin);
+  if (st == EFFML_OK && p->i_b >= 0 && effml__param_trainable(l, p->i_b))
     bias_grad(effml__grad_f32(l, p->i_b), dy, b, l->out_features);
 done:
   effml__free(ctx, S);

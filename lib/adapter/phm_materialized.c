@@ -12,25 +12,25 @@
  *   dA_i[p,c] = sum_{u,v} dH[p*kin+u, c*kout+v] B_i[u,v];
  *   dB_i[u,v] = sum_{p,c} A_i[p,c] dH[p*kin+u, c*kout+v];
  *   ds_i = dB_i t_i^T; dt_i = s_i^T dB_i. */
-#include <cblas.h>
+#include "blas.h"
 #include <string.h>
 
 #include "adapter_internal.h"
 
 /* B [n, kin, kout]. */
-static void build_B(const effml_layer *l, float *B) {
+static effml_status build_B(effml_context *ctx, const effml_layer *l, float *B) {
   const effml__phm *p = (const effml__phm *)l->impl;
   int64_t n = p->n, r = p->r, kin = p->kin, kout = p->kout;
   if (r == 0) {
     memcpy(B, effml__param_f32((effml_layer *)l, p->i_w), (size_t)(n * kin * kout) * sizeof(float));
-    return;
+    return EFFML_OK;
   }
   const float *s = effml__param_f32((effml_layer *)l, p->i_wl);
   const float *t = effml__param_f32((effml_layer *)l, p->i_wr);
   for (int64_t i = 0; i < n; ++i)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)kin, (int)kout, (int)r, 1.0f,
-                s + i * kin * r, (int)r, t + i * r * kout, (int)kout, 0.0f, B + i * kin * kout,
-                (int)kout);
+    EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, kin, kout, r, 1.0f, s + i * kin * r, r,
+                            t + i * r * kout, kout, 0.0f, B + i * kin * kout, kout));
+  return EFFML_OK;
 }
 
 static void build_H_from_B(const effml__phm *p, const float *A, const float *B, float *H) {
@@ -52,10 +52,10 @@ effml_status effml__phm_build_H(effml_context *ctx, const effml_layer *l, float 
   const effml__phm *p = (const effml__phm *)l->impl;
   float *B = (float *)effml__malloc(ctx, (size_t)(p->n * p->kin * p->kout) * sizeof(float));
   if (B == NULL) return effml__err(ctx, EFFML_E_NOMEM, "phm materialize: out of memory");
-  build_B(l, B);
-  build_H_from_B(p, effml__phm_rule_f32(l), B, H);
+  effml_status st = build_B(ctx, l, B);
+  if (st == EFFML_OK) build_H_from_B(p, effml__phm_rule_f32(l), B, H);
   effml__free(ctx, B);
-  return EFFML_OK;
+  return st;
 }
 
 effml_status effml__phm_forward_materialized(effml_context *ctx, effml_layer *l, const float *x,
@@ -65,12 +65,12 @@ effml_status effml__phm_forward_materialized(effml_context *ctx, effml_layer *l,
   float *H = (float *)effml__malloc(ctx, (size_t)(in * out) * sizeof(float));
   if (H == NULL) return effml__err(ctx, EFFML_E_NOMEM, "phm forward (materialized): out of memory");
   effml_status st = effml__phm_build_H(ctx, l, H);
+  EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, out, in, 1.0f, x, in, H, out,
+                               0.0f, y, out));
   if (st != EFFML_OK) {
     effml__free(ctx, H);
     return st;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)out, (int)in, 1.0f, x,
-              (int)in, H, (int)out, 0.0f, y, (int)out);
   if (p->i_b >= 0) {
     const float *bias = effml__param_f32(l, p->i_b);
     for (int64_t row = 0; row < b; ++row)
@@ -103,12 +103,18 @@ effml_status effml__phm_backward_materialized(effml_context *ctx, effml_layer *l
     effml__free(ctx, dB);
     return effml__err(ctx, EFFML_E_NOMEM, "phm backward (materialized): out of memory");
   }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)in, (int)out, (int)b, 1.0f, p->x,
-              (int)in, dy, (int)out, 0.0f, dH, (int)out);
+  effml_status st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, in, out, b, 1.0f, p->x, in, dy, out,
+                                 0.0f, dH, out);
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)in, (int)out, 1.0f, dy,
-                (int)out, p->H, (int)out, 0.0f, dx, (int)in);
-  build_B(l, B);
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, in, out, 1.0f, dy, out, p->H,
+                                 out, 0.0f, dx, in));
+  EFFML__THEN(st, build_B(ctx, l, B));
+  if (st != EFFML_OK) {
+    effml__free(ctx, dH);
+    effml__free(ctx, B);
+    effml__free(ctx, dB);
+    return st;
+  }
   for (int64_t pp = 0; pp < n; ++pp)
     for (int64_t c = 0; c < n; ++c)
       for (int64_t i = 0; i < n; ++i) {
@@ -134,16 +140,16 @@ effml_status effml__phm_backward_materialized(effml_context *ctx, effml_layer *l
     const float *s = effml__param_f32(l, p->i_wl), *t = effml__param_f32(l, p->i_wr);
     for (int64_t i = 0; i < n; ++i) {
       if (effml__param_trainable(l, p->i_wl)) /* ds_i += dB_i t_i^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)kin, (int)r, (int)kout, 1.0f,
-                    dB + i * kin * kout, (int)kout, t + i * r * kout, (int)kout, 1.0f,
-                    effml__grad_f32(l, p->i_wl) + i * kin * r, (int)r);
+        EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, kin, r, kout, 1.0f,
+                                     dB + i * kin * kout, kout, t + i * r * kout, kout, 1.0f,
+                                     effml__grad_f32(l, p->i_wl) + i * kin * r, r));
       if (effml__param_trainable(l, p->i_wr)) /* dt_i += s_i^T dB_i */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)kout, (int)kin, 1.0f,
-                    s + i * kin * r, (int)r, dB + i * kin * kout, (int)kout, 1.0f,
-                    effml__grad_f32(l, p->i_wr) + i * r * kout, (int)kout);
+        EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, r, kout, kin, 1.0f,
+                                     s + i * kin * r, r, dB + i * kin * kout, kout, 1.0f,
+                                     effml__grad_f32(l, p->i_wr) + i * r * kout, kout));
     }
   }
-  if (p->i_b >= 0 && effml__param_trainable(l, p->i_b)) {
+  if (st == EFFML_OK && p->i_b >= 0 && effml__param_trainable(l, p->i_b)) {
     float *db = effml__grad_f32(l, p->i_b);
     for (int64_t row = 0; row < b; ++row)
       for (int64_t j = 0; j < out; ++j) db[j] += dy[row * out + j];
@@ -151,5 +157,5 @@ effml_status effml__phm_backward_materialized(effml_context *ctx, effml_layer *l
   effml__free(ctx, dH);
   effml__free(ctx, B);
   effml__free(ctx, dB);
-  return EFFML_OK;
+  return st;
 }

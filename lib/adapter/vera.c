@@ -7,7 +7,7 @@
  * "vera_lambda_d" [r], "vera_lambda_b" [out].  Backward, U = x A_s^T, V = ld .* U,
  * P = V B_s^T:  dlb = sum_rows dy .* P;  dV = (dy .* lb) B_s;  dld = sum_rows dV .* U;
  *   dx = dy W + (dV .* ld) A_s.  Merge W += dW (PEFT), unmerge subtracts it. */
-#include <cblas.h>
+#include "blas.h"
 #include <string.h>
 
 #include "adapter_internal.h"
@@ -41,7 +41,7 @@ static effml_status vera_forward(effml_context *ctx, effml_layer *l, const effml
   int train = mode == EFFML_LAYER_MODE_TRAIN;
   if (p->merged && train)
     return effml__err(ctx, EFFML_E_STATE, "vera forward: a merged VeRA layer cannot train; unmerge it first");
-  effml__dense_base_forward(l, &p->base, x, b, y);
+  EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));
   if (p->merged) return EFFML_OK;
   float *U, *P;
   if (train) {
@@ -54,27 +54,25 @@ static effml_status vera_forward(effml_context *ctx, effml_layer *l, const effml
     if (U == NULL) return effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory");
     P = U + b * r;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)r, (int)in, 1.0f, x, (int)in, A, (int)in, 0.0f, U,
-              (int)r);
   float *V = (float *)effml__malloc(ctx, (size_t)(b * r) * sizeof(float));
-  if (V == NULL) {
-    if (!train) effml__free(ctx, U);
-    return effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory");
+  effml_status st =
+      V ? effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, r, in, 1.0f, x, in, A, in, 0.0f, U, r)
+        : effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory");
+  if (st == EFFML_OK) {
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t k = 0; k < r; ++k) V[i * r + k] = ld[k] * U[i * r + k];
+    st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, r, 1.0f, V, r, B, r, 0.0f, P, out);
   }
-  for (int64_t i = 0; i < b; ++i)
-    for (int64_t k = 0; k < r; ++k) V[i * r + k] = ld[k] * U[i * r + k];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)out, (int)r, 1.0f, V, (int)r, B, (int)r, 0.0f, P,
-              (int)out);
-  for (int64_t i = 0; i < b; ++i)
-    for (int64_t j = 0; j < out; ++j) y[i * out + j] += lb[j] * P[i * out + j];
+  if (st == EFFML_OK)
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t j = 0; j < out; ++j) y[i * out + j] += lb[j] * P[i * out + j];
   effml__free(ctx, V);
-  if (train) {
+  if (!train) effml__free(ctx, U);
+  if (st == EFFML_OK && train) {
     p->x = x;
     p->batch = b;
-  } else {
-    effml__free(ctx, U);
   }
-  return EFFML_OK;
+  return st;
 }
 
 static effml_status vera_backward(effml_context *ctx, effml_layer *l, const effml_tensor *dyt, effml_tensor *dxt) {
@@ -93,22 +91,21 @@ static effml_status vera_backward(effml_context *ctx, effml_layer *l, const effm
   }
   for (int64_t i = 0; i < b; ++i)
     for (int64_t j = 0; j < out; ++j) dyb[i * out + j] = dy[i * out + j] * lb[j];
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)r, (int)out, 1.0f, dyb, (int)out, B, (int)r, 0.0f,
-              dV, (int)r);
-  if (effml__param_trainable(l, p->i_ld)) {
+  effml_status st =
+      effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, r, out, 1.0f, dyb, out, B, r, 0.0f, dV, r);
+  if (st == EFFML_OK && effml__param_trainable(l, p->i_ld)) {
     float *g = effml__grad_f32(l, p->i_ld);
     for (int64_t i = 0; i < b; ++i)
       for (int64_t k = 0; k < r; ++k) g[k] += dV[i * r + k] * p->U[i * r + k];
   }
-  effml__dense_base_backward(l, &p->base, p->x, dy, b, dx);
-  if (dx) {
+  if (st == EFFML_OK) st = effml__dense_base_backward(ctx, l, &p->base, p->x, dy, b, dx);
+  if (st == EFFML_OK && dx) {
     for (int64_t i = 0; i < b; ++i)
       for (int64_t k = 0; k < r; ++k) dV[i * r + k] *= ld[k];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, (int)in, (int)r, 1.0f, dV, (int)r, A, (int)in, 1.0f,
-                dx, (int)in);
+    st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dV, r, A, in, 1.0f, dx, in);
   }
   effml__free(ctx, dyb);
-  return EFFML_OK;
+  return st;
 }
 
 static effml_status vera_flops(effml_context *ctx, const effml_layer *l, int64_t in_width, double *flops) {

@@ -2,7 +2,7 @@
 #ifndef EFFML_CALIBRATION_INTERNAL_H
 #define EFFML_CALIBRATION_INTERNAL_H
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 /* Copy a 2-D f32/f64 tensor (any strides) into a new row-major double array;
  * every value finite (EFFML_E_NUMERIC names row and column).  `cols` < 0:

@@ -314,6 +314,11 @@ static effml_status vs_fit(effml_context *ctx, const cal_data *d, int32_t max_it
          *L = H + P * P;
   double f = vs_eval(d, ab, u, p, g, H);
   for (int32_t it = 0; it < max_iter; ++it) {
+    const effml_status pst = effml__progress(ctx, it, max_iter, "Newton steps");
+    if (pst != EFFML_OK) { /* the caller copies ab into the calibrator only on success */
+      effml__free(ctx, w);
+      return pst;
+    }
     double gmax = 0.0, tr = 0.0;
     for (int64_t j = 0; j < P; ++j) gmax = fmax(gmax, fabs(g[j])), tr += H[j * P + j];
     if (gmax < 1e-11) break;
@@ -426,6 +431,12 @@ static effml_status ca_fit(effml_context *ctx, effml_calibrator *cal, const cal_
   int64_t t = 0;
   effml__rng r;
   for (int64_t e = 0; e < o->epochs; ++e) {
+    const effml_status pst = effml__progress(ctx, e, o->epochs, "epochs"); /* cancellation point */
+    if (pst != EFFML_OK) { /* cal->p is written only after the last epoch: unchanged */
+      effml__free(ctx, w);
+      effml__free(ctx, perm);
+      return pst;
+    }
     effml__rng_seed(&r, o->seed, 1000u + (uint64_t)e);
     for (int64_t i = 0; i < n; ++i) perm[i] = i;
     for (int64_t i = n - 1; i > 0; --i) {

@@ -7,7 +7,7 @@
 #ifndef EFFML_CASCADE_INTERNAL_H
 #define EFFML_CASCADE_INTERNAL_H
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 typedef struct effml__cascade_stage {
   effml_cascade_stage_fn fn;  /* NULL for a precomputed-logits stage */

@@ -125,6 +125,49 @@ static float route_sum_exp(const float *z, int64_t K, float zmax) {
 }
 #endif
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define EFFML__ROUTE_AVX512 1
+/* The routing score of one row of K <= 16 f32 logits in one AVX-512 register, with the same
+ * per-lane operations as route_exp4 (separate multiplies and adds: this file is ISO C, so
+ * nothing is contracted into FMAs) and the same summation order: the four 4-lane chunks
+ * are added in order (chunks past K add exact zeros), then (l0 + l2) + (l1 + l3).  So the
+ * score is bit-identical to route_score_f32's, which the thresholds were selected on. */
+__attribute__((target("avx512f"))) static double route_score_f32_avx512(const float *z,
+                                                                        int64_t K,
+                                                                        int32_t *arg) {
+  const __mmask16 km = (__mmask16)((1u << K) - 1u);
+  const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), km, z);
+  const __m512 d = _mm512_maskz_sub_ps(km, v, v); /* 0, or NaN for NaN and inf */
+  const float zmax = _mm512_reduce_max_ps(v);
+  const __mmask16 at = _mm512_mask_cmp_ps_mask(km, v, _mm512_set1_ps(zmax), _CMP_EQ_OQ);
+  *arg = at ? (int32_t)__builtin_ctz((unsigned)at) : 0;
+  if (_mm512_mask_cmp_ps_mask(km, d, _mm512_setzero_ps(), _CMP_NEQ_UQ)) return -1.0;
+  const __m512 x = _mm512_max_ps(_mm512_sub_ps(v, _mm512_set1_ps(zmax)), _mm512_set1_ps(-87.0f));
+  const __m512i ni = _mm512_cvttps_epi32(
+      _mm512_sub_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _mm512_set1_ps(0.5f)));
+  const __m512 n = _mm512_cvtepi32_ps(ni);
+  const __m512 t = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f))),
+                                 _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(0.5f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f));
+  const __m512 scale =
+      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23));
+  const __m512 e = _mm512_maskz_mul_ps(km, p, scale);
+  __m128 acc = _mm512_castps512_ps128(e);
+  acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 1));
+  acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 2));
+  acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 3));
+  const __m128 h = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* l0 + l2, l1 + l3 */
+  return (double)(1.0f / _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1))));
+}
+#endif
+
 /* The routing score from f32 logits (exact inputs; argmax on the floats themselves). */
 static double route_score_f32(const float *z, int64_t K, int32_t *arg) {
   int64_t a = 0;
@@ -257,11 +300,20 @@ int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t en
   double zb[256];
   const int small = b->K <= 256; /* the usual case: work from a local copy of the row */
   if (b->route && small) { /* routing score only: no softmax in f64, no running sums */
+#ifdef EFFML__ROUTE_AVX512
+    const int wide = b->K <= 16 && effml__isa_level() >= EFFML_CORE_ISA_AVX512;
+#endif
     for (int64_t j = begin; j < end; ++j) {
       const int64_t r = b->row_index ? b->row_index[j] : j;
       double v;
       if (!b->is_f64 && b->cs == 1 && !b->cal) { /* raw f32 rows; calibrated rows go via load_row */
-        v = route_score_f32((const float *)b->base + r * b->rs, b->K, &b->pred[j]);
+        const float *zr = (const float *)b->base + r * b->rs;
+#ifdef EFFML__ROUTE_AVX512
+        if (wide)
+          v = route_score_f32_avx512(zr, b->K, &b->pred[j]);
+        else
+#endif
+          v = route_score_f32(zr, b->K, &b->pred[j]);
       } else {
         load_row(b, r, zb);
         v = effml__route_score(zb, b->K, &b->pred[j]);

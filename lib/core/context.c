@@ -24,6 +24,8 @@ struct effml_context {
   effml_context_progress_fn progress;
   void *progress_user_data;
   atomic_int cancel;             /* effml_context_set_cancel(): any thread, or a signal handler (lock-free) */
+  int64_t last_done, last_total; /* the running call's last progress report (effml__progress_poll) */
+  const char *last_unit;         /* its unit (static), or NULL before the call's first report */
 };
 
 void effml_context_options_init(effml_context_options *opt) {
@@ -142,6 +144,8 @@ effml__call_guard effml__call_enter(effml_context *ctx, const char *name) {
   effml__call_guard g = {ctx, 0};
   if (ctx && !ctx->call) {
     ctx->call = name;
+    ctx->last_done = ctx->last_total = 0;
+    ctx->last_unit = NULL;
     g.owner = 1;
   }
   return g;
@@ -155,6 +159,9 @@ const char *effml__call_name(const effml_context *ctx) { return ctx ? ctx->call 
 
 effml_status effml__progress(effml_context *ctx, int64_t done, int64_t total, const char *unit) {
   if (ctx == NULL) return EFFML_OK;
+  ctx->last_done = done;
+  ctx->last_total = total;
+  ctx->last_unit = unit;
   int stop = atomic_load_explicit(&ctx->cancel, memory_order_relaxed) != 0;
   if (!stop && ctx->progress)
     stop = ctx->progress(ctx->progress_user_data, ctx->call ? ctx->call : "", done, total) != 0;
@@ -163,6 +170,12 @@ effml_status effml__progress(effml_context *ctx, int64_t done, int64_t total, co
     return effml__err(ctx, EFFML_E_CANCELLED, "cancelled after %lld of %lld %s", (long long)done,
                       (long long)total, unit);
   return effml__err(ctx, EFFML_E_CANCELLED, "cancelled after %lld %s", (long long)done, unit);
+}
+
+effml_status effml__progress_poll(effml_context *ctx, const char *unit_if_none) {
+  if (ctx == NULL) return EFFML_OK;
+  if (ctx->last_unit == NULL) return effml__progress(ctx, 0, 0, unit_if_none);
+  return effml__progress(ctx, ctx->last_done, ctx->last_total, ctx->last_unit);
 }
 
 int effml__cancel_requested(const effml_context *ctx) {

@@ -23,9 +23,12 @@
 #if defined(__GNUC__) || defined(__clang__)
 #  define EFFML__HIDDEN __attribute__((visibility("hidden")))
 #  define EFFML__PRINTF(a, b) __attribute__((format(printf, a, b)))
+/* The status must be looked at (a refused call has not done its work). */
+#  define EFFML__MUST_CHECK __attribute__((warn_unused_result))
 #else
 #  define EFFML__HIDDEN
 #  define EFFML__PRINTF(a, b)
+#  define EFFML__MUST_CHECK
 #endif
 
 /* ---- errors ---- */
@@ -58,6 +61,10 @@ EFFML__HIDDEN const char *effml__call_name(const effml_context *ctx);
  * called the public function, between units of work, before any output is published. */
 EFFML__HIDDEN effml_status effml__progress(effml_context *ctx, int64_t done, int64_t total,
                                            const char *unit);
+/* A cancellation point inside a phase that does not advance the call's own unit (an
+ * inner kNN search): repeats the call's last report, or reports (0, 0, unit_if_none)
+ * when it has made none yet, so `done` never goes backwards within a call. */
+EFFML__HIDDEN effml_status effml__progress_poll(effml_context *ctx, const char *unit_if_none);
 /* Cheap check of the cancel flag (no callback), for worker threads. */
 EFFML__HIDDEN int effml__cancel_requested(const effml_context *ctx);
 
@@ -73,11 +80,28 @@ EFFML__HIDDEN int effml__cancel_requested(const effml_context *ctx);
     if (effml__st_ != EFFML_OK) return effml__st_; \
   } while (0)
 
+/* Evaluate `expr` into `st` only while st is EFFML_OK: a chain of calls in a
+ * function that frees its temporaries on every path. */
+#define EFFML__THEN(st, expr)              \
+  do {                                     \
+    if ((st) == EFFML_OK) (st) = (expr);   \
+  } while (0)
+
 /* logits f32 [b, c] finite, labels i32/i64 [b] in [0, c); messages start with `fn`
  * (lib/train/loss.c; shared by the loss and the accuracy metric). */
 EFFML__HIDDEN effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
                                                       const effml_tensor *logits,
                                                       const effml_tensor *labels);
+
+/* ---- BLAS sizes (the checked wrappers: lib/core/blas.h) ---- */
+
+/* Check that each of the `n` sizes in `v` (named by the comma-separated
+ * `names`) lies in [0, max]; else EFFML_E_UNSUPPORTED (too large for the BLAS
+ * integer) or EFFML_E_SHAPE (negative), the message naming `routine`,
+ * `caller`, the argument and its value. */
+EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__blas_check_dims(
+    effml_context *ctx, const char *routine, const char *caller, int64_t max, int32_t n,
+    const int64_t *v, const char *names);
 
 /* ---- CPU ---- */
 
@@ -131,49 +155,9 @@ EFFML__HIDDEN int32_t effml__ctx_threads(const effml_context *ctx);
 
 /* ---- tensors ---- */
 
-struct effml__storage;
-struct effml_tensor {
-  struct effml__storage *storage;
-  effml_context *ctx; /* allocator of this handle */
-  int32_t dtype;
-  int32_t ndim;
-  int64_t shape[EFFML_TENSOR_MAX_DIMS];
-  int64_t strides[EFFML_TENSOR_MAX_DIMS]; /* elements */
-  char *data;                       /* element (0,...,0) */
-  int32_t read_only;
-};
-
-/* Check `t` is non-NULL, has `dtype` (0 = any), `ndim` dims (-1 = any) and is
- * contiguous when `contiguous` is set; message names `arg`. */
-EFFML__HIDDEN effml_status effml__check_tensor(effml_context *ctx, const effml_tensor *t,
-                                               const char *arg, int32_t dtype, int32_t ndim,
-                                               int contiguous);
-/* Check t's dimension `dim` equals `expect` (message names arg and both values). */
-EFFML__HIDDEN effml_status effml__check_dim(effml_context *ctx, const effml_tensor *t,
-                                            const char *arg, int32_t dim, int64_t expect);
-/* Check a writable tensor. */
-EFFML__HIDDEN effml_status effml__check_writable(effml_context *ctx, const effml_tensor *t,
-                                                 const char *arg);
-/* Format a shape as "[2, 3]" into buf (always NUL-terminated). */
-EFFML__HIDDEN const char *effml__shape_str(const effml_tensor *t, char *buf, size_t len);
-/* As effml_tensor_create() but the contents are left uninitialised: only for
- * outputs that the caller then writes completely (saves a pass over memory). */
-EFFML__HIDDEN effml_status effml__tensor_create_uninit(effml_context *ctx, int32_t dtype,
-                                                       int32_t ndim, const int64_t *shape,
-                                                       effml_tensor **out);
-/* Create an f32 2-D contiguous tensor (common case). */
-EFFML__HIDDEN effml_status effml__tensor_f32_2d(effml_context *ctx, int64_t rows, int64_t cols,
-                                                effml_tensor **out);
-/* Create a contiguous tensor with the same shape as `like`. */
-EFFML__HIDDEN effml_status effml__tensor_like(effml_context *ctx, const effml_tensor *like,
-                                              int32_t dtype, effml_tensor **out);
-/* Typed data access for contiguous tensors (no checks). */
-static inline float *effml__f32(effml_tensor *t) { return (float *)(void *)t->data; }
-static inline const float *effml__cf32(const effml_tensor *t) { return (const float *)(const void *)t->data; }
-static inline double *effml__f64(effml_tensor *t) { return (double *)(void *)t->data; }
-static inline const double *effml__cf64(const effml_tensor *t) { return (const double *)(const void *)t->data; }
-/* 1 when the storage regions of a and b overlap. */
-EFFML__HIDDEN int effml__tensors_overlap(const effml_tensor *a, const effml_tensor *b);
+/* struct effml_tensor, the tensor checks and the typed accessors are in
+ * lib/tensor/tensor_internal.h: only the files that look inside a tensor
+ * include it (elsewhere effml_tensor is the opaque public type). */
 
 /* Byte helpers for little-endian file formats. */
 static inline uint64_t effml__load_le64(const unsigned char *p) {

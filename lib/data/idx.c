@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 #define FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
 

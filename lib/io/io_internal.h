@@ -8,7 +8,7 @@
 
 #include <stdio.h>
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 /* The formats are little-endian; this build byte-copies element data, so a
  * big-endian host is refused rather than silently writing wrong files. */

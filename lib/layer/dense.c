@@ -5,7 +5,7 @@
  *           db += Σ_rows dy          (skipped when b is frozen)
  *           dx  = dy W               one sgemm (skipped when dx is NULL)
  */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -22,9 +22,6 @@ static effml_status dense_forward(effml_context *ctx, effml_layer *layer, const 
                                   effml_tensor *y, int32_t mode) {
   dense_impl *d = (dense_impl *)layer->impl;
   const int64_t batch = x->shape[0], in = layer->in_features, out = layer->out_features;
-  if (batch > INT32_MAX) /* CBLAS takes int dimensions */
-    return effml__err(ctx, EFFML_E_SHAPE, "dense layer: batch=%lld exceeds 2^31-1 rows",
-                      (long long)batch);
   const float *W = effml__param_f32(layer, DENSE_W);
   float *Y = effml__f32(y);
   float beta = 0.0f;
@@ -33,8 +30,8 @@ static effml_status dense_forward(effml_context *ctx, effml_layer *layer, const 
     for (int64_t i = 0; i < batch; ++i) memcpy(Y + i * out, b, (size_t)out * sizeof(float));
     beta = 1.0f;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)in, 1.0f,
-              effml__cf32(x), (int)in, W, (int)in, beta, Y, (int)out);
+  EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasTrans, batch, out, in, 1.0f, effml__cf32(x), in,
+                          W, in, beta, Y, out));
   /* Infer mode writes nothing into the layer (threads may share it). */
   if (mode == EFFML_LAYER_MODE_TRAIN) d->x = x;
   return EFFML_OK;
@@ -46,9 +43,8 @@ static effml_status dense_backward(effml_context *ctx, effml_layer *layer, const
   const int64_t batch = dy->shape[0], in = layer->in_features, out = layer->out_features;
   const float *DY = effml__cf32(dy);
   if (effml__layer_param_entry(layer, DENSE_W)->trainable)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)batch, 1.0f, DY,
-                (int)out, effml__cf32(d->x), (int)in, 1.0f, effml__grad_f32(layer, DENSE_W),
-                (int)in);
+    EFFML__TRY(effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, in, batch, 1.0f, DY, out,
+                            effml__cf32(d->x), in, 1.0f, effml__grad_f32(layer, DENSE_W), in));
   if (d->has_bias && effml__layer_param_entry(layer, DENSE_B)->trainable) {
     float *db = effml__grad_f32(layer, DENSE_B);
     for (int64_t i = 0; i < batch; ++i) {
@@ -57,9 +53,8 @@ static effml_status dense_backward(effml_context *ctx, effml_layer *layer, const
     }
   }
   if (dx)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)batch, (int)in, (int)out, 1.0f, DY,
-                (int)out, effml__param_f32(layer, DENSE_W), (int)in, 0.0f, effml__f32(dx),
-                (int)in);
+    EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, batch, in, out, 1.0f, DY, out,
+                            effml__param_f32(layer, DENSE_W), in, 0.0f, effml__f32(dx), in));
   d->x = NULL;
   return EFFML_OK;
 }

@@ -16,7 +16,7 @@
 #ifndef EFFML_LAYER_INTERNAL_H
 #define EFFML_LAYER_INTERNAL_H
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 typedef struct effml__param {
   char *name;               /* owned */

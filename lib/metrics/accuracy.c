@@ -1,6 +1,6 @@
 /* Top-1 accuracy over logits: the arg-max (first on ties) against the label.
  * Inputs are validated as for the softmax cross-entropy (lib/train/loss.c). */
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 static int64_t label_at(const effml_tensor *labels, int64_t i) {
   return labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]

@@ -10,7 +10,7 @@
  * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
  * Threads: query blocks are split over the context's workers; the result
  * does not depend on the split. */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -29,6 +29,7 @@ typedef struct {
   double *cand_v;    /* [workers][bq * K] */
   int64_t *cand_i;   /* [workers][bq * K] */
   int64_t base;      /* first block of the current round */
+  int8_t refused[64]; /* per worker: a BLAS call was refused (unreachable: sizes checked first) */
 } knn_job;
 
 static double sqdist(const double *a, const double *b, int64_t d) {
@@ -66,8 +67,12 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
     }
     for (int64_t r0 = 0; r0 < J->n_ref; r0 += EFFML__KNN_RBLOCK) {
       int64_t nr = J->n_ref - r0 < EFFML__KNN_RBLOCK ? J->n_ref - r0 : EFFML__KNN_RBLOCK;
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nq, (int)nr, (int)d, 1.0,
-                  J->q + q0 * d, (int)d, J->ref + r0 * d, (int)d, 0.0, tile, (int)nr);
+      /* Sizes checked by effml__knn_f64 before the workers start: never refused. */
+      if (effml__dgemm(NULL, CblasNoTrans, CblasTrans, nq, nr, d, 1.0, J->q + q0 * d, d,
+                       J->ref + r0 * d, d, 0.0, tile, nr) != EFFML_OK) {
+        J->refused[worker] = 1;
+        return;
+      }
       for (int64_t i = 0; i < nq; ++i) {
         double *cv = cvs + i * K;
         int64_t *ci = cis + i * K;
@@ -126,6 +131,13 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   int64_t bq = block_rows > 0 ? block_rows : EFFML__KNN_QBLOCK;
   if (bq > n_q) bq = n_q;
   int64_t nblocks = (n_q + bq - 1) / bq;
+  {
+    /* The workers' one BLAS call, checked here once (a worker cannot report). */
+    const int64_t dims[] = {bq, EFFML__KNN_RBLOCK, d};
+    EFFML__TRY(effml__blas_check_dims(ctx, "cblas_dgemm", __func__, EFFML__BLAS_INT_MAX, 3, dims,
+                                      "m (query rows per block), n (reference rows per block), "
+                                      "k = lda = ldb (features)"));
+  }
   int64_t workers = effml__ctx_threads(ctx);
   if (workers > 64) workers = 64;
   if (workers > nblocks) workers = nblocks;
@@ -175,6 +187,8 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     if (st != EFFML_OK) break;
     const int64_t cnt = nblocks - J.base < per_round ? nblocks - J.base : per_round;
     st = effml__parallel_for(ctx, cnt, (cnt + workers - 1) / workers, knn_blocks, &J);
+    for (int64_t w = 0; st == EFFML_OK && w < workers; ++w)
+      if (J.refused[w]) st = effml__err(ctx, EFFML_E_UNSUPPORTED, "kNN: a block GEMM was refused");
   }
   effml__free(ctx, rnorm);
   effml__free(ctx, J.tiles);

@@ -50,6 +50,7 @@
 
 typedef struct {
   int64_t nc, np, d, K, nrb, ntasks;
+  int64_t base; /* first task of the current round */
   const float *xf;  /* [np][d] centered rows, f32, zero padded */
   const float *pan; /* [np / 32][d][32] the same, column panels */
   const float *nf;  /* [np] |c_j|^2 in f32; +inf for padding */
@@ -188,7 +189,7 @@ static void wk_tasks(void *arg, int64_t t0, int64_t t1, int32_t worker) {
   const size_t off = (size_t)worker * (size_t)(J->np * J->K);
   float *cv = J->cv + off, *worst = J->worst + (size_t)worker * (size_t)J->np;
   int32_t *ci = J->ci + off;
-  for (int64_t t = t0; t < t1; ++t) {
+  for (int64_t t = J->base + t0; t < J->base + t1; ++t) {
     wk_row_block(J, t, cv, ci, worst);
     if (J->nrb - 1 - t != t) wk_row_block(J, J->nrb - 1 - t, cv, ci, worst);
   }
@@ -376,7 +377,17 @@ effml_status effml__knn_within_f64_isa(effml_context *ctx, const double *x, cons
     J.xf = xf;
     J.pan = pan;
     J.nf = nf;
-    st = effml__parallel_for(ctx, ntasks, (ntasks + workers - 1) / workers, wk_tasks, &J);
+    /* At most 64 rounds of tasks, with a cancellation point before each (the caller's
+     * progress is repeated, not advanced: see effml__progress_poll); every task runs
+     * once whatever the split, so the lists are the same. */
+    int64_t per_round = (ntasks + 63) / 64;
+    if (per_round < workers * 8) per_round = workers * 8;
+    for (J.base = 0; st == EFFML_OK && J.base < ntasks; J.base += per_round) {
+      st = effml__progress_poll(ctx, "output rows");
+      if (st != EFFML_OK) break;
+      const int64_t cnt = ntasks - J.base < per_round ? ntasks - J.base : per_round;
+      st = effml__parallel_for(ctx, cnt, (cnt + workers - 1) / workers, wk_tasks, &J);
+    }
     if (st == EFFML_OK) {
       wk_final F;
       memset(&F, 0, sizeof F);

@@ -26,8 +26,7 @@
  * random sign, hashed from (seed, row)), R from the QR of S A, tau_i =
  * ||a_i R^{-1}||^2: a (1 +- eps) approximation when S embeds the column
  * space (s = O(d^2/eps^2); Clarkson & Woodruff 2013). */
-#include <cblas.h>
-#include <lapacke.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -77,8 +76,9 @@ effml_status effml__leverage_read_options(effml_context *ctx, const effml_sample
  * upper-triangular row-major R to r. */
 static int block_r(double *buf, int64_t m, int64_t d, double *tau, double *work, int64_t lwork,
                    double *r) {
-  lapack_int info = LAPACKE_dgelqf_work(LAPACK_COL_MAJOR, (lapack_int)d, (lapack_int)m, buf,
-                                        (lapack_int)d, tau, work, (lapack_int)lwork);
+  int64_t info = 0;
+  /* Sizes are checked up front (effml__leverage_f64); a refusal here is info -1. */
+  if (effml__dgelqf(NULL, d, m, buf, d, tau, work, lwork, &info) != EFFML_OK) return -1;
   if (info != 0) return (int)info;
   for (int64_t j = 0; j < d; ++j)
     for (int64_t i = 0; i < d; ++i) r[j * d + i] = i >= j ? buf[j * d + i] : 0.0;
@@ -175,8 +175,8 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
     block_range(J, b, &r0, &m);
     load_rows(J, r0, m, buf);
     if (J->pass == 0) { /* Gram matrix of the block (upper, row-major) */
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0, buf, (int)d, 0.0,
-                  J->rs + b * d * d, (int)d);
+      if (effml__dsyrk(NULL, CblasUpper, CblasTrans, d, m, 1.0, buf, d, 0.0, J->rs + b * d * d, d))
+        J->bad = 1;
       continue;
     }
     if (J->pass == 1) {
@@ -185,14 +185,18 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
         J->bad = 1;
       continue;
     }
-    cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, (int)m, (int)d,
-                1.0, J->r, (int)d, buf, (int)d);
-    if (J->pass == 3 && J->r2)
-      cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, (int)m,
-                  (int)d, 1.0, J->r2, (int)d, buf, (int)d);
+    /* The sizes were checked up front (effml__leverage_f64): J->bad is unreachable. */
+    if (effml__dtrsm(NULL, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, d, 1.0, J->r, d,
+                     buf, d) != EFFML_OK ||
+        (J->pass == 3 && J->r2 &&
+         effml__dtrsm(NULL, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, d, 1.0, J->r2, d,
+                      buf, d) != EFFML_OK)) {
+      J->bad = 1;
+      continue;
+    }
     if (J->pass == 2) {
-      cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)d, (int)m, 1.0, buf, (int)d, 0.0,
-                  J->rs + b * d * d, (int)d);
+      if (effml__dsyrk(NULL, CblasUpper, CblasTrans, d, m, 1.0, buf, d, 0.0, J->rs + b * d * d, d))
+        J->bad = 1;
     } else {
       for (int64_t i = 0; i < m; ++i) {
         double s = 0;
@@ -206,7 +210,10 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
 /* One parallel pass over the row blocks, after a progress report (cancellation point). */
 static effml_status lev_pass(effml_context *ctx, lev_job *J) {
   EFFML__TRY(effml__progress(ctx, 0, 0, "passes over the rows"));
-  return effml__parallel_for(ctx, J->nb, 1, lev_blocks, J);
+  EFFML__TRY(effml__parallel_for(ctx, J->nb, 1, lev_blocks, J));
+  if (J->bad && J->pass != 1) /* pass 1: a dgelqf info, reported by the caller */
+    return effml__err(ctx, EFFML_E_NUMERIC, "a BLAS call on a row block failed (pass %d)", J->pass);
+  return EFFML_OK;
 }
 
 /* Reciprocal diagonals of R and R2 (R2 may be NULL) for the fused kernels. */
@@ -235,9 +242,14 @@ static effml_status check_rank(effml_context *ctx, const double *r, int64_t d, d
 /* QR of a stacked (rows x d) row-major matrix in place; R to r. */
 static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int64_t d, double *r) {
   double q;
-  lapack_int info = LAPACKE_dgelqf_work(LAPACK_COL_MAJOR, (lapack_int)d, (lapack_int)rows, stack,
-                                        (lapack_int)d, &q, &q, -1);
+  int64_t info = 0;
+  EFFML__TRY(effml__dgelqf(ctx, d, rows, stack, d, &q, &q, -1, &info));
   int64_t lwork = info == 0 ? (int64_t)q + d : 64 * d;
+  {
+    const int64_t dims[] = {lwork};
+    EFFML__TRY(effml__blas_check_dims(ctx, "LAPACKE_dgelqf_work", __func__, EFFML__LAPACK_INT_MAX,
+                                      1, dims, "lwork"));
+  }
   double *work = (double *)effml__alloc_or_err(ctx, (size_t)(lwork + d) * sizeof(double), "QR work");
   if (!work) return EFFML_E_NOMEM;
   int bad = block_r(stack, rows, d, work + lwork, work, lwork, r);
@@ -262,9 +274,18 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   if (workers > J.nb) workers = J.nb;
   int64_t maxrows = J.nb == 1 ? n : 2 * LEV_BLOCK;
   double q;
-  lapack_int info = LAPACKE_dgelqf_work(LAPACK_COL_MAJOR, (lapack_int)d, (lapack_int)maxrows, NULL,
-                                        (lapack_int)d, &q, &q, -1);
+  int64_t info = 0;
+  /* Every BLAS/LAPACK size of the passes, checked once here: the workers'
+   * calls (m <= maxrows rows, d columns, lwork) cannot be refused. */
+  EFFML__TRY(effml__dgelqf(ctx, d, maxrows, NULL, d, &q, &q, -1, &info));
   J.lwork = info == 0 && q >= (double)d ? (int64_t)q : 64 * d;
+  {
+    const int64_t dims[] = {maxrows, d, J.lwork};
+    EFFML__TRY(effml__blas_check_dims(
+        ctx, "cblas_dsyrk/cblas_dtrsm/LAPACKE_dgelqf_work", __func__,
+        EFFML__BLAS_INT_MAX < EFFML__LAPACK_INT_MAX ? EFFML__BLAS_INT_MAX : EFFML__LAPACK_INT_MAX,
+        3, dims, "rows per block, d, lwork"));
+  }
   double *r = (double *)effml__malloc(ctx, (size_t)(2 * d * d) * sizeof(double));
   double *r2 = r ? r + d * d : NULL;
   J.bufs = (double *)effml__malloc(ctx, (size_t)(workers * maxrows * d) * sizeof(double));
@@ -297,8 +318,8 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
         for (int64_t b = 0; b < J.nb; ++b) g += J.rs[b * d * d + t]; /* fixed order */
         r[t] = g;
       }
-      if (LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)d, r, (lapack_int)d) != 0)
-        tsqr = 1;
+      int64_t info1 = 0;
+      if (effml__dpotrf(ctx, 'L', d, r, d, &info1) != EFFML_OK || info1 != 0) tsqr = 1;
       for (int64_t j = 0; j < d; ++j)
         for (int64_t i = 0; i < j; ++i) r[j * d + i] = 0.0;
       if (!tsqr && check_rank(ctx, r, d, o->rank_tol) != EFFML_OK) tsqr = 1;
@@ -332,7 +353,9 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
       }
       /* Row-major upper G = column-major lower; its Cholesky factor L lies in
        * memory as the row-major upper R2 with G = R2^T R2. */
-      lapack_int pinfo = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)d, r2, (lapack_int)d);
+      int64_t pinfo = 0;
+      st = effml__dpotrf(ctx, 'L', d, r2, d, &pinfo);
+      if (st != EFFML_OK) break;
       double dev = pinfo == 0 ? 0.0 : INFINITY;
       for (int64_t j = 0; j < d; ++j)
         for (int64_t i = 0; i < d; ++i) {

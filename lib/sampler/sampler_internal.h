@@ -2,7 +2,7 @@
 #ifndef EFFML_SAMPLER_INTERNAL_H
 #define EFFML_SAMPLER_INTERNAL_H
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 /* Default rows per kNN query block and reference block. */
 #define EFFML__KNN_QBLOCK 256
@@ -39,6 +39,15 @@ EFFML__HIDDEN effml_status effml__knn_within_f64_isa(effml_context *ctx, const d
                                                      const int64_t *rows, int64_t nc, int64_t d,
                                                      int64_t k, int64_t *nn, int64_t *n_fallback,
                                                      int isa);
+
+/* k in-class neighbours of the Borderline-SMOTE-1 danger rows (smote.c): nnk
+ * [nd, k] positions into rows[0..nc) for the rows at positions dpos[] (ascending).
+ * path 1 = certified within-class search, 0 = f64 GEMM search, -1 = by size;
+ * both give the same lists. */
+EFFML__HIDDEN effml_status effml__danger_knn(effml_context *ctx, const double *x, int64_t d,
+                                             const int64_t *rows, int64_t nc,
+                                             const int64_t *dpos, int64_t nd, int64_t k,
+                                             int64_t block_rows, int64_t *nnk, int path);
 
 /* X as f64 row-major: borrowed when x is contiguous f64, else a converted
  * copy in *owned (free with effml__free).  Checks 2-D, dtype f32/f64, and

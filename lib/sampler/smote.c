@@ -105,6 +105,44 @@ effml_status effml__smote_plan(effml_context *ctx, const effml__resample_in *in,
   return EFFML_OK;
 }
 
+/* k in-class neighbours of the danger rows (Borderline-SMOTE-1): nnk [nd, k]
+ * receives positions into rows[0..nc) for the rows at positions dpos[0..nd)
+ * (ascending), never the row itself.  path 1: the certified within-class
+ * search over the whole class (f32 candidates over the upper triangle, exact
+ * f64 re-rank), then the danger rows' lists picked out; path 0: the f64 GEMM
+ * search with the danger rows as queries; -1: path 1 when the danger rows are
+ * at least a quarter of the class (the within search does the whole class's
+ * work, roughly 4x cheaper per pair), else path 0.  Both return the same
+ * lists: exact distances, ties to the smaller position. */
+effml_status effml__danger_knn(effml_context *ctx, const double *x, int64_t d,
+                               const int64_t *rows, int64_t nc, const int64_t *dpos, int64_t nd,
+                               int64_t k, int64_t block_rows, int64_t *nnk, int path) {
+  if (path < 0) path = 4 * nd >= nc;
+  if (path == 1) {
+    int64_t *all = (int64_t *)effml__alloc_or_err(ctx, (size_t)(nc * k) * sizeof(int64_t),
+                                                  "Borderline class neighbours");
+    if (!all) return EFFML_E_NOMEM;
+    effml_status st = effml__knn_within_f64(ctx, x, rows, nc, d, k, all, NULL);
+    if (st == EFFML_OK)
+      for (int64_t t = 0; t < nd; ++t)
+        memcpy(nnk + t * k, all + dpos[t] * k, (size_t)k * sizeof(int64_t));
+    effml__free(ctx, all);
+    return st;
+  }
+  int64_t *qrows = (int64_t *)effml__alloc_or_err(ctx, (size_t)nd * sizeof(int64_t) + 1,
+                                                  "danger rows");
+  if (!qrows) return EFFML_E_NOMEM;
+  for (int64_t t = 0; t < nd; ++t) qrows[t] = rows[dpos[t]];
+  double *xr = effml__gather_rows(ctx, x, d, rows, nc);
+  double *xq = xr ? effml__gather_rows(ctx, x, d, qrows, nd) : NULL;
+  effml_status st = xq ? EFFML_OK : EFFML_E_NOMEM;
+  if (st == EFFML_OK) st = effml__knn_f64(ctx, xr, nc, xq, nd, d, k, dpos, block_rows, nnk, NULL);
+  effml__free(ctx, qrows);
+  effml__free(ctx, xr);
+  effml__free(ctx, xq);
+  return st;
+}
+
 effml_status effml__borderline_plan(effml_context *ctx, const effml__resample_in *in,
                                     effml__plan *p) {
   const effml__classes *c = in->c;
@@ -134,14 +172,21 @@ effml_status effml__borderline_plan(effml_context *ctx, const effml__resample_in
     int64_t *danger = nnm ? (int64_t *)effml__alloc_or_err(ctx, (size_t)nc * sizeof(int64_t),
                                                            "danger rows")
                           : NULL;
-    int64_t *nnk = NULL;
+    int64_t *nnk = NULL, *dpos = NULL;
     effml_status st = danger ? EFFML_OK : EFFML_E_NOMEM;
+    if (st == EFFML_OK) {
+      dpos = (int64_t *)effml__alloc_or_err(ctx, (size_t)nc * sizeof(int64_t), "danger positions");
+      if (!dpos) st = EFFML_E_NOMEM;
+    }
     if (st == EFFML_OK) st = knn_rows(ctx, in, NULL, n, rows, nc, m, nnm);
     int64_t nd = 0;
     for (int64_t i = 0; st == EFFML_OK && i < nc; ++i) {
       int64_t other = 0;
       for (int64_t t = 0; t < m; ++t) other += in->y[nnm[i * m + t]] != c->labels[cl];
-      if (2 * other >= m && other < m) danger[nd++] = rows[i]; /* danger: m/2 <= other < m */
+      if (2 * other >= m && other < m) { /* danger: m/2 <= other < m */
+        dpos[nd] = i;
+        danger[nd++] = rows[i];
+      }
     }
     if (st == EFFML_OK && nd > 0) {
       nnk = (int64_t *)effml__alloc_or_err(ctx, (size_t)(nd * k) * sizeof(int64_t),
@@ -149,7 +194,8 @@ effml_status effml__borderline_plan(effml_context *ctx, const effml__resample_in
       if (!nnk) st = EFFML_E_NOMEM;
       if (st == EFFML_OK)
         st = kind2 ? knn_rows(ctx, in, NULL, n, danger, nd, k, nnk)
-                   : knn_rows(ctx, in, rows, nc, danger, nd, k, nnk);
+                   : effml__danger_knn(ctx, in->x, in->d, rows, nc, dpos, nd, k,
+                                       in->o->block_rows, nnk, -1);
       if (st == EFFML_OK) st = effml__plan_reserve(ctx, p, n_new);
       if (st == EFFML_OK) {
         effml__rng r;
@@ -165,6 +211,7 @@ effml_status effml__borderline_plan(effml_context *ctx, const effml__resample_in
     }
     effml__free(ctx, nnm);
     effml__free(ctx, danger);
+    effml__free(ctx, dpos);
     effml__free(ctx, nnk);
     if (st != EFFML_OK) return st;
   }

@@ -7,7 +7,7 @@
  *   backward: g_W = SDDMM(dYᵀ, Xᵀ);  dV += dYᵀ T;  dT = dY V;  dU += dTᵀ X;
  *             dX = (W_sᵀ dYᵀ)ᵀ + dT U
  */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -45,10 +45,11 @@ static effml_status doped_forward(effml_context *ctx, effml_layer *layer, const 
     effml__spmat_mul(ctx, W, w, XT, ldb, 0, YT);
     effml__transpose_out(ctx, YT, ldb, out, batch,
                          s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0, Y);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)r, (int)in, 1.0f, X,
-                (int)in, effml__param_f32(layer, s->u_param), (int)in, 0.0f, T, (int)r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)batch, (int)out, (int)r, 1.0f, T,
-                (int)r, effml__param_f32(layer, s->v_param), (int)r, 1.0f, Y, (int)out);
+    st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, batch, r, in, 1.0f, X, in,
+                      effml__param_f32(layer, s->u_param), in, 0.0f, T, r);
+    if (st == EFFML_OK)
+      st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, batch, out, r, 1.0f, T, r,
+                        effml__param_f32(layer, s->v_param), r, 1.0f, Y, out);
   }
   effml__scratch_release(ctx, train, tmp);
   effml__scratch_release(ctx, train, YT);
@@ -81,21 +82,22 @@ static effml_status doped_backward(effml_context *ctx, effml_layer *layer,
   if (st == EFFML_OK) {
     const float *U = effml__param_f32(layer, s->u_param), *V = effml__param_f32(layer, s->v_param);
     if (effml__layer_param_entry(layer, s->v_param)->trainable) /* dV += dYᵀ T */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)batch, 1.0f, DY,
-                  (int)out, T, (int)r, 1.0f, effml__grad_f32(layer, s->v_param), (int)r);
+      st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, r, batch, 1.0f, DY, out, T, r, 1.0f,
+                        effml__grad_f32(layer, s->v_param), r);
     /* dT = dY V */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)batch, (int)r, (int)out, 1.0f, DY,
-                (int)out, V, (int)r, 0.0f, dT, (int)r);
-    if (effml__layer_param_entry(layer, s->u_param)->trainable) /* dU += dTᵀ X */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)batch, 1.0f, dT,
-                  (int)r, X, (int)in, 1.0f, effml__grad_f32(layer, s->u_param), (int)in);
-    if (dx) {
+    if (st == EFFML_OK)
+      st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, batch, r, out, 1.0f, DY, out, V, r, 0.0f,
+                        dT, r);
+    if (st == EFFML_OK && effml__layer_param_entry(layer, s->u_param)->trainable) /* dU += dTᵀ X */
+      st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, r, in, batch, 1.0f, dT, r, X, in, 1.0f,
+                        effml__grad_f32(layer, s->u_param), in);
+    if (st == EFFML_OK && dx) {
       st = effml__spmat_backward_input(ctx, layer, W, DYT, ldb, 0, DXT);
       if (st == EFFML_OK) {
         float *DX = effml__f32(dx);
         effml__transpose_out(ctx, DXT, ldb, in, batch, NULL, 0, DX);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)batch, (int)in, (int)r, 1.0f,
-                    dT, (int)r, U, (int)in, 1.0f, DX, (int)in);
+        st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, batch, in, r, 1.0f, dT, r, U, in, 1.0f,
+                          DX, in);
       }
     }
   }

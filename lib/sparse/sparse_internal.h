@@ -166,8 +166,8 @@ EFFML__HIDDEN effml_status effml__sparse_layer_new(effml_context *ctx,
                                                    int64_t out, int32_t n_mats, int32_t bias,
                                                    effml_layer **out_layer);
 /* Backward helper shared by kinds: dense grad into m->dense_grad when armed. */
-EFFML__HIDDEN void effml__spmat_dense_grad(effml__spmat *m, const float *DYT, const float *XT,
-                                           int64_t ldb);
+EFFML__HIDDEN effml_status effml__spmat_dense_grad(effml_context *ctx, effml__spmat *m,
+                                                   const float *DYT, const float *XT, int64_t ldb);
 
 /* Read the known prefix of caller options and validate enums. */
 EFFML__HIDDEN effml_status effml__sparse_read_options(effml_context *ctx,

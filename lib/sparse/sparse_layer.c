@@ -164,8 +164,7 @@ effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer
       effml__sddmm_t(ctx, m, DYT, XT, ldb, g);
     scatter_grad(m, g, effml__f32(pe->grad));
   }
-  effml__spmat_dense_grad(m, DYT, XT, ldb);
-  return EFFML_OK;
+  return effml__spmat_dense_grad(ctx, m, DYT, XT, ldb);
 }
 
 /* dXᵀ (+)= W_mᵀ dYᵀ via the CSC structure. */

@@ -2,7 +2,7 @@
  * The compressed sparse matrix behind every sparse layer: CSR + CSC index
  * structure, stable value slots, exact-count random masks.
  */
-#include <cblas.h>
+#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -206,10 +206,12 @@ void effml__spmat_packed_t(const effml__spmat *m, const float *vals, float *buf)
   for (int64_t q = 0; q < m->nnz; ++q) buf[q] = vals[m->slot[m->t_pos[q]]];
 }
 
-void effml__spmat_dense_grad(effml__spmat *m, const float *DYT, const float *XT, int64_t ldb) {
-  if (!m->dense_grad_on || !m->dense_grad) return;
+effml_status effml__spmat_dense_grad(effml_context *ctx, effml__spmat *m, const float *DYT,
+                                     const float *XT, int64_t ldb) {
+  if (!m->dense_grad_on || !m->dense_grad) return EFFML_OK;
   /* dW[r, c] = Σ_b dYᵀ[r, b] Xᵀ[c, b]; the zero padding adds nothing. */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m->rows, (int)m->cols, (int)ldb, 1.0f,
-              DYT, (int)ldb, XT, (int)ldb, 0.0f, m->dense_grad, (int)m->cols);
+  EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasTrans, m->rows, m->cols, ldb, 1.0f, DYT, ldb, XT,
+                          ldb, 0.0f, m->dense_grad, m->cols));
   m->dense_grad_valid = 1;
+  return EFFML_OK;
 }

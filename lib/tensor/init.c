@@ -2,7 +2,7 @@
  * context generator in row-major element order. */
 #include <math.h>
 
-#include "internal.h"
+#include "tensor_internal.h"
 
 /* PyTorch _calculate_fan_in_and_fan_out: [d0, d1, rest...] ->
  * fan_in = d1·Π rest, fan_out = d0·Π rest. */

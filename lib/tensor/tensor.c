@@ -5,7 +5,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "internal.h"
+#include "tensor_internal.h"
 
 typedef struct effml__storage {
   effml_context *ctx; /* allocator of the storage block */

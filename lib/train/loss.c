@@ -8,7 +8,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "../tensor/tensor_internal.h"
 
 effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
                                         const effml_tensor *logits, const effml_tensor *labels) {

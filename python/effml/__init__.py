@@ -14,7 +14,9 @@ Modules:
   virtual sizes, interleaving, alias draws;
 - :mod:`effml.coreset`: leverage scores, Lewis weights, sensitivity sampling;
 - :mod:`effml.selective`: selective-classification and OOD metrics,
-  ensembles over precomputed logits.
+  ensembles, early-exit cascades over logits or Python callables;
+- :mod:`effml.peft`: PEFT adapter directories: inspect, apply, merge into
+  weights or a safetensors checkpoint;
 - :mod:`effml.calibration`: temperature / vector scaling, the
   correctness-aware calibrator, ECE, Brier score, AUGRC;
 - :mod:`effml.losses`: weighted cross-entropy, class weights, scalarization

@@ -21,6 +21,7 @@ Tensors
 """
 
 import ctypes
+import signal
 import threading
 import weakref
 from ctypes import byref, c_int64, c_void_p
@@ -449,3 +450,85 @@ def i64_buffer(values, name, n=None):
     if n is not None and a.shape[0] != n:
         raise InvalidArgumentError("%s has %d entries, expected %d" % (name, a.shape[0], n))
     return a, iptr(a)
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+#: ``effml_context_progress_fn``: (user_data, call, done, total) -> int32
+PROGRESS_FN = ctypes.CFUNCTYPE(ctypes.c_int32, c_void_p, ctypes.c_char_p, c_int64, c_int64)
+
+
+class interruptible:
+    """Let Ctrl-C stop the long libeffml calls made with ``ctx`` inside the block.
+
+    >>> with interruptible(ctx):
+    ...     ctx.check(f(ctx.handle, ...), "effml_f")
+
+    Python runs a signal handler only between bytecodes of the main thread,
+    never while a ctypes call is inside C.  So, on the main thread and while
+    SIGINT has a Python handler, the block installs its own SIGINT handler
+    and a progress callback on ``ctx``: the long C calls (re-sampling, kNN,
+    leverage scores and Lewis weights, cascade runs) call it between units of
+    work, which gives Python the chance to run the handler.  The handler only
+    records the interrupt and sets the context's cancel flag
+    (``effml_context_set_cancel``, safe from a signal handler); the callback
+    then asks C to stop, C returns ``EFFML_E_CANCELLED`` without publishing
+    any output (caller buffers untouched), and on leaving the block the flag
+    is withdrawn, the previous handler and no progress callback are restored,
+    and ``KeyboardInterrupt`` is raised (instead of the CancelledError) — or,
+    if the previous handler was a user's own, it is called then.  The latency
+    is one unit of work of the C call (a round of rows or an iteration).
+
+    Elsewhere (another thread, SIGINT ignored or at the OS default) the block
+    changes nothing.  The context must not get another progress callback
+    meanwhile.
+    """
+
+    __slots__ = ("ctx", "hit", "_old", "_cb")
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.hit = False
+        self._old = None
+        self._cb = None
+
+    def _on_sigint(self, signum, frame):
+        self.hit = True
+        _lib.fn("effml_context_set_cancel")(self.ctx._h, 1)
+
+    def _on_progress(self, _ud, _call, _done, _total):
+        return 1 if self.hit else 0
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        old = signal.getsignal(signal.SIGINT)
+        if not callable(old):  # SIG_IGN, SIG_DFL, or a handler not set from Python
+            return self
+        try:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main interpreter
+            return self
+        self._old = old
+        self._cb = PROGRESS_FN(self._on_progress)
+        _lib.fn("effml_context_set_progress")(self.ctx._h, self._cb, None)
+        return self
+
+    def __exit__(self, *exc):
+        old = self._old
+        if old is None:
+            return False
+        self._old = None
+        h = self.ctx._h
+        outer = getattr(old, "__self__", None)
+        outer_cb = outer._cb if isinstance(outer, interruptible) and outer.ctx is self.ctx else None
+        _lib.fn("effml_context_set_progress")(h, outer_cb, None)
+        _lib.fn("effml_context_set_cancel")(h, 0)
+        signal.signal(signal.SIGINT, old)
+        self._cb = None
+        if self.hit:
+            self.hit = False
+            if old is signal.default_int_handler:
+                raise KeyboardInterrupt() from None
+            old(signal.SIGINT, None)  # e.g. an outer block's handler, or the user's
+        return False

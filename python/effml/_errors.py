@@ -22,9 +22,6 @@ EFFML_E_NOT_FOUND      -9          NotFoundError (KeyError)
 EFFML_E_OVERFLOW       -10         SizeOverflowError (ValueError, OverflowError)
 EFFML_E_STATE          -11         StateError (RuntimeError)
 EFFML_E_RANGE          -12         RangeError (ValueError, IndexError)
-EFFML_E_CANCELLED      -13         CancelledError (RuntimeError): the call was
-                                   stopped by the context's progress callback
-                                   or cancel flag
 EFFML_E_CANCELLED      -13         CancelledError (RuntimeError): the
                                    context's progress callback or cancel
                                    request stopped the call

@@ -25,7 +25,8 @@ from ctypes import byref
 import numpy as np
 
 from . import _lib
-from ._core import Scope, _is_frame, as_array, c_int, n_jobs_to_threads, thread_context
+from ._core import (Scope, _is_frame, as_array, c_int, interruptible, n_jobs_to_threads,
+                    thread_context)
 from ._errors import DtypeError, InvalidArgumentError, UnsupportedError
 
 try:  # scikit-learn gives get_params/set_params/clone/repr; optional
@@ -318,7 +319,7 @@ class BaseSampler(_Base):
             xa = np.zeros((n, 1))
         else:
             xa = self._x_float(X)
-        with Scope(ctx) as s:
+        with interruptible(ctx), Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(labels.c)
             pb, pn, ps = s.out(), s.out(), s.out()
             ctx.check(_lib.fn("effml_sampler_resample_plan")(ctx.handle, byref(opt), tx, ty,
@@ -414,7 +415,7 @@ class BaseSampler(_Base):
             xa = np.zeros((n, 1))  # random samplers look at y only; any X is indexed
         else:
             xa = self._x_float(X)
-        with Scope(ctx) as s:
+        with interruptible(ctx), Scope(ctx) as s:
             tx, ty = s.wrap(xa), s.wrap(labels.c)
             pb, pn, ps = s.out(), s.out(), s.out()
             self._check(ctx, _lib.fn("effml_sampler_resample_plan")(
@@ -424,9 +425,18 @@ class BaseSampler(_Base):
 
     def _generate(self, ctx, opt, X, labels):
         xa = self._x_float(X)
+        with interruptible(ctx):
+            xr, yr = self._generate_c(ctx, opt, xa, labels)
+        yr = labels.from_c(yr)
+        if not labels.encoded and yr.dtype != labels.y.dtype:
+            yr = yr.astype(labels.y.dtype)
+        return xr, yr
+
+    def _generate_c(self, ctx, opt, xa, labels):
+        """The C call of :meth:`_generate`: (rows, C labels)."""
         if _lib.has("effml_sampler_resample_into") and \
                 self._method not in (RESAMPLE_SMOTENC, RESAMPLE_CLUSTER_CENTROIDS):
-            xr, yr = self._generate_into(ctx, opt, xa, labels)
+            return self._generate_into(ctx, opt, xa, labels)
         else:
             with Scope(ctx) as s:
                 tx, ty = s.wrap(xa), s.wrap(labels.c)
@@ -434,12 +444,7 @@ class BaseSampler(_Base):
                 ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
                                                             byref(px), byref(py)),
                           "effml_sampler_resample")
-                xr = s.adopt(px)
-                yr = s.adopt(py)
-        yr = labels.from_c(yr)
-        if not labels.encoded and yr.dtype != labels.y.dtype:
-            yr = yr.astype(labels.y.dtype)
-        return xr, yr
+                return s.adopt(px), s.adopt(py)
 
     def _generate_into(self, ctx, opt, xa, labels):
         """Resample into numpy arrays allocated here (the C call writes the rows once)."""

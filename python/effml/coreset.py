@@ -22,7 +22,7 @@ from ctypes import byref, c_int64
 import numpy as np
 
 from . import _lib
-from ._core import Scope, c_int, as_array, n_jobs_to_threads, thread_context
+from ._core import Scope, c_int, as_array, interruptible, n_jobs_to_threads, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["leverage_scores", "root_leverage_scores", "lewis_weights",
@@ -63,7 +63,7 @@ def _opts(method="exact", sketch_rows=0, seed=0, rank_tol=None, max_iter=None, t
 def _scores(fname, A, opt, *extra, n_jobs=None):
     ctx = thread_context(n_jobs_to_threads(n_jobs))
     a = as_array(A, _F, name="A", ndim=2)
-    with Scope(ctx) as s:
+    with interruptible(ctx), Scope(ctx) as s:
         t = s.wrap(a)
         out = s.out()
         ctx.check(_lib.fn(fname)(ctx.handle, byref(opt), t, *extra, byref(out)), fname)
@@ -102,7 +102,7 @@ def lewis_weights(A, p, *, max_iter=200, tol=1e-12, return_iterations=False, n_j
     a = as_array(A, _F, name="A", ndim=2)
     opt = _opts(max_iter=max_iter, tol=tol)
     it = c_int64()
-    with Scope(ctx) as s:
+    with interruptible(ctx), Scope(ctx) as s:
         t = s.wrap(a)
         out = s.out()
         ctx.check(_lib.fn("effml_sampler_lewis_weights")(ctx.handle, byref(opt), t, float(p), byref(out),
@@ -202,7 +202,7 @@ def weighted_sample_reduce(A, w, m, p=2.0, *, method="leverage", seed=0, n_jobs=
     ctx = thread_context(n_jobs_to_threads(n_jobs))
     a = as_array(A, _F, name="A", ndim=2)
     wa = as_array(w, (np.dtype(np.float64),), name="w", ndim=1)
-    with Scope(ctx) as s:
+    with interruptible(ctx), Scope(ctx) as s:
         ta, tw = s.wrap(a), s.wrap(wa)
         pi, pw = s.out(), s.out()
         ctx.check(_lib.fn("effml_sampler_weighted_sample_reduce")(

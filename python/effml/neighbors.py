@@ -11,7 +11,7 @@ from ctypes import byref
 import numpy as np
 
 from . import _lib
-from ._core import Scope, as_array, c_int, n_jobs_to_threads, thread_context
+from ._core import Scope, as_array, c_int, interruptible, n_jobs_to_threads, thread_context
 from ._errors import InvalidArgumentError
 
 __all__ = ["kneighbors"]
@@ -46,7 +46,7 @@ def kneighbors(X, k, query=None, *, return_distance=False, n_jobs=None):
     ctx = thread_context(n_jobs_to_threads(n_jobs))
     xa = as_array(X, _F, name="X", ndim=2)
     qa = None if query is None else as_array(query, (xa.dtype,), name="query", ndim=2)
-    with Scope(ctx) as s:
+    with interruptible(ctx), Scope(ctx) as s:
         tx = s.wrap(xa)
         tq = None if qa is None else s.wrap(qa)
         pi, pd = s.out(), s.out()

@@ -1,5 +1,5 @@
 """Selective classification, OOD metrics, ensembles and early-exit cascades
-over precomputed logits.
+over precomputed logits or Python callables.
 
 Conventions (as the C library): every score is a *confidence* (higher = more
 confident); a sample is accepted iff score >= threshold; fractions
@@ -20,8 +20,8 @@ from ctypes import byref, c_double, c_int32, c_void_p
 import numpy as np
 
 from . import _lib
-from ._core import Scope, c_int, as_array, thread_context
-from ._errors import InvalidArgumentError
+from ._core import Scope, c_int, as_array, interruptible, thread_context
+from ._errors import InvalidArgumentError, ShapeError
 
 __all__ = ["risk_coverage_curve", "aurc", "risk_at_coverage", "coverage_at_risk", "ood_auroc",
            "fpr_at_tpr", "top1_error", "nll", "ensemble_predict", "Cascade"]
@@ -181,45 +181,119 @@ _RULES = {"never": 0, "threshold": 1, "window": 2}
 _TARGETS = {"coverage": 1, "risk": 2, "tpr": 3}
 
 
+#: ``effml_cascade_stage_fn``: (ctx, stage_data, run_data, stage, rows, n_rows, logits) -> status
+STAGE_FN = ctypes.CFUNCTYPE(c_int32, c_void_p, c_void_p, c_void_p, c_int32,
+                            ctypes.POINTER(ctypes.c_int64), ctypes.c_int64, c_void_p)
+
+
 class Cascade:
-    """A window-based early-exit cascade over precomputed logits (Xia & Bouganis 2023).
+    """A window-based early-exit cascade (Xia & Bouganis 2023) over logits or callables.
 
     Parameters
     ----------
-    stages : list of (n, K) float arrays, the logits of each stage on the data to run
+    stages : list, one entry per stage, each either
+        - an (n, K) float array: the stage's precomputed logits on the n
+          samples of every run, or
+        - a callable ``f(batch) -> logits``: called during :meth:`run` with
+          ``batch = X[rows]`` (``X.iloc[rows]`` for a DataFrame), the inputs
+          of the samples still in flight at this stage (``rows`` increasing),
+          and returning their logits, array-like (len(rows), K) (converted to
+          float32, as the C callback's buffer is).  A stage that no sample
+          reaches is not called.  To work on sample indices, run with
+          ``X=np.arange(n)``.  An exception raised by ``f`` (or a result of
+          the wrong shape, a ShapeError) stops the run and is raised by
+          :meth:`run` unchanged.  ``f`` may call other effml functions.
     costs : list of per-sample costs (e.g. MACs), one per stage
+    num_classes : K; needed only when no stage is an array
     score, aggregation, temperature : as :func:`ensemble_predict`
 
     Methods: :meth:`set_exit_rule`, :meth:`calibrate` (from validation
     logits), :meth:`run` -> (pred, score, exit_stage); after a run
     :attr:`expected_cost` and :meth:`exit_fraction`.  Holds C objects and the
-    stage arrays: build and run it from one thread; not picklable.
+    stage arrays: build and run it from one thread; not picklable.  Ctrl-C
+    stops a run between stages (KeyboardInterrupt).
+
+    >>> def small(batch): return batch @ W_small      # logits of the rows in flight
+    >>> c = Cascade([small, big_model_logits], [1.0, 20.0])
+    >>> c.set_exit_rule(0, "threshold", 0.9)
+    >>> pred, score, exit_stage = c.run(X)
     """
 
-    def __init__(self, stages, costs, *, score="msp", aggregation="mean", temperature=1.0):
+    def __init__(self, stages, costs, *, num_classes=None, score="msp", aggregation="mean",
+                 temperature=1.0):
+        stages, costs = list(stages), list(costs)
         if len(stages) != len(costs) or not stages:
             raise InvalidArgumentError("stages and costs must be non-empty and of equal length")
-        self._arrays = [as_array(l, _F, name="stages[%d]" % i, ndim=2)
-                        for i, l in enumerate(stages)]
-        self._ctx = ctx = thread_context()
-        self.num_classes = self._arrays[0].shape[1]
-        opt = _cascade_opts(self.num_classes, score, aggregation, temperature)
         self._h = self._ws = None
         self._tensors = []
+        self._arrays = [None if callable(l) and not hasattr(l, "__array__")
+                        else as_array(l, _F, name="stages[%d]" % i, ndim=2)
+                        for i, l in enumerate(stages)]
+        self._fns = [None if a is not None else f for f, a in zip(stages, self._arrays)]
+        k = next((a.shape[1] for a in self._arrays if a is not None), None)
+        if num_classes is None:
+            if k is None:
+                raise InvalidArgumentError("num_classes is needed when every stage is a callable")
+            num_classes = k
+        elif k is not None and k != num_classes:
+            raise ShapeError("num_classes=%r but the stage logits have %d columns"
+                             % (num_classes, k))
+        self._rows = next((a.shape[0] for a in self._arrays if a is not None), None)
+        self._ctx = ctx = thread_context()
+        self.num_classes = num_classes
+        opt = _cascade_opts(self.num_classes, score, aggregation, temperature)
+        self._pending = []
+        self._run_X = None
+        self._cbs = []
         h = c_void_p()
         ctx.check(_lib.fn("effml_cascade_create")(ctx.handle, byref(opt), byref(h)),
                   "effml_cascade_create")
         self._h = h.value
         from ._core import wrap
-        for a, c in zip(self._arrays, costs):
-            t = wrap(ctx, a)
-            self._tensors.append(t)
-            ctx.check(_lib.fn("effml_cascade_add_stage_logits")(ctx.handle, self._h, t, float(c)),
-                      "effml_cascade_add_stage_logits")
+        for i, (a, f, c) in enumerate(zip(self._arrays, self._fns, costs)):
+            if a is not None:
+                t = wrap(ctx, a)
+                self._tensors.append(t)
+                ctx.check(_lib.fn("effml_cascade_add_stage_logits")(ctx.handle, self._h, t,
+                                                                    float(c)),
+                          "effml_cascade_add_stage_logits")
+            else:
+                cb = STAGE_FN(self._stage_callback(i, f))
+                self._cbs.append(cb)
+                ctx.check(_lib.fn("effml_cascade_add_stage_fn")(ctx.handle, self._h, cb, None,
+                                                                float(c)),
+                          "effml_cascade_add_stage_fn")
         ws = c_void_p()
         ctx.check(_lib.fn("effml_cascade_workspace_create")(ctx.handle, self._h, byref(ws)),
                   "effml_cascade_workspace_create")
         self._ws = ws.value
+
+    def _stage_callback(self, i, f):
+        """The C stage callback around the Python callable ``f`` (stage ``i``)."""
+        k = self.num_classes
+        data = _lib.fn("effml_tensor_data")
+
+        def cb(_ctx, _sd, _rd, _stage, rows, n_rows, logits):
+            if self._pending:
+                return -11
+            try:
+                r = np.ctypeslib.as_array(rows, shape=(n_rows,)).copy()
+                X = self._run_X
+                out = f(X.iloc[r] if hasattr(X, "iloc") else X[r])
+                out = np.asarray(out)
+                if out.shape != (n_rows, k):
+                    raise ShapeError("cascade stage %d returned logits of shape %s for %d rows; "
+                                     "expected (%d, %d)" % (i, out.shape, n_rows, n_rows, k))
+                if out.dtype.kind not in "fiub":
+                    raise InvalidArgumentError("cascade stage %d returned logits of dtype %s"
+                                               % (i, out.dtype))
+                buf = (ctypes.c_float * (n_rows * k)).from_address(data(logits))
+                np.frombuffer(buf, np.float32).reshape(n_rows, k)[...] = out
+                return 0
+            except BaseException as e:  # noqa: B902 - re-raised by run()
+                self._pending.append(e)
+                return -11
+        return cb
 
     @property
     def num_stages(self):
@@ -269,17 +343,45 @@ class Cascade:
             ctx.check(_lib.fn("effml_cascade_select_thresholds")(ctx.handle, self._h, len(vs), hs, tl,
                                                          byref(o)), "effml_cascade_select_thresholds")
 
-    def run(self, return_probs=False):
-        """Run on the stage logits: ``(pred, score, exit_stage)`` (+ probs)."""
+    def run(self, X=None, return_probs=False):
+        """Run the cascade: ``(pred, score, exit_stage)`` (+ ``probs`` with ``return_probs``).
+
+        ``X``: the inputs the callable stages index (``X[rows]``); its length
+        is the number of samples n.  Without callable stages X may be None
+        (n is then the rows of the stage logits; given, it must match them).
+        Outputs: pred int64 (n,), score float64 (n,), exit_stage int64 (n,),
+        probs float64 (n, K).  An exception raised by a stage callable is
+        re-raised here; Ctrl-C stops the run between stages.
+        """
+        if isinstance(X, bool):  # run(True): the old positional return_probs
+            X, return_probs = None, X
         ctx = self._ctx
-        n = self._arrays[0].shape[0]
+        if X is None:
+            if self._rows is None:
+                raise InvalidArgumentError("run(X): the cascade has callable stages, which need "
+                                           "the inputs X (X[rows] is passed to them)")
+            n = self._rows
+        else:
+            n = X.shape[0] if hasattr(X, "shape") else len(X)
+            if self._rows is not None and n != self._rows:
+                raise ShapeError("X has %d samples but the stage logits have %d rows"
+                                 % (n, self._rows))
         pred, score, ex = np.empty(n, np.int64), np.empty(n), np.empty(n, np.int64)
         probs = np.empty((n, self.num_classes)) if return_probs else None
-        with Scope(ctx) as sc:
-            ctx.check(_lib.fn("effml_cascade_run")(
-                ctx.handle, self._h, self._ws, n, None, sc.wrap(pred, True), sc.wrap(score, True),
-                sc.wrap(ex, True), sc.wrap(probs, True) if return_probs else None),
-                "effml_cascade_run")
+        self._pending = []
+        self._run_X = X
+        try:
+            with interruptible(ctx), Scope(ctx) as sc:
+                st = _lib.fn("effml_cascade_run")(
+                    ctx.handle, self._h, self._ws, n, None, sc.wrap(pred, True),
+                    sc.wrap(score, True), sc.wrap(ex, True),
+                    sc.wrap(probs, True) if return_probs else None)
+                if self._pending:
+                    raise self._pending[0]
+                ctx.check(st, "effml_cascade_run")
+        finally:
+            self._run_X = None
+            self._pending = []
         return (pred, score, ex, probs) if return_probs else (pred, score, ex)
 
     @property

@@ -1,0 +1,274 @@
+"""effml.peft against adapters written by PEFT 0.21 (tests/data/peft/: the
+adapter, the base, PEFT's eval-mode outputs and merge_and_unload() result)."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import effml.peft as peft
+from effml.errors import FormatError, NotFoundError, ShapeError, UnsupportedError
+from effml.io import load_safetensors, save_safetensors
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DATA = os.path.join(ROOT, "tests", "data", "peft")
+CASES = sorted(d for d in os.listdir(DATA) if os.path.isdir(os.path.join(DATA, d)))
+TYPES = {"dora": "LORA (DoRA)", "dora_rslora": "LORA (DoRA)", "ia3": "IA3", "loha": "LOHA",
+         "lokr": "LOKR", "lokr_decompose_both": "LOKR", "vera": "VERA"}
+
+
+def rel_err(a, b):
+    """max |a - b| / (1 + |b|), the C tests' f32 tolerance on O(1) values."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / (1 + np.abs(b))))
+
+
+def st(case, name):
+    return load_safetensors(os.path.join(DATA, case, name + ".safetensors"))
+
+
+def raw_tensors(path):
+    """{name: (dtype, shape, bytes)} and the header bytes of a safetensors file."""
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    out = {k: (v["dtype"], v["shape"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
+           for k, v in h.items() if k != "__metadata__"}
+    return out, b[:8 + n]
+
+
+def test_thirteen_fixtures():
+    assert len(CASES) == 13, CASES
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_open_and_inspect(case):
+    ad = peft.load(os.path.join(DATA, case))
+    cfg = json.load(open(os.path.join(DATA, case, "adapter_config.json")))
+    assert ad.config == cfg
+    assert ad.peft_type == TYPES.get(case, "LORA")
+    want = ["c_attn"] if "conv1d" in case else ["q_proj", "v_proj"]
+    assert ad.modules == want
+    assert ad.saved_module_names == ["base_model.model." + m for m in want]
+    assert ad.fan_in_fan_out == cfg.get("fan_in_fan_out", False)
+    assert ad.changes_bias == (case == "lora_bias")
+    # parameters: every adapter tensor of the module (VeRA's shared projections aside)
+    adapter = st(case, "adapter_model")
+    for m in want:
+        n = sum(adapter[k].size for k in adapter.keys()
+                if k.startswith("base_model.model.%s." % m))
+        assert ad.module_info(m)["num_params"] == n
+        assert ad.module_info("base_model.model." + m) == ad.module_info(m)
+    assert ad.get_nb_trainable_parameters() == sum(ad.module_info(m)["num_params"] for m in want)
+    if ad.peft_type.startswith("LORA"):
+        for m in want:
+            r = cfg["rank_pattern"].get(m, cfg["r"])
+            a = cfg["alpha_pattern"].get(m, cfg["lora_alpha"])
+            assert ad.module_info(m)["r"] == r
+            assert ad.module_info(m)["alpha"] == a
+            assert adapter["base_model.model.%s.lora_A.weight" % m].shape[0] == r
+    assert repr(ad).startswith("PeftAdapter(")
+
+
+def test_rank_pattern_applies():
+    ad = peft.load(os.path.join(DATA, "lora_rank_alpha_pattern"))
+    assert ad.module_info("v_proj")["r"] == 2 and ad.module_info("q_proj")["r"] == 4
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_matches_peft(case):
+    ad = peft.load(os.path.join(DATA, case))
+    base, io = st(case, "base"), st(case, "io")
+    for m in ad.modules:
+        b = base[m + ".bias"] if m + ".bias" in base else None
+        y = ad.forward(m, io[m + ".x"], base[m + ".weight"], b)
+        assert y.dtype == np.float32 and y.shape == io[m + ".y"].shape
+        assert rel_err(y, io[m + ".y"]) <= 2e-6, (case, m)
+        # float64 inputs are converted once, same answer
+        y64 = ad.forward(m, io[m + ".x"].astype(np.float64), base[m + ".weight"].astype(np.float64), b)
+        assert np.array_equal(y64, y)
+
+
+MERGEABLE = [c for c in CASES if os.path.exists(os.path.join(DATA, c, "merged.safetensors"))]
+
+
+@pytest.mark.parametrize("case", MERGEABLE)
+def test_merge_into_matches_peft(case, tmp_path):
+    ad = peft.load(os.path.join(DATA, case))
+    base_path = os.path.join(DATA, case, "base.safetensors")
+    out = str(tmp_path / "merged.safetensors")
+    changed = ad.merge_into(base_path, out)
+    want = sorted(m + ".weight" for m in ad.modules)
+    if case == "ia3":  # IA3 on an output feature scales the bias too (q_proj has one)
+        want = sorted(want + ["q_proj.bias"])
+    assert changed == want
+    ours, header = raw_tensors(out)
+    base, base_header = raw_tensors(base_path)
+    assert header == base_header  # header (and so offsets, dtypes, metadata) byte for byte
+    ref = st(case, "merged")
+    got = load_safetensors(out)
+    assert sorted(got.keys()) == sorted(ref.keys())
+    for k in ref.keys():
+        assert rel_err(got[k], ref[k]) <= 2e-6, (case, k)
+        if k not in changed:
+            assert ours[k] == base[k]  # untouched tensors: the same bytes
+        else:
+            assert ours[k] != base[k]
+    assert not [f for f in os.listdir(tmp_path) if ".tmp." in f]
+
+
+@pytest.mark.parametrize("case", MERGEABLE)
+def test_merge_arrays_equal_merge_into(case, tmp_path):
+    ad = peft.load(os.path.join(DATA, case))
+    base = st(case, "base")
+    out = str(tmp_path / "m.safetensors")
+    ad.merge_into(os.path.join(DATA, case, "base.safetensors"), out)
+    got = load_safetensors(out)
+    for m in ad.modules:
+        b = base[m + ".bias"] if m + ".bias" in base else None
+        W, b2 = ad.merge(m, base[m + ".weight"], b)
+        assert W.dtype == np.float32 and np.array_equal(W, got[m + ".weight"])
+        if b is not None:
+            assert np.array_equal(b2, got[m + ".bias"])
+        # the merged layer computes what the adapter computes
+        x = st(case, "io")[m + ".x"]
+        y = x @ (W if ad.fan_in_fan_out else W.T) + (0 if b2 is None else b2)
+        assert rel_err(y, ad.forward(m, x, base[m + ".weight"], b)) <= 2e-6
+
+
+def _bf16_bytes(a):
+    """float32 -> bfloat16 bytes, round to nearest even (as torch)."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    return u.astype(np.uint16).tobytes()
+
+
+def _bf16_to_f32(b, shape):
+    return (np.frombuffer(b, np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
+
+
+def test_merge_into_half_precision_checkpoints(tmp_path):
+    """F16 and BF16 weights: merged in f32, rounded once, dtype kept."""
+    case = "lora"
+    ad = peft.load(os.path.join(DATA, case))
+    base, ref = st(case, "base"), st(case, "merged")
+    # F16 via effml.io
+    p16 = str(tmp_path / "base16.safetensors")
+    save_safetensors(p16, {k: base[k].astype(np.float16) for k in base.keys()})
+    out16 = str(tmp_path / "m16.safetensors")
+    ad.merge_into(p16, out16)
+    got = load_safetensors(out16)
+    for k in ref.keys():
+        assert got[k].dtype == np.float16
+        exact = ad.merge(k.split(".")[0], base[k.split(".")[0] + ".weight"].astype(np.float16))[0] \
+            if k.endswith("weight") else base[k].astype(np.float16)
+        assert np.array_equal(got[k], exact), k
+        assert rel_err(got[k], ref[k]) <= 2e-3  # f16 rounding of PEFT's f32 merge
+    # BF16, written by hand (header + bytes)
+    names = sorted(base.keys())
+    hdr, off, blobs = {}, 0, []
+    for k in names:
+        bts = _bf16_bytes(base[k])
+        hdr[k] = {"dtype": "BF16", "shape": list(base[k].shape), "data_offsets": [off, off + len(bts)]}
+        off += len(bts)
+        blobs.append(bts)
+    hj = json.dumps(hdr).encode()
+    pb = str(tmp_path / "base_bf16.safetensors")
+    with open(pb, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
+    outb = str(tmp_path / "mb.safetensors")
+    assert ad.merge_into(pb, outb) == ["q_proj.weight", "v_proj.weight"]
+    raw, header = raw_tensors(outb)
+    assert raw["q_proj.bias"][2] == _bf16_bytes(base["q_proj.bias"])
+    for k in ("q_proj.weight", "v_proj.weight"):
+        dt, shape, bts = raw[k]
+        assert dt == "BF16"
+        m = _bf16_to_f32(bts, shape)
+        # within one bf16 rounding (2^-8 relative) of PEFT's f32 merge of the bf16 base
+        assert rel_err(m, ref[k]) <= 2 ** -7, k
+
+
+def test_merge_into_in_place(tmp_path):
+    p = str(tmp_path / "model.safetensors")
+    shutil.copy(os.path.join(DATA, "lora", "base.safetensors"), p)
+    peft.load(os.path.join(DATA, "lora")).merge_into(p, p)
+    got, ref = load_safetensors(p), st("lora", "merged")
+    assert max(rel_err(got[k], ref[k]) for k in ref.keys()) <= 2e-6
+
+
+def test_errors_are_named(tmp_path):
+    lora = peft.load(os.path.join(DATA, "lora"))
+    base = st("lora", "base")
+    with pytest.raises(NotFoundError, match="no module 'k_proj'.*q_proj, v_proj"):
+        lora.forward("k_proj", np.zeros((1, 40)), base["q_proj.weight"])
+    with pytest.raises(KeyError):  # NotFoundError is a KeyError
+        lora.module_info("nope")
+    with pytest.raises(IndexError):
+        lora.module_info(2)
+    with pytest.raises(ShapeError, match="bias has 3 entries"):
+        lora.forward("q_proj", np.zeros((1, 40)), base["q_proj.weight"], np.zeros(3))
+    with pytest.raises(ValueError):  # x of the wrong width: the C layer's ShapeError
+        lora.forward("q_proj", np.zeros((2, 39)), base["q_proj.weight"])
+    with pytest.raises(ValueError):  # weight of another shape than the adapter's A/B
+        lora.forward("q_proj", np.zeros((2, 24)), base["v_proj.weight"])
+    # the base lacks the module: nothing written
+    conv = peft.load(os.path.join(DATA, "lora_conv1d_fan_in_fan_out"))
+    out = str(tmp_path / "o.safetensors")
+    with pytest.raises(NotFoundError, match="c_attn.weight"):
+        conv.merge_into(os.path.join(DATA, "lora", "base.safetensors"), out)
+    assert not os.listdir(tmp_path)
+    # lora_bias into a base without v_proj.bias (PEFT refuses too)
+    lb = peft.load(os.path.join(DATA, "lora_bias"))
+    with pytest.raises(ValueError, match="lora_bias cannot be merged.*v_proj.bias"):
+        lb.merge_into(os.path.join(DATA, "lora_bias", "base.safetensors"), out)
+    with pytest.raises(ValueError, match="lora_bias"):
+        lb.merge("v_proj", base["v_proj.weight"])
+    assert not os.listdir(tmp_path)
+    with pytest.raises(UnsupportedError, match="sharded"):
+        lora.merge_into(str(tmp_path / "model.safetensors.index.json"), out)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", 5) + b"nope!")
+    with pytest.raises(FormatError, match="not JSON"):
+        lora.merge_into(str(bad), out)
+    lora.close()
+    with pytest.raises(ValueError, match="closed"):
+        lora.module_info(0)
+    with pytest.raises(TypeError):
+        import pickle
+        pickle.dumps(peft.load(os.path.join(DATA, "lora")))
+
+
+def test_unsupported_config_is_refused_by_name(tmp_path):
+    d = tmp_path / "ad"
+    shutil.copytree(os.path.join(DATA, "lora"), d)
+    cfg = json.load(open(d / "adapter_config.json"))
+    cfg["bias"] = "all"
+    json.dump(cfg, open(d / "adapter_config.json", "w"))
+    with pytest.raises(UnsupportedError, match="bias"):
+        peft.load(str(d))
+    del cfg["peft_type"]
+    cfg["bias"] = "none"
+    json.dump(cfg, open(d / "adapter_config.json", "w"))
+    with pytest.raises(FormatError, match="peft_type"):
+        peft.load(str(d))
+    with pytest.raises(OSError):
+        peft.load(str(tmp_path / "missing"))
+
+
+def test_docs_example_runs():
+    """The PEFT example of docs/python.md, run as written from the repository root; its
+    printed lines are the '# ...' lines under each print."""
+    doc = open(os.path.join(ROOT, "docs", "python.md")).read()
+    block = doc.split("<!-- example: peft -->\n```python\n", 1)[1].split("```", 1)[0]
+    want = [l[2:] for l in block.splitlines() if l.startswith("# ")]
+    assert len(want) == 4
+    r = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == want
