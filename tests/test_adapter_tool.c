@@ -96,6 +96,96 @@ START_TEST(test_merge_fixtures) {
 }
 END_TEST
 
+/* effml_adapter_peft_merge_tensors() straight on the fixtures' base tensors: PEFT's merged
+ * weights to f32 tolerance, bit-identical for 1 and 3 threads, and (plain LoRA's streamed
+ * rank-r update) within f32 rounding of the layer path (attach + merge_layer). */
+START_TEST(test_merge_tensors_api) {
+  const char *cases[] = {"lora", "lora_rslora", "lora_rank_alpha_pattern", "dora",
+                         "lora_conv1d_fan_in_fan_out", "lokr", "ia3", "loha", "vera"};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+    char dir[512], p[600];
+    snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, cases[c]);
+    effml_context *ctx = tu_ctx(1), *ctx3 = tu_ctx(1);
+    ck_assert_int_eq(effml_context_set_num_threads(ctx3, 3), EFFML_OK);
+    effml_adapter_peft *a = NULL;
+    ck_assert_int_eq(effml_adapter_peft_open(ctx, dir, &a), EFFML_OK);
+    effml_safetensors *b = NULL, *m = NULL;
+    snprintf(p, sizeof p, "%s/base.safetensors", dir);
+    ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &b), EFFML_OK);
+    snprintf(p, sizeof p, "%s/merged.safetensors", dir);
+    ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &m), EFFML_OK);
+    int fan = effml_adapter_peft_fan_in_fan_out(a);
+    for (int64_t i = 0; i < effml_adapter_peft_num_modules(a); ++i) {
+      const char *x = effml_adapter_peft_module_name(a, i) + strlen("base_model.model.");
+      char kw[512], kb[512];
+      snprintf(kw, sizeof kw, "%s.weight", x);
+      snprintf(kb, sizeof kb, "%s.bias", x);
+      const effml_tensor *w0 = NULL, *b0 = NULL, *wr = NULL, *br = NULL;
+      ck_assert_int_eq(effml_safetensors_get(ctx, b, kw, &w0), EFFML_OK);
+      ck_assert_int_eq(effml_safetensors_get(ctx, m, kw, &wr), EFFML_OK);
+      int has_b = effml_safetensors_get(ctx, b, kb, &b0) == EFFML_OK;
+      if (has_b) ck_assert_int_eq(effml_safetensors_get(ctx, m, kb, &br), EFFML_OK);
+      effml_tensor *w1 = NULL, *w3 = NULL, *b1 = NULL, *b3 = NULL;
+      ck_assert_int_eq(effml_tensor_convert(ctx, w0, EFFML_F32, &w1), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_convert(ctx, w0, EFFML_F32, &w3), EFFML_OK);
+      if (has_b) {
+        ck_assert_int_eq(effml_tensor_convert(ctx, b0, EFFML_F32, &b1), EFFML_OK);
+        ck_assert_int_eq(effml_tensor_convert(ctx, b0, EFFML_F32, &b3), EFFML_OK);
+      }
+      ck_assert_msg(effml_adapter_peft_merge_tensors(ctx, a, i, w1, b1) == EFFML_OK, "%s: %s", cases[c],
+                    effml_context_last_error(ctx));
+      ck_assert_int_eq(effml_adapter_peft_merge_tensors(ctx3, a, i, w3, b3), EFFML_OK);
+      int64_t n = effml_tensor_numel(w1);
+      const float *g = effml_tensor_data_const(w1), *g3 = effml_tensor_data_const(w3), *r = effml_tensor_data_const(wr);
+      ck_assert_msg(memcmp(g, g3, (size_t)n * sizeof(float)) == 0, "%s: thread count changed the merge", cases[c]);
+      for (int64_t k = 0; k < n; ++k)
+        ck_assert_msg(fabs((double)g[k] - r[k]) <= 2e-6 * (1 + fabs((double)r[k])), "%s %s[%lld]: %g vs PEFT %g",
+                      cases[c], kw, (long long)k, (double)g[k], (double)r[k]);
+      if (has_b) {
+        const float *gb = effml_tensor_data_const(b1), *rb = effml_tensor_data_const(br);
+        for (int64_t k = 0; k < effml_tensor_numel(b1); ++k)
+          ck_assert_msg(fabs((double)gb[k] - rb[k]) <= 2e-6 * (1 + fabs((double)rb[k])), "%s %s[%lld]: %g vs PEFT %g",
+                        cases[c], kb, (long long)k, (double)gb[k], (double)rb[k]);
+      }
+      if (strncmp(cases[c], "lora", 4) == 0) { /* the layer path on the same weights */
+        int64_t out = effml_tensor_dim(w0, fan ? 1 : 0), in = effml_tensor_dim(w0, fan ? 0 : 1);
+        effml_layer *base = NULL, *l = NULL;
+        ck_assert_int_eq(fan ? effml_adapter_conv1d_create(ctx, in, out, has_b, &base)
+                             : effml_layer_dense_create(ctx, in, out, has_b, &base),
+                         EFFML_OK);
+        ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(base, 0), w0), EFFML_OK);
+        if (has_b) ck_assert_int_eq(effml_tensor_copy(ctx, effml_layer_param(base, 1), b0), EFFML_OK);
+        ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, i, base, &l), EFFML_OK);
+        ck_assert_int_eq(effml_adapter_peft_merge_layer(ctx, l), EFFML_OK);
+        const float *q = effml_tensor_data_const(effml_layer_param(effml_adapter_lora_base(l), 0));
+        for (int64_t k = 0; k < n; ++k)
+          ck_assert_msg(fabs((double)g[k] - q[k]) <= 1e-6 * (1 + fabs((double)q[k])), "%s %s[%lld]: %g vs layer %g",
+                        cases[c], kw, (long long)k, (double)g[k], (double)q[k]);
+        effml_layer_free(l);
+      }
+      effml_tensor_free(w1);
+      effml_tensor_free(w3);
+      effml_tensor_free(b1);
+      effml_tensor_free(b3);
+    }
+    /* the contract's refusals: a weight of the wrong dtype, a bias of the wrong width */
+    effml_tensor *bad = NULL;
+    int64_t sh[2] = {2, 3};
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, sh, &bad), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_peft_merge_tensors(ctx, a, 0, bad, NULL), EFFML_E_INVALID_ARG);
+    ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "weight must be a contiguous 2-D f32"));
+    ck_assert_int_eq(effml_adapter_peft_merge_tensors(ctx, a, effml_adapter_peft_num_modules(a), bad, NULL),
+                     EFFML_E_RANGE);
+    effml_tensor_free(bad);
+    effml_safetensors_free(b);
+    effml_safetensors_free(m);
+    effml_adapter_peft_free(a);
+    effml_context_free(ctx);
+    effml_context_free(ctx3);
+  }
+}
+END_TEST
+
 START_TEST(test_refusals) {
   char args[2048], out[512];
   struct stat sb;
@@ -471,6 +561,169 @@ START_TEST(test_cli_info) {
 }
 END_TEST
 
+/* Replace the first `from` in tmp/<dst>/adapter_config.json by `to`. */
+static void edit_config(const char *dst, const char *from, const char *to) {
+  char p[700];
+  snprintf(p, sizeof p, "%s/%s/adapter_config.json", EFFML_TEST_TMP, dst);
+  size_t n = 0;
+  unsigned char *b = tu_read_file(p, &n);
+  ck_assert_ptr_nonnull(b);
+  char *cfg = (char *)calloc(n + 1, 1);
+  memcpy(cfg, b, n);
+  free(b);
+  char *hit = strstr(cfg, from);
+  ck_assert_msg(hit != NULL, "%s: no \"%s\" in the config", dst, from);
+  FILE *f = fopen(p, "wb");
+  ck_assert_ptr_nonnull(f);
+  fwrite(cfg, 1, (size_t)(hit - cfg), f);
+  fputs(to, f);
+  fputs(hit + strlen(from), f);
+  fclose(f);
+  free(cfg);
+}
+
+/* info lists every problem, not only the first; effml_adapter_peft_problems counts them */
+START_TEST(test_info_lists_every_problem) {
+  int rc = -1;
+  char args[1024];
+  make_adapter("lora", "tool_many", "\"modules_to_save\": null", "\"modules_to_save\": [\"lm_head\"]", NULL, NULL);
+  edit_config("tool_many", "\"use_qalora\": false", "\"use_qalora\": true");
+  edit_config("tool_many", "\"layer_replication\": null", "\"layer_replication\": [[0, 1]]");
+  edit_config("tool_many", "\"target_modules\": [\n    \"v_proj\",", "\"target_modules\": [\n    \"k_proj\",");
+  snprintf(args, sizeof args, "info %s/tool_many", EFFML_TEST_TMP);
+  char *o = run_out(args, &rc);
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "4 problems") && strstr(e, "modules_to_save=[\"lm_head\"]") && strstr(e, "use_qalora=true") &&
+                    strstr(e, "layer_replication=[[0,1]]") && strstr(e, "base_model.model.v_proj") &&
+                    strstr(e, "target_modules=[\"k_proj\",\"q_proj\"]"),
+                "%s", e);
+  free(e);
+  effml_context *ctx = tu_ctx(1);
+  char rep[4096];
+  int64_t np = -1;
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, EFFML_TEST_TMP "/tool_many", rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_int_eq(np, 4);
+  int lines = 0;
+  for (const char *q = rep; *q; ++q) lines += *q == '\n';
+  ck_assert_int_eq(lines, 4);
+  /* cut short: still counts all four, the report stays NUL-terminated */
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, EFFML_TEST_TMP "/tool_many", rep, 40, &np), EFFML_OK);
+  ck_assert_int_eq(np, 4);
+  ck_assert_uint_le(strlen(rep), 39);
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, PEFT_DIR "/lokr", rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_int_eq(np, 0);
+  ck_assert_str_eq(rep, "");
+  effml_context_free(ctx);
+  /* IA3: no rank to print, what each vector scales instead (feedforward_modules ["v_proj"]) */
+  snprintf(args, sizeof args, "info %s/ia3", PEFT_DIR);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "r=") == NULL && strstr(o, "base_model.model.q_proj  scales=output params=24") &&
+                    strstr(o, "base_model.model.v_proj  scales=input (feedforward) params=24"),
+                "%s", o);
+  free(o);
+}
+END_TEST
+
+/* target_modules / exclude_modules / layers_to_transform with PEFT's matching rules: a module the
+ * config would not target is refused naming the field; one it targets merges */
+START_TEST(test_targeting) {
+  effml_context *ctx = tu_ctx(1);
+  struct {
+    const char *from, *to, *field; /* field NULL: accepted */
+  } cases[] = {
+      {"\"target_modules\": [\n    \"v_proj\",\n    \"q_proj\"\n  ]", "\"target_modules\": [\"q_proj\"]", "target_modules"},
+      /* suffix rule: "proj" is not a name component of "q_proj" */
+      {"\"target_modules\": [\n    \"v_proj\",\n    \"q_proj\"\n  ]", "\"target_modules\": [\"proj\"]", "target_modules"},
+      {"\"target_modules\": [\n    \"v_proj\",\n    \"q_proj\"\n  ]", "\"target_modules\": \"(q|v)_proj\"", NULL},
+      /* a string is a full match, not a search */
+      {"\"target_modules\": [\n    \"v_proj\",\n    \"q_proj\"\n  ]", "\"target_modules\": \"q_pro\"", "target_modules"},
+      {"\"target_modules\": [\n    \"v_proj\",\n    \"q_proj\"\n  ]", "\"target_modules\": \"all-linear\"", NULL},
+      {"\"target_modules\": [\n    \"v_proj\",\n    \"q_proj\"\n  ]", "\"target_modules\": null", NULL},
+      {"\"exclude_modules\": null", "\"exclude_modules\": [\"v_proj\"]", "exclude_modules"},
+      {"\"exclude_modules\": null", "\"exclude_modules\": \"v_.*\"", "exclude_modules"},
+      {"\"exclude_modules\": null", "\"exclude_modules\": [\"k_proj\"]", NULL},
+      /* the fixture's module names equal target_modules entries: PEFT skips the layer check */
+      {"\"layers_to_transform\": null", "\"layers_to_transform\": [0]", NULL},
+      {"\"layers_to_transform\": null", "\"layers_to_transform\": []", NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+    char dir[64], path[600];
+    snprintf(dir, sizeof dir, "tool_target_%zu", i);
+    make_adapter("lora", dir, cases[i].from, cases[i].to, NULL, NULL);
+    snprintf(path, sizeof path, "%s/%s", EFFML_TEST_TMP, dir);
+    effml_adapter_peft *a = NULL;
+    effml_status st = effml_adapter_peft_open(ctx, path, &a);
+    if (cases[i].field == NULL) {
+      ck_assert_msg(st == EFFML_OK, "%s: %s", cases[i].to, effml_context_last_error(ctx));
+      ck_assert_int_eq(effml_adapter_peft_num_modules(a), 2);
+      effml_adapter_peft_free(a);
+      continue;
+    }
+    ck_assert_int_eq(st, EFFML_E_UNSUPPORTED);
+    const char *e = effml_context_last_error(ctx);
+    ck_assert_msg(strstr(e, cases[i].field) && strstr(e, "base_model.model.") && strstr(e, "does not target"), "%s: %s",
+                  cases[i].to, e);
+    if (i == 0 || i == 6) ck_assert_msg(strstr(e, "base_model.model.v_proj") != NULL, "%s", e);
+    /* the tool refuses it the same way and writes nothing */
+    const char *want[] = {cases[i].field, "does not target", NULL};
+    expect_merge_refused("lora", dir, want);
+  }
+  /* layers_to_transform with a layer index in the name (PEFT's ".<pattern>.<index>." rule): the
+   * fixture's modules renamed into model.layers.0.q_proj and model.layers.3.v_proj */
+  effml_safetensors *st = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, PEFT_DIR "/lora/adapter_model.safetensors", 0, &st), EFFML_OK);
+  int64_t nt = effml_safetensors_count(st);
+  char names[8][128];
+  const char *np[8];
+  const effml_tensor *ts[8];
+  for (int64_t i = 0; i < nt && i < 8; ++i) {
+    const char *nm = effml_safetensors_name(st, i), *rest = nm + strlen("base_model.model.");
+    snprintf(names[i], sizeof names[i], "base_model.model.model.layers.%d.%s", rest[0] == 'q' ? 0 : 3, rest);
+    np[i] = names[i];
+    ck_assert_int_eq(effml_safetensors_get(ctx, st, nm, &ts[i]), EFFML_OK);
+  }
+  struct {
+    const char *cfg, *field, *module;
+  } lc[] = {
+      {"\"target_modules\": [\"q_proj\", \"v_proj\"], \"layers_to_transform\": [0, 3]", NULL, NULL},
+      {"\"target_modules\": [\"q_proj\", \"v_proj\"], \"layers_to_transform\": [0]", "layers_to_transform", "layers.3.v_proj"},
+      {"\"target_modules\": [\"q_proj\", \"v_proj\"], \"layers_to_transform\": 3, \"layers_pattern\": \"layers\"",
+       "layers_to_transform", "layers.0.q_proj"},
+      {"\"target_modules\": [\"q_proj\", \"v_proj\"], \"layers_to_transform\": [0, 3], \"layers_pattern\": [\"blocks\"]",
+       "layers_to_transform", "layers.0.q_proj"},
+      /* named in full: PEFT skips the layer check for it */
+      {"\"target_modules\": [\"q_proj\", \"model.layers.3.v_proj\"], \"layers_to_transform\": [0]", NULL, NULL},
+  };
+  for (size_t i = 0; i < sizeof lc / sizeof lc[0]; ++i) {
+    char dir[600], p[700];
+    snprintf(dir, sizeof dir, "%s/tool_layers_%zu", EFFML_TEST_TMP, i);
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    ck_assert_int_eq(effml_safetensors_save(ctx, p, nt, np, ts, 0, NULL, NULL), EFFML_OK);
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, %s}\n", lc[i].cfg);
+    fclose(f);
+    effml_adapter_peft *a = NULL;
+    effml_status st2 = effml_adapter_peft_open(ctx, dir, &a);
+    if (lc[i].field == NULL) {
+      ck_assert_msg(st2 == EFFML_OK, "%s: %s", lc[i].cfg, effml_context_last_error(ctx));
+      effml_adapter_peft_free(a);
+    } else {
+      ck_assert_int_eq(st2, EFFML_E_UNSUPPORTED);
+      const char *e = effml_context_last_error(ctx);
+      ck_assert_msg(strstr(e, lc[i].field) && strstr(e, lc[i].module), "%s: %s", lc[i].cfg, e);
+    }
+  }
+  effml_safetensors_free(st);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* adapter_config.json without peft_type: refused naming the key (PEFT always writes it) */
 START_TEST(test_refuse_missing_peft_type) {
   int rc = -1;
@@ -546,11 +799,14 @@ static Suite *suite(void) {
   Suite *s = suite_create("adapter_tool");
   TCase *t = tcase_create("tool");
   tcase_add_test(t, test_merge_fixtures);
+  tcase_add_test(t, test_merge_tensors_api);
   tcase_add_test(t, test_refusals);
   tcase_add_test(t, test_merge_bf16);
   tcase_add_test(t, test_refuse_nonfinite);
   tcase_add_test(t, test_refuse_fan_in_fan_out);
   tcase_add_test(t, test_cli_info);
+  tcase_add_test(t, test_info_lists_every_problem);
+  tcase_add_test(t, test_targeting);
   tcase_add_test(t, test_merge_progress);
   tcase_add_test(t, test_merge_interrupted);
   tcase_add_test(t, test_refuse_missing_peft_type);

@@ -313,6 +313,10 @@ static effml_calibrator *make_ca(int balance) {
   o.num_features = F;
   o.hidden = H;
   o.balance = balance;
+  /* 400 rows are one Adam step per epoch: more, larger steps than the defaults
+   * (chosen for thousands of validation rows) so that the fit test below moves */
+  o.lr = 1e-2;
+  o.epochs = 200;
   effml_calibrator *c = NULL;
   ck_assert_int_eq(effml_calibration_create(ctx, &o, &c), EFFML_OK);
   return c;

@@ -531,7 +531,7 @@ EFFML_API effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_laye
 /* A PEFT adapter directory as one object (module-by-module merging)         */
 /* ------------------------------------------------------------------------ */
 
-/** An opened PEFT adapter directory (LoRA family or LoKr). */
+/** An opened PEFT adapter directory (LoRA family, LoKr, LoHa, IA3, VeRA). */
 typedef struct effml_adapter_peft effml_adapter_peft;
 
 /**
@@ -552,6 +552,23 @@ typedef struct effml_adapter_peft effml_adapter_peft;
  *         module, the tensor and the index), EFFML_E_IO, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
+/**
+ * Every problem that makes effml_adapter_peft_open() refuse `dir`, not only the
+ * first: each config key it cannot honour (named with its value), each tensor it
+ * does not read, each module the config does not target (target_modules,
+ * exclude_modules, layers_to_transform), each missing tensor and non-finite value.
+ * Reading stops early only when a file cannot be read or "peft_type" is missing or
+ * unknown (that one problem is reported).  `report` receives one message per line
+ * (NUL-terminated; cut at report_len, *num_problems still counts them all).
+ * *num_problems == 0 means effml_adapter_peft_open() accepts `dir`.
+ * @param report  may be NULL when report_len is 0
+ * @return EFFML_OK when the check ran (whatever it found), EFFML_E_INVALID_ARG (NULL), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_peft_problems(effml_context *ctx, const char *dir, char *report,
+                                                   size_t report_len, int64_t *num_problems);
+/** IA3: 1 if module i scales its input (a feedforward_modules match, PEFT's rule), 0 if its output;
+ *  0 for other types and an i out of range. */
+EFFML_API int32_t effml_adapter_peft_module_scales_input(const effml_adapter_peft *a, int64_t i);
 /** Free an adapter opened by effml_adapter_peft_open().  NULL is a no-op. */
 EFFML_API void effml_adapter_peft_free(effml_adapter_peft *a);
 /** "LORA", "LORA (DoRA)", "LOKR", "LOHA", "IA3" or "VERA" (borrowed; NULL for NULL). */
@@ -592,6 +609,25 @@ EFFML_API effml_status effml_adapter_peft_attach(effml_context *ctx, const effml
  * @return as effml_adapter_lora_merge(); EFFML_E_INVALID_ARG (another kind).
  */
 EFFML_API effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *layer);
+/**
+ * Merge module i straight into a base model's tensors, in place: `weight` as the
+ * checkpoint stores it (`[out, in]`, or `[in, out]` when the config says
+ * fan_in_fan_out), contiguous f32; `bias` `[out]` f32 or NULL (changed by
+ * lora_bias and by IA3 output scaling, as PEFT's merge does; otherwise left
+ * alone).  Plain LoRA/rsLoRA is a rank-r update W += s B A streamed over W once
+ * (r (in + out) memory per row, no delta matrix, rows split over the context's
+ * threads, same result for any thread count); DoRA, LoKr, LoHa, IA3 and VeRA go
+ * through their layer's merge (a base made from these tensors, no random
+ * initialisation; memory: one more copy of the weight).  The result equals
+ * effml_adapter_peft_attach() + effml_adapter_peft_merge_layer() on the same weights
+ * up to f32 rounding of the sum.  Thread-safety: `a` is only read.
+ * @return EFFML_E_INVALID_ARG (NULL, weight not contiguous 2-D f32), EFFML_E_SHAPE
+ *         (bias not [out]; an adapter tensor that does not fit the weight, named),
+ *         EFFML_E_UNSUPPORTED (lora_bias with bias NULL, naming the module),
+ *         EFFML_E_RANGE (i), the errors of effml_adapter_peft_attach(), EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_peft_merge_tensors(effml_context *ctx, const effml_adapter_peft *a, int64_t i,
+                                                        effml_tensor *weight, effml_tensor *bias);
 
 EFFML_END_DECLS
 

@@ -194,6 +194,7 @@ typedef struct effml__peft_cfg {
   int32_t use_rslora, use_dora, lora_bias, fan_in_fan_out;
   const struct cJSON *rank_pattern, *alpha_pattern; /* inside root, or NULL */
   const struct cJSON *feedforward; /* IA3 feedforward_modules, or NULL */
+  const struct cJSON *target, *exclude, *layers_pattern, *layers_to_transform; /* or NULL */
 } effml__peft_cfg;
 /* Read and check every key of a LoRA adapter_config.json against the field
  * table; EFFML_E_UNSUPPORTED names the key and value it cannot honour. */
@@ -208,6 +209,26 @@ EFFML__HIDDEN void effml__peft_cfg_module(const effml__peft_cfg *c, const char *
 /* IA3: 1 if the module is in feedforward_modules (PEFT's matching: a string is a full regex
  * match, a list matches by name suffix). */
 EFFML__HIDDEN int effml__peft_cfg_feedforward(const effml__peft_cfg *c, const char *module_name);
+/* PEFT 0.21's check_target_module_exists on the module name without "base_model.model.":
+ * exclude_modules (string: re.fullmatch; list: equal or ends with "." + entry) wins; then
+ * target_modules (string: re.fullmatch, "all-linear" matches all; list: equal, or ends with
+ * "." + entry and, for the latter, the layer index passes layers_to_transform/layers_pattern).
+ * target_modules null or absent: 1.  0 sets *why_key to the deciding key. */
+EFFML__HIDDEN const char *effml__peft_cfg_value(const effml__peft_cfg *c, const char *key, char *buf, size_t len);
+/* Problems collected instead of returned (effml_adapter_peft_problems): one line each in buf
+ * (NUL-terminated, cut at len), n counts them all. */
+typedef struct effml__peft_sink {
+  char *buf;
+  size_t len, used;
+  int64_t n;
+} effml__peft_sink;
+EFFML__HIDDEN void effml__peft_sink_add(effml__peft_sink *k, const char *msg);
+/* effml__peft_cfg_open_type(); with a sink, a key it cannot honour is recorded there and the
+ * other keys are still checked (the result is EFFML_OK with *out set, unless the file cannot be
+ * read or its peft_type is missing or unknown). */
+EFFML__HIDDEN effml_status effml__peft_cfg_open_collect(effml_context *ctx, const char *dir, int32_t type, uint32_t caps,
+                                                        effml__peft_sink *sink, effml__peft_cfg **out);
+EFFML__HIDDEN int effml__peft_cfg_targets(const effml__peft_cfg *c, const char *module_name, const char **why_key);
 /* 1 if the layer is an IA3 layer (ia3.c). */
 EFFML__HIDDEN int effml__is_ia3(const effml_layer *l);
 /* LoHa (loha.c): 1 if LoHa; set alpha (scale alpha / r). */
@@ -217,5 +238,9 @@ EFFML__HIDDEN void effml__loha_set_alpha(effml_layer *l, double alpha);
 EFFML__HIDDEN int effml__is_vera(const effml_layer *l);
 /* The module name as PEFT matches patterns: without "base_model.model.". */
 EFFML__HIDDEN const char *effml__peft_module_key(const char *module_name);
+
+/* effml_adapter_conv1d_create() without the random initialisation (weight and bias zero). */
+EFFML__HIDDEN effml_status effml__conv1d_create_uninit(effml_context *ctx, int64_t in_features, int64_t out_features,
+                                                       int32_t bias, effml_layer **out);
 
 #endif /* EFFML_ADAPTER_INTERNAL_H */

@@ -72,9 +72,22 @@ const effml__layer_ops effml__conv1d_ops = {
     .traits = EFFML__KIND_WEIGHT_IN_OUT,
 };
 
+static effml_status conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
+                                  int32_t init, effml_layer **out);
+
 effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
                                  effml_layer **out) {
   EFFML__ENTER(ctx);
+  return conv1d_create(ctx, in_features, out_features, bias, 1, out);
+}
+
+effml_status effml__conv1d_create_uninit(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
+                                         effml_layer **out) {
+  return conv1d_create(ctx, in_features, out_features, bias, 0, out);
+}
+
+static effml_status conv1d_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
+                                  int32_t init, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (in_features < 1 || out_features < 1 || in_features > INT32_MAX || out_features > INT32_MAX)
@@ -93,7 +106,7 @@ effml_status effml_adapter_conv1d_create(effml_context *ctx, int64_t in_features
   int64_t ws[2] = {in_features, out_features};
   st = effml__layer_add_param(ctx, l, "weight", 2, ws, 1, NULL);
   if (st == EFFML_OK && d->has_bias) st = effml__layer_add_param(ctx, l, "bias", 1, &out_features, 1, NULL);
-  if (st == EFFML_OK) { /* GPT-2: weight ~ N(0, 0.02^2), bias 0 */
+  if (st == EFFML_OK && init) { /* GPT-2: weight ~ N(0, 0.02^2), bias 0 */
     effml__rng *g = effml__ctx_rng(ctx);
     float *W = effml__param_f32(l, 0);
     for (int64_t i = 0; i < in_features * out_features; ++i) W[i] = (float)(0.02 * effml__rng_normal(g));

@@ -107,15 +107,23 @@ void effml_adapter_peft_free(effml_adapter_peft *a) {
   effml__free(a->ctx, a);
 }
 
-effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out) {
-  EFFML__ENTER(ctx);
-  EFFML__CHECK_NULL(ctx, ctx);
-  EFFML__CHECK_NULL(ctx, dir);
-  EFFML__CHECK_NULL(ctx, out);
+/* With a sink, a problem that does not stop the reading (a config key, a tensor, a module) is
+ * recorded there and the checks go on; without one the first problem is the result. */
+#define NOTE(call)                                              \
+  do {                                                          \
+    s = (call);                                                 \
+    if (s != EFFML_OK && sk != NULL && s != EFFML_E_NOMEM) {    \
+      effml__peft_sink_add(sk, effml_context_last_error(ctx));  \
+      s = EFFML_OK;                                             \
+    }                                                           \
+  } while (0)
+
+static effml_status open_impl(effml_context *ctx, const char *dir, effml__peft_sink *sk, effml_adapter_peft **out) {
   effml_adapter_peft *a = (effml_adapter_peft *)effml__calloc_or_err(ctx, 1, sizeof *a, "a PEFT adapter");
   if (a == NULL) return EFFML_E_NOMEM;
   a->ctx = ctx;
-  effml_status s = effml__peft_cfg_open_type(ctx, dir, -1, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, &a->cfg);
+  effml_status s =
+      effml__peft_cfg_open_collect(ctx, dir, -1, EFFML__PEFT_CAP_DORA | EFFML__PEFT_CAP_LORA_BIAS, sk, &a->cfg);
   size_t plen = strlen(dir) + 32;
   char *path = s == EFFML_OK ? (char *)effml__malloc(ctx, plen) : NULL;
   if (s == EFFML_OK && path == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_open: out of memory");
@@ -128,23 +136,28 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
     a->modules = (char **)effml__calloc(ctx, (size_t)(nt > 0 ? nt : 1), sizeof *a->modules);
     if (a->modules == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_peft_open: out of memory");
   }
+  const int32_t ty = a->cfg ? a->cfg->type : 0;
   for (int64_t t = 0; s == EFFML_OK && t < nt; ++t) {
     const char *name = effml_safetensors_name(a->st, t);
-    if (a->cfg->type == EFFML__PEFT_VERA && (strcmp(name, "base_model.vera_A") == 0 || strcmp(name, "base_model.vera_B") == 0)) {
+    if (ty == EFFML__PEFT_VERA && (strcmp(name, "base_model.vera_A") == 0 || strcmp(name, "base_model.vera_B") == 0)) {
       effml_safetensors_get(ctx, a->st, name, name[16] == 'A' ? &a->vera_A : &a->vera_B);
-      s = check_finite(ctx, path, name, strlen(name), name[16] == 'A' ? a->vera_A : a->vera_B);
+      NOTE(check_finite(ctx, path, name, strlen(name), name[16] == 'A' ? a->vera_A : a->vera_B));
       continue; /* the shared projections */
     }
     size_t k = module_len(a->cfg, name);
     if (k == 0) {
-      s = effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": tensor \"%s\" is not a %s tensor this library reads", path, name,
-                     a->cfg->type == EFFML__PEFT_LOKR ? "LoKr" : a->cfg->type == EFFML__PEFT_IA3 ? "IA3"
-                                                 : a->cfg->type == EFFML__PEFT_LOHA ? "LoHa" : "LoRA/DoRA");
-      break;
+      NOTE(effml__err(ctx, EFFML_E_UNSUPPORTED, "\"%s\": tensor \"%s\" is not a %s tensor this library reads", path,
+                      name,
+                      ty == EFFML__PEFT_LOKR   ? "LoKr"
+                      : ty == EFFML__PEFT_IA3  ? "IA3"
+                      : ty == EFFML__PEFT_LOHA ? "LoHa"
+                      : ty == EFFML__PEFT_VERA ? "VeRA"
+                                               : "LoRA/DoRA"));
+      continue;
     }
     const effml_tensor *tv = NULL;
     s = effml_safetensors_get(ctx, a->st, name, &tv);
-    if (s == EFFML_OK) s = check_finite(ctx, path, name, k, tv);
+    if (s == EFFML_OK) NOTE(check_finite(ctx, path, name, k, tv));
     if (s != EFFML_OK) break;
     int64_t m = 0;
     while (m < a->n && !(strlen(a->modules[m]) == k && strncmp(a->modules[m], name, k) == 0)) ++m;
@@ -158,27 +171,75 @@ effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_
       a->modules[a->n++][k] = '\0';
     }
   }
-  if (s == EFFML_OK && a->n == 0) s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\" holds no adapter tensor", path);
+  if (s == EFFML_OK && a->n == 0) NOTE(effml__err(ctx, EFFML_E_FORMAT, "\"%s\" holds no adapter tensor", path));
+  for (int64_t m = 0; s == EFFML_OK && m < a->n; ++m) { /* the config must target every module of the file */
+    const char *field = NULL;
+    if (!effml__peft_cfg_targets(a->cfg, a->modules[m], &field)) {
+      char b[160];
+      NOTE(effml__err(ctx, EFFML_E_UNSUPPORTED,
+                      "\"%s\": module \"%s\" is in the file, but %s=%s in adapter_config.json does not target it "
+                      "(PEFT would not put an adapter there); fix %s or remove the module's tensors",
+                      path, a->modules[m], field, effml__peft_cfg_value(a->cfg, field, b, sizeof b), field));
+    }
+  }
   for (int64_t m = 0; s == EFFML_OK && m < a->n; ++m) {
     const char *miss = missing_tensor(a, a->modules[m]);
     if (miss)
-      s = effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
-                     a->modules[m], miss);
+      NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
+                      a->modules[m], miss));
   }
-  if (s == EFFML_OK && a->cfg->type == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
-    s = effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
-                   a->vera_A == NULL ? "base_model.vera_A" : "base_model.vera_B");
-  if (s == EFFML_OK && a->cfg->type == EFFML__PEFT_VERA &&
-      (effml_tensor_ndim(a->vera_A) != 2 || effml_tensor_ndim(a->vera_B) != 2 ||
-       effml_tensor_dim(a->vera_A, 0) != a->cfg->r || effml_tensor_dim(a->vera_B, 1) != a->cfg->r))
-    s = effml__err(ctx, EFFML_E_SHAPE, "\"%s\": vera_A must be [r=%lld, max_in] and vera_B [max_out, r]", path,
-                   (long long)a->cfg->r);
+  if (s == EFFML_OK && ty == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
+    NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
+                    a->vera_A == NULL ? "base_model.vera_A" : "base_model.vera_B"));
+  else if (s == EFFML_OK && ty == EFFML__PEFT_VERA &&
+           (effml_tensor_ndim(a->vera_A) != 2 || effml_tensor_ndim(a->vera_B) != 2 ||
+            effml_tensor_dim(a->vera_A, 0) != a->cfg->r || effml_tensor_dim(a->vera_B, 1) != a->cfg->r))
+    NOTE(effml__err(ctx, EFFML_E_SHAPE, "\"%s\": vera_A must be [r=%lld, max_in] and vera_B [max_out, r]", path,
+                    (long long)a->cfg->r));
   effml__free(ctx, path);
-  if (s != EFFML_OK) {
+  if (s != EFFML_OK && sk != NULL && s != EFFML_E_NOMEM) { /* a problem that stops the reading */
+    effml__peft_sink_add(sk, effml_context_last_error(ctx));
+    s = EFFML_OK;
+  }
+  if (s != EFFML_OK || sk != NULL) {
     effml_adapter_peft_free(a);
     return s;
   }
   *out = a;
+  return EFFML_OK;
+}
+#undef NOTE
+
+effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, out);
+  return open_impl(ctx, dir, NULL, out);
+}
+
+void effml__peft_sink_add(effml__peft_sink *k, const char *msg) {
+  size_t n = strlen(msg);
+  k->n++;
+  if (k->buf == NULL || k->len == 0 || k->used + 1 >= k->len) return;
+  size_t room = k->len - k->used - 1, c = n < room ? n : room;
+  memcpy(k->buf + k->used, msg, c);
+  k->used += c;
+  if (k->used + 1 < k->len) k->buf[k->used++] = '\n';
+  k->buf[k->used] = '\0';
+}
+
+effml_status effml_adapter_peft_problems(effml_context *ctx, const char *dir, char *report, size_t report_len,
+                                         int64_t *num_problems) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, dir);
+  EFFML__CHECK_NULL(ctx, num_problems);
+  effml__peft_sink k = {report, report_len, 0, 0};
+  if (report && report_len) report[0] = '\0';
+  effml_adapter_peft *unused = NULL;
+  EFFML__TRY(open_impl(ctx, dir, &k, &unused));
+  *num_problems = k.n;
   return EFFML_OK;
 }
 
@@ -194,6 +255,11 @@ int64_t effml_adapter_peft_num_modules(const effml_adapter_peft *a) { return a ?
 
 const char *effml_adapter_peft_module_name(const effml_adapter_peft *a, int64_t i) {
   return (a && i >= 0 && i < a->n) ? a->modules[i] : NULL;
+}
+
+int32_t effml_adapter_peft_module_scales_input(const effml_adapter_peft *a, int64_t i) {
+  if (a == NULL || i < 0 || i >= a->n || a->cfg->type != EFFML__PEFT_IA3) return 0;
+  return effml__peft_cfg_feedforward(a->cfg, a->modules[i]) ? 1 : 0;
 }
 
 int32_t effml_adapter_peft_fan_in_fan_out(const effml_adapter_peft *a) { return a ? a->cfg->fan_in_fan_out : 0; }
@@ -345,5 +411,180 @@ effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *lay
     for (int64_t k = 0; k < effml_tensor_numel(w); ++k) W[k] += D[k];
   }
   effml_tensor_free(dw);
+  return s;
+}
+
+/* ---- merging straight into a file's tensors ---- */
+
+/* W[i, :] += s * sum_k U(i, k) V[k, :] for rows [begin, end) of W [rows, cols]: a rank-r update
+ * that streams W once (each row block is read and written once; U's row and V, r x cols, stay in
+ * cache).  U(i, k) = U[i * u_row + k * u_k].  Per row the sum over k runs in a fixed order,
+ * whatever the split into threads. */
+typedef struct rank_args {
+  float *W;
+  const float *U, *V;
+  int64_t cols, r, u_row, u_k;
+  float s;
+} rank_args;
+
+#define RANK_BLOCK 512
+#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define RANK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RANK_CLONES
+#endif
+
+RANK_CLONES static void rank_update_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  const rank_args *t = (const rank_args *)arg;
+  (void)worker;
+  float acc[RANK_BLOCK];
+  for (int64_t i = begin; i < end; ++i) {
+    float *w = t->W + i * t->cols;
+    const float *u = t->U + i * t->u_row;
+    for (int64_t j0 = 0; j0 < t->cols; j0 += RANK_BLOCK) {
+      int64_t jn = t->cols - j0 < RANK_BLOCK ? t->cols - j0 : RANK_BLOCK;
+      for (int64_t j = 0; j < jn; ++j) acc[j] = 0.0f;
+      for (int64_t k = 0; k < t->r; ++k) {
+        const float c = u[k * t->u_k], *v = t->V + k * t->cols + j0;
+        for (int64_t j = 0; j < jn; ++j) acc[j] += c * v[j];
+      }
+      for (int64_t j = 0; j < jn; ++j) w[j0 + j] += t->s * acc[j];
+    }
+  }
+}
+
+/* f32 view of an adapter tensor: the tensor itself, or a converted copy in *tmp. */
+static const float *as_f32(effml_context *ctx, const effml_tensor *t, effml_tensor **tmp, effml_status *s) {
+  *tmp = NULL;
+  if (effml_tensor_dtype(t) == EFFML_F32) return (const float *)effml_tensor_data_const(t);
+  *s = effml_tensor_convert(ctx, t, EFFML_F32, tmp);
+  return *s == EFFML_OK ? (const float *)effml_tensor_data_const(*tmp) : NULL;
+}
+
+/* Plain LoRA (no DoRA): W += s B A, b += s lora_B.bias, without building a layer. */
+static effml_status merge_lora_direct(effml_context *ctx, const effml_adapter_peft *a, int64_t i, effml_tensor *weight,
+                                      effml_tensor *bias, int64_t in, int64_t out) {
+  const effml__peft_cfg *c = a->cfg;
+  const char *mod = a->modules[i];
+  int64_t r = 0;
+  double alpha = 0;
+  effml__peft_cfg_module(c, mod, &r, &alpha);
+  char ka[1024], kb[1024], kbb[1024];
+  snprintf(ka, sizeof ka, "%s.lora_A.weight", mod);
+  snprintf(kb, sizeof kb, "%s.lora_B.weight", mod);
+  snprintf(kbb, sizeof kbb, "%s.lora_B.bias", mod);
+  const effml_tensor *A = NULL, *B = NULL, *Bb = NULL;
+  EFFML__TRY(effml_safetensors_get(ctx, a->st, ka, &A));
+  EFFML__TRY(effml_safetensors_get(ctx, a->st, kb, &B));
+  if (c->lora_bias) EFFML__TRY(effml_safetensors_get(ctx, a->st, kbb, &Bb));
+  if (effml_tensor_ndim(A) != 2 || effml_tensor_dim(A, 0) != r || effml_tensor_dim(A, 1) != in)
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "adapter file: \"%s\" must be [r=%lld, in=%lld] for module \"%s\" (fan_in_fan_out=%s: the base "
+                      "weight is read as %s)",
+                      ka, (long long)r, (long long)in, mod, c->fan_in_fan_out ? "true" : "false",
+                      c->fan_in_fan_out ? "[in, out]" : "[out, in]");
+  if (effml_tensor_ndim(B) != 2 || effml_tensor_dim(B, 0) != out || effml_tensor_dim(B, 1) != r)
+    return effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"%s\" must be [out=%lld, r=%lld] for module \"%s\"", kb,
+                      (long long)out, (long long)r, mod);
+  if (Bb && (effml_tensor_ndim(Bb) != 1 || effml_tensor_dim(Bb, 0) != out))
+    return effml__err(ctx, EFFML_E_SHAPE, "adapter file: \"%s\" must be [out=%lld]", kbb, (long long)out);
+  if (Bb && bias == NULL)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                      "module \"%s\": lora_bias cannot be merged: the base has no bias (PEFT refuses too)", mod);
+  double scaling = c->use_rslora ? alpha / sqrt((double)r) : alpha / (double)r;
+  effml_tensor *ta = NULL, *tb = NULL, *tbb = NULL, *bt = NULL;
+  effml_status s = EFFML_OK;
+  const float *Af = as_f32(ctx, A, &ta, &s), *Bf = Af ? as_f32(ctx, B, &tb, &s) : NULL;
+  const float *Bbf = (Bf && Bb) ? as_f32(ctx, Bb, &tbb, &s) : NULL;
+  float *W = (float *)effml_tensor_data(weight);
+  if (s == EFFML_OK) {
+    rank_args t;
+    t.W = W;
+    t.r = r;
+    t.s = (float)scaling;
+    if (!c->fan_in_fan_out) { /* W [out, in] += s B A: U = B [out, r], V = A [r, in] */
+      t.U = Bf;
+      t.u_row = r;
+      t.u_k = 1;
+      t.V = Af;
+      t.cols = in;
+      s = effml__parallel_for(ctx, out, 64, rank_update_rows, &t);
+    } else { /* W [in, out] += s A^T B^T: U = A^T (U(j, k) = A[k, j]), V = B^T [r, out] */
+      int64_t shape[2] = {r, out};
+      s = effml_tensor_create(ctx, EFFML_F32, 2, shape, &bt);
+      if (s == EFFML_OK) {
+        float *V = (float *)effml_tensor_data(bt);
+        for (int64_t o = 0; o < out; ++o)
+          for (int64_t k = 0; k < r; ++k) V[k * out + o] = Bf[o * r + k];
+        t.U = Af;
+        t.u_row = 1;
+        t.u_k = in;
+        t.V = V;
+        t.cols = out;
+        s = effml__parallel_for(ctx, in, 64, rank_update_rows, &t);
+      }
+    }
+  }
+  if (s == EFFML_OK && Bbf) {
+    float *b = (float *)effml_tensor_data(bias);
+    for (int64_t o = 0; o < out; ++o) b[o] += (float)scaling * Bbf[o];
+  }
+  effml_tensor_free(ta);
+  effml_tensor_free(tb);
+  effml_tensor_free(tbb);
+  effml_tensor_free(bt);
+  return s;
+}
+
+effml_status effml_adapter_peft_merge_tensors(effml_context *ctx, const effml_adapter_peft *a, int64_t i,
+                                              effml_tensor *weight, effml_tensor *bias) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, a);
+  EFFML__CHECK_NULL(ctx, weight);
+  if (i < 0 || i >= a->n)
+    return effml__err(ctx, EFFML_E_RANGE, "effml_adapter_peft_merge_tensors: i=%lld out of [0, %lld)", (long long)i,
+                      (long long)a->n);
+  const effml__peft_cfg *c = a->cfg;
+  const char *mod = a->modules[i];
+  char x1[96];
+  if (effml_tensor_dtype(weight) != EFFML_F32 || effml_tensor_ndim(weight) != 2 || !effml_tensor_is_contiguous(weight))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_adapter_peft_merge_tensors: module \"%s\": weight must be a contiguous 2-D f32 tensor, got "
+                      "%s %s",
+                      mod, effml_tensor_dtype_name(effml_tensor_dtype(weight)), effml__shape_str(weight, x1, sizeof x1));
+  int fan = c->fan_in_fan_out;
+  int64_t out = effml_tensor_dim(weight, fan ? 1 : 0), in = effml_tensor_dim(weight, fan ? 0 : 1);
+  if (bias && (effml_tensor_dtype(bias) != EFFML_F32 || effml_tensor_ndim(bias) != 1 || effml_tensor_dim(bias, 0) != out ||
+               !effml_tensor_is_contiguous(bias)))
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "effml_adapter_peft_merge_tensors: module \"%s\": bias must be a contiguous f32 [%lld] (the "
+                      "weight's out_features with fan_in_fan_out=%s), got %s",
+                      mod, (long long)out, fan ? "true" : "false", effml__shape_str(bias, x1, sizeof x1));
+  if (c->type == EFFML__PEFT_LORA && !c->use_dora) return merge_lora_direct(ctx, a, i, weight, bias, in, out);
+  /* every other type: its layer around a base made from these tensors (no random init), merged, copied back */
+  effml_layer *base = NULL, *l = NULL;
+  EFFML__TRY(fan ? effml__conv1d_create_uninit(ctx, in, out, bias != NULL, &base)
+                 : effml__layer_dense_create_uninit(ctx, in, out, bias != NULL, &base));
+  int32_t iw = -1, ib = -1;
+  for (int32_t j = 0; j < effml_layer_num_params(base); ++j) {
+    if (strcmp(effml_layer_param_name(base, j), "weight") == 0) iw = j;
+    if (strcmp(effml_layer_param_name(base, j), "bias") == 0) ib = j;
+  }
+  effml_tensor *bw = effml_layer_param(base, iw), *bb = ib >= 0 ? effml_layer_param(base, ib) : NULL;
+  size_t wbytes = (size_t)effml_tensor_numel(weight) * sizeof(float);
+  memcpy(effml_tensor_data(bw), effml_tensor_data_const(weight), wbytes);
+  if (bb) memcpy(effml_tensor_data(bb), effml_tensor_data_const(bias), (size_t)out * sizeof(float));
+  effml_status s = effml_adapter_peft_attach(ctx, a, i, base, &l);
+  if (s != EFFML_OK) {
+    effml_layer_free(base);
+    return s;
+  }
+  s = effml_adapter_peft_merge_layer(ctx, l);
+  if (s == EFFML_OK) {
+    memcpy(effml_tensor_data(weight), effml_tensor_data_const(bw), wbytes);
+    if (bb) memcpy(effml_tensor_data(bias), effml_tensor_data_const(bb), (size_t)out * sizeof(float));
+  }
+  effml_layer_free(l);
   return s;
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "adapter_internal.h"
 
@@ -38,14 +39,14 @@ static const field LORA_FIELDS[] = {
     {"corda_config", F_INFO},             /* init-time only; init "corda" itself is refused */
     {"ensure_weight_tying", F_HONOURED},  /* accepted: acts only with modules_to_save/trainable tokens */
     {"eva_config", F_INFO},               /* init-time only (EVA leaves the base unchanged) */
-    {"exclude_modules", F_INFO},          /* targeting: the caller names the modules */
+    {"exclude_modules", F_HONOURED}, /* modules in the file must not match (PEFT's rules) */
     {"fan_in_fan_out", F_HONOURED},       /* A/B do not depend on it; the base layer states its layout */
     {"inference_mode", F_INFO},
     {"init_lora_weights", F_HONOURED},
     {"kasa_config", F_EMPTY},
     {"layer_replication", F_EMPTY},       /* rebuilds the layer stack */
-    {"layers_pattern", F_INFO},
-    {"layers_to_transform", F_INFO},
+    {"layers_pattern", F_HONOURED},  /* with layers_to_transform */
+    {"layers_to_transform", F_HONOURED},  /* modules in the file must be in these layers */
     {"loftq_config", F_INFO},             /* init-time only; init "loftq" itself is refused */
     {"lora_alpha", F_HONOURED},
     {"lora_bias", F_HONOURED},
@@ -62,7 +63,7 @@ static const field LORA_FIELDS[] = {
     {"rank_pattern", F_HONOURED},
     {"revision", F_INFO},
     {"runtime_config", F_INFO},           /* not saved by PEFT; runtime only */
-    {"target_modules", F_INFO},           /* targeting: the caller names the modules */
+    {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
     {"target_parameters", F_EMPTY},       /* LoRA on nn.Parameter (MoE experts) */
     {"task_type", F_INFO},
     {"trainable_token_indices", F_EMPTY},
@@ -81,11 +82,11 @@ static const field LOKR_FIELDS[] = {
     {"base_model_name_or_path", F_INFO},
     {"decompose_both", F_HONOURED},
     {"decompose_factor", F_HONOURED},
-    {"exclude_modules", F_INFO},
+    {"exclude_modules", F_HONOURED}, /* modules in the file must not match (PEFT's rules) */
     {"inference_mode", F_INFO},
     {"init_weights", F_HONOURED},      /* init only; the weights are in the file */
-    {"layers_pattern", F_INFO},
-    {"layers_to_transform", F_INFO},
+    {"layers_pattern", F_HONOURED},  /* with layers_to_transform */
+    {"layers_to_transform", F_HONOURED},  /* modules in the file must be in these layers */
     {"module_dropout", F_HONOURED},    /* training-only: 0 only */
     {"modules_to_save", F_EMPTY},
     {"peft_type", F_HONOURED},
@@ -95,7 +96,7 @@ static const field LOKR_FIELDS[] = {
     {"rank_dropout_scale", F_INFO},    /* acts only with rank_dropout > 0, refused */
     {"rank_pattern", F_HONOURED},
     {"revision", F_INFO},
-    {"target_modules", F_INFO},
+    {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
     {"task_type", F_INFO},
     {"use_effective_conv2d", F_INFO},  /* Conv2d modules only; a linear module ignores it */
 };
@@ -104,7 +105,7 @@ static const field LOKR_FIELDS[] = {
 static const field IA3_FIELDS[] = {
     {"auto_mapping", F_INFO},
     {"base_model_name_or_path", F_INFO},
-    {"exclude_modules", F_INFO},
+    {"exclude_modules", F_HONOURED}, /* modules in the file must not match (PEFT's rules) */
     {"fan_in_fan_out", F_HONOURED},   /* the base layer states its layout */
     {"feedforward_modules", F_HONOURED},
     {"inference_mode", F_INFO},
@@ -113,7 +114,7 @@ static const field IA3_FIELDS[] = {
     {"peft_type", F_HONOURED},
     {"peft_version", F_INFO},
     {"revision", F_INFO},
-    {"target_modules", F_INFO},
+    {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
     {"task_type", F_INFO},
 };
 
@@ -123,11 +124,11 @@ static const field LOHA_FIELDS[] = {
     {"alpha_pattern", F_HONOURED},
     {"auto_mapping", F_INFO},
     {"base_model_name_or_path", F_INFO},
-    {"exclude_modules", F_INFO},
+    {"exclude_modules", F_HONOURED}, /* modules in the file must not match (PEFT's rules) */
     {"inference_mode", F_INFO},
     {"init_weights", F_HONOURED},      /* init only; the weights are in the file */
-    {"layers_pattern", F_INFO},
-    {"layers_to_transform", F_INFO},
+    {"layers_pattern", F_HONOURED},  /* with layers_to_transform */
+    {"layers_to_transform", F_HONOURED},  /* modules in the file must be in these layers */
     {"module_dropout", F_HONOURED},    /* training-only: 0 only */
     {"modules_to_save", F_EMPTY},
     {"peft_type", F_HONOURED},
@@ -136,7 +137,7 @@ static const field LOHA_FIELDS[] = {
     {"rank_dropout", F_HONOURED},      /* training-only: 0 only */
     {"rank_pattern", F_HONOURED},
     {"revision", F_INFO},
-    {"target_modules", F_INFO},
+    {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
     {"task_type", F_INFO},
     {"use_effective_conv2d", F_INFO},  /* Conv2d modules only */
 };
@@ -150,8 +151,8 @@ static const field VERA_FIELDS[] = {
     {"fan_in_fan_out", F_HONOURED},    /* the base layer states its layout */
     {"inference_mode", F_INFO},
     {"init_weights", F_INFO},
-    {"layers_pattern", F_INFO},
-    {"layers_to_transform", F_INFO},
+    {"layers_pattern", F_HONOURED},  /* with layers_to_transform */
+    {"layers_to_transform", F_HONOURED},  /* modules in the file must be in these layers */
     {"modules_to_save", F_EMPTY},
     {"peft_type", F_HONOURED},
     {"peft_version", F_INFO},
@@ -159,7 +160,7 @@ static const field VERA_FIELDS[] = {
     {"r", F_HONOURED},
     {"revision", F_INFO},
     {"save_projection", F_HONOURED},   /* true only */
-    {"target_modules", F_INFO},
+    {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
     {"task_type", F_INFO},
     {"vera_dropout", F_HONOURED},      /* training-only: 0 only */
 };
@@ -273,6 +274,34 @@ static effml_status check_pattern(effml_context *ctx, const effml__peft_cfg *c, 
   return EFFML_OK;
 }
 
+/* A module-name selector (target_modules, exclude_modules, feedforward_modules, layers_pattern):
+ * null, a list of strings, or one string -- a Python regular expression, accepted in the subset
+ * that POSIX extended reads the same (no \d-style escapes, (?...), lazy or repeated
+ * quantifiers: the last make glibc's regcomp explode). */
+static effml_status check_module_names(effml_context *ctx, const effml__peft_cfg *c, const cJSON *v) {
+  if (cJSON_IsNull(v)) return EFFML_OK;
+  if (cJSON_IsArray(v)) {
+    for (const cJSON *e = v->child; e; e = e->next)
+      if (!cJSON_IsString(e)) return bad_value(ctx, c, v, "a list of module names or a regular expression");
+    return EFFML_OK;
+  }
+  if (!cJSON_IsString(v)) return bad_value(ctx, c, v, "a list of module names or a regular expression");
+  const char *k2 = v->valuestring;
+  for (size_t i = 0; k2[i]; ++i) {
+    int q = k2[i] == '*' || k2[i] == '+' || k2[i] == '?' || k2[i] == '}';
+    if ((k2[i] == '\\' && k2[i + 1] != '.') || (k2[i] == '(' && k2[i + 1] == '?') ||
+        (q && (k2[i + 1] == '?' || k2[i + 1] == '*' || k2[i + 1] == '+' || k2[i + 1] == '{')))
+      return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                        "\"%s\": %s \"%s\" uses regular-expression syntax other than POSIX extended (offset %zu)",
+                        c->path, v->string, k2, i);
+    if (k2[i] == '\\') ++i;
+  }
+  regex_t rx;
+  if (regcomp(&rx, k2, REG_EXTENDED | REG_NOSUB) != 0) return bad_value(ctx, c, v, "a valid regular expression");
+  regfree(&rx);
+  return EFFML_OK;
+}
+
 static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSON *v) {
   const char *k = v->string;
   const field *f = find_field(c, k);
@@ -311,31 +340,25 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
       return bad_value(ctx, c, v, "a number in [0, 1)");
     if (v->valuedouble != 0.0) return unsupported(ctx, c, v, "training-only dropout of VeRA is not implemented");
-  } else if (strcmp(k, "feedforward_modules") == 0) {
+  } else if (strcmp(k, "feedforward_modules") == 0 || strcmp(k, "target_modules") == 0 ||
+             strcmp(k, "exclude_modules") == 0 || strcmp(k, "layers_pattern") == 0) {
+    EFFML__TRY(check_module_names(ctx, c, v));
+    if (k[0] == 'f') c->feedforward = v;
+    else if (k[0] == 't') c->target = v;
+    else if (k[0] == 'e') c->exclude = v;
+    else c->layers_pattern = v;
+  } else if (strcmp(k, "layers_to_transform") == 0) {
     if (cJSON_IsNull(v)) return EFFML_OK;
-    if (cJSON_IsArray(v)) {
+    if (cJSON_IsNumber(v)) {
+      if (v->valuedouble < 0 || v->valuedouble != floor(v->valuedouble)) return bad_value(ctx, c, v, "a layer index or a list of them");
+    } else if (cJSON_IsArray(v)) {
       for (const cJSON *e = v->child; e; e = e->next)
-        if (!cJSON_IsString(e)) return bad_value(ctx, c, v, "a list of module names or a regular expression");
-    } else if (cJSON_IsString(v)) {
-      const char *k2 = v->valuestring;
-      for (size_t i = 0; k2[i]; ++i) {
-        int q = k2[i] == '*' || k2[i] == '+' || k2[i] == '?' || k2[i] == '}';
-        /* as for the patterns: no \d-style escapes, (?...), lazy or repeated quantifiers (the
-         * last make glibc's regcomp explode) */
-        if ((k2[i] == '\\' && k2[i + 1] != '.') || (k2[i] == '(' && k2[i + 1] == '?') ||
-            (q && (k2[i + 1] == '?' || k2[i + 1] == '*' || k2[i + 1] == '+' || k2[i + 1] == '{')))
-          return effml__err(ctx, EFFML_E_UNSUPPORTED,
-                            "\"%s\": feedforward_modules \"%s\" uses regular-expression syntax other than POSIX "
-                            "extended (offset %zu)", c->path, k2, i);
-        if (k2[i] == '\\') ++i;
-      }
-      regex_t rx;
-      if (regcomp(&rx, k2, REG_EXTENDED | REG_NOSUB) != 0) return bad_value(ctx, c, v, "a valid regular expression");
-      regfree(&rx);
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble != floor(e->valuedouble))
+          return bad_value(ctx, c, v, "a layer index or a list of them");
     } else {
-      return bad_value(ctx, c, v, "a list of module names or a regular expression");
+      return bad_value(ctx, c, v, "a layer index or a list of them");
     }
-    c->feedforward = v;
+    c->layers_to_transform = v;
   } else if (strcmp(k, "decompose_both") == 0) {
     if (!cJSON_IsBool(v)) return bad_value(ctx, c, v, "true or false");
     c->decompose_both = cJSON_IsTrue(v);
@@ -408,6 +431,11 @@ effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t 
 
 effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int32_t type, uint32_t caps,
                                        effml__peft_cfg **out) {
+  return effml__peft_cfg_open_collect(ctx, dir, type, caps, NULL, out);
+}
+
+effml_status effml__peft_cfg_open_collect(effml_context *ctx, const char *dir, int32_t type, uint32_t caps,
+                                          effml__peft_sink *sink, effml__peft_cfg **out) {
   effml__peft_cfg *c = (effml__peft_cfg *)effml__calloc_or_err(ctx, 1, sizeof *c, "a PEFT config");
   if (c == NULL) return EFFML_E_NOMEM;
   c->ctx = ctx;
@@ -451,11 +479,21 @@ effml_status effml__peft_cfg_open_type(effml_context *ctx, const char *dir, int3
   if (pt != NULL) s = check_key(ctx, c, pt); /* a wrong type is reported as such, before its keys */
   int have_r = 0;
   for (const cJSON *v = c->root ? c->root->child : NULL; s == EFFML_OK && v; v = v->next) {
+    if (v == pt) continue;
     s = check_key(ctx, c, v);
     have_r |= strcmp(v->string, "r") == 0;
+    if (s != EFFML_OK && sink != NULL && s != EFFML_E_NOMEM) { /* record it, check the other keys */
+      effml__peft_sink_add(sink, effml_context_last_error(ctx));
+      s = EFFML_OK;
+    }
   }
-  if (s == EFFML_OK && !have_r && c->type != EFFML__PEFT_IA3)
+  if (s == EFFML_OK && !have_r && c->type != EFFML__PEFT_IA3) {
     s = effml__err(ctx, EFFML_E_FORMAT, "\"%s\": \"r\" is missing", c->path);
+    if (sink != NULL) {
+      effml__peft_sink_add(sink, effml_context_last_error(ctx));
+      s = EFFML_OK;
+    }
+  }
   if (s != EFFML_OK) {
     effml__peft_cfg_close(c);
     return s;
@@ -528,4 +566,106 @@ int effml__peft_cfg_feedforward(const effml__peft_cfg *c, const char *module_nam
     if (tl <= kl && strcmp(key + kl - tl, e->valuestring) == 0) return 1;
   }
   return 0;
+}
+
+/* The value of a config key as compact JSON (for messages), cut to fit `buf`. */
+const char *effml__peft_cfg_value(const effml__peft_cfg *c, const char *key, char *buf, size_t len) {
+  const cJSON *v = c->root ? cJSON_GetObjectItemCaseSensitive(c->root, key) : NULL;
+  if (v == NULL) {
+    snprintf(buf, len, "(absent)");
+    return buf;
+  }
+  return value_str(v, buf, len);
+}
+
+/* 1 if `key` fully matches the POSIX extended form of Python regex `re` (re.fullmatch). */
+static int full_match(const char *re, const char *key) {
+  size_t len = strlen(re) + 8;
+  char *b = (char *)malloc(len);
+  if (b == NULL) return 0;
+  snprintf(b, len, "^(%s)$", re);
+  regex_t rx;
+  int hit = 0;
+  if (regcomp(&rx, b, REG_EXTENDED | REG_NOSUB) == 0) {
+    hit = regexec(&rx, key, 0, NULL, 0) == 0;
+    regfree(&rx);
+  }
+  free(b);
+  return hit;
+}
+
+/* PEFT's list rule: key equals an entry or ends with "." + entry. */
+static int list_match(const cJSON *list, const char *key) {
+  size_t kl = strlen(key);
+  for (const cJSON *e = list->child; e; e = e->next) {
+    size_t tl = strlen(e->valuestring);
+    if (strcmp(key, e->valuestring) == 0 || (tl < kl && key[kl - tl - 1] == '.' && strcmp(key + kl - tl, e->valuestring) == 0))
+      return 1;
+  }
+  return 0;
+}
+
+/* The layer index PEFT reads from `key` for layers_to_transform: re.match(r".*\.{p}\.(\d+)\.", key) for each
+ * layers_pattern p in order (any "[^.]*" when there is none); -1 if none matches.  POSIX's leftmost-longest
+ * ".*" takes the last occurrence, as Python's greedy backtracking does. */
+static long layer_index(const cJSON *pattern, const char *key) {
+  const cJSON *one = NULL;
+  const cJSON *list = NULL;
+  if (pattern && cJSON_IsString(pattern) && pattern->valuestring[0]) one = pattern;
+  else if (pattern && cJSON_IsArray(pattern) && pattern->child) list = pattern;
+  const cJSON *p = one ? one : list ? list->child : NULL;
+  do {
+    const char *pat = p ? p->valuestring : "[^.]*";
+    size_t len = strlen(pat) + 32;
+    char *b = (char *)malloc(len);
+    if (b == NULL) return -1;
+    snprintf(b, len, "^.*\\.(%s)\\.([0-9]+)\\.", pat);
+    regex_t rx;
+    regmatch_t m[3];
+    long idx = -1;
+    if (regcomp(&rx, b, REG_EXTENDED) == 0) {
+      if (regexec(&rx, key, 3, m, 0) == 0 && m[2].rm_so >= 0) idx = strtol(key + m[2].rm_so, NULL, 10);
+      regfree(&rx);
+    }
+    free(b);
+    if (idx >= 0) return idx;
+    p = (list && p) ? p->next : NULL;
+  } while (p);
+  return -1;
+}
+
+int effml__peft_cfg_targets(const effml__peft_cfg *c, const char *module_name, const char **why_key) {
+  const char *key = effml__peft_module_key(module_name);
+  const cJSON *ex = c->exclude, *t = c->target;
+  *why_key = NULL;
+  if (ex && !is_empty_value(ex)) {
+    if (cJSON_IsString(ex) ? full_match(ex->valuestring, key) : list_match(ex, key)) {
+      *why_key = "exclude_modules";
+      return 0;
+    }
+  }
+  if (t == NULL || cJSON_IsNull(t)) return 1; /* not saved: nothing to check against */
+  if (cJSON_IsString(t)) {
+    if (strcasecmp(t->valuestring, "all-linear") == 0) return 1; /* PEFT resolves it to every linear layer */
+    if (full_match(t->valuestring, key)) return 1;
+    *why_key = "target_modules";
+    return 0;
+  }
+  for (const cJSON *e = t->child; e; e = e->next)
+    if (strcmp(key, e->valuestring) == 0) return 1; /* named directly: PEFT skips the layer check */
+  if (!list_match(t, key)) {
+    *why_key = "target_modules";
+    return 0;
+  }
+  const cJSON *lt = c->layers_to_transform;
+  if (lt == NULL || cJSON_IsNull(lt) || (cJSON_IsArray(lt) && lt->child == NULL)) return 1;
+  long idx = layer_index(c->layers_pattern, key);
+  int ok = 0;
+  if (idx >= 0) {
+    if (cJSON_IsNumber(lt)) ok = (long)lt->valuedouble == idx;
+    else
+      for (const cJSON *e = lt->child; e && !ok; e = e->next) ok = (long)e->valuedouble == idx;
+  }
+  if (!ok) *why_key = "layers_to_transform";
+  return ok;
 }

@@ -33,9 +33,9 @@ void effml_calibration_options_init(effml_calibration_options *opt) {
   opt->hidden = 5;
   opt->t_min = 0.1;
   opt->t_max = 10.0;
-  opt->balance = 1;
-  opt->lr = 1e-2;
-  opt->epochs = 200;
+  opt->balance = 0;  /* chosen on validation data (docs/calibration.md) */
+  opt->lr = 1e-3;
+  opt->epochs = 50;
   opt->batch_size = 1000;
   opt->max_iter = 100;
 }

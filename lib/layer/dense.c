@@ -78,9 +78,22 @@ const effml__layer_ops effml__dense_ops = {
     .flops = dense_flops,
 };
 
+static effml_status dense_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
+                                 int32_t init, effml_layer **out);
+
 effml_status effml_layer_dense_create(effml_context *ctx, int64_t in_features, int64_t out_features,
                                 int32_t bias, effml_layer **out) {
   EFFML__ENTER(ctx);
+  return dense_create(ctx, in_features, out_features, bias, 1, out);
+}
+
+effml_status effml__layer_dense_create_uninit(effml_context *ctx, int64_t in_features, int64_t out_features,
+                                              int32_t bias, effml_layer **out) {
+  return dense_create(ctx, in_features, out_features, bias, 0, out);
+}
+
+static effml_status dense_create(effml_context *ctx, int64_t in_features, int64_t out_features, int32_t bias,
+                                 int32_t init, effml_layer **out) {
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out);
   if (in_features < 1 || out_features < 1 || in_features > INT32_MAX ||
@@ -104,8 +117,8 @@ effml_status effml_layer_dense_create(effml_context *ctx, int64_t in_features, i
     st = effml__layer_add_param(ctx, layer, "bias", 1, &out_features, 1, NULL);
   /* PyTorch's nn.Linear.reset_parameters: kaiming_uniform(a = sqrt(5)) gives
    * U(-1/sqrt(in), 1/sqrt(in)) for W, and the bias uses the same bound. */
-  if (st == EFFML_OK) st = effml_tensor_init_kaiming_uniform(ctx, effml_layer_param(layer, DENSE_W), sqrt(5.0));
-  if (st == EFFML_OK && d->has_bias) {
+  if (st == EFFML_OK && init) st = effml_tensor_init_kaiming_uniform(ctx, effml_layer_param(layer, DENSE_W), sqrt(5.0));
+  if (st == EFFML_OK && init && d->has_bias) {
     double bound = 1.0 / sqrt((double)in_features);
     st = effml_tensor_init_uniform(ctx, effml_layer_param(layer, DENSE_B), -bound, bound);
   }

@@ -149,4 +149,9 @@ EFFML__HIDDEN effml_status effml__activation_backward(effml_context *ctx, int32_
                                                  const effml_tensor *x, const effml_tensor *dy,
                                                  effml_tensor *dx);
 
+/* effml_layer_dense_create() without the random initialisation (weight and bias zero): for a
+ * caller that fills the weights itself (a merge from a file's tensors). */
+EFFML__HIDDEN effml_status effml__layer_dense_create_uninit(effml_context *ctx, int64_t in_features,
+                                                            int64_t out_features, int32_t bias, effml_layer **out);
+
 #endif /* EFFML_LAYER_INTERNAL_H */

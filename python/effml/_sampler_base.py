@@ -227,7 +227,14 @@ class _Labels:
         if self.encoded:
             cnt = np.bincount(self.c, minlength=len(self.classes))
             return OrderedDict((c, int(n)) for c, n in zip(self.classes.tolist(), cnt))
-        u, cnt = np.unique(self.c, return_counts=True)
+        c = self.c
+        if c.size:
+            lo, hi = int(c.min()), int(c.max())
+            if lo >= 0 and hi < 4 * c.size + 1024:  # small non-negative labels: no sort
+                cnt = np.bincount(c)
+                u = np.flatnonzero(cnt)
+                return OrderedDict((int(a), int(b)) for a, b in zip(u, cnt[u]))
+        u, cnt = np.unique(c, return_counts=True)
         return OrderedDict((int(a), int(b)) for a, b in zip(u, cnt))
 
 

@@ -25,6 +25,9 @@ __all__ = ["temperature_probs", "temperature_at", "unimax", "virtual_sizes", "in
 
 
 _temp_fn = _lib.fn("effml_sampler_temperature_probs")
+_ndarray, _F64, _frombuffer = np.ndarray, np.dtype(np.float64), np.frombuffer
+_DOUBLE_ARRAYS = {}  # n -> c_double * n
+_byref, _from_buffer = byref, ctypes.c_double.from_buffer
 
 
 def temperature_probs(sizes, temperature=1.0, *, alpha=None):
@@ -41,6 +44,31 @@ def temperature_probs(sizes, temperature=1.0, *, alpha=None):
 
     Returns float64 array of K probabilities (empty sources get 0).
     """
+    if alpha is None and type(sizes) is _ndarray and sizes.dtype is _F64:
+        # Fast path (the per-call cost is the point of a tiny call): a writable
+        # C-contiguous float64 vector is passed by pointer with no conversion.
+        sh = sizes.shape
+        try:
+            if len(sh) != 1:
+                raise TypeError
+            n = sh[0]
+            ps = _byref(_from_buffer(sizes))  # refuses read-only / non-contiguous buffers
+        except (TypeError, ValueError, BufferError):
+            ps = None
+        if ps is not None:
+            # the output: a ctypes array (passed as double * without conversion),
+            # returned as the numpy array over it
+            t = _DOUBLE_ARRAYS.get(n)
+            if t is None:
+                t = c_double * n
+                if n <= 4096:
+                    _DOUBLE_ARRAYS[n] = t
+            buf = t()
+            ctx = thread_context()
+            st = _temp_fn(ctx._h, ps, n, temperature, buf)
+            if st:
+                ctx.check(st, "effml_sampler_temperature_probs")
+            return _frombuffer(buf)
     ctx = thread_context()
     s, ps = f64_buffer(sizes, "sizes")
     if not s.shape[0]:

@@ -393,6 +393,41 @@ class Cascade:
         """Fraction of the last run's samples that exited at ``stage``."""
         return _lib.fn("effml_cascade_workspace_exit_fraction")(self._ws, self._stage(stage))
 
+    def set_stage_calibration(self, stage, calibrator):
+        """Calibrate ``stage``'s logits before routing (``effml_cascade_set_stage_calibration``).
+
+        ``calibrator``: a fitted :class:`effml.calibration.TemperatureScaling`
+        or :class:`~effml.calibration.VectorScaling` for this cascade's class
+        count (its parameters are copied now), or None to remove it.  The
+        stage's logits become z / T or a * z + b before the softmax, the
+        aggregation and the score, in :meth:`run` and :meth:`calibrate`
+        alike: set calibrations first, then select the thresholds.  A
+        correctness-aware calibrator needs view features a stage does not
+        have (refused): apply it to the logits before building the cascade.
+        """
+        from . import calibration as _cal
+        ctx, s = self._ctx, self._stage(stage)
+        L = _lib.fn
+        if calibrator is None:
+            ctx.check(L("effml_cascade_set_stage_calibration")(ctx.handle, self._h, s, None),
+                      "effml_cascade_set_stage_calibration")
+            return
+        if not isinstance(calibrator, (_cal.TemperatureScaling, _cal.VectorScaling)):
+            raise InvalidArgumentError(
+                "calibrator must be a fitted TemperatureScaling or VectorScaling (or None), got %s;"
+                " apply a CorrectnessAwareCalibrator to the logits before building the cascade"
+                % type(calibrator).__name__)
+        if getattr(calibrator, "n_classes_", self.num_classes) != self.num_classes:
+            from ._errors import ShapeError
+            raise ShapeError("calibrator was fitted on %d classes, the cascade has %d"
+                             % (calibrator.n_classes_, self.num_classes))
+        h = calibrator._c_handle(ctx)
+        try:
+            ctx.check(L("effml_cascade_set_stage_calibration")(ctx.handle, self._h, s, h),
+                      "effml_cascade_set_stage_calibration")
+        finally:
+            L("effml_calibration_free")(h)
+
     def __del__(self):
         L = _lib.fn
         if getattr(self, "_ws", None):

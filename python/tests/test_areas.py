@@ -122,6 +122,33 @@ def test_temperature_probs():
         mx.temperature_probs([-1.0, 2.0])
 
 
+def test_temperature_probs_fast_and_general_paths_agree():
+    """A writable contiguous float64 vector takes the pointer fast path; every other
+    input (read-only, strided, other dtype, list, 2-D, empty) the converting one."""
+    n = np.array([1000.0, 100.0, 10.0, 0.0, 3.0, 7.0])
+    ref = mx.temperature_probs(n.tolist(), 2.0)
+    fast = mx.temperature_probs(n, 2.0)
+    assert fast.dtype == np.float64 and fast.shape == (6,) and fast.flags.writeable
+    assert np.array_equal(fast, ref)
+    ro = n.copy()
+    ro.flags.writeable = False
+    wide = np.zeros(12)
+    wide[::2] = n
+    for x in (ro, wide[::2], n.astype(np.float32), n.astype(np.int64)):
+        assert np.array_equal(mx.temperature_probs(x, 2.0), ref)
+    assert np.array_equal(n, [1000.0, 100.0, 10.0, 0.0, 3.0, 7.0])  # input untouched
+    fast[0] = -1  # results are independent arrays
+    assert mx.temperature_probs(n, 2.0)[0] == ref[0]
+    with pytest.raises(ValueError, match="1-D"):
+        mx.temperature_probs(np.ones((2, 3)), 2.0)
+    with pytest.raises(ValueError, match="empty"):
+        mx.temperature_probs(np.zeros(0), 2.0)
+    with pytest.raises(ValueError):
+        mx.temperature_probs(np.array([1.0, np.nan]), 2.0)
+    big = np.arange(1.0, 5001.0)  # beyond the cached ctypes array types
+    assert np.allclose(mx.temperature_probs(big, 1.0), big / big.sum(), rtol=1e-13)
+
+
 def test_temperature_schedules():
     assert mx.temperature_at(5, kind="linear", t_start=1, t_end=3, total_steps=10) == \
         pytest.approx(2.0)

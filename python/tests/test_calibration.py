@@ -142,7 +142,7 @@ def test_ca_gradient_finite_differences_and_torch():
     z, y = _data(11, n=300, k=5)
     rng = np.random.default_rng(3)
     views = [z + rng.normal(size=z.shape) * s for s in (0.3, 0.8)]
-    ca = cal.CorrectnessAwareCalibrator(top_k=3, hidden=4)
+    ca = cal.CorrectnessAwareCalibrator(top_k=3, hidden=4, balance=True)
     F, H = 6, 4
     theta = np.concatenate([rng.normal(size=H * F) * 0.5, rng.normal(size=H) * 0.2,
                             rng.normal(size=H) * 0.5, [1.1]])
@@ -174,8 +174,9 @@ def test_ca_fit_lowers_its_loss_and_keeps_predictions():
     # views: noisier for wrongly predicted rows, so the features carry a correctness signal
     wrong = (z.argmax(1) != y)[:, None]
     views = [z + rng.normal(size=z.shape) * (0.3 + 2.0 * wrong) for _ in range(3)]
-    ca = cal.CorrectnessAwareCalibrator(epochs=100)
-    l0, _ = ca.loss(z, y, views=views, params=_init_params(ca, z, views))
+    ca = cal.CorrectnessAwareCalibrator(lr=1e-2, epochs=300)  # 800 rows: 1 step per epoch
+    l0, _ = ca.loss(z, y, views=views)  # unfitted: at the starting point
+    assert l0 == ca.loss(z, y, views=views, params=_init_params(ca, z, views))[0]
     ca.fit(z, y, views=views)
     l1, _ = ca.loss(z, y, views=views)
     assert l1 < l0
@@ -185,7 +186,7 @@ def test_ca_fit_lowers_its_loss_and_keeps_predictions():
     # wrong rows get higher temperatures (lower confidence) than right ones
     assert t[wrong[:, 0]].mean() > t[~wrong[:, 0]].mean()
     # deterministic for a seed, and it pickles
-    again = cal.CorrectnessAwareCalibrator(epochs=100).fit(z, y, views=views)
+    again = cal.CorrectnessAwareCalibrator(lr=1e-2, epochs=300).fit(z, y, views=views)
     np.testing.assert_array_equal(again.params_, ca.params_)
     back = pickle.loads(pickle.dumps(ca))
     np.testing.assert_array_equal(back.transform(z, views), ca.transform(z, views))
@@ -296,3 +297,39 @@ def test_bad_input_is_named():
         cal.ece(conf * 2, ok)
     with pytest.raises(ValueError, match="y has"):
         cal.brier_score(_softmax(Z), Y[:5])
+
+
+def test_cascade_stage_calibration_routes_like_prescaled_logits():
+    rng = np.random.default_rng(12)
+    z1, y = _data(40, n=900, k=5)
+    z2 = z1 * 1.3 + rng.normal(size=z1.shape)
+    va, te = slice(0, 450), slice(450, 900)
+    t1 = cal.TemperatureScaling().fit(z1[va], y[va])
+    v2 = cal.VectorScaling().fit(z2[va], y[va])
+    a = selective.Cascade([z1[te], z2[te]], [1.0, 3.0])
+    a.set_stage_calibration(0, t1)
+    a.set_stage_calibration(1, v2)
+    a.calibrate([z1[va], z2[va]], y[va], target="coverage", target_value=0.6)
+    b = selective.Cascade([t1.transform(z1[te]), v2.transform(z2[te])], [1.0, 3.0])
+    b.calibrate([t1.transform(z1[va]), v2.transform(z2[va])], y[va], target="coverage",
+                target_value=0.6)
+    ra, rb = a.run(), b.run()
+    np.testing.assert_array_equal(ra[0], rb[0])
+    np.testing.assert_array_equal(ra[2], rb[2])
+    np.testing.assert_allclose(ra[1], rb[1], rtol=1e-12)
+    assert a.exit_rule(0)[3] == pytest.approx(b.exit_rule(0)[3], rel=1e-12)
+    # calibration changes routing compared with the raw cascade
+    c = selective.Cascade([z1[te], z2[te]], [1.0, 3.0])
+    c.calibrate([z1[va], z2[va]], y[va], target="coverage", target_value=0.6)
+    assert not np.allclose(c.run()[1], ra[1])
+    a.set_stage_calibration(0, None)
+    with pytest.raises(ValueError, match="TemperatureScaling or VectorScaling"):
+        a.set_stage_calibration(0, cal.CorrectnessAwareCalibrator())
+    with pytest.raises(effml.StateError, match="not fitted"):
+        a.set_stage_calibration(0, cal.TemperatureScaling())
+    with pytest.raises(IndexError, match="stage=2"):
+        a.set_stage_calibration(2, t1)
+    with pytest.raises(ValueError, match="class"):  # vector scaling for 3 classes, cascade of 5
+        a.set_stage_calibration(0, cal.VectorScaling().fit(Z[:, :3], Y % 3))
+    with pytest.raises(ValueError, match="fitted on 3 classes, the cascade has 5"):
+        a.set_stage_calibration(0, cal.TemperatureScaling().fit(Z[:, :3], Y % 3))
