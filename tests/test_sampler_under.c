@@ -228,11 +228,11 @@ START_TEST(test_under_bad_options) {
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 4, 3, 100, 0.5, "version=4"},
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 21, 100, 0.5, "n_neighbors=21"},
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, -1, 100, 0.5, "n_neighbors=-1"},
-      {EFFML_SAMPLER_RESAMPLE_CNN, 1, 61, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_CNN, 1, -3, 100, 0.5, "n_neighbors=-3"},
       {EFFML_SAMPLER_RESAMPLE_OSS, 1, -2, 100, 0.5, "n_neighbors=-2"},
       {EFFML_SAMPLER_RESAMPLE_RENN, 1, 3, 0, 0.5, "max_iter=0"},
-      {EFFML_SAMPLER_RESAMPLE_RENN, 1, 61, 100, 0.5, "kNN limit"},
-      {EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 200, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_RENN, 1, 150, 100, 0.5, "n_neighbors=150 needs at least 151 samples, got 150"},
+      {EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 200, 100, 0.5, "n_neighbors=200 needs at least 201 samples"},
       {EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, 100, 0.0, "threshold_cleaning=0"},
       {EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, 100, NAN, "threshold_cleaning=nan"},
   };
@@ -553,6 +553,87 @@ START_TEST(test_kmeans_smote_selection) {
   }
   fclose(f);
   ck_assert_int_eq(lines, 4);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* More than 60 neighbours (the kNN once kept at most 60): ENN with
+ * n_neighbors = 70 (MODE vote, every class targeted) on the imbalanced wine
+ * keeps exactly the rows a brute-force 70-NN vote keeps (exact squared
+ * distances, ties by index), at 1 and 3 threads; RENN and AllKNN run with 70. */
+START_TEST(test_enn_beyond_60_neighbours) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "wine.csv", 2, 20, &x, &y);
+  const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1), k = 70;
+  const double *xp = (const double *)effml_tensor_data_const(x);
+  const int64_t *yp = (const int64_t *)effml_tensor_data_const(y);
+  int64_t *want = (int64_t *)malloc((size_t)n * sizeof(int64_t)), nw = 0;
+  double *dist = (double *)malloc((size_t)n * sizeof(double));
+  int64_t *ord = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+  ck_assert(want && dist && ord);
+  for (int64_t cl = 0; cl < 3; ++cl)
+    for (int64_t i = 0; i < n; ++i) {
+      if (yp[i] != cl) continue;
+      int64_t m = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        if (j == i) continue;
+        double s = 0;
+        for (int64_t t = 0; t < d; ++t) {
+          double u = xp[i * d + t] - xp[j * d + t];
+          s += u * u;
+        }
+        dist[j] = s;
+        /* insertion by (distance, index) */
+        int64_t p = m++;
+        while (p > 0 && (dist[ord[p - 1]] > s || (dist[ord[p - 1]] == s && ord[p - 1] > j))) {
+          ord[p] = ord[p - 1];
+          --p;
+        }
+        ord[p] = j;
+      }
+      int64_t votes[3] = {0, 0, 0};
+      for (int64_t t = 0; t < k; ++t) votes[yp[ord[t]]]++;
+      int64_t best = 0;
+      for (int64_t c = 1; c < 3; ++c)
+        if (votes[c] > votes[best]) best = c;
+      if (best == cl) want[nw++] = i;
+    }
+  ck_assert_int_gt(nw, 0);
+  ck_assert_int_lt(nw, n);
+  for (int threads = 1; threads <= 3; threads += 2) {
+    ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = EFFML_SAMPLER_RESAMPLE_ENN;
+    o.n_neighbors = k;
+    o.kind_sel = EFFML_SAMPLER_ENN_MODE;
+    o.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+    effml_tensor *b, *nb, *st;
+    ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_dim(b, 0), nw);
+    ck_assert_mem_eq(effml_tensor_data_const(b), want, (size_t)nw * sizeof(int64_t));
+    effml_tensor_free(b);
+    effml_tensor_free(nb);
+    effml_tensor_free(st);
+    for (int m = 0; m < 2; ++m) {
+      o.method = m ? EFFML_SAMPLER_RESAMPLE_ALLKNN : EFFML_SAMPLER_RESAMPLE_RENN;
+      o.sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
+      o.kind_sel = EFFML_SAMPLER_ENN_ALL;
+      o.allow_minority = 1;
+      effml_status rc = effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st);
+      ck_assert_msg(rc == EFFML_OK, "%s", effml_context_last_error(ctx));
+      ck_assert_int_gt(effml_tensor_dim(b, 0), 0);
+      effml_tensor_free(b);
+      effml_tensor_free(nb);
+      effml_tensor_free(st);
+    }
+  }
+  free(want);
+  free(dist);
+  free(ord);
   effml_tensor_free(x);
   effml_tensor_free(y);
   effml_context_free(ctx);
@@ -1171,6 +1252,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_combined_is_composition);
   tcase_add_test(tc, test_combined_f32_entry_points_agree);
   tcase_add_test(tc, test_kmeans_smote_selection);
+  tcase_add_test(tc, test_enn_beyond_60_neighbours);
   tcase_add_test(tc, test_iht_matches_imblearn);
   tcase_add_test(tc, test_iht_folds);
   tcase_add_test(tc, test_cluster_centroids);

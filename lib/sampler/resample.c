@@ -451,10 +451,9 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
     /* SMOTE into the output, the plan freed, then the cleaning on the output
      * rows in place: library memory = the SMOTE output + the cleaning's
      * per-row index arrays, no f64 copy of the rows for f64 x. */
-    if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN &&
-        (o.n_neighbors < 1 || o.n_neighbors > EFFML__KNN_MAX_K))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be in [1, %d] (the kNN limit)",
-                        (long long)o.n_neighbors, EFFML__KNN_MAX_K);
+    if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN && o.n_neighbors < 1)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be >= 1",
+                        (long long)o.n_neighbors);
     if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN && o.kind_sel != EFFML_SAMPLER_ENN_ALL &&
         o.kind_sel != EFFML_SAMPLER_ENN_MODE)
       return effml__err(ctx, EFFML_E_INVALID_ARG,

@@ -7,10 +7,6 @@
 /* Default rows per kNN query block and reference block. */
 #define EFFML__KNN_QBLOCK 256
 #define EFFML__KNN_RBLOCK 2048
-/* Most neighbours effml__knn_f64 returns per query. */
-#ifndef EFFML__KNN_MAX_K
-#define EFFML__KNN_MAX_K 60
-#endif
 
 /* Exact kNN on f64 row-major data.  ref [n_ref, d], q [n_q, d].  When
  * `self_index` is non-NULL, query i never returns reference row
