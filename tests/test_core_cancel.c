@@ -384,6 +384,43 @@ START_TEST(cascade_and_file_loads_cancel) {
   ck_assert_int_eq(w.calls, 2);
   ck_assert_str_eq(w.call, "effml_cascade_run");
 
+  /* threshold selection (three stages: reports before stages 0 and 1): stopped
+   * before stage 1, no rule changes; ensemble predictions: outputs untouched */
+  effml_tensor *l2 = tu_f32(ctx, 40, 3, NULL);
+  tu_fill_uniform(l2, 7, -2, 2);
+  ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, l2, 3.0), EFFML_OK);
+  const effml_tensor *val[3] = {l0, l1, l2};
+  int32_t rule0 = -1, rule1 = -1;
+  double a0, b0, tau0, a1, b1, tau1;
+  ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, &rule0, &a0, &b0, &tau0), EFFML_OK);
+  ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 1, &rule1, &a1, &b1, &tau1), EFFML_OK);
+  watch_reset(&w, 2);
+  assert_cancelled(ctx, effml_cascade_select_thresholds(ctx, c, 3, val, NULL, NULL),
+                   "effml_cascade_select_thresholds");
+  ck_assert_str_eq(effml_context_last_error(ctx), "effml_cascade_select_thresholds: cancelled after 1 of 2 stages");
+  int32_t r = -2;
+  double a, b, tau;
+  ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, &r, &a, &b, &tau), EFFML_OK);
+  ck_assert(r == rule0 && memcmp(&a, &a0, sizeof a) == 0 && memcmp(&b, &b0, sizeof b) == 0 &&
+            memcmp(&tau, &tau0, sizeof tau) == 0); /* stage 0's new rule was not published */
+  ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 1, &r, &a, &b, &tau), EFFML_OK);
+  ck_assert(r == rule1 && memcmp(&tau, &tau1, sizeof tau) == 0);
+  watch_reset(&w, 0);
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 3, val, NULL, NULL), EFFML_OK);
+  ck_assert_int_eq(w.calls, 2);
+  ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, &r, &a, &b, &tau), EFFML_OK);
+  ck_assert(!isnan(tau)); /* now calibrated */
+  memset(effml_tensor_data(pred), 0x5A, effml_tensor_nbytes(pred));
+  watch_reset(&w, 3);
+  assert_cancelled(ctx, effml_cascade_ensemble_predict(ctx, &co, 3, val, pred, NULL, NULL),
+                   "effml_cascade_ensemble_predict");
+  for (size_t i = 0; i < effml_tensor_nbytes(pred); ++i) ck_assert_int_eq(pb[i], 0x5A);
+  watch_reset(&w, 0);
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &co, 3, val, pred, NULL, NULL), EFFML_OK);
+  ck_assert_int_eq(w.calls, 3);
+  ck_assert_int_ne(pb[0], 0x5A);
+  effml_tensor_free(l2);
+
   /* .npy and IDX loads: a request made beforehand stops them, no tensor */
   char npy[512], idx[512];
   snprintf(npy, sizeof npy, "%s/cancel_test.npy", EFFML_TEST_TMP);
@@ -397,6 +434,19 @@ START_TEST(cascade_and_file_loads_cancel) {
   ck_assert_uint_eq(fwrite(data, 1, 3, f), 3);
   fclose(f);
   effml_tensor *t = NULL;
+  /* stopped by the callback at its first report (header parsed, tensor allocated,
+   * no data read yet): no tensor published, nothing leaked (ASan) */
+  watch_reset(&w, 1);
+  effml_context_set_progress(ctx, on_progress, &w);
+  assert_cancelled(ctx, effml_io_npy_load(ctx, npy, &t), "effml_io_npy_load");
+  ck_assert_ptr_null(t);
+  ck_assert_str_eq(w.call, "effml_io_npy_load");
+  ck_assert_str_eq(effml_context_last_error(ctx), "effml_io_npy_load: cancelled after 0 of 480 bytes");
+  watch_reset(&w, 1);
+  assert_cancelled(ctx, effml_data_idx_load(ctx, idx, &t), "effml_data_idx_load");
+  ck_assert_ptr_null(t);
+  ck_assert_str_eq(w.call, "effml_data_idx_load");
+  effml_context_set_progress(ctx, NULL, NULL);
   effml_context_set_cancel(ctx, 1);
   assert_cancelled(ctx, effml_io_npy_load(ctx, npy, &t), "effml_io_npy_load");
   ck_assert_ptr_null(t);

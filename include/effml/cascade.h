@@ -257,7 +257,9 @@ EFFML_API void effml_cascade_threshold_options_init(effml_cascade_threshold_opti
  *         outside [0, 1]), EFFML_E_STATE (no stage), EFFML_E_SHAPE (empty validation set,
  *         mismatched rows or class counts, num_stages not M or M-1), EFFML_E_DTYPE,
  *         EFFML_E_NUMERIC (NaN/inf logits), EFFML_E_RANGE (label out of range; no coverage
- *         reaches the target risk), EFFML_E_NOMEM.  On error the rules are unchanged.
+ *         reaches the target risk), EFFML_E_NOMEM, EFFML_E_CANCELLED.  On error the
+ *         rules are unchanged.  Progress (effml_context_set_progress()) is reported
+ *         before each stage, in stages.
  */
 EFFML_API effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *cascade,
                                                int32_t num_stages,
@@ -333,8 +335,9 @@ EFFML_API double effml_cascade_workspace_expected_cost(const effml_cascade_works
  * @param num_members  >= 1
  * @param logits       `num_members` tensors f32/f64 [n, opt->num_classes], same n
  * @param pred, score, probs  as in effml_cascade_run() (each may be NULL)
- * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NUMERIC, EFFML_E_NOMEM;
- *         outputs untouched on error.
+ * @return EFFML_E_INVALID_ARG, EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_NUMERIC, EFFML_E_NOMEM,
+ *         EFFML_E_CANCELLED; outputs untouched on error.  Progress is reported before
+ *         each member, in members.
  */
 EFFML_API effml_status effml_cascade_ensemble_predict(effml_context *ctx, const effml_cascade_options *opt,
                                               int32_t num_members,

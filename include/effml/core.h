@@ -197,7 +197,7 @@ EFFML_API uint64_t effml_context_random_u64(effml_context *ctx);
 /**
  * Progress callback of a context: called by the long calls (training and
  * batched inference, re-sampling, kNN, leverage scores and Lewis weights,
- * cascade runs, calibrator fits, .npy/IDX/safetensors loads and safetensors
+ * cascade runs and threshold selection, calibrator fits, .npy/IDX/safetensors loads and safetensors
  * saves; docs/conventions.md lists the unit of each) between units of work,
  * on the thread that made the call.
  * @param call  name of the public function running ("effml_sampler_knn"), static

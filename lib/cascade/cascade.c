@@ -259,6 +259,8 @@ effml_status effml_cascade_ensemble_predict(effml_context *ctx, const effml_casc
     b.pred = pr;
     char name[40];
     snprintf(name, sizeof name, "logits[%d]", (int)m);
+    st = effml__progress(ctx, m - first, num_members - first, "members"); /* outputs untouched */
+    if (st) goto done;
     st = effml__stage_tensor(ctx, &b, logits[m], n, name);
     if (st) goto done;
   }

@@ -195,6 +195,8 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
   /* stage m's validation scores accumulate member by member, as in a run where every
    * sample reaches every stage */
   for (int32_t m = 0; m < M - 1; ++m) {
+    st = effml__progress(ctx, m, M - 1, "stages"); /* the rules are written after the loop */
+    if (st) goto done;
     effml__stage_block b;
     memset(&b, 0, sizeof b);
     b.K = K;
