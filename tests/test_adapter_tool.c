@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "testutil.h"
 
 #define PEFT_DIR EFFML_TEST_DATA "/peft"
@@ -724,6 +726,158 @@ START_TEST(test_targeting) {
 }
 END_TEST
 
+/* The value of key k of JSON file p (the caller frees the result with cJSON_Delete on the root). */
+static cJSON *load_json(const char *p) {
+  size_t n = 0;
+  unsigned char *b = tu_read_file(p, &n);
+  ck_assert_ptr_nonnull(b);
+  char *s = (char *)calloc(n + 1, 1);
+  memcpy(s, b, n);
+  free(b);
+  cJSON *j = cJSON_Parse(s);
+  free(s);
+  ck_assert_ptr_nonnull(j);
+  return j;
+}
+
+/* a JSON list compared as a set of strings */
+static int same_string_set(const cJSON *a, const cJSON *b) {
+  if (cJSON_GetArraySize(a) != cJSON_GetArraySize(b)) return 0;
+  for (const cJSON *x = a->child; x; x = x->next) {
+    int hit = 0;
+    for (const cJSON *y = b->child; y; y = y->next) hit |= strcmp(x->valuestring, y->valuestring) == 0;
+    if (!hit) return 0;
+  }
+  return 1;
+}
+
+/* PEFT-layout save of LoKr, LoHa, IA3 and VeRA: load each fixture, attach every module, save, and
+ * compare with PEFT's own files: the same tensor names, dtypes, shapes and bytes; the same config
+ * keys, and the same values for every key that decides what PEFT builds; then open the saved
+ * directory again and get every parameter back bit for bit. */
+START_TEST(test_save_peft_roundtrip) {
+  const char *cases[] = {"lokr", "lokr_decompose_both", "loha", "ia3", "vera"};
+  const char *decisive[] = {"peft_type", "r", "alpha", "decompose_both", "decompose_factor", "fan_in_fan_out",
+                            "save_projection", "rank_dropout", "module_dropout", "vera_dropout", "bias",
+                            "rank_pattern", "alpha_pattern", "modules_to_save", "exclude_modules", "layers_to_transform",
+                            "use_effective_conv2d", "rank_dropout_scale", NULL};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+    char dir[512], p[700], out[512];
+    snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, cases[c]);
+    snprintf(out, sizeof out, "%s/save_%s", EFFML_TEST_TMP, cases[c]);
+    mkdir(out, 0755);
+    effml_context *ctx = tu_ctx(7);
+    effml_adapter_peft *a = NULL;
+    ck_assert_int_eq(effml_adapter_peft_open(ctx, dir, &a), EFFML_OK);
+    effml_safetensors *b = NULL;
+    snprintf(p, sizeof p, "%s/base.safetensors", dir);
+    ck_assert_int_eq(effml_safetensors_load(ctx, p, 0, &b), EFFML_OK);
+    int64_t n = effml_adapter_peft_num_modules(a);
+    effml_layer *layers[8];
+    const char *mods[8];
+    ck_assert_int_le(n, 8);
+    for (int64_t i = 0; i < n; ++i) {
+      mods[i] = effml_adapter_peft_module_name(a, i);
+      char kw[512];
+      snprintf(kw, sizeof kw, "%s.weight", mods[i] + strlen("base_model.model."));
+      const effml_tensor *w = NULL;
+      ck_assert_int_eq(effml_safetensors_get(ctx, b, kw, &w), EFFML_OK);
+      effml_layer *base = NULL;
+      ck_assert_int_eq(effml_layer_dense_create(ctx, effml_tensor_dim(w, 1), effml_tensor_dim(w, 0), 1, &base), EFFML_OK);
+      ck_assert_msg(effml_adapter_peft_attach(ctx, a, i, base, &layers[i]) == EFFML_OK, "%s: %s", cases[c],
+                    effml_context_last_error(ctx));
+    }
+    ck_assert_msg(effml_adapter_peft_save(ctx, out, n, layers, mods, NULL) == EFFML_OK, "%s: %s", cases[c],
+                  effml_context_last_error(ctx));
+    /* tensors: names, dtypes, shapes and bytes as PEFT wrote them */
+    effml_safetensors *ref = NULL, *got = NULL;
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+    ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &ref), EFFML_OK);
+    snprintf(p, sizeof p, "%s/adapter_model.safetensors", out);
+    ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &got), EFFML_OK);
+    ck_assert_int_eq(effml_safetensors_count(got), effml_safetensors_count(ref));
+    ck_assert_str_eq(effml_safetensors_metadata(got, "format"), "pt");
+    for (int64_t t = 0; t < effml_safetensors_count(ref); ++t) {
+      const char *name = effml_safetensors_name(ref, t);
+      const effml_tensor *x = NULL, *y = NULL;
+      ck_assert_msg(effml_safetensors_get(ctx, got, name, &x) == EFFML_OK, "%s: saved file lacks \"%s\"", cases[c], name);
+      ck_assert_int_eq(effml_safetensors_get(ctx, ref, name, &y), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_dtype(x), effml_tensor_dtype(y));
+      ck_assert_int_eq(effml_tensor_ndim(x), effml_tensor_ndim(y));
+      for (int32_t d = 0; d < effml_tensor_ndim(y); ++d) ck_assert_int_eq(effml_tensor_dim(x, d), effml_tensor_dim(y, d));
+      ck_assert_msg(memcmp(effml_tensor_data_const(x), effml_tensor_data_const(y),
+                           (size_t)effml_tensor_numel(y) * sizeof(float)) == 0,
+                    "%s: \"%s\" differs from PEFT's bytes", cases[c], name);
+    }
+    /* config: PEFT's key set; the deciding values equal */
+    snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+    cJSON *jr = load_json(p);
+    snprintf(p, sizeof p, "%s/adapter_config.json", out);
+    cJSON *jg = load_json(p);
+    ck_assert_int_eq(cJSON_GetArraySize(jg), cJSON_GetArraySize(jr));
+    for (const cJSON *e = jr->child; e; e = e->next)
+      ck_assert_msg(cJSON_GetObjectItemCaseSensitive(jg, e->string) != NULL, "%s: saved config lacks \"%s\"", cases[c],
+                    e->string);
+    for (int k = 0; decisive[k]; ++k) {
+      const cJSON *x = cJSON_GetObjectItemCaseSensitive(jg, decisive[k]), *y = cJSON_GetObjectItemCaseSensitive(jr, decisive[k]);
+      if (y == NULL) continue;
+      ck_assert_msg(cJSON_Compare(x, y, 1), "%s: %s differs: %s vs PEFT %s", cases[c], decisive[k], cJSON_PrintUnformatted(x),
+                    cJSON_PrintUnformatted(y));
+    }
+    ck_assert(same_string_set(cJSON_GetObjectItemCaseSensitive(jg, "target_modules"),
+                              cJSON_GetObjectItemCaseSensitive(jr, "target_modules")));
+    const cJSON *ffr = cJSON_GetObjectItemCaseSensitive(jr, "feedforward_modules");
+    if (ffr) ck_assert(same_string_set(cJSON_GetObjectItemCaseSensitive(jg, "feedforward_modules"), ffr));
+    cJSON_Delete(jr);
+    cJSON_Delete(jg);
+    /* round trip: the saved directory opens and attaches to the same parameters, bit for bit */
+    effml_adapter_peft *a2 = NULL;
+    ck_assert_msg(effml_adapter_peft_open(ctx, out, &a2) == EFFML_OK, "%s: %s", cases[c], effml_context_last_error(ctx));
+    ck_assert_int_eq(effml_adapter_peft_num_modules(a2), n);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t j = -1;
+      for (int64_t m = 0; m < n; ++m)
+        if (strcmp(effml_adapter_peft_module_name(a2, m), mods[i]) == 0) j = m;
+      ck_assert_int_ge(j, 0);
+      effml_layer *base = NULL, *l2 = NULL;
+      ck_assert_int_eq(effml_layer_dense_create(ctx, effml_layer_in_features(layers[i]), effml_layer_out_features(layers[i]),
+                                                1, &base), EFFML_OK);
+      ck_assert_int_eq(effml_adapter_peft_attach(ctx, a2, j, base, &l2), EFFML_OK);
+      ck_assert_int_eq(effml_layer_num_params(l2), effml_layer_num_params(layers[i]));
+      for (int32_t q = 0; q < effml_layer_num_params(l2); ++q) {
+        const char *pn = effml_layer_param_name(l2, q);
+        if (strncmp(pn, "base_layer.", 11) == 0) continue;
+        const effml_tensor *x = effml_layer_param(l2, q), *y = effml_layer_param(layers[i], q);
+        ck_assert_str_eq(pn, effml_layer_param_name(layers[i], q));
+        ck_assert_msg(memcmp(effml_tensor_data_const(x), effml_tensor_data_const(y),
+                             (size_t)effml_tensor_numel(y) * sizeof(float)) == 0,
+                      "%s %s %s: round trip changed it", cases[c], mods[i], pn);
+      }
+      effml_layer_free(l2);
+    }
+    effml_adapter_peft_free(a2);
+    /* refusals: a layer of another kind mixed in, a merged layer */
+    effml_layer *mixed[2] = {layers[0], NULL};
+    effml_layer *d = NULL;
+    ck_assert_int_eq(effml_layer_dense_create(ctx, 3, 2, 0, &d), EFFML_OK);
+    mixed[1] = d;
+    ck_assert_int_eq(effml_adapter_peft_save(ctx, out, 2, mixed, mods, NULL), EFFML_E_INVALID_ARG);
+    effml_layer_free(d);
+    if (strncmp(cases[c], "lokr", 4) != 0) { /* LoKr layers have no merged state */
+      ck_assert_int_eq(effml_adapter_peft_merge_layer(ctx, layers[0]), EFFML_OK);
+      ck_assert_int_eq(effml_adapter_peft_save(ctx, out, n, layers, mods, NULL), EFFML_E_STATE);
+      ck_assert_ptr_nonnull(strstr(effml_context_last_error(ctx), "merged"));
+    }
+    for (int64_t i = 0; i < n; ++i) effml_layer_free(layers[i]);
+    effml_safetensors_free(ref);
+    effml_safetensors_free(got);
+    effml_safetensors_free(b);
+    effml_adapter_peft_free(a);
+    effml_context_free(ctx);
+  }
+}
+END_TEST
+
 /* adapter_config.json without peft_type: refused naming the key (PEFT always writes it) */
 START_TEST(test_refuse_missing_peft_type) {
   int rc = -1;
@@ -807,6 +961,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
   tcase_add_test(t, test_targeting);
+  tcase_add_test(t, test_save_peft_roundtrip);
   tcase_add_test(t, test_merge_progress);
   tcase_add_test(t, test_merge_interrupted);
   tcase_add_test(t, test_refuse_missing_peft_type);

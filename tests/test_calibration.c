@@ -403,6 +403,23 @@ START_TEST(test_cascade_stage_calibration) {
   ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 0, ca), EFFML_E_INVALID_ARG);
   ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 2, ts), EFFML_E_INVALID_ARG);
   effml_calibration_free(ca);
+  /* a temperature calibrator fitted for another class count is refused by name, not applied */
+  ck_assert_int_eq(effml_calibration_num_classes(ts), K);
+  ck_assert_int_eq(effml_calibration_num_classes(NULL), 0);
+  {
+    effml_calibration_options o;
+    effml_calibration_options_init(&o);
+    o.method = EFFML_CALIBRATION_TEMPERATURE;
+    o.num_classes = K + 1;
+    effml_calibrator *other = NULL;
+    ck_assert_int_eq(effml_calibration_create(ctx, &o, &other), EFFML_OK);
+    ck_assert_int_eq(effml_calibration_num_classes(other), K + 1);
+    ck_assert_int_eq(effml_cascade_set_stage_calibration(ctx, cal_c, 0, other), EFFML_E_SHAPE);
+    char want[128];
+    snprintf(want, sizeof want, "effml_cascade_set_stage_calibration: the calibrator was made for %d classes, the cascade has %d", K + 1, K);
+    ck_assert_msg(strstr(effml_context_last_error(ctx), want), "%s", effml_context_last_error(ctx));
+    effml_calibration_free(other);
+  }
   for (int c = 0; c < 2; ++c)
     for (int q = 0; q < 3; ++q) effml_tensor_free(out[c][q]);
   effml_cascade_free(cal_c);

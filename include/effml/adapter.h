@@ -628,6 +628,31 @@ EFFML_API effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_
  */
 EFFML_API effml_status effml_adapter_peft_merge_tensors(effml_context *ctx, const effml_adapter_peft *a, int64_t i,
                                                         effml_tensor *weight, effml_tensor *bias);
+/**
+ * Save LoKr, LoHa, IA3 or VeRA layers (all of one kind; "lora" layers go to
+ * effml_adapter_lora_save_peft()) in PEFT 0.21's layout, which PeftModel.from_pretrained
+ * and effml_adapter_peft_open() read back: `dir` (must exist)/adapter_model.safetensors,
+ * F32, metadata {"format": "pt"}, keys `module_names[i]` + "." + PEFT's parameter name
+ * ("lokr_w1" or "lokr_w1_a"/"lokr_w1_b", "lokr_w2" or its factors; "hada_w1_a", "hada_w1_b",
+ * "hada_w2_a", "hada_w2_b"; "ia3_l"; "vera_lambda_b", "vera_lambda_d", plus the shared
+ * "base_model.vera_A" `[r, max in]` / "base_model.vera_B" `[max out, r]`), and
+ * `dir`/adapter_config.json with every key PEFT 0.21 writes for the config class (values:
+ * r and alpha of layers[0], other modules' as rank_pattern/alpha_pattern; LoKr alpha =
+ * its scale times r, decompose_both true when any w1 is factored, decompose_factor -1;
+ * IA3 feedforward_modules = the input-scaling modules; fan_in_fan_out true for conv1d
+ * bases; target_modules = each module's name without "base_model.model.", which PEFT
+ * matches exactly; dropouts 0, init_weights true, peft_version "0.21.0").
+ * @param module_names  e.g. "base_model.model.model.layers.0.self_attn.q_proj"
+ * @return EFFML_E_INVALID_ARG (NULL, n < 1, layers of different kinds or base layouts,
+ *         a kind PEFT's layout does not cover, VeRA layers whose projections are not
+ *         leading slices of one pair or whose r differ, LoKr layers PEFT would build with
+ *         other factor shapes from r / decompose_both / decompose_factor -1, modules
+ *         the patterns cannot tell apart), EFFML_E_STATE (a merged layer), EFFML_E_IO,
+ *         EFFML_E_NOMEM.
+ */
+EFFML_API effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_t n,
+                                               effml_layer *const *layers, const char *const *module_names,
+                                               const char *base_model_name_or_path);
 
 EFFML_END_DECLS
 

@@ -98,6 +98,8 @@ EFFML_API effml_status effml_calibration_create(effml_context *ctx,
 EFFML_API void effml_calibration_free(effml_calibrator *cal);
 /** Method of the calibrator (0 for NULL). */
 EFFML_API int32_t effml_calibration_method(const effml_calibrator *cal);
+/** Number of classes K the calibrator was created for (`options.num_classes`); 0 for NULL. */
+EFFML_API int64_t effml_calibration_num_classes(const effml_calibrator *cal);
 
 /**
  * Fit on validation data.

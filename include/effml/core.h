@@ -186,6 +186,28 @@ EFFML_API int32_t effml_context_num_threads(const effml_context *ctx);
 /** Set the thread count for libeffml's own loops.  EFFML_E_INVALID_ARG if < 1 or > 1024. */
 EFFML_API effml_status effml_context_set_num_threads(effml_context *ctx, int32_t num_threads);
 
+/**
+ * Cap the ISA level of libeffml's hand-written kernels for calls on `ctx`
+ * (EFFML_CORE_ISA_PORTABLE, _AVX2 or _AVX512; a new context uses the CPU's
+ * level, effml_core_isa_level()).  Use it to reproduce results across
+ * machines: with the same level, seed, inputs and any thread count the
+ * libeffml kernels give the same bytes on every x86-64 CPU that supports the
+ * level.  Between levels, which results are bit-identical and which may
+ * differ in the last bits (and by how much) is listed in docs/conventions.md
+ * ("Results across ISA levels").  OpenBLAS picks its own kernels and is not
+ * affected (its choice is OpenBLAS's OPENBLAS_CORETYPE environment
+ * variable).  Not thread-safe with calls running on the same context.
+ * @return EFFML_E_INVALID_ARG (ctx NULL, level not an EFFML_CORE_ISA_* value),
+ *         EFFML_E_UNSUPPORTED (level above the CPU's; the cap is unchanged).
+ */
+EFFML_API effml_status effml_context_set_isa_level(effml_context *ctx, int32_t level);
+
+/**
+ * ISA level the kernels of calls on `ctx` dispatch to: the CPU's level, or the
+ * cap set by effml_context_set_isa_level().  ctx NULL: the CPU's level.
+ */
+EFFML_API int32_t effml_context_isa_level(const effml_context *ctx);
+
 /** Re-seed the context's generator (same effect as creating it with this seed). */
 EFFML_API void effml_context_set_seed(effml_context *ctx, uint64_t seed);
 
@@ -237,9 +259,10 @@ EFFML_API int32_t effml_context_cancel_requested(const effml_context *ctx);
 #define EFFML_CORE_ISA_AVX512 2   /**< x86-64 AVX-512F */
 
 /**
- * ISA level the kernels dispatch to on this CPU (EFFML_CORE_ISA_*), read from
- * the CPU at each call: the same value every kernel call will use.  Only the
- * libeffml kernels follow it; OpenBLAS picks its own.  Thread-safe.
+ * Highest ISA level the kernels can dispatch to on this CPU (EFFML_CORE_ISA_*),
+ * read from the CPU at each call: the level of every kernel call on a context
+ * that effml_context_set_isa_level() has not capped.  Only the libeffml
+ * kernels follow it; OpenBLAS picks its own.  Thread-safe.
  */
 EFFML_API int32_t effml_core_isa_level(void);
 

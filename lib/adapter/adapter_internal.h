@@ -243,4 +243,17 @@ EFFML__HIDDEN const char *effml__peft_module_key(const char *module_name);
 EFFML__HIDDEN effml_status effml__conv1d_create_uninit(effml_context *ctx, int64_t in_features, int64_t out_features,
                                                        int32_t bias, effml_layer **out);
 
+/* What a PEFT-layout saver needs to know of a LoKr, LoHa, IA3 or VeRA layer (0 where it does not apply). */
+typedef struct effml__adapter_info {
+  int64_t r;
+  double alpha;
+  int32_t merged, transposed, feedforward, w1_factored;
+  int64_t out_l, out_k, in_m, in_n; /* LoKr's factorization */
+} effml__adapter_info;
+EFFML__HIDDEN void effml__lokr_info(const effml_layer *layer, effml__adapter_info *in);
+EFFML__HIDDEN void effml__loha_info(const effml_layer *layer, effml__adapter_info *in);
+EFFML__HIDDEN void effml__vera_info(const effml_layer *layer, effml__adapter_info *in);
+EFFML__HIDDEN void effml__ia3_info(const effml_layer *layer, effml__adapter_info *in);
+EFFML__HIDDEN void effml__adapter_get_info(const effml_layer *layer, effml__adapter_info *in);
+
 #endif /* EFFML_ADAPTER_INTERNAL_H */

@@ -209,3 +209,10 @@ effml_status effml_adapter_ia3_unmerge(effml_context *ctx, effml_layer *layer) {
   EFFML__ENTER(ctx);
   return ia3_merge_common(ctx, layer, 0);
 }
+
+void effml__ia3_info(const effml_layer *layer, effml__adapter_info *in) {
+  const effml__ia3 *p = as_ia3(layer);
+  in->feedforward = p->feedforward;
+  in->merged = p->merged;
+  in->transposed = p->base.transposed;
+}

@@ -244,3 +244,11 @@ effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer) 
   EFFML__ENTER(ctx);
   return loha_merge_common(ctx, layer, 0);
 }
+
+void effml__loha_info(const effml_layer *layer, effml__adapter_info *in) {
+  const effml__loha *p = as_loha(layer);
+  in->r = p->r;
+  in->alpha = p->alpha;
+  in->merged = p->merged;
+  in->transposed = p->base.transposed;
+}

@@ -323,3 +323,15 @@ effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_lay
   effml__free(ctx, w1);
   return EFFML_OK;
 }
+
+void effml__lokr_info(const effml_layer *layer, effml__adapter_info *in) {
+  const effml__lokr *p = as_lokr(layer);
+  in->r = p->r;
+  in->alpha = p->scale * (double)p->r; /* PEFT's convention scale = alpha / r gives this scale back */
+  in->transposed = p->base.transposed;
+  in->w1_factored = !p->full_w1;
+  in->out_l = p->out_l;
+  in->out_k = p->out_k;
+  in->in_m = p->in_m;
+  in->in_n = p->in_n;
+}

@@ -199,16 +199,15 @@ typedef struct thin_args {
  * in chunk order, so dS does not depend on the thread count either. */
 #define THIN_CHUNK 64
 
-/* The row kernels are memory-bound only when they run at full vector width:
- * built for x86-64 baseline (SSE2) they were compute-bound, so they are
- * compiled for AVX-512 and AVX2+FMA too and picked at load time (ifunc). */
-/* Not under ThreadSanitizer: the ifunc resolver would run, instrumented,
- * before the TSan runtime is up (the TSan builds crash at load time). */
-#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(__clang__) && \
-    !defined(__SANITIZE_THREAD__)
-#define THIN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define THIN_CLONES
+/* The backward row kernel is memory-bound only when it runs at full vector
+ * width: built for x86-64 baseline (SSE2) it was compute-bound, so its body
+ * is compiled for AVX-512F and AVX2+FMA too, and the call's context picks
+ * one (effml_context_isa_level(); explicit, so a test can force each).
+ * GCC only: this file is ISO C, which GCC compiles without contracting
+ * a*b+c into FMAs, so the three builds give the same bits; clang contracts
+ * by default and would not. */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
+#define THIN_X86 1
 #endif
 
 static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
@@ -236,10 +235,11 @@ static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t wor
   }
 }
 
-/* The backward row kernel's body, built twice (below): the fused small-adapter
- * case gains from wide vectors, the wide case lost ~25 % CPU time in the AVX-512
- * clone (measured 1 thread, LPHM 4096 -> 4096 n 8: 63 ms cloned vs 48 ms baseline;
- * T5 768 -> 24 n 4: 14.6 ms cloned vs 18 ms baseline). */
+/* The backward row kernel's body, built for each ISA level for the fused
+ * small-adapter case (it gains from wide vectors) and once, baseline, for
+ * the wide case, which lost ~25 % CPU time in the AVX-512 clone (measured 1
+ * thread, LPHM 4096 -> 4096 n 8: 63 ms cloned vs 48 ms baseline; T5 768 -> 24
+ * n 4: 14.6 ms cloned vs 18 ms baseline). */
 static inline __attribute__((always_inline)) void thin_backward_body(void *arg, int64_t c0,
                                                                      int64_t c1, int32_t worker) {
   const thin_args *t = (const thin_args *)arg;
@@ -291,13 +291,36 @@ static inline __attribute__((always_inline)) void thin_backward_body(void *arg, 
   }
 }
 
-THIN_CLONES static void thin_backward_rows_fused(void *arg, int64_t c0, int64_t c1,
-                                                 int32_t worker) {
+/* The wide case, and the fused case at the portable level. */
+static void thin_backward_rows(void *arg, int64_t c0, int64_t c1, int32_t worker) {
   thin_backward_body(arg, c0, c1, worker);
 }
-
-static void thin_backward_rows_wide(void *arg, int64_t c0, int64_t c1, int32_t worker) {
+#ifdef THIN_X86
+__attribute__((target("avx2,fma"))) static void thin_backward_rows_avx2(void *arg, int64_t c0,
+                                                                         int64_t c1,
+                                                                         int32_t worker) {
   thin_backward_body(arg, c0, c1, worker);
+}
+__attribute__((target("avx512f,avx2,fma"))) static void thin_backward_rows_avx512(void *arg,
+                                                                                   int64_t c0,
+                                                                                   int64_t c1,
+                                                                                   int32_t worker) {
+  thin_backward_body(arg, c0, c1, worker);
+}
+#endif
+
+/* The fused case's row kernel at the context's ISA level. */
+static effml__range_fn thin_backward_kernel(const effml_context *ctx) {
+#ifdef THIN_X86
+  switch (effml__ctx_isa(ctx)) {
+    case EFFML_CORE_ISA_AVX512: return thin_backward_rows_avx512;
+    case EFFML_CORE_ISA_AVX2: return thin_backward_rows_avx2;
+    default: break;
+  }
+#else
+  (void)ctx;
+#endif
+  return thin_backward_rows;
 }
 
 static void transpose_S(const float *S, int64_t kin, int64_t nc, float *St) {
@@ -450,7 +473,7 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
                    twr ? p->Q : NULL, tparts};
     int64_t min_chunks = thin_min_chunk(n, kin, kout, nc) / THIN_CHUNK + 1;
     st = effml__parallel_for(ctx, chunks, min_chunks,
-                             fuse ? thin_backward_rows_fused : thin_backward_rows_wide, &t);
+                             fuse ? thin_backward_kernel(ctx) : thin_backward_rows, &t);
     effml__free(ctx, St);
     if (st == EFFML_OK && tws) { /* dS = sum of the chunks' parts, in chunk order */
       float *acc = parts;

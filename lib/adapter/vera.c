@@ -214,3 +214,10 @@ effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_layer *layer) 
   EFFML__ENTER(ctx);
   return vera_merge_common(ctx, layer, 0);
 }
+
+void effml__vera_info(const effml_layer *layer, effml__adapter_info *in) {
+  const effml__vera *p = as_vera(layer);
+  in->r = p->r;
+  in->merged = p->merged;
+  in->transposed = p->base.transposed;
+}

@@ -114,6 +114,9 @@ void effml_calibration_free(effml_calibrator *cal) {
 
 int32_t effml_calibration_method(const effml_calibrator *cal) { return cal ? cal->o.method : 0; }
 int64_t effml_calibration_num_params(const effml_calibrator *cal) { return cal ? cal->np : 0; }
+int64_t effml_calibration_num_classes(const effml_calibrator *cal) {
+  return cal ? cal->o.num_classes : 0;
+}
 
 effml_status effml_calibration_get_params(effml_context *ctx, const effml_calibrator *cal,
                                           double *params) {

@@ -300,11 +300,12 @@ effml_status effml_cascade_set_stage_calibration(effml_context *ctx, effml_casca
                       "%s: a correctness-aware calibrator needs per-sample view features, which a "
                       "cascade stage does not have; calibrate such logits before adding them",
                       fn);
-  if ((method == EFFML_CALIBRATION_VECTOR && np != 2 * K) ||
+  const int64_t cal_k = effml_calibration_num_classes(cal);
+  if (cal_k != K || (method == EFFML_CALIBRATION_VECTOR && np != 2 * K) ||
       (method == EFFML_CALIBRATION_TEMPERATURE && np != 1))
     return effml__err(ctx, EFFML_E_SHAPE,
                       "%s: the calibrator was made for %lld classes, the cascade has %lld", fn,
-                      (long long)(method == EFFML_CALIBRATION_VECTOR ? np / 2 : 0), (long long)K);
+                      (long long)cal_k, (long long)K);
   double *ab = (double *)effml__alloc_or_err(cascade->ctx, (size_t)(2 * K) * sizeof(double),
                                              "stage calibration");
   if (!ab) return EFFML_E_NOMEM;

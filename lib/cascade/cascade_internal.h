@@ -82,6 +82,7 @@ typedef struct effml__stage_block {
   double *sacc;       /* [rows] */
   double *score;      /* [rows] */
   int32_t *pred;      /* [rows] */
+  int32_t isa;        /* EFFML_CORE_ISA_* of the call's context (set by effml__stage_tensor) */
 } effml__stage_block;
 
 EFFML__HIDDEN int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t end);

@@ -301,7 +301,7 @@ int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t en
   const int small = b->K <= 256; /* the usual case: work from a local copy of the row */
   if (b->route && small) { /* routing score only: no softmax in f64, no running sums */
 #ifdef EFFML__ROUTE_AVX512
-    const int wide = b->K <= 16 && effml__isa_level() >= EFFML_CORE_ISA_AVX512;
+    const int wide = b->K <= 16 && b->isa >= EFFML_CORE_ISA_AVX512;
 #endif
     for (int64_t j = begin; j < end; ++j) {
       const int64_t r = b->row_index ? b->row_index[j] : j;
@@ -353,6 +353,7 @@ effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
     b->rs = logits->strides[0];
     b->cs = logits->strides[1];
   }
+  b->isa = effml__ctx_isa(ctx);
   stage_job job;
   job.b = b;
   for (int i = 0; i < 64; ++i) job.bad[i] = -1;

@@ -26,6 +26,7 @@ struct effml_context {
   atomic_int cancel;             /* effml_context_set_cancel(): any thread, or a signal handler (lock-free) */
   int64_t last_done, last_total; /* the running call's last progress report (effml__progress_poll) */
   const char *last_unit;         /* its unit (static), or NULL before the call's first report */
+  int32_t isa_cap;               /* effml_context_set_isa_level(), or -1: the CPU's level */
 };
 
 void effml_context_options_init(effml_context_options *opt) {
@@ -59,6 +60,7 @@ effml_status effml_context_create(const effml_context_options *opt, effml_contex
   ctx->free = o.free;
   ctx->alloc_user_data = o.alloc_user_data;
   ctx->num_threads = o.num_threads;
+  ctx->isa_cap = -1;
   ctx->log = o.log;
   ctx->log_user_data = o.log_user_data;
   ctx->log_level = o.log_level;
@@ -114,6 +116,29 @@ uint64_t effml_context_random_u64(effml_context *ctx) {
 
 effml__rng *effml__ctx_rng(effml_context *ctx) { return &ctx->rng; }
 int32_t effml__ctx_threads(const effml_context *ctx) { return ctx ? ctx->num_threads : 1; }
+
+int32_t effml_context_isa_level(const effml_context *ctx) {
+  const int32_t cpu = effml__isa_level();
+  return ctx && ctx->isa_cap >= 0 && ctx->isa_cap < cpu ? ctx->isa_cap : cpu;
+}
+
+int32_t effml__ctx_isa(const effml_context *ctx) { return effml_context_isa_level(ctx); }
+
+effml_status effml_context_set_isa_level(effml_context *ctx, int32_t level) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  const int32_t cpu = effml__isa_level();
+  if (level < EFFML_CORE_ISA_PORTABLE || level > EFFML_CORE_ISA_AVX512)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_context_set_isa_level: level=%d is not an EFFML_CORE_ISA_* value "
+                      "(0 portable, 1 avx2, 2 avx512)",
+                      (int)level);
+  if (level > cpu)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED,
+                      "effml_context_set_isa_level: level %d (%s) is above this CPU's %d (%s)",
+                      (int)level, effml_core_isa_name(level), (int)cpu, effml_core_isa_name(cpu));
+  ctx->isa_cap = level;
+  return EFFML_OK;
+}
 
 effml_status effml__err(effml_context *ctx, effml_status status, const char *fmt, ...) {
   if (ctx == NULL) return status;

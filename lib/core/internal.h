@@ -105,8 +105,12 @@ EFFML__HIDDEN EFFML__MUST_CHECK effml_status effml__blas_check_dims(
 
 /* ---- CPU ---- */
 
-/* EFFML_CORE_ISA_* level the hand-written kernels dispatch to (lib/core/introspect.c). */
+/* Highest EFFML_CORE_ISA_* level this CPU runs (lib/core/introspect.c). */
 EFFML__HIDDEN int32_t effml__isa_level(void);
+/* The level the hand-written kernels of a call on `ctx` dispatch to: the
+ * CPU's, or lower when effml_context_set_isa_level() capped it (ctx may be
+ * NULL: the CPU's).  Every dispatching kernel asks this, never the CPU. */
+EFFML__HIDDEN int32_t effml__ctx_isa(const effml_context *ctx);
 
 /* ---- memory (context allocator; 64-byte aligned) ---- */
 

@@ -279,11 +279,12 @@ static void wk_finish(void *arg, int64_t q0, int64_t q1, int32_t worker) {
   }
 }
 
-static int wk_isa(void) {
+/* 1: the AVX-512 tile kernel (the context's ISA level allows it), else 0. */
+static int wk_isa(const effml_context *ctx) {
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") ? 1 : 0;
+  return effml__ctx_isa(ctx) >= EFFML_CORE_ISA_AVX512 ? 1 : 0;
 #else
+  (void)ctx;
   return 0;
 #endif
 }
@@ -335,7 +336,7 @@ effml_status effml__knn_within_f64_isa(effml_context *ctx, const double *x, cons
   J.K = K;
   J.nrb = nrb;
   J.ntasks = ntasks;
-  J.isa = isa < 0 ? wk_isa() : (isa > 0 && wk_isa());
+  J.isa = isa < 0 ? wk_isa(ctx) : (isa > 0 && wk_isa(ctx));
   size_t nd = (size_t)(np * d);
   float *xf = (float *)effml__malloc(ctx, nd * sizeof(float));
   float *pan = (float *)effml__malloc(ctx, nd * sizeof(float));

@@ -293,8 +293,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   J.works = (double *)effml__malloc(ctx, (size_t)(workers * J.lwork) * sizeof(double));
   J.rs = (double *)effml__malloc(ctx, (size_t)(J.nb * d * d) * sizeof(double));
 #if defined(__x86_64__)
-  __builtin_cpu_init();
-  J.fused = d <= LEV_FUSED_MAX_D && __builtin_cpu_supports("avx512f");
+  J.fused = d <= LEV_FUSED_MAX_D && effml__ctx_isa(ctx) >= EFFML_CORE_ISA_AVX512;
 #endif
   if (J.fused) {
     J.accs = (double *)effml__malloc(ctx, (size_t)(workers * (d * (d + 1) / 2) * 8) * sizeof(double));

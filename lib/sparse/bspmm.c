@@ -67,10 +67,10 @@ typedef struct {
   bdw_fn dw;
 } bsp_kernels;
 
-/* Kernels of ISA level `isa` (EFFML_CORE_ISA_*), -1 = the CPU's; a level
- * above the CPU's is capped to it. */
-static bsp_kernels pick(int isa) {
-  const int cpu = (int)effml__isa_level();
+/* Kernels of ISA level `isa` (EFFML_CORE_ISA_*), -1 = the context's
+ * (effml_context_isa_level()); a level above the context's is capped to it. */
+static bsp_kernels pick(const effml_context *ctx, int isa) {
+  const int cpu = (int)effml__ctx_isa(ctx);
   if (isa < 0 || isa > cpu) isa = cpu;
 #ifdef BSP_X86
   switch (isa) {
@@ -153,7 +153,7 @@ static int64_t min_items(int64_t items, int64_t nnz, int64_t ldb) {
 
 void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v, const float *XT,
                       int64_t ldb, int accumulate, float *YT, int isa) {
-  fwd_job j = {pick(isa), m, v, XT, ldb, accumulate, YT};
+  fwd_job j = {pick(ctx, isa), m, v, XT, ldb, accumulate, YT};
   const int64_t items = (m->rows + 3) / 4;
   (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), fwd_range, &j);
 }
@@ -187,7 +187,7 @@ static void dx_range(void *arg, int64_t b, int64_t e, int32_t w) {
 
 void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, const float *v, const float *DYT,
                      int64_t ldb, int accumulate, float *DXT, int isa) {
-  dx_job j = {pick(isa), m, v, DYT, ldb, accumulate, DXT};
+  dx_job j = {pick(ctx, isa), m, v, DYT, ldb, accumulate, DXT};
   const int64_t items = ldb / 16;
   (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), dx_range, &j);
 }
@@ -232,7 +232,7 @@ static void dw_range(void *arg, int64_t b, int64_t e, int32_t w) {
 
 void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT, const float *XT,
                    int64_t ldb, float *g, int isa) {
-  dw_job j = {pick(isa), m, DYT, XT, ldb, g};
+  dw_job j = {pick(ctx, isa), m, DYT, XT, ldb, g};
   const int64_t items = (m->rows + 3) / 4;
   (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), dw_range, &j);
 }

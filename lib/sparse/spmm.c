@@ -270,13 +270,13 @@ typedef void (*spmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *,
 typedef void (*sddmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
                               const float *, int64_t, float *);
 
-/* 2 = AVX-512F, 1 = AVX2+FMA, 0 = portable (EFFML_CORE_ISA_*; effml_core_isa_level()
- * reports the same level). */
-static int isa_level(void) { return (int)effml__isa_level(); }
+/* 2 = AVX-512F, 1 = AVX2+FMA, 0 = portable (EFFML_CORE_ISA_*): the level of
+ * the call's context (effml_context_isa_level()). */
+static int isa_level(const effml_context *ctx) { return (int)effml__ctx_isa(ctx); }
 
-static spmm_rows_fn pick_spmm(void) {
+static spmm_rows_fn pick_spmm(const effml_context *ctx) {
 #ifdef EFFML__X86
-  switch (isa_level()) {
+  switch (isa_level(ctx)) {
     case 2: return spmm_rows_avx512;
     case 1: return spmm_rows_avx2;
     default: break;
@@ -285,9 +285,9 @@ static spmm_rows_fn pick_spmm(void) {
   return spmm_rows_generic;
 }
 
-static sddmm_rows_fn pick_sddmm(void) {
+static sddmm_rows_fn pick_sddmm(const effml_context *ctx) {
 #ifdef EFFML__X86
-  switch (isa_level()) {
+  switch (isa_level(ctx)) {
     case 2: return sddmm_rows_avx512;
     case 1: return sddmm_rows_avx2;
     default: break;
@@ -320,7 +320,7 @@ static void spmm_range(void *arg, int64_t b, int64_t e, int32_t w) {
 
 void effml__spmm_t(effml_context *ctx, int64_t rows, const int64_t *ptr, const int32_t *idx,
                    const float *v, const float *XT, int64_t ldb, int accumulate, float *YT) {
-  spmm_job j = {pick_spmm(), ptr, idx, v, XT, ldb, accumulate, YT};
+  spmm_job j = {pick_spmm(ctx), ptr, idx, v, XT, ldb, accumulate, YT};
   (void)effml__parallel_for(ctx, rows, min_rows(rows, ptr[rows], ldb), spmm_range, &j);
 }
 
@@ -339,7 +339,7 @@ static void sddmm_range(void *arg, int64_t b, int64_t e, int32_t w) {
 
 void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, const float *DYT, const float *XT,
                     int64_t ldb, float *g) {
-  sddmm_job j = {pick_sddmm(), m, DYT, XT, ldb, g};
+  sddmm_job j = {pick_sddmm(ctx), m, DYT, XT, ldb, g};
   (void)effml__parallel_for(ctx, m->rows, min_rows(m->rows, m->nnz, ldb), sddmm_range, &j);
 }
 
@@ -454,13 +454,13 @@ static void tr_out_range(void *arg, int64_t b, int64_t e, int32_t w) {
 
 void effml__transpose_in(effml_context *ctx, const float *X, int64_t batch, int64_t cols,
                          float *XT, int64_t ldb) {
-  tr_job j = {X, XT, batch, cols, ldb, NULL, 0, isa_level()};
+  tr_job j = {X, XT, batch, cols, ldb, NULL, 0, isa_level(ctx)};
   (void)effml__parallel_for(ctx, (cols + 15) / 16, 64, tr_in_range, &j);
 }
 
 void effml__transpose_out(effml_context *ctx, const float *YT, int64_t ldb, int64_t rows,
                           int64_t batch, const float *bias, int accumulate, float *Y) {
-  tr_job j = {YT, Y, batch, rows, ldb, bias, accumulate, isa_level()};
+  tr_job j = {YT, Y, batch, rows, ldb, bias, accumulate, isa_level(ctx)};
   (void)effml__parallel_for(ctx, (batch + 15) / 16, 4, tr_out_range, &j);
 }
 
