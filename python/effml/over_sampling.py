@@ -36,6 +36,69 @@ __all__ = ["SMOTE", "BorderlineSMOTE", "ADASYN", "SMOTENC", "RandomOverSampler",
            "KMeansSMOTE", "SMOTEN"]
 
 
+def _is_missing(v):
+    """None, NaN, NaT or pandas.NA (pandas is not needed)."""
+    if v is None:
+        return True
+    try:
+        return bool(v != v)
+    except TypeError:  # pandas.NA: its comparisons are NA, whose bool() raises
+        return True
+
+
+def _sort_key(v):
+    return (type(v).__name__, v)
+
+
+def _encode_categories(values, name):
+    """One categorical column -> (categories, codes 0..C-1 as int64).
+
+    Categories are the distinct values in sorted order (as imbalanced-learn's
+    one-hot encoder orders them, so ties in the neighbours' vote resolve the
+    same way); values of different types (ints and strings in one object
+    column) are sorted by type name first.  Missing values (None, NaN, NaT,
+    pandas.NA) form one category of their own, last, decoded back to the
+    first missing value met in the column (as scikit-learn's one-hot encoder
+    treats them as a category).  Unhashable values raise InvalidArgumentError
+    naming the column.
+    """
+    a = np.asarray(values)
+    if a.dtype.kind in "biuUS" or (a.dtype.kind == "f" and not np.isnan(a).any()):
+        return np.unique(a, return_inverse=True)
+    if a.dtype.kind == "f":  # float column with NaN
+        miss = np.isnan(a)
+        u, inv = np.unique(a[~miss], return_inverse=True)
+        codes = np.full(a.shape[0], len(u), dtype=np.int64)
+        codes[~miss] = inv
+        return np.append(u, np.nan), codes
+    vals = a.tolist()
+    missing = None
+    present = set()
+    try:
+        for v in vals:
+            if _is_missing(v):
+                if missing is None:
+                    missing = [v]
+            else:
+                present.add(v)
+    except TypeError:
+        raise InvalidArgumentError("categorical column %s holds unhashable values (e.g. lists)"
+                                   % name) from None
+    try:
+        cats = sorted(present)
+    except TypeError:  # mixed types
+        cats = sorted(present, key=_sort_key)
+    index = {v: i for i, v in enumerate(cats)}
+    m = len(cats)
+    codes = np.fromiter((m if _is_missing(v) else index[v] for v in vals), dtype=np.int64,
+                        count=len(vals))
+    out = np.empty(m + (missing is not None), dtype=object)
+    out[:m] = cats
+    if missing is not None:
+        out[m] = missing[0]
+    return out, codes
+
+
 class SMOTE(BaseSampler):
     """SMOTE: synthetic rows on segments between a minority row and a neighbour.
 
@@ -244,23 +307,33 @@ class SMOTENC(BaseSampler):
         self._cat = cat
         n_features = X.shape[1]
         # Encode categorical columns as codes 0..C-1, continuous as float64.
-        cols = [X.iloc[:, j].to_numpy() if hasattr(X, "iloc") else np.asarray(X)[:, j]
-                for j in range(n_features)]
+        frame = hasattr(X, "iloc")
+        Xa = None if frame else np.asarray(X)
+        names = list(X.columns) if frame else list(range(n_features))
         enc = np.empty((len(ya), n_features), dtype=np.float64)
         cats = {}
         for j in range(n_features):
+            col = X.iloc[:, j] if frame else Xa[:, j]
             if j in cat:
-                u, codes = np.unique(cols[j].astype(object) if cols[j].dtype == object
-                                     else cols[j], return_inverse=True)
-                cats[j] = u
-                enc[:, j] = codes
+                cats[j], enc[:, j] = _encode_categories(
+                    col.to_numpy() if frame else col, "%r" % (names[j],))
             else:
                 try:
-                    enc[:, j] = cols[j]
+                    if frame:  # nullable (Int64, Float64) columns: pd.NA -> NaN
+                        enc[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+                    else:
+                        enc[:, j] = col
                 except (TypeError, ValueError):
                     raise InvalidArgumentError(
-                        "column %d is not numeric; list it in categorical_features" % j) \
-                        from None
+                        "column %r (%s) is not numeric; list it in categorical_features"
+                        % (names[j], col.dtype)) from None
+                bad = ~np.isfinite(enc[:, j])
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    raise InvalidArgumentError(
+                        "continuous column %r has a missing or non-finite value (%r) at row %d; "
+                        "SMOTENC interpolates continuous columns: fill or drop it, or list the "
+                        "column in categorical_features" % (names[j], enc[i, j], i))
         labels = _Labels(ya)
         ctx = thread_context(self._threads())
         self._cat_arr = np.array(sorted(set(cat)), dtype=np.int64)
@@ -420,10 +493,12 @@ class SMOTEN(BaseSampler):
         xa = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
         if xa.ndim != 2:
             raise InvalidArgumentError("X must be 2-D")
-        self._cats = [np.unique(xa[:, j]) for j in range(xa.shape[1])]
+        names = list(X.columns) if hasattr(X, "columns") else list(range(xa.shape[1]))
         codes = np.empty(xa.shape, dtype=np.float64)
-        for j, u in enumerate(self._cats):
-            codes[:, j] = np.searchsorted(u, xa[:, j])
+        self._cats = []
+        for j in range(xa.shape[1]):
+            u, codes[:, j] = _encode_categories(xa[:, j], "%r" % (names[j],))
+            self._cats.append(u)
         return codes
 
     def _generate(self, ctx, opt, X, labels):
