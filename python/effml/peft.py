@@ -14,6 +14,7 @@ refused by name (UnsupportedError) rather than ignored.
 >>> y = ad.forward("q_proj", x, W_q, b_q)             # the adapted layer on x (eval mode)
 >>> W2, b2 = ad.merge("q_proj", W_q, b_q)             # merged base weights (numpy)
 >>> ad.merge_into("base.safetensors", "merged.safetensors")   # PEFT's merge_and_unload, on a file
+>>> effml.peft.problems("other-adapter")             # every reason load() would refuse it
 
 Module names are accepted as saved (``base_model.model.q_proj``) or without
 PEFT's ``base_model.model.`` prefix (``q_proj``, as the base checkpoint names
@@ -38,7 +39,7 @@ from ._core import F16, BF16, F32, Scope, as_array, thread_context
 from ._errors import (FormatError, InvalidArgumentError, NotFoundError, ShapeError,
                       UnsupportedError)
 
-__all__ = ["load", "PeftAdapter"]
+__all__ = ["load", "problems", "PeftAdapter"]
 
 _P = c_void_p
 _lib.PROTOTYPES.update({
@@ -54,6 +55,9 @@ _lib.PROTOTYPES.update({
                                                  ctypes.POINTER(c_int64)]),
     "effml_adapter_peft_attach": (c_int32, [_P, _P, c_int64, _P, _P]),
     "effml_adapter_peft_merge_layer": (c_int32, [_P, _P]),
+    "effml_adapter_peft_merge_tensors": (c_int32, [_P, _P, c_int64, _P, _P]),
+    "effml_adapter_peft_problems": (c_int32, [_P, c_char_p, c_char_p, ctypes.c_size_t,
+                                              ctypes.POINTER(c_int64)]),
     "effml_adapter_conv1d_create": (c_int32, [_P, c_int64, c_int64, c_int32, _P]),
     "effml_layer_dense_create": (c_int32, [_P, c_int64, c_int64, c_int32, _P]),
     "effml_layer_forward": (c_int32, [_P, _P, _P, _P, c_int32]),
@@ -234,7 +238,9 @@ class PeftAdapter:
         """Base weights with the adapter merged in: ``(weight, bias)`` as new arrays.
 
         The arrays keep the dtypes given (float32/float64/float16: computed in
-        float32, rounded once); ``bias`` is None when none was given.  For
+        float32, rounded once; ``effml_adapter_peft_merge_tensors``: plain
+        LoRA is a rank-r update streamed over W); ``bias`` is None when none
+        was given, and changes only for ``lora_bias`` and IA3 output scaling.  For
         ``lora_bias`` adapters a base bias is required (PEFT cannot merge into
         a layer without one either).
         """
@@ -245,6 +251,12 @@ class PeftAdapter:
         w = np.array(as_array(weight, _W_DTYPES, name="weight", ndim=2))
         b = None if bias is None else np.array(as_array(bias, _W_DTYPES, name="bias", ndim=1))
         ctx = thread_context()
+        if _lib.has("effml_adapter_peft_merge_tensors"):
+            w32 = w.astype(np.float32)  # a copy even when already float32
+            b32 = None if b is None else b.astype(np.float32)
+            self._merge_tensors(ctx, i, w32, b32)
+            return w32.astype(w.dtype, copy=False), None if b is None else b32.astype(b.dtype,
+                                                                                  copy=False)
         keep = []
         layer, base = self._layer(ctx, i, w, b, keep)
         try:
@@ -254,6 +266,13 @@ class PeftAdapter:
             for sc in keep:
                 sc.__exit__(None, None, None)
         return w, b
+
+    def _merge_tensors(self, ctx, i, w32, b32):
+        """Merge module i into the float32 arrays ``w32`` (and ``b32`` or None) in place."""
+        with Scope(ctx) as s:
+            ctx.check(_lib.fn("effml_adapter_peft_merge_tensors")(
+                ctx.handle, self._h, i, s.wrap(w32, True),
+                None if b32 is None else s.wrap(b32, True)), "effml_adapter_peft_merge_tensors")
 
     def _merge_back(self, ctx, layer, base, w, b, keep):
         """Merge ``layer`` and copy its base's weight (and bias) into ``w``/``b`` (rounded once)."""
@@ -381,10 +400,23 @@ class PeftAdapter:
                 buf = np.array(raw[data0 + b0:data0 + b1])  # writable copy of the bytes
                 bufs[name] = buf
                 tensors[name] = _wrap_bytes(ctx, sc, buf, _ST_DTYPES[e["dtype"]], e["shape"])
+            L = _lib.fn
+            if _lib.has("effml_adapter_peft_merge_tensors"):
+                # the file's values -> float32, merged in place, rounded once into the bytes
+                f32 = {}
+                for name, t in tensors.items():
+                    f32[name] = np.empty(entries[name]["shape"], np.float32)
+                    ctx.check(L("effml_tensor_copy")(ctx.handle, sc.wrap(f32[name], True), t),
+                              "effml_tensor_copy")
+                self._merge_tensors(ctx, i, f32[wn], f32.get(bn))
+                for name in (wn, bn):
+                    if name in plan and name in tensors:
+                        ctx.check(L("effml_tensor_copy")(ctx.handle, tensors[name],
+                                                         sc.wrap(f32[name])), "effml_tensor_copy")
+                return {name: bufs[name].tobytes() for name in (wn, bn) if name in plan}
             w_shape = entries[wn]["shape"]
             fan = self.fan_in_fan_out
             in_f, out_f = (w_shape[0], w_shape[1]) if fan else (w_shape[1], w_shape[0])
-            L = _lib.fn
             base = c_void_p()
             create = "effml_adapter_conv1d_create" if fan else "effml_layer_dense_create"
             ctx.check(L(create)(ctx.handle, in_f, out_f, int(bn in tensors), byref(base)), create)
@@ -434,6 +466,31 @@ class PeftAdapter:
 
     def __reduce__(self):
         raise TypeError("a PeftAdapter holds a C object; pickle its path and load() it again")
+
+
+def problems(path):
+    """Every reason :func:`load` would refuse the adapter directory ``path``, as a list
+    of messages (empty: it loads).
+
+    Unlike :func:`load`, which stops at the first, this lists each config key
+    libeffml cannot honour (with its value), each tensor it does not read,
+    each module the config does not target, each missing tensor and
+    non-finite value (``effml_adapter_peft_problems``).  Only an unreadable
+    file or a missing/unknown ``peft_type`` stops the check early.
+    """
+    ctx = thread_context()
+    size = 1 << 16
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = c_int64()
+        ctx.check(_lib.fn("effml_adapter_peft_problems")(ctx.handle, os.fsencode(os.fspath(path)),
+                                                         buf, size, byref(n)),
+                  "effml_adapter_peft_problems")
+        text = buf.value.decode("utf-8", "replace")
+        lines = [line for line in text.split("\n") if line]
+        if len(lines) >= n.value or size >= 1 << 24:
+            return lines[:n.value]
+        size <<= 4
 
 
 def _read_header(path):

@@ -272,3 +272,18 @@ def test_docs_example_runs():
                        timeout=120, env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == want
+
+
+def test_problems_lists_every_refusal(tmp_path):
+    assert peft.problems(os.path.join(DATA, "lora")) == []
+    d = tmp_path / "ad"
+    shutil.copytree(os.path.join(DATA, "lora"), d)
+    cfg = json.load(open(d / "adapter_config.json"))
+    cfg["bias"] = "all"                 # not honoured
+    cfg["use_qalora"] = True            # not honoured either
+    json.dump(cfg, open(d / "adapter_config.json", "w"))
+    got = peft.problems(str(d))
+    assert len(got) >= 2, got
+    assert any("bias" in p for p in got) and any("use_qalora" in p for p in got), got
+    with pytest.raises(UnsupportedError):  # load() refuses at the first of them
+        peft.load(str(d))
