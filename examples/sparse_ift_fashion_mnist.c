@@ -1,6 +1,7 @@
 /* Sparse-IFT on Fashion-MNIST: the 784-256-128-10 MLP of mlp_fashion_mnist,
- * dense vs Sparse Wide at s = 0.5, 0.75, 0.9 and Sparse Factorized at 0.75,
- * every sparse variant trained with RigL, all at the dense model's FLOPs.
+ * dense vs Sparse Wide at s = 0.5, 0.75, 0.9 (and at 0.9 with the 4x1
+ * block-sparse layout, RigL moving whole blocks) and Sparse Factorized at
+ * 0.75, every sparse variant trained with RigL, all at the dense model's FLOPs.
  *
  *   sparse_ift_fashion_mnist [--data DIR] [--epochs N] [--batch N] [--lr X]
  *                            [--threads N] [--seed N] [--only NAME]
@@ -53,6 +54,7 @@ typedef struct variant {
   const char *name;
   int kind;
   double sparsity;
+  int32_t block; /* effml_sparse_options.block_rows: 1 unstructured, 4 = 4x1 blocks */
 } variant;
 
 /* Append layer (and a ReLU after it unless it is the head). */
@@ -72,6 +74,7 @@ static effml_layer *build(effml_context *ctx, const variant *v) {
   effml_sparse_options so;
   effml_sparse_options_init(&so);
   so.sparsity = v->sparsity;
+  so.block_rows = v->block;
   for (int k = 0; k < 3; ++k) {
     if (v->kind == WIDE) {
       /* widen the hidden sides only: the input (784) and the classes (10) stay */
@@ -145,19 +148,21 @@ int main(int argc, char **argv) {
   effml_tensor *logits;
   CHECK(effml_tensor_create(ctx, EFFML_F32, 2, logits_shape, &logits));
 
-  static const variant V[5] = {{"dense", DENSE, 0.0},
-                               {"sparse_wide_s50", WIDE, 0.5},
-                               {"sparse_wide_s75", WIDE, 0.75},
-                               {"sparse_wide_s90", WIDE, 0.9},
-                               {"sparse_factorized_s75", FACTORIZED, 0.75}};
-  char json[5][640];
-  int done[5] = {0};
+  enum { NV = 6 };
+  static const variant V[NV] = {{"dense", DENSE, 0.0, 1},
+                                {"sparse_wide_s50", WIDE, 0.5, 1},
+                                {"sparse_wide_s75", WIDE, 0.75, 1},
+                                {"sparse_wide_s90", WIDE, 0.9, 1},
+                                {"sparse_wide_s90_block", WIDE, 0.9, 4},
+                                {"sparse_factorized_s75", FACTORIZED, 0.75, 1}};
+  char json[NV][640];
+  int done[NV] = {0};
   const int64_t steps_per_epoch = (n_train + batch - 1) / batch, total = epochs * steps_per_epoch;
   const int64_t delta_t = 100;
   const double end_fraction = 0.75;
   printf("\n%-22s %8s %9s %12s %12s %9s %9s %8s %8s\n", "variant", "widths", "test_acc",
          "fwd_flops", "train_flops", "weights", "updates", "train_s", "cpu_s");
-  for (int v = 0; v < 5; ++v) {
+  for (int v = 0; v < NV; ++v) {
     if (only && strcmp(only, V[v].name) != 0) continue;
     effml_context_set_seed(ctx, seed);
     effml_layer *model = build(ctx, &V[v]);
@@ -224,16 +229,17 @@ int main(int argc, char **argv) {
              "\"hidden\":\"%s\",\"test_accuracy\":%.4f,\"fwd_flops_per_sample\":%.0f,"
              "\"train_flops_per_sample_step\":%.0f,\"nonzeros\":%lld,\"params\":%lld,"
              "\"rigl_updates\":%lld,\"train_seconds\":%.2f,\"train_cpu_seconds\":%.2f,"
-             "\"epochs\":%lld}",
+             "\"epochs\":%lld,\"block_rows\":%d,\"seed\":%llu}",
              V[v].name, V[v].sparsity, widths, acc, fwd, train, (long long)nnz0,
-             (long long)weights, (long long)effml_dst_updates(rigl), train_s, train_cpu_s, (long long)epochs);
+             (long long)weights, (long long)effml_dst_updates(rigl), train_s, train_cpu_s, (long long)epochs,
+             (int)V[v].block, (unsigned long long)seed);
     done[v] = 1;
     effml_dst_free(rigl);
     effml_optimizer_free(opt);
     effml_layer_free(model);
   }
   printf("\n");
-  for (int v = 0; v < 5; ++v)
+  for (int v = 0; v < NV; ++v)
     if (done[v]) printf("%s\n", json[v]);
   effml_tensor_free(logits);
   effml_tensor_free(train_x); effml_tensor_free(train_y);

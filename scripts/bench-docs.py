@@ -10,9 +10,13 @@ A table lives between two markers:
     <!-- /bench-table -->
 
 Each CASE is the latest line of that bench area and case (and thread count,
-when @THREADS is given) over all results files, read in file-name (date)
-order (a file named <date>-<label>.jsonl sorts before <date>.jsonl: use it
-for a run of the code before a change, kept for comparison).  The table gives min / median / max of ours and the baseline, the
+when @THREADS is given) over all results files, read in this order: files
+not named by a date (older per-area records such as adapter_dora.jsonl)
+first, then the dated files in file-name (date) order (a file named
+<date>-<label>.jsonl sorts before <date>.jsonl: use it for a run of the code
+before a change, or an earlier run of the same day, kept for comparison).
+So a full scripts/bench.sh run, which writes bench/results/<date>.jsonl,
+always supersedes the per-area records.  The table gives min / median / max of ours and the baseline, the
 spread (max / min of ours: how much the figure varies between repetitions
 on that run), the speedup (baseline / ours median; for a *_vs_floor case
 floor / ours) and, under the table, the results file and the machine line of
@@ -36,7 +40,10 @@ END = "<!-- /bench-table -->"
 
 def load_results():
     latest, machine = {}, {}
-    for path in sorted(glob.glob(os.path.join(ROOT, "bench", "results", "*.jsonl"))):
+    paths = glob.glob(os.path.join(ROOT, "bench", "results", "*.jsonl"))
+    dated = re.compile(r"\d{4}-\d{2}-\d{2}")
+    paths.sort(key=lambda q: (dated.match(os.path.basename(q)) is not None, os.path.basename(q)))
+    for path in paths:
         rel = os.path.relpath(path, ROOT)
         with open(path) as f:
             for n, raw in enumerate(f, 1):
