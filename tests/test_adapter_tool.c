@@ -99,8 +99,8 @@ START_TEST(test_merge_fixtures) {
 END_TEST
 
 /* effml_adapter_peft_merge_tensors() straight on the fixtures' base tensors: PEFT's merged
- * weights to f32 tolerance, bit-identical for 1 and 3 threads, and (plain LoRA's streamed
- * rank-r update) within f32 rounding of the layer path (attach + merge_layer). */
+ * weights to f32 tolerance, bit-identical for 1 and 3 context threads, and (plain LoRA's direct
+ * sgemm into the weight) within f32 rounding of the layer path (attach + merge_layer). */
 START_TEST(test_merge_tensors_api) {
   const char *cases[] = {"lora", "lora_rslora", "lora_rank_alpha_pattern", "dora",
                          "lora_conv1d_fan_in_fan_out", "lokr", "ia3", "loha", "vera"};

@@ -614,9 +614,8 @@ EFFML_API effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_
  * checkpoint stores it (`[out, in]`, or `[in, out]` when the config says
  * fan_in_fan_out), contiguous f32; `bias` `[out]` f32 or NULL (changed by
  * lora_bias and by IA3 output scaling, as PEFT's merge does; otherwise left
- * alone).  Plain LoRA/rsLoRA is a rank-r update W += s B A streamed over W once
- * (r (in + out) memory per row, no delta matrix, rows split over the context's
- * threads, same result for any thread count); DoRA, LoKr, LoHa, IA3 and VeRA go
+ * alone).  Plain LoRA/rsLoRA is one sgemm W += s B A with beta = 1 straight into
+ * `weight` (no delta matrix; OpenBLAS's threads); DoRA, LoKr, LoHa, IA3 and VeRA go
  * through their layer's merge (a base made from these tensors, no random
  * initialisation; memory: one more copy of the weight).  The result equals
  * effml_adapter_peft_attach() + effml_adapter_peft_merge_layer() on the same weights

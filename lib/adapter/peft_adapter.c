@@ -3,6 +3,7 @@
  * adapter layer built around a base layer the caller gives -- so that a tool
  * can merge a model module by module without holding it whole
  * (tools/effml-adapter.c). */
+#include "blas.h"
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -416,43 +417,6 @@ effml_status effml_adapter_peft_merge_layer(effml_context *ctx, effml_layer *lay
 
 /* ---- merging straight into a file's tensors ---- */
 
-/* W[i, :] += s * sum_k U(i, k) V[k, :] for rows [begin, end) of W [rows, cols]: a rank-r update
- * that streams W once (each row block is read and written once; U's row and V, r x cols, stay in
- * cache).  U(i, k) = U[i * u_row + k * u_k].  Per row the sum over k runs in a fixed order,
- * whatever the split into threads. */
-typedef struct rank_args {
-  float *W;
-  const float *U, *V;
-  int64_t cols, r, u_row, u_k;
-  float s;
-} rank_args;
-
-#define RANK_BLOCK 512
-#if defined(__x86_64__) && defined(__gnu_linux__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define RANK_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define RANK_CLONES
-#endif
-
-RANK_CLONES static void rank_update_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
-  const rank_args *t = (const rank_args *)arg;
-  (void)worker;
-  float acc[RANK_BLOCK];
-  for (int64_t i = begin; i < end; ++i) {
-    float *w = t->W + i * t->cols;
-    const float *u = t->U + i * t->u_row;
-    for (int64_t j0 = 0; j0 < t->cols; j0 += RANK_BLOCK) {
-      int64_t jn = t->cols - j0 < RANK_BLOCK ? t->cols - j0 : RANK_BLOCK;
-      for (int64_t j = 0; j < jn; ++j) acc[j] = 0.0f;
-      for (int64_t k = 0; k < t->r; ++k) {
-        const float c = u[k * t->u_k], *v = t->V + k * t->cols + j0;
-        for (int64_t j = 0; j < jn; ++j) acc[j] += c * v[j];
-      }
-      for (int64_t j = 0; j < jn; ++j) w[j0 + j] += t->s * acc[j];
-    }
-  }
-}
-
 /* f32 view of an adapter tensor: the tensor itself, or a converted copy in *tmp. */
 static const float *as_f32(effml_context *ctx, const effml_tensor *t, effml_tensor **tmp, effml_status *s) {
   *tmp = NULL;
@@ -492,38 +456,19 @@ static effml_status merge_lora_direct(effml_context *ctx, const effml_adapter_pe
     return effml__err(ctx, EFFML_E_UNSUPPORTED,
                       "module \"%s\": lora_bias cannot be merged: the base has no bias (PEFT refuses too)", mod);
   double scaling = c->use_rslora ? alpha / sqrt((double)r) : alpha / (double)r;
-  effml_tensor *ta = NULL, *tb = NULL, *tbb = NULL, *bt = NULL;
+  effml_tensor *ta = NULL, *tb = NULL, *tbb = NULL;
   effml_status s = EFFML_OK;
   const float *Af = as_f32(ctx, A, &ta, &s), *Bf = Af ? as_f32(ctx, B, &tb, &s) : NULL;
   const float *Bbf = (Bf && Bb) ? as_f32(ctx, Bb, &tbb, &s) : NULL;
   float *W = (float *)effml_tensor_data(weight);
+  /* W += s B A as one sgemm with beta = 1 straight into the f32 weight (measured against a
+   * blocked rank-r loop that streams W once: for 4096 x 4096, r 16, one thread, sgemm took
+   * 30-47 ms, the loop 63-107 ms at -O3 and 380 ms at -O2) */
   if (s == EFFML_OK) {
-    rank_args t;
-    t.W = W;
-    t.r = r;
-    t.s = (float)scaling;
-    if (!c->fan_in_fan_out) { /* W [out, in] += s B A: U = B [out, r], V = A [r, in] */
-      t.U = Bf;
-      t.u_row = r;
-      t.u_k = 1;
-      t.V = Af;
-      t.cols = in;
-      s = effml__parallel_for(ctx, out, 64, rank_update_rows, &t);
-    } else { /* W [in, out] += s A^T B^T: U = A^T (U(j, k) = A[k, j]), V = B^T [r, out] */
-      int64_t shape[2] = {r, out};
-      s = effml_tensor_create(ctx, EFFML_F32, 2, shape, &bt);
-      if (s == EFFML_OK) {
-        float *V = (float *)effml_tensor_data(bt);
-        for (int64_t o = 0; o < out; ++o)
-          for (int64_t k = 0; k < r; ++k) V[k * out + o] = Bf[o * r + k];
-        t.U = Af;
-        t.u_row = 1;
-        t.u_k = in;
-        t.V = V;
-        t.cols = out;
-        s = effml__parallel_for(ctx, in, 64, rank_update_rows, &t);
-      }
-    }
+    if (!c->fan_in_fan_out) /* W [out, in] */
+      s = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, out, in, r, (float)scaling, Bf, r, Af, in, 1.0f, W, in);
+    else /* W [in, out] += s A^T B^T */
+      s = effml__sgemm(ctx, CblasTrans, CblasTrans, in, out, r, (float)scaling, Af, in, Bf, r, 1.0f, W, out);
   }
   if (s == EFFML_OK && Bbf) {
     float *b = (float *)effml_tensor_data(bias);
@@ -532,7 +477,6 @@ static effml_status merge_lora_direct(effml_context *ctx, const effml_adapter_pe
   effml_tensor_free(ta);
   effml_tensor_free(tb);
   effml_tensor_free(tbb);
-  effml_tensor_free(bt);
   return s;
 }
 
