@@ -50,14 +50,9 @@ void effml_sampler_leverage_options_init(effml_sampler_leverage_options *opt) {
 
 effml_status effml__leverage_read_options(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                           effml_sampler_leverage_options *o) {
-  effml_sampler_leverage_options_init(o);
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, NULL, effml_sampler_leverage_options_init, opt, o,
+                                 offsetof(effml_sampler_leverage_options, sketch_rows)));
   if (opt == NULL) return EFFML_OK;
-  if (opt->struct_size < offsetof(effml_sampler_leverage_options, sketch_rows) || opt->struct_size > 4096)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "opt->struct_size=%u is invalid (use effml_sampler_leverage_options_init)",
-                      (unsigned)opt->struct_size);
-  memcpy(o, opt, opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o);
-  o->struct_size = (uint32_t)sizeof *o;
   if (o->method != EFFML_SAMPLER_LEVERAGE_EXACT && o->method != EFFML_SAMPLER_LEVERAGE_SKETCH)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_LEVERAGE_* value",
                       (int)o->method);

@@ -44,13 +44,8 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     o->n_neighbors = 3;
     return EFFML_OK;
   }
-  if (opt->struct_size < offsetof(effml_sampler_resample_options, ratio) || opt->struct_size > 4096)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "opt->struct_size=%u is invalid (use effml_sampler_resample_options_init)",
-                      (unsigned)opt->struct_size);
-  size_t n = opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o;
-  memcpy(o, opt, n);
-  o->struct_size = (uint32_t)sizeof *o;
+  EFFML__TRY(effml__options_read(ctx, NULL, "effml_sampler_resample_options_init", opt, o,
+                                 sizeof *o, offsetof(effml_sampler_resample_options, ratio)));
   switch (o->method) {
     case EFFML_SAMPLER_RESAMPLE_SMOTE:
     case EFFML_SAMPLER_RESAMPLE_BORDERLINE1:
