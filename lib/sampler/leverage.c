@@ -28,6 +28,7 @@
  * space (s = O(d^2/eps^2); Clarkson & Woodruff 2013). */
 #include "blas.h"
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -95,7 +96,7 @@ typedef struct {
   const double *r2; /* pass 3 of EXACT: U R2^{-1} after U = A R^{-1} (NULL: none) */
   double *out;   /* pass 3: tau */
   int pass;
-  int bad;
+  atomic_int bad; /* set by any worker whose BLAS call failed (relaxed: read after the join) */
 } lev_job;
 
 static void block_range(const lev_job *J, int64_t b, int64_t *r0, int64_t *m) {
@@ -171,27 +172,27 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
     load_rows(J, r0, m, buf);
     if (J->pass == 0) { /* Gram matrix of the block (upper, row-major) */
       if (effml__dsyrk(NULL, CblasUpper, CblasTrans, d, m, 1.0, buf, d, 0.0, J->rs + b * d * d, d))
-        J->bad = 1;
+        atomic_store_explicit(&J->bad, 1, memory_order_relaxed);
       continue;
     }
     if (J->pass == 1) {
       if (block_r(buf, m, d, J->taus + worker * d, J->works + worker * J->lwork, J->lwork,
                   J->rs + b * d * d) != 0)
-        J->bad = 1;
+        atomic_store_explicit(&J->bad, 1, memory_order_relaxed);
       continue;
     }
-    /* The sizes were checked up front (effml__leverage_f64): J->bad is unreachable. */
+    /* The sizes were checked up front (effml__leverage_f64): this flag is unreachable. */
     if (effml__dtrsm(NULL, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, d, 1.0, J->r, d,
                      buf, d) != EFFML_OK ||
         (J->pass == 3 && J->r2 &&
          effml__dtrsm(NULL, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, m, d, 1.0, J->r2, d,
                       buf, d) != EFFML_OK)) {
-      J->bad = 1;
+      atomic_store_explicit(&J->bad, 1, memory_order_relaxed);
       continue;
     }
     if (J->pass == 2) {
       if (effml__dsyrk(NULL, CblasUpper, CblasTrans, d, m, 1.0, buf, d, 0.0, J->rs + b * d * d, d))
-        J->bad = 1;
+        atomic_store_explicit(&J->bad, 1, memory_order_relaxed);
     } else {
       for (int64_t i = 0; i < m; ++i) {
         double s = 0;
@@ -206,7 +207,8 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
 static effml_status lev_pass(effml_context *ctx, lev_job *J) {
   EFFML__TRY(effml__progress(ctx, 0, 0, "passes over the rows"));
   EFFML__TRY(effml__parallel_for(ctx, J->nb, 1, lev_blocks, J));
-  if (J->bad && J->pass != 1) /* pass 1: a dgelqf info, reported by the caller */
+  /* pass 1: a dgelqf info, reported by the caller */
+  if (atomic_load_explicit(&J->bad, memory_order_relaxed) && J->pass != 1)
     return effml__err(ctx, EFFML_E_NUMERIC, "a BLAS call on a row block failed (pass %d)", J->pass);
   return EFFML_OK;
 }
@@ -284,7 +286,8 @@ static effml_status exact_r(effml_context *ctx, const effml_sampler_leverage_opt
       /* pass 1: block R's by Householder, then the R of the stacked R's */
       J->pass = 1;
       st = lev_pass(ctx, J);
-      if (st == EFFML_OK && J->bad) st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
+      if (st == EFFML_OK && atomic_load_explicit(&J->bad, memory_order_relaxed))
+        st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
       if (st == EFFML_OK) {
         if (J->nb == 1)
           memcpy(r, J->rs, (size_t)(d * d) * sizeof(double));
@@ -357,6 +360,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
                                  double *tau) {
   lev_job J;
   memset(&J, 0, sizeof J);
+  atomic_init(&J.bad, 0);
   J.a = a;
   J.wt = wt;
   J.n = n;
