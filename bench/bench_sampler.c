@@ -32,13 +32,38 @@
  *                    pass and output pass) plus writing tau.
  *   temperature_draws  alias draws over 8 temperature-weighted sources on one
  *                    thread vs numpy Generator.choice(8, size, p=q).
+ *   parity_<sampler>_<n>  the imbalanced-learn-parity samplers (NearMiss 1/2/3,
+ *                    RENN, AllKNN, NCL, CNN, OSS, ClusterCentroids, IHT,
+ *                    SVM-SMOTE, KMeans-SMOTE, SMOTEN, SMOTEENN, SMOTETomek)
+ *                    on a Gaussian two-class mixture (d = 16, the minority
+ *                    shifted by 0.35 per feature, 10 % minority unless the
+ *                    table says otherwise) vs the same imbalanced-learn 0.10
+ *                    class on the same .npy data.  200 000 rows, except
+ *                    where imbalanced-learn's algorithm cannot finish in a
+ *                    few seconds per run: NearMiss-2 asks its kNN for every
+ *                    minority row of each majority row (an n_maj x n_min
+ *                    array), CNN loops in Python per sample, OSS fits a
+ *                    1-NN per seed, ClusterCentroids runs k-means with
+ *                    n_minority centres, SMOTEN builds the minority's dense
+ *                    VDM distance matrix -- each case's n is in its name.
+ *                    SVM-SMOTE gets the same support vectors on both sides
+ *                    (a fixed band around the class boundary; imblearn's
+ *                    svm_estimator is a stub whose fit sets support_), so the
+ *                    SVC fit is out of both timings; IHT uses the same
+ *                    nearest-centroid softmax classifier on both sides (a C
+ *                    callback here, a scikit-learn estimator there).  Each
+ *                    line also carries the library's peak memory during the
+ *                    call (context allocator hook, outputs included),
+ *                    output_mb (x_out + y_out) and peak_over_output.
  *
  * Options: --threads N (library threads, default 2), --reps N (default 5),
- * --quick (smaller sizes for a smoke run), --only smote|leverage|temperature
+ * --quick (smaller sizes for a smoke run), --only smote|leverage|temperature|parity
+ * (--only parity:NAME runs one parity case)
  * (one case; the baseline script then needs the others' files from an
  * earlier full run).  OpenBLAS threads are the caller's
  * (OPENBLAS_NUM_THREADS). */
 #include <cblas.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,14 +136,194 @@ static double read_pass(const double *v, int64_t n) {
     }                                                                                \
   } while (0)
 
+/* ---- parity cases: the imbalanced-learn-parity samplers (see the top comment) ---- */
+
+typedef struct {
+  const char *name;  /* case = "parity_<name>_<n/1000>k" */
+  int32_t method, version;
+  int64_t n;         /* rows (scripts/bench.sh default) */
+  double frac;       /* minority fraction */
+  int nominal;       /* SMOTEN: x holds category codes */
+  int base_reps;     /* imblearn repetitions per round (fewer where one run takes seconds) */
+} parity_case;
+
+/* Sizes: every case's imblearn run takes at most a few seconds on the 2-core
+ * CI VM, so the whole sampler bench fits the recording window (at 200 000
+ * rows imbalanced-learn 0.10 needs ~37 s for one NearMiss-1 run there and
+ * minutes for the all-pairs cleaners: its kNN is brute force for d = 16 >
+ * 15, as ours).  --parity-scale S multiplies every n (S = 4 gives 200 000
+ * rows for NearMiss-1/3, IHT, SVM-SMOTE and KMeans-SMOTE).  The baseline runs
+ * base_reps times per round without a warm-up (scripts/bench.sh pools 3
+ * rounds: 6 runs); ours runs min(--reps, 3) times after one warm-up (9
+ * pooled runs), so the 15 cases fit the recording window. */
+static const parity_case PARITY[] = {
+    {"nearmiss1", EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 50000, 0.10, 0, 2},
+    {"nearmiss2", EFFML_SAMPLER_RESAMPLE_NEARMISS, 2, 10000, 0.10, 0, 2},
+    {"nearmiss3", EFFML_SAMPLER_RESAMPLE_NEARMISS, 3, 50000, 0.10, 0, 2},
+    {"renn", EFFML_SAMPLER_RESAMPLE_RENN, 1, 20000, 0.10, 0, 2},
+    {"allknn", EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 20000, 0.10, 0, 2},
+    {"ncl", EFFML_SAMPLER_RESAMPLE_NCL, 1, 20000, 0.10, 0, 2},
+    {"cnn", EFFML_SAMPLER_RESAMPLE_CNN, 1, 1000, 0.10, 0, 2},
+    {"oss", EFFML_SAMPLER_RESAMPLE_OSS, 1, 10000, 0.10, 0, 2},
+    {"cluster_centroids", EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS, 1, 2000, 0.05, 0, 2},
+    {"iht", EFFML_SAMPLER_RESAMPLE_IHT, 1, 50000, 0.10, 0, 2},
+    {"svmsmote", EFFML_SAMPLER_RESAMPLE_SVMSMOTE, 1, 50000, 0.10, 0, 2},
+    {"kmeans_smote", EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE, 1, 50000, 0.10, 0, 2},
+    {"smoten", EFFML_SAMPLER_RESAMPLE_SMOTEN, 1, 20000, 0.10, 1, 2},
+    {"smoteenn", EFFML_SAMPLER_RESAMPLE_SMOTEENN, 1, 20000, 0.10, 0, 2},
+    {"smotetomek", EFFML_SAMPLER_RESAMPLE_SMOTETOMEK, 1, 20000, 0.10, 0, 2},
+};
+
+/* The IHT classifier (same as bench/sampler_baseline.py's NearestCentroidSoftmax):
+ * P(c | x) proportional to exp(-|x - mean_c|^2 / 2), mean_c over the fold's
+ * rows of class c (a class absent from the fold gets probability 0). */
+static int nc_softmax(void *ud, const double *xt, const int64_t *yt, int64_t nt, const double *xq,
+                      int64_t nq, int64_t d, const int64_t *classes, int64_t nc, double *proba) {
+  (void)ud;
+  double *mu = (double *)calloc((size_t)(nc * d), sizeof(double));
+  int64_t *cn = (int64_t *)calloc((size_t)nc, sizeof(int64_t));
+  if (!mu || !cn) {
+    free(mu);
+    free(cn);
+    return 1;
+  }
+  for (int64_t i = 0; i < nt; ++i) {
+    int64_t c = 0;
+    while (c < nc && classes[c] != yt[i]) ++c;
+    if (c == nc) continue;
+    ++cn[c];
+    for (int64_t j = 0; j < d; ++j) mu[c * d + j] += xt[i * d + j];
+  }
+  for (int64_t c = 0; c < nc; ++c)
+    for (int64_t j = 0; j < d; ++j) mu[c * d + j] /= cn[c] ? (double)cn[c] : 1.0;
+  for (int64_t i = 0; i < nq; ++i) {
+    double mx = -INFINITY;
+    for (int64_t c = 0; c < nc; ++c) {
+      double s = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        double t = xq[i * d + j] - mu[c * d + j];
+        s += t * t;
+      }
+      proba[i * nc + c] = cn[c] ? -0.5 * s : -INFINITY;
+      if (proba[i * nc + c] > mx) mx = proba[i * nc + c];
+    }
+    double z = 0;
+    for (int64_t c = 0; c < nc; ++c) z += (proba[i * nc + c] = exp(proba[i * nc + c] - mx));
+    for (int64_t c = 0; c < nc; ++c) proba[i * nc + c] /= z;
+  }
+  free(mu);
+  free(cn);
+  return 0;
+}
+
+/* Standard normal from two uniforms (Box-Muller). */
+static double gauss(uint64_t seed, uint64_t i) {
+  double u1 = unif(seed, 2 * i), u2 = unif(seed, 2 * i + 1);
+  if (u1 < 1e-300) u1 = 1e-300;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void run_parity(effml_context *ctx, counter *cnt, FILE *js, int threads, int reps,
+                       double scale, const char *which) {
+  double t[32];
+  const int64_t d = 16;
+  const double shift = 0.35;
+  const int preps = reps < 3 ? reps : 3;
+  for (size_t ci = 0; ci < sizeof PARITY / sizeof PARITY[0]; ++ci) {
+    const parity_case *pc = &PARITY[ci];
+    if (*which && strcmp(which, pc->name)) continue;
+    const int64_t n = (int64_t)((double)pc->n * scale);
+    char cname[96], xpath[160], ypath[160], spath[160];
+    snprintf(cname, sizeof cname, "parity_%s_%lldk", pc->name, (long long)(n / 1000));
+    snprintf(xpath, sizeof xpath, "/tmp/effml_bench_sampler_%s_x.npy", cname);
+    snprintf(ypath, sizeof ypath, "/tmp/effml_bench_sampler_%s_y.npy", cname);
+    snprintf(spath, sizeof spath, "/tmp/effml_bench_sampler_%s_support.npy", cname);
+    int64_t xs[2] = {n, d};
+    effml_tensor *x = NULL, *y = NULL, *sup = NULL;
+    CHECK(effml_tensor_create(ctx, EFFML_F64, 2, xs, &x));
+    CHECK(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y));
+    double *xp = (double *)effml_tensor_data(x);
+    int64_t *yp = (int64_t *)effml_tensor_data(y);
+    int64_t n_sup = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      yp[i] = unif(7, (uint64_t)i) < pc->frac;
+      double proj = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        double v = gauss(8, (uint64_t)(i * d + j)) + shift * (double)yp[i];
+        proj += v;
+        xp[i * d + j] = pc->nominal ? fmin(3.0, fmax(-3.0, floor(1.5 * v))) : v;
+      }
+      proj /= sqrt((double)d); /* class means 0 and shift * sqrt(d) along the diagonal */
+      if (fabs(proj - 0.5 * shift * sqrt((double)d)) < 0.5) ++n_sup;
+    }
+    if (pc->method == EFFML_SAMPLER_RESAMPLE_SVMSMOTE) {
+      /* support vectors: a fixed band around the class boundary */
+      CHECK(effml_tensor_create(ctx, EFFML_I64, 1, &n_sup, &sup));
+      int64_t *sp = (int64_t *)effml_tensor_data(sup), m = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        double proj = 0;
+        for (int64_t j = 0; j < d; ++j) proj += xp[i * d + j];
+        proj /= sqrt((double)d);
+        if (fabs(proj - 0.5 * shift * sqrt((double)d)) < 0.5) sp[m++] = i;
+      }
+      CHECK(effml_io_npy_save(ctx, spath, sup));
+    }
+    CHECK(effml_io_npy_save(ctx, xpath, x));
+    CHECK(effml_io_npy_save(ctx, ypath, y));
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = pc->method;
+    o.version = pc->version;
+    o.seed = 0;
+    if (pc->method == EFFML_SAMPLER_RESAMPLE_NCL) o.kind_sel = EFFML_SAMPLER_ENN_MODE;
+    if (pc->method == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE) o.cluster_balance_threshold = 0.05;
+    if (pc->method == EFFML_SAMPLER_RESAMPLE_IHT) o.proba_fn = nc_softmax;
+    if (sup) {
+      o.support_indices = (const int64_t *)effml_tensor_data(sup);
+      o.n_support = n_sup;
+    }
+    const int64_t base_live = cnt->live;
+    int64_t peak = 0, rows_out = 0;
+    for (int r = -1; r < preps; ++r) {
+      effml_tensor *xr = NULL, *yr = NULL;
+      cnt->peak = cnt->live;
+      double t0 = bu_now();
+      CHECK(effml_sampler_resample(ctx, &o, x, y, &xr, &yr));
+      double t1 = bu_now();
+      if (cnt->peak - base_live > peak) peak = cnt->peak - base_live;
+      rows_out = effml_tensor_shape(yr)[0];
+      effml_tensor_free(xr);
+      effml_tensor_free(yr);
+      if (r >= 0) t[r] = t1 - t0;
+    }
+    const double out_mb = (double)rows_out * (double)(d + 1) * 8.0 / 1048576.0;
+    const double peak_mb = (double)peak / 1048576.0;
+    fprintf(stderr, "bench_sampler: %s ours median %.4f s, %lld rows out, library peak %.2f MiB = %.2f x output\n",
+            cname, med_copy(t, preps), (long long)rows_out, peak_mb, peak_mb / out_mb);
+    fprintf(js, "\"%s\": {\"ours_runs\": [", cname);
+    for (int r = 0; r < preps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", t[r]);
+    fprintf(js, "], \"sampler\": \"%s\", \"n\": %lld, \"d\": %lld, \"minority_fraction\": %g, "
+                "\"threads\": %d, \"rows_out\": %lld, \"lib_peak_mb\": %.3f, \"output_mb\": %.3f, "
+                "\"peak_over_output\": %.3f, \"baseline_reps\": %d, \"x\": \"%s\", \"y\": \"%s\"%s%s%s},\n",
+            pc->name, (long long)n, (long long)d, pc->frac, threads, (long long)rows_out, peak_mb,
+            out_mb, peak_mb / out_mb, pc->base_reps, xpath, ypath, sup ? ", \"support\": \"" : "",
+            sup ? spath : "", sup ? "\"" : "");
+    effml_tensor_free(sup);
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+  }
+}
+
 int main(int argc, char **argv) {
   int threads = 2, reps = 5, quick = 0;
-  const char *only = ""; /* --only smote|leverage|temperature: that case alone (for a quick look) */
+  const char *only = ""; /* --only smote|leverage|temperature|parity[:NAME]: that case alone */
+  double scale = 1.0;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--quick")) quick = 1;
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+    else if (!strcmp(argv[i], "--parity-scale") && i + 1 < argc) scale = atof(argv[++i]);
   }
   if (reps < 1) reps = 1;
   if (reps > 31) reps = 31;
@@ -355,6 +560,11 @@ int main(int argc, char **argv) {
     fprintf(js, "]},\n");
     effml_sampler_alias_free(al);
     free(buf);
+  }
+  /* ---- parity cases ---- */
+  if (!*only || !strncmp(only, "parity", 6)) {
+    if (quick) scale *= 0.2;
+    run_parity(ctx, &cnt, js, threads, reps, scale, !strncmp(only, "parity:", 7) ? only + 7 : "");
   }
   fprintf(js, "\"_end\": true}\n");
   fclose(js);

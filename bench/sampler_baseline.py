@@ -47,7 +47,7 @@ def report(case, baseline, base_runs, goal, **extra):
             "baseline_min": min(base_runs), "baseline_max": max(base_runs), "speedup": bm / om,
             "goal_speedup": goal, "goal_met": goal is None or bm / om >= goal,
             "ours_runs": orun, "baseline_runs": base_runs}
-    line.update({k: v for k, v in o.items() if k not in line})
+    line.update({k: v for k, v in o.items() if k not in line and k not in ("x", "y", "support")})
     line.update(extra)
     print(json.dumps(line), flush=True)
 
@@ -110,3 +110,86 @@ if "temperature_draws" in ours:
     report("temperature_draws", "numpy Generator.choice(p=q)", t, 3,
            ours_draws_per_s=total / statistics.median(o["ours_runs"]),
            baseline_draws_per_s=total / statistics.median(t))
+
+
+# parity_*: the imbalanced-learn-parity samplers (bench_sampler.c, run_parity)
+PARITY = [k for k in ours if k.startswith("parity_")]
+if PARITY:
+    import warnings
+
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from imblearn import combine as icb
+    from imblearn import over_sampling as iov
+    from imblearn import under_sampling as iun
+
+    warnings.simplefilter("ignore")  # sklearn 1.2's n_init FutureWarning
+
+    class NearestCentroidSoftmax(ClassifierMixin, BaseEstimator):
+        """bench_sampler.c's nc_softmax: P(c|x) ~ exp(-|x - mean_c|^2 / 2)."""
+
+        def fit(self, X, y):
+            self.classes_ = np.unique(y)
+            self.mu_ = np.stack([X[y == c].mean(0) for c in self.classes_])
+            return self
+
+        def predict_proba(self, X):
+            s = -0.5 * ((X * X).sum(1)[:, None] - 2 * X @ self.mu_.T + (self.mu_ ** 2).sum(1))
+            s -= s.max(1, keepdims=True)
+            e = np.exp(s)
+            return e / e.sum(1, keepdims=True)
+
+        def predict(self, X):
+            return self.classes_[self.predict_proba(X).argmax(1)]
+
+    class FixedSupport(ClassifierMixin, BaseEstimator):
+        """An 'SVM' whose support vectors are given (bench_sampler.c's band), so
+        SVMSMOTE's timing leaves the SVC fit out, as ours does."""
+
+        def __init__(self, support=None):
+            self.support = support
+
+        def fit(self, X, y):
+            self.support_ = np.asarray(self.support)
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict(self, X):
+            return np.zeros(len(X), dtype=np.int64)
+
+    def make(name, sup):
+        return {
+            "nearmiss1": lambda: iun.NearMiss(version=1),
+            "nearmiss2": lambda: iun.NearMiss(version=2),
+            "nearmiss3": lambda: iun.NearMiss(version=3),
+            "renn": lambda: iun.RepeatedEditedNearestNeighbours(),
+            "allknn": lambda: iun.AllKNN(),
+            "ncl": lambda: iun.NeighbourhoodCleaningRule(kind_sel="mode"),
+            "cnn": lambda: iun.CondensedNearestNeighbour(random_state=0),
+            "oss": lambda: iun.OneSidedSelection(random_state=0),
+            "cluster_centroids": lambda: iun.ClusterCentroids(random_state=0),
+            "iht": lambda: iun.InstanceHardnessThreshold(estimator=NearestCentroidSoftmax(),
+                                                         random_state=0),
+            "svmsmote": lambda: iov.SVMSMOTE(svm_estimator=FixedSupport(sup), random_state=0),
+            "kmeans_smote": lambda: iov.KMeansSMOTE(cluster_balance_threshold=0.05,
+                                                    random_state=0),
+            "smoten": lambda: iov.SMOTEN(random_state=0),
+            "smoteenn": lambda: icb.SMOTEENN(random_state=0),
+            "smotetomek": lambda: icb.SMOTETomek(random_state=0),
+        }[name]
+
+    for case in PARITY:
+        o = ours[case]
+        X, y = np.load(o["x"]), np.load(o["y"])
+        sup = np.load(o["support"]) if "support" in o else None
+        mk = make(o["sampler"], sup)
+        ts, rows = [], 0
+        for _ in range(int(o.get("baseline_reps", 2))):
+            s = mk()
+            t0 = time.perf_counter()
+            Xr, yr = s.fit_resample(X, y)
+            ts.append(time.perf_counter() - t0)
+            rows = int(len(yr))
+        report(case, "imbalanced-learn 0.10 " + type(mk()).__name__ + ".fit_resample", ts, None,
+               baseline_rows_out=rows,
+               baseline_warmup=False)
+        del X, y

@@ -290,18 +290,38 @@ START_TEST(test_knn_duplicates) {
                                "k=4 must be in [1, 3]: x_ref has 4 rows and a point is not its own neighbour"));
   ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 0, &idx, NULL), EFFML_E_INVALID_ARG);
   {
-    /* 100 rows: k = 61 is refused by the search's own limit, and the message says only that */
+    /* 100 rows: k up to 99 (no cap beyond the rows; the search once stopped at 60) equals a
+     * brute-force search by (exact squared distance, index) -- integer coordinates, many ties */
     int64_t s100[2] = {100, 2};
     effml_tensor *x100 = NULL;
     ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, s100, &x100), EFFML_OK);
     for (int i = 0; i < 200; ++i) ((double *)effml_tensor_data(x100))[i] = (double)(i * 7 % 13);
-    ck_assert_int_eq(effml_sampler_knn(ctx, x100, NULL, 61, &idx, NULL), EFFML_E_INVALID_ARG);
-    ck_assert_msg(strstr(effml_context_last_error(ctx),
-                         "k=61 must be in [1, 60] (the most neighbours the kNN search supports)"),
-                  "%s", effml_context_last_error(ctx));
-    ck_assert_int_eq(effml_sampler_knn(ctx, x100, NULL, 60, &idx, NULL), EFFML_OK);
-    effml_tensor_free(idx);
-    idx = NULL;
+    ck_assert_int_eq(effml_sampler_knn(ctx, x100, NULL, 100, &idx, NULL), EFFML_E_INVALID_ARG);
+    ck_assert_msg(strstr(effml_context_last_error(ctx), "k=100 must be in [1, 99]"), "%s",
+                  effml_context_last_error(ctx));
+    const double *xv = (const double *)effml_tensor_data(x100);
+    for (int64_t kk = 61; kk <= 99; kk += 38) {
+      ck_assert_int_eq(effml_sampler_knn(ctx, x100, NULL, kk, &idx, NULL), EFFML_OK);
+      const int64_t *got = (const int64_t *)effml_tensor_data(idx);
+      for (int64_t i = 0; i < 100; ++i) {
+        int64_t ord[99], m = 0;
+        double dd[100];
+        for (int64_t j = 0; j < 100; ++j) {
+          if (j == i) continue;
+          double a = xv[i * 2] - xv[j * 2], b2 = xv[i * 2 + 1] - xv[j * 2 + 1];
+          dd[j] = a * a + b2 * b2;
+          int64_t p = m++;
+          while (p > 0 && (dd[ord[p - 1]] > dd[j] || (dd[ord[p - 1]] == dd[j] && ord[p - 1] > j))) {
+            ord[p] = ord[p - 1];
+            --p;
+          }
+          ord[p] = j;
+        }
+        for (int64_t t = 0; t < kk; ++t) ck_assert_int_eq(got[i * kk + t], ord[t]);
+      }
+      effml_tensor_free(idx);
+      idx = NULL;
+    }
     effml_tensor_free(x100);
   }
   ck_assert_int_eq(effml_sampler_knn(ctx, x, x, 4, &idx, NULL), EFFML_OK); /* query set: self allowed */

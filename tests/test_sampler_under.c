@@ -228,11 +228,11 @@ START_TEST(test_under_bad_options) {
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 4, 3, 100, 0.5, "version=4"},
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, 21, 100, 0.5, "n_neighbors=21"},
       {EFFML_SAMPLER_RESAMPLE_NEARMISS, 1, -1, 100, 0.5, "n_neighbors=-1"},
-      {EFFML_SAMPLER_RESAMPLE_CNN, 1, 61, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_CNN, 1, -3, 100, 0.5, "n_neighbors=-3"},
       {EFFML_SAMPLER_RESAMPLE_OSS, 1, -2, 100, 0.5, "n_neighbors=-2"},
       {EFFML_SAMPLER_RESAMPLE_RENN, 1, 3, 0, 0.5, "max_iter=0"},
-      {EFFML_SAMPLER_RESAMPLE_RENN, 1, 61, 100, 0.5, "kNN limit"},
-      {EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 200, 100, 0.5, "kNN limit"},
+      {EFFML_SAMPLER_RESAMPLE_RENN, 1, 150, 100, 0.5, "n_neighbors=150 needs at least 151 samples, got 150"},
+      {EFFML_SAMPLER_RESAMPLE_ALLKNN, 1, 200, 100, 0.5, "n_neighbors=200 needs at least 201 samples"},
       {EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, 100, 0.0, "threshold_cleaning=0"},
       {EFFML_SAMPLER_RESAMPLE_NCL, 1, 3, 100, NAN, "threshold_cleaning=nan"},
   };
@@ -420,6 +420,220 @@ START_TEST(test_combined_is_composition) {
       effml_tensor_free(xc);
       effml_tensor_free(yc);
     }
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* The same with f32 x and i32 y: the cleaning sees the rows as the f32 output
+ * holds them, so SMOTEENN / SMOTETomek through effml_sampler_resample (which
+ * cleans its output in place), effml_sampler_resample_into and plan + apply
+ * give the same bytes, equal to SMOTE then ENN / Tomek on SMOTE's f32 output;
+ * and at 3 threads as at 1. */
+START_TEST(test_combined_f32_entry_points_agree) {
+  effml_tensor *x64, *y64;
+  effml_context *ctx = tu_ctx(0);
+  load_subset(ctx, "wine.csv", 2, 20, &x64, &y64);
+  effml_tensor *x, *y;
+  ck_assert_int_eq(effml_tensor_convert(ctx, x64, EFFML_F32, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_convert(ctx, y64, EFFML_I32, &y), EFFML_OK);
+  effml_context *ctx3 = tu_ctx(0);
+  ck_assert_int_eq(effml_context_set_num_threads(ctx3, 3), EFFML_OK);
+  for (int which = 0; which < 2; ++which)
+    for (uint64_t seed = 0; seed < 2; ++seed) {
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+      o.seed = seed;
+      effml_tensor *x1, *y1, *x2, *y2, *xc, *yc, *x3, *y3;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
+      effml_sampler_resample_options oc = o;
+      oc.method = which ? EFFML_SAMPLER_RESAMPLE_TOMEK : EFFML_SAMPLER_RESAMPLE_ENN;
+      oc.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
+      o.method = which ? EFFML_SAMPLER_RESAMPLE_SMOTETOMEK : EFFML_SAMPLER_RESAMPLE_SMOTEENN;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample(ctx3, &o, x, y, &x3, &y3), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_dtype(xc), EFFML_F32);
+      ck_assert_int_eq(effml_tensor_dtype(yc), EFFML_I32);
+      const int64_t m = effml_tensor_dim(xc, 0), d = effml_tensor_dim(xc, 1);
+      ck_assert_int_eq(effml_tensor_dim(yc, 0), m);
+      ck_assert_int_eq(effml_tensor_dim(x2, 0), m);
+      ck_assert_int_eq(effml_tensor_dim(x3, 0), m);
+      ck_assert_int_lt(m, effml_tensor_dim(x1, 0));
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x2), (size_t)(m * d) * sizeof(float));
+      ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(y2), (size_t)m * sizeof(int32_t));
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x3), (size_t)(m * d) * sizeof(float));
+      /* into caller buffers (one spare row, left as it was) */
+      int64_t cap = m + 1, xs[2] = {cap, d}, got = -1;
+      effml_tensor *bx, *by;
+      ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 2, xs, &bx), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &cap, &by), EFFML_OK);
+      ((float *)effml_tensor_data(bx))[m * d] = 7.5f;
+      ck_assert_int_eq(effml_sampler_resample_into(ctx, &o, x, y, bx, by, &got), EFFML_OK);
+      ck_assert_int_eq(got, m);
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(bx), (size_t)(m * d) * sizeof(float));
+      ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(by), (size_t)m * sizeof(int32_t));
+      ck_assert(((float *)effml_tensor_data(bx))[m * d] == 7.5f);
+      /* plan + apply */
+      effml_tensor *pb, *pn, *ps, *xa, *ya;
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &pb, &pn, &ps), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample_apply(ctx, x, y, pb, pn, ps, &xa, &ya), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_dim(xa, 0), m);
+      ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(xa), (size_t)(m * d) * sizeof(float));
+      ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(ya), (size_t)m * sizeof(int32_t));
+      effml_tensor *all[] = {x1, y1, x2, y2, xc, yc, x3, y3, bx, by, pb, pn, ps, xa, ya};
+      for (size_t t = 0; t < sizeof all / sizeof all[0]; ++t) effml_tensor_free(all[t]);
+    }
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_tensor_free(x64);
+  effml_tensor_free(y64);
+  effml_context_free(ctx3);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* KMeans-SMOTE's cluster filter and density weights as imbalanced-learn
+ * 0.10: five well-separated blobs (tests/data/kmsmote_blobs.csv, so k-means
+ * with 5 clusters finds exactly the blobs), thresholds 0.1 and "auto" (NaN:
+ * n_new / total / 2 = 0.5 here) and two explicit density exponents (0.10's
+ * "auto" exponent uses the cluster's row count, ours the feature count as the
+ * paper: the documented difference is carved out by giving it).  The number
+ * of new rows in each blob equals imblearn's (tests/ref/kmeans_smote_ref.py),
+ * for several seeds and at 1 and 3 threads; every new row is class 1 and lies
+ * in the blob it was made for. */
+START_TEST(test_kmeans_smote_selection) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "kmsmote_blobs.csv", -1, -1, &x, &y);
+  const int64_t n = effml_tensor_dim(x, 0);
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", EFFML_TEST_REF, "kmeans_smote.txt");
+  FILE *f = fopen(path, "r");
+  ck_assert_msg(f != NULL, "cannot open %s", path);
+  char thr_s[32];
+  double ex;
+  int64_t want[5];
+  int lines = 0;
+  while (fscanf(f, "%31s %lf %lld %lld %lld %lld %lld", thr_s, &ex, (long long *)&want[0],
+                (long long *)&want[1], (long long *)&want[2], (long long *)&want[3],
+                (long long *)&want[4]) == 7) {
+    ++lines;
+    for (int threads = 1; threads <= 3; threads += 2)
+      for (uint64_t seed = 0; seed < 3; ++seed) {
+        ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+        effml_sampler_resample_options o;
+        effml_sampler_resample_options_init(&o);
+        o.method = EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE;
+        o.k_neighbors = 2;
+        o.n_clusters = 5;
+        o.seed = seed;
+        o.cluster_balance_threshold = strcmp(thr_s, "nan") ? atof(thr_s) : NAN;
+        o.density_exponent = ex;
+        effml_tensor *xr, *yr;
+        ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+        const double *xp = (const double *)effml_tensor_data_const(xr);
+        const int64_t *yp = (const int64_t *)effml_tensor_data_const(yr);
+        int64_t got[5] = {0, 0, 0, 0, 0}, m = effml_tensor_dim(xr, 0);
+        for (int64_t r = n; r < m; ++r) {
+          ck_assert_int_eq(yp[r], 1);
+          const double b = floor(xp[r * 2] / 100.0 + 0.5);
+          ck_assert(b >= 0 && b < 5);
+          ck_assert(fabs(xp[r * 2] - 100.0 * b) < 10.0 && fabs(xp[r * 2 + 1]) < 10.0);
+          got[(int)b]++;
+        }
+        for (int b = 0; b < 5; ++b)
+          ck_assert_msg(got[b] == want[b], "threshold %s exponent %g seed %d: blob %d got %lld new rows, imblearn %lld",
+                        thr_s, ex, (int)seed, b, (long long)got[b], (long long)want[b]);
+        effml_tensor_free(xr);
+        effml_tensor_free(yr);
+      }
+  }
+  fclose(f);
+  ck_assert_int_eq(lines, 4);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
+/* More than 60 neighbours (the kNN once kept at most 60): ENN with
+ * n_neighbors = 70 (MODE vote, every class targeted) on the imbalanced wine
+ * keeps exactly the rows a brute-force 70-NN vote keeps (exact squared
+ * distances, ties by index), at 1 and 3 threads; RENN and AllKNN run with 70. */
+START_TEST(test_enn_beyond_60_neighbours) {
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *x, *y;
+  load_subset(ctx, "wine.csv", 2, 20, &x, &y);
+  const int64_t n = effml_tensor_dim(x, 0), d = effml_tensor_dim(x, 1), k = 70;
+  const double *xp = (const double *)effml_tensor_data_const(x);
+  const int64_t *yp = (const int64_t *)effml_tensor_data_const(y);
+  int64_t *want = (int64_t *)malloc((size_t)n * sizeof(int64_t)), nw = 0;
+  double *dist = (double *)malloc((size_t)n * sizeof(double));
+  int64_t *ord = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+  ck_assert(want && dist && ord);
+  for (int64_t cl = 0; cl < 3; ++cl)
+    for (int64_t i = 0; i < n; ++i) {
+      if (yp[i] != cl) continue;
+      int64_t m = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        if (j == i) continue;
+        double s = 0;
+        for (int64_t t = 0; t < d; ++t) {
+          double u = xp[i * d + t] - xp[j * d + t];
+          s += u * u;
+        }
+        dist[j] = s;
+        /* insertion by (distance, index) */
+        int64_t p = m++;
+        while (p > 0 && (dist[ord[p - 1]] > s || (dist[ord[p - 1]] == s && ord[p - 1] > j))) {
+          ord[p] = ord[p - 1];
+          --p;
+        }
+        ord[p] = j;
+      }
+      int64_t votes[3] = {0, 0, 0};
+      for (int64_t t = 0; t < k; ++t) votes[yp[ord[t]]]++;
+      int64_t best = 0;
+      for (int64_t c = 1; c < 3; ++c)
+        if (votes[c] > votes[best]) best = c;
+      if (best == cl) want[nw++] = i;
+    }
+  ck_assert_int_gt(nw, 0);
+  ck_assert_int_lt(nw, n);
+  for (int threads = 1; threads <= 3; threads += 2) {
+    ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = EFFML_SAMPLER_RESAMPLE_ENN;
+    o.n_neighbors = k;
+    o.kind_sel = EFFML_SAMPLER_ENN_MODE;
+    o.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+    effml_tensor *b, *nb, *st;
+    ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_dim(b, 0), nw);
+    ck_assert_mem_eq(effml_tensor_data_const(b), want, (size_t)nw * sizeof(int64_t));
+    effml_tensor_free(b);
+    effml_tensor_free(nb);
+    effml_tensor_free(st);
+    for (int m = 0; m < 2; ++m) {
+      o.method = m ? EFFML_SAMPLER_RESAMPLE_ALLKNN : EFFML_SAMPLER_RESAMPLE_RENN;
+      o.sampling_strategy = EFFML_SAMPLER_STRATEGY_AUTO;
+      o.kind_sel = EFFML_SAMPLER_ENN_ALL;
+      o.allow_minority = 1;
+      effml_status rc = effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st);
+      ck_assert_msg(rc == EFFML_OK, "%s", effml_context_last_error(ctx));
+      ck_assert_int_gt(effml_tensor_dim(b, 0), 0);
+      effml_tensor_free(b);
+      effml_tensor_free(nb);
+      effml_tensor_free(st);
+    }
+  }
+  free(want);
+  free(dist);
+  free(ord);
   effml_tensor_free(x);
   effml_tensor_free(y);
   effml_context_free(ctx);
@@ -1036,6 +1250,9 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_cnn_consistent_subset);
   tcase_add_test(tc, test_oss_no_tomek_link);
   tcase_add_test(tc, test_combined_is_composition);
+  tcase_add_test(tc, test_combined_f32_entry_points_agree);
+  tcase_add_test(tc, test_kmeans_smote_selection);
+  tcase_add_test(tc, test_enn_beyond_60_neighbours);
   tcase_add_test(tc, test_iht_matches_imblearn);
   tcase_add_test(tc, test_iht_folds);
   tcase_add_test(tc, test_cluster_centroids);

@@ -138,7 +138,7 @@ typedef struct effml_sampler_resample_options {
   const int64_t *target_counts;  /**< borrowed during the call */
   int64_t k_neighbors;           /**< SMOTE family neighbours (imblearn defaults: 5; KMeans-SMOTE 2); 0 = the method's default */
   int64_t m_neighbors;           /**< Borderline danger test neighbours (default 10) */
-  int64_t n_neighbors;           /**< ENN, RENN, AllKNN, NCL, NearMiss, SMOTEENN neighbours (imblearn default 3), CNN, OSS (default 1); 0 = the method's default; at most 60, the kNN limit */
+  int64_t n_neighbors;           /**< ENN, RENN, AllKNN, NCL, NearMiss, SMOTEENN neighbours (imblearn default 3), CNN, OSS (default 1); 0 = the method's default; no cap beyond the rows searched */
   int32_t kind_sel;              /**< ENN: EFFML_SAMPLER_ENN_ALL (default) or EFFML_SAMPLER_ENN_MODE */
   uint64_t seed;                 /**< seed of every random choice (default 0) */
   int64_t block_rows;            /**< kNN query rows per block (memory bound; 0 = 256) */
@@ -152,8 +152,8 @@ typedef struct effml_sampler_resample_options {
   int64_t n_seeds_S;             /**< CNN, OSS: random rows of each targeted class that start the kept set (default 1) */
   int32_t voting;                /**< ClusterCentroids: EFFML_SAMPLER_VOTING_SOFT (default) or _HARD */
   int32_t reserved0;             /**< must be 0 */
-  int64_t kmeans_n_init;         /**< k-means restarts, best inertia kept (default 10, scikit-learn 1.2's KMeans) */
-  int64_t kmeans_max_iter;       /**< Lloyd iterations per run (default 300) */
+  int64_t kmeans_n_init;         /**< k-means restarts (k-means++ seeding, Lloyd), best inertia kept; 0 = the method's default: ClusterCentroids 10 (scikit-learn 1.2's KMeans), KMeans-SMOTE 3 (the n_init of imblearn 0.10's MiniBatchKMeans) */
+  int64_t kmeans_max_iter;       /**< Lloyd iterations per run at most; 0 = the method's default: ClusterCentroids 300, KMeans-SMOTE 20 */
   double kmeans_tol;             /**< stop when the centre shift^2 <= tol * mean feature variance (default 1e-4) */
   effml_sampler_proba_fn proba_fn; /**< IHT: the classifier (required for IHT) */
   void *proba_user_data;         /**< IHT: passed to proba_fn */
@@ -179,7 +179,8 @@ EFFML_API void effml_sampler_resample_options_init(effml_sampler_resample_option
  * @param x_query  [n_query, n_features], same dtype; NULL: query = x_ref and a
  *                 point is never its own neighbour (by index, so an exact
  *                 duplicate *is* returned as a neighbour at distance 0).
- * @param k        neighbours per query, 1 <= k <= min(60, n_ref) (n_ref - 1 when x_query is NULL).
+ * @param k        neighbours per query, 1 <= k <= n_ref (n_ref - 1 when x_query is NULL); no other
+ *                 cap (each candidate insertion costs O(k), so a huge k is slow, not wrong).
  * @param indices  receives [n_query, k] i64 reference indices, nearest first (owned).
  * @param distances NULL, or receives [n_query, k] f64 Euclidean distances (owned).
  * @return EFFML_E_INVALID_ARG (NULL, bad k), EFFML_E_SHAPE, EFFML_E_DTYPE,
@@ -263,9 +264,9 @@ EFFML_API effml_status effml_sampler_strategy_resolve(effml_context *ctx,
  *   neighbour of another class) in targeted classes with at least
  *   threshold_cleaning * |minority| rows (the paper's rule; imbalanced-learn
  *   0.10 compares with threshold_cleaning * n_samples).  Original order.
- * - The kNN returns at most 60 neighbours: n_neighbors (and
- *   n_neighbors_ver3) above 60 is EFFML_E_INVALID_ARG, except NearMiss-2,
- *   which scans every minority row.
+ * - Neighbour counts (k_neighbors, m_neighbors, n_neighbors,
+ *   n_neighbors_ver3) have no cap beyond the rows searched; more is
+ *   EFFML_E_INVALID_ARG naming the count and the rows.
  * - SMOTE-NC cannot be planned (categorical values are votes, not
  *   interpolations): EFFML_E_UNSUPPORTED here, use effml_sampler_resample().
  *

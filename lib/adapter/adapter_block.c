@@ -126,13 +126,8 @@ const effml__layer_ops effml__adapter_block_ops = {
 /* Validated copy of the user's options and the bottleneck d. */
 static effml_status read_options(effml_context *ctx, int64_t features, const effml_adapter_options *opt,
                                  effml_adapter_options *o, int64_t *d) {
-  effml_adapter_options_init(o);
-  if (opt) {
-    if (opt->struct_size < sizeof(uint32_t))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: opt->struct_size=%u is too small (call effml_adapter_options_init)",
-                        (unsigned)opt->struct_size);
-    memcpy(o, opt, opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o);
-  }
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, "adapter", effml_adapter_options_init, opt, o,
+                                 sizeof(uint32_t)));
   if (features < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "adapter: features=%lld must be >= 1", (long long)features);
   if (o->projection < EFFML_ADAPTER_PROJ_LPHM || o->projection > EFFML_ADAPTER_PROJ_DENSE)

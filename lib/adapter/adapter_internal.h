@@ -5,10 +5,17 @@
  *   phm.c               PHM/LPHM layer: construction, init, path switch
  *   phm_factorized.c    forward/backward that never build H (Karimi Mahabadi et al. 2021, arXiv 2106.04647, §3.2)
  *   phm_materialized.c  H = sum_i A_i (x) B_i, and the reference forward/backward
- *   adapter_block.c     up(act(down(x))) + x
- *   lora.c, lokr.c      low-rank / Kronecker deltas over a dense base
- *   adapter_count.c     parameter formulas
- *   peft_io.c, adapterhub_io.c  files of the Python tools
+ *   adapter_block.c     up(act(down(x))) + x, and the parameter formulas
+ *   dense_base.c        the dense base under LoRA/LoKr/LoHa/IA3/VeRA (weight [out, in] or [in, out])
+ *   conv1d.c            GPT-2 Conv1D (a dense layer with weight [in, out])
+ *   lora.c, lora_dora.c LoRA and its DoRA kernels
+ *   lokr.c, loha.c      Kronecker / Hadamard-product deltas
+ *   ia3.c, vera.c       IA3 scaling vector, VeRA shared random pair
+ *   adapter_files.c     files of the Python tools (PEFT LoRA, AdapterHub)
+ *   peft_config.c       adapter_config.json field tables
+ *   peft_adapter.c      a PEFT adapter directory as one object
+ *   peft_lokr.c         PEFT LoKr files
+ *   peft_save.c         saving LoKr, LoHa, IA3 and VeRA in PEFT's layout
  */
 #ifndef EFFML_ADAPTER_INTERNAL_H
 #define EFFML_ADAPTER_INTERNAL_H

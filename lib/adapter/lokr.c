@@ -237,13 +237,8 @@ effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer *base, co
   EFFML__CHECK_NULL(ctx, base);
   EFFML__CHECK_NULL(ctx, out);
   effml_adapter_lokr_options o;
-  effml_adapter_lokr_options_init(&o);
-  if (opt) {
-    if (opt->struct_size < sizeof(uint32_t))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: opt->struct_size=%u is too small",
-                        (unsigned)opt->struct_size);
-    memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
-  }
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, "effml_adapter_lokr_create", effml_adapter_lokr_options_init,
+                                 opt, &o, sizeof(uint32_t)));
   if (o.rank < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_create: rank=%lld must be >= 1", (long long)o.rank);
   if (!isfinite(o.alpha))

@@ -109,15 +109,8 @@ effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, out_layer);
   effml_adapter_phm_options o;
-  effml_adapter_phm_options_init(&o);
-  if (user_opt) {
-    if (user_opt->struct_size < sizeof(uint32_t))
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: opt->struct_size=%u is too small (call effml_adapter_phm_options_init)",
-                        (unsigned)user_opt->struct_size);
-    size_t k = user_opt->struct_size < sizeof o ? user_opt->struct_size : sizeof o;
-    memcpy(&o, user_opt, k);
-    o.struct_size = (uint32_t)sizeof o;
-  }
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, "effml_adapter_phm_create", effml_adapter_phm_options_init,
+                                 user_opt, &o, sizeof(uint32_t)));
   if (in < 1 || out < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_phm_create: in_features=%lld and out_features=%lld must be >= 1",
                       (long long)in, (long long)out);

@@ -51,14 +51,9 @@ effml_status effml_calibration_create(effml_context *ctx, const effml_calibratio
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, out);
-  if (opt->struct_size < offsetof(effml_calibration_options, num_classes) + sizeof(int64_t))
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "%s: opt->struct_size=%u is too small (call effml_calibration_options_init)",
-                      fn, (unsigned)opt->struct_size);
   effml_calibration_options o;
-  effml_calibration_options_init(&o);
-  memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
-  o.struct_size = (uint32_t)sizeof o;
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, fn, effml_calibration_options_init, opt, &o,
+                                 offsetof(effml_calibration_options, num_classes) + sizeof(int64_t)));
 #define BAD(cond, ...) \
   if (cond) return effml__err(ctx, EFFML_E_INVALID_ARG, __VA_ARGS__)
   BAD(o.method < EFFML_CALIBRATION_TEMPERATURE || o.method > EFFML_CALIBRATION_CORRECTNESS_AWARE,

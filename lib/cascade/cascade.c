@@ -22,15 +22,8 @@ void effml_cascade_options_init(effml_cascade_options *opt) {
 effml_status effml__cascade_check_options(effml_context *ctx, const effml_cascade_options *opt,
                                           effml_cascade_options *known) {
   EFFML__CHECK_NULL(ctx, opt);
-  if (opt->struct_size < offsetof(effml_cascade_options, num_classes) + sizeof(int64_t))
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "opt->struct_size=%u is too small (call effml_cascade_options_init)",
-                      (unsigned)opt->struct_size);
-  /* read only the prefix the caller's struct has; the rest keeps its default */
-  effml_cascade_options_init(known);
-  size_t n = opt->struct_size < sizeof *known ? opt->struct_size : sizeof *known;
-  memcpy(known, opt, n);
-  known->struct_size = (uint32_t)sizeof *known;
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, NULL, effml_cascade_options_init, opt, known,
+                                 offsetof(effml_cascade_options, num_classes) + sizeof(int64_t)));
   if (known->num_classes < 2)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "num_classes=%lld must be >= 2",
                       (long long)known->num_classes);

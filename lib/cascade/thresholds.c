@@ -117,15 +117,8 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
   EFFML__ENTER(ctx);
   EFFML__CHECK_NULL(ctx, cascade);
   effml_cascade_threshold_options o;
-  effml_cascade_threshold_options_init(&o);
-  if (opt) {
-    if (opt->struct_size < sizeof(uint32_t) + sizeof(int32_t))
-      return effml__err(ctx, EFFML_E_INVALID_ARG,
-                        "opt->struct_size=%u is too small (call "
-                        "effml_cascade_threshold_options_init)",
-                        (unsigned)opt->struct_size);
-    memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
-  }
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, NULL, effml_cascade_threshold_options_init, opt, &o,
+                                 sizeof(uint32_t) + sizeof(int32_t)));
   if (o.rule != EFFML_CASCADE_EXIT_WINDOW && o.rule != EFFML_CASCADE_EXIT_THRESHOLD)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "rule=%d: calibration fits EFFML_CASCADE_EXIT_WINDOW or _THRESHOLD",

@@ -39,16 +39,10 @@ void effml_context_options_init(effml_context_options *opt) {
 
 effml_status effml_context_create(const effml_context_options *opt, effml_context **out) {
   effml_context_options o;
-  effml_context_options_init(&o);
   if (out == NULL) return EFFML_E_INVALID_ARG;
-  if (opt != NULL) {
-    if (opt->struct_size < offsetof(effml_context_options, num_threads) ||
-        opt->struct_size > 4096)
-      return EFFML_E_INVALID_ARG;
-    size_t n = opt->struct_size < sizeof o ? opt->struct_size : sizeof o;
-    memcpy(&o, opt, n);
-    o.struct_size = (uint32_t)sizeof o;
-  }
+  /* no context yet: the status only */
+  EFFML__TRY(EFFML__OPTIONS_READ(NULL, "effml_context_create", effml_context_options_init, opt, &o,
+                                 offsetof(effml_context_options, num_threads)));
   if ((o.alloc == NULL) != (o.free == NULL)) return EFFML_E_INVALID_ARG;
   if (o.num_threads < 1 || o.num_threads > 1024) return EFFML_E_INVALID_ARG;
   effml_context *ctx = o.alloc ? (effml_context *)o.alloc(o.alloc_user_data, sizeof *ctx)

@@ -93,6 +93,27 @@ EFFML__HIDDEN effml_status effml__check_logits_labels(effml_context *ctx, const 
                                                       const effml_tensor *logits,
                                                       const effml_tensor *labels);
 
+/* ---- option structs ---- */
+
+/* Largest struct_size accepted: anything bigger is not an initialised struct. */
+#define EFFML__OPTIONS_MAX_SIZE 4096
+/* The one reader of a caller's option struct (every public options type
+ * starts with `uint32_t struct_size`).  `out` (`size` bytes) already holds
+ * the defaults; user NULL keeps them.  Otherwise user->struct_size must lie
+ * in [min_size, EFFML__OPTIONS_MAX_SIZE] (min_size: the prefix every caller
+ * has), the first min(struct_size, size) bytes are copied over the defaults
+ * (an older caller's struct leaves newer fields at their defaults) and
+ * out's struct_size becomes `size`.  EFFML_E_INVALID_ARG names `fn` (NULL:
+ * the public call's name, which every message starts with, is enough), the
+ * value, the bound and `init_name`.  Validation of the values stays with
+ * the caller. */
+EFFML__HIDDEN effml_status effml__options_read(effml_context *ctx, const char *fn,
+                                               const char *init_name, const void *user,
+                                               void *out, size_t size, size_t min_size);
+/* Defaults by `init`, then effml__options_read(). */
+#define EFFML__OPTIONS_READ(ctx, fn, init, user, out, min_size) \
+  (init(out), effml__options_read((ctx), (fn), #init, (user), (out), sizeof *(out), (min_size)))
+
 /* ---- BLAS sizes (the checked wrappers: lib/core/blas.h) ---- */
 
 /* Check that each of the `n` sizes in `v` (named by the comma-separated

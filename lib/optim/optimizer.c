@@ -89,17 +89,9 @@ effml_status effml_optimizer_create(effml_context *ctx, const effml_optimizer_op
   EFFML__CHECK_NULL(ctx, ctx);
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, out);
-  const size_t min_size = offsetof(effml_optimizer_options, lr) + sizeof(double);
-  if (opt->struct_size < min_size)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_optimizer_create: opt->struct_size=%u is too small (call "
-                      "effml_optimizer_options_init)",
-                      (unsigned)opt->struct_size);
   effml_optimizer_options o;
-  effml_optimizer_options_init(&o);
-  /* Read only the prefix the caller's struct has; newer fields keep defaults. */
-  memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
-  o.struct_size = (uint32_t)sizeof o;
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, "effml_optimizer_create", effml_optimizer_options_init, opt,
+                                 &o, offsetof(effml_optimizer_options, lr) + sizeof(double)));
   EFFML__TRY(validate(ctx, &o));
   effml_optimizer *op = (effml_optimizer *)effml__calloc_or_err(ctx, 1, sizeof *op, "optimizer");
   if (!op) return EFFML_E_NOMEM;

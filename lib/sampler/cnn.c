@@ -51,9 +51,9 @@ static effml_status draw_seeds(effml_context *ctx, uint64_t seed, uint64_t tag, 
 static effml_status check_common(effml_context *ctx, const effml__resample_in *in, int64_t *mino) {
   const effml__classes *c = in->c;
   const effml_sampler_resample_options *o = in->o;
-  if (o->n_neighbors < 1 || o->n_neighbors > EFFML__KNN_MAX_K)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be in [1, %d] (the kNN limit)",
-                      (long long)o->n_neighbors, EFFML__KNN_MAX_K);
+  if (o->n_neighbors < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be >= 1",
+                      (long long)o->n_neighbors);
   int64_t m = 0;
   for (int64_t k = 1; k < c->n_classes; ++k)
     if (c->counts[k] < c->counts[m]) m = k;

@@ -8,14 +8,18 @@
  * resampled rows with sampling_strategy 'all', as imblearn's defaults:
  * ENN(n_neighbors, kind_sel) or Tomek links.  The result is a sub-plan of the
  * SMOTE plan, so it still streams: ENN lists kept rows grouped by class in
- * label order, Tomek keeps the SMOTE order.  Memory: the SMOTE output is
- * materialised once in f64 for the neighbour search. */
+ * label order, Tomek keeps the SMOTE order.  The cleaning sees the rows as
+ * the output holds them (rounded to f32 for f32 x), so every entry point
+ * gives the same rows.  Memory: effml_sampler_resample writes SMOTE's output
+ * once in x's dtype, frees the plan and cleans those rows in place
+ * (effml__combine_clean_rows; an f64 copy only for f32 x); the plan form
+ * (effml__combine_clean) materialises the SMOTE rows once in f64. */
 #include <string.h>
 
 #include "sampler_internal.h"
 
 double *effml__plan_rows_f64(effml_context *ctx, const double *x, int64_t d,
-                             const effml__plan *p) {
+                             const effml__plan *p, int round_f32) {
   double *o = (double *)effml__alloc_or_err(ctx, (size_t)(p->n * d) * sizeof(double) + 1,
                                             "re-sampled rows");
   if (!o) return NULL;
@@ -27,6 +31,8 @@ double *effml__plan_rows_f64(effml_context *ctx, const double *x, int64_t d,
     } else {
       const double *xj = x + p->nbr[r] * d;
       for (int64_t t = 0; t < d; ++t) out[t] = xi[t] + p->step[r] * (xj[t] - xi[t]);
+      if (round_f32) /* as resample_apply stores it for f32 x */
+        for (int64_t t = 0; t < d; ++t) out[t] = (double)(float)out[t];
     }
   }
   return o;
@@ -84,7 +90,7 @@ effml_status effml__combine_clean(effml_context *ctx, const effml__resample_in *
   const effml_sampler_resample_options *o = in->o;
   const effml__classes *c = in->c;
   const int64_t m = p->n, d = in->d;
-  double *xs = effml__plan_rows_f64(ctx, in->x, d, p);
+  double *xs = effml__plan_rows_f64(ctx, in->x, d, p, in->x_f32);
   int64_t *ys = xs ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "labels") : NULL;
   int64_t *cls = ys ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "labels") : NULL;
   int64_t *keep = cls ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "kept rows") : NULL;
@@ -125,5 +131,133 @@ effml_status effml__combine_clean(effml_context *ctx, const effml__resample_in *
   effml__free(ctx, cls);
   effml__free(ctx, keep);
   effml__free(ctx, targeted);
+  return st;
+}
+
+/* Rows of xb (esz bytes each) and yb (ysz bytes each), m of them: make row t
+ * the old row keep[t] for t < nk (keep distinct; it is overwritten), in
+ * place: the kept rows move to the front in ascending order (forward moves),
+ * keep[] becomes positions among them, and that permutation is applied by
+ * cycles with a bitmap of finished rows and one row of scratch. */
+static effml_status gather_in_place(effml_context *ctx, char *xb, size_t esz, char *yb, size_t ysz,
+                                    int64_t m, int64_t *keep, int64_t nk) {
+  const int64_t words = (m + 63) / 64;
+  uint64_t *bits = (uint64_t *)effml__calloc(ctx, (size_t)words + 1, sizeof(uint64_t));
+  int64_t *rank = bits ? (int64_t *)effml__malloc(ctx, (size_t)(words + 1) * sizeof(int64_t)) : NULL;
+  char *tmp = rank ? (char *)effml__malloc(ctx, esz + ysz) : NULL;
+  if (!tmp) {
+    effml__free(ctx, bits);
+    effml__free(ctx, rank);
+    return effml__err(ctx, EFFML_E_NOMEM, "out of memory for compacting the kept rows");
+  }
+  for (int64_t t = 0; t < nk; ++t) bits[keep[t] >> 6] |= (uint64_t)1 << (keep[t] & 63);
+  int64_t s = 0;
+  for (int64_t w = 0; w < words; ++w) {
+    rank[w] = s;
+    for (uint64_t b = bits[w]; b; b &= b - 1) {
+      const int64_t i = w * 64 + (int64_t)__builtin_ctzll(b);
+      if (i != s) {
+        memmove(xb + (size_t)s * esz, xb + (size_t)i * esz, esz);
+        memmove(yb + (size_t)s * ysz, yb + (size_t)i * ysz, ysz);
+      }
+      ++s;
+    }
+  }
+  for (int64_t t = 0; t < nk; ++t) {
+    const int64_t i = keep[t], w = i >> 6;
+    keep[t] = rank[w] + (int64_t)__builtin_popcountll(bits[w] & (((uint64_t)1 << (i & 63)) - 1));
+  }
+  memset(bits, 0, (size_t)words * sizeof(uint64_t)); /* now: slot finished */
+#define DONE(j) ((bits[(j) >> 6] >> ((j) & 63)) & 1)
+#define MARK(j) (bits[(j) >> 6] |= (uint64_t)1 << ((j) & 63))
+  for (int64_t t = 0; t < nk; ++t) {
+    if (DONE(t)) continue;
+    if (keep[t] == t) {
+      MARK(t);
+      continue;
+    }
+    memcpy(tmp, xb + (size_t)t * esz, esz);
+    memcpy(tmp + esz, yb + (size_t)t * ysz, ysz);
+    int64_t j = t;
+    for (;;) {
+      const int64_t k = keep[j];
+      MARK(j);
+      if (k == t) {
+        memcpy(xb + (size_t)j * esz, tmp, esz);
+        memcpy(yb + (size_t)j * ysz, tmp + esz, ysz);
+        break;
+      }
+      memcpy(xb + (size_t)j * esz, xb + (size_t)k * esz, esz);
+      memcpy(yb + (size_t)j * ysz, yb + (size_t)k * ysz, ysz);
+      j = k;
+    }
+  }
+#undef DONE
+#undef MARK
+  effml__free(ctx, tmp);
+  effml__free(ctx, rank);
+  effml__free(ctx, bits);
+  return EFFML_OK;
+}
+
+effml_status effml__combine_clean_rows(effml_context *ctx, const effml_sampler_resample_options *o,
+                                       effml_tensor *xo, effml_tensor *yo) {
+  const int64_t m = xo->shape[0], d = xo->shape[1];
+  const int f64 = xo->dtype == EFFML_F64, i64 = yo->dtype == EFFML_I64;
+  double *xs_own = NULL;
+  int64_t *ys_own = NULL;
+  const double *xs = f64 ? (const double *)(const void *)xo->data : NULL;
+  const int64_t *ys = i64 ? (const int64_t *)(const void *)yo->data : NULL;
+  if (!f64) {
+    xs_own = (double *)effml__alloc_or_err(ctx, (size_t)(m * d) * sizeof(double) + 1, "re-sampled rows");
+    if (!xs_own) return EFFML_E_NOMEM;
+    const float *xf = (const float *)(const void *)xo->data;
+    for (int64_t t = 0; t < m * d; ++t) xs_own[t] = (double)xf[t];
+    xs = xs_own;
+  }
+  effml_status st = EFFML_OK;
+  if (!i64) {
+    ys_own = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "labels");
+    if (!ys_own) st = EFFML_E_NOMEM;
+    const int32_t *yi = (const int32_t *)(const void *)yo->data;
+    for (int64_t t = 0; ys_own && t < m; ++t) ys_own[t] = yi[t];
+    ys = ys_own;
+  }
+  int64_t *keep = st == EFFML_OK ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "kept rows") : NULL;
+  if (st == EFFML_OK && !keep) st = EFFML_E_NOMEM;
+  int64_t nk = 0;
+  if (st == EFFML_OK && o->method == EFFML_SAMPLER_RESAMPLE_SMOTEENN) {
+    effml_sampler_resample_options oe = *o;
+    oe.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+    st = effml__enn_pass(ctx, &oe, xs, ys, m, d, o->n_neighbors, o->kind_sel, keep, &nk);
+  } else if (st == EFFML_OK) {
+    effml__classes c;
+    memset(&c, 0, sizeof c);
+    st = effml__classes_build(ctx, ys, m, &c);
+    if (st == EFFML_OK) {
+      char *targeted = (char *)effml__alloc_or_err(ctx, (size_t)c.n_classes, "classes");
+      if (!targeted) st = EFFML_E_NOMEM;
+      if (targeted) {
+        memset(targeted, 1, (size_t)c.n_classes);
+        effml__free(ctx, c.rows); /* not needed: free it before the search */
+        c.rows = NULL;
+        st = effml__tomek_pass(ctx, xs, m, d, c.cls, targeted, o->block_rows, 0, keep, &nk);
+      }
+      effml__free(ctx, targeted);
+      effml__classes_free(ctx, &c);
+    }
+  }
+  effml__free(ctx, xs_own);
+  effml__free(ctx, ys_own);
+  if (st == EFFML_OK) {
+    const size_t esz = (size_t)d * (f64 ? sizeof(double) : sizeof(float));
+    st = gather_in_place(ctx, xo->data, esz, yo->data, i64 ? sizeof(int64_t) : sizeof(int32_t), m,
+                         keep, nk);
+  }
+  effml__free(ctx, keep);
+  if (st == EFFML_OK) {
+    xo->shape[0] = nk;
+    yo->shape[0] = nk;
+  }
   return st;
 }

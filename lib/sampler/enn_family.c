@@ -40,10 +40,8 @@
 effml_status effml__enn_pass(effml_context *ctx, const effml_sampler_resample_options *o,
                              const double *xs, const int64_t *ys, int64_t m, int64_t d,
                              int64_t k, int32_t kind_sel, int64_t *keep, int64_t *n_keep) {
-  if (k < 1 || k > EFFML__KNN_MAX_K)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "n_neighbors=%lld must be in [1, %d] (the kNN limit)", (long long)k,
-                      EFFML__KNN_MAX_K);
+  if (k < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be >= 1", (long long)k);
   if (m < k + 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "n_neighbors=%lld needs at least %lld samples, %lld remain", (long long)k,
@@ -109,10 +107,13 @@ static effml_status repeated_enn(effml_context *ctx, const effml__resample_in *i
   if (!all_k && o->max_iter < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "max_iter=%lld must be >= 1",
                       (long long)o->max_iter);
-  if (o->n_neighbors < 1 || o->n_neighbors > EFFML__KNN_MAX_K)
+  if (o->n_neighbors < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be >= 1",
+                      (long long)o->n_neighbors);
+  if (o->n_neighbors > in->n - 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "n_neighbors=%lld must be in [1, %d] (the kNN limit)",
-                      (long long)o->n_neighbors, EFFML__KNN_MAX_K);
+                      "n_neighbors=%lld needs at least %lld samples, got %lld",
+                      (long long)o->n_neighbors, (long long)(o->n_neighbors + 1), (long long)in->n);
   int64_t mino = 0;
   for (int64_t k = 1; k < c->n_classes; ++k)
     if (c->counts[k] < c->counts[mino]) mino = k;

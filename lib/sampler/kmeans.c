@@ -6,8 +6,9 @@
  * to keep per targeted class; voting "soft" returns the centroids, "hard" the
  * class row nearest to each centroid).
  *
- * Assignment uses the blocked exact kNN (k = 1 over the centres, ties to the
- * smaller centre index); the centre update sums rows in row order, so the
+ * Assignment: exact distances to every centre when there are at most 32
+ * centres, else the blocked exact kNN (k = 1 over the centres); ties to the
+ * smaller centre index either way; the centre update sums rows in row order, so the
  * result depends only on the seed, never on the thread count.  scikit-learn's
  * conventions: tolerance relative to the mean per-feature variance, an empty
  * cluster takes the row farthest from its centre, the best of n_init runs by
@@ -63,6 +64,53 @@ static void kpp_init(const double *x, int64_t n, int64_t d, int64_t k, effml__rn
   }
 }
 
+/* Assignment to the nearest of a few centres: exact squared distances to
+ * every centre, ties to the smaller centre index (what the blocked kNN gives,
+ * without its GEMM tiles and candidate lists, which cost more than the work
+ * itself when there are only a few centres).  Rows are independent: any
+ * split over threads gives the same bytes. */
+#define KMEANS_DIRECT_MAX 32
+
+typedef struct {
+  const double *x, *c;
+  int64_t d, k;
+  int64_t *lab;
+  double *dist;
+} assign_job;
+
+static void assign_range(void *arg, int64_t b, int64_t e, int32_t worker) {
+  (void)worker;
+  const assign_job *J = (const assign_job *)arg;
+  const int64_t d = J->d, k = J->k;
+  for (int64_t i = b; i < e; ++i) {
+    const double *xi = J->x + i * d;
+    double best = INFINITY;
+    int64_t bj = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const double *cj = J->c + j * d;
+      double s = 0;
+      for (int64_t t = 0; t < d; ++t) {
+        const double u = xi[t] - cj[t];
+        s += u * u;
+      }
+      if (s < best) {
+        best = s;
+        bj = j;
+      }
+    }
+    J->lab[i] = bj;
+    J->dist[i] = best;
+  }
+}
+
+static effml_status kmeans_assign(effml_context *ctx, const double *c, int64_t k, const double *x,
+                                  int64_t n, int64_t d, int64_t block_rows, int64_t *lab,
+                                  double *dist) {
+  if (k > KMEANS_DIRECT_MAX) return effml__knn_f64(ctx, c, k, x, n, d, 1, NULL, block_rows, lab, dist);
+  assign_job J = {x, c, d, k, lab, dist};
+  return effml__parallel_for(ctx, n, 4096, assign_range, &J);
+}
+
 effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64_t d, int64_t k,
                            int64_t n_init, int64_t max_iter, double tol, uint64_t seed,
                            uint64_t stream, int64_t block_rows, double *centers, int64_t *labels) {
@@ -109,7 +157,7 @@ effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64
     kpp_init(x, n, d, k, &r, c, dist);
     double inertia = INFINITY;
     for (int64_t it = 0; st == EFFML_OK && it < max_iter; ++it) {
-      st = effml__knn_f64(ctx, c, k, x, n, d, 1, NULL, block_rows, lab, dist);
+      st = kmeans_assign(ctx, c, k, x, n, d, block_rows, lab, dist);
       if (st != EFFML_OK) break;
       memset(cn, 0, (size_t)(k * d) * sizeof(double));
       memset(cnt, 0, (size_t)k * sizeof(int64_t));
@@ -137,7 +185,7 @@ effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64
     }
     if (st != EFFML_OK) break;
     /* final assignment to the final centres */
-    st = effml__knn_f64(ctx, c, k, x, n, d, 1, NULL, block_rows, lab, dist);
+    st = kmeans_assign(ctx, c, k, x, n, d, block_rows, lab, dist);
     if (st != EFFML_OK) break;
     inertia = 0;
     for (int64_t i = 0; i < n; ++i) inertia += dist[i];
@@ -246,7 +294,7 @@ effml_status effml__cluster_centroids_resample(effml_context *ctx,
   int64_t shape[2] = {m, d};
   if (st == EFFML_OK) st = effml_tensor_create(ctx, x->dtype, 2, shape, &xo);
   if (st == EFFML_OK) st = effml_tensor_create(ctx, y->dtype, 1, &m, &yo);
-  effml__resample_in in = {o, xd, n, d, y64, &c, values};
+  effml__resample_in in = {o, xd, n, d, y64, &c, values, 0};
   int64_t r = 0;
   for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl) {
     const int64_t *rows = c.rows + c.start[cl];

@@ -9,7 +9,8 @@
  * expansion alone is not exact enough for that.  Memory: per worker one
  * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
  * Threads: query blocks are split over the context's workers; the result
- * does not depend on the split. */
+ * does not depend on the split.  k has no limit beyond the reference rows;
+ * each candidate insertion costs O(k), so a very large k is slow, not wrong. */
 #include "blas.h"
 #include <math.h>
 #include <string.h>
@@ -28,6 +29,8 @@ typedef struct {
   double *tiles;     /* [workers][bq * RBLOCK] */
   double *cand_v;    /* [workers][bq * K] */
   int64_t *cand_i;   /* [workers][bq * K] */
+  double *rr_v;      /* [workers][K]: exact re-rank */
+  int64_t *rr_i;     /* [workers][K] */
   int64_t base;      /* first block of the current round */
   int8_t refused[64]; /* per worker: a BLAS call was refused (unreachable: sizes checked first) */
 } knn_job;
@@ -94,8 +97,8 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
       double *cv = cvs + i * K;
       int64_t *ci = cis + i * K;
       const double *qi = J->q + (q0 + i) * d;
-      double ev[64];
-      int64_t ei[64];
+      double *ev = J->rr_v + (size_t)worker * (size_t)K;
+      int64_t *ei = J->rr_i + (size_t)worker * (size_t)K;
       int64_t m = 0;
       for (int64_t t = 0; t < K; ++t) {
         if (ci[t] == INT64_MAX) continue;
@@ -119,12 +122,10 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
                             const int64_t *self_index, int64_t block_rows, int64_t *idx,
                             double *dist2) {
   int64_t avail = n_ref - (self_index ? 1 : 0);
-  const int64_t kmax = avail < 64 - KNN_SLACK ? avail : 64 - KNN_SLACK;
-  if (k < 1 || k > kmax)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "k=%lld must be in [1, %lld] (%s)", (long long)k,
-                      (long long)kmax,
-                      kmax == avail ? "the reference rows available as neighbours"
-                                    : "the most neighbours the kNN search supports");
+  if (k < 1 || k > avail)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "k=%lld must be in [1, %lld] (the reference rows available as neighbours)",
+                      (long long)k, (long long)avail);
   if (n_q == 0) return EFFML_OK;
   int64_t K = k + KNN_SLACK;
   if (K > avail) K = avail;
@@ -152,11 +153,15 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   J.tiles = (double *)effml__malloc(ctx, tile_n * sizeof(double));
   J.cand_v = (double *)effml__malloc(ctx, cand_n * sizeof(double));
   J.cand_i = (int64_t *)effml__malloc(ctx, cand_n * sizeof(int64_t));
-  if (!J.tiles || !J.cand_v || !J.cand_i) {
+  J.rr_v = (double *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(double));
+  J.rr_i = (int64_t *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(int64_t));
+  if (!J.tiles || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
     effml__free(ctx, rnorm);
     effml__free(ctx, J.tiles);
     effml__free(ctx, J.cand_v);
     effml__free(ctx, J.cand_i);
+    effml__free(ctx, J.rr_v);
+    effml__free(ctx, J.rr_i);
     return effml__err(ctx, EFFML_E_NOMEM, "kNN: out of memory for %lld-row blocks",
                       (long long)bq);
   }
@@ -194,6 +199,8 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   effml__free(ctx, J.tiles);
   effml__free(ctx, J.cand_v);
   effml__free(ctx, J.cand_i);
+  effml__free(ctx, J.rr_v);
+  effml__free(ctx, J.rr_i);
   return st;
 }
 

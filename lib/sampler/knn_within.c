@@ -298,10 +298,23 @@ effml_status effml__knn_within_f64(effml_context *ctx, const double *x, const in
 effml_status effml__knn_within_f64_isa(effml_context *ctx, const double *x, const int64_t *rows,
                                        int64_t nc, int64_t d, int64_t k, int64_t *nn,
                                        int64_t *n_fallback, int isa) {
-  if (k < 1 || k > nc - 1 || k > 64 - WK_SLACK)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "k=%lld must be in [1, %lld] (set of %lld rows, at most %d)", (long long)k,
-                      (long long)(nc - 1), (long long)nc, 64 - WK_SLACK);
+  if (k < 1 || k > nc - 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "k=%lld must be in [1, %lld] (set of %lld rows)",
+                      (long long)k, (long long)(nc - 1), (long long)nc);
+  if (k > 64 - WK_SLACK) {
+    /* more neighbours than this search's fixed candidate lists hold: the
+     * generic blocked search on the gathered rows (the same answer, by the
+     * contract above) */
+    double *xs = effml__gather_rows(ctx, x, d, rows, nc);
+    int64_t *self = xs ? (int64_t *)effml__alloc_or_err(ctx, (size_t)nc * sizeof(int64_t), "rows") : NULL;
+    effml_status st = self ? EFFML_OK : EFFML_E_NOMEM;
+    for (int64_t i = 0; self && i < nc; ++i) self[i] = i;
+    if (st == EFFML_OK) st = effml__knn_f64(ctx, xs, nc, xs, nc, d, k, self, 0, nn, NULL);
+    if (st == EFFML_OK && n_fallback) *n_fallback = 0;
+    effml__free(ctx, self);
+    effml__free(ctx, xs);
+    return st;
+  }
   if (nc > INT32_MAX - WK_NR)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "kNN within a set of %lld rows: at most %d",
                       (long long)nc, INT32_MAX - WK_NR);

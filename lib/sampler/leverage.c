@@ -50,14 +50,9 @@ void effml_sampler_leverage_options_init(effml_sampler_leverage_options *opt) {
 
 effml_status effml__leverage_read_options(effml_context *ctx, const effml_sampler_leverage_options *opt,
                                           effml_sampler_leverage_options *o) {
-  effml_sampler_leverage_options_init(o);
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, NULL, effml_sampler_leverage_options_init, opt, o,
+                                 offsetof(effml_sampler_leverage_options, sketch_rows)));
   if (opt == NULL) return EFFML_OK;
-  if (opt->struct_size < offsetof(effml_sampler_leverage_options, sketch_rows) || opt->struct_size > 4096)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "opt->struct_size=%u is invalid (use effml_sampler_leverage_options_init)",
-                      (unsigned)opt->struct_size);
-  memcpy(o, opt, opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o);
-  o->struct_size = (uint32_t)sizeof *o;
   if (o->method != EFFML_SAMPLER_LEVERAGE_EXACT && o->method != EFFML_SAMPLER_LEVERAGE_SKETCH)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "method=%d is not an EFFML_SAMPLER_LEVERAGE_* value",
                       (int)o->method);
@@ -258,6 +253,105 @@ static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int
   return EFFML_OK;
 }
 
+/* R of A for EXACT (r; r2 = the refinement's R2, applied in pass 3 through
+ * J->r2).  Fast path, CholeskyQR2 (Fukaya et al. 2014), else Householder TSQR. */
+static effml_status exact_r(effml_context *ctx, const effml_sampler_leverage_options *o,
+                            lev_job *J, double *r, double *r2) {
+  const int64_t d = J->d;
+  effml_status st = EFFML_OK;
+  /* Fast path, CholeskyQR2 (Fukaya et al. 2014): R = chol(A^T A).  It is
+   * accepted only if the refinement step finds U = A R^{-1} nearly
+   * orthonormal (max |R2 - I| <= 0.1, i.e. cond(A)^2 eps small); otherwise
+   * R comes from Householder TSQR, which is stable for any cond < 1/eps. */
+  int tsqr = 0, ok = 0;
+  J->pass = 0;
+  st = lev_pass(ctx, J);
+  if (st == EFFML_OK) {
+    for (int64_t t = 0; t < d * d; ++t) {
+      double g = 0;
+      for (int64_t b = 0; b < J->nb; ++b) g += J->rs[b * d * d + t]; /* fixed order */
+      r[t] = g;
+    }
+    int64_t info1 = 0;
+    if (effml__dpotrf(ctx, 'L', d, r, d, &info1) != EFFML_OK || info1 != 0) tsqr = 1;
+    for (int64_t j = 0; j < d; ++j)
+      for (int64_t i = 0; i < j; ++i) r[j * d + i] = 0.0;
+    if (!tsqr && check_rank(ctx, r, d, o->rank_tol) != EFFML_OK) tsqr = 1;
+    effml_context_clear_error(ctx);
+  }
+  for (int attempt = 0; st == EFFML_OK && !ok && attempt < 2; ++attempt) {
+    if (tsqr) {
+      /* pass 1: block R's by Householder, then the R of the stacked R's */
+      J->pass = 1;
+      st = lev_pass(ctx, J);
+      if (st == EFFML_OK && J->bad) st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
+      if (st == EFFML_OK) {
+        if (J->nb == 1)
+          memcpy(r, J->rs, (size_t)(d * d) * sizeof(double));
+        else
+          st = small_r(ctx, J->rs, J->nb * d, d, r);
+      }
+      if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
+      if (st != EFFML_OK) break;
+    }
+    /* pass 2: R2 = chol(U^T U), U = A R^{-1} */
+    J->pass = 2;
+    J->r = r;
+    set_rinv(J, r, NULL);
+    st = lev_pass(ctx, J);
+    if (st != EFFML_OK) break;
+    for (int64_t t = 0; t < d * d; ++t) {
+      double g = 0;
+      for (int64_t b = 0; b < J->nb; ++b) g += J->rs[b * d * d + t]; /* fixed order */
+      r2[t] = g;
+    }
+    /* Row-major upper G = column-major lower; its Cholesky factor L lies in
+     * memory as the row-major upper R2 with G = R2^T R2. */
+    int64_t pinfo = 0;
+    st = effml__dpotrf(ctx, 'L', d, r2, d, &pinfo);
+    if (st != EFFML_OK) break;
+    double dev = pinfo == 0 ? 0.0 : INFINITY;
+    for (int64_t j = 0; j < d; ++j)
+      for (int64_t i = 0; i < d; ++i) {
+        if (i < j) r2[j * d + i] = 0.0;
+        else dev = fmax(dev, fabs(r2[j * d + i] - (i == j ? 1.0 : 0.0)));
+      }
+    ok = dev <= 0.1;
+    if (!ok && tsqr)
+      st = effml__err(ctx, EFFML_E_NUMERIC,
+                      "A is numerically rank deficient (refinement Cholesky %s)",
+                      pinfo ? "failed" : "far from the identity");
+    tsqr = 1;
+  }
+  /* Apply R2 to the *same* computed U (same trsm, same bits) rather than
+   * folding it into R: A (R2 R)^{-1} would bring back U's cond(A) eps error. */
+  if (st == EFFML_OK) J->r2 = r2;
+  return st;
+}
+
+/* R of the CountSketch S A (SKETCH): one pass over the rows, then a small QR. */
+static effml_status sketch_r(effml_context *ctx, const effml_sampler_leverage_options *o,
+                             const double *a, const double *wt, int64_t n, int64_t d, double *r) {
+  effml_status st = EFFML_OK;
+  int64_t s = o->sketch_rows > 0 ? o->sketch_rows : (4 * d * d > 64 * d ? 4 * d * d : 64 * d);
+  if (s < d) s = d;
+  double *sa = (double *)effml__calloc(ctx, (size_t)(s * d), sizeof(double));
+  if (!sa) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for a %lld-row sketch", (long long)s);
+  for (int64_t i = 0; st == EFFML_OK && i < n; ++i) {
+    uint64_t h = effml__mix64(o->seed ^ effml__mix64((uint64_t)i + 0x5eedULL));
+    int64_t bkt = (int64_t)(((h >> 32) * (uint64_t)s) >> 32);
+    double sg = (h & 1) ? 1.0 : -1.0;
+    if (wt) sg *= sqrt(wt[i]);
+    const double *ai = a + i * d;
+    double *o_ = sa + bkt * d;
+    for (int64_t t = 0; t < d; ++t) o_[t] += sg * ai[t];
+  }
+  if (st == EFFML_OK) st = small_r(ctx, sa, s, d, r);
+  effml__free(ctx, sa);
+  if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
+  return st;
+}
+
 effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverage_options *o,
                                  const double *a, const double *wt, int64_t n, int64_t d,
                                  double *tau) {
@@ -303,92 +397,9 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   if (!r || !J.bufs || !J.taus || !J.works || !J.rs || (J.fused && (!J.accs || !J.rinv)))
     st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for leverage scores (%lld x %lld)",
                     (long long)n, (long long)d);
-  if (st == EFFML_OK && o->method == EFFML_SAMPLER_LEVERAGE_EXACT) {
-    /* Fast path, CholeskyQR2 (Fukaya et al. 2014): R = chol(A^T A).  It is
-     * accepted only if the refinement step finds U = A R^{-1} nearly
-     * orthonormal (max |R2 - I| <= 0.1, i.e. cond(A)^2 eps small); otherwise
-     * R comes from Householder TSQR, which is stable for any cond < 1/eps. */
-    int tsqr = 0, ok = 0;
-    J.pass = 0;
-    st = lev_pass(ctx, &J);
-    if (st == EFFML_OK) {
-      for (int64_t t = 0; t < d * d; ++t) {
-        double g = 0;
-        for (int64_t b = 0; b < J.nb; ++b) g += J.rs[b * d * d + t]; /* fixed order */
-        r[t] = g;
-      }
-      int64_t info1 = 0;
-      if (effml__dpotrf(ctx, 'L', d, r, d, &info1) != EFFML_OK || info1 != 0) tsqr = 1;
-      for (int64_t j = 0; j < d; ++j)
-        for (int64_t i = 0; i < j; ++i) r[j * d + i] = 0.0;
-      if (!tsqr && check_rank(ctx, r, d, o->rank_tol) != EFFML_OK) tsqr = 1;
-      effml_context_clear_error(ctx);
-    }
-    for (int attempt = 0; st == EFFML_OK && !ok && attempt < 2; ++attempt) {
-      if (tsqr) {
-        /* pass 1: block R's by Householder, then the R of the stacked R's */
-        J.pass = 1;
-        st = lev_pass(ctx, &J);
-        if (st == EFFML_OK && J.bad) st = effml__err(ctx, EFFML_E_NUMERIC, "LAPACK dgelqf failed on a row block");
-        if (st == EFFML_OK) {
-          if (J.nb == 1)
-            memcpy(r, J.rs, (size_t)(d * d) * sizeof(double));
-          else
-            st = small_r(ctx, J.rs, J.nb * d, d, r);
-        }
-        if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
-        if (st != EFFML_OK) break;
-      }
-      /* pass 2: R2 = chol(U^T U), U = A R^{-1} */
-      J.pass = 2;
-      J.r = r;
-      set_rinv(&J, r, NULL);
-      st = lev_pass(ctx, &J);
-      if (st != EFFML_OK) break;
-      for (int64_t t = 0; t < d * d; ++t) {
-        double g = 0;
-        for (int64_t b = 0; b < J.nb; ++b) g += J.rs[b * d * d + t]; /* fixed order */
-        r2[t] = g;
-      }
-      /* Row-major upper G = column-major lower; its Cholesky factor L lies in
-       * memory as the row-major upper R2 with G = R2^T R2. */
-      int64_t pinfo = 0;
-      st = effml__dpotrf(ctx, 'L', d, r2, d, &pinfo);
-      if (st != EFFML_OK) break;
-      double dev = pinfo == 0 ? 0.0 : INFINITY;
-      for (int64_t j = 0; j < d; ++j)
-        for (int64_t i = 0; i < d; ++i) {
-          if (i < j) r2[j * d + i] = 0.0;
-          else dev = fmax(dev, fabs(r2[j * d + i] - (i == j ? 1.0 : 0.0)));
-        }
-      ok = dev <= 0.1;
-      if (!ok && tsqr)
-        st = effml__err(ctx, EFFML_E_NUMERIC,
-                        "A is numerically rank deficient (refinement Cholesky %s)",
-                        pinfo ? "failed" : "far from the identity");
-      tsqr = 1;
-    }
-    /* Apply R2 to the *same* computed U (same trsm, same bits) rather than
-     * folding it into R: A (R2 R)^{-1} would bring back U's cond(A) eps error. */
-    if (st == EFFML_OK) J.r2 = r2;
-  } else if (st == EFFML_OK) {
-    int64_t s = o->sketch_rows > 0 ? o->sketch_rows : (4 * d * d > 64 * d ? 4 * d * d : 64 * d);
-    if (s < d) s = d;
-    double *sa = (double *)effml__calloc(ctx, (size_t)(s * d), sizeof(double));
-    if (!sa) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for a %lld-row sketch", (long long)s);
-    for (int64_t i = 0; st == EFFML_OK && i < n; ++i) {
-      uint64_t h = effml__mix64(o->seed ^ effml__mix64((uint64_t)i + 0x5eedULL));
-      int64_t bkt = (int64_t)(((h >> 32) * (uint64_t)s) >> 32);
-      double sg = (h & 1) ? 1.0 : -1.0;
-      if (wt) sg *= sqrt(wt[i]);
-      const double *ai = a + i * d;
-      double *o_ = sa + bkt * d;
-      for (int64_t t = 0; t < d; ++t) o_[t] += sg * ai[t];
-    }
-    if (st == EFFML_OK) st = small_r(ctx, sa, s, d, r);
-    effml__free(ctx, sa);
-    if (st == EFFML_OK) st = check_rank(ctx, r, d, o->rank_tol);
-  }
+  if (st == EFFML_OK)
+    st = o->method == EFFML_SAMPLER_LEVERAGE_EXACT ? exact_r(ctx, o, &J, r, r2)
+                                                    : sketch_r(ctx, o, a, wt, n, d, r);
   if (st == EFFML_OK) {
     J.pass = 3;
     J.r = r;

@@ -211,14 +211,9 @@ effml_status effml__nearmiss_plan(effml_context *ctx, const effml__resample_in *
                       "NearMiss: n_neighbors=%lld must be in [1, %lld] (the minority class %lld "
                       "has %lld samples)",
                       (long long)k, (long long)n_min, (long long)c->labels[mino], (long long)n_min);
-  if (o->version != 2 && k > EFFML__KNN_MAX_K)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "NearMiss-%d: n_neighbors=%lld exceeds the kNN limit of %d neighbours",
-                      (int)o->version, (long long)k, EFFML__KNN_MAX_K);
-  if (o->version == 3 && (o->n_neighbors_ver3 < 1 || o->n_neighbors_ver3 > EFFML__KNN_MAX_K))
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "NearMiss-3: n_neighbors_ver3=%lld must be in [1, %d]",
-                      (long long)o->n_neighbors_ver3, EFFML__KNN_MAX_K);
+  if (o->version == 3 && o->n_neighbors_ver3 < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "NearMiss-3: n_neighbors_ver3=%lld must be >= 1",
+                      (long long)o->n_neighbors_ver3);
   double *xmin = effml__gather_rows(ctx, in->x, in->d, c->rows + c->start[mino], n_min);
   if (!xmin) return EFFML_E_NOMEM;
   effml_status st = effml__plan_reserve(ctx, p, in->n);

@@ -26,8 +26,8 @@ void effml_sampler_resample_options_init(effml_sampler_resample_options *opt) {
   opt->threshold_cleaning = 0.5;
   opt->n_seeds_S = 1;
   opt->voting = EFFML_SAMPLER_VOTING_SOFT;
-  opt->kmeans_n_init = 10;
-  opt->kmeans_max_iter = 300;
+  opt->kmeans_n_init = 0; /* the method's default, see read_options */
+  opt->kmeans_max_iter = 0; /* the method's default, see read_options */
   opt->kmeans_tol = 1e-4;
   opt->cv = 5;
   opt->out_step = 0.5;
@@ -44,13 +44,8 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     o->n_neighbors = 3;
     return EFFML_OK;
   }
-  if (opt->struct_size < offsetof(effml_sampler_resample_options, ratio) || opt->struct_size > 4096)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "opt->struct_size=%u is invalid (use effml_sampler_resample_options_init)",
-                      (unsigned)opt->struct_size);
-  size_t n = opt->struct_size < sizeof *o ? opt->struct_size : sizeof *o;
-  memcpy(o, opt, n);
-  o->struct_size = (uint32_t)sizeof *o;
+  EFFML__TRY(effml__options_read(ctx, NULL, "effml_sampler_resample_options_init", opt, o,
+                                 sizeof *o, offsetof(effml_sampler_resample_options, ratio)));
   switch (o->method) {
     case EFFML_SAMPLER_RESAMPLE_SMOTE:
     case EFFML_SAMPLER_RESAMPLE_BORDERLINE1:
@@ -82,6 +77,14 @@ static effml_status read_options(effml_context *ctx, const effml_sampler_resampl
     o->k_neighbors = o->method == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE ? 2 : 5;
   if (o->n_neighbors == 0) /* imbalanced-learn's default for the method */
     o->n_neighbors = (o->method == EFFML_SAMPLER_RESAMPLE_CNN || o->method == EFFML_SAMPLER_RESAMPLE_OSS) ? 1 : 3;
+  /* k-means defaults: ClusterCentroids as scikit-learn 1.2's KMeans (10 runs
+   * of at most 300 iterations); KMeans-SMOTE 3 runs (the n_init of imblearn
+   * 0.10's MiniBatchKMeans) of at most 20 iterations: its clustering only
+   * gates and weights where SMOTE samples, and 20 Lloyd iterations already
+   * give a lower inertia than imblearn's mini-batch run (docs/samplers.md). */
+  const int kms = o->method == EFFML_SAMPLER_RESAMPLE_KMEANS_SMOTE;
+  if (o->kmeans_n_init == 0) o->kmeans_n_init = kms ? 3 : 10;
+  if (o->kmeans_max_iter == 0) o->kmeans_max_iter = kms ? 20 : 300;
   if (o->reserved0 != 0)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "opt->reserved0=%d must be 0", (int)o->reserved0);
   if (o->block_rows < 0)
@@ -156,7 +159,7 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
     for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(p, i, -1, 0.0);
   }
   if (st == EFFML_OK) {
-    effml__resample_in in = {o, xd, n, d, y64, &c, values};
+    effml__resample_in in = {o, xd, n, d, y64, &c, values, x->dtype == EFFML_F32};
     switch (o->method) {
       case EFFML_SAMPLER_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, p); break;
       case EFFML_SAMPLER_RESAMPLE_BORDERLINE1:
@@ -439,6 +442,37 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
   if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEN) return effml__smoten_resample(ctx, &o, x, y, x_out, y_out);
   if (o.method == EFFML_SAMPLER_RESAMPLE_CLUSTER_CENTROIDS && o.voting == EFFML_SAMPLER_VOTING_SOFT)
     return effml__cluster_centroids_resample(ctx, &o, x, y, x_out, y_out);
+  if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN || o.method == EFFML_SAMPLER_RESAMPLE_SMOTETOMEK) {
+    /* SMOTE into the output, the plan freed, then the cleaning on the output
+     * rows in place: library memory = the SMOTE output + the cleaning's
+     * per-row index arrays, no f64 copy of the rows for f64 x. */
+    if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN && o.n_neighbors < 1)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be >= 1",
+                        (long long)o.n_neighbors);
+    if (o.method == EFFML_SAMPLER_RESAMPLE_SMOTEENN && o.kind_sel != EFFML_SAMPLER_ENN_ALL &&
+        o.kind_sel != EFFML_SAMPLER_ENN_MODE)
+      return effml__err(ctx, EFFML_E_INVALID_ARG,
+                        "kind_sel=%d must be EFFML_SAMPLER_ENN_ALL or EFFML_SAMPLER_ENN_MODE",
+                        (int)o.kind_sel);
+    effml_sampler_resample_options os = o;
+    os.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+    effml__plan p;
+    EFFML__TRY(build_plan(ctx, &os, x, y, &p));
+    effml_tensor *xo = NULL, *yo = NULL;
+    effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, &xo, &yo);
+    effml__plan_free(ctx, &p);
+    if (st == EFFML_OK) st = effml__combine_clean_rows(ctx, &o, xo, yo);
+    if (st == EFFML_OK && xo->shape[0] == 0)
+      st = effml__err(ctx, EFFML_E_NUMERIC, "re-sampling removed every sample");
+    if (st != EFFML_OK) {
+      effml_tensor_free(xo);
+      effml_tensor_free(yo);
+      return st;
+    }
+    *x_out = xo;
+    *y_out = yo;
+    return EFFML_OK;
+  }
   effml__plan p;
   EFFML__TRY(build_plan(ctx, &o, x, y, &p));
   effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);

@@ -7,10 +7,6 @@
 /* Default rows per kNN query block and reference block. */
 #define EFFML__KNN_QBLOCK 256
 #define EFFML__KNN_RBLOCK 2048
-/* Most neighbours effml__knn_f64 returns per query. */
-#ifndef EFFML__KNN_MAX_K
-#define EFFML__KNN_MAX_K 60
-#endif
 
 /* Exact kNN on f64 row-major data.  ref [n_ref, d], q [n_q, d].  When
  * `self_index` is non-NULL, query i never returns reference row
@@ -111,6 +107,7 @@ typedef struct effml__resample_in {
   const int64_t *y;
   const effml__classes *c;
   const int64_t *values; /* strategy */
+  int x_f32;             /* the caller's x is f32: rows a cleaning step sees are rounded to f32 */
 } effml__resample_in;
 
 EFFML__HIDDEN effml_status effml__smote_plan(effml_context *ctx, const effml__resample_in *in,
@@ -149,11 +146,19 @@ EFFML__HIDDEN effml_status effml__cnn_plan(effml_context *ctx, const effml__resa
                                            effml__plan *p);
 EFFML__HIDDEN effml_status effml__oss_plan(effml_context *ctx, const effml__resample_in *in,
                                            effml__plan *p);
+/* SMOTEENN / SMOTETomek on materialised SMOTE output: clean xo [m, d] (f32
+ * or f64) / yo [m] (i32 or i64) in place -- the kept rows are moved to the
+ * front in the cleaning's order and both shapes shrink to the kept count.
+ * No f64 copy when xo is f64 (an f64 copy when f32); on error xo / yo are
+ * unspecified (the caller frees them). */
+EFFML__HIDDEN effml_status effml__combine_clean_rows(effml_context *ctx,
+                                                     const effml_sampler_resample_options *o,
+                                                     effml_tensor *xo, effml_tensor *yo);
 EFFML__HIDDEN effml_status effml__combine_clean(effml_context *ctx, const effml__resample_in *in,
                                                 effml__plan *p);
 /* The rows of plan p as f64 [p->n, d] (owned). */
 EFFML__HIDDEN double *effml__plan_rows_f64(effml_context *ctx, const double *x, int64_t d,
-                                           const effml__plan *p);
+                                           const effml__plan *p, int round_f32);
 /* Tomek-link removal on compact rows xs [m, d]: a row goes when it forms a
  * link (mutual 1-NN of different classes) and targeted[cls[row]] is set;
  * `repeat` repeats until no such link is left.  Kept positions (ascending)

@@ -22,8 +22,8 @@
 #define TAG_ADASYN 0x414441ULL
 
 static effml_status check_k(effml_context *ctx, const char *name, int64_t k) {
-  if (k < 1 || k > 60)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s=%lld must be in [1, 60]", name, (long long)k);
+  if (k < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "%s=%lld must be >= 1", name, (long long)k);
   return EFFML_OK;
 }
 

@@ -47,9 +47,8 @@ effml_status effml__smoten_resample(effml_context *ctx, const effml_sampler_resa
     values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
     st = values ? effml__strategy_resolve(ctx, o, &c, values) : EFFML_E_NOMEM;
   }
-  if (st == EFFML_OK && (k < 1 || k > EFFML__KNN_MAX_K - 1))
-    st = effml__err(ctx, EFFML_E_INVALID_ARG, "k_neighbors=%lld must be in [1, %d]", (long long)k,
-                    EFFML__KNN_MAX_K - 1);
+  if (st == EFFML_OK && k < 1)
+    st = effml__err(ctx, EFFML_E_INVALID_ARG, "k_neighbors=%lld must be >= 1", (long long)k);
   for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl)
     if (values[cl] > 0 && c.counts[cl] < k + 1)
       st = effml__err(ctx, EFFML_E_INVALID_ARG,

@@ -76,10 +76,10 @@ effml_status effml__svmsmote_plan(effml_context *ctx, const effml__resample_in *
                       (long long)o->n_support, o->support_indices ? "set" : "NULL");
   if (!(o->out_step >= 0.0) || !isfinite(o->out_step))
     return effml__err(ctx, EFFML_E_INVALID_ARG, "out_step=%g must be finite and >= 0", o->out_step);
-  if (k < 1 || k > EFFML__KNN_MAX_K || m < 1 || m > EFFML__KNN_MAX_K || m > n - 1)
+  if (k < 1 || m < 1 || m > n - 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "k_neighbors=%lld and m_neighbors=%lld must be in [1, %d] (m < %lld rows)",
-                      (long long)k, (long long)m, EFFML__KNN_MAX_K, (long long)n);
+                      "k_neighbors=%lld and m_neighbors=%lld must be >= 1 (m < %lld rows)",
+                      (long long)k, (long long)m, (long long)n);
   char *is_sv = (char *)effml__calloc(ctx, (size_t)n, 1);
   int64_t *pos = is_sv ? (int64_t *)effml__alloc_or_err(ctx, (size_t)n * sizeof(int64_t), "positions") : NULL;
   if (!pos) {
@@ -173,9 +173,8 @@ effml_status effml__kmeans_smote_plan(effml_context *ctx, const effml__resample_
   const effml__classes *c = in->c;
   const effml_sampler_resample_options *o = in->o;
   const int64_t n = in->n, d = in->d, k = o->k_neighbors, nk = o->n_clusters;
-  if (k < 1 || k > EFFML__KNN_MAX_K)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "k_neighbors=%lld must be in [1, %d]",
-                      (long long)k, EFFML__KNN_MAX_K);
+  if (k < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "k_neighbors=%lld must be >= 1", (long long)k);
   if (nk < 1 || nk > n)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "n_clusters=%lld must be in [1, %lld]",
                       (long long)nk, (long long)n);

@@ -95,8 +95,8 @@ effml_status effml__tomek_plan(effml_context *ctx, const effml__resample_in *in,
 effml_status effml__enn_plan(effml_context *ctx, const effml__resample_in *in, effml__plan *p) {
   const effml__classes *c = in->c;
   const int64_t k = in->o->n_neighbors, n = in->n;
-  if (k < 1 || k > 60)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be in [1, 60]", (long long)k);
+  if (k < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "n_neighbors=%lld must be >= 1", (long long)k);
   if (n < k + 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "n_neighbors=%lld needs at least %lld samples in x, got %lld", (long long)k,

@@ -406,14 +406,7 @@ effml_status effml_dst_create(effml_context *ctx, effml_layer *model, effml_opti
   EFFML__CHECK_NULL(ctx, model);
   EFFML__CHECK_NULL(ctx, out);
   effml_dst_options o;
-  effml_dst_options_init(&o);
-  if (opt) {
-    if (opt->struct_size < sizeof(uint32_t) || opt->struct_size > 4096)
-      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: opt->struct_size=%u is not valid", fn,
-                        (unsigned)opt->struct_size);
-    memcpy(&o, opt, opt->struct_size < sizeof o ? opt->struct_size : sizeof o);
-    o.struct_size = (uint32_t)sizeof o;
-  }
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, fn, effml_dst_options_init, opt, &o, sizeof(uint32_t)));
   if (o.method < EFFML_SPARSE_DST_RIGL || o.method > EFFML_SPARSE_DST_STATIC)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: method=%d is unknown", fn, (int)o.method);
   if (o.decay != EFFML_SPARSE_DST_DECAY_COSINE && o.decay != EFFML_SPARSE_DST_DECAY_CONSTANT)

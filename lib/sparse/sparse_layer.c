@@ -33,16 +33,12 @@ void effml_sparse_options_init(effml_sparse_options *opt) {
 /* Read the prefix of the caller's options that it has (ABI rule). */
 static effml_status read_options(effml_context *ctx, const effml_sparse_options *in,
                                  effml_sparse_options *o) {
-  effml_sparse_options_init(o);
-  if (!in) return EFFML_OK;
-  if (in->struct_size < sizeof(uint32_t) + sizeof(double) || in->struct_size > 4096)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_sparse_options: struct_size=%u is not a valid size (call "
-                      "effml_sparse_options_init first)",
-                      (unsigned)in->struct_size);
-  size_t n = in->struct_size < sizeof *o ? in->struct_size : sizeof *o;
-  memcpy(o, in, n);
-  o->struct_size = (uint32_t)sizeof *o;
+  if (!in) {
+    effml_sparse_options_init(o);
+    return EFFML_OK;
+  }
+  EFFML__TRY(EFFML__OPTIONS_READ(ctx, "effml_sparse_options", effml_sparse_options_init, in, o,
+                                 sizeof(uint32_t) + sizeof(double)));
   if (o->init != EFFML_SPARSE_INIT_UNIFORM && o->init != EFFML_SPARSE_INIT_KAIMING_NORMAL)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_sparse_options: init=%d is unknown",
                       (int)o->init);

@@ -25,7 +25,7 @@ def kneighbors(X, k, query=None, *, return_distance=False, n_jobs=None):
     Parameters
     ----------
     X : array-like, shape (n, d), float32 or float64 (others converted once)
-    k : int, 1 <= k <= min(60, n) (n - 1 when ``query`` is None)
+    k : int, 1 <= k <= n (n - 1 when ``query`` is None); no other cap
     query : array-like (m, d) of X's dtype, or None
         None: query X itself; a row is never its own neighbour (by index, so
         an exact duplicate row is returned, at distance 0).

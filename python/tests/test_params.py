@@ -141,15 +141,18 @@ def test_docs_table_lists_every_sampler():
     for mod in (eov, eun, ecb, edk):
         for name in mod.__all__:
             assert "`%s`" % name in table, name
-    assert "60" in table
+    assert "no cap" in table
 
 
-def test_neighbour_cap_60():
-    X, y = _data()
-    X = np.vstack([X] * 3)
-    y = np.concatenate([y] * 3)
-    Xa, _ = eov.SMOTE(k_neighbors=44).fit_resample(X, y)  # 45 minority rows: k <= 44
-    with pytest.raises(ValueError, match="61"):
-        eov.SMOTE(k_neighbors=61).fit_resample(np.vstack([X] * 2), np.concatenate([y] * 2))
-    with pytest.raises(ValueError, match="61"):
-        kneighbors(np.vstack([X] * 2), 61)
+def test_neighbour_counts_beyond_60():
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(200, 3))
+    y = np.array([0] * 120 + [1] * 80)
+    Xa, ya = eov.SMOTE(k_neighbors=75, random_state=0).fit_resample(X, y)  # 80 minority rows
+    assert (ya == 1).sum() == 120
+    idx = kneighbors(X, 90)
+    d2 = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    np.testing.assert_array_equal(idx, np.argsort(d2, axis=1, kind="stable")[:, :90])
+    with pytest.raises(ValueError, match="80"):
+        eov.SMOTE(k_neighbors=80).fit_resample(X, y)
