@@ -372,6 +372,54 @@ static const char *variant(const char *from, const char *tag, const char *old, c
   return dir;
 }
 
+/* One more edit of `dir`/adapter_config.json (a variant() directory), in place. */
+static const char *variant_more(const char *dir, const char *old, const char *repl) {
+  char p[700];
+  snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+  size_t len = 0;
+  unsigned char *raw = tu_read_file(p, &len);
+  ck_assert(raw != NULL);
+  char *txt = (char *)malloc(len + 1);
+  memcpy(txt, raw, len);
+  txt[len] = '\0';
+  free(raw);
+  char *at = strstr(txt, old);
+  ck_assert_msg(at != NULL, "%s not in %s", old, p);
+  FILE *f = fopen(p, "wb");
+  fwrite(txt, 1, (size_t)(at - txt), f);
+  fputs(repl, f);
+  fputs(at + strlen(old), f);
+  fclose(f);
+  free(txt);
+  return dir;
+}
+
+/* Module 0 of `vdir` (a variant of fixture `from` whose config sets training dropouts),
+ * attached to its base.  PEFT's eval mode ignores the dropouts, so inference must still give
+ * the fixture's output. */
+static effml_layer *attach_variant0(effml_context *ctx, const char *from, const char *vdir) {
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/%s", PEFT_DIR, from);
+  effml_safetensors *base = open_st(ctx, dir, "base.safetensors"), *io = open_st(ctx, dir, "io.safetensors");
+  effml_adapter_peft *a = NULL;
+  ck_assert_msg(effml_adapter_peft_open(ctx, vdir, &a) == EFFML_OK, "%s", effml_context_last_error(ctx));
+  const char *m = effml_adapter_peft_module_name(a, 0) + strlen("base_model.model.");
+  effml_layer *l = NULL;
+  ck_assert_msg(effml_adapter_peft_attach(ctx, a, 0, dense_from_base(ctx, base, m, 0), &l) == EFFML_OK, "%s",
+                effml_context_last_error(ctx));
+  const effml_tensor *x = get(ctx, io, "%s.x", m), *y = get(ctx, io, "%s.y", m);
+  effml_tensor *yo = new2(ctx, 5, effml_layer_out_features(l));
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, yo, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  char what[300];
+  snprintf(what, sizeof what, "%s with training dropouts, inference y", from);
+  expect_close(what, effml_tensor_data(yo), y, 2e-6);
+  effml_tensor_free(yo);
+  effml_adapter_peft_free(a);
+  effml_safetensors_free(base);
+  effml_safetensors_free(io);
+  return l;
+}
+
 typedef struct pair {
   effml_context *ctx;
   effml_layer *l[2];
@@ -727,12 +775,33 @@ END_TEST
 START_TEST(test_lokr_refusals) {
   effml_context *ctx = tu_ctx(2);
   effml_adapter_lokr_options o;
-  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_rd", "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.1"),
-                                                   "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
-  ck_assert(strstr(effml_context_last_error(ctx), "rank_dropout=0.1") != NULL);
-  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_md", "\"module_dropout\": 0.0", "\"module_dropout\": 0.2"),
-                                                   "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
-  ck_assert(strstr(effml_context_last_error(ctx), "module_dropout=0.2") != NULL);
+  /* the training dropouts are read (set on the layers by load_peft / attach); out of range is a format error */
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_rd", "\"rank_dropout\": 0.0", "\"rank_dropout\": 1.5"),
+                                                   "base_model.model.q_proj", &o), EFFML_E_FORMAT);
+  ck_assert(strstr(effml_context_last_error(ctx), "rank_dropout") != NULL);
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_rds", "\"rank_dropout_scale\": false", "\"rank_dropout_scale\": 2"),
+                                                   "base_model.model.q_proj", &o), EFFML_E_FORMAT);
+  ck_assert(strstr(effml_context_last_error(ctx), "rank_dropout_scale") != NULL);
+  {
+    const char *vdir = variant("lokr", "lokr_md", "\"module_dropout\": 0.0", "\"module_dropout\": 0.2");
+    variant_more(vdir, "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.25");
+    variant_more(vdir, "\"rank_dropout_scale\": false", "\"rank_dropout_scale\": true");
+    effml_layer *l = attach_variant0(ctx, "lokr", vdir);
+    double rd = -1, md = -1;
+    int32_t sc = -1;
+    ck_assert_int_eq(effml_adapter_lokr_dropout(l, &rd, &md, &sc), EFFML_OK);
+    ck_assert(md == 0.2 && rd == 0.25 && sc == 1);
+    effml_layer_free(l);
+    /* the LoKr-only loader sets them too */
+    effml_safetensors *base = open_st(ctx, PEFT_DIR "/lokr", "base.safetensors");
+    const char *mn[1] = {"base_model.model.q_proj"};
+    ck_assert_msg(effml_adapter_lokr_peft_options(ctx, vdir, mn[0], &o) == EFFML_OK, "%s", effml_context_last_error(ctx));
+    ck_assert_int_eq(effml_adapter_lokr_create(ctx, dense_from_base(ctx, base, "q_proj", 0), &o, &l), EFFML_OK);
+    ck_assert_int_eq(effml_adapter_lokr_dropout(l, &rd, &md, &sc), EFFML_OK);
+    ck_assert(md == 0.0 && rd == 0.0 && sc == 0); /* a new layer: none */
+    effml_layer_free(l);
+    effml_safetensors_free(base);
+  }
   ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_mts", "\"modules_to_save\": null", "\"modules_to_save\": [\"head\"]"),
                                                    "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
   /* a LoRA directory is not a LoKr one, and the other way round */
@@ -824,9 +893,18 @@ START_TEST(test_loha) {
   run_attach_case("loha", "LOHA");
   effml_context *ctx = tu_ctx(6);
   effml_adapter_peft *a = NULL;
-  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("loha", "loha_rd", "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.3"), &a),
-                   EFFML_E_UNSUPPORTED);
-  ck_assert(strstr(effml_context_last_error(ctx), "rank_dropout=0.3") != NULL);
+  { /* the training dropouts are set on the layer; inference ignores them, as PEFT's eval mode */
+    const char *vdir = variant("loha", "loha_rd", "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.3");
+    variant_more(vdir, "\"module_dropout\": 0.0", "\"module_dropout\": 0.1");
+    effml_layer *l = attach_variant0(ctx, "loha", vdir);
+    double rd = -1, md = -1;
+    ck_assert_int_eq(effml_adapter_loha_dropout(l, &rd, &md), EFFML_OK);
+    ck_assert(rd == 0.3 && md == 0.1);
+    effml_layer_free(l);
+    ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("loha", "loha_rd1", "\"rank_dropout\": 0.0", "\"rank_dropout\": 1.0"), &a),
+                     EFFML_E_FORMAT);
+    ck_assert(strstr(effml_context_last_error(ctx), "rank_dropout") != NULL);
+  }
   /* merge / unmerge round trip */
   effml_layer *d = NULL, *l = NULL;
   ck_assert_int_eq(effml_layer_dense_create(ctx, 12, 10, 1, &d), EFFML_OK);
@@ -857,8 +935,14 @@ START_TEST(test_vera) {
   ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("vera", "vera_nosave", "\"save_projection\": true",
                                                         "\"save_projection\": false"), &a), EFFML_E_UNSUPPORTED);
   ck_assert(strstr(effml_context_last_error(ctx), "save_projection=false") != NULL);
-  ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("vera", "vera_drop", "\"vera_dropout\": 0.0", "\"vera_dropout\": 0.1"), &a),
-                   EFFML_E_UNSUPPORTED);
+  {
+    effml_layer *l = attach_variant0(ctx, "vera", variant("vera", "vera_drop", "\"vera_dropout\": 0.0", "\"vera_dropout\": 0.1"));
+    ck_assert(effml_adapter_vera_dropout(l) == 0.1);
+    effml_layer_free(l);
+    ck_assert_int_eq(effml_adapter_peft_open(ctx, variant("vera", "vera_drop1", "\"vera_dropout\": 0.0", "\"vera_dropout\": -0.1"), &a),
+                     EFFML_E_FORMAT);
+    ck_assert(strstr(effml_context_last_error(ctx), "vera_dropout") != NULL);
+  }
   /* a module wider than the shared projection */
   ck_assert_int_eq(effml_adapter_peft_open(ctx, PEFT_DIR "/vera", &a), EFFML_OK);
   effml_layer *d = NULL, *l = NULL;

@@ -378,7 +378,8 @@ static void make_many_tensor_base(const char *path, int extra) {
   const int64_t nb = effml_safetensors_count(b), n = nb + extra;
   const char **names = (const char **)calloc((size_t)n, sizeof *names);
   const effml_tensor **ts = (const effml_tensor **)calloc((size_t)n, sizeof *ts);
-  char *nbuf = (char *)calloc((size_t)extra, 16);
+  enum { NAME_STRIDE = 32 }; /* "zz.extra." + any int + NUL fits: no truncation */
+  char *nbuf = (char *)calloc((size_t)extra, NAME_STRIDE);
   effml_tensor **own = (effml_tensor **)calloc((size_t)extra, sizeof *own);
   for (int64_t i = 0; i < nb; ++i) {
     names[i] = effml_safetensors_name(b, i);
@@ -386,10 +387,10 @@ static void make_many_tensor_base(const char *path, int extra) {
   }
   const int64_t four = 4;
   for (int k = 0; k < extra; ++k) {
-    snprintf(nbuf + 16 * k, 16, "zz.extra.%04d", k);
+    snprintf(nbuf + NAME_STRIDE * k, NAME_STRIDE, "zz.extra.%04d", k);
     ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &four, &own[k]), EFFML_OK);
     ck_assert_int_eq(effml_tensor_fill(ctx, own[k], (double)k), EFFML_OK);
-    names[nb + k] = nbuf + 16 * k;
+    names[nb + k] = nbuf + NAME_STRIDE * k;
     ts[nb + k] = own[k];
   }
   ck_assert_int_eq(effml_safetensors_save(ctx, path, n, names, ts, 0, NULL, NULL), EFFML_OK);

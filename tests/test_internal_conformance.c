@@ -49,6 +49,12 @@ typedef struct row {
    * projections): kept frozen by the gradient check, which then expects
    * their grads to stay zero.  NULL: none. */
   const char *fixed;
+  /* Training draws dropout masks (LoHa/LoKr rank and module dropout, VeRA's input
+   * dropout): TRAIN differs from INFER by design.  The gradient check is then left to
+   * test_adapter_dropout (finite differences under the drawn mask), and the modes check
+   * asserts a TRAIN forward leaves INFER bit-for-bit unchanged.  Every other check
+   * (threads: INFER writes nothing; alloc; frozen; save/load) runs with the dropouts on. */
+  int stochastic;
 } row;
 
 /* ---- the rows ---- */
@@ -213,6 +219,27 @@ static effml_status mk_vera(effml_context *c, effml_layer **o) {
   if (st != EFFML_OK) effml_layer_free(base);
   return st;
 }
+static effml_status mk_loha_drop(effml_context *c, effml_layer **o) {
+  effml_status st = mk_loha(c, o);
+  if (st != EFFML_OK) return st;
+  st = effml_adapter_loha_set_dropout(c, *o, 0.3, 0.2);
+  if (st != EFFML_OK) effml_layer_free(*o);
+  return st;
+}
+static effml_status mk_lokr_drop(effml_context *c, effml_layer **o) {
+  effml_status st = mk_lokr(c, o);
+  if (st != EFFML_OK) return st;
+  st = effml_adapter_lokr_set_dropout(c, *o, 0.3, 0.2, 1);
+  if (st != EFFML_OK) effml_layer_free(*o);
+  return st;
+}
+static effml_status mk_vera_drop(effml_context *c, effml_layer **o) {
+  effml_status st = mk_vera(c, o);
+  if (st != EFFML_OK) return st;
+  st = effml_adapter_vera_set_dropout(c, *o, 0.25);
+  if (st != EFFML_OK) effml_layer_free(*o);
+  return st;
+}
 static effml_status mk_conv1d(effml_context *c, effml_layer **o) {
   return effml_adapter_conv1d_create(c, 6, 4, 1, o);
 }
@@ -372,6 +399,9 @@ static const row ROWS[] = {
     {"lokr", "lokr", mk_lokr, 8, NULL},
     {"loha", "loha", mk_loha, 6, NULL},
     {"vera over conv1d", "vera", mk_vera, 6, NULL, "vera_A vera_B"},
+    {"lokr, rank+module dropout (scaled)", "lokr", mk_lokr_drop, 8, NULL, NULL, 1},
+    {"loha, rank+module dropout", "loha", mk_loha_drop, 6, NULL, NULL, 1},
+    {"vera over conv1d, vera_dropout", "vera", mk_vera_drop, 6, NULL, "vera_A vera_B", 1},
     {"ia3, output scaling", "ia3", mk_ia3, 6, NULL},
     {"ia3 feed-forward over conv1d", "ia3", mk_ia3_ff, 6, NULL},
     {"phm", "phm", mk_phm, 6, NULL},
@@ -455,6 +485,7 @@ static void freeze_fixed(const row *r, effml_context *ctx, effml_layer *l) {
 }
 
 static void check_gradients(const row *r) {
+  if (r->stochastic) return; /* test_adapter_dropout: finite differences under the drawn mask */
   effml_context *ctx = tu_ctx(11);
   effml_layer *l = make(r, ctx);
   randomize_params(l, 5);
@@ -526,6 +557,8 @@ static void check_modes(const row *r) {
   fill_input(x, 7);
   ck_assert_int_eq(effml_layer_forward(ctx, l, x, yi, EFFML_LAYER_MODE_INFER), EFFML_OK);
   ck_assert_int_eq(effml_layer_forward(ctx, l, x, yt, EFFML_LAYER_MODE_TRAIN), EFFML_OK);
+  if (r->stochastic) /* dropout: compare INFER after the TRAIN forward with INFER before it */
+    ck_assert_int_eq(effml_layer_forward(ctx, l, x, yt, EFFML_LAYER_MODE_INFER), EFFML_OK);
   ck_assert_msg(memcmp(effml_tensor_data_const(yt), effml_tensor_data_const(yi),
                        (size_t)(BATCH * out) * sizeof(float)) == 0,
                 "%s: TRAIN and INFER forwards differ", r->label);

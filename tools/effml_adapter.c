@@ -294,7 +294,7 @@ static const void *file_bytes(effml_context *ctx, const entry *e, effml_tensor *
 
 /* Merge module w->module into weight w (and bias b, or NULL when the adapter leaves the bias
  * alone): effml_adapter_peft_merge_tensors() on f32 copies in bu, rounded once back to the
- * file's dtypes; *wbytes/*bbytes point at the bytes to write (inside bu). */
+ * file's dtypes; *wbytes and *bbytes point at the bytes to write (inside bu). */
 static int merge_module(effml_context *ctx, const effml_adapter_peft *a, int fd, uint64_t data0, const entry *w,
                         const entry *b, const bufs *bu, const void **wbytes, const void **bbytes) {
   effml_tensor *wt = NULL, *bt = NULL;

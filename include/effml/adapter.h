@@ -425,6 +425,28 @@ EFFML_API effml_status effml_adapter_lokr_create(effml_context *ctx, effml_layer
 /** Write dW `[out, in]` (scale included) of a LoKr layer (inspection, merge, tests). */
 EFFML_API effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_layer *layer,
                                                effml_tensor *dw);
+/**
+ * Set the training dropouts of a LoKr layer (PEFT 0.21 LoKrConfig, after
+ * LyCORIS; EFFML_LAYER_MODE_TRAIN only, randomness from the context
+ * generator, nothing drawn when a p is 0 or in inference):
+ *  - module_dropout in [0, 1): each TRAIN forward skips the whole delta with
+ *    probability module_dropout (y = x W^T + b; backward gives dx = dy W and
+ *    no factor gradient);
+ *  - rank_dropout in [0, 1): otherwise one mask m `[out]` over the rows of dW
+ *    per forward, m_j = 0 with probability rank_dropout, else 1, divided by
+ *    its mean (kept rows / out) when rank_dropout_scale is non-zero (PEFT's
+ *    default is 0: no division); y = x W^T + b + (x dW^T) .* m.  When every
+ *    row is dropped the delta is 0 (PEFT divides 0 by 0 there).
+ * The layer defaults are 0, 0, 0.  Not reproducible against PEFT draw by
+ * draw (torch's generator).  Not thread-safe on one layer.
+ * @return EFFML_E_INVALID_ARG (not LoKr, a p outside [0, 1), NULL ctx).
+ */
+EFFML_API effml_status effml_adapter_lokr_set_dropout(effml_context *ctx, effml_layer *layer, double rank_dropout,
+                                                      double module_dropout, int32_t rank_dropout_scale);
+/** The dropouts set by effml_adapter_lokr_set_dropout(); NULL outputs skipped.
+ *  @return EFFML_E_INVALID_ARG (not a LoKr layer). */
+EFFML_API effml_status effml_adapter_lokr_dropout(const effml_layer *layer, double *rank_dropout,
+                                                  double *module_dropout, int32_t *rank_dropout_scale);
 
 /**
  * Fill `opt` with what a PEFT LoKr `dir`/adapter_config.json (PEFT 0.21
@@ -432,8 +454,10 @@ EFFML_API effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const
  * alpha after rank_pattern/alpha_pattern, decompose_both, decompose_factor,
  * the PEFT scale convention (alpha / r).  Create the layer with these, then
  * effml_adapter_lokr_load_peft().
+ * The training dropouts (rank_dropout, module_dropout, rank_dropout_scale)
+ * are not options: effml_adapter_lokr_load_peft() sets them on the layers.
  * @return EFFML_E_UNSUPPORTED (a config value not honoured, named with its
- *         value: e.g. rank_dropout or module_dropout > 0, training-only),
+ *         value),
  *         EFFML_E_FORMAT, EFFML_E_IO, EFFML_E_INVALID_ARG, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_lokr_peft_options(effml_context *ctx, const char *dir,
@@ -443,7 +467,9 @@ EFFML_API effml_status effml_adapter_lokr_peft_options(effml_context *ctx, const
  * Load PEFT LoKr weights into LoKr layers: keys `module_names[i]` + "." +
  * each of the layer's factor names ("lokr_w1" or "lokr_w1_a"/"lokr_w1_b",
  * "lokr_w2" or "lokr_w2_a"/"lokr_w2_b"), e.g. "base_model.model.q_proj.lokr_w1".
- * Sets the scale alpha / r per module.  Every tensor of the file must be
+ * Sets the scale alpha / r per module and the config's rank_dropout,
+ * module_dropout and rank_dropout_scale (effml_adapter_lokr_set_dropout()).
+ * Every tensor of the file must be
  * consumed.  All-or-nothing.
  * @return EFFML_E_NOT_FOUND (a factor the layer has is missing: made with
  *         other r/decompose_both), EFFML_E_SHAPE (names key and both shapes, or
@@ -501,6 +527,26 @@ EFFML_API effml_status effml_adapter_loha_create(effml_context *ctx, effml_layer
  *  @return EFFML_E_STATE, EFFML_E_INVALID_ARG, EFFML_E_NOMEM. */
 EFFML_API effml_status effml_adapter_loha_merge(effml_context *ctx, effml_layer *layer);
 EFFML_API effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer);
+/**
+ * Set the training dropouts of a LoHa layer (PEFT 0.21 LoHaConfig, after
+ * LyCORIS; EFFML_LAYER_MODE_TRAIN only, randomness from the context
+ * generator, nothing drawn when a p is 0 or in inference):
+ *  - module_dropout in [0, 1): each TRAIN forward skips the whole delta with
+ *    probability module_dropout (backward: dx = dy W, no factor gradient);
+ *  - rank_dropout in [0, 1): otherwise one mask m `[out]` over the rows of dW
+ *    per forward, m_j = 0 with probability rank_dropout, else 1, always
+ *    divided by its mean (kept rows / out), as PEFT does for LoHa;
+ *    y = x W^T + b + (x dW^T) .* m.  Every row dropped gives a zero delta
+ *    (PEFT divides 0 by 0 there).
+ * Defaults 0, 0.  Not thread-safe on one layer.
+ * @return EFFML_E_INVALID_ARG (not LoHa, a p outside [0, 1), NULL ctx).
+ */
+EFFML_API effml_status effml_adapter_loha_set_dropout(effml_context *ctx, effml_layer *layer, double rank_dropout,
+                                                      double module_dropout);
+/** The dropouts set by effml_adapter_loha_set_dropout(); NULL outputs skipped.
+ *  @return EFFML_E_INVALID_ARG (not a LoHa layer). */
+EFFML_API effml_status effml_adapter_loha_dropout(const effml_layer *layer, double *rank_dropout,
+                                                  double *module_dropout);
 
 /* ------------------------------------------------------------------------ */
 /* VeRA                                                                      */
@@ -526,6 +572,17 @@ EFFML_API effml_status effml_adapter_vera_create(effml_context *ctx, effml_layer
  *  @return EFFML_E_STATE, EFFML_E_INVALID_ARG, EFFML_E_NOMEM. */
 EFFML_API effml_status effml_adapter_vera_merge(effml_context *ctx, effml_layer *layer);
 EFFML_API effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_layer *layer);
+/**
+ * Set the training dropout p in [0, 1) of a VeRA layer (PEFT vera_dropout,
+ * an nn.Dropout on the adapter's input): in EFFML_LAYER_MODE_TRAIN the input
+ * of the A projection is x .* mask, mask entries 0 with probability p and
+ * 1/(1-p) otherwise (masks from the context generator, as LoRA's
+ * lora_dropout); the base layer sees x.  Inference never drops.  Default 0.
+ * @return EFFML_E_INVALID_ARG (not VeRA, p outside [0, 1), NULL ctx).
+ */
+EFFML_API effml_status effml_adapter_vera_set_dropout(effml_context *ctx, effml_layer *layer, double p);
+/** The training dropout p of a VeRA layer (0 if not VeRA). */
+EFFML_API double effml_adapter_vera_dropout(const effml_layer *layer);
 
 /* ------------------------------------------------------------------------ */
 /* A PEFT adapter directory as one object (module-by-module merging)         */

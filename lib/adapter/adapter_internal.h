@@ -147,6 +147,45 @@ EFFML__HIDDEN int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, 
  * p->dropped = 1) or x itself; NULL on allocation failure (*st set). */
 EFFML__HIDDEN const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float *x, int64_t b,
                                                int64_t in, int32_t mode, effml_status *st);
+/* Inverted dropout of x [n] (PEFT nn.Dropout, as lora_dropout): mask[i] = 0 when the context
+ * generator's next uniform u < p, else 1/(1-p), drawn in order; xd = x .* mask.  *xd and *mask
+ * are grown together (capacity *cap).  0 on allocation failure (*cap then 0). */
+EFFML__HIDDEN int effml__input_dropout(effml_context *ctx, double p, const float *x, size_t n, float **xd,
+                                       float **mask, size_t *cap);
+
+/* LoHa/LoKr training dropouts (PEFT LoHaLayer/LoKrLayer, after LyCORIS):
+ *   module_dropout: the whole delta is skipped in a TRAIN forward when u < module_p;
+ *   rank_dropout: otherwise one mask over the out rows of dW, row_mask[j] = 0 when u < rank_p
+ *   else 1, divided by its mean (kept/out) when rank_scale (LoHa always; LoKr when
+ *   rank_dropout_scale).  Every row dropped leaves an all-zero mask (PEFT's 0/0 gives NaN).
+ * Draws happen only in TRAIN and only for p > 0 (module first, then the rows). */
+typedef struct effml__delta_dropout {
+  double rank_p, module_p;
+  int32_t rank_scale;
+  int32_t skipped; /* the last TRAIN forward skipped the delta */
+  int32_t masked;  /* the last TRAIN forward applied row_mask */
+  float *row_mask; /* [out] */
+  size_t cap;
+} effml__delta_dropout;
+/* Draw for one TRAIN forward; sets skipped/masked.  EFFML_E_NOMEM names `who`. */
+EFFML__HIDDEN effml_status effml__delta_dropout_draw(effml_context *ctx, effml__delta_dropout *d, int64_t out,
+                                                     const char *who);
+/* Check rank_p, module_p in [0, 1) and store them. */
+EFFML__HIDDEN effml_status effml__delta_dropout_set(effml_context *ctx, effml__delta_dropout *d, const char *fn,
+                                                    double rank_p, double module_p, int32_t rank_scale);
+/* t[i, j] *= row_mask[j] for b rows of width out. */
+EFFML__HIDDEN void effml__delta_dropout_apply(const effml__delta_dropout *d, float *t, int64_t b, int64_t out);
+
+/* What the last TRAIN forward of a LoHa, LoKr or VeRA layer drew (tests): row_mask [out] when
+ * masked, in_mask [batch, in] for VeRA's input dropout when dropped; 0 if not such a layer. */
+typedef struct effml__dropout_probe {
+  int32_t skipped, masked, dropped;
+  const float *row_mask, *in_mask;
+} effml__dropout_probe;
+EFFML__HIDDEN int effml__adapter_dropout_probe(const effml_layer *l, effml__dropout_probe *out);
+EFFML__HIDDEN int effml__loha_dropout_probe(const effml_layer *l, effml__dropout_probe *out);
+EFFML__HIDDEN int effml__lokr_dropout_probe(const effml_layer *l, effml__dropout_probe *out);
+EFFML__HIDDEN int effml__vera_dropout_probe(const effml_layer *l, effml__dropout_probe *out);
 /* The impl of a LoRA layer, or NULL. */
 EFFML__HIDDEN effml__lora *effml__lora_impl(const effml_layer *l);
 /* DoRA: out[j] = ||W_j + s B_j A|| (row norms of the logical [out, in] weight). */
@@ -197,7 +236,9 @@ typedef struct effml__peft_cfg {
   struct cJSON *root;
   uint32_t caps;
   int64_t r;
-  double alpha, dropout;
+  double alpha, dropout;     /* dropout: lora_dropout, or VeRA's vera_dropout */
+  double rank_dropout, module_dropout; /* LoHa/LoKr */
+  int32_t rank_dropout_scale;          /* LoKr */
   int32_t use_rslora, use_dora, lora_bias, fan_in_fan_out;
   const struct cJSON *rank_pattern, *alpha_pattern; /* inside root, or NULL */
   const struct cJSON *feedforward; /* IA3 feedforward_modules, or NULL */
@@ -256,6 +297,8 @@ typedef struct effml__adapter_info {
   double alpha;
   int32_t merged, transposed, feedforward, w1_factored;
   int64_t out_l, out_k, in_m, in_n; /* LoKr's factorization */
+  double rank_dropout, module_dropout, dropout; /* LoHa/LoKr; VeRA's vera_dropout */
+  int32_t rank_dropout_scale;                   /* LoKr */
 } effml__adapter_info;
 EFFML__HIDDEN void effml__lokr_info(const effml_layer *layer, effml__adapter_info *in);
 EFFML__HIDDEN void effml__loha_info(const effml_layer *layer, effml__adapter_info *in);

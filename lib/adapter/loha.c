@@ -8,7 +8,11 @@
  * materialised dW.  Backward: dU = s dy Ak; dAk = s dy^T U; dBk = dU^T x; dx = dy W + dU Bk;
  *   dW1a[:, p] = sum_q dAk[:, pq] .* W2a[:, q],  dW2a[:, q] = sum_p dAk[:, pq] .* W1a[:, p]
  *   dW1b[p, :] = sum_q dBk[pq, :] .* W2b[q, :],  dW2b[q, :] = sum_p dBk[pq, :] .* W1b[p, :].
- * Merge: W += s Ak Bk (PEFT merge); unmerge subtracts it. */
+ * Merge: W += s Ak Bk (PEFT merge); unmerge subtracts it.
+ * Training dropouts (PEFT LoHaLayer; adapter_dropout.c): module_dropout skips the delta for a
+ * whole TRAIN forward (backward then gives dx = dy W and no factor gradient); rank_dropout
+ * multiplies output column j of the delta by m_j (m over the out rows of dW, divided by its
+ * mean), so the backward above runs with dy .* m in place of dy. */
 #include "blas.h"
 #include <math.h>
 #include <string.h>
@@ -25,6 +29,7 @@ typedef struct effml__loha {
   int64_t batch;
   float *Ak, *Bk, *U; /* [out, r^2], [r^2, in], [b, r^2] of the last TRAIN forward */
   size_t cap_a, cap_b, cap_u;
+  effml__delta_dropout dd; /* rank_dropout / module_dropout (always scaled by the mask mean) */
 } effml__loha;
 
 static void loha_destroy(effml_layer *l) {
@@ -33,6 +38,7 @@ static void loha_destroy(effml_layer *l) {
   effml__free(l->ctx, p->Ak);
   effml__free(l->ctx, p->Bk);
   effml__free(l->ctx, p->U);
+  effml__free(l->ctx, p->dd.row_mask);
   effml__free(l->ctx, p);
 }
 
@@ -61,8 +67,14 @@ static effml_status loha_forward(effml_context *ctx, effml_layer *l, const effml
   int train = mode == EFFML_LAYER_MODE_TRAIN;
   if (p->merged && train)
     return effml__err(ctx, EFFML_E_STATE, "loha forward: a merged LoHa layer cannot train; unmerge it first");
+  if (train) EFFML__TRY(effml__delta_dropout_draw(ctx, &p->dd, out, "loha forward"));
   EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));
   if (p->merged) return EFFML_OK;
+  if (train && p->dd.skipped) { /* module dropout: the base alone */
+    p->x = x;
+    p->batch = b;
+    return EFFML_OK;
+  }
   float *Ak, *Bk, *U;
   if (train) {
     if (!effml__grow_f32(ctx, &p->Ak, &p->cap_a, (size_t)(out * rr)) ||
@@ -80,8 +92,20 @@ static effml_status loha_forward(effml_context *ctx, effml_layer *l, const effml
   khatri_rao(l, p, Ak, Bk);
   effml_status st =
       effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, rr, in, 1.0f, x, in, Bk, in, 0.0f, U, rr);
-  EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, rr, (float)p->scale, U, rr,
-                               Ak, rr, 1.0f, y, out));
+  if (train && p->dd.masked) { /* rank dropout: column j of the delta times m_j */
+    float *D = (float *)effml__malloc(ctx, (size_t)(b * out) * sizeof(float));
+    if (D == NULL && st == EFFML_OK) st = effml__err(ctx, EFFML_E_NOMEM, "loha forward: out of memory");
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, rr, (float)p->scale, U, rr,
+                                 Ak, rr, 0.0f, D, out));
+    if (st == EFFML_OK) {
+      effml__delta_dropout_apply(&p->dd, D, b, out);
+      for (int64_t i = 0; i < b * out; ++i) y[i] += D[i];
+    }
+    effml__free(ctx, D);
+  } else {
+    EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, rr, (float)p->scale, U, rr,
+                                 Ak, rr, 1.0f, y, out));
+  }
   if (!train) {
     effml__free(ctx, Ak);
   } else if (st == EFFML_OK) {
@@ -96,12 +120,21 @@ static effml_status loha_backward(effml_context *ctx, effml_layer *l, const effm
   int64_t b = p->batch, in = l->in_features, out = l->out_features, r = p->r, rr = r * r;
   const float *dy = effml__cf32(dyt), *x = p->x;
   float *dx = dxt ? effml__f32(dxt) : NULL, s = (float)p->scale;
-  float *dU = (float *)effml__malloc(ctx, (size_t)(b * rr + out * rr + rr * in) * sizeof(float));
+  if (p->dd.skipped) return effml__dense_base_backward(ctx, l, &p->base, x, dy, b, dx);
+  int masked = p->dd.masked;
+  float *dU = (float *)effml__malloc(ctx, (size_t)(b * rr + out * rr + rr * in + (masked ? b * out : 0)) * sizeof(float));
   if (dU == NULL) return effml__err(ctx, EFFML_E_NOMEM, "loha backward: out of memory");
   float *dAk = dU + b * rr, *dBk = dAk + out * rr;
-  effml_status st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, rr, out, s, dy, out, p->Ak, rr,
+  const float *dyd = dy; /* the delta's upstream gradient: dy .* m under rank dropout */
+  if (masked) {
+    float *t = dBk + rr * in;
+    memcpy(t, dy, (size_t)(b * out) * sizeof(float));
+    effml__delta_dropout_apply(&p->dd, t, b, out);
+    dyd = t;
+  }
+  effml_status st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, rr, out, s, dyd, out, p->Ak, rr,
                                  0.0f, dU, rr);
-  EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, rr, b, s, dy, out, p->U, rr,
+  EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, rr, b, s, dyd, out, p->U, rr,
                                0.0f, dAk, rr));
   EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, rr, in, b, 1.0f, dU, rr, x, in, 0.0f,
                                dBk, in));
@@ -245,8 +278,36 @@ effml_status effml_adapter_loha_unmerge(effml_context *ctx, effml_layer *layer) 
   return loha_merge_common(ctx, layer, 0);
 }
 
+effml_status effml_adapter_loha_set_dropout(effml_context *ctx, effml_layer *layer, double rank_dropout,
+                                            double module_dropout) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  effml__loha *p = as_loha(layer);
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_loha_set_dropout: layer is not a loha layer");
+  return effml__delta_dropout_set(ctx, &p->dd, "effml_adapter_loha_set_dropout", rank_dropout, module_dropout, 1);
+}
+
+effml_status effml_adapter_loha_dropout(const effml_layer *layer, double *rank_dropout, double *module_dropout) {
+  const effml__loha *p = as_loha(layer);
+  if (p == NULL) return EFFML_E_INVALID_ARG;
+  if (rank_dropout) *rank_dropout = p->dd.rank_p;
+  if (module_dropout) *module_dropout = p->dd.module_p;
+  return EFFML_OK;
+}
+
+int effml__loha_dropout_probe(const effml_layer *l, effml__dropout_probe *out) {
+  const effml__loha *p = as_loha(l);
+  if (p == NULL) return 0;
+  out->skipped = p->dd.skipped;
+  out->masked = p->dd.masked;
+  out->row_mask = p->dd.masked ? p->dd.row_mask : NULL;
+  return 1;
+}
+
 void effml__loha_info(const effml_layer *layer, effml__adapter_info *in) {
   const effml__loha *p = as_loha(layer);
+  in->rank_dropout = p->dd.rank_p;
+  in->module_dropout = p->dd.module_p;
   in->r = p->r;
   in->alpha = p->alpha;
   in->merged = p->merged;

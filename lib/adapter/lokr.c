@@ -9,7 +9,11 @@
  * Backward (dY_b = reshape(dy_b, out_l, out_k)):
  *   dZ_b = scale w1^T dY_b;  dw1 += scale sum_b dY_b Z_b^T;
  *   dw2 += dZ_all^T X_all;   dX_all += dZ_all w2;
- * factored w = w_a w_b: dw_a = dw w_b^T, dw_b = w_a^T dw. */
+ * factored w = w_a w_b: dw_a = dw w_b^T, dw_b = w_a^T dw.
+ * Training dropouts (PEFT LoKrLayer; adapter_dropout.c): module_dropout skips the delta for a
+ * whole TRAIN forward (backward: dx = dy W, no factor gradient); rank_dropout multiplies output
+ * column j of the delta by m_j (m over the out rows of dW, divided by its mean only with
+ * rank_dropout_scale), so the backward runs with dY_b taken from dy .* m. */
 #include "blas.h"
 #include <math.h>
 #include <string.h>
@@ -26,6 +30,7 @@ typedef struct effml__lokr {
   int64_t batch;
   float *Z; /* [b*in_m, out_k] */
   size_t cap_z;
+  effml__delta_dropout dd; /* rank_dropout / module_dropout / rank_dropout_scale */
 } effml__lokr;
 
 
@@ -71,6 +76,7 @@ static void lokr_destroy(effml_layer *l) {
   effml__lokr *p = (effml__lokr *)l->impl;
   if (p == NULL) return;
   effml__free(l->ctx, p->Z); /* the base is child 0: freed by the generic code */
+  effml__free(l->ctx, p->dd.row_mask);
   effml__free(l->ctx, p);
 }
 
@@ -112,8 +118,18 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
   int64_t b = xt->shape[0], ol = p->out_l, ok = p->out_k, im = p->in_m, in_ = p->in_n;
   const float *x = effml__cf32(xt);
   float *y = effml__f32(yt);
+  if (mode == EFFML_LAYER_MODE_TRAIN) {
+    EFFML__TRY(effml__delta_dropout_draw(ctx, &p->dd, l->out_features, "lokr forward"));
+    if (p->dd.skipped) { /* module dropout: the base alone */
+      EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));
+      p->x = x;
+      p->batch = b;
+      return EFFML_OK;
+    }
+  }
+  const int masked = mode == EFFML_LAYER_MODE_TRAIN && p->dd.masked;
   size_t need = (size_t)(b * im * ok);
-  float *w1 = (float *)effml__malloc(ctx, (size_t)(ol * im + ok * in_) * sizeof(float));
+  float *w1 = (float *)effml__malloc(ctx, (size_t)(ol * im + ok * in_ + (masked ? b * l->out_features : 0)) * sizeof(float));
   float *Z = NULL;
   if (w1 != NULL) {
     if (mode == EFFML_LAYER_MODE_TRAIN) {
@@ -139,9 +155,14 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
   EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b * im, ok, in_, 1.0f, x, in_, w2,
                                in_, 0.0f, Z, ok));
   int64_t out = l->out_features;
+  float *D = masked ? w2 + ok * in_ : y; /* rank dropout: the delta apart, then times m_j */
   for (int64_t row = 0; st == EFFML_OK && row < b; ++row)
     st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, ol, ok, im, (float)p->scale, w1, im,
-                      Z + row * im * ok, ok, 1.0f, y + row * out, ok);
+                      Z + row * im * ok, ok, masked ? 0.0f : 1.0f, D + row * out, ok);
+  if (st == EFFML_OK && masked) {
+    effml__delta_dropout_apply(&p->dd, D, b, out);
+    for (int64_t i = 0; i < b * out; ++i) y[i] += D[i];
+  }
   effml__free(ctx, w1);
   if (mode != EFFML_LAYER_MODE_TRAIN) {
     effml__free(ctx, Z);
@@ -160,7 +181,9 @@ static effml_status lokr_backward(effml_context *ctx, effml_layer *l, const effm
   const float *dy = effml__cf32(dyt), *x = p->x;
   float *dx = dxt ? effml__f32(dxt) : NULL;
   float s = (float)p->scale;
-  size_t nw = (size_t)(2 * (ol * im + ok * in_));
+  if (p->dd.skipped) return effml__dense_base_backward(ctx, l, &p->base, x, dy, b, dx);
+  const int masked = p->dd.masked;
+  size_t nw = (size_t)(2 * (ol * im + ok * in_) + (masked ? b * out : 0));
   float *w1 = (float *)effml__malloc(ctx, nw * sizeof(float));
   float *dZ = (float *)effml__malloc(ctx, (size_t)(b * im * ok) * sizeof(float));
   if (w1 == NULL || dZ == NULL) {
@@ -170,10 +193,17 @@ static effml_status lokr_backward(effml_context *ctx, effml_layer *l, const effm
   }
   float *w2 = w1 + ol * im, *dw1 = w2 + ok * in_, *dw2 = dw1 + ol * im;
   memset(dw1, 0, (size_t)(ol * im + ok * in_) * sizeof(float));
+  const float *dyd = dy; /* the delta's upstream gradient: dy .* m under rank dropout */
+  if (masked) {
+    float *t = dw2 + ok * in_;
+    memcpy(t, dy, (size_t)(b * out) * sizeof(float));
+    effml__delta_dropout_apply(&p->dd, t, b, out);
+    dyd = t;
+  }
   effml_status st = factor_value(ctx, l, p->full_w1, p->i_w1, p->i_w1a, p->i_w1b, ol, im, p->r, w1);
   EFFML__THEN(st, factor_value(ctx, l, p->full_w2, p->i_w2, p->i_w2a, p->i_w2b, ok, in_, p->r, w2));
   for (int64_t row = 0; st == EFFML_OK && row < b; ++row) {
-    const float *dyb = dy + row * out;
+    const float *dyb = dyd + row * out;
     st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, im, ok, ol, s, w1, im, dyb, ok, 0.0f,
                       dZ + row * im * ok, ok);
     EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, ol, im, ok, s, dyb, ok,
@@ -319,8 +349,40 @@ effml_status effml_adapter_lokr_delta_weight(effml_context *ctx, const effml_lay
   return EFFML_OK;
 }
 
+effml_status effml_adapter_lokr_set_dropout(effml_context *ctx, effml_layer *layer, double rank_dropout,
+                                            double module_dropout, int32_t rank_dropout_scale) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  effml__lokr *p = as_lokr(layer);
+  if (p == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_lokr_set_dropout: layer is not a lokr layer");
+  return effml__delta_dropout_set(ctx, &p->dd, "effml_adapter_lokr_set_dropout", rank_dropout, module_dropout,
+                                  rank_dropout_scale);
+}
+
+effml_status effml_adapter_lokr_dropout(const effml_layer *layer, double *rank_dropout, double *module_dropout,
+                                        int32_t *rank_dropout_scale) {
+  const effml__lokr *p = as_lokr(layer);
+  if (p == NULL) return EFFML_E_INVALID_ARG;
+  if (rank_dropout) *rank_dropout = p->dd.rank_p;
+  if (module_dropout) *module_dropout = p->dd.module_p;
+  if (rank_dropout_scale) *rank_dropout_scale = p->dd.rank_scale;
+  return EFFML_OK;
+}
+
+int effml__lokr_dropout_probe(const effml_layer *l, effml__dropout_probe *out) {
+  const effml__lokr *p = as_lokr(l);
+  if (p == NULL) return 0;
+  out->skipped = p->dd.skipped;
+  out->masked = p->dd.masked;
+  out->row_mask = p->dd.masked ? p->dd.row_mask : NULL;
+  return 1;
+}
+
 void effml__lokr_info(const effml_layer *layer, effml__adapter_info *in) {
   const effml__lokr *p = as_lokr(layer);
+  in->rank_dropout = p->dd.rank_p;
+  in->module_dropout = p->dd.module_p;
+  in->rank_dropout_scale = p->dd.rank_scale;
   in->r = p->r;
   in->alpha = p->scale * (double)p->r; /* PEFT's convention scale = alpha / r gives this scale back */
   in->transposed = p->base.transposed;

@@ -66,20 +66,9 @@ const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float
   if (mode != EFFML_LAYER_MODE_TRAIN) return x; /* inference writes nothing into the layer */
   p->dropped = 0;
   if (p->dropout <= 0.0) return x;
-  size_t n = (size_t)(b * in);
-  size_t cx = p->cap_x, cm = p->cap_x;
-  if (!effml__grow_f32(ctx, &p->xd, &cx, n) || !effml__grow_f32(ctx, &p->mask, &cm, n)) {
-    p->cap_x = 0;
+  if (!effml__input_dropout(ctx, p->dropout, x, (size_t)(b * in), &p->xd, &p->mask, &p->cap_x)) {
     *st = effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory (dropout)");
     return NULL;
-  }
-  p->cap_x = n;
-  effml__rng *g = effml__ctx_rng(ctx);
-  float keep = (float)(1.0 / (1.0 - p->dropout));
-  for (size_t i = 0; i < n; ++i) {
-    float m = effml__rng_uniform(g) < p->dropout ? 0.0f : keep;
-    p->mask[i] = m;
-    p->xd[i] = x[i] * m;
   }
   p->dropped = 1;
   return p->xd;

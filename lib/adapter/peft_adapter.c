@@ -386,6 +386,18 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
     return s;
   }
   if (c->type == EFFML__PEFT_LOKR) effml__lokr_set_alpha(l, alpha);
+  /* the training dropouts (in range: the field table checked them) */
+  if (c->type == EFFML__PEFT_LOKR)
+    s = effml_adapter_lokr_set_dropout(ctx, l, c->rank_dropout, c->module_dropout, c->rank_dropout_scale);
+  else if (c->type == EFFML__PEFT_LOHA)
+    s = effml_adapter_loha_set_dropout(ctx, l, c->rank_dropout, c->module_dropout);
+  else if (c->type == EFFML__PEFT_VERA)
+    s = effml_adapter_vera_set_dropout(ctx, l, c->dropout);
+  if (s != EFFML_OK) {
+    effml__layer_disown(l, base);
+    effml_layer_free(l);
+    return s;
+  }
   *out = l;
   return EFFML_OK;
 }

@@ -87,13 +87,13 @@ static const field LOKR_FIELDS[] = {
     {"init_weights", F_HONOURED},      /* init only; the weights are in the file */
     {"layers_pattern", F_HONOURED},  /* with layers_to_transform */
     {"layers_to_transform", F_HONOURED},  /* modules in the file must be in these layers */
-    {"module_dropout", F_HONOURED},    /* training-only: 0 only */
+    {"module_dropout", F_HONOURED},    /* training-only: skip the delta with probability p */
     {"modules_to_save", F_EMPTY},
     {"peft_type", F_HONOURED},
     {"peft_version", F_INFO},
     {"r", F_HONOURED},
-    {"rank_dropout", F_HONOURED},      /* training-only: 0 only */
-    {"rank_dropout_scale", F_INFO},    /* acts only with rank_dropout > 0, refused */
+    {"rank_dropout", F_HONOURED},      /* training-only: mask over the rows of dW */
+    {"rank_dropout_scale", F_HONOURED}, /* divide the rank mask by its mean */
     {"rank_pattern", F_HONOURED},
     {"revision", F_INFO},
     {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
@@ -129,12 +129,12 @@ static const field LOHA_FIELDS[] = {
     {"init_weights", F_HONOURED},      /* init only; the weights are in the file */
     {"layers_pattern", F_HONOURED},  /* with layers_to_transform */
     {"layers_to_transform", F_HONOURED},  /* modules in the file must be in these layers */
-    {"module_dropout", F_HONOURED},    /* training-only: 0 only */
+    {"module_dropout", F_HONOURED},    /* training-only: skip the delta with probability p */
     {"modules_to_save", F_EMPTY},
     {"peft_type", F_HONOURED},
     {"peft_version", F_INFO},
     {"r", F_HONOURED},
-    {"rank_dropout", F_HONOURED},      /* training-only: 0 only */
+    {"rank_dropout", F_HONOURED},      /* training-only: mask over the rows of dW */
     {"rank_pattern", F_HONOURED},
     {"revision", F_INFO},
     {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
@@ -162,7 +162,7 @@ static const field VERA_FIELDS[] = {
     {"save_projection", F_HONOURED},   /* true only */
     {"target_modules", F_HONOURED},  /* modules in the file must match (PEFT's rules) */
     {"task_type", F_INFO},
-    {"vera_dropout", F_HONOURED},      /* training-only: 0 only */
+    {"vera_dropout", F_HONOURED},      /* training-only: dropout on the adapter's input */
 };
 
 static const char *type_name(int32_t t) {
@@ -339,7 +339,7 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
   } else if (strcmp(k, "vera_dropout") == 0) {
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
       return bad_value(ctx, c, v, "a number in [0, 1)");
-    if (v->valuedouble != 0.0) return unsupported(ctx, c, v, "training-only dropout of VeRA is not implemented");
+    c->dropout = v->valuedouble;
   } else if (strcmp(k, "feedforward_modules") == 0 || strcmp(k, "target_modules") == 0 ||
              strcmp(k, "exclude_modules") == 0 || strcmp(k, "layers_pattern") == 0) {
     EFFML__TRY(check_module_names(ctx, c, v));
@@ -369,7 +369,11 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
   } else if (strcmp(k, "module_dropout") == 0 || strcmp(k, "rank_dropout") == 0) {
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
       return bad_value(ctx, c, v, "a number in [0, 1)");
-    if (v->valuedouble != 0.0) return unsupported(ctx, c, v, "training-only dropout of LoKr/LoHa is not implemented");
+    if (k[0] == 'm') c->module_dropout = v->valuedouble;
+    else c->rank_dropout = v->valuedouble;
+  } else if (strcmp(k, "rank_dropout_scale") == 0) {
+    if (!cJSON_IsBool(v)) return bad_value(ctx, c, v, "true or false");
+    c->rank_dropout_scale = cJSON_IsTrue(v);
   } else if (strcmp(k, "init_weights") == 0) {
     if (!cJSON_IsBool(v) && !(cJSON_IsString(v) && strcmp(v->valuestring, "lycoris") == 0))
       return unsupported(ctx, c, v, NULL);

@@ -112,7 +112,11 @@ effml_status effml_adapter_lokr_load_peft(effml_context *ctx, const char *dir, i
   }
   for (int64_t k = 0; s == EFFML_OK && k < count; ++k) s = effml_tensor_copy(ctx, items[k].dst, items[k].src);
   if (s == EFFML_OK)
-    for (int64_t i = 0; i < n; ++i) effml__lokr_set_alpha(layers[i], alphas[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      effml__lokr_set_alpha(layers[i], alphas[i]);
+      (void)effml_adapter_lokr_set_dropout(ctx, layers[i], cfg->rank_dropout, cfg->module_dropout,
+                                           cfg->rank_dropout_scale); /* in range: checked by the field table */
+    }
   effml_safetensors_free(st);
   effml__peft_cfg_close(cfg);
   effml__free(ctx, alphas);

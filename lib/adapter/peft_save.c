@@ -102,6 +102,13 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     if (type == EFFML__PEFT_VERA && in.r != in0.r)
       return effml__err(ctx, EFFML_E_INVALID_ARG, FN ": VeRA layers[%lld] has r=%lld, layers[0] r=%lld (PEFT's VeRA has "
                         "one r and one projection pair)", (long long)i, (long long)in.r, (long long)in0.r);
+    if (in.rank_dropout != in0.rank_dropout || in.module_dropout != in0.module_dropout ||
+        in.rank_dropout_scale != in0.rank_dropout_scale || in.dropout != in0.dropout)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, FN ": layers[%lld] has other training dropouts than layers[0] "
+                        "(rank %g/%g, module %g/%g, rank_dropout_scale %d/%d, vera_dropout %g/%g; one "
+                        "adapter_config.json holds one of each)", (long long)i, in.rank_dropout, in0.rank_dropout,
+                        in.module_dropout, in0.module_dropout, (int)in.rank_dropout_scale, (int)in0.rank_dropout_scale,
+                        in.dropout, in0.dropout);
   }
   /* LoKr: PEFT decides each factor's form from r, decompose_both and the factorization of the
    * widths; the layers must be what it would build again */
@@ -251,7 +258,7 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
       cJSON_AddNullToObject(c, "layers_pattern");
       cJSON_AddNullToObject(c, "layers_to_transform");
     }
-    if (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) cJSON_AddNumberToObject(c, "module_dropout", 0.0);
+    if (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) cJSON_AddNumberToObject(c, "module_dropout", in0.module_dropout);
     cJSON_AddNullToObject(c, "modules_to_save");
     cJSON_AddStringToObject(c, "peft_type", type == EFFML__PEFT_LOKR   ? "LOKR"
                                             : type == EFFML__PEFT_LOHA ? "LOHA"
@@ -260,8 +267,8 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     cJSON_AddStringToObject(c, "peft_version", "0.21.0"); /* the layout this file follows */
     if (type == EFFML__PEFT_VERA) cJSON_AddNumberToObject(c, "projection_prng_key", 0);
     if (type != EFFML__PEFT_IA3) cJSON_AddNumberToObject(c, "r", (double)in0.r);
-    if (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) cJSON_AddNumberToObject(c, "rank_dropout", 0.0);
-    if (type == EFFML__PEFT_LOKR) cJSON_AddFalseToObject(c, "rank_dropout_scale");
+    if (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) cJSON_AddNumberToObject(c, "rank_dropout", in0.rank_dropout);
+    if (type == EFFML__PEFT_LOKR) cJSON_AddBoolToObject(c, "rank_dropout_scale", in0.rank_dropout_scale);
     if (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) {
       cJSON_AddItemToObject(c, "rank_pattern", rp);
       rp = NULL;
@@ -272,7 +279,7 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     tm = NULL;
     cJSON_AddNullToObject(c, "task_type");
     if (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) cJSON_AddFalseToObject(c, "use_effective_conv2d");
-    if (type == EFFML__PEFT_VERA) cJSON_AddNumberToObject(c, "vera_dropout", 0.0);
+    if (type == EFFML__PEFT_VERA) cJSON_AddNumberToObject(c, "vera_dropout", in0.dropout);
     char *text = cJSON_Print(c);
     s = text ? write_file(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
     free(text);

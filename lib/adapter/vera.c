@@ -6,7 +6,10 @@
  * Parameters: "vera_A" [r, in] and "vera_B" [out, r] (this module's slices, frozen),
  * "vera_lambda_d" [r], "vera_lambda_b" [out].  Backward, U = x A_s^T, V = ld .* U,
  * P = V B_s^T:  dlb = sum_rows dy .* P;  dV = (dy .* lb) B_s;  dld = sum_rows dV .* U;
- *   dx = dy W + (dV .* ld) A_s.  Merge W += dW (PEFT), unmerge subtracts it. */
+ *   dx = dy W + (dV .* ld) A_s.  Merge W += dW (PEFT), unmerge subtracts it.
+ * vera_dropout p (PEFT: nn.Dropout on the adapter's input): in TRAIN, U = x_d A_s^T with
+ * x_d = x .* mask, mask in {0, 1/(1-p)} (adapter_dropout.c, as LoRA's lora_dropout); the base
+ * sees x.  Backward then adds ((dV .* ld) A_s) .* mask to dx. */
 #include "blas.h"
 #include <string.h>
 
@@ -21,6 +24,10 @@ typedef struct effml__vera {
   int64_t batch;
   float *U, *P; /* [b, r], [b, out] of the last TRAIN forward */
   size_t cap_u, cap_p;
+  double dropout;    /* vera_dropout */
+  int32_t dropped;   /* the last TRAIN forward applied dropout: xd, mask valid */
+  float *xd, *mask;  /* [batch, in] */
+  size_t cap_x;
 } effml__vera;
 
 static void vera_destroy(effml_layer *l) {
@@ -28,6 +35,8 @@ static void vera_destroy(effml_layer *l) {
   if (p == NULL) return;
   effml__free(l->ctx, p->U);
   effml__free(l->ctx, p->P);
+  effml__free(l->ctx, p->xd);
+  effml__free(l->ctx, p->mask);
   effml__free(l->ctx, p);
 }
 
@@ -41,6 +50,16 @@ static effml_status vera_forward(effml_context *ctx, effml_layer *l, const effml
   int train = mode == EFFML_LAYER_MODE_TRAIN;
   if (p->merged && train)
     return effml__err(ctx, EFFML_E_STATE, "vera forward: a merged VeRA layer cannot train; unmerge it first");
+  const float *xin = x; /* the adapter's input: dropped in TRAIN when vera_dropout > 0 */
+  if (train) {
+    p->dropped = 0;
+    if (p->dropout > 0.0) {
+      if (!effml__input_dropout(ctx, p->dropout, x, (size_t)(b * in), &p->xd, &p->mask, &p->cap_x))
+        return effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory (dropout)");
+      p->dropped = 1;
+      xin = p->xd;
+    }
+  }
   EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));
   if (p->merged) return EFFML_OK;
   float *U, *P;
@@ -56,7 +75,7 @@ static effml_status vera_forward(effml_context *ctx, effml_layer *l, const effml
   }
   float *V = (float *)effml__malloc(ctx, (size_t)(b * r) * sizeof(float));
   effml_status st =
-      V ? effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, r, in, 1.0f, x, in, A, in, 0.0f, U, r)
+      V ? effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, r, in, 1.0f, xin, in, A, in, 0.0f, U, r)
         : effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory");
   if (st == EFFML_OK) {
     for (int64_t i = 0; i < b; ++i)
@@ -102,7 +121,16 @@ static effml_status vera_backward(effml_context *ctx, effml_layer *l, const effm
   if (st == EFFML_OK && dx) {
     for (int64_t i = 0; i < b; ++i)
       for (int64_t k = 0; k < r; ++k) dV[i * r + k] *= ld[k];
-    st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dV, r, A, in, 1.0f, dx, in);
+    if (!p->dropped) {
+      st = effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dV, r, A, in, 1.0f, dx, in);
+    } else { /* through the dropout mask */
+      float *t = (float *)effml__malloc(ctx, (size_t)(b * in) * sizeof(float));
+      st = t ? effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, b, in, r, 1.0f, dV, r, A, in, 0.0f, t, in)
+             : effml__err(ctx, EFFML_E_NOMEM, "vera backward: out of memory");
+      if (st == EFFML_OK)
+        for (int64_t i = 0; i < b * in; ++i) dx[i] += t[i] * p->mask[i];
+      effml__free(ctx, t);
+    }
   }
   effml__free(ctx, dyb);
   return st;
@@ -215,8 +243,33 @@ effml_status effml_adapter_vera_unmerge(effml_context *ctx, effml_layer *layer) 
   return vera_merge_common(ctx, layer, 0);
 }
 
+effml_status effml_adapter_vera_set_dropout(effml_context *ctx, effml_layer *layer, double p) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  effml__vera *v = as_vera(layer);
+  if (v == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_vera_set_dropout: layer is not a vera layer");
+  if (!(p >= 0.0 && p < 1.0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "effml_adapter_vera_set_dropout: p=%g must be in [0, 1)", p);
+  v->dropout = p;
+  return EFFML_OK;
+}
+
+double effml_adapter_vera_dropout(const effml_layer *layer) {
+  const effml__vera *v = as_vera(layer);
+  return v ? v->dropout : 0.0;
+}
+
+int effml__vera_dropout_probe(const effml_layer *l, effml__dropout_probe *out) {
+  const effml__vera *p = as_vera(l);
+  if (p == NULL) return 0;
+  out->dropped = p->dropped;
+  out->in_mask = p->dropped ? p->mask : NULL;
+  return 1;
+}
+
 void effml__vera_info(const effml_layer *layer, effml__adapter_info *in) {
   const effml__vera *p = as_vera(layer);
+  in->dropout = p->dropout;
   in->r = p->r;
   in->merged = p->merged;
   in->transposed = p->base.transposed;
