@@ -233,10 +233,10 @@ static effml_status count_meta(effml_context *ctx, const char *fn, const cJSON *
   return EFFML_OK;
 }
 
-/* Parse and validate the header; fills st->entries, st->by_name, st->meta.
- * data_len is the byte-buffer length (file length - 8 - N). */
-static effml_status parse_header(effml_context *ctx, const char *fn, const unsigned char *hdr,
-                                 size_t hlen, uint64_t data_len, effml_safetensors *st) {
+/* The header bytes as a cJSON tree: no NUL byte, valid UTF-8, an object. */
+static effml_status header_json(effml_context *ctx, const char *fn, const unsigned char *hdr,
+                                size_t hlen, cJSON **root) {
+  *root = NULL;
   if (memchr(hdr, '\0', hlen) != NULL)
     return effml__err(ctx, EFFML_E_FORMAT, "%s: header contains a NUL byte", fn);
   if (!effml__utf8_valid(hdr, hlen))
@@ -251,47 +251,57 @@ static effml_status parse_header(effml_context *ctx, const char *fn, const unsig
   memcpy(text, hdr, hlen);
   text[hlen] = '\0';
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
-  if (root == NULL) {
+  *root = cJSON_ParseWithOpts(text, &end, 1);
+  if (*root == NULL) {
     size_t at = end ? (size_t)(end - text) : 0;
     effml__free(ctx, text);
     return effml__err(ctx, EFFML_E_FORMAT, "%s: header is not valid JSON (error near byte %zu)",
                       fn, at);
   }
   effml__free(ctx, text);
-  effml_status rc = EFFML_OK;
-  const cJSON *meta = NULL;
-  int64_t n = 0, n_meta = 0;
+  if (!cJSON_IsObject(*root))
+    return effml__err(ctx, EFFML_E_FORMAT, "%s: header is not a JSON object", fn);
+  return EFFML_OK;
+}
+
+/* Count the tensors and metadata pairs of `root` and allocate st's tables and name
+ * arena for them; *meta is the __metadata__ item (NULL when absent). */
+static effml_status alloc_tables(effml_context *ctx, const char *fn, const cJSON *root,
+                                 effml_safetensors *st, const cJSON **meta, int64_t *n,
+                                 int64_t *n_meta) {
+  effml_status rc;
   size_t bytes = 0;
-  if (!cJSON_IsObject(root)) {
-    rc = effml__err(ctx, EFFML_E_FORMAT, "%s: header is not a JSON object", fn);
-    goto done;
-  }
+  *meta = NULL;
+  *n = *n_meta = 0;
   for (const cJSON *c = root->child; c != NULL; c = c->next) {
     if (strcmp(c->string, "__metadata__") == 0) {
-      if (meta != NULL) {
-        rc = effml__err(ctx, EFFML_E_FORMAT, "%s: duplicate key '__metadata__'", fn);
-        goto done;
-      }
-      meta = c;
-      if ((rc = count_meta(ctx, fn, c, &n_meta, &bytes)) != EFFML_OK) goto done;
+      if (*meta != NULL) return effml__err(ctx, EFFML_E_FORMAT, "%s: duplicate key '__metadata__'", fn);
+      *meta = c;
+      if ((rc = count_meta(ctx, fn, c, n_meta, &bytes)) != EFFML_OK) return rc;
     } else {
       bytes += strlen(c->string) + 1;
-      ++n;
+      ++*n;
     }
   }
-  st->entries = n ? (st_entry *)effml__calloc_or_err(ctx, (size_t)n, sizeof(st_entry), "entries")
-                  : NULL;
-  st->by_name = n ? (st_entry **)effml__calloc_or_err(ctx, (size_t)n, sizeof(st_entry *), "names")
-                  : NULL;
-  st->meta = n_meta ? (st_meta *)effml__calloc_or_err(ctx, (size_t)n_meta, sizeof(st_meta),
-                                                      "metadata")
-                    : NULL;
+  st->entries = *n ? (st_entry *)effml__calloc_or_err(ctx, (size_t)*n, sizeof(st_entry), "entries")
+                   : NULL;
+  st->by_name = *n ? (st_entry **)effml__calloc_or_err(ctx, (size_t)*n, sizeof(st_entry *), "names")
+                   : NULL;
+  st->meta = *n_meta ? (st_meta *)effml__calloc_or_err(ctx, (size_t)*n_meta, sizeof(st_meta),
+                                                       "metadata")
+                     : NULL;
   st->arena = bytes ? (char *)effml__alloc_or_err(ctx, bytes, "names") : NULL;
-  if ((n && (!st->entries || !st->by_name)) || (n_meta && !st->meta) || (bytes && !st->arena)) {
-    rc = EFFML_E_NOMEM;
-    goto done;
-  }
+  if ((*n && (!st->entries || !st->by_name)) || (*n_meta && !st->meta) || (bytes && !st->arena))
+    return EFFML_E_NOMEM;
+  return EFFML_OK;
+}
+
+/* Fill the tables alloc_tables made: parse each entry, copy the metadata, sort
+ * both and refuse duplicate names/keys and tensors of more than 8 dimensions. */
+static effml_status fill_tables(effml_context *ctx, const char *fn, const cJSON *root,
+                                const cJSON *meta, int64_t n, int64_t n_meta,
+                                effml_safetensors *st) {
+  effml_status rc;
   char *cur = st->arena;
   int64_t k = 0;
   int too_many_dims = 0;
@@ -300,7 +310,7 @@ static effml_status parse_header(effml_context *ctx, const char *fn, const unsig
     st_entry *e = &st->entries[k++];
     e->name = arena_put(&cur, c->string);
     int many = 0;
-    if ((rc = parse_entry(ctx, fn, c, e, &many)) != EFFML_OK) goto done;
+    if ((rc = parse_entry(ctx, fn, c, e, &many)) != EFFML_OK) return rc;
     if (many && !too_many_dims) too_many_dims = 1;
   }
   if (n_meta) {
@@ -311,11 +321,9 @@ static effml_status parse_header(effml_context *ctx, const char *fn, const unsig
     }
     qsort(st->meta, (size_t)n_meta, sizeof(st_meta), cmp_meta);
     for (m = 1; m < n_meta; ++m)
-      if (strcmp(st->meta[m - 1].key, st->meta[m].key) == 0) {
-        rc = effml__err(ctx, EFFML_E_FORMAT, "%s: duplicate __metadata__ key '%s'", fn,
-                        st->meta[m].key);
-        goto done;
-      }
+      if (strcmp(st->meta[m - 1].key, st->meta[m].key) == 0)
+        return effml__err(ctx, EFFML_E_FORMAT, "%s: duplicate __metadata__ key '%s'", fn,
+                          st->meta[m].key);
   }
   st->n = n;
   st->n_meta = n_meta;
@@ -323,34 +331,32 @@ static effml_status parse_header(effml_context *ctx, const char *fn, const unsig
   for (k = 0; k < n; ++k) st->by_name[k] = &st->entries[k];
   if (n) qsort(st->by_name, (size_t)n, sizeof(st_entry *), cmp_entry_names);
   for (k = 1; k < n; ++k)
-    if (strcmp(st->by_name[k - 1]->name, st->by_name[k]->name) == 0) {
-      rc = effml__err(ctx, EFFML_E_FORMAT, "%s: duplicate tensor name '%s'", fn,
-                      st->by_name[k]->name);
-      goto done;
-    }
-  if (too_many_dims) {
-    rc = effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: a tensor has more than %d dimensions", fn,
-                    EFFML_TENSOR_MAX_DIMS);
-    goto done;
-  }
-  /* Metadata::validate: contiguous from 0 in offset order, sizes agree. */
+    if (strcmp(st->by_name[k - 1]->name, st->by_name[k]->name) == 0)
+      return effml__err(ctx, EFFML_E_FORMAT, "%s: duplicate tensor name '%s'", fn,
+                        st->by_name[k]->name);
+  if (too_many_dims)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: a tensor has more than %d dimensions", fn,
+                      EFFML_TENSOR_MAX_DIMS);
+  return EFFML_OK;
+}
+
+/* Metadata::validate: the entries (in offset order) are contiguous from 0, each
+ * holds dtype x shape bytes, the last ends at data_len; no dimension is 0. */
+static effml_status check_layout(effml_context *ctx, const char *fn, const effml_safetensors *st,
+                                 uint64_t data_len) {
   uint64_t expect = 0;
-  for (k = 0; k < n; ++k) {
+  for (int64_t k = 0; k < st->n; ++k) {
     const st_entry *e = &st->entries[k];
-    if (e->end < e->begin) {
-      rc = effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] end "
-                      "before they begin", fn, e->name, (unsigned long long)e->begin,
-                      (unsigned long long)e->end);
-      goto done;
-    }
-    if (e->begin != expect) {
-      rc = effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] %s "
-                      "(expected BEGIN = %llu)", fn, e->name, (unsigned long long)e->begin,
-                      (unsigned long long)e->end,
-                      e->begin < expect ? "overlap the previous tensor" : "leave a gap",
-                      (unsigned long long)expect);
-      goto done;
-    }
+    if (e->end < e->begin)
+      return effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] end "
+                        "before they begin", fn, e->name, (unsigned long long)e->begin,
+                        (unsigned long long)e->end);
+    if (e->begin != expect)
+      return effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] %s "
+                        "(expected BEGIN = %llu)", fn, e->name, (unsigned long long)e->begin,
+                        (unsigned long long)e->end,
+                        e->begin < expect ? "overlap the previous tensor" : "leave a gap",
+                        (unsigned long long)expect);
     const effml__st_dtype *d = effml__st_dtype_of(e->dtype);
     uint64_t bits = (uint64_t)d->bits;
     int ovf = 0;
@@ -359,37 +365,43 @@ static effml_status parse_header(effml_context *ctx, const char *fn, const unsig
       if (s != 0 && bits > UINT64_MAX / s) ovf = 1;
       else bits *= s;
     }
-    if (ovf || bits / 8 != e->end - e->begin) {
-      rc = effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] hold "
-                      "%llu bytes, but dtype %s x shape needs %s%llu", fn, e->name,
-                      (unsigned long long)e->begin, (unsigned long long)e->end,
-                      (unsigned long long)(e->end - e->begin), d->name, ovf ? "more than " : "",
-                      (unsigned long long)(ovf ? UINT64_MAX / 8 : bits / 8));
-      goto done;
-    }
-    if (e->end > data_len) {
-      rc = effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] run past "
-                      "the end of the %llu-byte buffer", fn, e->name,
-                      (unsigned long long)e->begin, (unsigned long long)e->end,
-                      (unsigned long long)data_len);
-      goto done;
-    }
+    if (ovf || bits / 8 != e->end - e->begin)
+      return effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] hold "
+                        "%llu bytes, but dtype %s x shape needs %s%llu", fn, e->name,
+                        (unsigned long long)e->begin, (unsigned long long)e->end,
+                        (unsigned long long)(e->end - e->begin), d->name, ovf ? "more than " : "",
+                        (unsigned long long)(ovf ? UINT64_MAX / 8 : bits / 8));
+    if (e->end > data_len)
+      return effml__err(ctx, EFFML_E_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] run "
+                        "past the end of the %llu-byte buffer", fn, e->name,
+                        (unsigned long long)e->begin, (unsigned long long)e->end,
+                        (unsigned long long)data_len);
     expect = e->end;
   }
-  if (expect != data_len) {
-    rc = effml__err(ctx, EFFML_E_FORMAT, "%s: the tensors cover %llu bytes but the buffer after "
-                    "the header has %llu (8 + N + last END must equal the file length)", fn,
-                    (unsigned long long)expect, (unsigned long long)data_len);
-    goto done;
-  }
-  for (k = 0; k < n; ++k)
+  if (expect != data_len)
+    return effml__err(ctx, EFFML_E_FORMAT, "%s: the tensors cover %llu bytes but the buffer after "
+                      "the header has %llu (8 + N + last END must equal the file length)", fn,
+                      (unsigned long long)expect, (unsigned long long)data_len);
+  for (int64_t k = 0; k < st->n; ++k)
     for (int32_t j = 0; j < st->entries[k].ndim; ++j)
-      if (st->entries[k].shape[j] == 0) {
-        rc = effml__err(ctx, EFFML_E_SHAPE, "%s: tensor '%s' has shape[%d] = 0: libeffml tensors "
-                        "need every dimension >= 1", fn, st->entries[k].name, (int)j);
-        goto done;
-      }
-done:
+      if (st->entries[k].shape[j] == 0)
+        return effml__err(ctx, EFFML_E_SHAPE, "%s: tensor '%s' has shape[%d] = 0: libeffml "
+                          "tensors need every dimension >= 1", fn, st->entries[k].name, (int)j);
+  return EFFML_OK;
+}
+
+/* Parse and validate the header; fills st->entries, st->by_name, st->meta.
+ * data_len is the byte-buffer length (file length - 8 - N).  Phases: the JSON
+ * tree, the tables sized, the tables filled and sorted, the byte layout checked. */
+static effml_status parse_header(effml_context *ctx, const char *fn, const unsigned char *hdr,
+                                 size_t hlen, uint64_t data_len, effml_safetensors *st) {
+  cJSON *root = NULL;
+  const cJSON *meta = NULL;
+  int64_t n = 0, n_meta = 0;
+  effml_status rc = header_json(ctx, fn, hdr, hlen, &root);
+  if (rc == EFFML_OK) rc = alloc_tables(ctx, fn, root, st, &meta, &n, &n_meta);
+  if (rc == EFFML_OK) rc = fill_tables(ctx, fn, root, meta, n, n_meta, st);
+  if (rc == EFFML_OK) rc = check_layout(ctx, fn, st, data_len);
   cJSON_Delete(root);
   return rc;
 }
