@@ -120,18 +120,12 @@ static effml_status call_stage(effml_context *ctx, const effml__cascade_stage *s
   return st;
 }
 
-effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
-                               effml_cascade_workspace *ws, int64_t n, void *run_data,
-                               effml_tensor *pred, effml_tensor *score, effml_tensor *exit_stage,
-                               effml_tensor *probs) {
-  EFFML__ENTER(ctx);
-  EFFML__CHECK_NULL(ctx, cascade);
-  EFFML__CHECK_NULL(ctx, ws);
-  if (ws->cascade != cascade)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "ws was created for another cascade");
-  ws->n = 0;
-  ws->expected_cost = NAN;
-  const effml_cascade *c = cascade;
+/* Arguments of effml_cascade_run: the sample count against the precomputed stages, the
+ * outputs' dtypes and shapes; then the workspace grown and its counters zeroed. */
+static effml_status prepare_run(effml_context *ctx, const effml_cascade *c,
+                                effml_cascade_workspace *ws, int64_t n, const effml_tensor *pred,
+                                const effml_tensor *score, const effml_tensor *exit_stage,
+                                const effml_tensor *probs) {
   const int32_t M = c->num_stages;
   const int64_t K = c->num_classes;
   if (M < 1) return effml__err(ctx, EFFML_E_STATE, "the cascade has no stage");
@@ -149,6 +143,135 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
   EFFML__TRY(reserve(ctx, ws, n, K, need_logits, probs != NULL, M));
   memset(ws->reach, 0, (size_t)M * sizeof(int64_t));
   memset(ws->exits, 0, (size_t)M * sizeof(int64_t));
+  return EFFML_OK;
+}
+
+/* Score the n_act samples in flight at stage m into ws->score_c / ws->pred_c (and the
+ * running sums ws->acc / ws->sacc); *b is left describing the stage's logits. */
+static effml_status score_stage(effml_context *ctx, const effml_cascade *c,
+                                effml_cascade_workspace *ws, int32_t m, int64_t n_act,
+                                int route, void *run_data, effml__stage_block *b) {
+  const effml__cascade_stage *s = &c->stages[m];
+  const int64_t K = c->num_classes;
+  memset(b, 0, sizeof *b);
+  b->K = K;
+  b->score_kind = c->score;
+  b->aggregation = c->aggregation;
+  b->temperature = c->temperature;
+  b->m = m + 1;
+  b->cal = s->cal;
+  b->acc = ws->acc;
+  b->sacc = ws->sacc;
+  b->score = ws->score_c;
+  b->pred = ws->pred_c;
+  b->route = route;
+  char name[48];
+  if (s->fn) {
+    EFFML__TRY(call_stage(ctx, s, m, ws, n_act, K, run_data));
+    b->base = ws->logits;
+    b->rs = K;
+    b->cs = 1;
+    snprintf(name, sizeof name, "stage %d callback", (int)m);
+    /* the buffer is compact: row j is sample rows[j] (used in messages) */
+    b->row_index = NULL;
+    b->name_index = ws->rows;
+    return effml__stage_tensor(ctx, b, NULL, n_act, name);
+  }
+  b->row_index = ws->rows;
+  snprintf(name, sizeof name, "stage %d precomputed logits", (int)m);
+  return effml__stage_tensor(ctx, b, s->logits, n_act, name);
+}
+
+/* Exit rule of a routing stage on the routing score; the exact softmax only where it is
+ * needed (exiting samples' score when `want_score`; survivors' probabilities for a mean
+ * aggregation).  Survivors are compacted to the front; returns their count. */
+static int64_t exit_routed(const effml_cascade *c, effml_cascade_workspace *ws, int32_t m,
+                           int64_t n_act, const effml__stage_block *b, int want_score) {
+  const effml__cascade_stage *s = &c->stages[m];
+  const int64_t K = c->num_classes;
+  const int keep_probs = c->aggregation == EFFML_CASCADE_AGG_MEAN;
+  double zb[256];
+  int64_t w = 0;
+  for (int64_t j = 0; j < n_act; ++j) {
+    const double rho = ws->score_c[j];
+    const int ex = s->rule == EFFML_CASCADE_EXIT_THRESHOLD ? rho >= s->ra
+                                                            : (rho < s->ra || rho > s->rb);
+    const int64_t r = ws->rows[j];
+    /* the logits row: compact callback buffer row j, or precomputed row r */
+    const int64_t lr = s->fn ? j : r;
+    if (ex) {
+      ws->out_pred[r] = ws->pred_c[j];
+      ws->out_stage[r] = m;
+      if (want_score) {
+        effml__load_row(b, lr, zb);
+        ws->out_score[r] = effml__softmax_row(zb, K, ws->acc + w * K); /* scratch row w */
+      }
+    } else {
+      ws->rows[w] = r;
+      if (keep_probs) {
+        effml__load_row(b, lr, zb);
+        (void)effml__softmax_row(zb, K, ws->acc + w * K);
+      }
+      ++w;
+    }
+  }
+  return w;
+}
+
+/* Exit rule of stage m on the stage score (every sample exits at the last stage), then
+ * compact the survivors (order kept: rows stay increasing); returns their count. */
+static int64_t exit_scored(const effml_cascade *c, effml_cascade_workspace *ws, int32_t m,
+                           int64_t n_act, int want_probs) {
+  const effml__cascade_stage *s = &c->stages[m];
+  const int64_t K = c->num_classes;
+  const int last = m == c->num_stages - 1;
+  const double inv = c->aggregation == EFFML_CASCADE_AGG_MEAN ? 1.0 / (double)(m + 1) : 1.0;
+  int64_t w = 0;
+  for (int64_t j = 0; j < n_act; ++j) {
+    const double sc = ws->score_c[j];
+    int ex = last;
+    if (!last) {
+      if (s->rule == EFFML_CASCADE_EXIT_THRESHOLD)
+        ex = sc >= s->a;
+      else if (s->rule == EFFML_CASCADE_EXIT_WINDOW)
+        ex = sc < s->a || sc > s->b;
+    }
+    const int64_t r = ws->rows[j];
+    if (ex) {
+      ws->out_score[r] = sc;
+      ws->out_pred[r] = ws->pred_c[j];
+      ws->out_stage[r] = m;
+      if (want_probs)
+        for (int64_t k = 0; k < K; ++k) ws->out_probs[r * K + k] = ws->acc[j * K + k] * inv;
+    } else {
+      if (w != j) {
+        ws->rows[w] = r;
+        memmove(ws->acc + w * K, ws->acc + j * K, (size_t)K * sizeof(double));
+        ws->sacc[w] = ws->sacc[j];
+      }
+      ++w;
+    }
+  }
+  return w;
+}
+
+/* Phases: arguments and workspace (prepare_run); per stage, score the samples in flight
+ * (score_stage) and apply the exit rule (exit_routed / exit_scored); the outputs. */
+effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
+                               effml_cascade_workspace *ws, int64_t n, void *run_data,
+                               effml_tensor *pred, effml_tensor *score, effml_tensor *exit_stage,
+                               effml_tensor *probs) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, cascade);
+  EFFML__CHECK_NULL(ctx, ws);
+  if (ws->cascade != cascade)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "ws was created for another cascade");
+  ws->n = 0;
+  ws->expected_cost = NAN;
+  const effml_cascade *c = cascade;
+  EFFML__TRY(prepare_run(ctx, c, ws, n, pred, score, exit_stage, probs));
+  const int32_t M = c->num_stages;
+  const int64_t K = c->num_classes;
 
   for (int64_t i = 0; i < n; ++i) ws->rows[i] = i;
   int64_t n_act = n;
@@ -158,105 +281,17 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
     if (st != EFFML_OK) goto fail;
     const effml__cascade_stage *s = &c->stages[m];
     ws->reach[m] = n_act;
-    effml__stage_block b;
-    memset(&b, 0, sizeof b);
-    b.K = K;
-    b.score_kind = c->score;
-    b.aggregation = c->aggregation;
-    b.temperature = c->temperature;
-    b.m = m + 1;
-    b.cal = s->cal;
-    b.acc = ws->acc;
-    b.sacc = ws->sacc;
-    b.score = ws->score_c;
-    b.pred = ws->pred_c;
-    char name[48];
     /* Routing path: a stage whose rule was selected on the routing score decides on that
      * score (f32, no softmax in f64); the exact softmax is then computed only where it is
      * needed: the exact score of the samples that exit here (when `score` is asked for)
      * and the probabilities the next stage averages (survivors, mean aggregation). */
     const int route = s->route && !probs && effml__cascade_routes(c, m) &&
                       (s->rule == EFFML_CASCADE_EXIT_THRESHOLD || s->rule == EFFML_CASCADE_EXIT_WINDOW);
-    b.route = route;
-    if (s->fn) {
-      st = call_stage(ctx, s, m, ws, n_act, K, run_data);
-      if (st != EFFML_OK) goto fail;
-      b.base = ws->logits;
-      b.rs = K;
-      b.cs = 1;
-      snprintf(name, sizeof name, "stage %d callback", (int)m);
-      /* the buffer is compact: row j is sample rows[j] (used in messages) */
-      b.row_index = NULL;
-      b.name_index = ws->rows;
-      st = effml__stage_tensor(ctx, &b, NULL, n_act, name);
-    } else {
-      b.row_index = ws->rows;
-      snprintf(name, sizeof name, "stage %d precomputed logits", (int)m);
-      st = effml__stage_tensor(ctx, &b, s->logits, n_act, name);
-    }
+    effml__stage_block b;
+    st = score_stage(ctx, c, ws, m, n_act, route, run_data, &b);
     if (st != EFFML_OK) goto fail;
-
-    if (route) {
-      const int keep_probs = c->aggregation == EFFML_CASCADE_AGG_MEAN;
-      double zb[256];
-      int64_t w = 0;
-      for (int64_t j = 0; j < n_act; ++j) {
-        const double rho = ws->score_c[j];
-        const int ex = s->rule == EFFML_CASCADE_EXIT_THRESHOLD ? rho >= s->ra
-                                                                : (rho < s->ra || rho > s->rb);
-        const int64_t r = ws->rows[j];
-        /* the logits row: compact callback buffer row j, or precomputed row r */
-        const int64_t lr = s->fn ? j : r;
-        if (ex) {
-          ws->out_pred[r] = ws->pred_c[j];
-          ws->out_stage[r] = m;
-          if (score) {
-            effml__load_row(&b, lr, zb);
-            ws->out_score[r] = effml__softmax_row(zb, K, ws->acc + w * K); /* scratch row w */
-          }
-        } else {
-          ws->rows[w] = r;
-          if (keep_probs) {
-            effml__load_row(&b, lr, zb);
-            (void)effml__softmax_row(zb, K, ws->acc + w * K);
-          }
-          ++w;
-        }
-      }
-      ws->exits[m] = n_act - w;
-      n_act = w;
-      continue;
-    }
-
-    /* exit rule, then compact the survivors (order kept: rows stay increasing) */
-    const int last = m == M - 1;
-    const double inv = c->aggregation == EFFML_CASCADE_AGG_MEAN ? 1.0 / (double)(m + 1) : 1.0;
-    int64_t w = 0;
-    for (int64_t j = 0; j < n_act; ++j) {
-      const double sc = ws->score_c[j];
-      int ex = last;
-      if (!last) {
-        if (s->rule == EFFML_CASCADE_EXIT_THRESHOLD)
-          ex = sc >= s->a;
-        else if (s->rule == EFFML_CASCADE_EXIT_WINDOW)
-          ex = sc < s->a || sc > s->b;
-      }
-      const int64_t r = ws->rows[j];
-      if (ex) {
-        ws->out_score[r] = sc;
-        ws->out_pred[r] = ws->pred_c[j];
-        ws->out_stage[r] = m;
-        if (probs)
-          for (int64_t k = 0; k < K; ++k) ws->out_probs[r * K + k] = ws->acc[j * K + k] * inv;
-      } else {
-        if (w != j) {
-          ws->rows[w] = r;
-          memmove(ws->acc + w * K, ws->acc + j * K, (size_t)K * sizeof(double));
-          ws->sacc[w] = ws->sacc[j];
-        }
-        ++w;
-      }
-    }
+    const int64_t w = route ? exit_routed(c, ws, m, n_act, &b, score != NULL)
+                            : exit_scored(c, ws, m, n_act, probs != NULL);
     ws->exits[m] = n_act - w;
     n_act = w;
   }

@@ -110,6 +110,107 @@ done:
   return st;
 }
 
+/* The options' rule, target and ranges. */
+static effml_status check_threshold_options(effml_context *ctx,
+                                            const effml_cascade_threshold_options *o) {
+  if (o->rule != EFFML_CASCADE_EXIT_WINDOW && o->rule != EFFML_CASCADE_EXIT_THRESHOLD)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "rule=%d: calibration fits EFFML_CASCADE_EXIT_WINDOW or _THRESHOLD",
+                      (int)o->rule);
+  const char *tname = o->target == EFFML_CASCADE_TARGET_COVERAGE ? "coverage"
+                      : o->target == EFFML_CASCADE_TARGET_RISK   ? "risk"
+                      : o->target == EFFML_CASCADE_TARGET_TPR    ? "tpr"
+                                                                 : NULL;
+  if (!tname)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "target=%d is not an EFFML_CASCADE_TARGET_*",
+                      (int)o->target);
+  if (!(o->target_value > 0.0 && o->target_value <= 1.0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "target_value (%s)=%g must be in (0, 1]", tname,
+                      o->target_value);
+  if (!(o->window_below >= 0.0 && o->window_below <= 1.0) ||
+      !(o->window_above >= 0.0 && o->window_above <= 1.0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "window_below=%g and window_above=%g must be in [0, 1]", o->window_below,
+                      o->window_above);
+  return EFFML_OK;
+}
+
+/* num_stages (M - 1 or M) validation logits of K classes with one row count, *n. */
+static effml_status check_val_logits(effml_context *ctx, int32_t M, int64_t K, int32_t num_stages,
+                                     const effml_tensor *const *val_logits, int64_t *n) {
+  if (num_stages < 1 || val_logits == NULL)
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "empty validation set: num_stages=%d (val_logits %s), need %d or %d",
+                      (int)num_stages, val_logits ? "given" : "NULL", (int)(M - 1), (int)M);
+  if (num_stages != M && num_stages != M - 1)
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "num_stages=%d validation logits for a cascade of %d stages (need %d or %d)",
+                      (int)num_stages, (int)M, (int)(M - 1), (int)M);
+  *n = 0;
+  for (int32_t m = 0; m < num_stages; ++m) {
+    char name[40];
+    snprintf(name, sizeof name, "val_logits[%d]", (int)m);
+    EFFML__TRY(effml__check_logits(ctx, val_logits[m], name, K));
+    if (m == 0) *n = val_logits[0]->shape[0];
+    if (val_logits[m]->shape[0] != *n)
+      return effml__err(ctx, EFFML_E_SHAPE,
+                        "val_logits[%d] has %lld rows but val_logits[0] has %lld", (int)m,
+                        (long long)val_logits[m]->shape[0], (long long)*n);
+  }
+  return EFFML_OK;
+}
+
+/* Scratch of the stage fits: running sums, exact and routing scores/predictions. */
+typedef struct {
+  double *acc, *sacc, *sc, *rsc;
+  int32_t *pr, *rpr;
+} fit_scratch;
+
+/* The rules of stages 0..M-2: stage m's validation scores accumulate member by member,
+ * as in a run where every sample reaches every stage, and its rule is fitted on them. */
+static effml_status fit_stages(effml_context *ctx, const effml_cascade *cascade,
+                               const effml_tensor *const *val_logits, const int64_t *labels,
+                               int64_t n, const effml_cascade_threshold_options *o,
+                               const fit_scratch *w, stage_rule *rules) {
+  const int32_t M = cascade->num_stages;
+  for (int32_t m = 0; m < M - 1; ++m) {
+    EFFML__TRY(effml__progress(ctx, m, M - 1, "stages")); /* the rules are written after */
+    effml__stage_block b;
+    memset(&b, 0, sizeof b);
+    b.K = cascade->num_classes;
+    b.score_kind = cascade->score;
+    b.aggregation = cascade->aggregation;
+    b.temperature = cascade->temperature;
+    b.m = m + 1;
+    b.cal = cascade->stages[m].cal;
+    b.acc = w->acc;
+    b.sacc = w->sacc;
+    b.score = w->sc;
+    b.pred = w->pr;
+    char name[40];
+    snprintf(name, sizeof name, "val_logits[%d]", (int)m);
+    EFFML__TRY(effml__stage_tensor(ctx, &b, val_logits[m], n, name));
+    EFFML__TRY(fit_stage(ctx, m, w->sc, w->pr, labels, n, o, &rules[m]));
+    /* A one-member MSP stage routes on the routing score (effml__route_score): its rule
+     * is selected again on that same score, so the router selects exactly the validation
+     * coverage the target asks for.  The exact-score rule is what get_exit_rule reports. */
+    if (effml__cascade_routes(cascade, m)) {
+      stage_rule rr;
+      b.route = 1;
+      b.score = w->rsc;
+      b.pred = w->rpr;
+      EFFML__TRY(effml__stage_tensor(ctx, &b, val_logits[m], n, name));
+      EFFML__TRY(fit_stage(ctx, m, w->rsc, w->rpr, labels, n, o, &rr));
+      rules[m].route = 1;
+      rules[m].ra = rr.a;
+      rules[m].rb = rr.b;
+    }
+  }
+  return EFFML_OK;
+}
+
+/* Phases: options; validation set; labels and scratch; the stage fits (fit_stages); the
+ * rules written into the cascade only once every stage has been fitted. */
 effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *cascade,
                                      int32_t num_stages, const effml_tensor *const *val_logits,
                                      const effml_tensor *val_labels,
@@ -119,48 +220,13 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
   effml_cascade_threshold_options o;
   EFFML__TRY(EFFML__OPTIONS_READ(ctx, NULL, effml_cascade_threshold_options_init, opt, &o,
                                  sizeof(uint32_t) + sizeof(int32_t)));
-  if (o.rule != EFFML_CASCADE_EXIT_WINDOW && o.rule != EFFML_CASCADE_EXIT_THRESHOLD)
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "rule=%d: calibration fits EFFML_CASCADE_EXIT_WINDOW or _THRESHOLD",
-                      (int)o.rule);
-  const char *tname = o.target == EFFML_CASCADE_TARGET_COVERAGE ? "coverage"
-                      : o.target == EFFML_CASCADE_TARGET_RISK   ? "risk"
-                      : o.target == EFFML_CASCADE_TARGET_TPR    ? "tpr"
-                                                                : NULL;
-  if (!tname)
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "target=%d is not an EFFML_CASCADE_TARGET_*",
-                      (int)o.target);
-  if (!(o.target_value > 0.0 && o.target_value <= 1.0))
-    return effml__err(ctx, EFFML_E_INVALID_ARG, "target_value (%s)=%g must be in (0, 1]", tname,
-                      o.target_value);
-  if (!(o.window_below >= 0.0 && o.window_below <= 1.0) ||
-      !(o.window_above >= 0.0 && o.window_above <= 1.0))
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "window_below=%g and window_above=%g must be in [0, 1]", o.window_below,
-                      o.window_above);
+  EFFML__TRY(check_threshold_options(ctx, &o));
   const int32_t M = cascade->num_stages;
   const int64_t K = cascade->num_classes;
   if (M < 1) return effml__err(ctx, EFFML_E_STATE, "the cascade has no stage to calibrate");
   if (M == 1) return EFFML_OK; /* the only stage is the last: nothing exits early */
-  if (num_stages < 1 || val_logits == NULL)
-    return effml__err(ctx, EFFML_E_SHAPE,
-                      "empty validation set: num_stages=%d (val_logits %s), need %d or %d",
-                      (int)num_stages, val_logits ? "given" : "NULL", (int)(M - 1), (int)M);
-  if (num_stages != M && num_stages != M - 1)
-    return effml__err(ctx, EFFML_E_SHAPE,
-                      "num_stages=%d validation logits for a cascade of %d stages (need %d or %d)",
-                      (int)num_stages, (int)M, (int)(M - 1), (int)M);
   int64_t n = 0;
-  for (int32_t m = 0; m < num_stages; ++m) {
-    char name[40];
-    snprintf(name, sizeof name, "val_logits[%d]", (int)m);
-    EFFML__TRY(effml__check_logits(ctx, val_logits[m], name, K));
-    if (m == 0) n = val_logits[0]->shape[0];
-    if (val_logits[m]->shape[0] != n)
-      return effml__err(ctx, EFFML_E_SHAPE,
-                        "val_logits[%d] has %lld rows but val_logits[0] has %lld", (int)m,
-                        (long long)val_logits[m]->shape[0], (long long)n);
-  }
+  EFFML__TRY(check_val_logits(ctx, M, K, num_stages, val_logits, &n));
   int64_t *labels = NULL;
   if (o.target == EFFML_CASCADE_TARGET_RISK) {
     if (!val_labels)
@@ -173,75 +239,35 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
     return effml__err(ctx, EFFML_E_OVERFLOW, "n=%lld x num_classes=%lld overflows",
                       (long long)n, (long long)K);
   }
-  double *acc = effml__malloc(ctx, nk);
-  double *sacc = effml__malloc(ctx, (size_t)n * sizeof(double));
-  double *sc = effml__malloc(ctx, (size_t)n * sizeof(double));
-  int32_t *pr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
-  double *rsc = effml__malloc(ctx, (size_t)n * sizeof(double));
-  int32_t *rpr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
+  fit_scratch w;
+  w.acc = effml__malloc(ctx, nk);
+  w.sacc = effml__malloc(ctx, (size_t)n * sizeof(double));
+  w.sc = effml__malloc(ctx, (size_t)n * sizeof(double));
+  w.pr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
+  w.rsc = effml__malloc(ctx, (size_t)n * sizeof(double));
+  w.rpr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
   stage_rule *rules = effml__calloc(ctx, (size_t)M, sizeof(stage_rule));
   effml_status st = EFFML_OK;
-  if (!acc || !sacc || !sc || !pr || !rules || !rsc || !rpr) {
+  if (!w.acc || !w.sacc || !w.sc || !w.pr || !rules || !w.rsc || !w.rpr)
     st = effml__err(ctx, EFFML_E_NOMEM, "calibrate: out of memory for %lld samples", (long long)n);
-    goto done;
-  }
-  /* stage m's validation scores accumulate member by member, as in a run where every
-   * sample reaches every stage */
-  for (int32_t m = 0; m < M - 1; ++m) {
-    st = effml__progress(ctx, m, M - 1, "stages"); /* the rules are written after the loop */
-    if (st) goto done;
-    effml__stage_block b;
-    memset(&b, 0, sizeof b);
-    b.K = K;
-    b.score_kind = cascade->score;
-    b.aggregation = cascade->aggregation;
-    b.temperature = cascade->temperature;
-    b.m = m + 1;
-    b.cal = cascade->stages[m].cal;
-    b.acc = acc;
-    b.sacc = sacc;
-    b.score = sc;
-    b.pred = pr;
-    char name[40];
-    snprintf(name, sizeof name, "val_logits[%d]", (int)m);
-    st = effml__stage_tensor(ctx, &b, val_logits[m], n, name);
-    if (st) goto done;
-    st = fit_stage(ctx, m, sc, pr, labels, n, &o, &rules[m]);
-    if (st) goto done;
-    /* A one-member MSP stage routes on the routing score (effml__route_score): its rule
-     * is selected again on that same score, so the router selects exactly the validation
-     * coverage the target asks for.  The exact-score rule is what get_exit_rule reports. */
-    if (effml__cascade_routes(cascade, m)) {
-      stage_rule rr;
-      b.route = 1;
-      b.score = rsc;
-      b.pred = rpr;
-      st = effml__stage_tensor(ctx, &b, val_logits[m], n, name);
-      if (st) goto done;
-      st = fit_stage(ctx, m, rsc, rpr, labels, n, &o, &rr);
-      if (st) goto done;
-      rules[m].route = 1;
-      rules[m].ra = rr.a;
-      rules[m].rb = rr.b;
+  if (st == EFFML_OK) st = fit_stages(ctx, cascade, val_logits, labels, n, &o, &w, rules);
+  if (st == EFFML_OK)
+    for (int32_t m = 0; m < M - 1; ++m) {
+      cascade->stages[m].rule = rules[m].rule;
+      cascade->stages[m].a = rules[m].a;
+      cascade->stages[m].b = rules[m].b;
+      cascade->stages[m].tau = rules[m].tau;
+      cascade->stages[m].route = rules[m].route;
+      cascade->stages[m].ra = rules[m].ra;
+      cascade->stages[m].rb = rules[m].rb;
     }
-  }
-  for (int32_t m = 0; m < M - 1; ++m) {
-    cascade->stages[m].rule = rules[m].rule;
-    cascade->stages[m].a = rules[m].a;
-    cascade->stages[m].b = rules[m].b;
-    cascade->stages[m].tau = rules[m].tau;
-    cascade->stages[m].route = rules[m].route;
-    cascade->stages[m].ra = rules[m].ra;
-    cascade->stages[m].rb = rules[m].rb;
-  }
-done:
   effml__free(ctx, labels);
-  effml__free(ctx, acc);
-  effml__free(ctx, sacc);
-  effml__free(ctx, sc);
-  effml__free(ctx, pr);
-  effml__free(ctx, rsc);
-  effml__free(ctx, rpr);
+  effml__free(ctx, w.acc);
+  effml__free(ctx, w.sacc);
+  effml__free(ctx, w.sc);
+  effml__free(ctx, w.pr);
+  effml__free(ctx, w.rsc);
+  effml__free(ctx, w.rpr);
   effml__free(ctx, rules);
   return st;
 }

@@ -116,6 +116,104 @@ static double class_median_std(const double *x, const nc_table *t, const int64_t
   return m % 2 ? tmp[m / 2] : 0.5 * (tmp[m / 2 - 1] + tmp[m / 2]);
 }
 
+/* Rows of one class encoded for the neighbour search: [continuous | one-hot * oh]. */
+static void encode_class(const double *xd, const nc_table *t, const int64_t *rows, int64_t nc,
+                         double oh, double *enc, int64_t *self) {
+  const int64_t d = t->d, W = t->width;
+  for (int64_t i = 0; i < nc; ++i) {
+    const double *xi = xd + rows[i] * d;
+    double *e = enc + i * W;
+    int64_t p = 0;
+    for (int64_t col = 0; col < d; ++col)
+      if (!t->is_cat[col]) e[p++] = xi[col];
+    memset(e + p, 0, (size_t)(W - p) * sizeof(double));
+    for (int64_t j = 0; j < t->n_cat; ++j) {
+      int64_t nv = t->cat_off[j + 1] - t->cat_off[j];
+      int64_t v = find_val(t->vals + t->cat_off[j], nv, xi[t->cat_cols[j]]);
+      e[p + t->cat_off[j] + v] = oh;
+    }
+    self[i] = i;
+  }
+}
+
+/* Categorical column j of a new sample: the majority value among the base row's k
+ * neighbours nbr[0..k-1] (class rows), ties broken uniformly with rng. votes[] is zero
+ * on entry and on return. */
+static double vote_category(const double *xd, const nc_table *t, int64_t j, const int64_t *rows,
+                            const int64_t *nbr, int64_t k, int64_t *votes, effml__rng *rng) {
+  const double *cv = t->vals + t->cat_off[j];
+  int64_t nv = t->cat_off[j + 1] - t->cat_off[j], col = t->cat_cols[j];
+  for (int64_t q = 0; q < k; ++q) votes[find_val(cv, nv, xd[rows[nbr[q]] * t->d + col])]++;
+  int64_t best = 0, ties = 0;
+  for (int64_t v = 0; v < nv; ++v) {
+    if (votes[v] > best) {
+      best = votes[v];
+      ties = 1;
+    } else if (votes[v] == best && best > 0) {
+      ties++;
+    }
+  }
+  int64_t pick = (int64_t)effml__rng_below(rng, (uint64_t)ties), chosen = 0;
+  for (int64_t v = 0; v < nv; ++v) {
+    if (votes[v] == best && pick-- == 0) chosen = v;
+    votes[v] = 0;
+  }
+  return cv[chosen];
+}
+
+/* Row r of the outputs: the sample tmp[d] (in x's dtype) and the label. */
+static void put_row(effml_tensor *xo, effml_tensor *yo, int64_t r, int64_t d, const double *tmp,
+                    int64_t label) {
+  if (xo->dtype == EFFML_F64)
+    memcpy(effml__f64(xo) + r * d, tmp, (size_t)d * sizeof(double));
+  else
+    for (int64_t col = 0; col < d; ++col) effml__f32(xo)[r * d + col] = (float)tmp[col];
+  if (yo->dtype == EFFML_I64)
+    ((int64_t *)(void *)yo->data)[r] = label;
+  else
+    ((int32_t *)(void *)yo->data)[r] = (int32_t)label;
+}
+
+/* n_new samples of class cl into rows r0.. of xo/yo: encode the class, find each row's
+ * k neighbours, interpolate the continuous columns and vote the categorical ones. */
+static effml_status synthesize_class(effml_context *ctx, const effml_sampler_resample_options *o,
+                                     const double *xd, const nc_table *t, const effml__classes *c,
+                                     int64_t cl, int64_t n_new, int64_t r0, double *tmp,
+                                     int64_t *votes, effml_tensor *xo, effml_tensor *yo) {
+  const int64_t *rows = c->rows + c->start[cl];
+  const int64_t nc = c->counts[cl], W = t->width, d = t->d, k = o->k_neighbors;
+  double med = class_median_std(xd, t, rows, nc, tmp);
+  double oh = med > 0 ? med / sqrt(2.0) : 1.0; /* raw one-hot when the median is 0 (imblearn #662) */
+  double *enc = (double *)effml__malloc(ctx, (size_t)(nc * W) * sizeof(double));
+  int64_t *nn = (int64_t *)effml__malloc(ctx, (size_t)(nc * k) * sizeof(int64_t));
+  int64_t *self = (int64_t *)effml__malloc(ctx, (size_t)nc * sizeof(int64_t));
+  effml_status st = EFFML_OK;
+  if (!enc || !nn || !self)
+    st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for SMOTE-NC class %lld", (long long)c->labels[cl]);
+  if (st == EFFML_OK) {
+    encode_class(xd, t, rows, nc, oh, enc, self);
+    st = effml__knn_f64(ctx, enc, nc, enc, nc, W, k, self, o->block_rows, nn, NULL);
+  }
+  effml__rng rng;
+  effml__class_rng(&rng, o->seed, TAG_SMOTENC, c->labels[cl]);
+  for (int64_t s = 0, r = r0; st == EFFML_OK && s < n_new; ++s, ++r) {
+    int64_t pair = (int64_t)effml__rng_below(&rng, (uint64_t)(nc * k));
+    double u = effml__rng_uniform(&rng);
+    int64_t li = pair / k;
+    const double *xb = xd + rows[li] * d, *xn = xd + rows[nn[pair]] * d;
+    for (int64_t col = 0; col < d; ++col) tmp[col] = xb[col] + u * (xn[col] - xb[col]);
+    for (int64_t j = 0; j < t->n_cat; ++j)
+      tmp[t->cat_cols[j]] = vote_category(xd, t, j, rows, nn + li * k, k, votes, &rng);
+    put_row(xo, yo, r, d, tmp, c->labels[cl]);
+  }
+  effml__free(ctx, enc);
+  effml__free(ctx, nn);
+  effml__free(ctx, self);
+  return st;
+}
+
+/* Phases: labels, classes and per-class targets (checked against k); the category
+ * table; the outputs with the originals first; synthesize_class per targeted class. */
 effml_status effml__smotenc_resample(effml_context *ctx, const effml_sampler_resample_options *o,
                                      const effml_tensor *x, const effml_tensor *y,
                                      effml_tensor **x_out, effml_tensor **y_out) {
@@ -123,8 +221,8 @@ effml_status effml__smotenc_resample(effml_context *ctx, const effml_sampler_res
   double *x_own = NULL;
   EFFML__TRY(effml__sampler_x_f64(ctx, x, "x", 0, &xd, &x_own));
   const int64_t n = x->shape[0], d = x->shape[1], k = o->k_neighbors;
-  int64_t *y64 = NULL, *values = NULL, *self = NULL, *nn = NULL, *votes = NULL;
-  double *enc = NULL, *tmp = NULL;
+  int64_t *y64 = NULL, *values = NULL, *votes = NULL;
+  double *tmp = NULL;
   effml__classes c;
   memset(&c, 0, sizeof c);
   nc_table t;
@@ -164,80 +262,10 @@ effml_status effml__smotenc_resample(effml_context *ctx, const effml_sampler_res
   }
   int64_t r = n;
   for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl) {
-    int64_t n_new = values[cl];
-    if (n_new <= 0) continue;
-    const int64_t *rows = c.rows + c.start[cl];
-    const int64_t nc = c.counts[cl], W = t.width;
-    double med = class_median_std(xd, &t, rows, nc, tmp);
-    double oh = med > 0 ? med / sqrt(2.0) : 1.0; /* raw one-hot when the median is 0 (imblearn #662) */
-    enc = (double *)effml__malloc(ctx, (size_t)(nc * W) * sizeof(double));
-    nn = (int64_t *)effml__malloc(ctx, (size_t)(nc * k) * sizeof(int64_t));
-    self = (int64_t *)effml__malloc(ctx, (size_t)nc * sizeof(int64_t));
-    if (!enc || !nn || !self) {
-      st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for SMOTE-NC class %lld", (long long)c.labels[cl]);
-      break;
-    }
-    for (int64_t i = 0; i < nc; ++i) {
-      const double *xi = xd + rows[i] * d;
-      double *e = enc + i * W;
-      int64_t p = 0;
-      for (int64_t col = 0; col < d; ++col)
-        if (!t.is_cat[col]) e[p++] = xi[col];
-      memset(e + p, 0, (size_t)(W - p) * sizeof(double));
-      for (int64_t j = 0; j < t.n_cat; ++j) {
-        int64_t nv = t.cat_off[j + 1] - t.cat_off[j];
-        int64_t v = find_val(t.vals + t.cat_off[j], nv, xi[t.cat_cols[j]]);
-        e[p + t.cat_off[j] + v] = oh;
-      }
-      self[i] = i;
-    }
-    st = effml__knn_f64(ctx, enc, nc, enc, nc, W, k, self, o->block_rows, nn, NULL);
-    effml__rng rng;
-    effml__class_rng(&rng, o->seed, TAG_SMOTENC, c.labels[cl]);
-    for (int64_t s = 0; st == EFFML_OK && s < n_new; ++s, ++r) {
-      int64_t pair = (int64_t)effml__rng_below(&rng, (uint64_t)(nc * k));
-      double u = effml__rng_uniform(&rng);
-      int64_t li = pair / k;
-      const double *xb = xd + rows[li] * d, *xn = xd + rows[nn[pair]] * d;
-      for (int64_t col = 0; col < d; ++col) tmp[col] = xb[col] + u * (xn[col] - xb[col]);
-      for (int64_t j = 0; j < t.n_cat; ++j) {
-        const double *cv = t.vals + t.cat_off[j];
-        int64_t nv = t.cat_off[j + 1] - t.cat_off[j], col = t.cat_cols[j];
-        for (int64_t q = 0; q < k; ++q) votes[find_val(cv, nv, xd[rows[nn[li * k + q]] * d + col])]++;
-        int64_t best = 0, ties = 0;
-        for (int64_t v = 0; v < nv; ++v) {
-          if (votes[v] > best) {
-            best = votes[v];
-            ties = 1;
-          } else if (votes[v] == best && best > 0) {
-            ties++;
-          }
-        }
-        int64_t pick = (int64_t)effml__rng_below(&rng, (uint64_t)ties), chosen = 0;
-        for (int64_t v = 0; v < nv; ++v) {
-          if (votes[v] == best && pick-- == 0) chosen = v;
-          votes[v] = 0;
-        }
-        tmp[col] = cv[chosen];
-      }
-      if (x->dtype == EFFML_F64)
-        memcpy(effml__f64(xo) + r * d, tmp, (size_t)d * sizeof(double));
-      else
-        for (int64_t col = 0; col < d; ++col) effml__f32(xo)[r * d + col] = (float)tmp[col];
-      if (y->dtype == EFFML_I64)
-        ((int64_t *)(void *)yo->data)[r] = c.labels[cl];
-      else
-        ((int32_t *)(void *)yo->data)[r] = (int32_t)c.labels[cl];
-    }
-    effml__free(ctx, enc);
-    effml__free(ctx, nn);
-    effml__free(ctx, self);
-    enc = NULL;
-    nn = self = NULL;
+    if (values[cl] <= 0) continue;
+    st = synthesize_class(ctx, o, xd, &t, &c, cl, values[cl], r, tmp, votes, xo, yo);
+    r += values[cl];
   }
-  effml__free(ctx, enc);
-  effml__free(ctx, nn);
-  effml__free(ctx, self);
   effml__free(ctx, tmp);
   effml__free(ctx, votes);
   table_free(ctx, &t);

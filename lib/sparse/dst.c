@@ -77,124 +77,189 @@ static float select_kth(float *a, int64_t n, int64_t k) {
 
 static float score_of(float g) { return isnan(g) ? 0.0f : fabsf(g); }
 
+/* ---------------- the states of one update ----------------
+ *
+ * Every position (update_matrix) or block (update_blocked) of the matrix goes
+ * through these states in one update: active positions are first marked KEPT
+ * or DROPPED; then every position not KEPT is a grow candidate, and the
+ * winners become GROWN (a DROPPED winner is simply KEPT again, with its slot
+ * and value), the DROPPED losers FREED.  Slots of FREED positions go to the
+ * GROWN ones. */
+enum {
+  MASK_OFF = 0,     /* inactive: a grow candidate */
+  MASK_KEPT = 1,    /* active after the update, in its old slot */
+  MASK_DROPPED = 2, /* dropped, still a grow candidate */
+  MASK_GROWN = 3,   /* new connection: takes a freed slot, value and state reset */
+  MASK_FREED = 4    /* dropped for good: its slot is freed */
+};
+
+/* The cut of "the n_pick smallest (largest) of key[0..n), ties to the lower index":
+ * tau the boundary value, eq_left how many keys equal to tau are still taken. */
+typedef struct {
+  float tau;
+  int64_t eq_left;
+  int largest;
+} pick_cut;
+
+/* sel is scratch holding a copy of key (reordered). */
+static pick_cut cut_make(const float *key, float *sel, int64_t n, int64_t n_pick, int largest) {
+  pick_cut c;
+  c.largest = largest;
+  c.tau = select_kth(sel, n, largest ? n - n_pick : n_pick - 1);
+  int64_t beyond = 0;
+  for (int64_t i = 0; i < n; ++i) beyond += largest ? key[i] > c.tau : key[i] < c.tau;
+  c.eq_left = n_pick - beyond;
+  return c;
+}
+
+/* Whether key s (visited in index order) is taken. */
+static int cut_take(pick_cut *c, float s) {
+  const int take = (c->largest ? s > c->tau : s < c->tau) || (s == c->tau && c->eq_left > 0);
+  if (s == c->tau && take) --c->eq_left;
+  return take;
+}
+
+/* A grow candidate's new state: a winner is GROWN (a DROPPED one KEPT), a DROPPED loser FREED. */
+static uint8_t after_grow(uint8_t s, int grow) {
+  if (grow) return s == MASK_DROPPED ? MASK_KEPT : MASK_GROWN;
+  return s == MASK_DROPPED ? MASK_FREED : s;
+}
+
+/* Install the new mask (pos, slot: nnz entries in position order) and reset the
+ * nfree freed slots fresh[]: value, gradient and optimizer state 0. */
+static effml_status commit_mask(effml_dst *d, effml__spmat *m, effml__param *pe,
+                                const int64_t *pos, const int32_t *slot, const int64_t *fresh,
+                                int64_t nfree) {
+  EFFML__TRY(effml__spmat_rebuild(d->ctx, m, pos, slot));
+  float *val = effml__f32(pe->value), *grad = effml__f32(pe->grad);
+  for (int64_t i = 0; i < nfree; ++i) {
+    val[fresh[i]] = 0.0f;
+    grad[fresh[i]] = 0.0f;
+  }
+  if (d->opt && nfree > 0) {
+    effml_status st = effml_optimizer_reset_state(d->ctx, d->opt, pe->value, fresh, nfree);
+    if (st == EFFML_E_NOT_FOUND) st = EFFML_OK; /* parameter not trained by this optimizer */
+    return st;
+  }
+  return EFFML_OK;
+}
+
 /* ---------------- one matrix ---------------- */
 
+/* Scratch of update_matrix. */
+typedef struct {
+  int64_t *pos, *fresh, *old_pos;
+  int32_t *slot, *old_slot;
+  float *key;
+  uint8_t *state; /* [numel] MASK_* */
+} elem_work;
+
+/* drop: the n_drop active positions with the smallest |w| become DROPPED, the rest KEPT. */
+static void mark_drops(const effml__spmat *m, const float *val, int64_t n_drop, elem_work *w) {
+  const int64_t nnz = m->nnz;
+  for (int64_t p = 0; p < nnz; ++p) w->key[p] = score_of(val[w->old_slot[p]]);
+  pick_cut cut;
+  cut.largest = 0;
+  cut.tau = select_kth(w->key, nnz, n_drop - 1);
+  int64_t lt = 0;
+  for (int64_t p = 0; p < nnz; ++p) lt += score_of(val[w->old_slot[p]]) < cut.tau;
+  cut.eq_left = n_drop - lt;
+  for (int64_t p = 0; p < nnz; ++p)
+    w->state[w->old_pos[p]] = cut_take(&cut, score_of(val[w->old_slot[p]])) ? MASK_DROPPED : MASK_KEPT;
+}
+
+/* grow: the n_drop best-scoring positions not KEPT (|dense gradient| for RigL, U(0,1)
+ * for SET, in position order) win. */
+static effml_status mark_grows(effml_dst *d, int32_t mi, const effml__spmat *m, int64_t n_drop,
+                               elem_work *w) {
+  const int64_t numel = m->rows * m->cols, ncand = numel - (m->nnz - n_drop);
+  effml__rng rng;
+  effml__rng_seed(&rng, d->o.seed, (uint64_t)d->updates * 1000003ULL + (uint64_t)mi);
+  int64_t c = 0;
+  for (int64_t q = 0; q < numel; ++q) {
+    if (w->state[q] == MASK_KEPT) continue;
+    w->key[c++] = d->o.method == EFFML_SPARSE_DST_SET ? (float)effml__rng_uniform(&rng)
+                                                      : score_of(m->dense_grad[q]);
+  }
+  float *sel = (float *)effml__malloc(d->ctx, (size_t)ncand * sizeof(float));
+  if (!sel) return effml__err(d->ctx, EFFML_E_NOMEM, "out of memory for a sparse mask update");
+  memcpy(sel, w->key, (size_t)ncand * sizeof(float));
+  pick_cut cut = cut_make(w->key, sel, ncand, n_drop, 1);
+  effml__free(d->ctx, sel);
+  c = 0;
+  for (int64_t q = 0; q < numel; ++q) {
+    if (w->state[q] == MASK_KEPT) continue;
+    w->state[q] = after_grow(w->state[q], cut_take(&cut, w->key[c++]));
+  }
+  return EFFML_OK;
+}
+
+/* slots: KEPT positions keep theirs; FREED slots (in old position order) go to the GROWN. */
+static effml_status assign_slots(effml_context *ctx, const effml__spmat *m, elem_work *w,
+                                 int64_t *nfree) {
+  const int64_t nnz = m->nnz, numel = m->rows * m->cols;
+  *nfree = 0;
+  for (int64_t p = 0; p < nnz; ++p)
+    if (w->state[w->old_pos[p]] == MASK_FREED) w->fresh[(*nfree)++] = w->old_slot[p];
+  int64_t k = 0, f = 0, op = 0;
+  for (int64_t q = 0; q < numel; ++q) {
+    if (w->state[q] == MASK_KEPT) {
+      while (w->old_pos[op] < q) ++op;
+      w->pos[k] = q;
+      w->slot[k++] = w->old_slot[op];
+    } else if (w->state[q] == MASK_GROWN) {
+      w->pos[k] = q;
+      w->slot[k++] = (int32_t)w->fresh[f++];
+    }
+  }
+  if (k != nnz || f != *nfree) /* internal invariant: nnz is exact */
+    return effml__err(ctx, EFFML_E_STATE, "sparse mask update lost count (%lld != %lld)",
+                      (long long)k, (long long)nnz);
+  return EFFML_OK;
+}
+
+/* Phases: the old active set in position order; mark_drops; mark_grows; assign_slots;
+ * commit_mask. */
 static effml_status update_matrix(effml_dst *d, int32_t mi, double alpha) {
   effml_context *ctx = d->ctx;
-  effml_layer *layer = d->owner[mi];
   effml__spmat *m = d->mats[mi];
   const int64_t nnz = m->nnz, cols = m->cols, numel = m->rows * m->cols;
   const int64_t n_drop = (int64_t)floor(alpha * (double)nnz);
   if (n_drop < 1) return EFFML_OK;
-  effml__param *pe = effml__layer_param_entry(layer, m->param);
-  float *val = effml__f32(pe->value), *grad = effml__f32(pe->grad);
+  effml__param *pe = effml__layer_param_entry(d->owner[mi], m->param);
+  const float *val = effml__f32(pe->value);
 
   effml_status st = EFFML_OK;
-  int64_t *pos = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
-  int32_t *slot = (int32_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int32_t));
-  float *key = (float *)effml__malloc(ctx, (size_t)(numel > nnz ? numel : nnz) * sizeof(float));
-  uint8_t *state = (uint8_t *)effml__calloc(ctx, (size_t)numel, 1); /* 1 kept, 2 dropped, 3 grown */
-  int64_t *fresh = (int64_t *)effml__malloc(ctx, (size_t)n_drop * sizeof(int64_t));
-  int32_t *old_slot = (int32_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int32_t));
-  int64_t *old_pos = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
-  if (!pos || !slot || !key || !state || !fresh || !old_slot || !old_pos) {
+  elem_work w;
+  w.pos = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
+  w.slot = (int32_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int32_t));
+  w.key = (float *)effml__malloc(ctx, (size_t)(numel > nnz ? numel : nnz) * sizeof(float));
+  w.state = (uint8_t *)effml__calloc(ctx, (size_t)numel, 1);
+  w.fresh = (int64_t *)effml__malloc(ctx, (size_t)n_drop * sizeof(int64_t));
+  w.old_slot = (int32_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int32_t));
+  w.old_pos = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
+  if (!w.pos || !w.slot || !w.key || !w.state || !w.fresh || !w.old_slot || !w.old_pos)
     st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for a sparse mask update (%lld weights)",
                     (long long)numel);
-    goto done;
-  }
-  /* old active set in position order */
-  for (int64_t r = 0; r < m->rows; ++r)
-    for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p) {
-      old_pos[p] = r * cols + m->col_idx[p];
-      old_slot[p] = m->slot[p];
-    }
-  /* drop: the n_drop smallest |w|, ties to the lower position */
-  for (int64_t p = 0; p < nnz; ++p) key[p] = score_of(val[old_slot[p]]);
-  {
-    float tau = select_kth(key, nnz, n_drop - 1);
-    int64_t lt = 0;
-    for (int64_t p = 0; p < nnz; ++p) lt += score_of(val[old_slot[p]]) < tau;
-    int64_t eq_left = n_drop - lt;
-    for (int64_t p = 0; p < nnz; ++p) {
-      float w = score_of(val[old_slot[p]]);
-      int drop = w < tau || (w == tau && eq_left > 0);
-      if (w == tau && drop) --eq_left;
-      state[old_pos[p]] = drop ? 2 : 1;
-    }
-  }
-  /* grow: n_drop best-scoring positions that are not kept */
-  int64_t ncand = numel - (nnz - n_drop);
-  {
-    effml__rng rng;
-    effml__rng_seed(&rng, d->o.seed, (uint64_t)d->updates * 1000003ULL + (uint64_t)mi);
-    int64_t c = 0;
-    for (int64_t q = 0; q < numel; ++q) {
-      if (state[q] == 1) continue;
-      key[c++] = d->o.method == EFFML_SPARSE_DST_SET ? (float)effml__rng_uniform(&rng)
-                                                : score_of(m->dense_grad[q]);
-    }
-    /* key[] holds candidate scores in position order; keep a copy order by re-deriving */
-    float *sel = (float *)effml__malloc(ctx, (size_t)ncand * sizeof(float));
-    if (!sel) {
-      st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for a sparse mask update");
-      goto done;
-    }
-    memcpy(sel, key, (size_t)ncand * sizeof(float));
-    float tau = select_kth(sel, ncand, ncand - n_drop);
-    effml__free(ctx, sel);
-    int64_t gt = 0;
-    for (int64_t i = 0; i < ncand; ++i) gt += key[i] > tau;
-    int64_t eq_left = n_drop - gt;
-    c = 0;
-    for (int64_t q = 0; q < numel; ++q) {
-      if (state[q] == 1) continue;
-      float s = key[c++];
-      int grow = s > tau || (s == tau && eq_left > 0);
-      if (s == tau && grow) --eq_left;
-      if (grow) state[q] = state[q] == 2 ? 1 : 3; /* a regrown dropped weight is simply kept */
-      else if (state[q] == 2) state[q] = 4;       /* dropped for good: its slot is freed */
-    }
-  }
-  /* slots: kept positions keep theirs; freed slots (in old position order) go to new ones */
-  {
-    int64_t nfree = 0;
-    for (int64_t p = 0; p < nnz; ++p)
-      if (state[old_pos[p]] == 4) fresh[nfree++] = old_slot[p];
-    int64_t k = 0, f = 0, op = 0;
-    for (int64_t q = 0; q < numel; ++q) {
-      if (state[q] == 1) {
-        while (old_pos[op] < q) ++op;
-        pos[k] = q;
-        slot[k++] = old_slot[op];
-      } else if (state[q] == 3) {
-        pos[k] = q;
-        slot[k++] = (int32_t)fresh[f++];
+  if (st == EFFML_OK) {
+    for (int64_t r = 0; r < m->rows; ++r)
+      for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p) {
+        w.old_pos[p] = r * cols + m->col_idx[p];
+        w.old_slot[p] = m->slot[p];
       }
-    }
-    if (k != nnz || f != nfree) { /* internal invariant: nnz is exact */
-      st = effml__err(ctx, EFFML_E_STATE, "sparse mask update lost count (%lld != %lld)",
-                      (long long)k, (long long)nnz);
-      goto done;
-    }
-    st = effml__spmat_rebuild(ctx, m, pos, slot);
-    if (st != EFFML_OK) goto done;
-    for (int64_t i = 0; i < nfree; ++i) {
-      val[fresh[i]] = 0.0f;
-      grad[fresh[i]] = 0.0f;
-    }
-    if (d->opt && nfree > 0) {
-      st = effml_optimizer_reset_state(ctx, d->opt, pe->value, fresh, nfree);
-      if (st == EFFML_E_NOT_FOUND) st = EFFML_OK; /* parameter not trained by this optimizer */
-    }
+    mark_drops(m, val, n_drop, &w);
+    st = mark_grows(d, mi, m, n_drop, &w);
   }
-done:
-  effml__free(ctx, pos);
-  effml__free(ctx, slot);
-  effml__free(ctx, key);
-  effml__free(ctx, state);
-  effml__free(ctx, fresh);
-  effml__free(ctx, old_slot);
-  effml__free(ctx, old_pos);
+  int64_t nfree = 0;
+  if (st == EFFML_OK) st = assign_slots(ctx, m, &w, &nfree);
+  if (st == EFFML_OK) st = commit_mask(d, m, pe, w.pos, w.slot, w.fresh, nfree);
+  effml__free(ctx, w.pos);
+  effml__free(ctx, w.slot);
+  effml__free(ctx, w.key);
+  effml__free(ctx, w.state);
+  effml__free(ctx, w.fresh);
+  effml__free(ctx, w.old_slot);
+  effml__free(ctx, w.old_pos);
   return st;
 }
 
@@ -207,135 +272,134 @@ done:
  * Full block-rows and the tail are updated as two separate pools (⌊α·active⌋
  * units each), so every grown unit has as many elements as a dropped one and
  * nnz stays exact.  Ties break towards the lower unit index. */
+
+/* Scratch of update_blocked. */
+typedef struct {
+  int32_t *uj;    /* [units] index of the unit's column within its block-row, -1 inactive */
+  uint8_t *state; /* [units] MASK_* */
+  float *key, *sel;
+  int64_t *pos, *fresh;
+  int32_t *slot;
+} block_work;
+
+/* Drop and grow within units [u_lo, u_hi) of blocks of h rows (one pool). */
+static void update_pool(effml_dst *d, const effml__spmat *m, const float *val, double alpha,
+                        int64_t u_lo, int64_t u_hi, int64_t h, effml__rng *rng, block_work *w) {
+  const int64_t B = m->block, cols = m->cols;
+  /* drop scores of the active units, in unit order */
+  int64_t nact = 0;
+  for (int64_t u = u_lo; u < u_hi; ++u) {
+    if (w->uj[u] < 0) continue;
+    const int64_t r0 = u / cols * B;
+    float s = 0.0f;
+    for (int64_t k = 0; k < h; ++k) s += score_of(val[m->slot[m->row_ptr[r0 + k] + w->uj[u]]]);
+    w->key[nact++] = s;
+  }
+  const int64_t n_drop = (int64_t)floor(alpha * (double)nact);
+  if (n_drop < 1) {
+    for (int64_t u = u_lo; u < u_hi; ++u)
+      if (w->uj[u] >= 0) w->state[u] = MASK_KEPT;
+    return;
+  }
+  memcpy(w->sel, w->key, (size_t)nact * sizeof(float));
+  pick_cut cut = cut_make(w->key, w->sel, nact, n_drop, 0);
+  int64_t i = 0;
+  for (int64_t u = u_lo; u < u_hi; ++u) {
+    if (w->uj[u] < 0) continue;
+    w->state[u] = cut_take(&cut, w->key[i++]) ? MASK_DROPPED : MASK_KEPT;
+  }
+  /* grow scores of every unit not kept */
+  int64_t nc = 0;
+  for (int64_t u = u_lo; u < u_hi; ++u) {
+    if (w->state[u] == MASK_KEPT) continue;
+    float g = 0.0f;
+    if (d->o.method == EFFML_SPARSE_DST_SET) {
+      g = (float)effml__rng_uniform(rng);
+    } else {
+      const int64_t r0 = u / cols * B, c = u % cols;
+      for (int64_t k = 0; k < h; ++k) g += score_of(m->dense_grad[(r0 + k) * cols + c]);
+    }
+    w->key[nc++] = g;
+  }
+  memcpy(w->sel, w->key, (size_t)nc * sizeof(float));
+  cut = cut_make(w->key, w->sel, nc, n_drop, 1);
+  i = 0;
+  for (int64_t u = u_lo; u < u_hi; ++u) {
+    if (w->state[u] == MASK_KEPT) continue;
+    w->state[u] = after_grow(w->state[u], cut_take(&cut, w->key[i++]));
+  }
+}
+
+/* Freed slots in old position order, then the new positions row by row: KEPT blocks
+ * keep their slots, GROWN ones take freed slots. */
+static effml_status assign_block_slots(effml_context *ctx, const effml__spmat *m, block_work *w,
+                                       int64_t *nfree) {
+  const int64_t B = m->block, rows = m->rows, cols = m->cols, nnz = m->nnz;
+  int64_t k = 0, f = 0;
+  *nfree = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p)
+      if (w->state[r / B * cols + m->col_idx[p]] == MASK_FREED) w->fresh[(*nfree)++] = m->slot[p];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t br = r / B;
+    for (int64_t c = 0; c < cols; ++c) {
+      const uint8_t s = w->state[br * cols + c];
+      if (s != MASK_KEPT && s != MASK_GROWN) continue;
+      if (k >= nnz) break;
+      w->pos[k] = r * cols + c;
+      w->slot[k++] = s == MASK_KEPT ? m->slot[m->row_ptr[r] + w->uj[br * cols + c]]
+                                    : (int32_t)w->fresh[f++];
+    }
+  }
+  if (k != nnz || f != *nfree)
+    return effml__err(ctx, EFFML_E_STATE, "block mask update lost count (%lld != %lld)",
+                      (long long)k, (long long)nnz);
+  return EFFML_OK;
+}
+
+/* Phases: the unit index of the active blocks; update_pool for the full block-rows,
+ * then for the tail; assign_block_slots; commit_mask. */
 static effml_status update_blocked(effml_dst *d, int32_t mi, double alpha) {
   effml_context *ctx = d->ctx;
-  effml_layer *layer = d->owner[mi];
   effml__spmat *m = d->mats[mi];
   const int64_t B = m->block, rows = m->rows, cols = m->cols, nnz = m->nnz;
   const int64_t nbr = (rows + B - 1) / B, nunits = nbr * cols, nfull = rows / B;
-  effml__param *pe = effml__layer_param_entry(layer, m->param);
-  float *val = effml__f32(pe->value), *grad = effml__f32(pe->grad);
+  effml__param *pe = effml__layer_param_entry(d->owner[mi], m->param);
+  const float *val = effml__f32(pe->value);
   effml_status st = EFFML_OK;
-  int32_t *uj = (int32_t *)effml__malloc(ctx, (size_t)nunits * sizeof(int32_t));
-  uint8_t *state = (uint8_t *)effml__calloc(ctx, (size_t)nunits, 1);
-  float *key = (float *)effml__malloc(ctx, (size_t)nunits * sizeof(float));
-  float *sel = (float *)effml__malloc(ctx, (size_t)nunits * sizeof(float));
-  int64_t *pos = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
-  int32_t *slot = (int32_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int32_t));
-  int64_t *fresh = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
-  if (!uj || !state || !key || !sel || !pos || !slot || !fresh) {
+  block_work w;
+  w.uj = (int32_t *)effml__malloc(ctx, (size_t)nunits * sizeof(int32_t));
+  w.state = (uint8_t *)effml__calloc(ctx, (size_t)nunits, 1);
+  w.key = (float *)effml__malloc(ctx, (size_t)nunits * sizeof(float));
+  w.sel = (float *)effml__malloc(ctx, (size_t)nunits * sizeof(float));
+  w.pos = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
+  w.slot = (int32_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int32_t));
+  w.fresh = (int64_t *)effml__malloc(ctx, (size_t)nnz * sizeof(int64_t));
+  if (!w.uj || !w.state || !w.key || !w.sel || !w.pos || !w.slot || !w.fresh)
     st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for a block mask update (%lld blocks)",
                     (long long)nunits);
-    goto done;
+  int64_t nfree = 0;
+  if (st == EFFML_OK) {
+    for (int64_t u = 0; u < nunits; ++u) w.uj[u] = -1;
+    for (int64_t br = 0; br < nbr; ++br) {
+      const int64_t r0 = br * B;
+      for (int64_t p = m->row_ptr[r0]; p < m->row_ptr[r0 + 1]; ++p)
+        w.uj[br * cols + m->col_idx[p]] = (int32_t)(p - m->row_ptr[r0]);
+    }
+    effml__rng rng;
+    effml__rng_seed(&rng, d->o.seed, (uint64_t)d->updates * 1000003ULL + (uint64_t)mi);
+    if (nfull > 0) update_pool(d, m, val, alpha, 0, nfull * cols, B, &rng, &w);
+    if (nbr > nfull) update_pool(d, m, val, alpha, nfull * cols, nbr * cols, rows - nfull * B, &rng, &w);
+    st = assign_block_slots(ctx, m, &w, &nfree);
   }
-  for (int64_t u = 0; u < nunits; ++u) uj[u] = -1;
-  for (int64_t br = 0; br < nbr; ++br) {
-    const int64_t r0 = br * B;
-    for (int64_t p = m->row_ptr[r0]; p < m->row_ptr[r0 + 1]; ++p)
-      uj[br * cols + m->col_idx[p]] = (int32_t)(p - m->row_ptr[r0]);
-  }
-  effml__rng rng;
-  effml__rng_seed(&rng, d->o.seed, (uint64_t)d->updates * 1000003ULL + (uint64_t)mi);
-  for (int reg = 0; reg < 2; ++reg) {
-    const int64_t b_lo = reg ? nfull : 0, b_hi = reg ? nbr : nfull;
-    const int64_t u_lo = b_lo * cols, u_hi = b_hi * cols;
-    if (u_lo >= u_hi) continue;
-    const int64_t h = reg ? rows - nfull * B : B;
-    /* drop scores of the active units, in unit order */
-    int64_t nact = 0;
-    for (int64_t u = u_lo; u < u_hi; ++u) {
-      if (uj[u] < 0) continue;
-      const int64_t r0 = u / cols * B;
-      float w = 0.0f;
-      for (int64_t k = 0; k < h; ++k) w += score_of(val[m->slot[m->row_ptr[r0 + k] + uj[u]]]);
-      key[nact++] = w;
-    }
-    const int64_t n_drop = (int64_t)floor(alpha * (double)nact);
-    if (n_drop < 1) {
-      for (int64_t u = u_lo; u < u_hi; ++u)
-        if (uj[u] >= 0) state[u] = 1;
-      continue;
-    }
-    memcpy(sel, key, (size_t)nact * sizeof(float));
-    float tau = select_kth(sel, nact, n_drop - 1);
-    int64_t lt = 0;
-    for (int64_t i = 0; i < nact; ++i) lt += key[i] < tau;
-    int64_t eq_left = n_drop - lt, i = 0;
-    for (int64_t u = u_lo; u < u_hi; ++u) {
-      if (uj[u] < 0) continue;
-      const float w = key[i++];
-      const int drop = w < tau || (w == tau && eq_left > 0);
-      if (w == tau && drop) --eq_left;
-      state[u] = drop ? 2 : 1;
-    }
-    /* grow scores of every unit not kept */
-    int64_t nc = 0;
-    for (int64_t u = u_lo; u < u_hi; ++u) {
-      if (state[u] == 1) continue;
-      float g = 0.0f;
-      if (d->o.method == EFFML_SPARSE_DST_SET) {
-        g = (float)effml__rng_uniform(&rng);
-      } else {
-        const int64_t r0 = u / cols * B, c = u % cols;
-        for (int64_t k = 0; k < h; ++k) g += score_of(m->dense_grad[(r0 + k) * cols + c]);
-      }
-      key[nc++] = g;
-    }
-    memcpy(sel, key, (size_t)nc * sizeof(float));
-    tau = select_kth(sel, nc, nc - n_drop);
-    int64_t gt = 0;
-    for (int64_t q = 0; q < nc; ++q) gt += key[q] > tau;
-    eq_left = n_drop - gt;
-    i = 0;
-    for (int64_t u = u_lo; u < u_hi; ++u) {
-      if (state[u] == 1) continue;
-      const float g = key[i++];
-      const int grow = g > tau || (g == tau && eq_left > 0);
-      if (g == tau && grow) --eq_left;
-      if (grow) state[u] = state[u] == 2 ? 1 : 3;
-      else if (state[u] == 2) state[u] = 4;
-    }
-  }
-  {
-    /* freed slots in old position order, then new positions row by row */
-    int64_t nfree = 0, k = 0, f = 0;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t p = m->row_ptr[r]; p < m->row_ptr[r + 1]; ++p)
-        if (state[r / B * cols + m->col_idx[p]] == 4) fresh[nfree++] = m->slot[p];
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t br = r / B;
-      for (int64_t c = 0; c < cols; ++c) {
-        const uint8_t s = state[br * cols + c];
-        if (s != 1 && s != 3) continue;
-        if (k >= nnz) break;
-        pos[k] = r * cols + c;
-        slot[k++] = s == 1 ? m->slot[m->row_ptr[r] + uj[br * cols + c]] : (int32_t)fresh[f++];
-      }
-    }
-    if (k != nnz || f != nfree) {
-      st = effml__err(ctx, EFFML_E_STATE, "block mask update lost count (%lld != %lld)",
-                      (long long)k, (long long)nnz);
-      goto done;
-    }
-    st = effml__spmat_rebuild(ctx, m, pos, slot);
-    if (st != EFFML_OK) goto done;
-    for (int64_t q = 0; q < nfree; ++q) {
-      val[fresh[q]] = 0.0f;
-      grad[fresh[q]] = 0.0f;
-    }
-    if (d->opt && nfree > 0) {
-      st = effml_optimizer_reset_state(ctx, d->opt, pe->value, fresh, nfree);
-      if (st == EFFML_E_NOT_FOUND) st = EFFML_OK;
-    }
-  }
-done:
-  effml__free(ctx, uj);
-  effml__free(ctx, state);
-  effml__free(ctx, key);
-  effml__free(ctx, sel);
-  effml__free(ctx, pos);
-  effml__free(ctx, slot);
-  effml__free(ctx, fresh);
+  if (st == EFFML_OK) st = commit_mask(d, m, pe, w.pos, w.slot, w.fresh, nfree);
+  effml__free(ctx, w.uj);
+  effml__free(ctx, w.state);
+  effml__free(ctx, w.key);
+  effml__free(ctx, w.sel);
+  effml__free(ctx, w.pos);
+  effml__free(ctx, w.slot);
+  effml__free(ctx, w.fresh);
   return st;
 }
 
