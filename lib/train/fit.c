@@ -317,11 +317,19 @@ effml_status effml_train_classifier(effml_context *ctx, effml_layer *model, effm
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, labels);
   EFFML__CHECK_NULL(ctx, fit);
-  if (fit->struct_size < offsetof(effml_train_options, batch_size) + sizeof(int64_t))
+  if (fit->struct_size < offsetof(effml_train_options, batch_size) + sizeof(int64_t) ||
+      fit->struct_size > EFFML__OPTIONS_MAX_SIZE)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_train_classifier: fit->struct_size=%u is too small (call "
-                      "effml_train_options_init)",
-                      (unsigned)fit->struct_size);
+                      "effml_train_classifier: fit->struct_size=%u is not valid (%s %zu bytes; "
+                      "call effml_train_options_init)",
+                      (unsigned)fit->struct_size,
+                      fit->struct_size > EFFML__OPTIONS_MAX_SIZE ? "at most" : "at least",
+                      fit->struct_size > EFFML__OPTIONS_MAX_SIZE
+                          ? (size_t)EFFML__OPTIONS_MAX_SIZE
+                          : offsetof(effml_train_options, batch_size) + sizeof(int64_t));
+  EFFML__TRY(effml__options_check_tail(ctx, "effml_train_classifier", "effml_train_options",
+                                       strlen("effml_train_options"), fit, fit->struct_size,
+                                       sizeof(effml_train_options)));
   fit_state s;
   memset(&s, 0, sizeof s);
   effml_train_options_init(&s.fo);
