@@ -305,6 +305,121 @@ START_TEST(test_augrc) {
 }
 END_TEST
 
+static void expect_err(effml_status got, effml_status want, const char *msg) {
+  ck_assert_msg(got == want, "status %d, want %d (%s)", (int)got, (int)want,
+                effml_context_last_error(ctx));
+  ck_assert_msg(strstr(effml_context_last_error(ctx), msg), "message \"%s\" lacks \"%s\"",
+                effml_context_last_error(ctx), msg);
+}
+
+/* Brier takes probabilities: every entry in [0, 1] and finite, every row summing to 1
+ * within 1e-6 * K.  Before, p * 5 scored 4.75 and -p 1.75 with EFFML_OK. */
+START_TEST(test_brier_refuses_non_probabilities) {
+  const double good[3 * 2] = {0.9, 0.1, 0.2, 0.8, 0.5, 0.5};
+  effml_tensor *p = NULL, *y = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, (int64_t[]){3, 2}, &p), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, (int64_t[]){3}, &y), EFFML_OK);
+  double *pv = effml_tensor_data(p);
+  int32_t *yv = effml_tensor_data(y);
+  yv[0] = 0, yv[1] = 1, yv[2] = 0;
+  memcpy(pv, good, sizeof good);
+  double b = -1;
+  ck_assert_int_eq(effml_calibration_brier(ctx, p, y, &b), EFFML_OK);
+  /* (0.01 + 0.01) + (0.04 + 0.04) + (0.25 + 0.25) over 3 rows */
+  ck_assert_double_eq_tol(b, 0.6 / 3.0, 1e-15);
+  for (int i = 0; i < 6; ++i) pv[i] = 5 * good[i];
+  b = 7;
+  expect_err(effml_calibration_brier(ctx, p, y, &b), EFFML_E_INVALID_ARG,
+             "effml_calibration_brier: probs[0, 0]=4.5 is outside [0, 1]");
+  ck_assert_double_eq(b, 7); /* untouched */
+  for (int i = 0; i < 6; ++i) pv[i] = -good[i];
+  expect_err(effml_calibration_brier(ctx, p, y, &b), EFFML_E_INVALID_ARG,
+             "effml_calibration_brier: probs[0, 0]=-0.9 is outside [0, 1]");
+  memcpy(pv, good, sizeof good);
+  pv[5] = 5; /* the element the message must name */
+  expect_err(effml_calibration_brier(ctx, p, y, &b), EFFML_E_INVALID_ARG,
+             "probs[2, 1]=5 is outside [0, 1]");
+  pv[5] = NAN;
+  expect_err(effml_calibration_brier(ctx, p, y, &b), EFFML_E_NUMERIC, "probs[2, 1]=nan is not finite");
+  pv[5] = INFINITY;
+  expect_err(effml_calibration_brier(ctx, p, y, &b), EFFML_E_NUMERIC, "probs[2, 1]=inf is not finite");
+  /* in range but not a distribution: row 1 sums to 0.9 */
+  memcpy(pv, good, sizeof good);
+  pv[3] = 0.7;
+  expect_err(effml_calibration_brier(ctx, p, y, &b), EFFML_E_INVALID_ARG,
+             "effml_calibration_brier: row 1 of probs sums to 0.9, not 1 "
+             "(tolerance 1e-6 * K = 2e-06)");
+  /* within the tolerance 1e-6 * K = 2e-6: accepted; just outside: refused */
+  pv[3] = 0.8 + 1.9e-6;
+  ck_assert_int_eq(effml_calibration_brier(ctx, p, y, &b), EFFML_OK);
+  const double d3 = 0.8 + 1.9e-6 - 1.0, b_ok = b;
+  ck_assert_double_eq_tol(b, (0.02 + 0.04 + d3 * d3 + 0.5) / 3.0, 1e-15);
+  pv[3] = 0.8 + 2.1e-6;
+  expect_err(effml_calibration_brier(ctx, p, y, &b), EFFML_E_INVALID_ARG,
+             "row 1 of probs sums to 1.0000021, not 1");
+  ck_assert_double_eq(b, b_ok); /* untouched */
+  effml_tensor_free(p); effml_tensor_free(y);
+}
+END_TEST
+
+/* Correctness flags are 0 or 1; before, -1, 2, 3 counted as correct in ECE, the
+ * reliability bins and AUGRC (a wrong answer with EFFML_OK). */
+START_TEST(test_flags_refuse_non_binary) {
+  effml_tensor *c = NULL, *ok = NULL, *ok64 = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, (int64_t[]){4}, &c), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, (int64_t[]){4}, &ok), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, (int64_t[]){4}, &ok64), EFFML_OK);
+  double *cv = effml_tensor_data(c);
+  int32_t *ov = effml_tensor_data(ok);
+  int64_t *o64 = effml_tensor_data(ok64);
+  const double conf[4] = {0.9, 0.8, 0.6, 0.3};
+  memcpy(cv, conf, sizeof conf);
+  for (int i = 0; i < 4; ++i) ov[i] = i % 2, o64[i] = i % 2;
+  double e = -1, a = -1;
+  int64_t cnt[2];
+  ck_assert_int_eq(effml_calibration_ece(ctx, c, ok, 1, 0, 1, &e), EFFML_OK);
+  ck_assert_double_eq_tol(e, fabs(0.5 - 2.6 / 4), 1e-15); /* one bin: |acc - conf| */
+  ck_assert_int_eq(effml_metrics_selective_augrc(ctx, c, ok, &a), EFFML_OK);
+  const int32_t bad[3] = {-1, 2, 3};
+  for (int t = 0; t < 3; ++t) {
+    ov[3] = bad[t];
+    char msg[96];
+    snprintf(msg, sizeof msg, "effml_calibration_ece: correct[3]=%d is not 0 or 1", (int)bad[t]);
+    double e2 = 7, a2 = 7;
+    expect_err(effml_calibration_ece(ctx, c, ok, 1, 0, 1, &e2), EFFML_E_INVALID_ARG, msg);
+    ck_assert_double_eq(e2, 7);
+    snprintf(msg, sizeof msg, "effml_calibration_reliability: correct[3]=%d is not 0 or 1",
+             (int)bad[t]);
+    cnt[0] = cnt[1] = 9;
+    expect_err(effml_calibration_reliability(ctx, c, ok, 2, 0, cnt, NULL, NULL, NULL),
+               EFFML_E_INVALID_ARG, msg);
+    ck_assert_int_eq(cnt[0], 9);
+    snprintf(msg, sizeof msg, "effml_metrics_selective_augrc: correct[3]=%d is not 0 or 1",
+             (int)bad[t]);
+    expect_err(effml_metrics_selective_augrc(ctx, c, ok, &a2), EFFML_E_INVALID_ARG, msg);
+    ck_assert_double_eq(a2, 7);
+    expect_err(effml_metrics_selective_aurc(ctx, c, ok, &a2), EFFML_E_INVALID_ARG,
+               "correct[3]");
+  }
+  /* i64 beyond 32 bits is named with its full value */
+  o64[1] = (int64_t)1 << 32;
+  expect_err(effml_calibration_ece(ctx, c, ok64, 1, 0, 1, &e), EFFML_E_INVALID_ARG,
+             "correct[1]=4294967296 is not 0 or 1");
+  expect_err(effml_metrics_selective_augrc(ctx, c, ok64, &a), EFFML_E_INVALID_ARG,
+             "correct[1]=4294967296 is not 0 or 1");
+  /* u8 2 is refused too */
+  effml_tensor *u8 = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_U8, 1, (int64_t[]){4}, &u8), EFFML_OK);
+  uint8_t *uv = effml_tensor_data(u8);
+  uv[0] = 1, uv[1] = 0, uv[2] = 2, uv[3] = 1;
+  expect_err(effml_calibration_ece(ctx, c, u8, 1, 0, 1, &e), EFFML_E_INVALID_ARG,
+             "correct[2]=2 is not 0 or 1");
+  expect_err(effml_metrics_selective_augrc(ctx, c, u8, &a), EFFML_E_INVALID_ARG,
+             "correct[2]=2 is not 0 or 1");
+  effml_tensor_free(c); effml_tensor_free(ok); effml_tensor_free(ok64); effml_tensor_free(u8);
+}
+END_TEST
+
 static effml_calibrator *make_ca(int balance) {
   effml_calibration_options o;
   effml_calibration_options_init(&o);
@@ -535,6 +650,8 @@ int main(void) {
   tcase_add_test(tc, test_metric_identities_and_errors);
   tcase_add_test(tc, test_correctness_aware);
   tcase_add_test(tc, test_augrc);
+  tcase_add_test(tc, test_brier_refuses_non_probabilities);
+  tcase_add_test(tc, test_flags_refuse_non_binary);
   tcase_add_test(tc, test_cascade_stage_calibration);
   suite_add_tcase(s, tc);
   return tu_run(s);

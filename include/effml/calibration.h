@@ -204,11 +204,12 @@ EFFML_API effml_status effml_calibration_ca_features(effml_context *ctx,
  * mean confidence, their accuracy (both 0 for an empty bin), and the bin's
  * upper edge ((b+1)/B, or u_b for adaptive bins).
  * @param confidences  f32/f64 `[n]` in [0, 1] (e.g. max softmax probability), n >= 1
- * @param correct      bool/u8/i32/i64 `[n]` (nonzero = the prediction is right)
+ * @param correct      bool/u8/i32/i64 `[n]`, each 0 or 1 (1 = the prediction is right)
  * @param num_bins     B >= 1
  * @param binning      EFFML_CALIBRATION_BINS_*
  * @return EFFML_E_INVALID_ARG (NULL confidences/correct, B < 1, unknown
- *         binning, a confidence outside [0, 1]), EFFML_E_SHAPE,
+ *         binning, a confidence outside [0, 1], a flag other than 0 or 1:
+ *         "correct[3]=2 is not 0 or 1"), EFFML_E_SHAPE,
  *         EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN), EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_calibration_reliability(effml_context *ctx,
@@ -234,9 +235,15 @@ EFFML_API effml_status effml_calibration_ece(effml_context *ctx, const effml_ten
 /**
  * Multiclass Brier score (Brier 1950): (1/n) Σ_i Σ_k (p_ik − [k = y_i])²,
  * in [0, 2] (scikit-learn 1.2's `brier_score_loss` is binary only).
- * @param probs   f32/f64 `[n, K]`, any strides, finite
+ * @param probs   f32/f64 `[n, K]`, any strides: probabilities, each in [0, 1],
+ *                each row summing to 1 within 1e-6 * K (|Σ_k p_ik − 1| <= 1e-6 K,
+ *                room for f32 softmax rounding); pass probabilities, not logits
  * @param labels  i32/i64 `[n]` in [0, K)
- * @return EFFML_E_INVALID_ARG (NULL), EFFML_E_SHAPE, EFFML_E_DTYPE, EFFML_E_RANGE, EFFML_E_NUMERIC.
+ * @return EFFML_E_INVALID_ARG (NULL; an entry outside [0, 1]: "probs[3, 1]=5 is
+ *         outside [0, 1]"; a row sum off by more than the tolerance: "row 3 of probs
+ *         sums to 0.9, not 1 (tolerance 1e-6 * K = 5e-06)"), EFFML_E_SHAPE,
+ *         EFFML_E_DTYPE, EFFML_E_RANGE (label), EFFML_E_NUMERIC (NaN or inf entry).
+ *         On error *brier is untouched.
  */
 EFFML_API effml_status effml_calibration_brier(effml_context *ctx, const effml_tensor *probs,
                                                const effml_tensor *labels, double *brier);

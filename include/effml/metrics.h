@@ -36,7 +36,9 @@ EFFML_API effml_status effml_metrics_accuracy(effml_context *ctx, const effml_te
 
 /* ---- selective-classification and OOD metrics ----
  * Inputs: `scores` f32/f64 [N] confidences (no NaN); `correct` / `is_ood` bool, u8, i32 or
- * i64 [N] (nonzero = true).  Errors: EFFML_E_INVALID_ARG (NULL, value out of range),
+ * i64 [N], each 0 or 1 (1 = true; any other value, e.g. -1 or 2, is EFFML_E_INVALID_ARG
+ * naming the element: "correct[3]=2 is not 0 or 1").  Errors: EFFML_E_INVALID_ARG (NULL,
+ * value out of range),
  * EFFML_E_SHAPE (N < 1, lengths differ), EFFML_E_DTYPE, EFFML_E_NUMERIC (NaN score),
  * EFFML_E_NOMEM.  Outputs are written only on success.
  *

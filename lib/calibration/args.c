@@ -104,7 +104,15 @@ effml_status effml__cal_read_flags(effml_context *ctx, const char *fn, const eff
   EFFML__TRY(need_int_1d(ctx, fn, t, name, n, 1));
   unsigned char *v = (unsigned char *)effml__alloc_or_err(ctx, (size_t)n, name);
   if (!v) return EFFML_E_NOMEM;
-  for (int64_t i = 0; i < n; ++i) v[i] = geti(t, i) != 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t f = geti(t, i);
+    if (f != 0 && f != 1) {
+      effml__free(ctx, v);
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: %s[%lld]=%lld is not 0 or 1", fn, name,
+                        (long long)i, (long long)f);
+    }
+    v[i] = (unsigned char)f;
+  }
   *out = v;
   return EFFML_OK;
 }

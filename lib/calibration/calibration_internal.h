@@ -15,7 +15,7 @@ EFFML__HIDDEN effml_status effml__cal_read_matrix(effml_context *ctx, const char
 EFFML__HIDDEN effml_status effml__cal_read_vector(effml_context *ctx, const char *fn,
                                                   const effml_tensor *t, const char *name,
                                                   int64_t n, double **out, int64_t *n_out);
-/* 1-D bool/u8/i32/i64 [n] flags. */
+/* 1-D bool/u8/i32/i64 [n] flags, each 0 or 1 (else EFFML_E_INVALID_ARG naming the element). */
 EFFML__HIDDEN effml_status effml__cal_read_flags(effml_context *ctx, const char *fn,
                                                  const effml_tensor *t, const char *name,
                                                  int64_t n, unsigned char **out);

@@ -187,6 +187,9 @@ effml_status effml_calibration_ece(effml_context *ctx, const effml_tensor *confi
   return st;
 }
 
+/* Row-sum tolerance of effml_calibration_brier() per class (calibration.h). */
+#define BRIER_ROW_TOL 1e-6
+
 effml_status effml_calibration_brier(effml_context *ctx, const effml_tensor *probs,
                                      const effml_tensor *labels, double *brier) {
   EFFML__ENTER(ctx);
@@ -197,6 +200,22 @@ effml_status effml_calibration_brier(effml_context *ctx, const effml_tensor *pro
   int64_t n = 0, K = 0, *y = NULL;
   EFFML__TRY(effml__cal_read_matrix(ctx, fn, probs, "probs", -1, -1, &p, &n, &K));
   effml_status st = effml__cal_read_labels(ctx, fn, labels, "labels", n, K, &y);
+  /* each probability in [0, 1]; each row sums to 1 within BRIER_ROW_TOL * K (header) */
+  for (int64_t i = 0; i < n && st == EFFML_OK; ++i) {
+    double sum = 0.0;
+    for (int64_t k = 0; k < K && st == EFFML_OK; ++k) {
+      const double v = p[i * K + k];
+      if (!(v >= 0.0 && v <= 1.0))
+        st = effml__err(ctx, EFFML_E_INVALID_ARG, "%s: probs[%lld, %lld]=%g is outside [0, 1]", fn,
+                        (long long)i, (long long)k, v);
+      sum += v;
+    }
+    const double tol = BRIER_ROW_TOL * (double)K;
+    if (st == EFFML_OK && !(fabs(sum - 1.0) <= tol))
+      st = effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: row %lld of probs sums to %.9g, not 1 (tolerance 1e-6 * K = %g)", fn,
+                      (long long)i, sum, tol);
+  }
   if (st == EFFML_OK) {
     double total = 0.0;
     for (int64_t i = 0; i < n; ++i)

@@ -70,7 +70,15 @@ effml_status effml__read_flags(effml_context *ctx, const effml_tensor *t, const 
                       effml_tensor_dtype_name(t->dtype));
   unsigned char *v = effml__alloc_or_err(ctx, (size_t)n, name);
   if (!v) return EFFML_E_NOMEM;
-  for (int64_t i = 0; i < n; ++i) v[i] = get_i(t, i) != 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t f = get_i(t, i);
+    if (f != 0 && f != 1) {
+      effml__free(ctx, v);
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s[%lld]=%lld is not 0 or 1", name,
+                        (long long)i, (long long)f);
+    }
+    v[i] = (unsigned char)f;
+  }
   *out = v;
   return EFFML_OK;
 }

@@ -128,6 +128,8 @@ EFFML__HIDDEN effml_status effml__stage_tensor(effml_context *ctx, effml__stage_
 /* Readers for 1-D argument tensors (any strides).  Allocate with ctx; caller frees. */
 EFFML__HIDDEN effml_status effml__read_scores(effml_context *ctx, const effml_tensor *t,
                                               const char *name, int64_t *n, double **out);
+/* Flags: every value 0 or 1 (else EFFML_E_INVALID_ARG naming the element). */
+/* Flags [n]: bool/u8/i32/i64, every value 0 or 1 (else EFFML_E_INVALID_ARG naming the element). */
 EFFML__HIDDEN effml_status effml__read_flags(effml_context *ctx, const effml_tensor *t,
                                              const char *name, int64_t n, unsigned char **out);
 /* Labels in [0, K) (K <= 0: no range check). */

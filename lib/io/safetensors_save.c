@@ -166,6 +166,110 @@ static effml_status check_args(effml_context *ctx, const char *fn, int64_t n,
   return EFFML_OK;
 }
 
+/* items[] from names/tensors in file order (dtype rank descending, then name), names
+ * unique, each item's data_offsets assigned. */
+static effml_status order_items(effml_context *ctx, const char *fn, int64_t n,
+                                const char *const *names, const effml_tensor *const *tensors,
+                                save_item *items) {
+  for (int64_t i = 0; i < n; ++i) {
+    items[i].name = names[i];
+    items[i].t = tensors[i];
+    items[i].rank = effml__st_dtype_of(tensors[i]->dtype)->rank;
+  }
+  if (n) qsort(items, (size_t)n, sizeof *items, cmp_items);
+  for (int64_t i = 1; i < n; ++i)
+    if (strcmp(items[i - 1].name, items[i].name) == 0 && items[i - 1].rank == items[i].rank)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: duplicate tensor name '%s'", fn,
+                        items[i].name);
+  if (n > 1) { /* same name with different dtypes is not adjacent after the sort */
+    effml_status rc = EFFML_OK;
+    const char **tmp = (const char **)effml__calloc_or_err(ctx, (size_t)n, sizeof(char *), "names");
+    if (tmp == NULL) return EFFML_E_NOMEM;
+    for (int64_t i = 0; i < n; ++i) tmp[i] = names[i];
+    qsort(tmp, (size_t)n, sizeof(char *), cmp_strp);
+    for (int64_t i = 1; i < n && rc == EFFML_OK; ++i)
+      if (strcmp(tmp[i - 1], tmp[i]) == 0)
+        rc = effml__err(ctx, EFFML_E_INVALID_ARG, "%s: duplicate tensor name '%s'", fn, tmp[i]);
+    effml__free(ctx, tmp);
+    if (rc != EFFML_OK) return rc;
+  }
+  return EFFML_OK;
+}
+
+/* meta[] from the key/value arrays sorted by key, keys unique. */
+static effml_status order_meta(effml_context *ctx, const char *fn, int64_t n_meta,
+                               const char *const *keys, const char *const *values,
+                               meta_pair *meta) {
+  for (int64_t m = 0; m < n_meta; ++m) {
+    meta[m].key = keys[m];
+    meta[m].value = values[m];
+  }
+  if (n_meta) qsort(meta, (size_t)n_meta, sizeof *meta, cmp_pairs);
+  for (int64_t m = 1; m < n_meta; ++m)
+    if (strcmp(meta[m - 1].key, meta[m].key) == 0)
+      return effml__err(ctx, EFFML_E_INVALID_ARG, "%s: duplicate metadata key '%s'", fn,
+                        meta[m].key);
+  return EFFML_OK;
+}
+
+/* The 8-byte length and the JSON header padded with spaces to a multiple of 8 bytes
+ * (*len = 8 + padded length); the items' data_offsets are assigned first. */
+static effml_status make_header(effml_context *ctx, save_item *items, int64_t n,
+                                const meta_pair *meta, int64_t n_meta, char **header,
+                                size_t *len) {
+  uint64_t off = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    items[i].begin = off;
+    off += (uint64_t)effml_tensor_nbytes(items[i].t);
+    items[i].end = off;
+  }
+  jbuf j = {NULL, 0};
+  write_header(&j, items, n, meta, n_meta); /* measures */
+  size_t hlen = j.len + (8 - j.len % 8) % 8;
+  *header = (char *)effml__alloc_or_err(ctx, hlen + 8, "the safetensors header");
+  if (*header == NULL) return EFFML_E_NOMEM;
+  effml__store_le64((unsigned char *)*header, (uint64_t)hlen);
+  j.buf = *header + 8;
+  j.len = 0;
+  write_header(&j, items, n, meta, n_meta);
+  memset(*header + 8 + j.len, ' ', hlen - j.len);
+  *len = hlen + 8;
+  return EFFML_OK;
+}
+
+/* The file written through a temporary (renamed on success, removed on failure): the
+ * header, then each tensor's bytes in item order, with a progress report before each. */
+static effml_status write_file(effml_context *ctx, const char *fn, const char *path,
+                               const char *header, size_t len, const save_item *items,
+                               int64_t n) {
+  effml__afile af;
+  EFFML__TRY(effml__afile_open(ctx, &af, path, fn));
+  effml__afile_write(&af, header, len);
+  effml_status rc = EFFML_OK;
+  int64_t total = 0, done = 0; /* progress in bytes of tensor data, before each tensor */
+  for (int64_t i = 0; i < n; ++i) total += (int64_t)effml_tensor_nbytes(items[i].t);
+  for (int64_t i = 0; i < n && rc == EFFML_OK; ++i) {
+    const effml_tensor *t = items[i].t;
+    effml_tensor *copy = NULL;
+    rc = effml__progress(ctx, done, total, "bytes");
+    if (rc != EFFML_OK) break; /* the temporary file is removed below; path untouched */
+    done += (int64_t)effml_tensor_nbytes(t);
+    if (!effml_tensor_is_contiguous(t)) {
+      rc = effml_tensor_contiguous(ctx, t, &copy);
+      t = copy;
+    }
+    if (rc == EFFML_OK) effml__afile_write(&af, effml_tensor_data_const(t), effml_tensor_nbytes(t));
+    effml_tensor_free(copy);
+  }
+  if (rc != EFFML_OK) {
+    effml__afile_abort(ctx, &af);
+    return rc;
+  }
+  return effml__afile_commit(ctx, &af, fn);
+}
+
+/* Phases: arguments (check_args); the tensors and metadata ordered and checked for
+ * duplicates (order_items, order_meta); the header (make_header); the file (write_file). */
 effml_status effml_safetensors_save(effml_context *ctx, const char *path, int64_t n,
                                     const char *const *names, const effml_tensor *const *tensors,
                                     int64_t n_meta, const char *const *meta_keys,
@@ -185,89 +289,13 @@ effml_status effml_safetensors_save(effml_context *ctx, const char *path, int64_
                                                               "metadata")
                            : NULL;
   char *header = NULL;
+  size_t len = 0;
   effml_status rc = EFFML_OK;
-  if ((n && !items) || (n_meta && !meta)) {
-    rc = EFFML_E_NOMEM;
-    goto out;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    items[i].name = names[i];
-    items[i].t = tensors[i];
-    items[i].rank = effml__st_dtype_of(tensors[i]->dtype)->rank;
-  }
-  if (n) qsort(items, (size_t)n, sizeof *items, cmp_items);
-  for (int64_t i = 1; i < n; ++i)
-    if (strcmp(items[i - 1].name, items[i].name) == 0 && items[i - 1].rank == items[i].rank) {
-      rc = effml__err(ctx, EFFML_E_INVALID_ARG, "%s: duplicate tensor name '%s'", fn,
-                      items[i].name);
-      goto out;
-    }
-  if (n > 1) { /* same name with different dtypes is not adjacent after the sort */
-    const char **tmp = (const char **)effml__calloc_or_err(ctx, (size_t)n, sizeof(char *), "names");
-    if (tmp == NULL) {
-      rc = EFFML_E_NOMEM;
-      goto out;
-    }
-    for (int64_t i = 0; i < n; ++i) tmp[i] = names[i];
-    qsort(tmp, (size_t)n, sizeof(char *), cmp_strp);
-    for (int64_t i = 1; i < n && rc == EFFML_OK; ++i)
-      if (strcmp(tmp[i - 1], tmp[i]) == 0)
-        rc = effml__err(ctx, EFFML_E_INVALID_ARG, "%s: duplicate tensor name '%s'", fn, tmp[i]);
-    effml__free(ctx, tmp);
-    if (rc != EFFML_OK) goto out;
-  }
-  for (int64_t m = 0; m < n_meta; ++m) {
-    meta[m].key = meta_keys[m];
-    meta[m].value = meta_values[m];
-  }
-  if (n_meta) qsort(meta, (size_t)n_meta, sizeof *meta, cmp_pairs);
-  for (int64_t m = 1; m < n_meta; ++m)
-    if (strcmp(meta[m - 1].key, meta[m].key) == 0) {
-      rc = effml__err(ctx, EFFML_E_INVALID_ARG, "%s: duplicate metadata key '%s'", fn,
-                      meta[m].key);
-      goto out;
-    }
-  uint64_t off = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    items[i].begin = off;
-    off += (uint64_t)effml_tensor_nbytes(items[i].t);
-    items[i].end = off;
-  }
-  jbuf j = {NULL, 0};
-  write_header(&j, items, n, meta, n_meta);
-  size_t hlen = j.len + (8 - j.len % 8) % 8;
-  header = (char *)effml__alloc_or_err(ctx, hlen + 8, "the safetensors header");
-  if (header == NULL) {
-    rc = EFFML_E_NOMEM;
-    goto out;
-  }
-  effml__store_le64((unsigned char *)header, (uint64_t)hlen);
-  j.buf = header + 8;
-  j.len = 0;
-  write_header(&j, items, n, meta, n_meta);
-  memset(header + 8 + j.len, ' ', hlen - j.len);
-  effml__afile af;
-  rc = effml__afile_open(ctx, &af, path, fn);
-  if (rc != EFFML_OK) goto out;
-  effml__afile_write(&af, header, hlen + 8);
-  int64_t total = 0, done = 0; /* progress in bytes of tensor data, before each tensor */
-  for (int64_t i = 0; i < n; ++i) total += (int64_t)effml_tensor_nbytes(items[i].t);
-  for (int64_t i = 0; i < n && rc == EFFML_OK; ++i) {
-    const effml_tensor *t = items[i].t;
-    effml_tensor *copy = NULL;
-    rc = effml__progress(ctx, done, total, "bytes");
-    if (rc != EFFML_OK) break; /* the temporary file is removed below; path untouched */
-    done += (int64_t)effml_tensor_nbytes(t);
-    if (!effml_tensor_is_contiguous(t)) {
-      rc = effml_tensor_contiguous(ctx, t, &copy);
-      t = copy;
-    }
-    if (rc == EFFML_OK) effml__afile_write(&af, effml_tensor_data_const(t), effml_tensor_nbytes(t));
-    effml_tensor_free(copy);
-  }
-  if (rc != EFFML_OK) effml__afile_abort(ctx, &af);
-  else rc = effml__afile_commit(ctx, &af, fn);
-out:
+  if ((n && !items) || (n_meta && !meta)) rc = EFFML_E_NOMEM;
+  if (rc == EFFML_OK) rc = order_items(ctx, fn, n, names, tensors, items);
+  if (rc == EFFML_OK) rc = order_meta(ctx, fn, n_meta, meta_keys, meta_values, meta);
+  if (rc == EFFML_OK) rc = make_header(ctx, items, n, meta, n_meta, &header, &len);
+  if (rc == EFFML_OK) rc = write_file(ctx, fn, path, header, len, items, n);
   effml__free(ctx, header);
   effml__free(ctx, meta);
   effml__free(ctx, items);

@@ -333,3 +333,27 @@ def test_cascade_stage_calibration_routes_like_prescaled_logits():
         a.set_stage_calibration(0, cal.VectorScaling().fit(Z[:, :3], Y % 3))
     with pytest.raises(ValueError, match="fitted on 3 classes, the cascade has 5"):
         a.set_stage_calibration(0, cal.TemperatureScaling().fit(Z[:, :3], Y % 3))
+
+
+def test_metrics_refuse_non_probabilities_and_non_binary_flags():
+    # the C library refuses these (they used to return a score with success)
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.3, 0.7]])
+    y = np.array([0, 1, 0, 1])
+    assert cal.brier_score(p, y) == pytest.approx((0.02 + 0.08 + 0.5 + 0.18) / 4, abs=1e-15)
+    with pytest.raises(effml.InvalidArgumentError, match=r"probs\[0, 0\]=4.5 is outside \[0, 1\]"):
+        cal.brier_score(p * 5, y)
+    with pytest.raises(effml.InvalidArgumentError, match=r"probs\[0, 0\]=-0.9 is outside \[0, 1\]"):
+        cal.brier_score(-p, y)
+    q = p.copy()
+    q[3, 1] = 0.5
+    with pytest.raises(effml.InvalidArgumentError, match=r"row 3 of probs sums to 0.8, not 1"):
+        cal.brier_score(q, y)
+    conf = np.array([0.9, 0.8, 0.6, 0.3])
+    for bad in (-1, 2, 3):
+        ok = np.array([1, 0, 1, bad], dtype=np.int64)
+        with pytest.raises(effml.InvalidArgumentError, match=r"correct\[3\]=%d is not 0 or 1" % bad):
+            cal.ece(conf, ok)
+        with pytest.raises(effml.InvalidArgumentError, match=r"correct\[3\]=%d is not 0 or 1" % bad):
+            cal.reliability_bins(conf, ok, n_bins=2)
+        with pytest.raises(effml.InvalidArgumentError, match=r"correct\[3\]=%d is not 0 or 1" % bad):
+            cal.augrc(conf, ok)
