@@ -365,10 +365,9 @@ static void fortran_to_c(char *dst, const char *src, const effml_tensor *t, size
   }
 }
 
-static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
-                             effml_tensor **out) {
-  if (EFFML__HOST_BIG_ENDIAN)
-    return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: big-endian hosts are not supported", fn);
+/* Magic, version and header length (*hlen, checked against the limit). */
+static effml_status read_preamble(effml_context *ctx, const char *fn, npy_src *src,
+                                  size_t *hlen) {
   unsigned char pre[12];
   if (src_read(src, pre, 8) != 8)
     return effml__err(ctx, EFFML_E_FORMAT, "%s: truncated .npy: fewer than 8 bytes", fn);
@@ -383,14 +382,20 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
   size_t lenbytes = major == 1 ? 2 : 4;
   if (src_read(src, pre + 8, lenbytes) != lenbytes)
     return effml__err(ctx, EFFML_E_FORMAT, "%s: truncated .npy: no header length", fn);
-  size_t hlen = major == 1 ? (size_t)pre[8] | (size_t)pre[9] << 8
-                           : (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 |
-                                 (size_t)pre[11] << 24;
-  if (hlen > NPY_MAX_HEADER)
+  *hlen = major == 1 ? (size_t)pre[8] | (size_t)pre[9] << 8
+                     : (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 |
+                           (size_t)pre[11] << 24;
+  if (*hlen > NPY_MAX_HEADER)
     return effml__err(ctx, EFFML_E_FORMAT,
-                      "%s: .npy header_len=%zu exceeds the limit of %u bytes", fn, hlen,
+                      "%s: .npy header_len=%zu exceeds the limit of %u bytes", fn, *hlen,
                       NPY_MAX_HEADER);
-  /* From a buffer the header is parsed in place; from a file it is read first. */
+  return EFFML_OK;
+}
+
+/* The header dictionary (hlen bytes) parsed into *h and its descr mapped to *dtype.
+ * From a buffer the header is parsed in place; from a file it is read first. */
+static effml_status read_header(effml_context *ctx, const char *fn, npy_src *src, size_t hlen,
+                                npy_header *h, int32_t *dtype) {
   const char *hdr;
   char *hbuf = NULL;
   if (src->len - src->pos < hlen)
@@ -410,31 +415,70 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
     }
     hdr = hbuf;
   }
-  npy_header h;
-  int32_t dtype = 0;
-  effml_status st = parse_header(ctx, fn, hdr, hlen, &h);
-  if (st == EFFML_OK) st = map_descr(ctx, fn, &h, &dtype);
-  effml__free(ctx, hbuf); /* h.descr is not used after this point */
-  if (st != EFFML_OK) return st;
-  if (h.ndim > EFFML_TENSOR_MAX_DIMS)
+  effml_status st = parse_header(ctx, fn, hdr, hlen, h);
+  if (st == EFFML_OK) st = map_descr(ctx, fn, h, dtype);
+  effml__free(ctx, hbuf); /* h->descr is not used after this point */
+  return st;
+}
+
+/* The shape of *h checked (rank, every dimension >= 1) and its payload size *nbytes
+ * (elements of es bytes) without overflow. */
+static effml_status payload_size(effml_context *ctx, const char *fn, const npy_header *h,
+                                 size_t es, size_t *nbytes) {
+  if (h->ndim > EFFML_TENSOR_MAX_DIMS)
     return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: .npy shape has %d dimensions (max %d)", fn,
-                      h.ndim, EFFML_TENSOR_MAX_DIMS);
-  if (h.shape_bad == 2)
+                      h->ndim, EFFML_TENSOR_MAX_DIMS);
+  if (h->shape_bad == 2)
     return effml__err(ctx, EFFML_E_OVERFLOW, "%s: .npy shape entry does not fit in int64", fn);
-  size_t es = effml_tensor_dtype_size(dtype), nbytes = es;
-  for (int k = 0; k < h.ndim; ++k) {
-    if (h.shape[k] < 1)
+  for (int k = 0; k < h->ndim; ++k) {
+    if (h->shape[k] < 1)
       return effml__err(ctx, EFFML_E_SHAPE,
                         "%s: .npy shape[%d]=%lld: libeffml tensors need every dimension >= 1",
-                        fn, k, (long long)h.shape[k]);
+                        fn, k, (long long)h->shape[k]);
   }
-  for (int k = 0; k < h.ndim; ++k) {
-    if ((uint64_t)h.shape[k] > SIZE_MAX || !effml__mul_size(nbytes, (size_t)h.shape[k], &nbytes) ||
-        nbytes > (size_t)INT64_MAX)
+  *nbytes = es;
+  for (int k = 0; k < h->ndim; ++k) {
+    if ((uint64_t)h->shape[k] > SIZE_MAX || !effml__mul_size(*nbytes, (size_t)h->shape[k], nbytes) ||
+        *nbytes > (size_t)INT64_MAX)
       return effml__err(ctx, EFFML_E_OVERFLOW,
                         "%s: .npy shape overflows the byte size (dimension %d = %lld)", fn, k,
-                        (long long)h.shape[k]);
+                        (long long)h->shape[k]);
   }
+  return EFFML_OK;
+}
+
+/* nbytes of payload into dst, in 64 MiB pieces, each after a progress report
+ * (cancellation point). */
+static effml_status read_payload(effml_context *ctx, const char *fn, npy_src *src, char *dst,
+                                 size_t nbytes) {
+  size_t got = 0;
+  while (got < nbytes) {
+    if (effml__progress(ctx, (int64_t)got, (int64_t)nbytes, "bytes") != EFFML_OK)
+      return EFFML_E_CANCELLED;
+    const size_t want = nbytes - got < ((size_t)1 << 26) ? nbytes - got : ((size_t)1 << 26);
+    const size_t k = src_read(src, (unsigned char *)dst + got, want);
+    got += k;
+    if (k < want) break;
+  }
+  if (got != nbytes)
+    return effml__err(ctx, EFFML_E_FORMAT,
+                      "%s: truncated .npy: data has %zu bytes, shape needs %zu", fn, got, nbytes);
+  return EFFML_OK;
+}
+
+/* Phases: preamble (read_preamble), header (read_header), shape and size (payload_size),
+ * the payload (read_payload), reordered to C order when the file is Fortran-ordered. */
+static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
+                             effml_tensor **out) {
+  if (EFFML__HOST_BIG_ENDIAN)
+    return effml__err(ctx, EFFML_E_UNSUPPORTED, "%s: big-endian hosts are not supported", fn);
+  size_t hlen = 0;
+  EFFML__TRY(read_preamble(ctx, fn, src, &hlen));
+  npy_header h;
+  int32_t dtype = 0;
+  EFFML__TRY(read_header(ctx, fn, src, hlen, &h, &dtype));
+  size_t es = effml_tensor_dtype_size(dtype), nbytes = 0;
+  EFFML__TRY(payload_size(ctx, fn, &h, es, &nbytes));
   /* The input must hold the whole payload before anything is allocated. */
   if (src->len - src->pos < nbytes)
     return effml__err(ctx, EFFML_E_FORMAT,
@@ -452,28 +496,12 @@ static effml_status load_src(effml_context *ctx, const char *fn, npy_src *src,
     }
     dst = tmp;
   }
-  /* In 64 MiB pieces, each after a progress report (cancellation point). */
-  size_t got = 0;
-  while (got < nbytes) {
-    if (effml__progress(ctx, (int64_t)got, (int64_t)nbytes, "bytes") != EFFML_OK) {
-      effml__free(ctx, tmp);
-      effml_tensor_free(t);
-      return EFFML_E_CANCELLED;
-    }
-    const size_t want = nbytes - got < ((size_t)1 << 26) ? nbytes - got : ((size_t)1 << 26);
-    const size_t k = src_read(src, (unsigned char *)dst + got, want);
-    got += k;
-    if (k < want) break;
-  }
-  if (got != nbytes) {
-    effml__free(ctx, tmp);
+  effml_status st = read_payload(ctx, fn, src, dst, nbytes);
+  if (st == EFFML_OK && tmp) fortran_to_c(t->data, tmp, t, es);
+  effml__free(ctx, tmp);
+  if (st != EFFML_OK) {
     effml_tensor_free(t);
-    return effml__err(ctx, EFFML_E_FORMAT,
-                      "%s: truncated .npy: data has %zu bytes, shape needs %zu", fn, got, nbytes);
-  }
-  if (tmp) {
-    fortran_to_c(t->data, tmp, t, es);
-    effml__free(ctx, tmp);
+    return st;
   }
   *out = t;
   return EFFML_OK;
