@@ -630,6 +630,61 @@ START_TEST(test_info_lists_every_problem) {
 }
 END_TEST
 
+/* A config whose r / rank_pattern disagrees with the tensors' rank: info refuses it (exit 1) as merge
+ * does, naming the field to fix per module -- rank_pattern for q_proj, r for v_proj */
+START_TEST(test_info_rank_mismatch) {
+  int rc = -1;
+  char args[1024];
+  make_adapter("lora", "tool_rank", "\"r\": 4", "\"r\": 8", NULL, NULL);
+  edit_config("tool_rank", "\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 2}");
+  snprintf(args, sizeof args, "info %s/tool_rank", EFFML_TEST_TMP);
+  char *o = run_out(args, &rc);
+  ck_assert_msg(strstr(o, "r=8") == NULL && strstr(o, "params=") == NULL, "%s", o); /* no description printed */
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "2 problems") &&
+                    strstr(e, "module \"base_model.model.q_proj\": tensor \"base_model.model.q_proj.lora_A.weight\" "
+                              "has shape [4, 40] (rank 4), but rank_pattern[\"q_proj\"]=2") &&
+                    strstr(e, "fix rank_pattern") &&
+                    strstr(e, "module \"base_model.model.v_proj\": tensor \"base_model.model.v_proj.lora_A.weight\" "
+                              "has shape [4, 24] (rank 4), but r=8 in adapter_config.json") &&
+                    strstr(e, "fix r or add a rank_pattern entry"),
+                "%s", e);
+  free(e);
+  effml_context *ctx = tu_ctx(1);
+  char rep[4096];
+  int64_t np = -1;
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, EFFML_TEST_TMP "/tool_rank", rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_int_eq(np, 2);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, EFFML_TEST_TMP "/tool_rank", &a), EFFML_E_SHAPE);
+  ck_assert_ptr_null(a);
+  effml_context_free(ctx);
+  /* merge refuses with the same reason and leaves no file */
+  char out[512];
+  snprintf(out, sizeof out, "%s/tool_rank.safetensors", EFFML_TEST_TMP);
+  unlink(out);
+  snprintf(args, sizeof args, "merge --base %s/lora/base.safetensors --adapter %s/tool_rank --out %s", PEFT_DIR,
+           EFFML_TEST_TMP, out);
+  ck_assert_int_eq(run(args), 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "rank_pattern[\"q_proj\"]=2") || strstr(e, "but r=8"), "%s", e);
+  free(e);
+  ck_assert_int_ne(access(out, F_OK), 0);
+  /* r alone wrong (rank-4 tensors, "r": 2, no rank_pattern): one problem, naming r */
+  make_adapter("lora", "tool_rank_r", "\"r\": 4", "\"r\": 2", NULL, NULL);
+  snprintf(args, sizeof args, "info %s/tool_rank_r", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "(rank 4), but r=2 in adapter_config.json") && strstr(e, "fix r or add a rank_pattern entry"),
+                "%s", e);
+  free(e);
+}
+END_TEST
+
 /* target_modules / exclude_modules / layers_to_transform with PEFT's matching rules: a module the
  * config would not target is refused naming the field; one it targets merges */
 START_TEST(test_targeting) {
@@ -961,6 +1016,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_refuse_fan_in_fan_out);
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
+  tcase_add_test(t, test_info_rank_mismatch);
   tcase_add_test(t, test_targeting);
   tcase_add_test(t, test_save_peft_roundtrip);
   tcase_add_test(t, test_merge_progress);

@@ -99,6 +99,48 @@ static const char *missing_tensor(const effml_adapter_peft *a, const char *mod) 
   return NULL;
 }
 
+/* EFFML_OK when the rank dimension of every LoRA / LoHa tensor of module `mod` is the r the
+ * config gives it; otherwise EFFML_E_SHAPE naming the tensor, its rank and the config field that
+ * disagrees (r, or the rank_pattern entry) -- so that describing an adapter and merging it refuse
+ * the same files, and the message names the field to fix. */
+static effml_status check_rank(effml_context *ctx, const effml_adapter_peft *a, const char *path, const char *mod) {
+  static const char *const LORA_RANK[] = {".lora_A.weight", ".lora_B.weight"};
+  static const int LORA_DIM[] = {0, 1};
+  static const char *const LOHA_RANK[] = {".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b"};
+  static const int LOHA_DIM[] = {1, 0, 1, 0};
+  const effml__peft_cfg *c = a->cfg;
+  const char *const *suf = c->type == EFFML__PEFT_LORA ? LORA_RANK : c->type == EFFML__PEFT_LOHA ? LOHA_RANK : NULL;
+  const int *dim = c->type == EFFML__PEFT_LORA ? LORA_DIM : LOHA_DIM;
+  size_t ns = c->type == EFFML__PEFT_LORA ? 2 : 4;
+  if (suf == NULL) return EFFML_OK;
+  int64_t r = 0;
+  double alpha = 0;
+  effml__peft_cfg_module(c, mod, &r, &alpha);
+  const char *pat = effml__peft_cfg_rank_source(c, mod);
+  for (size_t i = 0; i < ns; ++i) {
+    char key[1024];
+    snprintf(key, sizeof key, "%s%s", mod, suf[i]);
+    const effml_tensor *t = NULL;
+    if (effml_safetensors_get(ctx, a->st, key, &t) != EFFML_OK) {
+      effml_context_clear_error(ctx);
+      continue; /* missing_tensor() reports it */
+    }
+    if (effml_tensor_ndim(t) != 2 || effml_tensor_dim(t, dim[i]) == r) continue;
+    char sh[96];
+    effml__shape_str(t, sh, sizeof sh);
+    if (pat)
+      return effml__err(ctx, EFFML_E_SHAPE,
+                        "\"%s\": module \"%s\": tensor \"%s\" has shape %s (rank %lld), but rank_pattern[\"%s\"]=%lld "
+                        "in adapter_config.json gives this module r=%lld; fix rank_pattern",
+                        path, mod, key, sh, (long long)effml_tensor_dim(t, dim[i]), pat, (long long)r, (long long)r);
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "\"%s\": module \"%s\": tensor \"%s\" has shape %s (rank %lld), but r=%lld in "
+                      "adapter_config.json (no rank_pattern entry for this module); fix r or add a rank_pattern entry",
+                      path, mod, key, sh, (long long)effml_tensor_dim(t, dim[i]), (long long)r);
+  }
+  return EFFML_OK;
+}
+
 void effml_adapter_peft_free(effml_adapter_peft *a) {
   if (a == NULL) return;
   for (int64_t i = 0; i < a->n; ++i) effml__free(a->ctx, a->modules[i]);
@@ -188,6 +230,8 @@ static effml_status open_impl(effml_context *ctx, const char *dir, effml__peft_s
     if (miss)
       NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
                       a->modules[m], miss));
+    else
+      NOTE(check_rank(ctx, a, path, a->modules[m]));
   }
   if (s == EFFML_OK && ty == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
     NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
