@@ -363,6 +363,15 @@ START_TEST(test_refuse_fan_in_fan_out) {
                     strstr(e, "base_model.model.v_proj") && strstr(e, "[4, 24]") && strstr(e, "[4, 16]"),
                 "%s", e);
   effml_layer_free(base);
+  /* a base of another size, which no fan_in_fan_out would fit: not blamed on fan_in_fan_out */
+  base = NULL;
+  ck_assert_int_eq(effml_adapter_conv1d_create(ctx, 10, 30, 0, &base), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, v, base, &l), EFFML_E_SHAPE);
+  e = effml_context_last_error(ctx);
+  ck_assert_msg(strstr(e, "base_model.model.v_proj") && strstr(e, "in_features=10, out_features=30") &&
+                    strstr(e, "not a fan_in_fan_out or r question") && !strstr(e, "check fan_in_fan_out"),
+                "%s", e);
+  effml_layer_free(base); /* the caller keeps the base on error */
   effml_adapter_peft_free(a);
   effml_context_free(ctx);
 }

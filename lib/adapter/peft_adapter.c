@@ -414,12 +414,30 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
     int same = effml_tensor_ndim(src[j]) == effml_tensor_ndim(dst);
     for (int32_t d = 0; same && d < effml_tensor_ndim(dst); ++d) same = effml_tensor_dim(src[j], d) == effml_tensor_dim(dst, d);
     char x1[96], x2[96];
-    if (!same)
-      s = effml__err(ctx, EFFML_E_SHAPE,
-                     "adapter file: \"%s\" has shape %s, the base layer needs %s (module \"%s\", fan_in_fan_out=%s: "
-                     "the base weight is read as %s; check fan_in_fan_out in adapter_config.json)",
-                     key, effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2), a->modules[i],
-                     c->fan_in_fan_out ? "true" : "false", c->fan_in_fan_out ? "[in, out]" : "[out, in]");
+    if (!same) {
+      /* (ranks were checked against r / rank_pattern at open: what differs is in/out.) Blame
+       * fan_in_fan_out only when reading the base weight the other way round would make this
+       * tensor fit; otherwise the base layer has another size than the adapter's. */
+      int64_t bin = effml_layer_in_features(base), bout = effml_layer_out_features(base);
+      int swap = bin != bout && effml_tensor_ndim(src[j]) == effml_tensor_ndim(dst);
+      for (int32_t d = 0; swap && d < effml_tensor_ndim(dst); ++d) {
+        int64_t want = effml_tensor_dim(dst, d), have = effml_tensor_dim(src[j], d);
+        if (have != want) swap = (want == bin && have == bout) || (want == bout && have == bin);
+      }
+      if (swap)
+        s = effml__err(ctx, EFFML_E_SHAPE,
+                       "adapter file: \"%s\" has shape %s, the base layer needs %s (module \"%s\", fan_in_fan_out=%s: "
+                       "the base weight is read as %s; check fan_in_fan_out in adapter_config.json)",
+                       key, effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2),
+                       a->modules[i], c->fan_in_fan_out ? "true" : "false", c->fan_in_fan_out ? "[in, out]" : "[out, in]");
+      else
+        s = effml__err(ctx, EFFML_E_SHAPE,
+                       "adapter file: \"%s\" has shape %s, the base layer needs %s (module \"%s\": the base layer has "
+                       "in_features=%lld, out_features=%lld, another size than the adapter was made for -- not a "
+                       "fan_in_fan_out or r question; is this the base model the adapter was trained on?)",
+                       key, effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2),
+                       a->modules[i], (long long)bin, (long long)bout);
+    }
   }
   for (int32_t j = 0; s == EFFML_OK && j < np; ++j)
     if (src[j]) s = effml_tensor_copy(ctx, effml_layer_param(l, j), src[j]);
