@@ -309,3 +309,9 @@ def test_rank_mismatch_names_the_config_field(tmp_path):
     assert not any("fan_in_fan_out" in p for p in got), got
     with pytest.raises(ShapeError, match=r"rank 4\), but (rank_pattern\[\"q_proj\"\]=2|r=8)"):
         peft.load(str(d))
+    # a base weight of another size is not blamed on fan_in_fan_out (nor on r)
+    with peft.load(os.path.join(DATA, "lora")) as ad:
+        with pytest.raises(ShapeError, match=r"in_features=30, out_features=16, another size.*"
+                                             r"not a fan_in_fan_out or r question") as ei:
+            ad.forward("v_proj", np.ones((2, 30), np.float32), np.ones((16, 30), np.float32))
+        assert "check fan_in_fan_out" not in str(ei.value)
