@@ -414,6 +414,8 @@ class BaseSampler(_Base):
         if _is_sparse(X):
             raise DtypeError("%s needs a dense X; scipy sparse input is not supported "
                              "(use X.toarray())" % type(self).__name__)
+        if _is_frame(X):
+            _refuse_frame_na(X, "X")
         xa = X if _is_frame(X) else (X.to_numpy() if hasattr(X, "to_numpy") else X)
         return as_array(xa, _F, name="X", ndim=2)
 
@@ -489,6 +491,54 @@ def _take_rows(X, idx):
     return np.asarray(X)[idx]
 
 
+def _cast_column(values, dtype):
+    """Computed (float) column ``values`` back to a frame column's ``dtype``.
+
+    One rule for plain numpy and pandas nullable dtypes alike: integer
+    columns (int64, uint8, ``Int64``, ...) truncate toward zero, as numpy's
+    ``astype`` does for the plain ones and imbalanced-learn does (a synthetic
+    2.7 becomes 2, -0.5 becomes 0); bool and ``boolean`` columns take nonzero
+    as True (numpy's ``astype(bool)``); float columns keep the value.
+    pandas refuses to cast 2.7 to ``Int64`` at all, hence the explicit trunc.
+    """
+    import pandas as pd
+    v = np.asarray(values)
+    kind = getattr(dtype, "kind", "O")
+    if v.dtype.kind == "f" and kind in "iu":
+        v = np.trunc(v)
+    elif v.dtype.kind == "f" and kind == "b":
+        v = v != 0
+    return pd.Series(v, copy=False).astype(dtype)
+
+
+def _frame_like(orig, res):
+    """2-D array ``res`` as a DataFrame with ``orig``'s columns and dtypes (see
+    :func:`_cast_column`), a new RangeIndex."""
+    import pandas as pd
+    cols = [_cast_column(res[:, j], dt) for j, dt in enumerate(orig.dtypes)]
+    out = pd.concat(cols, axis=1, ignore_index=True) if cols else pd.DataFrame(res)
+    out.columns = orig.columns
+    return out
+
+
+def _refuse_frame_na(X, what):
+    """InvalidArgumentError naming the first pandas nullable column of frame ``X`` that holds
+    pd.NA (a sampler interpolates between rows: missing values must be filled first)."""
+    for j, dt in enumerate(X.dtypes):
+        if isinstance(dt, np.dtype) or getattr(dt, "kind", "O") not in "biuf":
+            continue  # plain numpy columns: NaN is refused by C, naming row and column;
+            # non-numeric ones by _frame_to_numpy, naming the column
+        na = np.asarray(X.iloc[:, j].isna())
+        if na.any():
+            from ._core import api_caller
+            where = api_caller()
+            raise InvalidArgumentError(
+                "%s%s column %r (%s) holds a missing value (pd.NA) at row %d; this sampler "
+                "computes on X and needs complete data: fill or drop the missing values first"
+                % ("%s: " % where if where else "", what, X.columns[j], dt,
+                   int(np.flatnonzero(na)[0])))
+
+
 def _wrap_like(orig, res):
     """Return ``res`` as the same kind of container as ``orig`` (pandas stays pandas)."""
     mod = type(orig).__module__
@@ -497,7 +547,7 @@ def _wrap_like(orig, res):
         if isinstance(orig, pd.DataFrame):
             if isinstance(res, pd.DataFrame):
                 return res.reset_index(drop=True)
-            return pd.DataFrame(res, columns=orig.columns).astype(orig.dtypes)
+            return _frame_like(orig, np.asarray(res))
         if isinstance(orig, pd.Series):
             if isinstance(res, pd.Series):
                 return res.reset_index(drop=True)

@@ -29,7 +29,8 @@ from ._errors import InvalidArgumentError, UnsupportedError
 from ._sampler_base import (RESAMPLE_ADASYN, RESAMPLE_BORDERLINE1, RESAMPLE_BORDERLINE2,
                             RESAMPLE_KMEANS_SMOTE, RESAMPLE_RANDOM_OVER, RESAMPLE_SMOTE,
                             RESAMPLE_SMOTEN, RESAMPLE_SMOTENC, RESAMPLE_SVMSMOTE,
-                            BaseSampler, _check_X_y, _Labels, _wrap_like, neighbors_k)
+                            BaseSampler, _cast_column, _check_X_y, _Labels, _wrap_like,
+                            neighbors_k)
 from ._core import thread_context
 
 __all__ = ["SMOTE", "BorderlineSMOTE", "ADASYN", "SMOTENC", "RandomOverSampler", "SVMSMOTE",
@@ -347,6 +348,8 @@ class SMOTENC(BaseSampler):
                 col = xr[:, j]
                 if j in cats:
                     col = cats[j][col.astype(np.int64)]
+                else:  # continuous: the samplers' one rule (ints truncate, Int64 too)
+                    col = _cast_column(col, X.dtypes.iloc[j])
                 data[name] = col
             out = pd.DataFrame(data, columns=X.columns).astype(X.dtypes)
         else:

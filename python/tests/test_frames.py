@@ -185,3 +185,53 @@ def test_smoten_frames():
     assert list(X2.dtypes) == list(d2.dtypes)
     assert X2["city"].iloc[len(df):].isna().all()
     assert X2["obj"].iloc[len(df):].map(lambda v: v is None).all()
+
+
+def _int_frames():
+    rng = np.random.RandomState(1)
+    y = np.array([0] * 24 + [1] * 6)
+    a = rng.normal(size=30)
+    b = rng.randint(0, 10, 30)
+    plain = pd.DataFrame({"a": a, "b": b.astype(np.int64)})
+    nullable = pd.DataFrame({"a": a, "b": pd.array(b, dtype="Int64")})
+    floats = pd.DataFrame({"a": a, "b": b.astype(np.float64)})
+    return plain, nullable, floats, y
+
+
+def test_nullable_int64_column_truncates_like_int64():
+    """A nullable Int64 column comes back as Int64 with the plain int64 column's values:
+    the synthetic float value truncated toward zero (numpy astype / imbalanced-learn)."""
+    plain, nullable, floats, y = _int_frames()
+    Xp, yp = eov.SMOTE(random_state=0).fit_resample(plain, y)
+    Xn, yn = eov.SMOTE(random_state=0).fit_resample(nullable, y)
+    Xf, _ = eov.SMOTE(random_state=0).fit_resample(floats, y)
+    assert Xn.shape == Xp.shape == (48, 2)
+    assert str(Xn["b"].dtype) == "Int64" and Xp["b"].dtype == np.int64
+    np.testing.assert_array_equal(yn, yp)
+    np.testing.assert_array_equal(Xn["a"].to_numpy(), Xp["a"].to_numpy())
+    want = np.trunc(Xf["b"].to_numpy()).astype(np.int64)
+    assert not np.array_equal(Xf["b"].to_numpy()[30:], want[30:])  # some synthetic b fractional
+    np.testing.assert_array_equal(Xp["b"].to_numpy(), want)
+    np.testing.assert_array_equal(Xn["b"].to_numpy(dtype=np.int64), want)
+    np.testing.assert_array_equal(Xn["b"].to_numpy(dtype=np.int64)[:30], plain["b"].to_numpy())
+    assert not Xn["b"].isna().any()
+    # SMOTENC's continuous columns follow the same rule
+    cat = pd.Series(np.where(np.arange(30) % 2 == 0, "u", "v"))
+    Xc, _ = eov.SMOTENC(categorical_features=["c"], random_state=0).fit_resample(
+        nullable.assign(c=cat), y)
+    Xcp, _ = eov.SMOTENC(categorical_features=["c"], random_state=0).fit_resample(
+        plain.assign(c=cat), y)
+    assert str(Xc["b"].dtype) == "Int64"
+    np.testing.assert_array_equal(Xc["b"].to_numpy(dtype=np.int64), Xcp["b"].to_numpy())
+
+
+def test_nullable_int64_with_na_is_refused_by_name():
+    from effml.errors import InvalidArgumentError
+    _, nullable, _, y = _int_frames()
+    nullable.loc[3, "b"] = pd.NA
+    with pytest.raises(InvalidArgumentError) as ei:
+        eov.SMOTE(random_state=0).fit_resample(nullable, y)
+    assert str(ei.value) == (
+        "SMOTE.fit_resample: X column 'b' (Int64) holds a missing value (pd.NA) at row 3; "
+        "this sampler computes on X and needs complete data: fill or drop the missing values "
+        "first")
