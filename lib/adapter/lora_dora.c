@@ -204,11 +204,8 @@ effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const floa
   if (effml__param_trainable(l, p->i_a))
     EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, r, in, b, 1.0f, dU, r, xin, in,
                                  1.0f, effml__grad_f32(l, p->i_a), in));
-  if (st == EFFML_OK && p->base.i_bias >= 0 && effml__param_trainable(l, p->base.i_bias)) {
-    float *g = effml__grad_f32(l, p->base.i_bias);
-    for (int64_t i = 0; i < b; ++i)
-      for (int64_t j = 0; j < out; ++j) g[j] += dy[i * out + j];
-  }
+  if (st == EFFML_OK && p->base.i_bias >= 0 && effml__param_trainable(l, p->base.i_bias))
+    effml__bias_grad(effml__grad_f32(l, p->base.i_bias), dy, b, out);
   int wtrain = effml__param_trainable(l, p->base.i_weight);
   if (!p->dropped) {
     if (dx) {

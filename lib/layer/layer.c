@@ -140,6 +140,16 @@ float *effml__grad_f32(effml_layer *layer, int32_t i) {
   return p ? effml__f32(p->grad) : NULL;
 }
 
+void effml__bias_add(float *y, const float *bias, int64_t b, int64_t out) {
+  for (int64_t r = 0; r < b; ++r)
+    for (int64_t j = 0; j < out; ++j) y[r * out + j] += bias[j];
+}
+
+void effml__bias_grad(float *db, const float *dy, int64_t b, int64_t out) {
+  for (int64_t r = 0; r < b; ++r)
+    for (int64_t j = 0; j < out; ++j) db[j] += dy[r * out + j];
+}
+
 /* ---- generic interface ---- */
 
 const char *effml_layer_kind(const effml_layer *layer) { return layer ? layer->kind : "none"; }

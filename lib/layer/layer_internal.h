@@ -125,6 +125,13 @@ EFFML__HIDDEN effml__param *effml__layer_param_entry(effml_layer *layer, int32_t
 EFFML__HIDDEN float *effml__param_f32(effml_layer *layer, int32_t i);
 EFFML__HIDDEN float *effml__grad_f32(effml_layer *layer, int32_t i);
 
+/* Bias of a layer with outputs y[b, out] (f32, row-major, contiguous): the one
+ * broadcast add and the one gradient, shared by every kind that has a bias.
+ * effml__bias_add: y[r, j] += bias[j].  effml__bias_grad: db[j] += dy[r, j],
+ * rows r = 0..b-1 in order (so the sum does not depend on the thread count). */
+EFFML__HIDDEN void effml__bias_add(float *y, const float *bias, int64_t b, int64_t out);
+EFFML__HIDDEN void effml__bias_grad(float *db, const float *dy, int64_t b, int64_t out);
+
 /* The registry (lib/registry/layer_kinds.c): every ops table, once. */
 EFFML__HIDDEN int32_t effml__layer_kind_count(void);
 EFFML__HIDDEN const effml__layer_ops *effml__layer_kind_at(int32_t i);

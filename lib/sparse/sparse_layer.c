@@ -184,9 +184,7 @@ void effml__bias_backward(effml_layer *layer, int32_t param, const float *DY, in
                           int64_t out) {
   effml__param *pe = effml__layer_param_entry(layer, param);
   if (!pe->trainable) return;
-  float *db = effml__f32(pe->grad);
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t r = 0; r < out; ++r) db[r] += DY[b * out + r];
+  effml__bias_grad(effml__f32(pe->grad), DY, batch, out);
 }
 
 static effml_status linear_backward(effml_context *ctx, effml_layer *layer,
