@@ -151,7 +151,5 @@ void effml__dense_base_set_rows(effml_layer *l, const effml__dense_base *db, int
 void effml__init_kaiming_uniform(effml_context *ctx, float *w, int64_t rows, int64_t cols,
                                  double a) {
   double gain = sqrt(2.0 / (1.0 + a * a)), bound = gain * sqrt(3.0 / (double)cols);
-  effml__rng *g = effml__ctx_rng(ctx);
-  for (int64_t i = 0; i < rows * cols; ++i)
-    w[i] = (float)(bound * (2.0 * effml__rng_uniform(g) - 1.0));
+  effml__fill_uniform_sym_f32(effml__ctx_rng(ctx), w, rows * cols, bound);
 }

@@ -309,12 +309,10 @@ effml_status effml__sparse_add_matrix(effml_context *ctx, effml_layer *layer, ef
   } else {
     effml__rng *r = effml__ctx_rng(ctx);
     if (init == EFFML_SPARSE_INIT_KAIMING_NORMAL) {
-      double sd = sqrt(2.0 / (double)m->rows); /* fan_out of the dense [rows, cols] weight */
-      for (int64_t p = 0; p < m->nnz; ++p) v[p] = (float)(sd * effml__rng_normal(r));
+      /* sd from the fan_out of the dense [rows, cols] weight */
+      effml__fill_normal_f32(r, v, m->nnz, sqrt(2.0 / (double)m->rows));
     } else {
-      double bound = 1.0 / sqrt((double)fan_in);
-      for (int64_t p = 0; p < m->nnz; ++p)
-        v[p] = (float)(bound * (2.0 * effml__rng_uniform(r) - 1.0));
+      effml__fill_uniform_sym_f32(r, v, m->nnz, 1.0 / sqrt((double)fan_in));
     }
   }
   return EFFML_OK;
@@ -328,9 +326,7 @@ effml_status effml__sparse_add_bias(effml_context *ctx, effml_layer *layer, int6
   EFFML__TRY(effml__layer_add_param(ctx, layer, "bias", 1, &out, 1, &idx));
   s->bias_param = idx;
   float *b = effml__param_f32(layer, idx);
-  double bound = 1.0 / sqrt((double)fan_in);
-  effml__rng *r = effml__ctx_rng(ctx);
-  for (int64_t i = 0; i < out; ++i) b[i] = (float)(bound * (2.0 * effml__rng_uniform(r) - 1.0));
+  effml__fill_uniform_sym_f32(effml__ctx_rng(ctx), b, out, 1.0 / sqrt((double)fan_in));
   return EFFML_OK;
 }
 
