@@ -127,7 +127,8 @@ START_TEST(context_options_prefix_and_future) {
   effml_context_free(a);
   effml_context_free(b);
 
-  /* A newer caller's larger struct: unknown trailing fields are ignored. */
+  /* A newer caller's larger struct: accepted when its newer fields are all 0 ("off"),
+   * refused when one is set (never silently ignored: docs/conventions.md). */
   struct {
     effml_context_options o;
     uint64_t future[4];
@@ -136,6 +137,10 @@ START_TEST(context_options_prefix_and_future) {
   effml_context_options_init(&big.o);
   big.o.struct_size = (uint32_t)sizeof big;
   big.o.num_threads = 2;
+  a = NULL;
+  ck_assert_int_eq(effml_context_create(&big.o, &a), EFFML_E_UNSUPPORTED);
+  ck_assert_ptr_null(a);
+  memset(big.future, 0, sizeof big.future);
   ck_assert_int_eq(effml_context_create(&big.o, &a), EFFML_OK);
   ck_assert_int_eq(effml_context_num_threads(a), 2);
   effml_context_free(a);

@@ -459,6 +459,147 @@ START_TEST(test_fit_weights) {
 END_TEST
 
 
+/* ---- zero-weight batches under WEIGHTED_MEAN are skipped (train.h) ---- */
+
+typedef struct skip_log {
+  int64_t reports, hooks, last_step;
+  int64_t nan_reports;
+  double last_loss;
+} skip_log;
+
+static void skip_progress(void *u, int64_t epoch, int64_t step, double loss) {
+  skip_log *l = u;
+  (void)epoch;
+  ++l->reports;
+  l->last_step = step;
+  if (isnan(loss)) ++l->nan_reports;
+  else l->last_loss = loss;
+}
+
+static int32_t skip_hook(void *u, int64_t step) {
+  (void)step;
+  ++((skip_log *)u)->hooks;
+  return 0;
+}
+
+/* A fresh linear model [4 -> 3] from seed 7 trained with AdamW (default lr, weight decay
+ * 1e-2: a step with a zero gradient would still move every parameter). */
+static void fit_adamw(const effml_tensor *x, const effml_tensor *y, const effml_train_options *f,
+                      float out[15], double *loss) {
+  effml_context *c2 = tu_ctx(7);
+  effml_layer *m = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(c2, 4, 3, 1, &m), EFFML_OK);
+  effml_optimizer_options o;
+  effml_optimizer_options_init(&o);
+  o.algorithm = EFFML_OPTIM_ADAMW;
+  o.lr = 0.05;
+  effml_optimizer *opt = NULL;
+  ck_assert_int_eq(effml_optimizer_create(c2, &o, &opt), EFFML_OK);
+  ck_assert_int_eq(effml_optimizer_add_layer(c2, opt, m), EFFML_OK);
+  ck_assert_msg(effml_train_classifier(c2, m, opt, x, y, f, loss) == EFFML_OK, "%s",
+                effml_context_last_error(c2));
+  memcpy(out, effml_tensor_data(effml_layer_param(m, 0)), 12 * sizeof(float));
+  memcpy(out + 12, effml_tensor_data(effml_layer_param(m, 1)), 3 * sizeof(float));
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_context_free(c2);
+}
+
+/* Rows of weight 0 (sample weight 0, or class weight 0 for their label): with batch_size 1
+ * (and 2: the nonzero row's partner adds an exact 0 to every gradient) the batches whose
+ * weights sum to 0 are skipped (no forward, no step_hook, no optimizer step: AdamW's step
+ * count and moments stay put), so training equals training on the nonzero row alone, for
+ * any shuffle.  Before, effml_train_classifier failed at the first such batch. */
+START_TEST(test_fit_skips_zero_weight_batches) {
+  enum { NR = 6, KEEP = 4, EPOCHS = 3 };
+  effml_tensor *x = NULL, *y = NULL, *sw = NULL, *cw = NULL, *x1 = NULL, *y1 = NULL, *w1 = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 2, (int64_t[]){NR, 4}, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, (int64_t[]){NR}, &y), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, (int64_t[]){NR}, &sw), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, (int64_t[]){3}, &cw), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 2, (int64_t[]){1, 4}, &x1), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, (int64_t[]){1}, &y1), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, (int64_t[]){1}, &w1), EFFML_OK);
+  tu_fill_uniform(x, 11, -1, 1);
+  int32_t *yp = effml_tensor_data(y);
+  const int32_t labels[NR] = {0, 1, 0, 1, 2, 0}; /* row KEEP is the only one of class 2 */
+  memcpy(yp, labels, sizeof labels);
+  double *swp = effml_tensor_data(sw);
+  for (int i = 0; i < NR; ++i) swp[i] = i == KEEP ? 2.0 : 0.0;
+  float *cwp = effml_tensor_data(cw);
+  cwp[0] = 0.0f, cwp[1] = 0.0f, cwp[2] = 1.0f;
+  memcpy(effml_tensor_data(x1), (float *)effml_tensor_data(x) + KEEP * 4, 4 * sizeof(float));
+  ((int32_t *)effml_tensor_data(y1))[0] = labels[KEEP];
+  effml_tensor_fill(ctx, w1, 1.0);
+
+  /* reference: the one row, EPOCHS steps (weighted path, weight 1) */
+  effml_train_options f;
+  effml_train_options_init(&f);
+  f.epochs = EPOCHS;
+  f.batch_size = 1;
+  f.sample_weight = w1;
+  float ref_p[15], p[15];
+  double ref_loss = NAN, loss = NAN;
+  fit_adamw(x1, y1, &f, ref_p, &ref_loss);
+  ck_assert(isfinite(ref_loss));
+
+  for (int variant = 0; variant < 4; ++variant) {
+    skip_log log = {0, 0, 0, 0, NAN};
+    effml_train_options g;
+    effml_train_options_init(&g);
+    g.epochs = EPOCHS;
+    g.batch_size = variant < 2 ? 1 : 2;
+    g.shuffle_seed = 99 + (uint64_t)variant;
+    if (variant % 2 == 0) g.sample_weight = sw; /* weight 2 on row KEEP, 0 elsewhere */
+    else g.class_weight = cw;                    /* classes 0 and 1 weigh 0 */
+    g.progress = skip_progress;
+    g.progress_user_data = &log;
+    g.progress_every = 1;
+    g.step_hook = skip_hook;
+    g.step_hook_user_data = &log;
+    fit_adamw(x, y, &g, p, &loss);
+    if (variant < 2) { /* one row per batch: the very same arithmetic */
+      for (int i = 0; i < 15; ++i)
+        ck_assert_msg(p[i] == ref_p[i], "variant %d: param %d %.9g vs %.9g", variant, i,
+                      (double)p[i], (double)ref_p[i]);
+      ck_assert_double_eq(loss, ref_loss);
+    } else { /* a 2-row product may round differently; a zero-gradient AdamW step moves ~lr */
+      ck_assert_double_le(maxdiff(p, ref_p), 1e-5);
+      ck_assert_double_eq_tol(loss, ref_loss, 1e-5);
+    }
+    /* every batch counts as a step for progress; skipped ones report NaN (no loss) */
+    const int64_t steps = EPOCHS * (NR / g.batch_size);
+    ck_assert_int_eq(log.reports, steps);
+    ck_assert_int_eq(log.last_step, steps);
+    ck_assert_int_eq(log.nan_reports, steps - EPOCHS);
+    ck_assert_int_eq(log.hooks, EPOCHS); /* the hook runs only after a backward */
+  }
+
+  /* every row weight 0: refused up front, naming the cause */
+  effml_tensor_fill(ctx, sw, 0.0);
+  effml_train_options g;
+  effml_train_options_init(&g);
+  g.sample_weight = sw;
+  effml_context *c2 = tu_ctx(7);
+  effml_layer *m = NULL;
+  effml_optimizer *opt = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(c2, 4, 3, 1, &m), EFFML_OK);
+  effml_optimizer_options oo;
+  effml_optimizer_options_init(&oo);
+  ck_assert_int_eq(effml_optimizer_create(c2, &oo, &opt), EFFML_OK);
+  ck_assert_int_eq(effml_optimizer_add_layer(c2, opt, m), EFFML_OK);
+  ck_assert_int_eq(effml_train_classifier(c2, m, opt, x, y, &g, NULL), EFFML_E_INVALID_ARG);
+  ck_assert_str_eq(effml_context_last_error(c2),
+                   "effml_train_classifier: every row weight (sample_weight x class_weight) is "
+                   "0: nothing to train on");
+  effml_optimizer_free(opt);
+  effml_layer_free(m);
+  effml_context_free(c2);
+  effml_tensor_free(x); effml_tensor_free(y); effml_tensor_free(sw); effml_tensor_free(cw);
+  effml_tensor_free(x1); effml_tensor_free(y1); effml_tensor_free(w1);
+}
+END_TEST
+
 /* The scalarization schedule is applied step by step: full-batch SGD (no state) for 4
  * steps with Cooldown T = inf -> 1 at step 2 equals 2 steps with the "balanced" weights
  * (= T = inf) followed by 2 unweighted steps on the same model. */
@@ -548,6 +689,7 @@ int main(void) {
   tcase_add_test(tc, test_scalarization_expected_gradient);
   tcase_add_test(tc, test_fit_weights);
   tcase_add_test(tc, test_fit_cooldown_schedule);
+  tcase_add_test(tc, test_fit_skips_zero_weight_batches);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

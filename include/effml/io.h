@@ -92,12 +92,13 @@ typedef struct effml_safetensors effml_safetensors;
  *         EFFML_TENSOR_MAX_DIMS dimensions), EFFML_E_SHAPE (a zero-size dimension;
  *         the message names the tensor), EFFML_E_NOMEM, EFFML_E_CANCELLED.
  * Progress (effml_context_set_progress()) is reported in bytes of the data
- * section: before each 64 MiB read (COPY) or before the first and after each
- * tensor (MMAP); a cancel request stops the load with nothing published.
+ * section: before each 64 MiB read and once all are read (COPY), or before the
+ * first and after each tensor (MMAP); either way the last report has done ==
+ * total.  A cancel request stops the load with nothing published.
  */
 EFFML_API effml_status effml_safetensors_load(effml_context *ctx, const char *path, uint32_t flags,
                                               effml_safetensors **out);
-/** As effml_safetensors_load(), from `len` bytes at `buf` (copied in 64 MiB pieces, each after a progress report). */
+/** As effml_safetensors_load(), from `len` bytes at `buf` (copied in 64 MiB pieces, each after a progress report, and a last report of done == total). */
 EFFML_API effml_status effml_safetensors_load_buffer(effml_context *ctx, const void *buf,
                                                      size_t len, effml_safetensors **out);
 /**

@@ -133,7 +133,7 @@ EFFML_API effml_status effml_train_scalarization_weights(effml_context *ctx, con
 /* ---- training loop ---- */
 
 
-/** Progress callback: epoch (0-based), step (1-based: steps done in this effml_train_classifier call, restarting at each call; not the optimizer's count), mean loss over the steps since the last call. */
+/** Progress callback: epoch (0-based), step (1-based: steps done in this effml_train_classifier call, restarting at each call, skipped zero-weight batches included; not the optimizer's count), mean loss over the steps since the last call that had a loss (NaN if none had: every one was a skipped zero-weight batch). */
 typedef void (*effml_train_progress_fn)(void *user_data, int64_t epoch, int64_t step, double loss);
 
 struct effml_sampler_temperature_schedule; /* sampler.h */
@@ -176,11 +176,24 @@ EFFML_API void effml_train_options_init(effml_train_options *opt);
  * EFFML_TRAIN_REDUCTION_MEAN the w_i are divided by their mean over all n
  * rows (recomputed when the scalarization temperature changes), so
  * L = Σ_batch w_i ℓ_i / b estimates the full-data weighted mean loss without bias.
+ * Zero weights are allowed.  Under EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN a
+ * batch whose weights sum to 0 has no loss and no gradient and is skipped:
+ * no forward, no step_hook, no clipping, no optimizer step (so the
+ * optimizer's step count, momenta and weight decay do not advance: training
+ * equals training without those batches).  It still counts as a step of
+ * this call (the counter of progress, progress_every, step_hook's argument,
+ * the scalarization schedule and the context's progress, which therefore
+ * still reach epochs x batches); a progress report over skipped steps only
+ * passes loss NaN, and the per-epoch means leave skipped batches out.  (The
+ * standalone effml_train_softmax_cross_entropy_weighted() still refuses a
+ * zero-sum batch; under _MEAN such a batch has loss 0 and takes a
+ * zero-gradient step as usual.)  Every row weight 0 is refused up front.
  * @param model   maps `[batch, f]` to logits `[batch, c]`
  * @param x       f32 `[n, f]`, contiguous; f = the model's in_features
  * @param labels  i32 or i64 `[n]`, each in [0, c)  (checked before training)
- * @param final_loss  NULL, or receives the mean loss of the last epoch
- * @return EFFML_E_INVALID_ARG (NULL, bad options), EFFML_E_SHAPE,
+ * @param final_loss  NULL, or receives the mean loss of the last epoch (over
+ *                    its batches that were not skipped; NaN if all were)
+ * @return EFFML_E_INVALID_ARG (NULL, bad options, every row weight 0), EFFML_E_SHAPE,
  *         EFFML_E_DTYPE, EFFML_E_RANGE (a label), EFFML_E_NUMERIC (a logit
  *         became NaN/inf: training stops; the message names the epoch
  *         (0-based) and the dataset row, i.e. the index into `x` after undoing

@@ -103,13 +103,24 @@ EFFML__HIDDEN effml_status effml__check_logits_labels(effml_context *ctx, const 
  * in [min_size, EFFML__OPTIONS_MAX_SIZE] (min_size: the prefix every caller
  * has), the first min(struct_size, size) bytes are copied over the defaults
  * (an older caller's struct leaves newer fields at their defaults) and
- * out's struct_size becomes `size`.  EFFML_E_INVALID_ARG names `fn` (NULL:
+ * out's struct_size becomes `size`.  A newer caller's larger struct is
+ * accepted only if every byte beyond `size` is 0 (its newer fields "off"),
+ * else EFFML_E_UNSUPPORTED (effml__options_check_tail).  EFFML_E_INVALID_ARG names `fn` (NULL:
  * the public call's name, which every message starts with, is enough), the
  * value, the bound and `init_name`.  Validation of the values stays with
  * the caller. */
 EFFML__HIDDEN effml_status effml__options_read(effml_context *ctx, const char *fn,
                                                const char *init_name, const void *user,
                                                void *out, size_t size, size_t min_size);
+/* Bytes [size, user_size) of a caller's option struct (a newer header's
+ * fields) must all be 0: else EFFML_E_UNSUPPORTED naming `fn` (may be NULL),
+ * the struct (`type_name`, `type_len` chars), the offset of the first nonzero
+ * byte and the library version.  For the readers that keep their own
+ * messages (effml_train_classifier, effml_sampler_temperature_at). */
+EFFML__HIDDEN effml_status effml__options_check_tail(effml_context *ctx, const char *fn,
+                                                     const char *type_name, size_t type_len,
+                                                     const void *user, size_t user_size,
+                                                     size_t size);
 /* Defaults by `init`, then effml__options_read(). */
 #define EFFML__OPTIONS_READ(ctx, fn, init, user, out, min_size) \
   (init(out), effml__options_read((ctx), (fn), #init, (user), (out), sizeof *(out), (min_size)))

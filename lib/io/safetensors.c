@@ -441,7 +441,8 @@ static effml_status attach(effml_context *ctx, effml_safetensors *st, char *data
 }
 
 /* Copy or read `n` bytes in 64 MiB pieces, each after a progress report in bytes
- * (a cancellation point): from `src` when it is not NULL, else from `fd`.
+ * (a cancellation point), and a last report of n of n once all are in: from `src`
+ * when it is not NULL, else from `fd`.
  * EFFML_E_CANCELLED, EFFML_E_IO (a short read; message names `path`) or EFFML_OK. */
 static effml_status fill_data(effml_context *ctx, const char *fn, const char *path, char *dst,
                               const unsigned char *src, int fd, size_t n) {
@@ -454,7 +455,7 @@ static effml_status fill_data(effml_context *ctx, const char *fn, const char *pa
       return effml__err(ctx, EFFML_E_IO, "%s: cannot read the data of '%s'", fn, path);
     got += want;
   }
-  return EFFML_OK;
+  return effml__progress(ctx, (int64_t)n, (int64_t)n, "bytes"); /* done == total */
 }
 
 static effml_status new_object(effml_context *ctx, effml_safetensors **st) {

@@ -76,10 +76,13 @@ effml_status effml_sampler_temperature_at(effml_context *ctx, const effml_sample
   effml_sampler_temperature_schedule s;
   effml_sampler_temperature_schedule_init(&s);
   if (schedule->struct_size < offsetof(effml_sampler_temperature_schedule, t_start) ||
-      schedule->struct_size > 4096)
+      schedule->struct_size > EFFML__OPTIONS_MAX_SIZE)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "schedule->struct_size=%u is invalid (use effml_sampler_temperature_schedule_init)",
                       (unsigned)schedule->struct_size);
+  EFFML__TRY(effml__options_check_tail(ctx, NULL, "effml_sampler_temperature_schedule",
+                                       strlen("effml_sampler_temperature_schedule"), schedule,
+                                       schedule->struct_size, sizeof s));
   memcpy(&s, schedule, schedule->struct_size < sizeof s ? schedule->struct_size : sizeof s);
   if (s.total_steps < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "total_steps=%lld must be >= 1", (long long)s.total_steps);

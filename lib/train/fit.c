@@ -175,6 +175,13 @@ static effml_status weights_setup(fit_state *s) {
     s->sizes[y] += 1.0;
     s->class_sum[y] += fo->sample_weight ? sample_w(fo->sample_weight, i) : 1.0;
   }
+  double total = 0.0; /* Σ_i sample_weight[i] · class factor[y_i] */
+  for (int64_t k = 0; k < s->c; ++k) total += s->class_sum[k] * s->class_w[k];
+  if (!(total > 0.0))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "%s: every row weight (sample_weight x class_weight) is 0: nothing to "
+                      "train on",
+                      fn);
   return update_class_weights(s, 0);
 }
 
@@ -238,41 +245,55 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
       yb[k] = (int32_t)effml__label_at(s->labels, i);
     }
     double loss = 0.0;
-    EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_LAYER_MODE_TRAIN));
-    EFFML__TRY(check_batch_logits(s, w, rows, start, epoch, *step));
+    int skip = 0;
     if (s->weighted) {
       EFFML__TRY(update_class_weights(s, *step));
-      double *wb = effml__f64(w->w);
+      double *wb = effml__f64(w->w), wsum = 0.0;
       for (int64_t k = 0; k < rows; ++k) {
         const int64_t i = s->perm[start + k];
         wb[k] = (s->fo.sample_weight ? sample_w(s->fo.sample_weight, i) : 1.0) * s->cur_w[yb[k]];
+        wsum += wb[k];
       }
-      EFFML__TRY(effml_train_softmax_cross_entropy_weighted(
-          ctx, w->logits, w->y, w->w, NULL, s->fo.reduction, &loss, w->dlogits));
-    } else {
-      EFFML__TRY(effml_train_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
+      /* WEIGHTED_MEAN divides by Σ w_i: a batch whose weights sum to 0 has no loss and no
+       * gradient, so it is skipped (train.h): no forward, no hook, no optimizer step */
+      skip = s->fo.reduction == EFFML_TRAIN_REDUCTION_WEIGHTED_MEAN && !(wsum > 0.0);
     }
-    effml_layer_zero_grad(s->model);
-    EFFML__TRY(effml_layer_backward(ctx, s->model, w->dlogits, NULL));
-    ++*step;
-    if (s->fo.step_hook && s->fo.step_hook(s->fo.step_hook_user_data, *step) != 0)
-      return effml__err(ctx, EFFML_E_STATE, "effml_train_classifier: step_hook aborted at step %lld",
-                        (long long)*step);
-    if (s->fo.clip_norm > 0) EFFML__TRY(effml_optimizer_clip_grad_norm(ctx, s->opt, s->fo.clip_norm, NULL));
-    EFFML__TRY(effml_optimizer_step(ctx, s->opt));
-    sum += loss;
-    ++batches;
-    *report_sum += loss;
-    ++*report_count;
+    if (skip) {
+      ++*step;
+    } else {
+      EFFML__TRY(effml_layer_forward(ctx, s->model, w->x, w->logits, EFFML_LAYER_MODE_TRAIN));
+      EFFML__TRY(check_batch_logits(s, w, rows, start, epoch, *step));
+      if (s->weighted)
+        EFFML__TRY(effml_train_softmax_cross_entropy_weighted(
+            ctx, w->logits, w->y, w->w, NULL, s->fo.reduction, &loss, w->dlogits));
+      else
+        EFFML__TRY(effml_train_softmax_cross_entropy(ctx, w->logits, w->y, &loss, w->dlogits));
+      effml_layer_zero_grad(s->model);
+      EFFML__TRY(effml_layer_backward(ctx, s->model, w->dlogits, NULL));
+      ++*step;
+      if (s->fo.step_hook && s->fo.step_hook(s->fo.step_hook_user_data, *step) != 0)
+        return effml__err(ctx, EFFML_E_STATE,
+                          "effml_train_classifier: step_hook aborted at step %lld",
+                          (long long)*step);
+      if (s->fo.clip_norm > 0)
+        EFFML__TRY(effml_optimizer_clip_grad_norm(ctx, s->opt, s->fo.clip_norm, NULL));
+      EFFML__TRY(effml_optimizer_step(ctx, s->opt));
+      sum += loss;
+      ++batches;
+      *report_sum += loss;
+      ++*report_count;
+    }
     if (s->fo.progress && s->fo.progress_every > 0 && *step % s->fo.progress_every == 0) {
-      s->fo.progress(s->fo.progress_user_data, epoch, *step, *report_sum / (double)*report_count);
+      s->fo.progress(s->fo.progress_user_data, epoch, *step,
+                     *report_count ? *report_sum / (double)*report_count : NAN);
       *report_sum = 0.0;
       *report_count = 0;
     }
   }
-  *epoch_loss = sum / (double)batches;
+  *epoch_loss = batches ? sum / (double)batches : NAN; /* NaN: every batch was skipped */
   if (s->fo.progress && s->fo.progress_every <= 0) {
-    s->fo.progress(s->fo.progress_user_data, epoch, *step, *report_sum / (double)*report_count);
+    s->fo.progress(s->fo.progress_user_data, epoch, *step,
+                   *report_count ? *report_sum / (double)*report_count : NAN);
     *report_sum = 0.0;
     *report_count = 0;
   }
@@ -288,11 +309,19 @@ effml_status effml_train_classifier(effml_context *ctx, effml_layer *model, effm
   EFFML__CHECK_NULL(ctx, opt);
   EFFML__CHECK_NULL(ctx, labels);
   EFFML__CHECK_NULL(ctx, fit);
-  if (fit->struct_size < offsetof(effml_train_options, batch_size) + sizeof(int64_t))
+  if (fit->struct_size < offsetof(effml_train_options, batch_size) + sizeof(int64_t) ||
+      fit->struct_size > EFFML__OPTIONS_MAX_SIZE)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_train_classifier: fit->struct_size=%u is too small (call "
-                      "effml_train_options_init)",
-                      (unsigned)fit->struct_size);
+                      "effml_train_classifier: fit->struct_size=%u is not valid (%s %zu bytes; "
+                      "call effml_train_options_init)",
+                      (unsigned)fit->struct_size,
+                      fit->struct_size > EFFML__OPTIONS_MAX_SIZE ? "at most" : "at least",
+                      fit->struct_size > EFFML__OPTIONS_MAX_SIZE
+                          ? (size_t)EFFML__OPTIONS_MAX_SIZE
+                          : offsetof(effml_train_options, batch_size) + sizeof(int64_t));
+  EFFML__TRY(effml__options_check_tail(ctx, "effml_train_classifier", "effml_train_options",
+                                       strlen("effml_train_options"), fit, fit->struct_size,
+                                       sizeof(effml_train_options)));
   fit_state s;
   memset(&s, 0, sizeof s);
   effml_train_options_init(&s.fo);

@@ -280,7 +280,9 @@ def fit(model, X, y, *, optimizer=None, epochs=1, batch_size=128, shuffle_seed=0
     class_weight : None, ``"balanced"`` (n / (n_classes n_k), scikit-learn's),
         a dict {class: weight} (others weigh 1) or [n_classes] weights;
         multiplies ``sample_weight``.
-    reduction : ``"weighted_mean"`` (sum w l / sum w per batch, PyTorch's) or
+    reduction : ``"weighted_mean"`` (sum w l / sum w per batch, PyTorch's; a
+        batch whose weights all are 0 is skipped: no optimizer step, counted
+        as a progress step with loss NaN) or
         ``"mean"`` (weights divided by their mean over the data, then
         sum w l / b: unbiased; see :mod:`effml.losses`).
     scalarization : None, a temperature T, or a dict of schedule settings

@@ -214,3 +214,19 @@ def test_bad_input_is_named():
         nn.fit(m, X, yy, scalarization=0.0)
     with pytest.raises(ValueError, match="reduction"):
         nn.fit(m, X, yy, class_weight="balanced", reduction="sum")
+
+
+def test_fit_skips_zero_weight_batches():
+    # weighted_mean: a batch whose weights all are 0 has no loss and is skipped (no
+    # optimizer step) instead of failing; it still counts as a progress step (loss NaN)
+    X = np.random.default_rng(3).normal(size=(8, 6)).astype(np.float32)
+    yy = np.arange(8) % 4
+    reports = []
+    m = nn.Sequential([nn.Dense(6, 4)])
+    loss = nn.fit(m, X, yy, epochs=2, batch_size=1, class_weight={0: 0.0, 1: 0.0, 2: 0.0},
+                  progress=lambda e, s, l: reports.append((s, l)), progress_every=1)
+    assert np.isfinite(loss)
+    assert [s for s, _ in reports] == list(range(1, 17))
+    assert sum(np.isnan(l) for _, l in reports) == 12  # 6 of 8 rows weigh 0, two epochs
+    with pytest.raises(effml.InvalidArgumentError, match="every row weight"):
+        nn.fit(m, X, yy, sample_weight=np.zeros(8))
