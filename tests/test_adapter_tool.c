@@ -363,6 +363,15 @@ START_TEST(test_refuse_fan_in_fan_out) {
                     strstr(e, "base_model.model.v_proj") && strstr(e, "[4, 24]") && strstr(e, "[4, 16]"),
                 "%s", e);
   effml_layer_free(base);
+  /* a base of another size, which no fan_in_fan_out would fit: not blamed on fan_in_fan_out */
+  base = NULL;
+  ck_assert_int_eq(effml_adapter_conv1d_create(ctx, 10, 30, 0, &base), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, v, base, &l), EFFML_E_SHAPE);
+  e = effml_context_last_error(ctx);
+  ck_assert_msg(strstr(e, "base_model.model.v_proj") && strstr(e, "in_features=10, out_features=30") &&
+                    strstr(e, "not a fan_in_fan_out or r question") && !strstr(e, "check fan_in_fan_out"),
+                "%s", e);
+  effml_layer_free(base); /* the caller keeps the base on error */
   effml_adapter_peft_free(a);
   effml_context_free(ctx);
 }
@@ -627,6 +636,61 @@ START_TEST(test_info_lists_every_problem) {
                     strstr(o, "base_model.model.v_proj  scales=input (feedforward) params=24"),
                 "%s", o);
   free(o);
+}
+END_TEST
+
+/* A config whose r / rank_pattern disagrees with the tensors' rank: info refuses it (exit 1) as merge
+ * does, naming the field to fix per module -- rank_pattern for q_proj, r for v_proj */
+START_TEST(test_info_rank_mismatch) {
+  int rc = -1;
+  char args[1024];
+  make_adapter("lora", "tool_rank", "\"r\": 4", "\"r\": 8", NULL, NULL);
+  edit_config("tool_rank", "\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 2}");
+  snprintf(args, sizeof args, "info %s/tool_rank", EFFML_TEST_TMP);
+  char *o = run_out(args, &rc);
+  ck_assert_msg(strstr(o, "r=8") == NULL && strstr(o, "params=") == NULL, "%s", o); /* no description printed */
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "2 problems") &&
+                    strstr(e, "module \"base_model.model.q_proj\": tensor \"base_model.model.q_proj.lora_A.weight\" "
+                              "has shape [4, 40] (rank 4), but rank_pattern[\"q_proj\"]=2") &&
+                    strstr(e, "fix rank_pattern") &&
+                    strstr(e, "module \"base_model.model.v_proj\": tensor \"base_model.model.v_proj.lora_A.weight\" "
+                              "has shape [4, 24] (rank 4), but r=8 in adapter_config.json") &&
+                    strstr(e, "fix r or add a rank_pattern entry"),
+                "%s", e);
+  free(e);
+  effml_context *ctx = tu_ctx(1);
+  char rep[4096];
+  int64_t np = -1;
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, EFFML_TEST_TMP "/tool_rank", rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_int_eq(np, 2);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, EFFML_TEST_TMP "/tool_rank", &a), EFFML_E_SHAPE);
+  ck_assert_ptr_null(a);
+  effml_context_free(ctx);
+  /* merge refuses with the same reason and leaves no file */
+  char out[512];
+  snprintf(out, sizeof out, "%s/tool_rank.safetensors", EFFML_TEST_TMP);
+  unlink(out);
+  snprintf(args, sizeof args, "merge --base %s/lora/base.safetensors --adapter %s/tool_rank --out %s", PEFT_DIR,
+           EFFML_TEST_TMP, out);
+  ck_assert_int_eq(run(args), 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "rank_pattern[\"q_proj\"]=2") || strstr(e, "but r=8"), "%s", e);
+  free(e);
+  ck_assert_int_ne(access(out, F_OK), 0);
+  /* r alone wrong (rank-4 tensors, "r": 2, no rank_pattern): one problem, naming r */
+  make_adapter("lora", "tool_rank_r", "\"r\": 4", "\"r\": 2", NULL, NULL);
+  snprintf(args, sizeof args, "info %s/tool_rank_r", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  free(o);
+  ck_assert_int_eq(rc, 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "(rank 4), but r=2 in adapter_config.json") && strstr(e, "fix r or add a rank_pattern entry"),
+                "%s", e);
+  free(e);
 }
 END_TEST
 
@@ -961,6 +1025,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_refuse_fan_in_fan_out);
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
+  tcase_add_test(t, test_info_rank_mismatch);
   tcase_add_test(t, test_targeting);
   tcase_add_test(t, test_save_peft_roundtrip);
   tcase_add_test(t, test_merge_progress);

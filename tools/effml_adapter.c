@@ -185,7 +185,8 @@ static int cmp_entry(const void *a, const void *b) {
 }
 
 /* Describe the adapter in `dir` after the same checks merge makes when it opens it (config keys,
- * tensor names, every module's required tensors, finite values): 0, or 1 with the reason on stderr. */
+ * tensor names, every module's required tensors and their rank against r / rank_pattern, finite
+ * values): 0, or 1 with the reason on stderr. */
 static int info(const char *dir) {
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;

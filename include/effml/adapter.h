@@ -613,7 +613,9 @@ EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *d
  * Every problem that makes effml_adapter_peft_open() refuse `dir`, not only the
  * first: each config key it cannot honour (named with its value), each tensor it
  * does not read, each module the config does not target (target_modules,
- * exclude_modules, layers_to_transform), each missing tensor and non-finite value.
+ * exclude_modules, layers_to_transform), each missing tensor and non-finite value,
+ * each LoRA/LoHa tensor whose rank disagrees with the module's r (naming r or the
+ * rank_pattern entry that sets it).
  * Reading stops early only when a file cannot be read or "peft_type" is missing or
  * unknown (that one problem is reported).  `report` receives one message per line
  * (NUL-terminated; cut at report_len, *num_problems still counts them all).

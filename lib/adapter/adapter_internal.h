@@ -253,6 +253,8 @@ EFFML__HIDDEN void effml__peft_cfg_close(effml__peft_cfg *c);
 /* r and alpha of one module after rank_pattern / alpha_pattern (PEFT's get_pattern_key). */
 EFFML__HIDDEN void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, int64_t *r,
                                           double *alpha);
+/* The rank_pattern key that sets the module's r (borrowed from the config), or NULL when r does. */
+EFFML__HIDDEN const char *effml__peft_cfg_rank_source(const effml__peft_cfg *c, const char *module_name);
 /* IA3: 1 if the module is in feedforward_modules (PEFT's matching: a string is a full regex
  * match, a list matches by name suffix). */
 EFFML__HIDDEN int effml__peft_cfg_feedforward(const effml__peft_cfg *c, const char *module_name);

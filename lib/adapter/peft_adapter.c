@@ -99,6 +99,48 @@ static const char *missing_tensor(const effml_adapter_peft *a, const char *mod) 
   return NULL;
 }
 
+/* EFFML_OK when the rank dimension of every LoRA / LoHa tensor of module `mod` is the r the
+ * config gives it; otherwise EFFML_E_SHAPE naming the tensor, its rank and the config field that
+ * disagrees (r, or the rank_pattern entry) -- so that describing an adapter and merging it refuse
+ * the same files, and the message names the field to fix. */
+static effml_status check_rank(effml_context *ctx, const effml_adapter_peft *a, const char *path, const char *mod) {
+  static const char *const LORA_RANK[] = {".lora_A.weight", ".lora_B.weight"};
+  static const int LORA_DIM[] = {0, 1};
+  static const char *const LOHA_RANK[] = {".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b"};
+  static const int LOHA_DIM[] = {1, 0, 1, 0};
+  const effml__peft_cfg *c = a->cfg;
+  const char *const *suf = c->type == EFFML__PEFT_LORA ? LORA_RANK : c->type == EFFML__PEFT_LOHA ? LOHA_RANK : NULL;
+  const int *dim = c->type == EFFML__PEFT_LORA ? LORA_DIM : LOHA_DIM;
+  size_t ns = c->type == EFFML__PEFT_LORA ? 2 : 4;
+  if (suf == NULL) return EFFML_OK;
+  int64_t r = 0;
+  double alpha = 0;
+  effml__peft_cfg_module(c, mod, &r, &alpha);
+  const char *pat = effml__peft_cfg_rank_source(c, mod);
+  for (size_t i = 0; i < ns; ++i) {
+    char key[1024];
+    snprintf(key, sizeof key, "%s%s", mod, suf[i]);
+    const effml_tensor *t = NULL;
+    if (effml_safetensors_get(ctx, a->st, key, &t) != EFFML_OK) {
+      effml_context_clear_error(ctx);
+      continue; /* missing_tensor() reports it */
+    }
+    if (effml_tensor_ndim(t) != 2 || effml_tensor_dim(t, dim[i]) == r) continue;
+    char sh[96];
+    effml__shape_str(t, sh, sizeof sh);
+    if (pat)
+      return effml__err(ctx, EFFML_E_SHAPE,
+                        "\"%s\": module \"%s\": tensor \"%s\" has shape %s (rank %lld), but rank_pattern[\"%s\"]=%lld "
+                        "in adapter_config.json gives this module r=%lld; fix rank_pattern",
+                        path, mod, key, sh, (long long)effml_tensor_dim(t, dim[i]), pat, (long long)r, (long long)r);
+    return effml__err(ctx, EFFML_E_SHAPE,
+                      "\"%s\": module \"%s\": tensor \"%s\" has shape %s (rank %lld), but r=%lld in "
+                      "adapter_config.json (no rank_pattern entry for this module); fix r or add a rank_pattern entry",
+                      path, mod, key, sh, (long long)effml_tensor_dim(t, dim[i]), (long long)r);
+  }
+  return EFFML_OK;
+}
+
 void effml_adapter_peft_free(effml_adapter_peft *a) {
   if (a == NULL) return;
   for (int64_t i = 0; i < a->n; ++i) effml__free(a->ctx, a->modules[i]);
@@ -188,6 +230,8 @@ static effml_status open_impl(effml_context *ctx, const char *dir, effml__peft_s
     if (miss)
       NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
                       a->modules[m], miss));
+    else
+      NOTE(check_rank(ctx, a, path, a->modules[m]));
   }
   if (s == EFFML_OK && ty == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
     NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,
@@ -370,12 +414,30 @@ effml_status effml_adapter_peft_attach(effml_context *ctx, const effml_adapter_p
     int same = effml_tensor_ndim(src[j]) == effml_tensor_ndim(dst);
     for (int32_t d = 0; same && d < effml_tensor_ndim(dst); ++d) same = effml_tensor_dim(src[j], d) == effml_tensor_dim(dst, d);
     char x1[96], x2[96];
-    if (!same)
-      s = effml__err(ctx, EFFML_E_SHAPE,
-                     "adapter file: \"%s\" has shape %s, the base layer needs %s (module \"%s\", fan_in_fan_out=%s: "
-                     "the base weight is read as %s; check fan_in_fan_out in adapter_config.json)",
-                     key, effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2), a->modules[i],
-                     c->fan_in_fan_out ? "true" : "false", c->fan_in_fan_out ? "[in, out]" : "[out, in]");
+    if (!same) {
+      /* (ranks were checked against r / rank_pattern at open: what differs is in/out.) Blame
+       * fan_in_fan_out only when reading the base weight the other way round would make this
+       * tensor fit; otherwise the base layer has another size than the adapter's. */
+      int64_t bin = effml_layer_in_features(base), bout = effml_layer_out_features(base);
+      int swap = bin != bout && effml_tensor_ndim(src[j]) == effml_tensor_ndim(dst);
+      for (int32_t d = 0; swap && d < effml_tensor_ndim(dst); ++d) {
+        int64_t want = effml_tensor_dim(dst, d), have = effml_tensor_dim(src[j], d);
+        if (have != want) swap = (want == bin && have == bout) || (want == bout && have == bin);
+      }
+      if (swap)
+        s = effml__err(ctx, EFFML_E_SHAPE,
+                       "adapter file: \"%s\" has shape %s, the base layer needs %s (module \"%s\", fan_in_fan_out=%s: "
+                       "the base weight is read as %s; check fan_in_fan_out in adapter_config.json)",
+                       key, effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2),
+                       a->modules[i], c->fan_in_fan_out ? "true" : "false", c->fan_in_fan_out ? "[in, out]" : "[out, in]");
+      else
+        s = effml__err(ctx, EFFML_E_SHAPE,
+                       "adapter file: \"%s\" has shape %s, the base layer needs %s (module \"%s\": the base layer has "
+                       "in_features=%lld, out_features=%lld, another size than the adapter was made for -- not a "
+                       "fan_in_fan_out or r question; is this the base model the adapter was trained on?)",
+                       key, effml__shape_str(src[j], x1, sizeof x1), effml__shape_str(dst, x2, sizeof x2),
+                       a->modules[i], (long long)bin, (long long)bout);
+    }
   }
   for (int32_t j = 0; s == EFFML_OK && j < np; ++j)
     if (src[j]) s = effml_tensor_copy(ctx, effml_layer_param(l, j), src[j]);

@@ -546,6 +546,11 @@ void effml__peft_cfg_module(const effml__peft_cfg *c, const char *module_name, i
   *alpha = ea ? ea->valuedouble : c->alpha;
 }
 
+const char *effml__peft_cfg_rank_source(const effml__peft_cfg *c, const char *module_name) {
+  const cJSON *er = pattern_entry(c->rank_pattern, effml__peft_module_key(module_name));
+  return er ? er->string : NULL;
+}
+
 int effml__peft_cfg_feedforward(const effml__peft_cfg *c, const char *module_name) {
   const cJSON *v = c->feedforward;
   const char *key = effml__peft_module_key(module_name);

@@ -264,10 +264,40 @@ def _tqdm_progress(epochs):
     return cb, bar
 
 
+def _class_labels(y, name="y"):
+    """``y`` as int64/int32 class labels for :func:`fit`.
+
+    Integer and bool arrays pass; float arrays are accepted only when every
+    value is a finite whole number (``[0., 2., 1.]``, as scikit-learn accepts
+    them) and are converted exactly.  A fractional or non-finite float label
+    is refused -- never truncated -- with InvalidArgumentError naming the
+    first bad value and its index; any other dtype (strings, objects) is
+    refused naming the dtype.
+    """
+    ya = y if isinstance(y, np.ndarray) else np.asarray(y)
+    if ya.dtype.kind == "f":
+        bad = ~np.isfinite(ya) | (ya != np.trunc(ya))
+        if bad.any():
+            i = int(np.flatnonzero(bad.ravel())[0])
+            raise InvalidArgumentError(
+                "%s must hold integer class labels; %s[%d] = %r is not a whole number "
+                "(float labels are accepted only when integer-valued, never truncated)"
+                % (name, name, i, float(ya.ravel()[i])))
+    elif ya.dtype.kind not in "iub":
+        raise InvalidArgumentError("%s must hold integer class labels, got dtype %s"
+                                   % (name, ya.dtype))
+    return as_array(ya, (np.dtype(np.int64), np.dtype(np.int32)), name=name, ndim=1)
+
+
 def fit(model, X, y, *, optimizer=None, epochs=1, batch_size=128, shuffle_seed=0,
         progress=None, progress_every=0, clip_norm=0.0, sample_weight=None, class_weight=None,
         reduction="weighted_mean", scalarization=None):
     """Train ``model`` with softmax cross-entropy on ``X`` (float32 [n, f]) and ``y`` (ints).
+
+    ``y``: integer class labels 0..K-1.  Float labels are accepted when every
+    value is a whole number (``2.0``, as scikit-learn does); a fractional or
+    non-finite one (``0.7``, NaN) raises InvalidArgumentError ("y must hold
+    integer class labels; y[i] = ...") instead of being truncated.
 
     Parameters
     ----------
@@ -299,7 +329,7 @@ def fit(model, X, y, *, optimizer=None, epochs=1, batch_size=128, shuffle_seed=0
     """
     ctx = model._ctx
     xa = as_array(X, (np.dtype(np.float32),), name="X", ndim=2)
-    ya = as_array(y, (np.dtype(np.int64), np.dtype(np.int32)), name="y", ndim=1)
+    ya = _class_labels(y)
     opt_h = _make_optimizer(ctx, optimizer or AdamW(), model._h)
     bar = None
     if progress is True:

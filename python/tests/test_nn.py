@@ -123,3 +123,31 @@ def test_errors():
     with pytest.raises(TypeError):
         import pickle
         pickle.dumps(m)
+
+
+def test_fit_refuses_fractional_float_labels():
+    """Float labels are never truncated: 0.7-offset labels are refused naming the first bad one;
+    integer-valued floats train exactly as the ints do (scikit-learn accepts them too)."""
+    from effml.errors import InvalidArgumentError
+    X, y = data()
+    m = nn.Sequential([nn.Dense(5, 3)], seed=2)
+    W0 = m.params()["0.weight"].copy()
+    with pytest.raises(InvalidArgumentError) as ei:
+        nn.fit(m, X, y + 0.7, epochs=1)
+    assert str(ei.value) == ("y must hold integer class labels; y[0] = %r is not a whole number "
+                             "(float labels are accepted only when integer-valued, never truncated)"
+                             % float(y[0] + 0.7))
+    assert np.array_equal(m.params()["0.weight"], W0)  # nothing trained
+    yn = y.astype(np.float64)
+    yn[5] = np.nan
+    with pytest.raises(InvalidArgumentError, match=r"^y must hold integer class labels; y\[5\] = nan"):
+        nn.fit(m, X, yn)
+    with pytest.raises(InvalidArgumentError, match=r"^y must hold integer class labels, got dtype <U1$"):
+        nn.fit(m, X, np.array(["a"] * len(y)))
+    # integer-valued floats: the same training as int labels
+    a = nn.Sequential([nn.Dense(5, 3)], seed=2)
+    b = nn.Sequential([nn.Dense(5, 3)], seed=2)
+    la = nn.fit(a, X, y, optimizer=nn.SGD(lr=0.5), epochs=1, batch_size=len(X))
+    lb = nn.fit(b, X, y.astype(np.float32), optimizer=nn.SGD(lr=0.5), epochs=1, batch_size=len(X))
+    assert la == lb
+    assert np.array_equal(a.params()["0.weight"], b.params()["0.weight"])

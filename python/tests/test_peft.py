@@ -287,3 +287,31 @@ def test_problems_lists_every_refusal(tmp_path):
     assert any("bias" in p for p in got) and any("use_qalora" in p for p in got), got
     with pytest.raises(UnsupportedError):  # load() refuses at the first of them
         peft.load(str(d))
+
+
+def test_rank_mismatch_names_the_config_field(tmp_path):
+    """r / rank_pattern disagreeing with the tensors' rank is refused at load (not reported as
+    r=8 and then blamed on fan_in_fan_out at forward), naming the field per module."""
+    d = tmp_path / "ad"
+    shutil.copytree(os.path.join(DATA, "lora"), d)
+    cfg = json.load(open(d / "adapter_config.json"))
+    cfg["r"] = 8
+    cfg["rank_pattern"] = {"q_proj": 2}
+    json.dump(cfg, open(d / "adapter_config.json", "w"))
+    got = peft.problems(str(d))
+    assert len(got) == 2, got
+    q = [p for p in got if "q_proj.lora_A.weight" in p]
+    v = [p for p in got if "v_proj.lora_A.weight" in p]
+    assert len(q) == 1 and 'has shape [4, 40] (rank 4), but rank_pattern["q_proj"]=2' in q[0] \
+        and "fix rank_pattern" in q[0], got
+    assert len(v) == 1 and "has shape [4, 24] (rank 4), but r=8 in adapter_config.json" in v[0] \
+        and "fix r or add a rank_pattern entry" in v[0], got
+    assert not any("fan_in_fan_out" in p for p in got), got
+    with pytest.raises(ShapeError, match=r"rank 4\), but (rank_pattern\[\"q_proj\"\]=2|r=8)"):
+        peft.load(str(d))
+    # a base weight of another size is not blamed on fan_in_fan_out (nor on r)
+    with peft.load(os.path.join(DATA, "lora")) as ad:
+        with pytest.raises(ShapeError, match=r"in_features=30, out_features=16, another size.*"
+                                             r"not a fan_in_fan_out or r question") as ei:
+            ad.forward("v_proj", np.ones((2, 30), np.float32), np.ones((16, 30), np.float32))
+        assert "check fan_in_fan_out" not in str(ei.value)
