@@ -225,7 +225,60 @@ def _frame_to_numpy(df, target, name):
     return df.to_numpy(dtype=target, na_value=np.nan)
 
 
-def as_array(a, dtypes, name="array", ndim=None):
+def api_caller():
+    """The effml call the user made, for messages: ``"SMOTE.fit_resample"``,
+    ``"effml.calibration.ece"``; None outside the package.
+
+    Walks out from the caller to the outermost frame of this package before a
+    frame of user code (the innermost user -> effml boundary, so a user
+    callback that calls effml again is named by its own call).  A method is
+    named by the class of its ``self`` (a base class's ``fit_resample`` run by
+    SMOTE is ``SMOTE.fit_resample``); ``__init__`` as ``Class()``.
+    """
+    import sys
+    pkg = __name__.rpartition(".")[0]
+    f, entry = sys._getframe(1), None
+    while f is not None:
+        mod = f.f_globals.get("__name__", "")
+        if mod != pkg and not mod.startswith(pkg + "."):
+            break
+        entry = f
+        f = f.f_back
+    if entry is None:
+        return None
+    code = entry.f_code
+    first = code.co_varnames[0] if code.co_argcount else None
+    if first in ("self", "cls") and first in entry.f_locals:
+        obj = entry.f_locals[first]
+        cls = obj if first == "cls" and isinstance(obj, type) else type(obj)
+        if code.co_name == "__init__":
+            return "%s()" % cls.__name__
+        return "%s.%s" % (cls.__name__, code.co_name)
+    return "%s.%s" % (entry.f_globals.get("__name__", pkg),
+                      getattr(code, "co_qualname", code.co_name))
+
+
+def empty_error(name, shape, where=None, rows=False):
+    """ShapeError for an array argument with a zero-length axis, naming the call
+    (``where``, default :func:`api_caller`) and the argument: "SMOTE.fit_resample:
+    X has 0 rows (shape (0, 2))".  C tensors need every axis >= 1.  ``rows``: axis 0
+    is called rows even for a 1-D shape (X given as a list)."""
+    from ._errors import ShapeError
+    where = where or api_caller()
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 1 and not rows:
+        what = "0 entries"
+    elif shape[0] == 0:
+        what = "0 rows"
+    elif len(shape) == 2:
+        what = "0 columns"
+    else:
+        what = "a zero-length axis %d" % shape.index(0)
+    return ShapeError("%s%s has %s (shape %s); an empty array cannot be processed"
+                      % ("%s: " % where if where else "", name, what, shape))
+
+
+def as_array(a, dtypes, name="array", ndim=None, where=None):
     """``a`` as a numpy array libeffml can wrap without a further copy.
 
     ``dtypes``: allowed numpy dtypes, first = the conversion target for
@@ -233,7 +286,10 @@ def as_array(a, dtypes, name="array", ndim=None):
     (no copy); otherwise it is converted once.  A DataFrame with mixed
     numeric or pandas nullable columns is converted once to ``dtypes[0]``
     (see :func:`_frame_to_numpy`).  ``ndim`` (int or tuple) is checked when
-    given.
+    given.  An array with a zero-length axis raises ShapeError naming the
+    call (``where``, default the effml call the user made: see
+    :func:`api_caller`) and ``name`` -- "SMOTE.fit_resample: X has 0 rows" --
+    rather than the C wrapper's "shape[0]=0 must be >= 1".
     """
     arr = _frame_to_numpy(a, dtypes[0], name) if _is_frame(a) else np.asarray(a)
     if arr.dtype not in dtypes:
@@ -251,6 +307,8 @@ def as_array(a, dtypes, name="array", ndim=None):
             from ._errors import ShapeError
             raise ShapeError("%s must have %s dimension(s), got shape %s"
                              % (name, ndim, arr.shape))
+    if arr.ndim >= 1 and 0 in arr.shape:
+        raise empty_error(name, arr.shape, where)
     return arr
 
 

@@ -25,8 +25,8 @@ from ctypes import byref
 import numpy as np
 
 from . import _lib
-from ._core import (Scope, _is_frame, as_array, c_int, interruptible, n_jobs_to_threads,
-                    thread_context)
+from ._core import (Scope, _is_frame, as_array, c_int, empty_error, interruptible,
+                    n_jobs_to_threads, thread_context)
 from ._errors import DtypeError, InvalidArgumentError, UnsupportedError
 
 try:  # scikit-learn gives get_params/set_params/clone/repr; optional
@@ -179,6 +179,8 @@ def _check_X_y(X, y):
         raise InvalidArgumentError("y must be 1-D (one label per row), got shape %s"
                                    % (ya.shape,))
     n = X.shape[0] if hasattr(X, "shape") else len(X)
+    if n == 0:
+        raise empty_error("X", tuple(X.shape) if hasattr(X, "shape") else (0,), rows=True)
     if n != ya.shape[0]:
         from ._errors import ShapeError
         raise ShapeError("X has %d rows but y has %d labels" % (n, ya.shape[0]))
