@@ -141,8 +141,7 @@ typedef struct effml__lora {
   float *norm;     /* DoRA: [out] ||W + s B A||_row of the last forward */
   float *merge_norm; /* DoRA: [out] the norm used by merge (for unmerge) */
 } effml__lora;
-/* Grow *buf to hold n floats (contents lost); 0 on allocation failure. */
-EFFML__HIDDEN int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n);
+/* effml__grow_f32, effml__fwd_scratch: layer_internal.h. */
 /* Training dropout of x before lora_A (TRAIN and p > 0): returns x_d (p->xd, mask in p->mask,
  * p->dropped = 1) or x itself; NULL on allocation failure (*st set). */
 EFFML__HIDDEN const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float *x, int64_t b,

@@ -40,11 +40,7 @@ static effml_status conv1d_backward(effml_context *ctx, effml_layer *l, const ef
   if (effml__param_trainable(l, 0))
     EFFML__TRY(effml__sgemm(ctx, CblasTrans, CblasNoTrans, in, out, b, 1.0f, d->x, in, dy, out,
                             1.0f, effml__grad_f32(l, 0), out));
-  if (d->has_bias && effml__param_trainable(l, 1)) {
-    float *g = effml__grad_f32(l, 1);
-    for (int64_t i = 0; i < b; ++i)
-      for (int64_t j = 0; j < out; ++j) g[j] += dy[i * out + j];
-  }
+  if (d->has_bias && effml__param_trainable(l, 1)) effml__bias_grad(effml__grad_f32(l, 1), dy, b, out);
   if (dx)
     EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, in, out, 1.0f, dy, out,
                             effml__param_f32(l, 0), out, 0.0f, effml__f32(dx), in));
@@ -107,9 +103,7 @@ static effml_status conv1d_create(effml_context *ctx, int64_t in_features, int64
   st = effml__layer_add_param(ctx, l, "weight", 2, ws, 1, NULL);
   if (st == EFFML_OK && d->has_bias) st = effml__layer_add_param(ctx, l, "bias", 1, &out_features, 1, NULL);
   if (st == EFFML_OK && init) { /* GPT-2: weight ~ N(0, 0.02^2), bias 0 */
-    effml__rng *g = effml__ctx_rng(ctx);
-    float *W = effml__param_f32(l, 0);
-    for (int64_t i = 0; i < in_features * out_features; ++i) W[i] = (float)(0.02 * effml__rng_normal(g));
+    effml__fill_normal_f32(effml__ctx_rng(ctx), effml__param_f32(l, 0), in_features * out_features, 0.02);
   }
   if (st != EFFML_OK) {
     effml_layer_free(l);

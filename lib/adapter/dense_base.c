@@ -108,11 +108,7 @@ effml_status effml__dense_base_forward(effml_context *ctx, effml_layer *l,
                                        float *y) {
   int64_t out = l->out_features;
   EFFML__TRY(effml__dense_base_matmul(ctx, l, db, x, b, 0.0f, y));
-  if (db->i_bias >= 0) {
-    const float *bias = effml__param_f32(l, db->i_bias);
-    for (int64_t r = 0; r < b; ++r)
-      for (int64_t j = 0; j < out; ++j) y[r * out + j] += bias[j];
-  }
+  if (db->i_bias >= 0) effml__bias_add(y, effml__param_f32(l, db->i_bias), b, out);
   return EFFML_OK;
 }
 
@@ -123,11 +119,8 @@ effml_status effml__dense_base_backward(effml_context *ctx, effml_layer *l,
   if (dx) EFFML__TRY(effml__dense_base_matmul_t(ctx, l, db, dy, b, 0.0f, dx));
   if (effml__param_trainable(l, db->i_weight))
     EFFML__TRY(effml__dense_base_wgrad(ctx, l, db, dy, x, b));
-  if (db->i_bias >= 0 && effml__param_trainable(l, db->i_bias)) {
-    float *g = effml__grad_f32(l, db->i_bias);
-    for (int64_t r = 0; r < b; ++r)
-      for (int64_t j = 0; j < out; ++j) g[j] += dy[r * out + j];
-  }
+  if (db->i_bias >= 0 && effml__param_trainable(l, db->i_bias))
+    effml__bias_grad(effml__grad_f32(l, db->i_bias), dy, b, out);
   return EFFML_OK;
 }
 
@@ -158,7 +151,5 @@ void effml__dense_base_set_rows(effml_layer *l, const effml__dense_base *db, int
 void effml__init_kaiming_uniform(effml_context *ctx, float *w, int64_t rows, int64_t cols,
                                  double a) {
   double gain = sqrt(2.0 / (1.0 + a * a)), bound = gain * sqrt(3.0 / (double)cols);
-  effml__rng *g = effml__ctx_rng(ctx);
-  for (int64_t i = 0; i < rows * cols; ++i)
-    w[i] = (float)(bound * (2.0 * effml__rng_uniform(g) - 1.0));
+  effml__fill_uniform_sym_f32(effml__ctx_rng(ctx), w, rows * cols, bound);
 }

@@ -44,18 +44,12 @@ static effml_status ia3_forward(effml_context *ctx, effml_layer *l, const effml_
   }
   if (p->feedforward) {
     float *u = NULL;
-    if (train) {
-      if (!effml__grow_f32(ctx, &p->buf, &p->cap, (size_t)(b * in)))
-        return effml__err(ctx, EFFML_E_NOMEM, "ia3 forward: out of memory");
-      u = p->buf;
-    } else {
-      u = (float *)effml__malloc(ctx, (size_t)(b * in) * sizeof(float));
-      if (u == NULL) return effml__err(ctx, EFFML_E_NOMEM, "ia3 forward: out of memory");
-    }
+    if (!effml__fwd_scratch(ctx, train, &p->buf, &p->cap, (size_t)(b * in), &u))
+      return effml__err(ctx, EFFML_E_NOMEM, "ia3 forward: out of memory");
     for (int64_t i = 0; i < b; ++i)
       for (int64_t k = 0; k < in; ++k) u[i * in + k] = x[i * in + k] * s[k];
     effml_status st = effml__dense_base_forward(ctx, l, &p->base, u, b, y);
-    if (!train) effml__free(ctx, u);
+    effml__fwd_scratch_done(ctx, train, u);
     if (st != EFFML_OK) return st;
   } else {
     EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));

@@ -75,19 +75,13 @@ static effml_status loha_forward(effml_context *ctx, effml_layer *l, const effml
     p->batch = b;
     return EFFML_OK;
   }
-  float *Ak, *Bk, *U;
-  if (train) {
-    if (!effml__grow_f32(ctx, &p->Ak, &p->cap_a, (size_t)(out * rr)) ||
-        !effml__grow_f32(ctx, &p->Bk, &p->cap_b, (size_t)(rr * in)) || !effml__grow_f32(ctx, &p->U, &p->cap_u, (size_t)(b * rr)))
-      return effml__err(ctx, EFFML_E_NOMEM, "loha forward: out of memory");
-    Ak = p->Ak;
-    Bk = p->Bk;
-    U = p->U;
-  } else {
-    Ak = (float *)effml__malloc(ctx, (size_t)(out * rr + rr * in + b * rr) * sizeof(float));
-    if (Ak == NULL) return effml__err(ctx, EFFML_E_NOMEM, "loha forward: out of memory");
-    Bk = Ak + out * rr;
-    U = Bk + rr * in;
+  float *Ak = NULL, *Bk = NULL, *U = NULL;
+  if (!effml__fwd_scratch(ctx, train, &p->Ak, &p->cap_a, (size_t)(out * rr), &Ak) ||
+      !effml__fwd_scratch(ctx, train, &p->Bk, &p->cap_b, (size_t)(rr * in), &Bk) ||
+      !effml__fwd_scratch(ctx, train, &p->U, &p->cap_u, (size_t)(b * rr), &U)) {
+    effml__fwd_scratch_done(ctx, train, Ak);
+    effml__fwd_scratch_done(ctx, train, Bk);
+    return effml__err(ctx, EFFML_E_NOMEM, "loha forward: out of memory");
   }
   khatri_rao(l, p, Ak, Bk);
   effml_status st =
@@ -106,9 +100,10 @@ static effml_status loha_forward(effml_context *ctx, effml_layer *l, const effml
     EFFML__THEN(st, effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, out, rr, (float)p->scale, U, rr,
                                  Ak, rr, 1.0f, y, out));
   }
-  if (!train) {
-    effml__free(ctx, Ak);
-  } else if (st == EFFML_OK) {
+  effml__fwd_scratch_done(ctx, train, Ak);
+  effml__fwd_scratch_done(ctx, train, Bk);
+  effml__fwd_scratch_done(ctx, train, U);
+  if (train && st == EFFML_OK) {
     p->x = x;
     p->batch = b;
   }

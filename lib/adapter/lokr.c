@@ -131,21 +131,10 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
   size_t need = (size_t)(b * im * ok);
   float *w1 = (float *)effml__malloc(ctx, (size_t)(ol * im + ok * in_ + (masked ? b * l->out_features : 0)) * sizeof(float));
   float *Z = NULL;
-  if (w1 != NULL) {
-    if (mode == EFFML_LAYER_MODE_TRAIN) {
-      if (p->cap_z < need) {
-        effml__free(ctx, p->Z);
-        p->Z = (float *)effml__malloc(ctx, need * sizeof(float));
-        p->cap_z = p->Z ? need : 0;
-      }
-      Z = p->Z;
-    } else {
-      Z = (float *)effml__malloc(ctx, need * sizeof(float));
-    }
-  }
+  if (w1 != NULL) (void)effml__fwd_scratch(ctx, mode == EFFML_LAYER_MODE_TRAIN, &p->Z, &p->cap_z, need, &Z);
   if (w1 == NULL || Z == NULL) {
     effml__free(ctx, w1);
-    if (mode != EFFML_LAYER_MODE_TRAIN) effml__free(ctx, Z);
+    effml__fwd_scratch_done(ctx, mode == EFFML_LAYER_MODE_TRAIN, Z);
     return effml__err(ctx, EFFML_E_NOMEM, "lokr forward: out of memory");
   }
   float *w2 = w1 + ol * im;
@@ -164,9 +153,8 @@ static effml_status lokr_forward(effml_context *ctx, effml_layer *l, const effml
     for (int64_t i = 0; i < b * out; ++i) y[i] += D[i];
   }
   effml__free(ctx, w1);
-  if (mode != EFFML_LAYER_MODE_TRAIN) {
-    effml__free(ctx, Z);
-  } else if (st == EFFML_OK) {
+  effml__fwd_scratch_done(ctx, mode == EFFML_LAYER_MODE_TRAIN, Z);
+  if (mode == EFFML_LAYER_MODE_TRAIN && st == EFFML_OK) {
     p->x = x;
     p->batch = b;
   }

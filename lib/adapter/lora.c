@@ -50,15 +50,6 @@ static void lora_destroy(effml_layer *l) {
   effml__free(l->ctx, p);
 }
 
-/* Grow *buf to hold n floats. */
-int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n) {
-  if (*cap >= n) return 1;
-  effml__free(ctx, *buf);
-  *buf = (float *)effml__malloc(ctx, n * sizeof(float));
-  *cap = *buf ? n : 0;
-  return *buf != NULL;
-}
-
 /* Training dropout on x (PEFT nn.Dropout before lora_A): x_d = x .* mask, mask in {0, 1/(1-p)},
  * drawn from the context generator in row-major order.  Returns x_d, or x when inactive. */
 const float *effml__lora_dropout(effml_context *ctx, effml__lora *p, const float *x, int64_t b, int64_t in,
@@ -93,14 +84,8 @@ static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml
   const float *xin = effml__lora_dropout(ctx, p, x, b, in, mode, &st);
   if (xin == NULL) return st;
   if (need_u) {
-    size_t need = (size_t)(b * r);
-    if (mode == EFFML_LAYER_MODE_TRAIN) {
-      if (!effml__grow_f32(ctx, &p->U, &p->cap_u, need)) return effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory");
-      U = p->U;
-    } else {
-      U = (float *)effml__malloc(ctx, need * sizeof(float));
-      if (U == NULL) return effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory");
-    }
+    if (!effml__fwd_scratch(ctx, mode == EFFML_LAYER_MODE_TRAIN, &p->U, &p->cap_u, (size_t)(b * r), &U))
+      return effml__err(ctx, EFFML_E_NOMEM, "lora forward: out of memory");
     st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, r, in, 1.0f, xin, in, A, in, 0.0f, U, r);
   }
   EFFML__THEN(st, effml__dense_base_forward(ctx, l, &p->base, x, b, y));
@@ -114,9 +99,8 @@ static effml_status lora_forward(effml_context *ctx, effml_layer *l, const effml
         for (int64_t j = 0; j < out; ++j) y[i * out + j] += s * bb[j];
     }
   }
-  if (mode != EFFML_LAYER_MODE_TRAIN) {
-    effml__free(ctx, U);
-  } else if (st == EFFML_OK) {
+  effml__fwd_scratch_done(ctx, mode == EFFML_LAYER_MODE_TRAIN, U);
+  if (mode == EFFML_LAYER_MODE_TRAIN && st == EFFML_OK) {
     p->x = x;
     p->batch = b;
   }

@@ -115,21 +115,13 @@ effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float
     if (!train) effml__free(ctx, norm);
     return st;
   }
-  float *U = NULL, *Z = NULL;
-  if (train) {
-    if (!effml__grow_f32(ctx, &p->U, &p->cap_u, (size_t)(b * r)) ||
-        !effml__grow_f32(ctx, &p->Z, &p->cap_z, (size_t)(b * out)))
-      return effml__err(ctx, EFFML_E_NOMEM, "DoRA forward: out of memory");
-    U = p->U;
-    Z = p->Z;
-  } else {
-    U = (float *)effml__malloc(ctx, (size_t)(b * r) * sizeof(float));
-    if (U == NULL) {
-      effml__free(ctx, norm);
-      return effml__err(ctx, EFFML_E_NOMEM, "DoRA forward: out of memory");
-    }
-    Z = y; /* no dropout in inference: scale Z in place */
+  float *U = NULL;
+  if (!effml__fwd_scratch(ctx, train, &p->U, &p->cap_u, (size_t)(b * r), &U) ||
+      (train && !effml__grow_f32(ctx, &p->Z, &p->cap_z, (size_t)(b * out)))) {
+    if (!train) effml__free(ctx, norm);
+    return effml__err(ctx, EFFML_E_NOMEM, "DoRA forward: out of memory");
   }
+  float *Z = train ? p->Z : y; /* no dropout in inference: scale Z in place */
   st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, b, r, in, 1.0f, xin, in, A, in, 0.0f, U, r);
   const float *bias = p->base.i_bias >= 0 ? effml__param_f32(l, p->base.i_bias) : NULL;
   if (xin != x) {
@@ -159,7 +151,7 @@ effml_status effml__dora_forward(effml_context *ctx, effml_layer *l, const float
       p->batch = b;
     }
   } else {
-    effml__free(ctx, U);
+    effml__fwd_scratch_done(ctx, train, U);
     effml__free(ctx, norm);
   }
   return st;
@@ -204,11 +196,8 @@ effml_status effml__dora_backward(effml_context *ctx, effml_layer *l, const floa
   if (effml__param_trainable(l, p->i_a))
     EFFML__THEN(st, effml__sgemm(ctx, CblasTrans, CblasNoTrans, r, in, b, 1.0f, dU, r, xin, in,
                                  1.0f, effml__grad_f32(l, p->i_a), in));
-  if (st == EFFML_OK && p->base.i_bias >= 0 && effml__param_trainable(l, p->base.i_bias)) {
-    float *g = effml__grad_f32(l, p->base.i_bias);
-    for (int64_t i = 0; i < b; ++i)
-      for (int64_t j = 0; j < out; ++j) g[j] += dy[i * out + j];
-  }
+  if (st == EFFML_OK && p->base.i_bias >= 0 && effml__param_trainable(l, p->base.i_bias))
+    effml__bias_grad(effml__grad_f32(l, p->base.i_bias), dy, b, out);
   int wtrain = effml__param_trainable(l, p->base.i_weight);
   if (!p->dropped) {
     if (dx) {

@@ -48,20 +48,16 @@ static void init_slices(effml_context *ctx, float *w, int64_t n, int64_t rows, i
   double fan = (double)(rows + cols);
   double gain = how == EFFML_ADAPTER_PHM_INIT_ADAPTERS ? 1.0 : sqrt(2.0);
   int64_t total = n * rows * cols;
-  for (int64_t i = 0; i < total; ++i) {
-    double v;
-    switch (how) {
-      case EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM:
-        v = gain * sqrt(6.0 / fan) * (2.0 * effml__rng_uniform(g) - 1.0);
-        break;
-      case EFFML_ADAPTER_PHM_INIT_NORMAL:
-        v = range * effml__rng_normal(g);
-        break;
-      default: /* GLOROT_NORMAL, ADAPTERS */
-        v = gain * sqrt(2.0 / fan) * effml__rng_normal(g);
-        break;
-    }
-    w[i] = (float)v;
+  switch (how) {
+    case EFFML_ADAPTER_PHM_INIT_GLOROT_UNIFORM:
+      effml__fill_uniform_sym_f32(g, w, total, gain * sqrt(6.0 / fan));
+      break;
+    case EFFML_ADAPTER_PHM_INIT_NORMAL:
+      effml__fill_normal_f32(g, w, total, range);
+      break;
+    default: /* GLOROT_NORMAL, ADAPTERS */
+      effml__fill_normal_f32(g, w, total, gain * sqrt(2.0 / fan));
+      break;
   }
 }
 
@@ -162,9 +158,8 @@ effml_status effml__phm_create(effml_context *ctx, int64_t in, int64_t out,
   } else if (!fixed_rule) {
     st = effml__layer_add_param(ctx, l, "phm_rule", 3, srule, 1, &p->i_rule);
     if (st == EFFML_OK) { /* per-layer rule: N(0, 0.01^2) as PHMLinear's "normal" */
-      float *a = effml__param_f32(l, p->i_rule);
-      effml__rng *g = effml__ctx_rng(ctx);
-      for (int64_t i = 0; i < n * n * n; ++i) a[i] = (float)(o.rule_init_std * effml__rng_normal(g));
+      effml__fill_normal_f32(effml__ctx_rng(ctx), effml__param_f32(l, p->i_rule), n * n * n,
+                             o.rule_init_std);
     }
   }
   if (st == EFFML_OK && r) {

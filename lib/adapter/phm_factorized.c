@@ -154,16 +154,6 @@ static void accumulate_dA(float *dA, const float *L, const float *R, int64_t b, 
   }
 }
 
-static void add_bias(float *y, const float *bias, int64_t b, int64_t out) {
-  for (int64_t row = 0; row < b; ++row)
-    for (int64_t j = 0; j < out; ++j) y[row * out + j] += bias[j];
-}
-
-static void bias_grad(float *db, const float *dy, int64_t b, int64_t out) {
-  for (int64_t row = 0; row < b; ++row)
-    for (int64_t j = 0; j < out; ++j) db[j] += dy[row * out + j];
-}
-
 /* ---- fused row kernels for thin LPHM (n*r <= THIN_MAX): stages 1-3 per row in
  * one pass over x (the GEMMs above have N = n*r, a shape BLAS runs poorly).
  * Each output element is a fixed-order sum, so results do not depend on the
@@ -407,7 +397,7 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
                       nc);
     EFFML__THEN(st, run_mix(ctx, A, P, y, b, n, kout, 1, 1));
   }
-  if (st == EFFML_OK && p->i_b >= 0) add_bias(y, effml__param_f32(l, p->i_b), b, l->out_features);
+  if (st == EFFML_OK && p->i_b >= 0) effml__bias_add(y, effml__param_f32(l, p->i_b), b, l->out_features);
   effml__free(ctx, S);
   effml__free(ctx, tmpP);
   effml__free(ctx, tmpQ);
@@ -528,7 +518,7 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     st = effml__sgemm(ctx, CblasNoTrans, CblasTrans, bn, kin, nc, 1.0f, dP, nc, S, nc, 0.0f, dx,
                       kin);
   if (st == EFFML_OK && p->i_b >= 0 && effml__param_trainable(l, p->i_b))
-    bias_grad(effml__grad_f32(l, p->i_b), dy, b, l->out_features);
+    effml__bias_grad(effml__grad_f32(l, p->i_b), dy, b, l->out_features);
 done:
   effml__free(ctx, S);
   effml__free(ctx, dS);

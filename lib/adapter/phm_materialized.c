@@ -71,11 +71,7 @@ effml_status effml__phm_forward_materialized(effml_context *ctx, effml_layer *l,
     effml__free(ctx, H);
     return st;
   }
-  if (p->i_b >= 0) {
-    const float *bias = effml__param_f32(l, p->i_b);
-    for (int64_t row = 0; row < b; ++row)
-      for (int64_t j = 0; j < out; ++j) y[row * out + j] += bias[j];
-  }
+  if (p->i_b >= 0) effml__bias_add(y, effml__param_f32(l, p->i_b), b, out);
   if (mode == EFFML_LAYER_MODE_TRAIN) {
     effml__free(ctx, p->H);
     p->H = H;
@@ -149,11 +145,8 @@ effml_status effml__phm_backward_materialized(effml_context *ctx, effml_layer *l
                                      effml__grad_f32(l, p->i_wr) + i * r * kout, kout));
     }
   }
-  if (st == EFFML_OK && p->i_b >= 0 && effml__param_trainable(l, p->i_b)) {
-    float *db = effml__grad_f32(l, p->i_b);
-    for (int64_t row = 0; row < b; ++row)
-      for (int64_t j = 0; j < out; ++j) db[j] += dy[row * out + j];
-  }
+  if (st == EFFML_OK && p->i_b >= 0 && effml__param_trainable(l, p->i_b))
+    effml__bias_grad(effml__grad_f32(l, p->i_b), dy, b, out);
   effml__free(ctx, dH);
   effml__free(ctx, B);
   effml__free(ctx, dB);

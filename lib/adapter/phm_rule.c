@@ -33,8 +33,10 @@ effml_status effml_phm_rule_create(effml_context *ctx, int64_t phm_dim, double i
   /* Shared A ~ N(0, phm_init_range^2) (modeling_t5.py, "normal" phm_c_init). */
   float *a = effml__f32(r->value);
   effml__rng *g = effml__ctx_rng(ctx);
-  for (int64_t i = 0; i < phm_dim * phm_dim * phm_dim; ++i)
-    a[i] = init_std > 0 ? (float)(init_std * effml__rng_normal(g)) : 0.0f;
+  if (init_std > 0)
+    effml__fill_normal_f32(g, a, phm_dim * phm_dim * phm_dim, init_std);
+  else
+    for (int64_t i = 0; i < phm_dim * phm_dim * phm_dim; ++i) a[i] = 0.0f;
   *out = r;
   return EFFML_OK;
 }

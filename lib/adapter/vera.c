@@ -62,16 +62,11 @@ static effml_status vera_forward(effml_context *ctx, effml_layer *l, const effml
   }
   EFFML__TRY(effml__dense_base_forward(ctx, l, &p->base, x, b, y));
   if (p->merged) return EFFML_OK;
-  float *U, *P;
-  if (train) {
-    if (!effml__grow_f32(ctx, &p->U, &p->cap_u, (size_t)(b * r)) || !effml__grow_f32(ctx, &p->P, &p->cap_p, (size_t)(b * out)))
-      return effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory");
-    U = p->U;
-    P = p->P;
-  } else {
-    U = (float *)effml__malloc(ctx, (size_t)(b * r + b * out) * sizeof(float));
-    if (U == NULL) return effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory");
-    P = U + b * r;
+  float *U = NULL, *P = NULL;
+  if (!effml__fwd_scratch(ctx, train, &p->U, &p->cap_u, (size_t)(b * r), &U) ||
+      !effml__fwd_scratch(ctx, train, &p->P, &p->cap_p, (size_t)(b * out), &P)) {
+    effml__fwd_scratch_done(ctx, train, U);
+    return effml__err(ctx, EFFML_E_NOMEM, "vera forward: out of memory");
   }
   float *V = (float *)effml__malloc(ctx, (size_t)(b * r) * sizeof(float));
   effml_status st =
@@ -86,7 +81,8 @@ static effml_status vera_forward(effml_context *ctx, effml_layer *l, const effml
     for (int64_t i = 0; i < b; ++i)
       for (int64_t j = 0; j < out; ++j) y[i * out + j] += lb[j] * P[i * out + j];
   effml__free(ctx, V);
-  if (!train) effml__free(ctx, U);
+  effml__fwd_scratch_done(ctx, train, U);
+  effml__fwd_scratch_done(ctx, train, P);
   if (st == EFFML_OK && train) {
     p->x = x;
     p->batch = b;

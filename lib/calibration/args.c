@@ -120,10 +120,9 @@ effml_status effml__cal_read_flags(effml_context *ctx, const char *fn, const eff
 effml_status effml__cal_read_labels(effml_context *ctx, const char *fn, const effml_tensor *t,
                                     const char *name, int64_t n, int64_t K, int64_t **out) {
   EFFML__TRY(need_int_1d(ctx, fn, t, name, n, 0));
-  int64_t *v = (int64_t *)effml__alloc_or_err(ctx, (size_t)n * sizeof(int64_t), name);
-  if (!v) return EFFML_E_NOMEM;
+  int64_t *v = NULL;
+  EFFML__TRY(effml__labels_to_i64(ctx, t, n, name, &v));
   for (int64_t i = 0; i < n; ++i) {
-    v[i] = geti(t, i);
     if (v[i] < 0 || v[i] >= K) {
       const long long bad = (long long)v[i];
       effml__free(ctx, v);

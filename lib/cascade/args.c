@@ -89,10 +89,9 @@ effml_status effml__read_labels(effml_context *ctx, const effml_tensor *t, const
   if (t->dtype != EFFML_I32 && t->dtype != EFFML_I64)
     return effml__err(ctx, EFFML_E_DTYPE, "%s has dtype %s, need i32 or i64", name,
                       effml_tensor_dtype_name(t->dtype));
-  int64_t *v = effml__alloc_or_err(ctx, (size_t)n * sizeof(int64_t), name);
-  if (!v) return EFFML_E_NOMEM;
+  int64_t *v = NULL;
+  EFFML__TRY(effml__labels_to_i64(ctx, t, n, name, &v));
   for (int64_t i = 0; i < n; ++i) {
-    v[i] = get_i(t, i);
     if (K > 0 && (v[i] < 0 || v[i] >= K)) {
       long long bad = (long long)v[i];
       effml__free(ctx, v);

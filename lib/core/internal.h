@@ -172,6 +172,12 @@ EFFML__HIDDEN double effml__rng_uniform(effml__rng *r);
 EFFML__HIDDEN uint64_t effml__rng_below(effml__rng *r, uint64_t n);
 /* Standard normal (Marsaglia polar method; consumes a variable number of draws). */
 EFFML__HIDDEN double effml__rng_normal(effml__rng *r);
+/* The random fills of parameters, n f32 values drawn from r in index order (the one
+ * place these formulas live, so every initialiser draws and rounds alike):
+ * uniform_sym: p[i] = (float)(bound * (2u - 1)), u = effml__rng_uniform: U(-bound, bound);
+ * normal:      p[i] = (float)(sd * z),           z = effml__rng_normal:  N(0, sd^2). */
+EFFML__HIDDEN void effml__fill_uniform_sym_f32(effml__rng *r, float *p, int64_t n, double bound);
+EFFML__HIDDEN void effml__fill_normal_f32(effml__rng *r, float *p, int64_t n, double sd);
 /* splitmix64 finaliser: a good 64-bit hash, used to derive per-item streams. */
 EFFML__HIDDEN uint64_t effml__mix64(uint64_t x);
 /* The context's generator. */

@@ -67,3 +67,11 @@ double effml__rng_normal(effml__rng *r) {
     if (s > 0.0 && s < 1.0) return u * sqrt(-2.0 * log(s) / s);
   }
 }
+
+void effml__fill_uniform_sym_f32(effml__rng *r, float *p, int64_t n, double bound) {
+  for (int64_t i = 0; i < n; ++i) p[i] = (float)(bound * (2.0 * effml__rng_uniform(r) - 1.0));
+}
+
+void effml__fill_normal_f32(effml__rng *r, float *p, int64_t n, double sd) {
+  for (int64_t i = 0; i < n; ++i) p[i] = (float)(sd * effml__rng_normal(r));
+}

@@ -45,13 +45,8 @@ static effml_status dense_backward(effml_context *ctx, effml_layer *layer, const
   if (effml__layer_param_entry(layer, DENSE_W)->trainable)
     EFFML__TRY(effml__sgemm(ctx, CblasTrans, CblasNoTrans, out, in, batch, 1.0f, DY, out,
                             effml__cf32(d->x), in, 1.0f, effml__grad_f32(layer, DENSE_W), in));
-  if (d->has_bias && effml__layer_param_entry(layer, DENSE_B)->trainable) {
-    float *db = effml__grad_f32(layer, DENSE_B);
-    for (int64_t i = 0; i < batch; ++i) {
-      const float *row = DY + i * out;
-      for (int64_t j = 0; j < out; ++j) db[j] += row[j];
-    }
-  }
+  if (d->has_bias && effml__layer_param_entry(layer, DENSE_B)->trainable)
+    effml__bias_grad(effml__grad_f32(layer, DENSE_B), DY, batch, out);
   if (dx)
     EFFML__TRY(effml__sgemm(ctx, CblasNoTrans, CblasNoTrans, batch, in, out, 1.0f, DY, out,
                             effml__param_f32(layer, DENSE_W), in, 0.0f, effml__f32(dx), in));

@@ -140,6 +140,39 @@ float *effml__grad_f32(effml_layer *layer, int32_t i) {
   return p ? effml__f32(p->grad) : NULL;
 }
 
+void effml__bias_add(float *y, const float *bias, int64_t b, int64_t out) {
+  for (int64_t r = 0; r < b; ++r)
+    for (int64_t j = 0; j < out; ++j) y[r * out + j] += bias[j];
+}
+
+int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n) {
+  if (*cap >= n) return 1;
+  effml__free(ctx, *buf);
+  *buf = (float *)effml__malloc(ctx, n * sizeof(float));
+  *cap = *buf ? n : 0;
+  return *buf != NULL;
+}
+
+int effml__fwd_scratch(effml_context *ctx, int keep, float **buf, size_t *cap, size_t n,
+                       float **out) {
+  if (keep) {
+    const int ok = effml__grow_f32(ctx, buf, cap, n);
+    *out = *buf;
+    return ok;
+  }
+  *out = (float *)effml__malloc(ctx, n * sizeof(float));
+  return *out != NULL;
+}
+
+void effml__fwd_scratch_done(effml_context *ctx, int keep, float *p) {
+  if (!keep) effml__free(ctx, p);
+}
+
+void effml__bias_grad(float *db, const float *dy, int64_t b, int64_t out) {
+  for (int64_t r = 0; r < b; ++r)
+    for (int64_t j = 0; j < out; ++j) db[j] += dy[r * out + j];
+}
+
 /* ---- generic interface ---- */
 
 const char *effml_layer_kind(const effml_layer *layer) { return layer ? layer->kind : "none"; }

@@ -125,6 +125,27 @@ EFFML__HIDDEN effml__param *effml__layer_param_entry(effml_layer *layer, int32_t
 EFFML__HIDDEN float *effml__param_f32(effml_layer *layer, int32_t i);
 EFFML__HIDDEN float *effml__grad_f32(effml_layer *layer, int32_t i);
 
+/* Bias of a layer with outputs y[b, out] (f32, row-major, contiguous): the one
+ * broadcast add and the one gradient, shared by every kind that has a bias.
+ * effml__bias_add: y[r, j] += bias[j].  effml__bias_grad: db[j] += dy[r, j],
+ * rows r = 0..b-1 in order (so the sum does not depend on the thread count). */
+EFFML__HIDDEN void effml__bias_add(float *y, const float *bias, int64_t b, int64_t out);
+EFFML__HIDDEN void effml__bias_grad(float *db, const float *dy, int64_t b, int64_t out);
+
+/* Grow the layer-owned buffer *buf (capacity *cap floats) to hold n floats; the
+ * contents are not kept.  Returns 1, or 0 out of memory (*buf NULL, *cap 0; no
+ * error recorded: the caller names what failed). */
+EFFML__HIDDEN int effml__grow_f32(effml_context *ctx, float **buf, size_t *cap, size_t n);
+/* Scratch of n floats for a forward pass, "kept for backward in training, temporary
+ * in inference": with `keep` (a TRAIN forward) *out is the layer's buffer *buf grown
+ * by effml__grow_f32 and kept for backward; otherwise a fresh temporary, so an
+ * inference forward writes nothing into the layer (threads may share it).  Returns 1,
+ * or 0 out of memory (no error recorded).  Release with effml__fwd_scratch_done. */
+EFFML__HIDDEN int effml__fwd_scratch(effml_context *ctx, int keep, float **buf, size_t *cap,
+                                     size_t n, float **out);
+/* Frees p when it is a temporary (keep == 0); a kept buffer stays with the layer. */
+EFFML__HIDDEN void effml__fwd_scratch_done(effml_context *ctx, int keep, float *p);
+
 /* The registry (lib/registry/layer_kinds.c): every ops table, once. */
 EFFML__HIDDEN int32_t effml__layer_kind_count(void);
 EFFML__HIDDEN const effml__layer_ops *effml__layer_kind_at(int32_t i);

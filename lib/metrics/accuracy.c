@@ -2,11 +2,6 @@
  * Inputs are validated as for the softmax cross-entropy (lib/train/loss.c). */
 #include "../tensor/tensor_internal.h"
 
-static int64_t label_at(const effml_tensor *labels, int64_t i) {
-  return labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]
-                                    : ((const int64_t *)(const void *)labels->data)[i];
-}
-
 effml_status effml_metrics_accuracy(effml_context *ctx, const effml_tensor *logits,
                             const effml_tensor *labels, double *accuracy) {
   EFFML__ENTER(ctx);
@@ -21,7 +16,7 @@ effml_status effml_metrics_accuracy(effml_context *ctx, const effml_tensor *logi
     int64_t best = 0;
     for (int64_t j = 1; j < c; ++j)
       if (row[j] > row[best]) best = j;
-    correct += best == label_at(labels, i);
+    correct += best == effml__label_at(labels, i);
   }
   *accuracy = (double)correct / (double)b;
   return EFFML_OK;

@@ -56,15 +56,7 @@ effml_status effml__sampler_labels(effml_context *ctx, const effml_tensor *y, in
   if (n >= 0 && y->shape[0] != n)
     return effml__err(ctx, EFFML_E_SHAPE, "y has %lld labels but x has %lld rows",
                       (long long)y->shape[0], (long long)n);
-  n = y->shape[0];
-  int64_t *o = (int64_t *)effml__alloc_or_err(ctx, (size_t)n * sizeof(int64_t), "labels");
-  if (!o) return EFFML_E_NOMEM;
-  if (y->dtype == EFFML_I64)
-    memcpy(o, y->data, (size_t)n * sizeof(int64_t));
-  else
-    for (int64_t i = 0; i < n; ++i) o[i] = ((const int32_t *)(const void *)y->data)[i];
-  *y64 = o;
-  return EFFML_OK;
+  return effml__labels_to_i64(ctx, y, y->shape[0], "labels", y64);
 }
 
 static int cmp_i64(const void *a, const void *b) {

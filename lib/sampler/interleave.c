@@ -43,10 +43,9 @@ static effml_status seq_push(effml_context *ctx, seq *q, int64_t s, int64_t i) {
   return EFFML_OK;
 }
 
-/* The sequence into q (grown, or the caller's arrays when q->fixed); max_len >= 1. */
-static effml_status interleave_run(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
-                                   const double *probs, int32_t stopping_strategy, uint64_t seed,
-                                   int64_t max_len, seq *q) {
+static effml_status check_interleave_args(effml_context *ctx, const int64_t *lengths,
+                                          int64_t n_sources, const double *probs,
+                                          int32_t stopping_strategy, int64_t max_len) {
   if (n_sources < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "n_sources=%lld must be >= 1", (long long)n_sources);
   if (stopping_strategy < EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ||
@@ -68,57 +67,82 @@ static effml_status interleave_run(effml_context *ctx, const int64_t *lengths, i
   }
   if (probs && fabs(psum - 1.0) > 1e-6)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "probs sum to %.17g, expected 1", psum);
+  return EFFML_OK;
+}
 
+static effml_status too_long(effml_context *ctx, int64_t max_len) {
+  return effml__err(ctx, EFFML_E_RANGE, "interleaved sequence longer than max_len=%lld",
+                    (long long)max_len);
+}
+
+/* Without probabilities: rounds of one example per source (sources shorter than the
+ * round count wrap, or are skipped without replacement). */
+static effml_status round_robin(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
+                                int32_t stopping_strategy, int wrap, int64_t max_len, seq *q) {
   effml_status st = EFFML_OK;
-  int64_t *pos = (int64_t *)effml__calloc(ctx, (size_t)n_sources, sizeof(int64_t));
-  char *done = (char *)effml__calloc(ctx, (size_t)n_sources, 1);
+  int64_t rounds = lengths[0];
+  for (int64_t s = 1; s < n_sources; ++s)
+    rounds = stopping_strategy == EFFML_SAMPLER_STOP_FIRST_EXHAUSTED
+                 ? (lengths[s] < rounds ? lengths[s] : rounds)
+                 : (lengths[s] > rounds ? lengths[s] : rounds);
+  for (int64_t r = 0; st == EFFML_OK && r < rounds; ++r)
+    for (int64_t s = 0; st == EFFML_OK && s < n_sources; ++s) {
+      if (!wrap && r >= lengths[s]) continue;
+      st = q->n == max_len ? too_long(ctx, max_len) : seq_push(ctx, q, s, r % lengths[s]);
+    }
+  return st;
+}
+
+/* With probabilities: the stop test (over sources of probability > 0), then one alias
+ * draw per example; pos[s] is source s's next index, done[s] whether it was exhausted. */
+static effml_status drawn(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
+                          const double *probs, int32_t stopping_strategy, uint64_t seed, int wrap,
+                          int64_t max_len, int64_t *pos, char *done, seq *q) {
   effml_sampler_alias *al = NULL;
-  if (!pos || !done) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory");
-  const int wrap = stopping_strategy != EFFML_SAMPLER_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT;
-  if (st == EFFML_OK && probs == NULL) {
-    int64_t rounds = lengths[0];
-    for (int64_t s = 1; s < n_sources; ++s)
-      rounds = stopping_strategy == EFFML_SAMPLER_STOP_FIRST_EXHAUSTED
-                   ? (lengths[s] < rounds ? lengths[s] : rounds)
-                   : (lengths[s] > rounds ? lengths[s] : rounds);
-    for (int64_t r = 0; st == EFFML_OK && r < rounds; ++r)
-      for (int64_t s = 0; st == EFFML_OK && s < n_sources; ++s) {
-        if (!wrap && r >= lengths[s]) continue;
-        if (q->n == max_len)
-          st = effml__err(ctx, EFFML_E_RANGE, "interleaved sequence longer than max_len=%lld",
-                          (long long)max_len);
-        else
-          st = seq_push(ctx, q, s, r % lengths[s]);
-      }
-  } else if (st == EFFML_OK) {
-    st = effml_sampler_alias_create(ctx, probs, n_sources, seed, &al);
-    for (;;) {
-      if (st != EFFML_OK) break;
-      int any = 0, all = 1;
-      for (int64_t s = 0; s < n_sources; ++s) {
-        if (!(probs[s] > 0)) continue;
-        any |= done[s];
-        all &= done[s];
-      }
-      if (stopping_strategy == EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ? any : all) break;
-      if (q->n == max_len) {
-        st = effml__err(ctx, EFFML_E_RANGE, "interleaved sequence longer than max_len=%lld",
-                        (long long)max_len);
-        break;
-      }
-      int64_t s;
-      do { /* without replacement: skip exhausted sources */
-        st = effml_sampler_alias_draw(ctx, al, 1, &s);
-      } while (st == EFFML_OK && !wrap && done[s]);
-      if (st != EFFML_OK) break;
-      st = seq_push(ctx, q, s, pos[s]);
-      if (++pos[s] == lengths[s]) {
-        done[s] = 1;
-        if (wrap) pos[s] = 0;
-      }
+  effml_status st = effml_sampler_alias_create(ctx, probs, n_sources, seed, &al);
+  for (;;) {
+    if (st != EFFML_OK) break;
+    int any = 0, all = 1;
+    for (int64_t s = 0; s < n_sources; ++s) {
+      if (!(probs[s] > 0)) continue;
+      any |= done[s];
+      all &= done[s];
+    }
+    if (stopping_strategy == EFFML_SAMPLER_STOP_FIRST_EXHAUSTED ? any : all) break;
+    if (q->n == max_len) {
+      st = too_long(ctx, max_len);
+      break;
+    }
+    int64_t s;
+    do { /* without replacement: skip exhausted sources */
+      st = effml_sampler_alias_draw(ctx, al, 1, &s);
+    } while (st == EFFML_OK && !wrap && done[s]);
+    if (st != EFFML_OK) break;
+    st = seq_push(ctx, q, s, pos[s]);
+    if (++pos[s] == lengths[s]) {
+      done[s] = 1;
+      if (wrap) pos[s] = 0;
     }
   }
   effml_sampler_alias_free(al);
+  return st;
+}
+
+/* The sequence into q (grown, or the caller's arrays when q->fixed); max_len >= 1.
+ * Phases: arguments, then round_robin (no probabilities) or drawn. */
+static effml_status interleave_run(effml_context *ctx, const int64_t *lengths, int64_t n_sources,
+                                   const double *probs, int32_t stopping_strategy, uint64_t seed,
+                                   int64_t max_len, seq *q) {
+  EFFML__TRY(check_interleave_args(ctx, lengths, n_sources, probs, stopping_strategy, max_len));
+  effml_status st = EFFML_OK;
+  int64_t *pos = (int64_t *)effml__calloc(ctx, (size_t)n_sources, sizeof(int64_t));
+  char *done = (char *)effml__calloc(ctx, (size_t)n_sources, 1);
+  if (!pos || !done) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory");
+  const int wrap = stopping_strategy != EFFML_SAMPLER_STOP_ALL_EXHAUSTED_WITHOUT_REPLACEMENT;
+  if (st == EFFML_OK && probs == NULL)
+    st = round_robin(ctx, lengths, n_sources, stopping_strategy, wrap, max_len, q);
+  else if (st == EFFML_OK)
+    st = drawn(ctx, lengths, n_sources, probs, stopping_strategy, seed, wrap, max_len, pos, done, q);
   effml__free(ctx, pos);
   effml__free(ctx, done);
   return st;

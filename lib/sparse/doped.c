@@ -110,11 +110,8 @@ static effml_status add_dense(effml_context *ctx, effml_layer *layer, const char
                               int64_t rows, int64_t cols, int32_t *idx) {
   int64_t shape[2] = {rows, cols};
   EFFML__TRY(effml__layer_add_param(ctx, layer, name, 2, shape, 1, idx));
-  float *v = effml__param_f32(layer, *idx);
-  double bound = 1.0 / sqrt((double)cols);
-  effml__rng *rng = effml__ctx_rng(ctx);
-  for (int64_t i = 0; i < rows * cols; ++i)
-    v[i] = (float)(bound * (2.0 * effml__rng_uniform(rng) - 1.0));
+  effml__fill_uniform_sym_f32(effml__ctx_rng(ctx), effml__param_f32(layer, *idx), rows * cols,
+                              1.0 / sqrt((double)cols));
   return EFFML_OK;
 }
 

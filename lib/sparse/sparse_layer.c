@@ -184,9 +184,7 @@ void effml__bias_backward(effml_layer *layer, int32_t param, const float *DY, in
                           int64_t out) {
   effml__param *pe = effml__layer_param_entry(layer, param);
   if (!pe->trainable) return;
-  float *db = effml__f32(pe->grad);
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t r = 0; r < out; ++r) db[r] += DY[b * out + r];
+  effml__bias_grad(effml__f32(pe->grad), DY, batch, out);
 }
 
 static effml_status linear_backward(effml_context *ctx, effml_layer *layer,
@@ -311,12 +309,10 @@ effml_status effml__sparse_add_matrix(effml_context *ctx, effml_layer *layer, ef
   } else {
     effml__rng *r = effml__ctx_rng(ctx);
     if (init == EFFML_SPARSE_INIT_KAIMING_NORMAL) {
-      double sd = sqrt(2.0 / (double)m->rows); /* fan_out of the dense [rows, cols] weight */
-      for (int64_t p = 0; p < m->nnz; ++p) v[p] = (float)(sd * effml__rng_normal(r));
+      /* sd from the fan_out of the dense [rows, cols] weight */
+      effml__fill_normal_f32(r, v, m->nnz, sqrt(2.0 / (double)m->rows));
     } else {
-      double bound = 1.0 / sqrt((double)fan_in);
-      for (int64_t p = 0; p < m->nnz; ++p)
-        v[p] = (float)(bound * (2.0 * effml__rng_uniform(r) - 1.0));
+      effml__fill_uniform_sym_f32(r, v, m->nnz, 1.0 / sqrt((double)fan_in));
     }
   }
   return EFFML_OK;
@@ -330,9 +326,7 @@ effml_status effml__sparse_add_bias(effml_context *ctx, effml_layer *layer, int6
   EFFML__TRY(effml__layer_add_param(ctx, layer, "bias", 1, &out, 1, &idx));
   s->bias_param = idx;
   float *b = effml__param_f32(layer, idx);
-  double bound = 1.0 / sqrt((double)fan_in);
-  effml__rng *r = effml__ctx_rng(ctx);
-  for (int64_t i = 0; i < out; ++i) b[i] = (float)(bound * (2.0 * effml__rng_uniform(r) - 1.0));
+  effml__fill_uniform_sym_f32(effml__ctx_rng(ctx), b, out, 1.0 / sqrt((double)fan_in));
   return EFFML_OK;
 }
 

@@ -750,6 +750,15 @@ const char *effml__shape_str(const effml_tensor *t, char *buf, size_t len) {
   return buf;
 }
 
+effml_status effml__labels_to_i64(effml_context *ctx, const effml_tensor *t, int64_t n,
+                                  const char *what, int64_t **out) {
+  int64_t *v = (int64_t *)effml__alloc_or_err(ctx, (size_t)n * sizeof(int64_t), what);
+  if (!v) return EFFML_E_NOMEM;
+  for (int64_t i = 0; i < n; ++i) v[i] = effml__label_at(t, i);
+  *out = v;
+  return EFFML_OK;
+}
+
 effml_status effml__check_tensor(effml_context *ctx, const effml_tensor *t, const char *arg,
                                  int32_t dtype, int32_t ndim, int contiguous) {
   if (t == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "argument '%s' is NULL", arg);

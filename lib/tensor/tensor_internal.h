@@ -50,6 +50,18 @@ static inline float *effml__f32(effml_tensor *t) { return (float *)(void *)t->da
 static inline const float *effml__cf32(const effml_tensor *t) { return (const float *)(const void *)t->data; }
 static inline double *effml__f64(effml_tensor *t) { return (double *)(void *)t->data; }
 static inline const double *effml__cf64(const effml_tensor *t) { return (const double *)(const void *)t->data; }
+/* Labels: element i of a 1-D i32 or i64 tensor (dtype checked by the caller) as int64,
+ * at i * strides[0].  The one reading of a label tensor. */
+static inline int64_t effml__label_at(const effml_tensor *t, int64_t i) {
+  const int64_t o = i * t->strides[0];
+  return t->dtype == EFFML_I32 ? ((const int32_t *)(const void *)t->data)[o]
+                               : ((const int64_t *)(const void *)t->data)[o];
+}
+/* The first n labels of `t` (1-D, i32 or i64: checked by the caller) copied into a new
+ * int64 array *out (free with effml__free); `what` names the allocation in the
+ * out-of-memory message.  Range checks stay with the caller (their messages differ). */
+EFFML__HIDDEN effml_status effml__labels_to_i64(effml_context *ctx, const effml_tensor *t,
+                                                int64_t n, const char *what, int64_t **out);
 /* 1 when the storage regions of a and b overlap. */
 EFFML__HIDDEN int effml__tensors_overlap(const effml_tensor *a, const effml_tensor *b);
 

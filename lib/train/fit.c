@@ -37,8 +37,7 @@ static effml_status check_data(effml_context *ctx, const char *fn, const effml_l
     return effml__err(ctx, EFFML_E_SHAPE, "%s: labels has %lld entries but x has %lld rows", fn,
                       (long long)labels->shape[0], (long long)x->shape[0]);
   for (int64_t i = 0; i < x->shape[0]; ++i) {
-    int64_t y = labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]
-                                            : ((const int64_t *)(const void *)labels->data)[i];
+    const int64_t y = effml__label_at(labels, i);
     if (y < 0 || y >= *c)
       return effml__err(ctx, EFFML_E_RANGE, "%s: labels[%lld]=%lld is outside [0, %lld)", fn,
                         (long long)i, (long long)y, (long long)*c);
@@ -87,11 +86,6 @@ typedef struct fit_state {
   double *cur_w;       /* [c] class_w x scal_w / (data mean under REDUCTION_MEAN) */
   double cur_t;        /* temperature cur_w was made for (NaN: not yet) */
 } fit_state;
-
-static int64_t label_of(const effml_tensor *labels, int64_t i) {
-  return labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]
-                                    : ((const int64_t *)(const void *)labels->data)[i];
-}
 
 static double sample_w(const effml_tensor *t, int64_t i) {
   const int64_t off = i * t->strides[0];
@@ -177,7 +171,7 @@ static effml_status weights_setup(fit_state *s) {
     for (int64_t k = 0; k < s->c; ++k) s->class_w[k] *= s->cur_w[k];
   }
   for (int64_t i = 0; i < s->n; ++i) {
-    const int64_t y = label_of(s->labels, i);
+    const int64_t y = effml__label_at(s->labels, i);
     s->sizes[y] += 1.0;
     s->class_sum[y] += fo->sample_weight ? sample_w(fo->sample_weight, i) : 1.0;
   }
@@ -248,9 +242,7 @@ static effml_status fit_epoch(fit_state *s, int64_t epoch, int64_t *step, double
     for (int64_t k = 0; k < rows; ++k) {
       const int64_t i = s->perm[start + k];
       memcpy(xb + k * s->f, X + i * s->f, row_bytes);
-      yb[k] = s->labels->dtype == EFFML_I32
-                  ? ((const int32_t *)(const void *)s->labels->data)[i]
-                  : (int32_t)((const int64_t *)(const void *)s->labels->data)[i];
+      yb[k] = (int32_t)effml__label_at(s->labels, i);
     }
     double loss = 0.0;
     int skip = 0;

@@ -24,8 +24,7 @@ effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
   const int64_t b = logits->shape[0], c = logits->shape[1];
   const float *z = effml__cf32(logits);
   for (int64_t i = 0; i < b; ++i) {
-    int64_t y = labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]
-                                            : ((const int64_t *)(const void *)labels->data)[i];
+    const int64_t y = effml__label_at(labels, i);
     if (y < 0 || y >= c)
       return effml__err(ctx, EFFML_E_RANGE, "%s: labels[%lld]=%lld is outside [0, %lld)", fn,
                         (long long)i, (long long)y, (long long)c);
@@ -36,11 +35,6 @@ effml_status effml__check_logits_labels(effml_context *ctx, const char *fn,
                           (long long)i, (long long)j, (double)row[j]);
   }
   return EFFML_OK;
-}
-
-static int64_t label_at(const effml_tensor *labels, int64_t i) {
-  return labels->dtype == EFFML_I32 ? ((const int32_t *)(const void *)labels->data)[i]
-                                    : ((const int64_t *)(const void *)labels->data)[i];
 }
 
 effml_status effml_train_softmax_cross_entropy(effml_context *ctx, const effml_tensor *logits,
@@ -66,7 +60,7 @@ effml_status effml_train_softmax_cross_entropy(effml_context *ctx, const effml_t
   double total = 0.0;
   for (int64_t i = 0; i < b; ++i) {
     const float *row = z + i * c;
-    const int64_t y = label_at(labels, i);
+    const int64_t y = effml__label_at(labels, i);
     float m = row[0];
     for (int64_t j = 1; j < c; ++j) m = row[j] > m ? row[j] : m;
     double s = 0.0;
@@ -138,7 +132,7 @@ effml_status effml_train_softmax_cross_entropy_weighted(
     denom = 0.0;
     for (int64_t i = 0; i < b; ++i)
       denom += (sample_weight ? vec_at(sample_weight, i) : 1.0) *
-               (class_weight ? vec_at(class_weight, label_at(labels, i)) : 1.0);
+               (class_weight ? vec_at(class_weight, effml__label_at(labels, i)) : 1.0);
     if (!(denom > 0.0))
       return effml__err(ctx, EFFML_E_INVALID_ARG,
                         "%s: the weights of the batch's %lld rows sum to 0 (reduction "
@@ -151,7 +145,7 @@ effml_status effml_train_softmax_cross_entropy_weighted(
   double total = 0.0;
   for (int64_t i = 0; i < b; ++i) {
     const float *row = z + i * c;
-    const int64_t y = label_at(labels, i);
+    const int64_t y = effml__label_at(labels, i);
     const double w = (sample_weight ? vec_at(sample_weight, i) : 1.0) *
                      (class_weight ? vec_at(class_weight, y) : 1.0);
     float m = row[0];
@@ -194,7 +188,7 @@ effml_status effml_train_class_weight_balanced(effml_context *ctx, const effml_t
   if (!count) return EFFML_E_NOMEM;
   effml_status st = EFFML_OK;
   for (int64_t i = 0; i < n && st == EFFML_OK; ++i) {
-    const int64_t y = label_at(labels, i);
+    const int64_t y = effml__label_at(labels, i);
     if (y < 0 || y >= num_classes)
       st = effml__err(ctx, EFFML_E_RANGE, "%s: labels[%lld]=%lld is outside [0, %lld)", fn,
                       (long long)i, (long long)y, (long long)num_classes);
