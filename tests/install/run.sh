@@ -24,6 +24,30 @@ pcdir=$(dirname "$pc")
 libdir=$(dirname "$pcdir") # lib or lib/<multiarch>
 echo "installed: $pc (libdir $libdir)"
 
+# The installed tool runs from this non-default prefix with no LD_LIBRARY_PATH: its RUNPATH is
+# $ORIGIN/../<libdir> and resolves to the libeffml.so.0 installed next to it.
+tool=$work/prefix/bin/effml-adapter
+[ -x "$tool" ] || { echo "FAIL: bin/effml-adapter was not installed under $work/prefix" >&2; exit 1; }
+want_rp="\$ORIGIN/../${libdir#"$work/prefix/"}"
+rp=$(readelf -d "$tool" | sed -nE 's/.*\((RUNPATH|RPATH)\).*\[(.*)\].*/\2/p')
+if [ "$rp" != "$want_rp" ]; then
+  echo "FAIL: installed effml-adapter has RUNPATH '$rp', want '$want_rp'" >&2
+  exit 1
+fi
+got=$(env -u LD_LIBRARY_PATH ldd "$tool" | awk '$1 == "libeffml.so.0" { print $3 }')
+if [ -z "$got" ] || [ "$(readlink -f "$got")" != "$(readlink -f "$libdir/libeffml.so.0")" ]; then
+  echo "FAIL: installed effml-adapter does not resolve libeffml.so.0 to $libdir:" >&2
+  env -u LD_LIBRARY_PATH ldd "$tool" >&2
+  exit 1
+fi
+if ! env -u LD_LIBRARY_PATH "$tool" info "$src/tests/data/peft/lora" >"$work/tool.out" 2>&1 ||
+  ! grep -q '^type: LORA' "$work/tool.out"; then
+  echo "FAIL: installed effml-adapter info did not run:" >&2
+  cat "$work/tool.out" >&2
+  exit 1
+fi
+echo "installed effml-adapter: RUNPATH $rp, runs without LD_LIBRARY_PATH"
+
 case $mode in
   pkgconfig)
     export PKG_CONFIG_PATH=$pcdir
