@@ -172,7 +172,7 @@ effml_status effml_adapter_lora_peft_options(effml_context *ctx, const char *dir
   return EFFML_OK;
 }
 
-static effml_status write_text(effml_context *ctx, const char *path, const char *text) {
+effml_status effml__peft_write_text(effml_context *ctx, const char *path, const char *text) {
   FILE *f = fopen(path, "wb");
   if (f == NULL) return effml__err(ctx, EFFML_E_IO, "cannot create \"%s\"", path);
   size_t len = strlen(text);
@@ -182,7 +182,7 @@ static effml_status write_text(effml_context *ctx, const char *path, const char 
 }
 
 /* "model.layers.0.q_proj" -> "model\.layers\.0\.q_proj": a rank/alpha_pattern key matching that name */
-static char *pattern_key(effml_context *ctx, const char *module_name) {
+char *effml__peft_pattern_key(effml_context *ctx, const char *module_name) {
   const char *k = effml__peft_module_key(module_name);
   size_t n = strlen(k), extra = 0;
   for (size_t i = 0; i < n; ++i) extra += strchr(".[]()*+?{}|^$\\", k[i]) != NULL;
@@ -240,7 +240,7 @@ effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, i
     }
     /* per-module r / alpha as PEFT's rank_pattern / alpha_pattern (keys: escaped module paths) */
     if (s == EFFML_OK && (p->r != p0->r || p->alpha != p0->alpha)) {
-      char *key = pattern_key(ctx, module_names[i]);
+      char *key = effml__peft_pattern_key(ctx, module_names[i]);
       if (key == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
       if (key && p->r != p0->r) cJSON_AddNumberToObject(rp, key, (double)p->r);
       if (key && p->alpha != p0->alpha) cJSON_AddNumberToObject(ap, key, p->alpha);
@@ -299,7 +299,7 @@ effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, i
     cJSON_AddBoolToObject(c, "use_dora", p0->use_dora);
     cJSON_AddBoolToObject(c, "use_rslora", p0->use_rslora);
     char *text = cJSON_Print(c);
-    s = text ? write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
+    s = text ? effml__peft_write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
     free(text);
   }
   cJSON_Delete(tm);

@@ -243,6 +243,13 @@ typedef struct effml__peft_cfg {
   const struct cJSON *feedforward; /* IA3 feedforward_modules, or NULL */
   const struct cJSON *target, *exclude, *layers_pattern, *layers_to_transform; /* or NULL */
 } effml__peft_cfg;
+/* "model.layers.0.q_proj" -> "model\.layers\.0\.q_proj": a rank/alpha_pattern key matching
+ * exactly that module (regex metacharacters escaped).  Caller frees with effml__free; NULL when
+ * out of memory. */
+EFFML__HIDDEN char *effml__peft_pattern_key(effml_context *ctx, const char *module_name);
+/* Write `text` to `path` (created or truncated).  EFFML_E_IO naming the path on failure. */
+EFFML__HIDDEN effml_status effml__peft_write_text(effml_context *ctx, const char *path,
+                                                  const char *text);
 /* Read and check every key of a LoRA adapter_config.json against the field
  * table; EFFML_E_UNSUPPORTED names the key and value it cannot honour. */
 EFFML__HIDDEN effml_status effml__peft_cfg_open(effml_context *ctx, const char *dir, uint32_t caps,

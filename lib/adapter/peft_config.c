@@ -389,9 +389,9 @@ static effml_status check_key(effml_context *ctx, effml__peft_cfg *c, const cJSO
     if (strcmp(k, "lora_bias") == 0) c->lora_bias = on;
     if (strcmp(k, "fan_in_fan_out") == 0) c->fan_in_fan_out = on;
     if (on && (c->caps & EFFML__PEFT_CAP_DORA) == 0 && strcmp(k, "use_dora") == 0)
-      return unsupported(ctx, c, v, "DoRA is not implemented by this loader");
+      return unsupported(ctx, c, v, "use_dora is a LoRA option; this adapter type has no DoRA form");
     if (on && (c->caps & EFFML__PEFT_CAP_LORA_BIAS) == 0 && strcmp(k, "lora_bias") == 0)
-      return unsupported(ctx, c, v, "a bias on lora_B is not implemented by this loader");
+      return unsupported(ctx, c, v, "lora_bias is a LoRA option; this adapter type has no lora_B");
   } else if (strcmp(k, "lora_dropout") == 0) {
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0.0 && v->valuedouble < 1.0))
       return bad_value(ctx, c, v, "a number in [0, 1)");

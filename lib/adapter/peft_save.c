@@ -29,31 +29,6 @@ static int32_t param_index(const effml_layer *l, const char *name) {
   return -1;
 }
 
-/* "model.layers.0.q_proj" -> "model\.layers\.0\.q_proj": a pattern key matching that module */
-static char *escaped_key(effml_context *ctx, const char *module_name) {
-  const char *k = effml__peft_module_key(module_name);
-  size_t n = strlen(k), extra = 0;
-  for (size_t i = 0; i < n; ++i) extra += strchr(".[]()*+?{}|^$\\", k[i]) != NULL;
-  char *s = (char *)effml__malloc(ctx, n + extra + 1);
-  if (s == NULL) return NULL;
-  size_t o = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (strchr(".[]()*+?{}|^$\\", k[i]) != NULL) s[o++] = '\\';
-    s[o++] = k[i];
-  }
-  s[o] = '\0';
-  return s;
-}
-
-static effml_status write_file(effml_context *ctx, const char *path, const char *text) {
-  FILE *f = fopen(path, "wb");
-  if (f == NULL) return effml__err(ctx, EFFML_E_IO, "cannot create \"%s\"", path);
-  size_t len = strlen(text);
-  int ok = fwrite(text, 1, len, f) == len;
-  ok = (fclose(f) == 0) && ok;
-  return ok ? EFFML_OK : effml__err(ctx, EFFML_E_IO, "cannot write \"%s\"", path);
-}
-
 /* 1 if the first n entries of rows x cols row-major `small` (leading ld_s) equal `big`'s (ld_b). */
 static int leading_equal(const float *small, int64_t ld_s, const float *big, int64_t ld_b, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i)
@@ -184,7 +159,7 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     effml__adapter_get_info(layers[i], &in);
     /* per-module r / alpha as rank_pattern / alpha_pattern (LoKr, LoHa) */
     if (s == EFFML_OK && (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) && (in.r != in0.r || in.alpha != in0.alpha)) {
-      char *key = escaped_key(ctx, module_names[i]);
+      char *key = effml__peft_pattern_key(ctx, module_names[i]);
       if (key == NULL) s = effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
       if (key && in.r != in0.r) cJSON_AddNumberToObject(rp, key, (double)in.r);
       if (key && in.alpha != in0.alpha) cJSON_AddNumberToObject(ap, key, in.alpha);
@@ -281,7 +256,7 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     if (type == EFFML__PEFT_LOKR || type == EFFML__PEFT_LOHA) cJSON_AddFalseToObject(c, "use_effective_conv2d");
     if (type == EFFML__PEFT_VERA) cJSON_AddNumberToObject(c, "vera_dropout", in0.dropout);
     char *text = cJSON_Print(c);
-    s = text ? write_file(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
+    s = text ? effml__peft_write_text(ctx, cfg_path, text) : effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
     free(text);
   }
   cJSON_Delete(tm);
