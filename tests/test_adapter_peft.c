@@ -802,6 +802,13 @@ START_TEST(test_lokr_refusals) {
     effml_layer_free(l);
     effml_safetensors_free(base);
   }
+  /* LoRA-only switches in a LoKr config are refused by name, not ignored */
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_dora", "\"module_dropout\": 0.0", "\"module_dropout\": 0.0, \"use_dora\": true"),
+                                                   "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "use_dora") != NULL, "%s", effml_context_last_error(ctx));
+  ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_lbias", "\"module_dropout\": 0.0", "\"module_dropout\": 0.0, \"lora_bias\": true"),
+                                                   "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "lora_bias") != NULL, "%s", effml_context_last_error(ctx));
   ck_assert_int_eq(effml_adapter_lokr_peft_options(ctx, variant("lokr", "lokr_mts", "\"modules_to_save\": null", "\"modules_to_save\": [\"head\"]"),
                                                    "base_model.model.q_proj", &o), EFFML_E_UNSUPPORTED);
   /* a LoRA directory is not a LoKr one, and the other way round */
