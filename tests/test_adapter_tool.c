@@ -844,33 +844,30 @@ START_TEST(test_info_rank_mismatch_lokr) {
   /* whole w2 (lokr, r=4) under r=1: PEFT would factor it, naming r and the smallest r that keeps it whole */
   make_adapter("lokr", "tool_lokr_r1", "\"r\": 4", "\"r\": 1", NULL, NULL);
   expect_lokr_problem("tool_lokr_r1", 2,
-                      "module \"base_model.model.q_proj\": tensor \"base_model.model.q_proj.lokr_w2\" is the whole w2 "
-                      "[6, 8] (no low-rank factor), but r=1 in adapter_config.json (no rank_pattern entry for this "
-                      "module) makes PEFT factor it into \"base_model.model.q_proj.lokr_w2_a\"/"
-                      "\"base_model.model.q_proj.lokr_w2_b\" (r < max(6, 8)/2; a whole w2 of this shape needs r >= 4); "
-                      "fix r or add a rank_pattern entry");
+                      "module \"base_model.model.q_proj\": \"base_model.model.q_proj.lokr_w2\" is a whole w2 [6, 8], "
+                      "but r=1 in adapter_config.json (no rank_pattern entry for this module) makes PEFT factor it "
+                      "(r < max(6, 8)/2) into lokr_w2_a/lokr_w2_b; a whole w2 needs r >= 4: fix r or add a "
+                      "rank_pattern entry");
   expect_lokr_problem("tool_lokr_r1", 2,
-                      "module \"base_model.model.v_proj\": tensor \"base_model.model.v_proj.lokr_w2\" is the whole w2 "
-                      "[4, 6] (no low-rank factor), but r=1 in adapter_config.json (no rank_pattern entry for this "
-                      "module) makes PEFT factor it into \"base_model.model.v_proj.lokr_w2_a\"/"
-                      "\"base_model.model.v_proj.lokr_w2_b\" (r < max(4, 6)/2; a whole w2 of this shape needs r >= 3); "
-                      "fix r or add a rank_pattern entry");
+                      "module \"base_model.model.v_proj\": \"base_model.model.v_proj.lokr_w2\" is a whole w2 [4, 6], "
+                      "but r=1 in adapter_config.json (no rank_pattern entry for this module) makes PEFT factor it "
+                      "(r < max(4, 6)/2) into lokr_w2_a/lokr_w2_b; a whole w2 needs r >= 3: fix r or add a "
+                      "rank_pattern entry");
   /* whole w1 [4, 5] with decompose_both=true and q_proj's r=1 (< 5/2): names decompose_both; v_proj (r=4) fits */
   make_adapter("lokr", "tool_lokr_db", "\"decompose_both\": false", "\"decompose_both\": true", NULL, NULL);
   edit_config("tool_lokr_db", "\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 1}");
   expect_lokr_problem("tool_lokr_db", 1,
-                      "module \"base_model.model.q_proj\": tensor \"base_model.model.q_proj.lokr_w1\" is the whole w1 "
-                      "[4, 5] (no low-rank factor), but decompose_both=true with rank_pattern[\"q_proj\"]=1 in "
-                      "adapter_config.json makes PEFT factor it into \"base_model.model.q_proj.lokr_w1_a\"/"
-                      "\"base_model.model.q_proj.lokr_w1_b\" (r < max(4, 5)/2); fix decompose_both (false keeps w1 "
-                      "whole) or rank_pattern");
+                      "module \"base_model.model.q_proj\": \"base_model.model.q_proj.lokr_w1\" is a whole w1 [4, 5], "
+                      "but decompose_both=true with rank_pattern[\"q_proj\"]=1 in adapter_config.json makes PEFT "
+                      "factor it (r < max(4, 5)/2) into lokr_w1_a/lokr_w1_b; fix decompose_both (false keeps w1 whole) "
+                      "or rank_pattern");
   /* factored w1 with decompose_both=false: names decompose_both */
   make_adapter("lokr_decompose_both", "tool_lokr_nodb", "\"decompose_both\": true", "\"decompose_both\": false", NULL,
                NULL);
   expect_lokr_problem("tool_lokr_nodb", 1,
-                      "module \"base_model.model.q_proj\": w1 is factored (\"base_model.model.q_proj.lokr_w1_a\" has "
-                      "shape [4, 2]), but decompose_both=false in adapter_config.json makes PEFT keep w1 whole as "
-                      "\"base_model.model.q_proj.lokr_w1\"; fix decompose_both");
+                      "module \"base_model.model.q_proj\": w1 is factored (\"base_model.model.q_proj.lokr_w1_a\" "
+                      "[4, 2]), but decompose_both=false in adapter_config.json makes PEFT keep it whole as lokr_w1; "
+                      "fix decompose_both");
   /* rank-2 factors of a w2 [2, 2], which PEFT keeps whole for every r: no r fits, the file is named */
   {
     make_adapter("lokr", "tool_lokr_tiny", "\"r\": 4", "\"r\": 2", NULL, NULL);
@@ -891,10 +888,8 @@ START_TEST(test_info_rank_mismatch_lokr) {
     effml_context_free(c2);
     expect_lokr_problem("tool_lokr_tiny", 1,
                         "module \"base_model.model.q_proj\": w2 [2, 2] is factored (\"base_model.model.q_proj.lokr_w2_a\" "
-                        "has shape [2, 2], rank 2), but PEFT factors it only for r < max(2, 2)/2 and keeps it whole as "
-                        "\"base_model.model.q_proj.lokr_w2\" otherwise, so no r in adapter_config.json gives these "
-                        "factors (r=2 in adapter_config.json (no rank_pattern entry for this module)); the file was not "
-                        "written by PEFT's LoKr: save w2 whole");
+                        "[2, 2], rank 2), but PEFT factors it only when r < max(2, 2)/2, so no r gives these factors "
+                        "(r=2 in adapter_config.json); save w2 whole as lokr_w2");
   }
   /* rank-2 factors of v_proj's w2 [4, 6] under rank_pattern 3 = max/2: whole in PEFT, and 3 != 2 first */
   make_adapter("lokr_decompose_both", "tool_lokr_v3", "\"rank_pattern\": {}", "\"rank_pattern\": {\"v_proj\": 3}", NULL,
@@ -929,7 +924,7 @@ START_TEST(test_info_rank_mismatch_lokr) {
            EFFML_TEST_TMP, out);
   ck_assert_int_eq(run(args), 1);
   char *e = read_err();
-  ck_assert_msg(strstr(e, "is the whole w2 [6, 8] (no low-rank factor), but r=1 in adapter_config.json"), "%s", e);
+  ck_assert_msg(strstr(e, "is a whole w2 [6, 8], but r=1 in adapter_config.json"), "%s", e);
   free(e);
   ck_assert_int_ne(access(out, F_OK), 0);
 }

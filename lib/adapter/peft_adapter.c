@@ -167,32 +167,29 @@ static effml_status check_rank_lokr(effml_context *ctx, const effml_adapter_peft
       effml__shape_str(full, sh, sizeof sh);
       if (w == 1)
         return effml__err(ctx, EFFML_E_SHAPE,
-                          "\"%s\": module \"%s\": tensor \"%s\" is the whole w1 %s (no low-rank factor), but "
-                          "decompose_both=true with %s makes PEFT factor it into \"%s\"/\"%s\" (r < max(%lld, %lld)/2); "
-                          "fix decompose_both (false keeps w1 whole) or %s",
-                          path, mod, kf, sh, field, ka, kb, (long long)rows, (long long)cols, pat ? "rank_pattern" : "r");
+                          "\"%s\": module \"%s\": \"%s\" is a whole w1 %s, but decompose_both=true with %s makes "
+                          "PEFT factor it (r < max(%lld, %lld)/2) into lokr_w1_a/lokr_w1_b; fix decompose_both (false "
+                          "keeps w1 whole) or %s",
+                          path, mod, kf, sh, field, (long long)rows, (long long)cols, pat ? "rank_pattern" : "r");
       return effml__err(ctx, EFFML_E_SHAPE,
-                        "\"%s\": module \"%s\": tensor \"%s\" is the whole w2 %s (no low-rank factor), but %s makes "
-                        "PEFT factor it into \"%s\"/\"%s\" (r < max(%lld, %lld)/2; a whole w2 of this shape needs "
-                        "r >= %lld); %s",
-                        path, mod, kf, sh, field, ka, kb, (long long)rows, (long long)cols, (long long)((mx + 1) / 2),
-                        fix);
+                        "\"%s\": module \"%s\": \"%s\" is a whole w2 %s, but %s makes PEFT factor it "
+                        "(r < max(%lld, %lld)/2) into lokr_w2_a/lokr_w2_b; a whole w2 needs r >= %lld: %s",
+                        path, mod, kf, sh, field, (long long)rows, (long long)cols, (long long)((mx + 1) / 2), fix);
     }
     if (full == NULL && !factored) {
       effml__shape_str(fa, sh, sizeof sh);
       if (w == 1 && !c->decompose_both)
         return effml__err(ctx, EFFML_E_SHAPE,
-                          "\"%s\": module \"%s\": w1 is factored (\"%s\" has shape %s), but decompose_both=false "
-                          "in adapter_config.json makes PEFT keep w1 whole as \"%s\"; fix decompose_both",
-                          path, mod, ka, sh, kf);
+                          "\"%s\": module \"%s\": w1 is factored (\"%s\" %s), but decompose_both=false in "
+                          "adapter_config.json makes PEFT keep it whole as lokr_w1; fix decompose_both",
+                          path, mod, ka, sh);
       /* the factors' rank is r (checked above) and r >= max/2: no r gives these factors */
       return effml__err(ctx, EFFML_E_SHAPE,
-                        "\"%s\": module \"%s\": w%d [%lld, %lld] is factored (\"%s\" has shape %s, rank %lld), but "
-                        "PEFT factors it only for r < max(%lld, %lld)/2 and keeps it whole as \"%s\" otherwise, so "
-                        "no r in adapter_config.json gives these factors (%s); the file was not written by PEFT's "
-                        "LoKr: save w%d whole",
+                        "\"%s\": module \"%s\": w%d [%lld, %lld] is factored (\"%s\" %s, rank %lld), but PEFT "
+                        "factors it only when r < max(%lld, %lld)/2, so no r gives these factors (r=%lld in "
+                        "adapter_config.json); save w%d whole as lokr_w%d",
                         path, mod, w, (long long)rows, (long long)cols, ka, sh, (long long)r, (long long)rows,
-                        (long long)cols, kf, field, w);
+                        (long long)cols, (long long)r, w, w);
     }
   }
   return EFFML_OK;
