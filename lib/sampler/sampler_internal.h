@@ -173,6 +173,26 @@ EFFML__HIDDEN effml_status effml__kmeans(effml_context *ctx, const double *x, in
                                          int64_t d, int64_t k, int64_t n_init, int64_t max_iter,
                                          double tol, uint64_t seed, uint64_t stream,
                                          int64_t block_rows, double *centers, int64_t *labels);
+/* Exact squared distances, 4 rows against many (kmeans.c): each summed over
+ * the features in order from 0.0, as a scalar loop would, on every kernel.
+ * effml__sqdist_groups copies rows c [k, d] into the kernel's layout
+ * (ceil(k / 8) groups of 8, transposed, zero-padded; owned, NULL on no
+ * memory).  effml__sqdist_tile writes |xr[r] - c_j|^2 into out[r * 8 * ng + j]
+ * for r < 4 and every j < 8 * ng (padding columns are garbage).
+ * effml__sqdist_isa: the kernel to pass (isa -1 the best the context allows). */
+EFFML__HIDDEN double *effml__sqdist_groups(effml_context *ctx, const double *c, int64_t k,
+                                           int64_t d);
+EFFML__HIDDEN int effml__sqdist_isa(const effml_context *ctx, int isa);
+EFFML__HIDDEN void effml__sqdist_tile(int isa, const double *const *xr, const double *cg,
+                                      int64_t d, int64_t ng, double *out);
+/* Nearest centre of every row of x [n, d] among c [k, d]: lab [n], exact
+ * squared distance dist [n], ties to the smaller centre (kmeans.c).  isa: 1
+ * the AVX-512 kernel when the context allows it, 0 portable, -1 the best
+ * allowed; all give the same bytes. */
+EFFML__HIDDEN effml_status effml__kmeans_assign_isa(effml_context *ctx, const double *c, int64_t k,
+                                                    const double *x, int64_t n, int64_t d,
+                                                    int64_t block_rows, int64_t *lab, double *dist,
+                                                    int isa);
 EFFML__HIDDEN effml_status effml__cluster_centroids_plan(effml_context *ctx,
                                                          const effml__resample_in *in,
                                                          effml__plan *p);
