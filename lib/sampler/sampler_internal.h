@@ -45,6 +45,34 @@ EFFML__HIDDEN effml_status effml__danger_knn(effml_context *ctx, const double *x
                                              const int64_t *dpos, int64_t nd, int64_t k,
                                              int64_t block_rows, int64_t *nnk, int path);
 
+/* Neighbour lists kept across passes over a shrinking row set
+ * (knn_shrink.c): rows are ids 0..n-1 of the caller's x.
+ * effml__knn_cache_fill computes the lists of rows q[0..nq) (live) against
+ * the live rows live[0..m) in that order (ties to the earlier one), tagged
+ * with order_epoch (the caller changes it whenever the live order stops
+ * being a sub-order of the previous one).  effml__knn_cache_get writes the k
+ * nearest live rows of row i (dead[id] != 0 for removed rows) into out[k],
+ * nearest first, and returns 1 when the list determines them exactly as a
+ * fresh search over the live rows would, else 0 (then fill it). */
+typedef struct effml__knn_cache {
+  int64_t n, L;     /* rows, entries per list */
+  int64_t *nb;      /* [n, L] neighbour ids, nearest first */
+  double *dv;       /* [n, L] exact squared distances */
+  int64_t *len;     /* [n] entries held (0: no list yet) */
+  int64_t *epoch;   /* [n] order epoch of the list */
+  int64_t *pos;     /* [n] scratch: position of a live row */
+  char *complete;   /* [n] the list held every other live row */
+} effml__knn_cache;
+EFFML__HIDDEN effml_status effml__knn_cache_init(effml_context *ctx, effml__knn_cache *S, int64_t n,
+                                                 int64_t L);
+EFFML__HIDDEN void effml__knn_cache_free(effml_context *ctx, effml__knn_cache *S);
+EFFML__HIDDEN int effml__knn_cache_get(const effml__knn_cache *S, const char *dead, int64_t i,
+                                       int64_t k, int64_t order_epoch, int64_t *out);
+EFFML__HIDDEN effml_status effml__knn_cache_fill(effml_context *ctx, effml__knn_cache *S,
+                                                 const double *x, int64_t d, const int64_t *live,
+                                                 int64_t m, const int64_t *q, int64_t nq,
+                                                 int64_t order_epoch, int64_t block_rows);
+
 /* X as f64 row-major: borrowed when x is contiguous f64, else a converted
  * copy in *owned (free with effml__free).  Checks 2-D, dtype f32/f64, and
  * (unless allow_nonfinite) finiteness.  `arg` names the argument. */
