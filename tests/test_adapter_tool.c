@@ -639,6 +639,107 @@ START_TEST(test_info_lists_every_problem) {
 }
 END_TEST
 
+/* Attach module 0 of the adapter in `dir` to a dense base of its size (from <fixture>/base.safetensors)
+ * and return the layer (the caller frees it): what the library applies in training. */
+static effml_layer *attach_first(effml_context *ctx, const effml_adapter_peft *a, const char *fixture) {
+  char p[600], key[600];
+  snprintf(p, sizeof p, "%s/%s/base.safetensors", PEFT_DIR, fixture);
+  effml_safetensors *b = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &b), EFFML_OK);
+  snprintf(key, sizeof key, "%s.weight", effml_adapter_peft_module_name(a, 0) + 17); /* without base_model.model. */
+  const effml_tensor *w = NULL;
+  ck_assert_int_eq(effml_safetensors_get(ctx, b, key, &w), EFFML_OK);
+  effml_layer *base = NULL, *l = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, effml_tensor_dim(w, 1), effml_tensor_dim(w, 0), 0, &base), EFFML_OK);
+  effml_safetensors_free(b);
+  ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, 0, base, &l), EFFML_OK);
+  return l;
+}
+
+/* info prints every dropout field of the type: what adapter_config.json says and what the library
+ * applies (effml_adapter_peft_dropouts, which equals what attach sets on the layers) */
+START_TEST(test_info_dropouts) {
+  int rc = -1;
+  char args[1024];
+  snprintf(args, sizeof args, "info %s/lora_dropout", PEFT_DIR);
+  char *o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "dropouts (training only; merge and inference never drop):\n"
+                          "  lora_dropout: config 0.1; applied p=0.1 (inverted dropout of the adapter's input)\n"),
+                "%s", o);
+  free(o);
+  snprintf(args, sizeof args, "info %s/vera", PEFT_DIR);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "  vera_dropout: config 0; applied p=0 (off)\n") && !strstr(o, "lora_dropout"), "%s", o);
+  free(o);
+  snprintf(args, sizeof args, "info %s/ia3", PEFT_DIR);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "dropouts: none (IA3 has no dropout)\n"), "%s", o);
+  free(o);
+  /* LoKr with every dropout on */
+  make_adapter("lokr", "tool_lokr_drop", "\"module_dropout\": 0.0", "\"module_dropout\": 0.5", NULL, NULL);
+  edit_config("tool_lokr_drop", "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.25");
+  edit_config("tool_lokr_drop", "\"rank_dropout_scale\": false", "\"rank_dropout_scale\": true");
+  snprintf(args, sizeof args, "info %s/tool_lokr_drop", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "  rank_dropout: config 0.25; applied p=0.25 (mask over the rows of the delta, drawn per "
+                          "forward)\n"
+                          "  module_dropout: config 0.5; applied p=0.5 (the whole delta skipped with probability p per "
+                          "forward)\n"
+                          "  rank_dropout_scale: config true; applied: the rank mask divided by its mean\n"),
+                "%s", o);
+  free(o);
+  effml_context *ctx = tu_ctx(1);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, EFFML_TEST_TMP "/tool_lokr_drop", &a), EFFML_OK);
+  double p = -1, rp = -1, mp = -1;
+  int32_t sc = -1;
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, a, &p, &rp, &mp, &sc), EFFML_OK);
+  ck_assert(p == 0.0 && rp == 0.25 && mp == 0.5 && sc == 1);
+  effml_layer *l = attach_first(ctx, a, "lokr");
+  double lrp = -1, lmp = -1;
+  int32_t lsc = -1;
+  ck_assert_int_eq(effml_adapter_lokr_dropout(l, &lrp, &lmp, &lsc), EFFML_OK);
+  ck_assert(lrp == rp && lmp == mp && lsc == sc);
+  effml_layer_free(l);
+  effml_adapter_peft_free(a);
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, NULL, &p, NULL, NULL, NULL), EFFML_E_INVALID_ARG);
+  /* LoHa: rank_dropout absent (PEFT's default 0), module_dropout 0.125; the mask always rescaled */
+  make_adapter("loha", "tool_loha_drop", "\"rank_dropout\": 0.0,", "", NULL, NULL);
+  edit_config("tool_loha_drop", "\"module_dropout\": 0.0", "\"module_dropout\": 0.125");
+  snprintf(args, sizeof args, "info %s/tool_loha_drop", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "  rank_dropout: config absent; applied p=0 (off)\n"
+                          "  module_dropout: config 0.125; applied p=0.125 (the whole delta skipped with probability "
+                          "p per forward)\n"
+                          "  rank_dropout_scale: not a LoHa field; applied: the rank mask divided by its mean (always, "
+                          "as PEFT's LoHa)\n"),
+                "%s", o);
+  free(o);
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, EFFML_TEST_TMP "/tool_loha_drop", &a), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, a, &p, &rp, &mp, &sc), EFFML_OK);
+  ck_assert(p == 0.0 && rp == 0.0 && mp == 0.125 && sc == 1);
+  l = attach_first(ctx, a, "loha");
+  ck_assert_int_eq(effml_adapter_loha_dropout(l, &lrp, &lmp), EFFML_OK);
+  ck_assert(lrp == rp && lmp == mp);
+  effml_layer_free(l);
+  effml_adapter_peft_free(a);
+  /* LoRA: the value attach gives the layer */
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, PEFT_DIR "/lora_dropout", &a), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, a, &p, &rp, &mp, &sc), EFFML_OK);
+  ck_assert(p == 0.1 && rp == 0.0 && mp == 0.0 && sc == 0);
+  l = attach_first(ctx, a, "lora_dropout");
+  ck_assert(effml_adapter_lora_dropout(l) == p);
+  effml_layer_free(l);
+  effml_adapter_peft_free(a);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* A config whose r / rank_pattern disagrees with the tensors' rank: info refuses it (exit 1) as merge
  * does, naming the field to fix per module -- rank_pattern for q_proj, r for v_proj */
 START_TEST(test_info_rank_mismatch) {
@@ -1026,6 +1127,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
   tcase_add_test(t, test_info_rank_mismatch);
+  tcase_add_test(t, test_info_dropouts);
   tcase_add_test(t, test_targeting);
   tcase_add_test(t, test_save_peft_roundtrip);
   tcase_add_test(t, test_merge_progress);

@@ -641,6 +641,24 @@ EFFML_API int32_t effml_adapter_peft_fan_in_fan_out(const effml_adapter_peft *a)
 /** 1 if merging changes the base bias too (lora_bias). */
 EFFML_API int32_t effml_adapter_peft_changes_bias(const effml_adapter_peft *a);
 /**
+ * The training dropouts effml_adapter_peft_attach() sets on the layers it builds, as
+ * adapter_config.json gives them (PEFT 0.21's defaults, 0 and false, where a key is absent or
+ * null; the field table already refused values outside [0, 1)):
+ *  - `dropout`: lora_dropout (LoRA, DoRA: inverted dropout of the input of lora_A) or
+ *    vera_dropout (VeRA: of the input of the A projection); 0 for other types;
+ *  - `rank_dropout`, `module_dropout`: LoKr and LoHa (effml_adapter_lokr_set_dropout(),
+ *    effml_adapter_loha_set_dropout()); 0 for other types;
+ *  - `rank_dropout_scale`: 1 when the rank mask is divided by its mean -- LoKr's
+ *    rank_dropout_scale, and always 1 for LoHa (PEFT's LoHa always divides); 0 otherwise.
+ * All act only in EFFML_LAYER_MODE_TRAIN: merging (effml_adapter_peft_merge_tensors(),
+ * effml_adapter_peft_merge_layer(), effml-adapter merge) and inference never drop.  IA3 has
+ * no dropout (all 0).  Any output may be NULL.  Thread-safety: `a` is only read.
+ * @return EFFML_E_INVALID_ARG (ctx or a NULL).
+ */
+EFFML_API effml_status effml_adapter_peft_dropouts(effml_context *ctx, const effml_adapter_peft *a, double *dropout,
+                                                   double *rank_dropout, double *module_dropout,
+                                                   int32_t *rank_dropout_scale);
+/**
  * Rank and alpha of module i (after rank_pattern/alpha_pattern) and its number
  * of adapter parameters (elements of its tensors).  Any output may be NULL.
  * @return EFFML_E_RANGE, EFFML_E_INVALID_ARG.

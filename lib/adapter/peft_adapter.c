@@ -313,6 +313,22 @@ int32_t effml_adapter_peft_changes_bias(const effml_adapter_peft *a) {
   return a && a->cfg->type == EFFML__PEFT_LORA && a->cfg->lora_bias;
 }
 
+effml_status effml_adapter_peft_dropouts(effml_context *ctx, const effml_adapter_peft *a, double *dropout,
+                                         double *rank_dropout, double *module_dropout, int32_t *rank_dropout_scale) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, a);
+  const effml__peft_cfg *c = a->cfg;
+  int lyco = c->type == EFFML__PEFT_LOKR || c->type == EFFML__PEFT_LOHA;
+  /* the values attach() passes to the layers' dropout setters */
+  if (dropout) *dropout = c->type == EFFML__PEFT_LORA || c->type == EFFML__PEFT_VERA ? c->dropout : 0.0;
+  if (rank_dropout) *rank_dropout = lyco ? c->rank_dropout : 0.0;
+  if (module_dropout) *module_dropout = lyco ? c->module_dropout : 0.0;
+  if (rank_dropout_scale)
+    *rank_dropout_scale = c->type == EFFML__PEFT_LOHA ? 1 : c->type == EFFML__PEFT_LOKR ? c->rank_dropout_scale : 0;
+  return EFFML_OK;
+}
+
 effml_status effml_adapter_peft_module_info(effml_context *ctx, const effml_adapter_peft *a, int64_t i, int64_t *rank,
                                             double *alpha, int64_t *num_params) {
   EFFML__ENTER(ctx);
