@@ -1,9 +1,11 @@
+
+
 /* The within-set kNN (f32 candidates over the upper triangle, exact f64
  * re-rank, certificate, brute-force fallback) against the f64 GEMM search
  * effml__knn_f64 and against a brute-force f64 search, on data that stress
  * it: an offset far from the origin, exact duplicates (ties broken by
- * index), near-ties, set sizes around the 8 x 32 tile edges, both kernels
- * and 1..3 threads. */
+ * index), near-ties, set sizes around the 8 x 32 tile edges, outliers, every
+ * kernel (f32 and i16, portable and AVX-512) and 1..3 threads. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,12 +62,16 @@ static void check_case(int64_t n_all, int64_t d, int64_t k, double offset, int d
   int64_t *ref = malloc(sizeof(int64_t) * (size_t)(nc * k));
   int64_t *got = malloc(sizeof(int64_t) * (size_t)(nc * k));
   for (int64_t i = 0; i < nc; ++i) brute(x, rows, nc, d, k, i, ref + i * k);
-  for (int isa = 0; isa <= 1; ++isa)
+  /* kernels: 0 f32 portable, 1 f32 AVX-512, 2 i16 portable, 3 i16 AVX-512 VNNI
+   * (1 and 3 fall back to 0 and 2 on a CPU without them), -1 the library's
+   * choice (last: *fallbacks_out reports it) */
+  for (int isa = 0; isa <= 4; ++isa)
     for (int32_t threads = 1; threads <= 3; ++threads) {
       ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
       int64_t fb = -1;
       memset(got, 0xff, sizeof(int64_t) * (size_t)(nc * k));
-      ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb, isa), EFFML_OK);
+      ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb, isa == 4 ? -1 : isa),
+                       EFFML_OK);
       ck_assert_int_ge(fb, 0);
       for (int64_t q = 0; q < nc * k; ++q)
         ck_assert_msg(got[q] == ref[q], "n=%lld d=%lld k=%lld isa=%d threads=%d: row %lld nbr %lld: %lld vs %lld",
@@ -119,6 +125,38 @@ START_TEST(test_within_duplicates) {
   /* values on {0, 1, 2}^d: many exact ties in distance, broken by index */
   check_case(700, 3, 6, 0.0, -1, 9, NULL);
   check_case(500, 6, 5, 0.0, -1, 10, NULL);
+}
+END_TEST
+
+START_TEST(test_within_i16_outlier) {
+  /* One row 1e4 away from unit-cube data: the i16 kernel's quantization step
+   * (max |c| / Q) then swamps the other rows' differences, so forced i16
+   * certifies almost nothing and falls back to brute force -- still the
+   * exact answer, as is the library's own choice.  Two outliers of opposite
+   * sign in a second set. */
+  for (int variant = 0; variant < 2; ++variant) {
+    effml_context *ctx = tu_ctx(2);
+    const int64_t nc = 900, d = 12, k = 5;
+    double *x = malloc(sizeof(double) * (size_t)(nc * d));
+    int64_t *rows = malloc(sizeof(int64_t) * (size_t)nc);
+    int64_t *ref = malloc(sizeof(int64_t) * (size_t)(nc * k)), *got = malloc(sizeof(int64_t) * (size_t)(nc * k));
+    uint64_t s = 31 + (uint64_t)variant;
+    for (int64_t i = 0; i < nc * d; ++i) x[i] = unif(&s);
+    x[17 * d + 3] = 1e4;
+    if (variant) x[400 * d + 7] = -3e4;
+    for (int64_t i = 0; i < nc; ++i) rows[i] = i;
+    for (int64_t i = 0; i < nc; ++i) brute(x, rows, nc, d, k, i, ref + i * k);
+    int64_t fb_forced = -1, fb_auto = -1;
+    ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb_forced, 2), EFFML_OK);
+    ck_assert_int_eq(memcmp(got, ref, sizeof(int64_t) * (size_t)(nc * k)), 0);
+    ck_assert_int_gt(fb_forced, nc / 2);
+    memset(got, 0xff, sizeof(int64_t) * (size_t)(nc * k));
+    ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb_auto, -1), EFFML_OK);
+    ck_assert_int_eq(memcmp(got, ref, sizeof(int64_t) * (size_t)(nc * k)), 0);
+    ck_assert_int_ge(fb_auto, 0);
+    free(x); free(rows); free(ref); free(got);
+    effml_context_free(ctx);
+  }
 }
 END_TEST
 
@@ -178,6 +216,62 @@ START_TEST(test_danger_knn_paths_identical) {
 }
 END_TEST
 
+START_TEST(test_kmeans_assign_each_level) {
+  /* k-means assignment (the 4 x 8 tile kernel, portable and AVX-512) against a
+   * scalar loop: bit-identical squared distances (summed over the features in
+   * order), nearest centre with ties to the smaller index (duplicated
+   * centres), every centre count around the group edges and past the direct
+   * limit (257: the kNN path), row counts not a multiple of 4, 1 and 2 threads. */
+  const int64_t ks[] = {1, 2, 7, 8, 9, 31, 100, 256, 257};
+  for (size_t a = 0; a < sizeof ks / sizeof ks[0]; ++a)
+    for (int64_t d = 3; d <= 17; d += 14)
+      for (int32_t threads = 1; threads <= 2; ++threads) {
+        const int64_t k = ks[a], n = 4099 + (int64_t)a;
+        effml_context *ctx = tu_ctx(3);
+        ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+        double *x = malloc(sizeof(double) * (size_t)(n * d)), *c = malloc(sizeof(double) * (size_t)(k * d));
+        uint64_t s = 11 + (uint64_t)(a * 31 + (size_t)d);
+        for (int64_t i = 0; i < n * d; ++i) x[i] = 50.0 + unif(&s);
+        for (int64_t j = 0; j < k; ++j)
+          for (int64_t t = 0; t < d; ++t) /* every third centre repeats the one before */
+            c[j * d + t] = j % 3 == 2 ? c[(j - 1) * d + t] : x[((j * 37) % n) * d + t];
+        int64_t *lab = malloc(sizeof(int64_t) * (size_t)n);
+        double *dist = malloc(sizeof(double) * (size_t)n);
+        for (int isa = 0; isa <= 1; ++isa) {
+          ck_assert_int_eq(effml__kmeans_assign_isa(ctx, c, k, x, n, d, 0, lab, dist, isa), EFFML_OK);
+          for (int64_t i = 0; i < n; ++i) {
+            double best = INFINITY;
+            int64_t bj = -1;
+            for (int64_t j = 0; j < k; ++j) {
+              double q = 0;
+              for (int64_t t = 0; t < d; ++t) {
+                double u = x[i * d + t] - c[j * d + t];
+                q += u * u;
+              }
+              if (q < best) {
+                best = q;
+                bj = j;
+              }
+            }
+            ck_assert_msg(lab[i] == bj && dist[i] == best,
+                          "k %lld d %lld isa %d row %lld: centre %lld (%.17g) vs %lld (%.17g)",
+                          (long long)k, (long long)d, isa, (long long)i, (long long)lab[i],
+                          dist[i], (long long)bj, best);
+          }
+        }
+        /* a row equal to a duplicated centre: distance 0, the first copy */
+        if (k >= 3) {
+          memcpy(x, c + d, sizeof(double) * (size_t)d);
+          ck_assert_int_eq(effml__kmeans_assign_isa(ctx, c, k, x, n, d, 0, lab, dist, 1), EFFML_OK);
+          ck_assert_int_eq(lab[0], 1);
+          ck_assert(dist[0] == 0.0);
+        }
+        free(x); free(c); free(lab); free(dist);
+        effml_context_free(ctx);
+      }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_knn");
   TCase *tc = tcase_create("within");
@@ -185,8 +279,10 @@ int main(void) {
   tcase_add_test(tc, test_within_random);
   tcase_add_test(tc, test_within_offset);
   tcase_add_test(tc, test_within_duplicates);
+  tcase_add_test(tc, test_within_i16_outlier);
   tcase_add_test(tc, test_within_errors);
   tcase_add_test(tc, test_danger_knn_paths_identical);
+  tcase_add_test(tc, test_kmeans_assign_each_level);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
