@@ -32,6 +32,13 @@
 #include "sparse_internal.h"
 
 typedef float bsp_v16 __attribute__((vector_size(64)));
+typedef int32_t bsp_i16 __attribute__((vector_size(64)));
+/* lanes of two bsp_v16 picked by 16 constant indices 0..31 (a macro list) */
+#if defined(__clang__)
+#  define BSP_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#  define BSP_SHUF(a, b, ...) __builtin_shuffle(a, b, (bsp_i16){__VA_ARGS__})
+#endif
 
 #define BSP_PF 8
 
