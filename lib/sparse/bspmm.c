@@ -41,6 +41,9 @@ typedef int32_t bsp_i16 __attribute__((vector_size(64)));
 #endif
 
 #define BSP_PF 8
+#ifndef BSP_DXW
+#  define BSP_DXW 64 /* widest dX panel, lanes */
+#endif
 
 #define BSP_SUFFIX generic
 #define BSP_TARGET
