@@ -599,13 +599,16 @@ typedef struct effml_adapter_peft effml_adapter_peft;
  * Checked here, before any merge: "peft_type" is present (PEFT always writes
  * it; no type is guessed), every module has the tensors its type needs
  * (lora_A and lora_B, the magnitude vector for DoRA, lora_B.bias for lora_bias,
- * LoKr's w1/w2 or their factors, LoHa's four factors, VeRA's lambdas), and
- * every adapter value is finite.
+ * LoKr's w1/w2 or their factors, LoHa's four factors, VeRA's lambdas), their
+ * rank against the module's r / rank_pattern (LoRA, LoHa, LoKr's factors; LoKr's
+ * whole-or-factored layout against r and decompose_both, as PEFT 0.21's
+ * LoKrLayer.update_layer decides it), and every adapter value is finite.
  * @param out  owned by the caller (effml_adapter_peft_free()); untouched on error
  * @return EFFML_E_UNSUPPORTED (a config value or a tensor this library does not
  *         read, named with its value), EFFML_E_FORMAT (also: "peft_type"
  *         missing), EFFML_E_NOT_FOUND (a module's required tensor, named),
- *         EFFML_E_INVALID_ARG (a NaN/Inf in an adapter tensor, naming the
+ *         EFFML_E_SHAPE (a rank or LoKr layout the config disagrees with: the
+ *         tensor and the field to fix, named), EFFML_E_INVALID_ARG (a NaN/Inf in an adapter tensor, naming the
  *         module, the tensor and the index), EFFML_E_IO, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
@@ -614,8 +617,10 @@ EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *d
  * first: each config key it cannot honour (named with its value), each tensor it
  * does not read, each module the config does not target (target_modules,
  * exclude_modules, layers_to_transform), each missing tensor and non-finite value,
- * each LoRA/LoHa tensor whose rank disagrees with the module's r (naming r or the
- * rank_pattern entry that sets it).
+ * each LoRA/LoHa/LoKr tensor whose rank disagrees with the module's r (naming r or the
+ * rank_pattern entry that sets it), each LoKr w1/w2 stored whole where PEFT 0.21 would
+ * factor it or factored where it would keep it whole (naming r, the rank_pattern
+ * entry or decompose_both).
  * Reading stops early only when a file cannot be read or "peft_type" is missing or
  * unknown (that one problem is reported).  `report` receives one message per line
  * (NUL-terminated; cut at report_len, *num_problems still counts them all).
