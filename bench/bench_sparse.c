@@ -54,23 +54,42 @@ static double now(void) {
 typedef void (*bench_fn)(void *);
 
 /* Warm runs of ours and the baseline *interleaved* (a, b, a, b, ...) so
- * load from other processes hits both alike; medians. */
+ * load from other processes hits both alike; medians.
+ *
+ * Each side is timed in its own steady state, as if the caller ran it in a
+ * loop by itself: every timed call directly follows an untimed call of the
+ * same side, and ours starts only once no other thread of the process runs
+ * (bu_quiesce).  Without that wait ours would start inside the window in
+ * which OpenBLAS's worker busy-waits after the baseline's sgemm (about
+ * 2^28 TSC cycles, ~0.1 s; OPENBLAS_THREAD_TIMEOUT): the library's two
+ * threads then share the two cores with it (measured under load: the
+ * OpenBLAS worker used 7-35 ms of CPU inside single 10-30 ms forwards), which
+ * is what split the block forward's idle runs into a 3.8-4.0 ms and a
+ * 6.2-6.9 ms group.  The baseline keeps its workers hot (its own untimed
+ * call just before), as in the earlier protocol, where ours never took long
+ * enough for them to sleep.  The seconds waited are reported as
+ * "quiesce_s" (sum over the case's repetitions). */
 /* raw runs of the last time_pair (for bu_report_runs) */
 static double g_last[2][16];
 static int g_nlast;
+static double g_quiesce;
 
 static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, double *tb) {
-  fa(a); fb(b);
   int reps = g_quick ? 5 : 9;
   double t[2][16];
+  g_quiesce = 0.0;
   for (int i = 0; i < reps; ++i) {
+    g_quiesce += bu_quiesce(1.0);
+    fa(a);
     double t0 = now();
     fa(a);
     double t1 = now();
     fb(b);
     double t2 = now();
+    fb(b);
+    double t3 = now();
     t[0][i] = t1 - t0;
-    t[1][i] = t2 - t1;
+    t[1][i] = t3 - t2;
   }
   memcpy(g_last, t, sizeof g_last);
   g_nlast = reps;
@@ -85,7 +104,10 @@ static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, do
 
 /* Report the last time_pair: min / median / max of both sides. */
 static void report_last(const char *name, const char *baseline, const char *extra) {
-  bu_report_runs("sparse", name, g_last[0], g_nlast, baseline, g_last[1], g_nlast, extra);
+  char ex[512];
+  snprintf(ex, sizeof ex, "%s%s\"quiesce_s\":%.3f", extra ? extra : "", extra && *extra ? "," : "",
+           g_quiesce);
+  bu_report_runs("sparse", name, g_last[0], g_nlast, baseline, g_last[1], g_nlast, ex);
 }
 
 static void fill(float *p, int64_t n, uint64_t seed) {

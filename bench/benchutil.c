@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sys/syscall.h>
 
 double bu_now(void) {
   struct timespec ts;
@@ -186,5 +189,41 @@ void bu_time_pair(bu_fn fa, void *a, bu_fn fb, void *b, int reps, double *ta, do
     double t2 = bu_now();
     ta[i] = t1 - t0;
     if (fb) tb[i] = t2 - t1;
+  }
+}
+
+/* 1 if some thread of this process other than the caller is in state R
+ * (running or runnable), 0 if none, -1 if /proc/self/task cannot be read. */
+static int other_thread_running(void) {
+  char self[32];
+  snprintf(self, sizeof self, "%ld", (long)syscall(SYS_gettid));
+  DIR *d = opendir("/proc/self/task");
+  if (!d) return -1;
+  int running = 0;
+  struct dirent *e;
+  while (!running && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.' || strcmp(e->d_name, self) == 0) continue;
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue; /* the thread has exited */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *q = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    if (q && q[1] == ' ' && q[2] == 'R') running = 1;
+  }
+  closedir(d);
+  return running;
+}
+
+double bu_quiesce(double max_s) {
+  const double t0 = bu_now();
+  for (;;) {
+    int r = other_thread_running();
+    double t = bu_now() - t0;
+    if (r <= 0 || t >= max_s) return r < 0 ? 0.0 : t;
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
   }
 }

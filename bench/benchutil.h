@@ -51,5 +51,11 @@ typedef void (*bu_fn)(void *);
 /* Interleaved timing: one warm-up of each, then reps x (a, b); ta/tb get the
  * raw per-run seconds (b may be NULL: only a is timed). */
 void bu_time_pair(bu_fn fa, void *a, bu_fn fb, void *b, int reps, double *ta, double *tb);
+/* Wait (polling every millisecond, at most max_s seconds) until no other
+ * thread of this process is running, e.g. until OpenBLAS's workers, which
+ * busy-wait for about 2^28 TSC cycles (OPENBLAS_THREAD_TIMEOUT, ~0.1 s)
+ * after each call, have gone to sleep.  Returns the seconds waited; where
+ * /proc/self/task cannot be read (non-Linux) it returns 0 at once. */
+double bu_quiesce(double max_s);
 
 #endif

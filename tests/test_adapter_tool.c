@@ -639,6 +639,107 @@ START_TEST(test_info_lists_every_problem) {
 }
 END_TEST
 
+/* Attach module 0 of the adapter in `dir` to a dense base of its size (from <fixture>/base.safetensors)
+ * and return the layer (the caller frees it): what the library applies in training. */
+static effml_layer *attach_first(effml_context *ctx, const effml_adapter_peft *a, const char *fixture) {
+  char p[600], key[600];
+  snprintf(p, sizeof p, "%s/%s/base.safetensors", PEFT_DIR, fixture);
+  effml_safetensors *b = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &b), EFFML_OK);
+  snprintf(key, sizeof key, "%s.weight", effml_adapter_peft_module_name(a, 0) + 17); /* without base_model.model. */
+  const effml_tensor *w = NULL;
+  ck_assert_int_eq(effml_safetensors_get(ctx, b, key, &w), EFFML_OK);
+  effml_layer *base = NULL, *l = NULL;
+  ck_assert_int_eq(effml_layer_dense_create(ctx, effml_tensor_dim(w, 1), effml_tensor_dim(w, 0), 0, &base), EFFML_OK);
+  effml_safetensors_free(b);
+  ck_assert_int_eq(effml_adapter_peft_attach(ctx, a, 0, base, &l), EFFML_OK);
+  return l;
+}
+
+/* info prints every dropout field of the type: what adapter_config.json says and what the library
+ * applies (effml_adapter_peft_dropouts, which equals what attach sets on the layers) */
+START_TEST(test_info_dropouts) {
+  int rc = -1;
+  char args[1024];
+  snprintf(args, sizeof args, "info %s/lora_dropout", PEFT_DIR);
+  char *o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "dropouts (training only; merge and inference never drop):\n"
+                          "  lora_dropout: config 0.1; applied p=0.1 (inverted dropout of the adapter's input)\n"),
+                "%s", o);
+  free(o);
+  snprintf(args, sizeof args, "info %s/vera", PEFT_DIR);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "  vera_dropout: config 0; applied p=0 (off)\n") && !strstr(o, "lora_dropout"), "%s", o);
+  free(o);
+  snprintf(args, sizeof args, "info %s/ia3", PEFT_DIR);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "dropouts: none (IA3 has no dropout)\n"), "%s", o);
+  free(o);
+  /* LoKr with every dropout on */
+  make_adapter("lokr", "tool_lokr_drop", "\"module_dropout\": 0.0", "\"module_dropout\": 0.5", NULL, NULL);
+  edit_config("tool_lokr_drop", "\"rank_dropout\": 0.0", "\"rank_dropout\": 0.25");
+  edit_config("tool_lokr_drop", "\"rank_dropout_scale\": false", "\"rank_dropout_scale\": true");
+  snprintf(args, sizeof args, "info %s/tool_lokr_drop", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "  rank_dropout: config 0.25; applied p=0.25 (mask over the rows of the delta, drawn per "
+                          "forward)\n"
+                          "  module_dropout: config 0.5; applied p=0.5 (the whole delta skipped with probability p per "
+                          "forward)\n"
+                          "  rank_dropout_scale: config true; applied: the rank mask divided by its mean\n"),
+                "%s", o);
+  free(o);
+  effml_context *ctx = tu_ctx(1);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, EFFML_TEST_TMP "/tool_lokr_drop", &a), EFFML_OK);
+  double p = -1, rp = -1, mp = -1;
+  int32_t sc = -1;
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, a, &p, &rp, &mp, &sc), EFFML_OK);
+  ck_assert(p == 0.0 && rp == 0.25 && mp == 0.5 && sc == 1);
+  effml_layer *l = attach_first(ctx, a, "lokr");
+  double lrp = -1, lmp = -1;
+  int32_t lsc = -1;
+  ck_assert_int_eq(effml_adapter_lokr_dropout(l, &lrp, &lmp, &lsc), EFFML_OK);
+  ck_assert(lrp == rp && lmp == mp && lsc == sc);
+  effml_layer_free(l);
+  effml_adapter_peft_free(a);
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, NULL, &p, NULL, NULL, NULL), EFFML_E_INVALID_ARG);
+  /* LoHa: rank_dropout absent (PEFT's default 0), module_dropout 0.125; the mask always rescaled */
+  make_adapter("loha", "tool_loha_drop", "\"rank_dropout\": 0.0,", "", NULL, NULL);
+  edit_config("tool_loha_drop", "\"module_dropout\": 0.0", "\"module_dropout\": 0.125");
+  snprintf(args, sizeof args, "info %s/tool_loha_drop", EFFML_TEST_TMP);
+  o = run_out(args, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_msg(strstr(o, "  rank_dropout: config absent; applied p=0 (off)\n"
+                          "  module_dropout: config 0.125; applied p=0.125 (the whole delta skipped with probability "
+                          "p per forward)\n"
+                          "  rank_dropout_scale: not a LoHa field; applied: the rank mask divided by its mean (always, "
+                          "as PEFT's LoHa)\n"),
+                "%s", o);
+  free(o);
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, EFFML_TEST_TMP "/tool_loha_drop", &a), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, a, &p, &rp, &mp, &sc), EFFML_OK);
+  ck_assert(p == 0.0 && rp == 0.0 && mp == 0.125 && sc == 1);
+  l = attach_first(ctx, a, "loha");
+  ck_assert_int_eq(effml_adapter_loha_dropout(l, &lrp, &lmp), EFFML_OK);
+  ck_assert(lrp == rp && lmp == mp);
+  effml_layer_free(l);
+  effml_adapter_peft_free(a);
+  /* LoRA: the value attach gives the layer */
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, PEFT_DIR "/lora_dropout", &a), EFFML_OK);
+  ck_assert_int_eq(effml_adapter_peft_dropouts(ctx, a, &p, &rp, &mp, &sc), EFFML_OK);
+  ck_assert(p == 0.1 && rp == 0.0 && mp == 0.0 && sc == 0);
+  l = attach_first(ctx, a, "lora_dropout");
+  ck_assert(effml_adapter_lora_dropout(l) == p);
+  effml_layer_free(l);
+  effml_adapter_peft_free(a);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* A config whose r / rank_pattern disagrees with the tensors' rank: info refuses it (exit 1) as merge
  * does, naming the field to fix per module -- rank_pattern for q_proj, r for v_proj */
 START_TEST(test_info_rank_mismatch) {
@@ -691,6 +792,141 @@ START_TEST(test_info_rank_mismatch) {
   ck_assert_msg(strstr(e, "(rank 4), but r=2 in adapter_config.json") && strstr(e, "fix r or add a rank_pattern entry"),
                 "%s", e);
   free(e);
+}
+END_TEST
+
+/* The one problem effml_adapter_peft_problems() reports for tmp/<dst>: `want` is the whole message
+ * after the file name (which it checks too), and effml_adapter_peft_open() refuses with EFFML_E_SHAPE
+ * and the same text; info exits 1 printing it. */
+static void expect_lokr_problem(const char *dst, int64_t nprob, const char *want) {
+  char dir[600], rep[8192], line[4096], args[1024];
+  snprintf(dir, sizeof dir, "%s/%s", EFFML_TEST_TMP, dst);
+  effml_context *ctx = tu_ctx(1);
+  int64_t np = -1;
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, dir, rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_msg(np == nprob, "%s: %lld problems, want %lld:\n%s", dst, (long long)np, (long long)nprob, rep);
+  snprintf(line, sizeof line, "\"%s/adapter_model.safetensors\": %s", dir, want);
+  ck_assert_msg(strstr(rep, line) != NULL, "%s: report\n%s\nlacks\n%s", dst, rep, line);
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, dir, &a), EFFML_E_SHAPE);
+  ck_assert_ptr_null(a);
+  effml_context_free(ctx);
+  int rc = -1;
+  snprintf(args, sizeof args, "info %s", dir);
+  char *o = run_out(args, &rc);
+  ck_assert_msg(rc == 1 && strstr(o, "params=") == NULL, "%s: rc %d\n%s", dst, rc, o);
+  free(o);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, line) != NULL, "%s: stderr\n%s\nlacks\n%s", dst, e, line);
+  free(e);
+}
+
+/* LoKr: a factor's rank against r / rank_pattern, and whether w1 / w2 are whole or factored as r
+ * (and decompose_both) make PEFT build them, each refused naming the field to fix; a whole matrix
+ * has no rank, so any r that keeps it whole is accepted */
+START_TEST(test_info_rank_mismatch_lokr) {
+  /* factored (lokr_decompose_both, rank-2 factors) under r=3: both modules, naming r */
+  make_adapter("lokr_decompose_both", "tool_lokr_r3", "\"r\": 2", "\"r\": 3", NULL, NULL);
+  expect_lokr_problem("tool_lokr_r3", 2,
+                      "module \"base_model.model.q_proj\": tensor \"base_model.model.q_proj.lokr_w1_a\" has shape "
+                      "[4, 2] (rank 2), but r=3 in adapter_config.json (no rank_pattern entry for this module); fix r or "
+                      "add a rank_pattern entry");
+  expect_lokr_problem("tool_lokr_r3", 2,
+                      "module \"base_model.model.v_proj\": tensor \"base_model.model.v_proj.lokr_w2_a\" has shape "
+                      "[4, 2] (rank 2), but r=3 in adapter_config.json (no rank_pattern entry for this module); fix r or "
+                      "add a rank_pattern entry");
+  /* the same through rank_pattern for q_proj only: one problem, naming the entry */
+  make_adapter("lokr_decompose_both", "tool_lokr_pat", "\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 3}",
+               NULL, NULL);
+  expect_lokr_problem("tool_lokr_pat", 1,
+                      "module \"base_model.model.q_proj\": tensor \"base_model.model.q_proj.lokr_w1_a\" has shape "
+                      "[4, 2] (rank 2), but rank_pattern[\"q_proj\"]=3 in adapter_config.json; fix rank_pattern");
+  /* whole w2 (lokr, r=4) under r=1: PEFT would factor it, naming r and the smallest r that keeps it whole */
+  make_adapter("lokr", "tool_lokr_r1", "\"r\": 4", "\"r\": 1", NULL, NULL);
+  expect_lokr_problem("tool_lokr_r1", 2,
+                      "module \"base_model.model.q_proj\": \"base_model.model.q_proj.lokr_w2\" is a whole w2 [6, 8], "
+                      "but r=1 in adapter_config.json (no rank_pattern entry for this module) makes PEFT factor it "
+                      "(r < max(6, 8)/2) into lokr_w2_a/lokr_w2_b; a whole w2 needs r >= 4: fix r or add a "
+                      "rank_pattern entry");
+  expect_lokr_problem("tool_lokr_r1", 2,
+                      "module \"base_model.model.v_proj\": \"base_model.model.v_proj.lokr_w2\" is a whole w2 [4, 6], "
+                      "but r=1 in adapter_config.json (no rank_pattern entry for this module) makes PEFT factor it "
+                      "(r < max(4, 6)/2) into lokr_w2_a/lokr_w2_b; a whole w2 needs r >= 3: fix r or add a "
+                      "rank_pattern entry");
+  /* whole w1 [4, 5] with decompose_both=true and q_proj's r=1 (< 5/2): names decompose_both; v_proj (r=4) fits */
+  make_adapter("lokr", "tool_lokr_db", "\"decompose_both\": false", "\"decompose_both\": true", NULL, NULL);
+  edit_config("tool_lokr_db", "\"rank_pattern\": {}", "\"rank_pattern\": {\"q_proj\": 1}");
+  expect_lokr_problem("tool_lokr_db", 1,
+                      "module \"base_model.model.q_proj\": \"base_model.model.q_proj.lokr_w1\" is a whole w1 [4, 5], "
+                      "but decompose_both=true with rank_pattern[\"q_proj\"]=1 in adapter_config.json makes PEFT "
+                      "factor it (r < max(4, 5)/2) into lokr_w1_a/lokr_w1_b; fix decompose_both (false keeps w1 whole) "
+                      "or rank_pattern");
+  /* factored w1 with decompose_both=false: names decompose_both */
+  make_adapter("lokr_decompose_both", "tool_lokr_nodb", "\"decompose_both\": true", "\"decompose_both\": false", NULL,
+               NULL);
+  expect_lokr_problem("tool_lokr_nodb", 1,
+                      "module \"base_model.model.q_proj\": w1 is factored (\"base_model.model.q_proj.lokr_w1_a\" "
+                      "[4, 2]), but decompose_both=false in adapter_config.json makes PEFT keep it whole as lokr_w1; "
+                      "fix decompose_both");
+  /* rank-2 factors of a w2 [2, 2], which PEFT keeps whole for every r: no r fits, the file is named */
+  {
+    make_adapter("lokr", "tool_lokr_tiny", "\"r\": 4", "\"r\": 2", NULL, NULL);
+    effml_context *c2 = tu_ctx(1);
+    int64_t sh[2] = {2, 2};
+    effml_tensor *t[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; ++i) {
+      ck_assert_int_eq(effml_tensor_create(c2, EFFML_F32, 2, sh, &t[i]), EFFML_OK);
+      float *q = (float *)effml_tensor_data(t[i]);
+      for (int k = 0; k < 4; ++k) q[k] = 0.25f * (float)(k + i);
+    }
+    const char *names[3] = {"base_model.model.q_proj.lokr_w1", "base_model.model.q_proj.lokr_w2_a",
+                            "base_model.model.q_proj.lokr_w2_b"};
+    ck_assert_int_eq(effml_safetensors_save(c2, EFFML_TEST_TMP "/tool_lokr_tiny/adapter_model.safetensors", 3, names,
+                                            (const effml_tensor *const *)t, 0, NULL, NULL),
+                     EFFML_OK);
+    for (int i = 0; i < 3; ++i) effml_tensor_free(t[i]);
+    effml_context_free(c2);
+    expect_lokr_problem("tool_lokr_tiny", 1,
+                        "module \"base_model.model.q_proj\": w2 [2, 2] is factored (\"base_model.model.q_proj.lokr_w2_a\" "
+                        "[2, 2], rank 2), but PEFT factors it only when r < max(2, 2)/2, so no r gives these factors "
+                        "(r=2 in adapter_config.json); save w2 whole as lokr_w2");
+  }
+  /* rank-2 factors of v_proj's w2 [4, 6] under rank_pattern 3 = max/2: whole in PEFT, and 3 != 2 first */
+  make_adapter("lokr_decompose_both", "tool_lokr_v3", "\"rank_pattern\": {}", "\"rank_pattern\": {\"v_proj\": 3}", NULL,
+               NULL);
+  expect_lokr_problem("tool_lokr_v3", 1,
+                      "module \"base_model.model.v_proj\": tensor \"base_model.model.v_proj.lokr_w2_a\" has shape "
+                      "[4, 2] (rank 2), but rank_pattern[\"v_proj\"]=3 in adapter_config.json; fix rank_pattern");
+  /* whole matrices have no rank: any r that keeps them whole (r >= 4 here) is accepted, and merges */
+  make_adapter("lokr", "tool_lokr_r5", "\"r\": 4", "\"r\": 5", NULL, NULL);
+  effml_context *ctx = tu_ctx(1);
+  int64_t np = -1;
+  char rep[4096];
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, EFFML_TEST_TMP "/tool_lokr_r5", rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_msg(np == 0, "%s", rep);
+  const char *ok[] = {"lokr", "lokr_decompose_both"};
+  for (int i = 0; i < 2; ++i) {
+    char d[600];
+    snprintf(d, sizeof d, "%s/%s", PEFT_DIR, ok[i]);
+    ck_assert_int_eq(effml_adapter_peft_problems(ctx, d, rep, sizeof rep, &np), EFFML_OK);
+    ck_assert_msg(np == 0, "%s: %s", ok[i], rep);
+  }
+  effml_context_free(ctx);
+  int rc = -1;
+  char *o = run_out("info " EFFML_TEST_TMP "/tool_lokr_r5", &rc);
+  ck_assert_msg(rc == 0 && strstr(o, "base_model.model.q_proj  r=5 alpha=8 params=68"), "%s", o);
+  free(o);
+  /* merge refuses a mismatch with the same message and leaves no file */
+  char out[512], args[1024];
+  snprintf(out, sizeof out, "%s/tool_lokr_r1.safetensors", EFFML_TEST_TMP);
+  unlink(out);
+  snprintf(args, sizeof args, "merge --base %s/lokr/base.safetensors --adapter %s/tool_lokr_r1 --out %s", PEFT_DIR,
+           EFFML_TEST_TMP, out);
+  ck_assert_int_eq(run(args), 1);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "is a whole w2 [6, 8], but r=1 in adapter_config.json"), "%s", e);
+  free(e);
+  ck_assert_int_ne(access(out, F_OK), 0);
 }
 END_TEST
 
@@ -1026,6 +1262,8 @@ static Suite *suite(void) {
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
   tcase_add_test(t, test_info_rank_mismatch);
+  tcase_add_test(t, test_info_dropouts);
+  tcase_add_test(t, test_info_rank_mismatch_lokr);
   tcase_add_test(t, test_targeting);
   tcase_add_test(t, test_save_peft_roundtrip);
   tcase_add_test(t, test_merge_progress);

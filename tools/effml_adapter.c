@@ -6,6 +6,10 @@
  *   effml-adapter info DIR
  *   effml-adapter --help
  *
+ * info prints the type, fan_in_fan_out, each module's r, alpha and parameter count, and each
+ * dropout field of the type: what adapter_config.json says and what the library applies in
+ * training (effml_adapter_peft_dropouts(); merging never drops).
+ *
  * merge streams the base file tensor by tensor (pread/write, never the whole model
  * in memory): the header (names, dtypes, shapes, offsets, __metadata__) is copied
  * verbatim, every tensor the adapter does not touch is copied byte for byte (any
@@ -184,6 +188,71 @@ static int cmp_entry(const void *a, const void *b) {
   return (x->begin > y->begin) - (x->begin < y->begin);
 }
 
+/* What adapter_config.json in `dir` says for `key`, as compact JSON in buf ("absent" when the key
+ * is not there, "?" when the file cannot be read: info runs after open() has read it). */
+static const char *config_says(const cJSON *cfg, const char *key, char *buf, size_t len) {
+  const cJSON *v = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, key) : NULL;
+  char *t = v ? cJSON_PrintUnformatted(v) : NULL;
+  snprintf(buf, len, "%s", cfg == NULL ? "?" : v == NULL ? "absent" : t ? t : "?");
+  cJSON_free(t);
+  return buf;
+}
+
+static cJSON *read_config(const char *dir) {
+  char p[4096];
+  snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+  FILE *f = fopen(p, "rb");
+  if (f == NULL) return NULL;
+  char *b = NULL;
+  long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+  if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (b = (char *)malloc((size_t)n + 1)) != NULL &&
+      fread(b, 1, (size_t)n, f) == (size_t)n)
+    b[n] = '\0';
+  else {
+    free(b);
+    b = NULL;
+  }
+  fclose(f);
+  cJSON *j = b ? cJSON_Parse(b) : NULL;
+  free(b);
+  return j;
+}
+
+/* The dropout lines of info: for each dropout field of the type, what adapter_config.json says
+ * (or "absent", PEFT's default then) and what the library applies (effml_adapter_peft_dropouts:
+ * what effml_adapter_peft_attach() sets on the layers; training only, never in a merge). */
+static int print_dropouts(effml_context *ctx, const effml_adapter_peft *a, const char *dir) {
+  double p = 0, rank_p = 0, module_p = 0;
+  int32_t scale = 0;
+  if (effml_adapter_peft_dropouts(ctx, a, &p, &rank_p, &module_p, &scale) != EFFML_OK) return fail_ctx(ctx, dir);
+  const char *type = effml_adapter_peft_type(a);
+  if (strcmp(type, "IA3") == 0) {
+    printf("dropouts: none (IA3 has no dropout)\n");
+    return 0;
+  }
+  cJSON *cfg = read_config(dir);
+  char b[128];
+  printf("dropouts (training only; merge and inference never drop):\n");
+  if (strcmp(type, "LOKR") == 0 || strcmp(type, "LOHA") == 0) {
+    printf("  rank_dropout: config %s; applied p=%g%s\n", config_says(cfg, "rank_dropout", b, sizeof b), rank_p,
+           rank_p > 0 ? " (mask over the rows of the delta, drawn per forward)" : " (off)");
+    printf("  module_dropout: config %s; applied p=%g%s\n", config_says(cfg, "module_dropout", b, sizeof b), module_p,
+           module_p > 0 ? " (the whole delta skipped with probability p per forward)" : " (off)");
+    if (strcmp(type, "LOKR") == 0)
+      printf("  rank_dropout_scale: config %s; applied: %s\n", config_says(cfg, "rank_dropout_scale", b, sizeof b),
+             scale ? "the rank mask divided by its mean" : "the rank mask not rescaled");
+    else
+      printf("  rank_dropout_scale: not a LoHa field; applied: the rank mask divided by its mean (always, as PEFT's "
+             "LoHa)\n");
+  } else {
+    const char *key = strcmp(type, "VERA") == 0 ? "vera_dropout" : "lora_dropout";
+    printf("  %s: config %s; applied p=%g%s\n", key, config_says(cfg, key, b, sizeof b), p,
+           p > 0 ? " (inverted dropout of the adapter's input)" : " (off)");
+  }
+  cJSON_Delete(cfg);
+  return 0;
+}
+
 /* Describe the adapter in `dir` after the same checks merge makes when it opens it (config keys,
  * tensor names, every module's required tensors and their rank against r / rank_pattern, finite
  * values): 0, or 1 with the reason on stderr. */
@@ -238,9 +307,10 @@ static int info(const char *dir) {
     total += np;
   }
   printf("parameters: %lld\n", (long long)total);
+  int rc = print_dropouts(ctx, a, dir);
   effml_adapter_peft_free(a);
   effml_context_free(ctx);
-  return 0;
+  return rc;
 }
 
 static int32_t dtype_of(const char *s) {

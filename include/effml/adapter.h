@@ -599,13 +599,16 @@ typedef struct effml_adapter_peft effml_adapter_peft;
  * Checked here, before any merge: "peft_type" is present (PEFT always writes
  * it; no type is guessed), every module has the tensors its type needs
  * (lora_A and lora_B, the magnitude vector for DoRA, lora_B.bias for lora_bias,
- * LoKr's w1/w2 or their factors, LoHa's four factors, VeRA's lambdas), and
- * every adapter value is finite.
+ * LoKr's w1/w2 or their factors, LoHa's four factors, VeRA's lambdas), their
+ * rank against the module's r / rank_pattern (LoRA, LoHa, LoKr's factors; LoKr's
+ * whole-or-factored layout against r and decompose_both, as PEFT 0.21's
+ * LoKrLayer.update_layer decides it), and every adapter value is finite.
  * @param out  owned by the caller (effml_adapter_peft_free()); untouched on error
  * @return EFFML_E_UNSUPPORTED (a config value or a tensor this library does not
  *         read, named with its value), EFFML_E_FORMAT (also: "peft_type"
  *         missing), EFFML_E_NOT_FOUND (a module's required tensor, named),
- *         EFFML_E_INVALID_ARG (a NaN/Inf in an adapter tensor, naming the
+ *         EFFML_E_SHAPE (a rank or LoKr layout the config disagrees with: the
+ *         tensor and the field to fix, named), EFFML_E_INVALID_ARG (a NaN/Inf in an adapter tensor, naming the
  *         module, the tensor and the index), EFFML_E_IO, EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *dir, effml_adapter_peft **out);
@@ -614,8 +617,10 @@ EFFML_API effml_status effml_adapter_peft_open(effml_context *ctx, const char *d
  * first: each config key it cannot honour (named with its value), each tensor it
  * does not read, each module the config does not target (target_modules,
  * exclude_modules, layers_to_transform), each missing tensor and non-finite value,
- * each LoRA/LoHa tensor whose rank disagrees with the module's r (naming r or the
- * rank_pattern entry that sets it).
+ * each LoRA/LoHa/LoKr tensor whose rank disagrees with the module's r (naming r or the
+ * rank_pattern entry that sets it), each LoKr w1/w2 stored whole where PEFT 0.21 would
+ * factor it or factored where it would keep it whole (naming r, the rank_pattern
+ * entry or decompose_both).
  * Reading stops early only when a file cannot be read or "peft_type" is missing or
  * unknown (that one problem is reported).  `report` receives one message per line
  * (NUL-terminated; cut at report_len, *num_problems still counts them all).
@@ -640,6 +645,24 @@ EFFML_API const char *effml_adapter_peft_module_name(const effml_adapter_peft *a
 EFFML_API int32_t effml_adapter_peft_fan_in_fan_out(const effml_adapter_peft *a);
 /** 1 if merging changes the base bias too (lora_bias). */
 EFFML_API int32_t effml_adapter_peft_changes_bias(const effml_adapter_peft *a);
+/**
+ * The training dropouts effml_adapter_peft_attach() sets on the layers it builds, as
+ * adapter_config.json gives them (PEFT 0.21's defaults, 0 and false, where a key is absent or
+ * null; the field table already refused values outside [0, 1)):
+ *  - `dropout`: lora_dropout (LoRA, DoRA: inverted dropout of the input of lora_A) or
+ *    vera_dropout (VeRA: of the input of the A projection); 0 for other types;
+ *  - `rank_dropout`, `module_dropout`: LoKr and LoHa (effml_adapter_lokr_set_dropout(),
+ *    effml_adapter_loha_set_dropout()); 0 for other types;
+ *  - `rank_dropout_scale`: 1 when the rank mask is divided by its mean -- LoKr's
+ *    rank_dropout_scale, and always 1 for LoHa (PEFT's LoHa always divides); 0 otherwise.
+ * All act only in EFFML_LAYER_MODE_TRAIN: merging (effml_adapter_peft_merge_tensors(),
+ * effml_adapter_peft_merge_layer(), effml-adapter merge) and inference never drop.  IA3 has
+ * no dropout (all 0).  Any output may be NULL.  Thread-safety: `a` is only read.
+ * @return EFFML_E_INVALID_ARG (ctx or a NULL).
+ */
+EFFML_API effml_status effml_adapter_peft_dropouts(effml_context *ctx, const effml_adapter_peft *a, double *dropout,
+                                                   double *rank_dropout, double *module_dropout,
+                                                   int32_t *rank_dropout_scale);
 /**
  * Rank and alpha of module i (after rank_pattern/alpha_pattern) and its number
  * of adapter parameters (elements of its tensors).  Any output may be NULL.

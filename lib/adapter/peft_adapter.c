@@ -99,8 +99,104 @@ static const char *missing_tensor(const effml_adapter_peft *a, const char *mod) 
   return NULL;
 }
 
+/* The tensor "<mod><suffix>" of the file, or NULL (the error cleared: missing_tensor() reports it). */
+static const effml_tensor *module_tensor(effml_context *ctx, const effml_adapter_peft *a, const char *mod,
+                                         const char *suffix, char *key, size_t key_len) {
+  const effml_tensor *t = NULL;
+  snprintf(key, key_len, "%s%s", mod, suffix);
+  if (effml_safetensors_get(ctx, a->st, key, &t) != EFFML_OK) {
+    effml_context_clear_error(ctx);
+    return NULL;
+  }
+  return effml_tensor_ndim(t) == 2 ? t : NULL;
+}
+
+/* "r=4 in adapter_config.json (no rank_pattern entry for this module)" or
+ * "rank_pattern[\"q_proj\"]=4 in adapter_config.json", and the matching fix. */
+static void rank_field(const char *pat, int64_t r, char *buf, size_t len, const char **fix) {
+  if (pat) {
+    snprintf(buf, len, "rank_pattern[\"%s\"]=%lld in adapter_config.json", pat, (long long)r);
+    *fix = "fix rank_pattern";
+  } else {
+    snprintf(buf, len, "r=%lld in adapter_config.json (no rank_pattern entry for this module)", (long long)r);
+    *fix = "fix r or add a rank_pattern entry";
+  }
+}
+
+/* LoKr (PEFT 0.21 LoKrLayer.update_layer): w1 [out_l, in_m] is kept whole unless decompose_both
+ * and r < max(out_l, in_m) / 2, when it is w1_a [out_l, r] w1_b [r, in_m]; w2 [out_k, in_n] is
+ * factored into w2_a [out_k, r] w2_b [r, in_n] whenever r < max(out_k, in_n) / 2.  So a factor's
+ * rank dimension must be the module's r, and whether each of w1 and w2 is whole or factored must
+ * be what r (and decompose_both) make PEFT build -- a whole matrix has no rank to compare, but r
+ * still decides that it is whole.  The sizes come from the file's own tensors.  EFFML_E_SHAPE
+ * naming the tensor and the field to fix (r, the rank_pattern entry, or decompose_both). */
+static effml_status check_rank_lokr(effml_context *ctx, const effml_adapter_peft *a, const char *path,
+                                    const char *mod) {
+  const effml__peft_cfg *c = a->cfg;
+  int64_t r = 0;
+  double alpha = 0;
+  effml__peft_cfg_module(c, mod, &r, &alpha);
+  const char *pat = effml__peft_cfg_rank_source(c, mod), *fix = NULL;
+  char field[512];
+  rank_field(pat, r, field, sizeof field, &fix);
+  for (int w = 1; w <= 2; ++w) {
+    char kf[1024], ka[1024], kb[1024], sh[96], sfull[16], sa[16], sb[16];
+    snprintf(sfull, sizeof sfull, ".lokr_w%d", w);
+    snprintf(sa, sizeof sa, ".lokr_w%d_a", w);
+    snprintf(sb, sizeof sb, ".lokr_w%d_b", w);
+    const effml_tensor *full = module_tensor(ctx, a, mod, sfull, kf, sizeof kf);
+    const effml_tensor *fa = module_tensor(ctx, a, mod, sa, ka, sizeof ka);
+    const effml_tensor *fb = module_tensor(ctx, a, mod, sb, kb, sizeof kb);
+    if (full == NULL && (fa == NULL || fb == NULL)) continue; /* missing_tensor() reports it */
+    /* 1. each factor's rank dimension against r (w_a [rows, r], w_b [r, cols]) */
+    for (int f = 0; full == NULL && f < 2; ++f) {
+      const effml_tensor *t = f == 0 ? fa : fb;
+      int64_t k = effml_tensor_dim(t, f == 0 ? 1 : 0);
+      if (k == r) continue;
+      effml__shape_str(t, sh, sizeof sh);
+      return effml__err(ctx, EFFML_E_SHAPE, "\"%s\": module \"%s\": tensor \"%s\" has shape %s (rank %lld), but %s; %s",
+                        path, mod, f == 0 ? ka : kb, sh, (long long)k, field, fix);
+    }
+    /* 2. whole or factored, as r (and decompose_both for w1) make PEFT build it */
+    int64_t rows = full ? effml_tensor_dim(full, 0) : effml_tensor_dim(fa, 0);
+    int64_t cols = full ? effml_tensor_dim(full, 1) : effml_tensor_dim(fb, 1);
+    int64_t mx = rows > cols ? rows : cols;
+    int small = (double)r < (double)mx / 2;
+    int factored = w == 1 ? c->decompose_both && small : small;
+    if (full != NULL && factored) {
+      effml__shape_str(full, sh, sizeof sh);
+      if (w == 1)
+        return effml__err(ctx, EFFML_E_SHAPE,
+                          "\"%s\": module \"%s\": \"%s\" is a whole w1 %s, but decompose_both=true with %s makes "
+                          "PEFT factor it (r < max(%lld, %lld)/2) into lokr_w1_a/lokr_w1_b; fix decompose_both (false "
+                          "keeps w1 whole) or %s",
+                          path, mod, kf, sh, field, (long long)rows, (long long)cols, pat ? "rank_pattern" : "r");
+      return effml__err(ctx, EFFML_E_SHAPE,
+                        "\"%s\": module \"%s\": \"%s\" is a whole w2 %s, but %s makes PEFT factor it "
+                        "(r < max(%lld, %lld)/2) into lokr_w2_a/lokr_w2_b; a whole w2 needs r >= %lld: %s",
+                        path, mod, kf, sh, field, (long long)rows, (long long)cols, (long long)((mx + 1) / 2), fix);
+    }
+    if (full == NULL && !factored) {
+      effml__shape_str(fa, sh, sizeof sh);
+      if (w == 1 && !c->decompose_both)
+        return effml__err(ctx, EFFML_E_SHAPE,
+                          "\"%s\": module \"%s\": w1 is factored (\"%s\" %s), but decompose_both=false in "
+                          "adapter_config.json makes PEFT keep it whole as lokr_w1; fix decompose_both",
+                          path, mod, ka, sh);
+      /* the factors' rank is r (checked above) and r >= max/2: no r gives these factors */
+      return effml__err(ctx, EFFML_E_SHAPE,
+                        "\"%s\": module \"%s\": w%d [%lld, %lld] is factored (\"%s\" %s, rank %lld), but PEFT "
+                        "factors it only when r < max(%lld, %lld)/2, so no r gives these factors (r=%lld in "
+                        "adapter_config.json); save w%d whole as lokr_w%d",
+                        path, mod, w, (long long)rows, (long long)cols, ka, sh, (long long)r, (long long)rows,
+                        (long long)cols, (long long)r, w, w);
+    }
+  }
+  return EFFML_OK;
+}
+
 /* EFFML_OK when the rank dimension of every LoRA / LoHa tensor of module `mod` is the r the
- * config gives it; otherwise EFFML_E_SHAPE naming the tensor, its rank and the config field that
+ * config gives it (LoKr: check_rank_lokr()); otherwise EFFML_E_SHAPE naming the tensor, its rank and the config field that
  * disagrees (r, or the rank_pattern entry) -- so that describing an adapter and merging it refuse
  * the same files, and the message names the field to fix. */
 static effml_status check_rank(effml_context *ctx, const effml_adapter_peft *a, const char *path, const char *mod) {
@@ -109,6 +205,7 @@ static effml_status check_rank(effml_context *ctx, const effml_adapter_peft *a, 
   static const char *const LOHA_RANK[] = {".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b"};
   static const int LOHA_DIM[] = {1, 0, 1, 0};
   const effml__peft_cfg *c = a->cfg;
+  if (c->type == EFFML__PEFT_LOKR) return check_rank_lokr(ctx, a, path, mod);
   const char *const *suf = c->type == EFFML__PEFT_LORA ? LORA_RANK : c->type == EFFML__PEFT_LOHA ? LOHA_RANK : NULL;
   const int *dim = c->type == EFFML__PEFT_LORA ? LORA_DIM : LOHA_DIM;
   size_t ns = c->type == EFFML__PEFT_LORA ? 2 : 4;
@@ -311,6 +408,22 @@ int32_t effml_adapter_peft_fan_in_fan_out(const effml_adapter_peft *a) { return 
 
 int32_t effml_adapter_peft_changes_bias(const effml_adapter_peft *a) {
   return a && a->cfg->type == EFFML__PEFT_LORA && a->cfg->lora_bias;
+}
+
+effml_status effml_adapter_peft_dropouts(effml_context *ctx, const effml_adapter_peft *a, double *dropout,
+                                         double *rank_dropout, double *module_dropout, int32_t *rank_dropout_scale) {
+  EFFML__ENTER(ctx);
+  EFFML__CHECK_NULL(ctx, ctx);
+  EFFML__CHECK_NULL(ctx, a);
+  const effml__peft_cfg *c = a->cfg;
+  int lyco = c->type == EFFML__PEFT_LOKR || c->type == EFFML__PEFT_LOHA;
+  /* the values attach() passes to the layers' dropout setters */
+  if (dropout) *dropout = c->type == EFFML__PEFT_LORA || c->type == EFFML__PEFT_VERA ? c->dropout : 0.0;
+  if (rank_dropout) *rank_dropout = lyco ? c->rank_dropout : 0.0;
+  if (module_dropout) *module_dropout = lyco ? c->module_dropout : 0.0;
+  if (rank_dropout_scale)
+    *rank_dropout_scale = c->type == EFFML__PEFT_LOHA ? 1 : c->type == EFFML__PEFT_LOKR ? c->rank_dropout_scale : 0;
+  return EFFML_OK;
 }
 
 effml_status effml_adapter_peft_module_info(effml_context *ctx, const effml_adapter_peft *a, int64_t i, int64_t *rank,
