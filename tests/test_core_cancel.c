@@ -626,9 +626,11 @@ START_TEST(safetensors_progress_and_cancel) {
   watch_reset(&w, 0);
   effml_context_set_progress(ctx, on_progress, &w);
   ck_assert_int_eq(effml_safetensors_save(ctx, path, 3, names, ts, 0, NULL, NULL), EFFML_OK);
-  ck_assert_int_eq(w.calls, 3); /* before each tensor */
+  ck_assert_int_eq(w.calls, 4); /* before each tensor, and done == total once all are written */
   ck_assert_str_eq(w.call, "effml_safetensors_save");
   ck_assert(w.monotone);
+  ck_assert_int_eq(w.last_done, data_bytes);
+  ck_assert_int_eq(w.last_total, data_bytes);
   /* a save stopped before its second tensor: the old file stays, no temporary left */
   FILE *f = fopen(path, "rb");
   ck_assert_ptr_nonnull(f);
@@ -647,6 +649,29 @@ START_TEST(safetensors_progress_and_cancel) {
   fclose(f);
   ck_assert_int_eq(memcmp(before, after, nb), 0);
   ck_assert_int_eq(count_prefixed(EFFML_TEST_TMP, "cancel_test.safetensors.tmp"), 0);
+  /* stopped at the last report (done == total, every byte written): still nothing published */
+  watch_reset(&w, 4);
+  assert_cancelled(ctx, effml_safetensors_save(ctx, path, 3, names, ts2, 0, NULL, NULL),
+                   "effml_safetensors_save");
+  ck_assert_int_eq(w.last_done, data_bytes);
+  ck_assert_int_eq(w.last_total, data_bytes);
+  f = fopen(path, "rb");
+  ck_assert_ptr_nonnull(f);
+  ck_assert_uint_eq(fread(after, 1, sizeof after, f), nb);
+  fclose(f);
+  ck_assert_int_eq(memcmp(before, after, nb), 0);
+  ck_assert_int_eq(count_prefixed(EFFML_TEST_TMP, "cancel_test.safetensors.tmp"), 0);
+  /* no tensor (metadata only): one report, 0 of 0 */
+  {
+    char p0[512];
+    snprintf(p0, sizeof p0, "%s/cancel_test_empty.safetensors", EFFML_TEST_TMP);
+    watch_reset(&w, 0);
+    ck_assert_int_eq(effml_safetensors_save(ctx, p0, 0, NULL, NULL, 0, NULL, NULL), EFFML_OK);
+    ck_assert_int_eq(w.calls, 1);
+    ck_assert_int_eq(w.last_done, 0);
+    ck_assert_int_eq(w.last_total, 0);
+    remove(p0);
+  }
 
   const uint32_t modes[2] = {EFFML_IO_SAFETENSORS_COPY, EFFML_IO_SAFETENSORS_MMAP};
   for (int mo = 0; mo < 2; ++mo) {

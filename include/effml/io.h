@@ -137,8 +137,10 @@ EFFML_API const char *effml_safetensors_metadata_key(const effml_safetensors *st
  *         EFFML_E_IO, EFFML_E_NOMEM, EFFML_E_CANCELLED.  On error `path` is
  *         untouched: the file is written under a temporary name next to it,
  *         then renamed; the temporary file is removed on every error.
- * Progress is reported in bytes of tensor data, before each tensor; a cancel
- * request stops the save there.
+ * Progress is reported in bytes of tensor data, before each tensor and once
+ * more with done == total when all are written, before the rename; a cancel
+ * request (or a progress callback asking to stop) at any of these reports
+ * stops the save there, `path` untouched.
  */
 EFFML_API effml_status effml_safetensors_save(effml_context *ctx, const char *path, int64_t n,
                                               const char *const *names,

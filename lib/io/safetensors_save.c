@@ -238,7 +238,8 @@ static effml_status make_header(effml_context *ctx, save_item *items, int64_t n,
 }
 
 /* The file written through a temporary (renamed on success, removed on failure): the
- * header, then each tensor's bytes in item order, with a progress report before each. */
+ * header, then each tensor's bytes in item order, with a progress report before each and a
+ * last one (done == total) before the rename. */
 static effml_status write_file(effml_context *ctx, const char *fn, const char *path,
                                const char *header, size_t len, const save_item *items,
                                int64_t n) {
@@ -261,6 +262,9 @@ static effml_status write_file(effml_context *ctx, const char *fn, const char *p
     if (rc == EFFML_OK) effml__afile_write(&af, effml_tensor_data_const(t), effml_tensor_nbytes(t));
     effml_tensor_free(copy);
   }
+  /* the last report, done == total, once every byte is handed over and before the rename: a stop
+   * here still leaves `path` as it was */
+  if (rc == EFFML_OK) rc = effml__progress(ctx, done, total, "bytes");
   if (rc != EFFML_OK) {
     effml__afile_abort(ctx, &af);
     return rc;
