@@ -178,6 +178,62 @@ START_TEST(test_danger_knn_paths_identical) {
 }
 END_TEST
 
+START_TEST(test_kmeans_assign_each_level) {
+  /* k-means assignment (the 4 x 8 tile kernel, portable and AVX-512) against a
+   * scalar loop: bit-identical squared distances (summed over the features in
+   * order), nearest centre with ties to the smaller index (duplicated
+   * centres), every centre count around the group edges and past the direct
+   * limit (257: the kNN path), row counts not a multiple of 4, 1 and 2 threads. */
+  const int64_t ks[] = {1, 2, 7, 8, 9, 31, 100, 256, 257};
+  for (size_t a = 0; a < sizeof ks / sizeof ks[0]; ++a)
+    for (int64_t d = 3; d <= 17; d += 14)
+      for (int32_t threads = 1; threads <= 2; ++threads) {
+        const int64_t k = ks[a], n = 4099 + (int64_t)a;
+        effml_context *ctx = tu_ctx(3);
+        ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+        double *x = malloc(sizeof(double) * (size_t)(n * d)), *c = malloc(sizeof(double) * (size_t)(k * d));
+        uint64_t s = 11 + (uint64_t)(a * 31 + (size_t)d);
+        for (int64_t i = 0; i < n * d; ++i) x[i] = 50.0 + unif(&s);
+        for (int64_t j = 0; j < k; ++j)
+          for (int64_t t = 0; t < d; ++t) /* every third centre repeats the one before */
+            c[j * d + t] = j % 3 == 2 ? c[(j - 1) * d + t] : x[((j * 37) % n) * d + t];
+        int64_t *lab = malloc(sizeof(int64_t) * (size_t)n);
+        double *dist = malloc(sizeof(double) * (size_t)n);
+        for (int isa = 0; isa <= 1; ++isa) {
+          ck_assert_int_eq(effml__kmeans_assign_isa(ctx, c, k, x, n, d, 0, lab, dist, isa), EFFML_OK);
+          for (int64_t i = 0; i < n; ++i) {
+            double best = INFINITY;
+            int64_t bj = -1;
+            for (int64_t j = 0; j < k; ++j) {
+              double q = 0;
+              for (int64_t t = 0; t < d; ++t) {
+                double u = x[i * d + t] - c[j * d + t];
+                q += u * u;
+              }
+              if (q < best) {
+                best = q;
+                bj = j;
+              }
+            }
+            ck_assert_msg(lab[i] == bj && dist[i] == best,
+                          "k %lld d %lld isa %d row %lld: centre %lld (%.17g) vs %lld (%.17g)",
+                          (long long)k, (long long)d, isa, (long long)i, (long long)lab[i],
+                          dist[i], (long long)bj, best);
+          }
+        }
+        /* a row equal to a duplicated centre: distance 0, the first copy */
+        if (k >= 3) {
+          memcpy(x, c + d, sizeof(double) * (size_t)d);
+          ck_assert_int_eq(effml__kmeans_assign_isa(ctx, c, k, x, n, d, 0, lab, dist, 1), EFFML_OK);
+          ck_assert_int_eq(lab[0], 1);
+          ck_assert(dist[0] == 0.0);
+        }
+        free(x); free(c); free(lab); free(dist);
+        effml_context_free(ctx);
+      }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_knn");
   TCase *tc = tcase_create("within");
@@ -187,6 +243,7 @@ int main(void) {
   tcase_add_test(tc, test_within_duplicates);
   tcase_add_test(tc, test_within_errors);
   tcase_add_test(tc, test_danger_knn_paths_identical);
+  tcase_add_test(tc, test_kmeans_assign_each_level);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -640,6 +640,126 @@ START_TEST(test_enn_beyond_60_neighbours) {
 }
 END_TEST
 
+/* RENN and AllKNN keep neighbour lists from pass to pass and search only the
+ * rows whose neighbours a pass removed; the result must be the ENN pass
+ * applied again and again with a fresh search each time (public ENN calls on
+ * the previous pass's output, whose rows come grouped by class: the order
+ * ties are broken in changes after the first pass).  Data with many exact
+ * distance ties (a small integer grid) and continuous data; ALL and MODE
+ * votes; 1 and 2 threads. */
+static void enn_once(effml_context *ctx, const double *xv, const int64_t *yv, int64_t m, int64_t d,
+                     int64_t k, int32_t kind, double **xo, int64_t **yo, int64_t *mo) {
+  int64_t xs[2] = {m, d};
+  effml_tensor *x, *y, *xr, *yr;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, xs, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &m, &y), EFFML_OK);
+  memcpy(effml_tensor_data(x), xv, (size_t)(m * d) * sizeof(double));
+  memcpy(effml_tensor_data(y), yv, (size_t)m * sizeof(int64_t));
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.method = EFFML_SAMPLER_RESAMPLE_ENN;
+  o.n_neighbors = k;
+  o.kind_sel = kind;
+  ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+  *mo = effml_tensor_dim(yr, 0);
+  *xo = (double *)malloc((size_t)(*mo * d) * sizeof(double) + 1);
+  *yo = (int64_t *)malloc((size_t)*mo * sizeof(int64_t) + 1);
+  memcpy(*xo, effml_tensor_data_const(xr), (size_t)(*mo * d) * sizeof(double));
+  memcpy(*yo, effml_tensor_data_const(yr), (size_t)*mo * sizeof(int64_t));
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_tensor_free(xr);
+  effml_tensor_free(yr);
+}
+
+START_TEST(test_repeated_enn_is_repeated_enn) {
+  for (int data = 0; data < 2; ++data) {
+    const int64_t n = data ? 1500 : 900, d = data ? 4 : 3, ncl = data ? 2 : 3;
+    double *xv = (double *)malloc((size_t)(n * d) * sizeof(double));
+    int64_t *yv = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    uint64_t s = 99 + (uint64_t)data;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t t = 0; t < d; ++t) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double v = (double)(s >> 11) * 0x1.0p-53;
+        xv[i * d + t] = data ? v : floor(6.0 * v);
+      }
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      const double u = (double)(s >> 11) * 0x1.0p-53;
+      /* class 1 mostly where x0 is large, class 2 (grid only) in one corner */
+      const double p1 = data ? 0.02 + 0.6 * xv[i * d] * xv[i * d] : xv[i * d] >= 3 ? 0.6 : 0.1;
+      yv[i] = u < p1 ? 1 : 0;
+      if (!data && xv[i * d + 1] == 5 && xv[i * d + 2] >= 4 && u > 0.5) yv[i] = 2;
+    }
+    int64_t cnt0[3] = {0, 0, 0};
+    for (int64_t i = 0; i < n; ++i) cnt0[yv[i]]++;
+    int64_t mino = 0;
+    for (int64_t c = 1; c < ncl; ++c)
+      if (cnt0[c] < cnt0[mino]) mino = c;
+    for (int threads = 1; threads <= 2; ++threads)
+      for (int kind = 0; kind < 2; ++kind)
+        for (int all_k = 0; all_k < 2; ++all_k) {
+          const int64_t nn = 3 + 2 * all_k;
+          const int32_t ks = kind ? EFFML_SAMPLER_ENN_MODE : EFFML_SAMPLER_ENN_ALL;
+          effml_context *ctx = tu_ctx(0);
+          ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+          /* reference: ENN again and again on the previous output */
+          double *xc = (double *)malloc((size_t)(n * d) * sizeof(double));
+          int64_t *yc = (int64_t *)malloc((size_t)n * sizeof(int64_t)), m = n, passes = 0;
+          memcpy(xc, xv, (size_t)(n * d) * sizeof(double));
+          memcpy(yc, yv, (size_t)n * sizeof(int64_t));
+          for (int64_t it = 0; it < (all_k ? nn : 100); ++it) {
+            double *xo;
+            int64_t *yo, mo;
+            enn_once(ctx, xc, yc, m, d, all_k ? it + 1 : nn, ks, &xo, &yo, &mo);
+            free(xc);
+            free(yc);
+            xc = xo;
+            yc = yo;
+            const int converged = mo == m;
+            m = mo;
+            ++passes;
+            int64_t cnt[3] = {0, 0, 0};
+            for (int64_t i = 0; i < m; ++i) cnt[yc[i]]++;
+            int below = 0, gone = 0;
+            for (int64_t c = 0; c < ncl; ++c) {
+              if (cnt[c] == 0) gone = 1;
+              else if (c != mino && cnt[c] < cnt0[mino]) below = 1;
+            }
+            if ((!all_k && converged) || below || gone) break;
+          }
+          if (!all_k) ck_assert_int_ge(passes, 3); /* the lists were reused at least twice */
+          int64_t xs[2] = {n, d};
+          effml_tensor *x, *y, *xr, *yr;
+          ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, xs, &x), EFFML_OK);
+          ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+          memcpy(effml_tensor_data(x), xv, (size_t)(n * d) * sizeof(double));
+          memcpy(effml_tensor_data(y), yv, (size_t)n * sizeof(int64_t));
+          effml_sampler_resample_options o;
+          effml_sampler_resample_options_init(&o);
+          o.method = all_k ? EFFML_SAMPLER_RESAMPLE_ALLKNN : EFFML_SAMPLER_RESAMPLE_RENN;
+          o.n_neighbors = nn;
+          o.kind_sel = ks;
+          ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
+          ck_assert_msg(effml_tensor_dim(yr, 0) == m,
+                        "data %d threads %d kind %d all_k %d: %lld rows, repeated ENN %lld", data,
+                        threads, kind, all_k, (long long)effml_tensor_dim(yr, 0), (long long)m);
+          ck_assert_mem_eq(effml_tensor_data_const(xr), xc, (size_t)(m * d) * sizeof(double));
+          ck_assert_mem_eq(effml_tensor_data_const(yr), yc, (size_t)m * sizeof(int64_t));
+          free(xc);
+          free(yc);
+          effml_tensor_free(x);
+          effml_tensor_free(y);
+          effml_tensor_free(xr);
+          effml_tensor_free(yr);
+          effml_context_free(ctx);
+        }
+    free(xv);
+    free(yv);
+  }
+}
+END_TEST
+
 /* ---- InstanceHardnessThreshold ---- */
 
 typedef struct iht_log {
@@ -1253,6 +1373,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_combined_f32_entry_points_agree);
   tcase_add_test(tc, test_kmeans_smote_selection);
   tcase_add_test(tc, test_enn_beyond_60_neighbours);
+  tcase_add_test(tc, test_repeated_enn_is_repeated_enn);
   tcase_add_test(tc, test_iht_matches_imblearn);
   tcase_add_test(tc, test_iht_folds);
   tcase_add_test(tc, test_cluster_centroids);

@@ -97,13 +97,75 @@ effml_status effml__enn_pass(effml_context *ctx, const effml_sampler_resample_op
   return st;
 }
 
+/* One ENN decision pass of repeated_enn over the live rows cur[0..m) (ids into
+ * in->x; labels ys[t] = y[cur[t]]): the neighbours come from the lists in S,
+ * (re)computed for the targeted rows whose list no longer determines them.
+ * Kept positions into keep, grouped by class in label order, ascending
+ * within a class -- what effml__enn_pass gives on the gathered rows. */
+static effml_status enn_pass_cached(effml_context *ctx, const effml__resample_in *in,
+                                    effml__knn_cache *S, const char *dead, const int64_t *cur,
+                                    const int64_t *ys, int64_t m, int64_t k, int64_t order_epoch,
+                                    int64_t *q, int64_t *nbuf, int64_t *votes, int64_t *keep,
+                                    int64_t *n_keep) {
+  const effml_sampler_resample_options *o = in->o;
+  const effml__classes *c0 = in->c;
+  if (m < k + 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "n_neighbors=%lld needs at least %lld samples, %lld remain", (long long)k,
+                      (long long)(k + 1), (long long)m);
+  effml__classes c;
+  EFFML__TRY(effml__classes_build(ctx, ys, m, &c));
+  effml_sampler_resample_options oe = *o;
+  oe.method = EFFML_SAMPLER_RESAMPLE_ENN;
+  int64_t *values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
+  effml_status st = values ? effml__strategy_resolve(ctx, &oe, &c, values) : EFFML_E_NOMEM;
+  int64_t nq = 0;
+  for (int64_t t = 0; st == EFFML_OK && t < m; ++t)
+    if (values[c.cls[t]] > 0 && !effml__knn_cache_get(S, dead, cur[t], k, order_epoch, nbuf))
+      q[nq++] = cur[t];
+  if (st == EFFML_OK)
+    st = effml__knn_cache_fill(ctx, S, in->x, in->d, cur, m, q, nq, order_epoch, o->block_rows);
+  int64_t nk = 0;
+  for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl) {
+    const int64_t *rows = c.rows + c.start[cl];
+    for (int64_t t = 0; st == EFFML_OK && t < c.counts[cl]; ++t) {
+      const int64_t pos = rows[t], i = cur[pos], ci = c0->cls[i];
+      int ok = 1;
+      if (values[cl] > 0) {
+        if (!effml__knn_cache_get(S, dead, i, k, order_epoch, nbuf)) {
+          st = effml__err(ctx, EFFML_E_STATE, "ENN pass: row %lld has no neighbour list (a bug)",
+                          (long long)i);
+          break;
+        }
+        if (o->kind_sel == EFFML_SAMPLER_ENN_ALL) {
+          for (int64_t j = 0; j < k; ++j) ok &= c0->cls[nbuf[j]] == ci;
+        } else {
+          for (int64_t j = 0; j < k; ++j) votes[c0->cls[nbuf[j]]]++;
+          int64_t best = 0; /* mode; ties to the smallest label (scipy.stats.mode) */
+          for (int64_t j = 1; j < c0->n_classes; ++j)
+            if (votes[j] > votes[best]) best = j;
+          ok = best == ci;
+          for (int64_t j = 0; j < k; ++j) votes[c0->cls[nbuf[j]]] = 0;
+        }
+      }
+      if (ok) keep[nk++] = pos;
+    }
+  }
+  if (st == EFFML_OK) *n_keep = nk;
+  effml__free(ctx, values);
+  effml__classes_free(ctx, &c);
+  return st;
+}
+
 /* Repeated passes (RENN when all_k is 0, AllKNN when 1) over the rows `cur`
- * (original indices, updated in place; *n_cur their count). */
+ * (original indices, updated in place; *n_cur their count).  Each pass is the
+ * ENN pass on the remaining rows; neighbour lists are kept from pass to pass
+ * (knn_shrink.c), so a pass searches only the rows whose neighbours the
+ * previous one removed, with the same result as a fresh search. */
 static effml_status repeated_enn(effml_context *ctx, const effml__resample_in *in, int all_k,
                                  int64_t *cur, int64_t *n_cur) {
   const effml_sampler_resample_options *o = in->o;
   const effml__classes *c = in->c;
-  const int64_t d = in->d;
   if (!all_k && o->max_iter < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "max_iter=%lld must be >= 1",
                       (long long)o->max_iter);
@@ -114,33 +176,41 @@ static effml_status repeated_enn(effml_context *ctx, const effml__resample_in *i
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "n_neighbors=%lld needs at least %lld samples, got %lld",
                       (long long)o->n_neighbors, (long long)(o->n_neighbors + 1), (long long)in->n);
+  if (o->kind_sel != EFFML_SAMPLER_ENN_ALL && o->kind_sel != EFFML_SAMPLER_ENN_MODE)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "kind_sel=%d must be EFFML_SAMPLER_ENN_ALL or EFFML_SAMPLER_ENN_MODE", (int)o->kind_sel);
   int64_t mino = 0;
   for (int64_t k = 1; k < c->n_classes; ++k)
     if (c->counts[k] < c->counts[mino]) mino = k;
   const int64_t n_min = c->counts[mino];
   int64_t m = *n_cur;
+  effml__knn_cache S;
+  /* two spare entries per list: a row survives the loss of two neighbours without a new search */
+  EFFML__TRY(effml__knn_cache_init(ctx, &S, in->n, o->n_neighbors + 2));
   int64_t *ys = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t), "labels");
   int64_t *keep = ys ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t), "kept rows") : NULL;
-  int64_t *cnt = keep ? (int64_t *)effml__calloc(ctx, (size_t)c->n_classes, sizeof(int64_t)) : NULL;
-  effml_status st = cnt ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "out of memory for ENN passes");
+  int64_t *q = keep ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t), "rows") : NULL;
+  int64_t *nbuf = q ? (int64_t *)effml__alloc_or_err(ctx, (size_t)o->n_neighbors * sizeof(int64_t), "neighbours") : NULL;
+  int64_t *cnt = nbuf ? (int64_t *)effml__calloc(ctx, (size_t)c->n_classes, sizeof(int64_t)) : NULL;
+  int64_t *votes = cnt ? (int64_t *)effml__calloc(ctx, (size_t)c->n_classes, sizeof(int64_t)) : NULL;
+  char *dead = votes ? (char *)effml__calloc(ctx, (size_t)in->n, 1) : NULL;
+  effml_status st = dead ? EFFML_OK : effml__err(ctx, EFFML_E_NOMEM, "out of memory for ENN passes");
+  int64_t order_epoch = 0;
   const int64_t passes = all_k ? o->n_neighbors : o->max_iter;
   for (int64_t it = 0; st == EFFML_OK && it < passes; ++it) {
     const int64_t k = all_k ? it + 1 : o->n_neighbors;
     for (int64_t i = 0; i < m; ++i) ys[i] = in->y[cur[i]];
-    double *xs = NULL;
-    const double *xv = in->x;
-    if (m != in->n) {
-      xs = effml__gather_rows(ctx, in->x, d, cur, m);
-      if (!xs) {
-        st = EFFML_E_NOMEM;
-        break;
-      }
-      xv = xs;
-    }
     int64_t nk = 0;
-    st = effml__enn_pass(ctx, o, xv, ys, m, d, k, o->kind_sel, keep, &nk);
-    effml__free(ctx, xs);
+    st = enn_pass_cached(ctx, in, &S, dead, cur, ys, m, k, order_epoch, q, nbuf, votes, keep, &nk);
     if (st != EFFML_OK) break;
+    /* the removed rows die; the live order changes when keep is not ascending */
+    int ascending = 1;
+    for (int64_t t = 0; t < m; ++t) dead[cur[t]] = 1;
+    for (int64_t t = 0; t < nk; ++t) {
+      dead[cur[keep[t]]] = 0;
+      if (t > 0 && keep[t] < keep[t - 1]) ascending = 0;
+    }
+    if (!ascending) order_epoch++;
     /* cur <- cur[keep] (keep is a list of distinct positions: use ys as scratch). */
     for (int64_t t = 0; t < nk; ++t) ys[t] = cur[keep[t]];
     memcpy(cur, ys, (size_t)nk * sizeof(int64_t));
@@ -156,9 +226,14 @@ static effml_status repeated_enn(effml_context *ctx, const effml__resample_in *i
     if (all_k && o->allow_minority) below = 0;
     if ((!all_k && converged) || below || gone) break;
   }
+  effml__knn_cache_free(ctx, &S);
   effml__free(ctx, ys);
   effml__free(ctx, keep);
+  effml__free(ctx, q);
+  effml__free(ctx, nbuf);
   effml__free(ctx, cnt);
+  effml__free(ctx, votes);
+  effml__free(ctx, dead);
   if (st == EFFML_OK) *n_cur = m;
   return st;
 }

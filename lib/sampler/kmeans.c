@@ -6,7 +6,7 @@
  * to keep per targeted class; voting "soft" returns the centroids, "hard" the
  * class row nearest to each centroid).
  *
- * Assignment: exact distances to every centre when there are at most 32
+ * Assignment: exact distances to every centre when there are at most 256
  * centres, else the blocked exact kNN (k = 1 over the centres); ties to the
  * smaller centre index either way; the centre update sums rows in row order, so the
  * result depends only on the seed, never on the thread count.  scikit-learn's
@@ -20,20 +20,39 @@
 
 #define TAG_KMEANS 0x4b4d45414eULL
 
+/* Squared distances of rows x[i0 .. i0 + mr) (mr <= 4) to c into s[]: each
+ * summed over the features in order, four independent sums at a time. */
+static inline void dist4(const double *x, int64_t i0, int64_t mr, int64_t d, const double *c,
+                         double s[4]) {
+  const double *x0 = x + i0 * d, *x1 = x + (i0 + (mr > 1)) * d, *x2 = x + (i0 + 2 * (mr > 2)) * d,
+               *x3 = x + (i0 + 3 * (mr > 3)) * d;
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  for (int64_t t = 0; t < d; ++t) {
+    const double u0 = x0[t] - c[t], u1 = x1[t] - c[t], u2 = x2[t] - c[t], u3 = x3[t] - c[t];
+    s0 += u0 * u0;
+    s1 += u1 * u1;
+    s2 += u2 * u2;
+    s3 += u3 * u3;
+  }
+  s[0] = s0;
+  s[1] = s1;
+  s[2] = s2;
+  s[3] = s3;
+}
+
 /* k-means++ seeding (one candidate per step). */
 static void kpp_init(const double *x, int64_t n, int64_t d, int64_t k, effml__rng *r, double *c,
                      double *dmin) {
   int64_t first = (int64_t)effml__rng_below(r, (uint64_t)n);
   memcpy(c, x + first * d, (size_t)d * sizeof(double));
-  double tot = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    double s = 0;
-    for (int64_t t = 0; t < d; ++t) {
-      double u = x[i * d + t] - c[t];
-      s += u * u;
+  double tot = 0, s[4];
+  for (int64_t i0 = 0; i0 < n; i0 += 4) {
+    const int64_t mr = n - i0 < 4 ? n - i0 : 4;
+    dist4(x, i0, mr, d, c, s);
+    for (int64_t q = 0; q < mr; ++q) {
+      dmin[i0 + q] = s[q];
+      tot += s[q];
     }
-    dmin[i] = s;
-    tot += s;
   }
   for (int64_t j = 1; j < k; ++j) {
     int64_t pick = n - 1;
@@ -52,63 +71,169 @@ static void kpp_init(const double *x, int64_t n, int64_t d, int64_t k, effml__rn
     double *cj = c + j * d;
     memcpy(cj, x + pick * d, (size_t)d * sizeof(double));
     tot = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      double s = 0;
-      for (int64_t t = 0; t < d; ++t) {
-        double u = x[i * d + t] - cj[t];
-        s += u * u;
+    for (int64_t i0 = 0; i0 < n; i0 += 4) {
+      const int64_t mr = n - i0 < 4 ? n - i0 : 4;
+      dist4(x, i0, mr, d, cj, s);
+      for (int64_t q = 0; q < mr; ++q) {
+        if (s[q] < dmin[i0 + q]) dmin[i0 + q] = s[q];
+        tot += dmin[i0 + q];
       }
-      if (s < dmin[i]) dmin[i] = s;
-      tot += dmin[i];
     }
   }
 }
 
-/* Assignment to the nearest of a few centres: exact squared distances to
- * every centre, ties to the smaller centre index (what the blocked kNN gives,
- * without its GEMM tiles and candidate lists, which cost more than the work
- * itself when there are only a few centres).  Rows are independent: any
- * split over threads gives the same bytes. */
-#define KMEANS_DIRECT_MAX 32
+/* Assignment to the nearest centre: exact squared distances to every centre,
+ * ties to the smaller centre index (what the blocked kNN gives, without its
+ * GEMM tiles, candidate lists and re-rank, which cost more than the work
+ * itself when there are few centres).  Each distance is summed over the
+ * features in order from 0.0, as the kNN's exact re-rank does, so both paths
+ * and both kernels below give the same bytes.  The kernels compute KM_MR rows
+ * against KM_NR centres at a time (independent sums: the vector units run
+ * across centres, never across the terms of one sum).  Rows are independent:
+ * any split over threads gives the same bytes. */
+#define KMEANS_DIRECT_MAX 256
+#define KM_MR 4 /* rows per tile (assign_tile is written for 4) */
+#define KM_NR 8
 
 typedef struct {
-  const double *x, *c;
-  int64_t d, k;
+  const double *x;
+  const double *cg; /* centres in groups of KM_NR, transposed: cg[(g * d + t) * KM_NR + jj] */
+  int64_t d, k, ng;
+  int isa;
   int64_t *lab;
   double *dist;
 } assign_job;
 
+typedef double km_v8 __attribute__((vector_size(64)));
+
+/* Squared distances of rows xr[0..KM_MR) to the ng * KM_NR grouped centres
+ * into out[r * ng * KM_NR + j] (vector extensions: element-wise, in order). */
+static inline __attribute__((always_inline)) void assign_tile(const double *const *xr,
+                                                              const double *cg, int64_t d,
+                                                              int64_t ng, double *out) {
+  const int64_t ld = ng * KM_NR;
+  for (int64_t g = 0; g < ng; ++g) {
+    km_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    const double *c = cg + g * d * KM_NR;
+    for (int64_t t = 0; t < d; ++t) {
+      km_v8 ct;
+      memcpy(&ct, c + t * KM_NR, sizeof ct);
+      const km_v8 u0 = xr[0][t] - ct, u1 = xr[1][t] - ct, u2 = xr[2][t] - ct, u3 = xr[3][t] - ct;
+      a0 += u0 * u0;
+      a1 += u1 * u1;
+      a2 += u2 * u2;
+      a3 += u3 * u3;
+    }
+    memcpy(out + g * KM_NR, &a0, sizeof a0);
+    memcpy(out + ld + g * KM_NR, &a1, sizeof a1);
+    memcpy(out + 2 * ld + g * KM_NR, &a2, sizeof a2);
+    memcpy(out + 3 * ld + g * KM_NR, &a3, sizeof a3);
+  }
+}
+
+static void assign_tile_portable(const double *const *xr, const double *cg, int64_t d, int64_t ng,
+                                 double *out) {
+  assign_tile(xr, cg, d, ng, out);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void assign_tile_avx512(const double *const *xr,
+                                                                  const double *cg, int64_t d,
+                                                                  int64_t ng, double *out) {
+  assign_tile(xr, cg, d, ng, out);
+}
+#endif
+
 static void assign_range(void *arg, int64_t b, int64_t e, int32_t worker) {
   (void)worker;
   const assign_job *J = (const assign_job *)arg;
-  const int64_t d = J->d, k = J->k;
-  for (int64_t i = b; i < e; ++i) {
-    const double *xi = J->x + i * d;
-    double best = INFINITY;
-    int64_t bj = 0;
-    for (int64_t j = 0; j < k; ++j) {
-      const double *cj = J->c + j * d;
-      double s = 0;
-      for (int64_t t = 0; t < d; ++t) {
-        const double u = xi[t] - cj[t];
-        s += u * u;
+  const int64_t d = J->d, k = J->k, ng = J->ng;
+  double out[KM_MR * KMEANS_DIRECT_MAX];
+  for (int64_t i0 = b; i0 < e; i0 += KM_MR) {
+    const int64_t mr = e - i0 < KM_MR ? e - i0 : KM_MR;
+    const double *xr[KM_MR];
+    for (int r = 0; r < KM_MR; ++r) xr[r] = J->x + (i0 + (r < mr ? r : 0)) * d;
+    effml__sqdist_tile(J->isa, xr, J->cg, d, ng, out);
+    for (int64_t r = 0; r < mr; ++r) {
+      const double *o = out + r * ng * KM_NR;
+      double best = o[0];
+      int64_t bj = 0;
+      for (int64_t j = 1; j < k; ++j) { /* first minimum: ties to the smaller centre */
+        const double v = o[j];
+        const int lt = v < best;
+        best = lt ? v : best;
+        bj = lt ? j : bj;
       }
-      if (s < best) {
-        best = s;
-        bj = j;
-      }
+      J->lab[i0 + r] = bj;
+      J->dist[i0 + r] = best;
     }
-    J->lab[i] = bj;
-    J->dist[i] = best;
   }
+}
+
+double *effml__sqdist_groups(effml_context *ctx, const double *c, int64_t k, int64_t d) {
+  const int64_t ng = (k + KM_NR - 1) / KM_NR;
+  double *cg = (double *)effml__alloc_or_err(ctx, (size_t)(ng * KM_NR * d) * sizeof(double) + 1,
+                                             "grouped rows");
+  if (!cg) return NULL;
+  for (int64_t j = 0; j < ng * KM_NR; ++j)
+    for (int64_t t = 0; t < d; ++t)
+      cg[((j / KM_NR) * d + t) * KM_NR + j % KM_NR] = j < k ? c[j * d + t] : 0.0;
+  return cg;
+}
+
+int effml__sqdist_isa(const effml_context *ctx, int isa) {
+#if defined(__x86_64__)
+  const int cpu = effml__ctx_isa(ctx) >= EFFML_CORE_ISA_AVX512;
+  return isa < 0 ? cpu : (isa > 0 && cpu);
+#else
+  (void)ctx;
+  (void)isa;
+  return 0;
+#endif
+}
+
+void effml__sqdist_tile(int isa, const double *const *xr, const double *cg, int64_t d, int64_t ng,
+                        double *out) {
+#if defined(__x86_64__)
+  if (isa) {
+    assign_tile_avx512(xr, cg, d, ng, out);
+    return;
+  }
+#else
+  (void)isa;
+#endif
+  assign_tile_portable(xr, cg, d, ng, out);
+}
+
+effml_status effml__kmeans_assign_isa(effml_context *ctx, const double *c, int64_t k,
+                                      const double *x, int64_t n, int64_t d, int64_t block_rows,
+                                      int64_t *lab, double *dist, int isa) {
+  if (k > KMEANS_DIRECT_MAX) return effml__knn_f64(ctx, c, k, x, n, d, 1, NULL, block_rows, lab, dist);
+  double *cg = effml__sqdist_groups(ctx, c, k, d);
+  if (!cg) return EFFML_E_NOMEM;
+  assign_job J = {x, cg, d, k, (k + KM_NR - 1) / KM_NR, effml__sqdist_isa(ctx, isa), lab, dist};
+  effml_status st = effml__parallel_for(ctx, n, 4096, assign_range, &J);
+  effml__free(ctx, cg);
+  return st;
 }
 
 static effml_status kmeans_assign(effml_context *ctx, const double *c, int64_t k, const double *x,
                                   int64_t n, int64_t d, int64_t block_rows, int64_t *lab,
                                   double *dist) {
-  if (k > KMEANS_DIRECT_MAX) return effml__knn_f64(ctx, c, k, x, n, d, 1, NULL, block_rows, lab, dist);
-  assign_job J = {x, c, d, k, lab, dist};
-  return effml__parallel_for(ctx, n, 4096, assign_range, &J);
+  return effml__kmeans_assign_isa(ctx, c, k, x, n, d, block_rows, lab, dist, -1);
+}
+
+/* dst[t] += src[t] for t < d (element-wise: the same bytes as the scalar loop). */
+static inline void add_row(double *restrict dst, const double *restrict src, int64_t d) {
+  int64_t t = 0;
+  for (; t + KM_NR <= d; t += KM_NR) {
+    km_v8 a, b;
+    memcpy(&a, dst + t, sizeof a);
+    memcpy(&b, src + t, sizeof b);
+    a += b;
+    memcpy(dst + t, &a, sizeof a);
+  }
+  for (; t < d; ++t) dst[t] += src[t];
 }
 
 effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64_t d, int64_t k,
@@ -165,7 +290,7 @@ effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64
       for (int64_t i = 0; i < n; ++i) {
         cnt[lab[i]]++;
         inertia += dist[i];
-        for (int64_t t = 0; t < d; ++t) cn[lab[i] * d + t] += x[i * d + t];
+        add_row(cn + lab[i] * d, x + i * d, d);
       }
       for (int64_t j = 0; j < k; ++j) {
         if (cnt[j] == 0) { /* relocate to the row farthest from its centre */

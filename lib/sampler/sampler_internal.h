@@ -45,6 +45,34 @@ EFFML__HIDDEN effml_status effml__danger_knn(effml_context *ctx, const double *x
                                              const int64_t *dpos, int64_t nd, int64_t k,
                                              int64_t block_rows, int64_t *nnk, int path);
 
+/* Neighbour lists kept across passes over a shrinking row set
+ * (knn_shrink.c): rows are ids 0..n-1 of the caller's x.
+ * effml__knn_cache_fill computes the lists of rows q[0..nq) (live) against
+ * the live rows live[0..m) in that order (ties to the earlier one), tagged
+ * with order_epoch (the caller changes it whenever the live order stops
+ * being a sub-order of the previous one).  effml__knn_cache_get writes the k
+ * nearest live rows of row i (dead[id] != 0 for removed rows) into out[k],
+ * nearest first, and returns 1 when the list determines them exactly as a
+ * fresh search over the live rows would, else 0 (then fill it). */
+typedef struct effml__knn_cache {
+  int64_t n, L;     /* rows, entries per list */
+  int64_t *nb;      /* [n, L] neighbour ids, nearest first */
+  double *dv;       /* [n, L] exact squared distances */
+  int64_t *len;     /* [n] entries held (0: no list yet) */
+  int64_t *epoch;   /* [n] order epoch of the list */
+  int64_t *pos;     /* [n] scratch: position of a live row */
+  char *complete;   /* [n] the list held every other live row */
+} effml__knn_cache;
+EFFML__HIDDEN effml_status effml__knn_cache_init(effml_context *ctx, effml__knn_cache *S, int64_t n,
+                                                 int64_t L);
+EFFML__HIDDEN void effml__knn_cache_free(effml_context *ctx, effml__knn_cache *S);
+EFFML__HIDDEN int effml__knn_cache_get(const effml__knn_cache *S, const char *dead, int64_t i,
+                                       int64_t k, int64_t order_epoch, int64_t *out);
+EFFML__HIDDEN effml_status effml__knn_cache_fill(effml_context *ctx, effml__knn_cache *S,
+                                                 const double *x, int64_t d, const int64_t *live,
+                                                 int64_t m, const int64_t *q, int64_t nq,
+                                                 int64_t order_epoch, int64_t block_rows);
+
 /* X as f64 row-major: borrowed when x is contiguous f64, else a converted
  * copy in *owned (free with effml__free).  Checks 2-D, dtype f32/f64, and
  * (unless allow_nonfinite) finiteness.  `arg` names the argument. */
@@ -173,6 +201,26 @@ EFFML__HIDDEN effml_status effml__kmeans(effml_context *ctx, const double *x, in
                                          int64_t d, int64_t k, int64_t n_init, int64_t max_iter,
                                          double tol, uint64_t seed, uint64_t stream,
                                          int64_t block_rows, double *centers, int64_t *labels);
+/* Exact squared distances, 4 rows against many (kmeans.c): each summed over
+ * the features in order from 0.0, as a scalar loop would, on every kernel.
+ * effml__sqdist_groups copies rows c [k, d] into the kernel's layout
+ * (ceil(k / 8) groups of 8, transposed, zero-padded; owned, NULL on no
+ * memory).  effml__sqdist_tile writes |xr[r] - c_j|^2 into out[r * 8 * ng + j]
+ * for r < 4 and every j < 8 * ng (padding columns are garbage).
+ * effml__sqdist_isa: the kernel to pass (isa -1 the best the context allows). */
+EFFML__HIDDEN double *effml__sqdist_groups(effml_context *ctx, const double *c, int64_t k,
+                                           int64_t d);
+EFFML__HIDDEN int effml__sqdist_isa(const effml_context *ctx, int isa);
+EFFML__HIDDEN void effml__sqdist_tile(int isa, const double *const *xr, const double *cg,
+                                      int64_t d, int64_t ng, double *out);
+/* Nearest centre of every row of x [n, d] among c [k, d]: lab [n], exact
+ * squared distance dist [n], ties to the smaller centre (kmeans.c).  isa: 1
+ * the AVX-512 kernel when the context allows it, 0 portable, -1 the best
+ * allowed; all give the same bytes. */
+EFFML__HIDDEN effml_status effml__kmeans_assign_isa(effml_context *ctx, const double *c, int64_t k,
+                                                    const double *x, int64_t n, int64_t d,
+                                                    int64_t block_rows, int64_t *lab, double *dist,
+                                                    int isa);
 EFFML__HIDDEN effml_status effml__cluster_centroids_plan(effml_context *ctx,
                                                          const effml__resample_in *in,
                                                          effml__plan *p);

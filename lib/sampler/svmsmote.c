@@ -168,6 +168,40 @@ effml_status effml__svmsmote_plan(effml_context *ctx, const effml__resample_in *
   return st;
 }
 
+/* Sum of the Euclidean distances over the ordered pairs a != b of rows
+ * x[rows[0..m)], added in (a, b) order; each squared distance summed over the
+ * features in order (effml__sqdist_tile: same bytes as the scalar loop). */
+static effml_status mean_pair_sum(effml_context *ctx, const double *x, int64_t d,
+                                  const int64_t *rows, int64_t m, double *sum) {
+  double *xm = effml__gather_rows(ctx, x, d, rows, m);
+  double *cg = xm ? effml__sqdist_groups(ctx, xm, m, d) : NULL;
+  const int64_t ng = (m + 7) / 8;
+  double *out = cg ? (double *)effml__alloc_or_err(ctx, (size_t)(4 * 8 * ng) * sizeof(double), "distances") : NULL;
+  if (!out) {
+    effml__free(ctx, xm);
+    effml__free(ctx, cg);
+    return EFFML_E_NOMEM;
+  }
+  const int isa = effml__sqdist_isa(ctx, -1);
+  double s = 0;
+  for (int64_t a0 = 0; a0 < m; a0 += 4) {
+    const int64_t mr = m - a0 < 4 ? m - a0 : 4;
+    const double *xr[4];
+    for (int64_t r = 0; r < 4; ++r) xr[r] = xm + (a0 + (r < mr ? r : 0)) * d;
+    effml__sqdist_tile(isa, xr, cg, d, ng, out);
+    for (int64_t r = 0; r < mr; ++r) {
+      const double *o = out + r * 8 * ng;
+      for (int64_t b = 0; b < m; ++b)
+        if (b != a0 + r) s += sqrt(o[b]);
+    }
+  }
+  *sum = s;
+  effml__free(ctx, xm);
+  effml__free(ctx, cg);
+  effml__free(ctx, out);
+  return EFFML_OK;
+}
+
 effml_status effml__kmeans_smote_plan(effml_context *ctx, const effml__resample_in *in,
                                       effml__plan *p) {
   const effml__classes *c = in->c;
@@ -220,16 +254,8 @@ effml_status effml__kmeans_smote_plan(effml_context *ctx, const effml__resample_
       for (int64_t i = 0; i < n; ++i)
         if (lab[i] == j && c->cls[i] == cl) crow[m++] = i;
       double sum = 0;
-      for (int64_t a = 0; a < m; ++a)
-        for (int64_t b = 0; b < m; ++b) {
-          if (a == b) continue;
-          double s2 = 0;
-          for (int64_t t = 0; t < d; ++t) {
-            double u = in->x[crow[a] * d + t] - in->x[crow[b] * d + t];
-            s2 += u * u;
-          }
-          sum += sqrt(s2);
-        }
+      st = mean_pair_sum(ctx, in->x, d, crow, m, &sum);
+      if (st != EFFML_OK) break;
       double mean = sum / (double)(m * m - m);
       w[j] = pow(mean, ex) / (double)m;
       wsum += w[j];
