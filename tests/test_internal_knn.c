@@ -234,6 +234,57 @@ START_TEST(test_kmeans_assign_each_level) {
 }
 END_TEST
 
+START_TEST(test_tomek_repeated_matches_rounds) {
+  /* Repeated Tomek-link removal (kept neighbour lists, knn_shrink.c) gives
+   * the rows of single rounds applied until none removes a row, each round a
+   * fresh 1-NN search over the rows left; on a small integer grid (many
+   * exact ties, broken by position) and on continuous data; with every class
+   * targeted and with one class left alone; 1 and 2 threads. */
+  for (int data = 0; data < 2; ++data)
+    for (int tg = 0; tg < 2; ++tg)
+      for (int32_t threads = 1; threads <= 2; ++threads) {
+        effml_context *ctx = tu_ctx(0);
+        ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+        const int64_t m = data ? 1200 : 700, d = data ? 3 : 2;
+        double *x = malloc(sizeof(double) * (size_t)(m * d));
+        int64_t *cls = malloc(sizeof(int64_t) * (size_t)m);
+        uint64_t s = 5 + (uint64_t)data;
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t t = 0; t < d; ++t) x[i * d + t] = data ? unif(&s) : floor(8.0 * unif(&s));
+          const double u = unif(&s);
+          cls[i] = u < 0.5 ? 0 : u < 0.8 ? 1 : 2;
+        }
+        const char targeted[3] = {1, 1, (char)!tg};
+        int64_t *keep = malloc(sizeof(int64_t) * (size_t)m), nk = 0;
+        ck_assert_int_eq(effml__tomek_pass(ctx, x, m, d, cls, targeted, 0, 1, keep, &nk), EFFML_OK);
+        /* reference: single rounds on the gathered rows */
+        int64_t *cur = malloc(sizeof(int64_t) * (size_t)m), *k1 = malloc(sizeof(int64_t) * (size_t)m);
+        int64_t *cc = malloc(sizeof(int64_t) * (size_t)m), mc = m, rounds = 0;
+        double *xc = malloc(sizeof(double) * (size_t)(m * d));
+        for (int64_t i = 0; i < m; ++i) cur[i] = i;
+        for (;;) {
+          for (int64_t t = 0; t < mc; ++t) {
+            memcpy(xc + t * d, x + cur[t] * d, sizeof(double) * (size_t)d);
+            cc[t] = cls[cur[t]];
+          }
+          int64_t n1 = 0;
+          ck_assert_int_eq(effml__tomek_pass(ctx, xc, mc, d, cc, targeted, 0, 0, k1, &n1), EFFML_OK);
+          ++rounds;
+          for (int64_t t = 0; t < n1; ++t) k1[t] = cur[k1[t]];
+          memcpy(cur, k1, sizeof(int64_t) * (size_t)n1);
+          if (n1 == mc) break;
+          mc = n1;
+        }
+        ck_assert_int_ge(rounds, 3);
+        ck_assert_msg(nk == mc, "data %d tg %d threads %d: %lld rows, rounds give %lld", data, tg,
+                      threads, (long long)nk, (long long)mc);
+        ck_assert_mem_eq(keep, cur, sizeof(int64_t) * (size_t)mc);
+        free(x); free(cls); free(keep); free(cur); free(k1); free(cc); free(xc);
+        effml_context_free(ctx);
+      }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_knn");
   TCase *tc = tcase_create("within");
@@ -244,6 +295,7 @@ int main(void) {
   tcase_add_test(tc, test_within_errors);
   tcase_add_test(tc, test_danger_knn_paths_identical);
   tcase_add_test(tc, test_kmeans_assign_each_level);
+  tcase_add_test(tc, test_tomek_repeated_matches_rounds);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }
