@@ -1,9 +1,11 @@
+
+
 /* The within-set kNN (f32 candidates over the upper triangle, exact f64
  * re-rank, certificate, brute-force fallback) against the f64 GEMM search
  * effml__knn_f64 and against a brute-force f64 search, on data that stress
  * it: an offset far from the origin, exact duplicates (ties broken by
- * index), near-ties, set sizes around the 8 x 32 tile edges, both kernels
- * and 1..3 threads. */
+ * index), near-ties, set sizes around the 8 x 32 tile edges, outliers, every
+ * kernel (f32 and i16, portable and AVX-512) and 1..3 threads. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,12 +62,16 @@ static void check_case(int64_t n_all, int64_t d, int64_t k, double offset, int d
   int64_t *ref = malloc(sizeof(int64_t) * (size_t)(nc * k));
   int64_t *got = malloc(sizeof(int64_t) * (size_t)(nc * k));
   for (int64_t i = 0; i < nc; ++i) brute(x, rows, nc, d, k, i, ref + i * k);
-  for (int isa = 0; isa <= 1; ++isa)
+  /* kernels: 0 f32 portable, 1 f32 AVX-512, 2 i16 portable, 3 i16 AVX-512 VNNI
+   * (1 and 3 fall back to 0 and 2 on a CPU without them), -1 the library's
+   * choice (last: *fallbacks_out reports it) */
+  for (int isa = 0; isa <= 4; ++isa)
     for (int32_t threads = 1; threads <= 3; ++threads) {
       ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
       int64_t fb = -1;
       memset(got, 0xff, sizeof(int64_t) * (size_t)(nc * k));
-      ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb, isa), EFFML_OK);
+      ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb, isa == 4 ? -1 : isa),
+                       EFFML_OK);
       ck_assert_int_ge(fb, 0);
       for (int64_t q = 0; q < nc * k; ++q)
         ck_assert_msg(got[q] == ref[q], "n=%lld d=%lld k=%lld isa=%d threads=%d: row %lld nbr %lld: %lld vs %lld",
@@ -119,6 +125,38 @@ START_TEST(test_within_duplicates) {
   /* values on {0, 1, 2}^d: many exact ties in distance, broken by index */
   check_case(700, 3, 6, 0.0, -1, 9, NULL);
   check_case(500, 6, 5, 0.0, -1, 10, NULL);
+}
+END_TEST
+
+START_TEST(test_within_i16_outlier) {
+  /* One row 1e4 away from unit-cube data: the i16 kernel's quantization step
+   * (max |c| / Q) then swamps the other rows' differences, so forced i16
+   * certifies almost nothing and falls back to brute force -- still the
+   * exact answer, as is the library's own choice.  Two outliers of opposite
+   * sign in a second set. */
+  for (int variant = 0; variant < 2; ++variant) {
+    effml_context *ctx = tu_ctx(2);
+    const int64_t nc = 900, d = 12, k = 5;
+    double *x = malloc(sizeof(double) * (size_t)(nc * d));
+    int64_t *rows = malloc(sizeof(int64_t) * (size_t)nc);
+    int64_t *ref = malloc(sizeof(int64_t) * (size_t)(nc * k)), *got = malloc(sizeof(int64_t) * (size_t)(nc * k));
+    uint64_t s = 31 + (uint64_t)variant;
+    for (int64_t i = 0; i < nc * d; ++i) x[i] = unif(&s);
+    x[17 * d + 3] = 1e4;
+    if (variant) x[400 * d + 7] = -3e4;
+    for (int64_t i = 0; i < nc; ++i) rows[i] = i;
+    for (int64_t i = 0; i < nc; ++i) brute(x, rows, nc, d, k, i, ref + i * k);
+    int64_t fb_forced = -1, fb_auto = -1;
+    ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb_forced, 2), EFFML_OK);
+    ck_assert_int_eq(memcmp(got, ref, sizeof(int64_t) * (size_t)(nc * k)), 0);
+    ck_assert_int_gt(fb_forced, nc / 2);
+    memset(got, 0xff, sizeof(int64_t) * (size_t)(nc * k));
+    ck_assert_int_eq(effml__knn_within_f64_isa(ctx, x, rows, nc, d, k, got, &fb_auto, -1), EFFML_OK);
+    ck_assert_int_eq(memcmp(got, ref, sizeof(int64_t) * (size_t)(nc * k)), 0);
+    ck_assert_int_ge(fb_auto, 0);
+    free(x); free(rows); free(ref); free(got);
+    effml_context_free(ctx);
+  }
 }
 END_TEST
 
@@ -349,6 +387,7 @@ int main(void) {
   tcase_add_test(tc, test_within_random);
   tcase_add_test(tc, test_within_offset);
   tcase_add_test(tc, test_within_duplicates);
+  tcase_add_test(tc, test_within_i16_outlier);
   tcase_add_test(tc, test_within_errors);
   tcase_add_test(tc, test_danger_knn_paths_identical);
   tcase_add_test(tc, test_knn_f64_each_level);

@@ -722,13 +722,14 @@ EFFML_API effml_status effml_adapter_peft_merge_tensors(effml_context *ctx, cons
  * its scale times r, decompose_both true when any w1 is factored, decompose_factor -1;
  * IA3 feedforward_modules = the input-scaling modules; fan_in_fan_out true for conv1d
  * bases; target_modules = each module's name without "base_model.model.", which PEFT
- * matches exactly; dropouts 0, init_weights true, peft_version "0.21.0").
+ * matches exactly; the layers' training dropouts -- rank_dropout, module_dropout,
+ * rank_dropout_scale, vera_dropout --, init_weights true, peft_version "0.21.0").
  * @param module_names  e.g. "base_model.model.model.layers.0.self_attn.q_proj"
  * @return EFFML_E_INVALID_ARG (NULL, n < 1, layers of different kinds or base layouts,
  *         a kind PEFT's layout does not cover, VeRA layers whose projections are not
  *         leading slices of one pair or whose r differ, LoKr layers PEFT would build with
  *         other factor shapes from r / decompose_both / decompose_factor -1, modules
- *         the patterns cannot tell apart), EFFML_E_STATE (a merged layer), EFFML_E_IO,
+ *         the patterns cannot tell apart, layers with different dropouts), EFFML_E_STATE (a merged layer), EFFML_E_IO,
  *         EFFML_E_NOMEM.
  */
 EFFML_API effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_t n,

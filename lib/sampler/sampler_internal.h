@@ -23,14 +23,17 @@ EFFML__HIDDEN effml_status effml__knn_f64(effml_context *ctx, const double *ref,
  * the set is rows[0..nc) of x ([*, d] row-major f64); nn receives [nc, k]
  * positions into `rows`, nearest first, ties to the smaller position -- the
  * same answer as effml__knn_f64 with ref = q = the gathered rows and
- * self_index = 0..nc-1.  f32 candidate search over the upper triangle with an
- * exact f64 re-rank and a per-row certificate (knn_within.c); *n_fallback
- * (may be NULL) receives how many rows needed the f64 brute-force search. */
+ * self_index = 0..nc-1.  f32 or i16 candidate search over the upper triangle
+ * with an exact f64 re-rank and a per-row certificate (knn_within.c);
+ * *n_fallback (may be NULL) receives how many rows needed the f64
+ * brute-force search. */
 EFFML__HIDDEN effml_status effml__knn_within_f64(effml_context *ctx, const double *x,
                                                  const int64_t *rows, int64_t nc, int64_t d,
                                                  int64_t k, int64_t *nn, int64_t *n_fallback);
-/* The same with the kernel chosen: isa 0 portable, 1 AVX-512 when the CPU
- * has it, -1 the best available (for tests). */
+/* The same with the kernel chosen (for tests): isa 0 f32 portable, 1 f32
+ * AVX-512, 2 i16 portable, 3 i16 AVX-512 VNNI (1 and 3 fall back to 0 and 2
+ * where the context's ISA level or the CPU lacks them), -1 the library's
+ * choice (effml__knn_within_f64). */
 EFFML__HIDDEN effml_status effml__knn_within_f64_isa(effml_context *ctx, const double *x,
                                                      const int64_t *rows, int64_t nc, int64_t d,
                                                      int64_t k, int64_t *nn, int64_t *n_fallback,

@@ -394,7 +394,9 @@ def copy_out(h):
     shape = tuple(sp[i] for i in range(nd))
     strides = tuple(st[i] * dt.itemsize for i in range(nd))
     ptr = L("effml_tensor_data_const")(h)
-    span = 1 + sum((s - 1) * abs(t) for s, t in zip(shape, strides)) if nd else dt.itemsize
+    # bytes from the first element to the end of the last (an empty tensor: none)
+    span = (sum((s - 1) * abs(t) for s, t in zip(shape, strides)) + dt.itemsize
+            if all(shape) else 0)
     buf = (ctypes.c_char * max(span, dt.itemsize)).from_address(ptr)
     view = np.ndarray(shape, dtype=dt, buffer=buf, strides=strides)
     return view.copy()

@@ -15,6 +15,11 @@ refused by name (UnsupportedError) rather than ignored.
 >>> W2, b2 = ad.merge("q_proj", W_q, b_q)             # merged base weights (numpy)
 >>> ad.merge_into("base.safetensors", "merged.safetensors")   # PEFT's merge_and_unload, on a file
 >>> effml.peft.problems("other-adapter")             # every reason load() would refuse it
+>>> ad.dropouts                                        # what attach sets: {"dropout": 0.1, ...}
+>>> with ad.layer("q_proj", W_q, b_q) as l:            # the module's C layer (AdapterLayer)
+...     l.set_dropout(0.2)                             # lora_dropout (training only)
+...     y = l.forward(x, train=True)                   # dropped; train=False never drops
+...     effml.peft.save("out-dir", [l])                # PEFT's layout again
 
 Module names are accepted as saved (``base_model.model.q_proj``) or without
 PEFT's ``base_model.model.`` prefix (``q_proj``, as the base checkpoint names
@@ -22,8 +27,8 @@ the layer).  Base weights are given as the checkpoint stores them:
 ``[out, in]`` for Linear, ``[in, out]`` for GPT-2's Conv1D
 (``fan_in_fan_out=true``).  Arithmetic is float32, as the C layers'.
 
-Not bound (see docs/adapters.md): saving in the PEFT format from Python,
-training adapters from Python, sharded checkpoints.
+Not bound (see docs/adapters.md): training adapters from Python (no
+backward), sharded checkpoints.
 """
 
 import ctypes
@@ -35,11 +40,12 @@ from ctypes import byref, c_char_p, c_double, c_int32, c_int64, c_void_p
 import numpy as np
 
 from . import _lib
-from ._core import F16, BF16, F32, Scope, as_array, thread_context
+from ._core import F16, BF16, F32, Scope, as_array, c_int, copy_out, thread_context
+from ._core import Context as _Context
 from ._errors import (FormatError, InvalidArgumentError, NotFoundError, ShapeError,
                       UnsupportedError)
 
-__all__ = ["load", "problems", "PeftAdapter"]
+__all__ = ["load", "problems", "save", "PeftAdapter", "AdapterLayer"]
 
 _P = c_void_p
 _lib.PROTOTYPES.update({
@@ -66,10 +72,29 @@ _lib.PROTOTYPES.update({
     "effml_layer_param_name": (c_char_p, [_P, c_int32]),
     "effml_layer_param": (_P, [_P, c_int32]),
     "effml_tensor_copy": (c_int32, [_P, _P, _P]),
+    "effml_layer_kind": (c_char_p, [_P]),
+    "effml_layer_in_features": (c_int64, [_P]),
+    "effml_layer_out_features": (c_int64, [_P]),
+    "effml_adapter_peft_dropouts": (c_int32, [_P, _P, ctypes.POINTER(c_double),
+                                             ctypes.POINTER(c_double), ctypes.POINTER(c_double),
+                                             ctypes.POINTER(c_int32)]),
+    "effml_adapter_peft_save": (c_int32, [_P, c_char_p, c_int64, _P, _P, c_char_p]),
+    "effml_adapter_lora_save_peft": (c_int32, [_P, c_char_p, c_int64, _P, _P, c_char_p]),
+    "effml_adapter_lora_set_dropout": (c_int32, [_P, _P, c_double]),
+    "effml_adapter_lora_dropout": (c_double, [_P]),
+    "effml_adapter_vera_set_dropout": (c_int32, [_P, _P, c_double]),
+    "effml_adapter_vera_dropout": (c_double, [_P]),
+    "effml_adapter_loha_set_dropout": (c_int32, [_P, _P, c_double, c_double]),
+    "effml_adapter_loha_dropout": (c_int32, [_P, ctypes.POINTER(c_double),
+                                             ctypes.POINTER(c_double)]),
+    "effml_adapter_lokr_set_dropout": (c_int32, [_P, _P, c_double, c_double, c_int32]),
+    "effml_adapter_lokr_dropout": (c_int32, [_P, ctypes.POINTER(c_double),
+                                             ctypes.POINTER(c_double), ctypes.POINTER(c_int32)]),
 })
 
 _PREFIX = "base_model.model."
 _MODE_INFER = 0
+_MODE_TRAIN = 1
 #: safetensors dtype names this module merges -> libeffml dtype codes
 _ST_DTYPES = {"F32": F32, "F16": F16, "BF16": BF16}
 _W_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16))
@@ -155,6 +180,43 @@ class PeftAdapter:
                                                             byref(a), byref(n)),
                   "effml_adapter_peft_module_info")
         return {"r": r.value, "alpha": a.value, "num_params": n.value}
+
+    @property
+    def dropouts(self):
+        """The training dropouts :meth:`layer` (``effml_adapter_peft_attach``) sets, as
+        ``adapter_config.json`` gives them (PEFT's default 0 where a key is absent):
+        ``{"dropout": lora_dropout or vera_dropout, "rank_dropout": ..., "module_dropout":
+        ..., "rank_dropout_scale": bool}`` (``effml_adapter_peft_dropouts``; fields a type
+        lacks are 0, ``rank_dropout_scale`` is always True for LoHa).  They act only in
+        training (``forward(x, train=True)``); merging and inference never drop.
+        """
+        if self._h is None:
+            raise InvalidArgumentError("the adapter is closed")
+        ctx = thread_context()
+        p, rp, mp, sc = c_double(), c_double(), c_double(), c_int32()
+        ctx.check(_lib.fn("effml_adapter_peft_dropouts")(ctx.handle, self._h, byref(p), byref(rp),
+                                                         byref(mp), byref(sc)),
+                  "effml_adapter_peft_dropouts")
+        return {"dropout": p.value, "rank_dropout": rp.value, "module_dropout": mp.value,
+                "rank_dropout_scale": bool(sc.value)}
+
+    def layer(self, module, weight, bias=None, *, seed=0):
+        """Module ``module``'s adapter as a C layer over the base ``weight``/``bias``
+        (``effml_adapter_peft_attach``): an :class:`AdapterLayer` with the file's
+        weights and the config's dropouts (:attr:`dropouts`), owning its own context
+        seeded with ``seed`` (the dropout masks' generator).
+
+        ``weight``/``bias`` as the checkpoint stores them (copied into the layer).
+        """
+        i = self._index(module)
+        ctx = _Context(seed=seed)
+        keep = []
+        try:
+            layer, _ = self._layer(ctx, i, weight, bias, keep)
+        finally:
+            for sc in keep:
+                sc.__exit__(None, None, None)
+        return AdapterLayer(ctx, layer, self.saved_module_names[i])
 
     def get_nb_trainable_parameters(self):
         """Number of adapter parameters over all modules (PEFT's name; an int)."""
@@ -466,6 +528,186 @@ class PeftAdapter:
 
     def __reduce__(self):
         raise TypeError("a PeftAdapter holds a C object; pickle its path and load() it again")
+
+
+class AdapterLayer:
+    """One module's adapter layer (a C ``effml_layer``), made by :meth:`PeftAdapter.layer`.
+
+    Attributes
+    ----------
+    kind : "lora", "lokr", "loha", "ia3" or "vera" (``effml_layer_kind``)
+    module : the saved module name (``base_model.model.q_proj``), used by :func:`save`
+    in_features, out_features : the base layer's widths
+
+    Owns its C layer (with the base) and its own context; use it from one thread at a
+    time; ``close()`` (or a ``with`` block) frees them early.  Not picklable.
+    """
+
+    def __init__(self, ctx, handle, module):
+        self._ctx, self._h, self.module = ctx, handle, module
+        self._train_keep = None  # a TRAIN forward borrows x and y until the next forward
+        L = _lib.fn
+        self.kind = L("effml_layer_kind")(handle).decode()
+        self.in_features = L("effml_layer_in_features")(handle)
+        self.out_features = L("effml_layer_out_features")(handle)
+
+    def _handle(self):
+        if self._h is None:
+            raise InvalidArgumentError("the adapter layer is closed")
+        return self._h
+
+    def forward(self, x, train=False):
+        """The adapted layer on ``x`` (batch, in_features): float32 (batch, out_features).
+
+        ``train=False`` (``EFFML_LAYER_MODE_INFER``) never drops; ``train=True``
+        (``EFFML_LAYER_MODE_TRAIN``) applies the layer's dropouts with masks from its
+        context's generator (PEFT's training-mode forward).
+        """
+        h = self._handle()
+        ctx = self._ctx
+        xa = np.array(as_array(x, (np.dtype(np.float32),), name="x", ndim=2), order="C")
+        y = np.empty((xa.shape[0], self.out_features), np.float32)
+        s = Scope(ctx)
+        try:
+            ctx.check(_lib.fn("effml_layer_forward")(ctx.handle, h, s.wrap(xa), s.wrap(y, True),
+                                                     _MODE_TRAIN if train else _MODE_INFER),
+                      "effml_layer_forward")
+        except BaseException:
+            s.__exit__(None, None, None)
+            raise
+        self._release_train()
+        if train:  # the layer keeps pointers to x and y until its next forward
+            self._train_keep = s
+        else:
+            s.__exit__(None, None, None)
+        return y.copy() if train else y
+
+    def _release_train(self):
+        k, self._train_keep = self._train_keep, None
+        if k is not None:
+            k.__exit__(None, None, None)
+
+    def set_dropout(self, p=None, *, rank_dropout=None, module_dropout=None,
+                    rank_dropout_scale=None):
+        """Set the layer's training dropouts; arguments left None keep their value.
+
+        LoRA / VeRA: ``p`` (lora_dropout / vera_dropout, ``effml_adapter_lora_set_dropout``,
+        ``effml_adapter_vera_set_dropout``).  LoHa: ``rank_dropout``, ``module_dropout``
+        (``effml_adapter_loha_set_dropout``).  LoKr: those and ``rank_dropout_scale``
+        (``effml_adapter_lokr_set_dropout``).  Probabilities in [0, 1).  An argument the
+        kind does not have (IA3 has none) raises InvalidArgumentError naming it; a value
+        out of range raises it from the C call.
+        """
+        h = self._handle()
+        ctx, L = self._ctx, _lib.fn
+        given = {"p": p, "rank_dropout": rank_dropout, "module_dropout": module_dropout,
+                 "rank_dropout_scale": rank_dropout_scale}
+        allowed = {"lora": ("p",), "vera": ("p",), "loha": ("rank_dropout", "module_dropout"),
+                   "lokr": ("rank_dropout", "module_dropout", "rank_dropout_scale")}.get(self.kind, ())
+        bad = [k for k, v in given.items() if v is not None and k not in allowed]
+        if bad:
+            raise InvalidArgumentError("AdapterLayer.set_dropout: a %s layer has no %s (it has: %s)"
+                                       % (self.kind, ", ".join(bad), ", ".join(allowed) or "none"))
+        cur = self.dropout
+        v = {k: (given[k] if given[k] is not None else cur[k]) for k in allowed}
+        if self.kind in ("lora", "vera"):
+            f = "effml_adapter_%s_set_dropout" % self.kind
+            ctx.check(L(f)(ctx.handle, h, float(v["p"])), f)
+        elif self.kind == "loha":
+            ctx.check(L("effml_adapter_loha_set_dropout")(ctx.handle, h, float(v["rank_dropout"]),
+                                                          float(v["module_dropout"])),
+                      "effml_adapter_loha_set_dropout")
+        elif self.kind == "lokr":
+            ctx.check(L("effml_adapter_lokr_set_dropout")(
+                ctx.handle, h, float(v["rank_dropout"]), float(v["module_dropout"]),
+                int(bool(v["rank_dropout_scale"]))), "effml_adapter_lokr_set_dropout")
+
+    @property
+    def dropout(self):
+        """The layer's training dropouts as a dict of the kind's fields ({} for IA3)."""
+        h = self._handle()
+        L = _lib.fn
+        if self.kind in ("lora", "vera"):
+            return {"p": L("effml_adapter_%s_dropout" % self.kind)(h)}
+        rp, mp, sc = c_double(), c_double(), c_int32()
+        if self.kind == "loha":
+            self._ctx.check(L("effml_adapter_loha_dropout")(h, byref(rp), byref(mp)),
+                            "effml_adapter_loha_dropout")
+            return {"rank_dropout": rp.value, "module_dropout": mp.value}
+        if self.kind == "lokr":
+            self._ctx.check(L("effml_adapter_lokr_dropout")(h, byref(rp), byref(mp), byref(sc)),
+                            "effml_adapter_lokr_dropout")
+            return {"rank_dropout": rp.value, "module_dropout": mp.value,
+                    "rank_dropout_scale": bool(sc.value)}
+        return {}
+
+    def params(self):
+        """``{name: float32 array}``: copies of the layer's parameters (the base's as
+        ``base_layer.weight``/``base_layer.bias``, the adapter's under PEFT's names)."""
+        return {name: copy_out(t) for name, t in PeftAdapter._params(self._handle()).items()}
+
+    def close(self):
+        """Free the C layer (and its base) now; later calls raise."""
+        h, self._h = self._h, None
+        if h:
+            _lib.fn("effml_layer_free")(h)
+        self._release_train()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __reduce__(self):
+        raise TypeError("an AdapterLayer holds a C layer; save() it and load() the directory")
+
+    def __repr__(self):
+        return "AdapterLayer(kind=%r, module=%r, in_features=%d, out_features=%d)" % (
+            self.kind, self.module, self.in_features, self.out_features)
+
+
+def save(path, layers, modules=None, base_model_name_or_path=None):
+    """Save adapter layers in PEFT 0.21's layout (``adapter_config.json`` +
+    ``adapter_model.safetensors`` in the existing directory ``path``), which
+    PEFT's ``PeftModel.from_pretrained`` and :func:`load` read back.
+
+    ``layers``: :class:`AdapterLayer` objects of one kind; ``modules``: their saved
+    names (default each layer's ``module``).  LoRA layers go through
+    ``effml_adapter_lora_save_peft``, LoKr/LoHa/IA3/VeRA through
+    ``effml_adapter_peft_save`` (docs/adapters.md lists the keys written; the dropouts
+    are written as set on the layers, which must all share them).  Raises
+    InvalidArgumentError (mixed kinds, different dropouts, layers PEFT could not
+    rebuild, no layer),
+    EffmlIOError (``path`` missing or not writable).
+    """
+    layers = list(layers)
+    if not layers:
+        raise InvalidArgumentError("effml.peft.save: no layer to save")
+    for l in layers:
+        if not isinstance(l, AdapterLayer):
+            raise InvalidArgumentError("effml.peft.save: %r is not an AdapterLayer" % (l,))
+    names = [l.module for l in layers] if modules is None else [str(m) for m in modules]
+    if len(names) != len(layers):
+        raise InvalidArgumentError("effml.peft.save: %d module names for %d layers"
+                                   % (len(names), len(layers)))
+    n = len(layers)
+    hs = (c_void_p * n)(*[l._handle() for l in layers])
+    enc = [os.fsencode(m) if not isinstance(m, bytes) else m for m in names]
+    cn = (c_char_p * n)(*enc)
+    f = ("effml_adapter_lora_save_peft" if all(l.kind == "lora" for l in layers)
+         else "effml_adapter_peft_save")
+    ctx = thread_context()
+    ctx.check(_lib.fn(f)(ctx.handle, os.fsencode(os.fspath(path)), c_int(n, "n"), hs, cn,
+                         None if base_model_name_or_path is None
+                         else os.fsencode(base_model_name_or_path)), f)
 
 
 def problems(path):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import effml.peft as peft
-from effml.errors import FormatError, NotFoundError, ShapeError, UnsupportedError
+from effml.errors import (FormatError, InvalidArgumentError, NotFoundError, ShapeError,
+                          UnsupportedError)
 from effml.io import load_safetensors, save_safetensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -315,3 +316,127 @@ def test_rank_mismatch_names_the_config_field(tmp_path):
                                              r"not a fan_in_fan_out or r question") as ei:
             ad.forward("v_proj", np.ones((2, 30), np.float32), np.ones((16, 30), np.float32))
         assert "check fan_in_fan_out" not in str(ei.value)
+
+
+# ---- AdapterLayer, dropouts and save (effml_adapter_peft_save / effml_adapter_lora_save_peft)
+
+KIND = {"LORA": "lora", "LORA (DoRA)": "lora", "LOKR": "lokr", "LOHA": "loha", "IA3": "ia3",
+        "VERA": "vera"}
+
+
+def layers_of(ad, case, seed=0):
+    base = st(case, "base")
+    return [ad.layer(m, base[m + ".weight"], base.get(m + ".bias"), seed=seed) for m in ad.modules]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_layer_forward_equals_adapter_forward(case):
+    """ad.layer(...).forward(x) in eval mode is ad.forward(...) bit for bit, and within 2e-6 of
+    PEFT's eval-mode output."""
+    with peft.load(os.path.join(DATA, case)) as ad:
+        base, io = st(case, "base"), st(case, "io")
+        for m, l in zip(ad.modules, layers_of(ad, case)):
+            with l:
+                assert l.kind == KIND[ad.peft_type] and l.module == "base_model.model." + m
+                b = base[m + ".bias"] if m + ".bias" in base else None
+                y = l.forward(io[m + ".x"])
+                assert np.array_equal(y, ad.forward(m, io[m + ".x"], base[m + ".weight"], b))
+                assert rel_err(y, io[m + ".y"]) <= 2e-6, (case, m)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_save_round_trip_is_bit_identical(case, tmp_path):
+    """save() then load(): the same tensors, byte for byte (PEFT's own file), the same
+    parameters and outputs bit for bit, the same dropouts."""
+    ad = peft.load(os.path.join(DATA, case))
+    layers = layers_of(ad, case)
+    peft.save(str(tmp_path), layers)
+    orig, _ = raw_tensors(os.path.join(DATA, case, "adapter_model.safetensors"))
+    ours, _ = raw_tensors(str(tmp_path / "adapter_model.safetensors"))
+    assert sorted(ours) == sorted(orig)
+    for k in orig:
+        assert ours[k] == orig[k], (case, k)  # dtype, shape and bytes
+    ad2 = peft.load(str(tmp_path))
+    assert ad2.peft_type == ad.peft_type and ad2.modules == ad.modules
+    assert ad2.dropouts == ad.dropouts
+    io = st(case, "io")
+    for m, l, l2 in zip(ad.modules, layers, layers_of(ad2, case)):
+        p, p2 = l.params(), l2.params()
+        assert sorted(p) == sorted(p2)
+        for k in p:
+            assert p[k].dtype == np.float32 and np.array_equal(p[k], p2[k]), (case, m, k)
+        assert np.array_equal(l.forward(io[m + ".x"]), l2.forward(io[m + ".x"]))
+        l.close()
+        l2.close()
+    ad.close()
+    ad2.close()
+
+
+DROPOUT_SET = {"lora": {"p": 0.5}, "vera": {"p": 0.5},
+               "loha": {"rank_dropout": 0.5, "module_dropout": 0.25},
+               "lokr": {"rank_dropout": 0.5, "module_dropout": 0.25, "rank_dropout_scale": True}}
+
+
+@pytest.mark.parametrize("case", ["lora", "dora", "lokr", "loha", "vera"])
+def test_dropout_setters_eval_is_bit_identical_to_none(case, tmp_path):
+    """Dropout set on a layer: read back; in eval the output is bit-identical to the same layer
+    with no dropout; in training with dropout it differs, with 0 it equals eval; save() writes
+    the values and load() gives them back."""
+    ad = peft.load(os.path.join(DATA, case))
+    io = st(case, "io")
+    layers = layers_of(ad, case, seed=3)
+    want = DROPOUT_SET[layers[0].kind]
+    for m, l in zip(ad.modules, layers):
+        x = np.repeat(io[m + ".x"], 8, axis=0)  # enough rows that a p=0.5 mask drops something
+        none = l.forward(x)
+        l.set_dropout(**want)
+        assert l.dropout == want
+        assert np.array_equal(l.forward(x), none)           # eval: never drops
+        assert not np.array_equal(l.forward(x, train=True), none)
+        assert np.array_equal(l.forward(x), none)           # and still not after a TRAIN forward
+    peft.save(str(tmp_path), layers)
+    back = peft.load(str(tmp_path)).dropouts
+    if layers[0].kind in ("lora", "vera"):
+        assert back["dropout"] == 0.5
+    else:
+        assert back["rank_dropout"] == 0.5 and back["module_dropout"] == 0.25
+        assert back["rank_dropout_scale"] is True
+    for m, l in zip(ad.modules, layers):
+        zero = {k: (False if k == "rank_dropout_scale" else 0.0) for k in want}
+        l.set_dropout(**zero)
+        x = io[m + ".x"]
+        assert np.array_equal(l.forward(x, train=True), l.forward(x))  # p = 0: no draw, no change
+        l.close()
+
+
+def test_dropouts_from_config_and_setter_errors(tmp_path):
+    with peft.load(os.path.join(DATA, "lora_dropout")) as ad:
+        assert ad.dropouts == {"dropout": 0.1, "rank_dropout": 0.0, "module_dropout": 0.0,
+                               "rank_dropout_scale": False}
+        base = st("lora_dropout", "base")
+        with ad.layer("q_proj", base["q_proj.weight"]) as l:
+            assert l.dropout == {"p": pytest.approx(0.1, abs=0)}
+            with pytest.raises(InvalidArgumentError, match="a lora layer has no rank_dropout"):
+                l.set_dropout(rank_dropout=0.1)
+            with pytest.raises(InvalidArgumentError, match=r"effml_adapter_lora_set_dropout.*1\.5"):
+                l.set_dropout(1.5)
+            assert l.dropout == {"p": 0.1}  # unchanged by the refused calls
+        with pytest.raises(InvalidArgumentError, match="closed"):
+            l.forward(np.ones((1, 40), np.float32))
+    with peft.load(os.path.join(DATA, "loha")) as ad:
+        assert ad.dropouts["rank_dropout_scale"] is True  # LoHa always rescales its rank mask
+    with peft.load(os.path.join(DATA, "ia3")) as ad:
+        assert ad.dropouts == {"dropout": 0.0, "rank_dropout": 0.0, "module_dropout": 0.0,
+                               "rank_dropout_scale": False}
+        base = st("ia3", "base")
+        with ad.layer("q_proj", base["q_proj.weight"], base["q_proj.bias"]) as l:
+            assert l.dropout == {}
+            with pytest.raises(InvalidArgumentError, match="a ia3 layer has no p"):
+                l.set_dropout(0.1)
+    with pytest.raises(InvalidArgumentError, match="no layer"):
+        peft.save(str(tmp_path), [])
+    # layers of two kinds in one directory are refused by the C saver, naming the problem
+    with peft.load(os.path.join(DATA, "lokr")) as a1, peft.load(os.path.join(DATA, "loha")) as a2:
+        l1, l2 = layers_of(a1, "lokr")[0], layers_of(a2, "loha")[0]
+        with pytest.raises(InvalidArgumentError, match="effml_adapter_peft_save"):
+            peft.save(str(tmp_path), [l1, l2], modules=["base_model.model.a", "base_model.model.b"])
