@@ -537,6 +537,120 @@ START_TEST(test_factorized_equals_materialized) {
 }
 END_TEST
 
+/* Everything a TRAIN forward + backward writes: y, dx (when dx_wanted) and every
+ * parameter gradient, concatenated into a new buffer (*n floats). */
+static float *lphm_run(effml_context *ctx, effml_layer *l, int64_t b, int dx_wanted, int64_t *n) {
+  const int64_t in = effml_layer_in_features(l), out = effml_layer_out_features(l);
+  effml_tensor *x = tu_f32(ctx, b, in, NULL), *y = tu_f32(ctx, b, out, NULL);
+  effml_tensor *g = tu_f32(ctx, b, out, NULL), *dx = tu_f32(ctx, b, in, NULL);
+  tu_fill_uniform(x, 21, -1, 1);
+  tu_fill_uniform(g, 22, -1, 1);
+  effml_layer_zero_grad(l);
+  ck_assert_msg(effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_TRAIN) == EFFML_OK, "%s",
+                effml_context_last_error(ctx));
+  ck_assert_msg(effml_layer_backward(ctx, l, g, dx_wanted ? dx : NULL) == EFFML_OK, "%s",
+                effml_context_last_error(ctx));
+  int64_t total = b * out + (dx_wanted ? b * in : 0);
+  for (int32_t i = 0; i < effml_layer_num_params(l); ++i) total += effml_tensor_numel(effml_layer_param_grad(l, i));
+  float *buf = malloc((size_t)total * sizeof(float)), *p = buf;
+  ck_assert_ptr_nonnull(buf);
+  memcpy(p, effml_tensor_data_const(y), (size_t)(b * out) * sizeof(float));
+  p += b * out;
+  if (dx_wanted) {
+    memcpy(p, effml_tensor_data_const(dx), (size_t)(b * in) * sizeof(float));
+    p += b * in;
+  }
+  for (int32_t i = 0; i < effml_layer_num_params(l); ++i) {
+    effml_tensor *gt = effml_layer_param_grad(l, i);
+    memcpy(p, effml_tensor_data_const(gt), effml_tensor_nbytes(gt));
+    p += effml_tensor_numel(gt);
+  }
+  *n = total;
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_tensor_free(g);
+  effml_tensor_free(dx);
+  return buf;
+}
+
+/* The thin LPHM row kernels (n*r <= 16; lib/adapter/phm_rows.c) on shapes that
+ * reach every branch: 16-wide column blocks with and without a scalar tail in
+ * kin and kout, the column counts with their own unrolled build (n = r*n = 4
+ * and 8) and the generic one (n*r = 6, 16), dS/dT in the row kernel (small
+ * adapters) and by BLAS (wide), several 64-row chunks with a partial last one.
+ * Checked against the materialized path (an independent BLAS computation), for
+ * thread-count independence (bit for bit), and with W_left frozen and no dx
+ * (the other results unchanged, bit for bit). */
+START_TEST(test_lphm_row_kernels) {
+  /* in, out, n, r */
+  const int64_t cases[][4] = {{160, 80, 4, 1}, {105, 51, 3, 2}, {128, 24, 8, 1}, {40, 40, 2, 8}, {1200, 1200, 4, 1}};
+  for (int c = 0; c < 5; ++c) {
+    const int64_t in = cases[c][0], out = cases[c][1], b = 150;
+    float *ref = NULL;
+    int64_t nref = 0;
+    for (int32_t th = 1; th <= 3; th += 2) {
+      effml_context *ctx = tu_ctx(31);
+      effml_context_set_num_threads(ctx, th);
+      effml_adapter_phm_options o;
+      effml_adapter_phm_options_init(&o);
+      o.phm_dim = cases[c][2];
+      o.rank = cases[c][3];
+      o.rule_init_std = 0.5;
+      effml_layer *l = NULL;
+      ck_assert_int_eq(effml_adapter_phm_create(ctx, in, out, &o, NULL, &l), EFFML_OK);
+      tu_fill_uniform(effml_layer_param(l, param_index(l, "b")), 23, -1, 1);
+      int64_t n1 = 0, n2 = 0;
+      float *fact = lphm_run(ctx, l, 700, 1, &n1); /* 11 chunks: 2 threads at th = 3 */
+      if (th == 1) {
+        ref = fact;
+        nref = n1;
+        /* against the materialized path at b = 150 (3 chunks, the last partial) */
+        float *f2 = lphm_run(ctx, l, b, 1, &n1);
+        ck_assert_int_eq(effml_adapter_phm_set_path(ctx, l, EFFML_ADAPTER_PHM_PATH_MATERIALIZED), EFFML_OK);
+        float *mat = lphm_run(ctx, l, b, 1, &n2);
+        ck_assert_int_eq(n1, n2);
+        double d = 0, m = 0;
+        for (int64_t k = 0; k < n1; ++k) {
+          d = fmax(d, fabs((double)f2[k] - mat[k]));
+          m = fmax(m, fabs((double)mat[k]));
+        }
+        ck_assert_msg(d <= 2e-5 * m, "case %d: factorized vs materialized max |diff| %g (scale %g)", c, d, m);
+        free(f2);
+        free(mat);
+        ck_assert_int_eq(effml_adapter_phm_set_path(ctx, l, EFFML_ADAPTER_PHM_PATH_FACTORIZED), EFFML_OK);
+        /* W_left frozen, no dx: y and the other gradients are the same bits */
+        float *full = lphm_run(ctx, l, b, 1, &n1);
+        ck_assert_int_eq(effml_layer_set_trainable(ctx, l, "W_left", 0), EFFML_OK);
+        float *part = lphm_run(ctx, l, b, 0, &n2);
+        ck_assert_int_eq(n2, n1 - b * in);
+        ck_assert(memcmp(part, full, (size_t)(b * out) * sizeof(float)) == 0);
+        int64_t off_f = b * out + b * in, off_p = b * out;
+        for (int32_t i = 0; i < effml_layer_num_params(l); ++i) {
+          int64_t ne = effml_tensor_numel(effml_layer_param_grad(l, i));
+          if (strcmp(effml_layer_param_name(l, i), "W_left") == 0) {
+            for (int64_t k = 0; k < ne; ++k) ck_assert(part[off_p + k] == 0.0f); /* frozen: untouched */
+          } else {
+            ck_assert_msg(memcmp(part + off_p, full + off_f, (size_t)ne * sizeof(float)) == 0,
+                          "case %d: grad %s differs with W_left frozen", c, effml_layer_param_name(l, i));
+          }
+          off_f += ne;
+          off_p += ne;
+        }
+        free(full);
+        free(part);
+      } else {
+        ck_assert_int_eq(n1, nref);
+        ck_assert_msg(memcmp(fact, ref, (size_t)n1 * sizeof(float)) == 0, "case %d: 3 threads differ from 1", c);
+        free(fact);
+      }
+      effml_layer_free(l);
+      effml_context_free(ctx);
+    }
+    free(ref);
+  }
+}
+END_TEST
+
 START_TEST(test_threads_same_result) {
   float *first = NULL;
   for (int32_t th = 1; th <= 3; ++th) {
@@ -796,6 +910,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_fd_block_variants_lora_lokr);
   tcase_add_test(t, test_factorized_equals_materialized);
   tcase_add_test(t, test_threads_same_result);
+  tcase_add_test(t, test_lphm_row_kernels);
   tcase_add_test(t, test_param_counts);
   tcase_add_test(t, test_init_statistics);
   tcase_add_test(t, test_bad_input);

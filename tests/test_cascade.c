@@ -939,6 +939,93 @@ START_TEST(test_agg_last_multi_exit) {
 }
 END_TEST
 
+/* Routing-only runs (pred and exit stage; no score, no probs) take the last stage's
+ * prediction from the certified f32 path.  It must equal the exact path's (the same run
+ * also asked for the exact score) and the ensemble's argmax, for a 2-stage mean cascade, a
+ * 3-stage LAST cascade and a single stage, precomputed and callback.  Every 7th row of the
+ * second member is the first member's row with classes 0 and 1 swapped, so the two top
+ * mean probabilities tie to rounding and the row must be recomputed exactly. */
+START_TEST(test_routing_only_pred_is_exact) {
+  effml_tensor *tie1 = tu_f32(ctx, N_TEST, K, effml_tensor_data(test[1]));
+  float *t1 = effml_tensor_data(tie1);
+  const float *t0 = effml_tensor_data(test[0]);
+  for (int64_t i = 0; i < N_TEST; i += 7)
+    for (int64_t k = 0; k < K; ++k) t1[i * K + k] = t0[i * K + (k < 2 ? 1 - k : k)];
+  struct {
+    int32_t agg, stages;
+    effml_tensor *member[M];
+  } cfg[] = {{EFFML_CASCADE_AGG_MEAN, 2, {test[0], tie1, NULL}},
+             {EFFML_CASCADE_AGG_LAST, 3, {test[0], test[1], test[2]}},
+             {EFFML_CASCADE_AGG_MEAN, 1, {tie1, NULL, NULL}}};
+  for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ++ci)
+    for (int use_cb = 0; use_cb < 2; ++use_cb)
+      for (int everyone_on = 0; everyone_on < 2; ++everyone_on) {
+        const int32_t ns = cfg[ci].stages;
+        effml_cascade_options opt;
+        effml_cascade_options_init(&opt);
+        opt.num_classes = K;
+        opt.aggregation = cfg[ci].agg;
+        effml_cascade *c = NULL;
+        ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
+        static cb_stage cbs[M];
+        for (int32_t m = 0; m < ns; ++m) {
+          memset(&cbs[m], 0, sizeof cbs[m]);
+          cbs[m].logits = cfg[ci].member[m];
+          ck_assert_int_eq(use_cb ? effml_cascade_add_stage_fn(ctx, c, copy_rows, &cbs[m], COSTS[m])
+                                  : effml_cascade_add_stage_logits(ctx, c, cfg[ci].member[m], COSTS[m]),
+                           EFFML_OK);
+        }
+        if (ns > 1) { /* routed windows: coverage 0.8, or a window over every score */
+          effml_cascade_threshold_options cal;
+          effml_cascade_threshold_options_init(&cal);
+          if (everyone_on) cal.window_below = cal.window_above = 1.0;
+          ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, ns - 1, (const effml_tensor *const *)val,
+                                                           NULL, &cal),
+                           EFFML_OK);
+        }
+        effml_tensor *p1 = vec(ctx, EFFML_I32, N_TEST), *e1 = vec(ctx, EFFML_I32, N_TEST),
+                     *p2 = vec(ctx, EFFML_I64, N_TEST), *e2 = vec(ctx, EFFML_I32, N_TEST),
+                     *s2 = vec(ctx, EFFML_F64, N_TEST), *pe = vec(ctx, EFFML_I32, N_TEST);
+        effml_cascade_workspace *ws = NULL;
+        ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p1, NULL, e1, NULL), EFFML_OK);
+        const int64_t last_reach = effml_cascade_workspace_reach_count(ws, ns - 1);
+        ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p2, s2, e2, NULL), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_workspace_reach_count(ws, ns - 1), last_reach);
+        /* a window over every validation score keeps all test rows but the few outside it */
+        if (ns == 1) ck_assert_int_eq(last_reach, N_TEST);
+        else ck_assert_int_ge(last_reach, everyone_on ? N_TEST * 9 / 10 : 1);
+        /* the ensemble of the last stage's members: all of them (mean), or the last (LAST) */
+        effml_cascade_options eo = opt;
+        eo.aggregation = EFFML_CASCADE_AGG_MEAN;
+        const int32_t first = cfg[ci].agg == EFFML_CASCADE_AGG_LAST ? ns - 1 : 0;
+        ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &eo, ns - first,
+                                                        (const effml_tensor *const *)&cfg[ci].member[first],
+                                                        pe, NULL, NULL),
+                         EFFML_OK);
+        const int32_t *pp1 = effml_tensor_data(p1), *ee1 = effml_tensor_data(e1),
+                      *ee2 = effml_tensor_data(e2), *ppe = effml_tensor_data(pe);
+        const int64_t *pp2 = effml_tensor_data(p2);
+        int64_t ties_at_last = 0;
+        for (int64_t i = 0; i < N_TEST; ++i) {
+          ck_assert_int_eq(ee1[i], ee2[i]);
+          ck_assert_msg(pp1[i] == pp2[i], "config %d cb %d row %lld: routing-only pred %d, exact %lld",
+                        (int)ci, use_cb, (long long)i, (int)pp1[i], (long long)pp2[i]);
+          if (ee1[i] == ns - 1) {
+            ck_assert_int_eq(pp1[i], ppe[i]);
+            ties_at_last += i % 7 == 0;
+          }
+        }
+        if (everyone_on && cfg[ci].member[ns - 1] == tie1) ck_assert_int_ge(ties_at_last, 35); /* of 43 */
+        effml_tensor *all[] = {p1, e1, p2, e2, s2, pe};
+        for (int i = 0; i < 6; ++i) effml_tensor_free(all[i]);
+        effml_cascade_workspace_free(ws);
+        effml_cascade_free(c);
+      }
+  effml_tensor_free(tie1);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cascade");
   TCase *tc = tcase_create("reference");
@@ -954,6 +1041,7 @@ int main(void) {
   tcase_add_test(tc, test_window_covering_all_is_ensemble);
   tcase_add_test(tc, test_threshold_exits_ceil_cn);
   tcase_add_test(tc, test_agg_last_multi_exit);
+  tcase_add_test(tc, test_routing_only_pred_is_exact);
   suite_add_tcase(s, tc);
   int failed = tu_run(s);
   for (int i = 0; i < n_refs; ++i) free(refs[i].v);

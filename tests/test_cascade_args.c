@@ -245,6 +245,59 @@ START_TEST(test_callback_errors) {
 }
 END_TEST
 
+/* The routing-only path (pred and exit stage asked for; the last stage's prediction without
+ * its softmax) names a non-finite logit of the last stage like the exact path and leaves
+ * the outputs untouched, precomputed and callback, mean and LAST aggregation. */
+START_TEST(test_routing_only_nan) {
+  effml_context *ctx = tu_ctx(0);
+  float bad[N * K];
+  memcpy(bad, LOGITS, sizeof bad);
+  bad[4 * K + 2] = NAN;
+  effml_tensor *a = tu_f32(ctx, N, K, LOGITS), *b = tu_f32(ctx, N, K, bad);
+  effml_tensor *pred = vec(ctx, EFFML_I32, N), *stage = vec(ctx, EFFML_I64, N);
+  const effml_tensor *val[1] = {a};
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
+  cal.window_below = cal.window_above = 1.0; /* every sample goes on to stage 1 */
+  for (int use_cb = 0; use_cb < 2; ++use_cb)
+    for (int32_t agg = EFFML_CASCADE_AGG_MEAN; agg <= EFFML_CASCADE_AGG_LAST; ++agg) {
+      effml_cascade_options opt;
+      effml_cascade_options_init(&opt);
+      opt.num_classes = K;
+      opt.aggregation = agg;
+      effml_cascade *c = NULL;
+      int ok = 0, inf = 2;
+      ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
+      if (use_cb) {
+        ck_assert_int_eq(effml_cascade_add_stage_fn(ctx, c, cb_fill, &ok, 1.0), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_add_stage_fn(ctx, c, cb_fill, &inf, 2.0), EFFML_OK);
+      } else {
+        ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, a, 1.0), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, b, 2.0), EFFML_OK);
+      }
+      ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, val, NULL, &cal), EFFML_OK);
+      effml_cascade_workspace *ws = NULL;
+      ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_fill(ctx, pred, -7.0), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_fill(ctx, stage, -7.0), EFFML_OK);
+      /* callback: inf in the second row in flight, sample 1 */
+      EXPECT_ERR(effml_cascade_run(ctx, c, ws, N, NULL, pred, NULL, stage, NULL), EFFML_E_NUMERIC,
+                 use_cb ? "stage 1 callback: logit of sample 1, class 0 is infinite"
+                        : "stage 1 precomputed logits: logit of sample 4, class 2 is NaN");
+      for (int i = 0; i < N; ++i) {
+        ck_assert_int_eq(((int32_t *)effml_tensor_data(pred))[i], -7);
+        ck_assert_int_eq(((int64_t *)effml_tensor_data(stage))[i], -7);
+      }
+      ck_assert_int_eq(effml_cascade_workspace_num_samples(ws), 0);
+      effml_cascade_workspace_free(ws);
+      effml_cascade_free(c);
+    }
+  effml_tensor *all[] = {a, b, pred, stage};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) effml_tensor_free(all[i]);
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(test_calibrate_args) {
   effml_context *ctx = tu_ctx(0);
   float bad[N * K];
@@ -418,6 +471,7 @@ int main(void) {
   tcase_add_test(tc, test_run_args_and_nan);
   tcase_add_test(tc, test_callback_errors);
   tcase_add_test(tc, test_calibrate_args);
+  tcase_add_test(tc, test_routing_only_nan);
   tcase_add_test(tc, test_metric_args);
   tcase_add_test(tc, test_allocation_failures);
   suite_add_tcase(s, tc);

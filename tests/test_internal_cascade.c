@@ -1,7 +1,10 @@
 /* Cascade routing score: the one-register AVX-512 kernel that effml__stage_rows uses for raw
  * f32 rows of K <= 16 classes must give bit-identical scores and the same argmax as the
  * 4-lane kernel behind effml__route_score (on which thresholds are selected), for every K,
- * ties, wide ranges (exp clamped at -87) and signed zeros. */
+ * ties, wide ranges (exp clamped at -87) and signed zeros.
+ * The last stage's routing-only prediction (effml__tail_rows): its f32 probabilities stay
+ * within a quarter of the stated error bound on adversarial rows, and its certified argmax
+ * equals the exact path's on every row, near-ties included (which it must recompute). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +38,8 @@ START_TEST(test_route_kernels_bit_identical) {
     b.route = 1;
     b.score = score;
     b.pred = pred;
+    for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+    b.isa = isa; /* the AVX-512 kernel runs only when the level allows it */
     ck_assert_int_eq(effml__stage_rows(&b, 0, ROWS), -1);
     for (int64_t r = 0; r < ROWS; ++r) {
       double zd[16];
@@ -46,9 +51,13 @@ START_TEST(test_route_kernels_bit_identical) {
                     (long long)r, score[r], ref, (int)pred[r], (int)arg);
       ck_assert(ref > 0.0 && ref <= 1.0);
     }
+    }
     /* a non-finite logit is reported at its position */
     z[7 * K + (K - 1)] = NAN;
-    ck_assert_int_eq(effml__stage_rows(&b, 0, ROWS), 7 * K + (K - 1));
+    for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+      b.isa = isa;
+      ck_assert_int_eq(effml__stage_rows(&b, 0, ROWS), 7 * K + (K - 1));
+    }
   }
   free(z);
   free(score);
@@ -56,10 +65,269 @@ START_TEST(test_route_kernels_bit_identical) {
 }
 END_TEST
 
+/* Rows for the tail tests: K classes, two members; scales from 1e-3 to 300, exact ties
+ * (equal logits), swapped pairs (member 1 = member 0 with classes 0 and 1 exchanged: the
+ * two top probabilities' sums tie to rounding) and near-ties 1 ulp apart. */
+static void tail_rows_fill(float *z0, float *z1, int64_t rows, int64_t K, uint64_t *s) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int kind = (int)(r % 6);
+    const double scale = r % 5 == 0 ? 300.0 : r % 5 == 1 ? 1e-3 : 4.0;
+    for (int64_t k = 0; k < K; ++k) {
+      *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+      const double u = (double)(*s >> 11) * 0x1.0p-53;
+      *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+      const double v = (double)(*s >> 11) * 0x1.0p-53;
+      z0[r * K + k] = (float)(scale * (2.0 * u - 1.0));
+      z1[r * K + k] = (float)(scale * (2.0 * v - 1.0));
+    }
+    if (kind == 1) /* exact tie of the two largest logits in both members */
+      for (int64_t k = 0; k < K; ++k) z0[r * K + k] = z1[r * K + k] = k < 2 ? 2.5f : (float)(k % 3) - 3.0f;
+    if (kind == 2 && K >= 2) { /* member 1 = member 0 with classes 0 and 1 swapped */
+      for (int64_t k = 0; k < K; ++k) z1[r * K + k] = z0[r * K + k];
+      z0[r * K] = 3.0f;
+      z0[r * K + 1] = 1.0f;
+      z1[r * K] = 1.0f;
+      z1[r * K + 1] = 3.0f;
+    }
+    if (kind == 3 && K >= 2) { /* one member, top two 1 ulp apart */
+      z1[r * K] = 5.0f;
+      z1[r * K + 1] = nextafterf(5.0f, 6.0f);
+    }
+  }
+}
+
+START_TEST(test_tail_bound_and_exact_argmax) {
+  uint64_t s = 777;
+  enum { ROWS = 3000 };
+  static const int64_t Ks[] = {1, 2, 3, 5, 10, 16, 17, 100, 256};
+  float *z0 = malloc(sizeof(float) * ROWS * 256), *z1 = malloc(sizeof(float) * ROWS * 256);
+  int32_t *pred = malloc(sizeof(int32_t) * ROWS);
+  for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ++ki) {
+    const int64_t K = Ks[ki];
+    tail_rows_fill(z0, z1, ROWS, K, &s);
+    for (int32_t members = 1; members <= 2; ++members) {
+      effml__tail_block t;
+      memset(&t, 0, sizeof t);
+      t.K = K;
+      t.members = members;
+      t.base[0] = members == 2 ? z0 : z1; /* the last member is z1 */
+      t.base[1] = z1;
+      t.rs[0] = t.rs[1] = K;
+      t.pred = pred;
+      /* the error of q~ against the exact sum of the members' f64 softmax */
+      const double bound = effml__tail_bound(K);
+      double worst = 0.0;
+      for (int64_t j = 0; j < ROWS; ++j) {
+        float q[256];
+        ck_assert(effml__tail_fast_probs(&t, j, q));
+        double exact[256];
+        for (int64_t k = 0; k < K; ++k) exact[k] = 0.0;
+        for (int32_t i = 0; i < members; ++i) {
+          const float *z = t.base[i] + j * K;
+          double zb[256], p[256];
+          for (int64_t k = 0; k < K; ++k) zb[k] = z[k];
+          (void)effml__softmax_row(zb, K, p);
+          for (int64_t k = 0; k < K; ++k) exact[k] += p[k];
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          const double d = fabs((double)q[k] - exact[k]);
+          if (d > worst) worst = d;
+        }
+      }
+      ck_assert_msg(worst <= 0.25 * members * bound, "K %lld, %d members: error %.3g vs bound %.3g",
+                    (long long)K, (int)members, worst, members * bound);
+      /* the certified argmax equals the exact path's, at every ISA level the CPU has; the
+       * ties and near-ties must have been recomputed */
+      for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+        t.isa = isa;
+        for (int64_t j = 0; j < ROWS; ++j) pred[j] = -1;
+        int64_t fallbacks = 0;
+        ck_assert_int_eq(effml__tail_rows(&t, 0, ROWS, &fallbacks), -1);
+        for (int64_t j = 0; j < ROWS; ++j)
+          ck_assert_msg(pred[j] == effml__tail_exact_pred(&t, j),
+                        "K %lld, %d members, isa %d, row %lld: pred %d, exact %d", (long long)K,
+                        (int)members, (int)isa, (long long)j, (int)pred[j],
+                        (int)effml__tail_exact_pred(&t, j));
+        if (K >= 2) ck_assert_int_ge(fallbacks, ROWS / 6); /* at least the exact ties */
+        ck_assert_int_le(fallbacks, ROWS / 2);
+      }
+      /* a non-finite logit of the last member is reported at its position */
+      const float keep = z1[9 * K + (K - 1)];
+      z1[9 * K + (K - 1)] = INFINITY;
+      int64_t fb = 0;
+      for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+        t.isa = isa;
+        ck_assert_int_eq(effml__tail_rows(&t, 0, ROWS, &fb), 9 * K + (K - 1));
+      }
+      z1[9 * K + (K - 1)] = keep;
+    }
+  }
+  free(z0);
+  free(z1);
+  free(pred);
+}
+END_TEST
+
+/* Thresholds selected on data X give exactly the promised coverage when the cascade routes
+ * the same X: the promise is computed here from the routing score of every row (sorted
+ * independently of the library), for coverage, risk and window targets, routing-only and
+ * with exact scores, on 1 and 2 threads and every ISA level. */
+static int cmp_desc(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+typedef struct {
+  double rho;
+  int64_t row;
+} rho_row;
+static int cmp_rho_row(const void *a, const void *b) {
+  const rho_row *x = a, *y = b;
+  return x->rho < y->rho ? 1 : x->rho > y->rho ? -1 : (x->row > y->row) - (x->row < y->row);
+}
+
+START_TEST(test_calibrated_coverage_is_exact) {
+  enum { N = 10000, KC = 10 };
+  effml_context *ctx = tu_ctx(3);
+  effml_tensor *x0 = tu_f32(ctx, N, KC, NULL), *x1 = tu_f32(ctx, N, KC, NULL);
+  int64_t n = N;
+  effml_tensor *lab = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &lab), EFFML_OK);
+  float *a = effml_tensor_data(x0), *b = effml_tensor_data(x1);
+  int32_t *y = effml_tensor_data(lab);
+  uint64_t s = 99;
+  for (int64_t i = 0; i < N; ++i) {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    y[i] = (int32_t)((s >> 33) % KC);
+    const double boost = 4.0 * (double)((s >> 11) & 0xFFFF) / 65536.0;
+    for (int64_t k = 0; k < KC; ++k) {
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      const double u = ((double)(s >> 11) + 0.5) * 0x1.0p-53;
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      const double v = (double)(s >> 11) * 0x1.0p-53;
+      const double g = sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+      a[i * KC + k] = (float)(1.5 * g + (k == y[i] ? boost : 0.0));
+      b[i * KC + k] = (float)(a[i * KC + k] + 0.5 * g * g - 0.5);
+    }
+  }
+  /* the routing score and its argmax of every row, and the scores in descending order */
+  double *rho = malloc(sizeof(double) * N), *desc = malloc(sizeof(double) * N);
+  int32_t *rpred = malloc(sizeof(int32_t) * N);
+  for (int64_t i = 0; i < N; ++i) {
+    double zd[KC];
+    for (int64_t k = 0; k < KC; ++k) zd[k] = a[i * KC + k];
+    desc[i] = rho[i] = effml__route_score(zd, KC, &rpred[i]);
+  }
+  qsort(desc, N, sizeof(double), cmp_desc);
+  rho_row *byrho = malloc(sizeof(rho_row) * N);
+  for (int64_t i = 0; i < N; ++i) {
+    byrho[i].rho = rho[i];
+    byrho[i].row = i;
+  }
+  qsort(byrho, N, sizeof(rho_row), cmp_rho_row);
+  effml_tensor *pred = NULL, *stage = NULL, *score = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &pred), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &stage), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, &n, &score), EFFML_OK);
+  static const double covs[] = {0.05, 0.2, 0.5, 0.8, 0.95, 0.999, 1.0};
+  static const double risks[] = {0.02, 0.05, 0.1, 0.3};
+  int exact_k = 0;
+  for (int32_t rule = EFFML_CASCADE_EXIT_THRESHOLD; rule <= EFFML_CASCADE_EXIT_WINDOW; ++rule)
+    for (int32_t target = EFFML_CASCADE_TARGET_COVERAGE; target <= EFFML_CASCADE_TARGET_RISK; ++target)
+      for (size_t vi = 0; vi < (target == EFFML_CASCADE_TARGET_RISK ? 4u : 7u); ++vi) {
+        const double value = target == EFFML_CASCADE_TARGET_RISK ? risks[vi] : covs[vi];
+        /* the promise: tau's rank k in the routing-score order, extended over its tie group */
+        int64_t k = 0;
+        if (target == EFFML_CASCADE_TARGET_RISK) { /* the largest top set (whole tie groups) of risk <= value */
+          int64_t wrong = 0;
+          for (int64_t g = 0; g < N;) {
+            int64_t e = g;
+            while (e + 1 < N && byrho[e + 1].rho == byrho[g].rho) ++e;
+            for (int64_t i = g; i <= e; ++i) wrong += rpred[byrho[i].row] != y[byrho[i].row];
+            if ((double)wrong / (double)(e + 1) <= value) k = e + 1;
+            g = e + 1;
+          }
+          ck_assert_int_gt(k, 0);
+        } else {
+          k = (int64_t)ceil(value * N - 1e-9);
+          while (k < N && desc[k] == desc[k - 1]) ++k;
+          if (k == (int64_t)ceil(value * N - 1e-9)) ++exact_k;
+        }
+        const double tau = desc[k - 1];
+        int64_t want_exit = 0;
+        if (rule == EFFML_CASCADE_EXIT_THRESHOLD) {
+          want_exit = k;
+        } else { /* numpy quantiles of the routing scores around tau's percentile rank */
+          int64_t below = 0, upto = 0;
+          for (int64_t i = 0; i < N; ++i) {
+            below += rho[i] < tau;
+            upto += rho[i] <= tau;
+          }
+          const double q = (double)(below + upto + (below < upto)) * (50.0 / N) / 100.0;
+          double lim[2], qq[2] = {q - 0.1 < 0.0 ? 0.0 : q - 0.1, q + 0.1 > 1.0 ? 1.0 : q + 0.1};
+          for (int h = 0; h < 2; ++h) {
+            const double v = (double)(N - 1) * qq[h], fl = floor(v);
+            const int64_t i0 = (int64_t)fl;
+            const double lo = desc[N - 1 - i0], hi = i0 + 1 < N ? desc[N - 2 - i0] : lo;
+            const double t = v - fl, d = hi - lo;
+            lim[h] = i0 >= N - 1 ? desc[0] : t >= 0.5 ? hi - d * (1.0 - t) : lo + d * t;
+          }
+          for (int64_t i = 0; i < N; ++i) want_exit += rho[i] < lim[0] || rho[i] > lim[1];
+        }
+        effml_cascade_options opt;
+        effml_cascade_options_init(&opt);
+        opt.num_classes = KC;
+        effml_cascade *c = NULL;
+        ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, x0, 1.0), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, x1, 2.0), EFFML_OK);
+        effml_cascade_threshold_options cal;
+        effml_cascade_threshold_options_init(&cal);
+        cal.rule = rule;
+        cal.target = target;
+        cal.target_value = value;
+        const effml_tensor *val[1] = {x0};
+        ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, val, lab, &cal), EFFML_OK);
+        effml_cascade_workspace *ws = NULL;
+        ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+        for (int32_t threads = 1; threads <= 2; ++threads)
+          for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level();
+               isa = isa < effml_core_isa_level() ? effml_core_isa_level() : isa + 1)
+            for (int with_score = 0; with_score < 2; ++with_score) {
+              ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+              ck_assert_int_eq(effml_context_set_isa_level(ctx, isa), EFFML_OK);
+              ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N, NULL, pred, with_score ? score : NULL,
+                                                 stage, NULL),
+                               EFFML_OK);
+              ck_assert_msg(effml_cascade_workspace_exit_count(ws, 0) == want_exit,
+                            "rule %d target %d value %g (threads %d, isa %d, score %d): %lld exit "
+                            "at stage 0, promised %lld",
+                            (int)rule, (int)target, value, (int)threads, (int)isa, with_score,
+                            (long long)effml_cascade_workspace_exit_count(ws, 0), (long long)want_exit);
+              const int32_t *st = effml_tensor_data(stage);
+              int64_t at0 = 0;
+              for (int64_t i = 0; i < N; ++i) at0 += st[i] == 0;
+              ck_assert_int_eq(at0, want_exit);
+            }
+        effml_cascade_workspace_free(ws);
+        effml_cascade_free(c);
+      }
+  ck_assert_int_ge(exact_k, 10); /* most coverage targets fall on no tie: exactly ceil(c N) */
+  free(rho);
+  free(desc);
+  free(rpred);
+  free(byrho);
+  effml_tensor *all[] = {x0, x1, lab, pred, stage, score};
+  for (int i = 0; i < 6; ++i) effml_tensor_free(all[i]);
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *su = suite_create("internal_cascade");
   TCase *tc = tcase_create("route");
   tcase_add_test(tc, test_route_kernels_bit_identical);
+  tcase_add_test(tc, test_tail_bound_and_exact_argmax);
+  tcase_add_test(tc, test_calibrated_coverage_is_exact);
   suite_add_tcase(su, tc);
   return tu_run(su) ? 1 : 0;
 }

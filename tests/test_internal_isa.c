@@ -7,7 +7,7 @@
  *   sparse_linear  (CSR spmm forward, sddmm weight grad, spmm_t input grad,
  *                   the AVX-512 panel transposes)
  *   sparse_linear with block_rows = 4 (the blocked kernels)
- *   lphm           (the factorized PHM backward row kernel)
+ *   lphm           (the thin LPHM row kernels, forward and backward)
  *   kNN within a set (f32 candidate tiles, exact f64 re-rank)
  *   leverage scores (AVX-512 fused passes vs the BLAS passes) */
 #include <math.h>
@@ -87,6 +87,24 @@ static effml_status make_lphm(effml_context *ctx, effml_layer **out) {
   return effml_adapter_phm_create(ctx, IN, OUT, &o, NULL, out);
 }
 
+/* The row kernels' unrolled builds (n*r = 4 and 8) with 16-wide column
+ * blocks plus a scalar tail in kin and kout. */
+static effml_status make_lphm_n4(effml_context *ctx, effml_layer **out) {
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
+  o.phm_dim = 4;
+  o.rank = 1;
+  return effml_adapter_phm_create(ctx, 4 * 40, 4 * 20, &o, NULL, out);
+}
+
+static effml_status make_lphm_n8(effml_context *ctx, effml_layer **out) {
+  effml_adapter_phm_options o;
+  effml_adapter_phm_options_init(&o);
+  o.phm_dim = 8;
+  o.rank = 1;
+  return effml_adapter_phm_create(ctx, 8 * 24, 8 * 17, &o, NULL, out);
+}
+
 /* Compare every level with the portable one; bit-identical or within tol. */
 static void check_layer(const char *name, make_fn make, int bit_identical, double tol) {
   static float ref[1 << 16], got[1 << 16];
@@ -117,6 +135,8 @@ END_TEST
 
 START_TEST(test_lphm) {
   check_layer("lphm", make_lphm, 1, 0.0);
+  check_layer("lphm n4 r1", make_lphm_n4, 1, 0.0);
+  check_layer("lphm n8 r1", make_lphm_n8, 1, 0.0);
 }
 END_TEST
 

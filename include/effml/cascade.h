@@ -300,7 +300,9 @@ EFFML_API void effml_cascade_workspace_free(effml_cascade_workspace *ws);
  * Routing: a stage whose rule effml_cascade_select_thresholds() selected for a one-member MSP
  * score (stage 0, or EFFML_CASCADE_AGG_LAST; K <= 256) decides exits on the routing score, the
  * MSP computed in f32 (within about 1e-6 of it), on which that rule was selected; outputs
- * (pred, score, probs) are exact whatever the route.  Passing `probs`, or a rule set with
+ * (pred, score, probs) are exact whatever the route.  With only pred and exit_stage asked
+ * for, the last stage's pred is an f32 argmax certified against an error bound and
+ * recomputed exactly where the bound does not separate the top two classes.  Passing `probs`, or a rule set with
  * effml_cascade_set_exit_rule(), routes on the exact score (docs/cascades.md).
  * Cost: O(n * K) per stage reached plus the callbacks; the library's own loops use ctx's
  * threads and give identical results for every thread count.

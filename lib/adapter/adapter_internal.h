@@ -4,6 +4,7 @@
  *   phm_rule.c          the shared rule A (refcounted)
  *   phm.c               PHM/LPHM layer: construction, init, path switch
  *   phm_factorized.c    forward/backward that never build H (Karimi Mahabadi et al. 2021, arXiv 2106.04647, §3.2)
+ *   phm_rows.c          its row kernels for thin LPHM (n*r <= 16), one body per ISA level
  *   phm_materialized.c  H = sum_i A_i (x) B_i, and the reference forward/backward
  *   adapter_block.c     up(act(down(x))) + x, and the parameter formulas
  *   dense_base.c        the dense base under LoRA/LoKr/LoHa/IA3/VeRA (weight [out, in] or [in, out])
@@ -70,6 +71,30 @@ EFFML__HIDDEN effml_status effml__phm_forward_factorized(effml_context *ctx, eff
                                                          int32_t mode);
 EFFML__HIDDEN effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l,
                                                           const float *dy, float *dx);
+/* Row kernels of the thin LPHM (n*r <= EFFML__PHM_MAXC), phm_rows.c: stages
+ * 1-3 of the factorized forward, and the backward's dQ, dP, dx and chunk parts
+ * of dT, dA and dS^T, in one pass over each row of x / dy.  Built once per ISA
+ * level; the context's level picks one (bit-identical results). */
+#define EFFML__PHM_MAXC 16
+#define EFFML__PHM_CHUNK 64 /* backward rows per chunk (fixed: results do not depend on threads) */
+typedef struct effml__phm_rows_args {
+  const float *A;     /* [n, n, n] */
+  const float *St;    /* S transposed [n*r, kin] */
+  const float *T;     /* W_right as [n*r, kout] */
+  const float *bias;  /* forward: [n*kout] or NULL */
+  int64_t n, r, kin, kout, batch;
+  /* forward: x [b, n*kin] -> P, Q [b*n, n*r] (kept), y [b, n*kout] */
+  const float *x;
+  float *P, *Q, *y;
+  /* backward: dy [b, n*kout]; P, Q as kept; x (NULL: no dS^T); out: dx (or
+   * NULL), dP [b*n, n*r] (or NULL), per-chunk parts dSt [chunks][n*r][kin],
+   * dT [chunks][n*r][kout], dA [chunks][n][n][n] (each NULL when not wanted) */
+  const float *dy;
+  float *dx, *dP, *dSt, *dT, *dA;
+} effml__phm_rows_args;
+EFFML__HIDDEN effml__range_fn effml__phm_rows_forward(const effml_context *ctx);
+EFFML__HIDDEN effml__range_fn effml__phm_rows_backward(const effml_context *ctx);
+
 /* Materialized kernels (phm_materialized.c). */
 EFFML__HIDDEN effml_status effml__phm_build_H(effml_context *ctx, const effml_layer *l, float *H);
 EFFML__HIDDEN effml_status effml__phm_forward_materialized(effml_context *ctx, effml_layer *l,

@@ -13,8 +13,9 @@
  * Backward (dY_all = dy viewed [b*n, kout]):
  *   dQ = dY T^T; dT += Q^T dY; dA_i += sum_rows P_i dQ_i^T;
  *   dP_i = A_i dQ_i; dS += X_all^T dP; dX_all = dP S^T; db += sum_rows dy.
- * Row-parallel loops write disjoint rows; the dA sum runs in row order, so
- * results do not depend on the thread count. */
+ * Row-parallel loops write disjoint rows; the dA sum runs in row order (BLAS
+ * path) or in fixed 64-row chunks added in order (thin LPHM, n*r <= 16: the
+ * row kernels of phm_rows.c), so results do not depend on the thread count. */
 #include "blas.h"
 #include <string.h>
 
@@ -154,164 +155,7 @@ static void accumulate_dA(float *dA, const float *L, const float *R, int64_t b, 
   }
 }
 
-/* ---- fused row kernels for thin LPHM (n*r <= THIN_MAX): stages 1-3 per row in
- * one pass over x (the GEMMs above have N = n*r, a shape BLAS runs poorly).
- * Each output element is a fixed-order sum, so results do not depend on the
- * thread count. ---- */
-
-#define THIN_MAX 16
-
-/* 8-lane dot product (the lanes let the compiler vectorise without reassociation flags). */
-static float dot8(const float *restrict a, const float *restrict b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
-  float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
-}
-
-typedef struct thin_args {
-  const float *A, *St, *T, *bias; /* St: S transposed [n*r, kin]; T: [n*r, kout] */
-  const float *in;                /* forward: x [b, in]; backward: dy [b, out] */
-  float *P, *Q, *out;             /* forward: P, Q kept, y; backward: dQ, dP, dx (or NULL) */
-  int64_t n, r, kin, kout;
-  const float *x;  /* backward: the forward's input, for dS (NULL: W_left frozen) */
-  int64_t batch_rows;
-  float *dSt;      /* backward: [chunks][n*r][kin] partial dS^T of each fixed row chunk */
-  const float *Qf; /* backward: the forward's Q, for dT (NULL: W_right frozen) */
-  float *dTp;      /* backward: [chunks][n*r][kout] partial dT of each fixed row chunk */
-} thin_args;
-
-/* Backward rows are processed in fixed chunks (independent of the thread
- * count); each chunk sums its dS^T part in row order and the parts are added
- * in chunk order, so dS does not depend on the thread count either. */
-#define THIN_CHUNK 64
-
-/* The backward row kernel is memory-bound only when it runs at full vector
- * width: built for x86-64 baseline (SSE2) it was compute-bound, so its body
- * is compiled for AVX-512F and AVX2+FMA too, and the call's context picks
- * one (effml_context_isa_level(); explicit, so a test can force each).
- * GCC only: this file is ISO C, which GCC compiles without contracting
- * a*b+c into FMAs, so the three builds give the same bits; clang contracts
- * by default and would not. */
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
-#define THIN_X86 1
-#endif
-
-static void thin_forward_rows(void *arg, int64_t begin, int64_t end, int32_t worker) {
-  const thin_args *t = (const thin_args *)arg;
-  int64_t n = t->n, r = t->r, nc = n * r, kin = t->kin, kout = t->kout;
-  (void)worker;
-  mix_args m = {t->A, t->P, t->Q, n, r, 1, 0};
-  for (int64_t row = begin; row < end; ++row) {
-    const float *x = t->in + row * n * kin;
-    float *P = t->P + row * n * nc, *y = t->out + row * n * kout;
-    for (int64_t a = 0; a < n; ++a)
-      for (int64_t col = 0; col < nc; ++col) P[a * nc + col] = dot8(x + a * kin, t->St + col * kin, kin);
-    mix_rows(&m, row, row + 1, 0);
-    const float *Q = t->Q + row * n * nc;
-    for (int64_t c = 0; c < n; ++c) {
-      float *yc = y + c * kout;
-      if (t->bias) memcpy(yc, t->bias + c * kout, (size_t)kout * sizeof(float));
-      else memset(yc, 0, (size_t)kout * sizeof(float));
-      for (int64_t col = 0; col < nc; ++col) {
-        float q = Q[c * nc + col];
-        const float *tr = t->T + col * kout;
-        for (int64_t v = 0; v < kout; ++v) yc[v] += q * tr[v];
-      }
-    }
-  }
-}
-
-/* The backward row kernel's body, built for each ISA level for the fused
- * small-adapter case (it gains from wide vectors) and once, baseline, for
- * the wide case, which lost ~25 % CPU time in the AVX-512 clone (measured 1
- * thread, LPHM 4096 -> 4096 n 8: 63 ms cloned vs 48 ms baseline; T5 768 -> 24
- * n 4: 14.6 ms cloned vs 18 ms baseline). */
-static inline __attribute__((always_inline)) void thin_backward_body(void *arg, int64_t c0,
-                                                                     int64_t c1, int32_t worker) {
-  const thin_args *t = (const thin_args *)arg;
-  int64_t n = t->n, r = t->r, nc = n * r, kin = t->kin, kout = t->kout;
-  (void)worker;
-  mix_args m = {t->A, t->P, t->Q, n, r, 0, 0}; /* here P = dQ (input), Q = dP (output) */
-  for (int64_t ch = c0; ch < c1; ++ch) {
-    float *dSt = t->x ? t->dSt + ch * nc * kin : NULL;
-    if (dSt) memset(dSt, 0, (size_t)(nc * kin) * sizeof(float));
-    float *dT = t->Qf ? t->dTp + ch * nc * kout : NULL;
-    if (dT) memset(dT, 0, (size_t)(nc * kout) * sizeof(float));
-    int64_t end = (ch + 1) * THIN_CHUNK < t->batch_rows ? (ch + 1) * THIN_CHUNK : t->batch_rows;
-    for (int64_t row = ch * THIN_CHUNK; row < end; ++row) {
-      const float *dy = t->in + row * n * kout;
-      float *dQ = t->P + row * n * nc;
-      for (int64_t c = 0; c < n; ++c)
-        for (int64_t col = 0; col < nc; ++col) dQ[c * nc + col] = dot8(dy + c * kout, t->T + col * kout, kout);
-      if (dT) /* dT[col, v] += Q[c, col] dy_c[v] */
-        for (int64_t c = 0; c < n; ++c)
-          for (int64_t col = 0; col < nc; ++col) {
-            const float g = t->Qf[(row * n + c) * nc + col];
-            float *restrict dt = dT + col * kout;
-            const float *restrict dyc = dy + c * kout;
-            for (int64_t v = 0; v < kout; ++v) dt[v] += g * dyc[v];
-          }
-      mix_rows(&m, row, row + 1, 0);
-      const float *dP = t->Q + row * n * nc;
-      for (int64_t a = 0; a < n; ++a) {
-        if (dSt) { /* dS^T[col, u] += dP[a, col] x_a[u]: x is read here, once */
-          const float *restrict xa = t->x + (row * n + a) * kin;
-          for (int64_t col = 0; col < nc; ++col) {
-            const float g = dP[a * nc + col];
-            float *restrict ds = dSt + col * kin;
-            for (int64_t u = 0; u < kin; ++u) ds[u] += g * xa[u];
-          }
-        }
-        if (t->out == NULL) continue;
-        float *restrict dx = t->out + (row * n + a) * kin;
-        const float g0 = dP[a * nc];
-        const float *restrict s0 = t->St;
-        for (int64_t u = 0; u < kin; ++u) dx[u] = g0 * s0[u];
-        for (int64_t col = 1; col < nc; ++col) {
-          float g = dP[a * nc + col];
-          const float *restrict sr = t->St + col * kin;
-          for (int64_t u = 0; u < kin; ++u) dx[u] += g * sr[u];
-        }
-      }
-    }
-  }
-}
-
-/* The wide case, and the fused case at the portable level. */
-static void thin_backward_rows(void *arg, int64_t c0, int64_t c1, int32_t worker) {
-  thin_backward_body(arg, c0, c1, worker);
-}
-#ifdef THIN_X86
-__attribute__((target("avx2,fma"))) static void thin_backward_rows_avx2(void *arg, int64_t c0,
-                                                                         int64_t c1,
-                                                                         int32_t worker) {
-  thin_backward_body(arg, c0, c1, worker);
-}
-__attribute__((target("avx512f,avx2,fma"))) static void thin_backward_rows_avx512(void *arg,
-                                                                                   int64_t c0,
-                                                                                   int64_t c1,
-                                                                                   int32_t worker) {
-  thin_backward_body(arg, c0, c1, worker);
-}
-#endif
-
-/* The fused case's row kernel at the context's ISA level. */
-static effml__range_fn thin_backward_kernel(const effml_context *ctx) {
-#ifdef THIN_X86
-  switch (effml__ctx_isa(ctx)) {
-    case EFFML_CORE_ISA_AVX512: return thin_backward_rows_avx512;
-    case EFFML_CORE_ISA_AVX2: return thin_backward_rows_avx2;
-    default: break;
-  }
-#else
-  (void)ctx;
-#endif
-  return thin_backward_rows;
-}
+/* ---- thin LPHM (n*r <= EFFML__PHM_MAXC): the row kernels of phm_rows.c ---- */
 
 static void transpose_S(const float *S, int64_t kin, int64_t nc, float *St) {
   for (int64_t u = 0; u < kin; ++u)
@@ -364,16 +208,18 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
   }
   const float *A = effml__phm_rule_f32(l);
   effml_status st;
-  if (r && nc <= THIN_MAX) {
+  if (r && nc <= EFFML__PHM_MAXC) {
     float *St = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
     if (St == NULL) {
       st = effml__err(ctx, EFFML_E_NOMEM, "phm forward: out of memory");
     } else {
       pack_cols(effml__param_f32(l, p->i_wl), n, kin, r, S);
       transpose_S(S, kin, nc, St);
-      thin_args t = {A, St, effml__param_f32(l, p->i_wr), p->i_b >= 0 ? effml__param_f32(l, p->i_b) : NULL,
-                     x, P, Q, y, n, r, kin, kout, NULL, 0, NULL, NULL, NULL};
-      st = effml__parallel_for(ctx, b, thin_min_chunk(n, kin, kout, nc), thin_forward_rows, &t);
+      effml__phm_rows_args t = {.A = A, .St = St, .T = effml__param_f32(l, p->i_wr),
+                                .bias = p->i_b >= 0 ? effml__param_f32(l, p->i_b) : NULL,
+                                .n = n, .r = r, .kin = kin, .kout = kout, .batch = b,
+                                .x = x, .P = P, .Q = Q, .y = y};
+      st = effml__parallel_for(ctx, b, thin_min_chunk(n, kin, kout, nc), effml__phm_rows_forward(ctx), &t);
       effml__free(ctx, St);
     }
     effml__free(ctx, S);
@@ -434,7 +280,7 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     goto done;
   }
   pack_cols(effml__param_f32(l, iw), n, kin, c, S);
-  if (r && nc <= THIN_MAX) {
+  if (r && nc <= EFFML__PHM_MAXC) {
     const float *T = effml__param_f32(l, p->i_wr);
     float *St = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
     if (St == NULL) {
@@ -442,28 +288,32 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
       goto done;
     }
     transpose_S(S, kin, nc, St);
-    const int64_t chunks = (b + THIN_CHUNK - 1) / THIN_CHUNK;
+    const int64_t chunks = (b + EFFML__PHM_CHUNK - 1) / EFFML__PHM_CHUNK;
     /* Small adapters (x's rows thin against the factors, as in T5 adapters): dS
      * and dT in the row kernel, no BLAS call.  Wider ones (n r (kin + kout)
      * large): the accumulators' loads and stores cost more than BLAS's
-     * register-blocked products, so dS and dT stay with sgemm below. */
+     * register-blocked products, so dS and dT stay with sgemm below.  dA is
+     * always summed in the row kernel (n^3 floats per chunk). */
     const int fuse = nc * (kin + kout) <= 2048;
     const int twr = fuse && effml__param_trainable(l, p->i_wr);
     const int tws = fuse && tw;
     float *parts = tws ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kin) * sizeof(float)) : NULL;
     float *tparts = twr ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kout) * sizeof(float)) : NULL;
-    if ((tws && parts == NULL) || (twr && tparts == NULL)) {
+    float *aparts = gA ? (float *)effml__malloc(ctx, (size_t)(chunks * n * n * n) * sizeof(float)) : NULL;
+    if ((tws && parts == NULL) || (twr && tparts == NULL) || (gA && aparts == NULL)) {
       effml__free(ctx, St);
       effml__free(ctx, parts);
       effml__free(ctx, tparts);
+      effml__free(ctx, aparts);
       st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
       goto done;
     }
-    thin_args t = {A, St, T, NULL, dy, dQ, dP, dx, n, r, kin, kout, tws ? p->x : NULL, b, parts,
-                   twr ? p->Q : NULL, tparts};
-    int64_t min_chunks = thin_min_chunk(n, kin, kout, nc) / THIN_CHUNK + 1;
-    st = effml__parallel_for(ctx, chunks, min_chunks,
-                             fuse ? thin_backward_kernel(ctx) : thin_backward_rows, &t);
+    effml__phm_rows_args t = {.A = A, .St = St, .T = T, .n = n, .r = r, .kin = kin, .kout = kout,
+                              .batch = b, .x = tws ? p->x : NULL, .P = p->P, .Q = p->Q, .dy = dy,
+                              .dx = dx, .dP = (tw && !tws) ? dP : NULL, .dSt = parts,
+                              .dT = tparts, .dA = aparts};
+    int64_t min_chunks = thin_min_chunk(n, kin, kout, nc) / EFFML__PHM_CHUNK + 1;
+    st = effml__parallel_for(ctx, chunks, min_chunks, effml__phm_rows_backward(ctx), &t);
     effml__free(ctx, St);
     if (st == EFFML_OK && tws) { /* dS = sum of the chunks' parts, in chunk order */
       float *acc = parts;
@@ -482,15 +332,20 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
         for (int64_t q = 0; q < nc * kout; ++q) g[q] += pc[q];
       }
     }
+    if (st == EFFML_OK && gA) /* dA: the chunks' parts in chunk order */
+      for (int64_t ch = 0; ch < chunks; ++ch) {
+        const float *pc = aparts + ch * n * n * n;
+        for (int64_t q = 0; q < n * n * n; ++q) gA[q] += pc[q];
+      }
     effml__free(ctx, parts);
     effml__free(ctx, tparts);
+    effml__free(ctx, aparts);
     if (st != EFFML_OK) goto done;
     if (!fuse && effml__param_trainable(l, p->i_wr))
       st = effml__sgemm(ctx, CblasTrans, CblasNoTrans, nc, kout, bn, 1.0f, p->Q, nc, dy, kout, 1.0f,
                         effml__grad_f32(l, p->i_wr), kout);
     if (st != EFFML_OK) goto done;
     if (tws) tw = 0; /* dS done above, from the row kernel */
-    if (gA) accumulate_dA(gA, p->P, dQ, b, n, r, 0);
     dx = NULL; /* written by the row kernel */
   } else if (r) {
     const float *T = effml__param_f32(l, p->i_wr);

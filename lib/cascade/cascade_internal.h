@@ -39,6 +39,8 @@ struct effml_cascade_workspace {
   int64_t cap_n;        /* capacity of the per-sample arrays */
   int64_t *rows;        /* [cap_n] samples still in flight (compacted) */
   float *logits;        /* [cap_n, K] callback output */
+  float *saved;         /* [cap_n, K] a callback stage 0's logits of the samples going on to
+                         * the last stage, when its prediction is left to effml__tail_rows */
   double *acc;          /* [cap_n, K] running sum of member probabilities (compacted) */
   double *sacc;         /* [cap_n] running sum of member scores (compacted) */
   double *score_c;      /* [cap_n] score of the current stage (compacted) */
@@ -102,6 +104,37 @@ EFFML__HIDDEN double effml__route_score(const double *z, int64_t K, int32_t *arg
 EFFML__HIDDEN double effml__softmax_row(const double *z, int64_t K, double *p);
 /* Row r of a stage block's logits as doubles into zb[K]. */
 EFFML__HIDDEN void effml__load_row(const effml__stage_block *b, int64_t r, double *zb);
+
+/* The last stage's prediction when a run is asked only for pred and exit_stage (the
+ * routing-only path): argmax over classes of q_k = sum over the members of their softmax
+ * p_k, computed in f32 with the routing score's exp polynomial and certified: where the
+ * gap between the top two q~ exceeds twice the members' error bound (effml__tail_bound)
+ * the exact q has the same unique argmax; otherwise the row is recomputed exactly (f64,
+ * libm exp, the arithmetic of the stage kernel), so pred is always the exact path's.
+ * Members are f32 logits with contiguous classes, uncalibrated; row j of member i is
+ * base[i] + (row_index[i] ? row_index[i][j] : j) * rs[i].  Only the last member's rows are
+ * checked for non-finite values (the earlier member was checked by the routing score). */
+typedef struct effml__tail_block {
+  int64_t K;
+  int32_t members;             /* 1 (one member aggregated) or 2 (mean of two) */
+  const float *base[2];
+  int64_t rs[2];
+  const int64_t *row_index[2];
+  int32_t *pred;               /* [rows] out */
+  int32_t isa;                 /* EFFML_CORE_ISA_* */
+} effml__tail_block;
+/* Absolute error bound of one member's f32 probability p~_k against the exact p_k, for K
+ * classes (derivation in scores.c). */
+EFFML__HIDDEN double effml__tail_bound(int64_t K);
+/* Rows [begin, end): pred[j] as above; *fallbacks += rows recomputed exactly.  Returns
+ * j * K + k of the first non-finite logit of the last member, or -1. */
+EFFML__HIDDEN int64_t effml__tail_rows(const effml__tail_block *t, int64_t begin, int64_t end,
+                                       int64_t *fallbacks);
+/* The f32 q~[K] of row j (portable arithmetic; for tests of the bound).  Returns 0 if a
+ * member's row has a non-finite logit. */
+EFFML__HIDDEN int effml__tail_fast_probs(const effml__tail_block *t, int64_t j, float *q);
+/* The exact path's prediction for row j (f64 softmax of each member, libm exp). */
+EFFML__HIDDEN int32_t effml__tail_exact_pred(const effml__tail_block *t, int64_t j);
 
 /* 1 if stage m (not the last) routes on the routing score when its rule is selected by
  * effml_cascade_select_thresholds(): MSP score, one member's logits at that stage

@@ -11,6 +11,11 @@
 
 #include "cascade_internal.h"
 
+/* Rows per thread below which the last stage's routing-only prediction runs on one thread:
+ * about 25 ns a row (K = 10, AVX-512), so 8192 rows are ~200 us, ten times the 18 us a
+ * thread start and join takes at best on the 2-core test VM (35-75 us under load). */
+#define EFFML__CASCADE_TAIL_GRAIN 8192
+
 effml_status effml_cascade_workspace_create(effml_context *ctx, const effml_cascade *cascade,
                                             effml_cascade_workspace **out) {
   EFFML__ENTER(ctx);
@@ -29,6 +34,7 @@ static void free_arrays(effml_cascade_workspace *ws) {
   effml_context *c = ws->ctx;
   effml__free(c, ws->rows);
   effml__free(c, ws->logits);
+  effml__free(c, ws->saved);
   effml__free(c, ws->acc);
   effml__free(c, ws->sacc);
   effml__free(c, ws->score_c);
@@ -37,7 +43,7 @@ static void free_arrays(effml_cascade_workspace *ws) {
   effml__free(c, ws->out_pred);
   effml__free(c, ws->out_stage);
   ws->rows = NULL;
-  ws->logits = NULL;
+  ws->logits = ws->saved = NULL;
   ws->acc = ws->sacc = ws->score_c = ws->out_score = NULL;
   ws->pred_c = ws->out_pred = ws->out_stage = NULL;
   ws->cap_n = 0;
@@ -70,9 +76,12 @@ static effml_status reserve(effml_context *ctx, effml_cascade_workspace *ws, int
     ws->out_score = effml__malloc(a, (size_t)n * sizeof(double));
     ws->out_pred = effml__malloc(a, (size_t)n * sizeof(int32_t));
     ws->out_stage = effml__malloc(a, (size_t)n * sizeof(int32_t));
-    if (need_logits) ws->logits = effml__malloc(a, nk * sizeof(float));
+    if (need_logits) {
+      ws->logits = effml__malloc(a, nk * sizeof(float));
+      ws->saved = effml__malloc(a, nk * sizeof(float));
+    }
     if (!ws->rows || !ws->acc || !ws->sacc || !ws->score_c || !ws->pred_c || !ws->out_score ||
-        !ws->out_pred || !ws->out_stage || (need_logits && !ws->logits)) {
+        !ws->out_pred || !ws->out_stage || (need_logits && (!ws->logits || !ws->saved))) {
       free_arrays(ws);
       return effml__err(ctx, EFFML_E_NOMEM, "cascade workspace: out of memory for n=%lld",
                         (long long)n);
@@ -184,12 +193,16 @@ static effml_status score_stage(effml_context *ctx, const effml_cascade *c,
 
 /* Exit rule of a routing stage on the routing score; the exact softmax only where it is
  * needed (exiting samples' score when `want_score`; survivors' probabilities for a mean
- * aggregation).  Survivors are compacted to the front; returns their count. */
+ * aggregation, unless `defer`: the last stage's prediction is then left to
+ * effml__tail_rows, which reads this stage's logits itself; a callback's rows are kept in
+ * ws->saved for it).  Survivors are compacted to the front; returns their count. */
 static int64_t exit_routed(const effml_cascade *c, effml_cascade_workspace *ws, int32_t m,
-                           int64_t n_act, const effml__stage_block *b, int want_score) {
+                           int64_t n_act, const effml__stage_block *b, int want_score,
+                           int defer) {
   const effml__cascade_stage *s = &c->stages[m];
   const int64_t K = c->num_classes;
-  const int keep_probs = c->aggregation == EFFML_CASCADE_AGG_MEAN;
+  const int keep_probs = c->aggregation == EFFML_CASCADE_AGG_MEAN && !defer;
+  const int save = defer && c->aggregation == EFFML_CASCADE_AGG_MEAN && s->fn;
   double zb[256];
   int64_t w = 0;
   for (int64_t j = 0; j < n_act; ++j) {
@@ -211,6 +224,8 @@ static int64_t exit_routed(const effml_cascade *c, effml_cascade_workspace *ws, 
       if (keep_probs) {
         effml__load_row(b, lr, zb);
         (void)effml__softmax_row(zb, K, ws->acc + w * K);
+      } else if (save) {
+        memcpy(ws->saved + w * K, ws->logits + j * K, (size_t)K * sizeof(float));
       }
       ++w;
     }
@@ -255,6 +270,92 @@ static int64_t exit_scored(const effml_cascade *c, effml_cascade_workspace *ws, 
   return w;
 }
 
+/* 1 if stage m decides its exits on the routing score in this run. */
+static int stage_routes(const effml_cascade *c, int32_t m, const effml_tensor *probs) {
+  const effml__cascade_stage *s = &c->stages[m];
+  return s->route && !probs && effml__cascade_routes(c, m) &&
+         (s->rule == EFFML_CASCADE_EXIT_THRESHOLD || s->rule == EFFML_CASCADE_EXIT_WINDOW);
+}
+
+/* 1 if the member's logits suit effml__tail_rows: a callback (f32, compact) or
+ * precomputed f32 logits with contiguous classes; no probability calibration. */
+static int tail_member_ok(const effml__cascade_stage *s) {
+  if (s->cal) return 0;
+  return s->fn || (s->logits->dtype == EFFML_F32 && s->logits->strides[1] == 1);
+}
+
+/* Members of the last stage's prediction when effml__tail_rows can give it (0: the exact
+ * stage kernel runs).  Only pred and exit_stage asked for; K <= 256; LAST aggregation: the
+ * last stage alone; MEAN: one stage, or two whose first routes (its probabilities are then
+ * never needed in f64). */
+static int32_t tail_members(const effml_cascade *c, const effml_tensor *score,
+                            const effml_tensor *probs) {
+  const int32_t M = c->num_stages;
+  if (score || probs || c->num_classes > 256) return 0;
+  if (!tail_member_ok(&c->stages[M - 1])) return 0;
+  if (c->aggregation == EFFML_CASCADE_AGG_LAST || M == 1) return 1;
+  if (M == 2 && stage_routes(c, 0, probs) && tail_member_ok(&c->stages[0])) return 2;
+  return 0;
+}
+
+typedef struct {
+  const effml__tail_block *t;
+  int64_t bad[64], fallbacks[64];
+} tail_job;
+
+static void tail_job_fn(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  tail_job *job = (tail_job *)arg;
+  job->bad[worker] = effml__tail_rows(job->t, begin, end, &job->fallbacks[worker]);
+}
+
+/* The last stage m on the routing-only path: its prediction by effml__tail_rows into
+ * ws->pred_c (members: tail_members). */
+static effml_status tail_stage(effml_context *ctx, const effml_cascade *c,
+                               effml_cascade_workspace *ws, int32_t m, int64_t n_act,
+                               int32_t members, void *run_data) {
+  const int64_t K = c->num_classes;
+  effml__tail_block t;
+  memset(&t, 0, sizeof t);
+  t.K = K;
+  t.members = members;
+  t.pred = ws->pred_c;
+  t.isa = effml__ctx_isa(ctx);
+  for (int32_t i = 0; i < members; ++i) {
+    const int32_t sm = m - members + 1 + i; /* the stage of member i */
+    const effml__cascade_stage *s = &c->stages[sm];
+    if (s->fn && sm == m) {
+      EFFML__TRY(call_stage(ctx, s, m, ws, n_act, K, run_data));
+      t.base[i] = ws->logits; /* compact: row j is the j-th sample in flight */
+      t.rs[i] = K;
+    } else if (s->fn) {
+      t.base[i] = ws->saved; /* kept by exit_routed, compact */
+      t.rs[i] = K;
+    } else {
+      t.base[i] = (const float *)s->logits->data;
+      t.rs[i] = s->logits->strides[0];
+      t.row_index[i] = ws->rows;
+    }
+  }
+  tail_job job;
+  job.t = &t;
+  for (int i = 0; i < 64; ++i) {
+    job.bad[i] = -1;
+    job.fallbacks[i] = 0;
+  }
+  EFFML__TRY(effml__parallel_for(ctx, n_act, EFFML__CASCADE_TAIL_GRAIN, tail_job_fn, &job));
+  int64_t bad = -1;
+  for (int i = 0; i < 64; ++i)
+    if (job.bad[i] >= 0 && (bad < 0 || job.bad[i] < bad)) bad = job.bad[i];
+  if (bad >= 0) {
+    const int64_t j = bad / K, k = bad % K;
+    const float z = t.base[members - 1][(t.row_index[members - 1] ? ws->rows[j] : j) * t.rs[members - 1] + k];
+    return effml__err(ctx, EFFML_E_NUMERIC, "stage %d %s: logit of sample %lld, class %lld is %s",
+                      (int)m, c->stages[m].fn ? "callback" : "precomputed logits",
+                      (long long)ws->rows[j], (long long)k, isnan(z) ? "NaN" : "infinite");
+  }
+  return EFFML_OK;
+}
+
 /* Phases: arguments and workspace (prepare_run); per stage, score the samples in flight
  * (score_stage) and apply the exit rule (exit_routed / exit_scored); the outputs. */
 effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
@@ -276,21 +377,35 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
   for (int64_t i = 0; i < n; ++i) ws->rows[i] = i;
   int64_t n_act = n;
   effml_status st = EFFML_OK;
+  /* Routing-only runs (pred, exit_stage): the last stage's prediction comes from
+   * effml__tail_rows, certified equal to the exact one, without an f64 softmax. */
+  const int32_t tail = tail_members(c, score, probs);
   for (int32_t m = 0; m < M && n_act > 0; ++m) {
     st = effml__progress(ctx, m, M, "stages");
     if (st != EFFML_OK) goto fail;
-    const effml__cascade_stage *s = &c->stages[m];
     ws->reach[m] = n_act;
+    if (tail && m == M - 1) {
+      st = tail_stage(ctx, c, ws, m, n_act, tail, run_data);
+      if (st != EFFML_OK) goto fail;
+      for (int64_t j = 0; j < n_act; ++j) {
+        const int64_t r = ws->rows[j];
+        ws->out_pred[r] = ws->pred_c[j];
+        ws->out_stage[r] = m;
+      }
+      ws->exits[m] = n_act;
+      n_act = 0;
+      break;
+    }
     /* Routing path: a stage whose rule was selected on the routing score decides on that
      * score (f32, no softmax in f64); the exact softmax is then computed only where it is
      * needed: the exact score of the samples that exit here (when `score` is asked for)
-     * and the probabilities the next stage averages (survivors, mean aggregation). */
-    const int route = s->route && !probs && effml__cascade_routes(c, m) &&
-                      (s->rule == EFFML_CASCADE_EXIT_THRESHOLD || s->rule == EFFML_CASCADE_EXIT_WINDOW);
+     * and the probabilities the next stage averages (survivors, mean aggregation, unless
+     * the next stage is the last and effml__tail_rows gives its prediction). */
+    const int route = stage_routes(c, m, probs);
     effml__stage_block b;
     st = score_stage(ctx, c, ws, m, n_act, route, run_data, &b);
     if (st != EFFML_OK) goto fail;
-    const int64_t w = route ? exit_routed(c, ws, m, n_act, &b, score != NULL)
+    const int64_t w = route ? exit_routed(c, ws, m, n_act, &b, score != NULL, tail && m == M - 2)
                             : exit_scored(c, ws, m, n_act, probs != NULL);
     ws->exits[m] = n_act - w;
     n_act = w;

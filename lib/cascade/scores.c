@@ -53,16 +53,30 @@ void effml__probs_score(const double *psum, int64_t K, double scale, int32_t sco
 
 static inline void load_row(const effml__stage_block *b, int64_t r, double *zb);
 
-/* exp(x) for 16 values x <= 0 in f32, lane by lane (the loop has no branch, so the compiler
- * vectorises it): x = n ln2 + t with |t| <= ln2/2 (two-part ln2), a degree-6 Taylor
- * polynomial in t (relative error below 2e-7), times 2^n assembled in the exponent bits.
- * Inputs below -87 are clamped there (exp(-87) < 2^-125: it cannot move a sum >= 1). */
 /* sum_k exp(z_k - zmax) in f32 for the routing score.  exp(x), x <= 0: x = n ln2 + t with
  * |t| <= ln2/2 (two-part ln2), a degree-6 Taylor polynomial in t (relative error below
  * 2e-7), times 2^n assembled in the exponent bits; x is clamped at -87 (exp < 2^-125).
  * Four lanes accumulate classes k = l (mod 4); the total is (l0 + l2) + (l1 + l3).  The
  * SSE2 and the portable versions perform the same operations in the same order, so the
  * score is the same number wherever it is computed. */
+/* One lane of the same exp (used by the portable kernels). */
+static inline float route_exp1(float x) {
+  const float v = x < -87.0f ? -87.0f : x;
+  const int32_t ni = (int32_t)(v * 1.44269504f - 0.5f);
+  const float n = (float)ni;
+  const float t = (v - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.0f / 720.0f;
+  p = p * t + 1.0f / 120.0f;
+  p = p * t + 1.0f / 24.0f;
+  p = p * t + 1.0f / 6.0f;
+  p = p * t + 0.5f;
+  p = p * t + 1.0f;
+  p = p * t + 1.0f;
+  const uint32_t bits = (uint32_t)(ni + 127) << 23;
+  float two_n;
+  memcpy(&two_n, &bits, sizeof two_n);
+  return p * two_n;
+}
 #if defined(__SSE2__)
 #include <emmintrin.h>
 static inline __m128 route_exp4(__m128 x) {
@@ -101,23 +115,6 @@ static float route_sum_exp(const float *z, int64_t K, float zmax) {
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 #else
-static inline float route_exp1(float x) {
-  const float v = x < -87.0f ? -87.0f : x;
-  const int32_t ni = (int32_t)(v * 1.44269504f - 0.5f);
-  const float n = (float)ni;
-  const float t = (v - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.0f / 720.0f;
-  p = p * t + 1.0f / 120.0f;
-  p = p * t + 1.0f / 24.0f;
-  p = p * t + 1.0f / 6.0f;
-  p = p * t + 0.5f;
-  p = p * t + 1.0f;
-  p = p * t + 1.0f;
-  const uint32_t bits = (uint32_t)(ni + 127) << 23;
-  float two_n;
-  memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
-}
 static float route_sum_exp(const float *z, int64_t K, float zmax) {
   float lane[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   for (int64_t k = 0; k < K; ++k) lane[k & 3] += route_exp1(z[k] - zmax);
@@ -128,6 +125,24 @@ static float route_sum_exp(const float *z, int64_t K, float zmax) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define EFFML__ROUTE_AVX512 1
+/* route_exp1 in 16 lanes, the same operations in the same order. */
+__attribute__((target("avx512f"))) static inline __m512 route_exp16(__m512 xin) {
+  const __m512 x = _mm512_max_ps(xin, _mm512_set1_ps(-87.0f));
+  const __m512i ni = _mm512_cvttps_epi32(
+      _mm512_sub_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _mm512_set1_ps(0.5f)));
+  const __m512 n = _mm512_cvtepi32_ps(ni);
+  const __m512 t = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f))),
+                                 _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(0.5f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f));
+  return _mm512_mul_ps(
+      p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23)));
+}
 /* The routing score of one row of K <= 16 f32 logits in one AVX-512 register, with the same
  * per-lane operations as route_exp4 (separate multiplies and adds: this file is ISO C, so
  * nothing is contracted into FMAs) and the same summation order: the four 4-lane chunks
@@ -143,22 +158,7 @@ __attribute__((target("avx512f"))) static double route_score_f32_avx512(const fl
   const __mmask16 at = _mm512_mask_cmp_ps_mask(km, v, _mm512_set1_ps(zmax), _CMP_EQ_OQ);
   *arg = at ? (int32_t)__builtin_ctz((unsigned)at) : 0;
   if (_mm512_mask_cmp_ps_mask(km, d, _mm512_setzero_ps(), _CMP_NEQ_UQ)) return -1.0;
-  const __m512 x = _mm512_max_ps(_mm512_sub_ps(v, _mm512_set1_ps(zmax)), _mm512_set1_ps(-87.0f));
-  const __m512i ni = _mm512_cvttps_epi32(
-      _mm512_sub_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _mm512_set1_ps(0.5f)));
-  const __m512 n = _mm512_cvtepi32_ps(ni);
-  const __m512 t = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f))),
-                                 _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(0.5f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f));
-  p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(1.0f));
-  const __m512 scale =
-      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(ni, _mm512_set1_epi32(127)), 23));
-  const __m512 e = _mm512_maskz_mul_ps(km, p, scale);
+  const __m512 e = _mm512_maskz_mov_ps(km, route_exp16(_mm512_sub_ps(v, _mm512_set1_ps(zmax))));
   __m128 acc = _mm512_castps512_ps128(e);
   acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 1));
   acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 2));
@@ -217,6 +217,150 @@ double effml__softmax_row(const double *z, int64_t K, double *p) {
     if (p[k] > top) top = p[k];
   }
   return top;
+}
+
+/* ---- the last stage's prediction on the routing-only path (effml__tail_block) ----
+ *
+ * Error of one member's f32 probability p~_k = fl(e~_k * fl(1 / S~)) against the exact p_k
+ * (u = 2^-24; x_k = z_k - max z <= 0, computed in f32 as x~_k = x_k (1 + a), |a| <= u):
+ *  - the exp polynomial (route_exp1) has relative error b <= 1e-6 (Taylor remainder
+ *    |t|^7 / 7! * e^|t| < 2e-7 for |t| <= ln2/2, plus the rounding of seven f32 steps), and
+ *    the rounded argument adds e^x u |x| <= u / e absolutely (max of |x| e^x is 1/e);
+ *    below the clamp at -87 the true value and e~ are both under 2^-125;
+ *  - so |e~_k - e_k| <= b e_k + u/e, and S~ = fl(sum e~_k) (S >= 1) is within
+ *    b + K u / e + (K - 1) u (1 + b) relatively of S; 1/S~ rounds once more;
+ *  - hence |p~_k - p_k| <= 2b + (1.4 K + 3) u for p_k <= 1.
+ * effml__tail_bound returns twice that, 4e-6 + (2.8 K + 6) u; the tests measure the error
+ * on adversarial rows and find it below a quarter of the bound.  The sum of two members
+ * adds one more rounding (<= 2u), covered by the factor two.  The exact path's own error
+ * (f64) is below 1e-15. */
+double effml__tail_bound(int64_t K) { return 4e-6 + (2.8 * (double)K + 6.0) * 0x1.0p-24; }
+
+static inline const float *tail_row(const effml__tail_block *t, int32_t i, int64_t j) {
+  const int64_t r = t->row_index[i] ? t->row_index[i][j] : j;
+  return t->base[i] + r * t->rs[i];
+}
+
+int effml__tail_fast_probs(const effml__tail_block *t, int64_t j, float *q) {
+  const int64_t K = t->K;
+  for (int64_t k = 0; k < K; ++k) q[k] = 0.0f;
+  for (int32_t i = 0; i < t->members; ++i) {
+    const float *z = tail_row(t, i, j);
+    float zmax = z[0], fin = z[0] - z[0];
+    for (int64_t k = 1; k < K; ++k) {
+      fin += z[k] - z[k];
+      if (z[k] > zmax) zmax = z[k];
+    }
+    if (fin != 0.0f) return 0;
+    float e[256], sum = 0.0f;
+    for (int64_t k = 0; k < K; ++k) sum += (e[k] = route_exp1(z[k] - zmax));
+    const float inv = 1.0f / sum;
+    for (int64_t k = 0; k < K; ++k) q[k] += e[k] * inv;
+  }
+  return 1;
+}
+
+int32_t effml__tail_exact_pred(const effml__tail_block *t, int64_t j) {
+  /* member 0 as exit_routed's effml__softmax_row, later members as stage_row's mean:
+   * acc_k = e_k * (1 / sum) summed over the members in order, argmax (lowest index) */
+  const int64_t K = t->K;
+  double acc[256], e[256];
+  for (int32_t i = 0; i < t->members; ++i) {
+    const float *z = tail_row(t, i, j);
+    double zmax = -INFINITY;
+    for (int64_t k = 0; k < K; ++k)
+      if ((double)z[k] > zmax) zmax = (double)z[k];
+    double sum = 0.0;
+    for (int64_t k = 0; k < K; ++k) sum += (e[k] = exp((double)z[k] - zmax));
+    const double inv_sum = 1.0 / sum;
+    for (int64_t k = 0; k < K; ++k) acc[k] = i == 0 ? e[k] * inv_sum : acc[k] + e[k] * inv_sum;
+  }
+  int64_t arg = 0;
+  for (int64_t k = 1; k < K; ++k)
+    if (acc[k] > acc[arg]) arg = k;
+  return (int32_t)arg;
+}
+
+/* Index of the first non-finite logit of the last member's row j, or -1. */
+static int64_t tail_bad(const effml__tail_block *t, int64_t j) {
+  const float *z = tail_row(t, t->members - 1, j);
+  for (int64_t k = 0; k < t->K; ++k)
+    if (!isfinite(z[k])) return k;
+  return -1;
+}
+
+#ifdef EFFML__ROUTE_AVX512
+/* q~ of row j for K <= 16 in one register (same bound: the same exp, other summation
+ * orders); returns the certified argmax, or -1 when the top two are within the bound, or
+ * -2 for a non-finite logit. */
+__attribute__((target("avx512f"))) static int32_t tail_row_avx512(const effml__tail_block *t,
+                                                                  int64_t j, float gap) {
+  const __mmask16 km = (__mmask16)((1u << t->K) - 1u);
+  __m512 q = _mm512_setzero_ps();
+  for (int32_t i = 0; i < t->members; ++i) {
+    const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), km, tail_row(t, i, j));
+    if (_mm512_mask_cmp_ps_mask(km, _mm512_maskz_sub_ps(km, v, v), _mm512_setzero_ps(),
+                                _CMP_NEQ_UQ))
+      return -2;
+    const __m512 e =
+        _mm512_maskz_mov_ps(km, route_exp16(_mm512_sub_ps(v, _mm512_set1_ps(_mm512_reduce_max_ps(v)))));
+    q = _mm512_add_ps(q, _mm512_mul_ps(e, _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(e))));
+  }
+  q = _mm512_mask_mov_ps(_mm512_set1_ps(-1.0f), km, q);
+  const float top1 = _mm512_reduce_max_ps(q);
+  const unsigned at = (unsigned)_mm512_cmp_ps_mask(q, _mm512_set1_ps(top1), _CMP_EQ_OQ);
+  const int32_t arg = (int32_t)__builtin_ctz(at);
+  const float top2 = _mm512_reduce_max_ps(_mm512_mask_mov_ps(q, (__mmask16)(1u << arg), _mm512_set1_ps(-1.0f)));
+  return top1 - top2 > gap ? arg : -1;
+}
+#endif
+
+int64_t effml__tail_rows(const effml__tail_block *t, int64_t begin, int64_t end,
+                         int64_t *fallbacks) {
+  const int64_t K = t->K;
+  /* certified when the computed gap exceeds both q~'s errors: members * bound each */
+  const float gap = (float)(2.0 * (double)t->members * effml__tail_bound(K));
+  int64_t fb = 0;
+#ifdef EFFML__ROUTE_AVX512
+  if (K <= 16 && t->isa >= EFFML_CORE_ISA_AVX512) {
+    for (int64_t j = begin; j < end; ++j) {
+      int32_t a = tail_row_avx512(t, j, gap);
+      if (a == -2) { /* a non-finite logit: name the last member's, or fall back */
+        const int64_t k = tail_bad(t, j);
+        if (k >= 0) return j * K + k;
+        a = -1;
+      }
+      if (a < 0) {
+        a = effml__tail_exact_pred(t, j);
+        ++fb;
+      }
+      t->pred[j] = a;
+    }
+    *fallbacks += fb;
+    return -1;
+  }
+#endif
+  float q[256];
+  for (int64_t j = begin; j < end; ++j) {
+    const int fast = effml__tail_fast_probs(t, j, q);
+    if (!fast) {
+      const int64_t k = tail_bad(t, j);
+      if (k >= 0) return j * K + k;
+    }
+    int64_t arg = 0;
+    for (int64_t k = 1; k < K; ++k)
+      if (q[k] > q[arg]) arg = k;
+    float top2 = -1.0f;
+    for (int64_t k = 0; k < K; ++k)
+      if (k != arg && q[k] > top2) top2 = q[k];
+    if (!fast || !(q[arg] - top2 > gap)) {
+      arg = effml__tail_exact_pred(t, j);
+      ++fb;
+    }
+    t->pred[j] = (int32_t)arg;
+  }
+  *fallbacks += fb;
+  return -1;
 }
 
 /* Row r's logits as doubles into zb, with the common layouts unrolled from the

@@ -24,16 +24,29 @@
  *            thread owns its lanes, block-rows summed in order)
  *   dW       g = ⟨dYᵀ[r, :], Xᵀ[c, :]⟩        split over block-rows
  *
- * Every output is summed in one fixed order, so results do not depend on the
+ * Work is handed out in chunks from a shared counter (run_chunks), so a
+ * thread that gets less CPU takes fewer chunks instead of holding the others
+ * up.  Every output is summed in one fixed order, so results do not depend on the
  * thread count.
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "sparse_internal.h"
 
 typedef float bsp_v16 __attribute__((vector_size(64)));
+typedef int32_t bsp_i16 __attribute__((vector_size(64)));
+/* lanes of two bsp_v16 picked by 16 constant indices 0..31 (a macro list) */
+#if defined(__clang__)
+#  define BSP_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#  define BSP_SHUF(a, b, ...) __builtin_shuffle(a, b, (bsp_i16){__VA_ARGS__})
+#endif
 
 #define BSP_PF 8
+#ifndef BSP_DXW
+#  define BSP_DXW 64 /* widest dX panel, lanes */
+#endif
 
 #define BSP_SUFFIX generic
 #define BSP_TARGET
@@ -151,11 +164,55 @@ static int64_t min_items(int64_t items, int64_t nnz, int64_t ldb) {
   return mn < 1.0 ? 1 : (int64_t)mn;
 }
 
+/* Chunks of a range handed out from a shared counter.  Each thread keeps
+ * taking the next `chunk` items until none are left, so when one thread gets
+ * less CPU (another process on its core, OpenBLAS's workers still
+ * busy-waiting after a GEMM, which they do for ~0.1 s) the others take over
+ * its share instead of waiting for it at the join.  Which thread runs an item
+ * does not change its result: each item's outputs are computed whole, in one
+ * order, by whoever takes it. */
+typedef struct {
+  atomic_llong next;
+  int64_t items, chunk;
+  effml__range_fn fn;
+  void *arg;
+} chunk_job;
+
+static void chunk_worker(void *arg, int64_t b, int64_t e, int32_t w) {
+  chunk_job *c = (chunk_job *)arg;
+  for (;;) {
+    const int64_t s = atomic_fetch_add_explicit(&c->next, c->chunk, memory_order_relaxed);
+    if (s >= c->items) return;
+    c->fn(c->arg, s, s + c->chunk < c->items ? s + c->chunk : c->items, w);
+  }
+}
+
+/* fn over [0, items) on up to the context's threads, at least `min_per`
+ * items per thread, in chunks of `chunk` items (0: about 32 per thread). */
+static void run_chunks(effml_context *ctx, int64_t items, int64_t min_per, int64_t chunk,
+                       effml__range_fn fn, void *arg) {
+  int64_t nt = effml__ctx_threads(ctx);
+  if (min_per < 1) min_per = 1;
+  if (nt > items / min_per) nt = items / min_per;
+  if (nt > 64) nt = 64;
+  if (nt <= 1) {
+    if (items > 0) fn(arg, 0, items, 0);
+    return;
+  }
+  chunk_job c;
+  atomic_init(&c.next, 0);
+  c.items = items;
+  c.chunk = chunk > 0 ? chunk : (items + 32 * nt - 1) / (32 * nt);
+  c.fn = fn;
+  c.arg = arg;
+  (void)effml__parallel_for(ctx, nt, 1, chunk_worker, &c);
+}
+
 void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v, const float *XT,
                       int64_t ldb, int accumulate, float *YT, int isa) {
   fwd_job j = {pick(ctx, isa), m, v, XT, ldb, accumulate, YT};
   const int64_t items = (m->rows + 3) / 4;
-  (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), fwd_range, &j);
+  run_chunks(ctx, items, min_items(items, m->nnz, ldb), 0, fwd_range, &j);
 }
 
 /* ---------------- dX ---------------- */
@@ -189,7 +246,8 @@ void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, const float *v, 
                      int64_t ldb, int accumulate, float *DXT, int isa) {
   dx_job j = {pick(ctx, isa), m, v, DYT, ldb, accumulate, DXT};
   const int64_t items = ldb / 16;
-  (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), dx_range, &j);
+  /* chunks of 4 items = 64 lanes, the widest dX panel */
+  run_chunks(ctx, items, min_items(items, m->nnz, ldb), 4, dx_range, &j);
 }
 
 /* ---------------- dW (nonzeros only) ---------------- */
@@ -234,7 +292,7 @@ void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT, 
                    int64_t ldb, float *g, int isa) {
   dw_job j = {pick(ctx, isa), m, DYT, XT, ldb, g};
   const int64_t items = (m->rows + 3) / 4;
-  (void)effml__parallel_for(ctx, items, min_items(items, m->nnz, ldb), dw_range, &j);
+  run_chunks(ctx, items, min_items(items, m->nnz, ldb), 0, dw_range, &j);
 }
 
 void effml__spmat_mul(effml_context *ctx, const effml__spmat *m, const float *v, const float *XT,
