@@ -216,6 +216,63 @@ START_TEST(test_danger_knn_paths_identical) {
 }
 END_TEST
 
+START_TEST(test_knn_f64_each_level) {
+  /* The blocked kNN (effml__knn_f64): the fused AVX-512 register-tile search
+   * and the portable GEMM search both return the brute-force answer (exact
+   * squared distances, ties to the smaller index): reference counts around
+   * the 16-wide panels and the 2048-row blocks, queries with and without a
+   * self index, k from 1 to past the panel width, data far from the origin,
+   * exact duplicates and grid data full of ties, 1 and 2 threads. */
+  const int64_t nrefs[] = {2, 15, 17, 300, 2048 + 37};
+  for (size_t a = 0; a < sizeof nrefs / sizeof nrefs[0]; ++a)
+    for (int kind = 0; kind < 3; ++kind)
+      for (int32_t threads = 1; threads <= 2; ++threads) {
+        const int64_t nr = nrefs[a], d = kind == 2 ? 3 : 7, nq = nr < 200 ? nr : 200;
+        effml_context *ctx = tu_ctx(0);
+        ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+        double *x = malloc(sizeof(double) * (size_t)(nr * d));
+        uint64_t s = 1234 + (uint64_t)(a * 7 + (size_t)kind);
+        for (int64_t i = 0; i < nr; ++i)
+          for (int64_t t = 0; t < d; ++t) {
+            const double u = unif(&s);
+            x[i * d + t] = kind == 0 ? 1000.0 + u               /* far from the origin */
+                           : kind == 1 ? (i % 5 == 3 ? x[(i - 2) * d + t] : u) /* duplicates */
+                                       : floor(4.0 * u);        /* grid: ties */
+          }
+        int64_t *self = malloc(sizeof(int64_t) * (size_t)nq), rows[4096];
+        for (int64_t i = 0; i < nr; ++i) rows[i] = i;
+        for (int64_t i = 0; i < nq; ++i) self[i] = (i * 13) % nr;
+        double *q = malloc(sizeof(double) * (size_t)(nq * d));
+        for (int64_t i = 0; i < nq; ++i) memcpy(q + i * d, x + self[i] * d, sizeof(double) * (size_t)d);
+        const int64_t kmax = nr - 1 < 61 ? nr - 1 : 61;
+        const int64_t kk[3] = {1, kmax < 5 ? kmax : 5, kmax};
+        for (int ki = 0; ki < 3; ++ki) {
+          const int64_t k = kk[ki];
+          int64_t *got = malloc(sizeof(int64_t) * (size_t)(nq * k)), want[64];
+          double *dist = malloc(sizeof(double) * (size_t)(nq * k));
+          for (int lvl = 0; lvl <= 1; ++lvl) {
+            ck_assert_int_eq(effml_context_set_isa_level(ctx, lvl ? effml_context_isa_level(NULL)
+                                                               : EFFML_CORE_ISA_PORTABLE),
+                             EFFML_OK);
+            ck_assert_int_eq(effml__knn_f64(ctx, x, nr, q, nq, d, k, self, 0, got, dist), EFFML_OK);
+            for (int64_t i = 0; i < nq; ++i) {
+              brute(x, rows, nr, d, k, self[i], want);
+              for (int64_t t = 0; t < k; ++t)
+                ck_assert_msg(got[i * k + t] == want[t],
+                              "refs %lld kind %d k %lld level %d query %lld, neighbour %lld: %lld vs %lld",
+                              (long long)nr, kind, (long long)k, lvl, (long long)i, (long long)t,
+                              (long long)got[i * k + t], (long long)want[t]);
+            }
+          }
+          free(got);
+          free(dist);
+        }
+        free(x); free(self); free(q);
+        effml_context_free(ctx);
+      }
+}
+END_TEST
+
 START_TEST(test_kmeans_assign_each_level) {
   /* k-means assignment (the 4 x 8 tile kernel, portable and AVX-512) against a
    * scalar loop: bit-identical squared distances (summed over the features in
@@ -272,6 +329,57 @@ START_TEST(test_kmeans_assign_each_level) {
 }
 END_TEST
 
+START_TEST(test_tomek_repeated_matches_rounds) {
+  /* Repeated Tomek-link removal (kept neighbour lists, knn_shrink.c) gives
+   * the rows of single rounds applied until none removes a row, each round a
+   * fresh 1-NN search over the rows left; on a small integer grid (many
+   * exact ties, broken by position) and on continuous data; with every class
+   * targeted and with one class left alone; 1 and 2 threads. */
+  for (int data = 0; data < 2; ++data)
+    for (int tg = 0; tg < 2; ++tg)
+      for (int32_t threads = 1; threads <= 2; ++threads) {
+        effml_context *ctx = tu_ctx(0);
+        ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+        const int64_t m = data ? 1200 : 700, d = data ? 3 : 2;
+        double *x = malloc(sizeof(double) * (size_t)(m * d));
+        int64_t *cls = malloc(sizeof(int64_t) * (size_t)m);
+        uint64_t s = 5 + (uint64_t)data;
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t t = 0; t < d; ++t) x[i * d + t] = data ? unif(&s) : floor(8.0 * unif(&s));
+          const double u = unif(&s);
+          cls[i] = u < 0.5 ? 0 : u < 0.8 ? 1 : 2;
+        }
+        const char targeted[3] = {1, 1, (char)!tg};
+        int64_t *keep = malloc(sizeof(int64_t) * (size_t)m), nk = 0;
+        ck_assert_int_eq(effml__tomek_pass(ctx, x, m, d, cls, targeted, 0, 1, keep, &nk), EFFML_OK);
+        /* reference: single rounds on the gathered rows */
+        int64_t *cur = malloc(sizeof(int64_t) * (size_t)m), *k1 = malloc(sizeof(int64_t) * (size_t)m);
+        int64_t *cc = malloc(sizeof(int64_t) * (size_t)m), mc = m, rounds = 0;
+        double *xc = malloc(sizeof(double) * (size_t)(m * d));
+        for (int64_t i = 0; i < m; ++i) cur[i] = i;
+        for (;;) {
+          for (int64_t t = 0; t < mc; ++t) {
+            memcpy(xc + t * d, x + cur[t] * d, sizeof(double) * (size_t)d);
+            cc[t] = cls[cur[t]];
+          }
+          int64_t n1 = 0;
+          ck_assert_int_eq(effml__tomek_pass(ctx, xc, mc, d, cc, targeted, 0, 0, k1, &n1), EFFML_OK);
+          ++rounds;
+          for (int64_t t = 0; t < n1; ++t) k1[t] = cur[k1[t]];
+          memcpy(cur, k1, sizeof(int64_t) * (size_t)n1);
+          if (n1 == mc) break;
+          mc = n1;
+        }
+        ck_assert_int_ge(rounds, 3);
+        ck_assert_msg(nk == mc, "data %d tg %d threads %d: %lld rows, rounds give %lld", data, tg,
+                      threads, (long long)nk, (long long)mc);
+        ck_assert_mem_eq(keep, cur, sizeof(int64_t) * (size_t)mc);
+        free(x); free(cls); free(keep); free(cur); free(k1); free(cc); free(xc);
+        effml_context_free(ctx);
+      }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_knn");
   TCase *tc = tcase_create("within");
@@ -282,7 +390,9 @@ int main(void) {
   tcase_add_test(tc, test_within_i16_outlier);
   tcase_add_test(tc, test_within_errors);
   tcase_add_test(tc, test_danger_knn_paths_identical);
+  tcase_add_test(tc, test_knn_f64_each_level);
   tcase_add_test(tc, test_kmeans_assign_each_level);
+  tcase_add_test(tc, test_tomek_repeated_matches_rounds);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

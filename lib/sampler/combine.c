@@ -38,9 +38,62 @@ double *effml__plan_rows_f64(effml_context *ctx, const double *x, int64_t d,
   return o;
 }
 
+/* effml__tomek_pass with repeat: rounds until no targeted link is left, each
+ * row's nearest live row from its kept neighbour list (knn_shrink.c: the
+ * live order never changes, so a list answers as long as one of its rows is
+ * live), searching again only the rows that lost all of theirs. */
+static effml_status tomek_repeated(effml_context *ctx, const double *xs, int64_t m, int64_t d,
+                                   const int64_t *cls, const char *targeted, int64_t block_rows,
+                                   int64_t *keep, int64_t *n_keep) {
+  effml__knn_cache S;
+  EFFML__TRY(effml__knn_cache_init(ctx, &S, m, 3));
+  int64_t *cur = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "rows");
+  int64_t *q = cur ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "rows") : NULL;
+  int64_t *nn = q ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "neighbours") : NULL;
+  char *dead = nn ? (char *)effml__calloc(ctx, (size_t)m + 1, 1) : NULL;
+  effml_status st = dead ? EFFML_OK : EFFML_E_NOMEM;
+  int64_t mc = m;
+  for (int64_t i = 0; cur && i < m; ++i) cur[i] = i;
+  while (st == EFFML_OK && mc >= 2) {
+    int64_t nq = 0;
+    for (int64_t t = 0; t < mc; ++t)
+      if (!effml__knn_cache_get(&S, dead, cur[t], 1, 0, nn + cur[t])) q[nq++] = cur[t];
+    st = effml__knn_cache_fill(ctx, &S, xs, d, cur, mc, q, nq, 0, block_rows);
+    for (int64_t t = 0; st == EFFML_OK && t < nq; ++t)
+      if (!effml__knn_cache_get(&S, dead, q[t], 1, 0, nn + q[t]))
+        st = effml__err(ctx, EFFML_E_STATE, "Tomek links: row %lld has no neighbour list (a bug)",
+                        (long long)q[t]);
+    if (st != EFFML_OK) break;
+    int64_t nk = 0;
+    for (int64_t t = 0; t < mc; ++t) {
+      const int64_t i = cur[t], j = nn[i];
+      const int linked = cls[i] != cls[j] && nn[j] == i;
+      if (linked && targeted[cls[i]]) {
+        dead[i] = 1; /* the decisions read nn[], never dead[]: same round, same lists */
+        continue;
+      }
+      cur[nk++] = i;
+    }
+    const int changed = nk != mc;
+    mc = nk;
+    if (!changed) break;
+  }
+  if (st == EFFML_OK) {
+    memcpy(keep, cur, (size_t)mc * sizeof(int64_t));
+    *n_keep = mc;
+  }
+  effml__knn_cache_free(ctx, &S);
+  effml__free(ctx, cur);
+  effml__free(ctx, q);
+  effml__free(ctx, nn);
+  effml__free(ctx, dead);
+  return st;
+}
+
 effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m, int64_t d,
                                const int64_t *cls, const char *targeted, int64_t block_rows,
                                int repeat, int64_t *keep, int64_t *n_keep) {
+  if (repeat && m >= 2) return tomek_repeated(ctx, xs, m, d, cls, targeted, block_rows, keep, n_keep);
   int64_t *nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "neighbours");
   int64_t *self = nn ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "rows") : NULL;
   int64_t *cur = self ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "rows") : NULL;

@@ -8,6 +8,13 @@
  * duplicates are at distance 0 and ties go to the smaller index -- the GEMM
  * expansion alone is not exact enough for that.  Memory: per worker one
  * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
+ * On AVX-512 (the context's ISA level) the candidates come instead from a
+ * fused register tile: 4 queries x 16 references of dot products (FMA over the
+ * features, the references packed once into 16-wide panels), turned into the
+ * same keys and compared with each query's current K-th key in-register; no
+ * GEMM tile is written, and no BLAS runs inside the workers (whose own
+ * threads would compete with them).  The keys differ from the GEMM ones in
+ * rounding only, and the exact re-rank makes the answers the same.
  * Threads: query blocks are split over the context's workers; the result
  * does not depend on the split.  k has no limit beyond the reference rows;
  * each candidate insertion costs O(k), so a very large k is slow, not wrong. */
@@ -15,9 +22,14 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "sampler_internal.h"
 
 #define KNN_SLACK 4
+#define KNN_NR 16 /* references per panel (two 8-lane vectors) */
 
 typedef struct {
   const double *ref, *q;
@@ -32,6 +44,9 @@ typedef struct {
   double *rr_v;      /* [workers][K]: exact re-rank */
   int64_t *rr_i;     /* [workers][K] */
   int64_t base;      /* first block of the current round */
+  int64_t rblock;    /* references per block */
+  double *pan;       /* AVX-512 path: [workers][RBLOCK / 16][d][16] packed reference block, else NULL */
+  const double *rnp; /* AVX-512 path: |r|^2 padded with +inf to the panel width */
   int8_t refused[64]; /* per worker: a BLAS call was refused (unreachable: sizes checked first) */
 } knn_job;
 
@@ -56,10 +71,72 @@ static inline void cand_insert(double *cv, int64_t *ci, int64_t K, double v, int
   ci[p] = j;
 }
 
+#if defined(__x86_64__)
+/* Candidates of queries q0 .. q0 + nq against references r0 .. r0 + nr (r0 a
+ * multiple of KNN_NR): 4 queries x 16 references per register tile. */
+__attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J, const double *pan,
+                                                               int64_t q0, int64_t nq, int64_t r0,
+                                                               int64_t nr, double *cvs,
+                                                               int64_t *cis) {
+  const int64_t d = J->d, K = J->K, rend = r0 + nr;
+  const __m512d m2 = _mm512_set1_pd(-2.0);
+  for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+    const int64_t mr = nq - i0 < 4 ? nq - i0 : 4;
+    const double *qr[4];
+    int64_t self[4];
+    for (int64_t r = 0; r < 4; ++r) {
+      const int64_t i = q0 + i0 + (r < mr ? r : 0);
+      qr[r] = J->q + i * d;
+      self[r] = J->self_index ? J->self_index[i] : -1;
+    }
+    for (int64_t j0 = r0; j0 < rend; j0 += KNN_NR) {
+      const double *p = pan + ((j0 - r0) / KNN_NR) * d * KNN_NR;
+      __m512d a00 = _mm512_setzero_pd(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
+              a30 = a00, a31 = a00;
+      for (int64_t t = 0; t < d; ++t) {
+        const __m512d p0 = _mm512_loadu_pd(p + t * KNN_NR), p1 = _mm512_loadu_pd(p + t * KNN_NR + 8);
+        __m512d b = _mm512_set1_pd(qr[0][t]);
+        a00 = _mm512_fmadd_pd(b, p0, a00);
+        a01 = _mm512_fmadd_pd(b, p1, a01);
+        b = _mm512_set1_pd(qr[1][t]);
+        a10 = _mm512_fmadd_pd(b, p0, a10);
+        a11 = _mm512_fmadd_pd(b, p1, a11);
+        b = _mm512_set1_pd(qr[2][t]);
+        a20 = _mm512_fmadd_pd(b, p0, a20);
+        a21 = _mm512_fmadd_pd(b, p1, a21);
+        b = _mm512_set1_pd(qr[3][t]);
+        a30 = _mm512_fmadd_pd(b, p0, a30);
+        a31 = _mm512_fmadd_pd(b, p1, a31);
+      }
+      const __m512d n0 = _mm512_loadu_pd(J->rnp + j0), n1 = _mm512_loadu_pd(J->rnp + j0 + 8);
+      __m512d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+      for (int64_t r = 0; r < mr; ++r) {
+        double *cv = cvs + (i0 + r) * K;
+        int64_t *ci = cis + (i0 + r) * K;
+        const __m512d k0 = _mm512_fmadd_pd(m2, acc[r][0], n0), k1 = _mm512_fmadd_pd(m2, acc[r][1], n1);
+        const __m512d w = _mm512_set1_pd(cv[K - 1]);
+        unsigned mask = (unsigned)_mm512_cmp_pd_mask(k0, w, _CMP_LT_OQ) |
+                        ((unsigned)_mm512_cmp_pd_mask(k1, w, _CMP_LT_OQ) << 8);
+        if (!mask) continue;
+        double kk[KNN_NR];
+        _mm512_storeu_pd(kk, k0);
+        _mm512_storeu_pd(kk + 8, k1);
+        while (mask) {
+          const int b = __builtin_ctz(mask);
+          mask &= mask - 1;
+          const int64_t j = j0 + b;
+          if (j != self[r] && kk[b] < cv[K - 1]) cand_insert(cv, ci, K, kk[b], j);
+        }
+      }
+    }
+  }
+}
+#endif
+
 static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   knn_job *J = (knn_job *)arg;
   const int64_t K = J->K, d = J->d, bq = J->bq;
-  double *tile = J->tiles + (size_t)worker * (size_t)(bq * EFFML__KNN_RBLOCK);
+  double *tile = J->tiles ? J->tiles + (size_t)worker * (size_t)(bq * EFFML__KNN_RBLOCK) : NULL;
   double *cvs = J->cand_v + (size_t)worker * (size_t)(bq * K);
   int64_t *cis = J->cand_i + (size_t)worker * (size_t)(bq * K);
   for (int64_t b = J->base + b0; b < J->base + b1; ++b) {
@@ -68,8 +145,20 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
       cvs[t] = INFINITY;
       cis[t] = INT64_MAX;
     }
-    for (int64_t r0 = 0; r0 < J->n_ref; r0 += EFFML__KNN_RBLOCK) {
-      int64_t nr = J->n_ref - r0 < EFFML__KNN_RBLOCK ? J->n_ref - r0 : EFFML__KNN_RBLOCK;
+    for (int64_t r0 = 0; r0 < J->n_ref; r0 += J->rblock) {
+      int64_t nr = J->n_ref - r0 < J->rblock ? J->n_ref - r0 : J->rblock;
+#if defined(__x86_64__)
+      if (J->pan) {
+        /* this block of references in 16-wide panels, feature-major (zero padding, norm +inf) */
+        double *pan = J->pan + (size_t)worker * (size_t)(J->rblock * d);
+        const int64_t npad = (nr + KNN_NR - 1) / KNN_NR * KNN_NR;
+        for (int64_t j = 0; j < npad; ++j)
+          for (int64_t t = 0; t < d; ++t)
+            pan[((j / KNN_NR) * d + t) * KNN_NR + j % KNN_NR] = j < nr ? J->ref[(r0 + j) * d + t] : 0.0;
+        knn_scan_avx512(J, pan, q0, nq, r0, nr, cvs, cis);
+        continue;
+      }
+#endif
       /* Sizes checked by effml__knn_f64 before the workers start: never refused. */
       if (effml__dgemm(NULL, CblasNoTrans, CblasTrans, nq, nr, d, 1.0, J->q + q0 * d, d,
                        J->ref + r0 * d, d, 0.0, tile, nr) != EFFML_OK) {
@@ -146,17 +235,34 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
 
   knn_job J;
   memset(&J, 0, sizeof J);
-  double *rnorm = (double *)effml__alloc_or_err(ctx, (size_t)n_ref * sizeof(double), "kNN norms");
+#if defined(__x86_64__)
+  const int fused = effml__ctx_isa(ctx) >= EFFML_CORE_ISA_AVX512;
+#else
+  const int fused = 0;
+#endif
+  const int64_t n_pan = (n_ref + KNN_NR - 1) / KNN_NR * KNN_NR;
+  double *rnorm = (double *)effml__alloc_or_err(ctx, (size_t)n_pan * sizeof(double), "kNN norms");
   if (!rnorm) return EFFML_E_NOMEM;
+  double *pan = NULL;
   size_t tile_n = (size_t)workers * (size_t)(bq * EFFML__KNN_RBLOCK);
   size_t cand_n = (size_t)workers * (size_t)(bq * K);
-  J.tiles = (double *)effml__malloc(ctx, tile_n * sizeof(double));
+  /* fused: a block's panels stay within 256 KiB (2048 references up to d = 16) */
+  J.rblock = EFFML__KNN_RBLOCK;
+  if (fused) {
+    J.rblock = 32768 / d / KNN_NR * KNN_NR;
+    if (J.rblock < KNN_NR) J.rblock = KNN_NR;
+    if (J.rblock > EFFML__KNN_RBLOCK) J.rblock = EFFML__KNN_RBLOCK;
+    pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double));
+  }
+  else
+    J.tiles = (double *)effml__malloc(ctx, tile_n * sizeof(double));
   J.cand_v = (double *)effml__malloc(ctx, cand_n * sizeof(double));
   J.cand_i = (int64_t *)effml__malloc(ctx, cand_n * sizeof(int64_t));
   J.rr_v = (double *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(double));
   J.rr_i = (int64_t *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(int64_t));
-  if (!J.tiles || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
+  if (!(J.tiles || pan) || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
     effml__free(ctx, rnorm);
+    effml__free(ctx, pan);
     effml__free(ctx, J.tiles);
     effml__free(ctx, J.cand_v);
     effml__free(ctx, J.cand_i);
@@ -170,6 +276,11 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     double s = 0;
     for (int64_t t = 0; t < d; ++t) s += r[t] * r[t];
     rnorm[j] = s;
+  }
+  if (pan) { /* padding references (never a candidate): norm +inf */
+    for (int64_t j = n_ref; j < n_pan; ++j) rnorm[j] = INFINITY;
+    J.pan = pan;
+    J.rnp = rnorm;
   }
   J.ref = ref;
   J.q = q;
@@ -196,6 +307,7 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
       if (J.refused[w]) st = effml__err(ctx, EFFML_E_UNSUPPORTED, "kNN: a block GEMM was refused");
   }
   effml__free(ctx, rnorm);
+  effml__free(ctx, pan);
   effml__free(ctx, J.tiles);
   effml__free(ctx, J.cand_v);
   effml__free(ctx, J.cand_i);
