@@ -161,11 +161,103 @@ START_TEST(test_block_kernels_each_isa) {
 }
 END_TEST
 
+START_TEST(test_block_kernels_chunked_threads) {
+  /* The block kernels hand out block-rows (dX: 64-lane panels) in chunks from
+   * a shared counter.  On a matrix big enough for 2 and 3 threads to take
+   * many chunks each (101 block-rows incl. a 2-row tail; batch 200 = three
+   * 64-lane dX panels + 16 lanes), every ISA build gives the same bytes for
+   * 1, 2 and 3 threads, in plain and accumulate mode, and matches a
+   * double-precision reference. */
+  effml_context *ctx = tu_ctx(11);
+  const int64_t rows = 402, cols = 300, B = 200, ldb = 208;
+  int64_t *pos = NULL, nnz = 0;
+  ck_assert_int_eq(effml__random_block_positions(ctx, effml__ctx_rng(ctx), rows, cols, 4, 12060,
+                                                 &pos, &nnz), EFFML_OK);
+  effml__spmat m;
+  memset(&m, 0, sizeof m);
+  m.block = 4;
+  ck_assert_int_eq(effml__spmat_init_positions(ctx, &m, rows, cols, nnz, pos), EFFML_OK);
+  ck_assert(effml__spmat_is_blocked(&m, 4));
+  const size_t ny = (size_t)(rows * ldb), nx = (size_t)(cols * ldb);
+  float *v = malloc(sizeof(float) * (size_t)nnz), *X = malloc(sizeof(float) * (size_t)(B * cols));
+  float *DY = malloc(sizeof(float) * (size_t)(B * rows));
+  float *XT = malloc(sizeof(float) * nx), *DYT = malloc(sizeof(float) * ny);
+  float *YT[2], *DXT[2], *G[2], *YA[2], *DXA[2];
+  for (int k = 0; k < 2; ++k) {
+    YT[k] = malloc(sizeof(float) * ny);
+    YA[k] = malloc(sizeof(float) * ny);
+    DXT[k] = malloc(sizeof(float) * nx);
+    DXA[k] = malloc(sizeof(float) * nx);
+    G[k] = malloc(sizeof(float) * (size_t)nnz);
+  }
+  fill(v, nnz, 21);
+  fill(X, B * cols, 22);
+  fill(DY, B * rows, 23);
+  effml__transpose_in(ctx, X, B, cols, XT, ldb);
+  effml__transpose_in(ctx, DY, B, rows, DYT, ldb);
+  const int cpu = (int)effml_core_isa_level();
+  for (int isa = 0; isa <= cpu; ++isa)
+    for (int32_t threads = 1; threads <= 3; ++threads) {
+      const int k = threads > 1; /* [0]: one thread, [1]: this run */
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+      memset(YT[k], 0xff, sizeof(float) * ny); /* NaN: an item left out shows */
+      memset(DXT[k], 0xff, sizeof(float) * nx);
+      memset(G[k], 0xff, sizeof(float) * (size_t)nnz);
+      effml__bspmm_fwd(ctx, &m, v, XT, ldb, 0, YT[k], isa);
+      effml__bspmm_dx(ctx, &m, v, DYT, ldb, 0, DXT[k], isa);
+      effml__bsddmm(ctx, &m, DYT, XT, ldb, G[k], isa);
+      memcpy(YA[k], DYT, sizeof(float) * ny); /* accumulate onto nonzero data */
+      memcpy(DXA[k], XT, sizeof(float) * nx);
+      effml__bspmm_fwd(ctx, &m, v, XT, ldb, 1, YA[k], isa);
+      effml__bspmm_dx(ctx, &m, v, DYT, ldb, 1, DXA[k], isa);
+      if (threads == 1) {
+        double ey = 0, edx = 0, eg = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double s = 0;
+            for (int64_t p = m.row_ptr[r]; p < m.row_ptr[r + 1]; ++p)
+              s += (double)v[p] * X[b * cols + m.col_idx[p]];
+            ey = fmax(ey, fabs(s - YT[0][r * ldb + b]));
+          }
+          for (int64_t c = 0; c < cols; ++c) {
+            double s = 0;
+            for (int64_t q = m.t_ptr[c]; q < m.t_ptr[c + 1]; ++q)
+              s += (double)v[m.t_pos[q]] * DY[b * rows + m.t_idx[q]];
+            edx = fmax(edx, fabs(s - DXT[0][c * ldb + b]));
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t p = m.row_ptr[r]; p < m.row_ptr[r + 1]; ++p) {
+            double s = 0;
+            for (int64_t b = 0; b < B; ++b) s += (double)DY[b * rows + r] * X[b * cols + m.col_idx[p]];
+            eg = fmax(eg, fabs(s - G[0][p]));
+          }
+        ck_assert_msg(ey <= 1e-5 && edx <= 1e-5 && eg <= 1e-4, "isa %d: |dy| %g |dx| %g |dw| %g",
+                      isa, ey, edx, eg);
+        continue;
+      }
+      ck_assert_msg(memcmp(YT[0], YT[1], sizeof(float) * ny) == 0, "isa %d, %d threads: forward", isa, (int)threads);
+      ck_assert_msg(memcmp(DXT[0], DXT[1], sizeof(float) * nx) == 0, "isa %d, %d threads: dX", isa, (int)threads);
+      ck_assert_msg(memcmp(G[0], G[1], sizeof(float) * (size_t)nnz) == 0, "isa %d, %d threads: dW", isa, (int)threads);
+      ck_assert_msg(memcmp(YA[0], YA[1], sizeof(float) * ny) == 0, "isa %d, %d threads: forward, accumulate", isa, (int)threads);
+      ck_assert_msg(memcmp(DXA[0], DXA[1], sizeof(float) * nx) == 0, "isa %d, %d threads: dX, accumulate", isa, (int)threads);
+    }
+  for (int k = 0; k < 2; ++k) {
+    free(YT[k]); free(YA[k]); free(DXT[k]); free(DXA[k]); free(G[k]);
+  }
+  free(v); free(X); free(DY); free(XT); free(DYT);
+  effml__free(ctx, pos);
+  effml__spmat_free(ctx, &m);
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_sparse");
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, test_kernels_vs_reference);
   tcase_add_test(tc, test_block_kernels_each_isa);
+  tcase_add_test(tc, test_block_kernels_chunked_threads);
   suite_add_tcase(s, tc);
   return tu_run(s) ? 1 : 0;
 }

@@ -236,6 +236,45 @@ START_TEST(test_strategy_ties_and_rounding) {
 }
 END_TEST
 
+/* The class counts behind the strategy, read straight from y (<= 256 classes)
+ * or through the full class table (more): i32 and i64 labels, negative,
+ * in no order, against a direct count. */
+START_TEST(test_strategy_counts_many_classes) {
+  effml_context *ctx = tu_ctx(0);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  for (int64_t ncls = 3; ncls <= 300; ncls += 297)
+    for (int wide = 0; wide <= 1; ++wide) {
+      const int64_t n = 20000;
+      effml_tensor *y = NULL, *l = NULL, *v = NULL;
+      ck_assert_int_eq(effml_tensor_create(ctx, wide ? EFFML_I64 : EFFML_I32, 1, &n, &y), EFFML_OK);
+      int64_t cnt[300] = {0};
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t k = (i * 7919 + (i * i) % 13) % ncls; /* uneven counts, no order */
+        cnt[k]++;
+        int64_t lab = 3 * k - 100;
+        if (wide)
+          ((int64_t *)effml_tensor_data(y))[i] = lab;
+        else
+          ((int32_t *)effml_tensor_data(y))[i] = (int32_t)lab;
+      }
+      ck_assert_int_eq(effml_sampler_strategy_resolve(ctx, &o, y, &l, &v), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_shape(l)[0], ncls);
+      int64_t maj = 0;
+      for (int64_t k = 1; k < ncls; ++k)
+        if (cnt[k] > cnt[maj]) maj = k;
+      for (int64_t k = 0; k < ncls; ++k) {
+        ck_assert_int_eq(i64p(l)[k], 3 * k - 100);
+        ck_assert_int_eq(i64p(v)[k], k == maj ? -1 : cnt[maj] - cnt[k]);
+      }
+      effml_tensor_free(l);
+      effml_tensor_free(v);
+      effml_tensor_free(y);
+    }
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* ---- exact kNN ---- */
 static void check_knn_file(const char *csv, const char *ref_name, int threads) {
   effml_context *ctx = tu_ctx(0);
@@ -955,6 +994,7 @@ static Suite *sampler_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_strategy_reference);
   tcase_add_test(tc, test_strategy_ties_and_rounding);
+  tcase_add_test(tc, test_strategy_counts_many_classes);
   tcase_add_test(tc, test_knn_breast_cancer);
   tcase_add_test(tc, test_knn_wine);
   tcase_add_test(tc, test_knn_duplicates);

@@ -46,8 +46,7 @@ effml_status effml__sampler_x_f64(effml_context *ctx, const effml_tensor *x, con
   return EFFML_OK;
 }
 
-effml_status effml__sampler_labels(effml_context *ctx, const effml_tensor *y, int64_t n,
-                                   int64_t **y64) {
+effml_status effml__sampler_labels_check(effml_context *ctx, const effml_tensor *y, int64_t n) {
   if (y == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "argument 'y' is NULL");
   EFFML__TRY(effml__check_tensor(ctx, y, "y", 0, 1, 1));
   if (y->dtype != EFFML_I32 && y->dtype != EFFML_I64)
@@ -56,7 +55,62 @@ effml_status effml__sampler_labels(effml_context *ctx, const effml_tensor *y, in
   if (n >= 0 && y->shape[0] != n)
     return effml__err(ctx, EFFML_E_SHAPE, "y has %lld labels but x has %lld rows",
                       (long long)y->shape[0], (long long)n);
+  return EFFML_OK;
+}
+
+effml_status effml__sampler_labels(effml_context *ctx, const effml_tensor *y, int64_t n,
+                                   int64_t **y64) {
+  EFFML__TRY(effml__sampler_labels_check(ctx, y, n));
   return effml__labels_to_i64(ctx, y, y->shape[0], "labels", y64);
+}
+
+effml_status effml__classes_count(effml_context *ctx, const effml_tensor *y, effml__classes *c) {
+  memset(c, 0, sizeof *c);
+  const int64_t n = y->shape[0];
+  /* Distinct labels in a small sorted set with their counts, read straight
+   * from y (a run of equal labels costs one comparison each); past 256
+   * classes, the full table. */
+  int64_t lab[256], cnt[256], nc = 0, pos = -1, last = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t v = effml__label_at(y, i);
+    if (pos >= 0 && v == last) {
+      cnt[pos]++;
+      continue;
+    }
+    int64_t lo = 0, hi = nc;
+    while (lo < hi) {
+      int64_t mid = (lo + hi) / 2;
+      if (lab[mid] < v) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo == nc || lab[lo] != v) {
+      if (nc == 256) { /* many classes: sort a copy */
+        int64_t *y64 = NULL;
+        EFFML__TRY(effml__labels_to_i64(ctx, y, n, "labels", &y64));
+        effml_status st = effml__classes_build(ctx, y64, n, c);
+        effml__free(ctx, y64);
+        return st;
+      }
+      memmove(lab + lo + 1, lab + lo, (size_t)(nc - lo) * sizeof(int64_t));
+      memmove(cnt + lo + 1, cnt + lo, (size_t)(nc - lo) * sizeof(int64_t));
+      lab[lo] = v;
+      cnt[lo] = 0;
+      ++nc;
+    }
+    cnt[lo]++;
+    pos = lo;
+    last = v;
+  }
+  c->n_classes = nc;
+  c->labels = (int64_t *)effml__malloc(ctx, (size_t)nc * sizeof(int64_t) + 1);
+  c->counts = (int64_t *)effml__malloc(ctx, (size_t)nc * sizeof(int64_t) + 1);
+  if (!c->labels || !c->counts) {
+    effml__classes_free(ctx, c);
+    return effml__err(ctx, EFFML_E_NOMEM, "out of memory for the class table");
+  }
+  memcpy(c->labels, lab, (size_t)nc * sizeof(int64_t));
+  memcpy(c->counts, cnt, (size_t)nc * sizeof(int64_t));
+  return EFFML_OK;
 }
 
 static int cmp_i64(const void *a, const void *b) {

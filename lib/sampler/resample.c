@@ -110,12 +110,10 @@ effml_status effml_sampler_strategy_resolve(effml_context *ctx, const effml_samp
   EFFML__CHECK_NULL(ctx, values);
   effml_sampler_resample_options o;
   EFFML__TRY(read_options(ctx, opt, &o));
-  int64_t *y64 = NULL;
-  EFFML__TRY(effml__sampler_labels(ctx, y, -1, &y64));
-  effml__classes c;
-  effml_status st = effml__classes_build(ctx, y64, y->shape[0], &c);
-  effml__free(ctx, y64);
-  if (st != EFFML_OK) return st;
+  EFFML__TRY(effml__sampler_labels_check(ctx, y, -1));
+  effml__classes c; /* labels and counts are all a strategy looks at */
+  EFFML__TRY(effml__classes_count(ctx, y, &c));
+  effml_status st;
   int64_t *v = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
   effml_tensor *tl = NULL, *tv = NULL;
   st = v ? effml__strategy_resolve(ctx, &o, &c, v) : EFFML_E_NOMEM;

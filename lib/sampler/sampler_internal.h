@@ -86,6 +86,9 @@ EFFML__HIDDEN effml_status effml__sampler_x_f64(effml_context *ctx, const effml_
 /* Labels of y ([n] i32/i64, contiguous) as int64 (allocated copy). */
 EFFML__HIDDEN effml_status effml__sampler_labels(effml_context *ctx, const effml_tensor *y,
                                                  int64_t n, int64_t **y64);
+/* The checks of effml__sampler_labels alone (n < 0: any length). */
+EFFML__HIDDEN effml_status effml__sampler_labels_check(effml_context *ctx, const effml_tensor *y,
+                                                       int64_t n);
 
 /* Class table: sorted distinct labels, counts, and the rows of each class in
  * original order (rows[start[c] .. start[c+1])). */
@@ -101,6 +104,11 @@ typedef struct effml__classes {
 EFFML__HIDDEN effml_status effml__classes_build(effml_context *ctx, const int64_t *y, int64_t n,
                                                 effml__classes *c);
 EFFML__HIDDEN void effml__classes_free(effml_context *ctx, effml__classes *c);
+/* The class table's labels and counts only (start, rows, cls NULL, unless y
+ * has more than 256 classes: then the full table), read straight from y
+ * (checked by effml__sampler_labels_check): no O(n) allocation. */
+EFFML__HIDDEN effml_status effml__classes_count(effml_context *ctx, const effml_tensor *y,
+                                                effml__classes *c);
 
 /* Strategy kinds by method family. */
 #define EFFML__FAMILY_OVER 0

@@ -402,8 +402,8 @@ class BaseSampler(_Base):
             cl = s.adopt(pl)
             vals = s.adopt(pv)
         out = OrderedDict()
-        counts = labels.counts()
-        n_min = min(counts.values())
+        # (cleaning samplers report the minority count; the others need no count here)
+        n_min = min(labels.counts().values()) if self._sampling_type == "clean-sampling" else 0
         for c, v in zip(labels.from_c(cl).tolist(), vals.tolist()):
             if v >= 0:
                 out[c] = n_min if self._sampling_type == "clean-sampling" else int(v)
