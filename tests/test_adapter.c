@@ -576,15 +576,17 @@ static float *lphm_run(effml_context *ctx, effml_layer *l, int64_t b, int dx_wan
 /* The thin LPHM row kernels (n*r <= 16; lib/adapter/phm_rows.c) on shapes that
  * reach every branch: 16-wide column blocks with and without a scalar tail in
  * kin and kout, the column counts with their own unrolled build (n = r*n = 4
- * and 8) and the generic one (n*r = 6, 16), dS/dT in the row kernel (small
- * adapters) and by BLAS (wide), several 64-row chunks with a partial last one.
+ * and 8) and the generic one (n*r = 6, 12, 16), dS/dT in the row kernel
+ * (small adapters, n*r <= 8) and by BLAS (wide with n*r = 12), several 64-row
+ * chunks with a partial last one.
  * Checked against the materialized path (an independent BLAS computation), for
  * thread-count independence (bit for bit), and with W_left frozen and no dx
  * (the other results unchanged, bit for bit). */
 START_TEST(test_lphm_row_kernels) {
   /* in, out, n, r */
-  const int64_t cases[][4] = {{160, 80, 4, 1}, {105, 51, 3, 2}, {128, 24, 8, 1}, {40, 40, 2, 8}, {1200, 1200, 4, 1}};
-  for (int c = 0; c < 5; ++c) {
+  const int64_t cases[][4] = {{160, 80, 4, 1}, {105, 51, 3, 2},   {128, 24, 8, 1},
+                              {40, 40, 2, 8},   {1200, 1200, 4, 1}, {600, 600, 4, 3}};
+  for (int c = 0; c < 6; ++c) {
     const int64_t in = cases[c][0], out = cases[c][1], b = 150;
     float *ref = NULL;
     int64_t nref = 0;
@@ -600,7 +602,8 @@ START_TEST(test_lphm_row_kernels) {
       ck_assert_int_eq(effml_adapter_phm_create(ctx, in, out, &o, NULL, &l), EFFML_OK);
       tu_fill_uniform(effml_layer_param(l, param_index(l, "b")), 23, -1, 1);
       int64_t n1 = 0, n2 = 0;
-      float *fact = lphm_run(ctx, l, 700, 1, &n1); /* 11 chunks: 2 threads at th = 3 */
+      /* 41 chunks: enough work for 2 or 3 threads at th = 3 in every case */
+      float *fact = lphm_run(ctx, l, 2600, 1, &n1);
       if (th == 1) {
         ref = fact;
         nref = n1;

@@ -14,54 +14,67 @@
 
 START_TEST(test_route_kernels_bit_identical) {
   uint64_t s = 12345;
-  enum { ROWS = 4000 };
-  float *z = malloc(sizeof(float) * ROWS * 16);
+  enum { ROWS = 4003, RS = 19 }; /* not a multiple of 16 blocks; rows padded to 19 floats */
+  float *z = malloc(sizeof(float) * ROWS * RS);
   double *score = malloc(sizeof(double) * ROWS);
   int32_t *pred = malloc(sizeof(int32_t) * ROWS);
-  for (int64_t K = 1; K <= 16; ++K) {
-    for (int64_t i = 0; i < ROWS * K; ++i) {
-      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-      const double u = (double)(s >> 11) * 0x1.0p-53;
-      const int64_t row = i / K;
-      /* scales from 1e-3 to 300 (the clamp), rows of equal logits, signed zeros */
-      const double scale = row % 5 == 0 ? 300.0 : row % 5 == 1 ? 1e-3 : 4.0;
-      z[i] = row % 7 == 3 ? 1.25f : row % 11 == 4 ? ((i & 1) ? 0.0f : -0.0f)
-                                                   : (float)(scale * (2.0 * u - 1.0));
+  int64_t *idx = malloc(sizeof(int64_t) * ROWS);
+  for (int64_t j = 0; j < ROWS; ++j) idx[j] = 2 * j + (j & 1); /* increasing, as compacted rows */
+  for (int64_t K = 1; K <= 16; ++K)
+    for (int layout = 0; layout < 3; ++layout) { /* dense; padded rows; every other row by index */
+      const int64_t rs = layout == 1 ? RS : K, rows = layout == 2 ? ROWS / 2 : ROWS;
+      for (int64_t i = 0; i < ROWS * rs; ++i) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double u = (double)(s >> 11) * 0x1.0p-53;
+        const int64_t row = i / rs;
+        /* scales from 1e-3 to 300 (the clamp), rows of equal logits, signed zeros */
+        const double scale = row % 5 == 0 ? 300.0 : row % 5 == 1 ? 1e-3 : 4.0;
+        z[i] = row % 7 == 3 ? 1.25f : row % 11 == 4 ? ((i & 1) ? 0.0f : -0.0f)
+                                                     : (float)(scale * (2.0 * u - 1.0));
+      }
+      effml__stage_block b;
+      memset(&b, 0, sizeof b);
+      b.base = z;
+      b.rs = rs;
+      b.cs = 1;
+      b.K = K;
+      b.m = 1;
+      b.route = 1;
+      b.score = score;
+      b.pred = pred;
+      b.row_index = layout == 2 ? idx : NULL;
+      /* the AVX-512 kernels (one row per register, 16 rows per register) run only when the
+       * level allows them */
+      for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+        b.isa = isa;
+        ck_assert_int_eq(effml__stage_rows(&b, 0, rows), -1);
+        ck_assert_int_eq(effml__stage_rows(&b, 5, rows), -1); /* blocks from another start */
+        for (int64_t j = 0; j < rows; ++j) {
+          const int64_t r = layout == 2 ? idx[j] : j;
+          double zd[16];
+          for (int64_t k = 0; k < K; ++k) zd[k] = z[r * rs + k];
+          int32_t arg = -1;
+          const double ref = effml__route_score(zd, K, &arg);
+          ck_assert_msg(memcmp(&ref, &score[j], sizeof ref) == 0 && arg == pred[j],
+                        "K %lld layout %d isa %d row %lld: score %.17g vs %.17g, argmax %d vs %d",
+                        (long long)K, layout, (int)isa, (long long)j, score[j], ref, (int)pred[j],
+                        (int)arg);
+          ck_assert(ref > 0.0 && ref <= 1.0);
+        }
+      }
+      /* a non-finite logit is reported at its position (the first one in row order) */
+      const int64_t r7 = layout == 2 ? idx[37] : 37;
+      z[r7 * rs + (K - 1)] = NAN;
+      z[(layout == 2 ? idx[40] : 40) * rs] = INFINITY;
+      for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+        b.isa = isa;
+        ck_assert_int_eq(effml__stage_rows(&b, 0, rows), 37 * K + (K - 1));
+      }
     }
-    effml__stage_block b;
-    memset(&b, 0, sizeof b);
-    b.base = z;
-    b.rs = K;
-    b.cs = 1;
-    b.K = K;
-    b.m = 1;
-    b.route = 1;
-    b.score = score;
-    b.pred = pred;
-    for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
-    b.isa = isa; /* the AVX-512 kernel runs only when the level allows it */
-    ck_assert_int_eq(effml__stage_rows(&b, 0, ROWS), -1);
-    for (int64_t r = 0; r < ROWS; ++r) {
-      double zd[16];
-      for (int64_t k = 0; k < K; ++k) zd[k] = z[r * K + k];
-      int32_t arg = -1;
-      const double ref = effml__route_score(zd, K, &arg);
-      ck_assert_msg(memcmp(&ref, &score[r], sizeof ref) == 0 && arg == pred[r],
-                    "K %lld row %lld: score %.17g vs %.17g, argmax %d vs %d", (long long)K,
-                    (long long)r, score[r], ref, (int)pred[r], (int)arg);
-      ck_assert(ref > 0.0 && ref <= 1.0);
-    }
-    }
-    /* a non-finite logit is reported at its position */
-    z[7 * K + (K - 1)] = NAN;
-    for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
-      b.isa = isa;
-      ck_assert_int_eq(effml__stage_rows(&b, 0, ROWS), 7 * K + (K - 1));
-    }
-  }
   free(z);
   free(score);
   free(pred);
+  free(idx);
 }
 END_TEST
 
@@ -102,6 +115,8 @@ START_TEST(test_tail_bound_and_exact_argmax) {
   static const int64_t Ks[] = {1, 2, 3, 5, 10, 16, 17, 100, 256};
   float *z0 = malloc(sizeof(float) * ROWS * 256), *z1 = malloc(sizeof(float) * ROWS * 256);
   int32_t *pred = malloc(sizeof(int32_t) * ROWS);
+  int64_t *idx = malloc(sizeof(int64_t) * ROWS);
+  for (int64_t j = 0; j < ROWS; ++j) idx[j] = 2 * j + (j & 1); /* increasing, < ROWS for j < ROWS / 2 */
   for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ++ki) {
     const int64_t K = Ks[ki];
     tail_rows_fill(z0, z1, ROWS, K, &s);
@@ -136,21 +151,28 @@ START_TEST(test_tail_bound_and_exact_argmax) {
       }
       ck_assert_msg(worst <= 0.25 * members * bound, "K %lld, %d members: error %.3g vs bound %.3g",
                     (long long)K, (int)members, worst, members * bound);
-      /* the certified argmax equals the exact path's, at every ISA level the CPU has; the
+      /* the certified argmax equals the exact path's, at every ISA level the CPU has (one
+       * row per register, 16 rows per register), rows in order or picked by an index (the
+       * first member's as compacted rows, the last's as a callback's compact buffer); the
        * ties and near-ties must have been recomputed */
-      for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
-        t.isa = isa;
-        for (int64_t j = 0; j < ROWS; ++j) pred[j] = -1;
-        int64_t fallbacks = 0;
-        ck_assert_int_eq(effml__tail_rows(&t, 0, ROWS, &fallbacks), -1);
-        for (int64_t j = 0; j < ROWS; ++j)
-          ck_assert_msg(pred[j] == effml__tail_exact_pred(&t, j),
-                        "K %lld, %d members, isa %d, row %lld: pred %d, exact %d", (long long)K,
-                        (int)members, (int)isa, (long long)j, (int)pred[j],
-                        (int)effml__tail_exact_pred(&t, j));
-        if (K >= 2) ck_assert_int_ge(fallbacks, ROWS / 6); /* at least the exact ties */
-        ck_assert_int_le(fallbacks, ROWS / 2);
+      for (int by_index = 0; by_index < 2; ++by_index) {
+        const int64_t rows = by_index ? ROWS / 2 : ROWS;
+        t.row_index[0] = by_index ? idx : NULL;
+        for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+          t.isa = isa;
+          for (int64_t j = 0; j < rows; ++j) pred[j] = -1;
+          int64_t fallbacks = 0;
+          ck_assert_int_eq(effml__tail_rows(&t, 0, rows, &fallbacks), -1);
+          for (int64_t j = 0; j < rows; ++j)
+            ck_assert_msg(pred[j] == effml__tail_exact_pred(&t, j),
+                          "K %lld, %d members, isa %d, by index %d, row %lld: pred %d, exact %d",
+                          (long long)K, (int)members, (int)isa, by_index, (long long)j,
+                          (int)pred[j], (int)effml__tail_exact_pred(&t, j));
+          if (K >= 2) ck_assert_int_ge(fallbacks, rows / 7); /* at least the exact ties */
+          ck_assert_int_le(fallbacks, rows / 2);
+        }
       }
+      t.row_index[0] = NULL;
       /* a non-finite logit of the last member is reported at its position */
       const float keep = z1[9 * K + (K - 1)];
       z1[9 * K + (K - 1)] = INFINITY;
@@ -165,6 +187,7 @@ START_TEST(test_tail_bound_and_exact_argmax) {
   free(z0);
   free(z1);
   free(pred);
+  free(idx);
 }
 END_TEST
 

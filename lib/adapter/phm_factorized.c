@@ -162,9 +162,14 @@ static void transpose_S(const float *S, int64_t kin, int64_t nc, float *St) {
     for (int64_t c = 0; c < nc; ++c) St[c * kin + u] = S[u * nc + c];
 }
 
+/* Rows a worker thread must get before one is started.  Measured on the
+ * 2-core AVX-512 VM: pthread_create + join costs ~19 us; the row kernels run
+ * ~0.05 ns (forward) and ~0.09 ns (backward) per unit of n*nc*(kin+kout+n)
+ * (T5 shape, in cache).  2^20 units is ~50 us (forward) / ~100 us (backward)
+ * of work, 3-5 spawn costs; below that the calling thread does it alone. */
 static int64_t thin_min_chunk(int64_t n, int64_t kin, int64_t kout, int64_t nc) {
   int64_t per_row = n * nc * (kin + kout + n) + 1;
-  return (1 << 18) / per_row + 1; /* a thread is worth starting for ~256k MACs */
+  return (1 << 20) / per_row + 1;
 }
 
 /* Grow the kept buffers P, Q to `need` floats each. */
@@ -289,12 +294,15 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     }
     transpose_S(S, kin, nc, St);
     const int64_t chunks = (b + EFFML__PHM_CHUNK - 1) / EFFML__PHM_CHUNK;
-    /* Small adapters (x's rows thin against the factors, as in T5 adapters): dS
-     * and dT in the row kernel, no BLAS call.  Wider ones (n r (kin + kout)
-     * large): the accumulators' loads and stores cost more than BLAS's
-     * register-blocked products, so dS and dT stay with sgemm below.  dA is
-     * always summed in the row kernel (n^3 floats per chunk). */
-    const int fuse = nc * (kin + kout) <= 2048;
+    /* dS and dT in the row kernel (x and dy read once, no BLAS call) for small
+     * adapters and for n*r <= 8 at any width; for n*r = 9..16 on wide rows the
+     * row kernel's dS accumulators (up to 16 vectors per 16-column block)
+     * cost more than two GEMMs.  Measured, 4096 -> 4096, 2 048 rows, one
+     * thread, backward CPU ms (sgemm / row kernel): n 8 r 1: 21 / 16.5;
+     * n 4 r 1: 20.4 / 11.3; n 2 r 1: 17.5 / 12.8; n 4 r 2: 24.5 / 25.2;
+     * n 8 r 2: 32 / 35; n 2 r 8: 39 / 76; n 4 r 4: 35 / 50.  dA is always
+     * summed in the row kernel (n^3 floats per chunk). */
+    const int fuse = nc <= 8 || nc * (kin + kout) <= 2048;
     const int twr = fuse && effml__param_trainable(l, p->i_wr);
     const int tws = fuse && tw;
     float *parts = tws ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kin) * sizeof(float)) : NULL;

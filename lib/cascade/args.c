@@ -5,6 +5,7 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cascade_internal.h"
 
@@ -121,6 +122,10 @@ effml_status effml__check_out(effml_context *ctx, const effml_tensor *t, const c
 }
 
 void effml__write_i32_out(effml_tensor *t, const int32_t *v, int64_t n) {
+  if (t->dtype == EFFML_I32 && (t->ndim == 1 ? t->strides[0] == 1 : effml_tensor_is_contiguous(t))) {
+    memcpy(t->data, v, (size_t)n * sizeof(int32_t));
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     int64_t o = elem_off(t, i);
     if (t->dtype == EFFML_I32)
@@ -131,6 +136,10 @@ void effml__write_i32_out(effml_tensor *t, const int32_t *v, int64_t n) {
 }
 
 void effml__write_f64_out(effml_tensor *t, const double *v, int64_t n) {
+  if (t->dtype == EFFML_F64 && (t->ndim == 1 ? t->strides[0] == 1 : effml_tensor_is_contiguous(t))) {
+    memcpy(t->data, v, (size_t)n * sizeof(double));
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     int64_t o = elem_off(t, i);
     if (t->dtype == EFFML_F64)

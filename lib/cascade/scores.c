@@ -166,6 +166,70 @@ __attribute__((target("avx512f"))) static double route_score_f32_avx512(const fl
   const __m128 h = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* l0 + l2, l1 + l3 */
   return (double)(1.0f / _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1))));
 }
+/* Element offsets of rows j0..j0+15 from row r0 = (row_index ? row_index[j0] : j0), or 0 if
+ * one does not fit a 32-bit gather index with K classes after it. */
+__attribute__((target("avx512f"))) static int block16_offsets(const int64_t *row_index,
+                                                              int64_t j0, int64_t rs, int64_t K,
+                                                              __m512i *off) {
+  int32_t o[16];
+  const int64_t r0 = row_index ? row_index[j0] : j0;
+  for (int l = 0; l < 16; ++l) {
+    const int64_t d = ((row_index ? row_index[j0 + l] : j0 + l) - r0) * rs;
+    if (d < 0 || d > (int64_t)INT32_MAX - K) return 0;
+    o[l] = (int32_t)d;
+  }
+  *off = _mm512_loadu_si512((const void *)o);
+  return 1;
+}
+
+/* The routing scores of 16 rows at once, one row per lane (K <= 16, raw f32 logits with
+ * contiguous classes): per lane exactly route_score_f32's operations in its order (first
+ * maximum by strict >, the four partial sums of classes k = l (mod 4) from 0, then
+ * (s0 + s2) + (s1 + s3), 1 / sum in f32), so bit-identical to it.  Rows [begin, end) in
+ * blocks of 16; returns the first row not done (the caller finishes the rest row by row).
+ * A row with a non-finite logit gets score -1. */
+__attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effml__stage_block *b,
+                                                                     int64_t begin, int64_t end) {
+  const int64_t K = b->K;
+  int64_t j0 = begin;
+  for (; j0 + 16 <= end; j0 += 16) {
+    __m512i off;
+    if (!block16_offsets(b->row_index, j0, b->rs, K, &off)) break;
+    const float *base = (const float *)b->base + (b->row_index ? b->row_index[j0] : j0) * b->rs;
+    __m512 z[16];
+    z[0] = _mm512_i32gather_ps(off, base, 4);
+    __m512 zmax = z[0], fin = _mm512_sub_ps(z[0], z[0]);
+    __m512i arg = _mm512_setzero_si512();
+    for (int64_t k = 1; k < K; ++k) {
+      z[k] = _mm512_i32gather_ps(_mm512_add_epi32(off, _mm512_set1_epi32((int32_t)k)), base, 4);
+      fin = _mm512_add_ps(fin, _mm512_sub_ps(z[k], z[k]));
+      const __mmask16 gt = _mm512_cmp_ps_mask(z[k], zmax, _CMP_GT_OQ);
+      zmax = _mm512_mask_mov_ps(zmax, gt, z[k]);
+      arg = _mm512_mask_mov_epi32(arg, gt, _mm512_set1_epi32((int32_t)k));
+    }
+    /* four named accumulators (an array indexed by k & 3 would live in memory) */
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+      a0 = _mm512_add_ps(a0, route_exp16(_mm512_sub_ps(z[k], zmax)));
+      a1 = _mm512_add_ps(a1, route_exp16(_mm512_sub_ps(z[k + 1], zmax)));
+      a2 = _mm512_add_ps(a2, route_exp16(_mm512_sub_ps(z[k + 2], zmax)));
+      a3 = _mm512_add_ps(a3, route_exp16(_mm512_sub_ps(z[k + 3], zmax)));
+    }
+    if (k < K) a0 = _mm512_add_ps(a0, route_exp16(_mm512_sub_ps(z[k], zmax)));
+    if (k + 1 < K) a1 = _mm512_add_ps(a1, route_exp16(_mm512_sub_ps(z[k + 1], zmax)));
+    if (k + 2 < K) a2 = _mm512_add_ps(a2, route_exp16(_mm512_sub_ps(z[k + 2], zmax)));
+    const __m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+    __m512 rho = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+    rho = _mm512_mask_mov_ps(rho, _mm512_cmp_ps_mask(fin, _mm512_setzero_ps(), _CMP_NEQ_UQ),
+                             _mm512_set1_ps(-1.0f));
+    _mm512_storeu_pd(b->score + j0, _mm512_cvtps_pd(_mm512_castps512_ps256(rho)));
+    _mm512_storeu_pd(b->score + j0 + 8,
+                     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(rho), 1))));
+    _mm512_storeu_si512((void *)(b->pred + j0), arg);
+  }
+  return j0;
+}
 #endif
 
 /* The routing score from f32 logits (exact inputs; argmax on the floats themselves). */
@@ -313,6 +377,76 @@ __attribute__((target("avx512f"))) static int32_t tail_row_avx512(const effml__t
   const float top2 = _mm512_reduce_max_ps(_mm512_mask_mov_ps(q, (__mmask16)(1u << arg), _mm512_set1_ps(-1.0f)));
   return top1 - top2 > gap ? arg : -1;
 }
+/* effml__tail_rows for 16 rows at once, one row per lane (K <= 16): the same q~ (up to the
+ * order of the f32 sum, which the bound covers), its first maximum and the largest other
+ * value; lanes not certified are recomputed exactly.  Returns the first row not done (the
+ * caller finishes row by row); *bad = j * K + k of a non-finite logit of the last member. */
+__attribute__((target("avx512f"))) static int64_t tail_blocks_avx512(const effml__tail_block *t,
+                                                                    int64_t begin, int64_t end,
+                                                                    float gap, int64_t *fb,
+                                                                    int64_t *bad) {
+  const int64_t K = t->K;
+  int64_t j0 = begin;
+  *bad = -1;
+  for (; j0 + 16 <= end; j0 += 16) {
+    __m512i off[2];
+    const float *base[2];
+    int ok = 1;
+    for (int32_t i = 0; i < t->members; ++i) {
+      ok &= block16_offsets(t->row_index[i], j0, t->rs[i], K, &off[i]);
+      base[i] = t->base[i] + (t->row_index[i] ? t->row_index[i][j0] : j0) * t->rs[i];
+    }
+    if (!ok) break;
+    __m512 q[16];
+    __mmask16 nonfinite = 0;
+    for (int32_t i = 0; i < t->members; ++i) {
+      __m512 z[16];
+      z[0] = _mm512_i32gather_ps(off[i], base[i], 4);
+      __m512 zmax = z[0], fin = _mm512_sub_ps(z[0], z[0]);
+      for (int64_t k = 1; k < K; ++k) {
+        z[k] = _mm512_i32gather_ps(_mm512_add_epi32(off[i], _mm512_set1_epi32((int32_t)k)), base[i], 4);
+        fin = _mm512_add_ps(fin, _mm512_sub_ps(z[k], z[k]));
+        zmax = _mm512_max_ps(zmax, z[k]);
+      }
+      nonfinite |= _mm512_cmp_ps_mask(fin, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t k = 0; k < K; ++k) {
+        z[k] = route_exp16(_mm512_sub_ps(z[k], zmax));
+        sum = _mm512_add_ps(sum, z[k]);
+      }
+      const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+      for (int64_t k = 0; k < K; ++k)
+        q[k] = i == 0 ? _mm512_mul_ps(z[k], inv) : _mm512_add_ps(q[k], _mm512_mul_ps(z[k], inv));
+    }
+    __m512 top1 = q[0], top2 = _mm512_set1_ps(-1.0f);
+    __m512i arg = _mm512_setzero_si512();
+    for (int64_t k = 1; k < K; ++k) {
+      const __mmask16 gt = _mm512_cmp_ps_mask(q[k], top1, _CMP_GT_OQ);
+      top2 = _mm512_mask_mov_ps(_mm512_max_ps(top2, q[k]), gt, top1);
+      top1 = _mm512_mask_mov_ps(top1, gt, q[k]);
+      arg = _mm512_mask_mov_epi32(arg, gt, _mm512_set1_epi32((int32_t)k));
+    }
+    _mm512_storeu_si512((void *)(t->pred + j0), arg);
+    const __mmask16 sure =
+        _mm512_cmp_ps_mask(_mm512_sub_ps(top1, top2), _mm512_set1_ps(gap), _CMP_GT_OQ) &
+        (__mmask16)~nonfinite;
+    if (sure != 0xFFFF)
+      for (int l = 0; l < 16; ++l) {
+        if (sure >> l & 1) continue;
+        const int64_t j = j0 + l;
+        if (nonfinite >> l & 1) {
+          const int64_t k = tail_bad(t, j);
+          if (k >= 0) {
+            *bad = j * K + k;
+            return j0;
+          }
+        }
+        t->pred[j] = effml__tail_exact_pred(t, j);
+        ++*fb;
+      }
+  }
+  return j0;
+}
 #endif
 
 int64_t effml__tail_rows(const effml__tail_block *t, int64_t begin, int64_t end,
@@ -323,7 +457,13 @@ int64_t effml__tail_rows(const effml__tail_block *t, int64_t begin, int64_t end,
   int64_t fb = 0;
 #ifdef EFFML__ROUTE_AVX512
   if (K <= 16 && t->isa >= EFFML_CORE_ISA_AVX512) {
-    for (int64_t j = begin; j < end; ++j) {
+    int64_t bad;
+    const int64_t done = tail_blocks_avx512(t, begin, end, gap, &fb, &bad);
+    if (bad >= 0) {
+      *fallbacks += fb;
+      return bad;
+    }
+    for (int64_t j = done; j < end; ++j) {
       int32_t a = tail_row_avx512(t, j, gap);
       if (a == -2) { /* a non-finite logit: name the last member's, or fall back */
         const int64_t k = tail_bad(t, j);
@@ -444,10 +584,21 @@ int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t en
   double zb[256];
   const int small = b->K <= 256; /* the usual case: work from a local copy of the row */
   if (b->route && small) { /* routing score only: no softmax in f64, no running sums */
+    int64_t j = begin;
 #ifdef EFFML__ROUTE_AVX512
     const int wide = b->K <= 16 && b->isa >= EFFML_CORE_ISA_AVX512;
+    if (wide && !b->is_f64 && b->cs == 1 && !b->cal) { /* 16 rows at a time, then row by row */
+      const int64_t done = route_blocks_avx512(b, begin, end);
+      for (; j < done; ++j)
+        if (b->score[j] < 0.0) {
+          const int64_t r = b->row_index ? b->row_index[j] : j;
+          load_row(b, r, zb);
+          for (int64_t k = 0; k < b->K; ++k)
+            if (!isfinite(zb[k])) return j * b->K + k;
+        }
+    }
 #endif
-    for (int64_t j = begin; j < end; ++j) {
+    for (; j < end; ++j) {
       const int64_t r = b->row_index ? b->row_index[j] : j;
       double v;
       if (!b->is_f64 && b->cs == 1 && !b->cal) { /* raw f32 rows; calibrated rows go via load_row */
@@ -501,8 +652,11 @@ effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
   stage_job job;
   job.b = b;
   for (int i = 0; i < 64; ++i) job.bad[i] = -1;
-  /* rows are independent, so the split (and the thread count) cannot change results */
-  EFFML__TRY(effml__parallel_for(ctx, rows, b->route ? 4096 : 8192, stage_job_fn, &job));
+  /* rows are independent, so the split (and the thread count) cannot change results.  A
+   * thread takes at least ~0.5 ms of work: a thread start and join costs 18 us at best on
+   * the 2-core test VM (35-75 us under load); the routing score takes ~7-11 ns a row
+   * (K = 10, AVX-512), the exact stage kernel ~100 ns. */
+  EFFML__TRY(effml__parallel_for(ctx, rows, b->route ? 65536 : 8192, stage_job_fn, &job));
   int64_t bad = -1;
   for (int i = 0; i < 64; ++i)
     if (job.bad[i] >= 0 && (bad < 0 || job.bad[i] < bad)) bad = job.bad[i];

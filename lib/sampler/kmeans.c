@@ -223,17 +223,10 @@ static effml_status kmeans_assign(effml_context *ctx, const double *c, int64_t k
   return effml__kmeans_assign_isa(ctx, c, k, x, n, d, block_rows, lab, dist, -1);
 }
 
-/* dst[t] += src[t] for t < d (element-wise: the same bytes as the scalar loop). */
+/* dst[t] += src[t] for t < d (restrict: the compiler may vectorise it; element-wise, so the
+ * same bytes either way). */
 static inline void add_row(double *restrict dst, const double *restrict src, int64_t d) {
-  int64_t t = 0;
-  for (; t + KM_NR <= d; t += KM_NR) {
-    km_v8 a, b;
-    memcpy(&a, dst + t, sizeof a);
-    memcpy(&b, src + t, sizeof b);
-    a += b;
-    memcpy(dst + t, &a, sizeof a);
-  }
-  for (; t < d; ++t) dst[t] += src[t];
+  for (int64_t t = 0; t < d; ++t) dst[t] += src[t];
 }
 
 effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64_t d, int64_t k,
