@@ -68,29 +68,44 @@ typedef void (*bench_fn)(void *);
  * 6.2-6.9 ms group.  The baseline keeps its workers hot (its own untimed
  * call just before), as in the earlier protocol, where ours never took long
  * enough for them to sleep.  The seconds waited are reported as
- * "quiesce_s" (sum over the case's repetitions). */
+ * "quiesce_s" (sum over the case's repetitions), the median process CPU
+ * seconds of each side's timed calls as "ours_cpu_s" / "baseline_cpu_s"
+ * (ours_cpu_s / (ours_s x threads) near 1: the library's threads were busy
+ * the whole call; the baseline's includes OpenBLAS's busy-waiting). */
 /* raw runs of the last time_pair (for bu_report_runs) */
 static double g_last[2][16];
 static int g_nlast;
 static double g_quiesce;
+/* median process CPU seconds of the timed calls: ours / (wall x threads)
+ * near 1 means the library's threads were busy the whole call */
+static double g_cpu_med[2];
+
+static double proc_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, double *tb) {
   int reps = g_quick ? 5 : 9;
-  double t[2][16];
+  double t[2][16], c[2][16];
   g_quiesce = 0.0;
   for (int i = 0; i < reps; ++i) {
     g_quiesce += bu_quiesce(1.0);
     fa(a);
-    double t0 = now();
+    double c0 = proc_cpu(), t0 = now();
     fa(a);
-    double t1 = now();
+    double t1 = now(), c1 = proc_cpu();
     fb(b);
-    double t2 = now();
+    double c2 = proc_cpu(), t2 = now();
     fb(b);
-    double t3 = now();
+    double t3 = now(), c3 = proc_cpu();
     t[0][i] = t1 - t0;
     t[1][i] = t3 - t2;
+    c[0][i] = c1 - c0;
+    c[1][i] = c3 - c2;
   }
+  for (int k = 0; k < 2; ++k) g_cpu_med[k] = bu_median(c[k], reps);
   memcpy(g_last, t, sizeof g_last);
   g_nlast = reps;
   for (int k = 0; k < 2; ++k)
@@ -105,8 +120,8 @@ static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, do
 /* Report the last time_pair: min / median / max of both sides. */
 static void report_last(const char *name, const char *baseline, const char *extra) {
   char ex[512];
-  snprintf(ex, sizeof ex, "%s%s\"quiesce_s\":%.3f", extra ? extra : "", extra && *extra ? "," : "",
-           g_quiesce);
+  snprintf(ex, sizeof ex, "%s%s\"quiesce_s\":%.3f,\"ours_cpu_s\":%.6g,\"baseline_cpu_s\":%.6g",
+           extra ? extra : "", extra && *extra ? "," : "", g_quiesce, g_cpu_med[0], g_cpu_med[1]);
   bu_report_runs("sparse", name, g_last[0], g_nlast, baseline, g_last[1], g_nlast, ex);
 }
 

@@ -602,7 +602,8 @@ START_TEST(test_lphm_row_kernels) {
       ck_assert_int_eq(effml_adapter_phm_create(ctx, in, out, &o, NULL, &l), EFFML_OK);
       tu_fill_uniform(effml_layer_param(l, param_index(l, "b")), 23, -1, 1);
       int64_t n1 = 0, n2 = 0;
-      float *fact = lphm_run(ctx, l, 700, 1, &n1); /* 11 chunks: 2 threads at th = 3 */
+      /* 41 chunks: enough work for 2 or 3 threads at th = 3 in every case */
+      float *fact = lphm_run(ctx, l, 2600, 1, &n1);
       if (th == 1) {
         ref = fact;
         nref = n1;

@@ -520,6 +520,378 @@ START_TEST(test_merge_interrupted) {
 }
 END_TEST
 
+/* ---- sharded checkpoints (model.safetensors.index.json) ---- */
+
+#define SHARD1 "model-00001-of-00002.safetensors"
+#define SHARD2 "model-00002-of-00002.safetensors"
+
+/* A sharded copy of PEFT_DIR/<c>/base.safetensors in tmp/<dst>/ (created): SHARD1 holds the
+ * weights, SHARD2 the biases (so a module's weight and bias lie in different shards) and `extra`
+ * small tensors "zz.extra.NNNN"; model.safetensors.index.json lists them all, with
+ * "total_size": 1 (wrong on purpose: merge recomputes it).  Returns the number of tensors. */
+static int make_sharded(const char *c, const char *dst, int extra) {
+  char p[700];
+  snprintf(p, sizeof p, "%s/%s", EFFML_TEST_TMP, dst);
+  mkdir(p, 0755);
+  effml_context *ctx = tu_ctx(1);
+  effml_safetensors *b = NULL;
+  snprintf(p, sizeof p, "%s/%s/base.safetensors", PEFT_DIR, c);
+  ck_assert_int_eq(effml_safetensors_load(ctx, p, EFFML_IO_SAFETENSORS_COPY, &b), EFFML_OK);
+  const int64_t nb = effml_safetensors_count(b);
+  const int n = (int)nb + extra;
+  const char **names[2];
+  const effml_tensor **ts[2];
+  int cnt[2] = {0, 0};
+  for (int s = 0; s < 2; ++s) {
+    names[s] = (const char **)calloc((size_t)n, sizeof(char *));
+    ts[s] = (const effml_tensor **)calloc((size_t)n, sizeof(effml_tensor *));
+  }
+  char *nbuf = (char *)calloc((size_t)(extra ? extra : 1), 32);
+  effml_tensor **own = (effml_tensor **)calloc((size_t)(extra ? extra : 1), sizeof *own);
+  for (int64_t i = 0; i < nb; ++i) {
+    const char *name = effml_safetensors_name(b, i);
+    int s = strstr(name, ".bias") != NULL;
+    names[s][cnt[s]] = name;
+    ck_assert_int_eq(effml_safetensors_get(ctx, b, name, &ts[s][cnt[s]++]), EFFML_OK);
+  }
+  const int64_t four = 4;
+  for (int k = 0; k < extra; ++k) {
+    snprintf(nbuf + 32 * k, 32, "zz.extra.%04d", k);
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &four, &own[k]), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_fill(ctx, own[k], (double)k), EFFML_OK);
+    names[1][cnt[1]] = nbuf + 32 * k;
+    ts[1][cnt[1]++] = own[k];
+  }
+  snprintf(p, sizeof p, "%s/%s/model.safetensors.index.json", EFFML_TEST_TMP, dst);
+  FILE *f = fopen(p, "wb");
+  ck_assert_ptr_nonnull(f);
+  fputs("{\n  \"metadata\": {\n    \"total_size\": 1\n  },\n  \"weight_map\": {", f);
+  for (int s = 0, first = 1; s < 2; ++s) {
+    char sp[700];
+    snprintf(sp, sizeof sp, "%s/%s/%s", EFFML_TEST_TMP, dst, s ? SHARD2 : SHARD1);
+    ck_assert_int_eq(effml_safetensors_save(ctx, sp, cnt[s], names[s], ts[s], 0, NULL, NULL), EFFML_OK);
+    for (int i = 0; i < cnt[s]; ++i, first = 0)
+      fprintf(f, "%s\n    \"%s\": \"%s\"", first ? "" : ",", names[s][i], s ? SHARD2 : SHARD1);
+  }
+  fputs("\n  }\n}\n", f);
+  fclose(f);
+  for (int k = 0; k < extra; ++k) effml_tensor_free(own[k]);
+  free(own);
+  free(nbuf);
+  for (int s = 0; s < 2; ++s) {
+    free(names[s]);
+    free(ts[s]);
+  }
+  effml_safetensors_free(b);
+  effml_context_free(ctx);
+  return n;
+}
+
+/* Replace the first `from` in file `path` by `to`. */
+static void edit_file(const char *path, const char *from, const char *to) {
+  size_t n = 0;
+  unsigned char *b = tu_read_file(path, &n);
+  ck_assert_ptr_nonnull(b);
+  char *t = (char *)calloc(n + 1, 1);
+  memcpy(t, b, n);
+  free(b);
+  char *hit = strstr(t, from);
+  ck_assert_msg(hit != NULL, "%s: no \"%s\"", path, from);
+  FILE *f = fopen(path, "wb");
+  ck_assert_ptr_nonnull(f);
+  fwrite(t, 1, (size_t)(hit - t), f);
+  fputs(to, f);
+  fputs(hit + strlen(from), f);
+  fclose(f);
+  free(t);
+}
+
+/* Number of entries of folder `d` (without . and ..), and whether one has ".tmp." in its name. */
+static int count_dir(const char *d, int *has_tmp) {
+  DIR *dp = opendir(d);
+  ck_assert_ptr_nonnull(dp);
+  int n = 0;
+  *has_tmp = 0;
+  for (struct dirent *de; (de = readdir(dp)) != NULL;) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    ++n;
+    if (strstr(de->d_name, ".tmp.")) *has_tmp = 1;
+  }
+  closedir(dp);
+  return n;
+}
+
+/* Data bytes (sum of tensor sizes) and header length of a safetensors file. */
+static uint64_t data_bytes(const char *path, size_t *hlen) {
+  size_t n = 0;
+  unsigned char *b = tu_read_file(path, &n);
+  ck_assert_ptr_nonnull(b);
+  *hlen = header_len(b);
+  uint64_t d = (uint64_t)(n - *hlen);
+  free(b);
+  return d;
+}
+
+/* A sharded base merges shard by shard into files with the same names, bit-identical to merging
+ * the single-file base (so to PEFT's merge_and_unload() within 2e-6, checked by check_case), with
+ * each shard's header kept byte for byte, the weight_map kept and total_size recomputed; a bias in
+ * another shard than its weight (IA3, lora_bias) is merged too; no temporary file is left. */
+START_TEST(test_merge_sharded) {
+  const char *cases[] = {"lora", "ia3", "dora", "lokr", "loha"};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c) {
+    char dst[64], out_dir[600], args[3000], single[600], idx_out[700];
+    snprintf(dst, sizeof dst, "shard_%s", cases[c]);
+    const int n = make_sharded(cases[c], dst, 3);
+    snprintf(out_dir, sizeof out_dir, "%s/%s_out", EFFML_TEST_TMP, dst);
+    mkdir(out_dir, 0755);
+    snprintf(idx_out, sizeof idx_out, "%s/model.safetensors.index.json", out_dir);
+    snprintf(args, sizeof args, "merge --base %s/%s/model.safetensors.index.json --adapter %s/%s --out %s --progress",
+             EFFML_TEST_TMP, dst, PEFT_DIR, cases[c], idx_out);
+    ck_assert_msg(run(args) == 0, "%s: %s", cases[c], read_err());
+    char *e = read_err();
+    char want[128];
+    snprintf(want, sizeof want, "effml-adapter: [%d/%d] 100.0%% done", n, n);
+    ck_assert_msg(strstr(e, want) && strstr(e, "and its 2 shards"), "%s: %s", cases[c], e);
+    snprintf(want, sizeof want, "/%d] ", n);
+    ck_assert_int_eq(count_lines_with(e, want), n + 1); /* every tensor of both shards, then done */
+    free(e);
+    int has_tmp = 0;
+    ck_assert_int_eq(count_dir(out_dir, &has_tmp), 3); /* two shards and the index */
+    ck_assert(!has_tmp);
+    /* the single-file merge of the same base: the reference bytes */
+    snprintf(single, sizeof single, "%s/%s_single.safetensors", EFFML_TEST_TMP, dst);
+    snprintf(args, sizeof args, "merge --base %s/%s/base.safetensors --adapter %s/%s --out %s", PEFT_DIR, cases[c],
+             PEFT_DIR, cases[c], single);
+    ck_assert_int_eq(run(args), 0);
+    effml_context *ctx = tu_ctx(1);
+    effml_safetensors *ref = NULL;
+    ck_assert_int_eq(effml_safetensors_load(ctx, single, EFFML_IO_SAFETENSORS_COPY, &ref), EFFML_OK);
+    int seen = 0;
+    uint64_t total = 0;
+    for (int s = 0; s < 2; ++s) {
+      char in[700], out[700];
+      snprintf(in, sizeof in, "%s/%s/%s", EFFML_TEST_TMP, dst, s ? SHARD2 : SHARD1);
+      snprintf(out, sizeof out, "%s/%s", out_dir, s ? SHARD2 : SHARD1);
+      size_t li = 0, lo = 0, hi = 0, ho = 0;
+      unsigned char *fi = tu_read_file(in, &li), *fo = tu_read_file(out, &lo);
+      ck_assert(li == lo && header_len(fi) == header_len(fo) && memcmp(fi, fo, header_len(fi)) == 0);
+      free(fi);
+      free(fo);
+      total += data_bytes(out, &ho);
+      (void)hi;
+      effml_safetensors *got = NULL;
+      ck_assert_int_eq(effml_safetensors_load(ctx, out, EFFML_IO_SAFETENSORS_COPY, &got), EFFML_OK);
+      for (int64_t i = 0; i < effml_safetensors_count(got); ++i) {
+        const char *name = effml_safetensors_name(got, i);
+        const effml_tensor *x = NULL, *y = NULL;
+        ck_assert_int_eq(effml_safetensors_get(ctx, got, name, &x), EFFML_OK);
+        if (strncmp(name, "zz.extra.", 9) == 0) { /* copied: the value it was made with */
+          const float *q = effml_tensor_data_const(x);
+          ck_assert(q[0] == (float)atoi(name + 9) && q[3] == q[0]);
+          continue;
+        }
+        ck_assert_int_eq(effml_safetensors_get(ctx, ref, name, &y), EFFML_OK);
+        ck_assert_msg(effml_tensor_nbytes(x) == effml_tensor_nbytes(y) &&
+                          memcmp(effml_tensor_data_const(x), effml_tensor_data_const(y), effml_tensor_nbytes(y)) == 0,
+                      "%s: %s differs from the single-file merge", cases[c], name);
+        ++seen;
+      }
+      effml_safetensors_free(got);
+    }
+    ck_assert_int_eq(seen, (int)effml_safetensors_count(ref));
+    effml_safetensors_free(ref);
+    effml_context_free(ctx);
+    /* the index: total_size recomputed, the weight_map as given */
+    size_t li = 0;
+    unsigned char *ib = tu_read_file(idx_out, &li);
+    char *itxt = (char *)calloc(li + 1, 1);
+    memcpy(itxt, ib, li);
+    free(ib);
+    cJSON *got = cJSON_Parse(itxt), *in = NULL;
+    ck_assert_msg(got != NULL, "%s", itxt);
+    snprintf(args, sizeof args, "%s/%s/model.safetensors.index.json", EFFML_TEST_TMP, dst);
+    ib = tu_read_file(args, &li);
+    char *t2 = (char *)calloc(li + 1, 1);
+    memcpy(t2, ib, li);
+    free(ib);
+    in = cJSON_Parse(t2);
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(got, "metadata"), "total_size");
+    ck_assert_msg(cJSON_IsNumber(ts) && (uint64_t)ts->valuedouble == total, "%s: total_size in %s", cases[c], itxt);
+    ck_assert(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(got, "weight_map"),
+                            cJSON_GetObjectItemCaseSensitive(in, "weight_map"), 1));
+    ck_assert_int_eq(cJSON_GetArraySize(got), 2);
+    cJSON_Delete(got);
+    cJSON_Delete(in);
+    free(itxt);
+    free(t2);
+    unlink(single);
+  }
+  /* in place: --out is the base index; the shards are replaced by the merged ones */
+  make_sharded("lora", "shard_inplace", 0);
+  char args[2048], idx[600], ref[600];
+  snprintf(idx, sizeof idx, "%s/shard_inplace/model.safetensors.index.json", EFFML_TEST_TMP);
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s", idx, PEFT_DIR, idx);
+  ck_assert_msg(run(args) == 0, "%s", read_err());
+  snprintf(ref, sizeof ref, "%s/shard_lora_out/" SHARD1, EFFML_TEST_TMP);
+  snprintf(args, sizeof args, "%s/shard_inplace/" SHARD1, EFFML_TEST_TMP);
+  size_t la = 0, lb = 0;
+  unsigned char *fa = tu_read_file(args, &la), *fb = tu_read_file(ref, &lb);
+  ck_assert(la == lb && memcmp(fa, fb, la) == 0);
+  free(fa);
+  free(fb);
+  int has_tmp = 0;
+  snprintf(args, sizeof args, "%s/shard_inplace", EFFML_TEST_TMP);
+  ck_assert_int_eq(count_dir(args, &has_tmp), 3);
+  ck_assert(!has_tmp);
+}
+END_TEST
+
+/* What the index says that the tool cannot follow is refused naming it, with nothing written. */
+START_TEST(test_merge_sharded_refusals) {
+  struct {
+    const char *from, *to, *want;
+  } bad[] = {
+      {"{\n  \"metadata\"", "{\n  \"format_version\": 2,\n  \"metadata\"", "unknown field \"format_version\""},
+      {"\"total_size\": 1", "\"total_size\": 1, \"dtype\": \"bfloat16\"", "unknown metadata field \"dtype\""},
+      {"\"q_proj.weight\": \"" SHARD1 "\"", "\"q_proj.weight\": \"model-00003-of-00003.safetensors\"",
+       "weight_map names shard \"model-00003-of-00003.safetensors\" (for tensor \"q_proj.weight\")"},
+      {"\"weight_map\": {", "\"weight_map\": {\n    \"k_proj.weight\": \"" SHARD1 "\",",
+       "weight_map names tensor \"k_proj.weight\" in shard \"" SHARD1 "\""},
+      {"\"v_proj.weight\": \"" SHARD1 "\",", "",
+       "shard \"" SHARD1 "\" holds tensor \"v_proj.weight\", which weight_map does not list"},
+      {"\"v_proj.weight\": \"" SHARD1 "\"", "\"v_proj.weight\": \"" SHARD2 "\"",
+       "weight_map names tensor \"v_proj.weight\" in shard \"" SHARD2 "\""},
+      {"\"q_proj.bias\": \"" SHARD2 "\"", "\"q_proj.bias\": \"../" SHARD2 "\"",
+       "weight_map[\"q_proj.bias\"]=\"../" SHARD2 "\" is not a shard file name beside the index"},
+      {"\"weight_map\": {", "\"weight_map\": {\n    \"q_proj.weight\": \"" SHARD2 "\",",
+       "weight_map lists tensor \"q_proj.weight\" twice"},
+      {"\"weight_map\": {", "\"weight_map\": 3, \"metadata\": {", "field \"metadata\" appears twice"},
+      {"\"metadata\": {\n    \"total_size\": 1\n  },\n  \"weight_map\"", "\"metadata\": {\"total_size\": 1}, \"weight_map\": {}, \"x\"",
+       "unknown field \"x\""},
+      {"\"weight_map\": {", "\"weight_map\": [], \"y\": {", "unknown field \"y\""},
+  };
+  char out_dir[600], idx[600], args[2048];
+  snprintf(out_dir, sizeof out_dir, "%s/shard_bad_out", EFFML_TEST_TMP);
+  mkdir(out_dir, 0755);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+    char dst[64];
+    snprintf(dst, sizeof dst, "shard_bad%zu", i);
+    make_sharded("lora", dst, 0);
+    snprintf(idx, sizeof idx, "%s/%s/model.safetensors.index.json", EFFML_TEST_TMP, dst);
+    edit_file(idx, bad[i].from, bad[i].to);
+    snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s/model.safetensors.index.json", idx,
+             PEFT_DIR, out_dir);
+    ck_assert_int_eq(run(args), 1);
+    char *e = read_err();
+    ck_assert_msg(strstr(e, bad[i].want) != NULL, "case %zu: %s\nlacks: %s", i, e, bad[i].want);
+    free(e);
+    int has_tmp = 0;
+    ck_assert_int_eq(count_dir(out_dir, &has_tmp), 0); /* nothing written */
+  }
+  /* --out: not an index; in the base's folder under another name; a folder that does not exist */
+  make_sharded("lora", "shard_outs", 0);
+  snprintf(idx, sizeof idx, "%s/shard_outs/model.safetensors.index.json", EFFML_TEST_TMP);
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s/merged.safetensors", idx, PEFT_DIR, out_dir);
+  ck_assert_int_eq(run(args), 1);
+  char *e = read_err();
+  ck_assert_msg(strstr(e, "so --out must name the output index"), "%s", e);
+  free(e);
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s/shard_outs/merged.index.json", idx, PEFT_DIR,
+           EFFML_TEST_TMP);
+  ck_assert_int_eq(run(args), 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "would replace the base's shards"), "%s", e);
+  free(e);
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s/no-such-dir/m.index.json", idx, PEFT_DIR,
+           EFFML_TEST_TMP);
+  ck_assert_int_eq(run(args), 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "no-such-dir does not exist"), "%s", e);
+  free(e);
+  int has_tmp = 0;
+  snprintf(args, sizeof args, "%s/shard_outs", EFFML_TEST_TMP);
+  ck_assert_int_eq(count_dir(args, &has_tmp), 3); /* the base untouched: 2 shards + index */
+  ck_assert_int_eq(count_dir(out_dir, &has_tmp), 0);
+  /* --dry-run lists the merges over the shards */
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --dry-run", idx, PEFT_DIR);
+  int rc = -1;
+  char *o = run_out(args, &rc);
+  ck_assert_msg(rc == 0 && strstr(o, "merge base_model.model.q_proj -> q_proj.weight [24, 40]") &&
+                    strstr(o, "1 other tensors copied unchanged (2 shards)"),
+                "%s", o);
+  free(o);
+}
+END_TEST
+
+/* SIGINT / SIGTERM during a sharded merge: exit 128 + signal, the output index and shards keep
+ * their old bytes, no temporary file left (as test_merge_interrupted, over two shards) */
+START_TEST(test_merge_sharded_interrupted) {
+  make_sharded("lora", "shard_sig", 4000);
+  char idx[600], out_dir[600], out_idx[700];
+  snprintf(idx, sizeof idx, "%s/shard_sig/model.safetensors.index.json", EFFML_TEST_TMP);
+  snprintf(out_dir, sizeof out_dir, "%s/shard_sig_out", EFFML_TEST_TMP);
+  mkdir(out_dir, 0755);
+  snprintf(out_idx, sizeof out_idx, "%s/model.safetensors.index.json", out_dir);
+  static const char old[] = "the previous contents";
+  const char *olds[3] = {out_idx, SHARD1, SHARD2};
+  char paths[3][800];
+  for (int j = 0; j < 3; ++j) {
+    if (j == 0) snprintf(paths[j], sizeof paths[j], "%s", out_idx);
+    else snprintf(paths[j], sizeof paths[j], "%s/%s", out_dir, olds[j]);
+  }
+  const int sigs[2] = {SIGINT, SIGTERM};
+  for (int si = 0; si < 2; ++si) {
+    for (int j = 0; j < 3; ++j) {
+      FILE *f = fopen(paths[j], "wb");
+      ck_assert_ptr_nonnull(f);
+      ck_assert_uint_eq(fwrite(old, 1, sizeof old, f), sizeof old);
+      fclose(f);
+    }
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+      dup2(pfd[1], 2);
+      close(pfd[0]);
+      close(pfd[1]);
+      int dn = open("/dev/null", O_WRONLY);
+      dup2(dn, 1);
+      execl(EFFML_ADAPTER_TOOL, EFFML_ADAPTER_TOOL, "merge", "--base", idx, "--adapter", PEFT_DIR "/lora", "--out",
+            out_idx, "--progress", (char *)NULL);
+      _exit(127);
+    }
+    close(pfd[1]);
+    FILE *r = fdopen(pfd[0], "r");
+    ck_assert_ptr_nonnull(r);
+    char line[512];
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, r));
+    ck_assert_msg(strncmp(line, "effml-adapter: [1/", 18) == 0, "%s", line);
+    ck_assert_int_eq(kill(pid, sigs[si]), 0);
+    size_t cap = 1 << 20, len = 0;
+    char *all = (char *)malloc(cap);
+    for (size_t k; (k = fread(all + len, 1, cap - 1 - len, r)) > 0;) len += k;
+    all[len] = '\0';
+    fclose(r);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 128 + sigs[si], "status %d: %s", status, all);
+    ck_assert_msg(strstr(all, "and its shards are as they were; the temporary files are removed"), "%s", all);
+    ck_assert_msg(strstr(all, "100.0% done") == NULL, "the merge ran to its end: %s", all);
+    free(all);
+    for (int j = 0; j < 3; ++j) {
+      size_t n = 0;
+      unsigned char *now = tu_read_file(paths[j], &n);
+      ck_assert_msg(n == sizeof old && memcmp(now, old, sizeof old) == 0, "%s changed", paths[j]);
+      free(now);
+    }
+    int has_tmp = 0;
+    ck_assert_int_eq(count_dir(out_dir, &has_tmp), 3);
+    ck_assert(!has_tmp);
+  }
+}
+END_TEST
+
 /* usage, info errors, info's validation and fields */
 START_TEST(test_cli_info) {
   int rc = -1;
@@ -1268,6 +1640,9 @@ static Suite *suite(void) {
   tcase_add_test(t, test_save_peft_roundtrip);
   tcase_add_test(t, test_merge_progress);
   tcase_add_test(t, test_merge_interrupted);
+  tcase_add_test(t, test_merge_sharded);
+  tcase_add_test(t, test_merge_sharded_refusals);
+  tcase_add_test(t, test_merge_sharded_interrupted);
   tcase_add_test(t, test_refuse_missing_peft_type);
   suite_add_tcase(s, t);
   return s;

@@ -329,6 +329,32 @@ START_TEST(test_kmeans_assign_each_level) {
 }
 END_TEST
 
+START_TEST(test_kmeans_runs_over_threads) {
+  /* k-means with several runs on few rows runs whole runs on the context's
+   * threads (each on its own scratch, no threads inside a run); the centres,
+   * labels and the chosen run are those of the runs one after the other. */
+  const int64_t n = 1500, d = 6, k = 40;
+  double *x = malloc(sizeof(double) * (size_t)(n * d));
+  uint64_t s = 321;
+  for (int64_t i = 0; i < n * d; ++i) x[i] = unif(&s) + (double)((i / d) % 5);
+  double *c1 = malloc(sizeof(double) * (size_t)(k * d)), *c2 = malloc(sizeof(double) * (size_t)(k * d));
+  int64_t *l1 = malloc(sizeof(int64_t) * (size_t)n), *l2 = malloc(sizeof(int64_t) * (size_t)n);
+  for (int64_t n_init = 1; n_init <= 7; n_init += 3) {
+    effml_context *ctx = tu_ctx(0);
+    ck_assert_int_eq(effml_context_set_num_threads(ctx, 1), EFFML_OK);
+    ck_assert_int_eq(effml__kmeans(ctx, x, n, d, k, n_init, 300, 1e-4, 9, 2, 0, c1, l1), EFFML_OK);
+    for (int32_t threads = 2; threads <= 3; ++threads) {
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+      ck_assert_int_eq(effml__kmeans(ctx, x, n, d, k, n_init, 300, 1e-4, 9, 2, 0, c2, l2), EFFML_OK);
+      ck_assert_mem_eq(c1, c2, sizeof(double) * (size_t)(k * d));
+      ck_assert_mem_eq(l1, l2, sizeof(int64_t) * (size_t)n);
+    }
+    effml_context_free(ctx);
+  }
+  free(x); free(c1); free(c2); free(l1); free(l2);
+}
+END_TEST
+
 START_TEST(test_tomek_repeated_matches_rounds) {
   /* Repeated Tomek-link removal (kept neighbour lists, knn_shrink.c) gives
    * the rows of single rounds applied until none removes a row, each round a
@@ -393,6 +419,7 @@ int main(void) {
   tcase_add_test(tc, test_knn_f64_each_level);
   tcase_add_test(tc, test_kmeans_assign_each_level);
   tcase_add_test(tc, test_tomek_repeated_matches_rounds);
+  tcase_add_test(tc, test_kmeans_runs_over_threads);
   suite_add_tcase(s, tc);
   return tu_run(s);
 }

@@ -120,7 +120,7 @@ START_TEST(test_block_kernels_each_isa) {
         effml__transpose_in(ctx, DY, B, rows, DYT, ldb);
         effml__bspmm_fwd(ctx, &m, v, XT, ldb, 0, YT, isa);
         effml__bspmm_dx(ctx, &m, v, DYT, ldb, 0, DXT, isa);
-        effml__bsddmm(ctx, &m, DYT, XT, ldb, g, isa);
+        effml__bsddmm(ctx, &m, DYT, XT, ldb, g, NULL, 0, isa);
         double ey = 0, edx = 0, eg = 0;
         for (int64_t b = 0; b < B; ++b) {
           for (int64_t r = 0; r < rows; ++r) {
@@ -166,8 +166,8 @@ START_TEST(test_block_kernels_chunked_threads) {
    * a shared counter.  On a matrix big enough for 2 and 3 threads to take
    * many chunks each (101 block-rows incl. a 2-row tail; batch 200 = three
    * 64-lane dX panels + 16 lanes), every ISA build gives the same bytes for
-   * 1, 2 and 3 threads, in plain and accumulate mode, and matches a
-   * double-precision reference. */
+   * 1, 2 and 3 threads, in plain and accumulate mode (dW: added into
+   * permuted value slots), and matches a double-precision reference. */
   effml_context *ctx = tu_ctx(11);
   const int64_t rows = 402, cols = 300, B = 200, ldb = 208;
   int64_t *pos = NULL, nnz = 0;
@@ -190,6 +190,16 @@ START_TEST(test_block_kernels_chunked_threads) {
     DXA[k] = malloc(sizeof(float) * nx);
     G[k] = malloc(sizeof(float) * (size_t)nnz);
   }
+  float *GS = malloc(sizeof(float) * (size_t)nnz), *base = malloc(sizeof(float) * (size_t)nnz);
+  int32_t *perm = malloc(sizeof(int32_t) * (size_t)nnz);
+  fill(base, nnz, 24);
+  for (int64_t p = 0; p < nnz; ++p) perm[p] = (int32_t)p;
+  for (int64_t p = nnz - 1; p > 0; --p) { /* a fixed shuffle */
+    const int64_t q = (p * 7919 + 13) % (p + 1);
+    const int32_t t = perm[p];
+    perm[p] = perm[q];
+    perm[q] = t;
+  }
   fill(v, nnz, 21);
   fill(X, B * cols, 22);
   fill(DY, B * rows, 23);
@@ -205,7 +215,7 @@ START_TEST(test_block_kernels_chunked_threads) {
       memset(G[k], 0xff, sizeof(float) * (size_t)nnz);
       effml__bspmm_fwd(ctx, &m, v, XT, ldb, 0, YT[k], isa);
       effml__bspmm_dx(ctx, &m, v, DYT, ldb, 0, DXT[k], isa);
-      effml__bsddmm(ctx, &m, DYT, XT, ldb, G[k], isa);
+      effml__bsddmm(ctx, &m, DYT, XT, ldb, G[k], NULL, 0, isa);
       memcpy(YA[k], DYT, sizeof(float) * ny); /* accumulate onto nonzero data */
       memcpy(DXA[k], XT, sizeof(float) * nx);
       effml__bspmm_fwd(ctx, &m, v, XT, ldb, 1, YA[k], isa);
@@ -241,11 +251,19 @@ START_TEST(test_block_kernels_chunked_threads) {
       ck_assert_msg(memcmp(G[0], G[1], sizeof(float) * (size_t)nnz) == 0, "isa %d, %d threads: dW", isa, (int)threads);
       ck_assert_msg(memcmp(YA[0], YA[1], sizeof(float) * ny) == 0, "isa %d, %d threads: forward, accumulate", isa, (int)threads);
       ck_assert_msg(memcmp(DXA[0], DXA[1], sizeof(float) * nx) == 0, "isa %d, %d threads: dX, accumulate", isa, (int)threads);
+      /* dW added into permuted value slots (the layer's gradient after RigL moved
+       * slots): grad[slot[p]] = base + value(p), one float add, exactly */
+      for (int64_t p = 0; p < nnz; ++p) GS[p] = base[p];
+      effml__bsddmm(ctx, &m, DYT, XT, ldb, GS, perm, 1, isa);
+      for (int64_t p = 0; p < nnz; ++p)
+        ck_assert_msg(GS[perm[p]] == base[perm[p]] + G[0][p],
+                      "isa %d, %d threads: dW into slot %d of position %lld", isa, (int)threads,
+                      (int)perm[p], (long long)p);
     }
   for (int k = 0; k < 2; ++k) {
     free(YT[k]); free(YA[k]); free(DXT[k]); free(DXA[k]); free(G[k]);
   }
-  free(v); free(X); free(DY); free(XT); free(DYT);
+  free(v); free(X); free(DY); free(XT); free(DYT); free(GS); free(base); free(perm);
   effml__free(ctx, pos);
   effml__spmat_free(ctx, &m);
   effml_context_free(ctx);

@@ -275,6 +275,49 @@ START_TEST(test_strategy_counts_many_classes) {
 }
 END_TEST
 
+/* The finiteness check of x runs split over threads in blocks: the error
+ * names the first non-finite value in row-major order wherever it lies
+ * (another block, another thread's share, the tail), for f64 and f32 x. */
+START_TEST(test_resample_first_nonfinite) {
+  effml_context *ctx = tu_ctx(0);
+  ck_assert_int_eq(effml_context_set_num_threads(ctx, 2), EFFML_OK);
+  effml_sampler_resample_options o;
+  effml_sampler_resample_options_init(&o);
+  o.k_neighbors = 3;
+  const int64_t n = 20001, d = 3;
+  int64_t xs[2] = {n, d};
+  effml_tensor *y = NULL, *xr = NULL, *yr = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  for (int64_t i = 0; i < n; ++i) ((int64_t *)effml_tensor_data(y))[i] = i % 7 == 0;
+  for (int f32 = 0; f32 <= 1; ++f32) {
+    effml_tensor *x = NULL;
+    ck_assert_int_eq(effml_tensor_create(ctx, f32 ? EFFML_F32 : EFFML_F64, 2, xs, &x), EFFML_OK);
+    const struct { int64_t at[3]; double v[3]; const char *msg; } cases[] = {
+        {{15000 * 3 + 1, 17000 * 3, 19999 * 3 + 2}, {NAN, INFINITY, -INFINITY}, "row 15000, column 1"},
+        {{20000 * 3 + 2, -1, -1}, {-INFINITY, 0, 0}, "row 20000, column 2"},
+        {{3, 12000 * 3, -1}, {INFINITY, NAN, 0}, "row 1, column 0"},
+    };
+    for (int c = 0; c < 3; ++c) {
+      for (int64_t i = 0; i < n * d; ++i) {
+        if (f32) ((float *)effml_tensor_data(x))[i] = (float)(i % 11);
+        else ((double *)effml_tensor_data(x))[i] = (double)(i % 11);
+      }
+      for (int t = 0; t < 3; ++t) {
+        if (cases[c].at[t] < 0) continue;
+        if (f32) ((float *)effml_tensor_data(x))[cases[c].at[t]] = (float)cases[c].v[t];
+        else ((double *)effml_tensor_data(x))[cases[c].at[t]] = cases[c].v[t];
+      }
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_E_NUMERIC);
+      ck_assert_msg(strstr(effml_context_last_error(ctx), cases[c].msg) != NULL, "%s: %s",
+                    cases[c].msg, effml_context_last_error(ctx));
+    }
+    effml_tensor_free(x);
+  }
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* ---- exact kNN ---- */
 static void check_knn_file(const char *csv, const char *ref_name, int threads) {
   effml_context *ctx = tu_ctx(0);
@@ -995,6 +1038,7 @@ static Suite *sampler_suite(void) {
   tcase_add_test(tc, test_strategy_reference);
   tcase_add_test(tc, test_strategy_ties_and_rounding);
   tcase_add_test(tc, test_strategy_counts_many_classes);
+  tcase_add_test(tc, test_resample_first_nonfinite);
   tcase_add_test(tc, test_knn_breast_cancer);
   tcase_add_test(tc, test_knn_wine);
   tcase_add_test(tc, test_knn_duplicates);

@@ -760,6 +760,57 @@ START_TEST(test_repeated_enn_is_repeated_enn) {
 }
 END_TEST
 
+/* The ENN pass of SMOTEENN (and NCL) searches and decides its rows in blocks
+ * of 4096: on 9000 rows made into ~16 000 by SMOTE (four blocks) SMOTEENN
+ * gives exactly SMOTE then the ENN sampler (whose search is one call over
+ * every row), ALL and MODE votes. */
+START_TEST(test_enn_blocks_match_single_pass) {
+  const int64_t n = 9000, d = 5;
+  effml_context *ctx = tu_ctx(0);
+  ck_assert_int_eq(effml_context_set_num_threads(ctx, 2), EFFML_OK);
+  int64_t xs[2] = {n, d};
+  effml_tensor *x, *y;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, xs, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  double *xv = (double *)effml_tensor_data(x);
+  int64_t *yv = (int64_t *)effml_tensor_data(y);
+  uint64_t s = 4242;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t t = 0; t < d; ++t) {
+      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+      xv[i * d + t] = (double)(s >> 11) * 0x1.0p-53;
+    }
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    yv[i] = (double)(s >> 11) * 0x1.0p-53 < 0.02 + 0.2 * xv[i * d] ? 1 : 0;
+  }
+  for (int kind = 0; kind < 2; ++kind) {
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
+    o.kind_sel = kind ? EFFML_SAMPLER_ENN_MODE : EFFML_SAMPLER_ENN_ALL;
+    effml_tensor *x1, *y1, *x2, *y2, *xc, *yc;
+    ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
+    ck_assert_int_gt(effml_tensor_dim(x1, 0), 3 * 4096);
+    effml_sampler_resample_options oc = o;
+    oc.method = EFFML_SAMPLER_RESAMPLE_ENN;
+    oc.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
+    ck_assert_int_eq(effml_sampler_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
+    o.method = EFFML_SAMPLER_RESAMPLE_SMOTEENN;
+    ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
+    const int64_t m = effml_tensor_dim(xc, 0);
+    ck_assert_int_lt(m, effml_tensor_dim(x1, 0) - 500); /* the cleaning removed rows */
+    ck_assert_int_eq(effml_tensor_dim(x2, 0), m);
+    ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x2), (size_t)(m * d) * sizeof(double));
+    ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(y2), (size_t)m * sizeof(int64_t));
+    effml_tensor_free(x1); effml_tensor_free(y1); effml_tensor_free(x2);
+    effml_tensor_free(y2); effml_tensor_free(xc); effml_tensor_free(yc);
+  }
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* ---- InstanceHardnessThreshold ---- */
 
 typedef struct iht_log {
@@ -1374,6 +1425,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_kmeans_smote_selection);
   tcase_add_test(tc, test_enn_beyond_60_neighbours);
   tcase_add_test(tc, test_repeated_enn_is_repeated_enn);
+  tcase_add_test(tc, test_enn_blocks_match_single_pass);
   tcase_add_test(tc, test_iht_matches_imblearn);
   tcase_add_test(tc, test_iht_folds);
   tcase_add_test(tc, test_cluster_centroids);

@@ -3,6 +3,8 @@
  *
  *   effml-adapter merge --base MODEL.safetensors --adapter DIR --out MERGED.safetensors [--dry-run]
  *                       [--progress | --no-progress]
+ *   effml-adapter merge --base DIR/model.safetensors.index.json --adapter DIR
+ *                       --out OUTDIR/model.safetensors.index.json [...]
  *   effml-adapter info DIR
  *   effml-adapter --help
  *
@@ -25,6 +27,18 @@
  * Ctrl-C (SIGINT) or SIGTERM stops the merge at the next tensor or 16 MiB piece (and
  * the adapter load, through the context's cancel flag): the temporary file is removed,
  * --out keeps what it held before, and the exit status is 128 + the signal number.
+ *
+ * A sharded checkpoint: --base DIR/model.safetensors.index.json (Hugging Face's index:
+ * "metadata" {"total_size", "total_parameters"} and "weight_map" tensor -> shard file; any
+ * other field, a shard that cannot be read, a tensor weight_map names that its shard lacks, a
+ * shard tensor weight_map does not list, is an error naming it) and --out OUTDIR/NAME.index.json:
+ * every shard is merged as a single file would be, into OUTDIR under its own name, and the index
+ * is written with total_size/total_parameters recomputed.  A module's weight and bias may lie in
+ * different shards.  All shards and the index are written under temporary names first and
+ * renamed only when every one is complete (the renames are not interrupted), so a signal or an
+ * error leaves OUTDIR as it was.  OUTDIR may not be the base's folder unless --out is the base
+ * index itself (merging in place).  Memory as for one file: the buffers of the largest merged
+ * tensor, the 16 MiB staging buffer, and the shards' headers.
  * Exit status: 0 ok (--help: usage on stdout), 1 refused or failed (message on stderr),
  * 2 usage error (unknown option, missing argument), 130 / 143 interrupted (SIGINT / SIGTERM). */
 #define _POSIX_C_SOURCE 200809L
@@ -49,11 +63,15 @@ typedef struct entry {
   uint64_t begin, end;
   int64_t module; /* adapter module index whose weight/bias this is, or -1 */
   int is_bias;
+  int fd;          /* its file (the shard's, for a sharded checkpoint) */
+  uint64_t data0;  /* offset of that file's tensor data */
 } entry;
 
 static const char USAGE[] =
     "usage: effml-adapter merge --base MODEL.safetensors --adapter DIR --out MERGED.safetensors [--dry-run]\n"
     "                           [--progress | --no-progress]\n"
+    "       effml-adapter merge --base DIR/model.safetensors.index.json --adapter DIR\n"
+    "                           --out OUTDIR/model.safetensors.index.json [--dry-run] [--progress | --no-progress]\n"
     "       effml-adapter info DIR\n"
     "       effml-adapter --help\n";
 
@@ -198,9 +216,8 @@ static const char *config_says(const cJSON *cfg, const char *key, char *buf, siz
   return buf;
 }
 
-static cJSON *read_config(const char *dir) {
-  char p[4096];
-  snprintf(p, sizeof p, "%s/adapter_config.json", dir);
+/* The JSON file at `p`, parsed (NULL when it cannot be read or parsed; errno from the read). */
+static cJSON *read_json_file(const char *p) {
   FILE *f = fopen(p, "rb");
   if (f == NULL) return NULL;
   char *b = NULL;
@@ -230,7 +247,9 @@ static int print_dropouts(effml_context *ctx, const effml_adapter_peft *a, const
     printf("dropouts: none (IA3 has no dropout)\n");
     return 0;
   }
-  cJSON *cfg = read_config(dir);
+  char cp[4096];
+  snprintf(cp, sizeof cp, "%s/adapter_config.json", dir);
+  cJSON *cfg = read_json_file(cp);
   char b[128];
   printf("dropouts (training only; merge and inference never drop):\n");
   if (strcmp(type, "LOKR") == 0 || strcmp(type, "LOHA") == 0) {
@@ -329,11 +348,11 @@ typedef struct bufs {
 
 /* Read tensor e into f32 memory f (F32 files straight into it; F16/BF16 through raw, which then
  * keeps the file bytes for rounding back) and wrap it as *t.  0, or 1 with the reason on stderr. */
-static int read_f32(effml_context *ctx, int fd, uint64_t data0, const entry *e, float *f, void *raw, effml_tensor **t) {
+static int read_f32(effml_context *ctx, const entry *e, float *f, void *raw, effml_tensor **t) {
   size_t bytes = (size_t)(e->end - e->begin), n = 1;
   for (int d = 0; d < e->ndim; ++d) n *= (size_t)e->shape[d];
   *t = NULL;
-  if (read_full(fd, e->dtype == EFFML_F32 ? (void *)f : raw, bytes, data0 + e->begin)) {
+  if (read_full(e->fd, e->dtype == EFFML_F32 ? (void *)f : raw, bytes, e->data0 + e->begin)) {
     fprintf(stderr, "effml-adapter: cannot read %s\n", e->name);
     return 1;
   }
@@ -366,12 +385,12 @@ static const void *file_bytes(effml_context *ctx, const entry *e, effml_tensor *
 /* Merge module w->module into weight w (and bias b, or NULL when the adapter leaves the bias
  * alone): effml_adapter_peft_merge_tensors() on f32 copies in bu, rounded once back to the
  * file's dtypes; *wbytes and *bbytes point at the bytes to write (inside bu). */
-static int merge_module(effml_context *ctx, const effml_adapter_peft *a, int fd, uint64_t data0, const entry *w,
-                        const entry *b, const bufs *bu, const void **wbytes, const void **bbytes) {
+static int merge_module(effml_context *ctx, const effml_adapter_peft *a, const entry *w, const entry *b,
+                        const bufs *bu, const void **wbytes, const void **bbytes) {
   effml_tensor *wt = NULL, *bt = NULL;
   int rc = 1;
   *wbytes = *bbytes = NULL;
-  if (read_f32(ctx, fd, data0, w, bu->w, bu->wraw, &wt) || (b && read_f32(ctx, fd, data0, b, bu->b, bu->braw, &bt)))
+  if (read_f32(ctx, w, bu->w, bu->wraw, &wt) || (b && read_f32(ctx, b, bu->b, bu->braw, &bt)))
     goto done;
   if (effml_adapter_peft_merge_tensors(ctx, a, w->module, wt, bt) != EFFML_OK) {
     rc = fail_ctx(ctx, effml_adapter_peft_module_name(a, w->module));
@@ -386,13 +405,338 @@ done:
   return rc;
 }
 
-static int merge(const char *base_path, const char *dir, const char *out_path, int dry_run, int progress_mode) {
-  size_t bl = strlen(base_path);
-  if (bl > 11 && strcmp(base_path + bl - 11, ".index.json") == 0) {
-    fprintf(stderr, "effml-adapter: %s is a sharded checkpoint index; sharded checkpoints are not merged yet "
-                    "(merge a single-file checkpoint)\n", base_path);
+/* One file of the base: the single checkpoint, or one shard of a sharded one. */
+typedef struct shard {
+  char *file;           /* the shard's name in weight_map (NULL for a single file) */
+  char *in, *out, *tmp; /* its path, the output path, the temporary output path */
+  int fd, made;         /* base file; made: tmp was created */
+  unsigned char len8[8];
+  uint64_t n;           /* header length */
+  char *hdr;
+  cJSON *root;
+  entry *es; /* its tensors in data order */
+  int ne;
+} shard;
+
+/* Open s->in and read its header into s->es (sorted by offset): 0, or 1 with the reason on stderr. */
+static int open_shard(shard *s) {
+  s->fd = open(s->in, O_RDONLY);
+  if (s->fd < 0 || read_full(s->fd, s->len8, 8, 0)) {
+    fprintf(stderr, "effml-adapter: cannot read %s: %s\n", s->in, strerror(errno));
     return 1;
   }
+  for (int i = 7; i >= 0; --i) s->n = (s->n << 8) | s->len8[i];
+  if (s->n > 100000000u || (s->hdr = (char *)malloc(s->n + 1)) == NULL || read_full(s->fd, s->hdr, s->n, 8)) {
+    fprintf(stderr, "effml-adapter: %s: bad or unreadable safetensors header\n", s->in);
+    return 1;
+  }
+  s->hdr[s->n] = '\0';
+  s->root = cJSON_Parse(s->hdr);
+  if (!cJSON_IsObject(s->root)) {
+    fprintf(stderr, "effml-adapter: %s: header is not a JSON object\n", s->in);
+    return 1;
+  }
+  int ne = 0;
+  for (cJSON *v = s->root->child; v; v = v->next) ne += strcmp(v->string, "__metadata__") != 0;
+  s->es = (entry *)calloc((size_t)(ne ? ne : 1), sizeof *s->es);
+  if (s->es == NULL) return 1;
+  for (cJSON *v = s->root->child; v; v = v->next) {
+    if (strcmp(v->string, "__metadata__") == 0) continue;
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype"), *sh = cJSON_GetObjectItemCaseSensitive(v, "shape"),
+                *of = cJSON_GetObjectItemCaseSensitive(v, "data_offsets");
+    if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || cJSON_GetArraySize(sh) > 8 || !cJSON_IsArray(of) ||
+        cJSON_GetArraySize(of) != 2) {
+      fprintf(stderr, "effml-adapter: %s: malformed entry \"%s\"\n", s->in, v->string);
+      return 1;
+    }
+    entry *e = &s->es[s->ne++];
+    e->name = v->string;
+    e->dtype = dtype_of(dt->valuestring);
+    e->ndim = cJSON_GetArraySize(sh);
+    for (int d = 0; d < e->ndim; ++d) e->shape[d] = (int64_t)cJSON_GetArrayItem(sh, d)->valuedouble;
+    e->begin = (uint64_t)cJSON_GetArrayItem(of, 0)->valuedouble;
+    e->end = (uint64_t)cJSON_GetArrayItem(of, 1)->valuedouble;
+    e->module = -1;
+    e->fd = s->fd;
+    e->data0 = 8 + s->n;
+    if (e->end < e->begin) {
+      fprintf(stderr, "effml-adapter: %s: bad offsets for \"%s\"\n", s->in, e->name);
+      return 1;
+    }
+  }
+  qsort(s->es, (size_t)s->ne, sizeof *s->es, cmp_entry);
+  return 0;
+}
+
+/* a + b + c in a new string (NULL when out of memory). */
+static char *cat3(const char *a, const char *b, const char *c) {
+  size_t l = strlen(a) + strlen(b) + strlen(c) + 1;
+  char *p = (char *)malloc(l);
+  if (p) snprintf(p, l, "%s%s%s", a, b, c);
+  return p;
+}
+
+/* path + ".tmp.<pid>": the temporary name an output is written under. */
+static char *tmp_name(const char *path) {
+  char suffix[32];
+  snprintf(suffix, sizeof suffix, ".tmp.%ld", (long)getpid());
+  return cat3(path, suffix, "");
+}
+
+/* The folder part of `path` ("." when it has none), in buf. */
+static const char *dir_of(const char *path, char *buf, size_t len) {
+  const char *sl = strrchr(path, '/');
+  if (sl == NULL) snprintf(buf, len, ".");
+  else if (sl == path) snprintf(buf, len, "/");
+  else snprintf(buf, len, "%.*s", (int)(sl - path), path);
+  return buf;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* A sharded checkpoint's index (Hugging Face's "model.safetensors.index.json": "metadata" with
+ * "total_size" -- and "total_parameters" when recorded --, "weight_map" tensor -> shard file):
+ * checked (any other field is an error naming it; shard names are plain file names beside the
+ * index), and one shard per file in order of first mention, with its output path beside
+ * out_path.  0, or 1 with the reason on stderr. */
+static int read_index(const char *index_path, const char *out_path, cJSON **idx, shard **shards, int *nsh) {
+  errno = 0;
+  *idx = read_json_file(index_path);
+  if (*idx == NULL || !cJSON_IsObject(*idx)) {
+    fprintf(stderr, "effml-adapter: %s: cannot read it as a JSON object (%s)\n", index_path,
+            *idx ? "not an object" : errno ? strerror(errno) : "bad JSON");
+    return 1;
+  }
+  const cJSON *md = NULL, *wm = NULL;
+  for (const cJSON *v = (*idx)->child; v; v = v->next) {
+    const cJSON **slot = strcmp(v->string, "metadata") == 0 ? &md : strcmp(v->string, "weight_map") == 0 ? &wm : NULL;
+    if (slot && *slot) {
+      fprintf(stderr, "effml-adapter: %s: field \"%s\" appears twice\n", index_path, v->string);
+      return 1;
+    }
+    if (slot) *slot = v;
+    else {
+      fprintf(stderr, "effml-adapter: %s: unknown field \"%s\" (a sharded checkpoint index holds \"metadata\" and "
+                      "\"weight_map\"; this tool does not guess what other fields mean)\n", index_path, v->string);
+      return 1;
+    }
+  }
+  if (!cJSON_IsObject(wm) || wm->child == NULL || (md && !cJSON_IsObject(md))) {
+    fprintf(stderr, "effml-adapter: %s: %s\n", index_path,
+            !cJSON_IsObject(wm) ? "no \"weight_map\" object" : wm->child == NULL ? "\"weight_map\" is empty"
+                                                                               : "\"metadata\" is not an object");
+    return 1;
+  }
+  for (const cJSON *v = md ? md->child : NULL; v; v = v->next)
+    if ((strcmp(v->string, "total_size") != 0 && strcmp(v->string, "total_parameters") != 0) || !cJSON_IsNumber(v)) {
+      fprintf(stderr, "effml-adapter: %s: unknown metadata field \"%s\" (this tool reads and rewrites the numbers "
+                      "\"total_size\" and \"total_parameters\")\n", index_path, v->string);
+      return 1;
+    }
+  int cap = 0;
+  for (const cJSON *v = wm->child; v; v = v->next) ++cap;
+  *shards = (shard *)calloc((size_t)cap, sizeof **shards);
+  if (*shards == NULL) return 1;
+  char din[4096], dout[4096];
+  dir_of(index_path, din, sizeof din);
+  dir_of(out_path, dout, sizeof dout);
+  for (const cJSON *v = wm->child; v; v = v->next) {
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0' || strchr(v->valuestring, '/') ||
+        strcmp(v->valuestring, ".") == 0 || strcmp(v->valuestring, "..") == 0) {
+      char *t = cJSON_PrintUnformatted(v);
+      fprintf(stderr, "effml-adapter: %s: weight_map[\"%s\"]=%s is not a shard file name beside the index\n",
+              index_path, v->string, t ? t : "?");
+      cJSON_free(t);
+      return 1;
+    }
+    int k = 0;
+    while (k < *nsh && strcmp((*shards)[k].file, v->valuestring) != 0) ++k;
+    if (k < *nsh) continue;
+    shard *s = &(*shards)[(*nsh)++];
+    s->fd = -1;
+    s->file = v->valuestring;
+    s->in = cat3(din, "/", s->file);
+    s->out = cat3(dout, "/", s->file);
+    s->tmp = s->out ? tmp_name(s->out) : NULL;
+    if (s->in == NULL || s->out == NULL || s->tmp == NULL) return 1;
+    if (access(s->in, R_OK) != 0) {
+      fprintf(stderr, "effml-adapter: %s: weight_map names shard \"%s\" (for tensor \"%s\"), but %s cannot be read: "
+                      "%s\n", index_path, s->file, v->string, s->in, strerror(errno));
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Every weight_map entry names a tensor its shard holds, and every tensor of a shard is listed
+ * there with that shard: 0, or 1 naming the first that is not. */
+static int check_weight_map(const char *index_path, const cJSON *idx, const shard *sh, int nsh) {
+  const cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+  for (const cJSON *v = wm->child; v; v = v->next)
+    if (cJSON_GetObjectItemCaseSensitive(wm, v->string) != v) {
+      fprintf(stderr, "effml-adapter: %s: weight_map lists tensor \"%s\" twice\n", index_path, v->string);
+      return 1;
+    }
+  for (const cJSON *v = wm->child; v; v = v->next) {
+    int k = 0, found = 0;
+    while (strcmp(sh[k].file, v->valuestring) != 0) ++k;
+    for (int i = 0; i < sh[k].ne && !found; ++i) found = strcmp(sh[k].es[i].name, v->string) == 0;
+    if (!found) {
+      fprintf(stderr, "effml-adapter: %s: weight_map names tensor \"%s\" in shard \"%s\", but %s has no such tensor\n",
+              index_path, v->string, sh[k].file, sh[k].in);
+      return 1;
+    }
+  }
+  for (int k = 0; k < nsh; ++k)
+    for (int i = 0; i < sh[k].ne; ++i) {
+      const cJSON *v = cJSON_GetObjectItemCaseSensitive(wm, sh[k].es[i].name);
+      if (!cJSON_IsString(v) || strcmp(v->valuestring, sh[k].file) != 0) {
+        fprintf(stderr, "effml-adapter: %s: shard \"%s\" holds tensor \"%s\", which weight_map %s%s%s\n", index_path,
+                sh[k].file, sh[k].es[i].name, v ? "maps to shard \"" : "does not list",
+                v ? v->valuestring : "", v ? "\"" : "");
+        return 1;
+      }
+    }
+  return 0;
+}
+
+/* Write the output index to `path` (created): the input's metadata keys with total_size (bytes
+ * of tensor data over all shards) and total_parameters (elements) recomputed from the shards'
+ * headers, and the weight_map as given, 2-space indented.  0, or 1 with errno set. */
+static int write_index(const char *path, const cJSON *idx, const shard *sh, int nsh) {
+  unsigned long long bytes = 0, params = 0;
+  for (int k = 0; k < nsh; ++k)
+    for (int i = 0; i < sh[k].ne; ++i) {
+      unsigned long long n = 1;
+      for (int d = 0; d < sh[k].es[i].ndim; ++d) n *= (unsigned long long)sh[k].es[i].shape[d];
+      bytes += sh[k].es[i].end - sh[k].es[i].begin;
+      params += n;
+    }
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+  if (f == NULL) {
+    if (fd >= 0) close(fd);
+    return 1;
+  }
+  const cJSON *md = cJSON_GetObjectItemCaseSensitive(idx, "metadata"),
+              *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+  fputs("{\n", f);
+  if (md) {
+    fputs("  \"metadata\": {", f);
+    for (const cJSON *v = md->child; v; v = v->next)
+      fprintf(f, "%s\n    \"%s\": %llu", v == md->child ? "" : ",", v->string,
+              strcmp(v->string, "total_size") == 0 ? bytes : params);
+    fputs(md->child ? "\n  },\n" : "},\n", f);
+  }
+  fputs("  \"weight_map\": {", f);
+  for (const cJSON *v = wm->child; v; v = v->next) {
+    cJSON *key = cJSON_CreateString(v->string);
+    char *k = key ? cJSON_PrintUnformatted(key) : NULL, *val = cJSON_PrintUnformatted(v);
+    fprintf(f, "%s\n    %s: %s", v == wm->child ? "" : ",", k ? k : "\"?\"", val ? val : "\"?\"");
+    cJSON_free(k);
+    cJSON_free(val);
+    cJSON_Delete(key);
+  }
+  fputs("\n  }\n}\n", f);
+  int bad = fflush(f) != 0 || fsync(fd) != 0;
+  return (fclose(f) != 0 || bad) ? 1 : 0;
+}
+
+/* Stream shard s into its temporary file: the header verbatim, each tensor copied or (a module's
+ * weight, and its bias when the adapter changes it) merged.  *k and *done0 count tensors and data
+ * bytes over all shards (progress).  0, or 1 with the reason on stderr (nothing on a signal). */
+static int write_shard(effml_context *ctx, const effml_adapter_peft *a, shard *s, entry *const *all, int nall,
+                       outw *w, const bufs *bu, int64_t *cached, const void **cwb, const void **cbb, progress *pg,
+                       int *k, uint64_t *done0) {
+  w->fd = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  s->made = w->fd >= 0;
+  w->len = 0;
+  if (w->fd < 0 || write_full(w, s->len8, 8) || write_full(w, s->hdr, s->n)) {
+    fprintf(stderr, "effml-adapter: cannot write %s: %s\n", s->tmp, strerror(errno));
+    return 1;
+  }
+  int bias_changes = effml_adapter_peft_changes_bias(a) || strcmp(effml_adapter_peft_type(a), "IA3") == 0;
+  uint64_t pos = 0;
+  for (int i = 0; i < s->ne; ++i) {
+    entry *e = &s->es[i];
+    if (g_signal) return 1;
+    if (e->begin != pos) {
+      fprintf(stderr, "effml-adapter: %s: tensors are not contiguous at \"%s\"\n", s->in, e->name);
+      return 1;
+    }
+    size_t bytes = (size_t)(e->end - e->begin);
+    /* a bias the adapter does not change is copied like any other tensor (last branch) */
+    const char *what = e->module >= 0 && (bias_changes || !e->is_bias) ? "merging" : "copying";
+    progress_show(pg, ++*k, *done0 + e->begin, what, e->name);
+    if (e->module >= 0 && (!e->is_bias || bias_changes)) {
+      /* a module's weight and (when the adapter changes it: lora_bias, IA3) bias come from one
+       * merge; the other of the pair stays in the buffers until its turn ("X.bias" and
+       * "X.weight" are adjacent in practice; otherwise, or in another shard, it is merged again) */
+      if (*cached != e->module) {
+        entry *wt = NULL, *bt = NULL;
+        for (int j = 0; j < nall; ++j)
+          if (all[j]->module == e->module) {
+            if (all[j]->is_bias) bt = all[j];
+            else wt = all[j];
+          }
+        if (pg->mode == 0) fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
+        *cached = -1;
+        if (merge_module(ctx, a, wt, bias_changes ? bt : NULL, bu, cwb, cbb)) return 1;
+        *cached = e->module;
+      }
+      if (write_full(w, e->is_bias ? *cbb : *cwb, bytes)) {
+        fprintf(stderr, "effml-adapter: write failed: %s\n", strerror(errno));
+        return 1;
+      }
+    } else if (copy_range(w, e->fd, e->data0 + e->begin, bytes)) {
+      if (!g_signal) fprintf(stderr, "effml-adapter: copying %s failed: %s\n", e->name, strerror(errno));
+      return 1;
+    }
+    pos = e->end;
+  }
+  *done0 += pos;
+  int bad = ow_flush(w) != 0 || fsync(w->fd) != 0;
+  bad = close(w->fd) != 0 || bad;
+  w->fd = -1;
+  if (bad) {
+    fprintf(stderr, "effml-adapter: cannot write %s: %s\n", s->tmp, strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+/* --base INDEX.json with --out OUT: OUT must be an index too, and its folder must not be the
+ * base's unless OUT is the base index itself (the shards keep their names, so they would replace
+ * the base's own).  0, or 1 with the reason on stderr. */
+static int check_sharded_out(const char *base_path, const char *out_path) {
+  if (!ends_with(out_path, ".index.json")) {
+    fprintf(stderr, "effml-adapter: --base %s is a sharded checkpoint index, so --out must name the output index "
+                    "(\"DIR/model.safetensors.index.json\"; the shards are written beside it with their names), not "
+                    "%s\n", base_path, out_path);
+    return 1;
+  }
+  char a[4096], b[4096];
+  struct stat sa, sb, fa, fb;
+  if (stat(dir_of(out_path, b, sizeof b), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    fprintf(stderr, "effml-adapter: --out %s: its folder %s does not exist\n", out_path, b);
+    return 1;
+  }
+  if (stat(dir_of(base_path, a, sizeof a), &sa) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino &&
+      !(stat(base_path, &fa) == 0 && stat(out_path, &fb) == 0 && fa.st_dev == fb.st_dev && fa.st_ino == fb.st_ino)) {
+    fprintf(stderr, "effml-adapter: --out %s is in the base's folder but is not the base index: the merged shards, "
+                    "which keep their names, would replace the base's shards; write to another folder, or give "
+                    "--out %s to merge in place\n", out_path, base_path);
+    return 1;
+  }
+  return 0;
+}
+
+static int merge(const char *base_path, const char *dir, const char *out_path, int dry_run, int progress_mode) {
+  const int sharded = ends_with(base_path, ".index.json");
+  if (sharded && !dry_run && check_sharded_out(base_path, out_path)) return 1;
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;
   g_signal = 0;
@@ -400,12 +744,12 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
   catch_signals(1);
   progress pg = {progress_mode, 0, 0, 0};
   effml_adapter_peft *a = NULL;
-  int rc = 1, fd = -1;
-  char *hdr = NULL, *tmp = NULL;
-  cJSON *root = NULL;
-  entry *es = NULL;
+  int rc = 1, nsh = 0, nall = 0, committing = 0;
+  cJSON *idx = NULL;
+  shard *sh = NULL;
+  entry **all = NULL;
+  char *idx_tmp = NULL;
   outw ow = {-1, NULL, 1u << 24, 0};
-  outw *f = &ow;
   void *buf = NULL;
   bufs bu = {NULL, NULL, NULL, NULL};
   const void *cwb = NULL, *cbb = NULL;
@@ -414,52 +758,28 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
     if (!g_signal) rc = fail_ctx(ctx, dir);
     goto done;
   }
-  fd = open(base_path, O_RDONLY);
-  uint64_t n = 0;
-  unsigned char len8[8];
-  if (fd < 0 || read_full(fd, len8, 8, 0)) {
-    fprintf(stderr, "effml-adapter: cannot read %s: %s\n", base_path, strerror(errno));
-    goto done;
+  if (sharded) {
+    if (read_index(base_path, out_path, &idx, &sh, &nsh)) goto done;
+  } else {
+    sh = (shard *)calloc(1, sizeof *sh);
+    if (sh == NULL) goto done;
+    nsh = 1;
+    sh->fd = -1;
+    sh->in = cat3(base_path, "", "");
+    sh->out = cat3(out_path, "", "");
+    sh->tmp = tmp_name(out_path);
+    if (sh->in == NULL || sh->out == NULL || sh->tmp == NULL) goto done;
   }
-  for (int i = 7; i >= 0; --i) n = (n << 8) | len8[i];
-  if (n > 100000000u || (hdr = (char *)malloc(n + 1)) == NULL || read_full(fd, hdr, n, 8)) {
-    fprintf(stderr, "effml-adapter: %s: bad or unreadable safetensors header\n", base_path);
-    goto done;
+  for (int k = 0; k < nsh; ++k) {
+    if (open_shard(&sh[k])) goto done;
+    nall += sh[k].ne;
   }
-  hdr[n] = '\0';
-  root = cJSON_Parse(hdr);
-  if (!cJSON_IsObject(root)) {
-    fprintf(stderr, "effml-adapter: %s: header is not a JSON object\n", base_path);
-    goto done;
-  }
-  int ne = 0;
-  for (cJSON *v = root->child; v; v = v->next) ne += strcmp(v->string, "__metadata__") != 0;
-  es = (entry *)calloc((size_t)(ne ? ne : 1), sizeof *es);
-  if (es == NULL) goto done;
-  int k = 0;
-  for (cJSON *v = root->child; v; v = v->next) {
-    if (strcmp(v->string, "__metadata__") == 0) continue;
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(v, "dtype"), *sh = cJSON_GetObjectItemCaseSensitive(v, "shape"),
-                *of = cJSON_GetObjectItemCaseSensitive(v, "data_offsets");
-    if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || cJSON_GetArraySize(sh) > 8 || !cJSON_IsArray(of) ||
-        cJSON_GetArraySize(of) != 2) {
-      fprintf(stderr, "effml-adapter: %s: malformed entry \"%s\"\n", base_path, v->string);
-      goto done;
-    }
-    entry *e = &es[k++];
-    e->name = v->string;
-    e->dtype = dtype_of(dt->valuestring);
-    e->ndim = cJSON_GetArraySize(sh);
-    for (int d = 0; d < e->ndim; ++d) e->shape[d] = (int64_t)cJSON_GetArrayItem(sh, d)->valuedouble;
-    e->begin = (uint64_t)cJSON_GetArrayItem(of, 0)->valuedouble;
-    e->end = (uint64_t)cJSON_GetArrayItem(of, 1)->valuedouble;
-    e->module = -1;
-    if (e->end < e->begin) {
-      fprintf(stderr, "effml-adapter: %s: bad offsets for \"%s\"\n", base_path, e->name);
-      goto done;
-    }
-  }
-  qsort(es, (size_t)ne, sizeof *es, cmp_entry);
+  if (sharded && check_weight_map(base_path, idx, sh, nsh)) goto done;
+  all = (entry **)calloc((size_t)(nall ? nall : 1), sizeof *all);
+  if (all == NULL) goto done;
+  nall = 0;
+  for (int k = 0; k < nsh; ++k)
+    for (int i = 0; i < sh[k].ne; ++i) all[nall++] = &sh[k].es[i];
   /* plan: every module's weight (and bias) in the base, mergeable dtypes */
   int64_t nm = effml_adapter_peft_num_modules(a);
   for (int64_t m = 0; m < nm; ++m) {
@@ -467,10 +787,10 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
     if (strncmp(x, "base_model.model.", 17) == 0) x += 17;
     size_t xl = strlen(x);
     entry *w = NULL, *b = NULL;
-    for (int i = 0; i < ne; ++i)
-      if (strncmp(es[i].name, x, xl) == 0) {
-        if (strcmp(es[i].name + xl, ".weight") == 0) w = &es[i];
-        if (strcmp(es[i].name + xl, ".bias") == 0) b = &es[i];
+    for (int i = 0; i < nall; ++i)
+      if (strncmp(all[i]->name, x, xl) == 0) {
+        if (strcmp(all[i]->name + xl, ".weight") == 0) w = all[i];
+        if (strcmp(all[i]->name + xl, ".bias") == 0) b = all[i];
       }
     if (w == NULL) {
       fprintf(stderr, "effml-adapter: module %s: the base has no tensor \"%s.weight\"\n", mod, x);
@@ -505,19 +825,22 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
              effml_adapter_peft_changes_bias(a) ? " and its bias" : "");
   }
   if (dry_run) {
-    printf("%d other tensors copied unchanged\n", ne - (int)nm);
+    printf("%d other tensors copied unchanged", nall - (int)nm);
+    if (sharded) printf(" (%d shards)", nsh);
+    printf("\n");
     rc = 0;
     goto done;
   }
   { /* the reused buffers: the largest merged weight and bias, f32 and file bytes; the copy chunk */
     size_t wn = 1, bn = 1, wr = 1, br = 1;
-    for (int i = 0; i < ne; ++i) {
-      if (es[i].module < 0) continue;
-      size_t n = 1, bytes = (size_t)(es[i].end - es[i].begin);
-      for (int d = 0; d < es[i].ndim; ++d) n *= (size_t)es[i].shape[d];
-      size_t *fn = es[i].is_bias ? &bn : &wn, *rn = es[i].is_bias ? &br : &wr;
+    for (int i = 0; i < nall; ++i) {
+      const entry *e = all[i];
+      if (e->module < 0) continue;
+      size_t n = 1, bytes = (size_t)(e->end - e->begin);
+      for (int d = 0; d < e->ndim; ++d) n *= (size_t)e->shape[d];
+      size_t *fn = e->is_bias ? &bn : &wn, *rn = e->is_bias ? &br : &wr;
       if (n > *fn) *fn = n;
-      if (es[i].dtype != EFFML_F32 && bytes > *rn) *rn = bytes;
+      if (e->dtype != EFFML_F32 && bytes > *rn) *rn = bytes;
     }
     bu.w = (float *)malloc(wn * sizeof(float));
     bu.b = (float *)malloc(bn * sizeof(float));
@@ -530,82 +853,55 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
       goto done;
     }
   }
-  size_t tl = strlen(out_path) + 32;
-  tmp = (char *)malloc(tl);
-  if (tmp == NULL) goto done;
-  snprintf(tmp, tl, "%s.tmp.%ld", out_path, (long)getpid());
-  ow.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (ow.fd < 0 || write_full(f, len8, 8) || write_full(f, hdr, n)) {
-    fprintf(stderr, "effml-adapter: cannot write %s: %s\n", tmp, strerror(errno));
-    goto done;
-  }
-  uint64_t data0 = 8 + n, pos = 0;
+  pg.n = nall;
+  for (int k = 0; k < nsh; ++k) pg.total += sh[k].ne ? sh[k].es[sh[k].ne - 1].end : 0;
+  int kk = 0;
   int64_t cached = -1;
-  pg.n = ne;
-  pg.total = ne ? es[ne - 1].end : 0;
-  for (int i = 0; i < ne; ++i) {
-    entry *e = &es[i];
-    if (g_signal) goto done;
-    if (e->begin != pos) {
-      fprintf(stderr, "effml-adapter: %s: tensors are not contiguous at \"%s\"\n", base_path, e->name);
+  uint64_t done0 = 0;
+  for (int k = 0; k < nsh; ++k)
+    if (write_shard(ctx, a, &sh[k], all, nall, &ow, &bu, &cached, &cwb, &cbb, &pg, &kk, &done0)) goto done;
+  if (sharded) {
+    idx_tmp = tmp_name(out_path);
+    if (idx_tmp == NULL || write_index(idx_tmp, idx, sh, nsh)) {
+      fprintf(stderr, "effml-adapter: cannot write %s: %s\n", idx_tmp ? idx_tmp : out_path, strerror(errno));
       goto done;
     }
-    size_t bytes = (size_t)(e->end - e->begin);
-    int bias_changes = effml_adapter_peft_changes_bias(a) || strcmp(effml_adapter_peft_type(a), "IA3") == 0;
-    /* a bias the adapter does not change is copied like any other tensor (last branch) */
-    const char *what = e->module >= 0 && (bias_changes || !e->is_bias) ? "merging" : "copying";
-    progress_show(&pg, i + 1, e->begin, what, e->name);
-    if (e->module >= 0 && (!e->is_bias || bias_changes)) {
-      /* a module's weight and (when the adapter changes it: lora_bias, IA3) bias come from one
-       * merge; the other of the pair stays in the buffers until its turn ("X.bias" and
-       * "X.weight" are adjacent in practice) */
-      if (cached != e->module) {
-        entry *w = NULL, *b = NULL;
-        for (int j = 0; j < ne; ++j)
-          if (es[j].module == e->module) {
-            if (es[j].is_bias) b = &es[j];
-            else w = &es[j];
-          }
-        if (pg.mode == 0) fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
-        if (merge_module(ctx, a, fd, data0, w, bias_changes ? b : NULL, &bu, &cwb, &cbb)) goto done;
-        cached = e->module;
-      }
-      if (write_full(f, e->is_bias ? cbb : cwb, bytes)) {
-        fprintf(stderr, "effml-adapter: write failed: %s\n", strerror(errno));
-        goto done;
-      }
-    } else {
-      if (copy_range(f, fd, data0 + e->begin, bytes)) {
-        if (!g_signal) fprintf(stderr, "effml-adapter: copying %s failed: %s\n", e->name, strerror(errno));
-        goto done;
-      }
-    }
-    pos = e->end;
   }
-  progress_show(&pg, ne, pg.total, "done", "");
+  progress_show(&pg, nall, pg.total, "done", "");
   progress_break(&pg);
-  if (g_signal) goto done; /* the last chance to stop before the rename */
-  int bad = ow_flush(f) != 0 || fsync(ow.fd) != 0;
-  bad = close(ow.fd) != 0 || bad;
-  ow.fd = -1;
-  if (bad) {
-    fprintf(stderr, "effml-adapter: cannot write %s: %s\n", tmp, strerror(errno));
+  if (g_signal) goto done; /* the last chance to stop before the renames */
+  /* Commit: every file is written and fsynced; the renames (shards, then the index) take
+   * microseconds and are not interrupted: a signal from here on is ignored. */
+  committing = 1;
+  for (int k = 0; k < nsh; ++k) {
+    if (rename(sh[k].tmp, sh[k].out) != 0) {
+      fprintf(stderr, "effml-adapter: cannot rename %s to %s: %s%s\n", sh[k].tmp, sh[k].out, strerror(errno),
+              k ? " (the shards before it are already replaced)" : "");
+      goto done;
+    }
+    sh[k].made = 0;
+  }
+  if (idx_tmp && rename(idx_tmp, out_path) != 0) {
+    fprintf(stderr, "effml-adapter: cannot rename %s to %s: %s (the shards are already replaced)\n", idx_tmp,
+            out_path, strerror(errno));
     goto done;
   }
-  if (rename(tmp, out_path) != 0) {
-    fprintf(stderr, "effml-adapter: cannot rename %s to %s: %s\n", tmp, out_path, strerror(errno));
-    goto done;
-  }
-  fprintf(stderr, "effml-adapter: wrote %s (%lld modules merged)\n", out_path, (long long)nm);
+  if (sharded)
+    fprintf(stderr, "effml-adapter: wrote %s and its %d shards (%lld modules merged)\n", out_path, nsh, (long long)nm);
+  else
+    fprintf(stderr, "effml-adapter: wrote %s (%lld modules merged)\n", out_path, (long long)nm);
   rc = 0;
 done:
   progress_break(&pg);
   if (ow.fd >= 0) close(ow.fd);
-  if (rc != 0 && tmp) unlink(tmp);
-  if (rc != 0 && g_signal) { /* whatever failed on the way, it was the interruption */
+  for (int k = 0; k < nsh; ++k)
+    if (rc != 0 && sh[k].made) unlink(sh[k].tmp);
+  if (rc != 0 && idx_tmp) unlink(idx_tmp);
+  if (rc != 0 && g_signal && !committing) { /* whatever failed on the way, it was the interruption */
     fprintf(stderr, "effml-adapter: interrupted by %s: nothing written%s%s%s\n",
             g_signal == SIGINT ? "SIGINT" : "SIGTERM", dry_run ? "" : " (", dry_run ? "" : out_path,
-            dry_run ? "" : " is as it was; the temporary file is removed)");
+            dry_run ? "" : (sharded ? " and its shards are as they were; the temporary files are removed)"
+                                    : " is as it was; the temporary file is removed)"));
     rc = 128 + g_signal;
   }
   catch_signals(0);
@@ -615,11 +911,19 @@ done:
   free(bu.b);
   free(bu.wraw);
   free(bu.braw);
-  free(tmp);
-  free(es);
-  cJSON_Delete(root);
-  free(hdr);
-  if (fd >= 0) close(fd);
+  free(idx_tmp);
+  free(all);
+  for (int k = 0; k < nsh; ++k) {
+    free(sh[k].in);
+    free(sh[k].out);
+    free(sh[k].tmp);
+    free(sh[k].es);
+    cJSON_Delete(sh[k].root);
+    free(sh[k].hdr);
+    if (sh[k].fd >= 0) close(sh[k].fd);
+  }
+  free(sh);
+  cJSON_Delete(idx);
   effml_adapter_peft_free(a);
   effml_context_free(ctx);
   return rc;

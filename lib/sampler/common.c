@@ -7,6 +7,36 @@
 
 #include "sampler_internal.h"
 
+/* First non-finite element of rows [begin, end) of p ([*, d]) per worker. */
+typedef struct {
+  const double *p;
+  int64_t d;
+  int64_t first[64];
+} finite_job;
+
+static void finite_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  finite_job *j = (finite_job *)arg;
+  const double *p = j->p + begin * j->d;
+  const int64_t m = (end - begin) * j->d;
+  /* x - x is 0 for finite x and NaN otherwise (IEEE arithmetic: the library is
+   * never built with -ffast-math, which could fold it): eight independent sums, then the
+   * exact position only where a block's sum is not 0 */
+  for (int64_t b = 0; b < m; b += 1024) {
+    const int64_t e = b + 1024 < m ? b + 1024 : m;
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = b;
+    for (; i + 8 <= e; i += 8)
+      for (int t = 0; t < 8; ++t) s[t] += p[i + t] - p[i + t];
+    for (; i < e; ++i) s[0] += p[i] - p[i];
+    if (s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7] == 0.0) continue;
+    for (i = b; i < e; ++i)
+      if (!isfinite(p[i])) {
+        j->first[worker] = begin * j->d + i;
+        return;
+      }
+  }
+}
+
 effml_status effml__sampler_x_f64(effml_context *ctx, const effml_tensor *x, const char *arg,
                                   int allow_nonfinite, const double **xd, double **owned) {
   if (x == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "argument '%s' is NULL", arg);
@@ -33,14 +63,19 @@ effml_status effml__sampler_x_f64(effml_context *ctx, const effml_tensor *x, con
     *xd = c;
   }
   if (!allow_nonfinite) {
-    const double *p = *xd;
-    for (int64_t i = 0; i < n * d; ++i) {
-      if (!isfinite(p[i])) {
-        effml__free(ctx, *owned);
-        *owned = NULL;
-        return effml__err(ctx, EFFML_E_NUMERIC, "argument '%s' has a non-finite value %g at row %lld, column %lld",
-                          arg, p[i], (long long)(i / d), (long long)(i % d));
-      }
+    /* split over the context's threads (a read of all of x: memory-bound) */
+    finite_job job = {*xd, d, {0}};
+    for (int w = 0; w < 64; ++w) job.first[w] = INT64_MAX;
+    EFFML__TRY(effml__parallel_for(ctx, n, 4096, finite_range, &job));
+    int64_t bad = INT64_MAX;
+    for (int w = 0; w < 64; ++w)
+      if (job.first[w] < bad) bad = job.first[w];
+    if (bad != INT64_MAX) {
+      const double v = (*xd)[bad];
+      effml__free(ctx, *owned);
+      *owned = NULL;
+      return effml__err(ctx, EFFML_E_NUMERIC, "argument '%s' has a non-finite value %g at row %lld, column %lld",
+                        arg, v, (long long)(bad / d), (long long)(bad % d));
     }
   }
   return EFFML_OK;

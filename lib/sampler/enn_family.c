@@ -34,6 +34,9 @@
 
 #include "sampler_internal.h"
 
+/* Query rows per block of an ENN pass (effml__enn_pass). */
+#define ENN_QBLOCK 4096
+
 /* One ENN pass on compact rows xs [m, d], labels ys [m]: the kept positions,
  * grouped by class in label order, ascending within a class.  The classes
  * that may lose rows come from o's sampling_strategy on ys (cleaning rules). */
@@ -54,41 +57,50 @@ effml_status effml__enn_pass(effml_context *ctx, const effml_sampler_resample_op
   effml_sampler_resample_options oe = *o;
   oe.method = EFFML_SAMPLER_RESAMPLE_ENN;
   int64_t *values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
+  /* The rows are searched and decided one block of ENN_QBLOCK at a time: per
+   * row only a keep flag outlives its block (not k neighbour indices). */
+  const int64_t qb = m < ENN_QBLOCK ? m : ENN_QBLOCK;
   int64_t *nn = NULL, *self = NULL, *votes = NULL;
+  char *ok = NULL;
   effml_status st = values ? effml__strategy_resolve(ctx, &oe, &c, values) : EFFML_E_NOMEM;
   if (st == EFFML_OK) {
-    nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)(m * k) * sizeof(int64_t), "neighbours");
-    self = nn ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t), "self") : NULL;
+    nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)(qb * k) * sizeof(int64_t), "neighbours");
+    self = nn ? (int64_t *)effml__alloc_or_err(ctx, (size_t)qb * sizeof(int64_t), "self") : NULL;
     votes = self ? (int64_t *)effml__calloc(ctx, (size_t)c.n_classes, sizeof(int64_t)) : NULL;
-    if (!votes) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for an ENN pass");
+    ok = votes ? (char *)effml__malloc(ctx, (size_t)m) : NULL;
+    if (!ok) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for an ENN pass");
   }
-  if (st == EFFML_OK) {
-    for (int64_t i = 0; i < m; ++i) self[i] = i;
-    st = effml__knn_f64(ctx, xs, m, xs, m, d, k, self, o->block_rows, nn, NULL);
-  }
-  int64_t nk = 0;
-  for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl) {
-    const int64_t *rows = c.rows + c.start[cl];
-    for (int64_t t = 0; t < c.counts[cl]; ++t) {
-      int64_t i = rows[t];
-      int ok = 1;
+  for (int64_t b0 = 0; st == EFFML_OK && b0 < m; b0 += qb) {
+    const int64_t nq = m - b0 < qb ? m - b0 : qb;
+    for (int64_t t = 0; t < nq; ++t) self[t] = b0 + t;
+    st = effml__knn_f64(ctx, xs, m, xs + b0 * d, nq, d, k, self, o->block_rows, nn, NULL);
+    for (int64_t t = 0; st == EFFML_OK && t < nq; ++t) {
+      const int64_t i = b0 + t, cl = c.cls[i];
+      const int64_t *ni = nn + t * k;
+      int keep_i = 1;
       if (values[cl] > 0) {
-        const int64_t *ni = nn + i * k;
         if (kind_sel == EFFML_SAMPLER_ENN_ALL) {
-          for (int64_t j = 0; j < k; ++j) ok &= c.cls[ni[j]] == cl;
+          for (int64_t j = 0; j < k; ++j) keep_i &= c.cls[ni[j]] == cl;
         } else {
           for (int64_t j = 0; j < k; ++j) votes[c.cls[ni[j]]]++;
           int64_t best = 0; /* mode; ties to the smallest label (scipy.stats.mode) */
           for (int64_t j = 1; j < c.n_classes; ++j)
             if (votes[j] > votes[best]) best = j;
-          ok = best == cl;
+          keep_i = best == cl;
           for (int64_t j = 0; j < k; ++j) votes[c.cls[ni[j]]] = 0;
         }
       }
-      if (ok) keep[nk++] = i;
+      ok[i] = (char)keep_i;
     }
   }
+  int64_t nk = 0;
+  for (int64_t cl = 0; st == EFFML_OK && cl < c.n_classes; ++cl) {
+    const int64_t *rows = c.rows + c.start[cl];
+    for (int64_t t = 0; t < c.counts[cl]; ++t)
+      if (ok[rows[t]]) keep[nk++] = rows[t];
+  }
   if (st == EFFML_OK) *n_keep = nk;
+  effml__free(ctx, ok);
   effml__free(ctx, votes);
   effml__free(ctx, self);
   effml__free(ctx, nn);

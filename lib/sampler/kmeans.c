@@ -223,18 +223,126 @@ static effml_status kmeans_assign(effml_context *ctx, const double *c, int64_t k
   return effml__kmeans_assign_isa(ctx, c, k, x, n, d, block_rows, lab, dist, -1);
 }
 
-/* dst[t] += src[t] for t < d (element-wise: the same bytes as the scalar loop). */
+/* dst[t] += src[t] for t < d (restrict: the compiler may vectorise it; element-wise, so the
+ * same bytes either way). */
 static inline void add_row(double *restrict dst, const double *restrict src, int64_t d) {
-  int64_t t = 0;
-  for (; t + KM_NR <= d; t += KM_NR) {
-    km_v8 a, b;
-    memcpy(&a, dst + t, sizeof a);
-    memcpy(&b, src + t, sizeof b);
-    a += b;
-    memcpy(dst + t, &a, sizeof a);
-  }
-  for (; t < d; ++t) dst[t] += src[t];
+  for (int64_t t = 0; t < d; ++t) dst[t] += src[t];
 }
+
+/* One k-means run (seeding + Lloyd + final assignment) and its scratch. */
+typedef struct {
+  const double *x;
+  int64_t n, d, k, max_iter, block_rows;
+  double tol_abs;
+  uint64_t seed, stream;
+  int isa;
+} km_args;
+
+typedef struct {
+  double *c, *cn, *dist, *cg; /* cg: grouped centres for km_assign without a context */
+  int64_t *lab, *cnt;
+} km_scratch;
+
+/* Nearest centres of every row: through kmeans_assign (threads, or the kNN
+ * for many centres) when ctx is given, else on this thread (k <= 256). */
+static effml_status km_assign(effml_context *ctx, const km_args *A, km_scratch *s) {
+  if (ctx) return kmeans_assign(ctx, s->c, A->k, A->x, A->n, A->d, A->block_rows, s->lab, s->dist);
+  const int64_t k = A->k, d = A->d, ng = (k + KM_NR - 1) / KM_NR;
+  for (int64_t j = 0; j < ng * KM_NR; ++j)
+    for (int64_t t = 0; t < d; ++t)
+      s->cg[((j / KM_NR) * d + t) * KM_NR + j % KM_NR] = j < k ? s->c[j * d + t] : 0.0;
+  assign_job J = {A->x, s->cg, d, k, ng, A->isa, s->lab, s->dist};
+  assign_range(&J, 0, A->n, 0);
+  return EFFML_OK;
+}
+
+/* Run `run`: final centres in s->c, labels in s->lab, inertia in *inertia. */
+static effml_status km_run(effml_context *ctx, const km_args *A, int64_t run, km_scratch *s,
+                           double *inertia) {
+  const double *x = A->x;
+  const int64_t n = A->n, d = A->d, k = A->k;
+  effml__rng r;
+  effml__rng_seed(&r, A->seed, effml__mix64(TAG_KMEANS ^ A->stream) + (uint64_t)run);
+  kpp_init(x, n, d, k, &r, s->c, s->dist);
+  for (int64_t it = 0; it < A->max_iter; ++it) {
+    EFFML__TRY(km_assign(ctx, A, s));
+    memset(s->cn, 0, (size_t)(k * d) * sizeof(double));
+    memset(s->cnt, 0, (size_t)k * sizeof(int64_t));
+    for (int64_t i = 0; i < n; ++i) {
+      s->cnt[s->lab[i]]++;
+      add_row(s->cn + s->lab[i] * d, x + i * d, d);
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      if (s->cnt[j] == 0) { /* relocate to the row farthest from its centre */
+        int64_t far = 0;
+        for (int64_t i = 1; i < n; ++i)
+          if (s->dist[i] > s->dist[far]) far = i;
+        memcpy(s->cn + j * d, x + far * d, (size_t)d * sizeof(double));
+        s->dist[far] = 0;
+        continue;
+      }
+      for (int64_t t = 0; t < d; ++t) s->cn[j * d + t] /= (double)s->cnt[j];
+    }
+    double shift = 0;
+    for (int64_t t = 0; t < k * d; ++t) shift += (s->cn[t] - s->c[t]) * (s->cn[t] - s->c[t]);
+    memcpy(s->c, s->cn, (size_t)(k * d) * sizeof(double));
+    if (shift <= A->tol_abs) break;
+  }
+  /* final assignment to the final centres */
+  EFFML__TRY(km_assign(ctx, A, s));
+  double in = 0;
+  for (int64_t i = 0; i < n; ++i) in += s->dist[i];
+  *inertia = in;
+  return EFFML_OK;
+}
+
+/* Runs in parallel: each worker runs whole runs on its own scratch (no
+ * threads inside a run); run r leaves its centres, labels and inertia in
+ * out_c[r], out_lab[r], out_in[r]. */
+typedef struct {
+  const km_args *A;
+  km_scratch *s; /* [workers] */
+  double *out_c, *out_in;
+  int64_t *out_lab;
+} km_par;
+
+static void km_runs_range(void *arg, int64_t b, int64_t e, int32_t worker) {
+  km_par *P = (km_par *)arg;
+  const km_args *A = P->A;
+  km_scratch *s = P->s + worker;
+  for (int64_t run = b; run < e; ++run) {
+    (void)km_run(NULL, A, run, s, P->out_in + run); /* no context: cannot fail */
+    memcpy(P->out_c + run * A->k * A->d, s->c, (size_t)(A->k * A->d) * sizeof(double));
+    if (P->out_lab) memcpy(P->out_lab + run * A->n, s->lab, (size_t)A->n * sizeof(int64_t));
+  }
+}
+
+static void km_scratch_free(effml_context *ctx, km_scratch *s) {
+  effml__free(ctx, s->c);
+  effml__free(ctx, s->cn);
+  effml__free(ctx, s->dist);
+  effml__free(ctx, s->cg);
+  effml__free(ctx, s->lab);
+  effml__free(ctx, s->cnt);
+}
+
+static int km_scratch_alloc(effml_context *ctx, km_scratch *s, const km_args *A, int with_cg) {
+  const int64_t k = A->k, d = A->d, n = A->n;
+  memset(s, 0, sizeof *s);
+  s->c = (double *)effml__malloc(ctx, (size_t)(k * d) * sizeof(double));
+  s->cn = (double *)effml__malloc(ctx, (size_t)(k * d) * sizeof(double));
+  s->dist = (double *)effml__malloc(ctx, (size_t)n * sizeof(double));
+  s->lab = (int64_t *)effml__malloc(ctx, (size_t)n * sizeof(int64_t));
+  s->cnt = (int64_t *)effml__malloc(ctx, (size_t)k * sizeof(int64_t));
+  if (with_cg)
+    s->cg = (double *)effml__malloc(ctx, (size_t)((k + KM_NR - 1) / KM_NR * KM_NR * d) * sizeof(double));
+  return s->c && s->cn && s->dist && s->lab && s->cnt && (!with_cg || s->cg);
+}
+
+/* Runs go to threads when the context has them, there are several runs, the
+ * centres are few enough for the direct assignment and the rows too few for
+ * the assignment itself to use threads (parallel_for's 4096-row chunks). */
+#define KM_PAR_ROWS (2 * 4096)
 
 effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64_t d, int64_t k,
                            int64_t n_init, int64_t max_iter, double tol, uint64_t seed,
@@ -247,23 +355,9 @@ effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64
                       "k-means: kmeans_n_init=%lld and kmeans_max_iter=%lld must be >= 1, "
                       "kmeans_tol=%g finite and >= 0",
                       (long long)n_init, (long long)max_iter, tol);
-  double *c = (double *)effml__malloc(ctx, (size_t)(k * d) * sizeof(double));
-  double *cn = (double *)effml__malloc(ctx, (size_t)(k * d) * sizeof(double));
-  double *dist = (double *)effml__malloc(ctx, (size_t)n * sizeof(double));
-  int64_t *lab = (int64_t *)effml__malloc(ctx, (size_t)n * sizeof(int64_t));
-  int64_t *cnt = (int64_t *)effml__malloc(ctx, (size_t)k * sizeof(int64_t));
-  double *mean = (double *)effml__calloc(ctx, (size_t)d, sizeof(double));
-  if (!c || !cn || !dist || !lab || !cnt || !mean) {
-    effml__free(ctx, c);
-    effml__free(ctx, cn);
-    effml__free(ctx, dist);
-    effml__free(ctx, lab);
-    effml__free(ctx, cnt);
-    effml__free(ctx, mean);
-    return effml__err(ctx, EFFML_E_NOMEM, "k-means: out of memory (%lld rows, %lld clusters)",
-                      (long long)n, (long long)k);
-  }
   /* tolerance relative to the mean variance of the features (scikit-learn) */
+  double *mean = (double *)effml__calloc(ctx, (size_t)d, sizeof(double));
+  if (!mean) return effml__err(ctx, EFFML_E_NOMEM, "k-means: out of memory");
   for (int64_t i = 0; i < n; ++i)
     for (int64_t t = 0; t < d; ++t) mean[t] += x[i * d + t];
   for (int64_t t = 0; t < d; ++t) mean[t] /= (double)n;
@@ -273,59 +367,54 @@ effml_status effml__kmeans(effml_context *ctx, const double *x, int64_t n, int64
       double u = x[i * d + t] - mean[t];
       var += u * u;
     }
-  const double tol_abs = tol * var / (double)(n * d);
+  effml__free(ctx, mean);
+  const km_args A = {x, n, d, k, max_iter, block_rows, tol * var / (double)(n * d), seed, stream,
+                     effml__sqdist_isa(ctx, -1)};
+  int64_t workers = effml__ctx_threads(ctx);
+  if (workers > n_init) workers = n_init;
+  if (workers > 64) workers = 64;
+  const int par = workers > 1 && k <= KMEANS_DIRECT_MAX && n < KM_PAR_ROWS;
+  if (!par) workers = 1;
+  km_scratch s[64];
+  memset(s, 0, sizeof s);
+  double *out_c = NULL, *out_in = NULL;
+  int64_t *out_lab = NULL;
+  int ok = 1;
+  for (int64_t w = 0; w < workers; ++w) ok = ok && km_scratch_alloc(ctx, s + w, &A, par);
+  if (par && ok) {
+    out_c = (double *)effml__malloc(ctx, (size_t)(n_init * k * d) * sizeof(double));
+    out_in = (double *)effml__malloc(ctx, (size_t)n_init * sizeof(double));
+    if (labels) out_lab = (int64_t *)effml__malloc(ctx, (size_t)(n_init * n) * sizeof(int64_t));
+    ok = out_c && out_in && (!labels || out_lab);
+  }
+  effml_status st = ok ? EFFML_OK
+                       : effml__err(ctx, EFFML_E_NOMEM, "k-means: out of memory (%lld rows, %lld clusters)",
+                                    (long long)n, (long long)k);
   double best = INFINITY;
-  effml_status st = EFFML_OK;
-  for (int64_t run = 0; st == EFFML_OK && run < n_init; ++run) {
-    effml__rng r;
-    effml__rng_seed(&r, seed, effml__mix64(TAG_KMEANS ^ stream) + (uint64_t)run);
-    kpp_init(x, n, d, k, &r, c, dist);
+  if (st == EFFML_OK && par) {
+    km_par P = {&A, s, out_c, out_in, out_lab};
+    st = effml__parallel_for(ctx, n_init, 1, km_runs_range, &P);
+    /* the best run by inertia, the first on a tie: as the runs in order */
+    for (int64_t run = 0; st == EFFML_OK && run < n_init; ++run)
+      if (out_in[run] < best) {
+        best = out_in[run];
+        memcpy(centers, out_c + run * k * d, (size_t)(k * d) * sizeof(double));
+        if (labels) memcpy(labels, out_lab + run * n, (size_t)n * sizeof(int64_t));
+      }
+  }
+  for (int64_t run = 0; st == EFFML_OK && !par && run < n_init; ++run) {
     double inertia = INFINITY;
-    for (int64_t it = 0; st == EFFML_OK && it < max_iter; ++it) {
-      st = kmeans_assign(ctx, c, k, x, n, d, block_rows, lab, dist);
-      if (st != EFFML_OK) break;
-      memset(cn, 0, (size_t)(k * d) * sizeof(double));
-      memset(cnt, 0, (size_t)k * sizeof(int64_t));
-      inertia = 0;
-      for (int64_t i = 0; i < n; ++i) {
-        cnt[lab[i]]++;
-        inertia += dist[i];
-        add_row(cn + lab[i] * d, x + i * d, d);
-      }
-      for (int64_t j = 0; j < k; ++j) {
-        if (cnt[j] == 0) { /* relocate to the row farthest from its centre */
-          int64_t far = 0;
-          for (int64_t i = 1; i < n; ++i)
-            if (dist[i] > dist[far]) far = i;
-          memcpy(cn + j * d, x + far * d, (size_t)d * sizeof(double));
-          dist[far] = 0;
-          continue;
-        }
-        for (int64_t t = 0; t < d; ++t) cn[j * d + t] /= (double)cnt[j];
-      }
-      double shift = 0;
-      for (int64_t t = 0; t < k * d; ++t) shift += (cn[t] - c[t]) * (cn[t] - c[t]);
-      memcpy(c, cn, (size_t)(k * d) * sizeof(double));
-      if (shift <= tol_abs) break;
-    }
-    if (st != EFFML_OK) break;
-    /* final assignment to the final centres */
-    st = kmeans_assign(ctx, c, k, x, n, d, block_rows, lab, dist);
-    if (st != EFFML_OK) break;
-    inertia = 0;
-    for (int64_t i = 0; i < n; ++i) inertia += dist[i];
-    if (inertia < best) {
+    st = km_run(ctx, &A, run, s, &inertia);
+    if (st == EFFML_OK && inertia < best) {
       best = inertia;
-      memcpy(centers, c, (size_t)(k * d) * sizeof(double));
-      if (labels) memcpy(labels, lab, (size_t)n * sizeof(int64_t));
+      memcpy(centers, s->c, (size_t)(k * d) * sizeof(double));
+      if (labels) memcpy(labels, s->lab, (size_t)n * sizeof(int64_t));
     }
   }
-  effml__free(ctx, c);
-  effml__free(ctx, cn);
-  effml__free(ctx, dist);
-  effml__free(ctx, lab);
-  effml__free(ctx, cnt);
-  effml__free(ctx, mean);
+  for (int64_t w = 0; w < workers; ++w) km_scratch_free(ctx, s + w);
+  effml__free(ctx, out_c);
+  effml__free(ctx, out_in);
+  effml__free(ctx, out_lab);
   return st;
 }
 

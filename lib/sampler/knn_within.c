@@ -158,24 +158,30 @@ static void wk_tile_scalar(const wk_job *J, int64_t i0, int64_t j0, float *cv, i
 }
 
 #if defined(__x86_64__)
-/* wk_insert for K <= 16 on a list of stride 16 held in one register: the
- * entries greater than v move up one place, v takes the first of them (the
- * same list as wk_insert, up to the order of equal keys). */
-__attribute__((target("avx512f"), always_inline)) static inline void wk_insert16(
-    float *cv, int32_t *ci, __mmask16 kmask, float v, int32_t j) {
-  const __m512 l = _mm512_loadu_ps(cv);
-  const __m512i li = _mm512_loadu_si512((const void *)ci);
+/* wk_insert for K <= 16 on a list of stride 16 held in registers (keys l,
+ * rows li): the entries greater than v move up one place, v takes the first
+ * of them (the same list as wk_insert, up to the order of equal keys). */
+__attribute__((target("avx512f"), always_inline)) static inline void wk_insert16_reg(
+    __m512 *l, __m512i *li, __mmask16 kmask, float v, int32_t j) {
   const __m512 vv = _mm512_set1_ps(v);
-  const __mmask16 gt = (__mmask16)(_mm512_cmp_ps_mask(l, vv, _CMP_GT_OQ) & kmask);
+  const __mmask16 gt = (__mmask16)(_mm512_cmp_ps_mask(*l, vv, _CMP_GT_OQ) & kmask);
   if (!gt) return;
   const __m512i up = _mm512_set_epi32(14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0);
   const __mmask16 first = (__mmask16)(gt & (0u - (unsigned)gt)), after = (__mmask16)(gt & ~first);
-  __m512 nl = _mm512_mask_mov_ps(l, after, _mm512_permutexvar_ps(up, l));
-  __m512i ni = _mm512_mask_mov_epi32(li, after, _mm512_permutexvar_epi32(up, li));
-  nl = _mm512_mask_mov_ps(nl, first, vv);
-  ni = _mm512_mask_mov_epi32(ni, first, _mm512_set1_epi32(j));
-  _mm512_storeu_ps(cv, nl);
-  _mm512_storeu_si512((void *)ci, ni);
+  __m512 nl = _mm512_mask_mov_ps(*l, after, _mm512_permutexvar_ps(up, *l));
+  __m512i ni = _mm512_mask_mov_epi32(*li, after, _mm512_permutexvar_epi32(up, *li));
+  *l = _mm512_mask_mov_ps(nl, first, vv);
+  *li = _mm512_mask_mov_epi32(ni, first, _mm512_set1_epi32(j));
+}
+
+/* The same on a list in memory. */
+__attribute__((target("avx512f"), always_inline)) static inline void wk_insert16(
+    float *cv, int32_t *ci, __mmask16 kmask, float v, int32_t j) {
+  __m512 l = _mm512_loadu_ps(cv);
+  __m512i li = _mm512_loadu_si512((const void *)ci);
+  wk_insert16_reg(&l, &li, kmask, v, j);
+  _mm512_storeu_ps(cv, l);
+  _mm512_storeu_si512((void *)ci, li);
 }
 
 /* The selection of an 8 x 32 tile held in registers (AVX-512). */
@@ -213,13 +219,21 @@ __attribute__((target("avx512f"), always_inline)) static inline void wk_select_a
     _mm512_storeu_ps(kr + 16, kr1);
     _mm512_storeu_ps(kc, kc0);
     _mm512_storeu_ps(kc + 16, kc1);
+    if (v16 && hr) { /* the row's list stays in registers for all its hits */
+      __m512 l = _mm512_loadu_ps(cv + i * S);
+      __m512i li = _mm512_loadu_si512((const void *)(ci + i * S));
+      while (hr) {
+        int c = __builtin_ctz(hr);
+        hr &= hr - 1;
+        wk_insert16_reg(&l, &li, kmask, kr[c], (int32_t)(j0 + c));
+      }
+      _mm512_storeu_ps(cv + i * S, l);
+      _mm512_storeu_si512((void *)(ci + i * S), li);
+    }
     while (hr) {
       int c = __builtin_ctz(hr);
       hr &= hr - 1;
-      if (v16)
-        wk_insert16(cv + i * S, ci + i * S, kmask, kr[c], (int32_t)(j0 + c));
-      else
-        wk_insert(cv + i * S, ci + i * S, K, kr[c], (int32_t)(j0 + c));
+      wk_insert(cv + i * S, ci + i * S, K, kr[c], (int32_t)(j0 + c));
     }
     worst[i] = cv[i * S + K - 1];
     if (hc) {
@@ -497,6 +511,7 @@ static effml_status wk_search(effml_context *ctx, const double *x, const int64_t
   double *qn = (double *)effml__malloc(ctx, (size_t)nc * sizeof(double));
   double *dl = (double *)effml__malloc(ctx, (size_t)nc * sizeof(double));
   double *l2 = (double *)effml__malloc(ctx, (size_t)nc * sizeof(double));
+  int16_t *qrow = (int16_t *)effml__malloc(ctx, (size_t)(2 * h) * sizeof(int16_t) + 2);
   /* the rows gathered once: the exact re-rank then reads them from cache, not
    * scattered across x */
   double *xc = (double *)effml__malloc(ctx, (size_t)(nc * d) * sizeof(double) + 1);
@@ -506,7 +521,7 @@ static effml_status wk_search(effml_context *ctx, const double *x, const int64_t
   J.ci = (int32_t *)effml__malloc(ctx, lists * sizeof(int32_t));
   J.worst = (float *)effml__malloc(ctx, (size_t)(workers * np) * sizeof(float));
   effml_status st = EFFML_OK;
-  if (!xf || !pan || !xq || !pq || !nf || !mu || !qn || !dl || !l2 || !xc || !J.cv || !J.ci ||
+  if (!xf || !pan || !xq || !pq || !nf || !mu || !qn || !dl || !l2 || !qrow || !xc || !J.cv || !J.ci ||
       !J.worst)
     st = effml__err(ctx, EFFML_E_NOMEM, "kNN: out of memory for a set of %lld x %lld",
                     (long long)nc, (long long)d);
@@ -541,37 +556,41 @@ static effml_status wk_search(effml_context *ctx, const double *x, const int64_t
       const double s = cmax > 0 ? cmax / (double)Qc : 1.0;
       const double e = s * (0.5 + 0x1p-30);
       double G = 0, H = 0;
-      for (int64_t i = 0; i < np; ++i) {
+      /* q = round(c / s) to nearest (even) through the 1.5 * 2^52 trick (|c / s| <=
+       * Qc < 2^15): no libm call; c * (1 / s) is within 2^-52 relative of c / s,
+       * so |c - s q| <= e still holds */
+      const double inv = 1.0 / s, magic = 0x1.8p52;
+      memset(xq, 0, nh * sizeof(int32_t));
+      memset(pq, 0, nh * sizeof(int32_t));
+      for (int64_t i = 0; i < nc; ++i) {
         double a1 = 0, hq = 0;
+        const double *xi = xc + i * d;
+        for (int64_t t = 0; t < d; ++t) {
+          double qd = ((xi[t] - mu[t]) * inv + magic) - magic; /* (IEEE: not folded) */
+          if (qd > (double)Qc) qd = (double)Qc;
+          if (qd < -(double)Qc) qd = -(double)Qc;
+          qrow[t] = (int16_t)qd;
+          a1 += fabs(qd);
+          hq += qd * qd;
+        }
+        if (d % 2) qrow[d] = 0;
+        int32_t *pcol = pq + (i / WK_NR) * h * WK_NR + i % WK_NR;
         for (int64_t t2 = 0; t2 < h; ++t2) {
-          int64_t q[2] = {0, 0};
-          for (int64_t b = 0; b < 2; ++b) {
-            const int64_t t = 2 * t2 + b;
-            if (i >= nc || t >= d) continue;
-            q[b] = (int64_t)nearbyint((xc[i * d + t] - mu[t]) / s);
-            if (q[b] > Qc) q[b] = Qc;
-            if (q[b] < -Qc) q[b] = -Qc;
-            a1 += fabs((double)q[b]);
-            hq += (double)q[b] * (double)q[b];
-          }
           /* the pair as vpdpwssd reads it: element 2 t2 in the low half */
-          const int32_t w = (int32_t)((uint32_t)(uint16_t)(int16_t)q[0] |
-                                      ((uint32_t)(uint16_t)(int16_t)q[1] << 16));
+          const int32_t w = (int32_t)((uint32_t)(uint16_t)qrow[2 * t2] |
+                                      ((uint32_t)(uint16_t)qrow[2 * t2 + 1] << 16));
           xq[i * h + t2] = w;
-          pq[(i / WK_NR) * h * WK_NR + t2 * WK_NR + i % WK_NR] = w;
+          pcol[t2 * WK_NR] = w;
         }
-        if (i < nc) {
-          const double ai = e * s * a1 + (double)d * e * e / 2.0; /* e |s q_i|_1 + d e^2 / 2 */
-          const double g = qn[i] - 2.0 * ai;
-          nf[i] = (float)g;
-          dl[i] = 2.0 * ai; /* the i-dependent part; rounding terms below */
-          l2[i] = s * sqrt(hq); /* |s q_i| */
-          G = fmax(G, fabs(g));
-          H = fmax(H, l2[i]);
-        } else {
-          nf[i] = INFINITY;
-        }
+        const double ai = e * s * a1 + (double)d * e * e / 2.0; /* e |s q_i|_1 + d e^2 / 2 */
+        const double g = qn[i] - 2.0 * ai;
+        nf[i] = (float)g;
+        dl[i] = 2.0 * ai; /* the i-dependent part; rounding terms below */
+        l2[i] = s * sqrt(hq); /* |s q_i| */
+        G = fmax(G, fabs(g));
+        H = fmax(H, l2[i]);
       }
+      for (int64_t i = nc; i < np; ++i) nf[i] = INFINITY;
       J.m = (float)(-2.0 * s * s);
       for (int64_t i = 0; i < nc; ++i) {
         const double ri = sqrt(qn[i]) + rmax;
@@ -647,6 +666,7 @@ static effml_status wk_search(effml_context *ctx, const double *x, const int64_t
   effml__free(ctx, qn);
   effml__free(ctx, dl);
   effml__free(ctx, l2);
+  effml__free(ctx, qrow);
   effml__free(ctx, xc);
   effml__free(ctx, J.cv);
   effml__free(ctx, J.ci);

@@ -48,6 +48,12 @@ typedef int32_t bsp_i16 __attribute__((vector_size(64)));
 #  define BSP_DXW 64 /* widest dX panel, lanes */
 #endif
 
+/* dW output of CSR position p: g[slot[p]] (slot NULL: g[p]) = r, or += r */
+static inline void bsp_put(float *g, const int32_t *slot, int64_t p, int acc, float r) {
+  float *d = g + (slot ? slot[p] : p);
+  *d = acc ? *d + r : r;
+}
+
 #define BSP_SUFFIX generic
 #define BSP_TARGET
 #include "bspmm_body.inc"
@@ -72,7 +78,8 @@ typedef void (*bfwd_fn)(int64_t, const int32_t *, const float *, const float *, 
                         const float *, const float *, int64_t, int, float *);
 typedef void (*bdx_fn)(const effml__spmat *, const float *, const float *, int64_t, int64_t,
                        int64_t, float *);
-typedef void (*bdw_fn)(int64_t, const int32_t *, const float *, const float *, int64_t, float *);
+typedef void (*bdw_fn)(int64_t, const int32_t *, const float *, const float *, int64_t, float *,
+                       const int32_t *, int64_t, int);
 
 typedef struct {
   bfwd_fn fwd;
@@ -258,6 +265,8 @@ typedef struct {
   const float *DYT, *XT;
   int64_t ldb;
   float *g;
+  const int32_t *slot;
+  int acc;
 } dw_job;
 
 static void dw_range(void *arg, int64_t b, int64_t e, int32_t w) {
@@ -268,7 +277,7 @@ static void dw_range(void *arg, int64_t b, int64_t e, int32_t w) {
     const int64_t r0 = 4 * br;
     if (r0 + 4 <= m->rows) {
       const int64_t p0 = m->row_ptr[r0], n = m->row_ptr[r0 + 1] - p0;
-      j->k.dw(n, m->col_idx + p0, j->DYT + r0 * ldb, j->XT, ldb, j->g + p0);
+      j->k.dw(n, m->col_idx + p0, j->DYT + r0 * ldb, j->XT, ldb, j->g, j->slot, p0, j->acc);
       continue;
     }
     for (int64_t r = r0; r < m->rows; ++r)
@@ -283,14 +292,14 @@ static void dw_range(void *arg, int64_t b, int64_t e, int32_t w) {
         }
         float s = 0.0f;
         for (int q = 0; q < 16; ++q) s += a[q];
-        j->g[p] = s;
+        bsp_put(j->g, j->slot, p, j->acc, s);
       }
   }
 }
 
 void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT, const float *XT,
-                   int64_t ldb, float *g, int isa) {
-  dw_job j = {pick(ctx, isa), m, DYT, XT, ldb, g};
+                   int64_t ldb, float *g, const int32_t *slot, int accumulate, int isa) {
+  dw_job j = {pick(ctx, isa), m, DYT, XT, ldb, g, slot, accumulate};
   const int64_t items = (m->rows + 3) / 4;
   run_chunks(ctx, items, min_items(items, m->nnz, ldb), 0, dw_range, &j);
 }

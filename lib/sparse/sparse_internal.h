@@ -73,7 +73,8 @@ EFFML__HIDDEN void effml__spmm_t(effml_context *ctx, int64_t rows, const int64_t
 EFFML__HIDDEN void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, const float *DYT,
                                   const float *XT, int64_t ldb, float *g);
 /* Block-sparse kernels (bspmm.c) for m->block == 4; v in CSR order.
- * forward: Yᵀ (+)= W Xᵀ;  dx: dXᵀ (+)= Wᵀ dYᵀ;  sddmm: g[p] as effml__sddmm_t.
+ * forward: Yᵀ (+)= W Xᵀ;  dx: dXᵀ (+)= Wᵀ dYᵀ;  sddmm: the value of CSR position p as
+ * effml__sddmm_t, stored (accumulate: added) at g[slot[p]] (slot NULL: g[p]).
  * isa: EFFML_CORE_ISA_* build to use, -1 = the CPU's (tests run each). */
 EFFML__HIDDEN void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v,
                                     const float *XT, int64_t ldb, int accumulate, float *YT,
@@ -82,7 +83,8 @@ EFFML__HIDDEN void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, co
                                    const float *DYT, int64_t ldb, int accumulate, float *DXT,
                                    int isa);
 EFFML__HIDDEN void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT,
-                                 const float *XT, int64_t ldb, float *g, int isa);
+                                 const float *XT, int64_t ldb, float *g, const int32_t *slot,
+                                 int accumulate, int isa);
 /* 1 if every block-row of m (block rows each) shares one column list. */
 EFFML__HIDDEN int effml__spmat_is_blocked(const effml__spmat *m, int32_t block);
 /* Yᵀ (+)= W Xᵀ with the kernel of m's layout (v in CSR order). */

@@ -150,14 +150,14 @@ effml_status effml__spmat_backward_weight(effml_context *ctx, effml_layer *layer
                                           effml__spmat *m, const float *DYT, const float *XT,
                                           int64_t ldb) {
   effml__param *pe = effml__layer_param_entry(layer, m->param);
-  if (pe->trainable) {
+  if (pe->trainable && m->block == 4) {
+    /* the block kernel adds into the gradient slots itself (same sums as scatter_grad) */
+    effml__bsddmm(ctx, m, DYT, XT, ldb, effml__f32(pe->grad), m->identity ? NULL : m->slot, 1, -1);
+  } else if (pe->trainable) {
     float *g = effml__scratch(ctx, (effml__sparse_layer *)layer->impl, 1, EFFML__WS_NNZ,
                               (size_t)m->nnz, "sparse gradient");
     if (!g) return EFFML_E_NOMEM;
-    if (m->block == 4)
-      effml__bsddmm(ctx, m, DYT, XT, ldb, g, -1);
-    else
-      effml__sddmm_t(ctx, m, DYT, XT, ldb, g);
+    effml__sddmm_t(ctx, m, DYT, XT, ldb, g);
     scatter_grad(m, g, effml__f32(pe->grad));
   }
   return effml__spmat_dense_grad(ctx, m, DYT, XT, ldb);

@@ -28,7 +28,7 @@ the layer).  Base weights are given as the checkpoint stores them:
 (``fan_in_fan_out=true``).  Arithmetic is float32, as the C layers'.
 
 Not bound (see docs/adapters.md): training adapters from Python (no
-backward), sharded checkpoints.
+backward), sharded checkpoints (the ``effml-adapter`` tool merges them).
 """
 
 import ctypes
@@ -361,13 +361,14 @@ class PeftAdapter:
         tensor, the header and the metadata are copied byte for byte.  The
         output is written to a temporary file beside ``out_path`` and renamed
         over it (``out_path`` may equal ``base_path``).  Sharded checkpoints
-        (``*.index.json``) are refused.  Returns the names of the tensors that
-        changed.
+        (``*.index.json``) are refused (``effml-adapter merge`` takes them).  Returns
+        the names of the tensors that changed.
         """
         base_path, out_path = os.fspath(base_path), os.fspath(out_path)
         if base_path.endswith(".index.json"):
-            raise UnsupportedError("%s is a sharded checkpoint index; sharded checkpoints are "
-                                   "not merged (merge a single-file checkpoint)" % base_path)
+            raise UnsupportedError("%s is a sharded checkpoint index; merge_into takes a "
+                                   "single-file checkpoint (the effml-adapter tool merges sharded "
+                                   "ones)" % base_path)
         header, data0, entries = _read_header(base_path)
         plan = self._plan(base_path, entries)
         changed = []
