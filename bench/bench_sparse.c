@@ -31,6 +31,7 @@
  *          --threads 1 and OPENBLAS_NUM_THREADS=1 (it sums all threads).
  */
 #include <time.h>
+#include <sys/resource.h>
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,7 +72,9 @@ typedef void (*bench_fn)(void *);
  * "quiesce_s" (sum over the case's repetitions), the median process CPU
  * seconds of each side's timed calls as "ours_cpu_s" / "baseline_cpu_s"
  * (ours_cpu_s / (ours_s x threads) near 1: the library's threads were busy
- * the whole call; the baseline's includes OpenBLAS's busy-waiting). */
+ * the whole call; the baseline's includes OpenBLAS's busy-waiting), and the
+ * median minor page faults per timed call as "ours_minflt" /
+ * "baseline_minflt" (scratch that lands on fresh pages costs ~2 GB/s here). */
 /* raw runs of the last time_pair (for bu_report_runs) */
 static double g_last[2][16];
 static int g_nlast;
@@ -79,6 +82,15 @@ static double g_quiesce;
 /* median process CPU seconds of the timed calls: ours / (wall x threads)
  * near 1 means the library's threads were busy the whole call */
 static double g_cpu_med[2];
+
+/* median minor page faults of each side's timed calls (fresh scratch pages) */
+static double g_flt_med[2];
+
+static long minflt(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
 
 static double proc_cpu(void) {
   struct timespec ts;
@@ -88,24 +100,33 @@ static double proc_cpu(void) {
 
 static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, double *tb) {
   int reps = g_quick ? 5 : 9;
-  double t[2][16], c[2][16];
+  double t[2][16], c[2][16], f[2][16];
   g_quiesce = 0.0;
   for (int i = 0; i < reps; ++i) {
     g_quiesce += bu_quiesce(1.0);
     fa(a);
+    long f0 = minflt();
     double c0 = proc_cpu(), t0 = now();
     fa(a);
     double t1 = now(), c1 = proc_cpu();
+    long f1 = minflt();
     fb(b);
+    long f2 = minflt();
     double c2 = proc_cpu(), t2 = now();
     fb(b);
     double t3 = now(), c3 = proc_cpu();
+    long f3 = minflt();
+    f[0][i] = (double)(f1 - f0);
+    f[1][i] = (double)(f3 - f2);
     t[0][i] = t1 - t0;
     t[1][i] = t3 - t2;
     c[0][i] = c1 - c0;
     c[1][i] = c3 - c2;
   }
-  for (int k = 0; k < 2; ++k) g_cpu_med[k] = bu_median(c[k], reps);
+  for (int k = 0; k < 2; ++k) {
+    g_cpu_med[k] = bu_median(c[k], reps);
+    g_flt_med[k] = bu_median(f[k], reps);
+  }
   memcpy(g_last, t, sizeof g_last);
   g_nlast = reps;
   for (int k = 0; k < 2; ++k)
@@ -120,8 +141,11 @@ static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, do
 /* Report the last time_pair: min / median / max of both sides. */
 static void report_last(const char *name, const char *baseline, const char *extra) {
   char ex[512];
-  snprintf(ex, sizeof ex, "%s%s\"quiesce_s\":%.3f,\"ours_cpu_s\":%.6g,\"baseline_cpu_s\":%.6g",
-           extra ? extra : "", extra && *extra ? "," : "", g_quiesce, g_cpu_med[0], g_cpu_med[1]);
+  snprintf(ex, sizeof ex,
+           "%s%s\"quiesce_s\":%.3f,\"ours_cpu_s\":%.6g,\"baseline_cpu_s\":%.6g,"
+           "\"ours_minflt\":%.0f,\"baseline_minflt\":%.0f",
+           extra ? extra : "", extra && *extra ? "," : "", g_quiesce, g_cpu_med[0], g_cpu_med[1],
+           g_flt_med[0], g_flt_med[1]);
   bu_report_runs("sparse", name, g_last[0], g_nlast, baseline, g_last[1], g_nlast, ex);
 }
 

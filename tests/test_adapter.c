@@ -585,7 +585,7 @@ static float *lphm_run(effml_context *ctx, effml_layer *l, int64_t b, int dx_wan
 START_TEST(test_lphm_row_kernels) {
   /* in, out, n, r */
   const int64_t cases[][4] = {{160, 80, 4, 1}, {105, 51, 3, 2},   {128, 24, 8, 1},
-                              {40, 40, 2, 8},   {1200, 1200, 4, 1}, {600, 600, 4, 3}};
+                              {40, 40, 2, 8},   {1280, 1280, 4, 1}, {600, 600, 4, 3}};
   for (int c = 0; c < 6; ++c) {
     const int64_t in = cases[c][0], out = cases[c][1], b = 150;
     float *ref = NULL;
@@ -609,6 +609,14 @@ START_TEST(test_lphm_row_kernels) {
         nref = n1;
         /* against the materialized path at b = 150 (3 chunks, the last partial) */
         float *f2 = lphm_run(ctx, l, b, 1, &n1);
+        /* rows are independent in y and dx: the first b rows of the 2 600-row run
+         * (which writes y and dx with streaming stores where they are >= 8 MiB
+         * and rows are multiples of 16 floats, as in case 4) are the same bits
+         * as the b-row run (cached stores) */
+        ck_assert_msg(memcmp(ref, f2, (size_t)(b * out) * sizeof(float)) == 0,
+                      "case %d: y rows differ between 2600- and %lld-row runs", c, (long long)b);
+        ck_assert_msg(memcmp(ref + 2600 * out, f2 + b * out, (size_t)(b * in) * sizeof(float)) == 0,
+                      "case %d: dx rows differ between 2600- and %lld-row runs", c, (long long)b);
         ck_assert_int_eq(effml_adapter_phm_set_path(ctx, l, EFFML_ADAPTER_PHM_PATH_MATERIALIZED), EFFML_OK);
         float *mat = lphm_run(ctx, l, b, 1, &n2);
         ck_assert_int_eq(n1, n2);

@@ -14,8 +14,8 @@
  * row, so each dS^T accumulator is loaded and stored once per row, not once
  * per (row, a) pair.  Memory: x is prefetched PR_PF_ROWS rows ahead into L2
  * (measured: without it the row's compute and its memory stalls added up
- * instead of overlapping); dx is written with non-temporal stores (no read
- * for ownership of lines that are only overwritten); the backward walks the
+ * instead of overlapping); large y and dx are written with non-temporal stores
+ * (no read for ownership of lines that are only overwritten); the backward walks the
  * chunks last to first, so rows the forward read last are read again first.
  *
  * One C body (phm_rows_body.inc) is compiled portable, for AVX2 and for
@@ -56,6 +56,14 @@ typedef float pr_v4 __attribute__((vector_size(16)));
 #  define PR_X86 1
 #  include <immintrin.h>
 #endif
+
+/* Write an output of `total` floats (rows of `len` floats from p) with
+ * streaming stores?  Only a large output (>= 8 MiB: it would not stay in the
+ * last-level cache next to x anyway, and the next layer reads it from memory
+ * either way) whose rows are all 64-byte aligned; a small one is written
+ * through the cache, where the next layer finds it. */
+#define PR_STREAMS(p, len, total) \
+  ((len) % 16 == 0 && ((uintptr_t)(p) & 63) == 0 && (total) >= ((int64_t)2 << 20))
 
 /* PR_STREAM(p, v): store the 16 floats of v at p (64-byte aligned) without
  * reading the line first (x86 non-temporal stores; SSE is part of x86-64's

@@ -69,35 +69,52 @@ static int cmp_desc(const void *a, const void *b) {
 }
 
 /* NearMiss-2 scores: for each query row, the sum of the k largest distances to
- * the reference rows (ascending, as numpy sees the tail of a sorted row). */
+ * the reference rows (ascending, as numpy sees the tail of a sorted row).
+ * Squared distances come 4 queries at a time from the k-means tile kernel
+ * (each summed over the features in order, as a scalar loop would), and only
+ * the k largest distances are kept (an ascending list): the same values, in
+ * the same order, as sorting the whole row. */
 typedef struct far_job {
-  const double *q, *ref;
-  int64_t n_ref, d, k;
+  const double *q, *cg; /* cg: the reference rows in the tile kernel's groups */
+  int64_t n_q, n_ref, d, k, ng;
+  int isa;
   double *score;
-  double *scratch; /* [workers][n_ref] */
+  double *scratch; /* [workers][4 * 8 * ng + k] */
 } far_job;
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 static void far_range(void *arg, int64_t b, int64_t e, int32_t worker) {
   far_job *J = (far_job *)arg;
-  double *dist = J->scratch + (size_t)worker * (size_t)J->n_ref;
-  for (int64_t i = b; i < e; ++i) {
-    const double *qi = J->q + i * J->d;
-    for (int64_t j = 0; j < J->n_ref; ++j) {
-      const double *rj = J->ref + j * J->d;
-      double s = 0;
-      for (int64_t t = 0; t < J->d; ++t) {
-        double u = qi[t] - rj[t];
-        s += u * u;
+  const int64_t ld = 8 * J->ng, k = J->k;
+  double *out = J->scratch + (size_t)worker * (size_t)(4 * ld + k), *top = out + 4 * ld;
+  for (int64_t i0 = b; i0 < e; i0 += 4) {
+    const int64_t mr = e - i0 < 4 ? e - i0 : 4;
+    const double *xr[4];
+    for (int64_t r = 0; r < 4; ++r) xr[r] = J->q + (i0 + (r < mr ? r : 0)) * J->d;
+    effml__sqdist_tile(J->isa, xr, J->cg, J->d, J->ng, out);
+    for (int64_t r = 0; r < mr; ++r) {
+      const double *o = out + r * ld;
+      int64_t nt = 0; /* top[0..nt) ascending: the largest distances so far */
+      for (int64_t j = 0; j < J->n_ref; ++j) {
+        const double v = sqrt(o[j]);
+        if (nt == k && !(v > top[0])) continue;
+        int64_t p;
+        if (nt < k) {
+          p = nt++;
+          while (p > 0 && top[p - 1] > v) {
+            top[p] = top[p - 1];
+            --p;
+          }
+        } else { /* drop top[0], insert v */
+          p = 0;
+          while (p + 1 < k && top[p + 1] < v) {
+            top[p] = top[p + 1];
+            ++p;
+          }
+        }
+        top[p] = v;
       }
-      dist[j] = sqrt(s);
+      J->score[i0 + r] = effml__np_sum(top, k);
     }
-    qsort(dist, (size_t)J->n_ref, sizeof(double), cmp_double);
-    J->score[i] = effml__np_sum(dist + (J->n_ref - J->k), J->k);
   }
 }
 
@@ -106,11 +123,16 @@ static effml_status scores_far(effml_context *ctx, const double *q, int64_t n_q,
                                double *score) {
   int64_t workers = effml__ctx_threads(ctx);
   if (workers < 1) workers = 1;
-  far_job J = {q, ref, n_ref, d, k, score, NULL};
-  J.scratch = (double *)effml__alloc_or_err(ctx, (size_t)(workers * n_ref) * sizeof(double),
-                                            "NearMiss-2 distances");
-  if (!J.scratch) return EFFML_E_NOMEM;
-  effml_status st = effml__parallel_for(ctx, n_q, 16, far_range, &J);
+  if (workers > 64) workers = 64;
+  const int64_t ng = (n_ref + 7) / 8;
+  far_job J = {q, NULL, n_q, n_ref, d, k, ng, effml__sqdist_isa(ctx, -1), score, NULL};
+  double *cg = effml__sqdist_groups(ctx, ref, n_ref, d);
+  J.cg = cg;
+  J.scratch = cg ? (double *)effml__alloc_or_err(ctx, (size_t)(workers * (32 * ng + k)) * sizeof(double),
+                                                 "NearMiss-2 distances")
+                 : NULL;
+  effml_status st = J.scratch ? effml__parallel_for(ctx, n_q, 16, far_range, &J) : EFFML_E_NOMEM;
+  effml__free(ctx, cg);
   effml__free(ctx, J.scratch);
   return st;
 }
