@@ -15,8 +15,18 @@
  *                             exit stage) vs the forward of those rows, interleaved.
  *                             Bar: overhead_fraction <= 0.02 (goal 0.005).  Stage 0 routes on
  *                             the f32 routing score its thresholds were selected on.
+ *                             The routing-only path: stage 1's prediction is the certified
+ *                             f32 argmax (recomputed exactly where not certain), so no f64
+ *                             softmax runs.  The logits are read cold (the forward run just
+ *                             before evicts them), the pessimistic case: a stage callback
+ *                             would hand over logits it has just written.
  *   cascade_routing_overhead_with_scores  the same, also writing every sample's exact MSP
  *                             (the metrics path: one f64 softmax per sample).
+ *   cascade_routing_overhead_calibrated  routing only as the first case, with per-stage
+ *                             probability calibration turned on (temperature scaling,
+ *                             T = 1.3, on both stages, set before the thresholds are
+ *                             selected): calibrated logits take the exact paths (reported
+ *                             separately; no bar).
  *
  * How the two sides meet (same pattern as bench_adapter): this program prints the
  * C-only case itself, writes the logits of cascade_route_1m to
@@ -100,9 +110,11 @@ static double time_run(effml_context *ctx, effml_cascade *c, effml_cascade_works
   return t[reps / 2];
 }
 
-/* A 2-stage MSP window cascade over precomputed logits, calibrated on (v0, v1). */
+/* A 2-stage MSP window cascade over precomputed logits, calibrated on (v0, v1); `prob_cal`
+ * (or NULL) is set as both stages' probability calibration first. */
 static effml_cascade *window_cascade(effml_context *ctx, effml_tensor *z0, effml_tensor *z1,
-                                     effml_tensor *v0, effml_tensor *v1, double c0, double c1) {
+                                     effml_tensor *v0, effml_tensor *v1, double c0, double c1,
+                                     const effml_calibrator *prob_cal) {
   effml_cascade_options opt;
   effml_cascade_options_init(&opt);
   opt.num_classes = K;
@@ -110,6 +122,9 @@ static effml_cascade *window_cascade(effml_context *ctx, effml_tensor *z0, effml
   check(ctx, effml_cascade_create(ctx, &opt, &c), "cascade_create");
   check(ctx, effml_cascade_add_stage_logits(ctx, c, z0, c0), "add_stage");
   check(ctx, effml_cascade_add_stage_logits(ctx, c, z1, c1), "add_stage");
+  if (prob_cal)
+    for (int32_t m = 0; m < 2; ++m)
+      check(ctx, effml_cascade_set_stage_calibration(ctx, c, m, prob_cal), "set_stage_calibration");
   effml_cascade_threshold_options cal;
   effml_cascade_threshold_options_init(&cal);
   const effml_tensor *val[2] = {v0, v1};
@@ -177,7 +192,7 @@ int main(int argc, char **argv) {
   effml_tensor *z0, *z1, *v0, *v1;
   make_logits(ctx, n, &z0, &z1);
   make_logits(ctx, n_val, &v0, &v1);
-  effml_cascade *c = window_cascade(ctx, z0, z1, v0, v1, 1.0, 1.0);
+  effml_cascade *c = window_cascade(ctx, z0, z1, v0, v1, 1.0, 1.0, NULL);
   effml_cascade_workspace *ws;
   check(ctx, effml_cascade_workspace_create(ctx, c, &ws), "workspace");
   effml_tensor *pred = vec(ctx, EFFML_I32, n), *score = vec(ctx, EFFML_F64, n),
@@ -231,7 +246,7 @@ int main(int argc, char **argv) {
   check(ctx, effml_tensor_slice(ctx, z0, 0, 0, m, 1, &zm0), "slice");
   check(ctx, effml_tensor_slice(ctx, z1, 0, 0, m, 1, &zm1), "slice");
   double macs = 784.0 * 128 + 128.0 * K;
-  c = window_cascade(ctx, zm0, zm1, v0, v1, macs, macs);
+  c = window_cascade(ctx, zm0, zm1, v0, v1, macs, macs, NULL);
   check(ctx, effml_cascade_workspace_create(ctx, c, &ws), "workspace");
   pred = vec(ctx, EFFML_I32, m);
   score = vec(ctx, EFFML_F64, m);
@@ -240,8 +255,21 @@ int main(int argc, char **argv) {
    *  - routing only: the outputs a deployed router needs (class and exit stage);
    *  - with exact scores: also the exact MSP of every sample (the metrics path). */
   fwd_job fj = {ctx, mlp, x, y};
-  for (int with_scores = 0; with_scores < 2; ++with_scores) {
-    run_job rj = {ctx, c, ws, m, pred, with_scores ? score : NULL, stage};
+  /* the third case: the same cascade with temperature scaling on both stages */
+  effml_calibration_options copt;
+  effml_calibration_options_init(&copt);
+  copt.num_classes = K;
+  effml_calibrator *tcal;
+  check(ctx, effml_calibration_create(ctx, &copt, &tcal), "calibration_create");
+  const double temperature = 1.3;
+  check(ctx, effml_calibration_set_params(ctx, tcal, &temperature), "calibration_set_params");
+  effml_cascade *cc = window_cascade(ctx, zm0, zm1, v0, v1, macs, macs, tcal);
+  effml_cascade_workspace *wsc;
+  check(ctx, effml_cascade_workspace_create(ctx, cc, &wsc), "workspace");
+  for (int variant = 0; variant < 3; ++variant) {
+    const int with_scores = variant == 1, calibrated = variant == 2;
+    run_job rj = {ctx, calibrated ? cc : c, calibrated ? wsc : ws, m, pred, with_scores ? score : NULL,
+                  stage};
     double tr[64], tf[64];
     bu_time_pair(run_fn, &rj, fwd_fn, &fj, reps, tr, tf);
     double trs[64], tfs[64];
@@ -256,14 +284,29 @@ int main(int argc, char **argv) {
              "\"bar\":0.02,\"goal\":0.005,\"bar_met\":%s,\"ours_cpu_s\":%.6g,"
              "\"baseline_cpu_s\":%.6g,\"overhead_fraction_cpu\":%.4g,\"stage_macs\":%.0f,"
              "\"reach1\":%lld",
-             (long long)m, threads, with_scores ? "pred, exit_stage, exact score" : "pred, exit_stage",
+             (long long)m, threads,
+             with_scores  ? "pred, exit_stage, exact score"
+             : calibrated ? "pred, exit_stage; temperature-scaled stages"
+                          : "pred, exit_stage",
              route_med / fwd_med, route_med / fwd_med <= 0.02 ? "true" : "false", route_cpu,
              fwd_cpu, route_cpu / fwd_cpu, macs,
-             (long long)effml_cascade_workspace_reach_count(ws, 1));
+             (long long)effml_cascade_workspace_reach_count(calibrated ? wsc : ws, 1));
+    if (calibrated) { /* reported separately: no bar */
+      char *bar = strstr(extra, "\"bar\":0.02,\"goal\":0.005,\"bar_met\":");
+      if (bar) {
+        char *rest = strchr(bar + 38, ',');
+        memmove(bar, rest + 1, strlen(rest + 1) + 1);
+      }
+    }
     bu_report_runs("cascade",
-                   with_scores ? "cascade_routing_overhead_with_scores" : "cascade_routing_overhead",
+                   with_scores  ? "cascade_routing_overhead_with_scores"
+                   : calibrated ? "cascade_routing_overhead_calibrated"
+                                : "cascade_routing_overhead",
                    tr, reps, "mlp_784_128_10_forward", tf, reps, extra);
   }
+  effml_cascade_workspace_free(wsc);
+  effml_cascade_free(cc);
+  effml_calibration_free(tcal);
 
   effml_cascade_workspace_free(ws);
   effml_cascade_free(c);

@@ -292,6 +292,34 @@ START_TEST(test_routing_only_nan) {
       effml_cascade_workspace_free(ws);
       effml_cascade_free(c);
     }
+  /* a non-finite logit in the routed stage 0 (scoring and exit fused on this path) */
+  for (int use_cb = 0; use_cb < 2; ++use_cb)
+    for (int32_t agg = EFFML_CASCADE_AGG_MEAN; agg <= EFFML_CASCADE_AGG_LAST; ++agg) {
+      effml_cascade_options opt;
+      effml_cascade_options_init(&opt);
+      opt.num_classes = K;
+      opt.aggregation = agg;
+      effml_cascade *c = NULL;
+      int ok = 0, inf = 2;
+      ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
+      if (use_cb) {
+        ck_assert_int_eq(effml_cascade_add_stage_fn(ctx, c, cb_fill, &inf, 1.0), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_add_stage_fn(ctx, c, cb_fill, &ok, 2.0), EFFML_OK);
+      } else {
+        ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, b, 1.0), EFFML_OK);
+        ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, a, 2.0), EFFML_OK);
+      }
+      ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, val, NULL, &cal), EFFML_OK);
+      effml_cascade_workspace *ws = NULL;
+      ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+      ck_assert_int_eq(effml_tensor_fill(ctx, pred, -7.0), EFFML_OK);
+      EXPECT_ERR(effml_cascade_run(ctx, c, ws, N, NULL, pred, NULL, stage, NULL), EFFML_E_NUMERIC,
+                 use_cb ? "stage 0 callback: logit of sample 1, class 0 is infinite"
+                        : "stage 0 precomputed logits: logit of sample 4, class 2 is NaN");
+      for (int i = 0; i < N; ++i) ck_assert_int_eq(((int32_t *)effml_tensor_data(pred))[i], -7);
+      effml_cascade_workspace_free(ws);
+      effml_cascade_free(c);
+    }
   effml_tensor *all[] = {a, b, pred, stage};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) effml_tensor_free(all[i]);
   effml_context_free(ctx);

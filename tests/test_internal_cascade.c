@@ -345,12 +345,67 @@ START_TEST(test_calibrated_coverage_is_exact) {
 }
 END_TEST
 
+/* The routing-only exit fused with the routing score splits over threads above
+ * EFFML__CASCADE_ROUTE_GRAIN rows a thread, each compacting its own range: 1, 2 and 3
+ * threads give the outputs of the unfused path (the same run asked for the exact score). */
+START_TEST(test_fused_exit_threads) {
+  enum { KC = 10 };
+  const int64_t N = 2 * EFFML__CASCADE_ROUTE_GRAIN + 12345;
+  effml_context *ctx = tu_ctx(5);
+  effml_tensor *x0 = tu_f32(ctx, N, KC, NULL), *x1 = tu_f32(ctx, N, KC, NULL);
+  tu_fill_uniform(x0, 1, -3.0f, 3.0f);
+  tu_fill_uniform(x1, 2, -3.0f, 3.0f);
+  effml_tensor *pr[2], *st[2], *sc = NULL;
+  for (int i = 0; i < 2; ++i) {
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &N, &pr[i]), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &N, &st[i]), EFFML_OK);
+  }
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, &N, &sc), EFFML_OK);
+  for (int32_t agg = EFFML_CASCADE_AGG_MEAN; agg <= EFFML_CASCADE_AGG_LAST; ++agg) {
+    effml_cascade_options opt;
+    effml_cascade_options_init(&opt);
+    opt.num_classes = KC;
+    opt.aggregation = agg;
+    effml_cascade *c = NULL;
+    ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, x0, 1.0), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_add_stage_logits(ctx, c, x1, 2.0), EFFML_OK);
+    effml_cascade_threshold_options cal;
+    effml_cascade_threshold_options_init(&cal); /* window, coverage 0.8 */
+    const effml_tensor *val[1] = {x1};
+    ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, val, NULL, &cal), EFFML_OK);
+    effml_cascade_workspace *ws = NULL;
+    ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+    ck_assert_int_eq(effml_context_set_num_threads(ctx, 1), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N, NULL, pr[0], sc, st[0], NULL), EFFML_OK);
+    const int64_t reach = effml_cascade_workspace_reach_count(ws, 1);
+    ck_assert_int_gt(reach, N / 20);
+    ck_assert_int_lt(reach, N / 2);
+    for (int32_t threads = 1; threads <= 3; ++threads) {
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N, NULL, pr[1], NULL, st[1], NULL), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_workspace_reach_count(ws, 1), reach);
+      ck_assert_msg(memcmp(effml_tensor_data(pr[0]), effml_tensor_data(pr[1]), (size_t)N * 4) == 0,
+                    "agg %d, %d threads: pred differs", (int)agg, (int)threads);
+      ck_assert_msg(memcmp(effml_tensor_data(st[0]), effml_tensor_data(st[1]), (size_t)N * 4) == 0,
+                    "agg %d, %d threads: exit stage differs", (int)agg, (int)threads);
+    }
+    effml_cascade_workspace_free(ws);
+    effml_cascade_free(c);
+  }
+  effml_tensor *all[] = {x0, x1, pr[0], pr[1], st[0], st[1], sc};
+  for (int i = 0; i < 7; ++i) effml_tensor_free(all[i]);
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *su = suite_create("internal_cascade");
   TCase *tc = tcase_create("route");
   tcase_add_test(tc, test_route_kernels_bit_identical);
   tcase_add_test(tc, test_tail_bound_and_exact_argmax);
   tcase_add_test(tc, test_calibrated_coverage_is_exact);
+  tcase_add_test(tc, test_fused_exit_threads);
   suite_add_tcase(su, tc);
   return tu_run(su) ? 1 : 0;
 }

@@ -52,6 +52,7 @@ struct effml_cascade_workspace {
   int32_t *out_stage;   /* [cap_n] */
   double *out_probs;    /* [cap_n, K] when probabilities are requested */
   int64_t cap_probs;
+  int64_t n_fused;      /* samples going on after a fused routing exit (run.c) */
   /* statistics of the last run */
   int64_t n;
   int32_t num_stages;
@@ -157,6 +158,18 @@ EFFML__HIDDEN effml_status effml__check_logits(effml_context *ctx, const effml_t
 EFFML__HIDDEN effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
                                                const effml_tensor *logits, int64_t rows,
                                                const char *name);
+
+/* The parts of effml__stage_tensor: point b at the logits tensor (NULL: b->base etc. are
+ * set already) and the context's ISA level; the error for the first non-finite logit
+ * `bad` = j * K + k found by effml__stage_rows. */
+EFFML__HIDDEN void effml__stage_prepare(effml_context *ctx, effml__stage_block *b,
+                                        const effml_tensor *logits);
+EFFML__HIDDEN effml_status effml__stage_bad(effml_context *ctx, const effml__stage_block *b,
+                                            int64_t bad, const char *name);
+/* Rows per thread below which the routing score runs on one thread (~0.5 ms of work: a
+ * thread start and join costs 18 us at best on the 2-core test VM, 35-75 us under load;
+ * the routing score takes ~7-16 ns a row with K = 10 on AVX-512, warm to cold cache). */
+#define EFFML__CASCADE_ROUTE_GRAIN 65536
 
 /* Readers for 1-D argument tensors (any strides).  Allocate with ctx; caller frees. */
 EFFML__HIDDEN effml_status effml__read_scores(effml_context *ctx, const effml_tensor *t,

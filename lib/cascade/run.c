@@ -155,11 +155,85 @@ static effml_status prepare_run(effml_context *ctx, const effml_cascade *c,
   return EFFML_OK;
 }
 
+/* The routing-only exit of a routed stage, fused with its scoring: each thread scores a
+ * run of rows (effml__stage_rows, 512 at a time, so the scores are read back from L1),
+ * writes the outputs of the rows that exit and compacts those going on to the front of its
+ * own range of ws->rows; the ranges are then joined in order.  ws->n_fused receives the
+ * count going on. */
+typedef struct {
+  const effml__stage_block *b;
+  effml_cascade_workspace *ws;
+  int32_t m, threshold;
+  double ra, rb;
+  int64_t begin[64], kept[64], bad[64];
+} route_job;
+
+static void route_job_fn(void *arg, int64_t begin, int64_t end, int32_t worker) {
+  route_job *job = (route_job *)arg;
+  effml_cascade_workspace *ws = job->ws;
+  int64_t w = begin;
+  job->begin[worker] = begin;
+  for (int64_t j0 = begin; j0 < end; j0 += 512) {
+    const int64_t j1 = end - j0 < 512 ? end : j0 + 512;
+    const int64_t bad = effml__stage_rows(job->b, j0, j1);
+    if (bad >= 0) {
+      job->bad[worker] = bad;
+      job->kept[worker] = 0;
+      return;
+    }
+    for (int64_t j = j0; j < j1; ++j) {
+      const double rho = ws->score_c[j];
+      const int ex = job->threshold ? rho >= job->ra : (rho < job->ra || rho > job->rb);
+      const int64_t r = ws->rows[j];
+      if (ex) {
+        ws->out_pred[r] = ws->pred_c[j];
+        ws->out_stage[r] = job->m;
+      } else {
+        ws->rows[w++] = r; /* w <= j: rows not read yet are never overwritten */
+      }
+    }
+  }
+  job->kept[worker] = w - begin;
+}
+
+static effml_status route_exits(effml_context *ctx, const effml_cascade *c,
+                                effml_cascade_workspace *ws, int32_t m, int64_t n_act,
+                                effml__stage_block *b, const effml_tensor *logits,
+                                const char *name) {
+  const effml__cascade_stage *s = &c->stages[m];
+  effml__stage_prepare(ctx, b, logits);
+  route_job job;
+  job.b = b;
+  job.ws = ws;
+  job.m = m;
+  job.threshold = s->rule == EFFML_CASCADE_EXIT_THRESHOLD;
+  job.ra = s->ra;
+  job.rb = s->rb;
+  for (int i = 0; i < 64; ++i) {
+    job.kept[i] = -1;
+    job.bad[i] = -1;
+  }
+  EFFML__TRY(effml__parallel_for(ctx, n_act, EFFML__CASCADE_ROUTE_GRAIN, route_job_fn, &job));
+  int64_t bad = -1;
+  for (int i = 0; i < 64; ++i)
+    if (job.bad[i] >= 0 && (bad < 0 || job.bad[i] < bad)) bad = job.bad[i];
+  if (bad >= 0) return effml__stage_bad(ctx, b, bad, name);
+  int64_t w = 0;
+  for (int i = 0; i < 64; ++i)
+    if (job.kept[i] >= 0) {
+      if (job.begin[i] != w)
+        memmove(ws->rows + w, ws->rows + job.begin[i], (size_t)job.kept[i] * sizeof(int64_t));
+      w += job.kept[i];
+    }
+  ws->n_fused = w;
+  return EFFML_OK;
+}
+
 /* Score the n_act samples in flight at stage m into ws->score_c / ws->pred_c (and the
  * running sums ws->acc / ws->sacc); *b is left describing the stage's logits. */
 static effml_status score_stage(effml_context *ctx, const effml_cascade *c,
                                 effml_cascade_workspace *ws, int32_t m, int64_t n_act,
-                                int route, void *run_data, effml__stage_block *b) {
+                                int route, int fused, void *run_data, effml__stage_block *b) {
   const effml__cascade_stage *s = &c->stages[m];
   const int64_t K = c->num_classes;
   memset(b, 0, sizeof *b);
@@ -184,10 +258,12 @@ static effml_status score_stage(effml_context *ctx, const effml_cascade *c,
     /* the buffer is compact: row j is sample rows[j] (used in messages) */
     b->row_index = NULL;
     b->name_index = ws->rows;
+    if (fused) return route_exits(ctx, c, ws, m, n_act, b, NULL, name);
     return effml__stage_tensor(ctx, b, NULL, n_act, name);
   }
   b->row_index = ws->rows;
   snprintf(name, sizeof name, "stage %d precomputed logits", (int)m);
+  if (fused) return route_exits(ctx, c, ws, m, n_act, b, s->logits, name);
   return effml__stage_tensor(ctx, b, s->logits, n_act, name);
 }
 
@@ -402,11 +478,16 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
      * and the probabilities the next stage averages (survivors, mean aggregation, unless
      * the next stage is the last and effml__tail_rows gives its prediction). */
     const int route = stage_routes(c, m, probs);
+    const int defer = tail && m == M - 2;
+    /* routing only, nothing to keep for the samples going on: scoring and exit fused */
+    const int fused = route && !score && (c->aggregation == EFFML_CASCADE_AGG_LAST ||
+                                          (defer && !c->stages[m].fn));
     effml__stage_block b;
-    st = score_stage(ctx, c, ws, m, n_act, route, run_data, &b);
+    st = score_stage(ctx, c, ws, m, n_act, route, fused, run_data, &b);
     if (st != EFFML_OK) goto fail;
-    const int64_t w = route ? exit_routed(c, ws, m, n_act, &b, score != NULL, tail && m == M - 2)
-                            : exit_scored(c, ws, m, n_act, probs != NULL);
+    const int64_t w = fused   ? ws->n_fused
+                      : route ? exit_routed(c, ws, m, n_act, &b, score != NULL, defer)
+                              : exit_scored(c, ws, m, n_act, probs != NULL);
     ws->exits[m] = n_act - w;
     n_act = w;
   }

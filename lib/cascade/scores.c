@@ -182,6 +182,24 @@ __attribute__((target("avx512f"))) static int block16_offsets(const int64_t *row
   return 1;
 }
 
+/* Prefetch the rows of the block 4 blocks ahead (gathers do not wake the hardware
+ * prefetcher, and the rows in flight after stage 0 are scattered): the rows j .. j+15 of
+ * base with stride rs, by index when row_index is given; past `end` nothing is fetched. */
+static inline void prefetch_block(const float *base, const int64_t *row_index, int64_t rs,
+                                  int64_t K, int64_t j, int64_t end) {
+  if (j + 16 > end) return;
+  if (!row_index) { /* contiguous rows: every cache line of the 16 rows */
+    const char *p = (const char *)(base + j * rs), *q = (const char *)(base + (j + 15) * rs + K);
+    for (; p < q; p += 64) __builtin_prefetch(p);
+    return;
+  }
+  for (int64_t l = 0; l < 16; ++l) {
+    const float *r = base + row_index[j + l] * rs;
+    __builtin_prefetch(r);
+    __builtin_prefetch(r + K - 1);
+  }
+}
+
 /* The routing scores of 16 rows at once, one row per lane (K <= 16, raw f32 logits with
  * contiguous classes): per lane exactly route_score_f32's operations in its order (first
  * maximum by strict >, the four partial sums of classes k = l (mod 4) from 0, then
@@ -195,6 +213,7 @@ __attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effm
   for (; j0 + 16 <= end; j0 += 16) {
     __m512i off;
     if (!block16_offsets(b->row_index, j0, b->rs, K, &off)) break;
+    prefetch_block((const float *)b->base, b->row_index, b->rs, K, j0 + 64, end);
     const float *base = (const float *)b->base + (b->row_index ? b->row_index[j0] : j0) * b->rs;
     __m512 z[16];
     z[0] = _mm512_i32gather_ps(off, base, 4);
@@ -397,6 +416,8 @@ __attribute__((target("avx512f"))) static int64_t tail_blocks_avx512(const effml
       base[i] = t->base[i] + (t->row_index[i] ? t->row_index[i][j0] : j0) * t->rs[i];
     }
     if (!ok) break;
+    for (int32_t i = 0; i < t->members; ++i)
+      prefetch_block(t->base[i], t->row_index[i], t->rs[i], K, j0 + 64, end);
     __m512 q[16];
     __mmask16 nonfinite = 0;
     for (int32_t i = 0; i < t->members; ++i) {
@@ -640,8 +661,7 @@ static void stage_job_fn(void *arg, int64_t begin, int64_t end, int32_t worker) 
   job->bad[worker] = effml__stage_rows(job->b, begin, end);
 }
 
-effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
-                                 const effml_tensor *logits, int64_t rows, const char *name) {
+void effml__stage_prepare(effml_context *ctx, effml__stage_block *b, const effml_tensor *logits) {
   if (logits) {
     b->base = logits->data;
     b->is_f64 = logits->dtype == EFFML_F64;
@@ -649,6 +669,20 @@ effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
     b->cs = logits->strides[1];
   }
   b->isa = effml__ctx_isa(ctx);
+}
+
+effml_status effml__stage_bad(effml_context *ctx, const effml__stage_block *b, int64_t bad,
+                              const char *name) {
+  int64_t j = bad / b->K, k = bad % b->K;
+  int64_t r = b->row_index ? b->row_index[j] : b->name_index ? b->name_index[j] : j;
+  double z = logit_at(b, b->row_index ? r : j, k);
+  return effml__err(ctx, EFFML_E_NUMERIC, "%s: logit of sample %lld, class %lld is %s", name,
+                    (long long)r, (long long)k, isnan(z) ? "NaN" : "infinite");
+}
+
+effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
+                                 const effml_tensor *logits, int64_t rows, const char *name) {
+  effml__stage_prepare(ctx, b, logits);
   stage_job job;
   job.b = b;
   for (int i = 0; i < 64; ++i) job.bad[i] = -1;
@@ -656,18 +690,12 @@ effml_status effml__stage_tensor(effml_context *ctx, effml__stage_block *b,
    * thread takes at least ~0.5 ms of work: a thread start and join costs 18 us at best on
    * the 2-core test VM (35-75 us under load); the routing score takes ~7-11 ns a row
    * (K = 10, AVX-512), the exact stage kernel ~100 ns. */
-  EFFML__TRY(effml__parallel_for(ctx, rows, b->route ? 65536 : 8192, stage_job_fn, &job));
+  EFFML__TRY(effml__parallel_for(ctx, rows, b->route ? EFFML__CASCADE_ROUTE_GRAIN : 8192,
+                                 stage_job_fn, &job));
   int64_t bad = -1;
   for (int i = 0; i < 64; ++i)
     if (job.bad[i] >= 0 && (bad < 0 || job.bad[i] < bad)) bad = job.bad[i];
-  if (bad >= 0) {
-    int64_t j = bad / b->K, k = bad % b->K;
-    int64_t r = b->row_index ? b->row_index[j] : b->name_index ? b->name_index[j] : j;
-    double z = logit_at(b, b->row_index ? r : j, k);
-    return effml__err(ctx, EFFML_E_NUMERIC, "%s: logit of sample %lld, class %lld is %s", name,
-                      (long long)r, (long long)k, isnan(z) ? "NaN" : "infinite");
-  }
-  return EFFML_OK;
+  return bad >= 0 ? effml__stage_bad(ctx, b, bad, name) : EFFML_OK;
 }
 
 effml_status effml__check_logits(effml_context *ctx, const effml_tensor *t, const char *name,
