@@ -182,24 +182,6 @@ __attribute__((target("avx512f"))) static int block16_offsets(const int64_t *row
   return 1;
 }
 
-/* Prefetch the rows of the block 4 blocks ahead (gathers do not wake the hardware
- * prefetcher, and the rows in flight after stage 0 are scattered): the rows j .. j+15 of
- * base with stride rs, by index when row_index is given; past `end` nothing is fetched. */
-static inline void prefetch_block(const float *base, const int64_t *row_index, int64_t rs,
-                                  int64_t K, int64_t j, int64_t end) {
-  if (j + 16 > end) return;
-  if (!row_index) { /* contiguous rows: every cache line of the 16 rows */
-    const char *p = (const char *)(base + j * rs), *q = (const char *)(base + (j + 15) * rs + K);
-    for (; p < q; p += 64) __builtin_prefetch(p);
-    return;
-  }
-  for (int64_t l = 0; l < 16; ++l) {
-    const float *r = base + row_index[j + l] * rs;
-    __builtin_prefetch(r);
-    __builtin_prefetch(r + K - 1);
-  }
-}
-
 /* The routing scores of 16 rows at once, one row per lane (K <= 16, raw f32 logits with
  * contiguous classes): per lane exactly route_score_f32's operations in its order (first
  * maximum by strict >, the four partial sums of classes k = l (mod 4) from 0, then
@@ -213,7 +195,6 @@ __attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effm
   for (; j0 + 16 <= end; j0 += 16) {
     __m512i off;
     if (!block16_offsets(b->row_index, j0, b->rs, K, &off)) break;
-    prefetch_block((const float *)b->base, b->row_index, b->rs, K, j0 + 64, end);
     const float *base = (const float *)b->base + (b->row_index ? b->row_index[j0] : j0) * b->rs;
     __m512 z[16];
     z[0] = _mm512_i32gather_ps(off, base, 4);
@@ -416,8 +397,6 @@ __attribute__((target("avx512f"))) static int64_t tail_blocks_avx512(const effml
       base[i] = t->base[i] + (t->row_index[i] ? t->row_index[i][j0] : j0) * t->rs[i];
     }
     if (!ok) break;
-    for (int32_t i = 0; i < t->members; ++i)
-      prefetch_block(t->base[i], t->row_index[i], t->rs[i], K, j0 + 64, end);
     __m512 q[16];
     __mmask16 nonfinite = 0;
     for (int32_t i = 0; i < t->members; ++i) {
