@@ -165,17 +165,19 @@ START_TEST(resample_leverage_lewis_cancel) {
 END_TEST
 
 /* SMOTE's within-class kNN search is a cancellation point too: with a minority class of
- * 4000 rows it reports several times (repeating done = 0 of the output rows, so done never
- * goes backwards) before the first output row, and a stop there publishes nothing. */
+ * 10000 rows it reports several times (repeating done = 0 of the output rows, so done never
+ * goes backwards) before the first output row, and a stop there publishes nothing.  (The
+ * search polls between rounds of at least ~2^27 multiply-adds: a class of 4000 x 8 is one
+ * round.) */
 START_TEST(smote_knn_phase_cancel) {
   effml_context *ctx = tu_ctx(1);
-  const int64_t n = 12000;
+  const int64_t n = 30000;
   effml_tensor *x = tu_f32(ctx, n, 8, NULL);
   tu_fill_uniform(x, 7, -1, 1);
   effml_tensor *y = NULL;
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
   int64_t *yy = (int64_t *)effml_tensor_data(y);
-  for (int64_t i = 0; i < n; ++i) yy[i] = i % 3 == 0; /* 4000 minority rows */
+  for (int64_t i = 0; i < n; ++i) yy[i] = i % 3 == 0; /* 10000 minority rows */
   effml_sampler_resample_options o;
   effml_sampler_resample_options_init(&o);
   effml_tensor *xr = NULL, *yr = NULL;

@@ -55,6 +55,7 @@
  * lists for every row, merged at the end (the K smallest (key, index) pairs
  * of the union are the K smallest overall). */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -334,12 +335,25 @@ static void wk_row_block(const wk_job *J, int64_t b, float *cv, int32_t *ci, flo
   }
 }
 
-static void wk_tasks(void *arg, int64_t t0, int64_t t1, int32_t worker) {
-  const wk_job *J = (const wk_job *)arg;
+/* One round of tasks [next, end): each worker claims the next task until none
+ * is left, so a worker the system deschedules holds up no one but itself. */
+typedef struct {
+  const wk_job *J;
+  atomic_llong next;
+  int64_t end;
+} wk_round;
+
+static void wk_tasks(void *arg, int64_t w0, int64_t w1, int32_t worker) {
+  (void)w0;
+  (void)w1; /* one worker per call: [worker, worker + 1) */
+  wk_round *R = (wk_round *)arg;
+  const wk_job *J = R->J;
   const size_t off = (size_t)worker * (size_t)(J->np * J->ls);
   float *cv = J->cv + off, *worst = J->worst + (size_t)worker * (size_t)J->np;
   int32_t *ci = J->ci + off;
-  for (int64_t t = J->base + t0; t < J->base + t1; ++t) {
+  for (;;) {
+    const int64_t t = (int64_t)atomic_fetch_add_explicit(&R->next, 1, memory_order_relaxed);
+    if (t >= R->end) break;
     wk_row_block(J, t, cv, ci, worst);
     if (J->nrb - 1 - t != t) wk_row_block(J, J->nrb - 1 - t, cv, ci, worst);
   }
@@ -628,16 +642,25 @@ static effml_status wk_search(effml_context *ctx, const double *x, const int64_t
     J.xq = xq;
     J.pq = pq;
     J.nf = nf;
-    /* At most 64 rounds of tasks, with a cancellation point before each (the caller's
-     * progress is repeated, not advanced: see effml__progress_poll); every task runs
-     * once whatever the split, so the lists are the same. */
+    /* Rounds of tasks with a cancellation point before each (the caller's progress
+     * is repeated, not advanced: see effml__progress_poll): at most 64, and none
+     * smaller than about 2^27 multiply-adds (a task is two row blocks against
+     * about np columns), so a small search does not wait at many barriers.
+     * Every task runs once, on whichever worker claims it: each row's merged
+     * candidates are the K smallest keys whatever the split. */
+    const double task_work = (double)(2 * WK_MR) * (double)np * (double)d;
     int64_t per_round = (ntasks + 63) / 64;
+    const int64_t by_work = (int64_t)ceil(134217728.0 / (task_work > 1 ? task_work : 1));
+    if (per_round < by_work) per_round = by_work;
     if (per_round < workers * 8) per_round = workers * 8;
     for (J.base = 0; st == EFFML_OK && J.base < ntasks; J.base += per_round) {
       st = effml__progress_poll(ctx, "output rows");
       if (st != EFFML_OK) break;
-      const int64_t cnt = ntasks - J.base < per_round ? ntasks - J.base : per_round;
-      st = effml__parallel_for(ctx, cnt, (cnt + workers - 1) / workers, wk_tasks, &J);
+      wk_round R;
+      R.J = &J;
+      atomic_init(&R.next, (long long)J.base);
+      R.end = ntasks - J.base < per_round ? ntasks : J.base + per_round;
+      st = effml__parallel_for(ctx, workers, 1, wk_tasks, &R);
     }
     wk_final F;
     memset(&F, 0, sizeof F);

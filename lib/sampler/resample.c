@@ -3,6 +3,7 @@
  * over-samplers emit the originals, then one block per class in ascending
  * label order. */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "sampler_internal.h"
@@ -244,9 +245,24 @@ typedef struct apply_job {
   int64_t d;
   effml_tensor *xo, *yo;
   int64_t r0; /* first output row of the round */
+  int64_t cnt; /* rows in the round */
+  atomic_llong next; /* next chunk to claim (relative to r0) */
 } apply_job;
 
 static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker);
+
+/* Each worker claims chunks of 4096 rows until the round is done, so a worker
+ * the system deschedules holds up no one but itself. */
+static void apply_claim(void *arg, int64_t w0, int64_t w1, int32_t worker) {
+  (void)w0;
+  (void)w1;
+  apply_job *jb = (apply_job *)arg;
+  for (;;) {
+    const int64_t c0 = (int64_t)atomic_fetch_add_explicit(&jb->next, 4096, memory_order_relaxed);
+    if (c0 >= jb->cnt) break;
+    apply_range(arg, c0, c0 + 4096 < jb->cnt ? c0 + 4096 : jb->cnt, worker);
+  }
+}
 
 /* Write the m plan rows into xo [>= m, d] and yo [>= m] (checked by the caller), in
  * rounds of rows with a progress report (cancellation point) before each. */
@@ -258,9 +274,12 @@ static effml_status apply_rows_into(effml_context *ctx, const effml_tensor *x,
   for (int64_t r0 = 0; r0 < m; r0 += round) {
     EFFML__TRY(effml__progress(ctx, r0, m, "output rows"));
     const int64_t cnt = m - r0 < round ? m - r0 : round;
-    apply_job job = {x, y, b, nb, s, x->shape[1], xo, yo, r0};
+    apply_job job = {x, y, b, nb, s, x->shape[1], xo, yo, r0, cnt, 0};
+    atomic_init(&job.next, 0);
     /* Rows are independent: any split gives the same bytes. */
-    EFFML__TRY(effml__parallel_for(ctx, cnt, 8192, apply_range, &job));
+    int64_t workers = (cnt + 8191) / 8192;
+    if (workers > effml__ctx_threads(ctx)) workers = effml__ctx_threads(ctx);
+    EFFML__TRY(effml__parallel_for(ctx, workers, 1, apply_claim, &job));
   }
   return EFFML_OK;
 }
@@ -326,7 +345,7 @@ static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
     int64_t i = b[r], j = nb[r];
     if (j < 0) { /* a run of plain copies of consecutive rows (the originals): one memcpy */
       int64_t e = r + 1;
-      while (e < end && nb[e] < 0 && b[e] == i + (e - r)) ++e;
+      while (e < jb->r0 + end && nb[e] < 0 && b[e] == i + (e - r)) ++e;
       if (e - r > 1) {
         memcpy((char *)xo->data + (size_t)r * (size_t)d * esz,
                (const char *)x->data + (size_t)i * (size_t)d * esz, (size_t)(e - r) * (size_t)d * esz);
