@@ -233,21 +233,22 @@ __attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effm
       arg = _mm512_mask_mov_epi32(arg, gt, _mm512_set1_epi32((int32_t)k));
     }
     /* four named accumulators (an array indexed by k & 3 would live in memory); the
-     * argmax's term is masked to an exact 0 */
-#define EX(k) _mm512_maskz_mov_ps(_mm512_cmpneq_epi32_mask(arg, _mm512_set1_epi32((int32_t)(k))), \
-                                  route_exp16(_mm512_sub_ps(z[k], zmax)))
+     * argmax's lanes skip the add (the same sum as adding an exact 0) */
+#define ACC(a, k)                                                                      \
+  a = _mm512_mask_add_ps(a, _mm512_cmpneq_epi32_mask(arg, _mm512_set1_epi32((int32_t)(k))), a, \
+                         route_exp16(_mm512_sub_ps(z[k], zmax)))
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t k = 0;
     for (; k + 4 <= K; k += 4) {
-      a0 = _mm512_add_ps(a0, EX(k));
-      a1 = _mm512_add_ps(a1, EX(k + 1));
-      a2 = _mm512_add_ps(a2, EX(k + 2));
-      a3 = _mm512_add_ps(a3, EX(k + 3));
+      ACC(a0, k);
+      ACC(a1, k + 1);
+      ACC(a2, k + 2);
+      ACC(a3, k + 3);
     }
-    if (k < K) a0 = _mm512_add_ps(a0, EX(k));
-    if (k + 1 < K) a1 = _mm512_add_ps(a1, EX(k + 1));
-    if (k + 2 < K) a2 = _mm512_add_ps(a2, EX(k + 2));
-#undef EX
+    if (k < K) ACC(a0, k);
+    if (k + 1 < K) ACC(a1, k + 1);
+    if (k + 2 < K) ACC(a2, k + 2);
+#undef ACC
     __m512 sv = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
     sv = _mm512_mask_mov_ps(sv, _mm512_cmp_ps_mask(fin, _mm512_setzero_ps(), _CMP_NEQ_UQ),
                              _mm512_set1_ps(-1.0f));
