@@ -214,6 +214,62 @@ START_TEST(test_nearmiss_counts) {
 }
 END_TEST
 
+/* NearMiss-2 with a minority of 1, 2 or 4 rows and n_neighbors below, at and above
+ * it: version 2 scores with the min(n_neighbors, n_min) farthest minority rows, so
+ * n_neighbors > n_min is valid; the rows are imblearn 0.10's, in its order
+ * (tests/ref/nearmiss_small_minority_ref.py -> nearmiss_small_minority.txt).
+ * Versions 1 and 3 still refuse n_neighbors > n_min. */
+START_TEST(test_nearmiss2_small_minority) {
+  effml_context *ctx = tu_ctx(0);
+  char *ref = read_ref("nearmiss_small_minority.txt");
+  int ncase = 0;
+  for (char *line = strtok(ref, "\n"); line; line = strtok(NULL, "\n")) {
+    long long keep, k;
+    int off = 0;
+    ck_assert_int_eq(sscanf(line, "%lld %lld:%n", &keep, &k, &off), 2);
+    int64_t e[64], ne = 0;
+    long long v;
+    int used;
+    for (const char *q = line + off; sscanf(q, "%lld%n", &v, &used) == 1; q += used) e[ne++] = v;
+    effml_tensor *x, *y;
+    load_subset(ctx, "wine.csv", 2, keep, &x, &y);
+    for (int th = 1; th <= 3; th += 2) {
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, th), EFFML_OK);
+      method_case mc = {"nm2", EFFML_SAMPLER_RESAMPLE_NEARMISS, 2, k, EFFML_SAMPLER_ENN_ALL, 100, 0};
+      effml_tensor *b = plan_base(ctx, &mc, x, y);
+      ck_assert_msg(same_as(b, e, ne), "keep=%lld k=%lld threads=%d", keep, k, th);
+      effml_tensor_free(b);
+    }
+    if (k > keep) {
+      for (int ver = 1; ver <= 3; ver += 2) {
+        effml_sampler_resample_options o;
+        effml_sampler_resample_options_init(&o);
+        o.method = EFFML_SAMPLER_RESAMPLE_NEARMISS;
+        o.version = ver;
+        o.n_neighbors = k;
+        effml_tensor *b = NULL, *nb = NULL, *st = NULL;
+        ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st),
+                         EFFML_E_INVALID_ARG);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "effml_sampler_resample_plan: NearMiss-%d: n_neighbors=%lld must be in [1, %lld] "
+                 "(the minority class 2 has "
+                 "%lld samples)",
+                 ver, k, keep, keep);
+        ck_assert_str_eq(effml_context_last_error(ctx), want);
+        ck_assert_ptr_null(b);
+      }
+    }
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+    ++ncase;
+  }
+  ck_assert_int_eq(ncase, 10);
+  free(ref);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* Bad options: clear errors, outputs untouched. */
 START_TEST(test_under_bad_options) {
   effml_context *ctx = tu_ctx(0);
@@ -1417,6 +1473,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_breast_cancer_imbalanced);
   tcase_add_test(tc, test_fashion_mnist);
   tcase_add_test(tc, test_nearmiss_counts);
+  tcase_add_test(tc, test_nearmiss2_small_minority);
   tcase_add_test(tc, test_under_bad_options);
   tcase_add_test(tc, test_cnn_consistent_subset);
   tcase_add_test(tc, test_oss_no_tomek_link);
