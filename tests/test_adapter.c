@@ -550,6 +550,12 @@ static float *lphm_run(effml_context *ctx, effml_layer *l, int64_t b, int dx_wan
                 effml_context_last_error(ctx));
   ck_assert_msg(effml_layer_backward(ctx, l, g, dx_wanted ? dx : NULL) == EFFML_OK, "%s",
                 effml_context_last_error(ctx));
+  /* an inference forward (which keeps nothing for a backward) gives the same y */
+  effml_tensor *yi = tu_f32(ctx, b, out, NULL);
+  ck_assert_int_eq(effml_layer_forward(ctx, l, x, yi, EFFML_LAYER_MODE_INFER), EFFML_OK);
+  ck_assert_msg(memcmp(effml_tensor_data_const(yi), effml_tensor_data_const(y), (size_t)(b * out) * sizeof(float)) == 0,
+                "%s: INFER y differs from TRAIN y", effml_layer_kind(l));
+  effml_tensor_free(yi);
   int64_t total = b * out + (dx_wanted ? b * in : 0);
   for (int32_t i = 0; i < effml_layer_num_params(l); ++i) total += effml_tensor_numel(effml_layer_param_grad(l, i));
   float *buf = malloc((size_t)total * sizeof(float)), *p = buf;

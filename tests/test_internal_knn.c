@@ -217,8 +217,8 @@ START_TEST(test_danger_knn_paths_identical) {
 END_TEST
 
 START_TEST(test_knn_f64_each_level) {
-  /* The blocked kNN (effml__knn_f64): the fused AVX-512 register-tile search
-   * and the portable GEMM search both return the brute-force answer (exact
+  /* The blocked kNN (effml__knn_f64): the fused AVX-512 and AVX2 register-tile
+   * searches and the portable GEMM search all return the brute-force answer (exact
    * squared distances, ties to the smaller index): reference counts around
    * the 16-wide panels and the 2048-row blocks, queries with and without a
    * self index, k from 1 to past the panel width, data far from the origin,
@@ -250,10 +250,8 @@ START_TEST(test_knn_f64_each_level) {
           const int64_t k = kk[ki];
           int64_t *got = malloc(sizeof(int64_t) * (size_t)(nq * k)), want[64];
           double *dist = malloc(sizeof(double) * (size_t)(nq * k));
-          for (int lvl = 0; lvl <= 1; ++lvl) {
-            ck_assert_int_eq(effml_context_set_isa_level(ctx, lvl ? effml_context_isa_level(NULL)
-                                                               : EFFML_CORE_ISA_PORTABLE),
-                             EFFML_OK);
+          for (int lvl = EFFML_CORE_ISA_PORTABLE; lvl <= effml_context_isa_level(NULL); ++lvl) {
+            ck_assert_int_eq(effml_context_set_isa_level(ctx, lvl), EFFML_OK);
             ck_assert_int_eq(effml__knn_f64(ctx, x, nr, q, nq, d, k, self, 0, got, dist), EFFML_OK);
             for (int64_t i = 0; i < nq; ++i) {
               brute(x, rows, nr, d, k, self[i], want);

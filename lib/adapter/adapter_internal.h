@@ -83,7 +83,7 @@ typedef struct effml__phm_rows_args {
   const float *T;     /* W_right as [n*r, kout] */
   const float *bias;  /* forward: [n*kout] or NULL */
   int64_t n, r, kin, kout, batch;
-  /* forward: x [b, n*kin] -> P, Q [b*n, n*r] (kept), y [b, n*kout] */
+  /* forward: x [b, n*kin] -> P, Q [b*n, n*r] (kept; both NULL: not kept), y [b, n*kout] */
   const float *x;
   float *P, *Q, *y;
   /* backward: dy [b, n*kout]; P, Q as kept; x (NULL: no dS^T); out: dx (or

@@ -201,6 +201,8 @@ effml_status effml__phm_forward_factorized(effml_context *ctx, effml_layer *l, c
     }
     P = p->P;
     Q = p->Q;
+  } else if (r && nc <= EFFML__PHM_MAXC) {
+    P = Q = NULL; /* inference, thin: the row kernel keeps a row's P and Q on its stack */
   } else {
     P = tmpP = (float *)effml__malloc(ctx, need * sizeof(float));
     Q = tmpQ = r ? (float *)effml__malloc(ctx, need * sizeof(float)) : NULL;

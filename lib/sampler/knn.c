@@ -8,8 +8,8 @@
  * duplicates are at distance 0 and ties go to the smaller index -- the GEMM
  * expansion alone is not exact enough for that.  Memory: per worker one
  * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
- * On AVX-512 (the context's ISA level) the candidates come instead from a
- * fused register tile: 4 queries x 16 references of dot products (FMA over the
+ * On AVX-512 or AVX2 (the context's ISA level) the candidates come instead from a
+ * fused register tile: 4 queries x 16 (AVX2: 8) references of dot products (FMA over the
  * features, the references packed once into 16-wide panels), turned into the
  * same keys and compared with each query's current K-th key in-register; no
  * GEMM tile is written, and no BLAS runs inside the workers (whose own
@@ -45,6 +45,7 @@ typedef struct {
   int64_t *rr_i;     /* [workers][K] */
   int64_t base;      /* first block of the current round */
   int64_t rblock;    /* references per block */
+  int fused;         /* 2 the AVX-512 scan, 1 the AVX2 scan, 0 the GEMM tiles */
   double *pan;       /* AVX-512 path: [workers][RBLOCK / 16][d][16] packed reference block, else NULL */
   const double *rnp; /* AVX-512 path: |r|^2 padded with +inf to the panel width */
   int8_t refused[64]; /* per worker: a BLAS call was refused (unreachable: sizes checked first) */
@@ -133,6 +134,72 @@ __attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J,
 }
 #endif
 
+#if defined(__x86_64__)
+/* The same scan on AVX2 + FMA: 4 queries x 8 references per register tile
+ * (each 16-wide panel in two halves); the same keys bit for bit (one FMA per
+ * feature in order), so the same candidates. */
+__attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, const double *pan,
+                                                              int64_t q0, int64_t nq, int64_t r0,
+                                                              int64_t nr, double *cvs,
+                                                              int64_t *cis) {
+  const int64_t d = J->d, K = J->K, rend = r0 + nr;
+  const __m256d m2 = _mm256_set1_pd(-2.0);
+  for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+    const int64_t mr = nq - i0 < 4 ? nq - i0 : 4;
+    const double *qr[4];
+    int64_t self[4];
+    for (int64_t r = 0; r < 4; ++r) {
+      const int64_t i = q0 + i0 + (r < mr ? r : 0);
+      qr[r] = J->q + i * d;
+      self[r] = J->self_index ? J->self_index[i] : -1;
+    }
+    for (int64_t j0 = r0; j0 < rend; j0 += KNN_NR) {
+      for (int h = 0; h < 2; ++h) {
+        const double *p = pan + ((j0 - r0) / KNN_NR) * d * KNN_NR + h * 8;
+        __m256d a00 = _mm256_setzero_pd(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
+                a30 = a00, a31 = a00;
+        for (int64_t t = 0; t < d; ++t) {
+          const __m256d p0 = _mm256_loadu_pd(p + t * KNN_NR), p1 = _mm256_loadu_pd(p + t * KNN_NR + 4);
+          __m256d b = _mm256_broadcast_sd(qr[0] + t);
+          a00 = _mm256_fmadd_pd(b, p0, a00);
+          a01 = _mm256_fmadd_pd(b, p1, a01);
+          b = _mm256_broadcast_sd(qr[1] + t);
+          a10 = _mm256_fmadd_pd(b, p0, a10);
+          a11 = _mm256_fmadd_pd(b, p1, a11);
+          b = _mm256_broadcast_sd(qr[2] + t);
+          a20 = _mm256_fmadd_pd(b, p0, a20);
+          a21 = _mm256_fmadd_pd(b, p1, a21);
+          b = _mm256_broadcast_sd(qr[3] + t);
+          a30 = _mm256_fmadd_pd(b, p0, a30);
+          a31 = _mm256_fmadd_pd(b, p1, a31);
+        }
+        const int64_t jh = j0 + h * 8;
+        const __m256d n0 = _mm256_loadu_pd(J->rnp + jh), n1 = _mm256_loadu_pd(J->rnp + jh + 4);
+        __m256d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+        for (int64_t r = 0; r < mr; ++r) {
+          double *cv = cvs + (i0 + r) * K;
+          int64_t *ci = cis + (i0 + r) * K;
+          const __m256d k0 = _mm256_fmadd_pd(m2, acc[r][0], n0), k1 = _mm256_fmadd_pd(m2, acc[r][1], n1);
+          const __m256d w = _mm256_set1_pd(cv[K - 1]);
+          unsigned mask = (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(k0, w, _CMP_LT_OQ)) |
+                          ((unsigned)_mm256_movemask_pd(_mm256_cmp_pd(k1, w, _CMP_LT_OQ)) << 4);
+          if (!mask) continue;
+          double kk[8];
+          _mm256_storeu_pd(kk, k0);
+          _mm256_storeu_pd(kk + 4, k1);
+          while (mask) {
+            const int b = __builtin_ctz(mask);
+            mask &= mask - 1;
+            const int64_t j = jh + b;
+            if (j != self[r] && kk[b] < cv[K - 1]) cand_insert(cv, ci, K, kk[b], j);
+          }
+        }
+      }
+    }
+  }
+}
+#endif
+
 static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   knn_job *J = (knn_job *)arg;
   const int64_t K = J->K, d = J->d, bq = J->bq;
@@ -155,7 +222,10 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
         for (int64_t j = 0; j < npad; ++j)
           for (int64_t t = 0; t < d; ++t)
             pan[((j / KNN_NR) * d + t) * KNN_NR + j % KNN_NR] = j < nr ? J->ref[(r0 + j) * d + t] : 0.0;
-        knn_scan_avx512(J, pan, q0, nq, r0, nr, cvs, cis);
+        if (J->fused == 2)
+          knn_scan_avx512(J, pan, q0, nq, r0, nr, cvs, cis);
+        else
+          knn_scan_avx2(J, pan, q0, nq, r0, nr, cvs, cis);
         continue;
       }
 #endif
@@ -236,7 +306,8 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   knn_job J;
   memset(&J, 0, sizeof J);
 #if defined(__x86_64__)
-  const int fused = effml__ctx_isa(ctx) >= EFFML_CORE_ISA_AVX512;
+  const int32_t isa = effml__ctx_isa(ctx);
+  const int fused = isa >= EFFML_CORE_ISA_AVX512 ? 2 : isa >= EFFML_CORE_ISA_AVX2 ? 1 : 0;
 #else
   const int fused = 0;
 #endif
@@ -277,6 +348,7 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     for (int64_t t = 0; t < d; ++t) s += r[t] * r[t];
     rnorm[j] = s;
   }
+  J.fused = fused;
   if (pan) { /* padding references (never a candidate): norm +inf */
     for (int64_t j = n_ref; j < n_pan; ++j) rnorm[j] = INFINITY;
     J.pan = pan;

@@ -31,6 +31,17 @@ static int cmp_d(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* Position of v among the nv sorted distinct values (v is one of them). */
+static int64_t value_slot(const double *sorted, int64_t nv, double v) {
+  int64_t lo = 0, hi = nv - 1;
+  while (lo < hi) {
+    int64_t mid = (lo + hi) / 2;
+    if (sorted[mid] < v) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 effml_status effml__smoten_resample(effml_context *ctx, const effml_sampler_resample_options *o,
                                     const effml_tensor *x, const effml_tensor *y,
                                     effml_tensor **x_out, effml_tensor **y_out) {
@@ -55,11 +66,19 @@ effml_status effml__smoten_resample(effml_context *ctx, const effml_sampler_resa
                       "k_neighbors=%lld needs at least %lld samples of class %lld, got %lld",
                       (long long)k, (long long)(k + 1), (long long)c.labels[cl],
                       (long long)c.counts[cl]);
-  /* Embedding: per column, the distinct values (sorted) and P(class | value). */
+  /* Embedding: per column, the distinct values (sorted) and P(class | value),
+   * from every row; embedded are only the rows of the targeted classes (the
+   * only rows searched), class after class: emb + eoff[cl] * d * nc. */
   const int64_t nc = c.n_classes;
   double *emb = NULL, *sorted = NULL, *prob = NULL;
+  int64_t *eoff = NULL, ne = 0;
   if (st == EFFML_OK) {
-    emb = (double *)effml__alloc_or_err(ctx, (size_t)(n * d * nc) * sizeof(double), "VDM embedding");
+    eoff = (int64_t *)effml__alloc_or_err(ctx, (size_t)nc * sizeof(int64_t), "classes");
+    for (int64_t cl = 0; eoff && cl < nc; ++cl) {
+      eoff[cl] = ne;
+      if (values[cl] > 0) ne += c.counts[cl];
+    }
+    emb = eoff ? (double *)effml__alloc_or_err(ctx, (size_t)(ne * d * nc) * sizeof(double) + 1, "VDM embedding") : NULL;
     sorted = emb ? (double *)effml__alloc_or_err(ctx, (size_t)n * sizeof(double), "values") : NULL;
     prob = sorted ? (double *)effml__alloc_or_err(ctx, (size_t)(n * nc) * sizeof(double), "values") : NULL;
     if (!prob) st = EFFML_E_NOMEM;
@@ -71,28 +90,24 @@ effml_status effml__smoten_resample(effml_context *ctx, const effml_sampler_resa
     for (int64_t i = 0; i < n; ++i)
       if (i == 0 || sorted[i] != sorted[nv - 1]) sorted[nv++] = sorted[i];
     memset(prob, 0, (size_t)(nv * nc) * sizeof(double));
-    for (int64_t i = 0; i < n; ++i) {
-      double v = xd[i * d + f];
-      int64_t lo = 0, hi = nv - 1;
-      while (lo < hi) {
-        int64_t mid = (lo + hi) / 2;
-        if (sorted[mid] < v) lo = mid + 1;
-        else hi = mid;
-      }
-      prob[lo * nc + c.cls[i]] += 1.0;
-      /* remember the value slot in the embedding's first entry temporarily */
-      emb[(i * d + f) * nc] = (double)lo;
-    }
+    for (int64_t i = 0; i < n; ++i) prob[value_slot(sorted, nv, xd[i * d + f]) * nc + c.cls[i]] += 1.0;
     for (int64_t v = 0; v < nv; ++v) {
       double s = 0;
       for (int64_t q = 0; q < nc; ++q) s += prob[v * nc + q];
       for (int64_t q = 0; q < nc; ++q) prob[v * nc + q] /= s;
     }
-    for (int64_t i = 0; i < n; ++i) {
-      int64_t v = (int64_t)emb[(i * d + f) * nc];
-      memcpy(emb + (i * d + f) * nc, prob + v * nc, (size_t)nc * sizeof(double));
+    for (int64_t cl = 0; cl < nc; ++cl) {
+      if (values[cl] <= 0) continue;
+      const int64_t *rows = c.rows + c.start[cl];
+      for (int64_t t = 0; t < c.counts[cl]; ++t) {
+        const int64_t v = value_slot(sorted, nv, xd[rows[t] * d + f]);
+        memcpy(emb + ((eoff[cl] + t) * d + f) * nc, prob + v * nc, (size_t)nc * sizeof(double));
+      }
     }
   }
+  effml__free(ctx, sorted);
+  effml__free(ctx, prob);
+  sorted = prob = NULL;
   int64_t m = n;
   for (int64_t cl = 0; st == EFFML_OK && cl < nc; ++cl) m += values[cl] > 0 ? values[cl] : 0;
   effml_tensor *xo = NULL, *yo = NULL;
@@ -108,8 +123,8 @@ effml_status effml__smoten_resample(effml_context *ctx, const effml_sampler_resa
     const int64_t n_new = values[cl];
     if (n_new <= 0) continue;
     const int64_t cnt = c.counts[cl], *rows = c.rows + c.start[cl];
-    double *ec = effml__gather_rows(ctx, emb, d * nc, rows, cnt);
-    int64_t *nn = ec ? (int64_t *)effml__alloc_or_err(ctx, (size_t)(cnt * k) * sizeof(int64_t), "neighbours") : NULL;
+    const double *ec = emb + eoff[cl] * d * nc;
+    int64_t *nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)(cnt * k) * sizeof(int64_t), "neighbours");
     int64_t *self = nn ? (int64_t *)effml__alloc_or_err(ctx, (size_t)cnt * sizeof(int64_t), "rows") : NULL;
     double *vals = self ? (double *)effml__alloc_or_err(ctx, (size_t)(k + 1) * sizeof(double), "votes") : NULL;
     st = vals ? EFFML_OK : EFFML_E_NOMEM;
@@ -142,14 +157,12 @@ effml_status effml__smoten_resample(effml_context *ctx, const effml_sampler_resa
       else
         ((int32_t *)(void *)yo->data)[r] = (int32_t)c.labels[cl];
     }
-    effml__free(ctx, ec);
     effml__free(ctx, nn);
     effml__free(ctx, self);
     effml__free(ctx, vals);
   }
   effml__free(ctx, emb);
-  effml__free(ctx, sorted);
-  effml__free(ctx, prob);
+  effml__free(ctx, eoff);
   effml__classes_free(ctx, &c);
   effml__free(ctx, values);
   effml__free(ctx, y64);
