@@ -10,7 +10,7 @@
  * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
  * On AVX-512 or AVX2 (the context's ISA level) the candidates come instead from a
  * fused register tile: 4 queries x 16 (AVX2: 8) references of dot products (FMA over the
- * features, the references packed once into 16-wide panels), turned into the
+ * features, each block of references packed into 16-wide panels), turned into the
  * same keys and compared with each query's current K-th key in-register; no
  * GEMM tile is written, and no BLAS runs inside the workers (whose own
  * threads would compete with them).  The keys differ from the GEMM ones in
@@ -46,8 +46,8 @@ typedef struct {
   int64_t base;      /* first block of the current round */
   int64_t rblock;    /* references per block */
   int fused;         /* 2 the AVX-512 scan, 1 the AVX2 scan, 0 the GEMM tiles */
-  double *pan;       /* AVX-512 path: [workers][RBLOCK / 16][d][16] packed reference block, else NULL */
-  const double *rnp; /* AVX-512 path: |r|^2 padded with +inf to the panel width */
+  double *pan;       /* register-tile paths: [workers][rblock / 16][d][16] packed reference block, else NULL */
+  const double *rnp; /* register-tile paths: |r|^2 padded with +inf to the panel width */
   int8_t refused[64]; /* per worker: a BLAS call was refused (unreachable: sizes checked first) */
 } knn_job;
 
@@ -320,10 +320,10 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   /* fused: a block's panels stay within 256 KiB (2048 references up to d = 16) */
   J.rblock = EFFML__KNN_RBLOCK;
   if (fused) {
-    J.rblock = 32768 / d / KNN_NR * KNN_NR;
+    J.rblock = 32768 / (d > 0 ? d : 1) / KNN_NR * KNN_NR;
     if (J.rblock < KNN_NR) J.rblock = KNN_NR;
     if (J.rblock > EFFML__KNN_RBLOCK) J.rblock = EFFML__KNN_RBLOCK;
-    pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double));
+    pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double) + 1);
   }
   else
     J.tiles = (double *)effml__malloc(ctx, tile_n * sizeof(double));
