@@ -164,6 +164,7 @@ typedef struct {
   const effml__stage_block *b;
   effml_cascade_workspace *ws;
   int32_t m, threshold;
+  int32_t identity; /* stage 0 of precomputed logits: row j is sample j, ws->rows unset */
   double ra, rb;
   int64_t begin[64], kept[64], bad[64];
 } route_job;
@@ -171,22 +172,34 @@ typedef struct {
 static void route_job_fn(void *arg, int64_t begin, int64_t end, int32_t worker) {
   route_job *job = (route_job *)arg;
   effml_cascade_workspace *ws = job->ws;
+  const effml__stage_block *b = job->b;
+  /* the scores of a run of rows stay on the stack: b2 is b shifted to the run's first row */
+  double sc[512];
+  int32_t pr[512];
+  effml__stage_block b2 = *b;
+  b2.score = sc;
+  b2.pred = pr;
   int64_t w = begin;
   job->begin[worker] = begin;
   for (int64_t j0 = begin; j0 < end; j0 += 512) {
     const int64_t j1 = end - j0 < 512 ? end : j0 + 512;
-    const int64_t bad = effml__stage_rows(job->b, j0, j1);
+    if (b->row_index)
+      b2.row_index = b->row_index + j0;
+    else
+      b2.base = (const char *)b->base + (size_t)(j0 * b->rs) * (b->is_f64 ? sizeof(double) : sizeof(float));
+    if (b->name_index) b2.name_index = b->name_index + j0;
+    const int64_t bad = effml__stage_rows(&b2, 0, j1 - j0);
     if (bad >= 0) {
-      job->bad[worker] = bad;
+      job->bad[worker] = j0 * b->K + bad;
       job->kept[worker] = 0;
       return;
     }
     for (int64_t j = j0; j < j1; ++j) {
-      const double rho = ws->score_c[j];
+      const double rho = sc[j - j0];
       const int ex = job->threshold ? rho >= job->ra : (rho < job->ra || rho > job->rb);
-      const int64_t r = ws->rows[j];
+      const int64_t r = job->identity ? j : ws->rows[j];
       if (ex) {
-        ws->out_pred[r] = ws->pred_c[j];
+        ws->out_pred[r] = pr[j - j0];
         ws->out_stage[r] = job->m;
       } else {
         ws->rows[w++] = r; /* w <= j: rows not read yet are never overwritten */
@@ -207,6 +220,8 @@ static effml_status route_exits(effml_context *ctx, const effml_cascade *c,
   job.ws = ws;
   job.m = m;
   job.threshold = s->rule == EFFML_CASCADE_EXIT_THRESHOLD;
+  job.identity = m == 0 && !s->fn;
+  if (job.identity) b->row_index = NULL;
   job.ra = s->ra;
   job.rb = s->rb;
   for (int i = 0; i < 64; ++i) {
@@ -450,7 +465,6 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
   const int32_t M = c->num_stages;
   const int64_t K = c->num_classes;
 
-  for (int64_t i = 0; i < n; ++i) ws->rows[i] = i;
   int64_t n_act = n;
   effml_status st = EFFML_OK;
   /* Routing-only runs (pred, exit_stage): the last stage's prediction comes from
@@ -460,6 +474,14 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
     st = effml__progress(ctx, m, M, "stages");
     if (st != EFFML_OK) goto fail;
     ws->reach[m] = n_act;
+    const int route = stage_routes(c, m, probs);
+    const int defer = tail && m == M - 2;
+    /* routing only, nothing to keep for the samples going on: scoring and exit fused */
+    const int fused = route && !score && (c->aggregation == EFFML_CASCADE_AGG_LAST ||
+                                          (defer && !c->stages[m].fn));
+    /* the samples in flight; a fused stage 0 of precomputed logits needs no list */
+    if (m == 0 && !(fused && !c->stages[0].fn))
+      for (int64_t i = 0; i < n; ++i) ws->rows[i] = i;
     if (tail && m == M - 1) {
       st = tail_stage(ctx, c, ws, m, n_act, tail, run_data);
       if (st != EFFML_OK) goto fail;
@@ -477,11 +499,6 @@ effml_status effml_cascade_run(effml_context *ctx, const effml_cascade *cascade,
      * needed: the exact score of the samples that exit here (when `score` is asked for)
      * and the probabilities the next stage averages (survivors, mean aggregation, unless
      * the next stage is the last and effml__tail_rows gives its prediction). */
-    const int route = stage_routes(c, m, probs);
-    const int defer = tail && m == M - 2;
-    /* routing only, nothing to keep for the samples going on: scoring and exit fused */
-    const int fused = route && !score && (c->aggregation == EFFML_CASCADE_AGG_LAST ||
-                                          (defer && !c->stages[m].fn));
     effml__stage_block b;
     st = score_stage(ctx, c, ws, m, n_act, route, fused, run_data, &b);
     if (st != EFFML_OK) goto fail;
