@@ -20,6 +20,8 @@
  *                    f32 candidates, exact f64 re-rank) plus writing the
  *                    output once into memory of the kind the API hands back
  *                    (a new zeroed tensor of the output's shape).
+ *   smote_200k_32_t1 the same call on one library thread (vs the same
+ *                    imbalanced-learn runs): how the method scales.
  *   smote_200k_32_into, smote_200k_32_into_vs_floor  the same through
  *                    effml_sampler_resample_into, the caller's output buffers
  *                    reused run after run (a user resampling repeatedly pays
@@ -398,6 +400,19 @@ int main(int argc, char **argv) {
         tf[r] = tg[r] + tw[r];
       }
     }
+    /* the same on one thread (interleaved with the 2-thread call: t1, then t2 again) */
+    double t1r[32];
+    for (int r = -1; r < reps; ++r) {
+      effml_tensor *xr = NULL, *yr = NULL;
+      CHECK(effml_context_set_num_threads(ctx, 1));
+      double t0 = bu_now();
+      CHECK(effml_sampler_resample(ctx, &o, x, y, &xr, &yr));
+      double t1 = bu_now();
+      CHECK(effml_context_set_num_threads(ctx, threads));
+      effml_tensor_free(xr);
+      effml_tensor_free(yr);
+      if (r >= 0) t1r[r] = t1 - t0;
+    }
     /* the same into caller buffers (effml_sampler_resample_into), reused run after run,
      * against the floor for that case: the Gram matrix + writing the output once into
      * memory already written (warm) */
@@ -451,6 +466,10 @@ int main(int argc, char **argv) {
              threads, (long long)n, (long long)d, out_mb);
     bu_report_runs("sampler", "smote_200k_32_into_vs_floor", ti, reps,
                    "floor: ssyrk of the minority rows + writing the output (warm)", tfi, reps, extra);
+    fprintf(js, "\"smote_200k_32_t1\": {\"ours_runs\": [");
+    for (int r = 0; r < reps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", t1r[r]);
+    fprintf(js, "], \"n\": %lld, \"d\": %lld, \"k\": 5, \"threads\": 1},\n", (long long)n,
+            (long long)d);
     fprintf(js, "\"smote_200k_32_into\": {\"ours_runs\": [");
     for (int r = 0; r < reps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", ti[r]);
     fprintf(js, "], \"n\": %lld, \"d\": %lld, \"k\": 5, \"threads\": %d},\n", (long long)n,

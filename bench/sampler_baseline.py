@@ -62,6 +62,9 @@ if "smote_200k_32" in ours:  # (bench_sampler --only runs one case)
     t, (Xr, yr) = timed(lambda: SMOTE(k_neighbors=5, random_state=0).fit_resample(X, y))
     report("smote_200k_32", "imbalanced-learn 0.10 SMOTE.fit_resample", t, 2.5,
            baseline_rows_out=int(len(yr)))
+    if "smote_200k_32_t1" in ours:  # ours on one thread
+        report("smote_200k_32_t1", "imbalanced-learn 0.10 SMOTE.fit_resample", t, None,
+               baseline_rows_out=int(len(yr)))
     if "smote_200k_32_into" in ours:
         report("smote_200k_32_into", "imbalanced-learn 0.10 SMOTE.fit_resample", t, 2.5,
                baseline_rows_out=int(len(yr)))

@@ -156,6 +156,62 @@ START_TEST(resample_into_matches_resample) {
 }
 END_TEST
 
+/* The allocating call writes x's rows straight into the output's first n
+ * rows (they are not in its internal plan), then the plan's rows: the same
+ * bytes as the public plan (originals included) applied, for outputs past one
+ * 65536-row round, f32 and f64 x, i32 and i64 y, 2 threads, and methods whose
+ * plans copy runs of rows (random over-sampling) or interpolate. */
+START_TEST(resample_matches_plan_apply_large) {
+  effml_context *ctx = tu_ctx(2);
+  ck_assert_int_eq(effml_context_set_num_threads(ctx, 2), EFFML_OK);
+  const int64_t n = 70001, d = 3;
+  /* (the methods share the plan machinery; those searching all n rows for
+   * neighbours are left out to keep the sanitizer run short) */
+  const int32_t methods[] = {EFFML_SAMPLER_RESAMPLE_SMOTE, EFFML_SAMPLER_RESAMPLE_RANDOM_OVER};
+  for (int wide = 0; wide <= 1; ++wide) {
+    int64_t xs[2] = {n, d};
+    effml_tensor *x = NULL, *y = NULL;
+    ck_assert_int_eq(effml_tensor_create(ctx, wide ? EFFML_F64 : EFFML_F32, 2, xs, &x), EFFML_OK);
+    ck_assert_int_eq(effml_tensor_create(ctx, wide ? EFFML_I64 : EFFML_I32, 1, &n, &y), EFFML_OK);
+    uint64_t s = 99;
+    for (int64_t i = 0; i < n; ++i) {
+      const int lab = i % 10 == 3;
+      if (wide) ((int64_t *)effml_tensor_data(y))[i] = lab;
+      else ((int32_t *)effml_tensor_data(y))[i] = lab;
+      for (int64_t t = 0; t < d; ++t) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double v = (double)(s >> 11) * 0x1.0p-53 + 0.3 * lab;
+        if (wide) ((double *)effml_tensor_data(x))[i * d + t] = v;
+        else ((float *)effml_tensor_data(x))[i * d + t] = (float)v;
+      }
+    }
+    for (size_t mi = 0; mi < sizeof methods / sizeof methods[0]; ++mi) {
+      effml_sampler_resample_options o;
+      effml_sampler_resample_options_init(&o);
+      o.method = methods[mi];
+      o.seed = 5;
+      effml_tensor *x0 = NULL, *y0 = NULL, *x1 = NULL, *y1 = NULL, *b = NULL, *nb = NULL, *st = NULL;
+      ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x0, &y0), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+      ck_assert_int_eq(effml_sampler_resample_apply(ctx, x, y, b, nb, st, &x1, &y1), EFFML_OK);
+      ck_assert_int_gt(effml_tensor_dim(x0, 0), 65536 + n / 4);
+      ck_assert_int_eq(effml_tensor_dim(x0, 0), effml_tensor_dim(x1, 0));
+      ck_assert_msg(memcmp(effml_tensor_data(x0), effml_tensor_data(x1), effml_tensor_nbytes(x0)) == 0,
+                    "method %d wide %d: x differs", (int)methods[mi], wide);
+      ck_assert_int_eq(memcmp(effml_tensor_data(y0), effml_tensor_data(y1), effml_tensor_nbytes(y0)), 0);
+      /* the originals first, unchanged */
+      ck_assert_int_eq(memcmp(effml_tensor_data(x0), effml_tensor_data(x), effml_tensor_nbytes(x)), 0);
+      ck_assert_int_eq(memcmp(effml_tensor_data(y0), effml_tensor_data(y), effml_tensor_nbytes(y)), 0);
+      effml_tensor_free(x0); effml_tensor_free(y0); effml_tensor_free(x1); effml_tensor_free(y1);
+      effml_tensor_free(b); effml_tensor_free(nb); effml_tensor_free(st);
+    }
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+  }
+  effml_context_free(ctx);
+}
+END_TEST
+
 START_TEST(resample_apply_into_matches_apply) {
   effml_context *ctx = tu_ctx(1);
   effml_tensor *x, *y;
@@ -268,6 +324,7 @@ int main(void) {
   tcase_add_test(tc, knn_into_refuses_unusable_outputs);
   tcase_add_test(tc, resample_into_matches_resample);
   tcase_add_test(tc, resample_apply_into_matches_apply);
+  tcase_add_test(tc, resample_matches_plan_apply_large);
   tcase_add_test(tc, interleave_into_matches_interleave);
   tcase_add_test(tc, leverage_into_matches_leverage);
   suite_add_tcase(s, tc);

@@ -133,7 +133,8 @@ effml_status effml_sampler_strategy_resolve(effml_context *ctx, const effml_samp
 
 /* Plan for validated options `o` into *p (caller frees with effml__plan_free). */
 static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_options *o,
-                               const effml_tensor *x, const effml_tensor *y, effml__plan *p) {
+                               const effml_tensor *x, const effml_tensor *y, int lead_ok,
+                               effml__plan *p) {
   const int random_method = o->method == EFFML_SAMPLER_RESAMPLE_RANDOM_OVER ||
                             o->method == EFFML_SAMPLER_RESAMPLE_RANDOM_UNDER;
   const double *xd = NULL;
@@ -152,10 +153,17 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
     st = values ? effml__strategy_resolve(ctx, o, &c, values) : EFFML_E_NOMEM;
   }
   if (st == EFFML_OK && effml__method_family(o->method) == EFFML__FAMILY_OVER) {
-    int64_t total = n; /* reserve the whole output once (ADASYN may need a little more) */
+    /* the originals first: implicit (p->lead) where the caller applies the plan
+     * itself and the method does not clean the plan's rows afterwards */
+    const int implicit = lead_ok && o->method != EFFML_SAMPLER_RESAMPLE_SMOTEENN &&
+                         o->method != EFFML_SAMPLER_RESAMPLE_SMOTETOMEK;
+    int64_t total = implicit ? 0 : n; /* reserve the plan once (ADASYN may need a little more) */
     for (int64_t k = 0; k < c.n_classes; ++k) total += values[k] > 0 ? values[k] : 0;
     st = effml__plan_reserve(ctx, p, total);
-    for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(p, i, -1, 0.0);
+    if (implicit)
+      p->lead = n;
+    else
+      for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(p, i, -1, 0.0);
   }
   if (st == EFFML_OK) {
     effml__resample_in in = {o, xd, n, d, y64, &c, values, x->dtype == EFFML_F32};
@@ -193,7 +201,7 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
         break;
     }
   }
-  if (st == EFFML_OK && p->n == 0)
+  if (st == EFFML_OK && p->lead + p->n == 0)
     st = effml__err(ctx, EFFML_E_NUMERIC, "re-sampling removed every sample");
   effml__classes_free(ctx, &c);
   effml__free(ctx, values);
@@ -218,7 +226,7 @@ effml_status effml_sampler_resample_plan(effml_context *ctx, const effml_sampler
                       "SMOTE-NC has no plan form (categorical values are neighbour votes); "
                       "use effml_sampler_resample");
   effml__plan p;
-  EFFML__TRY(build_plan(ctx, &o, x, y, &p));
+  EFFML__TRY(build_plan(ctx, &o, x, y, 0, &p));
   effml_tensor *tb = NULL, *tn = NULL, *ts = NULL;
   effml_status st = i64_vector(ctx, p.base, p.n, &tb);
   if (st == EFFML_OK) st = i64_vector(ctx, p.nbr, p.n, &tn);
@@ -244,6 +252,7 @@ typedef struct apply_job {
   const double *s;
   int64_t d;
   effml_tensor *xo, *yo;
+  int64_t lead; /* output rows [0, lead) are x's rows as they are (not in the plan) */
   int64_t r0; /* first output row of the round */
   int64_t cnt; /* rows in the round */
   atomic_llong next; /* next chunk to claim (relative to r0) */
@@ -267,14 +276,15 @@ static void apply_claim(void *arg, int64_t w0, int64_t w1, int32_t worker) {
 /* Write the m plan rows into xo [>= m, d] and yo [>= m] (checked by the caller), in
  * rounds of rows with a progress report (cancellation point) before each. */
 static effml_status apply_rows_into(effml_context *ctx, const effml_tensor *x,
-                                    const effml_tensor *y, const int64_t *b, const int64_t *nb,
-                                    const double *s, int64_t m, effml_tensor *xo,
-                                    effml_tensor *yo) {
+                                    const effml_tensor *y, int64_t lead, const int64_t *b,
+                                    const int64_t *nb, const double *s, int64_t m,
+                                    effml_tensor *xo, effml_tensor *yo) {
   const int64_t round = (int64_t)1 << 16;
+  m += lead;
   for (int64_t r0 = 0; r0 < m; r0 += round) {
     EFFML__TRY(effml__progress(ctx, r0, m, "output rows"));
     const int64_t cnt = m - r0 < round ? m - r0 : round;
-    apply_job job = {x, y, b, nb, s, x->shape[1], xo, yo, r0, cnt, 0};
+    apply_job job = {x, y, b, nb, s, x->shape[1], xo, yo, lead, r0, cnt, 0};
     atomic_init(&job.next, 0);
     /* Rows are independent: any split gives the same bytes. */
     int64_t workers = (cnt + 8191) / 8192;
@@ -285,19 +295,19 @@ static effml_status apply_rows_into(effml_context *ctx, const effml_tensor *x,
 }
 
 static effml_status apply_rows(effml_context *ctx, const effml_tensor *x, const effml_tensor *y,
-                               const int64_t *b, const int64_t *nb, const double *s, int64_t m,
-                               effml_tensor **x_out, effml_tensor **y_out) {
+                               int64_t lead, const int64_t *b, const int64_t *nb, const double *s,
+                               int64_t m, effml_tensor **x_out, effml_tensor **y_out) {
   const int64_t d = x->shape[1];
-  int64_t shape[2] = {m, d};
+  int64_t shape[2] = {lead + m, d}, rows = lead + m;
   effml_tensor *xo = NULL, *yo = NULL;
   /* Every row of both outputs is written below: skip the zeroing pass. */
   EFFML__TRY(effml__tensor_create_uninit(ctx, x->dtype, 2, shape, &xo));
-  effml_status st = effml__tensor_create_uninit(ctx, y->dtype, 1, &m, &yo);
+  effml_status st = effml__tensor_create_uninit(ctx, y->dtype, 1, &rows, &yo);
   if (st != EFFML_OK) {
     effml_tensor_free(xo);
     return st;
   }
-  st = apply_rows_into(ctx, x, y, b, nb, s, m, xo, yo);
+  st = apply_rows_into(ctx, x, y, lead, b, nb, s, m, xo, yo);
   if (st != EFFML_OK) {
     effml_tensor_free(xo);
     effml_tensor_free(yo);
@@ -338,47 +348,45 @@ static void apply_range(void *arg, int64_t begin, int64_t end, int32_t worker) {
   const effml_tensor *x = jb->x, *y = jb->y;
   const int64_t *b = jb->b, *nb = jb->nb;
   const double *s = jb->s;
-  const int64_t d = jb->d;
+  const int64_t d = jb->d, lead = jb->lead, rend = jb->r0 + end;
   effml_tensor *xo = jb->xo, *yo = jb->yo;
   const size_t esz = x->dtype == EFFML_F64 ? sizeof(double) : sizeof(float);
-  for (int64_t r = jb->r0 + begin; r < jb->r0 + end; ++r) {
-    int64_t i = b[r], j = nb[r];
-    if (j < 0) { /* a run of plain copies of consecutive rows (the originals): one memcpy */
-      int64_t e = r + 1;
-      while (e < jb->r0 + end && nb[e] < 0 && b[e] == i + (e - r)) ++e;
-      if (e - r > 1) {
-        memcpy((char *)xo->data + (size_t)r * (size_t)d * esz,
-               (const char *)x->data + (size_t)i * (size_t)d * esz, (size_t)(e - r) * (size_t)d * esz);
-        for (int64_t q = r; q < e; ++q) {
-          if (y->dtype == EFFML_I64)
-            ((int64_t *)(void *)yo->data)[q] = ((const int64_t *)(const void *)y->data)[b[q]];
-          else
-            ((int32_t *)(void *)yo->data)[q] = ((const int32_t *)(const void *)y->data)[b[q]];
+  for (int64_t r = jb->r0 + begin; r < rend; ++r) {
+    /* output rows [r, e) are x's rows [i, i + e - r): one memcpy */
+    int64_t i = r, e = r < lead ? (rend < lead ? rend : lead) : r + 1;
+    if (r >= lead) { /* plan row q */
+      const int64_t q = r - lead;
+      i = b[q];
+      const int64_t j = nb[q];
+      if (j >= 0) {
+        if (x->dtype == EFFML_F64) {
+          const double *xi = effml__cf64(x) + i * d, *xj = effml__cf64(x) + j * d;
+          double *o = effml__f64(xo) + r * d;
+          for (int64_t t = 0; t < d; ++t) o[t] = xi[t] + s[q] * (xj[t] - xi[t]);
+        } else {
+          const float *xi = effml__cf32(x) + i * d, *xj = effml__cf32(x) + j * d;
+          float *o = effml__f32(xo) + r * d;
+          for (int64_t t = 0; t < d; ++t)
+            o[t] = (float)((double)xi[t] + s[q] * ((double)xj[t] - (double)xi[t]));
         }
-        r = e - 1;
+        if (y->dtype == EFFML_I64)
+          ((int64_t *)(void *)yo->data)[r] = ((const int64_t *)(const void *)y->data)[i];
+        else
+          ((int32_t *)(void *)yo->data)[r] = ((const int32_t *)(const void *)y->data)[i];
         continue;
       }
+      /* a run of plain copies of consecutive rows */
+      while (e < rend && nb[e - lead] < 0 && b[e - lead] == i + (e - r)) ++e;
     }
-    if (x->dtype == EFFML_F64) {
-      const double *xi = effml__cf64(x) + i * d, *xj = effml__cf64(x) + (j < 0 ? i : j) * d;
-      double *o = effml__f64(xo) + r * d;
-      if (j < 0)
-        memcpy(o, xi, (size_t)d * sizeof(double));
-      else
-        for (int64_t t = 0; t < d; ++t) o[t] = xi[t] + s[r] * (xj[t] - xi[t]);
-    } else {
-      const float *xi = effml__cf32(x) + i * d, *xj = effml__cf32(x) + (j < 0 ? i : j) * d;
-      float *o = effml__f32(xo) + r * d;
-      if (j < 0)
-        memcpy(o, xi, (size_t)d * sizeof(float));
-      else
-        for (int64_t t = 0; t < d; ++t)
-          o[t] = (float)((double)xi[t] + s[r] * ((double)xj[t] - (double)xi[t]));
-    }
+    memcpy((char *)xo->data + (size_t)r * (size_t)d * esz,
+           (const char *)x->data + (size_t)i * (size_t)d * esz, (size_t)(e - r) * (size_t)d * esz);
     if (y->dtype == EFFML_I64)
-      ((int64_t *)(void *)yo->data)[r] = ((const int64_t *)(const void *)y->data)[i];
+      memcpy((int64_t *)(void *)yo->data + r, (const int64_t *)(const void *)y->data + i,
+             (size_t)(e - r) * sizeof(int64_t));
     else
-      ((int32_t *)(void *)yo->data)[r] = ((const int32_t *)(const void *)y->data)[i];
+      memcpy((int32_t *)(void *)yo->data + r, (const int32_t *)(const void *)y->data + i,
+             (size_t)(e - r) * sizeof(int32_t));
+    r = e - 1;
   }
 }
 
@@ -425,7 +433,7 @@ effml_status effml_sampler_resample_apply(effml_context *ctx, const effml_tensor
   EFFML__CHECK_NULL(ctx, y_out);
   int64_t m = 0;
   EFFML__TRY(check_apply_inputs(ctx, x, y, base, neighbor, step, &m));
-  return apply_rows(ctx, x, y, (const int64_t *)(const void *)base->data,
+  return apply_rows(ctx, x, y, 0, (const int64_t *)(const void *)base->data,
                     (const int64_t *)(const void *)neighbor->data, effml__cf64(step), m, x_out,
                     y_out);
 }
@@ -441,7 +449,7 @@ effml_status effml_sampler_resample_apply_into(effml_context *ctx, const effml_t
   EFFML__TRY(check_apply_inputs(ctx, x, y, base, neighbor, step, &m));
   EFFML__TRY(check_out_buffers(ctx, x, y, x_out, y_out, &cap));
   EFFML__TRY(check_capacity(ctx, m, cap));
-  return apply_rows_into(ctx, x, y, (const int64_t *)(const void *)base->data,
+  return apply_rows_into(ctx, x, y, 0, (const int64_t *)(const void *)base->data,
                          (const int64_t *)(const void *)neighbor->data, effml__cf64(step), m,
                          x_out, y_out);
 }
@@ -474,9 +482,9 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
     effml_sampler_resample_options os = o;
     os.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
     effml__plan p;
-    EFFML__TRY(build_plan(ctx, &os, x, y, &p));
+    EFFML__TRY(build_plan(ctx, &os, x, y, 1, &p));
     effml_tensor *xo = NULL, *yo = NULL;
-    effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, &xo, &yo);
+    effml_status st = apply_rows(ctx, x, y, p.lead, p.base, p.nbr, p.step, p.n, &xo, &yo);
     effml__plan_free(ctx, &p);
     if (st == EFFML_OK) st = effml__combine_clean_rows(ctx, &o, xo, yo);
     if (st == EFFML_OK && xo->shape[0] == 0)
@@ -491,8 +499,8 @@ effml_status effml_sampler_resample(effml_context *ctx, const effml_sampler_resa
     return EFFML_OK;
   }
   effml__plan p;
-  EFFML__TRY(build_plan(ctx, &o, x, y, &p));
-  effml_status st = apply_rows(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
+  EFFML__TRY(build_plan(ctx, &o, x, y, 1, &p));
+  effml_status st = apply_rows(ctx, x, y, p.lead, p.base, p.nbr, p.step, p.n, x_out, y_out);
   effml__plan_free(ctx, &p);
   return st;
 }
@@ -533,10 +541,11 @@ effml_status effml_sampler_resample_into(effml_context *ctx,
     return st;
   }
   effml__plan p;
-  EFFML__TRY(build_plan(ctx, &o, x, y, &p));
-  effml_status st = check_capacity(ctx, p.n, cap);
-  if (st == EFFML_OK) st = apply_rows_into(ctx, x, y, p.base, p.nbr, p.step, p.n, x_out, y_out);
-  *n_out = p.n;
+  EFFML__TRY(build_plan(ctx, &o, x, y, 1, &p));
+  effml_status st = check_capacity(ctx, p.lead + p.n, cap);
+  if (st == EFFML_OK)
+    st = apply_rows_into(ctx, x, y, p.lead, p.base, p.nbr, p.step, p.n, x_out, y_out);
+  *n_out = p.lead + p.n;
   effml__plan_free(ctx, &p);
   return st;
 }

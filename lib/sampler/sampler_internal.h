@@ -123,7 +123,8 @@ EFFML__HIDDEN effml_status effml__strategy_resolve(effml_context *ctx,
 
 /* Growing plan: base, neighbor, step. */
 typedef struct effml__plan {
-  int64_t n, cap;
+  int64_t lead;   /* output rows [0, lead) are x's rows 0 .. lead - 1, not stored below */
+  int64_t n, cap; /* stored rows: output rows lead .. lead + n - 1 */
   int64_t *base;
   int64_t *nbr;
   double *step;
