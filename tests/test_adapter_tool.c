@@ -222,6 +222,21 @@ START_TEST(test_refusals) {
   e = read_err();
   ck_assert_msg(strstr(e, "q_proj.weight"), "%s", e);
   free(e);
+  /* a single-file base with an index --out: refused naming both, nothing written */
+  char idx_out[600], want[2048];
+  snprintf(idx_out, sizeof idx_out, "%s/tool_single.safetensors.index.json", EFFML_TEST_TMP);
+  unlink(idx_out);
+  snprintf(args, sizeof args, "merge --base %s/lora/base.safetensors --adapter %s/lora --out %s", PEFT_DIR, PEFT_DIR,
+           idx_out);
+  ck_assert_int_eq(run(args), 1);
+  e = read_err();
+  snprintf(want, sizeof want,
+           "effml-adapter: --base %s/lora/base.safetensors is a single safetensors file, so --out must name the "
+           "merged safetensors file (\"DIR/model.safetensors\"), not an index: %s\n",
+           PEFT_DIR, idx_out);
+  ck_assert_str_eq(e, want);
+  free(e);
+  ck_assert(stat(idx_out, &sb) != 0);
   /* sharded index: refused; dry run writes nothing */
   snprintf(args, sizeof args, "merge --base model.safetensors.index.json --adapter %s/lora --out %s", PEFT_DIR, out);
   ck_assert_int_eq(run(args), 1);

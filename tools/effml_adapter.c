@@ -737,6 +737,11 @@ static int check_sharded_out(const char *base_path, const char *out_path) {
 static int merge(const char *base_path, const char *dir, const char *out_path, int dry_run, int progress_mode) {
   const int sharded = ends_with(base_path, ".index.json");
   if (sharded && !dry_run && check_sharded_out(base_path, out_path)) return 1;
+  if (!sharded && !dry_run && ends_with(out_path, ".index.json")) {
+    fprintf(stderr, "effml-adapter: --base %s is a single safetensors file, so --out must name the merged "
+                    "safetensors file (\"DIR/model.safetensors\"), not an index: %s\n", base_path, out_path);
+    return 1;
+  }
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;
   g_signal = 0;
