@@ -1026,6 +1026,39 @@ START_TEST(test_info_lists_every_problem) {
 }
 END_TEST
 
+/* A module that lacks a tensor still has the tensors it holds checked against r: use_dora without
+ * magnitude vectors and r=8 against rank-4 tensors is 4 problems, each named, in one list. */
+START_TEST(test_info_lists_missing_and_rank_together) {
+  make_adapter("lora", "tool_dora_r8", "\"use_dora\": false", "\"use_dora\": true", NULL, NULL);
+  edit_config("tool_dora_r8", "\"r\": 4,", "\"r\": 8,");
+  effml_context *ctx = tu_ctx(1);
+  char rep[4096], want[4096];
+  int64_t np = -1;
+  const char *dir = EFFML_TEST_TMP "/tool_dora_r8";
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, dir, rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_int_eq(np, 4);
+  const char *f = EFFML_TEST_TMP "/tool_dora_r8/adapter_model.safetensors";
+  int used = 0;
+  for (int m = 0; m < 2; ++m) {
+    const char *mod = m == 0 ? "base_model.model.q_proj" : "base_model.model.v_proj";
+    used += snprintf(want + used, sizeof want - (size_t)used,
+                     "effml_adapter_peft_problems: \"%s\": module \"%s\" has no tensor \"%s.lora_magnitude_vector\"\n"
+                     "effml_adapter_peft_problems: \"%s\": module \"%s\": tensor \"%s.lora_A.weight\" has shape "
+                     "[4, %d] (rank 4), but r=8 in adapter_config.json (no rank_pattern entry for this module); fix r "
+                     "or add a rank_pattern entry\n",
+                     f, mod, mod, f, mod, mod, m == 0 ? 40 : 24);
+  }
+  ck_assert_str_eq(rep, want);
+  /* opening it still refuses with the first problem */
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, dir, &a), EFFML_E_NOT_FOUND);
+  ck_assert_ptr_null(a);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "has no tensor \"base_model.model.q_proj.lora_magnitude_vector\""),
+                "%s", effml_context_last_error(ctx));
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* Attach module 0 of the adapter in `dir` to a dense base of its size (from <fixture>/base.safetensors)
  * and return the layer (the caller frees it): what the library applies in training. */
 static effml_layer *attach_first(effml_context *ctx, const effml_adapter_peft *a, const char *fixture) {
@@ -1648,6 +1681,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_refuse_fan_in_fan_out);
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
+  tcase_add_test(t, test_info_lists_missing_and_rank_together);
   tcase_add_test(t, test_info_rank_mismatch);
   tcase_add_test(t, test_info_dropouts);
   tcase_add_test(t, test_info_rank_mismatch_lokr);
