@@ -784,6 +784,15 @@ START_TEST(test_merge_sharded_refusals) {
       {"\"metadata\": {\n    \"total_size\": 1\n  },\n  \"weight_map\"", "\"metadata\": {\"total_size\": 1}, \"weight_map\": {}, \"x\"",
        "unknown field \"x\""},
       {"\"weight_map\": {", "\"weight_map\": [], \"y\": {", "unknown field \"y\""},
+      {"\"total_size\": 1", "\"total_size\": \"5548\"",
+       "model.safetensors.index.json: metadata field \"total_size\" is \"5548\", not a number\n"},
+      {"\"total_size\": 1", "\"total_size\": -1",
+       "model.safetensors.index.json: metadata field \"total_size\" is -1, not a non-negative integer (a count of "
+       "bytes or elements)\n"},
+      {"\"total_size\": 1", "\"total_size\": 1, \"total_parameters\": 2.5",
+       "model.safetensors.index.json: metadata field \"total_parameters\" is 2.5, not a non-negative integer (a count "
+       "of bytes or elements)\n"},
+      {"\"total_size\": 1", "\"total_size\": 1, \"format\": \"pt\"", "unknown metadata field \"format\""},
   };
   char out_dir[600], idx[600], args[2048];
   snprintf(out_dir, sizeof out_dir, "%s/shard_bad_out", EFFML_TEST_TMP);

@@ -33,7 +33,9 @@
  * other field, a shard that cannot be read, a tensor weight_map names that its shard lacks, a
  * shard tensor weight_map does not list, is an error naming it) and --out OUTDIR/NAME.index.json:
  * every shard is merged as a single file would be, into OUTDIR under its own name, and the index
- * is written with total_size/total_parameters recomputed.  A module's weight and bias may lie in
+ * is written with total_size/total_parameters recomputed (each must be a non-negative integer
+ * in the base index; a value that does not match the shards is not an error: it is replaced by
+ * the recomputed one).  A module's weight and bias may lie in
  * different shards.  All shards and the index are written under temporary names first and
  * renamed only when every one is complete (the renames are not interrupted), so a signal or an
  * error leaves OUTDIR as it was.  OUTDIR may not be the base's folder unless --out is the base
@@ -530,12 +532,23 @@ static int read_index(const char *index_path, const char *out_path, cJSON **idx,
                                                                                : "\"metadata\" is not an object");
     return 1;
   }
-  for (const cJSON *v = md ? md->child : NULL; v; v = v->next)
-    if ((strcmp(v->string, "total_size") != 0 && strcmp(v->string, "total_parameters") != 0) || !cJSON_IsNumber(v)) {
+  for (const cJSON *v = md ? md->child : NULL; v; v = v->next) {
+    if (strcmp(v->string, "total_size") != 0 && strcmp(v->string, "total_parameters") != 0) {
       fprintf(stderr, "effml-adapter: %s: unknown metadata field \"%s\" (this tool reads and rewrites the numbers "
                       "\"total_size\" and \"total_parameters\")\n", index_path, v->string);
       return 1;
     }
+    /* a count of bytes or elements: a JSON number, a whole one, >= 0 (a wrong count is recomputed) */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 9.0e18) ||
+        (double)(long long)v->valuedouble != v->valuedouble) {
+      char *txt = cJSON_PrintUnformatted(v);
+      fprintf(stderr, "effml-adapter: %s: metadata field \"%s\" is %s, %s\n", index_path, v->string,
+              txt ? txt : "?",
+              cJSON_IsNumber(v) ? "not a non-negative integer (a count of bytes or elements)" : "not a number");
+      cJSON_free(txt);
+      return 1;
+    }
+  }
   int cap = 0;
   for (const cJSON *v = wm->child; v; v = v->next) ++cap;
   *shards = (shard *)calloc((size_t)cap, sizeof **shards);
