@@ -956,8 +956,20 @@ START_TEST(test_cli_info) {
   snprintf(args, sizeof args, "info %s/lora", PEFT_DIR);
   o = run_out(args, &rc);
   ck_assert_int_eq(rc, 0);
-  ck_assert_msg(strstr(o, "base_model.model.q_proj  r=4 alpha=8 params=256") != NULL, "%s", o);
+  ck_assert_msg(strstr(o, "base_model.model.q_proj  r=4 alpha=8 rslora=false scale=2 (alpha/r) params=256\n") != NULL,
+                "%s", o);
   free(o);
+  /* use_rslora: the scale the merge applies is alpha / sqrt(r) = 8 / 2 (LoRA and DoRA) */
+  const char *rs[] = {"lora_rslora", "dora_rslora", "dora"};
+  for (int i = 0; i < 3; ++i) {
+    snprintf(args, sizeof args, "info %s/%s", PEFT_DIR, rs[i]);
+    o = run_out(args, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(strstr(o, i < 2 ? "base_model.model.q_proj  r=4 alpha=8 rslora=true scale=4 (alpha/sqrt(r)) params="
+                                  : "base_model.model.q_proj  r=4 alpha=8 rslora=false scale=2 (alpha/r) params=") != NULL,
+                  "%s: %s", rs[i], o);
+    free(o);
+  }
   const char *noalpha[] = {"ia3", "vera"};
   for (int i = 0; i < 2; ++i) {
     snprintf(args, sizeof args, "info %s/%s", PEFT_DIR, noalpha[i]);

@@ -47,6 +47,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -307,6 +308,17 @@ static int info(const char *dir) {
   const char *type = effml_adapter_peft_type(a);
   int is_ia3 = strcmp(type, "IA3") == 0, has_alpha = !is_ia3 && strcmp(type, "VERA") != 0; /* no alpha in IA3, VeRA */
   int64_t n = effml_adapter_peft_num_modules(a), total = 0;
+  /* LoRA/DoRA: use_rslora decides the scale the merge applies, alpha / r or alpha / sqrt(r) (Kalajdzievski,
+   * "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA", 2023, arXiv:2312.03732, sec. 3); open()
+   * has checked that the field is a boolean when present */
+  int is_lora = strncmp(type, "LORA", 4) == 0, rslora = 0;
+  if (is_lora) {
+    char cp[4096];
+    snprintf(cp, sizeof cp, "%s/adapter_config.json", dir);
+    cJSON *cfg = read_json_file(cp);
+    rslora = cfg && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora"));
+    cJSON_Delete(cfg);
+  }
   printf("type: %s\nfan_in_fan_out: %s\nmodules: %lld\n", type, effml_adapter_peft_fan_in_fan_out(a) ? "true" : "false",
          (long long)n);
   for (int64_t i = 0; i < n; ++i) {
@@ -324,6 +336,9 @@ static int info(const char *dir) {
     else
       printf("r=%lld", (long long)r);
     if (has_alpha) printf(" alpha=%g", alpha);
+    if (is_lora && r > 0)
+      printf(" rslora=%s scale=%.6g (alpha/%s)", rslora ? "true" : "false", rslora ? alpha / sqrt((double)r) : alpha / (double)r,
+             rslora ? "sqrt(r)" : "r");
     printf(" params=%lld\n", (long long)np);
     total += np;
   }
