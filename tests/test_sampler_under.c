@@ -760,10 +760,11 @@ START_TEST(test_repeated_enn_is_repeated_enn) {
 }
 END_TEST
 
-/* The ENN pass of SMOTEENN (and NCL) searches and decides its rows in blocks
- * of 4096: on 9000 rows made into ~16 000 by SMOTE (four blocks) SMOTEENN
- * gives exactly SMOTE then the ENN sampler (whose search is one call over
- * every row), ALL and MODE votes. */
+/* The ENN pass of SMOTEENN (and NCL) and SMOTETomek's Tomek round search
+ * their rows in blocks of 4096: on 9000 rows made into ~16 000 by SMOTE (four
+ * blocks) SMOTEENN / SMOTETomek give exactly SMOTE then the ENN / Tomek
+ * sampler (whose search is one call over every row), ENN with ALL and MODE
+ * votes. */
 START_TEST(test_enn_blocks_match_single_pass) {
   const int64_t n = 9000, d = 5;
   effml_context *ctx = tu_ctx(0);
@@ -783,22 +784,22 @@ START_TEST(test_enn_blocks_match_single_pass) {
     s = s * 6364136223846793005ULL + 1442695040888963407ULL;
     yv[i] = (double)(s >> 11) * 0x1.0p-53 < 0.02 + 0.2 * xv[i * d] ? 1 : 0;
   }
-  for (int kind = 0; kind < 2; ++kind) {
+  for (int kind = 0; kind < 3; ++kind) {
     effml_sampler_resample_options o;
     effml_sampler_resample_options_init(&o);
     o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
-    o.kind_sel = kind ? EFFML_SAMPLER_ENN_MODE : EFFML_SAMPLER_ENN_ALL;
+    o.kind_sel = kind == 1 ? EFFML_SAMPLER_ENN_MODE : EFFML_SAMPLER_ENN_ALL;
     effml_tensor *x1, *y1, *x2, *y2, *xc, *yc;
     ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
     ck_assert_int_gt(effml_tensor_dim(x1, 0), 3 * 4096);
     effml_sampler_resample_options oc = o;
-    oc.method = EFFML_SAMPLER_RESAMPLE_ENN;
+    oc.method = kind == 2 ? EFFML_SAMPLER_RESAMPLE_TOMEK : EFFML_SAMPLER_RESAMPLE_ENN;
     oc.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
     ck_assert_int_eq(effml_sampler_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
-    o.method = EFFML_SAMPLER_RESAMPLE_SMOTEENN;
+    o.method = kind == 2 ? EFFML_SAMPLER_RESAMPLE_SMOTETOMEK : EFFML_SAMPLER_RESAMPLE_SMOTEENN;
     ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
     const int64_t m = effml_tensor_dim(xc, 0);
-    ck_assert_int_lt(m, effml_tensor_dim(x1, 0) - 500); /* the cleaning removed rows */
+    ck_assert_int_lt(m, effml_tensor_dim(x1, 0) - (kind == 2 ? 100 : 500)); /* the cleaning removed rows */
     ck_assert_int_eq(effml_tensor_dim(x2, 0), m);
     ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x2), (size_t)(m * d) * sizeof(double));
     ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(y2), (size_t)m * sizeof(int64_t));
