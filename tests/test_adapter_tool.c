@@ -222,6 +222,21 @@ START_TEST(test_refusals) {
   e = read_err();
   ck_assert_msg(strstr(e, "q_proj.weight"), "%s", e);
   free(e);
+  /* a single-file base with an index --out: refused naming both, nothing written */
+  char idx_out[600], want[2048];
+  snprintf(idx_out, sizeof idx_out, "%s/tool_single.safetensors.index.json", EFFML_TEST_TMP);
+  unlink(idx_out);
+  snprintf(args, sizeof args, "merge --base %s/lora/base.safetensors --adapter %s/lora --out %s", PEFT_DIR, PEFT_DIR,
+           idx_out);
+  ck_assert_int_eq(run(args), 1);
+  e = read_err();
+  snprintf(want, sizeof want,
+           "effml-adapter: --base %s/lora/base.safetensors is a single safetensors file, so --out must name the "
+           "merged safetensors file (\"DIR/model.safetensors\"), not an index: %s\n",
+           PEFT_DIR, idx_out);
+  ck_assert_str_eq(e, want);
+  free(e);
+  ck_assert(stat(idx_out, &sb) != 0);
   /* sharded index: refused; dry run writes nothing */
   snprintf(args, sizeof args, "merge --base model.safetensors.index.json --adapter %s/lora --out %s", PEFT_DIR, out);
   ck_assert_int_eq(run(args), 1);
@@ -769,6 +784,15 @@ START_TEST(test_merge_sharded_refusals) {
       {"\"metadata\": {\n    \"total_size\": 1\n  },\n  \"weight_map\"", "\"metadata\": {\"total_size\": 1}, \"weight_map\": {}, \"x\"",
        "unknown field \"x\""},
       {"\"weight_map\": {", "\"weight_map\": [], \"y\": {", "unknown field \"y\""},
+      {"\"total_size\": 1", "\"total_size\": \"5548\"",
+       "model.safetensors.index.json: metadata field \"total_size\" is \"5548\", not a number\n"},
+      {"\"total_size\": 1", "\"total_size\": -1",
+       "model.safetensors.index.json: metadata field \"total_size\" is -1, not a non-negative integer (a count of "
+       "bytes or elements)\n"},
+      {"\"total_size\": 1", "\"total_size\": 1, \"total_parameters\": 2.5",
+       "model.safetensors.index.json: metadata field \"total_parameters\" is 2.5, not a non-negative integer (a count "
+       "of bytes or elements)\n"},
+      {"\"total_size\": 1", "\"total_size\": 1, \"format\": \"pt\"", "unknown metadata field \"format\""},
   };
   char out_dir[600], idx[600], args[2048];
   snprintf(out_dir, sizeof out_dir, "%s/shard_bad_out", EFFML_TEST_TMP);
@@ -932,8 +956,20 @@ START_TEST(test_cli_info) {
   snprintf(args, sizeof args, "info %s/lora", PEFT_DIR);
   o = run_out(args, &rc);
   ck_assert_int_eq(rc, 0);
-  ck_assert_msg(strstr(o, "base_model.model.q_proj  r=4 alpha=8 params=256") != NULL, "%s", o);
+  ck_assert_msg(strstr(o, "base_model.model.q_proj  r=4 alpha=8 rslora=false scale=2 (alpha/r) params=256\n") != NULL,
+                "%s", o);
   free(o);
+  /* use_rslora: the scale the merge applies is alpha / sqrt(r) = 8 / 2 (LoRA and DoRA) */
+  const char *rs[] = {"lora_rslora", "dora_rslora", "dora"};
+  for (int i = 0; i < 3; ++i) {
+    snprintf(args, sizeof args, "info %s/%s", PEFT_DIR, rs[i]);
+    o = run_out(args, &rc);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(strstr(o, i < 2 ? "base_model.model.q_proj  r=4 alpha=8 rslora=true scale=4 (alpha/sqrt(r)) params="
+                                  : "base_model.model.q_proj  r=4 alpha=8 rslora=false scale=2 (alpha/r) params=") != NULL,
+                  "%s: %s", rs[i], o);
+    free(o);
+  }
   const char *noalpha[] = {"ia3", "vera"};
   for (int i = 0; i < 2; ++i) {
     snprintf(args, sizeof args, "info %s/%s", PEFT_DIR, noalpha[i]);
@@ -1008,6 +1044,39 @@ START_TEST(test_info_lists_every_problem) {
                     strstr(o, "base_model.model.v_proj  scales=input (feedforward) params=24"),
                 "%s", o);
   free(o);
+}
+END_TEST
+
+/* A module that lacks a tensor still has the tensors it holds checked against r: use_dora without
+ * magnitude vectors and r=8 against rank-4 tensors is 4 problems, each named, in one list. */
+START_TEST(test_info_lists_missing_and_rank_together) {
+  make_adapter("lora", "tool_dora_r8", "\"use_dora\": false", "\"use_dora\": true", NULL, NULL);
+  edit_config("tool_dora_r8", "\"r\": 4,", "\"r\": 8,");
+  effml_context *ctx = tu_ctx(1);
+  char rep[4096], want[4096];
+  int64_t np = -1;
+  const char *dir = EFFML_TEST_TMP "/tool_dora_r8";
+  ck_assert_int_eq(effml_adapter_peft_problems(ctx, dir, rep, sizeof rep, &np), EFFML_OK);
+  ck_assert_int_eq(np, 4);
+  const char *f = EFFML_TEST_TMP "/tool_dora_r8/adapter_model.safetensors";
+  int used = 0;
+  for (int m = 0; m < 2; ++m) {
+    const char *mod = m == 0 ? "base_model.model.q_proj" : "base_model.model.v_proj";
+    used += snprintf(want + used, sizeof want - (size_t)used,
+                     "effml_adapter_peft_problems: \"%s\": module \"%s\" has no tensor \"%s.lora_magnitude_vector\"\n"
+                     "effml_adapter_peft_problems: \"%s\": module \"%s\": tensor \"%s.lora_A.weight\" has shape "
+                     "[4, %d] (rank 4), but r=8 in adapter_config.json (no rank_pattern entry for this module); fix r "
+                     "or add a rank_pattern entry\n",
+                     f, mod, mod, f, mod, mod, m == 0 ? 40 : 24);
+  }
+  ck_assert_str_eq(rep, want);
+  /* opening it still refuses with the first problem */
+  effml_adapter_peft *a = NULL;
+  ck_assert_int_eq(effml_adapter_peft_open(ctx, dir, &a), EFFML_E_NOT_FOUND);
+  ck_assert_ptr_null(a);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "has no tensor \"base_model.model.q_proj.lora_magnitude_vector\""),
+                "%s", effml_context_last_error(ctx));
+  effml_context_free(ctx);
 }
 END_TEST
 
@@ -1633,6 +1702,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_refuse_fan_in_fan_out);
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
+  tcase_add_test(t, test_info_lists_missing_and_rank_together);
   tcase_add_test(t, test_info_rank_mismatch);
   tcase_add_test(t, test_info_dropouts);
   tcase_add_test(t, test_info_rank_mismatch_lokr);

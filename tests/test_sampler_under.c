@@ -214,6 +214,62 @@ START_TEST(test_nearmiss_counts) {
 }
 END_TEST
 
+/* NearMiss-2 with a minority of 1, 2 or 4 rows and n_neighbors below, at and above
+ * it: version 2 scores with the min(n_neighbors, n_min) farthest minority rows, so
+ * n_neighbors > n_min is valid; the rows are imblearn 0.10's, in its order
+ * (tests/ref/nearmiss_small_minority_ref.py -> nearmiss_small_minority.txt).
+ * Versions 1 and 3 still refuse n_neighbors > n_min. */
+START_TEST(test_nearmiss2_small_minority) {
+  effml_context *ctx = tu_ctx(0);
+  char *ref = read_ref("nearmiss_small_minority.txt");
+  int ncase = 0;
+  for (char *line = strtok(ref, "\n"); line; line = strtok(NULL, "\n")) {
+    long long keep, k;
+    int off = 0;
+    ck_assert_int_eq(sscanf(line, "%lld %lld:%n", &keep, &k, &off), 2);
+    int64_t e[64], ne = 0;
+    long long v;
+    int used;
+    for (const char *q = line + off; sscanf(q, "%lld%n", &v, &used) == 1; q += used) e[ne++] = v;
+    effml_tensor *x, *y;
+    load_subset(ctx, "wine.csv", 2, keep, &x, &y);
+    for (int th = 1; th <= 3; th += 2) {
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, th), EFFML_OK);
+      method_case mc = {"nm2", EFFML_SAMPLER_RESAMPLE_NEARMISS, 2, k, EFFML_SAMPLER_ENN_ALL, 100, 0};
+      effml_tensor *b = plan_base(ctx, &mc, x, y);
+      ck_assert_msg(same_as(b, e, ne), "keep=%lld k=%lld threads=%d", keep, k, th);
+      effml_tensor_free(b);
+    }
+    if (k > keep) {
+      for (int ver = 1; ver <= 3; ver += 2) {
+        effml_sampler_resample_options o;
+        effml_sampler_resample_options_init(&o);
+        o.method = EFFML_SAMPLER_RESAMPLE_NEARMISS;
+        o.version = ver;
+        o.n_neighbors = k;
+        effml_tensor *b = NULL, *nb = NULL, *st = NULL;
+        ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st),
+                         EFFML_E_INVALID_ARG);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "effml_sampler_resample_plan: NearMiss-%d: n_neighbors=%lld must be in [1, %lld] "
+                 "(the minority class 2 has "
+                 "%lld samples)",
+                 ver, k, keep, keep);
+        ck_assert_str_eq(effml_context_last_error(ctx), want);
+        ck_assert_ptr_null(b);
+      }
+    }
+    effml_tensor_free(x);
+    effml_tensor_free(y);
+    ++ncase;
+  }
+  ck_assert_int_eq(ncase, 10);
+  free(ref);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* Bad options: clear errors, outputs untouched. */
 START_TEST(test_under_bad_options) {
   effml_context *ctx = tu_ctx(0);
@@ -760,10 +816,11 @@ START_TEST(test_repeated_enn_is_repeated_enn) {
 }
 END_TEST
 
-/* The ENN pass of SMOTEENN (and NCL) searches and decides its rows in blocks
- * of 4096: on 9000 rows made into ~16 000 by SMOTE (four blocks) SMOTEENN
- * gives exactly SMOTE then the ENN sampler (whose search is one call over
- * every row), ALL and MODE votes. */
+/* The ENN pass of SMOTEENN (and NCL) and SMOTETomek's Tomek round search
+ * their rows in blocks of 4096: on 9000 rows made into ~16 000 by SMOTE (four
+ * blocks) SMOTEENN / SMOTETomek give exactly SMOTE then the ENN / Tomek
+ * sampler (whose search is one call over every row), ENN with ALL and MODE
+ * votes. */
 START_TEST(test_enn_blocks_match_single_pass) {
   const int64_t n = 9000, d = 5;
   effml_context *ctx = tu_ctx(0);
@@ -783,22 +840,22 @@ START_TEST(test_enn_blocks_match_single_pass) {
     s = s * 6364136223846793005ULL + 1442695040888963407ULL;
     yv[i] = (double)(s >> 11) * 0x1.0p-53 < 0.02 + 0.2 * xv[i * d] ? 1 : 0;
   }
-  for (int kind = 0; kind < 2; ++kind) {
+  for (int kind = 0; kind < 3; ++kind) {
     effml_sampler_resample_options o;
     effml_sampler_resample_options_init(&o);
     o.method = EFFML_SAMPLER_RESAMPLE_SMOTE;
-    o.kind_sel = kind ? EFFML_SAMPLER_ENN_MODE : EFFML_SAMPLER_ENN_ALL;
+    o.kind_sel = kind == 1 ? EFFML_SAMPLER_ENN_MODE : EFFML_SAMPLER_ENN_ALL;
     effml_tensor *x1, *y1, *x2, *y2, *xc, *yc;
     ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &x1, &y1), EFFML_OK);
     ck_assert_int_gt(effml_tensor_dim(x1, 0), 3 * 4096);
     effml_sampler_resample_options oc = o;
-    oc.method = EFFML_SAMPLER_RESAMPLE_ENN;
+    oc.method = kind == 2 ? EFFML_SAMPLER_RESAMPLE_TOMEK : EFFML_SAMPLER_RESAMPLE_ENN;
     oc.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
     ck_assert_int_eq(effml_sampler_resample(ctx, &oc, x1, y1, &x2, &y2), EFFML_OK);
-    o.method = EFFML_SAMPLER_RESAMPLE_SMOTEENN;
+    o.method = kind == 2 ? EFFML_SAMPLER_RESAMPLE_SMOTETOMEK : EFFML_SAMPLER_RESAMPLE_SMOTEENN;
     ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xc, &yc), EFFML_OK);
     const int64_t m = effml_tensor_dim(xc, 0);
-    ck_assert_int_lt(m, effml_tensor_dim(x1, 0) - 500); /* the cleaning removed rows */
+    ck_assert_int_lt(m, effml_tensor_dim(x1, 0) - (kind == 2 ? 100 : 500)); /* the cleaning removed rows */
     ck_assert_int_eq(effml_tensor_dim(x2, 0), m);
     ck_assert_mem_eq(effml_tensor_data_const(xc), effml_tensor_data_const(x2), (size_t)(m * d) * sizeof(double));
     ck_assert_mem_eq(effml_tensor_data_const(yc), effml_tensor_data_const(y2), (size_t)m * sizeof(int64_t));
@@ -1417,6 +1474,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_breast_cancer_imbalanced);
   tcase_add_test(tc, test_fashion_mnist);
   tcase_add_test(tc, test_nearmiss_counts);
+  tcase_add_test(tc, test_nearmiss2_small_minority);
   tcase_add_test(tc, test_under_bad_options);
   tcase_add_test(tc, test_cnn_consistent_subset);
   tcase_add_test(tc, test_oss_no_tomek_link);

@@ -33,7 +33,9 @@
  * other field, a shard that cannot be read, a tensor weight_map names that its shard lacks, a
  * shard tensor weight_map does not list, is an error naming it) and --out OUTDIR/NAME.index.json:
  * every shard is merged as a single file would be, into OUTDIR under its own name, and the index
- * is written with total_size/total_parameters recomputed.  A module's weight and bias may lie in
+ * is written with total_size/total_parameters recomputed (each must be a non-negative integer
+ * in the base index; a value that does not match the shards is not an error: it is replaced by
+ * the recomputed one).  A module's weight and bias may lie in
  * different shards.  All shards and the index are written under temporary names first and
  * renamed only when every one is complete (the renames are not interrupted), so a signal or an
  * error leaves OUTDIR as it was.  OUTDIR may not be the base's folder unless --out is the base
@@ -45,6 +47,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -305,6 +308,17 @@ static int info(const char *dir) {
   const char *type = effml_adapter_peft_type(a);
   int is_ia3 = strcmp(type, "IA3") == 0, has_alpha = !is_ia3 && strcmp(type, "VERA") != 0; /* no alpha in IA3, VeRA */
   int64_t n = effml_adapter_peft_num_modules(a), total = 0;
+  /* LoRA/DoRA: use_rslora decides the scale the merge applies, alpha / r or alpha / sqrt(r) (Kalajdzievski,
+   * "A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA", 2023, arXiv:2312.03732, sec. 3); open()
+   * has checked that the field is a boolean when present */
+  int is_lora = strncmp(type, "LORA", 4) == 0, rslora = 0;
+  if (is_lora) {
+    char cp[4096];
+    snprintf(cp, sizeof cp, "%s/adapter_config.json", dir);
+    cJSON *cfg = read_json_file(cp);
+    rslora = cfg && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cfg, "use_rslora"));
+    cJSON_Delete(cfg);
+  }
   printf("type: %s\nfan_in_fan_out: %s\nmodules: %lld\n", type, effml_adapter_peft_fan_in_fan_out(a) ? "true" : "false",
          (long long)n);
   for (int64_t i = 0; i < n; ++i) {
@@ -322,6 +336,9 @@ static int info(const char *dir) {
     else
       printf("r=%lld", (long long)r);
     if (has_alpha) printf(" alpha=%g", alpha);
+    if (is_lora && r > 0)
+      printf(" rslora=%s scale=%.6g (alpha/%s)", rslora ? "true" : "false", rslora ? alpha / sqrt((double)r) : alpha / (double)r,
+             rslora ? "sqrt(r)" : "r");
     printf(" params=%lld\n", (long long)np);
     total += np;
   }
@@ -530,12 +547,23 @@ static int read_index(const char *index_path, const char *out_path, cJSON **idx,
                                                                                : "\"metadata\" is not an object");
     return 1;
   }
-  for (const cJSON *v = md ? md->child : NULL; v; v = v->next)
-    if ((strcmp(v->string, "total_size") != 0 && strcmp(v->string, "total_parameters") != 0) || !cJSON_IsNumber(v)) {
+  for (const cJSON *v = md ? md->child : NULL; v; v = v->next) {
+    if (strcmp(v->string, "total_size") != 0 && strcmp(v->string, "total_parameters") != 0) {
       fprintf(stderr, "effml-adapter: %s: unknown metadata field \"%s\" (this tool reads and rewrites the numbers "
                       "\"total_size\" and \"total_parameters\")\n", index_path, v->string);
       return 1;
     }
+    /* a count of bytes or elements: a JSON number, a whole one, >= 0 (a wrong count is recomputed) */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 9.0e18) ||
+        (double)(long long)v->valuedouble != v->valuedouble) {
+      char *txt = cJSON_PrintUnformatted(v);
+      fprintf(stderr, "effml-adapter: %s: metadata field \"%s\" is %s, %s\n", index_path, v->string,
+              txt ? txt : "?",
+              cJSON_IsNumber(v) ? "not a non-negative integer (a count of bytes or elements)" : "not a number");
+      cJSON_free(txt);
+      return 1;
+    }
+  }
   int cap = 0;
   for (const cJSON *v = wm->child; v; v = v->next) ++cap;
   *shards = (shard *)calloc((size_t)cap, sizeof **shards);
@@ -737,6 +765,11 @@ static int check_sharded_out(const char *base_path, const char *out_path) {
 static int merge(const char *base_path, const char *dir, const char *out_path, int dry_run, int progress_mode) {
   const int sharded = ends_with(base_path, ".index.json");
   if (sharded && !dry_run && check_sharded_out(base_path, out_path)) return 1;
+  if (!sharded && !dry_run && ends_with(out_path, ".index.json")) {
+    fprintf(stderr, "effml-adapter: --base %s is a single safetensors file, so --out must name the merged "
+                    "safetensors file (\"DIR/model.safetensors\"), not an index: %s\n", base_path, out_path);
+    return 1;
+  }
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;
   g_signal = 0;

@@ -248,7 +248,8 @@ EFFML_API effml_status effml_sampler_strategy_resolve(effml_context *ctx,
  *   the paper and the anchor).
  * - NearMiss (under-sampler; `version`, `n_neighbors`, `n_neighbors_ver3`):
  *   each targeted class keeps its rows with the smallest sum of distances to
- *   their n_neighbors nearest (1) / farthest (2) minority rows, or (3) among
+ *   their n_neighbors nearest (1) / min(n_neighbors, n_min) farthest (2; any
+ *   n_neighbors >= 1, as imblearn) minority rows, or (3) among
  *   the union of each minority row's n_neighbors_ver3 nearest rows of the
  *   class, the largest sums to their n_neighbors nearest minority rows (may
  *   keep fewer than asked, as imblearn).  Kept rows in score order.

@@ -327,8 +327,9 @@ static effml_status open_impl(effml_context *ctx, const char *dir, effml__peft_s
     if (miss)
       NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": module \"%s\" has no tensor \"%s%s\"", path, a->modules[m],
                       a->modules[m], miss));
-    else
-      NOTE(check_rank(ctx, a, path, a->modules[m]));
+    /* the tensors that are there are still checked against r (a list names every problem; check_rank()
+     * skips absent tensors); LoKr's whole-or-factored rule needs them all */
+    if (s == EFFML_OK && (!miss || ty != EFFML__PEFT_LOKR)) NOTE(check_rank(ctx, a, path, a->modules[m]));
   }
   if (s == EFFML_OK && ty == EFFML__PEFT_VERA && (a->vera_A == NULL || a->vera_B == NULL))
     NOTE(effml__err(ctx, EFFML_E_NOT_FOUND, "\"%s\": missing key \"%s\" (VeRA's shared projection)", path,

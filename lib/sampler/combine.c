@@ -18,6 +18,9 @@
 
 #include "sampler_internal.h"
 
+/* Query rows per block of a single Tomek-link round (effml__tomek_pass). */
+#define TOMEK_QBLOCK 4096
+
 double *effml__plan_rows_f64(effml_context *ctx, const double *x, int64_t d,
                              const effml__plan *p, int round_f32) {
   double *o = (double *)effml__alloc_or_err(ctx, (size_t)(p->n * d) * sizeof(double) + 1,
@@ -94,45 +97,30 @@ effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m, 
                                const int64_t *cls, const char *targeted, int64_t block_rows,
                                int repeat, int64_t *keep, int64_t *n_keep) {
   if (repeat && m >= 2) return tomek_repeated(ctx, xs, m, d, cls, targeted, block_rows, keep, n_keep);
-  int64_t *nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "neighbours");
-  int64_t *self = nn ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "rows") : NULL;
-  int64_t *cur = self ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "rows") : NULL;
-  double *xc = NULL;
-  effml_status st = cur ? EFFML_OK : EFFML_E_NOMEM;
-  int64_t mc = m;
-  for (int64_t i = 0; cur && i < m; ++i) cur[i] = i;
-  while (st == EFFML_OK && mc >= 2) {
-    const double *xv = xs;
-    if (mc != m) {
-      effml__free(ctx, xc);
-      xc = effml__gather_rows(ctx, xs, d, cur, mc);
-      if (!xc) {
-        st = EFFML_E_NOMEM;
-        break;
-      }
-      xv = xc;
-    }
-    for (int64_t i = 0; i < mc; ++i) self[i] = i;
-    st = effml__knn_f64(ctx, xv, mc, xv, mc, d, 1, self, block_rows, nn, NULL);
-    if (st != EFFML_OK) break;
-    int64_t nk = 0;
-    for (int64_t i = 0; i < mc; ++i) {
-      int64_t j = nn[i];
-      int64_t ci = cls[cur[i]], cj = cls[cur[j]];
-      int linked = ci != cj && nn[j] == i;
-      if (!(linked && targeted[ci])) self[nk++] = cur[i];
-    }
-    const int changed = nk != mc;
-    memcpy(cur, self, (size_t)nk * sizeof(int64_t));
-    mc = nk;
-    if (!repeat || !changed) break;
+  /* One round: every row's nearest row, searched TOMEK_QBLOCK rows at a time. */
+  if (m < 2) {
+    for (int64_t i = 0; i < m; ++i) keep[i] = i;
+    *n_keep = m;
+    return EFFML_OK;
+  }
+  const int64_t qb = m < TOMEK_QBLOCK ? m : TOMEK_QBLOCK;
+  int64_t *nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t), "neighbours");
+  int64_t *self = nn ? (int64_t *)effml__alloc_or_err(ctx, (size_t)qb * sizeof(int64_t), "rows") : NULL;
+  effml_status st = self ? EFFML_OK : EFFML_E_NOMEM;
+  for (int64_t b0 = 0; st == EFFML_OK && b0 < m; b0 += qb) {
+    const int64_t nq = m - b0 < qb ? m - b0 : qb;
+    for (int64_t t = 0; t < nq; ++t) self[t] = b0 + t;
+    st = effml__knn_f64(ctx, xs, m, xs + b0 * d, nq, d, 1, self, block_rows, nn + b0, NULL);
   }
   if (st == EFFML_OK) {
-    memcpy(keep, cur, (size_t)mc * sizeof(int64_t));
-    *n_keep = mc;
+    int64_t nk = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t j = nn[i];
+      const int linked = cls[i] != cls[j] && nn[j] == i;
+      if (!(linked && targeted[cls[i]])) keep[nk++] = i;
+    }
+    *n_keep = nk;
   }
-  effml__free(ctx, xc);
-  effml__free(ctx, cur);
   effml__free(ctx, self);
   effml__free(ctx, nn);
   return st;

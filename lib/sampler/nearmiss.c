@@ -8,8 +8,10 @@
  *   count;
  * - NearMiss-1: score = sum of the distances to the n_neighbors nearest
  *   minority rows; keep the smallest scores;
- * - NearMiss-2: score = sum of the distances to the n_neighbors *farthest*
- *   minority rows; keep the smallest scores;
+ * - NearMiss-2: score = sum of the distances to the min(n_neighbors, n_min)
+ *   *farthest* minority rows (any n_neighbors >= 1; imblearn sorts the distances
+ *   to all n_min minority rows and sums the last n_neighbors); keep the smallest
+ *   scores;
  * - NearMiss-3: pre-select the union of the n_neighbors_ver3 nearest rows of c
  *   of every minority row; score as NearMiss-1; keep the *largest* scores
  *   (fewer rows than asked when the pre-selection is smaller, as imblearn);
@@ -163,7 +165,10 @@ static effml_status nearmiss_class(effml_context *ctx, const effml__resample_in 
                                    int64_t *n_sel) {
   const effml__classes *c = in->c;
   const effml_sampler_resample_options *o = in->o;
-  const int64_t d = in->d, k = o->n_neighbors, nc = c->counts[cl];
+  const int64_t d = in->d, nc = c->counts[cl];
+  /* NearMiss-2 sums the min(n_neighbors, n_min) farthest minority rows (imblearn
+   * takes the last n_neighbors of all n_min sorted distances). */
+  const int64_t k = o->version == 2 && o->n_neighbors > n_min ? n_min : o->n_neighbors;
   const int64_t *rows = c->rows + c->start[cl];
   double *xc = effml__gather_rows(ctx, in->x, d, rows, nc);
   if (!xc) return EFFML_E_NOMEM;
@@ -228,11 +233,17 @@ effml_status effml__nearmiss_plan(effml_context *ctx, const effml__resample_in *
   for (int64_t k = 1; k < c->n_classes; ++k)
     if (c->counts[k] < c->counts[mino]) mino = k;
   const int64_t n_min = c->counts[mino], k = o->n_neighbors;
-  if (k < 1 || k > n_min)
+  if (k < 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG, "NearMiss: n_neighbors=%lld must be >= 1",
+                      (long long)k);
+  /* Versions 1 and 3 query the k nearest minority rows; version 2 scores with all
+   * of them (the min(k, n_min) farthest), so any k >= 1 is valid there. */
+  if (o->version != 2 && k > n_min)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "NearMiss: n_neighbors=%lld must be in [1, %lld] (the minority class %lld "
+                      "NearMiss-%d: n_neighbors=%lld must be in [1, %lld] (the minority class %lld "
                       "has %lld samples)",
-                      (long long)k, (long long)n_min, (long long)c->labels[mino], (long long)n_min);
+                      (int)o->version, (long long)k, (long long)n_min, (long long)c->labels[mino],
+                      (long long)n_min);
   if (o->version == 3 && o->n_neighbors_ver3 < 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG, "NearMiss-3: n_neighbors_ver3=%lld must be >= 1",
                       (long long)o->n_neighbors_ver3);

@@ -143,11 +143,17 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
   EFFML__TRY(effml__sampler_x_f64(ctx, x, "x", random_method, &xd, &x_own));
   const int64_t n = x->shape[0], d = x->shape[1];
   int64_t *y64 = NULL, *values = NULL;
+  const int64_t *yv = NULL; /* the labels as int64: y's own data when it is i64 (no copy) */
   effml__classes c;
   memset(&c, 0, sizeof c);
   memset(p, 0, sizeof *p);
-  effml_status st = effml__sampler_labels(ctx, y, n, &y64);
-  if (st == EFFML_OK) st = effml__classes_build(ctx, y64, n, &c);
+  effml_status st = effml__sampler_labels_check(ctx, y, n);
+  if (st == EFFML_OK && y->dtype == EFFML_I64)
+    yv = (const int64_t *)(const void *)y->data; /* checked contiguous */
+  else if (st == EFFML_OK)
+    st = effml__labels_to_i64(ctx, y, n, "labels", &y64);
+  if (st == EFFML_OK && !yv) yv = y64;
+  if (st == EFFML_OK) st = effml__classes_build(ctx, yv, n, &c);
   if (st == EFFML_OK) {
     values = (int64_t *)effml__alloc_or_err(ctx, (size_t)c.n_classes * sizeof(int64_t), "strategy");
     st = values ? effml__strategy_resolve(ctx, o, &c, values) : EFFML_E_NOMEM;
@@ -166,7 +172,7 @@ static effml_status build_plan(effml_context *ctx, const effml_sampler_resample_
       for (int64_t i = 0; st == EFFML_OK && i < n; ++i) effml__plan_push(p, i, -1, 0.0);
   }
   if (st == EFFML_OK) {
-    effml__resample_in in = {o, xd, n, d, y64, &c, values, x->dtype == EFFML_F32};
+    effml__resample_in in = {o, xd, n, d, yv, &c, values, x->dtype == EFFML_F32};
     switch (o->method) {
       case EFFML_SAMPLER_RESAMPLE_SMOTE: st = effml__smote_plan(ctx, &in, p); break;
       case EFFML_SAMPLER_RESAMPLE_BORDERLINE1:

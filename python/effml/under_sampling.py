@@ -132,7 +132,8 @@ class NearMiss(BaseSampler):
 
     Each targeted class keeps the rows closest to the minority class:
     version 1, smallest mean distance to their ``n_neighbors`` nearest
-    minority rows; 2, to their farthest; 3, among the union of each minority
+    minority rows; 2, to their ``min(n_neighbors, n_minority)`` farthest (any
+    ``n_neighbors >= 1``, as imblearn); 3, among the union of each minority
     row's ``n_neighbors_ver3`` nearest rows of the class, the largest mean
     distance to their nearest minority rows (may keep fewer than asked, as
     imblearn).  Kept rows are in score order, as imblearn.

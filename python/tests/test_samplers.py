@@ -20,6 +20,7 @@ from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
 
 from effml import neighbors, over_sampling as eov, under_sampling as eun  # noqa: E402
+from effml.errors import InvalidArgumentError  # noqa: E402
 
 
 def imbalance(X, y, keep, seed=0):
@@ -449,6 +450,27 @@ def test_nearmiss_identical_selection(name, version):
     ref.fit_resample(X, y)
     assert counts(yr) == counts(y[ref.sample_indices_])
     assert np.array_equal(np.sort(ours.sample_indices_), np.sort(ref.sample_indices_))
+
+
+@pytest.mark.parametrize("n_min,k", [(1, 3), (2, 3), (2, 1), (3, 2), (3, 10)])
+def test_nearmiss2_minority_smaller_than_n_neighbors(n_min, k):
+    # version 2 scores with the min(k, n_min) farthest minority rows: any k >= 1
+    X = np.random.RandomState(1).randn(40 + n_min, 4)
+    y = np.r_[np.zeros(40, int), np.ones(n_min, int)]
+    ours = eun.NearMiss(version=2, n_neighbors=k)
+    ref = iun.NearMiss(version=2, n_neighbors=k)
+    Xr, yr = ours.fit_resample(X, y)
+    ref.fit_resample(X, y)
+    assert np.array_equal(ours.sample_indices_, ref.sample_indices_)
+    assert np.array_equal(Xr, X[ref.sample_indices_])
+    if k > n_min:  # versions 1 and 3 query k nearest minority rows: refused, as imblearn
+        for v in (1, 3):
+            with pytest.raises(InvalidArgumentError) as e:
+                eun.NearMiss(version=v, n_neighbors=k).fit_resample(X, y)
+            assert ("NearMiss-%d: n_neighbors=%d must be in [1, %d] (the minority class 1 has "
+                    "%d samples)" % (v, k, n_min, n_min)) in str(e.value)
+            with pytest.raises(ValueError):
+                iun.NearMiss(version=v, n_neighbors=k).fit_resample(X, y)
 
 
 @pytest.mark.parametrize("name", NAMES)
