@@ -597,7 +597,8 @@ class AdapterLayer:
         (``effml_adapter_loha_set_dropout``).  LoKr: those and ``rank_dropout_scale``
         (``effml_adapter_lokr_set_dropout``).  Probabilities in [0, 1).  An argument the
         kind does not have (IA3 has none) raises InvalidArgumentError naming it; a value
-        out of range raises it from the C call.
+        out of range raises it from the C call; a probability that is not a real number
+        (a str, a bool) or a rank_dropout_scale that is not a bool raises TypeError naming it.
         """
         h = self._handle()
         ctx, L = self._ctx, _lib.fn
@@ -609,6 +610,17 @@ class AdapterLayer:
         if bad:
             raise InvalidArgumentError("AdapterLayer.set_dropout: a %s layer has no %s (it has: %s)"
                                        % (self.kind, ", ".join(bad), ", ".join(allowed) or "none"))
+        import numbers
+        for k in ("p", "rank_dropout", "module_dropout"):
+            x = given[k]
+            if x is not None and (not isinstance(x, numbers.Real) or isinstance(x, (bool, np.bool_))):
+                raise TypeError("AdapterLayer.set_dropout: %s must be a real number (a probability), "
+                                "got %r (%s)" % (k, x, type(x).__name__))
+        x = given["rank_dropout_scale"]
+        if x is not None and not (isinstance(x, (bool, np.bool_)) or
+                                  (isinstance(x, numbers.Integral) and x in (0, 1))):
+            raise TypeError("AdapterLayer.set_dropout: rank_dropout_scale must be a bool, got %r (%s)"
+                            % (x, type(x).__name__))
         cur = self.dropout
         v = {k: (given[k] if given[k] is not None else cur[k]) for k in allowed}
         if self.kind in ("lora", "vera"):

@@ -409,6 +409,31 @@ def test_dropout_setters_eval_is_bit_identical_to_none(case, tmp_path):
         l.close()
 
 
+def type_error(f, *a, **kw):
+    """The message of the TypeError f(*a, **kw) raises (the exception is not kept: a traceback
+    held in the test's frame would keep its layers alive into a garbage-collection cycle)."""
+    try:
+        f(*a, **kw)
+    except TypeError as e:
+        return str(e)
+    raise AssertionError("no TypeError")
+
+
+def test_set_dropout_lokr_types():
+    with peft.load(os.path.join(DATA, "lokr")) as ad:
+        ls = layers_of(ad, "lokr")
+        l = ls[0]
+        for k in ("rank_dropout", "module_dropout"):
+            assert type_error(l.set_dropout, **{k: "0.2"}) == (
+                "AdapterLayer.set_dropout: %s must be a real number (a probability), got '0.2' (str)" % k)
+        assert type_error(l.set_dropout, rank_dropout_scale="false") == (
+            "AdapterLayer.set_dropout: rank_dropout_scale must be a bool, got 'false' (str)")
+        l.set_dropout(rank_dropout=0.25, module_dropout=0.5, rank_dropout_scale=True)
+        assert l.dropout == {"rank_dropout": 0.25, "module_dropout": 0.5, "rank_dropout_scale": True}
+        for x in ls:
+            x.close()
+
+
 def test_dropouts_from_config_and_setter_errors(tmp_path):
     with peft.load(os.path.join(DATA, "lora_dropout")) as ad:
         assert ad.dropouts == {"dropout": 0.1, "rank_dropout": 0.0, "module_dropout": 0.0,
@@ -420,7 +445,17 @@ def test_dropouts_from_config_and_setter_errors(tmp_path):
                 l.set_dropout(rank_dropout=0.1)
             with pytest.raises(InvalidArgumentError, match=r"effml_adapter_lora_set_dropout.*1\.5"):
                 l.set_dropout(1.5)
-            assert l.dropout == {"p": 0.1}  # unchanged by the refused calls
+            # a probability must be a real number: str and bool refused naming the argument
+            for bad in ("0.1", True, np.bool_(False), None.__class__, [0.1]):
+                assert type_error(l.set_dropout, bad) == (
+                    "AdapterLayer.set_dropout: p must be a real number (a probability), got %r (%s)"
+                    % (bad, type(bad).__name__))
+            l.set_dropout(np.float32(0.25))
+            assert l.dropout == {"p": 0.25}
+            l.set_dropout(0)
+            assert l.dropout == {"p": 0.0}
+            l.set_dropout(0.1)
+            assert l.dropout == {"p": 0.1}
         with pytest.raises(InvalidArgumentError, match="closed"):
             l.forward(np.ones((1, 40), np.float32))
     with peft.load(os.path.join(DATA, "loha")) as ad:
