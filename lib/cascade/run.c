@@ -281,7 +281,8 @@ static effml_status score_stage(effml_context *ctx, const effml_cascade *c,
   return effml__stage_tensor(ctx, b, s->logits, n_act, name);
 }
 
-/* Exit rule of a routing stage on the routing score; the exact softmax only where it is
+/* Exit rule of a routing stage on the routing score (certified cuts, effml__route_cuts; the
+ * exact MSP for a row the cuts leave undecided); the exact softmax only where it is
  * needed (exiting samples' score when `want_score`; survivors' probabilities for a mean
  * aggregation, unless `defer`: the last stage's prediction is then left to
  * effml__tail_rows, which reads this stage's logits itself; a callback's rows are kept in

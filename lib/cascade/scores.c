@@ -155,8 +155,9 @@ __attribute__((target("avx512f"))) static inline __m512 route_exp16(__m512 xin) 
 /* The routing score of one row of K <= 16 f32 logits in one AVX-512 register, with the same
  * per-lane operations as route_exp4 (separate multiplies and adds: this file is ISO C, so
  * nothing is contracted into FMAs) and the same summation order: the four 4-lane chunks
- * are added in order (chunks past K add exact zeros), then (l0 + l2) + (l1 + l3).  So the
- * score is bit-identical to route_score_f32's, which the thresholds were selected on. */
+ * are added in order (chunks past K and the argmax's lane add exact zeros), then
+ * (l0 + l2) + (l1 + l3).  So the score is bit-identical to route_score_f32's: the same
+ * number, and so the same exits, at every ISA level. */
 __attribute__((target("avx512f"))) static double route_score_f32_avx512(const float *z,
                                                                         int64_t K,
                                                                         int32_t *arg) {
