@@ -14,7 +14,7 @@
  *                             precomputed logits (10 000 rows, same window, outputs pred and
  *                             exit stage) vs the forward of those rows, interleaved.
  *                             Bar: overhead_fraction <= 0.02 (goal 0.005).  Stage 0 routes on
- *                             the f32 routing score its thresholds were selected on.
+ *                             the f32 routing score s (certified cuts; exact MSP near a bound).
  *                             The routing-only path: stage 1's prediction is the certified
  *                             f32 argmax (recomputed exactly where not certain), so no f64
  *                             softmax runs.  The logits are read cold (the forward run just

@@ -1,6 +1,6 @@
 /* Cascade routing score: the one-register AVX-512 kernel that effml__stage_rows uses for raw
  * f32 rows of K <= 16 classes must give bit-identical scores and the same argmax as the
- * 4-lane kernel behind effml__route_score (on which thresholds are selected), for every K,
+ * 4-lane kernel behind effml__route_score, for every K,
  * ties, wide ranges (exp clamped at -87) and signed zeros.
  * The last stage's routing-only prediction (effml__tail_rows): its f32 probabilities stay
  * within a quarter of the stated error bound on adversarial rows, and its certified argmax
@@ -59,7 +59,7 @@ START_TEST(test_route_kernels_bit_identical) {
                         "K %lld layout %d isa %d row %lld: score %.17g vs %.17g, argmax %d vs %d",
                         (long long)K, layout, (int)isa, (long long)j, score[j], ref, (int)pred[j],
                         (int)arg);
-          ck_assert(ref > 0.0 && ref <= 1.0);
+          ck_assert(ref >= 0.0 && ref <= (double)K); /* s = sum_{k != arg} e^(x_k) <= K - 1 */
         }
       }
       /* a non-finite logit is reported at its position (the first one in row order) */
@@ -192,24 +192,55 @@ START_TEST(test_tail_bound_and_exact_argmax) {
 END_TEST
 
 /* Thresholds selected on data X give exactly the promised coverage when the cascade routes
- * the same X: the promise is computed here from the routing score of every row (sorted
- * independently of the library), for coverage, risk and window targets, routing-only and
- * with exact scores, on 1 and 2 threads and every ISA level. */
+ * the same X, and the routed run exits exactly the samples the exact path (a run asked for
+ * probabilities) exits.  The promise is computed here from the exact MSP of every row (f64
+ * softmax, libm exp: the stage kernel's arithmetic; sorted independently of the library),
+ * for coverage, risk and window targets, routing-only and with exact scores, on 1 and 2
+ * threads and every ISA level, on three data sets: ordinary logits (K = 10); large logits
+ * (K = 2, N(0, 30^2): many MSPs within 6e-8 of 1, where an f32 MSP is 1.0, and many exactly
+ * 1.0 in f64, a tie group); and logit gaps of 17..25 (K = 2) whose f64 MSPs are all distinct
+ * although 80 % of them are above 1 - 6e-8, so every coverage target is exactly ceil(c N). */
 static int cmp_desc(const void *a, const void *b) {
   const double x = *(const double *)a, y = *(const double *)b;
   return x < y ? 1 : x > y ? -1 : 0;
 }
 typedef struct {
-  double rho;
+  double msp;
   int64_t row;
-} rho_row;
-static int cmp_rho_row(const void *a, const void *b) {
-  const rho_row *x = a, *y = b;
-  return x->rho < y->rho ? 1 : x->rho > y->rho ? -1 : (x->row > y->row) - (x->row < y->row);
+} msp_row;
+static int cmp_msp_row(const void *a, const void *b) {
+  const msp_row *x = a, *y = b;
+  return x->msp < y->msp ? 1 : x->msp > y->msp ? -1 : (x->row > y->row) - (x->row < y->row);
+}
+/* The exact path's MSP of one row and its argmax (first maximum of p). */
+static double ref_msp(const float *z, int64_t K, int32_t *arg) {
+  double zmax = -INFINITY, e[16], sum = 0.0, top = -1.0;
+  for (int64_t k = 0; k < K; ++k)
+    if ((double)z[k] > zmax) zmax = z[k];
+  for (int64_t k = 0; k < K; ++k) sum += (e[k] = exp((double)z[k] - zmax));
+  const double inv = 1.0 / sum;
+  for (int64_t k = 0; k < K; ++k)
+    if (e[k] * inv > top) {
+      top = e[k] * inv;
+      *arg = (int32_t)k;
+    }
+  return top;
+}
+static double gauss(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  const double u = ((double)(*s >> 11) + 0.5) * 0x1.0p-53;
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  const double v = (double)(*s >> 11) * 0x1.0p-53;
+  return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+static double unif(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (double)(*s >> 11) * 0x1.0p-53;
 }
 
 START_TEST(test_calibrated_coverage_is_exact) {
-  enum { N = 10000, KC = 10 };
+  const int data = _i; /* 0: ordinary K = 10; 1: large logits K = 2; 2: distinct MSPs near 1 */
+  const int64_t N = data == 0 ? 10000 : data == 1 ? 4000 : 3000, KC = data == 0 ? 10 : 2;
   effml_context *ctx = tu_ctx(3);
   effml_tensor *x0 = tu_f32(ctx, N, KC, NULL), *x1 = tu_f32(ctx, N, KC, NULL);
   int64_t n = N;
@@ -217,55 +248,68 @@ START_TEST(test_calibrated_coverage_is_exact) {
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &lab), EFFML_OK);
   float *a = effml_tensor_data(x0), *b = effml_tensor_data(x1);
   int32_t *y = effml_tensor_data(lab);
-  uint64_t s = 99;
+  uint64_t s = 99 + (uint64_t)data;
   for (int64_t i = 0; i < N; ++i) {
     s = s * 6364136223846793005ULL + 1442695040888963407ULL;
     y[i] = (int32_t)((s >> 33) % KC);
     const double boost = 4.0 * (double)((s >> 11) & 0xFFFF) / 65536.0;
+    if (data == 2) {
+      /* gaps on a grid 8 / N apart (f64 MSPs at least ~4e-14 apart), shuffled */
+      const double u = (double)((i * 7919) % N) / (double)N;
+      const double gap = i % 5 ? 17.0 + 8.0 * u : 5.0 * u;
+      a[i * KC + (y[i] & 1)] = (float)gap;
+      a[i * KC + 1 - (y[i] & 1)] = 0.0f;
+      if (i % 9 == 0) y[i] ^= 1; /* some confident errors */
+    }
     for (int64_t k = 0; k < KC; ++k) {
-      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-      const double u = ((double)(s >> 11) + 0.5) * 0x1.0p-53;
-      s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-      const double v = (double)(s >> 11) * 0x1.0p-53;
-      const double g = sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-      a[i * KC + k] = (float)(1.5 * g + (k == y[i] ? boost : 0.0));
+      const double g = gauss(&s);
+      if (data == 0) a[i * KC + k] = (float)(1.5 * g + (k == y[i] ? boost : 0.0));
+      if (data == 1) a[i * KC + k] = (float)(30.0 * g);
       b[i * KC + k] = (float)(a[i * KC + k] + 0.5 * g * g - 0.5);
     }
   }
-  /* the routing score and its argmax of every row, and the scores in descending order */
-  double *rho = malloc(sizeof(double) * N), *desc = malloc(sizeof(double) * N);
-  int32_t *rpred = malloc(sizeof(int32_t) * N);
-  for (int64_t i = 0; i < N; ++i) {
-    double zd[KC];
-    for (int64_t k = 0; k < KC; ++k) zd[k] = a[i * KC + k];
-    desc[i] = rho[i] = effml__route_score(zd, KC, &rpred[i]);
-  }
+  /* the exact MSP and prediction of every row, and the MSPs in descending order */
+  double *msp = malloc(sizeof(double) * N), *desc = malloc(sizeof(double) * N);
+  int32_t *mpred = malloc(sizeof(int32_t) * N);
+  for (int64_t i = 0; i < N; ++i) desc[i] = msp[i] = ref_msp(a + i * KC, KC, &mpred[i]);
   qsort(desc, N, sizeof(double), cmp_desc);
-  rho_row *byrho = malloc(sizeof(rho_row) * N);
+  int64_t ones = 0, near_one = 0, ties = 0;
   for (int64_t i = 0; i < N; ++i) {
-    byrho[i].rho = rho[i];
-    byrho[i].row = i;
+    ones += msp[i] == 1.0;
+    near_one += msp[i] > 1.0 - 6e-8;
+    ties += i > 0 && desc[i] == desc[i - 1];
   }
-  qsort(byrho, N, sizeof(rho_row), cmp_rho_row);
-  effml_tensor *pred = NULL, *stage = NULL, *score = NULL;
+  if (data == 1) ck_assert(ones > N / 5 && near_one > ones + N / 20); /* the hard cases are there */
+  if (data == 2) ck_assert(ties == 0 && near_one > N / 2);
+  msp_row *bymsp = malloc(sizeof(msp_row) * N);
+  for (int64_t i = 0; i < N; ++i) {
+    bymsp[i].msp = msp[i];
+    bymsp[i].row = i;
+  }
+  qsort(bymsp, N, sizeof(msp_row), cmp_msp_row);
+  unsigned char *want = malloc((size_t)N);
+  effml_tensor *pred = NULL, *stage = NULL, *score = NULL, *probs = NULL;
+  int64_t nk[2] = {N, KC};
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &pred), EFFML_OK);
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I32, 1, &n, &stage), EFFML_OK);
   ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 1, &n, &score), EFFML_OK);
-  static const double covs[] = {0.05, 0.2, 0.5, 0.8, 0.95, 0.999, 1.0};
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, nk, &probs), EFFML_OK);
+  static const double covs[] = {0.05, 0.2, 1.0 / 3.0, 0.5, 0.8, 0.95, 0.999, 1.0};
   static const double risks[] = {0.02, 0.05, 0.1, 0.3};
-  int exact_k = 0;
+  int exact_k = 0, cases = 0;
   for (int32_t rule = EFFML_CASCADE_EXIT_THRESHOLD; rule <= EFFML_CASCADE_EXIT_WINDOW; ++rule)
-    for (int32_t target = EFFML_CASCADE_TARGET_COVERAGE; target <= EFFML_CASCADE_TARGET_RISK; ++target)
-      for (size_t vi = 0; vi < (target == EFFML_CASCADE_TARGET_RISK ? 4u : 7u); ++vi) {
+    for (int32_t target = EFFML_CASCADE_TARGET_COVERAGE;
+         target <= (data == 0 ? EFFML_CASCADE_TARGET_RISK : EFFML_CASCADE_TARGET_COVERAGE); ++target)
+      for (size_t vi = 0; vi < (target == EFFML_CASCADE_TARGET_RISK ? 4u : 8u); ++vi) {
         const double value = target == EFFML_CASCADE_TARGET_RISK ? risks[vi] : covs[vi];
-        /* the promise: tau's rank k in the routing-score order, extended over its tie group */
+        /* the promise: tau's rank k in the exact MSP order, extended over its tie group */
         int64_t k = 0;
         if (target == EFFML_CASCADE_TARGET_RISK) { /* the largest top set (whole tie groups) of risk <= value */
           int64_t wrong = 0;
           for (int64_t g = 0; g < N;) {
             int64_t e = g;
-            while (e + 1 < N && byrho[e + 1].rho == byrho[g].rho) ++e;
-            for (int64_t i = g; i <= e; ++i) wrong += rpred[byrho[i].row] != y[byrho[i].row];
+            while (e + 1 < N && bymsp[e + 1].msp == bymsp[g].msp) ++e;
+            for (int64_t i = g; i <= e; ++i) wrong += mpred[bymsp[i].row] != y[bymsp[i].row];
             if ((double)wrong / (double)(e + 1) <= value) k = e + 1;
             g = e + 1;
           }
@@ -275,17 +319,19 @@ START_TEST(test_calibrated_coverage_is_exact) {
           while (k < N && desc[k] == desc[k - 1]) ++k;
           if (k == (int64_t)ceil(value * N - 1e-9)) ++exact_k;
         }
+        ++cases;
         const double tau = desc[k - 1];
         int64_t want_exit = 0;
         if (rule == EFFML_CASCADE_EXIT_THRESHOLD) {
-          want_exit = k;
-        } else { /* numpy quantiles of the routing scores around tau's percentile rank */
+          for (int64_t i = 0; i < N; ++i) want_exit += want[i] = msp[i] >= tau;
+          ck_assert_int_eq(want_exit, k);
+        } else { /* numpy quantiles of the exact MSPs around tau's percentile rank */
           int64_t below = 0, upto = 0;
           for (int64_t i = 0; i < N; ++i) {
-            below += rho[i] < tau;
-            upto += rho[i] <= tau;
+            below += msp[i] < tau;
+            upto += msp[i] <= tau;
           }
-          const double q = (double)(below + upto + (below < upto)) * (50.0 / N) / 100.0;
+          const double q = (double)(below + upto + (below < upto)) * (50.0 / (double)N) / 100.0;
           double lim[2], qq[2] = {q - 0.1 < 0.0 ? 0.0 : q - 0.1, q + 0.1 > 1.0 ? 1.0 : q + 0.1};
           for (int h = 0; h < 2; ++h) {
             const double v = (double)(N - 1) * qq[h], fl = floor(v);
@@ -294,7 +340,7 @@ START_TEST(test_calibrated_coverage_is_exact) {
             const double t = v - fl, d = hi - lo;
             lim[h] = i0 >= N - 1 ? desc[0] : t >= 0.5 ? hi - d * (1.0 - t) : lo + d * t;
           }
-          for (int64_t i = 0; i < N; ++i) want_exit += rho[i] < lim[0] || rho[i] > lim[1];
+          for (int64_t i = 0; i < N; ++i) want_exit += want[i] = msp[i] < lim[0] || msp[i] > lim[1];
         }
         effml_cascade_options opt;
         effml_cascade_options_init(&opt);
@@ -315,33 +361,130 @@ START_TEST(test_calibrated_coverage_is_exact) {
         for (int32_t threads = 1; threads <= 2; ++threads)
           for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level();
                isa = isa < effml_core_isa_level() ? effml_core_isa_level() : isa + 1)
-            for (int with_score = 0; with_score < 2; ++with_score) {
+            for (int outputs = 0; outputs < 3; ++outputs) { /* routing only; + score; + probs (exact path) */
               ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
               ck_assert_int_eq(effml_context_set_isa_level(ctx, isa), EFFML_OK);
-              ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N, NULL, pred, with_score ? score : NULL,
-                                                 stage, NULL),
+              ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N, NULL, pred, outputs ? score : NULL,
+                                                 stage, outputs == 2 ? probs : NULL),
                                EFFML_OK);
               ck_assert_msg(effml_cascade_workspace_exit_count(ws, 0) == want_exit,
-                            "rule %d target %d value %g (threads %d, isa %d, score %d): %lld exit "
-                            "at stage 0, promised %lld",
-                            (int)rule, (int)target, value, (int)threads, (int)isa, with_score,
+                            "data %d rule %d target %d value %g (threads %d, isa %d, outputs %d): "
+                            "%lld exit at stage 0, promised %lld",
+                            data, (int)rule, (int)target, value, (int)threads, (int)isa, outputs,
                             (long long)effml_cascade_workspace_exit_count(ws, 0), (long long)want_exit);
               const int32_t *st = effml_tensor_data(stage);
-              int64_t at0 = 0;
-              for (int64_t i = 0; i < N; ++i) at0 += st[i] == 0;
-              ck_assert_int_eq(at0, want_exit);
+              for (int64_t i = 0; i < N; ++i) /* ck_assert only on failure: each one is a syscall */
+                if ((st[i] == 0) != want[i])
+                  ck_abort_msg(
+                              "data %d rule %d value %g outputs %d: sample %lld (MSP %.17g) exit "
+                              "stage %d", data, (int)rule, value, outputs, (long long)i, msp[i],
+                              (int)st[i]);
             }
         effml_cascade_workspace_free(ws);
         effml_cascade_free(c);
       }
-  ck_assert_int_ge(exact_k, 10); /* most coverage targets fall on no tie: exactly ceil(c N) */
-  free(rho);
+  /* most coverage targets fall on no tie: exactly ceil(c N); all of them on data set 2 */
+  if (data == 0) ck_assert_int_ge(exact_k, 12);
+  if (data == 2) ck_assert_int_eq(exact_k, cases);
+  free(msp);
   free(desc);
-  free(rpred);
-  free(byrho);
-  effml_tensor *all[] = {x0, x1, lab, pred, stage, score};
-  for (int i = 0; i < 6; ++i) effml_tensor_free(all[i]);
+  free(mpred);
+  free(bymsp);
+  free(want);
+  effml_tensor *all[] = {x0, x1, lab, pred, stage, score, probs};
+  for (int i = 0; i < 7; ++i) effml_tensor_free(all[i]);
   effml_context_free(ctx);
+}
+END_TEST
+
+/* The certified decision: on rows of every scale (logit gaps up to 60, where the MSP is 1
+ * in f64; ties; K from 2 to 100) and bounds taken at the exact MSPs of other rows and their
+ * f64 neighbours, 1 and 1 - 2^-53, every row the cuts decide (effml__route_decide >= 0) is
+ * decided as the exact rule on the exact MSP decides it; the undecided rows stay few.  The
+ * routing score itself is within the stated error of s = sum_{k != arg} e^(x_k) computed in
+ * long double. */
+START_TEST(test_route_cuts_certified) {
+  enum { ROWS = 4000 };
+  static const int64_t Ks[] = {2, 3, 10, 17, 100};
+  uint64_t s = 4242;
+  float *z = malloc(sizeof(float) * ROWS * 100);
+  double *rs = malloc(sizeof(double) * ROWS), *msp = malloc(sizeof(double) * ROWS);
+  int32_t *pred = malloc(sizeof(int32_t) * ROWS);
+  for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ++ki) {
+    const int64_t K = Ks[ki];
+    for (int64_t r = 0; r < ROWS; ++r) {
+      const double scale = r % 4 == 0 ? 30.0 : r % 4 == 1 ? 3.0 : r % 4 == 2 ? 0.1 : 0.0;
+      const double gap = 60.0 * unif(&s);
+      for (int64_t k = 0; k < K; ++k) z[r * K + k] = (float)(scale * gauss(&s));
+      if (r % 4 == 3) z[r * K + (r % K)] = (float)gap; /* one large logit, the rest 0 */
+      if (r % 13 == 5) z[r * K + (K - 1)] = z[r * K]; /* a tie at the maximum, maybe */
+    }
+    effml__stage_block b;
+    memset(&b, 0, sizeof b);
+    b.base = z;
+    b.rs = K;
+    b.cs = 1;
+    b.K = K;
+    b.m = 1;
+    b.route = 1;
+    b.score = rs;
+    b.pred = pred;
+    b.isa = effml_core_isa_level();
+    ck_assert_int_eq(effml__stage_rows(&b, 0, ROWS), -1);
+    const double er = 1e-5 + 2.0 * (double)K * 0x1.0p-24, ea = (double)K * 0x1.0p-120;
+    double worst = 0.0;
+    for (int64_t r = 0; r < ROWS; ++r) {
+      msp[r] = effml__route_exact_msp(&b, r);
+      long double zmax = z[r * K], se = 0.0L;
+      for (int64_t k = 0; k < K; ++k)
+        if (z[r * K + k] > zmax) zmax = z[r * K + k];
+      int64_t first = -1;
+      for (int64_t k = 0; k < K; ++k) {
+        if (first < 0 && z[r * K + k] == zmax) { /* the first maximum is left out */
+          first = k;
+          continue;
+        }
+        se += expl((long double)z[r * K + k] - zmax);
+      }
+      const double err = fabs(rs[r] - (double)se);
+      if (!(err <= er * (double)se + ea)) ck_abort_msg("K %lld row %lld: s~ %.9g, s %.9Lg", (long long)K,
+                    (long long)r, rs[r], se);
+      if (se > 1e-30L && err / (double)se > worst) worst = err / (double)se;
+      if (pred[r] != (int32_t)first) ck_abort_msg("K %lld row %lld: argmax %d, first maximum %lld", (long long)K, (long long)r, (int)pred[r], (long long)first);
+    }
+    ck_assert_msg(worst < 0.5 * er, "K %lld: relative error %.3g vs stated %.3g", (long long)K, worst, er);
+    int64_t undecided = 0, decided = 0;
+    for (int64_t t = 0; t < 200; ++t) {
+      const double base = msp[(t * 7919) % ROWS];
+      const double vs[4] = {base, nextafter(base, 0.0), nextafter(base, 2.0), t % 2 ? 1.0 : 1.0 - 0x1.0p-53};
+      for (int vi = 0; vi < 4; ++vi)
+        for (int32_t rule = EFFML_CASCADE_EXIT_THRESHOLD; rule <= EFFML_CASCADE_EXIT_WINDOW; ++rule) {
+          const double lo = vs[vi], hi = rule == EFFML_CASCADE_EXIT_WINDOW ? msp[(t * 104729 + 3) % ROWS] : INFINITY;
+          effml__route_cuts cuts;
+          effml__route_cuts_init(&cuts, rule, lo < hi ? lo : hi, lo < hi ? hi : lo, K);
+          for (int64_t r = 0; r < ROWS; ++r) {
+            const int d = effml__route_decide(&cuts, rs[r]);
+            if (d < 0) {
+              ++undecided;
+              continue;
+            }
+            ++decided;
+            if (d != effml__route_exit_exact(&cuts, msp[r]))
+              ck_abort_msg(
+                          "K %lld rule %d [%.17g, %.17g]: row %lld s~ %.9g MSP %.17g decided %d",
+                          (long long)K, (int)rule, cuts.a, cuts.b, (long long)r, rs[r], msp[r], d);
+          }
+        }
+    }
+    /* the bounds sit on rows, so each cut leaves the rows within ~1e-5 (relatively, in s) of
+     * its bound undecided, and a bound at 1 those with s in [2^-54, ~(4K + 16) 2^-53] */
+    ck_assert_msg(undecided < decided / 20, "K %lld: %lld undecided of %lld", (long long)K,
+                  (long long)undecided, (long long)(decided + undecided));
+  }
+  free(z);
+  free(rs);
+  free(msp);
+  free(pred);
 }
 END_TEST
 
@@ -404,7 +547,8 @@ int main(void) {
   TCase *tc = tcase_create("route");
   tcase_add_test(tc, test_route_kernels_bit_identical);
   tcase_add_test(tc, test_tail_bound_and_exact_argmax);
-  tcase_add_test(tc, test_calibrated_coverage_is_exact);
+  tcase_add_loop_test(tc, test_calibrated_coverage_is_exact, 0, 3);
+  tcase_add_test(tc, test_route_cuts_certified);
   tcase_add_test(tc, test_fused_exit_threads);
   suite_add_tcase(su, tc);
   return tu_run(su) ? 1 : 0;

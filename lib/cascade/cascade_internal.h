@@ -18,8 +18,7 @@ typedef struct effml__cascade_stage {
   double a, b;                /* threshold (a) or window [a, b] */
   double tau;                 /* calibrated task threshold, NaN if none */
   double *cal;                /* NULL, or [2K] probability calibration z' = cal[k] z + cal[K + k] */
-  int32_t route;              /* 1: exits decided on the routing score with (ra, rb) */
-  double ra, rb;              /* the rule's bounds in routing-score space */
+  int32_t route;              /* 1: exits decided on the routing score (calibrated rule) */
 } effml__cascade_stage;
 
 struct effml_cascade {
@@ -94,17 +93,43 @@ EFFML__HIDDEN int64_t effml__stage_rows(const effml__stage_block *b, int64_t beg
 EFFML__HIDDEN void effml__probs_score(const double *psum, int64_t K, double scale,
                                       int32_t score_kind, double *score, int32_t *pred);
 
-/* Routing score of one row of K logits (z as doubles): the maximum softmax probability
- * computed in f32 with a short exp polynomial, 1 / sum_k exp(z_k - max z).  Within about
- * 1e-6 of the exact MSP and, being one fixed function, the same number wherever it is
- * computed: threshold selection and the router both use it.  *arg receives the first
- * maximal logit's index.  Returns a negative value for a non-finite logit. */
+/* Routing score of one row of K logits (z as doubles): s = sum_{k != arg} exp(z_k - max z)
+ * computed in f32 with a short exp polynomial (arg: the first maximal logit; the MSP is
+ * 1 / (1 + s), so s decreases strictly with it and does not saturate where the MSP rounds
+ * to 1).  Relative error below ROUTE_ER (scores.c) plus a K 2^-120 floor; one fixed function,
+ * the same number wherever it is computed.  *arg receives arg.  Returns a negative value for
+ * a non-finite logit. */
 EFFML__HIDDEN double effml__route_score(const double *z, int64_t K, int32_t *arg);
+/* The exact path's exit rule in routing-score space, certified (derivation in scores.c):
+ * s~ < ge_a: MSP >= a for sure; s~ > lt_a: MSP < a for sure; s~ < gt_b: MSP > b for sure;
+ * s~ > le_b: MSP <= b for sure (MSP: the exact path's f64 score).  A row the cuts leave
+ * undecided is decided on its exact MSP (effml__route_exact_msp), so the exits are always
+ * the exact path's. */
+typedef struct effml__route_cuts {
+  int32_t threshold; /* 1: exit iff MSP >= a; 0 (window): exit iff MSP < a or MSP > b */
+  double a, b;
+  double ge_a, lt_a, gt_b, le_b;
+} effml__route_cuts;
+EFFML__HIDDEN void effml__route_cuts_init(effml__route_cuts *c, int32_t rule, double a, double b,
+                                          int64_t K);
+/* 1: exits, 0: goes on, -1: undecided by s~ (decide on the exact MSP). */
+static inline int effml__route_decide(const effml__route_cuts *c, double s) {
+  if (c->threshold) return s < c->ge_a ? 1 : s > c->lt_a ? 0 : -1;
+  if (s > c->lt_a || s < c->gt_b) return 1;
+  return s < c->ge_a && s > c->le_b ? 0 : -1;
+}
+/* The exact path's rule on the exact MSP. */
+static inline int effml__route_exit_exact(const effml__route_cuts *c, double msp) {
+  return c->threshold ? msp >= c->a : (msp < c->a || msp > c->b);
+}
 /* Exact softmax of one row (z as doubles) into p[K] (f64, the stage kernel's arithmetic);
  * returns the maximum probability (the exact MSP). */
 EFFML__HIDDEN double effml__softmax_row(const double *z, int64_t K, double *p);
 /* Row r of a stage block's logits as doubles into zb[K]. */
 EFFML__HIDDEN void effml__load_row(const effml__stage_block *b, int64_t r, double *zb);
+/* The exact path's MSP of logits row r of a stage block (K <= 256): effml__load_row, then
+ * effml__softmax_row (the stage kernel's arithmetic, bit for bit). */
+EFFML__HIDDEN double effml__route_exact_msp(const effml__stage_block *b, int64_t r);
 
 /* The last stage's prediction when a run is asked only for pred and exit_stage (the
  * routing-only path): argmax over classes of q_k = sum over the members of their softmax

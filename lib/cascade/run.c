@@ -163,9 +163,9 @@ static effml_status prepare_run(effml_context *ctx, const effml_cascade *c,
 typedef struct {
   const effml__stage_block *b;
   effml_cascade_workspace *ws;
-  int32_t m, threshold;
+  int32_t m;
   int32_t identity; /* stage 0 of precomputed logits: row j is sample j, ws->rows unset */
-  double ra, rb;
+  effml__route_cuts cuts;
   int64_t begin[64], kept[64], bad[64];
 } route_job;
 
@@ -195,9 +195,10 @@ static void route_job_fn(void *arg, int64_t begin, int64_t end, int32_t worker) 
       return;
     }
     for (int64_t j = j0; j < j1; ++j) {
-      const double rho = sc[j - j0];
-      const int ex = job->threshold ? rho >= job->ra : (rho < job->ra || rho > job->rb);
+      int ex = effml__route_decide(&job->cuts, sc[j - j0]);
       const int64_t r = job->identity ? j : ws->rows[j];
+      if (ex < 0) /* near a bound: the exact MSP decides (logits row r, or j: compact/identity) */
+        ex = effml__route_exit_exact(&job->cuts, effml__route_exact_msp(b, b->row_index ? r : j));
       if (ex) {
         ws->out_pred[r] = pr[j - j0];
         ws->out_stage[r] = job->m;
@@ -219,11 +220,9 @@ static effml_status route_exits(effml_context *ctx, const effml_cascade *c,
   job.b = b;
   job.ws = ws;
   job.m = m;
-  job.threshold = s->rule == EFFML_CASCADE_EXIT_THRESHOLD;
   job.identity = m == 0 && !s->fn;
   if (job.identity) b->row_index = NULL;
-  job.ra = s->ra;
-  job.rb = s->rb;
+  effml__route_cuts_init(&job.cuts, s->rule, s->a, s->b, c->num_classes);
   for (int i = 0; i < 64; ++i) {
     job.kept[i] = -1;
     job.bad[i] = -1;
@@ -295,14 +294,15 @@ static int64_t exit_routed(const effml_cascade *c, effml_cascade_workspace *ws, 
   const int keep_probs = c->aggregation == EFFML_CASCADE_AGG_MEAN && !defer;
   const int save = defer && c->aggregation == EFFML_CASCADE_AGG_MEAN && s->fn;
   double zb[256];
+  effml__route_cuts cuts;
+  effml__route_cuts_init(&cuts, s->rule, s->a, s->b, K);
   int64_t w = 0;
   for (int64_t j = 0; j < n_act; ++j) {
-    const double rho = ws->score_c[j];
-    const int ex = s->rule == EFFML_CASCADE_EXIT_THRESHOLD ? rho >= s->ra
-                                                            : (rho < s->ra || rho > s->rb);
+    int ex = effml__route_decide(&cuts, ws->score_c[j]);
     const int64_t r = ws->rows[j];
     /* the logits row: compact callback buffer row j, or precomputed row r */
     const int64_t lr = s->fn ? j : r;
+    if (ex < 0) ex = effml__route_exit_exact(&cuts, effml__route_exact_msp(b, lr));
     if (ex) {
       ws->out_pred[r] = ws->pred_c[j];
       ws->out_stage[r] = m;

@@ -53,12 +53,14 @@ void effml__probs_score(const double *psum, int64_t K, double scale, int32_t sco
 
 static inline void load_row(const effml__stage_block *b, int64_t r, double *zb);
 
-/* sum_k exp(z_k - zmax) in f32 for the routing score.  exp(x), x <= 0: x = n ln2 + t with
- * |t| <= ln2/2 (two-part ln2), a degree-6 Taylor polynomial in t (relative error below
- * 2e-7), times 2^n assembled in the exponent bits; x is clamped at -87 (exp < 2^-125).
- * Four lanes accumulate classes k = l (mod 4); the total is (l0 + l2) + (l1 + l3).  The
- * SSE2 and the portable versions perform the same operations in the same order, so the
- * score is the same number wherever it is computed. */
+/* The routing score s = sum_{k != arg} exp(z_k - zmax) in f32 (arg: the first maximal logit;
+ * MSP = 1 / (1 + s), so s decreases strictly with the MSP and keeps full relative precision
+ * where the MSP rounds to 1).  exp(x), x <= 0: x = n ln2 + t with |t| <= ln2/2 (two-part
+ * ln2), a degree-6 Taylor polynomial in t (relative error below 1e-6 with the roundings),
+ * times 2^n assembled in the exponent bits; x is clamped at -87 (exp < 2^-125).  Four lanes
+ * accumulate classes k = l (mod 4) (class arg adds an exact 0); the total is
+ * (l0 + l2) + (l1 + l3).  The SSE2 and the portable versions perform the same operations in
+ * the same order, so the score is the same number wherever it is computed. */
 /* One lane of the same exp (used by the portable kernels). */
 static inline float route_exp1(float x) {
   const float v = x < -87.0f ? -87.0f : x;
@@ -95,17 +97,24 @@ static inline __m128 route_exp4(__m128 x) {
   p = _mm_add_ps(_mm_mul_ps(p, t), _mm_set1_ps(1.0f));
   return _mm_mul_ps(p, _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(ni, _mm_set1_epi32(127)), 23)));
 }
-static float route_sum_exp(const float *z, int64_t K, float zmax) {
+static float route_sum_exp(const float *z, int64_t K, float zmax, int64_t arg) {
+  static const uint32_t drop[4][4] = {{0, ~0u, ~0u, ~0u}, {~0u, 0, ~0u, ~0u},
+                                      {~0u, ~0u, 0, ~0u}, {~0u, ~0u, ~0u, 0}};
   const __m128 m = _mm_set1_ps(zmax);
   __m128 acc = _mm_setzero_ps();
   int64_t k0 = 0;
-  for (; k0 + 4 <= K; k0 += 4) acc = _mm_add_ps(acc, route_exp4(_mm_sub_ps(_mm_loadu_ps(z + k0), m)));
-  if (k0 < K) { /* the last 1-3 classes; the other lanes add exactly 0 */
+  for (; k0 + 4 <= K; k0 += 4) {
+    __m128 e = route_exp4(_mm_sub_ps(_mm_loadu_ps(z + k0), m));
+    if ((uint64_t)(arg - k0) < 4u) /* the argmax's term is left out: an exact 0 */
+      e = _mm_and_ps(e, _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)(const void *)drop[arg - k0])));
+    acc = _mm_add_ps(acc, e);
+  }
+  if (k0 < K) { /* the last 1-3 classes; the other lanes (and the argmax) add exactly 0 */
     float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     uint32_t keep[4] = {0, 0, 0, 0};
     for (int64_t k = k0; k < K; ++k) {
       x[k - k0] = z[k] - zmax;
-      keep[k - k0] = 0xFFFFFFFFu;
+      keep[k - k0] = k == arg ? 0u : 0xFFFFFFFFu;
     }
     __m128 e = route_exp4(_mm_loadu_ps(x));
     e = _mm_and_ps(e, _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)(const void *)keep)));
@@ -115,9 +124,9 @@ static float route_sum_exp(const float *z, int64_t K, float zmax) {
   return _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 #else
-static float route_sum_exp(const float *z, int64_t K, float zmax) {
+static float route_sum_exp(const float *z, int64_t K, float zmax, int64_t arg) {
   float lane[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t k = 0; k < K; ++k) lane[k & 3] += route_exp1(z[k] - zmax);
+  for (int64_t k = 0; k < K; ++k) lane[k & 3] += k == arg ? 0.0f : route_exp1(z[k] - zmax);
   return (lane[0] + lane[2]) + (lane[1] + lane[3]);
 }
 #endif
@@ -158,13 +167,14 @@ __attribute__((target("avx512f"))) static double route_score_f32_avx512(const fl
   const __mmask16 at = _mm512_mask_cmp_ps_mask(km, v, _mm512_set1_ps(zmax), _CMP_EQ_OQ);
   *arg = at ? (int32_t)__builtin_ctz((unsigned)at) : 0;
   if (_mm512_mask_cmp_ps_mask(km, d, _mm512_setzero_ps(), _CMP_NEQ_UQ)) return -1.0;
-  const __m512 e = _mm512_maskz_mov_ps(km, route_exp16(_mm512_sub_ps(v, _mm512_set1_ps(zmax))));
+  const __m512 e = _mm512_maskz_mov_ps((__mmask16)(km & ~(1u << *arg)),
+                                       route_exp16(_mm512_sub_ps(v, _mm512_set1_ps(zmax))));
   __m128 acc = _mm512_castps512_ps128(e);
   acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 1));
   acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 2));
   acc = _mm_add_ps(acc, _mm512_extractf32x4_ps(e, 3));
   const __m128 h = _mm_add_ps(acc, _mm_movehl_ps(acc, acc)); /* l0 + l2, l1 + l3 */
-  return (double)(1.0f / _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1))));
+  return (double)_mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
 }
 /* z[k] (k < K <= 16) = class k of rows j .. j+15, one row per lane: the 16 rows are read
  * with masked contiguous loads (row l of base + (row_index ? row_index[j + l] : j + l) * rs)
@@ -204,7 +214,7 @@ __attribute__((target("avx512f"))) static inline void load16_transposed(
 /* The routing scores of 16 rows at once, one row per lane (K <= 16, raw f32 logits with
  * contiguous classes): per lane exactly route_score_f32's operations in its order (first
  * maximum by strict >, the four partial sums of classes k = l (mod 4) from 0, then
- * (s0 + s2) + (s1 + s3), 1 / sum in f32), so bit-identical to it.  Rows [begin, end) in
+ * (s0 + s2) + (s1 + s3), the argmax's term an exact 0), so bit-identical to it.  Rows [begin, end) in
  * blocks of 16; returns the first row not done (the caller finishes the rest row by row).
  * A row with a non-finite logit gets score -1. */
 __attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effml__stage_block *b,
@@ -222,25 +232,29 @@ __attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effm
       zmax = _mm512_mask_mov_ps(zmax, gt, z[k]);
       arg = _mm512_mask_mov_epi32(arg, gt, _mm512_set1_epi32((int32_t)k));
     }
-    /* four named accumulators (an array indexed by k & 3 would live in memory) */
+    /* four named accumulators (an array indexed by k & 3 would live in memory); the
+     * argmax's lanes skip the add (the same sum as adding an exact 0) */
+#define ACC(a, k)                                                                      \
+  a = _mm512_mask_add_ps(a, _mm512_cmpneq_epi32_mask(arg, _mm512_set1_epi32((int32_t)(k))), a, \
+                         route_exp16(_mm512_sub_ps(z[k], zmax)))
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t k = 0;
     for (; k + 4 <= K; k += 4) {
-      a0 = _mm512_add_ps(a0, route_exp16(_mm512_sub_ps(z[k], zmax)));
-      a1 = _mm512_add_ps(a1, route_exp16(_mm512_sub_ps(z[k + 1], zmax)));
-      a2 = _mm512_add_ps(a2, route_exp16(_mm512_sub_ps(z[k + 2], zmax)));
-      a3 = _mm512_add_ps(a3, route_exp16(_mm512_sub_ps(z[k + 3], zmax)));
+      ACC(a0, k);
+      ACC(a1, k + 1);
+      ACC(a2, k + 2);
+      ACC(a3, k + 3);
     }
-    if (k < K) a0 = _mm512_add_ps(a0, route_exp16(_mm512_sub_ps(z[k], zmax)));
-    if (k + 1 < K) a1 = _mm512_add_ps(a1, route_exp16(_mm512_sub_ps(z[k + 1], zmax)));
-    if (k + 2 < K) a2 = _mm512_add_ps(a2, route_exp16(_mm512_sub_ps(z[k + 2], zmax)));
-    const __m512 sum = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
-    __m512 rho = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
-    rho = _mm512_mask_mov_ps(rho, _mm512_cmp_ps_mask(fin, _mm512_setzero_ps(), _CMP_NEQ_UQ),
+    if (k < K) ACC(a0, k);
+    if (k + 1 < K) ACC(a1, k + 1);
+    if (k + 2 < K) ACC(a2, k + 2);
+#undef ACC
+    __m512 sv = _mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3));
+    sv = _mm512_mask_mov_ps(sv, _mm512_cmp_ps_mask(fin, _mm512_setzero_ps(), _CMP_NEQ_UQ),
                              _mm512_set1_ps(-1.0f));
-    _mm512_storeu_pd(b->score + j0, _mm512_cvtps_pd(_mm512_castps512_ps256(rho)));
+    _mm512_storeu_pd(b->score + j0, _mm512_cvtps_pd(_mm512_castps512_ps256(sv)));
     _mm512_storeu_pd(b->score + j0 + 8,
-                     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(rho), 1))));
+                     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sv), 1))));
     _mm512_storeu_si512((void *)(b->pred + j0), arg);
   }
   return j0;
@@ -261,7 +275,7 @@ static double route_score_f32(const float *z, int64_t K, int32_t *arg) {
   }
   *arg = (int32_t)a;
   if (fin != 0.0f) return -1.0;
-  return (double)(1.0f / route_sum_exp(z, K, zmax));
+  return (double)route_sum_exp(z, K, zmax, a);
 }
 
 double effml__route_score(const double *z, int64_t K, int32_t *arg) {
@@ -278,9 +292,79 @@ double effml__route_score(const double *z, int64_t K, int32_t *arg) {
   *arg = (int32_t)a;
   if (!finite) return -1.0;
   float zf[256];
-  for (int64_t k = 0; k < K; ++k) zf[k] = (float)z[k];
+  int f32 = 1; /* logits that are f32 values (widened): the raw f32 kernel's very number */
+  for (int64_t k = 0; k < K; ++k) f32 &= (double)(zf[k] = (float)z[k]) == z[k];
   int32_t unused;
-  return route_score_f32(zf, K, &unused); /* argmax stays the f64 one */
+  if (f32) return route_score_f32(zf, K, &unused); /* argmax stays the f64 one */
+  /* other values (f64 or calibrated logits): x_k = z_k - zmax in f64, then rounded to f32
+   * (relative error 2^-24 + 2^-53 in x, as the f32 subtraction's 2^-24) */
+  for (int64_t k = 0; k < K; ++k) zf[k] = (float)(z[k] - zmax);
+  return (double)route_sum_exp(zf, K, 0.0f, a);
+}
+
+/* ---- the exit decision on the routing score (effml__route_cuts) ----
+ *
+ * The exact path exits on the MSP computed in f64 (stage_row: p_k = exp(z_k - zmax) * (1 /
+ * sum), libm exp, summed in class order; its maximum is fl(1 / fl(sum))).  The router decides
+ * the same comparisons from the f32 routing score s~ where that is certain, and computes the
+ * exact MSP where it is not.  With s = sum_{k != arg} e^(x_k) (x_k = z_k - zmax, real):
+ *  - s~: each term's relative error is at most 1e-6 (the polynomial and its roundings) plus
+ *    87 (2^-24 + 2^-53) (the rounded argument, |x| <= 87 above the clamp); terms below the
+ *    clamp, subnormal results and their sums are off by at most 2^-120 each; the f32 sum of
+ *    K - 1 terms adds (K - 1) 2^-24.  So |s~ - s| <= er s + ea with er = 1e-5 + 2 K 2^-24 and
+ *    ea = K 2^-120.
+ *  - the f64 MSP: libm exp (< 1 ulp), the rounded argument (at most 2^-53 / e absolutely a
+ *    term), the K - 1 additions and the division give MSP64 = (1 + th) / (1 + s) with
+ *    |th| <= (3.4 K + 1) 2^-53 < eta = (4 K + 16) 2^-53.
+ *  - if s < 2^-54, every term and every partial sum of them is below half an ulp of 1, so
+ *    the f64 sum is exactly 1 and MSP64 is exactly 1.
+ * Cut values in s~ follow (cut_ge, cut_lt), each moved outwards by the f64 rounding of its
+ * own computation (relative 2^-50 and (2 + 3c) 2^-53 absolutely). */
+#define ROUTE_ER(K) (1e-5 + 2.0 * (double)(K) * 0x1.0p-24)
+#define ROUTE_EA(K) ((double)(K) * 0x1.0p-120)
+#define ROUTE_ETA(K) ((4.0 * (double)(K) + 16.0) * 0x1.0p-53)
+
+/* L such that s~ < L implies MSP64 >= v (strict = 0) or MSP64 > v (strict = 1). */
+static double cut_ge(double v, int strict, int64_t K) {
+  if (isnan(v)) return -INFINITY;
+  if (v <= 0.0) return INFINITY; /* MSP64 >= 1/K > 0 */
+  const double er = ROUTE_ER(K), ea = ROUTE_EA(K), eta = ROUTE_ETA(K);
+  double L = -INFINITY;
+  if (strict ? v < 1.0 : v <= 1.0) L = 0x1.0p-54 * (1.0 - er) - ea; /* MSP64 == 1 exactly */
+  double c = (1.0 - eta) / v - 1.0; /* need s < c (from above: s <= (s~ + ea) / (1 - er)) */
+  c -= (2.0 + 3.0 * fabs(c)) * 0x1.0p-53;
+  if (c > 0.0) {
+    double L1 = c * (1.0 - er) - ea;
+    L1 *= L1 > 0.0 ? 1.0 - 0x1.0p-50 : 1.0 + 0x1.0p-50;
+    if (L1 > L) L = L1;
+  }
+  return L;
+}
+
+/* H such that s~ > H implies MSP64 < v (le = 0) or MSP64 <= v (le = 1). */
+static double cut_lt(double v, int le, int64_t K) {
+  if (isnan(v) || v <= 0.0) return INFINITY; /* never certain */
+  if (v > 1.0 || (le && v >= 1.0)) return -INFINITY; /* MSP64 <= 1 always */
+  const double er = ROUTE_ER(K), ea = ROUTE_EA(K), eta = ROUTE_ETA(K);
+  double c = (1.0 + eta) / v - 1.0; /* need s > c (from below: s >= (s~ - ea) / (1 + er)) */
+  c += (2.0 + 3.0 * fabs(c)) * 0x1.0p-53;
+  return (c * (1.0 + er) + ea) * (1.0 + 0x1.0p-50);
+}
+
+void effml__route_cuts_init(effml__route_cuts *c, int32_t rule, double a, double b, int64_t K) {
+  c->threshold = rule == EFFML_CASCADE_EXIT_THRESHOLD;
+  c->a = a;
+  c->b = b;
+  c->ge_a = cut_ge(a, 0, K);
+  c->lt_a = cut_lt(a, 0, K);
+  c->gt_b = c->threshold ? -INFINITY : cut_ge(b, 1, K);
+  c->le_b = c->threshold ? INFINITY : cut_lt(b, 1, K);
+}
+
+double effml__route_exact_msp(const effml__stage_block *b, int64_t r) {
+  double zb[256], p[256];
+  load_row(b, r, zb);
+  return effml__softmax_row(zb, b->K, p);
 }
 
 double effml__softmax_row(const double *z, int64_t K, double *p) {

@@ -48,8 +48,7 @@ static double percentile_rank(const double *a, int64_t n, double x) {
 typedef struct {
   int32_t rule;
   double a, b, tau;
-  int32_t route;   /* 1: ra, rb hold the rule in routing-score space */
-  double ra, rb;
+  int32_t route;   /* 1: the stage routes on the routing score */
 } stage_rule;
 
 /* tau and the rule of one stage from its validation scores and predictions. */
@@ -160,10 +159,10 @@ static effml_status check_val_logits(effml_context *ctx, int32_t M, int64_t K, i
   return EFFML_OK;
 }
 
-/* Scratch of the stage fits: running sums, exact and routing scores/predictions. */
+/* Scratch of the stage fits: running sums, scores and predictions. */
 typedef struct {
-  double *acc, *sacc, *sc, *rsc;
-  int32_t *pr, *rpr;
+  double *acc, *sacc, *sc;
+  int32_t *pr;
 } fit_scratch;
 
 /* The rules of stages 0..M-2: stage m's validation scores accumulate member by member,
@@ -191,20 +190,10 @@ static effml_status fit_stages(effml_context *ctx, const effml_cascade *cascade,
     snprintf(name, sizeof name, "val_logits[%d]", (int)m);
     EFFML__TRY(effml__stage_tensor(ctx, &b, val_logits[m], n, name));
     EFFML__TRY(fit_stage(ctx, m, w->sc, w->pr, labels, n, o, &rules[m]));
-    /* A one-member MSP stage routes on the routing score (effml__route_score): its rule
-     * is selected again on that same score, so the router selects exactly the validation
-     * coverage the target asks for.  The exact-score rule is what get_exit_rule reports. */
-    if (effml__cascade_routes(cascade, m)) {
-      stage_rule rr;
-      b.route = 1;
-      b.score = w->rsc;
-      b.pred = w->rpr;
-      EFFML__TRY(effml__stage_tensor(ctx, &b, val_logits[m], n, name));
-      EFFML__TRY(fit_stage(ctx, m, w->rsc, w->rpr, labels, n, o, &rr));
-      rules[m].route = 1;
-      rules[m].ra = rr.a;
-      rules[m].rb = rr.b;
-    }
+    /* A one-member MSP stage routes on the routing score (effml__route_score): the router
+     * decides this very rule on it where that is certain and on the exact MSP elsewhere
+     * (effml__route_cuts), so its exits are the exact path's. */
+    rules[m].route = effml__cascade_routes(cascade, m);
   }
   return EFFML_OK;
 }
@@ -244,11 +233,9 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
   w.sacc = effml__malloc(ctx, (size_t)n * sizeof(double));
   w.sc = effml__malloc(ctx, (size_t)n * sizeof(double));
   w.pr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
-  w.rsc = effml__malloc(ctx, (size_t)n * sizeof(double));
-  w.rpr = effml__malloc(ctx, (size_t)n * sizeof(int32_t));
   stage_rule *rules = effml__calloc(ctx, (size_t)M, sizeof(stage_rule));
   effml_status st = EFFML_OK;
-  if (!w.acc || !w.sacc || !w.sc || !w.pr || !rules || !w.rsc || !w.rpr)
+  if (!w.acc || !w.sacc || !w.sc || !w.pr || !rules)
     st = effml__err(ctx, EFFML_E_NOMEM, "calibrate: out of memory for %lld samples", (long long)n);
   if (st == EFFML_OK) st = fit_stages(ctx, cascade, val_logits, labels, n, &o, &w, rules);
   if (st == EFFML_OK)
@@ -258,16 +245,12 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
       cascade->stages[m].b = rules[m].b;
       cascade->stages[m].tau = rules[m].tau;
       cascade->stages[m].route = rules[m].route;
-      cascade->stages[m].ra = rules[m].ra;
-      cascade->stages[m].rb = rules[m].rb;
     }
   effml__free(ctx, labels);
   effml__free(ctx, w.acc);
   effml__free(ctx, w.sacc);
   effml__free(ctx, w.sc);
   effml__free(ctx, w.pr);
-  effml__free(ctx, w.rsc);
-  effml__free(ctx, w.rpr);
   effml__free(ctx, rules);
   return st;
 }
