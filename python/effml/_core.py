@@ -62,10 +62,11 @@ class Context:
     for the calling thread's default context.
     """
 
-    __slots__ = ("_h", "__weakref__")
+    __slots__ = ("_h", "_freed_by_owner", "__weakref__")
 
     def __init__(self, num_threads=1, seed=0):
         self._h = None
+        self._freed_by_owner = False
         opt = ContextOptions()
         _lib.fn("effml_context_options_init")(byref(opt))
         opt.num_threads = c_int(num_threads, "num_threads", "int32")
@@ -113,6 +114,12 @@ class Context:
             _lib.fn("effml_context_free")(h)
 
     def __del__(self):
+        # _freed_by_owner: set by an object that owns this context and frees it after its own
+        # C object; this finalizer then leaves it alone (in a reference cycle Python runs the
+        # finalizers in any order, and a context freed before the object made from it is a
+        # use after free)
+        if getattr(self, "_freed_by_owner", False):
+            return
         try:
             self.close()
         except Exception:  # interpreter shutdown

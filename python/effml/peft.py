@@ -546,6 +546,7 @@ class AdapterLayer:
 
     def __init__(self, ctx, handle, module):
         self._ctx, self._h, self.module = ctx, handle, module
+        ctx._freed_by_owner = True  # close() frees it after the layer, in that order
         self._train_keep = None  # a TRAIN forward borrows x and y until the next forward
         L = _lib.fn
         self.kind = L("effml_layer_kind")(handle).decode()
@@ -665,6 +666,8 @@ class AdapterLayer:
         if h:
             _lib.fn("effml_layer_free")(h)
         self._release_train()
+        if h:
+            self._ctx.close()
 
     def __enter__(self):
         return self
