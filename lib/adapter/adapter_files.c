@@ -52,7 +52,7 @@ static effml_status plan_apply(effml_context *ctx, const plan_item *items, int64
   return EFFML_OK;
 }
 
-static char *join3(effml_context *ctx, const char *a, const char *b, const char *c) {
+char *effml__peft_join3(effml_context *ctx, const char *a, const char *b, const char *c) {
   size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
   char *s = (char *)effml__malloc(ctx, la + lb + lc + 1);
   if (s == NULL) return NULL;
@@ -62,7 +62,7 @@ static char *join3(effml_context *ctx, const char *a, const char *b, const char 
   return s;
 }
 
-static int32_t param_named(effml_layer *l, const char *name) {
+int32_t effml__peft_param_index(const effml_layer *l, const char *name) {
   for (int32_t i = 0; i < l->n_params; ++i)
     if (strcmp(l->params[i].name, name) == 0) return i;
   return -1;
@@ -85,7 +85,7 @@ effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, i
     if (effml_adapter_lora_is_merged(layers[i]))
       return effml__err(ctx, EFFML_E_STATE, "effml_adapter_lora_load_peft: layers[%lld] is merged; unmerge it first", (long long)i);
   }
-  char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
+  char *st_path = effml__peft_join3(ctx, dir, "/", "adapter_model.safetensors");
   plan_item *items = (plan_item *)effml__calloc(ctx, (size_t)(4 * n), sizeof *items);
   double *alphas = (double *)effml__calloc(ctx, (size_t)n, sizeof *alphas);
   effml__peft_cfg *cfg = NULL;
@@ -118,8 +118,9 @@ effml_status effml_adapter_lora_load_peft(effml_context *ctx, const char *dir, i
     static const char *const suffix[4] = {"lora_A.weight", "lora_B.weight", "lora_B.bias", "lora_magnitude_vector"};
     for (int k = 0; s == EFFML_OK && k < 4; ++k) {
       if ((k == 2 && lp->i_bb < 0) || (k == 3 && lp->i_m < 0)) continue;
-      char *key = join3(ctx, module_names[i], ".", suffix[k]);
-      s = key ? plan_add(ctx, st, key, effml_layer_param(l, param_named(l, suffix[k])), items, &count)
+      char *key = effml__peft_join3(ctx, module_names[i], ".", suffix[k]);
+      effml_tensor *dst = effml_layer_param(l, effml__peft_param_index(l, suffix[k]));
+      s = key ? plan_add(ctx, st, key, dst, items, &count)
               : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_load_peft: out of memory");
       effml__free(ctx, key);
     }
@@ -222,8 +223,8 @@ effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, i
   const effml__lora *p0 = effml__lora_impl(layers[0]);
   char **names = (char **)effml__calloc(ctx, (size_t)(4 * n), sizeof *names);
   const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)(4 * n), sizeof *ts);
-  char *st_path = join3(ctx, dir, "/", "adapter_model.safetensors");
-  char *cfg_path = join3(ctx, dir, "/", "adapter_config.json");
+  char *st_path = effml__peft_join3(ctx, dir, "/", "adapter_model.safetensors");
+  char *cfg_path = effml__peft_join3(ctx, dir, "/", "adapter_config.json");
   cJSON *c = cJSON_CreateObject(), *tm = cJSON_CreateArray(), *rp = cJSON_CreateObject(), *ap = cJSON_CreateObject();
   effml_status s = EFFML_OK;
   if (names == NULL || ts == NULL || st_path == NULL || cfg_path == NULL || !c || !tm || !rp || !ap)
@@ -234,8 +235,8 @@ effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, i
     const effml__lora *p = effml__lora_impl(layers[i]);
     for (int j = 0; s == EFFML_OK && j < 4; ++j) {
       if ((j == 2 && p->i_bb < 0) || (j == 3 && p->i_m < 0)) continue;
-      names[k] = join3(ctx, module_names[i], ".", suffix[j]);
-      ts[k] = effml_layer_param(layers[i], param_named(layers[i], suffix[j]));
+      names[k] = effml__peft_join3(ctx, module_names[i], ".", suffix[j]);
+      ts[k] = effml_layer_param(layers[i], effml__peft_param_index(layers[i], suffix[j]));
       if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_lora_save_peft: out of memory");
     }
     /* per-module r / alpha as PEFT's rank_pattern / alpha_pattern (keys: escaped module paths) */
@@ -318,7 +319,7 @@ effml_status effml_adapter_lora_save_peft(effml_context *ctx, const char *dir, i
 
 /* The shared rule value of a block ("phm_rule" entry), or NULL for per-projection rules. */
 static effml_tensor *block_rule(effml_layer *b) {
-  int32_t i = param_named(b, "phm_rule");
+  int32_t i = effml__peft_param_index(b, "phm_rule");
   return i >= 0 ? effml_layer_param(b, i) : NULL;
 }
 
@@ -360,12 +361,12 @@ effml_status effml_adapter_compacter_save_adapterhub(effml_context *ctx, const c
     for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
       const char *pn = blocks[i]->params[j].name;
       if (rule && strcmp(pn, "phm_rule") == 0) continue;
-      names[k] = join3(ctx, prefixes[i], ".", pn);
+      names[k] = effml__peft_join3(ctx, prefixes[i], ".", pn);
       ts[k] = effml_layer_param(blocks[i], j);
       if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
     }
   if (s == EFFML_OK && rule) {
-    names[k] = join3(ctx, phm_rule_key, "", "");
+    names[k] = effml__peft_join3(ctx, phm_rule_key, "", "");
     ts[k] = rule;
     if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_save_adapterhub: out of memory");
   }
@@ -398,7 +399,7 @@ effml_status effml_adapter_compacter_load_adapterhub(effml_context *ctx, const c
     for (int32_t j = 0; s == EFFML_OK && j < blocks[i]->n_params; ++j) {
       const char *pn = blocks[i]->params[j].name;
       if (rule && strcmp(pn, "phm_rule") == 0) continue;
-      char *key = join3(ctx, prefixes[i], ".", pn);
+      char *key = effml__peft_join3(ctx, prefixes[i], ".", pn);
       s = key ? plan_add(ctx, st, key, effml_layer_param(blocks[i], j), items, &count)
               : effml__err(ctx, EFFML_E_NOMEM, "effml_adapter_compacter_load_adapterhub: out of memory");
       effml__free(ctx, key);

@@ -272,6 +272,10 @@ typedef struct effml__peft_cfg {
  * exactly that module (regex metacharacters escaped).  Caller frees with effml__free; NULL when
  * out of memory. */
 EFFML__HIDDEN char *effml__peft_pattern_key(effml_context *ctx, const char *module_name);
+/* a + b + c in one new string (caller frees with effml__free); NULL when out of memory. */
+EFFML__HIDDEN char *effml__peft_join3(effml_context *ctx, const char *a, const char *b, const char *c);
+/* Index of the layer's parameter called `name`, or -1. */
+EFFML__HIDDEN int32_t effml__peft_param_index(const effml_layer *l, const char *name);
 /* Write `text` to `path` (created or truncated).  EFFML_E_IO naming the path on failure. */
 EFFML__HIDDEN effml_status effml__peft_write_text(effml_context *ctx, const char *path,
                                                   const char *text);

@@ -13,22 +13,6 @@
 
 #define FN "effml_adapter_peft_save"
 
-static char *cat3(effml_context *ctx, const char *a, const char *b, const char *c) {
-  size_t la = strlen(a), lb = strlen(b), lc = strlen(c);
-  char *s = (char *)effml__malloc(ctx, la + lb + lc + 1);
-  if (s == NULL) return NULL;
-  memcpy(s, a, la);
-  memcpy(s + la, b, lb);
-  memcpy(s + la + lb, c, lc + 1);
-  return s;
-}
-
-static int32_t param_index(const effml_layer *l, const char *name) {
-  for (int32_t i = 0; i < effml_layer_num_params(l); ++i)
-    if (strcmp(effml_layer_param_name(l, i), name) == 0) return i;
-  return -1;
-}
-
 /* 1 if the first n entries of rows x cols row-major `small` (leading ld_s) equal `big`'s (ld_b). */
 static int leading_equal(const float *small, int64_t ld_s, const float *big, int64_t ld_b, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i)
@@ -117,10 +101,10 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     if (effml_layer_out_features(layers[i]) > effml_layer_out_features(layers[ib])) ib = i;
   }
   for (int64_t i = 0; type == EFFML__PEFT_VERA && i < n; ++i) {
-    const effml_tensor *A = effml_layer_param(layers[i], param_index(layers[i], "vera_A")),
-                       *B = effml_layer_param(layers[i], param_index(layers[i], "vera_B")),
-                       *FA = effml_layer_param(layers[ia], param_index(layers[ia], "vera_A")),
-                       *FB = effml_layer_param(layers[ib], param_index(layers[ib], "vera_B"));
+    const effml_tensor *A = effml_layer_param(layers[i], effml__peft_param_index(layers[i], "vera_A")),
+                       *B = effml_layer_param(layers[i], effml__peft_param_index(layers[i], "vera_B")),
+                       *FA = effml_layer_param(layers[ia], effml__peft_param_index(layers[ia], "vera_A")),
+                       *FB = effml_layer_param(layers[ib], effml__peft_param_index(layers[ib], "vera_B"));
     int64_t r = in0.r, ni = effml_layer_in_features(layers[i]), no = effml_layer_out_features(layers[i]);
     if (!leading_equal(effml_tensor_data_const(A), ni, effml_tensor_data_const(FA),
                        effml_layer_in_features(layers[ia]), r, ni) ||
@@ -141,7 +125,8 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
   int64_t cap = n * np + 2, k = 0;
   char **names = (char **)effml__calloc(ctx, (size_t)cap, sizeof *names);
   const effml_tensor **ts = (const effml_tensor **)effml__calloc(ctx, (size_t)cap, sizeof *ts);
-  char *st_path = cat3(ctx, dir, "/", "adapter_model.safetensors"), *cfg_path = cat3(ctx, dir, "/", "adapter_config.json");
+  char *st_path = effml__peft_join3(ctx, dir, "/", "adapter_model.safetensors");
+  char *cfg_path = effml__peft_join3(ctx, dir, "/", "adapter_config.json");
   cJSON *c = cJSON_CreateObject(), *tm = cJSON_CreateArray(), *ff = cJSON_CreateArray(), *rp = cJSON_CreateObject(),
         *ap = cJSON_CreateObject();
   effml_status s = EFFML_OK;
@@ -149,9 +134,9 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     s = effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
   for (int64_t i = 0; s == EFFML_OK && i < n; ++i) {
     for (int j = 0; s == EFFML_OK && j < np; ++j) {
-      int32_t pi = param_index(layers[i], pn[j]);
+      int32_t pi = effml__peft_param_index(layers[i], pn[j]);
       if (pi < 0) continue; /* LoKr: the full or the factored form */
-      names[k] = cat3(ctx, module_names[i], ".", pn[j]);
+      names[k] = effml__peft_join3(ctx, module_names[i], ".", pn[j]);
       ts[k] = effml_layer_param(layers[i], pi);
       if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
     }
@@ -172,11 +157,11 @@ effml_status effml_adapter_peft_save(effml_context *ctx, const char *dir, int64_
     if (s == EFFML_OK && type == EFFML__PEFT_IA3 && in.feedforward) cJSON_AddItemToArray(ff, cJSON_CreateString(key));
   }
   if (s == EFFML_OK && type == EFFML__PEFT_VERA) {
-    names[k] = cat3(ctx, "base_model", ".", "vera_A");
-    ts[k] = effml_layer_param(layers[ia], param_index(layers[ia], "vera_A"));
+    names[k] = effml__peft_join3(ctx, "base_model", ".", "vera_A");
+    ts[k] = effml_layer_param(layers[ia], effml__peft_param_index(layers[ia], "vera_A"));
     if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
-    names[k] = cat3(ctx, "base_model", ".", "vera_B");
-    ts[k] = effml_layer_param(layers[ib], param_index(layers[ib], "vera_B"));
+    names[k] = effml__peft_join3(ctx, "base_model", ".", "vera_B");
+    ts[k] = effml_layer_param(layers[ib], effml__peft_param_index(layers[ib], "vera_B"));
     if (names[k++] == NULL) s = effml__err(ctx, EFFML_E_NOMEM, FN ": out of memory");
   }
   /* the patterns must give every module its own r and alpha back */
