@@ -272,22 +272,35 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
   int tw = effml__param_trainable(l, iw);
   float *S = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
   float *dS = tw ? (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float)) : NULL;
+  /* The thin path (r > 0, nc <= EFFML__PHM_MAXC) runs the row kernel; with `fuse` it also sums
+   * dS and dT there, so it never needs dQ, and needs dP only for dS by GEMM (below). */
+  const int thin = r && nc <= EFFML__PHM_MAXC;
+  /* dS and dT in the row kernel (x and dy read once, no BLAS call) for small
+   * adapters and for n*r <= 8 at any width; for n*r = 9..16 on wide rows the
+   * row kernel's dS accumulators (up to 16 vectors per 16-column block)
+   * cost more than two GEMMs.  Measured, 4096 -> 4096, 2 048 rows, one
+   * thread, backward CPU ms (sgemm / row kernel): n 8 r 1: 21 / 16.5;
+   * n 4 r 1: 20.4 / 11.3; n 2 r 1: 17.5 / 12.8; n 4 r 2: 24.5 / 25.2;
+   * n 8 r 2: 32 / 35; n 2 r 8: 39 / 76; n 4 r 4: 35 / 50.  dA is always
+   * summed in the row kernel (n^3 floats per chunk). */
+  const int fuse = thin && (nc <= 8 || nc * (kin + kout) <= 2048);
+  const int want_dQ = r && !thin, want_dP = !thin || (tw && !fuse);
   size_t need = (size_t)(bn * nc);
-  if (p->cap_d < need) {
+  if ((want_dQ || want_dP) && p->cap_d < need) {
     effml__free(ctx, p->dQ);
     effml__free(ctx, p->dP);
     p->dQ = (float *)effml__malloc(ctx, need * sizeof(float));
     p->dP = (float *)effml__malloc(ctx, need * sizeof(float));
     p->cap_d = (p->dQ && p->dP) ? need : 0;
   }
-  float *dQ = p->cap_d ? p->dQ : NULL, *dP = p->cap_d ? p->dP : NULL;
+  float *dQ = want_dQ && p->cap_d ? p->dQ : NULL, *dP = want_dP && p->cap_d ? p->dP : NULL;
   effml_status st = EFFML_OK;
-  if (S == NULL || dP == NULL || dQ == NULL || (tw && dS == NULL)) {
+  if (S == NULL || (want_dP && dP == NULL) || (want_dQ && dQ == NULL) || (tw && dS == NULL)) {
     st = effml__err(ctx, EFFML_E_NOMEM, "phm backward: out of memory");
     goto done;
   }
   pack_cols(effml__param_f32(l, iw), n, kin, c, S);
-  if (r && nc <= EFFML__PHM_MAXC) {
+  if (thin) {
     const float *T = effml__param_f32(l, p->i_wr);
     float *St = (float *)effml__malloc(ctx, (size_t)(kin * nc) * sizeof(float));
     if (St == NULL) {
@@ -296,15 +309,6 @@ effml_status effml__phm_backward_factorized(effml_context *ctx, effml_layer *l, 
     }
     transpose_S(S, kin, nc, St);
     const int64_t chunks = (b + EFFML__PHM_CHUNK - 1) / EFFML__PHM_CHUNK;
-    /* dS and dT in the row kernel (x and dy read once, no BLAS call) for small
-     * adapters and for n*r <= 8 at any width; for n*r = 9..16 on wide rows the
-     * row kernel's dS accumulators (up to 16 vectors per 16-column block)
-     * cost more than two GEMMs.  Measured, 4096 -> 4096, 2 048 rows, one
-     * thread, backward CPU ms (sgemm / row kernel): n 8 r 1: 21 / 16.5;
-     * n 4 r 1: 20.4 / 11.3; n 2 r 1: 17.5 / 12.8; n 4 r 2: 24.5 / 25.2;
-     * n 8 r 2: 32 / 35; n 2 r 8: 39 / 76; n 4 r 4: 35 / 50.  dA is always
-     * summed in the row kernel (n^3 floats per chunk). */
-    const int fuse = nc <= 8 || nc * (kin + kout) <= 2048;
     const int twr = fuse && effml__param_trainable(l, p->i_wr);
     const int tws = fuse && tw;
     float *parts = tws ? (float *)effml__malloc(ctx, (size_t)(chunks * nc * kin) * sizeof(float)) : NULL;
