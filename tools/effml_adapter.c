@@ -288,15 +288,23 @@ static int info(const char *dir) {
   effml_adapter_peft *a = NULL;
   if (effml_adapter_peft_open(ctx, dir, &a) != EFFML_OK) { /* list every problem, not only the first */
     size_t len = 1 << 16;
-    char *rep = (char *)malloc(len), first[1024];
+    char *rep = (char *)malloc(len), *first = strdup(effml_context_last_error(ctx)); /* whole, any length */
     int64_t np = 0;
-    snprintf(first, sizeof first, "%s", effml_context_last_error(ctx));
-    if (rep == NULL || effml_adapter_peft_problems(ctx, dir, rep, len, &np) != EFFML_OK || np <= 1) {
-      fprintf(stderr, "effml-adapter: %s: %s\n", dir, first); /* one problem: open's own message */
-      free(rep);
+    int st = rep ? effml_adapter_peft_problems(ctx, dir, rep, len, &np) : EFFML_E_NOMEM;
+    while (st == EFFML_OK && strlen(rep) + 1 >= len && len < ((size_t)1 << 28)) { /* the report filled it: grow */
+      char *bigger = (char *)realloc(rep, len <<= 4);
+      if (bigger == NULL) break;
+      rep = bigger;
+      st = effml_adapter_peft_problems(ctx, dir, rep, len, &np);
+    }
+    if (rep == NULL || st != EFFML_OK || np <= 1) {
+      fprintf(stderr, "effml-adapter: %s: %s\n", dir, first ? first : "cannot open the adapter (out of memory)");
+      free(rep); /* one problem: open's own message */
+      free(first);
       effml_context_free(ctx);
       return 1;
     }
+    free(first);
     fprintf(stderr, "effml-adapter: %s: %lld problem%s; this adapter cannot be merged:\n", dir, (long long)np,
             np == 1 ? "" : "s");
     for (const char *line = rep; *line;) {
