@@ -132,12 +132,15 @@ class PeftAdapter:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._h = None
+        self._h = self._ctx = None
         ctx = thread_context()
         h = c_void_p()
         ctx.check(_lib.fn("effml_adapter_peft_open")(ctx.handle, os.fsencode(self.path),
                                                      byref(h)), "effml_adapter_peft_open")
-        self._h = h.value
+        # the C adapter frees its memory through the context it was opened with (this
+        # thread's): keep that context until the adapter is freed, even after the thread ends
+        ctx._borrow()
+        self._h, self._ctx = h.value, ctx
         with open(os.path.join(self.path, "adapter_config.json"), encoding="utf-8") as f:
             self.config = json.load(f)
         L = _lib.fn
@@ -605,9 +608,11 @@ class PeftAdapter:
     # ---- lifetime
     def close(self):
         """Free the C adapter now (later calls raise)."""
-        h, self._h = self._h, None
+        h, self._h = getattr(self, "_h", None), None
+        ctx, self._ctx = getattr(self, "_ctx", None), None
         if h:
             _lib.fn("effml_adapter_peft_free")(h)
+            ctx._release()
 
     def __enter__(self):
         return self
@@ -640,8 +645,8 @@ class AdapterLayer:
     """
 
     def __init__(self, ctx, handle, module):
+        ctx._borrow()  # the layer (and a TRAIN forward's wrapped arrays) is freed through ctx
         self._ctx, self._h, self.module = ctx, handle, module
-        ctx._freed_by_owner = True  # close() frees it after the layer, in that order
         self._train_keep = None  # a TRAIN forward borrows x and y until the next forward
         L = _lib.fn
         self.kind = L("effml_layer_kind")(handle).decode()
@@ -757,11 +762,12 @@ class AdapterLayer:
 
     def close(self):
         """Free the C layer (and its base) now; later calls raise."""
-        h, self._h = self._h, None
+        h, self._h = getattr(self, "_h", None), None
         if h:
             _lib.fn("effml_layer_free")(h)
         self._release_train()
-        if h:
+        if h:  # then its own context: freed now, or by its last other borrower
+            self._ctx._release()
             self._ctx.close()
 
     def __enter__(self):
