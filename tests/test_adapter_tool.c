@@ -541,10 +541,11 @@ END_TEST
 #define SHARD2 "model-00002-of-00002.safetensors"
 
 /* A sharded copy of PEFT_DIR/<c>/base.safetensors in tmp/<dst>/ (created): SHARD1 holds the
- * weights, SHARD2 the biases (so a module's weight and bias lie in different shards) and `extra`
- * small tensors "zz.extra.NNNN"; model.safetensors.index.json lists them all, with
- * "total_size": 1 (wrong on purpose: merge recomputes it).  Returns the number of tensors. */
-static int make_sharded(const char *c, const char *dst, int extra) {
+ * weights, SHARD2 the biases (so a module's weight and bias lie in different shards; swapped when
+ * bias_first) and `extra` small tensors "zz.extra.NNNN"; model.safetensors.index.json lists them
+ * all, with "total_size": 1 (wrong on purpose: merge recomputes it).  Returns the number of
+ * tensors. */
+static int make_sharded_order(const char *c, const char *dst, int extra, int bias_first) {
   char p[700];
   snprintf(p, sizeof p, "%s/%s", EFFML_TEST_TMP, dst);
   mkdir(p, 0755);
@@ -565,7 +566,7 @@ static int make_sharded(const char *c, const char *dst, int extra) {
   effml_tensor **own = (effml_tensor **)calloc((size_t)(extra ? extra : 1), sizeof *own);
   for (int64_t i = 0; i < nb; ++i) {
     const char *name = effml_safetensors_name(b, i);
-    int s = strstr(name, ".bias") != NULL;
+    int s = (strstr(name, ".bias") != NULL) != (bias_first != 0);
     names[s][cnt[s]] = name;
     ck_assert_int_eq(effml_safetensors_get(ctx, b, name, &ts[s][cnt[s]++]), EFFML_OK);
   }
@@ -601,6 +602,8 @@ static int make_sharded(const char *c, const char *dst, int extra) {
   effml_context_free(ctx);
   return n;
 }
+
+static int make_sharded(const char *c, const char *dst, int extra) { return make_sharded_order(c, dst, extra, 0); }
 
 /* Replace the first `from` in file `path` by `to`. */
 static void edit_file(const char *path, const char *from, const char *to) {
@@ -758,6 +761,81 @@ START_TEST(test_merge_sharded) {
   snprintf(args, sizeof args, "%s/shard_inplace", EFFML_TEST_TMP);
   ck_assert_int_eq(count_dir(args, &has_tmp), 3);
   ck_assert(!has_tmp);
+}
+END_TEST
+
+/* Each module is merged once, also when its weight and its changed bias (IA3 output scaling: the
+ * fixtures' one mergeable adapter that changes a bias) lie in different shards, weight first or
+ * bias first: without --progress the tool
+ * names every merge it makes ("effml-adapter: merging M"), and each module appears exactly once;
+ * the shards are still bit-identical to the single-file merge. */
+START_TEST(test_merge_sharded_merges_once) {
+  const char *cases[] = {"ia3"};
+  for (size_t c = 0; c < 1; ++c)
+    for (int bias_first = 0; bias_first < 2; ++bias_first) {
+      char dst[64], out_dir[600], args[3000], single[600], idx_out[700];
+      snprintf(dst, sizeof dst, "shard_once_%s_%d", cases[c], bias_first);
+      make_sharded_order(cases[c], dst, 2, bias_first);
+      snprintf(out_dir, sizeof out_dir, "%s/%s_out", EFFML_TEST_TMP, dst);
+      mkdir(out_dir, 0755);
+      snprintf(idx_out, sizeof idx_out, "%s/model.safetensors.index.json", out_dir);
+      snprintf(args, sizeof args, "merge --base %s/%s/model.safetensors.index.json --adapter %s/%s --out %s --no-progress",
+               EFFML_TEST_TMP, dst, PEFT_DIR, cases[c], idx_out);
+      ck_assert_msg(run(args) == 0, "%s: %s", cases[c], read_err());
+      char *e = read_err();
+      effml_context *ctx = tu_ctx(1);
+      effml_adapter_peft *a = NULL;
+      snprintf(args, sizeof args, "%s/%s", PEFT_DIR, cases[c]);
+      ck_assert_int_eq(effml_adapter_peft_open(ctx, args, &a), EFFML_OK);
+      const int64_t nm = effml_adapter_peft_num_modules(a);
+      ck_assert_int_ge(nm, 2);
+      ck_assert_int_eq(count_lines_with(e, "effml-adapter: merging "), (int)nm);
+      for (int64_t m = 0; m < nm; ++m) {
+        char want[256];
+        snprintf(want, sizeof want, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, m));
+        ck_assert_msg(count_lines_with(e, want) == 1, "%s (bias_first=%d): %s merged %d times:\n%s", cases[c],
+                      bias_first, effml_adapter_peft_module_name(a, m), count_lines_with(e, want), e);
+      }
+      effml_adapter_peft_free(a);
+      free(e);
+      snprintf(single, sizeof single, "%s/%s_single.safetensors", EFFML_TEST_TMP, dst);
+      snprintf(args, sizeof args, "merge --base %s/%s/base.safetensors --adapter %s/%s --out %s", PEFT_DIR, cases[c],
+               PEFT_DIR, cases[c], single);
+      ck_assert_int_eq(run(args), 0);
+      effml_safetensors *ref = NULL, *base = NULL;
+      ck_assert_int_eq(effml_safetensors_load(ctx, single, EFFML_IO_SAFETENSORS_COPY, &ref), EFFML_OK);
+      snprintf(args, sizeof args, "%s/%s/base.safetensors", PEFT_DIR, cases[c]);
+      ck_assert_int_eq(effml_safetensors_load(ctx, args, EFFML_IO_SAFETENSORS_COPY, &base), EFFML_OK);
+      int seen = 0, changed_bias = 0;
+      for (int s = 0; s < 2; ++s) {
+        char out[700];
+        snprintf(out, sizeof out, "%s/%s", out_dir, s ? SHARD2 : SHARD1);
+        effml_safetensors *got = NULL;
+        ck_assert_int_eq(effml_safetensors_load(ctx, out, EFFML_IO_SAFETENSORS_COPY, &got), EFFML_OK);
+        for (int64_t i = 0; i < effml_safetensors_count(got); ++i) {
+          const char *name = effml_safetensors_name(got, i);
+          if (strncmp(name, "zz.extra.", 9) == 0) continue;
+          const effml_tensor *x = NULL, *y = NULL, *b0 = NULL;
+          ck_assert_int_eq(effml_safetensors_get(ctx, got, name, &x), EFFML_OK);
+          ck_assert_int_eq(effml_safetensors_get(ctx, ref, name, &y), EFFML_OK);
+          ck_assert_int_eq(effml_safetensors_get(ctx, base, name, &b0), EFFML_OK);
+          ck_assert_msg(effml_tensor_nbytes(x) == effml_tensor_nbytes(y) &&
+                            memcmp(effml_tensor_data_const(x), effml_tensor_data_const(y), effml_tensor_nbytes(y)) == 0,
+                        "%s (bias_first=%d): %s differs from the single-file merge", cases[c], bias_first, name);
+          if (strstr(name, ".bias") &&
+              memcmp(effml_tensor_data_const(x), effml_tensor_data_const(b0), effml_tensor_nbytes(b0)) != 0)
+            ++changed_bias; /* the stashed bias is the merged one, not the base's */
+          ++seen;
+        }
+        effml_safetensors_free(got);
+      }
+      ck_assert_int_eq(seen, (int)effml_safetensors_count(ref));
+      ck_assert_int_ge(changed_bias, 1);
+      effml_safetensors_free(ref);
+      effml_safetensors_free(base);
+      effml_context_free(ctx);
+      unlink(single);
+    }
 }
 END_TEST
 
@@ -1711,6 +1789,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_merge_progress);
   tcase_add_test(t, test_merge_interrupted);
   tcase_add_test(t, test_merge_sharded);
+  tcase_add_test(t, test_merge_sharded_merges_once);
   tcase_add_test(t, test_merge_sharded_refusals);
   tcase_add_test(t, test_merge_sharded_interrupted);
   tcase_add_test(t, test_refuse_missing_peft_type);

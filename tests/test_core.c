@@ -245,6 +245,89 @@ START_TEST(context_allocator_hooks) {
 }
 END_TEST
 
+/* A message longer than the context's 512-byte inline buffer is kept whole: a missing file under a
+ * 2 000-character path is named in full (the strerror text after it), the log callback gets the same
+ * text, a short error afterwards replaces it, and clear_error() forgets it (ASan: the block is freed). */
+typedef struct long_log {
+  int calls;
+  size_t len;
+  char tail[64];
+} long_log;
+
+static void long_log_fn(void *ud, int32_t level, const char *message) {
+  long_log *s = (long_log *)ud;
+  (void)level;
+  s->calls++;
+  s->len = strlen(message);
+  snprintf(s->tail, sizeof s->tail, "%s", message + (s->len > 40 ? s->len - 40 : 0));
+}
+
+START_TEST(context_long_error_is_whole) {
+  long_log sink = {0, 0, ""};
+  effml_context_options opt;
+  effml_context_options_init(&opt);
+  opt.log = long_log_fn;
+  opt.log_user_data = &sink;
+  effml_context *ctx = NULL;
+  ck_assert_int_eq(effml_context_create(&opt, &ctx), EFFML_OK);
+  char path[2100];
+  size_t n = (size_t)snprintf(path, sizeof path, "%s/", EFFML_TEST_TMP);
+  while (n + 12 < 2000) n += (size_t)snprintf(path + n, sizeof path - n, "no_such_dir/");
+  snprintf(path + n, sizeof path - n, "END.safetensors");
+  effml_safetensors *st = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &st), EFFML_E_IO);
+  const char *m = effml_context_last_error(ctx);
+  char want[2400];
+  snprintf(want, sizeof want, "effml_safetensors_load: cannot open '%s': No such file or directory", path);
+  ck_assert_uint_gt(strlen(want), 2000);
+  ck_assert_str_eq(m, want);
+  ck_assert_int_eq(sink.calls, 1);
+  ck_assert_uint_eq(sink.len, strlen(want));
+  ck_assert_str_eq(sink.tail, want + strlen(want) - 40);
+  /* a short error replaces it */
+  int64_t shape[1] = {-2};
+  effml_tensor *t = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, shape, &t), EFFML_E_SHAPE);
+  m = effml_context_last_error(ctx);
+  ck_assert_msg(strncmp(m, "effml_tensor_create: ", 21) == 0 && strlen(m) < 200, "%s", m);
+  ck_assert_int_eq(effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &st), EFFML_E_IO);
+  ck_assert_str_eq(effml_context_last_error(ctx), want);
+  effml_context_clear_error(ctx);
+  ck_assert_str_eq(effml_context_last_error(ctx), "");
+  ck_assert_int_eq(effml_context_last_status(ctx), EFFML_OK);
+  ck_assert_int_eq(effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &st), EFFML_E_IO);
+  effml_context_free(ctx); /* frees the long message's block */
+}
+END_TEST
+
+/* Only when the long message's block cannot be allocated is it cut: 511 bytes, ending in a note
+ * that says so; the caller's allocator sees the block and gets it back. */
+START_TEST(context_long_error_cut_only_without_memory) {
+  tu_failing_alloc fa = {0, 0, 0};
+  effml_context *ctx = tu_ctx_failing(&fa);
+  char path[1200];
+  size_t n = (size_t)snprintf(path, sizeof path, "%s/", EFFML_TEST_TMP);
+  while (n + 12 < 1000) n += (size_t)snprintf(path + n, sizeof path - n, "no_such_dir/");
+  snprintf(path + n, sizeof path - n, "x");
+  effml_safetensors *st = NULL;
+  const int64_t live0 = fa.live;
+  ck_assert_int_eq(effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &st), EFFML_E_IO);
+  ck_assert_uint_gt(strlen(effml_context_last_error(ctx)), 1000);
+  ck_assert_int_eq(fa.live, live0 + 1); /* the message's block, from the caller's allocator */
+  fa.fail_at = fa.count + 1;            /* the next allocation fails: the next long message's block */
+  ck_assert_int_eq(effml_safetensors_load(ctx, path, EFFML_IO_SAFETENSORS_COPY, &st), EFFML_E_IO);
+  const char *m = effml_context_last_error(ctx);
+  const char *cut = " [... message cut: out of memory]";
+  ck_assert_uint_eq(strlen(m), 511);
+  ck_assert_str_eq(m + 511 - strlen(cut), cut);
+  ck_assert(strncmp(m, "effml_safetensors_load: cannot open '", 37) == 0);
+  ck_assert_int_eq(fa.live, live0); /* the previous long message's block was given back */
+  fa.fail_at = 0;
+  effml_context_free(ctx);
+  ck_assert_int_eq(fa.live, 0);
+}
+END_TEST
+
 START_TEST(status_codes_and_strings) {
   /* Numbers are part of the ABI: never renumbered. */
   ck_assert_int_eq(EFFML_OK, 0);
@@ -1060,6 +1143,8 @@ static Suite *core_suite(void) {
   tcase_add_test(c, context_threads_seed_errors);
   tcase_add_test(c, context_log_callback);
   tcase_add_test(c, context_allocator_hooks);
+  tcase_add_test(c, context_long_error_is_whole);
+  tcase_add_test(c, context_long_error_cut_only_without_memory);
   tcase_add_test(c, status_codes_and_strings);
   tcase_add_test(c, version_macro_matches_runtime);
   tcase_add_test(c, isa_level_matches_cpu);

@@ -40,7 +40,10 @@
  * renamed only when every one is complete (the renames are not interrupted), so a signal or an
  * error leaves OUTDIR as it was.  OUTDIR may not be the base's folder unless --out is the base
  * index itself (merging in place).  Memory as for one file: the buffers of the largest merged
- * tensor, the 16 MiB staging buffer, and the shards' headers.
+ * tensor, the 16 MiB staging buffer, and the shards' headers; plus, for a module whose weight and
+ * bias are not adjacent in one file (a bias in another shard), the merged bytes of the one written
+ * later, kept from the module's single merge until it is written (a bias: out_features values; a
+ * weight only when its bias comes first with other tensors between them).
  * Exit status: 0 ok (--help: usage on stdout), 1 refused or failed (message on stderr),
  * 2 usage error (unknown option, missing argument), 130 / 143 interrupted (SIGINT / SIGTERM). */
 #define _POSIX_C_SOURCE 200809L
@@ -68,6 +71,7 @@ typedef struct entry {
   int is_bias;
   int fd;          /* its file (the shard's, for a sharded checkpoint) */
   uint64_t data0;  /* offset of that file's tensor data */
+  void *stash;     /* its merged file bytes, kept from its module's merge until it is written (malloc) */
 } entry;
 
 static const char USAGE[] =
@@ -284,15 +288,23 @@ static int info(const char *dir) {
   effml_adapter_peft *a = NULL;
   if (effml_adapter_peft_open(ctx, dir, &a) != EFFML_OK) { /* list every problem, not only the first */
     size_t len = 1 << 16;
-    char *rep = (char *)malloc(len), first[1024];
+    char *rep = (char *)malloc(len), *first = strdup(effml_context_last_error(ctx)); /* whole, any length */
     int64_t np = 0;
-    snprintf(first, sizeof first, "%s", effml_context_last_error(ctx));
-    if (rep == NULL || effml_adapter_peft_problems(ctx, dir, rep, len, &np) != EFFML_OK || np <= 1) {
-      fprintf(stderr, "effml-adapter: %s: %s\n", dir, first); /* one problem: open's own message */
-      free(rep);
+    int st = rep ? effml_adapter_peft_problems(ctx, dir, rep, len, &np) : EFFML_E_NOMEM;
+    while (st == EFFML_OK && strlen(rep) + 1 >= len && len < ((size_t)1 << 28)) { /* the report filled it: grow */
+      char *bigger = (char *)realloc(rep, len <<= 4);
+      if (bigger == NULL) break;
+      rep = bigger;
+      st = effml_adapter_peft_problems(ctx, dir, rep, len, &np);
+    }
+    if (rep == NULL || st != EFFML_OK || np <= 1) {
+      fprintf(stderr, "effml-adapter: %s: %s\n", dir, first ? first : "cannot open the adapter (out of memory)");
+      free(rep); /* one problem: open's own message */
+      free(first);
       effml_context_free(ctx);
       return 1;
     }
+    free(first);
     fprintf(stderr, "effml-adapter: %s: %lld problem%s; this adapter cannot be merged:\n", dir, (long long)np,
             np == 1 ? "" : "s");
     for (const char *line = rep; *line;) {
@@ -701,21 +713,40 @@ static int write_shard(effml_context *ctx, const effml_adapter_peft *a, shard *s
     progress_show(pg, ++*k, *done0 + e->begin, what, e->name);
     if (e->module >= 0 && (!e->is_bias || bias_changes)) {
       /* a module's weight and (when the adapter changes it: lora_bias, IA3) bias come from one
-       * merge; the other of the pair stays in the buffers until its turn ("X.bias" and
-       * "X.weight" are adjacent in practice; otherwise, or in another shard, it is merged again) */
-      if (*cached != e->module) {
+       * merge, made when the first of the pair is reached: the other stays in the buffers when it
+       * is the next tensor of this shard ("X.bias" before "X.weight", as safetensors writers sort
+       * them), or else is kept in its own stash until its turn (a bias in another shard, or other
+       * tensors between the pair), so each module is merged exactly once */
+      const void *src = e->stash;
+      if (src == NULL && *cached != e->module) {
         entry *wt = NULL, *bt = NULL;
         for (int j = 0; j < nall; ++j)
           if (all[j]->module == e->module) {
             if (all[j]->is_bias) bt = all[j];
             else wt = all[j];
           }
+        if (!bias_changes) bt = NULL;
         if (pg->mode == 0) fprintf(stderr, "effml-adapter: merging %s\n", effml_adapter_peft_module_name(a, e->module));
         *cached = -1;
-        if (merge_module(ctx, a, wt, bias_changes ? bt : NULL, bu, cwb, cbb)) return 1;
+        if (merge_module(ctx, a, wt, bt, bu, cwb, cbb)) return 1;
         *cached = e->module;
+        entry *later = e == wt ? bt : wt; /* the other of the pair, written after this one */
+        if (later && !(i + 1 < s->ne && &s->es[i + 1] == later)) {
+          size_t lb = (size_t)(later->end - later->begin);
+          later->stash = malloc(lb ? lb : 1);
+          if (later->stash == NULL) {
+            fprintf(stderr, "effml-adapter: out of memory keeping the merged %s (%zu bytes) until it is written\n",
+                    later->name, lb);
+            return 1;
+          }
+          memcpy(later->stash, later == bt ? *cbb : *cwb, lb);
+        }
       }
-      if (write_full(w, e->is_bias ? *cbb : *cwb, bytes)) {
+      if (src == NULL) src = e->is_bias ? *cbb : *cwb;
+      int bad = write_full(w, src, bytes);
+      free(e->stash);
+      e->stash = NULL;
+      if (bad) {
         fprintf(stderr, "effml-adapter: write failed: %s\n", strerror(errno));
         return 1;
       }
@@ -950,6 +981,7 @@ done:
     free(sh[k].in);
     free(sh[k].out);
     free(sh[k].tmp);
+    for (int i = 0; i < sh[k].ne; ++i) free(sh[k].es[i].stash);
     free(sh[k].es);
     cJSON_Delete(sh[k].root);
     free(sh[k].hdr);

@@ -170,7 +170,12 @@ EFFML_API void effml_context_free(effml_context *ctx);
 /**
  * Message of the last error recorded in `ctx` ("" if none).  Borrowed: valid
  * until the next libeffml call with this context.  NULL ctx gives a static
- * message.
+ * message.  The message is whole, however long (a long path, a list of every
+ * problem): one over 511 bytes is held in a block from the context's
+ * allocator, freed by the next error, effml_context_clear_error() or
+ * effml_context_free(); only if that block cannot be allocated is the message
+ * cut to 511 bytes, ending in " [... message cut: out of memory]".  The log
+ * callback receives the same whole text.
  */
 EFFML_API const char *effml_context_last_error(const effml_context *ctx);
 

@@ -19,7 +19,8 @@ struct effml_context {
   int32_t log_level;
   effml__rng rng;
   effml_status last_status;
-  char last_error[EFFML__ERRMSG_LEN];
+  char last_error[EFFML__ERRMSG_LEN]; /* the message when it fits (most do) */
+  char *long_error;                   /* a longer one, whole (effml__malloc), or NULL */
   const char *call;              /* the public function the user called (static), or NULL */
   effml_context_progress_fn progress;
   void *progress_user_data;
@@ -68,6 +69,7 @@ effml_status effml_context_create(const effml_context_options *opt, effml_contex
 void effml_context_free(effml_context *ctx) {
   if (ctx == NULL) return;
   effml__pool_free(ctx, ctx->pool); /* joins its workers */
+  effml__free(ctx, ctx->long_error);
   if (ctx->free)
     ctx->free(ctx->alloc_user_data, ctx);
   else
@@ -76,7 +78,7 @@ void effml_context_free(effml_context *ctx) {
 
 const char *effml_context_last_error(const effml_context *ctx) {
   if (ctx == NULL) return "effml_context_last_error: context is NULL";
-  return ctx->last_error;
+  return ctx->long_error ? ctx->long_error : ctx->last_error;
 }
 
 effml_status effml_context_last_status(const effml_context *ctx) {
@@ -87,6 +89,8 @@ void effml_context_clear_error(effml_context *ctx) {
   if (ctx == NULL) return;
   ctx->last_status = EFFML_OK;
   ctx->last_error[0] = '\0';
+  effml__free(ctx, ctx->long_error);
+  ctx->long_error = NULL;
 }
 
 int32_t effml_context_num_threads(const effml_context *ctx) { return ctx ? ctx->num_threads : 1; }
@@ -183,28 +187,60 @@ effml_status effml_context_set_isa_level(effml_context *ctx, int32_t level) {
   return EFFML_OK;
 }
 
+/* The message is kept whole, however long (a list of every problem of an adapter, a long path):
+ * one that fits the context's inline buffer is stored there, a longer one in a block from the
+ * context's allocator, replaced (never reused) by the next error, so that an argument pointing at
+ * the previous message stays valid while the new one is formatted.  Only if that block cannot be
+ * allocated is the message cut to the inline buffer, ending in EFFML__CUT. */
+#define EFFML__CUT " [... message cut: out of memory]"
+
 effml_status effml__err(effml_context *ctx, effml_status status, const char *fmt, ...) {
   if (ctx == NULL) return status;
+  /* Every message starts with the public function the user called; a message that already
+   * starts with it is kept, one naming an inner call is nested ("effml_train_classifier:
+   * effml_layer_forward: ..."). */
   char msg[EFFML__ERRMSG_LEN];
-  va_list ap;
+  va_list ap, ap2;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_copy(ap2, ap);
+  int need = vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  /* Every message starts with the public function the user called; a message
-   * that already starts with it is kept, one naming an inner call is nested
-   * ("effml_train_classifier: effml_layer_forward: ..."). */
-  const size_t n = ctx->call ? strlen(ctx->call) : 0;
-  if (n && !(strncmp(msg, ctx->call, n) == 0 && msg[n] == ':'))
-  {
-    /* Truncation of an overlong message is acceptable. */
-    if (snprintf(ctx->last_error, sizeof ctx->last_error, "%s: %s", ctx->call, msg) < 0)
-      ctx->last_error[0] = '\0';
+  if (need < 0) {
+    need = 0;
+    msg[0] = '\0';
   }
-  else
-    memcpy(ctx->last_error, msg, sizeof msg);
+  const size_t n = ctx->call ? strlen(ctx->call) : 0;
+  const int nest = n && !(strncmp(msg, ctx->call, n) == 0 && msg[n] == ':');
+  const size_t pre = nest ? n + 2 : 0, total = pre + (size_t)need + 1;
+  char *whole = NULL;
+  if (total > sizeof ctx->last_error) { /* format it again, whole, into a block of its own */
+    whole = (char *)effml__malloc(ctx, total);
+    if (whole) {
+      if (nest) {
+        memcpy(whole, ctx->call, n);
+        memcpy(whole + n, ": ", 2);
+      }
+      vsnprintf(whole + pre, total - pre, fmt, ap2);
+    }
+  }
+  va_end(ap2);
+  effml__free(ctx, ctx->long_error); /* after the formatting: an argument may have pointed into it */
+  ctx->long_error = whole;
+  if (whole == NULL) {
+    if (nest) {
+      if (snprintf(ctx->last_error, sizeof ctx->last_error, "%s: %s", ctx->call, msg) < 0)
+        ctx->last_error[0] = '\0';
+    } else {
+      memcpy(ctx->last_error, msg, sizeof msg);
+    }
+    if (total > sizeof ctx->last_error) /* cut: say so rather than end mid-word */
+      memcpy(ctx->last_error + sizeof ctx->last_error - sizeof EFFML__CUT, EFFML__CUT, sizeof EFFML__CUT);
+  } else {
+    ctx->last_error[0] = '\0';
+  }
   ctx->last_status = status;
   if (ctx->log && ctx->log_level >= EFFML_CORE_LOG_ERROR)
-    ctx->log(ctx->log_user_data, EFFML_CORE_LOG_ERROR, ctx->last_error);
+    ctx->log(ctx->log_user_data, EFFML_CORE_LOG_ERROR, effml_context_last_error(ctx));
   return status;
 }
 
@@ -267,11 +303,16 @@ int32_t effml_context_cancel_requested(const effml_context *ctx) {
 void effml__log(effml_context *ctx, int32_t level, const char *fmt, ...) {
   if (ctx == NULL || ctx->log == NULL || level > ctx->log_level) return;
   char buf[EFFML__ERRMSG_LEN];
-  va_list ap;
+  va_list ap, ap2;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_copy(ap2, ap);
+  int need = vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
-  ctx->log(ctx->log_user_data, level, buf);
+  char *whole = need >= (int)sizeof buf ? (char *)effml__malloc(ctx, (size_t)need + 1) : NULL;
+  if (whole) vsnprintf(whole, (size_t)need + 1, fmt, ap2); /* a long message whole, as errors */
+  va_end(ap2);
+  ctx->log(ctx->log_user_data, level, whole ? whole : buf);
+  effml__free(ctx, whole);
 }
 
 /* Memory: every block is over-allocated by 64 bytes so it can be aligned to a

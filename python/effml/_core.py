@@ -71,13 +71,24 @@ class Context:
 
     A context is used by one thread at a time.  Use :func:`thread_context`
     for the calling thread's default context.
+
+    Lifetime: every C object made from a context (a layer, an adapter, a
+    cascade, a loaded file, an adopted tensor) frees its memory through it, so
+    the C context must outlive them.  A Python object that keeps such a C
+    object keeps the Context too and *borrows* it (``_borrow()`` when it
+    takes the C object, ``_release()`` after freeing it); ``close()`` -- and
+    so the garbage collector, which finalizes the objects of a reference
+    cycle in any order, and the end of a thread, which drops its default
+    context -- frees the C context only once no borrower is left, otherwise
+    when the last one releases it.
     """
 
-    __slots__ = ("_h", "_freed_by_owner", "__weakref__")
+    __slots__ = ("_h", "_borrows", "_close_pending", "__weakref__")
 
     def __init__(self, num_threads=1, seed=0, thread_pool=False, pool_spin_us=None):
         self._h = None
-        self._freed_by_owner = False
+        self._borrows = 0
+        self._close_pending = False
         opt = ContextOptions()
         _lib.fn("effml_context_options_init")(byref(opt))
         opt.num_threads = c_int(num_threads, "num_threads", "int32")
@@ -144,19 +155,36 @@ class Context:
         if status:
             raise error_for(status, self.last_error(), function)
 
+    def _borrow(self):
+        """A C object made from this context is kept by a Python object: the C context
+        stays until the matching :meth:`_release`."""
+        with _borrow_lock:
+            if self._h is None:
+                raise InvalidArgumentError("the context is closed")
+            self._borrows += 1
+
+    def _release(self):
+        """The C object of one :meth:`_borrow` is freed; a close() asked for meanwhile
+        happens now if it was the last."""
+        with _borrow_lock:
+            self._borrows -= 1
+            last = self._borrows == 0 and self._close_pending
+        if last:
+            self.close()
+
     def close(self):
-        """Free the C context now (every object made from it must be gone)."""
-        h, self._h = self._h, None
+        """Free the C context now, or -- while C objects made from it are alive (see the
+        class docstring) -- as soon as the last of them is freed."""
+        with _borrow_lock:
+            if self._borrows > 0:
+                self._close_pending = True
+                return
+            h, self._h = self._h, None
         if h:
             _lib.fn("effml_context_free")(h)
 
     def __del__(self):
-        # _freed_by_owner: set by an object that owns this context and frees it after its own
-        # C object; this finalizer then leaves it alone (in a reference cycle Python runs the
-        # finalizers in any order, and a context freed before the object made from it is a
-        # use after free)
-        if getattr(self, "_freed_by_owner", False):
-            return
+        # a borrower alive in the same reference cycle postpones the free to its release
         try:
             self.close()
         except Exception:  # interpreter shutdown
@@ -167,6 +195,8 @@ class Context:
 
 
 _tls = threading.local()
+#: guards the borrow counts (a finalizer may run in any thread, and inside another's call)
+_borrow_lock = threading.RLock()
 
 
 def thread_context(num_threads=None):
@@ -392,6 +422,7 @@ def wrap(ctx, arr, writable=False):
 
 def _free_tensor(h, ctx):
     _lib.fn("effml_tensor_free")(h)
+    ctx._release()
 
 
 def adopt(ctx, h, read_only=False):
@@ -417,6 +448,7 @@ def adopt(ctx, h, read_only=False):
         raise InvalidArgumentError("internal: adopt() needs a contiguous tensor")
     ptr = L("effml_tensor_data_const")(h)
     buf = (ctypes.c_char * nbytes).from_address(ptr)
+    ctx._borrow()
     weakref.finalize(buf, _free_tensor, h, ctx)
     arr = np.frombuffer(buf, dtype=dt).reshape(shape)
     if read_only or L("effml_tensor_is_read_only")(h):

@@ -74,12 +74,14 @@ class _Handle:
     array handed out are gone."""
 
     def __init__(self, ctx, h):
+        ctx._borrow()  # freed through ctx (the loading thread's): kept until then
         self.ctx, self.h = ctx, h
 
     def __del__(self):
-        if self.h:
-            _lib.fn("effml_safetensors_free")(self.h)
-            self.h = None
+        h, self.h = getattr(self, "h", None), None
+        if h:
+            _lib.fn("effml_safetensors_free")(h)
+            self.ctx._release()
 
 
 class SafeTensors:

@@ -212,6 +212,7 @@ class AliasSampler:
         self._ctx.check(_lib.fn("effml_sampler_alias_create")(
             self._ctx.handle, pw, len(w), c_int(seed, "seed", "uint64"), byref(h)),
             "effml_sampler_alias_create")
+        self._ctx._borrow()  # freed through the creating thread's context: kept until then
         self._h = h.value
 
     def draw(self, count):
@@ -226,6 +227,7 @@ class AliasSampler:
         h, self._h = getattr(self, "_h", None), None
         if h:
             _lib.fn("effml_sampler_alias_free")(h)
+            self._ctx._release()
 
     def __reduce__(self):
         raise TypeError("AliasSampler holds a C object and cannot be pickled")

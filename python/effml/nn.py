@@ -164,11 +164,12 @@ class Sequential:
 
     def __init__(self, layers, *, seed=0, num_threads=1, thread_pool=False):
         self.specs = list(layers)
-        self._ctx = ctx = Context(num_threads=num_threads, seed=seed, thread_pool=thread_pool)
         self._h = None
+        self._ctx = ctx = Context(num_threads=num_threads, seed=seed, thread_pool=thread_pool)
         h = c_void_p()
         ctx.check(_lib.fn("effml_layer_sequential_create")(ctx.handle, byref(h)),
                   "effml_layer_sequential_create")
+        ctx._borrow()  # the layers are freed through ctx: it outlives them (see __del__)
         self._h = h.value
         for spec in self.specs:
             child = spec._build(ctx)
@@ -206,9 +207,16 @@ class Sequential:
         return out
 
     def __del__(self):
-        if getattr(self, "_h", None):
-            _lib.fn("effml_layer_free")(self._h)
-            self._h = None
+        # The model's layers first, then its own context.  In a reference cycle the garbage
+        # collector may run the Context's finalizer first: the borrow makes that a no-op and
+        # the context is freed here, after the layers.  params() arrays keep the model alive.
+        h, self._h = getattr(self, "_h", None), None
+        ctx = getattr(self, "_ctx", None)
+        if h:
+            _lib.fn("effml_layer_free")(h)
+            ctx._release()
+        if ctx is not None:
+            ctx.close()
 
     def __reduce__(self):
         raise TypeError("a Sequential holds C objects; save its params() instead of pickling")

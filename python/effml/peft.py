@@ -27,8 +27,8 @@ the layer).  Base weights are given as the checkpoint stores them:
 ``[out, in]`` for Linear, ``[in, out]`` for GPT-2's Conv1D
 (``fan_in_fan_out=true``).  Arithmetic is float32, as the C layers'.
 
-Not bound (see docs/adapters.md): training adapters from Python (no
-backward), sharded checkpoints (the ``effml-adapter`` tool merges them).
+``merge_into`` also takes a sharded checkpoint (``model.safetensors.index.json``).
+Not bound (see docs/adapters.md): training adapters from Python (no backward).
 """
 
 import ctypes
@@ -132,12 +132,15 @@ class PeftAdapter:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self._h = None
+        self._h = self._ctx = None
         ctx = thread_context()
         h = c_void_p()
         ctx.check(_lib.fn("effml_adapter_peft_open")(ctx.handle, os.fsencode(self.path),
                                                      byref(h)), "effml_adapter_peft_open")
-        self._h = h.value
+        # the C adapter frees its memory through the context it was opened with (this
+        # thread's): keep that context until the adapter is freed, even after the thread ends
+        ctx._borrow()
+        self._h, self._ctx = h.value, ctx
         with open(os.path.join(self.path, "adapter_config.json"), encoding="utf-8") as f:
             self.config = json.load(f)
         L = _lib.fn
@@ -360,53 +363,144 @@ class PeftAdapter:
         computed in float32 and rounded once to the file's dtype.  Every other
         tensor, the header and the metadata are copied byte for byte.  The
         output is written to a temporary file beside ``out_path`` and renamed
-        over it (``out_path`` may equal ``base_path``).  Sharded checkpoints
-        (``*.index.json``) are refused (``effml-adapter merge`` takes them).  Returns
-        the names of the tensors that changed.
+        over it (``out_path`` may equal ``base_path``).  Each module is merged
+        once (its weight and bias together).  Returns the names of the tensors
+        that changed.
+
+        A sharded checkpoint, ``base_path`` = ``DIR/model.safetensors.index.json``
+        (Hugging Face's index: ``"metadata"`` with ``"total_size"`` and, where
+        recorded, ``"total_parameters"``, and ``"weight_map"`` tensor -> shard
+        file), is merged as ``effml-adapter merge`` does: ``out_path`` must name
+        the output index (``OUTDIR/NAME.index.json``, OUTDIR existing, and not
+        the base's folder unless ``out_path`` is the base index itself: merging in
+        place); every shard is merged as a single file would be into OUTDIR under
+        its own name, and the index is written with the same ``weight_map`` and
+        ``total_size`` (bytes of tensor data) / ``total_parameters`` recomputed.
+        A module's weight and bias may lie in different shards (merged once,
+        the later one kept until written).  All shards and the index are written
+        under temporary names and renamed only when every one is complete: an
+        error or an interruption (KeyboardInterrupt) before that leaves OUTDIR as
+        it was.  Any other index field or metadata key, a shard name that is not
+        a plain file beside the index or cannot be read, a tensor ``weight_map``
+        names that its shard lacks, a shard tensor it does not list, raise
+        FormatError naming it (InvalidArgumentError for a bad ``out_path``).
         """
         base_path, out_path = os.fspath(base_path), os.fspath(out_path)
         if base_path.endswith(".index.json"):
-            raise UnsupportedError("%s is a sharded checkpoint index; merge_into takes a "
-                                   "single-file checkpoint (the effml-adapter tool merges sharded "
-                                   "ones)" % base_path)
+            return self._merge_into_sharded(base_path, out_path)
+        if out_path.endswith(".index.json"):
+            raise InvalidArgumentError(
+                "%s is a single safetensors file, so the output must be the merged safetensors "
+                "file (\"DIR/model.safetensors\"), not an index: %s" % (base_path, out_path))
         header, data0, entries = _read_header(base_path)
         plan = self._plan(base_path, entries)
         changed = []
-        ctx = thread_context()
         tmp = "%s.tmp.%d" % (out_path, os.getpid())
         raw = np.memmap(base_path, dtype=np.uint8, mode="r")
+        src = {name: (raw, data0, e) for name, e in entries.items()}
         try:
-            with open(tmp, "wb") as f:
-                f.write(raw[:data0].tobytes())  # length + header, unchanged
-                pos = 0
-                for name, e in sorted(entries.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-                    b0, b1 = e["data_offsets"]
-                    if b0 != pos:
-                        raise FormatError("%s: tensor data is not contiguous at %r"
-                                          % (base_path, name))
-                    if name in plan:
-                        out = plan[name]
-                        if isinstance(out, int):  # merge module `out` now (weight and bias)
-                            merged = self._merge_file_module(ctx, out, raw, data0, entries,
-                                                             plan)
-                            for k, v in merged.items():
-                                plan[k] = v
-                                changed.append(k)
-                        f.write(plan[name])
-                    else:
-                        for c0 in range(b0, b1, 1 << 24):
-                            f.write(raw[data0 + c0:data0 + min(b1, c0 + (1 << 24))].tobytes())
-                    pos = b1
-                if data0 + pos != raw.shape[0]:
-                    raise FormatError("%s: %d bytes after the last tensor"
-                                      % (base_path, raw.shape[0] - data0 - pos))
-                f.flush()
-                os.fsync(f.fileno())
-            del raw
+            self._write_merged(base_path, tmp, raw, data0, entries, src, plan, {}, changed)
+            del raw, src
             os.replace(tmp, out_path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            raise
+        return sorted(set(changed))
+
+    def _write_merged(self, path, tmp, raw, data0, entries, src, plan, merged, changed):
+        """Write the file ``path`` (mapped as ``raw``, data at ``data0``, tensors ``entries``)
+        to ``tmp`` with the planned tensors merged, and fsync it.
+
+        ``plan``: tensor name -> module index, for every tensor to merge (over all files);
+        ``src``: tensor name -> (mapped file, data offset, header entry) for every tensor of
+        the checkpoint's files; ``merged``: merged bytes of tensors whose module was merged but that are not
+        written yet (filled and emptied here, shared between the shards so that a module is
+        merged once); ``changed`` collects the names written merged.
+        """
+        with open(tmp, "wb") as f:
+            f.write(raw[:data0].tobytes())  # length + header, unchanged
+            pos = 0
+            for name, e in sorted(entries.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+                b0, b1 = e["data_offsets"]
+                if b0 != pos:
+                    raise FormatError("%s: tensor data is not contiguous at %r" % (path, name))
+                if name in plan:
+                    if name not in merged:  # merge module plan[name] now (weight and bias)
+                        merged.update(self._merge_file_module(thread_context(), plan[name],
+                                                              src, plan))
+                    f.write(merged.pop(name))  # written once: the bytes are released here
+                    changed.append(name)
+                else:
+                    for c0 in range(b0, b1, 1 << 24):
+                        f.write(raw[data0 + c0:data0 + min(b1, c0 + (1 << 24))].tobytes())
+                pos = b1
+            if data0 + pos != raw.shape[0]:
+                raise FormatError("%s: %d bytes after the last tensor"
+                                  % (path, raw.shape[0] - data0 - pos))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _merge_into_sharded(self, index_path, out_path):
+        """merge_into() for a sharded checkpoint (see there)."""
+        if not out_path.endswith(".index.json"):
+            raise InvalidArgumentError(
+                "%s is a sharded checkpoint index, so the output must name the output index "
+                "(\"DIR/model.safetensors.index.json\"; the shards are written beside it with their "
+                "names), not %s" % (index_path, out_path))
+        in_dir = os.path.dirname(index_path) or "."
+        out_dir = os.path.dirname(out_path) or "."
+        if not os.path.isdir(out_dir):
+            raise InvalidArgumentError("output %s: its folder %s does not exist"
+                                       % (out_path, out_dir))
+        if os.path.isdir(in_dir) and os.path.samefile(in_dir, out_dir) and not (
+                os.path.exists(out_path) and os.path.samefile(index_path, out_path)):
+            raise InvalidArgumentError(
+                "output %s is in the base's folder but is not the base index: the merged shards, "
+                "which keep their names, would replace the base's shards; write to another "
+                "folder, or give %s to merge in place" % (out_path, index_path))
+        index, files = _read_index(index_path)
+        shards = []  # (file, its path, offset of its data, its entries, the mapped file)
+        for fname in files:
+            p = os.path.join(in_dir, fname)
+            _, data0, entries = _read_header(p)
+            shards.append((fname, p, data0, entries, np.memmap(p, dtype=np.uint8, mode="r")))
+        wm = index["weight_map"]
+        for name, fname in wm.items():
+            held = next(sh for sh in shards if sh[0] == fname)
+            if name not in held[3]:
+                raise FormatError("%s: weight_map names tensor %r in shard %r, but %s has no such "
+                                  "tensor" % (index_path, name, fname, held[1]))
+        entries_all = {}
+        for fname, p, data0, entries, raw in shards:
+            for name in entries:
+                if wm.get(name) != fname:
+                    raise FormatError("%s: shard %r holds tensor %r, which weight_map %s"
+                                      % (index_path, fname, name, "does not list"
+                                         if name not in wm else "maps to shard %r" % wm[name]))
+                entries_all[name] = entries[name]
+        plan = self._plan(index_path, entries_all)
+        src = {name: (raw, data0, e) for _, _, data0, entries, raw in shards
+               for name, e in entries.items()}
+        pid = os.getpid()
+        tmps = []
+        changed = []
+        merged = {}
+        try:
+            for fname, p, data0, entries, raw in shards:
+                tmp = "%s.tmp.%d" % (os.path.join(out_dir, fname), pid)
+                tmps.append(tmp)
+                self._write_merged(p, tmp, raw, data0, entries, src, plan, merged, changed)
+            tmp = "%s.tmp.%d" % (out_path, pid)
+            tmps.append(tmp)
+            _write_index(tmp, index, entries_all)
+            for fname, tmp in zip(files, tmps):  # commit: shards, then the index
+                os.replace(tmp, os.path.join(out_dir, fname))
+            os.replace(tmps[-1], out_path)
+        except BaseException:
+            for t in tmps:
+                if os.path.exists(t):
+                    os.unlink(t)
             raise
         return sorted(set(changed))
 
@@ -445,10 +539,13 @@ class PeftAdapter:
                 plan[bn] = i
         return plan
 
-    def _merge_file_module(self, ctx, i, raw, data0, entries, plan):
-        """Merged bytes of module i's weight (and bias when it changes), in the file's dtypes."""
+    def _merge_file_module(self, ctx, i, src, plan):
+        """Merged bytes of module i's weight (and bias when it changes), in the file's dtypes:
+        ``{name: bytes}`` for the names in ``plan``.  ``src``: tensor name -> (mapped file,
+        offset of its data, header entry), over every file of the checkpoint."""
         x = self.modules[i]
         wn, bn = x + ".weight", x + ".bias"
+        entries = {n: src[n][2] for n in (wn, bn) if n in src}
         keep = []
         bufs = {}
         tensors = {}
@@ -460,6 +557,7 @@ class PeftAdapter:
                 if e is None:
                     continue
                 b0, b1 = e["data_offsets"]
+                raw, data0, _ = src[name]
                 buf = np.array(raw[data0 + b0:data0 + b1])  # writable copy of the bytes
                 bufs[name] = buf
                 tensors[name] = _wrap_bytes(ctx, sc, buf, _ST_DTYPES[e["dtype"]], e["shape"])
@@ -510,9 +608,11 @@ class PeftAdapter:
     # ---- lifetime
     def close(self):
         """Free the C adapter now (later calls raise)."""
-        h, self._h = self._h, None
+        h, self._h = getattr(self, "_h", None), None
+        ctx, self._ctx = getattr(self, "_ctx", None), None
         if h:
             _lib.fn("effml_adapter_peft_free")(h)
+            ctx._release()
 
     def __enter__(self):
         return self
@@ -545,8 +645,8 @@ class AdapterLayer:
     """
 
     def __init__(self, ctx, handle, module):
+        ctx._borrow()  # the layer (and a TRAIN forward's wrapped arrays) is freed through ctx
         self._ctx, self._h, self.module = ctx, handle, module
-        ctx._freed_by_owner = True  # close() frees it after the layer, in that order
         self._train_keep = None  # a TRAIN forward borrows x and y until the next forward
         L = _lib.fn
         self.kind = L("effml_layer_kind")(handle).decode()
@@ -662,11 +762,12 @@ class AdapterLayer:
 
     def close(self):
         """Free the C layer (and its base) now; later calls raise."""
-        h, self._h = self._h, None
+        h, self._h = getattr(self, "_h", None), None
         if h:
             _lib.fn("effml_layer_free")(h)
         self._release_train()
-        if h:
+        if h:  # then its own context: freed now, or by its last other borrower
+            self._ctx._release()
             self._ctx.close()
 
     def __enter__(self):
@@ -749,6 +850,88 @@ def problems(path):
         if len(lines) >= n.value or size >= 1 << 24:
             return lines[:n.value]
         size <<= 4
+
+
+def _read_index(path):
+    """A sharded checkpoint's index, checked as ``effml-adapter merge`` checks it:
+    ``(index dict, shard file names in order of first mention)``.  FormatError names the
+    first field, metadata key, weight_map entry or shard that is not what the index holds."""
+    def pairs(kv):  # a key given twice is an error, not the last one winning
+        d = {}
+        for k, v in kv:
+            if k in d:
+                raise FormatError("%s: key %r appears twice in one object" % (path, k))
+            d[k] = v
+        return d
+    try:
+        with open(path, "rb") as f:
+            index = json.loads(f.read().decode("utf-8"), object_pairs_hook=pairs)
+    except OSError as e:
+        from ._errors import EffmlIOError
+        raise EffmlIOError("%s: cannot read it: %s" % (path, e.strerror or e)) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError("%s: cannot read it as a JSON object (bad JSON: %s)" % (path, e)) from None
+    if not isinstance(index, dict):
+        raise FormatError("%s: cannot read it as a JSON object (not an object)" % path)
+    for k in index:
+        if k not in ("metadata", "weight_map"):
+            raise FormatError("%s: unknown field %r (a sharded checkpoint index holds \"metadata\" "
+                              "and \"weight_map\"; merge_into does not guess what other fields mean)"
+                              % (path, k))
+    wm, md = index.get("weight_map"), index.get("metadata")
+    if not isinstance(wm, dict) or not wm:
+        raise FormatError("%s: %s" % (path, "no \"weight_map\" object" if not isinstance(wm, dict)
+                                      else "\"weight_map\" is empty"))
+    if md is not None and not isinstance(md, dict):
+        raise FormatError("%s: \"metadata\" is not an object" % path)
+    for k, v in (md or {}).items():
+        if k not in ("total_size", "total_parameters"):
+            raise FormatError("%s: unknown metadata field %r (merge_into reads and rewrites the "
+                              "numbers \"total_size\" and \"total_parameters\")" % (path, k))
+        num = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not (num and 0 <= v < 9.0e18 and float(v) == int(v)):
+            raise FormatError("%s: metadata field %r is %s, %s" % (
+                path, k, json.dumps(v), "not a non-negative integer (a count of bytes or elements)"
+                if num else "not a number"))
+    files = []
+    for name, f in wm.items():
+        if not isinstance(f, str) or f in ("", ".", "..") or "/" in f:
+            raise FormatError("%s: weight_map[%r]=%s is not a shard file name beside the index"
+                              % (path, name, json.dumps(f)))
+        if f not in files:
+            p = os.path.join(os.path.dirname(path) or ".", f)
+            if not os.access(p, os.R_OK):
+                raise FormatError("%s: weight_map names shard %r (for tensor %r), but %s cannot be "
+                                  "read" % (path, f, name, p))
+            files.append(f)
+    return index, files
+
+
+def _write_index(path, index, entries):
+    """The output index, as ``effml-adapter merge`` writes it: the input's metadata keys with
+    total_size (bytes of tensor data over all shards) and total_parameters (elements)
+    recomputed from ``entries`` (every shard's header entries), the weight_map as given,
+    2-space indented; fsynced."""
+    size = sum(e["data_offsets"][1] - e["data_offsets"][0] for e in entries.values())
+    params = sum(int(np.prod(e["shape"], dtype=np.int64)) for e in entries.values())
+    out = ["{\n"]
+    md = index.get("metadata")
+    if md is not None:
+        out.append("  \"metadata\": {")
+        out.append(",".join("\n    \"%s\": %d" % (k, size if k == "total_size" else params)
+                            for k in md))
+        out.append("\n  },\n" if md else "},\n")
+    out.append("  \"weight_map\": {")
+    out.append(",".join("\n    %s: %s" % (json.dumps(k, ensure_ascii=False),
+                                         json.dumps(v, ensure_ascii=False))
+                        for k, v in index["weight_map"].items()))
+    out.append("\n  }\n}\n")
+    with open(path, "wb") as f:
+        f.write("".join(out).encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _read_header(path):

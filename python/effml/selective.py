@@ -248,6 +248,7 @@ class Cascade:
         h = c_void_p()
         ctx.check(_lib.fn("effml_cascade_create")(ctx.handle, byref(opt), byref(h)),
                   "effml_cascade_create")
+        ctx._borrow()  # the cascade, its workspace and wrapped tensors are freed through ctx
         self._h = h.value
         from ._core import wrap
         for i, (a, f, c) in enumerate(zip(self._arrays, self._fns, costs)):
@@ -430,6 +431,7 @@ class Cascade:
 
     def __del__(self):
         L = _lib.fn
+        h = getattr(self, "_h", None)
         if getattr(self, "_ws", None):
             L("effml_cascade_workspace_free")(self._ws)
             self._ws = None
@@ -439,6 +441,8 @@ class Cascade:
         for t in getattr(self, "_tensors", []):
             L("effml_tensor_free")(t)
         self._tensors = []
+        if h is not None:  # the cascade's context, after everything made from it
+            self._ctx._release()
 
     def __reduce__(self):
         raise TypeError("Cascade holds C objects and cannot be pickled")

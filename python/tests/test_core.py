@@ -252,3 +252,17 @@ def test_misaligned_buffer_is_copied_not_refused():
     with _core.Scope(ctx) as s:
         h = s.wrap(a)
         assert _lib.fn("effml_tensor_data_const")(h) % 8 == 0
+
+
+def test_long_error_message_is_whole(tmp_path):
+    """A C message longer than the context's 512-byte inline buffer reaches Python whole:
+    a missing file under a 3 000-character path is named in full, strerror text included."""
+    from effml.io import load_safetensors
+    p = str(tmp_path) + "/" + "no_such_dir/" * 250 + "END.safetensors"
+    with pytest.raises(effml.EffmlIOError) as e:
+        load_safetensors(p, mmap=False)
+    msg = str(e.value)
+    assert len(msg) > 3000
+    assert msg.startswith("effml_safetensors_load: cannot open '%s'" % p)  # the C message
+    assert msg.endswith("No such file or directory")
+    assert "message cut" not in msg

@@ -231,8 +231,11 @@ def test_errors_are_named(tmp_path):
     with pytest.raises(ValueError, match="lora_bias"):
         lb.merge("v_proj", base["v_proj.weight"])
     assert not os.listdir(tmp_path)
-    with pytest.raises(UnsupportedError, match="sharded"):
+    with pytest.raises(InvalidArgumentError, match="sharded checkpoint index, so the output must"):
         lora.merge_into(str(tmp_path / "model.safetensors.index.json"), out)
+    with pytest.raises(InvalidArgumentError, match="single safetensors file.*not an index"):
+        lora.merge_into(os.path.join(DATA, "lora", "base.safetensors"),
+                        str(tmp_path / "model.safetensors.index.json"))
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(struct.pack("<Q", 5) + b"nope!")
     with pytest.raises(FormatError, match="not JSON"):
@@ -504,3 +507,208 @@ def test_dropouts_from_config_and_setter_errors(tmp_path):
         l1, l2 = layers_of(a1, "lokr")[0], layers_of(a2, "loha")[0]
         with pytest.raises(InvalidArgumentError, match="effml_adapter_peft_save"):
             peft.save(str(tmp_path), [l1, l2], modules=["base_model.model.a", "base_model.model.b"])
+
+
+# ---- sharded checkpoints (model.safetensors.index.json)
+
+SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+
+
+def write_raw_safetensors(path, tensors):
+    """{name: (dtype, shape, bytes)} -> a safetensors file (names sorted, header padded to 8)."""
+    header, off, blobs = {}, 0, []
+    for k in sorted(tensors):
+        dt, shape, b = tensors[k]
+        header[k] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def make_sharded(case, d, bias_first=False, extra=2):
+    """A two-shard copy of the case's base in folder d: the weights in one shard, the biases
+    (and ``extra`` small tensors) in the other, so a module's weight and bias lie in different
+    shards (the bias's shard first when bias_first); the index's total_size is wrong on
+    purpose (1: merge_into recomputes it).  Returns the index path."""
+    os.makedirs(d, exist_ok=True)
+    base, _ = raw_tensors(os.path.join(DATA, case, "base.safetensors"))
+    parts = ({}, {})
+    for k, v in base.items():
+        parts[(".bias" in k) != bias_first][k] = v
+    for i in range(extra):
+        parts[1]["zz.extra.%04d" % i] = ("F32", [4], np.full(4, i, np.float32).tobytes())
+    wm = {}
+    for s, part in enumerate(parts):
+        write_raw_safetensors(os.path.join(d, SHARDS[s]), part)
+        wm.update({k: SHARDS[s] for k in sorted(part)})
+    idx = os.path.join(d, "model.safetensors.index.json")
+    with open(idx, "w") as f:
+        json.dump({"metadata": {"total_size": 1}, "weight_map": wm}, f, indent=2)
+    return idx
+
+
+def effml_adapter_tool():
+    """The effml-adapter program built beside the library under test, or None."""
+    lib = os.environ.get("EFFML_LIBRARY", "")
+    p = os.path.join(os.path.dirname(os.path.dirname(lib)), "tools", "effml-adapter")
+    return p if lib and os.access(p, os.X_OK) else None
+
+
+@pytest.mark.parametrize("case", ["lora", "ia3", "dora", "lokr", "loha", "vera"])
+@pytest.mark.parametrize("bias_first", [False, True])
+def test_merge_into_sharded_equals_single_file(case, bias_first, tmp_path, monkeypatch):
+    idx = make_sharded(case, str(tmp_path / "base"), bias_first)
+    ad = peft.load(os.path.join(DATA, case))
+    calls = []
+    real = ad._merge_file_module
+    monkeypatch.setattr(ad, "_merge_file_module",
+                        lambda ctx, i, *a: calls.append(i) or real(ctx, i, *a))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out_idx = str(out_dir / "model.safetensors.index.json")
+    changed = ad.merge_into(idx, out_idx)
+    assert sorted(calls) == list(range(len(ad.modules)))  # each module merged exactly once
+    single = str(tmp_path / "single.safetensors")
+    assert ad.merge_into(os.path.join(DATA, case, "base.safetensors"), single) == changed
+    ref, _ = raw_tensors(single)
+    seen, total = 0, 0
+    for s in SHARDS:
+        got, header = raw_tensors(str(out_dir / s))
+        _, base_header = raw_tensors(str(tmp_path / "base" / s))
+        assert header == base_header  # each shard's header byte for byte
+        for k, v in got.items():
+            total += len(v[2])
+            if k.startswith("zz.extra."):
+                assert v[2] == np.full(4, int(k[9:]), np.float32).tobytes()
+                continue
+            assert v == ref[k], (case, k)  # bit-identical to the single-file merge
+            seen += 1
+    assert seen == len(ref)
+    if case == "ia3":  # the bias lies in the other shard than its weight and changes
+        assert "q_proj.bias" in changed
+    assert sorted(os.listdir(out_dir)) == sorted(SHARDS + ("model.safetensors.index.json",))
+    with open(out_idx) as f:
+        got_idx = json.load(f)
+    with open(idx) as f:
+        in_idx = json.load(f)
+    assert got_idx["weight_map"] == in_idx["weight_map"]
+    assert list(got_idx["weight_map"]) == list(in_idx["weight_map"])  # in the given order
+    assert got_idx["metadata"] == {"total_size": total}
+    tool = effml_adapter_tool()
+    if tool:  # the index byte for byte as the C tool writes it
+        tdir = tmp_path / "tool"
+        tdir.mkdir()
+        r = subprocess.run([tool, "merge", "--base", idx, "--adapter", os.path.join(DATA, case),
+                            "--out", str(tdir / "model.safetensors.index.json"), "--no-progress"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for name in SHARDS + ("model.safetensors.index.json",):
+            assert (tdir / name).read_bytes() == (out_dir / name).read_bytes(), name
+
+
+def test_merge_into_sharded_in_place_and_total_parameters(tmp_path):
+    d = str(tmp_path / "m")
+    idx = make_sharded("lora", d, extra=0)
+    with open(idx) as f:
+        j = json.load(f)
+    j["metadata"]["total_parameters"] = 7  # wrong on purpose: recomputed
+    with open(idx, "w") as f:
+        json.dump(j, f)
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    ad = peft.load(os.path.join(DATA, "lora"))
+    ad.merge_into(idx, str(ref_dir / "model.safetensors.index.json"))
+    ad.merge_into(idx, idx)  # in place
+    for s in SHARDS:
+        assert open(os.path.join(d, s), "rb").read() == (ref_dir / s).read_bytes()
+    base = st("lora", "base")
+    with open(idx) as f:
+        md = json.load(f)["metadata"]
+    assert md["total_parameters"] == sum(v.size for v in base.values())
+    assert md["total_size"] == sum(v.nbytes for v in base.values())
+    assert sorted(os.listdir(d)) == sorted(SHARDS + ("model.safetensors.index.json",))
+
+
+@pytest.mark.parametrize("edit, exc, match", [
+    (lambda j: j.update(extra=1), FormatError, "unknown field 'extra'"),
+    (lambda j: j["metadata"].update(format="pt"), FormatError, "unknown metadata field 'format'"),
+    (lambda j: j["metadata"].update(total_size="5"), FormatError,
+     "metadata field 'total_size' is \"5\", not a number"),
+    (lambda j: j["metadata"].update(total_size=-1), FormatError,
+     "'total_size' is -1, not a non-negative integer"),
+    (lambda j: j["weight_map"].update({"q_proj.bias": "../x.safetensors"}), FormatError,
+     "weight_map\\['q_proj.bias'\\]=\"../x.safetensors\" is not a shard file name"),
+    (lambda j: j["weight_map"].update({"k_proj.weight": SHARDS[0]}), FormatError,
+     "weight_map names tensor 'k_proj.weight' in shard"),
+    (lambda j: j["weight_map"].pop("v_proj.weight"), FormatError,
+     "holds tensor 'v_proj.weight', which weight_map does not list"),
+    (lambda j: j["weight_map"].update({"v_proj.weight": SHARDS[1]}), FormatError,
+     "weight_map names tensor 'v_proj.weight' in shard 'model-00002"),
+    (lambda j: j["weight_map"].update({"q_proj.bias": "model-00003-of-00003.safetensors"}),
+     FormatError, "names shard 'model-00003-of-00003.safetensors' \\(for tensor 'q_proj.bias'\\)"),
+    (lambda j: j.pop("weight_map"), FormatError, "no \"weight_map\" object"),
+])
+def test_merge_into_sharded_refusals(tmp_path, edit, exc, match):
+    d = str(tmp_path / "b")
+    idx = make_sharded("lora", d, extra=0)
+    with open(idx) as f:
+        j = json.load(f)
+    edit(j)
+    with open(idx, "w") as f:
+        json.dump(j, f)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(exc, match=match):
+        peft.load(os.path.join(DATA, "lora")).merge_into(idx, str(out_dir / "m.index.json"))
+    assert not os.listdir(out_dir)
+
+
+def test_merge_into_sharded_duplicate_key_and_bad_out(tmp_path):
+    d = str(tmp_path / "b")
+    idx = make_sharded("lora", d, extra=0)
+    lora = peft.load(os.path.join(DATA, "lora"))
+    text = open(idx).read()
+    with open(idx, "w") as f:
+        f.write(text.replace('"weight_map": {', '"weight_map": {"q_proj.weight": "%s", ' % SHARDS[0], 1))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(FormatError, match="key 'q_proj.weight' appears twice"):
+        lora.merge_into(idx, str(out_dir / "m.index.json"))
+    with open(idx, "w") as f:
+        f.write(text)
+    with pytest.raises(InvalidArgumentError, match="in the base's folder but is not the base index"):
+        lora.merge_into(idx, os.path.join(d, "other.index.json"))
+    with pytest.raises(InvalidArgumentError, match="does not exist"):
+        lora.merge_into(idx, str(tmp_path / "nope" / "m.index.json"))
+    assert not os.listdir(out_dir)
+    assert sorted(os.listdir(d)) == sorted(SHARDS + ("model.safetensors.index.json",))
+
+
+def test_merge_into_sharded_error_midway_leaves_nothing(tmp_path, monkeypatch):
+    """An error (or Ctrl-C) while the second shard is written: no output, no temporary file,
+    and an in-place target keeps its bytes."""
+    d = str(tmp_path / "b")
+    idx = make_sharded("ia3", d)
+    before = {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)}
+    ad = peft.load(os.path.join(DATA, "ia3"))
+    real = peft.PeftAdapter._write_merged
+    count = []
+
+    def failing(self, path, *a):
+        count.append(path)
+        if len(count) == 2:
+            raise KeyboardInterrupt
+        return real(self, path, *a)
+    monkeypatch.setattr(peft.PeftAdapter, "_write_merged", failing)
+    for target in (str(tmp_path / "o" / "model.safetensors.index.json"), idx):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        count.clear()
+        with pytest.raises(KeyboardInterrupt):
+            ad.merge_into(idx, target)
+        assert len(count) == 2
+        assert not [f for f in os.listdir(os.path.dirname(target)) if ".tmp." in f]
+    assert not os.listdir(tmp_path / "o")
+    assert {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)} == before
