@@ -16,14 +16,22 @@
 #include "testutil.h"
 #include "../lib/core/internal.h"
 
-/* Threads of this process (entries of /proc/self/task). */
+/* Threads of this process named "effml-pool" (the pool's workers), from
+ * /proc/self/task/<tid>/comm. */
 static int count_threads(void) {
   DIR *d = opendir("/proc/self/task");
   if (!d) return -1;
   int n = 0;
   struct dirent *e;
-  while ((e = readdir(d)) != NULL)
-    if (e->d_name[0] != '.') ++n;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char path[300], name[32] = {0};
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue; /* the thread has exited */
+    if (fgets(name, sizeof name, f)) n += strcmp(name, "effml-pool\n") == 0;
+    fclose(f);
+  }
   closedir(d);
   return n;
 }

@@ -127,15 +127,23 @@ def test_context_threads_and_pickle():
         _core.n_jobs_to_threads(0)
 
 
-def _tasks():
-    return len(os.listdir("/proc/self/task"))
+def _pool_workers():
+    """Threads of this process named "effml-pool" (the context pool's workers)."""
+    n = 0
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/comm" % t) as f:
+                n += f.read().strip() == "effml-pool"
+        except OSError:  # the thread has exited
+            pass
+    return n
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc (Linux)")
 def test_context_thread_pool():
     ctx = effml.Context(num_threads=3)
     assert not ctx.thread_pool and ctx.pool_spin_us == 0  # off by default, as in C
-    base = _tasks()
+    base = _pool_workers()
     X = np.random.default_rng(0).standard_normal((12000, 8))
     ref = kneighbors(X, 5, return_distance=True)  # the thread context, per-call threads
     tc = _core.thread_context()
@@ -146,10 +154,10 @@ def test_context_thread_pool():
             got = kneighbors(X, 5, return_distance=True, n_jobs=3)
             assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
         assert tc.thread_pool and tc.pool_spin_us == 200
-        assert _tasks() == base + 2  # the pool's two workers outlive the calls
+        assert _pool_workers() == base + 2  # the pool's two workers outlive the calls
     finally:
         tc.set_thread_pool(False)
-    assert _tasks() == base and not tc.thread_pool  # joined
+    assert _pool_workers() == base and not tc.thread_pool  # joined
     p = effml.Context(num_threads=2, thread_pool=True)
     assert p.thread_pool and p.pool_spin_us == 1000  # EFFML_CORE_POOL_SPIN_DEFAULT_US
     p.set_thread_pool(True, 0)
