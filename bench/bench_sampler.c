@@ -477,9 +477,9 @@ int main(int argc, char **argv) {
     fprintf(js, "\"smote_200k_32\": {\"ours_runs\": [");
     for (int r = 0; r < reps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", t[r]);
     fprintf(js, "], \"n\": %lld, \"d\": %lld, \"k\": 5, "
-                "\"threads\": %d, \"lib_peak_mb\": %.2f, \"output_mb\": %.2f, "
-                "\"process_peak_rss_mb\": %.1f},\n",
-            (long long)n, (long long)d, threads, peak_mb, out_mb,
+                "\"threads\": %d, \"rows_out\": %lld, \"lib_peak_mb\": %.2f, \"output_mb\": %.2f, "
+                "\"peak_over_output\": %.3f, \"process_peak_rss_mb\": %.1f},\n",
+            (long long)n, (long long)d, threads, (long long)n_out, peak_mb, out_mb, peak_mb / out_mb,
             (double)bu_peak_rss() / 1048576.0);
     effml_tensor_free(x);
     effml_tensor_free(y);

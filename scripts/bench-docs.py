@@ -9,6 +9,11 @@ A table lives between two markers:
     ... (generated: do not edit) ...
     <!-- /bench-table -->
 
+`AREA/memory` instead of `AREA` renders the cases' memory figures instead of
+their timings: rows out, the library's peak allocation during the call
+(lib_peak_mb: the context allocator hook, outputs included), the output's
+size (output_mb) and their ratio (peak_over_output), from the same lines.
+
 Each CASE is the latest line of that bench area and case (and thread count,
 when @THREADS is given) over all results files, read in this order: files
 not named by a date (older per-area records such as adapter_dora.jsonl)
@@ -34,7 +39,7 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BEGIN = re.compile(r"<!-- bench-table ([a-z0-9_]+):((?: [A-Za-z0-9_@]+)+) -->")
+BEGIN = re.compile(r"<!-- bench-table ([a-z0-9_]+)(/memory)?:((?: [A-Za-z0-9_@]+)+) -->")
 END = "<!-- /bench-table -->"
 
 
@@ -93,6 +98,40 @@ def machine_text(m):
             f"load average {loads}")
 
 
+def run_notes(files, area, machine):
+    notes = []
+    for f in files:
+        m = machine.get((f, area))
+        notes.append(f"Run {os.path.basename(f)[:-6]}: `{f}`" + (f"; machine: {machine_text(m)}." if m else "."))
+    return notes
+
+
+def fmt_mb(v):
+    return "—" if v is None else f"{float(v):.2f}"
+
+
+def render_memory(area, cases, latest, machine):
+    rows = ["| case | threads | rows out | library peak (MiB) | output x + y (MiB) | peak / output | run |",
+            "|---|---|---|---|---|---|---|"]
+    files = []
+    for spec in cases:
+        case, _, thr = spec.partition("@")
+        line = latest.get((area, case, int(thr) if thr else None))
+        if line is None or line.get("lib_peak_mb") is None:
+            rows.append(f"| `{case}` | {thr or '—'} | no memory figure recorded | | | | |")
+            continue
+        if line["_file"] not in files:
+            files.append(line["_file"])
+        peak, out = line.get("lib_peak_mb"), line.get("output_mb")
+        ratio = line.get("peak_over_output")
+        if ratio is None and peak is not None and out:
+            ratio = float(peak) / float(out)
+        ratio = f"**{ratio:.2f}**" if ratio is not None else "—"
+        rows.append(f"| `{case}` | {line.get('threads', '—')} | {line.get('rows_out', '—')} | "
+                    f"{fmt_mb(peak)} | {fmt_mb(out)} | {ratio} | {os.path.basename(line['_file'])[:-6]} |")
+    return "\n".join(rows) + "\n\n" + "\n".join(run_notes(files, area, machine)) + "\n"
+
+
 def render(area, cases, latest, machine):
     rows = ["| case | threads | ours: median (min – max) | baseline | baseline: median (min – max) "
             "| spread of ours (max/min) | speedup | run |",
@@ -114,11 +153,7 @@ def render(area, cases, latest, machine):
         rows.append(f"| `{case}` | {line.get('threads', '—')} | {triple(line, 'ours')} | "
                     f"{line.get('baseline', '—')} | {triple(line, 'baseline')} | {spread} | {sp} | "
                     f"{os.path.basename(line['_file'])[:-6]} |")
-    notes = []
-    for f in files:
-        m = machine.get((f, area))
-        notes.append(f"Run {os.path.basename(f)[:-6]}: `{f}`" + (f"; machine: {machine_text(m)}." if m else "."))
-    return "\n".join(rows) + "\n\n" + "\n".join(notes) + "\n"
+    return "\n".join(rows) + "\n\n" + "\n".join(run_notes(files, area, machine)) + "\n"
 
 
 def process(path, latest, machine, check):
@@ -131,7 +166,8 @@ def process(path, latest, machine, check):
         end = text.find(END, m.end())
         if end < 0:
             raise SystemExit(f"bench-docs: {path}: bench-table without {END}")
-        body = "\n" + render(m.group(1), m.group(2).split(), latest, machine)
+        fn = render_memory if m.group(2) else render
+        body = "\n" + fn(m.group(1), m.group(3).split(), latest, machine)
         if text[m.end():end] != body:
             bad.append(m.group(0))
         out.append(text[pos:m.end()])

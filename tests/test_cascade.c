@@ -730,7 +730,7 @@ static void run_outputs(effml_cascade *c, int64_t n, effml_tensor *score, effml_
 }
 
 /* A calibrated MSP stage 0 routes on the f32 routing score (exact MSP where the score is
- * too close to a bound to be sure); the same rule set by hand routes on the exact score.
+ * too close to a bound to be sure); a run asked for probs routes on the exact score.
  * Every output agrees, the exit stage of every sample included. */
 START_TEST(test_routing_score_matches_exact_routing) {
   for (int use_cb = 0; use_cb < 2; ++use_cb) {
@@ -747,14 +747,15 @@ START_TEST(test_routing_score_matches_exact_routing) {
     effml_cascade_workspace *ws = NULL;
     ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
     ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p1, s1, e1, NULL), EFFML_OK);
-    /* the same bounds in score space, set by hand: the exact path */
-    int32_t rule[M];
+    /* the same cascade asked for probs: the exact path */
     double a[M], b[M];
-    for (int m = 0; m < M - 1; ++m) {
-      ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, m, &rule[m], &a[m], &b[m], NULL), EFFML_OK);
-      ck_assert_int_eq(effml_cascade_set_exit_rule(ctx, c, m, rule[m], a[m], b[m]), EFFML_OK);
-    }
-    ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p2, s2, e2, NULL), EFFML_OK);
+    for (int m = 0; m < M - 1; ++m)
+      ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, m, NULL, &a[m], &b[m], NULL), EFFML_OK);
+    int64_t pshape[2] = {N_TEST, K};
+    effml_tensor *pr = NULL;
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 2, pshape, &pr), EFFML_OK);
+    ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p2, s2, e2, pr), EFFML_OK);
+    effml_tensor_free(pr);
     effml_cascade_options opt;
     effml_cascade_options_init(&opt);
     opt.num_classes = K;
@@ -1020,6 +1021,232 @@ START_TEST(test_routing_only_pred_is_exact) {
 }
 END_TEST
 
+/* Near ties at the top of a row: two largest logits so close (relatively below 1e-16) that
+ * their f64 softmax probabilities are equal.  The exact path then predicts the lower class
+ * (argmax of the probabilities, lowest index on ties) although the higher one has the
+ * larger logit; a routed stage must predict the same.  Rows i % 3 == 0 have such a pair
+ * (the larger logit in the higher class); i % 3 == 1 a pair 1e-6 apart (distinct
+ * probabilities: the larger logit wins); i % 3 == 2 random logits. */
+enum { NT_ROWS = 70 };
+static double nt_unif(uint64_t *s) {
+  *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (double)(*s >> 11) * 0x1.0p-53;
+}
+static void near_tie_logits(int f32_values, double *z, int32_t *lo, int32_t *hi) {
+  uint64_t s = 99;
+  for (int64_t i = 0; i < NT_ROWS; ++i) {
+    const int64_t l = i % (K - 1), h = l + 1 + (i / 3) % (K - 1 - l); /* l < h */
+    lo[i] = (int32_t)l;
+    hi[i] = (int32_t)h;
+    double *r = z + i * K;
+    if (i % 3 == 2) {
+      for (int64_t k = 0; k < K; ++k) r[k] = (double)(float)(6.0 * nt_unif(&s) - 3.0);
+      continue;
+    }
+    for (int64_t k = 0; k < K; ++k) r[k] = (double)(float)(-1.0 - 2.0 * nt_unif(&s));
+    if (f32_values) { /* f32 values 1e-20 apart: exp(-1e-20) = 1 in f64 */
+      r[l] = (double)(float)(1e-20 * (double)(1 + i % 5));
+      r[h] = i % 3 == 0 ? (double)(float)(2.0 * r[l]) : (double)(float)(r[l] + 1e-6);
+    } else { /* c in [2^-10, 2^-9) and its f64 neighbour, 2^-62 above: exp(-2^-62) = 1 */
+      r[l] = 0x1.0p-10 * (1.0 + (double)i / 128.0);
+      r[h] = i % 3 == 0 ? nextafter(r[l], 1.0) : r[l] + 1e-6;
+    }
+    ck_assert(r[h] > r[l]);
+  }
+}
+
+/* Every run of the same cascade (routing only; with scores; with probs: the exact path), the
+ * ensemble's prediction and the exit stages agree, for f32 and f64 logits, precomputed and
+ * callback stages, threshold and window rules, calibrated and set by hand, at every ISA
+ * level, on enough rows for the 16-row kernels and the row-by-row remainder. */
+START_TEST(test_routed_pred_near_ties_is_exact) {
+  double zd[NT_ROWS * K];
+  float zf[NT_ROWS * K];
+  int32_t lo[NT_ROWS], hi[NT_ROWS];
+  int64_t shape[2] = {NT_ROWS, K};
+  for (int is_f64 = 0; is_f64 < 2; ++is_f64) {
+    near_tie_logits(!is_f64, zd, lo, hi);
+    for (int64_t i = 0; i < NT_ROWS * K; ++i) zf[i] = (float)zd[i];
+    effml_tensor *z = NULL;
+    if (is_f64) {
+      ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, shape, &z), EFFML_OK);
+      memcpy(effml_tensor_data(z), zd, sizeof zd);
+    } else {
+      z = tu_f32(ctx, NT_ROWS, K, zf);
+    }
+    /* the exact probabilities tie where intended: the ensemble (metrics path) predicts the
+     * lower class there, the larger logit elsewhere */
+    effml_cascade_options opt;
+    effml_cascade_options_init(&opt);
+    opt.num_classes = K;
+    effml_tensor *pe = vec(ctx, EFFML_I32, NT_ROWS), *pp = NULL;
+    ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, shape, &pp), EFFML_OK);
+    const effml_tensor *members[1] = {z};
+    ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, members, pe, NULL, pp), EFFML_OK);
+    const int32_t *ppe = effml_tensor_data(pe);
+    const double *ppp = effml_tensor_data(pp);
+    for (int64_t i = 0; i < NT_ROWS; ++i) {
+      if (i % 3 == 2) continue;
+      const double pl = ppp[i * K + lo[i]], ph = ppp[i * K + hi[i]];
+      if (i % 3 == 0) {
+        ck_assert_msg(pl == ph, "f64 %d row %lld: p %.17g vs %.17g should tie", is_f64, (long long)i, pl, ph);
+        ck_assert_int_eq(ppe[i], lo[i]);
+      } else {
+        ck_assert(ph > pl);
+        ck_assert_int_eq(ppe[i], hi[i]);
+      }
+    }
+    for (int use_cb = 0; use_cb < 2 - is_f64; ++use_cb)
+      for (int rule = 0; rule < 4; ++rule) {
+        effml_cascade *c = NULL;
+        ck_assert_int_eq(effml_cascade_create(ctx, &opt, &c), EFFML_OK);
+        static cb_stage cbs[2];
+        for (int32_t m = 0; m < 2; ++m) {
+          memset(&cbs[m], 0, sizeof cbs[m]);
+          cbs[m].logits = z;
+          ck_assert_int_eq(use_cb ? effml_cascade_add_stage_fn(ctx, c, copy_rows, &cbs[m], COSTS[m])
+                                  : effml_cascade_add_stage_logits(ctx, c, z, COSTS[m]),
+                           EFFML_OK);
+        }
+        /* calibrated on the rows themselves: a threshold at coverage 1 (every row exits at
+         * stage 0), a window of width 0; by hand: a threshold every row passes, a window */
+        effml_cascade_threshold_options cal;
+        effml_cascade_threshold_options_init(&cal);
+        if (rule == 0) {
+          cal.rule = EFFML_CASCADE_EXIT_THRESHOLD;
+          cal.target_value = 1.0;
+        } else if (rule == 1) {
+          cal.window_below = cal.window_above = 0.0;
+        }
+        if (rule < 2)
+          ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, members, NULL, &cal), EFFML_OK);
+        else if (rule == 2)
+          ck_assert_int_eq(effml_cascade_set_exit_rule(ctx, c, 0, EFFML_CASCADE_EXIT_THRESHOLD, 0.0, 0.0), EFFML_OK);
+        else
+          ck_assert_int_eq(effml_cascade_set_exit_rule(ctx, c, 0, EFFML_CASCADE_EXIT_WINDOW, 0.6, 0.9), EFFML_OK);
+        effml_cascade_workspace *ws = NULL;
+        ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+        for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= effml_core_isa_level(); ++isa) {
+          ck_assert_int_eq(effml_context_set_isa_level(ctx, isa), EFFML_OK);
+          effml_tensor *p[3], *e[3], *sc[2], *pr = NULL;
+          for (int r = 0; r < 3; ++r) {
+            p[r] = vec(ctx, EFFML_I32, NT_ROWS);
+            e[r] = vec(ctx, EFFML_I32, NT_ROWS);
+          }
+          sc[0] = vec(ctx, EFFML_F64, NT_ROWS);
+          sc[1] = vec(ctx, EFFML_F64, NT_ROWS);
+          ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, shape, &pr), EFFML_OK);
+          void *rd = (void *)&CASES[0];
+          ck_assert_int_eq(effml_cascade_run(ctx, c, ws, NT_ROWS, rd, p[0], NULL, e[0], NULL), EFFML_OK);
+          ck_assert_int_eq(effml_cascade_run(ctx, c, ws, NT_ROWS, rd, p[1], sc[0], e[1], NULL), EFFML_OK);
+          ck_assert_int_eq(effml_cascade_run(ctx, c, ws, NT_ROWS, rd, p[2], sc[1], e[2], pr), EFFML_OK);
+          const int64_t exits0 = effml_cascade_workspace_exit_count(ws, 0);
+          ck_assert_int_ge(exits0, rule == 0 || rule == 2 ? NT_ROWS : rule == 1 ? NT_ROWS - 1 : 20);
+          int64_t ties_exited = 0;
+          for (int64_t i = 0; i < NT_ROWS; ++i) {
+            const int32_t want_e = ((int32_t *)effml_tensor_data(e[2]))[i];
+            const int32_t want_p = ((int32_t *)effml_tensor_data(p[2]))[i];
+            for (int r = 0; r < 2; ++r) {
+              ck_assert_int_eq(((int32_t *)effml_tensor_data(e[r]))[i], want_e);
+              ck_assert_msg(((int32_t *)effml_tensor_data(p[r]))[i] == want_p,
+                            "f64 %d cb %d rule %d isa %d run %d row %lld (exit %d): pred %d, exact path %d",
+                            is_f64, use_cb, rule, (int)isa, r, (long long)i, want_e,
+                            ((int32_t *)effml_tensor_data(p[r]))[i], want_p);
+            }
+            ck_assert(((double *)effml_tensor_data(sc[0]))[i] == ((double *)effml_tensor_data(sc[1]))[i]);
+            if (want_e == 0) {
+              ck_assert_int_eq(want_p, ppe[i]);
+              ties_exited += i % 3 == 0;
+            }
+          }
+          ck_assert_int_ge(ties_exited, rule == 3 ? 20 : 23);
+          for (int r = 0; r < 3; ++r) {
+            effml_tensor_free(p[r]);
+            effml_tensor_free(e[r]);
+          }
+          effml_tensor_free(sc[0]);
+          effml_tensor_free(sc[1]);
+          effml_tensor_free(pr);
+        }
+        ck_assert_int_eq(effml_context_set_isa_level(ctx, effml_core_isa_level()), EFFML_OK);
+        effml_cascade_workspace_free(ws);
+        effml_cascade_free(c);
+      }
+    effml_tensor_free(pe);
+    effml_tensor_free(pp);
+    effml_tensor_free(z);
+  }
+}
+END_TEST
+
+/* Rules set by hand route too (stage 0's MSP, or every stage's with LAST aggregation): the
+ * certified cuts decide each bound where the f32 routing score is sure and the exact MSP
+ * decides the rest, so the exits are the exact path's (a run asked for probs) for any
+ * bounds.  The hardest bounds are exact MSPs of the rows themselves and their f64
+ * neighbours (a row exactly at a bound: threshold "MSP >= a" exits it, a window
+ * [lo, hi] keeps it), plus 1, 1 - 2^-53, 1/K and the infinities.  The rows that exit are
+ * also counted from the ensemble's exact MSP (the metrics path). */
+START_TEST(test_hand_rules_route_exactly) {
+  effml_cascade_options opt;
+  effml_cascade_options_init(&opt);
+  opt.num_classes = K;
+  effml_tensor *s0 = vec(ctx, EFFML_F64, N_TEST);
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, (const effml_tensor *const *)test, NULL, s0, NULL),
+                   EFFML_OK);
+  const double *msp = effml_tensor_data(s0);
+  int64_t pshape[2] = {N_TEST, K};
+  effml_tensor *p1 = vec(ctx, EFFML_I32, N_TEST), *e1 = vec(ctx, EFFML_I32, N_TEST),
+               *p2 = vec(ctx, EFFML_I32, N_TEST), *e2 = vec(ctx, EFFML_I32, N_TEST),
+               *s2 = vec(ctx, EFFML_F64, N_TEST), *e3 = vec(ctx, EFFML_I32, N_TEST), *pr = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, pshape, &pr), EFFML_OK);
+  for (int use_cb = 0; use_cb < 2; ++use_cb) {
+    cb_stage cbs[M];
+    effml_cascade *c = make_cascade(EFFML_CASCADE_SCORE_MSP, use_cb, cbs, test);
+    effml_cascade_workspace *ws = NULL;
+    ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+    int64_t at_bound = 0;
+    for (int t = 0; t < 60; ++t) {
+      const double base = msp[(t * 37) % N_TEST], base2 = msp[(t * 53 + 11) % N_TEST];
+      const double specials[6] = {1.0, 1.0 - 0x1.0p-53, 1.0 / K, -INFINITY, INFINITY, 0.5};
+      const double a = t % 3 == 0 ? base : t % 3 == 1 ? nextafter(base, 0.0) : nextafter(base, 2.0);
+      double lo = a, hi = t % 2 ? base2 : nextafter(base2, 2.0);
+      if (t >= 54) lo = specials[t - 54], hi = specials[(t - 54 + 3) % 6];
+      if (lo > hi) {
+        const double x = lo;
+        lo = hi;
+        hi = x;
+      }
+      const int thr = t % 4 < 2;
+      if (thr)
+        ck_assert_int_eq(effml_cascade_set_exit_rule(ctx, c, 0, EFFML_CASCADE_EXIT_THRESHOLD, lo, 0), EFFML_OK);
+      else
+        ck_assert_int_eq(effml_cascade_set_exit_rule(ctx, c, 0, EFFML_CASCADE_EXIT_WINDOW, lo, hi), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p1, NULL, e1, NULL), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], p2, s2, e2, NULL), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N_TEST, (void *)&CASES[0], NULL, NULL, e3, pr), EFFML_OK);
+      int64_t want = 0;
+      for (int64_t i = 0; i < N_TEST; ++i) {
+        const int ex = thr ? msp[i] >= lo : msp[i] < lo || msp[i] > hi;
+        want += ex;
+        at_bound += msp[i] == lo || (!thr && msp[i] == hi);
+        const int32_t x1 = ((int32_t *)effml_tensor_data(e1))[i], x2 = ((int32_t *)effml_tensor_data(e2))[i],
+                      x3 = ((int32_t *)effml_tensor_data(e3))[i];
+        ck_assert_msg(x1 == x3 && x2 == x3 && (x3 == 0) == ex,
+                      "cb %d bound %d (%s [%.17g, %.17g]) row %lld, MSP %.17g: exit %d / %d, exact path %d",
+                      use_cb, t, thr ? "threshold" : "window", lo, hi, (long long)i, msp[i], x1, x2, x3);
+        ck_assert_int_eq(((int32_t *)effml_tensor_data(p1))[i], ((int32_t *)effml_tensor_data(p2))[i]);
+      }
+      ck_assert_int_eq(effml_cascade_workspace_exit_count(ws, 0), want);
+    }
+    ck_assert_int_ge(at_bound, 30); /* rows exactly at a bound were decided */
+    effml_cascade_workspace_free(ws);
+    effml_cascade_free(c);
+  }
+  effml_tensor *all[] = {s0, p1, e1, p2, e2, s2, e3, pr};
+  for (int i = 0; i < 8; ++i) effml_tensor_free(all[i]);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cascade");
   TCase *tc = tcase_create("reference");
@@ -1036,6 +1263,8 @@ int main(void) {
   tcase_add_test(tc, test_threshold_exits_ceil_cn);
   tcase_add_test(tc, test_agg_last_multi_exit);
   tcase_add_test(tc, test_routing_only_pred_is_exact);
+  tcase_add_test(tc, test_routed_pred_near_ties_is_exact);
+  tcase_add_test(tc, test_hand_rules_route_exactly);
   suite_add_tcase(s, tc);
   int failed = tu_run(s);
   for (int i = 0; i < n_refs; ++i) free(refs[i].v);

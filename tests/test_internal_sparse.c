@@ -270,12 +270,115 @@ START_TEST(test_block_kernels_chunked_threads) {
 }
 END_TEST
 
+START_TEST(test_csr_kernels_chunked_threads) {
+  /* The CSR kernels hand out (64-lane tile, row chunk) items (SDDMM: row
+   * chunks) from a shared counter.  On a matrix with empty rows and rows of
+   * very different lengths, big enough for 2 and 3 threads to take many
+   * items (batch 200: three 64-lane tiles + a 16-lane rest), every ISA level
+   * gives the same bytes for 1, 2 and 3 threads: forward through CSR, dX
+   * through CSC, plain and accumulate, and SDDMM; one thread matches a
+   * double-precision reference. */
+  effml_context *ctx = tu_ctx(12);
+  const int64_t rows = 402, cols = 300, B = 200, ldb = 208;
+  /* rows 40..79 empty, rows 200..209 dense, the rest about 1 in 9 */
+  int64_t *pos = malloc(sizeof(int64_t) * (size_t)(rows * cols)), nnz = 0;
+  uint64_t st = 99;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+      const int keep = r >= 40 && r < 80 ? 0 : r >= 200 && r < 210 ? 1 : (st >> 33) % 9 == 0;
+      if (keep) pos[nnz++] = r * cols + c;
+    }
+  effml__spmat m;
+  memset(&m, 0, sizeof m);
+  ck_assert_int_eq(effml__spmat_init_positions(ctx, &m, rows, cols, nnz, pos), EFFML_OK);
+  const size_t ny = (size_t)(rows * ldb), nx = (size_t)(cols * ldb);
+  float *v = malloc(sizeof(float) * (size_t)nnz), *vt = malloc(sizeof(float) * (size_t)nnz);
+  float *X = malloc(sizeof(float) * (size_t)(B * cols)), *DY = malloc(sizeof(float) * (size_t)(B * rows));
+  float *XT = malloc(sizeof(float) * nx), *DYT = malloc(sizeof(float) * ny);
+  float *YT[2], *DXT[2], *G[2], *YA[2], *DXA[2];
+  for (int k = 0; k < 2; ++k) {
+    YT[k] = malloc(sizeof(float) * ny);
+    YA[k] = malloc(sizeof(float) * ny);
+    DXT[k] = malloc(sizeof(float) * nx);
+    DXA[k] = malloc(sizeof(float) * nx);
+    G[k] = malloc(sizeof(float) * (size_t)nnz);
+  }
+  fill(v, nnz, 31);
+  for (int64_t q = 0; q < nnz; ++q) vt[q] = v[m.t_pos[q]];
+  fill(X, B * cols, 32);
+  fill(DY, B * rows, 33);
+  effml__transpose_in(ctx, X, B, cols, XT, ldb);
+  effml__transpose_in(ctx, DY, B, rows, DYT, ldb);
+  const int cpu = (int)effml_core_isa_level();
+  for (int isa = 0; isa <= cpu; ++isa)
+    for (int32_t threads = 1; threads <= 3; ++threads) {
+      const int k = threads > 1; /* [0]: one thread, [1]: this run */
+      ck_assert_int_eq(effml_context_set_isa_level(ctx, isa), EFFML_OK);
+      ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+      memset(YT[k], 0xff, sizeof(float) * ny); /* NaN: an item left out shows */
+      memset(DXT[k], 0xff, sizeof(float) * nx);
+      memset(G[k], 0xff, sizeof(float) * (size_t)nnz);
+      effml__spmm_t(ctx, rows, m.row_ptr, m.col_idx, v, XT, ldb, 0, YT[k]);
+      effml__spmm_t(ctx, cols, m.t_ptr, m.t_idx, vt, DYT, ldb, 0, DXT[k]);
+      effml__sddmm_t(ctx, &m, DYT, XT, ldb, G[k]);
+      memcpy(YA[k], DYT, sizeof(float) * ny); /* accumulate onto nonzero data */
+      memcpy(DXA[k], XT, sizeof(float) * nx);
+      effml__spmm_t(ctx, rows, m.row_ptr, m.col_idx, v, XT, ldb, 1, YA[k]);
+      effml__spmm_t(ctx, cols, m.t_ptr, m.t_idx, vt, DYT, ldb, 1, DXA[k]);
+      if (threads == 1) {
+        double ey = 0, edx = 0, eg = 0, ea = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t r = 0; r < rows; ++r) {
+            double s = 0;
+            for (int64_t p = m.row_ptr[r]; p < m.row_ptr[r + 1]; ++p)
+              s += (double)v[p] * X[b * cols + m.col_idx[p]];
+            ey = fmax(ey, fabs(s - YT[0][r * ldb + b]));
+            ea = fmax(ea, fabs(s + DYT[r * ldb + b] - YA[0][r * ldb + b]));
+          }
+          for (int64_t c = 0; c < cols; ++c) {
+            double s = 0;
+            for (int64_t q = m.t_ptr[c]; q < m.t_ptr[c + 1]; ++q)
+              s += (double)vt[q] * DY[b * rows + m.t_idx[q]];
+            edx = fmax(edx, fabs(s - DXT[0][c * ldb + b]));
+            ea = fmax(ea, fabs(s + XT[c * ldb + b] - DXA[0][c * ldb + b]));
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t p = m.row_ptr[r]; p < m.row_ptr[r + 1]; ++p) {
+            double s = 0;
+            for (int64_t b = 0; b < B; ++b) s += (double)DY[b * rows + r] * X[b * cols + m.col_idx[p]];
+            eg = fmax(eg, fabs(s - G[0][p]));
+          }
+        /* the padding lanes of Xᵀ are zero, so they must come out zero */
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t b = B; b < ldb; ++b) ck_assert_float_eq(YT[0][r * ldb + b], 0.0f);
+        ck_assert_msg(ey <= 1e-4 && edx <= 1e-4 && eg <= 1e-3 && ea <= 1e-4,
+                      "isa %d: |dy| %g |dx| %g |dw| %g |acc| %g", isa, ey, edx, eg, ea);
+        continue;
+      }
+      ck_assert_msg(memcmp(YT[0], YT[1], sizeof(float) * ny) == 0, "isa %d, %d threads: forward", isa, (int)threads);
+      ck_assert_msg(memcmp(DXT[0], DXT[1], sizeof(float) * nx) == 0, "isa %d, %d threads: dX", isa, (int)threads);
+      ck_assert_msg(memcmp(G[0], G[1], sizeof(float) * (size_t)nnz) == 0, "isa %d, %d threads: dW", isa, (int)threads);
+      ck_assert_msg(memcmp(YA[0], YA[1], sizeof(float) * ny) == 0, "isa %d, %d threads: forward, accumulate", isa, (int)threads);
+      ck_assert_msg(memcmp(DXA[0], DXA[1], sizeof(float) * nx) == 0, "isa %d, %d threads: dX, accumulate", isa, (int)threads);
+    }
+  for (int k = 0; k < 2; ++k) {
+    free(YT[k]); free(YA[k]); free(DXT[k]); free(DXA[k]); free(G[k]);
+  }
+  free(pos); free(v); free(vt); free(X); free(DY); free(XT); free(DYT);
+  effml__spmat_free(ctx, &m);
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_sparse");
   TCase *tc = tcase_create("kernels");
   tcase_add_test(tc, test_kernels_vs_reference);
   tcase_add_test(tc, test_block_kernels_each_isa);
   tcase_add_test(tc, test_block_kernels_chunked_threads);
+  tcase_add_test(tc, test_csr_kernels_chunked_threads);
   suite_add_tcase(s, tc);
   return tu_run(s) ? 1 : 0;
 }

@@ -394,6 +394,106 @@ START_TEST(test_cnn_consistent_subset) {
 }
 END_TEST
 
+/* CNN on a class large enough that each addition's distance update is split
+ * over threads (8700 rows, d = 64): the rows Hart's rule keeps (brute force
+ * from the same seed), and the same rows on 1 and 3 threads and from the
+ * portable and the AVX-512 distance kernel. */
+START_TEST(test_cnn_large_class_threads_isa) {
+  const int64_t n = 9000, d = 64, n_min = 300;
+  effml_context *ctx = tu_ctx(0);
+  int64_t xs[2] = {n, d};
+  effml_tensor *x, *y;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, xs, &x), EFFML_OK);
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_I64, 1, &n, &y), EFFML_OK);
+  double *xv = (double *)effml_tensor_data(x);
+  int64_t *yl = (int64_t *)effml_tensor_data(y);
+  uint64_t r = 12345;
+  for (int64_t i = 0; i < n; ++i) {
+    yl[i] = i % 30 == 7; /* 300 minority rows spread through the data */
+    for (int64_t t = 0; t < d; ++t) {
+      double g = 0;
+      for (int u = 0; u < 4; ++u) {
+        r = r * 6364136223846793005ULL + 1442695040888963407ULL;
+        g += (double)(r >> 11) * 0x1.0p-53 - 0.5;
+      }
+      xv[i * d + t] = 1.7 * g + (yl[i] ? 0.9 : 0.0);
+    }
+  }
+  int64_t *ref = NULL, m_ref = 0;
+  const int32_t isa_cpu = effml_core_isa_level();
+  for (int run = 0; run < 3; ++run) {
+    const int threads = run == 0 ? 1 : 3;
+    const int32_t isa = run == 1 ? isa_cpu : EFFML_CORE_ISA_PORTABLE;
+    ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+    ck_assert_int_eq(effml_context_set_isa_level(ctx, isa), EFFML_OK);
+    effml_sampler_resample_options o;
+    effml_sampler_resample_options_init(&o);
+    o.method = EFFML_SAMPLER_RESAMPLE_CNN;
+    o.seed = 3;
+    effml_tensor *b, *nb, *st;
+    ck_assert_int_eq(effml_sampler_resample_plan(ctx, &o, x, y, &b, &nb, &st), EFFML_OK);
+    const int64_t m = effml_tensor_dim(b, 0);
+    const int64_t *pb = (const int64_t *)effml_tensor_data_const(b);
+    if (!ref) {
+      ck_assert_int_gt(m, n_min + 1 + 20); /* some rows were added after the seed */
+      ck_assert_int_lt(m, n / 4);
+      ref = (int64_t *)malloc((size_t)m * sizeof(int64_t));
+      memcpy(ref, pb, (size_t)m * sizeof(int64_t));
+      m_ref = m;
+      /* Hart's rule by brute force from the same seed (the class's first
+       * plan row): C = minority rows + seed; passes over the majority rows in
+       * order, a row whose nearest C row is a minority row joins C.  The plan
+       * lists class 0 (the seed, then the rows added) before class 1. */
+      ck_assert_int_eq(yl[pb[0]], 0);
+      int64_t *C = (int64_t *)malloc((size_t)n * sizeof(int64_t)), nC = 0;
+      char *inC = (char *)calloc((size_t)n, 1);
+      for (int64_t i = 0; i < n; ++i)
+        if (yl[i]) C[nC++] = i;
+      C[nC++] = pb[0];
+      inC[pb[0]] = 1;
+      for (int changed = 1; changed;) {
+        changed = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          if (yl[i] || inC[i]) continue;
+          int64_t best = 0;
+          double bv = INFINITY;
+          for (int64_t c = 0; c < nC; ++c) {
+            const double v = sq(xv + C[c] * d, xv + i * d, d);
+            if (v < bv) {
+              bv = v;
+              best = C[c];
+            }
+          }
+          if (yl[best]) {
+            C[nC++] = i;
+            inC[i] = 1;
+            changed = 1;
+          }
+        }
+      }
+      ck_assert_int_eq(m, nC);
+      for (int64_t t = 0; t < m - n_min; ++t)
+        ck_assert_msg(pb[t] == C[n_min + t], "kept row %lld: %lld, Hart's rule gives %lld",
+                      (long long)t, (long long)pb[t], (long long)C[n_min + t]);
+      for (int64_t t = m - n_min; t < m; ++t) ck_assert_int_eq(yl[pb[t]], 1);
+      free(C);
+      free(inC);
+    } else {
+      ck_assert_int_eq(m, m_ref);
+      ck_assert_msg(memcmp(ref, pb, (size_t)m * sizeof(int64_t)) == 0,
+                    "run %d (%d threads, ISA level %d): other kept rows", run, threads, (int)isa);
+    }
+    effml_tensor_free(b);
+    effml_tensor_free(nb);
+    effml_tensor_free(st);
+  }
+  free(ref);
+  effml_tensor_free(x);
+  effml_tensor_free(y);
+  effml_context_free(ctx);
+}
+END_TEST
+
 /* OSS: no Tomek link is left among the kept rows; the minority is kept whole;
  * no row twice. */
 START_TEST(test_oss_no_tomek_link) {
@@ -1477,6 +1577,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_nearmiss2_small_minority);
   tcase_add_test(tc, test_under_bad_options);
   tcase_add_test(tc, test_cnn_consistent_subset);
+  tcase_add_test(tc, test_cnn_large_class_threads_isa);
   tcase_add_test(tc, test_oss_no_tomek_link);
   tcase_add_test(tc, test_combined_is_composition);
   tcase_add_test(tc, test_combined_f32_entry_points_agree);

@@ -297,13 +297,15 @@ EFFML_API void effml_cascade_workspace_free(effml_cascade_workspace *ws);
  *         EFFML_E_NUMERIC (NaN/inf logits: the message names stage, sample and class),
  *         a callback's own error, EFFML_E_NOMEM.  On error the outputs are untouched and the
  *         workspace statistics are reset.
- * Routing: a stage whose rule effml_cascade_select_thresholds() selected for a one-member MSP
- * score (stage 0, or EFFML_CASCADE_AGG_LAST; K <= 256) decides exits on the routing score, the
- * MSP computed in f32 (within about 1e-6 of it), on which that rule was selected; outputs
- * (pred, score, probs) are exact whatever the route.  With only pred and exit_stage asked
- * for, the last stage's pred is an f32 argmax certified against an error bound and
- * recomputed exactly where the bound does not separate the top two classes.  Passing `probs`, or a rule set with
- * effml_cascade_set_exit_rule(), routes on the exact score (docs/cascades.md).
+ * Routing: a stage with a threshold or window rule (selected by
+ * effml_cascade_select_thresholds() or set with effml_cascade_set_exit_rule()) on a one-member
+ * MSP score (stage 0, or EFFML_CASCADE_AGG_LAST; K <= 256) decides exits on a cheap f32
+ * routing score, certified against the rule's bounds, and on the exact MSP for the samples
+ * near a bound, so it exits exactly the samples the exact score would; outputs (pred, score,
+ * probs) are exact whatever the route, the lowest index on tied probabilities included.
+ * With only pred and exit_stage asked for, the last stage's pred is an f32 argmax certified
+ * against an error bound and recomputed exactly where the bound does not separate the top two
+ * classes.  Passing `probs` routes on the exact score (docs/cascades.md).
  * Cost: O(n * K) per stage reached plus the callbacks; the library's own loops use ctx's
  * threads and give identical results for every thread count.
  */

@@ -84,7 +84,6 @@ static effml_status add_stage(effml_context *ctx, effml_cascade *c, effml__casca
   s->b = INFINITY;
   s->tau = NAN;
   s->cal = NULL;
-  s->route = 0;
   c->stages[c->num_stages++] = *s;
   return EFFML_OK;
 }
@@ -175,7 +174,6 @@ effml_status effml_cascade_set_exit_rule(effml_context *ctx, effml_cascade *casc
   s->a = a;
   s->b = b;
   s->tau = NAN; /* set by hand: no calibrated task threshold */
-  s->route = 0; /* a rule set by hand is in score space: route on the exact score */
   return EFFML_OK;
 }
 

@@ -18,7 +18,6 @@ typedef struct effml__cascade_stage {
   double a, b;                /* threshold (a) or window [a, b] */
   double tau;                 /* calibrated task threshold, NaN if none */
   double *cal;                /* NULL, or [2K] probability calibration z' = cal[k] z + cal[K + k] */
-  int32_t route;              /* 1: exits decided on the routing score (calibrated rule) */
 } effml__cascade_stage;
 
 struct effml_cascade {
@@ -78,8 +77,10 @@ typedef struct effml__stage_block {
   double temperature;
   int32_t m;          /* members aggregated after this stage (>= 1) */
   const double *cal;  /* NULL, or [2K] affine calibration applied to every logit read */
-  int32_t route;      /* 1: score[j] = the routing score, pred[j] = argmax logit; acc,
-                       * sacc untouched (MSP stages with one member only) */
+  int32_t route;      /* 1: score[j] = the routing score, pred[j] = the exact path's
+                       * prediction (the first maximal logit; where another logit is within
+                       * 2^-40 of it, the argmax of the f64 probabilities, which can tie:
+                       * scores.c); acc, sacc untouched (MSP stages with one member only) */
   double *acc;        /* [rows, K] */
   double *sacc;       /* [rows] */
   double *score;      /* [rows] */
@@ -162,9 +163,11 @@ EFFML__HIDDEN int effml__tail_fast_probs(const effml__tail_block *t, int64_t j, 
 /* The exact path's prediction for row j (f64 softmax of each member, libm exp). */
 EFFML__HIDDEN int32_t effml__tail_exact_pred(const effml__tail_block *t, int64_t j);
 
-/* 1 if stage m (not the last) routes on the routing score when its rule is selected by
- * effml_cascade_select_thresholds(): MSP score, one member's logits at that stage
- * (stage 0, or EFFML_CASCADE_AGG_LAST), K <= 256. */
+/* 1 if stage m (not the last) can route on the routing score: MSP score, one member's
+ * logits at that stage (stage 0, or EFFML_CASCADE_AGG_LAST), K <= 256.  Its threshold or
+ * window rule, calibrated or set by hand, is then decided on the routing score where the
+ * certified cuts (effml__route_cuts) are sure and on the exact MSP elsewhere: the exits
+ * are the exact path's for any bounds. */
 static inline int effml__cascade_routes(const effml_cascade *c, int32_t m) {
   return c->score == EFFML_CASCADE_SCORE_MSP && m < c->num_stages - 1 && c->num_classes <= 256 &&
          (m == 0 || c->aggregation == EFFML_CASCADE_AGG_LAST);

@@ -362,10 +362,12 @@ static int64_t exit_scored(const effml_cascade *c, effml_cascade_workspace *ws, 
   return w;
 }
 
-/* 1 if stage m decides its exits on the routing score in this run. */
+/* 1 if stage m decides its exits on the routing score in this run: a threshold or window
+ * rule, however it was set (the certified cuts give the exact path's exits for any bounds),
+ * on a stage that can route (effml__cascade_routes), unless probs are asked for. */
 static int stage_routes(const effml_cascade *c, int32_t m, const effml_tensor *probs) {
   const effml__cascade_stage *s = &c->stages[m];
-  return s->route && !probs && effml__cascade_routes(c, m) &&
+  return !probs && effml__cascade_routes(c, m) &&
          (s->rule == EFFML_CASCADE_EXIT_THRESHOLD || s->rule == EFFML_CASCADE_EXIT_WINDOW);
 }
 

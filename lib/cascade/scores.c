@@ -131,6 +131,32 @@ static float route_sum_exp(const float *z, int64_t K, float zmax, int64_t arg) {
 }
 #endif
 
+/* The routed prediction.  The exact path predicts argmax_k p_k (lowest index on ties) of
+ * its f64 probabilities p_k = fl(e_k * fl(1 / sum)), e_k = exp(fl(z_k - max z)); the router
+ * takes the first maximal logit.  The two agree unless another class's p_k ties with the
+ * top one: p_k is non-decreasing in z_k, so a lower class with a slightly smaller logit can
+ * have the same p_k (logits 2^-62 apart give e_k = 1 = e_max, and the lower index wins).
+ * That needs z_max - z_k below 2^-40: then fl(z_k - z_max) <= -2^-40 (rounding is
+ * monotone), e_k < 1 - 2^-41 (libm exp is within an ulp), and e_k * (1 / sum) lies more
+ * than 2^-41 relatively, many ulps, below 1 * (1 / sum) = p_max, so p_k < p_max.  A row
+ * whose top two logits are within ROUTE_NEAR of each other (f32 difference for f32 logits,
+ * f64 otherwise; computed differences are monotone in the true one, so a row not flagged
+ * is truly 2^-40 apart) takes the exact path's prediction (route_exact_pred). */
+#define ROUTE_NEAR 0x1.0p-40
+#define ROUTE_NEAR_F 0x1.0p-40f
+static int route_near_f32(const float *z, int64_t K, int32_t arg) {
+  const float zmax = z[arg];
+  for (int64_t k = 0; k < K; ++k)
+    if (k != arg && zmax - z[k] <= ROUTE_NEAR_F) return 1;
+  return 0;
+}
+static int route_near_f64(const double *z, int64_t K, int32_t arg) {
+  const double zmax = z[arg];
+  for (int64_t k = 0; k < K; ++k)
+    if (k != arg && zmax - z[k] <= ROUTE_NEAR) return 1;
+  return 0;
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define EFFML__ROUTE_AVX512 1
@@ -225,11 +251,12 @@ __attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effm
   for (; j0 + 16 <= end; j0 += 16) {
     __m512 z[16];
     load16_transposed((const float *)b->base, b->row_index, b->rs, K, j0, z);
-    __m512 zmax = z[0], fin = _mm512_sub_ps(z[0], z[0]);
+    __m512 zmax = z[0], top2 = _mm512_set1_ps(-INFINITY), fin = _mm512_sub_ps(z[0], z[0]);
     __m512i arg = _mm512_setzero_si512();
     for (int64_t k = 1; k < K; ++k) {
       fin = _mm512_add_ps(fin, _mm512_sub_ps(z[k], z[k]));
       const __mmask16 gt = _mm512_cmp_ps_mask(z[k], zmax, _CMP_GT_OQ);
+      top2 = _mm512_mask_mov_ps(_mm512_max_ps(top2, z[k]), gt, zmax); /* the largest other */
       zmax = _mm512_mask_mov_ps(zmax, gt, z[k]);
       arg = _mm512_mask_mov_epi32(arg, gt, _mm512_set1_epi32((int32_t)k));
     }
@@ -256,7 +283,13 @@ __attribute__((target("avx512f"))) static int64_t route_blocks_avx512(const effm
     _mm512_storeu_pd(b->score + j0, _mm512_cvtps_pd(_mm512_castps512_ps256(sv)));
     _mm512_storeu_pd(b->score + j0 + 8,
                      _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sv), 1))));
-    _mm512_storeu_si512((void *)(b->pred + j0), arg);
+    /* a top pair closer than ROUTE_NEAR: pred -1, the caller computes the exact path's */
+    _mm512_storeu_si512((void *)(b->pred + j0),
+                        _mm512_mask_mov_epi32(arg,
+                                              _mm512_cmp_ps_mask(_mm512_sub_ps(zmax, top2),
+                                                                 _mm512_set1_ps(ROUTE_NEAR_F),
+                                                                 _CMP_LE_OQ),
+                                              _mm512_set1_epi32(-1)));
   }
   return j0;
 }
@@ -381,6 +414,17 @@ double effml__softmax_row(const double *z, int64_t K, double *p) {
     if (p[k] > top) top = p[k];
   }
   return top;
+}
+
+/* The exact path's prediction from a row of logits as doubles (load_row): the argmax of
+ * effml__softmax_row's probabilities, lowest index on ties (effml__probs_score's rule). */
+static int32_t route_exact_pred(const double *z, int64_t K) {
+  double p[256];
+  (void)effml__softmax_row(z, K, p);
+  int64_t arg = 0;
+  for (int64_t k = 1; k < K; ++k)
+    if (p[k] > p[arg]) arg = k;
+  return (int32_t)arg;
 }
 
 /* ---- the last stage's prediction on the routing-only path (effml__tail_block) ----
@@ -690,17 +734,19 @@ int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t en
     if (wide && !b->is_f64 && b->cs == 1 && !b->cal) { /* 16 rows at a time, then row by row */
       const int64_t done = route_blocks_avx512(b, begin, end);
       for (; j < done; ++j)
-        if (b->score[j] < 0.0) {
+        if (b->score[j] < 0.0 || b->pred[j] < 0) {
           const int64_t r = b->row_index ? b->row_index[j] : j;
           load_row(b, r, zb);
           for (int64_t k = 0; k < b->K; ++k)
             if (!isfinite(zb[k])) return j * b->K + k;
+          b->pred[j] = route_exact_pred(zb, b->K); /* a near tie at the top */
         }
     }
 #endif
     for (; j < end; ++j) {
       const int64_t r = b->row_index ? b->row_index[j] : j;
       double v;
+      int near;
       if (!b->is_f64 && b->cs == 1 && !b->cal) { /* raw f32 rows; calibrated rows go via load_row */
         const float *zr = (const float *)b->base + r * b->rs;
 #ifdef EFFML__ROUTE_AVX512
@@ -709,14 +755,17 @@ int64_t effml__stage_rows(const effml__stage_block *b, int64_t begin, int64_t en
         else
 #endif
           v = route_score_f32(zr, b->K, &b->pred[j]);
+        near = v >= 0.0 && route_near_f32(zr, b->K, b->pred[j]);
+        if (v < 0.0 || near) load_row(b, r, zb);
       } else {
         load_row(b, r, zb);
         v = effml__route_score(zb, b->K, &b->pred[j]);
+        near = v >= 0.0 && route_near_f64(zb, b->K, b->pred[j]);
       }
-      if (v < 0.0) load_row(b, r, zb);
       if (v < 0.0)
         for (int64_t k = 0; k < b->K; ++k)
           if (!isfinite(zb[k])) return j * b->K + k;
+      if (near) b->pred[j] = route_exact_pred(zb, b->K);
       b->score[j] = v;
     }
     return -1;

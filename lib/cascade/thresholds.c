@@ -48,7 +48,6 @@ static double percentile_rank(const double *a, int64_t n, double x) {
 typedef struct {
   int32_t rule;
   double a, b, tau;
-  int32_t route;   /* 1: the stage routes on the routing score */
 } stage_rule;
 
 /* tau and the rule of one stage from its validation scores and predictions. */
@@ -190,10 +189,6 @@ static effml_status fit_stages(effml_context *ctx, const effml_cascade *cascade,
     snprintf(name, sizeof name, "val_logits[%d]", (int)m);
     EFFML__TRY(effml__stage_tensor(ctx, &b, val_logits[m], n, name));
     EFFML__TRY(fit_stage(ctx, m, w->sc, w->pr, labels, n, o, &rules[m]));
-    /* A one-member MSP stage routes on the routing score (effml__route_score): the router
-     * decides this very rule on it where that is certain and on the exact MSP elsewhere
-     * (effml__route_cuts), so its exits are the exact path's. */
-    rules[m].route = effml__cascade_routes(cascade, m);
   }
   return EFFML_OK;
 }
@@ -244,7 +239,6 @@ effml_status effml_cascade_select_thresholds(effml_context *ctx, effml_cascade *
       cascade->stages[m].a = rules[m].a;
       cascade->stages[m].b = rules[m].b;
       cascade->stages[m].tau = rules[m].tau;
-      cascade->stages[m].route = rules[m].route;
     }
   effml__free(ctx, labels);
   effml__free(ctx, w.acc);

@@ -78,7 +78,8 @@ static effml_status check_common(effml_context *ctx, const effml__resample_in *i
 
 /* Per class-row neighbour lists over C: k best (dist2, order, is_minority). */
 typedef struct cnn_state {
-  const double *xs; /* class rows [ns, d] */
+  const double *xg; /* class rows in groups of 8, feature-major (effml__sqdist_groups) */
+  int isa;          /* 1: the AVX-512 build of the distance kernel */
   int64_t ns, d, k;
   double *dv;   /* [ns, k] ascending */
   int64_t *di;  /* [ns, k] order in C (ties) */
@@ -90,7 +91,7 @@ typedef struct cnn_state {
   char minority;
 } cnn_state;
 
-static void cnn_insert(cnn_state *S, int64_t i, double v, int64_t ord, char mnr) {
+static inline void cnn_insert(cnn_state *S, int64_t i, double v, int64_t ord, char mnr) {
   const int64_t k = S->k;
   double *dv = S->dv + i * k;
   int64_t *di = S->di + i * k;
@@ -110,18 +111,84 @@ static void cnn_insert(cnn_state *S, int64_t i, double v, int64_t ord, char mnr)
   if (n < k) S->len[i] = n + 1;
 }
 
+/* Squared distances of the class rows to the row being added, each summed
+ * over the features in order from 0.0 (as a scalar loop would: vector
+ * extensions are element-wise), 16 rows at a time from the grouped copy
+ * (effml__sqdist_groups: groups of 8 rows, feature-major); the same bytes
+ * from the portable and the AVX-512 build. */
+typedef double cnn_v8 __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) void cnn_dist_body(const double *xg, const double *xa,
+                                                                int64_t d, int64_t g0, int64_t g1,
+                                                                double *out) {
+  int64_t g = g0;
+  for (; g + 2 <= g1; g += 2) {
+    const double *c = xg + g * d * 8;
+    cnn_v8 a0 = {0}, a1 = {0};
+    for (int64_t t = 0; t < d; ++t) {
+      cnn_v8 c0, c1;
+      memcpy(&c0, c + t * 8, sizeof c0);
+      memcpy(&c1, c + (d + t) * 8, sizeof c1);
+      const cnn_v8 u0 = c0 - xa[t], u1 = c1 - xa[t];
+      a0 += u0 * u0;
+      a1 += u1 * u1;
+    }
+    memcpy(out + (g - g0) * 8, &a0, sizeof a0);
+    memcpy(out + (g - g0) * 8 + 8, &a1, sizeof a1);
+  }
+  if (g < g1) {
+    const double *c = xg + g * d * 8;
+    cnn_v8 a0 = {0};
+    for (int64_t t = 0; t < d; ++t) {
+      cnn_v8 c0;
+      memcpy(&c0, c + t * 8, sizeof c0);
+      const cnn_v8 u0 = c0 - xa[t];
+      a0 += u0 * u0;
+    }
+    memcpy(out + (g - g0) * 8, &a0, sizeof a0);
+  }
+}
+
+static void cnn_dist_portable(const double *xg, const double *xa, int64_t d, int64_t g0,
+                              int64_t g1, double *out) {
+  cnn_dist_body(xg, xa, d, g0, g1, out);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void cnn_dist_avx512(const double *xg, const double *xa,
+                                                               int64_t d, int64_t g0, int64_t g1,
+                                                               double *out) {
+  cnn_dist_body(xg, xa, d, g0, g1, out);
+}
+#endif
+
+/* Groups [b, e) of 8 class rows: their distances to the row being added
+ * enter their lists. */
+#define CNN_GROUPS 8
 static void cnn_add_range(void *arg, int64_t b, int64_t e, int32_t worker) {
   (void)worker;
   cnn_state *S = (cnn_state *)arg;
-  for (int64_t i = b; i < e; ++i) {
-    const double *xi = S->xs + i * S->d;
-    double s = 0;
-    for (int64_t t = 0; t < S->d; ++t) {
-      double u = xi[t] - S->xa[t];
-      s += u * u;
-    }
-    cnn_insert(S, i, s, S->order, S->minority);
+  double out[CNN_GROUPS * 8];
+  for (int64_t g0 = b; g0 < e; g0 += CNN_GROUPS) {
+    const int64_t g1 = e - g0 < CNN_GROUPS ? e : g0 + CNN_GROUPS;
+#if defined(__x86_64__)
+    if (S->isa)
+      cnn_dist_avx512(S->xg, S->xa, S->d, g0, g1, out);
+    else
+#endif
+      cnn_dist_portable(S->xg, S->xa, S->d, g0, g1, out);
+    const int64_t r1 = g1 * 8 < S->ns ? g1 * 8 : S->ns;
+    for (int64_t i = g0 * 8; i < r1; ++i) cnn_insert(S, i, out[i - g0 * 8], S->order, S->minority);
   }
+}
+
+/* Rows per thread of one addition's update: a thread only pays off when its
+ * share (rows x d multiply-adds, ~1 ns each) dwarfs starting it (60 us to a
+ * few ms on a 2-core VM); an addition to a class of a few thousand rows runs
+ * on the calling thread. */
+static int64_t cnn_min_chunk(int64_t d) { /* in groups of 8 rows */
+  const int64_t c = ((int64_t)1 << 15) / (d > 0 ? d : 1);
+  return c < 32 ? 32 : c;
 }
 
 /* 1 if the vote over row i's list picks the class (minority label vs class label). */
@@ -145,7 +212,7 @@ static effml_status cnn_class(effml_context *ctx, const effml__resample_in *in, 
   S.ns = ns;
   S.d = d;
   S.k = k;
-  S.xs = effml__gather_rows(ctx, in->x, d, rows, ns);
+  double *xs = effml__gather_rows(ctx, in->x, d, rows, ns);
   S.dv = (double *)effml__malloc(ctx, (size_t)(ns * k) * sizeof(double));
   S.di = (int64_t *)effml__malloc(ctx, (size_t)(ns * k) * sizeof(int64_t));
   S.dm = (char *)effml__malloc(ctx, (size_t)(ns * k));
@@ -156,12 +223,21 @@ static effml_status cnn_class(effml_context *ctx, const effml__resample_in *in, 
   int64_t *ki = (int64_t *)effml__malloc(ctx, (size_t)(ns * km) * sizeof(int64_t));
   double *kd = (double *)effml__malloc(ctx, (size_t)(ns * km) * sizeof(double));
   effml_status st = EFFML_OK;
-  if (!S.xs || !S.dv || !S.di || !S.dm || !S.len || !added || !inC || !ki || !kd)
+  if (!xs || !S.dv || !S.di || !S.dm || !S.len || !added || !inC || !ki || !kd)
     st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for CNN on class %lld",
                     (long long)c->labels[cl]);
   /* C = minority rows (order 0..n_min-1), then seeds, then additions. */
   if (st == EFFML_OK)
-    st = effml__knn_f64(ctx, xmin, n_min, S.xs, ns, d, km, NULL, o->block_rows, ki, kd);
+    st = effml__knn_f64(ctx, xmin, n_min, xs, ns, d, km, NULL, o->block_rows, ki, kd);
+  /* the class rows grouped for the additions (replacing the row-major copy) */
+  double *xg = NULL;
+  if (st == EFFML_OK) {
+    xg = effml__sqdist_groups(ctx, xs, ns, d);
+    if (!xg) st = EFFML_E_NOMEM;
+    S.xg = xg;
+    S.isa = effml__sqdist_isa(ctx, -1);
+  }
+  effml__free(ctx, xs);
   int64_t n_added = 0;
   if (st == EFFML_OK) {
     for (int64_t i = 0; i < ns; ++i)
@@ -171,10 +247,10 @@ static effml_status cnn_class(effml_context *ctx, const effml__resample_in *in, 
   int64_t order = n_min;
   for (int64_t s = 0; st == EFFML_OK && s < o->n_seeds_S; ++s) {
     inC[added[s]] = 1;
-    S.xa = S.xs + added[s] * d;
+    S.xa = in->x + rows[added[s]] * d;
     S.order = order++;
     S.minority = cl == mino;
-    st = effml__parallel_for(ctx, ns, 256, cnn_add_range, &S);
+    st = effml__parallel_for(ctx, (ns + 7) / 8, cnn_min_chunk(d), cnn_add_range, &S);
     n_added++;
   }
   const int min_smaller = c->labels[mino] < c->labels[cl];
@@ -185,15 +261,15 @@ static effml_status cnn_class(effml_context *ctx, const effml__resample_in *in, 
       if (inC[i] || cnn_correct(&S, i, min_smaller)) continue;
       inC[i] = 1;
       added[n_added++] = i;
-      S.xa = S.xs + i * d;
+      S.xa = in->x + rows[i] * d;
       S.order = order++;
       S.minority = cl == mino;
-      st = effml__parallel_for(ctx, ns, 256, cnn_add_range, &S);
+      st = effml__parallel_for(ctx, (ns + 7) / 8, cnn_min_chunk(d), cnn_add_range, &S);
       changed = 1;
     }
   }
   for (int64_t t = 0; st == EFFML_OK && t < n_added; ++t) effml__plan_push(p, rows[added[t]], -1, 0.0);
-  effml__free(ctx, (void *)S.xs);
+  effml__free(ctx, xg);
   effml__free(ctx, S.dv);
   effml__free(ctx, S.di);
   effml__free(ctx, S.dm);

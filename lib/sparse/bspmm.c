@@ -24,7 +24,7 @@
  *            thread owns its lanes, block-rows summed in order)
  *   dW       g = ⟨dYᵀ[r, :], Xᵀ[c, :]⟩        split over block-rows
  *
- * Work is handed out in chunks from a shared counter (run_chunks), so a
+ * Work is handed out in chunks from a shared counter (effml__sparse_run_chunks), so a
  * thread that gets less CPU takes fewer chunks instead of holding the others
  * up.  Every output is summed in one fixed order, so results do not depend on the
  * thread count.
@@ -171,13 +171,14 @@ static int64_t min_items(int64_t items, int64_t nnz, int64_t ldb) {
   return mn < 1.0 ? 1 : (int64_t)mn;
 }
 
-/* Chunks of a range handed out from a shared counter.  Each thread keeps
+/* Chunks of a range handed out from a shared counter (declared in
+ * sparse_internal.h, used by the CSR kernels too).  Each thread keeps
  * taking the next `chunk` items until none are left, so when one thread gets
- * less CPU (another process on its core, OpenBLAS's workers still
- * busy-waiting after a GEMM, which they do for ~0.1 s) the others take over
- * its share instead of waiting for it at the join.  Which thread runs an item
- * does not change its result: each item's outputs are computed whole, in one
- * order, by whoever takes it. */
+ * less CPU (another process on its core, a worker that starts late,
+ * OpenBLAS's workers still busy-waiting after a GEMM, which they do for
+ * ~0.1 s) the others take over its share instead of waiting for it at the
+ * join.  Which thread runs an item does not change its result: each item's
+ * outputs are computed whole, in one order, by whoever takes it. */
 typedef struct {
   atomic_llong next;
   int64_t items, chunk;
@@ -194,10 +195,8 @@ static void chunk_worker(void *arg, int64_t b, int64_t e, int32_t w) {
   }
 }
 
-/* fn over [0, items) on up to the context's threads, at least `min_per`
- * items per thread, in chunks of `chunk` items (0: about 32 per thread). */
-static void run_chunks(effml_context *ctx, int64_t items, int64_t min_per, int64_t chunk,
-                       effml__range_fn fn, void *arg) {
+void effml__sparse_run_chunks(effml_context *ctx, int64_t items, int64_t min_per, int64_t chunk,
+                              effml__range_fn fn, void *arg) {
   int64_t nt = effml__ctx_threads(ctx);
   if (min_per < 1) min_per = 1;
   if (nt > items / min_per) nt = items / min_per;
@@ -214,12 +213,11 @@ static void run_chunks(effml_context *ctx, int64_t items, int64_t min_per, int64
   c.arg = arg;
   (void)effml__parallel_for(ctx, nt, 1, chunk_worker, &c);
 }
-
 void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v, const float *XT,
                       int64_t ldb, int accumulate, float *YT, int isa) {
   fwd_job j = {pick(ctx, isa), m, v, XT, ldb, accumulate, YT};
   const int64_t items = (m->rows + 3) / 4;
-  run_chunks(ctx, items, min_items(items, m->nnz, ldb), 0, fwd_range, &j);
+  effml__sparse_run_chunks(ctx, items, min_items(items, m->nnz, ldb), 0, fwd_range, &j);
 }
 
 /* ---------------- dX ---------------- */
@@ -254,7 +252,7 @@ void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, const float *v, 
   dx_job j = {pick(ctx, isa), m, v, DYT, ldb, accumulate, DXT};
   const int64_t items = ldb / 16;
   /* chunks of 4 items = 64 lanes, the widest dX panel */
-  run_chunks(ctx, items, min_items(items, m->nnz, ldb), 4, dx_range, &j);
+  effml__sparse_run_chunks(ctx, items, min_items(items, m->nnz, ldb), 4, dx_range, &j);
 }
 
 /* ---------------- dW (nonzeros only) ---------------- */
@@ -301,7 +299,7 @@ void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT, 
                    int64_t ldb, float *g, const int32_t *slot, int accumulate, int isa) {
   dw_job j = {pick(ctx, isa), m, DYT, XT, ldb, g, slot, accumulate};
   const int64_t items = (m->rows + 3) / 4;
-  run_chunks(ctx, items, min_items(items, m->nnz, ldb), 0, dw_range, &j);
+  effml__sparse_run_chunks(ctx, items, min_items(items, m->nnz, ldb), 0, dw_range, &j);
 }
 
 void effml__spmat_mul(effml_context *ctx, const effml__spmat *m, const float *v, const float *XT,

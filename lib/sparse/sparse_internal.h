@@ -85,6 +85,13 @@ EFFML__HIDDEN void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, co
 EFFML__HIDDEN void effml__bsddmm(effml_context *ctx, const effml__spmat *m, const float *DYT,
                                  const float *XT, int64_t ldb, float *g, const int32_t *slot,
                                  int accumulate, int isa);
+/* fn over the items [0, items) on up to the context's threads (at least
+ * min_per items per thread), handed out in chunks of `chunk` items (0: about
+ * 32 chunks per thread) from a shared counter: a thread that starts late or
+ * gets less CPU takes fewer chunks.  fn must compute each item's outputs
+ * whole, so results do not depend on which thread runs it (bspmm.c). */
+EFFML__HIDDEN void effml__sparse_run_chunks(effml_context *ctx, int64_t items, int64_t min_per,
+                                            int64_t chunk, effml__range_fn fn, void *arg);
 /* 1 if every block-row of m (block rows each) shares one column list. */
 EFFML__HIDDEN int effml__spmat_is_blocked(const effml__spmat *m, int32_t block);
 /* Yᵀ (+)= W Xᵀ with the kernel of m's layout (v in CSR order). */

@@ -7,8 +7,11 @@
  * Each nonzero streams one contiguous batch vector, so the inner loop is a
  * broadcast-FMA (spmm) or a dot product (sddmm) over the batch with no
  * gathers.  The batch is cut in tiles of 64 floats so the Xᵀ panel a tile
- * touches stays in L2.  Work is split over output rows only and every output
- * is summed in one fixed order, so results do not depend on the thread count.
+ * touches stays in L2.  Work items are (lane tile, row chunk) pairs handed
+ * out in tile-major order from a shared counter, so a thread that starts
+ * late takes fewer items instead of holding up the join, and both threads
+ * stay on one tile; every output is summed in one fixed order by whichever
+ * thread takes it, so results do not depend on the thread count.
  *
  * Three builds of each kernel: AVX-512F, AVX2+FMA (x86-64, picked at run time
  * with __builtin_cpu_supports, so the library itself needs no -march flag),
@@ -33,8 +36,9 @@ typedef float effml__v16 __attribute__((vector_size(64)));
 /* ---------------- portable (vector extensions) ---------------- */
 
 static void spmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx,
-                              const float *v, const float *XT, int64_t ldb, int acc, float *YT) {
-  for (int64_t b0 = 0; b0 < ldb; b0 += 16) {
+                              const float *v, const float *XT, int64_t ldb, int64_t l0,
+                              int64_t l1, int acc, float *YT) {
+  for (int64_t b0 = l0; b0 < l1; b0 += 16) {
     for (int64_t r = r0; r < r1; ++r) {
       effml__v16 a = {0};
       for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p) {
@@ -78,9 +82,9 @@ static void sddmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const
 
 __attribute__((target("avx512f"))) static void spmm_rows_avx512(
     int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *v,
-    const float *XT, int64_t ldb, int acc, float *YT) {
-  int64_t b0 = 0;
-  for (; b0 + 64 <= ldb; b0 += 64) {
+    const float *XT, int64_t ldb, int64_t l0, int64_t l1, int acc, float *YT) {
+  int64_t b0 = l0;
+  for (; b0 + 64 <= l1; b0 += 64) {
     for (int64_t r = r0; r < r1; ++r) {
       __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       __m512 c0 = a0, c1 = a0, c2 = a0, c3 = a0;
@@ -133,7 +137,7 @@ __attribute__((target("avx512f"))) static void spmm_rows_avx512(
       _mm512_storeu_ps(y + 48, a3);
     }
   }
-  for (; b0 < ldb; b0 += 16) {
+  for (; b0 < l1; b0 += 16) {
     for (int64_t r = r0; r < r1; ++r) {
       __m512 a = _mm512_setzero_ps();
       for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p)
@@ -184,9 +188,9 @@ __attribute__((target("avx512f"))) static void sddmm_rows_avx512(
 
 __attribute__((target("avx2,fma"))) static void spmm_rows_avx2(
     int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *v,
-    const float *XT, int64_t ldb, int acc, float *YT) {
-  int64_t b0 = 0;
-  for (; b0 + 64 <= ldb; b0 += 64) {
+    const float *XT, int64_t ldb, int64_t l0, int64_t l1, int acc, float *YT) {
+  int64_t b0 = l0;
+  for (; b0 + 64 <= l1; b0 += 64) {
     for (int64_t r = r0; r < r1; ++r) {
       __m256 a[8];
       for (int k = 0; k < 8; ++k) a[k] = _mm256_setzero_ps();
@@ -202,7 +206,7 @@ __attribute__((target("avx2,fma"))) static void spmm_rows_avx2(
       }
     }
   }
-  for (; b0 < ldb; b0 += 16) {
+  for (; b0 < l1; b0 += 16) {
     for (int64_t r = r0; r < r1; ++r) {
       __m256 a0 = _mm256_setzero_ps(), a1 = a0;
       for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p) {
@@ -266,7 +270,7 @@ __attribute__((target("avx2,fma"))) static void sddmm_rows_avx2(
 /* ---------------- dispatch ---------------- */
 
 typedef void (*spmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
-                             const float *, int64_t, int, float *);
+                             const float *, int64_t, int64_t, int64_t, int, float *);
 typedef void (*sddmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
                               const float *, int64_t, float *);
 
@@ -296,51 +300,109 @@ static sddmm_rows_fn pick_sddmm(const effml_context *ctx) {
   return sddmm_rows_generic;
 }
 
-/* Rows per chunk so a thread gets at least ~32k multiply-adds. */
-static int64_t min_rows(int64_t rows, int64_t nnz, int64_t ldb) {
-  double per_row = rows > 0 ? (double)nnz * (double)ldb / (double)rows : 1.0;
-  double m = 32768.0 / (per_row > 1.0 ? per_row : 1.0);
+/* First row r with ptr[r] >= t (ptr nondecreasing, ptr[0] = 0). */
+static int64_t row_at(const int64_t *ptr, int64_t rows, int64_t t) {
+  int64_t lo = 0, hi = rows;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (ptr[mid] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* Row chunks of about equal nonzero counts: chunk k of n is the rows
+ * [row_at(k nnz / n), row_at((k+1) nnz / n)), the last one ending at rows.
+ * Every row lands in exactly one chunk. */
+static void row_chunk(const int64_t *ptr, int64_t rows, int64_t n, int64_t k, int64_t *r0,
+                      int64_t *r1) {
+  const int64_t nnz = ptr[rows];
+  *r0 = row_at(ptr, rows, (int64_t)((double)nnz * (double)k / (double)n));
+  *r1 = k + 1 == n ? rows : row_at(ptr, rows, (int64_t)((double)nnz * (double)(k + 1) / (double)n));
+  if (*r1 < *r0) *r1 = *r0;
+}
+
+/* How many row chunks: about 32 work items per thread over `tiles` lane
+ * tiles, none below ~32k multiply-adds unless there is only one. */
+static int64_t n_row_chunks(const effml_context *ctx, int64_t rows, int64_t nnz, int64_t lanes,
+                            int64_t tiles) {
+  const int64_t nt = effml__ctx_threads(ctx);
+  int64_t n = (32 * nt + tiles - 1) / tiles;
+  const int64_t cap = nnz * lanes / 32768;
+  if (n > cap) n = cap;
+  if (n > rows) n = rows;
+  return n < 1 ? 1 : n;
+}
+
+/* Items per thread so a thread gets at least ~32k multiply-adds. */
+static int64_t min_items(int64_t items, int64_t nnz, int64_t ldb) {
+  double per = items > 0 ? (double)nnz * (double)ldb / (double)items : 1.0;
+  double m = 32768.0 / (per > 1.0 ? per : 1.0);
   return m < 1.0 ? 1 : (int64_t)m;
 }
 
+/* SpMM work items: (lane tile, row chunk) pairs in tile-major order, handed
+ * out from a shared counter (effml__sparse_run_chunks).  A lane tile is 64
+ * batch lanes (the last one the ldb % 64 rest), the width the AVX kernels
+ * work in, so each lane goes through the same code path as with one thread;
+ * tile-major order keeps the threads on the same Xᵀ tile (its rows for 64
+ * lanes, 256 bytes each) while they take its row chunks. */
 typedef struct {
   spmm_rows_fn fn;
   const int64_t *ptr;
   const int32_t *idx;
   const float *v, *XT;
-  int64_t ldb;
+  int64_t rows, ldb, nrc;
   int acc;
   float *YT;
 } spmm_job;
 
 static void spmm_range(void *arg, int64_t b, int64_t e, int32_t w) {
   spmm_job *j = (spmm_job *)arg;
-  j->fn(b, e, j->ptr, j->idx, j->v, j->XT, j->ldb, j->acc, j->YT);
+  for (int64_t it = b; it < e; ++it) {
+    const int64_t tile = it / j->nrc, k = it % j->nrc;
+    const int64_t l0 = 64 * tile, l1 = l0 + 64 < j->ldb ? l0 + 64 : j->ldb;
+    int64_t r0, r1;
+    row_chunk(j->ptr, j->rows, j->nrc, k, &r0, &r1);
+    if (r1 > r0) j->fn(r0, r1, j->ptr, j->idx, j->v, j->XT, j->ldb, l0, l1, j->acc, j->YT);
+  }
 }
 
 void effml__spmm_t(effml_context *ctx, int64_t rows, const int64_t *ptr, const int32_t *idx,
                    const float *v, const float *XT, int64_t ldb, int accumulate, float *YT) {
-  spmm_job j = {pick_spmm(ctx), ptr, idx, v, XT, ldb, accumulate, YT};
-  (void)effml__parallel_for(ctx, rows, min_rows(rows, ptr[rows], ldb), spmm_range, &j);
+  if (rows <= 0 || ldb <= 0) return;
+  const int64_t tiles = (ldb + 63) / 64, nnz = ptr[rows];
+  const int64_t nrc = n_row_chunks(ctx, rows, nnz, ldb < 64 ? ldb : 64, tiles);
+  spmm_job j = {pick_spmm(ctx), ptr, idx, v, XT, rows, ldb, nrc, accumulate, YT};
+  const int64_t items = tiles * nrc;
+  effml__sparse_run_chunks(ctx, items, min_items(items, nnz, ldb), 1, spmm_range, &j);
 }
 
+/* SDDMM work items: row chunks of about equal nonzero counts, handed out
+ * from a shared counter. */
 typedef struct {
   sddmm_rows_fn fn;
   const effml__spmat *m;
   const float *DYT, *XT;
-  int64_t ldb;
+  int64_t ldb, nrc;
   float *g;
 } sddmm_job;
 
 static void sddmm_range(void *arg, int64_t b, int64_t e, int32_t w) {
   sddmm_job *j = (sddmm_job *)arg;
-  j->fn(b, e, j->m->row_ptr, j->m->col_idx, j->DYT, j->XT, j->ldb, j->g);
+  for (int64_t k = b; k < e; ++k) {
+    int64_t r0, r1;
+    row_chunk(j->m->row_ptr, j->m->rows, j->nrc, k, &r0, &r1);
+    if (r1 > r0) j->fn(r0, r1, j->m->row_ptr, j->m->col_idx, j->DYT, j->XT, j->ldb, j->g);
+  }
 }
 
 void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, const float *DYT, const float *XT,
                     int64_t ldb, float *g) {
-  sddmm_job j = {pick_sddmm(ctx), m, DYT, XT, ldb, g};
-  (void)effml__parallel_for(ctx, m->rows, min_rows(m->rows, m->nnz, ldb), sddmm_range, &j);
+  if (m->rows <= 0) return;
+  const int64_t nrc = n_row_chunks(ctx, m->rows, m->nnz, ldb, 1);
+  sddmm_job j = {pick_sddmm(ctx), m, DYT, XT, ldb, nrc, g};
+  effml__sparse_run_chunks(ctx, nrc, min_items(nrc, m->nnz, ldb), 1, sddmm_range, &j);
 }
 
 /* ---------------- transposes (16 x 16 blocks) ---------------- */

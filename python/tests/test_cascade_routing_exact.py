@@ -72,3 +72,86 @@ def test_distinct_msps_near_one_exit_exactly_ceil_cn():
         _, _, e2, _ = c.run(return_probs=True)
         assert int((e1 == 0).sum()) == math.ceil(cov * n - 1e-9)
         np.testing.assert_array_equal(e1, e2)
+
+
+def _near_tie_logits(n, k, dtype, seed):
+    """Rows whose top two logits differ by less than 1e-16 relatively (their f64 softmax
+    probabilities are equal; the larger logit is in the higher class), rows with a top
+    pair 1e-6 apart, and random rows, in turn."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(-3, 3, (n, k))
+    lo = np.arange(n) % (k - 1)
+    hi = lo + 1 + (np.arange(n) // 3) % (k - 1 - lo)
+    for i in range(n):
+        if i % 3 == 2:
+            continue
+        z[i] = rng.uniform(-3, -1, k)
+        if dtype == np.float32:
+            z[i, lo[i]] = np.float32(1e-20 * (1 + i % 5))
+            z[i, hi[i]] = np.float32(2 * z[i, lo[i]]) if i % 3 == 0 else np.float32(z[i, lo[i]] + 1e-6)
+        else:
+            z[i, lo[i]] = 2.0 ** -10 * (1 + i / 128)
+            z[i, hi[i]] = np.nextafter(z[i, lo[i]], 1.0) if i % 3 == 0 else z[i, lo[i]] + 1e-6
+    return z.astype(dtype), lo, hi
+
+
+def test_near_tie_logits_predict_as_the_exact_path():
+    # the exact path predicts the argmax of the f64 probabilities (lowest index on ties);
+    # run() routes stage 0 on the f32 routing score and must predict the same
+    for dtype in (np.float64, np.float32):
+        n, k = 70, 5
+        z, lo, hi = _near_tie_logits(n, k, dtype, 11)
+        zd = z.astype(np.float64)
+        p = np.exp(zd - zd.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        want = p.argmax(1)
+        tie = np.arange(n) % 3 == 0
+        assert (z[tie, hi[tie]] > z[tie, lo[tie]]).all()
+        np.testing.assert_array_equal(want[tie], lo[tie])
+        np.testing.assert_array_equal(want[np.arange(n) % 3 == 1], hi[np.arange(n) % 3 == 1])
+        other = np.random.default_rng(5).standard_normal((n, k)).astype(dtype)
+        for how in ("calibrated", "threshold", "window"):
+            c = Cascade([z, other], [1, 10])
+            if how == "calibrated":
+                c.calibrate([z], rule="threshold", target="coverage", target_value=1.0)
+            elif how == "threshold":
+                c.set_exit_rule(0, "threshold", 0.0)
+            else:
+                c.set_exit_rule(0, "window", 0.6, 0.9)
+            msp = p.max(1)
+            exit0 = (msp < 0.6) | (msp > 0.9) if how == "window" else np.ones(n, bool)
+            pr1, s1, e1 = c.run()
+            pr2, s2, e2, probs = c.run(return_probs=True)
+            np.testing.assert_array_equal(e1 == 0, exit0)
+            np.testing.assert_array_equal(e1, e2)
+            np.testing.assert_array_equal(pr1, pr2)
+            np.testing.assert_array_equal(s1, s2)
+            np.testing.assert_array_equal(pr1[exit0], want[exit0])
+            assert tie[exit0].sum() >= 20
+            np.testing.assert_array_equal(pr1, probs.argmax(1))
+
+
+def test_hand_set_bounds_at_exact_scores_exit_as_the_exact_path():
+    # a rule set by hand routes on the cheap score too: bounds placed exactly at samples'
+    # exact MSPs (and their f64 neighbours) exit the same samples as run(return_probs=True)
+    rng = np.random.default_rng(21)
+    n, k = 400, 6
+    z0 = (rng.standard_normal((n, k)) * 3).astype(np.float32)
+    z1 = rng.standard_normal((n, k)).astype(np.float32)
+    c = Cascade([z0, z1], [1, 10])
+    c.set_exit_rule(0, "never")
+    s0 = Cascade([z0], [1]).run()[1]  # exact MSP of stage 0 alone
+    for t in range(40):
+        a = s0[(7 * t) % n]
+        a = (a, np.nextafter(a, 0), np.nextafter(a, 2))[t % 3]
+        b = max(a, s0[(13 * t + 5) % n])
+        if t % 2:
+            c.set_exit_rule(0, "threshold", a)
+            want = s0 >= a
+        else:
+            c.set_exit_rule(0, "window", a, b)
+            want = (s0 < a) | (s0 > b)
+        _, _, e1 = c.run()
+        _, _, e2, _ = c.run(return_probs=True)
+        np.testing.assert_array_equal(e1 == 0, want)
+        np.testing.assert_array_equal(e1, e2)
