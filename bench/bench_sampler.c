@@ -8,6 +8,10 @@
  * and prints the combined lines (speedup = baseline_s / ours_s).
  * scripts/bench.sh alternates the two processes several rounds and pools
  * them (bench/combine.py).
+ * Our context keeps a worker pool for the library's loops
+ * (effml_context_set_thread_pool, default spin time; "--no-pool" for
+ * per-call threads, "--pool-spin US"); the machine line says so ("pool",
+ * "pool_spin_us").
  *
  * Cases:
  *   smote_200k_32    SMOTE, 200 000 x 32 f64, 5 % minority, k = 5, vs
@@ -372,7 +376,11 @@ int main(int argc, char **argv) {
   if (!js) return 1;
   fprintf(js, "{");
   double t[32], tf[32];
-  bu_machine("sampler", threads, NULL);
+  char pool[96];
+  if (bu_pool_setup(ctx, argc, argv, pool, sizeof pool) < 0 ||
+      bu_pool_setup(dctx, argc, argv, NULL, 0) < 0) /* both contexts alike */
+    return 1;
+  bu_machine("sampler", threads, pool);
 
   /* ---- smote_200k_32 ---- */
   if (!*only || !strcmp(only, "smote")) {
