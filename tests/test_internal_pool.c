@@ -223,6 +223,7 @@ START_TEST(child_after_fork_runs_per_call) {
 }
 END_TEST
 
+#ifndef EFFML_TEST_POOL_CORE_ONLY /* the cases below run kernels of other areas */
 static int stop_at_second(void *user, const char *call, int64_t done, int64_t total) {
   (void)call;
   (void)done;
@@ -376,6 +377,8 @@ START_TEST(kernels_same_bytes_pool_on_off) {
 }
 END_TEST
 
+#endif /* EFFML_TEST_POOL_CORE_ONLY */
+
 int main(void) {
   Suite *s = suite_create("internal_pool");
   TCase *tc = tcase_create("pool");
@@ -385,8 +388,10 @@ int main(void) {
   tcase_add_test(tc, nested_region_runs_per_call);
   tcase_add_test(tc, num_threads_changes_with_live_pool);
   tcase_add_test(tc, child_after_fork_runs_per_call);
+#ifndef EFFML_TEST_POOL_CORE_ONLY
   tcase_add_test(tc, cancel_with_pool);
   tcase_add_test(tc, kernels_same_bytes_pool_on_off);
+#endif
   suite_add_tcase(s, tc);
   return tu_run(s) ? 1 : 0;
 }
