@@ -86,9 +86,9 @@ static void count_range(void *p, int64_t b, int64_t e, int32_t w) {
   if (b != r->n * w / r->nt || e != r->n * (w + 1) / r->nt) atomic_fetch_add(&r->bad, 1);
   for (int64_t i = b; i < e; ++i) atomic_fetch_add(&r->hits[i], 1);
   if (r->ctx && w == r->nest_worker) {
-    region in = *r;
-    in.ctx = NULL;
-    in.hits = r->nest_hits;
+    region in;
+    memset(&in, 0, sizeof in);
+    in.nest_hits = r->nest_hits;
     (void)effml__parallel_for(r->ctx, r->nest_n, 1, count_inner, &in);
   }
 }
@@ -105,7 +105,7 @@ static void run_regions(effml_context *ctx, int32_t threads, int64_t n, int reps
   r.nt = threads < n ? threads : n;
   if (r.nt > 64) r.nt = 64; /* the most threads a region uses */
   for (int k = 0; k < reps; ++k) ck_assert_int_eq(effml__parallel_for(ctx, n, 1, count_range, &r), EFFML_OK);
-  ck_assert_int_eq(atomic_load(&r.bad), 0);
+  ck_assert_msg(atomic_load(&r.bad) == 0, "%d chunks had other bounds or worker index than the split", atomic_load(&r.bad));
   for (int64_t i = 0; i < n; ++i) ck_assert_int_eq(atomic_load(&hits[i]), reps);
   free(hits);
 }
@@ -149,7 +149,7 @@ START_TEST(nested_region_runs_per_call) {
       r.nest_hits = inner;
       r.nest_n = nn;
       for (int k = 0; k < 50; ++k) ck_assert_int_eq(effml__parallel_for(ctx, n, 1, count_range, &r), EFFML_OK);
-      ck_assert_int_eq(atomic_load(&r.bad), 0);
+      ck_assert_msg(atomic_load(&r.bad) == 0, "%d chunks had other bounds or worker index than the split", atomic_load(&r.bad));
       for (int64_t i = 0; i < n; ++i) ck_assert_int_eq(atomic_load(&hits[i]), 50);
       for (int64_t i = 0; i < nn; ++i) ck_assert_int_eq(atomic_load(&inner[i]), 50);
       free(hits);
