@@ -118,16 +118,33 @@ def fpr_at_tpr(scores, is_ood, tpr=0.95):
 
 def top1_error(pred, labels):
     """Fraction of pred[i] != labels[i] (integer arrays)."""
-    p = as_array(pred, _I, name="pred", ndim=1)
-    l = as_array(labels, _I, name="labels", ndim=1)
+    p = _class_labels(pred, "pred")
+    l = _class_labels(labels, "labels")
     return _scalar("effml_metrics_top1_error", p, l)[0]
 
 
 def nll(probs, labels):
     """Mean -log probs[i, labels[i]] in nats (+inf if a true class has probability 0)."""
     p = as_array(probs, _F, name="probs", ndim=2)
-    l = as_array(labels, _I, name="labels", ndim=1)
+    l = _class_labels(labels, "labels")
     return _scalar("effml_metrics_nll", p, l)[0]
+
+
+def _class_labels(a, name):
+    """Class labels as int64/int32 (1-D).  Float labels must be integral: a label
+    like 2.5 is refused, naming its first index and value, instead of being
+    truncated to 2 by the integer conversion."""
+    arr = np.asarray(a)
+    if arr.dtype.kind == "f":
+        if arr.ndim != 1:
+            raise ShapeError("%s must have 1 dimension(s), got shape %s" % (name, arr.shape))
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidArgumentError(
+                "%s[%d]=%r is not an integer class label (labels must be integers in "
+                "[0, num_classes); %d of %d labels are not)" % (name, i, arr[i].item(), bad.size, arr.size))
+    return as_array(arr, _I, name=name, ndim=1)
 
 
 class CascadeOptions(ctypes.Structure):
@@ -363,8 +380,7 @@ class Cascade:
         vs = [as_array(l, _F, name="val_logits[%d]" % i, ndim=2) for i, l in enumerate(val_logits)]
         with Scope(ctx) as sc:
             hs = (c_void_p * len(vs))(*[sc.wrap(v) for v in vs])
-            tl = None if val_labels is None else sc.wrap(
-                as_array(val_labels, _I, name="val_labels", ndim=1))
+            tl = None if val_labels is None else sc.wrap(_class_labels(val_labels, "val_labels"))
             ctx.check(_lib.fn("effml_cascade_select_thresholds")(ctx.handle, self._h, len(vs), hs, tl,
                                                          byref(o)), "effml_cascade_select_thresholds")
         if target == "risk":

@@ -6,9 +6,11 @@ numpy/scipy on the exact (f64) MSP."""
 import math
 
 import numpy as np
+import pytest
 from scipy.stats import percentileofscore
 
-from effml.selective import Cascade
+from effml.errors import InvalidArgumentError
+from effml.selective import Cascade, nll, top1_error
 
 
 def exact_msp(z):
@@ -193,3 +195,36 @@ def test_risk_target_out_of_reach_is_coverage_zero_with_a_warning():
             warnings.simplefilter("error")
             c.calibrate([z0], y, rule=rule, target="risk", target_value=0.9)
             assert np.isfinite(c.exit_rule(0)[3])
+
+
+def test_non_integral_float_labels_are_refused_naming_the_first_one():
+    # float labels are accepted only when every value is an integer; y + 0.5
+    # used to be truncated to y by the int conversion and calibrate silently
+    # fitted the risk target on them
+    rng = np.random.default_rng(0)
+    n, K = 200, 5
+    y = rng.integers(0, K, n)
+    L0 = rng.normal(size=(n, K))
+    L0[np.arange(n), y] += 1.5
+    L1 = rng.normal(size=(n, K))
+    c = Cascade([L0, L1], [1, 10])
+    c.calibrate([L0, L1], y.astype(float), rule="threshold", target="risk", target_value=0.3)
+    ref = Cascade([L0, L1], [1, 10])
+    ref.calibrate([L0, L1], y, rule="threshold", target="risk", target_value=0.3)
+    assert c.exit_rule(0) == ref.exit_rule(0)   # integral floats: same as int labels
+    bad = y.astype(float)
+    bad[7] += 0.5
+    with pytest.raises(InvalidArgumentError, match=r"val_labels\[7\]=%r is not an integer" % float(bad[7])):
+        c.calibrate([L0, L1], bad, rule="threshold", target="risk", target_value=0.3)
+    bad = y + 0.5
+    with pytest.raises(InvalidArgumentError, match=r"val_labels\[0\]=%r .* 200 of 200" % float(bad[0])):
+        c.calibrate([L0, L1], bad, rule="threshold", target="risk", target_value=0.3)
+    nan = y.astype(float)
+    nan[3] = np.nan
+    with pytest.raises(InvalidArgumentError, match=r"val_labels\[3\]=nan"):
+        c.calibrate([L0, L1], nan, rule="threshold", target="risk", target_value=0.3)
+    with pytest.raises(InvalidArgumentError, match=r"labels\[1\]=1\.25"):
+        top1_error(np.zeros(3, np.int64), [0.0, 1.25, 2.0])
+    with pytest.raises(InvalidArgumentError, match=r"labels\[2\]=0\.5"):
+        nll(np.full((3, 2), 0.5), [0.0, 1.0, 0.5])
+    assert top1_error(np.array([0, 1, 1]), [0.0, 1.0, 2.0]) == pytest.approx(1 / 3)
