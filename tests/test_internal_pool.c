@@ -60,6 +60,14 @@ START_TEST(setter_errors_and_getter) {
   ck_assert_int_eq(effml_context_thread_pool(ctx, &spin), 0);
   ck_assert_int_eq(spin, 0);
   ck_assert_int_eq(effml_context_set_thread_pool(ctx, 0, 0), EFFML_OK); /* off again: no-op */
+  /* disabling ignores spin_us, even a value enabling would refuse */
+  static const int32_t bad_spins[3] = {-5, EFFML_CORE_POOL_SPIN_MAX + 1, INT32_MIN};
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(effml_context_set_thread_pool(ctx, 1, 10), EFFML_OK);
+    ck_assert_int_eq(effml_context_set_thread_pool(ctx, 0, bad_spins[i]), EFFML_OK);
+    ck_assert_int_eq(effml_context_thread_pool(ctx, &spin), 0);
+    ck_assert_int_eq(spin, 0);
+  }
   effml_context_free(ctx);
 }
 END_TEST

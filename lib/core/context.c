@@ -121,18 +121,20 @@ effml_status effml_context_set_thread_pool(effml_context *ctx, int32_t enabled, 
   if (enabled != 0 && enabled != 1)
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "effml_context_set_thread_pool: enabled=%d must be 0 or 1", (int)enabled);
-  if (spin_us != EFFML_CORE_POOL_SPIN_DEFAULT && (spin_us < 0 || spin_us > EFFML_CORE_POOL_SPIN_MAX))
-    return effml__err(ctx, EFFML_E_INVALID_ARG,
-                      "effml_context_set_thread_pool: spin_us=%d must be in [0, %d] microseconds "
-                      "or EFFML_CORE_POOL_SPIN_DEFAULT (-1)",
-                      (int)spin_us, (int)EFFML_CORE_POOL_SPIN_MAX);
-  const int32_t spin = spin_us == EFFML_CORE_POOL_SPIN_DEFAULT ? EFFML_CORE_POOL_SPIN_DEFAULT_US : spin_us;
+  /* Disabling ignores spin_us (documented in core.h): switching the pool off
+   * must not fail because of a value that would not be used. */
   if (!enabled) {
     effml__pool_free(ctx, ctx->pool);
     ctx->pool = NULL;
     ctx->pool_spin_us = 0;
     return EFFML_OK;
   }
+  if (spin_us != EFFML_CORE_POOL_SPIN_DEFAULT && (spin_us < 0 || spin_us > EFFML_CORE_POOL_SPIN_MAX))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_context_set_thread_pool: spin_us=%d must be in [0, %d] microseconds "
+                      "or EFFML_CORE_POOL_SPIN_DEFAULT (-1)",
+                      (int)spin_us, (int)EFFML_CORE_POOL_SPIN_MAX);
+  const int32_t spin = spin_us == EFFML_CORE_POOL_SPIN_DEFAULT ? EFFML_CORE_POOL_SPIN_DEFAULT_US : spin_us;
   if (ctx->pool == NULL) {
     ctx->pool = effml__pool_create(ctx, spin);
     if (ctx->pool == NULL)
