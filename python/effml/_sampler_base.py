@@ -18,6 +18,7 @@ uses the calling thread's context, so they pickle, ``clone`` and run under
 """
 
 import ctypes
+import math
 import numbers
 from collections import OrderedDict
 from ctypes import byref
@@ -145,6 +146,20 @@ def neighbors_k(value, name, extra=1):
         raise InvalidArgumentError(
             "%s=%r: its n_neighbors must be an int >= %d, got %r" % (name, value, 1 + extra, k))
     return c_int(k, name) - extra
+
+
+def _dict_count(label, value):
+    """A sample count from a ``sampling_strategy`` dict: an integer (or a float
+    with an integral value, e.g. 100.0).  100.7 is refused naming the class and
+    the value (imbalanced-learn raises TypeError there; truncating it to 100
+    would resample a count nobody asked for)."""
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (numbers.Real, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+            and math.isfinite(value) and float(value) == int(value):
+        return int(value)
+    raise DtypeError("sampling_strategy[%r]=%r: the number of samples of a class must be "
+                     "an integer" % (label, value))
 
 
 def seed_from(random_state):
@@ -366,7 +381,7 @@ class BaseSampler(_Base):
                     "sampling_strategy as a dict is not allowed for cleaning samplers; "
                     "give the list of classes to clean")
             lab = np.array([labels.to_c(k) for k in ss], dtype=np.int64)
-            cnt = np.array([int(v) for v in ss.values()], dtype=np.int64)
+            cnt = np.array([_dict_count(k, v) for k, v in ss.items()], dtype=np.int64)
             keep += [lab, cnt]
             opt.sampling_strategy = STRATEGY_TARGETS
             opt.n_targets = len(lab)

@@ -96,3 +96,42 @@ def test_iht_estimator_errors_surface():
 
     with pytest.raises(RuntimeError, match="boom"):
         eun.InstanceHardnessThreshold(estimator=Broken(), random_state=0).fit_resample(X, y)
+
+
+_FLOAT_COUNT_SAMPLERS = [
+    (eov.SMOTE, 1, 100.7), (eov.BorderlineSMOTE, 1, 100.7), (eov.ADASYN, 1, 100.7),
+    (eov.RandomOverSampler, 1, 100.7), (eov.SVMSMOTE, 1, 100.7),
+    (ecb.SMOTEENN, 1, np.float64(100.7)), (ecb.SMOTETomek, 1, 100.5),
+    (eun.RandomUnderSampler, 0, 50.5), (eun.NearMiss, 0, np.float32(50.25)),
+    (eun.ClusterCentroids, 0, 50.5)]
+
+
+@pytest.mark.parametrize("cls,label,value", _FLOAT_COUNT_SAMPLERS,
+                         ids=[c[0].__name__ for c in _FLOAT_COUNT_SAMPLERS])
+def test_dict_strategy_non_integral_count_is_refused(cls, label, value):
+    # imblearn raises TypeError for {1: 100.7}; effml used to truncate it to 100
+    X, y = datasets.make_classification(300, 4, n_informative=3, n_redundant=0,
+                                        weights=[0.8, 0.2], random_state=1)
+    kw = {"random_state": 0} if "random_state" in cls().get_params() else {}
+    with pytest.raises(TypeError, match=r"sampling_strategy\[%d\]=.*must be an integer" % label):
+        cls(sampling_strategy={label: value}, **kw).fit_resample(X, y)
+    # an integral float is a count: same rows as the int
+    ok = float(int(value))
+    a = cls(sampling_strategy={label: ok}, **kw).fit_resample(X, y)
+    b = cls(sampling_strategy={label: int(value)}, **kw).fit_resample(X, y)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_dict_strategy_float_count_refused_like_imblearn():
+    X, y = datasets.make_classification(300, 4, n_informative=3, n_redundant=0,
+                                        weights=[0.8, 0.2], random_state=1)
+    with pytest.raises(TypeError):
+        iov.SMOTE(sampling_strategy={1: 100.7}, random_state=0).fit_resample(X, y)
+    with pytest.raises(TypeError, match=r"sampling_strategy\[1\]=100\.7"):
+        eov.SMOTE(sampling_strategy={1: 100.7}, random_state=0).fit_resample(X, y)
+    for bad in (True, "100", None, float("nan"), float("inf")):
+        with pytest.raises(TypeError, match=r"sampling_strategy\[1\]="):
+            eov.SMOTE(sampling_strategy={1: bad}, random_state=0).fit_resample(X, y)
+    assert np.bincount(eov.SMOTE(sampling_strategy={1: np.int32(100)}, random_state=0)
+                       .fit_resample(X, y)[1]).tolist() == [238, 100]
