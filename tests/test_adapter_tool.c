@@ -998,6 +998,14 @@ START_TEST(test_merge_sharded_refusals) {
   e = read_err();
   ck_assert_msg(strstr(e, "no-such-dir does not exist"), "%s", e);
   free(e);
+  /* a single-file base: the same message, naming --out (not the temporary file) */
+  snprintf(args, sizeof args, "merge --base %s/lora/base.safetensors --adapter %s/lora --out %s/no-such-dir/m.safetensors",
+           PEFT_DIR, PEFT_DIR, EFFML_TEST_TMP);
+  ck_assert_int_eq(run(args), 1);
+  e = read_err();
+  ck_assert_msg(strstr(e, "no-such-dir/m.safetensors: its folder ") && strstr(e, "no-such-dir does not exist"), "%s", e);
+  ck_assert_msg(strstr(e, ".tmp.") == NULL, "%s", e);
+  free(e);
   int has_tmp = 0;
   snprintf(args, sizeof args, "%s/shard_outs", EFFML_TEST_TMP);
   ck_assert_int_eq(count_dir(args, &has_tmp), 3); /* the base untouched: 2 shards + index */

@@ -815,6 +815,18 @@ static int write_shard(effml_context *ctx, const effml_adapter_peft *a, shard *s
   return 0;
 }
 
+/* --out OUT's folder must exist (checked before anything is written, so the message names
+ * the path the user gave rather than the temporary file).  0, or 1 with the reason on stderr. */
+static int check_out_dir(const char *out_path) {
+  char b[4096];
+  struct stat sb;
+  if (stat(dir_of(out_path, b, sizeof b), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+    fprintf(stderr, "effml-adapter: --out %s: its folder %s does not exist\n", out_path, b);
+    return 1;
+  }
+  return 0;
+}
+
 /* --base INDEX.json with --out OUT: OUT must be an index too, and its folder must not be the
  * base's unless OUT is the base index itself (the shards keep their names, so they would replace
  * the base's own).  0, or 1 with the reason on stderr. */
@@ -827,10 +839,8 @@ static int check_sharded_out(const char *base_path, const char *out_path) {
   }
   char a[4096], b[4096];
   struct stat sa, sb, fa, fb;
-  if (stat(dir_of(out_path, b, sizeof b), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-    fprintf(stderr, "effml-adapter: --out %s: its folder %s does not exist\n", out_path, b);
-    return 1;
-  }
+  if (check_out_dir(out_path)) return 1;
+  if (stat(dir_of(out_path, b, sizeof b), &sb) != 0) return 1;
   if (stat(dir_of(base_path, a, sizeof a), &sa) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino &&
       !(stat(base_path, &fa) == 0 && stat(out_path, &fb) == 0 && fa.st_dev == fb.st_dev && fa.st_ino == fb.st_ino)) {
     fprintf(stderr, "effml-adapter: --out %s is in the base's folder but is not the base index: the merged shards, "
@@ -849,6 +859,7 @@ static int merge(const char *base_path, const char *dir, const char *out_path, i
                     "safetensors file (\"DIR/model.safetensors\"), not an index: %s\n", base_path, out_path);
     return 1;
   }
+  if (!sharded && !dry_run && check_out_dir(out_path)) return 1;
   effml_context *ctx = NULL;
   if (effml_context_create(NULL, &ctx) != EFFML_OK) return 1;
   g_signal = 0;

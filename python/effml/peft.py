@@ -392,6 +392,10 @@ class PeftAdapter:
             raise InvalidArgumentError(
                 "%s is a single safetensors file, so the output must be the merged safetensors "
                 "file (\"DIR/model.safetensors\"), not an index: %s" % (base_path, out_path))
+        out_dir = os.path.dirname(out_path) or "."
+        if not os.path.isdir(out_dir):
+            raise InvalidArgumentError("output %s: its folder %s does not exist"
+                                       % (out_path, out_dir))
         header, data0, entries = _read_header(base_path)
         plan = self._plan(base_path, entries)
         changed = []

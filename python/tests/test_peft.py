@@ -712,3 +712,15 @@ def test_merge_into_sharded_error_midway_leaves_nothing(tmp_path, monkeypatch):
         assert not [f for f in os.listdir(os.path.dirname(target)) if ".tmp." in f]
     assert not os.listdir(tmp_path / "o")
     assert {n: open(os.path.join(d, n), "rb").read() for n in os.listdir(d)} == before
+
+
+def test_merge_into_single_file_missing_out_folder_names_the_output(tmp_path):
+    # used to raise a raw FileNotFoundError naming the internal OUT.tmp.<pid> file
+    lora = peft.load(os.path.join(DATA, "lora"))
+    out = str(tmp_path / "nope" / "x" / "out.safetensors")
+    with pytest.raises(InvalidArgumentError) as ei:
+        lora.merge_into(os.path.join(DATA, "lora", "base.safetensors"), out)
+    msg = str(ei.value)
+    assert msg == "output %s: its folder %s does not exist" % (out, os.path.dirname(out)), msg
+    assert ".tmp." not in msg
+    assert not (tmp_path / "nope").exists()
