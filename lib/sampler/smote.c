@@ -218,6 +218,33 @@ effml_status effml__borderline_plan(effml_context *ctx, const effml__resample_in
   return EFFML_OK;
 }
 
+/* Sum of v[0..n) in the order numpy's np.sum adds a contiguous float64 array
+ * (pairwise: 8 running sums over blocks of up to 128 values, halves split at
+ * a multiple of 8 above that; the caller adds 8192-value chunks in order).  ADASYN's per-row counts g_i = rint(r_i / sum(r)
+ * * n_new) round half to even, so a last-bit difference in the sum changes g_i
+ * where r_i / sum(r) * n_new is a tie (x.5): summing in imblearn's order makes
+ * the counts the same as imbalanced-learn's. */
+static double numpy_pairwise_sum(const double *v, int64_t n) {
+  if (n < 8) {
+    double s = 0.;
+    for (int64_t i = 0; i < n; ++i) s += v[i];
+    return s;
+  }
+  if (n <= 128) {
+    double r[8];
+    for (int j = 0; j < 8; ++j) r[j] = v[j];
+    int64_t i = 8;
+    for (; i < n - (n % 8); i += 8)
+      for (int j = 0; j < 8; ++j) r[j] += v[i + j];
+    double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) s += v[i];
+    return s;
+  }
+  int64_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return numpy_pairwise_sum(v, n2) + numpy_pairwise_sum(v + n2, n - n2);
+}
+
 effml_status effml__adasyn_plan(effml_context *ctx, const effml__resample_in *in, effml__plan *p) {
   const effml__classes *c = in->c;
   const int64_t k = in->o->k_neighbors, n = in->n;
@@ -243,11 +270,15 @@ effml_status effml__adasyn_plan(effml_context *ctx, const effml__resample_in *in
     double rsum = 0;
     int64_t gsum = 0;
     if (st == EFFML_OK) {
+      /* r_i = other_i / k into g's memory (a double per row), summed as np.sum does */
+      double *r = (double *)(void *)g;
       for (int64_t i = 0; i < nc; ++i) {
         int64_t other = 0;
         for (int64_t t = 0; t < k; ++t) other += in->y[nn[i * k + t]] != c->labels[cl];
-        rsum += (double)other / (double)k;
+        r[i] = (double)other / (double)k;
       }
+      /* np.sum reduces in chunks of its 8192-element buffer, pairwise within each */
+      for (int64_t b = 0; b < nc; b += 8192) rsum += numpy_pairwise_sum(r + b, nc - b < 8192 ? nc - b : 8192);
       if (rsum == 0)
         st = effml__err(ctx, EFFML_E_NUMERIC,
                         "ADASYN: no neighbour of class %lld belongs to another class; "
@@ -258,6 +289,7 @@ effml_status effml__adasyn_plan(effml_context *ctx, const effml__resample_in *in
       for (int64_t i = 0; i < nc; ++i) {
         int64_t other = 0;
         for (int64_t t = 0; t < k; ++t) other += in->y[nn[i * k + t]] != c->labels[cl];
+        /* imblearn: ratio_nn /= sum(ratio_nn); rint(ratio_nn * n_samples) */
         g[i] = (int64_t)nearbyint((double)other / (double)k / rsum * (double)n_new);
         gsum += g[i];
       }

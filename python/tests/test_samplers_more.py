@@ -135,3 +135,14 @@ def test_dict_strategy_float_count_refused_like_imblearn():
             eov.SMOTE(sampling_strategy={1: bad}, random_state=0).fit_resample(X, y)
     assert np.bincount(eov.SMOTE(sampling_strategy={1: np.int32(100)}, random_state=0)
                        .fit_resample(X, y)[1]).tolist() == [238, 100]
+
+
+def test_adasyn_counts_match_imblearn_on_half_ties():
+    # class 2 has rows whose g_i = r_i / sum(r) * n_new is a .5 tie in exact
+    # arithmetic; imblearn sums r with np.sum (pairwise) and gets 42.50000000000001,
+    # which rint rounds up: the per-row counts (and the class total) must match
+    X, y = datasets.make_classification(600, 6, n_informative=4, weights=[0.8, 0.15, 0.05],
+                                        n_classes=3, n_clusters_per_class=1, random_state=0)
+    ye = eov.ADASYN(random_state=0).fit_resample(X, y)[1]
+    yi = iov.ADASYN(random_state=0).fit_resample(X, y)[1]
+    assert np.bincount(ye).tolist() == np.bincount(yi).tolist() == [475, 475, 481]
