@@ -112,10 +112,6 @@ class CancelledError(EffmlError, RuntimeError):
     """The call was stopped by the context's progress callback or cancel request."""
 
 
-class CancelledError(EffmlError, RuntimeError):
-    """The call was stopped by the context's progress callback or cancel request."""
-
-
 class UnknownStatusError(EffmlError, RuntimeError):
     """A status code these bindings do not know (from a newer library)."""
 
