@@ -1,24 +1,24 @@
-/* Exact k-nearest-neighbour search, blocked through GEMM.
+/* Exact k-nearest-neighbour search by register tiles.
  *
- * For a block of queries Q and a block of references R, one dgemm gives
- * Q R^T; the ranking key of reference j for query i is |r_j|^2 - 2 q_i.r_j
- * (|q_i|^2 is constant per query).  Each query keeps its K = k + slack best
+ * The ranking key of reference j for query i is |r_j|^2 - 2 q_i.r_j (|q_i|^2
+ * is constant per query).  Each query keeps its K = k + slack best
  * candidates in a small sorted array; the candidates are then re-ranked with
  * exactly computed squared distances (sum of squared differences), so exact
- * duplicates are at distance 0 and ties go to the smaller index -- the GEMM
- * expansion alone is not exact enough for that.  Memory: per worker one
- * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
- * On AVX-512 or AVX2 (the context's ISA level) the candidates come instead from a
- * fused register tile: 4 queries x 16 (AVX2: 8) references of dot products (FMA over the
- * features, each block of references packed into 16-wide panels), turned into the
- * same keys and compared with each query's current K-th key in-register; no
- * GEMM tile is written, and no BLAS runs inside the workers (whose own
- * threads would compete with them).  The keys differ from the GEMM ones in
- * rounding only, and the exact re-rank makes the answers the same.
+ * duplicates are at distance 0 and ties go to the smaller index -- the
+ * expansion alone is not exact enough for that.  The keys come from a fused
+ * register tile: each block of references is packed into 16-wide panels,
+ * feature-major; 4 queries x 16 (AVX-512), 8 (AVX2) or 4 (portable)
+ * references of dot products are accumulated over the features (FMA on
+ * AVX-512 and AVX2, the same keys on both; a product then an add in the
+ * portable build), turned into keys and compared with each query's current
+ * K-th key; no product tile is written, and no BLAS runs inside the workers
+ * (OpenBLAS's own threads would compete with them).  Keys that differ in
+ * rounding only give the same answers after the exact re-rank.  Memory: per
+ * worker one block of panels (at most 256 KiB) plus the candidate lists;
+ * never an n x n matrix.
  * Threads: query blocks are split over the context's workers; the result
  * does not depend on the split.  k has no limit beyond the reference rows;
  * each candidate insertion costs O(k), so a very large k is slow, not wrong. */
-#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -38,17 +38,15 @@ typedef struct {
   const int64_t *self_index;
   int64_t *idx;
   double *dist2;
-  double *tiles;     /* [workers][bq * RBLOCK] */
   double *cand_v;    /* [workers][bq * K] */
   int64_t *cand_i;   /* [workers][bq * K] */
   double *rr_v;      /* [workers][K]: exact re-rank */
   int64_t *rr_i;     /* [workers][K] */
   int64_t base;      /* first block of the current round */
   int64_t rblock;    /* references per block */
-  int fused;         /* 2 the AVX-512 scan, 1 the AVX2 scan, 0 the GEMM tiles */
-  double *pan;       /* register-tile paths: [workers][rblock / 16][d][16] packed reference block, else NULL */
-  const double *rnp; /* register-tile paths: |r|^2 padded with +inf to the panel width */
-  int8_t refused[64]; /* per worker: a BLAS call was refused (unreachable: sizes checked first) */
+  int fused;         /* 2 the AVX-512 scan, 1 the AVX2 scan, 0 the portable scan */
+  double *pan;       /* [workers][rblock / 16][d][16] packed reference block */
+  const double *rnp; /* |r|^2 padded with +inf to the panel width */
 } knn_job;
 
 static double sqdist(const double *a, const double *b, int64_t d) {
@@ -200,10 +198,70 @@ __attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, 
 }
 #endif
 
+/* The same scan in portable C (vector extensions of two lanes, so that
+ * every accumulator stays in a register even on SSE2; no FMA): 4 queries x 4
+ * references per register tile (each 16-wide panel in four quarters), the
+ * keys |r|^2 - 2 q.r with the dot product rounded after each product; they
+ * differ from the FMA keys in rounding only, and the exact re-rank makes
+ * the answers the same.  No BLAS call inside the workers: OpenBLAS would
+ * start (and spin) its own threads beside them. */
+typedef double knn_v2 __attribute__((vector_size(16)));
+
+static void knn_scan_portable(const knn_job *J, const double *pan, int64_t q0, int64_t nq,
+                              int64_t r0, int64_t nr, double *cvs, int64_t *cis) {
+  const int64_t d = J->d, K = J->K, rend = r0 + nr;
+  for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+    const int64_t mr = nq - i0 < 4 ? nq - i0 : 4;
+    const double *qr[4];
+    int64_t self[4];
+    for (int64_t r = 0; r < 4; ++r) {
+      const int64_t i = q0 + i0 + (r < mr ? r : 0);
+      qr[r] = J->q + i * d;
+      self[r] = J->self_index ? J->self_index[i] : -1;
+    }
+    for (int64_t j0 = r0; j0 < rend; j0 += KNN_NR) {
+      for (int h = 0; h < 4; ++h) {
+        const int64_t jh = j0 + h * 4;
+        if (jh >= rend) break;
+        const double *p = pan + ((j0 - r0) / KNN_NR) * d * KNN_NR + h * 4;
+        knn_v2 a00 = {0, 0}, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
+               a31 = a00;
+        for (int64_t t = 0; t < d; ++t) {
+          knn_v2 p0, p1;
+          memcpy(&p0, p + t * KNN_NR, sizeof p0);
+          memcpy(&p1, p + t * KNN_NR + 2, sizeof p1);
+          knn_v2 b = {qr[0][t], qr[0][t]};
+          a00 += b * p0;
+          a01 += b * p1;
+          b = (knn_v2){qr[1][t], qr[1][t]};
+          a10 += b * p0;
+          a11 += b * p1;
+          b = (knn_v2){qr[2][t], qr[2][t]};
+          a20 += b * p0;
+          a21 += b * p1;
+          b = (knn_v2){qr[3][t], qr[3][t]};
+          a30 += b * p0;
+          a31 += b * p1;
+        }
+        const knn_v2 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+        for (int64_t r = 0; r < mr; ++r) {
+          double *cv = cvs + (i0 + r) * K;
+          int64_t *ci = cis + (i0 + r) * K;
+          double kk[4];
+          for (int u = 0; u < 4; ++u) kk[u] = J->rnp[jh + u] - 2.0 * acc[r][u >> 1][u & 1];
+          for (int u = 0; u < 4; ++u) {
+            const int64_t j = jh + u;
+            if (kk[u] < cv[K - 1] && j != self[r]) cand_insert(cv, ci, K, kk[u], j);
+          }
+        }
+      }
+    }
+  }
+}
+
 static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   knn_job *J = (knn_job *)arg;
   const int64_t K = J->K, d = J->d, bq = J->bq;
-  double *tile = J->tiles ? J->tiles + (size_t)worker * (size_t)(bq * EFFML__KNN_RBLOCK) : NULL;
   double *cvs = J->cand_v + (size_t)worker * (size_t)(bq * K);
   int64_t *cis = J->cand_i + (size_t)worker * (size_t)(bq * K);
   for (int64_t b = J->base + b0; b < J->base + b1; ++b) {
@@ -214,42 +272,20 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
     }
     for (int64_t r0 = 0; r0 < J->n_ref; r0 += J->rblock) {
       int64_t nr = J->n_ref - r0 < J->rblock ? J->n_ref - r0 : J->rblock;
+      /* this block of references in 16-wide panels, feature-major (zero padding, norm +inf) */
+      double *pan = J->pan + (size_t)worker * (size_t)(J->rblock * d);
+      const int64_t npad = (nr + KNN_NR - 1) / KNN_NR * KNN_NR;
+      for (int64_t j = 0; j < npad; ++j)
+        for (int64_t t = 0; t < d; ++t)
+          pan[((j / KNN_NR) * d + t) * KNN_NR + j % KNN_NR] = j < nr ? J->ref[(r0 + j) * d + t] : 0.0;
 #if defined(__x86_64__)
-      if (J->pan) {
-        /* this block of references in 16-wide panels, feature-major (zero padding, norm +inf) */
-        double *pan = J->pan + (size_t)worker * (size_t)(J->rblock * d);
-        const int64_t npad = (nr + KNN_NR - 1) / KNN_NR * KNN_NR;
-        for (int64_t j = 0; j < npad; ++j)
-          for (int64_t t = 0; t < d; ++t)
-            pan[((j / KNN_NR) * d + t) * KNN_NR + j % KNN_NR] = j < nr ? J->ref[(r0 + j) * d + t] : 0.0;
-        if (J->fused == 2)
-          knn_scan_avx512(J, pan, q0, nq, r0, nr, cvs, cis);
-        else
-          knn_scan_avx2(J, pan, q0, nq, r0, nr, cvs, cis);
-        continue;
-      }
+      if (J->fused == 2)
+        knn_scan_avx512(J, pan, q0, nq, r0, nr, cvs, cis);
+      else if (J->fused == 1)
+        knn_scan_avx2(J, pan, q0, nq, r0, nr, cvs, cis);
+      else
 #endif
-      /* Sizes checked by effml__knn_f64 before the workers start: never refused. */
-      if (effml__dgemm(NULL, CblasNoTrans, CblasTrans, nq, nr, d, 1.0, J->q + q0 * d, d,
-                       J->ref + r0 * d, d, 0.0, tile, nr) != EFFML_OK) {
-        J->refused[worker] = 1;
-        return;
-      }
-      for (int64_t i = 0; i < nq; ++i) {
-        double *cv = cvs + i * K;
-        int64_t *ci = cis + i * K;
-        const double *row = tile + i * nr;
-        const double *rn = J->rnorm + r0;
-        int64_t self = J->self_index ? J->self_index[q0 + i] : -1;
-        double worst = cv[K - 1];
-        for (int64_t j = 0; j < nr; ++j) {
-          double v = rn[j] - 2.0 * row[j];
-          if (v < worst && r0 + j != self) {
-            cand_insert(cv, ci, K, v, r0 + j);
-            worst = cv[K - 1];
-          }
-        }
-      }
+        knn_scan_portable(J, pan, q0, nq, r0, nr, cvs, cis);
     }
     /* Re-rank the candidates with exact squared distances. */
     for (int64_t i = 0; i < nq; ++i) {
@@ -291,13 +327,6 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   int64_t bq = block_rows > 0 ? block_rows : EFFML__KNN_QBLOCK;
   if (bq > n_q) bq = n_q;
   int64_t nblocks = (n_q + bq - 1) / bq;
-  {
-    /* The workers' one BLAS call, checked here once (a worker cannot report). */
-    const int64_t dims[] = {bq, EFFML__KNN_RBLOCK, d};
-    EFFML__TRY(effml__blas_check_dims(ctx, "cblas_dgemm", __func__, EFFML__BLAS_INT_MAX, 3, dims,
-                                      "m (query rows per block), n (reference rows per block), "
-                                      "k = lda = ldb (features)"));
-  }
   int64_t workers = effml__ctx_threads(ctx);
   if (workers > 64) workers = 64;
   if (workers > nblocks) workers = nblocks;
@@ -314,27 +343,19 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   const int64_t n_pan = (n_ref + KNN_NR - 1) / KNN_NR * KNN_NR;
   double *rnorm = (double *)effml__alloc_or_err(ctx, (size_t)n_pan * sizeof(double), "kNN norms");
   if (!rnorm) return EFFML_E_NOMEM;
-  double *pan = NULL;
-  size_t tile_n = (size_t)workers * (size_t)(bq * EFFML__KNN_RBLOCK);
   size_t cand_n = (size_t)workers * (size_t)(bq * K);
-  /* fused: a block's panels stay within 256 KiB (2048 references up to d = 16) */
-  J.rblock = EFFML__KNN_RBLOCK;
-  if (fused) {
-    J.rblock = 32768 / (d > 0 ? d : 1) / KNN_NR * KNN_NR;
-    if (J.rblock < KNN_NR) J.rblock = KNN_NR;
-    if (J.rblock > EFFML__KNN_RBLOCK) J.rblock = EFFML__KNN_RBLOCK;
-    pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double) + 1);
-  }
-  else
-    J.tiles = (double *)effml__malloc(ctx, tile_n * sizeof(double));
+  /* a block's panels stay within 256 KiB (2048 references up to d = 16) */
+  J.rblock = 32768 / (d > 0 ? d : 1) / KNN_NR * KNN_NR;
+  if (J.rblock < KNN_NR) J.rblock = KNN_NR;
+  if (J.rblock > EFFML__KNN_RBLOCK) J.rblock = EFFML__KNN_RBLOCK;
+  double *pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double) + 1);
   J.cand_v = (double *)effml__malloc(ctx, cand_n * sizeof(double));
   J.cand_i = (int64_t *)effml__malloc(ctx, cand_n * sizeof(int64_t));
   J.rr_v = (double *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(double));
   J.rr_i = (int64_t *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(int64_t));
-  if (!(J.tiles || pan) || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
+  if (!pan || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
     effml__free(ctx, rnorm);
     effml__free(ctx, pan);
-    effml__free(ctx, J.tiles);
     effml__free(ctx, J.cand_v);
     effml__free(ctx, J.cand_i);
     effml__free(ctx, J.rr_v);
@@ -349,11 +370,9 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     rnorm[j] = s;
   }
   J.fused = fused;
-  if (pan) { /* padding references (never a candidate): norm +inf */
-    for (int64_t j = n_ref; j < n_pan; ++j) rnorm[j] = INFINITY;
-    J.pan = pan;
-    J.rnp = rnorm;
-  }
+  for (int64_t j = n_ref; j < n_pan; ++j) rnorm[j] = INFINITY; /* padding: never a candidate */
+  J.pan = pan;
+  J.rnp = rnorm;
   J.ref = ref;
   J.q = q;
   J.rnorm = rnorm;
@@ -375,12 +394,9 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     if (st != EFFML_OK) break;
     const int64_t cnt = nblocks - J.base < per_round ? nblocks - J.base : per_round;
     st = effml__parallel_for(ctx, cnt, (cnt + workers - 1) / workers, knn_blocks, &J);
-    for (int64_t w = 0; st == EFFML_OK && w < workers; ++w)
-      if (J.refused[w]) st = effml__err(ctx, EFFML_E_UNSUPPORTED, "kNN: a block GEMM was refused");
   }
   effml__free(ctx, rnorm);
   effml__free(ctx, pan);
-  effml__free(ctx, J.tiles);
   effml__free(ctx, J.cand_v);
   effml__free(ctx, J.cand_i);
   effml__free(ctx, J.rr_v);
