@@ -12,9 +12,12 @@
  * AVX-512 and AVX2, the same keys on both; a product then an add in the
  * portable build), turned into keys and compared with each query's current
  * K-th key; no product tile is written, and no BLAS runs inside the workers
- * (OpenBLAS's own threads would compete with them).  Keys that differ in
+ * (OpenBLAS's own threads would compete with them).  The norms |r|^2 are
+ * summed while a block is packed (per worker, not an array over all
+ * references).  Keys that differ in
  * rounding only give the same answers after the exact re-rank.  Memory: per
- * worker one block of panels (at most 256 KiB) plus the candidate lists;
+ * worker one block of panels (at most 64 KiB) and its norms plus the
+ * candidate lists;
  * never an n x n matrix.
  * Threads: query blocks are split over the context's workers; the result
  * does not depend on the split.  k has no limit beyond the reference rows;
@@ -30,10 +33,12 @@
 
 #define KNN_SLACK 4
 #define KNN_NR 16 /* references per panel (two 8-lane vectors) */
+/* Doubles of packed references per worker (64 KiB): a block of panels stays
+ * in L2 while 256 queries scan it (4x larger blocks measured no faster). */
+#define KNN_PANEL 8192
 
 typedef struct {
   const double *ref, *q;
-  const double *rnorm;
   int64_t n_ref, n_q, d, k, K, bq;
   const int64_t *self_index;
   int64_t *idx;
@@ -46,7 +51,7 @@ typedef struct {
   int64_t rblock;    /* references per block */
   int fused;         /* 2 the AVX-512 scan, 1 the AVX2 scan, 0 the portable scan */
   double *pan;       /* [workers][rblock / 16][d][16] packed reference block */
-  const double *rnp; /* |r|^2 padded with +inf to the panel width */
+  double *norms;     /* [workers][rblock]: |r|^2 of the packed block, +inf in the padding */
 } knn_job;
 
 static double sqdist(const double *a, const double *b, int64_t d) {
@@ -73,7 +78,7 @@ static inline void cand_insert(double *cv, int64_t *ci, int64_t K, double v, int
 #if defined(__x86_64__)
 /* Candidates of queries q0 .. q0 + nq against references r0 .. r0 + nr (r0 a
  * multiple of KNN_NR): 4 queries x 16 references per register tile. */
-__attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J, const double *pan,
+__attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J, const double *pan, const double *rn,
                                                                int64_t q0, int64_t nq, int64_t r0,
                                                                int64_t nr, double *cvs,
                                                                int64_t *cis) {
@@ -107,7 +112,7 @@ __attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J,
         a30 = _mm512_fmadd_pd(b, p0, a30);
         a31 = _mm512_fmadd_pd(b, p1, a31);
       }
-      const __m512d n0 = _mm512_loadu_pd(J->rnp + j0), n1 = _mm512_loadu_pd(J->rnp + j0 + 8);
+      const __m512d n0 = _mm512_loadu_pd(rn + (j0 - r0)), n1 = _mm512_loadu_pd(rn + (j0 - r0) + 8);
       __m512d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
       for (int64_t r = 0; r < mr; ++r) {
         double *cv = cvs + (i0 + r) * K;
@@ -136,7 +141,7 @@ __attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J,
 /* The same scan on AVX2 + FMA: 4 queries x 8 references per register tile
  * (each 16-wide panel in two halves); the same keys bit for bit (one FMA per
  * feature in order), so the same candidates. */
-__attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, const double *pan,
+__attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, const double *pan, const double *rn,
                                                               int64_t q0, int64_t nq, int64_t r0,
                                                               int64_t nr, double *cvs,
                                                               int64_t *cis) {
@@ -172,7 +177,7 @@ __attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, 
           a31 = _mm256_fmadd_pd(b, p1, a31);
         }
         const int64_t jh = j0 + h * 8;
-        const __m256d n0 = _mm256_loadu_pd(J->rnp + jh), n1 = _mm256_loadu_pd(J->rnp + jh + 4);
+        const __m256d n0 = _mm256_loadu_pd(rn + (jh - r0)), n1 = _mm256_loadu_pd(rn + (jh - r0) + 4);
         __m256d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
         for (int64_t r = 0; r < mr; ++r) {
           double *cv = cvs + (i0 + r) * K;
@@ -207,7 +212,8 @@ __attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, 
  * start (and spin) its own threads beside them. */
 typedef double knn_v2 __attribute__((vector_size(16)));
 
-static void knn_scan_portable(const knn_job *J, const double *pan, int64_t q0, int64_t nq,
+static void knn_scan_portable(const knn_job *J, const double *pan, const double *rn, int64_t q0,
+                              int64_t nq,
                               int64_t r0, int64_t nr, double *cvs, int64_t *cis) {
   const int64_t d = J->d, K = J->K, rend = r0 + nr;
   for (int64_t i0 = 0; i0 < nq; i0 += 4) {
@@ -248,7 +254,7 @@ static void knn_scan_portable(const knn_job *J, const double *pan, int64_t q0, i
           double *cv = cvs + (i0 + r) * K;
           int64_t *ci = cis + (i0 + r) * K;
           double kk[4];
-          for (int u = 0; u < 4; ++u) kk[u] = J->rnp[jh + u] - 2.0 * acc[r][u >> 1][u & 1];
+          for (int u = 0; u < 4; ++u) kk[u] = rn[jh - r0 + u] - 2.0 * acc[r][u >> 1][u & 1];
           for (int u = 0; u < 4; ++u) {
             const int64_t j = jh + u;
             if (kk[u] < cv[K - 1] && j != self[r]) cand_insert(cv, ci, K, kk[u], j);
@@ -274,18 +280,31 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
       int64_t nr = J->n_ref - r0 < J->rblock ? J->n_ref - r0 : J->rblock;
       /* this block of references in 16-wide panels, feature-major (zero padding, norm +inf) */
       double *pan = J->pan + (size_t)worker * (size_t)(J->rblock * d);
+      double *rn = J->norms + (size_t)worker * (size_t)J->rblock;
       const int64_t npad = (nr + KNN_NR - 1) / KNN_NR * KNN_NR;
-      for (int64_t j = 0; j < npad; ++j)
-        for (int64_t t = 0; t < d; ++t)
-          pan[((j / KNN_NR) * d + t) * KNN_NR + j % KNN_NR] = j < nr ? J->ref[(r0 + j) * d + t] : 0.0;
+      for (int64_t j = 0; j < npad; ++j) {
+        double *pj = pan + (j / KNN_NR) * d * KNN_NR + j % KNN_NR;
+        if (j >= nr) { /* padding: never a candidate */
+          for (int64_t t = 0; t < d; ++t) pj[t * KNN_NR] = 0.0;
+          rn[j] = INFINITY;
+          continue;
+        }
+        const double *r = J->ref + (r0 + j) * d;
+        double sn = 0;
+        for (int64_t t = 0; t < d; ++t) {
+          pj[t * KNN_NR] = r[t];
+          sn += r[t] * r[t];
+        }
+        rn[j] = sn;
+      }
 #if defined(__x86_64__)
       if (J->fused == 2)
-        knn_scan_avx512(J, pan, q0, nq, r0, nr, cvs, cis);
+        knn_scan_avx512(J, pan, rn, q0, nq, r0, nr, cvs, cis);
       else if (J->fused == 1)
-        knn_scan_avx2(J, pan, q0, nq, r0, nr, cvs, cis);
+        knn_scan_avx2(J, pan, rn, q0, nq, r0, nr, cvs, cis);
       else
 #endif
-        knn_scan_portable(J, pan, q0, nq, r0, nr, cvs, cis);
+        knn_scan_portable(J, pan, rn, q0, nq, r0, nr, cvs, cis);
     }
     /* Re-rank the candidates with exact squared distances. */
     for (int64_t i = 0; i < nq; ++i) {
@@ -340,22 +359,20 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
 #else
   const int fused = 0;
 #endif
-  const int64_t n_pan = (n_ref + KNN_NR - 1) / KNN_NR * KNN_NR;
-  double *rnorm = (double *)effml__alloc_or_err(ctx, (size_t)n_pan * sizeof(double), "kNN norms");
-  if (!rnorm) return EFFML_E_NOMEM;
   size_t cand_n = (size_t)workers * (size_t)(bq * K);
-  /* a block's panels stay within 256 KiB (2048 references up to d = 16) */
-  J.rblock = 32768 / (d > 0 ? d : 1) / KNN_NR * KNN_NR;
+  /* a block's panels stay within KNN_PANEL doubles (512 references up to d = 16) */
+  J.rblock = KNN_PANEL / (d > 0 ? d : 1) / KNN_NR * KNN_NR;
   if (J.rblock < KNN_NR) J.rblock = KNN_NR;
   if (J.rblock > EFFML__KNN_RBLOCK) J.rblock = EFFML__KNN_RBLOCK;
   double *pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double) + 1);
+  J.norms = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock) * sizeof(double));
   J.cand_v = (double *)effml__malloc(ctx, cand_n * sizeof(double));
   J.cand_i = (int64_t *)effml__malloc(ctx, cand_n * sizeof(int64_t));
   J.rr_v = (double *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(double));
   J.rr_i = (int64_t *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(int64_t));
-  if (!pan || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
-    effml__free(ctx, rnorm);
+  if (!pan || !J.norms || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
     effml__free(ctx, pan);
+    effml__free(ctx, J.norms);
     effml__free(ctx, J.cand_v);
     effml__free(ctx, J.cand_i);
     effml__free(ctx, J.rr_v);
@@ -363,19 +380,10 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     return effml__err(ctx, EFFML_E_NOMEM, "kNN: out of memory for %lld-row blocks",
                       (long long)bq);
   }
-  for (int64_t j = 0; j < n_ref; ++j) {
-    const double *r = ref + j * d;
-    double s = 0;
-    for (int64_t t = 0; t < d; ++t) s += r[t] * r[t];
-    rnorm[j] = s;
-  }
   J.fused = fused;
-  for (int64_t j = n_ref; j < n_pan; ++j) rnorm[j] = INFINITY; /* padding: never a candidate */
   J.pan = pan;
-  J.rnp = rnorm;
   J.ref = ref;
   J.q = q;
-  J.rnorm = rnorm;
   J.n_ref = n_ref;
   J.n_q = n_q;
   J.d = d;
@@ -395,8 +403,8 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     const int64_t cnt = nblocks - J.base < per_round ? nblocks - J.base : per_round;
     st = effml__parallel_for(ctx, cnt, (cnt + workers - 1) / workers, knn_blocks, &J);
   }
-  effml__free(ctx, rnorm);
   effml__free(ctx, pan);
+  effml__free(ctx, J.norms);
   effml__free(ctx, J.cand_v);
   effml__free(ctx, J.cand_i);
   effml__free(ctx, J.rr_v);
