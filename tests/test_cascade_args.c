@@ -380,11 +380,6 @@ START_TEST(test_calibrate_args) {
   y[3] = 3;
   EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_RANGE,
              "val_labels[3]=3 is outside [0, num_classes=3)");
-  /* labels all wrong for the most confident sample (2: class 2, MSP 0.91) */
-  for (int i = 0; i < N; ++i) y[i] = 1;
-  y[1] = 1;
-  EXPECT_ERR(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_E_RANGE,
-             "no coverage reaches risk=0.1");
   int32_t rule;
   ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, &rule, NULL, NULL, NULL), EFFML_OK);
   ck_assert_int_eq(rule, EFFML_CASCADE_EXIT_NEVER); /* failed calibrations changed nothing */
@@ -491,6 +486,105 @@ START_TEST(test_allocation_failures) {
 }
 END_TEST
 
+/* A risk target no coverage reaches is not an error: as effml_metrics_selective_coverage_at_risk()
+ * answers coverage 0 with threshold +inf on the same scores, calibration sets tau = +inf (the
+ * stage accepts no sample) and logs a warning naming the stage.  A threshold rule then exits
+ * nothing at stage 0; a window is [Q(0.9), +inf] (q = 1), so only the samples below Q(0.9)
+ * exit. */
+typedef struct {
+  int warnings;
+  char last[512];
+} log_sink;
+static void capture_log(void *user, int32_t level, const char *message) {
+  log_sink *l = user;
+  if (level == EFFML_CORE_LOG_WARN) {
+    ++l->warnings;
+    strncpy(l->last, message, sizeof l->last - 1);
+  }
+}
+
+START_TEST(test_risk_out_of_reach) {
+  log_sink sink = {0, {0}};
+  effml_context_options co;
+  effml_context_options_init(&co);
+  co.log = capture_log;
+  co.log_user_data = &sink;
+  effml_context *ctx = NULL;
+  ck_assert_int_eq(effml_context_create(&co, &ctx), EFFML_OK);
+  effml_tensor *a = tu_f32(ctx, N, K, LOGITS), *labels = vec(ctx, EFFML_I32, N),
+               *s = vec(ctx, EFFML_F64, N), *p = vec(ctx, EFFML_I32, N),
+               *ok = vec(ctx, EFFML_U8, N);
+  /* MSPs .79 .58 .91 .42 .45 .59, predictions 0 1 2 0 0 2: with every label 1 only sample 1
+   * is right, so the most confident sample (2) is wrong and every top set has risk >= 3/4 */
+  int32_t *y = effml_tensor_data(labels);
+  for (int i = 0; i < N; ++i) y[i] = 1;
+  effml_cascade_options opt;
+  effml_cascade_options_init(&opt);
+  opt.num_classes = K;
+  const effml_tensor *v1[1] = {a};
+  ck_assert_int_eq(effml_cascade_ensemble_predict(ctx, &opt, 1, v1, p, s, NULL), EFFML_OK);
+  for (int i = 0; i < N; ++i)
+    ((unsigned char *)effml_tensor_data(ok))[i] = ((int32_t *)effml_tensor_data(p))[i] == 1;
+  double cov = -1, thr = 0;
+  ck_assert_int_eq(effml_metrics_selective_coverage_at_risk(ctx, s, ok, 0.1, &cov, &thr), EFFML_OK);
+  ck_assert(cov == 0.0 && thr == INFINITY);
+  effml_cascade *c = two_stage(ctx, a, a);
+  effml_cascade_workspace *ws = NULL;
+  ck_assert_int_eq(effml_cascade_workspace_create(ctx, c, &ws), EFFML_OK);
+  for (int window = 0; window < 2; ++window) {
+    effml_cascade_threshold_options cal;
+    effml_cascade_threshold_options_init(&cal);
+    cal.target = EFFML_CASCADE_TARGET_RISK;
+    cal.target_value = 0.1;
+    cal.rule = window ? EFFML_CASCADE_EXIT_WINDOW : EFFML_CASCADE_EXIT_THRESHOLD;
+    sink.warnings = 0;
+    ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_OK);
+    ck_assert_int_eq(sink.warnings, 1);
+    ck_assert_msg(strstr(sink.last, "stage 0: no coverage reaches risk=0.1") &&
+                      strstr(sink.last, "1 sample(s), has risk 1") && strstr(sink.last, "tau = +inf"),
+                  "log: %s", sink.last);
+    int32_t rule;
+    double lo, hi, tau;
+    ck_assert_int_eq(effml_cascade_get_exit_rule(ctx, c, 0, &rule, &lo, &hi, &tau), EFFML_OK);
+    ck_assert(tau == thr);
+    ck_assert(hi == INFINITY);
+    const double *sv = effml_tensor_data(s);
+    int64_t want = 0;
+    if (window) { /* numpy.quantile(s, 0.9): virtual index 4.5 between the two largest */
+      ck_assert_int_eq(rule, EFFML_CASCADE_EXIT_WINDOW);
+      const double s4 = sv[0], s5 = sv[2]; /* .79 and .91, the two largest */
+      ck_assert_msg(fabs(lo - 0.5 * (s4 + s5)) <= 1e-15, "lo %.17g", lo);
+      for (int i = 0; i < N; ++i) want += sv[i] < lo;
+      ck_assert_int_eq(want, 5);
+    } else {
+      ck_assert_int_eq(rule, EFFML_CASCADE_EXIT_THRESHOLD);
+      ck_assert(lo == INFINITY);
+    }
+    for (int probs = 0; probs < 2; ++probs) { /* routed and exact paths */
+      int64_t shape[2] = {N, K};
+      effml_tensor *pr = NULL;
+      if (probs) ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F64, 2, shape, &pr), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_run(ctx, c, ws, N, NULL, p, NULL, NULL, pr), EFFML_OK);
+      ck_assert_int_eq(effml_cascade_workspace_exit_count(ws, 0), want);
+      effml_tensor_free(pr);
+    }
+  }
+  /* a reachable target is silent */
+  effml_cascade_threshold_options cal;
+  effml_cascade_threshold_options_init(&cal);
+  cal.target = EFFML_CASCADE_TARGET_RISK;
+  cal.target_value = 0.8;
+  sink.warnings = 0;
+  ck_assert_int_eq(effml_cascade_select_thresholds(ctx, c, 1, v1, labels, &cal), EFFML_OK);
+  ck_assert_int_eq(sink.warnings, 0);
+  effml_cascade_workspace_free(ws);
+  effml_cascade_free(c);
+  effml_tensor *all[] = {a, labels, s, p, ok};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) effml_tensor_free(all[i]);
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cascade_args");
   TCase *tc = tcase_create("args");
@@ -499,6 +593,7 @@ int main(void) {
   tcase_add_test(tc, test_run_args_and_nan);
   tcase_add_test(tc, test_callback_errors);
   tcase_add_test(tc, test_calibrate_args);
+  tcase_add_test(tc, test_risk_out_of_reach);
   tcase_add_test(tc, test_routing_only_nan);
   tcase_add_test(tc, test_metric_args);
   tcase_add_test(tc, test_allocation_failures);

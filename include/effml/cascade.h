@@ -96,7 +96,13 @@ typedef struct effml_cascade_workspace effml_cascade_workspace;
 /** Risk r in (0, 1]: tau = the lowest distinct validation score whose top set {score >= tau}
  *  has risk <= r, i.e. the largest selectable coverage with validation risk <= r (the same
  *  rule as effml_metrics_selective_coverage_at_risk(); ties never split).  Scores [.9, .8, .8, .8]
- *  with the first two correct, r = 0.34: tau = 0.9 (coverage 0.25), not 0.8 (risk 0.5). */
+ *  with the first two correct, r = 0.34: tau = 0.9 (coverage 0.25), not 0.8 (risk 0.5).
+ *  When no coverage reaches r (the most confident group's risk exceeds it), the answer is
+ *  coverage 0, as that metric's (0, +inf): tau = +inf, the stage accepts no sample (a
+ *  threshold rule exits none there; a window is [Q(1 - window_below), +inf], so only the
+ *  samples below it exit, as a coverage target tending to 0 would give), and a warning
+ *  naming the stage goes to the context's log; effml_cascade_get_exit_rule() reports the
+ *  tau. */
 #define EFFML_CASCADE_TARGET_RISK 2
 /** In-distribution TPR t in (0, 1] for OOD detection (ID = positive, accepted iff score >= tau):
  *  tau = the ceil(t*N)-th largest (in-distribution) validation score, so the selected TPR is
@@ -256,8 +262,9 @@ EFFML_API void effml_cascade_threshold_options_init(effml_cascade_threshold_opti
  * @return EFFML_E_INVALID_ARG (NULL, bad option, target_value outside (0, 1], window width
  *         outside [0, 1]), EFFML_E_STATE (no stage), EFFML_E_SHAPE (empty validation set,
  *         mismatched rows or class counts, num_stages not M or M-1), EFFML_E_DTYPE,
- *         EFFML_E_NUMERIC (NaN/inf logits), EFFML_E_RANGE (label out of range; no coverage
- *         reaches the target risk), EFFML_E_NOMEM, EFFML_E_CANCELLED.  On error the
+ *         EFFML_E_NUMERIC (NaN/inf logits), EFFML_E_RANGE (label out of range),
+ *         EFFML_E_NOMEM, EFFML_E_CANCELLED.  A risk target no coverage reaches is not an
+ *         error (EFFML_CASCADE_TARGET_RISK: tau = +inf, logged).  On error the
  *         rules are unchanged.  Progress (effml_context_set_progress()) is reported
  *         before each stage, in stages.
  */

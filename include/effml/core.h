@@ -137,6 +137,19 @@ typedef void (*effml_log_fn)(void *user_data, int32_t level, const char *message
 /**
  * Options for effml_context_create().  Fill with effml_context_options_init()
  * first; fields are only ever added at the end.
+ *
+ * Memory.  Every block the library allocates comes from `alloc`/`free` when
+ * set: one call per block, of the size asked plus 72 bytes, the data aligned
+ * to 64 bytes inside it; nothing else is done to that memory (no madvise).
+ * Without them the default allocator is used: malloc below 32 MiB (data
+ * 64-byte aligned; blocks of 8 MiB and more have their whole 2 MiB pages
+ * advised for transparent huge pages, Linux MADV_HUGEPAGE), and at 32 MiB
+ * and above a mapping of its own whose data is 2 MiB-aligned and whose whole
+ * length (rounded up to 2 MiB) is advised MADV_HUGEPAGE, so a fresh output
+ * page-faults once per 2 MiB instead of once per 4 KiB.  The advice is a
+ * hint: where the kernel declines it the memory has 4 KiB pages; where mmap
+ * fails the block comes from malloc.  docs/conventions.md ("Memory") has the
+ * reasons and measurements.
  */
 typedef struct effml_context_options {
   uint32_t struct_size;     /**< sizeof(effml_context_options), set by _init */

@@ -62,21 +62,30 @@ static effml_status fit_stage(effml_context *ctx, int32_t m, const double *s, co
   if (o->target == EFFML_CASCADE_TARGET_RISK) {
     /* largest selectable k (the end of a tie group: "score >= tau" takes the whole
      * group) whose top-k validation risk is <= r */
-    int64_t wrong = 0, best = 0;
+    int64_t wrong = 0, best = 0, first = 0;
+    double first_risk = 0.0;
     for (int64_t k = 1; k <= n; ++k) {
       int64_t i = idx[k - 1];
       wrong += pred[i] != labels[i];
       if (k < n && s[idx[k]] == s[i]) continue;
+      if (!first) {
+        first = k;
+        first_risk = (double)wrong / (double)k;
+      }
       if ((double)wrong / (double)k <= o->target_value) best = k;
     }
     if (best == 0) {
-      st = effml__err(ctx, EFFML_E_RANGE,
-                      "stage %d: no coverage reaches risk=%g on the validation set (its most "
-                      "confident sample is wrong)",
-                      (int)m, o->target_value);
-      goto done;
+      /* no selectable coverage: coverage 0, tau = +inf, the answer of
+       * effml_metrics_selective_coverage_at_risk() on these scores */
+      tau = INFINITY;
+      effml__log(ctx, EFFML_CORE_LOG_WARN,
+                 "cascade stage %d: no coverage reaches risk=%g on the validation set (its most "
+                 "confident group, %lld sample(s), has risk %g): tau = +inf, the stage accepts "
+                 "no sample",
+                 (int)m, o->target_value, (long long)first, first_risk);
+    } else {
+      tau = s[idx[best - 1]];
     }
-    tau = s[idx[best - 1]];
   } else { /* coverage, or TPR on in-distribution scores: the same order statistic; with
             * ties at it, "score >= tau" selects the whole group (the smallest selectable
             * coverage >= c) */
@@ -100,7 +109,9 @@ static effml_status fit_stage(effml_context *ctx, int32_t m, const double *s, co
     if (qhi > 1.0) qhi = 1.0;
     out->rule = EFFML_CASCADE_EXIT_WINDOW;
     out->a = quantile_sorted(asc, n, qlo);
-    out->b = quantile_sorted(asc, n, qhi);
+    /* tau = +inf (risk target out of reach): q = 1 and the window reaches up to tau, so no
+     * sample exits as accepted above it */
+    out->b = isinf(tau) ? INFINITY : quantile_sorted(asc, n, qhi);
   }
 done:
   effml__free(ctx, idx);

@@ -266,27 +266,104 @@ void effml__log(effml_context *ctx, int32_t level, const char *fmt, ...) {
   effml__free(ctx, whole);
 }
 
-/* Memory: every block is over-allocated by 64 bytes so it can be aligned to a
- * cache line; the raw pointer is kept just before the aligned one.
- * Large blocks from the default allocator (>= 8 MiB: outputs such as a
- * re-sampled data set) are marked for transparent huge pages where the
- * system offers them on request (Linux MADV_HUGEPAGE): first touch then
- * faults once per 2 MiB instead of once per 4 KiB, which on a virtual
- * machine makes writing a fresh output several times faster.  A hint only:
- * nothing changes where the kernel declines it. */
+/* Memory.  Three kinds of block, told apart by effml__free():
+ *  - a caller's allocator (effml_context_options.alloc): every block comes
+ *    from it, over-allocated by 64 + 8 bytes and aligned to a cache line; the
+ *    raw pointer sits just before the aligned one.  Nothing else is done to
+ *    it (no advice: the memory may not even be anonymous pages);
+ *  - the default allocator below EFFML__MAP_MIN: the same layout on malloc;
+ *    blocks of EFFML__HUGE_MIN or more have their whole 2 MiB pages advised
+ *    for transparent huge pages (Linux MADV_HUGEPAGE);
+ *  - the default allocator at EFFML__MAP_MIN and above: a mapping of its own
+ *    (effml__map_alloc), the data 2 MiB-aligned and the mapping rounded up to
+ *    whole 2 MiB pages, advised MADV_HUGEPAGE as a whole.  Such a block is
+ *    always fresh memory (glibc's malloc, too, maps every block above its
+ *    largest mmap threshold, 32 MiB on 64-bit, and unmaps it on free), so the
+ *    first write into it page-faults; with huge pages granted that is one
+ *    fault per 2 MiB instead of one per 4 KiB, and on this project's VM
+ *    writing a fresh 97 MB output costs about a fifth of the CPU time (see
+ *    docs/conventions.md, "Memory").  Below 32 MiB glibc recycles freed
+ *    blocks from its heap (already-faulted, warm memory), which beats any
+ *    fresh mapping, so those stay on malloc.
+ * The advice is a hint: where the kernel refuses it (no THP support, an
+ * error) the block is used as it is, with 4 KiB pages; where mmap itself
+ * fails, the block comes from malloc.  Sanitizer builds keep every default
+ * block on malloc so that ASan sees (and bounds-checks) it. */
 #define EFFML__ALIGN 64
 #define EFFML__HUGE_MIN ((size_t)8 << 20)
-#define EFFML__HUGE_PAGE ((uintptr_t)2 << 20)
+#define EFFML__HUGE_PAGE EFFML__MAP_PAGE
+#define EFFML__HEAD_PAGE ((size_t)4096)
+
+/* A mapped block's header, at the end of the 4 KiB page just before the data;
+ * its last word is the tagged mapping base (bit 0 set), where a malloc
+ * block keeps its untagged raw pointer. */
+typedef struct effml__map_head {
+  size_t len;      /* bytes mapped from base */
+  int32_t advice;  /* EFFML__BLOCK_MAPPED_ADVISED or _MAPPED */
+  int32_t pad;
+  uintptr_t tagged_base;
+} effml__map_head;
+
+#if EFFML__HAVE_MAP
+static int sys_advise(void *addr, size_t len, int advice) { return madvise(addr, len, advice); }
+#endif
+
+void *effml__map_alloc(size_t size, effml__advise_fn advise) {
+#if EFFML__HAVE_MAP
+  if (size == 0 || size > SIZE_MAX / 2 - 2 * EFFML__HUGE_PAGE - EFFML__HEAD_PAGE) return NULL;
+  const size_t body = (size + EFFML__HUGE_PAGE - 1) & ~(EFFML__HUGE_PAGE - 1);
+  const size_t want = EFFML__HEAD_PAGE + body;   /* header page + whole huge pages */
+  const size_t len = want + EFFML__HUGE_PAGE;    /* slack to place the data on a 2 MiB boundary */
+  char *raw = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == (char *)MAP_FAILED) return NULL;
+  uintptr_t data = ((uintptr_t)raw + EFFML__HEAD_PAGE + EFFML__HUGE_PAGE - 1) & ~(uintptr_t)(EFFML__HUGE_PAGE - 1);
+  char *base = (char *)(data - EFFML__HEAD_PAGE);
+  /* give back the slack on both sides (a failed trim only keeps address space) */
+  if (base > raw) (void)munmap(raw, (size_t)(base - raw));
+  char *end = base + want;
+  if (end < raw + len) (void)munmap(end, (size_t)(raw + len - end));
+  if (advise == NULL) advise = sys_advise;
+  effml__map_head h;
+  h.len = want;
+  h.advice = advise((void *)data, body, MADV_HUGEPAGE) == 0 ? EFFML__BLOCK_MAPPED_ADVISED
+                                                              : EFFML__BLOCK_MAPPED;
+  h.pad = 0;
+  h.tagged_base = (uintptr_t)base | 1u;
+  memcpy((void *)(data - sizeof h), &h, sizeof h);
+  return (void *)data;
+#else
+  (void)size;
+  (void)advise;
+  return NULL;
+#endif
+}
+
+int effml__block_kind(const void *p) {
+  uintptr_t raw;
+  memcpy(&raw, (const char *)p - sizeof raw, sizeof raw);
+  if (!(raw & 1u)) return EFFML__BLOCK_MALLOC;
+  effml__map_head h;
+  memcpy(&h, (const char *)p - sizeof h, sizeof h);
+  return h.advice;
+}
 
 void *effml__malloc(effml_context *ctx, size_t size) {
   if (size > SIZE_MAX - EFFML__ALIGN - sizeof(void *)) return NULL;
+  const int deflt = !(ctx && ctx->alloc);
+#if EFFML__DEFAULT_MAPS
+  if (deflt && size >= EFFML__MAP_MIN) {
+    void *m = effml__map_alloc(size, NULL);
+    if (m != NULL) return m;
+    /* no mapping to be had: malloc below (which likely maps, or fails, too) */
+  }
+#endif
   size_t total = size + EFFML__ALIGN + sizeof(void *);
-  void *raw = (ctx && ctx->alloc) ? ctx->alloc(ctx->alloc_user_data, total) : malloc(total);
+  void *raw = deflt ? malloc(total) : ctx->alloc(ctx->alloc_user_data, total);
   if (raw == NULL) return NULL;
 #ifdef MADV_HUGEPAGE
-  if (!(ctx && ctx->alloc) && total >= EFFML__HUGE_MIN) {
-    uintptr_t b = ((uintptr_t)raw + EFFML__HUGE_PAGE - 1) & ~(EFFML__HUGE_PAGE - 1);
-    uintptr_t e = ((uintptr_t)raw + total) & ~(EFFML__HUGE_PAGE - 1);
+  if (deflt && total >= EFFML__HUGE_MIN) {
+    uintptr_t b = ((uintptr_t)raw + EFFML__HUGE_PAGE - 1) & ~(uintptr_t)(EFFML__HUGE_PAGE - 1);
+    uintptr_t e = ((uintptr_t)raw + total) & ~(uintptr_t)(EFFML__HUGE_PAGE - 1);
     if (e > b) (void)madvise((void *)b, (size_t)(e - b), MADV_HUGEPAGE);
   }
 #endif
@@ -297,12 +374,21 @@ void *effml__malloc(effml_context *ctx, size_t size) {
 
 void effml__free(effml_context *ctx, void *p) {
   if (p == NULL) return;
-  void *raw;
-  memcpy(&raw, (char *)p - sizeof(void *), sizeof raw);
-  if (ctx && ctx->free)
-    ctx->free(ctx->alloc_user_data, raw);
-  else
-    free(raw);
+  uintptr_t raw;
+  memcpy(&raw, (char *)p - sizeof raw, sizeof raw);
+  if (ctx && ctx->free) {
+    ctx->free(ctx->alloc_user_data, (void *)raw);
+    return;
+  }
+#if EFFML__HAVE_MAP
+  if (raw & 1u) {
+    effml__map_head h;
+    memcpy(&h, (char *)p - sizeof h, sizeof h);
+    (void)munmap((void *)(raw & ~(uintptr_t)1u), h.len);
+    return;
+  }
+#endif
+  free((void *)raw);
 }
 
 int effml__mul_size(size_t a, size_t b, size_t *out) {

@@ -13,6 +13,9 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stddef.h>
+#ifdef __linux__
+#include <sys/mman.h> /* MAP_ANONYMOUS, MADV_HUGEPAGE: the large-block allocator below */
+#endif
 
 /* The library implements both tiers. */
 #ifndef EFFML_EXPERIMENTAL
@@ -154,6 +157,39 @@ EFFML__HIDDEN char *effml__strdup(effml_context *ctx, const char *s);
 /* As effml__malloc/calloc but set EFFML_E_NOMEM in ctx on failure (what = what was being allocated). */
 EFFML__HIDDEN void *effml__alloc_or_err(effml_context *ctx, size_t size, const char *what);
 EFFML__HIDDEN void *effml__calloc_or_err(effml_context *ctx, size_t n, size_t size, const char *what);
+/* Large blocks of the default allocator (lib/core/context.c explains the
+ * kinds).  effml__map_alloc: `size` bytes in a mapping of their own, the data
+ * 2 MiB-aligned, the mapping rounded up to whole 2 MiB pages and advised
+ * MADV_HUGEPAGE through `advise` (NULL: madvise; tests pass one that fails);
+ * NULL where mmap fails or the platform has none.  Free with effml__free(NULL
+ * or a default-allocator ctx, p).  effml__block_kind: which kind a block of
+ * the default allocator is (not for blocks of a caller's allocator). */
+typedef int (*effml__advise_fn)(void *addr, size_t len, int advice);
+#define EFFML__MAP_MIN ((size_t)32 << 20) /* default-allocator blocks this large get a mapping */
+#define EFFML__MAP_PAGE ((size_t)2 << 20) /* the huge page size they are aligned to */
+#if defined(__linux__) && defined(MAP_ANONYMOUS) && defined(MADV_HUGEPAGE)
+#define EFFML__HAVE_MAP 1
+#else
+#define EFFML__HAVE_MAP 0
+#endif
+/* Sanitizer builds keep the default allocator on malloc (ASan checks its blocks). */
+#if defined(__SANITIZE_ADDRESS__)
+#define EFFML__SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define EFFML__SANITIZED 1
+#endif
+#endif
+#if EFFML__HAVE_MAP && !defined(EFFML__SANITIZED)
+#define EFFML__DEFAULT_MAPS 1
+#else
+#define EFFML__DEFAULT_MAPS 0
+#endif
+#define EFFML__BLOCK_MALLOC 0
+#define EFFML__BLOCK_MAPPED_ADVISED 1
+#define EFFML__BLOCK_MAPPED 2 /* mapped, the huge-page advice refused: 4 KiB pages */
+EFFML__HIDDEN void *effml__map_alloc(size_t size, effml__advise_fn advise);
+EFFML__HIDDEN int effml__block_kind(const void *p);
 /* Overflow-checked a*b; returns 0 on overflow. */
 EFFML__HIDDEN int effml__mul_size(size_t a, size_t b, size_t *out);
 

@@ -79,6 +79,15 @@ EFFML__HIDDEN void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, con
 EFFML__HIDDEN void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v,
                                     const float *XT, int64_t ldb, int accumulate, float *YT,
                                     int isa);
+/* The whole forward of one 4x1 block matrix in one call (bspmm.c):
+ * Xᵀ [cols, ldb] (caller's buffer; ldb >= batch, a multiple of 16) receives
+ * X [batch, cols] transposed and zero padded, as effml__transpose_in writes
+ * it (the backward reads it), and Y [batch, rows] (+)= W Xᵀ transposed
+ * (+ bias [rows] when not NULL), as effml__bspmm_fwd then
+ * effml__transpose_out compute it, with the same bytes. */
+EFFML__HIDDEN void effml__bspmm_forward(effml_context *ctx, const effml__spmat *m, const float *v,
+                                        const float *X, int64_t batch, float *XT, int64_t ldb,
+                                        const float *bias, int accumulate, float *Y, int isa);
 EFFML__HIDDEN void effml__bspmm_dx(effml_context *ctx, const effml__spmat *m, const float *v,
                                    const float *DYT, int64_t ldb, int accumulate, float *DXT,
                                    int isa);

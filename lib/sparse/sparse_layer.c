@@ -115,15 +115,33 @@ static effml_status linear_forward(effml_context *ctx, effml_layer *layer, const
     if (!XT) st = EFFML_E_NOMEM;
   }
   const int train = mode == EFFML_LAYER_MODE_TRAIN;
-  if (st == EFFML_OK) {
+  /* one 4x1 block matrix: Xᵀ packed, the product and Y written in one call
+   * (no Yᵀ panel; the same bytes as the three steps below) */
+  const int fused = s->n_mats == 1 && s->mats[0].block == 4;
+  if (st == EFFML_OK && fused) {
+    effml__spmat *m = &s->mats[0];
+    const float *vals = effml__param_f32(layer, m->param);
+    float *tmp = NULL;
+    if (!m->identity) {
+      tmp = effml__scratch(ctx, s, train, EFFML__WS_NNZ, (size_t)m->nnz, "packed sparse values");
+      if (!tmp) st = EFFML_E_NOMEM;
+      else vals = effml__spmat_packed(m, vals, tmp);
+    }
+    if (st == EFFML_OK)
+      effml__bspmm_forward(ctx, m, vals, effml__cf32(x), batch, XT, ldb,
+                           s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
+                           effml__f32(y), -1);
+    if (tmp) effml__scratch_release(ctx, train, tmp);
+  }
+  if (st == EFFML_OK && !fused) {
     YT = effml__scratch(ctx, s, train, EFFML__WS_YT, (size_t)(out * ldb), "sparse Yᵀ panel");
     if (!YT) st = EFFML_E_NOMEM;
   }
-  if (st == EFFML_OK) {
+  if (st == EFFML_OK && !fused) {
     effml__transpose_in(ctx, effml__cf32(x), batch, in, XT, ldb);
     st = sum_spmm(ctx, layer, s, XT, ldb, YT, train);
   }
-  if (st == EFFML_OK)
+  if (st == EFFML_OK && !fused)
     effml__transpose_out(ctx, YT, ldb, out, batch,
                          s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
                          effml__f32(y));

@@ -15,6 +15,8 @@ Granese et al., NeurIPS 2021.
 """
 
 import ctypes
+import math
+import warnings
 from ctypes import byref, c_double, c_int32, c_void_p
 
 import numpy as np
@@ -24,7 +26,16 @@ from ._core import Scope, c_int, as_array, interruptible, thread_context
 from ._errors import InvalidArgumentError, ShapeError
 
 __all__ = ["risk_coverage_curve", "aurc", "risk_at_coverage", "coverage_at_risk", "ood_auroc",
-           "fpr_at_tpr", "top1_error", "nll", "ensemble_predict", "Cascade"]
+           "fpr_at_tpr", "top1_error", "nll", "ensemble_predict", "Cascade",
+           "TargetNotReachedWarning"]
+
+
+class TargetNotReachedWarning(UserWarning):
+    """Warned by :meth:`Cascade.calibrate` when no coverage reaches a risk target on the
+    validation set: the stage then accepts no sample (tau = +inf), the answer
+    :func:`coverage_at_risk` gives as ``(0.0, inf)`` (as scikit-learn fits with a
+    ``ConvergenceWarning`` rather than fail).  Turn it into an error with
+    ``warnings.simplefilter("error", TargetNotReachedWarning)``."""
 
 _F = (np.dtype(np.float64), np.dtype(np.float32))
 _B = (np.dtype(np.uint8), np.dtype(np.bool_), np.dtype(np.int32), np.dtype(np.int64))
@@ -84,7 +95,12 @@ def risk_at_coverage(scores, correct, coverage):
 
 
 def coverage_at_risk(scores, correct, risk):
-    """``(coverage, threshold)``: the largest selectable coverage whose top set has risk <= ``risk``."""
+    """``(coverage, threshold)``: the largest selectable coverage whose top set has risk <= ``risk``.
+
+    ``(0.0, inf)`` when no coverage reaches ``risk`` (the most confident group's risk
+    exceeds it): selecting nothing is the answer, not an error.  :meth:`Cascade.calibrate`
+    with ``target="risk"`` uses the same rule (tau = +inf, with a
+    :class:`TargetNotReachedWarning`)."""
     s, c = _sc(scores, correct, "correct")
     return tuple(_scalar("effml_metrics_selective_coverage_at_risk", s, c, c_double(risk), n_out=2))
 
@@ -327,7 +343,15 @@ class Cascade:
 
     def calibrate(self, val_logits, val_labels=None, *, rule="window", target="coverage",
                   target_value=0.8, window_below=0.1, window_above=0.1):
-        """Set every stage's exit rule but the last from validation logits (paper Sec. 3.2)."""
+        """Set every stage's exit rule but the last from validation logits (paper Sec. 3.2).
+
+        ``target="risk"``: tau = the threshold of the largest validation coverage whose risk
+        is <= ``target_value`` (as :func:`coverage_at_risk`).  Where no coverage reaches it,
+        that stage gets tau = +inf, coverage 0 (:func:`coverage_at_risk` gives ``(0.0, inf)``
+        for the same data): a threshold rule exits no sample there, a window is
+        ``[Q(1 - window_below), inf]`` (only the samples below it exit), and a
+        :class:`TargetNotReachedWarning` names the stage; :meth:`exit_rule` reports the tau.
+        """
         o = CascadeCalibrationOptions()
         _lib.fn("effml_cascade_threshold_options_init")(byref(o))
         if rule not in ("window", "threshold") or target not in _TARGETS:
@@ -343,6 +367,14 @@ class Cascade:
                 as_array(val_labels, _I, name="val_labels", ndim=1))
             ctx.check(_lib.fn("effml_cascade_select_thresholds")(ctx.handle, self._h, len(vs), hs, tl,
                                                          byref(o)), "effml_cascade_select_thresholds")
+        if target == "risk":
+            out = [m for m in range(self.num_stages - 1) if math.isinf(self.exit_rule(m)[3])]
+            if out:
+                warnings.warn(TargetNotReachedWarning(
+                    "no coverage reaches risk=%g on the validation set at stage(s) %s (the most "
+                    "confident samples' risk is above it): tau = +inf there, the stage accepts no "
+                    "sample (coverage_at_risk gives (0.0, inf) for the same data)"
+                    % (target_value, ", ".join(map(str, out)))), stacklevel=2)
 
     def run(self, X=None, return_probs=False):
         """Run the cascade: ``(pred, score, exit_stage)`` (+ ``probs`` with ``return_probs``).

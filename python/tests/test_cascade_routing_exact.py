@@ -155,3 +155,41 @@ def test_hand_set_bounds_at_exact_scores_exit_as_the_exact_path():
         _, _, e2, _ = c.run(return_probs=True)
         np.testing.assert_array_equal(e1 == 0, want)
         np.testing.assert_array_equal(e1, e2)
+
+
+def test_risk_target_out_of_reach_is_coverage_zero_with_a_warning():
+    # the metric and the calibration give one answer: coverage 0, threshold +inf
+    import warnings
+    import pytest
+    from effml.selective import TargetNotReachedWarning, coverage_at_risk, ensemble_predict
+    rng = np.random.default_rng(4)
+    n, k = 200, 4
+    z0 = (rng.standard_normal((n, k)) * 2).astype(np.float32)
+    z1 = rng.standard_normal((n, k)).astype(np.float32)
+    pred, s = ensemble_predict([z0])
+    y = (pred + 1) % k  # every stage-0 prediction wrong but the least confident quarter
+    low = np.argsort(s)[: n // 4]
+    y[low] = pred[low]
+    correct = pred == y
+    cov, thr = coverage_at_risk(s, correct, 0.05)
+    assert cov == 0.0 and thr == np.inf
+    for rule in ("threshold", "window"):
+        c = Cascade([z0, z1], [1, 10])
+        with pytest.warns(TargetNotReachedWarning, match=r"risk=0.05 .*stage\(s\) 0"):
+            c.calibrate([z0], y, rule=rule, target="risk", target_value=0.05)
+        r, a, b, tau = c.exit_rule(0)
+        assert (r, tau, b) == (rule, thr, np.inf)
+        want = s < np.quantile(s, 0.9) if rule == "window" else np.zeros(n, bool)
+        if rule == "window":
+            assert a == np.quantile(s, 0.9)
+        for probs in (False, True):
+            e = c.run(return_probs=probs)[2]
+            np.testing.assert_array_equal(e == 0, want)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TargetNotReachedWarning)
+            with pytest.raises(TargetNotReachedWarning):
+                c.calibrate([z0], y, rule=rule, target="risk", target_value=0.05)
+        with warnings.catch_warnings():  # a reachable target is silent
+            warnings.simplefilter("error")
+            c.calibrate([z0], y, rule=rule, target="risk", target_value=0.9)
+            assert np.isfinite(c.exit_rule(0)[3])
