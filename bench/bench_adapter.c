@@ -32,8 +32,11 @@
  *
  * Threads: OpenBLAS's count is the caller's (OPENBLAS_NUM_THREADS); the
  * context uses the same number for its own loops (default 1 when unset), and
- * the Python side calls torch.set_num_threads with it.  Timings are the median
- * of --reps warm runs after one warm-up run, same data. */
+ * the Python side calls torch.set_num_threads with it.  The context keeps a
+ * worker pool for its loops (effml_context_set_thread_pool, default spin
+ * time; "--no-pool" for per-call threads, "--pool-spin US"); the machine line
+ * says so ("pool", "pool_spin_us").  Timings are the median of --reps warm
+ * runs after one warm-up run, same data. */
 #define EFFML_EXPERIMENTAL /* effml_adapter_lora_merge_drift, effml_dst_training_flops, EFFML_SPARSE_COMPAT_FLOAT */
 #include <cblas.h>
 #include <math.h>
@@ -218,7 +221,9 @@ int main(int argc, char **argv) {
   co.seed = 7;
   effml_context *ctx = NULL;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
-  bu_machine("adapter", threads, NULL);
+  char pool[96];
+  if (bu_pool_setup(ctx, argc, argv, pool, sizeof pool) < 0) return 1;
+  bu_machine("adapter", threads, pool);
   char extra[256];
   const char *only = getenv("EFFML_BENCH_ADAPTER_ONLY");
   const char *ours_path = getenv("EFFML_BENCH_ADAPTER_OURS");

@@ -8,6 +8,10 @@
  * and prints the combined lines (speedup = baseline_s / ours_s).
  * scripts/bench.sh alternates the two processes several rounds and pools
  * them (bench/combine.py).
+ * Our context keeps a worker pool for the library's loops
+ * (effml_context_set_thread_pool, default spin time; "--no-pool" for
+ * per-call threads, "--pool-spin US"); the machine line says so ("pool",
+ * "pool_spin_us").
  *
  * Cases:
  *   smote_200k_32    SMOTE, 200 000 x 32 f64, 5 % minority, k = 5, vs
@@ -148,8 +152,15 @@ static double read_pass(const double *v, int64_t n) {
   return s0 + s1 + s2 + s3;
 }
 
-/* Passes the exact method makes over A (Gram, refinement, output). */
-#define EFFML_BENCH_LEV_PASSES 3
+/* Passes the exact leverage call makes over A: the library reports one
+ * progress step per pass (counted on an untimed call). */
+static int32_t count_progress(void *user, const char *call, int64_t done, int64_t total) {
+  (void)call;
+  (void)done;
+  (void)total;
+  ++*(int *)user;
+  return 0;
+}
 
 #define CHECK(expr)                                                                  \
   do {                                                                               \
@@ -372,7 +383,11 @@ int main(int argc, char **argv) {
   if (!js) return 1;
   fprintf(js, "{");
   double t[32], tf[32];
-  bu_machine("sampler", threads, NULL);
+  char pool[96];
+  if (bu_pool_setup(ctx, argc, argv, pool, sizeof pool) < 0 ||
+      bu_pool_setup(dctx, argc, argv, NULL, 0) < 0) /* both contexts alike */
+    return 1;
+  bu_machine("sampler", threads, pool);
 
   /* ---- smote_200k_32 ---- */
   if (!*only || !strcmp(only, "smote")) {
@@ -545,6 +560,10 @@ int main(int argc, char **argv) {
     effml_sampler_leverage_options lo;
     effml_sampler_leverage_options_init(&lo);
     volatile double sink_d = 0;
+    int lev_passes = 0;
+    effml_context_set_progress(ctx, count_progress, &lev_passes);
+    CHECK(effml_sampler_leverage_scores(ctx, &lo, a, &tau));
+    effml_context_set_progress(ctx, NULL, NULL);
     for (int method = 0; method < 2; ++method) {
       lo.method = method;
       for (int r = -1; r < reps; ++r) {
@@ -571,7 +590,7 @@ int main(int argc, char **argv) {
         char extra[256];
         snprintf(extra, sizeof extra,
                  "\"threads\":%d,\"n\":%lld,\"d\":%lld,\"a_mb\":%.1f,\"passes_over_a\":%d", threads,
-                 (long long)n, (long long)d, (double)(n * d) * 8.0 / 1048576.0, EFFML_BENCH_LEV_PASSES);
+                 (long long)n, (long long)d, (double)(n * d) * 8.0 / 1048576.0, lev_passes);
         bu_report_runs("sampler", "leverage_1e6_32_vs_floor", t, reps,
                        "floor: two read passes over A + writing tau", tf, reps, extra);
         CHECK(effml_io_npy_save(ctx, "/tmp/effml_bench_sampler_lev_tau.npy", tau));
@@ -583,8 +602,8 @@ int main(int argc, char **argv) {
       for (int r = 0; r < reps; ++r) fprintf(js, "%s%.9g", r ? ", " : "", t[r]);
       if (method == 0)
         fprintf(js, "], \"n\": %lld, \"d\": %lld, \"threads\": %d, \"passes_over_a\": %d, "
-                    "\"method\": \"CholeskyQR2, Householder TSQR fallback\"},\n",
-                (long long)n, (long long)d, threads, EFFML_BENCH_LEV_PASSES);
+                    "\"method\": \"CholeskyQR (refined unless provably not needed), Householder TSQR fallback\"},\n",
+                (long long)n, (long long)d, threads, lev_passes);
       else
         fprintf(js, "], \"n\": %lld, \"d\": %lld, \"threads\": %d, "
                     "\"method\": \"CountSketch %lld rows\"},\n",

@@ -24,8 +24,16 @@
  *        nonzero dW) vs the dense layer's 3 GEMMs              (baseline dense_gemm)
  *   sparse_layout_rowmajor_s90             layout check: our batch-minor kernel vs
  *        a row-major CSR kernel (sparse dot per sample, scalar) (baseline csr_rowmajor)
+ *   sparse_wide_fwd_s90_percall, sparse_wide_block_fwd_s90_percall
+ *        the two bar cases again with the library's worker pool off (threads
+ *        started per call), so what the pool buys shows    (baseline dense_gemm)
  *
- * Usage: bench_sparse [--threads N] [--quick] [--cpu]
+ * Our context keeps a worker pool (effml_context_set_thread_pool, default
+ * spin time) unless --no-pool is given; the machine line and every case say
+ * so ("pool", "pool_spin_us").  OpenBLAS keeps its own workers spinning
+ * after each call; the pool gives the library's loops the same.
+ *
+ * Usage: bench_sparse [--threads N] [--quick] [--cpu] [--no-pool] [--pool-spin US]
  *   --cpu  time with the process CPU clock instead of the wall clock: on a
  *          shared, overloaded machine this is the fair measure, but only with
  *          --threads 1 and OPENBLAS_NUM_THREADS=1 (it sums all threads).
@@ -42,6 +50,8 @@
 #include "../lib/sparse/sparse_internal.h"
 
 static int g_quick = 0, g_cpu = 0;
+/* "\"pool\":1,\"pool_spin_us\":N" of our context (bu_pool_setup), added to every case */
+static char g_pool[96];
 
 static double now(void);
 
@@ -110,6 +120,7 @@ static void time_pair(bench_fn fa, void *a, bench_fn fb, void *b, double *ta, do
     fa(a);
     double t1 = now(), c1 = proc_cpu();
     long f1 = minflt();
+    (void)bu_pool_idle(1.0); /* our pool's workers stop spinning before the baseline runs */
     fb(b);
     long f2 = minflt();
     double c2 = proc_cpu(), t2 = now();
@@ -143,11 +154,15 @@ static void report_last(const char *name, const char *baseline, const char *extr
   char ex[512];
   snprintf(ex, sizeof ex,
            "%s%s\"quiesce_s\":%.3f,\"ours_cpu_s\":%.6g,\"baseline_cpu_s\":%.6g,"
-           "\"ours_minflt\":%.0f,\"baseline_minflt\":%.0f",
+           "\"ours_minflt\":%.0f,\"baseline_minflt\":%.0f,%s",
            extra ? extra : "", extra && *extra ? "," : "", g_quiesce, g_cpu_med[0], g_cpu_med[1],
-           g_flt_med[0], g_flt_med[1]);
+           g_flt_med[0], g_flt_med[1], g_pool);
   bu_report_runs("sparse", name, g_last[0], g_nlast, baseline, g_last[1], g_nlast, ex);
 }
+
+/* A bar case's forward again with the pool off (per-call threads, as
+ * without effml_context_set_thread_pool), so what the pool buys shows. */
+static void percall_case(const char *name, const char *extra, effml_context *ctx, void *j, void *g);
 
 static void fill(float *p, int64_t n, uint64_t seed) {
   uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 1;
@@ -183,6 +198,20 @@ static void run_gemm_fwd(void *p) {
   job *j = p;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->M, (int)j->N, (int)j->K, 1.0f,
               j->A, (int)j->K, j->B, (int)j->K, 0.0f, j->C, (int)j->N);
+}
+
+static void percall_case(const char *name, const char *extra, effml_context *ctx, void *j, void *g) {
+  int32_t spin = 0;
+  if (!effml_context_thread_pool(ctx, &spin)) return;
+  if (effml_context_set_thread_pool(ctx, 0, 0) != EFFML_OK) abort();
+  char keep[sizeof g_pool];
+  memcpy(keep, g_pool, sizeof keep);
+  snprintf(g_pool, sizeof g_pool, "\"pool\":0,\"pool_spin_us\":0");
+  double t_ours, t_dense;
+  time_pair(run_layer_fwd, j, run_gemm_fwd, g, &t_ours, &t_dense);
+  report_last(name, "dense_gemm", extra);
+  memcpy(g_pool, keep, sizeof keep);
+  if (effml_context_set_thread_pool(ctx, 1, spin) != EFFML_OK) abort();
 }
 
 /* masked-dense forward + backward: y = x Wᵀ, dX = dY W, dW = (dYᵀ x) ⊙ mask */
@@ -264,7 +293,9 @@ int main(int argc, char **argv) {
   co.seed = 1;
   effml_context *ctx = NULL;
   if (effml_context_create(&co, &ctx) != EFFML_OK) return 1;
-  bu_machine("sparse", threads, NULL);
+  const int pool = bu_pool_setup(ctx, argc, argv, g_pool, sizeof g_pool);
+  if (pool < 0) return 1;
+  bu_machine("sparse", threads, g_pool);
   const int64_t D = 1024, B = 256;
   char extra[320];
 
@@ -318,6 +349,7 @@ int main(int argc, char **argv) {
       time_pair(run_layer_fwd, &j, run_ref, &r, &t_o, &t_ref);
       report_last("sparse_layout_rowmajor_s90", "csr_rowmajor", extra);
     }
+    if (i == 2 && pool) percall_case("sparse_wide_fwd_s90_percall", extra, ctx, &j, &g);
     layer_free(&j);
   }
 
@@ -345,6 +377,7 @@ int main(int argc, char **argv) {
              2.0 * (double)effml_sparse_nnz(l) * (double)B / t_ours * 1e-9,
              2.0 * (double)(D * D) * (double)B / t_dense * 1e-9);
     report_last("sparse_wide_block_fwd_s90", "dense_gemm", extra);
+    if (pool) percall_case("sparse_wide_block_fwd_s90_percall", extra, ctx, &j, &g);
     job db = {0};
     gemm_job(&db, B, D, D, 2);
     time_pair(run_layer_fwd_bwd, &j, run_gemm_fwd_bwd, &db, &t_ours, &t_dense);

@@ -14,6 +14,11 @@
  * count (speedup = baseline_s / ours_s), and alternates the two processes
  * several rounds.
  *
+ * Our context keeps a worker pool for the library's loops
+ * (effml_context_set_thread_pool, default spin time; "--no-pool" for
+ * per-call threads, "--pool-spin US"); the machine line and the records say
+ * so ("pool", "pool_spin_us").
+ *
  * Also printed: the "gemm floor" case, the same epoch's GEMMs alone (no
  * gather, loss, activations or optimizer), timed interleaved with our epoch
  * (speedup = floor / ours), to show where the time goes. */
@@ -80,9 +85,9 @@ static double gemm_floor(int64_t n, int64_t batch) {
 int main(int argc, char **argv) {
   int reps = 5, nthr = 0, thr[8];
   const char *tlist = "1,2";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
-    else if (!strcmp(argv[i], "--threads")) tlist = argv[i + 1];
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) tlist = argv[++i];
   }
   if (reps < 1) reps = 1;
   if (reps > 16) reps = 16;
@@ -107,7 +112,9 @@ int main(int argc, char **argv) {
     co.num_threads = threads;
     effml_context *ctx;
     if (effml_context_create(&co, &ctx)) return 1;
-    if (ti == 0) bu_machine("train", threads, NULL);
+    char pool[96];
+    if (bu_pool_setup(ctx, argc, argv, pool, sizeof pool) < 0) return 1;
+    if (ti == 0) bu_machine("train", threads, pool);
     effml_tensor *x = NULL, *y = NULL;
     int real = effml_data_fashion_mnist_load(ctx, NULL, EFFML_DATA_SPLIT_TRAIN, &x, &y) == EFFML_OK;
     if (!real) {
@@ -139,12 +146,13 @@ int main(int argc, char **argv) {
       }
     }
     char extra[256];
-    snprintf(extra, sizeof extra, "\"threads\":%d,\"note\":\"the epoch's sgemm calls alone\"", threads);
+    snprintf(extra, sizeof extra, "\"threads\":%d,\"note\":\"the epoch's sgemm calls alone\",%s", threads,
+             pool);
     bu_report_runs("train", CASE "_vs_floor", times, reps, "the epoch's sgemm calls",
                    floors, reps, extra);
     if (f) {
-      fprintf(f, "%s{\"threads\":%d,\"data\":\"%s\",\"final_loss\":%.4f,\"ours_runs\":[", ti ? "," : "",
-              threads, real ? "fashion-mnist" : "random", loss);
+      fprintf(f, "%s{\"threads\":%d,\"data\":\"%s\",\"final_loss\":%.4f,%s,\"ours_runs\":[", ti ? "," : "",
+              threads, real ? "fashion-mnist" : "random", loss, pool);
       for (int r = 0; r < reps; ++r) fprintf(f, "%s%.6f", r ? "," : "", times[r]);
       fprintf(f, "]}");
     }

@@ -193,8 +193,10 @@ void bu_time_pair(bu_fn fa, void *a, bu_fn fb, void *b, int reps, double *ta, do
 }
 
 /* 1 if some thread of this process other than the caller is in state R
- * (running or runnable), 0 if none, -1 if /proc/self/task cannot be read. */
-static int other_thread_running(void) {
+ * (running or runnable), 0 if none, -1 if /proc/self/task cannot be read.
+ * which: 0 = any thread but libeffml's pool workers (named "effml-pool"),
+ * 1 = only the pool workers. */
+static int other_thread_running(int which) {
   char self[32];
   snprintf(self, sizeof self, "%ld", (long)syscall(SYS_gettid));
   DIR *d = opendir("/proc/self/task");
@@ -211,19 +213,42 @@ static int other_thread_running(void) {
     fclose(f);
     buf[n] = 0;
     const char *q = strrchr(buf, ')'); /* "pid (comm) S ..." */
+    const char *o = strchr(buf, '(');
+    const int pool = o && q && q - o - 1 == 10 && strncmp(o + 1, "effml-pool", 10) == 0;
+    if (pool != which) continue;
     if (q && q[1] == ' ' && q[2] == 'R') running = 1;
   }
   closedir(d);
   return running;
 }
 
-double bu_quiesce(double max_s) {
+static double wait_quiet(int which, double max_s) {
   const double t0 = bu_now();
   for (;;) {
-    int r = other_thread_running();
+    int r = other_thread_running(which);
     double t = bu_now() - t0;
     if (r <= 0 || t >= max_s) return r < 0 ? 0.0 : t;
-    struct timespec ms = {0, 1000000};
+    struct timespec ms = {0, which ? 100000 : 1000000};
     nanosleep(&ms, NULL);
   }
+}
+
+double bu_quiesce(double max_s) { return wait_quiet(0, max_s); }
+
+double bu_pool_idle(double max_s) { return wait_quiet(1, max_s); }
+
+int bu_pool_setup(effml_context *ctx, int argc, char **argv, char *json, size_t cap) {
+  int32_t on = 1, spin = EFFML_CORE_POOL_SPIN_DEFAULT;
+  for (int i = 1; i < argc; ++i) {
+    if (strcmp(argv[i], "--no-pool") == 0) on = 0;
+    else if (strcmp(argv[i], "--pool-spin") == 0 && i + 1 < argc) spin = (int32_t)atoi(argv[i + 1]);
+  }
+  if (effml_context_set_thread_pool(ctx, on, spin) != EFFML_OK) {
+    fprintf(stderr, "bench: %s\n", effml_context_last_error(ctx));
+    return -1;
+  }
+  int32_t used = 0;
+  on = effml_context_thread_pool(ctx, &used);
+  if (json && cap) snprintf(json, cap, "\"pool\":%d,\"pool_spin_us\":%d", (int)on, (int)used);
+  return on;
 }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "effml.h"
+
 /* Monotonic wall clock in seconds. */
 double bu_now(void);
 /* Print one result line.  `extra` is NULL or e.g. "\"threads\":2,\"nnz\":123". */
@@ -54,8 +56,22 @@ void bu_time_pair(bu_fn fa, void *a, bu_fn fb, void *b, int reps, double *ta, do
 /* Wait (polling every millisecond, at most max_s seconds) until no other
  * thread of this process is running, e.g. until OpenBLAS's workers, which
  * busy-wait for about 2^28 TSC cycles (OPENBLAS_THREAD_TIMEOUT, ~0.1 s)
- * after each call, have gone to sleep.  Returns the seconds waited; where
- * /proc/self/task cannot be read (non-Linux) it returns 0 at once. */
+ * after each call, have gone to sleep.  libeffml's own pool workers (threads
+ * named "effml-pool", effml_context_set_thread_pool) are not waited for: they
+ * spin only for the pool's spin time after a call of ours, and keeping them
+ * awake for our next call is the pool's purpose.  Returns the seconds
+ * waited; where /proc/self/task cannot be read (non-Linux) it returns 0 at
+ * once. */
 double bu_quiesce(double max_s);
+/* Wait (polling every 0.1 ms, at most max_s seconds) until libeffml's pool
+ * workers ("effml-pool") have stopped spinning, so that a baseline timed next
+ * does not share the cores with them.  Returns the seconds waited. */
+double bu_pool_idle(double max_s);
+/* Turn on ctx's worker pool for our side (effml_context_set_thread_pool) with
+ * the default spin time, or as the command line says: "--no-pool" (per-call
+ * threads), "--pool-spin US".  Writes "\"pool\":1,\"pool_spin_us\":N" (JSON
+ * fragment for the machine line and the cases) into json[cap].  Returns 1
+ * (pool on), 0 (off), -1 (refused; message on stderr). */
+int bu_pool_setup(effml_context *ctx, int argc, char **argv, char *json, size_t cap);
 
 #endif

@@ -78,7 +78,8 @@ def main():
                           "ours_min": min(o), "ours_max": max(o), "baseline": "pytorch",
                           "baseline_s": bm, "baseline_min": min(times), "baseline_max": max(times),
                           "speedup": bm / om, "ours_runs": o, "baseline_runs": times, "batch": bs,
-                          "n": int(x.shape[0]), "data": data, "torch": torch.__version__}), flush=True)
+                          "n": int(x.shape[0]), "data": data, "torch": torch.__version__,
+                          **{k: ours[k] for k in ("pool", "pool_spin_us") if k in ours}}), flush=True)
 
 
 if __name__ == "__main__":

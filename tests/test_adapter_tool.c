@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -836,6 +838,92 @@ START_TEST(test_merge_sharded_merges_once) {
       effml_context_free(ctx);
       unlink(single);
     }
+}
+END_TEST
+
+/* An output of several 16 MiB pieces (the lora fixture plus a 40 MiB tensor "zz.big"): the tool
+ * writes drop-behind (each piece sent to disk as written, the one before it dropped from the page
+ * cache once on disk), and the file is still exact: header byte for byte, the merged weights
+ * bit-identical to the merge of the fixture's own base, the big tensor's bytes unchanged.  On the
+ * disk file systems whose page cache honours POSIX_FADV_DONTNEED (ext4, xfs, btrfs) most of the
+ * output is no longer resident afterwards (mincore), which a plain write leaves resident. */
+START_TEST(test_merge_drop_behind_large) {
+  char base[512], out[512], ref[512], args[2048];
+  snprintf(base, sizeof base, "%s/tool_big.safetensors", EFFML_TEST_TMP);
+  snprintf(out, sizeof out, "%s/tool_big_out.safetensors", EFFML_TEST_TMP);
+  snprintf(ref, sizeof ref, "%s/tool_big_ref.safetensors", EFFML_TEST_TMP);
+  effml_context *ctx = tu_ctx(1);
+  effml_safetensors *b = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, PEFT_DIR "/lora/base.safetensors", EFFML_IO_SAFETENSORS_COPY, &b),
+                   EFFML_OK);
+  const int64_t nb = effml_safetensors_count(b), nbig = (int64_t)10 << 20; /* 40 MiB of f32 */
+  const char *names[16];
+  const effml_tensor *ts[16];
+  ck_assert_int_lt(nb, 15);
+  for (int64_t i = 0; i < nb; ++i) {
+    names[i] = effml_safetensors_name(b, i);
+    ck_assert_int_eq(effml_safetensors_get(ctx, b, names[i], &ts[i]), EFFML_OK);
+  }
+  effml_tensor *big = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &nbig, &big), EFFML_OK);
+  float *bp = (float *)effml_tensor_data(big);
+  for (int64_t i = 0; i < nbig; ++i) bp[i] = (float)(i % 1000003) * 0.25f;
+  names[nb] = "zz.big";
+  ts[nb] = big;
+  ck_assert_int_eq(effml_safetensors_save(ctx, base, nb + 1, names, ts, 0, NULL, NULL), EFFML_OK);
+  snprintf(args, sizeof args, "merge --base %s --adapter %s/lora --out %s", base, PEFT_DIR, out);
+  ck_assert_msg(run(args) == 0, "%s", read_err());
+  snprintf(args, sizeof args, "merge --base %s/lora/base.safetensors --adapter %s/lora --out %s", PEFT_DIR, PEFT_DIR,
+           ref);
+  ck_assert_int_eq(run(args), 0);
+  struct stat st;
+  ck_assert_int_eq(stat(out, &st), 0);
+  ck_assert_int_gt(st.st_size, (off_t)2 << 24); /* three pieces of 16 MiB, the last one partial */
+  /* residency first, before reading the file back pulls it into the cache */
+  struct statfs sf;
+  const long fs = statfs(out, &sf) == 0 ? (long)sf.f_type : 0;
+  if (fs == 0xEF53 || fs == 0x58465342 || fs == (long)0x9123683E) { /* ext2/3/4, xfs, btrfs */
+    int fd = open(out, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    ck_assert(m != MAP_FAILED);
+    const long pg = sysconf(_SC_PAGESIZE);
+    const size_t np = ((size_t)st.st_size + (size_t)pg - 1) / (size_t)pg;
+    unsigned char *vec = (unsigned char *)malloc(np);
+    ck_assert_int_eq(mincore(m, (size_t)st.st_size, vec), 0);
+    size_t res = 0;
+    for (size_t i = 0; i < np; ++i) res += vec[i] & 1;
+    ck_assert_msg(res * 2 < np, "%zu of %zu pages of the output still cached: not written drop-behind", res, np);
+    free(vec);
+    munmap(m, (size_t)st.st_size);
+    close(fd);
+  }
+  effml_safetensors *o = NULL, *r = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, out, EFFML_IO_SAFETENSORS_COPY, &o), EFFML_OK);
+  ck_assert_int_eq(effml_safetensors_load(ctx, ref, EFFML_IO_SAFETENSORS_COPY, &r), EFFML_OK);
+  ck_assert_int_eq(effml_safetensors_count(o), nb + 1);
+  for (int64_t i = 0; i < nb + 1; ++i) {
+    const effml_tensor *x = NULL, *y = NULL;
+    ck_assert_int_eq(effml_safetensors_get(ctx, o, names[i], &x), EFFML_OK);
+    y = i < nb ? NULL : big;
+    if (i < nb) ck_assert_int_eq(effml_safetensors_get(ctx, r, names[i], &y), EFFML_OK);
+    ck_assert_msg(effml_tensor_nbytes(x) == effml_tensor_nbytes(y) &&
+                      memcmp(effml_tensor_data_const(x), effml_tensor_data_const(y), effml_tensor_nbytes(y)) == 0,
+                  "%s differs", names[i]);
+  }
+  size_t lb = 0, lo = 0;
+  unsigned char *fb = tu_read_file(base, &lb), *fo = tu_read_file(out, &lo);
+  ck_assert(lb == lo && header_len(fb) == header_len(fo) && memcmp(fb, fo, header_len(fb)) == 0);
+  free(fb);
+  free(fo);
+  effml_safetensors_free(o);
+  effml_safetensors_free(r);
+  effml_tensor_free(big);
+  effml_safetensors_free(b);
+  effml_context_free(ctx);
+  unlink(base);
+  unlink(out);
+  unlink(ref);
 }
 END_TEST
 
@@ -1787,6 +1875,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_targeting);
   tcase_add_test(t, test_save_peft_roundtrip);
   tcase_add_test(t, test_merge_progress);
+  tcase_add_test(t, test_merge_drop_behind_large);
   tcase_add_test(t, test_merge_interrupted);
   tcase_add_test(t, test_merge_sharded);
   tcase_add_test(t, test_merge_sharded_merges_once);

@@ -106,12 +106,197 @@ START_TEST(test_heavy_tailed) {
 }
 END_TEST
 
+/* Passes over A of the last exact leverage call, counted by the progress
+ * callback (one report per pass). */
+static int32_t count_pass(void *user, const char *call, int64_t done, int64_t total) {
+  (void)call;
+  (void)done;
+  (void)total;
+  ++*(int64_t *)user;
+  return 0;
+}
+
+static effml_status lev_passes(effml_context *ctx, const effml_tensor *a, effml_tensor **tau,
+                               int64_t *passes) {
+  *passes = 0;
+  effml_context_set_progress(ctx, count_pass, passes);
+  effml_status st = effml_sampler_leverage_scores(ctx, NULL, a, tau);
+  effml_context_set_progress(ctx, NULL, NULL);
+  return st;
+}
+
+/* A = Q M D with exactly known scores tau_i = ||Q_i||^2: Q = H C, C the
+ * first d DCT-II basis vectors (orthonormal columns), H = I - 2 v v^T / v^T v
+ * a Householder reflection with heavy entries in v (so some rows carry large
+ * scores), M = I + mix * (uniform - 1/2) (mixes the columns), D = diag of
+ * column scales 1 .. scale_min (log-spaced).  truth[i] in long double. */
+static effml_tensor *known_scores(effml_context *ctx, int64_t n, int64_t d, double mix,
+                                  double scale_min, double *truth) {
+  effml_tensor *a = mat(ctx, n, d, NULL);
+  double *p = (double *)effml_tensor_data(a);
+  long double *v = (long double *)malloc((size_t)n * sizeof(long double));
+  long double *q = (long double *)malloc((size_t)(n * d) * sizeof(long double));
+  double *m = (double *)malloc((size_t)(d * d) * sizeof(double));
+  ck_assert(v && q && m);
+  const long double pi = 3.141592653589793238462643383279502884L;
+  uint64_t z = 77;
+  long double vv = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+    v[i] = ((long double)(z >> 11) * 0x1.0p-53L - 0.5L) * (i % 997 == 3 ? 40.0L : 1.0L);
+    vv += v[i] * v[i];
+  }
+  for (int64_t j = 0; j < d; ++j) { /* q = C, then q -= 2 v (v^T C) / v^T v */
+    long double cj = sqrtl((j ? 2.0L : 1.0L) / (long double)n), vc = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      q[i * d + j] = cj * cosl(pi * ((long double)i + 0.5L) * (long double)j / (long double)n);
+      vc += v[i] * q[i * d + j];
+    }
+    for (int64_t i = 0; i < n; ++i) q[i * d + j] -= 2.0L * v[i] * vc / vv;
+  }
+  for (int64_t k = 0; k < d * d; ++k) {
+    z = z * 6364136223846793005ULL + 1442695040888963407ULL;
+    m[k] = (k / d == k % d ? 1.0 : 0.0) + mix * ((double)(z >> 11) * 0x1.0p-53 - 0.5);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    long double t = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      long double s = 0;
+      for (int64_t k = 0; k < d; ++k) s += q[i * d + k] * m[k * d + j];
+      p[i * d + j] = (double)(s * powl(scale_min, (long double)j / (long double)(d - 1)));
+      t += q[i * d + j] * q[i * d + j];
+    }
+    truth[i] = (double)t;
+  }
+  free(v);
+  free(q);
+  free(m);
+  return a;
+}
+
+/* max_i |tau_i - truth_i| / truth_i */
+static double max_rel_err(const effml_tensor *tau, const double *truth, int64_t n) {
+  double e = 0;
+  for (int64_t i = 0; i < n; ++i) e = fmax(e, fabs(F(tau)[i] - truth[i]) / truth[i]);
+  return e;
+}
+
+/* Columns on scales 1 .. 1e-8 (cond(A) ~ 1e8, so a plain Cholesky of A^T A
+ * would lose every digit) but well conditioned once equilibrated: one
+ * CholeskyQR step, two passes over A, at every thread count and ISA level;
+ * every score within 1e-12 (relative) of the exact one. */
+START_TEST(test_one_step_equilibrated) {
+  const int64_t n = 20000, d = 12;
+  double *truth = (double *)malloc((size_t)n * sizeof(double));
+  ck_assert_ptr_nonnull(truth);
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *a = known_scores(ctx, n, d, 0.1, 1e-8, truth), *t1 = NULL;
+  int64_t passes = 0;
+  ck_assert_int_eq(lev_passes(ctx, a, &t1, &passes), EFFML_OK);
+  ck_assert_int_eq(passes, 2);
+  double err = max_rel_err(t1, truth, n), sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += F(t1)[i];
+  printf("one step: max relative error %.3g, sum - d = %.3g\n", err, sum - (double)d);
+  ck_assert_msg(err <= 1e-12, "max relative error %g", err);
+  ck_assert_msg(fabs(sum - (double)d) <= 1e-12 * (double)d, "sum - d = %g", sum - (double)d);
+  const int32_t cpu = effml_core_isa_level();
+  for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= cpu; ++isa)
+    for (int32_t th = 1; th <= 3; th += 2) {
+      effml_context *c = tu_ctx(0);
+      ck_assert_int_eq(effml_context_set_isa_level(c, isa), EFFML_OK);
+      ck_assert_int_eq(effml_context_set_num_threads(c, th), EFFML_OK);
+      effml_tensor *t = NULL;
+      ck_assert_int_eq(lev_passes(c, a, &t, &passes), EFFML_OK);
+      ck_assert_int_eq(passes, 2);
+      ck_assert_msg(max_rel_err(t, truth, n) <= 1e-12, "%s, %d threads: %g",
+                    effml_core_isa_name(isa), th, max_rel_err(t, truth, n));
+      if (isa == cpu) /* the thread count never changes the bytes */
+        ck_assert_int_eq(memcmp(F(t), F(t1), (size_t)n * sizeof(double)), 0);
+      effml_tensor_free(t);
+      effml_context_free(c);
+    }
+  effml_tensor_free(t1);
+  effml_tensor_free(a);
+  effml_context_free(ctx);
+  free(truth);
+}
+END_TEST
+
+/* Strongly mixed columns (equilibrated kappa^2 far above the one-step bound,
+ * cond ~ 1e3 before scaling to 1e-6): the refinement pass runs (three passes)
+ * and the scores stay exact to 1e-12. */
+START_TEST(test_refined_when_mixed) {
+  const int64_t n = 20000, d = 12;
+  double *truth = (double *)malloc((size_t)n * sizeof(double));
+  ck_assert_ptr_nonnull(truth);
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *a = known_scores(ctx, n, d, 3.0, 1e-6, truth), *t = NULL;
+  int64_t passes = 0;
+  ck_assert_int_eq(lev_passes(ctx, a, &t, &passes), EFFML_OK);
+  ck_assert_int_eq(passes, 3);
+  double err = max_rel_err(t, truth, n);
+  printf("refined: max relative error %.3g\n", err);
+  ck_assert_msg(err <= 1e-12, "max relative error %g", err);
+  effml_tensor_free(t);
+  effml_tensor_free(a);
+  effml_context_free(ctx);
+  free(truth);
+}
+END_TEST
+
+/* The first pass checks finiteness: a NaN or an infinity deep in A is named
+ * by row and column; finite values whose squares overflow are not an error
+ * (Householder TSQR takes over) and leave the scores scale-invariant. */
+START_TEST(test_nonfinite_and_overflow) {
+  const int64_t n = 10000, d = 5;
+  double *truth = (double *)malloc((size_t)n * sizeof(double));
+  ck_assert_ptr_nonnull(truth);
+  effml_context *ctx = tu_ctx(0);
+  effml_tensor *a = known_scores(ctx, n, d, 0.1, 1e-3, truth), *t = NULL, *big = NULL;
+  double *p = (double *)effml_tensor_data(a);
+  const double keep = p[7654 * d + 3];
+  p[7654 * d + 3] = NAN;
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, a, &t), EFFML_E_NUMERIC);
+  ck_assert_ptr_null(t);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "non-finite value nan at row 7654, column 3"),
+                "%s", effml_context_last_error(ctx));
+  p[7654 * d + 3] = -INFINITY;
+  p[9999 * d + 0] = INFINITY;
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, a, &t), EFFML_E_NUMERIC);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "non-finite value -inf at row 7654, column 3"),
+                "%s", effml_context_last_error(ctx));
+  p[7654 * d + 3] = keep;
+  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, a, &t), EFFML_E_NUMERIC);
+  ck_assert_msg(strstr(effml_context_last_error(ctx), "non-finite value inf at row 9999, column 0"),
+                "%s", effml_context_last_error(ctx));
+  effml_tensor_free(a);
+  a = known_scores(ctx, n, d, 0.1, 1e-3, truth);
+  ck_assert_int_eq(effml_tensor_convert(ctx, a, EFFML_F64, &big), EFFML_OK);
+  double *b = (double *)effml_tensor_data(big);
+  for (int64_t i = 0; i < n * d; ++i) b[i] *= 0x1p600; /* exact: squares overflow */
+  int64_t passes = 0;
+  ck_assert_int_eq(lev_passes(ctx, big, &t, &passes), EFFML_OK);
+  ck_assert_int_eq(passes, 4); /* Gram (overflowed), Householder, refinement, scores */
+  double err = max_rel_err(t, truth, n);
+  ck_assert_msg(err <= 1e-12, "max relative error %g", err);
+  effml_tensor_free(t);
+  effml_tensor_free(big);
+  effml_tensor_free(a);
+  effml_context_free(ctx);
+  free(truth);
+}
+END_TEST
+
 /* cond(A) = 1e10: a Cholesky of A^T A cannot even be formed; ours matches numpy's QR. */
 START_TEST(test_ill_conditioned) {
   effml_context *ctx = tu_ctx(0);
   effml_tensor *a = ref_npy(ctx, "ill_a"), *et = ref_npy(ctx, "ill_tau"), *tau = NULL;
   effml_tensor *tt = ref_npy(ctx, "ill_tau_true");
-  ck_assert_int_eq(effml_sampler_leverage_scores(ctx, NULL, a, &tau), EFFML_OK);
+  int64_t passes = 0;
+  ck_assert_int_eq(lev_passes(ctx, a, &tau, &passes), EFFML_OK);
+  /* Gram, then either its Cholesky fails or the refinement finds U far from
+   * orthonormal (one more pass), then Householder, refinement, scores */
+  ck_assert_msg(passes == 4 || passes == 5, "%lld passes", (long long)passes);
   double err = 0, err_np = 0, sum = 0;
   for (int i = 0; i < 600; ++i) {
     err = fmax(err, fabs(F(tau)[i] - F(tt)[i]));
@@ -309,6 +494,9 @@ static Suite *leverage_suite(void) {
   tcase_add_test(tc, test_worked_vector);
   tcase_add_test(tc, test_heavy_tailed);
   tcase_add_test(tc, test_ill_conditioned);
+  tcase_add_test(tc, test_one_step_equilibrated);
+  tcase_add_test(tc, test_refined_when_mixed);
+  tcase_add_test(tc, test_nonfinite_and_overflow);
   tcase_add_test(tc, test_tall_blocks_threads_sketch);
   tcase_add_test(tc, test_bad_input);
   tcase_add_test(tc, test_sampling_unbiased);

@@ -204,6 +204,62 @@ EFFML_API int32_t effml_context_num_threads(const effml_context *ctx);
 /** Set the thread count for libeffml's own loops.  EFFML_E_INVALID_ARG if < 1 or > 1024. */
 EFFML_API effml_status effml_context_set_num_threads(effml_context *ctx, int32_t num_threads);
 
+/** effml_context_set_thread_pool(): use the default spin time. */
+#define EFFML_CORE_POOL_SPIN_DEFAULT (-1)
+/** The default spin time, microseconds (see effml_context_set_thread_pool()). */
+#define EFFML_CORE_POOL_SPIN_DEFAULT_US 1000
+/** The largest spin time accepted, microseconds (1 s). */
+#define EFFML_CORE_POOL_SPIN_MAX 1000000
+
+/**
+ * Keep the worker threads of libeffml's own loops between calls (a pool
+ * owned by `ctx`) instead of starting them for each parallel loop (the
+ * default, `enabled` = 0).
+ *
+ * With the pool on, the num_threads - 1 workers are started by the first
+ * loop that needs them and live until the pool is turned off, or the
+ * context is freed (both join them).  After each loop they busy-wait
+ * (a CPU pause, yielding the core to other runnable threads every few
+ * microseconds) for `spin_us` microseconds, then block on a condition
+ * variable until the next loop.  A loop that starts within `spin_us` of the
+ * last one finds them awake; otherwise it pays a wake-up instead of a thread
+ * start, which costs about as much on an idle virtual machine (1-4 ms on a
+ * 2-core cloud VM once its vCPU has halted, 60 us when busy).  The price is
+ * CPU: up to `spin_us` of each worker's core after every loop, shown as
+ * process CPU time, taken from other threads (OpenBLAS's included) only
+ * when they have no other core.  Results are the same bytes with the pool
+ * on or off: the work split and the worker indices do not change.
+ *
+ * A loop started while another loop of the same context runs (from inside
+ * a kernel) and any loop in a child process after fork() use per-call
+ * threads; the pool is never shared with the child (free the context
+ * there as usual: the parent's workers are not joined in the child).
+ * Lowering num_threads (effml_context_set_num_threads) joins workers the
+ * new count does not need.  Signals are blocked in the pool's workers; on
+ * Linux they are named "effml-pool".
+ *
+ * @param enabled  1: pool on (a pool already on keeps its workers and takes
+ *                 the new spin time); 0: off (joins the workers; no-op if off).
+ * @param spin_us  microseconds a worker (and the calling thread, waiting for
+ *                 the workers) busy-waits before blocking, 0 to
+ *                 EFFML_CORE_POOL_SPIN_MAX, or EFFML_CORE_POOL_SPIN_DEFAULT
+ *                 (EFFML_CORE_POOL_SPIN_DEFAULT_US).  Ignored when enabled = 0.
+ * @return EFFML_E_INVALID_ARG (ctx NULL, enabled not 0/1, spin_us out of
+ *         range; nothing changes), EFFML_E_NOMEM (the pool could not be
+ *         made; it stays off).
+ * Threads: not thread-safe with calls running on the same context (like
+ * every context setter).
+ */
+EFFML_API effml_status effml_context_set_thread_pool(effml_context *ctx, int32_t enabled,
+                                                     int32_t spin_us);
+
+/**
+ * 1 if `ctx` keeps a worker pool (effml_context_set_thread_pool), else 0
+ * (also for NULL).  `spin_us` (NULL: not wanted) receives the spin time in
+ * microseconds in use, 0 when the pool is off.
+ */
+EFFML_API int32_t effml_context_thread_pool(const effml_context *ctx, int32_t *spin_us);
+
 /**
  * Cap the ISA level of libeffml's hand-written kernels for calls on `ctx`
  * (EFFML_CORE_ISA_PORTABLE, _AVX2 or _AVX512; a new context uses the CPU's

@@ -512,7 +512,7 @@ EFFML_API effml_status effml_sampler_interleave_into(effml_context *ctx, const i
  * ====================================================================== */
 
 /** Leverage score methods. */
-#define EFFML_SAMPLER_LEVERAGE_EXACT 0  /**< Householder TSQR (LAPACK per row block) + one CholeskyQR refinement */
+#define EFFML_SAMPLER_LEVERAGE_EXACT 0  /**< CholeskyQR, refined (CholeskyQR2) unless a rounding bound shows it is not needed; Householder TSQR when cond(A) is too large */
 #define EFFML_SAMPLER_LEVERAGE_SKETCH 1 /**< R from the QR of a CountSketch S A (Drineas et al. JMLR 2012), tau_i = ||a_i R^-1||^2 */
 
 /** Options of the leverage / Lewis / sensitivity functions.  Fill with _init. */
@@ -531,15 +531,21 @@ EFFML_API void effml_sampler_leverage_options_init(effml_sampler_leverage_option
 
 /**
  * Leverage scores tau_i = a_i^T (A^T A)^{-1} a_i = ||U_i||^2 (Woodruff &
- * Yasuda 2023, arXiv 2306.00732, §3); sum tau = d.  EXACT: R from a tall-skinny Householder QR (TSQR:
- * LAPACK dgelqf on fixed row blocks, then on the stacked R factors), one
- * CholeskyQR refinement of U = A R^{-1} (Q = U R2^{-1}, R2 = chol(U^T U)),
- * tau_i = ||Q_i||^2 by blocked dtrsm.  Householder makes R backward stable for
- * any condition number below 1/eps, and the refinement restores the
- * orthogonality a plain A R^{-1} loses (error ~ cond(A) eps), so the scores
- * match numpy's QR where a Cholesky of A^T A (cond^2) already fails.  Row
- * blocks are fixed (not per thread), so results are identical for any
- * thread count.
+ * Yasuda 2023, arXiv 2306.00732, §3); sum tau = d.  EXACT: R = chol(A^T A)
+ * from one Gram pass, tau_i = ||a_i R^{-1}||^2 from a second pass when a
+ * rounding-error bound shows this is as accurate as refining: kappa2 =
+ * ||W||_1 ||W||_inf <= 4 for W = (R D^{-1})^{-1}, D = R's column norms
+ * (column scaling does not count).  Otherwise one CholeskyQR refinement
+ * (CholeskyQR2, Fukaya et al. 2014: Q = U R2^{-1}, R2 = chol(U^T U),
+ * U = A R^{-1}; three passes), and when cond(A)^2 eps is too large for it,
+ * R from a tall-skinny Householder QR (TSQR: LAPACK dgelqf on fixed row
+ * blocks, then on the stacked R factors) plus the same refinement.
+ * Householder makes R backward stable for any condition number below 1/eps,
+ * and the refinement restores the orthogonality a plain A R^{-1} loses
+ * (error ~ cond(A) eps), so the scores match numpy's QR where a Cholesky of
+ * A^T A (cond^2) already fails.  The progress callback is called once per
+ * pass over A.  Row blocks are fixed (not per thread), so results are
+ * identical for any thread count.
  * @param a    [n, d] f32 or f64 contiguous, n >= d >= 1, finite.
  * @param tau  receives [n] f64 (owned).
  * @return EFFML_E_NUMERIC (NaN/inf; rank deficient: "|R_jj|/max = ..."),

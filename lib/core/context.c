@@ -28,6 +28,8 @@ struct effml_context {
   int64_t last_done, last_total; /* the running call's last progress report (effml__progress_poll) */
   const char *last_unit;         /* its unit (static), or NULL before the call's first report */
   int32_t isa_cap;               /* effml_context_set_isa_level(), or -1: the CPU's level */
+  int32_t pool_spin_us;          /* effml_context_set_thread_pool(): the spin time in use */
+  effml__pool *pool;             /* NULL: the pool is off (per-call threads) */
 };
 
 void effml_context_options_init(effml_context_options *opt) {
@@ -66,6 +68,7 @@ effml_status effml_context_create(const effml_context_options *opt, effml_contex
 
 void effml_context_free(effml_context *ctx) {
   if (ctx == NULL) return;
+  effml__pool_free(ctx, ctx->pool); /* joins its workers */
   effml__free(ctx, ctx->long_error);
   if (ctx->free)
     ctx->free(ctx->alloc_user_data, ctx);
@@ -98,8 +101,53 @@ effml_status effml_context_set_num_threads(effml_context *ctx, int32_t num_threa
     return effml__err(ctx, EFFML_E_INVALID_ARG,
                       "effml_context_set_num_threads: num_threads=%d must be in [1, 1024]",
                       (int)num_threads);
+  /* A live pool with more workers than the new count needs is replaced by
+   * an empty one (its workers are joined; the new count's start at the next
+   * region).  Without memory for the replacement the old pool stays: still
+   * correct, its extra workers only sleep. */
+  if (ctx->pool && effml__pool_workers(ctx->pool) > num_threads - 1) {
+    effml__pool *fresh = effml__pool_create(ctx, ctx->pool_spin_us);
+    if (fresh) {
+      effml__pool_free(ctx, ctx->pool);
+      ctx->pool = fresh;
+    }
+  }
   ctx->num_threads = num_threads;
   return EFFML_OK;
+}
+
+effml_status effml_context_set_thread_pool(effml_context *ctx, int32_t enabled, int32_t spin_us) {
+  EFFML__CHECK_NULL(ctx, ctx);
+  if (enabled != 0 && enabled != 1)
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_context_set_thread_pool: enabled=%d must be 0 or 1", (int)enabled);
+  if (spin_us != EFFML_CORE_POOL_SPIN_DEFAULT && (spin_us < 0 || spin_us > EFFML_CORE_POOL_SPIN_MAX))
+    return effml__err(ctx, EFFML_E_INVALID_ARG,
+                      "effml_context_set_thread_pool: spin_us=%d must be in [0, %d] microseconds "
+                      "or EFFML_CORE_POOL_SPIN_DEFAULT (-1)",
+                      (int)spin_us, (int)EFFML_CORE_POOL_SPIN_MAX);
+  const int32_t spin = spin_us == EFFML_CORE_POOL_SPIN_DEFAULT ? EFFML_CORE_POOL_SPIN_DEFAULT_US : spin_us;
+  if (!enabled) {
+    effml__pool_free(ctx, ctx->pool);
+    ctx->pool = NULL;
+    ctx->pool_spin_us = 0;
+    return EFFML_OK;
+  }
+  if (ctx->pool == NULL) {
+    ctx->pool = effml__pool_create(ctx, spin);
+    if (ctx->pool == NULL)
+      return effml__err(ctx, EFFML_E_NOMEM,
+                        "effml_context_set_thread_pool: out of memory (or no mutex) for the pool");
+  } else
+    effml__pool_set_spin(ctx->pool, spin);
+  ctx->pool_spin_us = spin;
+  return EFFML_OK;
+}
+
+int32_t effml_context_thread_pool(const effml_context *ctx, int32_t *spin_us) {
+  const int32_t on = ctx && ctx->pool;
+  if (spin_us) *spin_us = on ? ctx->pool_spin_us : 0;
+  return on;
 }
 
 void effml_context_set_seed(effml_context *ctx, uint64_t seed) {
@@ -114,6 +162,7 @@ uint64_t effml_context_random_u64(effml_context *ctx) {
 
 effml__rng *effml__ctx_rng(effml_context *ctx) { return &ctx->rng; }
 int32_t effml__ctx_threads(const effml_context *ctx) { return ctx ? ctx->num_threads : 1; }
+effml__pool *effml__ctx_pool(effml_context *ctx) { return ctx ? ctx->pool : NULL; }
 
 int32_t effml_context_isa_level(const effml_context *ctx) {
   const int32_t cpu = effml__isa_level();

@@ -231,6 +231,18 @@ EFFML__HIDDEN effml_status effml__parallel_for(effml_context *ctx, int64_t n, in
                                                effml__range_fn fn, void *arg);
 EFFML__HIDDEN int32_t effml__ctx_threads(const effml_context *ctx);
 
+/* The context's worker pool (effml_context_set_thread_pool), or NULL when it
+ * is off.  The pool is allocated when it is turned on; its workers start at
+ * the first region that needs them and live until effml__pool_free. */
+typedef struct effml__pool effml__pool;
+EFFML__HIDDEN effml__pool *effml__ctx_pool(effml_context *ctx);
+EFFML__HIDDEN effml__pool *effml__pool_create(effml_context *ctx, int32_t spin_us);
+/* Stop and join every worker, then release the pool (NULL: no-op). */
+EFFML__HIDDEN void effml__pool_free(effml_context *ctx, effml__pool *p);
+EFFML__HIDDEN void effml__pool_set_spin(effml__pool *p, int32_t spin_us);
+/* Workers started so far. */
+EFFML__HIDDEN int32_t effml__pool_workers(const effml__pool *p);
+
 /* ---- tensors ---- */
 
 /* struct effml_tensor, the tensor checks and the typed accessors are in

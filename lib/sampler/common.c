@@ -37,6 +37,20 @@ static void finite_range(void *arg, int64_t begin, int64_t end, int32_t worker) 
   }
 }
 
+effml_status effml__sampler_check_finite(effml_context *ctx, const double *p, int64_t n,
+                                         int64_t d, const char *arg) {
+  /* split over the context's threads (a read of all of p: memory-bound) */
+  finite_job job = {p, d, {0}};
+  for (int w = 0; w < 64; ++w) job.first[w] = INT64_MAX;
+  EFFML__TRY(effml__parallel_for(ctx, n, 4096, finite_range, &job));
+  int64_t bad = INT64_MAX;
+  for (int w = 0; w < 64; ++w)
+    if (job.first[w] < bad) bad = job.first[w];
+  if (bad == INT64_MAX) return EFFML_OK;
+  return effml__err(ctx, EFFML_E_NUMERIC, "argument '%s' has a non-finite value %g at row %lld, column %lld",
+                    arg, p[bad], (long long)(bad / d), (long long)(bad % d));
+}
+
 effml_status effml__sampler_x_f64(effml_context *ctx, const effml_tensor *x, const char *arg,
                                   int allow_nonfinite, const double **xd, double **owned) {
   if (x == NULL) return effml__err(ctx, EFFML_E_INVALID_ARG, "argument '%s' is NULL", arg);
@@ -63,19 +77,11 @@ effml_status effml__sampler_x_f64(effml_context *ctx, const effml_tensor *x, con
     *xd = c;
   }
   if (!allow_nonfinite) {
-    /* split over the context's threads (a read of all of x: memory-bound) */
-    finite_job job = {*xd, d, {0}};
-    for (int w = 0; w < 64; ++w) job.first[w] = INT64_MAX;
-    EFFML__TRY(effml__parallel_for(ctx, n, 4096, finite_range, &job));
-    int64_t bad = INT64_MAX;
-    for (int w = 0; w < 64; ++w)
-      if (job.first[w] < bad) bad = job.first[w];
-    if (bad != INT64_MAX) {
-      const double v = (*xd)[bad];
+    effml_status st = effml__sampler_check_finite(ctx, *xd, n, d, arg);
+    if (st != EFFML_OK) {
       effml__free(ctx, *owned);
       *owned = NULL;
-      return effml__err(ctx, EFFML_E_NUMERIC, "argument '%s' has a non-finite value %g at row %lld, column %lld",
-                        arg, v, (long long)(bad / d), (long long)(bad % d));
+      return st;
     }
   }
   return EFFML_OK;

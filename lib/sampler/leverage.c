@@ -1,14 +1,19 @@
 /* Leverage scores tau_i = ||a_i R^{-1}||^2 with R the triangular factor of
  * A = Q R (Woodruff & Yasuda 2023, arXiv 2306.00732, §3).
  *
- * EXACT: TSQR -- A is cut into fixed row blocks; each block's R comes from
- * LAPACK dgelqf (a row-major m x d block is the column-major d x m matrix
- * A^T, whose LQ factor L = R^T lies in memory exactly as the row-major R);
- * the stacked block R's are factored once more.  Then one CholeskyQR pass
- * (CholeskyQR2's second step): U = A R^{-1} is nearly orthonormal (error ~
- * cond(A) eps), so R2 = chol(U^T U) is safe and Q = U R2^{-1} is orthonormal
- * to working precision.  tau_i = ||Q_i||^2, with U recomputed block by block
- * (two dtrsm per block) instead of stored.
+ * EXACT: CholeskyQR -- R = chol(A^T A) from one pass over A (per row block
+ * Gram matrices, summed in block order) -- and, when the rounding-error bound
+ * in exact_r shows that refining would not make the scores more accurate,
+ * tau_i = ||a_i R^{-1}||^2 in a second and last pass.  Otherwise one
+ * CholeskyQR refinement (CholeskyQR2's second step): U = A R^{-1} is nearly
+ * orthonormal (error ~ cond(A)^2 eps), so R2 = chol(U^T U) is safe and
+ * Q = U R2^{-1} is orthonormal to working precision; tau_i = ||Q_i||^2, with
+ * U recomputed block by block instead of stored.  When the Cholesky fails or
+ * the refinement finds U far from orthonormal, R comes from TSQR -- A is cut
+ * into fixed row blocks; each block's R comes from LAPACK dgelqf (a row-major
+ * m x d block is the column-major d x m matrix A^T, whose LQ factor L = R^T
+ * lies in memory exactly as the row-major R); the stacked block R's are
+ * factored once more -- followed by the same refinement.
  * Block boundaries do not depend on the thread count, and per-block partial
  * results are combined in block order, so the output is identical for any
  * thread count.
@@ -18,7 +23,7 @@
  * gathered (scaled by sqrt(wt)), solved against R (and R2) by forward
  * substitution in registers -- the same arithmetic as dtrsm, which was the
  * bottleneck at these shapes -- and either accumulated into the block's Gram
- * matrix (passes 0 and 2) or reduced to tau (pass 3).  A is read once per
+ * matrix (passes 0 and 2) or reduced to tau (pass 3, R2 optional).  A is read once per
  * pass and nothing else is written; no row block is copied.  Other CPUs use
  * the OpenBLAS path (dsyrk / dtrsm on a copied block).
  *
@@ -96,6 +101,7 @@ typedef struct {
   const double *r2; /* pass 3 of EXACT: U R2^{-1} after U = A R^{-1} (NULL: none) */
   double *out;   /* pass 3: tau */
   int pass;
+  int64_t passes; /* passes over A so far (the progress count) */
   atomic_int bad; /* set by any worker whose BLAS call failed (relaxed: read after the join) */
 } lev_job;
 
@@ -205,7 +211,7 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
 
 /* One parallel pass over the row blocks, after a progress report (cancellation point). */
 static effml_status lev_pass(effml_context *ctx, lev_job *J) {
-  EFFML__TRY(effml__progress(ctx, 0, 0, "passes over the rows"));
+  EFFML__TRY(effml__progress(ctx, J->passes++, 0, "passes over the rows"));
   EFFML__TRY(effml__parallel_for(ctx, J->nb, 1, lev_blocks, J));
   /* pass 1: a dgelqf info, reported by the caller */
   if (atomic_load_explicit(&J->bad, memory_order_relaxed) && J->pass != 1)
@@ -255,12 +261,63 @@ static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int
   return EFFML_OK;
 }
 
+/* The one-step test (see exact_r): kappa2 = ||W||_1 ||W||_inf >= ||W||_2^2
+ * for W = (R D^{-1})^{-1} = D R^{-1}, D = diag(column norms of R), i.e. R
+ * with its columns scaled to unit length.  R is row-major upper triangular;
+ * w is d x d scratch.  O(d^3 / 6). */
+static double equilibrated_kappa2(const double *r, int64_t d, double *w) {
+  /* column i of X = R^{-1} by back substitution, in w (row-major, upper) */
+  for (int64_t i = 0; i < d; ++i) {
+    for (int64_t j = i + 1; j < d; ++j) w[j * d + i] = 0.0;
+    w[i * d + i] = 1.0 / r[i * d + i];
+    for (int64_t j = i - 1; j >= 0; --j) {
+      double s = 0;
+      for (int64_t k = j + 1; k <= i; ++k) s += r[j * d + k] * w[k * d + i];
+      w[j * d + i] = -s / r[j * d + j];
+    }
+  }
+  double n1 = 0, ninf = 0;
+  for (int64_t i = 0; i < d; ++i) { /* ||W||_inf: row i of W = c_i X[i, :] */
+    double c = 0, s = 0;
+    for (int64_t j = 0; j <= i; ++j) c += r[j * d + i] * r[j * d + i];
+    c = sqrt(c);
+    for (int64_t k = i; k < d; ++k) {
+      w[i * d + k] *= c;
+      s += fabs(w[i * d + k]);
+    }
+    ninf = fmax(ninf, s);
+  }
+  for (int64_t k = 0; k < d; ++k) { /* ||W||_1 */
+    double s = 0;
+    for (int64_t i = 0; i <= k; ++i) s += fabs(w[i * d + k]);
+    n1 = fmax(n1, s);
+  }
+  return isfinite(n1 * ninf) ? n1 * ninf : INFINITY;
+}
+
+/* Largest kappa2 (above) for which EXACT stops after one CholeskyQR step. */
+#define LEV_ONE_STEP_KAPPA2 4.0
+
 /* R of A for EXACT (r; r2 = the refinement's R2, applied in pass 3 through
- * J->r2).  Fast path, CholeskyQR2 (Fukaya et al. 2014), else Householder TSQR. */
+ * J->r2, or J->r2 NULL when the one-step test passes).  Fast path,
+ * CholeskyQR (Fukaya et al. 2014) with at most one refinement, else
+ * Householder TSQR. */
 static effml_status exact_r(effml_context *ctx, const effml_sampler_leverage_options *o,
                             lev_job *J, double *r, double *r2) {
   const int64_t d = J->d;
   effml_status st = EFFML_OK;
+  /* One step (two passes over A in all) when it is provably as good as the
+   * refinement.  With G = fl(A^T A), its Cholesky factor R and U = A R^{-1}:
+   * the rounding errors E of the Gram sums (at most gamma_K |a_j| |a_k|
+   * over K terms) and of the Cholesky (gamma_{d+1} |R^T| |R|, Higham 2002,
+   * Thm 10.3) give U^T U = I - W^T F W with |F_jk| <= gamma_K + gamma_{d+1}
+   * and W = D R^{-1} as above, so each score ||u_i||^2 is within a relative
+   * kappa2 d (gamma_K + gamma_{d+1}) of a_i (A^T A)^{-1} a_i^T.  The
+   * refinement's own Gram of U has the same bound with kappa2 ~ 1, so below
+   * LEV_ONE_STEP_KAPPA2 the one-step scores' bound is within that factor of
+   * the refined ones' (column scaling costs nothing: both bounds are in the
+   * equilibrated columns, van der Sluis 1969).  Otherwise the refinement
+   * pass runs as before. */
   /* Fast path, CholeskyQR2 (Fukaya et al. 2014): R = chol(A^T A).  It is
    * accepted only if the refinement step finds U = A R^{-1} nearly
    * orthonormal (max |R2 - I| <= 0.1, i.e. cond(A)^2 eps small); otherwise
@@ -269,10 +326,19 @@ static effml_status exact_r(effml_context *ctx, const effml_sampler_leverage_opt
   J->pass = 0;
   st = lev_pass(ctx, J);
   if (st == EFFML_OK) {
+    int finite = 1;
     for (int64_t t = 0; t < d * d; ++t) {
       double g = 0;
       for (int64_t b = 0; b < J->nb; ++b) g += J->rs[b * d * d + t]; /* fixed order */
       r[t] = g;
+    }
+    /* G_jj = sum_i a_ij^2 is NaN or infinite iff column j holds a NaN or an
+     * infinity, or its squares overflow: the finiteness of A is checked here
+     * (the callers skip their own read of A) and only then. */
+    for (int64_t j = 0; j < d; ++j) finite &= isfinite(r[j * d + j]);
+    if (!finite) {
+      st = effml__sampler_check_finite(ctx, J->a, J->n, d, "a");
+      if (st != EFFML_OK) return st;
     }
     int64_t info1 = 0;
     if (effml__dpotrf(ctx, 'L', d, r, d, &info1) != EFFML_OK || info1 != 0) tsqr = 1;
@@ -280,6 +346,10 @@ static effml_status exact_r(effml_context *ctx, const effml_sampler_leverage_opt
       for (int64_t i = 0; i < j; ++i) r[j * d + i] = 0.0;
     if (!tsqr && check_rank(ctx, r, d, o->rank_tol) != EFFML_OK) tsqr = 1;
     effml_context_clear_error(ctx);
+    if (!tsqr && equilibrated_kappa2(r, d, r2) <= LEV_ONE_STEP_KAPPA2) {
+      J->r2 = NULL;
+      return EFFML_OK;
+    }
   }
   for (int attempt = 0; st == EFFML_OK && !ok && attempt < 2; ++attempt) {
     if (tsqr) {
@@ -422,9 +492,10 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
 }
 
 /* a as f64 with n >= d; *own is a converted copy to free (or NULL). */
-static effml_status leverage_input(effml_context *ctx, const effml_tensor *a, const double **ad,
-                                   double **own) {
-  EFFML__TRY(effml__sampler_x_f64(ctx, a, "a", 0, ad, own));
+static effml_status leverage_input(effml_context *ctx, const effml_sampler_leverage_options *o,
+                                   const effml_tensor *a, const double **ad, double **own) {
+  /* EXACT checks finiteness in its first pass (exact_r) */
+  EFFML__TRY(effml__sampler_x_f64(ctx, a, "a", o->method == EFFML_SAMPLER_LEVERAGE_EXACT, ad, own));
   if (a->shape[0] < a->shape[1]) {
     effml__free(ctx, *own);
     *own = NULL;
@@ -444,7 +515,7 @@ effml_status effml_sampler_leverage_scores(effml_context *ctx,
   EFFML__TRY(effml__leverage_read_options(ctx, opt, &o));
   const double *ad;
   double *own = NULL;
-  EFFML__TRY(leverage_input(ctx, a, &ad, &own));
+  EFFML__TRY(leverage_input(ctx, &o, a, &ad, &own));
   int64_t n = a->shape[0], d = a->shape[1];
   effml_tensor *t = NULL;
   effml_status st = effml_tensor_create(ctx, EFFML_F64, 1, &n, &t);
@@ -467,7 +538,7 @@ effml_status effml_sampler_leverage_scores_into(effml_context *ctx,
   EFFML__TRY(effml__leverage_read_options(ctx, opt, &o));
   const double *ad;
   double *own = NULL;
-  EFFML__TRY(leverage_input(ctx, a, &ad, &own));
+  EFFML__TRY(leverage_input(ctx, &o, a, &ad, &own));
   int64_t n = a->shape[0], d = a->shape[1];
   effml_status st = effml__check_tensor(ctx, tau, "tau", EFFML_F64, 1, 1);
   if (st == EFFML_OK) st = effml__check_writable(ctx, tau, "tau");

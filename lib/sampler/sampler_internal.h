@@ -77,6 +77,11 @@ EFFML__HIDDEN effml_status effml__knn_cache_fill(effml_context *ctx, effml__knn_
                                                  int64_t m, const int64_t *q, int64_t nq,
                                                  int64_t order_epoch, int64_t block_rows);
 
+/* EFFML_E_NUMERIC naming `arg` and the first (row, column) of p ([n, d]
+ * row-major) that is NaN or infinite; EFFML_OK if every value is finite. */
+EFFML__HIDDEN effml_status effml__sampler_check_finite(effml_context *ctx, const double *p,
+                                                       int64_t n, int64_t d, const char *arg);
+
 /* X as f64 row-major: borrowed when x is contiguous f64, else a converted
  * copy in *owned (free with effml__free).  Checks 2-D, dtype f32/f64, and
  * (unless allow_nonfinite) finiteness.  `arg` names the argument. */

@@ -63,6 +63,8 @@ PROTOTYPES = {
     "effml_context_cancel_requested": (c_int32, [_P]),
     "effml_context_set_num_threads": (_ST, [_P, c_int32]),
     "effml_context_set_seed": (None, [_P, c_uint64]),
+    "effml_context_set_thread_pool": (_ST, [_P, c_int32, c_int32]),
+    "effml_context_thread_pool": (c_int32, [_P, _P]),
     "effml_context_random_u64": (c_uint64, [_P]),
     # introspection (0.2)
     "effml_core_isa_level": (c_int32, []),

@@ -156,15 +156,16 @@ class Sequential:
     layers : list of Dense / Activation / Dropout / LayerNorm
     seed : int, seed of the model's context (parameter initialisation)
     num_threads : threads of libeffml's own loops
+    thread_pool : keep those threads between calls (see :class:`Context`; default False)
 
     ``params()`` returns the parameters as writable float32 numpy arrays over
     the model's own memory (no copy; they live as long as the model).
     """
 
-    def __init__(self, layers, *, seed=0, num_threads=1):
+    def __init__(self, layers, *, seed=0, num_threads=1, thread_pool=False):
         self.specs = list(layers)
         self._h = None
-        self._ctx = ctx = Context(num_threads=num_threads, seed=seed)
+        self._ctx = ctx = Context(num_threads=num_threads, seed=seed, thread_pool=thread_pool)
         h = c_void_p()
         ctx.check(_lib.fn("effml_layer_sequential_create")(ctx.handle, byref(h)),
                   "effml_layer_sequential_create")

@@ -11,6 +11,7 @@ import pytest
 
 import effml
 from effml import _core, _errors, _lib
+from effml.neighbors import kneighbors
 
 PYDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,6 +125,53 @@ def test_context_threads_and_pickle():
     assert _core.n_jobs_to_threads(-1) == (os.cpu_count() or 1)
     with pytest.raises(ValueError):
         _core.n_jobs_to_threads(0)
+
+
+def _pool_workers():
+    """Threads of this process named "effml-pool" (the context pool's workers)."""
+    n = 0
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/comm" % t) as f:
+                n += f.read().strip() == "effml-pool"
+        except OSError:  # the thread has exited
+            pass
+    return n
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc (Linux)")
+def test_context_thread_pool():
+    ctx = effml.Context(num_threads=3)
+    assert not ctx.thread_pool and ctx.pool_spin_us == 0  # off by default, as in C
+    base = _pool_workers()
+    X = np.random.default_rng(0).standard_normal((12000, 8))
+    ref = kneighbors(X, 5, return_distance=True)  # the thread context, per-call threads
+    tc = _core.thread_context()
+    tc.set_thread_pool(True, 200)
+    tc.num_threads = 3
+    try:
+        for _ in range(3):
+            got = kneighbors(X, 5, return_distance=True, n_jobs=3)
+            assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+        assert tc.thread_pool and tc.pool_spin_us == 200
+        assert _pool_workers() == base + 2  # the pool's two workers outlive the calls
+    finally:
+        tc.set_thread_pool(False)
+    assert _pool_workers() == base and not tc.thread_pool  # joined
+    p = effml.Context(num_threads=2, thread_pool=True)
+    assert p.thread_pool and p.pool_spin_us == 1000  # EFFML_CORE_POOL_SPIN_DEFAULT_US
+    p.set_thread_pool(True, 0)
+    assert p.pool_spin_us == 0
+    with pytest.raises(effml.InvalidArgumentError, match="pool_spin_us=-5"):
+        effml.Context(thread_pool=True, pool_spin_us=-5)
+    with pytest.raises(effml.InvalidArgumentError, match="pool_spin_us=1000001"):
+        p.set_thread_pool(True, 1000001)
+    with pytest.raises(effml.InvalidArgumentError, match="thread_pool must be a bool"):
+        p.set_thread_pool(1)
+    with pytest.raises(effml.InvalidArgumentError, match="needs thread_pool=True"):
+        effml.Context(pool_spin_us=10)
+    assert p.pool_spin_us == 0  # refused calls change nothing
+    p.close()
 
 
 @pytest.mark.parametrize("dtype", ["f4", "f8", "i4", "i8", "u1", "i1", "i2", "u2", "u4", "u8",
