@@ -7,9 +7,15 @@
  * gap + call cycle beyond the call's own (the spinning), in microseconds.
  * A gap shorter than the spin finds the workers awake; a longer one pays a
  * wake-up of a blocked worker (on an idle VM: of a halted vCPU).
+ *
+ * "probe_pool_spin THREADS ab block|csr [REPS]" instead times the bar cases'
+ * protocol (bench_sparse): 0.1 s idle, an untimed call, a timed call, with
+ * the pool on (default spin) and off (per-call threads) alternating, and
+ * prints the medians and their ratio (off / on), REPS pairs (default 21).
  * Build: cmake --build build-bench --target probe_pool_spin. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "effml.h"
@@ -49,7 +55,8 @@ int main(int argc, char **argv) {
   effml_sparse_options_init(&o);
   o.sparsity = 0.9;
   o.bias = 0;
-  o.block_rows = 4;
+  const int ab = argc > 2 && strcmp(argv[2], "ab") == 0;
+  o.block_rows = ab && argc > 3 && strcmp(argv[3], "csr") == 0 ? 1 : 4;
   effml_layer *l = NULL;
   const int64_t D = 1024, B = 256;
   if (effml_sparse_wide_create(ctx, D, D, &o, &l) != EFFML_OK) return 1;
@@ -61,6 +68,29 @@ int main(int argc, char **argv) {
     return 1;
   float *px = effml_tensor_data(x);
   for (int64_t i = 0; i < B * W; ++i) px[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+  if (ab) {
+    const int reps = argc > 4 ? atoi(argv[4]) : 21;
+    double t[2][256];
+    for (int k = 0; k < reps && k < 256; ++k)
+      for (int h = 0; h < 2; ++h) {
+        const int on = (k + h) & 1; /* alternate which side goes first */
+        if (effml_context_set_thread_pool(ctx, on, EFFML_CORE_POOL_SPIN_DEFAULT) != EFFML_OK) return 1;
+        sleep_s(0.1);
+        if (effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER) != EFFML_OK) return 1;
+        const double t0 = now();
+        if (effml_layer_forward(ctx, l, x, y, EFFML_LAYER_MODE_INFER) != EFFML_OK) return 1;
+        t[on][k] = now() - t0;
+      }
+    const int n = reps < 256 ? reps : 256;
+    qsort(t[0], (size_t)n, sizeof t[0][0], cmp);
+    qsort(t[1], (size_t)n, sizeof t[1][0], cmp);
+    printf("{\"layout\":\"%s\",\"threads\":%d,\"reps\":%d,\"percall_ms\":[%.3f,%.3f,%.3f],"
+           "\"pool_ms\":[%.3f,%.3f,%.3f],\"percall_over_pool\":%.3f}\n",
+           o.block_rows == 4 ? "block4x1" : "csr", threads, n, t[0][0] * 1e3, t[0][n / 2] * 1e3,
+           t[0][n - 1] * 1e3, t[1][0] * 1e3, t[1][n / 2] * 1e3, t[1][n - 1] * 1e3,
+           t[0][n / 2] / t[1][n / 2]);
+    return 0;
+  }
   const int spins[] = {-1, 0, 100, 300, 1000, 3000, 10000};
   const double gaps[] = {0.0, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.02, 0.1};
   enum { TRIES = 15 };

@@ -12,12 +12,16 @@
 #include <string.h>
 
 #include "testutil.h"
+/* the documented cancellation intervals (rows per kNN query block, blocks per round, output rows
+ * per re-sampling round): the counts below are derived from them and the data sizes */
+#include "../lib/sampler/sampler_internal.h"
 
 typedef struct {
   int64_t calls;       /* callback invocations */
   int64_t stop_at;     /* return "stop" at this invocation (1-based); 0 = never */
   int64_t last_done;   /* monotonicity check */
   int64_t last_total;  /* total of the last report */
+  int64_t no_total;    /* reports with total == 0 (a poll: SMOTE's within-class kNN rounds) */
   int monotone;
   char call[64];
 } watch;
@@ -30,6 +34,7 @@ static int32_t on_progress(void *user_data, const char *call, int64_t done, int6
   if (total > 0 && done > total) w->monotone = 0;
   w->last_done = done;
   w->last_total = total;
+  w->no_total += total == 0;
   return w->stop_at > 0 && w->calls >= w->stop_at;
 }
 
@@ -69,14 +74,21 @@ END_TEST
 
 START_TEST(knn_progress_and_cancel) {
   effml_context *ctx = tu_ctx(1);
-  effml_tensor *x = tu_f32(ctx, 6000, 8, NULL);
+  /* three rounds of query blocks with one thread, the last one partial: one report before each */
+  const int64_t n = 3 * EFFML__KNN_BLOCKS_PER_ROUND * EFFML__KNN_QBLOCK - EFFML__KNN_QBLOCK / 2;
+  const int64_t blocks = (n + EFFML__KNN_QBLOCK - 1) / EFFML__KNN_QBLOCK;
+  const int64_t rounds = (blocks + EFFML__KNN_BLOCKS_PER_ROUND - 1) / EFFML__KNN_BLOCKS_PER_ROUND;
+  ck_assert_int_eq(rounds, 3);
+  effml_tensor *x = tu_f32(ctx, n, 8, NULL);
   tu_fill_uniform(x, 2, -1, 1);
   watch w;
   watch_reset(&w, 0);
   effml_context_set_progress(ctx, on_progress, &w);
   effml_tensor *idx = NULL;
   ck_assert_int_eq(effml_sampler_knn(ctx, x, NULL, 5, &idx, NULL), EFFML_OK);
-  ck_assert_int_ge(w.calls, 2); /* 24 query blocks of 256 rows, 8 per round */
+  ck_assert_int_eq(w.calls, rounds);
+  ck_assert_int_eq(w.last_done, (rounds - 1) * EFFML__KNN_BLOCKS_PER_ROUND * EFFML__KNN_QBLOCK);
+  ck_assert_int_eq(w.last_total, n);
   ck_assert_str_eq(w.call, "effml_sampler_knn");
   ck_assert(w.monotone);
   effml_tensor_free(idx);
@@ -147,16 +159,29 @@ START_TEST(resample_leverage_lewis_cancel) {
   watch_reset(&w, 1);
   assert_cancelled(ctx, effml_sampler_leverage_scores(ctx, &lo, x, &tau), "effml_sampler_leverage_scores");
   ck_assert_ptr_null(tau);
+  /* Lewis weights: at least one report per iteration (docs/conventions.md); the uncancelled run
+   * gives the count, and a stop at its third report falls during the iterations */
   int64_t iters = -7;
-  watch_reset(&w, 3); /* Lewis weights: stop during the iterations */
+  watch_reset(&w, 0);
+  ck_assert_int_eq(effml_sampler_lewis_weights(ctx, &lo, x, 1.0, &lw, &iters), EFFML_OK);
+  const int64_t lewis_reports = w.calls;
+  ck_assert_int_ge(lewis_reports, iters);
+  ck_assert_msg(iters >= 3, "the data converge in %lld iterations: too few to stop during them", (long long)iters);
+  ck_assert_str_eq(w.call, "effml_sampler_lewis_weights");
+  effml_tensor_free(lw);
+  lw = NULL;
+  const int64_t iters_done = iters;
+  iters = -7;
+  watch_reset(&w, 3);
   assert_cancelled(ctx, effml_sampler_lewis_weights(ctx, &lo, x, 1.0, &lw, &iters),
                    "effml_sampler_lewis_weights");
   ck_assert_ptr_null(lw);
   ck_assert_int_eq(iters, -7);
+  ck_assert_int_eq(w.calls, 3);
   watch_reset(&w, 0);
   ck_assert_int_eq(effml_sampler_lewis_weights(ctx, &lo, x, 1.0, &lw, &iters), EFFML_OK);
-  ck_assert_int_ge(w.calls, 2);
-  ck_assert_str_eq(w.call, "effml_sampler_lewis_weights");
+  ck_assert_int_eq(w.calls, lewis_reports); /* the same run again */
+  ck_assert_int_eq(iters, iters_done);
   effml_tensor_free(lw);
   effml_tensor_free(x);
   effml_tensor_free(y);
@@ -185,8 +210,13 @@ START_TEST(smote_knn_phase_cancel) {
   watch_reset(&w, 0);
   effml_context_set_progress(ctx, on_progress, &w);
   ck_assert_int_eq(effml_sampler_resample(ctx, &o, x, y, &xr, &yr), EFFML_OK);
-  const int64_t reports = w.calls;
-  ck_assert_int_ge(reports, 3); /* >= 2 rounds of the kNN search, then the output rows */
+  const int64_t reports = w.calls, polls = w.no_total;
+  /* the output rows: one report before each round of EFFML__RESAMPLE_ROUND_ROWS; the rest are
+   * the kNN search's polls (total 0), which come first; the stop below needs two of them */
+  const int64_t out_rounds = (effml_tensor_dim(xr, 0) + EFFML__RESAMPLE_ROUND_ROWS - 1) / EFFML__RESAMPLE_ROUND_ROWS;
+  ck_assert_int_eq(reports, polls + out_rounds);
+  ck_assert_msg(polls >= 2, "%lld kNN polls for a class of 10000 x 8: a stop at the second report would not fall "
+                "in the search", (long long)polls);
   ck_assert(w.monotone);
   effml_tensor_free(xr);
   effml_tensor_free(yr);

@@ -163,7 +163,7 @@ static effml_tensor *known_scores(effml_context *ctx, int64_t n, int64_t d, doub
     for (int64_t j = 0; j < d; ++j) {
       long double s = 0;
       for (int64_t k = 0; k < d; ++k) s += q[i * d + k] * m[k * d + j];
-      p[i * d + j] = (double)(s * powl(scale_min, (long double)j / (long double)(d - 1)));
+      p[i * d + j] = (double)(s * powl(scale_min, d > 1 ? (long double)j / (long double)(d - 1) : 0.0L));
       t += q[i * d + j] * q[i * d + j];
     }
     truth[i] = (double)t;
@@ -219,6 +219,36 @@ START_TEST(test_one_step_equilibrated) {
   effml_tensor_free(a);
   effml_context_free(ctx);
   free(truth);
+}
+END_TEST
+
+/* The fused kernels' Gram tiles (4 x 4 column tiles over 64-row panels) at
+ * widths that leave partial tiles and row counts that leave partial panels
+ * and lanes: the scores of every ISA level stay within 1e-12 of exact. */
+START_TEST(test_one_step_widths) {
+  const int64_t ds[] = {1, 7, 33, 64}, ns[] = {4099, 8250, 9001, 12345};
+  for (int c = 0; c < 4; ++c) {
+    const int64_t n = ns[c], d = ds[c];
+    double *truth = (double *)malloc((size_t)n * sizeof(double));
+    ck_assert_ptr_nonnull(truth);
+    effml_context *ctx = tu_ctx(0);
+    effml_tensor *a = known_scores(ctx, n, d, 0.1 / (double)d, d > 1 ? 1e-4 : 1.0, truth);
+    const int32_t cpu = effml_core_isa_level();
+    for (int32_t isa = EFFML_CORE_ISA_PORTABLE; isa <= cpu; ++isa) {
+      ck_assert_int_eq(effml_context_set_isa_level(ctx, isa), EFFML_OK);
+      effml_tensor *t = NULL;
+      int64_t passes = 0;
+      ck_assert_int_eq(lev_passes(ctx, a, &t, &passes), EFFML_OK);
+      ck_assert_int_eq(passes, 2);
+      double err = max_rel_err(t, truth, n);
+      ck_assert_msg(err <= 1e-12, "d %lld at %s: max relative error %g", (long long)d,
+                    effml_core_isa_name(isa), err);
+      effml_tensor_free(t);
+    }
+    effml_tensor_free(a);
+    effml_context_free(ctx);
+    free(truth);
+  }
 }
 END_TEST
 
@@ -495,6 +525,7 @@ static Suite *leverage_suite(void) {
   tcase_add_test(tc, test_heavy_tailed);
   tcase_add_test(tc, test_ill_conditioned);
   tcase_add_test(tc, test_one_step_equilibrated);
+  tcase_add_test(tc, test_one_step_widths);
   tcase_add_test(tc, test_refined_when_mixed);
   tcase_add_test(tc, test_nonfinite_and_overflow);
   tcase_add_test(tc, test_tall_blocks_threads_sketch);

@@ -395,7 +395,7 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   J.dist2 = dist2;
   /* Rounds of a few blocks per worker, with a progress report (and a chance to
    * cancel) between rounds; blocks are independent, so any split gives the same bytes. */
-  const int64_t per_round = workers * 8;
+  const int64_t per_round = workers * EFFML__KNN_BLOCKS_PER_ROUND;
   effml_status st = EFFML_OK;
   for (J.base = 0; st == EFFML_OK && J.base < nblocks; J.base += per_round) {
     st = effml__progress(ctx, J.base * bq, n_q, "query rows");

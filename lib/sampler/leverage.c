@@ -90,7 +90,7 @@ typedef struct {
   const double *a, *wt;
   int64_t n, d, nb;
   int fused;     /* AVX-512 fused row kernels (see the top) */
-  double *accs;  /* fused: [workers][d (d + 1) / 2][8] Gram accumulators */
+  double *accs;  /* fused: [workers][lev_fused_scratch(d)] Gram tiles and panel */
   double *rinv;  /* fused: 1 / diag(R), 1 / diag(R2) */
   double *bufs;  /* [workers][2 LEV_BLOCK d] */
   double *taus;  /* [workers][d] */
@@ -122,8 +122,79 @@ static void load_rows(const lev_job *J, int64_t r0, int64_t m, double *buf) {
 }
 
 #define LEV_FUSED_MAX_D 64
+/* Rows per Gram panel of the fused kernels (a multiple of 8; d x LEV_PANEL
+ * doubles stay in L1). */
+#define LEV_PANEL 64
+
+/* Doubles of one worker's fused-kernel scratch: the Gram tile accumulators
+ * (4 x 4 tiles of eight-lane sums over the upper triangle) and the panel. */
+static int64_t lev_gram_acc_len(int64_t d) {
+  const int64_t nt = (d + 3) / 4;
+  return nt * (nt + 1) / 2 * 16 * 8;
+}
+static int64_t lev_fused_scratch(int64_t d) {
+  return lev_gram_acc_len(d) + ((d + 3) & ~(int64_t)3) * LEV_PANEL;
+}
 
 #if defined(__x86_64__)
+/* acc[tile][p][q] (eight lanes) += sum over the panel's groups of
+ * x_{4ta+p} * x_{4tb+q}, lane by lane, for the tiles ta <= tb: every lane
+ * sums its rows in row order with one fused multiply-add each, exactly as a
+ * per-pair accumulator would (the result does not depend on LEV_PANEL). */
+__attribute__((target("avx512f"))) static void lev_gram_tiles_avx512(const double *panel,
+                                                                     int64_t groups, int64_t dp,
+                                                                     double *acc) {
+  const int64_t nt = dp / 4;
+  for (int64_t ta = 0; ta < nt; ++ta) {
+    const double *xa = panel + 4 * ta * LEV_PANEL;
+    for (int64_t tb = ta; tb < nt; ++tb, acc += 128) {
+      const double *xb = panel + 4 * tb * LEV_PANEL;
+      __m512d c[16];
+      for (int q = 0; q < 16; ++q) c[q] = _mm512_loadu_pd(acc + 8 * q);
+      for (int64_t g = 0; g < 8 * groups; g += 8) {
+        __m512d x0 = _mm512_loadu_pd(xa + g), x1 = _mm512_loadu_pd(xa + LEV_PANEL + g);
+        __m512d x2 = _mm512_loadu_pd(xa + 2 * LEV_PANEL + g), x3 = _mm512_loadu_pd(xa + 3 * LEV_PANEL + g);
+        __m512d y0 = _mm512_loadu_pd(xb + g), y1 = _mm512_loadu_pd(xb + LEV_PANEL + g);
+        __m512d y2 = _mm512_loadu_pd(xb + 2 * LEV_PANEL + g), y3 = _mm512_loadu_pd(xb + 3 * LEV_PANEL + g);
+        c[0] = _mm512_fmadd_pd(x0, y0, c[0]);
+        c[1] = _mm512_fmadd_pd(x0, y1, c[1]);
+        c[2] = _mm512_fmadd_pd(x0, y2, c[2]);
+        c[3] = _mm512_fmadd_pd(x0, y3, c[3]);
+        c[4] = _mm512_fmadd_pd(x1, y0, c[4]);
+        c[5] = _mm512_fmadd_pd(x1, y1, c[5]);
+        c[6] = _mm512_fmadd_pd(x1, y2, c[6]);
+        c[7] = _mm512_fmadd_pd(x1, y3, c[7]);
+        c[8] = _mm512_fmadd_pd(x2, y0, c[8]);
+        c[9] = _mm512_fmadd_pd(x2, y1, c[9]);
+        c[10] = _mm512_fmadd_pd(x2, y2, c[10]);
+        c[11] = _mm512_fmadd_pd(x2, y3, c[11]);
+        c[12] = _mm512_fmadd_pd(x3, y0, c[12]);
+        c[13] = _mm512_fmadd_pd(x3, y1, c[13]);
+        c[14] = _mm512_fmadd_pd(x3, y2, c[14]);
+        c[15] = _mm512_fmadd_pd(x3, y3, c[15]);
+      }
+      for (int q = 0; q < 16; ++q) _mm512_storeu_pd(acc + 8 * q, c[q]);
+    }
+  }
+}
+
+/* The block's Gram matrix from the tile accumulators: upper triangle,
+ * row-major d x d, zeros below. */
+__attribute__((target("avx512f"))) static void lev_gram_finish_avx512(const double *acc,
+                                                                      int64_t d, double *g) {
+  const int64_t nt = (d + 3) / 4;
+  for (int64_t a = 0; a < d; ++a)
+    for (int64_t b = 0; b < d; ++b) {
+      if (b < a) {
+        g[a * d + b] = 0.0;
+        continue;
+      }
+      const int64_t ta = a / 4, tb = b / 4;
+      const int64_t tile = ta * nt - ta * (ta - 1) / 2 + (tb - ta);
+      g[a * d + b] = _mm512_reduce_add_pd(_mm512_loadu_pd(acc + tile * 128 + 8 * (4 * (a % 4) + b % 4)));
+    }
+}
+
 /* Rows r0 .. r0 + m of A (scaled by sqrt(wt)), eight per step, one per lane.
  * mode 0: Gram of A; 2: Gram of A R^{-1}; 3: tau = ||A R^{-1} R2^{-1}||^2
  * (rows) -- r2 NULL: ||A R^{-1}||^2.  Gram results (upper triangle,
@@ -162,7 +233,7 @@ static void lev_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   const int64_t d = J->d;
 #if defined(__x86_64__)
   if (J->fused && J->pass != 1) {
-    double *acc = J->accs + (size_t)worker * (size_t)(d * (d + 1) / 2 * 8);
+    double *acc = J->accs + (size_t)worker * (size_t)lev_fused_scratch(d);
     for (int64_t b = b0; b < b1; ++b) {
       int64_t r0, m;
       block_range(J, b, &r0, &m);
@@ -464,7 +535,7 @@ effml_status effml__leverage_f64(effml_context *ctx, const effml_sampler_leverag
   J.fused = d <= LEV_FUSED_MAX_D && effml__ctx_isa(ctx) >= EFFML_CORE_ISA_AVX512;
 #endif
   if (J.fused) {
-    J.accs = (double *)effml__malloc(ctx, (size_t)(workers * (d * (d + 1) / 2) * 8) * sizeof(double));
+    J.accs = (double *)effml__malloc(ctx, (size_t)(workers * lev_fused_scratch(d)) * sizeof(double));
     J.rinv = (double *)effml__malloc(ctx, (size_t)(2 * d) * sizeof(double));
   }
   effml_status st = EFFML_OK;

@@ -285,7 +285,7 @@ static effml_status apply_rows_into(effml_context *ctx, const effml_tensor *x,
                                     const effml_tensor *y, int64_t lead, const int64_t *b,
                                     const int64_t *nb, const double *s, int64_t m,
                                     effml_tensor *xo, effml_tensor *yo) {
-  const int64_t round = (int64_t)1 << 16;
+  const int64_t round = EFFML__RESAMPLE_ROUND_ROWS;
   m += lead;
   for (int64_t r0 = 0; r0 < m; r0 += round) {
     EFFML__TRY(effml__progress(ctx, r0, m, "output rows"));

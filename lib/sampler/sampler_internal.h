@@ -7,6 +7,11 @@
 /* Default rows per kNN query block and reference block. */
 #define EFFML__KNN_QBLOCK 256
 #define EFFML__KNN_RBLOCK 2048
+/* effml_sampler_knn's cancellation interval: a progress report before each round of this many
+ * query blocks per worker thread (docs/conventions.md; tests derive their counts from it). */
+#define EFFML__KNN_BLOCKS_PER_ROUND 8
+/* Re-sampling writes its output in rounds of this many rows, a progress report before each. */
+#define EFFML__RESAMPLE_ROUND_ROWS ((int64_t)1 << 16)
 
 /* Exact kNN on f64 row-major data.  ref [n_ref, d], q [n_q, d].  When
  * `self_index` is non-NULL, query i never returns reference row
