@@ -1169,6 +1169,59 @@ static void edit_config(const char *dst, const char *from, const char *to) {
 }
 
 /* info lists every problem, not only the first; effml_adapter_peft_problems counts them */
+/* A report longer than info's first 64 KiB buffer is listed whole: 1500 tensors the library does
+ * not read, each a problem whose line names it (about 150 bytes each, 220 KiB in all). */
+START_TEST(test_info_lists_a_long_report_whole) {
+  char dir[600], p[700], args[1024];
+  snprintf(dir, sizeof dir, "%s/tool_long_report", EFFML_TEST_TMP);
+  mkdir(dir, 0755);
+  snprintf(args, sizeof args, "cp %s/lora/adapter_config.json %s/", PEFT_DIR, dir);
+  ck_assert_int_eq(system(args), 0);
+  effml_context *ctx = tu_ctx(1);
+  effml_safetensors *b = NULL;
+  ck_assert_int_eq(effml_safetensors_load(ctx, PEFT_DIR "/lora/adapter_model.safetensors", EFFML_IO_SAFETENSORS_COPY,
+                                          &b),
+                   EFFML_OK);
+  enum { EXTRA = 1500, STRIDE = 96 };
+  const int64_t nb = effml_safetensors_count(b), n = nb + EXTRA, four = 4;
+  const char **names = (const char **)calloc((size_t)n, sizeof *names);
+  const effml_tensor **ts = (const effml_tensor **)calloc((size_t)n, sizeof *ts);
+  char *nbuf = (char *)calloc(EXTRA, STRIDE);
+  effml_tensor *one = NULL;
+  ck_assert_int_eq(effml_tensor_create(ctx, EFFML_F32, 1, &four, &one), EFFML_OK);
+  for (int64_t i = 0; i < nb; ++i) {
+    names[i] = effml_safetensors_name(b, i);
+    ck_assert_int_eq(effml_safetensors_get(ctx, b, names[i], &ts[i]), EFFML_OK);
+  }
+  for (int k = 0; k < EXTRA; ++k) {
+    snprintf(nbuf + STRIDE * k, STRIDE, "base_model.model.q_proj.not_an_adapter_tensor_of_this_kind_%04d", k);
+    names[nb + k] = nbuf + STRIDE * k;
+    ts[nb + k] = one;
+  }
+  snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
+  ck_assert_int_eq(effml_safetensors_save(ctx, p, n, names, ts, 0, NULL, NULL), EFFML_OK);
+  effml_tensor_free(one);
+  free(nbuf);
+  free(ts);
+  free(names);
+  effml_safetensors_free(b);
+  effml_context_free(ctx);
+  int rc = -1;
+  snprintf(args, sizeof args, "info %s", dir);
+  free(run_out(args, &rc));
+  ck_assert_int_eq(rc, 1);
+  char *e = read_err();
+  char want[128];
+  snprintf(want, sizeof want, "%d problems; this adapter cannot be merged", EXTRA);
+  ck_assert_msg(strstr(e, want) != NULL, "%.300s", e);
+  ck_assert_uint_gt(strlen(e), (size_t)1 << 17);
+  ck_assert_int_eq(count_lines_with(e, "  unsupported: "), EXTRA);
+  snprintf(want, sizeof want, "not_an_adapter_tensor_of_this_kind_%04d\" is not a LoRA/DoRA tensor", EXTRA - 1);
+  ck_assert_msg(strstr(e, want) != NULL, "the last problem is missing");
+  free(e);
+}
+END_TEST
+
 START_TEST(test_info_lists_every_problem) {
   int rc = -1;
   char args[1024];
@@ -1868,6 +1921,7 @@ static Suite *suite(void) {
   tcase_add_test(t, test_refuse_fan_in_fan_out);
   tcase_add_test(t, test_cli_info);
   tcase_add_test(t, test_info_lists_every_problem);
+  tcase_add_test(t, test_info_lists_a_long_report_whole);
   tcase_add_test(t, test_info_lists_missing_and_rank_together);
   tcase_add_test(t, test_info_rank_mismatch);
   tcase_add_test(t, test_info_dropouts);

@@ -542,6 +542,90 @@ START_TEST(test_fused_exit_threads) {
 }
 END_TEST
 
+/* The routed exit of stage-0 rows (effml__route_exit_identity): the AVX-512 path (8 rows a
+ * register, cuts as f64 compares, survivors compressed) and the portable loop give the same
+ * survivors in order and the same pred and stage of every row, on runs starting at any row
+ * and of any length (remainders), and every decision is the exact rule's on the exact MSP,
+ * with bounds placed at rows' own exact MSPs and their neighbours (undecided lanes) and at
+ * values that decide every row one way. */
+START_TEST(test_route_exit_identity) {
+  enum { ROWS = 1203, K5 = 5 };
+  uint64_t s = 777;
+  float *z = malloc(sizeof(float) * ROWS * K5);
+  double *sc = malloc(sizeof(double) * ROWS), *msp = malloc(sizeof(double) * ROWS);
+  int32_t *pr = malloc(sizeof(int32_t) * ROWS);
+  int32_t *op[2], *os[2];
+  int64_t *rows[2];
+  for (int v = 0; v < 2; ++v) {
+    op[v] = malloc(sizeof(int32_t) * ROWS);
+    os[v] = malloc(sizeof(int32_t) * ROWS);
+    rows[v] = malloc(sizeof(int64_t) * ROWS);
+  }
+  for (int64_t i = 0; i < ROWS * K5; ++i) z[i] = (float)((i / K5) % 3 == 0 ? 8.0 * gauss(&s) : gauss(&s));
+  effml__stage_block b;
+  memset(&b, 0, sizeof b);
+  b.base = z;
+  b.rs = K5;
+  b.cs = 1;
+  b.K = K5;
+  b.m = 1;
+  b.route = 1;
+  b.score = sc;
+  b.pred = pr;
+  b.isa = effml_core_isa_level();
+  ck_assert_int_eq(effml__stage_rows(&b, 0, ROWS), -1);
+  for (int64_t r = 0; r < ROWS; ++r) msp[r] = effml__route_exact_msp(&b, r);
+  int64_t undecided = 0;
+  for (int t = 0; t < 24; ++t) {
+    const double base = msp[(t * 389) % ROWS], other = msp[(t * 211 + 5) % ROWS];
+    double a = t % 3 == 0 ? base : t % 3 == 1 ? nextafter(base, 0.0) : nextafter(base, 2.0);
+    double hi = other > a ? other : a;
+    if (t >= 20) a = t == 20 ? -1.0 : t == 21 ? 2.0 : 0.0, hi = a;
+    effml__route_cuts cuts;
+    effml__route_cuts_init(&cuts, t % 2 ? EFFML_CASCADE_EXIT_THRESHOLD : EFFML_CASCADE_EXIT_WINDOW, a, hi, K5);
+    for (int64_t r = 0; r < ROWS; ++r) undecided += effml__route_decide(&cuts, sc[r]) < 0;
+    const int64_t run = t % 4 == 0 ? 512 : t % 4 == 1 ? 37 : t % 4 == 2 ? 8 : ROWS;
+    int64_t w[2] = {0, 0};
+    for (int v = 0; v < 2; ++v) {
+      b.isa = v ? effml_core_isa_level() : EFFML_CORE_ISA_PORTABLE;
+      for (int64_t j0 = 0; j0 < ROWS; j0 += run) {
+        const int64_t j1 = j0 + run < ROWS ? j0 + run : ROWS;
+        w[v] = effml__route_exit_identity(&b, &cuts, sc + j0, pr + j0, j0, j1, 3, op[v], os[v], rows[v], w[v]);
+      }
+    }
+    int64_t want = 0;
+    for (int64_t r = 0; r < ROWS; ++r) {
+      ck_assert_int_eq(op[0][r], pr[r]);
+      ck_assert_int_eq(op[1][r], pr[r]);
+      ck_assert_int_eq(os[0][r], 3);
+      ck_assert_int_eq(os[1][r], 3);
+      if (!effml__route_exit_exact(&cuts, msp[r])) {
+        ck_assert_msg(want < w[0] && rows[0][want] == r && rows[1][want] == r,
+                      "bound %d: row %lld goes on, survivor %lld is %lld / %lld", t, (long long)r,
+                      (long long)want, (long long)rows[0][want], (long long)rows[1][want]);
+        ++want;
+      }
+    }
+    ck_assert_int_eq(w[0], want);
+    ck_assert_int_eq(w[1], want);
+    if (t >= 20) { /* window [-1, -1], [0, 0] and threshold 0: every row exits; threshold 2: none */
+      const int64_t all_or_none = t == 21 ? ROWS : 0;
+      ck_assert_int_eq(want, all_or_none);
+    }
+  }
+  ck_assert_int_ge(undecided, 16);
+  for (int v = 0; v < 2; ++v) {
+    free(op[v]);
+    free(os[v]);
+    free(rows[v]);
+  }
+  free(z);
+  free(sc);
+  free(msp);
+  free(pr);
+}
+END_TEST
+
 int main(void) {
   Suite *su = suite_create("internal_cascade");
   TCase *tc = tcase_create("route");
@@ -550,6 +634,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_calibrated_coverage_is_exact, 0, 3);
   tcase_add_test(tc, test_route_cuts_certified);
   tcase_add_test(tc, test_fused_exit_threads);
+  tcase_add_test(tc, test_route_exit_identity);
   suite_add_tcase(su, tc);
   return tu_run(su) ? 1 : 0;
 }

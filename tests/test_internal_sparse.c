@@ -464,6 +464,86 @@ START_TEST(test_block_forward_fused) {
 }
 END_TEST
 
+START_TEST(test_csr_forward_fused) {
+  /* effml__spmm_forward (the unstructured CSR forward in one call) gives the
+   * same bytes as effml__transpose_in + effml__spmm_t + effml__transpose_out,
+   * for every ISA level, 1/2/3 threads, with and without bias, plain and
+   * accumulate; rows that are not a multiple of 16, batches that are not
+   * multiples of 16 or 64, column counts that are not multiples of 16 or 64,
+   * a wide matrix.  The Xᵀ it leaves is transpose_in's. */
+  static const int64_t shapes[4][3] = {{43, 90, 1200}, {402, 300, 12060}, {70, 2100, 9000},
+                                       {21, 4111, 6000}};
+  static const int64_t batches[5] = {1, 16, 70, 131, 200};
+  effml_context *ctx = tu_ctx(13);
+  const int cpu = (int)effml_core_isa_level();
+  for (int si = 0; si < 4; ++si) {
+    const int64_t rows = shapes[si][0], cols = shapes[si][1];
+    int64_t *pos = NULL, nnz = 0;
+    nnz = shapes[si][2];
+    ck_assert_int_eq(effml__random_positions(ctx, effml__ctx_rng(ctx), rows * cols, nnz, &pos),
+                     EFFML_OK);
+    effml__spmat m;
+    memset(&m, 0, sizeof m);
+    ck_assert_int_eq(effml__spmat_init_positions(ctx, &m, rows, cols, nnz, pos), EFFML_OK);
+    float *v = malloc(sizeof(float) * (size_t)nnz), *bias = malloc(sizeof(float) * (size_t)rows);
+    fill(v, nnz, 40 + (uint64_t)si);
+    fill(bias, rows, 50 + (uint64_t)si);
+    for (int bi = 0; bi < 5; bi += BATCH_STEP) {
+      const int64_t B = batches[bi], ldb = (B + 15) / 16 * 16;
+      const size_t nxt = (size_t)(cols * ldb), ny = (size_t)(B * rows);
+      float *X = malloc(sizeof(float) * (size_t)(B * cols));
+      float *XT0 = malloc(sizeof(float) * nxt), *XT1 = malloc(sizeof(float) * nxt);
+      float *YT = malloc(sizeof(float) * (size_t)(rows * ldb));
+      float *Y0 = malloc(sizeof(float) * ny), *Y1 = malloc(sizeof(float) * ny);
+      float *Yinit = malloc(sizeof(float) * ny);
+      fill(X, B * cols, 60 + (uint64_t)bi);
+      fill(Yinit, (int64_t)ny, 70 + (uint64_t)bi);
+      for (int isa = FIRST_ISA(cpu); isa <= cpu; ++isa)
+        for (int32_t threads = 1; threads <= 3; ++threads)
+          for (int mode = 0; mode < 4; ++mode) { /* bit 0: bias, bit 1: accumulate */
+            const float *bb = mode & 1 ? bias : NULL;
+            const int acc = mode >> 1;
+            ck_assert_int_eq(effml_context_set_isa_level(ctx, isa), EFFML_OK);
+            ck_assert_int_eq(effml_context_set_num_threads(ctx, threads), EFFML_OK);
+            memcpy(Y0, Yinit, sizeof(float) * ny);
+            memcpy(Y1, Yinit, sizeof(float) * ny);
+            memset(XT1, 0xff, sizeof(float) * nxt); /* NaN: a column left unpacked shows */
+            effml__transpose_in(ctx, X, B, cols, XT0, ldb);
+            effml__spmm_t(ctx, rows, m.row_ptr, m.col_idx, v, XT0, ldb, 0, YT);
+            effml__transpose_out(ctx, YT, ldb, rows, B, bb, acc, Y0);
+            effml__spmm_forward(ctx, &m, v, X, B, XT1, ldb, bb, acc, Y1);
+            ck_assert_msg(memcmp(XT0, XT1, sizeof(float) * nxt) == 0,
+                          "%lldx%lld batch %lld isa %d, %d threads: Xᵀ", (long long)rows,
+                          (long long)cols, (long long)B, isa, (int)threads);
+            size_t i = 0;
+            while (i < ny && memcmp(&Y0[i], &Y1[i], sizeof(float)) == 0) ++i;
+            ck_assert_msg(i == ny,
+                          "%lldx%lld batch %lld isa %d, %d threads, mode %d: Y[%lld, %lld] "
+                          "%.9g vs %.9g", (long long)rows, (long long)cols, (long long)B, isa,
+                          (int)threads, mode, (long long)(i / (size_t)rows),
+                          (long long)(i % (size_t)rows), i < ny ? Y1[i] : 0.0, i < ny ? Y0[i] : 0.0);
+          }
+      /* and against a double-precision reference (the last run: all threads, bias, accumulate) */
+      double e = 0;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t r = 0; r < rows; ++r) {
+          double s = (double)Yinit[b * rows + r] + bias[r];
+          for (int64_t p = m.row_ptr[r]; p < m.row_ptr[r + 1]; ++p)
+            s += (double)v[p] * X[b * cols + m.col_idx[p]];
+          e = fmax(e, fabs(s - Y1[b * rows + r]));
+        }
+      ck_assert_msg(e <= 1e-4, "%lldx%lld batch %lld: |y - ref| %g", (long long)rows,
+                    (long long)cols, (long long)B, e);
+      free(X); free(XT0); free(XT1); free(YT); free(Y0); free(Y1); free(Yinit);
+    }
+    free(v); free(bias);
+    effml__free(ctx, pos);
+    effml__spmat_free(ctx, &m);
+  }
+  effml_context_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("internal_sparse");
   TCase *tc = tcase_create("kernels");
@@ -476,6 +556,7 @@ int main(void) {
   tcase_add_test(th, test_block_kernels_chunked_threads);
   tcase_add_test(th, test_csr_kernels_chunked_threads);
   tcase_add_test(th, test_block_forward_fused);
+  tcase_add_test(th, test_csr_forward_fused);
   tcase_set_timeout(th, 300);
   suite_add_tcase(s, th);
   return tu_run(s) ? 1 : 0;

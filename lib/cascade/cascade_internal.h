@@ -110,15 +110,31 @@ typedef struct effml__route_cuts {
   int32_t threshold; /* 1: exit iff MSP >= a; 0 (window): exit iff MSP < a or MSP > b */
   double a, b;
   double ge_a, lt_a, gt_b, le_b;
+  /* the same cuts as one rule for both kinds: exits for sure iff s~ < e_lo or s~ > e_hi,
+   * goes on for sure iff s~ < g_lo and s~ > g_hi (threshold: e_lo = ge_a, e_hi = +inf,
+   * g_lo = +inf, g_hi = lt_a; window: e_lo = gt_b, e_hi = lt_a, g_lo = ge_a, g_hi = le_b) */
+  double e_lo, e_hi, g_lo, g_hi;
 } effml__route_cuts;
 EFFML__HIDDEN void effml__route_cuts_init(effml__route_cuts *c, int32_t rule, double a, double b,
                                           int64_t K);
-/* 1: exits, 0: goes on, -1: undecided by s~ (decide on the exact MSP). */
+/* 1: exits, 0: goes on, -1: undecided by s~ (decide on the exact MSP).  Without branches:
+ * whether a routed row exits is data-dependent, and mispredicted branches took a fifth of
+ * the routing-only run. */
 static inline int effml__route_decide(const effml__route_cuts *c, double s) {
-  if (c->threshold) return s < c->ge_a ? 1 : s > c->lt_a ? 0 : -1;
-  if (s > c->lt_a || s < c->gt_b) return 1;
-  return s < c->ge_a && s > c->le_b ? 0 : -1;
+  const int ex = (s < c->e_lo) | (s > c->e_hi), on = (s < c->g_lo) & (s > c->g_hi);
+  return ex - !(ex | on);
 }
+/* The routed exits of rows j0..j1-1 of stage m whose logits row, sample and position agree
+ * (stage 0 of precomputed logits; b unshifted): sc, pr = their routing scores and
+ * predictions (from row j0); out_pred/out_stage[j] written for every row (a row that goes
+ * on gets them again where it exits), the rows that go on appended to rows[w..] in order.
+ * Returns the new w (<= j1: rows are written at or before the row being read). */
+EFFML__HIDDEN int64_t effml__route_exit_identity(const effml__stage_block *b,
+                                                 const struct effml__route_cuts *c,
+                                                 const double *sc, const int32_t *pr,
+                                                 int64_t j0, int64_t j1, int32_t m,
+                                                 int32_t *out_pred, int32_t *out_stage,
+                                                 int64_t *rows, int64_t w);
 /* The exact path's rule on the exact MSP. */
 static inline int effml__route_exit_exact(const effml__route_cuts *c, double msp) {
   return c->threshold ? msp >= c->a : (msp < c->a || msp > c->b);

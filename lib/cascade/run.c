@@ -194,17 +194,23 @@ static void route_job_fn(void *arg, int64_t begin, int64_t end, int32_t worker) 
       job->kept[worker] = 0;
       return;
     }
+    if (job->identity) { /* row j is sample j (vectorised where the ISA allows) */
+      w = effml__route_exit_identity(b, &job->cuts, sc, pr, j0, j1, job->m, ws->out_pred,
+                                     ws->out_stage, ws->rows, w);
+      continue;
+    }
     for (int64_t j = j0; j < j1; ++j) {
       int ex = effml__route_decide(&job->cuts, sc[j - j0]);
-      const int64_t r = job->identity ? j : ws->rows[j];
-      if (ex < 0) /* near a bound: the exact MSP decides (logits row r, or j: compact/identity) */
+      const int64_t r = ws->rows[j];
+      if (ex < 0) /* near a bound: the exact MSP decides (logits row r, or j: compact) */
         ex = effml__route_exit_exact(&job->cuts, effml__route_exact_msp(b, b->row_index ? r : j));
-      if (ex) {
-        ws->out_pred[r] = pr[j - j0];
-        ws->out_stage[r] = job->m;
-      } else {
-        ws->rows[w++] = r; /* w <= j: rows not read yet are never overwritten */
-      }
+      /* written whatever the exit, without branches: a row that goes on gets both outputs
+       * again at the stage where it exits (every row exits at some stage, the last at
+       * the latest, and stages run in order) */
+      ws->out_pred[r] = pr[j - j0];
+      ws->out_stage[r] = job->m;
+      ws->rows[w] = r; /* w <= j: rows not read yet are never overwritten */
+      w += !ex;
     }
   }
   job->kept[worker] = w - begin;

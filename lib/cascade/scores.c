@@ -393,6 +393,10 @@ void effml__route_cuts_init(effml__route_cuts *c, int32_t rule, double a, double
   c->lt_a = cut_lt(a, 0, K);
   c->gt_b = c->threshold ? -INFINITY : cut_ge(b, 1, K);
   c->le_b = c->threshold ? INFINITY : cut_lt(b, 1, K);
+  c->e_lo = c->threshold ? c->ge_a : c->gt_b;
+  c->e_hi = c->threshold ? INFINITY : c->lt_a;
+  c->g_lo = c->threshold ? INFINITY : c->ge_a;
+  c->g_hi = c->threshold ? c->lt_a : c->le_b;
 }
 
 double effml__route_exact_msp(const effml__stage_block *b, int64_t r) {
@@ -414,6 +418,70 @@ double effml__softmax_row(const double *z, int64_t K, double *p) {
     if (p[k] > top) top = p[k];
   }
   return top;
+}
+
+/* ---- the routed exit of rows j0..j1-1 that are the samples themselves (stage 0) ---- */
+#ifdef EFFML__ROUTE_AVX512
+/* 8 rows a time: the cuts as f64 compares (the decisions of effml__route_decide), pred and
+ * stage stored for all 8 (a row that goes on gets both again where it exits), the rows that
+ * go on compressed into rows[w..]; undecided lanes (near a bound) take the exact MSP.
+ * Returns the first row not done; *w advanced. */
+__attribute__((target("avx512f"))) static int64_t route_exit_identity_avx512(
+    const effml__stage_block *b, const effml__route_cuts *c, const double *sc, const int32_t *pr,
+    int64_t j0, int64_t j1, int32_t m, int32_t *out_pred, int32_t *out_stage, int64_t *rows,
+    int64_t *w) {
+  const __m512d e_lo = _mm512_set1_pd(c->e_lo), e_hi = _mm512_set1_pd(c->e_hi),
+                g_lo = _mm512_set1_pd(c->g_lo), g_hi = _mm512_set1_pd(c->g_hi);
+  const __m256i stage = _mm256_set1_epi32(m);
+  int64_t j = j0, n = *w;
+  for (; j + 8 <= j1; j += 8) {
+    const __m512d s = _mm512_loadu_pd(sc + (j - j0));
+    __mmask8 ex = _mm512_cmp_pd_mask(s, e_lo, _CMP_LT_OQ) | _mm512_cmp_pd_mask(s, e_hi, _CMP_GT_OQ);
+    const __mmask8 on = _mm512_cmp_pd_mask(s, g_lo, _CMP_LT_OQ) & _mm512_cmp_pd_mask(s, g_hi, _CMP_GT_OQ);
+    __mmask8 open = (__mmask8) ~(ex | on);
+    while (open) { /* near a bound: the exact MSP decides */
+      const int l = __builtin_ctz(open);
+      open &= (__mmask8)(open - 1);
+      if (effml__route_exit_exact(c, effml__route_exact_msp(b, j + l))) ex |= (__mmask8)(1u << l);
+    }
+    _mm256_storeu_si256((__m256i *)(void *)(out_pred + j),
+                        _mm256_loadu_si256((const __m256i *)(const void *)(pr + (j - j0))));
+    _mm256_storeu_si256((__m256i *)(void *)(out_stage + j), stage);
+    const __mmask8 keep = (__mmask8)~ex;
+    /* compressed in a register and stored whole (a compressing store to memory is
+     * microcoded and slow on some CPUs): the lanes past the kept ones land on rows[n + 8)
+     * <= rows[j + 8), positions of rows already read, within rows' n_act entries */
+    _mm512_storeu_si512((void *)(rows + n),
+                        _mm512_maskz_compress_epi64(
+                            keep, _mm512_add_epi64(_mm512_set1_epi64(j),
+                                                   _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0))));
+    n += __builtin_popcount((unsigned)keep);
+  }
+  *w = n;
+  return j;
+}
+#endif
+
+int64_t effml__route_exit_identity(const effml__stage_block *b, const effml__route_cuts *c,
+                                   const double *sc, const int32_t *pr, int64_t j0, int64_t j1,
+                                   int32_t m, int32_t *out_pred, int32_t *out_stage,
+                                   int64_t *rows, int64_t w) {
+  int64_t j = j0;
+#ifdef EFFML__ROUTE_AVX512
+  if (b->isa >= EFFML_CORE_ISA_AVX512)
+    j = route_exit_identity_avx512(b, c, sc, pr, j0, j1, m, out_pred, out_stage, rows, &w);
+#endif
+  for (; j < j1; ++j) {
+    int ex = effml__route_decide(c, sc[j - j0]);
+    if (ex < 0) ex = effml__route_exit_exact(c, effml__route_exact_msp(b, j));
+    /* without branches (whether a row exits is data-dependent): a row that goes on gets
+     * pred and stage again at the stage where it exits */
+    out_pred[j] = pr[j - j0];
+    out_stage[j] = m;
+    rows[w] = j;
+    w += !ex;
+  }
+  return w;
 }
 
 /* The exact path's prediction from a row of logits as doubles (load_row): the argmax of

@@ -84,8 +84,10 @@ typedef void (*bdw_fn)(int64_t, const int32_t *, const float *, const float *, i
 
 typedef void (*btail_fn)(const effml__spmat *, int64_t, const float *, const float *, int64_t,
                          int64_t, int64_t, int, float *);
-typedef void (*btile_fn)(const effml__spmat *, const float *, const float *, int64_t, int64_t,
-                         int64_t, int64_t, int64_t, int64_t, const float *, int, float *);
+typedef void (*bgroup_fn)(const effml__spmat *, const float *, const float *, int64_t, int64_t,
+                          int64_t, int64_t, int64_t, float *);
+typedef void (*bout_fn)(const float *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                        const float *, int, float *);
 typedef void (*bpack_fn)(const float *, int64_t, int64_t, int64_t, int64_t, float *, int64_t);
 
 typedef struct {
@@ -93,7 +95,8 @@ typedef struct {
   bdx_fn dx;
   bdw_fn dw;
   btail_fn tail;
-  btile_fn tile;
+  bgroup_fn group;
+  bout_fn out;
   bpack_fn pack;
 } bsp_kernels;
 
@@ -105,14 +108,14 @@ static bsp_kernels pick(const effml_context *ctx, int isa) {
 #ifdef BSP_X86
   switch (isa) {
     case 2: return (bsp_kernels){bfwd_row_avx512, bdx_lanes_avx512, bdw_row_avx512, bfwd_tail_avx512,
-                              bfwd_tile_avx512, bpack_avx512};
+                              bfwd_group_avx512, bout_avx512, bpack_avx512};
     case 1: return (bsp_kernels){bfwd_row_avx2, bdx_lanes_avx2, bdw_row_avx2, bfwd_tail_avx2,
-                              bfwd_tile_avx2, bpack_avx2};
+                              bfwd_group_avx2, bout_avx2, bpack_avx2};
     default: break;
   }
 #endif
   return (bsp_kernels){bfwd_row_generic, bdx_lanes_generic, bdw_row_generic, bfwd_tail_generic,
-                              bfwd_tile_generic, bpack_generic};
+                              bfwd_group_generic, bout_generic, bpack_generic};
 }
 
 int effml__spmat_is_blocked(const effml__spmat *m, int32_t block) {
@@ -219,25 +222,27 @@ void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v,
 /* One call, two kinds of work items from one shared counter:
  *   [0, npack)          pack: Xᵀ columns [64 i, 64 i + 64) from X (bpack);
  *   [npack, + ncomp)    compute: (lane tile, chunk of 16-row groups) pairs in
- *                       tile-major order (bfwd_tile), Y written directly.
+ *                       tile-major order; each group's rows are computed into
+ *                       a 16 x 64 buffer (the caller's rows_fn) and written
+ *                       to Y directly (bout).
  * A thread takes a compute item only once every pack item is done (the pack
- * items are all handed out before the first compute item; a thread waits
+ * items are all handed out before the first compute item, so a thread waits
  * only for packs still running on another thread, microseconds each).
- * Compared with transpose_in + forward + transpose_out this starts the
- * threads once instead of three times, never writes or reads the Yᵀ panel,
- * and works tile-major: a lane tile's Xᵀ rows (64 lanes up to 4096 inputs,
- * at most 1 MiB; 32 lanes up to 8192, else 16) stay in L2 while the tile's
- * block-rows run, where bfwd_row, block-row by block-row over all lanes,
- * streams all of Xᵀ from L3 for every block-row.  Measured on one core
- * (s = 0.9 Sparse Wide, 3238 inputs, batch 256, load ~13, process CPU time,
- * medians of 11, interleaved): 9.2-9.9 ms against 16 ms for the three steps
- * (14.2 of them the product); 32-lane tiles, whose Xᵀ rows fit L2 with room
- * to spare, measured 11.9-12.7 ms (twice the broadcasts and loop overhead per
- * multiply-add). */
+ * Compared with transpose_in + product + transpose_out this starts the
+ * threads once instead of three times and never writes or reads a Yᵀ
+ * panel; tile-major order keeps a lane tile's Xᵀ rows in L2 while the
+ * tile's rows run.  Block forward, one core (s = 0.9 Sparse Wide, 3238
+ * inputs, batch 256, load ~13, process CPU time, medians of 11, interleaved):
+ * 9.2-10.2 ms against 16 ms for the three steps (14.2 of them the product,
+ * which in block-row order streams all of Xᵀ from L3 for every block-row);
+ * 32-lane tiles, whose Xᵀ rows fit L2 with room to spare, measured
+ * 11.9-12.7 ms (twice the broadcasts and loop overhead per multiply-add). */
 typedef struct {
   bsp_kernels k;
-  const effml__spmat *m;
-  const float *v, *X, *bias;
+  int64_t rows, cols;
+  effml__rows_fn rows_fn;
+  void *rows_arg;
+  const float *X, *bias;
   int64_t batch, ldb, lanes, tiles, groups, chunks, npack, ncomp;
   int acc;
   float *XT, *Y;
@@ -246,14 +251,14 @@ typedef struct {
 
 static void ffwd_worker(void *arg, int64_t b, int64_t e, int32_t w) {
   ffwd_job *j = (ffwd_job *)arg;
-  const effml__spmat *m = j->m;
+  float yt[16 * 64] __attribute__((aligned(64)));
   int ready = 0;
   for (;;) {
     const int64_t s = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
     if (s >= j->npack + j->ncomp) return;
     if (s < j->npack) {
-      const int64_t c0 = 64 * s, c1 = c0 + 64 < m->cols ? c0 + 64 : m->cols;
-      j->k.pack(j->X, j->batch, m->cols, c0, c1, j->XT, j->ldb);
+      const int64_t c0 = 64 * s, c1 = c0 + 64 < j->cols ? c0 + 64 : j->cols;
+      j->k.pack(j->X, j->batch, j->cols, c0, c1, j->XT, j->ldb);
       atomic_fetch_add_explicit(&j->packed, 1, memory_order_release);
       continue;
     }
@@ -264,19 +269,26 @@ static void ffwd_worker(void *arg, int64_t b, int64_t e, int32_t w) {
     const int64_t it = s - j->npack, tile = it / j->chunks, c = it % j->chunks;
     const int64_t l0 = tile * j->lanes, l1 = l0 + j->lanes < j->ldb ? l0 + j->lanes : j->ldb;
     const int64_t g0 = j->groups * c / j->chunks, g1 = j->groups * (c + 1) / j->chunks;
-    if (g1 > g0) j->k.tile(m, j->v, j->XT, j->ldb, l0, l1, g0, g1, j->batch, j->bias, j->acc, j->Y);
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t r0 = 16 * g, re = r0 + 16 < j->rows ? r0 + 16 : j->rows;
+      j->rows_fn(j->rows_arg, r0, re, l0, l1, yt);
+      j->k.out(yt, l0, l1, r0, re - r0, j->batch, j->rows, j->bias, j->acc, j->Y);
+    }
   }
 }
 
-void effml__bspmm_forward(effml_context *ctx, const effml__spmat *m, const float *v,
-                          const float *X, int64_t batch, float *XT, int64_t ldb,
-                          const float *bias, int accumulate, float *Y, int isa) {
-  if (batch <= 0 || m->rows <= 0) return;
+void effml__sparse_forward_fused(effml_context *ctx, int64_t rows, int64_t cols, int64_t nnz,
+                                 int64_t lanes, effml__rows_fn rows_fn, void *rows_arg,
+                                 const float *X, int64_t batch, float *XT, int64_t ldb,
+                                 const float *bias, int accumulate, float *Y, int isa) {
+  if (batch <= 0 || rows <= 0) return;
   ffwd_job j;
   memset(&j, 0, sizeof j);
   j.k = pick(ctx, isa);
-  j.m = m;
-  j.v = v;
+  j.rows = rows;
+  j.cols = cols;
+  j.rows_fn = rows_fn;
+  j.rows_arg = rows_arg;
   j.X = X;
   j.bias = bias;
   j.batch = batch;
@@ -284,13 +296,13 @@ void effml__bspmm_forward(effml_context *ctx, const effml__spmat *m, const float
   j.acc = accumulate;
   j.XT = XT;
   j.Y = Y;
-  j.lanes = m->cols <= 4096 ? 64 : m->cols <= 8192 ? 32 : 16;
-  j.tiles = (ldb + j.lanes - 1) / j.lanes;
-  j.groups = (m->rows + 15) / 16;
-  j.npack = (m->cols + 63) / 64;
+  j.lanes = lanes;
+  j.tiles = (ldb + lanes - 1) / lanes;
+  j.groups = (rows + 15) / 16;
+  j.npack = (cols + 63) / 64;
   /* threads: at least ~64k multiply-adds each (as the other block kernels) */
   int64_t nt = effml__ctx_threads(ctx);
-  const double macs = (double)m->nnz * (double)ldb;
+  const double macs = (double)nnz * (double)ldb;
   if ((double)nt > macs / 65536.0) nt = (int64_t)(macs / 65536.0);
   if (nt > 64) nt = 64;
   if (nt < 1) nt = 1;
@@ -304,6 +316,28 @@ void effml__bspmm_forward(effml_context *ctx, const effml__spmat *m, const float
     ffwd_worker(&j, 0, 1, 0);
   else
     (void)effml__parallel_for(ctx, nt, 1, ffwd_worker, &j);
+}
+
+typedef struct {
+  bsp_kernels k;
+  const effml__spmat *m;
+  const float *v, *XT;
+  int64_t ldb;
+} bgroup_job;
+
+static void bgroup_rows(void *arg, int64_t r0, int64_t re, int64_t l0, int64_t l1, float *yt) {
+  const bgroup_job *g = (const bgroup_job *)arg;
+  g->k.group(g->m, g->v, g->XT, g->ldb, l0, l1, r0, re, yt);
+}
+
+void effml__bspmm_forward(effml_context *ctx, const effml__spmat *m, const float *v,
+                          const float *X, int64_t batch, float *XT, int64_t ldb,
+                          const float *bias, int accumulate, float *Y, int isa) {
+  bgroup_job g = {pick(ctx, isa), m, v, XT, ldb};
+  /* a lane tile's Xᵀ rows: at most 1 MiB at 64 lanes, else narrower tiles */
+  const int64_t lanes = m->cols <= 4096 ? 64 : m->cols <= 8192 ? 32 : 16;
+  effml__sparse_forward_fused(ctx, m->rows, m->cols, m->nnz, lanes, bgroup_rows, &g, X, batch,
+                              XT, ldb, bias, accumulate, Y, isa);
 }
 
 /* ---------------- dX ---------------- */

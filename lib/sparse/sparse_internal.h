@@ -79,6 +79,26 @@ EFFML__HIDDEN void effml__sddmm_t(effml_context *ctx, const effml__spmat *m, con
 EFFML__HIDDEN void effml__bspmm_fwd(effml_context *ctx, const effml__spmat *m, const float *v,
                                     const float *XT, int64_t ldb, int accumulate, float *YT,
                                     int isa);
+/* Rows [r0, re) (re - r0 <= 16) of a product on the lanes [l0, l1) (at most
+ * 64) into yt: row r, lane b at yt[(r - r0) * 64 + b - l0]. */
+typedef void (*effml__rows_fn)(void *arg, int64_t r0, int64_t re, int64_t l0, int64_t l1,
+                               float *yt);
+/* Y [batch, rows] (+)= (product)ᵀ (+ bias) with Xᵀ packed from X [batch, cols]
+ * into XT [cols, ldb] (zero padded, as effml__transpose_in), all in one
+ * parallel call (bspmm.c): pack items, then (lane tile of `lanes` lanes,
+ * chunk of 16-row groups) items whose rows rows_fn computes from XT; nnz
+ * sizes the thread count; isa as for the block kernels. */
+EFFML__HIDDEN void effml__sparse_forward_fused(effml_context *ctx, int64_t rows, int64_t cols,
+                                               int64_t nnz, int64_t lanes, effml__rows_fn rows_fn,
+                                               void *rows_arg, const float *X, int64_t batch,
+                                               float *XT, int64_t ldb, const float *bias,
+                                               int accumulate, float *Y, int isa);
+/* The same for an unstructured CSR matrix (spmm.c): the bytes of
+ * effml__transpose_in + effml__spmm_t + effml__transpose_out at the
+ * context's ISA level. */
+EFFML__HIDDEN void effml__spmm_forward(effml_context *ctx, const effml__spmat *m, const float *v,
+                                       const float *X, int64_t batch, float *XT, int64_t ldb,
+                                       const float *bias, int accumulate, float *Y);
 /* The whole forward of one 4x1 block matrix in one call (bspmm.c):
  * Xᵀ [cols, ldb] (caller's buffer; ldb >= batch, a multiple of 16) receives
  * X [batch, cols] transposed and zero padded, as effml__transpose_in writes

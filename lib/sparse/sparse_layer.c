@@ -115,9 +115,9 @@ static effml_status linear_forward(effml_context *ctx, effml_layer *layer, const
     if (!XT) st = EFFML_E_NOMEM;
   }
   const int train = mode == EFFML_LAYER_MODE_TRAIN;
-  /* one 4x1 block matrix: Xᵀ packed, the product and Y written in one call
+  /* one matrix: Xᵀ packed, the product and Y written in one parallel call
    * (no Yᵀ panel; the same bytes as the three steps below) */
-  const int fused = s->n_mats == 1 && s->mats[0].block == 4;
+  const int fused = s->n_mats == 1;
   if (st == EFFML_OK && fused) {
     effml__spmat *m = &s->mats[0];
     const float *vals = effml__param_f32(layer, m->param);
@@ -127,10 +127,12 @@ static effml_status linear_forward(effml_context *ctx, effml_layer *layer, const
       if (!tmp) st = EFFML_E_NOMEM;
       else vals = effml__spmat_packed(m, vals, tmp);
     }
-    if (st == EFFML_OK)
-      effml__bspmm_forward(ctx, m, vals, effml__cf32(x), batch, XT, ldb,
-                           s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL, 0,
-                           effml__f32(y), -1);
+    const float *bias = s->has_bias ? effml__param_f32(layer, s->bias_param) : NULL;
+    if (st == EFFML_OK && m->block == 4)
+      effml__bspmm_forward(ctx, m, vals, effml__cf32(x), batch, XT, ldb, bias, 0, effml__f32(y),
+                           -1);
+    else if (st == EFFML_OK)
+      effml__spmm_forward(ctx, m, vals, effml__cf32(x), batch, XT, ldb, bias, 0, effml__f32(y));
     if (tmp) effml__scratch_release(ctx, train, tmp);
   }
   if (st == EFFML_OK && !fused) {

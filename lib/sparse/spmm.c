@@ -37,7 +37,7 @@ typedef float effml__v16 __attribute__((vector_size(64)));
 
 static void spmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx,
                               const float *v, const float *XT, int64_t ldb, int64_t l0,
-                              int64_t l1, int acc, float *YT) {
+                              int64_t l1, int acc, float *Y0, int64_t ldy) {
   for (int64_t b0 = l0; b0 < l1; b0 += 16) {
     for (int64_t r = r0; r < r1; ++r) {
       effml__v16 a = {0};
@@ -46,7 +46,7 @@ static void spmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const 
         memcpy(&x, XT + (int64_t)idx[p] * ldb + b0, sizeof x);
         a += v[p] * x;
       }
-      float *y = YT + r * ldb + b0;
+      float *y = Y0 + (r - r0) * ldy + (b0 - l0);
       if (acc) {
         effml__v16 t;
         memcpy(&t, y, sizeof t);
@@ -82,7 +82,7 @@ static void sddmm_rows_generic(int64_t r0, int64_t r1, const int64_t *ptr, const
 
 __attribute__((target("avx512f"))) static void spmm_rows_avx512(
     int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *v,
-    const float *XT, int64_t ldb, int64_t l0, int64_t l1, int acc, float *YT) {
+    const float *XT, int64_t ldb, int64_t l0, int64_t l1, int acc, float *Y0, int64_t ldy) {
   int64_t b0 = l0;
   for (; b0 + 64 <= l1; b0 += 64) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -124,7 +124,7 @@ __attribute__((target("avx512f"))) static void spmm_rows_avx512(
       a1 = _mm512_add_ps(a1, c1);
       a2 = _mm512_add_ps(a2, c2);
       a3 = _mm512_add_ps(a3, c3);
-      float *y = YT + r * ldb + b0;
+      float *y = Y0 + (r - r0) * ldy + (b0 - l0);
       if (acc) {
         a0 = _mm512_add_ps(a0, _mm512_loadu_ps(y));
         a1 = _mm512_add_ps(a1, _mm512_loadu_ps(y + 16));
@@ -143,7 +143,7 @@ __attribute__((target("avx512f"))) static void spmm_rows_avx512(
       for (int64_t p = ptr[r]; p < ptr[r + 1]; ++p)
         a = _mm512_fmadd_ps(_mm512_set1_ps(v[p]),
                             _mm512_loadu_ps(XT + (int64_t)idx[p] * ldb + b0), a);
-      float *y = YT + r * ldb + b0;
+      float *y = Y0 + (r - r0) * ldy + (b0 - l0);
       if (acc) a = _mm512_add_ps(a, _mm512_loadu_ps(y));
       _mm512_storeu_ps(y, a);
     }
@@ -188,7 +188,7 @@ __attribute__((target("avx512f"))) static void sddmm_rows_avx512(
 
 __attribute__((target("avx2,fma"))) static void spmm_rows_avx2(
     int64_t r0, int64_t r1, const int64_t *ptr, const int32_t *idx, const float *v,
-    const float *XT, int64_t ldb, int64_t l0, int64_t l1, int acc, float *YT) {
+    const float *XT, int64_t ldb, int64_t l0, int64_t l1, int acc, float *Y0, int64_t ldy) {
   int64_t b0 = l0;
   for (; b0 + 64 <= l1; b0 += 64) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -199,7 +199,7 @@ __attribute__((target("avx2,fma"))) static void spmm_rows_avx2(
         __m256 w = _mm256_set1_ps(v[p]);
         for (int k = 0; k < 8; ++k) a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 8 * k), a[k]);
       }
-      float *y = YT + r * ldb + b0;
+      float *y = Y0 + (r - r0) * ldy + (b0 - l0);
       for (int k = 0; k < 8; ++k) {
         if (acc) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(y + 8 * k));
         _mm256_storeu_ps(y + 8 * k, a[k]);
@@ -215,7 +215,7 @@ __attribute__((target("avx2,fma"))) static void spmm_rows_avx2(
         a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x), a0);
         a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 8), a1);
       }
-      float *y = YT + r * ldb + b0;
+      float *y = Y0 + (r - r0) * ldy + (b0 - l0);
       if (acc) {
         a0 = _mm256_add_ps(a0, _mm256_loadu_ps(y));
         a1 = _mm256_add_ps(a1, _mm256_loadu_ps(y + 8));
@@ -269,8 +269,9 @@ __attribute__((target("avx2,fma"))) static void sddmm_rows_avx2(
 
 /* ---------------- dispatch ---------------- */
 
+/* rows [r0, r1), lanes [l0, l1): output row r, lane b at Y0[(r - r0) ldy + b - l0] */
 typedef void (*spmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
-                             const float *, int64_t, int64_t, int64_t, int, float *);
+                             const float *, int64_t, int64_t, int64_t, int, float *, int64_t);
 typedef void (*sddmm_rows_fn)(int64_t, int64_t, const int64_t *, const int32_t *, const float *,
                               const float *, int64_t, float *);
 
@@ -364,7 +365,9 @@ static void spmm_range(void *arg, int64_t b, int64_t e, int32_t w) {
     const int64_t l0 = 64 * tile, l1 = l0 + 64 < j->ldb ? l0 + 64 : j->ldb;
     int64_t r0, r1;
     row_chunk(j->ptr, j->rows, j->nrc, k, &r0, &r1);
-    if (r1 > r0) j->fn(r0, r1, j->ptr, j->idx, j->v, j->XT, j->ldb, l0, l1, j->acc, j->YT);
+    if (r1 > r0)
+      j->fn(r0, r1, j->ptr, j->idx, j->v, j->XT, j->ldb, l0, l1, j->acc, j->YT + r0 * j->ldb + l0,
+            j->ldb);
   }
 }
 
@@ -376,6 +379,30 @@ void effml__spmm_t(effml_context *ctx, int64_t rows, const int64_t *ptr, const i
   spmm_job j = {pick_spmm(ctx), ptr, idx, v, XT, rows, ldb, nrc, accumulate, YT};
   const int64_t items = tiles * nrc;
   effml__sparse_run_chunks(ctx, items, min_items(items, nnz, ldb), 1, spmm_range, &j);
+}
+
+/* The whole CSR forward in one call (effml__sparse_forward_fused): each
+ * 16-row group's rows run through the same row kernel on the same 64-lane
+ * tiles as effml__spmm_t (so the same bytes), into the group buffer. */
+typedef struct {
+  spmm_rows_fn fn;
+  const effml__spmat *m;
+  const float *v, *XT;
+  int64_t ldb;
+} spmm_group_job;
+
+static void spmm_group_rows(void *arg, int64_t r0, int64_t re, int64_t l0, int64_t l1,
+                            float *yt) {
+  const spmm_group_job *g = (const spmm_group_job *)arg;
+  g->fn(r0, re, g->m->row_ptr, g->m->col_idx, g->v, g->XT, g->ldb, l0, l1, 0, yt, 64);
+}
+
+void effml__spmm_forward(effml_context *ctx, const effml__spmat *m, const float *v,
+                         const float *X, int64_t batch, float *XT, int64_t ldb,
+                         const float *bias, int accumulate, float *Y) {
+  spmm_group_job g = {pick_spmm(ctx), m, v, XT, ldb};
+  effml__sparse_forward_fused(ctx, m->rows, m->cols, m->nnz, 64, spmm_group_rows, &g, X, batch,
+                              XT, ldb, bias, accumulate, Y, -1);
 }
 
 /* SDDMM work items: row chunks of about equal nonzero counts, handed out
