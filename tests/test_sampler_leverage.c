@@ -252,6 +252,34 @@ START_TEST(test_one_step_widths) {
 }
 END_TEST
 
+/* The threshold itself: two columns with correlation rho (the others
+ * orthogonal), so the smallest eigenvalue of the correlation matrix is
+ * 1 - rho: 0.26 takes one step, 0.24 the refinement; both exact. */
+START_TEST(test_one_step_threshold) {
+  const int64_t n = 9000, d = 6;
+  const double rhos[2] = {0.74, 0.76};
+  double *truth = (double *)malloc((size_t)n * sizeof(double));
+  ck_assert_ptr_nonnull(truth);
+  effml_context *ctx = tu_ctx(0);
+  for (int c = 0; c < 2; ++c) {
+    effml_tensor *a = known_scores(ctx, n, d, 0.0, 1e-4, truth), *t = NULL;
+    double *p = (double *)effml_tensor_data(a);
+    const double s1 = pow(1e-4, 1.0 / (double)(d - 1)), rho = rhos[c];
+    for (int64_t i = 0; i < n; ++i) /* column 1 = s1 (rho q0 + sqrt(1 - rho^2) q1) */
+      p[i * d + 1] = rho * s1 * p[i * d] + sqrt(1 - rho * rho) * p[i * d + 1];
+    int64_t passes = 0;
+    ck_assert_int_eq(lev_passes(ctx, a, &t, &passes), EFFML_OK);
+    ck_assert_msg(passes == (c == 0 ? 2 : 3), "rho %g: %lld passes", rho, (long long)passes);
+    double err = max_rel_err(t, truth, n);
+    ck_assert_msg(err <= 1e-12, "rho %g: max relative error %g", rho, err);
+    effml_tensor_free(t);
+    effml_tensor_free(a);
+  }
+  effml_context_free(ctx);
+  free(truth);
+}
+END_TEST
+
 /* Strongly mixed columns (equilibrated kappa^2 far above the one-step bound,
  * cond ~ 1e3 before scaling to 1e-6): the refinement pass runs (three passes)
  * and the scores stay exact to 1e-12. */
@@ -526,6 +554,7 @@ static Suite *leverage_suite(void) {
   tcase_add_test(tc, test_ill_conditioned);
   tcase_add_test(tc, test_one_step_equilibrated);
   tcase_add_test(tc, test_one_step_widths);
+  tcase_add_test(tc, test_one_step_threshold);
   tcase_add_test(tc, test_refined_when_mixed);
   tcase_add_test(tc, test_nonfinite_and_overflow);
   tcase_add_test(tc, test_tall_blocks_threads_sketch);

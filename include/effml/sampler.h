@@ -534,8 +534,9 @@ EFFML_API void effml_sampler_leverage_options_init(effml_sampler_leverage_option
  * Yasuda 2023, arXiv 2306.00732, §3); sum tau = d.  EXACT: R = chol(A^T A)
  * from one Gram pass, tau_i = ||a_i R^{-1}||^2 from a second pass when a
  * rounding-error bound shows this is as accurate as refining: kappa2 =
- * ||W||_1 ||W||_inf <= 4 for W = (R D^{-1})^{-1}, D = R's column norms
- * (column scaling does not count).  Otherwise one CholeskyQR refinement
+ * ||W||_2^2 <= 4 for W = (R D^{-1})^{-1}, D = R's column norms, i.e. the
+ * columns' correlation matrix has no eigenvalue below 1/4 (column scaling
+ * does not count).  Otherwise one CholeskyQR refinement
  * (CholeskyQR2, Fukaya et al. 2014: Q = U R2^{-1}, R2 = chol(U^T U),
  * U = A R^{-1}; three passes), and when cond(A)^2 eps is too large for it,
  * R from a tall-skinny Householder QR (TSQR: LAPACK dgelqf on fixed row

@@ -332,42 +332,40 @@ static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int
   return EFFML_OK;
 }
 
-/* The one-step test (see exact_r): kappa2 = ||W||_1 ||W||_inf >= ||W||_2^2
- * for W = (R D^{-1})^{-1} = D R^{-1}, D = diag(column norms of R), i.e. R
- * with its columns scaled to unit length.  R is row-major upper triangular;
- * w is d x d scratch.  O(d^3 / 6). */
-static double equilibrated_kappa2(const double *r, int64_t d, double *w) {
-  /* column i of X = R^{-1} by back substitution, in w (row-major, upper) */
-  for (int64_t i = 0; i < d; ++i) {
-    for (int64_t j = i + 1; j < d; ++j) w[j * d + i] = 0.0;
-    w[i * d + i] = 1.0 / r[i * d + i];
-    for (int64_t j = i - 1; j >= 0; --j) {
-      double s = 0;
-      for (int64_t k = j + 1; k <= i; ++k) s += r[j * d + k] * w[k * d + i];
-      w[j * d + i] = -s / r[j * d + j];
-    }
-  }
-  double n1 = 0, ninf = 0;
-  for (int64_t i = 0; i < d; ++i) { /* ||W||_inf: row i of W = c_i X[i, :] */
-    double c = 0, s = 0;
-    for (int64_t j = 0; j <= i; ++j) c += r[j * d + i] * r[j * d + i];
-    c = sqrt(c);
-    for (int64_t k = i; k < d; ++k) {
-      w[i * d + k] *= c;
-      s += fabs(w[i * d + k]);
-    }
-    ninf = fmax(ninf, s);
-  }
-  for (int64_t k = 0; k < d; ++k) { /* ||W||_1 */
-    double s = 0;
-    for (int64_t i = 0; i <= k; ++i) s += fabs(w[i * d + k]);
-    n1 = fmax(n1, s);
-  }
-  return isfinite(n1 * ninf) ? n1 * ninf : INFINITY;
-}
+/* The one-step test (see exact_r): is kappa2 = ||W||_2^2 <= LEV_ONE_STEP_KAPPA2
+ * for W = (R D^{-1})^{-1}, D = diag(column norms of R), i.e. R with its
+ * columns scaled to unit length?  ||W||_2^2 = 1 / lambda_min(C) with
+ * C = D^{-1} R^T R D^{-1} (unit diagonal), so the test is whether
+ * C - (1 / LEV_ONE_STEP_KAPPA2 + 1e-3) I has a Cholesky factor: success
+ * means that matrix is positive definite up to rounding of order d eps,
+ * far inside the 1e-3 margin.  R is row-major upper triangular; w is d x d
+ * scratch.  O(d^3 / 3). */
+static int one_step_ok(effml_context *ctx, const double *r, int64_t d, double *w);
 
 /* Largest kappa2 (above) for which EXACT stops after one CholeskyQR step. */
 #define LEV_ONE_STEP_KAPPA2 4.0
+
+static int one_step_ok(effml_context *ctx, const double *r, int64_t d, double *w) {
+  for (int64_t i = 0; i < d; ++i) { /* w[i][i] = |column i|^2 of R */
+    double c = 0;
+    for (int64_t k = 0; k <= i; ++k) c += r[k * d + i] * r[k * d + i];
+    w[i * d + i] = c;
+  }
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j < i; ++j) { /* lower triangle: (R^T R)_ij / (c_i c_j) */
+      double s = 0;
+      for (int64_t k = 0; k <= j; ++k) s += r[k * d + i] * r[k * d + j];
+      w[i * d + j] = s / sqrt(w[i * d + i] * w[j * d + j]);
+    }
+  for (int64_t i = 0; i < d; ++i) w[i * d + i] = 1.0 - (1.0 / LEV_ONE_STEP_KAPPA2 + 1e-3);
+  int64_t info = 0;
+  /* row-major lower = column-major upper */
+  if (effml__dpotrf(ctx, 'U', d, w, d, &info) != EFFML_OK) {
+    effml_context_clear_error(ctx);
+    return 0;
+  }
+  return info == 0;
+}
 
 /* R of A for EXACT (r; r2 = the refinement's R2, applied in pass 3 through
  * J->r2, or J->r2 NULL when the one-step test passes).  Fast path,
@@ -417,7 +415,7 @@ static effml_status exact_r(effml_context *ctx, const effml_sampler_leverage_opt
       for (int64_t i = 0; i < j; ++i) r[j * d + i] = 0.0;
     if (!tsqr && check_rank(ctx, r, d, o->rank_tol) != EFFML_OK) tsqr = 1;
     effml_context_clear_error(ctx);
-    if (!tsqr && equilibrated_kappa2(r, d, r2) <= LEV_ONE_STEP_KAPPA2) {
+    if (!tsqr && one_step_ok(ctx, r, d, r2)) {
       J->r2 = NULL;
       return EFFML_OK;
     }
