@@ -8,7 +8,6 @@
 
 #include "testutil.h"
 #include "../lib/core/blas.h"
-#include "../lib/sampler/sampler_internal.h"
 
 /* Too large for a 32-bit BLAS integer (the checks below that need a
  * refusal run only when this build's BLAS integer is 32-bit). */
@@ -93,29 +92,11 @@ START_TEST(test_too_large_refused) {
 }
 END_TEST
 
-/* A caller that hands the BLAS work to threads checks once, before any
- * allocation: the kNN search with 3e9 features is refused up front (its
- * reference rows are never read: the pointers are to 5 doubles). */
-START_TEST(test_knn_checks_before_work) {
-  effml_context *ctx = tu_ctx(1);
-  double few[5] = {0, 0, 0, 0, 0};
-  int64_t idx[5];
-  if (EFFML__BLAS_INT_MAX < BIG) {
-    ck_assert_int_eq(effml__knn_f64(ctx, few, 5, few, 5, BIG, 1, NULL, 0, idx, NULL),
-                     EFFML_E_UNSUPPORTED);
-    expect_msg(ctx, "cblas_dgemm (from effml__knn_f64)");
-    expect_msg(ctx, "k = lda = ldb (features) = 3000000000 does not fit the BLAS integer");
-  }
-  effml_context_free(ctx);
-}
-END_TEST
-
 int main(void) {
   Suite *s = suite_create("internal_blas");
   TCase *tc = tcase_create("blas");
   tcase_add_test(tc, test_sgemm_values);
   tcase_add_test(tc, test_too_large_refused);
-  tcase_add_test(tc, test_knn_checks_before_work);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

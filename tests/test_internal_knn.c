@@ -218,7 +218,7 @@ END_TEST
 
 START_TEST(test_knn_f64_each_level) {
   /* The blocked kNN (effml__knn_f64): the fused AVX-512 and AVX2 register-tile
-   * searches and the portable GEMM search all return the brute-force answer (exact
+   * searches and the portable tile search all return the brute-force answer (exact
    * squared distances, ties to the smaller index): reference counts around
    * the 16-wide panels and the 2048-row blocks, queries with and without a
    * self index, k from 1 to past the panel width, data far from the origin,

@@ -234,8 +234,9 @@ EFFML_API effml_status effml_context_set_num_threads(effml_context *ctx, int32_t
  * a kernel) and any loop in a child process after fork() use per-call
  * threads; the pool is never shared with the child (free the context
  * there as usual: the parent's workers are not joined in the child).
- * Lowering num_threads (effml_context_set_num_threads) joins workers the
- * new count does not need.  Signals are blocked in the pool's workers; on
+ * Lowering num_threads (effml_context_set_num_threads) below what the
+ * started workers serve joins them all; the new count's workers start at
+ * the next loop.  Signals are blocked in the pool's workers; on
  * Linux they are named "effml-pool".
  *
  * @param enabled  1: pool on (a pool already on keeps its workers and takes

@@ -93,16 +93,13 @@ static effml_status tomek_repeated(effml_context *ctx, const double *xs, int64_t
   return st;
 }
 
-effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m, int64_t d,
+/* One round of Tomek links on compact rows xs [m, d] (m >= 2): drop[i] = 1
+ * when row i forms a link (mutual 1-NN of different classes) and
+ * targeted[cls[i]] is set, else 0.  Every row's nearest row is searched
+ * TOMEK_QBLOCK rows at a time; memory: one neighbour index per row. */
+static effml_status tomek_drop(effml_context *ctx, const double *xs, int64_t m, int64_t d,
                                const int64_t *cls, const char *targeted, int64_t block_rows,
-                               int repeat, int64_t *keep, int64_t *n_keep) {
-  if (repeat && m >= 2) return tomek_repeated(ctx, xs, m, d, cls, targeted, block_rows, keep, n_keep);
-  /* One round: every row's nearest row, searched TOMEK_QBLOCK rows at a time. */
-  if (m < 2) {
-    for (int64_t i = 0; i < m; ++i) keep[i] = i;
-    *n_keep = m;
-    return EFFML_OK;
-  }
+                               char *drop) {
   const int64_t qb = m < TOMEK_QBLOCK ? m : TOMEK_QBLOCK;
   int64_t *nn = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t), "neighbours");
   int64_t *self = nn ? (int64_t *)effml__alloc_or_err(ctx, (size_t)qb * sizeof(int64_t), "rows") : NULL;
@@ -112,17 +109,35 @@ effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m, 
     for (int64_t t = 0; t < nq; ++t) self[t] = b0 + t;
     st = effml__knn_f64(ctx, xs, m, xs + b0 * d, nq, d, 1, self, block_rows, nn + b0, NULL);
   }
-  if (st == EFFML_OK) {
-    int64_t nk = 0;
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t j = nn[i];
-      const int linked = cls[i] != cls[j] && nn[j] == i;
-      if (!(linked && targeted[cls[i]])) keep[nk++] = i;
-    }
-    *n_keep = nk;
+  for (int64_t i = 0; st == EFFML_OK && i < m; ++i) {
+    const int64_t j = nn[i];
+    const int linked = cls[i] != cls[j] && nn[j] == i;
+    drop[i] = (char)(linked && targeted[cls[i]]);
   }
   effml__free(ctx, self);
   effml__free(ctx, nn);
+  return st;
+}
+
+effml_status effml__tomek_pass(effml_context *ctx, const double *xs, int64_t m, int64_t d,
+                               const int64_t *cls, const char *targeted, int64_t block_rows,
+                               int repeat, int64_t *keep, int64_t *n_keep) {
+  if (repeat && m >= 2) return tomek_repeated(ctx, xs, m, d, cls, targeted, block_rows, keep, n_keep);
+  if (m < 2) {
+    for (int64_t i = 0; i < m; ++i) keep[i] = i;
+    *n_keep = m;
+    return EFFML_OK;
+  }
+  char *drop = (char *)effml__alloc_or_err(ctx, (size_t)m, "row flags");
+  if (!drop) return EFFML_E_NOMEM;
+  effml_status st = tomek_drop(ctx, xs, m, d, cls, targeted, block_rows, drop);
+  if (st == EFFML_OK) {
+    int64_t nk = 0;
+    for (int64_t i = 0; i < m; ++i)
+      if (!drop[i]) keep[nk++] = i;
+    *n_keep = nk;
+  }
+  effml__free(ctx, drop);
   return st;
 }
 
@@ -264,25 +279,30 @@ effml_status effml__combine_clean_rows(effml_context *ctx, const effml_sampler_r
     for (int64_t t = 0; ys_own && t < m; ++t) ys_own[t] = yi[t];
     ys = ys_own;
   }
-  int64_t *keep = st == EFFML_OK ? (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "kept rows") : NULL;
-  if (st == EFFML_OK && !keep) st = EFFML_E_NOMEM;
+  /* ENN lists the kept rows grouped by class (a permutation: keep[]); Tomek
+   * keeps the SMOTE order, so a drop flag per row is all it needs. */
+  int64_t *keep = NULL;
+  char *drop = NULL;
   int64_t nk = 0;
   if (st == EFFML_OK && o->method == EFFML_SAMPLER_RESAMPLE_SMOTEENN) {
+    keep = (int64_t *)effml__alloc_or_err(ctx, (size_t)m * sizeof(int64_t) + 1, "kept rows");
+    if (!keep) st = EFFML_E_NOMEM;
     effml_sampler_resample_options oe = *o;
     oe.sampling_strategy = EFFML_SAMPLER_STRATEGY_ALL;
-    st = effml__enn_pass(ctx, &oe, xs, ys, m, d, o->n_neighbors, o->kind_sel, keep, &nk);
+    if (keep) st = effml__enn_pass(ctx, &oe, xs, ys, m, d, o->n_neighbors, o->kind_sel, keep, &nk);
   } else if (st == EFFML_OK) {
     effml__classes c;
     memset(&c, 0, sizeof c);
     st = effml__classes_build(ctx, ys, m, &c);
     if (st == EFFML_OK) {
       char *targeted = (char *)effml__alloc_or_err(ctx, (size_t)c.n_classes, "classes");
-      if (!targeted) st = EFFML_E_NOMEM;
-      if (targeted) {
+      drop = targeted ? (char *)effml__calloc(ctx, (size_t)m + 1, 1) : NULL;
+      if (!drop) st = effml__err(ctx, EFFML_E_NOMEM, "out of memory for Tomek links");
+      if (drop) {
         memset(targeted, 1, (size_t)c.n_classes);
         effml__free(ctx, c.rows); /* not needed: free it before the search */
         c.rows = NULL;
-        st = effml__tomek_pass(ctx, xs, m, d, c.cls, targeted, o->block_rows, 0, keep, &nk);
+        if (m >= 2) st = tomek_drop(ctx, xs, m, d, c.cls, targeted, o->block_rows, drop);
       }
       effml__free(ctx, targeted);
       effml__classes_free(ctx, &c);
@@ -290,11 +310,24 @@ effml_status effml__combine_clean_rows(effml_context *ctx, const effml_sampler_r
   }
   effml__free(ctx, xs_own);
   effml__free(ctx, ys_own);
-  if (st == EFFML_OK) {
+  if (st == EFFML_OK && keep) {
     const size_t esz = (size_t)d * (f64 ? sizeof(double) : sizeof(float));
     st = gather_in_place(ctx, xo->data, esz, yo->data, i64 ? sizeof(int64_t) : sizeof(int32_t), m,
                          keep, nk);
+  } else if (st == EFFML_OK) { /* Tomek: the kept rows forward, in order */
+    const size_t esz = (size_t)d * (f64 ? sizeof(double) : sizeof(float));
+    const size_t ysz = i64 ? sizeof(int64_t) : sizeof(int32_t);
+    char *xb = (char *)xo->data, *yb = (char *)yo->data;
+    for (int64_t i = 0; i < m; ++i) {
+      if (drop[i]) continue;
+      if (i != nk) {
+        memcpy(xb + (size_t)nk * esz, xb + (size_t)i * esz, esz);
+        memcpy(yb + (size_t)nk * ysz, yb + (size_t)i * ysz, ysz);
+      }
+      ++nk;
+    }
   }
+  effml__free(ctx, drop);
   effml__free(ctx, keep);
   if (st == EFFML_OK) {
     xo->shape[0] = nk;

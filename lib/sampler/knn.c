@@ -1,24 +1,27 @@
-/* Exact k-nearest-neighbour search, blocked through GEMM.
+/* Exact k-nearest-neighbour search by register tiles.
  *
- * For a block of queries Q and a block of references R, one dgemm gives
- * Q R^T; the ranking key of reference j for query i is |r_j|^2 - 2 q_i.r_j
- * (|q_i|^2 is constant per query).  Each query keeps its K = k + slack best
+ * The ranking key of reference j for query i is |r_j|^2 - 2 q_i.r_j (|q_i|^2
+ * is constant per query).  Each query keeps its K = k + slack best
  * candidates in a small sorted array; the candidates are then re-ranked with
  * exactly computed squared distances (sum of squared differences), so exact
- * duplicates are at distance 0 and ties go to the smaller index -- the GEMM
- * expansion alone is not exact enough for that.  Memory: per worker one
- * QBLOCK x RBLOCK tile plus the candidate lists; never an n x n matrix.
- * On AVX-512 or AVX2 (the context's ISA level) the candidates come instead from a
- * fused register tile: 4 queries x 16 (AVX2: 8) references of dot products (FMA over the
- * features, each block of references packed into 16-wide panels), turned into the
- * same keys and compared with each query's current K-th key in-register; no
- * GEMM tile is written, and no BLAS runs inside the workers (whose own
- * threads would compete with them).  The keys differ from the GEMM ones in
- * rounding only, and the exact re-rank makes the answers the same.
+ * duplicates are at distance 0 and ties go to the smaller index -- the
+ * expansion alone is not exact enough for that.  The keys come from a fused
+ * register tile: each block of references is packed into 16-wide panels,
+ * feature-major; 4 queries x 16 (AVX-512), 8 (AVX2) or 4 (portable)
+ * references of dot products are accumulated over the features (FMA on
+ * AVX-512 and AVX2, the same keys on both; a product then an add in the
+ * portable build), turned into keys and compared with each query's current
+ * K-th key; no product tile is written, and no BLAS runs inside the workers
+ * (OpenBLAS's own threads would compete with them).  The norms |r|^2 are
+ * summed while a block is packed (per worker, not an array over all
+ * references).  Keys that differ in
+ * rounding only give the same answers after the exact re-rank.  Memory: per
+ * worker one block of panels (at most 64 KiB) and its norms plus the
+ * candidate lists;
+ * never an n x n matrix.
  * Threads: query blocks are split over the context's workers; the result
  * does not depend on the split.  k has no limit beyond the reference rows;
  * each candidate insertion costs O(k), so a very large k is slow, not wrong. */
-#include "blas.h"
 #include <math.h>
 #include <string.h>
 
@@ -30,25 +33,25 @@
 
 #define KNN_SLACK 4
 #define KNN_NR 16 /* references per panel (two 8-lane vectors) */
+/* Doubles of packed references per worker (64 KiB): a block of panels stays
+ * in L2 while 256 queries scan it (4x larger blocks measured no faster). */
+#define KNN_PANEL 8192
 
 typedef struct {
   const double *ref, *q;
-  const double *rnorm;
   int64_t n_ref, n_q, d, k, K, bq;
   const int64_t *self_index;
   int64_t *idx;
   double *dist2;
-  double *tiles;     /* [workers][bq * RBLOCK] */
   double *cand_v;    /* [workers][bq * K] */
   int64_t *cand_i;   /* [workers][bq * K] */
   double *rr_v;      /* [workers][K]: exact re-rank */
   int64_t *rr_i;     /* [workers][K] */
   int64_t base;      /* first block of the current round */
   int64_t rblock;    /* references per block */
-  int fused;         /* 2 the AVX-512 scan, 1 the AVX2 scan, 0 the GEMM tiles */
-  double *pan;       /* register-tile paths: [workers][rblock / 16][d][16] packed reference block, else NULL */
-  const double *rnp; /* register-tile paths: |r|^2 padded with +inf to the panel width */
-  int8_t refused[64]; /* per worker: a BLAS call was refused (unreachable: sizes checked first) */
+  int fused;         /* 2 the AVX-512 scan, 1 the AVX2 scan, 0 the portable scan */
+  double *pan;       /* [workers][rblock / 16][d][16] packed reference block */
+  double *norms;     /* [workers][rblock]: |r|^2 of the packed block, +inf in the padding */
 } knn_job;
 
 static double sqdist(const double *a, const double *b, int64_t d) {
@@ -75,7 +78,7 @@ static inline void cand_insert(double *cv, int64_t *ci, int64_t K, double v, int
 #if defined(__x86_64__)
 /* Candidates of queries q0 .. q0 + nq against references r0 .. r0 + nr (r0 a
  * multiple of KNN_NR): 4 queries x 16 references per register tile. */
-__attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J, const double *pan,
+__attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J, const double *pan, const double *rn,
                                                                int64_t q0, int64_t nq, int64_t r0,
                                                                int64_t nr, double *cvs,
                                                                int64_t *cis) {
@@ -109,7 +112,7 @@ __attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J,
         a30 = _mm512_fmadd_pd(b, p0, a30);
         a31 = _mm512_fmadd_pd(b, p1, a31);
       }
-      const __m512d n0 = _mm512_loadu_pd(J->rnp + j0), n1 = _mm512_loadu_pd(J->rnp + j0 + 8);
+      const __m512d n0 = _mm512_loadu_pd(rn + (j0 - r0)), n1 = _mm512_loadu_pd(rn + (j0 - r0) + 8);
       __m512d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
       for (int64_t r = 0; r < mr; ++r) {
         double *cv = cvs + (i0 + r) * K;
@@ -138,7 +141,7 @@ __attribute__((target("avx512f"))) static void knn_scan_avx512(const knn_job *J,
 /* The same scan on AVX2 + FMA: 4 queries x 8 references per register tile
  * (each 16-wide panel in two halves); the same keys bit for bit (one FMA per
  * feature in order), so the same candidates. */
-__attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, const double *pan,
+__attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, const double *pan, const double *rn,
                                                               int64_t q0, int64_t nq, int64_t r0,
                                                               int64_t nr, double *cvs,
                                                               int64_t *cis) {
@@ -174,7 +177,7 @@ __attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, 
           a31 = _mm256_fmadd_pd(b, p1, a31);
         }
         const int64_t jh = j0 + h * 8;
-        const __m256d n0 = _mm256_loadu_pd(J->rnp + jh), n1 = _mm256_loadu_pd(J->rnp + jh + 4);
+        const __m256d n0 = _mm256_loadu_pd(rn + (jh - r0)), n1 = _mm256_loadu_pd(rn + (jh - r0) + 4);
         __m256d acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
         for (int64_t r = 0; r < mr; ++r) {
           double *cv = cvs + (i0 + r) * K;
@@ -200,10 +203,71 @@ __attribute__((target("avx2,fma"))) static void knn_scan_avx2(const knn_job *J, 
 }
 #endif
 
+/* The same scan in portable C (vector extensions of two lanes, so that
+ * every accumulator stays in a register even on SSE2; no FMA): 4 queries x 4
+ * references per register tile (each 16-wide panel in four quarters), the
+ * keys |r|^2 - 2 q.r with the dot product rounded after each product; they
+ * differ from the FMA keys in rounding only, and the exact re-rank makes
+ * the answers the same.  No BLAS call inside the workers: OpenBLAS would
+ * start (and spin) its own threads beside them. */
+typedef double knn_v2 __attribute__((vector_size(16)));
+
+static void knn_scan_portable(const knn_job *J, const double *pan, const double *rn, int64_t q0,
+                              int64_t nq,
+                              int64_t r0, int64_t nr, double *cvs, int64_t *cis) {
+  const int64_t d = J->d, K = J->K, rend = r0 + nr;
+  for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+    const int64_t mr = nq - i0 < 4 ? nq - i0 : 4;
+    const double *qr[4];
+    int64_t self[4];
+    for (int64_t r = 0; r < 4; ++r) {
+      const int64_t i = q0 + i0 + (r < mr ? r : 0);
+      qr[r] = J->q + i * d;
+      self[r] = J->self_index ? J->self_index[i] : -1;
+    }
+    for (int64_t j0 = r0; j0 < rend; j0 += KNN_NR) {
+      for (int h = 0; h < 4; ++h) {
+        const int64_t jh = j0 + h * 4;
+        if (jh >= rend) break;
+        const double *p = pan + ((j0 - r0) / KNN_NR) * d * KNN_NR + h * 4;
+        knn_v2 a00 = {0, 0}, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00,
+               a31 = a00;
+        for (int64_t t = 0; t < d; ++t) {
+          knn_v2 p0, p1;
+          memcpy(&p0, p + t * KNN_NR, sizeof p0);
+          memcpy(&p1, p + t * KNN_NR + 2, sizeof p1);
+          knn_v2 b = {qr[0][t], qr[0][t]};
+          a00 += b * p0;
+          a01 += b * p1;
+          b = (knn_v2){qr[1][t], qr[1][t]};
+          a10 += b * p0;
+          a11 += b * p1;
+          b = (knn_v2){qr[2][t], qr[2][t]};
+          a20 += b * p0;
+          a21 += b * p1;
+          b = (knn_v2){qr[3][t], qr[3][t]};
+          a30 += b * p0;
+          a31 += b * p1;
+        }
+        const knn_v2 acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+        for (int64_t r = 0; r < mr; ++r) {
+          double *cv = cvs + (i0 + r) * K;
+          int64_t *ci = cis + (i0 + r) * K;
+          double kk[4];
+          for (int u = 0; u < 4; ++u) kk[u] = rn[jh - r0 + u] - 2.0 * acc[r][u >> 1][u & 1];
+          for (int u = 0; u < 4; ++u) {
+            const int64_t j = jh + u;
+            if (kk[u] < cv[K - 1] && j != self[r]) cand_insert(cv, ci, K, kk[u], j);
+          }
+        }
+      }
+    }
+  }
+}
+
 static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
   knn_job *J = (knn_job *)arg;
   const int64_t K = J->K, d = J->d, bq = J->bq;
-  double *tile = J->tiles ? J->tiles + (size_t)worker * (size_t)(bq * EFFML__KNN_RBLOCK) : NULL;
   double *cvs = J->cand_v + (size_t)worker * (size_t)(bq * K);
   int64_t *cis = J->cand_i + (size_t)worker * (size_t)(bq * K);
   for (int64_t b = J->base + b0; b < J->base + b1; ++b) {
@@ -214,42 +278,33 @@ static void knn_blocks(void *arg, int64_t b0, int64_t b1, int32_t worker) {
     }
     for (int64_t r0 = 0; r0 < J->n_ref; r0 += J->rblock) {
       int64_t nr = J->n_ref - r0 < J->rblock ? J->n_ref - r0 : J->rblock;
-#if defined(__x86_64__)
-      if (J->pan) {
-        /* this block of references in 16-wide panels, feature-major (zero padding, norm +inf) */
-        double *pan = J->pan + (size_t)worker * (size_t)(J->rblock * d);
-        const int64_t npad = (nr + KNN_NR - 1) / KNN_NR * KNN_NR;
-        for (int64_t j = 0; j < npad; ++j)
-          for (int64_t t = 0; t < d; ++t)
-            pan[((j / KNN_NR) * d + t) * KNN_NR + j % KNN_NR] = j < nr ? J->ref[(r0 + j) * d + t] : 0.0;
-        if (J->fused == 2)
-          knn_scan_avx512(J, pan, q0, nq, r0, nr, cvs, cis);
-        else
-          knn_scan_avx2(J, pan, q0, nq, r0, nr, cvs, cis);
-        continue;
-      }
-#endif
-      /* Sizes checked by effml__knn_f64 before the workers start: never refused. */
-      if (effml__dgemm(NULL, CblasNoTrans, CblasTrans, nq, nr, d, 1.0, J->q + q0 * d, d,
-                       J->ref + r0 * d, d, 0.0, tile, nr) != EFFML_OK) {
-        J->refused[worker] = 1;
-        return;
-      }
-      for (int64_t i = 0; i < nq; ++i) {
-        double *cv = cvs + i * K;
-        int64_t *ci = cis + i * K;
-        const double *row = tile + i * nr;
-        const double *rn = J->rnorm + r0;
-        int64_t self = J->self_index ? J->self_index[q0 + i] : -1;
-        double worst = cv[K - 1];
-        for (int64_t j = 0; j < nr; ++j) {
-          double v = rn[j] - 2.0 * row[j];
-          if (v < worst && r0 + j != self) {
-            cand_insert(cv, ci, K, v, r0 + j);
-            worst = cv[K - 1];
-          }
+      /* this block of references in 16-wide panels, feature-major (zero padding, norm +inf) */
+      double *pan = J->pan + (size_t)worker * (size_t)(J->rblock * d);
+      double *rn = J->norms + (size_t)worker * (size_t)J->rblock;
+      const int64_t npad = (nr + KNN_NR - 1) / KNN_NR * KNN_NR;
+      for (int64_t j = 0; j < npad; ++j) {
+        double *pj = pan + (j / KNN_NR) * d * KNN_NR + j % KNN_NR;
+        if (j >= nr) { /* padding: never a candidate */
+          for (int64_t t = 0; t < d; ++t) pj[t * KNN_NR] = 0.0;
+          rn[j] = INFINITY;
+          continue;
         }
+        const double *r = J->ref + (r0 + j) * d;
+        double sn = 0;
+        for (int64_t t = 0; t < d; ++t) {
+          pj[t * KNN_NR] = r[t];
+          sn += r[t] * r[t];
+        }
+        rn[j] = sn;
       }
+#if defined(__x86_64__)
+      if (J->fused == 2)
+        knn_scan_avx512(J, pan, rn, q0, nq, r0, nr, cvs, cis);
+      else if (J->fused == 1)
+        knn_scan_avx2(J, pan, rn, q0, nq, r0, nr, cvs, cis);
+      else
+#endif
+        knn_scan_portable(J, pan, rn, q0, nq, r0, nr, cvs, cis);
     }
     /* Re-rank the candidates with exact squared distances. */
     for (int64_t i = 0; i < nq; ++i) {
@@ -291,13 +346,6 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
   int64_t bq = block_rows > 0 ? block_rows : EFFML__KNN_QBLOCK;
   if (bq > n_q) bq = n_q;
   int64_t nblocks = (n_q + bq - 1) / bq;
-  {
-    /* The workers' one BLAS call, checked here once (a worker cannot report). */
-    const int64_t dims[] = {bq, EFFML__KNN_RBLOCK, d};
-    EFFML__TRY(effml__blas_check_dims(ctx, "cblas_dgemm", __func__, EFFML__BLAS_INT_MAX, 3, dims,
-                                      "m (query rows per block), n (reference rows per block), "
-                                      "k = lda = ldb (features)"));
-  }
   int64_t workers = effml__ctx_threads(ctx);
   if (workers > 64) workers = 64;
   if (workers > nblocks) workers = nblocks;
@@ -311,30 +359,20 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
 #else
   const int fused = 0;
 #endif
-  const int64_t n_pan = (n_ref + KNN_NR - 1) / KNN_NR * KNN_NR;
-  double *rnorm = (double *)effml__alloc_or_err(ctx, (size_t)n_pan * sizeof(double), "kNN norms");
-  if (!rnorm) return EFFML_E_NOMEM;
-  double *pan = NULL;
-  size_t tile_n = (size_t)workers * (size_t)(bq * EFFML__KNN_RBLOCK);
   size_t cand_n = (size_t)workers * (size_t)(bq * K);
-  /* fused: a block's panels stay within 256 KiB (2048 references up to d = 16) */
-  J.rblock = EFFML__KNN_RBLOCK;
-  if (fused) {
-    J.rblock = 32768 / (d > 0 ? d : 1) / KNN_NR * KNN_NR;
-    if (J.rblock < KNN_NR) J.rblock = KNN_NR;
-    if (J.rblock > EFFML__KNN_RBLOCK) J.rblock = EFFML__KNN_RBLOCK;
-    pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double) + 1);
-  }
-  else
-    J.tiles = (double *)effml__malloc(ctx, tile_n * sizeof(double));
+  /* a block's panels stay within KNN_PANEL doubles (512 references up to d = 16) */
+  J.rblock = KNN_PANEL / (d > 0 ? d : 1) / KNN_NR * KNN_NR;
+  if (J.rblock < KNN_NR) J.rblock = KNN_NR;
+  if (J.rblock > EFFML__KNN_RBLOCK) J.rblock = EFFML__KNN_RBLOCK;
+  double *pan = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock * d) * sizeof(double) + 1);
+  J.norms = (double *)effml__malloc(ctx, (size_t)(workers * J.rblock) * sizeof(double));
   J.cand_v = (double *)effml__malloc(ctx, cand_n * sizeof(double));
   J.cand_i = (int64_t *)effml__malloc(ctx, cand_n * sizeof(int64_t));
   J.rr_v = (double *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(double));
   J.rr_i = (int64_t *)effml__malloc(ctx, (size_t)(workers * K) * sizeof(int64_t));
-  if (!(J.tiles || pan) || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
-    effml__free(ctx, rnorm);
+  if (!pan || !J.norms || !J.cand_v || !J.cand_i || !J.rr_v || !J.rr_i) {
     effml__free(ctx, pan);
-    effml__free(ctx, J.tiles);
+    effml__free(ctx, J.norms);
     effml__free(ctx, J.cand_v);
     effml__free(ctx, J.cand_i);
     effml__free(ctx, J.rr_v);
@@ -342,21 +380,10 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     return effml__err(ctx, EFFML_E_NOMEM, "kNN: out of memory for %lld-row blocks",
                       (long long)bq);
   }
-  for (int64_t j = 0; j < n_ref; ++j) {
-    const double *r = ref + j * d;
-    double s = 0;
-    for (int64_t t = 0; t < d; ++t) s += r[t] * r[t];
-    rnorm[j] = s;
-  }
   J.fused = fused;
-  if (pan) { /* padding references (never a candidate): norm +inf */
-    for (int64_t j = n_ref; j < n_pan; ++j) rnorm[j] = INFINITY;
-    J.pan = pan;
-    J.rnp = rnorm;
-  }
+  J.pan = pan;
   J.ref = ref;
   J.q = q;
-  J.rnorm = rnorm;
   J.n_ref = n_ref;
   J.n_q = n_q;
   J.d = d;
@@ -375,12 +402,9 @@ effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref
     if (st != EFFML_OK) break;
     const int64_t cnt = nblocks - J.base < per_round ? nblocks - J.base : per_round;
     st = effml__parallel_for(ctx, cnt, (cnt + workers - 1) / workers, knn_blocks, &J);
-    for (int64_t w = 0; st == EFFML_OK && w < workers; ++w)
-      if (J.refused[w]) st = effml__err(ctx, EFFML_E_UNSUPPORTED, "kNN: a block GEMM was refused");
   }
-  effml__free(ctx, rnorm);
   effml__free(ctx, pan);
-  effml__free(ctx, J.tiles);
+  effml__free(ctx, J.norms);
   effml__free(ctx, J.cand_v);
   effml__free(ctx, J.cand_i);
   effml__free(ctx, J.rr_v);

@@ -17,8 +17,9 @@
  * `self_index` is non-NULL, query i never returns reference row
  * self_index[i] (the query's own row).  idx receives [n_q, k], dist2 (may be
  * NULL) squared exact distances.  Needs n_ref - (self_index != NULL) >= k;
- * the caller checks this.  Candidates come from the GEMM expansion
- * |r|^2 - 2 q.r and are re-ranked with exact distances; ties by index. */
+ * the caller checks this.  Candidates come from the expansion
+ * |r|^2 - 2 q.r (register tiles, knn.c) and are re-ranked with exact
+ * distances; ties by index. */
 EFFML__HIDDEN effml_status effml__knn_f64(effml_context *ctx, const double *ref, int64_t n_ref,
                                           const double *q, int64_t n_q, int64_t d, int64_t k,
                                           const int64_t *self_index, int64_t block_rows,
@@ -46,7 +47,7 @@ EFFML__HIDDEN effml_status effml__knn_within_f64_isa(effml_context *ctx, const d
 
 /* k in-class neighbours of the Borderline-SMOTE-1 danger rows (smote.c): nnk
  * [nd, k] positions into rows[0..nc) for the rows at positions dpos[] (ascending).
- * path 1 = certified within-class search, 0 = f64 GEMM search, -1 = by size;
+ * path 1 = certified within-class search, 0 = the f64 search (effml__knn_f64), -1 = by size;
  * both give the same lists. */
 EFFML__HIDDEN effml_status effml__danger_knn(effml_context *ctx, const double *x, int64_t d,
                                              const int64_t *rows, int64_t nc,

@@ -109,7 +109,7 @@ effml_status effml__smote_plan(effml_context *ctx, const effml__resample_in *in,
  * receives positions into rows[0..nc) for the rows at positions dpos[0..nd)
  * (ascending), never the row itself.  path 1: the certified within-class
  * search over the whole class (f32 candidates over the upper triangle, exact
- * f64 re-rank), then the danger rows' lists picked out; path 0: the f64 GEMM
+ * f64 re-rank), then the danger rows' lists picked out; path 0: the f64 tile
  * search with the danger rows as queries; -1: path 1 when the danger rows are
  * at least a quarter of the class (the within search does the whole class's
  * work, roughly 4x cheaper per pair), else path 0.  Both return the same
