@@ -156,7 +156,7 @@ typedef struct effml_context_options {
   effml_alloc_fn alloc;     /**< NULL: malloc (both alloc and free must be set, or neither) */
   effml_free_fn free;       /**< NULL: free */
   void *alloc_user_data;    /**< passed to alloc/free */
-  int32_t num_threads;      /**< threads for libeffml's own loops, >= 1 (default 1) */
+  int32_t num_threads;      /**< threads for libeffml's own loops, 1..1024 (default 1); one loop uses at most 64 */
   uint64_t seed;            /**< seed of the context's generator (default 0) */
   effml_log_fn log;         /**< NULL: no logging */
   void *log_user_data;      /**< passed to log */
@@ -201,7 +201,13 @@ EFFML_API void effml_context_clear_error(effml_context *ctx);
 /** Threads used by libeffml's own loops (>= 1). */
 EFFML_API int32_t effml_context_num_threads(const effml_context *ctx);
 
-/** Set the thread count for libeffml's own loops.  EFFML_E_INVALID_ARG if < 1 or > 1024. */
+/**
+ * Set the thread count for libeffml's own loops.  EFFML_E_INVALID_ARG if < 1 or > 1024.
+ * A value up to 1024 is accepted and reported back by effml_context_num_threads(), but
+ * each parallel loop uses at most 64 threads (the calling thread and up to 63 workers;
+ * fewer when the loop has less work than that many chunks), so values above 64 act as 64.
+ * With the worker pool on (effml_context_set_thread_pool()) at most 63 workers are started.
+ */
 EFFML_API effml_status effml_context_set_num_threads(effml_context *ctx, int32_t num_threads);
 
 /** effml_context_set_thread_pool(): use the default spin time. */
