@@ -169,3 +169,32 @@ def test_output_dtype_as_documented(dt):
         assert Xr.dtype == Xd.dtype, (S.__name__, Xr.dtype)
         np.testing.assert_array_equal(Xr, Xd[s.sample_indices_])
     assert iov.SMOTE(random_state=0).fit_resample(Xd, y)[0].dtype == Xd.dtype
+
+
+@pytest.mark.parametrize("cls,kw", [(eov.SMOTE, {}), (eov.ADASYN, {}), (eov.BorderlineSMOTE, {}),
+                                    (eov.SVMSMOTE, {})])
+def test_large_outputs_adopted_from_the_library_equal_the_into_path(monkeypatch, cls, kw):
+    """Outputs over _LIBRARY_MAPS_BYTES come from the C allocator (adopted), smaller ones
+    through effml_sampler_resample_into: both paths give the same rows and labels."""
+    import effml._sampler_base as sb
+    X, y = datasets.make_classification(n_samples=600, n_features=6, weights=[0.85, 0.15],
+                                        random_state=3)
+    seen = []
+    real = sb._lib.fn
+
+    def spy(name):
+        seen.append(name)
+        return real(name)
+
+    monkeypatch.setattr(sb._lib, "fn", spy)
+    monkeypatch.setattr(sb, "_LIBRARY_MAPS_BYTES", 1 << 62)  # everything via _into
+    xa, ya = cls(random_state=0, **kw).fit_resample(X, y)
+    into_calls = seen.count("effml_sampler_resample_into")
+    seen.clear()
+    monkeypatch.setattr(sb, "_LIBRARY_MAPS_BYTES", 0)  # everything library-allocated
+    xb, yb = cls(random_state=0, **kw).fit_resample(X, y)
+    assert into_calls >= 1 and "effml_sampler_resample_into" not in seen
+    assert "effml_sampler_resample" in seen
+    assert xa.dtype == xb.dtype and ya.dtype == yb.dtype
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
