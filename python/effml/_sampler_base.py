@@ -470,17 +470,17 @@ class BaseSampler(_Base):
     def _generate_c(self, ctx, opt, xa, labels):
         """The C call of :meth:`_generate`: (rows, C labels)."""
         if _lib.has("effml_sampler_resample_into") and \
-                self._method not in (RESAMPLE_SMOTENC, RESAMPLE_CLUSTER_CENTROIDS) and \
-                self._output_rows_bound(xa, labels) * xa.shape[1] * xa.itemsize < _LIBRARY_MAPS_BYTES:
-            return self._generate_into(ctx, opt, xa, labels)
-        else:
-            with Scope(ctx) as s:
-                tx, ty = s.wrap(xa), s.wrap(labels.c)
-                px, py = s.out(), s.out()
-                ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
-                                                            byref(px), byref(py)),
-                          "effml_sampler_resample")
-                return s.adopt(px), s.adopt(py)
+                self._method not in (RESAMPLE_SMOTENC, RESAMPLE_CLUSTER_CENTROIDS):
+            cap = self._output_rows_bound(xa, labels)
+            if cap * xa.shape[1] * xa.itemsize < _LIBRARY_MAPS_BYTES:
+                return self._generate_into(ctx, opt, xa, labels, cap)
+        with Scope(ctx) as s:
+            tx, ty = s.wrap(xa), s.wrap(labels.c)
+            px, py = s.out(), s.out()
+            ctx.check(_lib.fn("effml_sampler_resample")(ctx.handle, byref(opt), tx, ty,
+                                                        byref(px), byref(py)),
+                      "effml_sampler_resample")
+            return s.adopt(px), s.adopt(py)
 
     def _output_rows_bound(self, xa, labels):
         """An upper bound on the rows the C call writes (the _into path's capacity)."""
@@ -492,10 +492,10 @@ class BaseSampler(_Base):
             cap += sum(counts[c] for c in gen) // 2 + 1
         return cap
 
-    def _generate_into(self, ctx, opt, xa, labels):
-        """Resample into numpy arrays allocated here (the C call writes the rows once)."""
+    def _generate_into(self, ctx, opt, xa, labels, cap):
+        """Resample into numpy arrays allocated here (the C call writes the rows once);
+        cap: :meth:`_output_rows_bound`."""
         d = xa.shape[1]
-        cap = self._output_rows_bound(xa, labels)
         f = _lib.fn("effml_sampler_resample_into")
         for _ in range(2):
             xo = np.empty((cap, d), dtype=xa.dtype)
