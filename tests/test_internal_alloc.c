@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -166,6 +167,20 @@ START_TEST(test_default_allocator_threshold) {
   /* calloc of a large block is zero everywhere */
   unsigned char *z = (unsigned char *)effml__calloc(ctx, 5, 8 * MIB);
   ck_assert_ptr_nonnull(z);
+#if EFFML__DEFAULT_MAPS
+  {
+    /* a mapped block is zero already: calloc leaves its pages untouched (no memset pass) */
+    ck_assert_int_ne(effml__block_kind(z), EFFML__BLOCK_MALLOC);
+    const size_t pg = (size_t)sysconf(_SC_PAGESIZE), np = 40 * MIB / pg;
+    unsigned char *vec = (unsigned char *)malloc(np);
+    ck_assert_ptr_nonnull(vec);
+    ck_assert_int_eq(mincore(z, 40 * MIB, vec), 0);
+    size_t resident = 0;
+    for (size_t i = 0; i < np; ++i) resident += vec[i] & 1u;
+    free(vec);
+    ck_assert_msg(resident < np / 2, "calloc touched %zu of %zu pages", resident, np);
+  }
+#endif
   for (size_t i = 0; i < 40 * MIB; i += 4096) ck_assert_uint_eq(z[i], 0);
   ck_assert_uint_eq(z[40 * MIB - 1], 0);
   effml__free(ctx, z);

@@ -452,7 +452,15 @@ void *effml__calloc(effml_context *ctx, size_t n, size_t size) {
   size_t total;
   if (!effml__mul_size(n, size, &total)) return NULL;
   void *p = effml__malloc(ctx, total);
-  if (p) memset(p, 0, total);
+  if (p == NULL) return NULL;
+#if EFFML__DEFAULT_MAPS
+  /* A block with a mapping of its own is fresh anonymous memory, already zero:
+   * a memset would only fault in every page now, a pass the caller's first
+   * write repeats. */
+  if (!(ctx && ctx->alloc) && total >= EFFML__MAP_MIN && effml__block_kind(p) != EFFML__BLOCK_MALLOC)
+    return p;
+#endif
+  memset(p, 0, total);
   return p;
 }
 
