@@ -119,8 +119,10 @@ static void *effml__pool_main(void *q) {
   effml__pool_worker *me = (effml__pool_worker *)q;
   struct effml__pool *p = me->pool;
   uint64_t seen = me->seen;
+  int sat_out = 0; /* the last region did not include this worker: wait without spinning */
   for (;;) {
-    if (!effml__spin_ticket(p, seen, atomic_load_explicit(&p->spin_us, memory_order_relaxed))) {
+    if (sat_out ||
+        !effml__spin_ticket(p, seen, atomic_load_explicit(&p->spin_us, memory_order_relaxed))) {
       pthread_mutex_lock(&p->mu);
       p->sleepers++;
       while (atomic_load_explicit(&p->ticket, memory_order_acquire) == seen &&
@@ -131,7 +133,8 @@ static void *effml__pool_main(void *q) {
     }
     if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
     seen = atomic_load_explicit(&p->ticket, memory_order_acquire);
-    if (me->index > (int32_t)(seen & 0xff)) continue; /* not in this region */
+    sat_out = me->index > (int32_t)(seen & 0xff);
+    if (sat_out) continue; /* not in this region */
     const int64_t n = p->n, nt = p->nt, t = me->index;
     p->fn(p->arg, n * t / nt, n * (t + 1) / nt, me->index);
     if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
