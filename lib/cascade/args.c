@@ -122,7 +122,7 @@ effml_status effml__check_out(effml_context *ctx, const effml_tensor *t, const c
 }
 
 void effml__write_i32_out(effml_tensor *t, const int32_t *v, int64_t n) {
-  if (t->dtype == EFFML_I32 && (t->ndim == 1 ? t->strides[0] == 1 : effml_tensor_is_contiguous(t))) {
+  if (t->dtype == EFFML_I32 && effml_tensor_is_contiguous(t)) {
     memcpy(t->data, v, (size_t)n * sizeof(int32_t));
     return;
   }
@@ -136,7 +136,7 @@ void effml__write_i32_out(effml_tensor *t, const int32_t *v, int64_t n) {
 }
 
 void effml__write_f64_out(effml_tensor *t, const double *v, int64_t n) {
-  if (t->dtype == EFFML_F64 && (t->ndim == 1 ? t->strides[0] == 1 : effml_tensor_is_contiguous(t))) {
+  if (t->dtype == EFFML_F64 && effml_tensor_is_contiguous(t)) {
     memcpy(t->data, v, (size_t)n * sizeof(double));
     return;
   }

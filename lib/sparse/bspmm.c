@@ -163,9 +163,7 @@ static void fwd_range(void *arg, int64_t b, int64_t e, int32_t w) {
 
 /* Items of at least ~64k multiply-adds per thread. */
 static int64_t min_items(int64_t items, int64_t nnz, int64_t ldb) {
-  double per = items > 0 ? (double)nnz * (double)ldb / (double)items : 1.0;
-  double mn = 65536.0 / (per > 1.0 ? per : 1.0);
-  return mn < 1.0 ? 1 : (int64_t)mn;
+  return effml__sparse_min_items(items, nnz, ldb, 65536.0);
 }
 
 /* Chunks of a range handed out from a shared counter (declared in

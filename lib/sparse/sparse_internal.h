@@ -121,6 +121,15 @@ EFFML__HIDDEN void effml__bsddmm(effml_context *ctx, const effml__spmat *m, cons
  * whole, so results do not depend on which thread runs it (bspmm.c). */
 EFFML__HIDDEN void effml__sparse_run_chunks(effml_context *ctx, int64_t items, int64_t min_per,
                                             int64_t chunk, effml__range_fn fn, void *arg);
+/* min_per for effml__sparse_run_chunks: enough of `items` items (nnz * ldb
+ * multiply-adds over all of them) that a thread gets at least `grain`
+ * multiply-adds; at least 1. */
+static inline int64_t effml__sparse_min_items(int64_t items, int64_t nnz, int64_t ldb,
+                                              double grain) {
+  double per = items > 0 ? (double)nnz * (double)ldb / (double)items : 1.0;
+  double mn = grain / (per > 1.0 ? per : 1.0);
+  return mn < 1.0 ? 1 : (int64_t)mn;
+}
 /* 1 if every block-row of m (block rows each) shares one column list. */
 EFFML__HIDDEN int effml__spmat_is_blocked(const effml__spmat *m, int32_t block);
 /* Yᵀ (+)= W Xᵀ with the kernel of m's layout (v in CSR order). */

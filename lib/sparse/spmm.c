@@ -337,9 +337,7 @@ static int64_t n_row_chunks(const effml_context *ctx, int64_t rows, int64_t nnz,
 
 /* Items per thread so a thread gets at least ~32k multiply-adds. */
 static int64_t min_items(int64_t items, int64_t nnz, int64_t ldb) {
-  double per = items > 0 ? (double)nnz * (double)ldb / (double)items : 1.0;
-  double m = 32768.0 / (per > 1.0 ? per : 1.0);
-  return m < 1.0 ? 1 : (int64_t)m;
+  return effml__sparse_min_items(items, nnz, ldb, 32768.0);
 }
 
 /* SpMM work items: (lane tile, row chunk) pairs in tile-major order, handed
