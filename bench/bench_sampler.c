@@ -433,6 +433,10 @@ int main(int argc, char **argv) {
       effml_tensor *fx = NULL, *fy = NULL;
       CHECK(effml_tensor_create(dctx, EFFML_F64, 2, os, &fx));
       CHECK(effml_tensor_create(dctx, EFFML_I64, 1, &n_out, &fy));
+      /* the write itself: a fresh mapping comes back zero without being touched (the
+       * zeroed create skips its memset there), so the floor writes the output once */
+      memset(effml_tensor_data(fx), 0, (size_t)(n_out * d) * sizeof(double));
+      memset(effml_tensor_data(fy), 0, (size_t)n_out * sizeof(int64_t));
       double t4 = bu_now(), c4 = cpu_s();
       effml_tensor_free(fx);
       effml_tensor_free(fy);
