@@ -332,6 +332,9 @@ static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int
   return EFFML_OK;
 }
 
+/* Largest kappa2 (below) for which EXACT stops after one CholeskyQR step. */
+#define LEV_ONE_STEP_KAPPA2 4.0
+
 /* The one-step test (see exact_r): is kappa2 = ||W||_2^2 <= LEV_ONE_STEP_KAPPA2
  * for W = (R D^{-1})^{-1}, D = diag(column norms of R), i.e. R with its
  * columns scaled to unit length?  ||W||_2^2 = 1 / lambda_min(C) with
@@ -340,11 +343,6 @@ static effml_status small_r(effml_context *ctx, double *stack, int64_t rows, int
  * means that matrix is positive definite up to rounding of order d eps,
  * far inside the 1e-3 margin.  R is row-major upper triangular; w is d x d
  * scratch.  O(d^3 / 3). */
-static int one_step_ok(effml_context *ctx, const double *r, int64_t d, double *w);
-
-/* Largest kappa2 (above) for which EXACT stops after one CholeskyQR step. */
-#define LEV_ONE_STEP_KAPPA2 4.0
-
 static int one_step_ok(effml_context *ctx, const double *r, int64_t d, double *w) {
   for (int64_t i = 0; i < d; ++i) { /* w[i][i] = |column i|^2 of R */
     double c = 0;
