@@ -373,8 +373,8 @@ static effml_status exact_r(effml_context *ctx, const effml_sampler_leverage_opt
                             lev_job *J, double *r, double *r2) {
   const int64_t d = J->d;
   effml_status st = EFFML_OK;
-  /* One step (two passes over A in all) when it is provably as good as the
-   * refinement.  With G = fl(A^T A), its Cholesky factor R and U = A R^{-1}:
+  /* One step (two passes over A in all) when its error bound is provably
+   * within a factor LEV_ONE_STEP_KAPPA2 of the refinement's.  With G = fl(A^T A), its Cholesky factor R and U = A R^{-1}:
    * the rounding errors E of the Gram sums (at most gamma_K |a_j| |a_k|
    * over K terms) and of the Cholesky (gamma_{d+1} |R^T| |R|, Higham 2002,
    * Thm 10.3) give U^T U = I - W^T F W with |F_jk| <= gamma_K + gamma_{d+1}
